@@ -1,0 +1,73 @@
+"""What a gradient mode receives: one solve, fully specified and validated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from physode.solvers import Stats, integrate
+from physode.solvers.loop import LoopResult, Trace
+
+__all__ = ["GradientMode", "Problem"]
+
+
+@dataclass
+class Problem:
+    """A validated solve: ``func``, ``y0``, output ``times`` (floats), the stepper and its settings."""
+
+    func: Callable[[Tensor, Tensor], Tensor]
+    y0: Tensor
+    times: list[float]
+    stepper: object
+    method: str
+    rtol: float
+    atol: float
+    step_size: float | None
+    first_step: float | None
+    max_steps: int
+    params: list[Tensor]
+    stats: Stats
+
+    def run(self, y0: Tensor, trace: Trace | None = None) -> LoopResult:
+        """The forward loop from ``y0`` with this problem's settings."""
+        return integrate(
+            self.stepper,
+            self.func,
+            y0,
+            self.times,
+            rtol=self.rtol,
+            atol=self.atol,
+            step_size=self.step_size,
+            first_step=self.first_step,
+            max_steps=self.max_steps,
+            stats=self.stats,
+            trace=trace,
+        )
+
+
+def stack_outputs(result: LoopResult, n_times: int, like: Tensor) -> Tensor:
+    """``(n_times, *y0.shape)`` outputs, NaN where the solve stopped before reaching them."""
+    ys = result.ys
+    if len(ys) < n_times:
+        missing = like.new_full((n_times - len(ys), *like.shape), float("nan"))
+        return torch.cat([torch.stack(ys), missing])
+    return torch.stack(ys)
+
+
+class GradientMode:
+    """Base of the three ways to differentiate through a solve.
+
+    Subclasses implement :meth:`solve`, returning the stacked outputs and the loop's result.
+    """
+
+    name: str = ""
+    exact: bool = True
+
+    def solve(self, problem: Problem) -> tuple[Tensor, LoopResult]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,298 @@
+"""The solver layer's entry points: ``solve`` (a Solution with stats and status) and ``odeint`` (ys)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from physode._errors import InvalidArgumentError, SolverError
+from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
+from physode.solvers import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, Stats, Status, make_stepper
+
+__all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
+
+STEP_CONTROLS = ("shared", "per-sample")
+
+
+@dataclass
+class Solution:
+    """The result of :func:`solve`.
+
+    Attributes
+    ----------
+    t : Tensor
+        The output times, as requested.
+    ys : Tensor
+        ``(len(t), *y0.shape)`` states at ``t``; NaN where a failed solve (``throw=False``) did not
+        reach.
+    status : Status or Tensor
+        ``Status.SUCCESS`` or why the solve stopped; with ``step_control="per-sample"`` an int64
+        tensor of status codes, one per row of ``y0``.
+    stats : Stats
+        Accepted and rejected steps, function evaluations forward, and backward once it has run
+        (per-sample: step counts per row as tensors).
+    message : str
+        ``"success"`` or what went wrong, where, and what to try.
+    t_final : float or Tensor
+        The time reached (per row with ``step_control="per-sample"``).
+    """
+
+    t: Tensor
+    ys: Tensor
+    status: Status | Tensor
+    stats: Stats
+    message: str
+    t_final: float | Tensor
+
+    @property
+    def success(self) -> bool:
+        """Whether every trajectory reached the last output time."""
+        if isinstance(self.status, Tensor):
+            return bool((self.status == Status.SUCCESS).all())
+        return self.status is Status.SUCCESS
+
+
+def _gradient_mode(gradient: str | GradientMode) -> GradientMode:
+    if isinstance(gradient, GradientMode):
+        return gradient
+    if isinstance(gradient, str) and gradient in GRADIENT_NAMES:
+        return GRADIENT_NAMES[gradient]()
+    raise InvalidArgumentError(
+        f"unknown gradient {gradient!r}; valid choices: "
+        + ", ".join(repr(name) for name in GRADIENT_NAMES)
+        + ", or an object physode.DiscOpt(), physode.OptDisc(...), physode.ACA()"
+    )
+
+
+def _positive(name: str, value: object) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise InvalidArgumentError(f"{name} must be positive and finite, got {value!r}")
+    return number
+
+
+def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]]:
+    if isinstance(t, Tensor):
+        if t.device != y0.device:
+            raise InvalidArgumentError(
+                f"t is on {t.device} but y0 is on {y0.device}; put both on one device, "
+                f"e.g. t = t.to(y0.device)"
+            )
+        t_tensor = t
+    else:
+        t_tensor = torch.as_tensor(t, device=y0.device)
+    if t_tensor.ndim != 1 or t_tensor.numel() < 2:
+        raise InvalidArgumentError(
+            f"t must be a 1-D sequence of at least two times, got shape {tuple(t_tensor.shape)}"
+        )
+    times = t_tensor.detach().to("cpu", torch.float64).tolist()
+    if not all(math.isfinite(s) for s in times):
+        raise InvalidArgumentError(f"t must be finite, got {times}")
+    steps = [b - a for a, b in zip(times, times[1:])]
+    if not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
+        raise InvalidArgumentError(
+            f"t must be strictly increasing or strictly decreasing, got {times[:6]}"
+            + ("..." if len(times) > 6 else "")
+        )
+    return t_tensor, times
+
+
+def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor]:
+    """Tensors that need gradients: ``params`` if given, else those ``func`` visibly holds."""
+    if params is not None:
+        params = list(params)
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise InvalidArgumentError(f"params[{i}] must be a tensor, got {type(p).__name__}")
+        return [p for p in params if p.requires_grad]
+    found: list[Tensor] = []
+    holders: list[object] = [func, getattr(func, "__self__", None)]
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            holders.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    for holder in holders:
+        if isinstance(holder, nn.Module):
+            found.extend(p for p in holder.parameters() if p.requires_grad)
+        elif isinstance(holder, Tensor) and holder.requires_grad:
+            found.append(holder)
+    unique: dict[int, Tensor] = {}
+    for p in found:
+        unique.setdefault(id(p), p)
+    return list(unique.values())
+
+
+def solve(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor | Sequence[float],
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    step_size: float | None = None,
+    gradient: str | GradientMode = "aca",
+    step_control: str = "shared",
+    max_steps: int = 100_000,
+    first_step: float | None = None,
+    params: Sequence[Tensor] | None = None,
+    throw: bool = True,
+) -> Solution:
+    """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]`` and return the states at every ``t``.
+
+    Parameters
+    ----------
+    func : callable ``(t, y) -> dy/dt``
+        A function or ``nn.Module``; ``t`` arrives as a 0-dim tensor (per-sample: one time per row,
+        shape ``(batch,) + (1,) * (y.ndim - 1)``); returns a tensor of ``y``'s shape.
+    y0 : Tensor
+        Initial state, any shape, floating point; its dtype and device are used throughout.
+    t : Tensor or sequence of float
+        Output times, strictly increasing or strictly decreasing (backward in time), at least two.
+    method : str
+        Adaptive ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``; fixed-step ``euler``,
+        ``midpoint``, ``rk4``; symplectic ``leapfrog``, ``yoshida4`` (fixed-step, for separable
+        Hamiltonian vector fields). ``dopri5`` and ``bosh3`` interpolate at output times with their
+        own dense output; the other methods step onto every output time.
+    rtol, atol : float
+        Relative and absolute tolerance of the scaled RMS error norm (adaptive methods).
+    step_size : float
+        Step of the fixed-step methods (required for them; the last step before each output time
+        is shortened to land on it).
+    gradient : str or GradientMode
+        ``"aca"`` (default, exact, memory of the accepted states only), ``"disc-opt"`` (exact,
+        backprop through the steps), ``"opt-disc"`` (continuous adjoint, approximate), or one of the
+        objects ``physode.ACA()``, ``physode.DiscOpt()``, ``physode.OptDisc(...)``.
+    step_control : str
+        ``"shared"``: one step size for the whole state. ``"per-sample"``: each row of ``y0`` (its
+        first dimension) steps on its own, with its own status.
+    max_steps : int
+        Limit on step attempts (accepted plus rejected).
+    first_step : float, optional
+        Initial step of adaptive methods; chosen automatically when omitted.
+    params : sequence of Tensor, optional
+        Tensors to differentiate for ACA and Opt-Disc. By default the parameters of ``func`` if it
+        is an ``nn.Module`` (or a bound method of one), and tensors requiring grad that a plain
+        function closes over.
+    throw : bool
+        Raise :class:`physode.SolverError` when the solve fails (default); with ``False`` return the
+        partial solution and its status instead.
+
+    Returns
+    -------
+    Solution
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        On bad input; the message names the bad value and the valid choices.
+    physode.SolverError
+        When the solve stops early (step size underflow, ``max_steps``, non-finite state) and
+        ``throw`` is true; carries the time reached, the step size and the partial solution.
+
+    Examples
+    --------
+    >>> import torch, physode
+    >>> sol = physode.solve(lambda t, y: -y, torch.tensor([1.0]), torch.linspace(0, 1, 5))
+    >>> sol.ys.shape, sol.status
+    (torch.Size([5, 1]), <Status.SUCCESS: 0>)
+    """
+    if not isinstance(y0, Tensor):
+        raise InvalidArgumentError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+    if not y0.is_floating_point():
+        raise InvalidArgumentError(
+            f"y0 must be floating point, got dtype {y0.dtype}; use e.g. y0.double()"
+        )
+    if not callable(func):
+        raise InvalidArgumentError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
+            f"fixed-step {', '.join(FIXED_METHODS)}"
+        )
+    mode = _gradient_mode(gradient)
+    if step_control not in STEP_CONTROLS:
+        raise InvalidArgumentError(
+            f"unknown step_control {step_control!r}; valid choices: {', '.join(STEP_CONTROLS)}"
+        )
+    rtol, atol = _positive("rtol", rtol), _positive("atol", atol)
+    if method in FIXED_METHODS:
+        if step_size is None:
+            raise InvalidArgumentError(
+                f"method={method!r} is fixed-step and needs step_size, e.g. "
+                f"physode.odeint(func, y0, t, method={method!r}, step_size=0.01); it never uses "
+                "the output grid as its step"
+            )
+        step_size = _positive("step_size", step_size)
+    elif step_size is not None:
+        raise InvalidArgumentError(
+            f"step_size is for fixed-step methods ({', '.join(FIXED_METHODS)}); method={method!r} "
+            "chooses its own steps (use first_step to set the initial one)"
+        )
+    if first_step is not None:
+        first_step = _positive("first_step", first_step)
+    if not isinstance(max_steps, int) or max_steps <= 0:
+        raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
+    t_tensor, times = _times(t, y0)
+    if not bool(torch.isfinite(y0).all()):
+        raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
+
+    stepper = make_stepper(method, func)
+    stats = Stats()
+    problem = Problem(
+        func=func,
+        y0=y0,
+        times=times,
+        stepper=stepper,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        first_step=first_step,
+        max_steps=max_steps,
+        params=_find_params(func, params),
+        stats=stats,
+    )
+    if step_control == "per-sample":
+        from physode.solvers.per_sample import solve_per_sample
+
+        return solve_per_sample(problem, mode, t_tensor)
+
+    ys, result = mode.solve(problem)
+    solution = Solution(
+        t=t_tensor, ys=ys, status=result.status, stats=stats, message=result.message, t_final=result.t
+    )
+    if throw and result.status is not Status.SUCCESS:
+        raise SolverError(
+            result.message, status=result.status, t=result.t, step_size=result.h, solution=solution
+        )
+    return solution
+
+
+def odeint(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor | Sequence[float],
+    **kwargs,
+) -> Tensor:
+    """Solve ``dy/dt = func(t, y)`` and return ``ys`` of shape ``(len(t), *y0.shape)``.
+
+    Same arguments as :func:`solve`, which also returns the status and the work counters.
+
+    Examples
+    --------
+    >>> import torch, physode
+    >>> ys = physode.odeint(lambda t, y: -y, torch.tensor([1.0], dtype=torch.float64),
+    ...                     torch.tensor([0.0, 1.0]), method="dop853", rtol=1e-10, atol=1e-12)
+    >>> abs(ys[-1].item() - 0.36787944117144233) < 1e-9
+    True
+    """
+    return solve(func, y0, t, **kwargs).ys

@@ -1,0 +1,107 @@
+"""Error norms, the PI step-size controller and the automatic first step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["PIController", "error_ratio", "initial_step"]
+
+
+def _scale(y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:
+    return torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
+
+
+def error_ratio(
+    error: Tensor,
+    error_low: Tensor | None,
+    y0: Tensor,
+    y1: Tensor,
+    rtol: float,
+    atol: float,
+    n_controlled: int | None = None,
+) -> Tensor:
+    """Scaled RMS error of a step; the step is accepted when this is at most one.
+
+    The scale is ``atol + rtol * max(|y0|, |y1|)`` element-wise. ``n_controlled`` keeps only the
+    first elements of the flattened state under control (a seminorm). With ``error_low`` the two
+    estimates are combined as in Hairer's DOP853, so the ratio scales with the method's full order.
+    Returns a 0-dim tensor.
+    """
+    if n_controlled is not None:
+        error, y0, y1 = (x.reshape(-1)[:n_controlled] for x in (error, y0, y1))
+        if error_low is not None:
+            error_low = error_low.reshape(-1)[:n_controlled]
+    scale = _scale(y0, y1, rtol, atol)
+    n = error.numel()
+    if error_low is None:
+        return torch.linalg.vector_norm(error / scale) / math.sqrt(n)
+    e5 = torch.linalg.vector_norm(error / scale).square()
+    e3 = torch.linalg.vector_norm(error_low / scale).square()
+    denominator = (e5 + 0.01 * e3).clamp_min(torch.finfo(error.dtype).tiny)
+    return e5 / torch.sqrt(denominator * n)
+
+
+@dataclass(frozen=True)
+class PIController:
+    """Proportional-integral step-size controller (Gustafsson; Hairer & Wanner II, IV.2).
+
+    The next step is ``h * safety * ratio**(-alpha) * previous_ratio**beta`` with
+    ``alpha = 0.7 / q`` and ``beta = 0.4 / q``, ``q`` being the error estimate's order plus one, the
+    factor clipped to ``[min_factor, max_factor]``; after a rejection the step never grows.
+    """
+
+    q: int
+    safety: float = 0.9
+    min_factor: float = 0.2
+    max_factor: float = 10.0
+
+    def factor(self, ratio: float, previous_ratio: float, accepted: bool) -> float:
+        """Multiplier for the step size after a step with the given error ratio."""
+        if not math.isfinite(ratio):
+            return self.min_factor
+        if ratio == 0.0:
+            return self.max_factor if accepted else 1.0
+        alpha = 0.7 / self.q
+        beta = 0.4 / self.q if accepted else 0.0
+        fac = self.safety * ratio ** (-alpha) * max(previous_ratio, 1e-4) ** beta
+        upper = self.max_factor if accepted else 1.0
+        return min(upper, max(self.min_factor, fac))
+
+
+def initial_step(
+    func: Callable[[Tensor, Tensor], Tensor],
+    t0: float,
+    y0: Tensor,
+    f0: Tensor,
+    direction: float,
+    order: int,
+    rtol: float,
+    atol: float,
+    time: Callable[[float], Tensor],
+    n_controlled: int | None = None,
+) -> float:
+    """Starting step size by Hairer, Norsett & Wanner I (II.4); costs one evaluation of ``func``."""
+
+    def rms(x: Tensor, scale: Tensor) -> float:
+        x = x.reshape(-1)[:n_controlled] if n_controlled is not None else x
+        return (torch.linalg.vector_norm(x / scale) / math.sqrt(x.numel())).item()
+
+    y0c = y0.reshape(-1)[:n_controlled] if n_controlled is not None else y0
+    scale = y0c.abs().mul(rtol).add_(atol)
+    d0, d1 = rms(y0, scale), rms(f0, scale)
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    y1 = torch.add(y0, f0, alpha=direction * h0)
+    f1 = func(time(t0 + direction * h0), y1)
+    d2 = rms(f1 - f0, scale) / h0
+    if not math.isfinite(d2):
+        return h0
+    if max(d1, d2) <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+    return min(100 * h0, h1)

@@ -1,0 +1,229 @@
+"""The stepping loop with one step size for the whole state: accepts, rejects, and lands on outputs.
+
+Every gradient mode drives this one loop, so Disc-Opt, ACA and Opt-Disc share one discretisation.
+Time and step size are Python floats: the controller's arithmetic never enters an autograd graph,
+which is what makes the step sizes constants for Disc-Opt and lets ACA replay a step bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import torch
+from torch import Tensor
+
+from physode._errors import InvalidArgumentError
+from physode.solvers.control import PIController, error_ratio, initial_step
+
+__all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
+
+# An output within this fraction of a step past the end of the step lands on it exactly, so
+# rounding never leaves a sliver of a step behind.
+_LANDING_SLACK = 1e-9
+
+
+class Status(IntEnum):
+    """Why a solve stopped; ``SUCCESS`` when it reached the last output time."""
+
+    SUCCESS = 0
+    MAX_STEPS = 1
+    STEP_SIZE_UNDERFLOW = 2
+    NON_FINITE = 3
+
+
+@dataclass
+class Stats:
+    """Work counters of one solve.
+
+    ``n_steps`` accepted steps, ``n_rejected`` rejected trial steps, ``nfe`` evaluations of
+    ``func`` in the forward pass, ``nfe_backward`` evaluations made by the backward pass once it
+    has run (ACA: the replayed steps; Opt-Disc: the augmented adjoint system; Disc-Opt: none, as
+    it backpropagates through the graph recorded in the forward pass).
+    """
+
+    n_steps: int = 0
+    n_rejected: int = 0
+    nfe: int = 0
+    nfe_backward: int = 0
+
+
+@dataclass
+class Trace:
+    """The accepted steps of a solve: what ACA needs to rebuild them one at a time.
+
+    ``t[n]``, ``h[n]`` and ``y[n]`` are the start time, size and input state of accepted step
+    ``n``. ``outputs[k - 1] = (n, theta)`` says output ``k`` came from step ``n``: its end point
+    (``theta is None``) or its dense output at ``t[n] + theta * h[n]``.
+    """
+
+    t: list[float] = field(default_factory=list)
+    h: list[float] = field(default_factory=list)
+    y: list[Tensor] = field(default_factory=list)
+    outputs: list[tuple[int, float | None]] = field(default_factory=list)
+
+
+@dataclass
+class LoopResult:
+    """Outputs reached (``ys[0]`` is ``y0``), why the loop stopped, and where."""
+
+    ys: list[Tensor]
+    status: Status
+    t: float
+    h: float
+    message: str
+
+
+def _time_maker(y: Tensor) -> Callable[[float], Tensor]:
+    dtype, device = y.dtype, y.device
+
+    def time(s: float) -> Tensor:
+        return torch.scalar_tensor(s, dtype=dtype, device=device)
+
+    return time
+
+
+def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptive: bool) -> str:
+    where = f"at t={t:.17g} with step size {h:.3g}"
+    if status is Status.MAX_STEPS:
+        return (
+            f"max_steps={max_steps} step attempts reached {where}. The problem may be stiff or the "
+            f"tolerances too tight: raise max_steps (e.g. max_steps={10 * max_steps}), loosen "
+            "rtol/atol, or shorten the time span."
+        )
+    if status is Status.STEP_SIZE_UNDERFLOW:
+        return (
+            f"step size underflow {where}: the error control rejected every step down to the "
+            "limit of floating point resolution. The solution may blow up or be discontinuous "
+            "here; check func near this time, or use float64 and looser tolerances."
+        )
+    hint = (
+        "lower step_size" if not adaptive else "the solution blows up or func returns NaN/inf here"
+    )
+    return (
+        f"non-finite state {where}: func produced NaN or inf ({hint}). Check func's inputs and "
+        "parameters near this time."
+    )
+
+
+def integrate(
+    stepper,
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    times: list[float],
+    *,
+    rtol: float,
+    atol: float,
+    step_size: float | None,
+    first_step: float | None,
+    max_steps: int,
+    stats: Stats,
+    trace: Trace | None = None,
+    n_controlled: int | None = None,
+) -> LoopResult:
+    """Integrate ``dy/dt = func(t, y)`` from ``times[0]`` through every later time in ``times``.
+
+    Adaptive steppers control the error with a PI controller; fixed-step steppers take
+    ``step_size`` and shorten only the step that lands on an output time. Methods with a dense
+    output step freely and interpolate at the output times; the others land on every output time.
+    Gradients flow through whatever ``func`` and the stepper compute, so the caller decides with
+    ``torch.no_grad`` / ``enable_grad`` whether a graph is built.
+    """
+    time = _time_maker(y0)
+    direction = 1.0 if times[-1] > times[0] else -1.0
+    adaptive = stepper.adaptive
+    dense = adaptive and stepper.has_dense
+    t, y = times[0], y0
+    ys = [y0]
+
+    f0 = func(time(t), y)
+    stats.nfe += 1
+    if not isinstance(f0, Tensor) or f0.shape != y0.shape:
+        got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0).__name__
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
+        )
+    if adaptive:
+        if first_step is not None:
+            h = direction * first_step
+        else:
+            h = direction * initial_step(
+                func, t, y, f0, direction, stepper.order, rtol, atol, time, n_controlled
+            )
+            stats.nfe += 1
+        controller = PIController(q=stepper.tableau.error_order + 1)
+    else:
+        h = direction * step_size
+    previous_ratio = 1.0
+    underflow = 4.0 * torch.finfo(y0.dtype).eps
+    status = Status.SUCCESS
+    k, n_out, t_end = 1, len(times), times[-1]
+    ratio = 0.0
+
+    while k < n_out:
+        if stats.n_steps + stats.n_rejected >= max_steps:
+            status = Status.MAX_STEPS
+            break
+        target = t_end if dense else times[k]
+        remaining = target - t
+        landing = abs(h) * (1.0 + _LANDING_SLACK) >= abs(remaining)
+        h_step = remaining if landing else h
+        if f0 is None:
+            f0 = func(time(t), y)
+            stats.nfe += 1
+        step = stepper.step(func, t, y, h_step, f0, time)
+        stats.nfe += stepper.nfe_per_step
+        if adaptive:
+            ratio = error_ratio(step.error, step.error_low, y, step.y1, rtol, atol, n_controlled).item()
+            accepted = ratio <= 1.0
+        else:
+            accepted = True
+
+        if not accepted:
+            stats.n_rejected += 1
+            h = h_step * controller.factor(ratio, previous_ratio, accepted=False)
+            if abs(h) <= underflow * max(1.0, abs(t)):
+                status = Status.STEP_SIZE_UNDERFLOW if math.isfinite(ratio) else Status.NON_FINITE
+                break
+            continue
+
+        t_new = target if landing else t + h_step
+        y1 = step.y1
+        if not adaptive and landing and not bool(torch.isfinite(y1).all()):
+            status = Status.NON_FINITE
+            break
+        n = stats.n_steps
+        stats.n_steps += 1
+        if trace is not None:
+            trace.t.append(t)
+            trace.h.append(h_step)
+            trace.y.append(y)
+        if dense:
+            while k < n_out and direction * (times[k] - t_new) <= 0.0:
+                if times[k] == t_new:
+                    ys.append(y1)
+                    theta = None
+                else:
+                    theta = (times[k] - t) / h_step
+                    ys.append(stepper.interpolate(y, h_step, step.ks, theta))
+                if trace is not None:
+                    trace.outputs.append((n, theta))
+                k += 1
+        elif landing:
+            ys.append(y1)
+            if trace is not None:
+                trace.outputs.append((n, None))
+            k += 1
+        t, y, f0 = t_new, y1, step.f1
+        if adaptive:
+            h_next = h_step * controller.factor(ratio, previous_ratio, accepted=True)
+            # A step shortened to land on an output says nothing about the natural step size.
+            h = direction * max(abs(h_next), abs(h)) if landing else h_next
+            previous_ratio = ratio
+
+    message = "success" if status is Status.SUCCESS else _failure_message(
+        status, t, h, max_steps, adaptive
+    )
+    return LoopResult(ys=ys, status=status, t=t, h=h, message=message)

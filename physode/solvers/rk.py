@@ -1,0 +1,118 @@
+"""One generic explicit Runge-Kutta step that serves every tableau, and its dense output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from physode.solvers.tableau import ButcherTableau
+
+__all__ = ["RungeKutta", "StepResult", "lincomb"]
+
+
+class StepResult(NamedTuple):
+    """What one step returns; nothing is mutated.
+
+    ``f1`` is ``f(t + h, y1)`` when the method computes it anyway (FSAL), else None. ``error`` is
+    the embedded error estimate (``None`` for fixed-step methods), ``error_low`` the second
+    estimate of methods that combine two, and ``ks`` the stage derivatives for dense output.
+    """
+
+    y1: Tensor
+    f1: Tensor | None
+    error: Tensor | None
+    error_low: Tensor | None
+    ks: list[Tensor]
+
+
+def lincomb(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor | None:
+    """``sum_i weights[i] * ks[i]`` skipping zero weights; None if every weight is zero.
+
+    Element-wise only (no matrix products), so each row of a batch is computed exactly as it would
+    be alone.
+    """
+    acc = None
+    for w, k in zip(weights, ks):
+        if w == 0.0:
+            continue
+        acc = k * w if acc is None else torch.add(acc, k, alpha=w)
+    return acc
+
+
+def _advance(y: Tensor, h: float | Tensor, direction: Tensor | None) -> Tensor:
+    """``y + h * direction`` for a Python-float or a per-row tensor step."""
+    if direction is None:
+        return y
+    if isinstance(h, Tensor):
+        return torch.addcmul(y, h, direction)
+    return torch.add(y, direction, alpha=h)
+
+
+class RungeKutta:
+    """Explicit Runge-Kutta stepper over a :class:`ButcherTableau`.
+
+    Parameters
+    ----------
+    tableau : ButcherTableau
+        The method's coefficients.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physode.solvers.tableau import TABLEAUS
+    >>> rk4 = RungeKutta(TABLEAUS["rk4"])
+    >>> f = lambda t, y: -y
+    >>> y0 = torch.ones(1, dtype=torch.float64)
+    >>> out = rk4.step(f, 0.0, y0, 0.1, f(0.0, y0), lambda s: s)
+    >>> round(out.y1.item(), 8)
+    0.90483750
+    """
+
+    def __init__(self, tableau: ButcherTableau):
+        self.tableau = tableau
+        self.name = tableau.name
+        self.order = tableau.order
+        self.adaptive = tableau.adaptive
+        self.has_dense = tableau.dense is not None
+        # Evaluations a step makes on top of the f0 it is handed.
+        self.nfe_per_step = tableau.stages - 1
+        self._rows = [(ci, row) for ci, row in zip(tableau.c[1:], tableau.a[1:])]
+
+    def step(
+        self,
+        func: Callable[[Tensor, Tensor], Tensor],
+        t: float | Tensor,
+        y: Tensor,
+        h: float | Tensor,
+        f0: Tensor,
+        time: Callable[[float], Tensor],
+    ) -> StepResult:
+        """Take one step of size ``h`` from ``(t, y)`` given ``f0 = func(t, y)``.
+
+        ``t`` and ``h`` are Python floats (one step size for the whole state) or tensors
+        broadcastable against ``y`` (one step per row); ``time`` turns a float time into the tensor
+        handed to ``func``.
+        """
+        tab = self.tableau
+        per_row = isinstance(h, Tensor)
+        ks = [f0]
+        for ci, row in self._rows:
+            yi = _advance(y, h, lincomb(row, ks))
+            ti = t + ci * h if per_row else time(t + ci * h)
+            ks.append(func(ti, yi))
+        y1 = _advance(y, h, lincomb(tab.b, ks))
+        f1 = ks[-1] if tab.fsal else None
+        error = error_low = None
+        if tab.b_error is not None:
+            e = lincomb(tab.b_error, ks)
+            error = e * h
+            if tab.b_error_low is not None:
+                error_low = lincomb(tab.b_error_low, ks) * h
+        return StepResult(y1, f1, error, error_low, ks)
+
+    def interpolate(self, y: Tensor, h: float, ks: Sequence[Tensor], theta: float) -> Tensor:
+        """The method's continuous extension at ``t + theta * h`` within an accepted step."""
+        return _advance(y, h, lincomb(self.tableau.dense_weights(theta), ks))
