@@ -51,8 +51,9 @@ class PIController:
     """Proportional-integral step-size controller (Gustafsson; Hairer & Wanner II, IV.2).
 
     The next step is ``h * safety * ratio**(-alpha) * previous_ratio**beta`` with
-    ``alpha = 0.7 / q`` and ``beta = 0.4 / q``, ``q`` being the error estimate's order plus one, the
-    factor clipped to ``[min_factor, max_factor]``; after a rejection the step never grows.
+    ``beta = 0.2 / q`` and ``alpha = 1 / q - 0.75 beta``, ``q`` being the error estimate's order plus
+    one (for dopri5, Hairer's DOPRI5 defaults beta = 0.04, alpha = 0.17), the factor clipped to
+    ``[min_factor, max_factor]``; after a rejection the step never grows.
     """
 
     q: int
@@ -66,8 +67,10 @@ class PIController:
             return self.min_factor
         if ratio == 0.0:
             return self.max_factor if accepted else 1.0
-        alpha = 0.7 / self.q
-        beta = 0.4 / self.q if accepted else 0.0
+        beta = 0.2 / self.q
+        alpha = 1.0 / self.q - 0.75 * beta
+        if not accepted:
+            beta = 0.0
         fac = self.safety * ratio ** (-alpha) * max(previous_ratio, 1e-4) ** beta
         upper = self.max_factor if accepted else 1.0
         return min(upper, max(self.min_factor, fac))

@@ -1,0 +1,314 @@
+"""Per-sample step control: each row of a batched state keeps its own time, step size and status.
+
+Rows that finish or fail leave the active set, so they stop costing compute, and a row's result
+does not depend on which rows share its batch: every operation on the state is element-wise or a
+reduction within one row written as element-wise sums, so a row is computed exactly as it would
+be alone, provided ``func`` treats rows independently (as generated system vector fields do).
+Each row steps onto every output time (no dense output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from physode._errors import InvalidArgumentError
+from physode.solvers.loop import _LANDING_SLACK, Stats, Status
+
+__all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_per_sample"]
+
+# Above this many elements per row the row norm uses one reduction instead of a chain of adds.
+_MAX_ELEMENTWISE_NORM = 64
+_FACTOR_GRID = 2.0**24
+
+
+@dataclass
+class PerSampleTrace:
+    """Accepted row-steps of each iteration, for ACA: ``(rows, t, h, y, landed, k)`` tuples.
+
+    ``rows`` are global row indices, ``t``/``h`` their start times and step sizes, ``y`` their input
+    states; ``landed`` indexes (within ``rows``) the rows whose step ended on output ``k``.
+    """
+
+    steps: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class PerSampleResult:
+    ys: Tensor
+    status: Tensor
+    t: Tensor
+    h: Tensor
+
+
+def _row_sum_of_squares(x: Tensor) -> Tensor:
+    """Sum of squares within each row, independent of the number of rows."""
+    flat = x.reshape(x.shape[0], -1)
+    if flat.shape[1] > _MAX_ELEMENTWISE_NORM:
+        return flat.square().sum(1)
+    total = flat[:, 0].square()
+    for j in range(1, flat.shape[1]):
+        total = total + flat[:, j].square()
+    return total
+
+
+def _row_ratio(step, y: Tensor, rtol: float, atol: float) -> Tensor:
+    scale = torch.maximum(y.abs(), step.y1.abs()).mul_(rtol).add_(atol)
+    n = y[0].numel()
+    e5 = _row_sum_of_squares(step.error / scale)
+    if step.error_low is None:
+        return torch.sqrt(e5 / n)
+    e3 = _row_sum_of_squares(step.error_low / scale)
+    denominator = (e5 + 0.01 * e3).clamp_min(torch.finfo(y.dtype).tiny)
+    return e5 / torch.sqrt(denominator * n)
+
+
+def _row_rms(x: Tensor, scale: Tensor) -> Tensor:
+    return torch.sqrt(_row_sum_of_squares(x / scale) / x[0].numel())
+
+
+def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
+    """Hairer's starting step, row by row (one batched evaluation of ``func``)."""
+    scale = y.abs().mul(rtol).add_(atol)
+    d0, d1 = _row_rms(y, scale), _row_rms(f0, scale)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    y1 = torch.addcmul(y, (direction * h0).view(view), f0)
+    f1 = func((t + direction * h0).view(view), y1)
+    d2 = _row_rms(f1 - f0, scale) / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(
+        dmax <= 1e-15,
+        torch.clamp(h0 * 1e-3, min=1e-6),
+        (0.01 / dmax) ** (1.0 / (order + 1)),
+    )
+    h = torch.minimum(100 * h0, h1)
+    return direction * torch.where(torch.isfinite(h), h, h0)
+
+
+def integrate_per_sample(
+    stepper,
+    func,
+    y0: Tensor,
+    times: list[float],
+    *,
+    rtol: float,
+    atol: float,
+    first_step: float | None,
+    max_steps: int,
+    stats: Stats,
+    trace: PerSampleTrace | None = None,
+) -> PerSampleResult:
+    """Integrate every row of ``y0`` (its first dimension) with its own adaptive steps.
+
+    Returns outputs ``(len(times), *y0.shape)`` (NaN where a row stopped early), and per row the
+    status code, the time reached and the last step size. ``stats`` receives per-row tensors of
+    accepted and rejected steps and the number of batched calls of ``func`` (``nfe``).
+    """
+    batch = y0.shape[0]
+    dtype, device = y0.dtype, y0.device
+    view = (-1,) + (1,) * (y0.ndim - 1)
+    direction = 1.0 if times[-1] > times[0] else -1.0
+    times_t = torch.tensor(times, dtype=dtype, device=device)
+    n_out = len(times)
+    tab = stepper.tableau
+    q = tab.error_order + 1
+    beta = 0.2 / q
+    alpha = 1.0 / q - 0.75 * beta
+    eps = 4.0 * torch.finfo(dtype).eps
+
+    ys = y0.new_full((n_out, *y0.shape), float("nan"))
+    ys[0] = y0
+    status = torch.full((batch,), int(Status.SUCCESS), dtype=torch.int64, device=device)
+    t_final = torch.full((batch,), times[0], dtype=dtype, device=device)
+    h_final = torch.zeros(batch, dtype=dtype, device=device)
+    n_steps = torch.zeros(batch, dtype=torch.int64, device=device)
+    n_rejected = torch.zeros(batch, dtype=torch.int64, device=device)
+
+    rows = torch.arange(batch, device=device)
+    t = torch.full((batch,), times[0], dtype=dtype, device=device)
+    y = y0
+    k = torch.ones(batch, dtype=torch.int64, device=device)
+    f0 = func(t.view(view), y)
+    stats.nfe += 1
+    if f0.shape != y0.shape:
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {tuple(f0.shape)}"
+        )
+    if first_step is not None:
+        h = torch.full((batch,), direction * first_step, dtype=dtype, device=device)
+    else:
+        with torch.no_grad():
+            h = _initial_steps(func, t, y, f0, direction, stepper.order, rtol, atol, view)
+        stats.nfe += 1
+    previous = torch.ones(batch, dtype=dtype, device=device)
+    local_steps = torch.zeros(batch, dtype=torch.int64, device=device)
+    local_rejected = torch.zeros(batch, dtype=torch.int64, device=device)
+
+    while rows.numel() > 0:
+        target = times_t[k]
+        remaining = target - t
+        landing = h.abs() * (1.0 + _LANDING_SLACK) >= remaining.abs()
+        h_step = torch.where(landing, remaining, h)
+        step = stepper.step(func, t.view(view), y, h_step.view(view), f0, None)
+        stats.nfe += stepper.nfe_per_step
+        # Detached: step sizes are constants of the graph (Disc-Opt differentiates the steps taken).
+        ratio = _row_ratio(step, y.detach(), rtol, atol).detach()
+        accept = ratio <= 1.0
+        finite = torch.isfinite(ratio)
+        landed = accept & landing
+
+        if trace is not None and bool(accept.any()):
+            acc = accept.nonzero().squeeze(1)
+            land_local = landed[acc].nonzero().squeeze(1)
+            trace.steps.append(
+                (rows[acc], t[acc], h_step[acc], y[acc], land_local, k[acc][land_local])
+            )
+        accept_b = accept.view(view)
+        y = torch.where(accept_b, step.y1, y)
+        t = torch.where(accept, torch.where(landing, target, t + h_step), t)
+        if bool(landed.any()):
+            where = landed.nonzero().squeeze(1)
+            ys[k[where], rows[where]] = y[where]
+            k = k + landed.long()
+
+        # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
+        safe_ratio = torch.where(finite, ratio, torch.ones_like(ratio)).clamp_min(1e-10)
+        factor = 0.9 * safe_ratio ** (-alpha) * torch.where(
+            accept, previous.clamp_min(1e-4) ** beta, torch.ones_like(previous)
+        )
+        factor = torch.where(accept, factor.clamp(0.2, 10.0), factor.clamp(0.2, 1.0))
+        factor = torch.where(finite, factor, torch.full_like(factor, 0.2))
+        # pow is computed by different kernels for a lone row and for a vectorised batch, which
+        # differ in the last bit; rounding the factor to 2**-24 makes the step sizes of a row
+        # independent of its batch.
+        factor = torch.round(factor * _FACTOR_GRID) / _FACTOR_GRID
+        h_next = h_step * factor
+        h = torch.where(landed, direction * torch.maximum(h_next.abs(), h.abs()), h_next)
+        previous = torch.where(accept, ratio, previous)
+        local_steps = local_steps + accept.long()
+        local_rejected = local_rejected + (~accept).long()
+
+        if tab.fsal:
+            f0 = torch.where(accept_b, step.f1, f0)
+        elif bool(accept.any()):
+            acc = accept.nonzero().squeeze(1)
+            f_acc = func(t[acc].view(view), y[acc])
+            stats.nfe += 1
+            f0 = f0.index_put((acc,), f_acc)
+
+        finished = k >= n_out
+        underflow = (~accept) & (h.abs() <= eps * torch.clamp(t.abs(), min=1.0))
+        exhausted = (local_steps + local_rejected) >= max_steps
+        done = finished | underflow | exhausted
+        if bool(done.any()):
+            code = torch.where(
+                finished,
+                int(Status.SUCCESS),
+                torch.where(
+                    underflow,
+                    torch.where(finite, int(Status.STEP_SIZE_UNDERFLOW), int(Status.NON_FINITE)),
+                    int(Status.MAX_STEPS),
+                ),
+            )
+            gone = rows[done]
+            status[gone] = code[done]
+            t_final[gone] = t[done]
+            h_final[gone] = h[done]
+            n_steps[gone] = local_steps[done]
+            n_rejected[gone] = local_rejected[done]
+            keep = ~done
+            rows, t, y, h, k, f0, previous = (
+                x[keep] for x in (rows, t, y, h, k, f0, previous)
+            )
+            local_steps, local_rejected = local_steps[keep], local_rejected[keep]
+
+    stats.n_steps = n_steps
+    stats.n_rejected = n_rejected
+    return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
+
+
+class _PerSampleACA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem, holder, y0, *params):
+        trace = PerSampleTrace()
+        with torch.no_grad():
+            result = _run(problem, y0.detach(), trace)
+        holder.append(result)
+        ctx.problem, ctx.trace = problem, trace
+        return result.ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        problem, trace = ctx.problem, ctx.trace
+        func, stepper, params = problem.func, problem.stepper, problem.params
+        view = (-1,) + (1,) * (grad_ys.ndim - 2)
+        adjoint = torch.zeros_like(grad_ys[0])
+        param_grads = [torch.zeros_like(p) for p in params]
+        nfe = 0
+        for rows, t, h, y_in, land_local, k in reversed(trace.steps):
+            cotangent = adjoint[rows]
+            if land_local.numel():
+                cotangent = cotangent.index_add(0, land_local, grad_ys[k, rows[land_local]])
+            with torch.enable_grad():
+                y = y_in.detach().requires_grad_(True)
+                tv, hv = t.view(view), h.view(view)
+                step = stepper.step(func, tv, y, hv, func(tv, y), None)
+                grads = torch.autograd.grad(step.y1, [y, *params], cotangent, allow_unused=True)
+            nfe += 1 + stepper.nfe_per_step
+            adjoint[rows] = grads[0] if grads[0] is not None else torch.zeros_like(y)
+            for acc, g in zip(param_grads, grads[1:]):
+                if g is not None:
+                    acc.add_(g)
+        problem.stats.nfe_backward += nfe
+        return (None, None, adjoint + grad_ys[0], *param_grads)
+
+
+def _run(problem, y0: Tensor, trace: PerSampleTrace | None = None) -> PerSampleResult:
+    return integrate_per_sample(
+        problem.stepper,
+        problem.func,
+        y0,
+        problem.times,
+        rtol=problem.rtol,
+        atol=problem.atol,
+        first_step=problem.first_step,
+        max_steps=problem.max_steps,
+        stats=problem.stats,
+        trace=trace,
+    )
+
+
+def solve_per_sample(problem, mode, t_tensor: Tensor):
+    """``physode.solve`` with ``step_control="per-sample"``; failures are reported per row."""
+    from physode.integrate import Solution
+
+    if not problem.stepper.adaptive:
+        raise InvalidArgumentError(
+            f"step_control='per-sample' needs an adaptive method, got method={problem.method!r}; "
+            "fixed-step methods take the same steps for every row, so use step_control='shared'"
+        )
+    if problem.y0.ndim < 1:
+        raise InvalidArgumentError("step_control='per-sample' needs y0 with a batch dimension")
+    if mode.name == "disc-opt":
+        result = _run(problem, problem.y0)
+        ys = result.ys
+    elif mode.name == "aca":
+        holder: list[PerSampleResult] = []
+        ys = _PerSampleACA.apply(problem, holder, problem.y0, *problem.params)
+        result = holder[0]
+    else:
+        raise InvalidArgumentError(
+            f"step_control='per-sample' supports gradient='disc-opt' and 'aca', got {mode.name!r}; "
+            "use step_control='shared' with Opt-Disc"
+        )
+    failed = int((result.status != Status.SUCCESS).sum())
+    message = "success" if failed == 0 else (
+        f"{failed} of {len(result.status)} rows stopped early; see Solution.status per row "
+        "(codes: physode.Status) and Solution.t_final for the time each reached"
+    )
+    return Solution(
+        t=t_tensor, ys=ys, status=result.status, stats=problem.stats, message=message,
+        t_final=result.t,
+    )
