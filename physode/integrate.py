@@ -1,4 +1,4 @@
-"""The solver layer's entry points: ``solve`` (a Solution with stats and status) and ``odeint`` (ys)."""
+"""The solver layer's entry points: ``solve`` (a Solution with stats, status) and ``odeint``."""
 
 from __future__ import annotations
 
@@ -212,7 +212,9 @@ def solve(
             f"y0 must be floating point, got dtype {y0.dtype}; use e.g. y0.double()"
         )
     if not callable(func):
-        raise InvalidArgumentError(f"func must be callable as func(t, y), got {type(func).__name__}")
+        raise InvalidArgumentError(
+            f"func must be callable as func(t, y), got {type(func).__name__}"
+        )
     if method not in METHODS:
         raise InvalidArgumentError(
             f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
@@ -268,7 +270,12 @@ def solve(
 
     ys, result = mode.solve(problem)
     solution = Solution(
-        t=t_tensor, ys=ys, status=result.status, stats=stats, message=result.message, t_final=result.t
+        t=t_tensor,
+        ys=ys,
+        status=result.status,
+        stats=stats,
+        message=result.message,
+        t_final=result.t,
     )
     if throw and result.status is not Status.SUCCESS:
         raise SolverError(

@@ -47,9 +47,7 @@ class _ACAFunction(torch.autograd.Function):
                     else:
                         targets.append(stepper.interpolate(y, h, step.ks, theta))
                         cotangents.append(grad_ys[k])
-                grads = torch.autograd.grad(
-                    targets, [y, *params], cotangents, allow_unused=True
-                )
+                grads = torch.autograd.grad(targets, [y, *params], cotangents, allow_unused=True)
             adjoint = grads[0] if grads[0] is not None else torch.zeros_like(adjoint)
             for acc, g in zip(param_grads, grads[1:]):
                 if g is not None:
@@ -64,7 +62,7 @@ def _time_maker(like: Tensor):
 
 
 class ACA(GradientMode):
-    """Adaptive checkpoint adjoint (Zhuang et al., 2020): exact gradients, memory of the states only.
+    """Adaptive checkpoint adjoint (Zhuang et al., 2020): exact gradients, memory of states only.
 
     Forward runs the adaptive solve without building any graph and keeps the accepted step times,
     sizes and input states. Backward walks the accepted steps from last to first, rebuilds one

@@ -16,7 +16,7 @@ __all__ = ["GradientMode", "Problem"]
 
 @dataclass
 class Problem:
-    """A validated solve: ``func``, ``y0``, output ``times`` (floats), the stepper and its settings."""
+    """A validated solve: ``func``, ``y0``, output ``times`` (floats), stepper and settings."""
 
     func: Callable[[Tensor, Tensor], Tensor]
     y0: Tensor

@@ -23,7 +23,8 @@ class DiscOpt(GradientMode):
     --------
     >>> import torch, physode
     >>> y0 = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
-    >>> ys = physode.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0]), gradient=physode.DiscOpt())
+    >>> t = torch.tensor([0.0, 1.0])
+    >>> ys = physode.odeint(lambda t, y: -y, y0, t, gradient=physode.DiscOpt())
     >>> ys[-1].sum().backward()
     >>> round(y0.grad.item(), 5)
     0.36788

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from physode._errors import InvalidArgumentError, SolverError
 from physode.gradients.base import GradientMode, Problem, stack_outputs
-from physode.solvers import ADAPTIVE_METHODS, METHODS, integrate, make_stepper
+from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
 from physode.solvers.loop import LoopResult, Stats, Status
 
 __all__ = ["OptDisc"]
@@ -98,7 +98,9 @@ class _OptDiscFunction(torch.autograd.Function):
         (ys,) = ctx.saved_tensors
         mode, problem = ctx.mode, ctx.problem
         params = problem.params
-        method = mode.method or problem.method
+        # The augmented adjoint system does not separate, so a symplectic forward method is
+        # followed backward by rk4 with the same step.
+        method = mode.method or ("rk4" if problem.method in SYMPLECTIC_METHODS else problem.method)
         if method not in ADAPTIVE_METHODS and (mode.step_size or problem.step_size) is None:
             raise InvalidArgumentError(
                 f"OptDisc: backward method {method!r} is fixed-step and needs step_size"
@@ -139,7 +141,7 @@ class _OptDiscFunction(torch.autograd.Function):
         adjoint = z[n : 2 * n].reshape(shape)
         param_grads, offset = [], 2 * n
         for p, size in zip(params, sizes):
-            param_grads.append(z[offset : offset + size].reshape(p.shape))
+            param_grads.append(z[offset : offset + size].reshape(p.shape).to(p.dtype))
             offset += size
         return (None, None, None, adjoint, *param_grads)
 
@@ -160,5 +162,6 @@ class _Augmented:
             vjps = torch.autograd.grad(f, [y, *self.params], -adjoint, allow_unused=True)
         pieces = [f.detach().reshape(-1)]
         for v, like in zip(vjps, [y, *self.params]):
-            pieces.append((v if v is not None else torch.zeros_like(like)).reshape(-1))
+            piece = v if v is not None else torch.zeros_like(like)
+            pieces.append(piece.reshape(-1).to(z.dtype))
         return torch.cat(pieces)

@@ -12,6 +12,7 @@ __all__ = [
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
     "METHODS",
+    "SYMPLECTIC_METHODS",
     "ButcherTableau",
     "LoopResult",
     "RungeKutta",

@@ -51,9 +51,9 @@ class PIController:
     """Proportional-integral step-size controller (Gustafsson; Hairer & Wanner II, IV.2).
 
     The next step is ``h * safety * ratio**(-alpha) * previous_ratio**beta`` with
-    ``beta = 0.2 / q`` and ``alpha = 1 / q - 0.75 beta``, ``q`` being the error estimate's order plus
-    one (for dopri5, Hairer's DOPRI5 defaults beta = 0.04, alpha = 0.17), the factor clipped to
-    ``[min_factor, max_factor]``; after a rejection the step never grows.
+    ``beta = 0.2 / q`` and ``alpha = 1 / q - 0.75 beta``, ``q`` being the error estimate's
+    order plus one (for dopri5, Hairer's DOPRI5 defaults beta = 0.04, alpha = 0.17), the factor
+    clipped to ``[min_factor, max_factor]``; after a rejection the step never grows.
     """
 
     q: int

@@ -176,7 +176,9 @@ def integrate(
         step = stepper.step(func, t, y, h_step, f0, time)
         stats.nfe += stepper.nfe_per_step
         if adaptive:
-            ratio = error_ratio(step.error, step.error_low, y, step.y1, rtol, atol, n_controlled).item()
+            ratio = error_ratio(
+                step.error, step.error_low, y, step.y1, rtol, atol, n_controlled
+            ).item()
             accepted = ratio <= 1.0
         else:
             accepted = True
@@ -223,7 +225,9 @@ def integrate(
             h = direction * max(abs(h_next), abs(h)) if landing else h_next
             previous_ratio = ratio
 
-    message = "success" if status is Status.SUCCESS else _failure_message(
-        status, t, h, max_steps, adaptive
+    message = (
+        "success"
+        if status is Status.SUCCESS
+        else _failure_message(status, t, h, max_steps, adaptive)
     )
     return LoopResult(ys=ys, status=status, t=t, h=h, message=message)

@@ -175,8 +175,10 @@ def integrate_per_sample(
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
         safe_ratio = torch.where(finite, ratio, torch.ones_like(ratio)).clamp_min(1e-10)
-        factor = 0.9 * safe_ratio ** (-alpha) * torch.where(
-            accept, previous.clamp_min(1e-4) ** beta, torch.ones_like(previous)
+        factor = (
+            0.9
+            * safe_ratio ** (-alpha)
+            * torch.where(accept, previous.clamp_min(1e-4) ** beta, torch.ones_like(previous))
         )
         factor = torch.where(accept, factor.clamp(0.2, 10.0), factor.clamp(0.2, 1.0))
         factor = torch.where(finite, factor, torch.full_like(factor, 0.2))
@@ -219,9 +221,7 @@ def integrate_per_sample(
             n_steps[gone] = local_steps[done]
             n_rejected[gone] = local_rejected[done]
             keep = ~done
-            rows, t, y, h, k, f0, previous = (
-                x[keep] for x in (rows, t, y, h, k, f0, previous)
-            )
+            rows, t, y, h, k, f0, previous = (x[keep] for x in (rows, t, y, h, k, f0, previous))
             local_steps, local_rejected = local_steps[keep], local_rejected[keep]
 
     stats.n_steps = n_steps
@@ -304,11 +304,19 @@ def solve_per_sample(problem, mode, t_tensor: Tensor):
             "use step_control='shared' with Opt-Disc"
         )
     failed = int((result.status != Status.SUCCESS).sum())
-    message = "success" if failed == 0 else (
-        f"{failed} of {len(result.status)} rows stopped early; see Solution.status per row "
-        "(codes: physode.Status) and Solution.t_final for the time each reached"
+    message = (
+        "success"
+        if failed == 0
+        else (
+            f"{failed} of {len(result.status)} rows stopped early; see Solution.status per row "
+            "(codes: physode.Status) and Solution.t_final for the time each reached"
+        )
     )
     return Solution(
-        t=t_tensor, ys=ys, status=result.status, stats=problem.stats, message=message,
+        t=t_tensor,
+        ys=ys,
+        status=result.status,
+        stats=problem.stats,
+        message=message,
         t_final=result.t,
     )

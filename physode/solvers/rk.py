@@ -68,7 +68,7 @@ class RungeKutta:
     >>> y0 = torch.ones(1, dtype=torch.float64)
     >>> out = rk4.step(f, 0.0, y0, 0.1, f(0.0, y0), lambda s: s)
     >>> round(out.y1.item(), 8)
-    0.90483750
+    0.9048375
     """
 
     def __init__(self, tableau: ButcherTableau):

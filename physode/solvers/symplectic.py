@@ -1,4 +1,4 @@
-"""Symplectic integrators (velocity Verlet, Yoshida's 4th order) for separable Hamiltonian systems."""
+"""Symplectic integrators (velocity Verlet, Yoshida's 4th order) for separable Hamiltonians."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ def check_separable(func: object, method: str) -> int:
     if getattr(func, "separable", False) is not True:
         raise InvalidArgumentError(
             f"method={method!r} needs a separable Hamiltonian system: the vector field must have "
-            "`separable = True` and `n_coordinates = n` with state [q, v], dq/dt depending only on v "
-            "and dv/dt only on q. Vector fields of catalogue systems whose kinetic and potential "
-            "energies separate carry these attributes; otherwise choose an adaptive method, e.g. "
-            "method='dop853'."
+            "`separable = True` and `n_coordinates = n` with state [q, v], dq/dt depending "
+            "only on v and dv/dt only on q. Vector fields of catalogue systems whose kinetic "
+            "and potential energies separate carry these attributes; otherwise choose an "
+            "adaptive method, e.g. method='dop853'."
         )
     n = getattr(func, "n_coordinates", None)
     if not isinstance(n, int) or n <= 0:

@@ -1,4 +1,4 @@
-"""Butcher tableaus of the explicit Runge-Kutta methods, written once as data and checked when built."""
+"""Butcher tableaus of the explicit Runge-Kutta methods, written once as data and checked."""
 
 from __future__ import annotations
 
@@ -25,13 +25,15 @@ class ButcherTableau:
     b : tuple of float
         Weights of the propagated solution.
     b_error : tuple of float, optional
-        Weights of the error estimate ``b - b_low`` (length ``len(c)``); absent for fixed-step methods.
+        Weights of the error estimate ``b - b_low`` (length ``len(c)``); absent for fixed-step
+        methods.
     error_order : int, optional
         Order of the embedded solution, which sets the step-size controller's exponent.
     fsal : bool
         First same as last: the last stage is ``f(t + h, y1)``, reused as the next step's first.
     dense : tuple of tuple of float, optional
-        Dense-output polynomials: ``y(t + theta h) = y + h * sum_i k_i * sum_j dense[i][j] theta**(j+1)``.
+        Dense-output polynomials:
+        ``y(t + theta h) = y + h * sum_i k_i * sum_j dense[i][j] theta**(j+1)``.
         Absent where the method has no continuous extension here; the solver then steps onto
         every output time instead.
     b_error_low : tuple of float, optional
@@ -78,7 +80,9 @@ class ButcherTableau:
                 problems.append(f"{label} sums to {sum(weights)!r}, not 0")
         if (self.b_error is None) != (self.error_order is None):
             problems.append("b_error and error_order must be given together")
-        if self.fsal and (not math.isclose(self.c[-1], 1.0) or tuple(self.a[-1]) != tuple(self.b[:-1])):
+        if self.fsal and (
+            not math.isclose(self.c[-1], 1.0) or tuple(self.a[-1]) != tuple(self.b[:-1])
+        ):
             problems.append("fsal needs c[-1] == 1 and the last row of a equal to b")
         if self.dense is not None:
             if len(self.dense) != s:
@@ -87,7 +91,9 @@ class ButcherTableau:
                 # At theta = 1 the continuous extension must reproduce the step's end point.
                 for i, poly in enumerate(self.dense):
                     if not math.isclose(sum(poly), self.b[i], rel_tol=1e-9, abs_tol=1e-12):
-                        problems.append(f"dense row {i} sums to {sum(poly)!r}, not b[{i}]={self.b[i]!r}")
+                        problems.append(
+                            f"dense row {i} sums to {sum(poly)!r}, not b[{i}]={self.b[i]!r}"
+                        )
         if problems:
             raise ValueError(f"inconsistent tableau {self.name!r}: " + "; ".join(problems))
 
