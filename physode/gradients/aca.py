@@ -7,7 +7,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from physode.gradients.base import GradientMode, Problem, stack_outputs
+from physode.gradients.base import GradientMode, Problem, needs_gradient, stack_outputs
 from physode.solvers.loop import LoopResult, Trace
 
 __all__ = ["ACA"]
@@ -89,6 +89,9 @@ class ACA(GradientMode):
     exact = True
 
     def solve(self, problem: Problem) -> tuple[Tensor, LoopResult]:
+        if not needs_gradient(problem):
+            result = problem.run(problem.y0)
+            return stack_outputs(result, len(problem.times), problem.y0), result
         holder: list[LoopResult] = []
         ys = _ACAFunction.apply(problem, holder, problem.y0, *problem.params)
         return ys, holder[0]

@@ -11,7 +11,7 @@ from torch import Tensor
 from physode.solvers import Stats, integrate
 from physode.solvers.loop import LoopResult, Trace
 
-__all__ = ["GradientMode", "Problem"]
+__all__ = ["GradientMode", "Problem", "needs_gradient", "stack_outputs"]
 
 
 @dataclass
@@ -46,6 +46,13 @@ class Problem:
             stats=self.stats,
             trace=trace,
         )
+
+
+def needs_gradient(problem: Problem) -> bool:
+    """Whether autograd will ask for a gradient of this solve's outputs."""
+    if not torch.is_grad_enabled():
+        return False
+    return problem.y0.requires_grad or any(p.requires_grad for p in problem.params)
 
 
 def stack_outputs(result: LoopResult, n_times: int, like: Tensor) -> Tensor:

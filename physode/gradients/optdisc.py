@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError, SolverError
-from physode.gradients.base import GradientMode, Problem, stack_outputs
+from physode.gradients.base import GradientMode, Problem, needs_gradient, stack_outputs
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
 from physode.solvers.loop import LoopResult, Stats, Status
 
@@ -77,6 +77,9 @@ class OptDisc(GradientMode):
         )
 
     def solve(self, problem: Problem) -> tuple[Tensor, LoopResult]:
+        if not needs_gradient(problem):
+            result = problem.run(problem.y0)
+            return stack_outputs(result, len(problem.times), problem.y0), result
         holder: list[LoopResult] = []
         ys = _OptDiscFunction.apply(self, problem, holder, problem.y0, *problem.params)
         return ys, holder[0]

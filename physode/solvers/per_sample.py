@@ -291,7 +291,9 @@ def solve_per_sample(problem, mode, t_tensor: Tensor):
         )
     if problem.y0.ndim < 1:
         raise InvalidArgumentError("step_control='per-sample' needs y0 with a batch dimension")
-    if mode.name == "disc-opt":
+    from physode.gradients.base import needs_gradient
+
+    if mode.name == "disc-opt" or not needs_gradient(problem):
         result = _run(problem, problem.y0)
         ys = result.ys
     elif mode.name == "aca":
