@@ -2,8 +2,9 @@
 
 Rows that finish or fail leave the active set, so they stop costing compute, and a row's result
 does not depend on which rows share its batch: every operation on the state is element-wise or a
-reduction within one row, so a row is computed exactly as it would be alone, provided ``func`` treats rows independently (as generated system vector fields do).
-Each row steps onto every output time (no dense output).
+reduction within one row, so a row is computed exactly as it would be alone, provided ``func``
+treats rows independently (as generated system vector fields do). Each row steps onto every
+output time (no dense output).
 """
 
 from __future__ import annotations
