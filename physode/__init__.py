@@ -12,6 +12,8 @@ torch.Size([3, 1])
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 from physode._errors import (
@@ -24,6 +26,33 @@ from physode._errors import (
 from physode.gradients import ACA, DiscOpt, OptDisc
 from physode.integrate import Solution, Stats, Status, odeint, solve
 
+# Subpackages that pull in SymPy, h5py or matplotlib load on first use, so `import physode`
+# stays light for code that only needs the solver layer.
+_SUBMODULES = (
+    "data",
+    "diagnostics",
+    "gradients",
+    "models",
+    "solvers",
+    "symbolic",
+    "systems",
+    "train",
+)
+_LAZY_NAMES = {"System": "physode.symbolic"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"physode.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module 'physode' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_LAZY_NAMES))
+
+
 __all__ = [
     "ACA",
     "DataFormatError",
@@ -34,9 +63,15 @@ __all__ = [
     "Solution",
     "SolverError",
     "Stats",
+    "System",
     "Status",
     "SystemDefinitionError",
     "__version__",
+    "data",
+    "diagnostics",
+    "models",
     "odeint",
     "solve",
+    "systems",
+    "train",
 ]
