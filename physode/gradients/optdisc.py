@@ -93,6 +93,8 @@ class _OptDiscFunction(torch.autograd.Function):
         holder.append(result)
         ys = stack_outputs(result, len(problem.times), y0)
         ctx.mode, ctx.problem = mode, problem
+        # After a failed solve (throw=False) only the outputs reached carry a gradient.
+        ctx.n_reached = len(result.ys)
         ctx.save_for_backward(ys)
         return ys
 
@@ -113,9 +115,12 @@ class _OptDiscFunction(torch.autograd.Function):
         augmented = _Augmented(problem.func, shape, n, params)
         stepper = make_stepper(method, augmented)
         stats = Stats()
-        z = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1), ys.new_zeros(sum(sizes))])
+        last = ctx.n_reached - 1
+        z = torch.cat(
+            [ys[last].reshape(-1), grad_ys[last].reshape(-1), ys.new_zeros(sum(sizes))]
+        )
         times = problem.times
-        for k in range(len(times) - 1, 0, -1):
+        for k in range(last, 0, -1):
             if mode.restart:
                 z = torch.cat([ys[k].reshape(-1), z[n:]])
             result = integrate(

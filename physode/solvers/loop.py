@@ -186,7 +186,8 @@ def integrate(
         if not accepted:
             stats.n_rejected += 1
             h = h_step * controller.factor(ratio, previous_ratio, accepted=False)
-            if abs(h) <= underflow * max(1.0, abs(t)):
+            # `not >` also stops on a NaN step, which a NaN first evaluation produces.
+            if not abs(h) > underflow * max(1.0, abs(t)):
                 status = Status.STEP_SIZE_UNDERFLOW if math.isfinite(ratio) else Status.NON_FINITE
                 break
             continue

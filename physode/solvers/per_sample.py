@@ -198,7 +198,8 @@ def integrate_per_sample(
             f0 = f0.index_put((acc,), f_acc)
 
         finished = k >= n_out
-        underflow = (~accept) & (h.abs() <= eps * torch.clamp(t.abs(), min=1.0))
+        # `~(>)` also catches a NaN step, which a NaN first evaluation produces.
+        underflow = (~accept) & ~(h.abs() > eps * torch.clamp(t.abs(), min=1.0))
         exhausted = (local_steps + local_rejected) >= max_steps
         done = finished | underflow | exhausted
         if bool(done.any()):
