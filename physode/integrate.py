@@ -34,7 +34,7 @@ class Solution:
         tensor of status codes, one per row of ``y0``.
     stats : Stats
         Accepted and rejected steps, function evaluations forward, and backward once it has run
-        (per-sample: step counts per row as tensors).
+        (per-sample: ``n_steps``, ``n_rejected`` and ``nfe`` are int64 tensors, one per row).
     message : str
         ``"success"`` or what went wrong, where, and what to try.
     t_final : float or Tensor

@@ -81,7 +81,11 @@ def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
         (0.01 / dmax) ** (1.0 / (order + 1)),
     )
     h = torch.minimum(100 * h0, h1)
-    return direction * torch.where(torch.isfinite(h), h, h0)
+    h = torch.where(torch.isfinite(h), h, h0)
+    # Like the step factor: pow differs in the last bit between a lone row and a batch, so the
+    # mantissa is rounded to 24 bits to keep each row's steps independent of its batch.
+    mantissa, exponent = torch.frexp(h)
+    return direction * torch.ldexp(torch.round(mantissa * _FACTOR_GRID) / _FACTOR_GRID, exponent)
 
 
 def integrate_per_sample(
@@ -101,7 +105,7 @@ def integrate_per_sample(
 
     Returns outputs ``(len(times), *y0.shape)`` (NaN where a row stopped early), and per row the
     status code, the time reached and the last step size. ``stats`` receives per-row tensors of
-    accepted and rejected steps and the number of batched calls of ``func`` (``nfe``).
+    accepted steps, rejected steps and evaluations of ``func``.
     """
     batch = y0.shape[0]
     dtype, device = y0.dtype, y0.device
@@ -224,6 +228,12 @@ def integrate_per_sample(
 
     stats.n_steps = n_steps
     stats.n_rejected = n_rejected
+    # Evaluations per row: the first f0 and starting step, the stages of every attempt, and, for
+    # methods without FSAL, f at the start of every accepted step after the first.
+    per_row = 1 + (first_step is None) + (n_steps + n_rejected) * stepper.nfe_per_step
+    if not tab.fsal:
+        per_row = per_row + (n_steps - 1).clamp_min(0)
+    stats.nfe = per_row
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
 
 

@@ -1,0 +1,301 @@
+"""The ``physode`` command: parses its arguments and calls the library, nothing more.
+
+Every subcommand is two small functions: ``_add_<name>(subparsers)`` builds its parser and sets
+``func`` to ``_cmd_<name>(args) -> int``, the exit status. :data:`COMMANDS` lists the ``_add_``
+functions in the order ``physode --help`` shows them; a new subcommand is one more entry.
+
+Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usage or an error
+physode raises on purpose (printed as one line ``physode: error: ...``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+
+from physode._errors import PhysodeError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(
+            f"expected three comma-separated fractions (train,val,test), got {text!r}; "
+            "e.g. --split 0.8,0.1,0.1"
+        )
+    return values
+
+
+def _add_systems(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "systems",
+        help="list the catalogue of physical systems",
+        description="List the systems of the catalogue, one line each: the name to pass to\n"
+        "`physode simulate` (or `physode.systems.load`) and a description.",
+        formatter_class=_FORMATTER,
+    )
+    parser.set_defaults(func=_cmd_systems)
+    return parser
+
+
+def _description(name: str) -> str:
+    import physode.systems
+
+    # Reading the one field is instant; building every system (code generation) takes seconds.
+    try:
+        spec = tomllib.loads(physode.systems.path(name).read_text(encoding="utf-8"))
+        return str(spec["description"])
+    except (KeyError, tomllib.TOMLDecodeError):
+        return physode.systems.load(name).description
+
+
+def _cmd_systems(args: argparse.Namespace) -> int:
+    import physode.systems
+
+    names = physode.systems.names()
+    width = max((len(name) for name in names), default=0)
+    for name in names:
+        print(f"{name.ljust(width)}  {_description(name)}")
+    return 0
+
+
+_SIMULATE_EXAMPLES = """examples:
+  physode simulate pendulum --trajectories 256 --t-end 10 --points 201 --out pendulum.h5
+  physode simulate three_body --trajectories 4096 --t-end 10 --points 101 --out tb.h5 \\
+      --seed 7 --params sample --noise 0.01 --split 0.8,0.1,0.1 --dtype float32
+  physode simulate my_system.toml --trajectories 64 --t-end 5 --points 51 --out mine.h5
+  physode simulate three_body ... --out tb.h5 --resume     # continue after an interruption
+
+Every trajectory's initial state, parameters and noise come from (seed, trajectory index),
+so the data do not depend on --chunk-size. Finished chunks are kept in OUT.parts/; the file
+OUT appears (renamed from OUT.tmp) only when complete. See docs/data.md for the layout.
+"""
+
+
+def _add_simulate(subparsers) -> argparse.ArgumentParser:
+    from physode.data.simulation import DTYPES, METHODS, PARAM_MODES
+
+    parser = subparsers.add_parser(
+        "simulate",
+        help="simulate trajectories of a system into an HDF5 data set",
+        description="Simulate trajectories of SYSTEM on [0, T] from the system's own\n"
+        "initial-state distribution and store them in an HDF5 file, with their time\n"
+        "derivatives, invariants, solver status and a train/val/test split.",
+        epilog=_SIMULATE_EXAMPLES,
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("system", metavar="SYSTEM", help="catalogue name or specification file")
+    required = parser.add_argument_group("required")
+    required.add_argument(
+        "--trajectories", "-n", type=int, required=True, metavar="N", help="number of trajectories"
+    )
+    required.add_argument("--t-end", type=float, required=True, metavar="T", help="final time")
+    required.add_argument(
+        "--points", type=int, required=True, metavar="P", help="output times, t = linspace(0, T, P)"
+    )
+    required.add_argument("--out", "-o", required=True, metavar="FILE.h5", help="file to write")
+    options = parser.add_argument_group("simulation")
+    options.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    options.add_argument(
+        "--method", choices=METHODS, default="dop853", help="adaptive solver (default dop853)"
+    )
+    options.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (1e-10)")
+    options.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (1e-10)")
+    options.add_argument(
+        "--params",
+        choices=PARAM_MODES,
+        default="default",
+        help="the system's default parameters, or one draw per trajectory from their ranges",
+    )
+    options.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="std of Gaussian observation noise, stored beside the clean states (default 0)",
+    )
+    options.add_argument(
+        "--split",
+        type=_fractions,
+        default=(0.8, 0.1, 0.1),
+        metavar="TRAIN,VAL,TEST",
+        help="fractions of the train/val/test split (default 0.8,0.1,0.1)",
+    )
+    options.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float64",
+        help="storage type of states and derivatives; the solve is float64 (default float64)",
+    )
+    options.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        metavar="B",
+        help="trajectories per chunk: one batched solve and the unit of resuming; larger is "
+        "faster, the data do not depend on it (default 1024)",
+    )
+    options.add_argument(
+        "--drift-threshold",
+        type=float,
+        default=1e-6,
+        metavar="X",
+        help="flag trajectories whose invariants drift more than this, relatively (default 1e-6)",
+    )
+    options.add_argument(
+        "--max-steps",
+        type=int,
+        default=100_000,
+        help="steps allowed per trajectory before it is flagged as failed (default 100000)",
+    )
+    options.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its finished chunks"
+    )
+    options.add_argument(
+        "--force", action="store_true", help="overwrite FILE.h5; discard an interrupted run"
+    )
+    options.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar and no summary line"
+    )
+    parser.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+_SIMULATE_SETTINGS = (
+    "trajectories", "t_end", "points", "out", "seed", "method", "rtol", "atol", "params", "noise",
+    "split", "dtype", "resume", "force", "quiet", "chunk_size", "drift_threshold", "max_steps",
+    "command_line",
+)  # fmt: skip
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from physode.data import simulate
+
+    settings = {name: getattr(args, name) for name in _SIMULATE_SETTINGS}
+    try:
+        result = simulate(args.system, **settings)
+    except KeyboardInterrupt:
+        print(
+            f"physode: interrupted; the finished chunks are kept in {args.out}.parts/: "
+            "rerun the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    if not args.quiet:
+        print(result.summary())
+    return 0
+
+
+def _add_check(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "check",
+        help="recompute a data set's invariants and report their drift",
+        description="Recompute every invariant of the stored system from the stored states and\n"
+        "parameters; print per invariant the median and worst relative drift\n"
+        "|I(t) - I(0)| / S (S: the sum of |terms of I| at t = 0, as in\n"
+        "physode.diagnostics.conservation) and the worst trajectories. It reads every\n"
+        "dataset, which verifies every checksum of the file.\n\n"
+        "exit status: 0 every invariant within the tolerance, 1 one is not,\n"
+        "2 the file cannot be read",
+        epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("file", metavar="FILE.h5", help="a data set written by physode simulate")
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-6, help="largest relative drift accepted (1e-6)"
+    )
+    parser.add_argument(
+        "--plot", metavar="PNG", help="write a plot of drift over time of the worst trajectories"
+    )
+    parser.add_argument(
+        "--worst", type=int, default=3, metavar="K", help="worst trajectories to name (default 3)"
+    )
+    parser.set_defaults(func=_cmd_check)
+    return parser
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from physode.data import check
+
+    report = check(args.file, tolerance=args.tolerance, worst=args.worst)
+    print(report.table())
+    if args.plot:
+        print(f"plot written to {report.plot(args.plot)}")
+    return 0 if report.passed else 1
+
+
+COMMANDS: list[Callable[..., argparse.ArgumentParser]] = [
+    _add_systems,
+    _add_simulate,
+    _add_check,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``physode`` argument parser with every subcommand of :data:`COMMANDS`.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["check", "data.h5", "--tolerance", "1e-8"])
+    >>> args.file, args.tolerance
+    ('data.h5', 1e-08)
+    """
+    import physode
+
+    parser = argparse.ArgumentParser(
+        prog="physode",
+        description="physode: physics-informed dynamics in PyTorch. Simulate data sets from a\n"
+        "catalogue of physical systems, check their conservation laws, and train hybrid\n"
+        "physics + neural models. `physode COMMAND --help` describes each command.",
+        epilog="exit status: 0 success, 1 a check failed, 2 bad usage or an error, 130 interrupted",
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"physode {physode.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``physode`` command; returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Examples
+    --------
+    >>> main(["check", "missing.h5"])  # doctest: +SKIP
+    physode: error: missing.h5: no such file
+    2
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["physode", *argv])
+    try:
+        return args.func(args)
+    except PhysodeError as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"physode: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("physode: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`physode systems | head`): stop quietly, as a killed pipe would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

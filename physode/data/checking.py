@@ -1,0 +1,270 @@
+"""Checking a stored data set: invariants recomputed from its states, their drift, table, plot."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from physode._errors import InvalidArgumentError
+from physode.data._store import FLAG_SOLVER_FAILED
+from physode.data.stored import TrajectoryFile, load
+
+__all__ = ["CheckReport", "InvariantSummary", "check", "drift_per_trajectory"]
+
+
+@dataclass(frozen=True)
+class InvariantSummary:
+    """Drift of one invariant over a whole data set, as :func:`check` reports it.
+
+    Attributes
+    ----------
+    name : str
+    median : float
+        Median over trajectories of each trajectory's largest relative drift.
+    worst : float
+        The largest relative drift of any trajectory (``inf`` if one has non-finite states).
+    worst_trajectories : list of (int, float)
+        The trajectories with the largest drift, worst first, with their drift.
+    """
+
+    name: str
+    median: float
+    worst: float
+    worst_trajectories: list[tuple[int, float]]
+
+
+@dataclass
+class CheckReport:
+    """The result of :func:`check`: per invariant drift against a tolerance.
+
+    Attributes
+    ----------
+    path : str
+    tolerance : float
+    n_trajectories : int
+    n_failed : int
+        Trajectories flagged as solver failures (their drift is ``inf``).
+    invariants : list of InvariantSummary
+    t : numpy.ndarray or None
+        The output times, for :meth:`plot`.
+    curves : dict of str to dict of int to numpy.ndarray
+        Per invariant, the drift over time of each of its worst trajectories.
+
+    Examples
+    --------
+    >>> energy = InvariantSummary("energy", 1e-12, 3e-11, [(2, 3e-11)])
+    >>> report = CheckReport("a.h5", 1e-6, 4, 0, [energy])
+    >>> report.passed
+    True
+    >>> print(report.table())  # doctest: +NORMALIZE_WHITESPACE
+    a.h5: 4 trajectories, 0 solver failures
+    invariant  median drift  worst drift  worst trajectories (drift)
+    energy     1.00e-12      3.00e-11     2 (3.0e-11)
+    all invariants within tolerance 1e-06
+    """
+
+    path: str
+    tolerance: float
+    n_trajectories: int
+    n_failed: int
+    invariants: list[InvariantSummary] = field(default_factory=list)
+    t: np.ndarray | None = None
+    curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def failing(self) -> list[str]:
+        """Names of the invariants whose worst drift exceeds the tolerance."""
+        return [d.name for d in self.invariants if not d.worst <= self.tolerance]
+
+    @property
+    def passed(self) -> bool:
+        """Whether every invariant stays within the tolerance on every trajectory."""
+        return not self.failing
+
+    def table(self) -> str:
+        """The report as a plain-text table."""
+        failures = "failure" if self.n_failed == 1 else "failures"
+        lines = [
+            f"{self.path}: {self.n_trajectories} trajectories, {self.n_failed} solver {failures}"
+        ]
+        if not self.invariants:
+            lines.append("the system declares no invariants; nothing to check")
+            return "\n".join(lines)
+        rows = [("invariant", "median drift", "worst drift", "worst trajectories (drift)")]
+        for d in self.invariants:
+            worst = ", ".join(f"{i} ({v:.1e})" for i, v in d.worst_trajectories)
+            rows.append((d.name, f"{d.median:.2e}", f"{d.worst:.2e}", worst))
+        widths = [max(len(row[k]) for row in rows) for k in range(3)]
+        for row in rows:
+            cells = [row[k].ljust(widths[k]) for k in range(3)] + [row[3]]
+            lines.append("  ".join(cells).rstrip())
+        if self.passed:
+            lines.append(f"all invariants within tolerance {self.tolerance:g}")
+        else:
+            lines.append(f"beyond tolerance {self.tolerance:g}: {', '.join(self.failing)}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Plot relative drift over time of the worst trajectories, one panel per invariant.
+
+        Returns the path of the image written.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        panels = max(1, len(self.invariants))
+        fig, axes = plt.subplots(panels, 1, figsize=(7, 2.6 * panels), squeeze=False)
+        for ax, d in zip(axes[:, 0], self.invariants, strict=False):
+            for index, curve in self.curves.get(d.name, {}).items():
+                # zero drift (the first point) cannot show on a log axis
+                ax.semilogy(self.t[1:], np.maximum(curve[1:], 1e-18), label=f"trajectory {index}")
+            ax.axhline(self.tolerance, color="k", linestyle="--", linewidth=0.8, label="tolerance")
+            ax.set_title(f"{d.name}: relative drift of the worst trajectories")
+            ax.set_xlabel("t")
+            ax.set_ylabel("|I(t) - I(0)| / S")
+            ax.legend(fontsize="small")
+        if not self.invariants:
+            axes[0, 0].set_title("no invariants declared")
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: torch.Tensor):
+    """Relative drift of every invariant along each trajectory, as in ``physode.diagnostics``.
+
+    The drift is ``|I(t) - I(0)| / S`` with ``S`` the sum of the absolute values of the terms of
+    ``I`` at ``t = 0`` (see :func:`physode.diagnostics.conservation`), so an invariant that starts
+    at zero, like the total momentum in the centre-of-mass frame, is not divided by zero.
+
+    Parameters
+    ----------
+    system : physode.System
+    states : torch.Tensor, shape (N, P, n_state)
+    params : torch.Tensor, shape (N, n_params)
+    t : torch.Tensor, shape (P,)
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Per invariant, the drift of shape (N, P); NaN where a state is not finite.
+
+    Examples
+    --------
+    >>> import physode.systems
+    >>> osc = physode.systems.load("harmonic_oscillator")
+    >>> states = torch.tensor([[[1.0, 0.0], [0.0, 1.1]]], dtype=torch.float64)
+    >>> drift_per_trajectory(osc, states, torch.tensor([[1.0, 1.0]]), torch.tensor([0.0, 1.0]))
+    {'energy': array([[0.  , 0.21]])}
+    """
+    from physode.diagnostics import conservation
+
+    ys = states.to(torch.float64).transpose(0, 1)  # (P, N, n_state), as odeint returns them
+    p = params.to(torch.float64)
+    report = conservation(system, ys, t.to(torch.float64), tolerance=math.inf, p=p)
+    return {name: d.rel_drift.T.numpy() for name, d in report.invariants.items()}
+
+
+def _drifts(data: TrajectoryFile, system, rows) -> dict[str, np.ndarray]:
+    states = torch.as_tensor(data.states[rows])
+    params = torch.as_tensor(data.params[rows])
+    with torch.no_grad():
+        return drift_per_trajectory(system, states, params, torch.as_tensor(data.t))
+
+
+def check(
+    path: str | os.PathLike,
+    *,
+    tolerance: float = 1e-6,
+    worst: int = 3,
+    batch: int = 256,
+) -> CheckReport:
+    """Recompute every invariant from a data set's stored states and report its drift.
+
+    The system is rebuilt from the specification stored in the file and evaluated with each
+    trajectory's stored parameters, so the check needs nothing but the file. It reads every
+    dataset, which verifies every block's checksum.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A data set written by ``physode simulate``.
+    tolerance : float
+        Largest relative drift (see :func:`drift_per_trajectory`) accepted.
+    worst : int
+        How many of the worst trajectories to name (and keep for :meth:`CheckReport.plot`).
+    batch : int
+        Trajectories read at a time (bounds the memory used).
+
+    Returns
+    -------
+    CheckReport
+        ``.passed``, ``.table()``, ``.plot(path)``.
+
+    Raises
+    ------
+    physode.DataFormatError
+        If the file is not a readable physode data set or a block fails its checksum.
+    physode.InvalidArgumentError
+        For a tolerance that is not a positive number, or ``worst``/``batch`` below 1.
+
+    Examples
+    --------
+    >>> report = physode.data.check("pendulum.h5", tolerance=1e-8)   # doctest: +SKIP
+    >>> report.passed                                               # doctest: +SKIP
+    True
+    """
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not (math.isfinite(tolerance) and tolerance > 0)
+    ):
+        raise InvalidArgumentError(f"tolerance={tolerance!r} must be a finite number > 0")
+    for name, value in (("worst", worst), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{name}={value!r} must be an integer >= 1")
+    with load(path) as data:
+        system = data.system
+        n = len(data)
+        worst_per_trajectory = {name: np.empty(n) for name in data.invariant_names}
+        for start in range(0, n, batch):
+            rows = slice(start, min(n, start + batch))
+            for name, drift in _drifts(data, system, rows).items():
+                largest = np.max(drift, axis=1, initial=0.0)
+                worst_per_trajectory[name][rows] = np.where(np.isnan(largest), np.inf, largest)
+            # Read the rest too, so that every block's checksum is verified.
+            others = [data.derivatives, data.noisy_states, *data.invariants.values()]
+            for array in others:
+                if array is not None:
+                    array[rows]
+
+        report = CheckReport(
+            path=str(path),
+            tolerance=float(tolerance),
+            n_trajectories=n,
+            n_failed=int(np.count_nonzero(data.flags & FLAG_SOLVER_FAILED)),
+            t=data.t,
+        )
+        for name, per_trajectory in worst_per_trajectory.items():
+            order = np.argsort(-per_trajectory, kind="stable")[:worst]
+            report.invariants.append(
+                InvariantSummary(
+                    name=name,
+                    median=float(np.median(per_trajectory)),
+                    worst=float(per_trajectory[order[0]]),
+                    worst_trajectories=[(int(i), float(per_trajectory[i])) for i in order],
+                )
+            )
+            rows = np.sort(order)
+            curves = _drifts(data, system, rows)[name]
+            report.curves[name] = {int(i): curves[k] for k, i in enumerate(rows)}
+    return report

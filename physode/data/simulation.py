@@ -1,0 +1,764 @@
+"""Simulating data sets from a system: reproducible per trajectory, written safely, resumable."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from physode._errors import InvalidArgumentError
+from physode.data._store import (
+    FLAG_DRIFT,
+    FLAG_SOLVER_FAILED,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLITS,
+    Chunk,
+    read_chunk,
+    sha256_text,
+    write_chunk,
+    write_store,
+)
+from physode.data.checking import drift_per_trajectory
+
+__all__ = ["SimulationResult", "simulate"]
+
+# How the solver steps a chunk of trajectories: "per-sample" gives each row its own step size, so a
+# whole chunk is one batched solve whose rows do not depend on each other. With "shared" one step
+# size would serve a whole batch, so each trajectory is then solved alone to keep it independent.
+STEP_CONTROL = "per-sample"
+
+METHODS = ("heun", "bosh3", "dopri5", "tsit5", "dop853")
+PARAM_MODES = ("default", "sample")
+DTYPES = ("float64", "float32")
+
+# SeedSequence spawn keys: stream, then an index. A trajectory's randomness depends only on
+# (seed, stream, trajectory index), never on the chunk it is simulated in.
+_STREAM_STATE, _STREAM_PARAMS, _STREAM_NOISE, _STREAM_SPLIT = 0, 1, 2, 3
+# Initial states and parameters are drawn for fixed blocks of this many consecutive trajectory
+# indices, one seed per block (a draw costs about the same for 1 row as for 64).
+_SAMPLE_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate` did.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The data set written.
+    n_trajectories : int
+        Trajectories stored (all of them, flagged ones included).
+    n_failed : int
+        Trajectories whose solve stopped early (``flags`` bit 1; their later states are NaN).
+    n_drifted : int
+        Trajectories whose invariants drifted beyond the threshold (``flags`` bit 2).
+    n_resumed_chunks : int
+        Chunks taken from an interrupted run instead of simulated again.
+    seconds : float
+        Wall time of this call.
+    """
+
+    path: Path
+    n_trajectories: int
+    n_failed: int
+    n_drifted: int
+    n_resumed_chunks: int
+    seconds: float
+
+    def summary(self) -> str:
+        """One line for a terminal.
+
+        Examples
+        --------
+        >>> SimulationResult(Path("a.h5"), 8, 0, 1, 0, 1.5).summary()
+        'wrote a.h5: 8 trajectories in 1.5 s (0 solver failures, 1 invariant drift flag)'
+        """
+        drift = "flag" if self.n_drifted == 1 else "flags"
+        failures = "failure" if self.n_failed == 1 else "failures"
+        resumed = f", {self.n_resumed_chunks} chunks resumed" if self.n_resumed_chunks else ""
+        return (
+            f"wrote {self.path}: {self.n_trajectories} trajectories in {self.seconds:.1f} s "
+            f"({self.n_failed} solver {failures}, {self.n_drifted} invariant drift {drift}"
+            f"{resumed})"
+        )
+
+
+def _load_system(system: Any):
+    if isinstance(system, str | os.PathLike):
+        import physode.systems
+
+        return physode.systems.load(system)
+    if not hasattr(system, "spec_text") or not hasattr(system, "rhs"):
+        raise InvalidArgumentError(
+            f"system={system!r} is neither a catalogue name, a path to a specification file, "
+            "nor a physode System; see `physode systems` for the catalogue"
+        )
+    return system
+
+
+def _validate(
+    *,
+    trajectories,
+    t_end,
+    points,
+    seed,
+    method,
+    rtol,
+    atol,
+    params,
+    noise,
+    split,
+    dtype,
+    chunk_size,
+    drift_threshold,
+    max_steps,
+) -> list[str]:
+    def positive_int(name, value, least=1):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+            problems.append(f"{name}={value!r} must be an integer >= {least}")
+
+    def positive_real(name, value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            problems.append(f"{name}={value!r} must be a finite number > 0")
+
+    problems: list[str] = []
+    positive_int("trajectories", trajectories)
+    positive_int("points", points, least=2)
+    positive_int("chunk_size", chunk_size)
+    positive_int("max_steps", max_steps)
+    positive_int("seed", seed, least=0)
+    for name, value in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):
+        positive_real(name, value)
+    positive_real("drift_threshold", drift_threshold)
+    if method not in METHODS:
+        problems.append(
+            f"method={method!r} is not an adaptive method; choose one of {list(METHODS)}"
+        )
+    if params not in PARAM_MODES:
+        problems.append(f"params={params!r}; choose one of {list(PARAM_MODES)}")
+    if dtype not in DTYPES:
+        problems.append(f"dtype={dtype!r}; choose one of {list(DTYPES)}")
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
+        problems.append(f"noise={noise!r} must be a standard deviation >= 0")
+    elif not math.isfinite(noise):
+        problems.append(f"noise={noise!r} must be finite")
+    try:
+        fractions = [float(x) for x in split]
+    except (TypeError, ValueError):
+        fractions = []
+    if (
+        len(fractions) != 3
+        or any(not math.isfinite(x) or x < 0 for x in fractions)
+        or abs(sum(fractions) - 1) > 1e-9
+    ):
+        problems.append(
+            f"split={split!r} must be three fractions >= 0 (train, val, test) that sum to 1, "
+            "e.g. (0.8, 0.1, 0.1)"
+        )
+    return problems
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """Assign ``n`` trajectories to train/val/test at random, reproducibly for ``seed``.
+
+    The train and validation counts are ``round(fraction * n)``; the test split takes the rest.
+
+    Examples
+    --------
+    >>> parts = split_indices(10, (0.6, 0.2, 0.2), seed=0)
+    >>> [len(parts[name]) for name in ("train", "val", "test")]
+    [6, 2, 2]
+    >>> sorted(np.concatenate(list(parts.values())).tolist()) == list(range(10))
+    True
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_SPLIT,)))
+    order = rng.permutation(n)
+    n_train = min(n, round(fractions[0] * n))
+    n_val = min(n - n_train, round(fractions[1] * n))
+    cuts = [0, n_train, n_train + n_val, n]
+    return {name: np.sort(order[cuts[k] : cuts[k + 1]]) for k, name in enumerate(SPLITS)}
+
+
+def _derived_seed(seed: int, stream: int, index: int) -> int:
+    sequence = np.random.SeedSequence(seed, spawn_key=(stream, index))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _draw_rows(sample, seed: int, stream: int, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start .. stop - 1`` of ``sample(n, seed=...)`` drawn block by aligned block.
+
+    Block ``k`` holds trajectories ``k * _SAMPLE_BLOCK`` onwards and is always drawn whole with
+    the seed of ``(seed, stream, k)``, so row ``i`` depends on ``(seed, stream, i)`` alone.
+    """
+    first, last = start // _SAMPLE_BLOCK, (stop - 1) // _SAMPLE_BLOCK
+    blocks = [
+        sample(_SAMPLE_BLOCK, seed=_derived_seed(seed, stream, k)) for k in range(first, last + 1)
+    ]
+    offset = start - first * _SAMPLE_BLOCK
+    return torch.cat(blocks)[offset : offset + stop - start].to(torch.float64)
+
+
+# Torch evaluates element-wise functions such as pow with a vectorised kernel over whole SIMD
+# blocks and a scalar one for the remainder, which can differ in the last bit, and it splits
+# large tensors between threads. Evaluating rows in slabs whose length is a multiple of
+# _ROW_ALIGN and below torch's parallel grain (and handing the solver batches of such lengths)
+# keeps every row on the same code path whatever batch it sits in, so a trajectory's data are
+# the same to the bit whatever the chunk size.
+_ROW_ALIGN = 16
+_ROW_SLAB = 8192
+
+
+def _rowwise(fn, *rows: torch.Tensor):
+    """``fn(*rows)`` for tensors sharing a leading row dimension, evaluated slab by slab."""
+    n = rows[0].shape[0]
+    outputs = []
+    for start in range(0, n, _ROW_SLAB):
+        part = [r[start : start + _ROW_SLAB] for r in rows]
+        m = part[0].shape[0]
+        pad = -m % _ROW_ALIGN
+        if pad:  # repeat the last row; its copies are dropped below
+            part = [torch.cat([r, r[-1:].expand(pad, *r.shape[1:])]) for r in part]
+        outputs.append(fn(*part))
+        if isinstance(outputs[-1], dict):
+            outputs[-1] = {k: v[:m] for k, v in outputs[-1].items()}
+        else:
+            outputs[-1] = outputs[-1][:m]
+    if isinstance(outputs[0], dict):
+        return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+    return torch.cat(outputs)
+
+
+class _ParameterField:
+    """dy/dt of the system at one parameter vector shared by every trajectory."""
+
+    def __init__(self, system, p: torch.Tensor):
+        self.rhs = system.rhs
+        self.p = p
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if t.ndim:  # per-sample stepping: one time per row
+            return _rowwise(lambda t, y: self.rhs(t, y, self.p), t.reshape(y.shape[:-1]), y)
+        return _rowwise(lambda y: self.rhs(t, y, self.p), y)
+
+
+class _AugmentedField:
+    """dz/dt for z = [y, p]: the system's right-hand side, and zero for the carried parameters.
+
+    Carrying each trajectory's parameters in its state lets a per-sample solver drop finished
+    rows without re-indexing a separate parameter tensor.
+    """
+
+    def __init__(self, system, n_state: int):
+        self.rhs = system.rhs
+        self.n_state = n_state
+
+    def _dz(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        y, p = z[..., : self.n_state], z[..., self.n_state :]
+        return torch.nn.functional.pad(self.rhs(t, y, p), (0, z.shape[-1] - self.n_state))
+
+    def __call__(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if t.ndim:  # per-sample stepping: one time per row
+            return _rowwise(self._dz, t.reshape(z.shape[:-1]), z)
+        return _rowwise(lambda z: self._dz(t, z), z)
+
+
+def _per_row(value: Any, rows: int) -> np.ndarray:
+    """A solver counter as one int64 for each of the first ``rows`` rows (a scalar counter
+    belongs to a solve of one row)."""
+    values = np.asarray(torch.as_tensor(value), dtype=np.int64)
+    if values.ndim == 1:
+        return values[:rows].copy()
+    return np.full(rows, values, dtype=np.int64)
+
+
+def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows) -> tuple:
+    """Solve every row of ``z0``; returns ys (P, b, m) and per-row status, steps, rejected, nfe."""
+    import physode
+
+    rows = z0.shape[0]
+    per_sample = solver["step_control"] == "per-sample"
+    group = rows if per_sample else 1
+    ys, status, n_steps, n_rejected, nfe = [], [], [], [], []
+    for start in range(0, rows, group):
+        batch = z0[start : start + group]
+        if per_sample:  # aligned like the right-hand side's slabs (see _rowwise)
+            pad = -batch.shape[0] % _ROW_ALIGN
+            batch = torch.cat([batch, batch[-1:].expand(pad, -1)])
+        solution = physode.solve(
+            field,
+            batch,
+            t,
+            method=solver["method"],
+            rtol=solver["rtol"],
+            atol=solver["atol"],
+            max_steps=solver["max_steps"],
+            gradient="disc-opt",
+            step_control=solver["step_control"],
+            throw=False,
+        )
+        b = min(group, rows - start)
+        ys.append(solution.ys[:, :b])
+        status.append(_per_row(solution.status, b))
+        n_steps.append(_per_row(solution.stats.n_steps, b))
+        n_rejected.append(_per_row(solution.stats.n_rejected, b))
+        nfe.append(_per_row(solution.stats.nfe, b))
+        on_rows(b)
+    return (
+        torch.cat(ys, dim=1),
+        np.concatenate(status),
+        np.concatenate(n_steps),
+        np.concatenate(n_rejected),
+        np.concatenate(nfe),
+    )
+
+
+def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, on_rows) -> Chunk:
+    import physode
+
+    seed = run["seed"]
+    n_state = len(system.state_names)
+    indices = range(start, stop)
+    y0 = _draw_rows(system.sample_initial_states, seed, _STREAM_STATE, start, stop)
+    if run["params"] == "sample":
+        p = _draw_rows(system.sample_parameters, seed, _STREAM_PARAMS, start, stop)
+    else:
+        defaults = torch.tensor(list(system.parameters.values()), dtype=torch.float64)
+        p = defaults.expand(len(indices), -1).clone()
+
+    solver = run["solver"]
+    if run["params"] == "sample":
+        field, z0 = _AugmentedField(system, n_state), torch.cat([y0, p], dim=-1)
+        # The solver's error norm is an RMS over all of z, whose parameter part never errs:
+        # scaling both tolerances by sqrt(n_state / len(z)) makes it the RMS over y alone.
+        shrink = math.sqrt(n_state / z0.shape[-1])
+        solver = {**solver, "rtol": solver["rtol"] * shrink, "atol": solver["atol"] * shrink}
+    else:
+        field, z0 = _ParameterField(system, p[0]), y0
+    with torch.no_grad():
+        zs, status, n_steps, n_rejected, nfe = _solve_rows(field, z0, t, solver, on_rows)
+        states = zs[..., :n_state].transpose(0, 1).contiguous()  # (b, P, n_state)
+        b, points = states.shape[:2]
+        flat = states.reshape(b * points, n_state)
+        p_rows = p[:, None, :].expand(b, points, p.shape[-1]).reshape(b * points, -1)
+        t_rows = t.expand(b, points).reshape(b * points)
+        derivatives = _rowwise(system.rhs, t_rows, flat, p_rows).reshape(b, points, n_state)
+        invariants = {
+            name: values.to(torch.float64).reshape(b, points).numpy()
+            for name, values in _rowwise(system.invariants, flat, p_rows).items()
+        }
+        drifts = drift_per_trajectory(system, states, p, t)
+
+    failed = status != int(physode.Status.SUCCESS)
+    drifted = np.zeros_like(failed)
+    for drift in drifts.values():
+        worst = drift.max(axis=1, initial=0.0)
+        drifted |= ~(worst <= run["drift_threshold"]) & ~failed  # NaN counts as drift
+    flags = (np.where(failed, FLAG_SOLVER_FAILED, 0) | np.where(drifted, FLAG_DRIFT, 0)).astype(
+        np.uint8
+    )
+
+    states_np = states.numpy()
+    noisy = None
+    if run["noise"] > 0:
+        noisy = np.empty_like(states_np)
+        for row, i in enumerate(indices):
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_NOISE, i)))
+            noisy[row] = states_np[row] + rng.normal(0.0, run["noise"], size=states_np[row].shape)
+    return Chunk(
+        start=start,
+        stop=stop,
+        states=states_np,
+        derivatives=derivatives.numpy(),
+        params=p.numpy(),
+        status=status.astype(np.int8),
+        n_steps=n_steps,
+        n_rejected=n_rejected,
+        nfe=nfe,
+        flags=flags,
+        invariants=invariants,
+        noisy_states=noisy,
+    )
+
+
+def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str:
+    solver = run["solver"]
+    argv = [
+        "physode", "simulate", system_ref,
+        "--trajectories", str(run["trajectories"]), "--t-end", repr(run["t_end"]),
+        "--points", str(run["points"]), "--out", str(out), "--seed", str(run["seed"]),
+        "--method", solver["method"],
+        "--rtol", repr(solver["rtol"]), "--atol", repr(solver["atol"]),
+        "--params", run["params"], "--noise", repr(run["noise"]),
+        "--split", ",".join(repr(x) for x in run["split"]), "--dtype", run["dtype"],
+        "--chunk-size", str(chunk_size), "--drift-threshold", repr(run["drift_threshold"]),
+        "--max-steps", str(solver["max_steps"]),
+    ]  # fmt: skip
+    return shlex.join(argv)
+
+
+def _describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += _describe_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return differences
+
+
+class _Workspace:
+    """``OUT.parts/``: the run's configuration, one file per finished chunk, and a lock."""
+
+    def __init__(self, out: Path):
+        self.folder = out.with_name(out.name + ".parts")
+        self.config = self.folder / "run.json"
+        self._lock = None
+
+    def chunk_path(self, index: int) -> Path:
+        return self.folder / f"chunk-{index:06d}.h5"
+
+    def exists(self) -> bool:
+        return self.folder.exists()
+
+    def lock(self) -> None:
+        self.folder.mkdir(exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; concurrent runs are not detected
+            return
+        # Held open until release(): the kernel drops the lock when the process dies, even by
+        # SIGKILL, so a killed run never leaves a stale lock behind.
+        handle = open(self.folder / "lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise InvalidArgumentError(
+                f"another process is simulating into {self.folder}; wait for it to finish"
+            ) from None
+        self._lock = handle
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def read_config(self) -> dict | None:
+        try:
+            return json.loads(self.config.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_config(self, run: dict) -> None:
+        tmp = self.config.with_name("run.json.part")
+        tmp.write_text(json.dumps(run, indent=1, sort_keys=True))
+        os.replace(tmp, self.config)
+
+    def clear(self) -> None:
+        for entry in self.folder.iterdir():
+            if entry.name != "lock":
+                entry.unlink()
+
+    def remove(self) -> None:
+        self.release()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def simulate(
+    system: Any,
+    *,
+    trajectories: int,
+    t_end: float,
+    points: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    method: str = "dop853",
+    rtol: float = 1e-10,
+    atol: float = 1e-10,
+    params: str = "default",
+    noise: float = 0.0,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    dtype: str = "float64",
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    chunk_size: int = 1024,
+    drift_threshold: float = 1e-6,
+    max_steps: int = 100_000,
+    command_line: str | None = None,
+) -> SimulationResult:
+    """Simulate trajectories of a system on ``[0, t_end]`` and store them in an HDF5 data set.
+
+    The same from the command line: ``physode simulate SYSTEM --trajectories N --t-end T
+    --points P --out FILE.h5``. Every trajectory draws its initial state, its parameters and its
+    noise from ``(seed, trajectory index)`` alone, so the data do not depend on ``chunk_size``.
+    Results go to ``OUT.parts/`` one chunk at a time and are assembled into ``OUT.tmp``, which is
+    renamed to ``out`` only when complete; an interrupted run (even by SIGKILL) continues from its
+    finished chunks with ``resume=True`` and gives the same data as an uninterrupted one.
+
+    Parameters
+    ----------
+    system : str, path-like or physode.System
+        A catalogue name (``physode systems`` lists them), a path to a specification file, or a
+        system that has a specification text (``system.spec_text``), which the file stores so
+        that ``physode.data.load(out).system`` rebuilds it.
+    trajectories : int
+        Number of trajectories ``N``.
+    t_end : float
+        Final time; the output times are ``linspace(0, t_end, points)``.
+    points : int
+        Number of output times ``P`` (at least 2).
+    out : str or path-like
+        The ``.h5`` file to write.
+    seed : int
+        Seed (>= 0) of everything random: initial states, sampled parameters, noise, the split.
+    method, rtol, atol : str, float, float
+        Adaptive solver method (one of ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``) and
+        tolerances. The integration runs in float64 whatever ``dtype``.
+    params : {"default", "sample"}
+        The system's default parameters for every trajectory, or one draw per trajectory from the
+        system's parameter ranges.
+    noise : float
+        Standard deviation of Gaussian observation noise added to the states and stored as
+        ``/noisy_states`` beside the clean ones; 0 stores none.
+    split : sequence of three floats
+        Train, validation and test fractions (summing to 1), stored as index lists.
+    dtype : {"float64", "float32"}
+        Storage type of the states, derivatives and noisy states.
+    resume : bool
+        Continue an interrupted run with the same settings from its finished chunks.
+    force : bool
+        Overwrite an existing ``out``, and discard an interrupted run that is not resumed.
+    quiet : bool
+        No progress bar (there is none anyway when standard error is not a terminal).
+    chunk_size : int
+        Trajectories per chunk: the unit of resuming, and one batched per-sample solve. Larger
+        chunks amortise the solver's per-step overhead (the data do not depend on it).
+    drift_threshold : float
+        Trajectories whose relative invariant drift exceeds this are flagged (bit 2 of ``/flags``).
+    max_steps : int
+        Accepted steps allowed per trajectory; a solve that needs more is flagged as failed.
+    command_line : str, optional
+        The command line stored in the file; by default the equivalent ``physode simulate`` line.
+
+    Returns
+    -------
+    SimulationResult
+        The path written and counts of flagged trajectories.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For bad arguments (all problems listed in one message), an existing ``out`` without
+        ``force``, an interrupted run that is neither resumed nor forced, or resuming with
+        different settings (the differences named).
+
+    Examples
+    --------
+    >>> result = physode.data.simulate("pendulum", trajectories=8, t_end=5.0, points=51,
+    ...                                out="pendulum.h5", seed=1)   # doctest: +SKIP
+    >>> physode.data.load(result.path).states.shape                 # doctest: +SKIP
+    (8, 51, 2)
+    """
+    import physode
+
+    started = time.perf_counter()
+    problems = _validate(
+        trajectories=trajectories,
+        t_end=t_end,
+        points=points,
+        seed=seed,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        params=params,
+        noise=noise,
+        split=split,
+        dtype=dtype,
+        chunk_size=chunk_size,
+        drift_threshold=drift_threshold,
+        max_steps=max_steps,
+    )
+    out = Path(out)
+    if not out.parent.is_dir():
+        problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
+    elif out.is_dir():
+        problems.append(f"out={str(out)!r} is a folder; give a file name such as data.h5")
+    if problems:
+        raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
+
+    system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
+    system = _load_system(system)
+    if not system.spec_text:
+        raise InvalidArgumentError(
+            f"system {system.name!r} has no specification text (it was built from SymPy "
+            "expressions), so a data set could not rebuild it; write it as a specification file "
+            "and pass its path"
+        )
+    run = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "physode_version": physode.__version__,
+        "system_name": system.name,
+        "system_spec_sha256": sha256_text(system.spec_text),
+        "trajectories": int(trajectories),
+        "t_end": float(t_end),
+        "points": int(points),
+        "seed": int(seed),
+        "params": params,
+        "noise": float(noise),
+        "split": [float(x) for x in split],
+        "dtype": dtype,
+        "chunk_size": int(chunk_size),
+        "drift_threshold": float(drift_threshold),
+        "solver": {
+            "method": method,
+            "rtol": float(rtol),
+            "atol": float(atol),
+            "max_steps": int(max_steps),
+            "step_control": STEP_CONTROL,
+        },
+    }
+    if command_line is None:
+        command_line = _command_line(system_ref, run, out, chunk_size)
+
+    if out.exists() and not force:
+        if resume and _finished_with(out, run):
+            return SimulationResult(out, trajectories, *_flag_counts(out), 0, 0.0)
+        raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
+
+    workspace = _Workspace(out)
+    had_workspace = workspace.exists()
+    workspace.lock()
+    try:
+        previous = workspace.read_config() if had_workspace else None
+        if had_workspace and not resume:
+            if not force:
+                raise InvalidArgumentError(
+                    f"{workspace.folder} holds an interrupted run; pass resume=True (--resume) "
+                    "to continue it or force=True (--force) to discard it"
+                )
+            workspace.clear()
+            previous = None
+        if previous is not None and previous != run:
+            changed = "; ".join(_describe_differences(previous, run))
+            raise InvalidArgumentError(
+                f"cannot resume {workspace.folder}: it was started with other settings "
+                f"({changed}); "
+                "rerun with the original settings, or with force=True (--force) and without "
+                "resume to start over"
+            )
+        if previous is None:
+            workspace.clear()
+            workspace.write_config(run)
+        result = _run_chunks(system, run, out, workspace, command_line, quiet)
+    finally:
+        workspace.release()
+    workspace.remove()
+    return SimulationResult(out, trajectories, *result, time.perf_counter() - started)
+
+
+def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_line, quiet):
+    import physode
+
+    n, size = run["trajectories"], run["chunk_size"]
+    run_id = sha256_text(json.dumps(run, sort_keys=True))
+    t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
+    n_chunks = math.ceil(n / size)
+    disable = quiet or not sys.stderr.isatty()
+    resumed = 0
+    with tqdm(total=n, unit="traj", desc=system.name, disable=disable, smoothing=0.1) as bar:
+        for k in range(n_chunks):
+            start, stop = k * size, min(n, (k + 1) * size)
+            path = workspace.chunk_path(k)
+            if path.exists():
+                done = read_chunk(path, run_id)
+                if done is not None and (done.start, done.stop) == (start, stop):
+                    resumed += 1
+                    bar.update(stop - start)
+                    continue
+            chunk = _simulate_chunk(system, start, stop, t, run, bar.update)
+            write_chunk(path, chunk, run_id)
+
+    def finished_chunks():
+        for k in range(n_chunks):
+            chunk = read_chunk(workspace.chunk_path(k), run_id)
+            if chunk is None:
+                raise RuntimeError(f"{workspace.chunk_path(k)} vanished or changed during the run")
+            yield chunk
+
+    chunks = finished_chunks()
+    first = next(chunks)
+    invariant_names = list(first.invariants)
+    attrs = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "physode_version": physode.__version__,
+        "system_name": system.name,
+        "system_spec": system.spec_text,
+        "system_spec_sha256": sha256_text(system.spec_text),
+        "state_names": json.dumps(list(system.state_names)),
+        "parameter_names": json.dumps(list(system.parameters)),
+        "invariant_names": json.dumps(invariant_names),
+        "solver": json.dumps(run["solver"], sort_keys=True),
+        "seed": run["seed"],
+        "command_line": command_line,
+        "simulation": json.dumps(run, sort_keys=True),
+        "status_codes": json.dumps({s.name: int(s) for s in physode.Status}),
+        "flag_bits": json.dumps({"solver_failed": FLAG_SOLVER_FAILED, "drift": FLAG_DRIFT}),
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    write_store(
+        tmp,
+        t=t.numpy(),
+        n_trajectories=n,
+        n_state=len(system.state_names),
+        n_params=len(system.parameters),
+        invariant_names=invariant_names,
+        dtype=run["dtype"],
+        noisy=run["noise"] > 0,
+        split=split_indices(n, run["split"], run["seed"]),
+        attrs=attrs,
+        chunks=itertools.chain([first], chunks),
+        chunk_size=run["chunk_size"],
+    )
+    os.replace(tmp, out)
+    return (*_flag_counts(out), resumed)
+
+
+def _finished_with(out: Path, run: dict) -> bool:
+    try:
+        with h5py.File(out, "r") as f:
+            stored = f.attrs.get("simulation")
+            return stored is not None and json.loads(stored) == run and bool(f.attrs["complete"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _flag_counts(out: Path) -> tuple[int, int]:
+    with h5py.File(out, "r") as f:
+        flags = f["flags"][()]
+    failed = np.count_nonzero(flags & FLAG_SOLVER_FAILED)
+    return int(failed), int(np.count_nonzero(flags & FLAG_DRIFT))

@@ -1,0 +1,199 @@
+"""Reading a stored data set: ``physode.data.load`` and the lazily read ``TrajectoryFile``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from physode._errors import InvalidArgumentError
+from physode.data._store import SPLITS, H5Array, open_store
+
+__all__ = ["TrajectoryFile", "load", "system_from_spec"]
+
+
+def system_from_spec(spec_text: str, name: str = "system"):
+    """Rebuild a system from the text of its specification file.
+
+    Parameters
+    ----------
+    spec_text : str
+        The specification (as stored in a data set's ``system_spec`` attribute).
+    name : str
+        The system's name, used for the temporary file the catalogue loader reads.
+
+    Returns
+    -------
+    physode.System
+
+    Examples
+    --------
+    >>> import physode.systems
+    >>> text = physode.systems.path("pendulum").read_text()
+    >>> system_from_spec(text, "pendulum").state_names
+    ['theta', 'theta_dot']
+    """
+    import physode.systems
+
+    with tempfile.TemporaryDirectory(prefix="physode-spec-") as folder:
+        path = Path(folder) / (re.sub(r"[^\w.-]", "_", name) + ".toml")
+        path.write_text(spec_text, encoding="utf-8")
+        return physode.systems.load(path)
+
+
+class TrajectoryFile:
+    """A physode data set opened for reading; large arrays are read only where indexed.
+
+    Made by :func:`load`. Small arrays (times, parameters, flags, solver counts, the split) are read
+    at once; ``states``, ``derivatives``, ``noisy_states`` and the invariants are
+    :class:`~physode.data._store.H5Array` views that read what they are indexed with.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    t : numpy.ndarray, shape (P,)
+    states, derivatives : H5Array, shape (N, P, n_state)
+    noisy_states : H5Array or None
+        Present when the data set was simulated with observation noise.
+    params : numpy.ndarray, shape (N, n_params)
+    flags : numpy.ndarray, shape (N,)
+        Bit 1: the solve failed; bit 2: an invariant drifted beyond the threshold.
+    status, n_steps, n_rejected, nfe : numpy.ndarray, shape (N,)
+        Solver status code and counts of each trajectory.
+    invariants : dict of str to H5Array, each of shape (N, P)
+    split : dict of str to numpy.ndarray
+        ``"train"``, ``"val"``, ``"test"``: sorted trajectory indices.
+    state_names, parameter_names, invariant_names : list of str
+    attrs : dict
+        Every root attribute (format, versions, system specification and hash, solver, seed,
+        command line, simulation settings).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file: h5py.File | None = open_store(self.path)
+        f = self._file
+        try:
+            self.attrs: dict[str, Any] = {key: _plain(value) for key, value in f.attrs.items()}
+            self.state_names: list[str] = json.loads(self.attrs["state_names"])
+            self.parameter_names: list[str] = json.loads(self.attrs["parameter_names"])
+            self.invariant_names: list[str] = json.loads(self.attrs.get("invariant_names", "[]"))
+            self.t = H5Array(f["t"], self.path)[()]
+            self.params = H5Array(f["params"], self.path)[()]
+            self.flags = H5Array(f["flags"], self.path)[()]
+            self.status = H5Array(f["solver/status"], self.path)[()]
+            self.n_steps = H5Array(f["solver/n_steps"], self.path)[()]
+            self.n_rejected = H5Array(f["solver/n_rejected"], self.path)[()]
+            self.nfe = H5Array(f["solver/nfe"], self.path)[()]
+            self.split = {name: H5Array(f[f"split/{name}"], self.path)[()] for name in SPLITS}
+            self.states = H5Array(f["states"], self.path)
+            self.derivatives = H5Array(f["derivatives"], self.path)
+            self.noisy_states = (
+                H5Array(f["noisy_states"], self.path) if "noisy_states" in f else None
+            )
+            self.invariants = {
+                name: H5Array(f[f"invariants/{name}"], self.path) for name in self.invariant_names
+            }
+        except BaseException:
+            self.close()
+            raise
+
+    @cached_property
+    def system(self):
+        """The system rebuilt from the stored specification text (built on first use)."""
+        return system_from_spec(self.attrs["system_spec"], self.attrs.get("system_name", "system"))
+
+    @property
+    def seed(self) -> int:
+        """The seed the data set was simulated with."""
+        return int(self.attrs["seed"])
+
+    @property
+    def solver(self) -> dict:
+        """The solver configuration: method, rtol, atol, max_steps, step_control."""
+        return json.loads(self.attrs["solver"])
+
+    def __len__(self) -> int:
+        return self.states.shape[0]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Sorted trajectory indices of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"all"``).
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            For any other name.
+        """
+        if split == "all":
+            return np.arange(len(self))
+        if split not in self.split:
+            raise InvalidArgumentError(
+                f"split={split!r} is not stored; choose one of {[*SPLITS, 'all']}"
+            )
+        return self.split[split]
+
+    def close(self) -> None:
+        """Close the file; lazily read arrays cannot be indexed afterwards."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> TrajectoryFile:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        n, p, m = self.states.shape
+        return (
+            f"TrajectoryFile({str(self.path)!r}, system={self.attrs.get('system_name')!r}, "
+            f"trajectories={n}, points={p}, n_state={m})"
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load(path: str | os.PathLike) -> TrajectoryFile:
+    """Open a data set written by ``physode simulate`` / :func:`physode.data.simulate`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.h5`` file.
+
+    Returns
+    -------
+    TrajectoryFile
+        ``.t``, ``.states`` (read lazily), ``.params``, ``.system`` (rebuilt from the stored
+        specification text) and every other stored field.
+
+    Raises
+    ------
+    physode.DataFormatError
+        If the file is missing, not HDF5, damaged or truncated, a foreign HDF5 file, or written
+        by a newer format version; the message names the problem. Damage inside a lazily read
+        array is reported when that part is read.
+
+    Examples
+    --------
+    >>> data = physode.data.load("pendulum.h5")       # doctest: +SKIP
+    >>> data.t.shape, data.states.shape, data.params.shape   # doctest: +SKIP
+    ((51,), (8, 51, 2), (8, 3))
+    >>> data.system.name                               # doctest: +SKIP
+    'pendulum'
+    """
+    return TrajectoryFile(path)

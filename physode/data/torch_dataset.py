@@ -1,0 +1,168 @@
+"""``TrajectoryDataset``: windows of stored trajectories as a torch ``Dataset``, read lazily."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from physode._errors import InvalidArgumentError
+from physode.data._store import FLAG_DRIFT, FLAG_SOLVER_FAILED, SPLITS, H5Array, open_store
+
+__all__ = ["TrajectoryDataset"]
+
+# Per-process chunk cache: enough for a worker to keep a few blocks of trajectories decompressed.
+_CACHE_BYTES = 32 << 20
+
+
+class TrajectoryDataset(Dataset):
+    """Windows of ``window`` consecutive points of the trajectories of one split of a data set.
+
+    Each item is a dict of tensors (in the stored states' dtype)::
+
+        {"t": (K,), "ys": (K, n_state), "params": (n_params,), "trajectory": int, "start": int}
+
+    The file is opened on first use in each process, so the dataset pickles to ``DataLoader``
+    workers without an open handle, and each worker reads only the windows it is asked for.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A data set written by ``physode simulate``.
+    split : {"train", "val", "test", "all"}
+        Which stored split to draw trajectories from.
+    window : int, optional
+        Points per window ``K`` (2 to P); ``None`` gives whole trajectories.
+    stride : int
+        Points between the starts of consecutive windows; the last window always ends on the
+        last point.
+    noisy : bool
+        Return the noisy states (stored when simulated with noise) as ``"ys"`` instead of the
+        clean ones, which then come as ``"ys_clean"``.
+    exclude_flagged : bool
+        Leave out trajectories flagged for a solver failure or invariant drift (default).
+
+    Raises
+    ------
+    physode.DataFormatError
+        If the file is not a readable physode data set.
+    physode.InvalidArgumentError
+        For an unknown split, a window or stride out of range, ``noisy`` on a file without
+        noise, or a selection with no trajectories left.
+
+    Examples
+    --------
+    >>> data = TrajectoryDataset("pendulum.h5", split="train", window=10)   # doctest: +SKIP
+    >>> loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True,
+    ...                                      num_workers=2)                 # doctest: +SKIP
+    >>> batch = next(iter(loader)); batch["ys"].shape                       # doctest: +SKIP
+    torch.Size([32, 10, 2])
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        window: int | None = None,
+        *,
+        stride: int = 1,
+        noisy: bool = False,
+        exclude_flagged: bool = True,
+    ):
+        self.path = Path(path)
+        self.split = split
+        choices = [*SPLITS, "all"]
+        if split not in choices:
+            raise InvalidArgumentError(f"split={split!r}; choose one of {choices}")
+        with open_store(self.path) as f:
+            n, points, _ = f["states"].shape
+            index = np.arange(n) if split == "all" else H5Array(f[f"split/{split}"], self.path)[()]
+            flags = H5Array(f["flags"], self.path)[()]
+            params = H5Array(f["params"], self.path)[()]
+            has_noise = "noisy_states" in f
+        window = points if window is None else window
+        problems = []
+        if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= points:
+            problems.append(f"window={window!r} must be an integer from 2 to {points} (the points)")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            problems.append(f"stride={stride!r} must be an integer >= 1")
+        if noisy and not has_noise:
+            problems.append(
+                "noisy=True but the file holds no noisy states; simulate with --noise STD"
+            )
+        if problems:
+            raise InvalidArgumentError("bad TrajectoryDataset arguments: " + "; ".join(problems))
+        if exclude_flagged:
+            index = index[(flags[index] & (FLAG_SOLVER_FAILED | FLAG_DRIFT)) == 0]
+        if index.size == 0:
+            raise InvalidArgumentError(
+                f"the {split!r} split of {self.path} has no trajectories"
+                + (" left after excluding flagged ones (exclude_flagged=False keeps them)"
+                   if exclude_flagged else "")
+            )  # fmt: skip
+        self.window = window
+        self.stride = stride
+        self.noisy = noisy
+        self.trajectories = index
+        self._params = params
+        last = points - window
+        starts = list(range(0, last + 1, stride))
+        if starts[-1] != last:
+            starts.append(last)
+        self.starts = np.asarray(starts)
+        self._file = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.trajectories) * len(self.starts)
+
+    def _open(self):
+        if self._file is None or self._pid != os.getpid():
+            # A handle inherited through fork is not safe to use: open a fresh one per process.
+            self._file = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+            self._pid = os.getpid()
+            self._t = self._file["t"][()]
+        return self._file
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
+        if not -len(self) <= item < len(self):
+            raise IndexError(f"index {item} out of range for {len(self)} windows")
+        item %= len(self)
+        f = self._open()
+        trajectory = int(self.trajectories[item // len(self.starts)])
+        start = int(self.starts[item % len(self.starts)])
+        window = slice(start, start + self.window)
+        states = H5Array(f["states"], self.path)
+        ys = torch.from_numpy(states[trajectory, window])
+        sample = {
+            "t": torch.from_numpy(self._t[window]).to(ys.dtype),
+            "ys": ys,
+            "params": torch.from_numpy(self._params[trajectory]).to(ys.dtype),
+            "trajectory": trajectory,
+            "start": start,
+        }
+        if self.noisy:
+            sample["ys_clean"] = ys
+            sample["ys"] = torch.from_numpy(
+                H5Array(f["noisy_states"], self.path)[trajectory, window]
+            )
+        return sample
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def __del__(self) -> None:
+        if getattr(self, "_file", None) is not None and self._pid == os.getpid():
+            self._file.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"TrajectoryDataset({str(self.path)!r}, split={self.split!r}, window={self.window}, "
+            f"stride={self.stride}, windows={len(self)})"
+        )

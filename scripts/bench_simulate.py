@@ -1,0 +1,316 @@
+"""Benchmark: simulating planar three-body data sets with physode against SciPy and REBOUND.
+
+For each N (default 256 and 4096) the initial states come from the catalogue's default
+distribution for ``three_body`` (as ``physode simulate`` draws them); every contender integrates
+the same states over t in [0, 10] at rtol = atol = 1e-10, producing the same output grid:
+
+- ``physode simulate``: the whole pipeline into HDF5 (per-sample stepping, dop853, derivatives,
+  invariants, compression, checksums);
+- ``physode solve``: the batched per-sample solve alone (dop853, one call for all N);
+- SciPy ``solve_ivp(method="DOP853")``, one trajectory at a time, NumPy right-hand side;
+- REBOUND IAS15, one simulation per trajectory (its default accuracy parameter).
+
+Reported per contender: time per trajectory, median and worst relative energy error at t = 10,
+and peak memory (resident set size of the process that ran it, and its growth over the baseline
+after imports). Each contender runs in its own process so the peaks do not mix.
+
+Usage::
+
+    python scripts/bench_simulate.py                      # N = 256 and 4096
+    python scripts/bench_simulate.py --sizes 256 --reference-limit 64   # quicker
+    python scripts/bench_simulate.py --device cuda        # physode on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+T_END, POINTS, TOL = 10.0, 101, 1e-10
+MASSES, G = (1.0, 1.0, 1.0), 1.0
+CONTENDERS = ("physode simulate", "physode solve", "scipy DOP853", "rebound IAS15")
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def energy(states: np.ndarray) -> np.ndarray:
+    """Total energy of planar three-body states ``(..., 12)``: positions then velocities."""
+    m = np.asarray(MASSES)
+    r = states[..., :6].reshape(*states.shape[:-1], 3, 2)
+    v = states[..., 6:].reshape(*states.shape[:-1], 3, 2)
+    kinetic = 0.5 * np.sum(m * np.sum(v**2, axis=-1), axis=-1)
+    potential = 0.0
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        potential = potential - G * m[i] * m[j] / np.linalg.norm(
+            r[..., i, :] - r[..., j, :], axis=-1
+        )
+    return kinetic + potential
+
+
+def _rhs_numpy(t: float, y: np.ndarray) -> np.ndarray:
+    r = y[:6].reshape(3, 2)
+    acceleration = np.zeros((3, 2))
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                d = r[j] - r[i]
+                acceleration[i] += G * MASSES[j] * d / np.dot(d, d) ** 1.5
+    return np.concatenate([y[6:], acceleration.ravel()])
+
+
+def _errors(initial: np.ndarray, final: np.ndarray) -> np.ndarray:
+    e0, e1 = energy(initial), energy(final)
+    errors = np.abs(e1 - e0) / np.abs(e0)
+    return np.where(np.isfinite(errors), errors, np.inf)
+
+
+def run_physode_simulate(n: int, folder: Path, device: str) -> dict:
+    import physode.data
+
+    out = folder / f"three_body_{n}.h5"
+    baseline = _peak_mib()
+    start = time.perf_counter()
+    result = physode.data.simulate(
+        "three_body",
+        trajectories=n,
+        t_end=T_END,
+        points=POINTS,
+        out=out,
+        seed=0,
+        rtol=TOL,
+        atol=TOL,
+        force=True,
+        quiet=True,
+    )
+    seconds = time.perf_counter() - start
+    with physode.data.load(out) as data:
+        states = data.states[()]
+        np.save(folder / f"y0_{n}.npy", states[:, 0])
+        errors = _errors(states[:, 0], states[:, -1])
+        failed = int(np.count_nonzero(data.flags & 1))
+    return {
+        "seconds": seconds,
+        "errors": errors.tolist(),
+        "baseline": baseline,
+        "failed": failed,
+        "drift_flags": result.n_drifted,
+    }
+
+
+def run_physode_solve(y0: np.ndarray, device: str) -> dict:
+    import torch
+
+    import physode
+    import physode.systems
+
+    system = physode.systems.load("three_body")
+    p = torch.tensor(list(system.parameters.values()), dtype=torch.float64, device=device)
+    y = torch.as_tensor(y0, dtype=torch.float64, device=device)
+    t = torch.linspace(0.0, T_END, POINTS, dtype=torch.float64, device=device)
+
+    def field(t, y):
+        return system.rhs(t.reshape(y.shape[:-1]) if t.ndim else t, y, p)
+
+    baseline = _peak_mib()
+    start = time.perf_counter()
+    with torch.no_grad():
+        solution = physode.solve(
+            field,
+            y,
+            t,
+            method="dop853",
+            rtol=TOL,
+            atol=TOL,
+            gradient="disc-opt",
+            step_control="per-sample",
+            throw=False,
+        )
+        ys = solution.ys.cpu().numpy()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    status = torch.as_tensor(solution.status)
+    extra = {}
+    if device == "cuda":
+        extra["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return {
+        "seconds": seconds,
+        "errors": _errors(ys[0], ys[-1]).tolist(),
+        "baseline": baseline,
+        "failed": int((status != 0).sum()),
+        **extra,
+    }
+
+
+def run_scipy(y0: np.ndarray) -> dict:
+    from scipy.integrate import solve_ivp
+
+    t_eval = np.linspace(0.0, T_END, POINTS)
+    baseline = _peak_mib()
+    finals, failed = [], 0
+    start = time.perf_counter()
+    for row in y0:
+        solution = solve_ivp(
+            _rhs_numpy, (0.0, T_END), row, method="DOP853", t_eval=t_eval, rtol=TOL, atol=TOL
+        )
+        failed += not solution.success
+        finals.append(solution.y[:, -1])
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "errors": _errors(y0, np.array(finals)).tolist(),
+        "baseline": baseline,
+        "failed": failed,
+    }
+
+
+def run_rebound(y0: np.ndarray) -> dict:
+    import rebound
+
+    times = np.linspace(0.0, T_END, POINTS)[1:]
+    baseline = _peak_mib()
+    errors = []
+    start = time.perf_counter()
+    for row in y0:
+        sim = rebound.Simulation()
+        sim.G = G
+        sim.integrator = "ias15"
+        for i in range(3):
+            sim.add(
+                m=MASSES[i], x=row[2 * i], y=row[2 * i + 1], vx=row[6 + 2 * i], vy=row[7 + 2 * i]
+            )
+        e0 = sim.energy()
+        for t in times:  # the same output grid as the others
+            sim.integrate(t, exact_finish_time=1)
+        errors.append(abs(sim.energy() - e0) / abs(e0))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "errors": errors, "baseline": baseline, "failed": 0}
+
+
+def _child(args: argparse.Namespace) -> None:
+    folder = Path(args.folder)
+    if args.part == "physode simulate":
+        result = run_physode_simulate(args.n, folder, args.device)
+        result["n"] = args.n
+    else:
+        y0 = np.load(folder / f"y0_{args.n}.npy")
+        if args.part != "physode solve" and args.reference_limit:
+            y0 = y0[: args.reference_limit]
+        if args.part == "physode solve":
+            result = run_physode_solve(y0, args.device)
+        elif args.part == "scipy DOP853":
+            result = run_scipy(y0)
+        else:
+            result = run_rebound(y0)
+        result["n"] = len(y0)
+    result["peak"] = _peak_mib()
+    Path(args.result).write_text(json.dumps(result))
+
+
+def _row(name: str, n_total: int, result: dict) -> str:
+    errors = np.asarray(result["errors"])
+    per = result["seconds"] / result["n"] * 1e3
+    ran = f"{result['n']}" if result["n"] == n_total else f"{result['n']} of {n_total}"
+    growth = result["peak"] - result["baseline"]
+    gpu = f", GPU {result['gpu_peak_mib']:.0f}" if "gpu_peak_mib" in result else ""
+    return (
+        f"| {name} | {ran} | {result['seconds']:.2f} | {per:.3f} | {np.median(errors):.1e} | "
+        f"{errors.max():.1e} | {result['failed']} | {result['peak']:.0f} (+{growth:.0f}{gpu}) |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 4096], help="values of N")
+    parser.add_argument(
+        "--reference-limit",
+        type=int,
+        default=0,
+        help="run SciPy and REBOUND on the first K states only (their time per trajectory does "
+        "not depend on N); 0 runs all",
+    )
+    parser.add_argument("--device", default="cpu", help="device of the physode solve (cpu, cuda)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--part", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.part:
+        _child(args)
+        return 0
+
+    import torch
+
+    print(
+        f"planar three-body, t in [0, {T_END:g}], {POINTS} output times, rtol = atol = {TOL:g}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, physode on {args.device}"
+    )
+    header = (
+        "| contender | trajectories | total s | ms / trajectory | median rel. energy error | "
+        "worst | failed | peak RSS MiB (+ growth) |\n|---|---|---|---|---|---|---|---|"
+    )
+    everything = {}
+    with tempfile.TemporaryDirectory(prefix="bench-simulate-") as folder:
+        for n in args.sizes:
+            print(f"\nN = {n}\n{header}", flush=True)
+            results = {}
+            for part in CONTENDERS:
+                result_file = Path(folder) / "result.json"
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--part",
+                    part,
+                    "--n",
+                    str(n),
+                    "--folder",
+                    folder,
+                    "--result",
+                    str(result_file),
+                    "--device",
+                    args.device,
+                    "--reference-limit",
+                    str(args.reference_limit),
+                ]
+                subprocess.run(command, check=True)
+                results[part] = json.loads(result_file.read_text())
+                print(_row(part, n, results[part]), flush=True)
+            per = {k: v["seconds"] / v["n"] for k, v in results.items()}
+            fastest = per["physode simulate"]
+            print(
+                f"physode simulate per trajectory: {per['scipy DOP853'] / fastest:.1f}x faster "
+                f"than SciPy (target >= 20x), {per['rebound IAS15'] / fastest:.2f}x REBOUND's "
+                f"speed (target >= 1x)"
+            )
+            everything[n] = {
+                k: {
+                    **v,
+                    "errors": None,
+                    "median_error": float(np.median(v["errors"])),
+                    "worst_error": float(np.max(v["errors"])),
+                }
+                for k, v in results.items()
+            }
+    if args.json:
+        Path(args.json).write_text(json.dumps(everything, indent=1))
+    return (
+        0
+        if all(math.isfinite(r["median_error"]) for v in everything.values() for r in v.values())
+        else 1
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

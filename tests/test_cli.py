@@ -1,0 +1,154 @@
+"""Tests of the ``physode`` command: subcommands, help texts, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+import physode.systems
+from physode.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SIMULATE = ["simulate", "harmonic_oscillator", "--trajectories", "3", "--t-end", "2"]
+SIMULATE += ["--points", "5", "--rtol", "1e-9", "--atol", "1e-9"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "osc.h5"
+    assert main([*SIMULATE, "--out", str(out), "--quiet", "--seed", "4"]) == 0
+    return out
+
+
+def _garbled_copy(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes())
+    with h5py.File(target) as f:
+        offset = f["states"].id.get_chunk_info(0).byte_offset
+    with open(target, "r+b") as handle:
+        handle.seek(offset + 8)
+        handle.write(b"\x00\xff\x00\xff")
+    return target
+
+
+def test_systems_lists_every_catalogue_system_with_its_description(capsys):
+    assert main(["systems"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == physode.systems.names()
+    pendulum = next(line for line in lines if line.startswith("pendulum "))
+    assert physode.systems.load("pendulum").description in pendulum
+
+
+def test_simulate_writes_the_file_and_prints_one_summary_line(tmp_path, capsys):
+    out = tmp_path / "loud.h5"
+    assert main([*SIMULATE, "--out", str(out), "--params", "sample", "--noise", "0.1"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"wrote {out}: 3 trajectories") and "\n" not in printed
+    with physode.data.load(out) as data:
+        assert data.noisy_states is not None and data.params.shape == (3, 2)
+        assert data.attrs["command_line"].startswith("physode simulate harmonic_oscillator")
+        assert "--noise 0.1" in data.attrs["command_line"]
+
+
+def test_simulate_refuses_to_overwrite_with_exit_status_2(dataset, capsys):
+    assert main([*SIMULATE, "--out", str(dataset), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("physode: error: ") and "--force" in error
+    assert error.count("\n") == 1
+
+
+def test_check_exits_0_within_tolerance_and_1_beyond_it(dataset, capsys):
+    assert main(["check", str(dataset)]) == 0
+    table = capsys.readouterr().out
+    assert "energy" in table and "median drift" in table and "within tolerance 1e-06" in table
+    assert main(["check", str(dataset), "--tolerance", "1e-300"]) == 1
+    assert "beyond tolerance 1e-300: energy" in capsys.readouterr().out
+
+
+def test_check_writes_the_drift_plot(dataset, tmp_path, capsys):
+    plot = tmp_path / "drift.png"
+    assert main(["check", str(dataset), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "missing.h5"], "missing.h5: no such file"),
+        ([*SIMULATE, "--out", "x.h5", "--trajectories", "0"], "trajectories=0"),
+        (["simulate", "no_such_system", "-n", "1", "--t-end", "1", "--points", "2", "-o", "y.h5"],
+         "unknown system 'no_such_system'"),
+        (["check", "{foreign}"], "not a physode data set"),
+        (["check", "{garbled}"], "dataset /states is damaged"),
+    ],
+)  # fmt: skip
+def test_errors_print_one_line_and_exit_2(dataset, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = [1.0]
+    garbled = _garbled_copy(dataset, tmp_path / "garbled.h5")
+    argv = [a.format(foreign=tmp_path / "foreign.h5", garbled=garbled) for a in argv]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("physode: error: ") and message in error
+    assert error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "pendulum", "--t-end", "1", "--points", "2", "--out", "x.h5"],  # no -n
+        [*SIMULATE, "--out", "x.h5", "--split", "0.8,0.2"],
+        [*SIMULATE, "--out", "x.h5", "--dtype", "float16"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage: physode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ([], ["systems", "simulate", "check", "exit status"]),
+        (["systems"], ["catalogue"]),
+        (["simulate"], ["--trajectories", "--t-end", "--points", "--out", "--seed", "--method",
+                        "--rtol", "--atol", "--params", "--noise", "--split", "--dtype",
+                        "--resume", "--force", "--quiet", "--chunk-size", "examples:"]),
+        (["check"], ["--tolerance", "--plot", "exit status"]),
+    ],
+)  # fmt: skip
+def test_help_describes_every_option(command, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in flags:
+        assert flag in text
+
+
+def test_python_dash_m_physode_prints_errors_without_a_traceback(dataset, tmp_path):
+    garbled = _garbled_copy(dataset, tmp_path / "garbled.h5")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "physode", "check", str(garbled)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("physode: error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr

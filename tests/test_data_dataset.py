@@ -1,0 +1,129 @@
+"""Tests of physode.data.TrajectoryDataset: windows, splits, noise, flags, DataLoader workers."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import physode
+from physode.data import TrajectoryDataset, load, simulate
+
+FAST = {"t_end": 3.0, "points": 9, "rtol": 1e-8, "atol": 1e-8, "quiet": True}
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dataset") / "data.h5"
+    simulate(
+        "harmonic_oscillator",
+        trajectories=10,
+        out=out,
+        seed=2,
+        params="sample",
+        noise=0.1,
+        split=(0.6, 0.2, 0.2),
+        dtype="float32",
+        **FAST,
+    )
+    return out
+
+
+def test_windows_cover_every_start_of_every_trajectory_in_the_split(stored):
+    dataset = TrajectoryDataset(stored, split="train", window=4, stride=2)
+    with load(stored) as data:
+        train = data.split_indices("train")
+        assert len(dataset) == len(train) * 4  # starts 0, 2, 4, 5 of 9 points
+        seen = set()
+        for k in range(len(dataset)):
+            item = dataset[k]
+            i, s = item["trajectory"], item["start"]
+            seen.add((i, s))
+            np.testing.assert_array_equal(item["ys"].numpy(), data.states[i, s : s + 4])
+            np.testing.assert_array_equal(item["t"].numpy(), data.t[s : s + 4].astype(np.float32))
+            np.testing.assert_array_equal(item["params"].numpy(), data.params[i].astype(np.float32))
+            assert item["ys"].dtype == item["t"].dtype == torch.float32
+    assert seen == {(int(i), s) for i in train for s in (0, 2, 4, 5)}
+
+
+def test_negative_indices_count_from_the_end_and_out_of_range_raises(stored):
+    dataset = TrajectoryDataset(stored, split="val", window=9)
+    assert dataset[-1]["trajectory"] == dataset[len(dataset) - 1]["trajectory"]
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
+def test_whole_trajectories_by_default_and_every_split_available(stored):
+    sizes = {
+        split: len(TrajectoryDataset(stored, split=split)) for split in ("train", "val", "test")
+    }
+    assert sizes == {"train": 6, "val": 2, "test": 2}
+    assert TrajectoryDataset(stored, split="all")[3]["ys"].shape == (9, 2)
+
+
+def test_noisy_windows_come_with_their_clean_states(stored):
+    item = TrajectoryDataset(stored, split="test", window=3, noisy=True)[0]
+    with load(stored) as data:
+        i, s = item["trajectory"], item["start"]
+        np.testing.assert_array_equal(item["ys"].numpy(), data.noisy_states[i, s : s + 3])
+        np.testing.assert_array_equal(item["ys_clean"].numpy(), data.states[i, s : s + 3])
+
+
+def test_a_dataloader_with_two_workers_yields_every_window_once(stored):
+    dataset = TrajectoryDataset(stored, split="all", window=5, stride=2)
+    pickle.loads(pickle.dumps(dataset))[0]  # pickles without an open file
+    dataset[0]  # the parent's open handle must not be used by the forked workers
+    loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2)
+    pairs, total = [], 0
+    with load(stored) as data:
+        for batch in loader:
+            assert batch["ys"].shape[1:] == (5, 2)
+            for k in range(len(batch["trajectory"])):
+                i, s = int(batch["trajectory"][k]), int(batch["start"][k])
+                np.testing.assert_array_equal(batch["ys"][k].numpy(), data.states[i, s : s + 5])
+                pairs.append((i, s))
+            total += len(batch["trajectory"])
+    assert total == len(dataset) == 10 * 3
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_flagged_trajectories_are_left_out_unless_asked_for(tmp_path):
+    out = tmp_path / "failed.h5"
+    simulate("harmonic_oscillator", trajectories=3, out=out, max_steps=2, **FAST)
+    with pytest.raises(physode.InvalidArgumentError, match="no trajectories left after excluding"):
+        TrajectoryDataset(out, split="all")
+    assert len(TrajectoryDataset(out, split="all", exclude_flagged=False)) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"split": "training"},
+            r"split='training'; choose one of \['train', 'val', 'test', 'all'\]",
+        ),
+        ({"window": 10}, "window=10 must be an integer from 2 to 9"),
+        ({"window": 1}, "window=1 must be an integer from 2 to 9"),
+        ({"stride": 0}, "stride=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_arguments_name_the_value_and_the_valid_range(stored, kwargs, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        TrajectoryDataset(stored, **kwargs)
+
+
+def test_noisy_on_a_file_without_noise_says_how_to_get_it(tmp_path):
+    out = tmp_path / "clean.h5"
+    simulate("harmonic_oscillator", trajectories=2, out=out, **FAST)
+    with pytest.raises(physode.InvalidArgumentError, match="--noise STD"):
+        TrajectoryDataset(out, split="all", noisy=True)
+
+
+def test_a_foreign_file_is_refused(tmp_path):
+    path = tmp_path / "foreign.h5"
+    path.write_bytes(b"not hdf5")
+    with pytest.raises(physode.DataFormatError, match="not an HDF5 file"):
+        TrajectoryDataset(path)

@@ -1,0 +1,380 @@
+"""Tests of physode.data.simulate: contents, reproducibility, safety, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import physode
+import physode.data.simulation as simulate_module
+import physode.systems
+from physode.data import check, load, simulate
+
+REPO = Path(__file__).resolve().parents[1]
+SYSTEM = "harmonic_oscillator"
+FAST = {"t_end": 3.0, "points": 7, "rtol": 1e-8, "atol": 1e-8, "quiet": True}
+
+
+def _datasets(path) -> dict[str, np.ndarray]:
+    """Every dataset of a file, by name."""
+    found = {}
+    with h5py.File(path) as f:
+        f.visititems(
+            lambda name, obj: (
+                found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return found
+
+
+def _assert_same_datasets(a, b) -> None:
+    first, second = _datasets(a), _datasets(b)
+    assert sorted(first) == sorted(second)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def noisy_sampled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "noisy.h5"
+    simulate(SYSTEM, trajectories=6, out=out, seed=3, params="sample", noise=0.05, **FAST)
+    return out
+
+
+def test_stored_states_are_the_solver_solution_from_the_stored_initial_state(noisy_sampled):
+    system = physode.systems.load(SYSTEM)
+    with load(noisy_sampled) as data:
+        t = torch.as_tensor(data.t)
+        for i in (0, 5):
+            y0 = torch.as_tensor(data.states[i, 0])
+            p = torch.as_tensor(data.params[i])
+            ys = physode.odeint(
+                lambda t, y, p=p: system.rhs(t, y, p), y0, t, method="dop853", rtol=1e-8, atol=1e-8
+            )
+            np.testing.assert_allclose(data.states[i], ys.numpy(), rtol=0, atol=1e-12)
+
+
+def test_derivatives_invariants_and_noise_match_the_stored_states(noisy_sampled):
+    system = physode.systems.load(SYSTEM)
+    with load(noisy_sampled) as data:
+        states = torch.as_tensor(data.states[()])
+        params = torch.as_tensor(data.params)[:, None, :].expand(-1, states.shape[1], -1)
+        t = torch.as_tensor(data.t).expand(states.shape[:2])
+        np.testing.assert_array_equal(data.derivatives[()], system.rhs(t, states, params).numpy())
+        energy = system.invariants(states, params)["energy"].numpy()
+        np.testing.assert_array_equal(data.invariants["energy"][()], energy)
+        noise = data.noisy_states[()] - data.states[()]
+        assert abs(noise.std() - 0.05) < 0.015 and abs(noise.mean()) < 0.015
+        assert data.invariant_names == ["energy"]
+        assert (data.status == int(physode.Status.SUCCESS)).all() and (data.flags == 0).all()
+        assert (data.n_steps >= 6).all() and (data.n_rejected >= 0).all()
+        assert (data.nfe > data.n_steps).all()
+
+
+def test_sampled_parameters_differ_per_trajectory_within_their_ranges(noisy_sampled):
+    system = physode.systems.load(SYSTEM)
+    with load(noisy_sampled) as data:
+        for k, (low, high) in enumerate(system.parameter_ranges.values()):
+            assert ((data.params[:, k] >= low) & (data.params[:, k] <= high)).all()
+        assert len(np.unique(data.params[:, 0])) == 6
+
+
+def test_root_attributes_record_how_the_file_was_made(noisy_sampled):
+    with load(noisy_sampled) as data:
+        attrs = data.attrs
+        assert attrs["format"] == "physode.trajectories" and attrs["format_version"] == 1
+        assert attrs["physode_version"] == physode.__version__
+        assert attrs["system_spec"] == physode.systems.path(SYSTEM).read_text()
+        assert data.solver == {
+            "method": "dop853",
+            "rtol": 1e-8,
+            "atol": 1e-8,
+            "max_steps": 100_000,
+            "step_control": simulate_module.STEP_CONTROL,
+        }
+        assert data.seed == 3
+        assert attrs["command_line"].startswith("physode simulate harmonic_oscillator")
+        assert "--params sample --noise 0.05" in attrs["command_line"]
+
+
+def test_split_partitions_the_trajectories_in_the_requested_fractions(tmp_path):
+    out = tmp_path / "split.h5"
+    simulate(SYSTEM, trajectories=10, out=out, split=(0.6, 0.3, 0.1), **{**FAST, "points": 2})
+    with load(out) as data:
+        sizes = [len(data.split_indices(name)) for name in ("train", "val", "test")]
+        everything = np.concatenate([data.split_indices(n) for n in ("train", "val", "test")])
+    assert sizes == [6, 3, 1]
+    assert sorted(everything.tolist()) == list(range(10))
+
+
+def test_same_seed_gives_identical_data_whatever_the_chunk_size(tmp_path, noisy_sampled):
+    again = tmp_path / "again.h5"
+    simulate(
+        SYSTEM, trajectories=6, out=again, seed=3, params="sample", noise=0.05, chunk_size=4, **FAST
+    )
+    _assert_same_datasets(noisy_sampled, again)
+
+
+def test_chunks_that_cut_across_sampling_blocks_give_the_same_trajectories(tmp_path):
+    settings = {"trajectories": 70, "seed": 3, "params": "sample", **FAST, "points": 3}
+    simulate(SYSTEM, out=tmp_path / "a.h5", chunk_size=9, **settings)
+    simulate(SYSTEM, out=tmp_path / "b.h5", chunk_size=70, **settings)
+    _assert_same_datasets(tmp_path / "a.h5", tmp_path / "b.h5")
+    with load(tmp_path / "a.h5") as data:
+        assert len(np.unique(data.states[:, 0, 0])) == 70  # no two trajectories share a draw
+
+
+def test_chunk_size_changes_no_bit_even_where_torch_vectorises_pow(tmp_path):
+    # three_body's right-hand side raises distances to the power -3/2, which torch computes
+    # differently in SIMD blocks and in their remainder: the batch layout must not leak in.
+    settings = {"trajectories": 20, "seed": 1, "params": "sample", **FAST, "t_end": 1.0}
+    simulate("three_body", out=tmp_path / "a.h5", chunk_size=3, **settings)
+    simulate("three_body", out=tmp_path / "b.h5", chunk_size=20, **settings)
+    _assert_same_datasets(tmp_path / "a.h5", tmp_path / "b.h5")
+
+
+def test_a_trajectory_depends_only_on_seed_and_index_not_on_the_count(tmp_path, noisy_sampled):
+    fewer = tmp_path / "fewer.h5"
+    simulate(SYSTEM, trajectories=3, out=fewer, seed=3, params="sample", noise=0.05, **FAST)
+    with load(fewer) as small, load(noisy_sampled) as large:
+        np.testing.assert_array_equal(small.states[()], large.states[:3])
+        np.testing.assert_array_equal(small.noisy_states[()], large.noisy_states[:3])
+        np.testing.assert_array_equal(small.params, large.params[:3])
+
+
+def test_another_seed_gives_other_data(tmp_path, noisy_sampled):
+    other = tmp_path / "other.h5"
+    simulate(SYSTEM, trajectories=2, out=other, seed=4, params="sample", noise=0.05, **FAST)
+    with load(other) as a, load(noisy_sampled) as b:
+        assert not np.allclose(a.states[:, 0], b.states[:2, 0])
+
+
+def test_float32_storage_holds_the_float64_solution_rounded(tmp_path):
+    out64, out32 = tmp_path / "a.h5", tmp_path / "b.h5"
+    simulate(SYSTEM, trajectories=2, out=out64, **FAST)
+    simulate(SYSTEM, trajectories=2, out=out32, dtype="float32", **FAST)
+    with load(out64) as a, load(out32) as b:
+        assert b.states.dtype == np.float32
+        np.testing.assert_array_equal(b.states[()], a.states[()].astype(np.float32))
+
+
+def test_success_leaves_only_the_output_file(tmp_path):
+    out = tmp_path / "clean.h5"
+    result = simulate(SYSTEM, trajectories=2, out=out, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.h5"]
+    assert result.path == out and result.n_trajectories == 2 and result.n_failed == 0
+
+
+def test_an_existing_file_is_not_overwritten_without_force(tmp_path):
+    out = tmp_path / "kept.h5"
+    simulate(SYSTEM, trajectories=2, out=out, seed=1, **FAST)
+    before = out.read_bytes()
+    with pytest.raises(physode.InvalidArgumentError, match="kept.h5 exists; pass force=True"):
+        simulate(SYSTEM, trajectories=2, out=out, seed=2, **FAST)
+    assert out.read_bytes() == before
+    simulate(SYSTEM, trajectories=2, out=out, seed=2, force=True, **FAST)
+    assert out.read_bytes() != before
+
+
+def test_resuming_a_finished_run_with_the_same_settings_does_nothing(tmp_path):
+    out = tmp_path / "done.h5"
+    simulate(SYSTEM, trajectories=2, out=out, **FAST)
+    before = out.read_bytes()
+    result = simulate(SYSTEM, trajectories=2, out=out, resume=True, **FAST)
+    assert result.seconds == 0.0 and out.read_bytes() == before
+
+
+def test_bad_arguments_are_all_named_in_one_error(tmp_path):
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(
+            SYSTEM,
+            trajectories=0,
+            t_end=-1.0,
+            points=1,
+            out=tmp_path / "x.h5",
+            method="rk4",
+            params="random",
+            split=(0.5, 0.5, 0.5),
+            dtype="float16",
+        )
+    message = str(error.value)
+    for fragment in (
+        "trajectories=0",
+        "t_end=-1.0",
+        "points=1",
+        "method='rk4'",
+        "'dop853'",
+        "params='random'",
+        "split=(0.5, 0.5, 0.5)",
+        "dtype='float16'",
+    ):
+        assert fragment in message
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_system_names_the_catalogue(tmp_path):
+    with pytest.raises(physode.InvalidArgumentError, match="unknown system 'pendulumm'.*pendulum"):
+        simulate("pendulumm", trajectories=1, out=tmp_path / "x.h5", **FAST)
+
+
+def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
+    out = tmp_path / "failed.h5"
+    result = simulate(SYSTEM, trajectories=3, out=out, max_steps=2, **FAST)
+    assert result.n_failed == 3
+    with load(out) as data:
+        assert len(data) == 3
+        assert (data.status == int(physode.Status.MAX_STEPS)).all()
+        assert (data.flags & 1).all()
+        assert np.isfinite(data.states[:, 0]).all() and np.isnan(data.states[:, -1]).all()
+    report = check(out)
+    assert report.n_failed == 3 and not report.passed
+
+
+def test_invariant_drift_beyond_the_threshold_is_flagged_and_kept(tmp_path):
+    out = tmp_path / "drift.h5"
+    loose = {**FAST, "rtol": 1e-4, "atol": 1e-4, "method": "bosh3"}
+    result = simulate(SYSTEM, trajectories=3, out=out, drift_threshold=1e-12, **loose)
+    assert result.n_drifted == 3 and result.n_failed == 0
+    with load(out) as data:
+        assert len(data) == 3 and (data.flags == 2).all()
+        drift = np.abs(data.invariants["energy"][:, -1] / data.invariants["energy"][:, 0] - 1)
+        assert (drift > 1e-12).all()
+
+
+def _interrupt_after_first_chunk(monkeypatch):
+    original = simulate_module._simulate_chunk
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(simulate_module, "_simulate_chunk", interrupted)
+
+
+def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_path, monkeypatch):
+    out = tmp_path / "interrupted.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(SYSTEM, **settings)
+    assert not out.exists() and (tmp_path / "interrupted.h5.parts/chunk-000000.h5").exists()
+    with pytest.raises(physode.InvalidArgumentError, match="holds an interrupted run.*--resume"):
+        simulate(SYSTEM, **settings)
+    with pytest.raises(physode.InvalidArgumentError, match="other settings.*rtol: 1e-08 then"):
+        simulate(SYSTEM, **{**settings, "rtol": 1e-9}, resume=True)
+    result = simulate(SYSTEM, **{**settings, "rtol": 1e-9}, force=True)
+    assert result.n_resumed_chunks == 0
+    with load(out) as data:
+        assert data.solver["rtol"] == 1e-9
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    out = tmp_path / "killed.h5"
+    settings = {"trajectories": 24, "chunk_size": 2, "seed": 9, "params": "sample", "noise": 0.01}
+    argv = [sys.executable, "-m", "physode", "simulate", SYSTEM, "--out", str(out)]
+    argv += ["--t-end", "3", "--points", "7", "--rtol", "1e-8", "--atol", "1e-8", "--quiet"]
+    argv += ["--trajectories", "24", "--chunk-size", "2", "--seed", "9", "--params", "sample"]
+    argv += ["--noise", "0.01"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(argv, cwd=tmp_path, env=env)
+    parts = tmp_path / "killed.h5.parts"
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(parts.glob("chunk-*.h5"))) < 2:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no chunk finished within 120 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    finished = sorted(parts.glob("chunk-*.h5"))
+    assert not out.exists() and 2 <= len(finished) < 12
+    # A leftover temporary and a damaged chunk file must not poison the resumed run.
+    (parts / "chunk-000011.h5.part").write_bytes(b"half a chunk")
+    damaged = parts / "chunk-000010.h5"
+    damaged.write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+    finished = [path for path in finished if path != damaged]
+
+    result = simulate(SYSTEM, out=out, resume=True, **settings, **FAST)
+    assert result.n_resumed_chunks == len(finished)
+    assert not parts.exists()
+    reference = tmp_path / "reference.h5"
+    simulate(SYSTEM, out=reference, **settings, **FAST)
+    _assert_same_datasets(out, reference)
+
+
+def test_a_users_own_specification_file_is_stored_and_rebuilt(tmp_path):
+    spec = tmp_path / "my_oscillator.toml"
+    text = physode.systems.path(SYSTEM).read_text()
+    spec.write_text(text.replace("k = { value = 1.0", "k = { value = 1.5"))
+    out = tmp_path / "mine.h5"
+    simulate(spec, trajectories=2, out=out, **FAST)
+    with load(out) as data:
+        assert data.attrs["system_spec"] == spec.read_text()
+        assert data.system.parameters == {"m": 1.0, "k": 1.5}
+        np.testing.assert_array_equal(data.params, [[1.0, 1.5], [1.0, 1.5]])
+        assert str(spec) in data.attrs["command_line"]
+
+
+def test_a_second_process_writing_the_same_output_is_refused(tmp_path):
+    out = tmp_path / "busy.h5"
+    holder = simulate_module._Workspace(out)
+    holder.lock()  # as a running simulate holds it
+    try:
+        with pytest.raises(physode.InvalidArgumentError, match="another process is simulating"):
+            simulate(SYSTEM, trajectories=1, out=out, resume=True, **FAST)
+    finally:
+        holder.release()
+    simulate(SYSTEM, trajectories=1, out=out, resume=True, **FAST)
+    assert out.exists()
+
+
+def test_the_progress_bar_shows_trajectories_per_second_only_on_a_terminal(
+    tmp_path, capsys, monkeypatch
+):
+    settings = {**FAST, "trajectories": 2, "quiet": False}
+    simulate(SYSTEM, out=tmp_path / "a.h5", **settings)
+    assert capsys.readouterr().err == ""  # not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    simulate(SYSTEM, out=tmp_path / "b.h5", **settings)
+    assert "traj/s" in capsys.readouterr().err
+    simulate(SYSTEM, out=tmp_path / "c.h5", **{**settings, "quiet": True})
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_killed_while_assembling_resumes_from_all_its_chunks(tmp_path, monkeypatch):
+    out = tmp_path / "assembling.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, **FAST}
+
+    def killed_midway(path, **kwargs):
+        path.write_bytes(b"\x89HDF\r\n\x1a\n half written")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "write_store", killed_midway)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(SYSTEM, out=out, **settings)
+    assert not out.exists() and (tmp_path / "assembling.h5.tmp").exists()
+    result = simulate(SYSTEM, out=out, resume=True, **settings)
+    assert result.n_resumed_chunks == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["assembling.h5"]
+    reference = tmp_path / "reference.h5"
+    simulate(SYSTEM, out=reference, **settings)
+    _assert_same_datasets(out, reference)

@@ -1,0 +1,230 @@
+"""Tests of the HDF5 store: every field round-trips; foreign, damaged, newer files are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import physode
+import physode.systems
+from physode.data import FORMAT_NAME, FORMAT_VERSION, check, load
+from physode.data._store import Chunk, sha256_text, write_store
+
+N, P, N_STATE, N_PARAMS = 7, 9, 2, 2
+
+
+def _synthetic_chunks(rng, noisy: bool, sizes=(3, 3, 1)):
+    start = 0
+    for size in sizes:
+        stop = start + size
+        yield Chunk(
+            start=start,
+            stop=stop,
+            states=rng.normal(size=(size, P, N_STATE)),
+            derivatives=rng.normal(size=(size, P, N_STATE)),
+            params=rng.uniform(0.5, 2.0, size=(size, N_PARAMS)),
+            status=rng.integers(0, 4, size=size).astype(np.int8),
+            n_steps=rng.integers(1, 10**6, size=size),
+            n_rejected=rng.integers(0, 10**4, size=size),
+            nfe=rng.integers(1, 10**7, size=size),
+            flags=rng.integers(0, 4, size=size).astype(np.uint8),
+            invariants={"energy": rng.normal(size=(size, P)), "other": rng.normal(size=(size, P))},
+            noisy_states=rng.normal(size=(size, P, N_STATE)) if noisy else None,
+        )
+        start = stop
+
+
+def _write_synthetic(path, *, dtype="float64", noisy=True, seed=0, **attr_overrides):
+    spec = physode.systems.path("harmonic_oscillator").read_text()
+    chunks = list(_synthetic_chunks(np.random.default_rng(seed), noisy))
+    attrs = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "physode_version": physode.__version__,
+        "system_name": "harmonic_oscillator",
+        "system_spec": spec,
+        "system_spec_sha256": sha256_text(spec),
+        "state_names": json.dumps(["q", "p"]),
+        "parameter_names": json.dumps(["m", "k"]),
+        "invariant_names": json.dumps(["energy", "other"]),
+        "solver": json.dumps({"method": "dop853", "rtol": 1e-10}),
+        "seed": 11,
+        "command_line": "physode simulate harmonic_oscillator ...",
+        **attr_overrides,
+    }
+    split = {"train": np.array([0, 2, 3, 5]), "val": np.array([1, 6]), "test": np.array([4])}
+    write_store(
+        path,
+        t=np.linspace(0, 2, P),
+        n_trajectories=N,
+        n_state=N_STATE,
+        n_params=N_PARAMS,
+        invariant_names=["energy", "other"],
+        dtype=dtype,
+        noisy=noisy,
+        split=split,
+        attrs=attrs,
+        chunks=reversed(chunks),  # any order
+        chunk_size=3,
+    )
+    return chunks, split, attrs
+
+
+@pytest.fixture
+def stored(tmp_path):
+    path = tmp_path / "synthetic.h5"
+    chunks, split, attrs = _write_synthetic(path)
+    return path, chunks, split, attrs
+
+
+def _stack(chunks, name):
+    return np.concatenate([getattr(c, name) for c in chunks])
+
+
+def test_every_field_round_trips_exactly(stored):
+    path, chunks, split, attrs = stored
+    with load(path) as data:
+        np.testing.assert_array_equal(data.t, np.linspace(0, 2, P))
+        for name in ("states", "derivatives", "noisy_states"):
+            np.testing.assert_array_equal(getattr(data, name)[()], _stack(chunks, name))
+        for name in ("params", "status", "n_steps", "n_rejected", "nfe", "flags"):
+            np.testing.assert_array_equal(getattr(data, name), _stack(chunks, name))
+        for name in ("energy", "other"):
+            expected = np.concatenate([c.invariants[name] for c in chunks])
+            np.testing.assert_array_equal(data.invariants[name][()], expected)
+        for name, indices in split.items():
+            np.testing.assert_array_equal(data.split_indices(name), indices)
+        np.testing.assert_array_equal(data.split_indices("all"), np.arange(N))
+        assert data.state_names == ["q", "p"] and data.parameter_names == ["m", "k"]
+        assert data.seed == 11 and data.solver == {"method": "dop853", "rtol": 1e-10}
+        for key, value in attrs.items():
+            assert data.attrs[key] == value, key
+        assert data.system.name == "harmonic_oscillator"
+        assert data.system.state_names == ["q", "p"]
+
+
+def test_lazy_arrays_read_only_the_selection_and_behave_like_arrays(stored):
+    path, chunks, _, _ = stored
+    with load(path) as data:
+        assert data.states.shape == (N, P, N_STATE) and len(data.states) == N
+        np.testing.assert_array_equal(data.states[4, 2:5], _stack(chunks, "states")[4, 2:5])
+        np.testing.assert_array_equal(np.asarray(data.derivatives), _stack(chunks, "derivatives"))
+        assert "states" in repr(data.states)
+
+
+def test_float32_storage_rounds_the_states_and_keeps_parameters_and_invariants_float64(tmp_path):
+    chunks, _, _ = _write_synthetic(tmp_path / "f32.h5", dtype="float32")
+    with load(tmp_path / "f32.h5") as data:
+        assert data.states.dtype == np.float32 and data.derivatives.dtype == np.float32
+        assert data.params.dtype == np.float64 and data.invariants["energy"].dtype == np.float64
+        np.testing.assert_array_equal(data.states[()], _stack(chunks, "states").astype(np.float32))
+
+
+def test_datasets_are_chunked_by_trajectories_compressed_and_checksummed(stored):
+    path = stored[0]
+    with h5py.File(path) as f:
+        for name in ("states", "derivatives", "noisy_states", "invariants/energy", "params"):
+            dataset = f[name]
+            assert dataset.chunks[1:] == dataset.shape[1:], name  # whole trajectories per chunk
+            assert 1 <= dataset.chunks[0] <= 3
+            assert dataset.compression == "gzip" and dataset.fletcher32, name
+
+
+def test_a_file_without_noise_has_no_noisy_states(tmp_path):
+    _write_synthetic(tmp_path / "clean.h5", noisy=False)
+    with load(tmp_path / "clean.h5") as data:
+        assert data.noisy_states is None
+
+
+def test_a_missing_file_is_refused_by_name(tmp_path):
+    with pytest.raises(physode.DataFormatError, match="missing.h5: no such file"):
+        load(tmp_path / "missing.h5")
+
+
+def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("year,hare,lynx\n1900,30,4\n")
+    with pytest.raises(physode.DataFormatError, match="not an HDF5 file"):
+        load(path)
+
+
+def test_a_foreign_hdf5_file_is_refused(tmp_path):
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f["states"] = np.zeros((2, 3, 4))
+        f.attrs["format"] = "pdebench"
+    with pytest.raises(physode.DataFormatError, match="not a physode data set.*'pdebench'"):
+        load(path)
+
+
+def test_a_newer_format_version_is_refused_with_the_versions_named(tmp_path):
+    path = tmp_path / "future.h5"
+    _write_synthetic(path, format_version=FORMAT_VERSION + 1)
+    expected = f"format version {FORMAT_VERSION + 1}, newer than this physode reads"
+    with pytest.raises(physode.DataFormatError, match=expected):
+        load(path)
+
+
+def test_a_truncated_file_is_refused(stored, tmp_path):
+    path = tmp_path / "truncated.h5"
+    data = stored[0].read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(physode.DataFormatError, match="damaged or truncated"):
+        load(path)
+
+
+def _flip_a_byte(path, dataset: str, chunk: int = 0) -> None:
+    with h5py.File(path) as f:
+        offset = f[dataset].id.get_chunk_info(chunk).byte_offset
+    with open(path, "r+b") as handle:
+        handle.seek(offset + 20)
+        byte = handle.read(1)
+        handle.seek(offset + 20)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_garbled_trajectory_data_fail_their_checksum_when_read(stored, tmp_path):
+    path = tmp_path / "garbled.h5"
+    shutil.copy(stored[0], path)
+    _flip_a_byte(path, "states")
+    with load(path) as data:  # the structure is intact; the damage shows when the chunk is read
+        with pytest.raises(physode.DataFormatError, match="dataset /states is damaged"):
+            data.states[0]
+        data.states[N - 1]  # other chunks still read
+
+
+def test_a_file_whose_writer_did_not_finish_is_refused(stored):
+    with h5py.File(stored[0], "r+") as f:
+        del f.attrs["complete"]
+    with pytest.raises(physode.DataFormatError, match="incomplete"):
+        load(stored[0])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: f.__delitem__("derivatives"), "missing datasets derivatives"),
+        (lambda f: f.attrs.__setitem__("system_spec", "tampered"), "does not match its sha256"),
+        (lambda f: f.attrs.__setitem__("state_names", '["q"]'), r"states has shape \(7, 9, 2\)"),
+        (lambda f: f["split/test"].__setitem__(0, 0), "more than one split"),
+    ],
+)
+def test_structural_damage_is_named_in_one_line(stored, damage, message):
+    with h5py.File(stored[0], "r+") as f:
+        damage(f)
+    with pytest.raises(physode.DataFormatError, match=message) as error:
+        load(stored[0])
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("dataset", ["derivatives", "noisy_states", "invariants/other"])
+def test_check_reads_every_dataset_so_damage_anywhere_is_found(stored, tmp_path, dataset):
+    path = tmp_path / "garbled.h5"
+    shutil.copy(stored[0], path)
+    _flip_a_byte(path, dataset, chunk=1)
+    with pytest.raises(physode.DataFormatError, match=f"dataset /{dataset} is damaged"):
+        check(path)
