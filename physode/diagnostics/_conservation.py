@@ -1,0 +1,282 @@
+"""Conservation checks: how far each invariant of a system drifts along computed trajectories."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from physode._errors import InvalidArgumentError
+
+#: Relative drift above which a trajectory is reported as failing, when no tolerance is given.
+DEFAULT_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class InvariantDrift:
+    """The drift of one invariant over a batch of trajectories.
+
+    Attributes
+    ----------
+    name : str
+        The invariant, e.g. ``"energy"`` or ``"momentum_x"``.
+    initial : torch.Tensor
+        ``I(y(t0))`` per trajectory, shape (n_traj,).
+    scale : torch.Tensor
+        The scale relative drifts divide by, per trajectory (see :func:`conservation`).
+    abs_drift : torch.Tensor
+        ``|I(y(t)) - I(y(t0))|`` over time, shape (n_times, n_traj).
+    max_abs_drift, max_rel_drift : torch.Tensor
+        Largest absolute drift and largest absolute drift / scale, per trajectory.
+    tolerance : float
+        The relative tolerance it was checked against.
+    exceeds : torch.Tensor
+        Boolean, per trajectory: ``max_rel_drift > tolerance``.
+    """
+
+    name: str
+    initial: torch.Tensor
+    scale: torch.Tensor
+    abs_drift: torch.Tensor
+    max_abs_drift: torch.Tensor
+    max_rel_drift: torch.Tensor
+    tolerance: float
+    exceeds: torch.Tensor
+
+    @property
+    def rel_drift(self) -> torch.Tensor:
+        """Relative drift over time, shape (n_times, n_traj)."""
+        return self.abs_drift / self.scale
+
+    @property
+    def failing(self) -> list[int]:
+        """Indices of the trajectories whose relative drift exceeds the tolerance."""
+        return torch.nonzero(self.exceeds).flatten().tolist()
+
+
+class ConservationReport:
+    """Per-invariant drift of a batch of trajectories; prints as a table, plots drift over time.
+
+    Attributes
+    ----------
+    system_name : str
+    t : torch.Tensor or None
+        The output times (None when not given; plots then use the sample index).
+    batch_shape : tuple of int
+        The trajectories' batch shape; trajectory ``i`` is ``ys.reshape(n_times, -1, n)[:, i]``.
+    invariants : dict of str to InvariantDrift
+    """
+
+    def __init__(
+        self,
+        system_name: str,
+        t: torch.Tensor | None,
+        batch_shape: tuple[int, ...],
+        invariants: Mapping[str, InvariantDrift],
+    ):
+        self.system_name = system_name
+        self.t = t
+        self.batch_shape = batch_shape
+        self.invariants = dict(invariants)
+
+    @property
+    def ok(self) -> bool:
+        """True when no invariant of any trajectory exceeds its tolerance."""
+        return not any(bool(d.exceeds.any()) for d in self.invariants.values())
+
+    @property
+    def failures(self) -> list[tuple[str, int]]:
+        """``(invariant, trajectory index)`` for every drift above tolerance."""
+        return [(name, i) for name, d in self.invariants.items() for i in d.failing]
+
+    def __getitem__(self, name: str) -> InvariantDrift:
+        if name not in self.invariants:
+            raise InvalidArgumentError(
+                f"no invariant {name!r} in this report; invariants: {', '.join(self.invariants)}"
+            )
+        return self.invariants[name]
+
+    def __str__(self) -> str:
+        n_traj = math.prod(self.batch_shape)
+        head = f"conservation report: {self.system_name}, {n_traj} trajectories"
+        if self.t is not None and self.t.numel() > 1:
+            head += f", t in [{float(self.t[0]):.6g}, {float(self.t[-1]):.6g}]"
+        if not self.invariants:
+            return head + "\n(no invariants: the system declares none and conserves no energy)"
+        per_traj = n_traj <= 8
+        cols = ("invariant", "traj" if per_traj else "worst", "initial", "max abs drift",
+                "max rel drift", "tolerance", "status")
+        rows = []
+        for name, d in self.invariants.items():
+            indices = range(n_traj) if per_traj else [int(torch.argmax(d.max_rel_drift))]
+            for i in indices:
+                status = "FAIL" if bool(d.exceeds[i]) else "ok"
+                if not per_traj:
+                    status = f"{int(d.exceeds.sum())}/{n_traj} fail" if d.exceeds.any() else "ok"
+                initial = float(d.initial[i]) + 0.0  # + 0.0 prints -0.0 as 0
+                rows.append((
+                    name, str(i), f"{initial:.10g}", f"{float(d.max_abs_drift[i]):.3e}",
+                    f"{float(d.max_rel_drift[i]):.3e}", f"{d.tolerance:.1e}", status,
+                ))
+        widths = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(cols)]
+        lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+        lines.append("relative drift = max_t |I(t) - I(t0)| / (sum of |terms of I| at t0)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"ConservationReport({self.system_name!r}, invariants={list(self.invariants)}, "
+            f"ok={self.ok})"
+        )
+
+    def plot(self, path: str | Path, max_trajectories: int = 20) -> Path:
+        """Draw the relative drift of each invariant over time (log scale) to an image file.
+
+        Parameters
+        ----------
+        path : str or Path
+            Output file; the format follows the suffix (``.png``, ``.pdf``, ``.svg``).
+        max_trajectories : int
+            At most this many trajectories are drawn per panel (the worst ones).
+
+        Returns
+        -------
+        Path
+            The file written.
+
+        Examples
+        --------
+        >>> report.plot("drift.png")  # doctest: +SKIP
+        PosixPath('drift.png')
+        """
+        # The figure is drawn on an Agg canvas directly, so no GUI backend is ever selected.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        path = Path(path)
+        n_panels = max(len(self.invariants), 1)
+        fig = Figure(figsize=(7, 2.2 * n_panels + 0.6), constrained_layout=True)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(n_panels, 1, squeeze=False)[:, 0]
+        for ax, (name, d) in zip(axes, self.invariants.items(), strict=False):
+            rel = d.rel_drift.detach().cpu().double()
+            x = (
+                self.t.detach().cpu().double()
+                if self.t is not None
+                else torch.arange(rel.shape[0], dtype=torch.float64)
+            )
+            order = torch.argsort(d.max_rel_drift, descending=True)[:max_trajectories]
+            floor = torch.finfo(torch.float64).tiny
+            for i in order.tolist():
+                ax.plot(x.numpy(), rel[:, i].clamp_min(floor).numpy(), lw=0.8, label=f"traj {i}")
+            ax.axhline(d.tolerance, color="k", ls="--", lw=0.8, label="tolerance")
+            ax.set_yscale("log")
+            ax.set_ylabel(f"{name}\nrel. drift")
+            if len(order) <= 8:
+                ax.legend(fontsize=7, loc="lower right")
+        axes[-1].set_xlabel("t" if self.t is not None else "sample")
+        fig.suptitle(f"conservation: {self.system_name}")
+        fig.savefig(path)
+        return path
+
+
+def conservation(
+    system,
+    ys: torch.Tensor,
+    t: torch.Tensor | None = None,
+    tolerance: float | Mapping[str, float] = DEFAULT_TOLERANCE,
+    p: torch.Tensor | None = None,
+) -> ConservationReport:
+    """Measure how well the system's invariants are conserved along trajectories.
+
+    For each invariant ``I`` of ``system.invariants`` and each trajectory, the report holds the
+    initial value ``I(y(t0))``, the largest absolute drift ``max_t |I(y(t)) - I(y(t0))|`` and the
+    largest relative drift, which divides by the scale ``S = sum_k |T_k(y(t0))|`` where
+    ``I = sum_k T_k`` is the invariant written as a sum of terms (kinetic plus absolute potential
+    energy; the bodies' individual momenta for a momentum component). ``S >= |I|``, and ``S`` stays
+    positive when ``I`` is zero (zero total momentum); where ``S`` is zero as well (every term
+    vanishes, e.g. a system at rest) the relative drift equals the absolute drift.
+
+    Parameters
+    ----------
+    system : physode.System
+        The system whose ``invariants`` are checked.
+    ys : torch.Tensor
+        Trajectories shaped ``(n_times, ..., n_state)`` as returned by ``physode.odeint``; a
+        trailing size of ``n_state + n_params`` (parameters carried in the state) is accepted.
+    t : torch.Tensor, optional
+        The output times, shape (n_times,), for the table header and the plots.
+    tolerance : float or mapping of str to float
+        Relative drift allowed, for all invariants or per invariant name.
+    p : torch.Tensor, optional
+        Parameters, ``(n_params,)`` or one row per trajectory ``(..., n_params)``; the system's
+        defaults when omitted.
+
+    Returns
+    -------
+    ConservationReport
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For a state size that does not fit the system, or a tolerance for an unknown invariant.
+
+    Examples
+    --------
+    >>> import physode, torch
+    >>> osc = physode.systems.load("harmonic_oscillator")
+    >>> t = torch.linspace(0, 10, 11, dtype=torch.float64)
+    >>> ys = physode.odeint(osc.vector_field(), osc.sample_initial_states(3), t,
+    ...                     method="dop853", rtol=1e-10, atol=1e-12)
+    >>> report = physode.diagnostics.conservation(osc, ys, t, tolerance=1e-8)
+    >>> report.ok
+    True
+    """
+    if not isinstance(ys, torch.Tensor) or ys.ndim < 2:
+        raise InvalidArgumentError(
+            "ys must be a tensor (n_times, ..., n_state) as returned by physode.odeint, got "
+            f"{tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__}"
+        )
+    ys = ys.detach()
+    n, n_p = system.n_state, system.n_params
+    if ys.shape[-1] == n + n_p and n_p > 0:
+        p = ys[0, ..., n:] if p is None else p
+        ys = ys[..., :n]
+    elif ys.shape[-1] != n:
+        raise InvalidArgumentError(
+            f"ys has {ys.shape[-1]} state components; {system.name} has {n} "
+            f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
+        )
+    if p is not None:
+        p = torch.as_tensor(p).detach().to(ys)
+    if isinstance(tolerance, Mapping):
+        unknown = [k for k in tolerance if k not in system.invariant_names]
+        if unknown:
+            raise InvalidArgumentError(
+                f"tolerance names {unknown}, not invariants of {system.name}; invariants: "
+                f"{system.invariant_names}"
+            )
+    batch_shape = tuple(ys.shape[1:-1])
+    n_times = ys.shape[0]
+    values = system.invariants(ys, p)
+    scales = system.invariant_scales(ys[0], p)
+    drifts = {}
+    for name, value in values.items():
+        value = value.expand(n_times, *batch_shape).reshape(n_times, -1)
+        scale = scales[name].expand(batch_shape).reshape(-1)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        abs_drift = (value - value[:1]).abs()
+        max_abs = abs_drift.max(dim=0).values
+        max_rel = max_abs / scale
+        tol = float(tolerance.get(name, DEFAULT_TOLERANCE) if isinstance(tolerance, Mapping)
+                    else tolerance)
+        drifts[name] = InvariantDrift(
+            name=name, initial=value[0], scale=scale, abs_drift=abs_drift, max_abs_drift=max_abs,
+            max_rel_drift=max_rel, tolerance=tol, exceeds=~(max_rel <= tol),
+        )
+    return ConservationReport(system.name, None if t is None else t.detach(), batch_shape, drifts)

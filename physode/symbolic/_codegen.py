@@ -1,0 +1,642 @@
+"""SymPy expressions -> batched torch functions: a small printer, common-subexpression elimination
+and a cache of compiled kernels.
+
+The generated function has the signature ``kernel(t, y, p) -> Tensor`` where ``y`` has shape
+``(..., n_state)``, ``p`` has shape ``(..., n_params)`` and the result has shape
+``(..., n_out)``; the leading dimensions of ``y`` and ``p`` broadcast against each other. ``t`` is a
+0-dim tensor or a tensor shaped like ``y`` with a trailing dimension of one (the per-sample solver
+passes one time per row).
+
+The emitted source works column by column: ``y.unbind(-1)`` gives one view per state, every
+subexpression found by :func:`sympy.cse` becomes one local variable, and the outputs are stacked.
+Integer powers, square roots and quotients are printed as single torch operations so the operation
+count matches what a person would write by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import math
+from collections.abc import Callable, Sequence
+
+import sympy
+import torch
+
+from physode._errors import SystemDefinitionError
+
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: SymPy function class -> torch function name, for one-argument functions.
+UNARY_FUNCTIONS: dict[type, str] = {
+    sympy.sin: "torch.sin",
+    sympy.cos: "torch.cos",
+    sympy.tan: "torch.tan",
+    sympy.asin: "torch.asin",
+    sympy.acos: "torch.acos",
+    sympy.atan: "torch.atan",
+    sympy.sinh: "torch.sinh",
+    sympy.cosh: "torch.cosh",
+    sympy.tanh: "torch.tanh",
+    sympy.asinh: "torch.asinh",
+    sympy.acosh: "torch.acosh",
+    sympy.atanh: "torch.atanh",
+    sympy.exp: "torch.exp",
+    sympy.log: "torch.log",
+    sympy.Abs: "torch.abs",
+    sympy.sign: "torch.sign",
+    sympy.erf: "torch.erf",
+}
+
+#: Functions the printer knows besides the one-argument ones.
+OTHER_FUNCTIONS: tuple[type, ...] = (sympy.atan2, sympy.Min, sympy.Max, sympy.Piecewise)
+
+
+def supported_function_names() -> list[str]:
+    """Names of the SymPy functions that code generation can translate to torch.
+
+    Returns
+    -------
+    list of str
+        Sorted function names, e.g. ``["Abs", "Max", "Min", ..., "tanh"]``.
+
+    Examples
+    --------
+    >>> "sin" in supported_function_names()
+    True
+    """
+    names = [f.__name__ for f in UNARY_FUNCTIONS] + [f.__name__ for f in OTHER_FUNCTIONS]
+    return sorted(names)
+
+
+def unsupported_functions(expr: sympy.Expr) -> set[str]:
+    """The names of functions in ``expr`` that code generation cannot translate.
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        Any expression.
+
+    Returns
+    -------
+    set of str
+        Empty when every function is supported.
+
+    Examples
+    --------
+    >>> x = sympy.Symbol("x")
+    >>> unsupported_functions(sympy.sin(x) + sympy.Function("f")(x))
+    {'f'}
+    """
+    known = tuple(UNARY_FUNCTIONS) + OTHER_FUNCTIONS
+    bad = set()
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Function) and not isinstance(node, known):
+            bad.add(type(node).__name__)
+    return bad
+
+
+class _TorchPrinter:
+    """Prints one SymPy expression as a Python expression over torch tensors.
+
+    ``names`` maps each SymPy symbol to the Python identifier that holds its value.
+    """
+
+    def __init__(self, names: dict[sympy.Symbol, str], scalars: set[sympy.Symbol]):
+        self.names = names
+        self.scalars = scalars
+
+    def print(self, expr: sympy.Basic) -> str:
+        if not expr.free_symbols:
+            return self._number(expr)
+        if isinstance(expr, sympy.Symbol):
+            return self.names[expr]
+        if isinstance(expr, sympy.Add):
+            return self._add(expr)
+        if isinstance(expr, sympy.Mul):
+            return self._mul(expr)
+        if isinstance(expr, sympy.Pow):
+            return self._pow(expr.base, expr.exp)
+        if isinstance(expr, sympy.Piecewise):
+            return self._piecewise(expr)
+        if isinstance(expr, sympy.Rel):
+            op = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}[expr.rel_op]
+            return f"({self.print(expr.lhs)} {op} {self.print(expr.rhs)})"
+        func = type(expr)
+        if func in UNARY_FUNCTIONS:
+            return f"{UNARY_FUNCTIONS[func]}({self._tensor(expr.args[0])})"
+        if func is sympy.atan2:
+            return f"torch.atan2({self._tensor(expr.args[0])}, {self._tensor(expr.args[1])})"
+        if func in (sympy.Min, sympy.Max):
+            return self._minmax(expr)
+        raise SystemDefinitionError(
+            f"cannot generate torch code for {func.__name__!r} in {expr}; supported functions: "
+            f"{', '.join(supported_function_names())}"
+        )
+
+    def _number(self, expr: sympy.Basic) -> str:
+        if isinstance(expr, sympy.Integer):
+            return str(int(expr))
+        value = complex(sympy.N(expr, 17))
+        if value.imag != 0:
+            raise SystemDefinitionError(
+                f"the constant {expr} is complex; physode needs real values"
+            )
+        return repr(float(value.real)) if math.isfinite(value.real) else f"float('{value.real}')"
+
+    def _tensor(self, expr: sympy.Basic) -> str:
+        """Print an argument that must be a tensor (torch functions reject Python numbers)."""
+        text = self.print(expr)
+        if not expr.free_symbols:
+            return f"_const({text}, y)"
+        return text
+
+    def _add(self, expr: sympy.Add) -> str:
+        # Tensor terms first so the running sum is a tensor, positive ones first to avoid a
+        # separate negation; numbers last.
+        terms = sorted(
+            expr.args,
+            key=lambda a: (
+                not a.free_symbols,
+                bool(a.as_coeff_Mul()[0].is_negative),
+                sympy.default_sort_key(a),
+            ),
+        )
+        out = ""
+        for term in terms:
+            negative = term.as_coeff_Mul()[0].is_negative
+            text = self.print(-term if negative else term)
+            if not out:
+                out = f"-{text}" if negative else text
+            else:
+                out = f"{out} {'-' if negative else '+'} {text}"
+        return f"({out})"
+
+    def _mul(self, expr: sympy.Mul) -> str:
+        coeff, factors = expr.as_coeff_mul()
+        numer: list[sympy.Basic] = []
+        denom: list[sympy.Basic] = []
+        for factor in factors:
+            # Negative integer powers become a division (one operation instead of a power and
+            # a product); fractional ones stay a power, since a product is cheaper than a
+            # quotient.
+            if (
+                isinstance(factor, sympy.Pow)
+                and isinstance(factor.exp, sympy.Integer)
+                and factor.exp.is_negative
+            ):
+                flipped = -factor.exp
+                denom.append(factor.base if flipped == 1 else sympy.Pow(factor.base, flipped))
+            else:
+                numer.append(factor)
+        # Parameter-only factors first, so their product is formed on small tensors.
+        numer.sort(key=lambda a: (not a.free_symbols <= self.scalars, sympy.default_sort_key(a)))
+        parts = [self._factor(f) for f in numer]
+        negative = coeff.is_negative
+        coeff = abs(coeff)
+        if isinstance(coeff, sympy.Rational) and not isinstance(coeff, sympy.Integer):
+            # p/q: multiply by p and divide by q keeps exact integers visible.
+            num_c, den_c = coeff.p, coeff.q
+            if num_c != 1:
+                parts.insert(0, str(num_c))
+            denom_text = [str(den_c)] if den_c != 1 else []
+        else:
+            if coeff != 1:
+                parts.insert(0, self._number(coeff))
+            denom_text = []
+        denom_text += [self._factor(f) for f in denom]
+        if not parts:
+            parts = ["1"] if not denom_text else []
+        if parts:
+            text = " * ".join(parts)
+        else:
+            text = self._reciprocal(" * ".join(denom_text))
+            denom_text = []
+        if denom_text:
+            den = denom_text[0] if len(denom_text) == 1 else "(" + " * ".join(denom_text) + ")"
+            text = f"{text} / {den}"
+        return f"(-{text})" if negative else text
+
+    def _reciprocal(self, text: str) -> str:
+        return f"torch.reciprocal({text})"
+
+    def _factor(self, expr: sympy.Basic) -> str:
+        text = self.print(expr)
+        if isinstance(expr, sympy.Add) and not text.startswith("("):
+            return f"({text})"
+        return text
+
+    def _operand(self, expr: sympy.Basic) -> str:
+        """Print an operand of ``**``, in parentheses unless a name, a call or a number >= 0."""
+        text = self.print(expr)
+        if isinstance(expr, sympy.Symbol | sympy.Function) or (
+            not expr.free_symbols and not text.startswith("-")
+        ):
+            return text
+        return text if text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]) else (
+            f"({text})"
+        )
+
+    def _pow(self, base: sympy.Basic, exp: sympy.Basic) -> str:
+        b = self._operand(base)
+        if not exp.free_symbols:
+            if exp == 2:
+                return f"torch.square({self._tensor(base)})"
+            if exp == sympy.Rational(1, 2):
+                return f"torch.sqrt({self._tensor(base)})"
+            if exp == -sympy.Rational(1, 2):
+                return f"torch.rsqrt({self._tensor(base)})"
+            if exp == -1:
+                return f"torch.reciprocal({self._tensor(base)})"
+            if isinstance(exp, sympy.Rational) and exp.q == 2 and abs(exp.p) <= 9:
+                return self._half_integer_pow(base, b, exp)
+            if isinstance(exp, sympy.Integer):
+                return f"{b} ** {int(exp)}"
+            return f"{b} ** {self._number(exp)}"
+        return f"{b} ** {self._operand(exp)}"
+
+    def _half_integer_pow(self, base: sympy.Basic, b: str, exp: sympy.Rational) -> str:
+        # x**(k + 1/2) as sqrt(x) * x**k: sqrt, rsqrt and products are rounded exactly, whereas
+        # pow is computed by different kernels for a lone row and a vectorised batch, which would
+        # make a trajectory depend in its last bits on the batch it is solved in (and pow is slow).
+        k = (abs(exp.p) - 1) // 2
+        root = "torch.sqrt" if exp > 0 else "torch.rsqrt"
+        text = f"{root}({self._tensor(base)})"
+        if k == 0:
+            return text
+        power = b if k == 1 else f"torch.square({self._tensor(base)})" if k == 2 else f"{b} ** {k}"
+        return f"({text} * {power})" if exp > 0 else f"({text} / {power})"
+
+    def _piecewise(self, expr: sympy.Piecewise) -> str:
+        # Build nested torch.where from the last branch backwards.
+        out = self._tensor(expr.args[-1][0])
+        if expr.args[-1][1] is not sympy.true:
+            raise SystemDefinitionError(
+                f"Piecewise {expr} has no default branch; add (value, True) as its last argument"
+            )
+        for value, cond in reversed(expr.args[:-1]):
+            out = f"torch.where({self.print(cond)}, {self._tensor(value)}, {out})"
+        return out
+
+    def _minmax(self, expr: sympy.Basic) -> str:
+        fn = "torch.minimum" if isinstance(expr, sympy.Min) else "torch.maximum"
+        args = list(expr.args)
+        out = self._tensor(args[0])
+        for arg in args[1:]:
+            out = f"{fn}({out}, {self._tensor(arg)})"
+        return out
+
+
+#: SymPy function class -> Python ``math`` function, for the scalar fast path.
+_MATH_FUNCTIONS: dict[type, str] = {
+    **{f: f"math.{f.__name__}" for f in (
+        sympy.sin, sympy.cos, sympy.tan, sympy.asin, sympy.acos, sympy.atan, sympy.sinh,
+        sympy.cosh, sympy.tanh, sympy.asinh, sympy.acosh, sympy.atanh, sympy.exp, sympy.log,
+        sympy.erf,
+    )},
+    sympy.Abs: "abs",
+    sympy.sign: "_sign",
+}
+
+
+class _ScalarPrinter(_TorchPrinter):
+    """Prints the same expressions over Python floats (``math``), for one unbatched state.
+
+    Operations that torch would turn into NaN or inf (a negative base under a fractional power,
+    a division by zero, the log of zero) raise in Python instead; the caller then falls back to
+    the tensor code, so both paths agree wherever the scalar one returns.
+    """
+
+    def print(self, expr: sympy.Basic) -> str:
+        func = type(expr)
+        if expr.free_symbols and func in _MATH_FUNCTIONS:
+            return f"{_MATH_FUNCTIONS[func]}({self.print(expr.args[0])})"
+        if expr.free_symbols and func is sympy.atan2:
+            return f"math.atan2({self.print(expr.args[0])}, {self.print(expr.args[1])})"
+        if expr.free_symbols and func in (sympy.Min, sympy.Max):
+            name = "min" if func is sympy.Min else "max"
+            return f"{name}({', '.join(self.print(a) for a in expr.args)})"
+        return super().print(expr)
+
+    def _tensor(self, expr: sympy.Basic) -> str:
+        return self.print(expr)
+
+    def _reciprocal(self, text: str) -> str:
+        return f"1.0 / ({text})"
+
+    def _pow(self, base: sympy.Basic, exp: sympy.Basic) -> str:
+        b = self._operand(base)
+        if isinstance(exp, sympy.Integer):
+            return f"{b} ** {int(exp)}"
+        if exp == sympy.Rational(1, 2):
+            return f"math.sqrt({self.print(base)})"
+        if exp == -sympy.Rational(1, 2):
+            return f"1.0 / math.sqrt({self.print(base)})"
+        # math.pow raises for a negative base (torch: NaN) instead of returning a complex.
+        return f"math.pow({self.print(base)}, {self.print(exp)})"
+
+    def _piecewise(self, expr: sympy.Piecewise) -> str:
+        out = self.print(expr.args[-1][0])
+        for value, cond in reversed(expr.args[:-1]):
+            out = f"({self.print(value)} if {self.print(cond)} else {out})"
+        return out
+
+
+def _sign(x: float) -> float:
+    return (x > 0) - (x < 0) if x == x else x
+
+
+def _balanced(text: str) -> bool:
+    """True when the parentheses in ``text`` never close more than they opened."""
+    depth = 0
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _const(value: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _canonical_signs(expr: sympy.Expr) -> sympy.Expr:
+    """Write ``(b - a)**2`` as ``(a - b)**2`` so that CSE sees one subexpression, not two."""
+    return expr.replace(
+        lambda e: isinstance(e, sympy.Pow)
+        and e.exp.is_even is True
+        and e.base.could_extract_minus_sign(),
+        lambda e: sympy.Pow(-e.base, e.exp),
+    )
+
+
+def _inline_negations(replacements, reduced):
+    """Put ``-x`` subexpressions back where they are used: ``a - x`` is one operation, not two."""
+    kept, subs = [], {}
+    for sym, sub in replacements:
+        sub = sub.xreplace(subs)
+        coeff, rest = sub.as_coeff_Mul()
+        if coeff == -1 and isinstance(rest, sympy.Symbol):
+            subs[sym] = sub
+        else:
+            kept.append((sym, sub))
+    return kept, [e.xreplace(subs) for e in reduced]
+
+
+def generate_source(
+    exprs: Sequence[sympy.Expr],
+    states: Sequence[sympy.Symbol],
+    params: Sequence[sympy.Symbol],
+    time: sympy.Symbol,
+    name: str = "kernel",
+    scalar: bool = False,
+) -> str:
+    """Python source of a batched torch function evaluating ``exprs``.
+
+    Parameters
+    ----------
+    exprs : sequence of sympy.Expr
+        The outputs, in order.
+    states, params : sequence of sympy.Symbol
+        The symbols read from ``y[..., i]`` and ``p[..., j]``.
+    time : sympy.Symbol
+        The symbol read from ``t``.
+    name : str
+        The function's name in the source.
+    scalar : bool
+        Emit the scalar variant instead: ``y`` and ``p`` are lists of Python floats, ``t`` a
+        float, and the function returns the list of outputs (``math`` instead of ``torch``).
+
+    Returns
+    -------
+    str
+        Source defining ``def name(t, y, p)``.
+
+    Examples
+    --------
+    >>> x, v, k = sympy.symbols("x v k")
+    >>> print(generate_source([v, -k * x], [x, v], [k], sympy.Symbol("t")))  # doctest: +ELLIPSIS
+    def kernel(t, y, p):
+    ...
+        _p0, = p.unbind(-1)
+    ...
+    >>> print(generate_source([v, -k * x], [x, v], [k], sympy.Symbol("t"), scalar=True))
+    def kernel(t, y, p):
+        _y0, _y1, = y
+        _p0, = p
+        return [_y1, (-_p0 * _y0)]
+    <BLANKLINE>
+    """
+    params = list(params)
+    exprs = [
+        _distribute_scalars(_canonical_signs(sympy.sympify(e)), set(params)) for e in exprs
+    ]
+    names: dict[sympy.Symbol, str] = {}
+    for i, s in enumerate(states):
+        names[s] = f"_y{i}"
+    for j, s in enumerate(params):
+        names[s] = f"_p{j}"
+    names[time] = "_t"
+    used = set().union(*(e.free_symbols for e in exprs)) if exprs else set()
+    # Identity outputs (dq/dt = v) are views already; only scaled runs gain from a slice.
+    blocks = [] if scalar else [
+        b for b in _state_blocks(exprs, states, set(params)) if b[3] != 1
+    ]
+    in_block = {i for start, stop, *_ in blocks for i in range(start, stop)}
+    single = [i for i in range(len(exprs)) if i not in in_block]
+
+    taken = set(names.values())
+    counter = iter(range(10**9))
+
+    def fresh():
+        while True:
+            candidate = f"_c{next(counter)}"
+            if candidate not in taken:
+                return sympy.Symbol(candidate)
+
+    replacements, reduced = sympy.cse(
+        [exprs[i] for i in single], symbols=(fresh() for _ in iter(int, 1))
+    )
+    replacements, reduced = _inline_negations(replacements, reduced)
+    # Symbols whose value does not vary along the batch of states: parameters and the
+    # subexpressions built from parameters only.
+    scalars = set(params)
+    for sym, sub in replacements:
+        names[sym] = sym.name
+        if sub.free_symbols <= scalars:
+            scalars.add(sym)
+    printer = (_ScalarPrinter if scalar else _TorchPrinter)(names, scalars)
+    lines = [f"def {name}(t, y, p):"]
+    if scalar:
+        if states:
+            lines.append("    " + "".join(f"_y{i}, " for i in range(len(states))) + "= y")
+        if params:
+            lines.append("    " + "".join(f"_p{j}, " for j in range(len(params))) + "= p")
+        if time in used:
+            lines.append("    _t = t")
+        lines += [f"    {names[sym]} = {printer.print(sub)}" for sym, sub in replacements]
+        lines.append(f"    return [{', '.join(printer.print(e) for e in reduced)}]")
+        return "\n".join(lines) + "\n"
+
+    state_set = set(states)
+    constant = {i: not (exprs[i].free_symbols & state_set) for i in single}
+    if any(constant.values()):
+        lines.append("    _shape = torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])")
+    # Per-row parameters: give state and parameters one batch shape so every output has it.
+    lines.append("    if p.dim() > 1 and p.shape[:-1] != y.shape[:-1]:")
+    lines.append("        _full = torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])")
+    lines.append("        y = y.expand(_full + y.shape[-1:])")
+    lines.append("        p = p.expand(_full + p.shape[-1:])")
+    if states and single:
+        lines.append("    " + "".join(f"_y{i}, " for i in range(len(states))) + "= y.unbind(-1)")
+    if params:
+        lines.append("    " + "".join(f"_p{j}, " for j in range(len(params))) + "= p.unbind(-1)")
+    if time in used:
+        lines.append("    _t = t[..., 0] if t.dim() == y.dim() else t")
+    for sym, sub in replacements:
+        lines.append(f"    {names[sym]} = {printer.print(sub)}")
+    pieces: dict[int, str] = {}
+    for i, expr in zip(single, reduced, strict=True):
+        text = printer.print(expr)
+        if constant[i]:
+            # Outputs that do not depend on the state still need the batch shape.
+            text = f"_const({text}, y).expand(_shape)"
+        lines.append(f"    _o{i} = {text}")
+        pieces[i] = f"_o{i}"
+    for k, (start, stop, first, scale) in enumerate(blocks):
+        view = f"y[..., {first}:{first + stop - start}]"
+        if scale.free_symbols:
+            lines.append(f"    _b{k} = {printer.print(scale)}.unsqueeze(-1) * {view}")
+        else:
+            lines.append(f"    _b{k} = {printer.print(scale)} * {view}")
+        targets = "".join(f"_o{i}, " for i in range(start, stop))
+        lines.append(f"    {targets}= _b{k}.unbind(-1)")
+        pieces.update({i: f"_o{i}" for i in range(start, stop)})
+    joined = ", ".join(pieces[i] for i in range(len(exprs))) + ","
+    lines.append(f"    return torch.stack(({joined}), dim=-1)")
+    return "\n".join(lines) + "\n"
+
+
+def _distribute_scalars(expr: sympy.Expr, params: set[sympy.Symbol]) -> sympy.Expr:
+    """``K * (a + b)`` with ``K`` built from parameters only -> ``K*a + K*b``.
+
+    The parameter factor then joins the per-term products that CSE shares, instead of costing
+    one more full-size multiplication per output.
+    """
+    if not isinstance(expr, sympy.Mul):
+        return expr
+    scalar = [f for f in expr.args if f.free_symbols <= params]
+    rest = [f for f in expr.args if not f.free_symbols <= params]
+    if not scalar or len(rest) != 1 or not isinstance(rest[0], sympy.Add):
+        return expr
+    factor = sympy.Mul(*scalar)
+    return sympy.Add(*(factor * term for term in rest[0].args))
+
+
+def _state_blocks(
+    exprs: Sequence[sympy.Expr], states: Sequence[sympy.Symbol], params: set[sympy.Symbol]
+) -> list[tuple[int, int, int, sympy.Expr]]:
+    """Runs of outputs ``c * y[j], c * y[j+1], ...`` (``c`` free of the state), at least two long.
+
+    Returns ``(start, stop, first_state_index, c)`` per run: such outputs become one operation
+    on a slice of ``y`` (``dr/dt = K v`` in a nondimensional N-body system) instead of one each.
+    """
+    index = {s: j for j, s in enumerate(states)}
+    keys = []
+    for expr in exprs:
+        coeff, rest = expr.as_independent(*states, as_Add=False)
+        if rest in index and coeff.free_symbols <= params and coeff != 0:
+            keys.append((coeff, index[rest]))
+        else:
+            keys.append(None)
+    blocks = []
+    i = 0
+    while i < len(exprs):
+        if keys[i] is None:
+            i += 1
+            continue
+        stop = i + 1
+        while (
+            stop < len(exprs)
+            and keys[stop] is not None
+            and keys[stop][0] == keys[i][0]
+            and keys[stop][1] == keys[i][1] + (stop - i)
+        ):
+            stop += 1
+        if stop - i >= 2:
+            blocks.append((i, stop, keys[i][1], keys[i][0]))
+        i = stop
+    return blocks
+
+
+_CACHE: dict[str, Kernel] = {}
+
+
+def compile_kernel(
+    exprs: Sequence[sympy.Expr],
+    states: Sequence[sympy.Symbol],
+    params: Sequence[sympy.Symbol],
+    time: sympy.Symbol,
+    name: str = "kernel",
+) -> Kernel:
+    """Compile ``exprs`` into a batched torch function ``kernel(t, y, p) -> (..., len(exprs))``.
+
+    Identical inputs return the same cached function, so a system is compiled once per process.
+
+    Parameters
+    ----------
+    exprs, states, params, time, name
+        As for :func:`generate_source`.
+
+    Returns
+    -------
+    callable
+        ``kernel(t, y, p)``; the source is kept in ``kernel.source`` and is visible in
+        tracebacks. A single float64 CPU state that needs no gradient is evaluated by a scalar
+        variant over Python floats (``kernel.scalar_source``), much faster for one trajectory;
+        where it would raise (division by zero, a negative base under a fractional power) the
+        tensor code runs instead, so both give the same result.
+
+    Examples
+    --------
+    >>> x, v, k, t = sympy.symbols("x v k t")
+    >>> f = compile_kernel([v, -k * x], [x, v], [k], t)
+    >>> f(torch.tensor(0.0), torch.tensor([[1.0, 0.0]]), torch.tensor([2.0]))
+    tensor([[ 0., -2.]])
+    """
+    source = generate_source(exprs, states, params, time, name)
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key in _CACHE:
+        return _CACHE[key]
+    scalar_source = generate_source(exprs, states, params, time, f"{name}_scalar", scalar=True)
+    filename = f"<physode-generated {name} {key[:12]}>"
+    text = source + "\n\n" + scalar_source
+    # Registering the source lets tracebacks and inspect show the generated lines.
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    namespace: dict[str, object] = {"torch": torch, "math": math, "_const": _const, "_sign": _sign}
+    exec(compile(text, filename, "exec"), namespace)
+    batched = namespace[name]
+    scalar = namespace[f"{name}_scalar"]
+    f64 = torch.float64
+
+    def kernel(t: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        # One float64 CPU state without autograd: Python floats beat tens of tiny tensor ops
+        # (a solve of a single trajectory spends most of its time here).
+        if (
+            y.dim() == 1 and p.dim() == 1 and t.dim() == 0
+            and y.dtype == f64 and p.dtype == f64
+            and y.device.type == "cpu" and p.device.type == "cpu"
+            and not (y.requires_grad or p.requires_grad or t.requires_grad)
+        ):
+            try:
+                return torch.tensor(scalar(float(t), y.tolist(), p.tolist()), dtype=f64)
+            except (ArithmeticError, ValueError, TypeError):
+                pass  # NaN/inf territory: let torch produce them
+        return batched(t, y, p)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.source = source
+    kernel.scalar_source = scalar_source
+    kernel.batched = batched
+    _CACHE[key] = kernel
+    return kernel

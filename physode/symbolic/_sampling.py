@@ -1,0 +1,304 @@
+"""Initial-state distributions: the ``[initial_state_distribution]`` table of a specification.
+
+Each kind is a small immutable object built from a mapping (the TOML table, or the same dict in
+Python). ``check`` lists every problem against the system's state, parameter and named-state names;
+``sample`` draws float64 states with an explicit ``torch.Generator``, so a seed fixes the result.
+
+Kinds
+-----
+``uniform``      every state ``name = [low, high]``.
+``normal``       every state ``name = [mean, std]``.
+``perturbed``    ``base = "<named initial state>"``, ``std = <float>``: Gaussian noise around it.
+``orbit``        one body about a fixed centre: ``position = [x, y]``, ``velocity = [vx, vy]``,
+                 ``mu = "<parameter>"``, ``radius = [r0, r1]``, ``velocity_perturbation = 0.1``.
+``equilateral``  N equal-ish bodies on a regular polygon in the plane (HNN's three-body starts):
+                 ``positions``, ``velocities`` (lists of ``[x, y]`` state names), ``masses``,
+                 ``gravitational_constant``, ``radius = [r0, r1]``, ``velocity_perturbation``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+KINDS = ("uniform", "normal", "perturbed", "orbit", "equilateral")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a distribution may refer to: state, parameter and named-state names."""
+
+    states: tuple[str, ...]
+    parameters: tuple[str, ...]
+    named_states: Mapping[str, Sequence[float]]
+
+
+def _is_pair(value) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+@dataclass(frozen=True)
+class PerState:
+    """``uniform`` (``[low, high]``) or ``normal`` (``[mean, std]``) per state."""
+
+    kind: str
+    table: Mapping[str, Sequence[float]]
+
+    def check(self, ctx: Context) -> list[str]:
+        problems = []
+        what = "[low, high]" if self.kind == "uniform" else "[mean, std]"
+        for name in ctx.states:
+            if name not in self.table:
+                problems.append(
+                    f"initial-state distribution ({self.kind}) has no entry for state {name!r}; "
+                    f"add {name} = {what}"
+                )
+        for name, value in self.table.items():
+            if name not in ctx.states:
+                problems.append(
+                    f"initial-state distribution names {name!r}, which is not a state "
+                    f"(states: {', '.join(ctx.states)})"
+                )
+            elif not _is_pair(value):
+                problems.append(
+                    f"initial-state distribution entry {name} = {value!r} must be {what}"
+                )
+            elif self.kind == "uniform" and value[0] > value[1]:
+                problems.append(f"initial-state range for {name!r} has low > high: {value!r}")
+            elif self.kind == "normal" and value[1] < 0:
+                problems.append(f"initial-state std for {name!r} is negative: {value[1]!r}")
+        return problems
+
+    def sample(self, n: int, gen: torch.Generator, ctx: Context, p: torch.Tensor) -> torch.Tensor:
+        a = torch.tensor([float(self.table[s][0]) for s in ctx.states], dtype=torch.float64)
+        b = torch.tensor([float(self.table[s][1]) for s in ctx.states], dtype=torch.float64)
+        if self.kind == "uniform":
+            return a + (b - a) * torch.rand(n, len(ctx.states), generator=gen, dtype=torch.float64)
+        return a + b * torch.randn(n, len(ctx.states), generator=gen, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class Perturbed:
+    """Gaussian noise of standard deviation ``std`` around a named initial state."""
+
+    base: str
+    std: float
+
+    def check(self, ctx: Context) -> list[str]:
+        problems = []
+        if self.base not in ctx.named_states:
+            known = ", ".join(ctx.named_states) or "none defined"
+            problems.append(
+                f"initial-state distribution base {self.base!r} is not a named initial state "
+                f"(named states: {known})"
+            )
+        if not isinstance(self.std, int | float) or self.std < 0:
+            problems.append(
+                f"initial-state distribution std must be a number >= 0, got {self.std!r}"
+            )
+        return problems
+
+    def sample(self, n: int, gen: torch.Generator, ctx: Context, p: torch.Tensor) -> torch.Tensor:
+        base = torch.tensor(ctx.named_states[self.base], dtype=torch.float64)
+        noise = torch.randn(n, base.numel(), generator=gen, dtype=torch.float64)
+        return base + float(self.std) * noise
+
+
+def _check_names(kind: str, key: str, names, valid: Sequence[str], shape: str) -> list[str]:
+    flat = []
+    if isinstance(names, list):
+        for item in names:
+            flat.extend(item if isinstance(item, list) else [item])
+    if not flat or not all(isinstance(s, str) for s in flat):
+        return [f"{kind} distribution needs {key} = {shape} (names), got {names!r}"]
+    return [
+        f"{kind} distribution {key} names {s!r}, which is not one of {', '.join(valid)}"
+        for s in flat
+        if s not in valid
+    ]
+
+
+def _check_range_and_perturbation(kind: str, radius, perturbation) -> list[str]:
+    problems = []
+    if not _is_pair(radius) or not 0 < radius[0] <= radius[1]:
+        problems.append(
+            f"{kind} distribution needs radius = [r_min, r_max] with 0 < r_min <= r_max, "
+            f"got {radius!r}"
+        )
+    if not isinstance(perturbation, int | float) or not 0 <= perturbation < 1:
+        problems.append(
+            f"{kind} distribution velocity_perturbation must be in [0, 1), got {perturbation!r}"
+        )
+    return problems
+
+
+def _uniform(bounds: Sequence[float], n: int, gen: torch.Generator) -> torch.Tensor:
+    low, high = float(bounds[0]), float(bounds[1])
+    return low + (high - low) * torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class Orbit:
+    """Bound orbits about a fixed centre: circular speed ``sqrt(mu / r)`` scaled by ``1 ± eps``."""
+
+    position: Sequence[str]
+    velocity: Sequence[str]
+    mu: str
+    radius: Sequence[float]
+    velocity_perturbation: float
+
+    def check(self, ctx: Context) -> list[str]:
+        problems = _check_names("orbit", "position", self.position, ctx.states, "[x, y]")
+        problems += _check_names("orbit", "velocity", self.velocity, ctx.states, "[vx, vy]")
+        problems += _check_names("orbit", "mu", [self.mu], ctx.parameters, '"<parameter>"')
+        return problems + _check_range_and_perturbation(
+            "orbit", self.radius, self.velocity_perturbation
+        )
+
+    def sample(self, n: int, gen: torch.Generator, ctx: Context, p: torch.Tensor) -> torch.Tensor:
+        f64 = torch.float64
+        r = _uniform(self.radius, n, gen)
+        phi = 2 * math.pi * torch.rand(n, generator=gen, dtype=f64)
+        mu = p[:, ctx.parameters.index(self.mu)]
+        eps = self.velocity_perturbation
+        factor = 1 + eps * (2 * torch.rand(n, generator=gen, dtype=f64) - 1)
+        speed = torch.sqrt(mu / r) * factor
+        y = torch.zeros(n, len(ctx.states), dtype=f64)
+        for k, name in enumerate(self.position):
+            y[:, ctx.states.index(name)] = r * (torch.cos(phi) if k == 0 else torch.sin(phi))
+        for k, name in enumerate(self.velocity):
+            y[:, ctx.states.index(name)] = speed * (-torch.sin(phi) if k == 0 else torch.cos(phi))
+        return y
+
+
+@dataclass(frozen=True)
+class Equilateral:
+    """N bodies on a regular polygon of random radius and orientation, on near-circular orbits.
+
+    The speed of a circular orbit of N equal masses ``m`` on a polygon of radius ``r`` is
+    ``sqrt(G m S / r)`` with ``S = (1/4) sum_k csc(pi k / N)``; ``m`` is the mean mass. Each
+    velocity component is then scaled by an independent factor in ``1 ± velocity_perturbation``,
+    the centre of mass is moved to the origin and its velocity removed: zero total momentum.
+    """
+
+    positions: Sequence[Sequence[str]]
+    velocities: Sequence[Sequence[str]]
+    masses: Sequence[str]
+    gravitational_constant: str
+    radius: Sequence[float]
+    velocity_perturbation: float
+
+    def check(self, ctx: Context) -> list[str]:
+        problems = _check_names(
+            "equilateral", "positions", self.positions, ctx.states, "[[x, y], ...]"
+        )
+        problems += _check_names(
+            "equilateral", "velocities", self.velocities, ctx.states, "[[vx, vy], ...]"
+        )
+        problems += _check_names("equilateral", "masses", self.masses, ctx.parameters, "[m1, ...]")
+        problems += _check_names(
+            "equilateral", "gravitational_constant", [self.gravitational_constant], ctx.parameters,
+            '"G"',
+        )
+        if not problems:
+            n_bodies = len(self.positions)
+            pairs_ok = all(len(b) == 2 for b in list(self.positions) + list(self.velocities))
+            if not (len(self.velocities) == len(self.masses) == n_bodies >= 2 and pairs_ok):
+                problems.append(
+                    "equilateral distribution needs as many [x, y] positions, [vx, vy] velocities "
+                    f"and masses (at least two bodies); got {len(self.positions)}, "
+                    f"{len(self.velocities)}, {len(self.masses)}"
+                )
+        return problems + _check_range_and_perturbation(
+            "equilateral", self.radius, self.velocity_perturbation
+        )
+
+    def sample(self, n: int, gen: torch.Generator, ctx: Context, p: torch.Tensor) -> torch.Tensor:
+        f64 = torch.float64
+        nb = len(self.positions)
+        masses = torch.stack([p[:, ctx.parameters.index(m)] for m in self.masses], -1)  # (n, nb)
+        big_g = p[:, ctx.parameters.index(self.gravitational_constant)]
+        r = _uniform(self.radius, n, gen)
+        phase = 2 * math.pi * torch.rand(n, generator=gen, dtype=f64)
+        s = sum(1 / math.sin(math.pi * k / nb) for k in range(1, nb)) / 4
+        speed = torch.sqrt(big_g * masses.mean(-1) * s / r)
+        angles = phase[:, None] + 2 * math.pi * torch.arange(nb, dtype=f64) / nb  # (n, nb)
+        pos = r[:, None, None] * torch.stack((torch.cos(angles), torch.sin(angles)), -1)
+        vel = speed[:, None, None] * torch.stack((-torch.sin(angles), torch.cos(angles)), -1)
+        eps = self.velocity_perturbation
+        vel = vel * (1 + eps * (2 * torch.rand(n, nb, 2, generator=gen, dtype=f64) - 1))
+        w = masses / masses.sum(-1, keepdim=True)
+        pos = pos - (w[..., None] * pos).sum(1, keepdim=True)
+        vel = vel - (w[..., None] * vel).sum(1, keepdim=True)
+        y = torch.zeros(n, len(ctx.states), dtype=f64)
+        for b in range(nb):
+            for k in range(2):
+                y[:, ctx.states.index(self.positions[b][k])] = pos[:, b, k]
+                y[:, ctx.states.index(self.velocities[b][k])] = vel[:, b, k]
+        return y
+
+
+Distribution = PerState | Perturbed | Orbit | Equilateral
+
+_FIELDS = {
+    "uniform": None,
+    "normal": None,
+    "perturbed": {"base": None, "std": None},
+    "orbit": {"position": None, "velocity": None, "mu": None, "radius": None,
+              "velocity_perturbation": 0.0},
+    "equilateral": {"positions": None, "velocities": None, "masses": None,
+                    "gravitational_constant": None, "radius": None, "velocity_perturbation": 0.0},
+}
+
+
+def distribution_from_table(table: Mapping) -> tuple[Distribution | None, list[str]]:
+    """Build a distribution from its table; return it (or None) and the problems found.
+
+    Parameters
+    ----------
+    table : mapping
+        ``{"kind": "uniform", "x": [-1, 1], ...}`` and the like (see the module docstring).
+
+    Returns
+    -------
+    (distribution or None, list of str)
+
+    Examples
+    --------
+    >>> dist, problems = distribution_from_table({"kind": "uniform", "x": [-1, 1]})
+    >>> problems
+    []
+    """
+    table = dict(table)
+    kind = table.pop("kind", "uniform")
+    if kind not in _FIELDS:
+        return None, [
+            f"initial-state distribution kind {kind!r} is unknown; valid kinds: {', '.join(KINDS)}"
+        ]
+    fields = _FIELDS[kind]
+    if fields is None:
+        return PerState(kind, table), []
+    problems = [
+        f"{kind} distribution has unknown key {key!r}; valid keys: kind, {', '.join(fields)}"
+        for key in table
+        if key not in fields
+    ]
+    args = {}
+    for key, default in fields.items():
+        if key in table:
+            args[key] = table[key]
+        elif default is None:
+            problems.append(f"{kind} distribution needs the key {key!r}")
+        else:
+            args[key] = default
+    if problems:
+        return None, problems
+    cls = {"perturbed": Perturbed, "orbit": Orbit, "equilateral": Equilateral}[kind]
+    return cls(**args), []

@@ -1,0 +1,1208 @@
+"""``System``: a physical system from a Lagrangian, a Hamiltonian or first-order equations.
+
+The three constructors validate their input (collecting every problem into one
+:class:`physode.SystemDefinitionError`), derive the equations of motion and the energy with SymPy,
+and keep everything symbolic; torch code is generated on first use and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy
+import sympy
+import torch
+
+from physode._errors import InvalidArgumentError, SystemDefinitionError
+from physode.symbolic import _mechanics
+from physode.symbolic._codegen import compile_kernel, unsupported_functions
+from physode.symbolic._sampling import Context, Distribution, distribution_from_table
+
+SymbolLike = sympy.Symbol | str
+MASS_MATRIX_MODES = ("auto", "symbolic", "numeric")
+#: Largest number of coordinates for which ``mass_matrix="auto"`` inverts a full mass matrix
+#: symbolically; above it the solve is done numerically per batch with ``torch.linalg.solve``.
+SYMBOLIC_SOLVE_MAX = 3
+
+
+class Problems:
+    """Collects validation problems, then raises them together."""
+
+    def __init__(self, context: str = ""):
+        self.context = context
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        if message not in self.items:
+            self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            head = f"invalid system definition{self.context} ({len(self.items)} problem"
+            head += "s):" if len(self.items) > 1 else "):"
+            raise SystemDefinitionError(head + "".join(f"\n  - {m}" for m in self.items))
+
+
+def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
+    if isinstance(item, str):
+        if not item.isidentifier():
+            problems.add(f"{what} name {item!r} is not a valid identifier")
+            return None
+        return sympy.Symbol(item)
+    if isinstance(item, sympy.Symbol):
+        return item
+    problems.add(f"{what} {item!r} must be a sympy.Symbol or a name, not {type(item).__name__}")
+    return None
+
+
+def _expr(value: Any, where: str, problems: Problems) -> sympy.Expr | None:
+    try:
+        expr = sympy.sympify(value)
+    except (sympy.SympifyError, TypeError) as exc:
+        problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
+        return None
+    bad = unsupported_functions(expr)
+    if bad:
+        problems.add(
+            f"{where} uses function(s) {', '.join(sorted(bad))} that have no torch translation"
+        )
+    return expr
+
+
+def _parameters(
+    parameters: Mapping[SymbolLike, float | None] | Sequence[SymbolLike],
+    ranges: Mapping[SymbolLike, Sequence[float]] | None,
+    problems: Problems,
+) -> tuple[list[sympy.Symbol], list[float], list[tuple[float, float]]]:
+    if isinstance(parameters, Mapping):
+        items = list(parameters.items())
+    else:
+        items = [(p, None) for p in parameters]
+    symbols, values, bounds = [], [], []
+    range_by_name = {str(k): v for k, v in (ranges or {}).items()}
+    for key, value in items:
+        sym = _symbol(key, "parameter", problems)
+        if sym is None:
+            continue
+        if value is None:
+            problems.add(
+                f"parameter {sym.name!r} has no value; give it one, e.g. {{{sym.name}: 1.0}}"
+            )
+            number = math.nan
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                problems.add(f"parameter {sym.name!r} has value {value!r}, which is not a number")
+                number = math.nan
+            if isinstance(value, sympy.Basic) and value.free_symbols:
+                problems.add(
+                    f"parameter {sym.name!r} has value {value}, which depends on "
+                    f"{', '.join(sorted(map(str, value.free_symbols)))}; give a number"
+                )
+            elif not math.isfinite(number) and value is not None:
+                problems.add(f"parameter {sym.name!r} has non-finite value {value!r}")
+        bound = range_by_name.pop(sym.name, None)
+        if bound is None:
+            bound = (number, number)
+        elif len(bound) != 2 or not float(bound[0]) <= float(bound[1]):
+            problems.add(f"parameter {sym.name!r} has range {list(bound)!r}; give [low, high]")
+            bound = (number, number)
+        else:
+            bound = (float(bound[0]), float(bound[1]))
+            if math.isfinite(number) and not bound[0] <= number <= bound[1]:
+                problems.add(
+                    f"parameter {sym.name!r} has value {number} outside its range {list(bound)}"
+                )
+        symbols.append(sym)
+        values.append(number)
+        bounds.append(bound)
+    for name in range_by_name:
+        problems.add(f"a range is given for {name!r}, which is not a parameter")
+    return symbols, values, bounds
+
+
+def _check_unknown(
+    expr: sympy.Expr | None,
+    where: str,
+    known: set[sympy.Symbol],
+    phrase: str,
+    problems: Problems,
+) -> None:
+    if expr is None:
+        return
+    for sym in sorted(expr.free_symbols - known, key=str):
+        problems.add(f"symbol {sym.name!r} in the {where} is {phrase}")
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Derivative):
+            problems.add(f"the {where} contains the derivative {node}; write velocities as symbols")
+            break
+
+
+def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, problems: Problems):
+    if expr is not None and time in expr.free_symbols:
+        problems.add(
+            f"the {where} depends on time {time.name!r}; it must be a function of the state and "
+            "the parameters only"
+        )
+
+
+def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Problems) -> None:
+    seen: dict[str, str] = {}
+    for role, symbols in groups.items():
+        for sym in symbols:
+            if sym.name in seen:
+                problems.add(
+                    f"the name {sym.name!r} is used twice (as a {seen[sym.name]} and as a {role})"
+                )
+            else:
+                seen[sym.name] = role
+
+
+class System:
+    """A physical system: equations of motion, parameters, invariants, initial states.
+
+    Build one with :meth:`from_lagrangian`, :meth:`from_hamiltonian`, :meth:`from_equations`, or
+    load a specification file with :func:`physode.systems.load`. The state is a float tensor of
+    shape ``(..., n_state)`` ordered as :attr:`state_names`; parameters are ordered as
+    :attr:`parameters`.
+
+    Examples
+    --------
+    >>> import sympy, torch
+    >>> q, p, k = sympy.symbols("q p k")
+    >>> osc = System.from_hamiltonian(p**2 / 2 + k * q**2 / 2, [q], [p], {k: 4.0})
+    >>> osc.state_names, osc.parameters
+    (['q', 'p'], {'k': 4.0})
+    >>> osc.rhs(0.0, torch.tensor([1.0, 0.0]))
+    tensor([ 0., -4.])
+    >>> osc.invariants(torch.tensor([1.0, 0.0]))["energy"]
+    tensor(2.)
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        form: str,
+        states: Sequence[sympy.Symbol],
+        parameter_symbols: Sequence[sympy.Symbol],
+        parameter_values: Sequence[float],
+        parameter_ranges: Sequence[tuple[float, float]],
+        time: sympy.Symbol,
+        equations: Sequence[sympy.Expr] | None,
+        dynamics: _mechanics.LagrangianDynamics | None,
+        energy: sympy.Expr | None,
+        conservative: bool,
+        invariants: Mapping[str, sympy.Expr],
+        n_coordinates: int | None,
+        separable: bool,
+        distribution: Distribution | Callable | None,
+        initial_states: Mapping[str, Sequence[float]],
+        description: str = "",
+        reference: str = "",
+        characteristic_time: float | None = None,
+        dissipation: sympy.Expr | None = None,
+        forces: Sequence[sympy.Expr] | None = None,
+        spec_text: str | None = None,
+    ):
+        self.name = name
+        self.form = form
+        self.description = description
+        self.reference = reference
+        self.spec_text = spec_text
+        self.time_symbol = time
+        self.state_symbols = list(states)
+        self.parameter_symbols = list(parameter_symbols)
+        self._values = [float(v) for v in parameter_values]
+        self._ranges = [tuple(map(float, r)) for r in parameter_ranges]
+        self._equations = None if equations is None else list(equations)
+        self._dynamics = dynamics
+        self.energy_expression = energy
+        self.conservative = conservative
+        self.invariant_expressions = dict(invariants)
+        self.n_coordinates = n_coordinates
+        self.separable = separable
+        self._distribution = distribution
+        self._named_states = {k: [float(x) for x in v] for k, v in initial_states.items()}
+        self.characteristic_time = characteristic_time
+        self.dissipation = dissipation
+        self.forces = None if forces is None else list(forces)
+
+    # ------------------------------------------------------------------ descriptive attributes
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the state components, in order."""
+        return [s.name for s in self.state_symbols]
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        """Default parameter values, in the system's fixed order."""
+        return {s.name: v for s, v in zip(self.parameter_symbols, self._values, strict=True)}
+
+    @property
+    def parameter_ranges(self) -> dict[str, tuple[float, float]]:
+        """Sampling range of every parameter; ``(v, v)`` for one that is held fixed."""
+        return {s.name: r for s, r in zip(self.parameter_symbols, self._ranges, strict=True)}
+
+    @property
+    def n_state(self) -> int:
+        """Number of state components."""
+        return len(self.state_symbols)
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters."""
+        return len(self.parameter_symbols)
+
+    @property
+    def coordinate_names(self) -> list[str] | None:
+        """The first ``n_coordinates`` state names (the generalized coordinates), if any."""
+        return None if self.n_coordinates is None else self.state_names[: self.n_coordinates]
+
+    @property
+    def invariant_names(self) -> list[str]:
+        """Names of the conserved quantities that :meth:`invariants` returns."""
+        return list(self.invariant_expressions)
+
+    @property
+    def initial_states(self) -> dict[str, torch.Tensor]:
+        """Named initial states (e.g. ``"figure_eight"``), float64 tensors of shape (n_state,)."""
+        return {k: torch.tensor(v, dtype=torch.float64) for k, v in self._named_states.items()}
+
+    @property
+    def equations(self) -> dict[str, sympy.Expr]:
+        """``dy/dt`` for each state as SymPy expressions.
+
+        For a mass matrix solved numerically the accelerations are ``M^-1 F`` (see
+        :attr:`mass_matrix`, :attr:`forcing`); they are shown here solved by LU on demand.
+        """
+        eqs = self._equations
+        if eqs is None:
+            n = self.n_coordinates
+            acc = self._dynamics.mass_matrix.LUsolve(self._dynamics.forcing)
+            eqs = list(self.state_symbols[n:]) + [acc[i] for i in range(n)]
+        return dict(zip(self.state_names, eqs, strict=True))
+
+    @property
+    def mass_matrix(self) -> sympy.Matrix | None:
+        """The Lagrangian mass matrix ``d2L/dv2`` (None for other forms)."""
+        return None if self._dynamics is None else self._dynamics.mass_matrix
+
+    @property
+    def forcing(self) -> sympy.Matrix | None:
+        """Right-hand side ``F`` of ``M a = F`` (None for other forms)."""
+        return None if self._dynamics is None else self._dynamics.forcing
+
+    def __repr__(self) -> str:
+        return (
+            f"System({self.name!r}, form={self.form!r}, states={self.state_names}, "
+            f"parameters={self.parameters})"
+        )
+
+    _KERNELS = ("_rhs_kernel", "_invariant_kernels", "_energy_kernel")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Generated kernels are rebuilt on first use after unpickling (they are not picklable).
+        return {k: v for k, v in self.__dict__.items() if k not in self._KERNELS}
+
+    # ------------------------------------------------------------------ numerics
+    def default_parameters(self, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The default parameters as a tensor of shape (n_params,) (dtype/device of ``like``).
+
+        Examples
+        --------
+        >>> import physode
+        >>> physode.systems.load("pendulum").default_parameters()
+        tensor([1.0000, 9.8100, 1.0000], dtype=torch.float64)
+        """
+        dtype = torch.float64 if like is None else like.dtype
+        device = None if like is None else like.device
+        return torch.tensor(self._values, dtype=dtype, device=device)
+
+    def _inputs(self, y: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(y, torch.Tensor):
+            raise InvalidArgumentError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        if y.shape[-1:] != (self.n_state,):
+            raise InvalidArgumentError(
+                f"y has shape {tuple(y.shape)}; {self.name} needs (..., {self.n_state}) with "
+                f"states {self.state_names}"
+            )
+        if p is None:
+            p = self.default_parameters(y)
+        elif not isinstance(p, torch.Tensor) or p.shape[-1:] != (self.n_params,):
+            shape = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+            raise InvalidArgumentError(
+                f"p has shape {shape}; {self.name} needs a tensor (..., {self.n_params}) with "
+                f"parameters {list(self.parameters)}"
+            )
+        return y, p
+
+    @functools.cached_property
+    def _rhs_kernel(self):
+        if self._equations is not None:
+            exprs = self._equations
+        else:
+            n = self.n_coordinates
+            dyn = self._dynamics
+            exprs = list(self.state_symbols[n:]) + list(dyn.mass_matrix) + list(dyn.forcing)
+        return compile_kernel(
+            exprs, self.state_symbols, self.parameter_symbols, self.time_symbol, "rhs"
+        )
+
+    def rhs(self, t: torch.Tensor | float, y: torch.Tensor, p: torch.Tensor | None = None):
+        """The time derivative ``dy/dt``: a pure function of time, state and parameters.
+
+        Parameters
+        ----------
+        t : tensor or float
+            Time: 0-dim, or one time per row shaped ``(batch,) + (1,) * (y.ndim - 1)``.
+        y : torch.Tensor
+            State, shape ``(..., n_state)``.
+        p : torch.Tensor, optional
+            Parameters, shape ``(..., n_params)`` broadcastable against ``y[..., 0]``; the
+            defaults when omitted.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(..., n_state)`` (the broadcast batch shape of ``y`` and ``p``).
+
+        Examples
+        --------
+        >>> import physode, torch
+        >>> pend = physode.systems.load("pendulum")
+        >>> pend.rhs(0.0, torch.tensor([0.5, 1.0], dtype=torch.float64))
+        tensor([ 1.0000, -4.7032], dtype=torch.float64)
+        """
+        y, p = self._inputs(y, p)
+        if not isinstance(t, torch.Tensor):
+            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        out = self._rhs_kernel(t, y, p)
+        if self._equations is not None:
+            return out
+        n = self.n_coordinates
+        mass = out[..., n : n + n * n].unflatten(-1, (n, n))
+        acc = torch.linalg.solve(mass, out[..., n + n * n :].unsqueeze(-1)).squeeze(-1)
+        return torch.cat((out[..., :n], acc), dim=-1)
+
+    @functools.cached_property
+    def _invariant_kernels(self):
+        names = self.invariant_names
+        exprs = [self.invariant_expressions[k] for k in names]
+        scales = [
+            sum((abs(term) for term in sympy.Add.make_args(sympy.expand_mul(e))), sympy.Integer(0))
+            for e in exprs
+        ]
+        args = (self.state_symbols, self.parameter_symbols, self.time_symbol)
+        return compile_kernel(exprs, *args, "invariants"), compile_kernel(scales, *args, "scales")
+
+    def _evaluate_invariants(self, y, p, which: int) -> dict[str, torch.Tensor]:
+        y, p = self._inputs(y, p)
+        if not self.invariant_names:
+            return {}
+        out = self._invariant_kernels[which](y.new_zeros(()), y, p)
+        return {name: out[..., i] for i, name in enumerate(self.invariant_names)}
+
+    def invariants(self, y: torch.Tensor, p: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The conserved quantities at the states ``y``.
+
+        Energy (``"energy"``) is included for every time-independent conservative system: the
+        Hamiltonian, or ``sum_i v_i dL/dv_i - L``. Declared invariants (momentum components,
+        angular momentum, any expression) follow in their declared order.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            States, shape ``(..., n_state)``.
+        p : torch.Tensor, optional
+            Parameters ``(..., n_params)``; defaults when omitted.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Each of shape ``y.shape[:-1]`` (broadcast with ``p``).
+
+        Examples
+        --------
+        >>> import physode
+        >>> kep = physode.systems.load("kepler")
+        >>> sorted(kep.invariants(kep.initial_state()))
+        ['angular_momentum', 'energy', 'lrl_x', 'lrl_y']
+        """
+        return self._evaluate_invariants(y, p, 0)
+
+    def invariant_scales(
+        self, y: torch.Tensor, p: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The magnitude each invariant is compared with: the sum of its terms' absolute values.
+
+        For an invariant written as a sum of terms ``I = sum_k T_k`` (after expanding products),
+        the scale is ``sum_k |T_k|``: kinetic plus absolute potential energy, the sum of the
+        bodies' momentum magnitudes per component, and so on. It is never smaller than ``|I|``
+        and stays positive when ``I`` itself is zero (zero total momentum).
+
+        Examples
+        --------
+        >>> import physode, torch
+        >>> osc = physode.systems.load("harmonic_oscillator")
+        >>> osc.invariant_scales(torch.tensor([1.0, 1.0], dtype=torch.float64))["energy"]
+        tensor(1., dtype=torch.float64)
+        """
+        return self._evaluate_invariants(y, p, 1)
+
+    @functools.cached_property
+    def _energy_kernel(self):
+        return compile_kernel(
+            [self.energy_expression], self.state_symbols, self.parameter_symbols,
+            self.time_symbol, "energy",
+        )
+
+    def energy(self, y: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+        """The mechanical energy, also for damped or forced systems where it is not conserved.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            When the system has no energy (first-order equations without a declared
+            ``energy`` invariant, or a time-dependent Lagrangian or Hamiltonian).
+
+        Examples
+        --------
+        >>> import physode, torch
+        >>> dp = physode.systems.load("damped_pendulum")
+        >>> float(dp.energy(torch.tensor([0.0, 2.0], dtype=torch.float64)))  # doctest: +ELLIPSIS
+        0.903...
+        """
+        if self.energy_expression is None:
+            raise InvalidArgumentError(
+                f"{self.name} has no energy function (form {self.form!r}); systems with one: "
+                "time-independent Lagrangian or Hamiltonian systems, or equations declaring an "
+                "'energy' invariant"
+            )
+        y, p = self._inputs(y, p)
+        return self._energy_kernel(y.new_zeros(()), y, p)[..., 0]
+
+    def vector_field(
+        self,
+        learnable: Sequence[str] = (),
+        values: Mapping[str, float] | None = None,
+        parameters_in_state: bool = False,
+    ):
+        """The system as an ``nn.Module`` ``f(t, y)`` for the solver layer.
+
+        Parameters
+        ----------
+        learnable : sequence of str
+            Parameters to make ``nn.Parameter``s (named as in the system); the others are
+            buffers.
+        values : mapping of str to float, optional
+            Initial values overriding the defaults (e.g. a wrong guess to train from).
+        parameters_in_state : bool
+            If True, ``f`` takes ``y`` of shape ``(..., n_state + n_params)``: the state followed
+            by per-trajectory parameters, whose derivative is zero (how simulations carry one
+            parameter set per trajectory through a per-sample solve). The module's own
+            parameters are then unused.
+
+        Returns
+        -------
+        physode.symbolic.SystemVectorField
+            ``separable`` and ``n_coordinates`` tell the symplectic integrators how the state
+            splits.
+
+        Examples
+        --------
+        >>> import physode
+        >>> f = physode.systems.load("three_body").vector_field(learnable=["m1", "m2", "m3"])
+        >>> sorted(name for name, _ in f.named_parameters())
+        ['m1', 'm2', 'm3']
+        """
+        from physode.symbolic._vector_field import SystemVectorField
+
+        return SystemVectorField(
+            self, learnable=learnable, values=values, parameters_in_state=parameters_in_state
+        )
+
+    # ------------------------------------------------------------------ sampling
+    def initial_state(self, name: str | None = None) -> torch.Tensor:
+        """A named initial state (the first one listed when ``name`` is None), float64.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            When the name is unknown (the message lists the named states).
+        """
+        if not self._named_states:
+            raise InvalidArgumentError(f"{self.name} has no named initial states")
+        if name is None:
+            name = next(iter(self._named_states))
+        if name not in self._named_states:
+            raise InvalidArgumentError(
+                f"{self.name} has no initial state {name!r}; named states: "
+                f"{', '.join(self._named_states)}"
+            )
+        return torch.tensor(self._named_states[name], dtype=torch.float64)
+
+    def sample_parameters(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Draw parameters uniformly from :attr:`parameter_ranges`.
+
+        Returns
+        -------
+        torch.Tensor
+            float64, shape ``(n, n_params)``.
+
+        Examples
+        --------
+        >>> import physode
+        >>> physode.systems.load("pendulum").sample_parameters(4, seed=1).shape
+        torch.Size([4, 3])
+        """
+        n = _check_count(n)
+        gen = torch.Generator().manual_seed(int(seed))
+        lo = torch.tensor([r[0] for r in self._ranges], dtype=torch.float64)
+        hi = torch.tensor([r[1] for r in self._ranges], dtype=torch.float64)
+        return lo + (hi - lo) * torch.rand(n, self.n_params, generator=gen, dtype=torch.float64)
+
+    def sample_initial_states(
+        self, n: int, seed: int = 0, p: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Draw initial states from the system's own distribution.
+
+        Parameters
+        ----------
+        n : int
+            Number of states.
+        seed : int
+            Seed of the private generator; the same seed gives the same states.
+        p : torch.Tensor, optional
+            Per-sample parameters ``(n, n_params)`` for distributions that depend on them (the
+            orbital ones use the masses and G); the defaults when omitted.
+
+        Returns
+        -------
+        torch.Tensor
+            float64, shape ``(n, n_state)``.
+
+        Examples
+        --------
+        >>> import physode
+        >>> y0 = physode.systems.load("three_body").sample_initial_states(8, seed=0)
+        >>> y0.shape
+        torch.Size([8, 12])
+        """
+        n = _check_count(n)
+        gen = torch.Generator().manual_seed(int(seed))
+        if p is None:
+            p = self.default_parameters().expand(n, self.n_params)
+        else:
+            p = torch.as_tensor(p, dtype=torch.float64)
+            if p.shape not in ((self.n_params,), (n, self.n_params)):
+                raise InvalidArgumentError(
+                    f"p has shape {tuple(p.shape)}; give ({self.n_params},) or "
+                    f"({n}, {self.n_params}) for parameters {list(self.parameters)}"
+                )
+            p = p.expand(n, self.n_params)
+        dist = self._distribution
+        if dist is None:
+            return 2 * torch.rand(n, self.n_state, generator=gen, dtype=torch.float64) - 1
+        if callable(dist) and not hasattr(dist, "sample"):
+            out = torch.as_tensor(dist(n, gen), dtype=torch.float64)
+            if out.shape != (n, self.n_state):
+                raise InvalidArgumentError(
+                    f"the initial-state sampler of {self.name} returned shape {tuple(out.shape)}, "
+                    f"expected {(n, self.n_state)}"
+                )
+            return out
+        return dist.sample(n, gen, self._context(), p)
+
+    def _context(self) -> Context:
+        return Context(tuple(self.state_names), tuple(self.parameters), self._named_states)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_lagrangian(
+        cls,
+        lagrangian: sympy.Expr,
+        coordinates: Sequence[sympy.Symbol | sympy.Function],
+        parameters: Mapping[SymbolLike, float] | Sequence[SymbolLike] = (),
+        *,
+        velocities: Sequence[sympy.Symbol] | None = None,
+        time: sympy.Symbol | None = None,
+        dissipation: sympy.Expr | None = None,
+        forces: Mapping[SymbolLike, sympy.Expr] | Sequence[sympy.Expr] | None = None,
+        invariants: Mapping[str, sympy.Expr] | None = None,
+        mass_matrix: str = "auto",
+        **options: Any,
+    ) -> System:
+        """A system from its Lagrangian ``L(q, v, t)``, via the Euler-Lagrange equations.
+
+        The state is ``[q_1..q_n, v_1..v_n]``. Accelerations solve ``M a = F`` with
+        ``M = d2L/dv2``: symbolically when ``M`` is diagonal or has at most
+        ``SYMBOLIC_SOLVE_MAX`` (3) rows, otherwise numerically per batch with
+        ``torch.linalg.solve`` (``mass_matrix="auto"``; force one with ``"symbolic"`` or
+        ``"numeric"``).
+
+        Parameters
+        ----------
+        lagrangian : sympy.Expr
+            ``L`` in the coordinates and velocities.
+        coordinates : sequence
+            Symbols ``q``; or ``sympy.physics.mechanics.dynamicsymbols``, in which case
+            ``q(t).diff(t)`` in ``L`` becomes the velocity symbol ``<q>_dot``.
+        parameters : mapping of symbol (or name) to float
+            Every other symbol, with its default value.
+        velocities : sequence of sympy.Symbol, optional
+            Velocity symbols; default ``Symbol("<q>_dot")`` for each coordinate.
+        time : sympy.Symbol, optional
+            The time symbol (default ``Symbol("t")``).
+        dissipation : sympy.Expr, optional
+            Rayleigh dissipation function ``R(q, v)`` (adds ``-dR/dv``).
+        forces : mapping or sequence, optional
+            Generalized forces ``Q_i`` per coordinate (may depend on time).
+        invariants : mapping of str to sympy.Expr, optional
+            Declared conserved quantities; energy is added automatically when ``L`` is
+            time-independent and there is no dissipation or force.
+        mass_matrix : {"auto", "symbolic", "numeric"}
+            How the accelerations are solved.
+        **options
+            ``name``, ``description``, ``reference``, ``parameter_ranges``,
+            ``initial_state_distribution`` (a table as in a specification file, or a callable
+            ``(n, generator) -> (n, n_state)``), ``initial_states`` (name -> list of floats),
+            ``characteristic_time``.
+
+        Returns
+        -------
+        System
+
+        Raises
+        ------
+        physode.SystemDefinitionError
+            Listing every problem: unknown symbols, parameters without value, time in an
+            invariant, a singular mass matrix, ...
+
+        Examples
+        --------
+        >>> import sympy
+        >>> th, w, m, g, l = sympy.symbols("theta theta_dot m g l")
+        >>> L = m * l**2 * w**2 / 2 + m * g * l * sympy.cos(th)
+        >>> pend = System.from_lagrangian(L, [th], {m: 1.0, g: 9.81, l: 1.0})
+        >>> pend.equations["theta_dot"]
+        -g*sin(theta)/l
+        """
+        problems = Problems()
+        system = build_lagrangian(
+            problems, lagrangian, coordinates, parameters, velocities=velocities, time=time,
+            dissipation=dissipation, forces=forces, invariants=invariants,
+            mass_matrix=mass_matrix, **options,
+        )
+        problems.raise_if_any()
+        return system
+
+    @classmethod
+    def from_hamiltonian(
+        cls,
+        hamiltonian: sympy.Expr,
+        coordinates: Sequence[sympy.Symbol],
+        momenta: Sequence[sympy.Symbol],
+        parameters: Mapping[SymbolLike, float] | Sequence[SymbolLike] = (),
+        *,
+        time: sympy.Symbol | None = None,
+        forces: Mapping[SymbolLike, sympy.Expr] | Sequence[sympy.Expr] | None = None,
+        invariants: Mapping[str, sympy.Expr] | None = None,
+        **options: Any,
+    ) -> System:
+        """A system from its Hamiltonian ``H(q, p, t)``: ``dq/dt = dH/dp``, ``dp/dt = -dH/dq``.
+
+        The state is ``[q_1..q_n, p_1..p_n]``; ``H`` is the energy when it does not depend on
+        time. ``separable`` is True when ``H = T(p) + V(q)``.
+
+        Parameters
+        ----------
+        hamiltonian : sympy.Expr
+        coordinates, momenta : sequence of sympy.Symbol
+        parameters : mapping of symbol (or name) to float
+        time : sympy.Symbol, optional
+        forces : mapping or sequence, optional
+            Generalized forces added to ``dp/dt``.
+        invariants : mapping of str to sympy.Expr, optional
+        **options
+            As for :meth:`from_lagrangian`.
+
+        Returns
+        -------
+        System
+
+        Examples
+        --------
+        >>> import sympy
+        >>> q, p, k, m = sympy.symbols("q p k m")
+        >>> osc = System.from_hamiltonian(p**2 / (2 * m) + k * q**2 / 2, [q], [p], {k: 1, m: 2})
+        >>> osc.equations
+        {'q': p/m, 'p': -k*q}
+        >>> osc.separable
+        True
+        """
+        problems = Problems()
+        system = build_hamiltonian(
+            problems, hamiltonian, coordinates, momenta, parameters, time=time, forces=forces,
+            invariants=invariants, **options,
+        )
+        problems.raise_if_any()
+        return system
+
+    @classmethod
+    def from_equations(
+        cls,
+        rhs: Mapping[SymbolLike, sympy.Expr],
+        parameters: Mapping[SymbolLike, float] | Sequence[SymbolLike] = (),
+        *,
+        time: sympy.Symbol | None = None,
+        invariants: Mapping[str, sympy.Expr] | None = None,
+        n_coordinates: int | None = None,
+        **options: Any,
+    ) -> System:
+        """A first-order system ``dy/dt = rhs(t, y)``, given as ``{state: expression}``.
+
+        Parameters
+        ----------
+        rhs : mapping of symbol (or name) to sympy.Expr
+            The states in order, each with its time derivative.
+        parameters : mapping of symbol (or name) to float
+        time : sympy.Symbol, optional
+        invariants : mapping of str to sympy.Expr, optional
+            Declared conserved quantities; one named ``"energy"`` is also :meth:`energy`.
+        n_coordinates : int, optional
+            When the state is ``[q (n), v (n)]``, set this to ``n`` so that the symplectic
+            integrators can use the system if it separates.
+        **options
+            As for :meth:`from_lagrangian`.
+
+        Returns
+        -------
+        System
+
+        Examples
+        --------
+        >>> import sympy
+        >>> x, y, mu = sympy.symbols("x y mu")
+        >>> vdp = System.from_equations({x: y, y: mu * (1 - x**2) * y - x}, {mu: 1.0})
+        >>> vdp.state_names
+        ['x', 'y']
+        """
+        problems = Problems()
+        system = build_equations(
+            problems, rhs, parameters, time=time, invariants=invariants,
+            n_coordinates=n_coordinates, **options,
+        )
+        problems.raise_if_any()
+        return system
+
+
+def _check_count(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidArgumentError(f"n must be a non-negative int, got {n!r}")
+    return n
+
+
+# ---------------------------------------------------------------------- builders
+_OPTION_NAMES = (
+    "name", "description", "reference", "parameter_ranges", "initial_state_distribution",
+    "initial_states", "characteristic_time", "spec_text",
+)
+
+
+def _options(options: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+    for key in options:
+        if key not in _OPTION_NAMES:
+            problems.add(f"unknown option {key!r}; valid options: {', '.join(_OPTION_NAMES)}")
+    return {k: options.get(k) for k in _OPTION_NAMES}
+
+
+def _check_common(
+    problems: Problems,
+    opts: Mapping[str, Any],
+    states: Sequence[sympy.Symbol],
+    params: Sequence[sympy.Symbol],
+) -> dict[str, Any]:
+    """Check the options shared by every form: named states, distribution, name, time scale."""
+    state_names = [s.name for s in states]
+    named: dict[str, list[float]] = {}
+    for key, value in (opts.get("initial_states") or {}).items():
+        if isinstance(value, Mapping):
+            missing = [s for s in state_names if s not in value]
+            extra = [s for s in value if s not in state_names]
+            if missing or extra:
+                problems.add(
+                    f"initial state {key!r}: missing states {missing}, unknown names {extra}; "
+                    f"states: {', '.join(state_names)}"
+                )
+                continue
+            value = [value[s] for s in state_names]
+        if len(value) != len(states) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            problems.add(
+                f"initial state {key!r} must give {len(states)} numbers ({', '.join(state_names)})"
+            )
+            continue
+        named[key] = [float(v) for v in value]
+    dist = opts.get("initial_state_distribution")
+    if isinstance(dist, Mapping):
+        dist, found = distribution_from_table(dist)
+        for message in found:
+            problems.add(message)
+        if dist is not None:
+            ctx = Context(tuple(state_names), tuple(p.name for p in params), named)
+            for message in dist.check(ctx):
+                problems.add(message)
+    elif dist is not None and not callable(dist):
+        problems.add(
+            "initial_state_distribution must be a table (mapping) or a callable "
+            f"(n, generator) -> tensor, got {type(dist).__name__}"
+        )
+    char_time = opts.get("characteristic_time")
+    if char_time is not None and not (isinstance(char_time, int | float) and char_time > 0):
+        problems.add(f"characteristic_time must be a positive number, got {char_time!r}")
+    name = opts.get("name")
+    if name is not None and not isinstance(name, str):
+        problems.add(f"name must be a string, got {name!r}")
+    return {
+        "name": name,
+        "distribution": dist,
+        "initial_states": named,
+        "characteristic_time": None if char_time is None else float(char_time),
+        "description": opts.get("description") or "",
+        "reference": opts.get("reference") or "",
+        "spec_text": opts.get("spec_text"),
+    }
+
+
+def _finish(
+    problems: Problems,
+    common: dict[str, Any],
+    *,
+    form: str,
+    states: list[sympy.Symbol],
+    params: list[sympy.Symbol],
+    values: list[float],
+    ranges: list[tuple[float, float]],
+    **fields: Any,
+) -> System | None:
+    """Build the System once every check has passed (None if there were problems)."""
+    if problems.items:
+        return None
+    common = dict(common)
+    common["name"] = common["name"] or f"{form}_system"
+    return System(
+        form=form, states=states, parameter_symbols=params, parameter_values=values,
+        parameter_ranges=ranges, **common, **fields,
+    )
+
+
+def _forces_list(
+    forces: Mapping[SymbolLike, Any] | Sequence[Any] | None,
+    coordinates: Sequence[sympy.Symbol],
+    problems: Problems,
+) -> list[sympy.Expr] | None:
+    if forces is None:
+        return None
+    names = [q.name for q in coordinates]
+    if isinstance(forces, Mapping):
+        out = [sympy.Integer(0)] * len(coordinates)
+        for key, value in forces.items():
+            key = str(key)
+            if key not in names:
+                problems.add(
+                    f"a force is given for {key!r}, which is not a coordinate "
+                    f"(coordinates: {', '.join(names)})"
+                )
+                continue
+            out[names.index(key)] = _expr(value, f"force on {key}", problems)
+        return out
+    forces = list(forces)
+    if len(forces) != len(coordinates):
+        problems.add(f"{len(forces)} forces given for {len(coordinates)} coordinates")
+        return None
+    return [_expr(f, f"force on {q}", problems) for f, q in zip(forces, names, strict=True)]
+
+
+def _invariants(
+    invariants: Mapping[str, Any] | None, problems: Problems
+) -> dict[str, sympy.Expr | None]:
+    out = {}
+    for key, value in (invariants or {}).items():
+        if not isinstance(key, str) or not key.isidentifier():
+            problems.add(f"invariant name {key!r} must be an identifier")
+            continue
+        out[key] = _expr(value, f"invariant {key!r}", problems)
+    return out
+
+
+def _dynamic_to_symbols(
+    coordinates: Sequence[Any], time: sympy.Symbol, velocities: Sequence[Any] | None
+) -> tuple[list[Any], list[Any] | None, dict]:
+    """Replace dynamicsymbols q(t) by plain symbols; return the substitution for expressions."""
+    if not any(isinstance(c, sympy.core.function.AppliedUndef) for c in coordinates):
+        return list(coordinates), velocities, {}
+    plain, vel, derivs, funcs = [], [], {}, {}
+    for i, c in enumerate(coordinates):
+        if isinstance(c, sympy.core.function.AppliedUndef):
+            q = sympy.Symbol(type(c).__name__)
+            v = sympy.Symbol(f"{q.name}_dot") if velocities is None else velocities[i]
+            derivs[sympy.Derivative(c, time)] = v
+            funcs[c] = q
+            plain.append(q)
+            vel.append(v)
+        else:
+            plain.append(c)
+            vel.append(sympy.Symbol(f"{c}_dot") if velocities is None else velocities[i])
+    return plain, vel, {"derivs": derivs, "funcs": funcs}
+
+
+def _substitute(expr, subs: Mapping) -> Any:
+    if not subs or expr is None or not isinstance(expr, sympy.Basic):
+        return expr
+    return expr.subs(subs["derivs"]).subs(subs["funcs"])
+
+
+def build_lagrangian(
+    problems: Problems,
+    lagrangian: Any,
+    coordinates: Sequence[Any],
+    parameters: Any,
+    *,
+    velocities: Sequence[Any] | None = None,
+    time: sympy.Symbol | None = None,
+    dissipation: Any = None,
+    forces: Any = None,
+    invariants: Mapping[str, Any] | None = None,
+    mass_matrix: str = "auto",
+    **options: Any,
+) -> System | None:
+    """Validate and build a Lagrangian system, adding problems instead of raising."""
+    time = sympy.Symbol("t") if time is None else time
+    opts = _options(options, problems)
+    if mass_matrix not in MASS_MATRIX_MODES:
+        problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
+        mass_matrix = "auto"
+    coordinates, velocities, subs = _dynamic_to_symbols(list(coordinates), time, velocities)
+    lagrangian = _substitute(sympy.sympify(lagrangian), subs)
+    dissipation = _substitute(dissipation, subs)
+    if isinstance(forces, Mapping):
+        renamed = subs.get("funcs", {})
+        forces = {str(renamed.get(k, k)): _substitute(v, subs) for k, v in forces.items()}
+    elif forces is not None:
+        forces = [_substitute(f, subs) for f in forces]
+    invariants = {k: _substitute(v, subs) for k, v in (invariants or {}).items()}
+
+    qs = [_symbol(c, "coordinate", problems) for c in coordinates]
+    if velocities is None:
+        velocities = [sympy.Symbol(f"{q.name}_dot") for q in qs if q is not None]
+    vs = [_symbol(v, "velocity", problems) for v in velocities]
+    if len(vs) != len(qs):
+        problems.add(f"{len(vs)} velocities given for {len(qs)} coordinates")
+    if not qs:
+        problems.add("a Lagrangian system needs at least one coordinate")
+    params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
+    if None in qs or None in vs or len(vs) != len(qs) or not qs:
+        return None
+    roles = {"coordinate": qs, "velocity": vs, "parameter": params, "time": [time]}
+    _check_duplicates(roles, problems)
+    common = _check_common(problems, opts, qs + vs, params)
+
+    known = set(qs) | set(vs) | set(params) | {time}
+    phrase = "neither a coordinate, a velocity nor a parameter"
+    had_dissipation = dissipation is not None
+    lagrangian = _expr(lagrangian, "Lagrangian", problems)
+    _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
+    if dissipation is not None:
+        dissipation = _expr(dissipation, "dissipation function", problems)
+        _check_unknown(dissipation, "dissipation function", known, phrase, problems)
+    force_list = _forces_list(forces, qs, problems)
+    for q, f in zip(qs, force_list or [], strict=False):
+        _check_unknown(f, f"force on {q.name}", known, phrase, problems)
+    declared = _invariants(invariants, problems)
+    for key, expr in declared.items():
+        _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
+        _check_time_free(expr, f"invariant {key!r}", time, problems)
+    if lagrangian is None or None in (force_list or []) or (
+        dissipation is None and had_dissipation
+    ):
+        return None
+
+    dyn = _mechanics.euler_lagrange(lagrangian, qs, vs, time, force_list, dissipation)
+    n = len(qs)
+    small = n <= SYMBOLIC_SOLVE_MAX or _mechanics.is_diagonal(dyn.mass_matrix)
+    symbolic = mass_matrix == "symbolic" or (mass_matrix == "auto" and small)
+    _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
+
+    time_free = time not in lagrangian.free_symbols
+    energy = _mechanics.lagrangian_energy(lagrangian, vs) if time_free else None
+    conservative = time_free and dissipation is None and force_list is None
+    all_invariants = {}
+    if conservative:
+        if "energy" in declared:
+            problems.add("invariant 'energy' is derived automatically; do not declare it")
+        all_invariants["energy"] = energy
+    all_invariants.update(declared)
+    if problems.items:
+        return None
+
+    if symbolic:
+        equations = list(vs) + _mechanics.solve_accelerations(dyn)
+        separable = _mechanics.split_is_separable(equations, qs, vs, time)
+    else:
+        equations = None
+        mass_symbols = dyn.mass_matrix.free_symbols
+        separable = not (mass_symbols & (set(qs) | set(vs) | {time})) and not any(
+            f.free_symbols & set(vs) for f in dyn.forcing
+        )
+    return _finish(
+        problems, common, form="lagrangian", states=qs + vs, params=params, values=values,
+        ranges=ranges, time=time, equations=equations, dynamics=dyn, energy=energy,
+        conservative=conservative, invariants=all_invariants, n_coordinates=n,
+        separable=separable, dissipation=dissipation, forces=force_list,
+    )
+
+
+def _check_mass_matrix(mass, qs, vs, params, values, problems: Problems) -> None:
+    n = len(qs)
+    zero_rows = [i for i in range(n) if all(mass[i, j] == 0 for j in range(n))]
+    for i in zero_rows:
+        problems.add(
+            f"the mass matrix is singular: coordinate {qs[i].name!r} has no kinetic term (the "
+            f"Lagrangian is not quadratic in {vs[i].name!r})"
+        )
+    if zero_rows:
+        return
+    names = ", ".join(q.name for q in qs)
+    # A symbolic determinant is slow to simplify; an analytic function that vanishes at three
+    # random points (parameters at their defaults) is taken to vanish identically.
+    rng = random.Random(0)
+    for _ in range(3):
+        point = {s: rng.uniform(-1.0, 1.0) for s in list(qs) + list(vs)}
+        for sym, value in zip(params, values, strict=True):
+            point[sym] = value if math.isfinite(value) else rng.uniform(0.5, 1.5)
+        m = numpy.array(mass.subs(point).evalf(), dtype=float)
+        scale = float(numpy.prod(numpy.maximum(numpy.linalg.norm(m, axis=1), 1e-300)))
+        if abs(float(numpy.linalg.det(m))) > 1e-12 * scale:
+            return
+    problems.add(f"the mass matrix of coordinates {names} is singular (det M = 0)")
+
+
+def build_hamiltonian(
+    problems: Problems,
+    hamiltonian: Any,
+    coordinates: Sequence[Any],
+    momenta: Sequence[Any],
+    parameters: Any,
+    *,
+    time: sympy.Symbol | None = None,
+    forces: Any = None,
+    invariants: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> System | None:
+    """Validate and build a Hamiltonian system, adding problems instead of raising."""
+    time = sympy.Symbol("t") if time is None else time
+    opts = _options(options, problems)
+    qs = [_symbol(c, "coordinate", problems) for c in coordinates]
+    ps = [_symbol(c, "momentum", problems) for c in momenta]
+    if len(qs) != len(ps):
+        problems.add(f"{len(ps)} momenta given for {len(qs)} coordinates")
+    if not qs:
+        problems.add("a Hamiltonian system needs at least one coordinate")
+    params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
+    if None in qs or None in ps or len(qs) != len(ps) or not qs:
+        return None
+    roles = {"coordinate": qs, "momentum": ps, "parameter": params, "time": [time]}
+    _check_duplicates(roles, problems)
+    common = _check_common(problems, opts, qs + ps, params)
+    known = set(qs) | set(ps) | set(params) | {time}
+    phrase = "neither a coordinate, a momentum nor a parameter"
+    hamiltonian = _expr(hamiltonian, "Hamiltonian", problems)
+    _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems)
+    force_list = _forces_list(forces, qs, problems)
+    for q, f in zip(qs, force_list or [], strict=False):
+        _check_unknown(f, f"force on {q.name}", known, phrase, problems)
+    declared = _invariants(invariants, problems)
+    for key, expr in declared.items():
+        _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
+        _check_time_free(expr, f"invariant {key!r}", time, problems)
+    if hamiltonian is None:
+        return None
+    time_free = time not in hamiltonian.free_symbols
+    conservative = time_free and force_list is None
+    all_invariants = {}
+    if conservative:
+        if "energy" in declared:
+            problems.add("invariant 'energy' is derived automatically; do not declare it")
+        all_invariants["energy"] = hamiltonian
+    all_invariants.update(declared)
+    if problems.items:
+        return None
+    equations = _mechanics.hamilton(hamiltonian, qs, ps, force_list)
+    return _finish(
+        problems, common, form="hamiltonian", states=qs + ps, params=params, values=values,
+        ranges=ranges, time=time, equations=equations, dynamics=None,
+        energy=hamiltonian if time_free else None, conservative=conservative,
+        invariants=all_invariants, n_coordinates=len(qs),
+        separable=_mechanics.split_is_separable(equations, qs, ps, time), forces=force_list,
+    )
+
+
+def build_equations(
+    problems: Problems,
+    rhs: Mapping[Any, Any],
+    parameters: Any,
+    *,
+    time: sympy.Symbol | None = None,
+    invariants: Mapping[str, Any] | None = None,
+    n_coordinates: int | None = None,
+    **options: Any,
+) -> System | None:
+    """Validate and build a first-order system, adding problems instead of raising."""
+    time = sympy.Symbol("t") if time is None else time
+    opts = _options(options, problems)
+    if not isinstance(rhs, Mapping) or not rhs:
+        problems.add("rhs must be a non-empty mapping {state: expression}")
+        return None
+    states = [_symbol(k, "state", problems) for k in rhs]
+    params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
+    if None in states:
+        return None
+    _check_duplicates({"state": states, "parameter": params, "time": [time]}, problems)
+    common = _check_common(problems, opts, states, params)
+    known = set(states) | set(params) | {time}
+    phrase = "neither a state nor a parameter"
+    equations = []
+    for sym, value in zip(states, rhs.values(), strict=True):
+        expr = _expr(value, f"equation for {sym.name}", problems)
+        _check_unknown(expr, f"equation for {sym.name}", known, phrase, problems)
+        equations.append(expr)
+    declared = _invariants(invariants, problems)
+    for key, expr in declared.items():
+        _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
+        _check_time_free(expr, f"invariant {key!r}", time, problems)
+    separable = False
+    if n_coordinates is not None:
+        if not isinstance(n_coordinates, int) or 2 * n_coordinates != len(states):
+            problems.add(
+                f"n_coordinates={n_coordinates!r} must be half the number of states "
+                f"({len(states)})"
+            )
+        elif None not in equations:
+            n = n_coordinates
+            separable = _mechanics.split_is_separable(equations, states[:n], states[n:], time)
+    if problems.items:
+        return None
+    energy = declared.get("energy")
+    return _finish(
+        problems, common, form="equations", states=states, params=params, values=values,
+        ranges=ranges, time=time, equations=equations, dynamics=None, energy=energy,
+        conservative=energy is not None, invariants=declared, n_coordinates=n_coordinates,
+        separable=separable,
+    )

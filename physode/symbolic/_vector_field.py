@@ -1,0 +1,117 @@
+"""``SystemVectorField``: a system's right-hand side as an ``nn.Module`` with named parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from physode._errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from physode.symbolic._system import System
+
+
+class SystemVectorField(nn.Module):
+    """``f(t, y) = system.rhs(t, y, p)`` with ``p`` held as parameters and buffers.
+
+    Learnable parameters are ``nn.Parameter``s and the others buffers, each registered under the
+    system's parameter name (``f.m1``, ``dict(f.named_parameters())["m1"]``), stored in float64.
+    The parameter vector is cast to the input's dtype and device on each call, so float32 and
+    float64 inputs both work and gradients flow back to the float64 values.
+
+    Attributes
+    ----------
+    system : physode.System
+    learnable : tuple of str
+    separable : bool
+        True when ``d(q)/dt`` depends only on the second half of the state and ``d(v or p)/dt``
+        only on ``q`` and ``t``: what ``method="leapfrog"`` and ``"yoshida4"`` need.
+    n_coordinates : int or None
+        ``n`` for a state ``[q (n), v or p (n)]``; None for first-order systems.
+
+    Examples
+    --------
+    >>> import physode, torch
+    >>> sys = physode.systems.load("harmonic_oscillator")
+    >>> f = sys.vector_field(learnable=["k"])
+    >>> f(torch.tensor(0.0), torch.tensor([[1.0, 0.0]]))
+    tensor([[ 0., -1.]], grad_fn=<StackBackward0>)
+    >>> f.separable, f.n_coordinates
+    (True, 1)
+    """
+
+    def __init__(
+        self,
+        system: System,
+        learnable: Sequence[str] = (),
+        values: Mapping[str, float] | None = None,
+        parameters_in_state: bool = False,
+    ):
+        super().__init__()
+        names = list(system.parameters)
+        if isinstance(learnable, str):
+            learnable = [learnable]
+        unknown = [n for n in learnable if n not in names]
+        if unknown:
+            raise InvalidArgumentError(
+                f"learnable={list(learnable)!r} names {unknown}, not parameters of "
+                f"{system.name}; valid names: {names}"
+            )
+        values = dict(values or {})
+        bad = [n for n in values if n not in names]
+        if bad:
+            raise InvalidArgumentError(
+                f"values names {bad}, not parameters of {system.name}; valid names: {names}"
+            )
+        reserved = {"system", "learnable", "separable", "n_coordinates", "parameters_in_state"}
+        clashes = [n for n in names if n in reserved or hasattr(self, n)]
+        if clashes:
+            raise InvalidArgumentError(
+                f"parameter name(s) {clashes} clash with nn.Module attributes; rename them in "
+                f"the definition of {system.name}"
+            )
+        self.system = system
+        self.learnable = tuple(learnable)
+        self.parameters_in_state = bool(parameters_in_state)
+        # Appended parameters break the [q, v] layout the symplectic methods rely on.
+        self.separable = bool(system.separable) and not self.parameters_in_state
+        self.n_coordinates = None if self.parameters_in_state else system.n_coordinates
+        self._names = names
+        for name in names:
+            initial = float(values.get(name, system.parameters[name]))
+            value = torch.tensor(initial, dtype=torch.float64)
+            if name in self.learnable:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
+
+    def parameter_vector(self) -> torch.Tensor:
+        """All parameter values stacked in the system's order, shape (n_params,)."""
+        store = []
+        for name in self._names:
+            value = self._parameters.get(name)
+            store.append(self._buffers[name] if value is None else value)
+        return torch.stack(store) if store else torch.zeros(0, dtype=torch.float64)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.parameters_in_state:
+            n = self.system.n_state
+            if y.shape[-1:] != (n + self.system.n_params,):
+                raise InvalidArgumentError(
+                    f"y has shape {tuple(y.shape)}; with parameters_in_state the last dimension "
+                    f"is n_state + n_params = {n + self.system.n_params} "
+                    f"({self.system.state_names} + {list(self.system.parameters)})"
+                )
+            dy = self.system.rhs(t, y[..., :n], y[..., n:])
+            return torch.cat((dy, torch.zeros_like(y[..., n:])), dim=-1)
+        p = self.parameter_vector()
+        if p.dtype != y.dtype or p.device != y.device:
+            p = p.to(dtype=y.dtype, device=y.device)
+        return self.system.rhs(t, y, p)
+
+    def extra_repr(self) -> str:
+        extra = ", parameters_in_state=True" if self.parameters_in_state else ""
+        return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"

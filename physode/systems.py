@@ -1,0 +1,125 @@
+"""The catalogue of physical systems: ``names()``, ``load(name_or_path)``, ``path(name)``.
+
+The specification files live in the repository's ``systems/`` folder and ship inside the wheel as
+the package ``physode._catalogue``; :func:`load` also reads a user's own file given by path.
+
+>>> import physode
+>>> "three_body" in physode.systems.names()
+True
+>>> physode.systems.load("pendulum").state_names
+['theta', 'theta_dot']
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from physode._errors import InvalidArgumentError
+from physode.symbolic import System
+from physode.symbolic._spec import system_from_spec
+
+__all__ = ["load", "names", "path"]
+
+SUFFIX = ".toml"
+
+
+def _catalogue() -> Traversable:
+    try:
+        return importlib.resources.files("physode._catalogue")
+    except ModuleNotFoundError:
+        # Running from a source checkout that is not installed: the files are in ./systems.
+        return Path(__file__).resolve().parent.parent / "systems"
+
+
+def names() -> list[str]:
+    """The names of the systems in the catalogue, sorted.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> import physode
+    >>> physode.systems.names()[:3]
+    ['damped_oscillator', 'damped_pendulum', 'double_pendulum']
+    """
+    return sorted(
+        entry.name[: -len(SUFFIX)]
+        for entry in _catalogue().iterdir()
+        if entry.name.endswith(SUFFIX) and entry.is_file()
+    )
+
+
+def path(name: str) -> Traversable:
+    """The specification file of a catalogue system.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        When ``name`` is not in the catalogue (the message lists the valid names).
+
+    Examples
+    --------
+    >>> import physode
+    >>> physode.systems.path("kepler").name
+    'kepler.toml'
+    """
+    valid = names()
+    if name not in valid:
+        raise InvalidArgumentError(
+            f"unknown system {name!r}; valid names: {', '.join(valid)} "
+            "(or pass the path to your own .toml file)"
+        )
+    return _catalogue() / f"{name}{SUFFIX}"
+
+
+@functools.lru_cache(maxsize=64)
+def _from_text(text: str, source: str) -> System:
+    return system_from_spec(text, source=source)
+
+
+def load(name_or_path: str | os.PathLike) -> System:
+    """Load a system from the catalogue by name, or from a specification file by path.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A name from :func:`names`, or the path of a ``.toml`` specification file.
+
+    Returns
+    -------
+    physode.System
+        Loading the same text twice returns the same object (code is generated once).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For an unknown name or a missing file.
+    physode.SystemDefinitionError
+        For a file with problems (all of them are listed).
+
+    Examples
+    --------
+    >>> import physode
+    >>> sys = physode.systems.load("three_body")
+    >>> sys.parameters
+    {'m1': 1.0, 'm2': 1.0, 'm3': 1.0, 'G': 1.0}
+    """
+    if isinstance(name_or_path, os.PathLike) or (
+        isinstance(name_or_path, str) and (name_or_path.endswith(SUFFIX) or os.sep in name_or_path)
+    ):
+        file = Path(name_or_path)
+        if not file.is_file():
+            raise InvalidArgumentError(f"no specification file at {str(file)!r}")
+        return _from_text(file.read_text(encoding="utf-8"), str(file))
+    if not isinstance(name_or_path, str):
+        raise InvalidArgumentError(
+            f"name_or_path must be a system name or a path, got {type(name_or_path).__name__}"
+        )
+    entry = path(name_or_path)
+    return _from_text(entry.read_text(encoding="utf-8"), f"{name_or_path}{SUFFIX} (catalogue)")

@@ -1,0 +1,112 @@
+"""Conservation reports: drift numbers, tolerance flags, the printed table and the plot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import physode
+import physode.diagnostics
+import physode.systems
+from physode.diagnostics import conservation
+
+F64 = torch.float64
+
+
+def _orbits(system, n, seconds, rtol=1e-10, p=None):
+    t = torch.linspace(0, seconds, 21, dtype=F64)
+    f = system.vector_field()
+    y0 = system.sample_initial_states(n, seed=4)
+    ys = physode.odeint(f, y0, t, method="dop853", rtol=rtol, atol=rtol * 1e-2)
+    return t, ys
+
+
+def test_accurate_solution_passes_and_reports_tiny_drift():
+    kep = physode.systems.load("kepler")
+    t, ys = _orbits(kep, 3, 5.0)
+    report = conservation(kep, ys, t, tolerance=1e-7)
+    assert report.ok and report.failures == []
+    assert list(report.invariants) == ["energy", "angular_momentum", "lrl_x", "lrl_y"]
+    energy = report["energy"]
+    torch.testing.assert_close(energy.initial, kep.invariants(ys[0])["energy"])
+    assert energy.abs_drift.shape == (21, 3)
+    assert energy.max_rel_drift.max() < 1e-7
+
+
+def test_injected_drift_is_measured_and_flagged_per_trajectory():
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 3, 6.0)
+    # Scale trajectory 1 up by 1 % at the end: its energy rises by about 2 %.
+    ys = ys.clone()
+    ys[-1, 1] *= 1.01
+    report = conservation(osc, ys, t, tolerance=1e-6)
+    drift = report["energy"]
+    assert drift.failing == [1] and report.failures == [("energy", 1)] and not report.ok
+    e0 = osc.invariants(ys[0, 1])["energy"]
+    expected = (osc.invariants(ys[-1, 1])["energy"] - e0).abs()
+    torch.testing.assert_close(drift.max_abs_drift[1], expected)
+    # The scale of a positive-definite energy is the energy itself.
+    torch.testing.assert_close(drift.max_rel_drift[1], expected / e0)
+
+
+def test_zero_momentum_is_divided_by_the_sum_of_body_momenta_not_zero():
+    three = physode.systems.load("three_body")
+    y0 = three.sample_initial_states(2, seed=0)
+    ys = torch.stack([y0, y0.clone()])
+    ys[1, :, 6] += 1e-3  # body 1 speeds up in x: total momentum changes by 1e-3
+    report = conservation(three, ys, tolerance=1e-6)
+    mx = report["momentum_x"]
+    assert mx.initial.abs().max() < 1e-14
+    scale = y0[:, 6:12:2].abs().sum(-1)  # |m1 vx1| + |m2 vx2| + |m3 vx3| with unit masses
+    torch.testing.assert_close(mx.scale, scale)
+    torch.testing.assert_close(mx.max_rel_drift, torch.full((2,), 1e-3, dtype=F64) / scale)
+    assert torch.isfinite(mx.max_rel_drift).all()
+
+
+def test_per_invariant_tolerances_and_unknown_names():
+    three = physode.systems.load("three_body")
+    t, ys = _orbits(three, 2, 1.0, rtol=1e-6)
+    loose = {"energy": 1.0, "momentum_x": 1.0, "momentum_y": 1.0, "angular_momentum": 1.0}
+    assert conservation(three, ys, t, tolerance=loose).ok
+    assert not conservation(three, ys, t, tolerance={"energy": 1e-30}).ok
+    with pytest.raises(physode.InvalidArgumentError, match="'spin'.*energy"):
+        conservation(three, ys, t, tolerance={"spin": 1e-3})
+
+
+def test_parameters_carried_in_the_state_are_used():
+    osc = physode.systems.load("harmonic_oscillator")
+    p = torch.tensor([[1.0, 1.0], [2.0, 3.0]], dtype=F64)
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=F64)
+    ys = torch.cat([y, p], dim=-1).expand(5, 2, 4)
+    report = conservation(osc, ys)
+    torch.testing.assert_close(report["energy"].initial, torch.tensor([0.5, 1.5], dtype=F64))
+    same = conservation(osc, ys[..., :2], p=p)
+    torch.testing.assert_close(same["energy"].initial, report["energy"].initial)
+    with pytest.raises(physode.InvalidArgumentError, match="3 state components"):
+        conservation(osc, ys[..., :3])
+
+
+def test_table_lists_each_invariant_and_marks_failures():
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 2, 3.0)
+    ys = ys.clone()
+    ys[-1, 0] *= 2
+    text = str(conservation(osc, ys, t, tolerance=1e-6))
+    assert "harmonic_oscillator, 2 trajectories, t in [0, 3]" in text
+    assert "FAIL" in text and "ok" in text and "max rel drift" in text
+    big = str(conservation(osc, ys.expand(21, 2, 2).repeat(1, 10, 1), t))
+    assert "10/20 fail" in big
+
+
+def test_system_without_invariants_gives_an_empty_report():
+    vdp = physode.systems.load("van_der_pol")
+    report = conservation(vdp, vdp.sample_initial_states(3).expand(4, 3, 2))
+    assert report.ok and report.invariants == {}
+    assert "no invariants" in str(report)
+
+
+def test_plot_writes_an_image(tmp_path):
+    three = physode.systems.load("three_body")
+    t, ys = _orbits(three, 3, 1.0, rtol=1e-5)
+    out = conservation(three, ys, t, tolerance=1e-9).plot(tmp_path / "drift.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

@@ -1,0 +1,426 @@
+"""Symbolic systems: derived equations, generated torch code, invariants, vector fields."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sympy
+import torch
+from sympy.physics.mechanics import LagrangesMethod, dynamicsymbols
+
+import physode
+import physode.systems
+from physode.symbolic import System, compile_kernel, generate_source
+
+F64 = torch.float64
+
+
+def test_pendulum_equation_is_minus_g_over_l_sin_theta_exactly():
+    th, w, m, g, l = sympy.symbols("theta theta_dot m g l")
+    pend = System.from_lagrangian(
+        m * l**2 * w**2 / 2 + m * g * l * sympy.cos(th), [th], {m: 1.0, g: 9.81, l: 1.0}
+    )
+    assert pend.equations == {"theta": w, "theta_dot": -g * sympy.sin(th) / l}
+    assert pend.energy_expression == m * l**2 * w**2 / 2 - m * g * l * sympy.cos(th)
+
+
+def test_catalogue_pendulum_has_the_hand_derived_equation():
+    pend = physode.systems.load("pendulum")
+    th, g, l = sympy.symbols("theta g l")
+    assert pend.equations["theta_dot"] == -g * sympy.sin(th) / l
+
+
+def test_hamiltonian_oscillator_gives_hamiltons_equations_exactly():
+    q, p, m, k = sympy.symbols("q p m k")
+    osc = System.from_hamiltonian(p**2 / (2 * m) + k * q**2 / 2, [q], [p], {m: 2.0, k: 3.0})
+    assert osc.equations == {"q": p / m, "p": -k * q}
+    assert osc.invariant_expressions == {"energy": p**2 / (2 * m) + k * q**2 / 2}
+    assert osc.separable and osc.n_coordinates == 1
+
+
+def test_rayleigh_dissipation_and_generalized_forces_enter_the_equations():
+    x, v, m, k, c, f, w, t = sympy.symbols("x v m k c f omega t")
+    damped = System.from_lagrangian(
+        m * v**2 / 2 - k * x**2 / 2, [x], {m: 1.0, k: 1.0, c: 0.1, f: 0.5, w: 1.0},
+        velocities=[v], dissipation=c * v**2 / 2, forces={x: f * sympy.cos(w * t)},
+    )
+    assert sympy.simplify(
+        damped.equations["v"] - (-k * x - c * v + f * sympy.cos(w * t)) / m
+    ) == 0
+    assert not damped.conservative and damped.invariant_names == []
+    assert damped.energy_expression == m * v**2 / 2 + k * x**2 / 2
+
+
+def _double_pendulum_lagrangian(t):
+    q1, q2 = dynamicsymbols("theta1 theta2")
+    m1, m2, l1, l2, g = sympy.symbols("m1 m2 l1 l2 g")
+    d1, d2 = q1.diff(t), q2.diff(t)
+    lagrangian = (
+        (m1 + m2) * l1**2 * d1**2 / 2 + m2 * l2**2 * d2**2 / 2
+        + m2 * l1 * l2 * d1 * d2 * sympy.cos(q1 - q2)
+        + (m1 + m2) * g * l1 * sympy.cos(q1) + m2 * g * l2 * sympy.cos(q2)
+    )
+    return lagrangian, [q1, q2], {m1: 1.0, m2: 1.5, l1: 1.0, l2: 0.7, g: 9.81}
+
+
+def test_double_pendulum_equals_sympy_lagranges_method():
+    t = dynamicsymbols._t
+    lagrangian, coords, params = _double_pendulum_lagrangian(t)
+    ours = System.from_lagrangian(lagrangian, coords, params, time=t)
+    lm = LagrangesMethod(lagrangian, coords)
+    lm.form_lagranges_equations()
+    th1, th2, w1, w2 = (sympy.Symbol(n) for n in ours.state_names)
+    plain = {coords[0].diff(t): w1, coords[1].diff(t): w2}
+    names = {coords[0]: th1, coords[1]: th2}
+    mass = lm.mass_matrix.subs(plain).subs(names)
+    forcing = lm.forcing.subs(plain).subs(names)
+    assert sympy.expand(mass - ours.mass_matrix) == sympy.zeros(2, 2)
+    assert sympy.expand(forcing - ours.forcing) == sympy.zeros(2, 1)
+    theirs = [e.subs(plain).subs(names) for e in lm.rhs()]
+    for mine, ref in zip(ours.equations.values(), theirs, strict=True):
+        assert sympy.simplify(mine - ref) == 0
+
+
+def test_dynamicsymbols_coordinates_accept_forces_keyed_by_the_function():
+    t = dynamicsymbols._t
+    q = dynamicsymbols("q")
+    c = sympy.Symbol("c")
+    damped = System.from_lagrangian(q.diff(t) ** 2 / 2 - q**2 / 2, [q], {c: 0.5},
+                                    forces={q: -c * q.diff(t)})
+    assert damped.state_names == ["q", "q_dot"]
+    q_, v_ = sympy.symbols("q q_dot")
+    assert damped.equations["q_dot"] == -q_ - c * v_
+    assert physode.System is System
+
+
+def test_catalogue_double_pendulum_matches_the_python_definition():
+    t = dynamicsymbols._t
+    lagrangian, coords, params = _double_pendulum_lagrangian(t)
+    ours = System.from_lagrangian(lagrangian, coords, params, time=t)
+    cat = physode.systems.load("double_pendulum")
+    assert cat.state_names == ours.state_names
+    y = cat.sample_initial_states(5, seed=3)
+    p = torch.tensor([params[sympy.Symbol(n)] for n in cat.parameters], dtype=F64)
+    torch.testing.assert_close(cat.rhs(0.0, y, p), ours.rhs(0.0, y, p), rtol=1e-13, atol=1e-13)
+
+
+def test_numeric_mass_matrix_solve_equals_the_symbolic_solve():
+    t = dynamicsymbols._t
+    lagrangian, coords, params = _double_pendulum_lagrangian(t)
+    symbolic = System.from_lagrangian(lagrangian, coords, params, time=t, mass_matrix="symbolic")
+    numeric = System.from_lagrangian(lagrangian, coords, params, time=t, mass_matrix="numeric")
+    y = torch.randn(3, 7, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(numeric.rhs(0.0, y), symbolic.rhs(0.0, y), rtol=1e-12, atol=1e-12)
+    assert numeric.equations.keys() == symbolic.equations.keys()
+
+
+def _sympy_value(expr, values):
+    return float(expr.evalf(30, subs=values))
+
+
+@pytest.mark.parametrize("name", physode.systems.names())
+def test_generated_torch_equals_sympy_evaluation_to_1e_12(name):
+    system = physode.systems.load(name)
+    y = system.sample_initial_states(3, seed=11)
+    p = system.sample_parameters(3, seed=12)
+    t = torch.tensor(0.37, dtype=F64)
+    out = system.rhs(t, y, p)
+    invariants = system.invariants(y, p)
+    symbols = system.state_symbols + system.parameter_symbols
+    for row in range(3):
+        values = dict(zip(symbols, y[row].tolist() + p[row].tolist(), strict=True))
+        values[system.time_symbol] = 0.37
+        expected = [_sympy_value(e, values) for e in system.equations.values()]
+        expected = torch.tensor(expected, dtype=F64)
+        torch.testing.assert_close(out[row], expected, rtol=1e-12, atol=1e-12)
+        # One unbatched state takes the scalar (Python float) path.
+        single = system.rhs(t, y[row], p[row])
+        torch.testing.assert_close(single, expected, rtol=1e-12, atol=1e-12)
+        for key, expr in system.invariant_expressions.items():
+            reference = _sympy_value(expr, values)
+            assert invariants[key][row].item() == pytest.approx(reference, rel=1e-12, abs=1e-12)
+
+
+def test_generated_code_uses_common_subexpressions_and_single_ops():
+    source = physode.systems.load("three_body")._rhs_kernel.source
+    # Each of the three inverse cubed pair distances is computed once, with exactly rounded ops
+    # (rsqrt and a division) rather than pow, whose last bit depends on the batch.
+    assert source.count("torch.rsqrt(") == 3
+    assert "** -1.5" not in source and "** 1.5" not in source
+    assert "sympy" not in source
+
+
+def test_a_row_of_the_generated_kernel_is_bitwise_the_same_alone_and_in_a_batch():
+    system = physode.systems.load("three_body")
+    y = system.sample_initial_states(37, seed=3)
+    p = torch.tensor(list(system.parameters.values()), dtype=F64)
+    batch = system.rhs(0.0, y, p)
+    for i in (0, 17, 36):
+        assert torch.equal(batch[i : i + 1], system.rhs(0.0, y[i : i + 1], p))
+
+
+def test_kernel_broadcasts_leading_dimensions_of_state_and_parameters():
+    system = physode.systems.load("kepler")
+    y = system.sample_initial_states(6, seed=0).reshape(2, 3, 4)
+    p_rows = system.sample_parameters(6, seed=0).reshape(2, 3, 1)
+    out = system.rhs(0.0, y, p_rows)
+    for i in range(2):
+        for j in range(3):
+            torch.testing.assert_close(out[i, j], system.rhs(0.0, y[i, j], p_rows[i, j]))
+    # Parameters for a batch, state shared: the state broadcasts.
+    assert system.rhs(0.0, y[0, 0], p_rows[0]).shape == (3, 4)
+
+
+def test_constant_and_time_only_outputs_get_the_batch_shape():
+    x, a, t = sympy.symbols("x a t")
+    system = System.from_equations({x: a, sympy.Symbol("z"): sympy.cos(t)}, {a: 2.0})
+    y = torch.zeros(5, 2, dtype=F64)
+    torch.testing.assert_close(system.rhs(0.5, y)[:, 0], torch.full((5,), 2.0, dtype=F64))
+    # One time per row, as the per-sample solver passes it.
+    t_rows = torch.linspace(0, 1, 5, dtype=F64).reshape(5, 1)
+    torch.testing.assert_close(system.rhs(t_rows, y)[:, 1], torch.cos(t_rows[:, 0]))
+
+
+def test_piecewise_min_max_and_abs_are_translated():
+    x, t = sympy.symbols("x t")
+    piecewise = sympy.Piecewise((x**2, x < 0), (sympy.Min(x, 1), True))
+    expr = piecewise + sympy.Max(x, 0.5) + sympy.Abs(x)
+    kernel = compile_kernel([expr], [x], [], t)
+    xs = torch.tensor([-2.0, 0.25, 3.0], dtype=F64)
+    got = kernel(torch.tensor(0.0, dtype=F64), xs[:, None], torch.zeros(0, dtype=F64))[:, 0]
+    expected = [float(expr.subs(x, v)) for v in xs.tolist()]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=F64))
+
+
+def test_identical_systems_share_one_compiled_kernel():
+    x, k, t = sympy.symbols("x k t")
+    first = compile_kernel([-k * x], [x], [k], t)
+    second = compile_kernel([-k * x], [x], [k], t)
+    assert first is second
+    assert physode.systems.load("three_body") is physode.systems.load("three_body")
+    assert "def kernel(t, y, p):" in generate_source([-k * x], [x], [k], t)
+
+
+def test_energy_is_derived_only_for_time_independent_conservative_systems():
+    x, v, w, t = sympy.symbols("x v omega t")
+    driven = System.from_lagrangian(v**2 / 2 - (1 + sympy.cos(w * t)) * x**2 / 2, [x], {w: 1.0},
+                                    velocities=[v])
+    assert driven.invariant_names == [] and driven.energy_expression is None
+    with pytest.raises(physode.InvalidArgumentError, match="no energy"):
+        driven.energy(torch.zeros(2))
+    assert physode.systems.load("harmonic_oscillator").invariant_names == ["energy"]
+    assert "energy" not in physode.systems.load("damped_pendulum").invariant_names
+
+
+def test_declared_invariants_are_evaluated_batched():
+    kep = physode.systems.load("kepler")
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 2.0, -0.5, 0.0]], dtype=F64)
+    inv = kep.invariants(y)
+    torch.testing.assert_close(inv["angular_momentum"], torch.tensor([1.0, 1.0], dtype=F64))
+    torch.testing.assert_close(inv["energy"], torch.tensor([-0.5, 0.125 - 0.5], dtype=F64))
+    # Circular orbit: the Laplace-Runge-Lenz vector vanishes.
+    assert abs(inv["lrl_x"][0].item()) < 1e-15 and abs(inv["lrl_y"][0].item()) < 1e-15
+
+
+@pytest.mark.parametrize("name, separable", [
+    ("harmonic_oscillator", True), ("pendulum", True), ("kepler", True), ("three_body", True),
+    ("three_body_aca", True), ("double_pendulum", False), ("damped_pendulum", False),
+    ("duffing", False), ("van_der_pol", False),
+])
+def test_vector_field_reports_whether_the_state_splits_for_symplectic_methods(name, separable):
+    f = physode.systems.load(name).vector_field()
+    assert f.separable is separable
+    if separable:
+        assert 2 * f.n_coordinates == f.system.n_state
+
+
+def test_vector_field_has_named_parameters_and_buffers():
+    system = physode.systems.load("three_body")
+    f = system.vector_field(learnable=["m1", "m3"], values={"m1": 1.3})
+    assert dict(f.named_parameters()).keys() == {"m1", "m3"}
+    assert dict(f.named_buffers()).keys() == {"m2", "G"}
+    assert f.m1.item() == 1.3 and f.m1.dtype == F64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vector_field_follows_the_input_dtype(dtype):
+    f = physode.systems.load("three_body").vector_field(learnable=["m1"])
+    y = physode.systems.load("three_body").sample_initial_states(4).to(dtype)
+    out = f(torch.tensor(0.0, dtype=dtype), y)
+    assert out.dtype == dtype
+    out.sum().backward()
+    assert f.m1.grad is not None and f.m1.grad.dtype == F64
+
+
+def _solve_loss(f, y0, t, gradient):
+    ys = physode.odeint(f, y0, t, method="dop853", rtol=1e-10, atol=1e-12, gradient=gradient)
+    return (ys[-1] ** 2).sum() + ys[:, :, 0].sum()
+
+
+@pytest.mark.parametrize("gradient, tol", [("disc-opt", 1e-6), ("aca", 1e-6), ("opt-disc", 1e-5)])
+def test_gradients_to_learnable_parameters_match_finite_differences(gradient, tol):
+    system = physode.systems.load("damped_pendulum")
+    y0 = system.sample_initial_states(3, seed=5)
+    t = torch.linspace(0.0, 3.0, 7, dtype=F64)
+    f = system.vector_field(learnable=["omega0", "alpha"])
+    _solve_loss(f, y0, t, gradient).backward()
+    h = 1e-5
+    for name in ("omega0", "alpha"):
+        base = system.parameters[name]
+        losses = []
+        for sign in (1, -1):
+            g = system.vector_field(values={name: base + sign * h})
+            with torch.no_grad():
+                losses.append(_solve_loss(g, y0, t, "disc-opt").item())
+        fd = (losses[0] - losses[1]) / (2 * h)
+        grad = getattr(f, name).grad.item()
+        assert grad == pytest.approx(fd, rel=tol, abs=tol)
+
+
+def test_three_body_masses_get_gradients_through_the_solver():
+    system = physode.systems.load("three_body")
+    f = system.vector_field(learnable=["m1", "m2", "m3"])
+    y0 = system.initial_state("figure_eight")
+    t = torch.linspace(0, 0.5, 3, dtype=F64)
+    ys = physode.odeint(f, y0, t, method="dopri5", rtol=1e-9, atol=1e-10)
+    ys[-1, :6].sum().backward()
+    h = 1e-6
+    for name in ("m1", "m2", "m3"):
+        losses = []
+        for sign in (1, -1):
+            g = system.vector_field(values={name: 1.0 + sign * h})
+            with torch.no_grad():
+                ys_h = physode.odeint(g, y0, t, method="dopri5", rtol=1e-12, atol=1e-13)
+            losses.append(ys_h[-1, :6].sum().item())
+        fd = (losses[0] - losses[1]) / (2 * h)
+        assert getattr(f, name).grad.item() == pytest.approx(fd, rel=1e-5, abs=1e-6)
+
+
+def test_sampling_is_reproducible_per_seed():
+    for name in ("pendulum", "three_body", "kepler", "three_body_aca"):
+        system = physode.systems.load(name)
+        a = system.sample_initial_states(5, seed=7)
+        assert a.dtype == F64 and a.shape == (5, system.n_state)
+        assert torch.equal(a, system.sample_initial_states(5, seed=7))
+        assert not torch.equal(a, system.sample_initial_states(5, seed=8))
+    p = physode.systems.load("pendulum").sample_parameters(100, seed=0)
+    lo = torch.tensor([r[0] for r in physode.systems.load("pendulum").parameter_ranges.values()])
+    hi = torch.tensor([r[1] for r in physode.systems.load("pendulum").parameter_ranges.values()])
+    assert bool(((p >= lo) & (p <= hi)).all())
+
+
+def test_python_built_system_takes_a_callable_sampler_and_named_states():
+    x, v, k = sympy.symbols("x v k")
+
+    def sampler(n, generator):
+        return torch.rand(n, 2, generator=generator, dtype=F64) + 10
+
+    osc = System.from_equations(
+        {x: v, v: -k * x}, {k: 1.0}, n_coordinates=1, initial_state_distribution=sampler,
+        initial_states={"rest": {"x": 0.0, "v": 0.0}}, name="osc",
+    )
+    assert osc.sample_initial_states(4).min() >= 10
+    assert osc.initial_state("rest").tolist() == [0.0, 0.0]
+    with pytest.raises(physode.InvalidArgumentError, match="named states: rest"):
+        osc.initial_state("moving")
+
+
+def test_vector_field_with_parameters_in_the_state_uses_per_row_parameters():
+    system = physode.systems.load("three_body")
+    f = system.vector_field(parameters_in_state=True)
+    assert not f.separable and f.n_coordinates is None
+    y = system.sample_initial_states(3, seed=1)
+    p = system.sample_parameters(3, seed=1)
+    out = f(torch.tensor(0.0, dtype=F64), torch.cat([y, p], dim=-1))
+    torch.testing.assert_close(out[:, :12], system.rhs(0.0, y, p))
+    assert torch.equal(out[:, 12:], torch.zeros(3, 4, dtype=F64))
+    assert not torch.allclose(out[:, :12], system.rhs(0.0, y))
+    with pytest.raises(physode.InvalidArgumentError, match="n_state \\+ n_params = 16"):
+        f(torch.tensor(0.0, dtype=F64), y)
+
+
+def test_systems_and_vector_fields_survive_pickling_and_deepcopy():
+    import copy
+    import io
+    import pickle
+
+    system = physode.systems.load("double_pendulum")
+    y = system.sample_initial_states(4)
+    expected = system.rhs(0.0, y)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(system)).rhs(0.0, y), expected)
+    f = system.vector_field(learnable=["m1"])
+    torch.testing.assert_close(copy.deepcopy(f)(torch.tensor(0.0, dtype=F64), y), expected)
+    buffer = io.BytesIO()
+    torch.save(f, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    torch.testing.assert_close(loaded(torch.tensor(0.0, dtype=F64), y), expected)
+
+
+def test_time_dependent_system_runs_with_one_time_per_row():
+    duffing = physode.systems.load("duffing")
+    f = duffing.vector_field()
+    y0 = duffing.sample_initial_states(4, seed=3)
+    t = torch.linspace(0, 3, 4, dtype=F64)
+    per_row = physode.odeint(f, y0, t, method="dopri5", rtol=1e-10, atol=1e-11,
+                             step_control="per-sample")
+    shared = physode.odeint(f, y0, t, method="dopri5", rtol=1e-10, atol=1e-11)
+    torch.testing.assert_close(per_row, shared, rtol=0, atol=1e-7)
+
+
+def test_large_full_mass_matrix_is_solved_numerically_per_batch():
+    n = 4
+    th, w = sympy.symbols(f"th1:{n + 1}"), sympy.symbols(f"w1:{n + 1}")
+    g = sympy.Symbol("g")
+    x = y = vx = vy = kinetic = potential = 0
+    for i in range(n):  # a chain of four unit masses on unit rods
+        x, y = x + sympy.sin(th[i]), y - sympy.cos(th[i])
+        vx, vy = vx + sympy.cos(th[i]) * w[i], vy + sympy.sin(th[i]) * w[i]
+        kinetic, potential = kinetic + (vx**2 + vy**2) / 2, potential + g * y
+    chain = System.from_lagrangian(kinetic - potential, list(th), {g: 9.81}, velocities=list(w))
+    assert chain._equations is None and chain.mass_matrix.shape == (4, 4)
+    states = torch.rand(6, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    acc = chain.rhs(0.0, states)[:, 4:]
+    for row in range(6):
+        values = dict(zip(chain.state_symbols, states[row].tolist(), strict=True))
+        values[g] = 9.81
+        mass = torch.tensor(chain.mass_matrix.evalf(subs=values).tolist(), dtype=F64)
+        force = torch.tensor(chain.forcing.evalf(subs=values).tolist(), dtype=F64)[:, 0]
+        torch.testing.assert_close(mass @ acc[row], force, rtol=1e-12, atol=1e-12)
+
+
+def test_powers_of_products_and_towers_keep_their_grouping():
+    x, y, t = sympy.symbols("x y t")
+    exprs = [
+        (x * y) ** sympy.Rational(3, 2), x ** (x * y), (x**y) ** x, (x + y) ** (x - y),
+        2 ** (x * y), x ** (-y), (x * y) ** -2, 1 / (x * y) ** sympy.Rational(3, 2),
+        sympy.Pow(-2, x * 0 + 2, evaluate=False) * x,
+    ]
+    kernel = compile_kernel(exprs, [x, y], [], t)
+    point = torch.tensor([0.7, 1.3], dtype=F64)
+    got = kernel(torch.tensor(0.0, dtype=F64), point, torch.zeros(0, dtype=F64))
+    expected = [float(e.subs({x: 0.7, y: 1.3})) for e in exprs]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=F64), rtol=1e-14, atol=0)
+
+
+def test_scalar_path_falls_back_to_torch_where_python_would_raise():
+    x, y, t = sympy.symbols("x y t")
+    kernel = compile_kernel([1 / x, x ** sympy.Rational(3, 2), sympy.log(y), x * y], [x, y], [], t)
+    none = torch.zeros(0, dtype=F64)
+    for point in ([0.0, 1.0], [-1.0, 0.0], [2.0, 3.0]):
+        state = torch.tensor(point, dtype=F64)
+        batched = kernel.batched(torch.tensor(0.0, dtype=F64), state, none)
+        got = kernel(torch.tensor(0.0, dtype=F64), state, none)
+        torch.testing.assert_close(got, batched, equal_nan=True)
+    assert "math.pow" in kernel.scalar_source and "torch" not in kernel.scalar_source
+
+
+def test_gradient_requests_use_the_tensor_path():
+    system = physode.systems.load("pendulum")
+    y = torch.tensor([0.4, 0.1], dtype=F64, requires_grad=True)
+    out = system.rhs(0.0, y)
+    assert out.grad_fn is not None
+    out[1].backward()
+    g, l = system.parameters["g"], system.parameters["l"]
+    assert y.grad[0].item() == pytest.approx(-g / l * math.cos(0.4), rel=1e-14)

@@ -1,0 +1,85 @@
+"""Symplectic integrators on catalogue systems: bounded energy error, order, separability."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sympy
+import torch
+
+import physode
+import physode.systems
+from physode.symbolic import System
+
+F64 = torch.float64
+ORDER = {"leapfrog": 2, "yoshida4": 4}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_energy_error_has_no_secular_drift_over_1000_periods(method):
+    osc = physode.systems.load("harmonic_oscillator")
+    period = osc.characteristic_time
+    t = torch.linspace(0, 1000 * period, 5001, dtype=F64)
+    for y0 in ([1.0, 0.0], [0.3, -0.8]):
+        y0 = torch.tensor(y0, dtype=F64)
+        ys = physode.odeint(osc.vector_field(), y0, t, method=method, step_size=period / 5)
+        error = (osc.energy(ys) - osc.energy(y0)).abs()
+        first = error[: len(t) // 10].max()
+        last = error[-(len(t) // 10) :].max()
+        assert first > 1e-6  # a visible, bounded error: the check is not vacuous
+        assert last <= 2 * first, (first, last)
+
+
+def _pendulum_error(method, steps_per_period):
+    pend = physode.systems.load("pendulum")
+    period = pend.characteristic_time
+    y0 = torch.tensor([[1.0, 0.0], [0.2, 1.5]], dtype=F64)
+    t = torch.tensor([0.0, period], dtype=F64)
+    reference = physode.odeint(pend.vector_field(), y0, t, method="dop853", rtol=1e-13, atol=1e-14)
+    ys = physode.odeint(pend.vector_field(), y0, t, method=method,
+                        step_size=period / steps_per_period)
+    return (ys[-1] - reference[-1]).abs().max().item()
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_global_error_falls_with_the_methods_order(method):
+    steps = [16, 32, 64] if method == "leapfrog" else [8, 16, 32]
+    errors = [_pendulum_error(method, n) for n in steps]
+    slopes = [math.log2(errors[i] / errors[i + 1]) for i in range(len(errors) - 1)]
+    for slope in slopes:
+        assert slope == pytest.approx(ORDER[method], abs=0.25), (errors, slopes)
+
+
+def test_three_body_with_yoshida4_keeps_momentum_and_follows_the_figure_eight():
+    three = physode.systems.load("three_body")
+    y0 = three.initial_state("figure_eight")
+    t = torch.tensor([0.0, three.characteristic_time], dtype=F64)
+    ys = physode.odeint(three.vector_field(), y0, t, method="yoshida4", step_size=0.02)
+    inv0, inv1 = three.invariants(ys[0]), three.invariants(ys[-1])
+    assert abs(inv1["momentum_x"] - inv0["momentum_x"]) <= 1e-12
+    assert abs(inv1["momentum_y"] - inv0["momentum_y"]) <= 1e-12
+    assert abs((inv1["energy"] - inv0["energy"]) / inv0["energy"]) < 1e-6
+    assert (ys[-1] - y0).abs().max() < 1e-4
+
+
+def test_first_order_system_declaring_its_split_can_use_leapfrog():
+    x, v, k = sympy.symbols("x v k")
+    osc = System.from_equations({x: v, v: -k * x}, {k: 4.0}, n_coordinates=1)
+    f = osc.vector_field()
+    assert f.separable and f.n_coordinates == 1
+    t = torch.tensor([0.0, math.pi], dtype=F64)  # one period at k = 4
+    ys = physode.odeint(f, torch.tensor([1.0, 0.0], dtype=F64), t, method="leapfrog",
+                        step_size=math.pi / 200)
+    torch.testing.assert_close(ys[-1], torch.tensor([1.0, 0.0], dtype=F64), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["double_pendulum", "damped_pendulum", "van_der_pol"])
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_non_separable_systems_are_refused_with_a_clear_error(name, method):
+    system = physode.systems.load(name)
+    y0 = system.sample_initial_states(1)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(physode.InvalidArgumentError, match="needs a separable Hamiltonian system"):
+        physode.odeint(system.vector_field(), y0, t, method=method, step_size=0.1)

@@ -1,0 +1,166 @@
+"""The catalogue: every system loads, validates, samples, runs, and keeps its invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import physode
+import physode.diagnostics
+import physode.systems
+
+F64 = torch.float64
+REQUIRED = [
+    "harmonic_oscillator", "damped_oscillator", "pendulum", "damped_pendulum", "double_pendulum",
+    "duffing", "van_der_pol", "kepler", "three_body", "three_body_aca", "lotka_volterra",
+    "fitzhugh_nagumo", "spiral",
+]
+CONSERVATIVE = [n for n in physode.systems.names() if physode.systems.load(n).invariant_names]
+# Chaotic systems whose ten periods take thousands of steps at rtol 1e-11.
+LONG = {"three_body_aca", "double_pendulum", "three_body"}
+DAMPED = ["damped_oscillator", "damped_pendulum"]
+
+
+def test_catalogue_lists_every_required_system():
+    assert set(REQUIRED) <= set(physode.systems.names())
+    assert physode.systems.names() == sorted(physode.systems.names())
+
+
+def test_conservative_and_damped_sets_are_the_expected_ones():
+    assert set(CONSERVATIVE) == {
+        "harmonic_oscillator", "pendulum", "double_pendulum", "kepler", "three_body",
+        "three_body_aca", "lotka_volterra",
+    }
+    for name in DAMPED:
+        system = physode.systems.load(name)
+        assert system.dissipation is not None and system.energy_expression is not None
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_system_loads_samples_and_runs(name):
+    system = physode.systems.load(name)
+    assert system.name == name
+    assert system.spec_text == physode.systems.path(name).read_text(encoding="utf-8")
+    assert system.description and system.reference and system.characteristic_time > 0
+    assert len(system.state_names) == system.n_state and list(system.parameters) == [
+        s.name for s in system.parameter_symbols
+    ]
+    for key, (lo, hi) in system.parameter_ranges.items():
+        assert lo <= system.parameters[key] <= hi
+    y0 = system.sample_initial_states(4, seed=0)
+    p = system.sample_parameters(4, seed=0)
+    assert y0.shape == (4, system.n_state) and p.shape == (4, system.n_params)
+    assert torch.isfinite(system.rhs(0.0, y0, p)).all()
+    t = torch.linspace(0, system.characteristic_time / 3, 5, dtype=F64)
+    ys = physode.odeint(system.vector_field(), y0, t, method="dop853", rtol=1e-7, atol=1e-9)
+    assert ys.shape == (5, 4, system.n_state) and torch.isfinite(ys).all()
+    assert not torch.allclose(ys[-1], ys[0])
+    for value in system.invariants(ys).values():
+        assert value.shape == (5, 4)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in LONG else n for n in CONSERVATIVE]
+)
+def test_invariants_hold_over_ten_characteristic_periods(name):
+    system = physode.systems.load(name)
+    y0 = system.initial_state()
+    t = torch.linspace(0, 10 * system.characteristic_time, 201, dtype=F64)
+    ys = physode.odeint(system.vector_field(), y0, t, method="dop853", rtol=1e-11, atol=1e-12)
+    report = physode.diagnostics.conservation(system, ys, t, tolerance=1e-8)
+    assert report.ok, str(report)
+    assert set(report.invariants) == set(system.invariant_names)
+    if name == "three_body":
+        for key in ("momentum_x", "momentum_y"):
+            assert report[key].max_abs_drift.max().item() <= 1e-12
+
+
+@pytest.mark.parametrize("name", DAMPED)
+def test_damped_energy_never_rises(name):
+    system = physode.systems.load(name)
+    y0 = system.sample_initial_states(4, seed=2)
+    t = torch.linspace(0, 10 * system.characteristic_time, 401, dtype=F64)
+    ys = physode.odeint(system.vector_field(), y0, t, method="dop853", rtol=1e-10, atol=1e-12)
+    energy = system.energy(ys)
+    rises = energy[1:] - energy[:-1]
+    assert rises.max().item() <= 1e-12
+    assert (energy[-1] < energy[0] - 1e-3).all()
+
+
+def test_three_body_starts_are_near_equilateral_with_zero_momentum():
+    system = physode.systems.load("three_body")
+    y0 = system.sample_initial_states(500, seed=0)
+    q = y0[:, :6].reshape(-1, 3, 2)
+    v = y0[:, 6:].reshape(-1, 3, 2)
+    assert v.sum(1).abs().max().item() < 1e-14  # equal masses: momentum = sum of velocities
+    assert q.sum(1).abs().max().item() < 1e-14
+    radius = q.norm(dim=-1)
+    assert radius.min() >= 0.9 - 1e-12 and radius.max() <= 1.2 + 1e-12
+    side = (q[:, 0] - q[:, 1]).norm(dim=-1)
+    torch.testing.assert_close(side, radius[:, 0] * math.sqrt(3))
+    # Speeds scatter around the circular-orbit speed by at most +-20 % per component.
+    circular = torch.sqrt(1 / (math.sqrt(3) * radius[:, 0]))
+    ratio = v.norm(dim=-1) / circular[:, None]
+    assert 0.75 < ratio.min() < 0.9 and 1.1 < ratio.max() < 1.3
+    assert radius[:, 0].max() - radius[:, 0].min() > 0.25
+
+
+def test_three_body_samples_with_unequal_masses_keep_zero_momentum():
+    system = physode.systems.load("three_body")
+    p = system.sample_parameters(50, seed=1)
+    y0 = system.sample_initial_states(50, seed=1, p=p)
+    momentum = system.invariants(y0, p)
+    assert momentum["momentum_x"].abs().max() < 1e-14 and momentum["momentum_y"].abs().max() < 1e-14
+
+
+def test_figure_eight_returns_to_its_start_after_one_period():
+    system = physode.systems.load("three_body")
+    y0 = system.initial_state("figure_eight")
+    t = torch.tensor([0.0, system.characteristic_time], dtype=F64)
+    ys = physode.odeint(system.vector_field(), y0, t, method="dop853", rtol=1e-11, atol=1e-12)
+    assert (ys[-1] - y0).abs().max().item() < 1e-6
+
+
+def test_three_body_aca_has_the_papers_setup():
+    system = physode.systems.load("three_body_aca")
+    assert system.parameters == {"m1": 1.1, "m2": 1.1, "m3": 0.9, "K1": 0.200484, "K2": 7.23932}
+    start = dict(zip(system.state_names, system.initial_state("aca").tolist(), strict=True))
+    assert [start[k] for k in ("x1", "y1", "z1", "x2", "y2", "z2", "x3", "y3", "z3")] == [
+        0.0, 0.2, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.5]
+    assert [start[k] for k in ("vx1", "vy1", "vz1", "vx2", "vy2", "vz2", "vx3", "vy3", "vz3")] == [
+        0.0, 0.1, 0.0, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0]
+    # dr/dt = K2 v; dv1/dt = K1 (m2 (r2 - r1)/|r2 - r1|^3 + m3 (r3 - r1)/|r3 - r1|^3).
+    d = system.rhs(0.0, system.initial_state())
+    r12 = torch.tensor([0.5, -0.2, 0.5], dtype=F64)
+    r13 = torch.tensor([0.0, -0.2, 0.5], dtype=F64)
+    acc1 = 0.200484 * (1.1 * r12 / r12.norm() ** 3 + 0.9 * r13 / r13.norm() ** 3)
+    torch.testing.assert_close(d[9:12], acc1, rtol=1e-14, atol=0)
+    torch.testing.assert_close(d[:9], 7.23932 * system.initial_state()[9:])
+
+
+def test_lotka_volterra_and_spiral_use_the_papers_values():
+    lv = physode.systems.load("lotka_volterra")
+    assert lv.parameters == {"alpha": 1.3, "beta": 0.9, "gamma": 0.8, "delta": 1.8}
+    assert lv.initial_state("ude").tolist() == [0.4425, 4.628]
+    spiral = physode.systems.load("spiral")
+    u = torch.tensor([0.7, -1.1], dtype=F64)
+    a = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64)
+    torch.testing.assert_close(spiral.rhs(0.0, u), (u**3) @ a)
+    assert spiral.initial_state().tolist() == [2.0, 0.0]
+
+
+def test_user_spec_file_loads_by_path(tmp_path):
+    spec = tmp_path / "my_decay.toml"
+    spec.write_text(
+        'name = "my_decay"\nform = "equations"\ndescription = "decay"\n'
+        "[parameters]\nk = { value = 0.5, range = [0.1, 1.0] }\n"
+        '[equations]\nx = "-k*x"\n[initial_state_distribution]\nkind = "normal"\nx = [1.0, 0.1]\n',
+        encoding="utf-8",
+    )
+    for handle in (spec, str(spec)):
+        system = physode.systems.load(handle)
+        assert system.name == "my_decay" and system.parameter_ranges == {"k": (0.1, 1.0)}
+    samples = system.sample_initial_states(2000, seed=0)
+    assert abs(samples.mean().item() - 1.0) < 0.01 and abs(samples.std().item() - 0.1) < 0.01
