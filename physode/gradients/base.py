@@ -31,9 +31,13 @@ class Problem:
     params: list[Tensor]
     stats: Stats
 
-    def run(self, y0: Tensor, trace: Trace | None = None) -> LoopResult:
-        """The forward loop from ``y0`` with this problem's settings."""
-        return integrate(
+    def run(self, y0: Tensor, trace: Trace | None = None, loop: Callable = integrate):
+        """The forward loop from ``y0`` with this problem's settings.
+
+        ``loop`` is the shared-step loop by default, or the per-sample one, which takes the same
+        arguments.
+        """
+        return loop(
             self.stepper,
             self.func,
             y0,

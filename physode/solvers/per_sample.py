@@ -96,6 +96,7 @@ def integrate_per_sample(
     *,
     rtol: float,
     atol: float,
+    step_size: float | None,
     first_step: float | None,
     max_steps: int,
     stats: Stats,
@@ -105,8 +106,11 @@ def integrate_per_sample(
 
     Returns outputs ``(len(times), *y0.shape)`` (NaN where a row stopped early), and per row the
     status code, the time reached and the last step size. ``stats`` receives per-row tensors of
-    accepted steps, rejected steps and evaluations of ``func``.
+    accepted steps, rejected steps and evaluations of ``func``. ``step_size`` must be None: rows
+    choose their own steps.
     """
+    if step_size is not None:
+        raise InvalidArgumentError("step_control='per-sample' needs an adaptive method")
     batch = y0.shape[0]
     dtype, device = y0.dtype, y0.device
     view = (-1,) + (1,) * (y0.ndim - 1)
@@ -274,18 +278,7 @@ class _PerSampleACA(torch.autograd.Function):
 
 
 def _run(problem, y0: Tensor, trace: PerSampleTrace | None = None) -> PerSampleResult:
-    return integrate_per_sample(
-        problem.stepper,
-        problem.func,
-        y0,
-        problem.times,
-        rtol=problem.rtol,
-        atol=problem.atol,
-        first_step=problem.first_step,
-        max_steps=problem.max_steps,
-        stats=problem.stats,
-        trace=trace,
-    )
+    return problem.run(y0, trace, loop=integrate_per_sample)
 
 
 def solve_per_sample(problem, mode, t_tensor: Tensor):
