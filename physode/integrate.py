@@ -104,6 +104,33 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
     return t_tensor, times
 
 
+def _graph_leaves(output: Tensor) -> list[Tensor]:
+    """The leaf tensors requiring grad that ``output`` was computed from."""
+    leaves: dict[int, Tensor] = {}
+    seen: set = set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, Tensor):
+            leaves.setdefault(id(variable), variable)
+        stack.extend(child for child, _ in node.next_functions)
+    return list(leaves.values())
+
+
+def _probe_params(func: Callable, y0: Tensor, t0: float) -> list[Tensor]:
+    """Parameters a plain function reaches in ways that cannot be seen from outside (globals,
+    attributes of objects it closes over): one evaluation with autograd, then its graph's leaves."""
+    with torch.enable_grad():
+        out = func(torch.scalar_tensor(t0, dtype=y0.dtype, device=y0.device), y0.detach())
+    if not isinstance(out, Tensor) or not out.requires_grad:
+        return []
+    return _graph_leaves(out)
+
+
 def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor]:
     """Tensors that need gradients: ``params`` if given, else those ``func`` visibly holds."""
     if params is not None:
@@ -180,8 +207,8 @@ def solve(
         Initial step of adaptive methods; chosen automatically when omitted.
     params : sequence of Tensor, optional
         Tensors to differentiate for ACA and Opt-Disc. By default the parameters of ``func`` if it
-        is an ``nn.Module`` (or a bound method of one), and tensors requiring grad that a plain
-        function closes over.
+        is an ``nn.Module`` (or a bound method of one); for a plain function, the tensors requiring
+        grad that it closes over or reaches otherwise (found from one extra evaluation's graph).
     throw : bool
         Raise :class:`physode.SolverError` when the solve fails (default); with ``False`` return the
         partial solution and its status instead.
@@ -263,6 +290,14 @@ def solve(
         params=_find_params(func, params),
         stats=stats,
     )
+    if params is None and mode.name != "disc-opt" and torch.is_grad_enabled():
+        if not isinstance(func, nn.Module) and not isinstance(
+            getattr(func, "__self__", None), nn.Module
+        ):
+            known = {id(p) for p in problem.params}
+            extra = [p for p in _probe_params(func, y0, times[0]) if id(p) not in known]
+            problem.params.extend(extra)
+            stats.nfe += 1
     if step_control == "per-sample":
         from physode.solvers.per_sample import solve_per_sample
 

@@ -194,7 +194,7 @@ def integrate(
 
         t_new = target if landing else t + h_step
         y1 = step.y1
-        if not adaptive and landing and not bool(torch.isfinite(y1).all()):
+        if not adaptive and not bool(torch.isfinite(y1).all()):
             status = Status.NON_FINITE
             break
         n = stats.n_steps

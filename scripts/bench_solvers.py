@@ -1,0 +1,640 @@
+"""Benchmark of physode's solver layer against torchdiffeq and TorchDiffEqPack (issue 2).
+
+Prints three tables, each with the issue's target and PASS/FAIL:
+
+1. Forward solve, physode vs torchdiffeq (dopri5, same tolerance): an overhead-bound case (Van der
+   Pol, mu = 1, batch 1, t in [0, 50], rtol = atol = 1e-6 and 1e-9, float64) and a compute-bound
+   case (MLP 2-64-64-2 tanh vector field, batch 512, float32). Wall time is the median of several
+   repeats; function evaluations are counted by a wrapper around the vector field, the same for
+   both libraries.
+2. Gradients at rtol = atol = 1e-3, 1e-5, 1e-7 (dopri5, float64, MLP 2-64-64-2, loss on the final
+   state): physode Disc-Opt, ACA, Opt-Disc; torchdiffeq odeint and odeint_adjoint; TorchDiffEqPack's
+   ACA (odesolve_adjoint). Forward+backward time, evaluations forward and backward, peak memory, and
+   the relative gradient error against a reference (physode Disc-Opt, dop853, rtol = atol = 1e-12)
+   and against physode Disc-Opt at the same tolerance.
+3. Memory as the number of steps grows tenfold (rk4, fixed step) for the three physode modes on a
+   wide MLP (2-256-256-2) over a small state (batch 64 x 2).
+
+Memory, measured two ways:
+- "peak MB": the rise of the process's resident set size during one forward+backward pass, i.e.
+  VmHWM - VmRSS from /proc/self/status after freeing malloc's cached memory (malloc_trim) and
+  resetting the high-water mark (/proc/self/clear_refs). It counts every allocation, including
+  tensors a custom autograd Function keeps on its ctx (ACA's checkpoints). In the full run each
+  configuration is measured in a fresh subprocess, so earlier runs cannot leave reusable memory
+  behind; --quick measures in-process. Resolution is a few MB.
+- "saved MB" (table 3): the peak of the live bytes of tensors saved for backward, tracked with
+  torch.autograd.graph.saved_tensors_hooks (freed when the graph node holding them is), plus, for
+  ACA, its checkpoints (one state per accepted step), which autograd hooks cannot see.
+
+Run:  python scripts/bench_solvers.py [--quick] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import physode
+
+try:
+    import torchdiffeq
+except ImportError:  # pragma: no cover - a benchmark dependency
+    torchdiffeq = None
+try:
+    from TorchDiffEqPack import odesolve_adjoint as tdep_odesolve_adjoint
+except ImportError:  # pragma: no cover - a benchmark dependency
+    tdep_odesolve_adjoint = None
+
+GRAD_TOLERANCES = (1e-3, 1e-5, 1e-7)
+GRAD_CONFIGS = (
+    "physode disc-opt",
+    "physode aca",
+    "physode opt-disc",
+    "torchdiffeq odeint",
+    "torchdiffeq odeint_adjoint",
+    "TorchDiffEqPack aca",
+)
+
+
+# ----------------------------------------------------------------------------- vector fields
+
+
+class Counted(nn.Module):
+    """Wraps a vector field and counts its evaluations, split by phase ("fwd" or "bwd")."""
+
+    def __init__(self, field: nn.Module):
+        super().__init__()
+        self.field = field
+        self.phase = "fwd"
+        self.calls = {"fwd": 0, "bwd": 0}
+
+    def forward(self, t, y):
+        self.calls[self.phase] += 1
+        return self.field(t, y)
+
+    def reset(self) -> None:
+        self.phase = "fwd"
+        self.calls = {"fwd": 0, "bwd": 0}
+
+
+class VanDerPol(nn.Module):
+    def __init__(self, mu: float = 1.0):
+        super().__init__()
+        self.mu = mu
+
+    def forward(self, t, y):
+        x, v = y[..., 0:1], y[..., 1:2]
+        return torch.cat([v, self.mu * (1.0 - x * x) * v - x], dim=-1)
+
+
+class MLPField(nn.Module):
+    def __init__(self, width: int = 64, dim: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(
+            nn.Linear(dim, width),
+            nn.Tanh(),
+            nn.Linear(width, width),
+            nn.Tanh(),
+            nn.Linear(width, dim),
+        )
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each run, the runs taking turns so that a change in the load of a shared
+    machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _proc_status(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def peak_rss_rise(fn: Callable[[], object]) -> int | None:
+    """Bytes by which the resident set grows at its peak while ``fn`` runs (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current RSS
+        before = _proc_status("VmRSS")
+    except OSError:
+        return None
+    fn()
+    return max(_proc_status("VmHWM") - before, 0)
+
+
+class SavedBytes:
+    """Peak live bytes of the distinct storages saved for backward while the context is active.
+
+    A storage saved by several graph nodes (a tanh output is saved by tanh and by the next linear
+    layer) counts once; it stops counting when the last node holding it is freed.
+    """
+
+    def __init__(self):
+        self.live = 0
+        self.peak = 0
+        self.holders: dict[int, int] = {}
+
+    def _pack(self, tensor):
+        return _Held(tensor, self)
+
+    @staticmethod
+    def _unpack(held):
+        return held.tensor
+
+    def add(self, key: int, nbytes: int) -> None:
+        count = self.holders.get(key, 0)
+        self.holders[key] = count + 1
+        if count == 0:
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+
+    def remove(self, key: int, nbytes: int) -> None:
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            del self.holders[key]
+            self.live -= nbytes
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+
+class _Held:
+    def __init__(self, tensor, meter: SavedBytes):
+        storage = tensor.untyped_storage()
+        self.tensor, self.meter = tensor, meter
+        self.key, self.nbytes = storage.data_ptr(), storage.nbytes()
+        meter.add(self.key, self.nbytes)
+
+    def __del__(self):
+        self.meter.remove(self.key, self.nbytes)
+
+
+# ----------------------------------------------------------------------------- 1. forward
+
+
+def forward_case(name, field, y0, t, tol, repeats):
+    """Evaluations counted in one run through a counting wrapper; time measured without it."""
+
+    def solver(library, func):
+        def run():
+            with torch.no_grad():
+                if library == "physode":
+                    return physode.solve(func, y0, t, method="dopri5", rtol=tol, atol=tol)
+                return torchdiffeq.odeint(func, y0, t, method="dopri5", rtol=tol, atol=tol)
+
+        return run
+
+    nfe = {}
+    for library in ("physode", "torchdiffeq"):
+        counted = Counted(field)
+        solver(library, counted)()  # also the warm-up
+        nfe[library] = counted.calls["fwd"]
+    seconds = interleaved_medians(
+        {library: solver(library, field) for library in ("physode", "torchdiffeq")}, repeats
+    )
+    return {
+        "case": name,
+        "tol": tol,
+        "physode_seconds": seconds["physode"],
+        "torchdiffeq_seconds": seconds["torchdiffeq"],
+        "physode_nfe": nfe["physode"],
+        "torchdiffeq_nfe": nfe["torchdiffeq"],
+        "time_ratio": seconds["physode"] / seconds["torchdiffeq"],
+        "nfe_ratio": nfe["physode"] / nfe["torchdiffeq"],
+    }
+
+
+def table_forward(quick: bool, repeats: int) -> list[dict]:
+    rows = []
+    t_end = 5.0 if quick else 50.0
+    vdp_y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    vdp_t = torch.tensor([0.0, t_end], dtype=torch.float64)
+    for tol in (1e-6, 1e-9):
+        row = forward_case(
+            f"Van der Pol mu=1, batch 1, t in [0,{t_end:g}]",
+            VanDerPol(1.0),
+            vdp_y0,
+            vdp_t,
+            tol,
+            repeats,
+        )
+        row["target"] = "time <= 0.5x, nfe within 15%"
+        row["pass"] = row["time_ratio"] <= 0.5 and abs(row["nfe_ratio"] - 1.0) <= 0.15
+        rows.append(row)
+    batch = 64 if quick else 512
+    mlp_y0 = torch.randn(batch, 2, generator=torch.Generator().manual_seed(1))
+    mlp_t = torch.tensor([0.0, 5.0])
+    row = forward_case(
+        f"MLP 2-64-64-2 tanh, batch {batch}, float32, t in [0,5]",
+        MLPField(64),
+        mlp_y0,
+        mlp_t,
+        1e-5,
+        repeats,
+    )
+    row["target"] = "time <= 1.0x"
+    row["pass"] = row["time_ratio"] <= 1.0
+    rows.append(row)
+    return rows
+
+
+def print_forward(rows):
+    print("\n1. Forward solve, physode vs torchdiffeq (dopri5, same rtol = atol)")
+    header = (
+        f"{'case':<48} {'tol':>6} {'physode ms':>11} {'tdiffeq ms':>11} {'ratio':>6} "
+        f"{'nfe phys':>9} {'nfe tdq':>8} {'nfe ratio':>9}  {'target':<30} result"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['case']:<48} {r['tol']:>6.0e} {1e3 * r['physode_seconds']:>11.2f} "
+            f"{1e3 * r['torchdiffeq_seconds']:>11.2f} {r['time_ratio']:>6.2f} "
+            f"{r['physode_nfe']:>9d} {r['torchdiffeq_nfe']:>8d} {r['nfe_ratio']:>9.3f}  "
+            f"{r['target']:<30} {'PASS' if r['pass'] else 'FAIL'}"
+        )
+
+
+# ----------------------------------------------------------------------------- 2. gradients
+
+
+def gradient_problem(quick: bool):
+    batch = 16 if quick else 256
+    field = MLPField(64).double()
+    y0 = torch.randn(batch, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    weights = torch.randn(batch, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    return field, y0, weights, 2.0 if quick else 5.0
+
+
+def gradient_run(config: str, tol: float, field: nn.Module, y0, weights, t_end):
+    """One forward+backward pass; returns the flat gradient w.r.t. (y0, parameters).
+
+    Pass a :class:`Counted` field to count evaluations by phase.
+    """
+    counted = field if isinstance(field, Counted) else None
+    params = list(field.parameters())
+    y0 = y0.detach().clone().requires_grad_(True)
+    t = torch.tensor([0.0, t_end], dtype=y0.dtype)
+    if counted is not None:
+        counted.phase = "fwd"
+    if config.startswith("physode"):
+        mode = {
+            "physode disc-opt": "disc-opt",
+            "physode aca": "aca",
+            "physode opt-disc": "opt-disc",
+        }[config]
+        method = "dop853" if tol < 1e-10 else "dopri5"
+        y_end = physode.odeint(field, y0, t, method=method, rtol=tol, atol=tol, gradient=mode)[-1]
+    elif config == "torchdiffeq odeint":
+        y_end = torchdiffeq.odeint(field, y0, t, method="dopri5", rtol=tol, atol=tol)[-1]
+    elif config == "torchdiffeq odeint_adjoint":
+        y_end = torchdiffeq.odeint_adjoint(field, y0, t, method="dopri5", rtol=tol, atol=tol)[-1]
+    elif config == "TorchDiffEqPack aca":
+        options = {
+            "method": "dopri5",
+            "t0": 0.0,
+            "t1": t_end,
+            "rtol": tol,
+            "atol": tol,
+            "h": None,
+            "print_neval": False,
+            "neval_max": 10**7,
+        }
+        y_end = tdep_odesolve_adjoint(field, y0, options=options)
+    else:
+        raise ValueError(config)
+    loss = (y_end * weights).sum()
+    if counted is not None:
+        counted.phase = "bwd"
+    grads = torch.autograd.grad(loss, [y0, *params])
+    if counted is not None:
+        counted.phase = "fwd"
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _relative(a, b) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def table_gradients(quick: bool, repeats: int, fresh_process: bool) -> list[dict]:
+    field, y0, weights, t_end = gradient_problem(quick)
+    reference = gradient_run("physode disc-opt", 1e-12, field, y0, weights, t_end)
+    rows = []
+    available = [
+        c
+        for c in GRAD_CONFIGS
+        if not (c.startswith("torchdiffeq") and torchdiffeq is None)
+        and not (c.startswith("TorchDiffEqPack") and tdep_odesolve_adjoint is None)
+    ]
+    for tol in GRAD_TOLERANCES:
+        disc = gradient_run("physode disc-opt", tol, field, y0, weights, t_end)
+        measured, runs = {}, {}
+        for config in available:
+            counted = Counted(field)
+            grad = gradient_run(config, tol, counted, y0, weights, t_end)  # also the warm-up
+            measured[config] = (grad, dict(counted.calls))
+
+            def run(config=config, tol=tol):
+                return gradient_run(config, tol, field, y0, weights, t_end)
+
+            runs[config] = run
+        seconds = interleaved_medians(runs, repeats)
+        for config in available:
+            grad, nfe = measured[config]
+            spec = {"table": "gradients", "quick": quick, "config": config, "tol": tol}
+            peak = measure_in_subprocess(spec) if fresh_process else peak_rss_rise(runs[config])
+            rows.append(
+                {
+                    "config": config,
+                    "tol": tol,
+                    "seconds": seconds[config],
+                    "nfe_fwd": nfe["fwd"],
+                    "nfe_bwd": nfe["bwd"],
+                    "peak_bytes": peak,
+                    "error_vs_reference": _relative(grad, reference),
+                    "error_vs_disc_opt": _relative(grad, disc),
+                }
+            )
+    _judge_gradients(rows)
+    return rows
+
+
+def _judge_gradients(rows):
+    by = {(r["config"], r["tol"]): r for r in rows}
+    for r in rows:
+        r["target"], r["pass"] = "", None
+        disc = by.get(("physode disc-opt", r["tol"]))
+        adjoint = by.get(("torchdiffeq odeint_adjoint", r["tol"]))
+        if r["config"] == "physode aca":
+            checks = [r["seconds"] <= 1.5 * disc["seconds"], r["error_vs_disc_opt"] <= 1e-10]
+            r["target"] = "<=1.5x disc-opt, grad = disc-opt (1e-10)"
+            if adjoint is not None:
+                checks.append(r["seconds"] <= 0.3 * adjoint["seconds"])
+                r["target"] += ", <=0.3x odeint_adjoint"
+            r["pass"] = all(checks)
+            r["ratio_vs_disc_opt"] = r["seconds"] / disc["seconds"]
+            if adjoint is not None:
+                r["ratio_vs_adjoint"] = r["seconds"] / adjoint["seconds"]
+        elif r["config"] == "physode opt-disc" and adjoint is not None:
+            r["target"] = "time <= odeint_adjoint, error <= odeint_adjoint's"
+            r["pass"] = (
+                r["seconds"] <= adjoint["seconds"]
+                and r["error_vs_reference"] <= adjoint["error_vs_reference"]
+            )
+            r["ratio_vs_adjoint"] = r["seconds"] / adjoint["seconds"]
+
+
+def _mb(nbytes) -> str:
+    return "n/a" if nbytes is None else f"{nbytes / 2**20:.1f}"
+
+
+def print_gradients(rows, quick):
+    batch, t_end = (16, 2) if quick else (256, 5)
+    print(
+        f"\n2. Gradients: MLP 2-64-64-2 tanh, batch {batch}, float64, t in [0,{t_end}], dopri5, "
+        "loss = weighted sum of the final state"
+    )
+    print(
+        "   reference: physode Disc-Opt, dop853, rtol = atol = 1e-12; "
+        "peak MB = rise of resident memory during fwd+bwd"
+    )
+    header = (
+        f"{'config':<28} {'tol':>6} {'fwd+bwd ms':>11} {'nfe fwd':>8} {'nfe bwd':>8} "
+        f"{'peak MB':>8} {'err vs ref':>11} {'err vs disc':>11}  {'target':<52} result"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        result = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
+        ratios = []
+        if "ratio_vs_disc_opt" in r:
+            ratios.append(f"{r['ratio_vs_disc_opt']:.2f}x disc-opt")
+        if "ratio_vs_adjoint" in r:
+            ratios.append(f"{r['ratio_vs_adjoint']:.2f}x adjoint")
+        print(
+            f"{r['config']:<28} {r['tol']:>6.0e} {1e3 * r['seconds']:>11.1f} "
+            f"{r['nfe_fwd']:>8d} {r['nfe_bwd']:>8d} {_mb(r['peak_bytes']):>8} "
+            f"{r['error_vs_reference']:>11.2e} {r['error_vs_disc_opt']:>11.2e}  "
+            f"{r['target']:<52} {result} {' '.join(ratios)}"
+        )
+
+
+# ----------------------------------------------------------------------------- 3. memory
+
+
+def memory_problem(quick: bool):
+    field = MLPField(width=128 if quick else 256).double()
+    y0 = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    steps = (5, 50) if quick else (20, 200)
+    return field, y0, steps
+
+
+def memory_run(mode: str, field, y0, n_steps: int) -> tuple[int, int]:
+    """fwd+bwd with rk4 and n_steps over [0, 1]; returns (peak saved bytes, accepted steps)."""
+    y0 = y0.detach().clone().requires_grad_(True)
+    step_size = 1.0 / n_steps
+    gradient = physode.OptDisc(method="rk4", step_size=step_size) if mode == "opt-disc" else mode
+    with SavedBytes() as meter:
+        sol = physode.solve(
+            field, y0, [0.0, 1.0], method="rk4", step_size=1.0 / n_steps, gradient=gradient
+        )
+        sol.ys[-1].sum().backward()
+    checkpoints = sol.stats.n_steps * y0.numel() * y0.element_size() if mode == "aca" else 0
+    return meter.peak + checkpoints, sol.stats.n_steps
+
+
+def table_memory(quick: bool, fresh_process: bool) -> list[dict]:
+    field, y0, steps = memory_problem(quick)
+    rows = []
+    for mode in ("disc-opt", "aca", "opt-disc"):
+        measured = []
+        for n in steps:
+            saved, n_steps = memory_run(mode, field, y0, n)
+            spec = {"table": "memory", "quick": quick, "mode": mode, "n_steps": n}
+            peak = (
+                measure_in_subprocess(spec)
+                if fresh_process
+                else peak_rss_rise(lambda mode=mode, n=n: memory_run(mode, field, y0, n))
+            )
+            measured.append((n_steps, saved, peak))
+        (n1, saved1, peak1), (n2, saved2, peak2) = measured
+        row = {
+            "mode": mode,
+            "steps": [n1, n2],
+            "saved_bytes": [saved1, saved2],
+            "peak_bytes": [peak1, peak2],
+            "saved_growth": saved2 / saved1,
+            "peak_growth": None if not peak1 or peak2 is None else peak2 / peak1,
+        }
+        # Judged on the saved bytes (exact); the resident-memory rise is an independent check with
+        # a resolution of a few hundred kB.
+        if mode == "aca":
+            row["target"] = "grows <= 20%"
+            row["pass"] = row["saved_growth"] <= 1.2
+        elif mode == "disc-opt":
+            row["target"] = "grows roughly tenfold (>= 5x)"
+            row["pass"] = row["saved_growth"] >= 5
+        else:
+            row["target"], row["pass"] = "(no target; O(1) in steps)", None
+        rows.append(row)
+    return rows
+
+
+def print_memory(rows, quick):
+    width = 128 if quick else 256
+    print(
+        f"\n3. Memory as the steps grow tenfold: MLP 2-{width}-{width}-2 tanh on a 64 x 2 state, "
+        "rk4, fwd+bwd"
+    )
+    print(
+        "   judged on saved MB (saved-for-backward bytes + ACA checkpoints); peak MB = rise of "
+        "resident memory, a cross-check"
+    )
+    header = (
+        f"{'mode':<10} {'steps':>10} {'saved MB':>16} {'growth':>7} {'peak MB':>16} "
+        f"{'growth':>7}  {'target':<30} result"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        result = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
+        saved = f"{_mb(r['saved_bytes'][0])} -> {_mb(r['saved_bytes'][1])}"
+        peak = f"{_mb(r['peak_bytes'][0])} -> {_mb(r['peak_bytes'][1])}"
+        growth = "n/a" if r["peak_growth"] is None else f"{r['peak_growth']:.2f}x"
+        print(
+            f"{r['mode']:<10} {r['steps'][0]:>4} -> {r['steps'][1]:<4} {saved:>16} "
+            f"{r['saved_growth']:>6.2f}x {peak:>16} {growth:>7}  {r['target']:<30} {result}"
+        )
+
+
+# ----------------------------------------------------------------------------- fresh processes
+
+
+def measure_in_subprocess(spec: dict) -> int | None:
+    """Peak resident-memory rise of one configuration, measured in a fresh interpreter."""
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        json.dumps(spec),
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def child(spec: dict) -> None:
+    if spec["table"] == "gradients":
+        field, y0, weights, t_end = gradient_problem(spec["quick"])
+
+        def run():
+            gradient_run(spec["config"], spec["tol"], field, y0, weights, t_end)
+    else:
+        field, y0, _ = memory_problem(spec["quick"])
+
+        def run():
+            memory_run(spec["mode"], field, y0, spec["n_steps"])
+
+    run()  # warm-up: lazy initialisation is not the configuration's memory
+    print(json.dumps({"peak_bytes": peak_rss_rise(run)}))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small problems and one repeat, memory measured in-process",
+    )
+    parser.add_argument("--out", help="write every measurement to this JSON file")
+    parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a small shared machine, idle-spinning "
+        "OpenMP workers contending with other processes slow small tensor ops many times over)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(json.loads(args.child))
+        return 0
+    if torchdiffeq is None:
+        print("torchdiffeq is not installed: pip install 'physode[bench]'", file=sys.stderr)
+        return 2
+    repeats = args.repeats or (1 if args.quick else 7)
+    print(
+        f"physode {physode.__version__}, torch {torch.__version__}, torchdiffeq "
+        f"{getattr(torchdiffeq, '__version__', '?')}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"repeats {repeats}{', quick' if args.quick else ''}"
+    )
+    started = time.perf_counter()
+    forward = table_forward(args.quick, repeats)
+    print_forward(forward)
+    gradients = table_gradients(args.quick, repeats, fresh_process=not args.quick)
+    print_gradients(gradients, args.quick)
+    memory = table_memory(args.quick, fresh_process=not args.quick)
+    print_memory(memory, args.quick)
+    verdicts = [r["pass"] for r in forward + gradients + memory if r.get("pass") is not None]
+    print(
+        f"\ntargets: {sum(verdicts)} of {len(verdicts)} PASS "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(
+                {
+                    "quick": args.quick,
+                    "repeats": repeats,
+                    "forward": forward,
+                    "gradients": gradients,
+                    "memory": memory,
+                },
+                fh,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

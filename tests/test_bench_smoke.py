@@ -1,0 +1,51 @@
+"""The solver benchmark runs end to end in its quick mode and prints its three tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_solvers.py"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
+    pytest.importorskip("torchdiffeq")
+    pytest.importorskip("TorchDiffEqPack")
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    text = result.stdout
+    for title in ("1. Forward solve", "2. Gradients", "3. Memory as the steps grow tenfold"):
+        assert title in text
+    for row in (
+        "Van der Pol",
+        "MLP 2-64-64-2",
+        "physode disc-opt",
+        "physode aca",
+        "physode opt-disc",
+        "torchdiffeq odeint_adjoint",
+        "TorchDiffEqPack aca",
+    ):
+        assert row in text
+    assert "PASS" in text or "FAIL" in text
+    assert "targets:" in text
+
+    results = json.loads(out.read_text())
+    assert len(results["forward"]) == 3
+    assert len(results["gradients"]) == 3 * 6
+    assert [r["mode"] for r in results["memory"]] == ["disc-opt", "aca", "opt-disc"]
+    aca = [r for r in results["gradients"] if r["config"] == "physode aca"]
+    # Measured numbers, not placeholders: ACA equals Disc-Opt and counts its backward evaluations.
+    assert all(r["error_vs_disc_opt"] <= 1e-10 and r["nfe_bwd"] > 0 for r in aca)
+    disc, aca_memory = results["memory"][0], results["memory"][1]
+    assert disc["saved_growth"] > 5 > 1.2 > aca_memory["saved_growth"]

@@ -1,0 +1,230 @@
+"""Bad input and failed solves: each error names the bad value and the way out."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import physode
+from physode.solvers import ADAPTIVE_METHODS, FIXED_METHODS
+
+DTYPE = torch.float64
+Y0 = torch.ones(2, dtype=DTYPE)
+T = [0.0, 1.0]
+
+
+def decay(t, y):
+    return -y
+
+
+def _error(**kwargs) -> str:
+    options = {"func": decay, "y0": Y0, "t": T, **kwargs}
+    func, y0, t = options.pop("func"), options.pop("y0"), options.pop("t")
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        physode.solve(func, y0, t, **options)
+    assert isinstance(info.value, ValueError)
+    return str(info.value)
+
+
+def test_unknown_method_lists_every_valid_method():
+    message = _error(method="rk45")
+    assert "'rk45'" in message
+    for name in ADAPTIVE_METHODS + FIXED_METHODS:
+        assert name in message
+
+
+def test_unknown_gradient_lists_every_valid_choice():
+    message = _error(gradient="adjoint")
+    assert "'adjoint'" in message
+    for name in ("disc-opt", "opt-disc", "aca", "DiscOpt", "OptDisc", "ACA"):
+        assert name in message
+
+
+def test_unknown_step_control_lists_every_valid_choice():
+    message = _error(step_control="global")
+    assert "'global'" in message and "shared" in message and "per-sample" in message
+
+
+def test_opt_disc_rejects_an_unknown_backward_method():
+    with pytest.raises(physode.InvalidArgumentError, match="'rk45'.*dopri5"):
+        physode.OptDisc(method="rk45")
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_fixed_step_method_without_step_size_says_how_to_give_one(method):
+    message = _error(method=method)
+    assert f"method={method!r}" in message and "step_size=" in message
+
+
+@pytest.mark.parametrize("method", ["heun", "dopri5", "dop853"])
+def test_step_size_with_an_adaptive_method_is_refused(method):
+    message = _error(method=method, step_size=0.1)
+    assert "step_size" in message and f"{method!r}" in message and "first_step" in message
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [
+        ([0.0, 1.0, 0.5], "strictly increasing or strictly decreasing"),
+        ([0.0, 1.0, 1.0], "strictly increasing or strictly decreasing"),
+        ([1.0, 0.0, 0.5], "strictly increasing or strictly decreasing"),
+        ([0.0], "at least two"),
+        ([[0.0, 1.0]], "1-D"),
+        ([0.0, math.inf], "finite"),
+    ],
+)
+def test_bad_output_times_are_refused_with_the_values_shown(t, expected):
+    message = _error(t=t)
+    assert expected in message
+
+
+@pytest.mark.parametrize("name", ["rtol", "atol"])
+@pytest.mark.parametrize("value", [0.0, -1e-6, math.nan])
+def test_tolerances_must_be_positive(name, value):
+    message = _error(**{name: value})
+    assert name in message and repr(value) in message
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1])
+def test_step_size_must_be_positive(value):
+    message = _error(method="rk4", step_size=value)
+    assert "step_size" in message and repr(value) in message
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_non_floating_y0_is_refused_with_the_fix(dtype):
+    message = _error(y0=torch.ones(2, dtype=dtype))
+    assert str(dtype) in message and "y0.double()" in message
+
+
+def test_func_returning_the_wrong_shape_is_reported_with_both_shapes():
+    message = _error(func=lambda t, y: y.sum(), y0=torch.ones(3, 2, dtype=DTYPE))
+    assert "(3, 2)" in message and "()" in message
+
+
+def test_func_returning_no_tensor_is_reported():
+    message = _error(func=lambda t, y: None)
+    assert "NoneType" in message
+
+
+def test_non_finite_y0_is_refused():
+    assert "finite" in _error(y0=torch.tensor([1.0, math.nan], dtype=DTYPE))
+
+
+def _other_devices() -> list[str]:
+    devices = ["meta"]  # always present, and never the device of a CPU y0
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    return devices
+
+
+@pytest.mark.parametrize("device", _other_devices())
+def test_times_on_another_device_than_y0_are_refused(device):
+    t = torch.tensor(T, dtype=DTYPE, device=device)
+    message = _error(t=t)
+    assert device in message and "t.to(y0.device)" in message
+
+
+def test_times_on_a_second_accelerator_are_refused():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: there is no second real device here")
+    t = torch.tensor(T, dtype=DTYPE, device="cuda")
+    y0 = Y0.to("cuda")
+    ys = physode.odeint(decay, y0, t)  # same device works
+    assert ys.device.type == "cuda"
+    message = _error(t=t.cpu(), y0=y0)
+    assert "cpu" in message and "cuda" in message
+
+
+# ----------------------------------------------------------------------------- failed solves
+
+
+def blow_up(t, y):
+    return y * y  # y = 1 / (1 - t) from y(0) = 1: infinite at t = 1
+
+
+def _check_failure(info, status, t_low, t_high):
+    error = info.value
+    assert isinstance(error, physode.PhysodeError) and isinstance(error, RuntimeError)
+    assert error.status is status
+    assert t_low <= error.t <= t_high
+    assert math.isfinite(error.step_size) and error.step_size != 0
+    assert f"t={error.t:.17g}" in str(error) and f"{abs(error.step_size):.3g}" in str(error)
+    solution = error.solution
+    assert isinstance(solution, physode.Solution) and solution.status is status
+    assert not solution.success
+    return error
+
+
+def test_step_size_underflow_at_a_blow_up_says_where():
+    t = torch.linspace(0.0, 2.0, 9, dtype=DTYPE)
+    with pytest.raises(physode.SolverError) as info:
+        physode.solve(blow_up, torch.ones(1, dtype=DTYPE), t)
+    error = _check_failure(info, physode.Status.STEP_SIZE_UNDERFLOW, 0.999, 1.001)
+    assert "underflow" in str(error) and "float64" in str(error)
+    assert abs(error.step_size) < 1e-12
+    ys = error.solution.ys
+    assert ys.shape == (9, 1)
+    reached = t <= error.t
+    # Outputs before the blow-up are accurate, the rest NaN.
+    torch.testing.assert_close(ys[reached][:4, 0], 1.0 / (1.0 - t[:4]), rtol=1e-5, atol=0)
+    assert torch.isnan(ys[~reached]).all()
+
+
+def test_max_steps_stops_the_solve_and_suggests_a_larger_limit():
+    with pytest.raises(physode.SolverError) as info:
+        physode.solve(decay, Y0, [0.0, 0.5, 1000.0], max_steps=20, method="rk4", step_size=0.01)
+    error = _check_failure(info, physode.Status.MAX_STEPS, 0.19, 0.21)
+    assert "max_steps=20" in str(error) and "max_steps=200" in str(error)
+    assert error.solution.stats.n_steps == 20
+    assert torch.isnan(error.solution.ys[1:]).all()
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_non_finite_state_stops_the_solve(method):
+    def poisoned(t, y):
+        return -y + (math.nan if t.item() > 0.5 else 0.0)
+
+    options = {"step_size": 0.1} if method == "rk4" else {}
+    with pytest.raises(physode.SolverError) as info:
+        physode.solve(poisoned, Y0, [0.0, 0.25, 1.0], method=method, **options)
+    error = _check_failure(info, physode.Status.NON_FINITE, 0.4, 1.0)
+    assert "non-finite" in str(error)
+    ys = error.solution.ys
+    torch.testing.assert_close(ys[1], Y0 * math.exp(-0.25), rtol=1e-5, atol=0)
+    assert torch.isnan(ys[2]).all()
+
+
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
+def test_throw_false_returns_the_partial_solution_with_nan_after_the_failure(gradient):
+    t = torch.linspace(0.0, 2.0, 5, dtype=DTYPE)
+    y0 = torch.ones(1, dtype=DTYPE, requires_grad=True)
+    # Opt-Disc's backward must start at the last output reached, not from the NaN after it
+    # (it used to spin until max_steps; the forward needs about 450 attempts).
+    sol = physode.solve(blow_up, y0, t, throw=False, gradient=gradient, max_steps=600)
+    assert sol.status is physode.Status.STEP_SIZE_UNDERFLOW
+    assert not sol.success
+    assert 0.999 < sol.t_final < 1.001
+    assert "underflow" in sol.message
+    assert sol.ys.shape == (5, 1)
+    assert sol.ys[1].item() == pytest.approx(2.0, rel=1e-5)
+    assert torch.isnan(sol.ys[3:]).all()
+    # The part that was reached can still be differentiated.
+    (grad,) = torch.autograd.grad(sol.ys[1].sum(), [y0])
+    assert grad.item() == pytest.approx(4.0, rel=1e-4)  # d/dy0 of y0 / (1 - y0 t) at t = 0.5
+
+
+def test_nan_from_the_first_evaluation_stops_at_once_as_non_finite():
+    # A NaN first evaluation makes the automatic first step NaN; the loop once rejected
+    # max_steps times ("step size nan") instead of stopping.
+    sol = physode.solve(lambda t, y: y * math.nan, Y0, T, throw=False, max_steps=500)
+    assert sol.status is physode.Status.NON_FINITE
+    assert sol.stats.n_rejected < 100
+
+
+def test_successful_solution_reports_success():
+    sol = physode.solve(decay, Y0, T)
+    assert sol.success and sol.status is physode.Status.SUCCESS and sol.message == "success"
+    assert sol.t_final == 1.0
