@@ -36,12 +36,14 @@ class _ACAFunction(torch.autograd.Function):
         nfe = 0
         for n in range(len(trace.t) - 1, -1, -1):
             t, h = trace.t[n], trace.h[n]
+            outputs = outputs_of_step[n]
+            replay = all(theta is None for _, theta in outputs)
             with torch.enable_grad():
                 y = trace.y[n].detach().requires_grad_(True)
-                step = stepper.step(func, t, y, h, func(time(t), y), time)
-                nfe += 1 + stepper.nfe_per_step
+                step = stepper.step(func, t, y, h, func(time(t), y), time, replay=replay)
+                nfe += 1 + (stepper.nfe_per_replay if replay else stepper.nfe_per_step)
                 targets, cotangents = [step.y1], [adjoint]
-                for k, theta in outputs_of_step[n]:
+                for k, theta in outputs:
                     if theta is None:
                         cotangents[0] = cotangents[0] + grad_ys[k]
                     else:

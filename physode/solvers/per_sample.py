@@ -266,9 +266,9 @@ class _PerSampleACA(torch.autograd.Function):
             with torch.enable_grad():
                 y = y_in.detach().requires_grad_(True)
                 tv, hv = t.view(view), h.view(view)
-                step = stepper.step(func, tv, y, hv, func(tv, y), None)
+                step = stepper.step(func, tv, y, hv, func(tv, y), None, replay=True)
                 grads = torch.autograd.grad(step.y1, [y, *params], cotangent, allow_unused=True)
-            nfe += 1 + stepper.nfe_per_step
+            nfe += 1 + stepper.nfe_per_replay
             adjoint[rows] = grads[0] if grads[0] is not None else torch.zeros_like(y)
             for acc, g in zip(param_grads, grads[1:]):
                 if g is not None:

@@ -80,6 +80,10 @@ class RungeKutta:
         # Evaluations a step makes on top of the f0 it is handed.
         self.nfe_per_step = tableau.stages - 1
         self._rows = [(ci, row) for ci, row in zip(tableau.c[1:], tableau.a[1:])]
+        # Trailing stages with zero weight in b (the FSAL stage) do not affect y1.
+        used = max(i for i, w in enumerate(tableau.b) if w != 0.0) + 1
+        self._replay_rows = self._rows[: used - 1]
+        self.nfe_per_replay = used - 1
 
     def step(
         self,
@@ -89,21 +93,28 @@ class RungeKutta:
         h: float | Tensor,
         f0: Tensor,
         time: Callable[[float], Tensor],
+        *,
+        replay: bool = False,
     ) -> StepResult:
         """Take one step of size ``h`` from ``(t, y)`` given ``f0 = func(t, y)``.
 
         ``t`` and ``h`` are Python floats (one step size for the whole state) or tensors
         broadcastable against ``y`` (one step per row); ``time`` turns a float time into the tensor
-        handed to ``func``.
+        handed to ``func``. ``replay=True`` rebuilds only what ``y1`` depends on (ACA's backward
+        pass): no error estimate, and no FSAL stage, whose weight in ``b`` is zero; dense output
+        is then unavailable.
         """
         tab = self.tableau
         per_row = isinstance(h, Tensor)
         ks = [f0]
-        for ci, row in self._rows:
+        rows = self._replay_rows if replay else self._rows
+        for ci, row in rows:
             yi = _advance(y, h, lincomb(row, ks))
             ti = t + ci * h if per_row else time(t + ci * h)
             ks.append(func(ti, yi))
         y1 = _advance(y, h, lincomb(tab.b, ks))
+        if replay:
+            return StepResult(y1, None, None, None, ks)
         f1 = ks[-1] if tab.fsal else None
         error = error_low = None
         if tab.b_error is not None:

@@ -43,6 +43,7 @@ class Leapfrog:
     adaptive = False
     has_dense = False
     nfe_per_step = 2
+    nfe_per_replay = 2
     _substeps: tuple[float, ...] = (1.0,)
 
     def __init__(self, n_coordinates: int):
@@ -66,6 +67,8 @@ class Leapfrog:
         h: float,
         f0: Tensor,
         time: Callable[[float], Tensor],
+        *,
+        replay: bool = False,
     ) -> StepResult:
         """One step of size ``h``; ``f0`` only needs a valid second half (the kick)."""
         for w in self._substeps:
@@ -80,5 +83,6 @@ class Yoshida4(Leapfrog):
     name = "yoshida4"
     order = 4
     nfe_per_step = 6
+    nfe_per_replay = 6
     _w1 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
     _substeps = (_w1, 1.0 - 2.0 * _w1, _w1)

@@ -1,0 +1,297 @@
+"""The ``physode train`` subcommand: build a model, train it on a data set, report.
+
+The ``physode`` command (``physode/cli.py``) registers it with :func:`add_train_parser`; the
+parser's ``func`` default is :func:`run_train`, which returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from physode._errors import InvalidArgumentError, PhysodeError
+from physode.train.config import (
+    ADAPTIVE_METHODS,
+    FIXED_STEP_METHODS,
+    GRADIENT_MODES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    TrainConfig,
+)
+
+MODEL_KINDS = ("physics", "neural", "hybrid")
+_MODEL_KEYS = (
+    "kind", "system", "learnable", "init", "width", "depth", "activation", "aphynity",
+    "aphynity_lambda", "aphynity_tau",
+)
+_MODEL_DEFAULTS: dict[str, Any] = {
+    "kind": "hybrid", "system": None, "learnable": None, "init": {}, "width": 64, "depth": 2,
+    "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0, "aphynity_tau": 1.0,
+}
+
+EXAMPLES = """examples:
+  physode train three_body.h5 --model physics --learnable m1,m2,m3 --epochs 50
+  physode train pendulum.h5 --model hybrid --system pendulum --learnable g --aphynity \\
+      --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
+  physode train --config run.toml --resume out/checkpoints/last.pt
+"""
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _assignments(text: str) -> dict[str, float]:
+    values = {}
+    for item in _csv_list(text):
+        name, sep, value = item.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE pairs, got {item!r}")
+    return values
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand to ``physode``'s subparsers.
+
+    Parameters
+    ----------
+    subparsers
+        What ``ArgumentParser.add_subparsers()`` returned.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``train`` parser; its ``func`` default is :func:`run_train`.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser(prog="physode")
+    >>> _ = add_train_parser(parser.add_subparsers())
+    >>> args = parser.parse_args(["train", "data.h5", "--epochs", "3"])
+    >>> args.data, args.epochs
+    ('data.h5', 3)
+    """
+    s = argparse.SUPPRESS
+    parser = subparsers.add_parser(
+        "train",
+        help="train a physics, neural or hybrid model on a data set",
+        description="Train a model on an HDF5 data set written by `physode simulate`, with\n"
+        "the data set's stored train/val/test split; log every epoch, checkpoint, and\n"
+        "report rollout errors and conservation on the test split. Command-line options\n"
+        "override the values of --config.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=s,
+    )
+    parser.add_argument("data", nargs="?", help="the .h5 data set (or `data` in --config)")
+    parser.add_argument("--config", help="a TOML file with `data`, [model] and [train] tables")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="default: hybrid")
+    model.add_argument(
+        "--system", help="physics of the model: catalogue name or file (default: the data set's)"
+    )
+    model.add_argument(
+        "--learnable", type=_csv_list, help="comma-separated physical parameters to learn"
+    )
+    model.add_argument("--init", type=_assignments, help="start values, e.g. m1=1.0,m2=1.0")
+    model.add_argument("--width", type=int, help="hidden units of the network (default 64)")
+    model.add_argument("--depth", type=int, help="hidden layers of the network (default 2)")
+    model.add_argument("--activation", help="tanh, relu, softplus, elu, gelu, silu, sigmoid")
+    model.add_argument(
+        "--aphynity", action="store_true", help="hybrid: penalise the residual's norm (APHYNITY)"
+    )
+    model.add_argument("--aphynity-lambda", type=float, help="starting weight λ (default 1)")
+    model.add_argument("--aphynity-tau", type=float, help="λ ← λ + τ·L per batch (default 1)")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--window", type=int, help="time points per window (default: whole)")
+    train.add_argument("--window-stride", type=int)
+    train.add_argument("--batches-per-epoch", type=int)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    train.add_argument("--lr-min", type=float)
+    train.add_argument("--lr-gamma", type=float)
+    train.add_argument("--lr-step", type=int)
+    train.add_argument("--grad-clip", type=float)
+    train.add_argument("--time-limit", type=float, help="stop after this many seconds")
+    train.add_argument("--patience", type=int, help="early stopping on the validation loss")
+    train.add_argument("--min-delta", type=float)
+    train.add_argument("--observe", type=_int_list, help="state indices in the loss, e.g. 0,1,2")
+    train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
+    train.add_argument("--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS)
+    train.add_argument("--rtol", type=float)
+    train.add_argument("--atol", type=float)
+    train.add_argument("--step-size", type=float, help="needed by fixed-step methods")
+    train.add_argument("--dtype", choices=("float32", "float64"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--log", help="per-epoch log, .csv or .json")
+    train.add_argument("--checkpoint-dir", help="folder for last.pt and best.pt")
+    train.add_argument("--checkpoint-every", type=int)
+    train.add_argument("--resume", help="continue the run saved in this checkpoint")
+
+    report = parser.add_argument_group("after training")
+    report.add_argument("--t-end", type=float, help="roll out to this time (beyond the data)")
+    report.add_argument("--out", help="folder for model.pt and report.json")
+    report.add_argument("--quiet", action="store_true", help="no progress bar or tables")
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], dict]:
+    """Merge --config and the command line: (data, model settings, train settings, extras)."""
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    document: dict[str, Any] = {}
+    if "config" in given:
+        try:
+            with open(given["config"], "rb") as handle:
+                document = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidArgumentError(f"cannot read --config {given['config']}: {exc}") from None
+        unknown = sorted(set(document) - {"data", "model", "train", "report"})
+        if unknown:
+            raise InvalidArgumentError(
+                f"{given['config']}: unknown tables or keys {unknown}; use `data`, [model], "
+                "[train] and [report]"
+            )
+    model = {**_MODEL_DEFAULTS, **document.get("model", {})}
+    unknown = sorted(set(model) - set(_MODEL_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"unknown [model] keys {unknown}; valid: {list(_MODEL_KEYS)}")
+    model.update({k: given[k] for k in _MODEL_KEYS if k in given})
+    train = dict(document.get("train", {}))
+    train_keys = set(TrainConfig.__dataclass_fields__)
+    train.update({k: v for k, v in given.items() if k in train_keys})
+    extras = {**document.get("report", {})}
+    extras.update({k: given[k] for k in ("t_end", "out", "quiet", "resume") if k in given})
+    data = given.get("data", document.get("data"))
+    if data is None:
+        raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
+    return data, model, train, extras
+
+
+def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn.Module:
+    """The model that ``physode train`` trains, from its ``[model]`` settings.
+
+    Parameters
+    ----------
+    settings : dict
+        ``kind`` (physics, neural, hybrid), ``system``, ``learnable``, ``init``, ``width``,
+        ``depth``, ``activation``, ``aphynity``, ``aphynity_lambda``, ``aphynity_tau``.
+    system : physode.System or None
+        The data set's system, used when ``settings["system"]`` is not given.
+    n_state : int
+        The data's state dimension.
+
+    Examples
+    --------
+    >>> model = build_model({**_MODEL_DEFAULTS, "kind": "neural"}, None, 2)
+    >>> type(model).__name__
+    'NeuralODE'
+    """
+    from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
+
+    kind = settings["kind"]
+    if kind not in MODEL_KINDS:
+        raise InvalidArgumentError(f"model kind {kind!r}; choose one of {list(MODEL_KINDS)}")
+    neural = NeuralODE(
+        n_state, settings["width"], settings["depth"], settings["activation"],
+        zero_output=kind == "hybrid",
+    )
+    if kind == "neural":
+        return neural
+    physics_system = settings["system"] or system
+    if physics_system is None:
+        raise InvalidArgumentError(
+            f"a {kind} model needs a system: pass --system NAME (the data set names none)"
+        )
+    learnable = settings["learnable"]
+    if learnable is None:
+        learnable = [] if kind == "hybrid" else None
+    if learnable is None:
+        raise InvalidArgumentError(
+            "a physics model needs --learnable NAMES (the physical parameters to fit)"
+        )
+    physics = PhysicsModel(physics_system, learnable, init=settings["init"] or None)
+    if kind == "physics":
+        return physics
+    aphynity = None
+    if settings["aphynity"]:
+        aphynity = Aphynity(settings["aphynity_lambda"], settings["aphynity_tau"])
+    return Hybrid(physics, neural, aphynity=aphynity)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``physode train``; return the exit status (0 success, 2 bad input).
+
+    Errors that physode raises on purpose are printed as one line on standard error.
+    """
+    try:
+        return _run(args)
+    except PhysodeError as exc:
+        print(f"physode train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from physode.train import Trainer, as_trajectories
+
+    data, model_settings, train_settings, extras = _settings(args)
+    quiet = bool(extras.get("quiet", False))
+    train_settings.setdefault("progress", not quiet)
+    config = TrainConfig.from_mapping(train_settings)
+    stored = as_trajectories(data, split="train")
+    model = build_model(model_settings, stored.system, stored.n_state)
+    trainer = Trainer(model, data, config)
+    if extras.get("resume"):
+        trainer.load_checkpoint(extras["resume"])
+    result = trainer.fit()
+    report = trainer.evaluate(t_end=extras.get("t_end"))
+    if not quiet:
+        last = result.history[-1]
+        print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s; "
+              f"final loss {last['loss']:.4e}, validation loss {last['val_loss']}")
+        if result.physical_parameters:
+            learned = ", ".join(f"{k} = {v:.6g}" for k, v in result.physical_parameters.items())
+            print(f"learned parameters: {learned}")
+        print(report)
+    if extras.get("out"):
+        out = Path(extras["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), out / "model.pt")
+        summary = {
+            "config": config.to_dict(),
+            "model": model_settings,
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early,
+            "train_seconds": result.train_seconds,
+            "final_loss": result.final_loss,
+            "physical_parameters": result.physical_parameters,
+            "rollout": report.to_dict(),
+        }
+        (out / "report.json").write_text(json.dumps(summary, indent=1, default=str))
+    return 0

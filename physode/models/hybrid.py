@@ -1,0 +1,140 @@
+"""Hybrid models: a physics term plus a learned residual, with the APHYNITY penalty as an option."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from physode._errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Aphynity:
+    """Settings of the APHYNITY objective (Yin et al., 2021).
+
+    The trainer minimises ``‖f_residual‖² + λ · L_traj`` and, after each batch, raises the weight
+    ``λ ← λ + τ · L_traj``: the trajectory fit becomes a harder and harder constraint, while the
+    residual is kept as small as the data allow, so it explains only what the physics cannot.
+
+    Parameters
+    ----------
+    lambda_init : float
+        Starting weight ``λ`` of the trajectory loss (> 0).
+    tau : float
+        Growth rate ``τ`` of ``λ`` (≥ 0; ``0`` keeps ``λ`` fixed).
+
+    Examples
+    --------
+    >>> Aphynity(lambda_init=1.0, tau=10.0)
+    Aphynity(lambda_init=1.0, tau=10.0)
+    """
+
+    lambda_init: float = 1.0
+    tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.lambda_init > 0:
+            problems.append(f"lambda_init={self.lambda_init!r} (need > 0)")
+        if not self.tau >= 0:
+            problems.append(f"tau={self.tau!r} (need >= 0)")
+        if problems:
+            raise InvalidArgumentError("bad Aphynity settings: " + "; ".join(problems))
+
+
+class Hybrid(nn.Module):
+    """``f(t, y) = f_physics(t, y) + f_residual(t, y)``.
+
+    Parameters
+    ----------
+    physics : nn.Module
+        The known part, usually a :class:`~physode.models.PhysicsModel` (its learnable physical
+        parameters are trained with the residual).
+    residual : nn.Module
+        The learned correction ``f(t, y)``, usually a :class:`~physode.models.NeuralODE` started
+        at zero (``zero_output=True``).
+    aphynity : Aphynity or bool, optional
+        Train with the APHYNITY objective; ``True`` takes the default :class:`Aphynity`. The
+        current ``λ`` is a buffer, so it is saved in checkpoints with the weights.
+
+    Examples
+    --------
+    >>> from physode.models import NeuralODE
+    >>> linear = NeuralODE(2, depth=0)
+    >>> model = Hybrid(linear, NeuralODE(2, width=8, depth=1, zero_output=True), aphynity=True)
+    >>> y = torch.ones(3, 2)
+    >>> torch.equal(model(torch.tensor(0.0), y), linear(torch.tensor(0.0), y))
+    True
+    """
+
+    def __init__(
+        self, physics: nn.Module, residual: nn.Module, aphynity: Aphynity | bool | None = None
+    ) -> None:
+        super().__init__()
+        self.physics = physics
+        self.residual = residual
+        if aphynity is True:
+            aphynity = Aphynity()
+        self.aphynity: Aphynity | None = aphynity or None
+        lam = self.aphynity.lambda_init if self.aphynity else float("nan")
+        self.register_buffer("aphynity_lambda", torch.tensor(lam, dtype=torch.float64))
+
+    @property
+    def autonomous(self) -> bool:
+        """Whether both terms ignore ``t``."""
+        return bool(getattr(self.physics, "autonomous", True)) and bool(
+            getattr(self.residual, "autonomous", True)
+        )
+
+    def physical_parameters(self) -> dict[str, float]:
+        """The physics term's learnable parameters, by name (empty if it has none)."""
+        get = getattr(self.physics, "physical_parameters", None)
+        return get() if get is not None else {}
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return ``dy/dt``: physics plus residual."""
+        return self.physics(t, y) + self.residual(t, y)
+
+    def residual_norm(self, t: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Mean squared norm of the residual along a trajectory.
+
+        Parameters
+        ----------
+        t : Tensor, shape (T,)
+            The times of ``ys``.
+        ys : Tensor, shape (T, ..., n)
+            States, as returned by ``physode.odeint``.
+
+        Returns
+        -------
+        Tensor
+            ``mean over times and samples of ‖f_residual(t, y)‖²``, differentiable.
+        """
+        # One call over all times: t in the per-sample layout, one time per leading row.
+        times = t.to(ys.dtype).reshape((-1,) + (1,) * (ys.ndim - 1))
+        return self.residual(times, ys).pow(2).sum(-1).mean()
+
+    def regularised_loss(
+        self, trajectory_loss: torch.Tensor, t: torch.Tensor, ys: torch.Tensor
+    ) -> torch.Tensor:
+        """The objective the trainer minimises for one batch.
+
+        Without APHYNITY this is ``trajectory_loss``; with it,
+        ``‖f_residual‖² + λ · trajectory_loss``.
+        """
+        if self.aphynity is None:
+            return trajectory_loss
+        lam = self.aphynity_lambda.to(trajectory_loss.dtype)
+        return self.residual_norm(t, ys) + lam * trajectory_loss
+
+    @torch.no_grad()
+    def update_after_batch(self, trajectory_loss: float) -> None:
+        """Raise ``λ ← λ + τ · L_traj`` after an optimiser step (APHYNITY only)."""
+        if self.aphynity is not None:
+            self.aphynity_lambda += self.aphynity.tau * float(trajectory_loss)
+
+    def training_metrics(self) -> dict[str, float]:
+        """Extra numbers for the training log: the current ``λ`` under APHYNITY."""
+        return {"aphynity_lambda": float(self.aphynity_lambda)} if self.aphynity else {}

@@ -1,0 +1,176 @@
+"""Neural vector fields: a configurable multilayer perceptron and the plain neural ODE on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from physode._errors import InvalidArgumentError
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module by name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``"tanh"``, ``"relu"``, ``"softplus"``, ``"elu"``, ``"gelu"``, ``"silu"``,
+        ``"sigmoid"``.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For an unknown name; the message lists the valid ones.
+
+    Examples
+    --------
+    >>> make_activation("tanh")
+    Tanh()
+    """
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}, "
+            f"e.g. activation='tanh'"
+        ) from None
+
+
+class MLP(nn.Module):
+    """A fully connected network acting on the last dimension of its input.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of the input and output (last) dimension.
+    width : int
+        Units in each hidden layer.
+    depth : int
+        Number of hidden layers (``0`` gives a single linear map).
+    activation : str
+        Nonlinearity between layers, see :func:`make_activation`.
+    zero_output : bool
+        Start the last layer at zero, so the network is initially the zero map. A hybrid model
+        uses this to begin as its physics term alone.
+
+    Examples
+    --------
+    >>> net = MLP(3, 2, width=16, depth=2)
+    >>> net(torch.zeros(5, 3)).shape
+    torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "tanh",
+        zero_output: bool = False,
+    ) -> None:
+        super().__init__()
+        problems = []
+        for name, value, low in (
+            ("in_features", in_features, 1),
+            ("out_features", out_features, 1),
+            ("width", width, 1),
+            ("depth", depth, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problems.append(f"{name}={value!r} (need an integer >= {low})")
+        if problems:
+            raise InvalidArgumentError("bad MLP arguments: " + "; ".join(problems))
+        make_activation(activation)  # refuse an unknown name even when depth == 0
+        layers: list[nn.Module] = []
+        size = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(size, width), make_activation(activation)]
+            size = width
+        last = nn.Linear(size, out_features)
+        if zero_output:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.net = nn.Sequential(*layers)
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the network to ``x`` of shape ``(..., in_features)``."""
+        return self.net(x)
+
+
+def _time_column(t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
+    """Broadcast a 0-dim or per-sample time to a column beside ``y``'s last dimension."""
+    t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+    return t.expand_as(y[..., :1]) if t.ndim else t.expand(y.shape[:-1] + (1,))
+
+
+class NeuralODE(nn.Module):
+    """A plain neural ODE vector field ``f(t, y) = MLP(y)`` (or ``MLP([y, t])``).
+
+    Parameters
+    ----------
+    dim : int
+        State dimension ``n``; ``y`` has shape ``(..., n)``.
+    width, depth, activation
+        The network's shape, as for :class:`MLP`.
+    time_dependent : bool
+        Feed ``t`` to the network as an extra input; the model is then not autonomous.
+    input_transform : callable, optional
+        A fixed feature map applied to ``y`` before the network, with ``y``'s shape (Onken &
+        Ruthotto's spiral model uses ``lambda y: y ** 3``).
+    zero_output : bool
+        Start as the zero vector field.
+
+    Examples
+    --------
+    >>> import physode
+    >>> f = NeuralODE(2, width=8, depth=1)
+    >>> physode.odeint(f, torch.ones(4, 2), torch.linspace(0, 1, 5)).shape
+    torch.Size([5, 4, 2])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "tanh",
+        *,
+        time_dependent: bool = False,
+        input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        zero_output: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = MLP(
+            dim + int(time_dependent), dim, width, depth, activation, zero_output=zero_output
+        )
+        self.dim = dim
+        self.time_dependent = time_dependent
+        self.input_transform = input_transform
+
+    @property
+    def autonomous(self) -> bool:
+        """Whether ``f`` ignores ``t`` (windows at different times may share a batch)."""
+        return not self.time_dependent
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return ``dy/dt`` with ``y``'s shape."""
+        x = y if self.input_transform is None else self.input_transform(y)
+        if self.time_dependent:
+            x = torch.cat([x, _time_column(t, y)], dim=-1)
+        return self.net(x)

@@ -1,0 +1,134 @@
+"""The physics model: a catalogue or user system's vector field with chosen parameters learnable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from physode._errors import InvalidArgumentError
+
+
+def _resolve_system(system: Any) -> Any:
+    """Accept a System, a catalogue name or a path to a specification file."""
+    if isinstance(system, str | Path):
+        import physode.systems
+
+        return physode.systems.load(system)
+    return system
+
+
+class PhysicsModel(nn.Module):
+    """A known physical law ``f(t, y)`` whose chosen parameters are trained.
+
+    Wraps ``system.vector_field(learnable=...)``: the learnable parameters are ``nn.Parameter``\\ s
+    named as in the system, the others stay fixed at the system's values.
+
+    Parameters
+    ----------
+    system : physode.System, str or path
+        The system, a catalogue name (``"three_body_aca"``) or a specification file.
+    learnable : sequence of str
+        Names of the parameters to train (``[]`` for none).
+    init : mapping of str to float, optional
+        Starting values for some learnable parameters (by default the system's own values).
+    autonomous : bool
+        Whether the equations ignore ``t``; the trainer then lets windows that start at different
+        times share one solve.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If a name in ``learnable`` or ``init`` is not a parameter of the system.
+
+    Examples
+    --------
+    >>> import physode
+    >>> model = PhysicsModel("three_body_aca", learnable=["m1", "m2", "m3"],
+    ...                      init={"m1": 1.0, "m2": 1.0, "m3": 1.0})
+    >>> sorted(model.physical_parameters())
+    ['m1', 'm2', 'm3']
+    """
+
+    def __init__(
+        self,
+        system: Any,
+        learnable: Sequence[str] = (),
+        *,
+        init: Mapping[str, float] | None = None,
+        autonomous: bool = True,
+    ) -> None:
+        super().__init__()
+        system = _resolve_system(system)
+        learnable = list(learnable)
+        known = list(system.parameters)
+        unknown = [name for name in [*learnable, *(init or {})] if name not in known]
+        if unknown:
+            raise InvalidArgumentError(
+                f"{unknown} are not parameters of system {system.name!r}; its parameters are "
+                f"{known}"
+            )
+        not_learnable = [name for name in (init or {}) if name not in learnable]
+        if not_learnable:
+            raise InvalidArgumentError(
+                f"init sets {not_learnable}, which are not learnable; add them to "
+                f"learnable={learnable + not_learnable}"
+            )
+        self.system = system
+        self.learnable = learnable
+        self.field = system.vector_field(learnable=learnable)
+        self._autonomous = autonomous
+        if init:
+            self.set_parameters(init)
+
+    @property
+    def autonomous(self) -> bool:
+        """Whether ``f`` ignores ``t``."""
+        return self._autonomous
+
+    @property
+    def separable(self) -> bool:
+        """Whether the state splits as ``[q, v]`` for symplectic methods (from the system)."""
+        return bool(getattr(self.field, "separable", False))
+
+    @property
+    def n_coordinates(self) -> int | None:
+        """Number of coordinates ``q`` when :attr:`separable` (from the system)."""
+        return getattr(self.field, "n_coordinates", None)
+
+    def _parameter(self, name: str) -> nn.Parameter:
+        for full_name, parameter in self.field.named_parameters():
+            if full_name.rsplit(".", 1)[-1] == name:
+                return parameter
+        raise InvalidArgumentError(
+            f"{name!r} is not a learnable parameter; learnable ones are {self.learnable}"
+        )
+
+    def physical_parameters(self) -> dict[str, float]:
+        """The current values of the learnable physical parameters, by name.
+
+        Returns
+        -------
+        dict of str to float
+        """
+        return {
+            name: float(self._parameter(name).detach().reshape(-1)[0]) for name in self.learnable
+        }
+
+    @torch.no_grad()
+    def set_parameters(self, values: Mapping[str, float]) -> None:
+        """Overwrite learnable parameters in place (for example to initialise them).
+
+        Parameters
+        ----------
+        values : mapping of str to float
+        """
+        for name, value in values.items():
+            self._parameter(name).fill_(float(value))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return ``dy/dt`` from the physical law."""
+        return self.field(t, y)

@@ -1,0 +1,264 @@
+"""Training settings: one dataclass, validated as a whole, readable from a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from physode._errors import InvalidArgumentError
+
+GRADIENT_MODES = ("aca", "disc-opt", "opt-disc")
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "leapfrog", "yoshida4")
+ADAPTIVE_METHODS = ("heun", "bosh3", "dopri5", "tsit5", "dop853")
+OPTIMIZERS = ("adam", "lbfgs")
+LR_SCHEDULES = ("constant", "cosine", "step", "exponential", "plateau")
+DTYPES = ("float32", "float64")
+LOG_SUFFIXES = (".csv", ".json")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run.
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over the training windows (or ``batches_per_epoch`` batches each).
+    batch_size : int
+        Windows solved together in one batched solve.
+    window : int, optional
+        Time points per training window (``>= 2``); ``None`` trains on whole trajectories.
+    window_stride : int
+        Index distance between consecutive window starts.
+    batches_per_epoch : int, optional
+        Stop an epoch after this many batches (a fresh random draw every epoch).
+    optimizer : str
+        ``"adam"`` (the default) or ``"lbfgs"``: quasi-Newton steps with a strong-Wolfe line
+        search, one per batch, for fitting a few physical parameters precisely on whole
+        trajectories (use it with full batches; ``lr`` is then its step scale, 1 is usual).
+    lr, weight_decay : float
+        Learning rate and weight decay (Adam).
+    lr_schedule : str
+        ``"constant"``, ``"cosine"`` (to ``lr_min`` over ``epochs``), ``"step"`` (× ``lr_gamma``
+        every ``lr_step`` epochs), ``"exponential"`` (× ``lr_gamma`` every epoch) or
+        ``"plateau"`` (× ``lr_gamma`` after ``lr_step`` epochs without improvement).
+    lr_min, lr_gamma : float
+    lr_step : int
+    grad_clip : float, optional
+        Largest gradient norm; larger gradients are scaled down to it.
+    time_limit : float, optional
+        Stop after the epoch during which the training time reached this many seconds (a
+        budget for expensive runs; the run then depends on the machine's speed).
+    patience : int, optional
+        Stop after this many epochs without a validation loss lower than the best by
+        ``min_delta``; needs validation data.
+    min_delta : float
+    restore_best : bool
+        After early stopping or the last epoch, load the weights of the best validation epoch.
+    val_fraction : float
+        For tensor data without a stored split: the fraction of trajectories held out for
+        validation (at least one, drawn with ``seed``).
+    observe : list of int, optional
+        State components that enter the loss (e.g. positions only); ``None`` uses all.
+    method, rtol, atol, step_size, gradient
+        Passed to :func:`physode.solve`: the solver method, tolerances, fixed step and gradient
+        mode (``"aca"``, ``"disc-opt"``, ``"opt-disc"`` or a ``physode.ACA``/``DiscOpt``/
+        ``OptDisc`` object).
+    dtype : str, optional
+        ``"float64"`` or ``"float32"`` for model and data; ``None`` keeps the data's dtype.
+    seed : int
+        Seeds the window shuffling (and the validation split of tensor data).
+    log : str, optional
+        Path of the per-epoch log, ``.csv`` or ``.json``.
+    checkpoint_dir : str, optional
+        Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``.
+    checkpoint_every : int
+    progress : bool
+        Show a tqdm progress bar over epochs.
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=5, window=10).window
+    10
+    >>> TrainConfig(gradient="adjoint").validate()
+    Traceback (most recent call last):
+    ...
+    physode._errors.InvalidArgumentError: bad training settings: gradient='adjoint' ...
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    window: int | None = None
+    window_stride: int = 1
+    batches_per_epoch: int | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
+    lr_gamma: float = 0.5
+    lr_step: int = 10
+    grad_clip: float | None = None
+    time_limit: float | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
+    restore_best: bool = True
+    val_fraction: float = 0.0
+    observe: list[int] | None = None
+    method: str = "dopri5"
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    step_size: float | None = None
+    gradient: Any = "aca"
+    dtype: str | None = None
+    seed: int = 0
+    log: str | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 1
+    progress: bool = False
+
+    def validate(self) -> None:
+        """Check every setting; raise one error that lists every problem.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+        """
+        problems = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            need(
+                isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                f"{name}={value!r} (need an integer >= {low})",
+            )
+
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        integer("window", 2, optional=True)
+        integer("window_stride", 1)
+        integer("batches_per_epoch", 1, optional=True)
+        integer("lr_step", 1)
+        integer("patience", 1, optional=True)
+        integer("checkpoint_every", 1)
+        integer("seed", 0)
+        for name in ("lr", "rtol", "atol"):
+            value = getattr(self, name)
+            need(isinstance(value, int | float) and value > 0, f"{name}={value!r} (need > 0)")
+        for name in ("weight_decay", "lr_min", "min_delta"):
+            value = getattr(self, name)
+            need(isinstance(value, int | float) and value >= 0, f"{name}={value!r} (need >= 0)")
+        need(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma!r} (need 0 < lr_gamma <= 1)")
+        need(
+            self.grad_clip is None or self.grad_clip > 0,
+            f"grad_clip={self.grad_clip!r} (need > 0, or None for no clipping)",
+        )
+        need(
+            self.time_limit is None or self.time_limit > 0,
+            f"time_limit={self.time_limit!r} (need > 0 seconds, or None for no limit)",
+        )
+        need(
+            0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction!r} (need 0 <= x < 1)"
+        )
+        need(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer={self.optimizer!r} (choose one of {list(OPTIMIZERS)})",
+        )
+        need(
+            self.optimizer != "lbfgs" or self.weight_decay == 0,
+            f"weight_decay={self.weight_decay!r} is not supported with optimizer='lbfgs'",
+        )
+        need(
+            self.lr_schedule in LR_SCHEDULES,
+            f"lr_schedule={self.lr_schedule!r} (choose one of {list(LR_SCHEDULES)})",
+        )
+        methods = FIXED_STEP_METHODS + ADAPTIVE_METHODS
+        need(self.method in methods, f"method={self.method!r} (choose one of {list(methods)})")
+        if self.method in FIXED_STEP_METHODS:
+            need(
+                self.step_size is not None and self.step_size > 0,
+                f"method={self.method!r} is fixed-step and needs step_size > 0, "
+                f"e.g. step_size=0.01 (got {self.step_size!r})",
+            )
+        elif self.step_size is not None:
+            need(self.step_size > 0, f"step_size={self.step_size!r} (need > 0)")
+        if isinstance(self.gradient, str):
+            need(
+                self.gradient in GRADIENT_MODES,
+                f"gradient={self.gradient!r} (choose one of {list(GRADIENT_MODES)}, or pass "
+                "physode.ACA(), physode.DiscOpt() or physode.OptDisc(...))",
+            )
+        else:
+            import physode
+
+            need(
+                isinstance(self.gradient, physode.ACA | physode.DiscOpt | physode.OptDisc),
+                f"gradient={self.gradient!r} (choose one of {list(GRADIENT_MODES)}, or pass "
+                "physode.ACA(), physode.DiscOpt() or physode.OptDisc(...))",
+            )
+        need(
+            self.dtype is None or self.dtype in DTYPES,
+            f"dtype={self.dtype!r} (choose one of {list(DTYPES)} or None for the data's)",
+        )
+        need(
+            self.observe is None
+            or (
+                len(self.observe) > 0
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in self.observe)
+            ),
+            f"observe={self.observe!r} (need a non-empty list of state indices, or None)",
+        )
+        need(
+            self.log is None or Path(self.log).suffix in LOG_SUFFIXES,
+            f"log={self.log!r} (the file name must end in one of {list(LOG_SUFFIXES)})",
+        )
+        if problems:
+            raise InvalidArgumentError("bad training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values (a gradient object becomes its ``repr``)."""
+        values = asdict(self)
+        if not isinstance(self.gradient, str):
+            values["gradient"] = repr(self.gradient)
+        return values
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read settings from the ``[train]`` table of a TOML file (or its top level).
+
+        Parameters
+        ----------
+        path : str or Path
+        **overrides
+            Values that replace the file's.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            For a key that is not a setting (listing the valid ones) or a bad value.
+        """
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+        table = document.get("train", document)
+        return cls.from_mapping({**table, **overrides})
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build settings from a mapping, refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown training settings {unknown}; valid ones are {sorted(known)}"
+            )
+        config = cls(**values)
+        config.validate()
+        return config

@@ -1,0 +1,207 @@
+"""Trajectories for training: one container for every data source, and its windows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from physode._errors import InvalidArgumentError
+
+
+@dataclass
+class Trajectories:
+    """Trajectories sampled on one shared time grid.
+
+    Parameters
+    ----------
+    t : Tensor, shape (P,)
+        Strictly increasing sample times.
+    states : Tensor, shape (N, P, n)
+        ``states[i, j]`` is trajectory ``i`` at ``t[j]``.
+    params : Tensor, shape (N, n_params), optional
+        The physical parameters each trajectory was generated with.
+    system : physode.System, optional
+        The system that generated them (for ground truth beyond the horizon and conservation).
+
+    Examples
+    --------
+    >>> data = Trajectories(torch.linspace(0, 1, 11), torch.zeros(3, 11, 2))
+    >>> len(data), data.n_points, data.n_state
+    (3, 11, 2)
+    """
+
+    t: torch.Tensor
+    states: torch.Tensor
+    params: torch.Tensor | None = None
+    system: Any = None
+
+    def __post_init__(self) -> None:
+        t = torch.as_tensor(self.t)
+        states = torch.as_tensor(self.states)
+        if states.ndim == 2:
+            states = states.unsqueeze(0)
+        problems = []
+        if t.ndim != 1:
+            problems.append(f"t must be 1-dimensional, got shape {tuple(t.shape)}")
+        if states.ndim != 3:
+            problems.append(
+                f"states must have shape (N, P, n) or (P, n), got {tuple(self.states.shape)}"
+            )
+        if not problems and states.shape[1] != t.shape[0]:
+            problems.append(
+                f"states have {states.shape[1]} time points but t has {t.shape[0]}"
+            )
+        if not problems and states.shape[0] == 0:
+            problems.append("the data set is empty (0 trajectories)")
+        if not problems and t.shape[0] < 2:
+            problems.append(f"need at least 2 time points, got {t.shape[0]}")
+        if not problems and not bool((t[1:] > t[:-1]).all()):
+            problems.append("t must be strictly increasing")
+        if not problems and not (states.is_floating_point() and t.is_floating_point()):
+            problems.append("t and states must be floating point tensors")
+        if problems:
+            raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
+        self.t = t.to(states.dtype)
+        self.states = states
+        if self.params is not None:
+            self.params = torch.as_tensor(self.params, dtype=states.dtype)
+
+    def __len__(self) -> int:
+        return self.states.shape[0]
+
+    @property
+    def n_points(self) -> int:
+        """Number of time points ``P``."""
+        return self.t.shape[0]
+
+    @property
+    def n_state(self) -> int:
+        """State dimension ``n``."""
+        return self.states.shape[2]
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> Trajectories:
+        """The trajectories at ``index`` (same grid, system and parameters)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        params = None if self.params is None else self.params[index]
+        return Trajectories(self.t, self.states[index], params, self.system)
+
+    def until(self, t_end: float) -> Trajectories:
+        """The same trajectories cut to the times ``t <= t_end``."""
+        keep = self.t <= t_end
+        return Trajectories(self.t[keep], self.states[:, keep], self.params, self.system)
+
+    def to(self, dtype: torch.dtype) -> Trajectories:
+        """A copy in another floating-point dtype."""
+        params = None if self.params is None else self.params.to(dtype)
+        return Trajectories(self.t.to(dtype), self.states.to(dtype), params, self.system)
+
+
+def _from_stored(
+    stored: Any, index: np.ndarray, split: str, noisy: bool = False
+) -> Trajectories:
+    """Read trajectories ``index`` of a ``physode.data.load`` result."""
+    if len(index) == 0:
+        raise InvalidArgumentError(
+            f"the {split!r} split of {stored.path} is empty (0 trajectories); simulate with a "
+            "split that gives it trajectories, e.g. --split 0.8,0.1,0.1"
+        )
+    source = stored.noisy_states if noisy else stored.states
+    return Trajectories(
+        torch.as_tensor(stored.t),
+        torch.as_tensor(source[np.sort(index)]),
+        torch.as_tensor(stored.params[np.sort(index)]),
+        stored.system,
+    )
+
+
+def _usable(stored: Any, split: str) -> np.ndarray:
+    """Indices of a stored split without the trajectories flagged as failed or drifting."""
+    index = stored.split_indices(split)
+    return index[stored.flags[index] == 0]
+
+
+def as_trajectories(source: Any, split: str | None = None) -> Trajectories:
+    """Turn any supported data source into :class:`Trajectories`.
+
+    Parameters
+    ----------
+    source : Trajectories, str, Path, physode.data.TrajectoryDataset, or tuple (t, ys)
+        An HDF5 data set written by ``physode simulate`` (a path, read with
+        ``physode.data.load``; trajectories flagged for a failed solve or drift are left out), a
+        ``TrajectoryDataset`` (its trajectories, clean or noisy as it says; the trainer cuts the
+        windows), or tensors: ``t`` of shape ``(P,)`` and ``ys`` of shape
+        ``(N, P, n)`` or ``(P, n)``.
+    split : str, optional
+        For an HDF5 path: the stored split to read (``"train"``, ``"val"``, ``"test"``); ``None``
+        reads them all.
+
+    Returns
+    -------
+    Trajectories
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For an unsupported source, an empty data set or badly shaped tensors.
+
+    Examples
+    --------
+    >>> data = as_trajectories((torch.linspace(0, 1, 5), torch.zeros(5, 2)))
+    >>> data.states.shape
+    torch.Size([1, 5, 2])
+    """
+    if isinstance(source, Trajectories):
+        return source
+    if isinstance(source, tuple | list) and len(source) == 2:
+        t, ys = source
+        return Trajectories(torch.as_tensor(t), torch.as_tensor(ys))
+    import physode.data
+
+    if isinstance(source, str | Path):
+        stored = physode.data.load(source)
+        split = split or "all"
+        return _from_stored(stored, _usable(stored, split), split)
+    if isinstance(source, physode.data.TrajectoryDataset):
+        stored = physode.data.load(source.path)
+        return _from_stored(stored, source.trajectories, source.split, noisy=source.noisy)
+    raise InvalidArgumentError(
+        f"cannot train on a {type(source).__name__}; pass a path to an HDF5 data set, a "
+        "physode.data.TrajectoryDataset, physode.train.Trajectories, or tensors (t, ys)"
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """One training example: trajectory ``index``, points ``start .. start + length - 1``."""
+
+    index: int
+    start: int
+
+
+def window_starts(n_points: int, length: int, stride: int) -> list[int]:
+    """Start indices of windows of ``length`` points, ``stride`` apart, ending with the last point
+    when the stride does not land on it exactly.
+
+    Examples
+    --------
+    >>> window_starts(10, 4, 3)
+    [0, 3, 6]
+    >>> window_starts(10, 4, 4)
+    [0, 4, 6]
+    """
+    last = n_points - length
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def uniform_grid(t: torch.Tensor, rtol: float = 1e-9) -> bool:
+    """Whether the sample times are equally spaced (to ``rtol`` of the spacing)."""
+    dt = t[1:] - t[:-1]
+    return bool(((dt - dt[0]).abs() <= rtol * dt[0].abs()).all())

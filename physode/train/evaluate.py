@@ -1,0 +1,247 @@
+"""After training: rollouts of a model on held-out trajectories, within and beyond the training
+horizon, and the conservation of its rollouts next to the ground truth's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import physode
+from physode._errors import InvalidArgumentError
+from physode.train.data import Trajectories, uniform_grid
+
+
+@dataclass
+class RolloutReport:
+    """Errors of a model's rollouts against the truth, and both sides' conservation.
+
+    Attributes
+    ----------
+    t : Tensor, shape (P,)
+        Rollout times, from the trajectories' first time to the end of the rollout.
+    horizon : float
+        End of the training horizon; errors after it are extrapolation.
+    predicted, truth : Tensor, shape (N, P, n)
+        The model's rollouts and the ground truth.
+    mse : float
+        Mean squared error over the whole rollout (observed components, initial point excluded).
+    mse_within, mse_beyond : float
+        Mean squared error (observed components, the initial point excluded) at times
+        ``t <= horizon`` and ``t > horizon`` (``None`` when the rollout stops at the horizon).
+    mse_per_trajectory : list of float
+        Over the whole rollout, one value per trajectory.
+    conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
+        Conservation of the system's invariants along the rollouts and along the truth
+        (``None`` without a system).
+    """
+
+    t: torch.Tensor
+    horizon: float
+    predicted: torch.Tensor
+    truth: torch.Tensor
+    mse: float
+    mse_within: float
+    mse_beyond: float | None
+    mse_per_trajectory: list[float]
+    conservation_model: Any = None
+    conservation_truth: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as plain values (for ``results.json``)."""
+        out: dict[str, Any] = {
+            "horizon": self.horizon,
+            "t_end": float(self.t[-1]),
+            "mse": self.mse,
+            "mse_within": self.mse_within,
+            "mse_beyond": self.mse_beyond,
+            "mse_per_trajectory": self.mse_per_trajectory,
+        }
+        for name in ("model", "truth"):
+            report = getattr(self, f"conservation_{name}")
+            if report is not None:
+                out[f"conservation_{name}"] = _report_dict(report)
+        return out
+
+    def __str__(self) -> str:
+        beyond = "-" if self.mse_beyond is None else f"{self.mse_beyond:.3e}"
+        lines = [
+            f"rollout of {self.predicted.shape[0]} held-out trajectories to t = "
+            f"{float(self.t[-1]):g} (training horizon {self.horizon:g})",
+            f"  mse                 {self.mse:.3e}",
+            f"  mse within horizon  {self.mse_within:.3e}",
+            f"  mse beyond horizon  {beyond}",
+        ]
+        if self.conservation_model is not None:
+            lines += ["conservation of the model's rollouts:", _indent(self.conservation_model)]
+        if self.conservation_truth is not None:
+            lines += ["conservation of the ground truth:", _indent(self.conservation_truth)]
+        return "\n".join(lines)
+
+
+def _indent(report: Any) -> str:
+    return "\n".join("  " + line for line in str(report).splitlines())
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    """Per invariant: the largest relative and absolute drift of each trajectory, and whether the
+    report's tolerance holds."""
+    return {
+        name: {
+            "max_rel_drift": drift.max_rel_drift.tolist(),
+            "max_abs_drift": drift.max_abs_drift.tolist(),
+            "tolerance": drift.tolerance,
+            "ok": not bool(drift.exceeds.any()),
+        }
+        for name, drift in report.invariants.items()
+    }
+
+
+def _extended_grid(t: torch.Tensor, t_end: float) -> torch.Tensor:
+    """``t`` continued with its own spacing up to ``t_end``."""
+    if t_end <= float(t[-1]):
+        return t[t <= t_end]
+    if not uniform_grid(t):
+        raise InvalidArgumentError(
+            "rolling out beyond the data needs equally spaced sample times; pass t_end=None"
+        )
+    dt = float(t[1] - t[0])
+    n_extra = int(round((t_end - float(t[-1])) / dt))
+    extra = t[-1] + dt * torch.arange(1, n_extra + 1, dtype=t.dtype)
+    return torch.cat([t, extra])
+
+
+def ground_truth(
+    system: Any,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    params: torch.Tensor | None = None,
+    *,
+    method: str = "dop853",
+    rtol: float = 1e-10,
+    atol: float = 1e-10,
+) -> torch.Tensor:
+    """Solve the true system from ``y0`` (N, n) at ``t``; returns (N, P, n).
+
+    ``params`` (N, n_params) are per-trajectory parameter values (the system's defaults when
+    ``None``).
+    """
+    if params is None:
+        field = system.vector_field()
+        ys = physode.odeint(field, y0, t, method=method, rtol=rtol, atol=atol)
+    else:
+        p = params.to(y0.dtype)
+        ys = physode.odeint(
+            lambda s, y: system.rhs(s, y, p), y0, t, method=method, rtol=rtol, atol=atol
+        )
+    return ys.transpose(0, 1)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+    return (a - b).pow(2).mean() if dims is None else (a - b).pow(2).mean(dims)
+
+
+@torch.no_grad()
+def rollout_report(
+    model: nn.Module,
+    data: Trajectories,
+    *,
+    horizon: float | None = None,
+    t_end: float | None = None,
+    system: Any = None,
+    observe: list[int] | None = None,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    step_size: float | None = None,
+    conservation: bool = True,
+    conservation_tolerance: float = 1e-6,
+) -> RolloutReport:
+    """Roll the model out from each held-out trajectory's first state and compare.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained ``f(t, y)``.
+    data : Trajectories
+        Held-out ground truth.
+    horizon : float, optional
+        End of the training horizon (default: the data's last time).
+    t_end : float, optional
+        Roll out to this time. Beyond the data's last time the truth is simulated from
+        ``system`` (with the data's per-trajectory parameters) at tight tolerance.
+    system : physode.System, optional
+        The true system (default ``data.system``); needed beyond the data and for the
+        conservation reports.
+    observe : list of int, optional
+        Components that enter the errors (default all).
+    method, rtol, atol, step_size
+        The model's solver settings.
+    conservation : bool
+        Add ``physode.diagnostics.conservation`` reports of rollouts and truth (the true
+        system's invariants at the data's parameters).
+    conservation_tolerance : float
+        Relative drift the conservation reports flag.
+
+    Returns
+    -------
+    RolloutReport
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    >>> data = Trajectories(t, torch.exp(-t)[None, :, None])
+    >>> decay = lambda s, y: -y
+    >>> report = rollout_report(decay, data, horizon=0.5)
+    >>> report.mse_within < 1e-12 and report.mse_beyond < 1e-12
+    True
+    """
+    system = system if system is not None else data.system
+    t_last = float(data.t[-1])
+    horizon = t_last if horizon is None else float(horizon)
+    t_end = t_last if t_end is None else float(t_end)
+    t = _extended_grid(data.t, t_end)
+    n_data = min(len(t), data.n_points)
+    dtype = data.states.dtype
+    y0 = data.states[:, 0]
+    if len(t) > data.n_points:
+        if system is None:
+            raise InvalidArgumentError(
+                f"t_end={t_end} lies beyond the data (last time {t_last}); pass the true system "
+                "to simulate the ground truth there"
+            )
+        simulated = ground_truth(system, y0, t, data.params)
+        truth = torch.cat([data.states[:, :n_data], simulated[:, n_data:].to(dtype)], dim=1)
+    else:
+        truth = data.states[:, :n_data]
+    predicted = physode.odeint(
+        model, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size
+    ).transpose(0, 1)
+    pred, ref = predicted[:, 1:], truth[:, 1:]
+    if observe is not None:
+        pred, ref = pred[..., observe], ref[..., observe]
+    within = t[1:] <= horizon
+    mse_beyond = None if within.all() else float(_mse(pred[:, ~within], ref[:, ~within]))
+    report = RolloutReport(
+        t=t,
+        horizon=horizon,
+        predicted=predicted,
+        truth=truth,
+        mse=float(_mse(pred, ref)),
+        mse_within=float(_mse(pred[:, within], ref[:, within])),
+        mse_beyond=mse_beyond,
+        mse_per_trajectory=_mse(pred, ref, (1, 2)).tolist(),
+    )
+    if conservation and system is not None:
+        from physode.diagnostics import conservation as conservation_report
+
+        # Both against the true system's invariants, at the trajectories' true parameters.
+        for name, ys in (("model", predicted), ("truth", truth)):
+            measured = conservation_report(
+                system, ys.transpose(0, 1), t=t, tolerance=conservation_tolerance, p=data.params
+            )
+            setattr(report, f"conservation_{name}", measured)
+    return report

@@ -1,0 +1,602 @@
+"""The training loop: windows of trajectories through the solver layer, Adam, schedules,
+early stopping, logs and exactly resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import functools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import physode
+import physode.data
+from physode._errors import InvalidArgumentError
+from physode.train.config import TrainConfig
+from physode.train.data import Trajectories, Window, as_trajectories, uniform_grid, window_starts
+from physode.train.evaluate import RolloutReport, rollout_report
+
+CHECKPOINT_FORMAT = "physode-checkpoint"
+CHECKPOINT_VERSION = 1
+# Settings that must match for a resumed run to continue the interrupted one exactly.
+_RESUME_KEYS = (
+    "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
+    "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "observe", "method", "rtol",
+    "atol", "step_size", "gradient", "dtype", "seed",
+)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes
+    ----------
+    history : list of dict
+        One log row per epoch (the rows written to the log file).
+    best_epoch : int or None
+        Epoch with the lowest validation loss (``None`` without validation data).
+    best_val_loss : float or None
+    stopped_early : bool
+        Early stopping (``patience``) or the ``time_limit`` ended the run.
+    train_seconds : float
+        Wall time spent in training epochs (summed over resumed sessions).
+    physical_parameters : dict of str to float
+        The model's learned physical parameters at the end.
+    """
+
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_val_loss: float | None
+    stopped_early: bool
+    train_seconds: float
+    physical_parameters: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Training loss of the last epoch."""
+        return self.history[-1]["loss"]
+
+
+def _dtype(name: str | None, data: Trajectories) -> torch.dtype:
+    return data.states.dtype if name is None else getattr(torch, name)
+
+
+class Trainer:
+    """Fit a model ``f(t, y)`` to trajectories through :func:`physode.solve`.
+
+    Each batch takes ``batch_size`` windows of ``window`` consecutive points, solves the model
+    from each window's first state over the window's times (one batched solve) and takes the
+    mean squared error of the later points (components ``observe``). Windows that start at
+    different times share one solve when the grid is uniform and the model is autonomous
+    (``model.autonomous``, default ``True``); otherwise a batch holds windows with one start.
+
+    Parameters
+    ----------
+    model : nn.Module
+        ``f(t, y)``; a :class:`~physode.models.Hybrid` with APHYNITY adds its penalty and raises
+        its ``λ`` after each batch (``regularised_loss`` / ``update_after_batch``).
+    data : path, TrajectoryDataset, Trajectories or tuple (t, ys)
+        Training data. A path to an HDF5 data set uses its stored ``"train"`` split for
+        training and ``"val"`` for validation.
+    config : TrainConfig, optional
+        Settings; keyword arguments override single fields (``Trainer(m, d, epochs=5)``).
+    val_data : same kinds as ``data``, optional
+        Validation trajectories (early stopping, best weights).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For bad settings (unknown gradient mode, method...), an empty data set, a window longer
+        than the trajectories, or ``patience`` without validation data.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physode.models import NeuralODE
+    >>> t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    >>> ys = torch.stack([torch.exp(-t), torch.exp(-2 * t)], -1)
+    >>> trainer = Trainer(NeuralODE(2, width=8, depth=1), (t, ys), epochs=3, window=5, lr=0.01)
+    >>> result = trainer.fit()
+    >>> len(result.history)
+    3
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        config: TrainConfig | None = None,
+        *,
+        val_data: Any = None,
+        **overrides: Any,
+    ) -> None:
+        config = replace(config or TrainConfig(), **overrides)
+        if isinstance(data, physode.data.TrajectoryDataset) and config.window is None:
+            # The dataset's own windows, unless the settings choose others.
+            config = replace(config, window=data.window, window_stride=data.stride)
+        config.validate()
+        self.config = config
+        # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
+        self._stored_path = (
+            data if isinstance(data, str | os.PathLike)
+            else data.path if isinstance(data, physode.data.TrajectoryDataset) else None
+        )
+        stored = isinstance(data, str | os.PathLike)
+        train = as_trajectories(data, split="train" if stored else None)
+        if val_data is not None:
+            val_stored = isinstance(val_data, str | os.PathLike)
+            val = as_trajectories(val_data, split="val" if val_stored else None)
+        elif self._stored_path is not None:
+            val = _optional_split(self._stored_path, "val")
+        elif config.val_fraction > 0:
+            train, val = _split_off(train, config.val_fraction, config.seed)
+        else:
+            val = None
+        dtype = _dtype(config.dtype, train)
+        self.train_data = train.to(dtype)
+        self.val_data = None if val is None else val.to(dtype)
+        self._check_data(self.train_data, "training")
+        if self.val_data is not None:
+            self._check_data(self.val_data, "validation")
+        if config.patience is not None and self.val_data is None:
+            raise InvalidArgumentError(
+                f"patience={config.patience} needs validation data: pass val_data=..., set "
+                "val_fraction > 0 for tensor data, or use a data set with a 'val' split"
+            )
+        self.model = model.to(dtype)
+        self.length = config.window or self.train_data.n_points
+        if config.optimizer == "lbfgs":
+            # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
+            # (max_eval bounds them; its default for max_iter=1 would allow none), and no
+            # tolerance exits: the epochs decide when to stop.
+            self.optimizer = torch.optim.LBFGS(
+                self.model.parameters(), lr=config.lr, max_iter=1, max_eval=21,
+                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            )
+        self.scheduler = self._make_scheduler()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_val_loss = math.inf
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.train_seconds = 0.0
+        self.loss_scale: float | None = None
+        mixed = self.model_is_autonomous and uniform_grid(self.train_data.t)
+        self._mix_starts = mixed
+        self.train_windows = self._windows(self.train_data, config.window_stride)
+        self.val_windows = (
+            None if self.val_data is None else self._windows(self.val_data, self.length - 1)
+        )
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def model_is_autonomous(self) -> bool:
+        """Whether the model says it ignores ``t`` (``model.autonomous``, default ``True``)."""
+        return bool(getattr(self.model, "autonomous", True))
+
+    def _check_data(self, data: Trajectories, role: str) -> None:
+        problems = []
+        if self.config.window is not None and self.config.window > data.n_points:
+            problems.append(
+                f"window={self.config.window} is longer than the {role} trajectories "
+                f"({data.n_points} time points); use window <= {data.n_points}"
+            )
+        if self.config.observe is not None:
+            bad = [i for i in self.config.observe if not -data.n_state <= i < data.n_state]
+            if bad:
+                problems.append(
+                    f"observe={self.config.observe} has indices {bad} outside the "
+                    f"{data.n_state} state components"
+                )
+        if problems:
+            raise InvalidArgumentError("; ".join(problems))
+
+    def _windows(self, data: Trajectories, stride: int) -> list[Window]:
+        starts = window_starts(data.n_points, self.length, max(stride, 1))
+        return [Window(i, s) for i in range(len(data)) for s in starts]
+
+    def _make_scheduler(self) -> Any:
+        c, opt = self.config, self.optimizer
+        sched = torch.optim.lr_scheduler
+        if c.lr_schedule == "cosine":
+            return sched.CosineAnnealingLR(opt, T_max=c.epochs, eta_min=c.lr_min)
+        if c.lr_schedule == "step":
+            return sched.StepLR(opt, step_size=c.lr_step, gamma=c.lr_gamma)
+        if c.lr_schedule == "exponential":
+            return sched.ExponentialLR(opt, gamma=c.lr_gamma)
+        if c.lr_schedule == "plateau":
+            return sched.ReduceLROnPlateau(opt, factor=c.lr_gamma, patience=c.lr_step)
+        return None
+
+    # ------------------------------------------------------------------ batches
+    def _batches(self, windows: list[Window], shuffle: bool) -> list[list[Window]]:
+        size = self.config.batch_size
+        if shuffle:
+            order = torch.randperm(len(windows), generator=self.generator).tolist()
+            windows = [windows[i] for i in order]
+        if self._mix_starts:
+            return [windows[i : i + size] for i in range(0, len(windows), size)]
+        groups: dict[int, list[Window]] = {}
+        for w in windows:
+            groups.setdefault(w.start, []).append(w)
+        batches = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+        if shuffle:
+            order = torch.randperm(len(batches), generator=self.generator).tolist()
+            batches = [batches[i] for i in order]
+        return batches
+
+    def _solve_batch(
+        self, data: Trajectories, batch: list[Window]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Solve one batch; return the solution, the times and the trajectory loss."""
+        c = self.config
+        index = torch.tensor([w.index for w in batch])
+        offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(self.length)
+        target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
+        start = batch[0].start
+        t = data.t[start : start + self.length]
+        sol = physode.solve(
+            self.model, target[0], t, method=c.method, rtol=c.rtol, atol=c.atol,
+            step_size=c.step_size, gradient=c.gradient,
+        )
+        pred, ref = sol.ys[1:], target[1:]
+        if c.observe is not None:
+            pred, ref = pred[..., c.observe], ref[..., c.observe]
+        return sol, t, (pred - ref).pow(2).mean()
+
+    def _evaluate(self, batch: list[Window], evaluations: list) -> torch.Tensor:
+        """Loss and gradient of one batch at the current parameters (the optimiser's closure)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        sol, t, loss = self._solve_batch(self.train_data, batch)
+        regularised = getattr(self.model, "regularised_loss", None)
+        objective = loss if regularised is None else regularised(loss, t, sol.ys)
+        scaled = objective
+        if self.config.optimizer == "lbfgs":
+            # L-BFGS has absolute thresholds (curvature pairs with s·y <= 1e-10 are dropped), so
+            # it sees the objective relative to its first value; the minimiser is the same.
+            if self.loss_scale is None:
+                self.loss_scale = max(objective.item(), torch.finfo(objective.dtype).tiny)
+            scaled = objective / self.loss_scale
+        scaled.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        evaluations.append((sol, loss.detach(), objective.detach()))
+        return scaled.detach()
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self) -> dict[str, Any]:
+        """Run one epoch of optimiser steps; return its log row (without validation)."""
+        c = self.config
+        self.model.train()
+        batches = self._batches(self.train_windows, shuffle=True)
+        if c.batches_per_epoch is not None:
+            batches = batches[: c.batches_per_epoch]
+        after_batch = getattr(self.model, "update_after_batch", None)
+        loss_sum = objective_sum = 0.0
+        nfe = nfe_backward = 0
+        start = time.perf_counter()
+        for batch in batches:
+            evaluations: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
+            closure = functools.partial(self._evaluate, batch, evaluations)
+            if c.optimizer == "lbfgs":
+                self.optimizer.step(closure)  # evaluates the closure as its line search needs
+            else:
+                closure()
+                self.optimizer.step()
+            _, loss, objective = evaluations[0]  # at the parameters the step started from
+            if after_batch is not None:
+                after_batch(loss.item())
+            loss_sum += loss.item()
+            objective_sum += objective.item()
+            for sol, _, _ in evaluations:
+                nfe += int(sol.stats.nfe)
+                nfe_backward += int(sol.stats.nfe_backward or 0)
+        wall = time.perf_counter() - start
+        self.train_seconds += wall
+        row: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "loss": loss_sum / len(batches),
+            "objective": objective_sum / len(batches),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "wall_time": wall,
+            "nfe_forward": nfe,
+            "nfe_backward": nfe_backward,
+            "n_batches": len(batches),
+        }
+        metrics = getattr(self.model, "training_metrics", None)
+        if metrics is not None:
+            row.update(metrics())
+        parameters = getattr(self.model, "physical_parameters", None)
+        if parameters is not None:
+            row.update({f"param_{k}": v for k, v in parameters().items()})
+        return row
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        """Mean squared error over the validation windows (``None`` without validation data)."""
+        if self.val_data is None:
+            return None
+        self.model.eval()
+        total = weight = 0.0
+        for batch in self._batches(self.val_windows, shuffle=False):
+            _, _, loss = self._solve_batch(self.val_data, batch)
+            total += loss.item() * len(batch)
+            weight += len(batch)
+        return total / weight
+
+    def fit(self, epochs: int | None = None) -> TrainResult:
+        """Train until ``config.epochs`` epochs are done or early stopping ends the run.
+
+        A trainer restored with :meth:`load_checkpoint` continues from the saved epoch.
+
+        Parameters
+        ----------
+        epochs : int, optional
+            Run at most this many more epochs in this call (the run can be continued by another
+            call, or from a checkpoint by another trainer).
+
+        Returns
+        -------
+        TrainResult
+        """
+        c = self.config
+        last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
+        bar = None
+        if c.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=c.epochs, initial=self.epoch, desc="train", unit="epoch")
+        try:
+            while self.epoch < last and not self.stopped_early:
+                row = self.train_epoch()
+                val = self.validation_loss()
+                row["val_loss"] = val
+                self.epoch += 1
+                self._after_epoch(row, val)
+                if bar is not None:
+                    bar.update(1)
+                    shown = {"loss": f"{row['loss']:.3g}"}
+                    if val is not None:
+                        shown["val"] = f"{val:.3g}"
+                    bar.set_postfix(shown)
+        finally:
+            if bar is not None:
+                bar.close()
+        finished = self.epoch >= c.epochs or self.stopped_early
+        if finished and c.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        parameters = getattr(self.model, "physical_parameters", None)
+        return TrainResult(
+            history=list(self.history),
+            best_epoch=self.best_epoch,
+            best_val_loss=None if self.best_epoch is None else self.best_val_loss,
+            stopped_early=self.stopped_early,
+            train_seconds=self.train_seconds,
+            physical_parameters={} if parameters is None else parameters(),
+        )
+
+    def _after_epoch(self, row: dict[str, Any], val: float | None) -> None:
+        c = self.config
+        row["elapsed"] = self.train_seconds
+        self.history.append(row)
+        improved = val is not None and val < self.best_val_loss - c.min_delta
+        if improved:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val, self.epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        elif val is not None:
+            self.bad_epochs += 1
+            if c.patience is not None and self.bad_epochs >= c.patience:
+                self.stopped_early = True
+        if c.time_limit is not None and self.train_seconds >= c.time_limit:
+            self.stopped_early = True
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(row["loss"] if val is None else val)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        if c.log is not None:
+            write_log(self.history, c.log)
+        if c.checkpoint_dir is not None:
+            folder = Path(c.checkpoint_dir)
+            if self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs:
+                self.save_checkpoint(folder / "last.pt")
+            if improved:
+                self.save_checkpoint(folder / "best.pt")
+
+    # ------------------------------------------------------------------ after training
+    def evaluate(
+        self,
+        test_data: Any = None,
+        *,
+        t_end: float | None = None,
+        conservation: bool = True,
+        conservation_tolerance: float = 1e-6,
+    ) -> RolloutReport:
+        """Roll the model out on held-out trajectories, within and beyond the training horizon.
+
+        Parameters
+        ----------
+        test_data : same kinds as the training data, optional
+            Held-out trajectories; by default the stored ``"test"`` split of an HDF5 data set,
+            else the validation data.
+        t_end : float, optional
+            Roll out to this time (beyond the data the truth is simulated from the data set's
+            system), e.g. twice the training horizon.
+        conservation : bool
+            Add conservation reports of the rollouts and the truth (needs a known system).
+        conservation_tolerance : float
+            Relative drift the conservation reports flag.
+
+        Returns
+        -------
+        RolloutReport
+            The training horizon is the last time of the training trajectories.
+        """
+        c = self.config
+        if test_data is not None:
+            stored = isinstance(test_data, str | os.PathLike)
+            held_out = as_trajectories(test_data, split="test" if stored else None)
+        elif self._stored_path is not None:
+            held_out = _optional_split(self._stored_path, "test") or self.val_data
+        else:
+            held_out = self.val_data
+        if held_out is None:
+            raise InvalidArgumentError(
+                "no held-out trajectories to evaluate on: pass test_data=..."
+            )
+        held_out = held_out.to(self.train_data.states.dtype)
+        if held_out.system is None:
+            held_out.system = self.train_data.system
+        return rollout_report(
+            self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
+            observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
+            step_size=c.step_size, conservation=conservation,
+            conservation_tolerance=conservation_tolerance,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly (tensors and plain values only)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "physode_version": physode.__version__,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "train_seconds": self.train_seconds,
+            "loss_scale": self.loss_scale,
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`state_dict` to ``path`` atomically (temporary file, then rename).
+
+        Returns
+        -------
+        Path
+            The checkpoint's path.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore a run saved by :meth:`save_checkpoint`; :meth:`fit` then continues it.
+
+        The trainer must be built with the same model architecture, data and settings (the
+        number of epochs, the log and checkpoint paths and the progress bar may differ).
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If the file is not a physode checkpoint or was saved with different settings.
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise InvalidArgumentError(f"{path} is not a physode training checkpoint")
+        if state["version"] > CHECKPOINT_VERSION:
+            raise InvalidArgumentError(
+                f"{path} has checkpoint version {state['version']}; this physode reads up to "
+                f"{CHECKPOINT_VERSION}; upgrade physode"
+            )
+        mine = self.config.to_dict()
+        differ = [k for k in _RESUME_KEYS if state["config"].get(k) != mine.get(k)]
+        if differ:
+            pairs = ", ".join(f"{k}: {state['config'].get(k)!r} -> {mine.get(k)!r}" for k in differ)
+            raise InvalidArgumentError(
+                f"cannot resume {path}: settings differ from the saved run ({pairs}); use the "
+                "saved settings to continue the run exactly"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.best_val_loss = state["best_val_loss"]
+        self.best_epoch = state["best_epoch"]
+        self.best_state = state["best_state"]
+        self.bad_epochs = state["bad_epochs"]
+        self.stopped_early = state["stopped_early"]
+        self.train_seconds = state["train_seconds"]
+        self.loss_scale = state["loss_scale"]
+        if self.config.log is not None:
+            write_log(self.history, self.config.log)
+
+
+def _optional_split(path: Any, split: str) -> Trajectories | None:
+    """A stored split, or ``None`` when the data set has no trajectories in it."""
+    try:
+        return as_trajectories(path, split=split)
+    except InvalidArgumentError:
+        return None
+
+
+def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
+    """Hold out ``fraction`` of the trajectories (at least one) for validation."""
+    n = len(data)
+    n_val = max(1, round(fraction * n))
+    if n_val >= n:
+        raise InvalidArgumentError(
+            f"val_fraction={fraction} leaves no training trajectories out of {n}; pass "
+            "val_data=... or use more trajectories"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return data.subset(order[n_val:].sort().values), data.subset(order[:n_val].sort().values)
+
+
+def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write the per-epoch rows to ``path`` as CSV or JSON (by its suffix), atomically.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_log([{"epoch": 1, "loss": 0.5}], folder / "log.csv")
+    >>> (folder / "log.csv").read_text().splitlines()
+    ['epoch,loss', '1,0.5']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".json":
+        tmp.write_text(json.dumps(history, indent=1))
+    else:
+        columns: list[str] = []
+        for row in history:
+            columns += [k for k in row if k not in columns]
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(history)
+    os.replace(tmp, path)
