@@ -123,8 +123,11 @@ def integrate_per_sample(
     alpha = 1.0 / q - 0.75 * beta
     eps = 4.0 * torch.finfo(dtype).eps
 
-    ys = y0.new_full((n_out, *y0.shape), float("nan"))
-    ys[0] = y0
+    # Outputs are collected as (output index, row, state) pieces and written once at the end:
+    # one scatter instead of one per iteration.
+    out_k: list[Tensor] = []
+    out_rows: list[Tensor] = []
+    out_y: list[Tensor] = []
     status = torch.full((batch,), int(Status.SUCCESS), dtype=torch.int64, device=device)
     t_final = torch.full((batch,), times[0], dtype=dtype, device=device)
     h_final = torch.zeros(batch, dtype=dtype, device=device)
@@ -166,16 +169,22 @@ def integrate_per_sample(
 
         if trace is not None and bool(accept.any()):
             acc = accept.nonzero().squeeze(1)
-            land_local = landed[acc].nonzero().squeeze(1)
+            land_local = landed.index_select(0, acc).nonzero().squeeze(1)
             trace.steps.append(
-                (rows[acc], t[acc], h_step[acc], y[acc], land_local, k[acc][land_local])
+                (
+                    *(x.index_select(0, acc) for x in (rows, t, h_step, y)),
+                    land_local,
+                    k.index_select(0, acc).index_select(0, land_local),
+                )
             )
         accept_b = accept.view(view)
         y = torch.where(accept_b, step.y1, y)
         t = torch.where(accept, torch.where(landing, target, t + h_step), t)
         if bool(landed.any()):
             where = landed.nonzero().squeeze(1)
-            ys[k[where], rows[where]] = y[where]
+            out_k.append(k.index_select(0, where))
+            out_rows.append(rows.index_select(0, where))
+            out_y.append(y.index_select(0, where))
             k = k + landed.long()
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
@@ -199,11 +208,11 @@ def integrate_per_sample(
 
         if tab.fsal:
             f0 = torch.where(accept_b, step.f1, f0)
-        elif bool(accept.any()):
-            acc = accept.nonzero().squeeze(1)
-            f_acc = func(t[acc].view(view), y[acc])
+        else:
+            # Rejected rows have the same (t, y) as before, so re-evaluating every row gives them
+            # their old f0 bit for bit, and costs less than gathering the accepted ones.
+            f0 = func(t.view(view), y)
             stats.nfe += 1
-            f0 = f0.index_put((acc,), f_acc)
 
         finished = k >= n_out
         # `~(>)` also catches a NaN step, which a NaN first evaluation produces.
@@ -220,24 +229,37 @@ def integrate_per_sample(
                     int(Status.MAX_STEPS),
                 ),
             )
-            gone = rows[done]
-            status[gone] = code[done]
-            t_final[gone] = t[done]
-            h_final[gone] = h[done]
-            n_steps[gone] = local_steps[done]
-            n_rejected[gone] = local_rejected[done]
-            keep = ~done
-            rows, t, y, h, k, f0, previous = (x[keep] for x in (rows, t, y, h, k, f0, previous))
-            local_steps, local_rejected = local_steps[keep], local_rejected[keep]
+            out = done.nonzero().squeeze(1)
+            gone = rows.index_select(0, out)
+            for record, value in (
+                (status, code),
+                (t_final, t),
+                (h_final, h),
+                (n_steps, local_steps),
+                (n_rejected, local_rejected),
+            ):
+                record.index_copy_(0, gone, value.index_select(0, out))
+            keep = (~done).nonzero().squeeze(1)
+            rows, t, y, h, k, f0, previous, local_steps, local_rejected = (
+                x.index_select(0, keep)
+                for x in (rows, t, y, h, k, f0, previous, local_steps, local_rejected)
+            )
+
+    ys = y0.new_full((n_out, *y0.shape), float("nan"))
+    first = torch.zeros(batch, dtype=torch.int64, device=device)
+    all_rows = torch.arange(batch, device=device)
+    ys = ys.index_put(
+        (torch.cat([first, *out_k]), torch.cat([all_rows, *out_rows])),
+        torch.cat([y0, *out_y]),
+    )
 
     stats.n_steps = n_steps
     stats.n_rejected = n_rejected
-    # Evaluations per row: the first f0 and starting step, the stages of every attempt, and, for
-    # methods without FSAL, f at the start of every accepted step after the first.
-    per_row = 1 + (first_step is None) + (n_steps + n_rejected) * stepper.nfe_per_step
-    if not tab.fsal:
-        per_row = per_row + (n_steps - 1).clamp_min(0)
-    stats.nfe = per_row
+    # Evaluations per row: the first f0 and starting step, then the stages of every attempt and,
+    # for methods without FSAL, f at the row's new (or unchanged) state after every attempt.
+    attempts = n_steps + n_rejected
+    per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
+    stats.nfe = 1 + (first_step is None) + attempts * per_attempt
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
 
 
