@@ -92,6 +92,7 @@ def run_physode_simulate(n: int, folder: Path, device: str) -> dict:
         atol=TOL,
         force=True,
         quiet=True,
+        threads=None,  # as set for this process by --threads
     )
     seconds = time.perf_counter() - start
     with physode.data.load(out) as data:
@@ -199,6 +200,9 @@ def run_rebound(y0: np.ndarray) -> dict:
 
 
 def _child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
     folder = Path(args.folder)
     if args.part == "physode simulate":
         result = run_physode_simulate(args.n, folder, args.device)
@@ -242,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="device of the physode solve (cpu, cuda)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads of the physode runs (default 1, like SciPy and REBOUND)",
+    )
     parser.add_argument("--part", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -255,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"planar three-body, t in [0, {T_END:g}], {POINTS} output times, rtol = atol = {TOL:g}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, physode on {args.device}"
+        f"torch {torch.__version__}, physode on {args.device} with {args.threads} thread(s); "
+        "SciPy and REBOUND single-threaded"
     )
     header = (
         "| contender | trajectories | total s | ms / trajectory | median rel. energy error | "
@@ -283,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.device,
                     "--reference-limit",
                     str(args.reference_limit),
+                    "--threads",
+                    str(args.threads),
                 ]
                 subprocess.run(command, check=True)
                 results[part] = json.loads(result_file.read_text())
