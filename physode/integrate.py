@@ -121,14 +121,11 @@ def _graph_leaves(output: Tensor) -> list[Tensor]:
     return list(leaves.values())
 
 
-def _probe_params(func: Callable, y0: Tensor, t0: float) -> list[Tensor]:
-    """Parameters a plain function reaches in ways that cannot be seen from outside (globals,
-    attributes of objects it closes over): one evaluation with autograd, then its graph's leaves."""
+def _first_evaluation(func: Callable, y0: Tensor, t0: float) -> Tensor:
+    """``func(t0, y0)`` with autograd on, so its graph shows the tensors requiring grad that a
+    plain function reaches in ways invisible from outside (globals, attributes of objects)."""
     with torch.enable_grad():
-        out = func(torch.scalar_tensor(t0, dtype=y0.dtype, device=y0.device), y0.detach())
-    if not isinstance(out, Tensor) or not out.requires_grad:
-        return []
-    return _graph_leaves(out)
+        return func(torch.scalar_tensor(t0, dtype=y0.dtype, device=y0.device), y0.detach())
 
 
 def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor]:
@@ -290,14 +287,21 @@ def solve(
         params=_find_params(func, params),
         stats=stats,
     )
-    if params is None and mode.name != "disc-opt" and torch.is_grad_enabled():
-        if not isinstance(func, nn.Module) and not isinstance(
-            getattr(func, "__self__", None), nn.Module
-        ):
+    owner = func if isinstance(func, nn.Module) else getattr(func, "__self__", None)
+    if (
+        params is None
+        and mode.name != "disc-opt"
+        and torch.is_grad_enabled()
+        and not isinstance(owner, nn.Module)
+    ):
+        # The loop starts from this evaluation, so finding the parameters costs nothing extra.
+        first = _first_evaluation(func, y0, times[0])
+        stats.nfe += 1
+        if isinstance(first, Tensor):
             known = {id(p) for p in problem.params}
-            extra = [p for p in _probe_params(func, y0, times[0]) if id(p) not in known]
-            problem.params.extend(extra)
-            stats.nfe += 1
+            if first.requires_grad:
+                problem.params.extend(p for p in _graph_leaves(first) if id(p) not in known)
+            problem.f0 = first.detach()
     if step_control == "per-sample":
         from physode.solvers.per_sample import solve_per_sample
 

@@ -30,6 +30,7 @@ class Problem:
     max_steps: int
     params: list[Tensor]
     stats: Stats
+    f0: Tensor | None = None  # func(times[0], y0), when already evaluated (and counted)
 
     def run(self, y0: Tensor, trace: Trace | None = None, loop: Callable = integrate):
         """The forward loop from ``y0`` with this problem's settings.
@@ -49,6 +50,7 @@ class Problem:
             max_steps=self.max_steps,
             stats=self.stats,
             trace=trace,
+            f0=self.f0 if y0 is self.y0 or y0.data_ptr() == self.y0.data_ptr() else None,
         )
 
 

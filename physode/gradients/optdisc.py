@@ -116,9 +116,7 @@ class _OptDiscFunction(torch.autograd.Function):
         stepper = make_stepper(method, augmented)
         stats = Stats()
         last = ctx.n_reached - 1
-        z = torch.cat(
-            [ys[last].reshape(-1), grad_ys[last].reshape(-1), ys.new_zeros(sum(sizes))]
-        )
+        z = torch.cat([ys[last].reshape(-1), grad_ys[last].reshape(-1), ys.new_zeros(sum(sizes))])
         times = problem.times
         for k in range(last, 0, -1):
             if mode.restart:

@@ -122,6 +122,7 @@ def integrate(
     stats: Stats,
     trace: Trace | None = None,
     n_controlled: int | None = None,
+    f0: Tensor | None = None,
 ) -> LoopResult:
     """Integrate ``dy/dt = func(t, y)`` from ``times[0]`` through every later time in ``times``.
 
@@ -129,7 +130,8 @@ def integrate(
     ``step_size`` and shorten only the step that lands on an output time. Methods with a dense
     output step freely and interpolate at the output times; the others land on every output time.
     Gradients flow through whatever ``func`` and the stepper compute, so the caller decides with
-    ``torch.no_grad`` / ``enable_grad`` whether a graph is built.
+    ``torch.no_grad`` / ``enable_grad`` whether a graph is built. ``f0``, if given, is
+    ``func(times[0], y0)`` already evaluated (and counted) by the caller.
     """
     time = _time_maker(y0)
     direction = 1.0 if times[-1] > times[0] else -1.0
@@ -138,8 +140,9 @@ def integrate(
     t, y = times[0], y0
     ys = [y0]
 
-    f0 = func(time(t), y)
-    stats.nfe += 1
+    if f0 is None:
+        f0 = func(time(t), y)
+        stats.nfe += 1
     if not isinstance(f0, Tensor) or f0.shape != y0.shape:
         got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0).__name__
         raise InvalidArgumentError(

@@ -101,13 +101,15 @@ def integrate_per_sample(
     max_steps: int,
     stats: Stats,
     trace: PerSampleTrace | None = None,
+    f0: Tensor | None = None,
 ) -> PerSampleResult:
     """Integrate every row of ``y0`` (its first dimension) with its own adaptive steps.
 
     Returns outputs ``(len(times), *y0.shape)`` (NaN where a row stopped early), and per row the
     status code, the time reached and the last step size. ``stats`` receives per-row tensors of
     accepted steps, rejected steps and evaluations of ``func``. ``step_size`` must be None: rows
-    choose their own steps.
+    choose their own steps. ``f0`` is accepted for the shared loop's signature and not used: here
+    ``func`` first sees one time per row.
     """
     if step_size is not None:
         raise InvalidArgumentError("step_control='per-sample' needs an adaptive method")
