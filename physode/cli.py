@@ -244,10 +244,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _add_train(subparsers) -> argparse.ArgumentParser:
+    from physode.cli_train import add_train_parser
+
+    return add_train_parser(subparsers)
+
+
 COMMANDS: list[Callable[..., argparse.ArgumentParser]] = [
     _add_systems,
     _add_simulate,
     _add_check,
+    _add_train,
 ]
 
 
