@@ -1,0 +1,179 @@
+"""Tests of physode.models: shapes, validation, hybrids, APHYNITY, and every gradient mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import physode
+import physode.systems
+from physode.models import MLP, Aphynity, Hybrid, NeuralODE, PhysicsModel, make_activation
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Run every test of this module in float64, then restore the default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+class LinearDecay(nn.Module):
+    """dy/dt = -k y with a learnable k (a stand-in physics term that needs no catalogue)."""
+
+    autonomous = True
+
+    def __init__(self, k: float = 1.0) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(k))
+
+    def physical_parameters(self) -> dict[str, float]:
+        return {"k": float(self.k.detach())}
+
+    def forward(self, t, y):
+        return -self.k * y
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_mlp_maps_the_last_dimension_with_any_leading_shape(depth):
+    net = MLP(3, 5, width=7, depth=depth, activation="softplus")
+    assert net(torch.zeros(2, 4, 3)).shape == (2, 4, 5)
+    assert sum(isinstance(m, nn.Linear) for m in net.modules()) == depth + 1
+
+
+def test_mlp_with_zero_output_is_the_zero_map():
+    net = MLP(3, 2, zero_output=True)
+    assert torch.equal(net(torch.randn(6, 3)), torch.zeros(6, 2))
+
+
+def test_unknown_activation_is_refused_with_the_valid_choices():
+    with pytest.raises(physode.InvalidArgumentError, match="'swish'.*choose one of.*tanh"):
+        MLP(2, 2, depth=0, activation="swish")
+    with pytest.raises(physode.InvalidArgumentError, match="width=0"):
+        MLP(2, 2, width=0)
+    assert isinstance(make_activation("gelu"), nn.GELU)
+
+
+def test_neural_ode_feeds_time_only_when_time_dependent():
+    torch.manual_seed(0)
+    y = torch.randn(4, 2)
+    autonomous = NeuralODE(2, width=8, depth=1)
+    assert autonomous.autonomous
+    assert torch.equal(autonomous(torch.tensor(0.0), y), autonomous(torch.tensor(5.0), y))
+    timed = NeuralODE(2, width=8, depth=1, time_dependent=True)
+    assert not timed.autonomous
+    assert not torch.allclose(timed(torch.tensor(0.0), y), timed(torch.tensor(5.0), y))
+    per_sample_t = torch.tensor([0.0, 5.0, 0.0, 5.0])[:, None]
+    out = timed(per_sample_t, y)
+    assert torch.equal(out[1], timed(torch.tensor(5.0), y)[1])
+
+
+def test_neural_ode_input_transform_is_applied_before_the_network():
+    torch.manual_seed(0)
+    cubic = NeuralODE(2, width=8, depth=1, input_transform=lambda y: y**3)
+    y = torch.randn(3, 2)
+    assert torch.allclose(cubic(torch.tensor(0.0), y), cubic.net(y**3))
+
+
+def test_hybrid_is_physics_plus_residual_and_starts_as_physics():
+    torch.manual_seed(0)
+    physics, residual = LinearDecay(0.7), NeuralODE(2, width=8, depth=1)
+    model = Hybrid(physics, residual)
+    t, y = torch.tensor(0.3), torch.randn(5, 2)
+    assert torch.allclose(model(t, y), physics(t, y) + residual(t, y))
+    fresh = Hybrid(LinearDecay(0.7), NeuralODE(2, width=8, depth=1, zero_output=True))
+    assert torch.equal(fresh(t, y), physics(t, y))
+    assert model.physical_parameters() == {"k": pytest.approx(0.7)}
+    assert model.autonomous
+    assert not Hybrid(physics, NeuralODE(2, time_dependent=True)).autonomous
+
+
+def test_aphynity_objective_adds_the_residual_norm_and_raises_lambda_by_tau_times_loss():
+    torch.manual_seed(0)
+    model = Hybrid(LinearDecay(), NeuralODE(2, width=8, depth=1), Aphynity(2.0, tau=10.0))
+    t = torch.linspace(0, 1, 4)
+    ys = torch.randn(4, 3, 2)
+    norm = torch.stack([model.residual(t[i], ys[i]).pow(2).sum(-1) for i in range(4)]).mean()
+    assert torch.allclose(model.residual_norm(t, ys), norm)
+    loss = torch.tensor(0.5)
+    assert torch.allclose(model.regularised_loss(loss, t, ys), norm + 2.0 * 0.5)
+    model.update_after_batch(0.5)
+    assert float(model.aphynity_lambda) == pytest.approx(2.0 + 10.0 * 0.5)
+    assert model.training_metrics() == {"aphynity_lambda": pytest.approx(7.0)}
+    assert "aphynity_lambda" in model.state_dict()
+
+
+def test_hybrid_without_aphynity_optimises_the_plain_trajectory_loss():
+    model = Hybrid(LinearDecay(), NeuralODE(2, depth=0))
+    loss = torch.tensor(0.25)
+    assert model.regularised_loss(loss, torch.linspace(0, 1, 2), torch.ones(2, 1, 2)) is loss
+    model.update_after_batch(1.0)
+    assert model.training_metrics() == {}
+
+
+@pytest.mark.parametrize("bad", [{"lambda_init": 0.0}, {"tau": -1.0}])
+def test_bad_aphynity_settings_are_refused(bad):
+    with pytest.raises(physode.InvalidArgumentError, match=next(iter(bad))):
+        Aphynity(**bad)
+
+
+def _hybrid():
+    torch.manual_seed(1)
+    return Hybrid(LinearDecay(0.5), NeuralODE(2, width=6, depth=1), aphynity=True)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        {"method": "dopri5", "rtol": 1e-9, "atol": 1e-11},
+        {"method": "rk4", "step_size": 0.05},
+        {"method": "tsit5", "rtol": 1e-9, "atol": 1e-11},
+    ],
+)
+def test_models_get_equal_gradients_from_disc_opt_and_aca_and_close_ones_from_opt_disc(solver):
+    y0 = torch.tensor([[1.0, -0.5], [0.3, 0.8]])
+    t = torch.linspace(0, 1, 5)
+    grads = {}
+    for mode in ("disc-opt", "aca", "opt-disc"):
+        model = _hybrid()
+        ys = physode.odeint(model, y0, t, gradient=mode, **solver)
+        ys.pow(2).sum().backward()
+        grads[mode] = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    scale = grads["disc-opt"].norm()
+    assert (grads["aca"] - grads["disc-opt"]).norm() <= 1e-10 * scale
+    assert (grads["opt-disc"] - grads["disc-opt"]).norm() <= 1e-3 * scale
+
+
+def test_physics_model_wraps_the_catalogue_field_with_named_learnable_parameters():
+    model = PhysicsModel("three_body_aca", ["m1", "m2", "m3"], init={"m3": 0.7})
+    assert model.physical_parameters() == pytest.approx({"m1": 1.1, "m2": 1.1, "m3": 0.7})
+    assert {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters()} == {"m1", "m2", "m3"}
+    system = model.system
+    y = system.sample_initial_states(3, seed=1)
+    p = torch.tensor([1.1, 1.1, 0.7, system.parameters["K1"], system.parameters["K2"]])
+    assert torch.allclose(model(torch.tensor(0.0), y), system.rhs(0.0, y, p), rtol=1e-12)
+    model(torch.tensor(0.0), y).pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad != 0 for p in model.parameters())
+    assert model.autonomous and model.separable and model.n_coordinates == 9
+
+
+def test_physics_model_refuses_unknown_or_non_learnable_parameters():
+    with pytest.raises(physode.InvalidArgumentError, match="\\['mass'\\] are not parameters.*m1"):
+        PhysicsModel("three_body_aca", ["mass"])
+    with pytest.raises(physode.InvalidArgumentError, match="init sets \\['K1'\\]"):
+        PhysicsModel("three_body_aca", ["m1"], init={"K1": 1.0})
+
+
+@pytest.mark.parametrize("gradient", ["aca", "disc-opt", "opt-disc"])
+def test_a_hybrid_with_catalogue_physics_trains_under_every_gradient_mode(gradient):
+    system = physode.systems.load("lotka_volterra")
+    physics = PhysicsModel(system, ["alpha", "delta"])
+    model = Hybrid(physics, NeuralODE(2, width=8, depth=1), aphynity=True)
+    t = torch.linspace(0, 1, 6)
+    ys = physode.odeint(model, torch.tensor([[1.0, 2.0]]), t, gradient=gradient)
+    model.regularised_loss(ys.pow(2).mean(), t, ys).backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert grads["physics.field.alpha"] is not None and grads["physics.field.alpha"] != 0
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())

@@ -1,0 +1,99 @@
+"""Short (``--quick``) runs of every experiment script: they finish, write the results the
+issue names, and their numbers are consistent."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def run(name: str, out: Path, *extra: str) -> dict:
+    """Run ``scripts/<name>.py --quick --out OUT`` in this process; return its results.json."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        module = importlib.import_module(name)
+        assert module.main(["--quick", "--out", str(out), "--threads", "1", *extra]) == 0
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return json.loads((out / "results.json").read_text())
+
+
+def finite(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def test_three_body_masses_runs_every_mode_and_aca_follows_disc_opt_exactly(tmp_path):
+    results = run("three_body_masses", tmp_path, "--jobs", "1")
+    assert results["masses_true"] == [1.1, 1.1, 0.9]
+    runs = results["runs"]
+    assert set(runs) == {"aca", "disc-opt", "opt-disc", "hybrid", "neural"}
+    for mode in ("aca", "disc-opt", "opt-disc"):
+        assert len(runs[mode]["masses"]) == 3
+        assert finite(runs[mode]["max_rel_mass_error"]) and finite(runs[mode]["test_mse"])
+        assert runs[mode]["train_seconds"] > 0
+    # Equal gradients give the same optimisation path.
+    for a, b in zip(runs["aca"]["masses"], runs["disc-opt"]["masses"], strict=True):
+        assert a == pytest.approx(b, rel=1e-9)
+    assert finite(runs["hybrid"]["test_mse"]) and finite(runs["neural"]["test_mse"])
+    assert (tmp_path / "trajectories.png").exists() and (tmp_path / "masses.png").exists()
+
+
+def test_spiral_reports_each_mode_and_a_second_order_taylor_test_for_exact_gradients(tmp_path):
+    results = run("spiral_disc_vs_opt", tmp_path)
+    for mode in ("disc-opt", "opt-disc", "aca"):
+        run_ = results["runs"][mode]
+        assert finite(run_["train_seconds"]) and finite(run_["final_loss"])
+        assert finite(run_["extrapolation_mse"])
+    for mode in ("disc-opt", "aca"):
+        assert results["taylor"][mode]["E1_order"] > 1.8
+    for name in ("training.png", "extrapolation.png", "taylor.png"):
+        assert (tmp_path / name).exists()
+
+
+def test_lynx_hare_fits_and_forecasts_with_three_models(tmp_path):
+    results = run("lynx_hare", tmp_path)
+    assert set(results["runs"]) == {"physics", "hybrid", "neural"}
+    for run_ in results["runs"].values():
+        assert finite(run_["fit_mse"]) and finite(run_["forecast_mse"])
+    assert set(results["runs"]["physics"]["rates"]) == {"alpha", "beta", "gamma", "delta"}
+    assert (tmp_path / "forecast.png").exists()
+
+
+def test_damped_pendulum_reports_frequency_residual_and_errors(tmp_path):
+    results = run("damped_pendulum", tmp_path)
+    runs = results["runs"]
+    assert set(runs) == {"physics", "hybrid", "hybrid_no_aphynity", "neural"}
+    assert results["omega0_true"] == pytest.approx(2 * math.pi / 6)
+    assert finite(runs["hybrid"]["omega0"]) and finite(runs["hybrid"]["residual_norm"])
+    assert runs["hybrid"]["aphynity_lambda"] > 1.0
+    assert all(finite(r["test_mse"]) for r in runs.values())
+
+
+def test_gradient_accuracy_shows_aca_equal_to_disc_opt_and_errors_falling(tmp_path):
+    results = run("gradient_accuracy", tmp_path)
+    spiral, three_body = results["problems"]["spiral"], results["problems"]["three_body"]
+    assert max(spiral["aca_vs_disc_opt"] + three_body["aca_vs_disc_opt"]) < 1e-10
+    errors = spiral["errors"]
+    assert set(errors) == {"disc-opt", "aca", "opt-disc", "torchdiffeq-adjoint"}
+    assert errors["disc-opt"][-1] < errors["disc-opt"][0]
+    assert all(finite(e[0]) for e in three_body["errors"].values())
+    assert (tmp_path / "gradient_accuracy.png").exists()
+
+
+def test_demo_simulates_checks_trains_and_reports_conservation(tmp_path):
+    results = run("demo", tmp_path)
+    assert results["data"]["check_passed"]
+    assert len(results["masses"]) == 3 and finite(results["max_rel_mass_error"])
+    rollout = results["rollout"]
+    assert rollout["conservation_truth"]["energy"]["ok"]
+    assert finite(rollout["mse_within"]) and finite(rollout["mse_beyond"])
+    for name in ("three_body.h5", "log.csv", "training.png", "rollout.png", "data_drift.png"):
+        assert (tmp_path / name).exists()
+    assert (tmp_path / "checkpoints" / "last.pt").exists()

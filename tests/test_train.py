@@ -1,0 +1,333 @@
+"""Tests of physode.train: the loss falls, runs resume bit for bit, bad arguments are refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import physode
+from physode.models import Aphynity, Hybrid, NeuralODE
+from physode.train import TrainConfig, Trainer, Trajectories, rollout_report
+
+A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
+
+
+class LinearDecay(nn.Module):
+    """dy/dt = -k y with a learnable k."""
+
+    def __init__(self, k: float = 1.0) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(k, dtype=torch.float64))
+
+    def physical_parameters(self) -> dict[str, float]:
+        return {"k": float(self.k.detach())}
+
+    def forward(self, t, y):
+        return -self.k * y
+
+
+def spiral_data(n: int = 4, points: int = 21, t_end: float = 2.0) -> tuple:
+    t = torch.linspace(0, t_end, points, dtype=torch.float64)
+    angle = torch.linspace(0, 3, n, dtype=torch.float64)
+    y0 = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+    ys = physode.odeint(lambda s, y: y @ A, y0, t, method="dop853", rtol=1e-12, atol=1e-12)
+    return t, ys.transpose(0, 1)
+
+
+def neural(seed: int = 0) -> NeuralODE:
+    torch.manual_seed(seed)
+    return NeuralODE(2, width=16, depth=1)
+
+
+def test_training_lowers_the_loss_and_logs_nfe_and_parameters(tmp_path):
+    t, ys = spiral_data()
+    torch.manual_seed(0)
+    model = Hybrid(LinearDecay(0.3), NeuralODE(2, width=16, depth=1, zero_output=True))
+    log = tmp_path / "log.csv"
+    trainer = Trainer(model, (t, ys), epochs=5, window=6, batch_size=8, batches_per_epoch=3,
+                      lr=0.02, log=str(log))  # fmt: skip
+    result = trainer.fit()
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < 0.3 * losses[0]
+    rows = list(csv.DictReader(log.open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 6))
+    assert all(int(r["nfe_forward"]) > 0 and int(r["nfe_backward"]) > 0 for r in rows)
+    assert float(rows[-1]["param_k"]) == pytest.approx(result.physical_parameters["k"])
+    assert float(rows[-1]["wall_time"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "rel"),
+    [
+        ({"optimizer": "adam", "lr": 0.1, "epochs": 100, "lr_schedule": "cosine"}, 1e-2),
+        ({"optimizer": "lbfgs", "lr": 1.0, "epochs": 8}, 1e-5),
+    ],
+)
+def test_a_physical_parameter_is_recovered_from_its_trajectories(settings, rel):
+    t = torch.linspace(0, 2, 21, dtype=torch.float64)
+    ys = torch.exp(-1.7 * t)[None, :, None] * torch.tensor([1.0, -2.0], dtype=torch.float64)
+    model = LinearDecay(1.0)
+    Trainer(model, (t, ys), method="rk4", step_size=0.05, gradient="disc-opt", **settings).fit()
+    assert model.physical_parameters()["k"] == pytest.approx(1.7, rel=rel)
+
+
+def _config(tmp_path, **overrides) -> TrainConfig:
+    values = dict(
+        epochs=4, window=5, batch_size=6, lr=0.01, lr_schedule="cosine", grad_clip=1.0,
+        val_fraction=0.25, seed=3, method="dopri5", rtol=1e-7, atol=1e-9,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _aphynity_model(seed: int) -> Hybrid:
+    torch.manual_seed(seed)
+    return Hybrid(LinearDecay(0.3), NeuralODE(2, width=8, depth=1), Aphynity(1.0, tau=5.0))
+
+
+@pytest.mark.parametrize("gradient", ["aca", "disc-opt"])
+def test_a_resumed_run_continues_the_uninterrupted_one_bit_for_bit(tmp_path, gradient):
+    data = spiral_data()
+    config = _config(tmp_path, gradient=gradient)
+    whole = Trainer(_aphynity_model(0), data, config)
+    whole.fit()
+
+    first = Trainer(_aphynity_model(0), data, config)
+    first.fit(epochs=2)
+    path = first.save_checkpoint(tmp_path / "ckpt.pt")
+
+    other_init = _aphynity_model(123)
+    resumed = Trainer(other_init, data, config, log=str(tmp_path / "resumed.json"))
+    resumed.load_checkpoint(path)
+    resumed.fit()
+    keys = ("loss", "val_loss", "objective", "lr", "aphynity_lambda", "param_k")
+    assert [[r[k] for k in keys] for r in resumed.history] == [
+        [r[k] for k in keys] for r in whole.history
+    ]
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    logged = json.loads((tmp_path / "resumed.json").read_text())
+    assert [row["epoch"] for row in logged] == [1, 2, 3, 4]
+
+
+def test_checkpoints_are_written_during_training_and_refuse_other_settings(tmp_path):
+    data = spiral_data()
+    config = _config(tmp_path, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
+    Trainer(neural(), data, config).fit()
+    assert (tmp_path / "ckpt" / "last.pt").exists() and (tmp_path / "ckpt" / "best.pt").exists()
+    other = Trainer(neural(), data, config, lr=0.5)
+    with pytest.raises(physode.InvalidArgumentError, match="lr: 0.01 -> 0.5"):
+        other.load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="junk.pt|pickle|load"):
+        other.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_weights(tmp_path):
+    data = spiral_data()
+    config = _config(tmp_path, epochs=10, patience=2, min_delta=1e9,
+                     checkpoint_dir=str(tmp_path / "c"))  # fmt: skip
+    trainer = Trainer(neural(), data, config)
+    result = trainer.fit()
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    best = torch.load(tmp_path / "c" / "best.pt", weights_only=True)
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, best["model"][name])
+
+
+def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
+    t, ys = spiral_data()
+    torch.manual_seed(0)
+    trainer = Trainer(NeuralODE(2, width=4, depth=1, time_dependent=True), (t, ys), epochs=1,
+                      window=4, batch_size=3)  # fmt: skip
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert all(len({w.start for w in batch}) == 1 for batch in batches)
+    assert sum(len(b) for b in batches) == len(trainer.train_windows)
+    autonomous = Trainer(neural(), (t, ys), epochs=1, window=4, batch_size=3)
+    mixed = autonomous._batches(autonomous.train_windows, shuffle=True)
+    assert any(len({w.start for w in batch}) > 1 for batch in mixed)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gradient": "adjoint"}, "gradient='adjoint'.*'aca', 'disc-opt', 'opt-disc'"),
+        ({"window": 50}, "window=50 is longer than the training trajectories \\(21 time points"),
+        ({"method": "rk4"}, "needs step_size"),
+        ({"method": "rk45"}, "method='rk45'.*choose one of"),
+        ({"lr_schedule": "warmup"}, "lr_schedule='warmup'"),
+        ({"patience": 3}, "patience=3 needs validation data"),
+        ({"observe": [0, 7]}, "observe=\\[0, 7\\] has indices \\[7\\]"),
+        ({"log": "log.txt"}, "log='log.txt'"),
+        ({"epochs": 0, "batch_size": -1}, "epochs=0.*batch_size=-1"),
+    ],
+)
+def test_bad_training_arguments_are_refused_with_a_clear_message(overrides, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(neural(), spiral_data(), **overrides)
+
+
+def test_an_empty_data_set_is_refused():
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    with pytest.raises(physode.InvalidArgumentError, match="empty"):
+        Trainer(neural(), (t, torch.zeros(0, 5, 2, dtype=torch.float64)))
+
+
+def test_config_reads_toml_and_refuses_unknown_keys(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[train]\nepochs = 7\ngradient = "disc-opt"\nobserve = [0]\n')
+    config = TrainConfig.from_toml(path)
+    assert (config.epochs, config.gradient, config.observe) == (7, "disc-opt", [0])
+    path.write_text("[train]\nepoch = 7\n")
+    with pytest.raises(physode.InvalidArgumentError, match="unknown training settings"):
+        TrainConfig.from_toml(path)
+
+
+def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
+    t, ys = spiral_data(n=2, points=41, t_end=4.0)
+    data = Trajectories(t, ys)
+    exact = rollout_report(lambda s, y: y @ A, data, horizon=2.0, rtol=1e-10, atol=1e-12,
+                           conservation=False)  # fmt: skip
+    assert exact.mse_within < 1e-14 and exact.mse_beyond < 1e-14
+    wrong = rollout_report(lambda s, y: y @ (1.1 * A), data, horizon=2.0, conservation=False)
+    assert 0 < wrong.mse_within < wrong.mse_beyond
+    assert len(wrong.mse_per_trajectory) == 2
+    assert json.dumps(wrong.to_dict())
+
+
+# ---------------------------------------------------------------------- HDF5 data sets and the CLI
+import physode.data  # noqa: E402
+import physode.systems  # noqa: E402
+from physode.cli_train import add_train_parser, run_train  # noqa: E402
+from physode.models import PhysicsModel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lotka_volterra_h5(tmp_path_factory):
+    """Eight Lotka-Volterra trajectories with a 4/2/2 split."""
+    path = tmp_path_factory.mktemp("data") / "lv.h5"
+    physode.data.simulate("lotka_volterra", trajectories=8, t_end=2.0, points=21, out=path,
+                          seed=0, split=(0.5, 0.25, 0.25), quiet=True)  # fmt: skip
+    return path
+
+
+def test_training_on_an_hdf5_file_uses_its_splits_and_reports_conservation(lotka_volterra_h5):
+    stored = physode.data.load(lotka_volterra_h5)
+    model = PhysicsModel("lotka_volterra", ["alpha", "delta"], init={"alpha": 1.0, "delta": 2.0})
+    trainer = Trainer(model, lotka_volterra_h5, epochs=6, optimizer="lbfgs", lr=1.0,
+                      batch_size=8, rtol=1e-8, atol=1e-10)  # fmt: skip
+    assert len(trainer.train_data) == len(stored.split["train"])
+    assert len(trainer.val_data) == len(stored.split["val"])
+    result = trainer.fit()
+    assert result.physical_parameters["alpha"] == pytest.approx(1.3, rel=1e-3)
+    assert result.physical_parameters["delta"] == pytest.approx(1.8, rel=1e-3)
+    assert result.best_epoch is not None
+    report = trainer.evaluate(t_end=4.0)
+    assert report.predicted.shape == (len(stored.split["test"]), 41, 2)
+    assert report.mse_beyond < 1e-6
+    truth = report.conservation_truth["lotka_volterra_integral"]
+    assert float(truth.max_rel_drift.max()) < 1e-8
+    assert "conservation of the model's rollouts" in str(report)
+
+
+def test_a_trajectory_dataset_gives_its_trajectories_and_windows(lotka_volterra_h5):
+    dataset = physode.data.TrajectoryDataset(lotka_volterra_h5, split="train", window=5,
+                                             stride=2)  # fmt: skip
+    trainer = Trainer(neural(), dataset, epochs=1)
+    assert (trainer.config.window, trainer.config.window_stride) == (5, 2)
+    assert len(trainer.train_windows) == len(dataset)
+    assert trainer.val_data is not None
+
+
+def test_a_window_longer_than_the_stored_trajectories_is_refused(lotka_volterra_h5):
+    with pytest.raises(physode.InvalidArgumentError, match="window=30 is longer"):
+        Trainer(neural(), lotka_volterra_h5, window=30)
+
+
+def test_small_three_body_problem_recovers_the_masses():
+    system = physode.systems.load("three_body_aca")
+    t = torch.linspace(0, 0.05, 11, dtype=torch.float64)
+    ys = physode.odeint(system.vector_field(), system.initial_state("aca").double(), t,
+                        method="dop853", rtol=1e-12, atol=1e-12)  # fmt: skip
+    model = PhysicsModel(system, ["m1", "m2", "m3"], init={"m1": 1.0, "m2": 1.05, "m3": 0.95})
+    Trainer(model, (t, ys), epochs=12, optimizer="lbfgs", lr=1.0, observe=list(range(9)),
+            rtol=1e-10, atol=1e-10).fit()  # fmt: skip
+    masses = model.physical_parameters()
+    for name, true in (("m1", 1.1), ("m2", 1.1), ("m3", 0.9)):
+        assert masses[name] == pytest.approx(true, rel=1e-4)
+
+
+def _cli(argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="physode")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["train", *argv])
+
+
+def test_physode_train_trains_from_flags_and_writes_model_and_report(lotka_volterra_h5, tmp_path):
+    args = _cli([str(lotka_volterra_h5), "--model", "physics", "--learnable", "alpha,delta",
+                 "--init", "alpha=1.0,delta=2.0", "--optimizer", "lbfgs", "--lr", "1",
+                 "--epochs", "2", "--batch-size", "8", "--log", str(tmp_path / "log.json"),
+                 "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out"),
+                 "--quiet"])  # fmt: skip
+    assert args.func(args) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["physical_parameters"]) == {"alpha", "delta"}
+    assert report["rollout"]["mse"] >= 0
+    assert len(json.loads((tmp_path / "log.json").read_text())) == 2
+    resumed = _cli([str(lotka_volterra_h5), "--model", "physics", "--learnable", "alpha,delta",
+                    "--optimizer", "lbfgs", "--lr", "1", "--epochs", "3", "--batch-size", "8",
+                    "--resume", str(tmp_path / "ckpt" / "last.pt"), "--quiet"])  # fmt: skip
+    assert run_train(resumed) == 0
+
+
+def test_physode_train_reads_a_toml_config_and_flags_override_it(lotka_volterra_h5, tmp_path,
+                                                                capsys):  # fmt: skip
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'data = "{lotka_volterra_h5}"\n[model]\nkind = "hybrid"\nlearnable = ["alpha"]\n'
+        'width = 8\ndepth = 1\naphynity = true\n[train]\nepochs = 5\nwindow = 6\n'
+        'gradient = "disc-opt"\n'
+    )
+    args = _cli(["--config", str(config), "--epochs", "1", "--out", str(tmp_path / "o")])
+    assert run_train(args) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["epochs"] == 1 and report["config"]["gradient"] == "disc-opt"
+    assert report["model"]["aphynity"] is True
+    assert "learned parameters: alpha" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "physics"], "needs --learnable"),
+        (["--window", "99"], "window=99 is longer"),
+        (["--learnable", "mass"], "\\['mass'\\] are not parameters"),
+    ],
+)
+def test_physode_train_refuses_bad_input_with_one_line_and_exit_2(lotka_volterra_h5, argv,
+                                                                  message, capsys):  # fmt: skip
+    args = _cli([str(lotka_volterra_h5), "--epochs", "1", "--quiet", *argv])
+    assert run_train(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: error:") and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err)
+
+
+def test_physode_train_refuses_an_unknown_gradient_mode():
+    with pytest.raises(SystemExit):
+        _cli(["data.h5", "--gradient", "adjoint"])
+
+
+def test_an_hdf5_file_with_an_empty_training_split_is_refused(tmp_path):
+    path = tmp_path / "no_train.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=2, t_end=1.0, points=5, out=path,
+                          split=(0.0, 0.5, 0.5), quiet=True)  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match="'train' split .* is empty"):
+        Trainer(neural(), path)
