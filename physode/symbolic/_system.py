@@ -969,6 +969,37 @@ def _substitute(expr, subs: Mapping) -> Any:
     return expr.subs(subs["derivs"]).subs(subs["funcs"])
 
 
+def _pairs_and_parameters(
+    form: str,
+    qs: list,
+    partners: Sequence[Any],
+    role: tuple[str, str],
+    parameters: Any,
+    opts: dict[str, Any],
+    time: sympy.Symbol,
+    problems: Problems,
+):
+    """Checks shared by the Lagrangian and Hamiltonian forms: one partner (velocity or momentum)
+    per coordinate, the parameters, no symbol in two roles, the common options. Returns the
+    partners, parameters, values, ranges, common options, the set of known symbols and the phrase
+    naming them, or None when the symbols are too broken to go on."""
+    singular, plural = role
+    ps = [_symbol(p, singular, problems) for p in partners]
+    if len(ps) != len(qs):
+        problems.add(f"{len(ps)} {plural} given for {len(qs)} coordinates")
+    if not qs:
+        problems.add(f"a {form} system needs at least one coordinate")
+    params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
+    if None in qs or None in ps or len(ps) != len(qs) or not qs:
+        return None
+    roles = {"coordinate": qs, singular: ps, "parameter": params, "time": [time]}
+    _check_duplicates(roles, problems)
+    common = _check_common(problems, opts, qs + ps, params)
+    known = set(qs) | set(ps) | set(params) | {time}
+    phrase = f"neither a coordinate, a {singular} nor a parameter"
+    return ps, params, values, ranges, common, known, phrase
+
+
 def build_lagrangian(
     problems: Problems,
     lagrangian: Any,
@@ -1002,20 +1033,12 @@ def build_lagrangian(
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     if velocities is None:
         velocities = [sympy.Symbol(f"{q.name}_dot") for q in qs if q is not None]
-    vs = [_symbol(v, "velocity", problems) for v in velocities]
-    if len(vs) != len(qs):
-        problems.add(f"{len(vs)} velocities given for {len(qs)} coordinates")
-    if not qs:
-        problems.add("a Lagrangian system needs at least one coordinate")
-    params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
-    if None in qs or None in vs or len(vs) != len(qs) or not qs:
+    checked = _pairs_and_parameters(
+        "Lagrangian", qs, velocities, ("velocity", "velocities"), parameters, opts, time, problems
+    )
+    if checked is None:
         return None
-    roles = {"coordinate": qs, "velocity": vs, "parameter": params, "time": [time]}
-    _check_duplicates(roles, problems)
-    common = _check_common(problems, opts, qs + vs, params)
-
-    known = set(qs) | set(vs) | set(params) | {time}
-    phrase = "neither a coordinate, a velocity nor a parameter"
+    vs, params, values, ranges, common, known, phrase = checked
     had_dissipation = dissipation is not None
     lagrangian = _expr(lagrangian, "Lagrangian", problems)
     _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
@@ -1110,19 +1133,12 @@ def build_hamiltonian(
     time = sympy.Symbol("t") if time is None else time
     opts = _options(options, problems)
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
-    ps = [_symbol(c, "momentum", problems) for c in momenta]
-    if len(qs) != len(ps):
-        problems.add(f"{len(ps)} momenta given for {len(qs)} coordinates")
-    if not qs:
-        problems.add("a Hamiltonian system needs at least one coordinate")
-    params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
-    if None in qs or None in ps or len(qs) != len(ps) or not qs:
+    checked = _pairs_and_parameters(
+        "Hamiltonian", qs, momenta, ("momentum", "momenta"), parameters, opts, time, problems
+    )
+    if checked is None:
         return None
-    roles = {"coordinate": qs, "momentum": ps, "parameter": params, "time": [time]}
-    _check_duplicates(roles, problems)
-    common = _check_common(problems, opts, qs + ps, params)
-    known = set(qs) | set(ps) | set(params) | {time}
-    phrase = "neither a coordinate, a momentum nor a parameter"
+    ps, params, values, ranges, common, known, phrase = checked
     hamiltonian = _expr(hamiltonian, "Hamiltonian", problems)
     _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems)
     force_list = _forces_list(forces, qs, problems)
