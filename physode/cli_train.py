@@ -145,6 +145,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--rtol", type=float)
     train.add_argument("--atol", type=float)
     train.add_argument("--step-size", type=float, help="needed by fixed-step methods")
+    train.add_argument(
+        "--step-control",
+        choices=("shared", "per-sample"),
+        help="one step size per batch (default) or one per window (adaptive methods)",
+    )
     train.add_argument("--dtype", choices=("float32", "float64"))
     train.add_argument("--seed", type=int)
     train.add_argument("--log", help="per-epoch log, .csv or .json")

@@ -77,8 +77,17 @@ def test_a_physical_parameter_is_recovered_from_its_trajectories(settings, rel):
 
 def _config(tmp_path, **overrides) -> TrainConfig:
     values = dict(
-        epochs=4, window=5, batch_size=6, lr=0.01, lr_schedule="cosine", grad_clip=1.0,
-        val_fraction=0.25, seed=3, method="dopri5", rtol=1e-7, atol=1e-9,
+        epochs=4,
+        window=5,
+        batch_size=6,
+        lr=0.01,
+        lr_schedule="cosine",
+        grad_clip=1.0,
+        val_fraction=0.25,
+        seed=3,
+        method="dopri5",
+        rtol=1e-7,
+        atol=1e-9,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -165,11 +174,32 @@ def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
         ({"observe": [0, 7]}, "observe=\\[0, 7\\] has indices \\[7\\]"),
         ({"log": "log.txt"}, "log='log.txt'"),
         ({"epochs": 0, "batch_size": -1}, "epochs=0.*batch_size=-1"),
+        ({"step_control": "each"}, "step_control='each'"),
+        ({"step_control": "per-sample", "gradient": "opt-disc"}, "works with gradient 'aca'"),
+        (
+            {"step_control": "per-sample", "method": "rk4", "step_size": 0.1},
+            "needs an adaptive method",
+        ),
     ],
 )
 def test_bad_training_arguments_are_refused_with_a_clear_message(overrides, message):
     with pytest.raises(physode.InvalidArgumentError, match=message):
         Trainer(neural(), spiral_data(), **overrides)
+
+
+def test_per_sample_step_control_trains_and_aca_follows_disc_opt_exactly():
+    t, ys = spiral_data()
+    results = {}
+    for gradient in ("disc-opt", "aca"):
+        trainer = Trainer(neural(), (t, ys), epochs=3, window=6, batch_size=8,
+                          batches_per_epoch=2, lr=0.02, gradient=gradient,
+                          step_control="per-sample")  # fmt: skip
+        results[gradient] = trainer.fit()
+    losses = [row["loss"] for row in results["aca"].history]
+    assert losses[-1] < losses[0]
+    # Same discretisation, exact gradients: the two runs take the same optimisation path.
+    for a, b in zip(results["aca"].history, results["disc-opt"].history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
 
 
 def test_an_empty_data_set_is_refused():
@@ -292,7 +322,7 @@ def test_physode_train_reads_a_toml_config_and_flags_override_it(lotka_volterra_
     config = tmp_path / "run.toml"
     config.write_text(
         f'data = "{lotka_volterra_h5}"\n[model]\nkind = "hybrid"\nlearnable = ["alpha"]\n'
-        'width = 8\ndepth = 1\naphynity = true\n[train]\nepochs = 5\nwindow = 6\n'
+        "width = 8\ndepth = 1\naphynity = true\n[train]\nepochs = 5\nwindow = 6\n"
         'gradient = "disc-opt"\n'
     )
     args = _cli(["--config", str(config), "--epochs", "1", "--out", str(tmp_path / "o")])

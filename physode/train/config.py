@@ -66,6 +66,10 @@ class TrainConfig:
         Passed to :func:`physode.solve`: the solver method, tolerances, fixed step and gradient
         mode (``"aca"``, ``"disc-opt"``, ``"opt-disc"`` or a ``physode.ACA``/``DiscOpt``/
         ``OptDisc`` object).
+    step_control : str
+        ``"shared"`` (one step size per batch) or ``"per-sample"`` (each window of a batch steps
+        on its own; adaptive methods with ``"aca"`` or ``"disc-opt"``), passed to
+        :func:`physode.solve`.
     dtype : str, optional
         ``"float64"`` or ``"float32"`` for model and data; ``None`` keeps the data's dtype.
     seed : int
@@ -112,6 +116,7 @@ class TrainConfig:
     atol: float = 1e-8
     step_size: float | None = None
     gradient: Any = "aca"
+    step_control: str = "shared"
     dtype: str | None = None
     seed: int = 0
     log: str | None = None
@@ -190,6 +195,20 @@ class TrainConfig:
             )
         elif self.step_size is not None:
             need(self.step_size > 0, f"step_size={self.step_size!r} (need > 0)")
+        need(
+            self.step_control in ("shared", "per-sample"),
+            f"step_control={self.step_control!r} (choose one of ['shared', 'per-sample'])",
+        )
+        if self.step_control == "per-sample":
+            need(
+                self.method in ADAPTIVE_METHODS,
+                f"step_control='per-sample' needs an adaptive method, got method={self.method!r}",
+            )
+            need(
+                getattr(self.gradient, "name", self.gradient) in ("aca", "disc-opt"),
+                f"step_control='per-sample' works with gradient 'aca' or 'disc-opt', got "
+                f"{self.gradient!r}",
+            )
         if isinstance(self.gradient, str):
             need(
                 self.gradient in GRADIENT_MODES,

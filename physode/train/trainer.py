@@ -30,7 +30,7 @@ CHECKPOINT_VERSION = 1
 _RESUME_KEYS = (
     "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
     "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "observe", "method", "rtol",
-    "atol", "step_size", "gradient", "dtype", "seed",
+    "atol", "step_size", "gradient", "step_control", "dtype", "seed",
 )
 
 
@@ -253,7 +253,7 @@ class Trainer:
         t = data.t[start : start + self.length]
         sol = physode.solve(
             self.model, target[0], t, method=c.method, rtol=c.rtol, atol=c.atol,
-            step_size=c.step_size, gradient=c.gradient,
+            step_size=c.step_size, gradient=c.gradient, step_control=c.step_control,
         )
         pred, ref = sol.ys[1:], target[1:]
         if c.observe is not None:
@@ -305,7 +305,7 @@ class Trainer:
             loss_sum += loss.item()
             objective_sum += objective.item()
             for sol, _, _ in evaluations:
-                nfe += int(sol.stats.nfe)
+                nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
                 nfe_backward += int(sol.stats.nfe_backward or 0)
         wall = time.perf_counter() - start
         self.train_seconds += wall
