@@ -245,6 +245,8 @@ def _rowwise(fn, *rows: torch.Tensor):
             outputs[-1] = {k: v[:m] for k, v in outputs[-1].items()}
         else:
             outputs[-1] = outputs[-1][:m]
+    if len(outputs) == 1:  # the usual case: no copy on the solver's hot path
+        return outputs[0]
     if isinstance(outputs[0], dict):
         return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
     return torch.cat(outputs)
@@ -589,12 +591,103 @@ def simulate(
     >>> physode.data.load(result.path).states.shape                 # doctest: +SKIP
     (8, 51, 2)
     """
+    import physode
+
     with _torch_threads(threads):
-        return _simulate_with(
-            system, trajectories, t_end, points, out, seed, method, rtol, atol, params, noise,
-            split, dtype, resume, force, quiet, chunk_size, drift_threshold, max_steps,
-            command_line,
+        started = time.perf_counter()
+        problems = _validate(
+            trajectories=trajectories,
+            t_end=t_end,
+            points=points,
+            seed=seed,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            params=params,
+            noise=noise,
+            split=split,
+            dtype=dtype,
+            chunk_size=chunk_size,
+            drift_threshold=drift_threshold,
+            max_steps=max_steps,
         )
+        out = Path(out)
+        if not out.parent.is_dir():
+            problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
+        elif out.is_dir():
+            problems.append(f"out={str(out)!r} is a folder; give a file name such as data.h5")
+        if problems:
+            raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
+
+        system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
+        system = _load_system(system)
+        if not system.spec_text:
+            raise InvalidArgumentError(
+                f"system {system.name!r} has no specification text (it was built from SymPy "
+                "expressions), so a data set could not rebuild it; write it as a specification "
+                "file and pass its path"
+            )
+        run = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "physode_version": physode.__version__,
+            "system_name": system.name,
+            "system_spec_sha256": sha256_text(system.spec_text),
+            "trajectories": int(trajectories),
+            "t_end": float(t_end),
+            "points": int(points),
+            "seed": int(seed),
+            "params": params,
+            "noise": float(noise),
+            "split": [float(x) for x in split],
+            "dtype": dtype,
+            "chunk_size": int(chunk_size),
+            "drift_threshold": float(drift_threshold),
+            "solver": {
+                "method": method,
+                "rtol": float(rtol),
+                "atol": float(atol),
+                "max_steps": int(max_steps),
+                "step_control": STEP_CONTROL,
+            },
+        }
+        if command_line is None:
+            command_line = _command_line(system_ref, run, out, chunk_size)
+
+        if out.exists() and not force:
+            if resume and _finished_with(out, run):
+                return SimulationResult(out, trajectories, *_flag_counts(out), 0, 0.0)
+            raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
+
+        workspace = _Workspace(out)
+        had_workspace = workspace.exists()
+        workspace.lock()
+        try:
+            previous = workspace.read_config() if had_workspace else None
+            if had_workspace and not resume:
+                if not force:
+                    raise InvalidArgumentError(
+                        f"{workspace.folder} holds an interrupted run; pass resume=True (--resume) "
+                        "to continue it or force=True (--force) to discard it"
+                    )
+                workspace.clear()
+                previous = None
+            if previous is not None and previous != run:
+                changed = "; ".join(_describe_differences(previous, run))
+                raise InvalidArgumentError(
+                    f"cannot resume {workspace.folder}: it was started with other settings "
+                    f"({changed}); "
+                    "rerun with the original settings, or with force=True (--force) and without "
+                    "resume to start over"
+                )
+            if previous is None:
+                workspace.clear()
+                workspace.write_config(run)
+            result = _run_chunks(system, run, out, workspace, command_line, quiet)
+        finally:
+            workspace.release()
+        workspace.remove()
+        return SimulationResult(out, trajectories, *result, time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -609,109 +702,6 @@ def _torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _simulate_with(
-    system, trajectories, t_end, points, out, seed, method, rtol, atol, params, noise, split,
-    dtype, resume, force, quiet, chunk_size, drift_threshold, max_steps, command_line,
-) -> SimulationResult:
-    """The body of :func:`simulate`, its arguments in the same order."""
-    import physode
-
-    started = time.perf_counter()
-    problems = _validate(
-        trajectories=trajectories,
-        t_end=t_end,
-        points=points,
-        seed=seed,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        params=params,
-        noise=noise,
-        split=split,
-        dtype=dtype,
-        chunk_size=chunk_size,
-        drift_threshold=drift_threshold,
-        max_steps=max_steps,
-    )
-    out = Path(out)
-    if not out.parent.is_dir():
-        problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
-    elif out.is_dir():
-        problems.append(f"out={str(out)!r} is a folder; give a file name such as data.h5")
-    if problems:
-        raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
-
-    system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
-    system = _load_system(system)
-    if not system.spec_text:
-        raise InvalidArgumentError(
-            f"system {system.name!r} has no specification text (it was built from SymPy "
-            "expressions), so a data set could not rebuild it; write it as a specification file "
-            "and pass its path"
-        )
-    run = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "physode_version": physode.__version__,
-        "system_name": system.name,
-        "system_spec_sha256": sha256_text(system.spec_text),
-        "trajectories": int(trajectories),
-        "t_end": float(t_end),
-        "points": int(points),
-        "seed": int(seed),
-        "params": params,
-        "noise": float(noise),
-        "split": [float(x) for x in split],
-        "dtype": dtype,
-        "chunk_size": int(chunk_size),
-        "drift_threshold": float(drift_threshold),
-        "solver": {
-            "method": method,
-            "rtol": float(rtol),
-            "atol": float(atol),
-            "max_steps": int(max_steps),
-            "step_control": STEP_CONTROL,
-        },
-    }
-    if command_line is None:
-        command_line = _command_line(system_ref, run, out, chunk_size)
-
-    if out.exists() and not force:
-        if resume and _finished_with(out, run):
-            return SimulationResult(out, trajectories, *_flag_counts(out), 0, 0.0)
-        raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
-
-    workspace = _Workspace(out)
-    had_workspace = workspace.exists()
-    workspace.lock()
-    try:
-        previous = workspace.read_config() if had_workspace else None
-        if had_workspace and not resume:
-            if not force:
-                raise InvalidArgumentError(
-                    f"{workspace.folder} holds an interrupted run; pass resume=True (--resume) "
-                    "to continue it or force=True (--force) to discard it"
-                )
-            workspace.clear()
-            previous = None
-        if previous is not None and previous != run:
-            changed = "; ".join(_describe_differences(previous, run))
-            raise InvalidArgumentError(
-                f"cannot resume {workspace.folder}: it was started with other settings "
-                f"({changed}); "
-                "rerun with the original settings, or with force=True (--force) and without "
-                "resume to start over"
-            )
-        if previous is None:
-            workspace.clear()
-            workspace.write_config(run)
-        result = _run_chunks(system, run, out, workspace, command_line, quiet)
-    finally:
-        workspace.release()
-    workspace.remove()
-    return SimulationResult(out, trajectories, *result, time.perf_counter() - started)
 
 
 def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_line, quiet):
