@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from physode._errors import InvalidArgumentError, SolverError
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.solvers import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, Stats, Status, make_stepper
+from physode.solvers.loop import time_maker
 
 __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
 
@@ -125,7 +126,7 @@ def _first_evaluation(func: Callable, y0: Tensor, t0: float) -> Tensor:
     """``func(t0, y0)`` with autograd on, so its graph shows the tensors requiring grad that a
     plain function reaches in ways invisible from outside (globals, attributes of objects)."""
     with torch.enable_grad():
-        return func(torch.scalar_tensor(t0, dtype=y0.dtype, device=y0.device), y0.detach())
+        return func(time_maker(y0)(t0), y0.detach())
 
 
 def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from physode.gradients.base import GradientMode, Problem, needs_gradient, stack_outputs
-from physode.solvers.loop import LoopResult, Trace
+from physode.solvers.loop import LoopResult, Trace, time_maker
 
 __all__ = ["ACA"]
 
@@ -27,7 +27,7 @@ class _ACAFunction(torch.autograd.Function):
     def backward(ctx, grad_ys: Tensor):
         problem, trace = ctx.problem, ctx.trace
         func, stepper, params = problem.func, problem.stepper, problem.params
-        time = _time_maker(grad_ys)
+        time = time_maker(grad_ys)
         outputs_of_step = defaultdict(list)
         for k, (n, theta) in enumerate(trace.outputs, start=1):
             outputs_of_step[n].append((k, theta))
@@ -56,11 +56,6 @@ class _ACAFunction(torch.autograd.Function):
                     acc.add_(g)
         problem.stats.nfe_backward += nfe
         return (None, None, adjoint + grad_ys[0], *param_grads)
-
-
-def _time_maker(like: Tensor):
-    dtype, device = like.dtype, like.device
-    return lambda s: torch.scalar_tensor(s, dtype=dtype, device=device)
 
 
 class ACA(GradientMode):

@@ -61,19 +61,54 @@ class PIController:
     min_factor: float = 0.2
     max_factor: float = 10.0
 
+    @property
+    def beta(self) -> float:
+        return 0.2 / self.q
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 / self.q - 0.75 * self.beta
+
     def factor(self, ratio: float, previous_ratio: float, accepted: bool) -> float:
         """Multiplier for the step size after a step with the given error ratio."""
         if not math.isfinite(ratio):
             return self.min_factor
         if ratio == 0.0:
             return self.max_factor if accepted else 1.0
-        beta = 0.2 / self.q
-        alpha = 1.0 / self.q - 0.75 * beta
-        if not accepted:
-            beta = 0.0
-        fac = self.safety * ratio ** (-alpha) * max(previous_ratio, 1e-4) ** beta
+        beta = self.beta if accepted else 0.0
+        fac = self.safety * ratio ** (-self.alpha) * max(previous_ratio, 1e-4) ** beta
         upper = self.max_factor if accepted else 1.0
         return min(upper, max(self.min_factor, fac))
+
+    def factor_per_row(self, ratio: Tensor, previous: Tensor, accepted: Tensor) -> Tensor:
+        """:meth:`factor` for one error ratio per row (per-sample step control).
+
+        The result is rounded to 2**-24: pow is computed by different kernels for a lone row and
+        a vectorised batch, which differ in the last bit, and the rounding makes each row's step
+        sizes independent of its batch.
+        """
+        finite = torch.isfinite(ratio)
+        safe_ratio = torch.where(finite, ratio, torch.ones_like(ratio)).clamp_min(1e-10)
+        memory = torch.where(
+            accepted, previous.clamp_min(1e-4) ** self.beta, torch.ones_like(previous)
+        )
+        fac = self.safety * safe_ratio ** (-self.alpha) * memory
+        fac = torch.where(
+            accepted,
+            fac.clamp(self.min_factor, self.max_factor),
+            fac.clamp(self.min_factor, 1.0),
+        )
+        fac = torch.where(finite, fac, torch.full_like(fac, self.min_factor))
+        return round_to_grid(fac)
+
+
+def round_to_grid(x: Tensor) -> Tensor:
+    """``x`` with its mantissa rounded to 24 bits (see :meth:`PIController.factor_per_row`)."""
+    mantissa, exponent = torch.frexp(x)
+    return torch.ldexp(torch.round(mantissa * _GRID) / _GRID, exponent)
+
+
+_GRID = 2.0**24
 
 
 def initial_step(

@@ -76,7 +76,9 @@ class LoopResult:
     message: str
 
 
-def _time_maker(y: Tensor) -> Callable[[float], Tensor]:
+def time_maker(y: Tensor) -> Callable[[float], Tensor]:
+    """A function turning a float time into the 0-dim tensor, of ``y``'s dtype and device, that
+    ``func`` receives."""
     dtype, device = y.dtype, y.device
 
     def time(s: float) -> Tensor:
@@ -133,7 +135,7 @@ def integrate(
     ``torch.no_grad`` / ``enable_grad`` whether a graph is built. ``f0``, if given, is
     ``func(times[0], y0)`` already evaluated (and counted) by the caller.
     """
-    time = _time_maker(y0)
+    time = time_maker(y0)
     direction = 1.0 if times[-1] > times[0] else -1.0
     adaptive = stepper.adaptive
     dense = adaptive and stepper.has_dense

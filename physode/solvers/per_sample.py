@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError
+from physode.solvers.control import PIController, round_to_grid
 from physode.solvers.loop import _LANDING_SLACK, Stats, Status
 
 __all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_per_sample"]
 
-_FACTOR_GRID = 2.0**24
 
 
 @dataclass
@@ -82,10 +82,8 @@ def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
     )
     h = torch.minimum(100 * h0, h1)
     h = torch.where(torch.isfinite(h), h, h0)
-    # Like the step factor: pow differs in the last bit between a lone row and a batch, so the
-    # mantissa is rounded to 24 bits to keep each row's steps independent of its batch.
-    mantissa, exponent = torch.frexp(h)
-    return direction * torch.ldexp(torch.round(mantissa * _FACTOR_GRID) / _FACTOR_GRID, exponent)
+    # Rounded like the step factor, to keep each row's steps independent of its batch.
+    return direction * round_to_grid(h)
 
 
 def integrate_per_sample(
@@ -120,9 +118,7 @@ def integrate_per_sample(
     times_t = torch.tensor(times, dtype=dtype, device=device)
     n_out = len(times)
     tab = stepper.tableau
-    q = tab.error_order + 1
-    beta = 0.2 / q
-    alpha = 1.0 / q - 0.75 * beta
+    controller = PIController(q=tab.error_order + 1)
     eps = 4.0 * torch.finfo(dtype).eps
 
     # Outputs are collected as (output index, row, state) pieces and written once at the end:
@@ -190,18 +186,7 @@ def integrate_per_sample(
             k = k + landed.long()
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
-        safe_ratio = torch.where(finite, ratio, torch.ones_like(ratio)).clamp_min(1e-10)
-        factor = (
-            0.9
-            * safe_ratio ** (-alpha)
-            * torch.where(accept, previous.clamp_min(1e-4) ** beta, torch.ones_like(previous))
-        )
-        factor = torch.where(accept, factor.clamp(0.2, 10.0), factor.clamp(0.2, 1.0))
-        factor = torch.where(finite, factor, torch.full_like(factor, 0.2))
-        # pow is computed by different kernels for a lone row and for a vectorised batch, which
-        # differ in the last bit; rounding the factor to 2**-24 makes the step sizes of a row
-        # independent of its batch.
-        factor = torch.round(factor * _FACTOR_GRID) / _FACTOR_GRID
+        factor = controller.factor_per_row(ratio, previous, accept)
         h_next = h_step * factor
         h = torch.where(landed, direction * torch.maximum(h_next.abs(), h.abs()), h_next)
         previous = torch.where(accept, ratio, previous)
