@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 
 from physode._errors import InvalidArgumentError, SolverError
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
+from physode.gradients.base import needs_gradient
 from physode.solvers import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, Stats, Status, make_stepper
 from physode.solvers.loop import time_maker
 
@@ -40,6 +42,9 @@ class Solution:
         ``"success"`` or what went wrong, where, and what to try.
     t_final : float or Tensor
         The time reached (per row with ``step_control="per-sample"``).
+    h_final : float or Tensor or None
+        The last step size tried (per row with ``step_control="per-sample"``); where a failed solve
+        stopped, how small its steps had become.
     """
 
     t: Tensor
@@ -48,6 +53,7 @@ class Solution:
     stats: Stats
     message: str
     t_final: float | Tensor
+    h_final: float | Tensor | None = None
 
     @property
     def success(self) -> bool:
@@ -303,6 +309,20 @@ def solve(
             if first.requires_grad:
                 problem.params.extend(p for p in _graph_leaves(first) if id(p) not in known)
             problem.f0 = first.detach()
+    if not needs_gradient(problem):
+        # Nothing will ask for a gradient: inference mode roughly halves torch's per-operation
+        # overhead, which dominates solves of small states. The results are copied out of it so
+        # they behave as ordinary tensors afterwards (in-place updates, later autograd graphs).
+        with torch.inference_mode():
+            solution = _solve(problem, mode, t_tensor, step_control, throw=False)
+        solution = _ordinary(solution)
+        if throw and not solution.success:
+            _raise(solution)
+        return solution
+    return _solve(problem, mode, t_tensor, step_control, throw)
+
+
+def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str, throw: bool):
     if step_control == "per-sample":
         from physode.solvers.per_sample import solve_per_sample
 
@@ -313,15 +333,41 @@ def solve(
         t=t_tensor,
         ys=ys,
         status=result.status,
-        stats=stats,
+        stats=problem.stats,
         message=result.message,
         t_final=result.t,
+        h_final=result.h,
     )
     if throw and result.status is not Status.SUCCESS:
-        raise SolverError(
-            result.message, status=result.status, t=result.t, step_size=result.h, solution=solution
-        )
+        _raise(solution)
     return solution
+
+
+def _raise(solution: Solution):
+    raise SolverError(
+        solution.message,
+        status=solution.status,
+        t=solution.t_final,
+        step_size=solution.h_final,
+        solution=solution,
+    )
+
+
+def _ordinary(solution: Solution) -> Solution:
+    """``solution`` with its tensors copied out of inference mode."""
+    def copy(x):
+        return x.clone() if isinstance(x, Tensor) else x
+
+    stats = solution.stats
+    for name in ("n_steps", "n_rejected", "nfe"):
+        setattr(stats, name, copy(getattr(stats, name)))
+    return dataclasses.replace(
+        solution,
+        ys=copy(solution.ys),
+        status=copy(solution.status),
+        t_final=copy(solution.t_final),
+        h_final=copy(solution.h_final),
+    )
 
 
 def odeint(

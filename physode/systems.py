@@ -19,7 +19,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from physode._errors import InvalidArgumentError
-from physode.symbolic import System
+from physode.symbolic import System, _cache
 from physode.symbolic._spec import system_from_spec
 
 __all__ = ["load", "names", "path"]
@@ -80,7 +80,13 @@ def path(name: str) -> Traversable:
 
 @functools.lru_cache(maxsize=64)
 def _from_text(text: str, source: str) -> System:
-    return system_from_spec(text, source=source)
+    # Derived once per specification: in this process (lru_cache), and across processes in the
+    # on-disk cache (physode.symbolic._cache), which also keeps the generated code.
+    system = _cache.load(text)
+    if system is None:
+        system = system_from_spec(text, source=source).compile()
+        _cache.store(text, system)
+    return system
 
 
 def load(name_or_path: str | os.PathLike) -> System:

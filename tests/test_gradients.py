@@ -494,3 +494,19 @@ _GLOBAL_MODEL = Field()
 
 def _global_field(t, y):
     return _GLOBAL_MODEL(t, y)
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_a_solve_without_gradient_returns_ordinary_tensors(step_control):
+    # Solves nobody differentiates run in inference mode; what they return must still work in
+    # place and inside later autograd graphs, like any other tensor.
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        sol = physode.solve(lambda t, y: -y, y0, [0.0, 0.5, 1.0], step_control=step_control)
+    for tensor in (sol.ys, sol.status, sol.t_final, sol.h_final, sol.stats.n_steps):
+        if isinstance(tensor, torch.Tensor):
+            assert not tensor.is_inference()
+    sol.ys.mul_(2.0)
+    w = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    (w * sol.ys[-1]).sum().backward()
+    assert w.grad.item() == pytest.approx(12.0 * math.exp(-1.0), rel=1e-6)

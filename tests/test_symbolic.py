@@ -424,3 +424,42 @@ def test_gradient_requests_use_the_tensor_path():
     out[1].backward()
     g, l = system.parameters["g"], system.parameters["l"]
     assert y.grad[0].item() == pytest.approx(-g / l * math.cos(0.4), rel=1e-14)
+
+
+@pytest.mark.parametrize("name", ["three_body", "kepler", "harmonic_oscillator", "van_der_pol"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_numpy_variant_gives_the_torch_codes_bits(name, dtype):
+    # Kernels of exactly rounded operations run on NumPy when no gradient is wanted; every
+    # shape the solvers and the data pipeline use must give the torch code's result exactly.
+    system = physode.systems.load(name)
+    assert system._rhs_kernel.numpy_source is not None
+    kernels = [system._rhs_kernel] + list(system._invariant_kernels if system.invariant_names else [])
+    generator = torch.Generator().manual_seed(3)
+    for kernel in (k for k in kernels if k.numpy_source is not None):
+        assert "torch" not in kernel.numpy_source
+        y = torch.rand(37, system.n_state, dtype=dtype, generator=generator) * 2 - 1
+        p = system.default_parameters().to(dtype)
+        p_rows = p * (1 + torch.rand(37, system.n_params, dtype=dtype, generator=generator))
+        t_rows = torch.rand(37, dtype=dtype, generator=generator)
+        zero = torch.zeros((), dtype=dtype)
+        cases = [(zero, y, p), (zero, y, p_rows), (t_rows, y, p_rows), (zero, y[0], p_rows[:5]),
+                 (zero, y[:3, None], p_rows[:4])]
+        for t, state, params in cases:
+            with torch.no_grad():
+                fast = kernel(t, state, params)
+            slow = kernel.batched(t, state, params)
+            assert fast.dtype == slow.dtype == dtype and fast.shape == slow.shape
+            assert torch.equal(fast, slow)
+
+
+def test_kernels_with_library_functions_keep_to_torch():
+    pendulum = physode.systems.load("pendulum")
+    assert pendulum._rhs_kernel.numpy_source is None  # sin differs between torch and NumPy
+    x, v, t = sympy.symbols("x v t")
+    assert compile_kernel([v, -x**3], [x, v], [], t).numpy_source is None
+
+
+def test_a_compound_base_under_a_half_integer_power_is_computed_once():
+    x, y, t = sympy.symbols("x y t")
+    source = generate_source([x / (x**2 + y**2) ** sympy.Rational(3, 2)], [x, y], [], t)
+    assert source.count("torch.square") == 2

@@ -177,7 +177,7 @@ def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: 
 def _drifts(data: TrajectoryFile, system, rows) -> dict[str, np.ndarray]:
     states = torch.as_tensor(data.states[rows])
     params = torch.as_tensor(data.params[rows])
-    with torch.no_grad():
+    with torch.inference_mode():
         return drift_per_trajectory(system, states, params, torch.as_tensor(data.t))
 
 

@@ -331,4 +331,5 @@ def solve_per_sample(problem, mode, t_tensor: Tensor):
         stats=problem.stats,
         message=message,
         t_final=result.t,
+        h_final=result.h,
     )

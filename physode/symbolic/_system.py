@@ -19,7 +19,7 @@ import torch
 
 from physode._errors import InvalidArgumentError, SystemDefinitionError
 from physode.symbolic import _mechanics
-from physode.symbolic._codegen import compile_kernel, unsupported_functions
+from physode.symbolic._codegen import generate_sources, load_kernel, unsupported_functions
 from physode.symbolic._sampling import Context, Distribution, distribution_from_table
 
 SymbolLike = sympy.Symbol | str
@@ -307,8 +307,29 @@ class System:
     _KERNELS = ("_rhs_kernel", "_invariant_kernels", "_energy_kernel")
 
     def __getstate__(self) -> dict[str, Any]:
-        # Generated kernels are rebuilt on first use after unpickling (they are not picklable).
+        # Compiled kernels are not picklable; their generated sources are, and rebuild them on
+        # first use without SymPy (physode.symbolic._cache keeps derived systems on disk).
         return {k: v for k, v in self.__dict__.items() if k not in self._KERNELS}
+
+    def _kernel(self, name: str, exprs: Callable[[], Sequence[sympy.Expr]]):
+        """The compiled kernel ``name`` of ``exprs()``, generating its code only once."""
+        sources = self.__dict__.setdefault("_kernel_sources", {})
+        if name not in sources:
+            sources[name] = generate_sources(
+                exprs(), self.state_symbols, self.parameter_symbols, self.time_symbol, name
+            )
+        return load_kernel(sources[name])
+
+    def compile(self) -> System:
+        """Generate the code that simulating and checking data need now rather than on first use.
+
+        Returns the system itself. :func:`physode.systems.load` does this before caching a
+        derived system on disk.
+        """
+        self._rhs_kernel  # noqa: B018 (cached properties build on access)
+        if self.invariant_names:
+            self._invariant_kernels  # noqa: B018
+        return self
 
     # ------------------------------------------------------------------ numerics
     def default_parameters(self, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -344,15 +365,33 @@ class System:
 
     @functools.cached_property
     def _rhs_kernel(self):
-        if self._equations is not None:
-            exprs = self._equations
-        else:
+        def exprs():
+            if self._equations is not None:
+                return self._equations
             n = self.n_coordinates
             dyn = self._dynamics
-            exprs = list(self.state_symbols[n:]) + list(dyn.mass_matrix) + list(dyn.forcing)
-        return compile_kernel(
-            exprs, self.state_symbols, self.parameter_symbols, self.time_symbol, "rhs"
-        )
+            return list(self.state_symbols[n:]) + list(dyn.mass_matrix) + list(dyn.forcing)
+
+        return self._kernel("rhs", exprs)
+
+    @property
+    def exactly_rounded(self) -> bool:
+        """Whether :meth:`rhs` uses exactly rounded operations only (arithmetic, ``abs``, ...).
+
+        Such a system gives each row of a batch the same bits whatever batch or code path
+        evaluates it, and without gradients its right-hand side runs as NumPy code, several times
+        faster on small batches (see :func:`physode.symbolic.compile_kernel`). Functions such as
+        ``sin`` or ``sqrt`` and a mass matrix to solve make it false.
+
+        Examples
+        --------
+        >>> import physode
+        >>> physode.systems.load("three_body").exactly_rounded
+        True
+        >>> physode.systems.load("pendulum").exactly_rounded
+        False
+        """
+        return self._equations is not None and self._rhs_kernel.numpy_source is not None
 
     def rhs(self, t: torch.Tensor | float, y: torch.Tensor, p: torch.Tensor | None = None):
         """The time derivative ``dy/dt``: a pure function of time, state and parameters.
@@ -392,14 +431,19 @@ class System:
 
     @functools.cached_property
     def _invariant_kernels(self):
-        names = self.invariant_names
-        exprs = [self.invariant_expressions[k] for k in names]
-        scales = [
-            sum((abs(term) for term in sympy.Add.make_args(sympy.expand_mul(e))), sympy.Integer(0))
-            for e in exprs
-        ]
-        args = (self.state_symbols, self.parameter_symbols, self.time_symbol)
-        return compile_kernel(exprs, *args, "invariants"), compile_kernel(scales, *args, "scales")
+        def exprs():
+            return [self.invariant_expressions[k] for k in self.invariant_names]
+
+        def scales():
+            return [
+                sum(
+                    (abs(term) for term in sympy.Add.make_args(sympy.expand_mul(e))),
+                    sympy.Integer(0),
+                )
+                for e in exprs()
+            ]
+
+        return self._kernel("invariants", exprs), self._kernel("scales", scales)
 
     def _evaluate_invariants(self, y, p, which: int) -> dict[str, torch.Tensor]:
         y, p = self._inputs(y, p)
@@ -457,10 +501,7 @@ class System:
 
     @functools.cached_property
     def _energy_kernel(self):
-        return compile_kernel(
-            [self.energy_expression], self.state_symbols, self.parameter_symbols,
-            self.time_symbol, "energy",
-        )
+        return self._kernel("energy", lambda: [self.energy_expression])
 
     def energy(self, y: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
         """The mechanical energy, also for damped or forced systems where it is not conserved.

@@ -1,0 +1,121 @@
+"""Derived systems kept on disk, so SymPy derives and generates code once per specification.
+
+Deriving the equations of motion of a system and generating its code takes from a fraction of a
+second (the three-body problem: about 1.5 s) to minutes for large Lagrangians. A derived
+:class:`~physode.symbolic.System`, with the generated sources of its kernels, is pickled into
+the cache folder under a key made of
+
+* the specification text,
+* the versions of Python, SymPy and physode, and
+* the source code of ``physode.symbolic`` itself (so an edited code generator never serves old
+  code).
+
+The folder is ``$PHYSODE_CACHE_DIR`` if set (an empty value turns the cache off), else
+``$XDG_CACHE_HOME/physode`` or ``~/.cache/physode``. Entries are written to a temporary name and
+renamed, so a reader never sees half a file; an entry that cannot be read is ignored and
+replaced. A folder that cannot be written leaves physode working, only slower. The entries are
+pickles: keep the folder private to you, as for any cache of executable code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+import sympy
+
+ENV = "PHYSODE_CACHE_DIR"
+FORMAT = 1
+_SUFFIX = ".system.pickle"
+
+
+def folder() -> Path | None:
+    """The cache folder, or None when the cache is turned off.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["PHYSODE_CACHE_DIR"] = ""
+    >>> folder() is None
+    True
+    >>> del os.environ["PHYSODE_CACHE_DIR"]
+    """
+    value = os.environ.get(ENV)
+    if value is not None:
+        return Path(value) if value else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "physode"
+
+
+@functools.cache
+def _code_version() -> str:
+    """A hash of the versions and of this package's source, part of every key."""
+    import physode
+
+    digest = hashlib.sha256()
+    digest.update(f"{FORMAT} {sys.version_info[:2]} {sympy.__version__} {physode.__version__}".encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _entry(text: str) -> Path | None:
+    where = folder()
+    if where is None:
+        return None
+    key = hashlib.sha256((_code_version() + "\0" + text).encode()).hexdigest()
+    return where / f"{key[:32]}{_SUFFIX}"
+
+
+def load(text: str):
+    """The cached system derived from specification ``text``, or None."""
+    from physode.symbolic._system import System
+
+    entry = _entry(text)
+    if entry is None or not entry.is_file():
+        return None
+    try:
+        with entry.open("rb") as file:
+            system = pickle.load(file)
+    except Exception:  # a damaged or foreign entry is rebuilt, never trusted
+        return None
+    if not isinstance(system, System) or system.spec_text != text:
+        return None
+    return system
+
+
+def store(text: str, system) -> bool:
+    """Cache ``system``, derived from ``text``; False when the folder cannot be written."""
+    entry = _entry(text)
+    if entry is None:
+        return False
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".writing-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                pickle.dump(system, file, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(temporary, entry)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def clear() -> int:
+    """Remove every cached system; returns how many entries were removed."""
+    where = folder()
+    if where is None or not where.is_dir():
+        return 0
+    removed = 0
+    for entry in where.glob(f"*{_SUFFIX}"):
+        entry.unlink(missing_ok=True)
+        removed += 1
+    return removed

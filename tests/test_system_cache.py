@@ -1,0 +1,71 @@
+"""The on-disk cache of derived systems: same system back, damaged entries rebuilt, opt-out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import physode.systems
+from physode.symbolic import _cache
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(_cache.ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _derive(name: str):
+    text = physode.systems.path(name).read_text()
+    return text, physode.systems._from_text.__wrapped__(text, name)
+
+
+def test_a_cached_system_is_the_derived_one_with_its_code(cache_dir):
+    text, derived = _derive("three_body")
+    entries = list(cache_dir.iterdir())
+    assert len(entries) == 1 and entries[0].stat().st_mode & 0o077 == 0  # private to the user
+    cached = _cache.load(text)
+    assert cached is not None and cached is not derived
+    assert cached.equations == derived.equations
+    assert cached._kernel_sources == derived._kernel_sources  # no code generation on loading
+    y = derived.sample_initial_states(5, seed=1)
+    assert torch.equal(cached.rhs(0.0, y), derived.rhs(0.0, y))
+    for name, value in derived.invariants(y).items():
+        assert torch.equal(cached.invariants(y)[name], value)
+    torch.testing.assert_close(cached.sample_initial_states(5, seed=1), y, rtol=0, atol=0)
+
+
+def test_a_damaged_entry_is_ignored_and_replaced(cache_dir):
+    text, _ = _derive("kepler")
+    (entry,) = cache_dir.iterdir()
+    entry.write_bytes(b"not a pickle")
+    assert _cache.load(text) is None
+    _derive("kepler")
+    assert _cache.load(text) is not None
+
+
+def test_an_edited_specification_gets_its_own_entry(cache_dir):
+    text, _ = _derive("harmonic_oscillator")
+    edited = text + "\n# a comment changes the key\n"
+    assert _cache.load(edited) is None
+    physode.systems._from_text.__wrapped__(edited, "edited")
+    assert len(list(cache_dir.iterdir())) == 2
+    assert _cache.clear() == 2 and not list(cache_dir.iterdir())
+
+
+def test_an_empty_setting_turns_the_cache_off(monkeypatch, tmp_path):
+    monkeypatch.setenv(_cache.ENV, "")
+    assert _cache.folder() is None
+    text, system = _derive("kepler")
+    assert _cache.load(text) is None and not _cache.store(text, system)
+
+
+def test_an_unwritable_cache_path_only_costs_time(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv(_cache.ENV, str(blocker / "cache"))
+    text, system = _derive("kepler")
+    assert not _cache.store(text, system)
+    assert system.rhs(0.0, torch.ones(4, dtype=F64)).shape == (4,)
