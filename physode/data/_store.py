@@ -176,7 +176,9 @@ def write_store(
     The root attribute ``complete`` is set last, after every chunk is written.
     """
     n, p = n_trajectories, len(t)
-    filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
+    # gzip level 1: simulated float64 states barely compress (about 10 %, the same at level 4),
+    # and level 1 writes them about 30 % faster.
+    filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True, "fletcher32": True}
 
     def per_trajectory(group, name, row_shape, data_dtype):
         chunks = _trajectory_chunks(n, row_shape, np.dtype(data_dtype).itemsize, chunk_size)

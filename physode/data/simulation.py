@@ -239,6 +239,8 @@ def _rowwise(fn, *rows: torch.Tensor, align: int = _ROW_ALIGN):
     """``fn(*rows)`` for tensors sharing a leading row dimension, evaluated slab by slab, each
     padded to a multiple of ``align`` rows."""
     n = rows[0].shape[0]
+    if n <= _ROW_SLAB and n % align == 0:  # one slab as it is: the solver's usual call
+        return fn(*rows)
     outputs = []
     for start in range(0, n, _ROW_SLAB):
         part = [r[start : start + _ROW_SLAB] for r in rows]
@@ -267,10 +269,8 @@ class _ParameterField:
         self.align = _alignment(system)
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if t.ndim:  # per-sample stepping: one time per row
-            return _rowwise(
-                lambda t, y: self.rhs(t, y, self.p), t.reshape(y.shape[:-1]), y, align=self.align
-            )
+        if t.ndim:  # per-sample stepping: one time per row, shaped (rows, 1)
+            return _rowwise(lambda t, y: self.rhs(t, y, self.p), t, y, align=self.align)
         return _rowwise(lambda y: self.rhs(t, y, self.p), y, align=self.align)
 
 
@@ -291,8 +291,8 @@ class _AugmentedField:
         return torch.nn.functional.pad(self.rhs(t, y, p), (0, z.shape[-1] - self.n_state))
 
     def __call__(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if t.ndim:  # per-sample stepping: one time per row
-            return _rowwise(self._dz, t.reshape(z.shape[:-1]), z, align=self.align)
+        if t.ndim:  # per-sample stepping: one time per row, shaped (rows, 1)
+            return _rowwise(self._dz, t, z, align=self.align)
         return _rowwise(lambda z: self._dz(t, z), z, align=self.align)
 
 

@@ -150,19 +150,23 @@ def integrate_per_sample(
         stats.nfe += 1
     previous = torch.ones(batch, dtype=dtype, device=device)
     local_steps = torch.zeros(batch, dtype=torch.int64, device=device)
-    local_rejected = torch.zeros(batch, dtype=torch.int64, device=device)
+    # Every row still active has made one attempt per iteration, so the attempts are counted once
+    # for all, and a row's rejections are its attempts less its accepted steps.
+    attempts = 0
 
     while rows.numel() > 0:
+        attempts += 1
         target = times_t[k]
         remaining = target - t
-        landing = h.abs() * (1.0 + _LANDING_SLACK) >= remaining.abs()
+        # h and remaining both point in `direction`, so |h| (1 + slack) >= |remaining| is:
+        grown = h * (1.0 + _LANDING_SLACK)
+        landing = grown >= remaining if direction > 0 else grown <= remaining
         h_step = torch.where(landing, remaining, h)
         step = stepper.step(func, t.view(view), y, h_step.view(view), f0, None)
         stats.nfe += stepper.nfe_per_step
         # Detached: step sizes are constants of the graph (Disc-Opt differentiates the steps taken).
         ratio = _row_ratio(step, y.detach(), rtol, atol).detach()
         accept = ratio <= 1.0
-        finite = torch.isfinite(ratio)
         landed = accept & landing
 
         if trace is not None and bool(accept.any()):
@@ -188,10 +192,11 @@ def integrate_per_sample(
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
         factor = controller.factor_per_row(ratio, previous, accept)
         h_next = h_step * factor
-        h = torch.where(landed, direction * torch.maximum(h_next.abs(), h.abs()), h_next)
+        # A step cut short to land on an output time does not shrink the next one.
+        longer = torch.maximum(h_next, h) if direction > 0 else torch.minimum(h_next, h)
+        h = torch.where(landed, longer, h_next)
         previous = torch.where(accept, ratio, previous)
-        local_steps = local_steps + accept.long()
-        local_rejected = local_rejected + (~accept).long()
+        local_steps = local_steps + accept
 
         if tab.fsal:
             f0 = torch.where(accept_b, step.f1, f0)
@@ -203,16 +208,24 @@ def integrate_per_sample(
 
         finished = k >= n_out
         # `~(>)` also catches a NaN step, which a NaN first evaluation produces.
-        underflow = (~accept) & ~(h.abs() > eps * torch.clamp(t.abs(), min=1.0))
-        exhausted = (local_steps + local_rejected) >= max_steps
-        done = finished | underflow | exhausted
+        if bool(accept.all()):
+            underflow = torch.zeros_like(accept)
+        else:
+            underflow = (~accept) & ~(h.abs() > eps * torch.clamp(t.abs(), min=1.0))
+        done = finished | underflow
+        if attempts >= max_steps:
+            done = torch.ones_like(done)
         if bool(done.any()):
             code = torch.where(
                 finished,
                 int(Status.SUCCESS),
                 torch.where(
                     underflow,
-                    torch.where(finite, int(Status.STEP_SIZE_UNDERFLOW), int(Status.NON_FINITE)),
+                    torch.where(
+                        torch.isfinite(ratio),
+                        int(Status.STEP_SIZE_UNDERFLOW),
+                        int(Status.NON_FINITE),
+                    ),
                     int(Status.MAX_STEPS),
                 ),
             )
@@ -223,13 +236,12 @@ def integrate_per_sample(
                 (t_final, t),
                 (h_final, h),
                 (n_steps, local_steps),
-                (n_rejected, local_rejected),
+                (n_rejected, attempts - local_steps),
             ):
                 record.index_copy_(0, gone, value.index_select(0, out))
             keep = (~done).nonzero().squeeze(1)
-            rows, t, y, h, k, f0, previous, local_steps, local_rejected = (
-                x.index_select(0, keep)
-                for x in (rows, t, y, h, k, f0, previous, local_steps, local_rejected)
+            rows, t, y, h, k, f0, previous, local_steps = (
+                x.index_select(0, keep) for x in (rows, t, y, h, k, f0, previous, local_steps)
             )
 
     ys = y0.new_full((n_out, *y0.shape), float("nan"))

@@ -826,15 +826,16 @@ def load_kernel(sources: KernelSources) -> Kernel:
     def kernel(t: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (y.requires_grad or p.requires_grad or t.requires_grad):
             return batched(t, y, p)
-        on_cpu = y.is_cpu and p.is_cpu and t.is_cpu
+        if not (y.is_cpu and p.is_cpu and t.is_cpu):
+            return batched(t, y, p)
         # One float64 state: Python floats beat tens of tiny tensor operations (a solve of a
         # single trajectory spends most of its time here).
-        if on_cpu and y.dim() == 1 and p.dim() == 1 and t.dim() == 0 and y.dtype == f64 == p.dtype:
+        if y.dim() == 1 and p.dim() == 1 and t.dim() == 0 and y.dtype == f64 == p.dtype:
             try:
                 return torch.tensor(scalar(float(t), y.tolist(), p.tolist()), dtype=f64)
             except (ArithmeticError, ValueError, TypeError):
                 pass  # NaN/inf territory: let torch produce them
-        if on_numpy is not None and on_cpu and y.dtype == p.dtype == t.dtype in numpy_dtypes:
+        elif on_numpy is not None and y.dtype == p.dtype == t.dtype in numpy_dtypes:
             with np.errstate(all="ignore"):  # inf and NaN arise silently, as in torch
                 out = on_numpy(t.detach().numpy(), y.detach().numpy(), p.detach().numpy())
             return torch.from_numpy(out)
