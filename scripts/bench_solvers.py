@@ -26,7 +26,7 @@ Memory, measured two ways:
   torch.autograd.graph.saved_tensors_hooks (freed when the graph node holding them is), plus, for
   ACA, its checkpoints (one state per accepted step), which autograd hooks cannot see.
 
-Run:  python scripts/bench_solvers.py [--quick] [--out results.json]
+Run:  python scripts/bench_solvers.py [--quick] [--tables 1,2,3] [--out results.json]
 """
 
 from __future__ import annotations
@@ -592,8 +592,17 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default 1: on a small shared machine, idle-spinning "
         "OpenMP workers contending with other processes slow small tensor ops many times over)",
     )
+    parser.add_argument(
+        "--tables",
+        default="1,2,3",
+        help="which tables to run, comma-separated (default 1,2,3; e.g. --tables 2 for the "
+        "gradients only)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    tables = {part.strip() for part in args.tables.split(",") if part.strip()}
+    if not tables or not tables <= {"1", "2", "3"}:
+        parser.error(f"--tables takes numbers among 1, 2, 3, got {args.tables!r}")
     torch.set_num_threads(args.threads)
     if args.child:
         child(json.loads(args.child))
@@ -609,12 +618,16 @@ def main(argv: list[str] | None = None) -> int:
         f"repeats {repeats}{', quick' if args.quick else ''}"
     )
     started = time.perf_counter()
-    forward = table_forward(args.quick, repeats)
-    print_forward(forward)
-    gradients = table_gradients(args.quick, repeats, fresh_process=not args.quick)
-    print_gradients(gradients, args.quick)
-    memory = table_memory(args.quick, fresh_process=not args.quick)
-    print_memory(memory, args.quick)
+    forward, gradients, memory = [], [], []
+    if "1" in tables:
+        forward = table_forward(args.quick, repeats)
+        print_forward(forward)
+    if "2" in tables:
+        gradients = table_gradients(args.quick, repeats, fresh_process=not args.quick)
+        print_gradients(gradients, args.quick)
+    if "3" in tables:
+        memory = table_memory(args.quick, fresh_process=not args.quick)
+        print_memory(memory, args.quick)
     verdicts = [r["pass"] for r in forward + gradients + memory if r.get("pass") is not None]
     print(
         f"\ntargets: {sum(verdicts)} of {len(verdicts)} PASS "

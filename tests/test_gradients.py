@@ -397,9 +397,10 @@ def test_backward_evaluations_are_counted_for_each_mode():
         counts[gradient] = (sol.stats.n_steps, sol.stats.nfe_backward)
     assert counts["disc-opt"][1] == 0
     n_steps, nfe_backward = counts["aca"]
-    # Each accepted step is rebuilt once: f0 and the five stages y1 depends on, plus dopri5's
-    # last (FSAL) stage only in steps whose dense output gives an output time.
-    assert 6 * n_steps < nfe_backward <= 7 * n_steps
+    # Each accepted step but the last (whose graph the forward pass kept) is rebuilt once: f0 and
+    # the five stages y1 depends on, plus dopri5's last (FSAL) stage only in steps whose dense
+    # output gives an output time.
+    assert 6 * (n_steps - 1) < nfe_backward <= 7 * (n_steps - 1)
     assert counts["opt-disc"][1] > n_steps
 
 
@@ -407,8 +408,53 @@ def test_aca_replays_only_the_stages_the_step_end_depends_on():
     y0 = torch.randn(3, 2, dtype=DTYPE, requires_grad=True)
     sol = physode.solve(Field(), y0, [0.0, 1.0], gradient="aca", method="dopri5")
     sol.ys[-1].sum().backward()
-    # The only output is the end of the last step: no dense output, no FSAL stage.
-    assert sol.stats.nfe_backward == 6 * sol.stats.n_steps
+    # The only output is the end of the last step: no dense output, no FSAL stage. The last step
+    # is not rebuilt: the forward pass took it with autograd and kept its graph.
+    assert sol.stats.nfe_backward == 6 * (sol.stats.n_steps - 1)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "dop853"])
+def test_aca_keeps_the_last_steps_graph_with_outputs_interpolated_inside_it(method):
+    # Loose tolerance, so the last step is long and the outputs just before the end fall inside
+    # it (interpolated where the method has dense output, stepped onto where it has not).
+    func = Field()
+    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(5))
+    y0.requires_grad_(True)
+    t = torch.tensor([0.0, 1.0, 1.93, 1.97, 2.0], dtype=DTYPE)
+    params = list(func.parameters())
+    disc = _gradients(func, y0, t, "disc-opt", params, **_options(method, tol=1e-3))
+    aca = _gradients(func, y0, t, "aca", params, **_options(method, tol=1e-3))
+    assert _relative(aca, disc) <= 1e-10
+
+
+def test_aca_drops_a_rejected_attempt_at_the_last_step():
+    # A first step over the whole span lands on the end and is rejected; the graph of that attempt
+    # must not stand in for the step finally accepted there.
+    func = Field()
+    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(6))
+    y0.requires_grad_(True)
+    params = list(func.parameters())
+    options = {"method": "dopri5", "rtol": 1e-8, "atol": 1e-8, "first_step": 2.0}
+    sol = physode.solve(func, y0, [0.0, 2.0], gradient="aca", **options)
+    assert sol.stats.n_rejected >= 1
+    disc = _gradients(func, y0, [0.0, 2.0], "disc-opt", params, **options)
+    aca = _gradients(func, y0, [0.0, 2.0], "aca", params, **options)
+    assert _relative(aca, disc) <= 1e-10
+
+
+def test_aca_backward_runs_twice_with_retain_graph():
+    # The kept graph of the last step serves the first backward pass; a second one rebuilds it.
+    func = Field()
+    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(7))
+    y0.requires_grad_(True)
+    params = list(func.parameters())
+    sol = physode.solve(func, y0, T_OUT, gradient="aca", method="dopri5")
+    loss = (sol.ys * _weights(sol.ys.shape)).sum()
+    first = torch.autograd.grad(loss, [y0, *params], retain_graph=True)
+    replayed = sol.stats.nfe_backward
+    second = torch.autograd.grad(loss, [y0, *params])
+    assert _relative(second, first) <= 1e-14
+    assert sol.stats.nfe_backward - replayed > replayed  # the second pass rebuilt every step
 
 
 class _LiveSavedBytes:
@@ -449,6 +495,27 @@ def _peak_saved_bytes(gradient: str, n_steps: int) -> int:
         )
         ys[-1].sum().backward()
     return meter.peak
+
+
+@pytest.mark.parametrize("t", [[0.0, 1.0], [0.0, 0.9, 0.95, 1.0]])
+def test_aca_kept_last_graph_is_no_larger_than_a_rebuilt_step_and_gives_the_same_gradient(t):
+    func = Field(width=256)
+    y0 = torch.randn(8, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(9))
+    y0.requires_grad_(True)
+    params = list(func.parameters())
+    peaks, grads, counts = [], [], []
+    for mode in (physode.ACA(keep_last_graph=False), physode.ACA()):
+        meter = _LiveSavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda saved: saved.tensor):
+            sol = physode.solve(func, y0, t, method="dopri5", rtol=1e-3, atol=1e-3, gradient=mode)
+            loss = (sol.ys * _weights(sol.ys.shape)).sum()
+            grads.append(torch.autograd.grad(loss, [y0, *params]))
+        peaks.append(meter.peak)
+        counts.append((sol.stats.nfe, sol.stats.nfe_backward))
+    assert _relative(grads[1], grads[0]) <= 1e-14
+    assert peaks[1] <= peaks[0] * 1.01
+    # One more evaluation forward (the last step's first stage, with a graph), one step fewer back.
+    assert counts[1][0] == counts[0][0] + 1 and counts[1][1] < counts[0][1]
 
 
 def test_aca_memory_stays_flat_as_steps_grow_while_disc_opt_grows_with_them():

@@ -15,8 +15,14 @@ __all__ = ["ACA"]
 
 class _ACAFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, problem: Problem, holder: list, y0: Tensor, *params: Tensor) -> Tensor:
-        trace = Trace()
+    def forward(
+        ctx, problem: Problem, holder: list, keep_last_graph: bool, y0: Tensor, *params: Tensor
+    ) -> Tensor:
+        # No graph, but for the step that lands on the last output time (see Trace). Not inference
+        # mode: it saves little here (evaluations of func dominate), and a func that builds and
+        # keeps a tensor on first use (a lazily made constant) would then hand the backward pass an
+        # inference tensor that no graph can take.
+        trace = Trace(graph_final=keep_last_graph)
         with torch.no_grad():
             result = problem.run(y0.detach(), trace)
         holder.append(result)
@@ -31,31 +37,44 @@ class _ACAFunction(torch.autograd.Function):
         outputs_of_step = defaultdict(list)
         for k, (n, theta) in enumerate(trace.outputs, start=1):
             outputs_of_step[n].append((k, theta))
+        # The graph of the last step, taken in the forward pass, serves once: a second backward
+        # pass (retain_graph=True) rebuilds that step like the others.
+        final, trace.final = trace.final, None
         param_grads = [torch.zeros_like(p) for p in params]
-        adjoint = torch.zeros_like(grad_ys[0])
+        adjoint = None
         nfe = 0
-        for n in range(len(trace.t) - 1, -1, -1):
-            t, h = trace.t[n], trace.h[n]
-            outputs = outputs_of_step[n]
-            replay = all(theta is None for _, theta in outputs)
-            with torch.enable_grad():
-                y = trace.y[n].detach().requires_grad_(True)
-                step = stepper.step(func, t, y, h, func(time(t), y), time, replay=replay)
-                nfe += 1 + (stepper.nfe_per_replay if replay else stepper.nfe_per_step)
+        with torch.enable_grad():
+            for n in range(len(trace.t) - 1, -1, -1):
+                t, h = trace.t[n], trace.h[n]
+                outputs = outputs_of_step[n]
+                if final is not None and final[0] == n:
+                    _, y, step = final
+                    final = None
+                else:
+                    replay = all(theta is None for _, theta in outputs)
+                    y = trace.y[n].detach().requires_grad_(True)
+                    step = stepper.step(func, t, y, h, func(time(t), y), time, replay=replay)
+                    nfe += 1 + (stepper.nfe_per_replay if replay else stepper.nfe_per_step)
                 targets, cotangents = [step.y1], [adjoint]
                 for k, theta in outputs:
                     if theta is None:
-                        cotangents[0] = cotangents[0] + grad_ys[k]
+                        cotangents[0] = (
+                            grad_ys[k] if cotangents[0] is None else cotangents[0] + grad_ys[k]
+                        )
                     else:
                         targets.append(stepper.interpolate(y, h, step.ks, theta))
                         cotangents.append(grad_ys[k])
+                if cotangents[0] is None:  # the last step of a solve that stopped early
+                    cotangents[0] = torch.zeros_like(grad_ys[0])
                 grads = torch.autograd.grad(targets, [y, *params], cotangents, allow_unused=True)
-            adjoint = grads[0] if grads[0] is not None else torch.zeros_like(adjoint)
-            for acc, g in zip(param_grads, grads[1:]):
-                if g is not None:
-                    acc.add_(g)
+                adjoint = grads[0] if grads[0] is not None else torch.zeros_like(grad_ys[0])
+                for acc, g in zip(param_grads, grads[1:]):
+                    if g is not None:
+                        acc.add_(g)
+                del step, targets, grads
         problem.stats.nfe_backward += nfe
-        return (None, None, adjoint + grad_ys[0], *param_grads)
+        grad_y0 = grad_ys[0] if adjoint is None else adjoint + grad_ys[0]
+        return (None, None, None, grad_y0, *param_grads)
 
 
 class ACA(GradientMode):
@@ -67,9 +86,22 @@ class ACA(GradientMode):
     adjoint (plus the gradients of any outputs that step produced), accumulates the parameter
     gradients and frees the step's graph. Rejected trial steps never enter a graph.
 
+    The one exception is the step that lands on the last output time: the forward pass takes it
+    with autograd (evaluating its first stage once more) and keeps its graph, which is the first
+    the backward pass needs, so that step is not rebuilt. Within one solve at most one step's
+    graph is alive at any time, as before: the kept one until the backward pass has used it, then
+    each rebuilt one in turn.
+
     The gradient equals :class:`DiscOpt`'s to rounding; memory grows with the number of accepted
-    steps times the state size, not with the graph of every step. Each step is evaluated once more
-    in the backward pass.
+    steps times the state size, not with the graph of every step. Each step but the last is
+    evaluated once more in the backward pass.
+
+    Parameters
+    ----------
+    keep_last_graph : bool
+        Keep the last step's graph from the forward pass (default) instead of rebuilding that
+        step. Turn it off where many solves run before one backward pass (a stack of ODE blocks)
+        and one step's graph per solve, held until then, is too much memory.
 
     Examples
     --------
@@ -85,10 +117,16 @@ class ACA(GradientMode):
     name = "aca"
     exact = True
 
+    def __init__(self, keep_last_graph: bool = True):
+        self.keep_last_graph = bool(keep_last_graph)
+
+    def __repr__(self) -> str:
+        return f"ACA(keep_last_graph={self.keep_last_graph})"
+
     def solve(self, problem: Problem) -> tuple[Tensor, LoopResult]:
         if not needs_gradient(problem):
             result = problem.run(problem.y0)
             return stack_outputs(result, len(problem.times), problem.y0), result
         holder: list[LoopResult] = []
-        ys = _ACAFunction.apply(problem, holder, problem.y0, *problem.params)
+        ys = _ACAFunction.apply(problem, holder, self.keep_last_graph, problem.y0, *problem.params)
         return ys, holder[0]

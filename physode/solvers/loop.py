@@ -57,12 +57,19 @@ class Trace:
     ``t[n]``, ``h[n]`` and ``y[n]`` are the start time, size and input state of accepted step
     ``n``. ``outputs[k - 1] = (n, theta)`` says output ``k`` came from step ``n``: its end point
     (``theta is None``) or its dense output at ``t[n] + theta * h[n]``.
+
+    With ``graph_final=True`` the loop takes every attempt at the step that lands on the last
+    output time with autograd on, from a fresh leaf copy of its input, and keeps the accepted one
+    as ``final = (n, y_leaf, step)``: its graph is the one ACA's backward pass needs first, so it
+    does not have to rebuild that step. Only this one step's graph is ever kept.
     """
 
     t: list[float] = field(default_factory=list)
     h: list[float] = field(default_factory=list)
     y: list[Tensor] = field(default_factory=list)
     outputs: list[tuple[int, float | None]] = field(default_factory=list)
+    graph_final: bool = False
+    final: tuple[int, Tensor, object] | None = None
 
 
 @dataclass
@@ -85,6 +92,32 @@ def time_maker(y: Tensor) -> Callable[[float], Tensor]:
         return torch.scalar_tensor(s, dtype=dtype, device=device)
 
     return time
+
+
+def _step_with_graph(stepper, func, t: float, y: Tensor, h: float, time, whole: bool):
+    """One step with autograd on from a leaf copy of ``y``, whatever the caller's grad or inference
+    mode; returns the leaf and the step. ``f(t, y)`` is evaluated again, as part of the graph.
+
+    Unless ``whole``, the evaluations past the ``1 + stepper.nfe_per_replay`` that ``y1`` depends
+    on (a step evaluates its stages in order; for an FSAL method, its last stage) are made without
+    autograd: they then serve only the error estimate, and the step's graph is no larger than a
+    rebuilt one.
+    """
+    graphed = math.inf if whole else 1 + stepper.nfe_per_replay
+    calls = 0
+
+    def f(s: Tensor, x: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        if calls <= graphed:
+            return func(s, x)
+        with torch.no_grad():
+            return func(s, x)
+
+    with torch.inference_mode(False), torch.enable_grad():
+        y_leaf = y.detach().clone().requires_grad_(True)
+        step = stepper.step(f, t, y_leaf, h, f(time(t), y_leaf), time)
+    return y_leaf, step
 
 
 def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptive: bool) -> str:
@@ -175,10 +208,19 @@ def integrate(
         remaining = target - t
         landing = abs(h) * (1.0 + _LANDING_SLACK) >= abs(remaining)
         h_step = remaining if landing else h
-        if f0 is None:
-            f0 = func(time(t), y)
+        # The step that would end the solve, when the caller wants its graph (see Trace).
+        graph = trace is not None and trace.graph_final and landing and (dense or k == n_out - 1)
+        if graph:
+            # Outputs before the last one fall inside this step if it is accepted: they are
+            # interpolated from all its stages, which then all need a graph.
+            interpolates = dense and k < n_out - 1
+            y_leaf, step = _step_with_graph(stepper, func, t, y, h_step, time, interpolates)
             stats.nfe += 1
-        step = stepper.step(func, t, y, h_step, f0, time)
+        else:
+            if f0 is None:
+                f0 = func(time(t), y)
+                stats.nfe += 1
+            step = stepper.step(func, t, y, h_step, f0, time)
         stats.nfe += stepper.nfe_per_step
         if adaptive:
             ratio = error_ratio(
@@ -198,7 +240,7 @@ def integrate(
             continue
 
         t_new = target if landing else t + h_step
-        y1 = step.y1
+        y1 = step.y1.detach() if graph else step.y1
         if not adaptive and not bool(torch.isfinite(y1).all()):
             status = Status.NON_FINITE
             break
@@ -224,6 +266,11 @@ def integrate(
             if trace is not None:
                 trace.outputs.append((n, None))
             k += 1
+        if graph:
+            # Keep only what the step's outputs depend on (its stages only where an output is
+            # interpolated), so that the graph of the error estimate goes now.
+            ks = step.ks if interpolates else []
+            trace.final = (n, y_leaf, step._replace(f1=None, error=None, error_low=None, ks=ks))
         t, y, f0 = t_new, y1, step.f1
         if adaptive:
             h_next = h_step * controller.factor(ratio, previous_ratio, accepted=True)

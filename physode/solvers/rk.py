@@ -34,12 +34,26 @@ def lincomb(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor | None:
     Element-wise only (no matrix products), so each row of a batch is computed exactly as it would
     be alone.
     """
+    return _combine(_terms(weights), ks)
+
+
+def _terms(weights: Sequence[float]) -> tuple[tuple[int, float], ...]:
+    """The nonzero ``(index, weight)`` pairs of ``weights``."""
+    return tuple((i, w) for i, w in enumerate(weights) if w != 0.0)
+
+
+def _combine(terms: Sequence[tuple[int, float]], ks: Sequence[Tensor]) -> Tensor | None:
     acc = None
-    for w, k in zip(weights, ks):
-        if w == 0.0:
-            continue
-        acc = k * w if acc is None else torch.add(acc, k, alpha=w)
+    for i, w in terms:
+        acc = ks[i] * w if acc is None else torch.add(acc, ks[i], alpha=w)
     return acc
+
+
+def _stage_time(t: float | Tensor, h: float | Tensor, c: float, time):
+    """The time ``t + c h`` of a stage, as handed to ``func``; one operation per row-wise step."""
+    if isinstance(h, Tensor):
+        return torch.add(t, h, alpha=c)
+    return time(t + c * h)
 
 
 def _advance(y: Tensor, h: float | Tensor, direction: Tensor | None) -> Tensor:
@@ -79,11 +93,20 @@ class RungeKutta:
         self.has_dense = tableau.dense is not None
         # Evaluations a step makes on top of the f0 it is handed.
         self.nfe_per_step = tableau.stages - 1
-        self._rows = [(ci, row) for ci, row in zip(tableau.c[1:], tableau.a[1:])]
+        # Each stage's time and the nonzero terms of its combination, worked out once.
+        self._rows = [(ci, _terms(row)) for ci, row in zip(tableau.c[1:], tableau.a[1:])]
+        self._b, self._b_error, self._b_error_low = (
+            None if weights is None else _terms(weights)
+            for weights in (tableau.b, tableau.b_error, tableau.b_error_low)
+        )
         # Trailing stages with zero weight in b (the FSAL stage) do not affect y1.
         used = max(i for i, w in enumerate(tableau.b) if w != 0.0) + 1
         self._replay_rows = self._rows[: used - 1]
         self.nfe_per_replay = used - 1
+        # FSAL: the last stage is evaluated at y1 itself (its row of a is b, the weight of the last
+        # stage in b being zero), so y1 is computed once and serves as that stage's input, with the
+        # same operations and hence the same bits as a separate combination would give.
+        self._last_stage_at_y1 = tableau.fsal and tableau.b[-1] == 0.0
 
     def step(
         self,
@@ -105,23 +128,22 @@ class RungeKutta:
         is then unavailable.
         """
         tab = self.tableau
-        per_row = isinstance(h, Tensor)
         ks = [f0]
         rows = self._replay_rows if replay else self._rows
-        for ci, row in rows:
-            yi = _advance(y, h, lincomb(row, ks))
-            ti = t + ci * h if per_row else time(t + ci * h)
-            ks.append(func(ti, yi))
-        y1 = _advance(y, h, lincomb(tab.b, ks))
+        last_at_y1 = self._last_stage_at_y1 and not replay
+        for ci, terms in rows[:-1] if last_at_y1 else rows:
+            ks.append(func(_stage_time(t, h, ci, time), _advance(y, h, _combine(terms, ks))))
+        y1 = _advance(y, h, _combine(self._b, ks))
         if replay:
             return StepResult(y1, None, None, None, ks)
+        if last_at_y1:
+            ks.append(func(_stage_time(t, h, rows[-1][0], time), y1))
         f1 = ks[-1] if tab.fsal else None
         error = error_low = None
-        if tab.b_error is not None:
-            e = lincomb(tab.b_error, ks)
-            error = e * h
-            if tab.b_error_low is not None:
-                error_low = lincomb(tab.b_error_low, ks) * h
+        if self._b_error is not None:
+            error = _combine(self._b_error, ks) * h
+            if self._b_error_low is not None:
+                error_low = _combine(self._b_error_low, ks) * h
         return StepResult(y1, f1, error, error_low, ks)
 
     def interpolate(self, y: Tensor, h: float, ks: Sequence[Tensor], theta: float) -> Tensor:
