@@ -13,9 +13,9 @@ the same states over t in [0, 10] at rtol = atol = 1e-10, producing the same out
 - SciPy ``solve_ivp(method="DOP853")``, one trajectory at a time, NumPy right-hand side;
 - REBOUND IAS15, one simulation per trajectory (its default accuracy parameter).
 
-Reported per contender: time per trajectory, median and worst relative energy error at t = 10,
-and peak memory (resident set size of the process that ran it, and its growth over the baseline
-after imports). Each contender runs in its own process so the peaks do not mix; library imports
+Reported per contender: time per trajectory (median of --repeats runs, default 3), median and
+worst relative energy error at t = 10, and peak memory (resident set size of the process that ran
+it, and its growth over the baseline after imports). Each contender runs in its own process so the peaks do not mix; library imports
 (torch and SymPy for physode, SciPy, REBOUND) happen before each timer starts. The cache lives
 in a temporary folder, never in the user's.
 
@@ -82,27 +82,40 @@ def _errors(initial: np.ndarray, final: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(errors), errors, np.inf)
 
 
-def run_physode_simulate(n: int, folder: Path, device: str) -> dict:
+def _median_seconds(run, repeats: int) -> tuple[float, object]:
+    """The median wall time of ``repeats`` calls of ``run()``, and the last call's result."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds)), result
+
+
+def run_physode_simulate(n: int, folder: Path, device: str, repeats: int) -> dict:
     import physode.data
-    import physode.systems  # noqa: F401 (imports SymPy: a library import, outside the timer)
+    import physode.systems  # imports SymPy: a library import, outside the timer
 
     out = folder / f"three_body_{n}.h5"
     baseline = _peak_mib()
-    start = time.perf_counter()
-    result = physode.data.simulate(
-        "three_body",
-        trajectories=n,
-        t_end=T_END,
-        points=POINTS,
-        out=out,
-        seed=0,
-        rtol=TOL,
-        atol=TOL,
-        force=True,
-        quiet=True,
-        threads=None,  # as set for this process by --threads
-    )
-    seconds = time.perf_counter() - start
+
+    def run():
+        physode.systems._from_text.cache_clear()  # every run loads the system as a new process does
+        return physode.data.simulate(
+            "three_body",
+            trajectories=n,
+            t_end=T_END,
+            points=POINTS,
+            out=out,
+            seed=0,
+            rtol=TOL,
+            atol=TOL,
+            force=True,
+            quiet=True,
+            threads=None,  # as set for this process by --threads
+        )
+
+    seconds, result = _median_seconds(run, repeats)
     with physode.data.load(out) as data:
         states = data.states[()]
         np.save(folder / f"y0_{n}.npy", states[:, 0])
@@ -117,7 +130,7 @@ def run_physode_simulate(n: int, folder: Path, device: str) -> dict:
     }
 
 
-def run_physode_solve(y0: np.ndarray, device: str) -> dict:
+def run_physode_solve(y0: np.ndarray, device: str, repeats: int) -> dict:
     import torch
 
     import physode
@@ -132,23 +145,26 @@ def run_physode_solve(y0: np.ndarray, device: str) -> dict:
         return system.rhs(t.reshape(y.shape[:-1]) if t.ndim else t, y, p)
 
     baseline = _peak_mib()
-    start = time.perf_counter()
-    with torch.no_grad():
-        solution = physode.solve(
-            field,
-            y,
-            t,
-            method="dop853",
-            rtol=TOL,
-            atol=TOL,
-            gradient="disc-opt",
-            step_control="per-sample",
-            throw=False,
-        )
-        ys = solution.ys.cpu().numpy()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+
+    def run():
+        with torch.no_grad():
+            solution = physode.solve(
+                field,
+                y,
+                t,
+                method="dop853",
+                rtol=TOL,
+                atol=TOL,
+                gradient="disc-opt",
+                step_control="per-sample",
+                throw=False,
+            )
+            ys = solution.ys.cpu().numpy()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return solution, ys
+
+    seconds, (solution, ys) = _median_seconds(run, repeats)
     status = torch.as_tensor(solution.status)
     extra = {}
     if device == "cuda":
@@ -162,20 +178,23 @@ def run_physode_solve(y0: np.ndarray, device: str) -> dict:
     }
 
 
-def run_scipy(y0: np.ndarray) -> dict:
+def run_scipy(y0: np.ndarray, repeats: int) -> dict:
     from scipy.integrate import solve_ivp
 
     t_eval = np.linspace(0.0, T_END, POINTS)
     baseline = _peak_mib()
-    finals, failed = [], 0
-    start = time.perf_counter()
-    for row in y0:
-        solution = solve_ivp(
-            _rhs_numpy, (0.0, T_END), row, method="DOP853", t_eval=t_eval, rtol=TOL, atol=TOL
-        )
-        failed += not solution.success
-        finals.append(solution.y[:, -1])
-    seconds = time.perf_counter() - start
+
+    def run():
+        finals, failed = [], 0
+        for row in y0:
+            solution = solve_ivp(
+                _rhs_numpy, (0.0, T_END), row, method="DOP853", t_eval=t_eval, rtol=TOL, atol=TOL
+            )
+            failed += not solution.success
+            finals.append(solution.y[:, -1])
+        return finals, failed
+
+    seconds, (finals, failed) = _median_seconds(run, repeats)
     return {
         "seconds": seconds,
         "errors": _errors(y0, np.array(finals)).tolist(),
@@ -184,26 +203,33 @@ def run_scipy(y0: np.ndarray) -> dict:
     }
 
 
-def run_rebound(y0: np.ndarray) -> dict:
+def run_rebound(y0: np.ndarray, repeats: int) -> dict:
     import rebound
 
     times = np.linspace(0.0, T_END, POINTS)[1:]
     baseline = _peak_mib()
-    errors = []
-    start = time.perf_counter()
-    for row in y0:
-        sim = rebound.Simulation()
-        sim.G = G
-        sim.integrator = "ias15"
-        for i in range(3):
-            sim.add(
-                m=MASSES[i], x=row[2 * i], y=row[2 * i + 1], vx=row[6 + 2 * i], vy=row[7 + 2 * i]
-            )
-        e0 = sim.energy()
-        for t in times:  # the same output grid as the others
-            sim.integrate(t, exact_finish_time=1)
-        errors.append(abs(sim.energy() - e0) / abs(e0))
-    seconds = time.perf_counter() - start
+
+    def run():
+        errors = []
+        for row in y0:
+            sim = rebound.Simulation()
+            sim.G = G
+            sim.integrator = "ias15"
+            for i in range(3):
+                sim.add(
+                    m=MASSES[i],
+                    x=row[2 * i],
+                    y=row[2 * i + 1],
+                    vx=row[6 + 2 * i],
+                    vy=row[7 + 2 * i],
+                )
+            e0 = sim.energy()
+            for t in times:  # the same output grid as the others
+                sim.integrate(t, exact_finish_time=1)
+            errors.append(abs(sim.energy() - e0) / abs(e0))
+        return errors
+
+    seconds, errors = _median_seconds(run, repeats)
     return {"seconds": seconds, "errors": errors, "baseline": baseline, "failed": 0}
 
 
@@ -212,19 +238,21 @@ def _child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     folder = Path(args.folder)
+    # The first run is first only once; the others take the median of --repeats.
+    repeats = 1 if args.part == FIRST_RUN else args.repeats
     if args.part in ("physode simulate", FIRST_RUN):
-        result = run_physode_simulate(args.n, folder, args.device)
+        result = run_physode_simulate(args.n, folder, args.device, repeats)
         result["n"] = args.n
     else:
         y0 = np.load(folder / f"y0_{args.n}.npy")
         if args.part != "physode solve" and args.reference_limit:
             y0 = y0[: args.reference_limit]
         if args.part == "physode solve":
-            result = run_physode_solve(y0, args.device)
+            result = run_physode_solve(y0, args.device, repeats)
         elif args.part == "scipy DOP853":
-            result = run_scipy(y0)
+            result = run_scipy(y0, repeats)
         else:
-            result = run_rebound(y0)
+            result = run_rebound(y0, repeats)
         result["n"] = len(y0)
     result["peak"] = _peak_mib()
     Path(args.result).write_text(json.dumps(result))
@@ -253,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         "not depend on N); 0 runs all",
     )
     parser.add_argument("--device", default="cpu", help="device of the physode solve (cpu, cuda)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs per contender, median reported (the shared machine is noisy)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
         "--threads",
@@ -307,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(args.reference_limit),
                     "--threads",
                     str(args.threads),
+                    "--repeats",
+                    str(args.repeats),
                 ]
                 subprocess.run(command, check=True, env=env)
                 results[part] = json.loads(result_file.read_text())

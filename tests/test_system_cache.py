@@ -28,13 +28,20 @@ def test_a_cached_system_is_the_derived_one_with_its_code(cache_dir):
     assert len(entries) == 1 and entries[0].stat().st_mode & 0o077 == 0  # private to the user
     cached = _cache.load(text)
     assert cached is not None and cached is not derived
-    assert cached.equations == derived.equations
     assert cached._kernel_sources == derived._kernel_sources  # no code generation on loading
     y = derived.sample_initial_states(5, seed=1)
     assert torch.equal(cached.rhs(0.0, y), derived.rhs(0.0, y))
     for name, value in derived.invariants(y).items():
         assert torch.equal(cached.invariants(y)[name], value)
     torch.testing.assert_close(cached.sample_initial_states(5, seed=1), y, rtol=0, atol=0)
+    assert cached.exactly_rounded and cached.invariant_names == derived.invariant_names
+    # The numerics above never built the SymPy expressions; the first symbolic question does.
+    assert "_symbolic" in cached.__dict__ and "_equations" not in cached.__dict__
+    assert cached.equations == derived.equations
+    assert cached.invariant_expressions == derived.invariant_expressions
+    assert "_symbolic" not in cached.__dict__
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        cached.no_such_thing  # noqa: B018
 
 
 def test_a_damaged_entry_is_ignored_and_replaced(cache_dir):

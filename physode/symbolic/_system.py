@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -222,6 +223,11 @@ class System:
         self._ranges = [tuple(map(float, r)) for r in parameter_ranges]
         self._equations = None if equations is None else list(equations)
         self._dynamics = dynamics
+        # Small facts about the expressions, kept apart so that numerics never need the
+        # expressions themselves (which an unpickled system loads only on demand).
+        self._explicit = equations is not None
+        self._has_energy = energy is not None
+        self._invariant_names = list(invariants)
         self.energy_expression = energy
         self.conservative = conservative
         self.invariant_expressions = dict(invariants)
@@ -267,7 +273,7 @@ class System:
     @property
     def invariant_names(self) -> list[str]:
         """Names of the conserved quantities that :meth:`invariants` returns."""
-        return list(self.invariant_expressions)
+        return list(self._invariant_names)
 
     @property
     def initial_states(self) -> dict[str, torch.Tensor]:
@@ -306,10 +312,36 @@ class System:
 
     _KERNELS = ("_rhs_kernel", "_invariant_kernels", "_energy_kernel")
 
+    # The SymPy expressions: pickled as one blob that an unpickled system opens on first use.
+    # Building them costs SymPy far more than the numerics, which need only the generated code.
+    _SYMBOLIC = (
+        "_equations", "_dynamics", "energy_expression", "invariant_expressions", "dissipation",
+        "forces",
+    )
+
     def __getstate__(self) -> dict[str, Any]:
         # Compiled kernels are not picklable; their generated sources are, and rebuild them on
         # first use without SymPy (physode.symbolic._cache keeps derived systems on disk).
-        return {k: v for k, v in self.__dict__.items() if k not in self._KERNELS}
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in self._KERNELS and k not in self._SYMBOLIC
+        }
+        if "_symbolic" not in state:
+            symbolic = {k: self.__dict__[k] for k in self._SYMBOLIC}
+            state["_symbolic"] = pickle.dumps(symbolic, protocol=pickle.HIGHEST_PROTOCOL)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not yet in __dict__: the expressions of an unpickled system.
+        blob = self.__dict__.pop("_symbolic", None) if name in self._SYMBOLIC else None
+        if blob is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.__dict__.update(pickle.loads(blob))
+        return self.__dict__[name]
 
     def _kernel(self, name: str, exprs: Callable[[], Sequence[sympy.Expr]]):
         """The compiled kernel ``name`` of ``exprs()``, generating its code only once."""
@@ -391,7 +423,7 @@ class System:
         >>> physode.systems.load("pendulum").exactly_rounded
         False
         """
-        return self._equations is not None and self._rhs_kernel.numpy_source is not None
+        return self._explicit and self._rhs_kernel.numpy_source is not None
 
     def rhs(self, t: torch.Tensor | float, y: torch.Tensor, p: torch.Tensor | None = None):
         """The time derivative ``dy/dt``: a pure function of time, state and parameters.
@@ -422,7 +454,7 @@ class System:
         if not isinstance(t, torch.Tensor):
             t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
         out = self._rhs_kernel(t, y, p)
-        if self._equations is not None:
+        if self._explicit:
             return out
         n = self.n_coordinates
         mass = out[..., n : n + n * n].unflatten(-1, (n, n))
@@ -519,7 +551,7 @@ class System:
         >>> float(dp.energy(torch.tensor([0.0, 2.0], dtype=torch.float64)))  # doctest: +ELLIPSIS
         0.903...
         """
-        if self.energy_expression is None:
+        if not self._has_energy:
             raise InvalidArgumentError(
                 f"{self.name} has no energy function (form {self.form!r}); systems with one: "
                 "time-independent Lagrangian or Hamiltonian systems, or equations declaring an "
