@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass
 
 import torch

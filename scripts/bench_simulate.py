@@ -15,9 +15,9 @@ the same states over t in [0, 10] at rtol = atol = 1e-10, producing the same out
 
 Reported per contender: time per trajectory (median of --repeats runs, default 3), median and
 worst relative energy error at t = 10, and peak memory (resident set size of the process that ran
-it, and its growth over the baseline after imports). Each contender runs in its own process so the peaks do not mix; library imports
-(torch and SymPy for physode, SciPy, REBOUND) happen before each timer starts. The cache lives
-in a temporary folder, never in the user's.
+it, and its growth over the baseline after imports). Each contender runs in its own process so
+the peaks do not mix; library imports (torch and SymPy for physode, SciPy, REBOUND) happen before
+each timer starts. The cache lives in a temporary folder, never in the user's.
 
 Usage::
 

@@ -433,7 +433,9 @@ def test_numpy_variant_gives_the_torch_codes_bits(name, dtype):
     # shape the solvers and the data pipeline use must give the torch code's result exactly.
     system = physode.systems.load(name)
     assert system._rhs_kernel.numpy_source is not None
-    kernels = [system._rhs_kernel] + list(system._invariant_kernels if system.invariant_names else [])
+    kernels = [system._rhs_kernel]
+    if system.invariant_names:
+        kernels += list(system._invariant_kernels)
     generator = torch.Generator().manual_seed(3)
     for kernel in (k for k in kernels if k.numpy_source is not None):
         assert "torch" not in kernel.numpy_source

@@ -58,7 +58,8 @@ def _code_version() -> str:
     import physode
 
     digest = hashlib.sha256()
-    digest.update(f"{FORMAT} {sys.version_info[:2]} {sympy.__version__} {physode.__version__}".encode())
+    versions = f"{FORMAT} {sys.version_info[:2]} {sympy.__version__} {physode.__version__}"
+    digest.update(versions.encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
