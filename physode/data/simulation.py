@@ -315,8 +315,8 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
     ys, status, n_steps, n_rejected, nfe = [], [], [], [], []
     for start in range(0, rows, group):
         batch = z0[start : start + group]
-        if per_sample:  # aligned like the right-hand side's slabs (see _rowwise)
-            pad = -batch.shape[0] % field.align
+        pad = -batch.shape[0] % field.align
+        if per_sample and pad:  # aligned like the right-hand side's slabs (see _rowwise)
             batch = torch.cat([batch, batch[-1:].expand(pad, -1)])
         solution = physode.solve(
             field,
@@ -375,8 +375,7 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
         flat = states.reshape(b * points, n_state)
         p_rows = p[:, None, :].expand(b, points, p.shape[-1]).reshape(b * points, -1)
         t_rows = t.expand(b, points).reshape(b * points)
-        align = _alignment(system)
-        derivatives = _rowwise(system.rhs, t_rows, flat, p_rows, align=align)
+        derivatives = _rowwise(system.rhs, t_rows, flat, p_rows, align=field.align)
         derivatives = derivatives.reshape(b, points, n_state)
         invariants = {
             name: values.to(torch.float64).reshape(b, points).numpy()
