@@ -9,15 +9,20 @@ the same states over t in [0, 10] at rtol = atol = 1e-10, producing the same out
   on-disk cache, as on every run after the first;
 - ``physode simulate, first run``: the same with an empty cache, so it also derives the
   equations with SymPy and generates their code (once per specification);
-- ``physode solve``: the batched per-sample solve alone (dop853, one call for all N);
+- ``physode solve``: the batched per-sample solve alone (dop853, one call for all N), with the
+  vector field's NumPy twin as ``physode simulate`` uses it, so the loop runs on NumPy;
+- ``physode solve, torch only``: the same with a plain torch vector field (the torch loop);
 - SciPy ``solve_ivp(method="DOP853")``, one trajectory at a time, NumPy right-hand side;
 - REBOUND IAS15, one simulation per trajectory (its default accuracy parameter).
 
-Reported per contender: time per trajectory (median of --repeats runs, default 3), median and
-worst relative energy error at t = 10, and peak memory (resident set size of the process that ran
-it, and its growth over the baseline after imports). Each contender runs in its own process so
-the peaks do not mix; library imports (torch and SymPy for physode, SciPy, REBOUND) happen before
-each timer starts. The cache lives in a temporary folder, never in the user's.
+Reported per contender: time per trajectory, median and worst relative energy error at t = 10,
+and peak memory (resident set size of the process that ran it, and its growth over the baseline
+after imports). Every run is a process of its own, so the peaks do not mix; library imports
+(torch and SymPy for physode, SciPy, REBOUND) happen before each timer starts. The contenders
+take turns in --repeats rounds (default 3) and each reports its median time over the rounds:
+the load of a shared machine drifts over minutes, and taking turns spreads the drift over all
+of them instead of charging it to whoever ran during a busy spell. The first run happens once.
+The cache lives in a temporary folder, never in the user's.
 
 Usage::
 
@@ -44,7 +49,8 @@ import numpy as np
 T_END, POINTS, TOL = 10.0, 101, 1e-10
 MASSES, G = (1.0, 1.0, 1.0), 1.0
 FIRST_RUN = "physode simulate, first run"
-CONTENDERS = (FIRST_RUN, "physode simulate", "physode solve", "scipy DOP853", "rebound IAS15")
+SOLVE, SOLVE_TORCH = "physode solve", "physode solve, torch only"
+CONTENDERS = (FIRST_RUN, "physode simulate", SOLVE, SOLVE_TORCH, "scipy DOP853", "rebound IAS15")
 
 
 def _peak_mib() -> float:
@@ -130,7 +136,7 @@ def run_physode_simulate(n: int, folder: Path, device: str, repeats: int) -> dic
     }
 
 
-def run_physode_solve(y0: np.ndarray, device: str, repeats: int) -> dict:
+def run_physode_solve(y0: np.ndarray, device: str, repeats: int, numpy_twin: bool) -> dict:
     import torch
 
     import physode
@@ -142,7 +148,11 @@ def run_physode_solve(y0: np.ndarray, device: str, repeats: int) -> dict:
     t = torch.linspace(0.0, T_END, POINTS, dtype=torch.float64, device=device)
 
     def field(t, y):
-        return system.rhs(t.reshape(y.shape[:-1]) if t.ndim else t, y, p)
+        return system.rhs(t, y, p)
+
+    if numpy_twin:  # what physode simulate hands the solver: the loop then runs on NumPy
+        rhs_numpy, p_numpy = system.rhs_numpy, p.cpu().numpy()
+        field.numpy = lambda t, y: rhs_numpy(t, y, p_numpy)
 
     baseline = _peak_mib()
 
@@ -238,17 +248,16 @@ def _child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     folder = Path(args.folder)
-    # The first run is first only once; the others take the median of --repeats.
-    repeats = 1 if args.part == FIRST_RUN else args.repeats
+    repeats = args.repeats
     if args.part in ("physode simulate", FIRST_RUN):
         result = run_physode_simulate(args.n, folder, args.device, repeats)
         result["n"] = args.n
     else:
         y0 = np.load(folder / f"y0_{args.n}.npy")
-        if args.part != "physode solve" and args.reference_limit:
+        if args.part not in (SOLVE, SOLVE_TORCH) and args.reference_limit:
             y0 = y0[: args.reference_limit]
-        if args.part == "physode solve":
-            result = run_physode_solve(y0, args.device, repeats)
+        if args.part in (SOLVE, SOLVE_TORCH):
+            result = run_physode_solve(y0, args.device, repeats, numpy_twin=args.part == SOLVE)
         elif args.part == "scipy DOP853":
             result = run_scipy(y0, repeats)
         else:
@@ -256,6 +265,16 @@ def _child(args: argparse.Namespace) -> None:
         result["n"] = len(y0)
     result["peak"] = _peak_mib()
     Path(args.result).write_text(json.dumps(result))
+
+
+def _median_round(runs: list[dict]) -> dict:
+    """One contender's rounds as one result: the median time, the largest peak memory."""
+    return {
+        **runs[-1],
+        "seconds": float(np.median([r["seconds"] for r in runs])),
+        "peak": max(r["peak"] for r in runs),
+        "baseline": min(r["baseline"] for r in runs),
+    }
 
 
 def _row(name: str, n_total: int, result: dict) -> str:
@@ -285,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=3,
-        help="timed runs per contender, median reported (the shared machine is noisy)",
+        help="rounds, each running every contender once, in turn; the median over the rounds is "
+        "reported (the shared machine is noisy). The first run is run once",
     )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
@@ -318,34 +338,40 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-simulate-") as folder:
         for n in args.sizes:
             print(f"\nN = {n}\n{header}", flush=True)
-            results = {}
             # Empty for the first run, which fills it for the others.
             cache = Path(folder) / f"cache-{n}"
             env = {**os.environ, "PHYSODE_CACHE_DIR": str(cache)}
+            # The load on this machine drifts over minutes, so the contenders take turns: each
+            # round runs every one of them once, and each reports the median over the rounds.
+            rounds: dict[str, list[dict]] = {part: [] for part in CONTENDERS}
+            for round_ in range(args.repeats):
+                print(f"(round {round_ + 1} of {args.repeats})", file=sys.stderr, flush=True)
+                for part in CONTENDERS if round_ == 0 else CONTENDERS[1:]:
+                    result_file = Path(folder) / "result.json"
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--part",
+                        part,
+                        "--n",
+                        str(n),
+                        "--folder",
+                        folder,
+                        "--result",
+                        str(result_file),
+                        "--device",
+                        args.device,
+                        "--reference-limit",
+                        str(args.reference_limit),
+                        "--threads",
+                        str(args.threads),
+                        "--repeats",
+                        "1",
+                    ]
+                    subprocess.run(command, check=True, env=env)
+                    rounds[part].append(json.loads(result_file.read_text()))
+            results = {part: _median_round(runs) for part, runs in rounds.items()}
             for part in CONTENDERS:
-                result_file = Path(folder) / "result.json"
-                command = [
-                    sys.executable,
-                    __file__,
-                    "--part",
-                    part,
-                    "--n",
-                    str(n),
-                    "--folder",
-                    folder,
-                    "--result",
-                    str(result_file),
-                    "--device",
-                    args.device,
-                    "--reference-limit",
-                    str(args.reference_limit),
-                    "--threads",
-                    str(args.threads),
-                    "--repeats",
-                    str(args.repeats),
-                ]
-                subprocess.run(command, check=True, env=env)
-                results[part] = json.loads(result_file.read_text())
                 print(_row(part, n, results[part]), flush=True)
             per = {k: v["seconds"] / v["n"] for k, v in results.items()}
             fastest = per["physode simulate"]

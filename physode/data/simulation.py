@@ -267,6 +267,11 @@ class _ParameterField:
         self.rhs = system.rhs
         self.p = p
         self.align = _alignment(system)
+        rhs_numpy = system.rhs_numpy
+        if rhs_numpy is not None and p.is_cpu:
+            p_numpy = p.numpy()
+            # Per-sample solves without gradients run on NumPy with this twin (physode.solve).
+            self.numpy = lambda t, y: rhs_numpy(t, y, p_numpy.astype(y.dtype, copy=False))
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if t.ndim:  # per-sample stepping: one time per row, shaped (rows, 1)
@@ -285,6 +290,15 @@ class _AugmentedField:
         self.rhs = system.rhs
         self.n_state = n_state
         self.align = _alignment(system)
+        self._rhs_numpy = system.rhs_numpy
+        if self._rhs_numpy is not None:
+            self.numpy = self._dz_numpy  # per-sample solves without gradients (physode.solve)
+
+    def _dz_numpy(self, t: np.ndarray, z: np.ndarray) -> np.ndarray:
+        n = self.n_state
+        dz = np.zeros_like(z)
+        dz[..., :n] = self._rhs_numpy(t, z[..., :n], z[..., n:])
+        return dz
 
     def _dz(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         y, p = z[..., : self.n_state], z[..., self.n_state :]

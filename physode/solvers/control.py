@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from physode.solvers._arrays import Array, namespace
+
 __all__ = ["PIController", "error_ratio", "initial_step"]
 
 
@@ -80,7 +82,7 @@ class PIController:
         upper = self.max_factor if accepted else 1.0
         return min(upper, max(self.min_factor, fac))
 
-    def factor_per_row(self, ratio: Tensor, previous: Tensor, accepted: Tensor) -> Tensor:
+    def factor_per_row(self, ratio: Array, previous: Array, accepted: Array) -> Array:
         """:meth:`factor` for one error ratio per row (per-sample step control).
 
         ``previous`` holds each row's last accepted (finite) ratio. The result is rounded to
@@ -89,21 +91,23 @@ class PIController:
         independent of its batch. Written in few operations: every one costs a fixed overhead
         per solver iteration.
         """
+        xp = namespace(ratio)  # torch tensors or NumPy arrays alike
         # An infinite ratio gives 0 and a NaN stays NaN until the end: both mean min_factor.
-        fac = ratio.clamp_min(1e-10).pow(-self.alpha).mul_(self.safety)
-        memory = previous.clamp_min(1e-4).pow_(self.beta)
-        fac = torch.where(
-            accepted, fac.mul(memory).clamp_max_(self.max_factor), fac.clamp_max_(1.0)
+        fac = xp.clip(ratio, 1e-10, None) ** -self.alpha * self.safety
+        memory = xp.clip(previous, 1e-4, None) ** self.beta
+        fac = xp.where(
+            accepted, xp.clip(fac * memory, None, self.max_factor), xp.clip(fac, None, 1.0)
         )
-        fac = torch.nan_to_num(fac.clamp_min_(self.min_factor), nan=self.min_factor)
-        return torch.round(fac, decimals=6)
+        fac = xp.nan_to_num(xp.clip(fac, self.min_factor, None), nan=self.min_factor)
+        return xp.round(fac, decimals=6)
 
 
-def round_to_grid(x: Tensor) -> Tensor:
+def round_to_grid(x: Array) -> Array:
     """``x`` with its mantissa rounded to 24 bits, as :meth:`PIController.factor_per_row` rounds
     its factors, for step sizes of any magnitude."""
-    mantissa, exponent = torch.frexp(x)
-    return torch.ldexp(torch.round(mantissa * _GRID) / _GRID, exponent)
+    xp = namespace(x)
+    mantissa, exponent = xp.frexp(x)
+    return xp.ldexp(xp.round(mantissa * _GRID) / _GRID, exponent)
 
 
 _GRID = 2.0**24

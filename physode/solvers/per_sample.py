@@ -5,21 +5,38 @@ does not depend on which rows share its batch: every operation on the state is e
 reduction within one row, so a row is computed exactly as it would be alone, provided ``func``
 treats rows independently (as generated system vector fields do). Each row steps onto every
 output time (no dense output).
+
+The loop is written once for torch tensors and NumPy arrays (:mod:`physode.solvers._arrays`). A
+solve that nothing differentiates, on the CPU, whose ``func`` carries a NumPy twin of itself as
+``func.numpy``, runs on NumPy: it makes the same decisions with a fraction of torch's overhead
+per operation, which is what a batch of small states spends most of its time on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError
+from physode.solvers._arrays import (
+    Array,
+    arange,
+    asarray,
+    finfo,
+    flatnonzero,
+    full,
+    namespace,
+    put_,
+    take,
+)
 from physode.solvers.control import PIController, round_to_grid
 from physode.solvers.loop import _LANDING_SLACK, Stats, Status
+from physode.solvers.rk import _advance
 
 __all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_per_sample"]
-
 
 
 @dataclass
@@ -41,47 +58,49 @@ class PerSampleResult:
     h: Tensor
 
 
-def _row_sum_of_squares(x: Tensor) -> Tensor:
+def _row_sum_of_squares(x: Array) -> Array:
     """Sum of squares within each row.
 
     A reduction over the contiguous last dimension adds each row's elements in an order set by the
-    row's length alone, so a row's value does not depend on how many rows share the tensor (the
+    row's length alone, so a row's value does not depend on how many rows share the array (the
     per-sample tests check this bit for bit).
     """
-    return x.reshape(x.shape[0], -1).square().sum(1)
+    x = x.reshape(x.shape[0], -1)
+    return (x * x).sum(1)
 
 
-def _row_ratio(step, y: Tensor, rtol: float, atol: float) -> Tensor:
-    scale = torch.maximum(y.abs(), step.y1.abs()).mul_(rtol).add_(atol)
-    n = y[0].numel()
+def _row_ratio(step, y: Array, rtol: float, atol: float) -> Array:
+    xp = namespace(y)
+    scale = xp.maximum(abs(y), abs(step.y1)) * rtol + atol
+    n = y[0].size if isinstance(y, np.ndarray) else y[0].numel()
     e5 = _row_sum_of_squares(step.error / scale)
     if step.error_low is None:
-        return torch.sqrt(e5 / n)
+        return xp.sqrt(e5 / n)
     e3 = _row_sum_of_squares(step.error_low / scale)
-    denominator = (e5 + 0.01 * e3).clamp_min(torch.finfo(y.dtype).tiny)
-    return e5 / torch.sqrt(denominator * n)
+    denominator = xp.clip(e5 + 0.01 * e3, finfo(y).tiny, None)
+    return e5 / xp.sqrt(denominator * n)
 
 
-def _row_rms(x: Tensor, scale: Tensor) -> Tensor:
-    return torch.sqrt(_row_sum_of_squares(x / scale) / x[0].numel())
+def _row_rms(x: Array, scale: Array) -> Array:
+    n = x[0].size if isinstance(x, np.ndarray) else x[0].numel()
+    return namespace(x).sqrt(_row_sum_of_squares(x / scale) / n)
 
 
 def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
     """Hairer's starting step, row by row (one batched evaluation of ``func``)."""
-    scale = y.abs().mul(rtol).add_(atol)
+    xp = namespace(y)
+    scale = abs(y) * rtol + atol
     d0, d1 = _row_rms(y, scale), _row_rms(f0, scale)
-    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
-    y1 = torch.addcmul(y, (direction * h0).view(view), f0)
-    f1 = func((t + direction * h0).view(view), y1)
+    h0 = xp.where((d0 < 1e-5) | (d1 < 1e-5), xp.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    y1 = _advance(y, (direction * h0).reshape(view), f0)
+    f1 = func((t + direction * h0).reshape(view), y1)
     d2 = _row_rms(f1 - f0, scale) / h0
-    dmax = torch.maximum(d1, d2)
-    h1 = torch.where(
-        dmax <= 1e-15,
-        torch.clamp(h0 * 1e-3, min=1e-6),
-        (0.01 / dmax) ** (1.0 / (order + 1)),
+    dmax = xp.maximum(d1, d2)
+    h1 = xp.where(
+        dmax <= 1e-15, xp.clip(h0 * 1e-3, 1e-6, None), (0.01 / dmax) ** (1.0 / (order + 1))
     )
-    h = torch.minimum(100 * h0, h1)
-    h = torch.where(torch.isfinite(h), h, h0)
+    h = xp.minimum(100 * h0, h1)
+    h = xp.where(xp.isfinite(h), h, h0)
     # Rounded like the step factor, to keep each row's steps independent of its batch.
     return direction * round_to_grid(h)
 
@@ -89,7 +108,7 @@ def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
 def integrate_per_sample(
     stepper,
     func,
-    y0: Tensor,
+    y0: Array,
     times: list[float],
     *,
     rtol: float,
@@ -99,138 +118,142 @@ def integrate_per_sample(
     max_steps: int,
     stats: Stats,
     trace: PerSampleTrace | None = None,
-    f0: Tensor | None = None,
+    f0: Array | None = None,
 ) -> PerSampleResult:
     """Integrate every row of ``y0`` (its first dimension) with its own adaptive steps.
 
     Returns outputs ``(len(times), *y0.shape)`` (NaN where a row stopped early), and per row the
-    status code, the time reached and the last step size. ``stats`` receives per-row tensors of
+    status code, the time reached and the last step size. ``stats`` receives per-row arrays of
     accepted steps, rejected steps and evaluations of ``func``. ``step_size`` must be None: rows
     choose their own steps. ``f0`` is accepted for the shared loop's signature and not used: here
     ``func`` first sees one time per row.
+
+    ``y0`` is a torch tensor, or a NumPy array when ``func`` maps NumPy arrays to NumPy arrays
+    (see :func:`solve_per_sample`); everything returned is then NumPy's too. ``trace`` (ACA)
+    needs tensors.
     """
     if step_size is not None:
         raise InvalidArgumentError("step_control='per-sample' needs an adaptive method")
+    xp = namespace(y0)
     batch = y0.shape[0]
-    dtype, device = y0.dtype, y0.device
     view = (-1,) + (1,) * (y0.ndim - 1)
     direction = 1.0 if times[-1] > times[0] else -1.0
-    times_t = torch.tensor(times, dtype=dtype, device=device)
     n_out = len(times)
+    times_a = asarray(times, y0)
     tab = stepper.tableau
     controller = PIController(q=tab.error_order + 1)
-    eps = 4.0 * torch.finfo(dtype).eps
+    eps = 4.0 * finfo(y0).eps
 
     # Outputs are collected as (output index, row, state) pieces and written once at the end:
     # one scatter instead of one per iteration.
-    out_k: list[Tensor] = []
-    out_rows: list[Tensor] = []
-    out_y: list[Tensor] = []
-    status = torch.full((batch,), int(Status.SUCCESS), dtype=torch.int64, device=device)
-    t_final = torch.full((batch,), times[0], dtype=dtype, device=device)
-    h_final = torch.zeros(batch, dtype=dtype, device=device)
-    n_steps = torch.zeros(batch, dtype=torch.int64, device=device)
-    n_rejected = torch.zeros(batch, dtype=torch.int64, device=device)
+    out_k: list[Array] = []
+    out_rows: list[Array] = []
+    out_y: list[Array] = []
+    status = full((batch,), int(Status.SUCCESS), y0, dtype=xp.int64)
+    t_final = full((batch,), times[0], y0)
+    h_final = full((batch,), 0.0, y0)
+    n_steps = full((batch,), 0, y0, dtype=xp.int64)
+    n_rejected = full((batch,), 0, y0, dtype=xp.int64)
 
-    rows = torch.arange(batch, device=device)
-    t = torch.full((batch,), times[0], dtype=dtype, device=device)
+    rows = arange(batch, y0)
+    t = full((batch,), times[0], y0)
     y = y0
-    k = torch.ones(batch, dtype=torch.int64, device=device)
-    f0 = func(t.view(view), y)
+    k = full((batch,), 1, y0, dtype=xp.int64)
+    f0 = func(t.reshape(view), y)
     stats.nfe += 1
     if f0.shape != y0.shape:
         raise InvalidArgumentError(
             f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {tuple(f0.shape)}"
         )
     if first_step is not None:
-        h = torch.full((batch,), direction * first_step, dtype=dtype, device=device)
+        h = full((batch,), direction * first_step, y0)
     else:
         with torch.no_grad():
             h = _initial_steps(func, t, y, f0, direction, stepper.order, rtol, atol, view)
         stats.nfe += 1
-    previous = torch.ones(batch, dtype=dtype, device=device)
-    local_steps = torch.zeros(batch, dtype=torch.int64, device=device)
+    previous = full((batch,), 1.0, y0)
+    local_steps = full((batch,), 0, y0, dtype=xp.int64)
     # Every row still active has made one attempt per iteration, so the attempts are counted once
     # for all, and a row's rejections are its attempts less its accepted steps.
     attempts = 0
 
-    while rows.numel() > 0:
+    while rows.shape[0] > 0:
         attempts += 1
-        target = times_t[k]
+        target = take(times_a, k)
         remaining = target - t
         # h and remaining both point in `direction`, so |h| (1 + slack) >= |remaining| is:
         grown = h * (1.0 + _LANDING_SLACK)
         landing = grown >= remaining if direction > 0 else grown <= remaining
-        h_step = torch.where(landing, remaining, h)
-        step = stepper.step(func, t.view(view), y, h_step.view(view), f0, None)
+        h_step = xp.where(landing, remaining, h)
+        step = stepper.step(func, t.reshape(view), y, h_step.reshape(view), f0, None)
         stats.nfe += stepper.nfe_per_step
         # Detached: step sizes are constants of the graph (Disc-Opt differentiates the steps taken).
-        ratio = _row_ratio(step, y.detach(), rtol, atol).detach()
+        ratio = _detach(_row_ratio(step, _detach(y), rtol, atol))
         accept = ratio <= 1.0
         landed = accept & landing
 
         if trace is not None and bool(accept.any()):
-            acc = accept.nonzero().squeeze(1)
-            land_local = landed.index_select(0, acc).nonzero().squeeze(1)
+            acc = flatnonzero(accept)
+            land_local = flatnonzero(take(landed, acc))
             trace.steps.append(
                 (
-                    *(x.index_select(0, acc) for x in (rows, t, h_step, y)),
+                    *(take(x, acc) for x in (rows, t, h_step, y)),
                     land_local,
-                    k.index_select(0, acc).index_select(0, land_local),
+                    take(take(k, acc), land_local),
                 )
             )
-        accept_b = accept.view(view)
-        y = torch.where(accept_b, step.y1, y)
-        t = torch.where(accept, torch.where(landing, target, t + h_step), t)
+        accept_b = accept.reshape(view)
+        y = xp.where(accept_b, step.y1, y)
+        t = xp.where(accept, xp.where(landing, target, t + h_step), t)
         if bool(landed.any()):
-            where = landed.nonzero().squeeze(1)
-            out_k.append(k.index_select(0, where))
-            out_rows.append(rows.index_select(0, where))
-            out_y.append(y.index_select(0, where))
-            k = k + landed.long()
+            where = flatnonzero(landed)
+            out_k.append(take(k, where))
+            out_rows.append(take(rows, where))
+            out_y.append(take(y, where))
+            k = k + landed
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
         factor = controller.factor_per_row(ratio, previous, accept)
         h_next = h_step * factor
         # A step cut short to land on an output time does not shrink the next one.
-        longer = torch.maximum(h_next, h) if direction > 0 else torch.minimum(h_next, h)
-        h = torch.where(landed, longer, h_next)
-        previous = torch.where(accept, ratio, previous)
+        longer = xp.maximum(h_next, h) if direction > 0 else xp.minimum(h_next, h)
+        h = xp.where(landed, longer, h_next)
+        previous = xp.where(accept, ratio, previous)
         local_steps = local_steps + accept
 
         if tab.fsal:
-            f0 = torch.where(accept_b, step.f1, f0)
+            f0 = xp.where(accept_b, step.f1, f0)
         else:
             # Rejected rows have the same (t, y) as before, so re-evaluating every row gives them
             # their old f0 bit for bit, and costs less than gathering the accepted ones.
-            f0 = func(t.view(view), y)
+            f0 = func(t.reshape(view), y)
             stats.nfe += 1
 
         finished = k >= n_out
         # `~(>)` also catches a NaN step, which a NaN first evaluation produces.
         if bool(accept.all()):
-            underflow = torch.zeros_like(accept)
+            underflow = xp.zeros_like(accept)
         else:
-            underflow = (~accept) & ~(h.abs() > eps * torch.clamp(t.abs(), min=1.0))
+            underflow = (~accept) & ~(abs(h) > eps * xp.clip(abs(t), 1.0, None))
         done = finished | underflow
         if attempts >= max_steps:
-            done = torch.ones_like(done)
+            done = xp.ones_like(done)
         if bool(done.any()):
-            code = torch.where(
+            code = xp.where(
                 finished,
                 int(Status.SUCCESS),
-                torch.where(
+                xp.where(
                     underflow,
-                    torch.where(
-                        torch.isfinite(ratio),
+                    xp.where(
+                        xp.isfinite(ratio),
                         int(Status.STEP_SIZE_UNDERFLOW),
                         int(Status.NON_FINITE),
                     ),
                     int(Status.MAX_STEPS),
                 ),
             )
-            out = done.nonzero().squeeze(1)
-            gone = rows.index_select(0, out)
+            out = flatnonzero(done)
+            gone = take(rows, out)
             for record, value in (
                 (status, code),
                 (t_final, t),
@@ -238,19 +261,21 @@ def integrate_per_sample(
                 (n_steps, local_steps),
                 (n_rejected, attempts - local_steps),
             ):
-                record.index_copy_(0, gone, value.index_select(0, out))
-            keep = (~done).nonzero().squeeze(1)
+                put_(record, gone, take(value, out))
+            keep = flatnonzero(~done)
             rows, t, y, h, k, f0, previous, local_steps = (
-                x.index_select(0, keep) for x in (rows, t, y, h, k, f0, previous, local_steps)
+                take(x, keep) for x in (rows, t, y, h, k, f0, previous, local_steps)
             )
 
-    ys = y0.new_full((n_out, *y0.shape), float("nan"))
-    first = torch.zeros(batch, dtype=torch.int64, device=device)
-    all_rows = torch.arange(batch, device=device)
-    ys = ys.index_put(
-        (torch.cat([first, *out_k]), torch.cat([all_rows, *out_rows])),
-        torch.cat([y0, *out_y]),
-    )
+    first = full((batch,), 0, y0, dtype=xp.int64)
+    all_rows = arange(batch, y0)
+    index = (xp.concatenate([first, *out_k]), xp.concatenate([all_rows, *out_rows]))
+    values = xp.concatenate([y0, *out_y])
+    if isinstance(y0, Tensor):  # out of place: the outputs may carry a graph (Disc-Opt)
+        ys = y0.new_full((n_out, *y0.shape), float("nan")).index_put(index, values)
+    else:
+        ys = np.full((n_out, *y0.shape), np.nan, dtype=y0.dtype)
+        ys[index] = values
 
     stats.n_steps = n_steps
     stats.n_rejected = n_rejected
@@ -260,6 +285,10 @@ def integrate_per_sample(
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
     stats.nfe = 1 + (first_step is None) + attempts * per_attempt
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
+
+
+def _detach(x: Array) -> Array:
+    return x.detach() if isinstance(x, Tensor) else x
 
 
 class _PerSampleACA(torch.autograd.Function):
@@ -299,7 +328,42 @@ class _PerSampleACA(torch.autograd.Function):
 
 
 def _run(problem, y0: Tensor, trace: PerSampleTrace | None = None) -> PerSampleResult:
+    from physode.gradients.base import needs_gradient
+
+    on_numpy = getattr(problem.func, "numpy", None)
+    if (
+        callable(on_numpy)
+        and trace is None
+        and y0.device.type == "cpu"
+        and y0.dtype in (torch.float32, torch.float64)
+        and not needs_gradient(problem)
+    ):
+        return _run_on_numpy(problem, on_numpy, y0)
     return problem.run(y0, trace, loop=integrate_per_sample)
+
+
+def _run_on_numpy(problem, on_numpy, y0: Tensor) -> PerSampleResult:
+    """The per-sample loop on NumPy arrays, with ``func``'s NumPy twin; results as tensors."""
+    with np.errstate(all="ignore"):  # inf and NaN arise silently, as they do in torch
+        result = integrate_per_sample(
+            problem.stepper,
+            on_numpy,
+            y0.detach().numpy(),
+            problem.times,
+            rtol=problem.rtol,
+            atol=problem.atol,
+            step_size=problem.step_size,
+            first_step=problem.first_step,
+            max_steps=problem.max_steps,
+            stats=problem.stats,
+        )
+    stats = problem.stats
+    stats.n_steps, stats.n_rejected, stats.nfe = (
+        torch.from_numpy(x) for x in (stats.n_steps, stats.n_rejected, stats.nfe)
+    )
+    return PerSampleResult(
+        *(torch.from_numpy(x) for x in (result.ys, result.status, result.t, result.h))
+    )
 
 
 def solve_per_sample(problem, mode, t_tensor: Tensor):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from physode.solvers._arrays import Array
 from physode.solvers.tableau import ButcherTableau
 
 __all__ = ["RungeKutta", "StepResult", "lincomb"]
@@ -42,26 +44,34 @@ def _terms(weights: Sequence[float]) -> tuple[tuple[int, float], ...]:
     return tuple((i, w) for i, w in enumerate(weights) if w != 0.0)
 
 
-def _combine(terms: Sequence[tuple[int, float]], ks: Sequence[Tensor]) -> Tensor | None:
+def _combine(terms: Sequence[tuple[int, float]], ks: Sequence[Array]) -> Array | None:
     acc = None
-    for i, w in terms:
-        acc = ks[i] * w if acc is None else torch.add(acc, ks[i], alpha=w)
+    if isinstance(ks[0], Tensor):  # one fused operation per term
+        for i, w in terms:
+            acc = ks[i] * w if acc is None else torch.add(acc, ks[i], alpha=w)
+        return acc
+    for i, w in terms:  # NumPy arrays (per-sample solves without gradients)
+        acc = ks[i] * w if acc is None else acc + ks[i] * w
     return acc
 
 
-def _stage_time(t: float | Tensor, h: float | Tensor, c: float, time):
+def _stage_time(t: float | Array, h: float | Array, c: float, time):
     """The time ``t + c h`` of a stage, as handed to ``func``; one operation per row-wise step."""
     if isinstance(h, Tensor):
         return torch.add(t, h, alpha=c)
+    if isinstance(h, np.ndarray):
+        return t + h * c
     return time(t + c * h)
 
 
-def _advance(y: Tensor, h: float | Tensor, direction: Tensor | None) -> Tensor:
-    """``y + h * direction`` for a Python-float or a per-row tensor step."""
+def _advance(y: Array, h: float | Array, direction: Array | None) -> Array:
+    """``y + h * direction`` for a Python-float or a per-row array step."""
     if direction is None:
         return y
     if isinstance(h, Tensor):
         return torch.addcmul(y, h, direction)
+    if isinstance(h, np.ndarray):
+        return y + h * direction
     return torch.add(y, direction, alpha=h)
 
 
@@ -121,8 +131,9 @@ class RungeKutta:
     ) -> StepResult:
         """Take one step of size ``h`` from ``(t, y)`` given ``f0 = func(t, y)``.
 
-        ``t`` and ``h`` are Python floats (one step size for the whole state) or tensors
-        broadcastable against ``y`` (one step per row); ``time`` turns a float time into the tensor
+        ``t`` and ``h`` are Python floats (one step size for the whole state) or arrays
+        broadcastable against ``y`` (one step per row: torch tensors, or NumPy arrays where ``y``
+        and ``func`` are NumPy's too); ``time`` turns a float time into the tensor
         handed to ``func``. ``replay=True`` rebuilds only what ``y1`` depends on (ACA's backward
         pass): no error estimate, and no FSAL stage, whose weight in ``b`` is zero; dense output
         is then unavailable.

@@ -799,6 +799,8 @@ def load_kernel(sources: KernelSources) -> Kernel:
           evaluated by NumPy (``kernel.numpy_source``, None for other kernels), whose per-call
           overhead is a fraction of torch's; the batched solves of small states that generate
           data sets spend most of their time here.
+
+        The NumPy variant itself, a function of NumPy arrays, is ``kernel.numpy`` (or None).
     """
     name, source, scalar_source, numpy_source = sources
     key = hashlib.sha256("\0".join(filter(None, sources)).encode()).hexdigest()
@@ -846,5 +848,6 @@ def load_kernel(sources: KernelSources) -> Kernel:
     kernel.scalar_source = scalar_source
     kernel.numpy_source = numpy_source
     kernel.batched = batched
+    kernel.numpy = on_numpy
     _CACHE[key] = kernel
     return kernel

@@ -425,6 +425,26 @@ class System:
         """
         return self._explicit and self._rhs_kernel.numpy_source is not None
 
+    @property
+    def rhs_numpy(self):
+        """:meth:`rhs` as a function of NumPy arrays, ``(t, y, p) -> dy/dt``, or None.
+
+        Available where the system is :attr:`exactly_rounded` (with the same bits as
+        :meth:`rhs`). All three arguments are required and share one floating dtype; ``t`` is
+        0-dim or one time per row, as for :meth:`rhs`. Division by zero produces inf or NaN
+        with NumPy's usual warnings. Vector fields built on it let per-sample solves without
+        gradients run on NumPy (see :func:`physode.solve`).
+
+        Examples
+        --------
+        >>> import numpy as np, physode
+        >>> osc = physode.systems.load("harmonic_oscillator")
+        >>> p = np.array(list(osc.parameters.values()))
+        >>> osc.rhs_numpy(np.array(0.0), np.array([[1.0, 0.0]]), p).shape
+        (1, 2)
+        """
+        return self._rhs_kernel.numpy if self.exactly_rounded else None
+
     def rhs(self, t: torch.Tensor | float, y: torch.Tensor, p: torch.Tensor | None = None):
         """The time derivative ``dy/dt``: a pure function of time, state and parameters.
 

@@ -1,0 +1,247 @@
+"""Per-sample step control: every row its own steps and status, independent of its batch.
+
+Each row of the test problems carries its own stiffness (Van der Pol's mu as a constant third
+state component), so rows genuinely need different numbers of steps and leave the active set at
+different iterations. Both loops are covered: the torch one and, for a ``func`` with a NumPy twin
+and nothing to differentiate, the NumPy one.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import physode
+from physode import Status
+from physode.solvers import ADAPTIVE_METHODS
+
+MUS = [0.5, 3.0, 1.0, 6.0, 0.0, 2.0]
+T = [0.0, 0.5, 1.7, 3.0, 4.0]
+
+
+def _vdp_torch(t, z):
+    x, v, mu = z[..., 0], z[..., 1], z[..., 2]
+    return torch.stack([v, mu * (1 - x * x) * v - x, torch.zeros_like(mu)], dim=-1)
+
+
+def _vdp_numpy(t, z):
+    x, v, mu = z[..., 0], z[..., 1], z[..., 2]
+    return np.stack([v, mu * (1 - x * x) * v - x, np.zeros_like(mu)], axis=-1)
+
+
+class Twin:
+    """The Van der Pol field with a NumPy twin that counts its calls."""
+
+    def __init__(self):
+        self.numpy_calls = 0
+
+    def __call__(self, t, z):
+        return _vdp_torch(t, z)
+
+    def numpy(self, t, z):
+        self.numpy_calls += 1
+        return _vdp_numpy(t, z)
+
+
+def _z0(dtype=torch.float64):
+    x0 = torch.linspace(0.5, 2.0, len(MUS), dtype=dtype)
+    return torch.stack([x0, torch.zeros_like(x0), torch.tensor(MUS, dtype=dtype)], dim=-1)
+
+
+def _solve(func, z0, **kwargs):
+    options = {"method": "dopri5", "rtol": 1e-8, "atol": 1e-8, "step_control": "per-sample"}
+    with torch.no_grad():
+        return physode.solve(func, z0, T, **{**options, **kwargs})
+
+
+# Low-order methods get looser tolerances, to keep their step counts (and the tests) small.
+TOLERANCE = {"heun": 1e-4, "bosh3": 1e-6}
+
+
+def _many_z0(n=48):
+    # Enough rows that torch evaluates them in vectorised blocks, whose pow can differ in the
+    # last bit from the scalar code a lone row gets (the step factor's rounding absorbs that).
+    g = torch.Generator().manual_seed(0)
+    x0 = 0.2 + 2.0 * torch.rand(n, generator=g, dtype=torch.float64)
+    mu = 6.0 * torch.rand(n, generator=g, dtype=torch.float64)
+    return torch.stack([x0, torch.zeros_like(x0), mu], dim=-1)
+
+
+def _assert_rows_alone_equal_batch(func, method):
+    z0 = _many_z0()
+    tol = TOLERANCE.get(method, 1e-8)
+    batch = _solve(func, z0, method=method, rtol=tol, atol=tol)
+    assert batch.success
+    for row in (0, 5, 17, 30, 41, 47):
+        alone = _solve(func, z0[row : row + 1], method=method, rtol=tol, atol=tol)
+        assert torch.equal(alone.ys[:, 0], batch.ys[:, row]), f"row {row} differs"
+        assert alone.stats.n_steps[0] == batch.stats.n_steps[row]
+        assert alone.stats.n_rejected[0] == batch.stats.n_rejected[row]
+    # And the order of the rows does not matter either.
+    order = torch.randperm(len(z0), generator=torch.Generator().manual_seed(1))
+    shuffled = _solve(func, z0[order], method=method, rtol=tol, atol=tol)
+    assert torch.equal(shuffled.ys, batch.ys[:, order])
+    return batch
+
+
+@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+def test_each_row_is_bit_for_bit_what_it_is_alone_torch_loop(method):
+    batch = _assert_rows_alone_equal_batch(_vdp_torch, method)
+    # The rows really took different paths: stiffer rows take more steps.
+    steps = batch.stats.n_steps
+    assert len(set(steps.tolist())) > 10
+
+
+@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+def test_each_row_is_bit_for_bit_what_it_is_alone_numpy_loop(method):
+    twin = Twin()
+    _assert_rows_alone_equal_batch(twin, method)
+    assert twin.numpy_calls > 0
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "tsit5"])
+def test_numpy_loop_agrees_with_torch_loop_and_returns_tensors(method):
+    twin = Twin()
+    on_numpy = _solve(twin, _z0(), method=method)
+    assert twin.numpy_calls > 0
+    on_torch = _solve(_vdp_torch, _z0(), method=method)
+    # The same decisions with other roundings (torch fuses a + w * b): equal to the tolerance.
+    torch.testing.assert_close(on_numpy.ys, on_torch.ys, rtol=0, atol=1e-6)
+    for sol in (on_numpy, on_torch):
+        assert sol.ys.dtype == torch.float64 and sol.status.dtype == torch.int64
+        for counter in (sol.stats.n_steps, sol.stats.n_rejected, sol.stats.nfe):
+            assert isinstance(counter, torch.Tensor) and counter.shape == (len(MUS),)
+    assert (on_numpy.stats.n_steps - on_torch.stats.n_steps).abs().max() <= 2
+    torch.testing.assert_close(on_numpy.t_final, on_torch.t_final)
+
+
+def test_counters_add_up_per_row():
+    sol = _solve(_vdp_torch, _z0(), method="dopri5")
+    stats = sol.stats
+    # dopri5 is FSAL: 6 new evaluations per attempt, plus f0 and the starting-step probe.
+    assert torch.equal(stats.nfe, 2 + 6 * (stats.n_steps + stats.n_rejected))
+    assert torch.equal(sol.t_final, torch.full((len(MUS),), T[-1], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
+def test_rows_that_blow_up_fail_alone_and_nothing_raises(twin):
+    # y' = y**2 from y0 blows up at t = 1 / y0: only the row starting at 2 does so before 0.8.
+    def field(t, y):
+        return y * y
+
+    if twin:
+        field.numpy = lambda t, y: y * y
+    y0 = torch.tensor([[0.5], [2.0], [1.0]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # overflow inside NumPy stays silent, as in torch
+        sol = physode.solve(field, y0, [0.0, 0.4, 0.8], step_control="per-sample")  # throw=True
+    assert not sol.success and "1 of 3 rows" in sol.message
+    assert sol.status[0] == Status.SUCCESS and sol.status[2] == Status.SUCCESS
+    assert sol.status[1] in (Status.STEP_SIZE_UNDERFLOW, Status.NON_FINITE)
+    assert sol.t_final[1].item() == pytest.approx(0.5, abs=1e-3)
+    assert torch.isnan(sol.ys[2, 1]).all() and torch.isfinite(sol.ys[:, [0, 2]]).all()
+    exact = 1.0 / (1.0 / y0[[0, 2]] - 0.8)
+    torch.testing.assert_close(sol.ys[-1, [0, 2]], exact, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
+def test_max_steps_stops_only_the_rows_that_need_more(twin):
+    func = Twin() if twin else _vdp_torch
+    full = _solve(func, _z0())
+    limit = int(full.stats.n_steps.min()) + 5
+    sol = _solve(func, _z0(), max_steps=limit)
+    needed = full.stats.n_steps + full.stats.n_rejected
+    assert torch.equal(sol.status == Status.MAX_STEPS, needed > limit)
+    assert torch.equal(sol.ys[:, needed <= limit], full.ys[:, needed <= limit])
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
+def test_backward_in_time_and_float32(twin):
+    def field(t, y):
+        return -y
+
+    if twin:
+        field.numpy = lambda t, y: -y
+    y0 = torch.tensor([[1.0], [2.0], [-3.0]])
+    t = [1.0, 0.5, 0.0]
+    with torch.no_grad():
+        sol = physode.solve(field, y0, t, step_control="per-sample", rtol=1e-6, atol=1e-7)
+    assert sol.success and sol.ys.dtype == torch.float32
+    expected = y0 * torch.exp(torch.tensor([0.0, 0.5, 1.0]))[:, None, None]
+    torch.testing.assert_close(sol.ys, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_per_sample_agrees_with_a_shared_step_solve_to_the_tolerance():
+    per_sample = _solve(_vdp_torch, _z0(), rtol=1e-10, atol=1e-10, method="dop853")
+    shared = _solve(_vdp_torch, _z0(), rtol=1e-10, atol=1e-10, method="dop853",
+                    step_control="shared")  # fmt: skip
+    torch.testing.assert_close(per_sample.ys, shared.ys, rtol=0, atol=1e-7)
+
+
+class Damped(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+        self.numpy_calls = 0
+
+    def forward(self, t, z):
+        x, v, mu = z[..., 0], z[..., 1], z[..., 2]
+        dv = mu * (1 - x * x) * v - x - self.k * v
+        return torch.stack([v, dv, torch.zeros_like(mu)], dim=-1)
+
+    def numpy(self, t, z):
+        self.numpy_calls += 1
+        x, v, mu = z[..., 0], z[..., 1], z[..., 2]
+        dv = mu * (1 - x * x) * v - x - self.k.item() * v
+        return np.stack([v, dv, np.zeros_like(mu)], axis=-1)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "bosh3"])
+def test_aca_and_disc_opt_gradients_agree_per_sample(method):
+    model = Damped()
+    grads = {}
+    for gradient in ("disc-opt", "aca"):
+        z0 = _z0().requires_grad_(True)
+        ys = physode.odeint(model, z0, T, method=method, rtol=1e-7, atol=1e-7,
+                            gradient=gradient, step_control="per-sample")  # fmt: skip
+        loss = (ys[1:, :, :2] ** 2).sum()
+        g_z0, g_k = torch.autograd.grad(loss, [z0, model.k])
+        grads[gradient] = torch.cat([g_z0.flatten(), g_k.reshape(1)])
+    scale = grads["disc-opt"].abs().max()
+    assert (grads["aca"] - grads["disc-opt"]).abs().max() <= 1e-10 * scale
+    assert model.numpy_calls == 0  # a solve that needs gradients stays on torch
+
+
+def test_disc_opt_gradient_passes_a_finite_difference_check_per_sample():
+    model = Damped()
+    z0 = _z0()[:3].detach()
+
+    def loss(k):
+        model.k.data = k.detach().clone()
+        with torch.no_grad():
+            ys = physode.odeint(model, z0, T, method="dop853", rtol=1e-11, atol=1e-11,
+                                step_control="per-sample")  # fmt: skip
+        return (ys[-1, :, :2] ** 2).sum()
+
+    model.k.data = torch.tensor(0.3, dtype=torch.float64)
+    ys = physode.odeint(model, z0, T, method="dop853", rtol=1e-11, atol=1e-11,
+                        gradient="disc-opt", step_control="per-sample")  # fmt: skip
+    (grad,) = torch.autograd.grad((ys[-1, :, :2] ** 2).sum(), [model.k])
+    eps = 1e-5
+    k = torch.tensor(0.3, dtype=torch.float64)
+    fd = (loss(k + eps) - loss(k - eps)) / (2 * eps)
+    assert grad.item() == pytest.approx(fd.item(), rel=1e-5)
+
+
+def test_per_sample_needs_an_adaptive_method_and_a_batch_dimension():
+    with pytest.raises(physode.InvalidArgumentError, match="adaptive"):
+        physode.solve(_vdp_torch, _z0(), T, method="rk4", step_size=0.1,
+                      step_control="per-sample")  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match="batch dimension"):
+        physode.solve(lambda t, y: -y, torch.tensor(1.0), T, step_control="per-sample")
+    z0 = _z0().requires_grad_(True)
+    with pytest.raises(physode.InvalidArgumentError, match="opt-disc"):
+        physode.solve(_vdp_torch, z0, T, gradient="opt-disc", step_control="per-sample")
