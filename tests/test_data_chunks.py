@@ -28,6 +28,14 @@ def test_fletcher32_is_hdf5s_for_random_bytes(tmp_path, n):
     assert fletcher32(body) == checksum
 
 
+@pytest.mark.parametrize("exact_words", [_chunks._EXACT_WORDS, 0], ids=["int64", "modular"])
+def test_both_ways_of_summing_give_hdf5s_checksum(tmp_path, monkeypatch, exact_words):
+    monkeypatch.setattr(_chunks, "_EXACT_WORDS", exact_words)
+    for n in (3, 720, 100_001):
+        body, checksum = _hdf5_checksum(tmp_path, RNG.integers(0, 256, n, dtype=np.uint8))
+        assert fletcher32(body) == checksum
+
+
 @pytest.mark.parametrize("n", (2, 720, 2 * 0xFFFF, 200_001))
 def test_fletcher32_is_hdf5s_where_the_sums_wrap(tmp_path, n):
     # All-ones words make both sums multiples of 65535: HDF5 writes those as 0xffff, not 0.

@@ -38,6 +38,8 @@ FILTERS = {"compression": "gzip", "compression_opts": 1, "shuffle": True, "fletc
 _LEVEL = 1
 _PIPELINE = (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_FLETCHER32)
 _MODULUS = 0xFFFF
+# Below this many 16-bit words, n * sum1 - sum_i i * w_i stays within int64.
+_EXACT_WORDS = 1 << 24
 
 
 def shuffle(a: np.ndarray) -> bytes:
@@ -62,17 +64,32 @@ def fletcher32(data: bytes) -> int:
     so each sum is 0 for all-zero data and otherwise the residue modulo 65535 written in
     ``1 .. 65535``. That is computed here in a few vectorised operations.
     """
-    b = np.frombuffer(data, dtype=np.uint8)
-    if b.size % 2:
-        b = np.concatenate([b, np.zeros(1, np.uint8)])
-    words = (b[0::2].astype(np.int64) << 8) | b[1::2]
-    if not words.any():
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    words = np.frombuffer(data, dtype=">u2").astype(np.int64)
+    sum1 = int(words.sum())
+    if sum1 == 0:  # all-zero data
         return 0
-    # Word i (of n) is part of n - i running sums; reduced weights keep the products in int64.
-    weights = np.arange(words.size, 0, -1, dtype=np.int64) % _MODULUS
-    sum1 = int(words.sum()) % _MODULUS
-    sum2 = int((words * weights).sum() % _MODULUS)
+    # Word i (of n) is part of n - i running sums: sum2 = n * sum1 - sum_i i * w_i, exact in
+    # int64 below _EXACT_WORDS words (our chunks are about 1 MiB); beyond, weights mod 65535.
+    n = words.size
+    if n < _EXACT_WORDS:
+        sum2 = n * sum1 - int(np.dot(_indices(n), words))
+    else:
+        weights = np.arange(n, 0, -1, dtype=np.int64) % _MODULUS
+        sum2 = int((words * weights).sum() % _MODULUS)
     return ((sum2 - 1) % _MODULUS + 1) << 16 | ((sum1 - 1) % _MODULUS + 1)
+
+
+_INDICES = np.arange(0, dtype=np.int64)
+
+
+def _indices(n: int) -> np.ndarray:
+    """``0, 1, ..., n - 1`` as int64, from one cached array."""
+    global _INDICES
+    if _INDICES.size < n:
+        _INDICES = np.arange(max(n, 2 * _INDICES.size), dtype=np.int64)
+    return _INDICES[:n]
 
 
 def encode_chunk(a: np.ndarray) -> bytes:
