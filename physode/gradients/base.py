@@ -32,26 +32,40 @@ class Problem:
     stats: Stats
     f0: Tensor | None = None  # func(times[0], y0), when already evaluated (and counted)
 
-    def run(self, y0: Tensor, trace: Trace | None = None, loop: Callable = integrate):
+    def run(
+        self,
+        y0: Tensor,
+        trace: Trace | None = None,
+        loop: Callable = integrate,
+        func: Callable | None = None,
+    ):
         """The forward loop from ``y0`` with this problem's settings.
 
         ``loop`` is the shared-step loop by default, or the per-sample one, which takes the same
-        arguments.
+        arguments. ``func`` replaces the problem's (the per-sample loop's NumPy twin, with ``y0``
+        a NumPy array).
         """
+        if func is not None:
+            return loop(self.stepper, func, y0, self.times, **self._settings(), trace=trace)
         return loop(
             self.stepper,
             self.func,
             y0,
             self.times,
-            rtol=self.rtol,
-            atol=self.atol,
-            step_size=self.step_size,
-            first_step=self.first_step,
-            max_steps=self.max_steps,
-            stats=self.stats,
+            **self._settings(),
             trace=trace,
             f0=self.f0 if y0 is self.y0 or y0.data_ptr() == self.y0.data_ptr() else None,
         )
+
+    def _settings(self) -> dict:
+        return {
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "step_size": self.step_size,
+            "first_step": self.first_step,
+            "max_steps": self.max_steps,
+            "stats": self.stats,
+        }
 
 
 def needs_gradient(problem: Problem) -> bool:

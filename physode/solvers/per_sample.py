@@ -345,18 +345,7 @@ def _run(problem, y0: Tensor, trace: PerSampleTrace | None = None) -> PerSampleR
 def _run_on_numpy(problem, on_numpy, y0: Tensor) -> PerSampleResult:
     """The per-sample loop on NumPy arrays, with ``func``'s NumPy twin; results as tensors."""
     with np.errstate(all="ignore"):  # inf and NaN arise silently, as they do in torch
-        result = integrate_per_sample(
-            problem.stepper,
-            on_numpy,
-            y0.detach().numpy(),
-            problem.times,
-            rtol=problem.rtol,
-            atol=problem.atol,
-            step_size=problem.step_size,
-            first_step=problem.first_step,
-            max_steps=problem.max_steps,
-            stats=problem.stats,
-        )
+        result = problem.run(y0.detach().numpy(), loop=integrate_per_sample, func=on_numpy)
     stats = problem.stats
     stats.n_steps, stats.n_rejected, stats.nfe = (
         torch.from_numpy(x) for x in (stats.n_steps, stats.n_rejected, stats.nfe)
