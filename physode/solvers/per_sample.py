@@ -14,6 +14,7 @@ per operation, which is what a batch of small states spends most of its time on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,7 +73,7 @@ def _row_sum_of_squares(x: Array) -> Array:
 def _row_ratio(step, y: Array, rtol: float, atol: float) -> Array:
     xp = namespace(y)
     scale = xp.maximum(abs(y), abs(step.y1)) * rtol + atol
-    n = y[0].size if isinstance(y, np.ndarray) else y[0].numel()
+    n = math.prod(y.shape[1:])
     e5 = _row_sum_of_squares(step.error / scale)
     if step.error_low is None:
         return xp.sqrt(e5 / n)
@@ -82,7 +83,7 @@ def _row_ratio(step, y: Array, rtol: float, atol: float) -> Array:
 
 
 def _row_rms(x: Array, scale: Array) -> Array:
-    n = x[0].size if isinstance(x, np.ndarray) else x[0].numel()
+    n = math.prod(x.shape[1:])
     return namespace(x).sqrt(_row_sum_of_squares(x / scale) / n)
 
 
