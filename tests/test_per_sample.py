@@ -245,3 +245,20 @@ def test_per_sample_needs_an_adaptive_method_and_a_batch_dimension():
     z0 = _z0().requires_grad_(True)
     with pytest.raises(physode.InvalidArgumentError, match="opt-disc"):
         physode.solve(_vdp_torch, z0, T, gradient="opt-disc", step_control="per-sample")
+
+
+@pytest.mark.parametrize(
+    "twin, message",
+    [
+        (lambda t, y: torch.from_numpy(-y), "must return a NumPy array of y's dtype float64"),
+        (lambda t, y: (-y).astype(np.float32), "got ndarray of dtype float32"),
+        (lambda t, y: -y[:, :1], "y's shape"),
+    ],
+)
+def test_a_numpy_twin_returning_the_wrong_thing_is_named(twin, message):
+    def field(t, y):
+        return -y
+
+    field.numpy = twin
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        _solve(field, torch.ones(3, 2, dtype=torch.float64))

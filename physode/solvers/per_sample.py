@@ -162,6 +162,11 @@ def integrate_per_sample(
     k = full((batch,), 1, y0, dtype=xp.int64)
     f0 = func(t.reshape(view), y)
     stats.nfe += 1
+    if isinstance(y0, np.ndarray) and not (isinstance(f0, np.ndarray) and f0.dtype == y0.dtype):
+        got = f"{type(f0).__name__} of dtype {getattr(f0, 'dtype', None)}"
+        raise InvalidArgumentError(
+            f"func.numpy(t, y) must return a NumPy array of y's dtype {y0.dtype}, got {got}"
+        )
     if f0.shape != y0.shape:
         raise InvalidArgumentError(
             f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {tuple(f0.shape)}"
