@@ -271,20 +271,29 @@ def table_forward(quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
+def _print_header(header: str) -> None:
+    print(header)
+    print("-" * len(header))
+
+
+def _verdict(row: dict) -> str:
+    """PASS or FAIL against the row's target; empty for rows without one."""
+    return "" if row["pass"] is None else ("PASS" if row["pass"] else "FAIL")
+
+
 def print_forward(rows):
     print("\n1. Forward solve, physode vs torchdiffeq (dopri5, same rtol = atol)")
     header = (
         f"{'case':<48} {'tol':>6} {'physode ms':>11} {'tdiffeq ms':>11} {'ratio':>6} "
         f"{'nfe phys':>9} {'nfe tdq':>8} {'nfe ratio':>9}  {'target':<30} result"
     )
-    print(header)
-    print("-" * len(header))
+    _print_header(header)
     for r in rows:
         print(
             f"{r['case']:<48} {r['tol']:>6.0e} {1e3 * r['physode_seconds']:>11.2f} "
             f"{1e3 * r['torchdiffeq_seconds']:>11.2f} {r['time_ratio']:>6.2f} "
             f"{r['physode_nfe']:>9d} {r['torchdiffeq_nfe']:>8d} {r['nfe_ratio']:>9.3f}  "
-            f"{r['target']:<30} {'PASS' if r['pass'] else 'FAIL'}"
+            f"{r['target']:<30} {_verdict(r)}"
         )
 
 
@@ -435,10 +444,9 @@ def print_gradients(rows, quick):
         f"{'config':<28} {'tol':>6} {'fwd+bwd ms':>11} {'nfe fwd':>8} {'nfe bwd':>8} "
         f"{'peak MB':>8} {'err vs ref':>11} {'err vs disc':>11}  {'target':<52} result"
     )
-    print(header)
-    print("-" * len(header))
+    _print_header(header)
     for r in rows:
-        result = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
+        result = _verdict(r)
         ratios = []
         if "ratio_vs_disc_opt" in r:
             ratios.append(f"{r['ratio_vs_disc_opt']:.2f}x disc-opt")
@@ -527,10 +535,9 @@ def print_memory(rows, quick):
         f"{'mode':<10} {'steps':>10} {'saved MB':>16} {'growth':>7} {'peak MB':>16} "
         f"{'growth':>7}  {'target':<30} result"
     )
-    print(header)
-    print("-" * len(header))
+    _print_header(header)
     for r in rows:
-        result = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
+        result = _verdict(r)
         saved = f"{_mb(r['saved_bytes'][0])} -> {_mb(r['saved_bytes'][1])}"
         peak = f"{_mb(r['peak_bytes'][0])} -> {_mb(r['peak_bytes'][1])}"
         growth = "n/a" if r["peak_growth"] is None else f"{r['peak_growth']:.2f}x"
