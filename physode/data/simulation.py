@@ -267,11 +267,13 @@ class _ParameterField:
         self.rhs = system.rhs
         self.p = p
         self.align = _alignment(system)
-        rhs_numpy = system.rhs_numpy
-        if rhs_numpy is not None and p.is_cpu:
-            p_numpy = p.numpy()
-            # Per-sample solves without gradients run on NumPy with this twin (physode.solve).
-            self.numpy = lambda t, y: rhs_numpy(t, y, p_numpy.astype(y.dtype, copy=False))
+        self._rhs_numpy = system.rhs_numpy
+        if self._rhs_numpy is not None and p.is_cpu:
+            self._p_numpy = p.numpy()
+            self.numpy = self._dy_numpy  # per-sample solves without gradients (physode.solve)
+
+    def _dy_numpy(self, t: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self._rhs_numpy(t, y, self._p_numpy.astype(y.dtype, copy=False))
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if t.ndim:  # per-sample stepping: one time per row, shaped (rows, 1)
