@@ -313,28 +313,29 @@ def solve(
             if first.requires_grad:
                 problem.params.extend(p for p in _graph_leaves(first) if id(p) not in known)
             problem.f0 = first.detach()
-    if not needs_gradient(problem):
+    if needs_gradient(problem):
+        solution = _solve(problem, mode, t_tensor, step_control)
+    else:
         # Nothing will ask for a gradient: inference mode roughly halves torch's per-operation
         # overhead, which dominates solves of small states. The results are copied out of it so
         # they behave as ordinary tensors afterwards (in-place updates, later autograd graphs).
         with torch.inference_mode():
-            solution = _solve(problem, mode, t_tensor, step_control, throw=False)
+            solution = _solve(problem, mode, t_tensor, step_control)
         solution = _ordinary(solution)
-        # Per-sample solves report failures row by row in their status, never as one exception.
-        if throw and step_control == "shared" and not solution.success:
-            _raise(solution)
-        return solution
-    return _solve(problem, mode, t_tensor, step_control, throw)
+    # Per-sample solves report failures row by row in their status, never as one exception.
+    if throw and step_control == "shared" and not solution.success:
+        _raise(solution)
+    return solution
 
 
-def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str, throw: bool):
+def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str) -> Solution:
     if step_control == "per-sample":
         from physode.solvers.per_sample import solve_per_sample
 
         return solve_per_sample(problem, mode, t_tensor)
 
     ys, result = mode.solve(problem)
-    solution = Solution(
+    return Solution(
         t=t_tensor,
         ys=ys,
         status=result.status,
@@ -343,9 +344,6 @@ def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str, thr
         t_final=result.t,
         h_final=result.h,
     )
-    if throw and result.status is not Status.SUCCESS:
-        _raise(solution)
-    return solution
 
 
 def _raise(solution: Solution):
