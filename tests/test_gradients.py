@@ -348,6 +348,32 @@ def test_opt_disc_gradient_error_shrinks_as_its_tolerance_tightens(variant, tigh
     assert errors[-1] < 1e-8 and errors[0] / errors[-1] > 1e3, errors
 
 
+def test_opt_disc_error_control_is_not_loosened_by_parameters_the_loss_ignores():
+    # The backward error norm is the largest of the RMS norms of the state, the adjoint and each
+    # parameter tensor's gradient. One RMS over the whole augmented state would let 20000
+    # parameters that func never uses (zero gradient, zero error) dilute the control of the
+    # others: the backward solve would take longer steps and lose accuracy for no reason.
+    theta, _, y0, t, weights = _spiral_setup()
+    reference = _spiral_gradient("disc-opt", method="dop853", rtol=1e-12, atol=1e-12)
+    results = []
+    for n_idle in (0, 20_000):
+        func = _FlatField(theta.clone())
+        idle = torch.zeros(n_idle, dtype=DTYPE, requires_grad=True)
+        start = y0.clone().requires_grad_(True)
+        sol = physode.solve(
+            func,
+            start,
+            t,
+            rtol=1e-11,
+            atol=1e-11,
+            gradient=physode.OptDisc(rtol=1e-6, atol=1e-6),
+            params=[func.theta, idle],
+        )
+        g = _flat(torch.autograd.grad((sol.ys * weights).sum(), [start, func.theta]))
+        results.append((_relative(g, reference), sol.stats.nfe_backward))
+    assert results[1] == results[0]
+
+
 def test_opt_disc_restart_stays_accurate_where_the_backward_state_re_solve_is_unstable():
     # Van der Pol's limit cycle attracts forward in time, so re-solving the state backward from
     # t = 20 drifts off it (Onken & Ruthotto); restarting from the stored outputs at every

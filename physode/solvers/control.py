@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,14 @@ def _scale(y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:
     return torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
 
 
+def _group_slices(n: int, groups: Sequence[int] | None) -> list[slice]:
+    """The non-empty slices of a flattened state of ``n`` elements that ``groups`` delimits."""
+    if groups is None:
+        return [slice(0, n)]
+    starts = [0, *groups[:-1]]
+    return [slice(a, b) for a, b in zip(starts, groups) if b > a]
+
+
 def error_ratio(
     error: Tensor,
     error_low: Tensor | None,
@@ -25,26 +33,47 @@ def error_ratio(
     y1: Tensor,
     rtol: float,
     atol: float,
-    n_controlled: int | None = None,
+    groups: Sequence[int] | None = None,
 ) -> Tensor:
     """Scaled RMS error of a step; the step is accepted when this is at most one.
 
-    The scale is ``atol + rtol * max(|y0|, |y1|)`` element-wise. ``n_controlled`` keeps only the
-    first elements of the flattened state under control (a seminorm). With ``error_low`` the two
+    The scale is ``atol + rtol * max(|y0|, |y1|)`` element-wise. ``groups`` splits the flattened
+    state into consecutive groups, given by the offsets where each ends: the ratio is then the
+    largest of the groups' RMS ratios, so a small group is not drowned out by a large one, and
+    elements past the last offset are left out (a seminorm). With ``error_low`` the two
     estimates are combined as in Hairer's DOP853, so the ratio scales with the method's full order.
     Returns a 0-dim tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> e, y = torch.tensor([1e-6, 0.0, 0.0, 0.0]), torch.zeros(4)
+    >>> round(error_ratio(e, None, y, y, rtol=0.0, atol=1e-6).item(), 3)   # RMS of (1, 0, 0, 0)
+    0.5
+    >>> error_ratio(e, None, y, y, rtol=0.0, atol=1e-6, groups=(1, 4)).item()   # max(1, 0)
+    1.0
     """
-    if n_controlled is not None:
-        error, y0, y1 = (x.reshape(-1)[:n_controlled] for x in (error, y0, y1))
-        if error_low is not None:
-            error_low = error_low.reshape(-1)[:n_controlled]
     scale = _scale(y0, y1, rtol, atol)
-    n = error.numel()
-    if error_low is None:
-        return torch.linalg.vector_norm(error / scale) / math.sqrt(n)
-    e5 = torch.linalg.vector_norm(error / scale).square()
-    e3 = torch.linalg.vector_norm(error_low / scale).square()
-    denominator = (e5 + 0.01 * e3).clamp_min(torch.finfo(error.dtype).tiny)
+    scaled_low = None if error_low is None else error_low / scale
+    if groups is None:
+        return _rms_ratio(error / scale, scaled_low)
+    scaled = (error / scale).reshape(-1)
+    scaled_low = None if scaled_low is None else scaled_low.reshape(-1)
+    ratios = [
+        _rms_ratio(scaled[part], None if scaled_low is None else scaled_low[part])
+        for part in _group_slices(scaled.numel(), groups)
+    ]
+    return torch.stack(ratios).amax()
+
+
+def _rms_ratio(scaled: Tensor, scaled_low: Tensor | None) -> Tensor:
+    """The RMS of a scaled error, or Hairer's combination of two for DOP853."""
+    n = scaled.numel()
+    if scaled_low is None:
+        return torch.linalg.vector_norm(scaled) / math.sqrt(n)
+    e5 = torch.linalg.vector_norm(scaled).square()
+    e3 = torch.linalg.vector_norm(scaled_low).square()
+    denominator = (e5 + 0.01 * e3).clamp_min(torch.finfo(scaled.dtype).tiny)
     return e5 / torch.sqrt(denominator * n)
 
 
@@ -123,16 +152,22 @@ def initial_step(
     rtol: float,
     atol: float,
     time: Callable[[float], Tensor],
-    n_controlled: int | None = None,
+    groups: Sequence[int] | None = None,
 ) -> float:
-    """Starting step size by Hairer, Norsett & Wanner I (II.4); costs one evaluation of ``func``."""
+    """Starting step size by Hairer, Norsett & Wanner I (II.4); costs one evaluation of ``func``.
+
+    ``groups`` delimits groups of the flattened state as for :func:`error_ratio`.
+    """
+    parts = _group_slices(y0.numel(), groups)
 
     def rms(x: Tensor, scale: Tensor) -> float:
-        x = x.reshape(-1)[:n_controlled] if n_controlled is not None else x
-        return (torch.linalg.vector_norm(x / scale) / math.sqrt(x.numel())).item()
+        """The norm of :func:`error_ratio`: the largest of the groups' RMS norms."""
+        x = (x / scale).reshape(-1)
+        return max(
+            (torch.linalg.vector_norm(x[p]) / math.sqrt(x[p].numel())).item() for p in parts
+        )
 
-    y0c = y0.reshape(-1)[:n_controlled] if n_controlled is not None else y0
-    scale = y0c.abs().mul(rtol).add_(atol)
+    scale = y0.abs().mul(rtol).add_(atol)
     d0, d1 = rms(y0, scale), rms(f0, scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     y1 = torch.add(y0, f0, alpha=direction * h0)

@@ -8,7 +8,7 @@ which is what makes the step sizes constants for Disc-Opt and lets ACA replay a 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -156,7 +156,7 @@ def integrate(
     max_steps: int,
     stats: Stats,
     trace: Trace | None = None,
-    n_controlled: int | None = None,
+    norm_groups: Sequence[int] | None = None,
     f0: Tensor | None = None,
 ) -> LoopResult:
     """Integrate ``dy/dt = func(t, y)`` from ``times[0]`` through every later time in ``times``.
@@ -188,7 +188,7 @@ def integrate(
             h = direction * first_step
         else:
             h = direction * initial_step(
-                func, t, y, f0, direction, stepper.order, rtol, atol, time, n_controlled
+                func, t, y, f0, direction, stepper.order, rtol, atol, time, norm_groups
             )
             stats.nfe += 1
         controller = PIController(q=stepper.tableau.error_order + 1)
@@ -224,7 +224,7 @@ def integrate(
         stats.nfe += stepper.nfe_per_step
         if adaptive:
             ratio = error_ratio(
-                step.error, step.error_low, y, step.y1, rtol, atol, n_controlled
+                step.error, step.error_low, y, step.y1, rtol, atol, norm_groups
             ).item()
             accepted = ratio <= 1.0
         else:
