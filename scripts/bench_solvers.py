@@ -7,11 +7,16 @@ Prints three tables, each with the issue's target and PASS/FAIL:
    case (MLP 2-64-64-2 tanh vector field, batch 512, float32). Wall time is the median of several
    repeats; function evaluations are counted by a wrapper around the vector field, the same for
    both libraries.
-2. Gradients at rtol = atol = 1e-3, 1e-5, 1e-7 (dopri5, float64, MLP 2-64-64-2, loss on the final
-   state): physode Disc-Opt, ACA, Opt-Disc; torchdiffeq odeint and odeint_adjoint; TorchDiffEqPack's
-   ACA (odesolve_adjoint). Forward+backward time, evaluations forward and backward, peak memory, and
-   the relative gradient error against a reference (physode Disc-Opt, dop853, rtol = atol = 1e-12)
-   and against physode Disc-Opt at the same tolerance.
+2. Gradients at rtol = atol = 1e-3, 1e-5, 1e-7 (dopri5, float64, loss on the final state), on two
+   problems: a compute-bound neural ODE (MLP 2-64-64-2, batch 256) and an overhead-bound hybrid
+   model built from physode's own parts (a damped pendulum with learnable omega0 and alpha plus an
+   MLP 2-32-32-2 residual, batch 16). Rows: physode Disc-Opt, ACA, Opt-Disc; torchdiffeq odeint
+   and odeint_adjoint; TorchDiffEqPack's ACA (odesolve_adjoint). Forward+backward time, evaluations
+   forward and backward, peak memory, and the relative gradient error against a reference (physode
+   Disc-Opt, dop853, rtol = atol = 1e-12) and against physode Disc-Opt at the same tolerance. One
+   more row times physode's forward solve without a graph: ACA costs Disc-Opt plus about that
+   (its backward pass rebuilds the steps Disc-Opt records), so the ACA rows also print that sum
+   against odeint_adjoint.
 3. Memory as the number of steps grows tenfold (rk4, fixed step) for the three physode modes on a
    wide MLP (2-256-256-2) over a small state (batch 64 x 2).
 
@@ -46,6 +51,7 @@ import torch
 from torch import nn
 
 import physode
+from physode.models import Hybrid, NeuralODE, PhysicsModel
 
 try:
     import torchdiffeq
@@ -57,7 +63,11 @@ except ImportError:  # pragma: no cover - a benchmark dependency
     tdep_odesolve_adjoint = None
 
 GRAD_TOLERANCES = (1e-3, 1e-5, 1e-7)
+GRAD_PROBLEMS = ("mlp", "hybrid")
+# Times physode's forward solve alone: what ACA adds to Disc-Opt. It has no gradient.
+NO_GRAPH = "physode forward, no graph"
 GRAD_CONFIGS = (
+    NO_GRAPH,
     "physode disc-opt",
     "physode aca",
     "physode opt-disc",
@@ -300,23 +310,48 @@ def print_forward(rows):
 # ----------------------------------------------------------------------------- 2. gradients
 
 
-def gradient_problem(quick: bool):
-    batch = 16 if quick else 256
-    field = MLPField(64).double()
+def gradient_problem(name: str, quick: bool):
+    """``(field, y0, weights, t_end, description)`` of gradient problem ``name``.
+
+    ``"mlp"`` is compute-bound: a neural ODE whose evaluations dominate the time. ``"hybrid"`` is
+    overhead-bound, and is what physode is for: a symbolic damped pendulum with learnable
+    ``omega0`` and ``alpha`` plus a small neural residual, made of many small tensor operations.
+    """
+    if name == "mlp":
+        batch, t_end = (16, 2.0) if quick else (256, 5.0)
+        field = MLPField(64).double()
+        description = f"MLP 2-64-64-2 tanh, batch {batch}"
+    elif name == "hybrid":
+        batch, t_end = (4, 2.0) if quick else (16, 10.0)
+        torch.manual_seed(0)
+        physics = PhysicsModel("damped_pendulum", learnable=["omega0", "alpha"])
+        field = Hybrid(physics, NeuralODE(2, width=32, depth=2)).double()
+        description = (
+            f"hybrid: damped pendulum (learnable omega0, alpha) + MLP 2-32-32-2 tanh residual, "
+            f"batch {batch}"
+        )
+    else:
+        raise ValueError(f"unknown gradient problem {name!r}; valid: {GRAD_PROBLEMS}")
     y0 = torch.randn(batch, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     weights = torch.randn(batch, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    return field, y0, weights, 2.0 if quick else 5.0
+    description += f", float64, t in [0,{t_end:g}], dopri5, loss = weighted sum of the final state"
+    return field, y0, weights, t_end, description
 
 
 def gradient_run(config: str, tol: float, field: nn.Module, y0, weights, t_end):
-    """One forward+backward pass; returns the flat gradient w.r.t. (y0, parameters).
+    """One forward+backward pass; returns the flat gradient w.r.t. (y0, parameters), or None for
+    the forward solve without a graph.
 
     Pass a :class:`Counted` field to count evaluations by phase.
     """
     counted = field if isinstance(field, Counted) else None
     params = list(field.parameters())
-    y0 = y0.detach().clone().requires_grad_(True)
     t = torch.tensor([0.0, t_end], dtype=y0.dtype)
+    if config == NO_GRAPH:
+        with torch.no_grad():
+            physode.solve(field, y0, t, method="dopri5", rtol=tol, atol=tol)
+        return None
+    y0 = y0.detach().clone().requires_grad_(True)
     if counted is not None:
         counted.phase = "fwd"
     if config.startswith("physode"):
@@ -354,12 +389,20 @@ def gradient_run(config: str, tol: float, field: nn.Module, y0, weights, t_end):
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def _relative(a, b) -> float:
-    return ((a - b).norm() / b.norm()).item()
+def _relative(a, b) -> float | None:
+    return None if a is None else ((a - b).norm() / b.norm()).item()
 
 
 def table_gradients(quick: bool, repeats: int, fresh_process: bool) -> list[dict]:
-    field, y0, weights, t_end = gradient_problem(quick)
+    rows = []
+    for problem in GRAD_PROBLEMS:
+        rows += _gradient_rows(problem, quick, repeats, fresh_process)
+    _judge_gradients(rows)
+    return rows
+
+
+def _gradient_rows(problem: str, quick: bool, repeats: int, fresh_process: bool) -> list[dict]:
+    field, y0, weights, t_end, description = gradient_problem(problem, quick)
     reference = gradient_run("physode disc-opt", 1e-12, field, y0, weights, t_end)
     rows = []
     available = [
@@ -383,10 +426,18 @@ def table_gradients(quick: bool, repeats: int, fresh_process: bool) -> list[dict
         seconds = interleaved_medians(runs, repeats)
         for config in available:
             grad, nfe = measured[config]
-            spec = {"table": "gradients", "quick": quick, "config": config, "tol": tol}
+            spec = {
+                "table": "gradients",
+                "problem": problem,
+                "quick": quick,
+                "config": config,
+                "tol": tol,
+            }
             peak = measure_in_subprocess(spec) if fresh_process else peak_rss_rise(runs[config])
             rows.append(
                 {
+                    "problem": problem,
+                    "description": description,
                     "config": config,
                     "tol": tol,
                     "seconds": seconds[config],
@@ -397,16 +448,16 @@ def table_gradients(quick: bool, repeats: int, fresh_process: bool) -> list[dict
                     "error_vs_disc_opt": _relative(grad, disc),
                 }
             )
-    _judge_gradients(rows)
     return rows
 
 
 def _judge_gradients(rows):
-    by = {(r["config"], r["tol"]): r for r in rows}
+    by = {(r["problem"], r["config"], r["tol"]): r for r in rows}
     for r in rows:
         r["target"], r["pass"] = "", None
-        disc = by.get(("physode disc-opt", r["tol"]))
-        adjoint = by.get(("torchdiffeq odeint_adjoint", r["tol"]))
+        disc = by[(r["problem"], "physode disc-opt", r["tol"])]
+        no_graph = by[(r["problem"], NO_GRAPH, r["tol"])]
+        adjoint = by.get((r["problem"], "torchdiffeq odeint_adjoint", r["tol"]))
         if r["config"] == "physode aca":
             checks = [r["seconds"] <= 1.5 * disc["seconds"], r["error_vs_disc_opt"] <= 1e-10]
             r["target"] = "<=1.5x disc-opt, grad = disc-opt (1e-10)"
@@ -417,6 +468,10 @@ def _judge_gradients(rows):
             r["ratio_vs_disc_opt"] = r["seconds"] / disc["seconds"]
             if adjoint is not None:
                 r["ratio_vs_adjoint"] = r["seconds"] / adjoint["seconds"]
+                # What ACA costs at least: Disc-Opt's work plus a forward solve without a graph.
+                r["disc_opt_plus_forward_vs_adjoint"] = (
+                    disc["seconds"] + no_graph["seconds"]
+                ) / adjoint["seconds"]
         elif r["config"] == "physode opt-disc" and adjoint is not None:
             r["target"] = "time <= odeint_adjoint, error <= odeint_adjoint's"
             r["pass"] = (
@@ -430,34 +485,39 @@ def _mb(nbytes) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 2**20:.1f}"
 
 
-def print_gradients(rows, quick):
-    batch, t_end = (16, 2) if quick else (256, 5)
-    print(
-        f"\n2. Gradients: MLP 2-64-64-2 tanh, batch {batch}, float64, t in [0,{t_end}], dopri5, "
-        "loss = weighted sum of the final state"
-    )
-    print(
-        "   reference: physode Disc-Opt, dop853, rtol = atol = 1e-12; "
-        "peak MB = rise of resident memory during fwd+bwd"
-    )
-    header = (
-        f"{'config':<28} {'tol':>6} {'fwd+bwd ms':>11} {'nfe fwd':>8} {'nfe bwd':>8} "
-        f"{'peak MB':>8} {'err vs ref':>11} {'err vs disc':>11}  {'target':<52} result"
-    )
-    _print_header(header)
-    for r in rows:
-        result = _verdict(r)
-        ratios = []
-        if "ratio_vs_disc_opt" in r:
-            ratios.append(f"{r['ratio_vs_disc_opt']:.2f}x disc-opt")
-        if "ratio_vs_adjoint" in r:
-            ratios.append(f"{r['ratio_vs_adjoint']:.2f}x adjoint")
+def _error(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2e}"
+
+
+def print_gradients(rows):
+    for number, problem in enumerate(GRAD_PROBLEMS):
+        group = [r for r in rows if r["problem"] == problem]
+        print(f"\n2{'ab'[number]}. Gradients: {group[0]['description']}")
         print(
-            f"{r['config']:<28} {r['tol']:>6.0e} {1e3 * r['seconds']:>11.1f} "
-            f"{r['nfe_fwd']:>8d} {r['nfe_bwd']:>8d} {_mb(r['peak_bytes']):>8} "
-            f"{r['error_vs_reference']:>11.2e} {r['error_vs_disc_opt']:>11.2e}  "
-            f"{r['target']:<52} {result} {' '.join(ratios)}"
+            "   reference: physode Disc-Opt, dop853, rtol = atol = 1e-12; "
+            "peak MB = rise of resident memory during fwd+bwd"
         )
+        header = (
+            f"{'config':<28} {'tol':>6} {'fwd+bwd ms':>11} {'nfe fwd':>8} {'nfe bwd':>8} "
+            f"{'peak MB':>8} {'err vs ref':>11} {'err vs disc':>11}  {'target':<52} result"
+        )
+        _print_header(header)
+        for r in group:
+            ratios = []
+            if "ratio_vs_disc_opt" in r:
+                ratios.append(f"{r['ratio_vs_disc_opt']:.2f}x disc-opt")
+            if "ratio_vs_adjoint" in r:
+                ratios.append(f"{r['ratio_vs_adjoint']:.2f}x adjoint")
+            if "disc_opt_plus_forward_vs_adjoint" in r:
+                ratios.append(
+                    f"(disc-opt + no-graph fwd: {r['disc_opt_plus_forward_vs_adjoint']:.2f}x)"
+                )
+            print(
+                f"{r['config']:<28} {r['tol']:>6.0e} {1e3 * r['seconds']:>11.1f} "
+                f"{r['nfe_fwd']:>8d} {r['nfe_bwd']:>8d} {_mb(r['peak_bytes']):>8} "
+                f"{_error(r['error_vs_reference']):>11} {_error(r['error_vs_disc_opt']):>11}  "
+                f"{r['target']:<52} {_verdict(r)} {' '.join(ratios)}"
+            )
 
 
 # ----------------------------------------------------------------------------- 3. memory
@@ -566,7 +626,7 @@ def measure_in_subprocess(spec: dict) -> int | None:
 
 def child(spec: dict) -> None:
     if spec["table"] == "gradients":
-        field, y0, weights, t_end = gradient_problem(spec["quick"])
+        field, y0, weights, t_end, _ = gradient_problem(spec["problem"], spec["quick"])
 
         def run():
             gradient_run(spec["config"], spec["tol"], field, y0, weights, t_end)
@@ -631,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         print_forward(forward)
     if "2" in tables:
         gradients = table_gradients(args.quick, repeats, fresh_process=not args.quick)
-        print_gradients(gradients, args.quick)
+        print_gradients(gradients)
     if "3" in tables:
         memory = table_memory(args.quick, fresh_process=not args.quick)
         print_memory(memory, args.quick)
