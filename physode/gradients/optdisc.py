@@ -124,8 +124,8 @@ class _OptDiscFunction(torch.autograd.Function):
         last = ctx.n_reached - 1
         z = torch.cat([ys[last].reshape(-1), grad_ys[last].reshape(-1), ys.new_zeros(sum(sizes))])
         # The error norm is the largest of the RMS norms of the state, the adjoint and the
-        # gradient of each parameter tensor (the seminorm leaves the gradients out): how many
-        # parameters a model has, and how large its tensors are, loosens nobody's control.
+        # gradient of each parameter tensor (the seminorm leaves the gradients out), so that
+        # neither a large network nor parameters the loss ignores loosen the control of the rest.
         groups = [n, 2 * n]
         if not mode.seminorm:
             groups += [2 * n + end for end in itertools.accumulate(sizes)]

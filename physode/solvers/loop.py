@@ -166,7 +166,9 @@ def integrate(
     output step freely and interpolate at the output times; the others land on every output time.
     Gradients flow through whatever ``func`` and the stepper compute, so the caller decides with
     ``torch.no_grad`` / ``enable_grad`` whether a graph is built. ``f0``, if given, is
-    ``func(times[0], y0)`` already evaluated (and counted) by the caller.
+    ``func(times[0], y0)`` already evaluated (and counted) by the caller. ``norm_groups`` splits
+    the flattened state into groups whose error ratios are taken separately, the largest one
+    deciding (see :func:`~physode.solvers.control.error_ratio`); by default one RMS covers all.
     """
     time = time_maker(y0)
     direction = 1.0 if times[-1] > times[0] else -1.0
