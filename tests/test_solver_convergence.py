@@ -195,3 +195,25 @@ def test_adaptive_error_is_within_the_tolerance_and_falls_with_it(method, tolera
         errors.append(abs(ys[-1].item() - exact(t1)[0]))
     assert all(e < 30 * tol for e, tol in zip(errors, tolerances)), errors
     assert errors[2] < errors[0] / 100, errors
+
+
+@pytest.mark.parametrize("combined", [False, True], ids=["one-estimate", "dop853-two-estimates"])
+def test_grouped_error_ratio_is_the_largest_ratio_of_its_groups(combined):
+    # Opt-Disc's backward solve splits its state [y, a, g1, g2, ...] into groups this way.
+    generator = torch.Generator().manual_seed(0)
+    error, low, y0, y1 = (torch.randn(3, 4, dtype=DTYPE, generator=generator) for _ in range(4))
+    low = low if combined else None
+    groups = (2, 7, 7, 10)  # an empty group, and elements 10 and 11 left out
+
+    def part(x, p):
+        return None if x is None else x.reshape(-1)[p]
+
+    expected = max(
+        error_ratio(part(error, p), part(low, p), part(y0, p), part(y1, p), 1e-3, 1e-6).item()
+        for p in (slice(0, 2), slice(2, 7), slice(7, 10))
+    )
+    got = error_ratio(error, low, y0, y1, 1e-3, 1e-6, groups=groups).item()
+    assert got == pytest.approx(expected, rel=1e-14)
+    outside = error.clone()
+    outside.view(-1)[10:] = 1e6
+    assert error_ratio(outside, low, y0, y1, 1e-3, 1e-6, groups=groups).item() == got
