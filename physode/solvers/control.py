@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from physode.solvers._arrays import Array, namespace
+from physode.solvers._arrays import Array, finfo, namespace
 
 __all__ = ["PIController", "error_ratio", "initial_step"]
 
@@ -73,8 +73,15 @@ def _rms_ratio(scaled: Tensor, scaled_low: Tensor | None) -> Tensor:
         return torch.linalg.vector_norm(scaled) / math.sqrt(n)
     e5 = torch.linalg.vector_norm(scaled).square()
     e3 = torch.linalg.vector_norm(scaled_low).square()
-    denominator = (e5 + 0.01 * e3).clamp_min(torch.finfo(scaled.dtype).tiny)
-    return e5 / torch.sqrt(denominator * n)
+    return combined_ratio(e5, e3, n)
+
+
+def combined_ratio(e5: Array, e3: Array, n: int) -> Array:
+    """Hairer's DOP853 error ratio from the sums of squares ``e5`` and ``e3`` of its two scaled
+    error estimates over ``n`` elements (per row where they are arrays of rows)."""
+    xp = namespace(e5)
+    denominator = xp.clip(e5 + 0.01 * e3, finfo(e5).tiny, None)
+    return e5 / xp.sqrt(denominator * n)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from physode.solvers._arrays import (
     put_,
     take,
 )
-from physode.solvers.control import PIController, round_to_grid
+from physode.solvers.control import PIController, combined_ratio, round_to_grid
 from physode.solvers.loop import _LANDING_SLACK, Stats, Status
 from physode.solvers.rk import _advance
 
@@ -77,9 +77,7 @@ def _row_ratio(step, y: Array, rtol: float, atol: float) -> Array:
     e5 = _row_sum_of_squares(step.error / scale)
     if step.error_low is None:
         return xp.sqrt(e5 / n)
-    e3 = _row_sum_of_squares(step.error_low / scale)
-    denominator = xp.clip(e5 + 0.01 * e3, finfo(y).tiny, None)
-    return e5 / xp.sqrt(denominator * n)
+    return combined_ratio(e5, _row_sum_of_squares(step.error_low / scale), n)
 
 
 def _row_rms(x: Array, scale: Array) -> Array:
