@@ -36,6 +36,12 @@ class Field(nn.Module):
         return self.outer(torch.tanh(self.inner(y))) * torch.cos(t) - self.damping * y
 
 
+def _field_and_start(seed: int) -> tuple[Field, torch.Tensor]:
+    """A fresh :class:`Field` and a random batch of 3 starting states that requires grad."""
+    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(seed))
+    return Field(), y0.requires_grad_(True)
+
+
 def _options(method: str, tol: float = 1e-6) -> dict:
     if method in FIXED:
         return {"method": method, "step_size": 0.07}
@@ -69,9 +75,7 @@ T_OUT = torch.tensor([0.0, 0.3, 1.1, 2.0], dtype=DTYPE)
 
 @pytest.mark.parametrize("method", FIXED + ADAPTIVE)
 def test_aca_gradient_equals_disc_opt_for_y0_and_module_parameters(method):
-    func = Field()
-    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(2))
-    y0.requires_grad_(True)
+    func, y0 = _field_and_start(seed=2)
     params = list(func.parameters())
     disc = _gradients(func, y0, T_OUT, "disc-opt", params, **_options(method))
     aca = _gradients(func, y0, T_OUT, "aca", params, **_options(method))
@@ -443,9 +447,7 @@ def test_aca_replays_only_the_stages_the_step_end_depends_on():
 def test_aca_keeps_the_last_steps_graph_with_outputs_interpolated_inside_it(method):
     # Loose tolerance, so the last step is long and the outputs just before the end fall inside
     # it (interpolated where the method has dense output, stepped onto where it has not).
-    func = Field()
-    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(5))
-    y0.requires_grad_(True)
+    func, y0 = _field_and_start(seed=5)
     t = torch.tensor([0.0, 1.0, 1.93, 1.97, 2.0], dtype=DTYPE)
     params = list(func.parameters())
     disc = _gradients(func, y0, t, "disc-opt", params, **_options(method, tol=1e-3))
@@ -456,9 +458,7 @@ def test_aca_keeps_the_last_steps_graph_with_outputs_interpolated_inside_it(meth
 def test_aca_drops_a_rejected_attempt_at_the_last_step():
     # A first step over the whole span lands on the end and is rejected; the graph of that attempt
     # must not stand in for the step finally accepted there.
-    func = Field()
-    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(6))
-    y0.requires_grad_(True)
+    func, y0 = _field_and_start(seed=6)
     params = list(func.parameters())
     options = {"method": "dopri5", "rtol": 1e-8, "atol": 1e-8, "first_step": 2.0}
     sol = physode.solve(func, y0, [0.0, 2.0], gradient="aca", **options)
@@ -470,9 +470,7 @@ def test_aca_drops_a_rejected_attempt_at_the_last_step():
 
 def test_aca_backward_runs_twice_with_retain_graph():
     # The kept graph of the last step serves the first backward pass; a second one rebuilds it.
-    func = Field()
-    y0 = torch.randn(3, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(7))
-    y0.requires_grad_(True)
+    func, y0 = _field_and_start(seed=7)
     params = list(func.parameters())
     sol = physode.solve(func, y0, T_OUT, gradient="aca", method="dopri5")
     loss = (sol.ys * _weights(sol.ys.shape)).sum()
