@@ -48,6 +48,18 @@ def test_mlp_with_zero_output_is_the_zero_map():
     assert torch.equal(net(torch.randn(6, 3)), torch.zeros(6, 2))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])
+def test_mlp_applies_its_layers_in_order_as_the_sequential_of_them_does(activation):
+    # MLP.forward calls each layer's forward itself; it must stay the plain composition, also
+    # after a layer is replaced.
+    torch.manual_seed(0)
+    net = MLP(3, 2, width=8, depth=2, activation=activation)
+    x = torch.randn(5, 3)
+    assert torch.equal(net(x), net.net(x))
+    net.net[2] = nn.Linear(8, 8)
+    assert torch.equal(net(x), net.net(x))
+
+
 def test_unknown_activation_is_refused_with_the_valid_choices():
     with pytest.raises(physode.InvalidArgumentError, match="'swish'.*choose one of.*tanh"):
         MLP(2, 2, depth=0, activation="swish")
