@@ -5,8 +5,8 @@ Prints three tables, each with the issue's target and PASS/FAIL:
 1. Forward solve, physode vs torchdiffeq (dopri5, same tolerance): an overhead-bound case (Van der
    Pol, mu = 1, batch 1, t in [0, 50], rtol = atol = 1e-6 and 1e-9, float64) and a compute-bound
    case (MLP 2-64-64-2 tanh vector field, batch 512, float32). Wall time is the median of several
-   repeats; function evaluations are counted by a wrapper around the vector field, the same for
-   both libraries.
+   interleaved repeats (short runs repeat until each comparison has run 5 s); function
+   evaluations are counted by a wrapper around the vector field, the same for both libraries.
 2. Gradients at rtol = atol = 1e-3, 1e-5, 1e-7 (dopri5, float64, loss on the final state), on two
    problems: a compute-bound neural ODE (MLP 2-64-64-2, batch 256) and an overhead-bound hybrid
    model built from physode's own parts (a damped pendulum with learnable omega0 and alpha plus an
@@ -63,6 +63,9 @@ except ImportError:  # pragma: no cover - a benchmark dependency
     tdep_odesolve_adjoint = None
 
 GRAD_TOLERANCES = (1e-3, 1e-5, 1e-7)
+# Each timed comparison runs at least this long (more rounds for short runs; see
+# interleaved_medians), except with --quick.
+MIN_SECONDS = 5.0
 GRAD_PROBLEMS = ("mlp", "hybrid")
 # Times physode's forward solve alone: what ACA adds to Disc-Opt. It has no gradient.
 NO_GRAPH = "physode forward, no graph"
@@ -127,15 +130,26 @@ class MLPField(nn.Module):
 # ----------------------------------------------------------------------------- measurement
 
 
-def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.0
+) -> dict[str, float]:
     """Median wall time of each run, the runs taking turns so that a change in the load of a shared
-    machine falls on all of them alike."""
+    machine falls on all of them alike.
+
+    At least ``repeats`` rounds; short runs get more rounds, until the rounds have taken
+    ``min_seconds`` in all (at most ``10 * repeats``), so that a burst of load on the shared
+    machine cannot move the median of a run of a few milliseconds.
+    """
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
+    spent, rounds = 0.0, 0
+    while rounds < repeats or (spent < min_seconds and rounds < 10 * repeats):
         for name, fn in runs.items():
             start = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            times[name].append(elapsed)
+            spent += elapsed
+        rounds += 1
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -215,7 +229,7 @@ class _Held:
 # ----------------------------------------------------------------------------- 1. forward
 
 
-def forward_case(name, field, y0, t, tol, repeats):
+def forward_case(name, field, y0, t, tol, repeats, min_seconds=0.0):
     """Evaluations counted in one run through a counting wrapper; time measured without it."""
 
     def solver(library, func):
@@ -233,7 +247,9 @@ def forward_case(name, field, y0, t, tol, repeats):
         solver(library, counted)()  # also the warm-up
         nfe[library] = counted.calls["fwd"]
     seconds = interleaved_medians(
-        {library: solver(library, field) for library in ("physode", "torchdiffeq")}, repeats
+        {library: solver(library, field) for library in ("physode", "torchdiffeq")},
+        repeats,
+        min_seconds,
     )
     return {
         "case": name,
@@ -249,6 +265,7 @@ def forward_case(name, field, y0, t, tol, repeats):
 
 def table_forward(quick: bool, repeats: int) -> list[dict]:
     rows = []
+    min_seconds = 0.0 if quick else MIN_SECONDS
     t_end = 5.0 if quick else 50.0
     vdp_y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
     vdp_t = torch.tensor([0.0, t_end], dtype=torch.float64)
@@ -260,6 +277,7 @@ def table_forward(quick: bool, repeats: int) -> list[dict]:
             vdp_t,
             tol,
             repeats,
+            min_seconds,
         )
         row["target"] = "time <= 0.5x, nfe within 15%"
         row["pass"] = row["time_ratio"] <= 0.5 and abs(row["nfe_ratio"] - 1.0) <= 0.15
@@ -274,6 +292,7 @@ def table_forward(quick: bool, repeats: int) -> list[dict]:
         mlp_t,
         1e-5,
         repeats,
+        min_seconds,
     )
     row["target"] = "time <= 1.0x"
     row["pass"] = row["time_ratio"] <= 1.0
@@ -423,7 +442,7 @@ def _gradient_rows(problem: str, quick: bool, repeats: int, fresh_process: bool)
                 return gradient_run(config, tol, field, y0, weights, t_end)
 
             runs[config] = run
-        seconds = interleaved_medians(runs, repeats)
+        seconds = interleaved_medians(runs, repeats, 0.0 if quick else MIN_SECONDS)
         for config in available:
             grad, nfe = measured[config]
             spec = {
@@ -682,7 +701,11 @@ def main(argv: list[str] | None = None) -> int:
         f"physode {physode.__version__}, torch {torch.__version__}, torchdiffeq "
         f"{getattr(torchdiffeq, '__version__', '?')}, python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"repeats {repeats}{', quick' if args.quick else ''}"
+        + (
+            f"quick, repeats {repeats}"
+            if args.quick
+            else f"repeats >= {repeats} (more until each comparison has run {MIN_SECONDS:g} s)"
+        )
     )
     started = time.perf_counter()
     forward, gradients, memory = [], [], []
