@@ -18,7 +18,8 @@ Prints three tables, each with the issue's target and PASS/FAIL:
    not have. The ACA rows also print what ACA's function evaluations cost by themselves, against
    odeint_adjoint: its forward evaluations without a graph, plus the six stages of every accepted
    step with a graph and a VJP (one autograd call per six, as in ACA's backward pass), each
-   timed alone in the same interleaved rounds. ACA cannot be faster than that.
+   timed alone in the same interleaved rounds: an estimate of the least ACA could cost if the
+   solver itself cost nothing.
 3. Memory as the number of steps grows tenfold (rk4, fixed step) for the three physode modes on a
    wide MLP (2-256-256-2) over a small state (batch 64 x 2).
 
