@@ -72,6 +72,8 @@ MIN_SECONDS = 5.0
 GRAD_PROBLEMS = ("mlp", "hybrid")
 # Times physode's forward solve alone, the part of ACA that Disc-Opt does not have. No gradient.
 NO_GRAPH = "physode forward, no graph"
+# ACA without the last step's graph kept, every step rebuilt: counts ACA's evaluations. No row.
+ACA_REBUILD_ALL = "physode aca, every step rebuilt"
 GRAD_CONFIGS = (
     NO_GRAPH,
     "physode disc-opt",
@@ -381,6 +383,7 @@ def gradient_run(config: str, tol: float, field: nn.Module, y0, weights, t_end):
             "physode disc-opt": "disc-opt",
             "physode aca": "aca",
             "physode opt-disc": "opt-disc",
+            ACA_REBUILD_ALL: physode.ACA(keep_last_graph=False),
         }[config]
         method = "dop853" if tol < 1e-10 else "dopri5"
         y_end = physode.odeint(field, y0, t, method=method, rtol=tol, atol=tol, gradient=mode)[-1]
@@ -440,12 +443,7 @@ def aca_evaluations(field: nn.Module, y0, weights, t_end, tol) -> dict[str, int]
     """Evaluations ACA makes when it rebuilds every step (``keep_last_graph=False``): ``fwd``
     without a graph, ``bwd`` with a graph and a VJP."""
     counted = Counted(field)
-    y = y0.detach().clone().requires_grad_(True)
-    t = torch.tensor([0.0, t_end], dtype=y0.dtype)
-    gradient = physode.ACA(keep_last_graph=False)
-    ys = physode.odeint(counted, y, t, method="dopri5", rtol=tol, atol=tol, gradient=gradient)
-    counted.phase = "bwd"
-    torch.autograd.grad((ys[-1] * weights).sum(), [y, *field.parameters()])
+    gradient_run(ACA_REBUILD_ALL, tol, counted, y0, weights, t_end)
     return counted.calls
 
 
