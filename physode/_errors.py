@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class PhysodeError(Exception):
     """Base class of every error raised by physode on purpose."""
@@ -40,3 +42,21 @@ class SystemDefinitionError(PhysodeError, ValueError):
 
 class DataFormatError(PhysodeError, ValueError):
     """A file is not a physode data set, is damaged, or was written by a newer format version."""
+
+
+def positive_finite(name: str, value: object) -> float:
+    """``value`` as a float if it is a positive finite real number, else
+    :class:`InvalidArgumentError` naming ``name``. Strings and booleans are refused, not parsed.
+
+    >>> positive_finite("rtol", 1e-6)
+    1e-06
+    """
+    if isinstance(value, (str, bytes, bool)):
+        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise InvalidArgumentError(f"{name} must be positive and finite, got {value!r}")
+    return number

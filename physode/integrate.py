@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from physode._errors import InvalidArgumentError, SolverError
+from physode._errors import InvalidArgumentError, SolverError, positive_finite
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.gradients.base import needs_gradient
-from physode.solvers import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, Stats, Status, make_stepper
+from physode.solvers import (
+    ADAPTIVE_METHODS,
+    FIXED_METHODS,
+    METHODS,
+    SYMPLECTIC_METHODS,
+    Stats,
+    Status,
+    make_stepper,
+)
 from physode.solvers.loop import time_maker
 
 __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
@@ -75,16 +83,6 @@ def _gradient_mode(gradient: str | GradientMode) -> GradientMode:
     )
 
 
-def _positive(name: str, value: object) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise InvalidArgumentError(f"{name} must be positive and finite, got {value!r}")
-    return number
-
-
 def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]]:
     if isinstance(t, Tensor):
         if t.device != y0.device:
@@ -128,21 +126,33 @@ def _graph_leaves(output: Tensor) -> list[Tensor]:
     return list(leaves.values())
 
 
-def _first_evaluation(func: Callable, y0: Tensor, t0: float) -> Tensor:
+def _first_evaluation(func: Callable, y0: Tensor, t0: float, per_sample: bool) -> Tensor:
     """``func(t0, y0)`` with autograd on, so its graph shows the tensors requiring grad that a
-    plain function reaches in ways invisible from outside (globals, attributes of objects)."""
+    plain function reaches in ways invisible from outside (globals, attributes of objects).
+
+    ``t0`` is handed over as the loop will hand times: a 0-dim tensor, or per sample one time per
+    row, shaped ``(batch,) + (1,) * (y0.ndim - 1)``.
+    """
+    t = time_maker(y0)(t0)
+    if per_sample and y0.ndim > 0:  # a 0-dim y0 is refused later, with the reason
+        t = t.expand(y0.shape[0]).reshape((-1,) + (1,) * (y0.ndim - 1))
     with torch.enable_grad():
-        return func(time_maker(y0)(t0), y0.detach())
+        return func(t, y0.detach())
 
 
 def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor]:
     """Tensors that need gradients: ``params`` if given, else those ``func`` visibly holds."""
     if params is not None:
+        if isinstance(params, Tensor) or not isinstance(params, Iterable):
+            raise InvalidArgumentError(
+                f"params must be a sequence of tensors, got {type(params).__name__}; "
+                "e.g. params=[w] or params=list(model.parameters())"
+            )
         params = list(params)
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise InvalidArgumentError(f"params[{i}] must be a tensor, got {type(p).__name__}")
-        return [p for p in params if p.requires_grad]
+        return _unique(p for p in params if p.requires_grad)
     found: list[Tensor] = []
     holders: list[object] = [func, getattr(func, "__self__", None)]
     for cell in getattr(func, "__closure__", None) or ():
@@ -155,8 +165,13 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
             found.extend(p for p in holder.parameters() if p.requires_grad)
         elif isinstance(holder, Tensor) and holder.requires_grad:
             found.append(holder)
+    return _unique(found)
+
+
+def _unique(tensors: Iterable[Tensor]) -> list[Tensor]:
+    """``tensors`` without repeats, in order: a tensor listed twice gets its gradient once."""
     unique: dict[int, Tensor] = {}
-    for p in found:
+    for p in tensors:
         unique.setdefault(id(p), p)
     return list(unique.values())
 
@@ -260,7 +275,7 @@ def solve(
         raise InvalidArgumentError(
             f"unknown step_control {step_control!r}; valid choices: {', '.join(STEP_CONTROLS)}"
         )
-    rtol, atol = _positive("rtol", rtol), _positive("atol", atol)
+    rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
     if method in FIXED_METHODS:
         if step_size is None:
             raise InvalidArgumentError(
@@ -268,21 +283,31 @@ def solve(
                 f"physode.odeint(func, y0, t, method={method!r}, step_size=0.01); it never uses "
                 "the output grid as its step"
             )
-        step_size = _positive("step_size", step_size)
+        step_size = positive_finite("step_size", step_size)
     elif step_size is not None:
         raise InvalidArgumentError(
             f"step_size is for fixed-step methods ({', '.join(FIXED_METHODS)}); method={method!r} "
             "chooses its own steps (use first_step to set the initial one)"
         )
     if first_step is not None:
-        first_step = _positive("first_step", first_step)
+        first_step = positive_finite("first_step", first_step)
     if not isinstance(max_steps, int) or max_steps <= 0:
         raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
     t_tensor, times = _times(t, y0)
+    if y0.numel() == 0:
+        raise InvalidArgumentError(
+            f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
+        )
     if not bool(torch.isfinite(y0).all()):
         raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
 
     stepper = make_stepper(method, func)
+    if method in SYMPLECTIC_METHODS and (y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n):
+        raise InvalidArgumentError(
+            f"method={method!r} splits the last dimension of the state into [q, v] of "
+            f"func.n_coordinates={stepper.n} components each, so it must have {2 * stepper.n}; "
+            f"y0 has shape {tuple(y0.shape)}"
+        )
     stats = Stats()
     problem = Problem(
         func=func,
@@ -299,20 +324,25 @@ def solve(
         stats=stats,
     )
     owner = func if isinstance(func, nn.Module) else getattr(func, "__self__", None)
+    # Disc-Opt records whatever func reaches as long as autograd is on, which it is whenever y0
+    # requires grad; otherwise it too must look for tensors func reaches unseen.
+    discover = mode.name != "disc-opt" or not y0.requires_grad
     if (
         params is None
-        and mode.name != "disc-opt"
+        and discover
         and torch.is_grad_enabled()
         and not isinstance(owner, nn.Module)
     ):
         # The loop starts from this evaluation, so finding the parameters costs nothing extra.
-        first = _first_evaluation(func, y0, times[0])
+        first = _first_evaluation(func, y0, times[0], step_control == "per-sample")
         stats.nfe += 1
         if isinstance(first, Tensor):
             known = {id(p) for p in problem.params}
             if first.requires_grad:
                 problem.params.extend(p for p in _graph_leaves(first) if id(p) not in known)
-            problem.f0 = first.detach()
+            # Disc-Opt differentiates through f0 itself; its graph reaches the parameters only,
+            # as y0 does not require grad here. The other modes want it without a graph.
+            problem.f0 = first if mode.name == "disc-opt" else first.detach()
     if needs_gradient(problem):
         solution = _solve(problem, mode, t_tensor, step_control)
     else:

@@ -580,6 +580,58 @@ def test_parameters_reached_through_globals_get_the_disc_opt_gradient(gradient):
     assert _relative(grads[gradient], grads["disc-opt"]) <= tolerance
 
 
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
+def test_parameters_reached_through_globals_get_gradients_when_y0_needs_none(gradient):
+    # Disc-Opt once looked for such parameters only through y0's graph: with a y0 that does not
+    # require grad the solve ran without autograd and backward() found no graph at all.
+    y0 = torch.tensor([[0.5, -0.3]], dtype=DTYPE)
+    grads = {}
+    for mode in ("aca", gradient):
+        _GLOBAL_MODEL.zero_grad()
+        ys = physode.odeint(_global_field, y0, [0.0, 1.0], gradient=mode, rtol=1e-10, atol=1e-12)
+        ys.sum().backward()
+        grads[mode] = _GLOBAL_MODEL.outer.weight.grad.clone()
+    tolerance = 1e-6 if gradient == "opt-disc" else 1e-10
+    assert _relative(grads[gradient], grads["aca"]) <= tolerance
+
+
+@pytest.mark.parametrize(
+    "gradient, step_control",
+    # Per-sample step control has no Opt-Disc mode.
+    [(g, "shared") for g in ("disc-opt", "aca", "opt-disc")] + [(g, "per-sample") for g in ("disc-opt", "aca")],
+)
+def test_a_tensor_listed_twice_in_params_gets_its_gradient_once(gradient, step_control):
+    w = torch.tensor(1.0, dtype=DTYPE, requires_grad=True)
+    y0 = torch.ones(2, 1, dtype=DTYPE)
+    ys = physode.odeint(
+        lambda t, y: -w * y,
+        y0,
+        [0.0, 1.0],
+        gradient=gradient,
+        params=[w, w],
+        step_control=step_control,
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    (grad,) = torch.autograd.grad(ys[-1].sum(), [w])
+    assert grad.item() == pytest.approx(-2 * math.exp(-1.0), rel=1e-6)  # d/dw 2 exp(-w)
+
+
+def test_finding_a_plain_functions_parameters_hands_per_sample_times_by_row():
+    seen = []
+    w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
+
+    def field(t, y):
+        seen.append(tuple(t.shape))
+        return -w * y * (1.0 + t)
+
+    y0 = torch.ones(4, 2, dtype=DTYPE)
+    ys = physode.odeint(field, y0, [0.0, 1.0], step_control="per-sample", rtol=1e-8, atol=1e-8)
+    ys[-1].sum().backward()
+    assert set(seen) == {(4, 1)}
+    assert w.grad.item() == pytest.approx(-8 * 1.5 * math.exp(-0.75), rel=1e-6)
+
+
 _GLOBAL_MODEL = Field()
 
 

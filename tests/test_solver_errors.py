@@ -224,6 +224,78 @@ def test_nan_from_the_first_evaluation_stops_at_once_as_non_finite():
     assert sol.stats.n_rejected < 100
 
 
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "bosh3"])
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_first_evaluation_stops_before_the_first_step(method, bad):
+    # An infinite derivative once made the automatic first step divide by zero.
+    sol = physode.solve(lambda t, y: y * bad, Y0, T, method=method, throw=False)
+    assert sol.status is physode.Status.NON_FINITE
+    assert sol.stats.n_steps == 0 and sol.stats.n_rejected == 0
+    assert sol.t_final == 0.0
+    assert "at t=0, before the first step" in sol.message and "nan" not in sol.message
+    with pytest.raises(physode.SolverError, match="before the first step"):
+        physode.solve(lambda t, y: y * bad, Y0, T, method=method, first_step=0.1)
+
+
+def test_empty_y0_is_refused():
+    message = _error(y0=torch.zeros(0, 2, dtype=DTYPE))
+    assert "empty" in message and "(0, 2)" in message
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_func_returning_another_dtype_is_refused(step_control):
+    message = _error(
+        func=lambda t, y: -y.double(),
+        y0=torch.ones(3, 2, dtype=torch.float32),
+        step_control=step_control,
+    )
+    assert "torch.float32" in message and "torch.float64" in message
+
+
+@pytest.mark.parametrize("value", ["1e-6", True, math.inf])
+def test_tolerances_must_be_real_numbers_not_strings_or_booleans(value):
+    assert "rtol" in _error(rtol=value)
+
+
+def test_params_must_be_a_sequence_of_tensors():
+    assert "sequence of tensors" in _error(params=torch.ones(2, requires_grad=True))
+
+
+def test_a_symplectic_method_refuses_a_state_that_does_not_match_its_coordinates():
+    field = physode.systems.load("harmonic_oscillator").vector_field()
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=DTYPE)
+    message = _error(func=field, y0=y0, method="leapfrog", step_size=0.1)
+    assert "n_coordinates=1" in message and "(3,)" in message
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"method": "leapfrog"}, "not separable"),
+        ({"rtol": math.inf}, "rtol"),
+        ({"atol": "1e-6"}, "atol"),
+        ({"step_size": -0.1}, "step_size"),
+    ],
+)
+def test_opt_disc_refuses_bad_settings_when_made(options, expected):
+    with pytest.raises(physode.InvalidArgumentError, match=expected):
+        physode.OptDisc(**options)
+
+
+def test_opt_disc_with_a_fixed_backward_method_and_no_step_is_refused_before_solving():
+    calls = []
+
+    def counted(t, y):
+        calls.append(t)
+        return -y
+
+    y0 = Y0.clone().requires_grad_(True)
+    with pytest.raises(physode.InvalidArgumentError, match="step_size=") as info:
+        physode.odeint(counted, y0, T, gradient=physode.OptDisc(method="rk4"))
+    assert "OptDisc(method='rk4'" in str(info.value)
+    assert len(calls) <= 1  # at most the evaluation that finds a plain function's parameters
+
+
 def test_successful_solution_reports_success():
     sol = physode.solve(decay, Y0, T)
     assert sol.success and sol.status is physode.Status.SUCCESS and sol.message == "success"

@@ -7,7 +7,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from physode._errors import InvalidArgumentError, SolverError
+from physode._errors import InvalidArgumentError, SolverError, positive_finite
 from physode.gradients.base import GradientMode, Problem, needs_gradient, stack_outputs
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
 from physode.solvers.loop import LoopResult, Stats, Status
@@ -66,13 +66,22 @@ class OptDisc(GradientMode):
         restart: bool = False,
         seminorm: bool = False,
     ):
-        if method is not None and method not in METHODS:
-            raise InvalidArgumentError(
-                f"OptDisc: unknown method {method!r}; valid methods: {', '.join(METHODS)}"
+        backward_methods = [m for m in METHODS if m not in SYMPLECTIC_METHODS]
+        if method is not None and method not in backward_methods:
+            why = (
+                " (the augmented adjoint system is not separable, so symplectic methods cannot "
+                "solve it)"
+                if method in SYMPLECTIC_METHODS
+                else ""
             )
-        for label, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size)):
-            if value is not None and not value > 0:
-                raise InvalidArgumentError(f"OptDisc: {label} must be positive, got {value!r}")
+            raise InvalidArgumentError(
+                f"OptDisc: unknown backward method {method!r}{why}; valid methods: "
+                f"{', '.join(backward_methods)}"
+            )
+        rtol, atol, step_size = (
+            None if value is None else positive_finite(f"OptDisc: {label}", value)
+            for label, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size))
+        )
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
         self.restart, self.seminorm = restart, seminorm
 
@@ -82,10 +91,25 @@ class OptDisc(GradientMode):
             f"restart={self.restart}, seminorm={self.seminorm})"
         )
 
+    def backward_method(self, problem: Problem) -> str:
+        """The method of the backward solve: this mode's own, else the forward one. The augmented
+        adjoint system does not separate, so a symplectic forward method is followed backward by
+        rk4 with the same step."""
+        method = self.method or (
+            "rk4" if problem.method in SYMPLECTIC_METHODS else problem.method
+        )
+        if method not in ADAPTIVE_METHODS and (self.step_size or problem.step_size) is None:
+            raise InvalidArgumentError(
+                f"OptDisc: backward method {method!r} is fixed-step and needs a step size: "
+                f"physode.OptDisc(method={method!r}, step_size=...)"
+            )
+        return method
+
     def solve(self, problem: Problem) -> tuple[Tensor, LoopResult]:
         if not needs_gradient(problem):
             result = problem.run(problem.y0)
             return stack_outputs(result, len(problem.times), problem.y0), result
+        self.backward_method(problem)  # refuse a bad combination before the forward solve
         holder: list[LoopResult] = []
         ys = _OptDiscFunction.apply(self, problem, holder, problem.y0, *problem.params)
         return ys, holder[0]
@@ -109,13 +133,7 @@ class _OptDiscFunction(torch.autograd.Function):
         (ys,) = ctx.saved_tensors
         mode, problem = ctx.mode, ctx.problem
         params = problem.params
-        # The augmented adjoint system does not separate, so a symplectic forward method is
-        # followed backward by rk4 with the same step.
-        method = mode.method or ("rk4" if problem.method in SYMPLECTIC_METHODS else problem.method)
-        if method not in ADAPTIVE_METHODS and (mode.step_size or problem.step_size) is None:
-            raise InvalidArgumentError(
-                f"OptDisc: backward method {method!r} is fixed-step and needs step_size"
-            )
+        method = mode.backward_method(problem)
         shape, n = ys.shape[1:], ys[0].numel()
         sizes = [p.numel() for p in params]
         augmented = _Augmented(problem.func, shape, n, params)
@@ -149,7 +167,11 @@ class _OptDiscFunction(torch.autograd.Function):
             problem.stats.nfe_backward = stats.nfe
             if result.status is not Status.SUCCESS:
                 raise SolverError(
-                    "Opt-Disc backward solve failed: " + result.message,
+                    "Opt-Disc backward solve failed: "
+                    + result.message
+                    + " The backward solve uses OptDisc's own settings, e.g. "
+                    "physode.OptDisc(rtol=..., atol=...); where the state re-solved backward is "
+                    "unstable, physode.OptDisc(restart=True) restarts it from the stored outputs.",
                     status=result.status,
                     t=result.t,
                     step_size=result.h,

@@ -121,7 +121,10 @@ def _step_with_graph(stepper, func, t: float, y: Tensor, h: float, time, whole: 
 
 
 def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptive: bool) -> str:
-    where = f"at t={t:.17g} with step size {h:.3g}"
+    if math.isnan(h):
+        where = f"at t={t:.17g}, before the first step"
+    else:
+        where = f"at t={t:.17g} with step size {h:.3g}"
     if status is Status.MAX_STEPS:
         return (
             f"max_steps={max_steps} step attempts reached {where}. The problem may be stiff or the "
@@ -185,24 +188,32 @@ def integrate(
         raise InvalidArgumentError(
             f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
         )
+    if f0.dtype != y0.dtype:
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
+        )
+    status = Status.SUCCESS
     if adaptive:
-        if first_step is not None:
+        controller = PIController(q=stepper.tableau.error_order + 1)
+        if not bool(torch.isfinite(f0).all()):
+            # No error estimate can be trusted from here; stop at once rather than shrink the
+            # step down to underflow.
+            status, h = Status.NON_FINITE, math.nan
+        elif first_step is not None:
             h = direction * first_step
         else:
             h = direction * initial_step(
                 func, t, y, f0, direction, stepper.order, rtol, atol, time, norm_groups
             )
             stats.nfe += 1
-        controller = PIController(q=stepper.tableau.error_order + 1)
     else:
         h = direction * step_size
     previous_ratio = 1.0
     underflow = 4.0 * torch.finfo(y0.dtype).eps
-    status = Status.SUCCESS
     k, n_out, t_end = 1, len(times), times[-1]
     ratio = 0.0
 
-    while k < n_out:
+    while k < n_out and status is Status.SUCCESS:
         if stats.n_steps + stats.n_rejected >= max_steps:
             status = Status.MAX_STEPS
             break

@@ -165,9 +165,14 @@ def integrate_per_sample(
         raise InvalidArgumentError(
             f"func.numpy(t, y) must return a NumPy array of y's dtype {y0.dtype}, got {got}"
         )
-    if f0.shape != y0.shape:
+    if not isinstance(f0, (Tensor, np.ndarray)) or f0.shape != y0.shape:
+        got = tuple(f0.shape) if isinstance(f0, (Tensor, np.ndarray)) else type(f0).__name__
         raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {tuple(f0.shape)}"
+            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
+        )
+    if f0.dtype != y0.dtype:
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
         )
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
