@@ -171,6 +171,32 @@ def test_physics_model_wraps_the_catalogue_field_with_named_learnable_parameters
     assert model.autonomous and model.separable and model.n_coordinates == 9
 
 
+def test_a_forced_system_makes_a_model_that_is_not_autonomous_unless_told():
+    assert not PhysicsModel("duffing").autonomous
+    assert not Hybrid(PhysicsModel("duffing"), NeuralODE(2, width=4, depth=1)).autonomous
+    assert PhysicsModel("pendulum").autonomous and PhysicsModel("lotka_volterra").autonomous
+    assert PhysicsModel("duffing", autonomous=True).autonomous
+    assert not PhysicsModel("pendulum", autonomous=False).autonomous
+
+
+def test_windows_of_forced_physics_are_solved_from_their_own_start_times():
+    # Windows that start at different times once shared one solve on a forced system, which
+    # then ran with the wrong forcing phase: the true parameters gave a loss of 2e-2.
+    from physode.train import Trainer
+
+    system = physode.systems.load("duffing")
+    t = torch.linspace(0.0, 3.0, 13, dtype=torch.float64)
+    y0 = system.sample_initial_states(3, seed=0)
+    ys = physode.odeint(system.vector_field(), y0, t, rtol=1e-11, atol=1e-11)
+    model = PhysicsModel(system, learnable=["delta"])  # at its true value
+    trainer = Trainer(model, (t, ys.transpose(0, 1)), epochs=1, window=4, batch_size=6,
+                      rtol=1e-10, atol=1e-10)  # fmt: skip
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert all(len({w.start for w in batch}) == 1 for batch in batches)
+    losses = [trainer._solve_batch(trainer.train_data, batch)[2].item() for batch in batches]
+    assert max(losses) < 1e-12
+
+
 def test_physics_model_refuses_unknown_or_non_learnable_parameters():
     with pytest.raises(physode.InvalidArgumentError, match="\\['mass'\\] are not parameters.*m1"):
         PhysicsModel("three_body_aca", ["mass"])

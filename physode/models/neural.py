@@ -113,8 +113,8 @@ class MLP(nn.Module):
 
         Each layer's ``forward`` is called directly rather than through ``nn.Module.__call__``,
         whose bookkeeping (about 3 µs a call on a 2-core CPU) is about a fifth of a small
-        network's evaluation, and a solve evaluates it hundreds of times. Hooks registered on the inner
-        layers therefore do not run; register them on the MLP itself.
+        network's evaluation, and a solve evaluates it hundreds of times. Hooks registered on the
+        inner layers therefore do not run; register them on the MLP itself.
         """
         for layer in self.net._modules.values():
             x = layer.forward(x)

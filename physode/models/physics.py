@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import sympy
 import torch
 from torch import nn
 
@@ -19,6 +20,21 @@ def _resolve_system(system: Any) -> Any:
 
         return physode.systems.load(system)
     return system
+
+
+def depends_on_time(system: Any) -> bool:
+    """Whether the system's equations of motion contain its time symbol (a forced system).
+
+    >>> import physode
+    >>> depends_on_time(physode.systems.load("duffing")), depends_on_time("pendulum")
+    (True, False)
+    """
+    system = _resolve_system(system)
+    if system.mass_matrix is not None:  # read M and F rather than solve M a = F symbolically
+        expressions = [*system.mass_matrix, *system.forcing]
+    else:
+        expressions = list(system.equations.values())
+    return any(system.time_symbol in sympy.sympify(e).free_symbols for e in expressions)
 
 
 class PhysicsModel(nn.Module):
@@ -35,9 +51,10 @@ class PhysicsModel(nn.Module):
         Names of the parameters to train (``[]`` for none).
     init : mapping of str to float, optional
         Starting values for some learnable parameters (by default the system's own values).
-    autonomous : bool
+    autonomous : bool, optional
         Whether the equations ignore ``t``; the trainer then lets windows that start at different
-        times share one solve.
+        times share one solve. By default read from the system's equations: a forced system such
+        as ``"duffing"``, whose equations contain the time symbol, is not autonomous.
 
     Raises
     ------
@@ -59,7 +76,7 @@ class PhysicsModel(nn.Module):
         learnable: Sequence[str] = (),
         *,
         init: Mapping[str, float] | None = None,
-        autonomous: bool = True,
+        autonomous: bool | None = None,
     ) -> None:
         super().__init__()
         system = _resolve_system(system)
@@ -80,7 +97,7 @@ class PhysicsModel(nn.Module):
         self.system = system
         self.learnable = learnable
         self.field = system.vector_field(learnable=learnable)
-        self._autonomous = autonomous
+        self._autonomous = not depends_on_time(system) if autonomous is None else bool(autonomous)
         if init:
             self.set_parameters(init)
 
