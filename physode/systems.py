@@ -20,7 +20,7 @@ from pathlib import Path
 
 from physode._errors import InvalidArgumentError
 from physode.symbolic import System, _cache
-from physode.symbolic._spec import system_from_spec
+from physode.symbolic._spec import read_spec_text, system_from_spec
 
 __all__ = ["load", "names", "path"]
 
@@ -107,7 +107,7 @@ def load(name_or_path: str | os.PathLike) -> System:
     physode.InvalidArgumentError
         For an unknown name or a missing file.
     physode.SystemDefinitionError
-        For a file with problems (all of them are listed).
+        For a file with problems (all of them are listed), or one that is not UTF-8 text.
 
     Examples
     --------
@@ -122,10 +122,11 @@ def load(name_or_path: str | os.PathLike) -> System:
         file = Path(name_or_path)
         if not file.is_file():
             raise InvalidArgumentError(f"no specification file at {str(file)!r}")
-        return _from_text(file.read_text(encoding="utf-8"), str(file))
+        return _from_text(read_spec_text(file, str(file)), str(file))
     if not isinstance(name_or_path, str):
         raise InvalidArgumentError(
             f"name_or_path must be a system name or a path, got {type(name_or_path).__name__}"
         )
     entry = path(name_or_path)
-    return _from_text(entry.read_text(encoding="utf-8"), f"{name_or_path}{SUFFIX} (catalogue)")
+    source = f"{name_or_path}{SUFFIX} (catalogue)"
+    return _from_text(read_spec_text(entry, source), source)

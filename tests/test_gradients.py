@@ -598,7 +598,8 @@ def test_parameters_reached_through_globals_get_gradients_when_y0_needs_none(gra
 @pytest.mark.parametrize(
     "gradient, step_control",
     # Per-sample step control has no Opt-Disc mode.
-    [(g, "shared") for g in ("disc-opt", "aca", "opt-disc")] + [(g, "per-sample") for g in ("disc-opt", "aca")],
+    [(g, "shared") for g in ("disc-opt", "aca", "opt-disc")]
+    + [(g, "per-sample") for g in ("disc-opt", "aca")],
 )
 def test_a_tensor_listed_twice_in_params_gets_its_gradient_once(gradient, step_control):
     w = torch.tensor(1.0, dtype=DTYPE, requires_grad=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sympy
 
@@ -163,3 +165,199 @@ def test_wrong_state_size_names_the_expected_states():
 
     with pytest.raises(physode.InvalidArgumentError, match="needs \\(..., 2\\) with states"):
         physode.systems.load("pendulum").rhs(0.0, torch.zeros(3))
+
+
+# ---------------------------------------------------------------------- expressions in spec files
+_ONE_STATE = """
+name = "decay"
+form = "equations"
+{extra}
+[parameters]
+k = {k}
+[equations]
+x = {rhs}
+"""
+
+
+def _one_state(rhs: str, k: str = "0.5", extra: str = "") -> str:
+    """A one-state specification; ``rhs`` is TOML (a literal string keeps quotes as they are)."""
+    return _ONE_STATE.format(rhs=rhs, k=k, extra=extra)
+
+
+def _stored_spec_loader(text, path):
+    from physode.data.stored import system_from_spec as from_data_set
+
+    return from_data_set(text, "inject")
+
+
+def _file_loader(text, path):
+    path.write_text(text, encoding="utf-8")
+    return physode.systems.load(path)
+
+
+@pytest.mark.parametrize("load", [_file_loader, _stored_spec_loader], ids=["file", "data set"])
+def test_a_spec_expression_cannot_run_code(tmp_path, load):
+    target = tmp_path / "PWNED"
+    rhs = ("\"Symbol._sanitize.__globals__['__builtins__']['open']"
+           f"('{target}','w').write('x')*0 - k*x\"")
+    with pytest.raises(physode.SystemDefinitionError, match="equation for x: attribute access"):
+        load(_one_state(rhs), tmp_path / "inject.toml")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("rhs, refusal", [
+    ("x.real", "attribute access 'x.real' is not allowed"),
+    ("x[0]", "indexing 'x[0]' is not allowed"),
+    ("sin(x=k)", "the keyword argument 'x=' of sin is not allowed"),
+    ("sin('x')", "the string \"'x'\" is not allowed"),
+    ("lambda: x", "'lambda' is not allowed"),
+    ("sum([x for x in k])", "the comprehension '[x for x in k]' is not allowed"),
+    ("sin(*k)", "unpacking '*k' is not allowed"),
+    ("(y := x)", "the assignment ':=' is not allowed"),
+    ('f"{x}"', "the f-string 'f\"{x}\"' is not allowed"),
+    ("1j * x", "the imaginary number '1j' is not allowed"),
+    ("x > 0", "the comparison 'x > 0' is not allowed outside a Piecewise condition"),
+    ("x == k", "'==' is not allowed"),
+    ("x and k", "'and' is not allowed"),
+    ("x or k", "'or' is not allowed"),
+    ("not x", "'not' is not allowed"),
+    ("x if x else k", "the conditional expression 'x if x else k' is not allowed"),
+    ("(x, k)", "the tuple '(x, k)' is not allowed"),
+    ("[x, k]", "the list '[x, k]' is not allowed"),
+    ("{x, k}", "the set '{x, k}' is not allowed"),
+    ("{x: k}", "the dict '{x: k}' is not allowed"),
+    ("x ^ 2", "'^' is not allowed; write powers as **"),
+    ("x & k", "'&' is not allowed"),
+    ("x | k", "'|' is not allowed"),
+    ("~x", "'~' is not allowed"),
+    ("x << 1", "'<<' is not allowed"),
+    ("x >> 1", "'>>' is not allowed"),
+    ("x // 2", "'//' is not allowed"),
+    ("sin", "'sin' is a function; call it"),
+    ("x(2)", "'x' is not a function"),
+    ("Symbol(k)", "the name 'Symbol' is not allowed"),
+    ("Piecewise((x, x == 0), (k, True))", "the Piecewise condition 'x == 0' must be one"),
+    ("Piecewise(x, (k, True))", "Piecewise takes (value, condition) pairs"),
+    ("k*x # spring", "'#' is not allowed"),
+])
+def test_constructs_outside_the_expression_grammar_are_refused_by_name(rhs, refusal):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec(_one_state(f"'''{rhs}'''"), source="bad.toml")
+    message = str(info.value)
+    assert "in bad.toml (1 problem)" in message
+    assert f"equation for x: {refusal}" in message
+
+
+def test_expressions_within_the_grammar_parse_as_before():
+    rhs = "Piecewise((-k*x, x > 0), (Min(x, 1e-3), True)) + atan2(x, k)**2 - sqrt(pi)*E + -x"
+    system = system_from_spec(_one_state(f'"{rhs}"'))
+    expected = (sympy.Piecewise((-k * x, x > 0), (sympy.Min(x, sympy.Float("1e-3")), True))
+                + sympy.atan2(x, k) ** 2 - sympy.sqrt(sympy.pi) * sympy.E - x)
+    assert sympy.simplify(system.equations["x"] - expected) == 0
+
+
+@pytest.mark.parametrize("rhs, extra, problem", [
+    ('"-k*(x"', "", "equation for x = '-k*(x' does not parse"),
+    ('"x.foo"', "", "equation for x: attribute access 'x.foo' is not allowed"),
+    ('"-k*x"', 'characteristic_time = "long"', "characteristic_time must be a positive number"),
+    ('"-k*x"', "characteristic_time = true", "characteristic_time must be a positive number"),
+    ('"-k*x"', "characteristic_time = inf", "characteristic_time must be a positive number"),
+    ('"Piecewise((x, x > 0))"', "", "equation for x has a Piecewise without a default branch"),
+])
+def test_malformed_spec_values_are_problems_in_the_named_file(rhs, extra, problem):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec(_one_state(rhs, extra=extra), source="bad.toml")
+    assert "in bad.toml (1 problem)" in str(info.value)
+    assert problem in str(info.value)
+
+
+def test_a_spec_file_that_is_not_utf8_is_a_problem_with_that_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(_one_state('"-k*x"').replace("decay", "d\xe9cay").encode("latin-1"))
+    for load in (physode.systems.load, physode.symbolic.system_from_file):
+        with pytest.raises(physode.SystemDefinitionError,
+                           match=f"(?s)in {re.escape(str(path))} .*not UTF-8 text \\(byte 0xe9"):
+            load(path)
+
+
+@pytest.mark.parametrize("rhs, k, extra, problem", [
+    ("inf", "0.5", "", "equation for x = inf is not a finite number"),
+    ("nan", "0.5", "", "equation for x = nan is not a finite number"),
+    ('"1/0"', "0.5", "", "equation for x contains zoo, which is not a finite real number"),
+    ('"-k*x"', "true", "", "parameter 'k' has value True, which is not a number"),
+    ('"-k*x"', '"abc"', "", "parameter 'k' has value 'abc', which is not a number"),
+    ('"-k*x"', '{ value = 0.5, range = ["a", 1] }', "", "parameter 'k' has range ['a', 1]"),
+    ('"-k*x"', "0.5", 'n_coordinates = "1"', "n_coordinates must be an integer, got '1'"),
+    ('"-k*x"', "0.5", "n_coordinates = true", "n_coordinates must be an integer, got True"),
+])
+def test_non_finite_and_non_numeric_values_are_refused(rhs, k, extra, problem):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec(_one_state(rhs, k=k, extra=extra), source="bad.toml")
+    assert "in bad.toml (1 problem)" in str(info.value)
+    assert problem in str(info.value)
+
+
+# ---------------------------------------------------------------------- expressions from Python
+@pytest.mark.parametrize("value, problem", [
+    (None, "equation for x is None"),
+    (y > 0, "equation for x is the relation y > 0, not an expression"),
+    (sympy.Eq(y, 0), "equation for x is the relation Eq(y, 0), not an expression"),
+    (True, "equation for x is the boolean True, not an expression"),
+    (x / 0, "equation for x contains zoo, which is not a finite real number"),
+    (sympy.nan, "equation for x contains nan, which is not a finite real number"),
+    (sympy.sqrt(-2) * y, "equation for x contains I, which is not a finite real number"),
+])
+def test_an_equation_that_is_no_finite_real_expression_is_named(value, problem):
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_equations({x: value, y: -x}, {})
+    assert problem in str(info.value)
+
+
+def test_a_missing_lagrangian_or_hamiltonian_is_a_problem():
+    with pytest.raises(physode.SystemDefinitionError, match="Lagrangian is None"):
+        System.from_lagrangian(None, [x], {}, velocities=[v])
+    with pytest.raises(physode.SystemDefinitionError, match="Hamiltonian is None"):
+        System.from_hamiltonian(None, [x], [v], {})
+    with pytest.raises(physode.SystemDefinitionError, match="Lagrangian is the relation"):
+        System.from_lagrangian(v**2 > x, [x], {}, velocities=[v])
+
+
+def test_unknown_symbols_in_a_lagrangian_are_listed_before_the_mass_matrix_is_checked():
+    th, w, m_, g_, l_ = sympy.symbols("theta theta_dot m g l")
+    lagrangian = m_ * l_**2 * w**2 / 2 + m_ * g_ * l_ * sympy.cos(th)
+    with pytest.raises(physode.SystemDefinitionError, match="2 problems") as info:
+        System.from_lagrangian(lagrangian, coordinates=[th], parameters={m_: 1.0})
+    assert "symbol 'g' in the Lagrangian" in str(info.value)
+    assert "symbol 'l' in the Lagrangian" in str(info.value)
+
+
+def test_a_time_dependent_mass_is_checked_at_sample_times():
+    system = System.from_lagrangian(sympy.exp(t) * v**2 / 2 - x**2 / 2, [x], {}, velocities=[v])
+    # d/dt (exp(t) v) = -x
+    assert system.equations["v"] == -v - x * sympy.exp(-t)
+
+
+def test_an_attribute_error_inside_code_generation_is_not_reported_as_a_missing_attribute(
+    monkeypatch,
+):
+    from physode.symbolic import _system
+
+    def broken(*args, **kwargs):
+        raise AttributeError("broken printer")
+
+    import torch
+
+    system = System.from_equations({x: -k * x}, {k: 1.0})
+    monkeypatch.setattr(_system, "generate_sources", broken)
+    with pytest.raises(AttributeError, match="broken printer"):
+        system.rhs(0.0, torch.ones(1))
+
+
+def test_a_constant_that_is_not_finite_and_real_names_its_output_in_code_generation():
+    from physode.symbolic._codegen import generate_sources
+
+    with pytest.raises(physode.SystemDefinitionError,
+                       match="the equation for x contains the constant I, which is not a finite"):
+        generate_sources([sympy.I * x], [x], [], t, "rhs", labels=["the equation for x"])
+    with pytest.raises(physode.SystemDefinitionError, match="output 0 of rhs contains .*nan"):
+        generate_sources([x + sympy.nan], [x], [], t, "rhs")

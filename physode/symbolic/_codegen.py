@@ -99,6 +99,46 @@ def unsupported_functions(expr: sympy.Expr) -> set[str]:
     return bad
 
 
+def non_real_constants(expr: sympy.Basic) -> list[sympy.Expr]:
+    """The constant parts of ``expr`` that are not finite real numbers (``nan``, ``oo``, ``I``).
+
+    Parameters
+    ----------
+    expr : sympy.Basic
+        Any expression.
+
+    Returns
+    -------
+    list of sympy.Expr
+        Each offending constant once, in the order found; empty when there is none.
+
+    Examples
+    --------
+    >>> x = sympy.Symbol("x")
+    >>> non_real_constants(x / 0 + sympy.pi * x)
+    [zoo]
+    >>> non_real_constants(sympy.sqrt(-2) * x)
+    [I]
+    """
+    found: list[sympy.Expr] = []
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if not (isinstance(node, sympy.Expr) and not node.free_symbols):
+            stack.extend(reversed(node.args))
+        elif not isinstance(node, sympy.Rational) and not _finite_real(node) and node not in found:
+            found.append(node)
+    return found
+
+
+def _finite_real(constant: sympy.Expr) -> bool:
+    try:
+        value = complex(sympy.N(constant, 17))
+    except (TypeError, ValueError):
+        return True  # not a number at all (an undefined function): reported elsewhere
+    return value.imag == 0 and math.isfinite(value.real)
+
+
 class _TorchPrinter:
     """Prints one SymPy expression as a Python expression over torch tensors.
 
@@ -140,12 +180,11 @@ class _TorchPrinter:
     def _number(self, expr: sympy.Basic) -> str:
         if isinstance(expr, sympy.Integer):
             return str(int(expr))
-        value = complex(sympy.N(expr, 17))
-        if value.imag != 0:
+        if not _finite_real(expr):
             raise SystemDefinitionError(
-                f"the constant {expr} is complex; physode needs real values"
+                f"the constant {expr} is not a finite real number; physode needs finite real values"
             )
-        return repr(float(value.real)) if math.isfinite(value.real) else f"float('{value.real}')"
+        return repr(float(complex(sympy.N(expr, 17)).real))
 
     def _tensor(self, expr: sympy.Basic) -> str:
         """Print an argument that must be a tensor (torch functions reject Python numbers)."""
@@ -728,8 +767,16 @@ def generate_sources(
     params: Sequence[sympy.Symbol],
     time: sympy.Symbol,
     name: str = "kernel",
+    labels: Sequence[str] | None = None,
 ) -> KernelSources:
     """Every variant of :func:`generate_source` that :func:`load_kernel` uses.
+
+    ``labels`` names the outputs in errors (default ``"output i of <name>"``).
+
+    Raises
+    ------
+    physode.SystemDefinitionError
+        When an output contains a constant that is not a finite real number (naming the output).
 
     Examples
     --------
@@ -738,6 +785,14 @@ def generate_sources(
     >>> sources.name, sources.numpy is not None
     ('rhs', True)
     """
+    for i, expr in enumerate(exprs):
+        bad = non_real_constants(sympy.sympify(expr))
+        if bad:
+            label = f"output {i} of {name}" if labels is None else labels[i]
+            raise SystemDefinitionError(
+                f"{label} contains the constant {bad[0]}, which is not a finite real number; "
+                "physode needs finite real values"
+            )
     source = generate_source(exprs, states, params, time, name)
     scalar = generate_source(exprs, states, params, time, f"{name}_scalar", "scalar")
     numpy = None

@@ -3,12 +3,18 @@
 The format is documented in ``docs/systems.md``. Expressions are strings parsed by SymPy with only
 the declared names (states, coordinates, velocities, momenta, parameters and ``t``) and the
 supported functions in scope, so a misspelt name surfaces as an unknown symbol in the error.
+SymPy evaluates the text as Python, so :func:`check_syntax` first refuses, with Python's ``ast``,
+everything but numbers, names, arithmetic and calls of the supported functions: a specification
+file (or a data set, which stores one) cannot run code.
 """
 
 from __future__ import annotations
 
+import ast
+import math
 import tomllib
 from collections.abc import Mapping
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
 from physode.symbolic._system import (
     MASS_MATRIX_MODES,
+    REPORTED,
     Problems,
     System,
     build_equations,
@@ -44,16 +51,195 @@ _REQUIRED = {
 _PARAMETER_KEYS = {"value", "range", "description", "unit"}
 
 
-def _global_namespace() -> dict[str, Any]:
-    namespace: dict[str, Any] = {}
-    exec("from sympy import Symbol, Integer, Float, Rational, Function", namespace)
-    for func in list(UNARY_FUNCTIONS) + list(OTHER_FUNCTIONS):
-        namespace[func.__name__] = func
-    namespace.update({"sqrt": sympy.sqrt, "pi": sympy.pi, "E": sympy.E})
-    return namespace
+#: The functions a specification may call, by name.
+FUNCTIONS: dict[str, Any] = {
+    **{func.__name__: func for func in list(UNARY_FUNCTIONS) + list(OTHER_FUNCTIONS)},
+    "sqrt": sympy.sqrt,
+}
+#: The constants a specification may use, by name.
+CONSTANTS: dict[str, Any] = {"pi": sympy.pi, "E": sympy.E}
+# What SymPy's parser itself writes into the code it evaluates (auto_symbol, auto_number); never
+# a name a specification may use. No Python builtins are in reach of that code.
+_PARSER_NAMES: dict[str, Any] = {
+    "Symbol": sympy.Symbol, "Integer": sympy.Integer, "Float": sympy.Float,
+    "Rational": sympy.Rational, "Function": sympy.Function, "__builtins__": {},
+}
+_GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS}
+
+_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.UAdd, ast.USub)
+_COMPARISONS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_REFUSED_OPERATORS = {
+    ast.BitXor: "'^' is not allowed; write powers as **",
+    ast.BitAnd: "'&' is not allowed",
+    ast.BitOr: "'|' is not allowed",
+    ast.LShift: "'<<' is not allowed",
+    ast.RShift: "'>>' is not allowed",
+    ast.FloorDiv: "'//' is not allowed; write a quotient as /",
+    ast.Mod: "'%' is not allowed",
+    ast.MatMult: "'@' is not allowed",
+    ast.Invert: "'~' is not allowed",
+    ast.Not: "'not' is not allowed",
+    ast.And: "'and' is not allowed",
+    ast.Or: "'or' is not allowed",
+    ast.Eq: "'==' is not allowed",
+    ast.NotEq: "'!=' is not allowed",
+    ast.Is: "'is' is not allowed",
+    ast.IsNot: "'is not' is not allowed",
+    ast.In: "'in' is not allowed",
+    ast.NotIn: "'not in' is not allowed",
+}
+_REFUSED_NODES = {
+    ast.Attribute: "attribute access {code} is not allowed",
+    ast.Subscript: "indexing {code} is not allowed",
+    ast.Tuple: "the tuple {code} is not allowed",
+    ast.List: "the list {code} is not allowed",
+    ast.Set: "the set {code} is not allowed",
+    ast.Dict: "the dict {code} is not allowed",
+    ast.Lambda: "'lambda' is not allowed",
+    ast.ListComp: "the comprehension {code} is not allowed",
+    ast.SetComp: "the comprehension {code} is not allowed",
+    ast.DictComp: "the comprehension {code} is not allowed",
+    ast.GeneratorExp: "the generator {code} is not allowed",
+    ast.Starred: "unpacking {code} is not allowed",
+    ast.NamedExpr: "the assignment ':=' is not allowed",
+    ast.JoinedStr: "the f-string {code} is not allowed",
+    ast.IfExp: "the conditional expression {code} is not allowed; write "
+               "Piecewise((value, condition), (otherwise, True))",
+    ast.Compare: "the comparison {code} is not allowed outside a Piecewise condition",
+}
+_PIECEWISE_HINT = "e.g. Piecewise((-x, x < 0), (x, True))"
 
 
-_GLOBALS = _global_namespace()
+def _excerpt(text: str, node: ast.AST) -> str:
+    code = ast.get_source_segment(text, node) or type(node).__name__
+    return repr(code if len(code) <= 40 else code[:37] + "...")
+
+
+def _refusal(text: str, node: ast.AST, names: Mapping[str, Any]) -> str | None:
+    """Why ``node`` (not its children) is not allowed in an expression; None if it is."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return None
+        if isinstance(value, complex):
+            return f"the imaginary number {_excerpt(text, node)} is not allowed"
+        if isinstance(value, str | bytes):
+            return f"the string {_excerpt(text, node)} is not allowed"
+        return f"{_excerpt(text, node)} is not allowed; write a number or a name"
+    if isinstance(node, ast.Name):
+        if node.id in names or node.id in CONSTANTS:
+            return None
+        if node.id in FUNCTIONS:
+            return f"'{node.id}' is a function; call it, e.g. {node.id}(x)"
+        if node.id in _PARSER_NAMES:
+            return f"the name '{node.id}' is not allowed"
+        return None  # SymPy makes it a symbol, which is then reported as unknown.
+    if isinstance(node, ast.UnaryOp | ast.BinOp | ast.BoolOp):
+        return None if isinstance(node.op, _OPERATORS) else _REFUSED_OPERATORS[type(node.op)]
+    if isinstance(node, ast.Compare) and not isinstance(node.ops[0], _COMPARISONS):
+        return _REFUSED_OPERATORS[type(node.ops[0])]
+    template = _REFUSED_NODES.get(type(node), "{code} is not allowed")
+    return template.format(code=_excerpt(text, node))
+
+
+def _call_refusal(text: str, node: ast.Call, names: Mapping[str, Any]) -> str | None:
+    """Why the call ``node`` is not allowed; None if it is (its arguments are checked apart)."""
+    func = node.func
+    if not isinstance(func, ast.Name):
+        return _refusal(text, func, names) or f"calling {_excerpt(text, func)} is not allowed"
+    if func.id in names or func.id in CONSTANTS:
+        return f"'{func.id}' is not a function and cannot be called"
+    if func.id in _PARSER_NAMES:
+        return f"the name '{func.id}' is not allowed"
+    if node.keywords:
+        arg = node.keywords[0].arg
+        keyword = "**" if arg is None else f"{arg}="
+        return f"the keyword argument '{keyword}' of {func.id} is not allowed; pass it by position"
+    return None
+
+
+def _condition_refusal(text: str, node: ast.AST) -> str | None:
+    """Why ``node`` is no Piecewise condition; None if it is one (its sides are checked apart)."""
+    if isinstance(node, ast.Constant) and node.value is True:
+        return None
+    if isinstance(node, ast.Compare):
+        if len(node.ops) == 1 and isinstance(node.ops[0], _COMPARISONS):
+            return None
+        if len(node.ops) > 1:
+            return f"the chained comparison {_excerpt(text, node)} is not allowed"
+    return (
+        f"the Piecewise condition {_excerpt(text, node)} must be one comparison with <, <=, > or "
+        f">=, or True; {_PIECEWISE_HINT}"
+    )
+
+
+def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
+    """Why ``text`` is not an expression physode reads; None when it is one.
+
+    An expression is made of numbers, names, unary ``+``/``-``, the operators ``+ - * / **`` and
+    calls of the supported functions with positional arguments; ``Piecewise`` takes
+    ``(value, condition)`` pairs whose condition is one comparison (``<``, ``<=``, ``>``, ``>=``)
+    or ``True``. Anything else (attributes, indexing, strings, keyword arguments, boolean or
+    bitwise operators, ...) is refused before SymPy, which evaluates the text as Python, sees it.
+
+    Examples
+    --------
+    >>> check_syntax("-k*x**2 + sin(x)", {"x": None, "k": None}) is None
+    True
+    >>> check_syntax("x ^ 2", {"x": None})
+    "'^' is not allowed; write powers as **"
+    >>> check_syntax("x.func", {"x": None})
+    "attribute access 'x.func' is not allowed"
+
+    Raises
+    ------
+    SyntaxError
+        When ``text`` is not a Python expression at all.
+    """
+    try:
+        tree = ast.parse(text, mode="eval")
+    except RecursionError as exc:
+        raise SyntaxError("too deeply nested") from exc
+    except ValueError as exc:  # a null character, on Python 3.11
+        raise SyntaxError(str(exc)) from exc
+    if "#" in text:
+        # Outside a string (refused below) '#' starts a comment, which would silently drop the
+        # rest of a multi-line expression once its lines are joined.
+        return "'#' is not allowed; an expression cannot hold a comment"
+    # Iterative, so that a long sum cannot exhaust the recursion limit here.
+    stack: list[tuple[ast.AST, bool]] = [(tree.body, False)]
+    while stack:
+        node, condition = stack.pop()
+        if condition:
+            refusal = _condition_refusal(text, node)
+            if refusal is None and isinstance(node, ast.Compare):
+                stack += [(node.comparators[0], False), (node.left, False)]
+        elif isinstance(node, ast.Call):
+            refusal = _call_refusal(text, node, names)
+            if refusal is None and node.func.id == "Piecewise":
+                refusal = _piecewise_refusal(text, node, stack)
+            elif refusal is None:
+                stack += [(arg, False) for arg in reversed(node.args)]
+        else:
+            refusal = _refusal(text, node, names)
+            if refusal is None:
+                children = [c for c in ast.iter_child_nodes(node) if isinstance(c, ast.expr)]
+                stack += [(child, False) for child in reversed(children)]
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _piecewise_refusal(text: str, node: ast.Call, stack: list) -> str | None:
+    """Check that every argument of ``Piecewise`` is a pair; push its parts onto ``stack``."""
+    for arg in node.args:
+        if not (isinstance(arg, ast.Tuple) and len(arg.elts) == 2):
+            return (
+                f"Piecewise takes (value, condition) pairs, got {_excerpt(text, arg)}; "
+                f"{_PIECEWISE_HINT}"
+            )
+        stack += [(arg.elts[1], True), (arg.elts[0], False)]
+    return None
 
 
 def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
@@ -68,18 +254,30 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
     -k*x + sin(x)
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            problems.add(f"{where} = {text!r} is not a finite number")
+            return None
         return sympy.Float(text) if isinstance(text, float) else sympy.Integer(text)
     if not isinstance(text, str):
         problems.add(f"{where} must be an expression string, got {text!r}")
         return None
+    # Multi-line strings are allowed for long expressions.
+    text = " ".join(text.split())
     try:
-        # Multi-line strings are allowed for long expressions.
+        refusal = check_syntax(text, names)
+    except SyntaxError as exc:
+        problems.add(f"{where} = {text!r} does not parse: {exc.msg}")
+        return None
+    if refusal is not None:
+        problems.add(f"{where}: {refusal}")
+        return None
+    try:
         return parse_expr(
-            " ".join(text.split()), local_dict=dict(names), global_dict=dict(_GLOBALS),
+            text, local_dict=dict(names), global_dict=dict(_GLOBALS),
             transformations=standard_transformations,
         )
-    except (SyntaxError, TypeError, ValueError, sympy.SympifyError) as exc:
-        problems.add(f"{where} = {text!r} does not parse: {exc}")
+    except Exception as exc:  # SymPy raises errors of many kinds for malformed input
+        problems.add(f"{where} = {text!r} does not parse: {type(exc).__name__}: {exc}")
         return None
 
 
@@ -195,7 +393,8 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         names.update({s: sympy.Symbol(s) for s in coordinates + second})
 
     def parse(value, where):
-        return parse_expression(value, names, where, problems)
+        expr = parse_expression(value, names, where, problems)
+        return REPORTED if expr is None else expr
 
     invariant_table = spec.get("invariants", {})
     if not isinstance(invariant_table, Mapping):
@@ -265,4 +464,23 @@ def system_from_file(path: str | Path) -> System:
     'pendulum'
     """
     path = Path(path)
-    return system_from_spec(path.read_text(encoding="utf-8"), source=str(path))
+    return system_from_spec(read_spec_text(path, str(path)), source=str(path))
+
+
+def read_spec_text(file: Path | Traversable, source: str) -> str:
+    """The text of a specification file, which must be UTF-8.
+
+    Raises
+    ------
+    physode.SystemDefinitionError
+        When the file is not UTF-8 text (naming ``source`` and the first bad byte).
+    """
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problems = Problems(f" in {source}")
+        problems.add(
+            f"the file is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
+        raise problems.error() from exc

@@ -20,7 +20,12 @@ import torch
 
 from physode._errors import InvalidArgumentError, SystemDefinitionError
 from physode.symbolic import _mechanics
-from physode.symbolic._codegen import generate_sources, load_kernel, unsupported_functions
+from physode.symbolic._codegen import (
+    generate_sources,
+    load_kernel,
+    non_real_constants,
+    unsupported_functions,
+)
 from physode.symbolic._sampling import Context, Distribution, distribution_from_table
 
 SymbolLike = sympy.Symbol | str
@@ -28,6 +33,11 @@ MASS_MATRIX_MODES = ("auto", "symbolic", "numeric")
 #: Largest number of coordinates for which ``mass_matrix="auto"`` inverts a full mass matrix
 #: symbolically; above it the solve is done numerically per batch with ``torch.linalg.solve``.
 SYMBOLIC_SOLVE_MAX = 3
+
+
+#: Stands for an input whose problem is reported already (a specification string that did not
+#: parse): the builders skip it without reporting it a second time.
+REPORTED = object()
 
 
 class Problems:
@@ -41,11 +51,15 @@ class Problems:
         if message not in self.items:
             self.items.append(message)
 
+    def error(self) -> SystemDefinitionError:
+        """The error listing every problem collected so far."""
+        head = f"invalid system definition{self.context} ({len(self.items)} problem"
+        head += "s):" if len(self.items) > 1 else "):"
+        return SystemDefinitionError(head + "".join(f"\n  - {m}" for m in self.items))
+
     def raise_if_any(self) -> None:
         if self.items:
-            head = f"invalid system definition{self.context} ({len(self.items)} problem"
-            head += "s):" if len(self.items) > 1 else "):"
-            raise SystemDefinitionError(head + "".join(f"\n  - {m}" for m in self.items))
+            raise self.error()
 
 
 def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
@@ -61,16 +75,41 @@ def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
 
 
 def _expr(value: Any, where: str, problems: Problems) -> sympy.Expr | None:
+    """``value`` as a SymPy expression with finite real constants and supported functions only
+    (None, with a problem added, otherwise)."""
+    if value is REPORTED:
+        return None
+    if value is None:
+        problems.add(f"{where} is None; give a SymPy expression")
+        return None
     try:
         expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
         problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
+        return None
+    if isinstance(expr, sympy.core.relational.Relational):
+        problems.add(
+            f"{where} is the relation {expr}, not an expression; conditions belong in "
+            "Piecewise((value, condition), ..., (otherwise, True))"
+        )
+        return None
+    if not isinstance(expr, sympy.Expr):
+        kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
+        problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
         return None
     bad = unsupported_functions(expr)
     if bad:
         problems.add(
             f"{where} uses function(s) {', '.join(sorted(bad))} that have no torch translation"
         )
+    for constant in non_real_constants(expr):
+        problems.add(f"{where} contains {constant}, which is not a finite real number")
+    for piecewise in expr.atoms(sympy.Piecewise):
+        if piecewise.args[-1].cond is not sympy.true:
+            problems.add(
+                f"{where} has a Piecewise without a default branch; add (value, True) as its "
+                "last argument"
+            )
     return expr
 
 
@@ -89,32 +128,15 @@ def _parameters(
         sym = _symbol(key, "parameter", problems)
         if sym is None:
             continue
-        if value is None:
-            problems.add(
-                f"parameter {sym.name!r} has no value; give it one, e.g. {{{sym.name}: 1.0}}"
-            )
-            number = math.nan
-        else:
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                problems.add(f"parameter {sym.name!r} has value {value!r}, which is not a number")
-                number = math.nan
-            if isinstance(value, sympy.Basic) and value.free_symbols:
-                problems.add(
-                    f"parameter {sym.name!r} has value {value}, which depends on "
-                    f"{', '.join(sorted(map(str, value.free_symbols)))}; give a number"
-                )
-            elif not math.isfinite(number) and value is not None:
-                problems.add(f"parameter {sym.name!r} has non-finite value {value!r}")
-        bound = range_by_name.pop(sym.name, None)
-        if bound is None:
+        number = _parameter_value(sym.name, value, problems)
+        given = range_by_name.pop(sym.name, None)
+        bound = _range(given)
+        if given is None:
             bound = (number, number)
-        elif len(bound) != 2 or not float(bound[0]) <= float(bound[1]):
-            problems.add(f"parameter {sym.name!r} has range {list(bound)!r}; give [low, high]")
+        elif bound is None:
+            problems.add(f"parameter {sym.name!r} has range {given!r}; give [low, high]")
             bound = (number, number)
         else:
-            bound = (float(bound[0]), float(bound[1]))
             if math.isfinite(number) and not bound[0] <= number <= bound[1]:
                 problems.add(
                     f"parameter {sym.name!r} has value {number} outside its range {list(bound)}"
@@ -125,6 +147,53 @@ def _parameters(
     for name in range_by_name:
         problems.add(f"a range is given for {name!r}, which is not a parameter")
     return symbols, values, bounds
+
+
+def _parameter_value(name: str, value: Any, problems: Problems) -> float:
+    """The default value of parameter ``name`` as a float (NaN, with a problem added, if bad)."""
+    if value is None:
+        problems.add(f"parameter {name!r} has no value; give it one, e.g. {{{name}: 1.0}}")
+        return math.nan
+    if isinstance(value, sympy.Basic) and value.free_symbols:
+        problems.add(
+            f"parameter {name!r} has value {value}, which depends on "
+            f"{', '.join(sorted(map(str, value.free_symbols)))}; give a number"
+        )
+        return math.nan
+    number = _as_float(value)
+    if number is None:
+        problems.add(f"parameter {name!r} has value {value!r}, which is not a number")
+        return math.nan
+    if not math.isfinite(number):
+        problems.add(f"parameter {name!r} has non-finite value {value!r}")
+    return number
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool | numpy.bool_)
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float; None for a boolean or anything that is not a number."""
+    if _is_bool(value) or isinstance(value, str | bytes):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _range(bound: Any) -> tuple[float, float] | None:
+    """``bound`` as ``(low, high)``; None unless it is two finite numbers with low <= high."""
+    if isinstance(bound, str | bytes | Mapping):
+        return None
+    try:
+        low, high = map(_as_float, bound)
+    except (TypeError, ValueError):
+        return None
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return (low, high) if low <= high else None
 
 
 def _check_unknown(
@@ -162,6 +231,33 @@ def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Pr
                 )
             else:
                 seen[sym.name] = role
+
+
+class _Symbolic:
+    """An attribute of :class:`System` holding SymPy expressions, loaded on first use after
+    unpickling (from the ``_symbolic`` blob that ``System.__getstate__`` writes).
+
+    A data descriptor rather than a ``__getattr__`` fallback: Python also calls ``__getattr__``
+    when a cached property raises AttributeError while it computes, which would hide that error
+    behind "no attribute".
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, system: System | None, owner: type | None = None) -> Any:
+        if system is None:
+            return self
+        values = system.__dict__
+        if self.name not in values:
+            blob = values.pop("_symbolic", None)
+            if blob is None:
+                raise AttributeError(f"'System' object has no attribute {self.name!r}")
+            values.update(pickle.loads(blob))
+        return values[self.name]
+
+    def __set__(self, system: System, value: Any) -> None:
+        system.__dict__[self.name] = value
 
 
 class System:
@@ -314,6 +410,12 @@ class System:
 
     # The SymPy expressions: pickled as one blob that an unpickled system opens on first use.
     # Building them costs SymPy far more than the numerics, which need only the generated code.
+    _equations = _Symbolic()
+    _dynamics = _Symbolic()
+    energy_expression = _Symbolic()
+    invariant_expressions = _Symbolic()
+    dissipation = _Symbolic()
+    forces = _Symbolic()
     _SYMBOLIC = (
         "_equations", "_dynamics", "energy_expression", "invariant_expressions", "dissipation",
         "forces",
@@ -335,20 +437,15 @@ class System:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not yet in __dict__: the expressions of an unpickled system.
-        blob = self.__dict__.pop("_symbolic", None) if name in self._SYMBOLIC else None
-        if blob is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self.__dict__.update(pickle.loads(blob))
-        return self.__dict__[name]
-
-    def _kernel(self, name: str, exprs: Callable[[], Sequence[sympy.Expr]]):
-        """The compiled kernel ``name`` of ``exprs()``, generating its code only once."""
+    def _kernel(self, name: str, outputs: Callable[[], Mapping[str, sympy.Expr]]):
+        """The compiled kernel ``name`` of ``outputs()`` (label -> expression, the labels naming
+        the outputs in errors), generating its code only once."""
         sources = self.__dict__.setdefault("_kernel_sources", {})
         if name not in sources:
+            out = outputs()
             sources[name] = generate_sources(
-                exprs(), self.state_symbols, self.parameter_symbols, self.time_symbol, name
+                list(out.values()), self.state_symbols, self.parameter_symbols, self.time_symbol,
+                name, labels=list(out),
             )
         return load_kernel(sources[name])
 
@@ -397,14 +494,21 @@ class System:
 
     @functools.cached_property
     def _rhs_kernel(self):
-        def exprs():
+        def outputs():
+            names = self.state_names
             if self._equations is not None:
-                return self._equations
+                return {f"the equation for {s}": e for s, e in zip(names, self._equations)}
             n = self.n_coordinates
             dyn = self._dynamics
-            return list(self.state_symbols[n:]) + list(dyn.mass_matrix) + list(dyn.forcing)
+            out = {f"the equation for {s}": v for s, v in zip(names, self.state_symbols[n:])}
+            out.update({
+                f"the mass matrix entry ({names[i]}, {names[j]})": dyn.mass_matrix[i, j]
+                for i in range(n) for j in range(n)
+            })
+            out.update({f"the forcing on {names[i]}": dyn.forcing[i] for i in range(n)})
+            return out
 
-        return self._kernel("rhs", exprs)
+        return self._kernel("rhs", outputs)
 
     @property
     def exactly_rounded(self) -> bool:
@@ -484,16 +588,16 @@ class System:
     @functools.cached_property
     def _invariant_kernels(self):
         def exprs():
-            return [self.invariant_expressions[k] for k in self.invariant_names]
+            return {f"invariant {k!r}": self.invariant_expressions[k] for k in self.invariant_names}
 
         def scales():
-            return [
-                sum(
+            return {
+                f"the scale of {label}": sum(
                     (abs(term) for term in sympy.Add.make_args(sympy.expand_mul(e))),
                     sympy.Integer(0),
                 )
-                for e in exprs()
-            ]
+                for label, e in exprs().items()
+            }
 
         return self._kernel("invariants", exprs), self._kernel("scales", scales)
 
@@ -553,7 +657,7 @@ class System:
 
     @functools.cached_property
     def _energy_kernel(self):
-        return self._kernel("energy", lambda: [self.energy_expression])
+        return self._kernel("energy", lambda: {"the energy": self.energy_expression})
 
     def energy(self, y: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
         """The mechanical energy, also for damped or forced systems where it is not conserved.
@@ -958,8 +1062,12 @@ def _check_common(
             f"(n, generator) -> tensor, got {type(dist).__name__}"
         )
     char_time = opts.get("characteristic_time")
-    if char_time is not None and not (isinstance(char_time, int | float) and char_time > 0):
+    if char_time is not None and not (
+        isinstance(char_time, int | float) and not _is_bool(char_time)
+        and math.isfinite(char_time) and char_time > 0
+    ):
         problems.add(f"characteristic_time must be a positive number, got {char_time!r}")
+        char_time = None
     name = opts.get("name")
     if name is not None and not isinstance(name, str):
         problems.add(f"name must be a string, got {name!r}")
@@ -1057,9 +1165,15 @@ def _dynamic_to_symbols(
 
 
 def _substitute(expr, subs: Mapping) -> Any:
-    if not subs or expr is None or not isinstance(expr, sympy.Basic):
+    """``expr`` with dynamicsymbols replaced; unchanged where it is no SymPy expression
+    (which :func:`_expr` then reports)."""
+    if not subs or expr is None:
         return expr
-    return expr.subs(subs["derivs"]).subs(subs["funcs"])
+    try:
+        expr = sympy.sympify(expr)
+    except (sympy.SympifyError, TypeError):
+        return expr
+    return expr.subs(subs["derivs"]).subs(subs["funcs"]) if isinstance(expr, sympy.Expr) else expr
 
 
 def _pairs_and_parameters(
@@ -1114,7 +1228,7 @@ def build_lagrangian(
         problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
         mass_matrix = "auto"
     coordinates, velocities, subs = _dynamic_to_symbols(list(coordinates), time, velocities)
-    lagrangian = _substitute(sympy.sympify(lagrangian), subs)
+    lagrangian = _substitute(lagrangian, subs)
     dissipation = _substitute(dissipation, subs)
     if isinstance(forces, Mapping):
         renamed = subs.get("funcs", {})
@@ -1198,15 +1312,26 @@ def _check_mass_matrix(mass, qs, vs, params, values, problems: Problems) -> None
     names = ", ".join(q.name for q in qs)
     # A symbolic determinant is slow to simplify; an analytic function that vanishes at three
     # random points (parameters at their defaults) is taken to vanish identically.
+    # Other symbols (time, or ones already reported as unknown) get random values too.
     rng = random.Random(0)
+    evaluated = False
     for _ in range(3):
         point = {s: rng.uniform(-1.0, 1.0) for s in list(qs) + list(vs)}
         for sym, value in zip(params, values, strict=True):
             point[sym] = value if math.isfinite(value) else rng.uniform(0.5, 1.5)
-        m = numpy.array(mass.subs(point).evalf(), dtype=float)
+        point.update({s: rng.uniform(0.5, 1.5) for s in mass.free_symbols - set(point)})
+        try:
+            m = numpy.array(mass.subs(point).evalf(), dtype=complex)
+        except (TypeError, ValueError):
+            continue  # not a number at this point (an undefined function): try another
+        if not numpy.isfinite(m).all():
+            continue
+        evaluated = True
         scale = float(numpy.prod(numpy.maximum(numpy.linalg.norm(m, axis=1), 1e-300)))
-        if abs(float(numpy.linalg.det(m))) > 1e-12 * scale:
+        if abs(complex(numpy.linalg.det(m))) > 1e-12 * scale:
             return
+    if not evaluated:
+        return
     problems.add(f"the mass matrix of coordinates {names} is singular (det M = 0)")
 
 
@@ -1298,7 +1423,9 @@ def build_equations(
         _check_time_free(expr, f"invariant {key!r}", time, problems)
     separable = False
     if n_coordinates is not None:
-        if not isinstance(n_coordinates, int) or 2 * n_coordinates != len(states):
+        if not isinstance(n_coordinates, int) or _is_bool(n_coordinates):
+            problems.add(f"n_coordinates must be an integer, got {n_coordinates!r}")
+        elif 2 * n_coordinates != len(states):
             problems.add(
                 f"n_coordinates={n_coordinates!r} must be half the number of states "
                 f"({len(states)})"
