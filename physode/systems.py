@@ -1,4 +1,5 @@
-"""The catalogue of physical systems: ``names()``, ``load(name_or_path)``, ``path(name)``.
+"""The catalogue of physical systems: ``names()``, ``load(name_or_path)``, ``path(name)``,
+``clear_cache()``.
 
 The specification files live in the repository's ``systems/`` folder and ship inside the wheel as
 the package ``physode._catalogue``; :func:`load` also reads a user's own file given by path.
@@ -22,7 +23,7 @@ from physode._errors import InvalidArgumentError
 from physode.symbolic import System, _cache
 from physode.symbolic._spec import read_spec_text, system_from_spec
 
-__all__ = ["load", "names", "path"]
+__all__ = ["clear_cache", "load", "names", "path"]
 
 SUFFIX = ".toml"
 
@@ -130,3 +131,14 @@ def load(name_or_path: str | os.PathLike) -> System:
     entry = path(name_or_path)
     source = f"{name_or_path}{SUFFIX} (catalogue)"
     return _from_text(read_spec_text(entry, source), source)
+
+
+def clear_cache() -> int:
+    """Empty the derivation cache that :func:`load` fills, on disk and in this process; returns
+    how many entries it removed from disk.
+
+    The next :func:`load` of each system derives it again with SymPy. See ``docs/systems.md``
+    for where the cache lives (``$PHYSODE_CACHE_DIR``).
+    """
+    _from_text.cache_clear()
+    return _cache.clear()

@@ -164,3 +164,30 @@ def test_user_spec_file_loads_by_path(tmp_path):
         assert system.name == "my_decay" and system.parameter_ranges == {"k": (0.1, 1.0)}
     samples = system.sample_initial_states(2000, seed=0)
     assert abs(samples.mean().item() - 1.0) < 0.01 and abs(samples.std().item() - 0.1) < 0.01
+
+
+def test_the_spec_file_shown_in_the_docs_loads_and_runs(tmp_path):
+    # docs/systems.md shows one complete file; it must stay a file a reader can copy.
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "systems.md").read_text()
+    block = re.search(r'```toml\n(name = "driven_pendulum".*?)```', docs, re.S)
+    assert block is not None, "docs/systems.md lost its complete specification example"
+    spec = tmp_path / "driven_pendulum.toml"
+    spec.write_text(block.group(1))
+    system = physode.systems.load(spec)
+    y0 = system.sample_initial_states(4, seed=0)
+    ys = physode.odeint(system.vector_field(), y0, [0.0, 1.0], rtol=1e-8, atol=1e-8)
+    assert ys.shape == (2, 4, 2) and torch.isfinite(ys).all()
+    assert system.sample_parameters(3)[:, 0].unique().numel() == 3  # m has a range, g has none
+    assert system.sample_parameters(3)[:, 1].unique().numel() == 1
+
+
+def test_clear_cache_empties_the_derivation_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHYSODE_CACHE_DIR", str(tmp_path))
+    physode.systems.clear_cache()  # also forgets the systems this process already loaded
+    physode.systems.load("pendulum")
+    assert any(tmp_path.iterdir())
+    assert physode.systems.clear_cache() >= 1
+    assert physode.systems.clear_cache() == 0
