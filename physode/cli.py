@@ -4,8 +4,10 @@ Every subcommand is two small functions: ``_add_<name>(subparsers)`` builds its 
 ``func`` to ``_cmd_<name>(args) -> int``, the exit status. :data:`COMMANDS` lists the ``_add_``
 functions in the order ``physode --help`` shows them; a new subcommand is one more entry.
 
-Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usage or an error
-physode raises on purpose (printed as one line ``physode: error: ...``); 130 interrupted.
+Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usage, an error
+physode raises on purpose or a file the system refuses (printed as one line
+``physode: error: ...``); 3 an internal error, a bug (the traceback is printed, then one line
+``physode: internal error: ...``); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shlex
 import sys
 import tomllib
+import traceback
 from collections.abc import Callable, Sequence
 
 from physode._errors import PhysodeError
@@ -22,6 +25,11 @@ from physode._errors import PhysodeError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
+_EXIT_STATUS = (
+    "exit status: 0 success, 1 a check failed, 2 bad usage or an error (one line\n"
+    "`physode: error: ...`), 3 an internal error: a bug in physode (a traceback, then\n"
+    "`physode: internal error: ...`; please report it), 130 interrupted"
+)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -166,7 +174,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         default=100_000,
-        help="steps allowed per trajectory before it is flagged as failed (default 100000)",
+        help="step attempts (accepted and rejected) allowed per trajectory before it is flagged "
+        "as failed (default 100000)",
     )
     options.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its finished chunks"
@@ -216,7 +225,7 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "physode.diagnostics.conservation) and the worst trajectories. It reads every\n"
         "dataset, which verifies every checksum of the file.\n\n"
         "exit status: 0 every invariant within the tolerance, 1 one is not,\n"
-        "2 the file cannot be read",
+        "2 the file cannot be read or an argument is bad, 3 an internal error (a bug)",
         epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
         formatter_class=_FORMATTER,
     )
@@ -236,11 +245,14 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from physode.data import check
+    from physode.diagnostics._conservation import image_path
 
+    # Refuse a plot that could not be written before the check reads the whole file.
+    plot = None if args.plot is None else image_path(args.plot, "--plot")
     report = check(args.file, tolerance=args.tolerance, worst=args.worst)
     print(report.table())
-    if args.plot:
-        print(f"plot written to {report.plot(args.plot)}")
+    if plot is not None:
+        print(f"plot written to {report.plot(plot)}")
     return 0 if report.passed else 1
 
 
@@ -274,13 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="physode: physics-informed dynamics in PyTorch. Simulate data sets from a\n"
         "catalogue of physical systems, check their conservation laws, and train hybrid\n"
         "physics + neural models. `physode COMMAND --help` describes each command.",
-        epilog="exit status: 0 success, 1 a check failed, 2 bad usage or an error, 130 interrupted",
+        epilog=_EXIT_STATUS,
         formatter_class=_FORMATTER,
     )
     parser.add_argument("--version", action="version", version=f"physode {physode.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
-        add(subparsers)
+        command = add(subparsers)
+        command.set_defaults(command_parser=command)  # reports unknown options with its usage
     return parser
 
 
@@ -299,13 +312,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.command_line = shlex.join(["physode", *argv])
     try:
         return args.func(args)
     except PhysodeError as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"physode: error: {message}", file=sys.stderr)
+        print(f"physode: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("physode: interrupted", file=sys.stderr)
@@ -314,3 +328,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`physode systems | head`): stop quietly, as a killed pipe would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # The system refused a file (permissions, a full disk, a vanished folder): not a bug.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"physode: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # A bug: the traceback is what a report needs; 3 keeps it apart from a failed check (1).
+        traceback.print_exc()
+        message = _one_line(f"{type(exc).__name__}: {exc}")
+        print(
+            f"physode: internal error: {message} (a bug in physode; please report it with the "
+            "traceback above)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -256,7 +256,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except PhysodeError as exc:
-        print(f"physode train: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"physode train: error: {message}", file=sys.stderr)
         return 2
 
 

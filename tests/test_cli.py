@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import h5py
 import pytest
 
+import physode.data
 import physode.systems
 from physode.cli import main
 
@@ -152,3 +154,68 @@ def test_python_dash_m_physode_prints_errors_without_a_traceback(dataset, tmp_pa
     assert result.returncode == 2
     assert result.stderr.startswith("physode: error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [
+        ("{tmp}/no/such/folder/drift.png", "--plot=.*folder .*no/such/folder' does not exist"),
+        ("drift.txt", "--plot='drift.txt': the file name must end in an image format"),
+        ("drift", "--plot='drift': the file name must end in an image format"),
+    ],
+)
+def test_a_plot_that_cannot_be_written_is_refused_before_the_check(
+    dataset, tmp_path, capsys, monkeypatch, plot, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(dataset), "--plot", plot.format(tmp=tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before the file was read
+    assert captured.err.startswith("physode: error: ") and captured.err.count("\n") == 1
+    assert re.search(message, captured.err)
+
+
+def test_an_unexpected_exception_is_an_internal_error_with_status_3(dataset, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(physode.data, "check", broken)
+    assert main(["check", str(dataset)]) == 3  # never 1, which means "drift beyond tolerance"
+    error = capsys.readouterr().err
+    assert "Traceback" in error
+    last = error.strip().splitlines()[-1]
+    assert last.startswith("physode: internal error: ZeroDivisionError: division by zero")
+
+
+def test_a_file_the_system_refuses_is_a_one_line_error_with_status_2(dataset, capsys, monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/data/osc.h5")
+
+    monkeypatch.setattr(physode.data, "check", refused)
+    assert main(["check", str(dataset)]) == 2
+    assert capsys.readouterr().err == "physode: error: /data/osc.h5: Permission denied\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        ([*SIMULATE, "--out", "x.h5", "--bogus"], "usage: physode simulate"),
+        (["check", "a.h5", "--bogus"], "usage: physode check"),
+        (["systems", "extra"], "usage: physode systems"),
+    ],
+)
+def test_an_unknown_option_shows_the_usage_of_its_subcommand(argv, usage, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(usage) and "unrecognized arguments:" in error
+
+
+def test_help_states_every_exit_status_and_what_max_steps_counts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "3 an internal error" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "step attempts (accepted and rejected)" in " ".join(capsys.readouterr().out.split())

@@ -18,6 +18,7 @@ import physode
 import physode.data.simulation as simulate_module
 import physode.systems
 from physode.data import check, load, simulate
+from physode.data._chunks import ChunkWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM = "harmonic_oscillator"
@@ -217,7 +218,8 @@ def test_resuming_a_finished_run_with_the_same_settings_does_nothing(tmp_path):
     simulate(SYSTEM, trajectories=2, out=out, **FAST)
     before = out.read_bytes()
     result = simulate(SYSTEM, trajectories=2, out=out, resume=True, **FAST)
-    assert result.seconds == 0.0 and out.read_bytes() == before
+    assert not result.written and out.read_bytes() == before
+    assert result.summary().startswith(f"{out} already holds this run: 2 trajectories, nothing")
 
 
 def test_bad_arguments_are_all_named_in_one_error(tmp_path):
@@ -246,6 +248,28 @@ def test_bad_arguments_are_all_named_in_one_error(tmp_path):
     ):
         assert fragment in message
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("system", [3, None, 2.5])
+def test_a_system_that_is_neither_a_name_nor_a_system_is_named_with_the_other_problems(
+    tmp_path, system
+):
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(system, trajectories=0, out=tmp_path / "x.h5", **FAST)
+    message = str(error.value)
+    assert f"system={system!r} is neither a catalogue name" in message
+    assert "trajectories=0" in message and not any(tmp_path.iterdir())
+
+
+def test_numpy_scalars_are_accepted_as_numbers(tmp_path):
+    out = tmp_path / "numpy.h5"
+    reals = {"t_end": np.float32(3.0), "rtol": np.float64(1e-8), "atol": np.float32(1e-8)}
+    simulate(SYSTEM, trajectories=np.int64(2), points=np.int32(7), out=out, quiet=True,
+             noise=np.float32(0.01), **reals)  # fmt: skip
+    with load(out) as data:
+        assert data.t[-1] == 3.0 and data.noisy_states is not None
+    with pytest.raises(physode.InvalidArgumentError, match="t_end=np.True_|t_end=True"):
+        simulate(SYSTEM, trajectories=1, out=tmp_path / "b.h5", **{**FAST, "t_end": np.True_})
 
 
 def test_an_unknown_system_names_the_catalogue(tmp_path):
@@ -405,3 +429,48 @@ def test_a_run_killed_while_assembling_resumes_from_all_its_chunks(tmp_path, mon
     reference = tmp_path / "reference.h5"
     simulate(SYSTEM, out=reference, **settings)
     _assert_same_datasets(out, reference)
+
+
+def test_an_interrupted_forced_rewrite_keeps_the_output_and_a_resume_cleans_up(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "kept.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, **FAST}
+    simulate(SYSTEM, out=out, **settings)
+    before = out.read_bytes()
+
+    def interrupted(self, start, values):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChunkWriter, "write", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(SYSTEM, out=out, force=True, **settings)
+    # No half-written OUT.tmp; the finished chunks stay for a resume; OUT is untouched.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.h5", "kept.h5.parts"]
+    assert out.read_bytes() == before
+
+    result = simulate(SYSTEM, out=out, resume=True, **settings)
+    assert not result.written and "nothing written" in result.summary()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.h5"]
+    assert out.read_bytes() == before
+
+
+def test_a_finished_output_keeps_the_leftovers_of_a_run_with_other_settings(tmp_path, monkeypatch):
+    out = tmp_path / "kept.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, **FAST}
+    simulate(SYSTEM, out=out, **settings)
+
+    def interrupted(self, start, values):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChunkWriter, "write", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(SYSTEM, out=out, force=True, **{**settings, "seed": 5})
+    result = simulate(SYSTEM, out=out, resume=True, **settings)
+    assert not result.written
+    assert (tmp_path / "kept.h5.parts" / "run.json").exists()  # seed 5 can still be resumed
+    result = simulate(SYSTEM, out=out, resume=True, force=True, **{**settings, "seed": 5})
+    assert result.written and result.n_resumed_chunks == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.h5"]

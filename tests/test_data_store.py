@@ -11,7 +11,9 @@ import pytest
 
 import physode
 import physode.systems
+from physode.cli import main
 from physode.data import FORMAT_NAME, FORMAT_VERSION, check, load
+from physode.data._chunks import ChunkWriter
 from physode.data._store import Chunk, sha256_text, write_store
 
 N, P, N_STATE, N_PARAMS = 7, 9, 2, 2
@@ -228,3 +230,148 @@ def test_check_reads_every_dataset_so_damage_anywhere_is_found(stored, tmp_path,
     _flip_a_byte(path, dataset, chunk=1)
     with pytest.raises(physode.DataFormatError, match=f"dataset /{dataset} is damaged"):
         check(path)
+
+
+def _set_attr(name, value):
+    return lambda f: f.attrs.__setitem__(name, value)
+
+
+def _replace(name, value):
+    def damage(f):
+        del f[name]
+        f[name] = value
+
+    return damage
+
+
+def _garble_the_attribute_heap(path) -> None:
+    # The text attributes live in HDF5's global heap: a broken heap signature makes h5py raise
+    # OSError while the attributes are read.
+    data = bytearray(path.read_bytes())
+    start = data.find(b"GCOL")
+    data[start : start + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+
+
+def _non_utf8_spec(f):
+    # h5py decodes the bad byte to a lone surrogate, which cannot be hashed as UTF-8.
+    f.attrs.create("system_spec", b"x = \xff", dtype=h5py.string_dtype("utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_set_attr("format", np.array([FORMAT_NAME, "x"], dtype=object)),
+         r"not a physode data set \(format an array of shape \(2,\)"),
+        (_set_attr("format_version", np.array([1, 1])), "'format_version' is an array"),
+        (_set_attr("format_version", -1), "'format_version' is -1, expected an integer >= 1"),
+        (_set_attr("format_version", 1.0), "'format_version' is 1.0"),
+        (_set_attr("complete", np.array([True, False])), "'complete' mark is an array"),
+        (_set_attr("complete", "no"), "'complete' mark is 'no', expected True"),
+        (_set_attr("system_spec", 5), "attribute 'system_spec' is 5, expected text"),
+        (_non_utf8_spec, "attribute 'system_spec' is not UTF-8 text"),
+        (_set_attr("invariant_names", '"energy"'),
+         "attribute 'invariant_names' is '\"energy\"', expected a JSON list"),
+        (_set_attr("state_names", "[1, 2]"), "'state_names' is '\\[1, 2\\]', expected a JSON list"),
+        (_set_attr("state_names", '["q", "q"]'), "list of distinct names"),
+        (_set_attr("parameter_names", "5"), "'parameter_names' is '5'"),
+        (_set_attr("solver", "{"), "attribute 'solver' is '{', expected a JSON object"),
+        (_set_attr("seed", "abc"), "attribute 'seed' is 'abc', expected an integer >= 0"),
+        (_set_attr("seed", -3), "attribute 'seed' is -3"),
+        (_replace("states", 1.0), r"states has shape \(\), expected \(N, P, n_state\)"),
+        (_replace("t", 1.0), r"t has shape \(\), expected \(P,\)"),
+        (_replace("split/val", np.array([[1, 6]])), r"split/val has shape \(1, 2\)"),
+        (_replace("split/val", np.array([1.0, 6.0])), "split/val holds float64, expected int"),
+        (_replace("params", np.full((N, N_PARAMS), b"a")), r"params holds \|S1, expected float"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_attribute_or_dataset_is_refused_by_load_and_by_check(
+    stored, capsys, damage, message
+):
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        damage(f)
+    with pytest.raises(physode.DataFormatError, match=message) as error:
+        load(path)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"physode: error: {path}")
+
+
+def test_attributes_that_h5py_cannot_read_are_refused_as_damaged(stored, capsys):
+    path = stored[0]
+    _garble_the_attribute_heap(path)
+    with pytest.raises(physode.DataFormatError, match="damaged attributes .*heap"):
+        load(path)
+    assert main(["check", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_unreadable_attribute_after_the_format_ones_is_refused_as_damaged(
+    stored, capsys, monkeypatch
+):
+    # As a flipped bit in the heap of one text attribute does: h5py raises OSError for it alone.
+    read = h5py.AttributeManager.__getitem__
+
+    def damaged(self, name):
+        if name == "command_line":
+            raise OSError("Can't synchronously read data (bad heap pointer)")
+        return read(self, name)
+
+    monkeypatch.setattr(h5py.AttributeManager, "__getitem__", damaged)
+    with pytest.raises(physode.DataFormatError, match="damaged attributes .*bad heap pointer"):
+        load(stored[0])
+    assert main(["check", str(stored[0])]) == 2
+    assert capsys.readouterr().err.startswith("physode: error: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("parameter_names", '["k", "m"]', r"parameter_names \['k', 'm'\] but the specification's"),
+        ("state_names", '["x", "v"]', r"state_names \['x', 'v'\] but the specification's"),
+    ],
+)
+def test_names_that_disagree_with_the_stored_specification_are_refused(
+    stored, capsys, name, value, message
+):
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        f.attrs[name] = value
+    with load(path) as data:  # the names fit the arrays; they contradict the system
+        with pytest.raises(physode.DataFormatError, match=message):
+            _ = data.system
+    assert main(["check", str(path)]) == 2
+    assert message.split(" ")[0] in capsys.readouterr().err
+
+
+def test_seed_and_solver_are_checked_when_the_file_is_opened(stored):
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        del f.attrs["seed"], f.attrs["solver"]
+    with load(path) as data:
+        with pytest.raises(physode.DataFormatError, match="records no 'seed'"):
+            _ = data.seed
+        with pytest.raises(physode.DataFormatError, match="records no 'solver'"):
+            _ = data.solver
+
+
+def test_a_stored_specification_that_is_not_a_valid_system_is_refused(stored):
+    path = stored[0]
+    spec = "this is not toml ["
+    with h5py.File(path, "r+") as f:
+        f.attrs["system_spec"], f.attrs["system_spec_sha256"] = spec, sha256_text(spec)
+    with load(path) as data:
+        with pytest.raises(physode.DataFormatError, match="specification text of") as error:
+            _ = data.system
+    assert "physode-spec-" not in str(error.value)  # no temporary file name
+
+
+def test_an_interrupted_write_removes_its_half_written_file(tmp_path, monkeypatch):
+    def interrupted(self, start, values):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChunkWriter, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _write_synthetic(tmp_path / "half.h5")
+    assert list(tmp_path.iterdir()) == []

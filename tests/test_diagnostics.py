@@ -110,3 +110,64 @@ def test_plot_writes_an_image(tmp_path):
     t, ys = _orbits(three, 3, 1.0, rtol=1e-5)
     out = conservation(three, ys, t, tolerance=1e-9).plot(tmp_path / "drift.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def _pendulum_orbits():
+    pendulum = physode.systems.load("pendulum")
+    t, ys = _orbits(pendulum, 3, 1.0, rtol=1e-8)
+    return pendulum, t, ys
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (lambda t, ys: {"t": t[:3]}, r"t has shape \(3,\); it must hold one time per row of ys, "
+                                     r"shape \(21,\)"),
+        (lambda t, ys: {"t": t[None]}, r"t has shape \(1, 21\)"),
+        (lambda t, ys: {"t": "0..1"}, r"t must be the output times, a 1-D tensor of 21 values"),
+        (lambda t, ys: {"ys": ys[:0], "t": t[:0]}, r"n_times >= 1.*got \(0, 3, 2\)"),
+        (lambda t, ys: {"p": torch.ones(4, 3)}, r"p has shape \(4, 3\); pendulum needs \(3,\) "
+                                                r"or \(3, 3\)"),
+        (lambda t, ys: {"p": torch.ones(2)}, r"p has shape \(2,\)"),
+        (lambda t, ys: {"p": "abc"}, r"p must be a tensor of parameters"),
+        (lambda t, ys: {"tolerance": -1}, r"tolerance=-1 must be a relative drift > 0"),
+        (lambda t, ys: {"tolerance": float("nan")}, r"tolerance=nan must be"),
+        (lambda t, ys: {"tolerance": "tight"}, r"tolerance='tight' must be"),
+        (lambda t, ys: {"tolerance": {"energy": -1e-6}}, r"tolerance\['energy'\]=-1e-06"),
+        (lambda t, ys: {"system": "pendulum"}, r"system='pendulum' is not a physode System"),
+        (lambda t, ys: {"system": None}, r"system=None is not a physode System"),
+    ],
+)  # fmt: skip
+def test_arguments_that_do_not_fit_the_trajectories_are_refused_by_name(arguments, message):
+    pendulum, t, ys = _pendulum_orbits()
+    given = {"system": pendulum, "ys": ys, "t": t, **arguments(t, ys)}
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        conservation(**given)
+
+
+def test_times_given_as_a_list_or_integers_are_converted_to_floats():
+    pendulum, t, ys = _pendulum_orbits()
+    report = conservation(pendulum, ys, list(range(21)))
+    assert report.t.dtype == F64 and report.t.tolist() == [float(i) for i in range(21)]
+    same = conservation(pendulum, ys, t.numpy())
+    torch.testing.assert_close(same.t, t)
+    assert conservation(pendulum, ys, t, tolerance=float("inf")).ok
+
+
+def test_parameters_per_trajectory_or_broadcast_over_them_are_accepted():
+    pendulum, t, ys = _pendulum_orbits()
+    defaults = torch.tensor(list(pendulum.parameters.values()), dtype=F64)
+    shared = conservation(pendulum, ys, t, p=defaults)
+    rows = conservation(pendulum, ys, t, p=defaults.expand(3, 3))
+    torch.testing.assert_close(shared["energy"].initial, rows["energy"].initial)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("drift.txt", "must end in an image format"), ("missing/drift.png", "does not exist")],
+)
+def test_plot_refuses_a_path_it_cannot_write_before_drawing(tmp_path, name, message):
+    pendulum, t, ys = _pendulum_orbits()
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        conservation(pendulum, ys, t).plot(tmp_path / name)
+    assert not any(tmp_path.iterdir())

@@ -133,8 +133,64 @@ def test_checkpoints_are_written_during_training_and_refuse_other_settings(tmp_p
     with pytest.raises(physode.InvalidArgumentError, match="lr: 0.01 -> 0.5"):
         other.load_checkpoint(tmp_path / "ckpt" / "last.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception, match="junk.pt|pickle|load"):
+    with pytest.raises(physode.InvalidArgumentError, match="junk.pt is not a physode training"):
         other.load_checkpoint(tmp_path / "junk.pt")
+
+
+class _Pickled:
+    """An object torch.load(weights_only=True) refuses to unpickle."""
+
+
+def _checkpoint_files(folder) -> dict:
+    folder.mkdir(exist_ok=True)
+    (folder / "junk.pt").write_bytes(b"hello, not a checkpoint")
+    (folder / "empty.pt").write_bytes(b"")
+    torch.save({"weights": torch.ones(2), "object": _Pickled()}, folder / "object.pt")
+    torch.save({"a": torch.ones(3)}, folder / "whole.pt")
+    whole = (folder / "whole.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    torch.save({"format": "physode-checkpoint", "version": 1}, folder / "partial.pt")
+    return {
+        "missing.pt": "missing.pt: no such file",
+        "junk.pt": "junk.pt is not a physode training checkpoint",
+        "empty.pt": "empty.pt is not a physode training checkpoint",
+        "object.pt": "object.pt is not a physode training checkpoint: it holds Python objects",
+        "truncated.pt": "truncated.pt is not a physode training checkpoint, or it is truncated",
+        "whole.pt": "whole.pt is not a physode training checkpoint",
+        "partial.pt": "partial.pt is a damaged physode checkpoint: missing or malformed epoch",
+    }
+
+
+def test_a_missing_or_foreign_checkpoint_is_refused_without_unsafe_advice(tmp_path):
+    expected = _checkpoint_files(tmp_path / "files")
+    trainer = Trainer(neural(), spiral_data(), _config(tmp_path))
+    for name, message in expected.items():
+        with pytest.raises(physode.InvalidArgumentError) as error:
+            trainer.load_checkpoint(tmp_path / "files" / name)
+        assert message in str(error.value) and "weights_only" not in str(error.value)
+    assert trainer.epoch == 0
+
+
+def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path):
+    config = _config(tmp_path)
+    path = Trainer(neural(), spiral_data(), config).save_checkpoint(tmp_path / "small.pt")
+    wider = Trainer(NeuralODE(2, width=32, depth=1), spiral_data(), config)
+    with pytest.raises(physode.InvalidArgumentError, match="small.pt: its model or optimiser"):
+        wider.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("setting", ["checkpoint_dir", "log"])
+def test_an_unwritable_checkpoint_folder_or_log_is_refused_before_training(tmp_path, setting):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where a folder should be")
+    target = blocker / "ckpt" if setting == "checkpoint_dir" else blocker / "log.csv"
+    trainer = Trainer(neural(), spiral_data(), _config(tmp_path, **{setting: str(target)}))
+    with pytest.raises(physode.InvalidArgumentError, match=f"{setting}=.*a_file"):
+        trainer.fit()
+    assert trainer.history == []
+    with pytest.raises(physode.InvalidArgumentError, match="cannot write the checkpoint"):
+        trainer.save_checkpoint(blocker / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_early_stopping_stops_after_patience_and_restores_the_best_weights(tmp_path):
@@ -348,6 +404,27 @@ def test_physode_train_refuses_bad_input_with_one_line_and_exit_2(lotka_volterra
     err = capsys.readouterr().err
     assert err.startswith("physode train: error:") and len(err.strip().splitlines()) == 1
     assert __import__("re").search(message, err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--resume", "{tmp}/missing.pt"], "missing.pt: no such file"),
+        (["--resume", "{tmp}/junk.pt"], "junk.pt is not a physode training checkpoint"),
+        (["--resume", "{tmp}/object.pt"], "it holds Python objects other than tensors"),
+        (["--checkpoint-dir", "{tmp}/junk.pt/ckpt"], "checkpoint_dir="),
+    ],
+)
+def test_physode_train_refuses_a_bad_checkpoint_path_with_one_line(
+    lotka_volterra_h5, tmp_path, capsys, argv, message
+):
+    _checkpoint_files(tmp_path)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    args = _cli([str(lotka_volterra_h5), "--model", "neural", "--epochs", "1", "--quiet", *argv])
+    assert run_train(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: error:") and err.count("\n") == 1
+    assert message in err and "weights_only" not in err
 
 
 def test_physode_train_refuses_an_unknown_gradient_mode():

@@ -22,10 +22,11 @@ carry fletcher32 checksums, so damage is detected when a chunk is read. The filt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physode._errors import DataFormatError
+from physode._errors import DataFormatError, PhysodeError
 from physode.data._chunks import FILTERS, ChunkWriter
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "SPLITS",
     "Chunk",
     "H5Array",
+    "Header",
     "open_store",
     "read_chunk",
     "sha256_text",
@@ -62,6 +64,8 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # little, large enough that compression works on whole chunks of trajectories.
 _TARGET_CHUNK_BYTES = 1 << 20
 _SOLVER_FIELDS = ("status", "n_steps", "n_rejected", "nfe")
+# What h5py, and decoding the bytes of a damaged file, raise while a damaged file is read.
+_READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def sha256_text(text: str) -> str:
@@ -175,7 +179,9 @@ def write_store(
     """Write a complete store to ``path``, a temporary name the caller renames when this returns.
 
     ``chunks`` must cover trajectories ``0 .. n_trajectories - 1`` exactly once, in any order.
-    The root attribute ``complete`` is set last, after every chunk is written.
+    The root attribute ``complete`` is set last, after every chunk is written. Whatever stops the
+    writing (an error, ``KeyboardInterrupt``) removes ``path`` before it propagates, so no
+    half-written file is left behind.
     """
     n, p = n_trajectories, len(t)
 
@@ -186,46 +192,52 @@ def write_store(
         )
         return ChunkWriter(dataset)
 
-    with h5py.File(path, "w") as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.create_dataset("t", data=np.asarray(t, dtype=np.float64), fletcher32=True)
-        arrays = {
-            "states": per_trajectory(f, "states", (p, n_state), dtype),
-            "derivatives": per_trajectory(f, "derivatives", (p, n_state), dtype),
-            "params": per_trajectory(f, "params", (n_params,), np.float64),
-            "flags": per_trajectory(f, "flags", (), np.uint8),
-        }
-        if noisy:
-            arrays["noisy_states"] = per_trajectory(f, "noisy_states", (p, n_state), dtype)
-        solver = f.create_group("solver")
-        arrays["status"] = per_trajectory(solver, "status", (), np.int8)
-        for name in ("n_steps", "n_rejected", "nfe"):
-            arrays[name] = per_trajectory(solver, name, (), np.int64)
-        group = f.create_group("invariants")
-        invariants = {
-            name: per_trajectory(group, name, (p,), np.float64) for name in invariant_names
-        }
-        splits = f.create_group("split")
-        for name in SPLITS:
-            splits.create_dataset(
-                name, data=np.asarray(split[name], dtype=np.int64), fletcher32=True
-            )
+    try:
+        with h5py.File(path, "w") as f:
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.create_dataset("t", data=np.asarray(t, dtype=np.float64), fletcher32=True)
+            arrays = {
+                "states": per_trajectory(f, "states", (p, n_state), dtype),
+                "derivatives": per_trajectory(f, "derivatives", (p, n_state), dtype),
+                "params": per_trajectory(f, "params", (n_params,), np.float64),
+                "flags": per_trajectory(f, "flags", (), np.uint8),
+            }
+            if noisy:
+                arrays["noisy_states"] = per_trajectory(f, "noisy_states", (p, n_state), dtype)
+            solver = f.create_group("solver")
+            arrays["status"] = per_trajectory(solver, "status", (), np.int8)
+            for name in ("n_steps", "n_rejected", "nfe"):
+                arrays[name] = per_trajectory(solver, name, (), np.int64)
+            group = f.create_group("invariants")
+            invariants = {
+                name: per_trajectory(group, name, (p,), np.float64) for name in invariant_names
+            }
+            splits = f.create_group("split")
+            for name in SPLITS:
+                splits.create_dataset(
+                    name, data=np.asarray(split[name], dtype=np.int64), fletcher32=True
+                )
 
-        covered = np.zeros(n, dtype=bool)
-        for chunk in chunks:
-            for name, writer in arrays.items():
-                writer.write(chunk.start, getattr(chunk, name))
-            for name, writer in invariants.items():
-                writer.write(chunk.start, chunk.invariants[name])
-            covered[chunk.start : chunk.stop] = True
-        if not covered.all():
-            missing = np.flatnonzero(~covered)
-            raise RuntimeError(f"chunks left trajectories unwritten, first {missing[:5].tolist()}")
-        for writer in (*arrays.values(), *invariants.values()):
-            writer.close()
-        f.attrs["complete"] = True
-    _fsync(path)
+            covered = np.zeros(n, dtype=bool)
+            for chunk in chunks:
+                for name, writer in arrays.items():
+                    writer.write(chunk.start, getattr(chunk, name))
+                for name, writer in invariants.items():
+                    writer.write(chunk.start, chunk.invariants[name])
+                covered[chunk.start : chunk.stop] = True
+            if not covered.all():
+                missing = np.flatnonzero(~covered)
+                raise RuntimeError(
+                    f"chunks left trajectories unwritten, first {missing[:5].tolist()}"
+                )
+            for writer in (*arrays.values(), *invariants.values()):
+                writer.close()
+            f.attrs["complete"] = True
+        _fsync(path)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
 
 
 class H5Array:
@@ -281,13 +293,57 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+@contextlib.contextmanager
+def reading(path: Path, what: str = "damaged") -> Iterator[None]:
+    """Turn what h5py raises inside the block on a damaged file into ``DataFormatError``.
+
+    The message names the file, ``what`` is wrong, and the first line of the original error.
+    Errors physode raises on purpose pass through unchanged.
+    """
+    try:
+        yield
+    except PhysodeError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataFormatError(f"{path}: {what} ({_first_line(exc)})") from None
+
+
 def _has_signature(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
 
 
-def open_store(path: str | os.PathLike, **file_options) -> h5py.File:
+@dataclass(frozen=True)
+class Header:
+    """A data set's root attributes, read and checked by :func:`open_store`.
+
+    Attributes
+    ----------
+    attrs : dict
+        Every root attribute as a plain Python value (text as ``str``, numbers as ``int`` or
+        ``float``; arrays stay NumPy arrays).
+    state_names, parameter_names, invariant_names : list of str
+        The decoded JSON name lists.
+    solver : dict or None
+        The decoded ``solver`` attribute (``None`` when the file has none).
+    seed : int or None
+        The ``seed`` attribute (``None`` when the file has none).
+    """
+
+    attrs: dict[str, Any]
+    state_names: list[str]
+    parameter_names: list[str]
+    invariant_names: list[str]
+    solver: dict[str, Any] | None
+    seed: int | None
+
+
+def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Header]:
     """Open a physode data set read-only after checking that it is one this version can read.
+
+    Every root attribute is checked for its type and shape (and the JSON ones decoded) and every
+    dataset for its shape and type here, when the file is opened, so that later reads meet only
+    damage inside data blocks (reported by :class:`H5Array`).
 
     Parameters
     ----------
@@ -298,110 +354,211 @@ def open_store(path: str | os.PathLike, **file_options) -> h5py.File:
 
     Returns
     -------
-    h5py.File
-        The open file; the caller closes it.
+    (h5py.File, Header)
+        The open file, which the caller closes, and its checked root attributes.
 
     Raises
     ------
     physode.DataFormatError
         The file is missing, not HDF5, truncated or damaged, a foreign HDF5 file, written by a newer
-        format version, incomplete, or has missing or inconsistent datasets. The one-line message
-        names the problem.
+        format version, incomplete, or has missing, mistyped or inconsistent attributes or
+        datasets. The one-line message names the problem.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
-    if not _has_signature(path):
-        raise DataFormatError(f"{path} is not an HDF5 file (no HDF5 signature at its start)")
     try:
-        f = h5py.File(path, "r", **file_options)
+        signed = _has_signature(path)
     except OSError as exc:
-        raise DataFormatError(
-            f"{path} is a damaged or truncated HDF5 file ({_first_line(exc)})"
-        ) from None
+        raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not signed:
+        raise DataFormatError(f"{path} is not an HDF5 file (no HDF5 signature at its start)")
+    with reading(path, "damaged or truncated HDF5 file"):
+        f = h5py.File(path, "r", **file_options)
     try:
-        _validate(f, path)
+        header = _validate(f, path)
     except BaseException:
         f.close()
         raise
-    return f
+    return f, header
 
 
-def _validate(f: h5py.File, path: Path) -> None:
-    try:
-        name = f.attrs.get("format")
-    except OSError as exc:
-        raise DataFormatError(f"{path}: damaged attributes ({_first_line(exc)})") from None
-    if name != FORMAT_NAME:
-        found = "no 'format' attribute" if name is None else f"format {name!r}"
+def _validate(f: h5py.File, path: Path) -> Header:
+    with reading(path, "damaged attributes"):
+        raw = {key: f.attrs[key] for key in f.attrs}
+    attrs = {key: _plain(path, key, value) for key, value in raw.items()}
+    name = attrs.get("format")
+    if not (isinstance(name, str) and name == FORMAT_NAME):
+        found = "no 'format' attribute" if name is None else f"format {_describe(name)}"
         raise DataFormatError(
             f"{path} is an HDF5 file but not a physode data set ({found}, "
             f"expected {FORMAT_NAME!r}); make one with `physode simulate`"
         )
-    version = f.attrs.get("format_version")
-    if version is None or not np.issubdtype(np.asarray(version).dtype, np.integer):
-        raise DataFormatError(f"{path}: damaged: missing or non-integer 'format_version'")
-    if int(version) > FORMAT_VERSION:
+    version = attrs.get("format_version")
+    if not _is_int(version) or version < 1:
+        found = "missing" if version is None else _describe(version)
         raise DataFormatError(
-            f"{path} has format version {int(version)}, newer than this physode reads "
+            f"{path}: damaged: 'format_version' is {found}, expected an integer >= 1"
+        )
+    if version > FORMAT_VERSION:
+        raise DataFormatError(
+            f"{path} has format version {version}, newer than this physode reads "
             f"({FORMAT_VERSION}); upgrade physode to read it"
         )
-    if not f.attrs.get("complete", False):
+    complete = attrs.get("complete", False)
+    if complete is False:
         raise DataFormatError(f"{path} is incomplete: its writer did not finish")
-    problems = _structure_problems(f)
+    if complete is not True:
+        raise DataFormatError(
+            f"{path}: damaged: its 'complete' mark is {_describe(complete)}, expected True"
+        )
+    problems: list[str] = []
+    header = _header(attrs, problems)
+    if not problems:
+        with reading(path):
+            _dataset_problems(f, header, problems)
+    if not problems and sha256_text(attrs["system_spec"]) != attrs["system_spec_sha256"]:
+        problems.append("the stored system specification does not match its sha256")
     if problems:
         raise DataFormatError(f"{path}: damaged: " + "; ".join(problems))
-    spec = f.attrs["system_spec"]
-    if sha256_text(spec) != f.attrs["system_spec_sha256"]:
-        raise DataFormatError(
-            f"{path}: damaged: the stored system specification does not match its sha256"
-        )
+    return header
 
 
-def _structure_problems(f: h5py.File) -> list[str]:
-    problems = []
-    required_attrs = ("system_spec", "system_spec_sha256", "state_names", "parameter_names")
-    for key in required_attrs:
-        if key not in f.attrs:
-            problems.append(f"missing attribute {key!r}")
+def _plain(path: Path, key: str, value: Any) -> Any:
+    """An attribute as a plain Python value; text must be UTF-8."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, str):
+            value.encode("utf-8")  # h5py keeps undecodable bytes as lone surrogates
+    except UnicodeError:
+        raise DataFormatError(f"{path}: damaged: attribute {key!r} is not UTF-8 text") from None
+    return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _header(attrs: dict[str, Any], problems: list[str]) -> Header:
+    """Check the type of every attribute the layout defines; decode the JSON ones."""
+
+    def text(key: str, required: bool = True) -> str | None:
+        value = attrs.get(key)
+        if value is None:
+            if required:
+                problems.append(f"missing attribute {key!r}")
+        elif not isinstance(value, str):
+            problems.append(f"attribute {key!r} is {_describe(value)}, expected text")
+        else:
+            return value
+        return None
+
+    def decoded(key: str, kind: type, expected: str, required: bool = True) -> Any:
+        value = text(key, required)
+        if value is None:
+            return None
+        try:
+            result = json.loads(value)
+        except ValueError:
+            result = None
+        if not isinstance(result, kind):
+            problems.append(f"attribute {key!r} is {_describe(value)}, expected {expected}")
+            return None
+        return result
+
+    def names(key: str, required: bool = True) -> list[str]:
+        value = decoded(key, list, "a JSON list of names", required)
+        if value is None:
+            return []
+        if not all(isinstance(item, str) for item in value) or len(set(value)) != len(value):
+            found = _describe(attrs[key])
+            problems.append(f"attribute {key!r} is {found}, expected a JSON list of distinct names")
+            return []
+        return value
+
+    text("system_spec")
+    spec_hash = text("system_spec_sha256")
+    if spec_hash is not None and len(spec_hash) != 64:
+        found = _describe(spec_hash)
+        problems.append(f"attribute 'system_spec_sha256' is {found}, expected 64 hex digits")
+    for key in ("system_name", "physode_version", "command_line"):
+        text(key, required=False)
+    for key in ("simulation", "status_codes", "flag_bits"):
+        decoded(key, dict, "a JSON object", required=False)
+    seed = attrs.get("seed")
+    if seed is not None and not (_is_int(seed) and seed >= 0):
+        problems.append(f"attribute 'seed' is {_describe(seed)}, expected an integer >= 0")
+        seed = None
+    return Header(
+        attrs=attrs,
+        state_names=names("state_names"),
+        parameter_names=names("parameter_names"),
+        invariant_names=names("invariant_names", required=False),
+        solver=decoded("solver", dict, "a JSON object", required=False),
+        seed=seed,
+    )
+
+
+def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None:
+    """Check that every dataset of the layout is there, with its shape and type."""
     datasets = ["t", "states", "derivatives", "params", "flags"]
     datasets += [f"solver/{name}" for name in _SOLVER_FIELDS]
     datasets += [f"split/{name}" for name in SPLITS]
+    datasets += [f"invariants/{name}" for name in header.invariant_names]
     missing = [name for name in datasets if not isinstance(f.get(name), h5py.Dataset)]
     if missing:
         problems.append("missing datasets " + ", ".join(missing))
+        return
+    t, states = f["t"], f["states"]
+    if t.ndim != 1:
+        problems.append(f"t has shape {t.shape}, expected (P,)")
+    if states.ndim != 3:
+        problems.append(f"states has shape {states.shape}, expected (N, P, n_state)")
     if problems:
-        return problems
-    try:
-        n_state = len(json.loads(f.attrs["state_names"]))
-        n_params = len(json.loads(f.attrs["parameter_names"]))
-        invariant_names = json.loads(f.attrs.get("invariant_names", "[]"))
-    except (TypeError, ValueError):
-        return ["unreadable name lists in the attributes"]
-    n, p = f["states"].shape[0], f["t"].shape[0]
+        return
+    n, p = states.shape[0], t.shape[0]
+    n_state, n_params = len(header.state_names), len(header.parameter_names)
     expected = {
-        "t": (p,),
-        "states": (n, p, n_state),
-        "derivatives": (n, p, n_state),
-        "params": (n, n_params),
-        "flags": (n,),
-        **{f"solver/{name}": (n,) for name in _SOLVER_FIELDS},
-        **{f"invariants/{name}": (n, p) for name in invariant_names},
+        "t": ((p,), "f"),
+        "states": ((n, p, n_state), "f"),
+        "derivatives": ((n, p, n_state), "f"),
+        "params": ((n, n_params), "f"),
+        "flags": ((n,), "iu"),
+        **{f"solver/{name}": ((n,), "iu") for name in _SOLVER_FIELDS},
+        **{f"invariants/{name}": ((n, p), "f") for name in header.invariant_names},
+        **{f"split/{name}": (None, "iu") for name in SPLITS},
     }
     if "noisy_states" in f:
-        expected["noisy_states"] = (n, p, n_state)
-    for name, shape in expected.items():
-        dataset = f.get(name)
+        expected["noisy_states"] = ((n, p, n_state), "f")
+    for name, (shape, kinds) in expected.items():
+        dataset = f[name]
         if not isinstance(dataset, h5py.Dataset):
-            problems.append(f"missing dataset {name}")
-        elif dataset.shape != shape:
+            problems.append(f"{name} is not a dataset")
+        elif shape is not None and dataset.shape != shape:
             problems.append(f"{name} has shape {dataset.shape}, expected {shape}")
+        elif shape is None and dataset.ndim != 1:
+            problems.append(f"{name} has shape {dataset.shape}, expected one dimension")
+        elif dataset.dtype.kind not in kinds:
+            expected_type = "floating point" if kinds == "f" else "integers"
+            problems.append(f"{name} holds {dataset.dtype}, expected {expected_type}")
+    if problems:
+        return
     try:
         indices = np.concatenate([f[f"split/{name}"][()] for name in SPLITS])
     except OSError as exc:
-        return [*problems, f"unreadable split ({_first_line(exc)})"]
+        problems.append(f"unreadable split ({_first_line(exc)})")
+        return
     if indices.size and (indices.min() < 0 or indices.max() >= n):
         problems.append(f"split indices outside 0..{n - 1}")
     elif np.unique(indices).size != indices.size:
         problems.append("a trajectory appears in more than one split")
-    return problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +114,18 @@ class CheckReport:
         """Plot relative drift over time of the worst trajectories, one panel per invariant.
 
         Returns the path of the image written.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If ``path`` does not end in an image format or its folder does not exist (checked
+            before drawing).
         """
         import matplotlib
 
+        from physode.diagnostics._conservation import image_path
+
+        path = image_path(path)
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
@@ -133,7 +143,6 @@ class CheckReport:
         if not self.invariants:
             axes[0, 0].set_title("no invariants declared")
         fig.tight_layout()
-        path = Path(path)
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return path
@@ -225,7 +234,7 @@ def check(
     """
     if (
         isinstance(tolerance, bool)
-        or not isinstance(tolerance, int | float)
+        or not isinstance(tolerance, numbers.Real)
         or not (math.isfinite(tolerance) and tolerance > 0)
     ):
         raise InvalidArgumentError(f"tolerance={tolerance!r} must be a finite number > 0")
@@ -235,7 +244,8 @@ def check(
     with load(path) as data:
         system = data.system
         n = len(data)
-        worst_per_trajectory = {name: np.empty(n) for name in data.invariant_names}
+        # The invariants the stored system defines, recomputed; the stored ones are data.
+        worst_per_trajectory = {name: np.empty(n) for name in system.invariant_names}
         for start in range(0, n, batch):
             rows = slice(start, min(n, start + batch))
             for name, drift in _drifts(data, system, rows).items():

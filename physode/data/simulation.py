@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import math
+import numbers
 import os
 import shlex
 import shutil
@@ -73,6 +74,9 @@ class SimulationResult:
         Chunks taken from an interrupted run instead of simulated again.
     seconds : float
         Wall time of this call.
+    written : bool
+        False when ``resume=True`` found ``path`` already complete with the same settings, so
+        nothing was simulated or written.
     """
 
     path: Path
@@ -81,6 +85,7 @@ class SimulationResult:
     n_drifted: int
     n_resumed_chunks: int
     seconds: float
+    written: bool = True
 
     def summary(self) -> str:
         """One line for a terminal.
@@ -89,15 +94,34 @@ class SimulationResult:
         --------
         >>> SimulationResult(Path("a.h5"), 8, 0, 1, 0, 1.5).summary()
         'wrote a.h5: 8 trajectories in 1.5 s (0 solver failures, 1 invariant drift flag)'
+        >>> SimulationResult(Path("a.h5"), 8, 0, 1, 0, 0.1, written=False).summary()
+        'a.h5 already holds this run: 8 trajectories, nothing written (0 solver failures, ...)'
         """
         drift = "flag" if self.n_drifted == 1 else "flags"
         failures = "failure" if self.n_failed == 1 else "failures"
+        counts = f"{self.n_failed} solver {failures}, {self.n_drifted} invariant drift {drift}"
+        if not self.written:
+            return (
+                f"{self.path} already holds this run: {self.n_trajectories} trajectories, "
+                f"nothing written ({counts})"
+            )
         resumed = f", {self.n_resumed_chunks} chunks resumed" if self.n_resumed_chunks else ""
         return (
             f"wrote {self.path}: {self.n_trajectories} trajectories in {self.seconds:.1f} s "
-            f"({self.n_failed} solver {failures}, {self.n_drifted} invariant drift {drift}"
-            f"{resumed})"
+            f"({counts}{resumed})"
         )
+
+
+def _system_problem(system: Any) -> str | None:
+    """What is wrong with the ``system`` argument, checked before anything is loaded."""
+    if isinstance(system, str | os.PathLike) or (
+        hasattr(system, "spec_text") and hasattr(system, "rhs")
+    ):
+        return None
+    return (
+        f"system={system!r} is neither a catalogue name, a path to a specification file, "
+        "nor a physode System; see `physode systems` for the catalogue"
+    )
 
 
 def _load_system(system: Any):
@@ -105,11 +129,6 @@ def _load_system(system: Any):
         import physode.systems
 
         return physode.systems.load(system)
-    if not hasattr(system, "spec_text") or not hasattr(system, "rhs"):
-        raise InvalidArgumentError(
-            f"system={system!r} is neither a catalogue name, a path to a specification file, "
-            "nor a physode System; see `physode systems` for the catalogue"
-        )
     return system
 
 
@@ -137,7 +156,7 @@ def _validate(
     def positive_real(name, value):
         if (
             isinstance(value, bool)
-            or not isinstance(value, int | float)
+            or not isinstance(value, numbers.Real)
             or not math.isfinite(value)
             or value <= 0
         ):
@@ -160,7 +179,7 @@ def _validate(
         problems.append(f"params={params!r}; choose one of {list(PARAM_MODES)}")
     if dtype not in DTYPES:
         problems.append(f"dtype={dtype!r}; choose one of {list(DTYPES)}")
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         problems.append(f"noise={noise!r} must be a standard deviation >= 0")
     elif not math.isfinite(noise):
         problems.append(f"noise={noise!r} must be finite")
@@ -590,7 +609,8 @@ def simulate(
     drift_threshold : float
         Trajectories whose relative invariant drift exceeds this are flagged (bit 2 of ``/flags``).
     max_steps : int
-        Accepted steps allowed per trajectory; a solve that needs more is flagged as failed.
+        Step attempts (accepted and rejected steps together) allowed per trajectory; a solve
+        that needs more is flagged as failed.
     command_line : str, optional
         The command line stored in the file; by default the equivalent ``physode simulate`` line.
     threads : int or None
@@ -638,6 +658,9 @@ def simulate(
             drift_threshold=drift_threshold,
             max_steps=max_steps,
         )
+        system_problem = _system_problem(system)
+        if system_problem is not None:
+            problems.insert(0, system_problem)
         out = Path(out)
         if not out.parent.is_dir():
             problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
@@ -683,7 +706,10 @@ def simulate(
 
         if out.exists() and not force:
             if resume and _finished_with(out, run):
-                return SimulationResult(out, trajectories, *_flag_counts(out), 0, 0.0)
+                _discard_leftovers(out, run)
+                seconds = time.perf_counter() - started
+                counts = _flag_counts(out)
+                return SimulationResult(out, trajectories, *counts, 0, seconds, written=False)
             raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
 
         workspace = _Workspace(out)
@@ -797,6 +823,26 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
     )
     os.replace(tmp, out)
     return (*_flag_counts(out), resumed)
+
+
+def _discard_leftovers(out: Path, run: dict) -> None:
+    """Remove what an interrupted rewrite of ``out`` with the same settings ``run`` left behind.
+
+    ``out`` already holds that run's data, so its ``OUT.parts/`` and ``OUT.tmp`` are redundant.
+    Leftovers of a run with other settings are kept (``resume`` with ``force`` continues them);
+    the lock refuses to touch the folder while another process writes into it.
+    """
+    workspace = _Workspace(out)
+    if not workspace.exists():
+        return
+    workspace.lock()
+    try:
+        if workspace.read_config() not in (None, run):
+            return
+        out.with_name(out.name + ".tmp").unlink(missing_ok=True)
+    finally:
+        workspace.release()
+    workspace.remove()
 
 
 def _finished_with(out: Path, run: dict) -> bool:

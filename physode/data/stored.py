@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -10,11 +9,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from physode._errors import InvalidArgumentError
-from physode.data._store import SPLITS, H5Array, open_store
+from physode._errors import DataFormatError, InvalidArgumentError, SystemDefinitionError
+from physode.data._store import SPLITS, H5Array, open_store, reading
 
 __all__ = ["TrajectoryFile", "load", "system_from_spec"]
 
@@ -45,7 +43,12 @@ def system_from_spec(spec_text: str, name: str = "system"):
     with tempfile.TemporaryDirectory(prefix="physode-spec-") as folder:
         path = Path(folder) / (re.sub(r"[^\w.-]", "_", name) + ".toml")
         path.write_text(spec_text, encoding="utf-8")
-        return physode.systems.load(path)
+        try:
+            return physode.systems.load(path)
+        except SystemDefinitionError as exc:
+            # The temporary file means nothing to the reader: name the specification text.
+            message = str(exc).replace(str(path), f"the specification text of {name!r}")
+            raise SystemDefinitionError(message) from None
 
 
 class TrajectoryFile:
@@ -78,47 +81,89 @@ class TrajectoryFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._file: h5py.File | None = open_store(self.path)
+        self._file, header = open_store(self.path)
         f = self._file
+        self._header = header
+        self.attrs: dict[str, Any] = header.attrs
+        self.state_names: list[str] = header.state_names
+        self.parameter_names: list[str] = header.parameter_names
+        self.invariant_names: list[str] = header.invariant_names
         try:
-            self.attrs: dict[str, Any] = {key: _plain(value) for key, value in f.attrs.items()}
-            self.state_names: list[str] = json.loads(self.attrs["state_names"])
-            self.parameter_names: list[str] = json.loads(self.attrs["parameter_names"])
-            self.invariant_names: list[str] = json.loads(self.attrs.get("invariant_names", "[]"))
-            self.t = H5Array(f["t"], self.path)[()]
-            self.params = H5Array(f["params"], self.path)[()]
-            self.flags = H5Array(f["flags"], self.path)[()]
-            self.status = H5Array(f["solver/status"], self.path)[()]
-            self.n_steps = H5Array(f["solver/n_steps"], self.path)[()]
-            self.n_rejected = H5Array(f["solver/n_rejected"], self.path)[()]
-            self.nfe = H5Array(f["solver/nfe"], self.path)[()]
-            self.split = {name: H5Array(f[f"split/{name}"], self.path)[()] for name in SPLITS}
-            self.states = H5Array(f["states"], self.path)
-            self.derivatives = H5Array(f["derivatives"], self.path)
-            self.noisy_states = (
-                H5Array(f["noisy_states"], self.path) if "noisy_states" in f else None
-            )
-            self.invariants = {
-                name: H5Array(f[f"invariants/{name}"], self.path) for name in self.invariant_names
-            }
+            with reading(self.path):
+                self.t = H5Array(f["t"], self.path)[()]
+                self.params = H5Array(f["params"], self.path)[()]
+                self.flags = H5Array(f["flags"], self.path)[()]
+                self.status = H5Array(f["solver/status"], self.path)[()]
+                self.n_steps = H5Array(f["solver/n_steps"], self.path)[()]
+                self.n_rejected = H5Array(f["solver/n_rejected"], self.path)[()]
+                self.nfe = H5Array(f["solver/nfe"], self.path)[()]
+                self.split = {name: H5Array(f[f"split/{name}"], self.path)[()] for name in SPLITS}
+                self.states = H5Array(f["states"], self.path)
+                self.derivatives = H5Array(f["derivatives"], self.path)
+                self.noisy_states = (
+                    H5Array(f["noisy_states"], self.path) if "noisy_states" in f else None
+                )
+                self.invariants = {
+                    name: H5Array(f[f"invariants/{name}"], self.path)
+                    for name in self.invariant_names
+                }
         except BaseException:
             self.close()
             raise
 
     @cached_property
     def system(self):
-        """The system rebuilt from the stored specification text (built on first use)."""
-        return system_from_spec(self.attrs["system_spec"], self.attrs.get("system_name", "system"))
+        """The system rebuilt from the stored specification text (built on first use).
+
+        Raises
+        ------
+        physode.DataFormatError
+            If the text does not define a valid system, or the system's state or parameter
+            names differ from the ones stored with the data.
+        """
+        try:
+            system = system_from_spec(
+                self.attrs["system_spec"], self.attrs.get("system_name", "system")
+            )
+        except SystemDefinitionError as exc:
+            raise DataFormatError(f"{self.path}: damaged: {exc}") from None
+        differences = [
+            f"{key} {stored} but the specification's system has {built}"
+            for key, stored, built in (
+                ("state_names", self.state_names, list(system.state_names)),
+                ("parameter_names", self.parameter_names, list(system.parameters)),
+            )
+            if stored != built
+        ]
+        if differences:
+            raise DataFormatError(f"{self.path}: damaged: " + "; ".join(differences))
+        return system
 
     @property
     def seed(self) -> int:
-        """The seed the data set was simulated with."""
-        return int(self.attrs["seed"])
+        """The seed the data set was simulated with.
+
+        Raises
+        ------
+        physode.DataFormatError
+            If the file records no seed.
+        """
+        if self._header.seed is None:
+            raise DataFormatError(f"{self.path} records no 'seed' attribute")
+        return self._header.seed
 
     @property
     def solver(self) -> dict:
-        """The solver configuration: method, rtol, atol, max_steps, step_control."""
-        return json.loads(self.attrs["solver"])
+        """The solver configuration: method, rtol, atol, max_steps, step_control.
+
+        Raises
+        ------
+        physode.DataFormatError
+            If the file records no solver configuration.
+        """
+        if self._header.solver is None:
+            raise DataFormatError(f"{self.path} records no 'solver' attribute")
+        return dict(self._header.solver)
 
     def __len__(self) -> int:
         return self.states.shape[0]
@@ -159,14 +204,6 @@ class TrajectoryFile:
         )
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def load(path: str | os.PathLike) -> TrajectoryFile:
     """Open a data set written by ``physode simulate`` / :func:`physode.data.simulate`.
 
@@ -184,9 +221,10 @@ def load(path: str | os.PathLike) -> TrajectoryFile:
     Raises
     ------
     physode.DataFormatError
-        If the file is missing, not HDF5, damaged or truncated, a foreign HDF5 file, or written
-        by a newer format version; the message names the problem. Damage inside a lazily read
-        array is reported when that part is read.
+        If the file is missing, not HDF5, damaged or truncated, a foreign HDF5 file, written
+        by a newer format version, or has an attribute or dataset of the wrong type or shape;
+        the message names the problem. Damage inside a lazily read array is reported when that
+        part is read.
 
     Examples
     --------

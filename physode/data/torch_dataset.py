@@ -77,7 +77,8 @@ class TrajectoryDataset(Dataset):
         choices = [*SPLITS, "all"]
         if split not in choices:
             raise InvalidArgumentError(f"split={split!r}; choose one of {choices}")
-        with open_store(self.path) as f:
+        f, _ = open_store(self.path)
+        with f:
             n, points, _ = f["states"].shape
             index = np.arange(n) if split == "all" else H5Array(f[f"split/{split}"], self.path)[()]
             flags = H5Array(f["flags"], self.path)[()]
@@ -122,9 +123,9 @@ class TrajectoryDataset(Dataset):
     def _open(self):
         if self._file is None or self._pid != os.getpid():
             # A handle inherited through fork is not safe to use: open a fresh one per process.
-            self._file = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+            self._file, _ = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
             self._pid = os.getpid()
-            self._t = self._file["t"][()]
+            self._t = H5Array(self._file["t"], self.path)[()]
         return self._file
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:

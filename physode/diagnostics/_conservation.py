@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,48 @@ from physode._errors import InvalidArgumentError
 
 #: Relative drift above which a trajectory is reported as failing, when no tolerance is given.
 DEFAULT_TOLERANCE = 1e-6
+
+
+def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
+    """``path`` as a ``Path``, after checking that a plot can be saved there.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image file to write; its suffix chooses the format.
+    argument : str
+        How the error message names the argument (``"--plot"`` on the command line).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If the suffix is not an image format matplotlib writes, or the folder does not exist or
+        cannot be written.
+
+    Examples
+    --------
+    >>> image_path("drift.png").suffix
+    '.png'
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    folder = path.parent
+    if path.suffix[1:].lower() not in formats:
+        problem = (
+            f"the file name must end in an image format matplotlib writes, one of "
+            f"{', '.join('.' + name for name in formats)} (e.g. drift.png)"
+        )
+    elif not folder.is_dir():
+        problem = f"folder {str(folder)!r} does not exist"
+    elif path.is_dir():
+        problem = "is a folder; give a file name such as drift.png"
+    elif not os.access(folder, os.W_OK):
+        problem = f"folder {str(folder)!r} is not writable"
+    else:
+        return path
+    raise InvalidArgumentError(f"{argument}={str(path)!r}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +193,12 @@ class ConservationReport:
         Path
             The file written.
 
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If ``path`` does not end in an image format or its folder does not exist (checked
+            before drawing).
+
         Examples
         --------
         >>> report.plot("drift.png")  # doctest: +SKIP
@@ -158,7 +208,7 @@ class ConservationReport:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        path = Path(path)
+        path = image_path(path)
         n_panels = max(len(self.invariants), 1)
         fig = Figure(figsize=(7, 2.2 * n_panels + 0.6), constrained_layout=True)
         FigureCanvasAgg(fig)
@@ -210,9 +260,11 @@ def conservation(
         Trajectories shaped ``(n_times, ..., n_state)`` as returned by ``physode.odeint``; a
         trailing size of ``n_state + n_params`` (parameters carried in the state) is accepted.
     t : torch.Tensor, optional
-        The output times, shape (n_times,), for the table header and the plots.
+        The output times, shape (n_times,), for the table header and the plots (a list or
+        array is converted).
     tolerance : float or mapping of str to float
-        Relative drift allowed, for all invariants or per invariant name.
+        Relative drift allowed (> 0; ``math.inf`` accepts any), for all invariants or per
+        invariant name.
     p : torch.Tensor, optional
         Parameters, ``(n_params,)`` or one row per trajectory ``(..., n_params)``; the system's
         defaults when omitted.
@@ -224,7 +276,9 @@ def conservation(
     Raises
     ------
     physode.InvalidArgumentError
-        For a state size that does not fit the system, or a tolerance for an unknown invariant.
+        For a ``system`` that is not a System, ``ys`` without times or with a state size that
+        does not fit the system, ``t`` or ``p`` of the wrong shape, or a tolerance that is not
+        a number > 0 or names an unknown invariant.
 
     Examples
     --------
@@ -237,12 +291,21 @@ def conservation(
     >>> report.ok
     True
     """
-    if not isinstance(ys, torch.Tensor) or ys.ndim < 2:
+    if not (hasattr(system, "invariants") and hasattr(system, "invariant_scales")):
         raise InvalidArgumentError(
-            "ys must be a tensor (n_times, ..., n_state) as returned by physode.odeint, got "
+            f"system={system!r} is not a physode System; load one with physode.systems.load(name)"
+        )
+    if not isinstance(ys, torch.Tensor) or ys.ndim < 2 or ys.shape[0] == 0:
+        raise InvalidArgumentError(
+            "ys must be a tensor (n_times, ..., n_state) with n_times >= 1, as returned by "
+            "physode.odeint, got "
             f"{tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__}"
         )
     ys = ys.detach()
+    if not ys.is_floating_point():
+        ys = ys.to(torch.float64)
+    n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
+    t = _times(t, n_times)
     n, n_p = system.n_state, system.n_params
     if ys.shape[-1] == n + n_p and n_p > 0:
         p = ys[0, ..., n:] if p is None else p
@@ -253,7 +316,14 @@ def conservation(
             f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
         )
     if p is not None:
-        p = torch.as_tensor(p).detach().to(ys)
+        p = _parameters(p, system, batch_shape).to(ys)
+    tolerances = dict(tolerance) if isinstance(tolerance, Mapping) else {None: tolerance}
+    for name, value in tolerances.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+            where = "tolerance" if name is None else f"tolerance[{name!r}]"
+            raise InvalidArgumentError(
+                f"{where}={value!r} must be a relative drift > 0 (math.inf accepts any drift)"
+            )
     if isinstance(tolerance, Mapping):
         unknown = [k for k in tolerance if k not in system.invariant_names]
         if unknown:
@@ -261,8 +331,6 @@ def conservation(
                 f"tolerance names {unknown}, not invariants of {system.name}; invariants: "
                 f"{system.invariant_names}"
             )
-    batch_shape = tuple(ys.shape[1:-1])
-    n_times = ys.shape[0]
     values = system.invariants(ys, p)
     scales = system.invariant_scales(ys[0], p)
     drifts = {}
@@ -279,4 +347,44 @@ def conservation(
             name=name, initial=value[0], scale=scale, abs_drift=abs_drift, max_abs_drift=max_abs,
             max_rel_drift=max_rel, tolerance=tol, exceeds=~(max_rel <= tol),
         )
-    return ConservationReport(system.name, None if t is None else t.detach(), batch_shape, drifts)
+    return ConservationReport(system.name, t, batch_shape, drifts)
+
+
+def _times(t, n_times: int) -> torch.Tensor | None:
+    """The output times as a 1-D float tensor of ``n_times`` values (lists and arrays too)."""
+    if t is None:
+        return None
+    try:
+        times = torch.as_tensor(t).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentError(
+            f"t must be the output times, a 1-D tensor of {n_times} values, got {type(t).__name__}"
+        ) from None
+    if times.shape != (n_times,):
+        raise InvalidArgumentError(
+            f"t has shape {tuple(times.shape)}; it must hold one time per row of ys, shape "
+            f"({n_times},)"
+        )
+    return times if times.is_floating_point() else times.to(torch.float64)
+
+
+def _parameters(p, system, batch_shape: tuple[int, ...]) -> torch.Tensor:
+    """``p`` as a tensor ``(n_params,)`` or ``(*batch_shape, n_params)`` (or broadcastable)."""
+    expected = f"({system.n_params},) or {(*batch_shape, system.n_params)}"
+    try:
+        p = torch.as_tensor(p).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentError(
+            f"p must be a tensor of parameters, shape {expected}, got {type(p).__name__}"
+        ) from None
+    try:
+        fits = p.ndim >= 1 and p.shape[-1] == system.n_params
+        fits = fits and torch.broadcast_shapes(p.shape[:-1], batch_shape) == batch_shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise InvalidArgumentError(
+            f"p has shape {tuple(p.shape)}; {system.name} needs {expected} with parameters "
+            f"{list(system.parameters)}"
+        )
+    return p

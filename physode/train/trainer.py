@@ -3,12 +3,14 @@ early stopping, logs and exactly resumable checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import functools
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +33,12 @@ _RESUME_KEYS = (
     "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
     "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "observe", "method", "rtol",
     "atol", "step_size", "gradient", "step_control", "dtype", "seed",
+)
+# What a checkpoint holds besides its format and version (Trainer.state_dict).
+_CHECKPOINT_KEYS = (
+    "epoch", "model", "optimizer", "scheduler", "generator", "torch_rng", "history",
+    "best_val_loss", "best_epoch", "best_state", "bad_epochs", "stopped_early", "train_seconds",
+    "loss_scale", "config",
 )
 
 
@@ -354,8 +362,18 @@ class Trainer:
         Returns
         -------
         TrainResult
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            Before the first epoch, if the checkpoint folder or the log's folder cannot be
+            created or written.
         """
         c = self.config
+        if c.checkpoint_dir is not None:
+            _writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
+        if c.log is not None:
+            _writable_folder("log", c.log, Path(c.log).parent)
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
         bar = None
         if c.progress:
@@ -500,33 +518,43 @@ class Trainer:
         -------
         Path
             The checkpoint's path.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If the file or its folder cannot be written (nothing is left half-written).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            _discard(tmp)
+            raise InvalidArgumentError(
+                f"cannot write the checkpoint {path}: {exc.strerror or exc}"
+            ) from None
+        except BaseException:
+            _discard(tmp)
+            raise
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore a run saved by :meth:`save_checkpoint`; :meth:`fit` then continues it.
 
         The trainer must be built with the same model architecture, data and settings (the
-        number of epochs, the log and checkpoint paths and the progress bar may differ).
+        number of epochs, the log and checkpoint paths and the progress bar may differ). The
+        file is read with ``torch.load(weights_only=True)``: tensors and plain values only.
 
         Raises
         ------
         physode.InvalidArgumentError
-            If the file is not a physode checkpoint or was saved with different settings.
+            If the file is missing, damaged or not a physode checkpoint, or was saved with
+            different settings or another model.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise InvalidArgumentError(f"{path} is not a physode training checkpoint")
-        if state["version"] > CHECKPOINT_VERSION:
-            raise InvalidArgumentError(
-                f"{path} has checkpoint version {state['version']}; this physode reads up to "
-                f"{CHECKPOINT_VERSION}; upgrade physode"
-            )
+        path = Path(path)
+        state = _read_checkpoint(path)
         mine = self.config.to_dict()
         differ = [k for k in _RESUME_KEYS if state["config"].get(k) != mine.get(k)]
         if differ:
@@ -535,12 +563,18 @@ class Trainer:
                 f"cannot resume {path}: settings differ from the saved run ({pairs}); use the "
                 "saved settings to continue the run exactly"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidArgumentError(
+                f"cannot resume {path}: its model or optimiser does not fit this trainer's "
+                f"({_first_line(exc)}); build the trainer with the saved run's model"
+            ) from None
         self.epoch = state["epoch"]
         self.history = list(state["history"])
         self.best_val_loss = state["best_val_loss"]
@@ -552,6 +586,63 @@ class Trainer:
         self.loss_scale = state["loss_scale"]
         if self.config.log is not None:
             write_log(self.history, self.config.log)
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """The contents of a checkpoint file, checked to be a physode checkpoint this version reads."""
+    if not path.is_file():
+        raise InvalidArgumentError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which runs code stored in the file.
+        raise InvalidArgumentError(
+            f"{path} is not a physode training checkpoint: it holds Python objects other than "
+            "tensors and plain values, which physode does not load"
+        ) from None
+    except Exception:  # torch.load raises anything from KeyError to EOFError on foreign bytes
+        raise InvalidArgumentError(
+            f"{path} is not a physode training checkpoint, or it is truncated or damaged: "
+            "torch cannot read it"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InvalidArgumentError(f"{path} is not a physode training checkpoint")
+    version = state.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise InvalidArgumentError(
+            f"{path} has checkpoint version {version!r}; this physode reads up to "
+            f"{CHECKPOINT_VERSION}; upgrade physode"
+        )
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing or not isinstance(state["config"], dict):
+        raise InvalidArgumentError(
+            f"{path} is a damaged physode checkpoint: missing or malformed "
+            f"{', '.join(missing) or 'config'}"
+        )
+    return state
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file if there is one (a failed write may not have made it)."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _writable_folder(name: str, value: str, folder: Path) -> None:
+    """Create ``folder`` if needed; refuse it, naming the setting, if it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"{name}={value!r}: cannot create the folder {folder} ({exc.strerror or exc})"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{name}={value!r}: the folder {folder} is not writable")
 
 
 def _optional_split(path: Any, split: str) -> Trajectories | None:
@@ -578,6 +669,8 @@ def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajecto
 def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write the per-epoch rows to ``path`` as CSV or JSON (by its suffix), atomically.
 
+    Raises ``physode.InvalidArgumentError`` if the file cannot be written.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -587,16 +680,20 @@ def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
     ['epoch,loss', '1,0.5']
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".json":
-        tmp.write_text(json.dumps(history, indent=1))
-    else:
-        columns: list[str] = []
-        for row in history:
-            columns += [k for k in row if k not in columns]
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(history)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            tmp.write_text(json.dumps(history, indent=1))
+        else:
+            columns: list[str] = []
+            for row in history:
+                columns += [k for k in row if k not in columns]
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(history)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise InvalidArgumentError(f"cannot write the log {path}: {exc.strerror or exc}") from None
