@@ -474,3 +474,23 @@ def test_a_finished_output_keeps_the_leftovers_of_a_run_with_other_settings(tmp_
     result = simulate(SYSTEM, out=out, resume=True, force=True, **{**settings, "seed": 5})
     assert result.written and result.n_resumed_chunks == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.h5"]
+
+
+def test_sampled_masses_shape_the_initial_states_drawn_for_them(tmp_path):
+    # three_body draws its starts for the masses it is given (zero total momentum, circular
+    # velocities); with params="sample" they were once drawn for the default masses instead.
+    system = physode.systems.load("three_body")
+    starts = []
+    for chunk_size in (3, 64):  # a row's start depends on its index alone, not on the chunking
+        out = tmp_path / f"three_body_{chunk_size}.h5"
+        simulate("three_body", trajectories=6, out=out, seed=5, params="sample",
+                 chunk_size=chunk_size, t_end=0.1, points=2, quiet=True)  # fmt: skip
+        with load(out) as data:
+            y0 = torch.as_tensor(data.states[:, 0])
+            p = torch.as_tensor(data.params)
+        assert p[:, :3].std(dim=0).min() > 0  # the masses do differ between trajectories
+        invariants = system.invariants(y0, p)
+        for name in ("momentum_x", "momentum_y"):
+            assert invariants[name].abs().max() < 1e-12, name
+        starts.append(y0)
+    torch.testing.assert_close(starts[0], starts[1], rtol=0, atol=0)

@@ -225,16 +225,23 @@ def _derived_seed(seed: int, stream: int, index: int) -> int:
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _draw_rows(sample, seed: int, stream: int, start: int, stop: int) -> torch.Tensor:
+def _draw_rows(
+    sample, seed: int, stream: int, start: int, stop: int, block_params=None
+) -> torch.Tensor:
     """Rows ``start .. stop - 1`` of ``sample(n, seed=...)`` drawn block by aligned block.
 
     Block ``k`` holds trajectories ``k * _SAMPLE_BLOCK`` onwards and is always drawn whole with
-    the seed of ``(seed, stream, k)``, so row ``i`` depends on ``(seed, stream, i)`` alone.
+    the seed of ``(seed, stream, k)``, so row ``i`` depends on ``(seed, stream, i)`` alone. With
+    ``block_params``, ``sample`` also gets ``p=block_params(k)``, the parameters of block ``k``'s
+    rows (initial states whose distribution depends on the masses).
     """
     first, last = start // _SAMPLE_BLOCK, (stop - 1) // _SAMPLE_BLOCK
-    blocks = [
-        sample(_SAMPLE_BLOCK, seed=_derived_seed(seed, stream, k)) for k in range(first, last + 1)
-    ]
+
+    def block(k: int) -> torch.Tensor:
+        options = {} if block_params is None else {"p": block_params(k)}
+        return sample(_SAMPLE_BLOCK, seed=_derived_seed(seed, stream, k), **options)
+
+    blocks = [block(k) for k in range(first, last + 1)]
     offset = start - first * _SAMPLE_BLOCK
     return torch.cat(blocks)[offset : offset + stop - start].to(torch.float64)
 
@@ -387,10 +394,20 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     seed = run["seed"]
     n_state = len(system.state_names)
     indices = range(start, stop)
-    y0 = _draw_rows(system.sample_initial_states, seed, _STREAM_STATE, start, stop)
     if run["params"] == "sample":
         p = _draw_rows(system.sample_parameters, seed, _STREAM_PARAMS, start, stop)
+
+        def block_params(k: int) -> torch.Tensor:
+            # The same draw as the block of p above: each row's state sees its own parameters.
+            return system.sample_parameters(
+                _SAMPLE_BLOCK, seed=_derived_seed(seed, _STREAM_PARAMS, k)
+            )
+
+        y0 = _draw_rows(
+            system.sample_initial_states, seed, _STREAM_STATE, start, stop, block_params
+        )
     else:
+        y0 = _draw_rows(system.sample_initial_states, seed, _STREAM_STATE, start, stop)
         defaults = torch.tensor(list(system.parameters.values()), dtype=torch.float64)
         p = defaults.expand(len(indices), -1).clone()
 
