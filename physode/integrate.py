@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -90,14 +91,30 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
                 f"t is on {t.device} but y0 is on {y0.device}; put both on one device, "
                 f"e.g. t = t.to(y0.device)"
             )
+        if t.dtype == torch.bool or t.is_complex():
+            raise InvalidArgumentError(f"t must hold real times, got dtype {t.dtype}")
+        if t.requires_grad and torch.is_grad_enabled():
+            warnings.warn(
+                "t requires grad, but physode does not differentiate with respect to the output "
+                "times: t.grad stays None. Pass t.detach() to silence this warning.",
+                stacklevel=3,
+            )
         t_tensor = t
     else:
-        t_tensor = torch.as_tensor(t, device=y0.device)
+        try:
+            # Read in float64 whatever y0's dtype: the times the loop steps to are exact.
+            exact = torch.as_tensor(t, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidArgumentError(
+                f"t must be a 1-D sequence of real times, got {type(t).__name__}: {t!r:.80}"
+            ) from None
+        t_tensor = exact.to(y0.device, y0.dtype)
+        t = exact
     if t_tensor.ndim != 1 or t_tensor.numel() < 2:
         raise InvalidArgumentError(
             f"t must be a 1-D sequence of at least two times, got shape {tuple(t_tensor.shape)}"
         )
-    times = t_tensor.detach().to("cpu", torch.float64).tolist()
+    times = t.detach().to("cpu", torch.float64).tolist()
     if not all(math.isfinite(s) for s in times):
         raise InvalidArgumentError(f"t must be finite, got {times}")
     steps = [b - a for a, b in zip(times, times[1:])]
@@ -163,7 +180,9 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
     for holder in holders:
         if isinstance(holder, nn.Module):
             found.extend(p for p in holder.parameters() if p.requires_grad)
-        elif isinstance(holder, Tensor) and holder.requires_grad:
+        elif isinstance(holder, Tensor) and holder.requires_grad and holder.is_leaf:
+            # A tensor computed from others (w2 = softplus(w)) is not one to differentiate: the
+            # first evaluation's graph leads to the leaves behind it.
             found.append(holder)
     return _unique(found)
 
@@ -323,16 +342,11 @@ def solve(
         params=_find_params(func, params),
         stats=stats,
     )
-    owner = func if isinstance(func, nn.Module) else getattr(func, "__self__", None)
     # Disc-Opt records whatever func reaches as long as autograd is on, which it is whenever y0
-    # requires grad; otherwise it too must look for tensors func reaches unseen.
+    # requires grad; otherwise it too must look for tensors func reaches unseen. So must the
+    # other modes, also for an nn.Module, which may use tensors that are not its parameters.
     discover = mode.name != "disc-opt" or not y0.requires_grad
-    if (
-        params is None
-        and discover
-        and torch.is_grad_enabled()
-        and not isinstance(owner, nn.Module)
-    ):
+    if params is None and discover and torch.is_grad_enabled():
         # The loop starts from this evaluation, so finding the parameters costs nothing extra.
         first = _first_evaluation(func, y0, times[0], step_control == "per-sample")
         stats.nfe += 1
@@ -343,6 +357,7 @@ def solve(
             # Disc-Opt differentiates through f0 itself; its graph reaches the parameters only,
             # as y0 does not require grad here. The other modes want it without a graph.
             problem.f0 = first if mode.name == "disc-opt" else first.detach()
+        del first  # its graph, unless Disc-Opt keeps it, goes before the solve
     if needs_gradient(problem):
         solution = _solve(problem, mode, t_tensor, step_control)
     else:

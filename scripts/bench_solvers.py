@@ -223,7 +223,9 @@ class SavedBytes:
 class _Held:
     def __init__(self, tensor, meter: SavedBytes):
         storage = tensor.untyped_storage()
-        self.tensor, self.meter = tensor, meter
+        # Detached: holding the tensor itself would tie its grad_fn to the node that saved it,
+        # a reference cycle that only the garbage collector frees, unlike autograd's own saving.
+        self.tensor, self.meter = tensor.detach(), meter
         self.key, self.nbytes = storage.data_ptr(), storage.nbytes()
         meter.add(self.key, self.nbytes)
 

@@ -500,7 +500,9 @@ class _LiveSavedBytes:
 class _Saved:
     def __init__(self, tensor, meter):
         storage = tensor.untyped_storage()
-        self.tensor, self.meter = tensor, meter
+        # Detached: holding the tensor itself would tie its grad_fn to the node that saved it,
+        # a reference cycle that only the garbage collector frees, unlike autograd's own saving.
+        self.tensor, self.meter = tensor.detach(), meter
         self.key, self.nbytes = storage.data_ptr(), storage.nbytes()
         meter.change(self.key, self.nbytes, +1)
 
@@ -654,3 +656,99 @@ def test_a_solve_without_gradient_returns_ordinary_tensors(step_control):
     w = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
     (w * sol.ys[-1]).sum().backward()
     assert w.grad.item() == pytest.approx(12.0 * math.exp(-1.0), rel=1e-6)
+
+
+def _exact_modes():
+    return ["disc-opt", "aca", physode.OptDisc(rtol=1e-11, atol=1e-11)]
+
+
+@pytest.mark.parametrize("gradient", _exact_modes())
+@pytest.mark.parametrize("transform", ["shift", "scale"])
+@pytest.mark.parametrize("given", ["closure", "global", "params=[w]"])
+def test_a_parameter_transformed_outside_the_solve_gets_its_gradient_once(
+    gradient, transform, given
+):
+    # func uses w2 = f(w), computed before the solve: ACA and Opt-Disc once counted w twice (w2
+    # from the closure, w behind it in the graph) or freed w2's history on their first step.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    w2 = w + 0.5 if transform == "shift" else 2.0 * w
+    global _TRANSFORMED
+    _TRANSFORMED = w2
+
+    def closure(t, y):
+        return -w2 * y
+
+    func = {"closure": closure, "global": _transformed_field, "params=[w]": closure}[given]
+    params = [w] if given == "params=[w]" else None
+    ys = physode.odeint(func, torch.ones(2, dtype=DTYPE), [0.0, 0.5, 1.0], gradient=gradient,
+                        params=params, rtol=1e-11, atol=1e-11)  # fmt: skip
+    (grad,) = torch.autograd.grad(ys[1:].sum(), [w])
+    rate = w2.item()
+    slope = 1.0 if transform == "shift" else 2.0  # dw2/dw
+    expected = 2 * slope * (-0.5 * math.exp(-0.5 * rate) - math.exp(-rate))
+    assert grad.item() == pytest.approx(expected, rel=1e-7)
+
+
+_TRANSFORMED = None
+
+
+def _transformed_field(t, y):
+    return -_TRANSFORMED * y
+
+
+def test_a_module_using_a_tensor_that_is_not_its_parameter_gets_the_same_gradient_in_every_mode():
+    class Scaled(nn.Module):
+        def __init__(self, rate):
+            super().__init__()
+            self.rate = rate  # a plain attribute, not an nn.Parameter
+
+        def forward(self, t, y):
+            return -self.rate * y
+
+    grads = {}
+    for mode in _exact_modes():
+        rate = torch.tensor(0.3, dtype=DTYPE, requires_grad=True)
+        ys = physode.odeint(Scaled(rate), torch.ones(1, dtype=DTYPE), [0.0, 1.0],
+                            gradient=mode, rtol=1e-11, atol=1e-11)  # fmt: skip
+        ys[-1].sum().backward()
+        grads[str(mode)] = rate.grad.item()
+    assert all(g == pytest.approx(-math.exp(-0.3), rel=1e-7) for g in grads.values()), grads
+
+
+@pytest.mark.parametrize(
+    "gradient, step_control", [("aca", "shared"), ("opt-disc", "shared"), ("aca", "per-sample")]
+)
+def test_second_derivatives_through_aca_or_opt_disc_are_refused_not_wrong(gradient, step_control):
+    # They once came out silently wrong: d2/dw2 of w y(1) was -0.745 for -0.968.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(lambda t, y: -w * y, torch.ones(1, 1, dtype=DTYPE), [0.0, 1.0],
+                        gradient=gradient, params=[w], step_control=step_control)  # fmt: skip
+    with pytest.raises(RuntimeError, match="create_graph=True.*disc-opt"):
+        torch.autograd.grad((w * ys[-1]).sum(), [w], create_graph=True)
+
+
+def test_disc_opt_gives_second_derivatives():
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(lambda t, y: -w * y, torch.ones(1, dtype=DTYPE), [0.0, 1.0],
+                        gradient="disc-opt", method="rk4", step_size=1e-3)  # fmt: skip
+    (g,) = torch.autograd.grad((w * ys[-1]).sum(), [w], create_graph=True)
+    (h,) = torch.autograd.grad(g, [w])
+    # d2/dw2 of w exp(-w) = (w - 2) exp(-w)
+    assert h.item() == pytest.approx((0.7 - 2.0) * math.exp(-0.7), rel=1e-8)
+
+
+def test_opt_disc_handles_a_func_that_depends_on_neither_y_nor_parameters():
+    y0 = torch.ones(2, dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(lambda t, y: torch.ones_like(y), y0, [0.0, 1.0, 2.0], gradient="opt-disc")
+    (grad,) = torch.autograd.grad(ys.sum(), [y0])
+    torch.testing.assert_close(grad, torch.full_like(y0, 3.0))
+
+
+def test_opt_disc_backward_evaluations_add_up_over_two_backward_passes():
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    sol = physode.solve(lambda t, y: -w * y, torch.ones(1, dtype=DTYPE), [0.0, 1.0],
+                        gradient="opt-disc", params=[w])  # fmt: skip
+    sol.ys[-1].sum().backward(retain_graph=True)
+    once = sol.stats.nfe_backward
+    sol.ys[-1].sum().backward()
+    assert once > 0 and sol.stats.nfe_backward == 2 * once

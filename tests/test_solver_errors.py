@@ -300,3 +300,34 @@ def test_successful_solution_reports_success():
     sol = physode.solve(decay, Y0, T)
     assert sol.success and sol.status is physode.Status.SUCCESS and sol.message == "success"
     assert sol.t_final == 1.0
+
+
+def test_times_given_as_a_list_are_read_in_float64():
+    # A list once became a float32 tensor: t = 0.1 was integrated to 0.100000001.
+    sol = physode.solve(lambda t, y: y, torch.ones(1, dtype=DTYPE), [0.0, 0.1], method="dop853",
+                        rtol=1e-13, atol=1e-13)  # fmt: skip
+    assert sol.ys[-1].item() == pytest.approx(math.exp(0.1), rel=1e-13)
+    assert sol.t.dtype == DTYPE
+    close = physode.solve(decay, Y0, [0.0, 1.0, 1.0 + 1e-12])  # distinct in float64
+    assert close.success
+
+
+def test_fixed_steps_span_exactly_the_distance_between_the_output_times():
+    # The steps taken are the differences of the rounded times they join, so that integrating
+    # dy/dt = 1 gives t1 - t0 (a step of span / 7 from t0 = 1 once lost 6e-4 of a 1e-12 span).
+    for t0, span in ((1.0, 1e-12), (1e6, 100.0)):
+        h = span / 7 if span < 1 else 0.013
+        ys = physode.odeint(lambda t, y: torch.ones_like(y), torch.zeros(1, dtype=DTYPE),
+                            [t0, t0 + span], method="euler", step_size=h)  # fmt: skip
+        assert ys[-1].item() == pytest.approx((t0 + span) - t0, rel=1e-12)
+
+
+def test_times_that_require_grad_get_a_warning_that_they_get_no_gradient():
+    t = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
+    with pytest.warns(UserWarning, match="t.grad stays None"):
+        physode.solve(decay, Y0, t)
+
+
+@pytest.mark.parametrize("t", [torch.tensor([0, 1], dtype=torch.bool), [0j, 1j], "0,1"])
+def test_times_that_are_not_real_numbers_are_refused(t):
+    assert "t must" in _error(t=t)

@@ -7,7 +7,13 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from physode.gradients.base import GradientMode, Problem, needs_gradient, stack_outputs
+from physode.gradients.base import (
+    GradientMode,
+    Problem,
+    needs_gradient,
+    refuse_second_derivatives,
+    stack_outputs,
+)
 from physode.solvers.loop import LoopResult, Trace, time_maker
 
 __all__ = ["ACA"]
@@ -31,6 +37,7 @@ class _ACAFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
+        refuse_second_derivatives("ACA")
         problem, trace = ctx.problem, ctx.trace
         func, stepper, params = problem.func, problem.stepper, problem.params
         time = time_maker(grad_ys)
@@ -66,7 +73,12 @@ class _ACAFunction(torch.autograd.Function):
                         cotangents.append(grad_ys[k])
                 if cotangents[0] is None:  # the last step of a solve that stopped early
                     cotangents[0] = torch.zeros_like(grad_ys[0])
-                grads = torch.autograd.grad(targets, [y, *params], cotangents, allow_unused=True)
+                # retain_graph: func may use tensors computed from the parameters outside the
+                # solve (w2 = softplus(w)); every step differentiates through that history
+                # again. The step's own graph goes with `del` below all the same.
+                grads = torch.autograd.grad(
+                    targets, [y, *params], cotangents, allow_unused=True, retain_graph=True
+                )
                 adjoint = grads[0] if grads[0] is not None else torch.zeros_like(grad_ys[0])
                 for acc, g in zip(param_grads, grads[1:]):
                     if g is not None:

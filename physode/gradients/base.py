@@ -11,7 +11,13 @@ from torch import Tensor
 from physode.solvers import Stats, integrate
 from physode.solvers.loop import LoopResult, Trace
 
-__all__ = ["GradientMode", "Problem", "needs_gradient", "stack_outputs"]
+__all__ = [
+    "GradientMode",
+    "Problem",
+    "needs_gradient",
+    "refuse_second_derivatives",
+    "stack_outputs",
+]
 
 
 @dataclass
@@ -73,6 +79,20 @@ def needs_gradient(problem: Problem) -> bool:
     if not torch.is_grad_enabled():
         return False
     return problem.y0.requires_grad or any(p.requires_grad for p in problem.params)
+
+
+def refuse_second_derivatives(mode: str) -> None:
+    """Raise if a backward pass runs with ``create_graph=True`` (grad mode on during backward).
+
+    ACA and Opt-Disc compute their backward pass outside autograd's view of it, so a graph of
+    the gradient, and with it any second derivative, would silently miss terms.
+    """
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{mode} cannot differentiate its gradient (create_graph=True, second derivatives): "
+            "its backward pass is not recorded by autograd. Use gradient='disc-opt', which "
+            "backpropagates through the recorded steps and supports it."
+        )
 
 
 def stack_outputs(result: LoopResult, n_times: int, like: Tensor) -> Tensor:

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError, SolverError, positive_finite
-from physode.gradients.base import GradientMode, Problem, needs_gradient, stack_outputs
+from physode.gradients.base import (
+    GradientMode,
+    Problem,
+    needs_gradient,
+    refuse_second_derivatives,
+    stack_outputs,
+)
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
 from physode.solvers.loop import LoopResult, Stats, Status
 
@@ -130,6 +136,7 @@ class _OptDiscFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
+        refuse_second_derivatives("Opt-Disc")
         (ys,) = ctx.saved_tensors
         mode, problem = ctx.mode, ctx.problem
         params = problem.params
@@ -139,6 +146,7 @@ class _OptDiscFunction(torch.autograd.Function):
         augmented = _Augmented(problem.func, shape, n, params)
         stepper = make_stepper(method, augmented)
         stats = Stats()
+        backward_base = problem.stats.nfe_backward  # a second backward pass adds to the first
         last = ctx.n_reached - 1
         z = torch.cat([ys[last].reshape(-1), grad_ys[last].reshape(-1), ys.new_zeros(sum(sizes))])
         # The error norm is the largest of the RMS norms of the state, the adjoint and the
@@ -164,7 +172,7 @@ class _OptDiscFunction(torch.autograd.Function):
                 stats=stats,
                 norm_groups=groups,
             )
-            problem.stats.nfe_backward = stats.nfe
+            problem.stats.nfe_backward = backward_base + stats.nfe
             if result.status is not Status.SUCCESS:
                 raise SolverError(
                     "Opt-Disc backward solve failed: "
@@ -199,7 +207,13 @@ class _Augmented:
             y = z[:n].reshape(shape).detach().requires_grad_(True)
             f = self.func(t, y)
             adjoint = z[n : 2 * n].reshape(shape)
-            vjps = torch.autograd.grad(f, [y, *self.params], -adjoint, allow_unused=True)
+            if f.requires_grad:
+                # retain_graph: see ACA's backward pass (history of func's tensors).
+                vjps = torch.autograd.grad(
+                    f, [y, *self.params], -adjoint, allow_unused=True, retain_graph=True
+                )
+            else:  # f depends on neither y nor any parameter
+                vjps = (None,) * (1 + len(self.params))
         pieces = [f.detach().reshape(-1)]
         for v, like in zip(vjps, [y, *self.params]):
             piece = v if v is not None else torch.zeros_like(like)

@@ -220,7 +220,9 @@ def integrate(
         target = t_end if dense else times[k]
         remaining = target - t
         landing = abs(h) * (1.0 + _LANDING_SLACK) >= abs(remaining)
-        h_step = remaining if landing else h
+        # The step actually taken is the difference of the times it joins, as rounded: summed,
+        # the steps then span exactly the distance between the output times.
+        h_step = remaining if landing else (t + h) - t
         # The step that would end the solve, when the caller wants its graph (see Trace).
         graph = trace is not None and trace.graph_final and landing and (dense or k == n_out - 1)
         if graph:

@@ -193,7 +193,7 @@ def integrate_per_sample(
         # h and remaining both point in `direction`, so |h| (1 + slack) >= |remaining| is:
         grown = h * (1.0 + _LANDING_SLACK)
         landing = grown >= remaining if direction > 0 else grown <= remaining
-        h_step = xp.where(landing, remaining, h)
+        h_step = xp.where(landing, remaining, (t + h) - t)  # as rounded: see the shared loop
         step = stepper.step(func, t.reshape(view), y, h_step.reshape(view), f0, None)
         stats.nfe += stepper.nfe_per_step
         # Detached: step sizes are constants of the graph (Disc-Opt differentiates the steps taken).
@@ -312,6 +312,9 @@ class _PerSampleACA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
+        from physode.gradients.base import refuse_second_derivatives
+
+        refuse_second_derivatives("ACA")
         problem, trace = ctx.problem, ctx.trace
         func, stepper, params = problem.func, problem.stepper, problem.params
         view = (-1,) + (1,) * (grad_ys.ndim - 2)
@@ -326,7 +329,10 @@ class _PerSampleACA(torch.autograd.Function):
                 y = y_in.detach().requires_grad_(True)
                 tv, hv = t.view(view), h.view(view)
                 step = stepper.step(func, tv, y, hv, func(tv, y), None, replay=True)
-                grads = torch.autograd.grad(step.y1, [y, *params], cotangent, allow_unused=True)
+                # retain_graph: see ACA's backward pass (history of func's tensors).
+                grads = torch.autograd.grad(
+                    step.y1, [y, *params], cotangent, allow_unused=True, retain_graph=True
+                )
             nfe += 1 + stepper.nfe_per_replay
             adjoint[rows] = grads[0] if grads[0] is not None else torch.zeros_like(y)
             for acc, g in zip(param_grads, grads[1:]):
