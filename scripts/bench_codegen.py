@@ -77,10 +77,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=50, help="rounds of 10 calls")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1, as elsewhere)"
+    )
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
 
     system = physode.systems.load("three_body")
