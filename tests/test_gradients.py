@@ -569,32 +569,24 @@ def test_a_module_a_plain_function_closes_over_is_found_without_params(gradient)
     assert _relative(got, reference) <= (1e-10 if gradient == "aca" else 1e-6)
 
 
-@pytest.mark.parametrize("gradient", ["aca", "opt-disc"])
-def test_parameters_reached_through_globals_get_the_disc_opt_gradient(gradient):
-    y0 = torch.tensor([[0.5, -0.3]], dtype=DTYPE, requires_grad=True)
-    grads = {}
-    for mode in ("disc-opt", gradient):
-        _GLOBAL_MODEL.zero_grad()
-        ys = physode.odeint(_global_field, y0, [0.0, 1.0], gradient=mode, rtol=1e-10, atol=1e-12)
-        ys.sum().backward()
-        grads[mode] = _GLOBAL_MODEL.outer.weight.grad.clone()
-    tolerance = 1e-10 if gradient == "aca" else 1e-6
-    assert _relative(grads[gradient], grads["disc-opt"]) <= tolerance
-
-
+@pytest.mark.parametrize("y0_needs_grad", [True, False])
 @pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
-def test_parameters_reached_through_globals_get_gradients_when_y0_needs_none(gradient):
-    # Disc-Opt once looked for such parameters only through y0's graph: with a y0 that does not
-    # require grad the solve ran without autograd and backward() found no graph at all.
-    y0 = torch.tensor([[0.5, -0.3]], dtype=DTYPE)
-    grads = {}
-    for mode in ("aca", gradient):
+def test_parameters_reached_through_globals_get_the_gradient_the_module_gets(
+    gradient, y0_needs_grad
+):
+    # A plain function reaching a module through a global: its parameters are found from the
+    # first evaluation's graph. Disc-Opt once looked only through y0's graph, so with a y0 that
+    # needs no gradient the solve ran without autograd and backward() found no graph at all.
+    def weight_gradient(func, mode):
         _GLOBAL_MODEL.zero_grad()
-        ys = physode.odeint(_global_field, y0, [0.0, 1.0], gradient=mode, rtol=1e-10, atol=1e-12)
+        y0 = torch.tensor([[0.5, -0.3]], dtype=DTYPE, requires_grad=y0_needs_grad)
+        ys = physode.odeint(func, y0, [0.0, 1.0], gradient=mode, rtol=1e-10, atol=1e-12)
         ys.sum().backward()
-        grads[mode] = _GLOBAL_MODEL.outer.weight.grad.clone()
+        return _GLOBAL_MODEL.outer.weight.grad.clone()
+
+    reference = weight_gradient(_GLOBAL_MODEL, "disc-opt")  # the module itself: no search
     tolerance = 1e-6 if gradient == "opt-disc" else 1e-10
-    assert _relative(grads[gradient], grads["aca"]) <= tolerance
+    assert _relative(weight_gradient(_global_field, gradient), reference) <= tolerance
 
 
 @pytest.mark.parametrize(
