@@ -239,6 +239,9 @@ def test_a_spec_expression_cannot_run_code(tmp_path, load):
     ("Piecewise((x, x == 0), (k, True))", "the Piecewise condition 'x == 0' must be one"),
     ("Piecewise(x, (k, True))", "Piecewise takes (value, condition) pairs"),
     ("k*x # spring", "'#' is not allowed"),
+    # SymPy would compute these exactly and never finish.
+    ("k*x + 10**10**10", "the power '10**10**10' of a number has an exponent beyond 1000"),
+    ("k*x*9**9**9**9", "the power '9**9**9**9' of a number has an exponent beyond 1000"),
 ])
 def test_constructs_outside_the_expression_grammar_are_refused_by_name(rhs, refusal):
     with pytest.raises(physode.SystemDefinitionError) as info:
@@ -246,6 +249,11 @@ def test_constructs_outside_the_expression_grammar_are_refused_by_name(rhs, refu
     message = str(info.value)
     assert "in bad.toml (1 problem)" in message
     assert f"equation for x: {refusal}" in message
+
+
+def test_powers_of_numbers_within_reason_and_any_power_of_a_symbol_still_parse():
+    system = system_from_spec(_one_state('"x**2000 * (10**10)**10 + 2**(1/3) - k*x"'))
+    assert system.equations["x"].has(x**2000)
 
 
 def test_expressions_within_the_grammar_parse_as_before():
