@@ -262,3 +262,26 @@ def test_a_numpy_twin_returning_the_wrong_thing_is_named(twin, message):
     field.numpy = twin
     with pytest.raises(physode.InvalidArgumentError, match=message):
         _solve(field, torch.ones(3, 2, dtype=torch.float64))
+
+
+def test_per_sample_evaluation_counts_are_per_row_forward_and_backward():
+    # The forward count once left out the evaluation that finds a plain function's parameters,
+    # and the backward count added up batched calls instead of each row's evaluations.
+    w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def field(t, y):  # y = (x, rate): x decays at its row's rate, which stays constant
+        calls.append(y.shape[0])
+        x, rate = y[:, :1], y[:, 1:]
+        return torch.cat([-w * rate * x, torch.zeros_like(rate)], dim=-1)
+
+    y0 = torch.tensor([[1.0, 1.0], [1.0, 30.0], [1.0, 30.0]], dtype=torch.float64)
+    sol = physode.solve(field, y0, [0.0, 1.0], step_control="per-sample", gradient="aca")
+    forward_calls = len(calls)
+    assert sol.stats.nfe.shape == (3,)
+    assert int(sol.stats.nfe.max()) == forward_calls  # the hardest row takes part in every call
+    sol.ys[-1].sum().backward()
+    rows_evaluated = sum(calls[forward_calls:])
+    assert sol.stats.nfe_backward.shape == (3,)
+    assert int(sol.stats.nfe_backward.sum()) == rows_evaluated
+    assert sol.stats.nfe_backward[0] < sol.stats.nfe_backward[1]  # the stiffer rows step more

@@ -41,7 +41,8 @@ class Stats:
     ``n_steps`` accepted steps, ``n_rejected`` rejected trial steps, ``nfe`` evaluations of
     ``func`` in the forward pass, ``nfe_backward`` evaluations made by the backward pass once it
     has run (ACA: the replayed steps; Opt-Disc: the augmented adjoint system; Disc-Opt: none, as
-    it backpropagates through the graph recorded in the forward pass).
+    it backpropagates through the graph recorded in the forward pass). Per-sample solves count
+    each row's evaluations: every counter is then an int64 tensor with one entry per row.
     """
 
     n_steps: int = 0

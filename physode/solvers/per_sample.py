@@ -131,6 +131,7 @@ def integrate_per_sample(
     (see :func:`solve_per_sample`); everything returned is then NumPy's too. ``trace`` (ACA)
     needs tensors.
     """
+    nfe_before = stats.nfe  # evaluations the caller made already (finding parameters)
     if step_size is not None:
         raise InvalidArgumentError("step_control='per-sample' needs an adaptive method")
     xp = namespace(y0)
@@ -292,7 +293,7 @@ def integrate_per_sample(
     # for methods without FSAL, f at the row's new (or unchanged) state after every attempt.
     attempts = n_steps + n_rejected
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
-    stats.nfe = 1 + (first_step is None) + attempts * per_attempt
+    stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
 
 
@@ -320,7 +321,8 @@ class _PerSampleACA(torch.autograd.Function):
         view = (-1,) + (1,) * (grad_ys.ndim - 2)
         adjoint = torch.zeros_like(grad_ys[0])
         param_grads = [torch.zeros_like(p) for p in params]
-        nfe = 0
+        # Evaluations per row, as the forward pass counts them.
+        nfe = torch.zeros(grad_ys.shape[1], dtype=torch.int64, device=grad_ys.device)
         for rows, t, h, y_in, land_local, k in reversed(trace.steps):
             cotangent = adjoint[rows]
             if land_local.numel():
@@ -333,12 +335,12 @@ class _PerSampleACA(torch.autograd.Function):
                 grads = torch.autograd.grad(
                     step.y1, [y, *params], cotangent, allow_unused=True, retain_graph=True
                 )
-            nfe += 1 + stepper.nfe_per_replay
+            nfe[rows] += 1 + stepper.nfe_per_replay
             adjoint[rows] = grads[0] if grads[0] is not None else torch.zeros_like(y)
             for acc, g in zip(param_grads, grads[1:]):
                 if g is not None:
                     acc.add_(g)
-        problem.stats.nfe_backward += nfe
+        problem.stats.nfe_backward = problem.stats.nfe_backward + nfe.cpu()
         return (None, None, adjoint + grad_ys[0], *param_grads)
 
 

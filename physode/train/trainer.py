@@ -314,7 +314,7 @@ class Trainer:
             objective_sum += objective.item()
             for sol, _, _ in evaluations:
                 nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
-                nfe_backward += int(sol.stats.nfe_backward or 0)
+                nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
         wall = time.perf_counter() - start
         self.train_seconds += wall
         row: dict[str, Any] = {
