@@ -187,6 +187,17 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
     return _unique(found)
 
 
+def _check_devices(params: Sequence[Tensor], y0: Tensor) -> None:
+    """Refuse parameters on another device than ``y0`` before ``func`` runs into them (a 0-dim
+    CPU tensor is fine anywhere: torch broadcasts it as a scalar)."""
+    for p in params:
+        if p.device != y0.device and not (p.ndim == 0 and p.device.type == "cpu"):
+            raise InvalidArgumentError(
+                f"a parameter of func (shape {tuple(p.shape)}) is on {p.device} but y0 is on "
+                f"{y0.device}; put both on one device, e.g. func.to(y0.device) for a module"
+            )
+
+
 def _unique(tensors: Iterable[Tensor]) -> list[Tensor]:
     """``tensors`` without repeats, in order: a tensor listed twice gets its gradient once."""
     unique: dict[int, Tensor] = {}
@@ -342,6 +353,7 @@ def solve(
         params=_find_params(func, params),
         stats=stats,
     )
+    _check_devices(problem.params, y0)
     # Disc-Opt records whatever func reaches as long as autograd is on, which it is whenever y0
     # requires grad; otherwise it too must look for tensors func reaches unseen. So must the
     # other modes, also for an nn.Module, which may use tensors that are not its parameters.

@@ -331,3 +331,21 @@ def test_times_that_require_grad_get_a_warning_that_they_get_no_gradient():
 @pytest.mark.parametrize("t", [torch.tensor([0, 1], dtype=torch.bool), [0j, 1j], "0,1"])
 def test_times_that_are_not_real_numbers_are_refused(t):
     assert "t must" in _error(t=t)
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_func_returning_a_tensor_on_another_device_is_refused(step_control):
+    message = _error(
+        func=lambda t, y: torch.zeros_like(y, device="meta"),
+        y0=torch.ones(3, 2, dtype=DTYPE),
+        step_control=step_control,
+    )
+    assert "device cpu" in message and "meta" in message
+
+
+def test_a_parameter_on_another_device_is_refused_before_func_runs():
+    layer = torch.nn.Linear(2, 2, dtype=DTYPE, device="meta")
+    message = _error(func=lambda t, y: layer(y), params=list(layer.parameters()))
+    assert "meta" in message and "(2, 2)" in message and "func.to(y0.device)" in message
+    module = torch.nn.Linear(2, 2, dtype=DTYPE, device="meta")
+    assert "meta" in _error(func=lambda t, y: module(y))  # found in the closure

@@ -193,6 +193,10 @@ def integrate(
         raise InvalidArgumentError(
             f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
         )
+    if getattr(f0, "device", None) != getattr(y0, "device", None):
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt on y's device {y0.device}, got {f0.device}"
+        )
     status = Status.SUCCESS
     if adaptive:
         controller = PIController(q=stepper.tableau.error_order + 1)

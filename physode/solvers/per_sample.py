@@ -175,6 +175,10 @@ def integrate_per_sample(
         raise InvalidArgumentError(
             f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
         )
+    if getattr(f0, "device", None) != getattr(y0, "device", None):
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt on y's device {y0.device}, got {f0.device}"
+        )
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
     else:
