@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError
+from physode.solvers._arrays import Array
 from physode.solvers.control import PIController, error_ratio, initial_step
 
 __all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
@@ -121,6 +123,24 @@ def _step_with_graph(stepper, func, t: float, y: Tensor, h: float, time, whole: 
     return y_leaf, step
 
 
+def check_derivative(f0: object, y0: Array) -> None:
+    """Refuse a first evaluation of ``func`` that is not ``dy/dt`` of ``y0``'s shape, dtype and
+    device (tensors, or NumPy arrays for the per-sample NumPy loop)."""
+    if not isinstance(f0, Tensor | np.ndarray) or f0.shape != y0.shape:
+        got = tuple(f0.shape) if isinstance(f0, Tensor | np.ndarray) else type(f0).__name__
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
+        )
+    if f0.dtype != y0.dtype:
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
+        )
+    if getattr(f0, "device", None) != getattr(y0, "device", None):
+        raise InvalidArgumentError(
+            f"func(t, y) must return dy/dt on y's device {y0.device}, got {f0.device}"
+        )
+
+
 def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptive: bool) -> str:
     if math.isnan(h):
         where = f"at t={t:.17g}, before the first step"
@@ -184,19 +204,7 @@ def integrate(
     if f0 is None:
         f0 = func(time(t), y)
         stats.nfe += 1
-    if not isinstance(f0, Tensor) or f0.shape != y0.shape:
-        got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0).__name__
-        raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
-        )
-    if f0.dtype != y0.dtype:
-        raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
-        )
-    if getattr(f0, "device", None) != getattr(y0, "device", None):
-        raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt on y's device {y0.device}, got {f0.device}"
-        )
+    check_derivative(f0, y0)
     status = Status.SUCCESS
     if adaptive:
         controller = PIController(q=stepper.tableau.error_order + 1)

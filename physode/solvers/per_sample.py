@@ -34,7 +34,7 @@ from physode.solvers._arrays import (
     take,
 )
 from physode.solvers.control import PIController, combined_ratio, round_to_grid
-from physode.solvers.loop import _LANDING_SLACK, Stats, Status
+from physode.solvers.loop import _LANDING_SLACK, Stats, Status, check_derivative
 from physode.solvers.rk import _advance
 
 __all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_per_sample"]
@@ -166,19 +166,7 @@ def integrate_per_sample(
         raise InvalidArgumentError(
             f"func.numpy(t, y) must return a NumPy array of y's dtype {y0.dtype}, got {got}"
         )
-    if not isinstance(f0, (Tensor, np.ndarray)) or f0.shape != y0.shape:
-        got = tuple(f0.shape) if isinstance(f0, (Tensor, np.ndarray)) else type(f0).__name__
-        raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
-        )
-    if f0.dtype != y0.dtype:
-        raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
-        )
-    if getattr(f0, "device", None) != getattr(y0, "device", None):
-        raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt on y's device {y0.device}, got {f0.device}"
-        )
+    check_derivative(f0, y0)
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
     else:
