@@ -99,22 +99,21 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
                 "times: t.grad stays None. Pass t.detach() to silence this warning.",
                 stacklevel=3,
             )
-        t_tensor = t
+        t_tensor = source = t
     else:
         try:
             # Read in float64 whatever y0's dtype: the times the loop steps to are exact.
-            exact = torch.as_tensor(t, dtype=torch.float64)
+            source = torch.as_tensor(t, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
             raise InvalidArgumentError(
                 f"t must be a 1-D sequence of real times, got {type(t).__name__}: {t!r:.80}"
             ) from None
-        t_tensor = exact.to(y0.device, y0.dtype)
-        t = exact
+        t_tensor = source.to(y0.device, y0.dtype)
     if t_tensor.ndim != 1 or t_tensor.numel() < 2:
         raise InvalidArgumentError(
             f"t must be a 1-D sequence of at least two times, got shape {tuple(t_tensor.shape)}"
         )
-    times = t.detach().to("cpu", torch.float64).tolist()
+    times = source.detach().to("cpu", torch.float64).tolist()
     if not all(math.isfinite(s) for s in times):
         raise InvalidArgumentError(f"t must be finite, got {times}")
     steps = [b - a for a, b in zip(times, times[1:])]

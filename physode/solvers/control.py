@@ -163,7 +163,7 @@ def initial_step(
 ) -> float:
     """Starting step size by Hairer, Norsett & Wanner I (II.4); costs one evaluation of ``func``.
 
-    NaN when ``f0`` is not finite (then ``func`` is not evaluated).
+    NaN when the norm of ``f0`` is not finite (then ``func`` is not evaluated).
 
     ``groups`` delimits groups of the flattened state as for :func:`error_ratio`.
     """
@@ -179,7 +179,8 @@ def initial_step(
     scale = y0.abs().mul(rtol).add_(atol)
     d0, d1 = rms(y0, scale), rms(f0, scale)
     if not math.isfinite(d1):
-        # func(t0, y0) holds NaN or inf: no step is possible, and the loop says so.
+        # f0 holds NaN or inf, or values whose norm overflows: no step size follows from it,
+        # and the loop stops as non-finite.
         return math.nan
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     y1 = torch.add(y0, f0, alpha=direction * h0)

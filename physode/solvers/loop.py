@@ -209,9 +209,7 @@ def integrate(
     if adaptive:
         controller = PIController(q=stepper.tableau.error_order + 1)
         if not bool(torch.isfinite(f0).all()):
-            # No error estimate can be trusted from here; stop at once rather than shrink the
-            # step down to underflow.
-            status, h = Status.NON_FINITE, math.nan
+            h = math.nan
         elif first_step is not None:
             h = direction * first_step
         else:
@@ -219,6 +217,10 @@ def integrate(
                 func, t, y, f0, direction, stepper.order, rtol, atol, time, norm_groups
             )
             stats.nfe += 1
+        if math.isnan(h):
+            # func(t0, y0) is not finite, or so large that its norm overflows: no error estimate
+            # can be trusted from here, so stop at once rather than shrink the step to underflow.
+            status = Status.NON_FINITE
     else:
         h = direction * step_size
     previous_ratio = 1.0
