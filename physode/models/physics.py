@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import sympy
 import torch
 from torch import nn
 
@@ -20,21 +19,6 @@ def _resolve_system(system: Any) -> Any:
 
         return physode.systems.load(system)
     return system
-
-
-def depends_on_time(system: Any) -> bool:
-    """Whether the system's equations of motion contain its time symbol (a forced system).
-
-    >>> import physode
-    >>> depends_on_time(physode.systems.load("duffing")), depends_on_time("pendulum")
-    (True, False)
-    """
-    system = _resolve_system(system)
-    if system.mass_matrix is not None:  # read M and F rather than solve M a = F symbolically
-        expressions = [*system.mass_matrix, *system.forcing]
-    else:
-        expressions = list(system.equations.values())
-    return any(system.time_symbol in sympy.sympify(e).free_symbols for e in expressions)
 
 
 class PhysicsModel(nn.Module):
@@ -97,7 +81,7 @@ class PhysicsModel(nn.Module):
         self.system = system
         self.learnable = learnable
         self.field = system.vector_field(learnable=learnable)
-        self._autonomous = not depends_on_time(system) if autonomous is None else bool(autonomous)
+        self._autonomous = not system.time_dependent if autonomous is None else bool(autonomous)
         if init:
             self.set_parameters(init)
 

@@ -400,6 +400,23 @@ class System:
         """Right-hand side ``F`` of ``M a = F`` (None for other forms)."""
         return None if self._dynamics is None else self._dynamics.forcing
 
+    @functools.cached_property
+    def time_dependent(self) -> bool:
+        """Whether the equations of motion contain the time symbol (a forced system).
+
+        Worked out by :meth:`compile`, so that a system loaded from the derivation cache answers
+        without opening its SymPy expressions.
+
+        >>> import physode
+        >>> [physode.systems.load(name).time_dependent for name in ("duffing", "pendulum")]
+        [True, False]
+        """
+        if self.mass_matrix is not None:  # read M and F rather than solve M a = F symbolically
+            expressions = [*self.mass_matrix, *self.forcing]
+        else:
+            expressions = list(self.equations.values())
+        return any(self.time_symbol in sympy.sympify(e).free_symbols for e in expressions)
+
     def __repr__(self) -> str:
         return (
             f"System({self.name!r}, form={self.form!r}, states={self.state_names}, "
@@ -456,6 +473,7 @@ class System:
         derived system on disk.
         """
         self._rhs_kernel  # noqa: B018 (cached properties build on access)
+        self.time_dependent  # noqa: B018
         if self.invariant_names:
             self._invariant_kernels  # noqa: B018
         return self
