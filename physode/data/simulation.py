@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -12,7 +13,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,22 +226,23 @@ def _derived_seed(seed: int, stream: int, index: int) -> int:
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _draw_rows(
-    sample, seed: int, stream: int, start: int, stop: int, block_params=None
-) -> torch.Tensor:
-    """Rows ``start .. stop - 1`` of ``sample(n, seed=...)`` drawn block by aligned block.
-
-    Block ``k`` holds trajectories ``k * _SAMPLE_BLOCK`` onwards and is always drawn whole with
-    the seed of ``(seed, stream, k)``, so row ``i`` depends on ``(seed, stream, i)`` alone. With
-    ``block_params``, ``sample`` also gets ``p=block_params(k)``, the parameters of block ``k``'s
-    rows (initial states whose distribution depends on the masses).
-    """
-    first, last = start // _SAMPLE_BLOCK, (stop - 1) // _SAMPLE_BLOCK
+def _blocks(sample, seed: int, stream: int, block_params=None) -> Callable[[int], torch.Tensor]:
+    """Block ``k`` of draws from ``sample(n, seed=...)``: ``_SAMPLE_BLOCK`` rows for trajectories
+    ``k * _SAMPLE_BLOCK`` onwards, drawn whole with the seed of ``(seed, stream, k)``, so that
+    row ``i`` depends on ``(seed, stream, i)`` alone. With ``block_params``, ``sample`` also gets
+    ``p=block_params(k)``, the parameters of the block's rows (initial states whose distribution
+    depends on the masses)."""
 
     def block(k: int) -> torch.Tensor:
         options = {} if block_params is None else {"p": block_params(k)}
         return sample(_SAMPLE_BLOCK, seed=_derived_seed(seed, stream, k), **options)
 
+    return block
+
+
+def _draw_rows(block: Callable[[int], torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Rows ``start .. stop - 1`` of the draws that :func:`_blocks` makes, block by block."""
+    first, last = start // _SAMPLE_BLOCK, (stop - 1) // _SAMPLE_BLOCK
     blocks = [block(k) for k in range(first, last + 1)]
     offset = start - first * _SAMPLE_BLOCK
     return torch.cat(blocks)[offset : offset + stop - start].to(torch.float64)
@@ -395,21 +397,15 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     n_state = len(system.state_names)
     indices = range(start, stop)
     if run["params"] == "sample":
-        p = _draw_rows(system.sample_parameters, seed, _STREAM_PARAMS, start, stop)
-
-        def block_params(k: int) -> torch.Tensor:
-            # The same draw as the block of p above: each row's state sees its own parameters.
-            return system.sample_parameters(
-                _SAMPLE_BLOCK, seed=_derived_seed(seed, _STREAM_PARAMS, k)
-            )
-
-        y0 = _draw_rows(
-            system.sample_initial_states, seed, _STREAM_STATE, start, stop, block_params
-        )
+        # Each block of parameters is drawn once and also handed to the states drawn for it.
+        param_block = functools.cache(_blocks(system.sample_parameters, seed, _STREAM_PARAMS))
+        p = _draw_rows(param_block, start, stop)
+        state_block = _blocks(system.sample_initial_states, seed, _STREAM_STATE, param_block)
     else:
-        y0 = _draw_rows(system.sample_initial_states, seed, _STREAM_STATE, start, stop)
         defaults = torch.tensor(list(system.parameters.values()), dtype=torch.float64)
         p = defaults.expand(len(indices), -1).clone()
+        state_block = _blocks(system.sample_initial_states, seed, _STREAM_STATE)
+    y0 = _draw_rows(state_block, start, stop)
 
     solver = run["solver"]
     if run["params"] == "sample":
