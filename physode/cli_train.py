@@ -151,6 +151,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="one step size per batch (default) or one per window (adaptive methods)",
     )
     train.add_argument("--dtype", choices=("float32", "float64"))
+    train.add_argument("--device", help="where to train: cpu (default), cuda, cuda:1...")
     train.add_argument("--seed", type=int)
     train.add_argument("--log", help="per-epoch log, .csv or .json")
     train.add_argument("--checkpoint-dir", help="folder for last.pt and best.pt")
@@ -286,7 +287,8 @@ def _run(args: argparse.Namespace) -> int:
     if extras.get("out"):
         out = Path(extras["out"])
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), out / "model.pt")
+        # Saved from the CPU, so the weights load on a machine without the training device.
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
         summary = {
             "config": config.to_dict(),
             "model": model_settings,

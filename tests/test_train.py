@@ -236,6 +236,10 @@ def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
             {"step_control": "per-sample", "method": "rk4", "step_size": 0.1},
             "needs an adaptive method",
         ),
+        ({"device": "gpu"}, "device='gpu' \\(a torch device such as 'cpu', 'cuda'"),
+        ({"device": 0}, "device=0 \\(a torch device"),
+        # A device torch knows but this machine lacks: refused before anything moves.
+        ({"device": "cuda:99"}, "device='cuda:99' is not usable here.*available: \\['cpu'"),
     ],
 )
 def test_bad_training_arguments_are_refused_with_a_clear_message(overrides, message):
@@ -256,6 +260,43 @@ def test_per_sample_step_control_trains_and_aca_follows_disc_opt_exactly():
     # Same discretisation, exact gradients: the two runs take the same optimisation path.
     for a, b in zip(results["aca"].history, results["disc-opt"].history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
+
+
+def test_the_trainer_runs_on_the_models_device_unless_told_otherwise():
+    t, ys = spiral_data()
+    model = neural()
+    trainer = Trainer(model, (t, ys), epochs=1, window=6)
+    assert trainer.device == torch.device("cpu")
+    assert trainer.train_data.states.device == trainer.device
+    trainer = Trainer(model, (t, ys), epochs=1, window=6, device="cpu")
+    assert trainer.device == torch.device("cpu") and trainer.config.to_dict()["device"] == "cpu"
+
+
+def _devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_training_on_a_device_follows_the_cpu_run(device, tmp_path):
+    """Model, data, checkpoints and evaluation on ``device``: on a GPU where one is present,
+    else a second CPU run, which must repeat the first exactly."""
+    t, ys = spiral_data()
+    histories = {}
+    for where in ("cpu", device):
+        trainer = Trainer(neural(), (t, ys), epochs=3, window=6, batch_size=8, lr=0.02,
+                          val_data=(t, ys), device=where,
+                          checkpoint_dir=str(tmp_path / where))  # fmt: skip
+        history = [(row["loss"], row["val_loss"]) for row in trainer.fit().history]
+        assert next(trainer.model.parameters()).device.type == torch.device(where).type
+        report = trainer.evaluate((t, ys), conservation=False)
+        assert report.predicted.device.type == torch.device(where).type
+        histories[where] = [*history, report.mse]
+    assert histories[device] == pytest.approx(histories["cpu"], rel=1e-9)
+    # A checkpoint written on the GPU resumes on the CPU.
+    resumed = Trainer(neural(), (t, ys), epochs=4, window=6, batch_size=8, lr=0.02,
+                      device="cpu")  # fmt: skip
+    resumed.load_checkpoint(tmp_path / device / "last.pt")
+    assert resumed.epoch == 3 and len(resumed.fit().history) == 4
 
 
 def test_an_empty_data_set_is_refused():
@@ -395,6 +436,8 @@ def test_physode_train_reads_a_toml_config_and_flags_override_it(lotka_volterra_
         (["--model", "physics"], "needs --learnable"),
         (["--window", "99"], "window=99 is longer"),
         (["--learnable", "mass"], "\\['mass'\\] are not parameters"),
+        (["--device", "cuda:99"], "device='cuda:99' is not usable here"),
+        (["--device", "gpu"], "device='gpu'"),
     ],
 )
 def test_physode_train_refuses_bad_input_with_one_line_and_exit_2(lotka_volterra_h5, argv,

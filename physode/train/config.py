@@ -72,6 +72,10 @@ class TrainConfig:
         :func:`physode.solve`.
     dtype : str, optional
         ``"float64"`` or ``"float32"`` for model and data; ``None`` keeps the data's dtype.
+    device : str, optional
+        Where model and data live and every solve runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        ``None`` keeps the model's device (the CPU for a fresh model). The trainer moves the
+        model there in place, with the data.
     seed : int
         Seeds the window shuffling (and the validation split of tensor data).
     log : str, optional
@@ -118,6 +122,7 @@ class TrainConfig:
     gradient: Any = "aca"
     step_control: str = "shared"
     dtype: str | None = None
+    device: str | None = None
     seed: int = 0
     log: str | None = None
     checkpoint_dir: str | None = None
@@ -228,6 +233,11 @@ class TrainConfig:
             f"dtype={self.dtype!r} (choose one of {list(DTYPES)} or None for the data's)",
         )
         need(
+            self.device is None or _device_name(self.device),
+            f"device={self.device!r} (a torch device such as 'cpu', 'cuda' or 'cuda:1', or None "
+            "for the model's)",
+        )
+        need(
             self.observe is None
             or (
                 len(self.observe) > 0
@@ -281,3 +291,16 @@ class TrainConfig:
         config = cls(**values)
         config.validate()
         return config
+
+
+def _device_name(value: Any) -> bool:
+    """Whether ``value`` is a string that names a torch device (it need not be present)."""
+    if not isinstance(value, str):
+        return False
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        return False
+    return True

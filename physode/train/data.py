@@ -95,10 +95,12 @@ class Trajectories:
         keep = self.t <= t_end
         return Trajectories(self.t[keep], self.states[:, keep], self.params, self.system)
 
-    def to(self, dtype: torch.dtype) -> Trajectories:
-        """A copy in another floating-point dtype."""
-        params = None if self.params is None else self.params.to(dtype)
-        return Trajectories(self.t.to(dtype), self.states.to(dtype), params, self.system)
+    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> Trajectories:
+        """The same trajectories in another floating-point dtype, and on ``device`` if given."""
+        params = None if self.params is None else self.params.to(device, dtype)
+        return Trajectories(
+            self.t.to(device, dtype), self.states.to(device, dtype), params, self.system
+        )
 
 
 def _from_stored(

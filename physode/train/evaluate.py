@@ -109,7 +109,7 @@ def _extended_grid(t: torch.Tensor, t_end: float) -> torch.Tensor:
         )
     dt = float(t[1] - t[0])
     n_extra = int(round((t_end - float(t[-1])) / dt))
-    extra = t[-1] + dt * torch.arange(1, n_extra + 1, dtype=t.dtype)
+    extra = t[-1] + dt * torch.arange(1, n_extra + 1, dtype=t.dtype, device=t.device)
     return torch.cat([t, extra])
 
 
@@ -129,10 +129,10 @@ def ground_truth(
     ``None``).
     """
     if params is None:
-        field = system.vector_field()
+        field = system.vector_field().to(y0.device)
         ys = physode.odeint(field, y0, t, method=method, rtol=rtol, atol=atol)
     else:
-        p = params.to(y0.dtype)
+        p = params.to(y0.device, y0.dtype)
         ys = physode.odeint(
             lambda s, y: system.rhs(s, y, p), y0, t, method=method, rtol=rtol, atol=atol
         )

@@ -78,6 +78,30 @@ def _dtype(name: str | None, data: Trajectories) -> torch.dtype:
     return data.states.dtype if name is None else getattr(torch, name)
 
 
+def _device(name: str | None, model: nn.Module) -> torch.device:
+    """The configured device, or the model's (its first parameter or buffer; else the CPU).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If this machine or this torch build cannot put a tensor there.
+    """
+    if name is None:
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+    device = torch.device(name)
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:  # AssertionError: torch built without CUDA
+        available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        raise InvalidArgumentError(
+            f"device={name!r} is not usable here ({_first_line(exc)}); devices available: "
+            f"{available}"
+        ) from None
+    return device
+
+
 class Trainer:
     """Fit a model ``f(t, y)`` to trajectories through :func:`physode.solve`.
 
@@ -150,8 +174,9 @@ class Trainer:
         else:
             val = None
         dtype = _dtype(config.dtype, train)
-        self.train_data = train.to(dtype)
-        self.val_data = None if val is None else val.to(dtype)
+        self.device = _device(config.device, model)
+        self.train_data = train.to(dtype, self.device)
+        self.val_data = None if val is None else val.to(dtype, self.device)
         self._check_data(self.train_data, "training")
         if self.val_data is not None:
             self._check_data(self.val_data, "validation")
@@ -160,7 +185,7 @@ class Trainer:
                 f"patience={config.patience} needs validation data: pass val_data=..., set "
                 "val_fraction > 0 for tensor data, or use a data set with a 'val' split"
             )
-        self.model = model.to(dtype)
+        self.model = model.to(device=self.device, dtype=dtype)
         self.length = config.window or self.train_data.n_points
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
@@ -477,7 +502,7 @@ class Trainer:
             raise InvalidArgumentError(
                 "no held-out trajectories to evaluate on: pass test_data=..."
             )
-        held_out = held_out.to(self.train_data.states.dtype)
+        held_out = held_out.to(self.train_data.states.dtype, self.device)
         if held_out.system is None:
             held_out.system = self.train_data.system
         return rollout_report(
