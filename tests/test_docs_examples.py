@@ -1,0 +1,134 @@
+"""Every Python example in docs/ runs as written and shows what its comments say.
+
+Blocks that are API listings (signatures with ``...``, names the reader supplies) are named in
+LISTINGS; every other block is executed, so a new example is tested by default.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+# (file, index of the block in the file): why it is not run on its own.
+LISTINGS = {
+    ("architecture.md", 0): "the signature of solve, with `*` and a placeholder func",
+    ("architecture.md", 1): "the attributes of a System, one per line",
+    ("solvers.md", 0): "the shape of a solve call, with placeholders func, y0, t and `...`",
+}
+
+
+def _blocks(name: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (DOCS / name).read_text(), re.S)
+
+
+def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -> dict:
+    code = _blocks(name)[index]
+    for old, new in replace.items():
+        assert old in code, f"{name} block {index} no longer contains {old!r}"
+        code = code.replace(old, new)
+    namespace = {} if namespace is None else namespace
+    exec(compile(code, f"{name} block {index}", "exec"), namespace)
+    return namespace
+
+
+def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
+    tested = {("solvers.md", 1), ("systems.md", 0), ("systems.md", 1), ("data.md", 0),
+              ("training.md", 0), ("training.md", 1), ("training.md", 2)}  # fmt: skip
+    found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
+    assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
+
+
+def test_solvers_per_sample_numpy_example():
+    ns = _run("solvers.md", 1)
+    sol, y0 = ns["sol"], ns["y0"]
+    assert sol.ys.shape == (11, 1000, 3) and bool((sol.status == 0).all())
+    torch.testing.assert_close(sol.ys[-1], y0 * torch.exp(torch.tensor(-1.0)), rtol=1e-5, atol=0)
+
+
+def test_systems_lagrangian_example_shows_its_values():
+    ns = _run("systems.md", 0)
+    pend = ns["pend"]
+    assert str(pend.equations) == "{'theta': theta_dot, 'theta_dot': -g*sin(theta)/l}"
+    assert pend.state_names == ["theta", "theta_dot"]
+    energy = pend.invariants(torch.tensor([0.5, 0.0]))["energy"]
+    assert f"{float(energy):.4f}" == "-8.6091"
+    assert ns["ys"].shape == (51, 16, 2) and isinstance(ns["f"].g, torch.nn.Parameter)
+
+
+def test_systems_numpy_twin_example_solves_every_row():
+    ns = _run("systems.md", 1)
+    sol = ns["sol"]
+    assert sol.ys.shape == (101, 256, 12) and bool((sol.status == 0).all())
+
+
+def test_data_example_writes_reads_checks_and_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ns = _run("data.md", 0)
+    data = ns["data"]
+    assert (data.t.shape, data.states.shape, data.params.shape) == (
+        (101,),
+        (1024, 101, 12),
+        (1024, 4),
+    )
+    assert ns["report"].failing == [] and (tmp_path / "drift.png").stat().st_size > 0
+    assert len(next(iter(ns["loader"]))) > 0
+
+
+def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
+    from physode.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    made_with = re.search(r"made first with: physode (.*)", _blocks("training.md")[1]).group(1)
+    assert main(shlex.split(made_with)) == 0
+    ns = _run("training.md", 0)
+    # The example's 300 epochs of every window, cut to two epochs of two batches.
+    ns = _run("training.md", 1, ns, **{"epochs=300,": "epochs=2, batches_per_epoch=2,"})
+    result, report = ns["result"], ns["report"]
+    assert len(result.history) == 2 and set(result.physical_parameters) == {"g"}
+    assert report.mse_beyond is not None and (tmp_path / "ckpt" / "last.pt").is_file()
+    assert (tmp_path / "log.csv").is_file()
+
+    from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
+
+    def make_model():
+        torch.manual_seed(0)
+        return Hybrid(
+            PhysicsModel("pendulum", learnable=["g"], init={"g": 0.5}),
+            NeuralODE(2, width=32, depth=2, zero_output=True),
+            aphynity=Aphynity(lambda_init=1.0, tau=1000.0),
+        )
+
+    config = ns["trainer"].config
+    # Block 2 continues block 1 (its Trainer import), with the reader's model factory.
+    resumed = {
+        "Trainer": ns["Trainer"],
+        "make_model": make_model,
+        "data": "pendulum.h5",
+        "config": type(config)(**{**config.to_dict(), "epochs": 3, "progress": False}),
+    }
+    _run("training.md", 2, resumed)
+    assert resumed["trainer"].epoch == 3
+
+
+@pytest.mark.parametrize("listing", sorted(LISTINGS))
+def test_listings_name_only_public_attributes(listing):
+    """The names a listing shows exist: attributes of a System, solve's keywords."""
+    import inspect
+
+    import physode
+
+    code = _blocks(listing[0])[listing[1]]
+    if "system." in code:
+        system = physode.systems.load("three_body")
+        for name in re.findall(r"^system\.(\w+)", code, re.M):
+            assert hasattr(system, name), name
+    if "physode.solve(" in code:
+        keywords = set(inspect.signature(physode.solve).parameters)
+        shown = set(re.findall(r"(\w+)=", code.split("sol.ys")[0]))
+        assert shown <= keywords, shown - keywords
