@@ -494,3 +494,32 @@ def test_sampled_masses_shape_the_initial_states_drawn_for_them(tmp_path):
             assert invariants[name].abs().max() < 1e-12, name
         starts.append(y0)
     torch.testing.assert_close(starts[0], starts[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"params": "sample", "noise": 0.05, "split": (0.5, 0.25, 0.25), "dtype": "float32",
+         "method": "dopri5", "drift_threshold": 1e-3, "max_steps": 5000},
+        {"rtol": 1e-9, "atol": 1e-11},
+    ],
+)  # fmt: skip
+def test_the_stored_command_line_rebuilds_the_file_bit_for_bit(tmp_path, settings):
+    """A data set carries what it takes to make it again: its command, rerun, gives its bytes."""
+    import shlex
+
+    from physode.cli import main
+
+    kwargs = {**FAST, **settings}
+    first = tmp_path / "first.h5"
+    simulate(SYSTEM, trajectories=5, out=first, seed=11, **kwargs)
+    with load(first) as data:
+        command = shlex.split(data.attrs["command_line"])
+        stored_settings = data.attrs["simulation"]
+    assert command[:2] == ["physode", "simulate"]
+    out = command.index("--out") if "--out" in command else command.index("-o")
+    command[out + 1] = str(tmp_path / "again.h5")
+    assert main([*command[1:], "--quiet"]) == 0
+    _assert_same_datasets(first, tmp_path / "again.h5")
+    with load(tmp_path / "again.h5") as again:
+        assert again.attrs["simulation"] == stored_settings
