@@ -30,6 +30,7 @@ _MODEL_KEYS = (
     "kind", "system", "learnable", "init", "width", "depth", "activation", "aphynity",
     "aphynity_lambda", "aphynity_tau",
 )
+_REPORT_KEYS = ("t_end", "out", "quiet", "resume")
 _MODEL_DEFAULTS: dict[str, Any] = {
     "kind": "hybrid", "system": None, "learnable": None, "init": {}, "width": 64, "depth": 2,
     "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0, "aphynity_tau": 1.0,
@@ -139,6 +140,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=float, help="stop after this many seconds")
     train.add_argument("--patience", type=int, help="early stopping on the validation loss")
     train.add_argument("--min-delta", type=float)
+    train.add_argument(
+        "--noisy",
+        action="store_true",
+        help="train and validate on the data set's noisy states (simulated with --noise); the "
+        "report compares with the clean ones",
+    )
     train.add_argument("--observe", type=_int_list, help="state indices in the loss, e.g. 0,1,2")
     train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
     train.add_argument("--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS)
@@ -191,6 +198,9 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     train_keys = set(TrainConfig.__dataclass_fields__)
     train.update({k: v for k, v in given.items() if k in train_keys})
     extras = {**document.get("report", {})}
+    unknown = sorted(set(extras) - set(_REPORT_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"unknown [report] keys {unknown}; valid: {list(_REPORT_KEYS)}")
     extras.update({k: given[k] for k in ("t_end", "out", "quiet", "resume") if k in given})
     data = given.get("data", document.get("data"))
     if data is None:
@@ -264,6 +274,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from physode.train import Trainer, as_trajectories
+    from physode.train.evaluate import rollout_times
 
     data, model_settings, train_settings, extras = _settings(args)
     quiet = bool(extras.get("quiet", False))
@@ -272,14 +283,16 @@ def _run(args: argparse.Namespace) -> int:
     stored = as_trajectories(data, split="train")
     model = build_model(model_settings, stored.system, stored.n_state)
     trainer = Trainer(model, data, config)
+    rollout_times(trainer.train_data.t, extras.get("t_end"))  # a bad --t-end fails before training
     if extras.get("resume"):
         trainer.load_checkpoint(extras["resume"])
     result = trainer.fit()
     report = trainer.evaluate(t_end=extras.get("t_end"))
     if not quiet:
         last = result.history[-1]
+        val = "none" if last["val_loss"] is None else f"{last['val_loss']:.4e}"
         print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s; "
-              f"final loss {last['loss']:.4e}, validation loss {last['val_loss']}")
+              f"final loss {last['loss']:.4e}, validation loss {val}")
         if result.physical_parameters:
             learned = ", ".join(f"{k} = {v:.6g}" for k, v in result.physical_parameters.items())
             print(f"learned parameters: {learned}")

@@ -110,10 +110,10 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
         "Trainer": ns["Trainer"],
         "make_model": make_model,
         "data": "pendulum.h5",
-        "config": type(config)(**{**config.to_dict(), "epochs": 3, "progress": False}),
+        "config": type(config)(**{**config.to_dict(), "progress": False}),
     }
     _run("training.md", 2, resumed)
-    assert resumed["trainer"].epoch == 3
+    assert resumed["trainer"].epoch == 2 and len(resumed["trainer"].history) == 2
 
 
 @pytest.mark.parametrize("listing", sorted(LISTINGS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 import physode
 from physode.models import Aphynity, Hybrid, NeuralODE
 from physode.train import TrainConfig, Trainer, Trajectories, rollout_report
+from physode.train.data import uniform_grid
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 
@@ -481,3 +483,121 @@ def test_an_hdf5_file_with_an_empty_training_split_is_refused(tmp_path):
                           split=(0.0, 0.5, 0.5), quiet=True)  # fmt: skip
     with pytest.raises(physode.InvalidArgumentError, match="'train' split .* is empty"):
         Trainer(neural(), path)
+
+
+# ------------------------------------------------ float32 grids, rollout times, noisy data, resume
+
+
+def test_an_equally_spaced_float32_grid_is_uniform_and_rolls_out_beyond_the_data(
+    lotka_volterra_h5,
+):
+    t32 = torch.linspace(0, 5, 51, dtype=torch.float64).float()
+    assert uniform_grid(t32) and not uniform_grid(torch.tensor([0.0, 1.0, 2.5]))
+    model = PhysicsModel("lotka_volterra", ["alpha"])
+    trainer = Trainer(model, lotka_volterra_h5, dtype="float32", epochs=1)
+    assert trainer._mix_starts  # windows of different starts share a solve, as in float64
+    report = trainer.evaluate(t_end=3.0)
+    assert report.predicted.dtype == torch.float32 and float(report.t[-1]) == pytest.approx(3.0)
+    assert report.mse_beyond < 1e-6
+
+
+def test_a_t_end_without_rollout_times_is_refused_by_name_before_training(
+    lotka_volterra_h5, tmp_path, capsys
+):
+    t, ys = spiral_data()
+    with pytest.raises(physode.InvalidArgumentError, match="t_end=0.0 leaves no time to roll"):
+        rollout_report(lambda s, y: y @ A, Trajectories(t, ys), t_end=0.0)
+    log = tmp_path / "log.csv"
+    args = _cli([str(lotka_volterra_h5), "--model", "neural", "--epochs", "1", "--quiet",
+                 "--t-end", "-1", "--log", str(log)])  # fmt: skip
+    assert run_train(args) == 2
+    assert "t_end=-1.0 leaves no time to roll out to" in capsys.readouterr().err
+    assert not log.exists()  # refused before the first epoch
+
+
+@pytest.fixture(scope="module")
+def noisy_h5(tmp_path_factory):
+    """Eight Lotka-Volterra trajectories with observation noise 0.05 and a 4/2/2 split."""
+    path = tmp_path_factory.mktemp("noisy") / "lv_noisy.h5"
+    physode.data.simulate("lotka_volterra", trajectories=8, t_end=2.0, points=21, out=path,
+                          seed=0, split=(0.5, 0.25, 0.25), noise=0.05, quiet=True)  # fmt: skip
+    return path
+
+
+def test_noisy_true_trains_and_validates_on_the_noisy_states_and_evaluates_on_clean(noisy_h5):
+    stored = physode.data.load(noisy_h5)
+    split = {name: stored.split[name] for name in ("train", "val", "test")}
+    clean = Trainer(neural(), noisy_h5, epochs=1)
+    assert torch.equal(clean.train_data.states, torch.as_tensor(stored.states[split["train"]]))
+    noisy = Trainer(neural(), noisy_h5, epochs=1, noisy=True)
+    for data, name in ((noisy.train_data, "train"), (noisy.val_data, "val")):
+        assert torch.equal(data.states, torch.as_tensor(stored.noisy_states[split[name]]))
+    report = noisy.evaluate()
+    assert torch.equal(report.truth, torch.as_tensor(stored.states[split["test"]]))
+    dataset = physode.data.TrajectoryDataset(noisy_h5, window=5, noisy=True)
+    from_dataset = Trainer(neural(), dataset, epochs=1)
+    assert from_dataset.config.noisy
+    assert torch.equal(from_dataset.val_data.states, noisy.val_data.states)
+
+
+def test_noisy_true_is_refused_without_noisy_states(lotka_volterra_h5):
+    with pytest.raises(physode.InvalidArgumentError, match="lv.h5 holds no noisy states"):
+        Trainer(neural(), lotka_volterra_h5, noisy=True)
+    with pytest.raises(physode.InvalidArgumentError, match="noisy=True reads the noisy states"):
+        Trainer(neural(), spiral_data(), noisy=True)
+
+
+def test_physode_train_noisy_flag_trains_on_the_noisy_states(noisy_h5, tmp_path, capsys):
+    args = _cli([str(noisy_h5), "--model", "physics", "--learnable", "alpha", "--epochs", "1",
+                 "--noisy", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert run_train(args) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["noisy"] is True
+    # The noise (0.05) dominates the validation loss of the true parameters.
+    assert report["best_val_loss"] > 1e-3
+    assert re.search(r"validation loss \d\.\d{4}e[-+]\d\d\n", capsys.readouterr().out)
+
+
+def test_resuming_a_cosine_schedule_with_other_epochs_is_refused(tmp_path):
+    data = spiral_data()
+    first = Trainer(neural(), data, _config(tmp_path, epochs=2))
+    first.fit()
+    path = first.save_checkpoint(tmp_path / "two.pt")
+    longer = Trainer(neural(), data, _config(tmp_path, epochs=4))
+    with pytest.raises(physode.InvalidArgumentError, match="epochs: 2 -> 4; lr_schedule='cos"):
+        longer.load_checkpoint(path)
+    # Other schedules do not depend on the number of epochs: the run may be extended.
+    constant = Trainer(neural(), data, _config(tmp_path, epochs=2, lr_schedule="constant"))
+    path = constant.save_checkpoint(tmp_path / "constant.pt")
+    Trainer(neural(), data, _config(tmp_path, epochs=4, lr_schedule="constant")).load_checkpoint(
+        path
+    )
+
+
+def test_resuming_with_another_val_fraction_is_refused_and_old_checkpoints_still_load(tmp_path):
+    data = spiral_data()
+    trainer = Trainer(neural(), data, _config(tmp_path))
+    path = trainer.save_checkpoint(tmp_path / "ckpt.pt")
+    other = Trainer(neural(), data, _config(tmp_path, val_fraction=0.5))
+    with pytest.raises(physode.InvalidArgumentError, match="val_fraction: 0.25 -> 0.5"):
+        other.load_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    del state["config"]["noisy"]  # written before the setting existed
+    torch.save(state, tmp_path / "old.pt")
+    Trainer(neural(), data, _config(tmp_path)).load_checkpoint(tmp_path / "old.pt")
+
+
+def test_validation_trajectories_shorter_than_whole_training_ones_are_refused():
+    t, ys = spiral_data(points=21)
+    with pytest.raises(physode.InvalidArgumentError, match="validation trajectories have 11 time"):
+        Trainer(neural(), (t, ys), val_data=(t[:11], ys[:, :11]))
+
+
+def test_physode_train_refuses_unknown_report_keys_in_a_toml_config(lotka_volterra_h5, tmp_path,
+                                                                   capsys):  # fmt: skip
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{lotka_volterra_h5}"\n[model]\nkind = "neural"\n'
+                      '[train]\nepochs = 1\n[report]\ntend = 4.0\noutput = "run"\n')  # fmt: skip
+    assert run_train(_cli(["--config", str(config), "--quiet"])) == 2
+    err = capsys.readouterr().err
+    assert "unknown [report] keys ['output', 'tend']; valid: ['t_end', 'out'" in err

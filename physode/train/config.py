@@ -60,6 +60,11 @@ class TrainConfig:
     val_fraction : float
         For tensor data without a stored split: the fraction of trajectories held out for
         validation (at least one, drawn with ``seed``).
+    noisy : bool
+        Train and validate on the noisy states of an HDF5 data set (``/noisy_states``, stored by
+        ``physode simulate --noise``) instead of its clean states; :meth:`Trainer.evaluate` still
+        compares the rollouts with the clean states. A ``TrajectoryDataset`` made with
+        ``noisy=True`` sets it. Tensor data are used as given.
     observe : list of int, optional
         State components that enter the loss (e.g. positions only); ``None`` uses all.
     method, rtol, atol, step_size, gradient
@@ -114,6 +119,7 @@ class TrainConfig:
     min_delta: float = 0.0
     restore_best: bool = True
     val_fraction: float = 0.0
+    noisy: bool = False
     observe: list[int] | None = None
     method: str = "dopri5"
     rtol: float = 1e-6
@@ -174,6 +180,9 @@ class TrainConfig:
         need(
             self.time_limit is None or self.time_limit > 0,
             f"time_limit={self.time_limit!r} (need > 0 seconds, or None for no limit)",
+        )
+        need(
+            isinstance(self.noisy, bool), f"noisy={self.noisy!r} (need True or False)"
         )
         need(
             0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction!r} (need 0 <= x < 1)"

@@ -112,6 +112,11 @@ def _from_stored(
             f"the {split!r} split of {stored.path} is empty (0 trajectories); simulate with a "
             "split that gives it trajectories, e.g. --split 0.8,0.1,0.1"
         )
+    if noisy and stored.noisy_states is None:
+        raise InvalidArgumentError(
+            f"noisy=True but {stored.path} holds no noisy states; simulate it with --noise STD, "
+            "or train on its clean states (noisy=False)"
+        )
     source = stored.noisy_states if noisy else stored.states
     return Trajectories(
         torch.as_tensor(stored.t),
@@ -127,7 +132,7 @@ def _usable(stored: Any, split: str) -> np.ndarray:
     return index[stored.flags[index] == 0]
 
 
-def as_trajectories(source: Any, split: str | None = None) -> Trajectories:
+def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) -> Trajectories:
     """Turn any supported data source into :class:`Trajectories`.
 
     Parameters
@@ -141,6 +146,10 @@ def as_trajectories(source: Any, split: str | None = None) -> Trajectories:
     split : str, optional
         For an HDF5 path: the stored split to read (``"train"``, ``"val"``, ``"test"``); ``None``
         reads them all.
+    noisy : bool
+        For an HDF5 path or a ``TrajectoryDataset``: read the noisy states (``/noisy_states``)
+        instead of the clean ones (a dataset made with ``noisy=True`` reads them anyway).
+        Tensors are used as given.
 
     Returns
     -------
@@ -167,10 +176,12 @@ def as_trajectories(source: Any, split: str | None = None) -> Trajectories:
     if isinstance(source, str | Path):
         stored = physode.data.load(source)
         split = split or "all"
-        return _from_stored(stored, _usable(stored, split), split)
+        return _from_stored(stored, _usable(stored, split), split, noisy=noisy)
     if isinstance(source, physode.data.TrajectoryDataset):
         stored = physode.data.load(source.path)
-        return _from_stored(stored, source.trajectories, source.split, noisy=source.noisy)
+        return _from_stored(
+            stored, source.trajectories, source.split, noisy=source.noisy or noisy
+        )
     raise InvalidArgumentError(
         f"cannot train on a {type(source).__name__}; pass a path to an HDF5 data set, a "
         "physode.data.TrajectoryDataset, physode.train.Trajectories, or tensors (t, ys)"
@@ -204,6 +215,19 @@ def window_starts(n_points: int, length: int, stride: int) -> list[int]:
 
 
 def uniform_grid(t: torch.Tensor, rtol: float = 1e-9) -> bool:
-    """Whether the sample times are equally spaced (to ``rtol`` of the spacing)."""
+    """Whether the sample times are equally spaced (to ``rtol`` of the spacing).
+
+    The spacings of times stored in ``t``'s dtype differ by the rounding of the times
+    themselves, so a few units in the last place of the largest time are tolerated as well: an
+    equally spaced grid stays one in float32.
+
+    Examples
+    --------
+    >>> uniform_grid(torch.linspace(0, 5, 51, dtype=torch.float64).float())
+    True
+    >>> uniform_grid(torch.tensor([0.0, 1.0, 3.0]))
+    False
+    """
     dt = t[1:] - t[:-1]
-    return bool(((dt - dt[0]).abs() <= rtol * dt[0].abs()).all())
+    rounding = 8 * torch.finfo(t.dtype).eps * float(t.abs().max())
+    return bool(((dt - dt[0]).abs() <= rtol * dt[0].abs() + rounding).all())

@@ -99,13 +99,49 @@ def _report_dict(report: Any) -> dict[str, Any]:
     }
 
 
+def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
+    """The times of a rollout to ``t_end``: the sample times ``t <= t_end``, continued with their
+    own spacing beyond the last one.
+
+    Call it before training to check a ``t_end`` that :func:`rollout_report` will use.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If ``t_end`` leaves fewer than two times (it is not after the first sample time), or lies
+        beyond the data when the sample times are not equally spaced.
+
+    Examples
+    --------
+    >>> rollout_times(torch.linspace(0, 1, 3), t_end=2.0)
+    tensor([0.0000, 0.5000, 1.0000, 1.5000, 2.0000])
+    >>> rollout_times(torch.linspace(0, 1, 3), t_end=0.0)
+    Traceback (most recent call last):
+    ...
+    physode._errors.InvalidArgumentError: t_end=0.0 leaves no time to roll out to: ...
+    """
+    t_first, t_last = float(t[0]), float(t[-1])
+    if t_end is None:
+        return t
+    t_end = float(t_end)
+    if not t_end >= float(t[1]):
+        raise InvalidArgumentError(
+            f"t_end={t_end!r} leaves no time to roll out to: the data start at t = {t_first:g} "
+            f"and the next sample is at {float(t[1]):g}; give t_end >= {float(t[1]):g} "
+            f"(the data end at {t_last:g}), or leave it out"
+        )
+    return _extended_grid(t, t_end)
+
+
 def _extended_grid(t: torch.Tensor, t_end: float) -> torch.Tensor:
     """``t`` continued with its own spacing up to ``t_end``."""
     if t_end <= float(t[-1]):
         return t[t <= t_end]
     if not uniform_grid(t):
         raise InvalidArgumentError(
-            "rolling out beyond the data needs equally spaced sample times; pass t_end=None"
+            f"t_end={t_end!r} lies beyond the data's last time {float(t[-1]):g}, and rolling out "
+            "beyond the data needs equally spaced sample times; give t_end <= "
+            f"{float(t[-1]):g} or leave it out"
         )
     dt = float(t[1] - t[0])
     n_extra = int(round((t_end - float(t[-1])) / dt))
@@ -202,8 +238,8 @@ def rollout_report(
     system = system if system is not None else data.system
     t_last = float(data.t[-1])
     horizon = t_last if horizon is None else float(horizon)
-    t_end = t_last if t_end is None else float(t_end)
-    t = _extended_grid(data.t, t_end)
+    t = rollout_times(data.t, t_end)
+    t_end = float(t[-1]) if t_end is None else float(t_end)
     n_data = min(len(t), data.n_points)
     dtype = data.states.dtype
     y0 = data.states[:, 0]

@@ -31,8 +31,8 @@ CHECKPOINT_VERSION = 1
 # Settings that must match for a resumed run to continue the interrupted one exactly.
 _RESUME_KEYS = (
     "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
-    "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "observe", "method", "rtol",
-    "atol", "step_size", "gradient", "step_control", "dtype", "seed",
+    "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "val_fraction", "noisy",
+    "observe", "method", "rtol", "atol", "step_size", "gradient", "step_control", "dtype", "seed",
 )
 # What a checkpoint holds besides its format and version (Trainer.state_dict).
 _CHECKPOINT_KEYS = (
@@ -152,9 +152,12 @@ class Trainer:
         **overrides: Any,
     ) -> None:
         config = replace(config or TrainConfig(), **overrides)
-        if isinstance(data, physode.data.TrajectoryDataset) and config.window is None:
-            # The dataset's own windows, unless the settings choose others.
-            config = replace(config, window=data.window, window_stride=data.stride)
+        if isinstance(data, physode.data.TrajectoryDataset):
+            if config.window is None:
+                # The dataset's own windows, unless the settings choose others.
+                config = replace(config, window=data.window, window_stride=data.stride)
+            if data.noisy:
+                config = replace(config, noisy=True)  # its validation trajectories too
         config.validate()
         self.config = config
         # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
@@ -162,13 +165,20 @@ class Trainer:
             data if isinstance(data, str | os.PathLike)
             else data.path if isinstance(data, physode.data.TrajectoryDataset) else None
         )
+        if config.noisy and self._stored_path is None:
+            raise InvalidArgumentError(
+                "noisy=True reads the noisy states of an HDF5 data set, but the training data "
+                f"are a {type(data).__name__}, used as given; leave noisy out"
+            )
         stored = isinstance(data, str | os.PathLike)
-        train = as_trajectories(data, split="train" if stored else None)
+        train = as_trajectories(data, split="train" if stored else None, noisy=config.noisy)
         if val_data is not None:
             val_stored = isinstance(val_data, str | os.PathLike)
-            val = as_trajectories(val_data, split="val" if val_stored else None)
+            val = as_trajectories(
+                val_data, split="val" if val_stored else None, noisy=config.noisy
+            )
         elif self._stored_path is not None:
-            val = _optional_split(self._stored_path, "val")
+            val = _optional_split(self._stored_path, "val", noisy=config.noisy)
         elif config.val_fraction > 0:
             train, val = _split_off(train, config.val_fraction, config.seed)
         else:
@@ -177,6 +187,7 @@ class Trainer:
         self.device = _device(config.device, model)
         self.train_data = train.to(dtype, self.device)
         self.val_data = None if val is None else val.to(dtype, self.device)
+        self.length = config.window or self.train_data.n_points
         self._check_data(self.train_data, "training")
         if self.val_data is not None:
             self._check_data(self.val_data, "validation")
@@ -186,7 +197,6 @@ class Trainer:
                 "val_fraction > 0 for tensor data, or use a data set with a 'val' split"
             )
         self.model = model.to(device=self.device, dtype=dtype)
-        self.length = config.window or self.train_data.n_points
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
             # (max_eval bounds them; its default for max_iter=1 would allow none), and no
@@ -229,6 +239,12 @@ class Trainer:
             problems.append(
                 f"window={self.config.window} is longer than the {role} trajectories "
                 f"({data.n_points} time points); use window <= {data.n_points}"
+            )
+        elif self.length > data.n_points:
+            problems.append(
+                f"the {role} trajectories have {data.n_points} time points, fewer than the "
+                f"{self.length} of the training trajectories, which window=None trains on "
+                f"whole; use window <= {data.n_points}"
             )
         if self.config.observe is not None:
             bad = [i for i in self.config.observe if not -data.n_state <= i < data.n_state]
@@ -476,7 +492,8 @@ class Trainer:
         ----------
         test_data : same kinds as the training data, optional
             Held-out trajectories; by default the stored ``"test"`` split of an HDF5 data set,
-            else the validation data.
+            else the validation data. A stored split is read clean, also after training on its
+            noisy states (``noisy=True``).
         t_end : float, optional
             Roll out to this time (beyond the data the truth is simulated from the data set's
             system), e.g. twice the training horizon.
@@ -495,7 +512,11 @@ class Trainer:
             stored = isinstance(test_data, str | os.PathLike)
             held_out = as_trajectories(test_data, split="test" if stored else None)
         elif self._stored_path is not None:
-            held_out = _optional_split(self._stored_path, "test") or self.val_data
+            # The clean states, also after training on noisy ones.
+            held_out = _optional_split(self._stored_path, "test")
+            if held_out is None and c.noisy:
+                held_out = _optional_split(self._stored_path, "val")
+            held_out = held_out or self.val_data
         else:
             held_out = self.val_data
         if held_out is None:
@@ -569,7 +590,8 @@ class Trainer:
         """Restore a run saved by :meth:`save_checkpoint`; :meth:`fit` then continues it.
 
         The trainer must be built with the same model architecture, data and settings (the
-        number of epochs, the log and checkpoint paths and the progress bar may differ). The
+        number of epochs, except under the cosine schedule, which anneals over them, the log and
+        checkpoint paths, the device and the progress bar may differ). The
         file is read with ``torch.load(weights_only=True)``: tensors and plain values only.
 
         Raises
@@ -581,9 +603,16 @@ class Trainer:
         path = Path(path)
         state = _read_checkpoint(path)
         mine = self.config.to_dict()
-        differ = [k for k in _RESUME_KEYS if state["config"].get(k) != mine.get(k)]
+        keys = _RESUME_KEYS
+        if mine.get("lr_schedule") == "cosine":
+            keys += ("epochs",)  # the cosine schedule anneals over the run's epochs
+        # A setting added after the checkpoint was written had its default value then.
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        differ = [k for k in keys if saved.get(k) != mine.get(k)]
         if differ:
-            pairs = ", ".join(f"{k}: {state['config'].get(k)!r} -> {mine.get(k)!r}" for k in differ)
+            pairs = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ)
+            if "epochs" in differ:
+                pairs += "; lr_schedule='cosine' anneals over the run's epochs"
             raise InvalidArgumentError(
                 f"cannot resume {path}: settings differ from the saved run ({pairs}); use the "
                 "saved settings to continue the run exactly"
@@ -670,10 +699,10 @@ def _writable_folder(name: str, value: str, folder: Path) -> None:
         raise InvalidArgumentError(f"{name}={value!r}: the folder {folder} is not writable")
 
 
-def _optional_split(path: Any, split: str) -> Trajectories | None:
+def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
     """A stored split, or ``None`` when the data set has no trajectories in it."""
     try:
-        return as_trajectories(path, split=split)
+        return as_trajectories(path, split=split, noisy=noisy)
     except InvalidArgumentError:
         return None
 
