@@ -465,3 +465,95 @@ def test_a_compound_base_under_a_half_integer_power_is_computed_once():
     x, y, t = sympy.symbols("x y t")
     source = generate_source([x / (x**2 + y**2) ** sympy.Rational(3, 2)], [x, y], [], t)
     assert source.count("torch.square") == 2
+
+
+# --- Lagrangian and Hamiltonian forms of one system give the same motion ----------------------
+
+
+def _lagrangian_and_hamiltonian_trajectories(lagrangian, hamiltonian, coords, vels, moms,
+                                             params, y0):
+    """Both forms from the same start (momenta p = dL/dv at it); velocities mapped back from the
+    Hamiltonian trajectory with v = dH/dp."""
+    lag = System.from_lagrangian(lagrangian, coords, params, velocities=vels)
+    ham = System.from_hamiltonian(hamiltonian, coords, moms, params)
+    n = len(coords)
+    at_start = dict(zip(coords + vels, y0, strict=True)) | params
+    p0 = [float(sympy.diff(lagrangian, v).subs(at_start)) for v in vels]
+    t = torch.linspace(0.0, 1.5, 4, dtype=F64)
+    start = torch.tensor(y0, dtype=F64)
+    ys_l = physode.odeint(lag.vector_field(), start, t, method="dop853", rtol=1e-11, atol=1e-12)
+    ys_h = physode.odeint(ham.vector_field(), torch.tensor(y0[:n] + p0, dtype=F64), t,
+                          method="dop853", rtol=1e-11, atol=1e-12)
+    velocity = ham.rhs(0.0, ys_h)[..., :n]  # dq/dt = dH/dp
+    return lag, ham, ys_l, torch.cat((ys_h[..., :n], velocity), -1), ys_h
+
+
+def test_double_pendulum_lagrangian_and_hamiltonian_give_the_same_motion():
+    # H = p^T M(q)^-1 p / 2 + V(q) with the configuration-dependent mass matrix M = d2L/dv2.
+    th1, th2, w1, w2, p1, p2 = sympy.symbols("theta1 theta2 theta1_dot theta2_dot p1 p2")
+    m1, m2, l1, l2, g = sympy.symbols("m1 m2 l1 l2 g")
+    kinetic = ((m1 + m2) * l1**2 * w1**2 / 2 + m2 * l2**2 * w2**2 / 2
+               + m2 * l1 * l2 * w1 * w2 * sympy.cos(th1 - th2))
+    potential = -(m1 + m2) * g * l1 * sympy.cos(th1) - m2 * g * l2 * sympy.cos(th2)
+    mass = sympy.hessian(kinetic, [w1, w2])
+    momenta = sympy.Matrix([p1, p2])
+    hamiltonian = (momenta.T * mass.adjugate() * momenta)[0] / (2 * mass.det()) + potential
+    params = {m1: 1.0, m2: 1.5, l1: 1.0, l2: 0.7, g: 9.81}
+    lag, ham, ys_l, ys_h, canonical = _lagrangian_and_hamiltonian_trajectories(
+        kinetic - potential, hamiltonian, [th1, th2], [w1, w2], [p1, p2], params,
+        [1.0, 0.5, 0.3, -0.7])
+    torch.testing.assert_close(ys_l, ys_h, rtol=0, atol=1e-9)
+    torch.testing.assert_close(lag.invariants(ys_l)["energy"], ham.invariants(canonical)["energy"],
+                               rtol=0, atol=1e-9)
+    # M depends on q: neither form splits into drift and kick.
+    assert not lag.separable and not ham.separable
+
+
+def test_velocity_dependent_potential_lagrangian_matches_its_hamiltonian():
+    # A charge in a uniform magnetic field B (symmetric gauge) and a harmonic trap:
+    # L = m v^2/2 + B (x vy - y vx)/2 - k r^2/2, H = |p - A|^2/(2m) + k r^2/2, A = B (-y, x)/2.
+    x, y, vx, vy, px, py, b, k, m = sympy.symbols("x y vx vy px py B k m")
+    lagrangian = m * (vx**2 + vy**2) / 2 + b * (x * vy - y * vx) / 2 - k * (x**2 + y**2) / 2
+    hamiltonian = ((px + b * y / 2) ** 2 + (py - b * x / 2) ** 2) / (2 * m) + k * (x**2 + y**2) / 2
+    params = {b: 1.3, k: 0.7, m: 1.2}
+    lag, ham, ys_l, ys_h, canonical = _lagrangian_and_hamiltonian_trajectories(
+        lagrangian, hamiltonian, [x, y], [vx, vy], [px, py], params, [0.5, -0.2, 0.3, 0.4])
+    assert sympy.simplify(lag.equations["vx"] - (b * vy - k * x) / m) == 0  # Lorentz force
+    torch.testing.assert_close(ys_l, ys_h, rtol=0, atol=1e-9)
+    # The energy sum v dL/dv - L drops the magnetic term: m v^2/2 + k r^2/2, equal to H.
+    assert sympy.expand(lag.energy_expression - (m * (vx**2 + vy**2) + k * (x**2 + y**2)) / 2) == 0
+    torch.testing.assert_close(lag.invariants(ys_l)["energy"], ham.invariants(canonical)["energy"],
+                               rtol=0, atol=1e-10)
+    # The force depends on the velocity (and dq/dt = (p - A)/m on q): no symplectic split.
+    assert not lag.separable and not ham.separable
+
+
+@pytest.mark.parametrize("name", ["pendulum", "harmonic_oscillator"])
+def test_catalogue_oscillators_agree_with_their_other_form(name):
+    # Sampled parameters, so that a parameter playing the wrong role would show.
+    system = physode.systems.load(name)
+    q, v, p = sympy.symbols("q v p")
+    names = list(system.parameters)
+    params = system.sample_parameters(4, seed=7)
+    value = dict(zip(names, params.T, strict=True))
+    if name == "pendulum":  # Lagrangian in the catalogue; p = m l^2 v
+        m, g, l = sympy.symbols("m g l")
+        other = System.from_hamiltonian(p**2 / (2 * m * l**2) - m * g * l * sympy.cos(q), [q], [p],
+                                        system.parameters)
+        factor = value["m"] * value["l"] ** 2
+    else:  # Hamiltonian in the catalogue; v = p / m
+        m, k = sympy.symbols("m k")
+        other = System.from_lagrangian(m * v**2 / 2 - k * q**2 / 2, [q], system.parameters,
+                                       velocities=[v])
+        factor = 1 / value["m"]
+    assert list(other.parameters) == names and other.separable and system.separable
+    y0 = system.sample_initial_states(4, seed=7, p=params)
+    scale = torch.stack((torch.ones(4, dtype=F64), factor), -1)  # state -> the other form's
+    t = torch.linspace(0.0, system.characteristic_time, 5, dtype=F64)
+    ys = physode.odeint(lambda t, y: system.rhs(t, y, params), y0, t, method="dop853",
+                        rtol=1e-11, atol=1e-12)
+    ys_other = physode.odeint(lambda t, y: other.rhs(t, y, params), y0 * scale, t,
+                              method="dop853", rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(ys_other, ys * scale, rtol=0, atol=1e-8)
+    torch.testing.assert_close(other.invariants(ys_other, params)["energy"],
+                               system.invariants(ys, params)["energy"], rtol=0, atol=1e-8)

@@ -369,3 +369,26 @@ def test_a_constant_that_is_not_finite_and_real_names_its_output_in_code_generat
         generate_sources([sympy.I * x], [x], [], t, "rhs", labels=["the equation for x"])
     with pytest.raises(physode.SystemDefinitionError, match="output 0 of rhs contains .*nan"):
         generate_sources([x + sympy.nan], [x], [], t, "rhs")
+
+
+@pytest.mark.parametrize("kind, table", [
+    ("orbit", {"position": ["x1", "y1"], "velocity": ["u1", "w1"], "mu": "mu",
+               "radius": [0.5, 1.5]}),
+    ("equilateral", {"positions": [["x1", "y1"], ["x2", "y2"]],
+                     "velocities": [["u1", "w1"], ["u2", "w2"]], "masses": ["m1", "m2"],
+                     "gravitational_constant": "mu", "radius": [0.5, 1.5]}),
+])
+@pytest.mark.parametrize("perturbation, ok", [(0.0, True), (0.4142, True), (0.4143, False),
+                                              (0.9, False), (True, False)])
+def test_orbital_distributions_refuse_perturbations_that_can_escape(kind, table, perturbation, ok):
+    # A speed (1 + eps) times the circular one is bound only for eps < sqrt(2) - 1 = 0.41421...
+    states = sympy.symbols("x1 y1 x2 y2 u1 w1 u2 w2")
+    rhs = {s: sympy.Integer(0) for s in states}
+    params = {"mu": 1.0, "m1": 1.0, "m2": 1.0}
+    dist = {"kind": kind, **table, "velocity_perturbation": perturbation}
+    if ok:
+        system = System.from_equations(rhs, params, initial_state_distribution=dist)
+        assert system.sample_initial_states(3).shape == (3, 8)
+        return
+    with pytest.raises(physode.SystemDefinitionError, match=r"perturbation must be in \[0, sqrt"):
+        System.from_equations(rhs, params, initial_state_distribution=dist)

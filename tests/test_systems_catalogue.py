@@ -123,6 +123,24 @@ def test_figure_eight_returns_to_its_start_after_one_period():
     assert (ys[-1] - y0).abs().max().item() < 1e-6
 
 
+@pytest.mark.parametrize("name, state", [("lotka_volterra", "ude"), ("kepler", "eccentric")])
+def test_characteristic_time_is_the_period_of_the_named_orbit(name, state):
+    # Both files say characteristic_time is the period of the orbit through this named state.
+    system = physode.systems.load(name)
+    y0 = system.initial_state(state)
+    t = torch.tensor([0.0, system.characteristic_time], dtype=F64)
+    ys = physode.odeint(system.vector_field(), y0, t, method="dop853", rtol=1e-12, atol=1e-12)
+    assert ((ys[-1] - y0).abs() / (1 + y0.abs())).max().item() < 1e-8
+
+
+@pytest.mark.parametrize("name", ["kepler", "three_body"])
+def test_orbital_starts_are_bound_with_sampled_parameters(name):
+    system = physode.systems.load(name)
+    p = system.sample_parameters(2000, seed=4)
+    energy = system.invariants(system.sample_initial_states(2000, seed=4, p=p), p)["energy"]
+    assert energy.max().item() < 0
+
+
 def test_three_body_aca_has_the_papers_setup():
     system = physode.systems.load("three_body_aca")
     assert system.parameters == {"m1": 1.1, "m2": 1.1, "m3": 0.9, "K1": 0.200484, "K2": 7.23932}

@@ -14,6 +14,9 @@ Kinds
 ``equilateral``  N equal-ish bodies on a regular polygon in the plane (HNN's three-body starts):
                  ``positions``, ``velocities`` (lists of ``[x, y]`` state names), ``masses``,
                  ``gravitational_constant``, ``radius = [r0, r1]``, ``velocity_perturbation``.
+
+The two orbital kinds start bound: their ``velocity_perturbation`` must stay below
+``sqrt(2) - 1`` (see :data:`MAX_VELOCITY_PERTURBATION`).
 """
 
 from __future__ import annotations
@@ -125,6 +128,13 @@ def _check_names(kind: str, key: str, names, valid: Sequence[str], shape: str) -
     ]
 
 
+#: Largest ``velocity_perturbation`` of the orbital kinds (excluded): a circular orbit has
+#: kinetic energy -U/2 (virial theorem), so a speed ``(1 + eps)`` times the circular one gives
+#: the energy ``(-U/2) ((1 + eps)**2 - 2)``, which is negative (bound) only for
+#: ``eps < sqrt(2) - 1``. At or beyond it some draws escape on parabolic or hyperbolic paths.
+MAX_VELOCITY_PERTURBATION = math.sqrt(2.0) - 1.0
+
+
 def _check_range_and_perturbation(kind: str, radius, perturbation) -> list[str]:
     problems = []
     if not _is_pair(radius) or not 0 < radius[0] <= radius[1]:
@@ -132,9 +142,15 @@ def _check_range_and_perturbation(kind: str, radius, perturbation) -> list[str]:
             f"{kind} distribution needs radius = [r_min, r_max] with 0 < r_min <= r_max, "
             f"got {radius!r}"
         )
-    if not isinstance(perturbation, int | float) or not 0 <= perturbation < 1:
+    if (
+        not isinstance(perturbation, int | float)
+        or isinstance(perturbation, bool)
+        or not 0 <= perturbation < MAX_VELOCITY_PERTURBATION
+    ):
         problems.append(
-            f"{kind} distribution velocity_perturbation must be in [0, 1), got {perturbation!r}"
+            f"{kind} distribution velocity_perturbation must be in [0, sqrt(2) - 1 = "
+            f"{MAX_VELOCITY_PERTURBATION:.4f}), got {perturbation!r}: a speed sqrt(2) times the "
+            "circular one or more escapes, so the start would not be bound"
         )
     return problems
 
@@ -146,7 +162,10 @@ def _uniform(bounds: Sequence[float], n: int, gen: torch.Generator) -> torch.Ten
 
 @dataclass(frozen=True)
 class Orbit:
-    """Bound orbits about a fixed centre: circular speed ``sqrt(mu / r)`` scaled by ``1 ± eps``."""
+    """Bound orbits about a fixed centre: circular speed ``sqrt(mu / r)`` scaled by ``1 ± eps``.
+
+    ``eps < sqrt(2) - 1`` keeps every speed below the escape speed ``sqrt(2 mu / r)``.
+    """
 
     position: Sequence[str]
     velocity: Sequence[str]
@@ -186,6 +205,9 @@ class Equilateral:
     ``sqrt(G m S / r)`` with ``S = (1/4) sum_k csc(pi k / N)``; ``m`` is the mean mass. Each
     velocity component is then scaled by an independent factor in ``1 ± velocity_perturbation``,
     the centre of mass is moved to the origin and its velocity removed: zero total momentum.
+    With ``velocity_perturbation < sqrt(2) - 1`` the kinetic energy stays below ``|U|`` (twice
+    its circular value ``|U| / 2``), so equal masses start bound; removing the centre-of-mass
+    velocity only lowers it.
     """
 
     positions: Sequence[Sequence[str]]
