@@ -557,3 +557,31 @@ def test_catalogue_oscillators_agree_with_their_other_form(name):
     torch.testing.assert_close(ys_other, ys * scale, rtol=0, atol=1e-8)
     torch.testing.assert_close(other.invariants(ys_other, params)["energy"],
                                system.invariants(ys, params)["energy"], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "form, extra, conserves",
+    [
+        ("lagrangian", {"forces": {}}, True),
+        ("lagrangian", {"forces": {"q": 0}}, True),
+        ("lagrangian", {"dissipation": 0}, True),
+        ("lagrangian", {"forces": {"q": "-c*v"}}, False),
+        ("hamiltonian", {"forces": {"q": 0}}, True),
+        ("hamiltonian", {"forces": {"q": "-c*p"}}, False),
+    ],
+)
+def test_forces_or_dissipation_that_vanish_keep_the_energy_invariant(form, extra, conserves):
+    q, v, p, m, k, c = sympy.symbols("q v p m k c")
+    params = {m: 1.0, k: 2.0, c: 0.1}
+    extra = {
+        key: value if not isinstance(value, dict) else
+        {name: sympy.sympify(f) for name, f in value.items()}
+        for key, value in extra.items()
+    }  # fmt: skip
+    if form == "lagrangian":
+        system = System.from_lagrangian(m * v**2 / 2 - k * q**2 / 2, [q], params, velocities=[v],
+                                        **extra)  # fmt: skip
+    else:
+        system = System.from_hamiltonian(p**2 / (2 * m) + k * q**2 / 2, [q], [p], params, **extra)
+    assert system.conservative is conserves
+    assert ("energy" in system.invariant_names) is conserves

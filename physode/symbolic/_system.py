@@ -1122,6 +1122,12 @@ def _finish(
     )
 
 
+def _vanishes(*exprs: sympy.Expr | None) -> bool:
+    """Whether every expression is absent or identically zero (``forces={}``, ``dissipation=0``):
+    such a system still conserves its energy."""
+    return all(e is None or e == 0 for e in exprs)
+
+
 def _forces_list(
     forces: Mapping[SymbolLike, Any] | Sequence[Any] | None,
     coordinates: Sequence[sympy.Symbol],
@@ -1290,7 +1296,7 @@ def build_lagrangian(
 
     time_free = time not in lagrangian.free_symbols
     energy = _mechanics.lagrangian_energy(lagrangian, vs) if time_free else None
-    conservative = time_free and dissipation is None and force_list is None
+    conservative = time_free and _vanishes(dissipation) and _vanishes(*(force_list or ()))
     all_invariants = {}
     if conservative:
         if "energy" in declared:
@@ -1387,7 +1393,7 @@ def build_hamiltonian(
     if hamiltonian is None:
         return None
     time_free = time not in hamiltonian.free_symbols
-    conservative = time_free and force_list is None
+    conservative = time_free and _vanishes(*(force_list or ()))
     all_invariants = {}
     if conservative:
         if "energy" in declared:
