@@ -330,6 +330,14 @@ def solve(
     if not bool(torch.isfinite(y0).all()):
         raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
 
+    eps = torch.finfo(y0.dtype).eps
+    if method in ADAPTIVE_METHODS and rtol < eps:
+        warnings.warn(
+            f"rtol={rtol:g} is below the resolution of {y0.dtype} (eps={eps:.3g}): the solve "
+            f"cannot be that accurate, and the step size would only shrink until max_steps ran "
+            f"out. Solving with rtol={eps:.3g}; for tighter tolerances use float64.",
+            stacklevel=2,
+        )
     stepper = make_stepper(method, func)
     if method in SYMPLECTIC_METHODS and (y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n):
         raise InvalidArgumentError(

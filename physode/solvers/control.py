@@ -11,7 +11,28 @@ from torch import Tensor
 
 from physode.solvers._arrays import Array, finfo, namespace
 
-__all__ = ["PIController", "error_ratio", "initial_step"]
+__all__ = ["PIController", "attainable_rtol", "error_ratio", "initial_step"]
+
+
+def attainable_rtol(rtol: float, like: Array) -> float:
+    """``rtol``, raised to the machine epsilon of ``like``'s dtype where it asks for less.
+
+    The error estimate of a step carries rounding noise of about ``eps * h * |dy/dt|`` (its
+    stages are rounded to the dtype), which does not shrink with the tolerance. Below
+    ``rtol = eps`` the controller can only meet the tolerance by shrinking the step until that
+    noise fits: the steps then shrink in proportion to ``rtol`` (float32 at ``rtol=1e-10``: 200
+    times the steps of ``rtol=1e-7``, or ``max_steps`` and step size underflow) and the result
+    is no more accurate, since each step also rounds the state to the dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> attainable_rtol(1e-10, torch.zeros(1, dtype=torch.float32)) == 2.0**-23
+    True
+    >>> attainable_rtol(1e-10, torch.zeros(1, dtype=torch.float64))
+    1e-10
+    """
+    return max(rtol, float(finfo(like).eps))
 
 
 def _scale(y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:

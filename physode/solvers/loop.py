@@ -18,7 +18,7 @@ from torch import Tensor
 
 from physode._errors import InvalidArgumentError
 from physode.solvers._arrays import Array
-from physode.solvers.control import PIController, error_ratio, initial_step
+from physode.solvers.control import PIController, attainable_rtol, error_ratio, initial_step
 
 __all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
 
@@ -197,6 +197,7 @@ def integrate(
     time = time_maker(y0)
     direction = 1.0 if times[-1] > times[0] else -1.0
     adaptive = stepper.adaptive
+    rtol = attainable_rtol(rtol, y0)  # no tighter than the dtype resolves (see there)
     dense = adaptive and stepper.has_dense
     t, y = times[0], y0
     ys = [y0]

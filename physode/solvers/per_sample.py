@@ -33,7 +33,7 @@ from physode.solvers._arrays import (
     put_,
     take,
 )
-from physode.solvers.control import PIController, combined_ratio, round_to_grid
+from physode.solvers.control import PIController, attainable_rtol, combined_ratio, round_to_grid
 from physode.solvers.loop import _LANDING_SLACK, Stats, Status, check_derivative
 from physode.solvers.rk import _advance
 
@@ -135,6 +135,7 @@ def integrate_per_sample(
     if step_size is not None:
         raise InvalidArgumentError("step_control='per-sample' needs an adaptive method")
     xp = namespace(y0)
+    rtol = attainable_rtol(rtol, y0)  # no tighter than the dtype resolves (see there)
     batch = y0.shape[0]
     view = (-1,) + (1,) * (y0.ndim - 1)
     direction = 1.0 if times[-1] > times[0] else -1.0

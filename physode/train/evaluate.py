@@ -162,17 +162,19 @@ def ground_truth(
     """Solve the true system from ``y0`` (N, n) at ``t``; returns (N, P, n).
 
     ``params`` (N, n_params) are per-trajectory parameter values (the system's defaults when
-    ``None``).
+    ``None``). The solve runs in float64 whatever ``y0``'s dtype (float32 cannot resolve the
+    tolerance); the result comes back in ``y0``'s dtype.
     """
+    y0_64, t_64 = y0.double(), t.double()
     if params is None:
         field = system.vector_field().to(y0.device)
-        ys = physode.odeint(field, y0, t, method=method, rtol=rtol, atol=atol)
+        ys = physode.odeint(field, y0_64, t_64, method=method, rtol=rtol, atol=atol)
     else:
-        p = params.to(y0.device, y0.dtype)
+        p = params.to(y0.device, torch.float64)
         ys = physode.odeint(
-            lambda s, y: system.rhs(s, y, p), y0, t, method=method, rtol=rtol, atol=atol
+            lambda s, y: system.rhs(s, y, p), y0_64, t_64, method=method, rtol=rtol, atol=atol
         )
-    return ys.transpose(0, 1)
+    return ys.transpose(0, 1).to(y0.dtype)
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
