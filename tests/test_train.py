@@ -238,6 +238,7 @@ def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
             {"step_control": "per-sample", "method": "rk4", "step_size": 0.1},
             "needs an adaptive method",
         ),
+        ({"optimizer": "lbfgs", "grad_clip": 1.0}, "grad_clip=1.0 is not supported with opt"),
         ({"device": "gpu"}, "device='gpu' \\(a torch device such as 'cpu', 'cuda'"),
         ({"device": 0}, "device=0 \\(a torch device"),
         # A device torch knows but this machine lacks: refused before anything moves.

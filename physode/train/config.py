@@ -196,6 +196,11 @@ class TrainConfig:
             f"weight_decay={self.weight_decay!r} is not supported with optimizer='lbfgs'",
         )
         need(
+            self.optimizer != "lbfgs" or self.grad_clip is None,
+            f"grad_clip={self.grad_clip!r} is not supported with optimizer='lbfgs': its line "
+            "search needs the true gradient of the loss it evaluates",
+        )
+        need(
             self.lr_schedule in LR_SCHEDULES,
             f"lr_schedule={self.lr_schedule!r} (choose one of {list(LR_SCHEDULES)})",
         )
