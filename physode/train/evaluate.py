@@ -120,15 +120,15 @@ def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
     ...
     physode._errors.InvalidArgumentError: t_end=0.0 leaves no time to roll out to: ...
     """
-    t_first, t_last = float(t[0]), float(t[-1])
     if t_end is None:
         return t
     t_end = float(t_end)
-    if not t_end >= float(t[1]):
+    second = float(t[1])
+    if not t_end >= second:
         raise InvalidArgumentError(
-            f"t_end={t_end!r} leaves no time to roll out to: the data start at t = {t_first:g} "
-            f"and the next sample is at {float(t[1]):g}; give t_end >= {float(t[1]):g} "
-            f"(the data end at {t_last:g}), or leave it out"
+            f"t_end={t_end!r} leaves no time to roll out to: the data start at t = "
+            f"{float(t[0]):g} and the next sample is at {second:g}; give t_end >= {second:g} "
+            f"(the data end at {float(t[-1]):g}), or leave it out"
         )
     return _extended_grid(t, t_end)
 
@@ -241,7 +241,6 @@ def rollout_report(
     t_last = float(data.t[-1])
     horizon = t_last if horizon is None else float(horizon)
     t = rollout_times(data.t, t_end)
-    t_end = float(t[-1]) if t_end is None else float(t_end)
     n_data = min(len(t), data.n_points)
     dtype = data.states.dtype
     y0 = data.states[:, 0]
