@@ -585,3 +585,33 @@ def test_forces_or_dissipation_that_vanish_keep_the_energy_invariant(form, extra
         system = System.from_hamiltonian(p**2 / (2 * m) + k * q**2 / 2, [q], [p], params, **extra)
     assert system.conservative is conserves
     assert ("energy" in system.invariant_names) is conserves
+
+
+@pytest.mark.parametrize("y", [torch.tensor([1, 0]), torch.tensor([True, False])])
+def test_a_state_that_is_not_floating_point_is_refused_rather_than_truncating_parameters(y):
+    # Cast to an integer state's dtype, g = 9.81 would become 9 and every number be wrong.
+    pend = physode.systems.load("pendulum")
+    for evaluate in (lambda: pend.rhs(0.0, y), lambda: pend.invariants(y),
+                     lambda: pend.energy(y), lambda: pend.vector_field()(torch.tensor(0.0), y)):
+        with pytest.raises(physode.InvalidArgumentError, match="needs a floating-point state"):
+            evaluate()
+
+
+@pytest.mark.parametrize("coefficient", [sympy.Integer(10**20), sympy.Rational(10**25, 7),
+                                         sympy.Rational(1, 10**25)])
+def test_integer_constants_beyond_int64_work_on_every_code_path(coefficient):
+    # torch refuses Python ints beyond int64 ("int too big to convert"): the gradient path
+    # failed where the scalar and NumPy paths worked.
+    x, v = sympy.symbols("x v")
+    system = System.from_equations({x: coefficient * v + 10**20, v: -x}, {})
+    expected = float(coefficient) * 2.0 + 1e20
+    y = torch.tensor([[1.0, 2.0]] * 3, dtype=F64)
+    paths = {
+        "scalar": system.rhs(0.0, y[0])[0],
+        "numpy": system.rhs(0.0, y)[:, 0],
+        "torch": system.rhs(0.0, y.clone().requires_grad_())[:, 0],
+        "float32": system.rhs(0.0, y.float())[:, 0],
+    }
+    for path, dx in paths.items():
+        torch.testing.assert_close(dx.detach().double(), torch.full_like(dx, expected, dtype=F64),
+                                   rtol=1e-6 if path == "float32" else 1e-15, atol=0, msg=path)

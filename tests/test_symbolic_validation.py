@@ -6,6 +6,7 @@ import re
 
 import pytest
 import sympy
+import torch
 
 import physode
 import physode.systems
@@ -392,3 +393,88 @@ def test_orbital_distributions_refuse_perturbations_that_can_escape(kind, table,
         return
     with pytest.raises(physode.SystemDefinitionError, match=r"perturbation must be in \[0, sqrt"):
         System.from_equations(rhs, params, initial_state_distribution=dist)
+
+
+@pytest.mark.parametrize("name", ["E", "I", "S", "N", "beta", "gamma", "pi"])
+def test_string_expressions_read_declared_names_not_sympy_constants(name):
+    # Written as strings, these names are SymPy's constants and functions unless the
+    # declared parameter takes their place: E*x would silently be 2.718*x.
+    system = System.from_equations({"x": f"-{name}*x"}, {name: 0.5})
+    assert system.equations == {"x": -sympy.Symbol(name) * x}
+    dx = system.rhs(0.0, torch.tensor([2.0], dtype=torch.float64))
+    assert dx.tolist() == [-1.0]
+
+
+@pytest.mark.parametrize("expr, construct", [
+    (sympy.Integral(x**2, x), "Integral"),
+    (sympy.Sum(x**sympy.Symbol("n"), (sympy.Symbol("n"), 0, 3)), "Sum"),
+    (sympy.Piecewise((x, (x > 0) & (x < 1)), (0, True)), "And"),
+])
+def test_constructs_without_torch_translation_are_refused_when_the_system_is_built(expr,
+                                                                                  construct):
+    with pytest.raises(physode.SystemDefinitionError,
+                       match=f"equation for x uses function\\(s\\) {construct} that have no torch"):
+        System.from_equations({x: expr}, {})
+
+
+def test_a_matrix_is_refused_as_an_expression():
+    with pytest.raises(physode.SystemDefinitionError, match="is the ImmutableDenseMatrix .*not an"):
+        System.from_equations({x: sympy.Matrix([x])}, {})
+
+
+def test_time_may_be_given_by_name_and_anything_else_is_reported():
+    tau = sympy.Symbol("tau")
+    system = System.from_equations({x: sympy.cos(tau)}, {}, time="tau")
+    assert system.time_symbol == tau and system.time_dependent
+    assert system.rhs(0.0, torch.zeros(1, dtype=torch.float64)).tolist() == [1.0]
+    with pytest.raises(physode.SystemDefinitionError, match="time 3 must be a sympy.Symbol"):
+        System.from_equations({x: tau}, {}, time=3)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: System.from_lagrangian("theta_dot**2/2", "theta", {}),
+    lambda: System.from_lagrangian("theta_dot**2/2", sympy.Symbol("theta"), {}),
+    lambda: System.from_lagrangian("theta_dot**2/2", ["theta"], {}, velocities="theta_dot"),
+    lambda: System.from_hamiltonian("p**2/2", ["q"], "p", {}),
+])
+def test_a_lone_name_where_a_list_belongs_is_refused_not_split_into_letters(build):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        build()
+    message = str(info.value)
+    assert "(1 problem)" in message and "must be a list of symbols or names" in message
+
+
+def test_description_and_reference_must_be_text():
+    spec = ('name = "a"\nform = "equations"\ndescription = 5\nreference = ["b"]\n'
+            '[equations]\nx = "-x"')
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec(spec)
+    assert "description must be a string, got 5" in str(info.value)
+    assert "reference must be a string, got ['b']" in str(info.value)
+
+
+@pytest.mark.parametrize("table, message", [
+    ("initial_states = 5", "initial_states must be a table"),
+    ("[initial_states]\nrest = 5", "initial state 'rest' must give 1 finite numbers"),
+    ("[initial_states]\nrest = [nan]", "initial state 'rest' must give 1 finite numbers"),
+    ("[initial_states.rest]\nx = inf", "initial state 'rest' must give 1 finite numbers"),
+])
+def test_named_initial_states_must_be_lists_of_finite_numbers(table, message):
+    spec = f'name = "a"\nform = "equations"\n{table}\n[equations]\nx = "-x"'
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        system_from_spec(spec)
+
+
+def test_a_python_keyword_used_as_a_name_is_explained():
+    spec = ('name = "a"\nform = "equations"\n[parameters]\nlambda = 0.5\n'
+            '[equations]\nx = "-lambda*x"')
+    with pytest.raises(physode.SystemDefinitionError,
+                       match="'lambda' is a Python keyword.*rename it \\(e.g. lambda_\\)"):
+        system_from_spec(spec)
+
+
+def test_a_specification_file_with_a_byte_order_mark_loads(tmp_path):
+    file = tmp_path / "decay.toml"
+    text = 'name = "decay"\nform = "equations"\n[equations]\nx = "-x"\n'
+    file.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert physode.systems.load(file).equations == {"x": -x}

@@ -55,6 +55,13 @@ UNARY_FUNCTIONS: dict[type, str] = {
 OTHER_FUNCTIONS: tuple[type, ...] = (sympy.atan2, sympy.Min, sympy.Max, sympy.Piecewise)
 
 
+#: What the printer spells out besides the functions above (and numbers).
+_PRINTED: tuple[type, ...] = (
+    sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.core.relational.Relational,
+    sympy.functions.elementary.piecewise.ExprCondPair, *UNARY_FUNCTIONS, *OTHER_FUNCTIONS,
+)
+
+
 def supported_function_names() -> list[str]:
     """Names of the SymPy functions that code generation can translate to torch.
 
@@ -75,6 +82,11 @@ def supported_function_names() -> list[str]:
 def unsupported_functions(expr: sympy.Expr) -> set[str]:
     """The names of functions in ``expr`` that code generation cannot translate.
 
+    Besides functions, this names the other constructs the printer has no torch spelling for
+    where they depend on a symbol (``Integral``, ``Sum``, ``And`` in a ``Piecewise`` condition);
+    constant ones are evaluated to a number. Derivatives are left to the caller, which asks for
+    velocity symbols instead.
+
     Parameters
     ----------
     expr : sympy.Expr
@@ -90,12 +102,22 @@ def unsupported_functions(expr: sympy.Expr) -> set[str]:
     >>> x = sympy.Symbol("x")
     >>> unsupported_functions(sympy.sin(x) + sympy.Function("f")(x))
     {'f'}
+    >>> unsupported_functions(sympy.Integral(x**2, x))
+    {'Integral'}
     """
     known = tuple(UNARY_FUNCTIONS) + OTHER_FUNCTIONS
     bad = set()
-    for node in sympy.preorder_traversal(expr):
+    stack = [expr]
+    while stack:
+        node = stack.pop()
         if isinstance(node, sympy.Function) and not isinstance(node, known):
             bad.add(type(node).__name__)
+        elif not node.free_symbols or isinstance(node, sympy.Derivative):
+            continue  # a number, printed as one; a derivative is reported by the caller
+        elif not isinstance(node, _PRINTED):
+            bad.add(type(node).__name__)
+            continue
+        stack.extend(node.args)
     return bad
 
 
@@ -139,6 +161,12 @@ def _finite_real(constant: sympy.Expr) -> bool:
     return value.imag == 0 and math.isfinite(value.real)
 
 
+#: Integers up to this size are printed as Python ints. Larger ones are printed as floats: torch
+#: refuses Python ints beyond int64 as operands ("int too big to convert"), and beyond 2**53 the
+#: float is what every code path would compute with anyway.
+_EXACT_INTEGER = 2**53
+
+
 class _TorchPrinter:
     """Prints one SymPy expression as a Python expression over torch tensors.
 
@@ -178,7 +206,7 @@ class _TorchPrinter:
         )
 
     def _number(self, expr: sympy.Basic) -> str:
-        if isinstance(expr, sympy.Integer):
+        if isinstance(expr, sympy.Integer) and abs(int(expr)) <= _EXACT_INTEGER:
             return str(int(expr))
         if not _finite_real(expr):
             raise SystemDefinitionError(
@@ -236,7 +264,11 @@ class _TorchPrinter:
         parts = [self._factor(f) for f in numer]
         negative = coeff.is_negative
         coeff = abs(coeff)
-        if isinstance(coeff, sympy.Rational) and not isinstance(coeff, sympy.Integer):
+        if (
+            isinstance(coeff, sympy.Rational)
+            and not isinstance(coeff, sympy.Integer)
+            and max(coeff.p, coeff.q) <= _EXACT_INTEGER
+        ):
             # p/q: multiply by p and divide by q keeps exact integers visible.
             num_c, den_c = coeff.p, coeff.q
             if num_c != 1:

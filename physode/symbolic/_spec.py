@@ -11,7 +11,9 @@ file (or a data set, which stores one) cannot run code.
 from __future__ import annotations
 
 import ast
+import keyword
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from importlib.resources.abc import Traversable
@@ -107,6 +109,8 @@ _REFUSED_NODES = {
                "Piecewise((value, condition), (otherwise, True))",
     ast.Compare: "the comparison {code} is not allowed outside a Piecewise condition",
 }
+# Keywords that are Python operators rather than a name someone gave a symbol (``lambda`` is).
+_OPERATOR_KEYWORDS = {"and", "or", "not", "is", "in", "if", "else", "for", "async", "await"}
 _PIECEWISE_HINT = "e.g. Piecewise((-x, x < 0), (x, True))"
 
 
@@ -324,7 +328,15 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
     try:
         refusal = check_syntax(text, names)
     except SyntaxError as exc:
-        problems.add(f"{where} = {text!r} does not parse: {exc.msg}")
+        words = set(re.findall(r"[A-Za-z_]\w*", text)) - _OPERATOR_KEYWORDS
+        keywords = sorted(w for w in words if keyword.iskeyword(w))
+        reason = exc.msg
+        if keywords:
+            reason = (
+                f"{', '.join(map(repr, keywords))} is a Python keyword, which cannot be a name in "
+                f"an expression; rename it (e.g. {keywords[0]}_)"
+            )
+        problems.add(f"{where} = {text!r} does not parse: {reason}")
         return None
     if refusal is not None:
         problems.add(f"{where}: {refusal}")
@@ -534,7 +546,9 @@ def read_spec_text(file: Path | Traversable, source: str) -> str:
         When the file is not UTF-8 text (naming ``source`` and the first bad byte).
     """
     try:
-        return file.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows may start a UTF-8 file with a byte-order mark, which
+        # TOML's parser would report as an invalid statement at line 1, column 1.
+        return file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         problems = Problems(f" in {source}")
         problems.add(

@@ -11,7 +11,7 @@ import functools
 import math
 import pickle
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy
@@ -74,16 +74,26 @@ def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
     return None
 
 
-def _expr(value: Any, where: str, problems: Problems) -> sympy.Expr | None:
+def _expr(
+    value: Any, where: str, problems: Problems, known: Collection[sympy.Symbol] = ()
+) -> sympy.Expr | None:
     """``value`` as a SymPy expression with finite real constants and supported functions only
-    (None, with a problem added, otherwise)."""
+    (None, with a problem added, otherwise).
+
+    A string is parsed with the ``known`` symbols in scope, so that a declared name such as
+    ``E``, ``I``, ``S``, ``beta`` or ``gamma`` is that symbol rather than SymPy's constant or
+    function of the same name.
+    """
     if value is REPORTED:
         return None
     if value is None:
         problems.add(f"{where} is None; give a SymPy expression")
         return None
     try:
-        expr = sympy.sympify(value)
+        if isinstance(value, str):
+            expr = sympy.sympify(value, locals={s.name: s for s in known})
+        else:
+            expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
         problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
         return None
@@ -93,7 +103,7 @@ def _expr(value: Any, where: str, problems: Problems) -> sympy.Expr | None:
             "Piecewise((value, condition), ..., (otherwise, True))"
         )
         return None
-    if not isinstance(expr, sympy.Expr):
+    if not isinstance(expr, sympy.Expr) or expr.is_Matrix:
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
         return None
@@ -500,6 +510,13 @@ class System:
                 f"y has shape {tuple(y.shape)}; {self.name} needs (..., {self.n_state}) with "
                 f"states {self.state_names}"
             )
+        if not y.is_floating_point():
+            # The defaults would be cast to y's dtype: an integer state would truncate g = 9.81
+            # to 9 and give wrong numbers without a word.
+            raise InvalidArgumentError(
+                f"y has dtype {y.dtype}; {self.name} needs a floating-point state, e.g. "
+                "torch.tensor([1.0, 0.0]) rather than torch.tensor([1, 0]), or y.double()"
+            )
         if p is None:
             p = self.default_parameters(y)
         elif not isinstance(p, torch.Tensor) or p.shape[-1:] != (self.n_params,):
@@ -662,7 +679,8 @@ class System:
         For an invariant written as a sum of terms ``I = sum_k T_k`` (after expanding products),
         the scale is ``sum_k |T_k|``: kinetic plus absolute potential energy, the sum of the
         bodies' momentum magnitudes per component, and so on. It is never smaller than ``|I|``
-        and stays positive when ``I`` itself is zero (zero total momentum).
+        and stays positive when ``I`` itself is zero by cancellation (zero total momentum); it is
+        zero only where every term vanishes.
 
         Examples
         --------
@@ -846,7 +864,7 @@ class System:
         parameters: Mapping[SymbolLike, float] | Sequence[SymbolLike] = (),
         *,
         velocities: Sequence[sympy.Symbol] | None = None,
-        time: sympy.Symbol | None = None,
+        time: SymbolLike | None = None,
         dissipation: sympy.Expr | None = None,
         forces: Mapping[SymbolLike, sympy.Expr] | Sequence[sympy.Expr] | None = None,
         invariants: Mapping[str, sympy.Expr] | None = None,
@@ -872,7 +890,7 @@ class System:
             Every other symbol, with its default value.
         velocities : sequence of sympy.Symbol, optional
             Velocity symbols; default ``Symbol("<q>_dot")`` for each coordinate.
-        time : sympy.Symbol, optional
+        time : sympy.Symbol or str, optional
             The time symbol (default ``Symbol("t")``).
         dissipation : sympy.Expr, optional
             Rayleigh dissipation function ``R(q, v)`` (adds ``-dR/dv``).
@@ -925,7 +943,7 @@ class System:
         momenta: Sequence[sympy.Symbol],
         parameters: Mapping[SymbolLike, float] | Sequence[SymbolLike] = (),
         *,
-        time: sympy.Symbol | None = None,
+        time: SymbolLike | None = None,
         forces: Mapping[SymbolLike, sympy.Expr] | Sequence[sympy.Expr] | None = None,
         invariants: Mapping[str, sympy.Expr] | None = None,
         **options: Any,
@@ -940,7 +958,7 @@ class System:
         hamiltonian : sympy.Expr
         coordinates, momenta : sequence of sympy.Symbol
         parameters : mapping of symbol (or name) to float
-        time : sympy.Symbol, optional
+        time : sympy.Symbol or str, optional
         forces : mapping or sequence, optional
             Generalized forces added to ``dp/dt``.
         invariants : mapping of str to sympy.Expr, optional
@@ -975,7 +993,7 @@ class System:
         rhs: Mapping[SymbolLike, sympy.Expr],
         parameters: Mapping[SymbolLike, float] | Sequence[SymbolLike] = (),
         *,
-        time: sympy.Symbol | None = None,
+        time: SymbolLike | None = None,
         invariants: Mapping[str, sympy.Expr] | None = None,
         n_coordinates: int | None = None,
         **options: Any,
@@ -987,7 +1005,7 @@ class System:
         rhs : mapping of symbol (or name) to sympy.Expr
             The states in order, each with its time derivative.
         parameters : mapping of symbol (or name) to float
-        time : sympy.Symbol, optional
+        time : sympy.Symbol or str, optional
         invariants : mapping of str to sympy.Expr, optional
             Declared conserved quantities; one named ``"energy"`` is also :meth:`energy`.
         n_coordinates : int, optional
@@ -1046,7 +1064,11 @@ def _check_common(
     """Check the options shared by every form: named states, distribution, name, time scale."""
     state_names = [s.name for s in states]
     named: dict[str, list[float]] = {}
-    for key, value in (opts.get("initial_states") or {}).items():
+    table = opts.get("initial_states") or {}
+    if not isinstance(table, Mapping):
+        problems.add(f"initial_states must be a table of name = state (mapping), got {table!r}")
+        table = {}
+    for key, value in table.items():
         if isinstance(value, Mapping):
             missing = [s for s in state_names if s not in value]
             extra = [s for s in value if s not in state_names]
@@ -1057,11 +1079,14 @@ def _check_common(
                 )
                 continue
             value = [value[s] for s in state_names]
-        if len(value) != len(states) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        listed = not isinstance(value, str) and hasattr(value, "__len__")
+        if not listed or len(value) != len(states) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
         ):
             problems.add(
-                f"initial state {key!r} must give {len(states)} numbers ({', '.join(state_names)})"
+                f"initial state {key!r} must give {len(states)} finite numbers "
+                f"({', '.join(state_names)}), got {value!r}"
             )
             continue
         named[key] = [float(v) for v in value]
@@ -1086,9 +1111,11 @@ def _check_common(
     ):
         problems.add(f"characteristic_time must be a positive number, got {char_time!r}")
         char_time = None
+    for key in ("name", "description", "reference"):
+        text = opts.get(key)
+        if text is not None and not isinstance(text, str):
+            problems.add(f"{key} must be a string, got {text!r}")
     name = opts.get("name")
-    if name is not None and not isinstance(name, str):
-        problems.add(f"name must be a string, got {name!r}")
     return {
         "name": name,
         "distribution": dist,
@@ -1128,10 +1155,28 @@ def _vanishes(*exprs: sympy.Expr | None) -> bool:
     return all(e is None or e == 0 for e in exprs)
 
 
+def _names_list(value: Any, what: str, problems: Problems) -> list[Any]:
+    """``value`` as a list of symbols or names. A lone name or symbol is a problem (a string
+    would otherwise be split into its letters), taken as a list of one to check the rest."""
+    if isinstance(value, str | sympy.Basic) or not isinstance(value, Iterable):
+        problems.add(f"{what} must be a list of symbols or names, got {value!r}; write [{value!r}]")
+        return [value]
+    return list(value)
+
+
+def _time(time: Any, problems: Problems) -> sympy.Symbol:
+    """The time symbol: ``t`` by default, else ``time`` as a symbol (``t``, with a problem
+    added, when it is not one)."""
+    if time is None:
+        return sympy.Symbol("t")
+    return _symbol(time, "time", problems) or sympy.Symbol("t")
+
+
 def _forces_list(
     forces: Mapping[SymbolLike, Any] | Sequence[Any] | None,
     coordinates: Sequence[sympy.Symbol],
     problems: Problems,
+    known: Collection[sympy.Symbol] = (),
 ) -> list[sympy.Expr] | None:
     if forces is None:
         return None
@@ -1146,24 +1191,28 @@ def _forces_list(
                     f"(coordinates: {', '.join(names)})"
                 )
                 continue
-            out[names.index(key)] = _expr(value, f"force on {key}", problems)
+            out[names.index(key)] = _expr(value, f"force on {key}", problems, known)
         return out
     forces = list(forces)
     if len(forces) != len(coordinates):
         problems.add(f"{len(forces)} forces given for {len(coordinates)} coordinates")
         return None
-    return [_expr(f, f"force on {q}", problems) for f, q in zip(forces, names, strict=True)]
+    return [
+        _expr(f, f"force on {q}", problems, known) for f, q in zip(forces, names, strict=True)
+    ]
 
 
 def _invariants(
-    invariants: Mapping[str, Any] | None, problems: Problems
+    invariants: Mapping[str, Any] | None,
+    problems: Problems,
+    known: Collection[sympy.Symbol] = (),
 ) -> dict[str, sympy.Expr | None]:
     out = {}
     for key, value in (invariants or {}).items():
         if not isinstance(key, str) or not key.isidentifier():
             problems.add(f"invariant name {key!r} must be an identifier")
             continue
-        out[key] = _expr(value, f"invariant {key!r}", problems)
+        out[key] = _expr(value, f"invariant {key!r}", problems, known)
     return out
 
 
@@ -1246,12 +1295,15 @@ def build_lagrangian(
     **options: Any,
 ) -> System | None:
     """Validate and build a Lagrangian system, adding problems instead of raising."""
-    time = sympy.Symbol("t") if time is None else time
+    time = _time(time, problems)
     opts = _options(options, problems)
     if mass_matrix not in MASS_MATRIX_MODES:
         problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
         mass_matrix = "auto"
-    coordinates, velocities, subs = _dynamic_to_symbols(list(coordinates), time, velocities)
+    coordinates = _names_list(coordinates, "coordinates", problems)
+    if velocities is not None:
+        velocities = _names_list(velocities, "velocities", problems)
+    coordinates, velocities, subs = _dynamic_to_symbols(coordinates, time, velocities)
     lagrangian = _substitute(lagrangian, subs)
     dissipation = _substitute(dissipation, subs)
     if isinstance(forces, Mapping):
@@ -1271,15 +1323,15 @@ def build_lagrangian(
         return None
     vs, params, values, ranges, common, known, phrase = checked
     had_dissipation = dissipation is not None
-    lagrangian = _expr(lagrangian, "Lagrangian", problems)
+    lagrangian = _expr(lagrangian, "Lagrangian", problems, known)
     _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
     if dissipation is not None:
-        dissipation = _expr(dissipation, "dissipation function", problems)
+        dissipation = _expr(dissipation, "dissipation function", problems, known)
         _check_unknown(dissipation, "dissipation function", known, phrase, problems)
-    force_list = _forces_list(forces, qs, problems)
+    force_list = _forces_list(forces, qs, problems, known)
     for q, f in zip(qs, force_list or [], strict=False):
         _check_unknown(f, f"force on {q.name}", known, phrase, problems)
-    declared = _invariants(invariants, problems)
+    declared = _invariants(invariants, problems, known)
     for key, expr in declared.items():
         _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
         _check_time_free(expr, f"invariant {key!r}", time, problems)
@@ -1372,21 +1424,23 @@ def build_hamiltonian(
     **options: Any,
 ) -> System | None:
     """Validate and build a Hamiltonian system, adding problems instead of raising."""
-    time = sympy.Symbol("t") if time is None else time
+    time = _time(time, problems)
     opts = _options(options, problems)
-    qs = [_symbol(c, "coordinate", problems) for c in coordinates]
+    qs = [_symbol(c, "coordinate", problems) for c in _names_list(coordinates, "coordinates",
+                                                                    problems)]
+    momenta = _names_list(momenta, "momenta", problems)
     checked = _pairs_and_parameters(
         "Hamiltonian", qs, momenta, ("momentum", "momenta"), parameters, opts, time, problems
     )
     if checked is None:
         return None
     ps, params, values, ranges, common, known, phrase = checked
-    hamiltonian = _expr(hamiltonian, "Hamiltonian", problems)
+    hamiltonian = _expr(hamiltonian, "Hamiltonian", problems, known)
     _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems)
-    force_list = _forces_list(forces, qs, problems)
+    force_list = _forces_list(forces, qs, problems, known)
     for q, f in zip(qs, force_list or [], strict=False):
         _check_unknown(f, f"force on {q.name}", known, phrase, problems)
-    declared = _invariants(invariants, problems)
+    declared = _invariants(invariants, problems, known)
     for key, expr in declared.items():
         _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
         _check_time_free(expr, f"invariant {key!r}", time, problems)
@@ -1423,7 +1477,7 @@ def build_equations(
     **options: Any,
 ) -> System | None:
     """Validate and build a first-order system, adding problems instead of raising."""
-    time = sympy.Symbol("t") if time is None else time
+    time = _time(time, problems)
     opts = _options(options, problems)
     if not isinstance(rhs, Mapping) or not rhs:
         problems.add("rhs must be a non-empty mapping {state: expression}")
@@ -1438,10 +1492,10 @@ def build_equations(
     phrase = "neither a state nor a parameter"
     equations = []
     for sym, value in zip(states, rhs.values(), strict=True):
-        expr = _expr(value, f"equation for {sym.name}", problems)
+        expr = _expr(value, f"equation for {sym.name}", problems, known)
         _check_unknown(expr, f"equation for {sym.name}", known, phrase, problems)
         equations.append(expr)
-    declared = _invariants(invariants, problems)
+    declared = _invariants(invariants, problems, known)
     for key, expr in declared.items():
         _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
         _check_time_free(expr, f"invariant {key!r}", time, problems)
