@@ -744,3 +744,62 @@ def test_opt_disc_backward_evaluations_add_up_over_two_backward_passes():
     once = sol.stats.nfe_backward
     sol.ys[-1].sum().backward()
     assert once > 0 and sol.stats.nfe_backward == 2 * once
+
+
+@pytest.mark.parametrize(
+    "forward, mode, expected",
+    [
+        ({"method": "rk4", "step_size": 0.1}, {"rtol": 1e-10, "atol": 1e-12}, "rtol and atol"),
+        ({"method": "leapfrog", "step_size": 0.1}, {"rtol": 1e-10}, "rtol and atol"),
+        ({"method": "dopri5"}, {"step_size": 0.01}, "step_size is for a fixed-step"),
+    ],
+)
+def test_opt_disc_refuses_settings_its_backward_method_would_ignore(forward, mode, expected):
+    # OptDisc(rtol=1e-10) after an rk4 forward solve once ran its backward solve with rk4 at the
+    # forward step, ignoring the tolerances: a gradient 3e-5 off where 1e-10 was asked for.
+    calls = []
+
+    def field(t, y):
+        calls.append(t)
+        return torch.cat([y[..., 1:], -y[..., :1]], dim=-1)
+
+    field.separable, field.n_coordinates = True, 1
+    y0 = torch.tensor([1.0, 0.0], dtype=DTYPE, requires_grad=True)
+    with pytest.raises(physode.InvalidArgumentError, match=expected):
+        physode.odeint(field, y0, [0.0, 1.0], gradient=physode.OptDisc(**mode), **forward)
+    assert len(calls) <= 1  # refused before the forward solve
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ({"method": "rk4", "step_size": 0.1, "atol": 1e-12}, "rtol and atol"),
+        ({"method": "tsit5", "step_size": 0.1}, "step_size is for a fixed-step"),
+    ],
+)
+def test_opt_disc_with_its_own_method_refuses_settings_it_would_ignore_when_made(mode, expected):
+    with pytest.raises(physode.InvalidArgumentError, match=expected):
+        physode.OptDisc(**mode)
+
+
+def test_opt_disc_warns_that_its_rtol_below_float32_resolution_is_raised():
+    w = torch.tensor(0.7, requires_grad=True)
+    mode = physode.OptDisc(rtol=1e-10, atol=1e-12)
+    with pytest.warns(UserWarning, match="OptDisc: rtol=1e-10 is below the resolution"):
+        ys = physode.odeint(lambda t, y: -w * y, torch.ones(2), [0.0, 1.0], gradient=mode)
+    (grad,) = torch.autograd.grad(ys[-1].sum(), [w])
+    assert grad.item() == pytest.approx(-2.0 * math.exp(-0.7), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: physode.OptDisc(restart="False"), "restart must be True or False, got 'False'"),
+        (lambda: physode.OptDisc(seminorm="no"), "seminorm must be True or False"),
+        (lambda: physode.ACA(keep_last_graph="False"), "keep_last_graph must be True or False"),
+    ],
+)
+def test_gradient_mode_switches_refuse_a_string_that_would_read_as_true(make, expected):
+    # OptDisc(restart="False") once ran the restarted variant: any non-empty string is truthy.
+    with pytest.raises(physode.InvalidArgumentError, match=expected):
+        make()

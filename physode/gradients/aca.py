@@ -7,6 +7,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
+from physode._errors import InvalidArgumentError
 from physode.gradients.base import (
     GradientMode,
     Problem,
@@ -106,7 +107,9 @@ class ACA(GradientMode):
 
     The gradient equals :class:`DiscOpt`'s to rounding; memory grows with the number of accepted
     steps times the state size, not with the graph of every step. Each step but the last is
-    evaluated once more in the backward pass.
+    evaluated once more in the backward pass, so ``func`` must be deterministic: a random one
+    (dropout in training mode) gets the gradient of other steps than those taken forward; use
+    :class:`DiscOpt` for it.
 
     Parameters
     ----------
@@ -130,6 +133,10 @@ class ACA(GradientMode):
     exact = True
 
     def __init__(self, keep_last_graph: bool = True):
+        if keep_last_graph not in (True, False):  # a string such as "False" would count as true
+            raise InvalidArgumentError(
+                f"ACA: keep_last_graph must be True or False, got {keep_last_graph!r}"
+            )
         self.keep_last_graph = bool(keep_last_graph)
 
     def __repr__(self) -> str:

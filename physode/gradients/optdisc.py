@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import torch
 from torch import Tensor
@@ -16,6 +17,7 @@ from physode.gradients.base import (
     stack_outputs,
 )
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
+from physode.solvers.control import attainable_rtol
 from physode.solvers.loop import LoopResult, Stats, Status
 
 __all__ = ["OptDisc"]
@@ -35,9 +37,11 @@ class OptDisc(GradientMode):
     method : str, optional
         Method of the backward solve; default: the forward method.
     rtol, atol : float, optional
-        Tolerances of the backward solve; default: the forward ones.
+        Tolerances of an adaptive backward solve; default: the forward ones. Refused with a
+        fixed-step backward method, which would ignore them.
     step_size : float, optional
-        Step of a fixed-step backward method; default: the forward one.
+        Step of a fixed-step backward method; default: the forward one. Refused with an
+        adaptive backward method, which chooses its own steps.
     restart : bool
         Restart the state at every output time from the value stored in the forward pass instead
         of carrying the backward re-solve through (the stable variant).
@@ -88,14 +92,37 @@ class OptDisc(GradientMode):
             None if value is None else positive_finite(f"OptDisc: {label}", value)
             for label, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size))
         )
+        for label, value in (("restart", restart), ("seminorm", seminorm)):
+            if value not in (True, False):  # a string such as "False" would count as true
+                raise InvalidArgumentError(f"OptDisc: {label} must be True or False, got {value!r}")
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
-        self.restart, self.seminorm = restart, seminorm
+        self.restart, self.seminorm = bool(restart), bool(seminorm)
+        if method is not None:
+            self._refuse_unused_settings(method)
 
     def __repr__(self) -> str:
         return (
             f"OptDisc(method={self.method!r}, rtol={self.rtol!r}, atol={self.atol!r}, "
-            f"restart={self.restart}, seminorm={self.seminorm})"
+            f"step_size={self.step_size!r}, restart={self.restart}, seminorm={self.seminorm})"
         )
+
+    def _refuse_unused_settings(self, method: str) -> None:
+        """Refuse tolerances for a fixed-step backward method, or a step for an adaptive one:
+        they would be ignored, and the gradient silently less accurate than asked for."""
+        which = "" if self.method is not None else " (the default, after the forward method)"
+        if method in ADAPTIVE_METHODS and self.step_size is not None:
+            raise InvalidArgumentError(
+                f"OptDisc: step_size is for a fixed-step backward method, but the backward "
+                f"method {method!r}{which} chooses its own steps; set its tolerances instead: "
+                f"physode.OptDisc(rtol=..., atol=...)"
+            )
+        if method not in ADAPTIVE_METHODS and (self.rtol, self.atol) != (None, None):
+            raise InvalidArgumentError(
+                f"OptDisc: rtol and atol control an adaptive backward solve, but the backward "
+                f"method {method!r}{which} is fixed-step; name an adaptive one, e.g. "
+                f"physode.OptDisc(method='dopri5', rtol=..., atol=...), or set the step: "
+                f"physode.OptDisc(method={method!r}, step_size=...)"
+            )
 
     def backward_method(self, problem: Problem) -> str:
         """The method of the backward solve: this mode's own, else the forward one. The augmented
@@ -104,6 +131,7 @@ class OptDisc(GradientMode):
         method = self.method or (
             "rk4" if problem.method in SYMPLECTIC_METHODS else problem.method
         )
+        self._refuse_unused_settings(method)
         if method not in ADAPTIVE_METHODS and (self.step_size or problem.step_size) is None:
             raise InvalidArgumentError(
                 f"OptDisc: backward method {method!r} is fixed-step and needs a step size: "
@@ -115,7 +143,16 @@ class OptDisc(GradientMode):
         if not needs_gradient(problem):
             result = problem.run(problem.y0)
             return stack_outputs(result, len(problem.times), problem.y0), result
-        self.backward_method(problem)  # refuse a bad combination before the forward solve
+        # Refuse a bad combination before the forward solve.
+        if self.backward_method(problem) in ADAPTIVE_METHODS and self.rtol is not None:
+            floor = attainable_rtol(self.rtol, problem.y0)
+            if floor != self.rtol:  # the forward solve warns about its own rtol
+                warnings.warn(
+                    f"OptDisc: rtol={self.rtol:g} is below the resolution of {problem.y0.dtype} "
+                    f"(eps={floor:.3g}): the backward solve cannot be that accurate. Solving it "
+                    f"with rtol={floor:.3g}; for tighter tolerances use float64.",
+                    stacklevel=4,
+                )
         holder: list[LoopResult] = []
         ys = _OptDiscFunction.apply(self, problem, holder, problem.y0, *problem.params)
         return ys, holder[0]
