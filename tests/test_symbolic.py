@@ -243,6 +243,13 @@ def test_vector_field_has_named_parameters_and_buffers():
     assert f.m1.item() == 1.3 and f.m1.dtype == F64
 
 
+@pytest.mark.parametrize("value", ["abc", "9.8", float("nan"), float("inf"), True, [1.0, 2.0]])
+def test_vector_field_refuses_values_that_are_not_finite_numbers(value):
+    pendulum = physode.systems.load("pendulum")
+    with pytest.raises(physode.InvalidArgumentError, match="not finite real numbers"):
+        pendulum.vector_field(learnable=["g"], values={"g": value})
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_vector_field_follows_the_input_dtype(dtype):
     f = physode.systems.load("three_body").vector_field(learnable=["m1"])

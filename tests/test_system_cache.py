@@ -69,6 +69,13 @@ def test_an_empty_setting_turns_the_cache_off(monkeypatch, tmp_path):
     assert _cache.load(text) is None and not _cache.store(text, system)
 
 
+def test_a_folder_written_with_a_tilde_is_in_the_home_folder(monkeypatch, tmp_path):
+    # Quoted in a shell or set from Python, "~" reaches physode unexpanded.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(_cache.ENV, "~/physode-cache")
+    assert _cache.folder() == tmp_path / "physode-cache"
+
+
 def test_an_unwritable_cache_path_only_costs_time(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")

@@ -47,7 +47,7 @@ def folder() -> Path | None:
     """
     value = os.environ.get(ENV)
     if value is not None:
-        return Path(value) if value else None
+        return Path(value).expanduser() if value else None
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "physode"
 

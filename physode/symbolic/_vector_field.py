@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,12 @@ class SystemVectorField(nn.Module):
             raise InvalidArgumentError(
                 f"values names {bad}, not parameters of {system.name}; valid names: {names}"
             )
+        not_numbers = {n: v for n, v in values.items() if not _finite_number(v)}
+        if not_numbers:
+            raise InvalidArgumentError(
+                f"values {not_numbers} are not finite real numbers; give each parameter of "
+                f"{system.name} a float"
+            )
         reserved = {"system", "learnable", "separable", "n_coordinates", "parameters_in_state"}
         clashes = [n for n in names if n in reserved or hasattr(self, n)]
         if clashes:
@@ -115,3 +122,13 @@ class SystemVectorField(nn.Module):
     def extra_repr(self) -> str:
         extra = ", parameters_in_state=True" if self.parameters_in_state else ""
         return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"
+
+
+def _finite_number(value) -> bool:
+    """Whether ``value`` converts to a finite float (a bool or a string does not count)."""
+    if isinstance(value, bool | str | bytes):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
