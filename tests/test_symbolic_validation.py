@@ -145,6 +145,29 @@ kind = "gaussian"
                                                     '\nradius = [1, 2]'))
 
 
+@pytest.mark.parametrize("table, message", [
+    ('kind = "normal"\nx = [0.0, nan]\np = [0.0, 1.0]', "entry x = [0.0, nan] must be [mean, std]"),
+    ('kind = "uniform"\nx = [-inf, 1.0]\np = [0.0, 1.0]', "entry x = [-inf, 1.0] must be [low, "),
+    ('kind = "perturbed"\nbase = "rest"\nstd = nan', "std must be a finite number >= 0, got nan"),
+    ('kind = "perturbed"\nbase = "rest"\nstd = inf', "std must be a finite number >= 0, got inf"),
+])
+def test_distributions_refuse_values_that_are_not_finite(table, message):
+    # NaN passed every comparison test and sampled NaN initial states.
+    text = f"""
+name = "o"
+form = "hamiltonian"
+coordinates = ["x"]
+momenta = ["p"]
+hamiltonian = "p**2/2 + x**2/2"
+[initial_states]
+rest = [1.0, 0.0]
+[initial_state_distribution]
+{table}
+"""
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        system_from_spec(text)
+
+
 def test_unknown_catalogue_name_lists_the_valid_names():
     with pytest.raises(physode.InvalidArgumentError, match="system 'thre_body'.*three_body"):
         physode.systems.load("thre_body")

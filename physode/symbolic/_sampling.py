@@ -43,7 +43,10 @@ def _is_pair(value) -> bool:
     return (
         isinstance(value, list | tuple)
         and len(value) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
     )
 
 
@@ -71,7 +74,8 @@ class PerState:
                 )
             elif not _is_pair(value):
                 problems.append(
-                    f"initial-state distribution entry {name} = {value!r} must be {what}"
+                    f"initial-state distribution entry {name} = {value!r} must be {what}, two "
+                    "finite numbers"
                 )
             elif self.kind == "uniform" and value[0] > value[1]:
                 problems.append(f"initial-state range for {name!r} has low > high: {value!r}")
@@ -102,9 +106,13 @@ class Perturbed:
                 f"initial-state distribution base {self.base!r} is not a named initial state "
                 f"(named states: {known})"
             )
-        if not isinstance(self.std, int | float) or self.std < 0:
+        if (
+            not isinstance(self.std, int | float)
+            or isinstance(self.std, bool)
+            or not 0 <= self.std < math.inf
+        ):
             problems.append(
-                f"initial-state distribution std must be a number >= 0, got {self.std!r}"
+                f"initial-state distribution std must be a finite number >= 0, got {self.std!r}"
             )
         return problems
 
