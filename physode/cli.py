@@ -231,7 +231,11 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("file", metavar="FILE.h5", help="a data set written by physode simulate")
     parser.add_argument(
-        "--tolerance", type=float, default=1e-6, help="largest relative drift accepted (1e-6)"
+        "--tolerance",
+        type=float,
+        default=1e-6,
+        help="largest relative drift accepted (1e-6); the rounding of float32 states alone "
+        "drifts up to about 1e-5, so check float32 data sets with 1e-4",
     )
     parser.add_argument(
         "--plot", metavar="PNG", help="write a plot of drift over time of the worst trajectories"

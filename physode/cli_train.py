@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from physode._errors import InvalidArgumentError, PhysodeError
+from physode._files import writable_folder, write_atomically
 from physode.train.config import (
     ADAPTIVE_METHODS,
     FIXED_STEP_METHODS,
@@ -124,22 +125,32 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     model.add_argument("--aphynity-tau", type=float, help="λ ← λ + τ·L per batch (default 1)")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=int, help="passes over the training windows (default 100)")
+    train.add_argument("--batch-size", type=int, help="windows solved together (default 16)")
     train.add_argument("--window", type=int, help="time points per window (default: whole)")
-    train.add_argument("--window-stride", type=int)
-    train.add_argument("--batches-per-epoch", type=int)
+    train.add_argument(
+        "--window-stride", type=int, help="index distance between window starts (default 1)"
+    )
+    train.add_argument(
+        "--batches-per-epoch", type=int, help="stop an epoch after this many batches (default: all)"
+    )
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES)
-    train.add_argument("--lr-min", type=float)
-    train.add_argument("--lr-gamma", type=float)
-    train.add_argument("--lr-step", type=int)
-    train.add_argument("--grad-clip", type=float)
+    train.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    train.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
+    train.add_argument("--lr-min", type=float, help="cosine: final learning rate (default 0)")
+    train.add_argument(
+        "--lr-gamma", type=float, help="step, exponential, plateau: lr factor (default 0.5)"
+    )
+    train.add_argument(
+        "--lr-step", type=int, help="step: epochs per step; plateau: patience (default 10)"
+    )
+    train.add_argument(
+        "--grad-clip", type=float, help="largest gradient norm (default: no clipping)"
+    )
     train.add_argument("--time-limit", type=float, help="stop after this many seconds")
     train.add_argument("--patience", type=int, help="early stopping on the validation loss")
-    train.add_argument("--min-delta", type=float)
+    train.add_argument("--min-delta", type=float, help="improvement --patience counts (default 0)")
     train.add_argument(
         "--noisy",
         action="store_true",
@@ -148,27 +159,31 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     train.add_argument("--observe", type=_int_list, help="state indices in the loss, e.g. 0,1,2")
     train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
-    train.add_argument("--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS)
-    train.add_argument("--rtol", type=float)
-    train.add_argument("--atol", type=float)
+    train.add_argument(
+        "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="default: dopri5"
+    )
+    train.add_argument("--rtol", type=float, help="relative tolerance (default 1e-6)")
+    train.add_argument("--atol", type=float, help="absolute tolerance (default 1e-8)")
     train.add_argument("--step-size", type=float, help="needed by fixed-step methods")
     train.add_argument(
         "--step-control",
         choices=("shared", "per-sample"),
         help="one step size per batch (default) or one per window (adaptive methods)",
     )
-    train.add_argument("--dtype", choices=("float32", "float64"))
+    train.add_argument("--dtype", choices=("float32", "float64"), help="default: the data set's")
     train.add_argument("--device", help="where to train: cpu (default), cuda, cuda:1...")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=int, help="seed of the window shuffling (default 0)")
     train.add_argument("--log", help="per-epoch log, .csv or .json")
     train.add_argument("--checkpoint-dir", help="folder for last.pt and best.pt")
-    train.add_argument("--checkpoint-every", type=int)
+    train.add_argument(
+        "--checkpoint-every", type=int, help="epochs between writes of last.pt (default 1)"
+    )
     train.add_argument("--resume", help="continue the run saved in this checkpoint")
 
     report = parser.add_argument_group("after training")
     report.add_argument("--t-end", type=float, help="roll out to this time (beyond the data)")
     report.add_argument("--out", help="folder for model.pt and report.json")
-    report.add_argument("--quiet", action="store_true", help="no progress bar or tables")
+    report.add_argument("--quiet", "-q", action="store_true", help="no progress bar or tables")
     parser.set_defaults(func=run_train)
     return parser
 
@@ -246,7 +261,8 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     learnable = settings["learnable"]
     if learnable is None:
         learnable = [] if kind == "hybrid" else None
-    if learnable is None:
+    if not learnable and kind == "physics":
+        # Without a learnable parameter a physics model has nothing to train.
         raise InvalidArgumentError(
             "a physics model needs --learnable NAMES (the physical parameters to fit)"
         )
@@ -283,7 +299,12 @@ def _run(args: argparse.Namespace) -> int:
     stored = as_trajectories(data, split="train")
     model = build_model(model_settings, stored.system, stored.n_state)
     trainer = Trainer(model, data, config)
-    rollout_times(trainer.train_data.t, extras.get("t_end"))  # a bad --t-end fails before training
+    # What would fail after training fails before it: a bad --t-end or --out, no test data.
+    rollout_times(trainer.train_data.t, extras.get("t_end"))
+    if extras.get("out"):
+        writable_folder("out", extras["out"], Path(extras["out"]))
+    if trainer.val_data is None:
+        _check_test_split(data)
     if extras.get("resume"):
         trainer.load_checkpoint(extras["resume"])
     result = trainer.fit()
@@ -299,9 +320,9 @@ def _run(args: argparse.Namespace) -> int:
         print(report)
     if extras.get("out"):
         out = Path(extras["out"])
-        out.mkdir(parents=True, exist_ok=True)
         # Saved from the CPU, so the weights load on a machine without the training device.
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+        weights = {k: v.cpu() for k, v in model.state_dict().items()}
+        write_atomically(out / "model.pt", lambda tmp: torch.save(weights, tmp), "model")
         summary = {
             "config": config.to_dict(),
             "model": model_settings,
@@ -314,5 +335,21 @@ def _run(args: argparse.Namespace) -> int:
             "physical_parameters": result.physical_parameters,
             "rollout": report.to_dict(),
         }
-        (out / "report.json").write_text(json.dumps(summary, indent=1, default=str))
+        text = json.dumps(summary, indent=1, default=str)
+        write_atomically(out / "report.json", lambda tmp: tmp.write_text(text), "report")
     return 0
+
+
+def _check_test_split(data: Any) -> None:
+    """Refuse, before training, a data set without trajectories to evaluate the model on."""
+    from physode.train import as_trajectories
+
+    try:
+        as_trajectories(data, split="test")
+    except InvalidArgumentError:
+        raise InvalidArgumentError(
+            f"{data} has no usable trajectories in its 'test' or 'val' split to evaluate the "
+            "trained model on; simulate it with a split that holds some out, e.g. "
+            "--split 0.8,0.1,0.1"
+        ) from None
+

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import h5py
 import pytest
+import torch
 
 import physode.data
 import physode.systems
-from physode.cli import main
+from physode.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 SIMULATE = ["simulate", "harmonic_oscillator", "--trajectories", "3", "--t-end", "2"]
@@ -25,6 +26,18 @@ def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "osc.h5"
     assert main([*SIMULATE, "--out", str(out), "--quiet", "--seed", "4"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_train") / "osc.h5"
+    assert main([*SIMULATE, "--trajectories", "5", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _train(data, *argv):
+    return ["train", str(data), "--model", "neural", "--width", "4", "--depth", "1",
+            "--epochs", "1", "--quiet", *argv]  # fmt: skip
 
 
 def _garbled_copy(source: Path, target: Path) -> Path:
@@ -219,3 +232,60 @@ def test_help_states_every_exit_status_and_what_max_steps_counts(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
     assert "step attempts (accepted and rejected)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_train_refuses_a_physics_model_with_no_learnable_parameter(train_data, capsys):
+    argv = ["train", str(train_data), "--model", "physics", "--learnable", ",", "--quiet"]
+    assert main(argv) == 2  # not an internal error from an optimiser with no parameters
+    error = capsys.readouterr().err
+    assert "physics model needs --learnable" in error and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/model"])
+def test_train_refuses_an_out_folder_it_cannot_create_before_training(
+    train_data, tmp_path, capsys, out
+):
+    (tmp_path / "a_file").write_text("not a folder")
+    log = tmp_path / "log.csv"
+    assert main(_train(train_data, "--out", str(tmp_path / out), "--log", str(log))) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("physode train: error: out=") and error.count("\n") == 1
+    assert not log.exists()  # refused before the first epoch
+
+
+def test_train_refuses_a_data_set_with_nothing_held_out_before_training(tmp_path, capsys):
+    data = tmp_path / "all_train.h5"
+    assert main([*SIMULATE, "--out", str(data), "--split", "1,0,0", "--quiet"]) == 0
+    log = tmp_path / "log.csv"
+    assert main(_train(data, "--log", str(log))) == 2
+    error = capsys.readouterr().err
+    assert "no usable trajectories in its 'test' or 'val' split" in error
+    assert "--split 0.8,0.1,0.1" in error and error.count("\n") == 1
+    assert not log.exists()  # refused before the first epoch
+
+
+def test_train_interrupted_while_saving_leaves_no_half_written_model(
+    train_data, tmp_path, capsys, monkeypatch
+):
+    def interrupted(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    out = tmp_path / "run"
+    assert main(_train(train_data, "--out", str(out))) == 130
+    assert list(out.iterdir()) == []
+
+
+def test_train_writes_model_and_report_with_the_short_quiet_flag(train_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [a for a in _train(train_data, "--out", str(out)) if a != "--quiet"]
+    assert main([*argv, "-q"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["model.pt", "report.json"]
+    assert capsys.readouterr().out == ""
+
+
+def test_train_help_describes_every_option():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    undocumented = [a.option_strings for a in train._actions if a.option_strings and not a.help]
+    assert undocumented == []

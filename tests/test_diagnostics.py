@@ -171,3 +171,10 @@ def test_plot_refuses_a_path_it_cannot_write_before_drawing(tmp_path, name, mess
     with pytest.raises(physode.InvalidArgumentError, match=message):
         conservation(pendulum, ys, t).plot(tmp_path / name)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_report_of_no_trajectories_prints_instead_of_failing():
+    osc = physode.systems.load("harmonic_oscillator")
+    report = conservation(osc, torch.zeros(5, 0, 2, dtype=F64))
+    assert report.ok and report["energy"].max_rel_drift.shape == (0,)
+    assert str(report).endswith("0 trajectories\n(no trajectories: nothing to check)")

@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 import physode
-from physode.models import Aphynity, Hybrid, NeuralODE
-from physode.train import TrainConfig, Trainer, Trajectories, rollout_report
+import physode.data
+import physode.systems
+from physode.cli_train import add_train_parser, run_train
+from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
+from physode.train import TrainConfig, Trainer, Trajectories, rollout_report, write_log
 from physode.train.data import uniform_grid
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
@@ -181,6 +184,25 @@ def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path):
         wider.load_checkpoint(path)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_an_interrupted_log_write_keeps_the_old_log_and_leaves_no_temporary_file(
+    tmp_path, monkeypatch, suffix
+):
+    path = tmp_path / f"log{suffix}"
+    write_log([{"epoch": 1, "loss": 0.5}], path)
+    before = path.read_text()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dumps", interrupted)
+    monkeypatch.setattr(csv, "DictWriter", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_log([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.4}], path)
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 @pytest.mark.parametrize("setting", ["checkpoint_dir", "log"])
 def test_an_unwritable_checkpoint_folder_or_log_is_refused_before_training(tmp_path, setting):
     blocker = tmp_path / "a_file"
@@ -335,10 +357,6 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
 
 
 # ---------------------------------------------------------------------- HDF5 data sets and the CLI
-import physode.data  # noqa: E402
-import physode.systems  # noqa: E402
-from physode.cli_train import add_train_parser, run_train  # noqa: E402
-from physode.models import PhysicsModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")

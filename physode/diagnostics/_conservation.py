@@ -150,6 +150,8 @@ class ConservationReport:
             head += f", t in [{float(self.t[0]):.6g}, {float(self.t[-1]):.6g}]"
         if not self.invariants:
             return head + "\n(no invariants: the system declares none and conserves no energy)"
+        if n_traj == 0:
+            return head + "\n(no trajectories: nothing to check)"
         per_traj = n_traj <= 8
         cols = ("invariant", "traj" if per_traj else "worst", "initial", "max abs drift",
                 "max rel drift", "tolerance", "status")
@@ -264,7 +266,7 @@ def conservation(
         array is converted).
     tolerance : float or mapping of str to float
         Relative drift allowed (> 0; ``math.inf`` accepts any), for all invariants or per
-        invariant name.
+        invariant name (the invariants a mapping leaves out get :data:`DEFAULT_TOLERANCE`).
     p : torch.Tensor, optional
         Parameters, ``(n_params,)`` or one row per trajectory ``(..., n_params)``; the system's
         defaults when omitted.

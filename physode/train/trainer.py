@@ -3,7 +3,6 @@ early stopping, logs and exactly resumable checkpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import functools
@@ -22,6 +21,7 @@ from torch import nn
 import physode
 import physode.data
 from physode._errors import InvalidArgumentError
+from physode._files import writable_folder, write_atomically
 from physode.train.config import TrainConfig
 from physode.train.data import Trajectories, Window, as_trajectories, uniform_grid, window_starts
 from physode.train.evaluate import RolloutReport, rollout_report
@@ -412,9 +412,9 @@ class Trainer:
         """
         c = self.config
         if c.checkpoint_dir is not None:
-            _writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
+            writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
         if c.log is not None:
-            _writable_folder("log", c.log, Path(c.log).parent)
+            writable_folder("log", c.log, Path(c.log).parent)
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
         bar = None
         if c.progress:
@@ -570,21 +570,8 @@ class Trainer:
         physode.InvalidArgumentError
             If the file or its folder cannot be written (nothing is left half-written).
         """
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            _discard(tmp)
-            raise InvalidArgumentError(
-                f"cannot write the checkpoint {path}: {exc.strerror or exc}"
-            ) from None
-        except BaseException:
-            _discard(tmp)
-            raise
-        return path
+        state = self.state_dict()
+        return write_atomically(path, lambda tmp: torch.save(state, tmp), "checkpoint")
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore a run saved by :meth:`save_checkpoint`; :meth:`fit` then continues it.
@@ -676,27 +663,9 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def _discard(path: Path) -> None:
-    """Remove a temporary file if there is one (a failed write may not have made it)."""
-    with contextlib.suppress(OSError):
-        path.unlink()
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def _writable_folder(name: str, value: str, folder: Path) -> None:
-    """Create ``folder`` if needed; refuse it, naming the setting, if it cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgumentError(
-            f"{name}={value!r}: cannot create the folder {folder} ({exc.strerror or exc})"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidArgumentError(f"{name}={value!r}: the folder {folder} is not writable")
 
 
 def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
@@ -734,20 +703,17 @@ def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
     ['epoch,loss', '1,0.5']
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
         if path.suffix == ".json":
             tmp.write_text(json.dumps(history, indent=1))
-        else:
-            columns: list[str] = []
-            for row in history:
-                columns += [k for k in row if k not in columns]
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(history)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _discard(tmp)
-        raise InvalidArgumentError(f"cannot write the log {path}: {exc.strerror or exc}") from None
+            return
+        columns: list[str] = []
+        for row in history:
+            columns += [k for k in row if k not in columns]
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(history)
+
+    write_atomically(path, write, "log")
