@@ -184,6 +184,16 @@ def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path):
         wider.load_checkpoint(path)
 
 
+@pytest.mark.parametrize("model, message", [
+    (lambda: PhysicsModel("spiral"), "has no parameter to train"),
+    (lambda: NeuralODE(2, width=4, depth=1).requires_grad_(False), "has no parameter to train"),
+    (lambda: (lambda t, y: -y), "model must be a torch.nn.Module"),
+])
+def test_a_model_with_nothing_to_train_is_refused_by_name(model, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(model(), spiral_data(), TrainConfig(epochs=1))
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_an_interrupted_log_write_keeps_the_old_log_and_leaves_no_temporary_file(
     tmp_path, monkeypatch, suffix

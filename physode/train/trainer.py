@@ -159,6 +159,16 @@ class Trainer:
             if data.noisy:
                 config = replace(config, noisy=True)  # its validation trajectories too
         config.validate()
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(
+                f"model must be a torch.nn.Module f(t, y), got {type(model).__name__}"
+            )
+        if not any(p.requires_grad for p in model.parameters()):
+            raise InvalidArgumentError(
+                f"the model ({type(model).__name__}) has no parameter to train: give a physics "
+                "model learnable parameters (PhysicsModel(system, learnable=[...])) or add a "
+                "neural part"
+            )
         self.config = config
         # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
         self._stored_path = (
