@@ -118,3 +118,17 @@ def test_chunk_writer_falls_back_to_h5py_for_other_filters(tmp_path):
         writer.write(0, data[:3])
         writer.close()
         assert np.array_equal(d[()], data)
+
+
+@pytest.mark.parametrize("shape", [(10,), (10, 0)])
+def test_chunk_writer_writes_an_unchunked_dataset_through_h5py(tmp_path, shape):
+    # A system without parameters stores params of shape (N, 0), which HDF5 cannot chunk.
+    data = np.arange(float(np.prod(shape))).reshape(shape)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        d = f.create_dataset("d", shape=shape, dtype="f8")
+        writer = ChunkWriter(d)
+        assert not writer.direct
+        writer.write(4, data[4:])
+        writer.write(0, data[:4])
+        writer.close()
+        assert d.shape == shape and np.array_equal(d[()], data)

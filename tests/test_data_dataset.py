@@ -49,6 +49,13 @@ def test_windows_cover_every_start_of_every_trajectory_in_the_split(stored):
     assert seen == {(int(i), s) for i in train for s in (0, 2, 4, 5)}
 
 
+def test_numpy_integers_are_accepted_as_window_and_stride(stored):
+    dataset = TrajectoryDataset(stored, split="train", window=np.int64(4), stride=np.int32(2))
+    assert isinstance(dataset.window, int) and isinstance(dataset.stride, int)
+    assert dataset.starts.tolist() == [0, 2, 4, 5]  # of 9 points, the last ending on the last
+    assert dataset[len(dataset) - 1]["ys"].shape == (4, 2)
+
+
 def test_negative_indices_count_from_the_end_and_out_of_range_raises(stored):
     dataset = TrajectoryDataset(stored, split="val", window=9)
     assert dataset[-1]["trajectory"] == dataset[len(dataset) - 1]["trajectory"]

@@ -17,7 +17,7 @@ import torch
 import physode
 import physode.data.simulation as simulate_module
 import physode.systems
-from physode.data import check, load, simulate
+from physode.data import TrajectoryDataset, check, load, simulate
 from physode.data._chunks import ChunkWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,6 +272,35 @@ def test_numpy_scalars_are_accepted_as_numbers(tmp_path):
         simulate(SYSTEM, trajectories=1, out=tmp_path / "b.h5", **{**FAST, "t_end": np.True_})
 
 
+def test_a_seed_too_large_to_store_is_refused_before_simulating(tmp_path):
+    with pytest.raises(physode.InvalidArgumentError, match=r"seed=18446744073709551616 .*2\*\*64"):
+        simulate(SYSTEM, trajectories=1, out=tmp_path / "x.h5", seed=2**64, **FAST)
+    assert not any(tmp_path.iterdir())
+    simulate(SYSTEM, trajectories=1, out=tmp_path / "x.h5", seed=2**64 - 1, **FAST)
+    with load(tmp_path / "x.h5") as data:
+        assert data.seed == 2**64 - 1
+
+
+def test_a_system_without_parameters_is_simulated_and_stored(tmp_path):
+    # x' = -x + sin(t): x(t) = (x0 + 1/2) exp(-t) + (sin(t) - cos(t)) / 2
+    spec = tmp_path / "forced_decay.toml"
+    spec.write_text(
+        'name = "forced_decay"\ndescription = "x\' = -x + sin(t)"\nform = "equations"\n'
+        '[equations]\nx = "-x + sin(t)"\n'
+    )
+    out = tmp_path / "forced_decay.h5"
+    simulate(spec, trajectories=3, out=out, params="sample", **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forced_decay.h5", "forced_decay.toml"]
+    with load(out) as data:
+        assert data.params.shape == (3, 0) and data.parameter_names == []
+        x0, t = data.states[:, 0, 0], data.t
+        exact = (x0[:, None] + 0.5) * np.exp(-t) + (np.sin(t) - np.cos(t)) / 2
+        np.testing.assert_allclose(data.states[:, :, 0], exact, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(data.derivatives[:, :, 0], np.sin(t) - exact, atol=1e-7)
+    item = TrajectoryDataset(out, split="all")[0]
+    assert item["params"].shape == (0,) and item["ys"].shape == (FAST["points"], 1)
+
+
 def test_an_unknown_system_names_the_catalogue(tmp_path):
     with pytest.raises(physode.InvalidArgumentError, match="unknown system 'pendulumm'.*pendulum"):
         simulate("pendulumm", trajectories=1, out=tmp_path / "x.h5", **FAST)
@@ -330,6 +359,28 @@ def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_
     assert result.n_resumed_chunks == 0
     with load(out) as data:
         assert data.solver["rtol"] == 1e-9
+
+
+def test_resume_recomputes_a_chunk_file_damaged_on_disk(tmp_path, monkeypatch):
+    out = tmp_path / "damaged.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, "seed": 4, **FAST}
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(SYSTEM, out=out, **settings)
+    chunk = tmp_path / "damaged.h5.parts" / "chunk-000000.h5"
+    with h5py.File(chunk) as f:
+        states = f["states"][()]
+    data = bytearray(chunk.read_bytes())
+    offset = data.find(states.tobytes())
+    data[offset + 5] ^= 0x01  # one bit of one stored state, as a failing disk might flip it
+    chunk.write_bytes(bytes(data))
+
+    result = simulate(SYSTEM, out=out, resume=True, **settings)
+    assert result.n_resumed_chunks == 0
+    reference = tmp_path / "reference.h5"
+    simulate(SYSTEM, out=reference, **settings)
+    _assert_same_datasets(out, reference)
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):

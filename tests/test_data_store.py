@@ -12,9 +12,9 @@ import pytest
 import physode
 import physode.systems
 from physode.cli import main
-from physode.data import FORMAT_NAME, FORMAT_VERSION, check, load
+from physode.data import FORMAT_NAME, FORMAT_VERSION, TrajectoryDataset, check, load
 from physode.data._chunks import ChunkWriter
-from physode.data._store import Chunk, sha256_text, write_store
+from physode.data._store import Chunk, read_chunk, sha256_text, write_chunk, write_store
 
 N, P, N_STATE, N_PARAMS = 7, 9, 2, 2
 
@@ -145,6 +145,11 @@ def test_a_file_without_noise_has_no_noisy_states(tmp_path):
 def test_a_missing_file_is_refused_by_name(tmp_path):
     with pytest.raises(physode.DataFormatError, match="missing.h5: no such file"):
         load(tmp_path / "missing.h5")
+
+
+def test_a_folder_is_refused_as_a_folder_not_as_missing(tmp_path):
+    with pytest.raises(physode.DataFormatError, match="is a folder, not a data set file"):
+        load(tmp_path)
 
 
 def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
@@ -375,3 +380,77 @@ def test_an_interrupted_write_removes_its_half_written_file(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         _write_synthetic(tmp_path / "half.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_arrays_read_after_the_file_is_closed_say_so(stored):
+    path = stored[0]
+    with load(path) as data:
+        pass
+    assert "trajectories=7" in repr(data) and data.states.shape == (N, P, N_STATE)
+    for array in (data.states, data.invariants["energy"]):
+        with pytest.raises(physode.InvalidArgumentError, match="the file is closed"):
+            array[0]
+
+
+def test_big_endian_numbers_are_read_in_native_order_for_torch(stored):
+    # As written on a big-endian machine: the same numbers, the bytes in the other order.
+    path, chunks, _, _ = stored
+    with h5py.File(path, "r+") as f:
+        for name in ("t", "states", "params"):
+            values = f[name][()]
+            del f[name]
+            f.create_dataset(name, data=values.astype(values.dtype.newbyteorder(">")))
+    with load(path) as data:
+        assert data.states.dtype == np.float64 and data.states[0].dtype.isnative
+        np.testing.assert_array_equal(data.params, _stack(chunks, "params"))
+    item = TrajectoryDataset(path, split="all", exclude_flagged=False)[2]
+    np.testing.assert_array_equal(item["ys"].numpy(), _stack(chunks, "states")[2])
+    np.testing.assert_array_equal(item["t"].numpy(), np.linspace(0, 2, P))
+    assert check(path).n_trajectories == N
+
+
+def test_check_accepts_numpy_integers_for_worst_and_batch(stored):
+    report = check(stored[0], worst=np.int64(2), batch=np.int32(3))
+    assert [len(d.worst_trajectories) for d in report.invariants] == [2]
+
+
+def _chunk_file(tmp_path):
+    chunk = next(_synthetic_chunks(np.random.default_rng(5), noisy=True))
+    path = tmp_path / "chunk-000000.h5"
+    write_chunk(path, chunk, "run")
+    return path, chunk
+
+
+def test_a_chunk_file_reads_back_whole_for_its_own_run_only(tmp_path):
+    path, chunk = _chunk_file(tmp_path)
+    back = read_chunk(path, "run")
+    for name in ("states", "derivatives", "noisy_states", "params", "flags", "nfe"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(chunk, name))
+    assert (back.start, back.stop) == (chunk.start, chunk.stop)
+    assert read_chunk(path, "another run") is None
+
+
+def test_a_chunk_file_damaged_on_disk_is_not_taken_for_a_finished_chunk(tmp_path):
+    # resume recomputes such a chunk; storing its altered numbers would go unnoticed.
+    path, chunk = _chunk_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    offset = data.find(chunk.states.tobytes())
+    assert offset > 0
+    data[offset + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert read_chunk(path, "run") is None
+
+
+def test_a_chunk_file_that_h5py_cannot_read_is_not_taken_for_a_finished_chunk(
+    tmp_path, monkeypatch
+):
+    path, _ = _chunk_file(tmp_path)
+    read = h5py.Dataset.__getitem__
+
+    def damaged(self, key):
+        if self.name == "/derivatives":  # as a garbled heap of a damaged file makes h5py raise
+            raise RuntimeError("Unable to synchronously check link existence (bad heap free list)")
+        return read(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", damaged)
+    assert read_chunk(path, "run") is None

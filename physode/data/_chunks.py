@@ -128,8 +128,13 @@ class ChunkWriter:
 
     def __init__(self, dataset: h5py.Dataset):
         self.dataset = dataset
-        self.rows = dataset.chunks[0]
-        self.direct = dataset.chunks[1:] == dataset.shape[1:] and _pipeline(dataset) == _PIPELINE
+        chunks = dataset.chunks
+        self.rows = chunks[0] if chunks else None
+        self.direct = (
+            chunks is not None
+            and chunks[1:] == dataset.shape[1:]
+            and _pipeline(dataset) == _PIPELINE
+        )
         self._waiting: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def write(self, start: int, values: np.ndarray) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physode._errors import DataFormatError, PhysodeError
+from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError
 from physode.data._chunks import FILTERS, ChunkWriter
 
 __all__ = [
@@ -115,29 +115,40 @@ def write_chunk(path: Path, chunk: Chunk, run_id: str) -> None:
     makes ``resume`` safe; ``run_id`` ties it to the run configuration that produced it.
     """
     tmp = path.with_name(path.name + ".part")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["run_id"] = run_id
+    with h5py.File(tmp, "w", libver="latest") as f:
+        # Fixed-length bytes live in the checksummed object header, not in the global heap.
+        f.attrs["run_id"] = np.bytes_(run_id)
         f.attrs["start"] = chunk.start
         f.attrs["stop"] = chunk.stop
+        # Checksummed, so that a resume recomputes a chunk damaged on disk instead of storing it.
         for name in ("states", "derivatives", "params", "flags", *_SOLVER_FIELDS):
-            f.create_dataset(name, data=getattr(chunk, name))
+            _checksummed(f, name, getattr(chunk, name))
         if chunk.noisy_states is not None:
-            f.create_dataset("noisy_states", data=chunk.noisy_states)
+            _checksummed(f, "noisy_states", chunk.noisy_states)
         group = f.create_group("invariants")
         for name, values in chunk.invariants.items():
-            group.create_dataset(name, data=values)
+            _checksummed(group, name, values)
     _fsync(tmp)
     os.replace(tmp, path)
 
 
+def _checksummed(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    values = np.asarray(values)
+    if values.size:  # HDF5 cannot chunk an empty dataset, and filters need chunks
+        group.create_dataset(name, data=values, fletcher32=True)  # chunked as h5py guesses
+    else:
+        group.create_dataset(name, data=values)
+
+
 def read_chunk(path: Path, run_id: str) -> Chunk | None:
-    """Read a chunk file back; ``None`` when it is unreadable or belongs to another run."""
+    """Read a chunk file back; ``None`` when it is unreadable, damaged (a failed checksum, arrays
+    that do not fit together) or belongs to another run."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("run_id") != run_id:
+            if f.attrs.get("run_id") != np.bytes_(run_id):
                 return None
             noisy = f["noisy_states"][()] if "noisy_states" in f else None
-            return Chunk(
+            chunk = Chunk(
                 start=int(f.attrs["start"]),
                 stop=int(f.attrs["stop"]),
                 states=f["states"][()],
@@ -151,8 +162,22 @@ def read_chunk(path: Path, run_id: str) -> Chunk | None:
                 invariants={k: v[()] for k, v in f["invariants"].items()},
                 noisy_states=noisy,
             )
-    except (OSError, KeyError):
+    except _READ_ERRORS:
         return None
+    return chunk if _fits(chunk) else None
+
+
+def _fits(chunk: Chunk) -> bool:
+    """Whether the arrays of a chunk read back have the shapes that its rows imply."""
+    rows, states = chunk.stop - chunk.start, chunk.states
+    if rows < 1 or states.ndim != 3 or states.shape[0] != rows or chunk.params.ndim != 2:
+        return False
+    expected = [(chunk.derivatives, states.shape), (chunk.params, (rows, chunk.params.shape[1]))]
+    expected += [(getattr(chunk, name), (rows,)) for name in ("flags", *_SOLVER_FIELDS)]
+    expected += [(values, states.shape[:2]) for values in chunk.invariants.values()]
+    if chunk.noisy_states is not None:
+        expected.append((chunk.noisy_states, states.shape))
+    return all(values.shape == shape for values, shape in expected)
 
 
 def _trajectory_chunks(n: int, row_shape: tuple[int, ...], itemsize: int, chunk: int) -> tuple:
@@ -186,6 +211,8 @@ def write_store(
     n, p = n_trajectories, len(t)
 
     def per_trajectory(group, name, row_shape, data_dtype):
+        if 0 in row_shape:  # no values (a system without parameters): HDF5 cannot chunk it
+            return ChunkWriter(group.create_dataset(name, shape=(n, *row_shape), dtype=data_dtype))
         chunks = _trajectory_chunks(n, row_shape, np.dtype(data_dtype).itemsize, chunk_size)
         dataset = group.create_dataset(
             name, shape=(n, *row_shape), dtype=data_dtype, chunks=chunks, **FILTERS
@@ -256,36 +283,48 @@ class H5Array:
     def __init__(self, dataset: h5py.Dataset, path: Path):
         self._dataset = dataset
         self._path = path
+        # Kept here so that they stay known once the file is closed.
+        self._name = dataset.name
+        self._shape = dataset.shape
+        # NumPy arrays in the machine's byte order: torch.from_numpy refuses any other (a file
+        # written on a big-endian machine holds big-endian numbers).
+        self._dtype = dataset.dtype.newbyteorder("=")
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._dataset.shape
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self._dataset.dtype
+        return self._dtype
 
     @property
     def ndim(self) -> int:
-        return self._dataset.ndim
+        return len(self._shape)
 
     def __len__(self) -> int:
-        return self._dataset.shape[0]
+        return self._shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
+        if not self._dataset.id.valid:
+            raise InvalidArgumentError(
+                f"{self._path}: cannot read dataset {self._name}, the file is closed; index it "
+                "inside the `with physode.data.load(...)` block, or load the file again"
+            )
         try:
-            return self._dataset[key]
+            values = self._dataset[key]
         except OSError as exc:
             raise DataFormatError(
-                f"{self._path}: dataset {self._dataset.name} is damaged ({_first_line(exc)})"
+                f"{self._path}: dataset {self._name} is damaged ({_first_line(exc)})"
             ) from None
+        return values if values.dtype.isnative else values.astype(self._dtype)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         values = self[()]
         return values if dtype is None else values.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
-        return f"H5Array({self._dataset.name!r}, shape={self.shape}, dtype={self.dtype})"
+        return f"H5Array({self._name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -365,6 +404,8 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
         datasets. The one-line message names the problem.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"{path} is a folder, not a data set file")
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
     try:

@@ -239,7 +239,7 @@ def check(
     ):
         raise InvalidArgumentError(f"tolerance={tolerance!r} must be a finite number > 0")
     for name, value in (("worst", worst), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise InvalidArgumentError(f"{name}={value!r} must be an integer >= 1")
     with load(path) as data:
         system = data.system

@@ -169,6 +169,8 @@ def _validate(
     positive_int("chunk_size", chunk_size)
     positive_int("max_steps", max_steps)
     positive_int("seed", seed, least=0)
+    if isinstance(seed, int | np.integer) and seed >= 2**64:
+        problems.append(f"seed={seed!r} must be below 2**64 (the file stores it as 64 bits)")
     for name, value in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):
         positive_real(name, value)
     positive_real("drift_threshold", drift_threshold)
@@ -596,7 +598,8 @@ def simulate(
     out : str or path-like
         The ``.h5`` file to write.
     seed : int
-        Seed (>= 0) of everything random: initial states, sampled parameters, noise, the split.
+        Seed (0 to 2**64 - 1) of everything random: initial states, sampled parameters, noise,
+        the split.
     method, rtol, atol : str, float, float
         Adaptive solver method (one of ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``) and
         tolerances. The integration runs in float64 whatever ``dtype``.

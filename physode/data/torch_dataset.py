@@ -18,6 +18,11 @@ __all__ = ["TrajectoryDataset"]
 _CACHE_BYTES = 32 << 20
 
 
+def _is_int(value) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 class TrajectoryDataset(Dataset):
     """Windows of ``window`` consecutive points of the trajectories of one split of a data set.
 
@@ -86,9 +91,9 @@ class TrajectoryDataset(Dataset):
             has_noise = "noisy_states" in f
         window = points if window is None else window
         problems = []
-        if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= points:
+        if not _is_int(window) or not 2 <= window <= points:
             problems.append(f"window={window!r} must be an integer from 2 to {points} (the points)")
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        if not _is_int(stride) or stride < 1:
             problems.append(f"stride={stride!r} must be an integer >= 1")
         if noisy and not has_noise:
             problems.append(
@@ -104,13 +109,13 @@ class TrajectoryDataset(Dataset):
                 + (" left after excluding flagged ones (exclude_flagged=False keeps them)"
                    if exclude_flagged else "")
             )  # fmt: skip
-        self.window = window
-        self.stride = stride
+        self.window = int(window)
+        self.stride = int(stride)
         self.noisy = noisy
         self.trajectories = index
         self._params = params
-        last = points - window
-        starts = list(range(0, last + 1, stride))
+        last = points - self.window
+        starts = list(range(0, last + 1, self.stride))
         if starts[-1] != last:
             starts.append(last)
         self.starts = np.asarray(starts)
