@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ import torch
 import physode.data
 import physode.systems
 from physode.cli import build_parser, main
+from physode.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SIMULATE = ["simulate", "harmonic_oscillator", "--trajectories", "3", "--t-end", "2"]
@@ -289,3 +291,23 @@ def test_train_help_describes_every_option():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     undocumented = [a.option_strings for a in train._actions if a.option_strings and not a.help]
     assert undocumented == []
+
+
+def test_train_help_states_the_defaults_of_train_config():
+    # The help texts write TrainConfig's defaults out; this keeps them from drifting apart.
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    defaults = dataclasses.asdict(TrainConfig())
+    checked = 0
+    for action in train._actions:
+        stated = re.search(r"default:? ([\w.+-]+)\)?$", action.help or "")
+        if action.dest not in defaults or stated is None or stated.group(1) in ("the", "no"):
+            continue
+        value = defaults[action.dest]
+        if value is None:  # described in words ("default: whole")
+            continue
+        if isinstance(value, bool | str):
+            assert stated.group(1) == str(value), action.option_strings
+        else:
+            assert float(stated.group(1)) == value, action.option_strings
+        checked += 1
+    assert checked >= 15
