@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import matplotlib.figure
 import pytest
 import torch
 
@@ -311,3 +312,14 @@ def test_train_help_states_the_defaults_of_train_config():
             assert float(stated.group(1)) == value, action.option_strings
         checked += 1
     assert checked >= 15
+
+
+def test_an_interrupted_check_plot_leaves_no_partial_image(dataset, tmp_path, monkeypatch):
+    def interrupted(fig, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half an image")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        physode.data.check(dataset).plot(tmp_path / "drift.png")
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.figure
 import pytest
 import torch
 
@@ -110,6 +111,21 @@ def test_plot_writes_an_image(tmp_path):
     t, ys = _orbits(three, 3, 1.0, rtol=1e-5)
     out = conservation(three, ys, t, tolerance=1e-9).plot(tmp_path / "drift.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_an_interrupted_plot_leaves_no_partial_image(tmp_path, monkeypatch):
+    pendulum = physode.systems.load("pendulum")
+    t, ys = _orbits(pendulum, 2, 1.0, rtol=1e-8)
+
+    def interrupted(fig, fname, **kwargs):
+        with open(fname, "wb") as handle:
+            handle.write(b"\x89PNG half an image")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        conservation(pendulum, ys, t).plot(tmp_path / "drift.png")
+    assert list(tmp_path.iterdir()) == []
 
 
 def _pendulum_orbits():

@@ -123,7 +123,7 @@ class CheckReport:
         """
         import matplotlib
 
-        from physode.diagnostics._conservation import image_path
+        from physode.diagnostics._conservation import image_path, save_figure
 
         path = image_path(path)
         matplotlib.use("Agg", force=False)
@@ -143,8 +143,10 @@ class CheckReport:
         if not self.invariants:
             axes[0, 0].set_title("no invariants declared")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            save_figure(fig, path, dpi=120)
+        finally:
+            plt.close(fig)
         return path
 
 

@@ -8,10 +8,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from physode._errors import InvalidArgumentError
+from physode._files import write_atomically
 
 #: Relative drift above which a trajectory is reported as failing, when no tolerance is given.
 DEFAULT_TOLERANCE = 1e-6
@@ -57,6 +59,13 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
     else:
         return path
     raise InvalidArgumentError(f"{argument}={str(path)!r}: {problem}")
+
+
+def save_figure(fig: Any, path: Path, **options: Any) -> Path:
+    """Save a matplotlib figure to ``path`` (checked by :func:`image_path`) through a temporary
+    file, so that an interruption leaves no partial image."""
+    fmt = path.suffix[1:].lower()
+    return write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, **options), "plot")
 
 
 @dataclass(frozen=True)
@@ -233,8 +242,7 @@ class ConservationReport:
                 ax.legend(fontsize=7, loc="lower right")
         axes[-1].set_xlabel("t" if self.t is not None else "sample")
         fig.suptitle(f"conservation: {self.system_name}")
-        fig.savefig(path)
-        return path
+        return save_figure(fig, path)
 
 
 def conservation(
