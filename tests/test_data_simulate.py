@@ -272,6 +272,17 @@ def test_numpy_scalars_are_accepted_as_numbers(tmp_path):
         simulate(SYSTEM, trajectories=1, out=tmp_path / "b.h5", **{**FAST, "t_end": np.True_})
 
 
+@pytest.mark.parametrize("threads", [0, 1.5, True])
+def test_a_bad_thread_count_is_listed_with_the_other_bad_arguments(tmp_path, threads):
+    before = torch.get_num_threads()
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        simulate(SYSTEM, trajectories=0, out=tmp_path / "x.h5", threads=threads, **FAST)
+    message = str(info.value)
+    assert f"threads={threads!r} must be an integer >= 1" in message
+    assert "trajectories=0 must be an integer >= 1" in message
+    assert torch.get_num_threads() == before
+
+
 def test_a_seed_too_large_to_store_is_refused_before_simulating(tmp_path):
     with pytest.raises(physode.InvalidArgumentError, match=r"seed=18446744073709551616 .*2\*\*64"):
         simulate(SYSTEM, trajectories=1, out=tmp_path / "x.h5", seed=2**64, **FAST)

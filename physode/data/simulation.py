@@ -133,6 +133,11 @@ def _load_system(system: Any):
     return system
 
 
+def _is_positive_int(value, least: int = 1) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's, not a bool) of at least ``least``."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= least
+
+
 def _validate(
     *,
     trajectories,
@@ -149,9 +154,10 @@ def _validate(
     chunk_size,
     drift_threshold,
     max_steps,
+    threads,
 ) -> list[str]:
     def positive_int(name, value, least=1):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        if not _is_positive_int(value, least):
             problems.append(f"{name}={value!r} must be an integer >= {least}")
 
     def positive_real(name, value):
@@ -169,6 +175,8 @@ def _validate(
     positive_int("chunk_size", chunk_size)
     positive_int("max_steps", max_steps)
     positive_int("seed", seed, least=0)
+    if threads is not None:
+        positive_int("threads", threads)
     if isinstance(seed, int | np.integer) and seed >= 2**64:
         problems.append(f"seed={seed!r} must be below 2**64 (the file stores it as 64 bits)")
     for name, value in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):
@@ -673,6 +681,7 @@ def simulate(
             chunk_size=chunk_size,
             drift_threshold=drift_threshold,
             max_steps=max_steps,
+            threads=threads,
         )
         system_problem = _system_problem(system)
         if system_problem is not None:
@@ -761,12 +770,11 @@ def simulate(
 
 @contextlib.contextmanager
 def _torch_threads(threads: int | None):
-    """Set torch's intra-op threads for the block and restore them after."""
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InvalidArgumentError(f"threads must be a positive int or None, got {threads!r}")
+    """Set torch's intra-op threads for the block and restore them after (a value that is not a
+    positive integer changes nothing: :func:`_validate` reports it with the other settings)."""
     previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if _is_positive_int(threads):
+        torch.set_num_threads(int(threads))
     try:
         yield
     finally:
