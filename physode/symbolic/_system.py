@@ -1426,8 +1426,8 @@ def build_hamiltonian(
     """Validate and build a Hamiltonian system, adding problems instead of raising."""
     time = _time(time, problems)
     opts = _options(options, problems)
-    qs = [_symbol(c, "coordinate", problems) for c in _names_list(coordinates, "coordinates",
-                                                                    problems)]
+    coordinates = _names_list(coordinates, "coordinates", problems)
+    qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     momenta = _names_list(momenta, "momenta", problems)
     checked = _pairs_and_parameters(
         "Hamiltonian", qs, momenta, ("momentum", "momenta"), parameters, opts, time, problems
