@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError
 from physode.data._store import FLAG_SOLVER_FAILED
 from physode.data.stored import TrajectoryFile, load
@@ -241,7 +242,7 @@ def check(
     ):
         raise InvalidArgumentError(f"tolerance={tolerance!r} must be a finite number > 0")
     for name, value in (("worst", worst), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        if not is_int(value, least=1):
             raise InvalidArgumentError(f"{name}={value!r} must be an integer >= 1")
     with load(path) as data:
         system = data.system

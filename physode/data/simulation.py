@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError
 from physode.data._store import (
     FLAG_DRIFT,
@@ -133,11 +134,6 @@ def _load_system(system: Any):
     return system
 
 
-def _is_positive_int(value, least: int = 1) -> bool:
-    """Whether ``value`` is an integer (Python's or NumPy's, not a bool) of at least ``least``."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= least
-
-
 def _validate(
     *,
     trajectories,
@@ -157,16 +153,11 @@ def _validate(
     threads,
 ) -> list[str]:
     def positive_int(name, value, least=1):
-        if not _is_positive_int(value, least):
+        if not is_int(value, least):
             problems.append(f"{name}={value!r} must be an integer >= {least}")
 
     def positive_real(name, value):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
+        if not is_finite_real(value) or value <= 0:
             problems.append(f"{name}={value!r} must be a finite number > 0")
 
     problems: list[str] = []
@@ -177,7 +168,7 @@ def _validate(
     positive_int("seed", seed, least=0)
     if threads is not None:
         positive_int("threads", threads)
-    if isinstance(seed, int | np.integer) and seed >= 2**64:
+    if is_int(seed) and seed >= 2**64:
         problems.append(f"seed={seed!r} must be below 2**64 (the file stores it as 64 bits)")
     for name, value in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):
         positive_real(name, value)
@@ -773,7 +764,7 @@ def _torch_threads(threads: int | None):
     """Set torch's intra-op threads for the block and restore them after (a value that is not a
     positive integer changes nothing: :func:`_validate` reports it with the other settings)."""
     previous = torch.get_num_threads()
-    if _is_positive_int(threads):
+    if is_int(threads, least=1):
         torch.set_num_threads(int(threads))
     try:
         yield

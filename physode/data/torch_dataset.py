@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError
 from physode.data._store import FLAG_DRIFT, FLAG_SOLVER_FAILED, SPLITS, H5Array, open_store
 
@@ -16,11 +17,6 @@ __all__ = ["TrajectoryDataset"]
 
 # Per-process chunk cache: enough for a worker to keep a few blocks of trajectories decompressed.
 _CACHE_BYTES = 32 << 20
-
-
-def _is_int(value) -> bool:
-    """Whether ``value`` is an integer (Python's or NumPy's), not a bool."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 class TrajectoryDataset(Dataset):
@@ -91,9 +87,9 @@ class TrajectoryDataset(Dataset):
             has_noise = "noisy_states" in f
         window = points if window is None else window
         problems = []
-        if not _is_int(window) or not 2 <= window <= points:
+        if not is_int(window) or not 2 <= window <= points:
             problems.append(f"window={window!r} must be an integer from 2 to {points} (the points)")
-        if not _is_int(stride) or stride < 1:
+        if not is_int(stride, least=1):
             problems.append(f"stride={stride!r} must be an integer >= 1")
         if noisy and not has_noise:
             problems.append(

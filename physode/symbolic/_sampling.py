@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from physode._checks import is_finite_real
+
 KINDS = ("uniform", "normal", "perturbed", "orbit", "equilateral")
 
 
@@ -43,10 +45,7 @@ def _is_pair(value) -> bool:
     return (
         isinstance(value, list | tuple)
         and len(value) == 2
-        and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        )
+        and all(is_finite_real(v) for v in value)
     )
 
 
@@ -106,11 +105,7 @@ class Perturbed:
                 f"initial-state distribution base {self.base!r} is not a named initial state "
                 f"(named states: {known})"
             )
-        if (
-            not isinstance(self.std, int | float)
-            or isinstance(self.std, bool)
-            or not 0 <= self.std < math.inf
-        ):
+        if not is_finite_real(self.std) or self.std < 0:
             problems.append(
                 f"initial-state distribution std must be a finite number >= 0, got {self.std!r}"
             )

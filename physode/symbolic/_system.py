@@ -18,6 +18,7 @@ import numpy
 import sympy
 import torch
 
+from physode._checks import is_finite_real
 from physode._errors import InvalidArgumentError, SystemDefinitionError
 from physode.symbolic import _mechanics
 from physode.symbolic._codegen import (
@@ -1080,10 +1081,7 @@ def _check_common(
                 continue
             value = [value[s] for s in state_names]
         listed = not isinstance(value, str) and hasattr(value, "__len__")
-        if not listed or len(value) != len(states) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        ):
+        if not listed or len(value) != len(states) or not all(map(is_finite_real, value)):
             problems.add(
                 f"initial state {key!r} must give {len(states)} finite numbers "
                 f"({', '.join(state_names)}), got {value!r}"

@@ -1,0 +1,38 @@
+"""Type checks of user settings shared across the package (a bool is never a number here)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["is_finite_real", "is_int"]
+
+
+def is_int(value: Any, least: int | None = None) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's, not a bool), at least ``least``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_int(np.int64(3), least=1), is_int(True), is_int(2.0)
+    (True, False, False)
+    """
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and (least is None or bool(value >= least))
+    )
+
+
+def is_finite_real(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (Python's or NumPy's, not a bool).
+
+    Examples
+    --------
+    >>> is_finite_real(0.5), is_finite_real(float("nan")), is_finite_real(False)
+    (True, False, False)
+    """
+    return (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    )
