@@ -23,7 +23,7 @@ from physode.solvers import (
     Status,
     make_stepper,
 )
-from physode.solvers.control import attainable_rtol
+from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
 
 __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
@@ -332,14 +332,8 @@ def solve(
         raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
 
     # The loops raise rtol to the dtype's resolution (attainable_rtol); say so here, once.
-    floor = attainable_rtol(rtol, y0)
-    if method in ADAPTIVE_METHODS and floor != rtol:
-        warnings.warn(
-            f"rtol={rtol:g} is below the resolution of {y0.dtype} (eps={floor:.3g}): the solve "
-            f"cannot be that accurate, and the step size would only shrink until max_steps ran "
-            f"out. Solving with rtol={floor:.3g}; for tighter tolerances use float64.",
-            stacklevel=2,
-        )
+    if method in ADAPTIVE_METHODS:
+        warn_unattainable(rtol, y0, "the solve", stacklevel=2)
     stepper = make_stepper(method, func)
     if method in SYMPLECTIC_METHODS and (y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n):
         raise InvalidArgumentError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import torch
 from torch import Tensor
@@ -17,7 +16,7 @@ from physode.gradients.base import (
     stack_outputs,
 )
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
-from physode.solvers.control import attainable_rtol
+from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import LoopResult, Stats, Status
 
 __all__ = ["OptDisc"]
@@ -144,15 +143,11 @@ class OptDisc(GradientMode):
             result = problem.run(problem.y0)
             return stack_outputs(result, len(problem.times), problem.y0), result
         # Refuse a bad combination before the forward solve.
+        # Its own rtol only: the forward solve has warned about the forward one.
         if self.backward_method(problem) in ADAPTIVE_METHODS and self.rtol is not None:
-            floor = attainable_rtol(self.rtol, problem.y0)
-            if floor != self.rtol:  # the forward solve warns about its own rtol
-                warnings.warn(
-                    f"OptDisc: rtol={self.rtol:g} is below the resolution of {problem.y0.dtype} "
-                    f"(eps={floor:.3g}): the backward solve cannot be that accurate. Solving it "
-                    f"with rtol={floor:.3g}; for tighter tolerances use float64.",
-                    stacklevel=4,
-                )
+            warn_unattainable(
+                self.rtol, problem.y0, "the backward solve", stacklevel=4, prefix="OptDisc: "
+            )
         holder: list[LoopResult] = []
         ys = _OptDiscFunction.apply(self, problem, holder, problem.y0, *problem.params)
         return ys, holder[0]

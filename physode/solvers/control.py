@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from torch import Tensor
 
 from physode.solvers._arrays import Array, finfo, namespace
 
-__all__ = ["PIController", "attainable_rtol", "error_ratio", "initial_step"]
+__all__ = ["PIController", "attainable_rtol", "error_ratio", "initial_step", "warn_unattainable"]
 
 
 def attainable_rtol(rtol: float, like: Array) -> float:
@@ -33,6 +34,23 @@ def attainable_rtol(rtol: float, like: Array) -> float:
     1e-10
     """
     return max(rtol, float(finfo(like).eps))
+
+
+def warn_unattainable(
+    rtol: float, like: Tensor, solve: str, stacklevel: int, prefix: str = ""
+) -> None:
+    """Warn where :func:`attainable_rtol` raises ``rtol``; ``solve`` names the solve in the
+    message, after ``prefix``; ``stacklevel`` counts from the caller as for
+    :func:`warnings.warn`."""
+    floor = attainable_rtol(rtol, like)
+    if floor != rtol:
+        warnings.warn(
+            f"{prefix}rtol={rtol:g} is below the resolution of {like.dtype} (eps={floor:.3g}): "
+            f"{solve} cannot be that accurate, and its steps would only shrink until max_steps ran "
+            f"out. "
+            f"Solving with rtol={floor:.3g}; for tighter tolerances use float64.",
+            stacklevel=stacklevel + 1,
+        )
 
 
 def _scale(y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:
