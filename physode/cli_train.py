@@ -303,8 +303,12 @@ def _run(args: argparse.Namespace) -> int:
     rollout_times(trainer.train_data.t, extras.get("t_end"))
     if extras.get("out"):
         writable_folder("out", extras["out"], Path(extras["out"]))
-    if trainer.val_data is None:
-        _check_test_split(data)
+    if trainer.held_out_data() is None:
+        raise InvalidArgumentError(
+            f"{data} has no usable trajectories in its 'test' or 'val' split to evaluate the "
+            "trained model on; simulate it with a split that holds some out, e.g. "
+            "--split 0.8,0.1,0.1"
+        )
     if extras.get("resume"):
         trainer.load_checkpoint(extras["resume"])
     result = trainer.fit()
@@ -339,17 +343,4 @@ def _run(args: argparse.Namespace) -> int:
         write_atomically(out / "report.json", lambda tmp: tmp.write_text(text), "report")
     return 0
 
-
-def _check_test_split(data: Any) -> None:
-    """Refuse, before training, a data set without trajectories to evaluate the model on."""
-    from physode.train import as_trajectories
-
-    try:
-        as_trajectories(data, split="test")
-    except InvalidArgumentError:
-        raise InvalidArgumentError(
-            f"{data} has no usable trajectories in its 'test' or 'val' split to evaluate the "
-            "trained model on; simulate it with a split that holds some out, e.g. "
-            "--split 0.8,0.1,0.1"
-        ) from None
 

@@ -518,17 +518,7 @@ class Trainer:
             The training horizon is the last time of the training trajectories.
         """
         c = self.config
-        if test_data is not None:
-            stored = isinstance(test_data, str | os.PathLike)
-            held_out = as_trajectories(test_data, split="test" if stored else None)
-        elif self._stored_path is not None:
-            # The clean states, also after training on noisy ones.
-            held_out = _optional_split(self._stored_path, "test")
-            if held_out is None and c.noisy:
-                held_out = _optional_split(self._stored_path, "val")
-            held_out = held_out or self.val_data
-        else:
-            held_out = self.val_data
+        held_out = self.held_out_data(test_data)
         if held_out is None:
             raise InvalidArgumentError(
                 "no held-out trajectories to evaluate on: pass test_data=..."
@@ -566,6 +556,23 @@ class Trainer:
             "loss_scale": self.loss_scale,
             "config": self.config.to_dict(),
         }
+
+    def held_out_data(self, test_data: Any = None) -> Trajectories | None:
+        """The trajectories :meth:`evaluate` rolls out, or ``None`` where there are none.
+
+        ``test_data`` if given; else the stored ``"test"`` split of an HDF5 data set, read clean
+        also after training on its noisy states (then its clean ``"val"`` split where the test
+        split is empty); else the validation data.
+        """
+        if test_data is not None:
+            stored = isinstance(test_data, str | os.PathLike)
+            return as_trajectories(test_data, split="test" if stored else None)
+        if self._stored_path is None:
+            return self.val_data
+        held_out = _optional_split(self._stored_path, "test")
+        if held_out is None and self.config.noisy:
+            held_out = _optional_split(self._stored_path, "val")
+        return held_out or self.val_data
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file, then rename).
