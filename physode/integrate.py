@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError, SolverError, positive_finite
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.gradients.base import needs_gradient
@@ -71,6 +72,27 @@ class Solution:
         if isinstance(self.status, Tensor):
             return bool((self.status == Status.SUCCESS).all())
         return self.status is Status.SUCCESS
+
+
+def _check_state(y0: object) -> None:
+    """Refuse a ``y0`` that is not a tensor of a dtype the solver computes in (float32, float64)."""
+    if not isinstance(y0, Tensor):
+        raise InvalidArgumentError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+    if y0.is_complex():
+        raise InvalidArgumentError(
+            f"y0 must be real, got dtype {y0.dtype}; solve for its real and imaginary parts "
+            "as real states, e.g. torch.view_as_real(y0)"
+        )
+    if not y0.is_floating_point():
+        raise InvalidArgumentError(
+            f"y0 must be floating point, got dtype {y0.dtype}; use e.g. y0.double()"
+        )
+    if y0.dtype not in (torch.float32, torch.float64):
+        # The error norm's scale atol + rtol |y| underflows in float16 (atol=1e-8 rounds to 0),
+        # which made a finite solve stop as "non-finite" or return NaN.
+        raise InvalidArgumentError(
+            f"y0 must be float32 or float64, got dtype {y0.dtype}; use e.g. y0.float()"
+        )
 
 
 def _gradient_mode(gradient: str | GradientMode) -> GradientMode:
@@ -285,12 +307,7 @@ def solve(
     >>> sol.ys.shape, sol.status
     (torch.Size([5, 1]), <Status.SUCCESS: 0>)
     """
-    if not isinstance(y0, Tensor):
-        raise InvalidArgumentError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
-    if not y0.is_floating_point():
-        raise InvalidArgumentError(
-            f"y0 must be floating point, got dtype {y0.dtype}; use e.g. y0.double()"
-        )
+    _check_state(y0)
     if not callable(func):
         raise InvalidArgumentError(
             f"func must be callable as func(t, y), got {type(func).__name__}"
@@ -314,6 +331,11 @@ def solve(
                 "the output grid as its step"
             )
         step_size = positive_finite("step_size", step_size)
+        if first_step is not None:
+            raise InvalidArgumentError(
+                f"first_step is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
+                f"method={method!r} takes every step of step_size"
+            )
     elif step_size is not None:
         raise InvalidArgumentError(
             f"step_size is for fixed-step methods ({', '.join(FIXED_METHODS)}); method={method!r} "
@@ -321,8 +343,9 @@ def solve(
         )
     if first_step is not None:
         first_step = positive_finite("first_step", first_step)
-    if not isinstance(max_steps, int) or max_steps <= 0:
+    if not is_int(max_steps, least=1):
         raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
+    max_steps = int(max_steps)
     t_tensor, times = _times(t, y0)
     if y0.numel() == 0:
         raise InvalidArgumentError(

@@ -285,3 +285,23 @@ def test_per_sample_evaluation_counts_are_per_row_forward_and_backward():
     assert sol.stats.nfe_backward.shape == (3,)
     assert int(sol.stats.nfe_backward.sum()) == rows_evaluated
     assert sol.stats.nfe_backward[0] < sol.stats.nfe_backward[1]  # the stiffer rows step more
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
+def test_a_row_whose_step_is_below_the_resolution_of_t_underflows_alone(twin):
+    # y' = -k y with k a constant state component. At t = 1e8 (resolution 1.5e-8) the row with
+    # k = 1e10 starts with a step of about 1e-10, so t + h == t: that step of nothing was
+    # accepted, set h to 0 and spun until max_steps, reported as MAX_STEPS.
+    def field(t, z):
+        return torch.stack([-z[..., 1] * z[..., 0], torch.zeros_like(z[..., 1])], dim=-1)
+
+    if twin:
+        field.numpy = lambda t, z: np.stack([-z[..., 1] * z[..., 0], 0 * z[..., 1]], axis=-1)
+    z0 = torch.tensor([[1.0, 1.0], [1.0, 1e10]], dtype=torch.float64)
+    with torch.no_grad():
+        sol = physode.solve(field, z0, [1e8, 1e8 + 1.0], step_control="per-sample", max_steps=200)
+    assert sol.status.tolist() == [Status.SUCCESS, Status.STEP_SIZE_UNDERFLOW]
+    assert sol.t_final[1].item() == 1e8
+    assert int(sol.stats.n_steps[1] + sol.stats.n_rejected[1]) <= 2
+    assert sol.ys[-1, 0, 0].item() == pytest.approx(np.exp(-1.0), rel=1e-5)
+    assert torch.isnan(sol.ys[-1, 1]).all()

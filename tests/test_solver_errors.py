@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -349,3 +350,61 @@ def test_a_parameter_on_another_device_is_refused_before_func_runs():
     assert "meta" in message and "(2, 2)" in message and "func.to(y0.device)" in message
     module = torch.nn.Linear(2, 2, dtype=DTYPE, device="meta")
     assert "meta" in _error(func=lambda t, y: module(y))  # found in the closure
+
+
+@pytest.mark.parametrize("value", [True, 2.5])
+def test_max_steps_must_be_a_positive_int_not_a_bool(value):
+    # max_steps=True was taken as 1 and failed the solve after one step.
+    assert "max_steps" in _error(max_steps=value)
+
+
+def test_max_steps_may_be_a_numpy_integer():
+    assert physode.solve(decay, Y0, T, max_steps=np.int64(50)).success
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4", "leapfrog"])
+def test_first_step_with_a_fixed_step_method_is_refused(method):
+    # It was silently ignored: fixed-step methods take every step of step_size.
+    field = physode.systems.load("harmonic_oscillator").vector_field()
+    message = _error(func=field, method=method, step_size=0.1, first_step=0.5)
+    assert "first_step" in message and f"{method!r}" in message and "step_size" in message
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_y0_is_refused(dtype):
+    # In float16 the error scale atol + rtol |y| rounds to 0 where y does: a harmonic
+    # oscillator from (1, 0) stopped as "non-finite state", and per-sample rows came out NaN.
+    for step_control in ("shared", "per-sample"):
+        message = _error(y0=torch.ones(1, 2, dtype=dtype), step_control=step_control)
+        assert str(dtype) in message and "float32 or float64" in message
+
+
+def test_complex_y0_is_refused_with_a_hint_that_keeps_the_imaginary_part():
+    # The hint was y0.double(), which discards the imaginary part.
+    message = _error(y0=torch.ones(2, dtype=torch.complex128))
+    assert "complex128" in message and "view_as_real" in message and "double" not in message
+
+
+def _stiff(t, y):
+    return -1e10 * y
+
+
+@pytest.mark.parametrize(
+    ("func", "t", "options"),
+    [
+        (decay, [1.0, 2.0], {"first_step": 1e-17}),
+        (decay, [1e6, 1e6 + 1.0], {"method": "euler", "step_size": 1e-11}),
+        # The automatic first step, about 1e-10, is below the resolution of t = 1e8 (7e-9).
+        (_stiff, [1e8, 1e8 + 1.0], {}),
+    ],
+    ids=["first_step", "fixed step", "automatic first step"],
+)
+def test_a_step_below_the_resolution_of_t_underflows_instead_of_stalling(func, t, options):
+    # t + h == t: the step of nothing was accepted, h became 0, and the solve spun until
+    # max_steps, reporting "step size 0".
+    with pytest.raises(physode.SolverError) as info:
+        physode.solve(func, Y0, t, max_steps=200, **options)
+    error = _check_failure(info, physode.Status.STEP_SIZE_UNDERFLOW, t[0], t[0])
+    assert "resolution of t" in str(error)
+    stats = error.solution.stats
+    assert stats.n_steps == 0 and stats.n_rejected == 0

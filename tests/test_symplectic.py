@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import sympy
 import torch
@@ -83,3 +84,25 @@ def test_non_separable_systems_are_refused_with_a_clear_error(name, method):
     t = torch.tensor([0.0, 1.0], dtype=F64)
     with pytest.raises(physode.InvalidArgumentError, match="needs a separable Hamiltonian system"):
         physode.odeint(system.vector_field(), y0, t, method=method, step_size=0.1)
+
+
+class _Oscillator:
+    """dq/dt = v, dv/dt = -q, declaring its split by hand."""
+
+    separable = True
+
+    def __init__(self, n_coordinates):
+        self.n_coordinates = n_coordinates
+
+    def __call__(self, t, y):
+        return torch.stack([y[..., 1], -y[..., 0]], dim=-1)
+
+
+def test_n_coordinates_must_be_a_positive_int_not_a_bool():
+    # n_coordinates=True was taken as 1.
+    y0, t = torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0]
+    with pytest.raises(physode.InvalidArgumentError, match="n_coordinates must be a positive int"):
+        physode.odeint(_Oscillator(True), y0, t, method="leapfrog", step_size=0.1)
+    # A NumPy integer (read from an array of settings) counts, and was refused.
+    ys = physode.odeint(_Oscillator(np.int64(1)), y0, t, method="leapfrog", step_size=0.01)
+    assert ys[-1, 0].item() == pytest.approx(math.cos(1.0), abs=1e-4)

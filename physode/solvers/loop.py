@@ -152,6 +152,13 @@ def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptiv
             f"tolerances too tight: raise max_steps (e.g. max_steps={10 * max_steps}), loosen "
             "rtol/atol, or shorten the time span."
         )
+    if status is Status.STEP_SIZE_UNDERFLOW and t + h == t:
+        fix = "raise step_size" if not adaptive else "pass a larger first_step, if you gave one"
+        return (
+            f"step size underflow {where}: the step is below the resolution of t there "
+            f"(t + h == t in float64), so t cannot advance. {fix.capitalize()}, or shift the "
+            "times closer to 0 (solve in t - t[0])."
+        )
     if status is Status.STEP_SIZE_UNDERFLOW:
         return (
             f"step size underflow {where}: the error control rejected every step down to the "
@@ -239,6 +246,11 @@ def integrate(
         # The step actually taken is the difference of the times it joins, as rounded: summed,
         # the steps then span exactly the distance between the output times.
         h_step = remaining if landing else (t + h) - t
+        if h_step == 0.0:
+            # t + h rounds to t: a step of nothing would be accepted (its error is zero) and set
+            # h to zero for good, until max_steps ran out.
+            status = Status.STEP_SIZE_UNDERFLOW
+            break
         # The step that would end the solve, when the caller wants its graph (see Trace).
         graph = trace is not None and trace.graph_final and landing and (dense or k == n_out - 1)
         if graph:

@@ -233,11 +233,14 @@ def integrate_per_sample(
             stats.nfe += 1
 
         finished = k >= n_out
-        # `~(>)` also catches a NaN step, which a NaN first evaluation produces.
+        # `~(>)` also catches a NaN step, which a NaN first evaluation produces. A step below
+        # the resolution of t (t + h == t) is accepted, as its error is zero, and leaves h = 0:
+        # that row underflows too, instead of stepping nowhere until max_steps.
         if bool(accept.all()):
-            underflow = xp.zeros_like(accept)
+            underflow = h == 0
         else:
-            underflow = (~accept) & ~(abs(h) > eps * xp.clip(abs(t), 1.0, None))
+            stalled = (~accept) | (h == 0)
+            underflow = stalled & ~(abs(h) > eps * xp.clip(abs(t), 1.0, None))
         done = finished | underflow
         if attempts >= max_steps:
             done = xp.ones_like(done)

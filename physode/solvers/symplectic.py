@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError
 from physode.solvers.rk import StepResult
 
@@ -24,11 +25,11 @@ def check_separable(func: object, method: str) -> int:
             "adaptive method, e.g. method='dop853'."
         )
     n = getattr(func, "n_coordinates", None)
-    if not isinstance(n, int) or n <= 0:
+    if not is_int(n, least=1):  # a bool is no count of coordinates
         raise InvalidArgumentError(
             f"method={method!r}: func.n_coordinates must be a positive int, got {n!r}"
         )
-    return n
+    return int(n)
 
 
 class Leapfrog:
