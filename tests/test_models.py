@@ -125,10 +125,35 @@ def test_hybrid_without_aphynity_optimises_the_plain_trajectory_loss():
     assert model.training_metrics() == {}
 
 
-@pytest.mark.parametrize("bad", [{"lambda_init": 0.0}, {"tau": -1.0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lambda_init": 0.0},
+        {"tau": -1.0},
+        {"lambda_init": float("inf")},
+        {"tau": float("inf")},
+        {"lambda_init": "1"},
+        {"tau": None},
+    ],
+)
 def test_bad_aphynity_settings_are_refused(bad):
     with pytest.raises(physode.InvalidArgumentError, match=next(iter(bad))):
         Aphynity(**bad)
+
+
+@pytest.mark.parametrize("aphynity", [0.5, "yes", {"tau": 1.0}])
+def test_a_hybrid_refuses_aphynity_settings_that_are_not_an_aphynity(aphynity):
+    with pytest.raises(physode.InvalidArgumentError, match=r"aphynity=.*pass Aphynity\("):
+        Hybrid(LinearDecay(), NeuralODE(2, depth=0), aphynity=aphynity)
+
+
+def test_aphynity_lambda_keeps_growing_by_small_increments_in_a_float32_model():
+    model = Hybrid(LinearDecay(), NeuralODE(2, depth=0), Aphynity(1.0, tau=1.0)).float()
+    assert model.residual.net.net[0].weight.dtype == torch.float32
+    # float32 would round 1 + 1e-8 back to 1: the increment must survive the cast.
+    model.update_after_batch(1e-8)
+    assert model.aphynity_lambda.dtype == torch.float64
+    assert float(model.aphynity_lambda) - 1.0 == pytest.approx(1e-8, rel=1e-6)
 
 
 def _hybrid():
@@ -202,6 +227,43 @@ def test_physics_model_refuses_unknown_or_non_learnable_parameters():
         PhysicsModel("three_body_aca", ["mass"])
     with pytest.raises(physode.InvalidArgumentError, match="init sets \\['K1'\\]"):
         PhysicsModel("three_body_aca", ["m1"], init={"K1": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"learnable": "m1"}, "learnable='m1' must be a list of parameter names.*\\['m1'\\]"),
+        ({"learnable": ["m1"], "init": {"m1": "heavy"}}, "\\{'m1': 'heavy'\\} are not finite"),
+        ({"learnable": ["m1"], "init": {"m1": float("nan")}}, "\\{'m1': nan\\} are not finite"),
+    ],
+)
+def test_physics_model_refuses_a_single_string_or_a_non_numeric_start_by_name(arguments, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        PhysicsModel("three_body_aca", **arguments)
+
+
+def test_physics_model_takes_a_one_element_tensor_as_a_start_value():
+    model = PhysicsModel("three_body_aca", ["m1"], init={"m1": torch.tensor(0.5)})
+    assert model.physical_parameters() == {"m1": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"dim": 0}, "dim=0 \\(need an integer >= 1, the state dimension"),
+        ({"dim": True}, "dim=True"),
+        ({"dim": 2, "time_dependent": "yes"}, "time_dependent='yes'"),
+        ({"dim": 2, "input_transform": "cube"}, "input_transform='cube' \\(need a function"),
+    ],
+)
+def test_neural_ode_refuses_bad_arguments_by_their_own_names(arguments, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        NeuralODE(**arguments)
+
+
+def test_neural_ode_names_a_state_of_the_wrong_size():
+    with pytest.raises(physode.InvalidArgumentError, match="y has shape \\(5, 2\\).*dim=3"):
+        NeuralODE(3, width=4, depth=1)(torch.tensor(0.0), torch.ones(5, 2))
 
 
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt", "opt-disc"])

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -127,6 +128,28 @@ def test_a_resumed_run_continues_the_uninterrupted_one_bit_for_bit(tmp_path, gra
         assert torch.equal(a, b)
     logged = json.loads((tmp_path / "resumed.json").read_text())
     assert [row["epoch"] for row in logged] == [1, 2, 3, 4]
+
+
+def test_settings_given_as_paths_numpy_numbers_and_tuples_resume_from_their_checkpoint(tmp_path):
+    data = spiral_data()
+    config = _config(tmp_path, epochs=np.int64(3), lr=np.float64(0.01), observe=(0, 1),
+                     checkpoint_dir=tmp_path / "ckpt", log=tmp_path / "log.json")  # fmt: skip
+    whole = Trainer(neural(), data, config)
+    whole.fit()
+    Trainer(neural(), data, config).fit(epochs=2)  # leaves last.pt at epoch 2
+    resumed = Trainer(neural(), data, config)
+    resumed.load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    resumed.fit()
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+
+
+def test_a_run_that_stops_early_writes_its_last_epoch_to_last_pt(tmp_path):
+    config = _config(tmp_path, epochs=10, patience=2, min_delta=1e9, checkpoint_every=5,
+                     checkpoint_dir=str(tmp_path / "c"))  # fmt: skip
+    trainer = Trainer(neural(), spiral_data(), config)
+    assert trainer.fit().stopped_early and trainer.epoch == 3
+    last = torch.load(tmp_path / "c" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["stopped_early"]
 
 
 def test_checkpoints_are_written_during_training_and_refuse_other_settings(tmp_path):
@@ -282,6 +305,45 @@ def test_bad_training_arguments_are_refused_with_a_clear_message(overrides, mess
         Trainer(neural(), spiral_data(), **overrides)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("lr_gamma", "0.5"),
+        ("grad_clip", "1"),
+        ("val_fraction", "0.1"),
+        ("step_size", "0.1"),
+        ("time_limit", "60"),
+        ("lr", True),
+        ("lr", float("inf")),
+        ("restore_best", "no"),
+        ("progress", 1),
+        ("log", 5),
+        ("observe", 0),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_refused_by_name_not_with_a_type_error(setting, value):
+    with pytest.raises(physode.InvalidArgumentError, match=f"{setting}={re.escape(repr(value))} "):
+        TrainConfig(**{setting: value}).validate()
+
+
+def test_a_misspelt_setting_or_a_config_that_is_not_a_train_config_is_refused_by_name():
+    misspelt = r"unknown training settings \['epoch'\]; valid ones are .*'epochs'"
+    with pytest.raises(physode.InvalidArgumentError, match=misspelt):
+        Trainer(neural(), spiral_data(), epoch=3)
+    with pytest.raises(physode.InvalidArgumentError, match="config must be a .*Config, got dict"):
+        Trainer(neural(), spiral_data(), {"epochs": 3})
+
+
+def test_validation_windows_on_an_uneven_grid_are_solved_at_their_own_times():
+    t = torch.linspace(0, 2, 21, dtype=torch.float64)  # even: training windows share solves
+    t_val = torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0, 1.5, 2.1, 2.8, 3.6], dtype=torch.float64)
+    scale = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    data, val = ((s, torch.exp(-s)[None, :, None] * scale) for s in (t, t_val))
+    trainer = Trainer(LinearDecay(1.0), data, val_data=val, window=3, batch_size=16, rtol=1e-10,
+                      atol=1e-12)  # fmt: skip
+    assert trainer.validation_loss() < 1e-14  # the model is the exact law
+
+
 def test_per_sample_step_control_trains_and_aca_follows_disc_opt_exactly():
     t, ys = spiral_data()
     results = {}
@@ -364,6 +426,16 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
     assert 0 < wrong.mse_within < wrong.mse_beyond
     assert len(wrong.mse_per_trajectory) == 2
     assert json.dumps(wrong.to_dict())
+
+
+def test_a_rollout_of_data_after_the_horizon_reports_no_error_within_it():
+    t, ys = spiral_data(n=2, points=41, t_end=4.0)
+    later = Trajectories(t[20:], ys[:, 20:])
+    report = rollout_report(lambda s, y: y @ A, later, horizon=1.0, rtol=1e-10, atol=1e-12,
+                            conservation=False)  # fmt: skip
+    assert report.mse_within is None and report.mse_beyond < 1e-14
+    assert "mse within horizon  -" in str(report)
+    assert json.loads(json.dumps(report.to_dict()))["mse_within"] is None
 
 
 # ---------------------------------------------------------------------- HDF5 data sets and the CLI
@@ -528,7 +600,8 @@ def test_an_equally_spaced_float32_grid_is_uniform_and_rolls_out_beyond_the_data
     assert uniform_grid(t32) and not uniform_grid(torch.tensor([0.0, 1.0, 2.5]))
     model = PhysicsModel("lotka_volterra", ["alpha"])
     trainer = Trainer(model, lotka_volterra_h5, dtype="float32", epochs=1)
-    assert trainer._mix_starts  # windows of different starts share a solve, as in float64
+    # Windows of different starts share a solve, as in float64.
+    assert trainer._mixes_starts(trainer.train_data)
     report = trainer.evaluate(t_end=3.0)
     assert report.predicted.dtype == torch.float32 and float(report.t[-1]) == pytest.approx(3.0)
     assert report.mse_beyond < 1e-6

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from physode._checks import is_finite_real
 from physode._errors import InvalidArgumentError
 
 
@@ -21,9 +23,9 @@ class Aphynity:
     Parameters
     ----------
     lambda_init : float
-        Starting weight ``λ`` of the trajectory loss (> 0).
+        Starting weight ``λ`` of the trajectory loss (finite, > 0).
     tau : float
-        Growth rate ``τ`` of ``λ`` (≥ 0; ``0`` keeps ``λ`` fixed).
+        Growth rate ``τ`` of ``λ`` (finite, ≥ 0; ``0`` keeps ``λ`` fixed).
 
     Examples
     --------
@@ -36,10 +38,10 @@ class Aphynity:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.lambda_init > 0:
-            problems.append(f"lambda_init={self.lambda_init!r} (need > 0)")
-        if not self.tau >= 0:
-            problems.append(f"tau={self.tau!r} (need >= 0)")
+        if not (is_finite_real(self.lambda_init) and self.lambda_init > 0):
+            problems.append(f"lambda_init={self.lambda_init!r} (need a finite number > 0)")
+        if not (is_finite_real(self.tau) and self.tau >= 0):
+            problems.append(f"tau={self.tau!r} (need a finite number >= 0)")
         if problems:
             raise InvalidArgumentError("bad Aphynity settings: " + "; ".join(problems))
 
@@ -77,9 +79,22 @@ class Hybrid(nn.Module):
         self.residual = residual
         if aphynity is True:
             aphynity = Aphynity()
+        if not (aphynity is None or aphynity is False or isinstance(aphynity, Aphynity)):
+            raise InvalidArgumentError(
+                f"aphynity={aphynity!r}; pass Aphynity(lambda_init=..., tau=...), True for "
+                "Aphynity(), or None for the plain hybrid"
+            )
         self.aphynity: Aphynity | None = aphynity or None
         lam = self.aphynity.lambda_init if self.aphynity else float("nan")
         self.register_buffer("aphynity_lambda", torch.tensor(lam, dtype=torch.float64))
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Hybrid:
+        """Move and cast like any module, but keep ``λ`` in float64: it grows by ``τ · L_traj``,
+        increments that float32 would round away once they fall below ``λ · 6e-8``."""
+        lam = self.aphynity_lambda
+        module = super()._apply(fn, recurse)
+        self.aphynity_lambda = lam.to(self.aphynity_lambda.device)
+        return module
 
     @property
     def autonomous(self) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -164,6 +165,18 @@ class NeuralODE(nn.Module):
         zero_output: bool = False,
     ) -> None:
         super().__init__()
+        problems = []
+        if not is_int(dim, least=1):
+            problems.append(f"dim={dim!r} (need an integer >= 1, the state dimension)")
+        if not isinstance(time_dependent, bool):
+            problems.append(f"time_dependent={time_dependent!r} (need True or False)")
+        if input_transform is not None and not callable(input_transform):
+            problems.append(
+                f"input_transform={input_transform!r} (need a function of y, e.g. "
+                "input_transform=lambda y: y ** 3, or None)"
+            )
+        if problems:
+            raise InvalidArgumentError("bad NeuralODE arguments: " + "; ".join(problems))
         self.net = MLP(
             dim + int(time_dependent), dim, width, depth, activation, zero_output=zero_output
         )
@@ -177,7 +190,18 @@ class NeuralODE(nn.Module):
         return not self.time_dependent
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Return ``dy/dt`` with ``y``'s shape."""
+        """Return ``dy/dt`` with ``y``'s shape.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If ``y``'s last dimension is not ``dim``.
+        """
+        if y.shape[-1:] != (self.dim,):
+            raise InvalidArgumentError(
+                f"y has shape {tuple(y.shape)}, but this NeuralODE has dim={self.dim} and needs "
+                f"(..., {self.dim}); build it with the data's state dimension as dim"
+            )
         x = y if self.input_transform is None else self.input_transform(y)
         if self.time_dependent:
             x = torch.cat([x, _time_column(t, y)], dim=-1)

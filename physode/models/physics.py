@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from physode._checks import is_finite_real
 from physode._errors import InvalidArgumentError
 
 
@@ -19,6 +20,13 @@ def _resolve_system(system: Any) -> Any:
 
         return physode.systems.load(system)
     return system
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (a one-element tensor counts as one)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    return is_finite_real(value)
 
 
 class PhysicsModel(nn.Module):
@@ -43,7 +51,8 @@ class PhysicsModel(nn.Module):
     Raises
     ------
     physode.InvalidArgumentError
-        If a name in ``learnable`` or ``init`` is not a parameter of the system.
+        If a name in ``learnable`` or ``init`` is not a parameter of the system, ``learnable``
+        is a single string, or an ``init`` value is not a finite number.
 
     Examples
     --------
@@ -64,6 +73,11 @@ class PhysicsModel(nn.Module):
     ) -> None:
         super().__init__()
         system = _resolve_system(system)
+        if isinstance(learnable, str):
+            raise InvalidArgumentError(
+                f"learnable={learnable!r} must be a list of parameter names, e.g. "
+                f"learnable=[{learnable!r}]"
+            )
         learnable = list(learnable)
         known = list(system.parameters)
         unknown = [name for name in [*learnable, *(init or {})] if name not in known]
@@ -126,7 +140,18 @@ class PhysicsModel(nn.Module):
         Parameters
         ----------
         values : mapping of str to float
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            For a name that is not learnable or a value that is not a finite number.
         """
+        bad = {name: value for name, value in values.items() if not _is_number(value)}
+        if bad:
+            raise InvalidArgumentError(
+                f"parameter values {bad} are not finite real numbers; give floats, e.g. "
+                f"{{{next(iter(bad))!r}: 1.0}}"
+            )
         for name, value in values.items():
             self._parameter(name).fill_(float(value))
 

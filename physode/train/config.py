@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError
 
 GRADIENT_MODES = ("aca", "disc-opt", "opt-disc")
@@ -83,10 +86,11 @@ class TrainConfig:
         model there in place, with the data.
     seed : int
         Seeds the window shuffling (and the validation split of tensor data).
-    log : str, optional
+    log : str or path, optional
         Path of the per-epoch log, ``.csv`` or ``.json``.
-    checkpoint_dir : str, optional
-        Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``.
+    checkpoint_dir : str or path, optional
+        Folder for ``last.pt`` (every ``checkpoint_every`` epochs and at the run's last epoch,
+        early stopping included) and ``best.pt``.
     checkpoint_every : int
     progress : bool
         Show a tqdm progress bar over epochs.
@@ -135,6 +139,12 @@ class TrainConfig:
     checkpoint_every: int = 1
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        # Plain Python values only: a checkpoint stores the settings (and the optimiser's, copied
+        # from them), and torch.load(weights_only=True) refuses NumPy numbers and paths.
+        for f in fields(self):
+            setattr(self, f.name, _plain(getattr(self, f.name)))
+
     def validate(self) -> None:
         """Check every setting; raise one error that lists every problem.
 
@@ -152,9 +162,18 @@ class TrainConfig:
             value = getattr(self, name)
             if optional and value is None:
                 return
+            need(is_int(value, least=low), f"{name}={value!r} (need an integer >= {low})")
+
+        def real(name: str, zero: bool = False, optional: str | None = None) -> None:
+            """A finite number > 0 (>= 0 with ``zero``); ``optional`` says what None means."""
+            value = getattr(self, name)
+            if optional is not None and value is None:
+                return
+            ok = is_finite_real(value) and (value >= 0 if zero else value > 0)
+            alternative = "" if optional is None else f", or None {optional}"
             need(
-                isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                f"{name}={value!r} (need an integer >= {low})",
+                ok,
+                f"{name}={value!r} (need a finite number {'>=' if zero else '>'} 0{alternative})",
             )
 
         integer("epochs", 1)
@@ -167,25 +186,21 @@ class TrainConfig:
         integer("checkpoint_every", 1)
         integer("seed", 0)
         for name in ("lr", "rtol", "atol"):
-            value = getattr(self, name)
-            need(isinstance(value, int | float) and value > 0, f"{name}={value!r} (need > 0)")
+            real(name)
         for name in ("weight_decay", "lr_min", "min_delta"):
+            real(name, zero=True)
+        need(
+            is_finite_real(self.lr_gamma) and 0 < self.lr_gamma <= 1,
+            f"lr_gamma={self.lr_gamma!r} (need 0 < lr_gamma <= 1)",
+        )
+        real("grad_clip", optional="for no clipping")
+        real("time_limit", optional="for no limit")
+        for name in ("restore_best", "noisy", "progress"):
             value = getattr(self, name)
-            need(isinstance(value, int | float) and value >= 0, f"{name}={value!r} (need >= 0)")
-        need(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma!r} (need 0 < lr_gamma <= 1)")
+            need(isinstance(value, bool), f"{name}={value!r} (need True or False)")
         need(
-            self.grad_clip is None or self.grad_clip > 0,
-            f"grad_clip={self.grad_clip!r} (need > 0, or None for no clipping)",
-        )
-        need(
-            self.time_limit is None or self.time_limit > 0,
-            f"time_limit={self.time_limit!r} (need > 0 seconds, or None for no limit)",
-        )
-        need(
-            isinstance(self.noisy, bool), f"noisy={self.noisy!r} (need True or False)"
-        )
-        need(
-            0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction!r} (need 0 <= x < 1)"
+            is_finite_real(self.val_fraction) and 0 <= self.val_fraction < 1,
+            f"val_fraction={self.val_fraction!r} (need 0 <= x < 1)",
         )
         need(
             self.optimizer in OPTIMIZERS,
@@ -208,12 +223,12 @@ class TrainConfig:
         need(self.method in methods, f"method={self.method!r} (choose one of {list(methods)})")
         if self.method in FIXED_STEP_METHODS:
             need(
-                self.step_size is not None and self.step_size > 0,
+                is_finite_real(self.step_size) and self.step_size > 0,
                 f"method={self.method!r} is fixed-step and needs step_size > 0, "
                 f"e.g. step_size=0.01 (got {self.step_size!r})",
             )
-        elif self.step_size is not None:
-            need(self.step_size > 0, f"step_size={self.step_size!r} (need > 0)")
+        else:
+            real("step_size", optional="to let the method choose its steps")
         need(
             self.step_control in ("shared", "per-sample"),
             f"step_control={self.step_control!r} (choose one of ['shared', 'per-sample'])",
@@ -254,24 +269,48 @@ class TrainConfig:
         need(
             self.observe is None
             or (
-                len(self.observe) > 0
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in self.observe)
+                isinstance(self.observe, list | tuple)
+                and len(self.observe) > 0
+                and all(is_int(i) for i in self.observe)
             ),
             f"observe={self.observe!r} (need a non-empty list of state indices, or None)",
         )
+        for name in ("log", "checkpoint_dir"):
+            value = getattr(self, name)
+            need(
+                value is None or isinstance(value, str | os.PathLike),
+                f"{name}={value!r} (need a path, or None)",
+            )
         need(
-            self.log is None or Path(self.log).suffix in LOG_SUFFIXES,
+            not isinstance(self.log, str | os.PathLike) or Path(self.log).suffix in LOG_SUFFIXES,
             f"log={self.log!r} (the file name must end in one of {list(LOG_SUFFIXES)})",
         )
         if problems:
             raise InvalidArgumentError("bad training settings: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as plain values (a gradient object becomes its ``repr``)."""
-        values = asdict(self)
+        """The settings as plain Python values, as a checkpoint stores them: a path becomes a
+        string, a NumPy number a Python one, a tuple a list, a gradient object its ``repr``."""
+        values = {name: _plain(value) for name, value in asdict(self).items()}
         if not isinstance(self.gradient, str):
             values["gradient"] = repr(self.gradient)
         return values
+
+    def updated(self, **overrides: Any) -> TrainConfig:
+        """A copy with single settings replaced (not validated).
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            For a name that is not a setting; the message lists the valid ones.
+
+        Examples
+        --------
+        >>> TrainConfig().updated(epochs=5).epochs
+        5
+        """
+        _refuse_unknown(overrides)
+        return replace(self, **overrides)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -296,15 +335,32 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
         """Build settings from a mapping, refusing unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InvalidArgumentError(
-                f"unknown training settings {unknown}; valid ones are {sorted(known)}"
-            )
+        _refuse_unknown(values)
         config = cls(**values)
         config.validate()
         return config
+
+
+def _refuse_unknown(values: Any) -> None:
+    """Refuse names in ``values`` that are not settings, listing the valid ones."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown training settings {unknown}; valid ones are {sorted(known)}"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the plain Python types ``torch.load(weights_only=True)`` reads back (it
+    refuses paths and NumPy numbers)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | list | tuple):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _device_name(value: Any) -> bool:

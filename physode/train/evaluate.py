@@ -28,9 +28,10 @@ class RolloutReport:
         The model's rollouts and the ground truth.
     mse : float
         Mean squared error over the whole rollout (observed components, initial point excluded).
-    mse_within, mse_beyond : float
+    mse_within, mse_beyond : float or None
         Mean squared error (observed components, the initial point excluded) at times
-        ``t <= horizon`` and ``t > horizon`` (``None`` when the rollout stops at the horizon).
+        ``t <= horizon`` and ``t > horizon``; ``None`` where there are no such times (the
+        rollout stops at the horizon, or the held-out data start after it).
     mse_per_trajectory : list of float
         Over the whole rollout, one value per trajectory.
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
@@ -43,7 +44,7 @@ class RolloutReport:
     predicted: torch.Tensor
     truth: torch.Tensor
     mse: float
-    mse_within: float
+    mse_within: float | None
     mse_beyond: float | None
     mse_per_trajectory: list[float]
     conservation_model: Any = None
@@ -66,12 +67,14 @@ class RolloutReport:
         return out
 
     def __str__(self) -> str:
-        beyond = "-" if self.mse_beyond is None else f"{self.mse_beyond:.3e}"
+        within, beyond = (
+            "-" if value is None else f"{value:.3e}" for value in (self.mse_within, self.mse_beyond)
+        )
         lines = [
             f"rollout of {self.predicted.shape[0]} held-out trajectories to t = "
             f"{float(self.t[-1]):g} (training horizon {self.horizon:g})",
             f"  mse                 {self.mse:.3e}",
-            f"  mse within horizon  {self.mse_within:.3e}",
+            f"  mse within horizon  {within}",
             f"  mse beyond horizon  {beyond}",
         ]
         if self.conservation_model is not None:
@@ -261,6 +264,7 @@ def rollout_report(
     if observe is not None:
         pred, ref = pred[..., observe], ref[..., observe]
     within = t[1:] <= horizon
+    mse_within = float(_mse(pred[:, within], ref[:, within])) if within.any() else None
     mse_beyond = None if within.all() else float(_mse(pred[:, ~within], ref[:, ~within]))
     report = RolloutReport(
         t=t,
@@ -268,7 +272,7 @@ def rollout_report(
         predicted=predicted,
         truth=truth,
         mse=float(_mse(pred, ref)),
-        mse_within=float(_mse(pred[:, within], ref[:, within])),
+        mse_within=mse_within,
         mse_beyond=mse_beyond,
         mse_per_trajectory=_mse(pred, ref, (1, 2)).tolist(),
     )

@@ -127,7 +127,8 @@ class Trainer:
     Raises
     ------
     physode.InvalidArgumentError
-        For bad settings (unknown gradient mode, method...), an empty data set, a window longer
+        For bad settings (unknown gradient mode, method..., a keyword that is not a setting, a
+        ``config`` that is not a :class:`TrainConfig`), an empty data set, a window longer
         than the trajectories, or ``patience`` without validation data.
 
     Examples
@@ -151,7 +152,12 @@ class Trainer:
         val_data: Any = None,
         **overrides: Any,
     ) -> None:
-        config = replace(config or TrainConfig(), **overrides)
+        if config is not None and not isinstance(config, TrainConfig):
+            raise InvalidArgumentError(
+                f"config must be a physode.train.TrainConfig, got {type(config).__name__}; pass "
+                "TrainConfig(...) or the settings as keywords, e.g. Trainer(model, data, epochs=5)"
+            )
+        config = (config or TrainConfig()).updated(**overrides)
         if isinstance(data, physode.data.TrajectoryDataset):
             if config.window is None:
                 # The dataset's own windows, unless the settings choose others.
@@ -230,8 +236,6 @@ class Trainer:
         self.stopped_early = False
         self.train_seconds = 0.0
         self.loss_scale: float | None = None
-        mixed = self.model_is_autonomous and uniform_grid(self.train_data.t)
-        self._mix_starts = mixed
         self.train_windows = self._windows(self.train_data, config.window_stride)
         self.val_windows = (
             None if self.val_data is None else self._windows(self.val_data, self.length - 1)
@@ -284,12 +288,20 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------ batches
-    def _batches(self, windows: list[Window], shuffle: bool) -> list[list[Window]]:
+    def _mixes_starts(self, data: Trajectories) -> bool:
+        """Whether windows of ``data`` that start at different times may share one solve: the
+        model ignores ``t`` and every window of ``data`` has the same relative times."""
+        return self.model_is_autonomous and uniform_grid(data.t)
+
+    def _batches(
+        self, windows: list[Window], shuffle: bool, data: Trajectories | None = None
+    ) -> list[list[Window]]:
+        """Group ``windows`` of ``data`` (default: the training data) into batches."""
         size = self.config.batch_size
         if shuffle:
             order = torch.randperm(len(windows), generator=self.generator).tolist()
             windows = [windows[i] for i in order]
-        if self._mix_starts:
+        if self._mixes_starts(self.train_data if data is None else data):
             return [windows[i : i + size] for i in range(0, len(windows), size)]
         groups: dict[int, list[Window]] = {}
         for w in windows:
@@ -393,7 +405,7 @@ class Trainer:
             return None
         self.model.eval()
         total = weight = 0.0
-        for batch in self._batches(self.val_windows, shuffle=False):
+        for batch in self._batches(self.val_windows, shuffle=False, data=self.val_data):
             _, _, loss = self._solve_batch(self.val_data, batch)
             total += loss.item() * len(batch)
             weight += len(batch)
@@ -482,7 +494,8 @@ class Trainer:
             write_log(self.history, c.log)
         if c.checkpoint_dir is not None:
             folder = Path(c.checkpoint_dir)
-            if self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs:
+            ends = self.epoch == c.epochs or self.stopped_early
+            if self.epoch % c.checkpoint_every == 0 or ends:
                 self.save_checkpoint(folder / "last.pt")
             if improved:
                 self.save_checkpoint(folder / "best.pt")
