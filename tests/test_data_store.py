@@ -249,13 +249,11 @@ def _replace(name, value):
     return damage
 
 
-def _garble_the_attribute_heap(path) -> None:
-    # The text attributes live in HDF5's global heap: a broken heap signature makes h5py raise
-    # OSError while the attributes are read.
-    data = bytearray(path.read_bytes())
-    start = data.find(b"GCOL")
-    data[start : start + 4] = b"XXXX"
-    path.write_bytes(bytes(data))
+def _alter_text_in_file(path, old: bytes, new: bytes) -> None:
+    # As a flipped bit on disk would: one attribute's stored text changes, nothing else.
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
 
 
 def _non_utf8_spec(f):
@@ -303,13 +301,27 @@ def test_a_mistyped_attribute_or_dataset_is_refused_by_load_and_by_check(
     assert capsys.readouterr().err.startswith(f"physode: error: {path}")
 
 
-def test_attributes_that_h5py_cannot_read_are_refused_as_damaged(stored, capsys):
+def test_text_attributes_altered_on_disk_are_refused_not_read_as_other_text(stored, capsys):
+    # Text attributes are fixed-length, inside checksummed metadata. Variable-length text lived
+    # in HDF5's global heap, which has no checksum: '["m", "k"]' read back as '["m", "j"]'.
     path = stored[0]
-    _garble_the_attribute_heap(path)
-    with pytest.raises(physode.DataFormatError, match="damaged attributes .*heap"):
+    _alter_text_in_file(path, b'["m", "k"]', b'["m", "j"]')
+    with pytest.raises(physode.DataFormatError, match="damaged attributes .*checksum"):
         load(path)
     assert main(["check", str(path)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_text_attributes_are_stored_fixed_length_and_unicode_round_trips(tmp_path):
+    path = tmp_path / "unicode.h5"
+    _write_synthetic(path, command_line="physode simulate pendule --note 'θ̈ = −g/ℓ sin θ'")
+    with h5py.File(path, "r") as f:
+        stored_type = f.attrs.get_id("command_line").get_type()
+        assert not stored_type.is_variable_str()
+        assert stored_type.get_cset() == h5py.h5t.CSET_UTF8
+    with load(path) as data:
+        assert data.attrs["command_line"] == "physode simulate pendule --note 'θ̈ = −g/ℓ sin θ'"
+        assert data.attrs["system_name"] == "harmonic_oscillator"
 
 
 def test_an_unreadable_attribute_after_the_format_ones_is_refused_as_damaged(

@@ -58,6 +58,10 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 FLAG_SOLVER_FAILED = 1
 FLAG_DRIFT = 2
+# The file format of HDF5 1.10: it checksums HDF5's own metadata (object headers, attributes,
+# chunk indexes), so that damage there is refused instead of read as data, and every HDF5 since
+# 1.10 (2017) reads it. "latest" would tie the files to the HDF5 that wrote them (2.0 here).
+LIBVER = ("v110", "v110")
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # An HDF5 chunk of about this size or less: small enough that a random window read decompresses
@@ -115,9 +119,8 @@ def write_chunk(path: Path, chunk: Chunk, run_id: str) -> None:
     makes ``resume`` safe; ``run_id`` ties it to the run configuration that produced it.
     """
     tmp = path.with_name(path.name + ".part")
-    with h5py.File(tmp, "w", libver="latest") as f:
-        # Fixed-length bytes live in the checksummed object header, not in the global heap.
-        f.attrs["run_id"] = np.bytes_(run_id)
+    with h5py.File(tmp, "w", libver=LIBVER) as f:
+        _set_text(f.attrs, "run_id", run_id)
         f.attrs["start"] = chunk.start
         f.attrs["stop"] = chunk.stop
         # Checksummed, so that a resume recomputes a chunk damaged on disk instead of storing it.
@@ -130,6 +133,19 @@ def write_chunk(path: Path, chunk: Chunk, run_id: str) -> None:
             _checksummed(group, name, values)
     _fsync(tmp)
     os.replace(tmp, path)
+
+
+def _set_text(attrs: h5py.AttributeManager, key: str, text: str) -> None:
+    """Store ``text`` as a fixed-length UTF-8 attribute.
+
+    Fixed-length text lives in the attribute's own message, which files written with
+    :data:`LIBVER` protect with a checksum. h5py's default, variable-length text, lives in
+    the global heap, which has none: a damaged byte there read back as altered text, and some
+    damage sent HDF5 into an endless loop. Readers get ``bytes``, which :func:`_plain` decodes.
+    """
+    data = text.encode("utf-8")
+    size = max(len(data), 1)  # HDF5 has no strings of length 0; padding reads back as b""
+    attrs.create(key, np.array(data, dtype=f"S{size}"), dtype=h5py.string_dtype("utf-8", size))
 
 
 def _checksummed(group: h5py.Group, name: str, values: np.ndarray) -> None:
@@ -149,7 +165,7 @@ def read_chunk(path: Path, run_id: str) -> Chunk | None:
     that do not fit together) or belongs to another run."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("run_id") != np.bytes_(run_id):
+            if f.attrs.get("run_id") != np.bytes_(run_id.encode("utf-8")):
                 return None
             noisy = f["noisy_states"][()] if "noisy_states" in f else None
             chunk = Chunk(
@@ -224,9 +240,12 @@ def write_store(
         return ChunkWriter(dataset)
 
     try:
-        with h5py.File(path, "w") as f:
+        with h5py.File(path, "w", libver=LIBVER) as f:
             for key, value in attrs.items():
-                f.attrs[key] = value
+                if isinstance(value, str):
+                    _set_text(f.attrs, key, value)
+                else:
+                    f.attrs[key] = value
             f.create_dataset("t", data=np.asarray(t, dtype=np.float64), fletcher32=True)
             arrays = {
                 "states": per_trajectory(f, "states", (p, n_state), dtype),
