@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -94,6 +96,10 @@ def test_root_attributes_record_how_the_file_was_made(noisy_sampled):
         attrs = data.attrs
         assert attrs["format"] == "physode.trajectories" and attrs["format_version"] == 1
         assert attrs["physode_version"] == physode.__version__
+        software = json.loads(attrs["software"])
+        assert software["torch"] == torch.__version__ and software["h5py"] == h5py.__version__
+        assert software["python"] == platform.python_version()
+        assert set(software) == {"python", "torch", "numpy", "scipy", "sympy", "h5py", "hdf5"}
         assert attrs["system_spec"] == physode.systems.path(SYSTEM).read_text()
         assert data.solver == {
             "method": "dop853",

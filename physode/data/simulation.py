@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import itertools
 import json
 import math
 import numbers
 import os
+import platform
 import shlex
 import shutil
 import sys
@@ -389,6 +391,15 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
         np.concatenate(n_rejected),
         np.concatenate(nfe),
     )
+
+
+def _software_versions() -> dict[str, str]:
+    """The versions of Python, HDF5 and the packages that compute or store a data set: another
+    torch or NumPy may change the last bits of the states (see docs/data.md)."""
+    versions = {"python": platform.python_version(), "hdf5": h5py.version.hdf5_version}
+    for package in ("torch", "numpy", "scipy", "sympy", "h5py"):
+        versions[package] = importlib.metadata.version(package)
+    return versions
 
 
 def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, on_rows) -> Chunk:
@@ -808,6 +819,7 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "physode_version": physode.__version__,
+        "software": json.dumps(_software_versions(), sort_keys=True),
         "system_name": system.name,
         "system_spec": system.spec_text,
         "system_spec_sha256": sha256_text(system.spec_text),
