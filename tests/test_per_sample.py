@@ -305,3 +305,23 @@ def test_a_row_whose_step_is_below_the_resolution_of_t_underflows_alone(twin):
     assert int(sol.stats.n_steps[1] + sol.stats.n_rejected[1]) <= 2
     assert sol.ys[-1, 0, 0].item() == pytest.approx(np.exp(-1.0), rel=1e-5)
     assert torch.isnan(sol.ys[-1, 1]).all()
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
+def test_output_times_that_float32_cannot_tell_apart_are_refused(twin):
+    # Each row keeps its time in y0's dtype: 1e4 and 1e4 + 1e-4 were one float32 time, and the
+    # second output came back as the first without a word.
+    def field(t, y):
+        return -y
+
+    if twin:
+        field.numpy = lambda t, y: -y
+    t = [0.0, 1e4, 1e4 + 1e-4]
+    with torch.no_grad(), pytest.raises(physode.InvalidArgumentError) as info:
+        physode.solve(field, torch.ones(2, 1), t, step_control="per-sample")
+    assert "t[1] = 10000.0 and t[2] = 10000.0001 are the same time in" in str(info.value)
+    assert "float64" in str(info.value)
+    with torch.no_grad():  # float64 tells them apart
+        sol = physode.solve(field, torch.ones(2, 1, dtype=torch.float64), [0.0, 1.0, 1.0 + 1e-9],
+                            step_control="per-sample")  # fmt: skip
+    assert sol.ys[2, 0, 0] < sol.ys[1, 0, 0]

@@ -104,6 +104,19 @@ def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
     return direction * round_to_grid(h)
 
 
+def _check_distinct(times: list[float], times_a: Array) -> None:
+    """Refuse output times that ``y0``'s dtype, in which each row keeps its time, cannot tell
+    apart: two outputs would land at one time and the later one come out silently wrong."""
+    cast = [float(value) for value in times_a.tolist()]
+    for k in range(1, len(cast)):
+        if cast[k] == cast[k - 1]:
+            raise InvalidArgumentError(
+                f"t[{k - 1}] = {times[k - 1]!r} and t[{k}] = {times[k]!r} are the same time in "
+                f"{times_a.dtype}, in which step_control='per-sample' keeps each row's time; "
+                "pass y0 in float64, or shift the times closer to 0 (solve in t - t[0])"
+            )
+
+
 def integrate_per_sample(
     stepper,
     func,
@@ -141,6 +154,7 @@ def integrate_per_sample(
     direction = 1.0 if times[-1] > times[0] else -1.0
     n_out = len(times)
     times_a = asarray(times, y0)
+    _check_distinct(times, times_a)
     tab = stepper.tableau
     controller = PIController(q=tab.error_order + 1)
     eps = 4.0 * finfo(y0).eps
