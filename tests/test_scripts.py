@@ -94,6 +94,9 @@ def test_demo_simulates_checks_trains_and_reports_conservation(tmp_path):
     rollout = results["rollout"]
     assert rollout["conservation_truth"]["energy"]["ok"]
     assert finite(rollout["mse_within"]) and finite(rollout["mse_beyond"])
+    drift = {row["invariant"]: row for row in results["rollout_drift"]}
+    assert drift["energy"]["truth"] < 1e-6  # the truth conserves; the learned masses do not quite
+    assert drift["energy"]["physics_only"] > drift["energy"]["truth"]
     for name in ("three_body.h5", "log.csv", "training.png", "rollout.png", "data_drift.png"):
         assert (tmp_path / name).exists()
     assert (tmp_path / "checkpoints" / "last.pt").exists()
