@@ -707,3 +707,10 @@ def test_physode_train_refuses_unknown_report_keys_in_a_toml_config(lotka_volter
     assert run_train(_cli(["--config", str(config), "--quiet"])) == 2
     err = capsys.readouterr().err
     assert "unknown [report] keys ['output', 'tend']; valid: ['t_end', 'out'" in err
+
+
+def test_val_fraction_with_validation_data_of_its_own_is_refused_not_ignored(tmp_path):
+    # It was silently ignored: validation used val_data (or the stored split) all the same.
+    data = spiral_data()
+    with pytest.raises(physode.InvalidArgumentError, match=r"val_fraction=0.25 .* uses val_data"):
+        Trainer(neural(), data, _config(tmp_path, val_fraction=0.25), val_data=data)

@@ -186,6 +186,12 @@ class Trainer:
                 "noisy=True reads the noisy states of an HDF5 data set, but the training data "
                 f"are a {type(data).__name__}, used as given; leave noisy out"
             )
+        if config.val_fraction > 0 and (val_data is not None or self._stored_path is not None):
+            source = "val_data" if val_data is not None else "the data set's stored 'val' split"
+            raise InvalidArgumentError(
+                f"val_fraction={config.val_fraction!r} holds out part of tensor data, but "
+                f"validation here uses {source}; leave val_fraction out"
+            )
         stored = isinstance(data, str | os.PathLike)
         train = as_trajectories(data, split="train" if stored else None, noisy=config.noisy)
         if val_data is not None:
