@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import sympy
@@ -622,3 +623,51 @@ def test_integer_constants_beyond_int64_work_on_every_code_path(coefficient):
     for path, dx in paths.items():
         torch.testing.assert_close(dx.detach().double(), torch.full_like(dx, expected, dtype=F64),
                                    rtol=1e-6 if path == "float32" else 1e-15, atol=0, msg=path)
+
+
+@pytest.mark.parametrize("name", ["kepler", "three_body_aca", "double_pendulum"])
+def test_results_have_the_states_dtype_whatever_the_parameters_shape(name):
+    # A float64 parameter batch once turned a float32 state's result into float64, and a single
+    # parameter row did too for three_body_aca (whose generated code slices the state).
+    system = physode.systems.load(name)
+    y = system.sample_initial_states(4, seed=5).float()
+    p_rows = system.sample_parameters(4, seed=5)
+    for p in (p_rows, p_rows[0]):
+        expected = system.rhs(0.0, y.double(), p)
+        out = system.rhs(0.0, y, p)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, expected.float(), rtol=1e-5, atol=1e-5)
+        assert {v.dtype for v in system.invariants(y, p).values()} <= {torch.float32}
+
+
+@pytest.mark.parametrize("p, message", [
+    (torch.ones(5, 1, dtype=F64), "batch shape (5,) does not broadcast against the batch shape"),
+    (torch.ones(1, dtype=torch.complex128), "p has dtype torch.complex128"),
+])
+def test_parameters_that_do_not_fit_the_state_are_refused_by_name(p, message):
+    system = physode.systems.load("kepler")
+    y = torch.zeros(3, 4, dtype=F64)
+    for evaluate in (lambda: system.rhs(0.0, y, p), lambda: system.invariants(y, p),
+                     lambda: system.energy(y, p)):
+        with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)):
+            evaluate()
+
+
+@pytest.mark.parametrize("seed", [None, 1.5, "1", True])
+def test_a_seed_that_is_not_an_int_is_refused_rather_than_truncated_or_crashing(seed):
+    # None raised TypeError from int(); 1.5, "1" and True silently drew seed 1's states.
+    system = physode.systems.load("pendulum")
+    for sample in (system.sample_initial_states, system.sample_parameters):
+        with pytest.raises(physode.InvalidArgumentError, match=f"seed must be an int.*{seed!r}"):
+            sample(3, seed=seed)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"learnable": 3}, "learnable must be a list of parameter names, got 3; valid names: ['m',"),
+    ({"values": [2.0]}, "values must be a mapping {parameter name: value}, got [2.0]"),
+])
+def test_vector_field_options_of_the_wrong_kind_name_the_valid_parameters(options, message):
+    # These raised TypeError from inside the constructor.
+    system = physode.systems.load("harmonic_oscillator")
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)):
+        system.vector_field(**options)

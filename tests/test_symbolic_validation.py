@@ -501,3 +501,79 @@ def test_a_specification_file_with_a_byte_order_mark_loads(tmp_path):
     text = 'name = "decay"\nform = "equations"\n[equations]\nx = "-x"\n'
     file.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert physode.systems.load(file).equations == {"x": -x}
+
+
+_ORBIT = {"kind": "orbit", "position": ["x1", "y1"], "velocity": ["u1", "w1"], "mu": "mu",
+          "radius": [0.5, 1.5]}
+_EQUILATERAL = {"kind": "equilateral", "positions": [["x1", "y1"], ["x2", "y2"]],
+                "velocities": [["u1", "w1"], ["u2", "w2"]], "masses": ["m1", "m2"],
+                "gravitational_constant": "mu", "radius": [0.5, 1.5]}
+
+
+@pytest.mark.parametrize("dist, message", [
+    ({"kind": ["uniform"]}, "kind ['uniform'] is unknown; valid kinds: uniform"),
+    ({"kind": "perturbed", "base": ["rest"], "std": 0.1}, "base ['rest'] is not a named"),
+    ({**_ORBIT, "position": ["x1"]}, "needs position = [x, y] (names), got ['x1']"),
+    ({**_ORBIT, "position": [["x1", "y1"]]}, "needs position = [x, y]"),
+    ({**_ORBIT, "velocity": ["u1", "w1", "x2"]}, "needs velocity = [vx, vy]"),
+    ({**_ORBIT, "mu": ["mu"]}, "needs mu = \"<parameter>\" (names), got ['mu']"),
+    ({**_EQUILATERAL, "positions": ["x1", "y1"]}, "needs positions = [[x, y], ...]"),
+    ({**_EQUILATERAL, "masses": [["m1"], ["m2"]]}, "needs masses = [m1, ...]"),
+    ({**_EQUILATERAL, "gravitational_constant": ["mu"]}, "needs gravitational_constant = \"G\""),
+])
+def test_a_distribution_with_misshapen_names_is_a_problem_not_a_crash_when_sampling(dist, message):
+    # These once raised TypeError while building, ValueError on sampling, or (a one-name
+    # position) sampled states that were no orbit.
+    states = sympy.symbols("x1 y1 x2 y2 u1 w1 u2 w2")
+    rhs = {s: sympy.Integer(0) for s in states}
+    params = {"mu": 1.0, "m1": 1.0, "m2": 1.0}
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        System.from_equations(rhs, params, initial_state_distribution=dist,
+                              initial_states={"rest": [0.0] * 8})
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: System.from_equations({x: -k * x}, {k: 1.0}, invariants=["x"]),
+     "invariants must be a mapping {name: expression}, got ['x']"),
+    (lambda: System.from_equations({x: -k * x}, 5), "parameters must be a mapping"),
+    (lambda: System.from_equations({x: -k * x}, {k: 1.0}, parameter_ranges=[(0, 2)]),
+     "parameter_ranges must be a mapping {parameter: [low, high]}, got [(0, 2)]"),
+    (lambda: System.from_lagrangian(v**2 / 2, [x], {}, velocities=[v], forces=3),
+     "forces must be a mapping {coordinate: force} or a list of one force per coordinate"),
+    (lambda: System.from_hamiltonian(v**2 / 2, [x], [v], {}, forces=3), "forces must be a"),
+    (lambda: System.from_lagrangian(sympy.Function("q")(t).diff(t) ** 2 / 2,
+                                    [sympy.Function("q")(t)], {}, velocities=[]),
+     "0 velocities given for 1 coordinates"),
+])
+def test_arguments_of_the_wrong_kind_are_problems_not_tracebacks(build, message):
+    # These raised AttributeError, TypeError or IndexError from inside the validation.
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        build()
+
+
+@pytest.mark.parametrize("name", ["ℓ", "µ", "θ"])  # script l and micro sign: Python reads l, μ
+def test_a_unicode_parameter_name_is_found_in_string_expressions(name):
+    # Python reads names in their NFKC form, so 'ℓ' declared and 'ℓ' written did not match:
+    # a NameError from inside SymPy, or "does not parse" in a specification file.
+    built = System.from_equations({"x": f"-{name}*x"}, {name: 3.0})
+    spec = (f'name = "u"\nform = "equations"\n[parameters]\n"{name}" = 3.0\n'
+            f'[equations]\nx = "-{name}*x"\n')
+    for system in (built, system_from_spec(spec)):
+        assert system.equations["x"] == -sympy.Symbol(name) * sympy.Symbol("x")
+        assert system.rhs(0.0, torch.tensor([2.0], dtype=torch.float64)).item() == -6.0
+
+
+def test_names_that_an_expression_reads_as_one_are_used_twice():
+    with pytest.raises(physode.SystemDefinitionError,
+                       match="the names 'µ' \\(a parameter\\) and 'μ' \\(a parameter\\) read as"):
+        System.from_equations({x: -x}, {"µ": 1.0, "μ": 2.0})
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[parameters]\n"k-1" = 1.0\n[equations]\nx = "-x"', "parameter name 'k-1' is not a valid"),
+    ('[equations]\nx = "-x"\n"2y" = "x"', "state name '2y' is not a valid identifier"),
+])
+def test_a_spec_name_that_is_no_identifier_is_reported(table, message):
+    # Such a name was accepted without a word, and could never be used in an expression.
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        system_from_spec(f'name = "n"\nform = "equations"\n{table}\n')

@@ -83,3 +83,35 @@ def test_an_unwritable_cache_path_only_costs_time(monkeypatch, tmp_path):
     text, system = _derive("kepler")
     assert not _cache.store(text, system)
     assert system.rhs(0.0, torch.ones(4, dtype=F64)).shape == (4,)
+
+
+def _flip_bit(entry, marker: bytes) -> None:
+    """Flip one bit inside ``marker``, a piece of text that the entry stores."""
+    data = bytearray(entry.read_bytes())
+    data[data.index(marker) + len(marker) // 2] ^= 0x01
+    entry.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("marker", [b"torch.stack", b"kepler"])
+def test_an_entry_with_one_flipped_bit_is_rebuilt_not_run(cache_dir, marker):
+    # The damaged pickle still loads: only a digest tells that its code or text is not what
+    # was written.
+    text, derived = _derive("kepler")
+    (entry,) = cache_dir.iterdir()
+    _flip_bit(entry, marker)
+    assert _cache.load(text) is None
+    physode.systems._from_text.cache_clear()
+    y = derived.sample_initial_states(3, seed=2)
+    assert torch.equal(physode.systems.load("kepler").rhs(0.0, y), derived.rhs(0.0, y))
+    assert _cache.load(text) is not None  # and the entry was written again
+
+
+def test_a_cache_folder_that_cannot_be_read_only_costs_time(cache_dir, monkeypatch):
+    text, system = _derive("kepler")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    for method in ("is_file", "read_bytes", "open", "stat"):
+        monkeypatch.setattr(_cache.Path, method, refuse)
+    assert _cache.load(text) is None

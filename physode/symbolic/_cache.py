@@ -12,9 +12,11 @@ the cache folder under a key made of
 
 The folder is ``$PHYSODE_CACHE_DIR`` if set (an empty value turns the cache off), else
 ``$XDG_CACHE_HOME/physode`` or ``~/.cache/physode``. Entries are written to a temporary name and
-renamed, so a reader never sees half a file; an entry that cannot be read is ignored and
-replaced. A folder that cannot be written leaves physode working, only slower. The entries are
-pickles: keep the folder private to you, as for any cache of executable code.
+renamed, so a reader never sees half a file; each entry carries a SHA-256 digest of its
+content, and an entry that cannot be read or whose digest does not match (a damaged file) is
+ignored and replaced. A folder that cannot be written or read leaves physode working, only
+slower. The entries are pickles: keep the folder private to you, as for any cache of executable
+code.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from pathlib import Path
 import sympy
 
 ENV = "PHYSODE_CACHE_DIR"
-FORMAT = 1
+FORMAT = 2
 _SUFFIX = ".system.pickle"
+# An entry is _MAGIC, the SHA-256 digest of the pickle, then the pickle itself.
+_MAGIC = b"physode-system\0"
+_DIGEST_SIZE = hashlib.sha256().digest_size
 
 
 def folder() -> Path | None:
@@ -78,12 +83,14 @@ def load(text: str):
     from physode.symbolic._system import System
 
     entry = _entry(text)
-    if entry is None or not entry.is_file():
+    if entry is None:
         return None
-    try:
-        with entry.open("rb") as file:
-            system = pickle.load(file)
-    except Exception:  # a damaged or foreign entry is rebuilt, never trusted
+    try:  # a missing entry, or a folder this user may not read, is a miss like any other
+        payload = _unseal(entry.read_bytes())
+        # A damaged or foreign entry is rebuilt, never trusted: a flipped bit in the generated
+        # source would otherwise surface as a SyntaxError, or as wrong numbers, on first use.
+        system = None if payload is None else pickle.loads(payload)
+    except Exception:
         return None
     if not isinstance(system, System) or system.spec_text != text:
         return None
@@ -100,7 +107,7 @@ def store(text: str, system) -> bool:
         handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".writing-")
         try:
             with os.fdopen(handle, "wb") as file:
-                pickle.dump(system, file, protocol=pickle.HIGHEST_PROTOCOL)
+                file.write(_seal(pickle.dumps(system, protocol=pickle.HIGHEST_PROTOCOL)))
             os.replace(temporary, entry)
         except BaseException:
             os.unlink(temporary)
@@ -108,6 +115,26 @@ def store(text: str, system) -> bool:
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         return False
     return True
+
+
+def _seal(payload: bytes) -> bytes:
+    """``payload`` framed as a cache entry: the marker, its SHA-256 digest, then itself."""
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def _unseal(data: bytes) -> bytes | None:
+    """The payload of the cache entry ``data``; None when its marker or digest is wrong.
+
+    Examples
+    --------
+    >>> _unseal(_seal(b"pickle")), _unseal(_seal(b"pickle")[:-1])
+    (b'pickle', None)
+    """
+    head = len(_MAGIC) + _DIGEST_SIZE
+    if len(data) < head or not data.startswith(_MAGIC):
+        return None
+    payload = data[head:]
+    return payload if hashlib.sha256(payload).digest() == data[len(_MAGIC) : head] else None
 
 
 def clear() -> int:

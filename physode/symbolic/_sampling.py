@@ -99,7 +99,7 @@ class Perturbed:
 
     def check(self, ctx: Context) -> list[str]:
         problems = []
-        if self.base not in ctx.named_states:
+        if not isinstance(self.base, str) or self.base not in ctx.named_states:
             known = ", ".join(ctx.named_states) or "none defined"
             problems.append(
                 f"initial-state distribution base {self.base!r} is not a named initial state "
@@ -117,12 +117,34 @@ class Perturbed:
         return base + float(self.std) * noise
 
 
-def _check_names(kind: str, key: str, names, valid: Sequence[str], shape: str) -> list[str]:
-    flat = []
-    if isinstance(names, list):
-        for item in names:
-            flat.extend(item if isinstance(item, list) else [item])
-    if not flat or not all(isinstance(s, str) for s in flat):
+def _names_in(value, layout: str) -> list[str] | None:
+    """The names in ``value`` if it is laid out as ``layout``, else None.
+
+    ``layout`` is ``"name"`` (one name), ``"pair"`` (a list of two names, ``[x, y]``),
+    ``"names"`` (a list of one or more names) or ``"pairs"`` (a list of one or more pairs).
+
+    Examples
+    --------
+    >>> _names_in([["x1", "y1"], ["x2", "y2"]], "pairs"), _names_in(["x1", "y1"], "pairs")
+    (['x1', 'y1', 'x2', 'y2'], None)
+    """
+    if layout == "name":
+        return [value] if isinstance(value, str) else None
+    if not isinstance(value, list) or not value:
+        return None
+    if layout == "pairs":
+        pairs = [_names_in(item, "pair") for item in value]
+        return None if None in pairs else [name for pair in pairs for name in pair]
+    if not all(isinstance(item, str) for item in value):
+        return None
+    return value if layout == "names" or len(value) == 2 else None
+
+
+def _check_names(
+    kind: str, key: str, names, valid: Sequence[str], shape: str, layout: str
+) -> list[str]:
+    flat = _names_in(names, layout)
+    if flat is None:
         return [f"{kind} distribution needs {key} = {shape} (names), got {names!r}"]
     return [
         f"{kind} distribution {key} names {s!r}, which is not one of {', '.join(valid)}"
@@ -177,9 +199,15 @@ class Orbit:
     velocity_perturbation: float
 
     def check(self, ctx: Context) -> list[str]:
-        problems = _check_names("orbit", "position", self.position, ctx.states, "[x, y]")
-        problems += _check_names("orbit", "velocity", self.velocity, ctx.states, "[vx, vy]")
-        problems += _check_names("orbit", "mu", [self.mu], ctx.parameters, '"<parameter>"')
+        problems = _check_names(
+            "orbit", "position", self.position, ctx.states, "[x, y]", "pair"
+        )
+        problems += _check_names(
+            "orbit", "velocity", self.velocity, ctx.states, "[vx, vy]", "pair"
+        )
+        problems += _check_names(
+            "orbit", "mu", self.mu, ctx.parameters, '"<parameter>"', "name"
+        )
         return problems + _check_range_and_perturbation(
             "orbit", self.radius, self.velocity_perturbation
         )
@@ -222,20 +250,21 @@ class Equilateral:
 
     def check(self, ctx: Context) -> list[str]:
         problems = _check_names(
-            "equilateral", "positions", self.positions, ctx.states, "[[x, y], ...]"
+            "equilateral", "positions", self.positions, ctx.states, "[[x, y], ...]", "pairs"
         )
         problems += _check_names(
-            "equilateral", "velocities", self.velocities, ctx.states, "[[vx, vy], ...]"
+            "equilateral", "velocities", self.velocities, ctx.states, "[[vx, vy], ...]", "pairs"
         )
-        problems += _check_names("equilateral", "masses", self.masses, ctx.parameters, "[m1, ...]")
         problems += _check_names(
-            "equilateral", "gravitational_constant", [self.gravitational_constant], ctx.parameters,
-            '"G"',
+            "equilateral", "masses", self.masses, ctx.parameters, "[m1, ...]", "names"
+        )
+        problems += _check_names(
+            "equilateral", "gravitational_constant", self.gravitational_constant, ctx.parameters,
+            '"G"', "name",
         )
         if not problems:
             n_bodies = len(self.positions)
-            pairs_ok = all(len(b) == 2 for b in list(self.positions) + list(self.velocities))
-            if not (len(self.velocities) == len(self.masses) == n_bodies >= 2 and pairs_ok):
+            if not len(self.velocities) == len(self.masses) == n_bodies >= 2:
                 problems.append(
                     "equilateral distribution needs as many [x, y] positions, [vx, vy] velocities "
                     f"and masses (at least two bodies); got {len(self.positions)}, "
@@ -303,7 +332,7 @@ def distribution_from_table(table: Mapping) -> tuple[Distribution | None, list[s
     """
     table = dict(table)
     kind = table.pop("kind", "uniform")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:
         return None, [
             f"initial-state distribution kind {kind!r} is unknown; valid kinds: {', '.join(KINDS)}"
         ]

@@ -32,6 +32,7 @@ from physode.symbolic._system import (
     build_equations,
     build_hamiltonian,
     build_lagrangian,
+    scope,
 )
 
 FORMS = ("lagrangian", "hamiltonian", "equations")
@@ -325,6 +326,7 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
         return None
     # Multi-line strings are allowed for long expressions.
     text = " ".join(text.split())
+    names = scope(names)
     try:
         refusal = check_syntax(text, names)
     except SyntaxError as exc:
@@ -481,10 +483,12 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         "characteristic_time": spec.get("characteristic_time"),
         "spec_text": text,
     }
-    params = {names[p]: v for p, v in values.items()}
+    # By name, so that the builders report a name that is no identifier (it could never be
+    # written in an expression).
+    params = dict(values)
 
     if form == "equations":
-        rhs = {names[s]: parse(v, f"equation for {s}") for s, v in eq_table.items()}
+        rhs = {s: parse(v, f"equation for {s}") for s, v in eq_table.items()}
         system = build_equations(
             problems, rhs, params, time=time, invariants=invariants,
             n_coordinates=spec.get("n_coordinates"), **options,

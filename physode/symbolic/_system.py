@@ -11,6 +11,7 @@ import functools
 import math
 import pickle
 import random
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy
 import sympy
 import torch
 
-from physode._checks import is_finite_real
+from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError, SystemDefinitionError
 from physode.symbolic import _mechanics
 from physode.symbolic._codegen import (
@@ -92,7 +93,7 @@ def _expr(
         return None
     try:
         if isinstance(value, str):
-            expr = sympy.sympify(value, locals={s.name: s for s in known})
+            expr = sympy.sympify(value, locals=scope({s.name: s for s in known}))
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
@@ -124,6 +125,20 @@ def _expr(
     return expr
 
 
+def scope(names: Mapping[str, Any]) -> dict[str, Any]:
+    """``names`` for parsing an expression: each also under its NFKC form.
+
+    Python reads a name in an expression in that form (``ℓ`` as ``l``, the micro sign ``µ`` as
+    the Greek ``μ``), so a name declared otherwise would not be found.
+
+    Examples
+    --------
+    >>> scope({"ℓ": 1})
+    {'l': 1, 'ℓ': 1}
+    """
+    return {**{unicodedata.normalize("NFKC", k): v for k, v in names.items()}, **names}
+
+
 def _parameters(
     parameters: Mapping[SymbolLike, float | None] | Sequence[SymbolLike],
     ranges: Mapping[SymbolLike, Sequence[float]] | None,
@@ -131,8 +146,19 @@ def _parameters(
 ) -> tuple[list[sympy.Symbol], list[float], list[tuple[float, float]]]:
     if isinstance(parameters, Mapping):
         items = list(parameters.items())
-    else:
+    elif _is_collection(parameters):
         items = [(p, None) for p in parameters]
+    else:
+        problems.add(
+            f"parameters must be a mapping {{symbol or name: value}}, got {parameters!r}; "
+            "e.g. {'k': 1.0}"
+        )
+        items = []
+    if ranges is not None and not isinstance(ranges, Mapping):
+        problems.add(
+            f"parameter_ranges must be a mapping {{parameter: [low, high]}}, got {ranges!r}"
+        )
+        ranges = None
     symbols, values, bounds = [], [], []
     range_by_name = {str(k): v for k, v in (ranges or {}).items()}
     for key, value in items:
@@ -233,15 +259,24 @@ def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, pr
 
 
 def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Problems) -> None:
-    seen: dict[str, str] = {}
+    # Names are compared as an expression reads them (see ``scope``): 'µ' (micro sign) is 'μ'.
+    seen: dict[str, tuple[str, str]] = {}
     for role, symbols in groups.items():
         for sym in symbols:
-            if sym.name in seen:
+            key = unicodedata.normalize("NFKC", sym.name)
+            if key not in seen:
+                seen[key] = (sym.name, role)
+                continue
+            first, first_role = seen[key]
+            if first == sym.name:
                 problems.add(
-                    f"the name {sym.name!r} is used twice (as a {seen[sym.name]} and as a {role})"
+                    f"the name {sym.name!r} is used twice (as a {first_role} and as a {role})"
                 )
             else:
-                seen[sym.name] = role
+                problems.add(
+                    f"the names {first!r} (a {first_role}) and {sym.name!r} (a {role}) read as "
+                    f"the same name {key!r} in an expression (Unicode NFKC); rename one"
+                )
 
 
 class _Symbolic:
@@ -519,13 +554,31 @@ class System:
                 "torch.tensor([1.0, 0.0]) rather than torch.tensor([1, 0]), or y.double()"
             )
         if p is None:
-            p = self.default_parameters(y)
-        elif not isinstance(p, torch.Tensor) or p.shape[-1:] != (self.n_params,):
+            return y, self.default_parameters(y)
+        if not isinstance(p, torch.Tensor) or p.shape[-1:] != (self.n_params,):
             shape = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
             raise InvalidArgumentError(
                 f"p has shape {shape}; {self.name} needs a tensor (..., {self.n_params}) with "
                 f"parameters {list(self.parameters)}"
             )
+        if p.is_complex() or p.dtype == torch.bool:
+            raise InvalidArgumentError(
+                f"p has dtype {p.dtype}; the parameters {list(self.parameters)} of {self.name} "
+                "are real numbers, e.g. system.default_parameters()"
+            )
+        try:
+            if p.dim() > 1 and p.shape[:-1] != y.shape[:-1]:
+                torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])
+        except RuntimeError:
+            raise InvalidArgumentError(
+                f"p has shape {tuple(p.shape)}, whose batch shape {tuple(p.shape[:-1])} does not "
+                f"broadcast against the batch shape {tuple(y.shape[:-1])} of y "
+                f"{tuple(y.shape)}; give one parameter row per state or one for all"
+            ) from None
+        # Like the defaults, p takes y's dtype and device: the result's dtype is then y's
+        # whatever p's shape (mixed dtypes promoted only where p has a batch dimension).
+        if p.dtype != y.dtype or p.device != y.device:
+            p = p.to(dtype=y.dtype, device=y.device)
         return y, p
 
     @functools.cached_property
@@ -595,13 +648,20 @@ class System:
         y : torch.Tensor
             State, shape ``(..., n_state)``.
         p : torch.Tensor, optional
-            Parameters, shape ``(..., n_params)`` broadcastable against ``y[..., 0]``; the
-            defaults when omitted.
+            Parameters, shape ``(..., n_params)`` broadcastable against ``y[..., 0]``, real;
+            cast to the dtype and device of ``y``. The defaults when omitted.
 
         Returns
         -------
         torch.Tensor
-            Shape ``(..., n_state)`` (the broadcast batch shape of ``y`` and ``p``).
+            Shape ``(..., n_state)`` (the broadcast batch shape of ``y`` and ``p``), dtype of
+            ``y``.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            When ``y`` is not a floating-point tensor ``(..., n_state)``, or ``p`` not a real
+            tensor ``(..., n_params)`` whose batch shape broadcasts against that of ``y``.
 
         Examples
         --------
@@ -796,7 +856,7 @@ class System:
         torch.Size([4, 3])
         """
         n = _check_count(n)
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = _generator(seed)
         lo = torch.tensor([r[0] for r in self._ranges], dtype=torch.float64)
         hi = torch.tensor([r[1] for r in self._ranges], dtype=torch.float64)
         return lo + (hi - lo) * torch.rand(n, self.n_params, generator=gen, dtype=torch.float64)
@@ -829,7 +889,7 @@ class System:
         torch.Size([8, 12])
         """
         n = _check_count(n)
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = _generator(seed)
         if p is None:
             p = self.default_parameters().expand(n, self.n_params)
         else:
@@ -1036,6 +1096,15 @@ class System:
         return system
 
 
+def _generator(seed: Any) -> torch.Generator:
+    """A private generator seeded with ``seed``, which must be an int (not None, not 1.5)."""
+    if not is_int(seed):
+        raise InvalidArgumentError(
+            f"seed must be an int (the same seed gives the same draws), got {seed!r}"
+        )
+    return torch.Generator().manual_seed(int(seed))
+
+
 def _check_count(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidArgumentError(f"n must be a non-negative int, got {n!r}")
@@ -1153,10 +1222,15 @@ def _vanishes(*exprs: sympy.Expr | None) -> bool:
     return all(e is None or e == 0 for e in exprs)
 
 
+def _is_collection(value: Any) -> bool:
+    """Whether ``value`` holds items to iterate over: not a lone string or SymPy object."""
+    return isinstance(value, Iterable) and not isinstance(value, str | bytes | sympy.Basic)
+
+
 def _names_list(value: Any, what: str, problems: Problems) -> list[Any]:
     """``value`` as a list of symbols or names. A lone name or symbol is a problem (a string
     would otherwise be split into its letters), taken as a list of one to check the rest."""
-    if isinstance(value, str | sympy.Basic) or not isinstance(value, Iterable):
+    if not _is_collection(value):
         problems.add(f"{what} must be a list of symbols or names, got {value!r}; write [{value!r}]")
         return [value]
     return list(value)
@@ -1178,6 +1252,12 @@ def _forces_list(
 ) -> list[sympy.Expr] | None:
     if forces is None:
         return None
+    if not isinstance(forces, Mapping) and not _is_collection(forces):
+        problems.add(
+            f"forces must be a mapping {{coordinate: force}} or a list of one force per "
+            f"coordinate, got {forces!r}"
+        )
+        return [None]
     names = [q.name for q in coordinates]
     if isinstance(forces, Mapping):
         out = [sympy.Integer(0)] * len(coordinates)
@@ -1206,6 +1286,9 @@ def _invariants(
     known: Collection[sympy.Symbol] = (),
 ) -> dict[str, sympy.Expr | None]:
     out = {}
+    if invariants is not None and not isinstance(invariants, Mapping):
+        problems.add(f"invariants must be a mapping {{name: expression}}, got {invariants!r}")
+        return out
     for key, value in (invariants or {}).items():
         if not isinstance(key, str) or not key.isidentifier():
             problems.add(f"invariant name {key!r} must be an identifier")
@@ -1222,17 +1305,19 @@ def _dynamic_to_symbols(
         return list(coordinates), velocities, {}
     plain, vel, derivs, funcs = [], [], {}, {}
     for i, c in enumerate(coordinates):
-        if isinstance(c, sympy.core.function.AppliedUndef):
-            q = sympy.Symbol(type(c).__name__)
-            v = sympy.Symbol(f"{q.name}_dot") if velocities is None else velocities[i]
+        applied = isinstance(c, sympy.core.function.AppliedUndef)
+        q = sympy.Symbol(type(c).__name__) if applied else c
+        if velocities is None:
+            v = sympy.Symbol(f"{q}_dot")
+        else:  # a count that does not match is reported by the caller
+            v = velocities[i] if i < len(velocities) else None
+        if applied and v is not None:
             derivs[sympy.Derivative(c, time)] = v
+        if applied:
             funcs[c] = q
-            plain.append(q)
-            vel.append(v)
-        else:
-            plain.append(c)
-            vel.append(sympy.Symbol(f"{c}_dot") if velocities is None else velocities[i])
-    return plain, vel, {"derivs": derivs, "funcs": funcs}
+        plain.append(q)
+        vel.append(v)
+    return plain, vel if velocities is None else velocities, {"derivs": derivs, "funcs": funcs}
 
 
 def _substitute(expr, subs: Mapping) -> Any:
@@ -1307,9 +1392,10 @@ def build_lagrangian(
     if isinstance(forces, Mapping):
         renamed = subs.get("funcs", {})
         forces = {str(renamed.get(k, k)): _substitute(v, subs) for k, v in forces.items()}
-    elif forces is not None:
+    elif _is_collection(forces):
         forces = [_substitute(f, subs) for f in forces]
-    invariants = {k: _substitute(v, subs) for k, v in (invariants or {}).items()}
+    if isinstance(invariants, Mapping):
+        invariants = {k: _substitute(v, subs) for k, v in invariants.items()}
 
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     if velocities is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,6 +55,16 @@ class SystemVectorField(nn.Module):
         names = list(system.parameters)
         if isinstance(learnable, str):
             learnable = [learnable]
+        if not isinstance(learnable, Iterable):
+            raise InvalidArgumentError(
+                f"learnable must be a list of parameter names, got {learnable!r}; valid names: "
+                f"{names}"
+            )
+        if values is not None and not isinstance(values, Mapping):
+            raise InvalidArgumentError(
+                f"values must be a mapping {{parameter name: value}}, got {values!r}; valid "
+                f"names: {names}"
+            )
         unknown = [n for n in learnable if n not in names]
         if unknown:
             raise InvalidArgumentError(
