@@ -7,7 +7,8 @@ functions in the order ``physode --help`` shows them; a new subcommand is one mo
 Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usage, an error
 physode raises on purpose or a file the system refuses (printed as one line
 ``physode: error: ...``); 3 an internal error, a bug (the traceback is printed, then one line
-``physode: internal error: ...``); 130 interrupted.
+``physode: internal error: ...``); 130 interrupted; 141 standard output closed early (a broken
+pipe, ``physode systems | head -1``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ _FORMATTER = argparse.RawDescriptionHelpFormatter
 _EXIT_STATUS = (
     "exit status: 0 success, 1 a check failed, 2 bad usage or an error (one line\n"
     "`physode: error: ...`), 3 an internal error: a bug in physode (a traceback, then\n"
-    "`physode: internal error: ...`; please report it), 130 interrupted"
+    "`physode: internal error: ...`; please report it), 130 interrupted, 141 standard\n"
+    "output closed early (`physode systems | head -1`)"
 )
 
 
@@ -204,15 +206,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     try:
         result = simulate(args.system, **settings)
     except KeyboardInterrupt:
-        print(
-            f"physode: interrupted; the finished chunks are kept in {args.out}.parts/: "
-            "rerun the same command with --resume to continue",
-            file=sys.stderr,
-        )
+        print(f"physode: interrupted{_resume_hint(args.out)}", file=sys.stderr)
         return 130
     if not args.quiet:
         print(result.summary())
     return 0
+
+
+def _resume_hint(out: str) -> str:
+    """How to continue an interrupted ``physode simulate``, if it kept anything to continue."""
+    parts = f"{out}.parts"
+    if not os.path.isdir(parts):
+        return " before any chunk was kept; nothing was written"
+    return f"; the finished chunks are kept in {parts}/: rerun the same command with --resume"
 
 
 def _add_check(subparsers) -> argparse.ArgumentParser:

@@ -196,7 +196,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
         try:
             with open(given["config"], "rb") as handle:
                 document = tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            # A binary file (the .h5 data set by mistake) fails to decode before it fails to parse.
             raise InvalidArgumentError(f"cannot read --config {given['config']}: {exc}") from None
         unknown = sorted(set(document) - {"data", "model", "train", "report"})
         if unknown:
@@ -204,6 +205,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
                 f"{given['config']}: unknown tables or keys {unknown}; use `data`, [model], "
                 "[train] and [report]"
             )
+        _check_tables(given["config"], document)
     model = {**_MODEL_DEFAULTS, **document.get("model", {})}
     unknown = sorted(set(model) - set(_MODEL_KEYS))
     if unknown:
@@ -221,6 +223,17 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     if data is None:
         raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
     return data, model, train, extras
+
+
+def _check_tables(config: str, document: dict[str, Any]) -> None:
+    """Refuse a ``model``, ``train`` or ``report`` key of ``config`` that is not a table."""
+    for name in ("model", "train", "report"):
+        value = document.get(name, {})
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(
+                f"{config}: {name} = {value!r} must be a table of settings, written [{name}] "
+                "on a line of its own with `key = value` lines below it"
+            )
 
 
 def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn.Module:
@@ -275,6 +288,16 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     return Hybrid(physics, neural, aphynity=aphynity)
 
 
+def _check_out(out: Any) -> None:
+    """Refuse an ``out`` folder that is empty (an unset shell variable) or cannot be written."""
+    if not (isinstance(out, str) and out.strip()):
+        raise InvalidArgumentError(
+            f"out={out!r} names no folder; give the folder for model.pt and report.json, "
+            "e.g. --out run, or drop --out to save nothing"
+        )
+    writable_folder("out", out, Path(out))
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Run ``physode train``; return the exit status (0 success, 2 bad input).
 
@@ -301,8 +324,8 @@ def _run(args: argparse.Namespace) -> int:
     trainer = Trainer(model, data, config)
     # What would fail after training fails before it: a bad --t-end or --out, no test data.
     rollout_times(trainer.train_data.t, extras.get("t_end"))
-    if extras.get("out"):
-        writable_folder("out", extras["out"], Path(extras["out"]))
+    if extras.get("out") is not None:
+        _check_out(extras["out"])
     if trainer.held_out_data() is None:
         raise InvalidArgumentError(
             f"{data} has no usable trajectories in its 'test' or 'val' split to evaluate the "
@@ -322,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
             learned = ", ".join(f"{k} = {v:.6g}" for k, v in result.physical_parameters.items())
             print(f"learned parameters: {learned}")
         print(report)
-    if extras.get("out"):
+    if extras.get("out") is not None:
         out = Path(extras["out"])
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}

@@ -323,3 +323,56 @@ def test_an_interrupted_check_plot_leaves_no_partial_image(dataset, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         physode.data.check(dataset).plot(tmp_path / "drift.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_states_every_exit_status_that_the_docs_list(capsys):
+    documented = re.findall(r"^\* \*\*(\d+)\*\*", (REPO / "docs" / "cli.md").read_text(), re.M)
+    assert len(documented) >= 6
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    epilog = " ".join(capsys.readouterr().out.split("exit status:")[1].split())
+    for status in documented:
+        assert re.search(rf"\b{status} [a-z]", epilog), status
+
+
+@pytest.mark.parametrize("parts_exist", [False, True])
+def test_an_interrupted_simulate_offers_resume_only_when_chunks_were_kept(
+    tmp_path, capsys, monkeypatch, parts_exist
+):
+    out = tmp_path / "osc.h5"
+
+    def interrupted(*args, **kwargs):
+        if parts_exist:
+            (tmp_path / "osc.h5.parts").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(physode.data, "simulate", interrupted)
+    assert main([*SIMULATE, "--out", str(out)]) == 130
+    error = capsys.readouterr().err
+    assert error.startswith("physode: interrupted") and error.count("\n") == 1
+    assert ("--resume" in error) == parts_exist and ("osc.h5.parts" in error) == parts_exist
+
+
+def test_train_refuses_a_config_file_that_is_not_text(dataset, capsys):
+    assert main(["train", "--config", str(dataset), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"physode train: error: cannot read --config {dataset}")
+    assert error.count("\n") == 1
+
+
+@pytest.mark.parametrize("table", ["model", "train", "report"])
+def test_train_refuses_a_config_whose_table_is_not_a_table(tmp_path, capsys, table):
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "osc.h5"\n{table} = 5\n')
+    assert main(["train", "--config", str(config), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("physode train: error: ") and error.count("\n") == 1
+    assert f"{table} = 5" in error and f"[{table}]" in error
+
+
+def test_train_refuses_an_empty_out_before_training(train_data, tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    assert main(_train(train_data, "--out", "", "--log", str(log))) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("physode train: error: out=''") and error.count("\n") == 1
+    assert not log.exists()  # refused before the first epoch

@@ -194,3 +194,11 @@ def test_a_report_of_no_trajectories_prints_instead_of_failing():
     report = conservation(osc, torch.zeros(5, 0, 2, dtype=F64))
     assert report.ok and report["energy"].max_rel_drift.shape == (0,)
     assert str(report).endswith("0 trajectories\n(no trajectories: nothing to check)")
+
+
+@pytest.mark.parametrize("count", [2.5, 0, -1, True, "3"])
+def test_plot_refuses_a_number_of_trajectories_that_is_not_a_positive_integer(tmp_path, count):
+    pendulum, t, ys = _pendulum_orbits()
+    with pytest.raises(physode.InvalidArgumentError, match=rf"max_trajectories={count!r}"):
+        conservation(pendulum, ys, t).plot(tmp_path / "drift.png", max_trajectories=count)
+    assert not any(tmp_path.iterdir())

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError
 from physode._files import write_atomically
 
@@ -207,8 +208,8 @@ class ConservationReport:
         Raises
         ------
         physode.InvalidArgumentError
-            If ``path`` does not end in an image format or its folder does not exist (checked
-            before drawing).
+            If ``path`` does not end in an image format or its folder does not exist, or
+            ``max_trajectories`` is not an integer >= 1 (checked before drawing).
 
         Examples
         --------
@@ -220,6 +221,11 @@ class ConservationReport:
         from matplotlib.figure import Figure
 
         path = image_path(path)
+        if not is_int(max_trajectories, least=1):
+            raise InvalidArgumentError(
+                f"max_trajectories={max_trajectories!r} must be an integer >= 1, the number of "
+                "trajectories drawn per panel (e.g. max_trajectories=20)"
+            )
         n_panels = max(len(self.invariants), 1)
         fig = Figure(figsize=(7, 2.2 * n_panels + 0.6), constrained_layout=True)
         FigureCanvasAgg(fig)
