@@ -621,6 +621,22 @@ def test_a_t_end_without_rollout_times_is_refused_by_name_before_training(
     assert not log.exists()  # refused before the first epoch
 
 
+@pytest.mark.parametrize(
+    ("t_end", "message"),
+    [(float("inf"), "t_end=inf must be a finite time"), (1e300, "would add 1e\\+301 sample times")],
+)
+def test_a_t_end_too_far_for_any_rollout_is_refused_by_name(lotka_volterra_h5, capsys, t_end,
+                                                            message):  # fmt: skip
+    # It ended in an OverflowError (inf) or in building 1e300 sample times.
+    t, ys = spiral_data()
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        rollout_report(lambda s, y: y @ A, Trajectories(t, ys), t_end=t_end)
+    args = _cli([str(lotka_volterra_h5), "--model", "neural", "--epochs", "1", "--quiet",
+                 "--t-end", repr(t_end)])  # fmt: skip
+    assert run_train(args) == 2
+    assert "t_end=" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def noisy_h5(tmp_path_factory):
     """Eight Lotka-Volterra trajectories with observation noise 0.05 and a 4/2/2 split."""

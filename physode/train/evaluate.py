@@ -3,6 +3,7 @@ horizon, and the conservation of its rollouts next to the ground truth's."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,10 @@ from torch import nn
 import physode
 from physode._errors import InvalidArgumentError
 from physode.train.data import Trajectories, uniform_grid
+
+# Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
+# t_end of 1e300 would otherwise ask for more than any memory holds.
+MAX_EXTRA_POINTS = 1_000_000
 
 
 @dataclass
@@ -111,8 +116,9 @@ def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
     Raises
     ------
     physode.InvalidArgumentError
-        If ``t_end`` leaves fewer than two times (it is not after the first sample time), or lies
-        beyond the data when the sample times are not equally spaced.
+        If ``t_end`` is not finite, leaves fewer than two times (it is not after the first
+        sample time), lies beyond the data when the sample times are not equally spaced, or
+        would add more than ``MAX_EXTRA_POINTS`` (10**6) sample times.
 
     Examples
     --------
@@ -126,6 +132,8 @@ def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
     if t_end is None:
         return t
     t_end = float(t_end)
+    if not math.isfinite(t_end):
+        raise InvalidArgumentError(f"t_end={t_end!r} must be a finite time, or left out")
     second = float(t[1])
     if not t_end >= second:
         raise InvalidArgumentError(
@@ -147,7 +155,13 @@ def _extended_grid(t: torch.Tensor, t_end: float) -> torch.Tensor:
             f"{float(t[-1]):g} or leave it out"
         )
     dt = float(t[1] - t[0])
-    n_extra = int(round((t_end - float(t[-1])) / dt))
+    n_extra = round((t_end - float(t[-1])) / dt)
+    if n_extra > MAX_EXTRA_POINTS:
+        raise InvalidArgumentError(
+            f"t_end={t_end!r} would add {n_extra:.3g} sample times beyond the data's last time "
+            f"{float(t[-1]):g} at its spacing {dt:g} (at most {MAX_EXTRA_POINTS:,}); give a "
+            "t_end closer to the data"
+        )
     extra = t[-1] + dt * torch.arange(1, n_extra + 1, dtype=t.dtype, device=t.device)
     return torch.cat([t, extra])
 
