@@ -803,3 +803,77 @@ def test_gradient_mode_switches_refuse_a_string_that_would_read_as_true(make, ex
     # OptDisc(restart="False") once ran the restarted variant: any non-empty string is truthy.
     with pytest.raises(physode.InvalidArgumentError, match=expected):
         make()
+
+
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
+def test_outputs_changed_in_place_after_the_solve_still_get_the_gradient(gradient):
+    # Opt-Disc once saved the returned ys for its backward pass, so `ys -= ...` made autograd
+    # refuse the backward pass, while the exact modes went through.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    y0 = torch.tensor([1.0, 2.0], dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(lambda t, y: -w * y, y0, [0.0, 0.5, 1.0], gradient=gradient,
+                        rtol=1e-10, atol=1e-12)  # fmt: skip
+    ys[0].mul_(2.0)
+    ys -= 1.0
+    grad_w, grad_y0 = torch.autograd.grad(ys.square().sum(), [w, y0])
+    # loss = sum_k c_k sum_i (c_k y0_i e^{-w t_k} - 1)^2 with c = (2, 1, 1), t = (0, 0.5, 1)
+    expected_w = expected_y0 = 0.0
+    for c, s in [(2.0, 0.0), (1.0, 0.5), (1.0, 1.0)]:
+        y = c * y0.detach() * math.exp(-0.7 * s)
+        expected_w += (2.0 * (y - 1.0) * -s * y).sum().item()
+        expected_y0 = expected_y0 + 2.0 * (y - 1.0) * c * math.exp(-0.7 * s)
+    assert grad_w.item() == pytest.approx(expected_w, rel=1e-7)
+    torch.testing.assert_close(grad_y0, expected_y0, rtol=1e-7, atol=0.0)
+
+
+@pytest.mark.parametrize("gradient", ["aca", physode.ACA(keep_last_graph=False), "opt-disc"],
+                         ids=str)  # fmt: skip
+@pytest.mark.parametrize("changed", ["parameter", "y0"])
+def test_a_backward_pass_after_an_in_place_change_of_the_inputs_is_refused_not_wrong(
+    gradient, changed
+):
+    # ACA replays the steps from the live y0 and parameters: after an optimizer step between
+    # the solve and backward() its gradient came out silently wrong (-0.67 for -1.04; -1.07
+    # after a change of y0), where autograd refuses Disc-Opt's. Opt-Disc's backward solve used
+    # the new parameter too, and failed on a state that no longer matched them.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    y0 = torch.tensor([1.0, 2.0], dtype=DTYPE)
+    ys = physode.odeint(lambda t, y: -w * y * y, y0, [0.0, 1.0], gradient=gradient)
+    with torch.no_grad():
+        (w if changed == "parameter" else y0).add_(0.5)
+    if changed == "y0" and gradient == "opt-disc":  # it solves back from the stored outputs
+        (grad,) = torch.autograd.grad(ys[-1].sum(), [w])
+        assert grad.item() == pytest.approx(-(1 / 1.7**2 + 4 / 2.4**2), rel=1e-5)
+        return
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(ys[-1].sum(), [w])
+
+
+def test_a_per_sample_aca_backward_after_a_parameter_changed_in_place_is_refused():
+    # Per-sample ACA replayed its rows with the new parameter: -0.66 instead of -1.04.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    y0 = torch.tensor([[1.0], [2.0]], dtype=DTYPE)
+    ys = physode.odeint(lambda t, y: -w * y * y, y0, [0.0, 1.0], gradient="aca",
+                        step_control="per-sample")  # fmt: skip
+    with torch.no_grad():
+        w.add_(0.5)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(ys[-1].sum(), [w])
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: physode.OptDisc(method=["rk4"]), r"unknown backward method \['rk4'\].*rk4"),
+        (lambda: physode.OptDisc(method={"rk4": 0.1}), r"unknown backward method .*dopri5"),
+        (lambda: physode.OptDisc(restart=np.array([True, False])), "restart must be True or"),
+        (lambda: physode.OptDisc(seminorm=torch.tensor([1, 0])), "seminorm must be True or"),
+        (lambda: physode.ACA(keep_last_graph=torch.tensor([True, False])), "keep_last_graph"),
+    ],
+)
+def test_gradient_mode_settings_of_the_wrong_type_are_refused_with_the_valid_choices(
+    make, expected
+):
+    # They once escaped as TypeError (unhashable list) or as the ambiguous truth value of an array.
+    with pytest.raises(physode.InvalidArgumentError, match=expected):
+        make()

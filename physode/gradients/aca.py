@@ -7,10 +7,10 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from physode._errors import InvalidArgumentError
 from physode.gradients.base import (
     GradientMode,
     Problem,
+    check_switch,
     needs_gradient,
     refuse_second_derivatives,
     stack_outputs,
@@ -34,13 +34,17 @@ class _ACAFunction(torch.autograd.Function):
             result = problem.run(y0.detach(), trace)
         holder.append(result)
         ctx.problem, ctx.trace = problem, trace
+        # Saved only so that autograd refuses a backward pass after y0 or a parameter has been
+        # changed in place (an optimizer step): the replay would silently use the new values.
+        ctx.save_for_backward(y0, *params)
         return stack_outputs(result, len(problem.times), y0)
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
         refuse_second_derivatives("ACA")
         problem, trace = ctx.problem, ctx.trace
-        func, stepper, params = problem.func, problem.stepper, problem.params
+        func, stepper = problem.func, problem.stepper
+        _, *params = ctx.saved_tensors  # raises if y0 or a parameter was changed in place
         time = time_maker(grad_ys)
         outputs_of_step = defaultdict(list)
         for k, (n, theta) in enumerate(trace.outputs, start=1):
@@ -133,11 +137,7 @@ class ACA(GradientMode):
     exact = True
 
     def __init__(self, keep_last_graph: bool = True):
-        if keep_last_graph not in (True, False):  # a string such as "False" would count as true
-            raise InvalidArgumentError(
-                f"ACA: keep_last_graph must be True or False, got {keep_last_graph!r}"
-            )
-        self.keep_last_graph = bool(keep_last_graph)
+        self.keep_last_graph = check_switch("ACA", "keep_last_graph", keep_last_graph)
 
     def __repr__(self) -> str:
         return f"ACA(keep_last_graph={self.keep_last_graph})"

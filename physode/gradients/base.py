@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from physode._errors import InvalidArgumentError
 from physode.solvers import Stats, integrate
 from physode.solvers.loop import LoopResult, Trace
 
 __all__ = [
     "GradientMode",
     "Problem",
+    "check_switch",
     "needs_gradient",
     "refuse_second_derivatives",
     "stack_outputs",
@@ -72,6 +75,21 @@ class Problem:
             "max_steps": self.max_steps,
             "stats": self.stats,
         }
+
+
+def check_switch(owner: str, name: str, value: object) -> bool:
+    """``value`` as a bool if it is one (Python's or NumPy's), else :class:`InvalidArgumentError`.
+
+    A string such as ``"False"`` would count as true, and an array has no truth value.
+
+    Examples
+    --------
+    >>> check_switch("ACA", "keep_last_graph", False)
+    False
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidArgumentError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def needs_gradient(problem: Problem) -> bool:

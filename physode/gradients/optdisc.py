@@ -11,6 +11,7 @@ from physode._errors import InvalidArgumentError, SolverError, positive_finite
 from physode.gradients.base import (
     GradientMode,
     Problem,
+    check_switch,
     needs_gradient,
     refuse_second_derivatives,
     stack_outputs,
@@ -76,11 +77,11 @@ class OptDisc(GradientMode):
         seminorm: bool = False,
     ):
         backward_methods = [m for m in METHODS if m not in SYMPLECTIC_METHODS]
-        if method is not None and method not in backward_methods:
+        if method is not None and (not isinstance(method, str) or method not in backward_methods):
             why = (
                 " (the augmented adjoint system is not separable, so symplectic methods cannot "
                 "solve it)"
-                if method in SYMPLECTIC_METHODS
+                if isinstance(method, str) and method in SYMPLECTIC_METHODS
                 else ""
             )
             raise InvalidArgumentError(
@@ -91,11 +92,9 @@ class OptDisc(GradientMode):
             None if value is None else positive_finite(f"OptDisc: {label}", value)
             for label, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size))
         )
-        for label, value in (("restart", restart), ("seminorm", seminorm)):
-            if value not in (True, False):  # a string such as "False" would count as true
-                raise InvalidArgumentError(f"OptDisc: {label} must be True or False, got {value!r}")
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
-        self.restart, self.seminorm = bool(restart), bool(seminorm)
+        self.restart = check_switch("OptDisc", "restart", restart)
+        self.seminorm = check_switch("OptDisc", "seminorm", seminorm)
         if method is not None:
             self._refuse_unused_settings(method)
 
@@ -159,28 +158,31 @@ class _OptDiscFunction(torch.autograd.Function):
         with torch.no_grad():
             result = problem.run(y0.detach())
         holder.append(result)
-        ys = stack_outputs(result, len(problem.times), y0)
         ctx.mode, ctx.problem = mode, problem
-        # After a failed solve (throw=False) only the outputs reached carry a gradient.
-        ctx.n_reached = len(result.ys)
-        ctx.save_for_backward(ys)
-        return ys
+        # The loop's own outputs, not the stacked copy returned: the caller may change that in
+        # place (ys -= mean). After a failed solve (throw=False) only those reached carry a
+        # gradient. The parameters are saved so that autograd refuses a backward pass after one
+        # has been changed in place (an optimizer step), which the backward solve would use.
+        ctx.states = result.ys
+        ctx.save_for_backward(*params)
+        return stack_outputs(result, len(problem.times), y0)
 
     @staticmethod
     def backward(ctx, grad_ys):
         refuse_second_derivatives("Opt-Disc")
-        (ys,) = ctx.saved_tensors
-        mode, problem = ctx.mode, ctx.problem
-        params = problem.params
+        params = ctx.saved_tensors
+        ys, mode, problem = ctx.states, ctx.mode, ctx.problem
         method = mode.backward_method(problem)
-        shape, n = ys.shape[1:], ys[0].numel()
+        shape, n = ys[0].shape, ys[0].numel()
         sizes = [p.numel() for p in params]
         augmented = _Augmented(problem.func, shape, n, params)
         stepper = make_stepper(method, augmented)
         stats = Stats()
         backward_base = problem.stats.nfe_backward  # a second backward pass adds to the first
-        last = ctx.n_reached - 1
-        z = torch.cat([ys[last].reshape(-1), grad_ys[last].reshape(-1), ys.new_zeros(sum(sizes))])
+        last = len(ys) - 1
+        z = torch.cat(
+            [ys[last].reshape(-1), grad_ys[last].reshape(-1), ys[last].new_zeros(sum(sizes))]
+        )
         # The error norm is the largest of the RMS norms of the state, the adjoint and the
         # gradient of each parameter tensor (the seminorm leaves the gradients out), so that
         # neither a large network nor parameters the loss ignores loosen the control of the rest.

@@ -319,6 +319,9 @@ class _PerSampleACA(torch.autograd.Function):
             result = _run(problem, y0.detach(), trace)
         holder.append(result)
         ctx.problem, ctx.trace = problem, trace
+        # Saved so that autograd refuses a backward pass after a parameter has been changed in
+        # place (an optimizer step): the replay would silently use the new values.
+        ctx.save_for_backward(*params)
         return result.ys
 
     @staticmethod
@@ -327,7 +330,7 @@ class _PerSampleACA(torch.autograd.Function):
 
         refuse_second_derivatives("ACA")
         problem, trace = ctx.problem, ctx.trace
-        func, stepper, params = problem.func, problem.stepper, problem.params
+        func, stepper, params = problem.func, problem.stepper, ctx.saved_tensors
         view = (-1,) + (1,) * (grad_ys.ndim - 2)
         adjoint = torch.zeros_like(grad_ys[0])
         param_grads = [torch.zeros_like(p) for p in params]
