@@ -63,6 +63,19 @@ def test_negative_indices_count_from_the_end_and_out_of_range_raises(stored):
         dataset[len(dataset)]
 
 
+@pytest.mark.parametrize("item", [slice(0, 2), 1.0, "0", [0, 1]])
+def test_an_index_that_is_not_an_integer_is_refused_by_name(stored, item):
+    dataset = TrajectoryDataset(stored, split="val", window=9)
+    with pytest.raises(TypeError, match=r"index .* must be an integer"):
+        dataset[item]
+
+
+def test_numpy_and_torch_integers_index_like_python_integers(stored):
+    dataset = TrajectoryDataset(stored, split="all", window=9)
+    for item in (np.int64(-1), torch.tensor(3)):
+        assert dataset[item]["trajectory"] == dataset[int(item)]["trajectory"]
+
+
 def test_whole_trajectories_by_default_and_every_split_available(stored):
     sizes = {
         split: len(TrajectoryDataset(stored, split=split)) for split in ("train", "val", "test")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -267,6 +268,36 @@ def test_a_system_that_is_neither_a_name_nor_a_system_is_named_with_the_other_pr
     assert "trajectories=0" in message and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("out", [None, 3])
+def test_an_out_that_is_not_a_path_is_named_with_the_other_problems(tmp_path, out):
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=0, out=out, **FAST)
+    message = str(error.value)
+    assert f"out={out!r} must be a file path" in message and "trajectories=0" in message
+
+
+@pytest.mark.parametrize("split", ["100", (True, False, False), (10**400, 0, 0)])
+def test_split_fractions_must_be_numbers_not_text_or_booleans(tmp_path, split):
+    with pytest.raises(physode.InvalidArgumentError, match="split=.* must be three fractions"):
+        simulate(SYSTEM, trajectories=2, out=tmp_path / "x.h5", split=split, **FAST)
+    assert not any(tmp_path.iterdir())
+
+
+def test_split_fractions_in_float32_are_accepted(tmp_path):
+    out = tmp_path / "x.h5"
+    split = np.array([0.6, 0.2, 0.2], dtype=np.float32)  # sums to 1 + 1.5e-8
+    simulate(SYSTEM, trajectories=5, out=out, split=split, **FAST)
+    with load(out) as data:
+        assert [len(data.split[name]) for name in ("train", "val", "test")] == [3, 1, 1]
+
+
+@pytest.mark.parametrize("dtype", [np.dtype("float32"), np.float32, torch.float32])
+def test_a_dtype_given_as_an_object_not_its_name_is_refused_by_name(tmp_path, dtype):
+    with pytest.raises(physode.InvalidArgumentError, match=r"dtype=.*choose one of \['float64'"):
+        simulate(SYSTEM, trajectories=2, out=tmp_path / "x.h5", dtype=dtype, **FAST)
+    assert not any(tmp_path.iterdir())
+
+
 def test_numpy_scalars_are_accepted_as_numbers(tmp_path):
     out = tmp_path / "numpy.h5"
     reals = {"t_end": np.float32(3.0), "rtol": np.float64(1e-8), "atol": np.float32(1e-8)}
@@ -334,6 +365,16 @@ def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
         assert np.isfinite(data.states[:, 0]).all() and np.isnan(data.states[:, -1]).all()
     report = check(out)
     assert report.n_failed == 3 and not report.passed
+
+
+def test_the_drift_plot_of_a_data_set_whose_every_solve_failed_draws_without_warnings(tmp_path):
+    out = tmp_path / "failed.h5"
+    simulate(SYSTEM, trajectories=2, out=out, max_steps=1, **FAST)  # NaN from the second point
+    report = check(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = report.plot(tmp_path / "drift.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_invariant_drift_beyond_the_threshold_is_flagged_and_kept(tmp_path):

@@ -133,7 +133,14 @@ class CheckReport:
         panels = max(1, len(self.invariants))
         fig, axes = plt.subplots(panels, 1, figsize=(7, 2.6 * panels), squeeze=False)
         for ax, d in zip(axes[:, 0], self.invariants, strict=False):
-            for index, curve in self.curves.get(d.name, {}).items():
+            curves = self.curves.get(d.name, {})
+            if not any(np.isfinite(curve[1:]).any() for curve in curves.values()):
+                # every drift is NaN (failed solves): the tolerance line alone spans no range
+                ax.set_yscale("log")
+                ax.set_ylim(self.tolerance / 10, self.tolerance * 10)
+                if self.t is not None:
+                    ax.set_xlim(self.t[0], self.t[-1])
+            for index, curve in curves.items():
                 # zero drift (the first point) cannot show on a log axis
                 ax.semilogy(self.t[1:], np.maximum(curve[1:], 1e-18), label=f"trajectory {index}")
             ax.axhline(self.tolerance, color="k", linestyle="--", linewidth=0.8, label="tolerance")

@@ -58,6 +58,8 @@ _STREAM_STATE, _STREAM_PARAMS, _STREAM_NOISE, _STREAM_SPLIT = 0, 1, 2, 3
 # Initial states and parameters are drawn for fixed blocks of this many consecutive trajectory
 # indices, one seed per block (a draw costs about the same for 1 row as for 64).
 _SAMPLE_BLOCK = 64
+# How far the split fractions may sum from 1: fractions given in float32 are off by about 1e-8.
+_SPLIT_SUM_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -181,26 +183,40 @@ def _validate(
         )
     if params not in PARAM_MODES:
         problems.append(f"params={params!r}; choose one of {list(PARAM_MODES)}")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:  # np.dtype("float32") == "float32"
         problems.append(f"dtype={dtype!r}; choose one of {list(DTYPES)}")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         problems.append(f"noise={noise!r} must be a standard deviation >= 0")
     elif not math.isfinite(noise):
         problems.append(f"noise={noise!r} must be finite")
-    try:
-        fractions = [float(x) for x in split]
-    except (TypeError, ValueError):
-        fractions = []
+    fractions = _fractions(split)
     if (
-        len(fractions) != 3
+        fractions is None
         or any(not math.isfinite(x) or x < 0 for x in fractions)
-        or abs(sum(fractions) - 1) > 1e-9
+        or abs(sum(fractions) - 1) > _SPLIT_SUM_TOLERANCE
     ):
         problems.append(
             f"split={split!r} must be three fractions >= 0 (train, val, test) that sum to 1, "
             "e.g. (0.8, 0.1, 0.1)"
         )
     return problems
+
+
+def _fractions(split: Any) -> list[float] | None:
+    """``split`` as three floats, or ``None`` unless it is a sequence of three numbers (text and
+    booleans are not numbers here)."""
+    if isinstance(split, str | bytes):
+        return None
+    try:
+        values = list(split)
+    except TypeError:
+        return None
+    if len(values) != 3 or any(isinstance(x, str | bytes | bool | np.bool_) for x in values):
+        return None
+    try:
+        return [float(x) for x in values]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
@@ -620,7 +636,8 @@ def simulate(
         Standard deviation of Gaussian observation noise added to the states and stored as
         ``/noisy_states`` beside the clean ones; 0 stores none.
     split : sequence of three floats
-        Train, validation and test fractions (summing to 1), stored as index lists.
+        Train, validation and test fractions (numbers >= 0 summing to 1, to within 1e-6),
+        stored as index lists.
     dtype : {"float64", "float32"}
         Storage type of the states, derivatives and noisy states.
     resume : bool
@@ -688,11 +705,14 @@ def simulate(
         system_problem = _system_problem(system)
         if system_problem is not None:
             problems.insert(0, system_problem)
-        out = Path(out)
-        if not out.parent.is_dir():
-            problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
-        elif out.is_dir():
-            problems.append(f"out={str(out)!r} is a folder; give a file name such as data.h5")
+        if isinstance(out, str | os.PathLike):
+            out = Path(out)
+            if not out.parent.is_dir():
+                problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
+            elif out.is_dir():
+                problems.append(f"out={str(out)!r} is a folder; give a file name such as data.h5")
+        else:
+            problems.append(f"out={out!r} must be a file path, such as data.h5")
         if problems:
             raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
 

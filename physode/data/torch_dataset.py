@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 
@@ -130,6 +131,12 @@ class TrajectoryDataset(Dataset):
         return self._file
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
+        try:
+            item = operator.index(item)  # Python, NumPy and 0-d torch integers
+        except TypeError:
+            raise TypeError(
+                f"index {item!r} must be an integer (one window); a DataLoader batches windows"
+            ) from None
         if not -len(self) <= item < len(self):
             raise IndexError(f"index {item} out of range for {len(self)} windows")
         item %= len(self)
