@@ -28,11 +28,18 @@ def is_int(value: Any, least: int | None = None) -> bool:
 def is_finite_real(value: Any) -> bool:
     """Whether ``value`` is a finite real number (Python's or NumPy's, not a bool).
 
+    An integer too large for a float (``10**400``) does not count: as a float it is infinite.
+
     Examples
     --------
     >>> is_finite_real(0.5), is_finite_real(float("nan")), is_finite_real(False)
     (True, False, False)
+    >>> is_finite_real(10**400)
+    False
     """
-    return (
-        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

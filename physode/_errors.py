@@ -55,6 +55,8 @@ def positive_finite(name: str, value: object) -> float:
         raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
     try:
         number = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InvalidArgumentError(f"{name} must be positive and finite, got {value!r}") from None
     except (TypeError, ValueError, RuntimeError):
         raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}") from None
     if not (number > 0 and math.isfinite(number)):

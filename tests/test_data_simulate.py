@@ -309,6 +309,14 @@ def test_numpy_scalars_are_accepted_as_numbers(tmp_path):
         simulate(SYSTEM, trajectories=1, out=tmp_path / "b.h5", **{**FAST, "t_end": np.True_})
 
 
+@pytest.mark.parametrize("setting", ["t_end", "noise", "rtol"])
+def test_an_integer_too_large_for_a_float_is_refused_by_name(tmp_path, setting):
+    # 10**400 raised OverflowError from math.isfinite or float() instead of a listed problem.
+    with pytest.raises(physode.InvalidArgumentError, match=f"{setting}=10000000000"):
+        simulate(SYSTEM, trajectories=1, out=tmp_path / "x.h5", **{**FAST, setting: 10**400})
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("threads", [0, 1.5, True])
 def test_a_bad_thread_count_is_listed_with_the_other_bad_arguments(tmp_path, threads):
     before = torch.get_num_threads()

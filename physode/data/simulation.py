@@ -187,7 +187,7 @@ def _validate(
         problems.append(f"dtype={dtype!r}; choose one of {list(DTYPES)}")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         problems.append(f"noise={noise!r} must be a standard deviation >= 0")
-    elif not math.isfinite(noise):
+    elif not is_finite_real(noise):
         problems.append(f"noise={noise!r} must be finite")
     fractions = _fractions(split)
     if (
