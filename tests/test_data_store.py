@@ -466,3 +466,30 @@ def test_a_chunk_file_that_h5py_cannot_read_is_not_taken_for_a_finished_chunk(
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", damaged)
     assert read_chunk(path, "run") is None
+
+
+@pytest.mark.parametrize(
+    "index",
+    [-1, np.int64(2), slice(None, None, -1), slice(5, 1, -2), [3, 1], [1, 1, 0], [-1, 0],
+     np.array([4, 0, 4]), [], np.arange(N) % 2 == 0, (slice(None), slice(1, 3)), ([2, 0], 1)],
+    ids=str,
+)  # fmt: skip
+def test_indexing_a_stored_array_reads_what_numpy_would_select(stored, index):
+    # h5py refuses negative steps and index lists that are not strictly increasing.
+    with load(stored[0]) as data:
+        whole = data.states[()]
+        np.testing.assert_array_equal(data.states[index], whole[index])
+
+
+@pytest.mark.parametrize("index", [N, -N - 1, [0, N]])
+def test_a_row_out_of_range_is_named_with_the_number_of_rows(stored, index):
+    # states[-(N + 1)] said "Index (-1) out of range for (0-6)", naming another index.
+    with load(stored[0]) as data, pytest.raises(IndexError, match=f"out of range for the {N} rows"):
+        data.states[index]
+
+
+@pytest.mark.parametrize("split", [["train"], "training", None])
+def test_a_split_that_is_not_a_stored_name_is_refused_with_the_choices(stored, split):
+    # A list raised TypeError: unhashable type.
+    with load(stored[0]) as data, pytest.raises(physode.InvalidArgumentError, match="'train'"):
+        data.split_indices(split)

@@ -334,13 +334,73 @@ class H5Array:
                 f"{self._path}: cannot read dataset {self._name}, the file is closed; index it "
                 "inside the `with physode.data.load(...)` block, or load the file again"
             )
+        key = key if isinstance(key, tuple) else (key,)
+        reorder = None
+        if key and self.ndim and key[0] is not Ellipsis:
+            first, reorder = self._rows(key[0])
+            key = (first, *key[1:])
         try:
             values = self._dataset[key]
         except OSError as exc:
             raise DataFormatError(
                 f"{self._path}: dataset {self._name} is damaged ({_first_line(exc)})"
             ) from None
+        except (TypeError, ValueError) as exc:  # h5py reads a subset of NumPy's indexing
+            raise IndexError(
+                f"dataset {self._name} {self._shape}: cannot index with {key!r} "
+                f"({_first_line(exc)}); read it whole with [()] for all of NumPy's indexing"
+            ) from None
+        if reorder is not None:
+            values = values[reorder]
         return values if values.dtype.isnative else values.astype(self._dtype)
+
+    def _rows(self, index: Any) -> tuple[Any, np.ndarray | None]:
+        """The first axis's ``index`` as h5py reads it, and the order to put the rows read in.
+
+        h5py refuses what NumPy allows: negative steps, and index lists that are not strictly
+        increasing (``[3, 1]``, ``[1, 1]``). Those are read as sorted unique rows, then
+        reordered. Integers are bounds-checked against the length, negative ones counted from
+        the end.
+        """
+        n = self._shape[0]
+        if isinstance(index, bool | np.bool_):
+            return index, None  # h5py's own error for a scalar boolean
+        if isinstance(index, int | np.integer):
+            if not -n <= index < n:
+                raise self._out_of_range(index)
+            return int(index) % n, None
+        if isinstance(index, slice):
+            if index.step is None or index.step > 0:
+                return index, None
+            rows = np.arange(n)[index]
+        elif isinstance(index, list | np.ndarray):
+            rows = np.asarray(index)
+            if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise IndexError(
+                        f"a boolean index of shape {rows.shape} does not match the {n} rows of "
+                        f"dataset {self._name}"
+                    )
+                rows = np.flatnonzero(rows)
+            if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+                raise IndexError(f"rows {index!r} of dataset {self._name}: give a list of integers")
+            bad = rows[(rows < -n) | (rows >= n)]
+            if bad.size:
+                raise self._out_of_range(int(bad[0]))
+            rows = np.where(rows < 0, rows + n, rows)
+        else:
+            return index, None
+        if rows.size == 0:
+            return slice(0, 0), None
+        if (np.diff(rows) > 0).all():
+            return rows, None
+        unique, order = np.unique(rows, return_inverse=True)
+        return unique, order
+
+    def _out_of_range(self, index: int) -> IndexError:
+        return IndexError(
+            f"index {index} is out of range for the {self._shape[0]} rows of dataset {self._name}"
+        )
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         values = self[()]

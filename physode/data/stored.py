@@ -178,7 +178,7 @@ class TrajectoryFile:
         """
         if split == "all":
             return np.arange(len(self))
-        if split not in self.split:
+        if not isinstance(split, str) or split not in self.split:
             raise InvalidArgumentError(
                 f"split={split!r} is not stored; choose one of {[*SPLITS, 'all']}"
             )
