@@ -191,7 +191,9 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise InvalidArgumentError(f"params[{i}] must be a tensor, got {type(p).__name__}")
-        return _unique(p for p in params if p.requires_grad)
+        params = _unique(p for p in params if p.requires_grad)
+        _refuse_derived(params)
+        return params
     found: list[Tensor] = []
     holders: list[object] = [func, getattr(func, "__self__", None)]
     for cell in getattr(func, "__closure__", None) or ():
@@ -207,6 +209,31 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
             # first evaluation's graph leads to the leaves behind it.
             found.append(holder)
     return _unique(found)
+
+
+def _refuse_derived(params: list[Tensor]) -> None:
+    """Refuse a ``params`` list that holds a tensor and another computed from it (``w`` and
+    ``softplus(w)``): the gradient would reach ``w`` twice, once directly and once through the
+    other, and come out doubled."""
+    listed = {id(p): i for i, p in enumerate(params)}
+    nodes = {id(p.grad_fn): i for i, p in enumerate(params) if p.grad_fn is not None}
+    for i, p in enumerate(params):
+        seen: set[int] = set()
+        stack = [next_fn for next_fn, _ in p.grad_fn.next_functions] if p.grad_fn else []
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            leaf = getattr(node, "variable", None)  # AccumulateGrad holds its leaf tensor
+            j = listed.get(id(leaf)) if leaf is not None else nodes.get(id(node))
+            if j is not None and j != i:
+                raise InvalidArgumentError(
+                    f"params[{i}] is computed from params[{j}]: list one of them, or the gradient "
+                    f"of params[{j}] would be counted twice (e.g. params=[w] where func uses "
+                    "softplus(w))"
+                )
+            stack.extend(next_fn for next_fn, _ in node.next_functions)
 
 
 def _check_devices(params: Sequence[Tensor], y0: Tensor) -> None:

@@ -877,3 +877,23 @@ def test_gradient_mode_settings_of_the_wrong_type_are_refused_with_the_valid_cho
     # They once escaped as TypeError (unhashable list) or as the ambiguous truth value of an array.
     with pytest.raises(physode.InvalidArgumentError, match=expected):
         make()
+
+
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
+def test_params_listing_a_tensor_and_one_computed_from_it_are_refused(gradient):
+    # ACA and Opt-Disc doubled raw's gradient (-1.467 for -0.733): once directly, once through
+    # softplus(raw), which autograd then passed on to raw.
+    raw = torch.tensor(0.3, dtype=DTYPE, requires_grad=True)
+    rate = torch.nn.functional.softplus(raw)
+    y0 = torch.ones(2, dtype=DTYPE)
+    refused = r"params\[1\] is computed from params\[0\]"
+    with pytest.raises(physode.InvalidArgumentError, match=refused):
+        physode.odeint(lambda t, y: -rate * y, y0, [0.0, 1.0], gradient=gradient,
+                       params=[raw, rate.exp() + 1.0])  # fmt: skip
+    # Either one alone gives the gradient of the solution y = exp(-softplus(raw) t).
+    for params in ([rate], [raw]):
+        ys = physode.odeint(lambda t, y: -rate * y, y0, [0.0, 1.0], gradient=gradient,
+                            params=params, rtol=1e-10, atol=1e-12)  # fmt: skip
+        (grad,) = torch.autograd.grad(ys[-1].sum(), [raw], retain_graph=True)
+        expected = -2.0 * math.exp(-rate.item()) * torch.sigmoid(raw).item()
+        assert grad.item() == pytest.approx(expected, rel=1e-7)
