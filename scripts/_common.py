@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,16 +14,81 @@ from typing import Any
 
 import torch
 
+SEED_LIMIT = 2**32
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"need a finite number > 0, got {text!r}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """An argparse ``type``: a seed in [0, 2**32), which every generator the scripts use takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"need an integer in [0, 2**32), got {text!r}")
+    return value
+
+
+def output_folder(text: str) -> str:
+    """An argparse ``type``: a folder that exists or can be created, and can be written to.
+
+    Nothing is created here (``setup`` does that once every argument is valid).
+    """
+    path = Path(text)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "it is" if existing == path else f"{str(existing)!r} is"
+        raise argparse.ArgumentTypeError(f"cannot create folder {text!r}: {what} not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot create folder {text!r}: no write permission")
+    return text
+
+
+def summary(doc: str) -> str:
+    """The first paragraph of a script's docstring, on one line: its ``--help`` description."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
 
 def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     """The arguments every script takes: ``--out``, ``--quick``, ``--seed``, ``--threads``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    p.add_argument("--quick", action="store_true", help="a CI-sized run (few iterations)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisations (default 0)")
     p.add_argument(
-        "--threads", type=int, default=2, help="torch CPU threads (default 2, as in the targets)"
-    )
+        "--out", type=output_folder, default=default_out,
+        help=f"output folder (default {default_out})",
+    )  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="a CI-sized run (few iterations)")
+    p.add_argument(
+        "--seed", type=seed_value, default=0,
+        help="seed of initialisations, in [0, 2**32) (default 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=positive_int, default=1,
+        help="torch CPU threads (default 1: on a small shared machine a second thread that "
+        "waits for a busy core slows the many small operations of a solve several times)",
+    )  # fmt: skip
     return p
 
 
@@ -30,8 +97,27 @@ def setup(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        # What ``output_folder`` could not foresee (a read-only file system, a race), said the
+        # way argparse says it.
+        print(f"{Path(sys.argv[0]).name}: error: argument --out: cannot create folder "
+              f"{args.out!r}: {error.strerror or error}", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2) from None
     return out
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Call ``write(temporary_path)``, then move the file to ``path``: a failure midway leaves
+    no half-written ``path`` (and no temporary file)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def fmt(value: Any) -> str:
@@ -56,9 +142,11 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def write_results(out: Path, results: dict[str, Any]) -> Path:
-    """Write ``OUT/results.json``."""
+    """Write ``OUT/results.json`` (all at once: never half-written). Scripts call it last, after
+    their plots, so that a results file stands for a finished run."""
     path = out / "results.json"
-    path.write_text(json.dumps(results, indent=1, default=float))
+    text = json.dumps(results, indent=1, default=float)
+    _replace_atomically(path, lambda temporary: temporary.write_text(text))
     return path
 
 
@@ -70,6 +158,19 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0
     import matplotlib.pyplot as plt
 
     return plt.subplots(nrows, ncols, figsize=size, squeeze=False)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Lay out ``fig``, write it to ``path`` (all at once) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.tight_layout()
+        fmt_name = path.suffix.lstrip(".") or None
+        _replace_atomically(path, lambda temporary: fig.savefig(temporary, dpi=dpi,
+                                                                format=fmt_name))  # fmt: skip
+    finally:
+        plt.close(fig)
 
 
 class Stopwatch:

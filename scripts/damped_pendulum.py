@@ -9,9 +9,10 @@ learnable, so the recovered frequency is ω0 = sqrt(g / l). APHYNITY minimises �
 
     python scripts/damped_pendulum.py --out out/damped_pendulum
 
-Writes ``OUT/results.json`` (``omega0_true``; ``runs`` keyed ``physics``, ``hybrid`` (APHYNITY),
-``hybrid_no_aphynity``, ``neural``: ``test_mse``, ``omega0``, ``residual_norm``,
-``damping_error``) and ``OUT/pendulum.png``.
+Writes ``OUT/pendulum.png``, a training log ``OUT/log_<model>.csv`` per model and, last,
+``OUT/results.json`` (``omega0_true``; ``runs`` keyed ``physics``, ``hybrid`` (APHYNITY),
+``hybrid_no_aphynity``, ``neural``: ``test_mse`` and, where the model has them, ``omega0``,
+``residual_norm``, ``damping_error``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def residual(seed: int, width: int = 32) -> NeuralODE:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0], "out/damped_pendulum").parse_args(argv)
+    args = _common.parser(_common.summary(__doc__), "out/damped_pendulum").parse_args(argv)
     out = _common.setup(args)
     truth_system = physode.systems.load("damped_pendulum")
     omega_true = truth_system.parameters["omega0"]
@@ -99,13 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {"omega0_true": omega_true, "alpha_true": alpha_true, "omega0_start":
                math.sqrt(G_START / length), "runs": runs, "quick": args.quick}  # fmt: skip
-    _common.write_results(out, results)
     rows = [{"model": name, **run} for name, run in runs.items()]
     print(f"true ω0 = {omega_true:.6f}, α = {alpha_true}")
     print(_common.table(rows, ["model", "test_mse", "omega0", "omega0_rel_error",
                                "residual_norm", "damping_error", "train_seconds"]))  # fmt: skip
     plot(out, test, reports)
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {_common.write_results(out, results)}")
     return 0
 
 
@@ -130,8 +130,7 @@ def plot(out: Path, test: Trajectories, reports: dict) -> None:
         ax.plot(report.t, report.predicted[0, :, 0], label=name)
     ax.set(xlabel="t", ylabel="θ", title="damped pendulum, a test trajectory")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "pendulum.png", dpi=120)
+    _common.save_figure(fig, out / "pendulum.png")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ MASSES = ("m1", "m2", "m3")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0], "out/demo").parse_args(argv)
+    args = _common.parser(_common.summary(__doc__), "out/demo").parse_args(argv)
     out = _common.setup(args)
     quick = args.quick
     system = physode.systems.load(SYSTEM)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": total.seconds,
         "quick": quick,
     }
-    _common.write_results(out, results)
     plot(out, result, report, true)
+    _common.write_results(out, results)  # last: a results file stands for a finished run
     print(f"\ndone in {total.seconds:.1f} s; wrote {out / 'results.json'} and the plots")
     return 0
 
@@ -144,8 +144,7 @@ def plot(out: Path, result, report, true: list[float]) -> None:
         axes[0][1].semilogy(epochs, (values - true[i]).abs() / true[i], marker="o", label=m)
     axes[0][1].set(xlabel="epoch", ylabel="relative mass error")
     axes[0][1].legend()
-    fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=120)
+    _common.save_figure(fig, out / "training.png")
 
     fig, axes = _common.figure(1, 3, (15, 4))
     for body, ax in enumerate(axes[0]):
@@ -154,8 +153,7 @@ def plot(out: Path, result, report, true: list[float]) -> None:
         ax.axvline(report.horizon, color="grey", lw=0.8)
         ax.set(xlabel="t", ylabel=f"x{body + 1}", title=f"test trajectory, body {body + 1}")
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "rollout.png", dpi=120)
+    _common.save_figure(fig, out / "rollout.png")
     if report.conservation_model is not None:
         report.conservation_model.plot(out / "rollout_drift.png")
 

@@ -14,8 +14,9 @@ adds the error of its backward solve.
 
     python scripts/gradient_accuracy.py --out out/gradient_accuracy
 
-Writes ``OUT/results.json`` (``problems.<name>``: ``tolerances``; ``errors`` and ``seconds``
-keyed by mode, one value per tolerance; ``aca_vs_disc_opt``) and ``OUT/gradient_accuracy.png``.
+Needs torchdiffeq (``pip install physode[test]``). Writes ``OUT/gradient_accuracy.png`` and,
+last, ``OUT/results.json`` (``problems.<name>``: ``tolerances``; ``errors``, ``seconds`` and
+``nfe_backward`` keyed by mode, one value per tolerance; ``aca_vs_disc_opt``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,13 @@ def measure(problem: tuple, tolerances: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0], "out/gradient_accuracy").parse_args(argv)
+    p = _common.parser(_common.summary(__doc__), "out/gradient_accuracy")
+    args = p.parse_args(argv)
+    try:
+        import torchdiffeq  # noqa: F401
+    except ImportError:
+        p.exit(1, f"{p.prog}: error: needs torchdiffeq for its adjoint "
+                  "(pip install physode[test] or torchdiffeq)\n")  # fmt: skip
     out = _common.setup(args)
     tolerances = [1e-3, 1e-6] if args.quick else [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9]
     problems = {}
@@ -123,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
                                  name == "three_body" else tolerances)  # fmt: skip
     results = {"problems": problems, "reference": "disc-opt, dop853, rtol = atol = 1e-12",
                "quick": args.quick}  # fmt: skip
-    _common.write_results(out, results)
     for name, found in problems.items():
         rows = []
         for i, tol in enumerate(found["tolerances"]):
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: relative gradient error against the reference")
         print(_common.table(rows, ["tol", *MODES, "aca vs disc-opt"]))
     plot(out, problems)
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {_common.write_results(out, results)}")
     return 0
 
 
@@ -144,8 +150,7 @@ def plot(out: Path, problems: dict) -> None:
             ax.loglog(found["tolerances"], values, marker=marker, label=mode)
         ax.set(xlabel="rtol = atol", ylabel="relative gradient error", title=name)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "gradient_accuracy.png", dpi=120)
+    _common.save_figure(fig, out / "gradient_accuracy.png")
 
 
 if __name__ == "__main__":

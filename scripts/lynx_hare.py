@@ -7,13 +7,14 @@ lynx-hare pelts of 1900-1915 and forecasting 1916-1920.
   with Adam (the rates keep learning);
 * ``neural``: a plain neural ODE.
 
-Every model starts from the 1900 observation and is fitted to the whole 1900-1915 series.
+Every model's rollout starts from the 1900 observation; the physics and hybrid models are fitted
+to the whole 1900-1915 series, the neural ODE to random 6-year windows of it.
 
     python scripts/lynx_hare.py --out out/lynx_hare
 
-Writes ``OUT/results.json`` (``runs`` keyed ``physics``, ``hybrid``, ``neural``, each with
-``fit_mse``, ``forecast_mse`` and, where it has them, the learned ``rates``) and
-``OUT/forecast.png``.
+Writes ``OUT/forecast.png``, a training log ``OUT/log_<model>.csv`` per model and, last,
+``OUT/results.json`` (``runs`` keyed ``physics``, ``hybrid``, ``neural``, each with ``fit_mse``,
+``forecast_mse`` and, where it has them, the learned ``rates``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def residual_network(seed: int, width: int, zero: bool) -> NeuralODE:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0], "out/lynx_hare").parse_args(argv)
+    args = _common.parser(_common.summary(__doc__), "out/lynx_hare").parse_args(argv)
     out = _common.setup(args)
     series = physode.data.load_lynx_hare()
     years = torch.as_tensor(series.years)
@@ -99,13 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {"runs": runs, "fit_years": [int(years[0]), LAST_FIT_YEAR],
                "forecast_years": [LAST_FIT_YEAR + 1, int(years[-1])],
                "start_rates": START, "quick": args.quick}  # fmt: skip
-    _common.write_results(out, results)
     rows = [{"model": name, **run} for name, run in runs.items()]
     for row in rows:
         row["rates"] = [row["rates"][r] for r in RATES] if "rates" in row else None
     print(_common.table(rows, ["model", "fit_mse", "forecast_mse", "rates", "train_seconds"]))
     plot(out, series, years, reports, n_fit)
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {_common.write_results(out, results)}")
     return 0
 
 
@@ -119,8 +119,7 @@ def plot(out: Path, series, years: torch.Tensor, reports: dict, n_fit: int) -> N
         ax.axvline(float(years[n_fit - 1]) + 0.5, color="grey", lw=0.8)
         ax.set(xlabel="year", ylabel="pelts (thousands)", title=series.state_names[column])
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "forecast.png", dpi=120)
+    _common.save_figure(fig, out / "forecast.png")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,17 @@ for 300 iterations on the whole series, from the same initial weights for every 
 * ``opt-disc``: dopri5 at rtol 1e-7 / atol 1e-9 with the continuous adjoint;
 * ``aca``: dopri5 at the same tolerances with the adaptive checkpoint adjoint.
 
-The Taylor test (DESIGN.md §1) at a loose tolerance (dopri5, rtol = atol = 1e-2; RK4 for Disc-Opt
-at a step of 0.25) checks whether each gradient is the derivative of the loss the solver computes:
-E1(h) = |J(θ+hd) - J(θ) - h ∇J·d| then falls like h².
+The Taylor test (docs/training.md, "How to choose a gradient mode") at a loose tolerance
+(dopri5, rtol = atol = 1e-2; RK4 for Disc-Opt at a step of 0.25) checks whether each gradient is
+the derivative of the loss the solver computes: E1(h) = |J(θ+hd) - J(θ) - h ∇J·d| then falls
+like h².
 
     python scripts/spiral_disc_vs_opt.py --out out/spiral
 
-Writes ``OUT/results.json`` (``runs`` keyed by mode with ``train_seconds``, ``final_loss``,
-``extrapolation_mse``; ``taylor`` by mode), ``OUT/training.png``, ``OUT/extrapolation.png`` and
-``OUT/taylor.png``.
+Writes ``OUT/training.png``, ``OUT/extrapolation.png``, ``OUT/taylor.png``, a training log
+``OUT/log_<mode>.csv`` per mode and, last, ``OUT/results.json`` (``runs`` keyed by mode with
+``train_seconds``, ``final_loss``, ``extrapolation_mse``, ``taylor_E1_order``; ``taylor`` by
+mode).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def fitted_order(hs: list[float], errors: list[float], floor: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _common.parser(__doc__.splitlines()[0], "out/spiral_disc_vs_opt").parse_args(argv)
+    args = _common.parser(_common.summary(__doc__), "out/spiral_disc_vs_opt").parse_args(argv)
     out = _common.setup(args)
     iterations = 5 if args.quick else 300
     system = physode.systems.load("spiral")
@@ -143,13 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {"runs": runs, "taylor": taylor, "iterations": iterations,
                "disc_opt_over_opt_disc_time": time_ratio,
                "disc_opt_over_opt_disc_final_loss": loss_ratio, "quick": args.quick}  # fmt: skip
-    _common.write_results(out, results)
     rows = [{"mode": mode, **run} for mode, run in runs.items()]
     print(_common.table(rows, ["mode", "train_seconds", "final_loss", "extrapolation_mse",
                                "nfe_forward", "nfe_backward", "taylor_E1_order"]))  # fmt: skip
     print(f"Disc-Opt / Opt-Disc: time {time_ratio:.3f}, final loss {loss_ratio:.3f}")
     plot(out, histories, rollouts, taylor)
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {_common.write_results(out, results)}")
     return 0
 
 
@@ -161,8 +162,7 @@ def plot(out: Path, histories: dict, rollouts: dict, taylor: dict) -> None:
         ax.semilogy(range(1, len(losses) + 1), losses, label=mode)
     ax.set(xlabel="iteration", ylabel="training loss (MSE)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=120)
+    _common.save_figure(fig, out / "training.png")
 
     fig, axes = _common.figure(1, 1, (5, 5))
     ax = axes[0][0]
@@ -172,8 +172,7 @@ def plot(out: Path, histories: dict, rollouts: dict, taylor: dict) -> None:
         ax.plot(report.predicted[0, :, 0], report.predicted[0, :, 1], "--", label=mode)
     ax.set(xlabel="u1", ylabel="u2", title="extrapolation to t = 6 (trained on [0, 1.5])")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "extrapolation.png", dpi=120)
+    _common.save_figure(fig, out / "extrapolation.png")
 
     fig, axes = _common.figure(1, 1, (6, 4.5))
     ax = axes[0][0]
@@ -185,8 +184,7 @@ def plot(out: Path, histories: dict, rollouts: dict, taylor: dict) -> None:
     ax.loglog(h, scale * h**2, "k--", lw=0.8, label="h²")
     ax.set(xlabel="h", ylabel="Taylor error", title="Taylor test at tolerance 1e-2")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "taylor.png", dpi=120)
+    _common.save_figure(fig, out / "taylor.png")
 
 
 if __name__ == "__main__":

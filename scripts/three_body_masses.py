@@ -9,9 +9,9 @@ neural ODE are the comparisons. The five fits are independent and run on ``--job
 
     python scripts/three_body_masses.py --out out/three_body
 
-Writes ``OUT/results.json`` (``masses_true``; ``runs`` keyed ``aca``, ``disc-opt``,
-``opt-disc``, ``hybrid``, ``neural``), ``OUT/trajectories.png``, ``OUT/masses.png`` and a
-training log per run.
+Writes ``OUT/trajectories.png``, ``OUT/masses.png``, a training log ``OUT/log_<run>.csv`` per
+run and, last, ``OUT/results.json`` (``masses_true``; ``runs`` keyed ``aca``, ``disc-opt``,
+``opt-disc``, ``hybrid``, ``neural``).
 """
 
 from __future__ import annotations
@@ -106,9 +106,10 @@ def fit(name: str, settings: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _common.parser(__doc__.splitlines()[0], "out/three_body_masses")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--opt-disc-seconds", type=float, default=100.0,
+    p = _common.parser(_common.summary(__doc__), "out/three_body_masses")
+    p.add_argument("--jobs", type=_common.positive_int, default=2,
+                   help="worker processes (default 2)")  # fmt: skip
+    p.add_argument("--opt-disc-seconds", type=_common.positive_float, default=100.0,
                    help="training-time budget of the Opt-Disc fit (default 100)")  # fmt: skip
     args = p.parse_args(argv)
     out = _common.setup(args)
@@ -140,14 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {"masses_true": true, "masses_init": list(init.values()), "runs": runs,
                "neural_over_hybrid_test_mse": ratio, "wall_seconds": clock.seconds,
                "settings": settings, "quick": args.quick}  # fmt: skip
-    _common.write_results(out, results)
-
     rows = [{"run": name, **run} for name, run in runs.items()]
     print(_common.table(rows, ["run", "masses", "max_rel_mass_error", "train_seconds",
                                "test_mse", "extrapolation_mse"]))  # fmt: skip
     print(f"neural / hybrid test mse: {ratio:.3g}; wall time {clock.seconds:.1f} s")
     plot(out, fits, true, settings["t_train"])
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {_common.write_results(out, results)}")
     return 0
 
 
@@ -162,8 +161,7 @@ def plot(out: Path, fits: dict, true: list[float], t_train: float) -> None:
         ax.axvline(t_train, color="grey", lw=0.8)
         ax.set(xlabel="t", ylabel=f"x{body + 1}", title=f"body {body + 1} (train | test)")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "trajectories.png", dpi=120)
+    _common.save_figure(fig, out / "trajectories.png")
     fig, axes = _common.figure(1, 1)
     ax = axes[0][0]
     for mode in ("aca", "disc-opt", "opt-disc", "hybrid"):
@@ -172,8 +170,7 @@ def plot(out: Path, fits: dict, true: list[float], t_train: float) -> None:
         ax.semilogy(range(1, len(error) + 1), error, marker="o", label=mode)
     ax.set(xlabel="L-BFGS iteration (epoch)", ylabel="max relative mass error")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "masses.png", dpi=120)
+    _common.save_figure(fig, out / "masses.png")
 
 
 if __name__ == "__main__":

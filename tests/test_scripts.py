@@ -14,14 +14,19 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def run(name: str, out: Path, *extra: str) -> dict:
-    """Run ``scripts/<name>.py --quick --out OUT`` in this process; return its results.json."""
+def script(name: str):
+    """The module of ``scripts/<name>.py``."""
     sys.path.insert(0, str(SCRIPTS))
     try:
-        module = importlib.import_module(name)
-        assert module.main(["--quick", "--out", str(out), "--threads", "1", *extra]) == 0
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(SCRIPTS))
+
+
+def run(name: str, out: Path, *extra: str) -> dict:
+    """Run ``scripts/<name>.py --quick --out OUT`` in this process; return its results.json."""
+    module = script(name)
+    assert module.main(["--quick", "--out", str(out), "--threads", "1", *extra]) == 0
     return json.loads((out / "results.json").read_text())
 
 
@@ -100,3 +105,108 @@ def test_demo_simulates_checks_trains_and_reports_conservation(tmp_path):
     for name in ("three_body.h5", "log.csv", "training.png", "rollout.png", "data_drift.png"):
         assert (tmp_path / name).exists()
     assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "named"),
+    [
+        ("damped_pendulum", ["--threads", "0"], "'0'"),
+        ("lynx_hare", ["--seed", "-1"], "'-1'"),
+        ("spiral_disc_vs_opt", ["--seed", str(2**64)], str(2**64)),
+        ("gradient_accuracy", ["--out", "{file}/sub"], "afile"),
+        ("damped_pendulum", ["--out", "{file}"], "afile"),
+        ("three_body_masses", ["--jobs", "0"], "'0'"),
+        ("three_body_masses", ["--opt-disc-seconds", "-1"], "'-1'"),
+        ("three_body_masses", ["--opt-disc-seconds", "nan"], "'nan'"),
+        ("bench_codegen", ["--batch", "0"], "'0'"),
+        ("bench_codegen", ["--repeats", "0"], "'0'"),
+        ("bench_codegen", ["--threads", "-2"], "'-2'"),
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line_naming_the_value(
+    tmp_path, capsys, name, argv, named
+):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    out = tmp_path / "out"
+    argv = [a.replace("{file}", str(afile)) for a in argv]
+    prefix = [] if name == "bench_codegen" else ["--quick", "--out", str(out)]
+    with pytest.raises(SystemExit) as refused:
+        script(name).main([*prefix, *argv])
+    assert refused.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and named in errors[0] and argv[-2] in errors[0]
+    assert not out.exists() and afile.read_text() == "not a folder"
+
+
+def test_a_run_that_fails_while_plotting_leaves_no_results_json(tmp_path, monkeypatch):
+    module = script("three_body_masses")
+
+    def failing_plot(*args):
+        raise RuntimeError("the plot failed")
+
+    monkeypatch.setattr(module, "plot", failing_plot)
+    with pytest.raises(RuntimeError, match="the plot failed"):
+        module.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--jobs", "1"])
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_scripts_close_their_figures(tmp_path):
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    run("three_body_masses", tmp_path, "--jobs", "1")
+    assert plt.get_fignums() == []
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_gradient_accuracy_without_torchdiffeq_says_so_before_computing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "torchdiffeq", None)  # import torchdiffeq now fails
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as refused:
+        script("gradient_accuracy").main(["--quick", "--out", str(out)])
+    assert refused.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: needs torchdiffeq" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bench_codegen_prints_measured_times_and_the_ratio(capsys):
+    assert script("bench_codegen").main(["--batch", "64", "--repeats", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "batch 64" in text and "best of 1 rounds" in text
+    rows = {line[:30].strip(): line[30:].split() for line in text.splitlines()[2:]}
+    assert set(rows) == {"generated", "hand-written, per component", "hand-written, pairwise",
+                         "ratio generated / best hand"}  # fmt: skip
+    assert all(finite(float(v)) and float(v) > 0 for values in rows.values() for v in values)
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as refused:
+        script("lynx_hare").main(["--quick", "--out", str(out)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "error: argument --out" in err and str(out) in err and "Read-only" in err
+
+
+ALL = ("damped_pendulum", "lynx_hare", "spiral_disc_vs_opt", "three_body_masses",
+       "gradient_accuracy", "bench_codegen")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_help_describes_the_script_with_its_whole_first_paragraph(name, capsys):
+    module = script(name)
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    first_paragraph = " ".join(module.__doc__.strip().split("\n\n")[0].split())
+    assert first_paragraph in text
