@@ -105,7 +105,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         argument_default=s,
     )
     parser.add_argument("data", nargs="?", help="the .h5 data set (or `data` in --config)")
-    parser.add_argument("--config", help="a TOML file with `data`, [model] and [train] tables")
+    parser.add_argument(
+        "--config", help="a TOML file with `data` and [model], [train] and [report] tables"
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="default: hybrid")
     model.add_argument(
