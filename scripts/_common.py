@@ -17,37 +17,30 @@ import torch
 SEED_LIMIT = 2**32
 
 
+def _parsed(text: str, convert, ok, need: str):
+    """``convert(text)`` if it converts and passes ``ok``, else argparse's error saying ``need``."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need {need}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"need {need}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse ``type``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {text!r}")
-    return value
+    return _parsed(text, int, lambda value: value >= 1, "an integer >= 1")
 
 
 def positive_float(text: str) -> float:
     """An argparse ``type``: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"need a finite number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"need a finite number > 0, got {text!r}")
-    return value
+    return _parsed(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def seed_value(text: str) -> int:
     """An argparse ``type``: a seed in [0, 2**32), which every generator the scripts use takes."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"need an integer in [0, 2**32), got {text!r}")
-    return value
+    return _parsed(text, int, lambda value: 0 <= value < SEED_LIMIT, "an integer in [0, 2**32)")
 
 
 def output_folder(text: str) -> str:

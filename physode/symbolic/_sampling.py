@@ -140,6 +140,11 @@ def _names_in(value, layout: str) -> list[str] | None:
     return value if layout == "names" or len(value) == 2 else None
 
 
+def _check_all_names(kind: str, checks: list[tuple]) -> list[str]:
+    """:func:`_check_names` for each ``(key, names, valid, shape, layout)`` of ``checks``."""
+    return [problem for check in checks for problem in _check_names(kind, *check)]
+
+
 def _check_names(
     kind: str, key: str, names, valid: Sequence[str], shape: str, layout: str
 ) -> list[str]:
@@ -199,15 +204,11 @@ class Orbit:
     velocity_perturbation: float
 
     def check(self, ctx: Context) -> list[str]:
-        problems = _check_names(
-            "orbit", "position", self.position, ctx.states, "[x, y]", "pair"
-        )
-        problems += _check_names(
-            "orbit", "velocity", self.velocity, ctx.states, "[vx, vy]", "pair"
-        )
-        problems += _check_names(
-            "orbit", "mu", self.mu, ctx.parameters, '"<parameter>"', "name"
-        )
+        problems = _check_all_names("orbit", [
+            ("position", self.position, ctx.states, "[x, y]", "pair"),
+            ("velocity", self.velocity, ctx.states, "[vx, vy]", "pair"),
+            ("mu", self.mu, ctx.parameters, '"<parameter>"', "name"),
+        ])  # fmt: skip
         return problems + _check_range_and_perturbation(
             "orbit", self.radius, self.velocity_perturbation
         )
@@ -249,19 +250,12 @@ class Equilateral:
     velocity_perturbation: float
 
     def check(self, ctx: Context) -> list[str]:
-        problems = _check_names(
-            "equilateral", "positions", self.positions, ctx.states, "[[x, y], ...]", "pairs"
-        )
-        problems += _check_names(
-            "equilateral", "velocities", self.velocities, ctx.states, "[[vx, vy], ...]", "pairs"
-        )
-        problems += _check_names(
-            "equilateral", "masses", self.masses, ctx.parameters, "[m1, ...]", "names"
-        )
-        problems += _check_names(
-            "equilateral", "gravitational_constant", self.gravitational_constant, ctx.parameters,
-            '"G"', "name",
-        )
+        problems = _check_all_names("equilateral", [
+            ("positions", self.positions, ctx.states, "[[x, y], ...]", "pairs"),
+            ("velocities", self.velocities, ctx.states, "[[vx, vy], ...]", "pairs"),
+            ("masses", self.masses, ctx.parameters, "[m1, ...]", "names"),
+            ("gravitational_constant", self.gravitational_constant, ctx.parameters, '"G"', "name"),
+        ])  # fmt: skip
         if not problems:
             n_bodies = len(self.positions)
             if not len(self.velocities) == len(self.masses) == n_bodies >= 2:
