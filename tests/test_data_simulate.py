@@ -640,3 +640,11 @@ def test_the_stored_command_line_rebuilds_the_file_bit_for_bit(tmp_path, setting
     _assert_same_datasets(first, tmp_path / "again.h5")
     with load(tmp_path / "again.h5") as again:
         assert again.attrs["simulation"] == stored_settings
+
+
+def test_summaries_of_one_trajectory_use_the_singular(tmp_path):
+    out = tmp_path / "one.h5"
+    result = simulate(SYSTEM, trajectories=1, out=out, **FAST)
+    assert f"wrote {out}: 1 trajectory in" in result.summary()
+    assert "(0 solver failures, 0 invariant drift flags)" in result.summary()
+    assert check(out).table().startswith(f"{out}: 1 trajectory, 0 solver failures")

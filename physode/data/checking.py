@@ -19,6 +19,15 @@ from physode.data.stored import TrajectoryFile, load
 __all__ = ["CheckReport", "InvariantSummary", "check", "drift_per_trajectory"]
 
 
+def counted(n: int, singular: str, plural: str) -> str:
+    """``n`` and the noun that goes with it.
+
+    >>> counted(1, "trajectory", "trajectories"), counted(3, "trajectory", "trajectories")
+    ('1 trajectory', '3 trajectories')
+    """
+    return f"{n} {singular if n == 1 else plural}"
+
+
 @dataclass(frozen=True)
 class InvariantSummary:
     """Drift of one invariant over a whole data set, as :func:`check` reports it.
@@ -90,9 +99,9 @@ class CheckReport:
 
     def table(self) -> str:
         """The report as a plain-text table."""
-        failures = "failure" if self.n_failed == 1 else "failures"
         lines = [
-            f"{self.path}: {self.n_trajectories} trajectories, {self.n_failed} solver {failures}"
+            f"{self.path}: {counted(self.n_trajectories, 'trajectory', 'trajectories')}, "
+            f"{counted(self.n_failed, 'solver failure', 'solver failures')}"
         ]
         if not self.invariants:
             lines.append("the system declares no invariants; nothing to check")

@@ -39,7 +39,7 @@ from physode.data._store import (
     write_chunk,
     write_store,
 )
-from physode.data.checking import drift_per_trajectory
+from physode.data.checking import counted, drift_per_trajectory
 
 __all__ = ["SimulationResult", "simulate"]
 
@@ -103,19 +103,16 @@ class SimulationResult:
         >>> SimulationResult(Path("a.h5"), 8, 0, 1, 0, 0.1, written=False).summary()
         'a.h5 already holds this run: 8 trajectories, nothing written (0 solver failures, ...)'
         """
-        drift = "flag" if self.n_drifted == 1 else "flags"
-        failures = "failure" if self.n_failed == 1 else "failures"
-        counts = f"{self.n_failed} solver {failures}, {self.n_drifted} invariant drift {drift}"
-        if not self.written:
-            return (
-                f"{self.path} already holds this run: {self.n_trajectories} trajectories, "
-                f"nothing written ({counts})"
-            )
-        resumed = f", {self.n_resumed_chunks} chunks resumed" if self.n_resumed_chunks else ""
-        return (
-            f"wrote {self.path}: {self.n_trajectories} trajectories in {self.seconds:.1f} s "
-            f"({counts}{resumed})"
+        counts = (
+            f"{counted(self.n_failed, 'solver failure', 'solver failures')}, "
+            f"{counted(self.n_drifted, 'invariant drift flag', 'invariant drift flags')}"
         )
+        trajectories = counted(self.n_trajectories, "trajectory", "trajectories")
+        if not self.written:
+            return f"{self.path} already holds this run: {trajectories}, nothing written ({counts})"
+        resumed = self.n_resumed_chunks
+        resumed = f", {counted(resumed, 'chunk', 'chunks')} resumed" if resumed else ""
+        return f"wrote {self.path}: {trajectories} in {self.seconds:.1f} s ({counts}{resumed})"
 
 
 def _system_problem(system: Any) -> str | None:
