@@ -730,3 +730,17 @@ def test_val_fraction_with_validation_data_of_its_own_is_refused_not_ignored(tmp
     data = spiral_data()
     with pytest.raises(physode.InvalidArgumentError, match=r"val_fraction=0.25 .* uses val_data"):
         Trainer(neural(), data, _config(tmp_path, val_fraction=0.25), val_data=data)
+
+
+def test_integer_times_train_like_the_same_times_in_floating_point(tmp_path):
+    # Integer times (years, days) were refused as "t and states must be floating point tensors",
+    # while physode.solve reads them as float64.
+    _, ys = spiral_data(points=11, t_end=10.0)
+    histories = []
+    for t in (torch.arange(11), torch.arange(11, dtype=torch.float64)):
+        trainer = Trainer(neural(), (t, ys), _config(tmp_path, epochs=2))
+        assert trainer.train_data.t.dtype == ys.dtype
+        histories.append([row["loss"] for row in trainer.fit().history])
+    assert histories[0] == histories[1]
+    with pytest.raises(physode.InvalidArgumentError, match="states have dtype torch.int64"):
+        Trainer(neural(), (torch.arange(11), ys.long()), _config(tmp_path))

@@ -20,7 +20,8 @@ class Trajectories:
     Parameters
     ----------
     t : Tensor, shape (P,)
-        Strictly increasing sample times.
+        Strictly increasing sample times (integer times, e.g. years, are taken as they are
+        and cast to the states' dtype).
     states : Tensor, shape (N, P, n)
         ``states[i, j]`` is trajectory ``i`` at ``t[j]``.
     params : Tensor, shape (N, n_params), optional
@@ -62,8 +63,13 @@ class Trajectories:
             problems.append(f"need at least 2 time points, got {t.shape[0]}")
         if not problems and not bool((t[1:] > t[:-1]).all()):
             problems.append("t must be strictly increasing")
-        if not problems and not (states.is_floating_point() and t.is_floating_point()):
-            problems.append("t and states must be floating point tensors")
+        if not problems and not states.is_floating_point():
+            problems.append(
+                f"states have dtype {states.dtype}; give floating-point states, e.g. ys.double()"
+            )
+        integer_times = not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+        if not problems and not (t.is_floating_point() or integer_times):
+            problems.append(f"t has dtype {t.dtype}; give real times, e.g. t.double()")
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
         self.t = t.to(states.dtype)
