@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -210,3 +211,12 @@ def test_help_describes_the_script_with_its_whole_first_paragraph(name, capsys):
     text = " ".join(capsys.readouterr().out.split())
     first_paragraph = " ".join(module.__doc__.strip().split("\n\n")[0].split())
     assert first_paragraph in text
+
+
+def test_fuzz_store_refuses_or_reads_unchanged_every_damaged_copy():
+    # A smoke run of the bit-flip check (its full run is 3000 flips, see docs/data.md).
+    done = subprocess.run([sys.executable, str(SCRIPTS / "fuzz_store.py"), "--flips", "25"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = dict(line.split()[:2] for line in done.stdout.splitlines()[2:8])
+    assert int(counts["refused"]) + int(counts["unchanged"]) == 25
