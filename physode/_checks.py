@@ -6,7 +6,9 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["is_finite_real", "is_int"]
+import numpy as np
+
+__all__ = ["converts_to_finite_real", "is_finite_real", "is_int"]
 
 
 def is_int(value: Any, least: int | None = None) -> bool:
@@ -42,4 +44,26 @@ def is_finite_real(value: Any) -> bool:
     try:
         return math.isfinite(value)
     except OverflowError:
+        return False
+
+
+def converts_to_finite_real(value: Any) -> bool:
+    """Whether ``value`` is a finite real number, or a one-element real tensor or array holding
+    one (as ``float(value)`` reads it). Bools, text and complex values do not count.
+
+    Examples
+    --------
+    >>> import torch
+    >>> converts_to_finite_real(torch.tensor(0.5)), converts_to_finite_real(torch.ones(2))
+    (True, False)
+    >>> converts_to_finite_real("1.0"), converts_to_finite_real(np.True_)
+    (False, False)
+    """
+    if isinstance(value, bool | np.bool_ | str | bytes) or "complex" in str(
+        getattr(value, "dtype", type(value).__name__)
+    ):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         return False

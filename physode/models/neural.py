@@ -197,12 +197,17 @@ class NeuralODE(nn.Module):
         physode.InvalidArgumentError
             If ``y``'s last dimension is not ``dim``.
         """
-        if y.shape[-1:] != (self.dim,):
-            raise InvalidArgumentError(
-                f"y has shape {tuple(y.shape)}, but this NeuralODE has dim={self.dim} and needs "
-                f"(..., {self.dim}); build it with the data's state dimension as dim"
-            )
-        x = y if self.input_transform is None else self.input_transform(y)
-        if self.time_dependent:
-            x = torch.cat([x, _time_column(t, y)], dim=-1)
-        return self.net(x)
+        try:
+            x = y if self.input_transform is None else self.input_transform(y)
+            if self.time_dependent:
+                x = torch.cat([x, _time_column(t, y)], dim=-1)
+            return self.net(x)
+        except RuntimeError:
+            # Checked only here, off the path of every evaluation: a state of the wrong size
+            # fails inside the first layer with a message about matrix shapes.
+            if y.shape[-1:] != (self.dim,):
+                raise InvalidArgumentError(
+                    f"y has shape {tuple(y.shape)}, but this NeuralODE has dim={self.dim} and "
+                    f"needs (..., {self.dim}); build it with the data's state dimension as dim"
+                ) from None
+            raise

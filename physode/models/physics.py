@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from physode._checks import is_finite_real
+from physode._checks import converts_to_finite_real
 from physode._errors import InvalidArgumentError
 
 
@@ -20,13 +20,6 @@ def _resolve_system(system: Any) -> Any:
 
         return physode.systems.load(system)
     return system
-
-
-def _is_number(value: Any) -> bool:
-    """Whether ``value`` is a finite real number (a one-element tensor counts as one)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    return is_finite_real(value)
 
 
 class PhysicsModel(nn.Module):
@@ -146,7 +139,7 @@ class PhysicsModel(nn.Module):
         physode.InvalidArgumentError
             For a name that is not learnable or a value that is not a finite number.
         """
-        bad = {name: value for name, value in values.items() if not _is_number(value)}
+        bad = {name: value for name, value in values.items() if not converts_to_finite_real(value)}
         if bad:
             raise InvalidArgumentError(
                 f"parameter values {bad} are not finite real numbers; give floats, e.g. "

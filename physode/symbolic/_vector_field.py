@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from physode._checks import converts_to_finite_real
 from physode._errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class SystemVectorField(nn.Module):
             raise InvalidArgumentError(
                 f"values names {bad}, not parameters of {system.name}; valid names: {names}"
             )
-        not_numbers = {n: v for n, v in values.items() if not _finite_number(v)}
+        not_numbers = {n: v for n, v in values.items() if not converts_to_finite_real(v)}
         if not_numbers:
             raise InvalidArgumentError(
                 f"values {not_numbers} are not finite real numbers; give each parameter of "
@@ -132,13 +132,3 @@ class SystemVectorField(nn.Module):
     def extra_repr(self) -> str:
         extra = ", parameters_in_state=True" if self.parameters_in_state else ""
         return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"
-
-
-def _finite_number(value) -> bool:
-    """Whether ``value`` converts to a finite float (a bool or a string does not count)."""
-    if isinstance(value, bool | str | bytes):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

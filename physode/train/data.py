@@ -67,8 +67,7 @@ class Trajectories:
             problems.append(
                 f"states have dtype {states.dtype}; give floating-point states, e.g. ys.double()"
             )
-        integer_times = not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
-        if not problems and not (t.is_floating_point() or integer_times):
+        if not problems and (t.is_complex() or t.dtype == torch.bool):  # integers are fine
             problems.append(f"t has dtype {t.dtype}; give real times, e.g. t.double()")
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
