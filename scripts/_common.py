@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from physode._files import write_atomically
+
 SEED_LIMIT = 2**32
 
 
@@ -101,18 +103,6 @@ def setup(args: argparse.Namespace) -> Path:
     return out
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, then move the file to ``path``: a failure midway leaves
-    no half-written ``path`` (and no temporary file)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def fmt(value: Any) -> str:
     """A table cell: floats in 4 significant digits, lists joined."""
     if isinstance(value, float):
@@ -139,7 +129,7 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     their plots, so that a results file stands for a finished run."""
     path = out / "results.json"
     text = json.dumps(results, indent=1, default=float)
-    _replace_atomically(path, lambda temporary: temporary.write_text(text))
+    write_atomically(path, lambda temporary: temporary.write_text(text), "results")
     return path
 
 
@@ -160,8 +150,8 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     try:
         fig.tight_layout()
         fmt_name = path.suffix.lstrip(".") or None
-        _replace_atomically(path, lambda temporary: fig.savefig(temporary, dpi=dpi,
-                                                                format=fmt_name))  # fmt: skip
+        write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=dpi, format=fmt_name),
+                         "plot")  # fmt: skip
     finally:
         plt.close(fig)
 
