@@ -313,6 +313,20 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
 
 
+def _resume_hint(trainer: Any) -> str:
+    """Where an interrupted ``physode train`` can continue from, if it saved anything."""
+    during = f" during epoch {trainer.epoch + 1}"
+    if trainer.last_checkpoint is None:
+        if trainer.config.checkpoint_dir is None:
+            return f"{during}; nothing was saved (--checkpoint-dir keeps a checkpoint to resume)"
+        return f"{during}, before its first checkpoint; nothing was saved"
+    path, epoch = trainer.last_checkpoint
+    return (
+        f"{during}; {path} holds the run after epoch {epoch}: rerun the same command with "
+        f"--resume {path} to continue it"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from physode.train import Trainer, as_trajectories
     from physode.train.evaluate import rollout_times
@@ -336,7 +350,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     if extras.get("resume"):
         trainer.load_checkpoint(extras["resume"])
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"physode train: interrupted{_resume_hint(trainer)}", file=sys.stderr)
+        return 130
     report = trainer.evaluate(t_end=extras.get("t_end"))
     if not quiet:
         last = result.history[-1]

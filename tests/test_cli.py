@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -376,3 +377,36 @@ def test_train_refuses_an_empty_out_before_training(train_data, tmp_path, capsys
     error = capsys.readouterr().err
     assert error.startswith("physode train: error: out=''") and error.count("\n") == 1
     assert not log.exists()  # refused before the first epoch
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_an_interrupted_train_says_which_checkpoint_resumes_it(
+    train_data, tmp_path, capsys, monkeypatch, checkpoints
+):
+    from physode.train import Trainer
+
+    finish_epoch = Trainer.train_epoch
+    calls = []
+
+    def interrupted_in_epoch_3(self):
+        calls.append(self.epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return finish_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_3)
+    folder = tmp_path / "checkpoints"
+    extra = ["--checkpoint-dir", str(folder)] if checkpoints else []
+    argv = _train(train_data, "--epochs", "4", *extra)
+    assert main(argv) == 130
+    error = capsys.readouterr().err
+    assert error.startswith("physode train: interrupted during epoch 3") and error.count("\n") == 1
+    if not checkpoints:
+        assert "nothing was saved" in error and "--checkpoint-dir" in error
+        return
+    last = folder / "last.pt"
+    assert f"{last} holds the run after epoch 2" in error and f"--resume {last}" in error
+    monkeypatch.setattr(Trainer, "train_epoch", finish_epoch)
+    out = tmp_path / "run"
+    assert main([*argv, "--resume", str(last), "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["epochs"] == 4

@@ -124,6 +124,14 @@ class Trainer:
     val_data : same kinds as ``data``, optional
         Validation trajectories (early stopping, best weights).
 
+    Attributes
+    ----------
+    epoch : int
+        Epochs finished so far.
+    last_checkpoint : tuple of (Path, int) or None
+        The ``last.pt`` that :meth:`fit` wrote most recently and the epoch it holds: where an
+        interrupted run continues from (``None`` before the first one).
+
     Raises
     ------
     physode.InvalidArgumentError
@@ -242,6 +250,7 @@ class Trainer:
         self.stopped_early = False
         self.train_seconds = 0.0
         self.loss_scale: float | None = None
+        self.last_checkpoint: tuple[Path, int] | None = None
         self.train_windows = self._windows(self.train_data, config.window_stride)
         self.val_windows = (
             None if self.val_data is None else self._windows(self.val_data, self.length - 1)
@@ -502,7 +511,7 @@ class Trainer:
             folder = Path(c.checkpoint_dir)
             ends = self.epoch == c.epochs or self.stopped_early
             if self.epoch % c.checkpoint_every == 0 or ends:
-                self.save_checkpoint(folder / "last.pt")
+                self.last_checkpoint = (self.save_checkpoint(folder / "last.pt"), self.epoch)
             if improved:
                 self.save_checkpoint(folder / "best.pt")
 
