@@ -22,6 +22,7 @@ from physode._errors import (
     PhysodeError,
     SolverError,
     SystemDefinitionError,
+    UnsupportedError,
 )
 from physode.gradients import ACA, DiscOpt, OptDisc
 from physode.integrate import Solution, Stats, Status, odeint, solve
@@ -66,6 +67,7 @@ __all__ = [
     "System",
     "Status",
     "SystemDefinitionError",
+    "UnsupportedError",
     "__version__",
     "data",
     "diagnostics",

@@ -36,6 +36,14 @@ class SolverError(PhysodeError, RuntimeError):
         self.solution = solution
 
 
+class UnsupportedError(PhysodeError, RuntimeError):
+    """An operation this part of physode does not support by design; the message names what does.
+
+    For example a second derivative (``create_graph=True``) through a solve with
+    ``gradient="aca"`` or ``"opt-disc"``, whose backward passes autograd does not record.
+    """
+
+
 class SystemDefinitionError(PhysodeError, ValueError):
     """A physical system's specification is invalid; the message lists every problem."""
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, UnsupportedError
 from physode.solvers import Stats, integrate
 from physode.solvers.loop import LoopResult, Trace
 
@@ -100,13 +100,14 @@ def needs_gradient(problem: Problem) -> bool:
 
 
 def refuse_second_derivatives(mode: str) -> None:
-    """Raise if a backward pass runs with ``create_graph=True`` (grad mode on during backward).
+    """Raise :class:`~physode.UnsupportedError` if a backward pass runs with ``create_graph=True``
+    (grad mode on during backward).
 
     ACA and Opt-Disc compute their backward pass outside autograd's view of it, so a graph of
     the gradient, and with it any second derivative, would silently miss terms.
     """
     if torch.is_grad_enabled():
-        raise RuntimeError(
+        raise UnsupportedError(
             f"{mode} cannot differentiate its gradient (create_graph=True, second derivatives): "
             "its backward pass is not recorded by autograd. Use gradient='disc-opt', which "
             "backpropagates through the recorded steps and supports it."
