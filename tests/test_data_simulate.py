@@ -648,3 +648,27 @@ def test_summaries_of_one_trajectory_use_the_singular(tmp_path):
     assert f"wrote {out}: 1 trajectory in" in result.summary()
     assert "(0 solver failures, 0 invariant drift flags)" in result.summary()
     assert check(out).table().startswith(f"{out}: 1 trajectory, 0 solver failures")
+
+
+def test_a_chunk_removed_during_the_run_is_a_physode_error_that_resume_mends(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "raced.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, "seed": 4, **FAST}
+    read = simulate_module.read_chunk
+
+    def removed_before_assembly(path, run_id):
+        Path(path).unlink()  # as a second run on the same OUT, or a cleanup, might
+        return read(path, run_id) if Path(path).exists() else None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "read_chunk", removed_before_assembly)
+        with pytest.raises(physode.PhysodeError, match="vanished or changed.*resume=True"):
+            simulate(SYSTEM, out=out, **settings)
+    assert not out.exists() and (tmp_path / "raced.h5.parts").is_dir()
+
+    result = simulate(SYSTEM, out=out, resume=True, **settings)
+    assert result.n_resumed_chunks == 1  # the chunk that was not removed
+    reference = tmp_path / "reference.h5"
+    simulate(SYSTEM, out=reference, **settings)
+    _assert_same_datasets(out, reference)

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from physode._checks import is_finite_real, is_int
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, PhysodeError
 from physode.data._store import (
     FLAG_DRIFT,
     FLAG_SOLVER_FAILED,
@@ -826,7 +826,13 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
         for k in range(n_chunks):
             chunk = read_chunk(workspace.chunk_path(k), run_id)
             if chunk is None:
-                raise RuntimeError(f"{workspace.chunk_path(k)} vanished or changed during the run")
+                # Something else removed or rewrote it while this run worked (a second run on
+                # the same OUT, a cleanup): not a bug of physode, and resuming recomputes it.
+                raise PhysodeError(
+                    f"{workspace.chunk_path(k)} vanished or changed during the run (is another "
+                    "run writing the same output?); rerun with resume=True (--resume) to "
+                    "recompute it"
+                )
             yield chunk
 
     chunks = finished_chunks()
