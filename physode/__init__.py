@@ -13,6 +13,7 @@ torch.Size([3, 1])
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -24,11 +25,10 @@ from physode._errors import (
     SystemDefinitionError,
     UnsupportedError,
 )
-from physode.gradients import ACA, DiscOpt, OptDisc
-from physode.integrate import Solution, Stats, Status, odeint, solve
 
-# Subpackages that pull in SymPy, h5py or matplotlib load on first use, so `import physode`
-# stays light for code that only needs the solver layer.
+# Everything that needs torch, SymPy, h5py or matplotlib loads on first use: `import physode`
+# itself reads no more than the error classes, so the `physode` command answers `--help` at once
+# and Ctrl-C while torch loads stops it as any interruption does (one line, exit status 130).
 _SUBMODULES = (
     "data",
     "diagnostics",
@@ -39,14 +39,31 @@ _SUBMODULES = (
     "systems",
     "train",
 )
-_LAZY_NAMES = {"System": "physode.symbolic"}
+_LAZY_NAMES = {
+    "ACA": "physode.gradients",
+    "DiscOpt": "physode.gradients",
+    "OptDisc": "physode.gradients",
+    "Solution": "physode.integrate",
+    "Stats": "physode.integrate",
+    "Status": "physode.integrate",
+    "System": "physode.symbolic",
+    "odeint": "physode.integrate",
+    "solve": "physode.integrate",
+}
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from physode.gradients import ACA, DiscOpt, OptDisc
+    from physode.integrate import Solution, Stats, Status, odeint, solve
+    from physode.symbolic import System
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"physode.{name}")
     if name in _LAZY_NAMES:
-        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value  # found directly from now on
+        return value
     raise AttributeError(f"module 'physode' has no attribute {name!r}")
 
 

@@ -322,7 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = build_parser().parse_known_args(argv)
+    try:
+        parser = build_parser()  # loads torch, which takes a moment: Ctrl-C may come now
+    except KeyboardInterrupt:
+        print("physode: interrupted", file=sys.stderr)
+        return 130
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.command_line = shlex.join(["physode", *argv])

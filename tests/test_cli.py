@@ -15,6 +15,7 @@ import matplotlib.figure
 import pytest
 import torch
 
+import physode.cli
 import physode.data
 import physode.systems
 from physode.cli import build_parser, main
@@ -410,3 +411,27 @@ def test_an_interrupted_train_says_which_checkpoint_resumes_it(
     out = tmp_path / "run"
     assert main([*argv, "--resume", str(last), "--out", str(out)]) == 0
     assert json.loads((out / "report.json").read_text())["epochs"] == 4
+
+
+def test_the_command_module_loads_without_torch_so_ctrl_c_while_torch_loads_is_caught():
+    # The `physode` script imports physode.cli before main() runs; torch loads inside main(),
+    # where an interruption is one line and exit status 130 instead of a traceback.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = "import sys, physode.cli; print(sorted({'torch', 'sympy', 'h5py'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_an_interruption_while_the_parser_loads_is_one_line_and_status_130(capsys, monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(physode.cli, "build_parser", interrupted)
+    assert main(["systems"]) == 130
+    assert capsys.readouterr().err == "physode: interrupted\n"
