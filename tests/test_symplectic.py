@@ -106,3 +106,66 @@ def test_n_coordinates_must_be_a_positive_int_not_a_bool():
     # A NumPy integer (read from an array of settings) counts, and was refused.
     ys = physode.odeint(_Oscillator(np.int64(1)), y0, t, method="leapfrog", step_size=0.01)
     assert ys[-1, 0].item() == pytest.approx(math.cos(1.0), abs=1e-4)
+
+
+class _Declared:
+    """A vector field on [q, v] that declares a split; ``coupling`` breaks it in one half."""
+
+    separable, n_coordinates = True, 1
+
+    def __init__(self, half: str | None):
+        self.half = half
+
+    def __call__(self, t, y):
+        q, v = y[..., 0], y[..., 1]
+        dq = v + 0.1 * q if self.half == "q" else v
+        dv = -q - 0.1 * v if self.half == "v" else -q
+        return torch.stack([dq, dv], dim=-1)
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+@pytest.mark.parametrize("half", ["q", "v"])
+def test_a_split_declared_but_false_is_refused_naming_the_half_that_breaks_it(method, half):
+    # A damped oscillator declaring separable = True used to be integrated as if it separated.
+    y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=F64)
+    with pytest.raises(physode.InvalidArgumentError, match=rf"d{half}/dt changed when only {half}"):
+        physode.odeint(_Declared(half), y0, [0.0, 1.0], method=method, step_size=0.1)
+
+
+def test_a_true_split_passes_the_probe_and_its_evaluations_are_counted():
+    y0, t = torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0]
+    solution = physode.solve(_Declared(None), y0, t, method="leapfrog", step_size=0.1)
+    assert solution.stats.n_steps == 10
+    # Three probe evaluations, then f(t0, y0) and two per step.
+    assert solution.stats.nfe == 3 + 1 + 2 * 10
+
+
+class _SeparableHNN(torch.nn.Module):
+    """H(q, p) = T(p) + V(q) with networks, differentiated by autograd: separable by design."""
+
+    separable, n_coordinates = True, 2
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.kinetic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(),
+                                           torch.nn.Linear(16, 1)).double()  # fmt: skip
+        self.potential = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(),
+                                             torch.nn.Linear(16, 1)).double()  # fmt: skip
+
+    def forward(self, t, y):
+        graph = torch.is_grad_enabled()  # keep the derivative's graph only where one is wanted
+        with torch.enable_grad():
+            y = y if y.requires_grad else y.detach().requires_grad_(True)
+            q, p = y[..., :2], y[..., 2:]
+            energy = (self.kinetic(p) + self.potential(q)).sum()
+            (grad,) = torch.autograd.grad(energy, y, create_graph=graph)
+        return torch.cat([grad[..., 2:], -grad[..., :2]], dim=-1)
+
+
+def test_a_separable_network_differentiated_by_autograd_passes_the_probe():
+    # The probe compares bit for bit: autograd's zero derivative of T(p) with respect to q must
+    # leave dp/dt exactly unchanged, with no tolerance to tune.
+    y0 = torch.randn(8, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    ys = physode.odeint(_SeparableHNN(), y0, [0.0, 0.5], method="yoshida4", step_size=0.05)
+    assert torch.isfinite(ys).all()

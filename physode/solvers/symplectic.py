@@ -9,9 +9,10 @@ from torch import Tensor
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
+from physode.solvers.loop import check_derivative
 from physode.solvers.rk import StepResult
 
-__all__ = ["Leapfrog", "Yoshida4", "check_separable"]
+__all__ = ["Leapfrog", "Yoshida4", "check_separable", "check_split"]
 
 
 def check_separable(func: object, method: str) -> int:
@@ -30,6 +31,37 @@ def check_separable(func: object, method: str) -> int:
             f"method={method!r}: func.n_coordinates must be a positive int, got {n!r}"
         )
     return int(n)
+
+
+def check_split(
+    func: Callable[[Tensor, Tensor], Tensor], t: Tensor, y0: Tensor, n: int, method: str
+) -> int:
+    """Probe the split that ``func`` declares; return the evaluations it made (three).
+
+    ``func`` is evaluated at ``y0``, at ``y0`` with only ``q`` shifted and at ``y0`` with only
+    ``v`` shifted. Where the split holds, ``dq/dt`` does not see the shift of ``q`` nor ``dv/dt``
+    that of ``v``: the compared values are then bit for bit the same, so no tolerance is needed.
+    Entries that are not finite are not compared. A ``func`` declaring ``separable = True``
+    whose split fails is refused: the symplectic method would integrate another system.
+    """
+    q, v = y0[..., :n], y0[..., n:]
+    with torch.no_grad():
+        f = func(t, y0)
+        check_derivative(f, y0)
+        shifted_q = func(t, torch.cat([q + 0.01 * (1.0 + q.abs()), v], dim=-1))
+        shifted_v = func(t, torch.cat([q, v + 0.01 * (1.0 + v.abs())], dim=-1))
+    for half, part, shifted in (("q", slice(None, n), shifted_q), ("v", slice(n, None), shifted_v)):
+        a, b = f[..., part], shifted[..., part]
+        if bool(((a != b) & torch.isfinite(a) & torch.isfinite(b)).any()):
+            raise InvalidArgumentError(
+                f"method={method!r}: func declares separable = True with n_coordinates={n}, but "
+                f"its d{half}/dt changed when only {half} did (at t={t.item():.6g}, from y0 with "
+                f"{half} shifted by 0.01 * (1 + |{half}|)): the split does not hold, so a "
+                "symplectic method would integrate another system. Use an adaptive method, e.g. "
+                "method='dop853', or correct func.separable. A random func (dropout in training "
+                "mode) fails this check too."
+            )
+    return 3
 
 
 class Leapfrog:
