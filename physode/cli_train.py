@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+from physode._checks import is_int
 from physode._errors import InvalidArgumentError, PhysodeError
 from physode._files import writable_folder, write_atomically
+from physode._threads import torch_threads
 from physode.train.config import (
     ADAPTIVE_METHODS,
     FIXED_STEP_METHODS,
@@ -181,6 +183,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, help="epochs between writes of last.pt (default 1)"
     )
     train.add_argument("--resume", help="continue the run saved in this checkpoint")
+    train.add_argument(
+        "--threads",
+        type=int,
+        metavar="K",
+        help="torch intra-op threads during the run (default 1: more were many times slower on "
+        "a busy 2-core machine; raise it for large models)",
+    )
 
     report = parser.add_argument_group("after training")
     report.add_argument("--t-end", type=float, help="roll out to this time (beyond the data)")
@@ -221,6 +230,9 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     if unknown:
         raise InvalidArgumentError(f"unknown [report] keys {unknown}; valid: {list(_REPORT_KEYS)}")
     extras.update({k: given[k] for k in ("t_end", "out", "quiet", "resume") if k in given})
+    extras["threads"] = given.get("threads", 1)
+    if not is_int(extras["threads"], least=1):
+        raise InvalidArgumentError(f"--threads must be positive, got {given['threads']!r}")
     data = given.get("data", document.get("data"))
     if data is None:
         raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
@@ -328,10 +340,18 @@ def _resume_hint(trainer: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    data, model_settings, train_settings, extras = _settings(args)
+    with torch_threads(extras["threads"]):
+        return _train_and_report(data, model_settings, train_settings, extras)
+
+
+def _train_and_report(
+    data: Any, model_settings: dict[str, Any], train_settings: dict[str, Any], extras: dict
+) -> int:
+    """Build, train, evaluate and save as the merged settings say; return the exit status."""
     from physode.train import Trainer, as_trajectories
     from physode.train.evaluate import rollout_times
 
-    data, model_settings, train_settings, extras = _settings(args)
     quiet = bool(extras.get("quiet", False))
     train_settings.setdefault("progress", not quiet)
     config = TrainConfig.from_mapping(train_settings)

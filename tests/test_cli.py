@@ -435,3 +435,26 @@ def test_an_interruption_while_the_parser_loads_is_one_line_and_status_130(capsy
     monkeypatch.setattr(physode.cli, "build_parser", interrupted)
     assert main(["systems"]) == 130
     assert capsys.readouterr().err == "physode: interrupted\n"
+
+
+@pytest.mark.parametrize("flag, threads", [([], 1), (["--threads", "2"], 2)])
+def test_train_runs_on_the_threads_asked_for_and_restores_them(
+    train_data, capsys, monkeypatch, flag, threads
+):
+    from physode.train import Trainer
+
+    fit, seen = Trainer.fit, []
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    before = torch.get_num_threads()
+    assert main(_train(train_data, *flag)) == 0
+    assert seen == [threads] and torch.get_num_threads() == before
+
+
+def test_train_refuses_threads_that_are_not_positive(train_data, capsys):
+    assert main(_train(train_data, "--threads", "0")) == 2
+    assert capsys.readouterr().err == "physode train: error: --threads must be positive, got 0\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.metadata
 import itertools
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError, PhysodeError
+from physode._threads import torch_threads
 from physode.data._store import (
     FLAG_DRIFT,
     FLAG_SOLVER_FAILED,
@@ -680,7 +680,7 @@ def simulate(
     """
     import physode
 
-    with _torch_threads(threads):
+    with torch_threads(threads):
         started = time.perf_counter()
         problems = _validate(
             trajectories=trajectories,
@@ -785,19 +785,6 @@ def simulate(
             workspace.release()
         workspace.remove()
         return SimulationResult(out, trajectories, *result, time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Set torch's intra-op threads for the block and restore them after (a value that is not a
-    positive integer changes nothing: :func:`_validate` reports it with the other settings)."""
-    previous = torch.get_num_threads()
-    if is_int(threads, least=1):
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_line, quiet):
