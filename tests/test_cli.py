@@ -407,6 +407,12 @@ def test_an_interrupted_train_says_which_checkpoint_resumes_it(
         return
     last = folder / "last.pt"
     assert f"{last} holds the run after epoch 2" in error and f"--resume {last}" in error
+    # Interrupted again at once, the resumed run still names the checkpoint it came from.
+    calls.clear()
+    calls += [None, None]
+    assert main([*argv, "--resume", str(last)]) == 130
+    error = capsys.readouterr().err
+    assert f"during epoch 3; {last} holds the run after epoch 2" in error
     monkeypatch.setattr(Trainer, "train_epoch", finish_epoch)
     out = tmp_path / "run"
     assert main([*argv, "--resume", str(last), "--out", str(out)]) == 0

@@ -129,8 +129,9 @@ class Trainer:
     epoch : int
         Epochs finished so far.
     last_checkpoint : tuple of (Path, int) or None
-        The ``last.pt`` that :meth:`fit` wrote most recently and the epoch it holds: where an
-        interrupted run continues from (``None`` before the first one).
+        Where an interrupted run continues from, and the epoch it holds: the ``last.pt`` that
+        :meth:`fit` wrote most recently, else the checkpoint :meth:`load_checkpoint` restored
+        (``None`` when there is neither).
 
     Raises
     ------
@@ -670,6 +671,7 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
+        self.last_checkpoint = (path, self.epoch)
         if self.config.log is not None:
             write_log(self.history, self.config.log)
 
