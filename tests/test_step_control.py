@@ -1,0 +1,134 @@
+"""The step-size controller and the error norm, held to the formulas their docstrings state, and
+the loop's use of them: every accepted step meets the tolerance, consecutive steps follow the PI
+controller, and a step shortened to land on an output does not shrink the steps after it.
+
+The accuracy tests elsewhere would pass with a looser controller too (a solution within its
+tolerance says little about how the steps were chosen); these pin the choices themselves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import physode
+from physode.solvers import Stats, Trace, integrate, make_stepper
+from physode.solvers.control import PIController, combined_ratio, error_ratio
+
+F64 = torch.float64
+
+
+def _time(s: float) -> torch.Tensor:
+    return torch.tensor(s, dtype=F64)
+
+
+def test_the_pi_gains_of_dopri5_are_hairers_defaults():
+    controller = PIController(q=5)  # error estimate of order 4, plus one
+    assert controller.beta == pytest.approx(0.04, rel=1e-15)
+    assert controller.alpha == pytest.approx(0.17, rel=1e-15)
+
+
+@pytest.mark.parametrize("ratio, previous", [(0.5, 0.8), (0.01, 0.3), (0.9, 1e-6), (1e-9, 0.5)])
+def test_after_an_accepted_step_the_factor_is_the_pi_formula(ratio, previous):
+    expected = min(10.0, max(0.2, 0.9 * ratio**-0.17 * max(previous, 1e-4) ** 0.04))
+    got = PIController(q=5).factor(ratio, previous, accepted=True)
+    assert got == pytest.approx(expected, rel=1e-14)
+
+
+@pytest.mark.parametrize("ratio", [1.0001, 1.3, 3.0, 1e6])
+def test_after_a_rejection_the_factor_ignores_the_previous_ratio_and_never_grows(ratio):
+    expected = min(1.0, max(0.2, 0.9 * ratio**-0.17))
+    for previous in (1e-6, 0.5, 1.0):
+        got = PIController(q=5).factor(ratio, previous, accepted=False)
+        assert got == pytest.approx(expected, rel=1e-14)
+
+
+def test_a_zero_error_grows_the_step_most_and_a_non_finite_one_shrinks_it_most():
+    controller = PIController(q=5)
+    assert controller.factor(0.0, 0.5, accepted=True) == 10.0
+    assert controller.factor(math.inf, 0.5, accepted=False) == 0.2
+    assert controller.factor(math.nan, 0.5, accepted=False) == 0.2
+
+
+def test_per_row_factors_are_the_scalar_ones_rounded_to_1e_6():
+    controller = PIController(q=5)
+    cases = [(0.5, 0.8, True), (0.01, 0.3, True), (0.0, 0.5, True), (1.3, 0.5, False),
+             (math.inf, 0.5, False), (math.nan, 0.5, False), (1e6, 1e-6, False)]  # fmt: skip
+    ratio, previous, accepted = (torch.tensor(column) for column in zip(*cases))
+    got = controller.factor_per_row(ratio.to(F64), previous.to(F64), accepted)
+    expected = torch.tensor([controller.factor(*case) for case in cases], dtype=F64)
+    torch.testing.assert_close(got, expected, rtol=0, atol=5.1e-7)
+
+
+def test_the_error_scale_takes_the_larger_end_of_the_step():
+    error = torch.tensor([1e-3], dtype=F64)
+    zero, ten = torch.zeros(1, dtype=F64), torch.tensor([10.0], dtype=F64)
+    expected = 1e-3 / (1e-6 + 1e-3 * 10.0)  # atol + rtol * max(|y0|, |y1|)
+    for y0, y1 in ((zero, ten), (ten, zero), (-ten, zero)):
+        got = error_ratio(error, None, y0, y1, rtol=1e-3, atol=1e-6).item()
+        assert got == pytest.approx(expected, rel=1e-14)
+
+
+def test_dop853s_two_estimates_combine_as_in_hairers_code():
+    # err = e5 / sqrt(n (e5 + 0.01 e3)), e5 and e3 the sums of squares of the scaled estimates.
+    e5, e3 = torch.tensor(4.0, dtype=F64), torch.tensor(900.0, dtype=F64)
+    expected = 4.0 / math.sqrt(3 * (4.0 + 0.01 * 900.0))
+    assert combined_ratio(e5, e3, 3).item() == pytest.approx(expected, rel=1e-14)
+
+
+def _van_der_pol(t, y):
+    x, v = y[..., 0], y[..., 1]
+    return torch.stack([v, 5.0 * (1.0 - x * x) * v - x], dim=-1)
+
+
+def _traced(func, y0, times, method="dopri5", tol=1e-6):
+    stepper, stats, trace = make_stepper(method), Stats(), Trace()
+    integrate(stepper, func, y0, times, rtol=tol, atol=tol, step_size=None, first_step=None,
+              max_steps=10**5, stats=stats, trace=trace)  # fmt: skip
+    ratios = []
+    for t, h, y in zip(trace.t, trace.h, trace.y):
+        step = stepper.step(func, t, y, h, func(_time(t), y), _time)
+        ratios.append(error_ratio(step.error, step.error_low, y, step.y1, tol, tol).item())
+    return stats, trace, ratios
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5", "dop853"])
+def test_every_accepted_step_meets_the_tolerance(method):
+    # Van der Pol at mu = 5 makes the controller overshoot often: the acceptance test, not the
+    # controller's aim, is what keeps the steps within the tolerance.
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    stats, _, ratios = _traced(_van_der_pol, y0, [0.0, 20.0], method)
+    assert stats.n_rejected >= 3
+    assert max(ratios) <= 1.0
+    assert max(ratios) > 0.6  # steps come close to the limit, so a looser test would show
+
+
+def test_consecutive_steps_follow_the_pi_controller():
+    # A smooth rotation: no step is rejected, so each step is the last one times the PI factor
+    # of the last two error ratios (the first after a ratio of 1, as if the step before fit).
+    def rotation(t, y):
+        return torch.stack([y[..., 1], -y[..., 0]], dim=-1)
+
+    stats, trace, ratios = _traced(rotation, torch.tensor([1.0, 0.0], dtype=F64), [0.0, 10.0])
+    assert stats.n_rejected == 0 and stats.n_steps >= 20
+    controller = PIController(q=5)
+    previous = [1.0, *ratios]
+    for n in range(1, len(trace.h) - 1):  # the last step is shortened to land on t = 10
+        expected = trace.h[n - 1] * controller.factor(ratios[n - 1], previous[n - 1], True)
+        assert trace.h[n] == pytest.approx(expected, rel=1e-12), n
+
+
+def test_a_step_shortened_to_land_on_an_output_does_not_shrink_the_steps_after_it():
+    # tsit5 lands on every output. Outputs at k and k + 1e-6 force a step of 1e-6 after each
+    # k; the steps after it go on at the natural size instead of growing back from 1e-6.
+    def decay(t, y):
+        return -0.3 * y
+
+    y0 = torch.ones(1, dtype=F64)
+    settings = {"method": "tsit5", "rtol": 1e-8, "atol": 1e-8}
+    alone = physode.solve(decay, y0, [0.0, 10.0], **settings).stats.n_steps
+    times = sorted([0.0, 10.0, *range(1, 10), *(k + 1e-6 for k in range(1, 10))])
+    crowded = physode.solve(decay, y0, times, **settings).stats.n_steps
+    assert crowded <= alone + 2 * 9 + 2, (alone, crowded)
