@@ -50,6 +50,20 @@ def test_injected_drift_is_measured_and_flagged_per_trajectory():
     torch.testing.assert_close(drift.max_rel_drift[1], expected / e0)
 
 
+def test_drift_is_measured_from_the_initial_value_at_every_time():
+    # Energy up by about 2 % halfway and 1 % at the end: the drift is the largest departure from
+    # the start (2 %), not the change over the whole span (1 %) nor one from the end.
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 2, 6.0)
+    ys = ys.clone()
+    ys[10, 0] *= 1.01
+    ys[-1, 0] *= 1.005
+    drift = conservation(osc, ys, t, tolerance=1e-6)["energy"]
+    energy = osc.invariants(ys[:, 0])["energy"]
+    torch.testing.assert_close(drift.max_abs_drift[0], (energy - energy[0]).abs().max())
+    torch.testing.assert_close(drift.max_abs_drift[0], (energy[10] - energy[0]).abs())
+
+
 def test_zero_momentum_is_divided_by_the_sum_of_body_momenta_not_zero():
     three = physode.systems.load("three_body")
     y0 = three.sample_initial_states(2, seed=0)

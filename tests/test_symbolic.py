@@ -53,6 +53,16 @@ def test_rayleigh_dissipation_and_generalized_forces_enter_the_equations():
     assert damped.energy_expression == m * v**2 / 2 + k * x**2 / 2
 
 
+def test_a_momentum_that_depends_on_time_adds_its_time_derivative():
+    # Caldirola-Kanai: L = exp(gamma t) (v^2 - omega^2 x^2) / 2. The momentum exp(gamma t) v
+    # depends on t, and d/dt of it makes the damping: a = -gamma v - omega^2 x.
+    x, v, g, w, t = sympy.symbols("x v gamma omega t")
+    lagrangian = sympy.exp(g * t) * (v**2 - w**2 * x**2) / 2
+    kanai = System.from_lagrangian(lagrangian, [x], {g: 0.3, w: 2.0}, velocities=[v])
+    assert sympy.simplify(kanai.equations["v"] - (-g * v - w**2 * x)) == 0
+    assert not kanai.conservative
+
+
 def _double_pendulum_lagrangian(t):
     q1, q2 = dynamicsymbols("theta1 theta2")
     m1, m2, l1, l2, g = sympy.symbols("m1 m2 l1 l2 g")
