@@ -672,3 +672,9 @@ def test_a_chunk_removed_during_the_run_is_a_physode_error_that_resume_mends(
     reference = tmp_path / "reference.h5"
     simulate(SYSTEM, out=reference, **settings)
     _assert_same_datasets(out, reference)
+
+
+def test_split_counts_round_the_fractions_and_the_test_split_takes_the_rest():
+    # 0.7 * 9 = 6.3 and 0.2 * 9 = 1.8 round to 6 and 2; truncating would give 6, 1 and 2.
+    parts = simulate_module.split_indices(9, (0.7, 0.2, 0.1), seed=0)
+    assert [len(parts[name]) for name in ("train", "val", "test")] == [6, 2, 1]

@@ -744,3 +744,15 @@ def test_integer_times_train_like_the_same_times_in_floating_point(tmp_path):
     assert histories[0] == histories[1]
     with pytest.raises(physode.InvalidArgumentError, match="states have dtype torch.int64"):
         Trainer(neural(), (torch.arange(11), ys.long()), _config(tmp_path))
+
+
+def test_the_loss_is_the_mean_squared_error_of_the_points_after_each_windows_start():
+    # The first point of a window is where its solve starts, so it is left out of the mean.
+    t, ys = spiral_data(n=3, points=6)
+    k = 0.5
+    trainer = Trainer(LinearDecay(k), (t, ys), epochs=1, batch_size=8, method="dop853",
+                      rtol=1e-12, atol=1e-12)  # fmt: skip
+    result = trainer.fit()  # one batch: the logged loss is the one at k = 0.5
+    predicted = ys[:, :1] * torch.exp(-k * t)[None, :, None]
+    expected = (predicted[:, 1:] - ys[:, 1:]).pow(2).mean()
+    assert result.history[0]["loss"] == pytest.approx(expected.item(), rel=1e-9)
