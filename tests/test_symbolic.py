@@ -681,3 +681,21 @@ def test_vector_field_options_of_the_wrong_kind_name_the_valid_parameters(option
     system = physode.systems.load("harmonic_oscillator")
     with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)):
         system.vector_field(**options)
+
+
+def test_half_integer_powers_beyond_three_halves_evaluate_as_numpy_does():
+    x, t = sympy.symbols("x t")
+    exprs = [x ** sympy.Rational(k, 2) for k in (7, 9, -7, -9, 5, -5)]
+    kernel = compile_kernel(exprs, [x], [], t)
+    y = torch.tensor([[0.3], [1.7], [2.5]], dtype=torch.float64)
+    got = kernel(torch.tensor(0.0, dtype=torch.float64), y, torch.zeros(0, dtype=torch.float64))
+    expected = torch.cat([y ** (k / 2) for k in (7, 9, -7, -9, 5, -5)], dim=-1)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+
+
+def test_generalized_forces_add_to_hamiltons_dp_dt():
+    q, p, k, c = sympy.symbols("q p k c")
+    damped = System.from_hamiltonian(p**2 / 2 + k * q**2 / 2, [q], [p], {k: 2.0, c: 0.3},
+                                     forces={q: -c * p})  # fmt: skip
+    assert sympy.simplify(damped.equations["p"] - (-k * q - c * p)) == 0
+    assert sympy.simplify(damped.equations["q"] - p) == 0
