@@ -756,3 +756,26 @@ def test_the_loss_is_the_mean_squared_error_of_the_points_after_each_windows_sta
     predicted = ys[:, :1] * torch.exp(-k * t)[None, :, None]
     expected = (predicted[:, 1:] - ys[:, 1:]).pow(2).mean()
     assert result.history[0]["loss"] == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_gradients_are_clipped_to_grad_clip_before_each_step():
+    t, ys = spiral_data()
+    trainer = Trainer(neural(), (t, ys), epochs=2, window=5, grad_clip=1e-3)
+    step, norms = trainer.optimizer.step, []
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.fit()
+    assert len(norms) > 4 and max(norms) <= 1e-3 * (1 + 1e-6)
+
+
+def test_batches_per_epoch_caps_the_batches_of_every_epoch():
+    t, ys = spiral_data()
+    trainer = Trainer(neural(), (t, ys), epochs=2, window=5, batch_size=2, batches_per_epoch=3)
+    assert len(trainer.train_windows) > 2 * 3  # more windows than the cap lets through
+    result = trainer.fit()
+    assert [row["n_batches"] for row in result.history] == [3, 3]
