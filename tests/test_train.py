@@ -424,6 +424,12 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
     assert exact.mse_within < 1e-14 and exact.mse_beyond < 1e-14
     wrong = rollout_report(lambda s, y: y @ (1.1 * A), data, horizon=2.0, conservation=False)
     assert 0 < wrong.mse_within < wrong.mse_beyond
+    # The sample at the horizon itself counts as within it.
+    assert bool((t == 2.0).any())
+    error = (wrong.predicted[:, 1:] - wrong.truth[:, 1:]).pow(2)
+    within = t[1:] <= 2.0
+    assert wrong.mse_within == pytest.approx(error[:, within].mean().item(), rel=1e-12)
+    assert wrong.mse_beyond == pytest.approx(error[:, ~within].mean().item(), rel=1e-12)
     assert len(wrong.mse_per_trajectory) == 2
     assert json.dumps(wrong.to_dict())
 
