@@ -15,8 +15,14 @@ import torch
 
 import physode
 from physode.solvers import Stats, Trace, integrate, make_stepper
-from physode.solvers.control import PIController, combined_ratio, error_ratio
-from physode.solvers.per_sample import PerSampleTrace, integrate_per_sample
+from physode.solvers.control import (
+    PIController,
+    combined_ratio,
+    error_ratio,
+    initial_step,
+    round_to_grid,
+)
+from physode.solvers.per_sample import PerSampleTrace, _initial_steps, integrate_per_sample
 
 F64 = torch.float64
 
@@ -211,3 +217,42 @@ def test_opt_disc_seminorm_leaves_the_parameter_gradients_out_of_the_error_contr
         solution.ys[-1].sum().backward()
         nfe[seminorm] = solution.stats.nfe_backward
     assert nfe[True] < nfe[False], nfe  # 44 and 56 when written
+
+
+# ----------------------------------------------------------------------------- first step
+
+
+def _first_step(func, y0: float, rtol=1e-6, atol=1e-6, order=5):
+    y = torch.tensor([y0], dtype=F64)
+    f0 = func(_time(0.0), y)
+    return initial_step(func, 0.0, y, f0, 1.0, order, rtol, atol, _time)
+
+
+def test_the_first_step_follows_hairers_algorithm():
+    # Hairer, Norsett & Wanner I, II.4 for y' = -y^3, y(0) = 1, order 5, rtol = atol = 1e-6.
+    scale = 1e-6 + 1e-6 * 1.0
+    d0 = d1 = 1.0 / scale
+    h0 = 0.01 * d0 / d1
+    f1 = -((1.0 - h0) ** 3)
+    d2 = abs(f1 + 1.0) / scale / h0
+    expected = min(100 * h0, (0.01 / max(d1, d2)) ** (1 / 6))
+    assert _first_step(lambda t, y: -(y**3), 1.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_first_step_grows_at_most_a_hundredfold_from_its_trial():
+    # From y = 0 the trial step is 1e-6; the estimate, 10^(1/6), is capped at 100 times that.
+    step = _first_step(lambda t, y: torch.full_like(y, 1e-9), 0.0)
+    assert step == pytest.approx(1e-4, rel=1e-12)
+
+
+def test_per_sample_first_steps_are_the_shared_loops_row_by_row():
+    def cubic(t, y):
+        return -(y**3)
+
+    y = torch.tensor([[1.0], [0.3], [2.0], [0.0]], dtype=F64)
+    t = torch.zeros(4, dtype=F64)
+    got = _initial_steps(cubic, t, y, cubic(t[:, None], y), 1.0, 5, 1e-6, 1e-6, (-1, 1))
+    for row in range(4):
+        # Rounded to 24 bits of mantissa, to keep each row's steps independent of its batch.
+        shared = round_to_grid(torch.tensor(_first_step(cubic, y[row, 0].item()), dtype=F64))
+        assert got[row].item() == shared.item()
