@@ -220,3 +220,18 @@ def test_fuzz_store_refuses_or_reads_unchanged_every_damaged_copy():
     assert done.returncode == 0, done.stdout + done.stderr
     counts = dict(line.split()[:2] for line in done.stdout.splitlines()[2:8])
     assert int(counts["refused"]) + int(counts["unchanged"]) == 25
+
+
+def test_mutation_check_mutants_match_the_source_and_a_few_are_caught():
+    # Every mutant's original text is still in the source (none is stale), and a quick sample
+    # runs end to end; the whole run is minutes long (see the script's docstring).
+    listed = subprocess.run([sys.executable, str(SCRIPTS / "mutation_check.py"), "--list"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert listed.stdout.rstrip().endswith(", 0 stale")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "mutation_check.py"), "--only", "_conservation"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 of 2 mutants caught" in done.stdout
