@@ -678,3 +678,22 @@ def test_split_counts_round_the_fractions_and_the_test_split_takes_the_rest():
     # 0.7 * 9 = 6.3 and 0.2 * 9 = 1.8 round to 6 and 2; truncating would give 6, 1 and 2.
     parts = simulate_module.split_indices(9, (0.7, 0.2, 0.1), seed=0)
     assert [len(parts[name]) for name in ("train", "val", "test")] == [6, 2, 1]
+
+
+def test_a_drift_that_is_not_a_number_is_flagged_as_drift(tmp_path, monkeypatch):
+    # An invariant that turns NaN along a successful solve (a singular expression, say) must
+    # not pass as "no drift": NaN compares false with any threshold.
+    measured = simulate_module.drift_per_trajectory
+
+    def nan_for_the_second(*args, **kwargs):
+        drifts = measured(*args, **kwargs)
+        for drift in drifts.values():
+            drift[1] = np.nan
+        return drifts
+
+    monkeypatch.setattr(simulate_module, "drift_per_trajectory", nan_for_the_second)
+    out = tmp_path / "nan_drift.h5"
+    result = simulate(SYSTEM, trajectories=3, out=out, **FAST)
+    assert result.n_drifted == 1 and result.n_failed == 0
+    with load(out) as data:
+        assert data.flags.tolist() == [0, 2, 0]

@@ -785,3 +785,20 @@ def test_batches_per_epoch_caps_the_batches_of_every_epoch():
     assert len(trainer.train_windows) > 2 * 3  # more windows than the cap lets through
     result = trainer.fit()
     assert [row["n_batches"] for row in result.history] == [3, 3]
+
+
+def test_the_truth_beyond_the_data_follows_each_trajectorys_own_parameters():
+    # Two pendulums of different lengths: the report's truth past the data continues each
+    # with its own l, as a solve at those parameters over the whole span does.
+    pendulum = physode.systems.load("pendulum")
+    params = torch.tensor([[1.0, 9.81, 1.0], [1.0, 9.81, 2.5]], dtype=torch.float64)
+    y0 = torch.tensor([[0.5, 0.0], [1.0, 0.3]], dtype=torch.float64)
+
+    def true_field(s, y):
+        return pendulum.rhs(s, y, params)
+
+    t_long = torch.linspace(0, 2, 21, dtype=torch.float64)
+    long = physode.odeint(true_field, y0, t_long, method="dop853", rtol=1e-11, atol=1e-11)
+    data = Trajectories(t_long[:11], long[:11].transpose(0, 1), params=params, system=pendulum)
+    report = rollout_report(true_field, data, t_end=2.0, conservation=False)
+    torch.testing.assert_close(report.truth, long.transpose(0, 1), rtol=0, atol=1e-8)
