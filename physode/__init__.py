@@ -27,8 +27,8 @@ from physode._errors import (
 )
 
 # Everything that needs torch, SymPy, h5py or matplotlib loads on first use: `import physode`
-# itself reads no more than the error classes, so the `physode` command answers `--help` at once
-# and Ctrl-C while torch loads stops it as any interruption does (one line, exit status 130).
+# itself reads no more than the error classes. So the `physode` command loads torch inside its
+# main(), where Ctrl-C while torch loads stops it as any interruption does (one line, exit 130).
 _SUBMODULES = (
     "data",
     "diagnostics",
