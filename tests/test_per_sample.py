@@ -328,3 +328,33 @@ def test_output_times_that_float32_cannot_tell_apart_are_refused(twin):
         sol = physode.solve(field, torch.ones(2, 1, dtype=torch.float64), [0.0, 1.0, 1.0 + 1e-9],
                             step_control="per-sample")  # fmt: skip
     assert sol.ys[2, 0, 0] < sol.ys[1, 0, 0]
+
+
+class _Forced:
+    """x'' + x = cos(2 t), on torch and as a NumPy twin: the stages' times matter."""
+
+    def __init__(self):
+        self.numpy_calls = 0
+
+    def __call__(self, t, z):
+        return torch.stack([z[..., 1], -z[..., 0] + torch.cos(2 * t[..., 0])], dim=-1)
+
+    def numpy(self, t, z):
+        self.numpy_calls += 1
+        return np.stack([z[..., 1], -z[..., 0] + np.cos(2 * t[..., 0])], axis=-1)
+
+
+@pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "tsit5", "bosh3"])
+def test_a_time_dependent_field_is_evaluated_at_each_stages_time(twin, method):
+    # From x = 1, v = 0 the solution is x = 4/3 cos t - cos(2 t) / 3.
+    forced = _Forced()
+    func = forced if twin else forced.__call__
+    z0 = torch.tensor([[1.0, 0.0]] * 3, dtype=torch.float64)
+    t = torch.linspace(0.0, 5.0, 6, dtype=torch.float64)
+    with torch.no_grad():
+        ys = physode.odeint(func, z0, t, method=method, rtol=1e-10, atol=1e-10,
+                            step_control="per-sample")  # fmt: skip
+    assert (forced.numpy_calls > 0) == twin
+    exact = 4 / 3 * torch.cos(t) - torch.cos(2 * t) / 3
+    torch.testing.assert_close(ys[..., 0], exact[:, None].expand(6, 3), rtol=0, atol=1e-8)
