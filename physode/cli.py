@@ -323,15 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()  # loads torch, which takes a moment: Ctrl-C may come now
-    except KeyboardInterrupt:
-        print("physode: interrupted", file=sys.stderr)
-        return 130
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.command_line = shlex.join(["physode", *argv])
-    try:
+        # Building the parser loads torch, which takes a moment: Ctrl-C may come then too.
+        # Usage errors and --help leave through SystemExit, which the handlers let pass.
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.command_line = shlex.join(["physode", *argv])
         return args.func(args)
     except PhysodeError as exc:
         print(f"physode: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
