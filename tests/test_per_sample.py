@@ -294,6 +294,20 @@ def test_per_sample_evaluation_counts_are_per_row_forward_and_backward():
     assert sol.stats.nfe_backward[0] < sol.stats.nfe_backward[1]  # the stiffer rows step more
 
 
+@pytest.mark.parametrize("gradient", ["disc-opt", None])
+def test_per_sample_backward_counts_are_per_row_when_there_is_no_replay(gradient):
+    # Disc-Opt replays nothing and a solve without gradient has no backward pass: their count
+    # is still one entry per row, zero, as every counter of a per-sample solve (it was int 0).
+    y0 = torch.ones(3, 2, dtype=torch.float64, requires_grad=gradient is not None)
+    sol = physode.solve(
+        lambda t, y: -y, y0, [0.0, 1.0], step_control="per-sample", gradient=gradient or "aca"
+    )
+    if gradient is not None:
+        sol.ys[-1].sum().backward()
+    assert isinstance(sol.stats.nfe_backward, torch.Tensor)
+    assert sol.stats.nfe_backward.tolist() == [0, 0, 0]
+
+
 @pytest.mark.parametrize("twin", [False, True], ids=["torch", "numpy"])
 def test_a_row_whose_step_is_below_the_resolution_of_t_underflows_alone(twin):
     # y' = -k y with k a constant state component. At t = 1e8 (resolution 1.5e-8) the row with

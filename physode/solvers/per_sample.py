@@ -410,6 +410,9 @@ def solve_per_sample(problem, mode, t_tensor: Tensor):
             f"step_control='per-sample' supports gradient='disc-opt' and 'aca', got {mode.name!r}; "
             "use step_control='shared' with Opt-Disc"
         )
+    stats = problem.stats
+    if not isinstance(stats.nfe_backward, Tensor):  # per row, as every counter (ACA adds to it)
+        stats.nfe_backward = torch.zeros(len(result.status), dtype=torch.int64)
     failed = int((result.status != Status.SUCCESS).sum())
     message = (
         "success"
