@@ -181,6 +181,25 @@ def test_max_steps_stops_the_solve_and_suggests_a_larger_limit():
     assert "max_steps=20" in str(error) and "max_steps=200" in str(error)
     assert error.solution.stats.n_steps == 20
     assert torch.isnan(error.solution.ys[1:]).all()
+    # A fixed-step solve has no tolerances to loosen; its step size is what to change.
+    assert "step_size" in str(error) and "rtol" not in str(error)
+
+
+def test_an_adaptive_solve_out_of_steps_suggests_looser_tolerances():
+    with pytest.raises(physode.SolverError) as info:
+        physode.solve(decay, Y0, [0.0, 1000.0], max_steps=5, rtol=1e-10, atol=1e-10)
+    assert "max_steps=5" in str(info.value) and "rtol/atol" in str(info.value)
+
+
+def test_an_opt_disc_backward_solve_out_of_steps_says_whose_max_steps_bounds_it():
+    y0 = Y0.clone().requires_grad_(True)
+    # The backward solve, at its own tight tolerances, needs far more steps than the forward.
+    ys = physode.odeint(
+        decay, y0, [0.0, 5.0], max_steps=30, rtol=1e-3, atol=1e-3,
+        gradient=physode.OptDisc(rtol=1e-12, atol=1e-12),
+    )
+    with pytest.raises(physode.SolverError, match="Opt-Disc backward.*the solve's max_steps"):
+        ys[-1].sum().backward()
 
 
 @pytest.mark.parametrize("method", ["dopri5", "rk4"])

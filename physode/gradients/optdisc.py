@@ -212,8 +212,9 @@ class _OptDiscFunction(torch.autograd.Function):
                     "Opt-Disc backward solve failed: "
                     + result.message
                     + " The backward solve uses OptDisc's own settings, e.g. "
-                    "physode.OptDisc(rtol=..., atol=...); where the state re-solved backward is "
-                    "unstable, physode.OptDisc(restart=True) restarts it from the stored outputs.",
+                    "physode.OptDisc(rtol=..., atol=...), and the solve's max_steps for all its "
+                    "intervals together; where the state re-solved backward is unstable, "
+                    "physode.OptDisc(restart=True) restarts it from the stored outputs.",
                     status=result.status,
                     t=result.t,
                     step_size=result.h,

@@ -146,6 +146,12 @@ def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptiv
         where = f"at t={t:.17g}, before the first step"
     else:
         where = f"at t={t:.17g} with step size {h:.3g}"
+    if status is Status.MAX_STEPS and not adaptive:
+        return (
+            f"max_steps={max_steps} steps reached {where}: the time span needs more steps of "
+            f"step_size. Raise max_steps (e.g. max_steps={10 * max_steps}), raise step_size, or "
+            "shorten the time span."
+        )
     if status is Status.MAX_STEPS:
         return (
             f"max_steps={max_steps} step attempts reached {where}. The problem may be stiff or the "
