@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -10,9 +9,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch._C import _functorch
+from torch.autograd import forward_ad
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, SolverError, positive_finite
+from physode._errors import InvalidArgumentError, SolverError, UnsupportedError, positive_finite
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.gradients.base import needs_gradient
 from physode.solvers import (
@@ -202,6 +203,11 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
             holders.append(cell.cell_contents)
         except ValueError:  # an empty cell
             continue
+    # Globals the function names: a branch on t or y may reach them only after the first
+    # evaluation, whose graph then does not show them.
+    code, scope = getattr(func, "__code__", None), getattr(func, "__globals__", None)
+    if code is not None and isinstance(scope, dict):
+        holders.extend(scope[name] for name in code.co_names if name in scope)
     for holder in holders:
         if isinstance(holder, nn.Module):
             found.extend(p for p in holder.parameters() if p.requires_grad)
@@ -246,6 +252,35 @@ def _check_devices(params: Sequence[Tensor], y0: Tensor) -> None:
                 f"a parameter of func (shape {tuple(p.shape)}) is on {p.device} but y0 is on "
                 f"{y0.device}; put both on one device, e.g. func.to(y0.device) for a module"
             )
+
+
+def _refuse_transforms(tensors: Sequence[Tensor], mode: str) -> None:
+    """Refuse differentiation that the solve would silently get wrong.
+
+    Forward mode (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``): the solver
+    evaluates ``func`` on detached copies of the state, which drop tangents. ``torch.func``'s
+    reverse transforms need an autograd function written for them, which ACA's and Opt-Disc's
+    are not; ``vmap`` cannot batch the solver's step-size decisions.
+    """
+    reverse = "torch.func.jacrev with gradient='disc-opt', or torch.autograd.functional.jacobian"
+    if any(forward_ad.unpack_dual(x).tangent is not None for x in tensors):
+        raise UnsupportedError(
+            "forward-mode differentiation (torch.func.jvp or jacfwd, torch.autograd.forward_ad) "
+            f"through a solve is not supported; take the derivatives in reverse mode: {reverse}"
+        )
+    if any(_functorch.is_batchedtensor(x) for x in tensors):
+        raise UnsupportedError(
+            "torch.func.vmap cannot batch a solve (each step's size depends on the state); "
+            "solve the batch at once instead: stack the initial states along a leading "
+            "dimension of y0"
+        )
+    if mode != "disc-opt" and any(_functorch.is_functorch_wrapped_tensor(x) for x in tensors):
+        raise UnsupportedError(
+            f"torch.func transforms (grad, jacrev) differentiate only gradient='disc-opt' "
+            f"solves, not gradient={mode!r}; pass gradient='disc-opt', or use "
+            "torch.autograd.grad or torch.autograd.functional.jacobian, which work with every "
+            "gradient mode"
+        )
 
 
 def _unique(tensors: Iterable[Tensor]) -> list[Tensor]:
@@ -379,6 +414,7 @@ def solve(
         raise InvalidArgumentError(
             f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
         )
+    _refuse_transforms([y0], mode.name)
     if not bool(torch.isfinite(y0).all()):
         raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
 
@@ -411,12 +447,13 @@ def solve(
         stats=stats,
     )
     _check_devices(problem.params, y0)
+    _refuse_transforms(problem.params, mode.name)
     # Disc-Opt records whatever func reaches as long as autograd is on, which it is whenever y0
     # requires grad; otherwise it too must look for tensors func reaches unseen. So must the
     # other modes, also for an nn.Module, which may use tensors that are not its parameters.
     discover = mode.name != "disc-opt" or not y0.requires_grad
     if params is None and discover and torch.is_grad_enabled():
-        # The loop starts from this evaluation, so finding the parameters costs nothing extra.
+        # The shared loop starts from this evaluation (the per-sample loops make their own).
         first = _first_evaluation(func, y0, times[0], step_control == "per-sample")
         stats.nfe += 1
         if isinstance(first, Tensor):
@@ -430,12 +467,12 @@ def solve(
     if needs_gradient(problem):
         solution = _solve(problem, mode, t_tensor, step_control)
     else:
-        # Nothing will ask for a gradient: inference mode roughly halves torch's per-operation
-        # overhead, which dominates solves of small states. The results are copied out of it so
-        # they behave as ordinary tensors afterwards (in-place updates, later autograd graphs).
-        with torch.inference_mode():
+        # Nothing will ask for a gradient. Not inference mode, though it would save about a
+        # sixth of torch's per-operation overhead: a func may use autograd inside (a Hamiltonian
+        # network), or build and keep a tensor on first use that later training must differentiate
+        # through. A caller whose func does neither may wrap the call in inference mode.
+        with torch.no_grad():
             solution = _solve(problem, mode, t_tensor, step_control)
-        solution = _ordinary(solution)
     # Per-sample solves report failures row by row in their status, never as one exception.
     if throw and step_control == "shared" and not solution.success:
         _raise(solution)
@@ -467,23 +504,6 @@ def _raise(solution: Solution):
         t=solution.t_final,
         step_size=solution.h_final,
         solution=solution,
-    )
-
-
-def _ordinary(solution: Solution) -> Solution:
-    """``solution`` with its tensors copied out of inference mode."""
-    def copy(x):
-        return x.clone() if isinstance(x, Tensor) else x
-
-    stats = solution.stats
-    for name in ("n_steps", "n_rejected", "nfe"):
-        setattr(stats, name, copy(getattr(stats, name)))
-    return dataclasses.replace(
-        solution,
-        ys=copy(solution.ys),
-        status=copy(solution.status),
-        t_final=copy(solution.t_final),
-        h_final=copy(solution.h_final),
     )
 
 
