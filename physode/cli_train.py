@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
 import sys
 import tomllib
 from pathlib import Path
@@ -16,8 +17,9 @@ from typing import Any
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, PhysodeError
+from physode._errors import InvalidArgumentError, PhysodeError, SolverError
 from physode._files import writable_folder, write_atomically
+from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.train.config import (
     ADAPTIVE_METHODS,
@@ -33,7 +35,22 @@ _MODEL_KEYS = (
     "kind", "system", "learnable", "init", "width", "depth", "activation", "aphynity",
     "aphynity_lambda", "aphynity_tau",
 )
-_REPORT_KEYS = ("t_end", "out", "quiet", "resume")
+# Which model kinds each [model] setting applies to (the others apply to all).
+_APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "system": ("physics", "hybrid"), "learnable": ("physics", "hybrid"),
+    "init": ("physics", "hybrid"), "width": ("neural", "hybrid"), "depth": ("neural", "hybrid"),
+    "activation": ("neural", "hybrid"), "aphynity": ("hybrid",),
+    "aphynity_lambda": ("hybrid",), "aphynity_tau": ("hybrid",),
+}
+_APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau")
+# The [report] settings, each with its type check and the type's name in TOML.
+_REPORT_TYPES: dict[str, tuple[Any, str]] = {
+    "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
+    "out": (lambda v: isinstance(v, str), "a string (a folder)"),
+    "quiet": (lambda v: isinstance(v, bool), "true or false"),
+    "resume": (lambda v: isinstance(v, str), "a string (a checkpoint file)"),
+}
+_REPORT_KEYS = tuple(_REPORT_TYPES)
 _MODEL_DEFAULTS: dict[str, Any] = {
     "kind": "hybrid", "system": None, "learnable": None, "init": {}, "width": 64, "depth": 2,
     "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0, "aphynity_tau": 1.0,
@@ -176,7 +193,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     train.add_argument("--dtype", choices=("float32", "float64"), help="default: the data set's")
     train.add_argument("--device", help="where to train: cpu (default), cuda, cuda:1...")
-    train.add_argument("--seed", type=int, help="seed of the window shuffling (default 0)")
+    train.add_argument(
+        "--seed", type=int, help="seed of the network's initial weights and the window shuffling "
+        "(default 0)"
+    )
     train.add_argument("--log", help="per-epoch log, .csv or .json")
     train.add_argument("--checkpoint-dir", help="folder for last.pt and best.pt")
     train.add_argument(
@@ -194,13 +214,20 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     report = parser.add_argument_group("after training")
     report.add_argument("--t-end", type=float, help="roll out to this time (beyond the data)")
     report.add_argument("--out", help="folder for model.pt and report.json")
-    report.add_argument("--quiet", "-q", action="store_true", help="no progress bar or tables")
+    report.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="no progress bar or tables (the bar shows only when standard error is a terminal)",
+    )
     parser.set_defaults(func=run_train)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], dict]:
-    """Merge --config and the command line: (data, model settings, train settings, extras)."""
+    """Merge --config and the command line: (data, model settings, train settings, extras).
+
+    The model settings carry ``"given"``: for each setting set by the command line or the
+    config, how the user wrote it (``--width``, ``[model] width``).
+    """
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     document: dict[str, Any] = {}
     if "config" in given:
@@ -221,15 +248,16 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     unknown = sorted(set(model) - set(_MODEL_KEYS))
     if unknown:
         raise InvalidArgumentError(f"unknown [model] keys {unknown}; valid: {list(_MODEL_KEYS)}")
+    written = {k: f"[model] {k}" for k in document.get("model", {})}
+    written.update({k: _flag(k) for k in _MODEL_KEYS if k in given})
     model.update({k: given[k] for k in _MODEL_KEYS if k in given})
+    model["given"] = written
     train = dict(document.get("train", {}))
     train_keys = set(TrainConfig.__dataclass_fields__)
     train.update({k: v for k, v in given.items() if k in train_keys})
     extras = {**document.get("report", {})}
-    unknown = sorted(set(extras) - set(_REPORT_KEYS))
-    if unknown:
-        raise InvalidArgumentError(f"unknown [report] keys {unknown}; valid: {list(_REPORT_KEYS)}")
-    extras.update({k: given[k] for k in ("t_end", "out", "quiet", "resume") if k in given})
+    _check_report(extras)
+    extras.update({k: given[k] for k in _REPORT_KEYS if k in given})
     extras["threads"] = given.get("threads", 1)
     if not is_int(extras["threads"], least=1):
         raise InvalidArgumentError(f"--threads must be positive, got {given['threads']!r}")
@@ -237,6 +265,11 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     if data is None:
         raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
     return data, model, train, extras
+
+
+def _flag(key: str) -> str:
+    """The command-line option of a [model] setting: ``aphynity_tau`` is ``--aphynity-tau``."""
+    return "--model" if key == "kind" else "--" + key.replace("_", "-")
 
 
 def _check_tables(config: str, document: dict[str, Any]) -> None:
@@ -250,8 +283,59 @@ def _check_tables(config: str, document: dict[str, Any]) -> None:
             )
 
 
+def _check_report(table: dict[str, Any]) -> None:
+    """Refuse unknown keys of a config's [report] table and values of the wrong type."""
+    unknown = sorted(set(table) - set(_REPORT_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"unknown [report] keys {unknown}; valid: {list(_REPORT_KEYS)}")
+    problems = [
+        f"{key} = {value!r} must be {_REPORT_TYPES[key][1]}"
+        for key, value in table.items()
+        if not _REPORT_TYPES[key][0](value)
+    ]
+    if problems:
+        raise InvalidArgumentError(f"[report]: {'; '.join(problems)}")
+
+
+def _check_applicable(settings: dict[str, Any]) -> None:
+    """Refuse settings the chosen model kind would ignore, naming the models they apply to.
+
+    ``aphynity = false`` is no setting to refuse: it asks for what every model does anyway.
+    """
+    _check_kind(settings)
+    kind = settings["kind"]
+    given = settings.get("given", {})
+    problems = []
+    for key, written in given.items():
+        if key == "aphynity" and settings[key] is False:
+            continue
+        kinds = _APPLIES_TO.get(key, MODEL_KINDS)
+        if kind not in kinds:
+            problems.append(f"{written} (applies to {' and '.join(kinds)} models)")
+        elif key in _APHYNITY_KEYS and settings["aphynity"] is not True:
+            problems.append(f"{written} (applies to hybrid models with --aphynity)")
+    if problems:
+        raise InvalidArgumentError(
+            f"settings that do not apply to a {kind} model: {', '.join(problems)}; drop them or "
+            "choose the model they apply to"
+        )
+
+
+def _check_kind(settings: dict[str, Any]) -> None:
+    """Refuse an unknown model kind, or an ``aphynity`` that is not a boolean."""
+    if settings["kind"] not in MODEL_KINDS:
+        raise InvalidArgumentError(
+            f"model kind {settings['kind']!r}; choose one of {list(MODEL_KINDS)}"
+        )
+    if not isinstance(settings["aphynity"], bool):
+        raise InvalidArgumentError(f"aphynity = {settings['aphynity']!r} must be true or false")
+
+
 def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn.Module:
     """The model that ``physode train`` trains, from its ``[model]`` settings.
+
+    Only the parts the kind uses are built: a physics model has no network. The weights come
+    from torch's global random generator; ``physode train`` seeds it with ``--seed``.
 
     Parameters
     ----------
@@ -263,23 +347,43 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     n_state : int
         The data's state dimension.
 
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For an unknown kind, a physics or hybrid model without a system, a physics model
+        without learnable parameters, or bad settings of its parts.
+
     Examples
     --------
     >>> model = build_model({**_MODEL_DEFAULTS, "kind": "neural"}, None, 2)
     >>> type(model).__name__
     'NeuralODE'
     """
-    from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
+    from physode.models import Aphynity, Hybrid, NeuralODE
+
+    _check_kind(settings)
+    kind = settings["kind"]
+    if kind != "physics":
+        neural = NeuralODE(
+            n_state, settings["width"], settings["depth"], settings["activation"],
+            zero_output=kind == "hybrid",
+        )
+        if kind == "neural":
+            return neural
+    physics = _physics_model(settings, system)
+    if kind == "physics":
+        return physics
+    aphynity = None
+    if settings["aphynity"]:
+        aphynity = Aphynity(settings["aphynity_lambda"], settings["aphynity_tau"])
+    return Hybrid(physics, neural, aphynity=aphynity)
+
+
+def _physics_model(settings: dict[str, Any], system: Any) -> torch.nn.Module:
+    """The physics part of a physics or hybrid model."""
+    from physode.models import PhysicsModel
 
     kind = settings["kind"]
-    if kind not in MODEL_KINDS:
-        raise InvalidArgumentError(f"model kind {kind!r}; choose one of {list(MODEL_KINDS)}")
-    neural = NeuralODE(
-        n_state, settings["width"], settings["depth"], settings["activation"],
-        zero_output=kind == "hybrid",
-    )
-    if kind == "neural":
-        return neural
     physics_system = settings["system"] or system
     if physics_system is None:
         raise InvalidArgumentError(
@@ -293,13 +397,30 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
         raise InvalidArgumentError(
             "a physics model needs --learnable NAMES (the physical parameters to fit)"
         )
-    physics = PhysicsModel(physics_system, learnable, init=settings["init"] or None)
-    if kind == "physics":
-        return physics
-    aphynity = None
-    if settings["aphynity"]:
-        aphynity = Aphynity(settings["aphynity_lambda"], settings["aphynity_tau"])
-    return Hybrid(physics, neural, aphynity=aphynity)
+    return PhysicsModel(physics_system, learnable, init=settings["init"] or None)
+
+
+def model_record(settings: dict[str, Any], system: Any) -> dict[str, Any]:
+    """The settings that built the model: those its kind uses, the system resolved to the
+    data set's where none was given. ``report.json`` and checkpoints keep it; a resumed run
+    must match it.
+
+    Examples
+    --------
+    >>> model_record({**_MODEL_DEFAULTS, "kind": "neural"}, None)
+    {'kind': 'neural', 'width': 64, 'depth': 2, 'activation': 'tanh'}
+    """
+    kind = settings["kind"]
+    record = {
+        k: settings[k] for k in _MODEL_KEYS if kind in _APPLIES_TO.get(k, MODEL_KINDS)
+        and (settings["aphynity"] or k not in _APHYNITY_KEYS)
+    }
+    if "system" in record:
+        chosen = record["system"] or system
+        record["system"] = chosen if isinstance(chosen, str) else getattr(chosen, "name", None)
+        record["learnable"] = list(record["learnable"] or [])
+        record["init"] = dict(record["init"] or {})
+    return record
 
 
 def _check_out(out: Any) -> None:
@@ -341,23 +462,31 @@ def _resume_hint(trainer: Any) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     data, model_settings, train_settings, extras = _settings(args)
-    with torch_threads(extras["threads"]):
+    # The run seeds torch's global generator (the network's initial weights) with --seed in a
+    # fork of it, so that a caller's generator is left as it was.
+    with torch_threads(extras["threads"]), torch.random.fork_rng(devices=[]):
         return _train_and_report(data, model_settings, train_settings, extras)
 
 
 def _train_and_report(
     data: Any, model_settings: dict[str, Any], train_settings: dict[str, Any], extras: dict
 ) -> int:
-    """Build, train, evaluate and save as the merged settings say; return the exit status."""
+    """Build, train, save, evaluate and report as the merged settings say; return the exit
+    status. The model is saved before the evaluation, which can fail, and the printing, which
+    can meet a closed pipe."""
     from physode.train import Trainer, as_trajectories
     from physode.train.evaluate import rollout_times
 
-    quiet = bool(extras.get("quiet", False))
-    train_settings.setdefault("progress", not quiet)
+    quiet = extras.get("quiet", False)
+    train_settings.setdefault("progress", progress_wanted(quiet))
     config = TrainConfig.from_mapping(train_settings)
+    _check_applicable(model_settings)
     stored = as_trajectories(data, split="train")
+    torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     model = build_model(model_settings, stored.system, stored.n_state)
+    record = model_record(model_settings, stored.system)
     trainer = Trainer(model, data, config)
+    trainer.metadata = {f"model.{k}": v for k, v in record.items()}
     # What would fail after training fails before it: a bad --t-end or --out, no test data.
     rollout_times(trainer.train_data.t, extras.get("t_end"))
     if extras.get("out") is not None:
@@ -368,31 +497,23 @@ def _train_and_report(
             "trained model on; simulate it with a split that holds some out, e.g. "
             "--split 0.8,0.1,0.1"
         )
-    if extras.get("resume"):
+    if extras.get("resume") is not None:
         trainer.load_checkpoint(extras["resume"])
     try:
         result = trainer.fit()
     except KeyboardInterrupt:
         print(f"physode train: interrupted{_resume_hint(trainer)}", file=sys.stderr)
         return 130
-    report = trainer.evaluate(t_end=extras.get("t_end"))
-    if not quiet:
-        last = result.history[-1]
-        val = "none" if last["val_loss"] is None else f"{last['val_loss']:.4e}"
-        print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s; "
-              f"final loss {last['loss']:.4e}, validation loss {val}")
-        if result.physical_parameters:
-            learned = ", ".join(f"{k} = {v:.6g}" for k, v in result.physical_parameters.items())
-            print(f"learned parameters: {learned}")
-        print(report)
-    if extras.get("out") is not None:
-        out = Path(extras["out"])
+    out = None if extras.get("out") is None else Path(extras["out"])
+    if out is not None:
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
         write_atomically(out / "model.pt", lambda tmp: torch.save(weights, tmp), "model")
+    report = _evaluate(trainer, extras.get("t_end"), out)
+    if out is not None:
         summary = {
             "config": config.to_dict(),
-            "model": model_settings,
+            "model": record,
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
@@ -404,6 +525,41 @@ def _train_and_report(
         }
         text = json.dumps(summary, indent=1, default=str)
         write_atomically(out / "report.json", lambda tmp: tmp.write_text(text), "report")
+    if not quiet:
+        _print_summary(result, report)
     return 0
 
 
+def _evaluate(trainer: Any, t_end: float | None, out: Path | None) -> Any:
+    """The trained model's rollout report; a failed rollout is refused with what was kept and
+    what to try (the solver's own advice names settings that ``physode train`` does not have)."""
+    try:
+        return trainer.evaluate(t_end=t_end)
+    except PhysodeError as exc:
+        if out is not None:
+            kept = f"{out / 'model.pt'} was saved"
+        elif trainer.last_checkpoint is not None:
+            kept = f"{trainer.last_checkpoint[0]} holds the run (--out DIR saves model.pt)"
+        else:
+            kept = "nothing was saved (--out DIR saves model.pt)"
+        until = "over the data's times" if t_end is None else f"to t_end={t_end:g}"
+        cause = str(exc).rstrip(".")
+        if isinstance(exc, SolverError):  # its first sentence; the rest advises solver settings
+            cause = cause.split(". ")[0]
+        raise PhysodeError(
+            f"training finished and {kept}, but the rollout of the test trajectories {until} "
+            f"failed: {cause}. The trained model may not stay bounded that long: try a shorter "
+            "--t-end, or train it further or more gently (more --epochs, a smaller --lr)"
+        ) from exc
+
+
+def _print_summary(result: Any, report: Any) -> None:
+    """Print the training summary, the learned parameters and the rollout report."""
+    last = result.history[-1]
+    val = "none" if last["val_loss"] is None else f"{last['val_loss']:.4e}"
+    print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s; "
+          f"final loss {last['loss']:.4e}, validation loss {val}")
+    if result.physical_parameters:
+        learned = ", ".join(f"{k} = {v:.6g}" for k, v in result.physical_parameters.items())
+        print(f"learned parameters: {learned}")
+    print(report)

@@ -522,7 +522,8 @@ def test_physode_train_trains_from_flags_and_writes_model_and_report(lotka_volte
     assert report["rollout"]["mse"] >= 0
     assert len(json.loads((tmp_path / "log.json").read_text())) == 2
     resumed = _cli([str(lotka_volterra_h5), "--model", "physics", "--learnable", "alpha,delta",
-                    "--optimizer", "lbfgs", "--lr", "1", "--epochs", "3", "--batch-size", "8",
+                    "--init", "alpha=1.0,delta=2.0", "--optimizer", "lbfgs", "--lr", "1",
+                    "--epochs", "3", "--batch-size", "8",
                     "--resume", str(tmp_path / "ckpt" / "last.pt"), "--quiet"])  # fmt: skip
     assert run_train(resumed) == 0
 

@@ -12,7 +12,6 @@ import os
 import platform
 import shlex
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError, PhysodeError
+from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.data._store import (
     FLAG_DRIFT,
@@ -794,7 +794,7 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
     run_id = sha256_text(json.dumps(run, sort_keys=True))
     t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
     n_chunks = math.ceil(n / size)
-    disable = quiet or not sys.stderr.isatty()
+    disable = not progress_wanted(quiet)
     resumed = 0
     with tqdm(total=n, unit="traj", desc=system.name, disable=disable, smoothing=0.1) as bar:
         for k in range(n_chunks):

@@ -132,6 +132,10 @@ class Trainer:
         Where an interrupted run continues from, and the epoch it holds: the ``last.pt`` that
         :meth:`fit` wrote most recently, else the checkpoint :meth:`load_checkpoint` restored
         (``None`` when there is neither).
+    metadata : dict
+        Plain values that describe the run beyond its settings, e.g. how the model was built
+        (``physode train`` keeps its model settings here); saved in checkpoints.
+        :meth:`load_checkpoint` refuses a checkpoint whose metadata differ, naming each key.
 
     Raises
     ------
@@ -252,6 +256,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.loss_scale: float | None = None
         self.last_checkpoint: tuple[Path, int] | None = None
+        self.metadata: dict[str, Any] = {}
         self.train_windows = self._windows(self.train_data, config.window_stride)
         self.val_windows = (
             None if self.val_data is None else self._windows(self.val_data, self.length - 1)
@@ -467,11 +472,11 @@ class Trainer:
                 self.epoch += 1
                 self._after_epoch(row, val)
                 if bar is not None:
-                    bar.update(1)
                     shown = {"loss": f"{row['loss']:.3g}"}
                     if val is not None:
                         shown["val"] = f"{val:.3g}"
-                    bar.set_postfix(shown)
+                    bar.set_postfix(shown, refresh=False)  # drawn by update, with its epoch
+                    bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
@@ -584,6 +589,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "loss_scale": self.loss_scale,
             "config": self.config.to_dict(),
+            "metadata": dict(self.metadata),
         }
 
     def held_out_data(self, test_data: Any = None) -> Trajectories | None:
@@ -631,7 +637,8 @@ class Trainer:
         ------
         physode.InvalidArgumentError
             If the file is missing, damaged or not a physode checkpoint, or was saved with
-            different settings or another model.
+            different settings, other :attr:`metadata` (where both it and this trainer have
+            some) or another model.
         """
         path = Path(path)
         state = _read_checkpoint(path)
@@ -642,8 +649,10 @@ class Trainer:
         # A setting added after the checkpoint was written had its default value then.
         saved = {**TrainConfig().to_dict(), **state["config"]}
         differ = [k for k in keys if saved.get(k) != mine.get(k)]
-        if differ:
-            pairs = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ)
+        changes = [f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ]
+        changes += _metadata_changes(state.get("metadata"), self.metadata)
+        if changes:
+            pairs = ", ".join(changes)
             if "epochs" in differ:
                 pairs += "; lr_schedule='cosine' anneals over the run's epochs"
             raise InvalidArgumentError(
@@ -660,7 +669,7 @@ class Trainer:
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             raise InvalidArgumentError(
                 f"cannot resume {path}: its model or optimiser does not fit this trainer's "
-                f"({_first_line(exc)}); build the trainer with the saved run's model"
+                f"({_all_lines(exc)}); build the trainer with the saved run's model"
             ) from None
         self.epoch = state["epoch"]
         self.history = list(state["history"])
@@ -672,6 +681,8 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
         self.last_checkpoint = (path, self.epoch)
+        if isinstance(state.get("metadata"), dict) and state["metadata"]:
+            self.metadata = dict(state["metadata"])
         if self.config.log is not None:
             write_log(self.history, self.config.log)
 
@@ -713,6 +724,23 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _all_lines(exc: BaseException) -> str:
+    """Every line of ``exc``'s message on one line: load_state_dict's names the keys below its
+    first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
+
+
+def _metadata_changes(saved: Any, mine: dict[str, Any]) -> list[str]:
+    """``"key: then -> now"`` for each key whose value differs between a checkpoint's metadata
+    and the trainer's; none where either has no metadata (older checkpoints, plain trainers)."""
+    if not (isinstance(saved, dict) and saved and mine):
+        return []
+    keys = [*mine, *(k for k in saved if k not in mine)]
+    differ = [k for k in keys if saved.get(k) != mine.get(k)]
+    return [f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ]
 
 
 def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:

@@ -1,0 +1,320 @@
+"""Tests of ``physode train`` (physode/cli_train.py): repeatable runs, resume checks of the model
+settings, saving before the evaluation, [report] types, the progress bar, settings that do not
+apply to the chosen model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import physode
+import physode.cli
+import physode.data
+import physode.systems
+from physode.cli import main
+from physode.cli_train import _MODEL_DEFAULTS, build_model
+from physode.models import NeuralODE, PhysicsModel
+from physode.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1."""
+    path = tmp_path_factory.mktemp("cli_train") / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
+                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    return path
+
+
+def _train(data, *argv: str) -> list[str]:
+    return ["train", str(data), "--epochs", "1", "--window", "5", "--quiet", *argv]
+
+
+def _neural(data, *argv: str) -> list[str]:
+    return _train(data, "--model", "neural", "--width", "8", "--depth", "1", *argv)
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: error: ") and err.count("\n") == 1, err
+    return err
+
+
+# ------------------------------------------------------------------ --seed
+
+
+def test_the_same_command_twice_gives_the_same_weights_and_losses(data, tmp_path):
+    for run in ("a", "b"):
+        assert main(_neural(data, "--seed", "5", "--out", str(tmp_path / run))) == 0
+    first, second = (torch.load(tmp_path / run / "model.pt") for run in ("a", "b"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    losses = [json.loads((tmp_path / run / "report.json").read_text())["final_loss"]
+              for run in ("a", "b")]  # fmt: skip
+    assert losses[0] == losses[1]
+
+
+def test_another_seed_starts_from_other_weights(data, tmp_path):
+    weights = []
+    for seed in ("0", "1"):
+        out = tmp_path / seed
+        assert main(_neural(data, "--seed", seed, "--out", str(out))) == 0
+        weights.append(torch.load(out / "model.pt")["net.net.0.weight"])
+    assert not torch.equal(*weights)
+
+
+def test_a_run_leaves_the_callers_random_generator_as_it_was(data):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert main(_neural(data)) == 0
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+# ------------------------------------------------------------------ --resume
+
+
+@pytest.fixture
+def own_system(tmp_path):
+    """The catalogue's harmonic oscillator as a file of one's own: the same shapes."""
+    path = tmp_path / "oscillator.toml"
+    path.write_text(physode.systems.path("harmonic_oscillator").read_text(encoding="utf-8"))
+    return str(path)
+
+
+HYBRID = ["--model", "hybrid", "--width", "8", "--depth", "1", "--learnable", "k"]
+APHYNITY = [*HYBRID, "--aphynity", "--aphynity-tau", "10"]
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "named"),
+    [
+        (APHYNITY, HYBRID, "model.aphynity: True -> False"),
+        (APHYNITY, [*HYBRID, "--aphynity", "--aphynity-tau", "100"],
+         "model.aphynity_tau: 10.0 -> 100.0"),  # fmt: skip
+        (APHYNITY, [*APHYNITY, "--aphynity-lambda", "2"], "model.aphynity_lambda: 1.0 -> 2.0"),
+        (HYBRID, [*HYBRID, "--activation", "relu"], "model.activation: 'tanh' -> 'relu'"),
+        (HYBRID, [*HYBRID[:-1], "m,k"], "model.learnable: ['k'] -> ['m', 'k']"),
+        (HYBRID, [*HYBRID, "--system", "{own}"], "model.system: 'harmonic_oscillator' -> '"),
+        (HYBRID, ["--model", "neural", "--width", "8", "--depth", "1"],
+         "model.kind: 'hybrid' -> 'neural'"),  # fmt: skip
+    ],
+)
+def test_a_resume_with_other_model_settings_is_refused_naming_each(
+    data, tmp_path, capsys, own_system, first, then, named
+):
+    checkpoints = tmp_path / "ckpt"
+    assert main(_train(data, *first, "--checkpoint-dir", str(checkpoints))) == 0
+    then = [a.format(own=own_system) for a in then]
+    resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2"]
+    assert main(_train(data, *then, *resume)) == 2
+    err = _error(capsys)
+    assert "settings differ from the saved run" in err and named in err
+
+
+def test_a_resume_with_the_same_model_settings_continues_the_run(data, tmp_path, own_system):
+    checkpoints = tmp_path / "ckpt"
+    first = [*APHYNITY, "--system", own_system, "--init", "k=1.5"]
+    assert main(_train(data, *first, "--checkpoint-dir", str(checkpoints))) == 0
+    resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2", "--out", str(tmp_path)]
+    assert main(_train(data, *first, *resume)) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["epochs"] == 2
+
+
+def test_a_checkpoint_without_model_settings_still_resumes(data, tmp_path):
+    # Checkpoints written before physode train stored its model settings hold none.
+    checkpoints = tmp_path / "ckpt"
+    assert main(_neural(data, "--checkpoint-dir", str(checkpoints))) == 0
+    state = torch.load(checkpoints / "last.pt")
+    del state["metadata"]
+    torch.save(state, checkpoints / "last.pt")
+    assert main(_neural(data, "--resume", str(checkpoints / "last.pt"), "--epochs", "2")) == 0
+
+
+def test_a_checkpoint_of_another_shape_is_refused_naming_the_mismatched_keys(data, tmp_path):
+    trainer = Trainer(NeuralODE(2, width=8, depth=1), data, epochs=1)
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    wider = Trainer(NeuralODE(2, width=16, depth=1), data, epochs=1)
+    with pytest.raises(physode.InvalidArgumentError, match="size mismatch for net.net.0.weight"):
+        wider.load_checkpoint(path)
+
+
+def test_trainer_metadata_is_saved_restored_and_compared(data, tmp_path):
+    trainer = Trainer(NeuralODE(2, width=8, depth=1), data, epochs=1)
+    trainer.metadata = {"built_by": "me"}
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    plain = Trainer(NeuralODE(2, width=8, depth=1), data, epochs=1)
+    plain.load_checkpoint(path)  # a trainer without metadata does not compare them
+    assert plain.metadata == {"built_by": "me"}
+    other = Trainer(NeuralODE(2, width=8, depth=1), data, epochs=1)
+    other.metadata = {"built_by": "you"}
+    with pytest.raises(physode.InvalidArgumentError, match="built_by: 'me' -> 'you'"):
+        other.load_checkpoint(path)
+
+
+# ------------------------------------------------------------------ saving before evaluating
+
+
+def _failing_rollout(self, *args, **kwargs):
+    raise physode.SolverError(
+        "max_steps=100000 step attempts reached at t=7.5 with step size 1e-05. The problem may "
+        "be stiff or the tolerances too tight: raise max_steps (e.g. max_steps=1000000)",
+        status=physode.Status.MAX_STEPS, t=7.5, step_size=1e-5,
+    )
+
+
+def test_a_failed_evaluation_keeps_the_trained_model_and_says_what_to_try(
+    data, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(Trainer, "evaluate", _failing_rollout)
+    out, log = tmp_path / "run", tmp_path / "log.csv"
+    assert main(_neural(data, "--out", str(out), "--log", str(log), "--t-end", "8")) == 2
+    err = _error(capsys)
+    assert f"training finished and {out / 'model.pt'} was saved" in err
+    assert "rollout of the test trajectories to t_end=8 failed" in err
+    assert "reached at t=7.5" in err and "--t-end" in err and "max_steps=1000000" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"] and log.exists()
+    torch.load(out / "model.pt")
+
+
+class _ClosedPipe:
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_standard_output_keeps_model_and_report(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = [a for a in _neural(data, "--out", str(out)) if a != "--quiet"]
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    args = physode.cli.build_parser().parse_args(argv)
+    with pytest.raises(BrokenPipeError):
+        args.func(args)
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "report.json"]
+
+
+# ------------------------------------------------------------------ [report] types
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('quiet = "no"', "quiet = 'no' must be true or false"),
+        ("resume = 3", "resume = 3 must be a string (a checkpoint file)"),
+        ('t_end = "ten"', "t_end = 'ten' must be a number"),
+        ("t_end = true", "t_end = True must be a number"),
+        ("out = 5", "out = 5 must be a string (a folder)"),
+    ],
+)
+def test_a_report_setting_of_the_wrong_type_is_refused_by_name(data, tmp_path, capsys, line,
+                                                               message):  # fmt: skip
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{data}"\n[model]\nkind = "neural"\n[report]\n{line}\n')
+    log = tmp_path / "log.csv"
+    assert main(["train", "--config", str(config), "--epochs", "1", "--log", str(log)]) == 2
+    err = _error(capsys)
+    assert f"[report]: {message}" in err
+    assert not log.exists()  # refused before training
+
+
+# ------------------------------------------------------------------ progress bar
+
+
+class _Bar:
+    """Stands in for tqdm: records the postfix each epoch's update shows."""
+
+    made: list[_Bar] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.postfix: dict | None = None
+        self.shown: list[dict | None] = []
+        _Bar.made.append(self)
+
+    def set_postfix(self, postfix, refresh=True) -> None:
+        self.postfix = dict(postfix)
+
+    def update(self, n=1) -> None:
+        self.shown.append(self.postfix)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("terminal", "quiet", "bar"), [
+    (True, False, True), (False, False, False), (True, True, False),
+])  # fmt: skip
+def test_the_progress_bar_shows_only_on_a_terminal_and_not_quiet(
+    data, tmp_path, monkeypatch, capsys, terminal, quiet, bar
+):
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    monkeypatch.setattr(_Bar, "made", [])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    argv = [a for a in _neural(data, "--epochs", "2") if quiet or a != "--quiet"]
+    assert main(argv) == 0
+    assert len(_Bar.made) == bar
+
+
+def test_each_epochs_update_shows_that_epochs_loss(data, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    monkeypatch.setattr(_Bar, "made", [])
+    log = tmp_path / "log.json"
+    config = _progress(tmp_path)
+    assert main(_neural(data, "--epochs", "2", "--log", str(log), "--config", config)) == 0
+    history = json.loads(log.read_text())
+    (bar,) = _Bar.made
+    assert [shown["loss"] for shown in bar.shown] == [f"{row['loss']:.3g}" for row in history]
+
+
+def _progress(tmp_path: Path) -> str:
+    config = tmp_path / "progress.toml"
+    config.write_text("[train]\nprogress = true\n")
+    return str(config)
+
+
+# ------------------------------------------------------------------ settings that do not apply
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "neural", "--system", "pendulumm"],
+         "do not apply to a neural model: --system (applies to physics and hybrid models)"),
+        (["--model", "hybrid", "--aphynity-tau", "100"],
+         "--aphynity-tau (applies to hybrid models with --aphynity)"),
+        (["--model", "neural", "--aphynity"], "--aphynity (applies to hybrid models)"),
+        (["--model", "physics", "--learnable", "k", "--width", "8", "--activation", "relu"],
+         "--width (applies to neural and hybrid models), --activation (applies to neural"),
+        (["--model", "hybrid", "--system", "pendulumm"],
+         "unknown system 'pendulumm'; valid names: damped_oscillator"),
+    ],
+)  # fmt: skip
+def test_a_setting_the_model_would_ignore_or_a_misspelt_system_is_refused(
+    data, tmp_path, capsys, argv, message
+):
+    log = tmp_path / "log.csv"
+    assert main(_train(data, *argv, "--log", str(log))) == 2
+    assert message in _error(capsys)
+    assert not log.exists()
+
+
+def test_a_config_setting_that_does_not_apply_is_named_as_written(data, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\nkind = "hybrid"\nwidth = 8\nlearnable = ["k"]\n')
+    assert main(_train(data, "--config", str(config), "--model", "physics")) == 2
+    assert "physics model: [model] width (applies to neural and hybrid" in _error(capsys)
+
+
+def test_a_physics_model_builds_no_network():
+    settings = {**_MODEL_DEFAULTS, "kind": "physics", "learnable": ["k"], "width": -1,
+                "activation": "no such"}  # fmt: skip
+    model = build_model(settings, physode.systems.load("harmonic_oscillator"), 2)
+    assert isinstance(model, PhysicsModel)
+    assert not any(isinstance(m, NeuralODE) for m in model.modules())
