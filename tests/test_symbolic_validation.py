@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import pytest
@@ -577,3 +578,41 @@ def test_a_spec_name_that_is_no_identifier_is_reported(table, message):
     # Such a name was accepted without a word, and could never be used in an expression.
     with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
         system_from_spec(f'name = "n"\nform = "equations"\n{table}\n')
+
+
+_VAN_DER_POL = physode.systems.path("van_der_pol").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: System.from_equations({"x": "y", "y": "-4*x"}, {"mu": 1.0}, spec_text=_VAN_DER_POL),
+    lambda: System.from_hamiltonian("p**2/2", ["q"], ["p"], spec_text=_VAN_DER_POL),
+    lambda: System.from_lagrangian("v**2/2", ["x"], velocities=["v"], spec_text=_VAN_DER_POL),
+])
+def test_a_system_built_in_python_cannot_be_given_a_specification_text(build):
+    # A data set stores spec_text to rebuild its system: a harmonic oscillator carrying the
+    # Van der Pol file would have been stored as Van der Pol.
+    with pytest.raises(physode.SystemDefinitionError, match="unknown option 'spec_text'"):
+        build()
+
+
+def test_spec_text_is_read_only_and_a_python_system_stays_unstorable(tmp_path):
+    oscillator = System.from_equations({"x": "y", "y": "-4*x"}, {})
+    with pytest.raises(AttributeError, match="spec_text of 'equations_system' is read-only"):
+        oscillator.spec_text = _VAN_DER_POL
+    assert oscillator.spec_text is None
+    loaded = physode.systems.load("van_der_pol")
+    with pytest.raises(AttributeError, match="read-only"):
+        loaded.spec_text = "name = 'other'"
+    assert loaded.spec_text == _VAN_DER_POL
+    with pytest.raises(physode.InvalidArgumentError, match="has no specification text"):
+        physode.data.simulate(oscillator, trajectories=2, t_end=1.0, points=3,
+                              out=tmp_path / "oscillator.h5", quiet=True)
+    assert not (tmp_path / "oscillator.h5").exists()
+
+
+def test_a_system_from_a_specification_keeps_its_text_through_pickling():
+    text = 'name = "decay"\nform = "equations"\n[equations]\nx = "-x"\n'
+    system = pickle.loads(pickle.dumps(system_from_spec(text)))
+    assert system.spec_text == text
+    with pytest.raises(AttributeError, match="read-only"):
+        system.spec_text = None

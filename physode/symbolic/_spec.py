@@ -29,6 +29,7 @@ from physode.symbolic._system import (
     REPORTED,
     Problems,
     System,
+    attach_spec_text,
     build_equations,
     build_hamiltonian,
     build_lagrangian,
@@ -481,7 +482,6 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         "initial_state_distribution": spec.get("initial_state_distribution"),
         "initial_states": spec.get("initial_states"),
         "characteristic_time": spec.get("characteristic_time"),
-        "spec_text": text,
     }
     # By name, so that the builders report a name that is no identifier (it could never be
     # written in an expression).
@@ -514,7 +514,7 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
             forces=forces, invariants=invariants, mass_matrix=mode, **options,
         )
     problems.raise_if_any()
-    return system
+    return attach_spec_text(system, text)
 
 
 def _forces(spec: Mapping, parse, problems: Problems) -> dict[str, sympy.Expr] | None:

@@ -351,13 +351,12 @@ class System:
         characteristic_time: float | None = None,
         dissipation: sympy.Expr | None = None,
         forces: Sequence[sympy.Expr] | None = None,
-        spec_text: str | None = None,
     ):
         self.name = name
         self.form = form
         self.description = description
         self.reference = reference
-        self.spec_text = spec_text
+        self._spec_text: str | None = None  # set by the specification loader only
         self.time_symbol = time
         self.state_symbols = list(states)
         self.parameter_symbols = list(parameter_symbols)
@@ -382,6 +381,25 @@ class System:
         self.forces = None if forces is None else list(forces)
 
     # ------------------------------------------------------------------ descriptive attributes
+    @property
+    def spec_text(self) -> str | None:
+        """The text of the specification file this system was loaded from; None for a system
+        built in Python.
+
+        Read-only: a data set stores this text to rebuild the system, so it must be the text the
+        system was derived from. To store a system built in Python, write it as a specification
+        file and load that (:func:`physode.systems.load`).
+        """
+        return self._spec_text
+
+    @spec_text.setter
+    def spec_text(self, value: Any) -> None:
+        raise AttributeError(
+            f"spec_text of {self.name!r} is read-only: it is the text of the specification file "
+            "the system was derived from (None for a system built in Python); write the system "
+            "as a specification file and load it with physode.systems.load(path)"
+        )
+
     @property
     def state_names(self) -> list[str]:
         """Names of the state components, in order."""
@@ -1114,7 +1132,7 @@ def _check_count(n: Any) -> int:
 # ---------------------------------------------------------------------- builders
 _OPTION_NAMES = (
     "name", "description", "reference", "parameter_ranges", "initial_state_distribution",
-    "initial_states", "characteristic_time", "spec_text",
+    "initial_states", "characteristic_time",
 )
 
 
@@ -1190,7 +1208,6 @@ def _check_common(
         "characteristic_time": None if char_time is None else float(char_time),
         "description": opts.get("description") or "",
         "reference": opts.get("reference") or "",
-        "spec_text": opts.get("spec_text"),
     }
 
 
@@ -1214,6 +1231,17 @@ def _finish(
         form=form, states=states, parameter_symbols=params, parameter_values=values,
         parameter_ranges=ranges, **common, **fields,
     )
+
+
+def attach_spec_text(system: System, text: str) -> System:
+    """``system``, recorded as derived from the specification ``text``.
+
+    For the specification loader only (:func:`physode.symbolic.system_from_spec`): a system's
+    ``spec_text`` is read-only and no constructor option sets it, so a data set never stores a
+    specification other than the one its system was derived from.
+    """
+    system._spec_text = text
+    return system
 
 
 def _vanishes(*exprs: sympy.Expr | None) -> bool:
