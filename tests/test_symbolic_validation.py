@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 
@@ -616,3 +617,58 @@ def test_a_system_from_a_specification_keeps_its_text_through_pickling():
     assert system.spec_text == text
     with pytest.raises(AttributeError, match="read-only"):
         system.spec_text = None
+
+
+def test_symbols_declared_with_assumptions_are_matched_by_name():
+    # real=True / positive=True are normal SymPy practice; they were reported as unknown symbols
+    # (the default velocity is a plain symbol) plus a false singular mass matrix.
+    th, w = sympy.symbols("theta theta_dot", real=True)
+    m_, g_, l_ = sympy.symbols("m g l", positive=True)
+    pend = System.from_lagrangian(m_ * l_**2 * w**2 / 2 + m_ * g_ * l_ * sympy.cos(th),
+                                  coordinates=[th], parameters={m_: 1.0, g_: 9.81, l_: 1.0})
+    plain_th, plain_g, plain_l = sympy.symbols("theta g l")
+    assert pend.equations["theta_dot"] == -plain_g * sympy.sin(plain_th) / plain_l
+    y = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    assert pend.rhs(0.0, y)[1].item() == pytest.approx(-9.81 * math.sin(0.5), rel=1e-14)
+
+
+@pytest.mark.parametrize("coordinates, momenta", [(["q"], ["p"]), ("symbols", "symbols")])
+def test_a_hamiltonian_in_real_and_positive_symbols_builds_by_name(coordinates, momenta):
+    q, p = sympy.symbols("q p", real=True)
+    k_ = sympy.Symbol("k", positive=True)
+    if coordinates == "symbols":
+        coordinates, momenta = [q], [p]
+    osc = System.from_hamiltonian(p**2 / 2 + k_ * q**2 / 2, coordinates, momenta, {"k": 4.0})
+    assert osc.equations == {"q": sympy.Symbol("p"), "p": -sympy.Symbol("k") * sympy.Symbol("q")}
+    assert osc.invariants(torch.tensor([1.0, 0.0], dtype=torch.float64))["energy"].item() == 2.0
+
+
+def test_a_real_time_and_symbols_with_assumptions_in_forces_dissipation_and_invariants():
+    t_real = sympy.Symbol("t", real=True)
+    x_, v_ = sympy.symbols("x v", real=True)
+    c_, k_ = sympy.symbols("c k", positive=True)
+    forced = System.from_lagrangian(
+        v_**2 / 2 - k_ * x_**2 / 2, ["x"], {"k": 1.0, "c": 0.5}, velocities=["v"], time=t_real,
+        dissipation=c_ * v_**2 / 2, forces={x_: sympy.cos(t_real)},
+    )
+    assert forced.time_dependent
+    assert forced.rhs(math.pi, torch.tensor([1.0, 2.0], dtype=torch.float64))[1].item() == (
+        pytest.approx(-1.0 - 1.0 - 1.0, rel=1e-14)
+    )
+    equations = System.from_equations({x_: v_, v_: -k_ * x_}, {k_: 2.0}, time=t_real,
+                                      invariants={"energy": v_**2 / 2 + k_ * x_**2 / 2})
+    assert equations.energy(torch.tensor([1.0, 1.0], dtype=torch.float64)).item() == 1.5
+    q_of_t = sympy.Function("q")(t_real)
+    dynamic = System.from_lagrangian(q_of_t.diff(t_real) ** 2 / 2 - k_ * q_of_t**2 / 2, [q_of_t],
+                                     {k_: 1.0}, time=t_real, forces={q_of_t: sympy.cos(t_real)})
+    assert dynamic.equations["q_dot"] == (
+        -sympy.Symbol("k") * sympy.Symbol("q") + sympy.cos(sympy.Symbol("t"))
+    )
+
+
+def test_two_different_symbols_of_one_name_in_an_expression_are_reported():
+    x_real, x_positive = sympy.Symbol("x", real=True), sympy.Symbol("x", positive=True)
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_equations({"x": x_real - x_positive}, {})
+    assert ("the equation for x holds different symbols named 'x' (Symbol('x', positive=True), "
+            "Symbol('x', real=True))") in str(info.value)

@@ -71,9 +71,40 @@ def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
             return None
         return sympy.Symbol(item)
     if isinstance(item, sympy.Symbol):
-        return item
+        return sympy.Symbol(item.name)  # matched by name: see _by_name
     problems.add(f"{what} {item!r} must be a sympy.Symbol or a name, not {type(item).__name__}")
     return None
+
+
+def _by_name(expr: sympy.Expr, where: str, problems: Problems) -> sympy.Expr | None:
+    """``expr`` with every symbol replaced by the plain symbol of its name (None, with a problem
+    added, when two different symbols share a name).
+
+    Symbols are matched by name, as in a specification file: ``Symbol("theta", real=True)`` in a
+    Lagrangian is the coordinate ``theta``, whatever assumptions either was declared with. Two
+    symbols of one name in one expression (``x`` real and ``x`` positive) are two variables to
+    SymPy, which one name cannot tell apart.
+
+    Examples
+    --------
+    >>> _by_name(sympy.Symbol("x", real=True) ** 2, "equation", Problems()).free_symbols
+    {x}
+    >>> _by_name(sympy.Symbol("x", real=True) ** 2, "equation", Problems()).is_real is None
+    True
+    """
+    by_name: dict[str, set[sympy.Symbol]] = {}
+    for sym in expr.atoms(sympy.Symbol):
+        by_name.setdefault(sym.name, set()).add(sym)
+    clashes = sorted(name for name, group in by_name.items() if len(group) > 1)
+    for name in clashes:
+        forms = ", ".join(sorted(map(sympy.srepr, by_name[name])))
+        problems.add(
+            f"the {where} holds different symbols named {name!r} ({forms}), which SymPy counts "
+            "as different variables; physode matches symbols by name, so create each name once"
+        )
+    if clashes:
+        return None
+    return expr.xreplace({sym: sympy.Symbol(sym.name) for sym in expr.atoms(sympy.Symbol)})
 
 
 def _expr(
@@ -108,6 +139,9 @@ def _expr(
     if not isinstance(expr, sympy.Expr) or expr.is_Matrix:
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
+        return None
+    expr = _by_name(expr, where, problems)
+    if expr is None:
         return None
     bad = unsupported_functions(expr)
     if bad:
@@ -1334,6 +1368,7 @@ def _dynamic_to_symbols(
     plain, vel, derivs, funcs = [], [], {}, {}
     for i, c in enumerate(coordinates):
         applied = isinstance(c, sympy.core.function.AppliedUndef)
+        c = _on_time(c, time) if applied else c
         q = sympy.Symbol(type(c).__name__) if applied else c
         if velocities is None:
             v = sympy.Symbol(f"{q}_dot")
@@ -1345,7 +1380,14 @@ def _dynamic_to_symbols(
             funcs[c] = q
         plain.append(q)
         vel.append(v)
-    return plain, vel if velocities is None else velocities, {"derivs": derivs, "funcs": funcs}
+    subs = {"derivs": derivs, "funcs": funcs, "time": time}
+    return plain, vel if velocities is None else velocities, subs
+
+
+def _on_time(expr: sympy.Basic, time: sympy.Symbol) -> sympy.Basic:
+    """``expr`` with each symbol named as ``time`` replaced by ``time`` (which is plain, see
+    :func:`_by_name`), so that ``q(t).diff(t)`` is found for a ``t`` declared ``real=True``."""
+    return expr.xreplace({s: time for s in expr.atoms(sympy.Symbol) if s.name == time.name})
 
 
 def _substitute(expr, subs: Mapping) -> Any:
@@ -1357,7 +1399,9 @@ def _substitute(expr, subs: Mapping) -> Any:
         expr = sympy.sympify(expr)
     except (sympy.SympifyError, TypeError):
         return expr
-    return expr.subs(subs["derivs"]).subs(subs["funcs"]) if isinstance(expr, sympy.Expr) else expr
+    if not isinstance(expr, sympy.Expr):
+        return expr
+    return _on_time(expr, subs["time"]).subs(subs["derivs"]).subs(subs["funcs"])
 
 
 def _pairs_and_parameters(
@@ -1419,7 +1463,10 @@ def build_lagrangian(
     dissipation = _substitute(dissipation, subs)
     if isinstance(forces, Mapping):
         renamed = subs.get("funcs", {})
-        forces = {str(renamed.get(k, k)): _substitute(v, subs) for k, v in forces.items()}
+        forces = {
+            str(renamed.get(_on_time(k, time) if isinstance(k, sympy.Basic) else k, k)):
+            _substitute(v, subs) for k, v in forces.items()
+        }
     elif _is_collection(forces):
         forces = [_substitute(f, subs) for f in forces]
     if isinstance(invariants, Mapping):
