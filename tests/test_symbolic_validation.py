@@ -672,3 +672,36 @@ def test_two_different_symbols_of_one_name_in_an_expression_are_reported():
         System.from_equations({"x": x_real - x_positive}, {})
     assert ("the equation for x holds different symbols named 'x' (Symbol('x', positive=True), "
             "Symbol('x', real=True))") in str(info.value)
+
+
+def _decay(path: str, declared: str, written: str) -> System:
+    """``dx/dt = -<written>*x`` with the parameter ``<declared>`` = 3, built in Python or from a
+    specification file."""
+    if path == "python":
+        return System.from_equations({"x": f"-{written}*x"}, {declared: 3.0},
+                                     invariants={"scaled": f"{written}*x"})
+    return system_from_spec(
+        f'name = "u"\nform = "equations"\n[parameters]\n"{declared}" = 3.0\n'
+        f'[equations]\nx = "-{written}*x"\n[invariants]\nscaled = "{written}*x"\n'
+    )
+
+
+@pytest.mark.parametrize("path", ["python", "spec"])
+@pytest.mark.parametrize("declared, written", [
+    ("l", "ℓ"), ("ℓ", "l"), ("μ", "µ"), ("µ", "μ"),  # script l; micro sign and Greek mu
+])
+def test_names_that_python_reads_as_one_match_either_way_in_both_paths(path, declared, written):
+    # An expression written with 'ℓ' did not find the parameter 'l' ("neither a state nor a
+    # parameter"), while the other direction worked: only declared names were read as Python
+    # reads them.
+    system = _decay(path, declared, written)
+    assert system.equations["x"] == -sympy.Symbol(declared) * sympy.Symbol("x")
+    y = torch.tensor([2.0], dtype=torch.float64)
+    assert system.rhs(0.0, y).item() == -6.0
+    assert system.invariants(y)["scaled"].item() == 6.0
+
+
+@pytest.mark.parametrize("path", ["python", "spec"])
+def test_a_superscript_is_not_read_as_a_digit_of_a_name(path):
+    with pytest.raises(physode.SystemDefinitionError, match="equation for x"):
+        _decay(path, "x2", "x²")

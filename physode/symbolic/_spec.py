@@ -33,6 +33,7 @@ from physode.symbolic._system import (
     build_equations,
     build_hamiltonian,
     build_lagrangian,
+    read_names,
     scope,
 )
 
@@ -346,7 +347,7 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
         return None
     try:
         return parse_expr(
-            text, local_dict=dict(names), global_dict=dict(_GLOBALS),
+            read_names(text), local_dict=dict(names), global_dict=dict(_GLOBALS),
             transformations=standard_transformations,
         )
     except Exception as exc:  # SymPy raises errors of many kinds for malformed input

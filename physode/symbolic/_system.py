@@ -11,6 +11,7 @@ import functools
 import math
 import pickle
 import random
+import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -124,7 +125,7 @@ def _expr(
         return None
     try:
         if isinstance(value, str):
-            expr = sympy.sympify(value, locals=scope({s.name: s for s in known}))
+            expr = sympy.sympify(read_names(value), locals=scope({s.name: s for s in known}))
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
@@ -171,6 +172,33 @@ def scope(names: Mapping[str, Any]) -> dict[str, Any]:
     {'l': 1, 'ℓ': 1}
     """
     return {**{unicodedata.normalize("NFKC", k): v for k, v in names.items()}, **names}
+
+
+_WORD = re.compile(r"\w+")
+
+
+def read_names(text: str) -> str:
+    """``text`` with every name in its NFKC form, as Python reads names in code.
+
+    SymPy's parser keeps a name as written, so an expression with ``ℓ`` would not find a
+    parameter declared ``l`` (nor the micro sign ``µ`` one declared as the Greek ``μ``); with
+    :func:`scope` for the declared names, both directions match. Only names change: ``x²`` stays
+    as it is (an error to Python too), not the name ``x2``.
+
+    Examples
+    --------
+    >>> read_names("-ℓ*µ*x² + 2.5e3")
+    '-l*μ*x² + 2.5e3'
+    """
+    return _WORD.sub(_read_name, text)
+
+
+def _read_name(match: re.Match) -> str:
+    word = match.group()
+    end = len(word)
+    while end and not word[:end].isidentifier():  # a number, or a name followed by '²'
+        end -= 1
+    return unicodedata.normalize("NFKC", word[:end]) + word[end:]
 
 
 def _parameters(
