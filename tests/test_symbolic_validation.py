@@ -705,3 +705,37 @@ def test_names_that_python_reads_as_one_match_either_way_in_both_paths(path, dec
 def test_a_superscript_is_not_read_as_a_digit_of_a_name(path):
     with pytest.raises(physode.SystemDefinitionError, match="equation for x"):
         _decay(path, "x2", "x²")
+
+
+_SHARED_OPTIONS = ["name", "description", "reference", "parameter_ranges",
+                   "initial_state_distribution", "initial_states", "characteristic_time"]
+
+
+@pytest.mark.parametrize("build, constructor, own, typo, meant", [
+    (lambda **o: System.from_lagrangian(v**2 / 2, [x], {}, velocities=[v], **o),
+     "from_lagrangian", ["lagrangian", "coordinates", "parameters", "velocities", "time",
+                         "dissipation", "forces", "invariants", "mass_matrix"],
+     "dissipaton", "dissipation"),
+    (lambda **o: System.from_hamiltonian(v**2 / 2, [x], [v], {}, **o),
+     "from_hamiltonian", ["hamiltonian", "coordinates", "momenta", "parameters", "time",
+                          "forces", "invariants"],
+     "momentum", "momenta"),
+    (lambda **o: System.from_equations({x: -x}, {}, **o),
+     "from_equations", ["rhs", "parameters", "time", "invariants", "n_coordinates"],
+     "n_coordinate", "n_coordinates"),
+])
+def test_an_unknown_option_lists_exactly_what_that_constructor_takes(build, constructor, own,
+                                                                     typo, meant):
+    # The list was the shared options plus 'spec_text', without the constructor's own
+    # arguments such as dissipation, forces or n_coordinates.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        build(**{typo: 1})
+    expected = (f"unknown option {typo!r} (did you mean {meant!r}?); System.{constructor} "
+                f"takes: {', '.join(own + _SHARED_OPTIONS)}")
+    assert str(info.value).endswith(expected)
+
+
+def test_an_unknown_option_far_from_every_name_gets_no_suggestion():
+    with pytest.raises(physode.SystemDefinitionError,
+                       match="unknown option 'zzz'; System.from_equations takes: rhs,"):
+        System.from_equations({x: -x}, {}, zzz=1)

@@ -7,7 +7,9 @@ and keep everything symbolic; torch code is generated on first use and cached.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import math
 import pickle
 import random
@@ -1198,11 +1200,41 @@ _OPTION_NAMES = (
 )
 
 
-def _options(options: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+def _options(options: Mapping[str, Any], problems: Problems, constructor: str) -> dict[str, Any]:
+    """The options shared by every form; a problem for each other key in ``options``, listing
+    what ``System.<constructor>`` takes."""
     for key in options:
         if key not in _OPTION_NAMES:
-            problems.add(f"unknown option {key!r}; valid options: {', '.join(_OPTION_NAMES)}")
+            valid = _accepted_names(constructor)
+            problems.add(
+                f"unknown option {key!r}{did_you_mean(key, valid)}; System.{constructor} takes: "
+                f"{', '.join(valid)}"
+            )
     return {k: options.get(k) for k in _OPTION_NAMES}
+
+
+def _accepted_names(constructor: str) -> list[str]:
+    """Every keyword ``System.<constructor>`` takes: its own arguments, then the shared options.
+
+    >>> _accepted_names("from_equations")[:5]
+    ['rhs', 'parameters', 'time', 'invariants', 'n_coordinates']
+    """
+    arguments = inspect.signature(getattr(System, constructor)).parameters.values()
+    own = [a.name for a in arguments if a.kind is not inspect.Parameter.VAR_KEYWORD]
+    return own + list(_OPTION_NAMES)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``choices`` to ``name``; empty when none
+    is close.
+
+    >>> did_you_mean("dissipaton", ["dissipation", "forces"])
+    " (did you mean 'dissipation'?)"
+    >>> did_you_mean("zeta", ["dissipation", "forces"])
+    ''
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_common(
@@ -1479,7 +1511,7 @@ def build_lagrangian(
 ) -> System | None:
     """Validate and build a Lagrangian system, adding problems instead of raising."""
     time = _time(time, problems)
-    opts = _options(options, problems)
+    opts = _options(options, problems, "from_lagrangian")
     if mass_matrix not in MASS_MATRIX_MODES:
         problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
         mass_matrix = "auto"
@@ -1612,7 +1644,7 @@ def build_hamiltonian(
 ) -> System | None:
     """Validate and build a Hamiltonian system, adding problems instead of raising."""
     time = _time(time, problems)
-    opts = _options(options, problems)
+    opts = _options(options, problems, "from_hamiltonian")
     coordinates = _names_list(coordinates, "coordinates", problems)
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     momenta = _names_list(momenta, "momenta", problems)
@@ -1665,7 +1697,7 @@ def build_equations(
 ) -> System | None:
     """Validate and build a first-order system, adding problems instead of raising."""
     time = _time(time, problems)
-    opts = _options(options, problems)
+    opts = _options(options, problems, "from_equations")
     if not isinstance(rhs, Mapping) or not rhs:
         problems.add("rhs must be a non-empty mapping {state: expression}")
         return None
