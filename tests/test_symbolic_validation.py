@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import re
@@ -739,3 +740,34 @@ def test_an_unknown_option_far_from_every_name_gets_no_suggestion():
     with pytest.raises(physode.SystemDefinitionError,
                        match="unknown option 'zzz'; System.from_equations takes: rhs,"):
         System.from_equations({x: -x}, {}, zzz=1)
+
+
+@pytest.mark.parametrize("path", ["python", "spec"])
+@pytest.mark.parametrize("name, role", [
+    ("lambda", "parameter"), ("in", "parameter"), ("lambda", "state"), ("None", "parameter"),
+])
+def test_a_python_keyword_declared_and_used_as_a_name_is_explained_in_both_paths(path, name,
+                                                                                 role):
+    # From Python this was SymPy's raw parser error; an operator keyword such as 'in' was not
+    # explained in a specification file either.
+    if role == "parameter":
+        rhs, parameters = {"x": f"-{name}*x"}, {name: 2.0}
+    else:
+        rhs, parameters = {name: "-x", "x": f"{name}"}, {}
+    if path == "python":
+        build = functools.partial(System.from_equations, rhs, parameters)
+    else:
+        table = "".join(f'"{k}" = {value}\n' for k, value in parameters.items())
+        equations = "".join(f'"{k}" = "{value}"\n' for k, value in rhs.items())
+        build = functools.partial(system_from_spec, f'name = "k"\nform = "equations"\n'
+                                  f'[parameters]\n{table}[equations]\n{equations}')
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        build()
+    assert (f"{name!r} is a Python keyword, which cannot be a name in an expression; rename it "
+            f"(e.g. {name}_)") in str(info.value)
+
+
+def test_a_symbol_named_like_a_keyword_still_works_in_sympy_expressions():
+    lam = sympy.Symbol("lambda")
+    decay = System.from_equations({x: -lam * x}, {"lambda": 2.0})
+    assert decay.rhs(0.0, torch.tensor([1.5], dtype=torch.float64)).item() == -3.0

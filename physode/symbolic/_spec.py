@@ -11,9 +11,7 @@ file (or a data set, which stores one) cannot run code.
 from __future__ import annotations
 
 import ast
-import keyword
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from importlib.resources.abc import Traversable
@@ -33,6 +31,7 @@ from physode.symbolic._system import (
     build_equations,
     build_hamiltonian,
     build_lagrangian,
+    keyword_reason,
     read_names,
     scope,
 )
@@ -112,8 +111,6 @@ _REFUSED_NODES = {
                "Piecewise((value, condition), (otherwise, True))",
     ast.Compare: "the comparison {code} is not allowed outside a Piecewise condition",
 }
-# Keywords that are Python operators rather than a name someone gave a symbol (``lambda`` is).
-_OPERATOR_KEYWORDS = {"and", "or", "not", "is", "in", "if", "else", "for", "async", "await"}
 _PIECEWISE_HINT = "e.g. Piecewise((-x, x < 0), (x, True))"
 
 
@@ -132,6 +129,8 @@ def _refusal(text: str, node: ast.AST, names: Mapping[str, Any]) -> str | None:
             return f"the imaginary number {_excerpt(text, node)} is not allowed"
         if isinstance(value, str | bytes):
             return f"the string {_excerpt(text, node)} is not allowed"
+        if str(value) in names:  # None, True or False declared as a name
+            return keyword_reason(str(value), names)
         return f"{_excerpt(text, node)} is not allowed; write a number or a name"
     if isinstance(node, ast.Name):
         if node.id in names or node.id in CONSTANTS:
@@ -332,14 +331,7 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
     try:
         refusal = check_syntax(text, names)
     except SyntaxError as exc:
-        words = set(re.findall(r"[A-Za-z_]\w*", text)) - _OPERATOR_KEYWORDS
-        keywords = sorted(w for w in words if keyword.iskeyword(w))
-        reason = exc.msg
-        if keywords:
-            reason = (
-                f"{', '.join(map(repr, keywords))} is a Python keyword, which cannot be a name in "
-                f"an expression; rename it (e.g. {keywords[0]}_)"
-            )
+        reason = keyword_reason(text, names) or exc.msg
         problems.add(f"{where} = {text!r} does not parse: {reason}")
         return None
     if refusal is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import keyword
 import math
 import pickle
 import random
@@ -131,7 +132,11 @@ def _expr(
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
-        problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
+        reason = keyword_reason(value, {s.name for s in known}) if isinstance(value, str) else None
+        if reason is not None:
+            problems.add(f"{where} = {value!r} does not parse: {reason}")
+        else:
+            problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
         return None
     if isinstance(expr, sympy.core.relational.Relational):
         problems.add(
@@ -177,6 +182,38 @@ def scope(names: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _WORD = re.compile(r"\w+")
+# Keywords an expression may hold as themselves (operators, constants), so blamed for a failed
+# parse only where declared as a name; any other keyword there (``lambda``) is meant as a name.
+_EXPRESSION_KEYWORDS = {
+    "and", "or", "not", "is", "in", "if", "else", "for", "async", "await", "True", "False", "None",
+}
+
+
+def keyword_reason(text: str, declared: Collection[str] = ()) -> str | None:
+    """Why ``text`` does not parse when it uses a Python keyword as a name; None if it does not.
+
+    Shared by expression strings from Python and from specification files. A keyword that an
+    expression may hold as itself (``in``, ``True``) counts only when it is a ``declared`` name.
+
+    Examples
+    --------
+    >>> keyword_reason("-lambda*x")[:30], keyword_reason("-lambda*x")[-24:]
+    ("'lambda' is a Python keyword, ", 'rename it (e.g. lambda_)')
+    >>> keyword_reason("-in*x") is None, keyword_reason("-in*x", {"in", "x"}) is None
+    (True, False)
+    """
+    words = set(re.findall(r"[A-Za-z_]\w*", text))
+    keywords = sorted(
+        w for w in words
+        if keyword.iskeyword(w) and (w not in _EXPRESSION_KEYWORDS or w in declared)
+    )
+    if not keywords:
+        return None
+    verb = "is a Python keyword" if len(keywords) == 1 else "are Python keywords"
+    return (
+        f"{', '.join(map(repr, keywords))} {verb}, which cannot be a name in an expression; "
+        f"rename it (e.g. {keywords[0]}_)"
+    )
 
 
 def read_names(text: str) -> str:
