@@ -771,3 +771,38 @@ def test_a_symbol_named_like_a_keyword_still_works_in_sympy_expressions():
     lam = sympy.Symbol("lambda")
     decay = System.from_equations({x: -lam * x}, {"lambda": 2.0})
     assert decay.rhs(0.0, torch.tensor([1.5], dtype=torch.float64)).item() == -3.0
+
+
+@pytest.mark.parametrize("form, body, missing", [
+    ("lagrangian", 'coordinates = ["x"]', "lagrangian"),
+    ("hamiltonian", 'coordinates = ["x"]\nmomenta = ["p"]', "hamiltonian"),
+])
+def test_a_missing_lagrangian_or_hamiltonian_in_a_file_is_its_only_problem(form, body, missing):
+    # A missing Lagrangian was read as 0, adding "the mass matrix is singular".
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        system_from_spec(f'name = "m"\nform = "{form}"\n{body}\n')
+    assert f"missing required key {missing!r}" in str(info.value)
+
+
+def test_a_misspelt_coordinate_is_reported_with_a_suggestion_and_no_singular_mass_matrix():
+    with pytest.raises(physode.SystemDefinitionError, match="2 problems") as info:
+        System.from_lagrangian("theta_dot**2/2 + cos(theta)", coordinates=["thta"])
+    message = str(info.value)
+    assert ("symbol 'theta' in the Lagrangian is neither a coordinate, a velocity nor a "
+            "parameter (did you mean 'thta'?)") in message
+    assert "symbol 'theta_dot' in the Lagrangian" in message
+    assert "(did you mean 'thta_dot'?)" in message
+    assert "mass matrix" not in message
+
+
+def test_a_derivative_in_a_lagrangian_is_not_followed_by_a_singular_mass_matrix():
+    q = sympy.Function("q")(t)
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian(q.diff(t) ** 2 / 2, [x], {}, velocities=[v])
+    assert "the Lagrangian contains the derivative" in str(info.value)
+
+
+def test_a_singular_mass_matrix_is_still_reported_when_every_symbol_is_known():
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian("x_dot*x - x**2/2", coordinates=["x"])
+    assert "coordinate 'x' has no kinetic term" in str(info.value)

@@ -462,6 +462,10 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         expr = parse_expression(value, names, where, problems)
         return REPORTED if expr is None else expr
 
+    def parse_required(key):
+        # A missing key is reported above; a stand-in such as "0" would add a singular mass matrix.
+        return parse(spec[key], key) if key in spec else REPORTED
+
     invariant_table = spec.get("invariants", {})
     if not isinstance(invariant_table, Mapping):
         problems.add(f"[invariants] must be a table of name = expression, got {invariant_table!r}")
@@ -488,14 +492,14 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         )
     elif form == "hamiltonian":
         forces = _forces(spec, parse, problems)
-        hamiltonian = parse(spec.get("hamiltonian", "0"), "hamiltonian")
+        hamiltonian = parse_required("hamiltonian")
         system = build_hamiltonian(
             problems, hamiltonian, [names[q] for q in coordinates], [names[p] for p in second],
             params, time=time, forces=forces, invariants=invariants, **options,
         )
     else:
         forces = _forces(spec, parse, problems)
-        lagrangian = parse(spec.get("lagrangian", "0"), "lagrangian")
+        lagrangian = parse_required("lagrangian")
         dissipation = parse(spec["dissipation"], "dissipation") if "dissipation" in spec else None
         mode = spec.get("mass_matrix", "auto")
         if mode not in MASS_MATRIX_MODES:

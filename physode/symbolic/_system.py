@@ -340,15 +340,25 @@ def _check_unknown(
     known: set[sympy.Symbol],
     phrase: str,
     problems: Problems,
-) -> None:
+) -> bool:
+    """Add a problem for each symbol of ``expr`` that is not ``known`` (suggesting the closest
+    known name) and for a derivative in it; whether there was any."""
     if expr is None:
-        return
-    for sym in sorted(expr.free_symbols - known, key=str):
-        problems.add(f"symbol {sym.name!r} in the {where} is {phrase}")
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, sympy.Derivative):
-            problems.add(f"the {where} contains the derivative {node}; write velocities as symbols")
-            break
+        return False
+    unknown = sorted(expr.free_symbols - known, key=str)
+    names = [s.name for s in known]
+    for sym in unknown:
+        hint = did_you_mean(sym.name, names)
+        problems.add(f"symbol {sym.name!r} in the {where} is {phrase}{hint}")
+    derivative = next(
+        (node for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Derivative)),
+        None,
+    )
+    if derivative is not None:
+        problems.add(
+            f"the {where} contains the derivative {derivative}; write velocities as symbols"
+        )
+    return bool(unknown) or derivative is not None
 
 
 def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, problems: Problems):
@@ -1580,7 +1590,8 @@ def build_lagrangian(
     vs, params, values, ranges, common, known, phrase = checked
     had_dissipation = dissipation is not None
     lagrangian = _expr(lagrangian, "Lagrangian", problems, known)
-    _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
+    # A mass matrix of a Lagrangian with unknown symbols would only add follow-on problems.
+    unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
     if dissipation is not None:
         dissipation = _expr(dissipation, "dissipation function", problems, known)
         _check_unknown(dissipation, "dissipation function", known, phrase, problems)
@@ -1600,7 +1611,8 @@ def build_lagrangian(
     n = len(qs)
     small = n <= SYMBOLIC_SOLVE_MAX or _mechanics.is_diagonal(dyn.mass_matrix)
     symbolic = mass_matrix == "symbolic" or (mass_matrix == "auto" and small)
-    _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
+    if not unknown:
+        _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
 
     time_free = time not in lagrangian.free_symbols
     energy = _mechanics.lagrangian_energy(lagrangian, vs) if time_free else None
