@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import pickle
 import re
 
 import pytest
@@ -577,3 +580,229 @@ def test_a_spec_name_that_is_no_identifier_is_reported(table, message):
     # Such a name was accepted without a word, and could never be used in an expression.
     with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
         system_from_spec(f'name = "n"\nform = "equations"\n{table}\n')
+
+
+_VAN_DER_POL = physode.systems.path("van_der_pol").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: System.from_equations({"x": "y", "y": "-4*x"}, {"mu": 1.0}, spec_text=_VAN_DER_POL),
+    lambda: System.from_hamiltonian("p**2/2", ["q"], ["p"], spec_text=_VAN_DER_POL),
+    lambda: System.from_lagrangian("v**2/2", ["x"], velocities=["v"], spec_text=_VAN_DER_POL),
+])
+def test_a_system_built_in_python_cannot_be_given_a_specification_text(build):
+    # A data set stores spec_text to rebuild its system: a harmonic oscillator carrying the
+    # Van der Pol file would have been stored as Van der Pol.
+    with pytest.raises(physode.SystemDefinitionError, match="unknown option 'spec_text'"):
+        build()
+
+
+def test_spec_text_is_read_only_and_a_python_system_stays_unstorable(tmp_path):
+    oscillator = System.from_equations({"x": "y", "y": "-4*x"}, {})
+    with pytest.raises(AttributeError, match="spec_text of 'equations_system' is read-only"):
+        oscillator.spec_text = _VAN_DER_POL
+    assert oscillator.spec_text is None
+    loaded = physode.systems.load("van_der_pol")
+    with pytest.raises(AttributeError, match="read-only"):
+        loaded.spec_text = "name = 'other'"
+    assert loaded.spec_text == _VAN_DER_POL
+    with pytest.raises(physode.InvalidArgumentError, match="has no specification text"):
+        physode.data.simulate(oscillator, trajectories=2, t_end=1.0, points=3,
+                              out=tmp_path / "oscillator.h5", quiet=True)
+    assert not (tmp_path / "oscillator.h5").exists()
+
+
+def test_a_system_from_a_specification_keeps_its_text_through_pickling():
+    text = 'name = "decay"\nform = "equations"\n[equations]\nx = "-x"\n'
+    system = pickle.loads(pickle.dumps(system_from_spec(text)))
+    assert system.spec_text == text
+    with pytest.raises(AttributeError, match="read-only"):
+        system.spec_text = None
+
+
+def test_symbols_declared_with_assumptions_are_matched_by_name():
+    # real=True / positive=True are normal SymPy practice; they were reported as unknown symbols
+    # (the default velocity is a plain symbol) plus a false singular mass matrix.
+    th, w = sympy.symbols("theta theta_dot", real=True)
+    m_, g_, l_ = sympy.symbols("m g l", positive=True)
+    pend = System.from_lagrangian(m_ * l_**2 * w**2 / 2 + m_ * g_ * l_ * sympy.cos(th),
+                                  coordinates=[th], parameters={m_: 1.0, g_: 9.81, l_: 1.0})
+    plain_th, plain_g, plain_l = sympy.symbols("theta g l")
+    assert pend.equations["theta_dot"] == -plain_g * sympy.sin(plain_th) / plain_l
+    y = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    assert pend.rhs(0.0, y)[1].item() == pytest.approx(-9.81 * math.sin(0.5), rel=1e-14)
+
+
+@pytest.mark.parametrize("coordinates, momenta", [(["q"], ["p"]), ("symbols", "symbols")])
+def test_a_hamiltonian_in_real_and_positive_symbols_builds_by_name(coordinates, momenta):
+    q, p = sympy.symbols("q p", real=True)
+    k_ = sympy.Symbol("k", positive=True)
+    if coordinates == "symbols":
+        coordinates, momenta = [q], [p]
+    osc = System.from_hamiltonian(p**2 / 2 + k_ * q**2 / 2, coordinates, momenta, {"k": 4.0})
+    assert osc.equations == {"q": sympy.Symbol("p"), "p": -sympy.Symbol("k") * sympy.Symbol("q")}
+    assert osc.invariants(torch.tensor([1.0, 0.0], dtype=torch.float64))["energy"].item() == 2.0
+
+
+def test_a_real_time_and_symbols_with_assumptions_in_forces_dissipation_and_invariants():
+    t_real = sympy.Symbol("t", real=True)
+    x_, v_ = sympy.symbols("x v", real=True)
+    c_, k_ = sympy.symbols("c k", positive=True)
+    forced = System.from_lagrangian(
+        v_**2 / 2 - k_ * x_**2 / 2, ["x"], {"k": 1.0, "c": 0.5}, velocities=["v"], time=t_real,
+        dissipation=c_ * v_**2 / 2, forces={x_: sympy.cos(t_real)},
+    )
+    assert forced.time_dependent
+    assert forced.rhs(math.pi, torch.tensor([1.0, 2.0], dtype=torch.float64))[1].item() == (
+        pytest.approx(-1.0 - 1.0 - 1.0, rel=1e-14)
+    )
+    equations = System.from_equations({x_: v_, v_: -k_ * x_}, {k_: 2.0}, time=t_real,
+                                      invariants={"energy": v_**2 / 2 + k_ * x_**2 / 2})
+    assert equations.energy(torch.tensor([1.0, 1.0], dtype=torch.float64)).item() == 1.5
+    q_of_t = sympy.Function("q")(t_real)
+    dynamic = System.from_lagrangian(q_of_t.diff(t_real) ** 2 / 2 - k_ * q_of_t**2 / 2, [q_of_t],
+                                     {k_: 1.0}, time=t_real, forces={q_of_t: sympy.cos(t_real)})
+    assert dynamic.equations["q_dot"] == (
+        -sympy.Symbol("k") * sympy.Symbol("q") + sympy.cos(sympy.Symbol("t"))
+    )
+
+
+def test_two_different_symbols_of_one_name_in_an_expression_are_reported():
+    x_real, x_positive = sympy.Symbol("x", real=True), sympy.Symbol("x", positive=True)
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_equations({"x": x_real - x_positive}, {})
+    assert ("the equation for x holds different symbols named 'x' (Symbol('x', positive=True), "
+            "Symbol('x', real=True))") in str(info.value)
+
+
+def _decay(path: str, declared: str, written: str) -> System:
+    """``dx/dt = -<written>*x`` with the parameter ``<declared>`` = 3, built in Python or from a
+    specification file."""
+    if path == "python":
+        return System.from_equations({"x": f"-{written}*x"}, {declared: 3.0},
+                                     invariants={"scaled": f"{written}*x"})
+    return system_from_spec(
+        f'name = "u"\nform = "equations"\n[parameters]\n"{declared}" = 3.0\n'
+        f'[equations]\nx = "-{written}*x"\n[invariants]\nscaled = "{written}*x"\n'
+    )
+
+
+@pytest.mark.parametrize("path", ["python", "spec"])
+@pytest.mark.parametrize("declared, written", [
+    ("l", "ℓ"), ("ℓ", "l"), ("μ", "µ"), ("µ", "μ"),  # script l; micro sign and Greek mu
+])
+def test_names_that_python_reads_as_one_match_either_way_in_both_paths(path, declared, written):
+    # An expression written with 'ℓ' did not find the parameter 'l' ("neither a state nor a
+    # parameter"), while the other direction worked: only declared names were read as Python
+    # reads them.
+    system = _decay(path, declared, written)
+    assert system.equations["x"] == -sympy.Symbol(declared) * sympy.Symbol("x")
+    y = torch.tensor([2.0], dtype=torch.float64)
+    assert system.rhs(0.0, y).item() == -6.0
+    assert system.invariants(y)["scaled"].item() == 6.0
+
+
+@pytest.mark.parametrize("path", ["python", "spec"])
+def test_a_superscript_is_not_read_as_a_digit_of_a_name(path):
+    with pytest.raises(physode.SystemDefinitionError, match="equation for x"):
+        _decay(path, "x2", "x²")
+
+
+_SHARED_OPTIONS = ["name", "description", "reference", "parameter_ranges",
+                   "initial_state_distribution", "initial_states", "characteristic_time"]
+
+
+@pytest.mark.parametrize("build, constructor, own, typo, meant", [
+    (lambda **o: System.from_lagrangian(v**2 / 2, [x], {}, velocities=[v], **o),
+     "from_lagrangian", ["lagrangian", "coordinates", "parameters", "velocities", "time",
+                         "dissipation", "forces", "invariants", "mass_matrix"],
+     "dissipaton", "dissipation"),
+    (lambda **o: System.from_hamiltonian(v**2 / 2, [x], [v], {}, **o),
+     "from_hamiltonian", ["hamiltonian", "coordinates", "momenta", "parameters", "time",
+                          "forces", "invariants"],
+     "momentum", "momenta"),
+    (lambda **o: System.from_equations({x: -x}, {}, **o),
+     "from_equations", ["rhs", "parameters", "time", "invariants", "n_coordinates"],
+     "n_coordinate", "n_coordinates"),
+])
+def test_an_unknown_option_lists_exactly_what_that_constructor_takes(build, constructor, own,
+                                                                     typo, meant):
+    # The list was the shared options plus 'spec_text', without the constructor's own
+    # arguments such as dissipation, forces or n_coordinates.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        build(**{typo: 1})
+    expected = (f"unknown option {typo!r} (did you mean {meant!r}?); System.{constructor} "
+                f"takes: {', '.join(own + _SHARED_OPTIONS)}")
+    assert str(info.value).endswith(expected)
+
+
+def test_an_unknown_option_far_from_every_name_gets_no_suggestion():
+    with pytest.raises(physode.SystemDefinitionError,
+                       match="unknown option 'zzz'; System.from_equations takes: rhs,"):
+        System.from_equations({x: -x}, {}, zzz=1)
+
+
+@pytest.mark.parametrize("path", ["python", "spec"])
+@pytest.mark.parametrize("name, role", [
+    ("lambda", "parameter"), ("in", "parameter"), ("lambda", "state"), ("None", "parameter"),
+])
+def test_a_python_keyword_declared_and_used_as_a_name_is_explained_in_both_paths(path, name,
+                                                                                 role):
+    # From Python this was SymPy's raw parser error; an operator keyword such as 'in' was not
+    # explained in a specification file either.
+    if role == "parameter":
+        rhs, parameters = {"x": f"-{name}*x"}, {name: 2.0}
+    else:
+        rhs, parameters = {name: "-x", "x": f"{name}"}, {}
+    if path == "python":
+        build = functools.partial(System.from_equations, rhs, parameters)
+    else:
+        table = "".join(f'"{k}" = {value}\n' for k, value in parameters.items())
+        equations = "".join(f'"{k}" = "{value}"\n' for k, value in rhs.items())
+        build = functools.partial(system_from_spec, f'name = "k"\nform = "equations"\n'
+                                  f'[parameters]\n{table}[equations]\n{equations}')
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        build()
+    assert (f"{name!r} is a Python keyword, which cannot be a name in an expression; rename it "
+            f"(e.g. {name}_)") in str(info.value)
+
+
+def test_a_symbol_named_like_a_keyword_still_works_in_sympy_expressions():
+    lam = sympy.Symbol("lambda")
+    decay = System.from_equations({x: -lam * x}, {"lambda": 2.0})
+    assert decay.rhs(0.0, torch.tensor([1.5], dtype=torch.float64)).item() == -3.0
+
+
+@pytest.mark.parametrize("form, body, missing", [
+    ("lagrangian", 'coordinates = ["x"]', "lagrangian"),
+    ("hamiltonian", 'coordinates = ["x"]\nmomenta = ["p"]', "hamiltonian"),
+])
+def test_a_missing_lagrangian_or_hamiltonian_in_a_file_is_its_only_problem(form, body, missing):
+    # A missing Lagrangian was read as 0, adding "the mass matrix is singular".
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        system_from_spec(f'name = "m"\nform = "{form}"\n{body}\n')
+    assert f"missing required key {missing!r}" in str(info.value)
+
+
+def test_a_misspelt_coordinate_is_reported_with_a_suggestion_and_no_singular_mass_matrix():
+    with pytest.raises(physode.SystemDefinitionError, match="2 problems") as info:
+        System.from_lagrangian("theta_dot**2/2 + cos(theta)", coordinates=["thta"])
+    message = str(info.value)
+    assert ("symbol 'theta' in the Lagrangian is neither a coordinate, a velocity nor a "
+            "parameter (did you mean 'thta'?)") in message
+    assert "symbol 'theta_dot' in the Lagrangian" in message
+    assert "(did you mean 'thta_dot'?)" in message
+    assert "mass matrix" not in message
+
+
+def test_a_derivative_in_a_lagrangian_is_not_followed_by_a_singular_mass_matrix():
+    q = sympy.Function("q")(t)
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian(q.diff(t) ** 2 / 2, [x], {}, velocities=[v])
+    assert "the Lagrangian contains the derivative" in str(info.value)
+
+
+def test_a_singular_mass_matrix_is_still_reported_when_every_symbol_is_known():
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian("x_dot*x - x**2/2", coordinates=["x"])
+    assert "coordinate 'x' has no kinetic term" in str(info.value)

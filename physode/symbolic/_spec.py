@@ -11,9 +11,7 @@ file (or a data set, which stores one) cannot run code.
 from __future__ import annotations
 
 import ast
-import keyword
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from importlib.resources.abc import Traversable
@@ -29,9 +27,12 @@ from physode.symbolic._system import (
     REPORTED,
     Problems,
     System,
+    attach_spec_text,
     build_equations,
     build_hamiltonian,
     build_lagrangian,
+    keyword_reason,
+    read_names,
     scope,
 )
 
@@ -110,8 +111,6 @@ _REFUSED_NODES = {
                "Piecewise((value, condition), (otherwise, True))",
     ast.Compare: "the comparison {code} is not allowed outside a Piecewise condition",
 }
-# Keywords that are Python operators rather than a name someone gave a symbol (``lambda`` is).
-_OPERATOR_KEYWORDS = {"and", "or", "not", "is", "in", "if", "else", "for", "async", "await"}
 _PIECEWISE_HINT = "e.g. Piecewise((-x, x < 0), (x, True))"
 
 
@@ -130,6 +129,8 @@ def _refusal(text: str, node: ast.AST, names: Mapping[str, Any]) -> str | None:
             return f"the imaginary number {_excerpt(text, node)} is not allowed"
         if isinstance(value, str | bytes):
             return f"the string {_excerpt(text, node)} is not allowed"
+        if str(value) in names:  # None, True or False declared as a name
+            return keyword_reason(str(value), names)
         return f"{_excerpt(text, node)} is not allowed; write a number or a name"
     if isinstance(node, ast.Name):
         if node.id in names or node.id in CONSTANTS:
@@ -330,14 +331,7 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
     try:
         refusal = check_syntax(text, names)
     except SyntaxError as exc:
-        words = set(re.findall(r"[A-Za-z_]\w*", text)) - _OPERATOR_KEYWORDS
-        keywords = sorted(w for w in words if keyword.iskeyword(w))
-        reason = exc.msg
-        if keywords:
-            reason = (
-                f"{', '.join(map(repr, keywords))} is a Python keyword, which cannot be a name in "
-                f"an expression; rename it (e.g. {keywords[0]}_)"
-            )
+        reason = keyword_reason(text, names) or exc.msg
         problems.add(f"{where} = {text!r} does not parse: {reason}")
         return None
     if refusal is not None:
@@ -345,7 +339,7 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
         return None
     try:
         return parse_expr(
-            text, local_dict=dict(names), global_dict=dict(_GLOBALS),
+            read_names(text), local_dict=dict(names), global_dict=dict(_GLOBALS),
             transformations=standard_transformations,
         )
     except Exception as exc:  # SymPy raises errors of many kinds for malformed input
@@ -468,6 +462,10 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         expr = parse_expression(value, names, where, problems)
         return REPORTED if expr is None else expr
 
+    def parse_required(key):
+        # A missing key is reported above; a stand-in such as "0" would add a singular mass matrix.
+        return parse(spec[key], key) if key in spec else REPORTED
+
     invariant_table = spec.get("invariants", {})
     if not isinstance(invariant_table, Mapping):
         problems.add(f"[invariants] must be a table of name = expression, got {invariant_table!r}")
@@ -481,7 +479,6 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         "initial_state_distribution": spec.get("initial_state_distribution"),
         "initial_states": spec.get("initial_states"),
         "characteristic_time": spec.get("characteristic_time"),
-        "spec_text": text,
     }
     # By name, so that the builders report a name that is no identifier (it could never be
     # written in an expression).
@@ -495,14 +492,14 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         )
     elif form == "hamiltonian":
         forces = _forces(spec, parse, problems)
-        hamiltonian = parse(spec.get("hamiltonian", "0"), "hamiltonian")
+        hamiltonian = parse_required("hamiltonian")
         system = build_hamiltonian(
             problems, hamiltonian, [names[q] for q in coordinates], [names[p] for p in second],
             params, time=time, forces=forces, invariants=invariants, **options,
         )
     else:
         forces = _forces(spec, parse, problems)
-        lagrangian = parse(spec.get("lagrangian", "0"), "lagrangian")
+        lagrangian = parse_required("lagrangian")
         dissipation = parse(spec["dissipation"], "dissipation") if "dissipation" in spec else None
         mode = spec.get("mass_matrix", "auto")
         if mode not in MASS_MATRIX_MODES:
@@ -514,7 +511,7 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
             forces=forces, invariants=invariants, mass_matrix=mode, **options,
         )
     problems.raise_if_any()
-    return system
+    return attach_spec_text(system, text)
 
 
 def _forces(spec: Mapping, parse, problems: Problems) -> dict[str, sympy.Expr] | None:

@@ -7,10 +7,14 @@ and keep everything symbolic; torch code is generated on first use and cached.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
+import keyword
 import math
 import pickle
 import random
+import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -71,9 +75,40 @@ def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
             return None
         return sympy.Symbol(item)
     if isinstance(item, sympy.Symbol):
-        return item
+        return sympy.Symbol(item.name)  # matched by name: see _by_name
     problems.add(f"{what} {item!r} must be a sympy.Symbol or a name, not {type(item).__name__}")
     return None
+
+
+def _by_name(expr: sympy.Expr, where: str, problems: Problems) -> sympy.Expr | None:
+    """``expr`` with every symbol replaced by the plain symbol of its name (None, with a problem
+    added, when two different symbols share a name).
+
+    Symbols are matched by name, as in a specification file: ``Symbol("theta", real=True)`` in a
+    Lagrangian is the coordinate ``theta``, whatever assumptions either was declared with. Two
+    symbols of one name in one expression (``x`` real and ``x`` positive) are two variables to
+    SymPy, which one name cannot tell apart.
+
+    Examples
+    --------
+    >>> _by_name(sympy.Symbol("x", real=True) ** 2, "equation", Problems()).free_symbols
+    {x}
+    >>> _by_name(sympy.Symbol("x", real=True) ** 2, "equation", Problems()).is_real is None
+    True
+    """
+    by_name: dict[str, set[sympy.Symbol]] = {}
+    for sym in expr.atoms(sympy.Symbol):
+        by_name.setdefault(sym.name, set()).add(sym)
+    clashes = sorted(name for name, group in by_name.items() if len(group) > 1)
+    for name in clashes:
+        forms = ", ".join(sorted(map(sympy.srepr, by_name[name])))
+        problems.add(
+            f"the {where} holds different symbols named {name!r} ({forms}), which SymPy counts "
+            "as different variables; physode matches symbols by name, so create each name once"
+        )
+    if clashes:
+        return None
+    return expr.xreplace({sym: sympy.Symbol(sym.name) for sym in expr.atoms(sympy.Symbol)})
 
 
 def _expr(
@@ -93,11 +128,15 @@ def _expr(
         return None
     try:
         if isinstance(value, str):
-            expr = sympy.sympify(value, locals=scope({s.name: s for s in known}))
+            expr = sympy.sympify(read_names(value), locals=scope({s.name: s for s in known}))
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
-        problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
+        reason = keyword_reason(value, {s.name for s in known}) if isinstance(value, str) else None
+        if reason is not None:
+            problems.add(f"{where} = {value!r} does not parse: {reason}")
+        else:
+            problems.add(f"{where} {value!r} is not a SymPy expression ({exc})")
         return None
     if isinstance(expr, sympy.core.relational.Relational):
         problems.add(
@@ -108,6 +147,9 @@ def _expr(
     if not isinstance(expr, sympy.Expr) or expr.is_Matrix:
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
+        return None
+    expr = _by_name(expr, where, problems)
+    if expr is None:
         return None
     bad = unsupported_functions(expr)
     if bad:
@@ -137,6 +179,65 @@ def scope(names: Mapping[str, Any]) -> dict[str, Any]:
     {'l': 1, 'ℓ': 1}
     """
     return {**{unicodedata.normalize("NFKC", k): v for k, v in names.items()}, **names}
+
+
+_WORD = re.compile(r"\w+")
+# Keywords an expression may hold as themselves (operators, constants), so blamed for a failed
+# parse only where declared as a name; any other keyword there (``lambda``) is meant as a name.
+_EXPRESSION_KEYWORDS = {
+    "and", "or", "not", "is", "in", "if", "else", "for", "async", "await", "True", "False", "None",
+}
+
+
+def keyword_reason(text: str, declared: Collection[str] = ()) -> str | None:
+    """Why ``text`` does not parse when it uses a Python keyword as a name; None if it does not.
+
+    Shared by expression strings from Python and from specification files. A keyword that an
+    expression may hold as itself (``in``, ``True``) counts only when it is a ``declared`` name.
+
+    Examples
+    --------
+    >>> keyword_reason("-lambda*x")[:30], keyword_reason("-lambda*x")[-24:]
+    ("'lambda' is a Python keyword, ", 'rename it (e.g. lambda_)')
+    >>> keyword_reason("-in*x") is None, keyword_reason("-in*x", {"in", "x"}) is None
+    (True, False)
+    """
+    words = set(re.findall(r"[A-Za-z_]\w*", text))
+    keywords = sorted(
+        w for w in words
+        if keyword.iskeyword(w) and (w not in _EXPRESSION_KEYWORDS or w in declared)
+    )
+    if not keywords:
+        return None
+    verb = "is a Python keyword" if len(keywords) == 1 else "are Python keywords"
+    return (
+        f"{', '.join(map(repr, keywords))} {verb}, which cannot be a name in an expression; "
+        f"rename it (e.g. {keywords[0]}_)"
+    )
+
+
+def read_names(text: str) -> str:
+    """``text`` with every name in its NFKC form, as Python reads names in code.
+
+    SymPy's parser keeps a name as written, so an expression with ``ℓ`` would not find a
+    parameter declared ``l`` (nor the micro sign ``µ`` one declared as the Greek ``μ``); with
+    :func:`scope` for the declared names, both directions match. Only names change: ``x²`` stays
+    as it is (an error to Python too), not the name ``x2``.
+
+    Examples
+    --------
+    >>> read_names("-ℓ*µ*x² + 2.5e3")
+    '-l*μ*x² + 2.5e3'
+    """
+    return _WORD.sub(_read_name, text)
+
+
+def _read_name(match: re.Match) -> str:
+    word = match.group()
+    end = len(word)
+    while end and not word[:end].isidentifier():  # a number, or a name followed by '²'
+        end -= 1
+    return unicodedata.normalize("NFKC", word[:end]) + word[end:]
 
 
 def _parameters(
@@ -239,15 +340,25 @@ def _check_unknown(
     known: set[sympy.Symbol],
     phrase: str,
     problems: Problems,
-) -> None:
+) -> bool:
+    """Add a problem for each symbol of ``expr`` that is not ``known`` (suggesting the closest
+    known name) and for a derivative in it; whether there was any."""
     if expr is None:
-        return
-    for sym in sorted(expr.free_symbols - known, key=str):
-        problems.add(f"symbol {sym.name!r} in the {where} is {phrase}")
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, sympy.Derivative):
-            problems.add(f"the {where} contains the derivative {node}; write velocities as symbols")
-            break
+        return False
+    unknown = sorted(expr.free_symbols - known, key=str)
+    names = [s.name for s in known]
+    for sym in unknown:
+        hint = did_you_mean(sym.name, names)
+        problems.add(f"symbol {sym.name!r} in the {where} is {phrase}{hint}")
+    derivative = next(
+        (node for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Derivative)),
+        None,
+    )
+    if derivative is not None:
+        problems.add(
+            f"the {where} contains the derivative {derivative}; write velocities as symbols"
+        )
+    return bool(unknown) or derivative is not None
 
 
 def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, problems: Problems):
@@ -351,13 +462,12 @@ class System:
         characteristic_time: float | None = None,
         dissipation: sympy.Expr | None = None,
         forces: Sequence[sympy.Expr] | None = None,
-        spec_text: str | None = None,
     ):
         self.name = name
         self.form = form
         self.description = description
         self.reference = reference
-        self.spec_text = spec_text
+        self._spec_text: str | None = None  # set by the specification loader only
         self.time_symbol = time
         self.state_symbols = list(states)
         self.parameter_symbols = list(parameter_symbols)
@@ -382,6 +492,25 @@ class System:
         self.forces = None if forces is None else list(forces)
 
     # ------------------------------------------------------------------ descriptive attributes
+    @property
+    def spec_text(self) -> str | None:
+        """The text of the specification file this system was loaded from; None for a system
+        built in Python.
+
+        Read-only: a data set stores this text to rebuild the system, so it must be the text the
+        system was derived from. To store a system built in Python, write it as a specification
+        file and load that (:func:`physode.systems.load`).
+        """
+        return self._spec_text
+
+    @spec_text.setter
+    def spec_text(self, value: Any) -> None:
+        raise AttributeError(
+            f"spec_text of {self.name!r} is read-only: it is the text of the specification file "
+            "the system was derived from (None for a system built in Python); write the system "
+            "as a specification file and load it with physode.systems.load(path)"
+        )
+
     @property
     def state_names(self) -> list[str]:
         """Names of the state components, in order."""
@@ -1114,15 +1243,45 @@ def _check_count(n: Any) -> int:
 # ---------------------------------------------------------------------- builders
 _OPTION_NAMES = (
     "name", "description", "reference", "parameter_ranges", "initial_state_distribution",
-    "initial_states", "characteristic_time", "spec_text",
+    "initial_states", "characteristic_time",
 )
 
 
-def _options(options: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+def _options(options: Mapping[str, Any], problems: Problems, constructor: str) -> dict[str, Any]:
+    """The options shared by every form; a problem for each other key in ``options``, listing
+    what ``System.<constructor>`` takes."""
     for key in options:
         if key not in _OPTION_NAMES:
-            problems.add(f"unknown option {key!r}; valid options: {', '.join(_OPTION_NAMES)}")
+            valid = _accepted_names(constructor)
+            problems.add(
+                f"unknown option {key!r}{did_you_mean(key, valid)}; System.{constructor} takes: "
+                f"{', '.join(valid)}"
+            )
     return {k: options.get(k) for k in _OPTION_NAMES}
+
+
+def _accepted_names(constructor: str) -> list[str]:
+    """Every keyword ``System.<constructor>`` takes: its own arguments, then the shared options.
+
+    >>> _accepted_names("from_equations")[:5]
+    ['rhs', 'parameters', 'time', 'invariants', 'n_coordinates']
+    """
+    arguments = inspect.signature(getattr(System, constructor)).parameters.values()
+    own = [a.name for a in arguments if a.kind is not inspect.Parameter.VAR_KEYWORD]
+    return own + list(_OPTION_NAMES)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``choices`` to ``name``; empty when none
+    is close.
+
+    >>> did_you_mean("dissipaton", ["dissipation", "forces"])
+    " (did you mean 'dissipation'?)"
+    >>> did_you_mean("zeta", ["dissipation", "forces"])
+    ''
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_common(
@@ -1190,7 +1349,6 @@ def _check_common(
         "characteristic_time": None if char_time is None else float(char_time),
         "description": opts.get("description") or "",
         "reference": opts.get("reference") or "",
-        "spec_text": opts.get("spec_text"),
     }
 
 
@@ -1214,6 +1372,17 @@ def _finish(
         form=form, states=states, parameter_symbols=params, parameter_values=values,
         parameter_ranges=ranges, **common, **fields,
     )
+
+
+def attach_spec_text(system: System, text: str) -> System:
+    """``system``, recorded as derived from the specification ``text``.
+
+    For the specification loader only (:func:`physode.symbolic.system_from_spec`): a system's
+    ``spec_text`` is read-only and no constructor option sets it, so a data set never stores a
+    specification other than the one its system was derived from.
+    """
+    system._spec_text = text
+    return system
 
 
 def _vanishes(*exprs: sympy.Expr | None) -> bool:
@@ -1306,6 +1475,7 @@ def _dynamic_to_symbols(
     plain, vel, derivs, funcs = [], [], {}, {}
     for i, c in enumerate(coordinates):
         applied = isinstance(c, sympy.core.function.AppliedUndef)
+        c = _on_time(c, time) if applied else c
         q = sympy.Symbol(type(c).__name__) if applied else c
         if velocities is None:
             v = sympy.Symbol(f"{q}_dot")
@@ -1317,7 +1487,14 @@ def _dynamic_to_symbols(
             funcs[c] = q
         plain.append(q)
         vel.append(v)
-    return plain, vel if velocities is None else velocities, {"derivs": derivs, "funcs": funcs}
+    subs = {"derivs": derivs, "funcs": funcs, "time": time}
+    return plain, vel if velocities is None else velocities, subs
+
+
+def _on_time(expr: sympy.Basic, time: sympy.Symbol) -> sympy.Basic:
+    """``expr`` with each symbol named as ``time`` replaced by ``time`` (which is plain, see
+    :func:`_by_name`), so that ``q(t).diff(t)`` is found for a ``t`` declared ``real=True``."""
+    return expr.xreplace({s: time for s in expr.atoms(sympy.Symbol) if s.name == time.name})
 
 
 def _substitute(expr, subs: Mapping) -> Any:
@@ -1329,7 +1506,9 @@ def _substitute(expr, subs: Mapping) -> Any:
         expr = sympy.sympify(expr)
     except (sympy.SympifyError, TypeError):
         return expr
-    return expr.subs(subs["derivs"]).subs(subs["funcs"]) if isinstance(expr, sympy.Expr) else expr
+    if not isinstance(expr, sympy.Expr):
+        return expr
+    return _on_time(expr, subs["time"]).subs(subs["derivs"]).subs(subs["funcs"])
 
 
 def _pairs_and_parameters(
@@ -1379,7 +1558,7 @@ def build_lagrangian(
 ) -> System | None:
     """Validate and build a Lagrangian system, adding problems instead of raising."""
     time = _time(time, problems)
-    opts = _options(options, problems)
+    opts = _options(options, problems, "from_lagrangian")
     if mass_matrix not in MASS_MATRIX_MODES:
         problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
         mass_matrix = "auto"
@@ -1391,7 +1570,10 @@ def build_lagrangian(
     dissipation = _substitute(dissipation, subs)
     if isinstance(forces, Mapping):
         renamed = subs.get("funcs", {})
-        forces = {str(renamed.get(k, k)): _substitute(v, subs) for k, v in forces.items()}
+        forces = {
+            str(renamed.get(_on_time(k, time) if isinstance(k, sympy.Basic) else k, k)):
+            _substitute(v, subs) for k, v in forces.items()
+        }
     elif _is_collection(forces):
         forces = [_substitute(f, subs) for f in forces]
     if isinstance(invariants, Mapping):
@@ -1408,7 +1590,8 @@ def build_lagrangian(
     vs, params, values, ranges, common, known, phrase = checked
     had_dissipation = dissipation is not None
     lagrangian = _expr(lagrangian, "Lagrangian", problems, known)
-    _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
+    # A mass matrix of a Lagrangian with unknown symbols would only add follow-on problems.
+    unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
     if dissipation is not None:
         dissipation = _expr(dissipation, "dissipation function", problems, known)
         _check_unknown(dissipation, "dissipation function", known, phrase, problems)
@@ -1428,7 +1611,8 @@ def build_lagrangian(
     n = len(qs)
     small = n <= SYMBOLIC_SOLVE_MAX or _mechanics.is_diagonal(dyn.mass_matrix)
     symbolic = mass_matrix == "symbolic" or (mass_matrix == "auto" and small)
-    _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
+    if not unknown:
+        _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
 
     time_free = time not in lagrangian.free_symbols
     energy = _mechanics.lagrangian_energy(lagrangian, vs) if time_free else None
@@ -1509,7 +1693,7 @@ def build_hamiltonian(
 ) -> System | None:
     """Validate and build a Hamiltonian system, adding problems instead of raising."""
     time = _time(time, problems)
-    opts = _options(options, problems)
+    opts = _options(options, problems, "from_hamiltonian")
     coordinates = _names_list(coordinates, "coordinates", problems)
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     momenta = _names_list(momenta, "momenta", problems)
@@ -1562,7 +1746,7 @@ def build_equations(
 ) -> System | None:
     """Validate and build a first-order system, adding problems instead of raising."""
     time = _time(time, problems)
-    opts = _options(options, problems)
+    opts = _options(options, problems, "from_equations")
     if not isinstance(rhs, Mapping) or not rhs:
         problems.add("rhs must be a non-empty mapping {state: expression}")
         return None
