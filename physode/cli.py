@@ -141,7 +141,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         type=_fractions,
         default=(0.8, 0.1, 0.1),
         metavar="TRAIN,VAL,TEST",
-        help="fractions of the train/val/test split (default 0.8,0.1,0.1)",
+        help="fractions of the train/val/test split (default 0.8,0.1,0.1); the counts are "
+        "the largest remainders of fraction * N, so a fraction of 0 gets no trajectory",
     )
     options.add_argument(
         "--dtype",

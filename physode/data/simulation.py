@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +217,39 @@ def _fractions(split: Any) -> list[float] | None:
         return None
 
 
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """How many of ``n`` trajectories each split gets, by largest-remainder allocation.
+
+    Each split first gets ``floor(fraction * n)`` (the fractions scaled to sum to exactly 1);
+    the trajectories left over go one each to the splits with the largest remainders, ties to the
+    earlier split. So the counts sum to ``n``, each differs from ``fraction * n`` by less than
+    one, and a fraction of 0 gets no trajectory. The arithmetic is exact (on the fractions as
+    the binary numbers they are), so equal fractions tie.
+
+    Examples
+    --------
+    >>> split_counts(5, (0.5, 0.5, 0.0)), split_counts(5, (0.3, 0.3, 0.4))
+    ([3, 2, 0], [2, 1, 2])
+    >>> split_counts(1, (0.8, 0.1, 0.1)), split_counts(1024, (0.8, 0.1, 0.1))
+    ([1, 0, 0], [819, 103, 102])
+    """
+    exact = [Fraction(float(f)) for f in fractions]
+    total = sum(exact)
+    quotas = [f * n / total for f in exact]
+    counts = [math.floor(q) for q in quotas]
+    # The remainders sum to the number left over, each below 1, so there are always enough
+    # splits with a positive fraction to take one each.
+    eligible = [k for k, f in enumerate(exact) if f > 0]
+    eligible.sort(key=lambda k: (counts[k] - quotas[k], k))
+    for k in eligible[: n - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
     """Assign ``n`` trajectories to train/val/test at random, reproducibly for ``seed``.
 
-    The train and validation counts are ``round(fraction * n)``; the test split takes the rest.
+    The counts are :func:`split_counts`; which trajectories go where is a random permutation.
 
     Examples
     --------
@@ -231,9 +261,7 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_SPLIT,)))
     order = rng.permutation(n)
-    n_train = min(n, round(fractions[0] * n))
-    n_val = min(n - n_train, round(fractions[1] * n))
-    cuts = [0, n_train, n_train + n_val, n]
+    cuts = np.cumsum([0, *split_counts(n, fractions)])
     return {name: np.sort(order[cuts[k] : cuts[k + 1]]) for k, name in enumerate(SPLITS)}
 
 
