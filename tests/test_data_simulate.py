@@ -372,7 +372,9 @@ def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
         assert (data.flags & 1).all()
         assert np.isfinite(data.states[:, 0]).all() and np.isnan(data.states[:, -1]).all()
     report = check(out)
-    assert report.n_failed == 3 and not report.passed
+    assert report.n_failed == 3 and not report.passed and report.failed_trajectories == [0, 1, 2]
+    assert report.invariants == [] and report.n_succeeded == 0
+    assert "no trajectory was solved to the end; no drift to report" in report.table()
 
 
 def test_the_drift_plot_of_a_data_set_whose_every_solve_failed_draws_without_warnings(tmp_path):
