@@ -429,6 +429,46 @@ def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_
         assert data.solver["rtol"] == 1e-9
 
 
+def test_resuming_after_the_specification_was_edited_says_so_in_words(tmp_path, monkeypatch):
+    # The refusal named only the hashes: "system_spec_sha256: '44ffdb...' then, '6d109a...' now".
+    spec = tmp_path / "osc.toml"
+    text = physode.systems.path(SYSTEM).read_text()
+    spec.write_text(text)
+    out = tmp_path / "edited.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(spec, **settings)
+    edited = text.replace("[parameters]", "# edited\n[parameters]")
+    spec.write_text(edited)
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(spec, **settings, resume=True)
+    then, now = simulate_module.sha256_text(text)[:12], simulate_module.sha256_text(edited)[:12]
+    assert (
+        f"(the specification of system 'harmonic_oscillator', from {spec}, changed since the run "
+        f"started (system_spec_sha256 {then}... then, {now}... now)); rerun with the original"
+    ) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("then", "now", "said"),
+    [
+        ({"system_name": "kepler"}, {"system_name": "three_body"},
+         "the system changed since the run started: 'kepler' then, 'three_body' now "
+         "(system_spec_sha256 aaaaaaaaaaaa... then, bbbbbbbbbbbb... now)"),
+        ({"system_name": "kepler"}, {"system_name": "kepler"},
+         "the specification of system 'kepler' changed since the run started "
+         "(system_spec_sha256 aaaaaaaaaaaa... then, bbbbbbbbbbbb... now)"),
+    ],
+)  # fmt: skip
+def test_a_changed_system_is_described_before_the_other_settings(then, now, said):
+    then = {**then, "system_spec_sha256": "a" * 64, "seed": 1, "solver": {"rtol": 1e-8}}
+    now = {**now, "system_spec_sha256": "b" * 64, "seed": 2, "solver": {"rtol": 1e-8}}
+    differences = simulate_module._describe_differences(then, now, source=now["system_name"])
+    assert differences == [said, "seed: 1 then, 2 now"]
+
+
 def test_resume_recomputes_a_chunk_file_damaged_on_disk(tmp_path, monkeypatch):
     out = tmp_path / "damaged.h5"
     settings = {"trajectories": 4, "chunk_size": 2, "seed": 4, **FAST}

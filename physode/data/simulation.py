@@ -532,15 +532,52 @@ def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str
     return shlex.join(argv)
 
 
-def _describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _describe_differences(
+    old: dict, new: dict, prefix: str = "", source: str | None = None
+) -> list[str]:
+    """Each setting that differs between the run settings ``old`` and ``new``, in words.
+
+    A changed system or specification is said in words first (with ``source``, the name or
+    path the system was given as), its hashes kept as detail: the hashes alone did not tell
+    that the specification file had been edited.
+    """
     differences = []
+    if not prefix:
+        differences += _system_differences(old, new, source)
     for key in sorted(set(old) | set(new)):
+        if not prefix and key in _SYSTEM_KEYS:
+            continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             differences += _describe_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             differences.append(f"{prefix}{key}: {a!r} then, {b!r} now")
     return differences
+
+
+_SYSTEM_KEYS = ("system_name", "system_spec_sha256")
+
+
+def _system_differences(old: dict, new: dict, source: str | None) -> list[str]:
+    """The change of system or of its specification between two run settings, in words."""
+    (name_then, spec_then), (name_now, spec_now) = (
+        [run.get(key) for key in _SYSTEM_KEYS] for run in (old, new)
+    )
+    given = f", from {source}," if source not in (None, name_now) else ""
+    if name_then != name_now:
+        said = f"the system{given} changed since the run started: {name_then!r} then, "
+        said += f"{name_now!r} now"
+    elif spec_then != spec_now:
+        said = f"the specification of system {name_now!r}{given} changed since the run started"
+    else:
+        return []
+    if spec_then != spec_now:
+        said += f" (system_spec_sha256 {_short(spec_then)} then, {_short(spec_now)} now)"
+    return [said]
+
+
+def _short(digest: Any) -> str:
+    return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
 
 
 class _Workspace:
@@ -798,7 +835,7 @@ def simulate(
                 workspace.clear()
                 previous = None
             if previous is not None and previous != run:
-                changed = "; ".join(_describe_differences(previous, run))
+                changed = "; ".join(_describe_differences(previous, run, source=system_ref))
                 raise InvalidArgumentError(
                     f"cannot resume {workspace.folder}: it was started with other settings "
                     f"({changed}); "
