@@ -485,7 +485,9 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
     physode.DataFormatError
         The file is missing, not HDF5, truncated or damaged, a foreign HDF5 file, written by a newer
         format version, incomplete, or has missing, mistyped or inconsistent attributes or
-        datasets. The one-line message names the problem.
+        datasets (types other than the layout's, invariants the names do not list, times that
+        do not increase, a split that does not hold each trajectory once). The one-line message
+        names the problem.
     """
     path = Path(path)
     if path.is_dir():
@@ -694,7 +696,7 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
 # The stored types of version 1 (docs/data.md); /derivatives and /noisy_states take the type
 # that /states has.
 _STATE_TYPES = ("float64", "float32")
-_INDEX_TYPES = {"flags": "uint8", "solver/status": "int8"}
+_SOLVER_TYPES = {"status": "int8"}  # the counts are int64
 
 
 def _expected_datasets(f: h5py.File, header: Header, n: int, p: int) -> dict[str, tuple]:
@@ -708,10 +710,7 @@ def _expected_datasets(f: h5py.File, header: Header, n: int, p: int) -> dict[str
         "derivatives": ((n, p, n_state), like_states),
         "params": ((n, n_params), ("float64",)),
         "flags": ((n,), ("uint8",)),
-        **{
-            f"solver/{name}": ((n,), (_INDEX_TYPES.get(f"solver/{name}", "int64"),))
-            for name in _SOLVER_FIELDS
-        },
+        **{f"solver/{k}": ((n,), (_SOLVER_TYPES.get(k, "int64"),)) for k in _SOLVER_FIELDS},
         **{f"invariants/{name}": ((n, p), ("float64",)) for name in header.invariant_names},
         **{f"split/{name}": (None, ("int64",)) for name in SPLITS},
     }
