@@ -272,9 +272,13 @@ def conservation(
     holds its states as ``(N, P, n_state)``, trajectory first. Pass the data set itself, which
     reads its states whole and transposes them, and uses its times and each trajectory's
     parameters: ``conservation(data.system, data)``. For some of its trajectories, transpose
-    what you read: ``conservation(data.system, torch.from_numpy(data.states[rows]).transpose(0,
-    1), data.t, p=data.params[rows])``. A ``(N, P, n_state)`` tensor passed as ``ys`` without
-    ``t`` is read as ``N`` times of ``P`` trajectories, and nothing can tell.
+    what you read and pass the times and those rows' parameters::
+
+        ys = torch.from_numpy(data.states[rows]).transpose(0, 1)  # (P, len(rows), n_state)
+        conservation(data.system, ys, data.t, p=data.params[rows])
+
+    A ``(N, P, n_state)`` tensor passed as ``ys`` without ``t`` is read as ``N`` times of ``P``
+    trajectories, and nothing can tell.
 
     Parameters
     ----------
