@@ -141,7 +141,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         type=_fractions,
         default=(0.8, 0.1, 0.1),
         metavar="TRAIN,VAL,TEST",
-        help="fractions of the train/val/test split (default 0.8,0.1,0.1)",
+        help="fractions of the train/val/test split (default 0.8,0.1,0.1); the counts are "
+        "the largest remainders of fraction * N, so a fraction of 0 gets no trajectory",
     )
     options.add_argument(
         "--dtype",
@@ -230,8 +231,11 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "|I(t) - I(0)| / S (S: the sum of |terms of I| at t = 0, as in\n"
         "physode.diagnostics.conservation) and the worst trajectories. It reads every\n"
         "dataset, which verifies every checksum of the file.\n\n"
-        "exit status: 0 every invariant within the tolerance, 1 one is not,\n"
-        "2 the file cannot be read or an argument is bad, 3 an internal error (a bug)",
+        "The drift covers the trajectories solved to the end; solver failures are\n"
+        "counted and listed apart.\n\n"
+        "exit status: 0 every invariant within the tolerance and no solver failures,\n"
+        "1 an invariant beyond it or the file has solver failures, 2 the file cannot\n"
+        "be read or an argument is bad, 3 an internal error (a bug)",
         epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
         formatter_class=_FORMATTER,
     )

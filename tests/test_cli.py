@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import matplotlib.figure
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,55 @@ def test_check_exits_0_within_tolerance_and_1_beyond_it(dataset, capsys):
     assert "energy" in table and "median drift" in table and "within tolerance 1e-06" in table
     assert main(["check", str(dataset), "--tolerance", "1e-300"]) == 1
     assert "beyond tolerance 1e-300: energy" in capsys.readouterr().out
+
+
+def _with_solver_failures(source: Path, target: Path, rows: list[int]) -> Path:
+    """A copy of ``source`` whose ``rows`` failed as a solve does: NaN from the third point on,
+    flag bit 1 and status MAX_STEPS."""
+    target.write_bytes(source.read_bytes())
+    with h5py.File(target, "r+") as f:
+        for name in ("states", "derivatives", *(f"invariants/{k}" for k in f["invariants"])):
+            values = f[name][()]
+            values[rows, 2:] = np.nan
+            f[name][...] = values
+        flags, status = f["flags"][()], f["solver/status"][()]
+        flags[rows] |= 1
+        status[rows] = int(physode.Status.MAX_STEPS)
+        f["flags"][...], f["solver/status"][...] = flags, status
+    return target
+
+
+def test_check_measures_drift_on_the_solved_trajectories_and_exits_1_for_the_failures(
+    dataset, tmp_path, capsys
+):
+    # The failed trajectory's drift was inf, so every invariant read "beyond tolerance" although
+    # the two solved ones conserve it.
+    path = _with_solver_failures(dataset, tmp_path / "failed.h5", [1])
+    assert main(["check", str(path)]) == 1
+    table = capsys.readouterr().out
+    assert "3 trajectories, 1 solver failure (trajectory 1)" in table
+    assert "drift over the 2 trajectories solved to the end:" in table
+    assert "all invariants within tolerance 1e-06" in table and "beyond tolerance" not in table
+    assert table.rstrip().endswith(
+        "check failed: the file has 1 solver failure (trajectories that stopped before the "
+        "final time, flag bit 1)"
+    )
+    report = physode.data.check(path)
+    assert report.failing == [] and not report.passed and report.failed_trajectories == [1]
+    (energy,) = report.invariants
+    assert 0 <= energy.worst < 1e-6 and 0 <= energy.median <= energy.worst
+    assert sorted(i for i, _ in energy.worst_trajectories) == [0, 2]
+
+
+def test_check_names_both_the_failures_and_an_invariant_beyond_tolerance(
+    dataset, tmp_path, capsys
+):
+    path = _with_solver_failures(dataset, tmp_path / "failed.h5", [0, 2])
+    assert main(["check", str(path), "--tolerance", "1e-300"]) == 1
+    table = capsys.readouterr().out
+    assert "2 solver failures (trajectories 0, 2)" in table
+    assert "beyond tolerance 1e-300: energy" in table and "check failed: the file has 2" in table
+    assert physode.data.check(path, tolerance=1e-300).failing == ["energy"]
 
 
 def test_check_writes_the_drift_plot(dataset, tmp_path, capsys):

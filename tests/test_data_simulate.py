@@ -372,7 +372,9 @@ def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
         assert (data.flags & 1).all()
         assert np.isfinite(data.states[:, 0]).all() and np.isnan(data.states[:, -1]).all()
     report = check(out)
-    assert report.n_failed == 3 and not report.passed
+    assert report.n_failed == 3 and not report.passed and report.failed_trajectories == [0, 1, 2]
+    assert report.invariants == [] and report.n_succeeded == 0
+    assert "no trajectory was solved to the end; no drift to report" in report.table()
 
 
 def test_the_drift_plot_of_a_data_set_whose_every_solve_failed_draws_without_warnings(tmp_path):
@@ -425,6 +427,46 @@ def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_
     assert result.n_resumed_chunks == 0
     with load(out) as data:
         assert data.solver["rtol"] == 1e-9
+
+
+def test_resuming_after_the_specification_was_edited_says_so_in_words(tmp_path, monkeypatch):
+    # The refusal named only the hashes: "system_spec_sha256: '44ffdb...' then, '6d109a...' now".
+    spec = tmp_path / "osc.toml"
+    text = physode.systems.path(SYSTEM).read_text()
+    spec.write_text(text)
+    out = tmp_path / "edited.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_chunk(patch)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(spec, **settings)
+    edited = text.replace("[parameters]", "# edited\n[parameters]")
+    spec.write_text(edited)
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(spec, **settings, resume=True)
+    then, now = simulate_module.sha256_text(text)[:12], simulate_module.sha256_text(edited)[:12]
+    assert (
+        f"(the specification of system 'harmonic_oscillator', from {spec}, changed since the run "
+        f"started (system_spec_sha256 {then}... then, {now}... now)); rerun with the original"
+    ) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("then", "now", "said"),
+    [
+        ({"system_name": "kepler"}, {"system_name": "three_body"},
+         "the system changed since the run started: 'kepler' then, 'three_body' now "
+         "(system_spec_sha256 aaaaaaaaaaaa... then, bbbbbbbbbbbb... now)"),
+        ({"system_name": "kepler"}, {"system_name": "kepler"},
+         "the specification of system 'kepler' changed since the run started "
+         "(system_spec_sha256 aaaaaaaaaaaa... then, bbbbbbbbbbbb... now)"),
+    ],
+)  # fmt: skip
+def test_a_changed_system_is_described_before_the_other_settings(then, now, said):
+    then = {**then, "system_spec_sha256": "a" * 64, "seed": 1, "solver": {"rtol": 1e-8}}
+    now = {**now, "system_spec_sha256": "b" * 64, "seed": 2, "solver": {"rtol": 1e-8}}
+    differences = simulate_module._describe_differences(then, now, source=now["system_name"])
+    assert differences == [said, "seed: 1 then, 2 now"]
 
 
 def test_resume_recomputes_a_chunk_file_damaged_on_disk(tmp_path, monkeypatch):
@@ -674,10 +716,53 @@ def test_a_chunk_removed_during_the_run_is_a_physode_error_that_resume_mends(
     _assert_same_datasets(out, reference)
 
 
-def test_split_counts_round_the_fractions_and_the_test_split_takes_the_rest():
-    # 0.7 * 9 = 6.3 and 0.2 * 9 = 1.8 round to 6 and 2; truncating would give 6, 1 and 2.
-    parts = simulate_module.split_indices(9, (0.7, 0.2, 0.1), seed=0)
-    assert [len(parts[name]) for name in ("train", "val", "test")] == [6, 2, 1]
+@pytest.mark.parametrize(
+    ("n", "fractions", "counts"),
+    [
+        # round() gave 1 trajectory to a test split of 0: round(2.5) is 2 twice, test the rest.
+        (5, (0.5, 0.5, 0.0), [3, 2, 0]),
+        # round() gave 2, 2, 1: the largest fraction got the fewest.
+        (5, (0.3, 0.3, 0.4), [2, 1, 2]),
+        # round() sent a lone trajectory to a test split of 0, or of the smallest fraction.
+        (1, (0.5, 0.5, 0.0), [1, 0, 0]),
+        (1, (0.4, 0.3, 0.3), [1, 0, 0]),
+        (1, (0.8, 0.1, 0.1), [1, 0, 0]),
+        (1, (0.0, 0.0, 1.0), [0, 0, 1]),
+        (2, (0.0, 1.0, 0.0), [0, 2, 0]),
+        # 6.3, 1.8, 0.9: the two left over go to the remainders 0.9 and 0.8.
+        (9, (0.7, 0.2, 0.1), [6, 2, 1]),
+        # 819.2, 102.4, 102.4: the one left over goes to the earlier of the tied splits.
+        (1024, (0.8, 0.1, 0.1), [819, 103, 102]),
+        (3, (1 / 3, 1 / 3, 1 / 3), [1, 1, 1]),
+        (10, (0.6, 0.2, 0.2), [6, 2, 2]),
+    ],
+)
+def test_split_counts_are_the_largest_remainders_of_the_fractions(n, fractions, counts):
+    assert simulate_module.split_counts(n, fractions) == counts
+    parts = simulate_module.split_indices(n, fractions, seed=3)
+    assert [len(parts[name]) for name in ("train", "val", "test")] == counts
+
+
+@pytest.mark.parametrize("n", range(1, 40))
+@pytest.mark.parametrize(
+    "fractions", [(0.8, 0.1, 0.1), (0.5, 0.5, 0.0), (0.3, 0.3, 0.4), (0.0, 0.25, 0.75)]
+)
+def test_split_counts_sum_to_n_stay_within_one_of_the_share_and_skip_zero_fractions(n, fractions):
+    counts = simulate_module.split_counts(n, fractions)
+    assert sum(counts) == n
+    for count, fraction in zip(counts, fractions, strict=True):
+        assert abs(count - fraction * n) < 1
+        assert fraction > 0 or count == 0
+
+
+def test_a_zero_test_fraction_leaves_the_stored_test_split_empty(tmp_path):
+    from physode.cli import main
+
+    out = tmp_path / "no_test.h5"
+    argv = ["simulate", SYSTEM, "-n", "5", "--t-end", "1", "--points", "2", "-o", str(out)]
+    assert main([*argv, "--split", "0.5,0.5,0", "--quiet"]) == 0
+    with load(out) as data:
+        assert [len(data.split[name]) for name in ("train", "val", "test")] == [3, 2, 0]
 
 
 def test_a_drift_that_is_not_a_number_is_flagged_as_drift(tmp_path, monkeypatch):

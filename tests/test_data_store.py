@@ -217,7 +217,7 @@ def test_a_file_whose_writer_did_not_finish_is_refused(stored):
         (lambda f: f.__delitem__("derivatives"), "missing datasets derivatives"),
         (lambda f: f.attrs.__setitem__("system_spec", "tampered"), "does not match its sha256"),
         (lambda f: f.attrs.__setitem__("state_names", '["q"]'), r"states has shape \(7, 9, 2\)"),
-        (lambda f: f["split/test"].__setitem__(0, 0), "more than one split"),
+        (lambda f: f["split/test"].__setitem__(0, 0), "the split lists trajectories 0 more than"),
     ],
 )
 def test_structural_damage_is_named_in_one_line(stored, damage, message):
@@ -247,6 +247,18 @@ def _replace(name, value):
         f[name] = value
 
     return damage
+
+
+def _retype(name, dtype):
+    return lambda f: _replace(name, f[name][()].astype(dtype))(f)
+
+
+def _reverse_t(f):
+    f["t"][...] = f["t"][()][::-1]
+
+
+def _add_invariant(f):
+    f["invariants/bogus"] = np.zeros((N, P))
 
 
 def _alter_text_in_file(path, old: bytes, new: bytes) -> None:
@@ -286,6 +298,34 @@ def _non_utf8_spec(f):
         (_replace("split/val", np.array([[1, 6]])), r"split/val has shape \(1, 2\)"),
         (_replace("split/val", np.array([1.0, 6.0])), "split/val holds float64, expected int"),
         (_replace("params", np.full((N, N_PARAMS), b"a")), r"params holds \|S1, expected float"),
+        (_retype("states", np.float16), "states holds float16, expected float64 or float32"),
+        (_retype("derivatives", np.float32),
+         "derivatives holds float32, expected float64, the type of /states"),
+        (_retype("noisy_states", np.float32),
+         "noisy_states holds float32, expected float64, the type of /states"),
+        (_retype("t", np.float32), "t holds float32, expected float64"),
+        (_retype("params", np.float32), "params holds float32, expected float64"),
+        (_retype("invariants/energy", np.float32), "invariants/energy holds float32"),
+        (_retype("flags", np.int64), "flags holds int64, expected uint8"),
+        (_retype("solver/nfe", np.int32), "solver/nfe holds int32, expected int64"),
+        (_retype("split/val", np.int32), "split/val holds int32, expected int64"),
+        (_set_attr("invariant_names", '["energy"]'),
+         r"/invariants holds other, which attribute 'invariant_names' \(\[.energy.\]\) does "),
+        (_add_invariant, "/invariants holds bogus, which attribute 'invariant_names'"),
+        (_set_attr("system_name", "kepler"),
+         "attribute 'system_name' is 'kepler', expected 'harmonic_oscillator', the name the "
+         "stored specification gives"),
+        (_reverse_t, r"t is not strictly increasing \(t\[0\] = 2.0, t\[1\] = 1.75\)"),
+        (_replace("t", np.array([0.0, 1, 2, 3, 3, 4, 5, 6, 7])),
+         r"t is not strictly increasing \(t\[3\] = 3.0, t\[4\] = 3.0\)"),
+        (_replace("t", np.array([0.0, 1, 2, 3, np.nan, 4, 5, 6, 7])), "t holds values that are"),
+        (_replace("split/test", np.array([], dtype=np.int64)),
+         r"the split leaves out trajectories 4, expected every one of 0..6 in exactly one of "),
+        (_replace("split/val", np.array([1, 6, 6])),
+         "split/val is not sorted ascending without repeats; the split lists trajectories 6 "
+         "more than once"),
+        (_replace("split/val", np.array([6, 1])), "split/val is not sorted ascending"),
+        (_replace("split/test", np.array([4, 9])), r"split indices outside 0..6"),
     ],
 )  # fmt: skip
 def test_a_mistyped_attribute_or_dataset_is_refused_by_load_and_by_check(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import matplotlib.figure
+import numpy as np
 import pytest
 import torch
 
 import physode
+import physode.data
 import physode.diagnostics
 import physode.systems
 from physode.diagnostics import conservation
@@ -216,3 +218,43 @@ def test_plot_refuses_a_number_of_trajectories_that_is_not_a_positive_integer(tm
     with pytest.raises(physode.InvalidArgumentError, match=rf"max_trajectories={count!r}"):
         conservation(pendulum, ys, t).plot(tmp_path / "drift.png", max_trajectories=count)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_loaded_data_set_is_read_trajectory_by_trajectory_with_its_times_and_parameters(
+    tmp_path, dtype
+):
+    # Stored states are (N, P, n_state); as ys (time first) they were read as N times of P
+    # trajectories without a word. The data set itself is transposed, with its t and params.
+    out = tmp_path / "osc.h5"
+    settings = {"t_end": 4.0, "points": 6, "rtol": 1e-9, "atol": 1e-9, "quiet": True}
+    physode.data.simulate(
+        "harmonic_oscillator", trajectories=3, out=out, params="sample", dtype=dtype, **settings
+    )
+    with physode.data.load(out) as data:
+        report = conservation(data.system, data, tolerance=1e-6)
+        states = torch.from_numpy(data.states[()]).to(F64).transpose(0, 1)
+        expected = conservation(data.system, states, data.t, 1e-6, p=data.params)
+        t, params, stored = data.t, data.params, data.invariants["energy"][()]
+    assert report.batch_shape == (3,) and report["energy"].abs_drift.shape == (6, 3)
+    torch.testing.assert_close(report.t, torch.from_numpy(t))
+    for name, drift in expected.invariants.items():
+        torch.testing.assert_close(report[name].max_rel_drift, drift.max_rel_drift)
+    # Each trajectory's own parameters: its initial energy is the one stored beside its states.
+    np.testing.assert_allclose(report["energy"].initial.numpy(), stored[:, 0], rtol=1e-6)
+    assert len(set(params[:, 0].tolist())) == 3 and report.ok
+
+
+def test_a_data_set_with_times_or_parameters_given_uses_those(tmp_path):
+    out = tmp_path / "osc.h5"
+    physode.data.simulate(
+        "harmonic_oscillator", trajectories=2, t_end=1.0, points=3, out=out, params="sample"
+    )
+    with physode.data.load(out) as data:
+        with pytest.raises(physode.InvalidArgumentError, match=r"t has shape \(2,\)"):
+            conservation(data.system, data, t=[0.0, 1.0])
+        default = torch.tensor(list(data.system.parameters.values()), dtype=F64)
+        report = conservation(data.system, data, p=default)
+        ys = torch.from_numpy(data.states[()]).transpose(0, 1)
+    energy = data.system.invariants(ys[0], default)["energy"]
+    torch.testing.assert_close(report["energy"].initial, energy)

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,7 +485,9 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
     physode.DataFormatError
         The file is missing, not HDF5, truncated or damaged, a foreign HDF5 file, written by a newer
         format version, incomplete, or has missing, mistyped or inconsistent attributes or
-        datasets. The one-line message names the problem.
+        datasets (types other than the layout's, invariants the names do not list, times that
+        do not increase, a split that does not hold each trajectory once). The one-line message
+        names the problem.
     """
     path = Path(path)
     if path.is_dir():
@@ -543,9 +546,30 @@ def _validate(f: h5py.File, path: Path) -> Header:
             _dataset_problems(f, header, problems)
     if not problems and sha256_text(attrs["system_spec"]) != attrs["system_spec_sha256"]:
         problems.append("the stored system specification does not match its sha256")
+    if not problems:
+        problems += _system_name_problems(attrs)
     if problems:
         raise DataFormatError(f"{path}: damaged: " + "; ".join(problems))
     return header
+
+
+def _system_name_problems(attrs: dict[str, Any]) -> list[str]:
+    """``system_name`` must be the name that the stored specification gives its system.
+
+    Only the specification's TOML is parsed here (a millisecond); building the system from it
+    waits for :attr:`TrajectoryFile.system`, which also reports a specification that is not valid.
+    """
+    stored = attrs.get("system_name")
+    try:
+        spec_name = tomllib.loads(attrs["system_spec"]).get("name")
+    except tomllib.TOMLDecodeError:
+        return []
+    if stored is None or not isinstance(spec_name, str) or stored == spec_name:
+        return []
+    return [
+        f"attribute 'system_name' is {stored!r}, expected {spec_name!r}, the name the stored "
+        "specification gives its system"
+    ]
 
 
 def _plain(path: Path, key: str, value: Any) -> Any:
@@ -634,7 +658,9 @@ def _header(attrs: dict[str, Any], problems: list[str]) -> Header:
 
 
 def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None:
-    """Check that every dataset of the layout is there, with its shape and type."""
+    """Check that every dataset of the layout is there, with its shape and type, and that the
+    small ones (``/t``, the split) hold what the layout promises. Large datasets are only looked
+    at through their metadata, so that opening a file stays cheap."""
     datasets = ["t", "states", "derivatives", "params", "flags"]
     datasets += [f"solver/{name}" for name in _SOLVER_FIELDS]
     datasets += [f"split/{name}" for name in SPLITS]
@@ -650,39 +676,124 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
         problems.append(f"states has shape {states.shape}, expected (N, P, n_state)")
     if problems:
         return
-    n, p = states.shape[0], t.shape[0]
-    n_state, n_params = len(header.state_names), len(header.parameter_names)
-    expected = {
-        "t": ((p,), "f"),
-        "states": ((n, p, n_state), "f"),
-        "derivatives": ((n, p, n_state), "f"),
-        "params": ((n, n_params), "f"),
-        "flags": ((n,), "iu"),
-        **{f"solver/{name}": ((n,), "iu") for name in _SOLVER_FIELDS},
-        **{f"invariants/{name}": ((n, p), "f") for name in header.invariant_names},
-        **{f"split/{name}": (None, "iu") for name in SPLITS},
-    }
-    if "noisy_states" in f:
-        expected["noisy_states"] = ((n, p, n_state), "f")
-    for name, (shape, kinds) in expected.items():
-        dataset = f[name]
-        if not isinstance(dataset, h5py.Dataset):
-            problems.append(f"{name} is not a dataset")
-        elif shape is not None and dataset.shape != shape:
-            problems.append(f"{name} has shape {dataset.shape}, expected {shape}")
-        elif shape is None and dataset.ndim != 1:
-            problems.append(f"{name} has shape {dataset.shape}, expected one dimension")
-        elif dataset.dtype.kind not in kinds:
-            expected_type = "floating point" if kinds == "f" else "integers"
-            problems.append(f"{name} holds {dataset.dtype}, expected {expected_type}")
+    for name, (shape, types) in _expected_datasets(f, header, states.shape[0], t.shape[0]).items():
+        problem = _layout_problem(name, f[name], shape, types)
+        if problem is not None:
+            problems.append(problem)
+    problems += _unlisted_invariants(f, header)
     if problems:
         return
     try:
-        indices = np.concatenate([f[f"split/{name}"][()] for name in SPLITS])
+        times = f["t"][()]
+        splits = {name: f[f"split/{name}"][()] for name in SPLITS}
     except OSError as exc:
-        problems.append(f"unreadable split ({_first_line(exc)})")
+        problems.append(f"unreadable t or split ({_first_line(exc)})")
         return
+    problems += _time_problems(times)
+    problems += _split_problems(splits, states.shape[0])
+
+
+# The stored types of version 1 (docs/data.md); /derivatives and /noisy_states take the type
+# that /states has.
+_STATE_TYPES = ("float64", "float32")
+_SOLVER_TYPES = {"status": "int8"}  # the counts are int64
+
+
+def _expected_datasets(f: h5py.File, header: Header, n: int, p: int) -> dict[str, tuple]:
+    """Each dataset's expected shape (``None``: any one-dimensional) and allowed types."""
+    n_state, n_params = len(header.state_names), len(header.parameter_names)
+    states_type = _native(f["states"].dtype)
+    like_states = (states_type,) if states_type.name in _STATE_TYPES else _STATE_TYPES
+    expected = {
+        "t": ((p,), ("float64",)),
+        "states": ((n, p, n_state), _STATE_TYPES),
+        "derivatives": ((n, p, n_state), like_states),
+        "params": ((n, n_params), ("float64",)),
+        "flags": ((n,), ("uint8",)),
+        **{f"solver/{k}": ((n,), (_SOLVER_TYPES.get(k, "int64"),)) for k in _SOLVER_FIELDS},
+        **{f"invariants/{name}": ((n, p), ("float64",)) for name in header.invariant_names},
+        **{f"split/{name}": (None, ("int64",)) for name in SPLITS},
+    }
+    if "noisy_states" in f:
+        expected["noisy_states"] = ((n, p, n_state), like_states)
+    return expected
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    """``dtype`` in the machine's byte order (a file written on a big-endian machine holds
+    ``>f8``, which is float64 all the same)."""
+    return dtype.newbyteorder("=") if dtype.kind in "iuf" else dtype
+
+
+def _layout_problem(name: str, dataset: Any, shape: tuple | None, types: tuple) -> str | None:
+    """What is wrong with one dataset's kind, shape or type, or ``None``."""
+    if not isinstance(dataset, h5py.Dataset):
+        return f"{name} is not a dataset"
+    if shape is not None and dataset.shape != shape:
+        return f"{name} has shape {dataset.shape}, expected {shape}"
+    if shape is None and dataset.ndim != 1:
+        return f"{name} has shape {dataset.shape}, expected one dimension"
+    if _native(dataset.dtype) not in [np.dtype(t) for t in types]:
+        expected = " or ".join(str(np.dtype(t)) for t in types)
+        if name in ("derivatives", "noisy_states") and len(types) == 1:
+            expected += ", the type of /states"
+        return f"{name} holds {dataset.dtype}, expected {expected}"
+    return None
+
+
+def _unlisted_invariants(f: h5py.File, header: Header) -> list[str]:
+    """The datasets of ``/invariants`` that the ``invariant_names`` attribute does not list."""
+    group = f.get("invariants")
+    extra = sorted(set(group) - set(header.invariant_names)) if group is not None else []
+    if not extra:
+        return []
+    listed = json.dumps(header.invariant_names)
+    return [
+        f"/invariants holds {', '.join(extra)}, which attribute 'invariant_names' ({listed}) "
+        "does not list"
+    ]
+
+
+def _time_problems(times: np.ndarray) -> list[str]:
+    """``/t`` must be finite and strictly increasing."""
+    if not np.isfinite(times).all():
+        return ["t holds values that are not finite, expected increasing times"]
+    steps = np.flatnonzero(np.diff(times) <= 0)
+    if steps.size:
+        k = int(steps[0])
+        return [
+            f"t is not strictly increasing (t[{k}] = {float(times[k])!r}, t[{k + 1}] = "
+            f"{float(times[k + 1])!r}), expected increasing output times"
+        ]
+    return []
+
+
+def _split_problems(splits: dict[str, np.ndarray], n: int) -> list[str]:
+    """The split must list each of the ``n`` trajectories exactly once, each part sorted."""
+    problems = [
+        f"split/{name} is not sorted ascending without repeats"
+        for name, indices in splits.items()
+        if np.any(np.diff(indices) <= 0)
+    ]
+    indices = np.concatenate(list(splits.values()))
     if indices.size and (indices.min() < 0 or indices.max() >= n):
-        problems.append(f"split indices outside 0..{n - 1}")
-    elif np.unique(indices).size != indices.size:
-        problems.append("a trajectory appears in more than one split")
+        return [*problems, f"split indices outside 0..{n - 1}"]
+    counts = np.bincount(indices, minlength=n)
+    twice = np.flatnonzero(counts > 1)
+    if twice.size:
+        problems.append(
+            f"the split lists trajectories {_first_few(twice)} more than once, expected each "
+            f"in exactly one of {', '.join(SPLITS)}"
+        )
+    left_out = np.flatnonzero(counts == 0)
+    if left_out.size:
+        problems.append(
+            f"the split leaves out trajectories {_first_few(left_out)}, expected every one of "
+            f"0..{n - 1} in exactly one of {', '.join(SPLITS)}"
+        )
+    return problems
+
+
+def _first_few(indices: np.ndarray, shown: int = 5) -> str:
+    text = ", ".join(str(int(i)) for i in indices[:shown])
+    return text + (f" and {indices.size - shown} more" if indices.size > shown else "")

@@ -30,17 +30,19 @@ def counted(n: int, singular: str, plural: str) -> str:
 
 @dataclass(frozen=True)
 class InvariantSummary:
-    """Drift of one invariant over a whole data set, as :func:`check` reports it.
+    """Drift of one invariant over the trajectories of a data set solved to the end, as
+    :func:`check` reports it (solver failures are counted apart, in :class:`CheckReport`).
 
     Attributes
     ----------
     name : str
     median : float
-        Median over trajectories of each trajectory's largest relative drift.
+        Median over the successful trajectories of each one's largest relative drift.
     worst : float
-        The largest relative drift of any trajectory (``inf`` if one has non-finite states).
+        The largest relative drift of a successful trajectory (``inf`` if one has non-finite
+        states or invariants).
     worst_trajectories : list of (int, float)
-        The trajectories with the largest drift, worst first, with their drift.
+        The successful trajectories with the largest drift, worst first, with their drift.
     """
 
     name: str
@@ -51,7 +53,13 @@ class InvariantSummary:
 
 @dataclass
 class CheckReport:
-    """The result of :func:`check`: per invariant drift against a tolerance.
+    """The result of :func:`check`: solver failures, and per invariant the drift of the
+    trajectories solved to the end against a tolerance.
+
+    A failed trajectory (flag bit 1) stops early, with NaN states after the point it reached, so
+    its drift says nothing about conservation: the drift statistics cover the other
+    trajectories, and the failures are reported beside them. The check passes only when there
+    are no failures and every invariant stays within the tolerance.
 
     Attributes
     ----------
@@ -59,12 +67,16 @@ class CheckReport:
     tolerance : float
     n_trajectories : int
     n_failed : int
-        Trajectories flagged as solver failures (their drift is ``inf``).
+        Trajectories flagged as solver failures; the check fails when there is any.
     invariants : list of InvariantSummary
+        One per invariant, over the trajectories that did not fail; empty when the system
+        declares no invariants or every trajectory failed.
     t : numpy.ndarray or None
         The output times, for :meth:`plot`.
     curves : dict of str to dict of int to numpy.ndarray
         Per invariant, the drift over time of each of its worst trajectories.
+    failed_trajectories : list of int
+        The rows of the trajectories flagged as solver failures, ascending.
 
     Examples
     --------
@@ -77,6 +89,17 @@ class CheckReport:
     invariant  median drift  worst drift  worst trajectories (drift)
     energy     1.00e-12      3.00e-11     2 (3.0e-11)
     all invariants within tolerance 1e-06
+    >>> report = CheckReport("b.h5", 1e-6, 4, 1, [energy], failed_trajectories=[3])
+    >>> report.passed, report.failing
+    (False, [])
+    >>> print(report.table())  # doctest: +NORMALIZE_WHITESPACE
+    b.h5: 4 trajectories, 1 solver failure (trajectory 3)
+    drift over the 3 trajectories solved to the end:
+    invariant  median drift  worst drift  worst trajectories (drift)
+    energy     1.00e-12      3.00e-11     2 (3.0e-11)
+    all invariants within tolerance 1e-06
+    check failed: the file has 1 solver failure (trajectories that stopped before the final
+    time, flag bit 1)
     """
 
     path: str
@@ -86,26 +109,55 @@ class CheckReport:
     invariants: list[InvariantSummary] = field(default_factory=list)
     t: np.ndarray | None = None
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    failed_trajectories: list[int] = field(default_factory=list)
+
+    @property
+    def n_succeeded(self) -> int:
+        """Trajectories solved to the end, the ones the drift statistics cover."""
+        return self.n_trajectories - self.n_failed
 
     @property
     def failing(self) -> list[str]:
-        """Names of the invariants whose worst drift exceeds the tolerance."""
+        """Names of the invariants whose worst drift, over the successful trajectories, exceeds
+        the tolerance."""
         return [d.name for d in self.invariants if not d.worst <= self.tolerance]
 
     @property
     def passed(self) -> bool:
-        """Whether every invariant stays within the tolerance on every trajectory."""
-        return not self.failing
+        """Whether no trajectory failed and every invariant stays within the tolerance on every
+        trajectory."""
+        return not self.failing and self.n_failed == 0
 
     def table(self) -> str:
         """The report as a plain-text table."""
-        lines = [
+        header = (
             f"{self.path}: {counted(self.n_trajectories, 'trajectory', 'trajectories')}, "
             f"{counted(self.n_failed, 'solver failure', 'solver failures')}"
-        ]
+        )
+        if self.failed_trajectories:
+            noun = "trajectory" if len(self.failed_trajectories) == 1 else "trajectories"
+            header += f" ({noun} {_first_few(self.failed_trajectories)})"
+        lines = [header, *self._drift_table()]
+        if self.n_failed:
+            lines.append(
+                "check failed: the file has "
+                f"{counted(self.n_failed, 'solver failure', 'solver failures')} (trajectories "
+                "that stopped before the final time, flag bit 1)"
+            )
+        return "\n".join(lines)
+
+    def _drift_table(self) -> list[str]:
+        """The lines of the drift table and its verdict."""
+        if self.n_trajectories and not self.n_succeeded:
+            return ["no trajectory was solved to the end; no drift to report"]
         if not self.invariants:
-            lines.append("the system declares no invariants; nothing to check")
-            return "\n".join(lines)
+            return ["the system declares no invariants; nothing to check"]
+        lines = []
+        if self.n_failed:
+            lines.append(
+                f"drift over the {counted(self.n_succeeded, 'trajectory', 'trajectories')} "
+                "solved to the end:"
+            )
         rows = [("invariant", "median drift", "worst drift", "worst trajectories (drift)")]
         for d in self.invariants:
             worst = ", ".join(f"{i} ({v:.1e})" for i, v in d.worst_trajectories)
@@ -114,11 +166,11 @@ class CheckReport:
         for row in rows:
             cells = [row[k].ljust(widths[k]) for k in range(3)] + [row[3]]
             lines.append("  ".join(cells).rstrip())
-        if self.passed:
-            lines.append(f"all invariants within tolerance {self.tolerance:g}")
-        else:
+        if self.failing:
             lines.append(f"beyond tolerance {self.tolerance:g}: {', '.join(self.failing)}")
-        return "\n".join(lines)
+        else:
+            lines.append(f"all invariants within tolerance {self.tolerance:g}")
+        return lines
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Plot relative drift over time of the worst trajectories, one panel per invariant.
@@ -158,13 +210,20 @@ class CheckReport:
             ax.set_ylabel("|I(t) - I(0)| / S")
             ax.legend(fontsize="small")
         if not self.invariants:
-            axes[0, 0].set_title("no invariants declared")
+            solved = self.n_succeeded or not self.n_trajectories
+            title = "no invariants declared" if solved else "no trajectory solved to the end"
+            axes[0, 0].set_title(title)
         fig.tight_layout()
         try:
             save_figure(fig, path, dpi=120)
         finally:
             plt.close(fig)
         return path
+
+
+def _first_few(rows: list[int], shown: int = 10) -> str:
+    text = ", ".join(str(i) for i in rows[:shown])
+    return text + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
 
 
 def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: torch.Tensor):
@@ -220,7 +279,9 @@ def check(
 
     The system is rebuilt from the specification stored in the file and evaluated with each
     trajectory's stored parameters, so the check needs nothing but the file. It reads every
-    dataset, which verifies every block's checksum.
+    dataset, which verifies every block's checksum. The drift statistics cover the trajectories
+    solved to the end; those flagged as solver failures (NaN after the point they reached) are
+    counted and listed apart, and make the check fail.
 
     Parameters
     ----------
@@ -236,7 +297,8 @@ def check(
     Returns
     -------
     CheckReport
-        ``.passed``, ``.table()``, ``.plot(path)``.
+        ``.passed`` (no solver failures and every invariant within the tolerance),
+        ``.failing``, ``.failed_trajectories``, ``.table()``, ``.plot(path)``.
 
     Raises
     ------
@@ -276,19 +338,25 @@ def check(
                 if array is not None:
                     array[rows]
 
+        failed = (data.flags & FLAG_SOLVER_FAILED) != 0
+        succeeded = np.flatnonzero(~failed)
         report = CheckReport(
             path=str(path),
             tolerance=float(tolerance),
             n_trajectories=n,
-            n_failed=int(np.count_nonzero(data.flags & FLAG_SOLVER_FAILED)),
+            n_failed=int(np.count_nonzero(failed)),
             t=data.t,
+            failed_trajectories=np.flatnonzero(failed).tolist(),
         )
+        if succeeded.size == 0:
+            return report
         for name, per_trajectory in worst_per_trajectory.items():
-            order = np.argsort(-per_trajectory, kind="stable")[:worst]
+            drifts = per_trajectory[succeeded]
+            order = succeeded[np.argsort(-drifts, kind="stable")[:worst]]
             report.invariants.append(
                 InvariantSummary(
                     name=name,
-                    median=float(np.median(per_trajectory)),
+                    median=float(np.median(drifts)),
                     worst=float(per_trajectory[order[0]]),
                     worst_trajectories=[(int(i), float(per_trajectory[i])) for i in order],
                 )

@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +217,39 @@ def _fractions(split: Any) -> list[float] | None:
         return None
 
 
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """How many of ``n`` trajectories each split gets, by largest-remainder allocation.
+
+    Each split first gets ``floor(fraction * n)`` (the fractions scaled to sum to exactly 1);
+    the trajectories left over go one each to the splits with the largest remainders, ties to the
+    earlier split. So the counts sum to ``n``, each differs from ``fraction * n`` by less than
+    one, and a fraction of 0 gets no trajectory. The arithmetic is exact (on the fractions as
+    the binary numbers they are), so equal fractions tie.
+
+    Examples
+    --------
+    >>> split_counts(5, (0.5, 0.5, 0.0)), split_counts(5, (0.3, 0.3, 0.4))
+    ([3, 2, 0], [2, 1, 2])
+    >>> split_counts(1, (0.8, 0.1, 0.1)), split_counts(1024, (0.8, 0.1, 0.1))
+    ([1, 0, 0], [819, 103, 102])
+    """
+    exact = [Fraction(float(f)) for f in fractions]
+    total = sum(exact)
+    quotas = [f * n / total for f in exact]
+    counts = [math.floor(q) for q in quotas]
+    # The remainders sum to the number left over, each below 1, so there are always enough
+    # splits with a positive fraction to take one each.
+    eligible = [k for k, f in enumerate(exact) if f > 0]
+    eligible.sort(key=lambda k: (counts[k] - quotas[k], k))
+    for k in eligible[: n - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
     """Assign ``n`` trajectories to train/val/test at random, reproducibly for ``seed``.
 
-    The train and validation counts are ``round(fraction * n)``; the test split takes the rest.
+    The counts are :func:`split_counts`; which trajectories go where is a random permutation.
 
     Examples
     --------
@@ -231,9 +261,7 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_SPLIT,)))
     order = rng.permutation(n)
-    n_train = min(n, round(fractions[0] * n))
-    n_val = min(n - n_train, round(fractions[1] * n))
-    cuts = [0, n_train, n_train + n_val, n]
+    cuts = np.cumsum([0, *split_counts(n, fractions)])
     return {name: np.sort(order[cuts[k] : cuts[k + 1]]) for k, name in enumerate(SPLITS)}
 
 
@@ -504,15 +532,52 @@ def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str
     return shlex.join(argv)
 
 
-def _describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _describe_differences(
+    old: dict, new: dict, prefix: str = "", source: str | None = None
+) -> list[str]:
+    """Each setting that differs between the run settings ``old`` and ``new``, in words.
+
+    A changed system or specification is said in words first (with ``source``, the name or
+    path the system was given as), its hashes kept as detail: the hashes alone did not tell
+    that the specification file had been edited.
+    """
     differences = []
+    if not prefix:
+        differences += _system_differences(old, new, source)
     for key in sorted(set(old) | set(new)):
+        if not prefix and key in _SYSTEM_KEYS:
+            continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             differences += _describe_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             differences.append(f"{prefix}{key}: {a!r} then, {b!r} now")
     return differences
+
+
+_SYSTEM_KEYS = ("system_name", "system_spec_sha256")
+
+
+def _system_differences(old: dict, new: dict, source: str | None) -> list[str]:
+    """The change of system or of its specification between two run settings, in words."""
+    (name_then, spec_then), (name_now, spec_now) = (
+        [run.get(key) for key in _SYSTEM_KEYS] for run in (old, new)
+    )
+    given = f", from {source}," if source not in (None, name_now) else ""
+    if name_then != name_now:
+        said = f"the system{given} changed since the run started: {name_then!r} then, "
+        said += f"{name_now!r} now"
+    elif spec_then != spec_now:
+        said = f"the specification of system {name_now!r}{given} changed since the run started"
+    else:
+        return []
+    if spec_then != spec_now:
+        said += f" (system_spec_sha256 {_short(spec_then)} then, {_short(spec_now)} now)"
+    return [said]
+
+
+def _short(digest: Any) -> str:
+    return f"{digest[:12]}..." if isinstance(digest, str) else repr(digest)
 
 
 class _Workspace:
@@ -770,7 +835,7 @@ def simulate(
                 workspace.clear()
                 previous = None
             if previous is not None and previous != run:
-                changed = "; ".join(_describe_differences(previous, run))
+                changed = "; ".join(_describe_differences(previous, run, source=system_ref))
                 raise InvalidArgumentError(
                     f"cannot resume {workspace.folder}: it was started with other settings "
                     f"({changed}); "

@@ -222,8 +222,9 @@ def load(path: str | os.PathLike) -> TrajectoryFile:
     ------
     physode.DataFormatError
         If the file is missing, not HDF5, damaged or truncated, a foreign HDF5 file, written
-        by a newer format version, or has an attribute or dataset of the wrong type or shape;
-        the message names the problem. Damage inside a lazily read array is reported when that
+        by a newer format version, or has an attribute or dataset of the wrong type or shape,
+        or contents that contradict each other (see "What is refused" in docs/data.md); the
+        message names the problem. Damage inside a lazily read array is reported when that
         part is read.
 
     Examples

@@ -268,22 +268,36 @@ def conservation(
     positive when ``I`` is zero (zero total momentum); where ``S`` is zero as well (every term
     vanishes, e.g. a system at rest) the relative drift equals the absolute drift.
 
+    Time comes first in ``ys``, as ``physode.odeint`` returns it, whereas a stored data set
+    holds its states as ``(N, P, n_state)``, trajectory first. Pass the data set itself, which
+    reads its states whole and transposes them, and uses its times and each trajectory's
+    parameters: ``conservation(data.system, data)``. For some of its trajectories, transpose
+    what you read and pass the times and those rows' parameters::
+
+        ys = torch.from_numpy(data.states[rows]).transpose(0, 1)  # (P, len(rows), n_state)
+        conservation(data.system, ys, data.t, p=data.params[rows])
+
+    A ``(N, P, n_state)`` tensor passed as ``ys`` without ``t`` is read as ``N`` times of ``P``
+    trajectories, and nothing can tell.
+
     Parameters
     ----------
     system : physode.System
         The system whose ``invariants`` are checked.
-    ys : torch.Tensor
+    ys : torch.Tensor or physode.data.TrajectoryFile
         Trajectories shaped ``(n_times, ..., n_state)`` as returned by ``physode.odeint``; a
         trailing size of ``n_state + n_params`` (parameters carried in the state) is accepted.
+        Or a data set opened with :func:`physode.data.load`: its states, in float64, with
+        trajectory ``i`` of the report the file's row ``i``.
     t : torch.Tensor, optional
         The output times, shape (n_times,), for the table header and the plots (a list or
-        array is converted).
+        array is converted); a data set's own times when ``ys`` is one.
     tolerance : float or mapping of str to float
         Relative drift allowed (> 0; ``math.inf`` accepts any), for all invariants or per
         invariant name (the invariants a mapping leaves out get :data:`DEFAULT_TOLERANCE`).
     p : torch.Tensor, optional
-        Parameters, ``(n_params,)`` or one row per trajectory ``(..., n_params)``; the system's
-        defaults when omitted.
+        Parameters, ``(n_params,)`` or one row per trajectory ``(..., n_params)``; when omitted,
+        a data set's stored parameters when ``ys`` is one, else the system's defaults.
 
     Returns
     -------
@@ -306,15 +320,20 @@ def conservation(
     >>> report = physode.diagnostics.conservation(osc, ys, t, tolerance=1e-8)
     >>> report.ok
     True
+    >>> data = physode.data.load("pendulum.h5")                  # doctest: +SKIP
+    >>> physode.diagnostics.conservation(data.system, data).ok   # doctest: +SKIP
+    True
     """
     if not (hasattr(system, "invariants") and hasattr(system, "invariant_scales")):
         raise InvalidArgumentError(
             f"system={system!r} is not a physode System; load one with physode.systems.load(name)"
         )
+    if _is_data_set(ys):
+        ys, t, p = _from_data_set(ys, t, p)
     if not isinstance(ys, torch.Tensor) or ys.ndim < 2 or ys.shape[0] == 0:
         raise InvalidArgumentError(
             "ys must be a tensor (n_times, ..., n_state) with n_times >= 1, as returned by "
-            "physode.odeint, got "
+            "physode.odeint, or a data set from physode.data.load, got "
             f"{tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__}"
         )
     ys = ys.detach()
@@ -364,6 +383,23 @@ def conservation(
             max_rel_drift=max_rel, tolerance=tol, exceeds=~(max_rel <= tol),
         )
     return ConservationReport(system.name, t, batch_shape, drifts)
+
+
+def _is_data_set(ys: Any) -> bool:
+    """Whether ``ys`` is a data set opened with ``physode.data.load`` (which is imported only
+    for what is not a tensor, as it loads h5py)."""
+    if isinstance(ys, torch.Tensor):
+        return False
+    from physode.data.stored import TrajectoryFile
+
+    return isinstance(ys, TrajectoryFile)
+
+
+def _from_data_set(data, t, p) -> tuple[torch.Tensor, Any, Any]:
+    """A data set's states as ``ys`` (n_times, n_trajectories, n_state) in float64, with its
+    times and its parameters where ``t`` and ``p`` are not given."""
+    ys = torch.from_numpy(data.states[()]).to(torch.float64).transpose(0, 1)
+    return ys, data.t if t is None else t, data.params if p is None else p
 
 
 def _times(t, n_times: int) -> torch.Tensor | None:
