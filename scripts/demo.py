@@ -35,6 +35,7 @@ import _common  # noqa: E402
 import physode  # noqa: E402
 import physode.data  # noqa: E402
 import physode.systems  # noqa: E402
+from physode._terminal import progress_wanted
 from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402
 from physode.train import Trainer  # noqa: E402
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(
             model, path, epochs=2 if quick else 10, optimizer="lbfgs", lr=1.0, batch_size=64,
             observe=list(range(9)), gradient="aca", method="dopri5", rtol=1e-7, atol=1e-7,
-            log=str(out / "log.csv"), checkpoint_dir=str(out / "checkpoints"), progress=True,
+            log=str(out / "log.csv"), checkpoint_dir=str(out / "checkpoints"),
+            progress=progress_wanted(quiet=False),
         )
         result = trainer.fit()
 

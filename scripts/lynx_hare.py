@@ -31,6 +31,7 @@ import _common  # noqa: E402
 import physode  # noqa: E402
 import physode.data  # noqa: E402
 import physode.systems  # noqa: E402
+from physode._terminal import progress_wanted
 from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402
 from physode.train import Trainer, Trajectories, rollout_report  # noqa: E402
 
@@ -87,14 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     hybrid = Hybrid(PhysicsModel(system, RATES, init=result.physical_parameters),
                     residual_network(args.seed, 16, zero=True))  # fmt: skip
     result = Trainer(hybrid, fit_data, epochs=adam_epochs, lr=1e-3, lr_schedule="cosine",
-                     grad_clip=10.0, log=str(out / "log_hybrid.csv"), progress=not args.quick,
+                     grad_clip=10.0, log=str(out / "log_hybrid.csv"),
+                     progress=progress_wanted(args.quick),
                      **SOLVER).fit()  # fmt: skip
     record("hybrid", hybrid, result)
 
     neural = residual_network(args.seed, 32, zero=False)
     result = Trainer(neural, fit_data, epochs=neural_epochs, lr=1e-2, lr_schedule="cosine",
                      grad_clip=10.0, window=6, batch_size=16, log=str(out / "log_neural.csv"),
-                     progress=not args.quick, **SOLVER).fit()  # fmt: skip
+                     progress=progress_wanted(args.quick), **SOLVER).fit()  # fmt: skip
     record("neural", neural, result)
 
     results = {"runs": runs, "fit_years": [int(years[0]), LAST_FIT_YEAR],

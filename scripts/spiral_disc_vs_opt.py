@@ -36,6 +36,7 @@ import _common  # noqa: E402
 
 import physode  # noqa: E402
 import physode.systems  # noqa: E402
+from physode._terminal import progress_wanted
 from physode.models import NeuralODE  # noqa: E402
 from physode.train import Trainer, Trajectories, rollout_report  # noqa: E402
 
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, histories, rollouts = {}, {}, {}
     for mode, solver in MODES.items():
         model = make_model(args.seed)
-        trainer = Trainer(model, data, epochs=iterations, lr=0.1, progress=not args.quick,
+        trainer = Trainer(model, data, epochs=iterations, lr=0.1,
+                          progress=progress_wanted(args.quick),
                           log=str(out / f"log_{mode}.csv"), **solver)  # fmt: skip
         result = trainer.fit()
         extra = {k: v for k, v in solver.items() if k != "gradient"}
