@@ -25,6 +25,8 @@ A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 class LinearDecay(nn.Module):
     """dy/dt = -k y with a learnable k."""
 
+    autonomous = True  # ignores t: windows at different starts may share a solve
+
     def __init__(self, k: float = 1.0) -> None:
         super().__init__()
         self.k = nn.Parameter(torch.tensor(k, dtype=torch.float64))
@@ -273,6 +275,47 @@ def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
     autonomous = Trainer(neural(), (t, ys), epochs=1, window=4, batch_size=3)
     mixed = autonomous._batches(autonomous.train_windows, shuffle=True)
     assert any(len({w.start for w in batch}) > 1 for batch in mixed)
+
+
+class ForcedDecay(nn.Module):
+    """dy/dt = -y + a sin(t) with a learnable a, and no ``autonomous`` attribute."""
+
+    def __init__(self, a: float) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -y + self.a * torch.sin(t)
+
+
+def forced_data(a: float = 1.0) -> tuple:
+    t = torch.linspace(0, 6, 31, dtype=torch.float64)
+    y0 = torch.tensor([[1.0], [0.0], [-1.0]], dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: -y + a * torch.sin(s), y0, t, method="dop853", rtol=1e-12,
+                        atol=1e-12)  # fmt: skip
+    return t, ys.transpose(0, 1)
+
+
+def test_a_user_model_that_does_not_declare_autonomous_is_solved_at_each_windows_own_times():
+    # At its true parameter the model reproduces the data, so the loss is only solver error,
+    # unless windows that start at different times were solved on the first one's times.
+    data = forced_data(a=1.0)
+    trainer = Trainer(ForcedDecay(1.0), data, val_data=data, epochs=1, window=6, batch_size=64,
+                      rtol=1e-10, atol=1e-12)  # fmt: skip
+    assert not trainer.model_is_autonomous
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert all(len({w.start for w in batch}) == 1 for batch in batches)
+    assert max(trainer._solve_batch(trainer.train_data, b)[2].item() for b in batches) < 1e-16
+    assert trainer.validation_loss() < 1e-16
+
+
+def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
+    model = ForcedDecay(0.0)
+    model.autonomous = True  # a false claim, to see that the trainer trusts it
+    trainer = Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
+    assert trainer.model_is_autonomous
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert any(len({w.start for w in batch}) > 1 for batch in batches)
 
 
 @pytest.mark.parametrize(

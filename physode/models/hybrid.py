@@ -98,9 +98,10 @@ class Hybrid(nn.Module):
 
     @property
     def autonomous(self) -> bool:
-        """Whether both terms ignore ``t``."""
-        return bool(getattr(self.physics, "autonomous", True)) and bool(
-            getattr(self.residual, "autonomous", True)
+        """Whether both terms declare that they ignore ``t`` (a term without an ``autonomous``
+        attribute is taken to depend on it)."""
+        return bool(getattr(self.physics, "autonomous", False)) and bool(
+            getattr(self.residual, "autonomous", False)
         )
 
     def physical_parameters(self) -> dict[str, float]:

@@ -108,8 +108,10 @@ class Trainer:
     Each batch takes ``batch_size`` windows of ``window`` consecutive points, solves the model
     from each window's first state over the window's times (one batched solve) and takes the
     mean squared error of the later points (components ``observe``). Windows that start at
-    different times share one solve when the grid is uniform and the model is autonomous
-    (``model.autonomous``, default ``True``); otherwise a batch holds windows with one start.
+    different times share one solve when the grid is uniform and the model declares that it
+    ignores ``t`` (``model.autonomous = True``); otherwise a batch holds windows with one start,
+    solved at their own times. physode's models declare it; a model that does not is taken to
+    depend on ``t``, which is always correct, only slower when it does not.
 
     Parameters
     ----------
@@ -260,8 +262,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     @property
     def model_is_autonomous(self) -> bool:
-        """Whether the model says it ignores ``t`` (``model.autonomous``, default ``True``)."""
-        return bool(getattr(self.model, "autonomous", True))
+        """Whether the model declares that it ignores ``t`` (``model.autonomous``).
+
+        A model without the attribute is taken to depend on ``t``: sharing one solve among
+        windows that start at different times would otherwise solve them at the wrong times.
+        """
+        return bool(getattr(self.model, "autonomous", False))
 
     def _check_data(self, data: Trajectories, role: str) -> None:
         problems = []
