@@ -154,6 +154,46 @@ def test_a_run_that_stops_early_writes_its_last_epoch_to_last_pt(tmp_path):
     assert last["epoch"] == 3 and last["stopped_early"]
 
 
+def test_a_run_that_patience_ended_resumes_with_patience_more_epochs(tmp_path):
+    # min_delta=1e9: only the first epoch improves, so patience=2 ends the run after epoch 3.
+    config = _config(tmp_path, epochs=10, patience=2, min_delta=1e9,
+                     checkpoint_dir=str(tmp_path / "c"))  # fmt: skip
+    assert Trainer(neural(), spiral_data(), config).fit().stopped_early
+    resumed = Trainer(neural(), spiral_data(), config)
+    resumed.load_checkpoint(tmp_path / "c" / "last.pt")
+    result = resumed.fit()
+    assert result.epochs_trained == 2 and resumed.epoch == 5 and result.stopped_early
+    assert result.best_epoch == 1 and [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_that_the_time_limit_ended_continues_on_resume_and_on_another_fit(tmp_path):
+    config = _config(tmp_path, epochs=4, lr_schedule="constant", time_limit=1e-9,
+                     checkpoint_dir=str(tmp_path / "c"))  # fmt: skip
+    trainer = Trainer(neural(), spiral_data(), config)
+    assert trainer.fit().stopped_early and trainer.epoch == 1
+    again = trainer.fit()  # a new call gets a new time budget: one more epoch
+    assert again.epochs_trained == 1 and again.stopped_early and trainer.epoch == 2
+    resumed = Trainer(neural(), spiral_data(), config, time_limit=None)
+    resumed.load_checkpoint(tmp_path / "c" / "last.pt")
+    result = resumed.fit()
+    assert result.epochs_trained == 2 and resumed.epoch == 4 and not result.stopped_early
+
+
+@pytest.mark.parametrize("epochs", [2, 1])
+def test_resuming_a_run_that_has_done_its_epochs_warns_that_there_is_nothing_to_train(
+    tmp_path, epochs
+):
+    config = _config(tmp_path, epochs=2, lr_schedule="constant")
+    first = Trainer(neural(), spiral_data(), config)
+    first.fit()
+    path = first.save_checkpoint(tmp_path / "done.pt")
+    resumed = Trainer(neural(), spiral_data(), config, epochs=epochs)
+    resumed.load_checkpoint(path)
+    with pytest.warns(UserWarning, match=f"nothing to train: .* done 2 epochs and epochs={epochs}"):
+        result = resumed.fit()
+    assert result.epochs_trained == 0 and resumed.epoch == 2 and len(result.history) == 2
+
+
 def test_checkpoints_are_written_during_training_and_refuse_other_settings(tmp_path):
     data = spiral_data()
     config = _config(tmp_path, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)

@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,14 @@ class TrainResult:
         Epoch with the lowest validation loss (``None`` without validation data).
     best_val_loss : float or None
     stopped_early : bool
-        Early stopping (``patience``) or the ``time_limit`` ended the run.
+        Early stopping (``patience``) or the ``time_limit`` ended this call.
     train_seconds : float
         Wall time spent in training epochs (summed over resumed sessions).
     physical_parameters : dict of str to float
         The model's learned physical parameters at the end.
+    epochs_trained : int
+        Epochs this call ran; ``0`` when the run had already done ``config.epochs`` epochs
+        (:meth:`Trainer.fit` then also warns), so nothing was trained.
     """
 
     history: list[dict[str, Any]]
@@ -67,6 +71,7 @@ class TrainResult:
     stopped_early: bool
     train_seconds: float
     physical_parameters: dict[str, float] = field(default_factory=dict)
+    epochs_trained: int = 0
 
     @property
     def final_loss(self) -> float:
@@ -252,6 +257,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.train_seconds = 0.0
+        self._call_started_at = 0.0  # train_seconds when the current fit() call began
         self.loss_scale: float | None = None
         self.last_checkpoint: tuple[Path, int] | None = None
         self.train_windows = self._windows(self.train_data, config.window_stride)
@@ -434,9 +440,14 @@ class Trainer:
         return total / weight
 
     def fit(self, epochs: int | None = None) -> TrainResult:
-        """Train until ``config.epochs`` epochs are done or early stopping ends the run.
+        """Train until ``config.epochs`` epochs are done or early stopping ends this call.
 
-        A trainer restored with :meth:`load_checkpoint` continues from the saved epoch.
+        A trainer restored with :meth:`load_checkpoint` continues from the saved epoch. A call
+        after a run that early stopping or the time limit ended continues it too: ``time_limit``
+        bounds the training time of each call, and a run that ``patience`` ended gets
+        ``patience`` more epochs to improve on its best validation loss (the best loss and epoch
+        are kept). A run that has already done ``config.epochs`` epochs trains nothing, with a
+        warning (``TrainResult.epochs_trained == 0``).
 
         Parameters
         ----------
@@ -460,6 +471,14 @@ class Trainer:
         if c.log is not None:
             writable_folder("log", c.log, Path(c.log).parent)
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
+        if self.epoch >= c.epochs:
+            warnings.warn(
+                f"nothing to train: the run has done {self.epoch} epochs and epochs={c.epochs}; "
+                f"to train more, set epochs above {self.epoch}",
+                stacklevel=2,
+            )
+        self._start_call()
+        first = self.epoch
         bar = None
         if c.progress:
             from tqdm.auto import tqdm
@@ -492,7 +511,17 @@ class Trainer:
             stopped_early=self.stopped_early,
             train_seconds=self.train_seconds,
             physical_parameters={} if parameters is None else parameters(),
+            epochs_trained=self.epoch - first,
         )
+
+    def _start_call(self) -> None:
+        """Continue a run that early stopping or the time limit ended: the time limit counts
+        from now, and a run that ``patience`` ended gets ``patience`` more epochs."""
+        patience = self.config.patience
+        if self.stopped_early and patience is not None and self.bad_epochs >= patience:
+            self.bad_epochs = 0
+        self.stopped_early = False
+        self._call_started_at = self.train_seconds
 
     def _after_epoch(self, row: dict[str, Any], val: float | None) -> None:
         c = self.config
@@ -506,7 +535,7 @@ class Trainer:
             self.bad_epochs += 1
             if c.patience is not None and self.bad_epochs >= c.patience:
                 self.stopped_early = True
-        if c.time_limit is not None and self.train_seconds >= c.time_limit:
+        if c.time_limit is not None and self.train_seconds - self._call_started_at >= c.time_limit:
             self.stopped_early = True
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(row["loss"] if val is None else val)
