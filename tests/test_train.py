@@ -558,6 +558,48 @@ def test_training_on_an_hdf5_file_uses_its_splits_and_reports_conservation(lotka
     assert "conservation of the model's rollouts" in str(report)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("role", ["data", "val_data"])
+def test_non_finite_states_are_refused_naming_the_trajectory_and_time_index(role, bad):
+    t, ys = spiral_data()
+    broken = ys.clone()
+    broken[2, 5, 1] = bad
+    broken[3, 7, 0] = bad
+    data, val = ((t, broken), (t, ys)) if role == "data" else ((t, ys), (t, broken))
+    message = (r"2 non-finite values \(NaN or inf\), first in trajectory 2 at time index 5 "
+               r"\(t=0.5\); affected: trajectories \[2, 3\]")  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match=message) as caught:
+        Trainer(neural(), data, val_data=val, epochs=1)
+    assert str(caught.value).startswith("val_data: " if role == "val_data" else "bad trajectories")
+
+
+def test_non_finite_times_are_refused_by_index_not_called_unordered():
+    t, ys = spiral_data()
+    t = t.clone()
+    t[4] = float("nan")
+    with pytest.raises(physode.InvalidArgumentError, match=r"non-finite times at indices \[4\]"):
+        Trajectories(t, ys)
+
+
+def test_a_stored_split_with_nan_states_is_refused_naming_the_files_trajectory(
+    lotka_volterra_h5, tmp_path
+):
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "nan.h5"
+    shutil.copy(lotka_volterra_h5, path)
+    val = physode.data.load(path).split_indices("val")
+    with h5py.File(path, "r+") as f:
+        states = f["states"][()]
+        states[val[-1], 3, 0] = np.nan
+        f["states"][...] = states
+    message = f"'val' split of .*nan.h5 is not finite .*in trajectory {val[-1]} at time index 3"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(neural(), path, epochs=1)
+
+
 def test_a_trajectory_dataset_gives_its_trajectories_and_windows(lotka_volterra_h5):
     dataset = physode.data.TrajectoryDataset(lotka_volterra_h5, split="train", window=5,
                                              stride=2)  # fmt: skip

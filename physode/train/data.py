@@ -61,14 +61,17 @@ class Trajectories:
             problems.append("the data set is empty (0 trajectories)")
         if not problems and t.shape[0] < 2:
             problems.append(f"need at least 2 time points, got {t.shape[0]}")
-        if not problems and not bool((t[1:] > t[:-1]).all()):
-            problems.append("t must be strictly increasing")
         if not problems and not states.is_floating_point():
             problems.append(
                 f"states have dtype {states.dtype}; give floating-point states, e.g. ys.double()"
             )
         if not problems and (t.is_complex() or t.dtype == torch.bool):  # integers are fine
             problems.append(f"t has dtype {t.dtype}; give real times, e.g. t.double()")
+        found = [] if problems else non_finite(t, states)
+        if found:
+            problems += [*found, "leave those trajectories or times out, or repair them"]
+        if not problems and not bool((t[1:] > t[:-1]).all()):
+            problems.append("t must be strictly increasing")
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
         self.t = t.to(states.dtype)
@@ -108,6 +111,42 @@ class Trajectories:
         )
 
 
+def non_finite(
+    t: torch.Tensor, states: torch.Tensor, trajectories: Sequence[int] | None = None
+) -> list[str]:
+    """Describe the NaN and infinite values of ``t`` and ``states`` (N, P, n), one problem each.
+
+    A non-finite state would drive the parameters to NaN in training, or the validation loss to
+    NaN every epoch, so the data are refused with where they break. ``trajectories`` names the
+    rows of ``states`` (default ``0 .. N-1``), e.g. their numbers in a file.
+
+    Examples
+    --------
+    >>> states = torch.zeros(3, 4, 2)
+    >>> states[2, 1, 0] = float("nan")
+    >>> non_finite(torch.arange(4.0), states)
+    ['states hold 1 non-finite value (NaN or inf), first in trajectory 2 at time index 1 (t=1)']
+    """
+    problems = []
+    bad_t = (~torch.isfinite(t)).nonzero().flatten().tolist()
+    if bad_t:
+        problems.append(f"t holds non-finite times at indices {bad_t[:10]}")
+    bad = ~torch.isfinite(states)
+    count = int(bad.sum())
+    if count:
+        i, j, _ = (int(k) for k in bad.nonzero()[0])
+        rows = bad.any(dim=(1, 2)).nonzero().flatten().tolist()
+        name = rows if trajectories is None else [int(trajectories[r]) for r in rows]
+        first = i if trajectories is None else int(trajectories[i])
+        where = f"trajectories {name[:10]}" + (" ..." if len(name) > 10 else "")
+        problems.append(
+            f"states hold {count} non-finite value{'s' if count > 1 else ''} (NaN or inf), "
+            f"first in trajectory {first} at time index {j} (t={float(t[j]):g})"
+            + (f"; affected: {where}" if len(name) > 1 else "")
+        )
+    return problems
+
+
 def _from_stored(
     stored: Any, index: np.ndarray, split: str, noisy: bool = False
 ) -> Trajectories:
@@ -123,15 +162,24 @@ def _from_stored(
             "or train on its clean states (noisy=False)"
         )
     source = stored.noisy_states if noisy else stored.states
+    index = np.sort(index)
+    problems = non_finite(torch.as_tensor(stored.t), torch.as_tensor(source[index]), index)
+    if problems:
+        kind = "noisy states" if noisy else "states"
+        raise InvalidArgumentError(
+            f"the {split!r} split of {stored.path} is not finite ({kind}, trajectories numbered "
+            f"as in the file): {'; '.join(problems)}; leave those trajectories out (flagged "
+            "ones are, unless a TrajectoryDataset has exclude_flagged=False) or repair the file"
+        )
     return Trajectories(
         torch.as_tensor(stored.t),
-        torch.as_tensor(source[np.sort(index)]),
-        torch.as_tensor(stored.params[np.sort(index)]),
+        torch.as_tensor(source[index]),
+        torch.as_tensor(stored.params[index]),
         stored.system,
     )
 
 
-def _usable(stored: Any, split: str) -> np.ndarray:
+def usable_trajectories(stored: Any, split: str) -> np.ndarray:
     """Indices of a stored split without the trajectories flagged as failed or drifting."""
     index = stored.split_indices(split)
     return index[stored.flags[index] == 0]
@@ -181,7 +229,7 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
     if isinstance(source, str | Path):
         stored = physode.data.load(source)
         split = split or "all"
-        return _from_stored(stored, _usable(stored, split), split, noisy=noisy)
+        return _from_stored(stored, usable_trajectories(stored, split), split, noisy=noisy)
     if isinstance(source, physode.data.TrajectoryDataset):
         stored = physode.data.load(source.path)
         return _from_stored(

@@ -24,7 +24,14 @@ import physode.data
 from physode._errors import InvalidArgumentError
 from physode._files import writable_folder, write_atomically
 from physode.train.config import TrainConfig
-from physode.train.data import Trajectories, Window, as_trajectories, uniform_grid, window_starts
+from physode.train.data import (
+    Trajectories,
+    Window,
+    as_trajectories,
+    uniform_grid,
+    usable_trajectories,
+    window_starts,
+)
 from physode.train.evaluate import RolloutReport, rollout_report
 
 CHECKPOINT_FORMAT = "physode-checkpoint"
@@ -212,9 +219,12 @@ class Trainer:
         train = as_trajectories(data, split="train" if stored else None, noisy=config.noisy)
         if val_data is not None:
             val_stored = isinstance(val_data, str | os.PathLike)
-            val = as_trajectories(
-                val_data, split="val" if val_stored else None, noisy=config.noisy
-            )
+            try:
+                val = as_trajectories(
+                    val_data, split="val" if val_stored else None, noisy=config.noisy
+                )
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"val_data: {exc}") from None
         elif self._stored_path is not None:
             val = _optional_split(self._stored_path, "val", noisy=config.noisy)
         elif config.val_fraction > 0:
@@ -751,11 +761,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
-    """A stored split, or ``None`` when the data set has no trajectories in it."""
-    try:
-        return as_trajectories(path, split=split, noisy=noisy)
-    except InvalidArgumentError:
+    """A stored split, or ``None`` when the data set has no usable trajectories in it.
+
+    Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
+    """
+    if len(usable_trajectories(physode.data.load(path), split)) == 0:
         return None
+    return as_trajectories(path, split=split, noisy=noisy)
 
 
 def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
