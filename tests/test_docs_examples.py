@@ -40,7 +40,7 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("systems.md", 0), ("systems.md", 1), ("data.md", 0),
               ("training.md", 0), ("training.md", 1), ("training.md", 2),
-              ("training.md", 3)}  # fmt: skip
+              ("training.md", 3), ("training.md", 4)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -129,6 +129,14 @@ def test_training_autonomous_example_shares_solves_across_window_starts():
     assert trainer.model_is_autonomous
     batches = trainer._batches(trainer.train_windows, shuffle=False)
     assert any(len({w.start for w in batch}) > 1 for batch in batches)
+
+
+def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(capsys):
+    ns = _run("training.md", 4)
+    assert ns["result"].physical_parameters["k"] == pytest.approx(1.0, rel=1e-5)
+    report = ns["report"]
+    assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
+    assert ns["trainer"].train_data.states.dtype == torch.float64
 
 
 @pytest.mark.parametrize("listing", sorted(LISTINGS))

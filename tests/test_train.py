@@ -527,6 +527,62 @@ def test_a_rollout_of_data_after_the_horizon_reports_no_error_within_it():
     assert json.loads(json.dumps(report.to_dict()))["mse_within"] is None
 
 
+def test_lists_of_python_floats_are_read_as_float64_and_arrays_keep_their_dtype():
+    t, ys = spiral_data(n=1, points=5)
+    listed = Trajectories(t.tolist(), ys[0].tolist())
+    assert listed.t.dtype == listed.states.dtype == torch.float64
+    assert torch.equal(listed.t, t) and torch.equal(listed.states, ys[:1])
+    assert Trainer(neural(), (t.tolist(), ys.tolist()), epochs=1).train_data.t.dtype == (
+        torch.float64
+    )
+    single = Trajectories(t.numpy().astype(np.float32), ys.numpy().astype(np.float32))
+    assert single.states.dtype == torch.float32
+    with pytest.raises(physode.InvalidArgumentError, match="states must be .* rectangular list"):
+        Trajectories([0.0, 1.0], [[1.0], [1.0, 2.0]])
+
+
+def _oscillator(n: int, points: int, t_end: float) -> tuple:
+    """Harmonic-oscillator trajectories (m = k = 1) in closed form, as NumPy arrays."""
+    t = np.linspace(0.0, t_end, points)
+    phase = np.linspace(0.0, 3.0, n)[:, None]
+    return t, np.stack([np.cos(t + phase), -np.sin(t + phase)], axis=-1)
+
+
+def test_evaluating_tensor_data_beyond_their_end_without_a_system_says_how_to_give_one():
+    t, ys = spiral_data()
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.25)
+    trainer.fit()
+    message = r"no system .*Trajectories\(t, ys, system=physode.systems.load\(...\)\).*test_data"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        trainer.evaluate(t_end=4.0)
+
+
+def test_evaluation_beyond_numpy_data_uses_the_system_given_with_the_trajectories():
+    system = physode.systems.load("harmonic_oscillator")
+    train = Trajectories(*_oscillator(4, 21, 2.0), system=system)
+    trainer = Trainer(PhysicsModel(system, learnable=["k"]), train, epochs=1, window=5)
+    trainer.fit()
+    t_test, ys_test = _oscillator(2, 21, 2.0)
+    report = trainer.evaluate(test_data=(t_test, ys_test), t_end=4.0)
+    # m = k = 1 is the truth, and training from it keeps it close: the rollout follows cos(t).
+    expected = np.cos(report.t.numpy()[None] + np.array([[0.0], [3.0]]))
+    assert report.truth.shape == (2, 41, 2) and report.note is None
+    np.testing.assert_allclose(report.truth[..., 0].numpy(), expected, atol=1e-8)
+    assert report.mse_beyond < 1e-4
+
+
+def test_a_report_on_the_validation_trajectories_says_they_chose_the_best_epoch():
+    t, ys = spiral_data()
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.25)
+    trainer.fit()
+    report = trainer.evaluate()
+    assert "validation trajectories, which chose the best epoch" in report.note
+    assert "note: these are the validation" in str(report) and report.to_dict()["note"]
+    assert trainer.evaluate(test_data=(t, ys)).note is None
+    unselected = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.25, restore_best=False)
+    assert unselected.evaluate().note is None
+
+
 # ---------------------------------------------------------------------- HDF5 data sets and the CLI
 
 

@@ -19,11 +19,13 @@ class Trajectories:
 
     Parameters
     ----------
-    t : Tensor, shape (P,)
-        Strictly increasing sample times (integer times, e.g. years, are taken as they are
-        and cast to the states' dtype).
-    states : Tensor, shape (N, P, n)
-        ``states[i, j]`` is trajectory ``i`` at ``t[j]``.
+    t : Tensor, NumPy array or list, shape (P,)
+        Strictly increasing, finite sample times (integer times, e.g. years, are taken as they
+        are and cast to the states' dtype).
+    states : Tensor, NumPy array or nested list, shape (N, P, n) or (P, n)
+        ``states[i, j]`` is trajectory ``i`` at ``t[j]``; finite. Tensors and arrays keep their
+        dtype (a float32 array trains in float32 unless ``TrainConfig.dtype`` says otherwise);
+        Python lists of numbers are read as float64, like the Python floats they hold.
     params : Tensor, shape (N, n_params), optional
         The physical parameters each trajectory was generated with.
     system : physode.System, optional
@@ -42,8 +44,8 @@ class Trajectories:
     system: Any = None
 
     def __post_init__(self) -> None:
-        t = torch.as_tensor(self.t)
-        states = torch.as_tensor(self.states)
+        t = _as_tensor("t", self.t)
+        states = _as_tensor("states", self.states)
         if states.ndim == 2:
             states = states.unsqueeze(0)
         problems = []
@@ -51,7 +53,7 @@ class Trajectories:
             problems.append(f"t must be 1-dimensional, got shape {tuple(t.shape)}")
         if states.ndim != 3:
             problems.append(
-                f"states must have shape (N, P, n) or (P, n), got {tuple(self.states.shape)}"
+                f"states must have shape (N, P, n) or (P, n), got {tuple(states.shape)}"
             )
         if not problems and states.shape[1] != t.shape[0]:
             problems.append(
@@ -109,6 +111,26 @@ class Trajectories:
         return Trajectories(
             self.t.to(device, dtype), self.states.to(device, dtype), params, self.system
         )
+
+
+def _as_tensor(name: str, value: Any) -> torch.Tensor:
+    """``value`` as a tensor: tensors and NumPy arrays keep their dtype, and anything else (lists
+    of Python numbers) is read as float64, the precision of a Python float.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If ``value`` is not a rectangular array of real numbers.
+    """
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return torch.as_tensor(value)
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidArgumentError(
+            f"{name} must be a tensor, a NumPy array or a rectangular list of real numbers, got "
+            f"{type(value).__name__} ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def non_finite(
@@ -194,8 +216,8 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         An HDF5 data set written by ``physode simulate`` (a path, read with
         ``physode.data.load``; trajectories flagged for a failed solve or drift are left out), a
         ``TrajectoryDataset`` (its trajectories, clean or noisy as it says; the trainer cuts the
-        windows), or tensors: ``t`` of shape ``(P,)`` and ``ys`` of shape
-        ``(N, P, n)`` or ``(P, n)``.
+        windows), or tensors, NumPy arrays or lists: ``t`` of shape ``(P,)`` and ``ys`` of shape
+        ``(N, P, n)`` or ``(P, n)``, as for :class:`Trajectories`.
     split : str, optional
         For an HDF5 path: the stored split to read (``"train"``, ``"val"``, ``"test"``); ``None``
         reads them all.
@@ -223,7 +245,7 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         return source
     if isinstance(source, tuple | list) and len(source) == 2:
         t, ys = source
-        return Trajectories(torch.as_tensor(t), torch.as_tensor(ys))
+        return Trajectories(t, ys)
     import physode.data
 
     if isinstance(source, str | Path):

@@ -576,11 +576,13 @@ class Trainer:
         ----------
         test_data : same kinds as the training data, optional
             Held-out trajectories; by default the stored ``"test"`` split of an HDF5 data set,
-            else the validation data. A stored split is read clean, also after training on its
-            noisy states (``noisy=True``).
+            else the validation data (the report then notes that these chose the best epoch
+            under ``restore_best`` or early stopping, so they are no independent test). A stored
+            split is read clean, also after training on its noisy states (``noisy=True``).
         t_end : float, optional
-            Roll out to this time (beyond the data the truth is simulated from the data set's
-            system), e.g. twice the training horizon.
+            Roll out to this time, e.g. twice the training horizon. Beyond the data the truth is
+            simulated from their system: a data set's, or the ``system`` of
+            ``Trajectories(t, ys, system=...)`` given as ``test_data`` or as the training data.
         conservation : bool
             Add conservation reports of the rollouts and the truth (needs a known system).
         conservation_tolerance : float
@@ -592,7 +594,7 @@ class Trainer:
             The training horizon is the last time of the training trajectories.
         """
         c = self.config
-        held_out = self.held_out_data(test_data)
+        held_out, validation = self._held_out(test_data)
         if held_out is None:
             raise InvalidArgumentError(
                 "no held-out trajectories to evaluate on: pass test_data=..."
@@ -600,12 +602,18 @@ class Trainer:
         held_out = held_out.to(self.train_data.states.dtype, self.device)
         if held_out.system is None:
             held_out.system = self.train_data.system
-        return rollout_report(
+        report = rollout_report(
             self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
             observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
             step_size=c.step_size, conservation=conservation,
             conservation_tolerance=conservation_tolerance,
         )
+        if validation and (c.restore_best or c.patience is not None):
+            report.note = (
+                "these are the validation trajectories, which chose the best epoch "
+                "(restore_best, patience): not an independent test; pass test_data=... for one"
+            )
+        return report
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -638,15 +646,20 @@ class Trainer:
         also after training on its noisy states (then its clean ``"val"`` split where the test
         split is empty); else the validation data.
         """
+        return self._held_out(test_data)[0]
+
+    def _held_out(self, test_data: Any) -> tuple[Trajectories | None, bool]:
+        """:meth:`held_out_data`, and whether those are the validation trajectories."""
         if test_data is not None:
             stored = isinstance(test_data, str | os.PathLike)
-            return as_trajectories(test_data, split="test" if stored else None)
-        if self._stored_path is None:
-            return self.val_data
-        held_out = _optional_split(self._stored_path, "test")
-        if held_out is None and self.config.noisy:
-            held_out = _optional_split(self._stored_path, "val")
-        return held_out or self.val_data
+            return as_trajectories(test_data, split="test" if stored else None), False
+        if self._stored_path is not None:
+            held_out = _optional_split(self._stored_path, "test")
+            if held_out is not None:
+                return held_out, False
+            if self.config.noisy:  # the validation trajectories, read clean
+                return _optional_split(self._stored_path, "val"), True
+        return self.val_data, self.val_data is not None
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file, then rename).
