@@ -140,6 +140,22 @@ def test_aphynity_objective_adds_the_residual_norm_and_raises_lambda_by_tau_time
     assert "aphynity_lambda" in model.state_dict()
 
 
+def test_aphynity_with_update_epoch_raises_lambda_only_after_an_epoch():
+    model = Hybrid(LinearDecay(), NeuralODE(2, depth=0), Aphynity(2.0, tau=10.0, update="epoch"))
+    model.update_after_batch(0.5)
+    assert float(model.aphynity_lambda) == 2.0
+    model.update_after_epoch(0.25)
+    assert float(model.aphynity_lambda) == pytest.approx(2.0 + 10.0 * 0.25)
+    per_batch = Hybrid(LinearDecay(), NeuralODE(2, depth=0), Aphynity(2.0, tau=10.0))
+    per_batch.update_after_epoch(0.25)
+    assert float(per_batch.aphynity_lambda) == 2.0
+
+
+def test_an_unknown_aphynity_update_is_refused_with_the_choices():
+    with pytest.raises(physode.InvalidArgumentError, match="update='step'.*'batch' or 'epoch'"):
+        Aphynity(1.0, tau=1.0, update="step")
+
+
 def test_hybrid_without_aphynity_optimises_the_plain_trajectory_loss():
     model = Hybrid(LinearDecay(), NeuralODE(2, depth=0))
     loss = torch.tensor(0.25)

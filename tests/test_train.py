@@ -106,6 +106,21 @@ def _aphynity_model(seed: int) -> Hybrid:
     return Hybrid(LinearDecay(0.3), NeuralODE(2, width=8, depth=1), Aphynity(1.0, tau=5.0))
 
 
+@pytest.mark.parametrize(("update", "per_epoch"), [("batch", False), ("epoch", True)])
+def test_aphynity_lambda_grows_by_tau_times_each_batch_loss_or_once_by_the_epochs_mean(
+    update, per_epoch
+):
+    torch.manual_seed(0)
+    model = Hybrid(LinearDecay(0.3), NeuralODE(2, width=8, depth=1),
+                   Aphynity(1.0, tau=5.0, update=update))  # fmt: skip
+    trainer = Trainer(model, spiral_data(), epochs=1, window=5, batch_size=8)
+    row = trainer.fit().history[0]
+    assert row["n_batches"] > 3
+    # row["loss"] is the mean of the batches' trajectory losses.
+    growth = 5.0 * row["loss"] * (1 if per_epoch else row["n_batches"])
+    assert row["aphynity_lambda"] == pytest.approx(1.0 + growth, rel=1e-12)
+
+
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt"])
 def test_a_resumed_run_continues_the_uninterrupted_one_bit_for_bit(tmp_path, gradient):
     data = spiral_data()

@@ -129,7 +129,8 @@ class Trainer:
     ----------
     model : nn.Module
         ``f(t, y)``; a :class:`~physode.models.Hybrid` with APHYNITY adds its penalty and raises
-        its ``λ`` after each batch (``regularised_loss`` / ``update_after_batch``).
+        its ``λ`` after each batch or epoch (``regularised_loss``, ``update_after_batch``,
+        ``update_after_epoch``).
     data : path, TrajectoryDataset, Trajectories or tuple (t, ys)
         Training data. A path to an HDF5 data set uses its stored ``"train"`` split for
         training and ``"val"`` for validation.
@@ -416,6 +417,9 @@ class Trainer:
             for sol, _, _ in evaluations:
                 nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
                 nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+        after_epoch = getattr(self.model, "update_after_epoch", None)
+        if after_epoch is not None:
+            after_epoch(loss_sum / len(batches))
         wall = time.perf_counter() - start
         self.train_seconds += wall
         row: dict[str, Any] = {
