@@ -442,6 +442,32 @@ def test_validation_windows_on_an_uneven_grid_are_solved_at_their_own_times():
     assert trainer.validation_loss() < 1e-14  # the model is the exact law
 
 
+class CountedDecay(LinearDecay):
+    """LinearDecay that counts its calls and the rows (windows) they evaluate."""
+
+    def __init__(self) -> None:
+        super().__init__(0.5)
+        self.calls = self.rows = 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        self.rows += y.shape[0]
+        return super().forward(t, y)
+
+
+@pytest.mark.parametrize(("step_control", "unit"), [("shared", "calls"), ("per-sample", "rows")])
+def test_logged_nfe_counts_calls_when_shared_and_window_evaluations_when_per_sample(
+    step_control, unit
+):
+    t, ys = spiral_data()
+    model = CountedDecay()
+    trainer = Trainer(model, (t, ys), epochs=1, window=6, batch_size=8, gradient="disc-opt",
+                      step_control=step_control)  # fmt: skip
+    row = trainer.train_epoch()
+    assert row["nfe_forward"] == getattr(model, unit) and row["nfe_backward"] == 0
+    assert model.rows > model.calls  # the batches hold several windows
+
+
 def test_per_sample_step_control_trains_and_aca_follows_disc_opt_exactly():
     t, ys = spiral_data()
     results = {}
