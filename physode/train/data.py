@@ -156,16 +156,16 @@ def non_finite(
     bad = ~torch.isfinite(states)
     count = int(bad.sum())
     if count:
-        i, j, _ = (int(k) for k in bad.nonzero()[0])
         rows = bad.any(dim=(1, 2)).nonzero().flatten().tolist()
-        name = rows if trajectories is None else [int(trajectories[r]) for r in rows]
-        first = i if trajectories is None else int(trajectories[i])
-        where = f"trajectories {name[:10]}" + (" ..." if len(name) > 10 else "")
-        problems.append(
+        labels = rows if trajectories is None else [int(trajectories[r]) for r in rows]
+        j = int(bad[rows[0]].any(dim=1).nonzero()[0])  # the first bad time of the first row
+        problem = (
             f"states hold {count} non-finite value{'s' if count > 1 else ''} (NaN or inf), "
-            f"first in trajectory {first} at time index {j} (t={float(t[j]):g})"
-            + (f"; affected: {where}" if len(name) > 1 else "")
+            f"first in trajectory {labels[0]} at time index {j} (t={float(t[j]):g})"
         )
+        if len(labels) > 1:
+            problem += f"; affected: trajectories {labels[:10]}" + " ..." * (len(labels) > 10)
+        problems.append(problem)
     return problems
 
 

@@ -661,8 +661,9 @@ class Trainer:
             held_out = _optional_split(self._stored_path, "test")
             if held_out is not None:
                 return held_out, False
-            if self.config.noisy:  # the validation trajectories, read clean
-                return _optional_split(self._stored_path, "val"), True
+            clean = _optional_split(self._stored_path, "val") if self.config.noisy else None
+            if clean is not None:  # the validation trajectories, read clean
+                return clean, True
         return self.val_data, self.val_data is not None
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
