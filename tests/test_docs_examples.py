@@ -39,7 +39,8 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("systems.md", 0), ("systems.md", 1), ("data.md", 0),
-              ("training.md", 0), ("training.md", 1), ("training.md", 2)}  # fmt: skip
+              ("training.md", 0), ("training.md", 1), ("training.md", 2),
+              ("training.md", 3), ("training.md", 4)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -84,11 +85,11 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
     from physode.cli import main
 
     monkeypatch.chdir(tmp_path)
-    made_with = re.search(r"made first with: physode (.*)", _blocks("training.md")[1]).group(1)
+    made_with = re.search(r"made first with: physode (.*)", _blocks("training.md")[2]).group(1)
     assert main(shlex.split(made_with)) == 0
     ns = _run("training.md", 0)
     # The example's 300 epochs of every window, cut to two epochs of two batches.
-    ns = _run("training.md", 1, ns, **{"epochs=300,": "epochs=2, batches_per_epoch=2,"})
+    ns = _run("training.md", 2, ns, **{"epochs=300,": "epochs=2, batches_per_epoch=2,"})
     result, report = ns["result"], ns["report"]
     assert len(result.history) == 2 and set(result.physical_parameters) == {"g"}
     assert report.mse_beyond is not None and (tmp_path / "ckpt" / "last.pt").is_file()
@@ -105,15 +106,37 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
         )
 
     config = ns["trainer"].config
-    # Block 2 continues block 1 (its Trainer import), with the reader's model factory.
+    # Block 3 continues block 2 (its Trainer import), with the reader's model factory.
     resumed = {
         "Trainer": ns["Trainer"],
         "make_model": make_model,
         "data": "pendulum.h5",
         "config": type(config)(**{**config.to_dict(), "progress": False}),
     }
-    _run("training.md", 2, resumed)
+    # The cut run has done its 2 epochs, which the cosine schedule keeps: nothing to train.
+    with pytest.warns(UserWarning, match="nothing to train"):
+        _run("training.md", 3, resumed)
     assert resumed["trainer"].epoch == 2 and len(resumed["trainer"].history) == 2
+
+
+def test_training_autonomous_example_shares_solves_across_window_starts():
+    from physode.train import Trainer
+
+    ns = _run("training.md", 1)
+    t = torch.linspace(0, 2, 21, dtype=torch.float64)
+    ys = torch.exp(-0.8 * t)[None, :, None].repeat(3, 1, 1)
+    trainer = Trainer(ns["Decay"](), (t, ys), epochs=1, window=5, batch_size=8)
+    assert trainer.model_is_autonomous
+    batches = trainer._batches(trainer.train_windows, shuffle=False)
+    assert any(len({w.start for w in batch}) > 1 for batch in batches)
+
+
+def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(capsys):
+    ns = _run("training.md", 4)
+    assert ns["result"].physical_parameters["k"] == pytest.approx(1.0, rel=1e-5)
+    report = ns["report"]
+    assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
+    assert ns["trainer"].train_data.states.dtype == torch.float64
 
 
 @pytest.mark.parametrize("listing", sorted(LISTINGS))

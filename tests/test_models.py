@@ -102,6 +102,29 @@ def test_hybrid_is_physics_plus_residual_and_starts_as_physics():
     assert not Hybrid(physics, NeuralODE(2, time_dependent=True)).autonomous
 
 
+class Unlabelled(nn.Module):
+    """A term that does not say whether it ignores ``t``."""
+
+    def forward(self, t, y):
+        return torch.zeros_like(y)
+
+
+def test_a_hybrid_is_autonomous_only_when_both_parts_declare_it():
+    neural = NeuralODE(2, width=4, depth=1)
+    assert Hybrid(LinearDecay(), neural).autonomous
+    assert not Hybrid(Unlabelled(), neural).autonomous
+    assert not Hybrid(LinearDecay(), Unlabelled()).autonomous
+    assert not Hybrid(LinearDecay(), NeuralODE(2, width=4, depth=1, time_dependent=True)).autonomous
+    assert not Hybrid(PhysicsModel("duffing"), neural).autonomous
+
+
+@pytest.mark.parametrize(("name", "autonomous"), [("pendulum", True), ("duffing", False)])
+def test_a_systems_vector_field_declares_whether_it_ignores_t(name, autonomous):
+    system = physode.systems.load(name)
+    assert system.vector_field().autonomous is autonomous
+    assert system.vector_field(learnable=list(system.parameters)[:1]).autonomous is autonomous
+
+
 def test_aphynity_objective_adds_the_residual_norm_and_raises_lambda_by_tau_times_loss():
     torch.manual_seed(0)
     model = Hybrid(LinearDecay(), NeuralODE(2, width=8, depth=1), Aphynity(2.0, tau=10.0))
@@ -115,6 +138,22 @@ def test_aphynity_objective_adds_the_residual_norm_and_raises_lambda_by_tau_time
     assert float(model.aphynity_lambda) == pytest.approx(2.0 + 10.0 * 0.5)
     assert model.training_metrics() == {"aphynity_lambda": pytest.approx(7.0)}
     assert "aphynity_lambda" in model.state_dict()
+
+
+def test_aphynity_with_update_epoch_raises_lambda_only_after_an_epoch():
+    model = Hybrid(LinearDecay(), NeuralODE(2, depth=0), Aphynity(2.0, tau=10.0, update="epoch"))
+    model.update_after_batch(0.5)
+    assert float(model.aphynity_lambda) == 2.0
+    model.update_after_epoch(0.25)
+    assert float(model.aphynity_lambda) == pytest.approx(2.0 + 10.0 * 0.25)
+    per_batch = Hybrid(LinearDecay(), NeuralODE(2, depth=0), Aphynity(2.0, tau=10.0))
+    per_batch.update_after_epoch(0.25)
+    assert float(per_batch.aphynity_lambda) == 2.0
+
+
+def test_an_unknown_aphynity_update_is_refused_with_the_choices():
+    with pytest.raises(physode.InvalidArgumentError, match="update='step'.*'batch' or 'epoch'"):
+        Aphynity(1.0, tau=1.0, update="step")
 
 
 def test_hybrid_without_aphynity_optimises_the_plain_trajectory_loss():

@@ -25,6 +25,8 @@ A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 class LinearDecay(nn.Module):
     """dy/dt = -k y with a learnable k."""
 
+    autonomous = True  # ignores t: windows at different starts may share a solve
+
     def __init__(self, k: float = 1.0) -> None:
         super().__init__()
         self.k = nn.Parameter(torch.tensor(k, dtype=torch.float64))
@@ -104,6 +106,21 @@ def _aphynity_model(seed: int) -> Hybrid:
     return Hybrid(LinearDecay(0.3), NeuralODE(2, width=8, depth=1), Aphynity(1.0, tau=5.0))
 
 
+@pytest.mark.parametrize(("update", "per_epoch"), [("batch", False), ("epoch", True)])
+def test_aphynity_lambda_grows_by_tau_times_each_batch_loss_or_once_by_the_epochs_mean(
+    update, per_epoch
+):
+    torch.manual_seed(0)
+    model = Hybrid(LinearDecay(0.3), NeuralODE(2, width=8, depth=1),
+                   Aphynity(1.0, tau=5.0, update=update))  # fmt: skip
+    trainer = Trainer(model, spiral_data(), epochs=1, window=5, batch_size=8)
+    row = trainer.fit().history[0]
+    assert row["n_batches"] > 3
+    # row["loss"] is the mean of the batches' trajectory losses.
+    growth = 5.0 * row["loss"] * (1 if per_epoch else row["n_batches"])
+    assert row["aphynity_lambda"] == pytest.approx(1.0 + growth, rel=1e-12)
+
+
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt"])
 def test_a_resumed_run_continues_the_uninterrupted_one_bit_for_bit(tmp_path, gradient):
     data = spiral_data()
@@ -150,6 +167,46 @@ def test_a_run_that_stops_early_writes_its_last_epoch_to_last_pt(tmp_path):
     assert trainer.fit().stopped_early and trainer.epoch == 3
     last = torch.load(tmp_path / "c" / "last.pt", weights_only=True)
     assert last["epoch"] == 3 and last["stopped_early"]
+
+
+def test_a_run_that_patience_ended_resumes_with_patience_more_epochs(tmp_path):
+    # min_delta=1e9: only the first epoch improves, so patience=2 ends the run after epoch 3.
+    config = _config(tmp_path, epochs=10, patience=2, min_delta=1e9,
+                     checkpoint_dir=str(tmp_path / "c"))  # fmt: skip
+    assert Trainer(neural(), spiral_data(), config).fit().stopped_early
+    resumed = Trainer(neural(), spiral_data(), config)
+    resumed.load_checkpoint(tmp_path / "c" / "last.pt")
+    result = resumed.fit()
+    assert result.epochs_trained == 2 and resumed.epoch == 5 and result.stopped_early
+    assert result.best_epoch == 1 and [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_that_the_time_limit_ended_continues_on_resume_and_on_another_fit(tmp_path):
+    config = _config(tmp_path, epochs=4, lr_schedule="constant", time_limit=1e-9,
+                     checkpoint_dir=str(tmp_path / "c"))  # fmt: skip
+    trainer = Trainer(neural(), spiral_data(), config)
+    assert trainer.fit().stopped_early and trainer.epoch == 1
+    again = trainer.fit()  # a new call gets a new time budget: one more epoch
+    assert again.epochs_trained == 1 and again.stopped_early and trainer.epoch == 2
+    resumed = Trainer(neural(), spiral_data(), config, time_limit=None)
+    resumed.load_checkpoint(tmp_path / "c" / "last.pt")
+    result = resumed.fit()
+    assert result.epochs_trained == 2 and resumed.epoch == 4 and not result.stopped_early
+
+
+@pytest.mark.parametrize("epochs", [2, 1])
+def test_resuming_a_run_that_has_done_its_epochs_warns_that_there_is_nothing_to_train(
+    tmp_path, epochs
+):
+    config = _config(tmp_path, epochs=2, lr_schedule="constant")
+    first = Trainer(neural(), spiral_data(), config)
+    first.fit()
+    path = first.save_checkpoint(tmp_path / "done.pt")
+    resumed = Trainer(neural(), spiral_data(), config, epochs=epochs)
+    resumed.load_checkpoint(path)
+    with pytest.warns(UserWarning, match=f"nothing to train: .* done 2 epochs and epochs={epochs}"):
+        result = resumed.fit()
+    assert result.epochs_trained == 0 and resumed.epoch == 2 and len(result.history) == 2
 
 
 def test_checkpoints_are_written_during_training_and_refuse_other_settings(tmp_path):
@@ -275,6 +332,47 @@ def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
     assert any(len({w.start for w in batch}) > 1 for batch in mixed)
 
 
+class ForcedDecay(nn.Module):
+    """dy/dt = -y + a sin(t) with a learnable a, and no ``autonomous`` attribute."""
+
+    def __init__(self, a: float) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -y + self.a * torch.sin(t)
+
+
+def forced_data(a: float = 1.0) -> tuple:
+    t = torch.linspace(0, 6, 31, dtype=torch.float64)
+    y0 = torch.tensor([[1.0], [0.0], [-1.0]], dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: -y + a * torch.sin(s), y0, t, method="dop853", rtol=1e-12,
+                        atol=1e-12)  # fmt: skip
+    return t, ys.transpose(0, 1)
+
+
+def test_a_user_model_that_does_not_declare_autonomous_is_solved_at_each_windows_own_times():
+    # At its true parameter the model reproduces the data, so the loss is only solver error,
+    # unless windows that start at different times were solved on the first one's times.
+    data = forced_data(a=1.0)
+    trainer = Trainer(ForcedDecay(1.0), data, val_data=data, epochs=1, window=6, batch_size=64,
+                      rtol=1e-10, atol=1e-12)  # fmt: skip
+    assert not trainer.model_is_autonomous
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert all(len({w.start for w in batch}) == 1 for batch in batches)
+    assert max(trainer._solve_batch(trainer.train_data, b)[2].item() for b in batches) < 1e-16
+    assert trainer.validation_loss() < 1e-16
+
+
+def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
+    model = ForcedDecay(0.0)
+    model.autonomous = True  # a false claim, to see that the trainer trusts it
+    trainer = Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
+    assert trainer.model_is_autonomous
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert any(len({w.start for w in batch}) > 1 for batch in batches)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -342,6 +440,32 @@ def test_validation_windows_on_an_uneven_grid_are_solved_at_their_own_times():
     trainer = Trainer(LinearDecay(1.0), data, val_data=val, window=3, batch_size=16, rtol=1e-10,
                       atol=1e-12)  # fmt: skip
     assert trainer.validation_loss() < 1e-14  # the model is the exact law
+
+
+class CountedDecay(LinearDecay):
+    """LinearDecay that counts its calls and the rows (windows) they evaluate."""
+
+    def __init__(self) -> None:
+        super().__init__(0.5)
+        self.calls = self.rows = 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        self.rows += y.shape[0]
+        return super().forward(t, y)
+
+
+@pytest.mark.parametrize(("step_control", "unit"), [("shared", "calls"), ("per-sample", "rows")])
+def test_logged_nfe_counts_calls_when_shared_and_window_evaluations_when_per_sample(
+    step_control, unit
+):
+    t, ys = spiral_data()
+    model = CountedDecay()
+    trainer = Trainer(model, (t, ys), epochs=1, window=6, batch_size=8, gradient="disc-opt",
+                      step_control=step_control)  # fmt: skip
+    row = trainer.train_epoch()
+    assert row["nfe_forward"] == getattr(model, unit) and row["nfe_backward"] == 0
+    assert model.rows > model.calls  # the batches hold several windows
 
 
 def test_per_sample_step_control_trains_and_aca_follows_disc_opt_exactly():
@@ -444,6 +568,62 @@ def test_a_rollout_of_data_after_the_horizon_reports_no_error_within_it():
     assert json.loads(json.dumps(report.to_dict()))["mse_within"] is None
 
 
+def test_lists_of_python_floats_are_read_as_float64_and_arrays_keep_their_dtype():
+    t, ys = spiral_data(n=1, points=5)
+    listed = Trajectories(t.tolist(), ys[0].tolist())
+    assert listed.t.dtype == listed.states.dtype == torch.float64
+    assert torch.equal(listed.t, t) and torch.equal(listed.states, ys[:1])
+    assert Trainer(neural(), (t.tolist(), ys.tolist()), epochs=1).train_data.t.dtype == (
+        torch.float64
+    )
+    single = Trajectories(t.numpy().astype(np.float32), ys.numpy().astype(np.float32))
+    assert single.states.dtype == torch.float32
+    with pytest.raises(physode.InvalidArgumentError, match="states must be .* rectangular list"):
+        Trajectories([0.0, 1.0], [[1.0], [1.0, 2.0]])
+
+
+def _oscillator(n: int, points: int, t_end: float) -> tuple:
+    """Harmonic-oscillator trajectories (m = k = 1) in closed form, as NumPy arrays."""
+    t = np.linspace(0.0, t_end, points)
+    phase = np.linspace(0.0, 3.0, n)[:, None]
+    return t, np.stack([np.cos(t + phase), -np.sin(t + phase)], axis=-1)
+
+
+def test_evaluating_tensor_data_beyond_their_end_without_a_system_says_how_to_give_one():
+    t, ys = spiral_data()
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.25)
+    trainer.fit()
+    message = r"no system .*Trajectories\(t, ys, system=physode.systems.load\(...\)\).*test_data"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        trainer.evaluate(t_end=4.0)
+
+
+def test_evaluation_beyond_numpy_data_uses_the_system_given_with_the_trajectories():
+    system = physode.systems.load("harmonic_oscillator")
+    train = Trajectories(*_oscillator(4, 21, 2.0), system=system)
+    trainer = Trainer(PhysicsModel(system, learnable=["k"]), train, epochs=1, window=5)
+    trainer.fit()
+    t_test, ys_test = _oscillator(2, 21, 2.0)
+    report = trainer.evaluate(test_data=(t_test, ys_test), t_end=4.0)
+    # m = k = 1 is the truth, and training from it keeps it close: the rollout follows cos(t).
+    expected = np.cos(report.t.numpy()[None] + np.array([[0.0], [3.0]]))
+    assert report.truth.shape == (2, 41, 2) and report.note is None
+    np.testing.assert_allclose(report.truth[..., 0].numpy(), expected, atol=1e-8)
+    assert report.mse_beyond < 1e-4
+
+
+def test_a_report_on_the_validation_trajectories_says_they_chose_the_best_epoch():
+    t, ys = spiral_data()
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.25)
+    trainer.fit()
+    report = trainer.evaluate()
+    assert "validation trajectories, which chose the best epoch" in report.note
+    assert "note: these are the validation" in str(report) and report.to_dict()["note"]
+    assert trainer.evaluate(test_data=(t, ys)).note is None
+    unselected = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.25, restore_best=False)
+    assert unselected.evaluate().note is None
+
+
 # ---------------------------------------------------------------------- HDF5 data sets and the CLI
 
 
@@ -473,6 +653,48 @@ def test_training_on_an_hdf5_file_uses_its_splits_and_reports_conservation(lotka
     truth = report.conservation_truth["lotka_volterra_integral"]
     assert float(truth.max_rel_drift.max()) < 1e-8
     assert "conservation of the model's rollouts" in str(report)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("role", ["data", "val_data"])
+def test_non_finite_states_are_refused_naming_the_trajectory_and_time_index(role, bad):
+    t, ys = spiral_data()
+    broken = ys.clone()
+    broken[2, 5, 1] = bad
+    broken[3, 7, 0] = bad
+    data, val = ((t, broken), (t, ys)) if role == "data" else ((t, ys), (t, broken))
+    message = (r"2 non-finite values \(NaN or inf\), first in trajectory 2 at time index 5 "
+               r"\(t=0.5\); affected: trajectories \[2, 3\]")  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match=message) as caught:
+        Trainer(neural(), data, val_data=val, epochs=1)
+    assert str(caught.value).startswith("val_data: " if role == "val_data" else "bad trajectories")
+
+
+def test_non_finite_times_are_refused_by_index_not_called_unordered():
+    t, ys = spiral_data()
+    t = t.clone()
+    t[4] = float("nan")
+    with pytest.raises(physode.InvalidArgumentError, match=r"non-finite times at indices \[4\]"):
+        Trajectories(t, ys)
+
+
+def test_a_stored_split_with_nan_states_is_refused_naming_the_files_trajectory(
+    lotka_volterra_h5, tmp_path
+):
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "nan.h5"
+    shutil.copy(lotka_volterra_h5, path)
+    val = physode.data.load(path).split_indices("val")
+    with h5py.File(path, "r+") as f:
+        states = f["states"][()]
+        states[val[-1], 3, 0] = np.nan
+        f["states"][...] = states
+    message = f"'val' split of .*nan.h5 is not finite .*in trajectory {val[-1]} at time index 3"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(neural(), path, epochs=1)
 
 
 def test_a_trajectory_dataset_gives_its_trajectories_and_windows(lotka_volterra_h5):

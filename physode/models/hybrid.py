@@ -16,7 +16,7 @@ from physode._errors import InvalidArgumentError
 class Aphynity:
     """Settings of the APHYNITY objective (Yin et al., 2021).
 
-    The trainer minimises ``‖f_residual‖² + λ · L_traj`` and, after each batch, raises the weight
+    The trainer minimises ``‖f_residual‖² + λ · L_traj`` and raises the weight
     ``λ ← λ + τ · L_traj``: the trajectory fit becomes a harder and harder constraint, while the
     residual is kept as small as the data allow, so it explains only what the physics cannot.
 
@@ -26,18 +26,27 @@ class Aphynity:
         Starting weight ``λ`` of the trajectory loss (finite, > 0).
     tau : float
         Growth rate ``τ`` of ``λ`` (finite, ≥ 0; ``0`` keeps ``λ`` fixed).
+    update : {"batch", "epoch"}
+        When ``λ`` grows: after every batch by ``τ`` times that batch's loss (the default, as
+        in the paper's per-step update), so that an epoch of ``B`` batches adds about
+        ``B · τ · L_traj`` and the effect of ``τ`` depends on the batches per epoch; or once
+        after every epoch by ``τ`` times the epoch's mean batch loss, the same whatever the
+        batch size.
 
     Examples
     --------
     >>> Aphynity(lambda_init=1.0, tau=10.0)
-    Aphynity(lambda_init=1.0, tau=10.0)
+    Aphynity(lambda_init=1.0, tau=10.0, update='batch')
     """
 
     lambda_init: float = 1.0
     tau: float = 1.0
+    update: str = "batch"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.update not in ("batch", "epoch"):
+            problems.append(f"update={self.update!r} (choose 'batch' or 'epoch')")
         if not (is_finite_real(self.lambda_init) and self.lambda_init > 0):
             problems.append(f"lambda_init={self.lambda_init!r} (need a finite number > 0)")
         if not (is_finite_real(self.tau) and self.tau >= 0):
@@ -98,9 +107,10 @@ class Hybrid(nn.Module):
 
     @property
     def autonomous(self) -> bool:
-        """Whether both terms ignore ``t``."""
-        return bool(getattr(self.physics, "autonomous", True)) and bool(
-            getattr(self.residual, "autonomous", True)
+        """Whether both terms declare that they ignore ``t`` (a term without an ``autonomous``
+        attribute is taken to depend on it)."""
+        return bool(getattr(self.physics, "autonomous", False)) and bool(
+            getattr(self.residual, "autonomous", False)
         )
 
     def physical_parameters(self) -> dict[str, float]:
@@ -146,8 +156,16 @@ class Hybrid(nn.Module):
 
     @torch.no_grad()
     def update_after_batch(self, trajectory_loss: float) -> None:
-        """Raise ``λ ← λ + τ · L_traj`` after an optimiser step (APHYNITY only)."""
-        if self.aphynity is not None:
+        """Raise ``λ ← λ + τ · L_traj`` after an optimiser step (APHYNITY with
+        ``update="batch"`` only)."""
+        if self.aphynity is not None and self.aphynity.update == "batch":
+            self.aphynity_lambda += self.aphynity.tau * float(trajectory_loss)
+
+    @torch.no_grad()
+    def update_after_epoch(self, trajectory_loss: float) -> None:
+        """Raise ``λ ← λ + τ · L_traj`` after an epoch, with the epoch's mean batch loss
+        (APHYNITY with ``update="epoch"`` only)."""
+        if self.aphynity is not None and self.aphynity.update == "epoch":
             self.aphynity_lambda += self.aphynity.tau * float(trajectory_loss)
 
     def training_metrics(self) -> dict[str, float]:

@@ -32,6 +32,9 @@ class SystemVectorField(nn.Module):
         only on ``q`` and ``t``: what ``method="leapfrog"`` and ``"yoshida4"`` need.
     n_coordinates : int or None
         ``n`` for a state ``[q (n), v or p (n)]``; None for first-order systems.
+    autonomous : bool
+        Whether the equations ignore ``t`` (``not system.time_dependent``): what lets
+        ``physode.train.Trainer`` solve windows that start at different times together.
 
     Examples
     --------
@@ -83,7 +86,14 @@ class SystemVectorField(nn.Module):
                 f"values {not_numbers} are not finite real numbers; give each parameter of "
                 f"{system.name} a float"
             )
-        reserved = {"system", "learnable", "separable", "n_coordinates", "parameters_in_state"}
+        reserved = {
+            "system",
+            "learnable",
+            "separable",
+            "n_coordinates",
+            "parameters_in_state",
+            "autonomous",
+        }
         clashes = [n for n in names if n in reserved or hasattr(self, n)]
         if clashes:
             raise InvalidArgumentError(
@@ -104,6 +114,11 @@ class SystemVectorField(nn.Module):
                 self.register_parameter(name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
+
+    @property
+    def autonomous(self) -> bool:
+        """Whether ``f`` ignores ``t`` (the system's equations do not contain the time symbol)."""
+        return not self.system.time_dependent
 
     def parameter_vector(self) -> torch.Tensor:
         """All parameter values stacked in the system's order, shape (n_params,)."""

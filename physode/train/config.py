@@ -52,11 +52,13 @@ class TrainConfig:
     grad_clip : float, optional
         Largest gradient norm; larger gradients are scaled down to it.
     time_limit : float, optional
-        Stop after the epoch during which the training time reached this many seconds (a
-        budget for expensive runs; the run then depends on the machine's speed).
+        Stop after the epoch during which the training time of this ``fit()`` call reached this
+        many seconds (a budget for expensive runs; the run then depends on the machine's speed).
+        A resumed run gets a new budget.
     patience : int, optional
         Stop after this many epochs without a validation loss lower than the best by
-        ``min_delta``; needs validation data.
+        ``min_delta``; needs validation data. A run that patience ended, resumed, gets
+        ``patience`` more epochs to improve on its best.
     min_delta : float
     restore_best : bool
         After early stopping or the last epoch, load the weights of the best validation epoch.

@@ -19,11 +19,13 @@ class Trajectories:
 
     Parameters
     ----------
-    t : Tensor, shape (P,)
-        Strictly increasing sample times (integer times, e.g. years, are taken as they are
-        and cast to the states' dtype).
-    states : Tensor, shape (N, P, n)
-        ``states[i, j]`` is trajectory ``i`` at ``t[j]``.
+    t : Tensor, NumPy array or list, shape (P,)
+        Strictly increasing, finite sample times (integer times, e.g. years, are taken as they
+        are and cast to the states' dtype).
+    states : Tensor, NumPy array or nested list, shape (N, P, n) or (P, n)
+        ``states[i, j]`` is trajectory ``i`` at ``t[j]``; finite. Tensors and arrays keep their
+        dtype (a float32 array trains in float32 unless ``TrainConfig.dtype`` says otherwise);
+        Python lists of numbers are read as float64, like the Python floats they hold.
     params : Tensor, shape (N, n_params), optional
         The physical parameters each trajectory was generated with.
     system : physode.System, optional
@@ -42,8 +44,8 @@ class Trajectories:
     system: Any = None
 
     def __post_init__(self) -> None:
-        t = torch.as_tensor(self.t)
-        states = torch.as_tensor(self.states)
+        t = _as_tensor("t", self.t)
+        states = _as_tensor("states", self.states)
         if states.ndim == 2:
             states = states.unsqueeze(0)
         problems = []
@@ -51,7 +53,7 @@ class Trajectories:
             problems.append(f"t must be 1-dimensional, got shape {tuple(t.shape)}")
         if states.ndim != 3:
             problems.append(
-                f"states must have shape (N, P, n) or (P, n), got {tuple(self.states.shape)}"
+                f"states must have shape (N, P, n) or (P, n), got {tuple(states.shape)}"
             )
         if not problems and states.shape[1] != t.shape[0]:
             problems.append(
@@ -61,14 +63,17 @@ class Trajectories:
             problems.append("the data set is empty (0 trajectories)")
         if not problems and t.shape[0] < 2:
             problems.append(f"need at least 2 time points, got {t.shape[0]}")
-        if not problems and not bool((t[1:] > t[:-1]).all()):
-            problems.append("t must be strictly increasing")
         if not problems and not states.is_floating_point():
             problems.append(
                 f"states have dtype {states.dtype}; give floating-point states, e.g. ys.double()"
             )
         if not problems and (t.is_complex() or t.dtype == torch.bool):  # integers are fine
             problems.append(f"t has dtype {t.dtype}; give real times, e.g. t.double()")
+        found = [] if problems else non_finite(t, states)
+        if found:
+            problems += [*found, "leave those trajectories or times out, or repair them"]
+        if not problems and not bool((t[1:] > t[:-1]).all()):
+            problems.append("t must be strictly increasing")
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
         self.t = t.to(states.dtype)
@@ -108,6 +113,62 @@ class Trajectories:
         )
 
 
+def _as_tensor(name: str, value: Any) -> torch.Tensor:
+    """``value`` as a tensor: tensors and NumPy arrays keep their dtype, and anything else (lists
+    of Python numbers) is read as float64, the precision of a Python float.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If ``value`` is not a rectangular array of real numbers.
+    """
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return torch.as_tensor(value)
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidArgumentError(
+            f"{name} must be a tensor, a NumPy array or a rectangular list of real numbers, got "
+            f"{type(value).__name__} ({str(exc).splitlines()[0]})"
+        ) from None
+
+
+def non_finite(
+    t: torch.Tensor, states: torch.Tensor, trajectories: Sequence[int] | None = None
+) -> list[str]:
+    """Describe the NaN and infinite values of ``t`` and ``states`` (N, P, n), one problem each.
+
+    A non-finite state would drive the parameters to NaN in training, or the validation loss to
+    NaN every epoch, so the data are refused with where they break. ``trajectories`` names the
+    rows of ``states`` (default ``0 .. N-1``), e.g. their numbers in a file.
+
+    Examples
+    --------
+    >>> states = torch.zeros(3, 4, 2)
+    >>> states[2, 1, 0] = float("nan")
+    >>> non_finite(torch.arange(4.0), states)
+    ['states hold 1 non-finite value (NaN or inf), first in trajectory 2 at time index 1 (t=1)']
+    """
+    problems = []
+    bad_t = (~torch.isfinite(t)).nonzero().flatten().tolist()
+    if bad_t:
+        problems.append(f"t holds non-finite times at indices {bad_t[:10]}")
+    bad = ~torch.isfinite(states)
+    count = int(bad.sum())
+    if count:
+        rows = bad.any(dim=(1, 2)).nonzero().flatten().tolist()
+        labels = rows if trajectories is None else [int(trajectories[r]) for r in rows]
+        j = int(bad[rows[0]].any(dim=1).nonzero()[0])  # the first bad time of the first row
+        problem = (
+            f"states hold {count} non-finite value{'s' if count > 1 else ''} (NaN or inf), "
+            f"first in trajectory {labels[0]} at time index {j} (t={float(t[j]):g})"
+        )
+        if len(labels) > 1:
+            problem += f"; affected: trajectories {labels[:10]}" + " ..." * (len(labels) > 10)
+        problems.append(problem)
+    return problems
+
+
 def _from_stored(
     stored: Any, index: np.ndarray, split: str, noisy: bool = False
 ) -> Trajectories:
@@ -123,15 +184,24 @@ def _from_stored(
             "or train on its clean states (noisy=False)"
         )
     source = stored.noisy_states if noisy else stored.states
+    index = np.sort(index)
+    problems = non_finite(torch.as_tensor(stored.t), torch.as_tensor(source[index]), index)
+    if problems:
+        kind = "noisy states" if noisy else "states"
+        raise InvalidArgumentError(
+            f"the {split!r} split of {stored.path} is not finite ({kind}, trajectories numbered "
+            f"as in the file): {'; '.join(problems)}; leave those trajectories out (flagged "
+            "ones are, unless a TrajectoryDataset has exclude_flagged=False) or repair the file"
+        )
     return Trajectories(
         torch.as_tensor(stored.t),
-        torch.as_tensor(source[np.sort(index)]),
-        torch.as_tensor(stored.params[np.sort(index)]),
+        torch.as_tensor(source[index]),
+        torch.as_tensor(stored.params[index]),
         stored.system,
     )
 
 
-def _usable(stored: Any, split: str) -> np.ndarray:
+def usable_trajectories(stored: Any, split: str) -> np.ndarray:
     """Indices of a stored split without the trajectories flagged as failed or drifting."""
     index = stored.split_indices(split)
     return index[stored.flags[index] == 0]
@@ -146,8 +216,8 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         An HDF5 data set written by ``physode simulate`` (a path, read with
         ``physode.data.load``; trajectories flagged for a failed solve or drift are left out), a
         ``TrajectoryDataset`` (its trajectories, clean or noisy as it says; the trainer cuts the
-        windows), or tensors: ``t`` of shape ``(P,)`` and ``ys`` of shape
-        ``(N, P, n)`` or ``(P, n)``.
+        windows), or tensors, NumPy arrays or lists: ``t`` of shape ``(P,)`` and ``ys`` of shape
+        ``(N, P, n)`` or ``(P, n)``, as for :class:`Trajectories`.
     split : str, optional
         For an HDF5 path: the stored split to read (``"train"``, ``"val"``, ``"test"``); ``None``
         reads them all.
@@ -175,13 +245,13 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         return source
     if isinstance(source, tuple | list) and len(source) == 2:
         t, ys = source
-        return Trajectories(torch.as_tensor(t), torch.as_tensor(ys))
+        return Trajectories(t, ys)
     import physode.data
 
     if isinstance(source, str | Path):
         stored = physode.data.load(source)
         split = split or "all"
-        return _from_stored(stored, _usable(stored, split), split, noisy=noisy)
+        return _from_stored(stored, usable_trajectories(stored, split), split, noisy=noisy)
     if isinstance(source, physode.data.TrajectoryDataset):
         stored = physode.data.load(source.path)
         return _from_stored(

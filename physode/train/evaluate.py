@@ -42,6 +42,10 @@ class RolloutReport:
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
         Conservation of the system's invariants along the rollouts and along the truth
         (``None`` without a system).
+    note : str or None
+        A caveat on the trajectories rolled out, printed with the report: for example that
+        :meth:`Trainer.evaluate` used the validation trajectories, which chose the best epoch,
+        for want of test data.
     """
 
     t: torch.Tensor
@@ -54,6 +58,7 @@ class RolloutReport:
     mse_per_trajectory: list[float]
     conservation_model: Any = None
     conservation_truth: Any = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as plain values (for ``results.json``)."""
@@ -65,6 +70,8 @@ class RolloutReport:
             "mse_beyond": self.mse_beyond,
             "mse_per_trajectory": self.mse_per_trajectory,
         }
+        if self.note is not None:
+            out["note"] = self.note
         for name in ("model", "truth"):
             report = getattr(self, f"conservation_{name}")
             if report is not None:
@@ -82,6 +89,8 @@ class RolloutReport:
             f"  mse within horizon  {within}",
             f"  mse beyond horizon  {beyond}",
         ]
+        if self.note is not None:
+            lines.insert(1, f"  note: {self.note}")
         if self.conservation_model is not None:
             lines += ["conservation of the model's rollouts:", _indent(self.conservation_model)]
         if self.conservation_truth is not None:
@@ -264,8 +273,11 @@ def rollout_report(
     if len(t) > data.n_points:
         if system is None:
             raise InvalidArgumentError(
-                f"t_end={t_end} lies beyond the data (last time {t_last}); pass the true system "
-                "to simulate the ground truth there"
+                f"t_end={t_end} lies beyond the data's last time {t_last:g}, and the data have no "
+                "system to simulate the ground truth there: give the data their system, "
+                "Trajectories(t, ys, system=physode.systems.load(...)) (for Trainer.evaluate, "
+                "the training data or test_data; for rollout_report, also system=...), or roll "
+                f"out no further than t_end={t_last:g}"
             )
         simulated = ground_truth(system, y0, t, data.params)
         truth = torch.cat([data.states[:, :n_data], simulated[:, n_data:].to(dtype)], dim=1)

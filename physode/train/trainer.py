@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ import physode.data
 from physode._errors import InvalidArgumentError
 from physode._files import writable_folder, write_atomically
 from physode.train.config import TrainConfig
-from physode.train.data import Trajectories, Window, as_trajectories, uniform_grid, window_starts
+from physode.train.data import (
+    Trajectories,
+    Window,
+    as_trajectories,
+    uniform_grid,
+    usable_trajectories,
+    window_starts,
+)
 from physode.train.evaluate import RolloutReport, rollout_report
 
 CHECKPOINT_FORMAT = "physode-checkpoint"
@@ -54,11 +62,14 @@ class TrainResult:
         Epoch with the lowest validation loss (``None`` without validation data).
     best_val_loss : float or None
     stopped_early : bool
-        Early stopping (``patience``) or the ``time_limit`` ended the run.
+        Early stopping (``patience``) or the ``time_limit`` ended this call.
     train_seconds : float
         Wall time spent in training epochs (summed over resumed sessions).
     physical_parameters : dict of str to float
         The model's learned physical parameters at the end.
+    epochs_trained : int
+        Epochs this call ran; ``0`` when the run had already done ``config.epochs`` epochs
+        (:meth:`Trainer.fit` then also warns), so nothing was trained.
     """
 
     history: list[dict[str, Any]]
@@ -67,6 +78,7 @@ class TrainResult:
     stopped_early: bool
     train_seconds: float
     physical_parameters: dict[str, float] = field(default_factory=dict)
+    epochs_trained: int = 0
 
     @property
     def final_loss(self) -> float:
@@ -108,14 +120,17 @@ class Trainer:
     Each batch takes ``batch_size`` windows of ``window`` consecutive points, solves the model
     from each window's first state over the window's times (one batched solve) and takes the
     mean squared error of the later points (components ``observe``). Windows that start at
-    different times share one solve when the grid is uniform and the model is autonomous
-    (``model.autonomous``, default ``True``); otherwise a batch holds windows with one start.
+    different times share one solve when the grid is uniform and the model declares that it
+    ignores ``t`` (``model.autonomous = True``); otherwise a batch holds windows with one start,
+    solved at their own times. physode's models declare it; a model that does not is taken to
+    depend on ``t``, which is always correct, only slower when it does not.
 
     Parameters
     ----------
     model : nn.Module
         ``f(t, y)``; a :class:`~physode.models.Hybrid` with APHYNITY adds its penalty and raises
-        its ``λ`` after each batch (``regularised_loss`` / ``update_after_batch``).
+        its ``λ`` after each batch or epoch (``regularised_loss``, ``update_after_batch``,
+        ``update_after_epoch``).
     data : path, TrajectoryDataset, Trajectories or tuple (t, ys)
         Training data. A path to an HDF5 data set uses its stored ``"train"`` split for
         training and ``"val"`` for validation.
@@ -209,9 +224,12 @@ class Trainer:
         train = as_trajectories(data, split="train" if stored else None, noisy=config.noisy)
         if val_data is not None:
             val_stored = isinstance(val_data, str | os.PathLike)
-            val = as_trajectories(
-                val_data, split="val" if val_stored else None, noisy=config.noisy
-            )
+            try:
+                val = as_trajectories(
+                    val_data, split="val" if val_stored else None, noisy=config.noisy
+                )
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"val_data: {exc}") from None
         elif self._stored_path is not None:
             val = _optional_split(self._stored_path, "val", noisy=config.noisy)
         elif config.val_fraction > 0:
@@ -254,6 +272,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.train_seconds = 0.0
+        self._call_started_at = 0.0  # train_seconds when the current fit() call began
         self.loss_scale: float | None = None
         self.last_checkpoint: tuple[Path, int] | None = None
         self.metadata: dict[str, Any] = {}
@@ -265,8 +284,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     @property
     def model_is_autonomous(self) -> bool:
-        """Whether the model says it ignores ``t`` (``model.autonomous``, default ``True``)."""
-        return bool(getattr(self.model, "autonomous", True))
+        """Whether the model declares that it ignores ``t`` (``model.autonomous``).
+
+        A model without the attribute is taken to depend on ``t``: sharing one solve among
+        windows that start at different times would otherwise solve them at the wrong times.
+        """
+        return bool(getattr(self.model, "autonomous", False))
 
     def _check_data(self, data: Trajectories, role: str) -> None:
         problems = []
@@ -399,6 +422,9 @@ class Trainer:
             for sol, _, _ in evaluations:
                 nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
                 nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+        after_epoch = getattr(self.model, "update_after_epoch", None)
+        if after_epoch is not None:
+            after_epoch(loss_sum / len(batches))
         wall = time.perf_counter() - start
         self.train_seconds += wall
         row: dict[str, Any] = {
@@ -433,9 +459,14 @@ class Trainer:
         return total / weight
 
     def fit(self, epochs: int | None = None) -> TrainResult:
-        """Train until ``config.epochs`` epochs are done or early stopping ends the run.
+        """Train until ``config.epochs`` epochs are done or early stopping ends this call.
 
-        A trainer restored with :meth:`load_checkpoint` continues from the saved epoch.
+        A trainer restored with :meth:`load_checkpoint` continues from the saved epoch. A call
+        after a run that early stopping or the time limit ended continues it too: ``time_limit``
+        bounds the training time of each call, and a run that ``patience`` ended gets
+        ``patience`` more epochs to improve on its best validation loss (the best loss and epoch
+        are kept). A run that has already done ``config.epochs`` epochs trains nothing, with a
+        warning (``TrainResult.epochs_trained == 0``).
 
         Parameters
         ----------
@@ -459,6 +490,14 @@ class Trainer:
         if c.log is not None:
             writable_folder("log", c.log, Path(c.log).parent)
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
+        if self.epoch >= c.epochs:
+            warnings.warn(
+                f"nothing to train: the run has done {self.epoch} epochs and epochs={c.epochs}; "
+                f"to train more, set epochs above {self.epoch}",
+                stacklevel=2,
+            )
+        self._start_call()
+        first = self.epoch
         bar = None
         if c.progress:
             from tqdm.auto import tqdm
@@ -491,7 +530,17 @@ class Trainer:
             stopped_early=self.stopped_early,
             train_seconds=self.train_seconds,
             physical_parameters={} if parameters is None else parameters(),
+            epochs_trained=self.epoch - first,
         )
+
+    def _start_call(self) -> None:
+        """Continue a run that early stopping or the time limit ended: the time limit counts
+        from now, and a run that ``patience`` ended gets ``patience`` more epochs."""
+        patience = self.config.patience
+        if self.stopped_early and patience is not None and self.bad_epochs >= patience:
+            self.bad_epochs = 0
+        self.stopped_early = False
+        self._call_started_at = self.train_seconds
 
     def _after_epoch(self, row: dict[str, Any], val: float | None) -> None:
         c = self.config
@@ -505,7 +554,7 @@ class Trainer:
             self.bad_epochs += 1
             if c.patience is not None and self.bad_epochs >= c.patience:
                 self.stopped_early = True
-        if c.time_limit is not None and self.train_seconds >= c.time_limit:
+        if c.time_limit is not None and self.train_seconds - self._call_started_at >= c.time_limit:
             self.stopped_early = True
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(row["loss"] if val is None else val)
@@ -536,11 +585,13 @@ class Trainer:
         ----------
         test_data : same kinds as the training data, optional
             Held-out trajectories; by default the stored ``"test"`` split of an HDF5 data set,
-            else the validation data. A stored split is read clean, also after training on its
-            noisy states (``noisy=True``).
+            else the validation data (the report then notes that these chose the best epoch
+            under ``restore_best`` or early stopping, so they are no independent test). A stored
+            split is read clean, also after training on its noisy states (``noisy=True``).
         t_end : float, optional
-            Roll out to this time (beyond the data the truth is simulated from the data set's
-            system), e.g. twice the training horizon.
+            Roll out to this time, e.g. twice the training horizon. Beyond the data the truth is
+            simulated from their system: a data set's, or the ``system`` of
+            ``Trajectories(t, ys, system=...)`` given as ``test_data`` or as the training data.
         conservation : bool
             Add conservation reports of the rollouts and the truth (needs a known system).
         conservation_tolerance : float
@@ -552,7 +603,7 @@ class Trainer:
             The training horizon is the last time of the training trajectories.
         """
         c = self.config
-        held_out = self.held_out_data(test_data)
+        held_out, validation = self._held_out(test_data)
         if held_out is None:
             raise InvalidArgumentError(
                 "no held-out trajectories to evaluate on: pass test_data=..."
@@ -560,12 +611,18 @@ class Trainer:
         held_out = held_out.to(self.train_data.states.dtype, self.device)
         if held_out.system is None:
             held_out.system = self.train_data.system
-        return rollout_report(
+        report = rollout_report(
             self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
             observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
             step_size=c.step_size, conservation=conservation,
             conservation_tolerance=conservation_tolerance,
         )
+        if validation and (c.restore_best or c.patience is not None):
+            report.note = (
+                "these are the validation trajectories, which chose the best epoch "
+                "(restore_best, patience): not an independent test; pass test_data=... for one"
+            )
+        return report
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -599,15 +656,21 @@ class Trainer:
         also after training on its noisy states (then its clean ``"val"`` split where the test
         split is empty); else the validation data.
         """
+        return self._held_out(test_data)[0]
+
+    def _held_out(self, test_data: Any) -> tuple[Trajectories | None, bool]:
+        """:meth:`held_out_data`, and whether those are the validation trajectories."""
         if test_data is not None:
             stored = isinstance(test_data, str | os.PathLike)
-            return as_trajectories(test_data, split="test" if stored else None)
-        if self._stored_path is None:
-            return self.val_data
-        held_out = _optional_split(self._stored_path, "test")
-        if held_out is None and self.config.noisy:
-            held_out = _optional_split(self._stored_path, "val")
-        return held_out or self.val_data
+            return as_trajectories(test_data, split="test" if stored else None), False
+        if self._stored_path is not None:
+            held_out = _optional_split(self._stored_path, "test")
+            if held_out is not None:
+                return held_out, False
+            clean = _optional_split(self._stored_path, "val") if self.config.noisy else None
+            if clean is not None:  # the validation trajectories, read clean
+                return clean, True
+        return self.val_data, self.val_data is not None
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file, then rename).
@@ -744,11 +807,13 @@ def _metadata_changes(saved: Any, mine: dict[str, Any]) -> list[str]:
 
 
 def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
-    """A stored split, or ``None`` when the data set has no trajectories in it."""
-    try:
-        return as_trajectories(path, split=split, noisy=noisy)
-    except InvalidArgumentError:
+    """A stored split, or ``None`` when the data set has no usable trajectories in it.
+
+    Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
+    """
+    if len(usable_trajectories(physode.data.load(path), split)) == 0:
         return None
+    return as_trajectories(path, split=split, noisy=noisy)
 
 
 def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
