@@ -11,6 +11,7 @@ import json
 import numbers
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,16 @@ from physode.train.config import (
 MODEL_KINDS = ("physics", "neural", "hybrid")
 _MODEL_KEYS = (
     "kind", "system", "learnable", "init", "width", "depth", "activation", "aphynity",
-    "aphynity_lambda", "aphynity_tau",
+    "aphynity_lambda", "aphynity_tau", "aphynity_update",
 )
 # Which model kinds each [model] setting applies to (the others apply to all).
 _APPLIES_TO: dict[str, tuple[str, ...]] = {
     "system": ("physics", "hybrid"), "learnable": ("physics", "hybrid"),
     "init": ("physics", "hybrid"), "width": ("neural", "hybrid"), "depth": ("neural", "hybrid"),
     "activation": ("neural", "hybrid"), "aphynity": ("hybrid",),
-    "aphynity_lambda": ("hybrid",), "aphynity_tau": ("hybrid",),
+    "aphynity_lambda": ("hybrid",), "aphynity_tau": ("hybrid",), "aphynity_update": ("hybrid",),
 }
-_APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau")
+_APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
 # The [report] settings, each with its type check and the type's name in TOML.
 _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
@@ -54,6 +55,7 @@ _REPORT_KEYS = tuple(_REPORT_TYPES)
 _MODEL_DEFAULTS: dict[str, Any] = {
     "kind": "hybrid", "system": None, "learnable": None, "init": {}, "width": 64, "depth": 2,
     "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0, "aphynity_tau": 1.0,
+    "aphynity_update": "batch",
 }
 
 EXAMPLES = """examples:
@@ -143,7 +145,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--aphynity", action="store_true", help="hybrid: penalise the residual's norm (APHYNITY)"
     )
     model.add_argument("--aphynity-lambda", type=float, help="starting weight λ (default 1)")
-    model.add_argument("--aphynity-tau", type=float, help="λ ← λ + τ·L per batch (default 1)")
+    model.add_argument("--aphynity-tau", type=float, help="λ ← λ + τ·L per update (default 1)")
+    model.add_argument(
+        "--aphynity-update", choices=("batch", "epoch"),
+        help="raise λ after every batch (default) or once an epoch, by τ times its mean loss",
+    )
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, help="passes over the training windows (default 100)")
@@ -341,7 +347,8 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     ----------
     settings : dict
         ``kind`` (physics, neural, hybrid), ``system``, ``learnable``, ``init``, ``width``,
-        ``depth``, ``activation``, ``aphynity``, ``aphynity_lambda``, ``aphynity_tau``.
+        ``depth``, ``activation``, ``aphynity``, ``aphynity_lambda``, ``aphynity_tau``,
+        ``aphynity_update``.
     system : physode.System or None
         The data set's system, used when ``settings["system"]`` is not given.
     n_state : int
@@ -375,7 +382,9 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
         return physics
     aphynity = None
     if settings["aphynity"]:
-        aphynity = Aphynity(settings["aphynity_lambda"], settings["aphynity_tau"])
+        aphynity = Aphynity(
+            settings["aphynity_lambda"], settings["aphynity_tau"], settings["aphynity_update"]
+        )
     return Hybrid(physics, neural, aphynity=aphynity)
 
 
@@ -500,10 +509,19 @@ def _train_and_report(
     if extras.get("resume") is not None:
         trainer.load_checkpoint(extras["resume"])
     try:
-        result = trainer.fit()
+        with warnings.catch_warnings():  # said below as one line of this command's own
+            warnings.filterwarnings("ignore", message="nothing to train")
+            result = trainer.fit()
     except KeyboardInterrupt:
         print(f"physode train: interrupted{_resume_hint(trainer)}", file=sys.stderr)
         return 130
+    if result.epochs_trained == 0:
+        print(
+            f"physode train: nothing to train: {extras['resume']} holds {trainer.epoch} epochs "
+            f"and --epochs is {config.epochs}; raise --epochs to train further. The saved model "
+            "is evaluated as it is.",
+            file=sys.stderr,
+        )
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
         # Saved from the CPU, so the weights load on a machine without the training device.

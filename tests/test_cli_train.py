@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,8 @@ APHYNITY = [*HYBRID, "--aphynity", "--aphynity-tau", "10"]
         (APHYNITY, [*HYBRID, "--aphynity", "--aphynity-tau", "100"],
          "model.aphynity_tau: 10.0 -> 100.0"),  # fmt: skip
         (APHYNITY, [*APHYNITY, "--aphynity-lambda", "2"], "model.aphynity_lambda: 1.0 -> 2.0"),
+        (APHYNITY, [*APHYNITY, "--aphynity-update", "epoch"],
+         "model.aphynity_update: 'batch' -> 'epoch'"),  # fmt: skip
         (HYBRID, [*HYBRID, "--activation", "relu"], "model.activation: 'tanh' -> 'relu'"),
         (HYBRID, [*HYBRID[:-1], "m,k"], "model.learnable: ['k'] -> ['m', 'k']"),
         (HYBRID, [*HYBRID, "--system", "{own}"], "model.system: 'harmonic_oscillator' -> '"),
@@ -121,6 +124,18 @@ def test_a_resume_with_the_same_model_settings_continues_the_run(data, tmp_path,
     resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2", "--out", str(tmp_path)]
     assert main(_train(data, *first, *resume)) == 0
     assert json.loads((tmp_path / "report.json").read_text())["epochs"] == 2
+
+
+def test_a_resume_with_nothing_left_to_train_says_so_in_one_line(data, tmp_path, capsys):
+    checkpoints = tmp_path / "ckpt"
+    assert main(_neural(data, "--checkpoint-dir", str(checkpoints))) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trainer's Python warning is not shown as well
+        assert main(_neural(data, "--resume", str(checkpoints / "last.pt"))) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("physode train: nothing to train: ") and "raise --epochs" in err
 
 
 def test_a_checkpoint_without_model_settings_still_resumes(data, tmp_path):
@@ -290,6 +305,8 @@ def _progress(tmp_path: Path) -> str:
         (["--model", "hybrid", "--aphynity-tau", "100"],
          "--aphynity-tau (applies to hybrid models with --aphynity)"),
         (["--model", "neural", "--aphynity"], "--aphynity (applies to hybrid models)"),
+        (["--model", "hybrid", "--aphynity-update", "epoch"],
+         "--aphynity-update (applies to hybrid models with --aphynity)"),
         (["--model", "physics", "--learnable", "k", "--width", "8", "--activation", "relu"],
          "--width (applies to neural and hybrid models), --activation (applies to neural"),
         (["--model", "hybrid", "--system", "pendulumm"],
@@ -318,3 +335,10 @@ def test_a_physics_model_builds_no_network():
     model = build_model(settings, physode.systems.load("harmonic_oscillator"), 2)
     assert isinstance(model, PhysicsModel)
     assert not any(isinstance(m, NeuralODE) for m in model.modules())
+
+
+def test_aphynity_update_reaches_the_model():
+    settings = {**_MODEL_DEFAULTS, "kind": "hybrid", "learnable": ["k"], "aphynity": True,
+                "aphynity_update": "epoch"}  # fmt: skip
+    model = build_model(settings, physode.systems.load("harmonic_oscillator"), 2)
+    assert model.aphynity.update == "epoch"
