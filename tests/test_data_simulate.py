@@ -398,7 +398,8 @@ def test_invariant_drift_beyond_the_threshold_is_flagged_and_kept(tmp_path):
         assert (drift > 1e-12).all()
 
 
-def _interrupt_after_first_chunk(monkeypatch):
+def _interrupt_after_first_chunk(monkeypatch, system, **settings):
+    """Run ``simulate`` and interrupt it (KeyboardInterrupt) once its first chunk is written."""
     original = simulate_module._simulate_chunk
     calls = []
 
@@ -408,16 +409,16 @@ def _interrupt_after_first_chunk(monkeypatch):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(simulate_module, "_simulate_chunk", interrupted)
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "_simulate_chunk", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(system, **settings)
 
 
 def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_path, monkeypatch):
     out = tmp_path / "interrupted.h5"
     settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
-    with monkeypatch.context() as patch:
-        _interrupt_after_first_chunk(patch)
-        with pytest.raises(KeyboardInterrupt):
-            simulate(SYSTEM, **settings)
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, **settings)
     assert not out.exists() and (tmp_path / "interrupted.h5.parts/chunk-000000.h5").exists()
     with pytest.raises(physode.InvalidArgumentError, match="holds an interrupted run.*--resume"):
         simulate(SYSTEM, **settings)
@@ -436,10 +437,7 @@ def test_resuming_after_the_specification_was_edited_says_so_in_words(tmp_path, 
     spec.write_text(text)
     out = tmp_path / "edited.h5"
     settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
-    with monkeypatch.context() as patch:
-        _interrupt_after_first_chunk(patch)
-        with pytest.raises(KeyboardInterrupt):
-            simulate(spec, **settings)
+    _interrupt_after_first_chunk(monkeypatch, spec, **settings)
     edited = text.replace("[parameters]", "# edited\n[parameters]")
     spec.write_text(edited)
     with pytest.raises(physode.InvalidArgumentError) as error:
@@ -472,10 +470,7 @@ def test_a_changed_system_is_described_before_the_other_settings(then, now, said
 def test_resume_recomputes_a_chunk_file_damaged_on_disk(tmp_path, monkeypatch):
     out = tmp_path / "damaged.h5"
     settings = {"trajectories": 4, "chunk_size": 2, "seed": 4, **FAST}
-    with monkeypatch.context() as patch:
-        _interrupt_after_first_chunk(patch)
-        with pytest.raises(KeyboardInterrupt):
-            simulate(SYSTEM, out=out, **settings)
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, out=out, **settings)
     chunk = tmp_path / "damaged.h5.parts" / "chunk-000000.h5"
     with h5py.File(chunk) as f:
         states = f["states"][()]
