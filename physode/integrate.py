@@ -516,6 +516,8 @@ def odeint(
     """Solve ``dy/dt = func(t, y)`` and return ``ys`` of shape ``(len(t), *y0.shape)``.
 
     Same arguments as :func:`solve`, which also returns the status and the work counters.
+    torchdiffeq's keywords (``options``, ``adjoint_params``, ``adjoint_rtol``...) are refused
+    with physode's spelling of each.
 
     Examples
     --------
@@ -525,4 +527,21 @@ def odeint(
     >>> abs(ys[-1].item() - 0.36787944117144233) < 1e-9
     True
     """
+    foreign = [name for name in kwargs if name in _TORCHDIFFEQ_KEYWORDS]
+    if foreign:
+        hints = "; ".join(f"{name}: {_TORCHDIFFEQ_KEYWORDS[name]}" for name in foreign)
+        raise InvalidArgumentError(f"torchdiffeq's keywords are spelled differently here: {hints}")
     return solve(func, y0, t, **kwargs).ys
+
+
+# What a user coming from torchdiffeq passes, and physode's way to say it.
+_TORCHDIFFEQ_KEYWORDS = {
+    "options": "pass its entries as keywords (step_size=..., first_step=..., max_steps=...)",
+    "adjoint_params": "params=[...] (for every gradient mode)",
+    "adjoint_rtol": "gradient=physode.OptDisc(rtol=...)",
+    "adjoint_atol": "gradient=physode.OptDisc(atol=...)",
+    "adjoint_method": "gradient=physode.OptDisc(method=...)",
+    "adjoint_options": "gradient=physode.OptDisc(seminorm=True) leaves the parameter gradients "
+    "out of the backward error control",
+    "event_fn": "events are not supported; solve to a time grid and locate the event in ys",
+}

@@ -427,3 +427,18 @@ def test_a_step_below_the_resolution_of_t_underflows_instead_of_stalling(func, t
     assert "resolution of t" in str(error)
     stats = error.solution.stats
     assert stats.n_steps == 0 and stats.n_rejected == 0
+
+
+@pytest.mark.parametrize(
+    ("keyword", "spelling"),
+    [
+        ("options", "step_size=..."),
+        ("adjoint_params", "params=[...]"),
+        ("adjoint_rtol", "physode.OptDisc(rtol=...)"),
+        ("event_fn", "events are not supported"),
+    ],
+)
+def test_odeint_answers_torchdiffeq_keywords_with_physodes_spelling(keyword, spelling):
+    with pytest.raises(physode.InvalidArgumentError, match="torchdiffeq") as info:
+        physode.odeint(decay, Y0, [0.0, 1.0], **{keyword: None})
+    assert spelling in str(info.value)
