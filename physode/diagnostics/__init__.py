@@ -16,6 +16,9 @@ from physode.diagnostics._conservation import (
     ConservationReport,
     InvariantDrift,
     conservation,
+    drift_scales,
 )
 
-__all__ = ["DEFAULT_TOLERANCE", "ConservationReport", "InvariantDrift", "conservation"]
+__all__ = [
+    "DEFAULT_TOLERANCE", "ConservationReport", "InvariantDrift", "conservation", "drift_scales",
+]

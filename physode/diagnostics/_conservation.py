@@ -181,7 +181,10 @@ class ConservationReport:
         lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-        lines.append("relative drift = max_t |I(t) - I(t0)| / (sum of |terms of I| at t0)")
+        lines.append(
+            "relative drift = max_t |I(t) - I(t0)| / S, S = max_t of the sum of |terms of I| "
+            "(for a vector's components, the largest of theirs)"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -262,11 +265,12 @@ def conservation(
 
     For each invariant ``I`` of ``system.invariants`` and each trajectory, the report holds the
     initial value ``I(y(t0))``, the largest absolute drift ``max_t |I(y(t)) - I(y(t0))|`` and the
-    largest relative drift, which divides by the scale ``S = sum_k |T_k(y(t0))|`` where
+    largest relative drift, which divides by the scale ``S = max_t sum_k |T_k(y(t))|`` where
     ``I = sum_k T_k`` is the invariant written as a sum of terms (kinetic plus absolute potential
-    energy; the bodies' individual momenta for a momentum component). ``S >= |I|``, and ``S`` stays
-    positive when ``I`` is zero (zero total momentum); where ``S`` is zero as well (every term
-    vanishes, e.g. a system at rest) the relative drift equals the absolute drift.
+    energy; the bodies' individual momenta for a momentum component), shared by the components
+    of a vector (see :func:`drift_scales`). ``S >= |I|``, and ``S`` stays positive when ``I`` is
+    zero (zero total momentum); where ``S`` is zero as well (every term vanishes all along, e.g.
+    a system at rest) the relative drift equals the absolute drift.
 
     Time comes first in ``ys``, as ``physode.odeint`` returns it, whereas a stored data set
     holds its states as ``(N, P, n_state)``, trajectory first. Pass the data set itself, which
@@ -367,7 +371,7 @@ def conservation(
                 f"{system.invariant_names}"
             )
     values = system.invariants(ys, p)
-    scales = system.invariant_scales(ys[0], p)
+    scales = drift_scales(system, ys, p)
     drifts = {}
     for name, value in values.items():
         value = value.expand(n_times, *batch_shape).reshape(n_times, -1)
@@ -383,6 +387,35 @@ def conservation(
             max_rel_drift=max_rel, tolerance=tol, exceeds=~(max_rel <= tol),
         )
     return ConservationReport(system.name, t, batch_shape, drifts)
+
+
+def drift_scales(system, ys: torch.Tensor, p: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """What each invariant's drift is divided by, per trajectory: the largest sum of the absolute
+    values of its terms along the trajectory (``system.invariant_scales``, NaN states skipped),
+    shared by the components of one vector (names that differ only in a last ``_x``, ``_y`` or
+    ``_z``).
+
+    Along the trajectory, not at its start alone: a pendulum released from the horizontal has
+    no energy term at all there (no speed, and ``cos θ = 0``), nor has a Laplace–Runge–Lenz
+    component along an axis the vector happens to be perpendicular to, yet their terms are
+    large a moment later. Shared by a vector's components, so that the drift of one does not
+    depend on how the axes are turned.
+    """
+    per_time = system.invariant_scales(ys, p)
+    scales = {}
+    for name, scale in per_time.items():
+        scale = scale.expand(ys.shape[:-1])
+        scales[name] = torch.where(torch.isnan(scale), -torch.inf, scale).amax(dim=0)
+    vectors: dict[str, list[str]] = {}
+    for name in scales:
+        stem, axis = name[:-2], name[-2:]
+        if axis in ("_x", "_y", "_z"):
+            vectors.setdefault(stem, []).append(name)
+    for components in vectors.values():
+        if len(components) > 1:
+            shared = torch.stack([scales[c] for c in components]).amax(dim=0)
+            scales.update(dict.fromkeys(components, shared))
+    return scales
 
 
 def _is_data_set(ys: Any) -> bool:
