@@ -136,8 +136,21 @@ def test_a_true_split_passes_the_probe_and_its_evaluations_are_counted():
     y0, t = torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0]
     solution = physode.solve(_Declared(None), y0, t, method="leapfrog", step_size=0.1)
     assert solution.stats.n_steps == 10
-    # Three probe evaluations, then f(t0, y0) and two per step.
-    assert solution.stats.nfe == 3 + 1 + 2 * 10
+    # Four probe evaluations, then f(t0, y0) and two per step.
+    assert solution.stats.nfe == 4 + 1 + 2 * 10
+
+
+def test_a_broken_split_is_found_also_from_a_state_at_rest():
+    # dq/dt = v (1 + 0.1 q) does not change with q where v = 0: probed only at y0's v, a system
+    # released from rest was integrated as if it separated.
+    def field(t, y):
+        q, v = y[..., 0], y[..., 1]
+        return torch.stack([v * (1.0 + 0.1 * q), -q], dim=-1)
+
+    field.separable, field.n_coordinates = True, 1
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    with pytest.raises(physode.InvalidArgumentError, match=r"dq/dt changed when only q"):
+        physode.odeint(field, y0, [0.0, 1.0], method="leapfrog", step_size=0.1)
 
 
 class _SeparableHNN(torch.nn.Module):

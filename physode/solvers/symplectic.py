@@ -36,32 +36,43 @@ def check_separable(func: object, method: str) -> int:
 def check_split(
     func: Callable[[Tensor, Tensor], Tensor], t: Tensor, y0: Tensor, n: int, method: str
 ) -> int:
-    """Probe the split that ``func`` declares; return the evaluations it made (three).
+    """Probe the split that ``func`` declares; return the evaluations it made (four).
 
-    ``func`` is evaluated at ``y0``, at ``y0`` with only ``q`` shifted and at ``y0`` with only
-    ``v`` shifted. Where the split holds, ``dq/dt`` does not see the shift of ``q`` nor ``dv/dt``
-    that of ``v``: the compared values are then bit for bit the same, so no tolerance is needed.
-    Entries that are not finite are not compared. A ``func`` declaring ``separable = True``
-    whose split fails is refused: the symplectic method would integrate another system.
+    ``func`` is evaluated at ``y0``, with ``q`` shifted, with ``v`` shifted and with both. Where
+    the split holds, ``dq/dt`` does not see the shift of ``q`` (at either ``v``) nor ``dv/dt``
+    that of ``v`` (at either ``q``): the compared values are then bit for bit the same, so no
+    tolerance is needed. Both halves are probed at both values of the other: a ``dq/dt`` of
+    ``v * g(q)`` does not change with ``q`` where ``v = 0``, which is where a system released
+    from rest starts. Entries that are not finite are not compared. A ``func`` declaring
+    ``separable = True`` whose split fails is refused: the symplectic method would integrate
+    another system.
     """
     q, v = y0[..., :n], y0[..., n:]
+    q_shifted, v_shifted = q + 0.01 * (1.0 + q.abs()), v + 0.01 * (1.0 + v.abs())
     with torch.no_grad():
         f = func(t, y0)
         check_derivative(f, y0)
-        shifted_q = func(t, torch.cat([q + 0.01 * (1.0 + q.abs()), v], dim=-1))
-        shifted_v = func(t, torch.cat([q, v + 0.01 * (1.0 + v.abs())], dim=-1))
-    for half, part, shifted in (("q", slice(None, n), shifted_q), ("v", slice(n, None), shifted_v)):
-        a, b = f[..., part], shifted[..., part]
-        if bool(((a != b) & torch.isfinite(a) & torch.isfinite(b)).any()):
-            raise InvalidArgumentError(
-                f"method={method!r}: func declares separable = True with n_coordinates={n}, but "
-                f"its d{half}/dt changed when only {half} did (at t={t.item():.6g}, from y0 with "
-                f"{half} shifted by 0.01 * (1 + |{half}|)): the split does not hold, so a "
-                "symplectic method would integrate another system. Use an adaptive method, e.g. "
-                "method='dop853', or correct func.separable. A random func (dropout in training "
-                "mode) fails this check too."
-            )
-    return 3
+        f_q = func(t, torch.cat([q_shifted, v], dim=-1))
+        f_v = func(t, torch.cat([q, v_shifted], dim=-1))
+        f_qv = func(t, torch.cat([q_shifted, v_shifted], dim=-1))
+    # (half, its slice, pairs of evaluations that differ only in that half)
+    probes = (
+        ("q", slice(None, n), ((f, f_q), (f_v, f_qv))),
+        ("v", slice(n, None), ((f, f_v), (f_q, f_qv))),
+    )
+    for half, part, pairs in probes:
+        for before, after in pairs:
+            a, b = before[..., part], after[..., part]
+            if bool(((a != b) & torch.isfinite(a) & torch.isfinite(b)).any()):
+                raise InvalidArgumentError(
+                    f"method={method!r}: func declares separable = True with n_coordinates={n}, "
+                    f"but its d{half}/dt changed when only {half} did (at t={t.item():.6g}, from "
+                    f"y0 with {half} shifted by 0.01 * (1 + |{half}|)): the split does not hold, "
+                    "so a symplectic method would integrate another system. Use an adaptive "
+                    "method, e.g. method='dop853', or correct func.separable. A random func "
+                    "(dropout in training mode) fails this check too."
+                )
+    return 4
 
 
 class Leapfrog:
