@@ -243,9 +243,21 @@ def _refuse_derived(params: list[Tensor]) -> None:
             stack.extend(next_fn for next_fn, _ in node.next_functions)
 
 
-def _check_devices(params: Sequence[Tensor], y0: Tensor) -> None:
-    """Refuse parameters on another device than ``y0`` before ``func`` runs into them (a 0-dim
-    CPU tensor is fine anywhere: torch broadcasts it as a scalar)."""
+def _check_devices(func: Callable, params: Sequence[Tensor], y0: Tensor) -> None:
+    """Refuse parameters on another device than ``y0`` before ``func`` runs into them.
+
+    A 0-dim CPU tensor that ``func`` reaches is fine anywhere, as torch broadcasts it as a
+    scalar; not one a module holds, though: the module was left behind (``func.to``), and each
+    evaluation would copy it to the device and wait for the copy, and Opt-Disc's products would
+    come back on the CPU.
+    """
+    if isinstance(func, nn.Module):
+        for name, tensor in [*func.named_parameters(), *func.named_buffers()]:
+            if tensor.device != y0.device:
+                raise InvalidArgumentError(
+                    f"func's {name!r} is on {tensor.device} but y0 is on {y0.device}; move the "
+                    "module to y0's device with func.to(y0.device)"
+                )
     for p in params:
         if p.device != y0.device and not (p.ndim == 0 and p.device.type == "cpu"):
             raise InvalidArgumentError(
@@ -446,7 +458,7 @@ def solve(
         params=_find_params(func, params),
         stats=stats,
     )
-    _check_devices(problem.params, y0)
+    _check_devices(func, problem.params, y0)
     _refuse_transforms(problem.params, mode.name)
     # Disc-Opt records whatever func reaches as long as autograd is on, which it is whenever y0
     # requires grad; otherwise it too must look for tensors func reaches unseen. So must the

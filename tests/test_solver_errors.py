@@ -128,6 +128,15 @@ def test_times_on_another_device_than_y0_are_refused(device):
     assert device in message and "t.to(y0.device)" in message
 
 
+@pytest.mark.parametrize("device", _other_devices())
+def test_a_module_left_on_another_device_than_y0_is_refused_by_name(device):
+    # Its 0-dim parameters passed as scalars: each evaluation copied them to y0's device and
+    # waited, and Opt-Disc's products for them came back on the module's device and failed.
+    field = physode.systems.load("pendulum").vector_field(learnable=["g"]).to(device)
+    message = _error(func=field, y0=torch.tensor([0.5, 0.0], dtype=DTYPE))
+    assert "'g'" in message and device in message and "func.to(y0.device)" in message
+
+
 def test_times_on_a_second_accelerator_are_refused():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device: there is no second real device here")

@@ -224,7 +224,7 @@ class _OptDiscFunction(torch.autograd.Function):
         adjoint = z[n : 2 * n].reshape(shape)
         param_grads, offset = [], 2 * n
         for p, size in zip(params, sizes):
-            param_grads.append(z[offset : offset + size].reshape(p.shape).to(p.dtype))
+            param_grads.append(z[offset : offset + size].reshape(p.shape).to(p.device, p.dtype))
             offset += size
         return (None, None, None, adjoint, *param_grads)
 
@@ -252,5 +252,6 @@ class _Augmented:
         pieces = [f.detach().reshape(-1)]
         for v, like in zip(vjps, [y, *self.params]):
             piece = v if v is not None else torch.zeros_like(like)
-            pieces.append(piece.reshape(-1).to(z.dtype))
+            # A 0-dim CPU parameter of a solve on another device has its product on the CPU.
+            pieces.append(piece.reshape(-1).to(z.device, z.dtype))
         return torch.cat(pieces)

@@ -44,7 +44,7 @@ class Stats:
     ``func`` in the forward pass, ``nfe_backward`` evaluations made by the backward pass once it
     has run (ACA: the replayed steps; Opt-Disc: the augmented adjoint system; Disc-Opt: none, as
     it backpropagates through the graph recorded in the forward pass). Per-sample solves count
-    each row's evaluations: every counter is then an int64 tensor with one entry per row.
+    each row's evaluations: every counter is then an int64 CPU tensor with one entry per row.
     """
 
     n_steps: int = 0

@@ -297,14 +297,19 @@ def integrate_per_sample(
         ys = np.full((n_out, *y0.shape), np.nan, dtype=y0.dtype)
         ys[index] = values
 
-    stats.n_steps = n_steps
-    stats.n_rejected = n_rejected
+    # The counters are bookkeeping: on the host, whatever the state's device (as the backward
+    # pass's count, which adds to them).
+    stats.n_steps, stats.n_rejected = _host(n_steps), _host(n_rejected)
     # Evaluations per row: the first f0 and starting step, then the stages of every attempt and,
     # for methods without FSAL, f at the row's new (or unchanged) state after every attempt.
-    attempts = n_steps + n_rejected
+    attempts = stats.n_steps + stats.n_rejected
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
     stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
+
+
+def _host(x: Array) -> Array:
+    return x.cpu() if isinstance(x, Tensor) else x
 
 
 def _detach(x: Array) -> Array:
@@ -353,7 +358,7 @@ class _PerSampleACA(torch.autograd.Function):
             for acc, g in zip(param_grads, grads[1:]):
                 if g is not None:
                     acc.add_(g)
-        problem.stats.nfe_backward = problem.stats.nfe_backward + nfe.cpu()
+        problem.stats.nfe_backward = problem.stats.nfe_backward + nfe.cpu()  # one copy
         return (None, None, adjoint + grad_ys[0], *param_grads)
 
 
