@@ -40,7 +40,8 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("systems.md", 0), ("systems.md", 1), ("data.md", 0),
               ("training.md", 0), ("training.md", 1), ("training.md", 2),
-              ("training.md", 3), ("training.md", 4)}  # fmt: skip
+              ("training.md", 3), ("training.md", 4),
+              ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -137,6 +138,40 @@ def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(c
     report = ns["report"]
     assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
     assert ns["trainer"].train_data.states.dtype == torch.float64
+
+
+def test_diagnostics_rollout_example_drifts_as_its_comments_say():
+    ns = _run("diagnostics.md", 0)
+    assert ns["p"].tolist() == [1.0, 9.0, 1.0]
+    report = ns["report"]
+    assert report.ok and 1e-12 < float(report["energy"].max_rel_drift.max()) < 1e-10
+    system, t, p, y0 = ns["system"], ns["t"], ns["p"], ns["y0"]
+    with torch.no_grad():
+        ys = ns["physode"].odeint(ns["model"], y0, t, rtol=1e-6, atol=1e-8)
+    conservation = ns["physode"].diagnostics.conservation
+    loose = conservation(system, ys, t, p=p)["energy"]
+    assert not loose.exceeds.all() and len(loose.failing) == 7
+    assert 1e-6 < float(loose.max_rel_drift.max()) < 2e-6
+    assert conservation(system, ys, t, tolerance=1e-4, p=p).ok
+    # Without p, the default g = 9.81 makes the g = 9.0 model's energy drift by percents.
+    assert float(conservation(system, ys, t)["energy"].max_rel_drift.max()) > 1e-2
+
+
+def test_diagnostics_data_set_example_checks_each_invariant_at_its_tolerance(
+    tmp_path, monkeypatch
+):
+    from physode.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    made_with = re.search(r"Made first with: physode (.*)", _blocks("diagnostics.md")[1]).group(1)
+    assert main(shlex.split(made_with)) == 0
+    ns = _run("diagnostics.md", 1)
+    report = ns["report"]
+    assert report.ok and report.failures == [] and report.batch_shape == (16,)
+    assert report["momentum_x"].tolerance == float("inf")
+    assert report["momentum_y"].tolerance == 1e-6 and report["energy"].tolerance == 1e-8
+    assert float(report["energy"].max_rel_drift.max()) < 1e-9
+    assert (tmp_path / "drift.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("listing", sorted(LISTINGS))
