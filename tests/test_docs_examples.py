@@ -38,8 +38,8 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
-    tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1), ("data.md", 0),
-              ("training.md", 0), ("training.md", 1), ("training.md", 2),
+    tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
+              ("data.md", 0), ("training.md", 0), ("training.md", 1), ("training.md", 2),
               ("training.md", 3), ("training.md", 4),
               ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
@@ -50,12 +50,13 @@ def test_solvers_parameters_in_state_example_keeps_each_rows_parameters():
     ns = _run("solvers.md", 1)
     sol, system, p = ns["sol"], ns["system"], ns["p"]
     assert ns["ys"].shape == (7, 4, 2) and bool((sol.status == 0).all())
-    torch.testing.assert_close(sol.ys[-1, :, system.n_state:], p, rtol=0, atol=0)
+    torch.testing.assert_close(sol.ys[-1, :, system.n_state :], p, rtol=0, atol=0)
     # Each row is its own solve at its own parameters: the same as that row alone.
     f, y0, t = ns["f"], ns["y0"], ns["t"]
     for i in range(4):
-        alone = ns["physode"].solve(f, torch.cat([y0[i:i + 1], p[i:i + 1]], -1), t,
-                                    step_control="per-sample")
+        alone = ns["physode"].solve(
+            f, torch.cat([y0[i : i + 1], p[i : i + 1]], -1), t, step_control="per-sample"
+        )
         assert torch.equal(alone.ys[:, 0], sol.ys[:, i])
     assert not torch.allclose(p[0], p[1])
 
@@ -104,8 +105,12 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
     assert main(shlex.split(made_with)) == 0
     ns = _run("training.md", 0)
     # The example's 20 epochs of 5 batches, cut to two epochs of two batches.
-    ns = _run("training.md", 2, ns, **{"epochs=20,": "epochs=2,",
-                                       "batches_per_epoch=5,": "batches_per_epoch=2,"})
+    ns = _run(
+        "training.md",
+        2,
+        ns,
+        **{"epochs=20,": "epochs=2,", "batches_per_epoch=5,": "batches_per_epoch=2,"},
+    )
     result, report = ns["result"], ns["report"]
     assert len(result.history) == 2 and set(result.physical_parameters) == {"g"}
     assert report.mse_beyond is not None and (tmp_path / "ckpt" / "last.pt").is_file()
@@ -172,9 +177,7 @@ def test_diagnostics_rollout_example_drifts_as_its_comments_say():
     assert float(conservation(system, ys, t)["energy"].max_rel_drift.max()) > 1e-2
 
 
-def test_diagnostics_data_set_example_checks_each_invariant_at_its_tolerance(
-    tmp_path, monkeypatch
-):
+def test_diagnostics_data_set_example_checks_each_invariant_at_its_tolerance(tmp_path, monkeypatch):
     from physode.cli import main
 
     monkeypatch.chdir(tmp_path)
