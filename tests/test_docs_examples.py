@@ -38,15 +38,31 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
-    tested = {("solvers.md", 1), ("systems.md", 0), ("systems.md", 1), ("data.md", 0),
-              ("training.md", 0), ("training.md", 1), ("training.md", 2),
-              ("training.md", 3), ("training.md", 4)}  # fmt: skip
+    tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
+              ("data.md", 0), ("training.md", 0), ("training.md", 1), ("training.md", 2),
+              ("training.md", 3), ("training.md", 4),
+              ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
 
-def test_solvers_per_sample_numpy_example():
+def test_solvers_parameters_in_state_example_keeps_each_rows_parameters():
     ns = _run("solvers.md", 1)
+    sol, system, p = ns["sol"], ns["system"], ns["p"]
+    assert ns["ys"].shape == (7, 4, 2) and bool((sol.status == 0).all())
+    torch.testing.assert_close(sol.ys[-1, :, system.n_state :], p, rtol=0, atol=0)
+    # Each row is its own solve at its own parameters: the same as that row alone.
+    f, y0, t = ns["f"], ns["y0"], ns["t"]
+    for i in range(4):
+        alone = ns["physode"].solve(
+            f, torch.cat([y0[i : i + 1], p[i : i + 1]], -1), t, step_control="per-sample"
+        )
+        assert torch.equal(alone.ys[:, 0], sol.ys[:, i])
+    assert not torch.allclose(p[0], p[1])
+
+
+def test_solvers_per_sample_numpy_example():
+    ns = _run("solvers.md", 2)
     sol, y0 = ns["sol"], ns["y0"]
     assert sol.ys.shape == (11, 1000, 3) and bool((sol.status == 0).all())
     torch.testing.assert_close(sol.ys[-1], y0 * torch.exp(torch.tensor(-1.0)), rtol=1e-5, atol=0)
@@ -88,8 +104,13 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
     made_with = re.search(r"made first with: physode (.*)", _blocks("training.md")[2]).group(1)
     assert main(shlex.split(made_with)) == 0
     ns = _run("training.md", 0)
-    # The example's 300 epochs of every window, cut to two epochs of two batches.
-    ns = _run("training.md", 2, ns, **{"epochs=300,": "epochs=2, batches_per_epoch=2,"})
+    # The example's 20 epochs of 5 batches, cut to two epochs of two batches.
+    ns = _run(
+        "training.md",
+        2,
+        ns,
+        **{"epochs=20,": "epochs=2,", "batches_per_epoch=5,": "batches_per_epoch=2,"},
+    )
     result, report = ns["result"], ns["report"]
     assert len(result.history) == 2 and set(result.physical_parameters) == {"g"}
     assert report.mse_beyond is not None and (tmp_path / "ckpt" / "last.pt").is_file()
@@ -100,9 +121,9 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
     def make_model():
         torch.manual_seed(0)
         return Hybrid(
-            PhysicsModel("pendulum", learnable=["g"], init={"g": 0.5}),
+            PhysicsModel("pendulum", learnable=["g"], init={"g": 8.0}),
             NeuralODE(2, width=32, depth=2, zero_output=True),
-            aphynity=Aphynity(lambda_init=1.0, tau=1000.0),
+            aphynity=Aphynity(lambda_init=1.0, tau=100.0, update="epoch"),
         )
 
     config = ns["trainer"].config
@@ -137,6 +158,38 @@ def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(c
     report = ns["report"]
     assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
     assert ns["trainer"].train_data.states.dtype == torch.float64
+
+
+def test_diagnostics_rollout_example_drifts_as_its_comments_say():
+    ns = _run("diagnostics.md", 0)
+    assert ns["p"].tolist() == [1.0, 9.0, 1.0]
+    report = ns["report"]
+    assert report.ok and 1e-12 < float(report["energy"].max_rel_drift.max()) < 1e-10
+    system, t, p, y0 = ns["system"], ns["t"], ns["p"], ns["y0"]
+    with torch.no_grad():
+        ys = ns["physode"].odeint(ns["model"], y0, t, rtol=1e-6, atol=1e-8)
+    conservation = ns["physode"].diagnostics.conservation
+    loose = conservation(system, ys, t, p=p)["energy"]
+    assert not loose.exceeds.all() and len(loose.failing) == 7
+    assert 1e-6 < float(loose.max_rel_drift.max()) < 2e-6
+    assert conservation(system, ys, t, tolerance=1e-4, p=p).ok
+    # Without p, the default g = 9.81 makes the g = 9.0 model's energy drift by percents.
+    assert float(conservation(system, ys, t)["energy"].max_rel_drift.max()) > 1e-2
+
+
+def test_diagnostics_data_set_example_checks_each_invariant_at_its_tolerance(tmp_path, monkeypatch):
+    from physode.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    made_with = re.search(r"Made first with: physode (.*)", _blocks("diagnostics.md")[1]).group(1)
+    assert main(shlex.split(made_with)) == 0
+    ns = _run("diagnostics.md", 1)
+    report = ns["report"]
+    assert report.ok and report.failures == [] and report.batch_shape == (16,)
+    assert report["momentum_x"].tolerance == float("inf")
+    assert report["momentum_y"].tolerance == 1e-6 and report["energy"].tolerance == 1e-8
+    assert float(report["energy"].max_rel_drift.max()) < 1e-9
+    assert (tmp_path / "drift.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("listing", sorted(LISTINGS))

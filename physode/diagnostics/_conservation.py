@@ -301,7 +301,10 @@ def conservation(
         invariant name (the invariants a mapping leaves out get :data:`DEFAULT_TOLERANCE`).
     p : torch.Tensor, optional
         Parameters, ``(n_params,)`` or one row per trajectory ``(..., n_params)``; when omitted,
-        a data set's stored parameters when ``ys`` is one, else the system's defaults.
+        a data set's stored parameters when ``ys`` is one, else the system's defaults. For a
+        rollout of a learned model pass the model's parameters, e.g.
+        ``model.field.parameter_vector().detach()`` for a ``PhysicsModel``: with the defaults
+        its invariants would seem to drift.
 
     Returns
     -------
