@@ -485,6 +485,7 @@ def _train_and_report(
     can meet a closed pipe."""
     from physode.train import Trainer, as_trajectories
     from physode.train.evaluate import rollout_times
+    from physode.train.trainer import SHARED_PARAMETERS_WARNING, shared_parameters_warning
 
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
@@ -494,7 +495,12 @@ def _train_and_report(
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
-    trainer = Trainer(model, data, config)
+    with warnings.catch_warnings():  # said below as one line of this command's own
+        warnings.filterwarnings("ignore", message=SHARED_PARAMETERS_WARNING)
+        trainer = Trainer(model, data, config)
+    shared = shared_parameters_warning(model, trainer.train_data)
+    if shared is not None:
+        print(f"physode train: warning: {shared}", file=sys.stderr)
     trainer.metadata = {f"model.{k}": v for k, v in record.items()}
     # What would fail after training fails before it: a bad --t-end or --out, no test data.
     rollout_times(trainer.train_data.t, extras.get("t_end"))

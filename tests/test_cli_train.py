@@ -342,3 +342,33 @@ def test_aphynity_update_reaches_the_model():
                 "aphynity_update": "epoch"}  # fmt: skip
     model = build_model(settings, physode.systems.load("harmonic_oscillator"), 2)
     assert model.aphynity.update == "epoch"
+
+
+# ------------------------------------------------------------------ per-trajectory parameters
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """Six harmonic oscillators, each with its own sampled m and k."""
+    path = tmp_path_factory.mktemp("cli_train") / "sampled.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
+                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), params="sample",
+                          quiet=True)  # fmt: skip
+    return path
+
+
+def test_learning_a_parameter_the_trajectories_vary_is_warned_about_in_one_line(sampled, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trainer's Python warning is not shown as well
+        assert main(_train(sampled, "--model", "physics", "--learnable", "k")) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("physode train: warning: the training trajectories were simulated "
+                          "with different values of k (")  # fmt: skip
+    assert "one value of it for all of them" in err and "m (" not in err
+
+
+@pytest.mark.parametrize("learnable", ["k", "m,k"])
+def test_learning_parameters_the_trajectories_share_gives_no_warning(data, capsys, learnable):
+    assert main(_train(data, "--model", "physics", "--learnable", learnable)) == 0
+    assert capsys.readouterr().err == ""
