@@ -1071,3 +1071,16 @@ def test_parameters_that_are_fixed_or_not_learned_give_no_warning(model, lengths
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer(model(), pendulums(lengths), epochs=1)
+
+
+def test_a_checkpoint_resumes_only_with_the_opt_disc_settings_it_was_saved_with(tmp_path):
+    stable = physode.OptDisc(restart=True, rtol=1e-9, atol=1e-11)
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=stable)
+    assert trainer.config.gradient is stable
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    plain = physode.OptDisc(rtol=1e-9, atol=1e-11)
+    other = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=plain)
+    with pytest.raises(physode.InvalidArgumentError, match=r"gradient: 'OptDisc\(.*restart=True"):
+        other.load_checkpoint(path)
+    same = physode.OptDisc(restart=True, rtol=1e-9, atol=1e-11)
+    Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=same).load_checkpoint(path)
