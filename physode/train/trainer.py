@@ -838,8 +838,8 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
         f"{'it' if len(varying) == 1 else 'each'} for all of them: the fit is a compromise "
         "that is no trajectory's own, and the stored values serve only as the evaluation's "
         "ground truth. To recover the parameters, train on trajectories simulated with fixed "
-        "parameters (physode simulate without --params sample, or params='default'), one data "
-        "set per parameter set"
+        "parameters (physode simulate without --params sample; params='default' in Python), one "
+        "data set per parameter set"
     )
 
 
