@@ -296,16 +296,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     written.update({k: _flag(k) for k in _MODEL_KEYS if k in given})
     model.update({k: given[k] for k in _MODEL_KEYS if k in given})
     model["given"] = written
-    train = dict(document.get("train", {}))
-    train_keys = set(TrainConfig.__dataclass_fields__)
-    unknown = sorted(set(train) - train_keys - set(_OPT_DISC_KEYS))
-    if unknown:
-        valid = sorted(train_keys | set(_OPT_DISC_KEYS))
-        raise InvalidArgumentError(f"unknown [train] keys {unknown}; valid: {valid}")
-    train_written = {k: f"[train] {k}" for k in train}
-    train_written.update({k: _flag(k) for k in given if k in train_keys | set(_OPT_DISC_KEYS)})
-    train.update({k: v for k, v in given.items() if k in train_keys | set(_OPT_DISC_KEYS)})
-    _set_opt_disc(train, train_written)
+    train = _train_settings(document.get("train", {}), given)
     extras = {**document.get("report", {})}
     _check_report(extras)
     extras.update({k: given[k] for k in _REPORT_KEYS if k in given})
@@ -316,6 +307,20 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     if data is None:
         raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
     return data, model, train, extras
+
+
+def _train_settings(table: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig settings of a config's [train] ``table`` and the command line ``given``,
+    the ``opt_disc_*`` ones turned into the ``physode.OptDisc`` gradient they describe."""
+    keys = set(TrainConfig.__dataclass_fields__) | set(_OPT_DISC_KEYS)
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise InvalidArgumentError(f"unknown [train] keys {unknown}; valid: {sorted(keys)}")
+    written = {k: f"[train] {k}" for k in table}
+    written.update({k: _flag(k) for k in given if k in keys})
+    train = {**table, **{k: v for k, v in given.items() if k in keys}}
+    _set_opt_disc(train, written)
+    return train
 
 
 def _flag(key: str) -> str:
@@ -339,16 +344,15 @@ def _set_opt_disc(train: dict[str, Any], written: dict[str, str]) -> None:
     """
     import physode
 
-    options = {
-        key.removeprefix("opt_disc_"): train.pop(key) for key in _OPT_DISC_KEYS if key in train
+    settings = {key: train.pop(key) for key in _OPT_DISC_KEYS if key in train}
+    settings = {
+        key: value for key, value in settings.items()
+        if not (key in _OPT_DISC_SWITCHES and value is False)
     }
-    options = {
-        name: value for name, value in options.items()
-        if not ("opt_disc_" + name in _OPT_DISC_SWITCHES and value is False)
-    }
-    if not options:
+    if not settings:
         return
-    names = ", ".join(written.get("opt_disc_" + name, "opt_disc_" + name) for name in options)
+    names = ", ".join(written.get(key, key) for key in settings)
+    options = {key.removeprefix("opt_disc_"): value for key, value in settings.items()}
     gradient = train.get("gradient", "aca")
     if gradient != "opt-disc":
         default = "" if "gradient" in train else " (the default)"
