@@ -24,6 +24,7 @@ from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.train.config import (
     ADAPTIVE_METHODS,
+    BACKWARD_METHODS,
     FIXED_STEP_METHODS,
     GRADIENT_MODES,
     LR_SCHEDULES,
@@ -52,6 +53,13 @@ _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "resume": (lambda v: isinstance(v, str), "a string (a checkpoint file)"),
 }
 _REPORT_KEYS = tuple(_REPORT_TYPES)
+# The settings of the Opt-Disc gradient (physode.OptDisc's parameters, prefixed); they apply to
+# --gradient opt-disc only. A switch set to false asks for what the gradient does anyway.
+_OPT_DISC_KEYS = (
+    "opt_disc_method", "opt_disc_rtol", "opt_disc_atol", "opt_disc_step_size", "opt_disc_restart",
+    "opt_disc_seminorm",
+)
+_OPT_DISC_SWITCHES = ("opt_disc_restart", "opt_disc_seminorm")
 _MODEL_DEFAULTS: dict[str, Any] = {
     "kind": "hybrid", "system": None, "learnable": None, "init": {}, "width": 64, "depth": 2,
     "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0, "aphynity_tau": 1.0,
@@ -62,6 +70,8 @@ EXAMPLES = """examples:
   physode train three_body.h5 --model physics --learnable m1,m2,m3 --epochs 50
   physode train pendulum.h5 --model hybrid --system pendulum --learnable g --aphynity \\
       --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
+  physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
+      --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt
 """
 
@@ -187,6 +197,34 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--observe", type=_int_list, help="state indices in the loss, e.g. 0,1,2")
     train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
     train.add_argument(
+        "--opt-disc-restart",
+        action="store_true",
+        help="opt-disc: restart the backward solve from the stored states at every output time "
+        "(the stable variant)",
+    )
+    train.add_argument(
+        "--opt-disc-rtol", type=float, help="opt-disc: backward relative tolerance (default --rtol)"
+    )
+    train.add_argument(
+        "--opt-disc-atol", type=float, help="opt-disc: backward absolute tolerance (default --atol)"
+    )
+    train.add_argument(
+        "--opt-disc-seminorm",
+        action="store_true",
+        help="opt-disc: leave the parameter gradients out of the backward error control",
+    )
+    train.add_argument(
+        "--opt-disc-method",
+        choices=BACKWARD_METHODS,
+        help="opt-disc: method of the backward solve (default: --method; rk4 after a symplectic "
+        "one)",
+    )
+    train.add_argument(
+        "--opt-disc-step-size",
+        type=float,
+        help="opt-disc: step of a fixed-step backward method (default --step-size)",
+    )
+    train.add_argument(
         "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="default: dopri5"
     )
     train.add_argument("--rtol", type=float, help="relative tolerance (default 1e-6)")
@@ -258,9 +296,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     written.update({k: _flag(k) for k in _MODEL_KEYS if k in given})
     model.update({k: given[k] for k in _MODEL_KEYS if k in given})
     model["given"] = written
-    train = dict(document.get("train", {}))
-    train_keys = set(TrainConfig.__dataclass_fields__)
-    train.update({k: v for k, v in given.items() if k in train_keys})
+    train = _train_settings(document.get("train", {}), given)
     extras = {**document.get("report", {})}
     _check_report(extras)
     extras.update({k: given[k] for k in _REPORT_KEYS if k in given})
@@ -273,9 +309,62 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     return data, model, train, extras
 
 
+def _train_settings(table: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig settings of a config's [train] ``table`` and the command line ``given``,
+    the ``opt_disc_*`` ones turned into the ``physode.OptDisc`` gradient they describe."""
+    keys = set(TrainConfig.__dataclass_fields__) | set(_OPT_DISC_KEYS)
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise InvalidArgumentError(f"unknown [train] keys {unknown}; valid: {sorted(keys)}")
+    written = {k: f"[train] {k}" for k in table}
+    written.update({k: _flag(k) for k in given if k in keys})
+    train = {**table, **{k: v for k, v in given.items() if k in keys}}
+    _set_opt_disc(train, written)
+    return train
+
+
 def _flag(key: str) -> str:
-    """The command-line option of a [model] setting: ``aphynity_tau`` is ``--aphynity-tau``."""
+    """The command-line option of a setting: ``aphynity_tau`` is ``--aphynity-tau``."""
     return "--model" if key == "kind" else "--" + key.replace("_", "-")
+
+
+def _set_opt_disc(train: dict[str, Any], written: dict[str, str]) -> None:
+    """Replace the ``opt_disc_*`` settings of ``train`` by the ``physode.OptDisc`` they build, as
+    its ``gradient``; refuse them when the gradient is not ``"opt-disc"``.
+
+    Without such settings (or with switches set to false only) the gradient stays the string
+    ``"opt-disc"``, which a checkpoint stores as such.
+
+    Examples
+    --------
+    >>> train = {"gradient": "opt-disc", "opt_disc_restart": True, "opt_disc_rtol": 1e-9}
+    >>> _set_opt_disc(train, {})
+    >>> train["gradient"]
+    OptDisc(method=None, rtol=1e-09, atol=None, step_size=None, restart=True, seminorm=False)
+    """
+    import physode
+
+    settings = {key: train.pop(key) for key in _OPT_DISC_KEYS if key in train}
+    settings = {
+        key: value for key, value in settings.items()
+        if not (key in _OPT_DISC_SWITCHES and value is False)
+    }
+    if not settings:
+        return
+    names = ", ".join(written.get(key, key) for key in settings)
+    options = {key.removeprefix("opt_disc_"): value for key, value in settings.items()}
+    gradient = train.get("gradient", "aca")
+    if gradient != "opt-disc":
+        default = "" if "gradient" in train else " (the default)"
+        verb, them = ("applies", "it") if len(options) == 1 else ("apply", "them")
+        raise InvalidArgumentError(
+            f"{names} {verb} to --gradient opt-disc only, but the gradient is {gradient!r}"
+            f"{default}; drop {them} or pass --gradient opt-disc"
+        )
+    try:
+        train["gradient"] = physode.OptDisc(**options)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"{names}: {exc}") from None
 
 
 def _check_tables(config: str, document: dict[str, Any]) -> None:
@@ -485,6 +574,7 @@ def _train_and_report(
     can meet a closed pipe."""
     from physode.train import Trainer, as_trajectories
     from physode.train.evaluate import rollout_times
+    from physode.train.trainer import SHARED_PARAMETERS_WARNING, shared_parameters_warning
 
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
@@ -494,7 +584,12 @@ def _train_and_report(
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
-    trainer = Trainer(model, data, config)
+    with warnings.catch_warnings():  # said below as one line of this command's own
+        warnings.filterwarnings("ignore", message=SHARED_PARAMETERS_WARNING)
+        trainer = Trainer(model, data, config)
+    shared = shared_parameters_warning(model, trainer.train_data)
+    if shared is not None:
+        print(f"physode train: warning: {shared}", file=sys.stderr)
     trainer.metadata = {f"model.{k}": v for k, v in record.items()}
     # What would fail after training fails before it: a bad --t-end or --out, no test data.
     rollout_times(trainer.train_data.t, extras.get("t_end"))

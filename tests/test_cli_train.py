@@ -4,6 +4,7 @@ apply to the chosen model."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import warnings
@@ -17,7 +18,7 @@ import physode.cli
 import physode.data
 import physode.systems
 from physode.cli import main
-from physode.cli_train import _MODEL_DEFAULTS, build_model
+from physode.cli_train import _MODEL_DEFAULTS, _settings, add_train_parser, build_model
 from physode.models import NeuralODE, PhysicsModel
 from physode.train import Trainer
 
@@ -342,3 +343,146 @@ def test_aphynity_update_reaches_the_model():
                 "aphynity_update": "epoch"}  # fmt: skip
     model = build_model(settings, physode.systems.load("harmonic_oscillator"), 2)
     assert model.aphynity.update == "epoch"
+
+
+# ------------------------------------------------------------------ per-trajectory parameters
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """Six harmonic oscillators, each with its own sampled m and k."""
+    path = tmp_path_factory.mktemp("cli_train") / "sampled.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
+                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), params="sample",
+                          quiet=True)  # fmt: skip
+    return path
+
+
+def test_learning_a_parameter_the_trajectories_vary_is_warned_about_in_one_line(sampled, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trainer's Python warning is not shown as well
+        assert main(_train(sampled, "--model", "physics", "--learnable", "k")) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("physode train: warning: the training trajectories were simulated "
+                          "with different values of k (")  # fmt: skip
+    assert "one value of it for all of them" in err and "m (" not in err
+
+
+@pytest.mark.parametrize("learnable", ["k", "m,k"])
+def test_learning_parameters_the_trajectories_share_gives_no_warning(data, capsys, learnable):
+    assert main(_train(data, "--model", "physics", "--learnable", learnable)) == 0
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ Opt-Disc settings
+
+
+def _train_settings(*argv: str) -> dict:
+    """The [train] settings that ``physode train ARGV`` hands to TrainConfig."""
+    parser = argparse.ArgumentParser(prog="physode")
+    add_train_parser(parser.add_subparsers())
+    return _settings(parser.parse_args(["train", "data.h5", *argv]))[2]
+
+
+def _toml(tmp_path, text: str) -> str:
+    path = tmp_path / "run.toml"
+    path.write_text(f'data = "data.h5"\n[train]\n{text}\n')
+    return str(path)
+
+
+def test_opt_disc_flags_build_the_opt_disc_gradient_they_name():
+    train = _train_settings(
+        "--gradient", "opt-disc", "--opt-disc-restart", "--opt-disc-seminorm",
+        "--opt-disc-rtol", "1e-9", "--opt-disc-atol", "1e-11", "--opt-disc-method", "tsit5",
+    )
+    expected = physode.OptDisc(method="tsit5", rtol=1e-9, atol=1e-11, restart=True, seminorm=True)
+    assert isinstance(train["gradient"], physode.OptDisc)
+    assert repr(train["gradient"]) == repr(expected)
+    assert not any(key.startswith("opt_disc") for key in train)
+
+
+def test_a_fixed_step_backward_method_takes_its_step_from_opt_disc_step_size():
+    train = _train_settings(
+        "--gradient", "opt-disc", "--opt-disc-method", "rk4", "--opt-disc-step-size", "0.01"
+    )
+    assert (train["gradient"].method, train["gradient"].step_size) == ("rk4", 0.01)
+
+
+def test_opt_disc_without_settings_stays_the_plain_mode_name():
+    assert _train_settings("--gradient", "opt-disc")["gradient"] == "opt-disc"
+
+
+def test_a_toml_config_spells_opt_disc_settings_as_train_keys_and_flags_add_to_them(tmp_path):
+    config = _toml(tmp_path, 'gradient = "opt-disc"\nopt_disc_rtol = 1e-9\nopt_disc_restart = true')
+    gradient = _train_settings("--config", config, "--opt-disc-atol", "1e-12")["gradient"]
+    assert (gradient.rtol, gradient.atol, gradient.restart) == (1e-9, 1e-12, True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "named"),
+    [
+        (["--opt-disc-restart"], None, "--opt-disc-restart applies to --gradient opt-disc only, "
+         "but the gradient is 'aca' (the default)"),  # fmt: skip
+        (["--gradient", "disc-opt", "--opt-disc-rtol", "1e-9", "--opt-disc-seminorm"], None,
+         "--opt-disc-rtol, --opt-disc-seminorm apply to --gradient opt-disc only, but the "
+         "gradient is 'disc-opt';"),  # fmt: skip
+        ([], 'gradient = "aca"\nopt_disc_atol = 1e-9',
+         "[train] opt_disc_atol applies to --gradient opt-disc only, but the gradient is 'aca';"),
+        (["--gradient", "aca"], 'gradient = "opt-disc"\nopt_disc_restart = true',
+         "[train] opt_disc_restart applies to --gradient opt-disc only"),
+        (["--gradient", "opt-disc", "--opt-disc-rtol", "-1"], None,
+         "--opt-disc-rtol: OptDisc: rtol must be positive and finite, got -1.0"),
+        ([], 'gradient = "opt-disc"\nopt_disc_restart = "yes"',
+         "[train] opt_disc_restart: OptDisc: restart must be True or False, got 'yes'"),
+        ([], "opt_disc_rtl = 1e-9", "unknown [train] keys ['opt_disc_rtl']; valid: ["),
+    ],
+)
+def test_opt_disc_settings_without_the_opt_disc_gradient_or_with_bad_values_are_refused(
+    tmp_path, capsys, argv, config, named
+):
+    if config is not None:
+        argv = ["--config", _toml(tmp_path, config), *argv]
+    assert main(["train", "data.h5", *argv]) == 2
+    err = _error(capsys)
+    assert named in err, err
+    if "unknown" in named:
+        assert "'opt_disc_rtol'" in err and "'epochs'" in err
+
+
+def test_an_opt_disc_switch_set_to_false_is_no_setting_to_refuse(tmp_path):
+    config = _toml(tmp_path, 'gradient = "aca"\nopt_disc_restart = false')
+    assert _train_settings("--config", config)["gradient"] == "aca"
+
+
+def test_the_trainer_solves_with_the_configured_opt_disc_and_the_report_records_it(
+    data, tmp_path, monkeypatch
+):
+    gradients = []
+    solve = physode.solve
+
+    def spy(*args, **kwargs):
+        gradients.append(kwargs["gradient"])
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(physode, "solve", spy)
+    argv = ["--gradient", "opt-disc", "--opt-disc-restart", "--opt-disc-rtol", "1e-9",
+            "--opt-disc-atol", "1e-11", "--out", str(tmp_path)]  # fmt: skip
+    assert main(_neural(data, *argv)) == 0
+    expected = repr(physode.OptDisc(rtol=1e-9, atol=1e-11, restart=True))
+    assert gradients and all(repr(g) == expected for g in gradients)
+    assert json.loads((tmp_path / "report.json").read_text())["config"]["gradient"] == expected
+
+
+def test_a_resume_with_other_opt_disc_settings_is_refused_and_with_the_same_continues(
+    data, tmp_path, capsys
+):
+    checkpoints = tmp_path / "ckpt"
+    first = ["--gradient", "opt-disc", "--opt-disc-restart", "--opt-disc-rtol", "1e-9"]
+    assert main(_neural(data, *first, "--checkpoint-dir", str(checkpoints))) == 0
+    resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2"]
+    assert main(_neural(data, "--gradient", "opt-disc", "--opt-disc-rtol", "1e-9", *resume)) == 2
+    err = _error(capsys)
+    assert "settings differ from the saved run (gradient: 'OptDisc(" in err
+    assert "restart=True" in err and "restart=False" in err
+    assert main(_neural(data, *first, *resume)) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -1025,3 +1026,61 @@ def test_the_truth_beyond_the_data_follows_each_trajectorys_own_parameters():
     data = Trajectories(t_long[:11], long[:11].transpose(0, 1), params=params, system=pendulum)
     report = rollout_report(true_field, data, t_end=2.0, conservation=False)
     torch.testing.assert_close(report.truth, long.transpose(0, 1), rtol=0, atol=1e-8)
+
+
+# ---------------------------------------------------------------------- per-trajectory parameters
+
+
+def pendulums(lengths: list[float]) -> Trajectories:
+    """Pendulums of the given lengths (m = 1, g = 9.81), each with its own stored parameters."""
+    pendulum = physode.systems.load("pendulum")
+    params = torch.tensor([[1.0, 9.81, length] for length in lengths], dtype=torch.float64)
+    y0 = torch.tensor([[0.5, 0.0]] * len(lengths), dtype=torch.float64)
+    t = torch.linspace(0, 1, 6, dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, params), y0, t, rtol=1e-10, atol=1e-10)
+    return Trajectories(t, ys.transpose(0, 1), params=params, system=pendulum)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: PhysicsModel("pendulum", ["l"]),
+        lambda: PhysicsModel("pendulum", ["g", "l"]),
+        lambda: Hybrid(PhysicsModel("pendulum", ["l"]), NeuralODE(2, width=4, depth=1)),
+    ],
+)
+def test_a_learned_parameter_that_varies_between_trajectories_is_warned_about_once(model):
+    with pytest.warns(UserWarning) as caught:
+        Trainer(model(), pendulums([1.0, 2.5]), epochs=1)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "different values of l (1 to 2.5), but the model learns one value" in message
+    assert "g (" not in message  # g is learned but the same for both pendulums
+    assert "fixed parameters" in message and "--params sample" in message
+
+
+@pytest.mark.parametrize(
+    ("model", "lengths"),
+    [
+        (lambda: PhysicsModel("pendulum", ["l"]), [1.5, 1.5]),  # the same l for both
+        (lambda: PhysicsModel("pendulum", ["g"]), [1.0, 2.5]),  # l varies but is not learned
+        (lambda: NeuralODE(2, width=4, depth=1), [1.0, 2.5]),  # no physical parameters
+    ],
+)
+def test_parameters_that_are_fixed_or_not_learned_give_no_warning(model, lengths):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(model(), pendulums(lengths), epochs=1)
+
+
+def test_a_checkpoint_resumes_only_with_the_opt_disc_settings_it_was_saved_with(tmp_path):
+    stable = physode.OptDisc(restart=True, rtol=1e-9, atol=1e-11)
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=stable)
+    assert trainer.config.gradient is stable
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    plain = physode.OptDisc(rtol=1e-9, atol=1e-11)
+    other = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=plain)
+    with pytest.raises(physode.InvalidArgumentError, match=r"gradient: 'OptDisc\(.*restart=True"):
+        other.load_checkpoint(path)
+    same = physode.OptDisc(restart=True, rtol=1e-9, atol=1e-11)
+    Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=same).load_checkpoint(path)

@@ -15,6 +15,8 @@ from physode._errors import InvalidArgumentError
 GRADIENT_MODES = ("aca", "disc-opt", "opt-disc")
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "leapfrog", "yoshida4")
 ADAPTIVE_METHODS = ("heun", "bosh3", "dopri5", "tsit5", "dop853")
+# Methods of Opt-Disc's backward solve: the adjoint system does not separate (no symplectic ones).
+BACKWARD_METHODS = ("euler", "midpoint", "rk4") + ADAPTIVE_METHODS
 OPTIMIZERS = ("adam", "lbfgs")
 LR_SCHEDULES = ("constant", "cosine", "step", "exponential", "plateau")
 DTYPES = ("float32", "float64")

@@ -159,6 +159,13 @@ class Trainer:
         ``config`` that is not a :class:`TrainConfig`), an empty data set, a window longer
         than the trajectories, or ``patience`` without validation data.
 
+    Warns
+    -----
+    UserWarning
+        Once, when the training trajectories store different values of a parameter that the
+        model learns (data simulated with ``params="sample"``): one value is fitted for all of
+        them (see :func:`shared_parameters_warning`).
+
     Examples
     --------
     >>> import torch
@@ -250,6 +257,9 @@ class Trainer:
                 "val_fraction > 0 for tensor data, or use a data set with a 'val' split"
             )
         self.model = model.to(device=self.device, dtype=dtype)
+        message = shared_parameters_warning(self.model, self.train_data)
+        if message is not None:
+            warnings.warn(message, stacklevel=2)
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
             # (max_eval bounds them; its default for max_iter=1 would allow none), and no
@@ -782,6 +792,55 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             f"{', '.join(missing) or 'config'}"
         )
     return state
+
+
+# The start of the warning that a learned parameter varies between the training trajectories;
+# physode train says it as one line of its own.
+SHARED_PARAMETERS_WARNING = "the training trajectories were simulated with different values of"
+
+
+def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | None:
+    """Why fitting ``model`` to ``data`` recovers no trajectory's parameters, or ``None``.
+
+    A physics or hybrid model learns one value of each learnable parameter (the names of its
+    ``physical_parameters()``) for all trajectories; where ``data`` stores different values of
+    one of them for different trajectories (``physode simulate --params sample``), the fit is a
+    compromise between them, and the stored values serve only as the evaluation's ground truth.
+    Parameters that the data store under their system's names are compared; data without
+    parameters or without a system are not.
+
+    Examples
+    --------
+    >>> from physode.models import PhysicsModel
+    >>> pendulum = physode.systems.load("pendulum")
+    >>> params = torch.tensor([[1.0, 9.81, 1.0], [1.0, 9.81, 2.5]], dtype=torch.float64)
+    >>> data = Trajectories(torch.arange(3.0), torch.zeros(2, 3, 2), params, pendulum)
+    >>> print(shared_parameters_warning(PhysicsModel(pendulum, ["g"]), data))
+    None
+    >>> shared_parameters_warning(PhysicsModel(pendulum, ["l"]), data)[:79]
+    'the training trajectories were simulated with different values of l (1 to 2.5),'
+    """
+    learned = getattr(model, "physical_parameters", None)
+    names = list(getattr(data.system, "parameters", None) or [])
+    if learned is None or data.params is None or data.params.shape[-1] != len(names):
+        return None
+    learnable = set(learned())
+    low, high = data.params.amin(0).tolist(), data.params.amax(0).tolist()
+    varying = [
+        f"{name} ({low[j]:g} to {high[j]:g})"
+        for j, name in enumerate(names)
+        if name in learnable and low[j] != high[j]
+    ]
+    if not varying:
+        return None
+    return (
+        f"{SHARED_PARAMETERS_WARNING} {', '.join(varying)}, but the model learns one value of "
+        f"{'it' if len(varying) == 1 else 'each'} for all of them: the fit is a compromise "
+        "that is no trajectory's own, and the stored values serve only as the evaluation's "
+        "ground truth. To recover the parameters, train on trajectories simulated with fixed "
+        "parameters (physode simulate without --params sample; params='default' in Python), one "
+        "data set per parameter set"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
