@@ -22,6 +22,7 @@ import sympy
 from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
+from physode.symbolic._names import keyword_reason, read_names, scope
 from physode.symbolic._system import (
     MASS_MATRIX_MODES,
     REPORTED,
@@ -31,9 +32,6 @@ from physode.symbolic._system import (
     build_equations,
     build_hamiltonian,
     build_lagrangian,
-    keyword_reason,
-    read_names,
-    scope,
 )
 
 FORMS = ("lagrangian", "hamiltonian", "equations")

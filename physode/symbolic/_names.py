@@ -1,0 +1,99 @@
+"""How names are read in expressions and specifications: as Python reads them (NFKC forms,
+keywords), with a suggestion for a misspelt one."""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import re
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+__all__ = ["did_you_mean", "keyword_reason", "read_names", "scope"]
+
+
+def scope(names: Mapping[str, Any]) -> dict[str, Any]:
+    """``names`` for parsing an expression: each also under its NFKC form.
+
+    Python reads a name in an expression in that form (``ℓ`` as ``l``, the micro sign ``µ`` as
+    the Greek ``μ``), so a name declared otherwise would not be found.
+
+    Examples
+    --------
+    >>> scope({"ℓ": 1})
+    {'l': 1, 'ℓ': 1}
+    """
+    return {**{unicodedata.normalize("NFKC", k): v for k, v in names.items()}, **names}
+
+
+_WORD = re.compile(r"\w+")
+# Keywords an expression may hold as themselves (operators, constants), so blamed for a failed
+# parse only where declared as a name; any other keyword there (``lambda``) is meant as a name.
+_EXPRESSION_KEYWORDS = {
+    "and", "or", "not", "is", "in", "if", "else", "for", "async", "await", "True", "False", "None",
+}
+
+
+def keyword_reason(text: str, declared: Collection[str] = ()) -> str | None:
+    """Why ``text`` does not parse when it uses a Python keyword as a name; None if it does not.
+
+    Shared by expression strings from Python and from specification files. A keyword that an
+    expression may hold as itself (``in``, ``True``) counts only when it is a ``declared`` name.
+
+    Examples
+    --------
+    >>> keyword_reason("-lambda*x")[:30], keyword_reason("-lambda*x")[-24:]
+    ("'lambda' is a Python keyword, ", 'rename it (e.g. lambda_)')
+    >>> keyword_reason("-in*x") is None, keyword_reason("-in*x", {"in", "x"}) is None
+    (True, False)
+    """
+    words = set(re.findall(r"[A-Za-z_]\w*", text))
+    keywords = sorted(
+        w for w in words
+        if keyword.iskeyword(w) and (w not in _EXPRESSION_KEYWORDS or w in declared)
+    )
+    if not keywords:
+        return None
+    verb = "is a Python keyword" if len(keywords) == 1 else "are Python keywords"
+    return (
+        f"{', '.join(map(repr, keywords))} {verb}, which cannot be a name in an expression; "
+        f"rename it (e.g. {keywords[0]}_)"
+    )
+
+
+def read_names(text: str) -> str:
+    """``text`` with every name in its NFKC form, as Python reads names in code.
+
+    SymPy's parser keeps a name as written, so an expression with ``ℓ`` would not find a
+    parameter declared ``l`` (nor the micro sign ``µ`` one declared as the Greek ``μ``); with
+    :func:`scope` for the declared names, both directions match. Only names change: ``x²`` stays
+    as it is (an error to Python too), not the name ``x2``.
+
+    Examples
+    --------
+    >>> read_names("-ℓ*µ*x² + 2.5e3")
+    '-l*μ*x² + 2.5e3'
+    """
+    return _WORD.sub(_read_name, text)
+
+
+def _read_name(match: re.Match) -> str:
+    word = match.group()
+    end = len(word)
+    while end and not word[:end].isidentifier():  # a number, or a name followed by '²'
+        end -= 1
+    return unicodedata.normalize("NFKC", word[:end]) + word[end:]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``choices`` to ``name``; empty when none
+    is close.
+
+    >>> did_you_mean("dissipaton", ["dissipation", "forces"])
+    " (did you mean 'dissipation'?)"
+    >>> did_you_mean("zeta", ["dissipation", "forces"])
+    ''
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
