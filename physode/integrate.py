@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dis
+import functools
 import math
+import types
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -203,11 +206,11 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
             holders.append(cell.cell_contents)
         except ValueError:  # an empty cell
             continue
-    # Globals the function names: a branch on t or y may reach them only after the first
+    # Globals the function reads: a branch on t or y may reach them only after the first
     # evaluation, whose graph then does not show them.
     code, scope = getattr(func, "__code__", None), getattr(func, "__globals__", None)
     if code is not None and isinstance(scope, dict):
-        holders.extend(scope[name] for name in code.co_names if name in scope)
+        holders.extend(scope[name] for name in _global_names(code) if name in scope)
     for holder in holders:
         if isinstance(holder, nn.Module):
             found.extend(p for p in holder.parameters() if p.requires_grad)
@@ -264,6 +267,17 @@ def _check_devices(func: Callable, params: Sequence[Tensor], y0: Tensor) -> None
                 f"a parameter of func (shape {tuple(p.shape)}) is on {p.device} but y0 is on "
                 f"{y0.device}; put both on one device, e.g. func.to(y0.device) for a module"
             )
+
+
+@functools.lru_cache(maxsize=256)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The global names that ``code`` (and the functions defined in it) reads; not the names of
+    attributes, which ``co_names`` lists as well (``cfg.rate`` reads no global ``rate``)."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
 
 
 def _refuse_transforms(tensors: Sequence[Tensor], mode: str) -> None:

@@ -1028,3 +1028,23 @@ def test_a_global_reached_only_after_a_branch_gets_its_gradient(gradient):
     # y(1) = exp(-0.5) exp(-0.5 k): dy(1)/dk = -0.5 y(1).
     assert _LATE_RATE.grad is not None
     assert _LATE_RATE.grad.item() == pytest.approx(-0.5 * math.exp(-1.5), rel=1e-4)
+
+
+class _Settings:
+    rate = 0.5
+
+
+_SETTINGS = _Settings()
+rate = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)  # noqa: N816 - named like the attribute
+
+
+def _reads_an_attribute_named_like_a_global(t, y):
+    return -_SETTINGS.rate * y
+
+
+def test_an_attribute_named_like_a_global_tensor_does_not_make_that_tensor_a_parameter():
+    # co_names lists attribute names too: the global `rate` became a parameter of this solve,
+    # which then kept a graph and gave `rate` a zero gradient.
+    ys = physode.odeint(_reads_an_attribute_named_like_a_global, torch.ones(3, dtype=torch.float64),
+                        [0.0, 1.0])  # fmt: skip
+    assert not ys.requires_grad
