@@ -300,9 +300,12 @@ def _refuse_transforms(tensors: Sequence[Tensor], mode: str) -> None:
             "solve the batch at once instead: stack the initial states along a leading "
             "dimension of y0"
         )
-    if mode != "disc-opt" and any(_functorch.is_functorch_wrapped_tensor(x) for x in tensors):
+    transformed = torch._C._are_functorch_transforms_active()  # also over captured tensors
+    if mode != "disc-opt" and (
+        transformed or any(_functorch.is_functorch_wrapped_tensor(x) for x in tensors)
+    ):
         raise UnsupportedError(
-            f"torch.func transforms (grad, jacrev) differentiate only gradient='disc-opt' "
+            f"torch.func transforms (grad, jacrev, jvp) differentiate only gradient='disc-opt' "
             f"solves, not gradient={mode!r}; pass gradient='disc-opt', or use "
             "torch.autograd.grad or torch.autograd.functional.jacobian, which work with every "
             "gradient mode"
@@ -482,6 +485,8 @@ def solve(
         # The shared loop starts from this evaluation (the per-sample loops make their own).
         first = _first_evaluation(func, y0, times[0], step_control == "per-sample")
         stats.nfe += 1
+        if isinstance(first, Tensor) and mode.name != "disc-opt":
+            _refuse_transforms([first], mode.name)  # a tangent that func's own tensors carry
         if isinstance(first, Tensor):
             known = {id(p) for p in problem.params}
             if first.requires_grad:
