@@ -228,9 +228,9 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         help="recompute a data set's invariants and report their drift",
         description="Recompute every invariant of the stored system from the stored states and\n"
         "parameters; print per invariant the median and worst relative drift\n"
-        "|I(t) - I(0)| / S (S: the largest sum of |terms of I| along the trajectory, as\n"
-        "in physode.diagnostics.conservation) and the worst trajectories. It reads every\n"
-        "dataset, which verifies every checksum of the file.\n\n"
+        "|I(t) - I(0)| / S (S: the sum of |terms of I| at t = 0, or its median over t where\n"
+        "larger, as in physode.diagnostics.conservation) and the worst trajectories. It reads\n"
+        "every dataset, which verifies every checksum of the file.\n\n"
         "The drift covers the trajectories solved to the end; solver failures are\n"
         "counted and listed apart.\n\n"
         "exit status: 0 every invariant within the tolerance and no solver failures,\n"

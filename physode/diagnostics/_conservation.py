@@ -182,8 +182,8 @@ class ConservationReport:
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
         lines.append(
-            "relative drift = max_t |I(t) - I(t0)| / S, S = max_t of the sum of |terms of I| "
-            "(for a vector's components, the largest of theirs)"
+            "relative drift = max_t |I(t) - I(t0)| / S; S = the sum of |terms of I| at t0, or "
+            "its median over t where larger (for a vector's components, the largest of theirs)"
         )
         return "\n".join(lines)
 
@@ -265,12 +265,13 @@ def conservation(
 
     For each invariant ``I`` of ``system.invariants`` and each trajectory, the report holds the
     initial value ``I(y(t0))``, the largest absolute drift ``max_t |I(y(t)) - I(y(t0))|`` and the
-    largest relative drift, which divides by the scale ``S = max_t sum_k |T_k(y(t))|`` where
-    ``I = sum_k T_k`` is the invariant written as a sum of terms (kinetic plus absolute potential
-    energy; the bodies' individual momenta for a momentum component), shared by the components
-    of a vector (see :func:`drift_scales`). ``S >= |I|``, and ``S`` stays positive when ``I`` is
-    zero (zero total momentum); where ``S`` is zero as well (every term vanishes all along, e.g.
-    a system at rest) the relative drift equals the absolute drift.
+    largest relative drift, which divides by the scale ``S = max(S(t0), median_t S(t))``, with
+    ``S(t) = sum_k |T_k(y(t))|`` where ``I = sum_k T_k`` is the invariant written as a sum of
+    terms (kinetic plus absolute potential energy; the bodies' individual momenta for a momentum
+    component), shared by the components of a vector (see :func:`drift_scales`).
+    ``S >= |I(t0)|``, and ``S`` stays positive when ``I`` is zero (zero total momentum); where
+    ``S`` is zero as well (every term vanishes, e.g. a system at rest) the relative drift equals
+    the absolute drift.
 
     Time comes first in ``ys``, as ``physode.odeint`` returns it, whereas a stored data set
     holds its states as ``(N, P, n_state)``, trajectory first. Pass the data set itself, which
@@ -392,23 +393,44 @@ def conservation(
     return ConservationReport(system.name, t, batch_shape, drifts)
 
 
-def drift_scales(system, ys: torch.Tensor, p: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """What each invariant's drift is divided by, per trajectory: the largest sum of the absolute
-    values of its terms along the trajectory (``system.invariant_scales``, NaN states skipped),
-    shared by the components of one vector (names that differ only in a last ``_x``, ``_y`` or
-    ``_z``).
+def drift_scales(
+    system, ys: torch.Tensor, p: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """What each invariant's drift is divided by, per trajectory.
 
-    Along the trajectory, not at its start alone: a pendulum released from the horizontal has
-    no energy term at all there (no speed, and ``cos θ = 0``), nor has a Laplace–Runge–Lenz
-    component along an axis the vector happens to be perpendicular to, yet their terms are
-    large a moment later. Shared by a vector's components, so that the drift of one does not
-    depend on how the axes are turned.
+    ``S = max(S(t0), median_t S(t))`` with ``S(t) = sum_k |T_k(y(t))|`` the sum of the absolute
+    values of the invariant's terms (``system.invariant_scales``; NaN states are left out of the
+    median), shared by the components of one vector (names that differ only in a last ``_x``,
+    ``_y`` or ``_z``): they all take the largest of their scales.
+
+    The start alone can be a poor scale: a pendulum released from the horizontal has no energy
+    term at all there (no speed, and ``cos θ = 0``), nor has a Laplace–Runge–Lenz component
+    along an axis the vector happens to be perpendicular to, yet their terms are large a moment
+    later. The median along the trajectory is a floor for such starts; it is a median, not a
+    maximum, so a trajectory that blows up is still divided by the size it started with and
+    reads a drift far above 1.
+
+    Parameters
+    ----------
+    system : physode.System
+    ys : torch.Tensor, shape (n_times, ..., n_state)
+        Time first, as ``physode.odeint`` returns it.
+    p : torch.Tensor, optional
+        Parameters, as for :func:`conservation`.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Per invariant, the scale of each trajectory (``ys``'s batch shape).
     """
-    per_time = system.invariant_scales(ys, p)
+    if ys.ndim < 2:
+        raise InvalidArgumentError(
+            f"ys must be (n_times, ..., n_state), time first; got shape {tuple(ys.shape)}"
+        )
     scales = {}
-    for name, scale in per_time.items():
+    for name, scale in system.invariant_scales(ys, p).items():
         scale = scale.expand(ys.shape[:-1])
-        scales[name] = torch.where(torch.isnan(scale), -torch.inf, scale).amax(dim=0)
+        scales[name] = torch.maximum(scale[0], scale.nanmedian(dim=0).values)
     vectors: dict[str, list[str]] = {}
     for name in scales:
         stem, axis = name[:-2], name[-2:]
