@@ -73,25 +73,33 @@ def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
             return None
         return sympy.Symbol(item)
     if isinstance(item, sympy.Symbol):
-        return sympy.Symbol(item.name)  # matched by name: see _by_name
+        return item  # with its assumptions; expressions find it by name (see _by_name)
     problems.add(f"{what} {item!r} must be a sympy.Symbol or a name, not {type(item).__name__}")
     return None
 
 
-def _by_name(expr: sympy.Expr, where: str, problems: Problems) -> sympy.Expr | None:
-    """``expr`` with every symbol replaced by the plain symbol of its name (None, with a problem
-    added, when two different symbols share a name).
+def _by_name(
+    expr: sympy.Expr, where: str, problems: Problems, known: Collection[sympy.Symbol] = ()
+) -> sympy.Expr | None:
+    """``expr`` with every symbol replaced by the ``known`` (declared) symbol of its name, else
+    by the plain symbol of that name (None, with a problem added, when two different symbols
+    share a name).
 
     Symbols are matched by name, as in a specification file: ``Symbol("theta", real=True)`` in a
-    Lagrangian is the coordinate ``theta``, whatever assumptions either was declared with. Two
-    symbols of one name in one expression (``x`` real and ``x`` positive) are two variables to
-    SymPy, which one name cannot tell apart.
+    Lagrangian is the coordinate ``theta``, whatever assumptions either was declared with. A
+    declared symbol keeps its assumptions, so that a coordinate declared real is differentiated
+    as one (``Abs(q)`` to ``sign(q)``, not into real and imaginary parts). Two symbols of one
+    name in one expression (``x`` real and ``x`` positive) are two variables to SymPy, which one
+    name cannot tell apart.
 
     Examples
     --------
     >>> _by_name(sympy.Symbol("x", real=True) ** 2, "equation", Problems()).free_symbols
     {x}
     >>> _by_name(sympy.Symbol("x", real=True) ** 2, "equation", Problems()).is_real is None
+    True
+    >>> x = sympy.Symbol("x", real=True)
+    >>> _by_name(sympy.Symbol("x") ** 2, "equation", Problems(), [x]).is_real
     True
     """
     by_name: dict[str, set[sympy.Symbol]] = {}
@@ -106,7 +114,10 @@ def _by_name(expr: sympy.Expr, where: str, problems: Problems) -> sympy.Expr | N
         )
     if clashes:
         return None
-    return expr.xreplace({sym: sympy.Symbol(sym.name) for sym in expr.atoms(sympy.Symbol)})
+    declared = {s.name: s for s in known}
+    return expr.xreplace(
+        {sym: declared.get(sym.name, sympy.Symbol(sym.name)) for sym in expr.atoms(sympy.Symbol)}
+    )
 
 
 def _expr(
@@ -146,7 +157,7 @@ def _expr(
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
         return None
-    expr = _by_name(expr, where, problems)
+    expr = _by_name(expr, where, problems, known)
     if expr is None:
         return None
     bad = unsupported_functions(expr)
