@@ -356,8 +356,10 @@ def test_a_user_model_that_does_not_declare_autonomous_is_solved_at_each_windows
     # At its true parameter the model reproduces the data, so the loss is only solver error,
     # unless windows that start at different times were solved on the first one's times.
     data = forced_data(a=1.0)
-    trainer = Trainer(ForcedDecay(1.0), data, val_data=data, epochs=1, window=6, batch_size=64,
-                      rtol=1e-10, atol=1e-12)  # fmt: skip
+    # It is told, as it is slower than the shared solve an autonomous model gets.
+    with pytest.warns(UserWarning, match=r"set model.autonomous = True"):
+        trainer = Trainer(ForcedDecay(1.0), data, val_data=data, epochs=1, window=6,
+                          batch_size=64, rtol=1e-10, atol=1e-12)  # fmt: skip
     assert not trainer.model_is_autonomous
     batches = trainer._batches(trainer.train_windows, shuffle=True)
     assert all(len({w.start for w in batch}) == 1 for batch in batches)
@@ -368,7 +370,9 @@ def test_a_user_model_that_does_not_declare_autonomous_is_solved_at_each_windows
 def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
     model = ForcedDecay(0.0)
     model.autonomous = True  # a false claim, to see that the trainer trusts it
-    trainer = Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a declared model is not warned about
+        trainer = Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
     assert trainer.model_is_autonomous
     batches = trainer._batches(trainer.train_windows, shuffle=True)
     assert any(len({w.start for w in batch}) > 1 for batch in batches)

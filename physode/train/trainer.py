@@ -290,6 +290,9 @@ class Trainer:
         self.val_windows = (
             None if self.val_data is None else self._windows(self.val_data, self.length - 1)
         )
+        undeclared = not hasattr(self.model, "autonomous")
+        if undeclared and len({w.start for w in self.train_windows}) > 1:
+            warnings.warn(UNDECLARED_TIME_WARNING, stacklevel=2)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -793,6 +796,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         )
     return state
 
+
+UNDECLARED_TIME_WARNING = (
+    "the model does not declare whether it depends on t (model.autonomous), so it is taken to: "
+    "windows that start at different times are solved apart, in more and smaller batches than "
+    "batch_size. If the model ignores t, set model.autonomous = True to solve them together"
+)
 
 # The start of the warning that a learned parameter varies between the training trajectories;
 # physode train says it as one line of its own.
