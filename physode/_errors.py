@@ -36,6 +36,12 @@ class SolverError(PhysodeError, RuntimeError):
         self.solution = solution
 
 
+class PhysodeWarning(UserWarning):
+    """A warning physode gives on purpose: the run goes on, but not as you may think (a model
+    fitted across trajectories that differ in a learned parameter, a resumed run with nothing
+    left to train). The ``physode`` command says each as one line of its own."""
+
+
 class UnsupportedError(PhysodeError, RuntimeError):
     """An operation this part of physode does not support by design; the message names what does.
 

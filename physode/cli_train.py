@@ -7,6 +7,7 @@ parser's ``func`` default is :func:`run_train`, which returns the exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import numbers
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, PhysodeError, SolverError
+from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning, SolverError
 from physode._files import writable_folder, write_atomically
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
@@ -574,7 +575,6 @@ def _train_and_report(
     can meet a closed pipe."""
     from physode.train import Trainer, as_trajectories
     from physode.train.evaluate import rollout_times
-    from physode.train.trainer import SHARED_PARAMETERS_WARNING, shared_parameters_warning
 
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
@@ -584,12 +584,8 @@ def _train_and_report(
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
-    with warnings.catch_warnings():  # said below as one line of this command's own
-        warnings.filterwarnings("ignore", message=SHARED_PARAMETERS_WARNING)
+    with _warnings_as_lines():
         trainer = Trainer(model, data, config)
-    shared = shared_parameters_warning(model, trainer.train_data)
-    if shared is not None:
-        print(f"physode train: warning: {shared}", file=sys.stderr)
     trainer.metadata = {f"model.{k}": v for k, v in record.items()}
     # What would fail after training fails before it: a bad --t-end or --out, no test data.
     rollout_times(trainer.train_data.t, extras.get("t_end"))
@@ -604,19 +600,11 @@ def _train_and_report(
     if extras.get("resume") is not None:
         trainer.load_checkpoint(extras["resume"])
     try:
-        with warnings.catch_warnings():  # said below as one line of this command's own
-            warnings.filterwarnings("ignore", message="nothing to train")
+        with _warnings_as_lines():
             result = trainer.fit()
     except KeyboardInterrupt:
         print(f"physode train: interrupted{_resume_hint(trainer)}", file=sys.stderr)
         return 130
-    if result.epochs_trained == 0:
-        print(
-            f"physode train: nothing to train: {extras['resume']} holds {trainer.epoch} epochs "
-            f"and --epochs is {config.epochs}; raise --epochs to train further. The saved model "
-            "is evaluated as it is.",
-            file=sys.stderr,
-        )
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
         # Saved from the CPU, so the weights load on a machine without the training device.
@@ -641,6 +629,21 @@ def _train_and_report(
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Say each ``physode.PhysodeWarning`` given inside as one line of this command's own
+    (``physode train: warning: ...``), not as Python shows a warning (with a file and a line);
+    other warnings pass on as they are."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, PhysodeWarning):
+            print(f"physode train: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _evaluate(trainer: Any, t_end: float | None, out: Path | None) -> Any:

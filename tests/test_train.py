@@ -1088,3 +1088,10 @@ def test_a_checkpoint_resumes_only_with_the_opt_disc_settings_it_was_saved_with(
         other.load_checkpoint(path)
     same = physode.OptDisc(restart=True, rtol=1e-9, atol=1e-11)
     Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=same).load_checkpoint(path)
+
+
+def test_the_trainers_warnings_are_physode_warnings():
+    # One class, so that the physode command (and a user) can tell them from others.
+    model = ForcedDecay(0.0)
+    with pytest.warns(physode.PhysodeWarning, match="model.autonomous"):
+        Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)

@@ -21,7 +21,7 @@ from torch import nn
 
 import physode
 import physode.data
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, PhysodeWarning
 from physode._files import writable_folder, write_atomically
 from physode.train.config import TrainConfig
 from physode.train.data import (
@@ -259,7 +259,7 @@ class Trainer:
         self.model = model.to(device=self.device, dtype=dtype)
         message = shared_parameters_warning(self.model, self.train_data)
         if message is not None:
-            warnings.warn(message, stacklevel=2)
+            warnings.warn(message, PhysodeWarning, stacklevel=2)
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
             # (max_eval bounds them; its default for max_iter=1 would allow none), and no
@@ -292,7 +292,7 @@ class Trainer:
         )
         undeclared = not hasattr(self.model, "autonomous")
         if undeclared and len({w.start for w in self.train_windows}) > 1:
-            warnings.warn(UNDECLARED_TIME_WARNING, stacklevel=2)
+            warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -507,6 +507,7 @@ class Trainer:
             warnings.warn(
                 f"nothing to train: the run has done {self.epoch} epochs and epochs={c.epochs}; "
                 f"to train more, set epochs above {self.epoch}",
+                PhysodeWarning,
                 stacklevel=2,
             )
         self._start_call()
@@ -803,11 +804,6 @@ UNDECLARED_TIME_WARNING = (
     "batch_size. If the model ignores t, set model.autonomous = True to solve them together"
 )
 
-# The start of the warning that a learned parameter varies between the training trajectories;
-# physode train says it as one line of its own.
-SHARED_PARAMETERS_WARNING = "the training trajectories were simulated with different values of"
-
-
 def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | None:
     """Why fitting ``model`` to ``data`` recovers no trajectory's parameters, or ``None``.
 
@@ -843,7 +839,8 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
     if not varying:
         return None
     return (
-        f"{SHARED_PARAMETERS_WARNING} {', '.join(varying)}, but the model learns one value of "
+        f"the training trajectories were simulated with different values of "
+        f"{', '.join(varying)}, but the model learns one value of "
         f"{'it' if len(varying) == 1 else 'each'} for all of them: the fit is a compromise "
         "that is no trajectory's own, and the stored values serve only as the evaluation's "
         "ground truth. To recover the parameters, train on trajectories simulated with fixed "
