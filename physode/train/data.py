@@ -185,7 +185,8 @@ def _from_stored(
         )
     source = stored.noisy_states if noisy else stored.states
     index = np.sort(index)
-    problems = non_finite(torch.as_tensor(stored.t), torch.as_tensor(source[index]), index)
+    t, states = torch.as_tensor(stored.t), torch.as_tensor(source[index])  # read once
+    problems = non_finite(t, states, index)
     if problems:
         kind = "noisy states" if noisy else "states"
         raise InvalidArgumentError(
@@ -193,12 +194,7 @@ def _from_stored(
             f"as in the file): {'; '.join(problems)}; leave those trajectories out (flagged "
             "ones are, unless a TrajectoryDataset has exclude_flagged=False) or repair the file"
         )
-    return Trajectories(
-        torch.as_tensor(stored.t),
-        torch.as_tensor(source[index]),
-        torch.as_tensor(stored.params[index]),
-        stored.system,
-    )
+    return Trajectories(t, states, torch.as_tensor(stored.params[index]), stored.system)
 
 
 def usable_trajectories(stored: Any, split: str) -> np.ndarray:
