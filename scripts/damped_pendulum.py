@@ -29,7 +29,6 @@ import _common  # noqa: E402
 
 import physode  # noqa: E402
 import physode.systems  # noqa: E402
-from physode._terminal import progress_wanted
 from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel  # noqa: E402
 from physode.train import Trainer, Trajectories, rollout_report  # noqa: E402
 
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each Adam step: one batch of 32 windows of 11 points (5 time units).
     common = dict(epochs=3 if args.quick else 300, window=11, batch_size=32,
                   batches_per_epoch=1, lr=1e-2, lr_schedule="cosine", grad_clip=1.0,
-                  progress=progress_wanted(args.quick), **SOLVER)  # fmt: skip
+                  progress=False if args.quick else "auto", **SOLVER)  # fmt: skip
 
     models = {
         "physics": PhysicsModel(pendulum, ["g"], init={"g": G_START}),

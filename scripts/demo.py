@@ -35,7 +35,6 @@ import _common  # noqa: E402
 import physode  # noqa: E402
 import physode.data  # noqa: E402
 import physode.systems  # noqa: E402
-from physode._terminal import progress_wanted
 from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402
 from physode.train import Trainer  # noqa: E402
 
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             model, path, epochs=2 if quick else 10, optimizer="lbfgs", lr=1.0, batch_size=64,
             observe=list(range(9)), gradient="aca", method="dopri5", rtol=1e-7, atol=1e-7,
             log=str(out / "log.csv"), checkpoint_dir=str(out / "checkpoints"),
-            progress=progress_wanted(quiet=False),
+            progress="auto",
         )
         result = trainer.fit()
 

@@ -31,7 +31,6 @@ import _common  # noqa: E402
 import physode  # noqa: E402
 import physode.data  # noqa: E402
 import physode.systems  # noqa: E402
-from physode._terminal import progress_wanted
 from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402
 from physode.train import Trainer, Trajectories, rollout_report  # noqa: E402
 
@@ -89,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
                     residual_network(args.seed, 16, zero=True))  # fmt: skip
     result = Trainer(hybrid, fit_data, epochs=adam_epochs, lr=1e-3, lr_schedule="cosine",
                      grad_clip=10.0, log=str(out / "log_hybrid.csv"),
-                     progress=progress_wanted(args.quick),
+                     progress=False if args.quick else "auto",
                      **SOLVER).fit()  # fmt: skip
     record("hybrid", hybrid, result)
 
     neural = residual_network(args.seed, 32, zero=False)
     result = Trainer(neural, fit_data, epochs=neural_epochs, lr=1e-2, lr_schedule="cosine",
                      grad_clip=10.0, window=6, batch_size=16, log=str(out / "log_neural.csv"),
-                     progress=progress_wanted(args.quick), **SOLVER).fit()  # fmt: skip
+                     progress=False if args.quick else "auto", **SOLVER).fit()  # fmt: skip
     record("neural", neural, result)
 
     results = {"runs": runs, "fit_years": [int(years[0]), LAST_FIT_YEAR],

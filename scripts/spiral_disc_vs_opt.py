@@ -36,7 +36,6 @@ import _common  # noqa: E402
 
 import physode  # noqa: E402
 import physode.systems  # noqa: E402
-from physode._terminal import progress_wanted
 from physode.models import NeuralODE  # noqa: E402
 from physode.train import Trainer, Trajectories, rollout_report  # noqa: E402
 
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode, solver in MODES.items():
         model = make_model(args.seed)
         trainer = Trainer(model, data, epochs=iterations, lr=0.1,
-                          progress=progress_wanted(args.quick),
+                          progress=False if args.quick else "auto",
                           log=str(out / f"log_{mode}.csv"), **solver)  # fmt: skip
         result = trainer.fit()
         extra = {k: v for k, v in solver.items() if k != "gradient"}

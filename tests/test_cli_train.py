@@ -487,3 +487,25 @@ def test_a_resume_with_other_opt_disc_settings_is_refused_and_with_the_same_cont
     assert "settings differ from the saved run (gradient: 'OptDisc(" in err
     assert "restart=True" in err and "restart=False" in err
     assert main(_neural(data, *first, *resume)) == 0
+
+
+@pytest.mark.parametrize(("terminal", "bar"), [(True, True), (False, False)])
+def test_a_trainer_with_progress_auto_draws_its_bar_only_on_a_terminal(
+    data, monkeypatch, terminal, bar
+):
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    monkeypatch.setattr(_Bar, "made", [])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    model = NeuralODE(2, width=8, depth=1).double()
+    Trainer(model, data, epochs=1, window=5, progress="auto").fit()
+    assert len(_Bar.made) == bar
+
+
+def test_progress_takes_true_false_or_auto():
+    from physode.train import TrainConfig
+
+    TrainConfig(progress="auto").validate()
+    with pytest.raises(physode.InvalidArgumentError, match="progress='yes'.*'auto'"):
+        TrainConfig(progress="yes").validate()

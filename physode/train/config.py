@@ -96,8 +96,9 @@ class TrainConfig:
         Folder for ``last.pt`` (every ``checkpoint_every`` epochs and at the run's last epoch,
         early stopping included) and ``best.pt``.
     checkpoint_every : int
-    progress : bool
-        Show a tqdm progress bar over epochs.
+    progress : bool or "auto"
+        Show a tqdm progress bar over epochs; ``"auto"``: only when standard error is a
+        terminal (as the ``physode`` command does), so that a log file gets no redraws.
 
     Examples
     --------
@@ -141,7 +142,7 @@ class TrainConfig:
     log: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1
-    progress: bool = False
+    progress: bool | str = False
 
     def __post_init__(self) -> None:
         # Plain Python values only: a checkpoint stores the settings (and the optimiser's, copied
@@ -199,9 +200,13 @@ class TrainConfig:
         )
         real("grad_clip", optional="for no clipping")
         real("time_limit", optional="for no limit")
-        for name in ("restore_best", "noisy", "progress"):
+        for name in ("restore_best", "noisy"):
             value = getattr(self, name)
             need(isinstance(value, bool), f"{name}={value!r} (need True or False)")
+        need(
+            isinstance(self.progress, bool) or self.progress == "auto",
+            f"progress={self.progress!r} (need True, False or 'auto')",
+        )
         need(
             is_finite_real(self.val_fraction) and 0 <= self.val_fraction < 1,
             f"val_fraction={self.val_fraction!r} (need 0 <= x < 1)",

@@ -23,6 +23,7 @@ import physode
 import physode.data
 from physode._errors import InvalidArgumentError, PhysodeWarning
 from physode._files import writable_folder, write_atomically
+from physode._terminal import progress_wanted
 from physode.train.config import TrainConfig
 from physode.train.data import (
     Trajectories,
@@ -513,7 +514,7 @@ class Trainer:
         self._start_call()
         first = self.epoch
         bar = None
-        if c.progress:
+        if progress_wanted(quiet=False) if c.progress == "auto" else c.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=c.epochs, initial=self.epoch, desc="train", unit="epoch")
