@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -782,18 +782,23 @@ def _split_problems(splits: dict[str, np.ndarray], n: int) -> list[str]:
     twice = np.flatnonzero(counts > 1)
     if twice.size:
         problems.append(
-            f"the split lists trajectories {_first_few(twice)} more than once, expected each "
+            f"the split lists trajectories {first_few(twice)} more than once, expected each "
             f"in exactly one of {', '.join(SPLITS)}"
         )
     left_out = np.flatnonzero(counts == 0)
     if left_out.size:
         problems.append(
-            f"the split leaves out trajectories {_first_few(left_out)}, expected every one of "
+            f"the split leaves out trajectories {first_few(left_out)}, expected every one of "
             f"0..{n - 1} in exactly one of {', '.join(SPLITS)}"
         )
     return problems
 
 
-def _first_few(indices: np.ndarray, shown: int = 5) -> str:
+def first_few(indices: Sequence[int] | np.ndarray, shown: int = 5) -> str:
+    """The first ``shown`` of ``indices``, then how many more there are.
+
+    >>> first_few([3, 8, 9], shown=2)
+    '3, 8 and 1 more'
+    """
     text = ", ".join(str(int(i)) for i in indices[:shown])
-    return text + (f" and {indices.size - shown} more" if indices.size > shown else "")
+    return text + (f" and {len(indices) - shown} more" if len(indices) > shown else "")

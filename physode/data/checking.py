@@ -13,7 +13,7 @@ import torch
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
-from physode.data._store import FLAG_SOLVER_FAILED
+from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
 
 __all__ = ["CheckReport", "InvariantSummary", "check", "drift_per_trajectory"]
@@ -136,7 +136,7 @@ class CheckReport:
         )
         if self.failed_trajectories:
             noun = "trajectory" if len(self.failed_trajectories) == 1 else "trajectories"
-            header += f" ({noun} {_first_few(self.failed_trajectories)})"
+            header += f" ({noun} {first_few(self.failed_trajectories, shown=10)})"
         lines = [header, *self._drift_table()]
         if self.n_failed:
             lines.append(
@@ -219,11 +219,6 @@ class CheckReport:
         finally:
             plt.close(fig)
         return path
-
-
-def _first_few(rows: list[int], shown: int = 10) -> str:
-    text = ", ".join(str(i) for i in rows[:shown])
-    return text + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
 
 
 def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: torch.Tensor):
