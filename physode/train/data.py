@@ -169,7 +169,7 @@ def non_finite(
     return problems
 
 
-def _from_stored(
+def trajectories_of(
     stored: Any, index: np.ndarray, split: str, noisy: bool = False
 ) -> Trajectories:
     """Read trajectories ``index`` of a ``physode.data.load`` result."""
@@ -247,10 +247,10 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
     if isinstance(source, str | Path):
         stored = physode.data.load(source)
         split = split or "all"
-        return _from_stored(stored, usable_trajectories(stored, split), split, noisy=noisy)
+        return trajectories_of(stored, usable_trajectories(stored, split), split, noisy=noisy)
     if isinstance(source, physode.data.TrajectoryDataset):
         stored = physode.data.load(source.path)
-        return _from_stored(
+        return trajectories_of(
             stored, source.trajectories, source.split, noisy=source.noisy or noisy
         )
     raise InvalidArgumentError(

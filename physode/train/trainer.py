@@ -12,6 +12,7 @@ import os
 import pickle
 import time
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from physode.train.data import (
     Trajectories,
     Window,
     as_trajectories,
+    trajectories_of,
     uniform_grid,
     usable_trajectories,
     window_starts,
@@ -726,12 +728,13 @@ class Trainer:
             keys += ("epochs",)  # the cosine schedule anneals over the run's epochs
         # A setting added after the checkpoint was written had its default value then.
         saved = {**TrainConfig().to_dict(), **state["config"]}
-        differ = [k for k in keys if saved.get(k) != mine.get(k)]
-        changes = [f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ]
-        changes += _metadata_changes(state.get("metadata"), self.metadata)
+        changes = _changes(saved, mine, keys)
+        metadata = state.get("metadata")
+        if isinstance(metadata, dict) and metadata and self.metadata:  # older checkpoints: none
+            changes += _changes(metadata, self.metadata, {**self.metadata, **metadata})
         if changes:
             pairs = ", ".join(changes)
-            if "epochs" in differ:
+            if "epochs" in keys and saved.get("epochs") != mine.get("epochs"):
                 pairs += "; lr_schedule='cosine' anneals over the run's epochs"
             raise InvalidArgumentError(
                 f"cannot resume {path}: settings differ from the saved run ({pairs}); use the "
@@ -862,14 +865,12 @@ def _all_lines(exc: BaseException) -> str:
     return " ".join(lines) or type(exc).__name__
 
 
-def _metadata_changes(saved: Any, mine: dict[str, Any]) -> list[str]:
-    """``"key: then -> now"`` for each key whose value differs between a checkpoint's metadata
-    and the trainer's; none where either has no metadata (older checkpoints, plain trainers)."""
-    if not (isinstance(saved, dict) and saved and mine):
-        return []
-    keys = [*mine, *(k for k in saved if k not in mine)]
-    differ = [k for k in keys if saved.get(k) != mine.get(k)]
-    return [f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ]
+def _changes(saved: Mapping[str, Any], mine: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """``"key: then -> now"`` for each of ``keys`` whose value differs between ``saved`` and
+    ``mine`` (a key one of them lacks counts as ``None`` there)."""
+    return [
+        f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in keys if saved.get(k) != mine.get(k)
+    ]
 
 
 def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
@@ -877,9 +878,9 @@ def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories 
 
     Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
     """
-    if len(usable_trajectories(physode.data.load(path), split)) == 0:
-        return None
-    return as_trajectories(path, split=split, noisy=noisy)
+    stored = physode.data.load(path)  # opened and checked once
+    index = usable_trajectories(stored, split)
+    return None if len(index) == 0 else trajectories_of(stored, index, split, noisy=noisy)
 
 
 def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
