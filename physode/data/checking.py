@@ -226,9 +226,8 @@ def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: 
 
     The drift is ``|I(t) - I(0)| / S`` with ``S`` the sum of the absolute values of the terms
     of ``I`` at ``t = 0``, or its median along the trajectory where that is larger (see
-    :func:`physode.diagnostics.drift_scales`), so an
-    invariant that is zero, like the total momentum in the centre-of-mass frame, is not divided
-    by zero.
+    :func:`physode.diagnostics.drift_scales`), so an invariant that is zero, like the total
+    momentum in the centre-of-mass frame, is not divided by zero.
 
     Parameters
     ----------
