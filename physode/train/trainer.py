@@ -22,7 +22,7 @@ from torch import nn
 
 import physode
 import physode.data
-from physode._errors import InvalidArgumentError, PhysodeWarning
+from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
 from physode._files import writable_folder, write_atomically
 from physode._terminal import progress_wanted
 from physode.train.config import TrainConfig
@@ -111,7 +111,7 @@ def _device(name: str | None, model: nn.Module) -> torch.device:
     except (RuntimeError, AssertionError) as exc:  # AssertionError: torch built without CUDA
         available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         raise InvalidArgumentError(
-            f"device={name!r} is not usable here ({_first_line(exc)}); devices available: "
+            f"device={name!r} is not usable here ({first_line(exc)}); devices available: "
             f"{available}"
         ) from None
     return device
@@ -851,11 +851,6 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
         "parameters (physode simulate without --params sample; params='default' in Python), one "
         "data set per parameter set"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _all_lines(exc: BaseException) -> str:
