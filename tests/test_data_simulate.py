@@ -377,6 +377,14 @@ def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
     assert "no trajectory was solved to the end; no drift to report" in report.table()
 
 
+def test_a_check_report_counts_its_failures_from_their_list_so_the_two_agree():
+    report = physode.data.CheckReport("x.h5", 1e-6, 5, failed_trajectories=[1, 4])
+    assert report.n_failed == 2 and report.n_succeeded == 3 and not report.passed
+    assert report.table().startswith("x.h5: 5 trajectories, 2 solver failures (trajectories 1, 4)")
+    report.failed_trajectories.clear()
+    assert report.n_failed == 0 and report.passed
+
+
 def test_the_drift_plot_of_a_data_set_whose_every_solve_failed_draws_without_warnings(tmp_path):
     out = tmp_path / "failed.h5"
     simulate(SYSTEM, trajectories=2, out=out, max_steps=1, **FAST)  # NaN from the second point
