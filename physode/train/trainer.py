@@ -25,6 +25,7 @@ import physode.data
 from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
 from physode._files import writable_folder, write_atomically
 from physode._terminal import progress_wanted
+from physode.data.simulation import split_counts
 from physode.train.config import TrainConfig
 from physode.train.data import (
     Trajectories,
@@ -879,13 +880,15 @@ def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories 
 
 
 def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
-    """Hold out ``fraction`` of the trajectories (at least one) for validation."""
+    """Hold out ``fraction`` of the trajectories for validation, counted as a data set's splits
+    are (:func:`physode.data.simulation.split_counts`): from two trajectories on, both parts
+    get at least one."""
     n = len(data)
-    n_val = max(1, round(fraction * n))
-    if n_val >= n:
+    n_train, n_val = split_counts(n, (1 - fraction, fraction))
+    if n_train == 0 or n_val == 0:
         raise InvalidArgumentError(
-            f"val_fraction={fraction} leaves no training trajectories out of {n}; pass "
-            "val_data=... or use more trajectories"
+            f"val_fraction={fraction} needs at least 2 trajectories, one to train on and one to "
+            f"validate on, and the data hold {n}; pass val_data=... or use more trajectories"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return data.subset(order[n_val:].sort().values), data.subset(order[:n_val].sort().values)
