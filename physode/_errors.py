@@ -58,6 +58,17 @@ class DataFormatError(PhysodeError, ValueError):
     """A file is not a physode data set, is damaged, or was written by a newer format version."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when the message is empty: what
+    a one-line error of physode quotes of an error from below it (h5py, torch).
+
+    >>> first_line(OSError("Unable to open file\\nmore detail")), first_line(KeyError())
+    ('Unable to open file', 'KeyError')
+    """
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 def positive_finite(name: str, value: object) -> float:
     """``value`` as a float if it is a positive finite real number, else
     :class:`InvalidArgumentError` naming ``name``. Strings and booleans are refused, not parsed.

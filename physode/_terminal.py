@@ -1,8 +1,14 @@
-"""Whether a command shows a progress bar: one rule for every ``physode`` command."""
+"""What a ``physode`` command shows besides its output, one rule for every command: whether it
+draws a progress bar, and how it says a warning."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
+from collections.abc import Iterator
+
+from physode._errors import PhysodeWarning
 
 
 def progress_wanted(quiet: bool) -> bool:
@@ -16,3 +22,26 @@ def progress_wanted(quiet: bool) -> bool:
     False
     """
     return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str) -> Iterator[None]:
+    """Say each ``physode.PhysodeWarning`` given inside as one line of ``command``'s own
+    (``physode train: warning: ...``) on standard error when the block ends, not as Python shows
+    a warning (with a file and a line); other warnings pass on as they are.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings_as_lines("physode demo"):  # doctest: +SKIP
+    ...     warnings.warn("nothing to do", PhysodeWarning)
+    physode demo: warning: nothing to do
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, PhysodeWarning):
+            print(f"{command}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

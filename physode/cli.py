@@ -142,7 +142,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         default=(0.8, 0.1, 0.1),
         metavar="TRAIN,VAL,TEST",
         help="fractions of the train/val/test split (default 0.8,0.1,0.1); the counts are "
-        "the largest remainders of fraction * N, so a fraction of 0 gets no trajectory",
+        "the largest remainders of fraction * N, so a fraction of 0 gets no trajectory, and "
+        "each positive fraction gets at least one (a warning says when N is too small)",
     )
     options.add_argument(
         "--dtype",
@@ -201,11 +202,13 @@ _SIMULATE_SETTINGS = (
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from physode._terminal import warnings_as_lines
     from physode.data import simulate
 
     settings = {name: getattr(args, name) for name in _SIMULATE_SETTINGS}
     try:
-        result = simulate(args.system, **settings)
+        with warnings_as_lines("physode simulate"):
+            result = simulate(args.system, **settings)
     except KeyboardInterrupt:
         print(f"physode: interrupted{_resume_hint(args.out)}", file=sys.stderr)
         return 130

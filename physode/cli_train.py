@@ -7,21 +7,19 @@ parser's ``func`` default is :func:`run_train`, which returns the exit status.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import numbers
 import sys
 import tomllib
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning, SolverError
+from physode._errors import InvalidArgumentError, PhysodeError, SolverError
 from physode._files import writable_folder, write_atomically
-from physode._terminal import progress_wanted
+from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
 from physode.train.config import (
     ADAPTIVE_METHODS,
@@ -631,19 +629,9 @@ def _train_and_report(
     return 0
 
 
-@contextlib.contextmanager
 def _warnings_as_lines():
-    """Say each ``physode.PhysodeWarning`` given inside as one line of this command's own
-    (``physode train: warning: ...``), not as Python shows a warning (with a file and a line);
-    other warnings pass on as they are."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        if issubclass(w.category, PhysodeWarning):
-            print(f"physode train: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    """:func:`physode._terminal.warnings_as_lines` for this command."""
+    return warnings_as_lines("physode train")
 
 
 def _evaluate(trainer: Any, t_end: float | None, out: Path | None) -> Any:

@@ -9,6 +9,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -335,6 +336,7 @@ def solve(
     first_step: float | None = None,
     params: Sequence[Tensor] | None = None,
     throw: bool = True,
+    **unknown: Any,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]`` and return the states at every ``t``.
 
@@ -380,6 +382,9 @@ def solve(
         partial solution and its status instead. Per-sample solves never raise for a failed row:
         ``Solution.status`` holds one code per row.
 
+    torchdiffeq's keywords (``options``, ``adjoint_params``, ``adjoint_rtol``...) are refused
+    with physode's spelling of each; any other keyword is a ``TypeError``, as Python's own.
+
     Returns
     -------
     Solution
@@ -388,6 +393,8 @@ def solve(
     ------
     physode.InvalidArgumentError
         On bad input; the message names the bad value and the valid choices.
+    TypeError
+        For a keyword that is neither physode's nor torchdiffeq's.
     physode.SolverError
         When the solve stops early (step size underflow, ``max_steps``, non-finite state) and
         ``throw`` is true; carries the time reached, the step size and the partial solution.
@@ -399,6 +406,8 @@ def solve(
     >>> sol.ys.shape, sol.status
     (torch.Size([5, 1]), <Status.SUCCESS: 0>)
     """
+    if unknown:
+        _refuse_keywords(unknown)
     _check_state(y0)
     if not callable(func):
         raise InvalidArgumentError(
@@ -558,11 +567,18 @@ def odeint(
     >>> abs(ys[-1].item() - 0.36787944117144233) < 1e-9
     True
     """
-    foreign = [name for name in kwargs if name in _TORCHDIFFEQ_KEYWORDS]
+    return solve(func, y0, t, **kwargs).ys
+
+
+def _refuse_keywords(names: Iterable[str]) -> None:
+    """Refuse keywords that :func:`solve` does not take: torchdiffeq's with physode's spelling of
+    each, any other as Python refuses an unexpected keyword."""
+    names = list(names)
+    foreign = [name for name in names if name in _TORCHDIFFEQ_KEYWORDS]
     if foreign:
         hints = "; ".join(f"{name}: {_TORCHDIFFEQ_KEYWORDS[name]}" for name in foreign)
         raise InvalidArgumentError(f"torchdiffeq's keywords are spelled differently here: {hints}")
-    return solve(func, y0, t, **kwargs).ys
+    raise TypeError(f"solve() got an unexpected keyword argument {names[0]!r}")
 
 
 # What a user coming from torchdiffeq passes, and physode's way to say it.

@@ -377,6 +377,14 @@ def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
     assert "no trajectory was solved to the end; no drift to report" in report.table()
 
 
+def test_a_check_report_counts_its_failures_from_their_list_so_the_two_agree():
+    report = physode.data.CheckReport("x.h5", 1e-6, 5, failed_trajectories=[1, 4])
+    assert report.n_failed == 2 and report.n_succeeded == 3 and not report.passed
+    assert report.table().startswith("x.h5: 5 trajectories, 2 solver failures (trajectories 1, 4)")
+    report.failed_trajectories.clear()
+    assert report.n_failed == 0 and report.passed
+
+
 def test_the_drift_plot_of_a_data_set_whose_every_solve_failed_draws_without_warnings(tmp_path):
     out = tmp_path / "failed.h5"
     simulate(SYSTEM, trajectories=2, out=out, max_steps=1, **FAST)  # NaN from the second point
@@ -730,6 +738,18 @@ def test_a_chunk_removed_during_the_run_is_a_physode_error_that_resume_mends(
         (1024, (0.8, 0.1, 0.1), [819, 103, 102]),
         (3, (1 / 3, 1 / 3, 1 / 3), [1, 1, 1]),
         (10, (0.6, 0.2, 0.2), [6, 2, 2]),
+        # The largest remainders alone leave a positive split empty: it takes one from the
+        # split with the most (4, 1, 0; 3, 0, 0; 0, 2, 0; 8, 1, 0).
+        (5, (0.8, 0.1, 0.1), [3, 1, 1]),
+        (3, (0.8, 0.1, 0.1), [1, 1, 1]),
+        (2, (0.0, 0.9, 0.1), [0, 1, 1]),
+        (9, (0.9, 0.06, 0.04), [7, 1, 1]),
+        # 2, 2, 0 either way: of equal counts the one furthest above its share gives (train's
+        # 2 - 1.84 beats val's 2 - 2), and then the later split.
+        (4, (0.46, 0.5, 0.04), [1, 2, 1]),
+        (4, (0.49, 0.49, 0.02), [2, 1, 1]),
+        # Fewer trajectories than positive fractions: the largest remainders alone.
+        (2, (0.8, 0.1, 0.1), [2, 0, 0]),
     ],
 )
 def test_split_counts_are_the_largest_remainders_of_the_fractions(n, fractions, counts):
@@ -742,12 +762,54 @@ def test_split_counts_are_the_largest_remainders_of_the_fractions(n, fractions, 
 @pytest.mark.parametrize(
     "fractions", [(0.8, 0.1, 0.1), (0.5, 0.5, 0.0), (0.3, 0.3, 0.4), (0.0, 0.25, 0.75)]
 )
-def test_split_counts_sum_to_n_stay_within_one_of_the_share_and_skip_zero_fractions(n, fractions):
+def test_split_counts_sum_to_n_fill_every_positive_fraction_and_skip_zero_fractions(n, fractions):
     counts = simulate_module.split_counts(n, fractions)
+    positive = sum(f > 0 for f in fractions)
     assert sum(counts) == n
     for count, fraction in zip(counts, fractions, strict=True):
-        assert abs(count - fraction * n) < 1
         assert fraction > 0 or count == 0
+        assert count >= 1 or fraction == 0 or n < positive
+        # Within one of the share, but for a split that took one or gave one away.
+        assert abs(count - fraction * n) < 1 or count == 1 or count < fraction * n
+
+
+def test_a_small_data_set_gets_a_test_trajectory_when_its_fraction_is_positive(tmp_path):
+    from physode.cli import main
+
+    out = tmp_path / "small.h5"
+    argv = ["simulate", SYSTEM, "-n", "5", "--t-end", "1", "--points", "2", "-o", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([*argv, "--split", "0.8,0.1,0.1", "--quiet"]) == 0
+    with load(out) as data:
+        assert [len(data.split[name]) for name in ("train", "val", "test")] == [3, 1, 1]
+
+
+def test_fewer_trajectories_than_positive_fractions_warns_and_writes_the_data_set(tmp_path):
+    out = tmp_path / "tiny.h5"
+    with pytest.warns(physode.PhysodeWarning) as caught:
+        simulate(SYSTEM, trajectories=2, out=out, **{**FAST, "points": 2})
+    message = str(caught[0].message)
+    assert caught[0].filename == __file__  # said where simulate was called
+    assert "trajectories=2 is fewer than the 3 positive fractions of split=0.8,0.1,0.1" in message
+    assert "val and test get no trajectory (train 2, val 0, test 0)" in message
+    with load(out) as data:
+        assert [len(data.split[name]) for name in ("train", "val", "test")] == [2, 0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a split of 0 asks for an empty one: no warning
+        simulate(SYSTEM, trajectories=2, out=out, split=(0.5, 0.5, 0), force=True, **FAST)
+
+
+def test_the_command_says_a_split_left_empty_as_one_line_of_its_own(tmp_path, capsys):
+    from physode.cli import main
+
+    argv = ["simulate", SYSTEM, "-n", "1", "--t-end", "1", "--points", "2", "--quiet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the Python warning is not shown as well
+        assert main([*argv, "-o", str(tmp_path / "one.h5")]) == 0
+    error = capsys.readouterr().err
+    assert error.startswith("physode simulate: warning: trajectories=1 is fewer than the 3 ")
+    assert "(train 1, val 0, test 0)" in error and error.count("\n") == 1
 
 
 def test_a_zero_test_fraction_leaves_the_stored_test_split_empty(tmp_path):

@@ -447,7 +447,14 @@ def test_a_step_below_the_resolution_of_t_underflows_instead_of_stalling(func, t
         ("event_fn", "events are not supported"),
     ],
 )
-def test_odeint_answers_torchdiffeq_keywords_with_physodes_spelling(keyword, spelling):
+@pytest.mark.parametrize("entry", [physode.odeint, physode.solve])
+def test_torchdiffeq_keywords_are_answered_with_physodes_spelling(entry, keyword, spelling):
     with pytest.raises(physode.InvalidArgumentError, match="torchdiffeq") as info:
-        physode.odeint(decay, Y0, [0.0, 1.0], **{keyword: None})
+        entry(decay, Y0, [0.0, 1.0], **{keyword: None})
     assert spelling in str(info.value)
+
+
+@pytest.mark.parametrize("entry", [physode.odeint, physode.solve])
+def test_a_misspelt_keyword_is_a_type_error_naming_it(entry):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rtoll'"):
+        entry(decay, Y0, [0.0, 1.0], rtoll=1e-6)

@@ -629,6 +629,34 @@ def test_a_report_on_the_validation_trajectories_says_they_chose_the_best_epoch(
     assert unselected.evaluate().note is None
 
 
+@pytest.mark.parametrize(
+    ("n", "fraction", "n_val"),
+    [
+        (2, 0.9, 1),  # round(1.8) held out both trajectories, which was refused
+        (5, 0.9, 4),  # round(4.5) is 4; 4.5 is a tie, which goes to training as in a data set
+        (6, 0.25, 1),  # round(1.5) is 2; the tie goes to training
+        (3, 0.01, 1),  # below one trajectory, still one
+        (4, 0.5, 2),
+    ],
+)
+def test_val_fraction_holds_out_what_a_data_sets_split_would_and_leaves_both_parts_filled(
+    n, fraction, n_val
+):
+    t, ys = spiral_data(n=n, points=5)
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=fraction)
+    assert (len(trainer.val_data), len(trainer.train_data)) == (n_val, n - n_val)
+    # The two parts are the trajectories, each once.
+    everything = torch.cat([trainer.train_data.states, trainer.val_data.states])
+    assert sorted(everything[:, 0, 0].tolist()) == sorted(ys[:, 0, 0].tolist())
+
+
+def test_val_fraction_of_a_single_trajectory_is_refused_with_the_count():
+    t, ys = spiral_data(n=1, points=5)
+    with pytest.raises(physode.InvalidArgumentError, match=r"val_fraction=0.5 needs at least 2 "
+                       r"trajectories, .* the data hold 1; pass val_data="):  # fmt: skip
+        Trainer(neural(), (t, ys), epochs=1, val_fraction=0.5)
+
+
 # ---------------------------------------------------------------------- HDF5 data sets and the CLI
 
 

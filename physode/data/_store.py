@@ -35,7 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError
+from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError, first_line
 from physode.data._chunks import FILTERS, ChunkWriter
 
 __all__ = [
@@ -344,12 +344,12 @@ class H5Array:
             values = self._dataset[key]
         except OSError as exc:
             raise DataFormatError(
-                f"{self._path}: dataset {self._name} is damaged ({_first_line(exc)})"
+                f"{self._path}: dataset {self._name} is damaged ({first_line(exc)})"
             ) from None
         except (TypeError, ValueError) as exc:  # h5py reads a subset of NumPy's indexing
             raise IndexError(
                 f"dataset {self._name} {self._shape}: cannot index with {key!r} "
-                f"({_first_line(exc)}); read it whole with [()] for all of NumPy's indexing"
+                f"({first_line(exc)}); read it whole with [()] for all of NumPy's indexing"
             ) from None
         if reorder is not None:
             values = values[reorder]
@@ -411,11 +411,6 @@ class H5Array:
         return f"H5Array({self._name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 @contextlib.contextmanager
 def reading(path: Path, what: str = "damaged") -> Iterator[None]:
     """Turn what h5py raises inside the block on a damaged file into ``DataFormatError``.
@@ -428,7 +423,7 @@ def reading(path: Path, what: str = "damaged") -> Iterator[None]:
     except PhysodeError:
         raise
     except _READ_ERRORS as exc:
-        raise DataFormatError(f"{path}: {what} ({_first_line(exc)})") from None
+        raise DataFormatError(f"{path}: {what} ({first_line(exc)})") from None
 
 
 def _has_signature(path: Path) -> bool:
@@ -687,7 +682,7 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
         times = f["t"][()]
         splits = {name: f[f"split/{name}"][()] for name in SPLITS}
     except OSError as exc:
-        problems.append(f"unreadable t or split ({_first_line(exc)})")
+        problems.append(f"unreadable t or split ({first_line(exc)})")
         return
     problems += _time_problems(times)
     problems += _split_problems(splits, states.shape[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +66,11 @@ class CheckReport:
     path : str
     tolerance : float
     n_trajectories : int
+    failed_trajectories : list of int
+        The rows of the trajectories flagged as solver failures (flag bit 1), ascending; the
+        check fails when there is any.
     n_failed : int
-        Trajectories flagged as solver failures; the check fails when there is any.
+        Their number (a property, so the two always agree).
     invariants : list of InvariantSummary
         One per invariant, over the trajectories that did not fail; empty when the system
         declares no invariants or every trajectory failed.
@@ -75,13 +78,13 @@ class CheckReport:
         The output times, for :meth:`plot`.
     curves : dict of str to dict of int to numpy.ndarray
         Per invariant, the drift over time of each of its worst trajectories.
-    failed_trajectories : list of int
-        The rows of the trajectories flagged as solver failures, ascending.
+
+    The fields after ``n_trajectories`` are keywords.
 
     Examples
     --------
     >>> energy = InvariantSummary("energy", 1e-12, 3e-11, [(2, 3e-11)])
-    >>> report = CheckReport("a.h5", 1e-6, 4, 0, [energy])
+    >>> report = CheckReport("a.h5", 1e-6, 4, invariants=[energy])
     >>> report.passed
     True
     >>> print(report.table())  # doctest: +NORMALIZE_WHITESPACE
@@ -89,9 +92,9 @@ class CheckReport:
     invariant  median drift  worst drift  worst trajectories (drift)
     energy     1.00e-12      3.00e-11     2 (3.0e-11)
     all invariants within tolerance 1e-06
-    >>> report = CheckReport("b.h5", 1e-6, 4, 1, [energy], failed_trajectories=[3])
-    >>> report.passed, report.failing
-    (False, [])
+    >>> report = CheckReport("b.h5", 1e-6, 4, invariants=[energy], failed_trajectories=[3])
+    >>> report.passed, report.failing, report.n_failed
+    (False, [], 1)
     >>> print(report.table())  # doctest: +NORMALIZE_WHITESPACE
     b.h5: 4 trajectories, 1 solver failure (trajectory 3)
     drift over the 3 trajectories solved to the end:
@@ -105,11 +108,16 @@ class CheckReport:
     path: str
     tolerance: float
     n_trajectories: int
-    n_failed: int
+    _: KW_ONLY
+    failed_trajectories: list[int] = field(default_factory=list)
     invariants: list[InvariantSummary] = field(default_factory=list)
     t: np.ndarray | None = None
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
-    failed_trajectories: list[int] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        """Trajectories flagged as solver failures: the length of ``failed_trajectories``."""
+        return len(self.failed_trajectories)
 
     @property
     def n_succeeded(self) -> int:
@@ -135,7 +143,7 @@ class CheckReport:
             f"{counted(self.n_failed, 'solver failure', 'solver failures')}"
         )
         if self.failed_trajectories:
-            noun = "trajectory" if len(self.failed_trajectories) == 1 else "trajectories"
+            noun = "trajectory" if self.n_failed == 1 else "trajectories"
             header += f" ({noun} {first_few(self.failed_trajectories, shown=10)})"
         lines = [header, *self._drift_table()]
         if self.n_failed:
@@ -342,9 +350,8 @@ def check(
             path=str(path),
             tolerance=float(tolerance),
             n_trajectories=n,
-            n_failed=int(np.count_nonzero(failed)),
-            t=data.t,
             failed_trajectories=np.flatnonzero(failed).tolist(),
+            t=data.t,
         )
         if succeeded.size == 0:
             return report

@@ -13,6 +13,7 @@ import platform
 import shlex
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from physode._checks import is_finite_real, is_int
-from physode._errors import InvalidArgumentError, PhysodeError
+from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.data._store import (
@@ -218,20 +219,28 @@ def _fractions(split: Any) -> list[float] | None:
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """How many of ``n`` trajectories each split gets, by largest-remainder allocation.
+    """How many of ``n`` trajectories each split gets: largest remainders, and at least one for
+    every positive fraction.
 
     Each split first gets ``floor(fraction * n)`` (the fractions scaled to sum to exactly 1);
     the trajectories left over go one each to the splits with the largest remainders, ties to the
-    earlier split. So the counts sum to ``n``, each differs from ``fraction * n`` by less than
-    one, and a fraction of 0 gets no trajectory. The arithmetic is exact (on the fractions as
+    earlier split. Then, if ``n`` is at least the number of positive fractions, each split with a
+    positive fraction that got none takes one from the split with the most (ties: the one most
+    above its share ``fraction * n``, then the later split). So the counts sum to ``n``, a
+    fraction of 0 gets no trajectory, a positive one gets at least one whenever ``n`` allows,
+    and a split that neither gave nor took one is within one of its share. With fewer
+    trajectories than positive fractions some of those splits stay empty: the largest
+    remainders decide which (``simulate`` warns). The arithmetic is exact (on the fractions as
     the binary numbers they are), so equal fractions tie.
 
     Examples
     --------
     >>> split_counts(5, (0.5, 0.5, 0.0)), split_counts(5, (0.3, 0.3, 0.4))
     ([3, 2, 0], [2, 1, 2])
-    >>> split_counts(1, (0.8, 0.1, 0.1)), split_counts(1024, (0.8, 0.1, 0.1))
-    ([1, 0, 0], [819, 103, 102])
+    >>> split_counts(5, (0.8, 0.1, 0.1)), split_counts(1024, (0.8, 0.1, 0.1))
+    ([3, 1, 1], [819, 103, 102])
+    >>> split_counts(2, (0.8, 0.1, 0.1)), split_counts(2, (0.9, 0.1))
+    ([2, 0, 0], [1, 1])
     """
     exact = [Fraction(float(f)) for f in fractions]
     total = sum(exact)
@@ -243,7 +252,33 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     eligible.sort(key=lambda k: (counts[k] - quotas[k], k))
     for k in eligible[: n - sum(counts)]:
         counts[k] += 1
+    if n >= len(eligible):
+        # While a positive split is empty, the other positive splits hold all n >= len(eligible)
+        # trajectories between them, so the fullest holds at least two and can give one.
+        for k in sorted(eligible):
+            if counts[k] == 0:
+                giver = max(eligible, key=lambda j: (counts[j], counts[j] - quotas[j], j))
+                counts[giver] -= 1
+                counts[k] += 1
     return counts
+
+
+def _warn_of_empty_splits(n: int, split: Sequence[float]) -> None:
+    """Warn when ``n`` is too small to give every split with a positive fraction a trajectory."""
+    counts = split_counts(n, split)
+    empty = [name for name, f, count in zip(SPLITS, split, counts) if f > 0 and count == 0]
+    if not empty:
+        return
+    fractions = ",".join(f"{float(f):g}" for f in split)
+    shares = ", ".join(f"{name} {count}" for name, count in zip(SPLITS, counts))
+    verb = "gets" if len(empty) == 1 else "get"
+    warnings.warn(
+        f"trajectories={n} is fewer than the {sum(f > 0 for f in split)} positive fractions of "
+        f"split={fractions}, so {' and '.join(empty)} {verb} no trajectory ({shares}); simulate "
+        "more trajectories, or give a split you want empty the fraction 0",
+        PhysodeWarning,
+        stacklevel=3,
+    )
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
@@ -699,7 +734,9 @@ def simulate(
         ``/noisy_states`` beside the clean ones; 0 stores none.
     split : sequence of three floats
         Train, validation and test fractions (numbers >= 0 summing to 1, to within 1e-6),
-        stored as index lists.
+        stored as index lists. The counts are :func:`split_counts`: each positive fraction gets
+        at least one trajectory when there are at least as many trajectories as positive
+        fractions.
     dtype : {"float64", "float32"}
         Storage type of the states, derivatives and noisy states.
     resume : bool
@@ -735,6 +772,12 @@ def simulate(
         For bad arguments (all problems listed in one message), an existing ``out`` without
         ``force``, an interrupted run that is neither resumed nor forced, or resuming with
         different settings (the differences named).
+
+    Warns
+    -----
+    physode.PhysodeWarning
+        When there are fewer trajectories than positive fractions in ``split``, so that a split
+        you asked for stays empty (the data set is written all the same).
 
     Examples
     --------
@@ -778,6 +821,7 @@ def simulate(
         if problems:
             raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
 
+        _warn_of_empty_splits(trajectories, split)
         system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
         system = _load_system(system)
         if not system.spec_text:

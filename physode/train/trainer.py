@@ -22,9 +22,10 @@ from torch import nn
 
 import physode
 import physode.data
-from physode._errors import InvalidArgumentError, PhysodeWarning
+from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
 from physode._files import writable_folder, write_atomically
 from physode._terminal import progress_wanted
+from physode.data.simulation import split_counts
 from physode.train.config import TrainConfig
 from physode.train.data import (
     Trajectories,
@@ -111,7 +112,7 @@ def _device(name: str | None, model: nn.Module) -> torch.device:
     except (RuntimeError, AssertionError) as exc:  # AssertionError: torch built without CUDA
         available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         raise InvalidArgumentError(
-            f"device={name!r} is not usable here ({_first_line(exc)}); devices available: "
+            f"device={name!r} is not usable here ({first_line(exc)}); devices available: "
             f"{available}"
         ) from None
     return device
@@ -853,11 +854,6 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def _all_lines(exc: BaseException) -> str:
     """Every line of ``exc``'s message on one line: load_state_dict's names the keys below its
     first."""
@@ -884,13 +880,15 @@ def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories 
 
 
 def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
-    """Hold out ``fraction`` of the trajectories (at least one) for validation."""
+    """Hold out ``fraction`` of the trajectories for validation, counted as a data set's splits
+    are (:func:`physode.data.simulation.split_counts`): from two trajectories on, both parts
+    get at least one."""
     n = len(data)
-    n_val = max(1, round(fraction * n))
-    if n_val >= n:
+    n_train, n_val = split_counts(n, (1 - fraction, fraction))
+    if n_train == 0 or n_val == 0:
         raise InvalidArgumentError(
-            f"val_fraction={fraction} leaves no training trajectories out of {n}; pass "
-            "val_data=... or use more trajectories"
+            f"val_fraction={fraction} needs at least 2 trajectories, one to train on and one to "
+            f"validate on, and the data hold {n}; pass val_data=... or use more trajectories"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return data.subset(order[n_val:].sort().values), data.subset(order[:n_val].sort().values)
