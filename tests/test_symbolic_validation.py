@@ -822,3 +822,39 @@ def test_a_singular_mass_matrix_is_still_reported_when_every_symbol_is_known():
     with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
         System.from_lagrangian("x_dot*x - x**2/2", coordinates=["x"])
     assert "coordinate 'x' has no kinetic term" in str(info.value)
+
+
+def test_an_undeclared_symbol_with_no_close_name_lists_the_declared_names():
+    # A forgotten parameter ('g', nothing close to it) was named without the names declared or
+    # how to declare it.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian("m*l**2*theta_dot**2/2 + m*g*l*cos(theta)", ["theta"],
+                               {"m": 1.0, "l": 1.0})
+    assert ("symbol 'g' in the Lagrangian is neither a coordinate, a velocity nor a parameter; "
+            "if it is a parameter, give it a value in the parameters (declared names: l, m, t, "
+            "theta, theta_dot)") in str(info.value)
+
+
+@pytest.mark.parametrize("form, expression, partner, other", [
+    ("lagrangian", "p**2/(2*m) + k*q**2/2", "velocities (q_dot)", "System.from_hamiltonian"),
+    ("hamiltonian", "m*q_dot**2/2 - k*q**2/2", "momenta (p)", "System.from_lagrangian"),
+])
+def test_a_hamiltonian_given_as_a_lagrangian_or_back_is_named_as_such(
+    form, expression, partner, other
+):
+    # Only the unknown symbol ('p' or 'q_dot') was reported, not the likely cause.
+    body = 'momenta = ["p"]\nhamiltonian' if form == "hamiltonian" else "lagrangian"
+    spec = (f'name = "s"\nform = "{form}"\ncoordinates = ["q"]\n{body} = "{expression}"\n'
+            "[parameters]\nm = 1.0\nk = 1.0\n")
+    with pytest.raises(physode.SystemDefinitionError, match="2 problems") as info:
+        system_from_spec(spec)
+    assert f"holds none of the {partner}" in str(info.value)
+    assert other in str(info.value)
+
+
+def test_a_lagrangian_without_velocities_but_with_known_symbols_only_is_a_singular_one():
+    # The form hint is given only alongside an unknown symbol.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian("-q**2/2", ["q"])
+    assert "holds none of" not in str(info.value)
+    assert "mass matrix is singular" in str(info.value)
