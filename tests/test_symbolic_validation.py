@@ -858,3 +858,21 @@ def test_a_lagrangian_without_velocities_but_with_known_symbols_only_is_a_singul
         System.from_lagrangian("-q**2/2", ["q"])
     assert "holds none of" not in str(info.value)
     assert "mass matrix is singular" in str(info.value)
+
+
+@pytest.mark.parametrize("potential", [
+    sympy.Lambda(x, x**2 / 2),       # bound variable only: was read as a constant
+    sympy.Lambda(x, k * x**2 / 2),
+])
+def test_an_unapplied_lambda_is_refused_instead_of_read_as_a_constant(potential):
+    # L = v**2/2 - Lambda(x, x**2/2) built a free particle (dv/dt = 0) without an error.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian(v**2 / 2 - potential, [x], {k: 1.0}, velocities=[v])
+    assert "holds the function Lambda(x, " in str(info.value)
+    assert "V(x) for V = Lambda(x, ...)" in str(info.value)
+
+
+def test_a_lambda_string_is_refused():
+    # 'lambda: 1' parsed to Lambda((), 1), then failed in rhs with "Cannot convert expression".
+    with pytest.raises(physode.SystemDefinitionError, match="holds the function Lambda"):
+        System.from_equations({"x": "lambda: 1"})

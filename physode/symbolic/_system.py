@@ -157,6 +157,16 @@ def _expr(
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
         return None
+    function = next(
+        (node for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Lambda)), None
+    )
+    if function is not None:
+        # Its bound variable is no free symbol, so Lambda(x, x**2) would read as a constant.
+        problems.add(
+            f"{where} holds the function {function}, not its value: apply it to its arguments "
+            "(V(x) for V = Lambda(x, ...))"
+        )
+        return None
     expr = _by_name(expr, where, problems, known)
     if expr is None:
         return None
