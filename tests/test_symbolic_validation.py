@@ -876,3 +876,20 @@ def test_a_lambda_string_is_refused():
     # 'lambda: 1' parsed to Lambda((), 1), then failed in rhs with "Cannot convert expression".
     with pytest.raises(physode.SystemDefinitionError, match="holds the function Lambda"):
         System.from_equations({"x": "lambda: 1"})
+
+
+@pytest.mark.parametrize("lines, expected", [
+    # A file without 'form' was told "form = None".
+    ([], "missing required key 'form'; valid forms: lagrangian, hamiltonian, equations"),
+    (['form = "hamiltonion"'], "(did you mean 'hamiltonian'?)"),
+    (['form = "lagrangian"', 'coordinates = ["q"]', 'lagrangian = "q_dot**2/2"',
+      'invariant = "q"'], "unknown key 'invariant' for form 'lagrangian' (did you mean "
+                          "'invariants'?)"),
+    (['form = "lagrangian"', 'coordinates = ["q"]', 'hamiltonian = "p**2/2"'],
+     "unknown key 'hamiltonian' for form 'lagrangian' ('hamiltonian' is a key of form "
+     "'hamiltonian')"),
+])
+def test_a_spec_files_form_and_keys_come_with_the_closest_valid_name(lines, expected):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec("\n".join(['name = "s"', *lines]) + "\n")
+    assert expected in str(info.value)
