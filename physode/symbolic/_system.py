@@ -857,7 +857,8 @@ class System:
     ) -> dict[str, torch.Tensor]:
         """The magnitude each invariant is compared with: the sum of its terms' absolute values.
 
-        For an invariant written as a sum of terms ``I = sum_k T_k`` (after expanding products),
+        For an invariant written as a sum of terms ``I = sum_k T_k`` (after multiplying out
+        products of sums; powers of sums such as ``(x - y)**2`` stay one term),
         the scale is ``sum_k |T_k|``: kinetic plus absolute potential energy, the sum of the
         bodies' momentum magnitudes per component, and so on. It is never smaller than ``|I|``
         and stays positive when ``I`` itself is zero by cancellation (zero total momentum); it is
