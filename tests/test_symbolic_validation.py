@@ -893,3 +893,13 @@ def test_a_spec_files_form_and_keys_come_with_the_closest_valid_name(lines, expe
     with pytest.raises(physode.SystemDefinitionError) as info:
         system_from_spec("\n".join(['name = "s"', *lines]) + "\n")
     assert expected in str(info.value)
+
+
+def test_a_parameter_table_without_a_value_in_a_file_is_told_the_file_syntax():
+    # The hint was Python's "{g: 1.0}", which is no TOML.
+    spec = ('name = "p"\nform = "equations"\n[equations]\nx = "-g*x"\n'
+            "[parameters]\ng = { range = [9.0, 10.0] }\n")
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        system_from_spec(spec)
+    assert ("parameter 'g' has no value; add one to its table, e.g. "
+            "g = { value = 1.0, range = ... }") in str(info.value)

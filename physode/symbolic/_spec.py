@@ -371,6 +371,12 @@ def _parameters(spec: Mapping, problems: Problems):
                         f"{', '.join(sorted(_PARAMETER_KEYS))}"
                     )
             values[name] = entry.get("value")
+            if values[name] is None:
+                problems.add(
+                    f"parameter {name!r} has no value; add one to its table, e.g. "
+                    f"{name} = {{ value = 1.0{', range = ...' if 'range' in entry else ''} }}"
+                )
+                values[name] = REPORTED
             if "range" in entry:
                 ranges[name] = entry["range"]
         else:

@@ -235,6 +235,8 @@ def _parameters(
 
 def _parameter_value(name: str, value: Any, problems: Problems) -> float:
     """The default value of parameter ``name`` as a float (NaN, with a problem added, if bad)."""
+    if value is REPORTED:  # a specification file said why
+        return math.nan
     if value is None:
         problems.add(f"parameter {name!r} has no value; give it one, e.g. {{{name}: 1.0}}")
         return math.nan
