@@ -822,3 +822,84 @@ def test_a_singular_mass_matrix_is_still_reported_when_every_symbol_is_known():
     with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
         System.from_lagrangian("x_dot*x - x**2/2", coordinates=["x"])
     assert "coordinate 'x' has no kinetic term" in str(info.value)
+
+
+def test_an_undeclared_symbol_with_no_close_name_lists_the_declared_names():
+    # A forgotten parameter ('g', nothing close to it) was named without the names declared or
+    # how to declare it.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian("m*l**2*theta_dot**2/2 + m*g*l*cos(theta)", ["theta"],
+                               {"m": 1.0, "l": 1.0})
+    assert ("symbol 'g' in the Lagrangian is neither a coordinate, a velocity nor a parameter; "
+            "if it is a parameter, give it a value in the parameters (declared names: l, m, t, "
+            "theta, theta_dot)") in str(info.value)
+
+
+@pytest.mark.parametrize("form, expression, partner, other", [
+    ("lagrangian", "p**2/(2*m) + k*q**2/2", "velocities (q_dot)", "System.from_hamiltonian"),
+    ("hamiltonian", "m*q_dot**2/2 - k*q**2/2", "momenta (p)", "System.from_lagrangian"),
+])
+def test_a_hamiltonian_given_as_a_lagrangian_or_back_is_named_as_such(
+    form, expression, partner, other
+):
+    # Only the unknown symbol ('p' or 'q_dot') was reported, not the likely cause.
+    body = 'momenta = ["p"]\nhamiltonian' if form == "hamiltonian" else "lagrangian"
+    spec = (f'name = "s"\nform = "{form}"\ncoordinates = ["q"]\n{body} = "{expression}"\n'
+            "[parameters]\nm = 1.0\nk = 1.0\n")
+    with pytest.raises(physode.SystemDefinitionError, match="2 problems") as info:
+        system_from_spec(spec)
+    assert f"holds none of the {partner}" in str(info.value)
+    assert other in str(info.value)
+
+
+def test_a_lagrangian_without_velocities_but_with_known_symbols_only_is_a_singular_one():
+    # The form hint is given only alongside an unknown symbol.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian("-q**2/2", ["q"])
+    assert "holds none of" not in str(info.value)
+    assert "mass matrix is singular" in str(info.value)
+
+
+@pytest.mark.parametrize("potential", [
+    sympy.Lambda(x, x**2 / 2),       # bound variable only: was read as a constant
+    sympy.Lambda(x, k * x**2 / 2),
+])
+def test_an_unapplied_lambda_is_refused_instead_of_read_as_a_constant(potential):
+    # L = v**2/2 - Lambda(x, x**2/2) built a free particle (dv/dt = 0) without an error.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian(v**2 / 2 - potential, [x], {k: 1.0}, velocities=[v])
+    assert "holds the function Lambda(x, " in str(info.value)
+    assert "V(x) for V = Lambda(x, ...)" in str(info.value)
+
+
+def test_a_lambda_string_is_refused():
+    # 'lambda: 1' parsed to Lambda((), 1), then failed in rhs with "Cannot convert expression".
+    with pytest.raises(physode.SystemDefinitionError, match="holds the function Lambda"):
+        System.from_equations({"x": "lambda: 1"})
+
+
+@pytest.mark.parametrize("lines, expected", [
+    # A file without 'form' was told "form = None".
+    ([], "missing required key 'form'; valid forms: lagrangian, hamiltonian, equations"),
+    (['form = "hamiltonion"'], "(did you mean 'hamiltonian'?)"),
+    (['form = "lagrangian"', 'coordinates = ["q"]', 'lagrangian = "q_dot**2/2"',
+      'invariant = "q"'], "unknown key 'invariant' for form 'lagrangian' (did you mean "
+                          "'invariants'?)"),
+    (['form = "lagrangian"', 'coordinates = ["q"]', 'hamiltonian = "p**2/2"'],
+     "unknown key 'hamiltonian' for form 'lagrangian' ('hamiltonian' is a key of form "
+     "'hamiltonian')"),
+])
+def test_a_spec_files_form_and_keys_come_with_the_closest_valid_name(lines, expected):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec("\n".join(['name = "s"', *lines]) + "\n")
+    assert expected in str(info.value)
+
+
+def test_a_parameter_table_without_a_value_in_a_file_is_told_the_file_syntax():
+    # The hint was Python's "{g: 1.0}", which is no TOML.
+    spec = ('name = "p"\nform = "equations"\n[equations]\nx = "-g*x"\n'
+            "[parameters]\ng = { range = [9.0, 10.0] }\n")
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        system_from_spec(spec)
+    assert ("parameter 'g' has no value; add one to its table, e.g. "
+            "g = { value = 1.0, range = ... }") in str(info.value)

@@ -852,6 +852,24 @@ def test_an_hdf5_file_with_an_empty_training_split_is_refused(tmp_path):
         Trainer(neural(), path)
 
 
+def test_an_hdf5_file_whose_training_trajectories_are_all_flagged_says_so(tmp_path):
+    # A declared invariant that the system does not conserve flags every trajectory for drift;
+    # training was refused with "the 'train' split is empty; simulate with a split that gives it
+    # trajectories", which sent the user to the wrong fix.
+    spec = tmp_path / "wrong_invariant.toml"
+    spec.write_text('name = "osc"\nform = "equations"\n[equations]\nx = "v"\nv = "-x"\n'
+                    '[invariants]\nnot_conserved = "x"\n')
+    path = tmp_path / "flagged.h5"
+    physode.data.simulate(str(spec), trajectories=4, t_end=1.0, points=5, out=path,
+                          split=(0.5, 0.5, 0.0), quiet=True)  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        Trainer(neural(), path)
+    message = str(info.value)
+    assert "every trajectory of the 'train' split" in message
+    assert "2 trajectories: 0 failed solves, 2 invariant drifts" in message
+    assert "physode check" in message and "exclude_flagged=False" in message
+
+
 # ------------------------------------------------ float32 grids, rollout times, noisy data, resume
 
 

@@ -110,6 +110,9 @@ def unsupported_functions(expr: sympy.Expr) -> set[str]:
     stack = [expr]
     while stack:
         node = stack.pop()
+        if isinstance(node, sympy.Lambda):
+            bad.add("Lambda")  # an unapplied function: no free symbol, but no number either
+            continue
         if isinstance(node, sympy.Function) and not isinstance(node, known):
             bad.add(type(node).__name__)
         elif not node.free_symbols or isinstance(node, sympy.Derivative):

@@ -22,7 +22,7 @@ import sympy
 from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
-from physode.symbolic._names import keyword_reason, read_names, scope
+from physode.symbolic._names import did_you_mean, keyword_reason, read_names, scope
 from physode.symbolic._system import (
     MASS_MATRIX_MODES,
     REPORTED,
@@ -371,6 +371,12 @@ def _parameters(spec: Mapping, problems: Problems):
                         f"{', '.join(sorted(_PARAMETER_KEYS))}"
                     )
             values[name] = entry.get("value")
+            if values[name] is None:
+                problems.add(
+                    f"parameter {name!r} has no value; add one to its table, e.g. "
+                    f"{name} = {{ value = 1.0{', range = ...' if 'range' in entry else ''} }}"
+                )
+                values[name] = REPORTED
             if "range" in entry:
                 ranges[name] = entry["range"]
         else:
@@ -418,14 +424,24 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         problems.add(f"not valid TOML: {exc}")
         problems.raise_if_any()
     form = spec.get("form")
+    if "form" not in spec:
+        problems.add(f"missing required key 'form'; valid forms: {', '.join(FORMS)}")
+        problems.raise_if_any()
     if form not in FORMS:
-        problems.add(f"form = {form!r}; valid forms: {', '.join(FORMS)}")
+        hint = did_you_mean(form, FORMS) if isinstance(form, str) else ""
+        problems.add(f"form = {form!r}; valid forms: {', '.join(FORMS)}{hint}")
         problems.raise_if_any()
     valid = _COMMON_KEYS | _FORM_KEYS[form]
     for key in spec:
         if key not in valid:
+            owners = [f for f in FORMS if key in _FORM_KEYS[f]]
+            hint = (
+                f" ({key!r} is a key of form {' and '.join(map(repr, owners))})" if owners
+                else did_you_mean(key, valid)
+            )
             problems.add(
-                f"unknown key {key!r} for form {form!r}; valid keys: {', '.join(sorted(valid))}"
+                f"unknown key {key!r} for form {form!r}{hint}; valid keys: "
+                f"{', '.join(sorted(valid))}"
             )
     for key in ("name",) + _REQUIRED[form]:
         if key not in spec:

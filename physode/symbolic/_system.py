@@ -157,6 +157,16 @@ def _expr(
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
         return None
+    function = next(
+        (node for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Lambda)), None
+    )
+    if function is not None:
+        # Its bound variable is no free symbol, so Lambda(x, x**2) would read as a constant.
+        problems.add(
+            f"{where} holds the function {function}, not its value: apply it to its arguments "
+            "(V(x) for V = Lambda(x, ...))"
+        )
+        return None
     expr = _by_name(expr, where, problems, known)
     if expr is None:
         return None
@@ -225,6 +235,8 @@ def _parameters(
 
 def _parameter_value(name: str, value: Any, problems: Problems) -> float:
     """The default value of parameter ``name`` as a float (NaN, with a problem added, if bad)."""
+    if value is REPORTED:  # a specification file said why
+        return math.nan
     if value is None:
         problems.add(f"parameter {name!r} has no value; give it one, e.g. {{{name}: 1.0}}")
         return math.nan
@@ -285,6 +297,11 @@ def _check_unknown(
     names = [s.name for s in known]
     for sym in unknown:
         hint = did_you_mean(sym.name, names)
+        if not hint:  # nothing close: say how to declare it, and what is declared
+            hint = (
+                f"; if it is a parameter, give it a value in the parameters (declared names: "
+                f"{', '.join(sorted(names, key=str.casefold))})"
+            )
         problems.add(f"symbol {sym.name!r} in the {where} is {phrase}{hint}")
     derivative = next(
         (node for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Derivative)),
@@ -295,6 +312,46 @@ def _check_unknown(
             f"the {where} contains the derivative {derivative}; write velocities as symbols"
         )
     return bool(unknown) or derivative is not None
+
+
+def _check_form(
+    expr: sympy.Expr | None,
+    where: str,
+    partners: Sequence[sympy.Symbol],
+    known: set[sympy.Symbol],
+    problems: Problems,
+) -> None:
+    """Add a problem when ``expr`` holds none of its velocities (a Lagrangian) or momenta (a
+    Hamiltonian) and unknown symbols none of which is close to a declared name (a misspelt
+    coordinate is reported as such): most likely the other form was given.
+
+    >>> p = Problems()
+    >>> q, p_, k, q_dot = sympy.symbols("q p k q_dot")
+    >>> _check_form(p_**2 / 2 + k * q**2 / 2, "Lagrangian", [q_dot], {q, q_dot, k}, p)
+    >>> print(p.items[0])  # doctest: +NORMALIZE_WHITESPACE
+    the Lagrangian holds none of the velocities (q_dot): is it a Hamiltonian? A Lagrangian
+    L(q, q_dot, t) is written with the velocities; for H(q, p, t) use System.from_hamiltonian
+    (form = "hamiltonian" in a file)
+    """
+    if expr is None or expr.free_symbols & set(partners):
+        return
+    names = [s.name for s in known]
+    unknown = expr.free_symbols - known
+    if not unknown or any(did_you_mean(s.name, names) for s in unknown):
+        return
+    names = ", ".join(s.name for s in partners)
+    if where == "Lagrangian":
+        problems.add(
+            f"the Lagrangian holds none of the velocities ({names}): is it a Hamiltonian? A "
+            "Lagrangian L(q, q_dot, t) is written with the velocities; for H(q, p, t) use "
+            'System.from_hamiltonian (form = "hamiltonian" in a file)'
+        )
+    else:
+        problems.add(
+            f"the Hamiltonian holds none of the momenta ({names}): is it a Lagrangian? A "
+            "Hamiltonian H(q, p, t) is written with the momenta; for L(q, q_dot, t) use "
+            'System.from_lagrangian (form = "lagrangian" in a file)'
+        )
 
 
 def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, problems: Problems):
@@ -802,7 +859,8 @@ class System:
     ) -> dict[str, torch.Tensor]:
         """The magnitude each invariant is compared with: the sum of its terms' absolute values.
 
-        For an invariant written as a sum of terms ``I = sum_k T_k`` (after expanding products),
+        For an invariant written as a sum of terms ``I = sum_k T_k`` (after multiplying out
+        products of sums; powers of sums such as ``(x - y)**2`` stay one term),
         the scale is ``sum_k |T_k|``: kinetic plus absolute potential energy, the sum of the
         bodies' momentum magnitudes per component, and so on. It is never smaller than ``|I|``
         and stays positive when ``I`` itself is zero by cancellation (zero total momentum); it is
@@ -1515,6 +1573,8 @@ def build_lagrangian(
     lagrangian = _expr(lagrangian, "Lagrangian", problems, known)
     # A mass matrix of a Lagrangian with unknown symbols would only add follow-on problems.
     unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
+    if unknown:
+        _check_form(lagrangian, "Lagrangian", vs, known, problems)
     if dissipation is not None:
         dissipation = _expr(dissipation, "dissipation function", problems, known)
         _check_unknown(dissipation, "dissipation function", known, phrase, problems)
@@ -1627,7 +1687,8 @@ def build_hamiltonian(
         return None
     ps, params, values, ranges, common, known, phrase = checked
     hamiltonian = _expr(hamiltonian, "Hamiltonian", problems, known)
-    _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems)
+    if _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems):
+        _check_form(hamiltonian, "Hamiltonian", ps, known, problems)
     force_list = _forces_list(forces, qs, problems, known)
     for q, f in zip(qs, force_list or [], strict=False):
         _check_unknown(f, f"force on {q.name}", known, phrase, problems)

@@ -197,6 +197,27 @@ def trajectories_of(
     return Trajectories(t, states, torch.as_tensor(stored.params[index]), stored.system)
 
 
+def _refuse_all_flagged(stored: Any, split: str) -> None:
+    """Raise when ``split`` holds trajectories but every one of them is flagged; an empty split
+    is left to :func:`trajectories_of`."""
+    from physode.data._store import FLAG_DRIFT, FLAG_SOLVER_FAILED
+
+    flags = stored.flags[stored.split_indices(split)]
+    if len(flags) == 0:
+        return
+    failed = int(np.count_nonzero(flags & FLAG_SOLVER_FAILED))
+    drifted = int(np.count_nonzero(flags & FLAG_DRIFT))
+    raise InvalidArgumentError(
+        f"every trajectory of the {split!r} split of {stored.path} is flagged and left out "
+        f"({len(flags)} trajectories: {failed} failed solves, {drifted} invariant drifts beyond "
+        "the simulation's drift threshold); `physode check` on the file shows which invariant "
+        "drifts (an invariant the system does not conserve flags every trajectory) and which "
+        "solves failed. Correct the system and simulate again, or train on "
+        f"physode.data.TrajectoryDataset({str(stored.path)!r}, split={split!r}, "
+        "exclude_flagged=False)"
+    )
+
+
 def usable_trajectories(stored: Any, split: str) -> np.ndarray:
     """Indices of a stored split without the trajectories flagged as failed or drifting."""
     index = stored.split_indices(split)
@@ -247,7 +268,10 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
     if isinstance(source, str | Path):
         stored = physode.data.load(source)
         split = split or "all"
-        return trajectories_of(stored, usable_trajectories(stored, split), split, noisy=noisy)
+        index = usable_trajectories(stored, split)
+        if len(index) == 0:
+            _refuse_all_flagged(stored, split)
+        return trajectories_of(stored, index, split, noisy=noisy)
     if isinstance(source, physode.data.TrajectoryDataset):
         stored = physode.data.load(source.path)
         return trajectories_of(
