@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,86 @@ def test_an_interrupted_log_write_keeps_the_old_log_and_leaves_no_temporary_file
         write_log([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.4}], path)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def _quick(tmp_path, name: str, **overrides) -> TrainConfig:
+    """Four short epochs on a fixed-step solver, checkpointed every other epoch, in ``name``."""
+    values = dict(
+        epochs=4, window=5, batch_size=8, batches_per_epoch=3, method="rk4", step_size=0.1,
+        val_fraction=0.25, lr_schedule="cosine", seed=3, checkpoint_every=2,
+        checkpoint_dir=str(tmp_path / name), log=str(tmp_path / f"{name}.json"),
+    )  # fmt: skip
+    return TrainConfig(**{**values, **overrides})
+
+
+def _same_run(a: Trainer, b: Trainer) -> None:
+    keys = ("epoch", "loss", "val_loss", "objective", "lr", "aphynity_lambda", "param_k")
+    assert [[r[k] for k in keys] for r in a.history] == [[r[k] for k in keys] for r in b.history]
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("where", ["a batch", "the checkpoint write"])
+def test_an_interrupted_epoch_goes_back_to_the_last_completed_one_saved_and_continued_exactly(
+    tmp_path, monkeypatch, where
+):
+    # Interrupted in epoch 4: last.pt held epoch 2 (checkpoint_every=2), so epoch 3 is saved now.
+    data = spiral_data()
+    whole = Trainer(_aphynity_model(0), data, _quick(tmp_path, "whole"))
+    whole.fit()
+    trainer = Trainer(_aphynity_model(0), data, _quick(tmp_path, "run"))
+    if where == "a batch":  # from the model's hook after the second step of epoch 4
+        update, epochs = trainer.model.update_after_batch, []
+
+        def interrupting_update(loss):
+            epochs.append(trainer.epoch)
+            update(loss)
+            if epochs.count(3) == 2:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(trainer.model, "update_after_batch", interrupting_update)
+    else:  # in the write of last.pt after epoch 4 (its log row written), leaving half a file
+        save, raised = torch.save, []
+
+        def interrupted_save(state, path, *args, **kwargs):
+            if state["epoch"] == 4 and not raised:
+                raised.append(path)
+                Path(path).write_bytes(b"half a checkpoint")
+                raise KeyboardInterrupt
+            return save(state, path, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        trainer.fit()
+    last = tmp_path / "run" / "last.pt"
+    assert interrupted.value.__notes__ == [
+        "physode: training was interrupted during epoch 4; the trainer holds the run after "
+        "epoch 3, as it was then, and trainer.fit() continues it, as does "
+        f"trainer.load_checkpoint({str(last)!r}) on a new trainer"
+    ]
+    assert trainer.epoch == 3 and trainer.last_checkpoint == (last, 3)
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+    assert [row["epoch"] for row in json.loads((tmp_path / "run.json").read_text())] == [1, 2, 3]
+    monkeypatch.undo()
+    resumed = Trainer(_aphynity_model(123), data, _quick(tmp_path, "resumed"))
+    resumed.load_checkpoint(last)
+    resumed.fit()
+    _same_run(resumed, whole)
+    trainer.fit()
+    _same_run(trainer, whole)
+
+
+def test_an_interruption_before_the_first_epoch_ends_saves_nothing_and_says_so(tmp_path):
+    trainer = Trainer(neural(), spiral_data(), _quick(tmp_path, "run", checkpoint_dir=None))
+    trainer.train_epoch = lambda: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        trainer.fit()
+    assert interrupted.value.__notes__ == [
+        "physode: training was interrupted during epoch 1; the trainer holds the run at its "
+        "start, and trainer.fit() continues it"
+    ]
+    assert trainer.last_checkpoint is None
 
 
 @pytest.mark.parametrize("setting", ["checkpoint_dir", "log"])

@@ -484,6 +484,11 @@ class Trainer:
         are kept). A run that has already done ``config.epochs`` epochs trains nothing, with a
         warning (``TrainResult.epochs_trained == 0``).
 
+        Ctrl-C (``KeyboardInterrupt``) during an epoch puts the trainer back as it was after
+        the last completed epoch, so that another call continues the run exactly; with
+        ``checkpoint_dir`` that state is in its ``last.pt`` (written then unless a checkpoint
+        holds it already). The ``KeyboardInterrupt`` goes on, with a note that says so.
+
         Parameters
         ----------
         epochs : int, optional
@@ -499,6 +504,8 @@ class Trainer:
         physode.InvalidArgumentError
             Before the first epoch, if the checkpoint folder or the log's folder cannot be
             created or written.
+        KeyboardInterrupt
+            On Ctrl-C, once the run is back at its last completed epoch (see above).
         """
         c = self.config
         if c.checkpoint_dir is not None:
@@ -520,19 +527,25 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=c.epochs, initial=self.epoch, desc="train", unit="epoch")
+        between = None  # the run after its last completed epoch, while one is under way
         try:
             while self.epoch < last and not self.stopped_early:
+                between = self._between_epochs()
                 row = self.train_epoch()
                 val = self.validation_loss()
                 row["val_loss"] = val
                 self.epoch += 1
                 self._after_epoch(row, val)
+                between = None
                 if bar is not None:
                     shown = {"loss": f"{row['loss']:.3g}"}
                     if val is not None:
                         shown["val"] = f"{val:.3g}"
                     bar.set_postfix(shown, refresh=False)  # drawn by update, with its epoch
                     bar.update(1)
+        except KeyboardInterrupt as exc:
+            self._interrupted(between, exc)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -549,6 +562,47 @@ class Trainer:
             physical_parameters={} if parameters is None else parameters(),
             epochs_trained=self.epoch - first,
         )
+
+    def _between_epochs(self) -> dict[str, Any]:
+        """:meth:`state_dict` copied off the live tensors: the run as it stands between two
+        epochs, for an interruption to go back to."""
+        state = self.state_dict()
+        # The history's rows and the best weights are replaced, never changed in place.
+        history, best_state = state.pop("history"), state.pop("best_state")
+        return {**copy.deepcopy(state), "history": list(history), "best_state": best_state}
+
+    def _interrupted(self, between: dict[str, Any] | None, exc: KeyboardInterrupt) -> None:
+        """Go back to the last completed epoch (``between``, or ``None`` when one had just
+        ended), keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already, and
+        add a note to ``exc`` saying where the run stands and how to continue it."""
+        c = self.config
+        interrupted = self.epoch + 1 if between is None else between["epoch"] + 1
+        if between is not None:
+            logged = len(self.history) > len(between["history"])  # the lost epoch's row
+            self._restore(between)
+            if logged and c.log is not None:
+                write_log(self.history, c.log)
+        saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
+        if c.checkpoint_dir is not None and self.epoch > 0 and not saved:
+            path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
+            self.last_checkpoint = (path, self.epoch)
+        exc.add_note(self._interrupted_note(interrupted))
+
+    def _interrupted_note(self, interrupted: int) -> str:
+        """One line on where an interrupted :meth:`fit` left the run and how to continue it."""
+        where = (
+            "at its start" if self.epoch == 0 else f"after epoch {self.epoch}, as it was then"
+        )
+        line = (
+            f"physode: training was interrupted during epoch {interrupted}; the trainer holds the "
+            f"run {where}, and trainer.fit() continues it"
+        )
+        if self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
+            path = self.last_checkpoint[0]
+            return f"{line}, as does trainer.load_checkpoint({str(path)!r}) on a new trainer"
+        if self.epoch > 0 and self.config.checkpoint_dir is None:
+            return f"{line} (set checkpoint_dir to keep it on disk)"
+        return line
 
     def _start_call(self) -> None:
         """Continue a run that early stopping or the time limit ended: the time limit counts
@@ -741,17 +795,26 @@ class Trainer:
                 "saved settings to continue the run exactly"
             )
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
-            self.generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
+            self._restore(state)
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             raise InvalidArgumentError(
                 f"cannot resume {path}: its model or optimiser does not fit this trainer's "
                 f"({_all_lines(exc)}); build the trainer with the saved run's model"
             ) from None
+        self.last_checkpoint = (path, self.epoch)
+        if isinstance(state.get("metadata"), dict) and state["metadata"]:
+            self.metadata = dict(state["metadata"])
+        if self.config.log is not None:
+            write_log(self.history, self.config.log)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Put the run in the state that ``state`` (a :meth:`state_dict`) describes."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
         self.best_val_loss = state["best_val_loss"]
@@ -761,11 +824,6 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
-        self.last_checkpoint = (path, self.epoch)
-        if isinstance(state.get("metadata"), dict) and state["metadata"]:
-            self.metadata = dict(state["metadata"])
-        if self.config.log is not None:
-            write_log(self.history, self.config.log)
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
