@@ -375,6 +375,38 @@ def test_an_interruption_before_the_first_epoch_ends_saves_nothing_and_says_so(t
     assert trainer.last_checkpoint is None
 
 
+@pytest.mark.parametrize("devices", [2, 1])
+def test_a_checkpoint_keeps_the_cuda_random_states_once_cuda_is_used_and_restores_them(
+    tmp_path, monkeypatch, devices
+):
+    # No GPU here: torch.cuda's random-state functions are stood in for.
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in (7, 9)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5)
+    path = trainer.save_checkpoint(tmp_path / "gpu.pt")
+    resumed = Trainer(neural(), spiral_data(), epochs=1, window=5)
+    resumed.load_checkpoint(path)
+    assert [s.tolist() for s in restored] == [s.tolist() for s in states[:devices]]
+
+
+def test_a_run_that_does_not_use_cuda_neither_starts_it_nor_stores_its_random_states(
+    tmp_path, monkeypatch
+):
+    def refused(*args):
+        raise AssertionError("CUDA's random states were read or set")
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", refused)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", refused)
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5)
+    path = trainer.save_checkpoint(tmp_path / "cpu.pt")
+    assert torch.load(path, weights_only=True)["cuda_rng"] is None
+    Trainer(neural(), spiral_data(), epochs=1, window=5).load_checkpoint(path)
+
+
 @pytest.mark.parametrize("setting", ["checkpoint_dir", "log"])
 def test_an_unwritable_checkpoint_folder_or_log_is_refused_before_training(tmp_path, setting):
     blocker = tmp_path / "a_file"

@@ -708,6 +708,7 @@ class Trainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": _cuda_rng_states(),
             "history": self.history,
             "best_val_loss": self.best_val_loss,
             "best_epoch": self.best_epoch,
@@ -815,6 +816,9 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        cuda_rng = state.get("cuda_rng")  # None from a run without CUDA, or an older checkpoint
+        if cuda_rng and (self.device.type == "cuda" or torch.cuda.is_initialized()):
+            torch.cuda.set_rng_state_all(cuda_rng[: torch.cuda.device_count()])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
         self.best_val_loss = state["best_val_loss"]
@@ -824,6 +828,12 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
+
+
+def _cuda_rng_states() -> list[torch.Tensor] | None:
+    """The random states of the CUDA devices once this process uses CUDA (dropout on a GPU draws
+    from them), else ``None``: reading them would start CUDA in a run that has no use for it."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
