@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import physode
 import physode.data
@@ -405,6 +406,49 @@ def test_a_run_that_does_not_use_cuda_neither_starts_it_nor_stores_its_random_st
     path = trainer.save_checkpoint(tmp_path / "cpu.pt")
     assert torch.load(path, weights_only=True)["cuda_rng"] is None
     Trainer(neural(), spiral_data(), epochs=1, window=5).load_checkpoint(path)
+
+
+class _ScalarReads(TorchDispatchMode):
+    """Counts the values of ``dtype`` read to Python (``.item()``, ``float()``): on a GPU each
+    waits for the queued work. Adam's step counters (float32) and the solver's checks (bool)
+    are left out; the solver's are its own business."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype, self.count = dtype, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].dtype == self.dtype:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("update", "per_batch"), [(None, 0), ("epoch", 0), ("batch", 1)])
+def test_an_epoch_reads_its_losses_once_unless_the_model_uses_each_batchs(update, per_batch):
+    def reads(batches: int) -> int:
+        torch.manual_seed(0)
+        model = NeuralODE(2, width=8, depth=1)
+        if update is not None:  # APHYNITY raises λ by each batch's loss (update="batch")
+            model = Hybrid(LinearDecay(0.3), model, Aphynity(1.0, tau=1.0, update=update))
+        trainer = Trainer(model, spiral_data(), epochs=1, window=5, batch_size=4,
+                          batches_per_epoch=batches, method="rk4", step_size=0.1)  # fmt: skip
+        with _ScalarReads(torch.float64) as counted:
+            trainer.train_epoch()
+        return counted.count
+
+    assert reads(5) - reads(1) == 4 * per_batch
+
+
+def test_the_validation_loss_is_read_once_however_many_batches_it_takes():
+    def reads(batch_size: int) -> int:
+        data = spiral_data()
+        trainer = Trainer(neural(), data, val_data=data, window=5, batch_size=batch_size,
+                          method="rk4", step_size=0.1)  # fmt: skip
+        with _ScalarReads(torch.float64) as counted:
+            trainer.validation_loss()
+        return counted.count
+
+    assert reads(2) == reads(16)  # 8 batches and 1
 
 
 @pytest.mark.parametrize("setting", ["checkpoint_dir", "log"])

@@ -419,7 +419,9 @@ class Trainer:
         if c.batches_per_epoch is not None:
             batches = batches[: c.batches_per_epoch]
         after_batch = getattr(self.model, "update_after_batch", None)
-        loss_sum = objective_sum = 0.0
+        # The batches' losses are summed where they are, in float64 (the sum of their values as
+        # Python floats, bit for bit), and read once an epoch: reading each would wait for a GPU.
+        loss_sum = objective_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         nfe = nfe_backward = 0
         start = time.perf_counter()
         for batch in batches:
@@ -432,21 +434,23 @@ class Trainer:
                 self.optimizer.step()
             _, loss, objective = evaluations[0]  # at the parameters the step started from
             if after_batch is not None:
-                after_batch(loss.item())
-            loss_sum += loss.item()
-            objective_sum += objective.item()
+                after_batch(loss)  # a 0-dim tensor: a model that reads it waits for the device
+            loss_sum = loss_sum + loss.double()
+            objective_sum = objective_sum + objective.double()
             for sol, _, _ in evaluations:
                 nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
                 nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+        loss_mean = loss_sum.item() / len(batches)
+        objective_mean = objective_sum.item() / len(batches)
         after_epoch = getattr(self.model, "update_after_epoch", None)
         if after_epoch is not None:
-            after_epoch(loss_sum / len(batches))
+            after_epoch(loss_mean)
         wall = time.perf_counter() - start
         self.train_seconds += wall
         row: dict[str, Any] = {
             "epoch": self.epoch + 1,
-            "loss": loss_sum / len(batches),
-            "objective": objective_sum / len(batches),
+            "loss": loss_mean,
+            "objective": objective_mean,
             "lr": self.optimizer.param_groups[0]["lr"],
             "wall_time": wall,
             "nfe_forward": nfe,
@@ -467,12 +471,14 @@ class Trainer:
         if self.val_data is None:
             return None
         self.model.eval()
-        total = weight = 0.0
+        # Summed on the device and read once, as train_epoch sums its losses.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        weight = 0
         for batch in self._batches(self.val_windows, shuffle=False, data=self.val_data):
             _, _, loss = self._solve_batch(self.val_data, batch)
-            total += loss.item() * len(batch)
+            total = total + loss.double() * len(batch)
             weight += len(batch)
-        return total / weight
+        return total.item() / weight
 
     def fit(self, epochs: int | None = None) -> TrainResult:
         """Train until ``config.epochs`` epochs are done or early stopping ends this call.
