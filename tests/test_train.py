@@ -477,17 +477,34 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights(tmp_p
         assert torch.equal(value, best["model"][name])
 
 
+class _BatchSizes(nn.Module):
+    """Wraps a model, noting the batch size of every evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.sizes = model, set()
+        if hasattr(model, "autonomous"):
+            self.autonomous = model.autonomous
+
+    def forward(self, t, y):
+        self.sizes.add(y.shape[0])
+        return self.model(t, y)
+
+
 def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
-    t, ys = spiral_data()
+    # 4 trajectories of 9 points: 6 window starts, 4 windows each, in batches of 3.
+    t, ys = spiral_data(points=9, t_end=0.8)
     torch.manual_seed(0)
-    trainer = Trainer(NeuralODE(2, width=4, depth=1, time_dependent=True), (t, ys), epochs=1,
-                      window=4, batch_size=3)  # fmt: skip
-    batches = trainer._batches(trainer.train_windows, shuffle=True)
-    assert all(len({w.start for w in batch}) == 1 for batch in batches)
-    assert sum(len(b) for b in batches) == len(trainer.train_windows)
-    autonomous = Trainer(neural(), (t, ys), epochs=1, window=4, batch_size=3)
-    mixed = autonomous._batches(autonomous.train_windows, shuffle=True)
-    assert any(len({w.start for w in batch}) > 1 for batch in mixed)
+    model = _BatchSizes(NeuralODE(2, width=4, depth=1, time_dependent=True))
+    trainer = Trainer(model, (t, ys), epochs=1, window=4, batch_size=3, method="rk4",
+                      step_size=0.25)  # fmt: skip
+    assert trainer.fit().history[0]["n_batches"] == 6 * 2  # every start: 3 windows, then 1
+    assert model.sizes == {3, 1}
+    mixed = _BatchSizes(neural())
+    autonomous = Trainer(mixed, (t, ys), epochs=1, window=4, batch_size=3, method="rk4",
+                         step_size=0.25)  # fmt: skip
+    assert autonomous.fit().history[0]["n_batches"] == 24 // 3  # starts mixed in full batches
+    assert mixed.sizes == {3}
 
 
 class ForcedDecay(nn.Module):
@@ -516,12 +533,13 @@ def test_a_user_model_that_does_not_declare_autonomous_is_solved_at_each_windows
     # It is told, as it is slower than the shared solve an autonomous model gets.
     with pytest.warns(UserWarning, match=r"set model.autonomous = True"):
         trainer = Trainer(ForcedDecay(1.0), data, val_data=data, epochs=1, window=6,
-                          batch_size=64, rtol=1e-10, atol=1e-12)  # fmt: skip
+                          batch_size=64, rtol=1e-10, atol=1e-12, lr=1e-12)  # fmt: skip
     assert not trainer.model_is_autonomous
-    batches = trainer._batches(trainer.train_windows, shuffle=True)
-    assert all(len({w.start for w in batch}) == 1 for batch in batches)
-    assert max(trainer._solve_batch(trainer.train_data, b)[2].item() for b in batches) < 1e-16
     assert trainer.validation_loss() < 1e-16
+    # 3 trajectories of 31 points: 26 window starts, one batch of 3 windows each. The loss is
+    # the first epoch's, whose steps (lr=1e-12) leave a where it was.
+    row = trainer.fit().history[0]
+    assert row["n_batches"] == 26 and row["loss"] < 1e-16
 
 
 def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
@@ -531,8 +549,7 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
         warnings.simplefilter("error")  # a declared model is not warned about
         trainer = Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
     assert trainer.model_is_autonomous
-    batches = trainer._batches(trainer.train_windows, shuffle=True)
-    assert any(len({w.start for w in batch}) > 1 for batch in batches)
+    assert trainer.fit().history[0]["n_batches"] == 2  # 78 windows of 26 starts, 64 a batch
 
 
 @pytest.mark.parametrize(
