@@ -544,12 +544,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _resume_hint(trainer: Any) -> str:
-    """Where an interrupted ``physode train`` can continue from, if it saved anything."""
+    """Where an interrupted ``physode train`` can continue from, if it saved anything. The
+    trainer went back to its last completed epoch and, with ``--checkpoint-dir``, saved it."""
     during = f" during epoch {trainer.epoch + 1}"
     if trainer.last_checkpoint is None:
         if trainer.config.checkpoint_dir is None:
             return f"{during}; nothing was saved (--checkpoint-dir keeps a checkpoint to resume)"
-        return f"{during}, before its first checkpoint; nothing was saved"
+        return f"{during}, before any epoch ended; nothing was saved"
     path, epoch = trainer.last_checkpoint
     return (
         f"{during}; {path} holds the run after epoch {epoch}: rerun the same command with "

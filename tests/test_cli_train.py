@@ -75,6 +75,43 @@ def test_a_run_leaves_the_callers_random_generator_as_it_was(data):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+# ------------------------------------------------------------------ Ctrl-C
+
+
+def test_ctrl_c_saves_the_last_completed_epoch_and_its_resume_ends_as_the_whole_run(
+    data, tmp_path, capsys, monkeypatch
+):
+    # Two batches an epoch; Ctrl-C in the second batch of epoch 5, when last.pt held epoch 3.
+    def run(name: str, *argv: str) -> list[str]:
+        return _neural(data, "--epochs", "5", "--batch-size", "16", "--checkpoint-every", "3",
+                       "--checkpoint-dir", str(tmp_path / name), "--log",
+                       str(tmp_path / f"{name}.json"), *argv)  # fmt: skip
+
+    assert main(run("whole", "--out", str(tmp_path / "whole"))) == 0
+    evaluate, batches = Trainer._evaluate, []
+
+    def interrupted_in_epoch_5(self, *args):
+        batches.append(self.epoch)
+        if batches.count(4) == 2:
+            raise KeyboardInterrupt
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(Trainer, "_evaluate", interrupted_in_epoch_5)
+    assert main(run("cut")) == 130
+    last = tmp_path / "cut" / "last.pt"
+    assert capsys.readouterr().err == (
+        f"physode train: interrupted during epoch 5; {last} holds the run after epoch 4: rerun "
+        f"the same command with --resume {last} to continue it\n"
+    )
+    monkeypatch.undo()
+    assert main(run("cut", "--resume", str(last), "--out", str(tmp_path / "cut"))) == 0
+    logs = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("whole", "cut")]
+    assert [row["epoch"] for row in logs[1]] == [1, 2, 3, 4, 5]
+    assert [row["loss"] for row in logs[1]] == [row["loss"] for row in logs[0]]
+    weights = [torch.load(tmp_path / name / "model.pt") for name in ("whole", "cut")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 # ------------------------------------------------------------------ --resume
 
 

@@ -6,11 +6,13 @@ import csv
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import physode
 import physode.data
@@ -294,6 +296,161 @@ def test_an_interrupted_log_write_keeps_the_old_log_and_leaves_no_temporary_file
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
+def _quick(tmp_path, name: str, **overrides) -> TrainConfig:
+    """Four short epochs on a fixed-step solver, checkpointed every other epoch, in ``name``."""
+    values = dict(
+        epochs=4, window=5, batch_size=8, batches_per_epoch=3, method="rk4", step_size=0.1,
+        val_fraction=0.25, lr_schedule="cosine", seed=3, checkpoint_every=2,
+        checkpoint_dir=str(tmp_path / name), log=str(tmp_path / f"{name}.json"),
+    )  # fmt: skip
+    return TrainConfig(**{**values, **overrides})
+
+
+def _same_run(a: Trainer, b: Trainer) -> None:
+    keys = ("epoch", "loss", "val_loss", "objective", "lr", "aphynity_lambda", "param_k")
+    assert [[r[k] for k in keys] for r in a.history] == [[r[k] for k in keys] for r in b.history]
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("where", ["a batch", "the checkpoint write"])
+def test_an_interrupted_epoch_goes_back_to_the_last_completed_one_saved_and_continued_exactly(
+    tmp_path, monkeypatch, where
+):
+    # Interrupted in epoch 4: last.pt held epoch 2 (checkpoint_every=2), so epoch 3 is saved now.
+    data = spiral_data()
+    whole = Trainer(_aphynity_model(0), data, _quick(tmp_path, "whole"))
+    whole.fit()
+    trainer = Trainer(_aphynity_model(0), data, _quick(tmp_path, "run"))
+    if where == "a batch":  # from the model's hook after the second step of epoch 4
+        update, epochs = trainer.model.update_after_batch, []
+
+        def interrupting_update(loss):
+            epochs.append(trainer.epoch)
+            update(loss)
+            if epochs.count(3) == 2:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(trainer.model, "update_after_batch", interrupting_update)
+    else:  # in the write of last.pt after epoch 4 (its log row written), leaving half a file
+        save, raised = torch.save, []
+
+        def interrupted_save(state, path, *args, **kwargs):
+            if state["epoch"] == 4 and not raised:
+                raised.append(path)
+                Path(path).write_bytes(b"half a checkpoint")
+                raise KeyboardInterrupt
+            return save(state, path, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        trainer.fit()
+    last = tmp_path / "run" / "last.pt"
+    assert interrupted.value.__notes__ == [
+        "physode: training was interrupted during epoch 4; the trainer holds the run after "
+        "epoch 3, as it was then, and trainer.fit() continues it, as does "
+        f"trainer.load_checkpoint({str(last)!r}) on a new trainer"
+    ]
+    assert trainer.epoch == 3 and trainer.last_checkpoint == (last, 3)
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+    assert [row["epoch"] for row in json.loads((tmp_path / "run.json").read_text())] == [1, 2, 3]
+    monkeypatch.undo()
+    resumed = Trainer(_aphynity_model(123), data, _quick(tmp_path, "resumed"))
+    resumed.load_checkpoint(last)
+    resumed.fit()
+    _same_run(resumed, whole)
+    trainer.fit()
+    _same_run(trainer, whole)
+
+
+def test_an_interruption_before_the_first_epoch_ends_saves_nothing_and_says_so(tmp_path):
+    trainer = Trainer(neural(), spiral_data(), _quick(tmp_path, "run", checkpoint_dir=None))
+    trainer.train_epoch = lambda: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        trainer.fit()
+    assert interrupted.value.__notes__ == [
+        "physode: training was interrupted during epoch 1; the trainer holds the run at its "
+        "start, and trainer.fit() continues it"
+    ]
+    assert trainer.last_checkpoint is None
+
+
+@pytest.mark.parametrize("devices", [2, 1])
+def test_a_checkpoint_keeps_the_cuda_random_states_once_cuda_is_used_and_restores_them(
+    tmp_path, monkeypatch, devices
+):
+    # No GPU here: torch.cuda's random-state functions are stood in for.
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in (7, 9)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5)
+    path = trainer.save_checkpoint(tmp_path / "gpu.pt")
+    resumed = Trainer(neural(), spiral_data(), epochs=1, window=5)
+    resumed.load_checkpoint(path)
+    assert [s.tolist() for s in restored] == [s.tolist() for s in states[:devices]]
+
+
+def test_a_run_that_does_not_use_cuda_neither_starts_it_nor_stores_its_random_states(
+    tmp_path, monkeypatch
+):
+    def refused(*args):
+        raise AssertionError("CUDA's random states were read or set")
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", refused)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", refused)
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5)
+    path = trainer.save_checkpoint(tmp_path / "cpu.pt")
+    assert torch.load(path, weights_only=True)["cuda_rng"] is None
+    Trainer(neural(), spiral_data(), epochs=1, window=5).load_checkpoint(path)
+
+
+class _ScalarReads(TorchDispatchMode):
+    """Counts the values of ``dtype`` read to Python (``.item()``, ``float()``): on a GPU each
+    waits for the queued work. Adam's step counters (float32) and the solver's checks (bool)
+    are left out; the solver's are its own business."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype, self.count = dtype, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].dtype == self.dtype:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("update", "per_batch"), [(None, 0), ("epoch", 0), ("batch", 1)])
+def test_an_epoch_reads_its_losses_once_unless_the_model_uses_each_batchs(update, per_batch):
+    def reads(batches: int) -> int:
+        torch.manual_seed(0)
+        model = NeuralODE(2, width=8, depth=1)
+        if update is not None:  # APHYNITY raises λ by each batch's loss (update="batch")
+            model = Hybrid(LinearDecay(0.3), model, Aphynity(1.0, tau=1.0, update=update))
+        trainer = Trainer(model, spiral_data(), epochs=1, window=5, batch_size=4,
+                          batches_per_epoch=batches, method="rk4", step_size=0.1)  # fmt: skip
+        with _ScalarReads(torch.float64) as counted:
+            trainer.train_epoch()
+        return counted.count
+
+    assert reads(5) - reads(1) == 4 * per_batch
+
+
+def test_the_validation_loss_is_read_once_however_many_batches_it_takes():
+    def reads(batch_size: int) -> int:
+        data = spiral_data()
+        trainer = Trainer(neural(), data, val_data=data, window=5, batch_size=batch_size,
+                          method="rk4", step_size=0.1)  # fmt: skip
+        with _ScalarReads(torch.float64) as counted:
+            trainer.validation_loss()
+        return counted.count
+
+    assert reads(2) == reads(16)  # 8 batches and 1
+
+
 @pytest.mark.parametrize("setting", ["checkpoint_dir", "log"])
 def test_an_unwritable_checkpoint_folder_or_log_is_refused_before_training(tmp_path, setting):
     blocker = tmp_path / "a_file"
@@ -320,17 +477,34 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights(tmp_p
         assert torch.equal(value, best["model"][name])
 
 
+class _BatchSizes(nn.Module):
+    """Wraps a model, noting the batch size of every evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.sizes = model, set()
+        if hasattr(model, "autonomous"):
+            self.autonomous = model.autonomous
+
+    def forward(self, t, y):
+        self.sizes.add(y.shape[0])
+        return self.model(t, y)
+
+
 def test_windows_of_a_time_dependent_model_share_a_start_in_every_batch():
-    t, ys = spiral_data()
+    # 4 trajectories of 9 points: 6 window starts, 4 windows each, in batches of 3.
+    t, ys = spiral_data(points=9, t_end=0.8)
     torch.manual_seed(0)
-    trainer = Trainer(NeuralODE(2, width=4, depth=1, time_dependent=True), (t, ys), epochs=1,
-                      window=4, batch_size=3)  # fmt: skip
-    batches = trainer._batches(trainer.train_windows, shuffle=True)
-    assert all(len({w.start for w in batch}) == 1 for batch in batches)
-    assert sum(len(b) for b in batches) == len(trainer.train_windows)
-    autonomous = Trainer(neural(), (t, ys), epochs=1, window=4, batch_size=3)
-    mixed = autonomous._batches(autonomous.train_windows, shuffle=True)
-    assert any(len({w.start for w in batch}) > 1 for batch in mixed)
+    model = _BatchSizes(NeuralODE(2, width=4, depth=1, time_dependent=True))
+    trainer = Trainer(model, (t, ys), epochs=1, window=4, batch_size=3, method="rk4",
+                      step_size=0.25)  # fmt: skip
+    assert trainer.fit().history[0]["n_batches"] == 6 * 2  # every start: 3 windows, then 1
+    assert model.sizes == {3, 1}
+    mixed = _BatchSizes(neural())
+    autonomous = Trainer(mixed, (t, ys), epochs=1, window=4, batch_size=3, method="rk4",
+                         step_size=0.25)  # fmt: skip
+    assert autonomous.fit().history[0]["n_batches"] == 24 // 3  # starts mixed in full batches
+    assert mixed.sizes == {3}
 
 
 class ForcedDecay(nn.Module):
@@ -359,12 +533,13 @@ def test_a_user_model_that_does_not_declare_autonomous_is_solved_at_each_windows
     # It is told, as it is slower than the shared solve an autonomous model gets.
     with pytest.warns(UserWarning, match=r"set model.autonomous = True"):
         trainer = Trainer(ForcedDecay(1.0), data, val_data=data, epochs=1, window=6,
-                          batch_size=64, rtol=1e-10, atol=1e-12)  # fmt: skip
+                          batch_size=64, rtol=1e-10, atol=1e-12, lr=1e-12)  # fmt: skip
     assert not trainer.model_is_autonomous
-    batches = trainer._batches(trainer.train_windows, shuffle=True)
-    assert all(len({w.start for w in batch}) == 1 for batch in batches)
-    assert max(trainer._solve_batch(trainer.train_data, b)[2].item() for b in batches) < 1e-16
     assert trainer.validation_loss() < 1e-16
+    # 3 trajectories of 31 points: 26 window starts, one batch of 3 windows each. The loss is
+    # the first epoch's, whose steps (lr=1e-12) leave a where it was.
+    row = trainer.fit().history[0]
+    assert row["n_batches"] == 26 and row["loss"] < 1e-16
 
 
 def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
@@ -374,8 +549,7 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
         warnings.simplefilter("error")  # a declared model is not warned about
         trainer = Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
     assert trainer.model_is_autonomous
-    batches = trainer._batches(trainer.train_windows, shuffle=True)
-    assert any(len({w.start for w in batch}) > 1 for batch in batches)
+    assert trainer.fit().history[0]["n_batches"] == 2  # 78 windows of 26 starts, 64 a batch
 
 
 @pytest.mark.parametrize(

@@ -155,9 +155,10 @@ class Hybrid(nn.Module):
         return self.residual_norm(t, ys) + lam * trajectory_loss
 
     @torch.no_grad()
-    def update_after_batch(self, trajectory_loss: float) -> None:
+    def update_after_batch(self, trajectory_loss: float | torch.Tensor) -> None:
         """Raise ``λ ← λ + τ · L_traj`` after an optimiser step (APHYNITY with
-        ``update="batch"`` only)."""
+        ``update="batch"`` only). The trainer passes the batch's loss as a 0-dim tensor, read
+        only here, so that other models do not wait for the GPU after every batch."""
         if self.aphynity is not None and self.aphynity.update == "batch":
             self.aphynity_lambda += self.aphynity.tau * float(trajectory_loss)
 

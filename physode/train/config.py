@@ -93,8 +93,9 @@ class TrainConfig:
     log : str or path, optional
         Path of the per-epoch log, ``.csv`` or ``.json``.
     checkpoint_dir : str or path, optional
-        Folder for ``last.pt`` (every ``checkpoint_every`` epochs and at the run's last epoch,
-        early stopping included) and ``best.pt``.
+        Folder for ``last.pt`` (every ``checkpoint_every`` epochs, at the run's last epoch,
+        early stopping included, and at the last completed epoch when Ctrl-C interrupts
+        :meth:`Trainer.fit`) and ``best.pt``.
     checkpoint_every : int
     progress : bool or "auto"
         Show a tqdm progress bar over epochs; ``"auto"``: only when standard error is a

@@ -420,7 +420,9 @@ class Trainer:
         if c.batches_per_epoch is not None:
             batches = batches[: c.batches_per_epoch]
         after_batch = getattr(self.model, "update_after_batch", None)
-        loss_sum = objective_sum = 0.0
+        # The batches' losses are summed where they are, in float64 (the sum of their values as
+        # Python floats, bit for bit), and read once an epoch: reading each would wait for a GPU.
+        loss_sum = objective_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         nfe = nfe_backward = 0
         start = time.perf_counter()
         for batch in batches:
@@ -433,21 +435,23 @@ class Trainer:
                 self.optimizer.step()
             _, loss, objective = evaluations[0]  # at the parameters the step started from
             if after_batch is not None:
-                after_batch(loss.item())
-            loss_sum += loss.item()
-            objective_sum += objective.item()
+                after_batch(loss)  # a 0-dim tensor: a model that reads it waits for the device
+            loss_sum = loss_sum + loss.double()
+            objective_sum = objective_sum + objective.double()
             for sol, _, _ in evaluations:
                 nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
                 nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+        loss_mean = loss_sum.item() / len(batches)
+        objective_mean = objective_sum.item() / len(batches)
         after_epoch = getattr(self.model, "update_after_epoch", None)
         if after_epoch is not None:
-            after_epoch(loss_sum / len(batches))
+            after_epoch(loss_mean)
         wall = time.perf_counter() - start
         self.train_seconds += wall
         row: dict[str, Any] = {
             "epoch": self.epoch + 1,
-            "loss": loss_sum / len(batches),
-            "objective": objective_sum / len(batches),
+            "loss": loss_mean,
+            "objective": objective_mean,
             "lr": self.optimizer.param_groups[0]["lr"],
             "wall_time": wall,
             "nfe_forward": nfe,
@@ -468,12 +472,14 @@ class Trainer:
         if self.val_data is None:
             return None
         self.model.eval()
-        total = weight = 0.0
+        # Summed on the device and read once, as train_epoch sums its losses.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        weight = 0
         for batch in self._batches(self.val_windows, shuffle=False, data=self.val_data):
             _, _, loss = self._solve_batch(self.val_data, batch)
-            total += loss.item() * len(batch)
+            total = total + loss.double() * len(batch)
             weight += len(batch)
-        return total / weight
+        return total.item() / weight
 
     def fit(self, epochs: int | None = None) -> TrainResult:
         """Train until ``config.epochs`` epochs are done or early stopping ends this call.
@@ -484,6 +490,11 @@ class Trainer:
         ``patience`` more epochs to improve on its best validation loss (the best loss and epoch
         are kept). A run that has already done ``config.epochs`` epochs trains nothing, with a
         warning (``TrainResult.epochs_trained == 0``).
+
+        Ctrl-C (``KeyboardInterrupt``) during an epoch puts the trainer back as it was after
+        the last completed epoch, so that another call continues the run exactly; with
+        ``checkpoint_dir`` that state is in its ``last.pt`` (written then unless a checkpoint
+        holds it already). The ``KeyboardInterrupt`` goes on, with a note that says so.
 
         Parameters
         ----------
@@ -500,6 +511,8 @@ class Trainer:
         physode.InvalidArgumentError
             Before the first epoch, if the checkpoint folder or the log's folder cannot be
             created or written.
+        KeyboardInterrupt
+            On Ctrl-C, once the run is back at its last completed epoch (see above).
         """
         c = self.config
         if c.checkpoint_dir is not None:
@@ -521,19 +534,25 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=c.epochs, initial=self.epoch, desc="train", unit="epoch")
+        between = None  # the run after its last completed epoch, while one is under way
         try:
             while self.epoch < last and not self.stopped_early:
+                between = self._between_epochs()
                 row = self.train_epoch()
                 val = self.validation_loss()
                 row["val_loss"] = val
                 self.epoch += 1
                 self._after_epoch(row, val)
+                between = None
                 if bar is not None:
                     shown = {"loss": f"{row['loss']:.3g}"}
                     if val is not None:
                         shown["val"] = f"{val:.3g}"
                     bar.set_postfix(shown, refresh=False)  # drawn by update, with its epoch
                     bar.update(1)
+        except KeyboardInterrupt as exc:
+            self._interrupted(between, exc)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -550,6 +569,47 @@ class Trainer:
             physical_parameters={} if parameters is None else parameters(),
             epochs_trained=self.epoch - first,
         )
+
+    def _between_epochs(self) -> dict[str, Any]:
+        """:meth:`state_dict` copied off the live tensors: the run as it stands between two
+        epochs, for an interruption to go back to."""
+        state = self.state_dict()
+        # The history's rows and the best weights are replaced, never changed in place.
+        history, best_state = state.pop("history"), state.pop("best_state")
+        return {**copy.deepcopy(state), "history": list(history), "best_state": best_state}
+
+    def _interrupted(self, between: dict[str, Any] | None, exc: KeyboardInterrupt) -> None:
+        """Go back to the last completed epoch (``between``, or ``None`` when one had just
+        ended), keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already, and
+        add a note to ``exc`` saying where the run stands and how to continue it."""
+        c = self.config
+        interrupted = self.epoch + 1 if between is None else between["epoch"] + 1
+        if between is not None:
+            logged = len(self.history) > len(between["history"])  # the lost epoch's row
+            self._restore(between)
+            if logged and c.log is not None:
+                write_log(self.history, c.log)
+        saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
+        if c.checkpoint_dir is not None and self.epoch > 0 and not saved:
+            path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
+            self.last_checkpoint = (path, self.epoch)
+        exc.add_note(self._interrupted_note(interrupted))
+
+    def _interrupted_note(self, interrupted: int) -> str:
+        """One line on where an interrupted :meth:`fit` left the run and how to continue it."""
+        where = (
+            "at its start" if self.epoch == 0 else f"after epoch {self.epoch}, as it was then"
+        )
+        line = (
+            f"physode: training was interrupted during epoch {interrupted}; the trainer holds the "
+            f"run {where}, and trainer.fit() continues it"
+        )
+        if self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
+            path = self.last_checkpoint[0]
+            return f"{line}, as does trainer.load_checkpoint({str(path)!r}) on a new trainer"
+        if self.epoch > 0 and self.config.checkpoint_dir is None:
+            return f"{line} (set checkpoint_dir to keep it on disk)"
+        return line
 
     def _start_call(self) -> None:
         """Continue a run that early stopping or the time limit ended: the time limit counts
@@ -655,6 +715,7 @@ class Trainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": _cuda_rng_states(),
             "history": self.history,
             "best_val_loss": self.best_val_loss,
             "best_epoch": self.best_epoch,
@@ -742,17 +803,29 @@ class Trainer:
                 "saved settings to continue the run exactly"
             )
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
-            self.generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
+            self._restore(state)
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             raise InvalidArgumentError(
                 f"cannot resume {path}: its model or optimiser does not fit this trainer's "
                 f"({_all_lines(exc)}); build the trainer with the saved run's model"
             ) from None
+        self.last_checkpoint = (path, self.epoch)
+        if isinstance(state.get("metadata"), dict) and state["metadata"]:
+            self.metadata = dict(state["metadata"])
+        if self.config.log is not None:
+            write_log(self.history, self.config.log)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Put the run in the state that ``state`` (a :meth:`state_dict`) describes."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        cuda_rng = state.get("cuda_rng")  # None from a run without CUDA, or an older checkpoint
+        if cuda_rng and (self.device.type == "cuda" or torch.cuda.is_initialized()):
+            torch.cuda.set_rng_state_all(cuda_rng[: torch.cuda.device_count()])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
         self.best_val_loss = state["best_val_loss"]
@@ -762,11 +835,12 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
-        self.last_checkpoint = (path, self.epoch)
-        if isinstance(state.get("metadata"), dict) and state["metadata"]:
-            self.metadata = dict(state["metadata"])
-        if self.config.log is not None:
-            write_log(self.history, self.config.log)
+
+
+def _cuda_rng_states() -> list[torch.Tensor] | None:
+    """The random states of the CUDA devices once this process uses CUDA (dropout on a GPU draws
+    from them), else ``None``: reading them would start CUDA in a run that has no use for it."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
