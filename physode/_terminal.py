@@ -27,8 +27,9 @@ def progress_wanted(quiet: bool) -> bool:
 @contextlib.contextmanager
 def warnings_as_lines(command: str) -> Iterator[None]:
     """Say each ``physode.PhysodeWarning`` given inside as one line of ``command``'s own
-    (``physode train: warning: ...``) on standard error when the block ends, not as Python shows
-    a warning (with a file and a line); other warnings pass on as they are.
+    (``physode train: warning: ...``) on standard error when the block ends, also on an error or
+    Ctrl-C, not as Python shows a warning (with a file and a line); other warnings pass on as they
+    are.
 
     Examples
     --------
@@ -37,11 +38,14 @@ def warnings_as_lines(command: str) -> Iterator[None]:
     ...     warnings.warn("nothing to do", PhysodeWarning)
     physode demo: warning: nothing to do
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        if issubclass(w.category, PhysodeWarning):
-            print(f"{command}: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for w in caught:
+            if issubclass(w.category, PhysodeWarning):
+                print(f"{command}: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

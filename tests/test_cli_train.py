@@ -546,3 +546,14 @@ def test_progress_takes_true_false_or_auto():
     TrainConfig(progress="auto").validate()
     with pytest.raises(physode.InvalidArgumentError, match="progress='yes'.*'auto'"):
         TrainConfig(progress="yes").validate()
+
+
+def test_warnings_given_before_an_interruption_are_still_said(capsys):
+    from physode import PhysodeWarning
+    from physode._terminal import warnings_as_lines
+
+    with pytest.raises(KeyboardInterrupt):
+        with warnings_as_lines("physode train"):
+            warnings.warn("k differs between trajectories", PhysodeWarning, stacklevel=1)
+            raise KeyboardInterrupt
+    assert capsys.readouterr().err == "physode train: warning: k differs between trajectories\n"
