@@ -824,6 +824,17 @@ def test_val_fraction_holds_out_what_a_data_sets_split_would_and_leaves_both_par
     assert sorted(everything[:, 0, 0].tolist()) == sorted(ys[:, 0, 0].tolist())
 
 
+def test_a_resume_on_data_that_hold_out_other_validation_trajectories_is_refused(tmp_path):
+    t, ys = spiral_data(n=8, points=5)
+    config = dict(epochs=1, val_fraction=0.25, checkpoint_dir=str(tmp_path))
+    Trainer(neural(), (t, ys), **config).fit()
+    more = torch.cat([ys, ys[:4]])  # 12 trajectories: the same seed holds out three others
+    resumed = Trainer(neural(), (t, more), **config)
+    with pytest.raises(physode.InvalidArgumentError, match=r"settings differ .*val_index: \["):
+        resumed.load_checkpoint(tmp_path / "last.pt")
+    Trainer(neural(), (t, ys), **config).load_checkpoint(tmp_path / "last.pt")  # the same data
+
+
 def test_val_fraction_of_a_single_trajectory_is_refused_with_the_count():
     t, ys = spiral_data(n=1, points=5)
     with pytest.raises(physode.InvalidArgumentError, match=r"val_fraction=0.5 needs at least 2 "

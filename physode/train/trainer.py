@@ -215,6 +215,8 @@ class Trainer:
                 "neural part"
             )
         self.config = config
+        # Which trajectories of tensor data val_fraction held out (None where it held none out).
+        self._val_index: list[int] | None = None
         # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
         self._stored_path = (
             data if isinstance(data, str | os.PathLike)
@@ -244,7 +246,7 @@ class Trainer:
         elif self._stored_path is not None:
             val = _optional_split(self._stored_path, "val", noisy=config.noisy)
         elif config.val_fraction > 0:
-            train, val = _split_off(train, config.val_fraction, config.seed)
+            train, val, self._val_index = _split_off(train, config.val_fraction, config.seed)
         else:
             val = None
         dtype = _dtype(config.dtype, train)
@@ -726,6 +728,7 @@ class Trainer:
             "loss_scale": self.loss_scale,
             "config": self.config.to_dict(),
             "metadata": dict(self.metadata),
+            "val_index": self._val_index,
         }
 
     def held_out_data(self, test_data: Any = None) -> Trajectories | None:
@@ -780,7 +783,8 @@ class Trainer:
         physode.InvalidArgumentError
             If the file is missing, damaged or not a physode checkpoint, or was saved with
             different settings, other :attr:`metadata` (where both it and this trainer have
-            some) or another model.
+            some), another model, or data from which ``val_fraction`` holds out other
+            trajectories than the saved run's.
         """
         path = Path(path)
         state = _read_checkpoint(path)
@@ -794,6 +798,8 @@ class Trainer:
         metadata = state.get("metadata")
         if isinstance(metadata, dict) and metadata and self.metadata:  # older checkpoints: none
             changes += _changes(metadata, self.metadata, {**self.metadata, **metadata})
+        if state.get("val_index") is not None:  # the held-out trajectories; older: not kept
+            changes += _changes(state, {"val_index": self._val_index}, ["val_index"])
         if changes:
             pairs = ", ".join(changes)
             if "epochs" in keys and saved.get("epochs") != mine.get("epochs"):
@@ -953,10 +959,12 @@ def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories 
     return None if len(index) == 0 else trajectories_of(stored, index, split, noisy=noisy)
 
 
-def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajectories, Trajectories]:
+def _split_off(
+    data: Trajectories, fraction: float, seed: int
+) -> tuple[Trajectories, Trajectories, list[int]]:
     """Hold out ``fraction`` of the trajectories for validation, counted as a data set's splits
     are (:func:`physode.data.simulation.split_counts`): from two trajectories on, both parts
-    get at least one."""
+    get at least one. Returns the training part, the validation part and the latter's indices."""
     n = len(data)
     n_train, n_val = split_counts(n, (1 - fraction, fraction))
     if n_train == 0 or n_val == 0:
@@ -965,7 +973,8 @@ def _split_off(data: Trajectories, fraction: float, seed: int) -> tuple[Trajecto
             f"validate on, and the data hold {n}; pass val_data=... or use more trajectories"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return data.subset(order[n_val:].sort().values), data.subset(order[:n_val].sort().values)
+    held_out = order[:n_val].sort().values
+    return data.subset(order[n_val:].sort().values), data.subset(held_out), held_out.tolist()
 
 
 def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
