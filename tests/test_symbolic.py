@@ -105,6 +105,44 @@ def test_dynamicsymbols_coordinates_accept_forces_keyed_by_the_function():
     assert physode.System is System
 
 
+
+def test_a_hamiltonian_takes_dynamicsymbols_as_the_lagrangian_does():
+    # from_hamiltonian refused them: "coordinate q(t) must be a sympy.Symbol or a name, not q".
+    t = dynamicsymbols._t
+    q, p = dynamicsymbols("q p")
+    m, c = sympy.symbols("m c")
+    dyn = System.from_hamiltonian(p**2 / (2 * m) + q**2 / 2, [q], [p], {m: 2.0, c: 0.5},
+                                  forces={q: -c * p}, invariants={"qp": q * p})
+    q_, p_ = sympy.symbols("q p")
+    assert dyn.state_names == ["q", "p"]
+    assert dyn.equations == {"q": p_ / m, "p": -q_ - c * p_}
+    assert dyn.invariant_expressions["qp"] == q_ * p_
+    assert t not in dyn.equations["p"].free_symbols
+
+
+@pytest.mark.parametrize("coordinate", ["theta", sympy.Symbol("theta")])
+def test_a_coordinate_named_as_a_dynamicsymbol_of_the_lagrangian_is_that_dynamicsymbol(
+    coordinate,
+):
+    # coordinates=["theta"] with theta(t) in L was "function(s) theta that have no torch
+    # translation": the name says which coordinate is meant, as it does for symbols.
+    t = dynamicsymbols._t
+    th = dynamicsymbols("theta")
+    m, g = sympy.symbols("m g")
+    lagrangian = m * th.diff(t) ** 2 / 2 + m * g * sympy.cos(th)
+    by_name = System.from_lagrangian(lagrangian, [coordinate], {m: 1.0, g: 9.81},
+                                     forces={"theta": -th.diff(t)})
+    given = System.from_lagrangian(lagrangian, [th], {m: 1.0, g: 9.81}, forces={th: -th.diff(t)})
+    assert by_name.state_names == given.state_names == ["theta", "theta_dot"]
+    assert by_name.equations == given.equations
+
+
+def test_a_string_lagrangian_in_dynamicsymbols_reads_its_declared_names():
+    # The string was parsed without the declared names: a parameter 'E' was Euler's number.
+    q = dynamicsymbols("q")
+    system = System.from_lagrangian("E*q(t).diff(t)**2/2 - q(t)**2/2", [q], {"E": 2.0})
+    assert system.rhs(0.0, torch.tensor([1.0, 0.0], dtype=F64)).tolist() == [0.0, -0.5]
+
 def test_catalogue_double_pendulum_matches_the_python_definition():
     t = dynamicsymbols._t
     lagrangian, coords, params = _double_pendulum_lagrangian(t)

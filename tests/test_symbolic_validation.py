@@ -903,3 +903,25 @@ def test_a_parameter_table_without_a_value_in_a_file_is_told_the_file_syntax():
         system_from_spec(spec)
     assert ("parameter 'g' has no value; add one to its table, e.g. "
             "g = { value = 1.0, range = ... }") in str(info.value)
+
+
+@pytest.mark.parametrize("path, where, text", [
+    ("python", "equation for x", "-k*x ^ 2"),
+    ("spec", "equation for x", "-k*x ^ 2"),
+    ("dynamicsymbols", "Lagrangian", "q(t).diff(t)^2/2 - k*q(t)^2/2"),
+])
+def test_a_caret_is_refused_with_one_message_from_python_and_in_a_file(path, where, text):
+    # From Python, SymPy read '^' as a power (-k*x**2) while a file refused it: one text, two
+    # meanings. Now both refuse it, with the same problem.
+    if path == "python":
+        build = functools.partial(System.from_equations, {"x": text}, {"k": 1.0})
+    elif path == "spec":
+        build = functools.partial(system_from_spec, _one_state(f'"{text}"'))
+    else:
+        q = sympy.Function("q")(t)
+        build = functools.partial(System.from_lagrangian, text, [q], {"k": 1.0})
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        build()
+    assert (f"{where}: '^' is not allowed; write powers as ** (Python reads '^' as exclusive "
+            "or)") in str(info.value)
+

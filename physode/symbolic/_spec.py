@@ -22,7 +22,14 @@ import sympy
 from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
-from physode.symbolic._names import did_you_mean, keyword_reason, read_names, scope
+from physode.symbolic._names import (
+    CARET_REASON,
+    caret_reason,
+    did_you_mean,
+    keyword_reason,
+    read_names,
+    scope,
+)
 from physode.symbolic._system import (
     MASS_MATRIX_MODES,
     REPORTED,
@@ -71,7 +78,7 @@ _GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS}
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.UAdd, ast.USub)
 _COMPARISONS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _REFUSED_OPERATORS = {
-    ast.BitXor: "'^' is not allowed; write powers as **",
+    ast.BitXor: CARET_REASON,  # found first by caret_reason, as in expressions from Python
     ast.BitAnd: "'&' is not allowed",
     ast.BitOr: "'|' is not allowed",
     ast.LShift: "'<<' is not allowed",
@@ -191,7 +198,7 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
     >>> check_syntax("-k*x**2 + sin(x)", {"x": None, "k": None}) is None
     True
     >>> check_syntax("x ^ 2", {"x": None})
-    "'^' is not allowed; write powers as **"
+    "'^' is not allowed; write powers as ** (Python reads '^' as exclusive or)"
     >>> check_syntax("x.func", {"x": None})
     "attribute access 'x.func' is not allowed"
 
@@ -210,6 +217,9 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
         # Outside a string (refused below) '#' starts a comment, which would silently drop the
         # rest of a multi-line expression once its lines are joined.
         return "'#' is not allowed; an expression cannot hold a comment"
+    caret = caret_reason(text)  # the same rule, by the same code, as for expressions from Python
+    if caret is not None:
+        return caret
     # Iterative, so that a long sum cannot exhaust the recursion limit here.
     stack: list[tuple[ast.AST, bool]] = [(tree.body, False)]
     while stack:
