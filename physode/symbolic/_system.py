@@ -381,9 +381,11 @@ def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, pr
         )
 
 
-def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Problems) -> None:
+def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Problems) -> bool:
+    """Add a problem for each name used twice; whether there was any."""
     # Names are compared as an expression reads them (see ``scope``): 'µ' (micro sign) is 'μ'.
     seen: dict[str, tuple[str, str]] = {}
+    found = False
     for role, symbols in groups.items():
         for sym in symbols:
             key = unicodedata.normalize("NFKC", sym.name)
@@ -391,6 +393,7 @@ def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Pr
                 seen[key] = (sym.name, role)
                 continue
             first, first_role = seen[key]
+            found = True
             if first == sym.name:
                 problems.add(
                     f"the name {sym.name!r} is used twice (as a {first_role} and as a {role})"
@@ -400,6 +403,7 @@ def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Pr
                     f"the names {first!r} (a {first_role}) and {sym.name!r} (a {role}) read as "
                     f"the same name {key!r} in an expression (Unicode NFKC); rename one"
                 )
+    return found
 
 
 class _Symbolic:
@@ -1579,6 +1583,19 @@ def _expressions(*values: Any) -> list[Any]:
     return out
 
 
+def _reported(
+    coordinates: Any, partners: Any, parameters: Any, opts: Mapping[str, Any], problems: Problems
+) -> bool:
+    """Whether the coordinates or their velocities or momenta are ``REPORTED``: a list that a
+    specification file lacks or spoils, reported already. Without it nothing can be matched, so
+    only the parameters are checked then: counting the missing list ("0 momenta given for 1
+    coordinates") would report the same problem again."""
+    if coordinates is not REPORTED and partners is not REPORTED:
+        return False
+    _parameters(parameters, opts["parameter_ranges"], problems)
+    return True
+
+
 def _pairs_and_parameters(
     form: str,
     qs: list,
@@ -1591,23 +1608,24 @@ def _pairs_and_parameters(
 ):
     """Checks shared by the Lagrangian and Hamiltonian forms: one partner (velocity or momentum)
     per coordinate, the parameters, no symbol in two roles, the common options. Returns the
-    partners, parameters, values, ranges, common options, the set of known symbols and the phrase
-    naming them, or None when the symbols are too broken to go on."""
+    partners, parameters, values, ranges, common options, the set of known symbols, the phrase
+    naming them and whether a name is used twice, or None when the symbols are too broken to go
+    on."""
     singular, plural = role
     ps = [_symbol(p, singular, problems) for p in partners]
-    if len(ps) != len(qs):
-        problems.add(f"{len(ps)} {plural} given for {len(qs)} coordinates")
     if not qs:
         problems.add(f"a {form} system needs at least one coordinate")
+    elif len(ps) != len(qs):
+        problems.add(f"{len(ps)} {plural} given for {len(qs)} coordinates")
     params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
     if None in qs or None in ps or len(ps) != len(qs) or not qs:
         return None
     roles = {"coordinate": qs, singular: ps, "parameter": params, "time": [time]}
-    _check_duplicates(roles, problems)
+    used_twice = _check_duplicates(roles, problems)
     common = _check_common(problems, opts, qs + ps, params)
     known = set(qs) | set(ps) | set(params) | {time}
     phrase = f"neither a coordinate, a {singular} nor a parameter"
-    return ps, params, values, ranges, common, known, phrase
+    return ps, params, values, ranges, common, known, phrase, used_twice
 
 
 def build_lagrangian(
@@ -1630,6 +1648,8 @@ def build_lagrangian(
     if mass_matrix not in MASS_MATRIX_MODES:
         problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
         mass_matrix = "auto"
+    if _reported(coordinates, velocities, parameters, opts, problems):
+        return None
     coordinates = _names_list(coordinates, "coordinates", problems)
     if velocities is not None:
         velocities = _names_list(velocities, "velocities", problems)
@@ -1649,10 +1669,12 @@ def build_lagrangian(
     )
     if checked is None:
         return None
-    vs, params, values, ranges, common, known, phrase = checked
+    vs, params, values, ranges, common, known, phrase, used_twice = checked
     had_dissipation = dissipation is not None
     lagrangian = _expr(lagrangian, "Lagrangian", problems, known, dynamic)
-    # A mass matrix of a Lagrangian with unknown symbols would only add follow-on problems.
+    # A mass matrix of a Lagrangian with unknown symbols, or with a name in two roles (a velocity
+    # listed as a coordinate: its own velocity has no kinetic term), would only add follow-on
+    # problems.
     unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
     if unknown:
         _check_form(lagrangian, "Lagrangian", vs, known, problems)
@@ -1675,7 +1697,7 @@ def build_lagrangian(
     n = len(qs)
     small = n <= SYMBOLIC_SOLVE_MAX or _mechanics.is_diagonal(dyn.mass_matrix)
     symbolic = mass_matrix == "symbolic" or (mass_matrix == "auto" and small)
-    if not unknown:
+    if not unknown and not used_twice:
         _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
 
     time_free = time not in lagrangian.free_symbols
@@ -1758,6 +1780,8 @@ def build_hamiltonian(
     """Validate and build a Hamiltonian system, adding problems instead of raising."""
     time = _time(time, problems)
     opts = _options(options, problems, "from_hamiltonian")
+    if _reported(coordinates, momenta, parameters, opts, problems):
+        return None
     coordinates = _names_list(coordinates, "coordinates", problems)
     momenta = _names_list(momenta, "momenta", problems)
     dynamic = _Dynamic(time)
@@ -1772,7 +1796,7 @@ def build_hamiltonian(
     )
     if checked is None:
         return None
-    ps, params, values, ranges, common, known, phrase = checked
+    ps, params, values, ranges, common, known, phrase, _ = checked
     hamiltonian = _expr(hamiltonian, "Hamiltonian", problems, known, dynamic)
     if _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems):
         _check_form(hamiltonian, "Hamiltonian", ps, known, problems)
