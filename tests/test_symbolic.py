@@ -262,6 +262,25 @@ def test_energy_is_derived_only_for_time_independent_conservative_systems():
     assert "energy" not in physode.systems.load("damped_pendulum").invariant_names
 
 
+
+def test_energy_with_a_drive_in_the_lagrangian_is_refused_saying_why_and_as_a_force_is_not():
+    # The message listed which systems have an energy, not that this L depends on t, while the
+    # docs promised the energy "also for damped/forced systems".
+    x, v, a, w, t = sympy.symbols("x v a omega t")
+    in_lagrangian = System.from_lagrangian(v**2 / 2 - x**2 / 2 + a * sympy.cos(w * t) * x, [x],
+                                           {a: 0.5, w: 2.0}, velocities=[v])
+    as_force = System.from_lagrangian(v**2 / 2 - x**2 / 2, [x], {a: 0.5, w: 2.0},
+                                      velocities=[v], forces={x: a * sympy.cos(w * t)})
+    y = torch.tensor([1.0, 2.0], dtype=F64)
+    assert in_lagrangian.equations == as_force.equations
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        in_lagrangian.energy(y)
+    assert ("its Lagrangian depends on time 't' explicitly, so its energy function "
+            "sum_i v_i dL/dv_i - L depends on 't' as well and is not conserved") in str(info.value)
+    assert "forces={q: Q(t)}" in str(info.value)
+    assert as_force.energy(y).item() == 2.5
+    assert as_force.invariant_names == [] and in_lagrangian.invariant_names == []
+
 def test_declared_invariants_are_evaluated_batched():
     kep = physode.systems.load("kepler")
     y = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 2.0, -0.5, 0.0]], dtype=F64)

@@ -903,13 +903,17 @@ class System:
         return self._kernel("energy", lambda: {"the energy": self.energy_expression})
 
     def energy(self, y: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
-        """The mechanical energy, also for damped or forced systems where it is not conserved.
+        """The energy: ``sum_i v_i dL/dv_i - L`` of a Lagrangian, the Hamiltonian, or the
+        declared ``energy`` invariant of equations; also where dissipation or generalized
+        ``forces`` (a drive ``Q(t)`` included) make it change.
 
         Raises
         ------
         physode.InvalidArgumentError
-            When the system has no energy (first-order equations without a declared
-            ``energy`` invariant, or a time-dependent Lagrangian or Hamiltonian).
+            When the system has none: first-order equations without a declared ``energy``
+            invariant, or a Lagrangian or Hamiltonian that depends on time explicitly (its
+            energy function would depend on time too, and this method takes none; write a
+            drive as a generalized force instead, which leaves ``L`` or ``H`` free of time).
 
         Examples
         --------
@@ -919,13 +923,30 @@ class System:
         0.903...
         """
         if not self._has_energy:
-            raise InvalidArgumentError(
-                f"{self.name} has no energy function (form {self.form!r}); systems with one: "
-                "time-independent Lagrangian or Hamiltonian systems, or equations declaring an "
-                "'energy' invariant"
-            )
+            raise InvalidArgumentError(self._no_energy_reason())
         y, p = self._inputs(y, p)
         return self._energy_kernel(y.new_zeros(()), y, p)[..., 0]
+
+    def _no_energy_reason(self) -> str:
+        """Why :meth:`energy` is not available, and how to make it so."""
+        t = self.time_symbol.name
+        if self.form == "equations":
+            return (
+                f"{self.name} has no energy function: equations have one only where they declare "
+                "an 'energy' invariant (invariants={'energy': ...}, or energy = \"...\" under "
+                "[invariants] in a file)"
+            )
+        if self.form == "lagrangian":
+            what, energy, rate = "Lagrangian", "sum_i v_i dL/dv_i - L", f"-∂L/∂{t}"
+        else:
+            what, energy, rate = "Hamiltonian", "H", f"∂H/∂{t}"
+        return (
+            f"{self.name} has no energy function: its {what} depends on time {t!r} explicitly, "
+            f"so its energy function {energy} depends on {t!r} as well and is not conserved (it "
+            f"changes at the rate {rate}); energy(y, p) takes no time. A drive written as a "
+            f"generalized force (forces={{q: Q({t})}}, or [forces] in a file) leaves the {what} "
+            "free of time and the energy available"
+        )
 
     def vector_field(
         self,
