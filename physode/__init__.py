@@ -69,7 +69,10 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES) | set(_LAZY_NAMES))
+    # The public names and the module's own dunders; not the helpers this file imports
+    # (importlib, TYPE_CHECKING, annotations) nor private submodules loaded on the way.
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(set(__all__) | set(_SUBMODULES) | set(_LAZY_NAMES) | dunders)
 
 
 __all__ = [

@@ -105,6 +105,44 @@ def test_dynamicsymbols_coordinates_accept_forces_keyed_by_the_function():
     assert physode.System is System
 
 
+
+def test_a_hamiltonian_takes_dynamicsymbols_as_the_lagrangian_does():
+    # from_hamiltonian refused them: "coordinate q(t) must be a sympy.Symbol or a name, not q".
+    t = dynamicsymbols._t
+    q, p = dynamicsymbols("q p")
+    m, c = sympy.symbols("m c")
+    dyn = System.from_hamiltonian(p**2 / (2 * m) + q**2 / 2, [q], [p], {m: 2.0, c: 0.5},
+                                  forces={q: -c * p}, invariants={"qp": q * p})
+    q_, p_ = sympy.symbols("q p")
+    assert dyn.state_names == ["q", "p"]
+    assert dyn.equations == {"q": p_ / m, "p": -q_ - c * p_}
+    assert dyn.invariant_expressions["qp"] == q_ * p_
+    assert t not in dyn.equations["p"].free_symbols
+
+
+@pytest.mark.parametrize("coordinate", ["theta", sympy.Symbol("theta")])
+def test_a_coordinate_named_as_a_dynamicsymbol_of_the_lagrangian_is_that_dynamicsymbol(
+    coordinate,
+):
+    # coordinates=["theta"] with theta(t) in L was "function(s) theta that have no torch
+    # translation": the name says which coordinate is meant, as it does for symbols.
+    t = dynamicsymbols._t
+    th = dynamicsymbols("theta")
+    m, g = sympy.symbols("m g")
+    lagrangian = m * th.diff(t) ** 2 / 2 + m * g * sympy.cos(th)
+    by_name = System.from_lagrangian(lagrangian, [coordinate], {m: 1.0, g: 9.81},
+                                     forces={"theta": -th.diff(t)})
+    given = System.from_lagrangian(lagrangian, [th], {m: 1.0, g: 9.81}, forces={th: -th.diff(t)})
+    assert by_name.state_names == given.state_names == ["theta", "theta_dot"]
+    assert by_name.equations == given.equations
+
+
+def test_a_string_lagrangian_in_dynamicsymbols_reads_its_declared_names():
+    # The string was parsed without the declared names: a parameter 'E' was Euler's number.
+    q = dynamicsymbols("q")
+    system = System.from_lagrangian("E*q(t).diff(t)**2/2 - q(t)**2/2", [q], {"E": 2.0})
+    assert system.rhs(0.0, torch.tensor([1.0, 0.0], dtype=F64)).tolist() == [0.0, -0.5]
+
 def test_catalogue_double_pendulum_matches_the_python_definition():
     t = dynamicsymbols._t
     lagrangian, coords, params = _double_pendulum_lagrangian(t)
@@ -223,6 +261,25 @@ def test_energy_is_derived_only_for_time_independent_conservative_systems():
     assert physode.systems.load("harmonic_oscillator").invariant_names == ["energy"]
     assert "energy" not in physode.systems.load("damped_pendulum").invariant_names
 
+
+
+def test_energy_with_a_drive_in_the_lagrangian_is_refused_saying_why_and_as_a_force_is_not():
+    # The message listed which systems have an energy, not that this L depends on t, while the
+    # docs promised the energy "also for damped/forced systems".
+    x, v, a, w, t = sympy.symbols("x v a omega t")
+    in_lagrangian = System.from_lagrangian(v**2 / 2 - x**2 / 2 + a * sympy.cos(w * t) * x, [x],
+                                           {a: 0.5, w: 2.0}, velocities=[v])
+    as_force = System.from_lagrangian(v**2 / 2 - x**2 / 2, [x], {a: 0.5, w: 2.0},
+                                      velocities=[v], forces={x: a * sympy.cos(w * t)})
+    y = torch.tensor([1.0, 2.0], dtype=F64)
+    assert in_lagrangian.equations == as_force.equations
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        in_lagrangian.energy(y)
+    assert ("its Lagrangian depends on time 't' explicitly, so its energy function "
+            "sum_i v_i dL/dv_i - L depends on 't' as well and is not conserved") in str(info.value)
+    assert "forces={q: Q(t)}" in str(info.value)
+    assert as_force.energy(y).item() == 2.5
+    assert as_force.invariant_names == [] and in_lagrangian.invariant_names == []
 
 def test_declared_invariants_are_evaluated_batched():
     kep = physode.systems.load("kepler")

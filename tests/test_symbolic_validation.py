@@ -800,6 +800,42 @@ def test_a_missing_lagrangian_or_hamiltonian_in_a_file_is_its_only_problem(form,
     assert f"missing required key {missing!r}" in str(info.value)
 
 
+
+@pytest.mark.parametrize("form, body, problem", [
+    ("hamiltonian", 'coordinates = ["q"]\nhamiltonian = "p**2/2 + q**2/2"',
+     "missing required key 'momenta'"),
+    ("hamiltonian", 'momenta = ["p"]\nhamiltonian = "p**2/2"',
+     "missing required key 'coordinates'"),
+    ("lagrangian", 'lagrangian = "q_dot**2/2"', "missing required key 'coordinates'"),
+    ("lagrangian", 'coordinates = "q"\nlagrangian = "q_dot**2/2"',
+     """coordinates must be a list of names, got 'q'; write coordinates = ["q"]"""),
+    ("hamiltonian", 'coordinates = ["q"]\nmomenta = "p"\nhamiltonian = "p**2/2"',
+     "momenta must be a list of names, got 'p'"),
+    ("lagrangian", 'coordinates = ["q"]\nvelocities = [1]\nlagrangian = "q_dot**2/2"',
+     "velocities must be a list of names, got [1]"),
+])
+def test_a_missing_or_malformed_list_in_a_file_is_its_only_problem(form, body, problem):
+    # Each was followed by a count of the list it lacked ("0 momenta given for 1 coordinates",
+    # "a Lagrangian system needs at least one coordinate").
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        system_from_spec(f'name = "m"\nform = "{form}"\n{body}\n')
+    assert problem in str(info.value)
+
+
+def test_a_velocity_listed_as_a_coordinate_is_reported_without_a_singular_mass_matrix():
+    # Its own velocity 'theta_dot_dot' has no kinetic term, which was reported as well.
+    th, w = sympy.symbols("theta theta_dot")
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian(w**2 / 2 + g * sympy.cos(th), [th, w], {g: 9.81})
+    assert "the name 'theta_dot' is used twice (as a coordinate and as a velocity)" in str(
+        info.value)
+
+
+def test_no_coordinates_are_not_also_counted_against_the_momenta():
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_hamiltonian(v**2 / 2, [], [v])
+    assert "a Hamiltonian system needs at least one coordinate" in str(info.value)
+
 def test_a_misspelt_coordinate_is_reported_with_a_suggestion_and_no_singular_mass_matrix():
     with pytest.raises(physode.SystemDefinitionError, match="2 problems") as info:
         System.from_lagrangian("theta_dot**2/2 + cos(theta)", coordinates=["thta"])
@@ -903,3 +939,25 @@ def test_a_parameter_table_without_a_value_in_a_file_is_told_the_file_syntax():
         system_from_spec(spec)
     assert ("parameter 'g' has no value; add one to its table, e.g. "
             "g = { value = 1.0, range = ... }") in str(info.value)
+
+
+@pytest.mark.parametrize("path, where, text", [
+    ("python", "equation for x", "-k*x ^ 2"),
+    ("spec", "equation for x", "-k*x ^ 2"),
+    ("dynamicsymbols", "Lagrangian", "q(t).diff(t)^2/2 - k*q(t)^2/2"),
+])
+def test_a_caret_is_refused_with_one_message_from_python_and_in_a_file(path, where, text):
+    # From Python, SymPy read '^' as a power (-k*x**2) while a file refused it: one text, two
+    # meanings. Now both refuse it, with the same problem.
+    if path == "python":
+        build = functools.partial(System.from_equations, {"x": text}, {"k": 1.0})
+    elif path == "spec":
+        build = functools.partial(system_from_spec, _one_state(f'"{text}"'))
+    else:
+        q = sympy.Function("q")(t)
+        build = functools.partial(System.from_lagrangian, text, [q], {"k": 1.0})
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        build()
+    assert (f"{where}: '^' is not allowed; write powers as ** (Python reads '^' as exclusive "
+            "or)") in str(info.value)
+

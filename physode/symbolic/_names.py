@@ -1,16 +1,18 @@
-"""How names are read in expressions and specifications: as Python reads them (NFKC forms,
-keywords), with a suggestion for a misspelt one."""
+"""How expression strings are read, from Python and in specifications alike: names as Python
+reads them (NFKC forms, keywords), with a suggestion for a misspelt one, and ``^`` refused."""
 
 from __future__ import annotations
 
 import difflib
+import io
 import keyword
 import re
+import tokenize
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-__all__ = ["did_you_mean", "keyword_reason", "read_names", "scope"]
+__all__ = ["CARET_REASON", "caret_reason", "did_you_mean", "keyword_reason", "read_names", "scope"]
 
 
 def scope(names: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,6 +62,35 @@ def keyword_reason(text: str, declared: Collection[str] = ()) -> str | None:
         f"{', '.join(map(repr, keywords))} {verb}, which cannot be a name in an expression; "
         f"rename it (e.g. {keywords[0]}_)"
     )
+
+
+#: Why an expression string with ``^`` is refused, from Python and in a specification file alike.
+CARET_REASON = "'^' is not allowed; write powers as ** (Python reads '^' as exclusive or)"
+
+
+def caret_reason(text: str) -> str | None:
+    """:data:`CARET_REASON` when ``text`` uses the operator ``^``; None when it does not.
+
+    SymPy's ``sympify`` reads ``x^2`` as ``x**2``, while Python, and so a specification file,
+    whose expressions are checked as Python (:func:`physode.symbolic._spec.check_syntax`),
+    reads ``^`` as exclusive or, which binds more loosely than ``+``: ``-k*x ^ 2`` is
+    ``(-k*x) ^ 2`` to Python. Refusing it in both keeps one meaning for one text. A ``^``
+    inside a string literal is no operator.
+
+    Examples
+    --------
+    >>> caret_reason("-k*x ^ 2")
+    "'^' is not allowed; write powers as ** (Python reads '^' as exclusive or)"
+    >>> caret_reason("-k*x**2") is None, caret_reason("f('a^b')") is None
+    (True, True)
+    """
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    try:
+        if any(token.exact_type == tokenize.CIRCUMFLEX for token in tokens):
+            return CARET_REASON
+    except (tokenize.TokenError, SyntaxError):  # unbalanced brackets: reported by the parser
+        pass
+    return None
 
 
 def read_names(text: str) -> str:

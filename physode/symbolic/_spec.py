@@ -22,7 +22,14 @@ import sympy
 from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
-from physode.symbolic._names import did_you_mean, keyword_reason, read_names, scope
+from physode.symbolic._names import (
+    CARET_REASON,
+    caret_reason,
+    did_you_mean,
+    keyword_reason,
+    read_names,
+    scope,
+)
 from physode.symbolic._system import (
     MASS_MATRIX_MODES,
     REPORTED,
@@ -71,7 +78,7 @@ _GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS}
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.UAdd, ast.USub)
 _COMPARISONS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _REFUSED_OPERATORS = {
-    ast.BitXor: "'^' is not allowed; write powers as **",
+    ast.BitXor: CARET_REASON,  # found first by caret_reason, as in expressions from Python
     ast.BitAnd: "'&' is not allowed",
     ast.BitOr: "'|' is not allowed",
     ast.LShift: "'<<' is not allowed",
@@ -191,7 +198,7 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
     >>> check_syntax("-k*x**2 + sin(x)", {"x": None, "k": None}) is None
     True
     >>> check_syntax("x ^ 2", {"x": None})
-    "'^' is not allowed; write powers as **"
+    "'^' is not allowed; write powers as ** (Python reads '^' as exclusive or)"
     >>> check_syntax("x.func", {"x": None})
     "attribute access 'x.func' is not allowed"
 
@@ -210,6 +217,9 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
         # Outside a string (refused below) '#' starts a comment, which would silently drop the
         # rest of a multi-line expression once its lines are joined.
         return "'#' is not allowed; an expression cannot hold a comment"
+    caret = caret_reason(text)  # the same rule, by the same code, as for expressions from Python
+    if caret is not None:
+        return caret
     # Iterative, so that a long sum cannot exhaust the recursion limit here.
     stack: list[tuple[ast.AST, bool]] = [(tree.body, False)]
     while stack:
@@ -345,15 +355,21 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
         return None
 
 
-def _string_list(spec: Mapping, key: str, problems: Problems) -> list[str]:
-    value = spec.get(key, [])
+def _string_list(spec: Mapping, key: str, problems: Problems) -> Any:
+    """The list of names under ``key``; ``REPORTED`` when it is missing (a missing required key
+    is reported as such) or is no list of names (reported here), so that the builder does not
+    report its length or its matching as well."""
+    if key not in spec:
+        return REPORTED
+    value = spec[key]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.add(f"{key} must be a list of names, got {value!r}")
-        return []
-    for v in value:
-        if not v.isidentifier():
-            problems.add(f"{key} entry {v!r} is not a valid identifier")
-    return [v for v in value if v.isidentifier()]
+        hint = f'; write {key} = ["{value}"]' if isinstance(value, str) else ""
+        problems.add(f"{key} must be a list of names, got {value!r}{hint}")
+        return REPORTED
+    bad = [v for v in value if not v.isidentifier()]
+    for v in bad:
+        problems.add(f"{key} entry {v!r} is not a valid identifier")
+    return REPORTED if bad else value
 
 
 def _parameters(spec: Mapping, problems: Problems):
@@ -466,11 +482,12 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
     else:
         coordinates = _string_list(spec, "coordinates", problems)
         second_key = "velocities" if form == "lagrangian" else "momenta"
-        if second_key in spec:
-            second = _string_list(spec, second_key, problems)
-        else:
-            second = [f"{q}_dot" for q in coordinates] if form == "lagrangian" else []
-        names.update({s: sympy.Symbol(s) for s in coordinates + second})
+        second = _string_list(spec, second_key, problems)
+        if second is REPORTED and second_key not in spec and form == "lagrangian":
+            second = None if coordinates is REPORTED else [f"{q}_dot" for q in coordinates]
+        for listed in (coordinates, second):
+            if isinstance(listed, list):
+                names.update({s: sympy.Symbol(s) for s in listed})
 
     def parse(value, where):
         expr = parse_expression(value, names, where, problems)
@@ -508,7 +525,7 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
         forces = _forces(spec, parse, problems)
         hamiltonian = parse_required("hamiltonian")
         system = build_hamiltonian(
-            problems, hamiltonian, [names[q] for q in coordinates], [names[p] for p in second],
+            problems, hamiltonian, _symbols(coordinates, names), _symbols(second, names),
             params, time=time, forces=forces, invariants=invariants, **options,
         )
     else:
@@ -520,12 +537,17 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
             problems.add(f"mass_matrix = {mode!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
             mode = "auto"
         system = build_lagrangian(
-            problems, lagrangian, [names[q] for q in coordinates], params,
-            velocities=[names[v] for v in second], time=time, dissipation=dissipation,
+            problems, lagrangian, _symbols(coordinates, names), params,
+            velocities=_symbols(second, names), time=time, dissipation=dissipation,
             forces=forces, invariants=invariants, mass_matrix=mode, **options,
         )
     problems.raise_if_any()
     return attach_spec_text(system, text)
+
+
+def _symbols(listed: Any, names: Mapping[str, sympy.Symbol]) -> Any:
+    """The symbols of the names ``listed``; ``REPORTED`` or None as it is."""
+    return listed if listed is None or listed is REPORTED else [names[n] for n in listed]
 
 
 def _forces(spec: Mapping, parse, problems: Problems) -> dict[str, sympy.Expr] | None:

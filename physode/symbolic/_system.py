@@ -29,7 +29,13 @@ from physode.symbolic._codegen import (
     non_real_constants,
     unsupported_functions,
 )
-from physode.symbolic._names import did_you_mean, keyword_reason, read_names, scope
+from physode.symbolic._names import (
+    caret_reason,
+    did_you_mean,
+    keyword_reason,
+    read_names,
+    scope,
+)
 from physode.symbolic._sampling import Context, Distribution, distribution_from_table
 
 SymbolLike = sympy.Symbol | str
@@ -121,23 +127,34 @@ def _by_name(
 
 
 def _expr(
-    value: Any, where: str, problems: Problems, known: Collection[sympy.Symbol] = ()
+    value: Any,
+    where: str,
+    problems: Problems,
+    known: Collection[sympy.Symbol] = (),
+    dynamic: _Dynamic | None = None,
 ) -> sympy.Expr | None:
     """``value`` as a SymPy expression with finite real constants and supported functions only
     (None, with a problem added, otherwise).
 
     A string is parsed with the ``known`` symbols in scope, so that a declared name such as
     ``E``, ``I``, ``S``, ``beta`` or ``gamma`` is that symbol rather than SymPy's constant or
-    function of the same name.
+    function of the same name; one with ``^`` is refused (:func:`caret_reason`), as in a
+    specification file. The functions of time in ``dynamic`` (``q(t)``, ``q(t).diff(t)``)
+    become their plain symbols.
     """
     if value is REPORTED:
         return None
     if value is None:
         problems.add(f"{where} is None; give a SymPy expression")
         return None
+    if isinstance(value, str) and caret_reason(value) is not None:
+        problems.add(f"{where}: {caret_reason(value)}")
+        return None
     try:
         if isinstance(value, str):
-            expr = sympy.sympify(read_names(value), locals=scope({s.name: s for s in known}))
+            # A coordinate written q(t) is a function in the text, not the symbol q.
+            names = {s.name: s for s in known if dynamic is None or s not in dynamic.plain}
+            expr = sympy.sympify(read_names(value), locals=scope(names))
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
@@ -157,6 +174,8 @@ def _expr(
         kind = "boolean" if isinstance(expr, sympy.logic.boolalg.Boolean) else type(expr).__name__
         problems.add(f"{where} is the {kind} {expr}, not an expression; give a SymPy expression")
         return None
+    if dynamic is not None:
+        expr = dynamic.substitute(expr)
     function = next(
         (node for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Lambda)), None
     )
@@ -362,9 +381,11 @@ def _check_time_free(expr: sympy.Expr | None, where: str, time: sympy.Symbol, pr
         )
 
 
-def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Problems) -> None:
+def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Problems) -> bool:
+    """Add a problem for each name used twice; whether there was any."""
     # Names are compared as an expression reads them (see ``scope``): 'µ' (micro sign) is 'μ'.
     seen: dict[str, tuple[str, str]] = {}
+    found = False
     for role, symbols in groups.items():
         for sym in symbols:
             key = unicodedata.normalize("NFKC", sym.name)
@@ -372,6 +393,7 @@ def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Pr
                 seen[key] = (sym.name, role)
                 continue
             first, first_role = seen[key]
+            found = True
             if first == sym.name:
                 problems.add(
                     f"the name {sym.name!r} is used twice (as a {first_role} and as a {role})"
@@ -381,6 +403,7 @@ def _check_duplicates(groups: Mapping[str, Sequence[sympy.Symbol]], problems: Pr
                     f"the names {first!r} (a {first_role}) and {sym.name!r} (a {role}) read as "
                     f"the same name {key!r} in an expression (Unicode NFKC); rename one"
                 )
+    return found
 
 
 class _Symbolic:
@@ -880,13 +903,17 @@ class System:
         return self._kernel("energy", lambda: {"the energy": self.energy_expression})
 
     def energy(self, y: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
-        """The mechanical energy, also for damped or forced systems where it is not conserved.
+        """The energy: ``sum_i v_i dL/dv_i - L`` of a Lagrangian, the Hamiltonian, or the
+        declared ``energy`` invariant of equations; also where dissipation or generalized
+        ``forces`` (a drive ``Q(t)`` included) make it change.
 
         Raises
         ------
         physode.InvalidArgumentError
-            When the system has no energy (first-order equations without a declared
-            ``energy`` invariant, or a time-dependent Lagrangian or Hamiltonian).
+            When the system has none: first-order equations without a declared ``energy``
+            invariant, or a Lagrangian or Hamiltonian that depends on time explicitly (its
+            energy function would depend on time too, and this method takes none; write a
+            drive as a generalized force instead, which leaves ``L`` or ``H`` free of time).
 
         Examples
         --------
@@ -896,13 +923,30 @@ class System:
         0.903...
         """
         if not self._has_energy:
-            raise InvalidArgumentError(
-                f"{self.name} has no energy function (form {self.form!r}); systems with one: "
-                "time-independent Lagrangian or Hamiltonian systems, or equations declaring an "
-                "'energy' invariant"
-            )
+            raise InvalidArgumentError(self._no_energy_reason())
         y, p = self._inputs(y, p)
         return self._energy_kernel(y.new_zeros(()), y, p)[..., 0]
+
+    def _no_energy_reason(self) -> str:
+        """Why :meth:`energy` is not available, and how to make it so."""
+        t = self.time_symbol.name
+        if self.form == "equations":
+            return (
+                f"{self.name} has no energy function: equations have one only where they declare "
+                "an 'energy' invariant (invariants={'energy': ...}, or energy = \"...\" under "
+                "[invariants] in a file)"
+            )
+        if self.form == "lagrangian":
+            what, energy, rate = "Lagrangian", "sum_i v_i dL/dv_i - L", f"-∂L/∂{t}"
+        else:
+            what, energy, rate = "Hamiltonian", "H", f"∂H/∂{t}"
+        return (
+            f"{self.name} has no energy function: its {what} depends on time {t!r} explicitly, "
+            f"so its energy function {energy} depends on {t!r} as well and is not conserved (it "
+            f"changes at the rate {rate}); energy(y, p) takes no time. A drive written as a "
+            f"generalized force (forces={{q: Q({t})}}, or [forces] in a file) leaves the {what} "
+            "free of time and the energy available"
+        )
 
     def vector_field(
         self,
@@ -1399,6 +1443,7 @@ def _forces_list(
     coordinates: Sequence[sympy.Symbol],
     problems: Problems,
     known: Collection[sympy.Symbol] = (),
+    dynamic: _Dynamic | None = None,
 ) -> list[sympy.Expr] | None:
     if forces is None:
         return None
@@ -1419,14 +1464,15 @@ def _forces_list(
                     f"(coordinates: {', '.join(names)})"
                 )
                 continue
-            out[names.index(key)] = _expr(value, f"force on {key}", problems, known)
+            out[names.index(key)] = _expr(value, f"force on {key}", problems, known, dynamic)
         return out
     forces = list(forces)
     if len(forces) != len(coordinates):
         problems.add(f"{len(forces)} forces given for {len(coordinates)} coordinates")
         return None
     return [
-        _expr(f, f"force on {q}", problems, known) for f, q in zip(forces, names, strict=True)
+        _expr(f, f"force on {q}", problems, known, dynamic)
+        for f, q in zip(forces, names, strict=True)
     ]
 
 
@@ -1434,6 +1480,7 @@ def _invariants(
     invariants: Mapping[str, Any] | None,
     problems: Problems,
     known: Collection[sympy.Symbol] = (),
+    dynamic: _Dynamic | None = None,
 ) -> dict[str, sympy.Expr | None]:
     out = {}
     if invariants is not None and not isinstance(invariants, Mapping):
@@ -1443,33 +1490,99 @@ def _invariants(
         if not isinstance(key, str) or not key.isidentifier():
             problems.add(f"invariant name {key!r} must be an identifier")
             continue
-        out[key] = _expr(value, f"invariant {key!r}", problems, known)
+        out[key] = _expr(value, f"invariant {key!r}", problems, known, dynamic)
     return out
 
 
-def _dynamic_to_symbols(
-    coordinates: Sequence[Any], time: sympy.Symbol, velocities: Sequence[Any] | None
-) -> tuple[list[Any], list[Any] | None, dict]:
-    """Replace dynamicsymbols q(t) by plain symbols; return the substitution for expressions."""
-    if not any(isinstance(c, sympy.core.function.AppliedUndef) for c in coordinates):
-        return list(coordinates), velocities, {}
-    plain, vel, derivs, funcs = [], [], {}, {}
-    for i, c in enumerate(coordinates):
-        applied = isinstance(c, sympy.core.function.AppliedUndef)
-        c = _on_time(c, time) if applied else c
-        q = sympy.Symbol(type(c).__name__) if applied else c
-        if velocities is None:
-            v = sympy.Symbol(f"{q}_dot")
-        else:  # a count that does not match is reported by the caller
-            v = velocities[i] if i < len(velocities) else None
-        if applied and v is not None:
-            derivs[sympy.Derivative(c, time)] = v
-        if applied:
-            funcs[c] = q
-        plain.append(q)
-        vel.append(v)
-    subs = {"derivs": derivs, "funcs": funcs, "time": time}
-    return plain, vel if velocities is None else velocities, subs
+class _Dynamic:
+    """Coordinates (and momenta) written as functions of time, as
+    ``sympy.physics.mechanics.dynamicsymbols`` makes them: ``q(t)`` in an expression stands for
+    the plain symbol ``q`` of the state, ``q(t).diff(t)`` for its velocity.
+
+    A coordinate counts as one when it is given as ``q(t)``, or as the name or symbol ``q``
+    where the expressions hold ``q(t)``: the name says which coordinate is meant, as everywhere
+    in physode (see :func:`_by_name`).
+
+    Examples
+    --------
+    >>> t = sympy.Symbol("t")
+    >>> q = sympy.Function("q")(t)
+    >>> dynamic = _Dynamic(t)
+    >>> dynamic.plain_symbols(["q"], [q.diff(t) ** 2 / 2 - q**2 / 2])
+    [q]
+    >>> dynamic.add_velocities([sympy.Symbol("q")], ["q_dot"])
+    >>> dynamic.substitute(q.diff(t) ** 2 / 2 - q**2 / 2)
+    -q**2/2 + q_dot**2/2
+    """
+
+    def __init__(self, time: sympy.Symbol):
+        self.time = time
+        self.functions: dict[sympy.Expr, sympy.Symbol] = {}  # q(t) -> q
+        self.derivatives: dict[sympy.Expr, sympy.Symbol] = {}  # q(t).diff(t) -> its velocity
+
+    @property
+    def plain(self) -> set[sympy.Symbol]:
+        """The plain symbols that stand for functions of time."""
+        return set(self.functions.values())
+
+    def plain_symbols(self, items: Sequence[Any], expressions: Iterable[Any]) -> list[Any]:
+        """``items`` (coordinates or momenta) with each function of time replaced by its plain
+        symbol; other items as they are (checked by the caller)."""
+        written = self._functions_of_time(expressions)
+        out = []
+        for item in items:
+            if isinstance(item, sympy.core.function.AppliedUndef):
+                function, plain = _on_time(item, self.time), sympy.Symbol(type(item).__name__)
+            elif isinstance(item, sympy.Symbol) and item.name in written:
+                function, plain = written[item.name], item
+            elif isinstance(item, str) and item.isidentifier() and item in written:
+                function, plain = written[item], sympy.Symbol(item)
+            else:
+                out.append(item)
+                continue
+            self.functions[function] = plain
+            out.append(plain)
+        return out
+
+    def add_velocities(self, coordinates: Sequence[Any], velocities: Sequence[Any]) -> None:
+        """Read ``q(t).diff(t)`` as the velocity of ``q`` (a count that does not match, or a
+        velocity that is no name, is reported by the caller)."""
+        for function, plain in self.functions.items():
+            if plain not in coordinates:
+                continue
+            i = list(coordinates).index(plain)
+            velocity = velocities[i] if i < len(velocities) else None
+            if isinstance(velocity, str) and velocity.isidentifier():
+                velocity = sympy.Symbol(velocity)
+            if isinstance(velocity, sympy.Symbol):
+                self.derivatives[sympy.Derivative(function, self.time)] = velocity
+
+    def key(self, key: Any) -> Any:
+        """A key of ``forces``: the name of the coordinate a function of time stands for."""
+        if self.functions and isinstance(key, sympy.Basic):
+            plain = self.functions.get(_on_time(key, self.time))
+            if plain is not None:
+                return plain.name
+        return key
+
+    def substitute(self, expr: sympy.Expr) -> sympy.Expr:
+        """``expr`` with the functions of time and their derivatives replaced."""
+        if not self.functions:
+            return expr
+        return _on_time(expr, self.time).subs(self.derivatives).subs(self.functions)
+
+    def _functions_of_time(self, expressions: Iterable[Any]) -> dict[str, sympy.Expr]:
+        """Name -> ``q(t)`` for each undefined function of time alone in the ``expressions``
+        (SymPy objects; a string is read later, with the declared names)."""
+        found: dict[str, sympy.Expr] = {}
+        for expr in expressions:
+            if not isinstance(expr, sympy.Basic):
+                continue
+            for applied in expr.atoms(sympy.core.function.AppliedUndef):
+                (arg, *rest) = applied.args or (None,)
+                if not rest and isinstance(arg, sympy.Symbol) and arg.name == self.time.name:
+                    found.setdefault(type(applied).__name__, _on_time(applied, self.time))
+        return found
 
 
 def _on_time(expr: sympy.Basic, time: sympy.Symbol) -> sympy.Basic:
@@ -1478,18 +1591,30 @@ def _on_time(expr: sympy.Basic, time: sympy.Symbol) -> sympy.Basic:
     return expr.xreplace({s: time for s in expr.atoms(sympy.Symbol) if s.name == time.name})
 
 
-def _substitute(expr, subs: Mapping) -> Any:
-    """``expr`` with dynamicsymbols replaced; unchanged where it is no SymPy expression
-    (which :func:`_expr` then reports)."""
-    if not subs or expr is None:
-        return expr
-    try:
-        expr = sympy.sympify(expr)
-    except (sympy.SympifyError, TypeError):
-        return expr
-    if not isinstance(expr, sympy.Expr):
-        return expr
-    return _on_time(expr, subs["time"]).subs(subs["derivs"]).subs(subs["funcs"])
+def _expressions(*values: Any) -> list[Any]:
+    """The expressions among ``values`` and the values of mappings and lists among them."""
+    out = []
+    for value in values:
+        if isinstance(value, Mapping):
+            out.extend(value.values())
+        elif _is_collection(value):
+            out.extend(value)
+        else:
+            out.append(value)
+    return out
+
+
+def _reported(
+    coordinates: Any, partners: Any, parameters: Any, opts: Mapping[str, Any], problems: Problems
+) -> bool:
+    """Whether the coordinates or their velocities or momenta are ``REPORTED``: a list that a
+    specification file lacks or spoils, reported already. Without it nothing can be matched, so
+    only the parameters are checked then: counting the missing list ("0 momenta given for 1
+    coordinates") would report the same problem again."""
+    if coordinates is not REPORTED and partners is not REPORTED:
+        return False
+    _parameters(parameters, opts["parameter_ranges"], problems)
+    return True
 
 
 def _pairs_and_parameters(
@@ -1504,23 +1629,24 @@ def _pairs_and_parameters(
 ):
     """Checks shared by the Lagrangian and Hamiltonian forms: one partner (velocity or momentum)
     per coordinate, the parameters, no symbol in two roles, the common options. Returns the
-    partners, parameters, values, ranges, common options, the set of known symbols and the phrase
-    naming them, or None when the symbols are too broken to go on."""
+    partners, parameters, values, ranges, common options, the set of known symbols, the phrase
+    naming them and whether a name is used twice, or None when the symbols are too broken to go
+    on."""
     singular, plural = role
     ps = [_symbol(p, singular, problems) for p in partners]
-    if len(ps) != len(qs):
-        problems.add(f"{len(ps)} {plural} given for {len(qs)} coordinates")
     if not qs:
         problems.add(f"a {form} system needs at least one coordinate")
+    elif len(ps) != len(qs):
+        problems.add(f"{len(ps)} {plural} given for {len(qs)} coordinates")
     params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
     if None in qs or None in ps or len(ps) != len(qs) or not qs:
         return None
     roles = {"coordinate": qs, singular: ps, "parameter": params, "time": [time]}
-    _check_duplicates(roles, problems)
+    used_twice = _check_duplicates(roles, problems)
     common = _check_common(problems, opts, qs + ps, params)
     known = set(qs) | set(ps) | set(params) | {time}
     phrase = f"neither a coordinate, a {singular} nor a parameter"
-    return ps, params, values, ranges, common, known, phrase
+    return ps, params, values, ranges, common, known, phrase, used_twice
 
 
 def build_lagrangian(
@@ -1543,45 +1669,43 @@ def build_lagrangian(
     if mass_matrix not in MASS_MATRIX_MODES:
         problems.add(f"mass_matrix={mass_matrix!r}; valid: {', '.join(MASS_MATRIX_MODES)}")
         mass_matrix = "auto"
+    if _reported(coordinates, velocities, parameters, opts, problems):
+        return None
     coordinates = _names_list(coordinates, "coordinates", problems)
     if velocities is not None:
         velocities = _names_list(velocities, "velocities", problems)
-    coordinates, velocities, subs = _dynamic_to_symbols(coordinates, time, velocities)
-    lagrangian = _substitute(lagrangian, subs)
-    dissipation = _substitute(dissipation, subs)
+    dynamic = _Dynamic(time)
+    coordinates = dynamic.plain_symbols(
+        coordinates, _expressions(lagrangian, dissipation, forces, invariants)
+    )
     if isinstance(forces, Mapping):
-        renamed = subs.get("funcs", {})
-        forces = {
-            str(renamed.get(_on_time(k, time) if isinstance(k, sympy.Basic) else k, k)):
-            _substitute(v, subs) for k, v in forces.items()
-        }
-    elif _is_collection(forces):
-        forces = [_substitute(f, subs) for f in forces]
-    if isinstance(invariants, Mapping):
-        invariants = {k: _substitute(v, subs) for k, v in invariants.items()}
+        forces = {dynamic.key(k): v for k, v in forces.items()}
 
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     if velocities is None:
         velocities = [sympy.Symbol(f"{q.name}_dot") for q in qs if q is not None]
+    dynamic.add_velocities(qs, velocities)
     checked = _pairs_and_parameters(
         "Lagrangian", qs, velocities, ("velocity", "velocities"), parameters, opts, time, problems
     )
     if checked is None:
         return None
-    vs, params, values, ranges, common, known, phrase = checked
+    vs, params, values, ranges, common, known, phrase, used_twice = checked
     had_dissipation = dissipation is not None
-    lagrangian = _expr(lagrangian, "Lagrangian", problems, known)
-    # A mass matrix of a Lagrangian with unknown symbols would only add follow-on problems.
+    lagrangian = _expr(lagrangian, "Lagrangian", problems, known, dynamic)
+    # A mass matrix of a Lagrangian with unknown symbols, or with a name in two roles (a velocity
+    # listed as a coordinate: its own velocity has no kinetic term), would only add follow-on
+    # problems.
     unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
     if unknown:
         _check_form(lagrangian, "Lagrangian", vs, known, problems)
     if dissipation is not None:
-        dissipation = _expr(dissipation, "dissipation function", problems, known)
+        dissipation = _expr(dissipation, "dissipation function", problems, known, dynamic)
         _check_unknown(dissipation, "dissipation function", known, phrase, problems)
-    force_list = _forces_list(forces, qs, problems, known)
+    force_list = _forces_list(forces, qs, problems, known, dynamic)
     for q, f in zip(qs, force_list or [], strict=False):
         _check_unknown(f, f"force on {q.name}", known, phrase, problems)
-    declared = _invariants(invariants, problems, known)
+    declared = _invariants(invariants, problems, known, dynamic)
     for key, expr in declared.items():
         _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
         _check_time_free(expr, f"invariant {key!r}", time, problems)
@@ -1594,7 +1718,7 @@ def build_lagrangian(
     n = len(qs)
     small = n <= SYMBOLIC_SOLVE_MAX or _mechanics.is_diagonal(dyn.mass_matrix)
     symbolic = mass_matrix == "symbolic" or (mass_matrix == "auto" and small)
-    if not unknown:
+    if not unknown and not used_twice:
         _check_mass_matrix(dyn.mass_matrix, qs, vs, params, values, problems)
 
     time_free = time not in lagrangian.free_symbols
@@ -1677,22 +1801,30 @@ def build_hamiltonian(
     """Validate and build a Hamiltonian system, adding problems instead of raising."""
     time = _time(time, problems)
     opts = _options(options, problems, "from_hamiltonian")
+    if _reported(coordinates, momenta, parameters, opts, problems):
+        return None
     coordinates = _names_list(coordinates, "coordinates", problems)
-    qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     momenta = _names_list(momenta, "momenta", problems)
+    dynamic = _Dynamic(time)
+    written = _expressions(hamiltonian, forces, invariants)
+    coordinates = dynamic.plain_symbols(coordinates, written)
+    momenta = dynamic.plain_symbols(momenta, written)
+    if isinstance(forces, Mapping):
+        forces = {dynamic.key(k): v for k, v in forces.items()}
+    qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     checked = _pairs_and_parameters(
         "Hamiltonian", qs, momenta, ("momentum", "momenta"), parameters, opts, time, problems
     )
     if checked is None:
         return None
-    ps, params, values, ranges, common, known, phrase = checked
-    hamiltonian = _expr(hamiltonian, "Hamiltonian", problems, known)
+    ps, params, values, ranges, common, known, phrase, _ = checked
+    hamiltonian = _expr(hamiltonian, "Hamiltonian", problems, known, dynamic)
     if _check_unknown(hamiltonian, "Hamiltonian", known, phrase, problems):
         _check_form(hamiltonian, "Hamiltonian", ps, known, problems)
-    force_list = _forces_list(forces, qs, problems, known)
+    force_list = _forces_list(forces, qs, problems, known, dynamic)
     for q, f in zip(qs, force_list or [], strict=False):
         _check_unknown(f, f"force on {q.name}", known, phrase, problems)
-    declared = _invariants(invariants, problems, known)
+    declared = _invariants(invariants, problems, known, dynamic)
     for key, expr in declared.items():
         _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
         _check_time_free(expr, f"invariant {key!r}", time, problems)
