@@ -931,3 +931,23 @@ def test_a_chunk_file_of_an_earlier_physode_is_recomputed_with_the_time_reached(
     with load(out) as data:
         assert (data.t_final == FAST["t_end"]).all() and set(data.drift) == {"energy"}
 
+
+def test_values_beyond_float32_storage_are_named_in_a_warning(tmp_path):
+    # x = x0 exp(t) reaches 1e43 by t = 100: stored as float32 it became inf, and only NumPy's
+    # "overflow encountered in cast" said anything.
+    spec = tmp_path / "growth.toml"
+    spec.write_text(
+        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
+    )
+    settings = {**FAST, "t_end": 100.0, "trajectories": 3, "dtype": "float32"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        simulate(spec, out=tmp_path / "growth.h5", **settings)
+    assert [type(w.message) for w in caught] == [physode.PhysodeWarning]
+    assert str(caught[0].message).startswith(
+        "3 trajectories (0, 1, 2) reach values beyond the range of float32 (up to "
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simulate(spec, out=tmp_path / "shorter.h5", **{**settings, "t_end": 50.0})

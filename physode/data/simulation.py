@@ -36,6 +36,7 @@ from physode.data._store import (
     FORMAT_VERSION,
     SPLITS,
     Chunk,
+    first_few,
     read_chunk,
     sha256_text,
     write_chunk,
@@ -838,7 +839,9 @@ def simulate(
     -----
     physode.PhysodeWarning
         When there are fewer trajectories than positive fractions in ``split``, so that a split
-        you asked for stays empty (the data set is written all the same).
+        you asked for stays empty (the data set is written all the same); when ``dtype`` is
+        ``"float32"`` and some values exceed its range, so that they are stored as inf (the
+        trajectories are named).
 
     Examples
     --------
@@ -983,6 +986,8 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
             chunk = _simulate_chunk(system, start, stop, t, run, bar.update)
             write_chunk(path, chunk, run_id)
 
+    overflow = _Overflow() if run["dtype"] == "float32" else None
+
     def finished_chunks():
         for k in range(n_chunks):
             chunk = read_chunk(workspace.chunk_path(k), run_id)
@@ -994,6 +999,8 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
                     "run writing the same output?); rerun with resume=True (--resume) to "
                     "recompute it"
                 )
+            if overflow is not None:
+                overflow.add(chunk)
             yield chunk
 
     chunks = finished_chunks()
@@ -1018,22 +1025,58 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
         "flag_bits": json.dumps({"solver_failed": FLAG_SOLVER_FAILED, "drift": FLAG_DRIFT}),
     }
     tmp = out.with_name(out.name + ".tmp")
-    write_store(
-        tmp,
-        t=t.numpy(),
-        n_trajectories=n,
-        n_state=len(system.state_names),
-        n_params=len(system.parameters),
-        invariant_names=invariant_names,
-        dtype=run["dtype"],
-        noisy=run["noise"] > 0,
-        split=split_indices(n, run["split"], run["seed"]),
-        attrs=attrs,
-        chunks=itertools.chain([first], chunks),
-        chunk_size=run["chunk_size"],
-    )
+    with np.errstate(over="ignore"):  # values beyond float32 become inf; said below, once
+        write_store(
+            tmp,
+            t=t.numpy(),
+            n_trajectories=n,
+            n_state=len(system.state_names),
+            n_params=len(system.parameters),
+            invariant_names=invariant_names,
+            dtype=run["dtype"],
+            noisy=run["noise"] > 0,
+            split=split_indices(n, run["split"], run["seed"]),
+            attrs=attrs,
+            chunks=itertools.chain([first], chunks),
+            chunk_size=run["chunk_size"],
+        )
     os.replace(tmp, out)
+    if overflow is not None:
+        overflow.warn()
     return resumed
+
+
+class _Overflow:
+    """The trajectories whose float64 values (states, derivatives, noisy states) are finite but
+    too large for float32 storage, which stores them as inf."""
+
+    def __init__(self):
+        self.rows: list[int] = []
+        self.largest = 0.0
+
+    def add(self, chunk: Chunk) -> None:
+        rows = np.zeros(chunk.stop - chunk.start, dtype=bool)
+        for values in (chunk.states, chunk.derivatives, chunk.noisy_states):
+            if values is None:
+                continue
+            with np.errstate(over="ignore"):
+                lost = np.isfinite(values) & np.isinf(values.astype(np.float32))
+            if lost.any():
+                rows |= lost.reshape(len(rows), -1).any(axis=1)
+                self.largest = max(self.largest, float(np.abs(values[lost]).max()))
+        self.rows += (chunk.start + np.flatnonzero(rows)).tolist()
+
+    def warn(self) -> None:
+        if not self.rows:
+            return
+        trajectories = "trajectory" if len(self.rows) == 1 else "trajectories"
+        warnings.warn(
+            f"{len(self.rows)} {trajectories} ({first_few(sorted(self.rows))}) reach values "
+            f"beyond the range of float32 (up to {self.largest:.3g}), stored as inf; store "
+            "them with dtype='float64' (--dtype float64), or simulate a shorter t_end",
+            PhysodeWarning,
+            stacklevel=4,
+        )
 
 
 def _discard_leftovers(out: Path, run: dict) -> None:
