@@ -235,7 +235,8 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "larger, as in physode.diagnostics.conservation) and the worst trajectories. It reads\n"
         "every dataset, which verifies every checksum of the file.\n\n"
         "The drift covers the trajectories solved to the end; solver failures are\n"
-        "counted and listed apart.\n\n"
+        "listed apart, by cause (step-size underflow, max_steps used up, non-finite\n"
+        "state), each with the time it reached.\n\n"
         "exit status: 0 every invariant within the tolerance and no solver failures,\n"
         "1 an invariant beyond it or the file has solver failures, 2 the file cannot\n"
         "be read or an argument is bad, 3 an internal error (a bug)",

@@ -52,6 +52,7 @@ def digest(path: Path) -> str:
             h.update(repr((key, data.attrs[key])).encode())
         small = [data.t, data.params, data.flags, data.status, data.n_steps, data.n_rejected]
         small += [data.nfe, *(data.split[name] for name in sorted(data.split))]
+        small += [data.t_final, *(data.drift[name] for name in sorted(data.drift))]
         large = [data.states, data.derivatives, data.noisy_states]
         large += [data.invariants[name] for name in sorted(data.invariants)]
         for array in small + [a[()] for a in large if a is not None]:

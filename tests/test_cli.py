@@ -92,7 +92,8 @@ def test_check_exits_0_within_tolerance_and_1_beyond_it(dataset, capsys):
 
 def _with_solver_failures(source: Path, target: Path, rows: list[int]) -> Path:
     """A copy of ``source`` whose ``rows`` failed as a solve does: NaN from the third point on,
-    flag bit 1 and status MAX_STEPS."""
+    flag bit 1, status MAX_STEPS, and the time reached halfway between the second and third
+    points."""
     target.write_bytes(source.read_bytes())
     with h5py.File(target, "r+") as f:
         for name in ("states", "derivatives", *(f"invariants/{k}" for k in f["invariants"])):
@@ -103,6 +104,9 @@ def _with_solver_failures(source: Path, target: Path, rows: list[int]) -> Path:
         flags[rows] |= 1
         status[rows] = int(physode.Status.MAX_STEPS)
         f["flags"][...], f["solver/status"][...] = flags, status
+        t_final, t = f["solver/t_final"][()], f["t"][()]
+        t_final[rows] = (t[1] + t[2]) / 2
+        f["solver/t_final"][...] = t_final
     return target
 
 
@@ -126,6 +130,17 @@ def test_check_measures_drift_on_the_solved_trajectories_and_exits_1_for_the_fai
     (energy,) = report.invariants
     assert 0 <= energy.worst < 1e-6 and 0 <= energy.median <= energy.worst
     assert sorted(i for i, _ in energy.worst_trajectories) == [0, 2]
+
+
+def test_check_lists_each_failures_cause_and_the_time_it_reached(dataset, tmp_path, capsys):
+    # The failed trajectories were listed by row alone: neither why they stopped nor where.
+    path = _with_solver_failures(dataset, tmp_path / "failed.h5", [0, 2])
+    assert main(["check", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:3] == [
+        "solver failures by cause (t: the time each reached, of 2):",
+        "  max_steps used up  2: trajectories 0 (t = 0.75), 2 (t = 0.75)",
+    ]
 
 
 def test_check_names_both_the_failures_and_an_invariant_beyond_tolerance(

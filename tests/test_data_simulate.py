@@ -839,3 +839,115 @@ def test_a_drift_that_is_not_a_number_is_flagged_as_drift(tmp_path, monkeypatch)
     assert result.n_drifted == 1 and result.n_failed == 0
     with load(out) as data:
         assert data.flags.tolist() == [0, 2, 0]
+
+
+def _blow_up_spec(tmp_path) -> Path:
+    """x' = x**2 from x0 in [0.2, 1]: x = x0 / (1 - x0 t) blows up at t = 1 / x0."""
+    spec = tmp_path / "blow_up.toml"
+    spec.write_text(
+        'name = "blow_up"\ndescription = "x\' = x**2"\nform = "equations"\n'
+        '[equations]\nx = "x**2"\n[initial_state_distribution]\nkind = "uniform"\n'
+        "x = [0.2, 1.0]\n"
+    )
+    return spec
+
+
+def test_solver_failures_store_the_time_reached_and_are_reported_by_cause(tmp_path):
+    # Failures were counted, and check listed their rows, but neither said why a solve stopped
+    # nor when: the time reached was not stored.
+    out = tmp_path / "blow_up.h5"
+    result = simulate(_blow_up_spec(tmp_path), trajectories=6, out=out, seed=2, **FAST)
+    with load(out) as data:
+        x0, t_final, status = data.states[:, 0, 0], data.t_final, data.status
+    blown = 1 / x0 < FAST["t_end"]
+    assert 0 < blown.sum() < 6 and result.n_failed == blown.sum()
+    assert (status[blown] == int(physode.Status.STEP_SIZE_UNDERFLOW)).all()
+    np.testing.assert_allclose(t_final[blown], 1 / x0[blown], rtol=1e-6)
+    assert (t_final[~blown] == FAST["t_end"]).all() and (status[~blown] == 0).all()
+
+    times = sorted(t_final[blown])
+    assert result.failures == {
+        "step-size underflow": (blown.sum(), times[0], times[-1]),
+    }
+    assert result.summary().splitlines()[1] == (
+        f"  solver failures: step-size underflow {blown.sum()} (t reached {times[0]:.4g} to "
+        f"{times[-1]:.4g})"
+    )
+    report = check(out)
+    assert [(f.trajectory, f.cause) for f in report.failures] == [
+        (i, "step-size underflow") for i in np.flatnonzero(blown)
+    ]
+    assert [f.t_reached for f in report.failures] == t_final[blown].tolist()
+    first = report.failures[0]
+    assert (
+        f"  step-size underflow  {blown.sum()}: trajectories {first.trajectory} "
+        f"(t = {first.t_reached:.4g}), "
+    ) in report.table()
+    again = simulate(_blow_up_spec(tmp_path), trajectories=6, out=out, seed=2, resume=True, **FAST)
+    assert not again.written and again.summary().splitlines()[1] == result.summary().splitlines()[1]
+
+
+def test_the_summary_names_the_invariants_that_drifted_with_their_counts_and_worst_drift(
+    tmp_path,
+):
+    # It said "3 invariant drift flags" and no more: which invariant, and how far, took a check.
+    spec = tmp_path / "osc.toml"
+    spec.write_text(
+        'name = "osc"\nform = "equations"\n[equations]\nx = "v"\nv = "-x"\n'
+        '[invariants]\nenergy = "(x**2 + v**2)/2"\nnot_conserved = "x"\n'
+    )
+    out = tmp_path / "drifted.h5"
+    result = simulate(spec, trajectories=3, out=out, **FAST)
+    with load(out) as data:
+        drift = data.drift
+        recomputed = physode.data.drift_per_trajectory(
+            data.system,
+            torch.from_numpy(data.states[()]),
+            torch.from_numpy(data.params),
+            torch.from_numpy(data.t),
+        )
+    for name in ("energy", "not_conserved"):
+        np.testing.assert_array_equal(drift[name], recomputed[name].max(axis=1))
+    assert (drift["energy"] < 1e-6).all() and (drift["not_conserved"] > 1e-2).all()
+    worst = float(drift["not_conserved"].max())
+    assert result.n_drifted == 3 and result.drifts == {"not_conserved": (3, worst)}
+    assert result.summary().splitlines()[1:] == [
+        f"  drift flags: not_conserved 3 (worst {worst:.1e})"
+    ]
+
+
+def test_a_chunk_file_of_an_earlier_physode_is_recomputed_with_the_time_reached(
+    tmp_path, monkeypatch
+):
+    # A chunk without t_final and drift, left by an interrupted run of an earlier physode, would
+    # leave the assembled file without them.
+    out = tmp_path / "old_chunk.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, **FAST}
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, out=out, **settings)
+    with h5py.File(tmp_path / "old_chunk.h5.parts" / "chunk-000000.h5", "r+") as f:
+        del f["t_final"], f["drift"]
+    result = simulate(SYSTEM, out=out, resume=True, **settings)
+    assert result.n_resumed_chunks == 0
+    with load(out) as data:
+        assert (data.t_final == FAST["t_end"]).all() and set(data.drift) == {"energy"}
+
+
+def test_values_beyond_float32_storage_are_named_in_a_warning(tmp_path):
+    # x = x0 exp(t) reaches 1e43 by t = 100: stored as float32 it became inf, and only NumPy's
+    # "overflow encountered in cast" said anything.
+    spec = tmp_path / "growth.toml"
+    spec.write_text(
+        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
+    )
+    settings = {**FAST, "t_end": 100.0, "trajectories": 3, "dtype": "float32"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        simulate(spec, out=tmp_path / "growth.h5", **settings)
+    assert [type(w.message) for w in caught] == [physode.PhysodeWarning]
+    assert str(caught[0].message).startswith(
+        "3 trajectories (0, 1, 2) reach values beyond the range of float32 (up to "
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simulate(spec, out=tmp_path / "shorter.h5", **{**settings, "t_end": 50.0})

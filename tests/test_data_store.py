@@ -36,6 +36,8 @@ def _synthetic_chunks(rng, noisy: bool, sizes=(3, 3, 1)):
             flags=rng.integers(0, 4, size=size).astype(np.uint8),
             invariants={"energy": rng.normal(size=(size, P)), "other": rng.normal(size=(size, P))},
             noisy_states=rng.normal(size=(size, P, N_STATE)) if noisy else None,
+            t_final=rng.uniform(0, 2, size=size),
+            drift={"energy": rng.uniform(0, 1e-6, size=size), "other": rng.normal(size=size)},
         )
         start = stop
 
@@ -95,9 +97,12 @@ def test_every_field_round_trips_exactly(stored):
             np.testing.assert_array_equal(getattr(data, name)[()], _stack(chunks, name))
         for name in ("params", "status", "n_steps", "n_rejected", "nfe", "flags"):
             np.testing.assert_array_equal(getattr(data, name), _stack(chunks, name))
+        np.testing.assert_array_equal(data.t_final, _stack(chunks, "t_final"))
         for name in ("energy", "other"):
             expected = np.concatenate([c.invariants[name] for c in chunks])
             np.testing.assert_array_equal(data.invariants[name][()], expected)
+            expected = np.concatenate([c.drift[name] for c in chunks])
+            np.testing.assert_array_equal(data.drift[name], expected)
         for name, indices in split.items():
             np.testing.assert_array_equal(data.split_indices(name), indices)
         np.testing.assert_array_equal(data.split_indices("all"), np.arange(N))
@@ -228,7 +233,9 @@ def test_structural_damage_is_named_in_one_line(stored, damage, message):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("dataset", ["derivatives", "noisy_states", "invariants/other"])
+@pytest.mark.parametrize(
+    "dataset", ["derivatives", "noisy_states", "invariants/other", "solver/t_final", "drift/other"]
+)
 def test_check_reads_every_dataset_so_damage_anywhere_is_found(stored, tmp_path, dataset):
     path = tmp_path / "garbled.h5"
     shutil.copy(stored[0], path)
@@ -259,6 +266,15 @@ def _reverse_t(f):
 
 def _add_invariant(f):
     f["invariants/bogus"] = np.zeros((N, P))
+
+
+def _add_drift(f):
+    f["drift/bogus"] = np.zeros(N)
+
+
+def _drift_as_a_dataset(f):
+    del f["drift"]
+    f["drift"] = np.zeros(N)
 
 
 def _alter_text_in_file(path, old: bytes, new: bytes) -> None:
@@ -312,6 +328,14 @@ def _non_utf8_spec(f):
         (_set_attr("invariant_names", '["energy"]'),
          r"/invariants holds other, which attribute 'invariant_names' \(\[.energy.\]\) does "),
         (_add_invariant, "/invariants holds bogus, which attribute 'invariant_names'"),
+        (_retype("solver/t_final", np.float32), "solver/t_final holds float32, expected float64"),
+        (_replace("solver/t_final", np.zeros(N - 1)),
+         r"solver/t_final has shape \(6,\), expected \(7,\)"),
+        (_retype("drift/energy", np.float32), "drift/energy holds float32, expected float64"),
+        (_replace("drift/other", np.zeros((N, P))), r"drift/other has shape \(7, 9\), expected"),
+        (lambda f: f.__delitem__("drift/other"), "missing datasets drift/other"),
+        (_add_drift, "/drift holds bogus, which attribute 'invariant_names'"),
+        (_drift_as_a_dataset, "drift is not a group, expected one dataset per invariant"),
         (_set_attr("system_name", "kepler"),
          "attribute 'system_name' is 'kepler', expected 'harmonic_oscillator', the name the "
          "stored specification gives"),
@@ -533,3 +557,46 @@ def test_a_split_that_is_not_a_stored_name_is_refused_with_the_choices(stored, s
     # A list raised TypeError: unhashable type.
     with load(stored[0]) as data, pytest.raises(physode.InvalidArgumentError, match="'train'"):
         data.split_indices(split)
+
+
+def test_a_file_from_before_the_time_reached_and_drift_were_stored_reads_and_checks(stored):
+    # Files of format version 1 written before 2026-12 have no /solver/t_final and no /drift.
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        del f["solver/t_final"], f["drift"]
+        flags = f["flags"][()]
+        f["flags"][...] = flags & ~np.uint8(1)
+        f["flags"][4] |= 1
+        f["solver/status"][4] = 2  # STEP_SIZE_UNDERFLOW
+    with load(path) as data:
+        assert data.t_final is None and data.drift is None
+    report = check(path)
+    assert report.failures == [physode.data.SolverFailure(4, "step-size underflow", None)]
+    table = report.table()
+    assert "solver failures by cause:\n  step-size underflow  1: trajectory 4\n" in table
+    assert "does not store the time each solve reached" in table
+
+
+@pytest.mark.parametrize(
+    ("status", "status_codes", "cause"),
+    [
+        (1, None, "max_steps used up"),
+        (3, None, "non-finite state"),
+        (0, None, "unknown cause (status code 0)"),  # flagged, yet its status says success
+        (9, None, "unknown cause (status code 9)"),
+        (5, '{"SUCCESS": 0, "STALLED": 5}', "stalled"),  # a code of a later physode
+    ],
+)
+def test_check_names_each_failures_cause_from_its_stored_status(
+    stored, status, status_codes, cause
+):
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        f["flags"][...] = np.array([0, 0, 1, 0, 0, 0, 0], dtype=np.uint8)
+        f["solver/status"][2] = status
+        f["solver/t_final"][2] = 0.75
+        if status_codes is not None:
+            f.attrs.create("status_codes", np.bytes_(status_codes))
+    report = check(path)
+    assert report.failures == [physode.data.SolverFailure(2, cause, 0.75)]
+    assert f"  {cause}  1: trajectory 2 (t = 0.75)" in report.table()

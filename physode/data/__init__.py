@@ -11,7 +11,13 @@ The layout of the HDF5 files, their versioning and the reproducibility and resum
 from __future__ import annotations
 
 from physode.data._store import FORMAT_NAME, FORMAT_VERSION, H5Array
-from physode.data.checking import CheckReport, InvariantSummary, check, drift_per_trajectory
+from physode.data.checking import (
+    CheckReport,
+    InvariantSummary,
+    SolverFailure,
+    check,
+    drift_per_trajectory,
+)
 from physode.data.real import TimeSeries, load_lynx_hare
 from physode.data.simulation import SimulationResult, simulate
 from physode.data.stored import TrajectoryFile, load
@@ -24,6 +30,7 @@ __all__ = [
     "H5Array",
     "InvariantSummary",
     "SimulationResult",
+    "SolverFailure",
     "TimeSeries",
     "TrajectoryDataset",
     "TrajectoryFile",

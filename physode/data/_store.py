@@ -12,11 +12,16 @@ Layout, format ``physode.trajectories`` version 1 (``docs/data.md`` is the refer
     /solver/n_steps       (N,)               int64     accepted steps
     /solver/n_rejected    (N,)               int64     rejected steps
     /solver/nfe           (N,)               int64     function evaluations
+    /solver/t_final       (N,)               float64   the time each solve reached (optional)
     /invariants/<name>    (N, P)             float64   each invariant along each trajectory
+    /drift/<name>         (N,)               float64   each invariant's largest relative drift
+                                                       along each trajectory (optional)
     /split/train, /split/val, /split/test    int64     sorted trajectory indices
 
 Per-trajectory datasets are chunked by chunks of trajectories, compressed (gzip with shuffle) and
-carry fletcher32 checksums, so damage is detected when a chunk is read. The filters run in
+carry fletcher32 checksums, so damage is detected when a chunk is read. The optional datasets
+came after the first files of version 1: a reader takes files without them, and checks them
+like the others where they are. The filters run in
 :mod:`physode.data._chunks`, which writes finished chunks; any HDF5 reader decodes them.
 """
 
@@ -69,6 +74,9 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # little, large enough that compression works on whole chunks of trajectories.
 _TARGET_CHUNK_BYTES = 1 << 20
 _SOLVER_FIELDS = ("status", "n_steps", "n_rejected", "nfe")
+# Added to version 1 later (2026-12): files without them read, without the time each solve
+# reached and the drift simulate measured.
+_OPTIONAL_SOLVER_FIELDS = ("t_final",)
 # What h5py, and decoding the bytes of a damaged file, raise while a damaged file is read.
 _READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
@@ -101,7 +109,9 @@ class Chunk:
     n_rejected: np.ndarray  # (b,)
     nfe: np.ndarray  # (b,)
     flags: np.ndarray  # (b,)
+    t_final: np.ndarray  # (b,) the time each solve reached
     invariants: dict[str, np.ndarray]  # name -> (b, P)
+    drift: dict[str, np.ndarray]  # name -> (b,) largest relative drift along each trajectory
     noisy_states: np.ndarray | None = None  # (b, P, n_state)
 
 
@@ -125,13 +135,14 @@ def write_chunk(path: Path, chunk: Chunk, run_id: str) -> None:
         f.attrs["start"] = chunk.start
         f.attrs["stop"] = chunk.stop
         # Checksummed, so that a resume recomputes a chunk damaged on disk instead of storing it.
-        for name in ("states", "derivatives", "params", "flags", *_SOLVER_FIELDS):
+        for name in ("states", "derivatives", "params", "flags", *_SOLVER_FIELDS, "t_final"):
             _checksummed(f, name, getattr(chunk, name))
         if chunk.noisy_states is not None:
             _checksummed(f, "noisy_states", chunk.noisy_states)
-        group = f.create_group("invariants")
-        for name, values in chunk.invariants.items():
-            _checksummed(group, name, values)
+        for group_name in ("invariants", "drift"):
+            group = f.create_group(group_name)
+            for name, values in getattr(chunk, group_name).items():
+                _checksummed(group, name, values)
     _fsync(tmp)
     os.replace(tmp, path)
 
@@ -180,7 +191,9 @@ def read_chunk(path: Path, run_id: str) -> Chunk | None:
                 n_rejected=f["n_rejected"][()],
                 nfe=f["nfe"][()],
                 flags=f["flags"][()],
+                t_final=f["t_final"][()],
                 invariants={k: v[()] for k, v in f["invariants"].items()},
+                drift={k: v[()] for k, v in f["drift"].items()},
                 noisy_states=noisy,
             )
     except _READ_ERRORS:
@@ -194,8 +207,11 @@ def _fits(chunk: Chunk) -> bool:
     if rows < 1 or states.ndim != 3 or states.shape[0] != rows or chunk.params.ndim != 2:
         return False
     expected = [(chunk.derivatives, states.shape), (chunk.params, (rows, chunk.params.shape[1]))]
-    expected += [(getattr(chunk, name), (rows,)) for name in ("flags", *_SOLVER_FIELDS)]
+    expected += [(getattr(chunk, k), (rows,)) for k in ("flags", *_SOLVER_FIELDS, "t_final")]
     expected += [(values, states.shape[:2]) for values in chunk.invariants.values()]
+    expected += [(values, (rows,)) for values in chunk.drift.values()]
+    if set(chunk.drift) != set(chunk.invariants):
+        return False
     if chunk.noisy_states is not None:
         expected.append((chunk.noisy_states, states.shape))
     return all(values.shape == shape for values, shape in expected)
@@ -260,10 +276,13 @@ def write_store(
             arrays["status"] = per_trajectory(solver, "status", (), np.int8)
             for name in ("n_steps", "n_rejected", "nfe"):
                 arrays[name] = per_trajectory(solver, name, (), np.int64)
+            arrays["t_final"] = per_trajectory(solver, "t_final", (), np.float64)
             group = f.create_group("invariants")
             invariants = {
                 name: per_trajectory(group, name, (p,), np.float64) for name in invariant_names
             }
+            group = f.create_group("drift")
+            drift = {name: per_trajectory(group, name, (), np.float64) for name in invariant_names}
             splits = f.create_group("split")
             for name in SPLITS:
                 splits.create_dataset(
@@ -276,13 +295,15 @@ def write_store(
                     writer.write(chunk.start, getattr(chunk, name))
                 for name, writer in invariants.items():
                     writer.write(chunk.start, chunk.invariants[name])
+                for name, writer in drift.items():
+                    writer.write(chunk.start, chunk.drift[name])
                 covered[chunk.start : chunk.stop] = True
             if not covered.all():
                 missing = np.flatnonzero(~covered)
                 raise RuntimeError(
                     f"chunks left trajectories unwritten, first {missing[:5].tolist()}"
                 )
-            for writer in (*arrays.values(), *invariants.values()):
+            for writer in (*arrays.values(), *invariants.values(), *drift.values()):
                 writer.close()
             f.attrs["complete"] = True
         _fsync(path)
@@ -660,6 +681,12 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
     datasets += [f"solver/{name}" for name in _SOLVER_FIELDS]
     datasets += [f"split/{name}" for name in SPLITS]
     datasets += [f"invariants/{name}" for name in header.invariant_names]
+    drift = f.get("drift")
+    if drift is not None and not isinstance(drift, h5py.Group):
+        problems.append("drift is not a group, expected one dataset per invariant")
+        return
+    if drift is not None:  # optional, but whole: a drift for every invariant
+        datasets += [f"drift/{name}" for name in header.invariant_names]
     missing = [name for name in datasets if not isinstance(f.get(name), h5py.Dataset)]
     if missing:
         problems.append("missing datasets " + ", ".join(missing))
@@ -675,7 +702,8 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
         problem = _layout_problem(name, f[name], shape, types)
         if problem is not None:
             problems.append(problem)
-    problems += _unlisted_invariants(f, header)
+    problems += _unlisted_invariants(f, header, "invariants")
+    problems += _unlisted_invariants(f, header, "drift")
     if problems:
         return
     try:
@@ -691,7 +719,7 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
 # The stored types of version 1 (docs/data.md); /derivatives and /noisy_states take the type
 # that /states has.
 _STATE_TYPES = ("float64", "float32")
-_SOLVER_TYPES = {"status": "int8"}  # the counts are int64
+_SOLVER_TYPES = {"status": "int8", "t_final": "float64"}  # the counts are int64
 
 
 def _expected_datasets(f: h5py.File, header: Header, n: int, p: int) -> dict[str, tuple]:
@@ -711,6 +739,11 @@ def _expected_datasets(f: h5py.File, header: Header, n: int, p: int) -> dict[str
     }
     if "noisy_states" in f:
         expected["noisy_states"] = ((n, p, n_state), like_states)
+    for k in _OPTIONAL_SOLVER_FIELDS:
+        if f"solver/{k}" in f:
+            expected[f"solver/{k}"] = ((n,), (_SOLVER_TYPES[k],))
+    if "drift" in f:
+        expected.update({f"drift/{name}": ((n,), ("float64",)) for name in header.invariant_names})
     return expected
 
 
@@ -736,15 +769,16 @@ def _layout_problem(name: str, dataset: Any, shape: tuple | None, types: tuple) 
     return None
 
 
-def _unlisted_invariants(f: h5py.File, header: Header) -> list[str]:
-    """The datasets of ``/invariants`` that the ``invariant_names`` attribute does not list."""
-    group = f.get("invariants")
+def _unlisted_invariants(f: h5py.File, header: Header, group_name: str) -> list[str]:
+    """The datasets of ``/invariants`` or ``/drift`` that the ``invariant_names`` attribute
+    does not list."""
+    group = f.get(group_name)
     extra = sorted(set(group) - set(header.invariant_names)) if group is not None else []
     if not extra:
         return []
     listed = json.dumps(header.invariant_names)
     return [
-        f"/invariants holds {', '.join(extra)}, which attribute 'invariant_names' ({listed}) "
+        f"/{group_name} holds {', '.join(extra)}, which attribute 'invariant_names' ({listed}) "
         "does not list"
     ]
 

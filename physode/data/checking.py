@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from physode._errors import InvalidArgumentError
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
 
-__all__ = ["CheckReport", "InvariantSummary", "check", "drift_per_trajectory"]
+__all__ = ["CheckReport", "InvariantSummary", "SolverFailure", "check", "drift_per_trajectory"]
 
 
 def counted(n: int, singular: str, plural: str) -> str:
@@ -26,6 +28,90 @@ def counted(n: int, singular: str, plural: str) -> str:
     ('1 trajectory', '3 trajectories')
     """
     return f"{n} {singular if n == 1 else plural}"
+
+
+# Why a solve stopped, in words, by physode.Status name.
+_CAUSES = {
+    "MAX_STEPS": "max_steps used up",
+    "STEP_SIZE_UNDERFLOW": "step-size underflow",
+    "NON_FINITE": "non-finite state",
+}
+
+
+def status_names(attrs: Mapping) -> dict[int, str]:
+    """Status code -> name: the file's own ``status_codes`` table where it has a readable one,
+    else :class:`physode.Status`'s."""
+    import physode
+
+    names = {int(s): s.name for s in physode.Status}
+    try:
+        table = json.loads(attrs.get("status_codes") or "{}")
+    except (TypeError, ValueError):
+        table = {}
+    if isinstance(table, dict):
+        names.update({v: k for k, v in table.items() if isinstance(v, int)})
+    return names
+
+
+def cause(code: int, names: Mapping[int, str]) -> str:
+    """Why a solve stopped, in words, from its status ``code``.
+
+    >>> names = {0: "SUCCESS", 1: "MAX_STEPS", 2: "STEP_SIZE_UNDERFLOW", 3: "NON_FINITE"}
+    >>> cause(2, names), cause(1, names), cause(9, names)
+    ('step-size underflow', 'max_steps used up', 'unknown cause (status code 9)')
+    """
+    name = names.get(int(code))
+    if name is None or name == "SUCCESS":  # a failure flag without a failed status
+        return f"unknown cause (status code {int(code)})"
+    return _CAUSES.get(name, name.lower().replace("_", " "))
+
+
+@dataclass(frozen=True)
+class SolverFailure:
+    """A trajectory whose solve stopped before the last output time (flag bit 1).
+
+    Attributes
+    ----------
+    trajectory : int
+        Its row in the data set.
+    cause : str
+        Why it stopped, in words: ``"step-size underflow"`` (the error control shrank the
+        step to the limit of floating point: a blow-up or a discontinuity), ``"max_steps used
+        up"``, ``"non-finite state"``, or ``"unknown cause (status code K)"``.
+    t_reached : float or None
+        The time the solve reached; ``None`` where the file does not store it (files written
+        before 2026-12).
+
+    Examples
+    --------
+    >>> SolverFailure(4, "step-size underflow", 1.25).describe()
+    '4 (t = 1.25)'
+    """
+
+    trajectory: int
+    cause: str
+    t_reached: float | None = None
+
+    def describe(self) -> str:
+        """The trajectory and the time it reached, for a list."""
+        if self.t_reached is None:
+            return str(self.trajectory)
+        return f"{self.trajectory} (t = {self.t_reached:.4g})"
+
+
+def solver_failures(data: TrajectoryFile) -> list[SolverFailure]:
+    """The trajectories of ``data`` flagged as solver failures, ascending, with their cause and
+    the time they reached."""
+    rows = np.flatnonzero((data.flags & FLAG_SOLVER_FAILED) != 0)
+    names = status_names(data.attrs)
+    return [
+        SolverFailure(
+            int(i),
+            cause(data.status[i], names),
+            None if data.t_final is None else float(data.t_final[i]),
+        )
+        for i in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -69,6 +155,9 @@ class CheckReport:
     failed_trajectories : list of int
         The rows of the trajectories flagged as solver failures (flag bit 1), ascending; the
         check fails when there is any.
+    failures : list of SolverFailure
+        Why each of them stopped and the time it reached (a failed trajectory missing here is
+        shown with its cause unknown).
     n_failed : int
         Their number (a property, so the two always agree).
     invariants : list of InvariantSummary
@@ -92,11 +181,15 @@ class CheckReport:
     invariant  median drift  worst drift  worst trajectories (drift)
     energy     1.00e-12      3.00e-11     2 (3.0e-11)
     all invariants within tolerance 1e-06
-    >>> report = CheckReport("b.h5", 1e-6, 4, invariants=[energy], failed_trajectories=[3])
+    >>> underflow = SolverFailure(3, "step-size underflow", t_reached=1.25)
+    >>> report = CheckReport("b.h5", 1e-6, 4, invariants=[energy], failed_trajectories=[3],
+    ...                      failures=[underflow], t=np.linspace(0.0, 2.0, 21))
     >>> report.passed, report.failing, report.n_failed
     (False, [], 1)
     >>> print(report.table())  # doctest: +NORMALIZE_WHITESPACE
     b.h5: 4 trajectories, 1 solver failure (trajectory 3)
+    solver failures by cause (t: the time each reached, of 2):
+      step-size underflow  1: trajectory 3 (t = 1.25)
     drift over the 3 trajectories solved to the end:
     invariant  median drift  worst drift  worst trajectories (drift)
     energy     1.00e-12      3.00e-11     2 (3.0e-11)
@@ -110,6 +203,7 @@ class CheckReport:
     n_trajectories: int
     _: KW_ONLY
     failed_trajectories: list[int] = field(default_factory=list)
+    failures: list[SolverFailure] = field(default_factory=list)
     invariants: list[InvariantSummary] = field(default_factory=list)
     t: np.ndarray | None = None
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
@@ -145,7 +239,7 @@ class CheckReport:
         if self.failed_trajectories:
             noun = "trajectory" if self.n_failed == 1 else "trajectories"
             header += f" ({noun} {first_few(self.failed_trajectories, shown=10)})"
-        lines = [header, *self._drift_table()]
+        lines = [header, *self._failure_table(), *self._drift_table()]
         if self.n_failed:
             lines.append(
                 "check failed: the file has "
@@ -153,6 +247,34 @@ class CheckReport:
                 "that stopped before the final time, flag bit 1)"
             )
         return "\n".join(lines)
+
+    def _failure_table(self, shown: int = 5) -> list[str]:
+        """The failed trajectories grouped by cause, most common first, each with the time it
+        reached."""
+        if not self.failed_trajectories:
+            return []
+        known = {failure.trajectory: failure for failure in self.failures}
+        groups: dict[str, list[SolverFailure]] = {}
+        for i in self.failed_trajectories:
+            failure = known.get(i, SolverFailure(i, "cause unknown"))
+            groups.setdefault(failure.cause, []).append(failure)
+        lines = ["solver failures by cause:"]
+        if any(failure.t_reached is not None for failure in self.failures):
+            end = f", of {float(self.t[-1]):.4g}" if self.t is not None and len(self.t) else ""
+            lines = [f"solver failures by cause (t: the time each reached{end}):"]
+        width = max(len(name) for name in groups)
+        for name, failures in sorted(groups.items(), key=lambda group: -len(group[1])):
+            listed = ", ".join(failure.describe() for failure in failures[:shown])
+            if len(failures) > shown:
+                listed += f" and {len(failures) - shown} more"
+            noun = "trajectory" if len(failures) == 1 else "trajectories"
+            lines.append(f"  {name.ljust(width)}  {len(failures)}: {noun} {listed}")
+        if any(failure.t_reached is None for failure in self.failures):
+            lines.append(
+                "  (this file does not store the time each solve reached: physode stores it "
+                "since 2026-12)"
+            )
+        return lines
 
     def _drift_table(self) -> list[str]:
         """The lines of the drift table and its verdict."""
@@ -287,7 +409,7 @@ def check(
     trajectory's stored parameters, so the check needs nothing but the file. It reads every
     dataset, which verifies every block's checksum. The drift statistics cover the trajectories
     solved to the end; those flagged as solver failures (NaN after the point they reached) are
-    counted and listed apart, and make the check fail.
+    listed apart, with why each stopped and the time it reached, and make the check fail.
 
     Parameters
     ----------
@@ -304,7 +426,8 @@ def check(
     -------
     CheckReport
         ``.passed`` (no solver failures and every invariant within the tolerance),
-        ``.failing``, ``.failed_trajectories``, ``.table()``, ``.plot(path)``.
+        ``.failing``, ``.failed_trajectories``, ``.failures`` (cause and time reached of
+        each), ``.table()``, ``.plot(path)``.
 
     Raises
     ------
@@ -346,11 +469,13 @@ def check(
 
         failed = (data.flags & FLAG_SOLVER_FAILED) != 0
         succeeded = np.flatnonzero(~failed)
+        failures = solver_failures(data)
         report = CheckReport(
             path=str(path),
             tolerance=float(tolerance),
             n_trajectories=n,
-            failed_trajectories=np.flatnonzero(failed).tolist(),
+            failed_trajectories=[failure.trajectory for failure in failures],
+            failures=failures,
             t=data.t,
         )
         if succeeded.size == 0:

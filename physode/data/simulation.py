@@ -15,10 +15,10 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -36,14 +36,16 @@ from physode.data._store import (
     FORMAT_VERSION,
     SPLITS,
     Chunk,
+    first_few,
     read_chunk,
     sha256_text,
     write_chunk,
     write_store,
 )
-from physode.data.checking import counted, drift_per_trajectory
+from physode.data.checking import counted, drift_per_trajectory, solver_failures
+from physode.data.stored import load
 
-__all__ = ["SimulationResult", "simulate"]
+__all__ = ["DriftCount", "FailureCount", "SimulationResult", "simulate"]
 
 # How the solver steps a chunk of trajectories: "per-sample" gives each row its own step size, so a
 # whole chunk is one batched solve whose rows do not depend on each other. With "shared" one step
@@ -62,6 +64,23 @@ _STREAM_STATE, _STREAM_PARAMS, _STREAM_NOISE, _STREAM_SPLIT = 0, 1, 2, 3
 _SAMPLE_BLOCK = 64
 # How far the split fractions may sum from 1: fractions given in float32 are off by about 1e-8.
 _SPLIT_SUM_TOLERANCE = 1e-6
+
+
+class FailureCount(NamedTuple):
+    """The solver failures of one cause: how many, and the earliest and latest time reached
+    (NaN when the file does not store the times)."""
+
+    n: int
+    t_first: float
+    t_last: float
+
+
+class DriftCount(NamedTuple):
+    """The trajectories flagged for the drift of one invariant: how many, and the largest
+    drift among them (NaN when one's drift is not a number)."""
+
+    n: int
+    worst: float
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,13 @@ class SimulationResult:
     written : bool
         False when ``resume=True`` found ``path`` already complete with the same settings, so
         nothing was simulated or written.
+    failures : dict of str to FailureCount
+        The failed trajectories by cause (``"step-size underflow"``, ``"max_steps used up"``,
+        ``"non-finite state"``), most common first, each with the range of times reached.
+    drifts : dict of str to DriftCount
+        Per invariant that flagged any trajectory, how many it flagged and its worst drift.
+        A trajectory may drift in several invariants, so these may add up to more than
+        ``n_drifted``.
     """
 
     path: Path
@@ -94,16 +120,25 @@ class SimulationResult:
     n_resumed_chunks: int
     seconds: float
     written: bool = True
+    failures: dict[str, FailureCount] = field(default_factory=dict)
+    drifts: dict[str, DriftCount] = field(default_factory=dict)
 
     def summary(self) -> str:
-        """One line for a terminal.
+        """One line for a terminal, then a line for the solver failures by cause and one for
+        the drift flags by invariant, where there are any.
 
         Examples
         --------
-        >>> SimulationResult(Path("a.h5"), 8, 0, 1, 0, 1.5).summary()
-        'wrote a.h5: 8 trajectories in 1.5 s (0 solver failures, 1 invariant drift flag)'
-        >>> SimulationResult(Path("a.h5"), 8, 0, 1, 0, 0.1, written=False).summary()
+        >>> SimulationResult(Path("a.h5"), 8, 0, 0, 0, 1.5).summary()
+        'wrote a.h5: 8 trajectories in 1.5 s (0 solver failures, 0 invariant drift flags)'
+        >>> SimulationResult(Path("a.h5"), 8, 0, 0, 0, 0.1, written=False).summary()
         'a.h5 already holds this run: 8 trajectories, nothing written (0 solver failures, ...)'
+        >>> print(SimulationResult(Path("a.h5"), 8, 3, 2, 0, 1.5,
+        ...     failures={"step-size underflow": FailureCount(3, 0.52, 1.9)},
+        ...     drifts={"energy": DriftCount(2, 3e-5), "momentum": DriftCount(1, 2e-6)}).summary())
+        wrote a.h5: 8 trajectories in 1.5 s (3 solver failures, 2 invariant drift flags)
+          solver failures: step-size underflow 3 (t reached 0.52 to 1.9)
+          drift flags: energy 2 (worst 3.0e-05), momentum 1 (worst 2.0e-06)
         """
         counts = (
             f"{counted(self.n_failed, 'solver failure', 'solver failures')}, "
@@ -111,10 +146,32 @@ class SimulationResult:
         )
         trajectories = counted(self.n_trajectories, "trajectory", "trajectories")
         if not self.written:
-            return f"{self.path} already holds this run: {trajectories}, nothing written ({counts})"
-        resumed = self.n_resumed_chunks
-        resumed = f", {counted(resumed, 'chunk', 'chunks')} resumed" if resumed else ""
-        return f"wrote {self.path}: {trajectories} in {self.seconds:.1f} s ({counts}{resumed})"
+            first = f"{self.path} already holds this run: {trajectories}, nothing written"
+            first += f" ({counts})"
+        else:
+            resumed = self.n_resumed_chunks
+            resumed = f", {counted(resumed, 'chunk', 'chunks')} resumed" if resumed else ""
+            first = f"wrote {self.path}: {trajectories} in {self.seconds:.1f} s ({counts}{resumed})"
+        return "\n".join([first, *self._details()])
+
+    def _details(self) -> list[str]:
+        """The lines under the first that say the causes of failures and drift flags."""
+        lines = []
+        if self.failures:
+            causes = []
+            for cause, (n, t_first, t_last) in self.failures.items():
+                if math.isnan(t_first):
+                    times = ""
+                elif t_first == t_last:
+                    times = f" (t reached {t_first:.4g})"
+                else:
+                    times = f" (t reached {t_first:.4g} to {t_last:.4g})"
+                causes.append(f"{cause} {n}{times}")
+            lines.append("  solver failures: " + ", ".join(causes))
+        if self.drifts:
+            drifts = [f"{name} {n} (worst {worst:.1e})" for name, (n, worst) in self.drifts.items()]
+            lines.append("  drift flags: " + ", ".join(drifts))
+        return lines
 
 
 def _system_problem(system: Any) -> str | None:
@@ -419,23 +476,24 @@ class _AugmentedField:
         return _rowwise(lambda z: self._dz(t, z), z, align=self.align)
 
 
-def _per_row(value: Any, rows: int) -> np.ndarray:
-    """A solver counter as one int64 for each of the first ``rows`` rows (a scalar counter
+def _per_row(value: Any, rows: int, dtype=np.int64) -> np.ndarray:
+    """A solver counter (or time) as one value for each of the first ``rows`` rows (a scalar
     belongs to a solve of one row)."""
-    values = np.asarray(torch.as_tensor(value), dtype=np.int64)
+    values = np.asarray(torch.as_tensor(value), dtype=dtype)
     if values.ndim == 1:
         return values[:rows].copy()
-    return np.full(rows, values, dtype=np.int64)
+    return np.full(rows, values, dtype=dtype)
 
 
 def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows) -> tuple:
-    """Solve every row of ``z0``; returns ys (P, b, m) and per-row status, steps, rejected, nfe."""
+    """Solve every row of ``z0``; returns ys (P, b, m) and per-row status, steps, rejected, nfe
+    and the time reached."""
     import physode
 
     rows = z0.shape[0]
     per_sample = solver["step_control"] == "per-sample"
     group = rows if per_sample else 1
-    ys, status, n_steps, n_rejected, nfe = [], [], [], [], []
+    ys, status, n_steps, n_rejected, nfe, t_final = [], [], [], [], [], []
     for start in range(0, rows, group):
         batch = z0[start : start + group]
         pad = -batch.shape[0] % field.align
@@ -459,6 +517,7 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
         n_steps.append(_per_row(solution.stats.n_steps, b))
         n_rejected.append(_per_row(solution.stats.n_rejected, b))
         nfe.append(_per_row(solution.stats.nfe, b))
+        t_final.append(_per_row(solution.t_final, b, np.float64))
         on_rows(b)
     return (
         torch.cat(ys, dim=1),
@@ -466,6 +525,7 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
         np.concatenate(n_steps),
         np.concatenate(n_rejected),
         np.concatenate(nfe),
+        np.concatenate(t_final),
     )
 
 
@@ -505,7 +565,7 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     else:
         field, z0 = _ParameterField(system, p[0]), y0
     with torch.inference_mode():  # nothing here is differentiated
-        zs, status, n_steps, n_rejected, nfe = _solve_rows(field, z0, t, solver, on_rows)
+        zs, status, n_steps, n_rejected, nfe, t_final = _solve_rows(field, z0, t, solver, on_rows)
         states = zs[..., :n_state].transpose(0, 1).contiguous()  # (b, P, n_state)
         b, points = states.shape[:2]
         flat = states.reshape(b * points, n_state)
@@ -521,8 +581,8 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
 
     failed = status != int(physode.Status.SUCCESS)
     drifted = np.zeros_like(failed)
-    for drift in drifts.values():
-        worst = drift.max(axis=1, initial=0.0)
+    worst_drift = {name: drift.max(axis=1, initial=0.0) for name, drift in drifts.items()}
+    for worst in worst_drift.values():
         drifted |= ~(worst <= run["drift_threshold"]) & ~failed  # NaN counts as drift
     flags = (np.where(failed, FLAG_SOLVER_FAILED, 0) | np.where(drifted, FLAG_DRIFT, 0)).astype(
         np.uint8
@@ -546,7 +606,9 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
         n_rejected=n_rejected,
         nfe=nfe,
         flags=flags,
+        t_final=t_final,
         invariants=invariants,
+        drift=worst_drift,
         noisy_states=noisy,
     )
 
@@ -777,7 +839,9 @@ def simulate(
     -----
     physode.PhysodeWarning
         When there are fewer trajectories than positive fractions in ``split``, so that a split
-        you asked for stays empty (the data set is written all the same).
+        you asked for stays empty (the data set is written all the same); when ``dtype`` is
+        ``"float32"`` and some values exceed its range, so that they are stored as inf (the
+        trajectories are named).
 
     Examples
     --------
@@ -861,8 +925,10 @@ def simulate(
             if resume and _finished_with(out, run):
                 _discard_leftovers(out, run)
                 seconds = time.perf_counter() - started
-                counts = _flag_counts(out)
-                return SimulationResult(out, trajectories, *counts, 0, seconds, written=False)
+                n_failed, n_drifted, details = _tally(out, run["drift_threshold"])
+                return SimulationResult(
+                    out, trajectories, n_failed, n_drifted, 0, seconds, written=False, **details
+                )
             raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
 
         workspace = _Workspace(out)
@@ -889,11 +955,13 @@ def simulate(
             if previous is None:
                 workspace.clear()
                 workspace.write_config(run)
-            result = _run_chunks(system, run, out, workspace, command_line, quiet)
+            resumed = _run_chunks(system, run, out, workspace, command_line, quiet)
         finally:
             workspace.release()
         workspace.remove()
-        return SimulationResult(out, trajectories, *result, time.perf_counter() - started)
+        n_failed, n_drifted, details = _tally(out, run["drift_threshold"])
+        seconds = time.perf_counter() - started
+        return SimulationResult(out, trajectories, n_failed, n_drifted, resumed, seconds, **details)
 
 
 def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_line, quiet):
@@ -918,6 +986,8 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
             chunk = _simulate_chunk(system, start, stop, t, run, bar.update)
             write_chunk(path, chunk, run_id)
 
+    overflow = _Overflow() if run["dtype"] == "float32" else None
+
     def finished_chunks():
         for k in range(n_chunks):
             chunk = read_chunk(workspace.chunk_path(k), run_id)
@@ -929,6 +999,8 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
                     "run writing the same output?); rerun with resume=True (--resume) to "
                     "recompute it"
                 )
+            if overflow is not None:
+                overflow.add(chunk)
             yield chunk
 
     chunks = finished_chunks()
@@ -953,22 +1025,58 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
         "flag_bits": json.dumps({"solver_failed": FLAG_SOLVER_FAILED, "drift": FLAG_DRIFT}),
     }
     tmp = out.with_name(out.name + ".tmp")
-    write_store(
-        tmp,
-        t=t.numpy(),
-        n_trajectories=n,
-        n_state=len(system.state_names),
-        n_params=len(system.parameters),
-        invariant_names=invariant_names,
-        dtype=run["dtype"],
-        noisy=run["noise"] > 0,
-        split=split_indices(n, run["split"], run["seed"]),
-        attrs=attrs,
-        chunks=itertools.chain([first], chunks),
-        chunk_size=run["chunk_size"],
-    )
+    with np.errstate(over="ignore"):  # values beyond float32 become inf; said below, once
+        write_store(
+            tmp,
+            t=t.numpy(),
+            n_trajectories=n,
+            n_state=len(system.state_names),
+            n_params=len(system.parameters),
+            invariant_names=invariant_names,
+            dtype=run["dtype"],
+            noisy=run["noise"] > 0,
+            split=split_indices(n, run["split"], run["seed"]),
+            attrs=attrs,
+            chunks=itertools.chain([first], chunks),
+            chunk_size=run["chunk_size"],
+        )
     os.replace(tmp, out)
-    return (*_flag_counts(out), resumed)
+    if overflow is not None:
+        overflow.warn()
+    return resumed
+
+
+class _Overflow:
+    """The trajectories whose float64 values (states, derivatives, noisy states) are finite but
+    too large for float32 storage, which stores them as inf."""
+
+    def __init__(self):
+        self.rows: list[int] = []
+        self.largest = 0.0
+
+    def add(self, chunk: Chunk) -> None:
+        rows = np.zeros(chunk.stop - chunk.start, dtype=bool)
+        for values in (chunk.states, chunk.derivatives, chunk.noisy_states):
+            if values is None:
+                continue
+            with np.errstate(over="ignore"):
+                lost = np.isfinite(values) & np.isinf(values.astype(np.float32))
+            if lost.any():
+                rows |= lost.reshape(len(rows), -1).any(axis=1)
+                self.largest = max(self.largest, float(np.abs(values[lost]).max()))
+        self.rows += (chunk.start + np.flatnonzero(rows)).tolist()
+
+    def warn(self) -> None:
+        if not self.rows:
+            return
+        trajectories = "trajectory" if len(self.rows) == 1 else "trajectories"
+        warnings.warn(
+            f"{len(self.rows)} {trajectories} ({first_few(sorted(self.rows))}) reach values "
+            f"beyond the range of float32 (up to {self.largest:.3g}), stored as inf; store "
+            "them with dtype='float64' (--dtype float64), or simulate a shorter t_end",
+            PhysodeWarning,
+            stacklevel=4,
+        )
 
 
 def _discard_leftovers(out: Path, run: dict) -> None:
@@ -1000,8 +1108,26 @@ def _finished_with(out: Path, run: dict) -> bool:
         return False
 
 
-def _flag_counts(out: Path) -> tuple[int, int]:
-    with h5py.File(out, "r") as f:
-        flags = f["flags"][()]
-    failed = np.count_nonzero(flags & FLAG_SOLVER_FAILED)
-    return int(failed), int(np.count_nonzero(flags & FLAG_DRIFT))
+def _tally(out: Path, drift_threshold: float) -> tuple[int, int, dict]:
+    """The flag counts of the data set ``out``, and their details for :class:`SimulationResult`:
+    the failures by cause, the drift flags by invariant."""
+    with load(out) as data:
+        flags = data.flags
+        by_cause: dict[str, list[float]] = {}
+        for failure in solver_failures(data):
+            t = math.nan if failure.t_reached is None else failure.t_reached
+            by_cause.setdefault(failure.cause, []).append(t)
+        failures = {
+            cause: FailureCount(len(times), min(times), max(times))
+            for cause, times in sorted(by_cause.items(), key=lambda item: -len(item[1]))
+        }
+        drifts = {}
+        flagged = (flags & FLAG_DRIFT) != 0
+        for name, worst in (data.drift or {}).items():
+            beyond = worst[flagged & ~(worst <= drift_threshold)]
+            if beyond.size:
+                drifts[name] = DriftCount(int(beyond.size), float(np.max(beyond)))
+        drifts = dict(sorted(drifts.items(), key=lambda item: -item[1].n))
+    n_failed = int(np.count_nonzero(flags & FLAG_SOLVER_FAILED))
+    n_drifted = int(np.count_nonzero(flagged))
+    return n_failed, n_drifted, {"failures": failures, "drifts": drifts}

@@ -69,8 +69,15 @@ class TrajectoryFile:
     flags : numpy.ndarray, shape (N,)
         Bit 1: the solve failed; bit 2: an invariant drifted beyond the threshold.
     status, n_steps, n_rejected, nfe : numpy.ndarray, shape (N,)
-        Solver status code and counts of each trajectory.
+        Solver status code (a :class:`physode.Status`) and counts of each trajectory.
+    t_final : numpy.ndarray, shape (N,), or None
+        The time each solve reached: the last output time where it succeeded, where it stopped
+        otherwise. ``None`` for files written before physode stored it (2026-12).
     invariants : dict of str to H5Array, each of shape (N, P)
+    drift : dict of str to numpy.ndarray, each of shape (N,), or None
+        Per invariant, its largest relative drift along each trajectory as ``simulate``
+        measured it to set flag bit 2 (NaN where a state or invariant is not finite, as after
+        a solver failure). ``None`` for files written before physode stored it (2026-12).
     split : dict of str to numpy.ndarray
         ``"train"``, ``"val"``, ``"test"``: sorted trajectory indices.
     state_names, parameter_names, invariant_names : list of str
@@ -97,6 +104,9 @@ class TrajectoryFile:
                 self.n_steps = H5Array(f["solver/n_steps"], self.path)[()]
                 self.n_rejected = H5Array(f["solver/n_rejected"], self.path)[()]
                 self.nfe = H5Array(f["solver/nfe"], self.path)[()]
+                self.t_final = (
+                    H5Array(f["solver/t_final"], self.path)[()] if "solver/t_final" in f else None
+                )
                 self.split = {name: H5Array(f[f"split/{name}"], self.path)[()] for name in SPLITS}
                 self.states = H5Array(f["states"], self.path)
                 self.derivatives = H5Array(f["derivatives"], self.path)
@@ -107,6 +117,14 @@ class TrajectoryFile:
                     name: H5Array(f[f"invariants/{name}"], self.path)
                     for name in self.invariant_names
                 }
+                self.drift = (
+                    {
+                        name: H5Array(f[f"drift/{name}"], self.path)[()]
+                        for name in self.invariant_names
+                    }
+                    if "drift" in f
+                    else None
+                )
         except BaseException:
             self.close()
             raise
