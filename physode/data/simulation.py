@@ -885,7 +885,6 @@ def simulate(
         if problems:
             raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
 
-        _warn_of_empty_splits(trajectories, split)
         system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
         system = _load_system(system)
         if not system.spec_text:
@@ -894,6 +893,7 @@ def simulate(
                 "expressions), so a data set could not rebuild it; write it as a specification "
                 "file and pass its path"
             )
+        _warn_of_empty_splits(trajectories, split)  # once the arguments are known to be good
         run = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
