@@ -130,19 +130,6 @@ class Leapfrog:
         nfe, drift_is_velocity = check_split(func, t, y0, self.n, method)
         return nfe, type(self)(self.n, drift_is_velocity)
 
-    def _verlet(self, func, t, y, h, f0, time):
-        n = self.n
-        q, v = y[..., :n], y[..., n:]
-        v_half = torch.add(v, f0[..., n:], alpha=0.5 * h)
-        if self.drift_is_velocity:
-            drift = v_half
-        else:
-            drift = func(time(t + 0.5 * h), torch.cat([q, v_half], dim=-1))[..., :n]
-        q1 = torch.add(q, drift, alpha=h)
-        f1 = func(time(t + h), torch.cat([q1, v_half], dim=-1))
-        v1 = torch.add(v_half, f1[..., n:], alpha=0.5 * h)
-        return torch.cat([q1, v1], dim=-1), f1
-
     def step(
         self,
         func: Callable[[Tensor, Tensor], Tensor],
@@ -155,10 +142,20 @@ class Leapfrog:
         replay: bool = False,
     ) -> StepResult:
         """One step of size ``h``; ``f0`` only needs a valid second half (the kick)."""
-        for w in self._substeps:
-            y, f0 = self._verlet(func, t, y, w * h, f0, time)
-            t = t + w * h
-        return StepResult(y, f0, None, None, [])
+        n = self.n
+        q, v, f1 = y[..., :n], y[..., n:], f0
+        for w in self._substeps:  # velocity Verlet steps of w * h
+            hw = w * h
+            v_half = torch.add(v, f1[..., n:], alpha=0.5 * hw)
+            if self.drift_is_velocity:
+                drift = v_half
+            else:
+                drift = func(time(t + 0.5 * hw), torch.cat([q, v_half], dim=-1))[..., :n]
+            q = torch.add(q, drift, alpha=hw)
+            f1 = func(time(t + hw), torch.cat([q, v_half], dim=-1))
+            v = torch.add(v_half, f1[..., n:], alpha=0.5 * hw)
+            t = t + hw
+        return StepResult(torch.cat([q, v], dim=-1), f1, None, None, [])
 
 
 class Yoshida4(Leapfrog):
