@@ -51,7 +51,8 @@ def check_split(
     ``dq/dt`` is ``v`` itself where it equals ``v`` bit for bit at all four states and, with
     autograd on, does not change with any tensor requiring grad that ``func`` reaches (a
     parameter that happens to equal one, as ``K2`` in ``dq/dt = K2 v``, would lose its gradient).
-    A drift then needs no evaluation: it moves ``q`` by ``v`` as ``func`` would have.
+    A drift then needs no evaluation: it moves ``q`` by ``v`` as ``func`` would have. Like the
+    split itself this is probed at ``t`` only: the split declares a ``dq/dt`` free of ``t``.
     """
     q, v = y0[..., :n], y0[..., n:]
     q_shifted, v_shifted = q + 0.01 * (1.0 + q.abs()), v + 0.01 * (1.0 + v.abs())
