@@ -36,8 +36,8 @@ def check_separable(func: object, method: str) -> int:
 def check_split(
     func: Callable[[Tensor, Tensor], Tensor], t: Tensor, y0: Tensor, n: int, method: str
 ) -> tuple[int, bool]:
-    """Probe the split that ``func`` declares; return the evaluations it made (four) and whether
-    ``dq/dt`` is ``v`` itself.
+    """Probe the split that ``func`` declares; return the evaluations it made (four, or five) and
+    whether ``dq/dt`` is ``v`` itself.
 
     ``func`` is evaluated at ``y0``, with ``q`` shifted, with ``v`` shifted and with both. Where
     the split holds, ``dq/dt`` does not see the shift of ``q`` (at either ``v``) nor ``dv/dt``
@@ -50,9 +50,9 @@ def check_split(
 
     ``dq/dt`` is ``v`` itself where it equals ``v`` bit for bit at all four states and, with
     autograd on, does not change with any tensor requiring grad that ``func`` reaches (a
-    parameter that happens to equal one, as ``K2`` in ``dq/dt = K2 v``, would lose its gradient).
-    A drift then needs no evaluation: it moves ``q`` by ``v`` as ``func`` would have. Like the
-    split itself this is probed at ``t`` only: the split declares a ``dq/dt`` free of ``t``.
+    parameter that happens to equal one, as ``K2`` in ``dq/dt = K2 v``, would lose its gradient);
+    a fifth evaluation, at ``y0`` and the time ``t + 1 + |t|``, must then find it ``v`` too. A
+    drift then needs no evaluation: it moves ``q`` by ``v`` as ``func`` would have.
     """
     q, v = y0[..., :n], y0[..., n:]
     q_shifted, v_shifted = q + 0.01 * (1.0 + q.abs()), v + 0.01 * (1.0 + v.abs())
@@ -83,7 +83,13 @@ def check_split(
                 )
     rates = ((f, v), (f_q, v), (f_v, v_shifted), (f_qv, v_shifted))
     drift_is_velocity = all(torch.equal(g[..., :n], w) for g, w in rates)
-    return 4, drift_is_velocity and not _changes_with_parameters(graphed[..., :n])
+    if not (drift_is_velocity and not _changes_with_parameters(graphed[..., :n])):
+        return 4, False
+    # The split declares a dq/dt free of t, but a drift evaluated at its own time gets one that
+    # is not right (v / m(t) with m(t0) = 1): one more evaluation, at another time, keeps it.
+    with torch.no_grad():
+        later = func(t + 1.0 + t.abs(), y0)
+    return 5, torch.equal(later[..., :n], v)
 
 
 def _changes_with_parameters(rate: Tensor) -> bool:
