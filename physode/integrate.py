@@ -31,7 +31,6 @@ from physode.solvers import (
 )
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
-from physode.solvers.symplectic import check_split
 
 __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
 
@@ -469,7 +468,8 @@ def solve(
     stats = Stats()
     if method in SYMPLECTIC_METHODS:
         # func declares its split; a wrong declaration would go unnoticed by the method.
-        stats.nfe += check_split(func, time_maker(y0)(times[0]), y0.detach(), stepper.n, method)
+        probe_nfe, stepper = stepper.checked(func, time_maker(y0)(times[0]), y0.detach(), method)
+        stats.nfe += probe_nfe
     problem = Problem(
         func=func,
         y0=y0,

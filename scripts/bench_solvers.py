@@ -1,6 +1,6 @@
 """Benchmark of physode's solver layer against torchdiffeq and TorchDiffEqPack (issue 2).
 
-Prints three tables, each with the issue's target and PASS/FAIL:
+Prints four tables, the first three with the issue's target and PASS/FAIL:
 
 1. Forward solve, physode vs torchdiffeq (dopri5, same tolerance): an overhead-bound case (Van der
    Pol, mu = 1, batch 1, t in [0, 50], rtol = atol = 1e-6 and 1e-9, float64) and a compute-bound
@@ -22,6 +22,10 @@ Prints three tables, each with the issue's target and PASS/FAIL:
    solver itself cost nothing.
 3. Memory as the number of steps grows tenfold (rk4, fixed step) for the three physode modes on a
    wide MLP (2-256-256-2) over a small state (batch 64 x 2).
+4. Symplectic methods (leapfrog, yoshida4) on the catalogue's planar three-body problem, batch
+   1024, 1000 steps, float64, no graph: physode.solve, whose drift needs no evaluation where
+   dq/dt is v, against the same loop evaluating func for every drift (as a dq/dt that is not v
+   needs). No target: the time per solve, the evaluations per step and the speedup.
 
 Memory, measured two ways:
 - "peak MB": the rise of the process's resident set size during one forward+backward pass, i.e.
@@ -55,6 +59,7 @@ from torch import nn
 
 import physode
 from physode.models import Hybrid, NeuralODE, PhysicsModel
+from physode.solvers import SYMPLECTIC_METHODS, Stats, integrate
 
 try:
     import torchdiffeq
@@ -670,6 +675,68 @@ def print_memory(rows, quick):
         )
 
 
+# ----------------------------------------------------------------------------- 4. symplectic
+
+
+def symplectic_runs(method: str, field, y0, times, step_size: float, results: dict) -> dict:
+    """Timed solves with ``method``: ``physode.solve``, whose drift moves ``q`` by ``v`` itself
+    (``dq/dt`` is ``v`` here), and the same loop with every drift evaluating ``func``, as a
+    ``dq/dt`` that is not ``v`` needs (and as every drift did before). Each records its
+    ``(nfe, evaluations per step)`` in ``results``, the latter without the split's five probes
+    and ``f(t0, y0)``; both give the same trajectory, bit for bit."""
+
+    def by_v():
+        solution = physode.solve(field, y0, times, method=method, step_size=step_size)
+        stats = solution.stats
+        results["by v"] = stats.nfe, (stats.nfe - 6) / stats.n_steps
+
+    def evaluated():
+        stats = Stats()
+        stepper = SYMPLECTIC_METHODS[method](field.n_coordinates, drift_is_velocity=False)
+        integrate(stepper, field, y0, times, rtol=0.0, atol=0.0, step_size=step_size,
+                  first_step=None, max_steps=10**7, stats=stats)  # fmt: skip
+        results["evaluated"] = stats.nfe, (stats.nfe - 1) / stats.n_steps
+
+    return {"by v": by_v, "evaluated": evaluated}
+
+
+def table_symplectic(quick: bool, repeats: int) -> list[dict]:
+    """The catalogue's planar three-body problem with ``leapfrog`` and ``yoshida4``, no graph:
+    time per solve with the drift by ``v`` and evaluated (see :func:`symplectic_runs`)."""
+    three = physode.systems.load("three_body")
+    field = three.vector_field()
+    batch, steps = (64, 100) if quick else (1024, 1000)
+    y0 = three.sample_initial_states(batch, seed=0)
+    step_size = 1e-3
+    times = [0.0, step_size * steps]
+    rows = []
+    for method in ("leapfrog", "yoshida4"):
+        results: dict[str, tuple[int, float]] = {}
+        runs = symplectic_runs(method, field, y0, times, step_size, results)
+        with torch.no_grad():
+            seconds = interleaved_medians(runs, repeats, 0.0 if quick else MIN_SECONDS)
+        for drift, (nfe, per_step) in results.items():
+            rows.append({"method": method, "drift": drift, "batch": batch, "steps": steps,
+                         "seconds": seconds[drift], "nfe": nfe, "nfe_per_step": per_step,
+                         "speedup": seconds["evaluated"] / seconds[drift]})  # fmt: skip
+    return rows
+
+
+def print_symplectic(rows):
+    batch, steps = rows[0]["batch"], rows[0]["steps"]
+    print(
+        f"\n4. Symplectic methods: three_body (planar), batch {batch}, float64, {steps} steps of "
+        "1e-3, no graph"
+    )
+    header = f"{'method':<9} {'drift':<10} {'ms':>9} {'nfe':>6} {'nfe/step':>9} {'speedup':>8}"
+    _print_header(header)
+    for r in rows:
+        print(
+            f"{r['method']:<9} {r['drift']:<10} {1e3 * r['seconds']:>9.1f} {r['nfe']:>6d} "
+            f"{r['nfe_per_step']:>9.2f} {r['speedup']:>7.2f}x"
+        )
+
+
 # ----------------------------------------------------------------------------- fresh processes
 
 
@@ -724,15 +791,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--tables",
-        default="1,2,3",
-        help="which tables to run, comma-separated (default 1,2,3; e.g. --tables 2 for the "
+        default="1,2,3,4",
+        help="which tables to run, comma-separated (default 1,2,3,4; e.g. --tables 2 for the "
         "gradients only)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     tables = {part.strip() for part in args.tables.split(",") if part.strip()}
-    if not tables or not tables <= {"1", "2", "3"}:
-        parser.error(f"--tables takes numbers among 1, 2, 3, got {args.tables!r}")
+    if not tables or not tables <= {"1", "2", "3", "4"}:
+        parser.error(f"--tables takes numbers among 1, 2, 3, 4, got {args.tables!r}")
     torch.set_num_threads(args.threads)
     if args.child:
         child(json.loads(args.child))
@@ -752,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     started = time.perf_counter()
-    forward, gradients, memory = [], [], []
+    forward, gradients, memory, symplectic = [], [], [], []
     if "1" in tables:
         forward = table_forward(args.quick, repeats)
         print_forward(forward)
@@ -762,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     if "3" in tables:
         memory = table_memory(args.quick, fresh_process=not args.quick)
         print_memory(memory, args.quick)
+    if "4" in tables:
+        symplectic = table_symplectic(args.quick, repeats)
+        print_symplectic(symplectic)
     verdicts = [r["pass"] for r in forward + gradients + memory if r.get("pass") is not None]
     print(
         f"\ntargets: {sum(verdicts)} of {len(verdicts)} PASS "
@@ -776,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                     "forward": forward,
                     "gradients": gradients,
                     "memory": memory,
+                    "symplectic": symplectic,
                 },
                 fh,
                 indent=2,

@@ -129,6 +129,11 @@ MUTANTS = (
            "79700 / 32700410799)", "dopri5 dense output, end point kept", SOLVER),
     Mutant("physode/solvers/symplectic.py", "_w1 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))",
            "_w1 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.1))", "Yoshida's weight", SOLVER),
+    Mutant("physode/solvers/symplectic.py",
+           "if not (drift_is_velocity and not _changes_with_parameters(graphed[..., :n])):",
+           "if not drift_is_velocity:", "drift by v though a parameter makes dq/dt", SOLVER),
+    Mutant("physode/solvers/symplectic.py", "return 5, torch.equal(later[..., :n], v)",
+           "return 5, True", "drift by v though dq/dt changes with t", SOLVER),
     # -- gradients
     Mutant("physode/gradients/aca.py",
            "grad_y0 = grad_ys[0] if adjoint is None else adjoint + grad_ys[0]",

@@ -30,6 +30,7 @@ def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
         "2a. Gradients: MLP",
         "2b. Gradients: hybrid",
         "3. Memory as the steps grow tenfold",
+        "4. Symplectic methods",
     ):
         assert title in text
     for row in (
@@ -59,3 +60,6 @@ def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
     assert all(r["evaluations_seconds"] > 0 for r in aca)
     disc, aca_memory = results["memory"][0], results["memory"][1]
     assert disc["saved_growth"] > 5 > 1.2 > aca_memory["saved_growth"]
+    per_step = {(r["method"], r["drift"]): r["nfe_per_step"] for r in results["symplectic"]}
+    assert per_step == {("leapfrog", "by v"): 1, ("leapfrog", "evaluated"): 2,
+                        ("yoshida4", "by v"): 3, ("yoshida4", "evaluated"): 6}  # fmt: skip

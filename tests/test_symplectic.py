@@ -136,8 +136,115 @@ def test_a_true_split_passes_the_probe_and_its_evaluations_are_counted():
     y0, t = torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0]
     solution = physode.solve(_Declared(None), y0, t, method="leapfrog", step_size=0.1)
     assert solution.stats.n_steps == 10
-    # Four probe evaluations, then f(t0, y0) and two per step.
-    assert solution.stats.nfe == 4 + 1 + 2 * 10
+    # Four probe evaluations and a fifth (dq/dt is v: see below), then f(t0, y0) and one per step.
+    assert solution.stats.nfe == 5 + 1 + 10
+
+
+def _counted(field):
+    """``field`` with its split declared, recording the states it is evaluated at."""
+    calls = []
+
+    def counted(t, y):
+        calls.append(y)
+        return field(t, y)
+
+    counted.separable, counted.n_coordinates = True, field.n_coordinates
+    return counted, calls
+
+
+@pytest.mark.parametrize("method, per_step", [("leapfrog", 1), ("yoshida4", 3)])
+def test_where_dq_dt_is_v_a_step_evaluates_func_once_per_kick(method, per_step):
+    # Each drift evaluated func only to read back dq/dt = v: 2 and 6 evaluations a step, where a
+    # velocity Verlet step costs one (its last kick's force is the next step's first).
+    pend = physode.systems.load("pendulum")
+    field, calls = _counted(pend.vector_field())
+    y0 = torch.tensor([[1.0, 0.0], [0.2, 1.5]], dtype=F64)
+    solution = physode.solve(field, y0, [0.0, 0.25, 1.0], method=method, step_size=0.1)
+    assert solution.stats.n_steps == 11  # 3 onto t = 0.25, 8 onto t = 1
+    assert solution.stats.nfe == len(calls) == 5 + 1 + per_step * 11
+
+
+@pytest.mark.parametrize("method, per_step", [("leapfrog", 2), ("yoshida4", 6)])
+def test_where_dq_dt_is_not_v_each_drift_still_evaluates_func(method, per_step):
+    osc = physode.systems.load("harmonic_oscillator")  # dq/dt = p / m
+    field, calls = _counted(osc.vector_field(values={"m": 2.0}))
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    solution = physode.solve(field, y0, [0.0, 1.0], method=method, step_size=0.1)
+    assert solution.stats.nfe == len(calls) == 4 + 1 + per_step * 10
+    # At m = 2 the drift q' = p / 2 must be read from func: a drift by p itself goes twice as
+    # fast. The exact solution, to the methods' accuracy:
+    w = 1.0 / math.sqrt(2.0)
+    q = math.cos(w) + 0.5 * math.sin(w) / (2.0 * w)
+    assert solution.ys[-1, 0].item() == pytest.approx(q, abs=3e-3)
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_a_dq_dt_equal_to_v_at_the_first_time_only_keeps_the_drift_evaluated(method):
+    # dq/dt = v / m(t), m(0) = 1: v bit for bit at t = 0, where the split is probed. Drifting by
+    # v itself integrated another system (off by 0.11 at t = 1, against 8e-6).
+    def field(t, y):
+        q, v = y[..., :1], y[..., 1:]
+        return torch.cat([v / (1.0 + t), -q], dim=-1)
+
+    field.separable, field.n_coordinates = True, 1
+    y0, t = torch.tensor([1.0, 0.5], dtype=F64), [0.0, 1.0]
+    solution = physode.solve(field, y0, t, method=method, step_size=0.01)
+    assert solution.stats.nfe == 5 + 1 + 2 * (ORDER[method] - 1) * 100
+    reference = physode.odeint(field, y0, t, method="dop853", rtol=1e-12, atol=1e-12)
+    assert (solution.ys[-1] - reference[-1]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_a_parameter_equal_to_one_in_dq_dt_keeps_the_drift_evaluated_and_its_gradient(method):
+    # dq/dt = p / m at m = 1 is p bit for bit; a drift by p itself would drop dq/dt's
+    # dependence on m from the gradient. With m requiring grad the drift evaluates func.
+    osc = physode.systems.load("harmonic_oscillator")
+    y0, t = torch.tensor([1.0, 0.5], dtype=F64), [0.0, 0.5, 2.0]
+    with torch.no_grad():  # nothing to differentiate: the drift is p itself
+        fast = physode.solve(osc.vector_field(learnable=["m"]), y0, t, method=method,
+                             step_size=0.1)  # fmt: skip
+    field = osc.vector_field(learnable=["m"])
+    solution = physode.solve(field, y0, t, method=method, step_size=0.1)
+    per_step = ORDER[method] - 1  # 1 (leapfrog) or 3 (yoshida4) evaluations where drifts are p
+    assert fast.stats.nfe == 5 + 1 + per_step * 20
+    # One more first evaluation, which looks for the tensors func reaches, then two a substep.
+    assert solution.stats.nfe == 4 + 2 + 2 * per_step * 20
+    assert torch.equal(solution.ys.detach(), fast.ys)  # the same trajectory, bit for bit
+    (grad,) = torch.autograd.grad(solution.ys[-1, 0], [field.m])
+
+    def q_end(m):
+        f = osc.vector_field(values={"m": m})
+        return physode.odeint(f, y0, t, method=method, step_size=0.1)[-1, 0].item()
+
+    eps = 1e-6
+    difference = (q_end(1.0 + eps) - q_end(1.0 - eps)) / (2 * eps)
+    assert grad.item() == pytest.approx(difference, rel=1e-7)
+    assert abs(grad.item()) > 0.1  # the drift's share is not negligible
+
+
+@pytest.mark.parametrize("method, per_step", [("leapfrog", 1), ("yoshida4", 3)])
+def test_the_three_gradient_modes_agree_where_the_drift_is_v_itself(method, per_step):
+    pend = physode.systems.load("pendulum")
+    t, y0 = [0.0, 0.7, 1.5], torch.tensor([[1.0, 0.0], [0.2, 1.5]], dtype=F64)
+    grads, stats = {}, {}
+    for mode in ["disc-opt", "aca", "opt-disc"]:
+        field = pend.vector_field(learnable=["g", "l"])
+        y = y0.clone().requires_grad_(True)
+        exact = physode.OptDisc(method="dop853", rtol=1e-12, atol=1e-12)
+        gradient = exact if mode == "opt-disc" else mode
+        solution = physode.solve(field, y, t, method=method, step_size=0.01, gradient=gradient)
+        loss = (solution.ys**2).sum()
+        grads[mode] = torch.autograd.grad(loss, [y, field.g, field.l])
+        stats[mode] = solution.stats
+    # ACA rebuilds the steps Disc-Opt recorded; Opt-Disc differentiates the exact flow, so it
+    # agrees to the forward method's accuracy (measured: 2e-4 and 6e-8 of the largest entry).
+    for mode, tolerance in [("aca", 1e-14), ("opt-disc", 1e-3 if method == "leapfrog" else 1e-6)]:
+        for a, b in zip(grads["disc-opt"], grads[mode], strict=True):
+            assert (a - b).abs().max() <= tolerance * a.abs().max(), (mode, a, b)
+    steps = stats["aca"].n_steps
+    assert stats["disc-opt"].nfe == 5 + 1 + per_step * steps
+    # ACA rebuilds each step but the last (its graph is kept) from f(t, y) and its kicks.
+    assert stats["aca"].nfe_backward == (steps - 1) * (1 + per_step)
 
 
 def test_a_broken_split_is_found_also_from_a_state_at_rest():

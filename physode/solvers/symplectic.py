@@ -35,8 +35,9 @@ def check_separable(func: object, method: str) -> int:
 
 def check_split(
     func: Callable[[Tensor, Tensor], Tensor], t: Tensor, y0: Tensor, n: int, method: str
-) -> int:
-    """Probe the split that ``func`` declares; return the evaluations it made (four).
+) -> tuple[int, bool]:
+    """Probe the split that ``func`` declares; return the evaluations it made (four, or five) and
+    whether ``dq/dt`` is ``v`` itself.
 
     ``func`` is evaluated at ``y0``, with ``q`` shifted, with ``v`` shifted and with both. Where
     the split holds, ``dq/dt`` does not see the shift of ``q`` (at either ``v``) nor ``dv/dt``
@@ -46,14 +47,22 @@ def check_split(
     from rest starts. Entries that are not finite are not compared. A ``func`` declaring
     ``separable = True`` whose split fails is refused: the symplectic method would integrate
     another system.
+
+    ``dq/dt`` is ``v`` itself where it equals ``v`` bit for bit at all four states and, with
+    autograd on, does not change with any tensor requiring grad that ``func`` reaches (a
+    parameter that happens to equal one, as ``K2`` in ``dq/dt = K2 v``, would lose its gradient);
+    a fifth evaluation, at ``y0`` and the time ``t + 1 + |t|``, must then find it ``v`` too. A
+    drift then needs no evaluation: it moves ``q`` by ``v`` as ``func`` would have.
     """
     q, v = y0[..., :n], y0[..., n:]
     q_shifted, v_shifted = q + 0.01 * (1.0 + q.abs()), v + 0.01 * (1.0 + v.abs())
+    # With the caller's grad mode, so that a graph shows what dq/dt depends on besides v.
+    graphed = func(t, torch.cat([q, v_shifted], dim=-1))
+    check_derivative(graphed, y0)
+    f_v = graphed.detach()
     with torch.no_grad():
         f = func(t, y0)
-        check_derivative(f, y0)
         f_q = func(t, torch.cat([q_shifted, v], dim=-1))
-        f_v = func(t, torch.cat([q, v_shifted], dim=-1))
         f_qv = func(t, torch.cat([q_shifted, v_shifted], dim=-1))
     # (half, its slice, pairs of evaluations that differ only in that half)
     probes = (
@@ -72,36 +81,61 @@ def check_split(
                     "method, e.g. method='dop853', or correct func.separable. A random func "
                     "(dropout in training mode) fails this check too."
                 )
-    return 4
+    rates = ((f, v), (f_q, v), (f_v, v_shifted), (f_qv, v_shifted))
+    drift_is_velocity = all(torch.equal(g[..., :n], w) for g, w in rates)
+    if not (drift_is_velocity and not _changes_with_parameters(graphed[..., :n])):
+        return 4, False
+    # The split declares a dq/dt free of t, but a drift evaluated at its own time gets one that
+    # is not right (v / m(t) with m(t0) = 1): one more evaluation, at another time, keeps it.
+    with torch.no_grad():
+        later = func(t + 1.0 + t.abs(), y0)
+    return 5, torch.equal(later[..., :n], v)
+
+
+def _changes_with_parameters(rate: Tensor) -> bool:
+    """Whether ``rate``, computed from a state that does not require grad, has a nonzero
+    vector-Jacobian product (with itself as the vector) for a tensor requiring grad."""
+    if not rate.requires_grad:
+        return False
+    from physode.integrate import _graph_leaves  # integrate imports this module
+
+    leaves = _graph_leaves(rate)
+    if not leaves:
+        return False
+    grads = torch.autograd.grad(rate, leaves, rate.detach(), allow_unused=True)
+    return any(g is not None and bool((g != 0).any()) for g in grads)
 
 
 class Leapfrog:
-    """Velocity Verlet (kick-drift-kick), order 2, two evaluations of ``func`` per step.
+    """Velocity Verlet (kick-drift-kick), order 2: one or two evaluations of ``func`` per step.
 
     The state is ``[q, v]`` along its last dimension; the derivative's second half at the end of
-    a step depends only on the new ``q``, so it is reused as the next step's first kick.
+    a step depends only on the new ``q``, so it is reused as the next step's first kick (first
+    same as last). The drift between the kicks needs ``dq/dt`` at the half-step ``v``: one more
+    evaluation of ``func``, unless ``drift_is_velocity`` (``dq/dt`` is ``v`` itself, as
+    :func:`check_split` finds it), where the drift moves ``q`` by that ``v`` directly.
     """
 
     name = "leapfrog"
     order = 2
     adaptive = False
     has_dense = False
-    nfe_per_step = 2
-    nfe_per_replay = 2
     _substeps: tuple[float, ...] = (1.0,)
 
-    def __init__(self, n_coordinates: int):
+    def __init__(self, n_coordinates: int, drift_is_velocity: bool = False):
         self.n = n_coordinates
+        self.drift_is_velocity = drift_is_velocity
+        # A kick per substep, and a drift unless it is v itself.
+        self.nfe_per_step = len(self._substeps) * (1 if drift_is_velocity else 2)
+        self.nfe_per_replay = self.nfe_per_step
 
-    def _verlet(self, func, t, y, h, f0, time):
-        n = self.n
-        q, v = y[..., :n], y[..., n:]
-        v_half = torch.add(v, f0[..., n:], alpha=0.5 * h)
-        drift = func(time(t + 0.5 * h), torch.cat([q, v_half], dim=-1))[..., :n]
-        q1 = torch.add(q, drift, alpha=h)
-        f1 = func(time(t + h), torch.cat([q1, v_half], dim=-1))
-        v1 = torch.add(v_half, f1[..., n:], alpha=0.5 * h)
-        return torch.cat([q1, v1], dim=-1), f1
+    def checked(
+        self, func: Callable[[Tensor, Tensor], Tensor], t: Tensor, y0: Tensor, method: str
+    ) -> tuple[int, Leapfrog]:
+        """Probe ``func``'s split (:func:`check_split`); return the evaluations made and the
+        stepper to solve with, one that drifts by ``v`` itself where ``dq/dt`` is ``v``."""
+        nfe, drift_is_velocity = check_split(func, t, y0, self.n, method)
+        return nfe, type(self)(self.n, drift_is_velocity)
 
     def step(
         self,
@@ -115,18 +149,27 @@ class Leapfrog:
         replay: bool = False,
     ) -> StepResult:
         """One step of size ``h``; ``f0`` only needs a valid second half (the kick)."""
-        for w in self._substeps:
-            y, f0 = self._verlet(func, t, y, w * h, f0, time)
-            t = t + w * h
-        return StepResult(y, f0, None, None, [])
+        n = self.n
+        q, v, f1 = y[..., :n], y[..., n:], f0
+        for w in self._substeps:  # velocity Verlet steps of w * h
+            hw = w * h
+            v_half = torch.add(v, f1[..., n:], alpha=0.5 * hw)
+            if self.drift_is_velocity:
+                drift = v_half
+            else:
+                drift = func(time(t + 0.5 * hw), torch.cat([q, v_half], dim=-1))[..., :n]
+            q = torch.add(q, drift, alpha=hw)
+            f1 = func(time(t + hw), torch.cat([q, v_half], dim=-1))
+            v = torch.add(v_half, f1[..., n:], alpha=0.5 * hw)
+            t = t + hw
+        return StepResult(torch.cat([q, v], dim=-1), f1, None, None, [])
 
 
 class Yoshida4(Leapfrog):
-    """Yoshida's (1990) 4th-order composition of three velocity-Verlet steps, six evaluations."""
+    """Yoshida's (1990) 4th-order composition of three velocity-Verlet steps: three evaluations
+    per step where ``drift_is_velocity``, else six."""
 
     name = "yoshida4"
     order = 4
-    nfe_per_step = 6
-    nfe_per_replay = 6
     _w1 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
     _substeps = (_w1, 1.0 - 2.0 * _w1, _w1)
