@@ -305,6 +305,16 @@ def test_neural_ode_names_a_state_of_the_wrong_size():
         NeuralODE(3, width=4, depth=1)(torch.tensor(0.0), torch.ones(5, 2))
 
 
+def test_neural_ode_names_a_state_of_another_dtype_than_its_weights_and_the_cast():
+    model = NeuralODE(2, width=4, depth=1).float()  # as made in torch's default dtype
+    y0, t = torch.ones(5, 2), torch.linspace(0, 1, 3)  # float64 (this module's default)
+    with pytest.raises(physode.InvalidArgumentError, match="y is torch.float64 .*model.double"):
+        physode.odeint(model, y0, t)
+    assert physode.odeint(model.double(), y0, t).dtype == torch.float64
+    with pytest.raises(physode.InvalidArgumentError, match="y is torch.float32 .*torch.float64"):
+        physode.odeint(model, y0.float(), t)
+
+
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt", "opt-disc"])
 def test_a_hybrid_with_catalogue_physics_trains_under_every_gradient_mode(gradient):
     system = physode.systems.load("lotka_volterra")
