@@ -1121,3 +1121,39 @@ def test_dropout_is_not_warned_of_in_eval_mode_nor_with_fixed_steps_and_disc_opt
         physode.solve(func, y0, [0.0, 0.5], method="rk4", step_size=0.25, gradient="disc-opt")
         func.eval()
         physode.solve(func, y0, [0.0, 0.5], gradient="aca")
+
+
+class _DonatingBackward(torch.autograd.Function):
+    """Stands in for a torch.compile-d func whose compiled backward donates its buffers, and so
+    refuses retain_graph=True with this message of torch's (torch.compile itself takes seconds)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            "This backward function was compiled with non-empty donated buffers which requires "
+            "create_graph=False and retain_graph=False. Please keep backward(create_graph=False, "
+            "retain_graph=False) across all backward() function calls, or set "
+            "torch._functorch.config.donated_buffer=False to disable donated buffer."
+        )
+
+
+@pytest.mark.parametrize("gradient", ["aca", "opt-disc"])
+def test_a_compiled_funcs_refusal_to_keep_its_graph_is_said_with_the_ways_out(gradient):
+    w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(
+        lambda t, y: _DonatingBackward.apply(-w * y),
+        torch.ones(2, dtype=DTYPE),
+        [0.0, 0.2, 0.4],
+        method="rk4",
+        step_size=0.1,
+        gradient=gradient,
+    )
+    with pytest.raises(
+        physode.UnsupportedError,
+        match="torch.compile.*donated_buffer = False before .*first call.*gradient='disc-opt'",
+    ):
+        ys.sum().backward()
