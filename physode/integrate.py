@@ -17,7 +17,13 @@ from torch._C import _functorch
 from torch.autograd import forward_ad
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, SolverError, UnsupportedError, positive_finite
+from physode._errors import (
+    InvalidArgumentError,
+    PhysodeWarning,
+    SolverError,
+    UnsupportedError,
+    positive_finite,
+)
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.gradients.base import needs_gradient
 from physode.solvers import (
@@ -269,6 +275,45 @@ def _check_devices(func: Callable, params: Sequence[Tensor], y0: Tensor) -> None
             )
 
 
+def _warn_random_layers(func: Callable, adaptive: bool, replays: bool) -> None:
+    """Warn where ``func`` is a module with dropout in training mode, which draws a new mask at
+    every evaluation: an adaptive method's error estimate then measures the noise and shrinks
+    the step towards ``max_steps`` (an MLP with ``Dropout(0.2)`` took 94,000 steps over
+    ``t`` in [0, 1]), and ACA and Opt-Disc (``replays``) differentiate other masks than the
+    forward pass drew."""
+    if not (adaptive or replays) or not isinstance(func, nn.Module):
+        return
+    layer = next(
+        (
+            m
+            for m in func.modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+        ),
+        None,
+    )
+    if layer is None:
+        return
+    effects = []
+    if adaptive:
+        effects.append(
+            "the adaptive error estimate measures that noise and shrinks the steps, possibly "
+            "until max_steps"
+        )
+    if replays:
+        effects.append(
+            "ACA and Opt-Disc evaluate func again in the backward pass with other masks, so "
+            "the gradient is not that of the forward solve"
+        )
+    warnings.warn(
+        f"func holds {layer!r} in training mode, which draws a new mask at every evaluation: "
+        + "; ".join(effects)
+        + ". Call func.eval() for the solve, or use a fixed-step method with "
+        "gradient='disc-opt', which differentiates the evaluations made.",
+        PhysodeWarning,
+        stacklevel=3,
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _global_names(code: types.CodeType) -> tuple[str, ...]:
     """The global names that ``code`` (and the functions defined in it) reads; not the names of
@@ -504,7 +549,9 @@ def solve(
             # as y0 does not require grad here. The other modes want it without a graph.
             problem.f0 = first if mode.name == "disc-opt" else first.detach()
         del first  # its graph, unless Disc-Opt keeps it, goes before the solve
-    if needs_gradient(problem):
+    differentiate = needs_gradient(problem)
+    _warn_random_layers(func, method in ADAPTIVE_METHODS, differentiate and mode.name != "disc-opt")
+    if differentiate:
         solution = _solve(problem, mode, t_tensor, step_control)
     else:
         # Nothing will ask for a gradient. Not inference mode, though it would save about a

@@ -39,8 +39,8 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
-              ("data.md", 0), ("training.md", 0), ("training.md", 1), ("training.md", 2),
-              ("training.md", 3), ("training.md", 4),
+              ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
+              ("training.md", 2), ("training.md", 3), ("training.md", 4),
               ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
@@ -95,6 +95,16 @@ def test_data_example_writes_reads_checks_and_loads(tmp_path, monkeypatch):
     )
     assert ns["report"].failing == [] and (tmp_path / "drift.png").stat().st_size > 0
     assert len(next(iter(ns["loader"]))) > 0
+
+
+def test_data_loader_example_trains_on_batches_of_windows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    ns = _run("data.md", 1)
+    batch = ns["batch"]
+    assert batch["ys"].shape[1:] == (6, 2) and ns["ys"].shape[0] == 6
+    assert len({float(start) for start in batch["t"][:, 0]}) > 1  # windows of several starts
+    assert 8.3 < ns["model"].physical_parameters()["g"] < 9.81
 
 
 def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):

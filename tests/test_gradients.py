@@ -8,6 +8,7 @@ sizes' own dependence on the inputs is negligible), or replay the accepted step 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -1081,3 +1082,79 @@ def test_disc_opt_carries_the_tangent_of_a_captured_tensor_exactly():
         (w,), (v,),
     )  # fmt: skip
     assert tangent.item() == pytest.approx(-math.exp(-0.7), rel=1e-8)
+
+
+def _dropout_field() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.2), nn.Tanh(), nn.Linear(8, 2)).to(DTYPE)
+
+
+class _OnStateOnly(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+@pytest.mark.parametrize(
+    ("method", "gradient", "says"),
+    [
+        ("rk4", "aca", "backward pass with other masks"),
+        ("rk4", "opt-disc", "backward pass with other masks"),
+        ("dopri5", "disc-opt", "shrinks the steps"),
+    ],
+)
+def test_dropout_in_training_mode_is_warned_of_where_it_breaks_the_solve(method, gradient, says):
+    func = _OnStateOnly(_dropout_field())
+    y0 = torch.ones(3, 2, dtype=DTYPE, requires_grad=True)
+    step = {"step_size": 0.25} if method == "rk4" else {"max_steps": 20, "throw": False}
+    with pytest.warns(physode.PhysodeWarning, match=f"Dropout.*training mode.*{says}"):
+        physode.solve(func, y0, [0.0, 0.5], method=method, gradient=gradient, **step)
+
+
+def test_dropout_is_not_warned_of_in_eval_mode_nor_with_fixed_steps_and_disc_opt():
+    func = _OnStateOnly(_dropout_field())
+    y0 = torch.ones(3, 2, dtype=DTYPE, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        physode.solve(func, y0, [0.0, 0.5], method="rk4", step_size=0.25, gradient="disc-opt")
+        func.eval()
+        physode.solve(func, y0, [0.0, 0.5], gradient="aca")
+
+
+class _DonatingBackward(torch.autograd.Function):
+    """Stands in for a torch.compile-d func whose compiled backward donates its buffers, and so
+    refuses retain_graph=True with this message of torch's (torch.compile itself takes seconds)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            "This backward function was compiled with non-empty donated buffers which requires "
+            "create_graph=False and retain_graph=False. Please keep backward(create_graph=False, "
+            "retain_graph=False) across all backward() function calls, or set "
+            "torch._functorch.config.donated_buffer=False to disable donated buffer."
+        )
+
+
+@pytest.mark.parametrize("gradient", ["aca", "opt-disc"])
+def test_a_compiled_funcs_refusal_to_keep_its_graph_is_said_with_the_ways_out(gradient):
+    w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(
+        lambda t, y: _DonatingBackward.apply(-w * y),
+        torch.ones(2, dtype=DTYPE),
+        [0.0, 0.2, 0.4],
+        method="rk4",
+        step_size=0.1,
+        gradient=gradient,
+    )
+    with pytest.raises(
+        physode.UnsupportedError,
+        match="torch.compile.*donated_buffer = False before .*first call.*gradient='disc-opt'",
+    ):
+        ys.sum().backward()

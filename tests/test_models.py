@@ -305,6 +305,33 @@ def test_neural_ode_names_a_state_of_the_wrong_size():
         NeuralODE(3, width=4, depth=1)(torch.tensor(0.0), torch.ones(5, 2))
 
 
+def test_an_aphynity_hybrid_loading_a_plain_hybrids_weights_keeps_its_own_lambda():
+    def hybrid(aphynity):
+        return Hybrid(LinearDecay(0.5), NeuralODE(1, width=4, depth=1), aphynity=aphynity)
+
+    plain, model = hybrid(None), hybrid(Aphynity(lambda_init=2.0, tau=1.0))
+    model.load_state_dict(plain.state_dict())  # to fine-tune the plain fit with APHYNITY
+    assert float(model.aphynity_lambda) == 2.0
+    assert torch.equal(model.physics.k, plain.physics.k)
+    t = torch.linspace(0, 1, 3)
+    ys = physode.odeint(model, torch.ones(4, 1), t)
+    assert torch.isfinite(model.regularised_loss(ys.square().mean(), t, ys))
+    model.aphynity_lambda.fill_(7.0)  # an APHYNITY hybrid's own lambda still loads
+    again = hybrid(Aphynity(lambda_init=2.0))
+    again.load_state_dict(model.state_dict())
+    assert float(again.aphynity_lambda) == 7.0
+
+
+def test_neural_ode_names_a_state_of_another_dtype_than_its_weights_and_the_cast():
+    model = NeuralODE(2, width=4, depth=1).float()  # as made in torch's default dtype
+    y0, t = torch.ones(5, 2), torch.linspace(0, 1, 3)  # float64 (this module's default)
+    with pytest.raises(physode.InvalidArgumentError, match="y is torch.float64 .*model.double"):
+        physode.odeint(model, y0, t)
+    assert physode.odeint(model.double(), y0, t).dtype == torch.float64
+    with pytest.raises(physode.InvalidArgumentError, match="y is torch.float32 .*torch.float64"):
+        physode.odeint(model, y0.float(), t)
+
+
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt", "opt-disc"])
 def test_a_hybrid_with_catalogue_physics_trains_under_every_gradient_mode(gradient):
     system = physode.systems.load("lotka_volterra")

@@ -14,6 +14,7 @@ from physode.gradients.base import (
     needs_gradient,
     refuse_second_derivatives,
     stack_outputs,
+    step_vjp,
 )
 from physode.solvers.loop import LoopResult, Trace, time_maker
 
@@ -78,12 +79,10 @@ class _ACAFunction(torch.autograd.Function):
                         cotangents.append(grad_ys[k])
                 if cotangents[0] is None:  # the last step of a solve that stopped early
                     cotangents[0] = torch.zeros_like(grad_ys[0])
-                # retain_graph: func may use tensors computed from the parameters outside the
-                # solve (w2 = softplus(w)); every step differentiates through that history
-                # again. The step's own graph goes with `del` below all the same.
-                grads = torch.autograd.grad(
-                    targets, [y, *params], cotangents, allow_unused=True, retain_graph=True
-                )
+                # step_vjp keeps the graph: func may use tensors computed from the parameters
+                # outside the solve (w2 = softplus(w)); every step differentiates through that
+                # history again. The step's own graph goes with `del` below all the same.
+                grads = step_vjp("ACA", targets, [y, *params], cotangents)
                 adjoint = grads[0] if grads[0] is not None else torch.zeros_like(grad_ys[0])
                 for acc, g in zip(param_grads, grads[1:]):
                     if g is not None:

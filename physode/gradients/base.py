@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ __all__ = [
     "needs_gradient",
     "refuse_second_derivatives",
     "stack_outputs",
+    "step_vjp",
 ]
 
 
@@ -112,6 +113,31 @@ def refuse_second_derivatives(mode: str) -> None:
             "its backward pass is not recorded by autograd. Use gradient='disc-opt', which "
             "backpropagates through the recorded steps and supports it."
         )
+
+
+def step_vjp(
+    mode: str, outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequence[Tensor]
+) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad`` of one step (ACA) or one evaluation (Opt-Disc), keeping the graph.
+
+    The graph is kept because ``func`` may use tensors computed from the parameters before the
+    solve (``w2 = softplus(w)``), whose history every step differentiates again. A
+    ``torch.compile``-d ``func`` refuses that while its compiled backward donates its buffers;
+    the refusal is said in physode's terms, with the two ways out.
+    """
+    try:
+        return torch.autograd.grad(
+            outputs, inputs, cotangents, allow_unused=True, retain_graph=True
+        )
+    except RuntimeError as error:
+        if "donated buffers" not in str(error):
+            raise
+        raise UnsupportedError(
+            f"{mode}'s backward pass differentiates func once per step and keeps the graph "
+            "(retain_graph=True), which a torch.compile-d func refuses while its compiled "
+            "backward donates buffers. Set torch._functorch.config.donated_buffer = False "
+            "before the compiled func's first call, or use gradient='disc-opt'."
+        ) from error
 
 
 def stack_outputs(result: LoopResult, n_times: int, like: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from physode.gradients.base import (
     needs_gradient,
     refuse_second_derivatives,
     stack_outputs,
+    step_vjp,
 )
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
 from physode.solvers.control import warn_unattainable
@@ -243,10 +244,7 @@ class _Augmented:
             f = self.func(t, y)
             adjoint = z[n : 2 * n].reshape(shape)
             if f.requires_grad:
-                # retain_graph: see ACA's backward pass (history of func's tensors).
-                vjps = torch.autograd.grad(
-                    f, [y, *self.params], -adjoint, allow_unused=True, retain_graph=True
-                )
+                vjps = step_vjp("Opt-Disc", [f], [y, *self.params], [-adjoint])
             else:  # f depends on neither y nor any parameter
                 vjps = (None,) * (1 + len(self.params))
         pieces = [f.detach().reshape(-1)]

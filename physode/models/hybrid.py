@@ -68,7 +68,9 @@ class Hybrid(nn.Module):
         at zero (``zero_output=True``).
     aphynity : Aphynity or bool, optional
         Train with the APHYNITY objective; ``True`` takes the default :class:`Aphynity`. The
-        current ``λ`` is a buffer, so it is saved in checkpoints with the weights.
+        current ``λ`` is a buffer, so it is saved in checkpoints with the weights. Loading the
+        state dict of a hybrid without APHYNITY (to fine-tune it with APHYNITY) keeps
+        ``λ = lambda_init``.
 
     Examples
     --------
@@ -104,6 +106,14 @@ class Hybrid(nn.Module):
         module = super()._apply(fn, recurse)
         self.aphynity_lambda = lam.to(self.aphynity_lambda.device)
         return module
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Load like any module, but keep this model's ``λ`` where the state dict holds none: a
+        hybrid without APHYNITY stores NaN there, which would turn the objective into NaN."""
+        lam = self.aphynity_lambda.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.aphynity is not None and bool(self.aphynity_lambda.isnan()):
+            self.aphynity_lambda.copy_(lam)
 
     @property
     def autonomous(self) -> bool:

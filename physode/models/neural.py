@@ -195,7 +195,8 @@ class NeuralODE(nn.Module):
         Raises
         ------
         physode.InvalidArgumentError
-            If ``y``'s last dimension is not ``dim``.
+            If ``y``'s last dimension is not ``dim``, or ``y``'s dtype is not the network's
+            (a fresh NeuralODE is float32; cast it with ``.double()`` for float64 states).
         """
         try:
             x = y if self.input_transform is None else self.input_transform(y)
@@ -203,11 +204,19 @@ class NeuralODE(nn.Module):
                 x = torch.cat([x, _time_column(t, y)], dim=-1)
             return self.net(x)
         except RuntimeError:
-            # Checked only here, off the path of every evaluation: a state of the wrong size
-            # fails inside the first layer with a message about matrix shapes.
+            # Checked only here, off the path of every evaluation: a state of the wrong size or
+            # dtype fails inside the first layer with a message about matrices.
             if y.shape[-1:] != (self.dim,):
                 raise InvalidArgumentError(
                     f"y has shape {tuple(y.shape)}, but this NeuralODE has dim={self.dim} and "
                     f"needs (..., {self.dim}); build it with the data's state dimension as dim"
+                ) from None
+            weight = next(self.net.parameters())
+            if y.dtype != weight.dtype:
+                cast = ".double()" if y.dtype == torch.float64 else f".to({y.dtype})"
+                raise InvalidArgumentError(
+                    f"y is {y.dtype} but this NeuralODE's weights are {weight.dtype}; cast the "
+                    f"model to the states' dtype, e.g. model{cast}, or pass "
+                    f"{weight.dtype} states"
                 ) from None
             raise
