@@ -737,6 +737,30 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
     assert json.dumps(wrong.to_dict())
 
 
+def test_a_rollout_runs_the_model_in_eval_mode_and_leaves_its_mode_as_it_was():
+    t, ys = spiral_data(n=2, points=11)
+    torch.manual_seed(0)
+
+    class Dropping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+
+        def forward(self, t, y):
+            return self.net(y)
+
+    field = Dropping().double()
+    first = rollout_report(field, Trajectories(t, ys), conservation=False, method="rk4",
+                           step_size=0.1)  # fmt: skip
+    again = rollout_report(field, Trajectories(t, ys), conservation=False, method="rk4",
+                           step_size=0.1)  # fmt: skip
+    assert torch.equal(first.predicted, again.predicted)  # no dropout: the same rollout
+    assert field.training
+    field.eval()
+    rollout_report(field, Trajectories(t, ys), conservation=False, method="rk4", step_size=0.1)
+    assert not field.training
+
+
 def test_a_rollout_of_data_after_the_horizon_reports_no_error_within_it():
     t, ys = spiral_data(n=2, points=41, t_end=4.0)
     later = Trajectories(t[20:], ys[:, 20:])

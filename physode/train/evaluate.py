@@ -228,7 +228,8 @@ def rollout_report(
     Parameters
     ----------
     model : nn.Module
-        The trained ``f(t, y)``.
+        The trained ``f(t, y)``, rolled out in eval mode (``model.eval()``) and left in the
+        mode it was in.
     data : Trajectories
         Held-out ground truth.
     horizon : float, optional
@@ -283,9 +284,17 @@ def rollout_report(
         truth = torch.cat([data.states[:, :n_data], simulated[:, n_data:].to(dtype)], dim=1)
     else:
         truth = data.states[:, :n_data]
-    predicted = physode.odeint(
-        model, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size
-    ).transpose(0, 1)
+    # Rolled out as a trained model is used: dropout off, batch norm on its running statistics.
+    training = isinstance(model, nn.Module) and model.training
+    if training:
+        model.eval()
+    try:
+        predicted = physode.odeint(
+            model, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size
+        ).transpose(0, 1)
+    finally:
+        if training:
+            model.train()
     pred, ref = predicted[:, 1:], truth[:, 1:]
     if observe is not None:
         pred, ref = pred[..., observe], ref[..., observe]
