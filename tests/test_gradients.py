@@ -614,6 +614,29 @@ def test_a_tensor_listed_twice_in_params_gets_its_gradient_once(gradient, step_c
     assert grad.item() == pytest.approx(-2 * math.exp(-1.0), rel=1e-6)  # d/dw 2 exp(-w)
 
 
+@pytest.mark.parametrize(
+    "gradient, step_control",
+    [(g, "shared") for g in ("disc-opt", "aca", "opt-disc")]
+    + [(g, "per-sample") for g in ("disc-opt", "aca")],
+)
+def test_a_parameter_func_never_uses_keeps_no_gradient_in_every_mode(gradient, step_control):
+    class Decay(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rate = torch.nn.Parameter(torch.tensor(0.5, dtype=DTYPE))
+            self.unused = torch.nn.Parameter(torch.tensor(1.0, dtype=DTYPE))  # weight decay sees it
+
+        def forward(self, t, y):
+            return -self.rate * y + 0.0 * y  # `+ y`-like terms hand back the cotangent itself
+
+    func = Decay()
+    y0 = torch.ones(3, 1, dtype=DTYPE)
+    ys = physode.odeint(func, y0, [0.0, 1.0], gradient=gradient, step_control=step_control)
+    ys[-1].sum().backward()
+    assert func.unused.grad is None
+    assert func.rate.grad.item() == pytest.approx(-3 * math.exp(-0.5), rel=1e-5)
+
+
 def test_finding_a_plain_functions_parameters_hands_per_sample_times_by_row():
     seen = []
     w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)

@@ -10,6 +10,7 @@ from torch import Tensor
 from physode.gradients.base import (
     GradientMode,
     Problem,
+    add_gradients,
     check_switch,
     needs_gradient,
     refuse_second_derivatives,
@@ -53,7 +54,7 @@ class _ACAFunction(torch.autograd.Function):
         # The graph of the last step, taken in the forward pass, serves once: a second backward
         # pass (retain_graph=True) rebuilds that step like the others.
         final, trace.final = trace.final, None
-        param_grads = [torch.zeros_like(p) for p in params]
+        param_grads: list[Tensor | None] = [None] * len(params)  # see add_gradients
         adjoint = None
         nfe = 0
         with torch.enable_grad():
@@ -84,9 +85,7 @@ class _ACAFunction(torch.autograd.Function):
                 # history again. The step's own graph goes with `del` below all the same.
                 grads = step_vjp("ACA", targets, [y, *params], cotangents)
                 adjoint = grads[0] if grads[0] is not None else torch.zeros_like(grad_ys[0])
-                for acc, g in zip(param_grads, grads[1:]):
-                    if g is not None:
-                        acc.add_(g)
+                add_gradients(param_grads, grads[1:])
                 del step, targets, grads
         problem.stats.nfe_backward += nfe
         grad_y0 = grad_ys[0] if adjoint is None else adjoint + grad_ys[0]

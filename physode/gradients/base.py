@@ -16,6 +16,7 @@ from physode.solvers.loop import LoopResult, Trace
 __all__ = [
     "GradientMode",
     "Problem",
+    "add_gradients",
     "check_switch",
     "needs_gradient",
     "refuse_second_derivatives",
@@ -138,6 +139,18 @@ def step_vjp(
             "backward donates buffers. Set torch._functorch.config.donated_buffer = False "
             "before the compiled func's first call, or use gradient='disc-opt'."
         ) from error
+
+
+def add_gradients(totals: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
+    """Add one step's parameter gradients into ``totals``, in place.
+
+    A total stays ``None`` until some step gives it a gradient, so a parameter that ``func``
+    never uses keeps ``.grad is None``, as autograd (and Disc-Opt) leave it. The first gradient
+    is copied: autograd may hand back a cotangent itself (for ``f = y + p``).
+    """
+    for i, g in enumerate(grads):
+        if g is not None:
+            totals[i] = g.clone() if totals[i] is None else totals[i].add_(g)
 
 
 def stack_outputs(result: LoopResult, n_times: int, like: Tensor) -> Tensor:

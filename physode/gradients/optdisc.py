@@ -224,8 +224,9 @@ class _OptDiscFunction(torch.autograd.Function):
             z = torch.cat([z[:n], z[n : 2 * n] + grad_ys[k - 1].reshape(-1), z[2 * n :]])
         adjoint = z[n : 2 * n].reshape(shape)
         param_grads, offset = [], 2 * n
-        for p, size in zip(params, sizes):
-            param_grads.append(z[offset : offset + size].reshape(p.shape).to(p.device, p.dtype))
+        for p, size, used in zip(params, sizes, augmented.used):
+            grad = z[offset : offset + size].reshape(p.shape).to(p.device, p.dtype)
+            param_grads.append(grad if used else None)
             offset += size
         return (None, None, None, adjoint, *param_grads)
 
@@ -236,6 +237,8 @@ class _Augmented:
 
     def __init__(self, func, shape, n, params):
         self.func, self.shape, self.n, self.params = func, shape, n, params
+        # Which parameters some evaluation depended on; the others get no gradient (None).
+        self.used = [False] * len(params)
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
         n, shape = self.n, self.shape
@@ -248,7 +251,9 @@ class _Augmented:
             else:  # f depends on neither y nor any parameter
                 vjps = (None,) * (1 + len(self.params))
         pieces = [f.detach().reshape(-1)]
-        for v, like in zip(vjps, [y, *self.params]):
+        for i, (v, like) in enumerate(zip(vjps, [y, *self.params])):
+            if i > 0 and v is not None:
+                self.used[i - 1] = True
             piece = v if v is not None else torch.zeros_like(like)
             # A 0-dim CPU parameter of a solve on another device has its product on the CPU.
             pieces.append(piece.reshape(-1).to(z.device, z.dtype))

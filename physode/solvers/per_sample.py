@@ -331,14 +331,14 @@ class _PerSampleACA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
-        from physode.gradients.base import refuse_second_derivatives
+        from physode.gradients.base import add_gradients, refuse_second_derivatives, step_vjp
 
         refuse_second_derivatives("ACA")
         problem, trace = ctx.problem, ctx.trace
         func, stepper, params = problem.func, problem.stepper, ctx.saved_tensors
         view = (-1,) + (1,) * (grad_ys.ndim - 2)
         adjoint = torch.zeros_like(grad_ys[0])
-        param_grads = [torch.zeros_like(p) for p in params]
+        param_grads: list[Tensor | None] = [None] * len(params)  # see add_gradients
         # Evaluations per row, as the forward pass counts them.
         nfe = torch.zeros(grad_ys.shape[1], dtype=torch.int64, device=grad_ys.device)
         for rows, t, h, y_in, land_local, k in reversed(trace.steps):
@@ -349,15 +349,10 @@ class _PerSampleACA(torch.autograd.Function):
                 y = y_in.detach().requires_grad_(True)
                 tv, hv = t.view(view), h.view(view)
                 step = stepper.step(func, tv, y, hv, func(tv, y), None, replay=True)
-                # retain_graph: see ACA's backward pass (history of func's tensors).
-                grads = torch.autograd.grad(
-                    step.y1, [y, *params], cotangent, allow_unused=True, retain_graph=True
-                )
+                grads = step_vjp("ACA", [step.y1], [y, *params], [cotangent])
             nfe[rows] += 1 + stepper.nfe_per_replay
             adjoint[rows] = grads[0] if grads[0] is not None else torch.zeros_like(y)
-            for acc, g in zip(param_grads, grads[1:]):
-                if g is not None:
-                    acc.add_(g)
+            add_gradients(param_grads, grads[1:])
         problem.stats.nfe_backward = problem.stats.nfe_backward + nfe.cpu()  # one copy
         return (None, None, adjoint + grad_ys[0], *param_grads)
 
