@@ -202,6 +202,16 @@ def test_float32_storage_holds_the_float64_solution_rounded(tmp_path):
         np.testing.assert_array_equal(b.states[()], a.states[()].astype(np.float32))
 
 
+def test_invariants_are_stored_in_the_systems_order_not_alphabetically(tmp_path):
+    out = tmp_path / "k.h5"
+    simulate("kepler", trajectories=1, out=out, t_end=0.1, points=3, split=(1, 0, 0))
+    order = physode.systems.load("kepler").invariant_names
+    assert order != sorted(order)  # else the test could not tell
+    with load(out) as data:
+        assert data.invariant_names == order
+        assert list(data.invariants) == order
+
+
 def test_success_leaves_only_the_output_file(tmp_path):
     out = tmp_path / "clean.h5"
     result = simulate(SYSTEM, trajectories=2, out=out, **FAST)

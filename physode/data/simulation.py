@@ -1005,7 +1005,8 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
 
     chunks = finished_chunks()
     first = next(chunks)
-    invariant_names = list(first.invariants)
+    # In the system's order (a chunk file lists its invariants alphabetically).
+    invariant_names = sorted(first.invariants, key=system.invariant_names.index)
     attrs = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
