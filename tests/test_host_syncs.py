@@ -2,9 +2,9 @@
 
 On a GPU every read of a value on the device (a step's error ratio, a finiteness flag) stops the
 host until the device has run everything queued before it. The loops read as little as they can: the
-adaptive loop once per step attempt, the fixed-step loop once per ``_FINITE_CHECK_EVERY`` steps.
-Counting the reads on the CPU bounds them without a GPU; the solves that read less often must still
-stop where reading every step would.
+adaptive loops once per step attempt (per-sample step control: once per iteration), the fixed-step
+loop once per ``_FINITE_CHECK_EVERY`` steps. Counting the reads on the CPU bounds them without a
+GPU; the solves that read less often must still stop where reading every step would.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from _host_syncs import HostSyncs
 
 import physode
 import physode.solvers.loop as loop
+import physode.solvers.per_sample as per_sample
 
 DTYPE = torch.float64
 T = [0.0, 2.0, 5.0]
@@ -68,6 +69,19 @@ def test_a_fixed_step_solve_reads_the_finiteness_of_its_states_once_per_few_step
     count, steps, ops = _forward_syncs(gradient, method="rk4", step_size=0.01)
     assert steps == 500
     assert count <= steps / 20, ops
+
+
+@pytest.mark.parametrize("gradient", [None, "disc-opt", "aca"])
+def test_per_sample_step_control_on_a_gpu_reads_the_device_once_per_iteration(
+    gradient, monkeypatch
+):
+    # On a GPU, which the CPU loop does as it would there. The loop read three to nine flags per
+    # iteration, and a nonzero found the rows that landed, finished or (ACA) were accepted.
+    monkeypatch.setattr(per_sample, "_on_host", lambda y0: False)
+    count, iterations, ops = _forward_syncs(gradient, step_control="per-sample")
+    assert iterations > 30
+    assert count <= iterations + PER_SOLVE, ops
+    assert "nonzero" not in ops
 
 
 # ----------------------------------------------------------- the same results, with fewer reads
@@ -136,3 +150,52 @@ def test_a_fixed_step_solve_stops_at_the_first_non_finite_step_as_if_it_read_eve
     assert every_few_steps == every_step
     stopped = physode.Status.MAX_STEPS if t_bad == 0.4175 else physode.Status.NON_FINITE
     assert every_step[1] is stopped
+
+
+def _mixed(t, z):
+    """Rows ``[y, c, poison]``: ``dy/dt = c y^2`` blows up at ``t = 1 / (c y0)`` (step size
+    underflow), and turns NaN from ``t = 0.5`` where ``poison > 0``."""
+    y, c, poison = z[..., 0], z[..., 1], z[..., 2]
+    dy = c * y * y + torch.where((t[..., 0] > 0.5) & (poison > 0), math.nan, 0.0)
+    return torch.stack([dy, torch.zeros_like(c), torch.zeros_like(poison)], dim=-1)
+
+
+def _mixed_y0() -> torch.Tensor:
+    rows = [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.5, -1.0, 0.0], [1.0, 0.3, 1.0], [2.0, 0.7, 0.0]]
+    return torch.tensor(rows, dtype=DTYPE)
+
+
+@pytest.mark.parametrize("max_steps", [1000, 25])
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca"])
+def test_per_sample_step_control_on_a_gpu_takes_the_steps_it_takes_on_the_host(
+    gradient, max_steps, monkeypatch
+):
+    def solve():
+        z0 = _mixed_y0().requires_grad_(True)
+        solution = physode.solve(
+            _mixed,
+            z0,
+            [0.0, 0.3, 0.7, 2.0],
+            step_control="per-sample",
+            gradient=gradient,
+            throw=False,
+            max_steps=max_steps,
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        (grad,) = torch.autograd.grad(solution.ys[1].sum(), [z0])
+        return [*_outcome(solution), _nan_as_none(grad.tolist())]
+
+    on_host = solve()
+    monkeypatch.setattr(per_sample, "_on_host", lambda y0: False)
+    on_a_gpu = solve()
+    assert on_a_gpu == on_host
+    status = {physode.Status(code) for code in on_host[1]}
+    if max_steps == 1000:  # every way a row stops
+        assert status == {
+            physode.Status.SUCCESS,
+            physode.Status.STEP_SIZE_UNDERFLOW,
+            physode.Status.NON_FINITE,
+        }
+    else:
+        assert physode.Status.MAX_STEPS in status
