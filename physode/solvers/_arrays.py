@@ -48,9 +48,15 @@ def take(x: Array, rows: Array) -> Array:
     return x.index_select(0, rows) if isinstance(x, Tensor) else x[rows]
 
 
-def flatnonzero(mask: Array) -> Array:
-    """The indices where a one-dimensional ``mask`` is true."""
-    return mask.nonzero().squeeze(1) if isinstance(mask, Tensor) else np.flatnonzero(mask)
+def flatnonzero(mask: Array, count: int | None = None) -> Array:
+    """The indices where a one-dimensional ``mask`` is true. Given how many there are, a
+    tensor's are found without reading the device, which ``nonzero`` does on a GPU to size its
+    result."""
+    if not isinstance(mask, Tensor):
+        return np.flatnonzero(mask)
+    if count is None:
+        return mask.nonzero().squeeze(1)
+    return mask.nonzero_static(size=count).squeeze(1)
 
 
 def put_(record: Array, rows: Array, values: Array) -> None:

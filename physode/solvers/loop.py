@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,10 @@ __all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
 # An output within this fraction of a step past the end of the step lands on it exactly, so
 # rounding never leaves a sliver of a step behind.
 _LANDING_SLACK = 1e-9
+
+# Fixed-step solves read the finiteness of their states once per this many steps (and at the
+# end), not after every step: on a GPU each read makes the host wait for the device.
+_FINITE_CHECK_EVERY = 32
 
 
 class Status(IntEnum):
@@ -73,6 +78,24 @@ class Trace:
     outputs: list[tuple[int, float | None]] = field(default_factory=list)
     graph_final: bool = False
     final: tuple[int, Tensor, object] | None = None
+
+
+class _Unchecked(NamedTuple):
+    """An accepted fixed step whose state's finiteness is still on the device: the 0-dim flag,
+    and what to go back to if it is the first non-finite one (its start time, the evaluations
+    made up to and including it, the outputs before it)."""
+
+    finite: Tensor
+    t: float
+    nfe: int
+    n_outputs: int
+
+
+def _first_non_finite(unchecked: list[_Unchecked]) -> int | None:
+    """Index of the first step in ``unchecked`` whose state is not finite, or None; one read of
+    the device for all of them."""
+    finite = torch.stack([step.finite for step in unchecked]).tolist()
+    return None if all(finite) else finite.index(False)
 
 
 @dataclass
@@ -241,6 +264,9 @@ def integrate(
     underflow = 4.0 * torch.finfo(y0.dtype).eps
     k, n_out, t_end = 1, len(times), times[-1]
     ratio = 0.0
+    # Fixed steps whose states are not yet known to be finite (see _FINITE_CHECK_EVERY).
+    unchecked: list[_Unchecked] = []
+    first_bad: int | None = None
 
     while k < n_out and status is Status.SUCCESS:
         if stats.n_steps + stats.n_rejected >= max_steps:
@@ -290,9 +316,10 @@ def integrate(
 
         t_new = target if landing else t + h_step
         y1 = step.y1.detach() if graph else step.y1
-        if not adaptive and not bool(torch.isfinite(y1).all()):
-            status = Status.NON_FINITE
-            break
+        if not adaptive:
+            # (Adaptive steps are not checked: a NaN or inf stage makes the error ratio
+            # non-finite, which rejects the step.)
+            unchecked.append(_Unchecked(torch.isfinite(y1).all(), t, stats.nfe, len(ys)))
         n = stats.n_steps
         stats.n_steps += 1
         if trace is not None:
@@ -326,6 +353,25 @@ def integrate(
             # A step shortened to land on an output says nothing about the natural step size.
             h = direction * max(abs(h_next), abs(h)) if landing else h_next
             previous_ratio = ratio
+        elif len(unchecked) >= _FINITE_CHECK_EVERY:
+            first_bad = _first_non_finite(unchecked)
+            if first_bad is not None:
+                break
+            unchecked.clear()
+
+    if first_bad is None and unchecked:
+        first_bad = _first_non_finite(unchecked)
+    if first_bad is not None:
+        # Back to the first non-finite step, as if the loop had stopped there: its start time,
+        # the evaluations up to it, the steps and outputs before it.
+        first = unchecked[first_bad]
+        n = stats.n_steps - len(unchecked) + first_bad
+        status, t, stats.nfe, stats.n_steps = Status.NON_FINITE, first.t, first.nfe, n
+        del ys[first.n_outputs :]
+        if trace is not None:
+            del trace.t[n:], trace.h[n:], trace.y[n:], trace.outputs[len(ys) - 1 :]
+            if trace.final is not None and trace.final[0] >= n:
+                trace.final = None
 
     message = (
         "success"

@@ -190,6 +190,15 @@ def integrate_per_sample(
         stats.nfe += 1
     previous = full((batch,), 1.0, y0)
     local_steps = full((batch,), 0, y0, dtype=xp.int64)
+    # On the host (NumPy, or tensors on the CPU) a flag is read as fast as it is computed, and the
+    # loop reads the ones that let it skip work. On a GPU each read makes the host wait for the
+    # device: the loop reads once per iteration, the numbers of rows accepted, landed and done,
+    # with which the rows are then found without another read.
+    on_host = _on_host(y0)
+
+    def count(n: int) -> int | None:
+        return None if on_host else n
+
     # Every row still active has made one attempt per iteration, so the attempts are counted once
     # for all, and a row's rejections are its attempts less its accepted steps.
     attempts = 0
@@ -209,25 +218,11 @@ def integrate_per_sample(
         accept = ratio <= 1.0
         landed = accept & landing
 
-        if trace is not None and bool(accept.any()):
-            acc = flatnonzero(accept)
-            land_local = flatnonzero(take(landed, acc))
-            trace.steps.append(
-                (
-                    *(take(x, acc) for x in (rows, t, h_step, y)),
-                    land_local,
-                    take(take(k, acc), land_local),
-                )
-            )
+        t_in, y_in, k_in = t, y, k  # what the trace and the outputs take, before the update
         accept_b = accept.reshape(view)
         y = xp.where(accept_b, step.y1, y)
         t = xp.where(accept, xp.where(landing, target, t + h_step), t)
-        if bool(landed.any()):
-            where = flatnonzero(landed)
-            out_k.append(take(k, where))
-            out_rows.append(take(rows, where))
-            out_y.append(take(y, where))
-            k = k + landed
+        k = k + landed
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
         factor = controller.factor_per_row(ratio, previous, accept)
@@ -247,18 +242,39 @@ def integrate_per_sample(
             stats.nfe += 1
 
         finished = k >= n_out
-        # `~(>)` also catches a NaN step, which a NaN first evaluation produces. A step below
-        # the resolution of t (t + h == t) is accepted, as its error is zero, and leaves h = 0:
-        # that row underflows too, instead of stepping nowhere until max_steps.
-        if bool(accept.all()):
-            underflow = h == 0
+        # A rejected row underflows where its step is below the resolution of t, an accepted
+        # one where its step became 0: a step below that resolution (t + h == t) is accepted, as
+        # its error is zero, and the row would step nowhere until max_steps. `~(>)` also
+        # catches a NaN step, which a NaN first evaluation produces (such rows are rejected).
+        if on_host and bool(accept.all()):
+            underflow = h == 0  # the same, in one operation instead of six
         else:
-            stalled = (~accept) | (h == 0)
-            underflow = stalled & ~(abs(h) > eps * xp.clip(abs(t), 1.0, None))
+            underflow = ~(abs(h) > xp.where(accept, 0.0, eps * abs(t).clip(1.0)))
         done = finished | underflow
         if attempts >= max_steps:
             done = xp.ones_like(done)
-        if bool(done.any()):
+        if on_host:
+            n_accept = trace is not None and bool(accept.any())
+            n_landed, n_done = bool(landed.any()), bool(done.any())
+        else:  # the iteration's one read of the device
+            n_accept, n_landed, n_done = _count_true(accept, landed, done)
+
+        if trace is not None and n_accept:
+            acc = flatnonzero(accept, count(n_accept))
+            land_local = flatnonzero(take(landed, acc), count(n_landed))
+            trace.steps.append(
+                (
+                    *(take(x, acc) for x in (rows, t_in, h_step, y_in)),
+                    land_local,
+                    take(take(k_in, acc), land_local),
+                )
+            )
+        if n_landed:
+            where = flatnonzero(landed, count(n_landed))
+            out_k.append(take(k_in, where))
+            out_rows.append(take(rows, where))
+            out_y.append(take(y, where))
+        if n_done:
             code = xp.where(
                 finished,
                 int(Status.SUCCESS),
@@ -272,7 +288,7 @@ def integrate_per_sample(
                     int(Status.MAX_STEPS),
                 ),
             )
-            out = flatnonzero(done)
+            out = flatnonzero(done, count(n_done))
             gone = take(rows, out)
             for record, value in (
                 (status, code),
@@ -282,7 +298,7 @@ def integrate_per_sample(
                 (n_rejected, attempts - local_steps),
             ):
                 put_(record, gone, take(value, out))
-            keep = flatnonzero(~done)
+            keep = flatnonzero(~done, count(rows.shape[0] - n_done))
             rows, t, y, h, k, f0, previous, local_steps = (
                 take(x, keep) for x in (rows, t, y, h, k, f0, previous, local_steps)
             )
@@ -306,6 +322,16 @@ def integrate_per_sample(
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
     stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
+
+
+def _on_host(y0: Array) -> bool:
+    """Whether the loop runs on the host, where reading a value of the state waits for nothing."""
+    return not isinstance(y0, Tensor) or y0.device.type == "cpu"
+
+
+def _count_true(*masks: Tensor) -> list[int]:
+    """The number of true entries of each one-dimensional mask (of one length), read at once."""
+    return torch.stack(masks).sum(1).tolist()
 
 
 def _host(x: Array) -> Array:
