@@ -222,6 +222,44 @@ def test_aca_and_disc_opt_gradients_agree_per_sample(method):
     assert model.numpy_calls == 0  # a solve that needs gradients stays on torch
 
 
+class _BlowsUpLater(torch.nn.Module):
+    """dy/dt = c y² (c learnable); rows with a positive flag turn NaN after t = 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+
+    def forward(self, t, z):
+        y, flag = z[..., 0], z[..., 1]
+        nan = torch.where((t[..., 0] > 0.5) & (flag > 0), torch.nan, 0.0)
+        return torch.stack([self.c * y * y + nan, 0 * flag], -1)
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["host", "device-path"])
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "heun"])
+def test_a_row_going_non_finite_leaves_the_disc_opt_gradients_of_what_was_reached_exact(
+    method, host, monkeypatch
+):
+    from physode.solvers import per_sample
+
+    monkeypatch.setattr(per_sample, "_on_host", lambda y0: host)
+    grads = {}
+    for gradient, rows in (("disc-opt", 2), ("aca", 2), ("disc-opt", 1)):
+        model = _BlowsUpLater()
+        z0 = torch.tensor([[1.0, 1.0], [1.0, 0.0]][:rows], dtype=torch.float64)
+        z0.requires_grad_(True)
+        sol = physode.solve(model, z0, [0.0, 0.3, 0.7, 2.0], method=method, gradient=gradient,
+                            step_control="per-sample", throw=False)  # fmt: skip
+        assert sol.status.tolist()[:1] == [int(Status.NON_FINITE)]
+        # The first row's output at t = 0.3, reached before it failed (others are NaN).
+        grads[gradient, rows] = torch.autograd.grad(sol.ys[1, 0, 0], [z0, model.c])
+    g_z0, g_c = grads["disc-opt", 2]
+    assert torch.isfinite(g_z0[0]).all() and torch.isfinite(g_c)
+    for name in (("aca", 2), ("disc-opt", 1)):  # ACA, and the row alone
+        torch.testing.assert_close(g_z0[:1], grads[name][0][:1], rtol=1e-9, atol=0)
+        torch.testing.assert_close(g_c, grads[name][1], rtol=1e-9, atol=0)
+
+
 def test_disc_opt_gradient_passes_a_finite_difference_check_per_sample():
     model = Damped()
     z0 = _z0()[:3].detach()

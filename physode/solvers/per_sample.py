@@ -190,6 +190,7 @@ def integrate_per_sample(
         stats.nfe += 1
     previous = full((batch,), 1.0, y0)
     local_steps = full((batch,), 0, y0, dtype=xp.int64)
+    redone = full((batch,), 0, y0, dtype=xp.int64)  # evaluations of steps taken again (Disc-Opt)
     # On the host (NumPy, or tensors on the CPU) a flag is read as fast as it is computed, and the
     # loop reads the ones that let it skip work. On a GPU each read makes the host wait for the
     # device: the loop reads once per iteration, the numbers of rows accepted, landed and done,
@@ -219,8 +220,6 @@ def integrate_per_sample(
         landed = accept & landing
 
         t_in, y_in, k_in = t, y, k  # what the trace and the outputs take, before the update
-        accept_b = accept.reshape(view)
-        y = xp.where(accept_b, step.y1, y)
         t = xp.where(accept, xp.where(landing, target, t + h_step), t)
         k = k + landed
 
@@ -232,14 +231,6 @@ def integrate_per_sample(
         h = xp.where(landed, longer, h_next)
         previous = xp.where(accept, ratio, previous)
         local_steps = local_steps + accept
-
-        if tab.fsal:
-            f0 = xp.where(accept_b, step.f1, f0)
-        else:
-            # Rejected rows have the same (t, y) as before, so re-evaluating every row gives them
-            # their old f0 bit for bit, and costs less than gathering the accepted ones.
-            f0 = func(t.reshape(view), y)
-            stats.nfe += 1
 
         finished = k >= n_out
         # A rejected row underflows where its step is below the resolution of t, an accepted
@@ -253,11 +244,44 @@ def integrate_per_sample(
         done = finished | underflow
         if attempts >= max_steps:
             done = xp.ones_like(done)
+        # Disc-Opt records every attempt in the batch's graph. A rejected row's attempt gets a
+        # zero cotangent, exact where its stages are finite; where they are not, 0 * NaN would
+        # spoil the gradient of every output that shares the graph. Those iterations take the
+        # step again for the accepted rows alone, and only that enters the graph.
+        recorded = isinstance(step.y1, Tensor) and step.y1.requires_grad
+        broken = ~xp.isfinite(ratio) if recorded else None
         if on_host:
-            n_accept = trace is not None and bool(accept.any())
+            n_accept = (trace is not None or recorded) and bool(accept.any())
             n_landed, n_done = bool(landed.any()), bool(done.any())
+            n_broken = recorded and bool(broken.any())
         else:  # the iteration's one read of the device
-            n_accept, n_landed, n_done = _count_true(accept, landed, done)
+            n_accept, n_landed, n_done, *n_broken = _count_true(
+                accept, landed, done, *([broken] if recorded else [])
+            )
+            n_broken = bool(n_broken and n_broken[0])
+
+        if n_broken:
+            acc = flatnonzero(accept, count(n_accept))
+            y = y_in
+            if n_accept:
+                retaken = stepper.step(
+                    func, take(t_in, acc).reshape(view), take(y_in, acc),
+                    take(h_step, acc).reshape(view), take(f0, acc), None,
+                )  # fmt: skip
+                redone[take(rows, acc)] += stepper.nfe_per_step
+                y = y_in.index_copy(0, acc, retaken.y1)
+                if tab.fsal:
+                    f0 = f0.index_copy(0, acc, retaken.f1)
+        else:
+            accept_b = accept.reshape(view)
+            y = xp.where(accept_b, step.y1, y)
+            if tab.fsal:
+                f0 = xp.where(accept_b, step.f1, f0)
+        if not tab.fsal:
+            # Rejected rows have the same (t, y) as before, so re-evaluating every row gives them
+            # their old f0 bit for bit, and costs less than gathering the accepted ones.
+            f0 = func(t.reshape(view), y)
+            stats.nfe += 1
 
         if trace is not None and n_accept:
             acc = flatnonzero(accept, count(n_accept))
@@ -320,7 +344,7 @@ def integrate_per_sample(
     # for methods without FSAL, f at the row's new (or unchanged) state after every attempt.
     attempts = stats.n_steps + stats.n_rejected
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
-    stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt
+    stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt + _host(redone)
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
 
 
