@@ -8,6 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 
 import physode
 import physode.systems
@@ -645,3 +646,55 @@ def test_a_failure_flag_that_disagrees_with_the_status_is_refused_naming_the_tra
         TrajectoryDataset(path, split="all")
     assert main(["check", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"physode: error: {path}: damaged: ")
+
+
+def test_check_tells_a_failures_own_nan_from_states_that_are_not_finite_before_it(stored):
+    # Trajectories 1 and 4 of the synthetic file failed. NaN after the time a failed solve
+    # reached is how a failure is stored; NaN or inf before it, or along a solve that
+    # succeeded, is not, and check reported it as a drift of inf.
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        states, t_final = f["states"][()], f["solver/t_final"][()]
+        states[4, 5:] = np.nan  # t[5] = 1.25, after the time reached: the failure's own
+        t_final[4] = 1.0
+        states[1, 3:] = np.nan  # t[3] = 0.75, before the time reached
+        t_final[1] = 1.5
+        states[2, 6, 1] = np.nan  # a successful solve
+        states[6, 7:, 0] = -np.inf
+        f["states"][...], f["solver/t_final"][...] = states, t_final
+    report = check(path, worst=5)
+    assert report.failed_trajectories == [1, 4]
+    assert report.non_finite == [
+        physode.data.NonFiniteStates(1, 3, 0.75, "NaN"),
+        physode.data.NonFiniteStates(2, 6, 1.5, "NaN"),
+        physode.data.NonFiniteStates(6, 7, 1.75, "inf"),
+    ]
+    assert report.n_measured == 3 and not report.passed
+    (energy,) = report.invariants
+    assert sorted(i for i, _ in energy.worst_trajectories) == [0, 3, 5]
+    (partial,) = report.partial_drift  # up to each one's first state that is not finite
+    assert sorted(i for i, _ in partial.worst_trajectories) == [1, 2, 4, 6]
+    expected = {}
+    with load(path) as data:  # each measured as if its states ended before the first bad one
+        for i, points in {1: 3, 2: 6, 4: 5, 6: 7}.items():
+            drift = physode.data.drift_per_trajectory(
+                data.system,
+                torch.from_numpy(data.states[i : i + 1, :points]),
+                torch.from_numpy(data.params[i : i + 1]),
+                torch.from_numpy(data.t[:points]),
+            )["energy"]
+            expected[i] = drift.max()
+    assert dict(partial.worst_trajectories) == pytest.approx(expected, rel=1e-12)
+    lines = report.table().splitlines()
+    assert lines[0] == (
+        f"{path}: 7 trajectories, 2 solver failures (trajectories 1, 4), 3 with non-finite "
+        "states (trajectories 1, 2, 6)"
+    )
+    assert "  trajectories 1 (NaN from t[3] = 0.75), 2 (NaN from t[6] = 1.5), 6 (inf from " in (
+        "\n".join(lines)
+    )
+    assert lines[-1] == (
+        "check failed: the file has 2 solver failures (trajectories that stopped before the "
+        "final time, flag bit 1) and 3 trajectories with stored states that are not finite "
+        "(inf or NaN where the solve did not stop)"
+    )
