@@ -234,12 +234,15 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "|I(t) - I(0)| / S (S: the sum of |terms of I| at t = 0, or its median over t where\n"
         "larger, as in physode.diagnostics.conservation) and the worst trajectories. It reads\n"
         "every dataset, which verifies every checksum of the file.\n\n"
-        "The drift covers the trajectories solved to the end; solver failures are\n"
-        "listed apart, by cause (step-size underflow, max_steps used up, non-finite\n"
-        "state), each with the time it reached.\n\n"
-        "exit status: 0 every invariant within the tolerance and no solver failures,\n"
-        "1 an invariant beyond it or the file has solver failures, 2 the file cannot\n"
-        "be read or an argument is bad, 3 an internal error (a bug)",
+        "The drift covers the trajectories solved to the end with finite states; solver\n"
+        "failures are listed apart, by cause (step-size underflow, max_steps used up,\n"
+        "non-finite state), each with the time it reached, and so are stored states that\n"
+        "are not finite (inf or NaN where the solve did not stop, such as a float32\n"
+        "overflow), each from the first time index that holds one. Their drift up to\n"
+        "there is printed in a table of its own.\n\n"
+        "exit status: 0 every invariant within the tolerance, no solver failures and no\n"
+        "states that are not finite, 1 otherwise, 2 the file cannot be read or an\n"
+        "argument is bad, 3 an internal error (a bug)",
         epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
         formatter_class=_FORMATTER,
     )

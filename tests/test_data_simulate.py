@@ -961,3 +961,87 @@ def test_values_beyond_float32_storage_are_named_in_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         simulate(spec, out=tmp_path / "shorter.h5", **{**settings, "t_end": 50.0})
+
+
+def test_a_failed_solves_drift_is_stored_and_checked_up_to_the_time_it_reached(tmp_path):
+    # x' = x**2 blows up at t = 1 / x0. The drift of a failed solve was stored as NaN (its
+    # later states are NaN), so how far it drifted before it failed was reported nowhere.
+    spec = tmp_path / "blow_up.toml"
+    spec.write_text(
+        'name = "blow_up"\nform = "equations"\n[equations]\nx = "x**2"\n'
+        '[invariants]\nnot_conserved = "x"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.2, 1.0]\n'
+    )
+    out = tmp_path / "blow_up.h5"
+    simulate(spec, trajectories=6, out=out, seed=2, **FAST)
+    with load(out) as data:
+        failed = (data.flags & 1) != 0
+        drift = data.drift["not_conserved"]
+        states, t_final = data.states[()], data.t_final
+        recomputed = physode.data.drift_per_trajectory(
+            data.system,
+            torch.from_numpy(states),
+            torch.from_numpy(data.params),
+            torch.from_numpy(data.t),
+        )["not_conserved"]
+        reached = data.t[None, :] <= t_final[:, None]
+    assert 0 < failed.sum() < 6
+    # over the output times each failed solve reached: finite, and NaN only after them
+    assert np.isfinite(states[reached]).all() and np.isnan(states[~reached]).all()
+    expected = np.where(reached, recomputed, 0.0).max(axis=1)
+    np.testing.assert_array_equal(drift, expected)
+    assert np.isfinite(drift).all() and (drift[failed] > 0.1).all()
+
+    report = check(out)
+    assert [d.name for d in report.partial_drift] == ["not_conserved"]
+    (partial,) = report.partial_drift
+    worst = np.flatnonzero(failed)[np.argsort(-drift[failed], kind="stable")[:3]]
+    assert partial.worst_trajectories == [(int(i), pytest.approx(drift[i])) for i in worst]
+    assert partial.median == pytest.approx(np.median(drift[failed]))
+    (whole,) = report.invariants  # the solves that reached the end, apart
+    assert sorted(i for i, _ in whole.worst_trajectories) == np.flatnonzero(~failed)[:3].tolist()
+    table = report.table()
+    assert f"drift of the {failed.sum()} failed trajectories, over the output times each " in table
+    assert table.splitlines()[-1].startswith("check failed: the file has ")
+
+
+def test_check_names_stored_states_that_are_not_finite_and_keeps_them_apart(tmp_path):
+    # x = x0 e^t and y = y0 e^-t keep x*y; stored as float32, x0 e^89 is beyond its range
+    # (3.4e38) for x0 > 0.76 and is stored as inf. check reported "worst inf" and "beyond
+    # tolerance" without a word on why.
+    spec = tmp_path / "saddle.toml"
+    spec.write_text(
+        'name = "saddle"\nform = "equations"\n[equations]\nx = "x"\ny = "-y"\n'
+        '[invariants]\nxy = "x*y"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\ny = [0.5, 1.0]\n'
+    )
+    out = tmp_path / "saddle.h5"
+    settings = {**FAST, "t_end": 89.0, "points": 90, "dtype": "float32"}
+    with pytest.warns(physode.PhysodeWarning, match="beyond the range of float32"):
+        simulate(spec, trajectories=6, out=out, seed=3, **settings)
+    with load(out) as data:
+        overflowed = np.isinf(data.states[:, -1, 0])
+        assert (data.flags == 0).all() and np.isfinite(data.states[:, :-1]).all()
+    assert 0 < overflowed.sum() < 6
+
+    report = check(out, tolerance=1e-4)  # float32 rounding alone drifts by about 1e-6 here
+    rows = np.flatnonzero(overflowed).tolist()
+    assert report.non_finite == [physode.data.NonFiniteStates(i, 89, 89.0, "inf") for i in rows]
+    assert not report.passed and report.failing == [] and report.n_failed == 0
+    assert report.n_measured == 6 - len(rows)
+    (xy,) = report.invariants
+    assert 0 < xy.worst < 1e-4
+    assert {i for i, _ in xy.worst_trajectories}.isdisjoint(rows)
+    (partial,) = report.partial_drift  # over the first 89 points of the overflowed ones
+    assert sorted(i for i, _ in partial.worst_trajectories) == rows[:3]
+    assert 0 < partial.worst < 1e-4
+
+    from physode.cli import main
+
+    assert main(["check", str(out), "--tolerance", "1e-4"]) == 1
+    table = report.table()
+    listed = ", ".join(f"{i} (inf from t[89] = 89)" for i in rows)
+    assert f"  trajector{'y' if len(rows) == 1 else 'ies'} {listed}\n" in table
+    assert "beyond tolerance" not in table and "worst inf" not in table
+    assert "store such data sets as float64" in table
+    assert table.splitlines()[-1].startswith(f"check failed: the file has {len(rows)} trajector")

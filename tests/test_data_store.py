@@ -8,6 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 
 import physode
 import physode.systems
@@ -23,17 +24,21 @@ def _synthetic_chunks(rng, noisy: bool, sizes=(3, 3, 1)):
     start = 0
     for size in sizes:
         stop = start + size
+        # trajectories 1 and 4 failed, each with a random cause
+        failed = np.arange(start, stop) % 3 == 1
+        status = np.where(failed, rng.integers(1, 4, size=size), 0).astype(np.int8)
         yield Chunk(
             start=start,
             stop=stop,
             states=rng.normal(size=(size, P, N_STATE)),
             derivatives=rng.normal(size=(size, P, N_STATE)),
             params=rng.uniform(0.5, 2.0, size=(size, N_PARAMS)),
-            status=rng.integers(0, 4, size=size).astype(np.int8),
+            status=status,
             n_steps=rng.integers(1, 10**6, size=size),
             n_rejected=rng.integers(0, 10**4, size=size),
             nfe=rng.integers(1, 10**7, size=size),
-            flags=rng.integers(0, 4, size=size).astype(np.uint8),
+            # a random drift bit; the failure bit agrees with the status, as the reader demands
+            flags=((rng.integers(0, 4, size=size) & 2) | failed).astype(np.uint8),
             invariants={"energy": rng.normal(size=(size, P)), "other": rng.normal(size=(size, P))},
             noisy_states=rng.normal(size=(size, P, N_STATE)) if noisy else None,
             t_final=rng.uniform(0, 2, size=size),
@@ -564,9 +569,9 @@ def test_a_file_from_before_the_time_reached_and_drift_were_stored_reads_and_che
     path = stored[0]
     with h5py.File(path, "r+") as f:
         del f["solver/t_final"], f["drift"]
-        flags = f["flags"][()]
-        f["flags"][...] = flags & ~np.uint8(1)
+        f["flags"][...] = f["flags"][()] & ~np.uint8(1)
         f["flags"][4] |= 1
+        f["solver/status"][...] = np.zeros(N, dtype=np.int8)
         f["solver/status"][4] = 2  # STEP_SIZE_UNDERFLOW
     with load(path) as data:
         assert data.t_final is None and data.drift is None
@@ -582,7 +587,6 @@ def test_a_file_from_before_the_time_reached_and_drift_were_stored_reads_and_che
     [
         (1, None, "max_steps used up"),
         (3, None, "non-finite state"),
-        (0, None, "unknown cause (status code 0)"),  # flagged, yet its status says success
         (9, None, "unknown cause (status code 9)"),
         (5, '{"SUCCESS": 0, "STALLED": 5}', "stalled"),  # a code of a later physode
     ],
@@ -593,10 +597,104 @@ def test_check_names_each_failures_cause_from_its_stored_status(
     path = stored[0]
     with h5py.File(path, "r+") as f:
         f["flags"][...] = np.array([0, 0, 1, 0, 0, 0, 0], dtype=np.uint8)
-        f["solver/status"][2] = status
+        f["solver/status"][...] = np.array([0, 0, status, 0, 0, 0, 0], dtype=np.int8)
         f["solver/t_final"][2] = 0.75
         if status_codes is not None:
             f.attrs.create("status_codes", np.bytes_(status_codes))
     report = check(path)
     assert report.failures == [physode.data.SolverFailure(2, cause, 0.75)]
     assert f"  {cause}  1: trajectory 2 (t = 0.75)" in report.table()
+
+
+def _set_failures(flags, status, status_codes=None):
+    def damage(f):
+        f["flags"][...] = np.array(flags, dtype=np.uint8)
+        f["solver/status"][...] = np.array(status, dtype=np.int8)
+        if status_codes is not None:
+            f.attrs.create("status_codes", np.bytes_(status_codes))
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_set_failures([0, 0, 1, 0, 0, 0, 0], [0] * 7),
+         r"trajectory 2 is flagged as a solver failure \(flag bit 1\) but /solver/status says "
+         r"SUCCESS \(code 0\); the two must agree"),
+        (_set_failures([0, 3, 2, 0, 0, 0, 0], [0, 1, 2, 2, 0, 3, 0]),
+         r"trajectories 2, 3, 5 have the status of a failed solve in /solver/status \(codes 2, "
+         r"3\) but not the solver-failure flag \(bit 1\)"),
+        # a later physode's status table, where SUCCESS has another code
+        (_set_failures([1, 0, 0, 0, 0, 0, 0], [5, 0, 5, 5, 5, 5, 5], '{"SUCCESS": 5}'),
+         r"trajectory 1 has the status of a failed solve in /solver/status \(code 0\)"),
+    ],
+    ids=["flagged-but-success", "failed-but-unflagged", "the-files-own-status-codes"],
+)  # fmt: skip
+def test_a_failure_flag_that_disagrees_with_the_status_is_refused_naming_the_trajectory(
+    stored, capsys, damage, message
+):
+    # Such a file was read, and check listed the trajectory as a failure of "unknown cause
+    # (status code 0)"; TrajectoryDataset left it out by its flag alone.
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        damage(f)
+    with pytest.raises(physode.DataFormatError, match=message) as error:
+        load(path)
+    assert str(error.value).startswith(f"{path}: damaged: ") and "\n" not in str(error.value)
+    with pytest.raises(physode.DataFormatError, match=message):
+        TrajectoryDataset(path, split="all")
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"physode: error: {path}: damaged: ")
+
+
+def test_check_tells_a_failures_own_nan_from_states_that_are_not_finite_before_it(stored):
+    # Trajectories 1 and 4 of the synthetic file failed. NaN after the time a failed solve
+    # reached is how a failure is stored; NaN or inf before it, or along a solve that
+    # succeeded, is not, and check reported it as a drift of inf.
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        states, t_final = f["states"][()], f["solver/t_final"][()]
+        states[4, 5:] = np.nan  # t[5] = 1.25, after the time reached: the failure's own
+        t_final[4] = 1.0
+        states[1, 3:] = np.nan  # t[3] = 0.75, before the time reached
+        t_final[1] = 1.5
+        states[2, 6, 1] = np.nan  # a successful solve
+        states[6, 7:, 0] = -np.inf
+        f["states"][...], f["solver/t_final"][...] = states, t_final
+    report = check(path, worst=5)
+    assert report.failed_trajectories == [1, 4]
+    assert report.non_finite == [
+        physode.data.NonFiniteStates(1, 3, 0.75, "NaN"),
+        physode.data.NonFiniteStates(2, 6, 1.5, "NaN"),
+        physode.data.NonFiniteStates(6, 7, 1.75, "inf"),
+    ]
+    assert report.n_measured == 3 and not report.passed
+    (energy,) = report.invariants
+    assert sorted(i for i, _ in energy.worst_trajectories) == [0, 3, 5]
+    (partial,) = report.partial_drift  # up to each one's first state that is not finite
+    assert sorted(i for i, _ in partial.worst_trajectories) == [1, 2, 4, 6]
+    expected = {}
+    with load(path) as data:  # each measured as if its states ended before the first bad one
+        for i, points in {1: 3, 2: 6, 4: 5, 6: 7}.items():
+            drift = physode.data.drift_per_trajectory(
+                data.system,
+                torch.from_numpy(data.states[i : i + 1, :points]),
+                torch.from_numpy(data.params[i : i + 1]),
+                torch.from_numpy(data.t[:points]),
+            )["energy"]
+            expected[i] = drift.max()
+    assert dict(partial.worst_trajectories) == pytest.approx(expected, rel=1e-12)
+    lines = report.table().splitlines()
+    assert lines[0] == (
+        f"{path}: 7 trajectories, 2 solver failures (trajectories 1, 4), 3 with non-finite "
+        "states (trajectories 1, 2, 6)"
+    )
+    assert "  trajectories 1 (NaN from t[3] = 0.75), 2 (NaN from t[6] = 1.5), 6 (inf from " in (
+        "\n".join(lines)
+    )
+    assert lines[-1] == (
+        "check failed: the file has 2 solver failures (trajectories that stopped before the "
+        "final time, flag bit 1) and 3 trajectories with stored states that are not finite "
+        "(inf or NaN where the solve did not stop)"
+    )

@@ -14,6 +14,7 @@ from physode.data._store import FORMAT_NAME, FORMAT_VERSION, H5Array
 from physode.data.checking import (
     CheckReport,
     InvariantSummary,
+    NonFiniteStates,
     SolverFailure,
     check,
     drift_per_trajectory,
@@ -29,6 +30,7 @@ __all__ = [
     "CheckReport",
     "H5Array",
     "InvariantSummary",
+    "NonFiniteStates",
     "SimulationResult",
     "SolverFailure",
     "TimeSeries",

@@ -709,11 +709,13 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
     try:
         times = f["t"][()]
         splits = {name: f[f"split/{name}"][()] for name in SPLITS}
+        flags, status = f["flags"][()], f["solver/status"][()]
     except OSError as exc:
-        problems.append(f"unreadable t or split ({first_line(exc)})")
+        problems.append(f"unreadable t, split, flags or solver/status ({first_line(exc)})")
         return
     problems += _time_problems(times)
     problems += _split_problems(splits, states.shape[0])
+    problems += _failure_flag_problems(flags, status, header.attrs)
 
 
 # The stored types of version 1 (docs/data.md); /derivatives and /noisy_states take the type
@@ -819,6 +821,49 @@ def _split_problems(splits: dict[str, np.ndarray], n: int) -> list[str]:
         problems.append(
             f"the split leaves out trajectories {first_few(left_out)}, expected every one of "
             f"0..{n - 1} in exactly one of {', '.join(SPLITS)}"
+        )
+    return problems
+
+
+def _failure_flag_problems(flags: np.ndarray, status: np.ndarray, attrs: Mapping) -> list[str]:
+    """Flag bit 1 (solver failed) must be set exactly where ``/solver/status`` is not SUCCESS.
+
+    ``simulate`` sets the bit from the status, so a file where they disagree was altered; a
+    reader could not tell whether such a trajectory was solved to the end (``physode check``
+    listed it as a failure of unknown cause, ``TrajectoryDataset`` by its flag alone).
+    """
+    success = 0  # physode.Status.SUCCESS, unless the file's own table says otherwise
+    with contextlib.suppress(TypeError, ValueError):
+        table = json.loads(attrs.get("status_codes") or "{}")
+        if isinstance(table, dict) and _is_int(table.get("SUCCESS")):
+            success = table["SUCCESS"]
+    flagged = (flags & FLAG_SOLVER_FAILED) != 0
+    failed = status != success
+    problems = []
+    wrong = np.flatnonzero(flagged & ~failed)
+    if wrong.size:
+        rows = (
+            f"trajectory {wrong[0]} is"
+            if wrong.size == 1
+            else f"trajectories {first_few(wrong)} are"
+        )
+        problems.append(
+            f"{rows} flagged as a solver failure (flag bit 1) but /solver/status says SUCCESS "
+            f"(code {success}); the two must agree"
+        )
+    wrong = np.flatnonzero(failed & ~flagged)
+    if wrong.size:
+        rows = (
+            f"trajectory {wrong[0]} has"
+            if wrong.size == 1
+            else f"trajectories {first_few(wrong)} have"
+        )
+        codes = np.unique(status[wrong])
+        listed = ", ".join(str(int(code)) for code in codes[:5])
+        problems.append(
+            f"{rows} the status of a failed solve in /solver/status "
+            f"({'code' if codes.size == 1 else 'codes'} {listed}) but not the solver-failure "
+            "flag (bit 1); the two must agree"
         )
     return problems
 

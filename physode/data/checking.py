@@ -18,7 +18,16 @@ from physode._errors import InvalidArgumentError
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
 
-__all__ = ["CheckReport", "InvariantSummary", "SolverFailure", "check", "drift_per_trajectory"]
+__all__ = [
+    "CheckReport",
+    "InvariantSummary",
+    "NonFiniteStates",
+    "SolverFailure",
+    "check",
+    "drift_per_trajectory",
+    "finite_points",
+    "largest_drift",
+]
 
 
 def counted(n: int, singular: str, plural: str) -> str:
@@ -115,20 +124,109 @@ def solver_failures(data: TrajectoryFile) -> list[SolverFailure]:
 
 
 @dataclass(frozen=True)
+class NonFiniteStates:
+    """A trajectory whose stored states hold inf or NaN where its solve did not stop.
+
+    A successful solve stores finite states, and a failed one NaN only after the time it
+    reached; inf or NaN elsewhere come from storage (float32 rounds values beyond about 3.4e38
+    to inf) or from the writer of an earlier physode.
+
+    Attributes
+    ----------
+    trajectory : int
+        Its row in the data set.
+    index : int
+        The first output time (index into ``t``) whose state holds a value that is not finite;
+        the states before it are finite.
+    t : float
+        That time.
+    value : str
+        ``"inf"`` where that state holds an infinity, else ``"NaN"``.
+
+    Examples
+    --------
+    >>> NonFiniteStates(2, 9, 90.0, "inf").describe()
+    '2 (inf from t[9] = 90)'
+    """
+
+    trajectory: int
+    index: int
+    t: float
+    value: str = "NaN"
+
+    def describe(self) -> str:
+        """The trajectory and where its states stop being finite, for a list."""
+        return f"{self.trajectory} ({self.value} from t[{self.index}] = {self.t:.4g})"
+
+
+def finite_points(states: np.ndarray) -> np.ndarray:
+    """Per trajectory, how many of its first states are finite in every component.
+
+    Parameters
+    ----------
+    states : numpy.ndarray, shape (N, P, n_state)
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (N,)
+        The index of each trajectory's first state that holds inf or NaN, or ``P`` where every
+        one is finite.
+
+    Examples
+    --------
+    >>> states = np.array([[[0.0], [1.0], [2.0]], [[0.0], [np.inf], [2.0]]])
+    >>> finite_points(states)
+    array([3, 1])
+    """
+    finite = np.isfinite(states).all(axis=-1)
+    return np.where(finite.all(axis=-1), finite.shape[-1], np.argmin(finite, axis=-1))
+
+
+def largest_drift(drift: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per trajectory, the largest drift over its first ``points`` output times.
+
+    The drift of a trajectory over the states it reached: a failed solve's, up to the time it
+    stopped (``points`` from :func:`finite_points`). A NaN among those points (an invariant
+    that is not a number) stays NaN, as does a trajectory with no point at all.
+
+    Parameters
+    ----------
+    drift : numpy.ndarray, shape (N, P)
+        Relative drift over time, as :func:`drift_per_trajectory` returns it.
+    points : numpy.ndarray of int, shape (N,)
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+
+    Examples
+    --------
+    >>> drift = np.array([[0.0, 1e-9, 3e-9], [0.0, 2e-9, np.nan]])
+    >>> largest_drift(drift, np.array([3, 2]))
+    array([3.e-09, 2.e-09])
+    """
+    kept = np.arange(drift.shape[-1]) < np.asarray(points)[:, None]
+    largest = np.max(np.where(kept, drift, 0.0), axis=-1, initial=0.0)
+    return np.where(np.asarray(points) > 0, largest, np.nan)
+
+
+@dataclass(frozen=True)
 class InvariantSummary:
-    """Drift of one invariant over the trajectories of a data set solved to the end, as
-    :func:`check` reports it (solver failures are counted apart, in :class:`CheckReport`).
+    """Drift of one invariant over some trajectories of a data set, as :func:`check` reports
+    it: those solved to the end with finite states (:attr:`CheckReport.invariants`), or the
+    ones kept apart, each over its states before the first that is not finite
+    (:attr:`CheckReport.partial_drift`).
 
     Attributes
     ----------
     name : str
     median : float
-        Median over the successful trajectories of each one's largest relative drift.
+        Median over the trajectories of each one's largest relative drift.
     worst : float
-        The largest relative drift of a successful trajectory (``inf`` if one has non-finite
-        states or invariants).
+        The largest relative drift of one of them (``inf`` if an invariant is not a number
+        along one).
     worst_trajectories : list of (int, float)
-        The successful trajectories with the largest drift, worst first, with their drift.
+        The trajectories with the largest drift, worst first, with their drift.
     """
 
     name: str
@@ -139,13 +237,16 @@ class InvariantSummary:
 
 @dataclass
 class CheckReport:
-    """The result of :func:`check`: solver failures, and per invariant the drift of the
-    trajectories solved to the end against a tolerance.
+    """The result of :func:`check`: solver failures, trajectories whose stored states are not
+    finite, and per invariant the drift of the other trajectories against a tolerance.
 
-    A failed trajectory (flag bit 1) stops early, with NaN states after the point it reached, so
-    its drift says nothing about conservation: the drift statistics cover the other
-    trajectories, and the failures are reported beside them. The check passes only when there
-    are no failures and every invariant stays within the tolerance.
+    A failed trajectory (flag bit 1) stops early, with NaN states after the point it reached,
+    and a trajectory whose stored states turn inf or NaN (float32 storage overflowed, say) has
+    no drift to measure from there on: both are kept apart from the drift statistics, which
+    cover the trajectories solved to the end with finite states. The drift of those kept apart,
+    each over its states before the first that is not finite (a failure's, up to the time it
+    reached), is reported on its own. The check passes only when no trajectory is kept apart
+    and every invariant stays within the tolerance.
 
     Attributes
     ----------
@@ -160,9 +261,16 @@ class CheckReport:
         shown with its cause unknown).
     n_failed : int
         Their number (a property, so the two always agree).
+    non_finite : list of NonFiniteStates
+        The trajectories whose stored states hold inf or NaN before the time their solve
+        reached (any, for a successful solve), with the first output time that does; the check
+        fails when there is any.
     invariants : list of InvariantSummary
-        One per invariant, over the trajectories that did not fail; empty when the system
-        declares no invariants or every trajectory failed.
+        One per invariant, over the trajectories solved to the end with finite states; empty
+        when the system declares no invariants or there are no such trajectories.
+    partial_drift : list of InvariantSummary
+        One per invariant, over the trajectories kept apart (failed, or with non-finite
+        states), each up to its first state that is not finite; empty where there are none.
     t : numpy.ndarray or None
         The output times, for :meth:`plot`.
     curves : dict of str to dict of int to numpy.ndarray
@@ -182,8 +290,10 @@ class CheckReport:
     energy     1.00e-12      3.00e-11     2 (3.0e-11)
     all invariants within tolerance 1e-06
     >>> underflow = SolverFailure(3, "step-size underflow", t_reached=1.25)
+    >>> before = InvariantSummary("energy", 2e-4, 2e-4, [(3, 2e-4)])
     >>> report = CheckReport("b.h5", 1e-6, 4, invariants=[energy], failed_trajectories=[3],
-    ...                      failures=[underflow], t=np.linspace(0.0, 2.0, 21))
+    ...                      failures=[underflow], partial_drift=[before],
+    ...                      t=np.linspace(0.0, 2.0, 21))
     >>> report.passed, report.failing, report.n_failed
     (False, [], 1)
     >>> print(report.table())  # doctest: +NORMALIZE_WHITESPACE
@@ -194,6 +304,9 @@ class CheckReport:
     invariant  median drift  worst drift  worst trajectories (drift)
     energy     1.00e-12      3.00e-11     2 (3.0e-11)
     all invariants within tolerance 1e-06
+    drift of the failed trajectory, over the output times it reached:
+    invariant  median drift  worst drift  worst trajectories (drift)
+    energy     2.00e-04      2.00e-04     3 (2.0e-04)
     check failed: the file has 1 solver failure (trajectories that stopped before the final
     time, flag bit 1)
     """
@@ -204,7 +317,9 @@ class CheckReport:
     _: KW_ONLY
     failed_trajectories: list[int] = field(default_factory=list)
     failures: list[SolverFailure] = field(default_factory=list)
+    non_finite: list[NonFiniteStates] = field(default_factory=list)
     invariants: list[InvariantSummary] = field(default_factory=list)
+    partial_drift: list[InvariantSummary] = field(default_factory=list)
     t: np.ndarray | None = None
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
@@ -215,20 +330,28 @@ class CheckReport:
 
     @property
     def n_succeeded(self) -> int:
-        """Trajectories solved to the end, the ones the drift statistics cover."""
+        """Trajectories solved to the end (finite stored states or not)."""
         return self.n_trajectories - self.n_failed
 
     @property
+    def n_measured(self) -> int:
+        """Trajectories solved to the end with finite states, the ones the drift statistics
+        (:attr:`invariants`) cover."""
+        failed = set(self.failed_trajectories)
+        apart = failed | {states.trajectory for states in self.non_finite}
+        return self.n_trajectories - len(apart)
+
+    @property
     def failing(self) -> list[str]:
-        """Names of the invariants whose worst drift, over the successful trajectories, exceeds
-        the tolerance."""
+        """Names of the invariants whose worst drift, over the trajectories solved to the end
+        with finite states, exceeds the tolerance."""
         return [d.name for d in self.invariants if not d.worst <= self.tolerance]
 
     @property
     def passed(self) -> bool:
-        """Whether no trajectory failed and every invariant stays within the tolerance on every
-        trajectory."""
-        return not self.failing and self.n_failed == 0
+        """Whether no trajectory failed or stored states that are not finite, and every
+        invariant stays within the tolerance on every trajectory."""
+        return not self.failing and self.n_failed == 0 and not self.non_finite
 
     def table(self) -> str:
         """The report as a plain-text table."""
@@ -239,13 +362,26 @@ class CheckReport:
         if self.failed_trajectories:
             noun = "trajectory" if self.n_failed == 1 else "trajectories"
             header += f" ({noun} {first_few(self.failed_trajectories, shown=10)})"
-        lines = [header, *self._failure_table(), *self._drift_table()]
+        if self.non_finite:
+            rows = [states.trajectory for states in self.non_finite]
+            noun = "trajectory" if len(rows) == 1 else "trajectories"
+            header += f", {len(rows)} with non-finite states ({noun} {first_few(rows, shown=10)})"
+        lines = [header, *self._failure_table(), *self._non_finite_table()]
+        lines += [*self._drift_table(), *self._partial_drift_table()]
+        problems = []
         if self.n_failed:
-            lines.append(
-                "check failed: the file has "
+            problems.append(
                 f"{counted(self.n_failed, 'solver failure', 'solver failures')} (trajectories "
                 "that stopped before the final time, flag bit 1)"
             )
+        if self.non_finite:
+            n = len(self.non_finite)
+            problems.append(
+                f"{counted(n, 'trajectory', 'trajectories')} with stored states that are not "
+                "finite (inf or NaN where the solve did not stop)"
+            )
+        if problems:
+            lines.append("check failed: the file has " + " and ".join(problems))
         return "\n".join(lines)
 
     def _failure_table(self, shown: int = 5) -> list[str]:
@@ -276,31 +412,74 @@ class CheckReport:
             )
         return lines
 
+    def _non_finite_table(self, shown: int = 5) -> list[str]:
+        """The trajectories whose stored states are not finite, each with where that starts."""
+        if not self.non_finite:
+            return []
+        listed = ", ".join(states.describe() for states in self.non_finite[:shown])
+        if len(self.non_finite) > shown:
+            listed += f" and {len(self.non_finite) - shown} more"
+        noun = "trajectory" if len(self.non_finite) == 1 else "trajectories"
+        lines = [
+            "stored states that are not finite (t[i]: the first output time that holds one):",
+            f"  {noun} {listed}",
+        ]
+        if any(states.value == "inf" for states in self.non_finite):
+            lines.append(
+                "  (float32 storage turns values beyond about 3.4e38 into inf; store such "
+                "data sets as float64)"
+            )
+        return lines
+
     def _drift_table(self) -> list[str]:
         """The lines of the drift table and its verdict."""
-        if self.n_trajectories and not self.n_succeeded:
+        if self.n_trajectories and not self.n_measured:
+            if self.non_finite:
+                return [
+                    "no trajectory was solved to the end with finite states; no drift to "
+                    "report over whole trajectories"
+                ]
             return ["no trajectory was solved to the end; no drift to report"]
         if not self.invariants:
             return ["the system declares no invariants; nothing to check"]
         lines = []
-        if self.n_failed:
+        if self.non_finite:
             lines.append(
-                f"drift over the {counted(self.n_succeeded, 'trajectory', 'trajectories')} "
+                f"drift over the {counted(self.n_measured, 'trajectory', 'trajectories')} "
+                "solved to the end with finite states:"
+            )
+        elif self.n_failed:
+            lines.append(
+                f"drift over the {counted(self.n_measured, 'trajectory', 'trajectories')} "
                 "solved to the end:"
             )
-        rows = [("invariant", "median drift", "worst drift", "worst trajectories (drift)")]
-        for d in self.invariants:
-            worst = ", ".join(f"{i} ({v:.1e})" for i, v in d.worst_trajectories)
-            rows.append((d.name, f"{d.median:.2e}", f"{d.worst:.2e}", worst))
-        widths = [max(len(row[k]) for row in rows) for k in range(3)]
-        for row in rows:
-            cells = [row[k].ljust(widths[k]) for k in range(3)] + [row[3]]
-            lines.append("  ".join(cells).rstrip())
+        lines += _summary_rows(self.invariants)
         if self.failing:
             lines.append(f"beyond tolerance {self.tolerance:g}: {', '.join(self.failing)}")
         else:
             lines.append(f"all invariants within tolerance {self.tolerance:g}")
         return lines
+
+    def _partial_drift_table(self) -> list[str]:
+        """The drift of the trajectories kept apart, up to where each stops being finite."""
+        if not self.partial_drift:
+            return []
+        failed = set(self.failed_trajectories)
+        apart = failed | {states.trajectory for states in self.non_finite}
+        n = len(apart)
+        if apart == failed:
+            which = "failed trajectory" if n == 1 else f"{n} failed trajectories"
+            until = "it reached" if n == 1 else "each reached"
+            heading = f"drift of the {which}, over the output times {until}:"
+        else:
+            which = counted(n, "trajectory", "trajectories")
+            if failed:
+                which += " kept apart (failed or with non-finite states)"
+            else:
+                which += " with non-finite states"
+            up_to = "up to its" if n == 1 else "each up to its"
+            heading = f"drift of the {which}, {up_to} first state that is not finite:"
+        return [heading, *_summary_rows(self.partial_drift)]
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Plot relative drift over time of the worst trajectories, one panel per invariant.
@@ -340,8 +519,10 @@ class CheckReport:
             ax.set_ylabel("|I(t) - I(0)| / S")
             ax.legend(fontsize="small")
         if not self.invariants:
-            solved = self.n_succeeded or not self.n_trajectories
+            solved = self.n_measured or not self.n_trajectories
             title = "no invariants declared" if solved else "no trajectory solved to the end"
+            if not solved and self.non_finite:
+                title += " with finite states"
             axes[0, 0].set_title(title)
         fig.tight_layout()
         try:
@@ -349,6 +530,18 @@ class CheckReport:
         finally:
             plt.close(fig)
         return path
+
+
+def _summary_rows(summaries: list[InvariantSummary]) -> list[str]:
+    """A table of median and worst drift per invariant, with the worst trajectories."""
+    rows = [("invariant", "median drift", "worst drift", "worst trajectories (drift)")]
+    for d in summaries:
+        worst = ", ".join(f"{i} ({v:.1e})" for i, v in d.worst_trajectories)
+        rows.append((d.name, f"{d.median:.2e}", f"{d.worst:.2e}", worst))
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    return [
+        "  ".join([*(row[k].ljust(widths[k]) for k in range(3)), row[3]]).rstrip() for row in rows
+    ]
 
 
 def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: torch.Tensor):
@@ -389,11 +582,32 @@ def drift_per_trajectory(system, states: torch.Tensor, params: torch.Tensor, t: 
     return {name: d.rel_drift.T.numpy() for name, d in report.invariants.items()}
 
 
-def _drifts(data: TrajectoryFile, system, rows) -> dict[str, np.ndarray]:
-    states = torch.as_tensor(data.states[rows])
+def _drifts(data: TrajectoryFile, system, rows, states=None) -> dict[str, np.ndarray]:
+    states = torch.as_tensor(data.states[rows] if states is None else states)
     params = torch.as_tensor(data.params[rows])
     with torch.inference_mode():
         return drift_per_trajectory(system, states, params, torch.as_tensor(data.t))
+
+
+def _finite_part(states: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``states`` with NaN from each trajectory's first state that is not finite on, so that an
+    inf there is left out of the drift's scale (whose median skips NaN) as a failure's NaN is."""
+    if (points == states.shape[1]).all():
+        return states
+    states = states.astype(np.float64)  # a copy
+    states[np.arange(states.shape[1]) >= points[:, None]] = np.nan
+    return states
+
+
+def _summary(name: str, per_trajectory: np.ndarray, rows: np.ndarray, worst: int):
+    drifts = per_trajectory[rows]
+    order = rows[np.argsort(-drifts, kind="stable")[:worst]]
+    return InvariantSummary(
+        name=name,
+        median=float(np.median(drifts)),
+        worst=float(per_trajectory[order[0]]),
+        worst_trajectories=[(int(i), float(per_trajectory[i])) for i in order],
+    )
 
 
 def check(
@@ -408,8 +622,11 @@ def check(
     The system is rebuilt from the specification stored in the file and evaluated with each
     trajectory's stored parameters, so the check needs nothing but the file. It reads every
     dataset, which verifies every block's checksum. The drift statistics cover the trajectories
-    solved to the end; those flagged as solver failures (NaN after the point they reached) are
-    listed apart, with why each stopped and the time it reached, and make the check fail.
+    solved to the end with finite states. Those flagged as solver failures (NaN after the point
+    they reached) are listed apart, with why each stopped and the time it reached; those whose
+    stored states hold inf or NaN before that (a float32 overflow, say) are listed apart too,
+    with the first output time that does. Either makes the check fail; the drift of both, each
+    up to its first state that is not finite, is reported on its own.
 
     Parameters
     ----------
@@ -425,9 +642,10 @@ def check(
     Returns
     -------
     CheckReport
-        ``.passed`` (no solver failures and every invariant within the tolerance),
-        ``.failing``, ``.failed_trajectories``, ``.failures`` (cause and time reached of
-        each), ``.table()``, ``.plot(path)``.
+        ``.passed`` (no solver failures, no states that are not finite, and every invariant
+        within the tolerance), ``.failing``, ``.failed_trajectories``, ``.failures`` (cause and
+        time reached of each), ``.non_finite``, ``.partial_drift``, ``.table()``,
+        ``.plot(path)``.
 
     Raises
     ------
@@ -453,13 +671,21 @@ def check(
             raise InvalidArgumentError(f"{name}={value!r} must be an integer >= 1")
     with load(path) as data:
         system = data.system
-        n = len(data)
+        n, p = data.states.shape[:2]
         # The invariants the stored system defines, recomputed; the stored ones are data.
+        # Each trajectory's largest drift over its states up to the first that is not finite.
         worst_per_trajectory = {name: np.empty(n) for name in system.invariant_names}
+        points = np.empty(n, dtype=np.int64)
+        infinite = np.zeros(n, dtype=bool)  # the first state that is not finite holds an inf
         for start in range(0, n, batch):
             rows = slice(start, min(n, start + batch))
-            for name, drift in _drifts(data, system, rows).items():
-                largest = np.max(drift, axis=1, initial=0.0)
+            states = data.states[rows]
+            points[rows] = finite_points(states)
+            stopped = np.flatnonzero(points[rows] < p)
+            infinite[start + stopped] = np.isinf(states[stopped, points[rows][stopped]]).any(-1)
+            finite_part = _finite_part(states, points[rows])
+            for name, drift in _drifts(data, system, rows, finite_part).items():
+                largest = largest_drift(drift, points[rows])
                 worst_per_trajectory[name][rows] = np.where(np.isnan(largest), np.inf, largest)
             # Read the rest too, so that every block's checksum is verified.
             others = [data.derivatives, data.noisy_states, *data.invariants.values()]
@@ -468,7 +694,12 @@ def check(
                     array[rows]
 
         failed = (data.flags & FLAG_SOLVER_FAILED) != 0
-        succeeded = np.flatnonzero(~failed)
+        # A failed solve stores NaN after the time it reached; anything not finite before it,
+        # or anywhere along a successful solve, is not what the solver computed.
+        non_finite = (points < p) & ~failed
+        if data.t_final is not None:
+            first = data.t[np.minimum(points, p - 1)]
+            non_finite |= (points < p) & failed & (first < data.t_final)
         failures = solver_failures(data)
         report = CheckReport(
             path=str(path),
@@ -476,22 +707,27 @@ def check(
             n_trajectories=n,
             failed_trajectories=[failure.trajectory for failure in failures],
             failures=failures,
+            non_finite=[
+                NonFiniteStates(
+                    int(i),
+                    int(points[i]),
+                    float(data.t[points[i]]),
+                    "inf" if infinite[i] else "NaN",
+                )
+                for i in np.flatnonzero(non_finite)
+            ],
             t=data.t,
         )
-        if succeeded.size == 0:
-            return report
+        measured = np.flatnonzero(~failed & ~non_finite)
+        apart = np.flatnonzero((failed | non_finite) & (points > 0))
         for name, per_trajectory in worst_per_trajectory.items():
-            drifts = per_trajectory[succeeded]
-            order = succeeded[np.argsort(-drifts, kind="stable")[:worst]]
-            report.invariants.append(
-                InvariantSummary(
-                    name=name,
-                    median=float(np.median(drifts)),
-                    worst=float(per_trajectory[order[0]]),
-                    worst_trajectories=[(int(i), float(per_trajectory[i])) for i in order],
-                )
-            )
-            rows = np.sort(order)
+            if apart.size:
+                report.partial_drift.append(_summary(name, per_trajectory, apart, worst))
+            if not measured.size:
+                continue
+            summary = _summary(name, per_trajectory, measured, worst)
+            report.invariants.append(summary)
+            rows = np.sort([i for i, _ in summary.worst_trajectories])
             curves = _drifts(data, system, rows)[name]
             report.curves[name] = {int(i): curves[k] for k, i in enumerate(rows)}
     return report

@@ -42,7 +42,13 @@ from physode.data._store import (
     write_chunk,
     write_store,
 )
-from physode.data.checking import counted, drift_per_trajectory, solver_failures
+from physode.data.checking import (
+    counted,
+    drift_per_trajectory,
+    finite_points,
+    largest_drift,
+    solver_failures,
+)
 from physode.data.stored import load
 
 __all__ = ["DriftCount", "FailureCount", "SimulationResult", "simulate"]
@@ -581,7 +587,10 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
 
     failed = status != int(physode.Status.SUCCESS)
     drifted = np.zeros_like(failed)
-    worst_drift = {name: drift.max(axis=1, initial=0.0) for name, drift in drifts.items()}
+    # A failed solve's drift up to the time it reached, over its finite states; a successful
+    # one's over every state, where NaN (an invariant that is not a number) counts as drift.
+    points = np.where(failed, finite_points(states.numpy()), states.shape[1])
+    worst_drift = {name: largest_drift(drift, points) for name, drift in drifts.items()}
     for worst in worst_drift.values():
         drifted |= ~(worst <= run["drift_threshold"]) & ~failed  # NaN counts as drift
     flags = (np.where(failed, FLAG_SOLVER_FAILED, 0) | np.where(drifted, FLAG_DRIFT, 0)).astype(

@@ -76,8 +76,9 @@ class TrajectoryFile:
     invariants : dict of str to H5Array, each of shape (N, P)
     drift : dict of str to numpy.ndarray, each of shape (N,), or None
         Per invariant, its largest relative drift along each trajectory as ``simulate``
-        measured it to set flag bit 2 (NaN where a state or invariant is not finite, as after
-        a solver failure). ``None`` for files written before physode stored it (2026-12).
+        measured it to set flag bit 2; for a failed solve, over the output times it reached
+        (physode until 2026-12-06 stored NaN there). NaN where the invariant is not a number.
+        ``None`` for files written before physode stored it (2026-12).
     split : dict of str to numpy.ndarray
         ``"train"``, ``"val"``, ``"test"``: sorted trajectory indices.
     state_names, parameter_names, invariant_names : list of str
