@@ -958,6 +958,8 @@ def test_values_beyond_float32_storage_are_named_in_a_warning(tmp_path):
     assert str(caught[0].message).startswith(
         "3 trajectories (0, 1, 2) reach values beyond the range of float32 (up to "
     )
+    with pytest.warns(physode.PhysodeWarning, match=r"^1 trajectory \(0\) reaches values "):
+        simulate(spec, out=tmp_path / "one.h5", **{**settings, "trajectories": 1}, split=(1, 0, 0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         simulate(spec, out=tmp_path / "shorter.h5", **{**settings, "t_end": 50.0})

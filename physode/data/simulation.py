@@ -1079,9 +1079,10 @@ class _Overflow:
     def warn(self) -> None:
         if not self.rows:
             return
-        trajectories = "trajectory" if len(self.rows) == 1 else "trajectories"
+        one = len(self.rows) == 1
         warnings.warn(
-            f"{len(self.rows)} {trajectories} ({first_few(sorted(self.rows))}) reach values "
+            f"{counted(len(self.rows), 'trajectory', 'trajectories')} "
+            f"({first_few(sorted(self.rows))}) {'reaches' if one else 'reach'} values "
             f"beyond the range of float32 (up to {self.largest:.3g}), stored as inf; store "
             "them with dtype='float64' (--dtype float64), or simulate a shorter t_end",
             PhysodeWarning,
