@@ -32,6 +32,11 @@ _EXIT_STATUS = (
     "`physode: internal error: ...`; please report it), 130 interrupted, 141 standard\n"
     "output closed early (`physode systems | head -1`)"
 )
+# The subcommands' own line; `physode check` describes its 1 and 2 itself.
+_COMMAND_EXIT_STATUS = (
+    "exit status: 0 success, 2 bad usage or input (one line `physode COMMAND: error: ...`),\n"
+    "3 an internal error (a bug), 130 interrupted; `physode --help` lists them all"
+)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -54,6 +59,8 @@ def _add_systems(subparsers) -> argparse.ArgumentParser:
         help="list the catalogue of physical systems",
         description="List the systems of the catalogue, one line each: the name to pass to\n"
         "`physode simulate` (or `physode.systems.load`) and a description.",
+        epilog="example:\n  physode systems | cut -d' ' -f1     # the names alone\n\n"
+        + _COMMAND_EXIT_STATUS,
         formatter_class=_FORMATTER,
     )
     parser.set_defaults(func=_cmd_systems)
@@ -91,6 +98,7 @@ _SIMULATE_EXAMPLES = """examples:
 Every trajectory's initial state, parameters and noise come from (seed, trajectory index),
 so the data do not depend on --chunk-size. Finished chunks are kept in OUT.parts/; the file
 OUT appears (renamed from OUT.tmp) only when complete. See docs/data.md for the layout.
+
 """
 
 
@@ -103,7 +111,7 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         description="Simulate trajectories of SYSTEM on [0, T] from the system's own\n"
         "initial-state distribution and store them in an HDF5 file, with their time\n"
         "derivatives, invariants, solver status and a train/val/test split.",
-        epilog=_SIMULATE_EXAMPLES,
+        epilog=_SIMULATE_EXAMPLES + _COMMAND_EXIT_STATUS,
         formatter_class=_FORMATTER,
     )
     parser.add_argument("system", metavar="SYSTEM", help="catalogue name or specification file")
@@ -121,8 +129,12 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
     options.add_argument(
         "--method", choices=METHODS, default="dop853", help="adaptive solver (default dop853)"
     )
-    options.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (1e-10)")
-    options.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (1e-10)")
+    options.add_argument(
+        "--rtol", type=float, default=1e-10, metavar="X", help="relative tolerance (default 1e-10)"
+    )
+    options.add_argument(
+        "--atol", type=float, default=1e-10, metavar="X", help="absolute tolerance (default 1e-10)"
+    )
     options.add_argument(
         "--params",
         choices=PARAM_MODES,
@@ -178,6 +190,7 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         default=100_000,
+        metavar="M",
         help="step attempts (accepted and rejected) allowed per trajectory before it is flagged "
         "as failed (default 100000)",
     )
@@ -239,7 +252,7 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "state), each with the time it reached.\n\n"
         "exit status: 0 every invariant within the tolerance and no solver failures,\n"
         "1 an invariant beyond it or the file has solver failures, 2 the file cannot\n"
-        "be read or an argument is bad, 3 an internal error (a bug)",
+        "be read or an argument is bad, 3 an internal error (a bug), 130 interrupted",
         epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
         formatter_class=_FORMATTER,
     )
@@ -248,8 +261,9 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "--tolerance",
         type=float,
         default=1e-6,
-        help="largest relative drift accepted (1e-6); the rounding of float32 states alone "
-        "drifts up to about 1e-5, so check float32 data sets with 1e-4",
+        metavar="X",
+        help="largest relative drift accepted (default 1e-6); the rounding of float32 states "
+        "alone drifts up to about 1e-5, so check float32 data sets with 1e-4",
     )
     parser.add_argument(
         "--plot", metavar="PNG", help="write a plot of drift over time of the worst trajectories"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -529,3 +530,45 @@ def test_train_runs_on_the_threads_asked_for_and_restores_them(
 def test_train_refuses_threads_that_are_not_positive(train_data, capsys):
     assert main(_train(train_data, "--threads", "0")) == 2
     assert capsys.readouterr().err == "physode train: error: --threads must be positive, got 0\n"
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    return dict(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_every_subcommands_help_states_its_exit_status(capsys):
+    for command in _subcommands():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "exit status: 0 " in text and "130 interrupted" in text, command
+
+
+def test_every_option_that_takes_a_value_names_it_in_the_help():
+    # argparse's fallback names (BATCH_SIZE, OPT_DISC_RTOL, MAX_STEPS) made `physode train -h`
+    # a wall of capitals; the value's kind (N, X, FILE, DIR) reads faster.
+    fallback = []
+    for command, parser in _subcommands().items():
+        for action in parser._actions:
+            takes_value = action.nargs != 0 and action.option_strings
+            if takes_value and action.metavar is None and action.choices is None:
+                fallback.append(f"{command} {action.option_strings[0]}")
+    assert fallback == []
+
+
+def test_an_option_has_the_same_short_form_in_every_subcommand():
+    # `physode simulate -o FILE.h5` worked, `physode train -o DIR` was an unknown argument.
+    spellings: dict[str, set[tuple[str, ...]]] = {}
+    for parser in _subcommands().values():
+        for action in parser._actions:
+            longs = [s for s in action.option_strings if s.startswith("--")]
+            if longs:
+                spellings.setdefault(longs[0], set()).add(tuple(sorted(action.option_strings)))
+    assert {name: forms for name, forms in spellings.items() if len(forms) > 1} == {}
+    assert ("--out", "-o") in spellings["--out"] and ("--quiet", "-q") in spellings["--quiet"]
+
+
+def test_train_takes_the_short_out_flag(train_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train(train_data, "-o", str(out))) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "report.json"]
