@@ -6,14 +6,15 @@ functions in the order ``physode --help`` shows them; a new subcommand is one mo
 
 Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usage, an error
 physode raises on purpose or a file the system refuses (printed as one line
-``physode: error: ...``); 3 an internal error, a bug (the traceback is printed, then one line
-``physode: internal error: ...``); 130 interrupted; 141 standard output closed early (a broken
-pipe, ``physode systems | head -1``).
+``physode COMMAND: error: ...``); 3 an internal error, a bug (the traceback is printed, then one
+line ``physode COMMAND: internal error: ...``); 130 interrupted; 141 standard output closed early
+(a broken pipe, ``physode systems | head -1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shlex
 import sys
@@ -28,9 +29,9 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 _EXIT_STATUS = (
     "exit status: 0 success, 1 a check failed, 2 bad usage or an error (one line\n"
-    "`physode: error: ...`), 3 an internal error: a bug in physode (a traceback, then\n"
-    "`physode: internal error: ...`; please report it), 130 interrupted, 141 standard\n"
-    "output closed early (`physode systems | head -1`)"
+    "`physode COMMAND: error: ...`), 3 an internal error: a bug in physode (a traceback,\n"
+    "then `physode COMMAND: internal error: ...`; please report it), 130 interrupted,\n"
+    "141 standard output closed early (`physode systems | head -1`)"
 )
 # The subcommands' own line; `physode check` describes its 1 and 2 itself.
 _COMMAND_EXIT_STATUS = (
@@ -223,7 +224,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         with warnings_as_lines("physode simulate"):
             result = simulate(args.system, **settings)
     except KeyboardInterrupt:
-        print(f"physode: interrupted{_resume_hint(args.out)}", file=sys.stderr)
+        print(f"physode simulate: interrupted{_resume_hint(args.out)}", file=sys.stderr)
         return 130
     if not args.quiet:
         print(result.summary())
@@ -340,23 +341,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     Examples
     --------
     >>> main(["check", "missing.h5"])  # doctest: +SKIP
-    physode: error: missing.h5: no such file
+    physode check: error: missing.h5: no such file
     2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = "physode"  # who speaks in the error lines: "physode check" once the command is known
     try:
         # Building the parser loads torch, which takes a moment: Ctrl-C may come then too.
         # Usage errors and --help leave through SystemExit, which the handlers let pass.
-        args, unknown = build_parser().parse_known_args(argv)
+        parser = build_parser()
+        _check_command(parser, argv)
+        args, unknown = parser.parse_known_args(argv)
         if unknown:
             args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        name = f"physode {args.command}"
         args.command_line = shlex.join(["physode", *argv])
         return args.func(args)
     except PhysodeError as exc:
-        print(f"physode: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("physode: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`physode systems | head`): stop quietly, as a killed pipe would.
@@ -365,18 +370,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # The system refused a file (permissions, a full disk, a vanished folder): not a bug.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"physode: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        print(f"{name}: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         # A bug: the traceback is what a report needs; 3 keeps it apart from a failed check (1).
         traceback.print_exc()
         message = _one_line(f"{type(exc).__name__}: {exc}")
         print(
-            f"physode: internal error: {message} (a bug in physode; please report it with the "
+            f"{name}: internal error: {message} (a bug in physode; please report it with the "
             "traceback above)",
             file=sys.stderr,
         )
         return 3
+
+
+def _check_command(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Show the help when no command is given, and refuse an unknown command with the closest
+    one (``did you mean 'simulate'?``); both exit with status 2, as argparse's usage errors do.
+
+    ``physode`` itself takes only ``-h`` and ``--version``, which take no value, so the command
+    is the first argument that is not an option.
+    """
+    if not argv:
+        parser.print_help(sys.stderr)
+        parser.exit(2)
+    position = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    commands = parser._subparsers._group_actions[0].choices  # the COMMAND argument's parsers
+    if position is None or argv[position] in commands:
+        return
+    if {"-h", "--help", "--version"} & set(argv[:position]):
+        return  # argparse answers those before it reads the command
+    command = argv[position]
+    close = difflib.get_close_matches(command, commands, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    parser.error(f"unknown command {command!r}{hint} (choose from {', '.join(commands)})")
 
 
 def _one_line(text: str) -> str:

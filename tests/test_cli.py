@@ -79,7 +79,7 @@ def test_simulate_writes_the_file_and_prints_one_summary_line(tmp_path, capsys):
 def test_simulate_refuses_to_overwrite_with_exit_status_2(dataset, capsys):
     assert main([*SIMULATE, "--out", str(dataset), "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("physode: error: ") and "--force" in error
+    assert error.startswith("physode simulate: error: ") and "--force" in error
     assert error.count("\n") == 1
 
 
@@ -180,7 +180,8 @@ def test_errors_print_one_line_and_exit_2(dataset, tmp_path, capsys, monkeypatch
     argv = [a.format(foreign=tmp_path / "foreign.h5", garbled=garbled) for a in argv]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert error.startswith("physode: error: ") and message in error
+    # Every error line names its command, as argparse's usage errors and the warnings do.
+    assert error.startswith(f"physode {argv[0]}: error: ") and message in error
     assert error.count("\n") == 1
 
 
@@ -236,7 +237,7 @@ def test_python_dash_m_physode_prints_errors_without_a_traceback(dataset, tmp_pa
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("physode: error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("physode check: error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
 
 
@@ -255,7 +256,7 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_check(
     assert main(["check", str(dataset), "--plot", plot.format(tmp=tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # refused before the file was read
-    assert captured.err.startswith("physode: error: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("physode check: error: ") and captured.err.count("\n") == 1
     assert re.search(message, captured.err)
 
 
@@ -268,7 +269,7 @@ def test_an_unexpected_exception_is_an_internal_error_with_status_3(dataset, cap
     error = capsys.readouterr().err
     assert "Traceback" in error
     last = error.strip().splitlines()[-1]
-    assert last.startswith("physode: internal error: ZeroDivisionError: division by zero")
+    assert last.startswith("physode check: internal error: ZeroDivisionError: division by zero")
 
 
 def test_a_file_the_system_refuses_is_a_one_line_error_with_status_2(dataset, capsys, monkeypatch):
@@ -277,7 +278,7 @@ def test_a_file_the_system_refuses_is_a_one_line_error_with_status_2(dataset, ca
 
     monkeypatch.setattr(physode.data, "check", refused)
     assert main(["check", str(dataset)]) == 2
-    assert capsys.readouterr().err == "physode: error: /data/osc.h5: Permission denied\n"
+    assert capsys.readouterr().err == "physode check: error: /data/osc.h5: Permission denied\n"
 
 
 @pytest.mark.parametrize(
@@ -417,7 +418,7 @@ def test_an_interrupted_simulate_offers_resume_only_when_chunks_were_kept(
     monkeypatch.setattr(physode.data, "simulate", interrupted)
     assert main([*SIMULATE, "--out", str(out)]) == 130
     error = capsys.readouterr().err
-    assert error.startswith("physode: interrupted") and error.count("\n") == 1
+    assert error.startswith("physode simulate: interrupted") and error.count("\n") == 1
     assert ("--resume" in error) == parts_exist and ("osc.h5.parts" in error) == parts_exist
 
 
@@ -534,6 +535,43 @@ def test_train_refuses_threads_that_are_not_positive(train_data, capsys):
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_physode_without_a_command_shows_the_commands_on_standard_error(capsys):
+    # It printed the usage line and "the following arguments are required: COMMAND" alone.
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for command in _subcommands():
+        assert re.search(rf"^ +{command} +\w", captured.err, re.M), command
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["simulat", "pendulum"], "did you mean 'simulate'?"),
+        (["chek", "data.h5"], "did you mean 'check'?"),
+        (["trian"], "did you mean 'train'?"),
+        (["frobnicate"], ""),
+    ],
+)
+def test_an_unknown_command_is_refused_with_the_closest_one_and_the_choices(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"physode: error: unknown command {argv[0]!r}")
+    assert hint in last and "(choose from systems, simulate, check, train)" in last
+    assert ("did you mean" in last) == bool(hint)
+
+
+def test_help_before_an_unknown_command_still_shows_the_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help", "simulat"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: physode")
 
 
 def test_every_subcommands_help_states_its_exit_status(capsys):
