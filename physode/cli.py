@@ -14,7 +14,10 @@ line ``physode COMMAND: internal error: ...``); 130 interrupted; 141 standard ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
+import json
+import math
 import os
 import shlex
 import sys
@@ -254,7 +257,9 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "exit status: 0 every invariant within the tolerance and no solver failures,\n"
         "1 an invariant beyond it or the file has solver failures, 2 the file cannot\n"
         "be read or an argument is bad, 3 an internal error (a bug), 130 interrupted",
-        epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
+        epilog="examples:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png\n"
+        "  physode check three_body.h5 --quiet || echo 'three_body.h5 failed its check'\n"
+        "  physode check three_body.h5 --json | jq '.invariants[].worst'",
         formatter_class=_FORMATTER,
     )
     parser.add_argument("file", metavar="FILE.h5", help="a data set written by physode simulate")
@@ -272,6 +277,16 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--worst", type=int, default=3, metavar="K", help="worst trajectories to name (default 3)"
     )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object instead of the table (docs/cli.md lists "
+        "its keys)",
+    )
+    output.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing: the exit status says it all"
+    )
     parser.set_defaults(func=_cmd_check)
     return parser
 
@@ -283,10 +298,56 @@ def _cmd_check(args: argparse.Namespace) -> int:
     # Refuse a plot that could not be written before the check reads the whole file.
     plot = None if args.plot is None else image_path(args.plot, "--plot")
     report = check(args.file, tolerance=args.tolerance, worst=args.worst)
-    print(report.table())
-    if plot is not None:
-        print(f"plot written to {report.plot(plot)}")
+    written = None if plot is None else report.plot(plot)
+    if args.json:
+        print(json.dumps(_check_record(report, written), indent=1))
+    elif not args.quiet:
+        print(report.table())
+        if written is not None:
+            print(f"plot written to {written}")
     return 0 if report.passed else 1
+
+
+def _plain(value):
+    """``value`` as JSON holds it: dataclasses as objects of their fields, tuples as lists,
+    NumPy scalars as numbers, and NaN or infinite numbers as ``None`` (JSON's null), since
+    JSON has no spelling for them that its readers accept."""
+    import numpy as np
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _check_record(report, plot: os.PathLike | None = None) -> dict:
+    """What ``physode check --json`` prints: every field of a :class:`physode.data.CheckReport`
+    but the plotting data (``t``, ``curves``), with ``passed``, ``failing`` and ``n_failed``, and
+    the ``plot`` written (or ``None``).
+
+    Drifts that are not finite are ``None``; a worst trajectory is a pair [trajectory, drift].
+
+    Examples
+    --------
+    >>> from physode.data.checking import CheckReport, InvariantSummary
+    >>> energy = InvariantSummary("energy", 1e-12, 3e-11, [(2, 3e-11)])
+    >>> record = _check_record(CheckReport("a.h5", 1e-6, 4, invariants=[energy]))
+    >>> record["passed"], record["invariants"][0]["worst_trajectories"]
+    (True, [[2, 3e-11]])
+    """
+    fields = {
+        f.name: _plain(getattr(report, f.name))
+        for f in dataclasses.fields(report)
+        if f.name not in ("t", "curves")
+    }
+    fields["path"] = str(report.path)
+    derived = {"passed": report.passed, "failing": report.failing, "n_failed": report.n_failed}
+    return {**fields, **derived, "plot": None if plot is None else str(plot)}
 
 
 def _add_train(subparsers) -> argparse.ArgumentParser:

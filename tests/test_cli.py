@@ -610,3 +610,51 @@ def test_train_takes_the_short_out_flag(train_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_train(train_data, "-o", str(out))) == 0
     assert sorted(p.name for p in out.iterdir()) == ["model.pt", "report.json"]
+
+
+def test_check_json_prints_the_report_as_one_object(dataset, tmp_path, capsys):
+    path = _with_solver_failures(dataset, tmp_path / "failed.h5", [1])
+    plot = tmp_path / "drift.png"
+    assert main(["check", str(path), "--json", "--plot", str(plot)]) == 1
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert captured.err == "" and plot.exists()
+    report = physode.data.check(path)
+    assert record["path"] == str(path) and record["plot"] == str(plot)
+    assert record["passed"] is False and record["tolerance"] == 1e-6 and record["failing"] == []
+    assert record["n_trajectories"] == 3 and record["n_failed"] == 1
+    assert record["failed_trajectories"] == [1]
+    failure = {"trajectory": 1, "cause": "max_steps used up", "t_reached": 0.75}
+    assert record["failures"] == [failure]
+    (energy,) = record["invariants"]
+    (expected,) = report.invariants
+    assert energy == {
+        "name": "energy",
+        "median": expected.median,
+        "worst": expected.worst,
+        "worst_trajectories": [[i, v] for i, v in expected.worst_trajectories],
+    }
+    assert "t" not in record and "curves" not in record  # plotting data, not results
+
+
+def test_check_json_writes_a_drift_that_is_not_finite_as_null(dataset, capsys, monkeypatch):
+    # json.dumps writes inf as Infinity, which JSON readers (jq, JSON.parse) refuse.
+    from physode.data.checking import CheckReport, InvariantSummary
+
+    energy = InvariantSummary("energy", np.float64(1e-12), np.inf, [(0, np.inf), (2, 1e-12)])
+    report = CheckReport(str(dataset), 1e-6, 3, invariants=[energy])
+    monkeypatch.setattr(physode.data, "check", lambda *args, **kwargs: report)
+    assert main(["check", str(dataset), "--json"]) == 1
+    out = capsys.readouterr().out
+    assert "Infinity" not in out and "NaN" not in out
+    (energy,) = json.loads(out)["invariants"]
+    assert energy["worst"] is None and energy["worst_trajectories"] == [[0, None], [2, 1e-12]]
+    assert energy["median"] == 1e-12
+
+
+@pytest.mark.parametrize(("tolerance", "status"), [("1e-6", 0), ("1e-300", 1)])
+def test_check_quiet_prints_nothing_and_answers_with_its_exit_status(
+    dataset, capsys, tolerance, status
+):
+    assert main(["check", str(dataset), "-q", "--tolerance", tolerance]) == status
+    assert capsys.readouterr() == ("", "")
