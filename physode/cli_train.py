@@ -331,7 +331,10 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
                 document = tomllib.load(handle)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             # A binary file (the .h5 data set by mistake) fails to decode before it fails to parse.
-            raise InvalidArgumentError(f"cannot read --config {given['config']}: {exc}") from None
+            # A missing file says so in words, not as "[Errno 2] No such file or directory: 'x'".
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            config = given["config"]
+            raise InvalidArgumentError(f"cannot read --config {config}: {reason}") from None
         unknown = sorted(set(document) - {"data", "model", "train", "report"})
         if unknown:
             raise InvalidArgumentError(

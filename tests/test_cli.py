@@ -658,3 +658,11 @@ def test_check_quiet_prints_nothing_and_answers_with_its_exit_status(
 ):
     assert main(["check", str(dataset), "-q", "--tolerance", tolerance]) == status
     assert capsys.readouterr() == ("", "")
+
+
+def test_train_names_a_missing_config_file_in_words(train_data, tmp_path, capsys):
+    missing = tmp_path / "run.toml"
+    assert main(["train", str(train_data), "--config", str(missing)]) == 2
+    error = capsys.readouterr().err
+    reason = "No such file or directory"
+    assert error == f"physode train: error: cannot read --config {missing}: {reason}\n"
