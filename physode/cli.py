@@ -6,14 +6,18 @@ functions in the order ``physode --help`` shows them; a new subcommand is one mo
 
 Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usage, an error
 physode raises on purpose or a file the system refuses (printed as one line
-``physode: error: ...``); 3 an internal error, a bug (the traceback is printed, then one line
-``physode: internal error: ...``); 130 interrupted; 141 standard output closed early (a broken
-pipe, ``physode systems | head -1``).
+``physode COMMAND: error: ...``); 3 an internal error, a bug (the traceback is printed, then one
+line ``physode COMMAND: internal error: ...``); 130 interrupted; 141 standard output closed early
+(a broken pipe, ``physode systems | head -1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import json
+import math
 import os
 import shlex
 import sys
@@ -28,9 +32,14 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 _EXIT_STATUS = (
     "exit status: 0 success, 1 a check failed, 2 bad usage or an error (one line\n"
-    "`physode: error: ...`), 3 an internal error: a bug in physode (a traceback, then\n"
-    "`physode: internal error: ...`; please report it), 130 interrupted, 141 standard\n"
-    "output closed early (`physode systems | head -1`)"
+    "`physode COMMAND: error: ...`), 3 an internal error: a bug in physode (a traceback,\n"
+    "then `physode COMMAND: internal error: ...`; please report it), 130 interrupted,\n"
+    "141 standard output closed early (`physode systems | head -1`)"
+)
+# The subcommands' own line; `physode check` describes its 1 and 2 itself.
+_COMMAND_EXIT_STATUS = (
+    "exit status: 0 success, 2 bad usage or input (one line `physode COMMAND: error: ...`),\n"
+    "3 an internal error (a bug), 130 interrupted; `physode --help` lists them all"
 )
 
 
@@ -54,6 +63,8 @@ def _add_systems(subparsers) -> argparse.ArgumentParser:
         help="list the catalogue of physical systems",
         description="List the systems of the catalogue, one line each: the name to pass to\n"
         "`physode simulate` (or `physode.systems.load`) and a description.",
+        epilog="example:\n  physode systems | cut -d' ' -f1     # the names alone\n\n"
+        + _COMMAND_EXIT_STATUS,
         formatter_class=_FORMATTER,
     )
     parser.set_defaults(func=_cmd_systems)
@@ -91,6 +102,7 @@ _SIMULATE_EXAMPLES = """examples:
 Every trajectory's initial state, parameters and noise come from (seed, trajectory index),
 so the data do not depend on --chunk-size. Finished chunks are kept in OUT.parts/; the file
 OUT appears (renamed from OUT.tmp) only when complete. See docs/data.md for the layout.
+
 """
 
 
@@ -103,7 +115,7 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         description="Simulate trajectories of SYSTEM on [0, T] from the system's own\n"
         "initial-state distribution and store them in an HDF5 file, with their time\n"
         "derivatives, invariants, solver status and a train/val/test split.",
-        epilog=_SIMULATE_EXAMPLES,
+        epilog=_SIMULATE_EXAMPLES + _COMMAND_EXIT_STATUS,
         formatter_class=_FORMATTER,
     )
     parser.add_argument("system", metavar="SYSTEM", help="catalogue name or specification file")
@@ -121,8 +133,12 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
     options.add_argument(
         "--method", choices=METHODS, default="dop853", help="adaptive solver (default dop853)"
     )
-    options.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (1e-10)")
-    options.add_argument("--atol", type=float, default=1e-10, help="absolute tolerance (1e-10)")
+    options.add_argument(
+        "--rtol", type=float, default=1e-10, metavar="X", help="relative tolerance (default 1e-10)"
+    )
+    options.add_argument(
+        "--atol", type=float, default=1e-10, metavar="X", help="absolute tolerance (default 1e-10)"
+    )
     options.add_argument(
         "--params",
         choices=PARAM_MODES,
@@ -178,6 +194,7 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         default=100_000,
+        metavar="M",
         help="step attempts (accepted and rejected) allowed per trajectory before it is flagged "
         "as failed (default 100000)",
     )
@@ -210,7 +227,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         with warnings_as_lines("physode simulate"):
             result = simulate(args.system, **settings)
     except KeyboardInterrupt:
-        print(f"physode: interrupted{_resume_hint(args.out)}", file=sys.stderr)
+        print(f"physode simulate: interrupted{_resume_hint(args.out)}", file=sys.stderr)
         return 130
     if not args.quiet:
         print(result.summary())
@@ -242,8 +259,10 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "there is printed in a table of its own.\n\n"
         "exit status: 0 every invariant within the tolerance, no solver failures and no\n"
         "states that are not finite, 1 otherwise, 2 the file cannot be read or an\n"
-        "argument is bad, 3 an internal error (a bug)",
-        epilog="example:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png",
+        "argument is bad, 3 an internal error (a bug), 130 interrupted",
+        epilog="examples:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png\n"
+        "  physode check three_body.h5 --quiet || echo 'three_body.h5 failed its check'\n"
+        "  physode check three_body.h5 --json | jq '.invariants[].worst'",
         formatter_class=_FORMATTER,
     )
     parser.add_argument("file", metavar="FILE.h5", help="a data set written by physode simulate")
@@ -251,14 +270,25 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "--tolerance",
         type=float,
         default=1e-6,
-        help="largest relative drift accepted (1e-6); the rounding of float32 states alone "
-        "drifts up to about 1e-5, so check float32 data sets with 1e-4",
+        metavar="X",
+        help="largest relative drift accepted (default 1e-6); the rounding of float32 states "
+        "alone drifts up to about 1e-5, so check float32 data sets with 1e-4",
     )
     parser.add_argument(
         "--plot", metavar="PNG", help="write a plot of drift over time of the worst trajectories"
     )
     parser.add_argument(
         "--worst", type=int, default=3, metavar="K", help="worst trajectories to name (default 3)"
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object instead of the table (docs/cli.md lists "
+        "its keys)",
+    )
+    output.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing: the exit status says it all"
     )
     parser.set_defaults(func=_cmd_check)
     return parser
@@ -271,10 +301,56 @@ def _cmd_check(args: argparse.Namespace) -> int:
     # Refuse a plot that could not be written before the check reads the whole file.
     plot = None if args.plot is None else image_path(args.plot, "--plot")
     report = check(args.file, tolerance=args.tolerance, worst=args.worst)
-    print(report.table())
-    if plot is not None:
-        print(f"plot written to {report.plot(plot)}")
+    written = None if plot is None else report.plot(plot)
+    if args.json:
+        print(json.dumps(_check_record(report, written), indent=1))
+    elif not args.quiet:
+        print(report.table())
+        if written is not None:
+            print(f"plot written to {written}")
     return 0 if report.passed else 1
+
+
+def _plain(value):
+    """``value`` as JSON holds it: dataclasses as objects of their fields, tuples as lists,
+    NumPy scalars as numbers, and NaN or infinite numbers as ``None`` (JSON's null), since
+    JSON has no spelling for them that its readers accept."""
+    import numpy as np
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _check_record(report, plot: os.PathLike | None = None) -> dict:
+    """What ``physode check --json`` prints: every field of a :class:`physode.data.CheckReport`
+    but the plotting data (``t``, ``curves``), with ``passed``, ``failing`` and ``n_failed``, and
+    the ``plot`` written (or ``None``).
+
+    Drifts that are not finite are ``None``; a worst trajectory is a pair [trajectory, drift].
+
+    Examples
+    --------
+    >>> from physode.data.checking import CheckReport, InvariantSummary
+    >>> energy = InvariantSummary("energy", 1e-12, 3e-11, [(2, 3e-11)])
+    >>> record = _check_record(CheckReport("a.h5", 1e-6, 4, invariants=[energy]))
+    >>> record["passed"], record["invariants"][0]["worst_trajectories"]
+    (True, [[2, 3e-11]])
+    """
+    fields = {
+        f.name: _plain(getattr(report, f.name))
+        for f in dataclasses.fields(report)
+        if f.name not in ("t", "curves")
+    }
+    fields["path"] = str(report.path)
+    derived = {"passed": report.passed, "failing": report.failing, "n_failed": report.n_failed}
+    return {**fields, **derived, "plot": None if plot is None else str(plot)}
 
 
 def _add_train(subparsers) -> argparse.ArgumentParser:
@@ -329,23 +405,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     Examples
     --------
     >>> main(["check", "missing.h5"])  # doctest: +SKIP
-    physode: error: missing.h5: no such file
+    physode check: error: missing.h5: no such file
     2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = "physode"  # who speaks in the error lines: "physode check" once the command is known
     try:
         # Building the parser loads torch, which takes a moment: Ctrl-C may come then too.
         # Usage errors and --help leave through SystemExit, which the handlers let pass.
-        args, unknown = build_parser().parse_known_args(argv)
+        parser = build_parser()
+        _check_command(parser, argv)
+        args, unknown = parser.parse_known_args(argv)
         if unknown:
             args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        name = f"physode {args.command}"
         args.command_line = shlex.join(["physode", *argv])
         return args.func(args)
     except PhysodeError as exc:
-        print(f"physode: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("physode: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`physode systems | head`): stop quietly, as a killed pipe would.
@@ -354,18 +434,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # The system refused a file (permissions, a full disk, a vanished folder): not a bug.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"physode: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        print(f"{name}: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         # A bug: the traceback is what a report needs; 3 keeps it apart from a failed check (1).
         traceback.print_exc()
         message = _one_line(f"{type(exc).__name__}: {exc}")
         print(
-            f"physode: internal error: {message} (a bug in physode; please report it with the "
+            f"{name}: internal error: {message} (a bug in physode; please report it with the "
             "traceback above)",
             file=sys.stderr,
         )
         return 3
+
+
+def _check_command(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Show the help when no command is given, and refuse an unknown command with the closest
+    one (``did you mean 'simulate'?``); both exit with status 2, as argparse's usage errors do.
+
+    ``physode`` itself takes only ``-h`` and ``--version``, which take no value, so the command
+    is the first argument that is not an option.
+    """
+    if not argv:
+        parser.print_help(sys.stderr)
+        parser.exit(2)
+    position = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    commands = parser._subparsers._group_actions[0].choices  # the COMMAND argument's parsers
+    if position is None or argv[position] in commands:
+        return
+    if {"-h", "--help", "--version"} & set(argv[:position]):
+        return  # argparse answers those before it reads the command
+    command = argv[position]
+    close = difflib.get_close_matches(command, commands, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    parser.error(f"unknown command {command!r}{hint} (choose from {', '.join(commands)})")
 
 
 def _one_line(text: str) -> str:

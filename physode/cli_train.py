@@ -72,6 +72,10 @@ EXAMPLES = """examples:
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt
+
+exit status: 0 success, 2 bad usage or input (one line `physode train: error: ...`),
+3 an internal error (a bug), 130 interrupted (with --checkpoint-dir, the line names the
+last.pt that --resume continues from); `physode --help` lists them all
 """
 
 
@@ -134,66 +138,106 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=s,
     )
-    parser.add_argument("data", nargs="?", help="the .h5 data set (or `data` in --config)")
     parser.add_argument(
-        "--config", help="a TOML file with `data` and [model], [train] and [report] tables"
+        "data", nargs="?", metavar="DATA.h5", help="the data set (or `data` in --config)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="a TOML file with `data` and [model], [train] and [report] tables",
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="default: hybrid")
     model.add_argument(
-        "--system", help="physics of the model: catalogue name or file (default: the data set's)"
+        "--system", metavar="SYSTEM",
+        help="physics of the model: catalogue name or file (default: the data set's)",
     )
     model.add_argument(
-        "--learnable", type=_csv_list, help="comma-separated physical parameters to learn"
+        "--learnable", type=_csv_list, metavar="NAMES",
+        help="comma-separated physical parameters to learn",
     )
-    model.add_argument("--init", type=_assignments, help="start values, e.g. m1=1.0,m2=1.0")
-    model.add_argument("--width", type=int, help="hidden units of the network (default 64)")
-    model.add_argument("--depth", type=int, help="hidden layers of the network (default 2)")
-    model.add_argument("--activation", help="tanh, relu, softplus, elu, gelu, silu, sigmoid")
+    model.add_argument(
+        "--init", type=_assignments, metavar="NAME=X,...", help="start values, e.g. m1=1.0,m2=1.0"
+    )
+    model.add_argument(
+        "--width", type=int, metavar="W", help="hidden units of the network (default 64)"
+    )
+    model.add_argument(
+        "--depth", type=int, metavar="D", help="hidden layers of the network (default 2)"
+    )
+    model.add_argument(
+        "--activation", metavar="NAME", help="tanh, relu, softplus, elu, gelu, silu, sigmoid"
+    )
     model.add_argument(
         "--aphynity", action="store_true", help="hybrid: penalise the residual's norm (APHYNITY)"
     )
-    model.add_argument("--aphynity-lambda", type=float, help="starting weight λ (default 1)")
-    model.add_argument("--aphynity-tau", type=float, help="λ ← λ + τ·L per update (default 1)")
+    model.add_argument(
+        "--aphynity-lambda", type=float, metavar="X", help="starting weight λ (default 1)"
+    )
+    model.add_argument(
+        "--aphynity-tau", type=float, metavar="X", help="λ ← λ + τ·L per update (default 1)"
+    )
     model.add_argument(
         "--aphynity-update", choices=("batch", "epoch"),
         help="raise λ after every batch (default) or once an epoch, by τ times its mean loss",
     )
 
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, help="passes over the training windows (default 100)")
-    train.add_argument("--batch-size", type=int, help="windows solved together (default 16)")
-    train.add_argument("--window", type=int, help="time points per window (default: whole)")
     train.add_argument(
-        "--window-stride", type=int, help="index distance between window starts (default 1)"
+        "--epochs", type=int, metavar="N", help="passes over the training windows (default 100)"
     )
     train.add_argument(
-        "--batches-per-epoch", type=int, help="stop an epoch after this many batches (default: all)"
+        "--batch-size", type=int, metavar="B", help="windows solved together (default 16)"
+    )
+    train.add_argument(
+        "--window", type=int, metavar="P", help="time points per window (default: whole)"
+    )
+    train.add_argument(
+        "--window-stride", type=int, metavar="S",
+        help="index distance between window starts (default 1)",
+    )
+    train.add_argument(
+        "--batches-per-epoch", type=int, metavar="N",
+        help="stop an epoch after this many batches (default: all)",
     )
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
-    train.add_argument("--lr", type=float, help="learning rate (default 0.01)")
-    train.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    train.add_argument("--lr", type=float, metavar="X", help="learning rate (default 0.01)")
+    train.add_argument(
+        "--weight-decay", type=float, metavar="X", help="Adam weight decay (default 0)"
+    )
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
-    train.add_argument("--lr-min", type=float, help="cosine: final learning rate (default 0)")
     train.add_argument(
-        "--lr-gamma", type=float, help="step, exponential, plateau: lr factor (default 0.5)"
+        "--lr-min", type=float, metavar="X", help="cosine: final learning rate (default 0)"
     )
     train.add_argument(
-        "--lr-step", type=int, help="step: epochs per step; plateau: patience (default 10)"
+        "--lr-gamma", type=float, metavar="X",
+        help="step, exponential, plateau: lr factor (default 0.5)",
     )
     train.add_argument(
-        "--grad-clip", type=float, help="largest gradient norm (default: no clipping)"
+        "--lr-step", type=int, metavar="N",
+        help="step: epochs per step; plateau: patience (default 10)",
     )
-    train.add_argument("--time-limit", type=float, help="stop after this many seconds")
-    train.add_argument("--patience", type=int, help="early stopping on the validation loss")
-    train.add_argument("--min-delta", type=float, help="improvement --patience counts (default 0)")
+    train.add_argument(
+        "--grad-clip", type=float, metavar="X", help="largest gradient norm (default: no clipping)"
+    )
+    train.add_argument(
+        "--time-limit", type=float, metavar="SECONDS", help="stop after this many seconds"
+    )
+    train.add_argument(
+        "--patience", type=int, metavar="N", help="early stopping on the validation loss"
+    )
+    train.add_argument(
+        "--min-delta", type=float, metavar="X", help="improvement --patience counts (default 0)"
+    )
     train.add_argument(
         "--noisy",
         action="store_true",
         help="train and validate on the data set's noisy states (simulated with --noise); the "
         "report compares with the clean ones",
     )
-    train.add_argument("--observe", type=_int_list, help="state indices in the loss, e.g. 0,1,2")
+    train.add_argument(
+        "--observe", type=_int_list, metavar="I,J,...", help="state indices in the loss, e.g. 0,1,2"
+    )
     train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
     train.add_argument(
         "--opt-disc-restart",
@@ -202,10 +246,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(the stable variant)",
     )
     train.add_argument(
-        "--opt-disc-rtol", type=float, help="opt-disc: backward relative tolerance (default --rtol)"
+        "--opt-disc-rtol", type=float, metavar="X",
+        help="opt-disc: backward relative tolerance (default --rtol)",
     )
     train.add_argument(
-        "--opt-disc-atol", type=float, help="opt-disc: backward absolute tolerance (default --atol)"
+        "--opt-disc-atol", type=float, metavar="X",
+        help="opt-disc: backward absolute tolerance (default --atol)",
     )
     train.add_argument(
         "--opt-disc-seminorm",
@@ -221,31 +267,35 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument(
         "--opt-disc-step-size",
         type=float,
+        metavar="H",
         help="opt-disc: step of a fixed-step backward method (default --step-size)",
     )
     train.add_argument(
         "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="default: dopri5"
     )
-    train.add_argument("--rtol", type=float, help="relative tolerance (default 1e-6)")
-    train.add_argument("--atol", type=float, help="absolute tolerance (default 1e-8)")
-    train.add_argument("--step-size", type=float, help="needed by fixed-step methods")
+    train.add_argument("--rtol", type=float, metavar="X", help="relative tolerance (default 1e-6)")
+    train.add_argument("--atol", type=float, metavar="X", help="absolute tolerance (default 1e-8)")
+    train.add_argument("--step-size", type=float, metavar="H", help="needed by fixed-step methods")
     train.add_argument(
         "--step-control",
         choices=("shared", "per-sample"),
         help="one step size per batch (default) or one per window (adaptive methods)",
     )
     train.add_argument("--dtype", choices=("float32", "float64"), help="default: the data set's")
-    train.add_argument("--device", help="where to train: cpu (default), cuda, cuda:1...")
     train.add_argument(
-        "--seed", type=int, help="seed of the network's initial weights and the window shuffling "
-        "(default 0)"
+        "--device", metavar="DEVICE", help="where to train: cpu (default), cuda, cuda:1..."
     )
-    train.add_argument("--log", help="per-epoch log, .csv or .json")
-    train.add_argument("--checkpoint-dir", help="folder for last.pt and best.pt")
     train.add_argument(
-        "--checkpoint-every", type=int, help="epochs between writes of last.pt (default 1)"
+        "--seed", type=int, metavar="S",
+        help="seed of the network's initial weights and the window shuffling (default 0)",
     )
-    train.add_argument("--resume", help="continue the run saved in this checkpoint")
+    train.add_argument("--log", metavar="FILE", help="per-epoch log, .csv or .json")
+    train.add_argument("--checkpoint-dir", metavar="DIR", help="folder for last.pt and best.pt")
+    train.add_argument(
+        "--checkpoint-every", type=int, metavar="N",
+        help="epochs between writes of last.pt (default 1)",
+    )
+    train.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
     train.add_argument(
         "--threads",
         type=int,
@@ -255,8 +305,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
 
     report = parser.add_argument_group("after training")
-    report.add_argument("--t-end", type=float, help="roll out to this time (beyond the data)")
-    report.add_argument("--out", help="folder for model.pt and report.json")
+    report.add_argument(
+        "--t-end", type=float, metavar="T", help="roll out to this time (beyond the data)"
+    )
+    report.add_argument("--out", "-o", metavar="DIR", help="folder for model.pt and report.json")
     report.add_argument(
         "--quiet", "-q", action="store_true",
         help="no progress bar or tables (the bar shows only when standard error is a terminal)",
@@ -279,7 +331,10 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
                 document = tomllib.load(handle)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             # A binary file (the .h5 data set by mistake) fails to decode before it fails to parse.
-            raise InvalidArgumentError(f"cannot read --config {given['config']}: {exc}") from None
+            # A missing file says so in words, not as "[Errno 2] No such file or directory: 'x'".
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            config = given["config"]
+            raise InvalidArgumentError(f"cannot read --config {config}: {reason}") from None
         unknown = sorted(set(document) - {"data", "model", "train", "report"})
         if unknown:
             raise InvalidArgumentError(

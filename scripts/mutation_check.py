@@ -96,8 +96,8 @@ MUTANTS = (
     Mutant("physode/solvers/loop.py", "        target = t_end if dense else times[k]",
            "        target = times[k]", "dense methods land on every output", SOLVER),
     Mutant("physode/solvers/loop.py",
-           "        if not adaptive and not bool(torch.isfinite(y1).all()):",
-           "        if False and not bool(torch.isfinite(y1).all()):",
+           "unchecked.append(_Unchecked(torch.isfinite(y1).all(),",
+           "unchecked.append(_Unchecked(torch.isfinite(y1).all() | True,",
            "fixed-step solves go on after NaN", SOLVER),
     # -- the per-sample loop
     Mutant("physode/solvers/per_sample.py", "        accept = ratio <= 1.0\n",
@@ -151,8 +151,8 @@ MUTANTS = (
     Mutant("physode/gradients/optdisc.py",
            "            groups += [2 * n + end for end in itertools.accumulate(sizes)]\n",
            "            pass\n", "Opt-Disc always a seminorm", SOLVER),
-    Mutant("physode/gradients/optdisc.py", "f, [y, *self.params], -adjoint,",
-           "f, [y, *self.params], adjoint,", "Opt-Disc adjoint sign", SOLVER),
+    Mutant("physode/gradients/optdisc.py", "[f], [y, *self.params], [-adjoint])",
+           "[f], [y, *self.params], [adjoint])", "Opt-Disc adjoint sign", SOLVER),
     # -- symbolic mechanics and code generation
     Mutant("physode/symbolic/_mechanics.py", "        f -= sympy.diff(momenta[i], time)\n", "",
            "Euler-Lagrange without dp/dt's explicit time part", SYMBOLIC),

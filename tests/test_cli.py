@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -78,7 +79,7 @@ def test_simulate_writes_the_file_and_prints_one_summary_line(tmp_path, capsys):
 def test_simulate_refuses_to_overwrite_with_exit_status_2(dataset, capsys):
     assert main([*SIMULATE, "--out", str(dataset), "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("physode: error: ") and "--force" in error
+    assert error.startswith("physode simulate: error: ") and "--force" in error
     assert error.count("\n") == 1
 
 
@@ -179,7 +180,8 @@ def test_errors_print_one_line_and_exit_2(dataset, tmp_path, capsys, monkeypatch
     argv = [a.format(foreign=tmp_path / "foreign.h5", garbled=garbled) for a in argv]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert error.startswith("physode: error: ") and message in error
+    # Every error line names its command, as argparse's usage errors and the warnings do.
+    assert error.startswith(f"physode {argv[0]}: error: ") and message in error
     assert error.count("\n") == 1
 
 
@@ -235,7 +237,7 @@ def test_python_dash_m_physode_prints_errors_without_a_traceback(dataset, tmp_pa
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("physode: error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("physode check: error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
 
 
@@ -254,7 +256,7 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_check(
     assert main(["check", str(dataset), "--plot", plot.format(tmp=tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # refused before the file was read
-    assert captured.err.startswith("physode: error: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("physode check: error: ") and captured.err.count("\n") == 1
     assert re.search(message, captured.err)
 
 
@@ -267,7 +269,7 @@ def test_an_unexpected_exception_is_an_internal_error_with_status_3(dataset, cap
     error = capsys.readouterr().err
     assert "Traceback" in error
     last = error.strip().splitlines()[-1]
-    assert last.startswith("physode: internal error: ZeroDivisionError: division by zero")
+    assert last.startswith("physode check: internal error: ZeroDivisionError: division by zero")
 
 
 def test_a_file_the_system_refuses_is_a_one_line_error_with_status_2(dataset, capsys, monkeypatch):
@@ -276,7 +278,7 @@ def test_a_file_the_system_refuses_is_a_one_line_error_with_status_2(dataset, ca
 
     monkeypatch.setattr(physode.data, "check", refused)
     assert main(["check", str(dataset)]) == 2
-    assert capsys.readouterr().err == "physode: error: /data/osc.h5: Permission denied\n"
+    assert capsys.readouterr().err == "physode check: error: /data/osc.h5: Permission denied\n"
 
 
 @pytest.mark.parametrize(
@@ -416,7 +418,7 @@ def test_an_interrupted_simulate_offers_resume_only_when_chunks_were_kept(
     monkeypatch.setattr(physode.data, "simulate", interrupted)
     assert main([*SIMULATE, "--out", str(out)]) == 130
     error = capsys.readouterr().err
-    assert error.startswith("physode: interrupted") and error.count("\n") == 1
+    assert error.startswith("physode simulate: interrupted") and error.count("\n") == 1
     assert ("--resume" in error) == parts_exist and ("osc.h5.parts" in error) == parts_exist
 
 
@@ -529,3 +531,138 @@ def test_train_runs_on_the_threads_asked_for_and_restores_them(
 def test_train_refuses_threads_that_are_not_positive(train_data, capsys):
     assert main(_train(train_data, "--threads", "0")) == 2
     assert capsys.readouterr().err == "physode train: error: --threads must be positive, got 0\n"
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    return dict(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_physode_without_a_command_shows_the_commands_on_standard_error(capsys):
+    # It printed the usage line and "the following arguments are required: COMMAND" alone.
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for command in _subcommands():
+        assert re.search(rf"^ +{command} +\w", captured.err, re.M), command
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["simulat", "pendulum"], "did you mean 'simulate'?"),
+        (["chek", "data.h5"], "did you mean 'check'?"),
+        (["trian"], "did you mean 'train'?"),
+        (["frobnicate"], ""),
+    ],
+)
+def test_an_unknown_command_is_refused_with_the_closest_one_and_the_choices(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"physode: error: unknown command {argv[0]!r}")
+    assert hint in last and "(choose from systems, simulate, check, train)" in last
+    assert ("did you mean" in last) == bool(hint)
+
+
+def test_help_before_an_unknown_command_still_shows_the_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help", "simulat"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: physode")
+
+
+def test_every_subcommands_help_states_its_exit_status(capsys):
+    for command in _subcommands():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "exit status: 0 " in text and "130 interrupted" in text, command
+
+
+def test_every_option_that_takes_a_value_names_it_in_the_help():
+    # argparse's fallback names (BATCH_SIZE, OPT_DISC_RTOL, MAX_STEPS) made `physode train -h`
+    # a wall of capitals; the value's kind (N, X, FILE, DIR) reads faster.
+    fallback = []
+    for command, parser in _subcommands().items():
+        for action in parser._actions:
+            takes_value = action.nargs != 0 and action.option_strings
+            if takes_value and action.metavar is None and action.choices is None:
+                fallback.append(f"{command} {action.option_strings[0]}")
+    assert fallback == []
+
+
+def test_an_option_has_the_same_short_form_in_every_subcommand():
+    # `physode simulate -o FILE.h5` worked, `physode train -o DIR` was an unknown argument.
+    spellings: dict[str, set[tuple[str, ...]]] = {}
+    for parser in _subcommands().values():
+        for action in parser._actions:
+            longs = [s for s in action.option_strings if s.startswith("--")]
+            if longs:
+                spellings.setdefault(longs[0], set()).add(tuple(sorted(action.option_strings)))
+    assert {name: forms for name, forms in spellings.items() if len(forms) > 1} == {}
+    assert ("--out", "-o") in spellings["--out"] and ("--quiet", "-q") in spellings["--quiet"]
+
+
+def test_train_takes_the_short_out_flag(train_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train(train_data, "-o", str(out))) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "report.json"]
+
+
+def test_check_json_prints_the_report_as_one_object(dataset, tmp_path, capsys):
+    path = _with_solver_failures(dataset, tmp_path / "failed.h5", [1])
+    plot = tmp_path / "drift.png"
+    assert main(["check", str(path), "--json", "--plot", str(plot)]) == 1
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert captured.err == "" and plot.exists()
+    report = physode.data.check(path)
+    assert record["path"] == str(path) and record["plot"] == str(plot)
+    assert record["passed"] is False and record["tolerance"] == 1e-6 and record["failing"] == []
+    assert record["n_trajectories"] == 3 and record["n_failed"] == 1
+    assert record["failed_trajectories"] == [1]
+    failure = {"trajectory": 1, "cause": "max_steps used up", "t_reached": 0.75}
+    assert record["failures"] == [failure]
+    (energy,) = record["invariants"]
+    (expected,) = report.invariants
+    assert energy == {
+        "name": "energy",
+        "median": expected.median,
+        "worst": expected.worst,
+        "worst_trajectories": [[i, v] for i, v in expected.worst_trajectories],
+    }
+    assert "t" not in record and "curves" not in record  # plotting data, not results
+
+
+def test_check_json_writes_a_drift_that_is_not_finite_as_null(dataset, capsys, monkeypatch):
+    # json.dumps writes inf as Infinity, which JSON readers (jq, JSON.parse) refuse.
+    from physode.data.checking import CheckReport, InvariantSummary
+
+    energy = InvariantSummary("energy", np.float64(1e-12), np.inf, [(0, np.inf), (2, 1e-12)])
+    report = CheckReport(str(dataset), 1e-6, 3, invariants=[energy])
+    monkeypatch.setattr(physode.data, "check", lambda *args, **kwargs: report)
+    assert main(["check", str(dataset), "--json"]) == 1
+    out = capsys.readouterr().out
+    assert "Infinity" not in out and "NaN" not in out
+    (energy,) = json.loads(out)["invariants"]
+    assert energy["worst"] is None and energy["worst_trajectories"] == [[0, None], [2, 1e-12]]
+    assert energy["median"] == 1e-12
+
+
+@pytest.mark.parametrize(("tolerance", "status"), [("1e-6", 0), ("1e-300", 1)])
+def test_check_quiet_prints_nothing_and_answers_with_its_exit_status(
+    dataset, capsys, tolerance, status
+):
+    assert main(["check", str(dataset), "-q", "--tolerance", tolerance]) == status
+    assert capsys.readouterr() == ("", "")
+
+
+def test_train_names_a_missing_config_file_in_words(train_data, tmp_path, capsys):
+    missing = tmp_path / "run.toml"
+    assert main(["train", str(train_data), "--config", str(missing)]) == 2
+    error = capsys.readouterr().err
+    reason = "No such file or directory"
+    assert error == f"physode train: error: cannot read --config {missing}: {reason}\n"

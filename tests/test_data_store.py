@@ -367,7 +367,7 @@ def test_a_mistyped_attribute_or_dataset_is_refused_by_load_and_by_check(
         load(path)
     assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
     assert main(["check", str(path)]) == 2
-    assert capsys.readouterr().err.startswith(f"physode: error: {path}")
+    assert capsys.readouterr().err.startswith(f"physode check: error: {path}")
 
 
 def test_text_attributes_altered_on_disk_are_refused_not_read_as_other_text(stored, capsys):
@@ -408,7 +408,7 @@ def test_an_unreadable_attribute_after_the_format_ones_is_refused_as_damaged(
     with pytest.raises(physode.DataFormatError, match="damaged attributes .*bad heap pointer"):
         load(stored[0])
     assert main(["check", str(stored[0])]) == 2
-    assert capsys.readouterr().err.startswith("physode: error: ")
+    assert capsys.readouterr().err.startswith("physode check: error: ")
 
 
 @pytest.mark.parametrize(
@@ -645,7 +645,7 @@ def test_a_failure_flag_that_disagrees_with_the_status_is_refused_naming_the_tra
     with pytest.raises(physode.DataFormatError, match=message):
         TrajectoryDataset(path, split="all")
     assert main(["check", str(path)]) == 2
-    assert capsys.readouterr().err.startswith(f"physode: error: {path}: damaged: ")
+    assert capsys.readouterr().err.startswith(f"physode check: error: {path}: damaged: ")
 
 
 def test_check_tells_a_failures_own_nan_from_states_that_are_not_finite_before_it(stored):
