@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 
@@ -9,6 +10,7 @@ import pytest
 import sympy
 import torch
 from sympy.physics.mechanics import LagrangesMethod, dynamicsymbols
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import physode
 import physode.systems
@@ -198,6 +200,34 @@ def test_generated_code_uses_common_subexpressions_and_single_ops():
     assert source.count("torch.rsqrt(") == 3
     assert "** -1.5" not in source and "** 1.5" not in source
     assert "sympy" not in source
+
+
+def test_generated_code_takes_a_scaled_block_of_outputs_whole():
+    # dr/dt = K v is one product on a slice of y, joined to the other outputs by one concatenation:
+    # its columns are neither unbound nor stacked one by one, so the backward pass selects only
+    # the single outputs' columns and builds no zeros for the velocities it reads as a slice.
+    system = physode.systems.load("three_body_aca")
+    y = system.sample_initial_states(4, seed=0).requires_grad_(True)
+    p = system.default_parameters().requires_grad_(True)
+    out = system.rhs(0.0, y, p)
+    with _CountedOps() as backward:
+        torch.autograd.grad(out, [y, p], torch.ones_like(out))
+    assert backward.counts["zeros"] == 0
+    assert backward.counts["select"] == 9  # the nine accelerations
+    detached = system.rhs(0.0, y.detach(), p.detach())
+    assert torch.equal(out, detached)
+
+
+class _CountedOps(TorchDispatchMode):
+    """Counts the aten operations run inside it, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
 
 
 def test_a_row_of_the_generated_kernel_is_bitwise_the_same_alone_and_in_a_batch():

@@ -7,8 +7,10 @@ The generated function has the signature ``kernel(t, y, p) -> Tensor`` where ``y
 0-dim tensor or a tensor shaped like ``y`` with a trailing dimension of one (the per-sample solver
 passes one time per row).
 
-The emitted source works column by column: ``y.unbind(-1)`` gives one view per state, every
-subexpression found by :func:`sympy.cse` becomes one local variable, and the outputs are stacked.
+The emitted source works column by column: ``y.unbind(-1)`` gives one view per state (up to the
+last one read column by column), every subexpression found by :func:`sympy.cse` becomes one local
+variable, and the outputs are stacked; a run ``c * y[j:k]`` of outputs stays one slice product,
+joined to the stacked ones by one concatenation.
 Integer powers, square roots and quotients are printed as single torch operations so the operation
 count matches what a person would write by hand.
 """
@@ -583,8 +585,14 @@ def generate_source(
     lines.append("        _full = torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])")
     lines.append("        y = y.expand(_full + y.shape[-1:])")
     lines.append("        p = p.expand(_full + p.shape[-1:])")
-    if states and single:
-        lines.append("    " + "".join(f"_y{i}, " for i in range(len(states))) + "= y.unbind(-1)")
+    # Columns up to the last one the single outputs read: every column unbound but not read
+    # costs a tensor of zeros in the backward pass (dr/dt = K v reads v through its slice).
+    read = set().union(*(exprs[i].free_symbols for i in single)) if single else set()
+    n_read = max((i + 1 for i, s in enumerate(states) if s in read), default=0)
+    if n_read:
+        columns = "y" if n_read == len(states) else f"y[..., :{n_read}]"
+        targets = "".join(f"_y{i}, " for i in range(n_read))
+        lines.append(f"    {targets}= {columns}.unbind(-1)")
     if params:
         lines.append("    " + "".join(f"_p{j}, " for j in range(len(params))) + "= p.unbind(-1)")
     if time in used:
@@ -599,17 +607,35 @@ def generate_source(
             text = f"_const({text}, y).expand(_shape)"
         lines.append(f"    _o{i} = {text}")
         pieces[i] = f"_o{i}"
+    starts = {}
     for k, (start, stop, first, scale) in enumerate(blocks):
         view = f"y[..., {first}:{first + stop - start}]"
         if scale.free_symbols:
             lines.append(f"    _b{k} = {printer.print(scale)}.unsqueeze(-1) * {view}")
         else:
             lines.append(f"    _b{k} = {printer.print(scale)} * {view}")
-        targets = "".join(f"_o{i}, " for i in range(start, stop))
-        lines.append(f"    {targets}= _b{k}.unbind(-1)")
-        pieces.update({i: f"_o{i}" for i in range(start, stop)})
-    joined = ", ".join(pieces[i] for i in range(len(exprs))) + ","
-    lines.append(f"    return torch.stack(({joined}), dim=-1)")
+        starts[start] = (stop, f"_b{k}")
+    # The result in order: each run of single outputs stacked, each block as it is, joined by one
+    # concatenation (a block taken apart only to be stacked again costs two operations more and
+    # one a column in the backward pass).
+    segments, run = [], []
+    i = 0
+    while i < len(exprs):
+        if i in starts:
+            if run:
+                segments.append(f"torch.stack(({', '.join(run)},), dim=-1)")
+                run = []
+            i, block = starts[i]
+            segments.append(block)
+        else:
+            run.append(pieces[i])
+            i += 1
+    if run:
+        segments.append(f"torch.stack(({', '.join(run)},), dim=-1)")
+    if len(segments) == 1:
+        lines.append(f"    return {segments[0]}")
+    else:
+        lines.append(f"    return torch.cat(({', '.join(segments)}), dim=-1)")
     return "\n".join(lines) + "\n"
 
 
@@ -631,7 +657,7 @@ _EXACT_NUMPY = {
     "minimum": "np.minimum",
     "maximum": "np.maximum",
 }
-_STRUCTURE = {"stack", "broadcast_shapes"}  # the frame of the generated function
+_STRUCTURE = {"stack", "cat", "broadcast_shapes"}  # the frame of the generated function
 _TORCH_CALL = re.compile(r"\btorch\.(\w+)\(")
 
 
@@ -688,7 +714,7 @@ def _numpy_source(lines, exprs, single, reduced, replacements, blocks, printer, 
         if scale == 1:
             value = view
         elif scale.free_symbols:
-            value = f"np.expand_dims({_to_numpy(printer.print(scale))}, -1) * {view}"
+            value = f"{_to_numpy(printer.print(scale))}[..., None] * {view}"
         else:
             value = f"{_to_numpy(printer.print(scale))} * {view}"
         lines.append(f"    _out[..., {start}:{stop}] = {value}")
