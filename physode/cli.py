@@ -14,18 +14,17 @@ line ``physode COMMAND: internal error: ...``); 130 interrupted; 141 standard ou
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import json
-import math
 import os
+import re
 import shlex
 import sys
 import tomllib
 import traceback
 from collections.abc import Callable, Sequence
 
-from physode._errors import PhysodeError
+from physode._errors import InvalidArgumentError, PhysodeError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -202,7 +201,10 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue an interrupted run from its finished chunks"
     )
     options.add_argument(
-        "--force", action="store_true", help="overwrite FILE.h5; discard an interrupted run"
+        "--force",
+        action="store_true",
+        help="overwrite FILE.h5; discard an interrupted run, unless --resume continues it: "
+        "--resume --force finishes an interrupted overwrite of FILE.h5",
     )
     options.add_argument(
         "--quiet", "-q", action="store_true", help="no progress bar and no summary line"
@@ -303,54 +305,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     report = check(args.file, tolerance=args.tolerance, worst=args.worst)
     written = None if plot is None else report.plot(plot)
     if args.json:
-        print(json.dumps(_check_record(report, written), indent=1))
+        record = {**report.to_dict(), "plot": None if written is None else str(written)}
+        print(json.dumps(record, indent=1))
     elif not args.quiet:
         print(report.table())
         if written is not None:
             print(f"plot written to {written}")
     return 0 if report.passed else 1
-
-
-def _plain(value):
-    """``value`` as JSON holds it: dataclasses as objects of their fields, tuples as lists,
-    NumPy scalars as numbers, and NaN or infinite numbers as ``None`` (JSON's null), since
-    JSON has no spelling for them that its readers accept."""
-    import numpy as np
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _check_record(report, plot: os.PathLike | None = None) -> dict:
-    """What ``physode check --json`` prints: every field of a :class:`physode.data.CheckReport`
-    but the plotting data (``t``, ``curves``), with ``passed``, ``failing`` and ``n_failed``, and
-    the ``plot`` written (or ``None``).
-
-    Drifts that are not finite are ``None``; a worst trajectory is a pair [trajectory, drift].
-
-    Examples
-    --------
-    >>> from physode.data.checking import CheckReport, InvariantSummary
-    >>> energy = InvariantSummary("energy", 1e-12, 3e-11, [(2, 3e-11)])
-    >>> record = _check_record(CheckReport("a.h5", 1e-6, 4, invariants=[energy]))
-    >>> record["passed"], record["invariants"][0]["worst_trajectories"]
-    (True, [[2, 3e-11]])
-    """
-    fields = {
-        f.name: _plain(getattr(report, f.name))
-        for f in dataclasses.fields(report)
-        if f.name not in ("t", "curves")
-    }
-    fields["path"] = str(report.path)
-    derived = {"passed": report.passed, "failing": report.failing, "n_failed": report.n_failed}
-    return {**fields, **derived, "plot": None if plot is None else str(plot)}
 
 
 def _add_train(subparsers) -> argparse.ArgumentParser:
@@ -410,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     name = "physode"  # who speaks in the error lines: "physode check" once the command is known
+    args = None
     try:
         # Building the parser loads torch, which takes a moment: Ctrl-C may come then too.
         # Usage errors and --help leave through SystemExit, which the handlers let pass.
@@ -422,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_line = shlex.join(["physode", *argv])
         return args.func(args)
     except PhysodeError as exc:
-        print(f"{name}: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        message = _one_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, InvalidArgumentError) and args is not None:
+            message = _option_spelling(message, args)
+        print(f"{name}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
@@ -468,6 +433,46 @@ def _check_command(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     close = difflib.get_close_matches(command, commands, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     parser.error(f"unknown command {command!r}{hint} (choose from {', '.join(commands)})")
+
+
+def _option_spelling(message: str, args: argparse.Namespace) -> str:
+    """``message`` with the library's spelling of each argument the command passed on,
+    ``name=value`` (Python's, as :class:`physode.InvalidArgumentError` messages write it), in
+    the command's: ``-n/--trajectories 0`` for ``trajectories=0``, ``--resume`` for
+    ``resume=True``. A ``(--option ...)`` hint just after it, already in the command's
+    spelling, goes.
+
+    Only the value the command passed is respelled, so a message about another ``name`` (a
+    setting from a config file, a default the command does not set) keeps Python's spelling.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["check", "a.h5", "--worst", "0"])
+    >>> _option_spelling("worst=0 must be an integer >= 1; tolerance=1e-06 is fine", args)
+    '--worst 0 must be an integer >= 1; --tolerance 1e-06 is fine'
+    >>> _option_spelling("worst=2 must be even", args)
+    'worst=2 must be even'
+    """
+    for action in args.command_parser._actions:
+        if not action.option_strings or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value is None or value is False:
+            continue  # not given: a message naming it speaks of another value
+        option = "/".join(sorted(action.option_strings, key=len))
+        if value is not True:
+            option += " " + _as_typed(value)
+        python = re.escape(f"{action.dest}={value!r}")
+        pattern = rf"(?<![\w.-]){python}(?![\w.])( \(--[^)]*\))?"
+        message = re.sub(pattern, lambda _, spelled=option: spelled, message)
+    return message
+
+
+def _as_typed(value) -> str:
+    """An option's value as one types it: ``0.8,0.1,0.1`` for a tuple, a path as it is."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return shlex.quote(str(value))
 
 
 def _one_line(text: str) -> str:

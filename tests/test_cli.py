@@ -165,7 +165,8 @@ def test_check_writes_the_drift_plot(dataset, tmp_path, capsys):
     ("argv", "message"),
     [
         (["check", "missing.h5"], "missing.h5: no such file"),
-        ([*SIMULATE, "--out", "x.h5", "--trajectories", "0"], "trajectories=0"),
+        ([*SIMULATE, "--out", "x.h5", "--trajectories", "0"],
+         "-n/--trajectories 0 must be an integer >= 1"),
         (["simulate", "no_such_system", "-n", "1", "--t-end", "1", "--points", "2", "-o", "y.h5"],
          "unknown system 'no_such_system'"),
         (["check", "{foreign}"], "not a physode data set"),
@@ -650,6 +651,94 @@ def test_check_json_writes_a_drift_that_is_not_finite_as_null(dataset, capsys, m
     (energy,) = json.loads(out)["invariants"]
     assert energy["worst"] is None and energy["worst_trajectories"] == [[0, None], [2, 1e-12]]
     assert energy["median"] == 1e-12
+
+
+def test_check_json_prints_the_reports_to_dict_with_the_plot(dataset, capsys, monkeypatch):
+    from physode.data.checking import CheckReport, InvariantSummary, SolverFailure
+
+    energy = InvariantSummary("energy", np.float64(1e-12), np.inf, [(0, np.inf), (2, 1e-12)])
+    report = CheckReport(
+        str(dataset), 1e-6, 3, invariants=[energy], failed_trajectories=[1],
+        failures=[SolverFailure(1, "max_steps used up", np.float64(0.75))],
+        t=np.linspace(0.0, 1.0, 5), curves={"energy": {0: np.zeros(5)}},
+    )  # fmt: skip
+    record = report.to_dict()
+    assert record == {
+        "path": str(dataset), "tolerance": 1e-6, "n_trajectories": 3,
+        "failed_trajectories": [1],
+        "failures": [{"trajectory": 1, "cause": "max_steps used up", "t_reached": 0.75}],
+        "non_finite": [],
+        "invariants": [{"name": "energy", "median": 1e-12, "worst": None,
+                        "worst_trajectories": [[0, None], [2, 1e-12]]}],
+        "partial_drift": [], "passed": False, "failing": ["energy"], "n_failed": 1,
+    }  # fmt: skip
+    json.dumps(record, allow_nan=False)  # plain values, nothing JSON lacks a spelling for
+    monkeypatch.setattr(physode.data, "check", lambda *args, **kwargs: report)
+    assert main(["check", str(dataset), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {**record, "plot": None}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "pendulum", "-n", "0", "--t-end", "1", "--points", "5", "-o", "a.h5"],
+         "physode simulate: error: bad simulate arguments: -n/--trajectories 0 must be an "
+         "integer >= 1\n"),
+        ([*SIMULATE, "-o", "a.h5", "--seed", "-1", "--split", "0.5,0.5,0.5"],
+         "--seed -1 must be an integer >= 0; --split 0.5,0.5,0.5 must be three fractions"),
+        (["check", "a.h5", "--worst", "0"],
+         "physode check: error: --worst 0 must be an integer >= 1\n"),
+        (["check", "a.h5", "--tolerance", "-1"],
+         "physode check: error: --tolerance -1.0 must be a finite number > 0\n"),
+    ],
+)  # fmt: skip
+def test_an_argument_in_an_error_is_named_as_the_command_line_spells_it(
+    tmp_path, capsys, monkeypatch, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    # Python callers keep the keyword spelling.
+    with pytest.raises(physode.InvalidArgumentError, match="worst=0 must be"):
+        physode.data.check("a.h5", worst=0)
+
+
+def test_option_spelling_respells_only_the_values_the_command_passed():
+    args = build_parser().parse_args([*SIMULATE, "-o", "a.h5", "--resume", "--force"])
+    spelled = physode.cli._option_spelling(
+        "resume=True; rerun with force=True (--force); seed=0; seed=3; points=5 and points=50; "
+        "the_points=5",
+        args,
+    )
+    assert spelled == (
+        "--resume; rerun with --force; --seed 0; seed=3; --points 5 and points=50; the_points=5"
+    )
+
+
+def test_an_interrupted_forced_rewrite_continues_with_resume_and_force(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    # `--resume --force` is the interrupted `--force` command rerun with `--resume`, as the
+    # interruption line says: it finishes the overwrite; `--resume` alone refuses (the file
+    # exists), so refusing the pair would strand the chunks.
+    from physode.data._store import ChunkWriter
+
+    out = tmp_path / "osc.h5"
+    out.write_bytes(dataset.read_bytes())
+    command = [*SIMULATE, "--out", str(out), "--chunk-size", "2", "--seed", "9", "-q", "--force"]
+
+    def interrupted(self, start, values):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChunkWriter, "write", interrupted)
+        assert main(command) == 130
+    assert "rerun the same command with --resume" in capsys.readouterr().err
+    assert main([*command[:-1], "--resume"]) == 2
+    assert "exists; pass force=True (--force)" in capsys.readouterr().err
+    assert main([*command, "--resume"]) == 0
+    with physode.data.load(out) as data:
+        assert json.loads(data.attrs["simulation"])["seed"] == 9
 
 
 @pytest.mark.parametrize(("tolerance", "status"), [("1e-6", 0), ("1e-300", 1)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -353,6 +354,36 @@ class CheckReport:
         invariant stays within the tolerance on every trajectory."""
         return not self.failing and self.n_failed == 0 and not self.non_finite
 
+    def to_dict(self) -> dict:
+        """The report as JSON holds it, for ``physode check --json`` and scripts.
+
+        Every field but the plotting data (``t``, ``curves``), with :attr:`passed`,
+        :attr:`failing` and :attr:`n_failed`, in plain Python values: a failure or an invariant
+        summary is a dict of its fields, a worst trajectory a list ``[trajectory, drift]``, and
+        a number that is not finite (the drift of inf or NaN states) is ``None``, which JSON
+        readers accept where they refuse ``Infinity`` and ``NaN``. ``json.dumps`` writes it
+        as it is.
+
+        Examples
+        --------
+        >>> energy = InvariantSummary("energy", 1e-12, math.inf, [(2, math.inf), (0, 3e-11)])
+        >>> record = CheckReport("a.h5", 1e-6, 4, invariants=[energy]).to_dict()
+        >>> record["passed"], record["failing"], record["invariants"][0]["worst"]
+        (False, ['energy'], None)
+        >>> record["invariants"][0]["worst_trajectories"]
+        [[2, None], [0, 3e-11]]
+        >>> json.dumps(record["failures"])
+        '[]'
+        """
+        fields = {
+            f.name: _json_ready(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("t", "curves")
+        }
+        fields["path"] = str(self.path)
+        derived = {"passed": self.passed, "failing": self.failing, "n_failed": self.n_failed}
+        return {**fields, **derived}
+
     def table(self) -> str:
         """The report as a plain-text table."""
         header = (
@@ -530,6 +561,20 @@ class CheckReport:
         finally:
             plt.close(fig)
         return path
+
+
+def _json_ready(value):
+    """``value`` as JSON holds it: dataclasses as dicts of their fields, tuples as lists, NumPy
+    scalars as Python numbers, and numbers that are not finite as ``None``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _summary_rows(summaries: list[InvariantSummary]) -> list[str]:
