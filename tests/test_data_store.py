@@ -582,6 +582,24 @@ def test_a_file_from_before_the_time_reached_and_drift_were_stored_reads_and_che
     assert "does not store the time each solve reached" in table
 
 
+def test_a_file_without_flag_bit_4_reads_and_any_flag_bit_leaves_a_trajectory_out(stored):
+    # Bit 4 (values stored as inf or NaN) came on 2026-12-06: files before it list two bits
+    # and read as ever. TrajectoryDataset left out bits 1 and 2 alone and kept a trajectory
+    # with any other bit set, which the trainer (flags == 0) left out.
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        f.attrs.create("flag_bits", np.bytes_('{"solver_failed": 1, "drift": 2}'))
+        flags = f["flags"][()] & np.uint8(1)  # the failures 1 and 4 agree with the status
+        flags[2], flags[5] = 4, 8  # stored as inf; a bit that a later physode may add
+        f["flags"][...] = flags
+    with load(path) as data:
+        assert data.flags.tolist() == [0, 1, 4, 0, 1, 8, 0]
+        assert json.loads(data.attrs["flag_bits"]) == {"solver_failed": 1, "drift": 2}
+    assert TrajectoryDataset(path, split="all").trajectories.tolist() == [0, 3, 6]
+    assert TrajectoryDataset(path, split="train").trajectories.tolist() == [0, 3]
+    assert len(TrajectoryDataset(path, split="all", exclude_flagged=False).trajectories) == N
+
+
 @pytest.mark.parametrize(
     ("status", "status_codes", "cause"),
     [

@@ -19,7 +19,14 @@ import physode.data
 import physode.systems
 from physode.cli_train import add_train_parser, run_train
 from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
-from physode.train import TrainConfig, Trainer, Trajectories, rollout_report, write_log
+from physode.train import (
+    TrainConfig,
+    Trainer,
+    Trajectories,
+    as_trajectories,
+    rollout_report,
+    write_log,
+)
 from physode.train.data import uniform_grid
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
@@ -1077,6 +1084,38 @@ def test_an_hdf5_file_whose_training_trajectories_are_all_flagged_says_so(tmp_pa
     assert "every trajectory of the 'train' split" in message
     assert "2 trajectories: 0 failed solves, 2 invariant drifts" in message
     assert "physode check" in message and "exclude_flagged=False" in message
+
+
+def test_trajectories_stored_as_inf_in_float32_are_left_out_of_training_data(tmp_path):
+    # x = x0 e^t passes float32's range by t = 89 for x0 > 0.76 and is stored as inf. Those
+    # trajectories were not flagged, so reading the data refused the whole split as "not
+    # finite" instead of leaving them out as flagged ones are.
+    spec = tmp_path / "growth.toml"
+    spec.write_text(
+        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
+    )
+    path = tmp_path / "growth.h5"
+    with pytest.warns(physode.PhysodeWarning, match="beyond the range of float32"):
+        physode.data.simulate(str(spec), trajectories=6, t_end=89.0, points=5, out=path, seed=3,
+                              dtype="float32", quiet=True)  # fmt: skip
+    stored = physode.data.load(path)
+    overflowed = np.isinf(stored.states[()]).any(axis=(1, 2))
+    assert 0 < overflowed.sum() < 6
+    data = as_trajectories(path)
+    assert len(data) == 6 - overflowed.sum() and torch.isfinite(data.states).all()
+    torch.testing.assert_close(data.states, torch.from_numpy(stored.states[~overflowed]))
+
+    # Every trajectory stored as inf: the refusal counts them, instead of "0 failed solves,
+    # 0 invariant drifts" and nothing on why.
+    with pytest.warns(physode.PhysodeWarning, match="beyond the range of float32"):
+        physode.data.simulate(str(spec), trajectories=3, t_end=100.0, points=5, out=path,
+                              seed=3, dtype="float32", force=True, quiet=True)  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        as_trajectories(path)
+    assert "(3 trajectories: 0 failed solves, 0 invariant drifts beyond the simulation's drift " \
+        "threshold, 3 with values stored as inf or NaN (beyond the range of float32: simulate " \
+        "with --dtype float64))" in str(info.value)
 
 
 # ------------------------------------------------ float32 grids, rollout times, noisy data, resume

@@ -7,7 +7,8 @@ Layout, format ``physode.trajectories`` version 1 (``docs/data.md`` is the refer
     /derivatives          (N, P, n_state)    like /states: the true dy/dt at every stored state
     /noisy_states         (N, P, n_state)    like /states, only when noise was added
     /params               (N, n_params)      float64   the parameters each trajectory ran with
-    /flags                (N,)               uint8     bit 1: solver failed, bit 2: invariant drift
+    /flags                (N,)               uint8     bit 1: solver failed, bit 2: invariant drift,
+                                                       bit 4: values stored as inf or NaN
     /solver/status        (N,)               int8      physode.Status code of each solve
     /solver/n_steps       (N,)               int64     accepted steps
     /solver/n_rejected    (N,)               int64     rejected steps
@@ -45,6 +46,7 @@ from physode.data._chunks import FILTERS, ChunkWriter
 
 __all__ = [
     "FLAG_DRIFT",
+    "FLAG_NOT_FINITE",
     "FLAG_SOLVER_FAILED",
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -64,6 +66,10 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 FLAG_SOLVER_FAILED = 1
 FLAG_DRIFT = 2
+# Added to version 1 on 2026-12-06: a value the solve reached (a state, derivative or noisy
+# state) is stored as inf or NaN, as float32 storage does to values beyond its range. Files
+# without it read; readers leave out a trajectory with any flag bit set, known to them or not.
+FLAG_NOT_FINITE = 4
 # The file format of HDF5 1.10: it checksums HDF5's own metadata (object headers, attributes,
 # chunk indexes), so that damage there is refused instead of read as data, and every HDF5 since
 # 1.10 (2017) reads it. "latest" would tie the files to the HDF5 that wrote them (2.0 here).

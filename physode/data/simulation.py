@@ -31,6 +31,7 @@ from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.data._store import (
     FLAG_DRIFT,
+    FLAG_NOT_FINITE,
     FLAG_SOLVER_FAILED,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -604,11 +605,16 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
         for row, i in enumerate(indices):
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_NOISE, i)))
             noisy[row] = states_np[row] + rng.normal(0.0, run["noise"], size=states_np[row].shape)
+    derivatives_np = derivatives.numpy()
+    stored_not_finite = _not_finite_when_stored(
+        run["dtype"], points, states_np, derivatives_np, noisy
+    )
+    flags |= np.where(stored_not_finite, FLAG_NOT_FINITE, 0).astype(np.uint8)
     return Chunk(
         start=start,
         stop=stop,
         states=states_np,
-        derivatives=derivatives.numpy(),
+        derivatives=derivatives_np,
         params=p.numpy(),
         status=status.astype(np.int8),
         n_steps=n_steps,
@@ -620,6 +626,34 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
         drift=worst_drift,
         noisy_states=noisy,
     )
+
+
+def _not_finite_when_stored(
+    dtype: str, points: np.ndarray, *arrays: np.ndarray | None
+) -> np.ndarray:
+    """Per trajectory, whether a value the solve reached (its first ``points[i]`` output times)
+    is stored as inf or NaN: a float64 value beyond the range of float32 storage, or one that
+    was not finite already (a derivative that overflowed). Flag bit 4, so that readers leave
+    the trajectory out as they do failed ones; NaN after the point a failed solve reached is
+    bit 1's, and not counted here.
+
+    >>> states = np.array([[[1.0], [1e39]], [[1.0], [2.0]]])   # (2 trajectories, 2 points, 1)
+    >>> _not_finite_when_stored("float32", np.array([2, 2]), states, None).tolist()
+    [True, False]
+    >>> _not_finite_when_stored("float64", np.array([2, 2]), states, None).tolist()
+    [False, False]
+    """
+    reached = None
+    rows = np.zeros(len(points), dtype=bool)
+    for values in arrays:
+        if values is None:
+            continue
+        if reached is None:
+            reached = np.arange(values.shape[1]) < points[:, None]  # (b, P)
+        with np.errstate(over="ignore", invalid="ignore"):
+            stored = values.astype(dtype, copy=False)
+        rows |= (~np.isfinite(stored).all(axis=-1) & reached).any(axis=-1)
+    return rows
 
 
 def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str:
@@ -809,7 +843,8 @@ def simulate(
         at least one trajectory when there are at least as many trajectories as positive
         fractions.
     dtype : {"float64", "float32"}
-        Storage type of the states, derivatives and noisy states.
+        Storage type of the states, derivatives and noisy states. A trajectory with values
+        beyond float32's range (stored as inf) is flagged (bit 4 of ``/flags``).
     resume : bool
         Continue an interrupted run with the same settings from its finished chunks.
     force : bool
@@ -1032,7 +1067,13 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
         "command_line": command_line,
         "simulation": json.dumps(run, sort_keys=True),
         "status_codes": json.dumps({s.name: int(s) for s in physode.Status}),
-        "flag_bits": json.dumps({"solver_failed": FLAG_SOLVER_FAILED, "drift": FLAG_DRIFT}),
+        "flag_bits": json.dumps(
+            {
+                "solver_failed": FLAG_SOLVER_FAILED,
+                "drift": FLAG_DRIFT,
+                "not_finite": FLAG_NOT_FINITE,
+            }
+        ),
     }
     tmp = out.with_name(out.name + ".tmp")
     with np.errstate(over="ignore"):  # values beyond float32 become inf; said below, once
@@ -1083,8 +1124,9 @@ class _Overflow:
         warnings.warn(
             f"{counted(len(self.rows), 'trajectory', 'trajectories')} "
             f"({first_few(sorted(self.rows))}) {'reaches' if one else 'reach'} values "
-            f"beyond the range of float32 (up to {self.largest:.3g}), stored as inf; store "
-            "them with dtype='float64' (--dtype float64), or simulate a shorter t_end",
+            f"beyond the range of float32 (up to {self.largest:.3g}), stored as inf and flagged "
+            "(flag bit 4: TrajectoryDataset and training leave them out); store them with "
+            "dtype='float64' (--dtype float64), or simulate a shorter t_end",
             PhysodeWarning,
             stacklevel=4,
         )

@@ -67,7 +67,8 @@ class TrajectoryFile:
         Present when the data set was simulated with observation noise.
     params : numpy.ndarray, shape (N, n_params)
     flags : numpy.ndarray, shape (N,)
-        Bit 1: the solve failed; bit 2: an invariant drifted beyond the threshold.
+        Bit 1: the solve failed; bit 2: an invariant drifted beyond the threshold; bit 4: a
+        value the solve reached is stored as inf or NaN (beyond the range of float32).
     status, n_steps, n_rejected, nfe : numpy.ndarray, shape (N,)
         Solver status code (a :class:`physode.Status`) and counts of each trajectory.
     t_final : numpy.ndarray, shape (N,), or None

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
-from physode.data._store import FLAG_DRIFT, FLAG_SOLVER_FAILED, SPLITS, H5Array, open_store
+from physode.data._store import SPLITS, H5Array, open_store
 
 __all__ = ["TrajectoryDataset"]
 
@@ -45,7 +45,8 @@ class TrajectoryDataset(Dataset):
         Return the noisy states (stored when simulated with noise) as ``"ys"`` instead of the
         clean ones, which then come as ``"ys_clean"``.
     exclude_flagged : bool
-        Leave out trajectories flagged for a solver failure or invariant drift (default).
+        Leave out trajectories flagged for a solver failure, invariant drift or values stored
+        as inf or NaN (default): any trajectory with a flag bit set.
 
     Raises
     ------
@@ -99,7 +100,8 @@ class TrajectoryDataset(Dataset):
         if problems:
             raise InvalidArgumentError("bad TrajectoryDataset arguments: " + "; ".join(problems))
         if exclude_flagged:
-            index = index[(flags[index] & (FLAG_SOLVER_FAILED | FLAG_DRIFT)) == 0]
+            # Any bit, so that one added to the format later is left out too.
+            index = index[flags[index] == 0]
         if index.size == 0:
             raise InvalidArgumentError(
                 f"the {split!r} split of {self.path} has no trajectories"

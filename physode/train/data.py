@@ -200,26 +200,34 @@ def trajectories_of(
 def _refuse_all_flagged(stored: Any, split: str) -> None:
     """Raise when ``split`` holds trajectories but every one of them is flagged; an empty split
     is left to :func:`trajectories_of`."""
-    from physode.data._store import FLAG_DRIFT, FLAG_SOLVER_FAILED
+    from physode.data._store import FLAG_DRIFT, FLAG_NOT_FINITE, FLAG_SOLVER_FAILED
 
     flags = stored.flags[stored.split_indices(split)]
     if len(flags) == 0:
         return
     failed = int(np.count_nonzero(flags & FLAG_SOLVER_FAILED))
     drifted = int(np.count_nonzero(flags & FLAG_DRIFT))
+    not_finite = int(np.count_nonzero(flags & FLAG_NOT_FINITE))
+    stored_inf = (
+        f", {not_finite} with values stored as inf or NaN (beyond the range of float32: "
+        "simulate with --dtype float64)"
+        if not_finite
+        else ""
+    )
     raise InvalidArgumentError(
         f"every trajectory of the {split!r} split of {stored.path} is flagged and left out "
         f"({len(flags)} trajectories: {failed} failed solves, {drifted} invariant drifts beyond "
-        "the simulation's drift threshold); `physode check` on the file shows which invariant "
-        "drifts (an invariant the system does not conserve flags every trajectory) and which "
-        "solves failed. Correct the system and simulate again, or train on "
+        f"the simulation's drift threshold{stored_inf}); `physode check` on the file shows which "
+        "invariant drifts (an invariant the system does not conserve flags every trajectory) "
+        "and which solves failed. Correct the system and simulate again, or train on "
         f"physode.data.TrajectoryDataset({str(stored.path)!r}, split={split!r}, "
         "exclude_flagged=False)"
     )
 
 
 def usable_trajectories(stored: Any, split: str) -> np.ndarray:
-    """Indices of a stored split without the trajectories flagged as failed or drifting."""
+    """Indices of a stored split without the flagged trajectories (a failed solve, invariant
+    drift, values stored as inf or NaN, or any flag bit a later physode adds)."""
     index = stored.split_indices(split)
     return index[stored.flags[index] == 0]
 
@@ -231,7 +239,8 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
     ----------
     source : Trajectories, str, Path, physode.data.TrajectoryDataset, or tuple (t, ys)
         An HDF5 data set written by ``physode simulate`` (a path, read with
-        ``physode.data.load``; trajectories flagged for a failed solve or drift are left out), a
+        ``physode.data.load``; trajectories flagged for a failed solve, drift or values stored
+        as inf are left out), a
         ``TrajectoryDataset`` (its trajectories, clean or noisy as it says; the trainer cuts the
         windows), or tensors, NumPy arrays or lists: ``t`` of shape ``(P,)`` and ``ys`` of shape
         ``(N, P, n)`` or ``(P, n)``, as for :class:`Trajectories`.
