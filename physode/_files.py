@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 from physode._errors import InvalidArgumentError
 
-__all__ = ["write_atomically", "writable_folder"]
+__all__ = ["json_ready", "write_atomically", "writable_folder"]
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any], what: str) -> Path:
@@ -62,3 +64,26 @@ def _discard(path: Path) -> None:
     """Remove a temporary file if there is one (a failed write may not have made it)."""
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON holds it: dataclasses and dicts as objects, tuples as lists, NumPy
+    scalars as Python numbers, and numbers that are not finite as ``None`` (JSON's null), which
+    JSON readers accept where they refuse ``NaN`` and ``Infinity``.
+
+    Examples
+    --------
+    >>> json_ready({"loss": float("nan"), "pairs": [(2, float("inf")), (0, 0.5)]})
+    {'loss': None, 'pairs': [[2, None], [0, 0.5]]}
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # NumPy or torch scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

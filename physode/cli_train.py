@@ -18,7 +18,7 @@ import torch
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError, PhysodeError, SolverError
-from physode._files import writable_folder, write_atomically
+from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
 from physode.train.config import (
@@ -678,7 +678,7 @@ def _train_and_report(
             "physical_parameters": result.physical_parameters,
             "rollout": report.to_dict(),
         }
-        text = json.dumps(summary, indent=1, default=str)
+        text = json.dumps(json_ready(summary), indent=1, default=str)
         write_atomically(out / "report.json", lambda tmp: tmp.write_text(text), "report")
     if not quiet:
         _print_summary(result, report)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from physode._files import write_atomically
+from physode._files import json_ready, write_atomically
 
 SEED_LIMIT = 2**32
 
@@ -128,7 +128,7 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     """Write ``OUT/results.json`` (all at once: never half-written). Scripts call it last, after
     their plots, so that a results file stands for a finished run."""
     path = out / "results.json"
-    text = json.dumps(results, indent=1, default=float)
+    text = json.dumps(json_ready(results), indent=1, default=float)
     write_atomically(path, lambda temporary: temporary.write_text(text), "results")
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -766,6 +767,16 @@ def test_a_rollout_runs_the_model_in_eval_mode_and_leaves_its_mode_as_it_was():
     field.eval()
     rollout_report(field, Trajectories(t, ys), conservation=False, method="rk4", step_size=0.1)
     assert not field.training
+
+
+def test_a_rollout_that_blew_up_and_a_nan_loss_are_written_as_valid_json(tmp_path):
+    t, ys = spiral_data(n=2, points=11)
+    report = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), conservation=False)
+    report.mse, report.mse_per_trajectory = math.nan, [math.inf, 0.5]  # as from a blow-up
+    record = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert record["mse"] is None and record["mse_per_trajectory"] == [None, 0.5]
+    write_log([{"epoch": 1, "loss": math.nan}], tmp_path / "log.json")
+    assert json.loads((tmp_path / "log.json").read_text()) == [{"epoch": 1, "loss": None}]
 
 
 def test_a_rollout_of_data_after_the_horizon_reports_no_error_within_it():

@@ -16,6 +16,7 @@ import torch
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
+from physode._files import json_ready
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
 
@@ -376,7 +377,7 @@ class CheckReport:
         '[]'
         """
         fields = {
-            f.name: _json_ready(getattr(self, f.name))
+            f.name: json_ready(getattr(self, f.name))
             for f in dataclasses.fields(self)
             if f.name not in ("t", "curves")
         }
@@ -561,20 +562,6 @@ class CheckReport:
         finally:
             plt.close(fig)
         return path
-
-
-def _json_ready(value):
-    """``value`` as JSON holds it: dataclasses as dicts of their fields, tuples as lists, NumPy
-    scalars as Python numbers, and numbers that are not finite as ``None``."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _summary_rows(summaries: list[InvariantSummary]) -> list[str]:

@@ -12,6 +12,7 @@ from torch import nn
 
 import physode
 from physode._errors import InvalidArgumentError
+from physode._files import json_ready
 from physode.train.data import Trajectories, uniform_grid
 
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
@@ -61,7 +62,8 @@ class RolloutReport:
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The numbers as plain values (for ``results.json``)."""
+        """The numbers as plain values (for ``results.json``); a number that is not finite (the
+        error of a rollout that blew up) is ``None``, as JSON readers accept it."""
         out: dict[str, Any] = {
             "horizon": self.horizon,
             "t_end": float(self.t[-1]),
@@ -76,7 +78,7 @@ class RolloutReport:
             report = getattr(self, f"conservation_{name}")
             if report is not None:
                 out[f"conservation_{name}"] = _report_dict(report)
-        return out
+        return json_ready(out)
 
     def __str__(self) -> str:
         within, beyond = (

@@ -23,7 +23,7 @@ from torch import nn
 import physode
 import physode.data
 from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
-from physode._files import writable_folder, write_atomically
+from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted
 from physode.data.simulation import split_counts
 from physode.train.config import TrainConfig
@@ -994,7 +994,7 @@ def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
 
     def write(tmp: Path) -> None:
         if path.suffix == ".json":
-            tmp.write_text(json.dumps(history, indent=1))
+            tmp.write_text(json.dumps(json_ready(history), indent=1))
             return
         columns: list[str] = []
         for row in history:
