@@ -1021,7 +1021,7 @@ def test_check_names_stored_states_that_are_not_finite_and_keeps_them_apart(tmp_
     out = tmp_path / "saddle.h5"
     settings = {**FAST, "t_end": 89.0, "points": 90, "dtype": "float32"}
     with pytest.warns(physode.PhysodeWarning, match="beyond the range of float32"):
-        simulate(spec, trajectories=6, out=out, seed=3, **settings)
+        result = simulate(spec, trajectories=6, out=out, seed=3, **settings)
     with load(out) as data:
         overflowed = np.isinf(data.states[:, -1, 0])
         # Flag bit 4 (physode before 2026-12-06 left them unflagged, flags 0).
@@ -1031,6 +1031,11 @@ def test_check_names_stored_states_that_are_not_finite_and_keeps_them_apart(tmp_
             "solver_failed": 1, "drift": 2, "not_finite": 4,
         }  # fmt: skip
     assert 0 < overflowed.sum() < 6
+    # The summary counts them, also when a resume finds the run finished (and warns no more).
+    again = simulate(spec, trajectories=6, out=out, seed=3, resume=True, **settings)
+    for said in (result, again):
+        assert said.n_not_finite == overflowed.sum()
+        assert f", {overflowed.sum()} stored as inf or NaN (flagged)" in said.summary()
 
     report = check(out, tolerance=1e-4)  # float32 rounding alone drifts by about 1e-6 here
     rows = np.flatnonzero(overflowed).tolist()

@@ -118,6 +118,9 @@ class SimulationResult:
         Per invariant that flagged any trajectory, how many it flagged and its worst drift.
         A trajectory may drift in several invariants, so these may add up to more than
         ``n_drifted``.
+    n_not_finite : int
+        Trajectories flagged because their stored values are not finite (beyond float32's
+        range with ``dtype="float32"``; flag bit 4).
     """
 
     path: Path
@@ -129,6 +132,7 @@ class SimulationResult:
     written: bool = True
     failures: dict[str, FailureCount] = field(default_factory=dict)
     drifts: dict[str, DriftCount] = field(default_factory=dict)
+    n_not_finite: int = 0
 
     def summary(self) -> str:
         """One line for a terminal, then a line for the solver failures by cause and one for
@@ -140,6 +144,8 @@ class SimulationResult:
         'wrote a.h5: 8 trajectories in 1.5 s (0 solver failures, 0 invariant drift flags)'
         >>> SimulationResult(Path("a.h5"), 8, 0, 0, 0, 0.1, written=False).summary()
         'a.h5 already holds this run: 8 trajectories, nothing written (0 solver failures, ...)'
+        >>> SimulationResult(Path("a.h5"), 8, 0, 0, 0, 1.5, n_not_finite=2).summary()
+        'wrote a.h5: 8 trajectories in 1.5 s (..., 2 stored as inf or NaN (flagged))'
         >>> print(SimulationResult(Path("a.h5"), 8, 3, 2, 0, 1.5,
         ...     failures={"step-size underflow": FailureCount(3, 0.52, 1.9)},
         ...     drifts={"energy": DriftCount(2, 3e-5), "momentum": DriftCount(1, 2e-6)}).summary())
@@ -151,6 +157,8 @@ class SimulationResult:
             f"{counted(self.n_failed, 'solver failure', 'solver failures')}, "
             f"{counted(self.n_drifted, 'invariant drift flag', 'invariant drift flags')}"
         )
+        if self.n_not_finite:
+            counts += f", {self.n_not_finite} stored as inf or NaN (flagged)"
         trajectories = counted(self.n_trajectories, "trajectory", "trajectories")
         if not self.written:
             first = f"{self.path} already holds this run: {trajectories}, nothing written"
@@ -1183,4 +1191,6 @@ def _tally(out: Path, drift_threshold: float) -> tuple[int, int, dict]:
         drifts = dict(sorted(drifts.items(), key=lambda item: -item[1].n))
     n_failed = int(np.count_nonzero(flags & FLAG_SOLVER_FAILED))
     n_drifted = int(np.count_nonzero(flagged))
-    return n_failed, n_drifted, {"failures": failures, "drifts": drifts}
+    n_not_finite = int(np.count_nonzero(flags & FLAG_NOT_FINITE))
+    details = {"failures": failures, "drifts": drifts, "n_not_finite": n_not_finite}
+    return n_failed, n_drifted, details
