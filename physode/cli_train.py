@@ -594,6 +594,10 @@ def run_train(args: argparse.Namespace) -> int:
         return _run(args)
     except PhysodeError as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, InvalidArgumentError) and hasattr(args, "command_parser"):
+            from physode.cli import _option_spelling  # cli imports this module
+
+            message = _option_spelling(message, args)
         print(f"physode train: error: {message}", file=sys.stderr)
         return 2
 

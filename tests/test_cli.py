@@ -322,7 +322,7 @@ def test_train_refuses_an_out_folder_it_cannot_create_before_training(
     log = tmp_path / "log.csv"
     assert main(_train(train_data, "--out", str(tmp_path / out), "--log", str(log))) == 2
     error = capsys.readouterr().err
-    assert error.startswith("physode train: error: out=") and error.count("\n") == 1
+    assert error.startswith("physode train: error: -o/--out ") and error.count("\n") == 1
     assert not log.exists()  # refused before the first epoch
 
 
@@ -444,7 +444,7 @@ def test_train_refuses_an_empty_out_before_training(train_data, tmp_path, capsys
     log = tmp_path / "log.csv"
     assert main(_train(train_data, "--out", "", "--log", str(log))) == 2
     error = capsys.readouterr().err
-    assert error.startswith("physode train: error: out=''") and error.count("\n") == 1
+    assert error.startswith("physode train: error: -o/--out ''") and error.count("\n") == 1
     assert not log.exists()  # refused before the first epoch
 
 

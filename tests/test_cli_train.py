@@ -557,3 +557,9 @@ def test_warnings_given_before_an_interruption_are_still_said(capsys):
             warnings.warn("k differs between trajectories", PhysodeWarning, stacklevel=1)
             raise KeyboardInterrupt
     assert capsys.readouterr().err == "physode train: warning: k differs between trajectories\n"
+
+
+def test_a_bad_setting_is_named_as_the_command_line_spells_it(data, capsys):
+    assert main(_train(data, "--epochs", "0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: error: bad training settings: --epochs 0 (need ")
