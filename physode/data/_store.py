@@ -848,30 +848,27 @@ def _failure_flag_problems(flags: np.ndarray, status: np.ndarray, attrs: Mapping
     problems = []
     wrong = np.flatnonzero(flagged & ~failed)
     if wrong.size:
-        rows = (
-            f"trajectory {wrong[0]} is"
-            if wrong.size == 1
-            else f"trajectories {first_few(wrong)} are"
-        )
         problems.append(
-            f"{rows} flagged as a solver failure (flag bit 1) but /solver/status says SUCCESS "
-            f"(code {success}); the two must agree"
+            f"{_trajectories(wrong, 'is', 'are')} flagged as a solver failure (flag bit 1) but "
+            f"/solver/status says SUCCESS (code {success}); the two must agree"
         )
     wrong = np.flatnonzero(failed & ~flagged)
     if wrong.size:
-        rows = (
-            f"trajectory {wrong[0]} has"
-            if wrong.size == 1
-            else f"trajectories {first_few(wrong)} have"
-        )
         codes = np.unique(status[wrong])
         listed = ", ".join(str(int(code)) for code in codes[:5])
         problems.append(
-            f"{rows} the status of a failed solve in /solver/status "
+            f"{_trajectories(wrong, 'has', 'have')} the status of a failed solve in /solver/status "
             f"({'code' if codes.size == 1 else 'codes'} {listed}) but not the solver-failure "
             "flag (bit 1); the two must agree"
         )
     return problems
+
+
+def _trajectories(rows: np.ndarray, verb: str, plural_verb: str) -> str:
+    """``"trajectory 3 is"`` or ``"trajectories 3, 8 are"``: the subject of a sentence."""
+    if rows.size == 1:
+        return f"trajectory {rows[0]} {verb}"
+    return f"trajectories {first_few(rows)} {plural_verb}"
 
 
 def first_few(indices: Sequence[int] | np.ndarray, shown: int = 5) -> str:
