@@ -64,8 +64,11 @@ def test_an_adaptive_solve_reads_the_device_once_per_step_attempt(gradient, meth
 
 
 @pytest.mark.parametrize("gradient", GRADIENTS)
-def test_a_fixed_step_solve_reads_the_finiteness_of_its_states_once_per_few_steps(gradient):
-    # Once read after every step; now once per _FINITE_CHECK_EVERY = 32 steps.
+def test_a_fixed_step_solve_reads_the_finiteness_of_its_states_once_per_few_steps(
+    gradient, monkeypatch
+):
+    # Once read after every step; now, on a GPU, once per _FINITE_CHECK_EVERY = 32 steps.
+    monkeypatch.setattr(loop, "_on_host", lambda y0: False)
     count, steps, ops = _forward_syncs(gradient, method="rk4", step_size=0.01)
     assert steps == 500
     assert count <= steps / 20, ops
@@ -144,9 +147,9 @@ def test_a_fixed_step_solve_stops_at_the_first_non_finite_step_as_if_it_read_eve
         return [*_outcome(solution), _nan_as_none(grad.tolist())]
 
     assert loop._FINITE_CHECK_EVERY == 32  # as the cases above assume
-    every_few_steps = solve()
-    monkeypatch.setattr(loop, "_FINITE_CHECK_EVERY", 1)
-    every_step = solve()
+    every_step = solve()  # on the host, which reads after every step
+    monkeypatch.setattr(loop, "_on_host", lambda y0: False)
+    every_few_steps = solve()  # as on a GPU
     assert every_few_steps == every_step
     stopped = physode.Status.MAX_STEPS if t_bad == 0.4175 else physode.Status.NON_FINITE
     assert every_step[1] is stopped
@@ -199,3 +202,19 @@ def test_per_sample_step_control_on_a_gpu_takes_the_steps_it_takes_on_the_host(
         }
     else:
         assert physode.Status.MAX_STEPS in status
+
+
+def test_a_fixed_step_solve_on_the_host_evaluates_func_on_no_state_past_the_first_non_finite():
+    # On the CPU the finiteness is read after every step, as reading waits for nothing: func is
+    # not evaluated on up to 31 more non-finite states, and stats.nfe counts every evaluation.
+    calls = []
+
+    def func(t, y):
+        calls.append(bool(torch.isfinite(y).all()))
+        return y * y  # y' = y^2 from y0 = 1 reaches inf before t = 1
+
+    y0 = torch.tensor([1.0], dtype=DTYPE)
+    solution = physode.solve(func, y0, [0.0, 5.0], method="rk4", step_size=0.05, throw=False)
+    assert solution.status is physode.Status.NON_FINITE
+    assert solution.stats.nfe == len(calls)
+    assert calls.count(False) <= 4  # the stages of the step that turned non-finite

@@ -222,6 +222,36 @@ def test_a_parameter_equal_to_one_in_dq_dt_keeps_the_drift_evaluated_and_its_gra
     assert abs(grad.item()) > 0.1  # the drift's share is not negligible
 
 
+class _SkewDrift(torch.nn.Module):
+    """dq/dt = (I + theta J) v with J a quarter turn and a learnable theta started at 0, where
+    dq/dt is v bit for bit; dv/dt = -q."""
+
+    separable, n_coordinates = True, 2
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.zeros((), dtype=F64))
+
+    def forward(self, t, y):
+        q, v = y[..., :2], y[..., 2:]
+        turned = torch.stack([v[..., 1], -v[..., 0]], dim=-1)
+        return torch.cat([v + self.theta * turned, -q], dim=-1)
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_a_parameter_whose_change_of_dq_dt_is_orthogonal_to_it_keeps_its_gradient(method):
+    # d(dq/dt)/d(theta) = J v is orthogonal to dq/dt = v, so a probe that projects the change
+    # of dq/dt on dq/dt itself sees none and drifted by v, giving theta a gradient of 0.
+    y0, t = torch.tensor([1.0, 0.0, 0.0, 0.5], dtype=F64), [0.0, 1.0]
+    grads = []
+    for m in (method, "rk4"):
+        field = _SkewDrift()
+        ys = physode.solve(field, y0, t, method=m, step_size=0.01).ys
+        grads.append(torch.autograd.grad(ys[-1, 0], [field.theta])[0].item())
+    assert abs(grads[1]) > 0.1
+    assert grads[0] == pytest.approx(grads[1], rel=1e-3)
+
+
 @pytest.mark.parametrize("method, per_step", [("leapfrog", 1), ("yoshida4", 3)])
 def test_the_three_gradient_modes_agree_where_the_drift_is_v_itself(method, per_step):
     pend = physode.systems.load("pendulum")

@@ -27,9 +27,16 @@ __all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
 # rounding never leaves a sliver of a step behind.
 _LANDING_SLACK = 1e-9
 
-# Fixed-step solves read the finiteness of their states once per this many steps (and at the
-# end), not after every step: on a GPU each read makes the host wait for the device.
+# Fixed-step solves on a GPU read the finiteness of their states once per this many steps (and
+# at the end), not after every step: there each read makes the host wait for the device. On the
+# CPU a read waits for nothing, and they read it after every step, so func is never evaluated
+# past the first non-finite state and stats.nfe counts every evaluation made.
 _FINITE_CHECK_EVERY = 32
+
+
+def _on_host(y0: Tensor) -> bool:
+    """Whether the solve runs on the host, where reading a value of the state waits for nothing."""
+    return y0.device.type == "cpu"
 
 
 class Status(IntEnum):
@@ -267,6 +274,7 @@ def integrate(
     # Fixed steps whose states are not yet known to be finite (see _FINITE_CHECK_EVERY).
     unchecked: list[_Unchecked] = []
     first_bad: int | None = None
+    check_every = 1 if _on_host(y0) else _FINITE_CHECK_EVERY
 
     while k < n_out and status is Status.SUCCESS:
         if stats.n_steps + stats.n_rejected >= max_steps:
@@ -353,7 +361,7 @@ def integrate(
             # A step shortened to land on an output says nothing about the natural step size.
             h = direction * max(abs(h_next), abs(h)) if landing else h_next
             previous_ratio = ratio
-        elif len(unchecked) >= _FINITE_CHECK_EVERY:
+        elif len(unchecked) >= check_every:
             first_bad = _first_non_finite(unchecked)
             if first_bad is not None:
                 break

@@ -94,7 +94,11 @@ def check_split(
 
 def _changes_with_parameters(rate: Tensor) -> bool:
     """Whether ``rate``, computed from a state that does not require grad, has a nonzero
-    vector-Jacobian product (with itself as the vector) for a tensor requiring grad."""
+    vector-Jacobian product for a tensor requiring grad.
+
+    The vector is drawn at random (from a generator of its own, so the caller's random state is
+    untouched): a fixed one can be orthogonal to every change of ``rate``, as ``rate`` itself is
+    to that of ``v + theta J v`` (``J`` a quarter turn) with ``theta``."""
     if not rate.requires_grad:
         return False
     from physode.integrate import _graph_leaves  # integrate imports this module
@@ -102,7 +106,9 @@ def _changes_with_parameters(rate: Tensor) -> bool:
     leaves = _graph_leaves(rate)
     if not leaves:
         return False
-    grads = torch.autograd.grad(rate, leaves, rate.detach(), allow_unused=True)
+    generator = torch.Generator().manual_seed(0)
+    vector = torch.randn(rate.shape, generator=generator, dtype=rate.dtype).to(rate.device)
+    grads = torch.autograd.grad(rate, leaves, vector, allow_unused=True)
     return any(g is not None and bool((g != 0).any()) for g in grads)
 
 
