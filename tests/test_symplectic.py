@@ -136,8 +136,9 @@ def test_a_true_split_passes_the_probe_and_its_evaluations_are_counted():
     y0, t = torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0]
     solution = physode.solve(_Declared(None), y0, t, method="leapfrog", step_size=0.1)
     assert solution.stats.n_steps == 10
-    # Four probe evaluations and a fifth (dq/dt is v: see below), then f(t0, y0) and one per step.
-    assert solution.stats.nfe == 5 + 1 + 10
+    # Four probe evaluations, then f(t0, y0) and two per step: dq/dt is v here, but func does
+    # not declare it (drift_is_velocity), so each drift is evaluated.
+    assert solution.stats.nfe == 4 + 1 + 2 * 10
 
 
 def _counted(field):
@@ -149,6 +150,7 @@ def _counted(field):
         return field(t, y)
 
     counted.separable, counted.n_coordinates = True, field.n_coordinates
+    counted.drift_is_velocity = field.drift_is_velocity
     return counted, calls
 
 
@@ -179,37 +181,57 @@ def test_where_dq_dt_is_not_v_each_drift_still_evaluates_func(method, per_step):
 
 
 @pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
-def test_a_dq_dt_equal_to_v_at_the_first_time_only_keeps_the_drift_evaluated(method):
-    # dq/dt = v / m(t), m(0) = 1: v bit for bit at t = 0, where the split is probed. Drifting by
-    # v itself integrated another system (off by 0.11 at t = 1, against 8e-6).
+def test_a_dq_dt_that_matches_v_at_every_probe_is_not_taken_for_v_unless_declared(method):
+    # dq/dt = clamp(v, -1, 1) started from rest equals v bit for bit at every probed state; a
+    # drift by v taken from the probes alone integrated another system (q(2) = 2.73, not 1.35).
     def field(t, y):
         q, v = y[..., :1], y[..., 1:]
-        return torch.cat([v / (1.0 + t), -q], dim=-1)
+        return torch.cat([v.clamp(-1.0, 1.0), 1.0 + 0.0 * q], dim=-1)
 
     field.separable, field.n_coordinates = True, 1
-    y0, t = torch.tensor([1.0, 0.5], dtype=F64), [0.0, 1.0]
+    y0, t = torch.tensor([0.0, 0.0], dtype=F64), [0.0, 2.0]
     solution = physode.solve(field, y0, t, method=method, step_size=0.01)
-    assert solution.stats.nfe == 5 + 1 + 2 * (ORDER[method] - 1) * 100
+    assert solution.stats.nfe == 4 + 1 + 2 * (ORDER[method] - 1) * 200
     reference = physode.odeint(field, y0, t, method="dop853", rtol=1e-12, atol=1e-12)
-    assert (solution.ys[-1] - reference[-1]).abs().max() < 1e-4
+    assert (solution.ys[-1] - reference[-1]).abs().max() < 1e-3
 
 
 @pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
-def test_a_parameter_equal_to_one_in_dq_dt_keeps_the_drift_evaluated_and_its_gradient(method):
-    # dq/dt = p / m at m = 1 is p bit for bit; a drift by p itself would drop dq/dt's
-    # dependence on m from the gradient. With m requiring grad the drift evaluates func.
+def test_a_declared_drift_by_v_that_a_probe_contradicts_is_refused(method):
+    # dq/dt = v / (1 + t) is v at t = 0 only: the fifth probe, at a later time, refutes it.
+    def timed(t, y):
+        q, v = y[..., :1], y[..., 1:]
+        return torch.cat([v / (1.0 + t), -q], dim=-1)
+
+    # dq/dt = p / m at m = 1 is p bit for bit, but m requires grad: its gradient would be lost.
+    osc = physode.systems.load("harmonic_oscillator").vector_field(learnable=["m"])
+    osc.drift_is_velocity = True
+    timed.separable, timed.n_coordinates, timed.drift_is_velocity = True, 1, True
+    y0, t = torch.tensor([1.0, 0.5], dtype=F64), [0.0, 1.0]
+    for field in (timed, osc):
+        with pytest.raises(physode.InvalidArgumentError, match="declares drift_is_velocity = "
+                           "True, but its dq/dt is not v itself"):  # fmt: skip
+            physode.solve(field, y0, t, method=method, step_size=0.1)
+    skew = _SkewDrift()
+    skew.drift_is_velocity = True  # its change with theta is orthogonal to v
+    with pytest.raises(physode.InvalidArgumentError, match="declares drift_is_velocity"):
+        physode.solve(skew, torch.tensor([1.0, 0.0, 0.0, 0.5], dtype=F64), t, method=method,
+                      step_size=0.1)  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_a_parameter_in_dq_dt_gets_its_gradient_through_the_evaluated_drift(method):
+    # dq/dt = p / m: the vector field does not declare drift_is_velocity, so at m = 1, where
+    # it is p bit for bit, each drift still evaluates func and m gets its gradient.
     osc = physode.systems.load("harmonic_oscillator")
     y0, t = torch.tensor([1.0, 0.5], dtype=F64), [0.0, 0.5, 2.0]
-    with torch.no_grad():  # nothing to differentiate: the drift is p itself
-        fast = physode.solve(osc.vector_field(learnable=["m"]), y0, t, method=method,
-                             step_size=0.1)  # fmt: skip
     field = osc.vector_field(learnable=["m"])
+    assert not field.drift_is_velocity
     solution = physode.solve(field, y0, t, method=method, step_size=0.1)
-    per_step = ORDER[method] - 1  # 1 (leapfrog) or 3 (yoshida4) evaluations where drifts are p
-    assert fast.stats.nfe == 5 + 1 + per_step * 20
-    # One more first evaluation, which looks for the tensors func reaches, then two a substep.
-    assert solution.stats.nfe == 4 + 2 + 2 * per_step * 20
-    assert torch.equal(solution.ys.detach(), fast.ys)  # the same trajectory, bit for bit
+    per_step = 2 * (ORDER[method] - 1)  # 2 (leapfrog) or 6 (yoshida4)
+    # Four probes, one more first evaluation, which looks for the tensors func reaches, then
+    # two a substep.
+    assert solution.stats.nfe == 4 + 2 + per_step * 20
     (grad,) = torch.autograd.grad(solution.ys[-1, 0], [field.m])
 
     def q_end(m):

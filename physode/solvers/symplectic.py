@@ -48,11 +48,14 @@ def check_split(
     ``separable = True`` whose split fails is refused: the symplectic method would integrate
     another system.
 
-    ``dq/dt`` is ``v`` itself where it equals ``v`` bit for bit at all four states and, with
-    autograd on, does not change with any tensor requiring grad that ``func`` reaches (a
-    parameter that happens to equal one, as ``K2`` in ``dq/dt = K2 v``, would lose its gradient);
-    a fifth evaluation, at ``y0`` and the time ``t + 1 + |t|``, must then find it ``v`` too. A
-    drift then needs no evaluation: it moves ``q`` by ``v`` as ``func`` would have.
+    A ``func`` that also declares ``drift_is_velocity = True`` (``dq/dt`` is ``v`` itself, as
+    for every Lagrangian system's vector field) is held to it: ``dq/dt`` must equal ``v`` bit for
+    bit at the four states, at a fifth, ``y0`` at the time ``t + 1 + |t|``, and must not change
+    with any tensor requiring grad that ``func`` reaches (a parameter that happens to equal one,
+    as ``K2`` in ``dq/dt = K2 v``, would lose its gradient); else it is refused. Its drifts then
+    need no evaluation: they move ``q`` by ``v`` as ``func`` would have. Probes cannot prove
+    ``dq/dt = v`` (``clamp(v, -1, 1)`` from rest matches at every probe), so it is never assumed
+    from them alone.
     """
     q, v = y0[..., :n], y0[..., n:]
     q_shifted, v_shifted = q + 0.01 * (1.0 + q.abs()), v + 0.01 * (1.0 + v.abs())
@@ -81,15 +84,21 @@ def check_split(
                     "method, e.g. method='dop853', or correct func.separable. A random func "
                     "(dropout in training mode) fails this check too."
                 )
-    rates = ((f, v), (f_q, v), (f_v, v_shifted), (f_qv, v_shifted))
-    drift_is_velocity = all(torch.equal(g[..., :n], w) for g, w in rates)
-    if not (drift_is_velocity and not _changes_with_parameters(graphed[..., :n])):
+    if getattr(func, "drift_is_velocity", False) is not True:
         return 4, False
-    # The split declares a dq/dt free of t, but a drift evaluated at its own time gets one that
-    # is not right (v / m(t) with m(t0) = 1): one more evaluation, at another time, keeps it.
     with torch.no_grad():
         later = func(t + 1.0 + t.abs(), y0)
-    return 5, torch.equal(later[..., :n], v)
+    rates = ((f, v), (f_q, v), (f_v, v_shifted), (f_qv, v_shifted), (later, v))
+    if not all(torch.equal(g[..., :n], w) for g, w in rates) or _changes_with_parameters(
+        graphed[..., :n]
+    ):
+        raise InvalidArgumentError(
+            f"method={method!r}: func declares drift_is_velocity = True, but its dq/dt is not v "
+            f"itself (probed at t={t.item():.6g} and {(t + 1.0 + t.abs()).item():.6g}, with q and "
+            "v shifted, and for the tensors requiring grad that it uses); remove "
+            "func.drift_is_velocity, and each drift is evaluated"
+        )
+    return 5, True
 
 
 def _changes_with_parameters(rate: Tensor) -> bool:
@@ -118,8 +127,9 @@ class Leapfrog:
     The state is ``[q, v]`` along its last dimension; the derivative's second half at the end of
     a step depends only on the new ``q``, so it is reused as the next step's first kick (first
     same as last). The drift between the kicks needs ``dq/dt`` at the half-step ``v``: one more
-    evaluation of ``func``, unless ``drift_is_velocity`` (``dq/dt`` is ``v`` itself, as
-    :func:`check_split` finds it), where the drift moves ``q`` by that ``v`` directly.
+    evaluation of ``func``, unless ``func`` declares ``drift_is_velocity = True`` (``dq/dt`` is
+    ``v`` itself, which :func:`check_split` holds it to), where the drift moves ``q`` by that
+    ``v`` directly.
     """
 
     name = "leapfrog"

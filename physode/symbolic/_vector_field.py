@@ -32,6 +32,10 @@ class SystemVectorField(nn.Module):
         only on ``q`` and ``t``: what ``method="leapfrog"`` and ``"yoshida4"`` need.
     n_coordinates : int or None
         ``n`` for a state ``[q (n), v or p (n)]``; None for first-order systems.
+    drift_is_velocity : bool
+        True when ``dq/dt`` is the second half of the state itself, symbol for symbol (every
+        Lagrangian system; a Hamiltonian one where ``dq_i/dt = p_i``): the symplectic methods
+        then move ``q`` by it without evaluating the field.
     autonomous : bool
         Whether the equations ignore ``t`` (``not system.time_dependent``): what lets
         ``physode.train.Trainer`` solve windows that start at different times together.
@@ -43,8 +47,8 @@ class SystemVectorField(nn.Module):
     >>> f = sys.vector_field(learnable=["k"])
     >>> f(torch.tensor(0.0), torch.tensor([[1.0, 0.0]]))
     tensor([[ 0., -1.]], grad_fn=<StackBackward0>)
-    >>> f.separable, f.n_coordinates
-    (True, 1)
+    >>> f.separable, f.n_coordinates, f.drift_is_velocity  # dq/dt = p/m
+    (True, 1, False)
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class SystemVectorField(nn.Module):
             "learnable",
             "separable",
             "n_coordinates",
+            "drift_is_velocity",
             "parameters_in_state",
             "autonomous",
         }
@@ -106,6 +111,7 @@ class SystemVectorField(nn.Module):
         # Appended parameters break the [q, v] layout the symplectic methods rely on.
         self.separable = bool(system.separable) and not self.parameters_in_state
         self.n_coordinates = None if self.parameters_in_state else system.n_coordinates
+        self.drift_is_velocity = self.separable and _drift_is_velocity(system)
         self._names = names
         for name in names:
             initial = float(values.get(name, system.parameters[name]))
@@ -147,3 +153,15 @@ class SystemVectorField(nn.Module):
     def extra_repr(self) -> str:
         extra = ", parameters_in_state=True" if self.parameters_in_state else ""
         return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"
+
+
+def _drift_is_velocity(system: System) -> bool:
+    """Whether ``dq/dt`` is the second half of ``system``'s state, symbol for symbol."""
+    n = system.n_coordinates
+    if not n:
+        return False
+    if system.form == "lagrangian":  # the state is [q, dq/dt]
+        return True
+    rates = list(system.equations.values())[:n]
+    halves = system.state_names[n:]
+    return all(r.is_Symbol and r.name == v for r, v in zip(rates, halves))
