@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from physode._files import json_ready, write_atomically
 
@@ -62,6 +62,61 @@ def output_folder(text: str) -> str:
     return text
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    return _parsed(text, int, lambda value: value >= 0, "an integer >= 0")
+
+
+def output_file(text: str) -> str:
+    """An argparse ``type``: a file that can be written (its folder exists or can be created).
+
+    Checked before a run, so that a bad path is refused at once, not after minutes of work.
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: it is a folder")
+    try:
+        output_folder(str(path.parent))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: its folder cannot be created or written to"
+        ) from None
+    return text
+
+
+def write_json(path: str | os.PathLike, results: Any) -> Path:
+    """Write ``results`` to ``path`` as JSON, all at once, numbers that are not finite as null."""
+    text = json.dumps(json_ready(results), indent=1, default=float)
+    return write_atomically(path, lambda temporary: temporary.write_text(text), "results")
+
+
+def interruptible(main) -> int:
+    """``main()``, with Ctrl-C said in one line and exit status 130 (as the ``physode`` command
+    does) instead of a traceback; scripts call ``raise SystemExit(_common.interruptible(main))``."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted; a run writes its results only when it "
+              "finishes", file=sys.stderr)  # fmt: skip
+        return 130
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def in_processes(function, calls: Sequence[tuple], jobs: int) -> list:
+    """``[function(*call) for call in calls]`` on ``jobs`` worker processes, in order.
+
+    Ctrl-C (in the terminal, which sends it to the workers too) stops everything at once: the
+    workers ignore it, and the parent stops them and starts no further call.
+    """
+    # Leaving the ``with`` block, also by an exception, terminates the workers.
+    with multiprocessing.Pool(jobs, initializer=_ignore_interrupts) as pool:
+        pending = [pool.apply_async(function, call) for call in calls]
+        return [result.get() for result in pending]
+
+
 def summary(doc: str) -> str:
     """The first paragraph of a script's docstring, on one line: its ``--help`` description."""
     return " ".join(doc.strip().split("\n\n")[0].split())
@@ -88,7 +143,10 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
 
 
 def setup(args: argparse.Namespace) -> Path:
-    """Create the output folder, fix the thread count and the seed; return the folder."""
+    """Create the output folder (removing an earlier run's ``results.json`` from it), fix the
+    thread count and the seed; return the folder."""
+    import torch  # here, not above: the benchmarks' SciPy and REBOUND processes go without it
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -100,6 +158,9 @@ def setup(args: argparse.Namespace) -> Path:
         print(f"{Path(sys.argv[0]).name}: error: argument --out: cannot create folder "
               f"{args.out!r}: {error.strerror or error}", file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
+    # A results file stands for the finished run whose logs and plots lie beside it: an earlier
+    # run's must not outlive this one if this one is interrupted or fails.
+    (out / "results.json").unlink(missing_ok=True)
     return out
 
 
@@ -127,10 +188,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def write_results(out: Path, results: dict[str, Any]) -> Path:
     """Write ``OUT/results.json`` (all at once: never half-written). Scripts call it last, after
     their plots, so that a results file stands for a finished run."""
-    path = out / "results.json"
-    text = json.dumps(json_ready(results), indent=1, default=float)
-    write_atomically(path, lambda temporary: temporary.write_text(text), "results")
-    return path
+    return write_json(out / "results.json", results)
 
 
 def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0)):

@@ -46,6 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
 T_END, POINTS, TOL = 10.0, 101, 1e-10
 MASSES, G = (1.0, 1.0, 1.0), 1.0
 FIRST_RUN = "physode simulate, first run"
@@ -291,10 +295,11 @@ def _row(name: str, n_total: int, result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 4096], help="values of N")
+    parser.add_argument("--sizes", type=_common.positive_int, nargs="+", default=[256, 4096],
+                        help="values of N (default 256 4096)")  # fmt: skip
     parser.add_argument(
         "--reference-limit",
-        type=int,
+        type=_common.non_negative_int,
         default=0,
         help="run SciPy and REBOUND on the first K states only (their time per trajectory does "
         "not depend on N); 0 runs all",
@@ -302,15 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device of the physode solve (cpu, cuda)")
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=_common.positive_int,
         default=3,
         help="rounds, each running every contender once, in turn; the median over the rounds is "
-        "reported (the shared machine is noisy). The first run is run once",
+        "reported (the shared machine is noisy). The first run is run once (default 3)",
     )
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--json", type=_common.output_file,
+                        help="also write the results to this file")  # fmt: skip
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_common.positive_int,
         default=1,
         help="torch intra-op threads of the physode runs (default 1, like SciPy and REBOUND)",
     )
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in results.items()
             }
     if args.json:
-        Path(args.json).write_text(json.dumps(everything, indent=1))
+        _common.write_json(args.json, everything)
     return (
         0
         if all(math.isfinite(r["median_error"]) for v in everything.values() for r in v.values())
@@ -401,4 +407,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.interruptible(main))

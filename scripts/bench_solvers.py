@@ -57,9 +57,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-import physode
-from physode.models import Hybrid, NeuralODE, PhysicsModel
-from physode.solvers import SYMPLECTIC_METHODS, Stats, integrate
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
+import physode  # noqa: E402
+from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402
+from physode.solvers import SYMPLECTIC_METHODS, Stats, integrate  # noqa: E402
 
 try:
     import torchdiffeq
@@ -780,11 +784,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="small problems and one repeat, memory measured in-process",
     )
-    parser.add_argument("--out", help="write every measurement to this JSON file")
-    parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median)")
+    parser.add_argument("--out", type=_common.output_file,
+                        help="write every measurement to this JSON file")  # fmt: skip
+    parser.add_argument("--repeats", type=_common.positive_int, default=None,
+                        help="timing repeats (median; default 7, 1 with --quick)")  # fmt: skip
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_common.positive_int,
         default=1,
         help="torch intra-op threads (default 1: on a small shared machine, idle-spinning "
         "OpenMP workers contending with other processes slow small tensor ops many times over)",
@@ -838,21 +844,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.perf_counter() - started:.0f} s)"
     )
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(
-                {
-                    "quick": args.quick,
-                    "repeats": repeats,
-                    "forward": forward,
-                    "gradients": gradients,
-                    "memory": memory,
-                    "symplectic": symplectic,
-                },
-                fh,
-                indent=2,
-            )
+        results = {"quick": args.quick, "repeats": repeats, "forward": forward,
+                   "gradients": gradients, "memory": memory, "symplectic": symplectic}  # fmt: skip
+        _common.write_json(args.out, results)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.interruptible(main))

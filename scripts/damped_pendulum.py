@@ -134,4 +134,4 @@ def plot(out: Path, test: Trajectories, reports: dict) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_common.interruptible(main))

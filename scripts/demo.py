@@ -160,4 +160,4 @@ def plot(out: Path, result, report, true: list[float]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_common.interruptible(main))

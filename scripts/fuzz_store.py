@@ -37,8 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-import physode
-from physode.data import load, simulate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
+import physode  # noqa: E402
+from physode.data import load, simulate  # noqa: E402
 
 OUTCOMES = ("refused", "unchanged", "altered", "other error", "hang", "crash")
 _EXIT_CODES = {0: "read", 3: "refused", 4: "other error"}
@@ -95,9 +99,12 @@ def _read_in_child(path: Path, timeout: float) -> tuple[str, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flips", type=int, default=1000, help="trials (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bit positions")
-    parser.add_argument("--timeout", type=float, default=8.0, help="seconds per read")
+    parser.add_argument("--flips", type=_common.positive_int, default=1000,
+                        help="trials (default 1000)")  # fmt: skip
+    parser.add_argument("--seed", type=_common.seed_value, default=0,
+                        help="seed of the bit positions, in [0, 2**32) (default 0)")  # fmt: skip
+    parser.add_argument("--timeout", type=_common.positive_float, default=8.0,
+                        help="seconds per read (default 8)")  # fmt: skip
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as folder:
@@ -132,4 +139,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.interruptible(main))

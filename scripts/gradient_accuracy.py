@@ -154,4 +154,4 @@ def plot(out: Path, problems: dict) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_common.interruptible(main))

@@ -124,4 +124,4 @@ def plot(out: Path, series, years: torch.Tensor, reports: dict, n_fit: int) -> N
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_common.interruptible(main))

@@ -189,4 +189,4 @@ def plot(out: Path, histories: dict, rollouts: dict, taylor: dict) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_common.interruptible(main))

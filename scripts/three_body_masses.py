@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -131,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
           f"fitting {', '.join(RUNS)} on {args.jobs} processes")  # fmt: skip
     with _common.Stopwatch() as clock:
         if args.jobs > 1:
-            with ProcessPoolExecutor(args.jobs) as pool:
-                futures = {name: pool.submit(fit, name, settings) for name in RUNS}
-                fits = {name: future.result() for name, future in futures.items()}
+            done = _common.in_processes(fit, [(name, settings) for name in RUNS], args.jobs)
+            fits = dict(zip(RUNS, done, strict=True))
         else:
             fits = {name: fit(name, settings) for name in RUNS}
     runs = {name: fits[name]["run"] for name in ("aca", "disc-opt", "opt-disc", "hybrid", "neural")}
@@ -174,4 +172,4 @@ def plot(out: Path, fits: dict, true: list[float], t_train: float) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_common.interruptible(main))

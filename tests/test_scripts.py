@@ -3,11 +3,16 @@ issue names, and their numbers are consistent."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
+import multiprocessing
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +127,18 @@ def test_demo_simulates_checks_trains_and_reports_conservation(tmp_path):
         ("bench_codegen", ["--batch", "0"], "'0'"),
         ("bench_codegen", ["--repeats", "0"], "'0'"),
         ("bench_codegen", ["--threads", "-2"], "'-2'"),
+        ("bench_solvers", ["--threads", "0"], "'0'"),
+        ("bench_solvers", ["--repeats", "-1"], "'-1'"),
+        # Refused before the benchmark runs, not after it, when the file cannot be written.
+        ("bench_solvers", ["--out", "{file}/results.json"], "afile"),
+        ("bench_simulate", ["--sizes", "0"], "'0'"),
+        ("bench_simulate", ["--repeats", "0"], "'0'"),
+        ("bench_simulate", ["--json", "{file}/results.json"], "afile"),
+        ("fuzz_store", ["--flips", "0"], "'0'"),
+        ("fuzz_store", ["--timeout", "0"], "'0'"),
+        # A timeout of 0 counted every mutant as caught; no mutant chosen passed as "0 of 0".
+        ("mutation_check", ["--timeout", "0"], "'0'"),
+        ("mutation_check", ["--only", "no_such_file"], "no_such_file"),
     ],
 )
 def test_bad_arguments_are_refused_in_one_line_naming_the_value(
@@ -131,7 +148,9 @@ def test_bad_arguments_are_refused_in_one_line_naming_the_value(
     afile.write_text("not a folder")
     out = tmp_path / "out"
     argv = [a.replace("{file}", str(afile)) for a in argv]
-    prefix = [] if name == "bench_codegen" else ["--quick", "--out", str(out)]
+    takes_out_folder = name not in ("bench_codegen", "bench_solvers", "bench_simulate",
+                                    "fuzz_store", "mutation_check")  # fmt: skip
+    prefix = ["--quick", "--out", str(out)] if takes_out_folder else []
     with pytest.raises(SystemExit) as refused:
         script(name).main([*prefix, *argv])
     assert refused.value.code == 2
@@ -150,6 +169,56 @@ def test_a_run_that_fails_while_plotting_leaves_no_results_json(tmp_path, monkey
     with pytest.raises(RuntimeError, match="the plot failed"):
         module.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--jobs", "1"])
     assert not (tmp_path / "results.json").exists()
+
+
+def test_an_earlier_runs_results_json_goes_when_a_new_run_starts(tmp_path):
+    # Else an interrupted or failed run would leave it beside logs and plots it does not describe.
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "log.csv").write_text("kept")
+    args = argparse.Namespace(out=str(tmp_path), threads=1, seed=0)
+    assert script("_common").setup(args) == tmp_path
+    assert not (tmp_path / "results.json").exists() and (tmp_path / "log.csv").exists()
+
+
+def _slow_fit(name: str, settings: dict) -> dict:
+    """Stands in for three_body_masses.fit: says it started, then takes a while."""
+    (Path(settings["out"]) / f"started_{name}").touch()
+    time.sleep(3)
+    return {}
+
+
+def test_ctrl_c_stops_the_three_body_fits_at_once(tmp_path, monkeypatch):
+    # Ctrl-C used to wait for every fit, those not yet started included, for minutes.
+    module = script("three_body_masses")
+    monkeypatch.setattr(module, "fit", _slow_fit)
+    main_thread = threading.main_thread().ident
+
+    def interrupt_when_both_workers_fit():
+        while len(list(tmp_path.glob("started_*"))) < 2:
+            time.sleep(0.01)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_both_workers_fit, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        module.main(["--quick", "--out", str(tmp_path), "--jobs", "2"])
+    assert sorted(p.name for p in tmp_path.glob("started_*")) == ["started_aca", "started_opt-disc"]
+    assert multiprocessing.active_children() == []
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert script("_common").interruptible(interrupted) == 130
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+
+
+def test_benchmark_json_files_are_valid_json_with_null_for_what_is_not_finite(tmp_path):
+    path = script("_common").write_json(tmp_path / "b.json", {"ms": [1.5, float("nan")]})
+    assert "NaN" not in path.read_text()
+    assert json.loads(path.read_text()) == {"ms": [1.5, None]}
 
 
 def test_scripts_close_their_figures(tmp_path):
