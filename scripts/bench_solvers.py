@@ -1,6 +1,7 @@
-"""Benchmark of physode's solver layer against torchdiffeq and TorchDiffEqPack (issue 2).
+"""Benchmark of physode's solver layer against torchdiffeq and TorchDiffEqPack.
 
-Prints four tables, the first three with the issue's target and PASS/FAIL:
+Prints four tables, the first three with the targets of the solver layer (docs/benchmarks.md) and
+PASS/FAIL:
 
 1. Forward solve, physode vs torchdiffeq (dopri5, same tolerance): an overhead-bound case (Van der
    Pol, mu = 1, batch 1, t in [0, 50], rtol = atol = 1e-6 and 1e-9, float64) and a compute-bound

@@ -1,4 +1,4 @@
-"""The solver benchmark runs end to end in its quick mode and prints its three tables."""
+"""The benchmarks run end to end in small settings and print their tables and verdicts."""
 
 from __future__ import annotations
 
@@ -63,3 +63,22 @@ def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
     per_step = {(r["method"], r["drift"]): r["nfe_per_step"] for r in results["symplectic"]}
     assert per_step == {("leapfrog", "by v"): 1, ("leapfrog", "evaluated"): 2,
                         ("yoshida4", "by v"): 3, ("yoshida4", "evaluated"): 6}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_simulation_benchmark_runs_every_contender_and_states_its_verdict(tmp_path):
+    pytest.importorskip("rebound")
+    script = SCRIPT.with_name("bench_simulate.py")
+    out = tmp_path / "simulate.json"
+    result = subprocess.run(
+        [sys.executable, str(script), "--sizes", "4", "--reference-limit", "2", "--repeats", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "physode simulate per trajectory:" in result.stdout
+    (rows,) = json.loads(out.read_text()).values()
+    contenders = ("physode simulate", "physode solve", "scipy DOP853", "rebound IAS15")
+    for name in contenders:
+        row = next(r for key, r in rows.items() if key.startswith(name))
+        # The same trajectories, solved: none failed, energy kept to the tolerance's order.
+        assert row["failed"] == 0 and row["seconds"] > 0 and row["worst_error"] < 1e-7
