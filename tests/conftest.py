@@ -13,3 +13,18 @@ import tempfile
 _CACHE = tempfile.mkdtemp(prefix="physode-test-cache-")
 os.environ["PHYSODE_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+import pytest  # noqa: E402  (after the cache is set, before any test imports physode)
+
+
+@pytest.fixture
+def growth_spec(tmp_path):
+    """A spec file of x' = x from x0 in [0.5, 1]: x0 e^89 passes float32's range (3.4e38) for
+    x0 > 0.76, so stored as float32 it becomes inf."""
+    spec = tmp_path / "growth.toml"
+    spec.write_text(
+        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
+    )
+    return spec

@@ -119,14 +119,10 @@ def test_flagged_trajectories_are_left_out_unless_asked_for(tmp_path):
 
 
 
-def test_trajectories_stored_as_inf_in_float32_are_left_out_as_flagged(tmp_path):
+def test_trajectories_stored_as_inf_in_float32_are_left_out_as_flagged(tmp_path, growth_spec):
     # x = x0 e^t passes float32's range (3.4e38) by t = 89 for x0 > 0.76 and is stored as inf;
     # simulate warned, but the flags stayed 0 and the dataset handed out windows of inf.
-    spec = tmp_path / "growth.toml"
-    spec.write_text(
-        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
-        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
-    )
+    spec = growth_spec
     out = tmp_path / "growth.h5"
     with pytest.warns(physode.PhysodeWarning, match="beyond the range of float32"):
         simulate(spec, trajectories=6, out=out, seed=3, dtype="float32",

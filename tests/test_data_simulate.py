@@ -942,14 +942,10 @@ def test_a_chunk_file_of_an_earlier_physode_is_recomputed_with_the_time_reached(
         assert (data.t_final == FAST["t_end"]).all() and set(data.drift) == {"energy"}
 
 
-def test_values_beyond_float32_storage_are_named_in_a_warning(tmp_path):
+def test_values_beyond_float32_storage_are_named_in_a_warning(tmp_path, growth_spec):
     # x = x0 exp(t) reaches 1e43 by t = 100: stored as float32 it became inf, and only NumPy's
     # "overflow encountered in cast" said anything.
-    spec = tmp_path / "growth.toml"
-    spec.write_text(
-        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
-        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
-    )
+    spec = growth_spec
     settings = {**FAST, "t_end": 100.0, "trajectories": 3, "dtype": "float32"}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

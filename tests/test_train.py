@@ -1097,15 +1097,13 @@ def test_an_hdf5_file_whose_training_trajectories_are_all_flagged_says_so(tmp_pa
     assert "physode check" in message and "exclude_flagged=False" in message
 
 
-def test_trajectories_stored_as_inf_in_float32_are_left_out_of_training_data(tmp_path):
+def test_trajectories_stored_as_inf_in_float32_are_left_out_of_training_data(
+    tmp_path, growth_spec
+):
     # x = x0 e^t passes float32's range by t = 89 for x0 > 0.76 and is stored as inf. Those
     # trajectories were not flagged, so reading the data refused the whole split as "not
     # finite" instead of leaving them out as flagged ones are.
-    spec = tmp_path / "growth.toml"
-    spec.write_text(
-        'name = "growth"\nform = "equations"\n[equations]\nx = "x"\n'
-        '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
-    )
+    spec = growth_spec
     path = tmp_path / "growth.h5"
     with pytest.warns(physode.PhysodeWarning, match="beyond the range of float32"):
         physode.data.simulate(str(spec), trajectories=6, t_end=89.0, points=5, out=path, seed=3,
