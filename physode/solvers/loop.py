@@ -34,9 +34,10 @@ _LANDING_SLACK = 1e-9
 _FINITE_CHECK_EVERY = 32
 
 
-def _on_host(y0: Tensor) -> bool:
-    """Whether the solve runs on the host, where reading a value of the state waits for nothing."""
-    return y0.device.type == "cpu"
+def _on_host(y0) -> bool:
+    """Whether the solve runs on the host (NumPy, or tensors on the CPU), where reading a value of
+    the state waits for nothing."""
+    return not isinstance(y0, Tensor) or y0.device.type == "cpu"
 
 
 class Status(IntEnum):
@@ -101,6 +102,8 @@ class _Unchecked(NamedTuple):
 def _first_non_finite(unchecked: list[_Unchecked]) -> int | None:
     """Index of the first step in ``unchecked`` whose state is not finite, or None; one read of
     the device for all of them."""
+    if len(unchecked) == 1:  # on the host, after every step: no stack to build
+        return None if bool(unchecked[0].finite) else 0
     finite = torch.stack([step.finite for step in unchecked]).tolist()
     return None if all(finite) else finite.index(False)
 

@@ -34,7 +34,7 @@ from physode.solvers._arrays import (
     take,
 )
 from physode.solvers.control import PIController, attainable_rtol, combined_ratio, round_to_grid
-from physode.solvers.loop import _LANDING_SLACK, Stats, Status, check_derivative
+from physode.solvers.loop import _LANDING_SLACK, Stats, Status, _on_host, check_derivative
 from physode.solvers.rk import _advance
 
 __all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_per_sample"]
@@ -346,11 +346,6 @@ def integrate_per_sample(
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
     stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt + _host(redone)
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
-
-
-def _on_host(y0: Array) -> bool:
-    """Whether the loop runs on the host, where reading a value of the state waits for nothing."""
-    return not isinstance(y0, Tensor) or y0.device.type == "cpu"
 
 
 def _count_true(*masks: Tensor) -> list[int]:
