@@ -35,6 +35,7 @@ from physode.solvers import (
     Status,
     make_stepper,
 )
+from physode.solvers._autograd import graph_leaves
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
 
@@ -157,23 +158,6 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
             + ("..." if len(times) > 6 else "")
         )
     return t_tensor, times
-
-
-def _graph_leaves(output: Tensor) -> list[Tensor]:
-    """The leaf tensors requiring grad that ``output`` was computed from."""
-    leaves: dict[int, Tensor] = {}
-    seen: set = set()
-    stack = [output.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)
-        if isinstance(variable, Tensor):
-            leaves.setdefault(id(variable), variable)
-        stack.extend(child for child, _ in node.next_functions)
-    return list(leaves.values())
 
 
 def _first_evaluation(func: Callable, y0: Tensor, t0: float, per_sample: bool) -> Tensor:
@@ -544,7 +528,7 @@ def solve(
         if isinstance(first, Tensor):
             known = {id(p) for p in problem.params}
             if first.requires_grad:
-                problem.params.extend(p for p in _graph_leaves(first) if id(p) not in known)
+                problem.params.extend(p for p in graph_leaves(first) if id(p) not in known)
             # Disc-Opt differentiates through f0 itself; its graph reaches the parameters only,
             # as y0 does not require grad here. The other modes want it without a graph.
             problem.f0 = first if mode.name == "disc-opt" else first.detach()

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
+from physode.solvers._autograd import graph_leaves
 from physode.solvers.loop import check_derivative
 from physode.solvers.rk import StepResult
 
@@ -110,9 +111,7 @@ def _changes_with_parameters(rate: Tensor) -> bool:
     to that of ``v + theta J v`` (``J`` a quarter turn) with ``theta``."""
     if not rate.requires_grad:
         return False
-    from physode.integrate import _graph_leaves  # integrate imports this module
-
-    leaves = _graph_leaves(rate)
+    leaves = graph_leaves(rate)
     if not leaves:
         return False
     generator = torch.Generator().manual_seed(0)
