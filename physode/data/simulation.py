@@ -1114,16 +1114,21 @@ class _Overflow:
         self.largest = 0.0
 
     def add(self, chunk: Chunk) -> None:
-        rows = np.zeros(chunk.stop - chunk.start, dtype=bool)
+        # Only trajectories flagged not finite when stored (bit 4) can hold such values.
+        flagged = np.flatnonzero(chunk.flags & FLAG_NOT_FINITE)
+        if flagged.size == 0:
+            return
+        rows = np.zeros(flagged.size, dtype=bool)
         for values in (chunk.states, chunk.derivatives, chunk.noisy_states):
             if values is None:
                 continue
+            values = values[flagged]
             with np.errstate(over="ignore"):
                 lost = np.isfinite(values) & np.isinf(values.astype(np.float32))
             if lost.any():
                 rows |= lost.reshape(len(rows), -1).any(axis=1)
                 self.largest = max(self.largest, float(np.abs(values[lost]).max()))
-        self.rows += (chunk.start + np.flatnonzero(rows)).tolist()
+        self.rows += (chunk.start + flagged[rows]).tolist()
 
     def warn(self) -> None:
         if not self.rows:
