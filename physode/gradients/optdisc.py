@@ -191,6 +191,9 @@ class _OptDiscFunction(torch.autograd.Function):
         if not mode.seminorm:
             groups += [2 * n + end for end in itertools.accumulate(sizes)]
         times = problem.times
+        # Each interval after the first starts from the step size the previous one would have
+        # taken next, instead of estimating one again (an evaluation and a host read each).
+        first_step = None
         for k in range(last, 0, -1):
             if mode.restart:
                 z = torch.cat([ys[k].reshape(-1), z[n:]])
@@ -202,7 +205,7 @@ class _OptDiscFunction(torch.autograd.Function):
                 rtol=mode.rtol or problem.rtol,
                 atol=mode.atol or problem.atol,
                 step_size=mode.step_size or problem.step_size,
-                first_step=None,
+                first_step=first_step,
                 max_steps=problem.max_steps,
                 stats=stats,
                 norm_groups=groups,
@@ -220,6 +223,8 @@ class _OptDiscFunction(torch.autograd.Function):
                     t=result.t,
                     step_size=result.h,
                 )
+            if method in ADAPTIVE_METHODS:
+                first_step = abs(result.h)
             z = result.ys[-1]
             z = torch.cat([z[:n], z[n : 2 * n] + grad_ys[k - 1].reshape(-1), z[2 * n :]])
         adjoint = z[n : 2 * n].reshape(shape)
