@@ -304,3 +304,29 @@ def test_mutation_check_mutants_match_the_source_and_a_few_are_caught():
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 of 2 mutants caught" in done.stdout
+
+
+def test_a_gradient_solve_that_fails_in_the_solver_benchmark_is_a_failed_row(capsys, monkeypatch):
+    # Van der Pol's adjoint re-solve can stop (step-size underflow at 1e-3): the row says so and
+    # its target fails, instead of the script stopping or comparing with a missing time.
+    bench = script("bench_solvers")
+    rows = [
+        {"problem": "vdp", "description": "Van der Pol", "config": config, "tol": 1e-3,
+         "seconds": seconds, "nfe_fwd": 10, "nfe_bwd": 5, "peak_bytes": None,
+         "error_vs_reference": 1e-3, "error_vs_disc_opt": 0.0, "evaluations_seconds": 0.5}
+        for config, seconds in [("physode disc-opt", 1.0), ("physode aca", 1.2)]
+    ]  # fmt: skip
+    rows += [
+        {"problem": "vdp", "description": "Van der Pol", "config": config, "tol": 1e-3,
+         "seconds": None, "failed": "step size underflow at t=3.18"}
+        for config in ("physode opt-disc", "torchdiffeq odeint_adjoint")
+    ]  # fmt: skip
+    bench._judge_gradients(rows)
+    aca, opt_disc, adjoint = rows[1], rows[2], rows[3]
+    assert aca["pass"] is True and "odeint_adjoint" not in aca["target"]
+    assert opt_disc["pass"] is False and adjoint["pass"] is None
+    monkeypatch.setattr(bench, "GRAD_PROBLEMS", ("vdp",))
+    bench.print_gradients(rows)
+    printed = capsys.readouterr().out
+    assert "physode opt-disc" in printed
+    assert "failed: step size underflow at t=3.18  FAIL" in printed
