@@ -3,6 +3,7 @@ reads them (NFKC forms, keywords), with a suggestion for a misspelt one, and ``^
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import io
 import keyword
@@ -12,7 +13,12 @@ import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-__all__ = ["CARET_REASON", "caret_reason", "did_you_mean", "keyword_reason", "read_names", "scope"]
+import sympy
+
+__all__ = [
+    "CARET_REASON", "bare_sympy_names", "caret_reason", "did_you_mean", "keyword_reason",
+    "read_names", "scope",
+]
 
 
 def scope(names: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,6 +97,54 @@ def caret_reason(text: str) -> str | None:
     except (tokenize.TokenError, SyntaxError):  # unbalanced brackets: reported by the parser
         pass
     return None
+
+
+_SYMPY_NAMESPACE: dict[str, Any] = {}
+
+
+def bare_sympy_names(text: str, declared: Collection[str]) -> list[str]:
+    """The names in ``text`` that are not ``declared`` and that SymPy's parser would read as
+    something other than an expression: a function (``gamma``, ``beta``, ``N``), the singleton
+    registry ``S``, the assumption keys ``Q``, a class (``O``, ``Float``), a boolean or a Python
+    builtin (``abs``, ``sum``).
+
+    A name stands bare when it is neither called nor followed or preceded by a dot. Read as
+    SymPy's object, ``-S*x`` fails with "bad operand type for unary -: 'SingletonRegistry'" and
+    ``N*x`` with a ``TypeError``, where a specification file reports an undeclared symbol;
+    parsing these names as symbols gives Python strings the same message (a parameter left out
+    of ``parameters``). SymPy's constants (``E``, ``pi``, ``I``, ``oo``) are expressions and
+    keep their meaning, as in a file.
+
+    Examples
+    --------
+    >>> bare_sympy_names("-gamma*x + S(1)/3 + S.Half + beta(x, x) + E + N", {"x"})
+    ['N', 'gamma']
+    >>> bare_sympy_names("-gamma*x", {"gamma", "x"})
+    []
+    """
+    if not _SYMPY_NAMESPACE:  # what sympify reads names from: SymPy's, then Python's builtins
+        _SYMPY_NAMESPACE.update(vars(builtins))
+        _SYMPY_NAMESPACE.update({name: getattr(sympy, name) for name in sympy.__all__})
+    try:
+        tokens = [
+            tok for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+            if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER)
+        ]
+    except (tokenize.TokenError, SyntaxError):  # malformed: reported by the parser
+        return []
+    found = set()
+    for i, tok in enumerate(tokens):
+        name = tok.string
+        if tok.type != tokenize.NAME or name in declared or keyword.iskeyword(name):
+            continue
+        before = tokens[i - 1].string if i else ""
+        after = tokens[i + 1].string if i + 1 < len(tokens) else ""
+        if before == "." or after in ("(", "."):
+            continue
+        value = _SYMPY_NAMESPACE.get(name)
+        if value is not None and not isinstance(value, sympy.Expr):
+            found.add(name)
+    return sorted(found)
 
 
 def read_names(text: str) -> str:

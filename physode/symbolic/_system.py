@@ -30,6 +30,7 @@ from physode.symbolic._codegen import (
     unsupported_functions,
 )
 from physode.symbolic._names import (
+    bare_sympy_names,
     caret_reason,
     did_you_mean,
     keyword_reason,
@@ -153,8 +154,13 @@ def _expr(
     try:
         if isinstance(value, str):
             # A coordinate written q(t) is a function in the text, not the symbol q.
-            names = {s.name: s for s in known if dynamic is None or s not in dynamic.plain}
-            expr = sympy.sympify(read_names(value), locals=scope(names))
+            names = scope(
+                {s.name: s for s in known if dynamic is None or s not in dynamic.plain}
+            )
+            text = read_names(value)
+            # An undeclared 'gamma' or 'S' is reported as an unknown symbol, as in a file.
+            names.update({n: sympy.Symbol(n) for n in bare_sympy_names(text, names)})
+            expr = sympy.sympify(text, locals=names)
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
@@ -190,6 +196,16 @@ def _expr(
     if expr is None:
         return None
     bad = unsupported_functions(expr)
+    if dynamic is not None:
+        for function in _undeclared_functions_of_time(expr, dynamic.time):
+            # q(t) of a coordinate the caller left out: a missing declaration, not a function
+            # without a torch translation.
+            name = type(function).__name__
+            bad.discard(name)
+            problems.add(
+                f"{where} holds {function}, a function of time that is not declared: list "
+                f"{name!r} among the {dynamic.roles} (or write it as a symbol)"
+            )
     if bad:
         problems.add(
             f"{where} uses function(s) {', '.join(sorted(bad))} that have no torch translation"
@@ -307,9 +323,15 @@ def _check_unknown(
     known: set[sympy.Symbol],
     phrase: str,
     problems: Problems,
+    velocity_of: Mapping[sympy.Symbol, sympy.Symbol] | None = None,
 ) -> bool:
     """Add a problem for each symbol of ``expr`` that is not ``known`` (suggesting the closest
-    known name) and for a derivative in it; whether there was any."""
+    known name) and for a derivative in it; whether there was any.
+
+    ``velocity_of`` maps each coordinate of a Lagrangian system to its velocity, so that a
+    derivative is reported as what it is: a velocity written as a derivative, or an
+    acceleration, which no Lagrangian ``L(q, v, t)`` holds. Without it (a Hamiltonian or a
+    first-order system) every derivative is refused as such."""
     if expr is None:
         return False
     unknown = sorted(expr.free_symbols - known, key=str)
@@ -327,10 +349,36 @@ def _check_unknown(
         None,
     )
     if derivative is not None:
-        problems.add(
-            f"the {where} contains the derivative {derivative}; write velocities as symbols"
-        )
+        reason = _derivative_reason(derivative, velocity_of)
+        if reason is not None:
+            problems.add(f"the {where} contains the derivative {derivative}; {reason}")
     return bool(unknown) or derivative is not None
+
+
+def _derivative_reason(
+    derivative: sympy.Derivative, velocity_of: Mapping[sympy.Symbol, sympy.Symbol] | None
+) -> str | None:
+    """Why ``derivative`` cannot stand in an expression, and what to write instead; None for
+    the derivative of an undeclared function of time, reported with that function."""
+    target = derivative.expr
+    if isinstance(target, sympy.core.function.AppliedUndef):
+        return None
+    if velocity_of is None:
+        return (
+            "expressions hold the state, the parameters and time, not derivatives: write a "
+            "velocity through the momenta (Hamiltonian) or as a state (equations)"
+        )
+    count = derivative.derivative_count
+    if target in velocity_of.values() or (target in velocity_of and count > 1):
+        return (
+            "that is a time derivative of a velocity (an acceleration or higher), and a "
+            "Lagrangian L(q, v, t), its dissipation, forces and invariants hold only "
+            "coordinates, velocities, parameters and time: Lagrangians with accelerations are "
+            "not supported"
+        )
+    if target in velocity_of:
+        return f"write the velocity of {target.name!r} as the symbol {velocity_of[target].name!r}"
+    return "write velocities as symbols"
 
 
 def _check_form(
@@ -1515,8 +1563,9 @@ class _Dynamic:
     -q**2/2 + q_dot**2/2
     """
 
-    def __init__(self, time: sympy.Symbol):
+    def __init__(self, time: sympy.Symbol, roles: str = "coordinates"):
         self.time = time
+        self.roles = roles  # where a function of time left undeclared belongs, for messages
         self.functions: dict[sympy.Expr, sympy.Symbol] = {}  # q(t) -> q
         self.derivatives: dict[sympy.Expr, sympy.Symbol] = {}  # q(t).diff(t) -> its velocity
 
@@ -1583,6 +1632,19 @@ class _Dynamic:
                 if not rest and isinstance(arg, sympy.Symbol) and arg.name == self.time.name:
                     found.setdefault(type(applied).__name__, _on_time(applied, self.time))
         return found
+
+
+def _undeclared_functions_of_time(expr: sympy.Expr, time: sympy.Symbol) -> list[sympy.Expr]:
+    """The undefined functions of ``time`` alone (``y(t)``) left in ``expr`` once the declared
+    coordinates and momenta are replaced by their symbols."""
+    found = {
+        applied
+        for applied in expr.atoms(sympy.core.function.AppliedUndef)
+        if len(applied.args) == 1
+        and isinstance(applied.args[0], sympy.Symbol)
+        and applied.args[0].name == time.name
+    }
+    return sorted(found, key=str)
 
 
 def _on_time(expr: sympy.Basic, time: sympy.Symbol) -> sympy.Basic:
@@ -1696,18 +1758,21 @@ def build_lagrangian(
     # A mass matrix of a Lagrangian with unknown symbols, or with a name in two roles (a velocity
     # listed as a coordinate: its own velocity has no kinetic term), would only add follow-on
     # problems.
-    unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems)
+    velocity_of = dict(zip(qs, vs, strict=True))
+    unknown = _check_unknown(lagrangian, "Lagrangian", known, phrase, problems, velocity_of)
     if unknown:
         _check_form(lagrangian, "Lagrangian", vs, known, problems)
     if dissipation is not None:
         dissipation = _expr(dissipation, "dissipation function", problems, known, dynamic)
-        _check_unknown(dissipation, "dissipation function", known, phrase, problems)
+        _check_unknown(
+            dissipation, "dissipation function", known, phrase, problems, velocity_of
+        )
     force_list = _forces_list(forces, qs, problems, known, dynamic)
     for q, f in zip(qs, force_list or [], strict=False):
-        _check_unknown(f, f"force on {q.name}", known, phrase, problems)
+        _check_unknown(f, f"force on {q.name}", known, phrase, problems, velocity_of)
     declared = _invariants(invariants, problems, known, dynamic)
     for key, expr in declared.items():
-        _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
+        _check_unknown(expr, f"invariant {key!r}", known, phrase, problems, velocity_of)
         _check_time_free(expr, f"invariant {key!r}", time, problems)
     if lagrangian is None or None in (force_list or []) or (
         dissipation is None and had_dissipation
@@ -1805,7 +1870,7 @@ def build_hamiltonian(
         return None
     coordinates = _names_list(coordinates, "coordinates", problems)
     momenta = _names_list(momenta, "momenta", problems)
-    dynamic = _Dynamic(time)
+    dynamic = _Dynamic(time, "coordinates or momenta")
     written = _expressions(hamiltonian, forces, invariants)
     coordinates = dynamic.plain_symbols(coordinates, written)
     momenta = dynamic.plain_symbols(momenta, written)
