@@ -42,8 +42,9 @@ class RolloutReport:
     mse_per_trajectory : list of float
         Over the whole rollout, one value per trajectory.
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
-        Conservation of the system's invariants along the rollouts and along the truth
-        (``None`` without a system).
+        Conservation of the system's invariants along the rollouts (at the model's learned
+        parameter values, the trajectories' own elsewhere) and along the truth (at the
+        trajectories' parameters); ``None`` without a system.
     note : str or None
         A caveat on the trajectories rolled out, printed with the report: for example that
         :meth:`Trainer.evaluate` used the validation trajectories, which chose the best epoch,
@@ -248,8 +249,14 @@ def rollout_report(
     method, rtol, atol, step_size
         The model's solver settings.
     conservation : bool
-        Add ``physode.diagnostics.conservation`` reports of rollouts and truth (the true
-        system's invariants at the data's parameters).
+        Add ``physode.diagnostics.conservation`` reports of rollouts and truth: the true
+        system's invariants, for the truth at the data's parameters, for the rollouts at the
+        model's own (its learned ``physical_parameters()`` where it learns a parameter of
+        ``system``, the data's elsewhere).
+
+    A model that takes per-row parameters (``model.trajectory_parameters``, e.g. a
+    :class:`~physode.models.PhysicsModel`) rolls each trajectory out with the values it stores
+    (``data.params``) of the parameters the model does not learn.
     conservation_tolerance : float
         Relative drift the conservation reports flag.
 

@@ -130,6 +130,13 @@ class Trainer:
     solved at their own times. physode's models declare it; a model that does not is taken to
     depend on ``t``, which is always correct, only slower when it does not.
 
+    Where the trajectories store their parameters (``Trajectories.params``, data simulated with
+    ``params="sample"``), a model that takes per-row parameters (``model.trajectory_parameters``,
+    e.g. a :class:`~physode.models.PhysicsModel`) solves each window with its own trajectory's
+    values of the parameters it does not learn (``train_rows``, ``val_rows``: ``None`` where
+    the model's own values serve every trajectory); see ``docs/training.md``, "Per-trajectory
+    parameters".
+
     Parameters
     ----------
     model : nn.Module
@@ -152,6 +159,9 @@ class Trainer:
         Where an interrupted run continues from, and the epoch it holds: the ``last.pt`` that
         :meth:`fit` wrote most recently, else the checkpoint :meth:`load_checkpoint` restored
         (``None`` when there is neither).
+    train_rows, val_rows : Tensor or None
+        Each training (validation) trajectory's parameter vector for the model, shape
+        ``(N, n_params)``, or ``None``.
     metadata : dict
         Plain values that describe the run beyond its settings, e.g. how the model was built
         (``physode train`` keeps its model settings here); saved in checkpoints.
