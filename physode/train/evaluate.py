@@ -301,9 +301,12 @@ def rollout_report(
     if training:
         model.eval()
     try:
-        predicted = solve_rows(
-            model, y0, t, rows, method=method, rtol=rtol, atol=atol, step_size=step_size
-        ).ys.transpose(0, 1)
+        options = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
+        if rows is None:
+            predicted = physode.odeint(model, y0, t, **options)
+        else:
+            predicted = solve_rows(model, y0, t, rows, **options).ys
+        predicted = predicted.transpose(0, 1)
     finally:
         if training:
             model.train()
