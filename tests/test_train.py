@@ -8,6 +8,7 @@ import math
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1378,6 +1379,207 @@ def test_parameters_that_are_fixed_or_not_learned_give_no_warning(model, lengths
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer(model(), pendulums(lengths), epochs=1)
+
+
+# ---------------------------------------------------------------------- per-trajectory parameters
+
+
+def swinging(lengths: list[float], points: int = 11, t_end: float = 1.0) -> Trajectories:
+    """Pendulums of the given lengths and masses 1 + i/4 (g = 9.81) from different angles."""
+    pendulum = physode.systems.load("pendulum")
+    n = len(lengths)
+    params = torch.tensor(
+        [[1.0 + i / 4, 9.81, length] for i, length in enumerate(lengths)], dtype=torch.float64
+    )
+    y0 = torch.stack([0.4 + 0.1 * torch.arange(n, dtype=torch.float64), torch.zeros(n)], -1)
+    t = torch.linspace(0, t_end, points, dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, params), y0, t, rtol=1e-11, atol=1e-11)
+    return Trajectories(t, ys.transpose(0, 1), params=params, system=pendulum)
+
+
+def test_a_parameter_is_recovered_when_the_known_ones_differ_between_trajectories():
+    # l varies between the pendulums and is known (stored); g is learned. With the system's l
+    # for every pendulum the fit of g/l would be a compromise far from 9.81.
+    data = swinging([0.5, 0.7, 1.0, 1.3])
+    model = PhysicsModel("pendulum", ["g"], init={"g": 6.0})
+    trainer = Trainer(model, data, epochs=12, optimizer="lbfgs", lr=1.0, rtol=1e-9, atol=1e-11)
+    result = trainer.fit()
+    assert result.physical_parameters["g"] == pytest.approx(9.81, rel=1e-5)
+
+
+def test_each_window_is_solved_with_its_own_trajectorys_parameters():
+    data = swinging([0.5, 0.8, 1.2], points=9)
+    model = PhysicsModel("pendulum", ["g"])  # at its true value: only the stored l is missing
+    trainer = Trainer(model, data, epochs=1, window=4, window_stride=1, batch_size=4,
+                      rtol=1e-10, atol=1e-12)  # fmt: skip
+    batches = trainer._batches(trainer.train_windows, shuffle=True)
+    assert {w.index for batch in batches for w in batch} == {0, 1, 2}
+    losses = [trainer._solve_batch(trainer.train_data, batch)[2].item() for batch in batches]
+    assert max(losses) < 1e-16
+
+
+def pendulum_batch_gradient(gradient: Any, step_control: str, method: str = "dopri5") -> tuple:
+    """Loss and d loss / d g of one batch of three pendulums with stored lengths."""
+    data = swinging([0.5, 0.8, 1.2], points=6)
+    model = PhysicsModel("pendulum", ["g"], init={"g": 8.0})
+    options = {"step_size": 0.01} if method == "yoshida4" else {"rtol": 1e-10, "atol": 1e-12}
+    trainer = Trainer(model, data, epochs=1, gradient=gradient, step_control=step_control,
+                      method=method, **options)  # fmt: skip
+    loss = trainer._evaluate(trainer._batches(trainer.train_windows, shuffle=False)[0], [])
+    return loss.item(), model.field.g.grad.item()
+
+
+def pendulum_reference_gradient() -> tuple:
+    """The same loss and gradient with each pendulum solved by a field of its own length."""
+    data = swinging([0.5, 0.8, 1.2], points=6)
+    g = torch.tensor(8.0, dtype=torch.float64, requires_grad=True)
+    losses = []
+    for i in range(3):
+        p = torch.stack([data.params[i, 0], g, data.params[i, 2]])
+        ys = physode.odeint(lambda s, y, p=p: data.system.rhs(s, y, p), data.states[i, 0],
+                            data.t, rtol=1e-10, atol=1e-12, gradient="disc-opt")  # fmt: skip
+        losses.append((ys[1:] - data.states[i, 1:]).pow(2))
+    loss = torch.stack(losses).mean()
+    loss.backward()
+    return loss.item(), g.grad.item()
+
+
+@pytest.mark.parametrize(
+    ("gradient", "step_control", "method"),
+    [
+        ("disc-opt", "shared", "dopri5"),
+        ("aca", "shared", "dopri5"),
+        (physode.OptDisc(restart=True, rtol=1e-11, atol=1e-13), "shared", "dopri5"),
+        ("disc-opt", "per-sample", "dopri5"),
+        ("aca", "per-sample", "dopri5"),
+        ("aca", "shared", "yoshida4"),
+    ],
+)
+def test_gradients_with_stored_parameters_agree_in_every_mode(gradient, step_control, method):
+    loss, grad = pendulum_batch_gradient(gradient, step_control, method)
+    want_loss, want_grad = pendulum_reference_gradient()
+    tight = 1e-6 if method == "dopri5" else 1e-4  # a fixed step of 0.01, order 4
+    assert loss == pytest.approx(want_loss, rel=tight)
+    assert grad == pytest.approx(want_grad, rel=tight)
+
+
+def test_per_sample_step_control_carries_each_rows_parameters_as_the_shared_solve_uses_them():
+    from physode.train._rows import solve_rows
+
+    data = swinging([0.5, 0.8, 1.2, 2.0])
+    model = PhysicsModel("pendulum", [])
+    rows = data.params
+    options = {"rtol": 1e-9, "atol": 1e-11}
+    shared = solve_rows(model, data.states[:, 0], data.t, rows, **options)
+    per_sample = solve_rows(model, data.states[:, 0], data.t, rows, step_control="per-sample",
+                            **options)  # fmt: skip
+    assert per_sample.ys.shape == shared.ys.shape == (11, 4, 2)
+    truth = data.states.transpose(0, 1)
+    assert float((per_sample.ys - truth).abs().max()) < 1e-7
+    assert float((shared.ys - truth).abs().max()) < 1e-7
+    # Row by row as alone: the rows that finish first leave the per-sample solve.
+    alone = solve_rows(model, data.states[3:, 0], data.t, rows[3:], step_control="per-sample",
+                       **options)  # fmt: skip
+    assert torch.equal(alone.ys[:, 0], per_sample.ys[:, 3])
+
+
+def test_rollouts_use_each_trajectorys_stored_parameters():
+    data = swinging([0.5, 1.0, 1.6], points=11, t_end=2.0)
+    model = PhysicsModel("pendulum", [])
+    report = rollout_report(model, data, rtol=1e-10, atol=1e-12)
+    assert report.mse < 1e-14
+    # Beyond the data the truth is simulated with the stored values as well.
+    assert rollout_report(model, data.until(1.0), t_end=2.0, rtol=1e-10, atol=1e-12).mse < 1e-14
+    # stored_parameters=False keeps the system's l = 1 for every pendulum.
+    fixed = rollout_report(PhysicsModel("pendulum", [], stored_parameters=False), data)
+    assert fixed.mse_per_trajectory[1] < 1e-12 < min(fixed.mse_per_trajectory[::2])
+
+
+def test_a_hybrid_gives_the_stored_parameters_to_its_physics_and_the_state_to_its_residual():
+    data = swinging([0.5, 1.6])
+    residual = NeuralODE(2, width=4, depth=1, zero_output=True).double()
+    seen = []
+    residual.register_forward_pre_hook(lambda module, args: seen.append(args[1].shape[-1]))
+    model = Hybrid(PhysicsModel("pendulum", ["g"]), residual)
+    assert model.trajectory_parameters == ("m", "g", "l")
+    report = rollout_report(model, data, rtol=1e-10, atol=1e-12, conservation=False)
+    assert report.mse < 1e-14
+    assert set(seen) == {2}
+
+
+def test_the_evaluation_of_a_sampled_data_set_uses_its_stored_parameters(tmp_path):
+    path = tmp_path / "damped.h5"
+    physode.data.simulate("damped_oscillator", trajectories=6, t_end=2.0, points=11, out=path,
+                          params="sample", split=(0.5, 0.0, 0.5), quiet=True)  # fmt: skip
+    physics = PhysicsModel("damped_oscillator", [])
+    model = Hybrid(physics, NeuralODE(2, width=4, depth=1, zero_output=True))
+    trainer = Trainer(model, path, epochs=1)
+    assert trainer.train_rows is not None and trainer.train_rows.shape == (3, 3)
+    report = trainer.evaluate(conservation=False)
+    assert report.mse < 1e-12
+
+
+def test_the_conservation_of_a_rollout_is_measured_with_the_models_learned_values():
+    # A pendulum rolled out with g = 5 conserves the energy at g = 5, not the true one's.
+    data = swinging([0.6, 1.2], points=21, t_end=2.0)
+    model = PhysicsModel("pendulum", ["g"], init={"g": 5.0})
+    report = rollout_report(model, data, rtol=1e-10, atol=1e-12, conservation_tolerance=1e-6)
+    assert report.mse > 1e-3  # the wrong g shows in the errors
+    drift = report.conservation_model.invariants["energy"].max_rel_drift
+    assert float(drift.max()) < 1e-7
+    assert float(report.conservation_truth.invariants["energy"].max_rel_drift.max()) < 1e-7
+
+
+def test_data_with_one_parameter_set_train_exactly_as_without_parameters():
+    pendulum = physode.systems.load("pendulum")
+    t = torch.linspace(0, 1, 6, dtype=torch.float64)
+    y0 = torch.tensor([[0.5, 0.0], [0.2, 0.1]], dtype=torch.float64)
+    ys = physode.odeint(pendulum.vector_field(), y0, t, rtol=1e-10, atol=1e-10).transpose(0, 1)
+    defaults = torch.tensor([list(pendulum.parameters.values())] * 2, dtype=torch.float64)
+    histories = []
+    for params in (None, defaults):
+        model = PhysicsModel(pendulum, ["g"], init={"g": 7.0})
+        trainer = Trainer(model, Trajectories(t, ys, params, pendulum), epochs=2, lr=0.1)
+        assert trainer.train_rows is None
+        histories.append([row["loss"] for row in trainer.fit().history])
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize(
+    ("params", "system", "match"),
+    [
+        (torch.ones(2, 2), "pendulum", r"store 2 parameter values each, but their system "
+         r"'pendulum' has 3 parameters \['m', 'g', 'l'\]"),
+        (torch.ones(2, 4), None, r"store 4 parameter values each but have no system.*3 "
+         r"parameters \['m', 'g', 'l'\]"),
+        (torch.tensor([[1.0, 9.8, float("nan")], [1.0, 9.8, 1.0]]), "pendulum",
+         r"values of \['l'\] that are not finite"),
+    ],
+)
+def test_stored_parameters_that_do_not_fit_the_system_are_refused(params, system, match):
+    data = swinging([1.0, 1.0], points=5)
+    system = None if system is None else data.system
+    bad = Trajectories(data.t, data.states, params, system)
+    with pytest.raises(physode.InvalidArgumentError, match=match):
+        Trainer(PhysicsModel("pendulum", ["g"]), bad, epochs=1)
+
+
+def test_a_physics_term_of_another_system_takes_the_parameters_it_shares_by_name(tmp_path):
+    # Data of a damped oscillator with stored m, k, c; the physics is an undamped spring (k, m
+    # in another order), as in an APHYNITY hybrid: it takes m and k from the data by name.
+    spec = tmp_path / "spring.toml"
+    spec.write_text(
+        'name = "spring"\nform = "lagrangian"\ncoordinates = ["x"]\nvelocities = ["v"]\n'
+        'lagrangian = "m*v**2/2 - k*x**2/2"\n[parameters]\nk = 3.0\nm = 3.0\n'
+    )
+    damped = physode.systems.load("damped_oscillator")
+    params = torch.tensor([[1.0, 0.5, 0.0], [2.0, 1.5, 0.0]], dtype=torch.float64)  # c = 0
+    t = torch.linspace(0, 1, 6, dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.2]], dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: damped.rhs(s, y, params), y0, t, rtol=1e-11, atol=1e-11)
+    data = Trajectories(t, ys.transpose(0, 1), params, damped)
+    report = rollout_report(PhysicsModel(spec, []), data, rtol=1e-10, atol=1e-12)
+    assert report.mse < 1e-14  # the undamped law with each row's m and k is exact here
 
 
 def test_a_checkpoint_resumes_only_with_the_opt_disc_settings_it_was_saved_with(tmp_path):

@@ -128,9 +128,23 @@ class Hybrid(nn.Module):
         get = getattr(self.physics, "physical_parameters", None)
         return get() if get is not None else {}
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Return ``dy/dt``: physics plus residual."""
-        return self.physics(t, y) + self.residual(t, y)
+    @property
+    def trajectory_parameters(self) -> tuple[str, ...]:
+        """The physics term's per-row parameter names (``()`` when it takes none): see
+        :attr:`PhysicsModel.trajectory_parameters`. The residual never sees them."""
+        return tuple(getattr(self.physics, "trajectory_parameters", ()))
+
+    def parameter_vector(self) -> torch.Tensor:
+        """The physics term's own parameter values (see :meth:`PhysicsModel.parameter_vector`)."""
+        return self.physics.parameter_vector()
+
+    def forward(
+        self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return ``dy/dt``: physics plus residual. ``p`` (per-row parameter values, see
+        :attr:`trajectory_parameters`) goes to the physics term alone."""
+        physics = self.physics(t, y) if p is None else self.physics(t, y, p)
+        return physics + self.residual(t, y)
 
     def residual_norm(self, t: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """Mean squared norm of the residual along a trajectory.

@@ -40,6 +40,12 @@ class PhysicsModel(nn.Module):
         Whether the equations ignore ``t``; the trainer then lets windows that start at different
         times share one solve. By default read from the system's equations: a forced system such
         as ``"duffing"``, whose equations contain the time symbol, is not autonomous.
+    stored_parameters : bool
+        Take the parameters it does not learn from each trajectory's stored values where the
+        data hold them (data simulated with ``params="sample"``): the trainer and
+        :func:`physode.train.rollout_report` then evaluate each window and rollout with its own
+        trajectory's values (see :attr:`trajectory_parameters`). ``False`` keeps the system's
+        values for every trajectory.
 
     Raises
     ------
@@ -54,6 +60,18 @@ class PhysicsModel(nn.Module):
     ...                      init={"m1": 1.0, "m2": 1.0, "m3": 1.0})
     >>> sorted(model.physical_parameters())
     ['m1', 'm2', 'm3']
+
+    Each row of a batch may carry its own parameter vector ``p`` (the system's order); learned
+    parameters are taken from the model, the others from ``p``:
+
+    >>> pendulum = PhysicsModel("pendulum", learnable=["g"])
+    >>> pendulum.trajectory_parameters
+    ('m', 'g', 'l')
+    >>> y = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    >>> p = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 2.0]], dtype=torch.float64)  # l = 1, 2
+    >>> ratio = pendulum(torch.tensor(0.0), y, p)[:, 1] / pendulum(torch.tensor(0.0), y)[:, 1]
+    >>> ratio.tolist()  # g/l with the model's g: l = 1 is the default, l = 2 halves it
+    [1.0, 0.5]
     """
 
     def __init__(
@@ -63,6 +81,7 @@ class PhysicsModel(nn.Module):
         *,
         init: Mapping[str, float] | None = None,
         autonomous: bool | None = None,
+        stored_parameters: bool = True,
     ) -> None:
         super().__init__()
         system = _resolve_system(system)
@@ -89,6 +108,12 @@ class PhysicsModel(nn.Module):
         self.learnable = learnable
         self.field = system.vector_field(learnable=learnable)
         self._autonomous = not system.time_dependent if autonomous is None else bool(autonomous)
+        self.stored_parameters = bool(stored_parameters)
+        names = list(system.parameters)
+        # Which entries of a per-row vector p the model replaces with its learned values; not in
+        # the state dict, so checkpoints keep their keys.
+        mask = torch.tensor([name in learnable for name in names], dtype=torch.bool)
+        self.register_buffer("_learned_mask", mask, persistent=False)
         if init:
             self.set_parameters(init)
 
@@ -106,6 +131,19 @@ class PhysicsModel(nn.Module):
     def n_coordinates(self) -> int | None:
         """Number of coordinates ``q`` when :attr:`separable` (from the system)."""
         return getattr(self.field, "n_coordinates", None)
+
+    @property
+    def trajectory_parameters(self) -> tuple[str, ...]:
+        """Names of the entries of the per-row parameter vector ``p`` that :meth:`forward`
+        accepts (the system's parameters, in its order), or ``()`` when the model was built with
+        ``stored_parameters=False``. The trainer and the rollouts pass each trajectory's stored
+        values this way (see ``docs/training.md``, "Per-trajectory parameters")."""
+        return tuple(self.system.parameters) if self.stored_parameters else ()
+
+    def parameter_vector(self) -> torch.Tensor:
+        """The model's own value of every parameter (learned or the system's), in the system's
+        order, shape (n_params,)."""
+        return self.field.parameter_vector()
 
     def _parameter(self, name: str) -> nn.Parameter:
         for full_name, parameter in self.field.named_parameters():
@@ -148,6 +186,23 @@ class PhysicsModel(nn.Module):
         for name, value in values.items():
             self._parameter(name).fill_(float(value))
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Return ``dy/dt`` from the physical law."""
-        return self.field(t, y)
+    def forward(
+        self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return ``dy/dt`` from the physical law.
+
+        Parameters
+        ----------
+        t, y : Tensor
+            Time and state, as :func:`physode.solve` passes them.
+        p : Tensor, shape (..., n_params), optional
+            Parameter values per row of ``y`` in the system's order (see
+            :attr:`trajectory_parameters`); the learnable entries are ignored and the model's
+            learned values used. By default every row uses the model's own values.
+        """
+        if p is None:
+            return self.field(t, y)
+        own = self.field.parameter_vector()
+        if own.dtype != y.dtype or own.device != y.device:
+            own = own.to(dtype=y.dtype, device=y.device)
+        return self.system.rhs(t, y, torch.where(self._learned_mask, own, p.to(y.dtype)))

@@ -13,6 +13,7 @@ from torch import nn
 import physode
 from physode._errors import InvalidArgumentError
 from physode._files import json_ready
+from physode.train._rows import model_parameters, parameter_rows, solve_rows
 from physode.train.data import Trajectories, uniform_grid
 
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
@@ -41,8 +42,9 @@ class RolloutReport:
     mse_per_trajectory : list of float
         Over the whole rollout, one value per trajectory.
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
-        Conservation of the system's invariants along the rollouts and along the truth
-        (``None`` without a system).
+        Conservation of the system's invariants along the rollouts (at the model's learned
+        parameter values, the trajectories' own elsewhere) and along the truth (at the
+        trajectories' parameters); ``None`` without a system.
     note : str or None
         A caveat on the trajectories rolled out, printed with the report: for example that
         :meth:`Trainer.evaluate` used the validation trajectories, which chose the best epoch,
@@ -247,8 +249,14 @@ def rollout_report(
     method, rtol, atol, step_size
         The model's solver settings.
     conservation : bool
-        Add ``physode.diagnostics.conservation`` reports of rollouts and truth (the true
-        system's invariants at the data's parameters).
+        Add ``physode.diagnostics.conservation`` reports of rollouts and truth: the true
+        system's invariants, for the truth at the data's parameters, for the rollouts at the
+        model's own (its learned ``physical_parameters()`` where it learns a parameter of
+        ``system``, the data's elsewhere).
+
+    A model that takes per-row parameters (``model.trajectory_parameters``, e.g. a
+    :class:`~physode.models.PhysicsModel`) rolls each trajectory out with the values it stores
+    (``data.params``) of the parameters the model does not learn.
     conservation_tolerance : float
         Relative drift the conservation reports flag.
 
@@ -286,14 +294,19 @@ def rollout_report(
         truth = torch.cat([data.states[:, :n_data], simulated[:, n_data:].to(dtype)], dim=1)
     else:
         truth = data.states[:, :n_data]
+    # Each trajectory's stored values of the parameters the model does not learn.
+    rows = parameter_rows(model, data.params, system, "held-out")
     # Rolled out as a trained model is used: dropout off, batch norm on its running statistics.
     training = isinstance(model, nn.Module) and model.training
     if training:
         model.eval()
     try:
-        predicted = physode.odeint(
-            model, y0, t, method=method, rtol=rtol, atol=atol, step_size=step_size
-        ).transpose(0, 1)
+        options = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
+        if rows is None:
+            predicted = physode.odeint(model, y0, t, **options)
+        else:
+            predicted = solve_rows(model, y0, t, rows, **options).ys
+        predicted = predicted.transpose(0, 1)
     finally:
         if training:
             model.train()
@@ -316,10 +329,12 @@ def rollout_report(
     if conservation and system is not None:
         from physode.diagnostics import conservation as conservation_report
 
-        # Both against the true system's invariants, at the trajectories' true parameters.
-        for name, ys in (("model", predicted), ("truth", truth)):
+        # The true system's invariants: the truth's at the trajectories' parameters, the
+        # rollouts' at the model's own (its learned values where it learns them).
+        own = model_parameters(model, data.params, system, len(data))
+        for name, ys, p in (("model", predicted, own), ("truth", truth, data.params)):
             measured = conservation_report(
-                system, ys.transpose(0, 1), t=t, tolerance=conservation_tolerance, p=data.params
+                system, ys.transpose(0, 1), t=t, tolerance=conservation_tolerance, p=p
             )
             setattr(report, f"conservation_{name}", measured)
     return report

@@ -26,6 +26,7 @@ from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
 from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted
 from physode.data.simulation import split_counts
+from physode.train._rows import batch_rows, parameter_rows, solve_rows
 from physode.train.config import TrainConfig
 from physode.train.data import (
     Trajectories,
@@ -129,6 +130,13 @@ class Trainer:
     solved at their own times. physode's models declare it; a model that does not is taken to
     depend on ``t``, which is always correct, only slower when it does not.
 
+    Where the trajectories store their parameters (``Trajectories.params``, data simulated with
+    ``params="sample"``), a model that takes per-row parameters (``model.trajectory_parameters``,
+    e.g. a :class:`~physode.models.PhysicsModel`) solves each window with its own trajectory's
+    values of the parameters it does not learn (``train_rows``, ``val_rows``: ``None`` where
+    the model's own values serve every trajectory); see ``docs/training.md``, "Per-trajectory
+    parameters".
+
     Parameters
     ----------
     model : nn.Module
@@ -151,6 +159,9 @@ class Trainer:
         Where an interrupted run continues from, and the epoch it holds: the ``last.pt`` that
         :meth:`fit` wrote most recently, else the checkpoint :meth:`load_checkpoint` restored
         (``None`` when there is neither).
+    train_rows, val_rows : Tensor or None
+        Each training (validation) trajectory's parameter vector for the model, shape
+        ``(N, n_params)``, or ``None``.
     metadata : dict
         Plain values that describe the run beyond its settings, e.g. how the model was built
         (``physode train`` keeps its model settings here); saved in checkpoints.
@@ -263,6 +274,15 @@ class Trainer:
                 "val_fraction > 0 for tensor data, or use a data set with a 'val' split"
             )
         self.model = model.to(device=self.device, dtype=dtype)
+        # Each trajectory's values of the parameters the model takes from the data (None: the
+        # model's own values serve every trajectory).
+        self.train_rows = parameter_rows(
+            self.model, self.train_data.params, self.train_data.system, "training"
+        )
+        self.val_rows = None
+        if self.val_data is not None:
+            system = self.val_data.system or self.train_data.system
+            self.val_rows = parameter_rows(self.model, self.val_data.params, system, "validation")
         message = shared_parameters_warning(self.model, self.train_data)
         if message is not None:
             warnings.warn(message, PhysodeWarning, stacklevel=2)
@@ -385,9 +405,10 @@ class Trainer:
         target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
         start = batch[0].start
         t = data.t[start : start + self.length]
-        sol = physode.solve(
-            self.model, target[0], t, method=c.method, rtol=c.rtol, atol=c.atol,
-            step_size=c.step_size, gradient=c.gradient, step_control=c.step_control,
+        rows = self.train_rows if data is self.train_data else self.val_rows
+        sol = solve_rows(
+            self.model, target[0], t, batch_rows(rows, index), method=c.method, rtol=c.rtol,
+            atol=c.atol, step_size=c.step_size, gradient=c.gradient, step_control=c.step_control,
         )
         pred, ref = sol.ys[1:], target[1:]
         if c.observe is not None:
