@@ -49,7 +49,9 @@ _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
     "out": (lambda v: isinstance(v, str), "a string (a folder)"),
     "quiet": (lambda v: isinstance(v, bool), "true or false"),
-    "resume": (lambda v: isinstance(v, str), "a string (a checkpoint file)"),
+    "resume": (
+        lambda v: isinstance(v, str | bool), "a string (a checkpoint file) or true (--resume)"
+    ),
 }
 _REPORT_KEYS = tuple(_REPORT_TYPES)
 # The settings of the Opt-Disc gradient (physode.OptDisc's parameters, prefixed); they apply to
@@ -295,7 +297,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, metavar="N",
         help="epochs between writes of last.pt (default 1)",
     )
-    train.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
+    train.add_argument(
+        "--resume", nargs="?", const=True, metavar="CKPT",
+        help="continue an interrupted run from the checkpoint CKPT; given alone, from "
+        "--checkpoint-dir's last.pt where there is one, as `physode simulate --resume` "
+        "continues from its chunks (default: start anew)",
+    )
     train.add_argument(
         "--threads",
         type=int,
@@ -359,7 +366,11 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
         raise InvalidArgumentError(f"--threads must be positive, got {given['threads']!r}")
     data = given.get("data", document.get("data"))
     if data is None:
-        raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
+        resume = given.get("resume")
+        hint = ""
+        if isinstance(resume, str) and resume.endswith((".h5", ".hdf5")):
+            hint = f" (--resume took {resume} as its checkpoint: put DATA.h5 before --resume)"
+        raise InvalidArgumentError(f"no data set: pass DATA.h5 or set `data` in --config{hint}")
     return data, model, train, extras
 
 
@@ -637,6 +648,7 @@ def _train_and_report(
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
     config = TrainConfig.from_mapping(train_settings)
+    resume = _checkpoint_to_resume(extras.get("resume"), config)
     _check_applicable(model_settings)
     stored = as_trajectories(data, split="train")
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
@@ -655,8 +667,8 @@ def _train_and_report(
             "trained model on; simulate it with a split that holds some out, e.g. "
             "--split 0.8,0.1,0.1"
         )
-    if extras.get("resume") is not None:
-        trainer.load_checkpoint(extras["resume"])
+    if resume is not None:
+        trainer.load_checkpoint(resume)
     try:
         with _warnings_as_lines():
             result = trainer.fit()
@@ -687,6 +699,24 @@ def _train_and_report(
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+def _checkpoint_to_resume(resume: Any, config: TrainConfig) -> Any:
+    """The checkpoint that ``--resume`` continues from, or None to start anew.
+
+    ``--resume CKPT`` names it. ``--resume`` alone (``resume = true``) means, as for
+    ``physode simulate``, "continue what the interrupted run of this command kept, if anything":
+    the ``last.pt`` of ``--checkpoint-dir``; without one the run starts anew.
+    """
+    if resume is not True:
+        return None if resume is False else resume
+    if config.checkpoint_dir is None:
+        raise InvalidArgumentError(
+            "--resume without a checkpoint file continues from the last.pt of --checkpoint-dir, "
+            "and none is set; pass the interrupted run's --checkpoint-dir DIR, or --resume CKPT"
+        )
+    last = Path(config.checkpoint_dir) / "last.pt"
+    return last if last.is_file() else None
 
 
 def _warnings_as_lines():
