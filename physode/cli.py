@@ -147,7 +147,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--params",
         choices=PARAM_MODES,
         default="default",
-        help="the system's default parameters, or one draw per trajectory from their ranges",
+        help="`default`: the system's parameters, or `sample`: one draw per trajectory from "
+        "their ranges (default `default`)",
     )
     options.add_argument(
         "--noise",

@@ -146,20 +146,21 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         metavar="FILE.toml",
-        help="a TOML file with `data` and [model], [train] and [report] tables",
+        help="a TOML file with `data` and [model], [train] and [report] tables (default: none)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="default: hybrid")
+    model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="(default hybrid)")
     model.add_argument(
         "--system", metavar="SYSTEM",
         help="physics of the model: catalogue name or file (default: the data set's)",
     )
     model.add_argument(
         "--learnable", type=_csv_list, metavar="NAMES",
-        help="comma-separated physical parameters to learn",
+        help="comma-separated physical parameters to learn (default: none)",
     )
     model.add_argument(
-        "--init", type=_assignments, metavar="NAME=X,...", help="start values, e.g. m1=1.0,m2=1.0"
+        "--init", type=_assignments, metavar="NAME=X,...",
+        help="start values, e.g. m1=1.0,m2=1.0 (default: the system's)",
     )
     model.add_argument(
         "--width", type=int, metavar="W", help="hidden units of the network (default 64)"
@@ -168,7 +169,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--depth", type=int, metavar="D", help="hidden layers of the network (default 2)"
     )
     model.add_argument(
-        "--activation", metavar="NAME", help="tanh, relu, softplus, elu, gelu, silu, sigmoid"
+        "--activation", metavar="NAME",
+        help="tanh, relu, softplus, elu, gelu, silu, sigmoid (default tanh)",
     )
     model.add_argument(
         "--aphynity", action="store_true", help="hybrid: penalise the residual's norm (APHYNITY)"
@@ -192,7 +194,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--batch-size", type=int, metavar="B", help="windows solved together (default 16)"
     )
     train.add_argument(
-        "--window", type=int, metavar="P", help="time points per window (default: whole)"
+        "--window", type=int, metavar="P",
+        help="time points per window (default: the whole trajectory)",
     )
     train.add_argument(
         "--window-stride", type=int, metavar="S",
@@ -202,12 +205,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--batches-per-epoch", type=int, metavar="N",
         help="stop an epoch after this many batches (default: all)",
     )
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="(default adam)")
     train.add_argument("--lr", type=float, metavar="X", help="learning rate (default 0.01)")
     train.add_argument(
         "--weight-decay", type=float, metavar="X", help="Adam weight decay (default 0)"
     )
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="(default constant)")
     train.add_argument(
         "--lr-min", type=float, metavar="X", help="cosine: final learning rate (default 0)"
     )
@@ -223,10 +226,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--grad-clip", type=float, metavar="X", help="largest gradient norm (default: no clipping)"
     )
     train.add_argument(
-        "--time-limit", type=float, metavar="SECONDS", help="stop after this many seconds"
+        "--time-limit", type=float, metavar="SECONDS",
+        help="stop after this many seconds (default: none)",
     )
     train.add_argument(
-        "--patience", type=int, metavar="N", help="early stopping on the validation loss"
+        "--patience", type=int, metavar="N",
+        help="stop after N epochs without a better validation loss (default: never)",
     )
     train.add_argument(
         "--min-delta", type=float, metavar="X", help="improvement --patience counts (default 0)"
@@ -238,9 +243,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "report compares with the clean ones",
     )
     train.add_argument(
-        "--observe", type=_int_list, metavar="I,J,...", help="state indices in the loss, e.g. 0,1,2"
+        "--observe", type=_int_list, metavar="I,J,...",
+        help="state indices in the loss, e.g. 0,1,2 (default: all)",
     )
-    train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
+    train.add_argument("--gradient", choices=GRADIENT_MODES, help="(default aca)")
     train.add_argument(
         "--opt-disc-restart",
         action="store_true",
@@ -273,26 +279,35 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="opt-disc: step of a fixed-step backward method (default --step-size)",
     )
     train.add_argument(
-        "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="default: dopri5"
+        "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="(default dopri5)"
     )
     train.add_argument("--rtol", type=float, metavar="X", help="relative tolerance (default 1e-6)")
     train.add_argument("--atol", type=float, metavar="X", help="absolute tolerance (default 1e-8)")
-    train.add_argument("--step-size", type=float, metavar="H", help="needed by fixed-step methods")
+    train.add_argument(
+        "--step-size", type=float, metavar="H",
+        help="the step of a fixed-step method, which needs one (default: none)",
+    )
     train.add_argument(
         "--step-control",
         choices=("shared", "per-sample"),
         help="one step size per batch (default) or one per window (adaptive methods)",
     )
-    train.add_argument("--dtype", choices=("float32", "float64"), help="default: the data set's")
+    train.add_argument("--dtype", choices=("float32", "float64"), help="(default: the data set's)")
     train.add_argument(
-        "--device", metavar="DEVICE", help="where to train: cpu (default), cuda, cuda:1..."
+        "--device", metavar="DEVICE", help="where to train: cpu, cuda, cuda:1... (default cpu)"
     )
     train.add_argument(
         "--seed", type=int, metavar="S",
         help="seed of the network's initial weights and the window shuffling (default 0)",
     )
-    train.add_argument("--log", metavar="FILE", help="per-epoch log, .csv or .json")
-    train.add_argument("--checkpoint-dir", metavar="DIR", help="folder for last.pt and best.pt")
+    train.add_argument(
+        "--log", metavar="FILE",
+        help="per-epoch log, .csv or .json; missing folders are created (default: none)",
+    )
+    train.add_argument(
+        "--checkpoint-dir", metavar="DIR",
+        help="folder for last.pt and best.pt, created if missing (default: none)",
+    )
     train.add_argument(
         "--checkpoint-every", type=int, metavar="N",
         help="epochs between writes of last.pt (default 1)",
@@ -313,9 +328,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     report = parser.add_argument_group("after training")
     report.add_argument(
-        "--t-end", type=float, metavar="T", help="roll out to this time (beyond the data)"
+        "--t-end", type=float, metavar="T",
+        help="roll out to this time, beyond the data (default: the data's last time)",
     )
-    report.add_argument("--out", "-o", metavar="DIR", help="folder for model.pt and report.json")
+    report.add_argument(
+        "--out", "-o", metavar="DIR",
+        help="folder for model.pt and report.json, created if missing (default: save nothing)",
+    )
     report.add_argument(
         "--quiet", "-q", action="store_true",
         help="no progress bar or tables (the bar shows only when standard error is a terminal)",

@@ -643,6 +643,18 @@ def test_every_option_that_takes_a_value_names_it_in_the_help():
     assert fallback == []
 
 
+def test_every_optional_option_that_takes_a_value_states_its_default():
+    # `physode train -h` said "default: adam" for some options and nothing for others (--log,
+    # --out, --activation, --patience), where `physode simulate -h` says "(default 0)".
+    silent = []
+    for command, parser in _subcommands().items():
+        for action in parser._actions:
+            takes_value = action.nargs != 0 and action.option_strings and not action.required
+            if takes_value and action.help != argparse.SUPPRESS and "(default" not in action.help:
+                silent.append(f"{command} {action.option_strings[0]}")
+    assert silent == []
+
+
 def test_an_option_has_the_same_short_form_in_every_subcommand():
     # `physode simulate -o FILE.h5` worked, `physode train -o DIR` was an unknown argument.
     spellings: dict[str, set[tuple[str, ...]]] = {}
