@@ -74,6 +74,7 @@ EXAMPLES = """examples:
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt
+  physode train three_body.h5 ... --checkpoint-dir ck --resume   # continue after an interruption
 
 exit status: 0 success, 2 bad usage or input (one line `physode train: error: ...`),
 3 an internal error (a bug), 130 interrupted (with --checkpoint-dir, the line names the
