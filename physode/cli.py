@@ -14,6 +14,7 @@ line ``physode COMMAND: internal error: ...``); 130 interrupted; 141 standard ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -22,7 +23,8 @@ import shlex
 import sys
 import tomllib
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from physode._errors import InvalidArgumentError, PhysodeError
 
@@ -126,7 +128,10 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
     required.add_argument(
         "--points", type=int, required=True, metavar="P", help="output times, t = linspace(0, T, P)"
     )
-    required.add_argument("--out", "-o", required=True, metavar="FILE.h5", help="file to write")
+    required.add_argument(
+        "--out", "-o", required=True, metavar="FILE.h5",
+        help="file to write; missing folders above it are created",
+    )
     options = parser.add_argument_group("simulation")
     options.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     options.add_argument(
@@ -142,7 +147,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--params",
         choices=PARAM_MODES,
         default="default",
-        help="the system's default parameters, or one draw per trajectory from their ranges",
+        help="`default`: the system's parameters, or `sample`: one draw per trajectory from "
+        "their ranges (default `default`)",
     )
     options.add_argument(
         "--noise",
@@ -226,7 +232,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = {name: getattr(args, name) for name in _SIMULATE_SETTINGS}
     try:
-        with warnings_as_lines("physode simulate"):
+        with warnings_as_lines("physode simulate"), _folders_above(args.out, "out"):
             result = simulate(args.system, **settings)
     except KeyboardInterrupt:
         print(f"physode simulate: interrupted{_resume_hint(args.out)}", file=sys.stderr)
@@ -277,7 +283,10 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "alone drifts up to about 1e-5, so check float32 data sets with 1e-4",
     )
     parser.add_argument(
-        "--plot", metavar="PNG", help="write a plot of drift over time of the worst trajectories"
+        "--plot",
+        metavar="PNG",
+        help="write a plot of drift over time of the worst trajectories (default: no plot); "
+        "missing folders above it are created",
     )
     parser.add_argument(
         "--worst", type=int, default=3, metavar="K", help="worst trajectories to name (default 3)"
@@ -300,10 +309,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from physode.data import check
     from physode.diagnostics._conservation import image_path
 
-    # Refuse a plot that could not be written before the check reads the whole file.
-    plot = None if args.plot is None else image_path(args.plot, "--plot")
-    report = check(args.file, tolerance=args.tolerance, worst=args.worst)
-    written = None if plot is None else report.plot(plot)
+    with contextlib.ExitStack() as stack:
+        plot = None
+        if args.plot is not None:
+            # Refuse a plot that could not be written before the check reads the whole file.
+            stack.enter_context(_folders_above(args.plot, "plot"))
+            plot = image_path(args.plot, "--plot")
+        report = check(args.file, tolerance=args.tolerance, worst=args.worst)
+        written = None if plot is None else report.plot(plot)
     if args.json:
         record = {**report.to_dict(), "plot": None if written is None else str(written)}
         print(json.dumps(record, indent=1))
@@ -312,6 +325,43 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if written is not None:
             print(f"plot written to {written}")
     return 0 if report.passed else 1
+
+
+@contextlib.contextmanager
+def _folders_above(path: str, name: str) -> Iterator[None]:
+    """Create the missing folders above the output file ``path`` (the option ``name``), as
+    ``physode train`` does for its ``--out``, ``--log`` and ``--checkpoint-dir``; if the command
+    then fails or is interrupted, remove again those of them that are still empty.
+
+    A folder that cannot be created is refused naming the option, as
+    :func:`physode._files.writable_folder` refuses one: ``--out a/b.h5: cannot create the
+    folder a: a is not a folder``.
+    """
+    from physode._files import writable_folder
+
+    folder = Path(path).parent
+    created = []  # the deepest first
+    missing = folder
+    while not missing.exists() and not missing.is_symlink() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    if not missing.is_dir():
+        raise InvalidArgumentError(
+            f"{name}={path!r}: cannot create the folder {folder}: {missing} is not a folder"
+        )
+    done = False
+    try:
+        if created:
+            writable_folder(name, path, folder)
+        yield
+        done = True
+    finally:
+        if not done:
+            for made in created:
+                try:
+                    made.rmdir()
+                except OSError:
+                    break  # not empty (an interrupted simulate keeps its chunks) or never made
 
 
 def _add_train(subparsers) -> argparse.ArgumentParser:

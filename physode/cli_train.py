@@ -49,7 +49,9 @@ _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
     "out": (lambda v: isinstance(v, str), "a string (a folder)"),
     "quiet": (lambda v: isinstance(v, bool), "true or false"),
-    "resume": (lambda v: isinstance(v, str), "a string (a checkpoint file)"),
+    "resume": (
+        lambda v: isinstance(v, str | bool), "a string (a checkpoint file) or true (--resume)"
+    ),
 }
 _REPORT_KEYS = tuple(_REPORT_TYPES)
 # The settings of the Opt-Disc gradient (physode.OptDisc's parameters, prefixed); they apply to
@@ -72,6 +74,7 @@ EXAMPLES = """examples:
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt
+  physode train three_body.h5 ... --checkpoint-dir ck --resume   # continue after an interruption
 
 exit status: 0 success, 2 bad usage or input (one line `physode train: error: ...`),
 3 an internal error (a bug), 130 interrupted (with --checkpoint-dir, the line names the
@@ -144,20 +147,21 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         metavar="FILE.toml",
-        help="a TOML file with `data` and [model], [train] and [report] tables",
+        help="a TOML file with `data` and [model], [train] and [report] tables (default: none)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="default: hybrid")
+    model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="(default hybrid)")
     model.add_argument(
         "--system", metavar="SYSTEM",
         help="physics of the model: catalogue name or file (default: the data set's)",
     )
     model.add_argument(
         "--learnable", type=_csv_list, metavar="NAMES",
-        help="comma-separated physical parameters to learn",
+        help="comma-separated physical parameters to learn (default: none)",
     )
     model.add_argument(
-        "--init", type=_assignments, metavar="NAME=X,...", help="start values, e.g. m1=1.0,m2=1.0"
+        "--init", type=_assignments, metavar="NAME=X,...",
+        help="start values, e.g. m1=1.0,m2=1.0 (default: the system's)",
     )
     model.add_argument(
         "--width", type=int, metavar="W", help="hidden units of the network (default 64)"
@@ -166,7 +170,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--depth", type=int, metavar="D", help="hidden layers of the network (default 2)"
     )
     model.add_argument(
-        "--activation", metavar="NAME", help="tanh, relu, softplus, elu, gelu, silu, sigmoid"
+        "--activation", metavar="NAME",
+        help="tanh, relu, softplus, elu, gelu, silu, sigmoid (default tanh)",
     )
     model.add_argument(
         "--aphynity", action="store_true", help="hybrid: penalise the residual's norm (APHYNITY)"
@@ -190,7 +195,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--batch-size", type=int, metavar="B", help="windows solved together (default 16)"
     )
     train.add_argument(
-        "--window", type=int, metavar="P", help="time points per window (default: whole)"
+        "--window", type=int, metavar="P",
+        help="time points per window (default: the whole trajectory)",
     )
     train.add_argument(
         "--window-stride", type=int, metavar="S",
@@ -200,12 +206,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--batches-per-epoch", type=int, metavar="N",
         help="stop an epoch after this many batches (default: all)",
     )
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="(default adam)")
     train.add_argument("--lr", type=float, metavar="X", help="learning rate (default 0.01)")
     train.add_argument(
         "--weight-decay", type=float, metavar="X", help="Adam weight decay (default 0)"
     )
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="default: constant")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="(default constant)")
     train.add_argument(
         "--lr-min", type=float, metavar="X", help="cosine: final learning rate (default 0)"
     )
@@ -221,10 +227,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--grad-clip", type=float, metavar="X", help="largest gradient norm (default: no clipping)"
     )
     train.add_argument(
-        "--time-limit", type=float, metavar="SECONDS", help="stop after this many seconds"
+        "--time-limit", type=float, metavar="SECONDS",
+        help="stop after this many seconds (default: none)",
     )
     train.add_argument(
-        "--patience", type=int, metavar="N", help="early stopping on the validation loss"
+        "--patience", type=int, metavar="N",
+        help="stop after N epochs without a better validation loss (default: never)",
     )
     train.add_argument(
         "--min-delta", type=float, metavar="X", help="improvement --patience counts (default 0)"
@@ -236,9 +244,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "report compares with the clean ones",
     )
     train.add_argument(
-        "--observe", type=_int_list, metavar="I,J,...", help="state indices in the loss, e.g. 0,1,2"
+        "--observe", type=_int_list, metavar="I,J,...",
+        help="state indices in the loss, e.g. 0,1,2 (default: all)",
     )
-    train.add_argument("--gradient", choices=GRADIENT_MODES, help="default: aca")
+    train.add_argument("--gradient", choices=GRADIENT_MODES, help="(default aca)")
     train.add_argument(
         "--opt-disc-restart",
         action="store_true",
@@ -271,31 +280,45 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="opt-disc: step of a fixed-step backward method (default --step-size)",
     )
     train.add_argument(
-        "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="default: dopri5"
+        "--method", choices=FIXED_STEP_METHODS + ADAPTIVE_METHODS, help="(default dopri5)"
     )
     train.add_argument("--rtol", type=float, metavar="X", help="relative tolerance (default 1e-6)")
     train.add_argument("--atol", type=float, metavar="X", help="absolute tolerance (default 1e-8)")
-    train.add_argument("--step-size", type=float, metavar="H", help="needed by fixed-step methods")
+    train.add_argument(
+        "--step-size", type=float, metavar="H",
+        help="the step of a fixed-step method, which needs one (default: none)",
+    )
     train.add_argument(
         "--step-control",
         choices=("shared", "per-sample"),
         help="one step size per batch (default) or one per window (adaptive methods)",
     )
-    train.add_argument("--dtype", choices=("float32", "float64"), help="default: the data set's")
+    train.add_argument("--dtype", choices=("float32", "float64"), help="(default: the data set's)")
     train.add_argument(
-        "--device", metavar="DEVICE", help="where to train: cpu (default), cuda, cuda:1..."
+        "--device", metavar="DEVICE", help="where to train: cpu, cuda, cuda:1... (default cpu)"
     )
     train.add_argument(
         "--seed", type=int, metavar="S",
         help="seed of the network's initial weights and the window shuffling (default 0)",
     )
-    train.add_argument("--log", metavar="FILE", help="per-epoch log, .csv or .json")
-    train.add_argument("--checkpoint-dir", metavar="DIR", help="folder for last.pt and best.pt")
+    train.add_argument(
+        "--log", metavar="FILE",
+        help="per-epoch log, .csv or .json; missing folders are created (default: none)",
+    )
+    train.add_argument(
+        "--checkpoint-dir", metavar="DIR",
+        help="folder for last.pt and best.pt, created if missing (default: none)",
+    )
     train.add_argument(
         "--checkpoint-every", type=int, metavar="N",
         help="epochs between writes of last.pt (default 1)",
     )
-    train.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
+    train.add_argument(
+        "--resume", nargs="?", const=True, metavar="CKPT",
+        help="continue an interrupted run from the checkpoint CKPT; given alone, from "
+        "--checkpoint-dir's last.pt where there is one, as `physode simulate --resume` "
+        "continues from its chunks (default: start anew)",
+    )
     train.add_argument(
         "--threads",
         type=int,
@@ -306,9 +329,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     report = parser.add_argument_group("after training")
     report.add_argument(
-        "--t-end", type=float, metavar="T", help="roll out to this time (beyond the data)"
+        "--t-end", type=float, metavar="T",
+        help="roll out to this time, beyond the data (default: the data's last time)",
     )
-    report.add_argument("--out", "-o", metavar="DIR", help="folder for model.pt and report.json")
+    report.add_argument(
+        "--out", "-o", metavar="DIR",
+        help="folder for model.pt and report.json, created if missing (default: save nothing)",
+    )
     report.add_argument(
         "--quiet", "-q", action="store_true",
         help="no progress bar or tables (the bar shows only when standard error is a terminal)",
@@ -359,7 +386,11 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
         raise InvalidArgumentError(f"--threads must be positive, got {given['threads']!r}")
     data = given.get("data", document.get("data"))
     if data is None:
-        raise InvalidArgumentError("no data set: pass DATA.h5 or set `data` in --config")
+        resume = given.get("resume")
+        hint = ""
+        if isinstance(resume, str) and resume.endswith((".h5", ".hdf5")):
+            hint = f" (--resume took {resume} as its checkpoint: put DATA.h5 before --resume)"
+        raise InvalidArgumentError(f"no data set: pass DATA.h5 or set `data` in --config{hint}")
     return data, model, train, extras
 
 
@@ -637,6 +668,7 @@ def _train_and_report(
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
     config = TrainConfig.from_mapping(train_settings)
+    resume = _checkpoint_to_resume(extras.get("resume"), config)
     _check_applicable(model_settings)
     stored = as_trajectories(data, split="train")
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
@@ -655,8 +687,8 @@ def _train_and_report(
             "trained model on; simulate it with a split that holds some out, e.g. "
             "--split 0.8,0.1,0.1"
         )
-    if extras.get("resume") is not None:
-        trainer.load_checkpoint(extras["resume"])
+    if resume is not None:
+        trainer.load_checkpoint(resume)
     try:
         with _warnings_as_lines():
             result = trainer.fit()
@@ -687,6 +719,24 @@ def _train_and_report(
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+def _checkpoint_to_resume(resume: Any, config: TrainConfig) -> Any:
+    """The checkpoint that ``--resume`` continues from, or None to start anew.
+
+    ``--resume CKPT`` names it. ``--resume`` alone (``resume = true``) means, as for
+    ``physode simulate``, "continue what the interrupted run of this command kept, if anything":
+    the ``last.pt`` of ``--checkpoint-dir``; without one the run starts anew.
+    """
+    if resume is not True:
+        return None if resume is False else resume
+    if config.checkpoint_dir is None:
+        raise InvalidArgumentError(
+            "--resume without a checkpoint file continues from the last.pt of --checkpoint-dir, "
+            "and none is set; pass the interrupted run's --checkpoint-dir DIR, or --resume CKPT"
+        )
+    last = Path(config.checkpoint_dir) / "last.pt"
+    return last if last.is_file() else None
 
 
 def _warnings_as_lines():

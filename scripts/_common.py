@@ -1,4 +1,9 @@
-"""Shared plumbing of the experiment scripts: arguments, tables, results files, plots."""
+"""Shared plumbing of the scripts: arguments, tables, results files, plots.
+
+Every script spells the options it shares with the others the same way, from the helpers here:
+``--out DIR`` (``-o``; the folder that receives ``results.json`` and plots; missing folders are
+created), ``--quick`` (a short run for smoke tests), ``--seed S`` and ``--threads K``.
+"""
 
 from __future__ import annotations
 
@@ -122,46 +127,143 @@ def summary(doc: str) -> str:
     return " ".join(doc.strip().split("\n\n")[0].split())
 
 
-def parser(description: str, default_out: str) -> argparse.ArgumentParser:
-    """The arguments every script takes: ``--out``, ``--quick``, ``--seed``, ``--threads``."""
+class ResultsFile(str):
+    """A results file named by a deprecated spelling (``--out FILE.json`` of
+    ``bench_solvers.py``, ``--json FILE`` of ``bench_simulate.py``): still written as named,
+    with a warning. ``spelling`` is how it was given."""
+
+    spelling = ""
+
+
+def _results_file(text: str, spelling: str) -> ResultsFile:
+    path = ResultsFile(output_file(text))
+    path.spelling = spelling
+    return path
+
+
+def _out_or_old_json_file(text: str) -> str:
+    """An argparse ``type``: ``--out`` of a script whose ``--out`` named a JSON file before it
+    named a folder: a path ending in ``.json`` is still such a file."""
+    if text.endswith(".json"):
+        return _results_file(text, "--out FILE.json")
+    return output_folder(text)
+
+
+def _old_json_option(text: str) -> ResultsFile:
+    """An argparse ``type``: the deprecated ``--json FILE``."""
+    return _results_file(text, "--json FILE")
+
+
+THREADS_HELP = (
+    "torch intra-op threads (default 1: on a small shared machine a second thread that waits "
+    "for a busy core slows the many small operations of a solve several times)"
+)
+
+
+def add_out(p: argparse.ArgumentParser, default: str | None, *, old: Sequence[str] = ()) -> None:
+    """``--out DIR`` (``-o``): the folder for ``results.json`` and any plots; ``default`` None
+    writes no files unless it is given. ``old`` lists the deprecated spellings this script kept:
+    ``"--out FILE.json"`` (a value ending in ``.json`` is the results file itself) and
+    ``"--json FILE"``."""
+    # The scripts without a default folder are the benchmarks, which draw no plots.
+    what, where = ("results.json", "no files") if default is None else (
+        "results.json and plots", default)  # fmt: skip
+    p.add_argument(
+        "--out", "-o", metavar="DIR", default=default,
+        type=_out_or_old_json_file if "--out FILE.json" in old else output_folder,
+        help=f"folder for {what}, created if missing (default: {where})",
+    )  # fmt: skip
+    if "--json FILE" in old:
+        p.add_argument("--json", dest="out", type=_old_json_option, help=argparse.SUPPRESS)
+
+
+def add_quick(p: argparse.ArgumentParser, what: str = "few iterations") -> None:
+    """``--quick``: a short run for smoke tests (``tests/test_scripts.py``)."""
+    p.add_argument("--quick", action="store_true", help=f"a short run for smoke tests: {what}")
+
+
+def add_seed(p: argparse.ArgumentParser, what: str = "initialisations") -> None:
+    """``--seed S``, in [0, 2**32), default 0."""
+    p.add_argument(
+        "--seed", type=seed_value, default=0, metavar="S",
+        help=f"seed of {what}, in [0, 2**32) (default 0)",
+    )  # fmt: skip
+
+
+def add_threads(p: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
+    """``--threads K``, default 1."""
+    p.add_argument("--threads", type=positive_int, default=1, metavar="K", help=help)
+
+
+def parser(
+    description: str,
+    default_out: str | None,
+    *,
+    quick: str = "few iterations",
+    seed: str | None = "initialisations",
+    old: Sequence[str] = (),
+) -> argparse.ArgumentParser:
+    """The arguments every script that writes results takes: ``--out``, ``--quick``,
+    ``--seed`` (unless ``seed`` is None: the script draws nothing random) and ``--threads``.
+
+    ``quick`` says what ``--quick`` reduces, ``seed`` what the seed draws; ``old`` is passed to
+    :func:`add_out`.
+    """
     p = argparse.ArgumentParser(description=description)
-    p.add_argument(
-        "--out", type=output_folder, default=default_out,
-        help=f"output folder (default {default_out})",
-    )  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="a CI-sized run (few iterations)")
-    p.add_argument(
-        "--seed", type=seed_value, default=0,
-        help="seed of initialisations, in [0, 2**32) (default 0)",
-    )  # fmt: skip
-    p.add_argument(
-        "--threads", type=positive_int, default=1,
-        help="torch CPU threads (default 1: on a small shared machine a second thread that "
-        "waits for a busy core slows the many small operations of a solve several times)",
-    )  # fmt: skip
+    add_out(p, default_out, old=old)
+    add_quick(p, quick)
+    if seed is not None:
+        add_seed(p, seed)
+    add_threads(p)
     return p
 
 
-def setup(args: argparse.Namespace) -> Path:
-    """Create the output folder (removing an earlier run's ``results.json`` from it), fix the
-    thread count and the seed; return the folder."""
+def warn(message: str) -> None:
+    """One line ``SCRIPT: warning: message`` on standard error."""
+    print(f"{Path(sys.argv[0]).name}: warning: {message}", file=sys.stderr)
+
+
+def setup(args: argparse.Namespace) -> Path | None:
+    """Fix the thread count and the seed; create the output folder ``--out`` (removing an
+    earlier run's ``results.json`` from it) and return it, or None without ``--out``.
+
+    A results file given by a deprecated spelling (:class:`ResultsFile`) is announced with a
+    warning; its folder is created and an earlier file of that name removed, as for
+    ``results.json``. :func:`results_path` says where the results go.
+    """
     import torch  # here, not above: the benchmarks' SciPy and REBOUND processes go without it
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
+    if getattr(args, "seed", None) is not None:
+        torch.manual_seed(args.seed)
+    if args.out is None:
+        return None
+    if isinstance(args.out, ResultsFile):
+        warn(f"{args.out.spelling} is deprecated: use --out DIR, which writes DIR/results.json; "
+             f"writing {args.out} as before")  # fmt: skip
+    out = results_path(args).parent
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         # What ``output_folder`` could not foresee (a read-only file system, a race), said the
         # way argparse says it.
         print(f"{Path(sys.argv[0]).name}: error: argument --out: cannot create folder "
-              f"{args.out!r}: {error.strerror or error}", file=sys.stderr)  # fmt: skip
+              f"{str(out)!r}: {error.strerror or error}", file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
     # A results file stands for the finished run whose logs and plots lie beside it: an earlier
     # run's must not outlive this one if this one is interrupted or fails.
-    (out / "results.json").unlink(missing_ok=True)
+    results_path(args).unlink(missing_ok=True)
     return out
+
+
+def results_path(args: argparse.Namespace) -> Path | None:
+    """Where the script writes its results: ``OUT/results.json``, the file a deprecated spelling
+    named, or None without ``--out``."""
+    if args.out is None:
+        return None
+    if isinstance(args.out, ResultsFile):
+        return Path(args.out)
+    return Path(args.out) / "results.json"
 
 
 def fmt(value: Any) -> str:
@@ -189,6 +291,12 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     """Write ``OUT/results.json`` (all at once: never half-written). Scripts call it last, after
     their plots, so that a results file stands for a finished run."""
     return write_json(out / "results.json", results)
+
+
+def finish(args: argparse.Namespace, results: dict[str, Any]) -> Path | None:
+    """Write ``results`` where :func:`results_path` says, if anywhere; return that path."""
+    path = results_path(args)
+    return None if path is None else write_json(path, results)
 
 
 def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0)):

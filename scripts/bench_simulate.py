@@ -1,8 +1,9 @@
 """Benchmark: simulating planar three-body data sets with physode against SciPy and REBOUND.
 
 For each N (default 256 and 4096) the initial states come from the catalogue's default
-distribution for ``three_body`` (as ``physode simulate`` draws them); every contender integrates
-the same states over t in [0, 10] at rtol = atol = 1e-10, producing the same output grid:
+distribution for ``three_body`` (as ``physode simulate --seed S`` draws them); every contender
+integrates the same states over t in [0, 10] at rtol = atol = 1e-10, producing the same output
+grid:
 
 - ``physode simulate``: the whole pipeline into HDF5 (loading the system, per-sample stepping,
   dop853, derivatives, invariants, compression, checksums), with the derived system in physode's
@@ -24,10 +25,14 @@ the load of a shared machine drifts over minutes, and taking turns spreads the d
 of them instead of charging it to whoever ran during a busy spell. The first run happens once.
 The cache lives in a temporary folder, never in the user's.
 
+With ``--out DIR`` every measurement also goes to ``DIR/results.json`` (``--json FILE``, its
+former spelling, still writes FILE, with a warning).
+
 Usage::
 
     python scripts/bench_simulate.py                      # N = 256 and 4096
     python scripts/bench_simulate.py --sizes 256 --reference-limit 64   # quicker
+    python scripts/bench_simulate.py --quick              # N = 4, a smoke test
     python scripts/bench_simulate.py --device cuda        # physode on a GPU
 """
 
@@ -102,7 +107,7 @@ def _median_seconds(run, repeats: int) -> tuple[float, object]:
     return float(np.median(seconds)), result
 
 
-def run_physode_simulate(n: int, folder: Path, device: str, repeats: int) -> dict:
+def run_physode_simulate(n: int, folder: Path, device: str, repeats: int, seed: int) -> dict:
     import physode.data
     import physode.systems  # imports SymPy: a library import, outside the timer
 
@@ -117,7 +122,7 @@ def run_physode_simulate(n: int, folder: Path, device: str, repeats: int) -> dic
             t_end=T_END,
             points=POINTS,
             out=out,
-            seed=0,
+            seed=seed,
             rtol=TOL,
             atol=TOL,
             force=True,
@@ -254,7 +259,7 @@ def _child(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     repeats = args.repeats
     if args.part in ("physode simulate", FIRST_RUN):
-        result = run_physode_simulate(args.n, folder, args.device, repeats)
+        result = run_physode_simulate(args.n, folder, args.device, repeats, args.seed)
         result["n"] = args.n
     else:
         y0 = np.load(folder / f"y0_{args.n}.npy")
@@ -294,31 +299,28 @@ def _row(name: str, n_total: int, result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=_common.positive_int, nargs="+", default=[256, 4096],
-                        help="values of N (default 256 4096)")  # fmt: skip
+    parser = _common.parser(
+        _common.summary(__doc__), None, old=("--json FILE",), seed="the initial states",
+        quick="N = 4, SciPy and REBOUND on 2 of the states, 1 round",
+    )  # fmt: skip
+    parser.add_argument("--sizes", type=_common.positive_int, nargs="+", metavar="N",
+                        help="values of N (default 256 4096; 4 with --quick)")  # fmt: skip
     parser.add_argument(
         "--reference-limit",
         type=_common.non_negative_int,
-        default=0,
+        metavar="K",
         help="run SciPy and REBOUND on the first K states only (their time per trajectory does "
-        "not depend on N); 0 runs all",
+        "not depend on N); 0 runs all (default 0; 2 with --quick)",
     )
-    parser.add_argument("--device", default="cpu", help="device of the physode solve (cpu, cuda)")
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help="device of the physode solve: cpu (default), cuda")  # fmt: skip
     parser.add_argument(
         "--repeats",
         type=_common.positive_int,
-        default=3,
+        metavar="R",
         help="rounds, each running every contender once, in turn; the median over the rounds is "
-        "reported (the shared machine is noisy). The first run is run once (default 3)",
-    )
-    parser.add_argument("--json", type=_common.output_file,
-                        help="also write the results to this file")  # fmt: skip
-    parser.add_argument(
-        "--threads",
-        type=_common.positive_int,
-        default=1,
-        help="torch intra-op threads of the physode runs (default 1, like SciPy and REBOUND)",
+        "reported (the shared machine is noisy). The first run is run once (default 3; 1 with "
+        "--quick)",
     )
     parser.add_argument("--part", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -328,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.part:
         _child(args)
         return 0
+    args.sizes = args.sizes or ([4] if args.quick else [256, 4096])
+    if args.reference_limit is None:
+        args.reference_limit = 2 if args.quick else 0
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    _common.setup(args)
 
     import torch
 
@@ -371,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                         str(args.reference_limit),
                         "--threads",
                         str(args.threads),
+                        "--seed",
+                        str(args.seed),
                         "--repeats",
                         "1",
                     ]
@@ -397,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for k, v in results.items()
             }
-    if args.json:
-        _common.write_json(args.json, everything)
+    written = _common.finish(args, everything)
+    if written is not None:
+        print(f"wrote {written}")
     return (
         0
         if all(math.isfinite(r["median_error"]) for v in everything.values() for r in v.values())

@@ -41,7 +41,11 @@ Memory, measured two ways:
   torch.autograd.graph.saved_tensors_hooks (freed when the graph node holding them is), plus, for
   ACA, its checkpoints (one state per accepted step), which autograd hooks cannot see.
 
-Run:  python scripts/bench_solvers.py [--quick] [--tables 1,2,3] [--out results.json]
+Run:  python scripts/bench_solvers.py [--quick] [--tables 1,2,3] [--out DIR] [--threads 1]
+
+``--out DIR`` writes every measurement to ``DIR/results.json``; ``--out FILE.json``, its former
+meaning, still writes that file, with a warning. The problems are fixed (no ``--seed``): the
+figures of docs/benchmarks.md come from them.
 """
 
 from __future__ import annotations
@@ -815,26 +819,16 @@ def child(spec: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small problems and one repeat, memory measured in-process",
-    )
-    parser.add_argument("--out", type=_common.output_file,
-                        help="write every measurement to this JSON file")  # fmt: skip
-    parser.add_argument("--repeats", type=_common.positive_int, default=None,
+    parser = _common.parser(
+        __doc__.splitlines()[0], None, old=("--out FILE.json",), seed=None,
+        quick="small problems and one repeat, memory measured in-process",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=_common.positive_int, default=None, metavar="R",
                         help="timing repeats (median; default 7, 1 with --quick)")  # fmt: skip
-    parser.add_argument(
-        "--threads",
-        type=_common.positive_int,
-        default=1,
-        help="torch intra-op threads (default 1: on a small shared machine, idle-spinning "
-        "OpenMP workers contending with other processes slow small tensor ops many times over)",
-    )
     parser.add_argument(
         "--tables",
         default="1,2,3,4",
+        metavar="I,J,...",
         help="which tables to run, comma-separated (default 1,2,3,4; e.g. --tables 2 for the "
         "gradients only)",
     )
@@ -850,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     if torchdiffeq is None:
         print("torchdiffeq is not installed: pip install 'physode[bench]'", file=sys.stderr)
         return 2
+    _common.setup(args)
     repeats = args.repeats or (1 if args.quick else 7)
     print(
         f"physode {physode.__version__}, torch {torch.__version__}, torchdiffeq "
@@ -880,10 +875,11 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntargets: {sum(verdicts)} of {len(verdicts)} PASS "
         f"({time.perf_counter() - started:.0f} s)"
     )
-    if args.out:
-        results = {"quick": args.quick, "repeats": repeats, "forward": forward,
-                   "gradients": gradients, "memory": memory, "symplectic": symplectic}  # fmt: skip
-        _common.write_json(args.out, results)
+    results = {"quick": args.quick, "repeats": repeats, "forward": forward,
+               "gradients": gradients, "memory": memory, "symplectic": symplectic}  # fmt: skip
+    written = _common.finish(args, results)
+    if written is not None:
+        print(f"wrote {written}")
     return 0
 
 

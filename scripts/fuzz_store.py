@@ -20,6 +20,7 @@ Usage::
 
     python scripts/fuzz_store.py                     # 1000 flips
     python scripts/fuzz_store.py --flips 3000 --seed 5
+    python scripts/fuzz_store.py --quick             # 25 flips, a smoke test
 """
 
 from __future__ import annotations
@@ -99,18 +100,20 @@ def _read_in_child(path: Path, timeout: float) -> tuple[str, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flips", type=_common.positive_int, default=1000,
-                        help="trials (default 1000)")  # fmt: skip
-    parser.add_argument("--seed", type=_common.seed_value, default=0,
-                        help="seed of the bit positions, in [0, 2**32) (default 0)")  # fmt: skip
-    parser.add_argument("--timeout", type=_common.positive_float, default=8.0,
-                        help="seconds per read (default 8)")  # fmt: skip
+    _common.add_quick(parser, "25 flips")
+    _common.add_seed(parser, "the bit positions")
+    _common.add_threads(parser)
+    parser.add_argument("--flips", type=_common.positive_int, metavar="N",
+                        help="trials (default 1000; 25 with --quick)")  # fmt: skip
+    parser.add_argument("--timeout", type=_common.positive_float, default=8.0, metavar="SECONDS",
+                        help="time limit of each read, in seconds (default 8)")  # fmt: skip
     args = parser.parse_args(argv)
+    args.flips = args.flips or (25 if args.quick else 1000)
 
     with tempfile.TemporaryDirectory() as folder:
         original = Path(folder) / "pendulum.h5"
         simulate("pendulum", trajectories=64, t_end=2.0, points=21, out=original,
-                 noise=0.01, quiet=True)  # fmt: skip
+                 noise=0.01, quiet=True, threads=args.threads)  # fmt: skip
         clean = digest(original)
         data = original.read_bytes()
         damaged = Path(folder) / "damaged.h5"

@@ -20,6 +20,7 @@ Usage::
     python scripts/mutation_check.py                  # every mutant
     python scripts/mutation_check.py --only control   # mutants of files whose path has "control"
     python scripts/mutation_check.py --list           # the mutants, and whether any is stale
+    python scripts/mutation_check.py --quick          # a smoke test: the QUICK mutants
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# What --quick runs (as --only would): two mutants whose tests take seconds.
+QUICK = ("_conservation",)
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import _common  # noqa: E402
@@ -282,13 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _common.add_quick(parser, f"the mutants of files whose path contains {' or '.join(QUICK)}")
     parser.add_argument("--only", nargs="+", default=[], metavar="TEXT",
-                        help="mutants of files whose path contains one of these")  # fmt: skip
+                        help="mutants of files whose path contains one of these "
+                        "(default: every mutant)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--timeout", type=_common.positive_float, default=600.0,
-                        help="seconds per mutant; one that runs longer counts as caught "
-                        "(default 600)")  # fmt: skip
+                        metavar="SECONDS", help="time limit of each mutant's tests, in seconds; "
+                        "one that runs longer counts as caught (default 600)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.quick:
+        args.only = [*args.only, *QUICK]
     chosen = [m for m in MUTANTS if not args.only or any(s in m.path for s in args.only)]
     if not chosen:
         # Zero mutants would read as "0 of 0 caught" and pass.

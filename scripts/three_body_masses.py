@@ -106,10 +106,11 @@ def fit(name: str, settings: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(_common.summary(__doc__), "out/three_body_masses")
-    p.add_argument("--jobs", type=_common.positive_int, default=2,
+    p.add_argument("--jobs", type=_common.positive_int, default=2, metavar="J",
                    help="worker processes (default 2)")  # fmt: skip
     p.add_argument("--opt-disc-seconds", type=_common.positive_float, default=100.0,
-                   help="training-time budget of the Opt-Disc fit (default 100)")  # fmt: skip
+                   metavar="SECONDS", help="training-time budget of the Opt-Disc fit, in "
+                   "seconds (default 100)")  # fmt: skip
     args = p.parse_args(argv)
     out = _common.setup(args)
     system = physode.systems.load("three_body_aca")

@@ -16,9 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_solvers.py"
 def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
     pytest.importorskip("torchdiffeq")
     pytest.importorskip("TorchDiffEqPack")
-    out = tmp_path / "results.json"
+    out = tmp_path / "bench" / "results.json"
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out.parent)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -70,12 +70,12 @@ def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
 def test_the_simulation_benchmark_runs_every_contender_and_states_its_verdict(tmp_path):
     pytest.importorskip("rebound")
     script = SCRIPT.with_name("bench_simulate.py")
-    out = tmp_path / "simulate.json"
+    out = tmp_path / "bench" / "results.json"
     result = subprocess.run(
-        [sys.executable, str(script), "--sizes", "4", "--reference-limit", "2", "--repeats", "1",
-         "--json", str(out)],
+        [sys.executable, str(script), "--quick", "--out", str(out.parent)],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
+    assert "N = 4" in result.stdout and "| scipy DOP853 | 2 of 4 |" in result.stdout
     assert "physode simulate per trajectory:" in result.stdout
     (rows,) = json.loads(out.read_text()).values()
     contenders = ("physode simulate", "physode solve", "scipy DOP853", "rebound IAS15")

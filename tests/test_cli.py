@@ -245,7 +245,6 @@ def test_python_dash_m_physode_prints_errors_without_a_traceback(dataset, tmp_pa
 @pytest.mark.parametrize(
     ("plot", "message"),
     [
-        ("{tmp}/no/such/folder/drift.png", "--plot=.*folder .*no/such/folder' does not exist"),
         ("drift.txt", "--plot='drift.txt': the file name must end in an image format"),
         ("drift", "--plot='drift': the file name must end in an image format"),
     ],
@@ -259,6 +258,55 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_check(
     assert captured.out == ""  # refused before the file was read
     assert captured.err.startswith("physode check: error: ") and captured.err.count("\n") == 1
     assert re.search(message, captured.err)
+
+
+def test_missing_folders_above_every_output_path_are_created(dataset, tmp_path, capsys):
+    # One rule for every output path (`physode train` always created its folders): `simulate -o`
+    # and `check --plot` refused a missing folder.
+    out = tmp_path / "new" / "data" / "osc.h5"
+    assert main([*SIMULATE, "-o", str(out), "--quiet"]) == 0
+    with physode.data.load(out) as stored:
+        assert stored.states.shape[0] == 3
+    plot = tmp_path / "plots" / "a" / "drift.png"
+    assert main(["check", str(out), "--quiet", "--plot", str(plot)]) == 0
+    assert plot.is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*SIMULATE[:3], "0", *SIMULATE[4:], "-o", "{new}/osc.h5"],  # -n 0
+        ["check", "{data}", "--plot", "{new}/drift.txt"],  # not an image format
+        ["check", "{tmp}/missing.h5", "--plot", "{new}/drift.png"],  # no data set
+    ],
+)
+def test_a_command_refused_leaves_none_of_the_folders_it_created(
+    dataset, tmp_path, capsys, argv
+):
+    new = tmp_path / "made" / "here"
+    argv = [a.format(new=new, data=dataset, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "made").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "spelled"),
+    [
+        ([*SIMULATE, "-o", "{file}/sub/osc.h5"], "-o/--out {file}/sub/osc.h5"),
+        (["check", "{data}", "--plot", "{file}/drift.png"], "--plot {file}/drift.png"),
+    ],
+)
+def test_an_output_folder_under_a_file_is_refused_naming_the_option(
+    dataset, tmp_path, capsys, argv, spelled
+):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    argv = [a.format(file=afile, data=dataset) for a in argv]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"physode {argv[0]}: error: {spelled.format(file=afile)}: ")
+    assert f"{afile} is not a folder" in error and afile.read_text() == "not a folder"
 
 
 def test_an_unexpected_exception_is_an_internal_error_with_status_3(dataset, capsys, monkeypatch):
@@ -593,6 +641,18 @@ def test_every_option_that_takes_a_value_names_it_in_the_help():
             if takes_value and action.metavar is None and action.choices is None:
                 fallback.append(f"{command} {action.option_strings[0]}")
     assert fallback == []
+
+
+def test_every_optional_option_that_takes_a_value_states_its_default():
+    # `physode train -h` said "default: adam" for some options and nothing for others (--log,
+    # --out, --activation, --patience), where `physode simulate -h` says "(default 0)".
+    silent = []
+    for command, parser in _subcommands().items():
+        for action in parser._actions:
+            takes_value = action.nargs != 0 and action.option_strings and not action.required
+            if takes_value and action.help != argparse.SUPPRESS and "(default" not in action.help:
+                silent.append(f"{command} {action.option_strings[0]}")
+    assert silent == []
 
 
 def test_an_option_has_the_same_short_form_in_every_subcommand():

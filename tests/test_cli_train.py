@@ -177,6 +177,58 @@ def test_a_resume_with_nothing_left_to_train_says_so_in_one_line(data, tmp_path,
     assert "set epochs above" in err
 
 
+def test_resume_alone_continues_from_the_checkpoint_dir_as_simulates_resume_does(data, tmp_path):
+    # `--resume` took a checkpoint file only; alone, like `physode simulate --resume`, it now
+    # continues what the same command kept: --checkpoint-dir's last.pt.
+    def run(name: str, epochs: str, *argv: str) -> list[str]:
+        return _neural(data, "--epochs", epochs, "--checkpoint-dir", str(tmp_path / name),
+                       "--log", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / name),
+                       *argv)  # fmt: skip
+
+    assert main(run("whole", "2")) == 0
+    assert main(run("split", "1")) == 0
+    assert main(run("split", "2", "--resume")) == 0
+    logs = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("whole", "split")]
+    assert [row["epoch"] for row in logs[1]] == [1, 2]
+    assert [row["loss"] for row in logs[1]] == [row["loss"] for row in logs[0]]
+    weights = [torch.load(tmp_path / name / "model.pt") for name in ("whole", "split")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_resume_alone_starts_anew_where_no_checkpoint_was_kept(data, tmp_path):
+    # As `physode simulate --resume` with no chunks: a job can always be started with --resume.
+    for name, resume in (("plain", []), ("resumed", ["--resume"])):
+        argv = ["--checkpoint-dir", str(tmp_path / f"ck_{name}"), "--out", str(tmp_path / name)]
+        assert main(_neural(data, *argv, *resume)) == 0
+    weights = [torch.load(tmp_path / name / "model.pt") for name in ("plain", "resumed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_resume_alone_without_a_checkpoint_dir_is_refused_before_training(data, tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    assert main(_neural(data, "--resume", "--log", str(log))) == 2
+    err = _error(capsys)
+    assert "--resume without a checkpoint file" in err and "--checkpoint-dir DIR" in err
+    assert not log.exists()
+
+
+def test_resume_true_in_the_config_is_resume_alone(data, tmp_path, capsys):
+    checkpoints = tmp_path / "ckpt"
+    assert main(_neural(data, "--checkpoint-dir", str(checkpoints))) == 0
+    capsys.readouterr()
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{data}"\n[report]\nresume = true\n')
+    argv = _neural(data, "--checkpoint-dir", str(checkpoints))
+    argv[1:2] = ["--config", str(config)]  # the data set comes from the config
+    assert main(argv) == 0
+    assert "nothing to train" in capsys.readouterr().err  # it continued the finished run
+
+
+def test_a_data_set_taken_as_the_checkpoint_of_resume_is_explained(tmp_path, capsys):
+    assert main(["train", "--resume", "data.h5"]) == 2
+    assert "put DATA.h5 before --resume" in _error(capsys)
+
+
 def test_a_checkpoint_without_model_settings_still_resumes(data, tmp_path):
     # Checkpoints written before physode train stored its model settings hold none.
     checkpoints = tmp_path / "ckpt"
@@ -258,7 +310,7 @@ def test_a_closed_standard_output_keeps_model_and_report(data, tmp_path, monkeyp
     ("line", "message"),
     [
         ('quiet = "no"', "quiet = 'no' must be true or false"),
-        ("resume = 3", "resume = 3 must be a string (a checkpoint file)"),
+        ("resume = 3", "resume = 3 must be a string (a checkpoint file) or true (--resume)"),
         ('t_end = "ten"', "t_end = 'ten' must be a number"),
         ("t_end = true", "t_end = True must be a number"),
         ("out = 5", "out = 5 must be a string (a folder)"),

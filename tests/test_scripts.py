@@ -127,6 +127,8 @@ def test_demo_simulates_checks_trains_and_reports_conservation(tmp_path):
         ("bench_codegen", ["--batch", "0"], "'0'"),
         ("bench_codegen", ["--repeats", "0"], "'0'"),
         ("bench_codegen", ["--threads", "-2"], "'-2'"),
+        ("bench_codegen", ["--out", "{file}/sub"], "afile"),
+        ("bench_solvers", ["--out", "{file}/sub"], "afile"),
         ("bench_solvers", ["--threads", "0"], "'0'"),
         ("bench_solvers", ["--repeats", "-1"], "'-1'"),
         # Refused before the benchmark runs, not after it, when the file cannot be written.
@@ -283,8 +285,9 @@ def test_help_describes_the_script_with_its_whole_first_paragraph(name, capsys):
 
 
 def test_fuzz_store_refuses_or_reads_unchanged_every_damaged_copy():
-    # A smoke run of the bit-flip check (its full run is 3000 flips, see docs/data.md).
-    done = subprocess.run([sys.executable, str(SCRIPTS / "fuzz_store.py"), "--flips", "25"],
+    # A smoke run of the bit-flip check (its full run is 3000 flips, see docs/data.md): --quick
+    # is 25 flips.
+    done = subprocess.run([sys.executable, str(SCRIPTS / "fuzz_store.py"), "--quick"],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     counts = dict(line.split()[:2] for line in done.stdout.splitlines()[2:8])
@@ -299,7 +302,7 @@ def test_mutation_check_mutants_match_the_source_and_a_few_are_caught():
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert listed.stdout.rstrip().endswith(", 0 stale")
     done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "mutation_check.py"), "--only", "_conservation"],
+        [sys.executable, str(SCRIPTS / "mutation_check.py"), "--quick"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -330,3 +333,111 @@ def test_a_gradient_solve_that_fails_in_the_solver_benchmark_is_a_failed_row(cap
     printed = capsys.readouterr().out
     assert "physode opt-disc" in printed
     assert "failed: step size underflow at t=3.18  FAIL" in printed
+
+
+# ------------------------------------------------------------------ one vocabulary
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing: the parser a script built is what a test wanted."""
+
+
+def parser_of(name: str, monkeypatch) -> argparse.ArgumentParser:
+    """The argument parser that ``scripts/<name>.py`` builds, caught before it parses."""
+    built = []
+
+    def capture(self, *args, **kwargs):
+        built.append(self)
+        raise _Parsed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", capture)
+        with pytest.raises(_Parsed):
+            script(name).main([])
+    return built[0]
+
+
+EVERY_SCRIPT = (*ALL, "demo", "bench_simulate", "bench_solvers", "fuzz_store", "mutation_check")
+# The scripts that write results (--out), and those that draw nothing random (no --seed) or
+# run no torch of their own (no --threads).
+WRITES = (*ALL, "demo", "bench_simulate", "bench_solvers")
+NO_SEED, NO_THREADS = ("bench_solvers", "mutation_check"), ("mutation_check",)
+
+
+def test_every_script_spells_its_shared_options_alike(monkeypatch):
+    # bench_solvers wrote JSON to --out FILE, bench_simulate to --json FILE, the others results
+    # to --out DIR; bench_codegen, bench_simulate, fuzz_store and mutation_check had no --quick.
+    spellings: dict[str, set] = {}
+    for name in EVERY_SCRIPT:
+        actions = parser_of(name, monkeypatch)._actions
+        # Hidden options: deprecated aliases (--json FILE) and the benchmarks' child processes.
+        options = {a.dest: a for a in actions if a.option_strings and a.help != argparse.SUPPRESS}
+        expected = {"quick"} | ({"out"} if name in WRITES else set())
+        expected |= set() if name in NO_SEED else {"seed"}
+        expected |= set() if name in NO_THREADS else {"threads"}
+        assert expected <= set(options), name
+        for dest in ("out", "quick", "seed", "threads"):
+            if dest in options:
+                action = options[dest]
+                spellings.setdefault(dest, set()).add((tuple(action.option_strings),
+                                                       action.metavar))  # fmt: skip
+    assert spellings == {
+        "out": {(("--out", "-o"), "DIR")},
+        "quick": {(("--quick",), None)},
+        "seed": {(("--seed",), "S")},
+        "threads": {(("--threads",), "K")},
+    }
+
+
+@pytest.mark.parametrize("name", EVERY_SCRIPT)
+def test_every_option_of_a_script_that_takes_a_value_states_its_default(name, monkeypatch):
+    missing = [
+        action.option_strings[0]
+        for action in parser_of(name, monkeypatch)._actions
+        if action.option_strings and action.nargs != 0 and action.help != argparse.SUPPRESS
+        and "default" not in (action.help or "")
+    ]
+    assert missing == []
+
+
+def test_bench_codegen_quick_writes_its_times_to_out(tmp_path, capsys):
+    out = tmp_path / "new" / "codegen"
+    assert script("bench_codegen").main(["--quick", "--out", str(out)]) == 0
+    assert "batch 64" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["batch"] == 64 and results["repeats"] == 1
+    times = [*results["forward_us"].values(), *results["forward_backward_us"].values()]
+    assert len(times) == 6 and all(finite(t) and t > 0 for t in times)
+    assert finite(results["ratio"]["forward"]) and finite(results["ratio"]["forward_backward"])
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "spelling"),
+    [
+        ("bench_simulate", ["--json", "{tmp}/old/simulate.json"], "--json FILE"),
+        ("bench_solvers", ["--out", "{tmp}/old/solvers.json"], "--out FILE.json"),
+    ],
+)
+def test_the_old_spellings_of_a_benchmarks_results_file_still_write_it_with_a_warning(
+    tmp_path, monkeypatch, capsys, name, argv, spelling
+):
+    common = script("_common")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    args = parser_of(name, monkeypatch).parse_args(argv)
+    assert common.results_path(args) == Path(argv[-1])
+    (tmp_path / "old").mkdir()
+    Path(argv[-1]).write_text("an earlier run's")
+    common.setup(args)
+    assert not Path(argv[-1]).exists()  # a results file stands for a finished run
+    err = capsys.readouterr().err
+    assert f"warning: {spelling} is deprecated: use --out DIR" in err and err.count("\n") == 1
+    assert common.finish(args, {"seconds": 1.5}) == Path(argv[-1])
+    assert json.loads(Path(argv[-1]).read_text()) == {"seconds": 1.5}
+
+
+def test_a_benchmark_writes_no_files_without_out(monkeypatch, tmp_path):
+    common = script("_common")
+    monkeypatch.chdir(tmp_path)
+    args = parser_of("bench_solvers", monkeypatch).parse_args(["--quick"])
+    assert common.setup(args) is None and common.finish(args, {"a": 1}) is None
+    assert list(tmp_path.iterdir()) == []
