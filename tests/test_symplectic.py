@@ -76,14 +76,37 @@ def test_first_order_system_declaring_its_split_can_use_leapfrog():
     torch.testing.assert_close(ys[-1], torch.tensor([1.0, 0.0], dtype=F64), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["double_pendulum", "damped_pendulum", "van_der_pol"])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("double_pendulum", "its mass matrix depends on the coordinates"),
+        ("damped_pendulum", "a force depends on the velocities"),
+        ("van_der_pol", "is first order"),
+    ],
+)
 @pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
-def test_non_separable_systems_are_refused_with_a_clear_error(name, method):
+def test_non_separable_systems_are_refused_saying_why(name, why, method):
     system = physode.systems.load(name)
     y0 = system.sample_initial_states(1)
     t = torch.tensor([0.0, 1.0], dtype=F64)
-    with pytest.raises(physode.InvalidArgumentError, match="needs a separable Hamiltonian system"):
+    with pytest.raises(physode.InvalidArgumentError, match="needs a separable system") as error:
         physode.odeint(system.vector_field(), y0, t, method=method, step_size=0.1)
+    assert f"System {name!r}" in str(error.value) and why in str(error.value)
+
+
+def test_a_func_of_ones_own_without_a_split_is_told_how_to_declare_one():
+    with pytest.raises(physode.InvalidArgumentError, match="func.separable = True"):
+        physode.odeint(lambda t, y: -y, torch.ones(2, dtype=F64), [0.0, 1.0], method="leapfrog",
+                       step_size=0.1)  # fmt: skip
+
+
+def test_a_hamiltonian_with_a_mass_that_depends_on_q_is_refused_naming_its_hamiltonian():
+    system = physode.System.from_hamiltonian(
+        "p**2 / (2 * (1 + q**2)) + q**2 / 2", coordinates=["q"], momenta=["p"], name="variable_mass"
+    )
+    with pytest.raises(physode.InvalidArgumentError, match="Hamiltonian is not T"):
+        physode.odeint(system.vector_field(), torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0],
+                       method="leapfrog", step_size=0.1)  # fmt: skip
 
 
 class _Oscillator:

@@ -20,10 +20,8 @@ def check_separable(func: object, method: str) -> int:
     """Return ``func.n_coordinates`` or raise a clear error if ``func`` does not declare a split."""
     if getattr(func, "separable", False) is not True:
         raise InvalidArgumentError(
-            f"method={method!r} needs a separable Hamiltonian system: the vector field must have "
-            "`separable = True` and `n_coordinates = n` with state [q, v], dq/dt depending "
-            "only on v and dv/dt only on q. Vector fields of catalogue systems whose kinetic "
-            "and potential energies separate carry these attributes; otherwise choose an "
+            f"method={method!r} needs a separable system: state [q, v] with dq/dt depending "
+            f"only on v and dv/dt only on q and t. {_why_not_separable(func)} Choose an "
             "adaptive method, e.g. method='dop853'."
         )
     n = getattr(func, "n_coordinates", None)
@@ -32,6 +30,36 @@ def check_separable(func: object, method: str) -> int:
             f"method={method!r}: func.n_coordinates must be a positive int, got {n!r}"
         )
     return int(n)
+
+
+def _why_not_separable(func: object) -> str:
+    """Why ``func`` has no split a symplectic method can use, in the words of its system."""
+    system = getattr(func, "system", None)
+    form = getattr(system, "form", None)
+    if system is None or form is None:
+        return (
+            f"func ({type(func).__name__}) does not declare the split: a func of your own whose "
+            "state splits so can set func.separable = True and func.n_coordinates = n."
+        )
+    name = getattr(system, "name", "?")
+    if getattr(system, "n_coordinates", None) is None:
+        return f"System {name!r} is first order: its state has no [q, v] split."
+    if getattr(func, "parameters_in_state", False):
+        return f"The vector field of {name!r} carries its parameters in the state."
+    if form == "hamiltonian":
+        return (
+            f"System {name!r} is not separable: its Hamiltonian is not T(p) + V(q) (a mass "
+            "that depends on q, or a coupling of q and p)."
+        )
+    if form == "lagrangian":
+        return (
+            f"System {name!r} is not separable: its mass matrix depends on the coordinates or "
+            "on t, or a force depends on the velocities (friction, magnetic forces)."
+        )
+    return (
+        f"System {name!r} is not separable: the equations of its first n_coordinates states "
+        "depend on those states or on t, or those of the others on the others."
+    )
 
 
 def check_split(
