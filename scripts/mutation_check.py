@@ -163,6 +163,8 @@ MUTANTS = (
            "            pass\n", "Opt-Disc always a seminorm", SOLVER),
     Mutant("physode/gradients/optdisc.py", "[f], [y, *self.params], [-adjoint])",
            "[f], [y, *self.params], [adjoint])", "Opt-Disc adjoint sign", SOLVER),
+    Mutant("physode/gradients/optdisc.py", "                first_step = abs(result.h)\n",
+           "                pass\n", "Opt-Disc estimates each interval's first step", SOLVER),
     # -- symbolic mechanics and code generation
     Mutant("physode/symbolic/_mechanics.py", "        f -= sympy.diff(momenta[i], time)\n", "",
            "Euler-Lagrange without dp/dt's explicit time part", SYMBOLIC),
