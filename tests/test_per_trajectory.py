@@ -3,6 +3,7 @@ through the trainer, every gradient mode, checkpoints, the report and physode tr
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any
 
@@ -152,13 +153,19 @@ def test_held_out_trajectories_are_rolled_out_with_the_mean_of_the_learned_value
     assert float(full.conservation_model.invariants["energy"].max_rel_drift.max()) < 1e-7
 
 
-def test_the_validation_loss_uses_the_mean_of_the_learned_values():
+def test_the_validation_loss_uses_the_mean_of_the_learned_values_and_says_what_it_chooses():
     train, val = swinging([0.5, 1.5]), swinging([1.0], points=21)
     model = PhysicsModel("pendulum", per_trajectory=["l"], n_trajectories=2)
     with torch.no_grad():
         model.trajectory_values.copy_(torch.tensor([[0.5], [1.5]], dtype=torch.float64))
-    trainer = Trainer(model, train, val_data=val, epochs=1, rtol=1e-10, atol=1e-12)
+    with pytest.warns(physode.PhysodeWarning, match=r"restore_best \(patience\) chooses the "
+                      r"weights by it, table included. To keep the last epoch's fit, set "
+                      r"restore_best=False"):  # fmt: skip
+        trainer = Trainer(model, train, val_data=val, epochs=1, rtol=1e-10, atol=1e-12)
     assert trainer.validation_loss() < 1e-14  # mean 1.0: the validation pendulum's length
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing chosen by it: no warning
+        Trainer(model, train, val_data=val, epochs=1, restore_best=False)
 
 
 def test_the_report_lists_each_training_trajectorys_learned_value_beside_its_true_one():
@@ -253,3 +260,54 @@ def test_per_trajectory_names_are_learned_and_init_sets_every_row():
     model.set_parameters({"l": 0.9})
     assert model.per_trajectory_values() == {"l": [0.9, 0.9]}
     assert model.parameter_vector().tolist() == [1.0, 9.81, 0.9]
+
+
+# ---------------------------------------------------------------------- physode train
+
+
+@pytest.fixture(scope="module")
+def pendulums_h5(tmp_path_factory):
+    """Six pendulums with sampled m, g and l (4 to train on, 2 to test, none to validate)."""
+    path = tmp_path_factory.mktemp("per_trajectory") / "pendulums.h5"
+    physode.data.simulate("pendulum", trajectories=6, t_end=1.0, points=11, out=path, seed=2,
+                          params="sample", split=(4 / 6, 0, 2 / 6), quiet=True)  # fmt: skip
+    return path
+
+
+def test_physode_train_learns_a_parameter_per_trajectory_and_reports_it(pendulums_h5, tmp_path):
+    from physode.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", str(pendulums_h5), "--model", "physics", "--per-trajectory", "l",
+            "--optimizer", "lbfgs", "--lr", "1", "--epochs", "15", "--rtol", "1e-9", "--atol",
+            "1e-11", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["per_trajectory"] == ["l"]
+    entry = report["rollout"]["per_trajectory"]["l"]
+    assert len(entry["true"]) == 4 and len(set(entry["true"])) == 4  # sampled lengths
+    assert entry["learned"] == pytest.approx(entry["true"], rel=1e-5)
+    assert report["per_trajectory_parameters"]["l"] == entry["learned"]
+    # model.pt loads into a fresh model, whose table takes the saved size.
+    fresh = PhysicsModel("pendulum", per_trajectory=["l"])
+    fresh.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    assert fresh.per_trajectory_values()["l"] == entry["learned"]
+
+
+def test_physode_train_reads_per_trajectory_from_the_model_table_of_a_config(
+    pendulums_h5, tmp_path
+):
+    from physode.cli_train import _settings, add_train_parser, build_model
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'data = "{pendulums_h5}"\n[model]\nkind = "hybrid"\nlearnable = ["g"]\n'
+        'per_trajectory = ["l"]\n'
+    )
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    _, settings, _, _ = _settings(parser.parse_args(["train", "--config", str(config)]))
+    model = build_model(settings, physode.systems.load("pendulum"), 2)
+    assert model.per_trajectory == ["l"] and model.physics.learnable == ["g", "l"]

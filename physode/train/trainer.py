@@ -301,6 +301,18 @@ class Trainer:
         message = shared_parameters_warning(self.model, self.train_data)
         if message is not None:
             warnings.warn(message, PhysodeWarning, stacklevel=2)
+        names = per_trajectory_names(self.model)
+        if names and self.val_data is not None and (config.restore_best or config.patience):
+            warnings.warn(
+                f"the model learns {list(names)} per training trajectory, and the validation "
+                "trajectories are solved with the mean of the learned values: the validation "
+                "loss measures how well that mean serves unseen trajectories, not each training "
+                "trajectory's fit, yet restore_best (patience) chooses the weights by it, table "
+                "included. To keep the last epoch's fit, set restore_best=False (and leave "
+                "patience out), or train without validation data",
+                PhysodeWarning,
+                stacklevel=2,
+            )
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
             # (max_eval bounds them; its default for max_iter=1 would allow none), and no
