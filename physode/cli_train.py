@@ -164,7 +164,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     model.add_argument(
         "--per-trajectory", type=_csv_list, metavar="NAMES",
         help="comma-separated physical parameters to learn one value of per training "
-        "trajectory (learned whether or not --learnable names them; default: none)",
+        "trajectory, whether or not --learnable names them (default: none)",
     )
     model.add_argument(
         "--init", type=_assignments, metavar="NAME=X,...",

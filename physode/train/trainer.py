@@ -146,7 +146,9 @@ class Trainer:
     e.g. a :class:`~physode.models.PhysicsModel`) solves each window with its own trajectory's
     values of the parameters it does not learn (``train_rows``, ``val_rows``: ``None`` where
     the model's own values serve every trajectory); see ``docs/training.md``, "Per-trajectory
-    parameters".
+    parameters". A model that learns parameters per trajectory (``model.per_trajectory``) gets
+    its table sized to the training trajectories (``model.set_n_trajectories``); each training
+    window is solved with its trajectory's row, each validation window with their mean.
 
     Parameters
     ----------
@@ -191,6 +193,9 @@ class Trainer:
         Once, when the training trajectories store different values of a parameter that the
         model learns (data simulated with ``params="sample"``): one value is fitted for all of
         them (see :func:`shared_parameters_warning`).
+        And when a model that learns parameters per trajectory has validation data and
+        ``restore_best`` or ``patience``: these choose the weights by a validation loss that
+        uses the mean of the learned values.
 
     Examples
     --------
