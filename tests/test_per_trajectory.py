@@ -44,7 +44,7 @@ def damped(dampings: list[float], k: float = 1.5) -> Trajectories:
     return Trajectories(t, ys.transpose(0, 1), params=params, system=system)
 
 
-def fit(model, data, epochs: int = 12, **options) -> Any:
+def fit(model, data, epochs: int = 20, **options) -> Any:
     trainer = Trainer(model, data, epochs=epochs, optimizer="lbfgs", lr=1.0, rtol=1e-9,
                       atol=1e-11, **options)  # fmt: skip
     return trainer, trainer.fit()
@@ -77,12 +77,20 @@ def test_a_shared_and_a_per_trajectory_parameter_are_learned_together():
 
 
 def test_a_hybrid_learns_its_physics_terms_per_trajectory_parameters():
-    physics = PhysicsModel("pendulum", per_trajectory=["l"])
-    model = Hybrid(physics, NeuralODE(2, width=4, depth=1, zero_output=True))
-    model.residual.requires_grad_(False)  # the physics alone explains the data
-    trainer, result = fit(model, swinging(LENGTHS[:2]))
-    assert model.n_trajectories == 2
-    assert result.per_trajectory_parameters["l"] == pytest.approx(LENGTHS[:2], rel=1e-6)
+    data = swinging(LENGTHS[:3])
+    gradients = []
+    for hybrid in (False, True):
+        physics = PhysicsModel("pendulum", per_trajectory=["l"])
+        residual = NeuralODE(2, width=4, depth=1, zero_output=True)  # zero: the physics alone
+        model = Hybrid(physics, residual) if hybrid else physics
+        trainer = Trainer(model, data, epochs=1, rtol=1e-10, atol=1e-12)
+        assert model.per_trajectory == ["l"] and model.n_trajectories == 3
+        trainer._evaluate(trainer._batches(trainer.train_windows, shuffle=False)[0], [])
+        gradients.append(physics.trajectory_values.grad)
+    assert torch.allclose(gradients[0], gradients[1], rtol=1e-9, atol=0)
+    assert (gradients[1].abs() > 1e-3).all()
+    assert model.per_trajectory_values() == {"l": [1.0, 1.0, 1.0]}
+    assert model.held_out_parameters() == {"l": 1.0}
 
 
 # ---------------------------------------------------------------------- gradients
@@ -279,7 +287,7 @@ def test_physode_train_learns_a_parameter_per_trajectory_and_reports_it(pendulum
 
     out = tmp_path / "run"
     argv = ["train", str(pendulums_h5), "--model", "physics", "--per-trajectory", "l",
-            "--optimizer", "lbfgs", "--lr", "1", "--epochs", "15", "--rtol", "1e-9", "--atol",
+            "--optimizer", "lbfgs", "--lr", "1", "--epochs", "25", "--rtol", "1e-9", "--atol",
             "1e-11", "--quiet", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
