@@ -33,13 +33,14 @@ from physode.train.config import (
 
 MODEL_KINDS = ("physics", "neural", "hybrid")
 _MODEL_KEYS = (
-    "kind", "system", "learnable", "init", "width", "depth", "activation", "aphynity",
-    "aphynity_lambda", "aphynity_tau", "aphynity_update",
+    "kind", "system", "learnable", "per_trajectory", "init", "width", "depth", "activation",
+    "aphynity", "aphynity_lambda", "aphynity_tau", "aphynity_update",
 )
 # Which model kinds each [model] setting applies to (the others apply to all).
 _APPLIES_TO: dict[str, tuple[str, ...]] = {
     "system": ("physics", "hybrid"), "learnable": ("physics", "hybrid"),
-    "init": ("physics", "hybrid"), "width": ("neural", "hybrid"), "depth": ("neural", "hybrid"),
+    "per_trajectory": ("physics", "hybrid"), "init": ("physics", "hybrid"),
+    "width": ("neural", "hybrid"), "depth": ("neural", "hybrid"),
     "activation": ("neural", "hybrid"), "aphynity": ("hybrid",),
     "aphynity_lambda": ("hybrid",), "aphynity_tau": ("hybrid",), "aphynity_update": ("hybrid",),
 }
@@ -62,13 +63,14 @@ _OPT_DISC_KEYS = (
 )
 _OPT_DISC_SWITCHES = ("opt_disc_restart", "opt_disc_seminorm")
 _MODEL_DEFAULTS: dict[str, Any] = {
-    "kind": "hybrid", "system": None, "learnable": None, "init": {}, "width": 64, "depth": 2,
-    "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0, "aphynity_tau": 1.0,
-    "aphynity_update": "batch",
+    "kind": "hybrid", "system": None, "learnable": None, "per_trajectory": None, "init": {},
+    "width": 64, "depth": 2, "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0,
+    "aphynity_tau": 1.0, "aphynity_update": "batch",
 }
 
 EXAMPLES = """examples:
   physode train three_body.h5 --model physics --learnable m1,m2,m3 --epochs 50
+  physode train pendulums.h5 --model physics --per-trajectory l   # each pendulum's own l
   physode train pendulum.h5 --model hybrid --system pendulum --learnable g --aphynity \\
       --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
@@ -158,6 +160,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     model.add_argument(
         "--learnable", type=_csv_list, metavar="NAMES",
         help="comma-separated physical parameters to learn (default: none)",
+    )
+    model.add_argument(
+        "--per-trajectory", type=_csv_list, metavar="NAMES",
+        help="comma-separated physical parameters to learn one value of per training "
+        "trajectory, whether or not --learnable names them (default: none)",
     )
     model.add_argument(
         "--init", type=_assignments, metavar="NAME=X,...",
@@ -520,7 +527,8 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     Parameters
     ----------
     settings : dict
-        ``kind`` (physics, neural, hybrid), ``system``, ``learnable``, ``init``, ``width``,
+        ``kind`` (physics, neural, hybrid), ``system``, ``learnable``, ``per_trajectory``,
+        ``init``, ``width``,
         ``depth``, ``activation``, ``aphynity``, ``aphynity_lambda``, ``aphynity_tau``,
         ``aphynity_update``.
     system : physode.System or None
@@ -573,14 +581,19 @@ def _physics_model(settings: dict[str, Any], system: Any) -> torch.nn.Module:
             f"a {kind} model needs a system: pass --system NAME (the data set names none)"
         )
     learnable = settings["learnable"]
+    per_trajectory = settings.get("per_trajectory") or []
     if learnable is None:
         learnable = [] if kind == "hybrid" else None
-    if not learnable and kind == "physics":
+    if not learnable and not per_trajectory and kind == "physics":
         # Without a learnable parameter a physics model has nothing to train.
         raise InvalidArgumentError(
-            "a physics model needs --learnable NAMES (the physical parameters to fit)"
+            "a physics model needs --learnable NAMES (the physical parameters to fit) or "
+            "--per-trajectory NAMES (those to fit one value of per trajectory)"
         )
-    return PhysicsModel(physics_system, learnable, init=settings["init"] or None)
+    return PhysicsModel(
+        physics_system, learnable or [], init=settings["init"] or None,
+        per_trajectory=per_trajectory,
+    )
 
 
 def model_record(settings: dict[str, Any], system: Any) -> dict[str, Any]:
@@ -603,6 +616,11 @@ def model_record(settings: dict[str, Any], system: Any) -> dict[str, Any]:
         record["system"] = chosen if isinstance(chosen, str) else getattr(chosen, "name", None)
         record["learnable"] = list(record["learnable"] or [])
         record["init"] = dict(record["init"] or {})
+        # Kept only where set, so that the checkpoints of runs without it resume as before.
+        if record["per_trajectory"]:
+            record["per_trajectory"] = list(record["per_trajectory"])
+        else:
+            del record["per_trajectory"]
     return record
 
 
@@ -712,6 +730,7 @@ def _train_and_report(
             "train_seconds": result.train_seconds,
             "final_loss": result.final_loss,
             "physical_parameters": result.physical_parameters,
+            "per_trajectory_parameters": result.per_trajectory_parameters,
             "rollout": report.to_dict(),
         }
         text = json.dumps(json_ready(summary), indent=1, default=str)

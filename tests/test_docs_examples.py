@@ -41,7 +41,7 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
-              ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
+              ("training.md", 6), ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -173,8 +173,16 @@ def test_per_trajectory_parameters_example_recovers_g_and_not_without_the_stored
     assert round(fixed["model"].physical_parameters()["g"], 2) == 9.16  # as the text says
 
 
-def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(capsys):
+def test_parameters_learned_per_trajectory_example_recovers_each_length(capsys):
     ns = _run("training.md", 5)
+    lengths = [0.5, 0.8, 1.2, 1.6]
+    assert ns["result"].per_trajectory_parameters["l"] == pytest.approx(lengths, rel=1e-6)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [str(lengths), str(lengths)]  # learned, then the stored values
+
+
+def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(capsys):
+    ns = _run("training.md", 6)
     assert ns["result"].physical_parameters["k"] == pytest.approx(1.0, rel=1e-5)
     report = ns["report"]
     assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0

@@ -138,6 +138,37 @@ class Hybrid(nn.Module):
         """The physics term's own parameter values (see :meth:`PhysicsModel.parameter_vector`)."""
         return self.physics.parameter_vector()
 
+    # Parameters learned per trajectory belong to the physics term (see PhysicsModel's
+    # per_trajectory); a hybrid passes the questions about them on.
+    @property
+    def per_trajectory(self) -> list[str]:
+        """The physics term's parameters learned per trajectory (``[]`` when none)."""
+        return list(getattr(self.physics, "per_trajectory", None) or [])
+
+    @property
+    def n_trajectories(self) -> int | None:
+        """See :attr:`PhysicsModel.n_trajectories`."""
+        return getattr(self.physics, "n_trajectories", None)
+
+    def set_n_trajectories(self, n: int) -> None:
+        """See :meth:`PhysicsModel.set_n_trajectories`."""
+        if self.per_trajectory:
+            self.physics.set_n_trajectories(n)
+
+    def per_trajectory_values(self) -> dict[str, list[float]]:
+        """See :meth:`PhysicsModel.per_trajectory_values`."""
+        return self.physics.per_trajectory_values() if self.per_trajectory else {}
+
+    def held_out_parameters(self) -> dict[str, float]:
+        """See :meth:`PhysicsModel.held_out_parameters`."""
+        return self.physics.held_out_parameters() if self.per_trajectory else {}
+
+    def learned_rows(
+        self, p: torch.Tensor | None, index: torch.Tensor | None, n: int
+    ) -> torch.Tensor | None:
+        """See :meth:`PhysicsModel.learned_rows`."""
+        return self.physics.learned_rows(p, index, n) if self.per_trajectory else p
+
     def forward(
         self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -46,12 +46,26 @@ class PhysicsModel(nn.Module):
         :func:`physode.train.rollout_report` then evaluate each window and rollout with its own
         trajectory's values (see :attr:`trajectory_parameters`). ``False`` keeps the system's
         values for every trajectory.
+    per_trajectory : sequence of str
+        Parameters to learn one value of per training trajectory (the others in ``learnable``
+        are one value for all); they are learned whether or not ``learnable`` lists them.
+        Their values are a table :attr:`trajectory_values`, one row per training trajectory
+        (in the training data's order), each row starting at the ``init`` value (or the
+        system's). Trajectories the
+        model was not trained on (validation, test, a rollout of new data) get the mean of the
+        learned values: see :meth:`held_out_parameters`.
+    n_trajectories : int, optional
+        The number of training trajectories, to size the table now. By default the
+        :class:`~physode.train.Trainer` sizes it from its training data (and
+        :meth:`load_state_dict` from the saved table); a model sized here is refused by a
+        trainer whose training data hold another number of trajectories.
 
     Raises
     ------
     physode.InvalidArgumentError
-        If a name in ``learnable`` or ``init`` is not a parameter of the system, ``learnable``
-        is a single string, or an ``init`` value is not a finite number.
+        If a name in ``learnable``, ``per_trajectory`` or ``init`` is not a parameter of the
+        system, ``learnable`` or ``per_trajectory`` is a single string, an ``init`` value is
+        not a finite number, or ``n_trajectories`` is not a positive integer.
 
     Examples
     --------
@@ -72,6 +86,15 @@ class PhysicsModel(nn.Module):
     >>> ratio = pendulum(torch.tensor(0.0), y, p)[:, 1] / pendulum(torch.tensor(0.0), y)[:, 1]
     >>> ratio.tolist()  # g/l with the model's g: l = 1 is the default, l = 2 halves it
     [1.0, 0.5]
+
+    One length per pendulum, learned with a shared ``g``:
+
+    >>> model = PhysicsModel("pendulum", learnable=["g"], per_trajectory=["l"],
+    ...                      init={"l": 1.5}, n_trajectories=3)
+    >>> model.trajectory_values.shape, model.physical_parameters()
+    (torch.Size([3, 1]), {'g': 9.81})
+    >>> model.per_trajectory_values()
+    {'l': [1.5, 1.5, 1.5]}
     """
 
     def __init__(
@@ -82,40 +105,70 @@ class PhysicsModel(nn.Module):
         init: Mapping[str, float] | None = None,
         autonomous: bool | None = None,
         stored_parameters: bool = True,
+        per_trajectory: Sequence[str] = (),
+        n_trajectories: int | None = None,
     ) -> None:
         super().__init__()
         system = _resolve_system(system)
-        if isinstance(learnable, str):
-            raise InvalidArgumentError(
-                f"learnable={learnable!r} must be a list of parameter names, e.g. "
-                f"learnable=[{learnable!r}]"
-            )
+        for option, names in (("learnable", learnable), ("per_trajectory", per_trajectory)):
+            if isinstance(names, str):
+                raise InvalidArgumentError(
+                    f"{option}={names!r} must be a list of parameter names, e.g. "
+                    f"{option}=[{names!r}]"
+                )
         learnable = list(learnable)
+        per_trajectory = list(dict.fromkeys(per_trajectory))
         known = list(system.parameters)
-        unknown = [name for name in [*learnable, *(init or {})] if name not in known]
+        unknown = [
+            name for name in [*learnable, *per_trajectory, *(init or {})] if name not in known
+        ]
         if unknown:
             raise InvalidArgumentError(
                 f"{unknown} are not parameters of system {system.name!r}; its parameters are "
                 f"{known}"
             )
+        # A parameter learned per trajectory is learned: listing it in learnable is optional.
+        learnable += [name for name in per_trajectory if name not in learnable]
         not_learnable = [name for name in (init or {}) if name not in learnable]
         if not_learnable:
             raise InvalidArgumentError(
                 f"init sets {not_learnable}, which are not learnable; add them to "
                 f"learnable={learnable + not_learnable}"
             )
+        if n_trajectories is not None and not (
+            isinstance(n_trajectories, int) and not isinstance(n_trajectories, bool)
+            and n_trajectories >= 1
+        ):
+            raise InvalidArgumentError(
+                f"n_trajectories={n_trajectories!r} must be a positive integer (the number of "
+                "training trajectories), or None to let the trainer size it from its data"
+            )
         self.system = system
         self.learnable = learnable
-        self.field = system.vector_field(learnable=learnable)
+        self.per_trajectory = per_trajectory
+        # The parameters learned as one value for all trajectories live in the field.
+        shared = [name for name in learnable if name not in per_trajectory]
+        self.field = system.vector_field(learnable=shared)
         self._autonomous = not system.time_dependent if autonomous is None else bool(autonomous)
         self.stored_parameters = bool(stored_parameters)
         names = list(system.parameters)
         # Which entries of a per-row vector p the model replaces with its learned values; not in
         # the state dict, so checkpoints keep their keys.
-        mask = torch.tensor([name in learnable for name in names], dtype=torch.bool)
+        mask = torch.tensor([name in shared for name in names], dtype=torch.bool)
         self.register_buffer("_learned_mask", mask, persistent=False)
+        if per_trajectory:
+            # Where the per-trajectory columns sit in p, and the value a new table row starts
+            # at (the system's, or init's); neither is saved.
+            columns = torch.tensor([names.index(name) for name in per_trajectory])
+            self.register_buffer("_table_columns", columns, persistent=False)
+            start = self.field.parameter_vector().detach()[columns].clone()
+            self.register_buffer("_table_init", start, persistent=False)
+            # The table: one row per training trajectory, none until its size is known.
+            self.trajectory_values = nn.Parameter(start.new_zeros(0, len(per_trajectory)))
         if init:
             self.set_parameters(init)
+        if n_trajectories is not None:
+            self.set_n_trajectories(n_trajectories)
 
     @property
     def autonomous(self) -> bool:
@@ -142,8 +195,108 @@ class PhysicsModel(nn.Module):
 
     def parameter_vector(self) -> torch.Tensor:
         """The model's own value of every parameter (learned or the system's), in the system's
-        order, shape (n_params,)."""
-        return self.field.parameter_vector()
+        order, shape (n_params,). A parameter learned per trajectory takes the mean of its
+        learned values (:meth:`held_out_parameters`): the value for a trajectory that was not
+        trained on."""
+        own = self.field.parameter_vector()
+        if not self.per_trajectory:
+            return own
+        return own.index_copy(0, self._table_columns, self._held_out_vector().to(own.dtype))
+
+    @property
+    def n_trajectories(self) -> int | None:
+        """Rows of the per-trajectory table (``0`` until sized), or ``None`` for a model that
+        learns no parameter per trajectory."""
+        return int(self.trajectory_values.shape[0]) if self.per_trajectory else None
+
+    @torch.no_grad()
+    def set_n_trajectories(self, n: int) -> None:
+        """Size the per-trajectory table for ``n`` training trajectories, each row at the
+        starting value; the :class:`~physode.train.Trainer` calls it with its training data.
+
+        A table of ``n`` rows is kept as it is (a model trained before, fine-tuned on the same
+        data); a model without per-trajectory parameters ignores the call.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If the table already has another number of rows (from ``n_trajectories=``, an
+            earlier training run or loaded weights).
+        """
+        if not self.per_trajectory:
+            return
+        rows = self.n_trajectories
+        if rows == n:
+            return
+        if rows:
+            raise InvalidArgumentError(
+                f"the model learns {self.per_trajectory} per trajectory for {rows} training "
+                f"trajectories, and these training data hold {n}; train it on the data it was "
+                f"sized for, or build a new model (n_trajectories={n}, or left out for the "
+                "trainer to size)"
+            )
+        table = self._table_init.expand(n, -1).clone()
+        self.trajectory_values = nn.Parameter(table, self.trajectory_values.requires_grad)
+
+    def _held_out_vector(self) -> torch.Tensor:
+        """The per-trajectory parameters' values for an unseen trajectory: the mean of the
+        learned rows (the starting values while the table is empty)."""
+        table = self.trajectory_values
+        return table.mean(0) if table.shape[0] else self._table_init.to(table.dtype)
+
+    def per_trajectory_values(self) -> dict[str, list[float]]:
+        """Each training trajectory's learned value of each per-trajectory parameter, by name,
+        in the training data's order (empty lists before the table is sized; ``{}`` without
+        per-trajectory parameters)."""
+        columns = self.trajectory_values.detach().T.tolist() if self.per_trajectory else []
+        return dict(zip(self.per_trajectory, columns, strict=True))
+
+    def held_out_parameters(self) -> dict[str, float]:
+        """The value of each per-trajectory parameter that a trajectory the model was not
+        trained on gets (validation, test, new data): the mean of the learned values."""
+        if not self.per_trajectory:
+            return {}
+        return dict(zip(self.per_trajectory, self._held_out_vector().tolist(), strict=True))
+
+    def learned_rows(
+        self, p: torch.Tensor | None, index: torch.Tensor | None, n: int
+    ) -> torch.Tensor | None:
+        """The per-row parameter vectors of ``n`` rows with the per-trajectory learned values
+        filled in: row ``i`` from table row ``index[i]`` (training trajectories), or, with
+        ``index=None``, the held-out values. ``p`` (n, n_params) gives the other entries
+        (``None``: the model's own). Differentiable with respect to the table.
+
+        Returns ``p`` unchanged for a model without per-trajectory parameters, and ``None``
+        for ``p=None, index=None`` (:meth:`forward` without ``p`` uses the held-out values).
+        """
+        if not self.per_trajectory or (p is None and index is None):
+            return p
+        table = self.trajectory_values
+        if index is None:
+            values = self._held_out_vector().expand(n, -1)
+        else:
+            values = table[torch.as_tensor(index, device=table.device)]
+        if p is None:
+            p = self.field.parameter_vector().detach().expand(n, -1)
+        p = p.to(device=table.device, dtype=table.dtype)
+        return p.index_copy(-1, self._table_columns, values)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Load like any module; an unsized per-trajectory table takes the saved one's rows, so
+        that weights saved after training load into a fresh model."""
+        saved = state_dict.get(prefix + "trajectory_values")
+        if self.per_trajectory and isinstance(saved, torch.Tensor) and saved.ndim == 2:
+            rows, theirs = self.n_trajectories, int(saved.shape[0])
+            if rows == 0:
+                self.set_n_trajectories(theirs)
+            elif rows != theirs:
+                raise InvalidArgumentError(
+                    f"the saved weights learned {self.per_trajectory} per trajectory for "
+                    f"{theirs} training trajectories, and this model's table has {rows} rows; "
+                    "build the model without n_trajectories (and before training) to take the "
+                    "saved size"
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _parameter(self, name: str) -> nn.Parameter:
         for full_name, parameter in self.field.named_parameters():
@@ -154,14 +307,18 @@ class PhysicsModel(nn.Module):
         )
 
     def physical_parameters(self) -> dict[str, float]:
-        """The current values of the learnable physical parameters, by name.
+        """The current values of the learnable physical parameters that are one value for all
+        trajectories, by name; those learned per trajectory are in
+        :meth:`per_trajectory_values`.
 
         Returns
         -------
         dict of str to float
         """
         return {
-            name: float(self._parameter(name).detach().reshape(-1)[0]) for name in self.learnable
+            name: float(self._parameter(name).detach().reshape(-1)[0])
+            for name in self.learnable
+            if name not in self.per_trajectory
         }
 
     @torch.no_grad()
@@ -171,6 +328,9 @@ class PhysicsModel(nn.Module):
         Parameters
         ----------
         values : mapping of str to float
+
+        A parameter learned per trajectory is set for every trajectory, and new table rows
+        start there.
 
         Raises
         ------
@@ -184,7 +344,12 @@ class PhysicsModel(nn.Module):
                 f"{{{next(iter(bad))!r}: 1.0}}"
             )
         for name, value in values.items():
-            self._parameter(name).fill_(float(value))
+            if name in self.per_trajectory:
+                column = self.per_trajectory.index(name)
+                self._table_init[column] = float(value)
+                self.trajectory_values[:, column] = float(value)
+            else:
+                self._parameter(name).fill_(float(value))
 
     def forward(
         self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None
@@ -197,10 +362,14 @@ class PhysicsModel(nn.Module):
             Time and state, as :func:`physode.solve` passes them.
         p : Tensor, shape (..., n_params), optional
             Parameter values per row of ``y`` in the system's order (see
-            :attr:`trajectory_parameters`); the learnable entries are ignored and the model's
-            learned values used. By default every row uses the model's own values.
+            :attr:`trajectory_parameters`); the entries of parameters learned as one value for
+            all are ignored and the model's learned values used. Those learned per trajectory
+            are taken from ``p``, where :meth:`learned_rows` puts them. By default every row
+            uses the model's own values (per-trajectory ones: the held-out values).
         """
         if p is None:
+            if self.per_trajectory:
+                return self.system.rhs(t, y, self.parameter_vector().to(y.dtype))
             return self.field(t, y)
         own = self.field.parameter_vector()
         if own.dtype != y.dtype or own.device != y.device:

@@ -6,6 +6,11 @@ A model that takes per-row parameters declares their names as ``model.trajectory
 ``forward(t, y, p)`` with ``p`` of shape ``(rows, n_params)``, and ``parameter_vector()``, its own
 values. Any other ``f(t, y)`` is solved as it is.
 
+Parameters a model learns per trajectory (``model.per_trajectory``) are entries of ``p`` too:
+:func:`learned_rows` fills them in before the solve, from the model's table for training
+trajectories (so the loss differentiates through ``table[index]`` in every gradient mode) and
+with the held-out values (the mean of the learned ones) for any other trajectory.
+
 With one step size for the batch (``step_control="shared"``) the rows never change places, so
 ``p`` is bound to the model for the solve (:class:`_Bound`): nothing is added to the state, and
 symplectic methods keep their ``[q, v]`` split. The per-sample loop drops rows that finish, so
@@ -31,6 +36,22 @@ from physode._errors import InvalidArgumentError
 def takes_parameters(model: Any) -> tuple[str, ...]:
     """The names of the per-row parameters ``model`` accepts (``()`` for a plain ``f(t, y)``)."""
     return tuple(getattr(model, "trajectory_parameters", None) or ())
+
+
+def per_trajectory_names(model: Any) -> tuple[str, ...]:
+    """The names of the parameters ``model`` learns per trajectory (``()`` for none)."""
+    return tuple(getattr(model, "per_trajectory", None) or ())
+
+
+def learned_rows(
+    model: Any, p: torch.Tensor | None, index: Sequence[int] | torch.Tensor | None, n: int
+) -> torch.Tensor | None:
+    """``p`` (n rows, or ``None``) with ``model``'s per-trajectory learned values filled in:
+    those of training trajectories ``index``, or the held-out ones for ``index=None``. ``p``
+    as it is for a model that learns nothing per trajectory."""
+    if not per_trajectory_names(model):
+        return p
+    return model.learned_rows(p, index, n)
 
 
 def parameter_rows(
@@ -81,6 +102,7 @@ def parameter_rows(
         )
     own = model.parameter_vector().detach().to(params.device, params.dtype)
     learned = set(getattr(model, "physical_parameters", dict)())
+    learned |= set(per_trajectory_names(model))  # learned too: never the stored values
     used = [(i, data_names.index(name)) for i, name in enumerate(names) if name in data_names]
     known = [(i, j) for i, j in used if names[i] not in learned]
     if not known:
@@ -97,7 +119,7 @@ def parameter_rows(
     if bool((columns == own[[i for i, _ in known]]).all()):
         return None
     rows = own.expand(params.shape[0], -1).clone()
-    rows[:, [i for i, _ in used]] = params[:, [j for _, j in used]]
+    rows[:, [i for i, _ in known]] = params[:, [j for _, j in known]]
     return rows
 
 
@@ -110,6 +132,8 @@ def model_parameters(
     as they are for a model that learns none of ``system``'s parameters."""
     learned = getattr(model, "physical_parameters", None)
     learned = {} if learned is None else learned()
+    # Parameters learned per trajectory: the value the rollouts of unseen trajectories use.
+    learned.update(getattr(model, "held_out_parameters", dict)())
     names = list(getattr(system, "parameters", None) or [])
     shared = {name: value for name, value in learned.items() if name in names}
     if not shared:

@@ -13,7 +13,13 @@ from torch import nn
 import physode
 from physode._errors import InvalidArgumentError
 from physode._files import json_ready
-from physode.train._rows import model_parameters, parameter_rows, solve_rows
+from physode.train._rows import (
+    learned_rows,
+    model_parameters,
+    parameter_rows,
+    per_trajectory_names,
+    solve_rows,
+)
 from physode.train.data import Trajectories, uniform_grid
 
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
@@ -49,6 +55,12 @@ class RolloutReport:
         A caveat on the trajectories rolled out, printed with the report: for example that
         :meth:`Trainer.evaluate` used the validation trajectories, which chose the best epoch,
         for want of test data.
+    per_trajectory : dict or None
+        For a model that learns parameters per trajectory, by name: ``held_out_value``, the
+        value the rolled-out trajectories got (the mean of the learned values: they were not
+        trained on), ``learned``, each training trajectory's learned value, and, from
+        :meth:`Trainer.evaluate` where the training data store them, ``true``, their stored
+        values in the same order. ``None`` for other models.
     """
 
     t: torch.Tensor
@@ -62,6 +74,7 @@ class RolloutReport:
     conservation_model: Any = None
     conservation_truth: Any = None
     note: str | None = None
+    per_trajectory: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as plain values (for ``results.json``); a number that is not finite (the
@@ -76,6 +89,8 @@ class RolloutReport:
         }
         if self.note is not None:
             out["note"] = self.note
+        if self.per_trajectory is not None:
+            out["per_trajectory"] = self.per_trajectory
         for name in ("model", "truth"):
             report = getattr(self, f"conservation_{name}")
             if report is not None:
@@ -95,11 +110,37 @@ class RolloutReport:
         ]
         if self.note is not None:
             lines.insert(1, f"  note: {self.note}")
+        if self.per_trajectory is not None:
+            lines += _per_trajectory_lines(self.per_trajectory)
         if self.conservation_model is not None:
             lines += ["conservation of the model's rollouts:", _indent(self.conservation_model)]
         if self.conservation_truth is not None:
             lines += ["conservation of the ground truth:", _indent(self.conservation_truth)]
         return "\n".join(lines)
+
+
+# Training trajectories listed one by one in the printed report (report.json lists them all).
+_LISTED = 8
+
+
+def _per_trajectory_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The printed report's lines on parameters learned per trajectory."""
+    lines = []
+    for name, entry in table.items():
+        learned, true = entry["learned"], entry.get("true")
+        lines.append(
+            f"{name}: learned per training trajectory ({len(learned)}); the held-out "
+            f"trajectories were rolled out with their mean, {name} = {entry['held_out_value']:.6g}"
+        )
+        if true is not None and learned:
+            errors = [abs(a - b) / abs(b) if b else abs(a - b) for a, b in zip(learned, true)]
+            lines.append(f"  largest relative error against the stored values {max(errors):.3e}")
+        for i, value in enumerate(learned[:_LISTED]):
+            against = "" if true is None else f"  (true {true[i]:.6g})"
+            lines.append(f"  trajectory {i:<4d} {value:.6g}{against}")
+        if len(learned) > _LISTED:
+            lines.append(f"  ... {len(learned) - _LISTED} more (all in to_dict(), report.json)")
+    return lines
 
 
 def _indent(report: Any) -> str:
@@ -256,7 +297,9 @@ def rollout_report(
 
     A model that takes per-row parameters (``model.trajectory_parameters``, e.g. a
     :class:`~physode.models.PhysicsModel`) rolls each trajectory out with the values it stores
-    (``data.params``) of the parameters the model does not learn.
+    (``data.params``) of the parameters the model does not learn. Parameters it learns per
+    trajectory (``per_trajectory``) take the mean of the learned values: ``data`` are taken to
+    be trajectories it was not trained on (the report's ``per_trajectory`` says so).
     conservation_tolerance : float
         Relative drift the conservation reports flag.
 
@@ -296,6 +339,8 @@ def rollout_report(
         truth = data.states[:, :n_data]
     # Each trajectory's stored values of the parameters the model does not learn.
     rows = parameter_rows(model, data.params, system, "held-out")
+    # Parameters learned per trajectory: the held-out values (the learned ones' mean).
+    rows = learned_rows(model, rows, None, len(data))
     # Rolled out as a trained model is used: dropout off, batch norm on its running statistics.
     training = isinstance(model, nn.Module) and model.training
     if training:
@@ -326,6 +371,12 @@ def rollout_report(
         mse_beyond=mse_beyond,
         mse_per_trajectory=_mse(pred, ref, (1, 2)).tolist(),
     )
+    if per_trajectory_names(model):
+        held_out, learned = model.held_out_parameters(), model.per_trajectory_values()
+        report.per_trajectory = {
+            name: {"held_out_value": held_out[name], "learned": learned[name]}
+            for name in per_trajectory_names(model)
+        }
     if conservation and system is not None:
         from physode.diagnostics import conservation as conservation_report
 

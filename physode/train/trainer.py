@@ -26,7 +26,13 @@ from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
 from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted
 from physode.data.simulation import split_counts
-from physode.train._rows import batch_rows, parameter_rows, solve_rows
+from physode.train._rows import (
+    batch_rows,
+    learned_rows,
+    parameter_rows,
+    per_trajectory_names,
+    solve_rows,
+)
 from physode.train.config import TrainConfig
 from physode.train.data import (
     Trajectories,
@@ -71,7 +77,11 @@ class TrainResult:
     train_seconds : float
         Wall time spent in training epochs (summed over resumed sessions).
     physical_parameters : dict of str to float
-        The model's learned physical parameters at the end.
+        The model's learned physical parameters at the end (those one value for all
+        trajectories).
+    per_trajectory_parameters : dict of str to list of float
+        Parameters the model learns per trajectory: each training trajectory's value at the
+        end, in the training data's order (``{}`` for none).
     epochs_trained : int
         Epochs this call ran; ``0`` when the run had already done ``config.epochs`` epochs
         (:meth:`Trainer.fit` then also warns), so nothing was trained.
@@ -84,6 +94,7 @@ class TrainResult:
     train_seconds: float
     physical_parameters: dict[str, float] = field(default_factory=dict)
     epochs_trained: int = 0
+    per_trajectory_parameters: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def final_loss(self) -> float:
@@ -135,7 +146,9 @@ class Trainer:
     e.g. a :class:`~physode.models.PhysicsModel`) solves each window with its own trajectory's
     values of the parameters it does not learn (``train_rows``, ``val_rows``: ``None`` where
     the model's own values serve every trajectory); see ``docs/training.md``, "Per-trajectory
-    parameters".
+    parameters". A model that learns parameters per trajectory (``model.per_trajectory``) gets
+    its table sized to the training trajectories (``model.set_n_trajectories``); each training
+    window is solved with its trajectory's row, each validation window with their mean.
 
     Parameters
     ----------
@@ -180,6 +193,9 @@ class Trainer:
         Once, when the training trajectories store different values of a parameter that the
         model learns (data simulated with ``params="sample"``): one value is fitted for all of
         them (see :func:`shared_parameters_warning`).
+        And when a model that learns parameters per trajectory has validation data and
+        ``restore_best`` or ``patience``: these choose the weights by a validation loss that
+        uses the mean of the learned values.
 
     Examples
     --------
@@ -274,6 +290,10 @@ class Trainer:
                 "val_fraction > 0 for tensor data, or use a data set with a 'val' split"
             )
         self.model = model.to(device=self.device, dtype=dtype)
+        if per_trajectory_names(self.model):
+            # One learned value per training trajectory: the table gets one row for each (and
+            # a model sized for other data is refused), before the optimiser takes it.
+            self.model.set_n_trajectories(len(self.train_data))
         # Each trajectory's values of the parameters the model takes from the data (None: the
         # model's own values serve every trajectory).
         self.train_rows = parameter_rows(
@@ -286,6 +306,18 @@ class Trainer:
         message = shared_parameters_warning(self.model, self.train_data)
         if message is not None:
             warnings.warn(message, PhysodeWarning, stacklevel=2)
+        names = per_trajectory_names(self.model)
+        if names and self.val_data is not None and (config.restore_best or config.patience):
+            warnings.warn(
+                f"the model learns {list(names)} per training trajectory, and the validation "
+                "trajectories are solved with the mean of the learned values: the validation "
+                "loss measures how well that mean serves unseen trajectories, not each training "
+                "trajectory's fit, yet restore_best (patience) chooses the weights by it, table "
+                "included. To keep the last epoch's fit, set restore_best=False (and leave "
+                "patience out), or train without validation data",
+                PhysodeWarning,
+                stacklevel=2,
+            )
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
             # (max_eval bounds them; its default for max_iter=1 would allow none), and no
@@ -405,9 +437,13 @@ class Trainer:
         target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
         start = batch[0].start
         t = data.t[start : start + self.length]
-        rows = self.train_rows if data is self.train_data else self.val_rows
+        training = data is self.train_data
+        rows = batch_rows(self.train_rows if training else self.val_rows, index)
+        # Parameters learned per trajectory: the training trajectories' own rows of the table
+        # (differentiated through), the held-out values for validation.
+        rows = learned_rows(self.model, rows, index if training else None, len(batch))
         sol = solve_rows(
-            self.model, target[0], t, batch_rows(rows, index), method=c.method, rtol=c.rtol,
+            self.model, target[0], t, rows, method=c.method, rtol=c.rtol,
             atol=c.atol, step_size=c.step_size, gradient=c.gradient, step_control=c.step_control,
         )
         pred, ref = sol.ys[1:], target[1:]
@@ -487,6 +523,9 @@ class Trainer:
         parameters = getattr(self.model, "physical_parameters", None)
         if parameters is not None:
             row.update({f"param_{k}": v for k, v in parameters().items()})
+        if per_trajectory_names(self.model):  # the mean of each per-trajectory parameter
+            held_out = self.model.held_out_parameters()
+            row.update({f"param_{k}_mean": v for k, v in held_out.items()})
         return row
 
     @torch.no_grad()
@@ -591,6 +630,9 @@ class Trainer:
             train_seconds=self.train_seconds,
             physical_parameters={} if parameters is None else parameters(),
             epochs_trained=self.epoch - first,
+            per_trajectory_parameters=(
+                self.model.per_trajectory_values() if per_trajectory_names(self.model) else {}
+            ),
         )
 
     def _between_epochs(self) -> dict[str, Any]:
@@ -718,12 +760,27 @@ class Trainer:
             step_size=c.step_size, conservation=conservation,
             conservation_tolerance=conservation_tolerance,
         )
+        if report.per_trajectory is not None:
+            report.per_trajectory = self._learned_versus_true(report.per_trajectory)
         if validation and (c.restore_best or c.patience is not None):
             report.note = (
                 "these are the validation trajectories, which chose the best epoch "
                 "(restore_best, patience): not an independent test; pass test_data=... for one"
             )
         return report
+
+    def _learned_versus_true(self, learned: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """``learned`` (a report's per-trajectory section) with each training trajectory's
+        stored true value beside its learned one, where the training data store them."""
+        data = self.train_data
+        names = list(getattr(data.system, "parameters", None) or [])
+        out = {}
+        for name, entry in learned.items():
+            entry = dict(entry)
+            if data.params is not None and name in names and data.params.shape[-1] == len(names):
+                entry["true"] = data.params[:, names.index(name)].tolist()
+            out[name] = entry
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -816,6 +873,7 @@ class Trainer:
         # A setting added after the checkpoint was written had its default value then.
         saved = {**TrainConfig().to_dict(), **state["config"]}
         changes = _changes(saved, mine, keys)
+        self._check_table(path, state)
         metadata = state.get("metadata")
         if isinstance(metadata, dict) and metadata and self.metadata:  # older checkpoints: none
             changes += _changes(metadata, self.metadata, {**self.metadata, **metadata})
@@ -841,6 +899,24 @@ class Trainer:
             self.metadata = dict(state["metadata"])
         if self.config.log is not None:
             write_log(self.history, self.config.log)
+
+    def _check_table(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose per-trajectory table has another number of rows than this
+        trainer's training data have trajectories."""
+        names = per_trajectory_names(self.model)
+        saved = state.get("model")
+        if not names or not isinstance(saved, Mapping):
+            return
+        for key, table in self.model.state_dict().items():
+            theirs = saved.get(key)
+            if not key.endswith("trajectory_values") or not isinstance(theirs, torch.Tensor):
+                continue
+            if theirs.shape[:1] != table.shape[:1]:
+                raise InvalidArgumentError(
+                    f"cannot resume {path}: the saved run learned {list(names)} per trajectory "
+                    f"for {theirs.shape[0]} training trajectories, and this trainer's training "
+                    f"data hold {table.shape[0]}; resume on the saved run's training data"
+                )
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Put the run in the state that ``state`` (a :meth:`state_dict`) describes."""
@@ -935,23 +1011,22 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
     names = list(getattr(data.system, "parameters", None) or [])
     if learned is None or data.params is None or data.params.shape[-1] != len(names):
         return None
-    learnable = set(learned())
+    learnable = set(learned()) - set(per_trajectory_names(model))
     low, high = data.params.amin(0).tolist(), data.params.amax(0).tolist()
     varying = [
-        f"{name} ({low[j]:g} to {high[j]:g})"
-        for j, name in enumerate(names)
-        if name in learnable and low[j] != high[j]
+        (name, j) for j, name in enumerate(names) if name in learnable and low[j] != high[j]
     ]
     if not varying:
         return None
+    ranges = ", ".join(f"{name} ({low[j]:g} to {high[j]:g})" for name, j in varying)
     return (
-        f"the training trajectories were simulated with different values of "
-        f"{', '.join(varying)}, but the model learns one value of "
-        f"{'it' if len(varying) == 1 else 'each'} for all of them: the fit is a compromise "
-        "that is no trajectory's own, and the stored values serve only as the evaluation's "
-        "ground truth. To recover the parameters, train on trajectories simulated with fixed "
-        "parameters (physode simulate without --params sample; params='default' in Python), one "
-        "data set per parameter set"
+        f"the training trajectories were simulated with different values of {ranges}, but the "
+        f"model learns one value of {'it' if len(varying) == 1 else 'each'} for all of them: "
+        "the fit is a compromise that is no trajectory's own, and the stored values serve only "
+        "as the evaluation's ground truth. To recover each trajectory's own value, learn it per "
+        f"trajectory: PhysicsModel(..., per_trajectory={[name for name, _ in varying]}) "
+        "(physode train: --per-trajectory NAMES); or train on trajectories simulated with fixed "
+        "parameters (physode simulate without --params sample; params='default' in Python)"
     )
 
 
