@@ -245,6 +245,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--min-delta", type=float, metavar="X", help="improvement --patience counts (default 0)"
     )
     train.add_argument(
+        "--restore-best", action=argparse.BooleanOptionalAction,
+        help="after training, load the weights of the best validation epoch; --no-restore-best "
+        "keeps the last epoch's (default True)",
+    )
+    train.add_argument(
         "--noisy",
         action="store_true",
         help="train and validate on the data set's noisy states (simulated with --noise); the "

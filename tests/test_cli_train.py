@@ -615,3 +615,20 @@ def test_a_bad_setting_is_named_as_the_command_line_spells_it(data, capsys):
     assert main(_train(data, "--epochs", "0")) == 2
     err = capsys.readouterr().err
     assert err.startswith("physode train: error: bad training settings: --epochs 0 (need ")
+
+
+@pytest.mark.parametrize("flag, expected", [("--no-restore-best", False), ("--restore-best", True)])
+def test_restore_best_is_a_flag_both_ways(data, tmp_path, flag, expected):
+    # A per-trajectory model's validation picks weights by the mean of its learned values; the
+    # command line can keep the last epoch's fit without a config file.
+    assert main(_neural(data, "--epochs", "2", flag, "--out", str(tmp_path))) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["config"]["restore_best"] is expected
+
+
+def test_restore_best_on_the_command_line_overrides_the_config(data, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("[train]\nrestore_best = true\n")
+    argv = ["--config", str(config), "--no-restore-best", "--out", str(tmp_path / "o")]
+    assert main(_neural(data, *argv)) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["restore_best"] is False

@@ -313,8 +313,8 @@ class Trainer:
                 "trajectories are solved with the mean of the learned values: the validation "
                 "loss measures how well that mean serves unseen trajectories, not each training "
                 "trajectory's fit, yet restore_best (patience) chooses the weights by it, table "
-                "included. To keep the last epoch's fit, set restore_best=False (and leave "
-                "patience out), or train without validation data",
+                "included. To keep the last epoch's fit, set restore_best=False (physode train "
+                "--no-restore-best) and leave patience out, or train without validation data",
                 PhysodeWarning,
                 stacklevel=2,
             )
