@@ -108,7 +108,7 @@ OUT appears (renamed from OUT.tmp) only when complete. See docs/data.md for the 
 
 
 def _add_simulate(subparsers) -> argparse.ArgumentParser:
-    from physode.data.simulation import DTYPES, METHODS, PARAM_MODES
+    from physode.data.simulation import DTYPES, METHODS
 
     parser = subparsers.add_parser(
         "simulate",
@@ -145,10 +145,12 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
     )
     options.add_argument(
         "--params",
-        choices=PARAM_MODES,
+        type=_params_mode,
         default="default",
-        help="`default`: the system's parameters, or `sample`: one draw per trajectory from "
-        "their ranges (default `default`)",
+        metavar="{default,sample,NAMES}",
+        help="`default`: the system's parameters, `sample`: one draw per trajectory from "
+        "their ranges, or comma-separated names (e.g. `l` or `l,m`): draw only those, the "
+        "others at their defaults (default `default`)",
     )
     options.add_argument(
         "--noise",
@@ -376,6 +378,20 @@ COMMANDS: list[Callable[..., argparse.ArgumentParser]] = [
     _add_check,
     _add_train,
 ]
+
+
+def _params_mode(text: str):
+    """``--params``: a mode of PARAM_MODES, or the names of the parameters to draw."""
+    from physode.data.simulation import PARAM_MODES
+
+    if text in PARAM_MODES:
+        return text
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give default, sample or parameter names separated by commas, e.g. l,m"
+        )
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:

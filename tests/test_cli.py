@@ -815,3 +815,19 @@ def test_train_names_a_missing_config_file_in_words(train_data, tmp_path, capsys
     error = capsys.readouterr().err
     reason = "No such file or directory"
     assert error == f"physode train: error: cannot read --config {missing}: {reason}\n"
+
+
+def test_simulate_params_takes_the_names_of_the_parameters_to_draw(tmp_path, capsys):
+    def argv(params, name):
+        return ["simulate", "pendulum", "-n", "3", "--t-end", "0.5", "--points", "2", "-o",
+                str(tmp_path / name), "--params", params, "-q"]  # fmt: skip
+
+    assert main(argv("l", "l.h5")) == 0
+    with physode.data.load(tmp_path / "l.h5") as data:
+        assert (data.params[:, 1] == 9.81).all() and np.unique(data.params[:, 2]).size == 3
+    assert main(argv("L", "bad.h5")) == 2
+    assert "['L'] are not parameters of 'pendulum'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv("l,,m", "bad.h5"))
+    assert exit_status.value.code == 2
+    assert "give default, sample or parameter names" in capsys.readouterr().err

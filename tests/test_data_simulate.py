@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -674,6 +675,7 @@ def test_sampled_masses_shape_the_initial_states_drawn_for_them(tmp_path):
         {"params": "sample", "noise": 0.05, "split": (0.5, 0.25, 0.25), "dtype": "float32",
          "method": "dopri5", "drift_threshold": 1e-3, "max_steps": 5000},
         {"rtol": 1e-9, "atol": 1e-11},
+        {"params": ["k"]},
     ],
 )  # fmt: skip
 def test_the_stored_command_line_rebuilds_the_file_bit_for_bit(tmp_path, settings):
@@ -1054,3 +1056,51 @@ def test_check_names_stored_states_that_are_not_finite_and_keeps_them_apart(tmp_
     assert "beyond tolerance" not in table and "worst inf" not in table
     assert "store such data sets as float64" in table
     assert table.splitlines()[-1].startswith(f"check failed: the file has {len(rows)} trajector")
+
+
+def test_params_naming_some_parameters_draws_those_and_keeps_the_others_at_their_defaults(
+    tmp_path,
+):
+    # Pendulums of different lengths, g and m as the system has them: each l is the one
+    # params="sample" draws with the same seed.
+    settings = {"trajectories": 5, "t_end": 0.5, "points": 3, "seed": 4, "quiet": True}
+    simulate("pendulum", out=tmp_path / "all.h5", params="sample", **settings)
+    simulate("pendulum", out=tmp_path / "l.h5", params=["l"], **settings)
+    with load(tmp_path / "all.h5") as every, load(tmp_path / "l.h5") as some:
+        names = list(some.system.parameters)
+        l_only = np.asarray(some.params)
+        column = names.index("l")
+        np.testing.assert_array_equal(l_only[:, column], every.params[:, column])
+        for name in ("m", "g"):
+            assert (l_only[:, names.index(name)] == some.system.parameters[name]).all()
+        assert np.unique(l_only[:, names.index("l")]).size == 5
+        assert "--params l " in some.attrs["command_line"]
+        assert json.loads(some.attrs["simulation"])["params"] == ["l"]
+        first = some.states[:, 0]
+    # The stored states are solved with each row's own l.
+    system = physode.systems.load("pendulum")
+    rhs = system.rhs(torch.zeros(()), torch.as_tensor(first), torch.as_tensor(l_only))
+    with load(tmp_path / "l.h5") as some:
+        np.testing.assert_allclose(some.derivatives[:, 0], rhs.numpy(), rtol=1e-12)
+
+
+def test_params_naming_every_parameter_is_sample_and_a_resume_matches_the_names(tmp_path):
+    settings = {"trajectories": 3, "t_end": 0.5, "points": 3, "quiet": True}
+    simulate("pendulum", out=tmp_path / "a.h5", params=["l", "g", "m"], **settings)
+    with load(tmp_path / "a.h5") as data:
+        assert json.loads(data.attrs["simulation"])["params"] == "sample"
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        (["L"], "['L'] are not parameters of 'pendulum'; its parameters are ['m', 'g', 'l']"),
+        ([], "choose one of ['default', 'sample'], or a list of the parameter names"),
+        ("some", "choose one of ['default', 'sample'], or a list of the parameter names"),
+    ],
+)
+def test_params_that_are_no_mode_or_no_parameters_are_refused(tmp_path, params, expected):
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(expected)):
+        simulate("pendulum", out=tmp_path / "x.h5", trajectories=2, t_end=0.5, points=2,
+                 params=params, quiet=True)  # fmt: skip
+    assert not (tmp_path / "x.h5").exists()

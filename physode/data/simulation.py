@@ -252,8 +252,11 @@ def _validate(
         problems.append(
             f"method={method!r} is not an adaptive method; choose one of {list(METHODS)}"
         )
-    if params not in PARAM_MODES:
-        problems.append(f"params={params!r}; choose one of {list(PARAM_MODES)}")
+    if not (isinstance(params, str) and params in PARAM_MODES) and not _names_list(params):
+        problems.append(
+            f"params={params!r}; choose one of {list(PARAM_MODES)}, or a list of the parameter "
+            "names to draw (the others keep their defaults)"
+        )
     if not isinstance(dtype, str) or dtype not in DTYPES:  # np.dtype("float32") == "float32"
         problems.append(f"dtype={dtype!r}; choose one of {list(DTYPES)}")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
@@ -389,6 +392,51 @@ def _blocks(sample, seed: int, stream: int, block_params=None) -> Callable[[int]
         return sample(_SAMPLE_BLOCK, seed=_derived_seed(seed, stream, k), **options)
 
     return block
+
+
+def _names_list(params: Any) -> bool:
+    """Whether ``params`` is a non-empty list or tuple of strings (names to sample)."""
+    return (
+        isinstance(params, list | tuple)
+        and len(params) > 0
+        and all(isinstance(name, str) for name in params)
+    )
+
+
+def _sampled_names(system, params):
+    """``params`` as the run stores it: a mode, or the names to sample in the system's order
+    (``"sample"`` when they are all of them)."""
+    if isinstance(params, str):
+        return params
+    names = list(system.parameters)
+    unknown = [name for name in params if name not in names]
+    if unknown:
+        raise InvalidArgumentError(
+            f"params={list(params)!r}: {unknown} are not parameters of {system.name!r}; its "
+            f"parameters are {names}"
+        )
+    chosen = [name for name in names if name in params]
+    return "sample" if chosen == names else chosen
+
+
+def _kept_defaults(system, params, block: Callable[[int], torch.Tensor]):
+    """``block`` with the parameters that ``params`` does not sample set to their defaults.
+
+    ``params`` is ``"sample"`` (every parameter drawn) or the names of those drawn. Every
+    parameter is drawn all the same, so a sampled one takes the value that ``"sample"`` would
+    give it with the same seed."""
+    if params == "sample":
+        return block
+    names = list(system.parameters)
+    fixed = [j for j, name in enumerate(names) if name not in params]
+    defaults = torch.tensor([system.parameters[names[j]] for j in fixed], dtype=torch.float64)
+
+    def kept(k: int) -> torch.Tensor:
+        rows = block(k).clone()
+        rows[:, fixed] = defaults.to(rows.dtype)
+        return rows
+
+    return kept
 
 
 def _draw_rows(block: Callable[[int], torch.Tensor], start: int, stop: int) -> torch.Tensor:
@@ -559,9 +607,12 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     seed = run["seed"]
     n_state = len(system.state_names)
     indices = range(start, stop)
-    if run["params"] == "sample":
+    if run["params"] != "default":
         # Each block of parameters is drawn once and also handed to the states drawn for it.
-        param_block = functools.cache(_blocks(system.sample_parameters, seed, _STREAM_PARAMS))
+        param_block = functools.cache(
+            _kept_defaults(system, run["params"], _blocks(system.sample_parameters, seed,
+                                                         _STREAM_PARAMS))
+        )  # fmt: skip
         p = _draw_rows(param_block, start, stop)
         state_block = _blocks(system.sample_initial_states, seed, _STREAM_STATE, param_block)
     else:
@@ -571,7 +622,7 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     y0 = _draw_rows(state_block, start, stop)
 
     solver = run["solver"]
-    if run["params"] == "sample":
+    if run["params"] != "default":
         field, z0 = _AugmentedField(system, n_state), torch.cat([y0, p], dim=-1)
         # The solver's error norm is an RMS over all of z, whose parameter part never errs:
         # scaling both tolerances by sqrt(n_state / len(z)) makes it the RMS over y alone.
@@ -664,6 +715,11 @@ def _not_finite_when_stored(
     return rows
 
 
+def _params_option(params) -> str:
+    """``--params``'s value for ``params``: a mode, or the sampled names joined by commas."""
+    return params if isinstance(params, str) else ",".join(params)
+
+
 def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str:
     solver = run["solver"]
     argv = [
@@ -672,7 +728,7 @@ def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str
         "--points", str(run["points"]), "--out", str(out), "--seed", str(run["seed"]),
         "--method", solver["method"],
         "--rtol", repr(solver["rtol"]), "--atol", repr(solver["atol"]),
-        "--params", run["params"], "--noise", repr(run["noise"]),
+        "--params", _params_option(run["params"]), "--noise", repr(run["noise"]),
         "--split", ",".join(repr(x) for x in run["split"]), "--dtype", run["dtype"],
         "--chunk-size", str(chunk_size), "--drift-threshold", repr(run["drift_threshold"]),
         "--max-steps", str(solver["max_steps"]),
@@ -839,9 +895,11 @@ def simulate(
     method, rtol, atol : str, float, float
         Adaptive solver method (one of ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``) and
         tolerances. The integration runs in float64 whatever ``dtype``.
-    params : {"default", "sample"}
+    params : {"default", "sample"} or list of str
         The system's default parameters for every trajectory, or one draw per trajectory from the
-        system's parameter ranges.
+        system's parameter ranges; a list of names draws only those (the others keep their
+        defaults), each with the value ``"sample"`` would give it (``["l"]`` for pendulums of
+        different lengths, to learn ``g`` from them or ``l`` per trajectory).
     noise : float
         Standard deviation of Gaussian observation noise added to the states and stored as
         ``/noisy_states`` beside the clean ones; 0 stores none.
@@ -945,6 +1003,7 @@ def simulate(
                 "expressions), so a data set could not rebuild it; write it as a specification "
                 "file and pass its path"
             )
+        params = _sampled_names(system, params)
         _warn_of_empty_splits(trajectories, split)  # once the arguments are known to be good
         run = {
             "format": FORMAT_NAME,
