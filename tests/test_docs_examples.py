@@ -41,7 +41,7 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
-              ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
+              ("training.md", 6), ("diagnostics.md", 0), ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -179,6 +179,16 @@ def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(c
     report = ns["report"]
     assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
     assert ns["trainer"].train_data.states.dtype == torch.float64
+
+
+def test_missing_observations_example_merges_the_series_and_recovers_k(capsys):
+    ns = _run("training.md", 6)
+    assert capsys.readouterr().out.splitlines()[0] == "33 False"  # as its comment says
+    data = ns["data"]
+    assert int(data.observed.sum()) == 2 * (25 + 9 + 7) - 2  # two momenta missing
+    assert ns["model"].physical_parameters()["k"] == pytest.approx(1.0, rel=1e-5)
+    errors = ns["report"].mse_per_trajectory
+    assert len(errors) == 3 and max(errors) < 1e-10
 
 
 def test_diagnostics_rollout_example_drifts_as_its_comments_say():

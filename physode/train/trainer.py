@@ -124,7 +124,9 @@ class Trainer:
 
     Each batch takes ``batch_size`` windows of ``window`` consecutive points, solves the model
     from each window's first state over the window's times (one batched solve) and takes the
-    mean squared error of the later points (components ``observe``). Windows that start at
+    mean squared error of the later points (components ``observe``; where the data miss values,
+    ``NaN``, over the observed ones: see ``docs/training.md``, "Missing observations and
+    irregular sampling"). Windows that start at
     different times share one solve when the grid is uniform and the model declares that it
     ignores ``t`` (``model.autonomous = True``); otherwise a batch holds windows with one start,
     solved at their own times. physode's models declare it; a model that does not is taken to
