@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import physode
 import physode.train.data as train_data
@@ -266,3 +267,38 @@ def test_rollout_errors_are_taken_over_the_observed_values_and_none_where_there_
     report = rollout_report(off, only_first, horizon=2.5)
     assert report.mse_beyond is None and report.mse_within > 0
     assert "mse beyond horizon  -" in str(report)
+
+
+class _ScalarReads(TorchDispatchMode):
+    """Counts the reads of float and integer scalars from tensors (each would wait for a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].dtype in (
+            torch.float64, torch.int64
+        ):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_masked_losses_read_nothing_more_from_the_device_than_complete_data():
+    _, t, ys = oscillator_data(n=4, points=21)
+    holes = remove(ys, 0.3)
+
+    def reads(states, batch_size: int) -> tuple[int, int]:
+        model = physode.models.NeuralODE(2, width=4, depth=1)
+        trainer = Trainer(model, (t, states), val_data=(t, states), epochs=1, window=5,
+                          batch_size=batch_size, batches_per_epoch=5, method="rk4",
+                          step_size=0.1)  # fmt: skip
+        with _ScalarReads() as epoch:
+            trainer.train_epoch()
+        with _ScalarReads() as validation:
+            trainer.validation_loss()
+        return epoch.count, validation.count
+
+    complete, masked = reads(ys, 2), reads(holes, 2)
+    assert masked[0] == complete[0]  # the epoch: its losses read once, as on complete data
+    assert reads(holes, 16)[1] == masked[1] == complete[1]  # validation: once, whatever the batches
