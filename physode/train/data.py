@@ -231,7 +231,7 @@ class Trajectories:
             )
         states = torch.full((len(pairs), len(grid), n), math.nan, dtype=dtype)
         for i, (t_i, y_i) in enumerate(zip(times, values, strict=True)):
-            states[i, torch.searchsorted(grid, t_i)] = y_i.to(dtype)
+            states[i, torch.searchsorted(grid, t_i.contiguous())] = y_i.to(dtype)
         return cls(grid, states, params, system)
 
     @property
