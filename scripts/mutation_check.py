@@ -50,6 +50,7 @@ SOLVER = (
 )  # fmt: skip
 SYMBOLIC = ("test_symbolic", "test_symbolic_validation", "test_systems_catalogue")
 TRAIN = ("test_train", "test_models")
+MISSING = ("test_train_missing",)
 DATA = ("test_data_store", "test_data_simulate", "test_data_dataset")
 
 
@@ -238,9 +239,17 @@ MUTANTS = (
            '        drifted |= (worst > run["drift_threshold"]) & ~failed',
            "a NaN drift is not flagged", DATA),
     Mutant("physode/train/evaluate.py",
-           "        simulated = ground_truth(system, y0, t, data.params)",
-           "        simulated = ground_truth(system, y0, t, None)",
+           "                simulated = ground_truth(system, y0, times, params)",
+           "                simulated = ground_truth(system, y0, times, None)",
            "truth past the data at the default parameters", TRAIN),
+    Mutant("physode/train/trainer.py",
+           "    return error.pow(2).sum() / count.clamp(min=1), count",
+           "    return error.pow(2).sum() / seen.numel(), count",
+           "masked loss averaged over missing values too", MISSING),
+    Mutant("physode/train/data.py",
+           "    usable = whole[:, : last + 1] & (after[:, starts + length] > after[:, starts + 1])",
+           "    usable = seen[:, : last + 1] & (after[:, starts + length] > after[:, starts + 1])",
+           "windows start at incomplete states", MISSING),
     # -- reading data sets (physode/data/_store.py)
     Mutant("physode/data/_store.py", "    if version > FORMAT_VERSION:\n",
            "    if version > FORMAT_VERSION + 1:\n", "a newer format version read", DATA),

@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from physode.data import load_lynx_hare
@@ -36,3 +37,47 @@ def test_the_repository_copy_and_the_packaged_copy_are_one_file():
     top_level = REPO / "data" / "lynx_hare.csv"
     assert top_level.resolve() == (REPO / "physode" / "data" / "lynx_hare.csv").resolve()
     assert top_level.read_text() == packaged.read_text()
+
+
+def test_load_csv_reads_empty_cells_as_missing_and_the_series_trains(tmp_path):
+    import physode
+    from physode.data import load_csv
+    from physode.train import Trajectories
+
+    path = tmp_path / "counts.csv"
+    path.write_text("# counted by hand\nyear,hare,lynx\n1900,30,4\n1901,,6.1\n1903,70.2,\n"
+                    "1904,77.4,35.2\n\n")  # fmt: skip
+    series = load_csv(path)
+    assert series.state_names == ("hare", "lynx") and series.time_unit == "year"
+    assert series.provenance == "counted by hand"
+    np.testing.assert_array_equal(series.years, [1900, 1901, 1903, 1904])
+    assert series.t.tolist() == [0.0, 1.0, 3.0, 4.0]
+    assert series.ys.isnan().nonzero().tolist() == [[1, 0], [2, 1]]
+    data = Trajectories(series.t, series.ys)
+    model = physode.models.NeuralODE(2, width=4, depth=1)
+    result = physode.train.Trainer(model, data, epochs=2, window=3).fit()
+    assert all(np.isfinite(row["loss"]) for row in result.history)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("t,x\n0,1\n1,2,3\n", "data row 2 has 3 cells, the header 2"),
+        ("t,x\n0,1\n1,abc\n", r"unreadable value 'abc' in column 'x'"),
+        ("t,x\n0,1\n1,inf\n", r"unreadable value 'inf' in column 'x'"),
+        ("t,x\n0,1\n,2\n", r"unreadable value '' in column 't' \(need a finite time\)"),
+        ("t,x\n0,1\n0,2\n", "the times in column 't' must increase"),
+        ("t\n0\n1\n", "expected a time column and at least one value column"),
+        ("t,x\n", "expected a header row and at least one row of values"),
+    ],
+)
+def test_load_csv_refuses_malformed_files(tmp_path, text, message):
+    import physode
+    from physode.data import load_csv
+
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(physode.DataFormatError, match=message):
+        load_csv(path)
+    with pytest.raises(physode.DataFormatError, match="cannot read it"):
+        load_csv(tmp_path / "missing.csv")

@@ -189,6 +189,16 @@ def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(c
     assert ns["trainer"].train_data.states.dtype == torch.float64
 
 
+def test_missing_observations_example_merges_the_series_and_recovers_k(capsys):
+    ns = _run("training.md", 6)
+    assert capsys.readouterr().out.splitlines()[0] == "33 False"  # as its comment says
+    data = ns["data"]
+    assert int(data.observed.sum()) == 2 * (25 + 9 + 7) - 2  # two momenta missing
+    assert ns["model"].physical_parameters()["k"] == pytest.approx(1.0, rel=1e-5)
+    errors = ns["report"].mse_per_trajectory
+    assert len(errors) == 3 and max(errors) < 1e-10
+
+
 def test_diagnostics_rollout_example_drifts_as_its_comments_say():
     ns = _run("diagnostics.md", 0)
     assert ns["p"].tolist() == [1.0, 9.0, 1.0]

@@ -19,7 +19,7 @@ from physode.data.checking import (
     check,
     drift_per_trajectory,
 )
-from physode.data.real import TimeSeries, load_lynx_hare
+from physode.data.real import TimeSeries, load_csv, load_lynx_hare
 from physode.data.simulation import SimulationResult, simulate
 from physode.data.stored import TrajectoryFile, load
 from physode.data.torch_dataset import TrajectoryDataset
@@ -39,6 +39,7 @@ __all__ = [
     "check",
     "drift_per_trajectory",
     "load",
+    "load_csv",
     "load_lynx_hare",
     "simulate",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, PhysodeWarning
+
+# Trajectories.from_irregular: the largest merged array it builds, and the grid size from which
+# it warns that every solve outputs at many times.
+MAX_MERGED_VALUES = 10**8
+MANY_MERGED_TIMES = 10_000
 
 
 @dataclass
 class Trajectories:
-    """Trajectories sampled on one shared time grid.
+    """Trajectories sampled on one shared time grid, with ``NaN`` where a value is missing.
 
     Parameters
     ----------
@@ -23,19 +30,35 @@ class Trajectories:
         Strictly increasing, finite sample times (integer times, e.g. years, are taken as they
         are and cast to the states' dtype).
     states : Tensor, NumPy array or nested list, shape (N, P, n) or (P, n)
-        ``states[i, j]`` is trajectory ``i`` at ``t[j]``; finite. Tensors and arrays keep their
-        dtype (a float32 array trains in float32 unless ``TrainConfig.dtype`` says otherwise);
-        Python lists of numbers are read as float64, like the Python floats they hold.
+        ``states[i, j]`` is trajectory ``i`` at ``t[j]``. ``NaN`` marks a missing observation
+        (a dropped sample, one component not measured): losses and errors are taken over the
+        observed values only. Each trajectory's first observed time must be observed whole (it
+        is the state a rollout starts from), and every component must be observed somewhere;
+        infinite values are refused. Tensors and arrays keep their dtype (a float32 array
+        trains in float32 unless ``TrainConfig.dtype`` says otherwise); Python lists of numbers
+        are read as float64, like the Python floats they hold. Trajectories sampled at
+        different times: :meth:`from_irregular`.
     params : Tensor, shape (N, n_params), optional
         The physical parameters each trajectory was generated with.
     system : physode.System, optional
         The system that generated them (for ground truth beyond the horizon and conservation).
 
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For badly shaped or typed arrays, times that are not finite or not increasing, infinite
+        states, a trajectory whose first observed state is incomplete (or that has no
+        observation at all), or a state component observed nowhere.
+
     Examples
     --------
     >>> data = Trajectories(torch.linspace(0, 1, 11), torch.zeros(3, 11, 2))
-    >>> len(data), data.n_points, data.n_state
-    (3, 11, 2)
+    >>> len(data), data.n_points, data.n_state, data.complete
+    (3, 11, 2, True)
+    >>> states = torch.zeros(3, 11, 2)
+    >>> states[1, 4:6] = float("nan")          # trajectory 1 missed two samples
+    >>> Trajectories(torch.linspace(0, 1, 11), states).complete
+    False
     """
 
     t: torch.Tensor
@@ -69,17 +92,162 @@ class Trajectories:
             )
         if not problems and (t.is_complex() or t.dtype == torch.bool):  # integers are fine
             problems.append(f"t has dtype {t.dtype}; give real times, e.g. t.double()")
-        found = [] if problems else non_finite(t, states)
+        found = [] if problems else non_finite(t, states, missing_allowed=True)
         if found:
-            problems += [*found, "leave those trajectories or times out, or repair them"]
+            problems += [
+                *found,
+                "leave those values out (NaN marks a missing observation) or repair them",
+            ]
         if not problems and not bool((t[1:] > t[:-1]).all()):
             problems.append("t must be strictly increasing")
+        if not problems:
+            problems += _missing_problems(t, states)
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
         self.t = t.to(states.dtype)
         self.states = states
         if self.params is not None:
             self.params = torch.as_tensor(self.params, dtype=states.dtype)
+
+    @classmethod
+    def from_irregular(
+        cls,
+        samples: Sequence[tuple[Any, Any]],
+        params: Any = None,
+        system: Any = None,
+    ) -> Trajectories:
+        """Trajectories sampled at their own times (or of different lengths), merged onto the
+        union of their times with ``NaN`` where a trajectory has no sample.
+
+        Parameters
+        ----------
+        samples : sequence of (t_i, states_i)
+            One pair per trajectory: strictly increasing, finite times ``t_i`` of shape
+            ``(P_i,)`` and its states ``states_i`` of shape ``(P_i, n)`` (``NaN`` for a
+            missing component, as in :class:`Trajectories`). Times are compared exactly, in the
+            states' dtype: round measured times to their resolution first, or two readings a
+            rounding apart become two grid times.
+        params, system
+            As for :class:`Trajectories`.
+
+        Returns
+        -------
+        Trajectories
+            On the sorted union of every ``t_i`` (``P`` times); trajectory ``i`` holds
+            ``states_i`` at its own times and ``NaN`` elsewhere. The states take the promoted
+            dtype of the ``states_i``.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            For no pairs, a pair that is not ``(t_i, states_i)`` of matching lengths, states of
+            different widths, times that are not finite or not increasing, fewer than two
+            times in all, or a merged array of more than ``MAX_MERGED_VALUES`` (10**8) values.
+
+        Warns
+        -----
+        physode.PhysodeWarning
+            When the union holds more than ``MANY_MERGED_TIMES`` (10,000) times: every solve
+            outputs the states at each grid time of its window.
+
+        Examples
+        --------
+        >>> data = Trajectories.from_irregular([
+        ...     ([0.0, 1.0, 2.0], [[1.0], [0.5], [0.25]]),
+        ...     ([0.5, 1.5], [[2.0], [1.0]]),
+        ... ])
+        >>> data.t.tolist()
+        [0.0, 0.5, 1.0, 1.5, 2.0]
+        >>> data.states[1, :, 0].tolist()
+        [nan, 2.0, nan, 1.0, nan]
+        """
+        try:
+            pairs = list(samples)
+        except TypeError:
+            pairs = None
+        if not pairs:
+            raise InvalidArgumentError(
+                "from_irregular needs a non-empty list of (t_i, states_i) pairs, one per "
+                f"trajectory, got {samples!r:.80}"
+            )
+        times, values = [], []
+        for i, pair in enumerate(pairs):
+            if not _is_pair(pair):
+                raise InvalidArgumentError(
+                    f"sample {i} of from_irregular must be a pair (t_i, states_i), got "
+                    f"{type(pair).__name__}"
+                )
+            t_i, y_i = _as_tensor(f"t of sample {i}", pair[0]), _as_tensor(
+                f"states of sample {i}", pair[1]
+            )
+            if t_i.ndim != 1 or y_i.ndim != 2 or y_i.shape[0] != t_i.shape[0]:
+                raise InvalidArgumentError(
+                    f"sample {i}: need t_i of shape (P_i,) and states_i of shape (P_i, n), got "
+                    f"{tuple(t_i.shape)} and {tuple(y_i.shape)}"
+                )
+            if y_i.shape[1] != (values[0].shape[1] if values else y_i.shape[1]):
+                raise InvalidArgumentError(
+                    f"sample {i} has {y_i.shape[1]} state components, sample 0 has "
+                    f"{values[0].shape[1]}; every trajectory needs the same components"
+                )
+            if not y_i.is_floating_point():
+                raise InvalidArgumentError(
+                    f"states of sample {i} have dtype {y_i.dtype}; give floating-point states"
+                )
+            times.append(t_i)
+            values.append(y_i)
+        dtype = values[0].dtype
+        for y_i in values[1:]:
+            dtype = torch.promote_types(dtype, y_i.dtype)
+        for i, t_i in enumerate(times):
+            if t_i.is_complex() or t_i.dtype == torch.bool:
+                raise InvalidArgumentError(
+                    f"t of sample {i} has dtype {t_i.dtype}; give real times"
+                )
+            t_i = times[i] = t_i.to(dtype)
+            if not bool(torch.isfinite(t_i).all()):
+                raise InvalidArgumentError(f"t of sample {i} holds non-finite times")
+            if not bool((t_i[1:] > t_i[:-1]).all()):
+                raise InvalidArgumentError(
+                    f"t of sample {i} must be strictly increasing (in {dtype}, the states' dtype)"
+                )
+        grid = torch.unique(torch.cat(times))  # sorted
+        n, size = values[0].shape[1], len(pairs) * len(grid) * values[0].shape[1]
+        if size > MAX_MERGED_VALUES:
+            raise InvalidArgumentError(
+                f"the {len(pairs)} trajectories share few times: their union has {len(grid)} "
+                f"times, and the merged states would hold {size:.3g} values (at most "
+                f"{MAX_MERGED_VALUES:.0e}); round the times to a common resolution, or train on "
+                "groups of trajectories that share their times"
+            )
+        if len(grid) > MANY_MERGED_TIMES:
+            warnings.warn(
+                f"the merged time grid of {len(pairs)} trajectories has {len(grid)} times: every "
+                "solve outputs the states at each grid time of its window, and a window of "
+                "`window` points spans grid times, not a trajectory's own samples; round the "
+                "times to a common resolution to shrink the grid",
+                PhysodeWarning,
+                stacklevel=2,
+            )
+        states = torch.full((len(pairs), len(grid), n), math.nan, dtype=dtype)
+        for i, (t_i, y_i) in enumerate(zip(times, values, strict=True)):
+            states[i, torch.searchsorted(grid, t_i.contiguous())] = y_i.to(dtype)
+        return cls(grid, states, params, system)
+
+    @property
+    def observed(self) -> torch.Tensor:
+        """Which values are observed (not ``NaN``), a bool tensor of ``states``' shape."""
+        return ~torch.isnan(self.states)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every value is observed (no ``NaN`` in ``states``)."""
+        return not bool(torch.isnan(self.states).any())
+
+    @property
+    def first_observed(self) -> torch.Tensor:
+        """Each trajectory's first observed time index (its initial state), shape ``(N,)``."""
+        return self.observed.any(-1).int().argmax(1)
 
     def __len__(self) -> int:
         return self.states.shape[0]
@@ -129,18 +297,66 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
     except (TypeError, ValueError, RuntimeError) as exc:
         raise InvalidArgumentError(
             f"{name} must be a tensor, a NumPy array or a rectangular list of real numbers, got "
-            f"{type(value).__name__} ({str(exc).splitlines()[0]})"
+            f"{type(value).__name__} ({str(exc).splitlines()[0]}); for trajectories of "
+            "different lengths or times use Trajectories.from_irregular([(t_i, states_i), ...])"
         ) from None
 
 
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple | list) and len(value) == 2
+
+
+def _missing_problems(t: torch.Tensor, states: torch.Tensor) -> list[str]:
+    """What makes the missing values (``NaN``) of ``states`` (N, P, n) unusable: a state
+    component observed nowhere, a trajectory with no observation, or one whose first observed
+    state is incomplete (a rollout starts from it)."""
+    missing = torch.isnan(states)
+    if not bool(missing.any()):
+        return []
+    problems = []
+    never = missing.all(dim=(0, 1)).nonzero().flatten().tolist()
+    if never:
+        problems.append(
+            f"state components {never} are never observed (NaN in every trajectory): a model "
+            "cannot be fitted to them, so leave them out of the states"
+        )
+        return problems
+    empty = missing.all(dim=(1, 2)).nonzero().flatten().tolist()
+    if empty:
+        problems.append(
+            f"trajectories {empty[:10]}{' ...' * (len(empty) > 10)} have no observed value "
+            "(NaN throughout): leave them out"
+        )
+    seen = ~missing.all(-1)  # (N, P): some component observed
+    first = seen.int().argmax(1)
+    rows = torch.arange(states.shape[0])
+    partial = (missing[rows, first].any(-1) & seen.any(1)).nonzero().flatten().tolist()
+    if partial:
+        i = partial[0]
+        j = int(first[i])
+        gaps = missing[i, j].nonzero().flatten().tolist()
+        problems.append(
+            f"trajectories {partial[:10]}{' ...' * (len(partial) > 10)} have no observed "
+            f"initial state: trajectory {i} is first observed at time index {j} "
+            f"(t={float(t[j]):g}) but misses components {gaps} there; a rollout starts from "
+            "a whole state, so leave out the incomplete first samples (or fill them in)"
+        )
+    return problems
+
+
 def non_finite(
-    t: torch.Tensor, states: torch.Tensor, trajectories: Sequence[int] | None = None
+    t: torch.Tensor,
+    states: torch.Tensor,
+    trajectories: Sequence[int] | None = None,
+    missing_allowed: bool = False,
 ) -> list[str]:
     """Describe the NaN and infinite values of ``t`` and ``states`` (N, P, n), one problem each.
 
     A non-finite state would drive the parameters to NaN in training, or the validation loss to
     NaN every epoch, so the data are refused with where they break. ``trajectories`` names the
-    rows of ``states`` (default ``0 .. N-1``), e.g. their numbers in a file.
+    rows of ``states`` (default ``0 .. N-1``), e.g. their numbers in a file. With
+    ``missing_allowed`` a ``NaN`` state is a missing observation, and only infinite states
+    are described (a NaN time still is).
 
     Examples
     --------
@@ -153,14 +369,16 @@ def non_finite(
     bad_t = (~torch.isfinite(t)).nonzero().flatten().tolist()
     if bad_t:
         problems.append(f"t holds non-finite times at indices {bad_t[:10]}")
-    bad = ~torch.isfinite(states)
+    bad = states.isinf() if missing_allowed else ~torch.isfinite(states)
+    what = "infinite value" if missing_allowed else "non-finite value"
     count = int(bad.sum())
     if count:
         rows = bad.any(dim=(1, 2)).nonzero().flatten().tolist()
         labels = rows if trajectories is None else [int(trajectories[r]) for r in rows]
         j = int(bad[rows[0]].any(dim=1).nonzero()[0])  # the first bad time of the first row
         problem = (
-            f"states hold {count} non-finite value{'s' if count > 1 else ''} (NaN or inf), "
+            f"states hold {count} {what}{'s' if count > 1 else ''}"
+            f"{'' if missing_allowed else ' (NaN or inf)'}, "
             f"first in trajectory {labels[0]} at time index {j} (t={float(t[j]):g})"
         )
         if len(labels) > 1:
@@ -294,10 +512,67 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
 
 @dataclass(frozen=True)
 class Window:
-    """One training example: trajectory ``index``, points ``start .. start + length - 1``."""
+    """One training example: trajectory ``index``, points ``start .. start + length - 1``
+    (``length``: the trainer's window length where ``None``; whole trajectories that start
+    after the grid's first time are shorter)."""
 
     index: int
     start: int
+    length: int | None = None
+
+
+def windows_of(
+    data: Trajectories, length: int | None, stride: int, observe: list[int] | None = None
+) -> list[Window]:
+    """The windows of ``data``: ``length`` points each (``None``: whole trajectories), starts
+    ``stride`` apart.
+
+    Complete data give every trajectory the windows of :func:`window_starts`. Where values are
+    missing, a window starts only at a time where its trajectory is observed whole, and a
+    window without an observation (of the components ``observe``) after its start is left
+    out: a trajectory's windows start at its first such time, then at the first one at least
+    ``stride`` points after the previous start, and at the last one (on a complete trajectory
+    these are the starts of :func:`window_starts`). Whole trajectories start at each
+    trajectory's first observed time and end at the grid's last.
+
+    Examples
+    --------
+    >>> states = torch.ones(1, 8, 1)
+    >>> states[0, [2, 5]] = float("nan")
+    >>> [w.start for w in windows_of(Trajectories(torch.arange(8.0), states), 3, 2)]
+    [0, 3, 4]
+    """
+    n, points = len(data), data.n_points
+    if data.complete:
+        if length is None:
+            return [Window(i, 0) for i in range(n)]
+        starts = window_starts(points, length, stride)
+        return [Window(i, s) for i in range(n) for s in starts]
+    observed = data.observed
+    whole = observed.all(-1)  # (N, P): a window may start here
+    seen = (observed if observe is None else observed[..., observe]).any(-1)
+    # after[i, k]: observations of trajectory i at indices below k.
+    after = torch.nn.functional.pad(seen.long().cumsum(1), (1, 0))
+    windows = []
+    if length is None:
+        first = data.first_observed.tolist()
+        for i, s in enumerate(first):
+            if after[i, points] > after[i, s + 1]:
+                windows.append(Window(i, s, None if s == 0 else points - s))
+        return windows
+    last = points - length
+    starts = torch.arange(last + 1)
+    usable = whole[:, : last + 1] & (after[:, starts + length] > after[:, starts + 1])
+    for i in range(n):
+        valid = usable[i].nonzero().flatten().tolist()
+        chosen: list[int] = []
+        for s in valid:
+            if not chosen or s >= chosen[-1] + stride:
+                chosen.append(s)
+        if valid and chosen[-1] != valid[-1]:
+            chosen.append(valid[-1])
+        windows += [Window(i, s) for s in chosen]
+    return windows
 
 
 def window_starts(n_points: int, length: int, stride: int) -> list[int]:

@@ -39,18 +39,24 @@ class RolloutReport:
         End of the training horizon; errors after it are extrapolation.
     predicted, truth : Tensor, shape (N, P, n)
         The model's rollouts and the ground truth.
-    mse : float
-        Mean squared error over the whole rollout (observed components, initial point excluded).
+    mse : float or None
+        Mean squared error over the whole rollout (observed components, initial point excluded);
+        where the data miss values, over the values they observe, each weighing the same
+        (``None`` when they observe none after the initial states).
     mse_within, mse_beyond : float or None
         Mean squared error (observed components, the initial point excluded) at times
         ``t <= horizon`` and ``t > horizon``; ``None`` where there are no such times (the
-        rollout stops at the horizon, or the held-out data start after it).
-    mse_per_trajectory : list of float
-        Over the whole rollout, one value per trajectory.
+        rollout stops at the horizon, or the held-out data start after it) or no observed value
+        at them.
+    mse_per_trajectory : list of float or None
+        Over the whole rollout, one value per trajectory (``None`` for a trajectory with no
+        observed value after its initial state).
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
         Conservation of the system's invariants along the rollouts (at the model's learned
         parameter values, the trajectories' own elsewhere) and along the truth (at the
-        trajectories' parameters); ``None`` without a system.
+        trajectories' parameters); ``None`` without a system. Where the data miss values the
+        truth's report is ``None`` (an invariant needs whole states), and so is the
+        rollouts' where the trajectories start at different times.
     note : str or None
         A caveat on the trajectories rolled out, printed with the report: for example that
         :meth:`Trainer.evaluate` used the validation trajectories, which chose the best epoch,
@@ -67,10 +73,10 @@ class RolloutReport:
     horizon: float
     predicted: torch.Tensor
     truth: torch.Tensor
-    mse: float
+    mse: float | None
     mse_within: float | None
     mse_beyond: float | None
-    mse_per_trajectory: list[float]
+    mse_per_trajectory: list[float | None]
     conservation_model: Any = None
     conservation_truth: Any = None
     note: str | None = None
@@ -98,13 +104,14 @@ class RolloutReport:
         return json_ready(out)
 
     def __str__(self) -> str:
-        within, beyond = (
-            "-" if value is None else f"{value:.3e}" for value in (self.mse_within, self.mse_beyond)
+        whole, within, beyond = (
+            "-" if value is None else f"{value:.3e}"
+            for value in (self.mse, self.mse_within, self.mse_beyond)
         )
         lines = [
             f"rollout of {self.predicted.shape[0]} held-out trajectories to t = "
             f"{float(self.t[-1]):g} (training horizon {self.horizon:g})",
-            f"  mse                 {self.mse:.3e}",
+            f"  mse                 {whole}",
             f"  mse within horizon  {within}",
             f"  mse beyond horizon  {beyond}",
         ]
@@ -252,6 +259,14 @@ def _mse(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] | None = None) 
     return (a - b).pow(2).mean() if dims is None else (a - b).pow(2).mean(dims)
 
 
+def _masked_mean(pred: torch.Tensor, ref: torch.Tensor, seen: torch.Tensor) -> float | None:
+    """Mean squared error over the entries ``seen`` marks, ``None`` where it marks none."""
+    count = int(seen.sum())
+    if count == 0:
+        return None
+    return float(torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0).pow(2).sum() / count)
+
+
 @torch.no_grad()
 def rollout_report(
     model: nn.Module,
@@ -276,7 +291,9 @@ def rollout_report(
         The trained ``f(t, y)``, rolled out in eval mode (``model.eval()``) and left in the
         mode it was in.
     data : Trajectories
-        Held-out ground truth.
+        Held-out ground truth. Where it misses values (``NaN``), each trajectory is rolled out
+        from its first observed time (its prediction is ``NaN`` before it) and the errors are
+        taken over the observed values (see :class:`RolloutReport`).
     horizon : float, optional
         End of the training horizon (default: the data's last time).
     t_end : float, optional
@@ -322,36 +339,49 @@ def rollout_report(
     horizon = t_last if horizon is None else float(horizon)
     t = rollout_times(data.t, t_end)
     n_data = min(len(t), data.n_points)
-    dtype = data.states.dtype
-    y0 = data.states[:, 0]
-    if len(t) > data.n_points:
-        if system is None:
-            raise InvalidArgumentError(
-                f"t_end={t_end} lies beyond the data's last time {t_last:g}, and the data have no "
-                "system to simulate the ground truth there: give the data their system, "
-                "Trajectories(t, ys, system=physode.systems.load(...)) (for Trainer.evaluate, "
-                "the training data or test_data; for rollout_report, also system=...), or roll "
-                f"out no further than t_end={t_last:g}"
-            )
-        simulated = ground_truth(system, y0, t, data.params)
-        truth = torch.cat([data.states[:, :n_data], simulated[:, n_data:].to(dtype)], dim=1)
-    else:
-        truth = data.states[:, :n_data]
+    complete = data.complete
+    # Each trajectory starts at its first observed time (its initial state); where they differ,
+    # the trajectories that share a start are rolled out together from it.
+    first = torch.zeros(len(data), dtype=torch.long) if complete else data.first_observed.cpu()
+    beyond = len(t) > data.n_points
+    if beyond and system is None:
+        raise InvalidArgumentError(
+            f"t_end={t_end} lies beyond the data's last time {t_last:g}, and the data have no "
+            "system to simulate the ground truth there: give the data their system, "
+            "Trajectories(t, ys, system=physode.systems.load(...)) (for Trainer.evaluate, "
+            "the training data or test_data; for rollout_report, also system=...), or roll "
+            f"out no further than t_end={t_last:g}"
+        )
     # Each trajectory's stored values of the parameters the model does not learn.
     rows = parameter_rows(model, data.params, system, "held-out")
     # Parameters learned per trajectory: the held-out values (the learned ones' mean).
     rows = learned_rows(model, rows, None, len(data))
+    truth = data.states[:, :n_data]
+    if beyond:
+        truth = torch.cat([truth, truth.new_full((len(data), len(t) - n_data, data.n_state),
+                                                 math.nan)], dim=1)
+    predicted = torch.full_like(truth, math.nan)
     # Rolled out as a trained model is used: dropout off, batch norm on its running statistics.
     training = isinstance(model, nn.Module) and model.training
     if training:
         model.eval()
     try:
         options = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
-        if rows is None:
-            predicted = physode.odeint(model, y0, t, **options)
-        else:
-            predicted = solve_rows(model, y0, t, rows, **options).ys
-        predicted = predicted.transpose(0, 1)
+        for start in sorted(set(first.tolist())):
+            group = (first == start).nonzero().flatten().to(data.states.device)
+            y0, times = data.states[group, start], t[start:]
+            if len(times) < 2:  # starts at the last time: nothing to roll out
+                predicted[group, start] = y0
+                continue
+            if rows is None:
+                ys = physode.odeint(model, y0, times, **options)
+            else:
+                ys = solve_rows(model, y0, times, rows[group], **options).ys
+            predicted[group, start:] = ys.transpose(0, 1)
+            if beyond:
+                params = None if data.params is None else data.params[group]
+                simulated = ground_truth(system, y0, times, params)
+                truth[group, n_data:] = simulated[:, n_data - start :].to(truth.dtype)
     finally:
         if training:
             model.train()
@@ -359,17 +389,28 @@ def rollout_report(
     if observe is not None:
         pred, ref = pred[..., observe], ref[..., observe]
     within = t[1:] <= horizon
-    mse_within = float(_mse(pred[:, within], ref[:, within])) if within.any() else None
-    mse_beyond = None if within.all() else float(_mse(pred[:, ~within], ref[:, ~within]))
+    if complete:
+        mse_within = float(_mse(pred[:, within], ref[:, within])) if within.any() else None
+        mse_beyond = None if within.all() else float(_mse(pred[:, ~within], ref[:, ~within]))
+        mse: float | None = float(_mse(pred, ref))
+        per_trajectory: list[float | None] = _mse(pred, ref, (1, 2)).tolist()
+    else:
+        # Observed values after each trajectory's initial state.
+        later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
+        seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
+        mse_within = _masked_mean(pred[:, within], ref[:, within], seen[:, within])
+        mse_beyond = _masked_mean(pred[:, ~within], ref[:, ~within], seen[:, ~within])
+        mse = _masked_mean(pred, ref, seen)
+        per_trajectory = [_masked_mean(pred[i], ref[i], seen[i]) for i in range(len(data))]
     report = RolloutReport(
         t=t,
         horizon=horizon,
         predicted=predicted,
         truth=truth,
-        mse=float(_mse(pred, ref)),
+        mse=mse,
         mse_within=mse_within,
         mse_beyond=mse_beyond,
-        mse_per_trajectory=_mse(pred, ref, (1, 2)).tolist(),
+        mse_per_trajectory=per_trajectory,
     )
     if per_trajectory_names(model):
         held_out, learned = model.held_out_parameters(), model.per_trajectory_values()
@@ -383,7 +424,10 @@ def rollout_report(
         # The true system's invariants: the truth's at the trajectories' parameters, the
         # rollouts' at the model's own (its learned values where it learns them).
         own = model_parameters(model, data.params, system, len(data))
-        for name, ys, p in (("model", predicted, own), ("truth", truth, data.params)):
+        measure = [("model", predicted, own)] if bool((first == 0).all()) else []
+        if complete:
+            measure.append(("truth", truth, data.params))
+        for name, ys, p in measure:
             measured = conservation_report(
                 system, ys.transpose(0, 1), t=t, tolerance=conservation_tolerance, p=p
             )

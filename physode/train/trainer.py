@@ -41,7 +41,7 @@ from physode.train.data import (
     trajectories_of,
     uniform_grid,
     usable_trajectories,
-    window_starts,
+    windows_of,
 )
 from physode.train.evaluate import RolloutReport, rollout_report
 
@@ -135,7 +135,9 @@ class Trainer:
 
     Each batch takes ``batch_size`` windows of ``window`` consecutive points, solves the model
     from each window's first state over the window's times (one batched solve) and takes the
-    mean squared error of the later points (components ``observe``). Windows that start at
+    mean squared error of the later points (components ``observe``; where the data miss values,
+    ``NaN``, over the observed ones: see ``docs/training.md``, "Missing observations and
+    irregular sampling"). Windows that start at
     different times share one solve when the grid is uniform and the model declares that it
     ignores ``t`` (``model.autonomous = True``); otherwise a batch holds windows with one start,
     solved at their own times. physode's models declare it; a model that does not is taken to
@@ -344,10 +346,13 @@ class Trainer:
         self.loss_scale: float | None = None
         self.last_checkpoint: tuple[Path, int] | None = None
         self.metadata: dict[str, Any] = {}
-        self.train_windows = self._windows(self.train_data, config.window_stride)
-        self.val_windows = (
-            None if self.val_data is None else self._windows(self.val_data, self.length - 1)
-        )
+        # Whether the losses must leave missing values (NaN) out; complete data keep the mean.
+        self._train_missing = not self.train_data.complete
+        self._val_missing = self.val_data is not None and not self.val_data.complete
+        self.train_windows = self._windows(self.train_data, config.window_stride, "training")
+        self.val_windows = None
+        if self.val_data is not None:
+            self.val_windows = self._windows(self.val_data, self.length - 1, "validation")
         undeclared = not hasattr(self.model, "autonomous")
         if undeclared and len({w.start for w in self.train_windows}) > 1:
             warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=2)
@@ -385,9 +390,20 @@ class Trainer:
         if problems:
             raise InvalidArgumentError("; ".join(problems))
 
-    def _windows(self, data: Trajectories, stride: int) -> list[Window]:
-        starts = window_starts(data.n_points, self.length, max(stride, 1))
-        return [Window(i, s) for i in range(len(data)) for s in starts]
+    def _windows(self, data: Trajectories, stride: int, role: str) -> list[Window]:
+        # window=None: whole trajectories, each from its first observed time; validation
+        # trajectories longer than the training ones are cut into windows of their length.
+        whole = self.config.window is None and data.n_points == self.length
+        length = None if whole else self.length
+        windows = windows_of(data, length, max(stride, 1), self.config.observe)
+        if not windows:  # only where values are missing
+            observed = "" if self.config.observe is None else f" (of observe={self.config.observe})"
+            raise InvalidArgumentError(
+                f"the {role} trajectories give no window: none has a time observed whole "
+                f"followed by an observation{observed} within {self.length} time points; use a "
+                "longer window (or window=None), or data with fewer gaps"
+            )
+        return windows
 
     def _make_scheduler(self) -> Any:
         c, opt = self.config, self.optimizer
@@ -416,11 +432,14 @@ class Trainer:
         if shuffle:
             order = torch.randperm(len(windows), generator=self.generator).tolist()
             windows = [windows[i] for i in order]
-        if self._mixes_starts(self.train_data if data is None else data):
+        # Windows of one length (all but whole trajectories that start late) may share a solve.
+        if self._mixes_starts(self.train_data if data is None else data) and all(
+            w.length is None for w in windows
+        ):
             return [windows[i : i + size] for i in range(0, len(windows), size)]
         groups: dict[int, list[Window]] = {}
         for w in windows:
-            groups.setdefault(w.start, []).append(w)
+            groups.setdefault(w.start, []).append(w)  # one start: one length
         batches = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
         if shuffle:
             order = torch.randperm(len(batches), generator=self.generator).tolist()
@@ -429,14 +448,16 @@ class Trainer:
 
     def _solve_batch(
         self, data: Trajectories, batch: list[Window]
-    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Solve one batch; return the solution, the times and the trajectory loss."""
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
+        """Solve one batch; return the solution, the times, the trajectory loss and its weight
+        (the windows, or the observed values where values are missing)."""
         c = self.config
+        length = batch[0].length or self.length
         index = torch.tensor([w.index for w in batch])
-        offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(self.length)
+        offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(length)
         target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
         start = batch[0].start
-        t = data.t[start : start + self.length]
+        t = data.t[start : start + length]
         training = data is self.train_data
         rows = batch_rows(self.train_rows if training else self.val_rows, index)
         # Parameters learned per trajectory: the training trajectories' own rows of the table
@@ -449,12 +470,15 @@ class Trainer:
         pred, ref = sol.ys[1:], target[1:]
         if c.observe is not None:
             pred, ref = pred[..., c.observe], ref[..., c.observe]
-        return sol, t, (pred - ref).pow(2).mean()
+        if not (self._train_missing if training else self._val_missing):
+            return sol, t, (pred - ref).pow(2).mean(), len(batch)
+        loss, count = masked_mse(pred, ref)
+        return sol, t, loss, count
 
     def _evaluate(self, batch: list[Window], evaluations: list) -> torch.Tensor:
         """Loss and gradient of one batch at the current parameters (the optimiser's closure)."""
         self.optimizer.zero_grad(set_to_none=True)
-        sol, t, loss = self._solve_batch(self.train_data, batch)
+        sol, t, loss, _ = self._solve_batch(self.train_data, batch)
         regularised = getattr(self.model, "regularised_loss", None)
         objective = loss if regularised is None else regularised(loss, t, sol.ys)
         scaled = objective
@@ -530,18 +554,19 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float | None:
-        """Mean squared error over the validation windows (``None`` without validation data)."""
+        """Mean squared error over the validation windows (``None`` without validation data);
+        where values are missing, over the observed values, each weighing the same."""
         if self.val_data is None:
             return None
         self.model.eval()
         # Summed on the device and read once, as train_epoch sums its losses.
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        weight = 0
+        weight: Any = 0
         for batch in self._batches(self.val_windows, shuffle=False, data=self.val_data):
-            _, _, loss = self._solve_batch(self.val_data, batch)
-            total = total + loss.double() * len(batch)
-            weight += len(batch)
-        return total.item() / weight
+            _, _, loss, n = self._solve_batch(self.val_data, batch)
+            total = total + loss.double() * n
+            weight = weight + n
+        return (total / weight).item()
 
     def fit(self, epochs: int | None = None) -> TrainResult:
         """Train until ``config.epochs`` epochs are done or early stopping ends this call.
@@ -985,6 +1010,27 @@ UNDECLARED_TIME_WARNING = (
     "windows that start at different times are solved apart, in more and smaller batches than "
     "batch_size. If the model ignores t, set model.autonomous = True to solve them together"
 )
+
+def masked_mse(pred: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared error of ``pred`` against ``ref`` over the values ``ref`` observes (not
+    ``NaN``), and their count; every observed value weighs the same.
+
+    The missing values are replaced before the difference is taken, so that neither the loss
+    nor its gradient meets a ``NaN``: a missing value contributes an exact zero to both (a
+    ``NaN`` multiplied by a zero mask would stay ``NaN``).
+
+    Examples
+    --------
+    >>> ref = torch.tensor([1.0, float("nan"), 3.0])
+    >>> loss, count = masked_mse(torch.zeros(3), ref)
+    >>> float(loss), int(count)
+    (5.0, 2)
+    """
+    seen = ~torch.isnan(ref)
+    error = torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0)
+    count = seen.sum()
+    return error.pow(2).sum() / count.clamp(min=1), count
+
 
 def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | None:
     """Why fitting ``model`` to ``data`` recovers no trajectory's parameters, or ``None``.
