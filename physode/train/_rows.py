@@ -21,7 +21,6 @@ error norm stays the RMS over the real state.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -31,6 +30,7 @@ from torch import nn
 
 import physode
 from physode._errors import InvalidArgumentError
+from physode.solvers.control import tolerances_over_state
 
 
 def takes_parameters(model: Any) -> tuple[str, ...]:
@@ -189,11 +189,9 @@ def solve_rows(
         return physode.solve(_Bound(model, p), y0, t, **options)
     n = y0.shape[-1]
     z0 = torch.cat((y0, p), dim=-1)
-    # The error norm is an RMS over all of z, whose parameter part never errs: scaling both
-    # tolerances by sqrt(n / len(z)) makes it the RMS over y alone.
-    shrink = math.sqrt(n / z0.shape[-1])
-    for key, default in (("rtol", 1e-6), ("atol", 1e-8)):
-        options[key] = options.get(key, default) * shrink
+    options["rtol"], options["atol"] = tolerances_over_state(
+        options.get("rtol", 1e-6), options.get("atol", 1e-8), n, z0.shape[-1]
+    )
     solution = physode.solve(_Carried(model, n), z0, t, **options)
     return replace(solution, ys=solution.ys[..., :n])
 
