@@ -259,12 +259,42 @@ def _mse(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] | None = None) 
     return (a - b).pow(2).mean() if dims is None else (a - b).pow(2).mean(dims)
 
 
+def masked_mse(
+    pred: torch.Tensor,
+    ref: torch.Tensor,
+    seen: torch.Tensor | None = None,
+    dims: tuple[int, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared error of ``pred`` against ``ref`` over the values ``seen`` marks (by
+    default those ``ref`` observes, not ``NaN``), and their count; every such value weighs the
+    same. Over ``dims`` (one error and count per remaining index) or over everything.
+
+    The values left out are replaced before the difference is taken, so that neither the loss
+    nor its gradient meets a ``NaN``: a missing value contributes an exact zero to both (a
+    ``NaN`` multiplied by a zero mask would stay ``NaN``). Where ``seen`` marks nothing the
+    error is 0 over a count of 0.
+
+    Examples
+    --------
+    >>> ref = torch.tensor([1.0, float("nan"), 3.0])
+    >>> loss, count = masked_mse(torch.zeros(3), ref)
+    >>> float(loss), int(count)
+    (5.0, 2)
+    """
+    if seen is None:
+        seen = ~torch.isnan(ref)
+    error = torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0).pow(2)
+    if dims is None:
+        count = seen.sum()
+        return error.sum() / count.clamp(min=1), count
+    count = seen.sum(dims)
+    return error.sum(dims) / count.clamp(min=1), count
+
+
 def _masked_mean(pred: torch.Tensor, ref: torch.Tensor, seen: torch.Tensor) -> float | None:
-    """Mean squared error over the entries ``seen`` marks, ``None`` where it marks none."""
-    count = int(seen.sum())
-    if count == 0:
-        return None
-    return float(torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0).pow(2).sum() / count)
+    """:func:`masked_mse` as a number, ``None`` where ``seen`` marks nothing."""
+    loss, count = masked_mse(pred, ref, seen)
+    return float(loss) if int(count) else None
 
 
 @torch.no_grad()
@@ -401,7 +431,11 @@ def rollout_report(
         mse_within = _masked_mean(pred[:, within], ref[:, within], seen[:, within])
         mse_beyond = _masked_mean(pred[:, ~within], ref[:, ~within], seen[:, ~within])
         mse = _masked_mean(pred, ref, seen)
-        per_trajectory = [_masked_mean(pred[i], ref[i], seen[i]) for i in range(len(data))]
+        losses, counts = masked_mse(pred, ref, seen, dims=(1, 2))
+        per_trajectory = [
+            loss if count else None
+            for loss, count in zip(losses.tolist(), counts.tolist(), strict=True)
+        ]
     report = RolloutReport(
         t=t,
         horizon=horizon,
