@@ -128,10 +128,11 @@ def model_parameters(
 ) -> torch.Tensor | None:
     """The parameter values of ``system`` (N, n_params) under which ``model`` rolled out ``n``
     trajectories: its learned values (``model.physical_parameters()``, matched by name) where it
-    learns them, the trajectories' own ``params`` (or ``system``'s values) elsewhere. ``params``
-    as they are for a model that learns none of ``system``'s parameters."""
-    learned = getattr(model, "physical_parameters", None)
-    learned = {} if learned is None else learned()
+    learns them, and all its own values where it takes none from the trajectories (built with
+    ``stored_parameters=False``); the trajectories' own ``params`` (or ``system``'s values)
+    elsewhere. ``params`` as they are for a model that sets none of ``system``'s parameters."""
+    learned = _own_values(model)
+    learned.update(getattr(model, "physical_parameters", dict)())
     # Parameters learned per trajectory: the value the rollouts of unseen trajectories use.
     learned.update(getattr(model, "held_out_parameters", dict)())
     names = list(getattr(system, "parameters", None) or [])
@@ -145,6 +146,17 @@ def model_parameters(
     for name, value in shared.items():
         params[:, names.index(name)] = value
     return params
+
+
+def _own_values(model: Any) -> dict[str, float]:
+    """Every parameter value of a physics model (or a hybrid's physics term) that was built
+    with ``stored_parameters=False``, by name: it solves every trajectory with them. ``{}``
+    for any other model."""
+    physics = getattr(model, "physics", model)
+    if takes_parameters(model) or getattr(physics, "stored_parameters", True):
+        return {}
+    names = list(physics.system.parameters)
+    return dict(zip(names, physics.parameter_vector().detach().tolist(), strict=True))
 
 
 class _Bound(nn.Module):

@@ -52,8 +52,9 @@ class RolloutReport:
         Over the whole rollout, one value per trajectory (``None`` for a trajectory with no
         observed value after its initial state).
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
-        Conservation of the system's invariants along the rollouts (at the model's learned
-        parameter values, the trajectories' own elsewhere) and along the truth (at the
+        Conservation of the system's invariants along the rollouts (at the parameter values
+        they were solved with: the model's where it sets them, the trajectories' own
+        elsewhere) and along the truth (at the
         trajectories' parameters); ``None`` without a system. Where the data miss values the
         truth's report is ``None`` (an invariant needs whole states), and so is the
         rollouts' where the trajectories start at different times.
@@ -340,7 +341,8 @@ def rollout_report(
         Add ``physode.diagnostics.conservation`` reports of rollouts and truth: the true
         system's invariants, for the truth at the data's parameters, for the rollouts at the
         model's own (its learned ``physical_parameters()`` where it learns a parameter of
-        ``system``, the data's elsewhere).
+        ``system``, all its own values for a model built with ``stored_parameters=False``, the
+        data's elsewhere): the values each rollout was solved with.
 
     A model that takes per-row parameters (``model.trajectory_parameters``, e.g. a
     :class:`~physode.models.PhysicsModel`) rolls each trajectory out with the values it stores
