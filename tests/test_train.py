@@ -1497,6 +1497,18 @@ def test_rollouts_use_each_trajectorys_stored_parameters():
     assert fixed.mse_per_trajectory[1] < 1e-12 < min(fixed.mse_per_trajectory[::2])
 
 
+def test_the_rollouts_conservation_is_measured_at_the_parameters_they_were_solved_with():
+    # stored_parameters=False: every pendulum swings with the system's l = 1, and conserves the
+    # energy of l = 1, not that of its stored length.
+    data = swinging([0.5, 1.0, 1.6], points=11, t_end=2.0)
+    fixed = PhysicsModel("pendulum", [], stored_parameters=False)
+    report = rollout_report(fixed, data, rtol=1e-10, atol=1e-12, conservation_tolerance=1e-6)
+    assert report.conservation_model.ok, report.conservation_model
+    # Taking the stored lengths, the rollouts conserve each pendulum's own energy.
+    own = rollout_report(PhysicsModel("pendulum", []), data, rtol=1e-10, atol=1e-12)
+    assert own.conservation_model.ok, own.conservation_model
+
+
 def test_a_hybrid_gives_the_stored_parameters_to_its_physics_and_the_state_to_its_residual():
     data = swinging([0.5, 1.6])
     residual = NeuralODE(2, width=4, depth=1, zero_output=True).double()

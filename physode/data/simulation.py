@@ -51,6 +51,7 @@ from physode.data.checking import (
     solver_failures,
 )
 from physode.data.stored import load
+from physode.solvers.control import tolerances_over_state
 
 __all__ = ["DriftCount", "FailureCount", "SimulationResult", "simulate"]
 
@@ -624,10 +625,9 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     solver = run["solver"]
     if run["params"] != "default":
         field, z0 = _AugmentedField(system, n_state), torch.cat([y0, p], dim=-1)
-        # The solver's error norm is an RMS over all of z, whose parameter part never errs:
-        # scaling both tolerances by sqrt(n_state / len(z)) makes it the RMS over y alone.
-        shrink = math.sqrt(n_state / z0.shape[-1])
-        solver = {**solver, "rtol": solver["rtol"] * shrink, "atol": solver["atol"] * shrink}
+        # The parameters ride along in z: the error norm must stay the RMS over y alone.
+        rtol, atol = tolerances_over_state(solver["rtol"], solver["atol"], n_state, z0.shape[-1])
+        solver = {**solver, "rtol": rtol, "atol": atol}
     else:
         field, z0 = _ParameterField(system, p[0]), y0
     with torch.inference_mode():  # nothing here is differentiated

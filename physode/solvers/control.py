@@ -12,7 +12,14 @@ from torch import Tensor
 
 from physode.solvers._arrays import Array, finfo, namespace
 
-__all__ = ["PIController", "attainable_rtol", "error_ratio", "initial_step", "warn_unattainable"]
+__all__ = [
+    "PIController",
+    "attainable_rtol",
+    "error_ratio",
+    "initial_step",
+    "tolerances_over_state",
+    "warn_unattainable",
+]
 
 
 def attainable_rtol(rtol: float, like: Array) -> float:
@@ -34,6 +41,23 @@ def attainable_rtol(rtol: float, like: Array) -> float:
     1e-10
     """
     return max(rtol, float(finfo(like).eps))
+
+
+def tolerances_over_state(
+    rtol: float, atol: float, n_state: int, n_total: int
+) -> tuple[float, float]:
+    """``rtol`` and ``atol`` for a solve of ``[y, p]`` (``n_total`` components) whose last
+    ``n_total - n_state`` components are carried along with zero derivative (per-trajectory
+    parameters): the error norm is an RMS over all components, and the carried ones never err,
+    so scaling both tolerances by ``sqrt(n_state / n_total)`` keeps it the RMS over ``y`` alone.
+
+    Examples
+    --------
+    >>> tolerances_over_state(1e-6, 1e-8, 2, 8)
+    (5e-07, 5e-09)
+    """
+    shrink = math.sqrt(n_state / n_total)
+    return rtol * shrink, atol * shrink
 
 
 def warn_unattainable(

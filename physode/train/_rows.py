@@ -21,7 +21,6 @@ error norm stays the RMS over the real state.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -31,6 +30,7 @@ from torch import nn
 
 import physode
 from physode._errors import InvalidArgumentError
+from physode.solvers.control import tolerances_over_state
 
 
 def takes_parameters(model: Any) -> tuple[str, ...]:
@@ -128,10 +128,11 @@ def model_parameters(
 ) -> torch.Tensor | None:
     """The parameter values of ``system`` (N, n_params) under which ``model`` rolled out ``n``
     trajectories: its learned values (``model.physical_parameters()``, matched by name) where it
-    learns them, the trajectories' own ``params`` (or ``system``'s values) elsewhere. ``params``
-    as they are for a model that learns none of ``system``'s parameters."""
-    learned = getattr(model, "physical_parameters", None)
-    learned = {} if learned is None else learned()
+    learns them, and all its own values where it takes none from the trajectories (built with
+    ``stored_parameters=False``); the trajectories' own ``params`` (or ``system``'s values)
+    elsewhere. ``params`` as they are for a model that sets none of ``system``'s parameters."""
+    learned = _own_values(model)
+    learned.update(getattr(model, "physical_parameters", dict)())
     # Parameters learned per trajectory: the value the rollouts of unseen trajectories use.
     learned.update(getattr(model, "held_out_parameters", dict)())
     names = list(getattr(system, "parameters", None) or [])
@@ -145,6 +146,17 @@ def model_parameters(
     for name, value in shared.items():
         params[:, names.index(name)] = value
     return params
+
+
+def _own_values(model: Any) -> dict[str, float]:
+    """Every parameter value of a physics model (or a hybrid's physics term) that was built
+    with ``stored_parameters=False``, by name: it solves every trajectory with them. ``{}``
+    for any other model."""
+    physics = getattr(model, "physics", model)
+    if takes_parameters(model) or getattr(physics, "stored_parameters", True):
+        return {}
+    names = list(physics.system.parameters)
+    return dict(zip(names, physics.parameter_vector().detach().tolist(), strict=True))
 
 
 class _Bound(nn.Module):
@@ -189,11 +201,9 @@ def solve_rows(
         return physode.solve(_Bound(model, p), y0, t, **options)
     n = y0.shape[-1]
     z0 = torch.cat((y0, p), dim=-1)
-    # The error norm is an RMS over all of z, whose parameter part never errs: scaling both
-    # tolerances by sqrt(n / len(z)) makes it the RMS over y alone.
-    shrink = math.sqrt(n / z0.shape[-1])
-    for key, default in (("rtol", 1e-6), ("atol", 1e-8)):
-        options[key] = options.get(key, default) * shrink
+    options["rtol"], options["atol"] = tolerances_over_state(
+        options.get("rtol", 1e-6), options.get("atol", 1e-8), n, z0.shape[-1]
+    )
     solution = physode.solve(_Carried(model, n), z0, t, **options)
     return replace(solution, ys=solution.ys[..., :n])
 

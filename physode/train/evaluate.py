@@ -52,8 +52,9 @@ class RolloutReport:
         Over the whole rollout, one value per trajectory (``None`` for a trajectory with no
         observed value after its initial state).
     conservation_model, conservation_truth : physode.diagnostics.ConservationReport or None
-        Conservation of the system's invariants along the rollouts (at the model's learned
-        parameter values, the trajectories' own elsewhere) and along the truth (at the
+        Conservation of the system's invariants along the rollouts (at the parameter values
+        they were solved with: the model's where it sets them, the trajectories' own
+        elsewhere) and along the truth (at the
         trajectories' parameters); ``None`` without a system. Where the data miss values the
         truth's report is ``None`` (an invariant needs whole states), and so is the
         rollouts' where the trajectories start at different times.
@@ -259,12 +260,42 @@ def _mse(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] | None = None) 
     return (a - b).pow(2).mean() if dims is None else (a - b).pow(2).mean(dims)
 
 
+def masked_mse(
+    pred: torch.Tensor,
+    ref: torch.Tensor,
+    seen: torch.Tensor | None = None,
+    dims: tuple[int, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared error of ``pred`` against ``ref`` over the values ``seen`` marks (by
+    default those ``ref`` observes, not ``NaN``), and their count; every such value weighs the
+    same. Over ``dims`` (one error and count per remaining index) or over everything.
+
+    The values left out are replaced before the difference is taken, so that neither the loss
+    nor its gradient meets a ``NaN``: a missing value contributes an exact zero to both (a
+    ``NaN`` multiplied by a zero mask would stay ``NaN``). Where ``seen`` marks nothing the
+    error is 0 over a count of 0.
+
+    Examples
+    --------
+    >>> ref = torch.tensor([1.0, float("nan"), 3.0])
+    >>> loss, count = masked_mse(torch.zeros(3), ref)
+    >>> float(loss), int(count)
+    (5.0, 2)
+    """
+    if seen is None:
+        seen = ~torch.isnan(ref)
+    error = torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0).pow(2)
+    if dims is None:
+        count = seen.sum()
+        return error.sum() / count.clamp(min=1), count
+    count = seen.sum(dims)
+    return error.sum(dims) / count.clamp(min=1), count
+
+
 def _masked_mean(pred: torch.Tensor, ref: torch.Tensor, seen: torch.Tensor) -> float | None:
-    """Mean squared error over the entries ``seen`` marks, ``None`` where it marks none."""
-    count = int(seen.sum())
-    if count == 0:
-        return None
-    return float(torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0).pow(2).sum() / count)
+    """:func:`masked_mse` as a number, ``None`` where ``seen`` marks nothing."""
+    loss, count = masked_mse(pred, ref, seen)
+    return float(loss) if int(count) else None
 
 
 @torch.no_grad()
@@ -310,7 +341,8 @@ def rollout_report(
         Add ``physode.diagnostics.conservation`` reports of rollouts and truth: the true
         system's invariants, for the truth at the data's parameters, for the rollouts at the
         model's own (its learned ``physical_parameters()`` where it learns a parameter of
-        ``system``, the data's elsewhere).
+        ``system``, all its own values for a model built with ``stored_parameters=False``, the
+        data's elsewhere): the values each rollout was solved with.
 
     A model that takes per-row parameters (``model.trajectory_parameters``, e.g. a
     :class:`~physode.models.PhysicsModel`) rolls each trajectory out with the values it stores
@@ -401,7 +433,11 @@ def rollout_report(
         mse_within = _masked_mean(pred[:, within], ref[:, within], seen[:, within])
         mse_beyond = _masked_mean(pred[:, ~within], ref[:, ~within], seen[:, ~within])
         mse = _masked_mean(pred, ref, seen)
-        per_trajectory = [_masked_mean(pred[i], ref[i], seen[i]) for i in range(len(data))]
+        losses, counts = masked_mse(pred, ref, seen, dims=(1, 2))
+        per_trajectory = [
+            loss if count else None
+            for loss, count in zip(losses.tolist(), counts.tolist(), strict=True)
+        ]
     report = RolloutReport(
         t=t,
         horizon=horizon,

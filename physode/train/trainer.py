@@ -43,7 +43,7 @@ from physode.train.data import (
     usable_trajectories,
     windows_of,
 )
-from physode.train.evaluate import RolloutReport, rollout_report
+from physode.train.evaluate import RolloutReport, masked_mse, rollout_report
 
 CHECKPOINT_FORMAT = "physode-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -1010,27 +1010,6 @@ UNDECLARED_TIME_WARNING = (
     "windows that start at different times are solved apart, in more and smaller batches than "
     "batch_size. If the model ignores t, set model.autonomous = True to solve them together"
 )
-
-def masked_mse(pred: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean squared error of ``pred`` against ``ref`` over the values ``ref`` observes (not
-    ``NaN``), and their count; every observed value weighs the same.
-
-    The missing values are replaced before the difference is taken, so that neither the loss
-    nor its gradient meets a ``NaN``: a missing value contributes an exact zero to both (a
-    ``NaN`` multiplied by a zero mask would stay ``NaN``).
-
-    Examples
-    --------
-    >>> ref = torch.tensor([1.0, float("nan"), 3.0])
-    >>> loss, count = masked_mse(torch.zeros(3), ref)
-    >>> float(loss), int(count)
-    (5.0, 2)
-    """
-    seen = ~torch.isnan(ref)
-    error = torch.where(seen, pred - torch.where(seen, ref, 0.0), 0.0)
-    count = seen.sum()
-    return error.pow(2).sum() / count.clamp(min=1), count
-
 
 def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | None:
     """Why fitting ``model`` to ``data`` recovers no trajectory's parameters, or ``None``.
