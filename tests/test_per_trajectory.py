@@ -319,3 +319,16 @@ def test_physode_train_reads_per_trajectory_from_the_model_table_of_a_config(
     _, settings, _, _ = _settings(parser.parse_args(["train", "--config", str(config)]))
     model = build_model(settings, physode.systems.load("pendulum"), 2)
     assert model.per_trajectory == ["l"] and model.physics.learnable == ["g", "l"]
+
+
+def test_lbfgs_over_several_batches_of_a_per_trajectory_table_is_warned_of():
+    # Batches of different windows see different rows of the table; L-BFGS's history mixes
+    # them (a line search once jumped to a pendulum too stiff to solve). One batch: no warning.
+    data = swinging(LENGTHS)
+    with pytest.warns(physode.PhysodeWarning, match="the 4 batches of an epoch see different"):
+        Trainer(PhysicsModel("pendulum", per_trajectory=["l"]), data, optimizer="lbfgs",
+                batch_size=1)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(PhysicsModel("pendulum", per_trajectory=["l"]), data, optimizer="lbfgs")
+        Trainer(PhysicsModel("pendulum", per_trajectory=["l"]), data, batch_size=1)  # Adam

@@ -356,6 +356,20 @@ class Trainer:
         undeclared = not hasattr(self.model, "autonomous")
         if undeclared and len({w.start for w in self.train_windows}) > 1:
             warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=2)
+        if config.optimizer == "lbfgs" and names:
+            n_batches = len(self._batches(self.train_windows, shuffle=False))  # no draw
+            if n_batches > 1:
+                warnings.warn(
+                    f"optimizer='lbfgs' takes one quasi-Newton step per batch and assumes every "
+                    f"step sees the same objective, but the {n_batches} batches of an epoch see "
+                    f"different rows of the table of {list(names)} learned per trajectory: its "
+                    "line search can then jump to values the solver cannot integrate. Use "
+                    "optimizer='adam', or one batch per epoch where the windows allow it (a "
+                    "batch_size of at least the number of windows, whole trajectories that "
+                    "start together)",
+                    PhysodeWarning,
+                    stacklevel=2,
+                )
 
     # ------------------------------------------------------------------ setup
     @property
