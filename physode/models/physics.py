@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from physode._checks import converts_to_finite_real
+from physode._checks import converts_to_finite_real, is_int
 from physode._errors import InvalidArgumentError
 
 
@@ -135,10 +135,7 @@ class PhysicsModel(nn.Module):
                 f"init sets {not_learnable}, which are not learnable; add them to "
                 f"learnable={learnable + not_learnable}"
             )
-        if n_trajectories is not None and not (
-            isinstance(n_trajectories, int) and not isinstance(n_trajectories, bool)
-            and n_trajectories >= 1
-        ):
+        if n_trajectories is not None and not is_int(n_trajectories, least=1):
             raise InvalidArgumentError(
                 f"n_trajectories={n_trajectories!r} must be a positive integer (the number of "
                 "training trajectories), or None to let the trainer size it from its data"
@@ -168,7 +165,7 @@ class PhysicsModel(nn.Module):
         if init:
             self.set_parameters(init)
         if n_trajectories is not None:
-            self.set_n_trajectories(n_trajectories)
+            self.set_n_trajectories(int(n_trajectories))
 
     @property
     def autonomous(self) -> bool:
