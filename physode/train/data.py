@@ -247,7 +247,7 @@ class Trajectories:
     @property
     def first_observed(self) -> torch.Tensor:
         """Each trajectory's first observed time index (its initial state), shape ``(N,)``."""
-        return self.observed.any(-1).int().argmax(1)
+        return _first_observed(self.observed.any(-1))
 
     def __len__(self) -> int:
         return self.states.shape[0]
@@ -302,6 +302,11 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
         ) from None
 
 
+def _first_observed(seen: torch.Tensor) -> torch.Tensor:
+    """The first time index of each row of ``seen`` (N, P) that holds an observation."""
+    return seen.int().argmax(1)
+
+
 def _is_pair(value: Any) -> bool:
     return isinstance(value, tuple | list) and len(value) == 2
 
@@ -328,7 +333,7 @@ def _missing_problems(t: torch.Tensor, states: torch.Tensor) -> list[str]:
             "(NaN throughout): leave them out"
         )
     seen = ~missing.all(-1)  # (N, P): some component observed
-    first = seen.int().argmax(1)
+    first = _first_observed(seen)
     rows = torch.arange(states.shape[0])
     partial = (missing[rows, first].any(-1) & seen.any(1)).nonzero().flatten().tolist()
     if partial:
