@@ -610,10 +610,8 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
     indices = range(start, stop)
     if run["params"] != "default":
         # Each block of parameters is drawn once and also handed to the states drawn for it.
-        param_block = functools.cache(
-            _kept_defaults(system, run["params"], _blocks(system.sample_parameters, seed,
-                                                         _STREAM_PARAMS))
-        )  # fmt: skip
+        draws = _blocks(system.sample_parameters, seed, _STREAM_PARAMS)
+        param_block = functools.cache(_kept_defaults(system, run["params"], draws))
         p = _draw_rows(param_block, start, stop)
         state_block = _blocks(system.sample_initial_states, seed, _STREAM_STATE, param_block)
     else:
