@@ -361,13 +361,18 @@ def test_a_mistyped_attribute_or_dataset_is_refused_by_load_and_by_check(
     stored, capsys, damage, message
 ):
     path = stored[0]
+    _refused_once_damaged(path, damage, message, prefix=str(path))
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"physode check: error: {path}")
+
+
+def _refused_once_damaged(path, damage, message: str, prefix: str) -> None:
+    """Apply ``damage`` to the file; ``load`` then refuses it in one line starting ``prefix``."""
     with h5py.File(path, "r+") as f:
         damage(f)
     with pytest.raises(physode.DataFormatError, match=message) as error:
         load(path)
-    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
-    assert main(["check", str(path)]) == 2
-    assert capsys.readouterr().err.startswith(f"physode check: error: {path}")
+    assert str(error.value).startswith(prefix) and "\n" not in str(error.value)
 
 
 def test_text_attributes_altered_on_disk_are_refused_not_read_as_other_text(stored, capsys):
@@ -655,11 +660,7 @@ def test_a_failure_flag_that_disagrees_with_the_status_is_refused_naming_the_tra
     # Such a file was read, and check listed the trajectory as a failure of "unknown cause
     # (status code 0)"; TrajectoryDataset left it out by its flag alone.
     path = stored[0]
-    with h5py.File(path, "r+") as f:
-        damage(f)
-    with pytest.raises(physode.DataFormatError, match=message) as error:
-        load(path)
-    assert str(error.value).startswith(f"{path}: damaged: ") and "\n" not in str(error.value)
+    _refused_once_damaged(path, damage, message, prefix=f"{path}: damaged: ")
     with pytest.raises(physode.DataFormatError, match=message):
         TrajectoryDataset(path, split="all")
     assert main(["check", str(path)]) == 2
