@@ -405,8 +405,10 @@ def rollout_report(
             if len(times) < 2:  # starts at the last time: nothing to roll out
                 predicted[group, start] = y0
                 continue
-            p = None if rows is None else rows[group]
-            ys = solve_rows(model, y0, times, p, **options).ys
+            if rows is None:
+                ys = physode.odeint(model, y0, times, **options)
+            else:
+                ys = solve_rows(model, y0, times, rows[group], **options).ys
             predicted[group, start:] = ys.transpose(0, 1)
             if beyond:
                 params = None if data.params is None else data.params[group]
