@@ -22,6 +22,7 @@ from pathlib import Path
 from physode._errors import InvalidArgumentError
 from physode.symbolic import System, _cache
 from physode.symbolic._spec import read_spec_text, system_from_spec
+from physode.symbolic._system import warn_constants
 
 __all__ = ["clear_cache", "load", "names", "path"]
 
@@ -85,8 +86,10 @@ def _from_text(text: str, source: str) -> System:
     # on-disk cache (physode.symbolic._cache), which also keeps the generated code.
     system = _cache.load(text)
     if system is None:
-        system = system_from_spec(text, source=source).compile()
+        system = system_from_spec(text, source=source).compile()  # warns of an undeclared E
         _cache.store(text, system)
+    else:  # parsed in an earlier process: its warnings are given again
+        warn_constants(system)
     return system
 
 

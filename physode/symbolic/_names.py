@@ -1,5 +1,6 @@
 """How expression strings are read, from Python and in specifications alike: names as Python
-reads them (NFKC forms, keywords), with a suggestion for a misspelt one, and ``^`` refused."""
+reads them (NFKC forms, keywords), with a suggestion for a misspelt one, ``^`` refused, and
+SymPy's constants other than ``pi`` found where an undeclared name reads as one."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from typing import Any
 import sympy
 
 __all__ = [
-    "CARET_REASON", "bare_sympy_names", "caret_reason", "did_you_mean", "keyword_reason",
-    "read_names", "scope",
+    "CARET_REASON", "SYMPY_CONSTANTS", "bare_sympy_names", "caret_reason", "constant_names",
+    "did_you_mean", "keyword_reason", "read_names", "scope",
 ]
 
 
@@ -102,6 +103,24 @@ def caret_reason(text: str) -> str | None:
 _SYMPY_NAMESPACE: dict[str, Any] = {}
 
 
+def _name_tokens(text: str) -> list[tuple[str, str, str]]:
+    """Each name in ``text`` with the tokens just before and after it (empty at either end);
+    none when ``text`` does not tokenize (malformed: the parser reports it)."""
+    try:
+        tokens = [
+            tok for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+            if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER)
+        ]
+    except (tokenize.TokenError, SyntaxError):
+        return []
+    strings = [tok.string for tok in tokens] + [""]
+    return [
+        (strings[i - 1] if i else "", tok.string, strings[i + 1])
+        for i, tok in enumerate(tokens)
+        if tok.type == tokenize.NAME
+    ]
+
+
 def bare_sympy_names(text: str, declared: Collection[str]) -> list[str]:
     """The names in ``text`` that are not ``declared`` and that SymPy's parser would read as
     something other than an expression: a function (``gamma``, ``beta``, ``N``), the singleton
@@ -113,7 +132,7 @@ def bare_sympy_names(text: str, declared: Collection[str]) -> list[str]:
     ``N*x`` with a ``TypeError``, where a specification file reports an undeclared symbol;
     parsing these names as symbols gives Python strings the same message (a parameter left out
     of ``parameters``). SymPy's constants (``E``, ``pi``, ``I``, ``oo``) are expressions and
-    keep their meaning, as in a file.
+    keep their meaning, as in a file (``E`` with a warning: :func:`constant_names`).
 
     Examples
     --------
@@ -125,26 +144,48 @@ def bare_sympy_names(text: str, declared: Collection[str]) -> list[str]:
     if not _SYMPY_NAMESPACE:  # what sympify reads names from: SymPy's, then Python's builtins
         _SYMPY_NAMESPACE.update(vars(builtins))
         _SYMPY_NAMESPACE.update({name: getattr(sympy, name) for name in sympy.__all__})
-    try:
-        tokens = [
-            tok for tok in tokenize.generate_tokens(io.StringIO(text).readline)
-            if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER)
-        ]
-    except (tokenize.TokenError, SyntaxError):  # malformed: reported by the parser
-        return []
     found = set()
-    for i, tok in enumerate(tokens):
-        name = tok.string
-        if tok.type != tokenize.NAME or name in declared or keyword.iskeyword(name):
-            continue
-        before = tokens[i - 1].string if i else ""
-        after = tokens[i + 1].string if i + 1 < len(tokens) else ""
-        if before == "." or after in ("(", "."):
+    for before, name, after in _name_tokens(text):
+        if name in declared or keyword.iskeyword(name) or before == "." or after in ("(", "."):
             continue
         value = _SYMPY_NAMESPACE.get(name)
         if value is not None and not isinstance(value, sympy.Expr):
             found.add(name)
     return sorted(found)
+
+
+#: SymPy's real constants that an undeclared name in an expression string stands for (``E``
+#: alone in a specification file, where the others are unknown symbols), each with what it
+#: is. ``pi`` is left out: it means what anyone writing it means. ``I``, ``oo``, ``zoo`` and
+#: ``nan`` are refused as not finite real numbers.
+SYMPY_CONSTANTS = {
+    "E": "Euler's number e = 2.71828...",
+    "EulerGamma": "the Euler-Mascheroni constant 0.57721...",
+    "Catalan": "Catalan's constant 0.91596...",
+    "GoldenRatio": "the golden ratio 1.61803...",
+    "TribonacciConstant": "the tribonacci constant 1.83928...",
+}
+
+
+def constant_names(text: str, declared: Collection[str]) -> list[str]:
+    """The names in ``text`` that are not ``declared`` and that SymPy reads as one of its
+    :data:`SYMPY_CONSTANTS`: a parameter ``E`` left out of the parameters would silently be
+    2.718...; the caller warns of each (:func:`physode.symbolic._system.warn_constants`).
+
+    Only the name itself counts, standing alone: not ``Ek`` or ``E0``, not ``2E3`` (a number),
+    not ``exp(1)`` (the way to write e on purpose), not a name after a dot (``sympy.E``).
+
+    Examples
+    --------
+    >>> constant_names("-E*x + Ek + 2E3 + exp(1) + pi", {"x", "Ek"})
+    ['E']
+    >>> constant_names("-E*x", {"E", "x"})
+    []
+    """
+    return sorted({
+        name for before, name, _ in _name_tokens(text)
+        if name in SYMPY_CONSTANTS and name not in declared and before != "."
+    })
 
 
 def read_names(text: str) -> str:

@@ -25,6 +25,7 @@ from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
 from physode.symbolic._names import (
     CARET_REASON,
     caret_reason,
+    constant_names,
     did_you_mean,
     keyword_reason,
     read_names,
@@ -39,6 +40,7 @@ from physode.symbolic._system import (
     build_equations,
     build_hamiltonian,
     build_lagrangian,
+    warn_constants,
 )
 
 FORMS = ("lagrangian", "hamiltonian", "equations")
@@ -345,14 +347,18 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
     if refusal is not None:
         problems.add(f"{where}: {refusal}")
         return None
+    read = read_names(text)
     try:
-        return parse_expr(
-            read_names(text), local_dict=dict(names), global_dict=dict(_GLOBALS),
+        expr = parse_expr(
+            read, local_dict=dict(names), global_dict=dict(_GLOBALS),
             transformations=standard_transformations,
         )
     except Exception as exc:  # SymPy raises errors of many kinds for malformed input
         problems.add(f"{where} = {text!r} does not parse: {type(exc).__name__}: {exc}")
         return None
+    for name in constant_names(read, names):  # 'E' not declared: Euler's number, said after
+        problems.read_as_constant(name, where)
+    return expr
 
 
 def _string_list(spec: Mapping, key: str, problems: Problems) -> Any:
@@ -542,7 +548,9 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
             forces=forces, invariants=invariants, mass_matrix=mode, **options,
         )
     problems.raise_if_any()
-    return attach_spec_text(system, text)
+    system = attach_spec_text(system, text)
+    warn_constants(system)
+    return system
 
 
 def _symbols(listed: Any, names: Mapping[str, sympy.Symbol]) -> Any:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import pickle
 import random
+import sys
 import unicodedata
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +24,7 @@ import sympy
 import torch
 
 from physode._checks import is_finite_real, is_int
-from physode._errors import InvalidArgumentError, SystemDefinitionError
+from physode._errors import InvalidArgumentError, PhysodeWarning, SystemDefinitionError
 from physode.symbolic import _mechanics
 from physode.symbolic._codegen import (
     generate_sources,
@@ -30,8 +33,10 @@ from physode.symbolic._codegen import (
     unsupported_functions,
 )
 from physode.symbolic._names import (
+    SYMPY_CONSTANTS,
     bare_sympy_names,
     caret_reason,
+    constant_names,
     did_you_mean,
     keyword_reason,
     read_names,
@@ -57,6 +62,14 @@ class Problems:
     def __init__(self, context: str = ""):
         self.context = context
         self.items: list[str] = []
+        #: No problem: each SymPy constant that an undeclared name in an expression string
+        #: stands for (``E``), with where; the built system warns of them (warn_constants).
+        self.constants: dict[str, list[str]] = {}
+
+    def read_as_constant(self, name: str, where: str) -> None:
+        places = self.constants.setdefault(name, [])
+        if where not in places:
+            places.append(where)
 
     def add(self, message: str) -> None:
         if message not in self.items:
@@ -161,6 +174,8 @@ def _expr(
             # An undeclared 'gamma' or 'S' is reported as an unknown symbol, as in a file.
             names.update({n: sympy.Symbol(n) for n in bare_sympy_names(text, names)})
             expr = sympy.sympify(text, locals=names)
+            for name in constant_names(text, names):
+                problems.read_as_constant(name, where)
         else:
             expr = sympy.sympify(value)
     except (sympy.SympifyError, TypeError) as exc:
@@ -1209,6 +1224,7 @@ class System:
             mass_matrix=mass_matrix, **options,
         )
         problems.raise_if_any()
+        warn_constants(system)
         return system
 
     @classmethod
@@ -1261,6 +1277,7 @@ class System:
             invariants=invariants, **options,
         )
         problems.raise_if_any()
+        warn_constants(system)
         return system
 
     @classmethod
@@ -1308,6 +1325,7 @@ class System:
             n_coordinates=n_coordinates, **options,
         )
         problems.raise_if_any()
+        warn_constants(system)
         return system
 
 
@@ -1441,10 +1459,64 @@ def _finish(
         return None
     common = dict(common)
     common["name"] = common["name"] or f"{form}_system"
-    return System(
+    system = System(
         form=form, states=states, parameter_symbols=params, parameter_values=values,
         parameter_ranges=ranges, **common, **fields,
     )
+    # Kept with the system (and pickled with it), so that one loaded from the on-disk cache,
+    # whose expressions are not parsed again, still warns (physode.systems.load).
+    system._constants_read = {k: tuple(v) for k, v in problems.constants.items()}
+    return system
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: Places named in a warning of a constant, at most; the rest are counted.
+_PLACES_SHOWN = 3
+
+
+def warn_constants(system: System) -> None:
+    """A :class:`physode.PhysodeWarning` for each SymPy constant that an undeclared name in an
+    expression string of ``system`` stands for (``E``, Euler's number: a parameter ``E`` left
+    out of the parameters), naming where; nothing for one declared or for ``exp(1)``.
+
+    One warning per constant and system, however many expressions use it. The constructors call
+    this once the system is built, :func:`physode.systems.load` also for a system it takes
+    from the on-disk cache.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = System.from_equations({"x": "-E*x"}, {}, name="decay")
+    >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
+    system 'decay': 'E' (in equation for x) is Euler's number e = 2.71828..., not a
+    parameter; to use a parameter named E, declare it in the parameters; to mean e, write
+    exp(1)
+    """
+    constants = getattr(system, "_constants_read", None) or {}
+    declare_in = "the parameters" if system.spec_text is None else "[parameters]"
+    for name, places in constants.items():
+        shown = ", ".join(places[:_PLACES_SHOWN])
+        if len(places) > _PLACES_SHOWN:
+            shown += f" and {len(places) - _PLACES_SHOWN} more"
+        meant = "e, write exp(1)" if name == "E" else f"it, pass sympy.{name} in a SymPy expression"
+        warnings.warn(
+            f"system {system.name!r}: {name!r} (in {shown}) is {SYMPY_CONSTANTS[name]}, not a "
+            f"parameter; to use a parameter named {name}, declare it in {declare_in}; to mean "
+            f"{meant}",
+            PhysodeWarning,
+            stacklevel=_outside_physode(),
+        )
+
+
+def _outside_physode() -> int:
+    """The ``stacklevel`` for its caller's ``warnings.warn`` that names the first frame outside
+    physode: the user's line, however deep in physode the warning is given."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def attach_spec_text(system: System, text: str) -> System:

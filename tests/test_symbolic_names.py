@@ -1,0 +1,143 @@
+"""Names in expression strings that SymPy would read as something the user did not mean: an
+undeclared ``E`` (Euler's number) is said, loudly but without failing, from Python and from a
+specification file, also for a system taken from the on-disk cache."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import sympy
+import torch
+
+import physode
+import physode.systems
+from physode.symbolic import System, _cache, system_from_spec
+
+F64 = torch.float64
+
+
+def _warnings(build):
+    """What ``build()`` returns, and the physode warnings it gave (every one, none filtered)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build()
+    return result, [w for w in caught if issubclass(w.category, physode.PhysodeWarning)]
+
+
+def _spec(equation: str, parameters: str = "", invariant: str | None = None) -> str:
+    text = f'name = "growth"\nform = "equations"\n[parameters]\n{parameters}\n'
+    text += f'[equations]\nx = "{equation}"\n'
+    if invariant is not None:
+        text += f'[invariants]\nsize = "{invariant}"\n'
+    return text
+
+
+@pytest.mark.parametrize("build, places", [
+    (lambda: System.from_equations({"x": "-E*x", "y": "E*y"}, {"k": 1.0},
+                                   invariants={"c": "E*x*y"}, name="pair"),
+     "equation for x, equation for y, invariant 'c'"),
+    (lambda: System.from_lagrangian("x_dot**2/2 - E*x**2/2", ["x"], {}, name="pair"),
+     "Lagrangian"),
+    (lambda: System.from_hamiltonian("p**2/2 + E*x**2/2", ["x"], ["p"], {}, name="pair"),
+     "Hamiltonian"),
+])
+def test_an_undeclared_E_in_a_python_string_is_said_once_per_system(build, places):
+    system, said = _warnings(build)
+    assert len(said) == 1, [str(w.message) for w in said]
+    message = str(said[0].message)
+    assert message.startswith(f"system 'pair': 'E' (in {places}) is Euler's number e = 2.718")
+    assert "declare it in the parameters" in message and "write exp(1)" in message
+    assert said[0].filename == __file__  # the user's line, not one inside physode
+    # It is still Euler's number: the warning changes nothing the system computes.
+    assert sympy.E in system.equations[system.state_names[-1]].atoms(sympy.NumberSymbol)
+
+
+def test_a_warning_names_three_places_and_counts_the_rest():
+    equations = {f"x{i}": f"-E*x{i}" for i in range(5)}
+    _, said = _warnings(lambda: System.from_equations(equations, {}))
+    assert len(said) == 1
+    assert "'E' (in equation for x0, equation for x1, equation for x2 and 2 more) is" in str(
+        said[0].message
+    )
+
+
+@pytest.mark.parametrize("equation, parameters, rate", [
+    ("-E*x", {"E": 2.0}, 2.0),                        # declared: the parameter
+    ("-exp(1)*x", {}, math.e),                        # e on purpose
+    ("-Ek*x - E0*x", {"Ek": 1.0, "E0": 0.5}, 1.5),    # names that merely start with E
+    ("-2E3*x", {}, 2000.0),                           # a number
+    (-sympy.E * sympy.Symbol("x"), {}, math.e),       # a SymPy expression says what it means
+])
+def test_no_warning_where_E_is_declared_or_meant(equation, parameters, rate):
+    system, said = _warnings(lambda: System.from_equations({"x": equation}, parameters))
+    assert said == []
+    assert -system.rhs(0.0, torch.tensor([1.0], dtype=F64)).item() == pytest.approx(rate)
+
+
+def test_sympy_constants_other_than_pi_are_said_in_python_strings():
+    _, said = _warnings(lambda: System.from_equations({"x": "-EulerGamma*x + pi"}, {}))
+    assert len(said) == 1
+    message = str(said[0].message)
+    assert "'EulerGamma' (in equation for x) is the Euler-Mascheroni constant" in message
+    assert "sympy.EulerGamma" in message and "'pi'" not in message
+
+
+def test_a_failed_definition_raises_without_warning_of_E():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", physode.PhysodeWarning)
+        with pytest.raises(physode.SystemDefinitionError, match="symbol 'c'"):
+            System.from_equations({"x": "-E*x - c"}, {})
+
+
+def test_an_undeclared_E_in_a_specification_is_said_once_naming_parameters_table():
+    system, said = _warnings(lambda: system_from_spec(_spec("-E*x", invariant="E*x")))
+    assert len(said) == 1
+    message = str(said[0].message)
+    # Both places, in the order the file is read.
+    assert message.startswith("system 'growth': 'E' (in invariant 'size', equation for x) is "
+                              "Euler's number")
+    assert "declare it in [parameters]" in message
+    assert system.rhs(0.0, torch.tensor([1.0], dtype=F64)).item() == pytest.approx(-math.e)
+
+
+def test_a_declared_E_in_a_specification_is_the_parameter_without_warning():
+    system, said = _warnings(lambda: system_from_spec(_spec("-E*x", "E = { value = 2.0 }")))
+    assert said == []
+    assert system.rhs(0.0, torch.tensor([1.0], dtype=F64)).item() == -2.0
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(_cache.ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_system_from_the_disk_cache_still_warns_of_E(cache_dir, tmp_path):
+    spec = tmp_path / "growth.toml"
+    spec.write_text(_spec("-E*x", invariant="E*x"))
+    physode.systems.clear_cache()  # the process's own cache, in any order of tests
+    first, said = _warnings(lambda: physode.systems.load(spec))
+    assert len(said) == 1 and len(list(cache_dir.iterdir())) == 1
+    physode.systems._from_text.cache_clear()  # as a new process: only the disk cache is left
+    second, said_again = _warnings(lambda: physode.systems.load(spec))
+    assert second is not first  # taken from the disk, not parsed again
+    assert [str(w.message) for w in said_again] == [str(w.message) for w in said]
+    assert said_again[0].filename == __file__
+
+
+@pytest.mark.parametrize("text", ["-k*x^2", "-k*x ^ 2", "x^2"])
+def test_a_caret_is_refused_with_its_fix_from_python_and_in_a_file(text):
+    # SymPy alone would read x^2 as x**2, Python (and so a file) as exclusive or: refused in both.
+    with pytest.raises(physode.SystemDefinitionError, match=r"'\^' is not allowed; write powers"):
+        System.from_equations({"x": text}, {"k": 1.0})
+    with pytest.raises(physode.SystemDefinitionError, match=r"'\^' is not allowed; write powers"):
+        system_from_spec(_spec(text, "k = { value = 1.0 }"))
+
+
+def test_imaginary_unit_is_refused_from_python_and_unknown_in_a_file():
+    with pytest.raises(physode.SystemDefinitionError, match="contains I, which is not a finite"):
+        System.from_equations({"x": "I*x"}, {})
+    with pytest.raises(physode.SystemDefinitionError, match="symbol 'I' in the equation for x"):
+        system_from_spec(_spec("I*x"))
