@@ -308,10 +308,13 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from physode._terminal import warnings_as_lines
     from physode.data import check
     from physode.diagnostics._conservation import image_path
 
     with contextlib.ExitStack() as stack:
+        # A warning in rebuilding the stored system (an undeclared E) as a line of the command's.
+        stack.enter_context(warnings_as_lines("physode check"))
         plot = None
         if args.plot is not None:
             # Refuse a plot that could not be written before the check reads the whole file.

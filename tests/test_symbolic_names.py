@@ -13,6 +13,7 @@ import torch
 
 import physode
 import physode.systems
+from physode.cli import main
 from physode.symbolic import System, _cache, system_from_spec
 
 F64 = torch.float64
@@ -141,3 +142,21 @@ def test_imaginary_unit_is_refused_from_python_and_unknown_in_a_file():
         System.from_equations({"x": "I*x"}, {})
     with pytest.raises(physode.SystemDefinitionError, match="symbol 'I' in the equation for x"):
         system_from_spec(_spec("I*x"))
+
+
+def test_the_command_says_the_warning_as_a_line_in_simulate_and_in_check(cache_dir, tmp_path,
+                                                                       capsys):
+    spec = tmp_path / "growth.toml"
+    spec.write_text(_spec("-E*x") + '[initial_state_distribution]\nkind = "uniform"\n'
+                    'x = [0.5, 1.0]\n')
+    out = tmp_path / "growth.h5"
+    physode.systems.clear_cache()
+    argv = ["simulate", str(spec), "--trajectories", "3", "--t-end", "1", "--points", "5"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    said = "warning: system 'growth': 'E' (in equation for x) is Euler's number"
+    assert f"physode simulate: {said}" in capsys.readouterr().err
+    physode.systems._from_text.cache_clear()  # as a later run: the system from the disk cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", physode.PhysodeWarning)  # none may escape as Python's
+        main(["check", str(out), "--quiet"])
+    assert f"physode check: {said}" in capsys.readouterr().err

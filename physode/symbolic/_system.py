@@ -1470,6 +1470,8 @@ def _finish(
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# Frames passed over with physode's own: a cached property of physode's calls it from there.
+_PASSED_OVER = (_PACKAGE, functools.__file__)
 #: Places named in a warning of a constant, at most; the rest are counted.
 _PLACES_SHOWN = 3
 
@@ -1514,7 +1516,7 @@ def _outside_physode() -> int:
     """The ``stacklevel`` for its caller's ``warnings.warn`` that names the first frame outside
     physode: the user's line, however deep in physode the warning is given."""
     level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame is not None and frame.f_code.co_filename.startswith(_PASSED_OVER):
         level, frame = level + 1, frame.f_back
     return level
 
