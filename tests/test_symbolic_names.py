@@ -160,3 +160,25 @@ def test_the_command_says_the_warning_as_a_line_in_simulate_and_in_check(cache_d
         warnings.simplefilter("error", physode.PhysodeWarning)  # none may escape as Python's
         main(["check", str(out), "--quiet"])
     assert f"physode check: {said}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call, hint", [
+    ("ln(x)", "ln (for ln write log)"),
+    ("abs(x)", "abs (for abs write Abs)"),
+    ("min(x, 1)", "min (for min write Min)"),
+    ("arctan(x)", "arctan (for arctan write atan)"),
+    ("log10(x)", "log10 (for log10 write log(x, 10))"),
+    ("sine(x)", "sine (did you mean 'sin'?)"),
+    ("cot(x)", "cot that"),  # SymPy's own function, no misspelt cos: no suggestion
+])
+def test_an_unsupported_function_in_a_file_says_what_to_write(call, hint):
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        system_from_spec(_spec(f"-{call}"))
+    message = str(info.value)
+    assert f"equation for x uses function(s) {hint}" in message
+    assert "the supported functions: Abs, Max, Min, Piecewise, acos" in message
+
+
+def test_an_unsupported_function_from_python_says_what_to_write():
+    with pytest.raises(physode.SystemDefinitionError, match=r"log10 \(for log10 write log\(x, 10"):
+        System.from_equations({"x": "-log10(x)"}, {})

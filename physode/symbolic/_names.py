@@ -18,7 +18,7 @@ import sympy
 
 __all__ = [
     "CARET_REASON", "SYMPY_CONSTANTS", "bare_sympy_names", "caret_reason", "constant_names",
-    "did_you_mean", "keyword_reason", "read_names", "scope",
+    "did_you_mean", "function_hint", "keyword_reason", "read_names", "scope",
 ]
 
 
@@ -223,3 +223,33 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+#: Functions as other languages (NumPy, C, MATLAB) or Python spell them, with what to write in
+#: an expression string. In a specification file only physode's functions are in scope, so
+#: ``ln(x)`` there is an unknown function (from Python, SymPy reads ``ln``, ``abs``, ``min``,
+#: ``max`` and ``pow`` itself).
+FUNCTION_SPELLINGS = {
+    "ln": "log", "log10": "log(x, 10)", "log2": "log(x, 2)", "abs": "Abs", "fabs": "Abs",
+    "min": "Min", "max": "Max", "fmin": "Min", "fmax": "Max", "pow": "x**y", "sgn": "sign",
+    "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arctan2": "atan2", "arcsinh": "asinh",
+    "arccosh": "acosh", "arctanh": "atanh",
+}
+
+
+def function_hint(name: str, supported: Iterable[str]) -> str:
+    """What to write instead of the function ``name``, which is none of ``supported``: its
+    spelling among them (:data:`FUNCTION_SPELLINGS`), or the closest supported name for a name
+    SymPy does not know either (a misspelling); empty otherwise: a function of SymPy's such as
+    ``cot`` is no misspelt ``cos``.
+
+    Examples
+    --------
+    >>> function_hint("ln", ["log"]), function_hint("sine", ["sin"]), function_hint("cot", ["cos"])
+    (' (for ln write log)', " (did you mean 'sin'?)", '')
+    """
+    if name in FUNCTION_SPELLINGS:
+        return f" (for {name} write {FUNCTION_SPELLINGS[name]})"
+    if hasattr(sympy, name):
+        return ""
+    return did_you_mean(name, supported)

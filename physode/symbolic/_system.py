@@ -30,6 +30,7 @@ from physode.symbolic._codegen import (
     generate_sources,
     load_kernel,
     non_real_constants,
+    supported_function_names,
     unsupported_functions,
 )
 from physode.symbolic._names import (
@@ -38,6 +39,7 @@ from physode.symbolic._names import (
     caret_reason,
     constant_names,
     did_you_mean,
+    function_hint,
     keyword_reason,
     read_names,
     scope,
@@ -222,8 +224,11 @@ def _expr(
                 f"{name!r} among the {dynamic.roles} (or write it as a symbol)"
             )
     if bad:
+        supported = supported_function_names() + ["sqrt"]
+        named = ", ".join(name + function_hint(name, supported) for name in sorted(bad))
         problems.add(
-            f"{where} uses function(s) {', '.join(sorted(bad))} that have no torch translation"
+            f"{where} uses function(s) {named} that have no torch translation; the supported "
+            f"functions: {', '.join(sorted(supported))}"
         )
     for constant in non_real_constants(expr):
         problems.add(f"{where} contains {constant}, which is not a finite real number")
