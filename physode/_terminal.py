@@ -29,7 +29,7 @@ def warnings_as_lines(command: str) -> Iterator[None]:
     """Say each ``physode.PhysodeWarning`` given inside as one line of ``command``'s own
     (``physode train: warning: ...``) on standard error when the block ends, also on an error or
     Ctrl-C, not as Python shows a warning (with a file and a line); other warnings pass on as they
-    are.
+    are. A warning given again from the same place with the same text is said once.
 
     Examples
     --------
@@ -44,8 +44,17 @@ def warnings_as_lines(command: str) -> Iterator[None]:
             warnings.simplefilter("always")
             yield
     finally:
+        said = set()
         for w in caught:
-            if issubclass(w.category, PhysodeWarning):
+            # Once each, as Python's default filter shows a warning: a solve repeated every
+            # batch (rtol below float32's resolution) gives the same warning every time. A line
+            # of the command's own names no place, so its text alone tells it apart.
+            ours = issubclass(w.category, PhysodeWarning)
+            key = (str(w.message),) if ours else (w.category, str(w.message), w.filename, w.lineno)
+            if key in said:
+                continue
+            said.add(key)
+            if ours:
                 print(f"{command}: warning: {w.message}", file=sys.stderr)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -723,7 +723,8 @@ def _train_and_report(
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
         write_atomically(out / "model.pt", lambda tmp: torch.save(weights, tmp), "model")
-    report = _evaluate(trainer, extras.get("t_end"), out)
+    with _warnings_as_lines():
+        report = _evaluate(trainer, extras.get("t_end"), out)
     if out is not None:
         summary = {
             "config": config.to_dict(),

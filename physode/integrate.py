@@ -132,6 +132,7 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
             warnings.warn(
                 "t requires grad, but physode does not differentiate with respect to the output "
                 "times: t.grad stays None. Pass t.detach() to silence this warning.",
+                PhysodeWarning,
                 stacklevel=3,
             )
         t_tensor = source = t

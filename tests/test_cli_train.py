@@ -611,6 +611,36 @@ def test_warnings_given_before_an_interruption_are_still_said(capsys):
     assert capsys.readouterr().err == "physode train: warning: k differs between trajectories\n"
 
 
+def test_a_warning_repeated_inside_a_block_is_said_once(capsys):
+    from physode import PhysodeWarning
+    from physode._terminal import warnings_as_lines
+
+    with warnings_as_lines("physode train"):
+        for _ in range(3):  # as a solve warns again at every batch
+            warnings.warn("rtol is too small", PhysodeWarning, stacklevel=1)
+        warnings.warn("k differs between trajectories", PhysodeWarning, stacklevel=1)
+    assert capsys.readouterr().err == (
+        "physode train: warning: rtol is too small\n"
+        "physode train: warning: k differs between trajectories\n"
+    )
+
+
+def test_an_rtol_below_float32_resolution_is_one_line_of_the_command_not_a_python_warning(
+    data, capsys
+):
+    # Every batch's solve and the rollout's raise rtol to float32's resolution and warn; the
+    # command used to let each through as Python shows a warning, with a file and a line.
+    with warnings.catch_warnings(record=True) as raw:
+        warnings.simplefilter("always")
+        assert main(_neural(data, "--epochs", "2", "--dtype", "float32", "--rtol", "1e-9")) == 0
+    assert [str(w.message) for w in raw] == []
+    lines = capsys.readouterr().err.splitlines()
+    said = "physode train: warning: rtol=1e-09 is below the resolution of torch.float32"
+    assert lines and all(line.startswith(said) for line in lines), lines
+    assert len(lines) <= 2, lines  # once in training, once in the rollout
+    assert lines[0].endswith("Solving with rtol=1.19e-07; for tighter tolerances use float64.")
+
+
 def test_a_bad_setting_is_named_as_the_command_line_spells_it(data, capsys):
     assert main(_train(data, "--epochs", "0")) == 2
     err = capsys.readouterr().err

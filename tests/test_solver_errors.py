@@ -353,8 +353,20 @@ def test_fixed_steps_span_exactly_the_distance_between_the_output_times():
 
 def test_times_that_require_grad_get_a_warning_that_they_get_no_gradient():
     t = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
-    with pytest.warns(UserWarning, match="t.grad stays None"):
+    with pytest.warns(physode.PhysodeWarning, match="t.grad stays None"):
         physode.solve(decay, Y0, t)
+
+
+@pytest.mark.parametrize("dtype, advice", [(torch.float32, "for tighter tolerances use float64"),
+                                          (torch.float64, "no float64 solve can be tighter")])
+def test_an_rtol_below_the_dtypes_resolution_is_a_physode_warning_with_advice_that_fits(
+    dtype, advice
+):
+    # float64 is the widest dtype a solve takes: "use float64" was no advice to a float64 solve.
+    with pytest.warns(physode.PhysodeWarning, match="below the resolution") as caught:
+        physode.solve(decay, Y0.to(dtype), [0.0, 1.0], rtol=1e-20)
+    (message,) = [str(w.message) for w in caught]
+    assert message.endswith(f"Solving with rtol={torch.finfo(dtype).eps:.3g}; {advice}.")
 
 
 @pytest.mark.parametrize("t", [torch.tensor([0, 1], dtype=torch.bool), [0j, 1j], "0,1"])

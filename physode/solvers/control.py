@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from physode._errors import PhysodeWarning
 from physode.solvers._arrays import Array, finfo, namespace
 
 __all__ = [
@@ -68,11 +69,17 @@ def warn_unattainable(
     :func:`warnings.warn`."""
     floor = attainable_rtol(rtol, like)
     if floor != rtol:
+        # float64 is the widest dtype a solve takes: only a narrower one gains from a change.
+        advice = (
+            "for tighter tolerances use float64"
+            if floor > torch.finfo(torch.float64).eps
+            else "no float64 solve can be tighter"
+        )
         warnings.warn(
             f"{prefix}rtol={rtol:g} is below the resolution of {like.dtype} (eps={floor:.3g}): "
             f"{solve} cannot be that accurate, and its steps would only shrink until max_steps ran "
-            f"out. "
-            f"Solving with rtol={floor:.3g}; for tighter tolerances use float64.",
+            f"out. Solving with rtol={floor:.3g}; {advice}.",
+            PhysodeWarning,
             stacklevel=stacklevel + 1,
         )
 
