@@ -49,12 +49,33 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any], what
 
 def writable_folder(name: str, value: Any, folder: Path) -> None:
     """Create ``folder`` if needed; refuse it, naming the setting ``name=value``, if it cannot be
-    written."""
+    written.
+
+    A file where a folder must go is named as such (``--out run: cannot create the folder run:
+    run is not a folder``), as the commands refuse one, not as the system says it (``File exists``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> _ = file.write_text("")
+    >>> writable_folder("out", "run", file)
+    Traceback (most recent call last):
+    ...
+    physode._errors.InvalidArgumentError: out='run': cannot create the folder ...run: ...run is not a folder
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        # The nearest of the folder and those above it that exists: a file there blocks it.
+        there = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        reason = (
+            f": {there} is not a folder"
+            if there is not None and not there.is_dir()
+            else f" ({exc.strerror or exc})"
+        )
         raise InvalidArgumentError(
-            f"{name}={value!r}: cannot create the folder {folder} ({exc.strerror or exc})"
+            f"{name}={value!r}: cannot create the folder {folder}{reason}"
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InvalidArgumentError(f"{name}={value!r}: the folder {folder} is not writable")

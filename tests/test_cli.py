@@ -371,7 +371,21 @@ def test_train_refuses_an_out_folder_it_cannot_create_before_training(
     assert main(_train(train_data, "--out", str(tmp_path / out), "--log", str(log))) == 2
     error = capsys.readouterr().err
     assert error.startswith("physode train: error: -o/--out ") and error.count("\n") == 1
+    # Named as simulate and check name it, not as the system does ("File exists").
+    assert error.endswith(f"{tmp_path / 'a_file'} is not a folder\n"), error
     assert not log.exists()  # refused before the first epoch
+
+
+@pytest.mark.parametrize("option", ["--checkpoint-dir", "--log"])
+def test_train_names_a_file_that_stands_where_its_folder_must_go(
+    train_data, tmp_path, capsys, option
+):
+    (tmp_path / "a_file").write_text("not a folder")
+    target = tmp_path / "a_file" / ("log.csv" if option == "--log" else "ckpt")
+    assert main(_train(train_data, option, str(target))) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"physode train: error: {option} {target}: cannot create the folder ")
+    assert error.endswith(f": {tmp_path / 'a_file'} is not a folder\n"), error
 
 
 def test_train_refuses_a_data_set_with_nothing_held_out_before_training(tmp_path, capsys):
