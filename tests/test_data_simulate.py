@@ -1091,6 +1091,25 @@ def test_params_naming_every_parameter_is_sample_and_a_resume_matches_the_names(
         assert json.loads(data.attrs["simulation"])["params"] == "sample"
 
 
+@pytest.mark.parametrize("params", [["G"], ["m1", "G"]])
+def test_params_naming_a_parameter_without_a_range_is_refused_with_those_that_have_one(
+    tmp_path, params
+):
+    # three_body's G has no range: drawing it kept every trajectory at G = 1 without a word, so
+    # a data set meant to vary G did not.
+    system = physode.systems.load("three_body")
+    assert system.parameter_ranges["G"] == (1.0, 1.0)
+    expected = (
+        "['G'] has no range in 'three_body', so every draw would be the default value; the "
+        "parameters with a range are ['m1', 'm2', 'm3']. To vary 'G', give it one in the "
+        "specification file (G = { value = 1, range = [low, high] })"
+    )
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(expected)):
+        simulate("three_body", out=tmp_path / "x.h5", trajectories=2, t_end=0.5, points=2,
+                 params=params, quiet=True)  # fmt: skip
+    assert not (tmp_path / "x.h5").exists()
+
+
 @pytest.mark.parametrize(
     "params, expected",
     [

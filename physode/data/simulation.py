@@ -416,6 +416,16 @@ def _sampled_names(system, params):
             f"params={list(params)!r}: {unknown} are not parameters of {system.name!r}; its "
             f"parameters are {names}"
         )
+    ranges = system.parameter_ranges
+    fixed = [name for name in names if name in params and ranges[name][0] == ranges[name][1]]
+    if fixed:  # drawn from a range of one value, each would keep its default: surely a slip
+        ranged = [name for name in names if ranges[name][0] != ranges[name][1]]
+        raise InvalidArgumentError(
+            f"params={list(params)!r}: {fixed} {'has' if len(fixed) == 1 else 'have'} no range "
+            f"in {system.name!r}, so every draw would be the default value; the parameters "
+            f"with a range are {ranged}. To vary {fixed[0]!r}, give it one in the specification "
+            f"file ({fixed[0]} = {{ value = {system.parameters[fixed[0]]:g}, range = [low, high] }})"
+        )
     chosen = [name for name in names if name in params]
     return "sample" if chosen == names else chosen
 
@@ -897,7 +907,8 @@ def simulate(
         The system's default parameters for every trajectory, or one draw per trajectory from the
         system's parameter ranges; a list of names draws only those (the others keep their
         defaults), each with the value ``"sample"`` would give it (``["l"]`` for pendulums of
-        different lengths, to learn ``g`` from them or ``l`` per trajectory).
+        different lengths, to learn ``g`` from them or ``l`` per trajectory); a name without a
+        range, whose every draw would be its default, is refused.
     noise : float
         Standard deviation of Gaussian observation noise added to the states and stored as
         ``/noisy_states`` beside the clean ones; 0 stores none.
