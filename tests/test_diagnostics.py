@@ -119,6 +119,13 @@ def test_parameters_carried_in_the_state_are_used():
         conservation(osc, ys[..., :3])
 
 
+def test_the_table_counts_one_trajectory_in_the_singular():
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 2, 3.0)
+    text = str(conservation(osc, ys[:, :1], t))
+    assert text.startswith("conservation report: harmonic_oscillator, 1 trajectory, t in [0, 3]\n")
+
+
 def test_table_lists_each_invariant_and_marks_failures():
     osc = physode.systems.load("harmonic_oscillator")
     t, ys = _orbits(osc, 2, 3.0)

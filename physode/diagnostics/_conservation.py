@@ -155,7 +155,8 @@ class ConservationReport:
 
     def __str__(self) -> str:
         n_traj = math.prod(self.batch_shape)
-        head = f"conservation report: {self.system_name}, {n_traj} trajectories"
+        noun = "trajectory" if n_traj == 1 else "trajectories"
+        head = f"conservation report: {self.system_name}, {n_traj} {noun}"
         if self.t is not None and self.t.numel() > 1:
             head += f", t in [{float(self.t[0]):.6g}, {float(self.t[-1]):.6g}]"
         if not self.invariants:
