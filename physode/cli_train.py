@@ -565,6 +565,15 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
         if kind == "neural":
             return neural
     physics = _physics_model(settings, system)
+    chosen = physics.system
+    if settings["system"] and chosen.n_state != n_state:  # caught here, not at the first solve
+        own = "" if system is None else f" ({system.name}, with {system.n_state})"
+        raise InvalidArgumentError(
+            f"--system {settings['system']}: {chosen.name} has {chosen.n_state} state "
+            f"components ({', '.join(chosen.state_names)}), but the data hold {n_state}; choose "
+            f"a system with the data's states, or leave --system out to use the data set's own"
+            f"{own}"
+        )
     if kind == "physics":
         return physics
     aphynity = None

@@ -402,6 +402,13 @@ def _progress(tmp_path: Path) -> str:
          "--width (applies to neural and hybrid models), --activation (applies to neural"),
         (["--model", "hybrid", "--system", "pendulumm"],
          "unknown system 'pendulumm'; valid names: damped_oscillator"),
+        # A system of another state size, said before training rather than at the first solve
+        # as "y has shape (.., 2); kepler needs (..., 4)".
+        (["--model", "physics", "--system", "kepler", "--learnable", "mu"],
+         "--system kepler: kepler has 4 state components (x, y, px, py), but the data hold 2; "
+         "choose a system with the data's states, or leave --system out to use the data set's "
+         "own (harmonic_oscillator, with 2)"),
+        (["--model", "hybrid", "--system", "kepler"], "--system kepler: kepler has 4 state "),
     ],
 )  # fmt: skip
 def test_a_setting_the_model_would_ignore_or_a_misspelt_system_is_refused(
