@@ -420,11 +420,12 @@ def _sampled_names(system, params):
     fixed = [name for name in names if name in params and ranges[name][0] == ranges[name][1]]
     if fixed:  # drawn from a range of one value, each would keep its default: surely a slip
         ranged = [name for name in names if ranges[name][0] != ranges[name][1]]
+        value = system.parameters[fixed[0]]
         raise InvalidArgumentError(
             f"params={list(params)!r}: {fixed} {'has' if len(fixed) == 1 else 'have'} no range "
             f"in {system.name!r}, so every draw would be the default value; the parameters "
             f"with a range are {ranged}. To vary {fixed[0]!r}, give it one in the specification "
-            f"file ({fixed[0]} = {{ value = {system.parameters[fixed[0]]:g}, range = [low, high] }})"
+            f"file ({fixed[0]} = {{ value = {value:g}, range = [low, high] }})"
         )
     chosen = [name for name in names if name in params]
     return "sample" if chosen == names else chosen
