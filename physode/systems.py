@@ -21,6 +21,7 @@ from pathlib import Path
 
 from physode._errors import InvalidArgumentError
 from physode.symbolic import System, _cache
+from physode.symbolic._names import did_you_mean
 from physode.symbolic._spec import read_spec_text, system_from_spec
 from physode.symbolic._system import warn_constants
 
@@ -73,8 +74,15 @@ def path(name: str) -> Traversable:
     """
     valid = names()
     if name not in valid:
+        # A file of that name here is surely what was meant: a path needs its suffix.
+        own = Path(f"{name}{SUFFIX}")
+        hint = (
+            f"; did you mean your file {own}? Pass it with its suffix"
+            if own.is_file()
+            else did_you_mean(name, valid)
+        )
         raise InvalidArgumentError(
-            f"unknown system {name!r}; valid names: {', '.join(valid)} "
+            f"unknown system {name!r}{hint}; valid names: {', '.join(valid)} "
             "(or pass the path to your own .toml file)"
         )
     return _catalogue() / f"{name}{SUFFIX}"

@@ -401,7 +401,7 @@ def _progress(tmp_path: Path) -> str:
         (["--model", "physics", "--learnable", "k", "--width", "8", "--activation", "relu"],
          "--width (applies to neural and hybrid models), --activation (applies to neural"),
         (["--model", "hybrid", "--system", "pendulumm"],
-         "unknown system 'pendulumm'; valid names: damped_oscillator"),
+         "unknown system 'pendulumm' (did you mean 'pendulum'?); valid names: damped_oscillator"),
         # A system of another state size, said before training rather than at the first solve
         # as "y has shape (.., 2); kepler needs (..., 4)".
         (["--model", "physics", "--system", "kepler", "--learnable", "mu"],

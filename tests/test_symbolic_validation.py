@@ -492,6 +492,17 @@ def test_named_initial_states_must_be_lists_of_finite_numbers(table, message):
         system_from_spec(spec)
 
 
+@pytest.mark.parametrize("table, message", [
+    ("[initial_states.rest]\nx = 0.0", "initial state 'rest': missing states ['v']; states: x, v"),
+    ("[initial_states.rest]\nx = 0.0\nv = 1.0\nw = 2.0",
+     "initial state 'rest': unknown names ['w']; states: x, v"),
+])
+def test_a_named_initial_state_says_only_what_is_wrong_with_its_names(table, message):
+    spec = f'name = "a"\nform = "equations"\n{table}\n[equations]\nx = "v"\nv = "-x"'
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        system_from_spec(spec)
+
+
 def test_a_python_keyword_used_as_a_name_is_explained():
     spec = ('name = "a"\nform = "equations"\n[parameters]\nlambda = 0.5\n'
             '[equations]\nx = "-lambda*x"')

@@ -209,3 +209,20 @@ def test_clear_cache_empties_the_derivation_cache(tmp_path, monkeypatch):
     assert any(tmp_path.iterdir())
     assert physode.systems.clear_cache() >= 1
     assert physode.systems.clear_cache() == 0
+
+
+def test_an_unknown_name_suggests_the_closest_system():
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"unknown system 'kepelr' \(did you mean 'kepler'\?\); valid names"):
+        physode.systems.path("kepelr")
+
+
+def test_an_unknown_name_with_a_specification_file_of_that_name_here_points_at_the_file(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "duffing_driven.toml").write_text('name = "d"\n')
+    with pytest.raises(physode.InvalidArgumentError,
+                       match="unknown system 'duffing_driven'; did you mean your file "
+                             "duffing_driven.toml\\? Pass it with its suffix; valid names"):
+        physode.systems.load("duffing_driven")

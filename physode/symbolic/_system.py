@@ -1398,9 +1398,10 @@ def _check_common(
             missing = [s for s in state_names if s not in value]
             extra = [s for s in value if s not in state_names]
             if missing or extra:
+                said = [f"missing states {missing}"] if missing else []
+                said += [f"unknown names {extra}"] if extra else []
                 problems.add(
-                    f"initial state {key!r}: missing states {missing}, unknown names {extra}; "
-                    f"states: {', '.join(state_names)}"
+                    f"initial state {key!r}: {', '.join(said)}; states: {', '.join(state_names)}"
                 )
                 continue
             value = [value[s] for s in state_names]
