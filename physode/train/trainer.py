@@ -1065,7 +1065,7 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
         "as the evaluation's ground truth. To recover each trajectory's own value, learn it per "
         f"trajectory: PhysicsModel(..., per_trajectory={[name for name, _ in varying]}) "
         "(physode train: --per-trajectory NAMES); or train on trajectories simulated with fixed "
-        "parameters (physode simulate without --params sample; params='default' in Python)"
+        "parameters (physode simulate without --params; params='default' in Python)"
     )
 
 
