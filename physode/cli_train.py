@@ -48,6 +48,11 @@ _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
 # The [report] settings, each with its type check and the type's name in TOML.
 _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
+    "calibrate": (
+        lambda v: isinstance(v, numbers.Real),
+        "a number (the end time of the observations to calibrate on) or true (the training "
+        "horizon)",
+    ),
     "out": (lambda v: isinstance(v, str), "a string (a folder)"),
     "quiet": (lambda v: isinstance(v, bool), "true or false"),
     "resume": (
@@ -71,6 +76,8 @@ _MODEL_DEFAULTS: dict[str, Any] = {
 EXAMPLES = """examples:
   physode train three_body.h5 --model physics --learnable m1,m2,m3 --epochs 50
   physode train pendulums.h5 --model physics --per-trajectory l   # each pendulum's own l
+  physode train pendulums.h5 --model physics --per-trajectory l --calibrate --t-end 4
+      # test pendulums: own l fitted up to the training horizon, then rolled out to t = 4
   physode train pendulum.h5 --model hybrid --system pendulum --learnable g --aphynity \\
       --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
@@ -343,6 +350,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     report.add_argument(
         "--t-end", type=float, metavar="T",
         help="roll out to this time, beyond the data (default: the data's last time)",
+    )
+    report.add_argument(
+        "--calibrate", type=float, nargs="?", const=True, metavar="T",
+        help="with --per-trajectory: fit each test trajectory's own values of those parameters "
+        "to its observations up to time T (alone: the training horizon) before rolling it out "
+        "(default: roll out with the mean of the learned values)",
     )
     report.add_argument(
         "--out", "-o", metavar="DIR",
@@ -695,7 +708,7 @@ def _train_and_report(
     status. The model is saved before the evaluation, which can fail, and the printing, which
     can meet a closed pipe."""
     from physode.train import Trainer, as_trajectories
-    from physode.train.evaluate import rollout_times
+    from physode.train.evaluate import calibration_time, rollout_times
 
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
@@ -713,12 +726,15 @@ def _train_and_report(
     rollout_times(trainer.train_data.t, extras.get("t_end"))
     if extras.get("out") is not None:
         _check_out(extras["out"])
-    if trainer.held_out_data() is None:
+    held_out = trainer.held_out_data()
+    if held_out is None:
         raise InvalidArgumentError(
             f"{data} has no usable trajectories in its 'test' or 'val' split to evaluate the "
             "trained model on; simulate it with a split that holds some out, e.g. "
             "--split 0.8,0.1,0.1"
         )
+    calibrate = extras.get("calibrate")
+    calibration_time(model, held_out.t, calibrate, float(trainer.train_data.t[-1]))
     if resume is not None:
         trainer.load_checkpoint(resume)
     try:
@@ -733,7 +749,7 @@ def _train_and_report(
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
         write_atomically(out / "model.pt", lambda tmp: torch.save(weights, tmp), "model")
     with _warnings_as_lines():
-        report = _evaluate(trainer, extras.get("t_end"), out)
+        report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
     if out is not None:
         summary = {
             "config": config.to_dict(),
@@ -778,11 +794,12 @@ def _warnings_as_lines():
     return warnings_as_lines("physode train")
 
 
-def _evaluate(trainer: Any, t_end: float | None, out: Path | None) -> Any:
-    """The trained model's rollout report; a failed rollout is refused with what was kept and
-    what to try (the solver's own advice names settings that ``physode train`` does not have)."""
+def _evaluate(trainer: Any, t_end: float | None, out: Path | None, calibrate: Any = None) -> Any:
+    """The trained model's rollout report (its test trajectories calibrated first where
+    ``calibrate`` asks); a failed rollout is refused with what was kept and what to try (the
+    solver's own advice names settings that ``physode train`` does not have)."""
     try:
-        return trainer.evaluate(t_end=t_end)
+        return trainer.evaluate(t_end=t_end, calibrate=calibrate)
     except PhysodeError as exc:
         if out is not None:
             kept = f"{out / 'model.pt'} was saved"
@@ -794,10 +811,18 @@ def _evaluate(trainer: Any, t_end: float | None, out: Path | None) -> Any:
         cause = str(exc).rstrip(".")
         if isinstance(exc, SolverError):  # its first sentence; the rest advises solver settings
             cause = cause.split(". ")[0]
+        advice = (
+            "The trained model may not stay bounded that long: try a shorter --t-end, or train "
+            "it further or more gently (more --epochs, a smaller --lr)"
+        )
+        if str(exc).startswith("calibrating"):
+            advice = (
+                "The calibration's search may have reached values the model cannot solve with: "
+                "try an earlier --calibrate T, or leave --calibrate out"
+            )
         raise PhysodeError(
             f"training finished and {kept}, but the rollout of the test trajectories {until} "
-            f"failed: {cause}. The trained model may not stay bounded that long: try a shorter "
-            "--t-end, or train it further or more gently (more --epochs, a smaller --lr)"
+            f"failed: {cause}. {advice}"
         ) from exc
 
 

@@ -164,10 +164,14 @@ class Hybrid(nn.Module):
         return self.physics.held_out_parameters() if self.per_trajectory else {}
 
     def learned_rows(
-        self, p: torch.Tensor | None, index: torch.Tensor | None, n: int
+        self,
+        p: torch.Tensor | None,
+        index: torch.Tensor | None,
+        n: int,
+        values: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """See :meth:`PhysicsModel.learned_rows`."""
-        return self.physics.learned_rows(p, index, n) if self.per_trajectory else p
+        return self.physics.learned_rows(p, index, n, values) if self.per_trajectory else p
 
     def forward(
         self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None

@@ -256,20 +256,31 @@ class PhysicsModel(nn.Module):
         return dict(zip(self.per_trajectory, self._held_out_vector().tolist(), strict=True))
 
     def learned_rows(
-        self, p: torch.Tensor | None, index: torch.Tensor | None, n: int
+        self,
+        p: torch.Tensor | None,
+        index: torch.Tensor | None,
+        n: int,
+        values: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """The per-row parameter vectors of ``n`` rows with the per-trajectory learned values
         filled in: row ``i`` from table row ``index[i]`` (training trajectories), or, with
         ``index=None``, the held-out values. ``p`` (n, n_params) gives the other entries
         (``None``: the model's own). Differentiable with respect to the table.
 
+        ``values`` (n, len(per_trajectory)), given with ``index=None``, are used instead of the
+        table: each row's own values for trajectories the model was not trained on (those
+        :func:`physode.train.rollout_report` calibrates), differentiable with respect to them.
+
         Returns ``p`` unchanged for a model without per-trajectory parameters, and ``None``
-        for ``p=None, index=None`` (:meth:`forward` without ``p`` uses the held-out values).
+        for ``p=None, index=None, values=None`` (:meth:`forward` without ``p`` uses the
+        held-out values).
         """
-        if not self.per_trajectory or (p is None and index is None):
+        if not self.per_trajectory or (p is None and index is None and values is None):
             return p
         table = self.trajectory_values
-        if index is None:
+        if values is not None:
+            values = values.to(device=table.device, dtype=table.dtype)
+        elif index is None:
             values = self._held_out_vector().expand(n, -1)
         else:
             values = table[torch.as_tensor(index, device=table.device)]

@@ -9,7 +9,8 @@ values. Any other ``f(t, y)`` is solved as it is.
 Parameters a model learns per trajectory (``model.per_trajectory``) are entries of ``p`` too:
 :func:`learned_rows` fills them in before the solve, from the model's table for training
 trajectories (so the loss differentiates through ``table[index]`` in every gradient mode) and
-with the held-out values (the mean of the learned ones) for any other trajectory.
+with the held-out values (the mean of the learned ones) for any other trajectory, or with each
+held-out trajectory's own values where :func:`physode.train.rollout_report` calibrates them.
 
 With one step size for the batch (``step_control="shared"``) the rows never change places, so
 ``p`` is bound to the model for the solve (:class:`_Bound`): nothing is added to the state, and
@@ -44,14 +45,19 @@ def per_trajectory_names(model: Any) -> tuple[str, ...]:
 
 
 def learned_rows(
-    model: Any, p: torch.Tensor | None, index: Sequence[int] | torch.Tensor | None, n: int
+    model: Any,
+    p: torch.Tensor | None,
+    index: Sequence[int] | torch.Tensor | None,
+    n: int,
+    values: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """``p`` (n rows, or ``None``) with ``model``'s per-trajectory learned values filled in:
-    those of training trajectories ``index``, or the held-out ones for ``index=None``. ``p``
-    as it is for a model that learns nothing per trajectory."""
+    those of training trajectories ``index``, the held-out ones for ``index=None``, or
+    ``values`` (n, n_per_trajectory: calibrated held-out values) where given. ``p`` as it is
+    for a model that learns nothing per trajectory."""
     if not per_trajectory_names(model):
         return p
-    return model.learned_rows(p, index, n)
+    return model.learned_rows(p, index, n, values)
 
 
 def parameter_rows(

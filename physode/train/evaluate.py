@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import physode
-from physode._errors import InvalidArgumentError
+from physode._checks import converts_to_finite_real, is_int
+from physode._errors import InvalidArgumentError, SolverError
 from physode._files import json_ready
 from physode.train._rows import (
     learned_rows,
@@ -25,6 +26,14 @@ from physode.train.data import Trajectories, uniform_grid
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
 # t_end of 1e300 would otherwise ask for more than any memory holds.
 MAX_EXTRA_POINTS = 1_000_000
+# L-BFGS iterations a calibration of held-out trajectories runs at most; it stops earlier once
+# the fit has converged. A handful of scalars per trajectory needs far fewer.
+CALIBRATION_ITERATIONS = 50
+# Convergence of a calibration, on its loss relative to the mean square of the observations
+# it fits: the largest gradient entry, and the change of the loss or the step between two
+# iterations, below which L-BFGS stops.
+_CALIBRATION_TOLERANCE_GRAD = 1e-10
+_CALIBRATION_TOLERANCE_CHANGE = 1e-14
 
 
 @dataclass
@@ -64,10 +73,24 @@ class RolloutReport:
         for want of test data.
     per_trajectory : dict or None
         For a model that learns parameters per trajectory, by name: ``held_out_value``, the
-        value the rolled-out trajectories got (the mean of the learned values: they were not
-        trained on), ``learned``, each training trajectory's learned value, and, from
-        :meth:`Trainer.evaluate` where the training data store them, ``true``, their stored
-        values in the same order. ``None`` for other models.
+        mean of the learned values, which the rolled-out trajectories got (they were not
+        trained on) or, when they were calibrated, started from; ``learned``, each training
+        trajectory's learned value, and, from :meth:`Trainer.evaluate` where the training data
+        store them, ``true``, their stored values in the same order. After a calibration also
+        ``calibrated``, each held-out trajectory's fitted value (``None`` for one left at the
+        mean, see ``calibration``), and ``calibrated_true``, the values the held-out data
+        store, where they store them. ``None`` for other models.
+    calibration : dict or None
+        Where the held-out trajectories' per-trajectory values were calibrated
+        (``rollout_report(..., calibrate=T)``): ``until``, the end ``T`` of the stretch of
+        observations fitted (each trajectory's from its first observed time); ``iterations``
+        and ``evaluations`` of L-BFGS (each evaluation a solve of the stretch); ``converged``,
+        whether it stopped on its tolerances rather than its limits; ``loss``, the fitted
+        stretch's mean squared error relative to the mean square of its observations;
+        ``uncalibrated``, the held-out trajectories with no observation in their stretch,
+        rolled out with the mean; and the rollouts' mean squared errors ``mse_within``
+        (``t <= T``, the fitted observations) and ``mse_after`` (``t > T``: the forecast; ``None``
+        where there is none). ``None`` without calibration.
     """
 
     t: torch.Tensor
@@ -82,6 +105,7 @@ class RolloutReport:
     conservation_truth: Any = None
     note: str | None = None
     per_trajectory: dict[str, dict[str, Any]] | None = None
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as plain values (for ``results.json``); a number that is not finite (the
@@ -98,6 +122,8 @@ class RolloutReport:
             out["note"] = self.note
         if self.per_trajectory is not None:
             out["per_trajectory"] = self.per_trajectory
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
         for name in ("model", "truth"):
             report = getattr(self, f"conservation_{name}")
             if report is not None:
@@ -119,7 +145,7 @@ class RolloutReport:
         if self.note is not None:
             lines.insert(1, f"  note: {self.note}")
         if self.per_trajectory is not None:
-            lines += _per_trajectory_lines(self.per_trajectory)
+            lines += _per_trajectory_lines(self.per_trajectory, self.calibration)
         if self.conservation_model is not None:
             lines += ["conservation of the model's rollouts:", _indent(self.conservation_model)]
         if self.conservation_truth is not None:
@@ -131,23 +157,61 @@ class RolloutReport:
 _LISTED = 8
 
 
-def _per_trajectory_lines(table: dict[str, dict[str, Any]]) -> list[str]:
-    """The printed report's lines on parameters learned per trajectory."""
+def _per_trajectory_lines(
+    table: dict[str, dict[str, Any]], calibration: dict[str, Any] | None = None
+) -> list[str]:
+    """The printed report's lines on parameters learned per trajectory, and on the held-out
+    trajectories' calibrated values."""
     lines = []
     for name, entry in table.items():
-        learned, true = entry["learned"], entry.get("true")
+        learned, mean = entry["learned"], entry["held_out_value"]
+        if calibration is None:
+            used = f"the held-out trajectories were rolled out with their mean, {name} = {mean:.6g}"
+        else:
+            used = f"mean {name} = {mean:.6g}"
+        lines.append(f"{name}: learned per training trajectory ({len(learned)}); {used}")
+        lines += _listed(learned, entry.get("true"))
+        if calibration is None:
+            continue
+        calibrated = entry["calibrated"]
         lines.append(
-            f"{name}: learned per training trajectory ({len(learned)}); the held-out "
-            f"trajectories were rolled out with their mean, {name} = {entry['held_out_value']:.6g}"
+            f"{name}: calibrated per held-out trajectory ({len(calibrated)}) on its "
+            f"observations up to t = {calibration['until']:g}, from the mean; rolled out with "
+            "these"
         )
-        if true is not None and learned:
-            errors = [abs(a - b) / abs(b) if b else abs(a - b) for a, b in zip(learned, true)]
-            lines.append(f"  largest relative error against the stored values {max(errors):.3e}")
-        for i, value in enumerate(learned[:_LISTED]):
-            against = "" if true is None else f"  (true {true[i]:.6g})"
-            lines.append(f"  trajectory {i:<4d} {value:.6g}{against}")
-        if len(learned) > _LISTED:
-            lines.append(f"  ... {len(learned) - _LISTED} more (all in to_dict(), report.json)")
+        lines += _listed(calibrated, entry.get("calibrated_true"), f"the mean, {mean:.6g}")
+    if calibration is not None:
+        state = "converged" if calibration["converged"] else "stopped at its limit, not converged"
+        lines.append(
+            f"  L-BFGS: {calibration['iterations']} iterations, {calibration['evaluations']} "
+            f"solves, {state}; relative loss {calibration['loss']:.3e}"
+        )
+        for label, key in (("within", "mse_within"), ("after", "mse_after")):
+            value = "-" if calibration[key] is None else f"{calibration[key]:.3e}"
+            lines.append(f"  mse {label} t = {calibration['until']:g}".ljust(22) + value)
+        if calibration["uncalibrated"]:
+            lines.append(
+                f"  trajectories {calibration['uncalibrated']} have no observation between their "
+                "first observed time and t = "
+                f"{calibration['until']:g}: rolled out with the mean"
+            )
+    return lines
+
+
+def _listed(values: list[Any], true: list[float] | None, missing: str = "") -> list[str]:
+    """One line per value (the first ``_LISTED``), the stored true value beside it, and the
+    largest relative error against those; ``missing`` stands for a ``None`` value."""
+    lines = []
+    pairs = [(a, b) for a, b in zip(values, true or []) if a is not None]
+    if true is not None and pairs:
+        errors = [abs(a - b) / abs(b) if b else abs(a - b) for a, b in pairs]
+        lines.append(f"  largest relative error against the stored values {max(errors):.3e}")
+    for i, value in enumerate(values[:_LISTED]):
+        against = "" if true is None else f"  (true {true[i]:.6g})"
+        shown = missing if value is None else f"{value:.6g}"
+        lines.append(f"  trajectory {i:<4d} {shown}{against}")
+    if len(values) > _LISTED:
+        lines.append(f"  ... {len(values) - _LISTED} more (all in to_dict(), report.json)")
     return lines
 
 
@@ -313,6 +377,9 @@ def rollout_report(
     step_size: float | None = None,
     conservation: bool = True,
     conservation_tolerance: float = 1e-6,
+    calibrate: float | bool | None = None,
+    gradient: Any = "aca",
+    calibration_iterations: int = CALIBRATION_ITERATIONS,
 ) -> RolloutReport:
     """Roll the model out from each held-out trajectory's first state and compare.
 
@@ -348,13 +415,42 @@ def rollout_report(
     :class:`~physode.models.PhysicsModel`) rolls each trajectory out with the values it stores
     (``data.params``) of the parameters the model does not learn. Parameters it learns per
     trajectory (``per_trajectory``) take the mean of the learned values: ``data`` are taken to
-    be trajectories it was not trained on (the report's ``per_trajectory`` says so).
+    be trajectories it was not trained on (the report's ``per_trajectory`` says so), unless
+    ``calibrate`` fits each one's own values first.
     conservation_tolerance : float
         Relative drift the conservation reports flag.
+    calibrate : float or True, optional
+        For a model that learns parameters per trajectory: before the rollout, fit each
+        held-out trajectory's own values of them to its observations at times ``t <= calibrate``
+        (``True``: up to ``horizon``), everything else in the model held fixed; later
+        observations enter the errors only. Each trajectory starts from its first observed
+        state, and its values from the mean of the learned ones; the fit is L-BFGS over all of
+        them at once (each trajectory's values move its own solve only, so this is each one's
+        own fit) on the mean squared error of the observed values (``NaN`` left out,
+        components ``observe``), solved with ``method``, ``rtol``, ``atol``, ``step_size`` and
+        differentiated with ``gradient``. It is deterministic, leaves the model unchanged, and
+        the report's ``per_trajectory`` and ``calibration`` say what it found. A trajectory
+        with no observation in its stretch keeps the mean (``calibration["uncalibrated"]``).
+        By default (``None``) nothing is calibrated.
+    gradient : str or gradient object
+        The gradient mode of the calibration's solves (as in :func:`physode.solve`).
+    calibration_iterations : int
+        Most L-BFGS iterations of the calibration (it stops earlier once converged); the
+        solves it makes are at most 1.25 times as many.
 
     Returns
     -------
     RolloutReport
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For a ``t_end`` that :func:`rollout_times` refuses, a ``t_end`` beyond the data without
+        a system, or a ``calibrate`` that :func:`calibration_time` refuses (a model that learns
+        nothing per trajectory, a time before the data's second sample time) or that leaves no
+        held-out trajectory an observation to fit.
+    physode.SolverError
+        If a rollout fails, or a solve of the calibration does (the message says which).
 
     Examples
     --------
@@ -365,6 +461,24 @@ def rollout_report(
     >>> report = rollout_report(decay, data, horizon=0.5)
     >>> report.mse_within < 1e-12 and report.mse_beyond < 1e-12
     True
+
+    A pendulum of unknown length, rolled out with a model that learned the lengths of others
+    (``l`` per trajectory; their mean is 1.0): calibrated on its first half second, it finds
+    its own length, 0.7, and its rollout after it follows the truth.
+
+    >>> import physode
+    >>> from physode.models import PhysicsModel
+    >>> pendulum = physode.systems.load("pendulum")
+    >>> truth = torch.tensor([[1.0, 9.81, 0.7]], dtype=torch.float64)
+    >>> ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, truth),
+    ...                     torch.tensor([[0.5, 0.0]], dtype=torch.float64), t, rtol=1e-10)
+    >>> model = PhysicsModel(pendulum, per_trajectory=["l"], n_trajectories=2)
+    >>> with torch.no_grad():
+    ...     _ = model.trajectory_values.copy_(torch.tensor([[0.8], [1.2]]))
+    >>> data = Trajectories(t, ys.transpose(0, 1), system=pendulum)
+    >>> report = rollout_report(model, data, horizon=0.5, calibrate=True, conservation=False)
+    >>> round(report.per_trajectory["l"]["calibrated"][0], 4), report.mse_beyond < 1e-10
+    (0.7, True)
     """
     system = system if system is not None else data.system
     t_last = float(data.t[-1])
@@ -384,10 +498,17 @@ def rollout_report(
             "the training data or test_data; for rollout_report, also system=...), or roll "
             f"out no further than t_end={t_last:g}"
         )
+    until = calibration_time(model, data.t, calibrate, horizon)
+    if until is not None and not is_int(calibration_iterations, least=1):
+        raise InvalidArgumentError(
+            f"calibration_iterations={calibration_iterations!r} must be a positive integer "
+            f"(default {CALIBRATION_ITERATIONS})"
+        )
     # Each trajectory's stored values of the parameters the model does not learn.
-    rows = parameter_rows(model, data.params, system, "held-out")
+    stored = parameter_rows(model, data.params, system, "held-out")
     # Parameters learned per trajectory: the held-out values (the learned ones' mean).
-    rows = learned_rows(model, rows, None, len(data))
+    rows = learned_rows(model, stored, None, len(data))
+    calibration = values = None
     truth = data.states[:, :n_data]
     if beyond:
         truth = torch.cat([truth, truth.new_full((len(data), len(t) - n_data, data.n_state),
@@ -399,6 +520,13 @@ def rollout_report(
         model.eval()
     try:
         options = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
+        if until is not None:
+            # Each held-out trajectory's own values, fitted before the rollout uses them.
+            values, calibration = _calibrate(
+                model, data, stored, first, until, observe, calibration_iterations,
+                {**options, "gradient": gradient},
+            )
+            rows = learned_rows(model, stored, None, len(data), values)
         for start in sorted(set(first.tolist())):
             group = (first == start).nonzero().flatten().to(data.states.device)
             y0, times = data.states[group, start], t[start:]
@@ -448,18 +576,44 @@ def rollout_report(
         mse_beyond=mse_beyond,
         mse_per_trajectory=per_trajectory,
     )
-    if per_trajectory_names(model):
+    names = per_trajectory_names(model)
+    if names:
         held_out, learned = model.held_out_parameters(), model.per_trajectory_values()
         report.per_trajectory = {
-            name: {"held_out_value": held_out[name], "learned": learned[name]}
-            for name in per_trajectory_names(model)
+            name: {"held_out_value": held_out[name], "learned": learned[name]} for name in names
         }
+    if calibration is not None:
+        # Errors of the calibrated rollouts on the fitted observations and after them.
+        later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
+        seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
+        fitted = t[1:] <= until
+        calibration["mse_within"] = _masked_mean(
+            pred[:, fitted], ref[:, fitted], seen[:, fitted]
+        )
+        calibration["mse_after"] = _masked_mean(
+            pred[:, ~fitted], ref[:, ~fitted], seen[:, ~fitted]
+        )
+        report.calibration = calibration
+        left = set(calibration["uncalibrated"])
+        true = _stored_values(data, system, names)
+        for j, name in enumerate(names):
+            column = values[:, j].tolist()
+            entry = report.per_trajectory[name]
+            entry["calibrated"] = [None if i in left else v for i, v in enumerate(column)]
+            if name in true:
+                entry["calibrated_true"] = true[name]
     if conservation and system is not None:
         from physode.diagnostics import conservation as conservation_report
 
         # The true system's invariants: the truth's at the trajectories' parameters, the
         # rollouts' at the model's own (its learned values where it learns them).
         own = model_parameters(model, data.params, system, len(data))
+        if values is not None:  # each rollout's calibrated values
+            own = own.clone()
+            system_names = list(system.parameters)
+            for j, name in enumerate(names):
+                if name in system_names:
+                    own[:, system_names.index(name)] = values[:, j].to(own)
         measure = [("model", predicted, own)] if bool((first == 0).all()) else []
         if complete:
             measure.append(("truth", truth, data.params))
@@ -469,3 +623,163 @@ def rollout_report(
             )
             setattr(report, f"conservation_{name}", measured)
     return report
+
+
+def calibration_time(
+    model: Any, t: torch.Tensor, calibrate: float | bool | None, horizon: float
+) -> float | None:
+    """The end ``T`` of the stretch of observations that :func:`rollout_report` calibrates the
+    held-out trajectories' per-trajectory values on: ``calibrate``, or ``horizon`` for
+    ``calibrate=True``; ``None`` for no calibration (``None`` or ``False``).
+
+    Call it before training to check a ``calibrate`` (``t`` the held-out data's times).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If the model learns no parameter per trajectory (there is nothing to calibrate),
+        ``calibrate`` is not a finite number or ``True``, or ``T`` lies before the data's
+        second sample time (no observation after the first states to fit).
+
+    Examples
+    --------
+    >>> from physode.models import PhysicsModel
+    >>> model = PhysicsModel("pendulum", per_trajectory=["l"])
+    >>> t = torch.linspace(0, 2, 5)
+    >>> calibration_time(model, t, True, horizon=1.0), calibration_time(model, t, 1.5, 1.0)
+    (1.0, 1.5)
+    >>> calibration_time(model, t, 0.2, horizon=1.0)
+    Traceback (most recent call last):
+    ...
+    physode._errors.InvalidArgumentError: calibrate=0.2 leaves no observation to fit: ...
+    """
+    if calibrate is None or calibrate is False:
+        return None
+    if not per_trajectory_names(model):
+        raise InvalidArgumentError(
+            f"calibrate={calibrate!r} fits each held-out trajectory's own values of the "
+            f"parameters a model learns per trajectory, and this model ({type(model).__name__}) "
+            "learns none; build it with PhysicsModel(..., per_trajectory=[...]) (physode train "
+            "--per-trajectory NAMES), or leave calibrate out"
+        )
+    if calibrate is not True and not converts_to_finite_real(calibrate):
+        raise InvalidArgumentError(
+            f"calibrate={calibrate!r} must be the end time of the observations to calibrate on "
+            "(a finite number), True for the training horizon, or None for no calibration"
+        )
+    until = float(horizon if calibrate is True else calibrate)
+    second = float(t[1]) if len(t) > 1 else math.inf
+    if not until >= second:
+        asked = f"calibrate={calibrate!r}"
+        if calibrate is True:
+            asked += f" (the training horizon, t = {until:g})"
+        raise InvalidArgumentError(
+            f"{asked} leaves no observation to fit: the held-out data start at t = "
+            f"{float(t[0]):g} and their next sample is at {second:g}; give calibrate >= "
+            f"{second:g}"
+        )
+    return until
+
+
+def _stored_values(data: Trajectories, system: Any, names: tuple[str, ...]) -> dict[str, list]:
+    """The values of ``names`` that ``data`` store, by name (those they store)."""
+    columns = list(getattr(system, "parameters", None) or [])
+    if data.params is None or data.params.shape[-1] != len(columns):
+        return {}
+    return {
+        name: data.params[:, columns.index(name)].tolist() for name in names if name in columns
+    }
+
+
+def _calibrate(
+    model: nn.Module,
+    data: Trajectories,
+    stored: torch.Tensor | None,
+    first: torch.Tensor,
+    until: float,
+    observe: list[int] | None,
+    iterations: int,
+    options: dict[str, Any],
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Fit each held-out trajectory's values of the parameters ``model`` learns per trajectory
+    to its observations at ``first[i] < t <= until``: the values (N, k), detached (the mean
+    for a trajectory with nothing to fit), and the report's ``calibration`` entry.
+
+    ``stored``: the trajectories' rows of the parameters the model takes from the data. The
+    model's own tensors are neither changed nor given gradients: the solves differentiate
+    ``values`` alone (``params=[values]``, ``torch.autograd.grad``)."""
+    names = per_trajectory_names(model)
+    n = len(data)
+    mean = model.held_out_parameters()
+    states = data.states
+    start = torch.tensor([mean[name] for name in names], dtype=states.dtype, device=states.device)
+    last = int((data.t <= until).sum()) - 1
+    window = states[:, : last + 1]
+    # The values fitted: observed (not NaN), components observe, after each first state.
+    seen = ~torch.isnan(window)
+    if observe is not None:
+        chosen = torch.zeros(data.n_state, dtype=torch.bool, device=seen.device)
+        chosen[observe] = True
+        seen &= chosen
+    steps = torch.arange(last + 1, device=first.device)
+    seen &= (steps[None, :] > first[:, None]).to(seen.device)[..., None]
+    counts = seen.sum((1, 2)).tolist()
+    fitted = [i for i, count in enumerate(counts) if count]
+    left = [i for i, count in enumerate(counts) if not count]
+    if not fitted:
+        raise InvalidArgumentError(
+            f"calibrate={until:g} leaves no held-out trajectory an observation to fit: each "
+            "observes nothing between its first observed time and then; give a later "
+            "calibrate, up to the data's last time "
+            f"{float(data.t[-1]):g}"
+        )
+    index = torch.tensor(fitted, device=states.device)
+    groups = []  # (trajectories, y0, times, observed states, mask) per first observed time
+    for s in sorted({int(first[i]) for i in fitted}):
+        group = index[first.to(index.device)[index] == s]
+        groups.append((group, states[group, s], data.t[s : last + 1], window[group, s + 1 :],
+                       seen[group, s + 1 :]))  # fmt: skip
+    total = sum(counts)
+    observed = torch.where(seen, window, 0.0)
+    scale = float(observed.pow(2).sum()) / total or 1.0  # the observations' mean square
+    values = start.expand(len(fitted), -1).clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [values], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+        tolerance_grad=_CALIBRATION_TOLERANCE_GRAD,
+        tolerance_change=_CALIBRATION_TOLERANCE_CHANGE,
+    )  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        every = start.expand(n, -1).index_copy(0, index, values)
+        rows = learned_rows(model, stored, None, n, every)
+        loss = values.new_zeros(())
+        for group, y0, times, ref, mask in groups:
+            ys = solve_rows(model, y0, times, rows[group], params=[values], **options).ys
+            pred = ys[1:].transpose(0, 1)
+            loss = loss + torch.where(mask, pred - torch.where(mask, ref, 0.0), 0.0).pow(2).sum()
+        loss = loss / (total * scale)
+        (values.grad,) = torch.autograd.grad(loss, values)
+        return loss.detach()
+
+    try:
+        with torch.enable_grad():
+            optimizer.step(closure)
+            loss = float(closure())
+    except SolverError as exc:
+        raise SolverError(
+            f"calibrating the held-out trajectories' {list(names)} on t <= {until:g} failed: "
+            f"{exc}",
+            status=exc.status, t=exc.t, step_size=exc.step_size, solution=exc.solution,
+        ) from exc
+    state = optimizer.state[values]
+    done, evaluations = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+    limit = iterations * 5 // 4  # LBFGS's default max_eval
+    result = start.expand(n, -1).index_copy(0, index, values.detach())
+    return result, {
+        "until": until,
+        "iterations": done,
+        "evaluations": evaluations + 1,
+        "converged": done < iterations and evaluations < limit,
+        "loss": loss,
+        "uncalibrated": left,
+    }

@@ -43,7 +43,12 @@ from physode.train.data import (
     usable_trajectories,
     windows_of,
 )
-from physode.train.evaluate import RolloutReport, masked_mse, rollout_report
+from physode.train.evaluate import (
+    CALIBRATION_ITERATIONS,
+    RolloutReport,
+    masked_mse,
+    rollout_report,
+)
 
 CHECKPOINT_FORMAT = "physode-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -760,6 +765,8 @@ class Trainer:
         t_end: float | None = None,
         conservation: bool = True,
         conservation_tolerance: float = 1e-6,
+        calibrate: float | bool | None = None,
+        calibration_iterations: int = CALIBRATION_ITERATIONS,
     ) -> RolloutReport:
         """Roll the model out on held-out trajectories, within and beyond the training horizon.
 
@@ -778,11 +785,46 @@ class Trainer:
             Add conservation reports of the rollouts and the truth (needs a known system).
         conservation_tolerance : float
             Relative drift the conservation reports flag.
+        calibrate : float or True, optional
+            For a model that learns parameters per trajectory: fit each held-out trajectory's
+            own values of them to its observations up to this time (``True``: the training
+            horizon, the stretch of each trajectory that training would have seen), the rest of
+            the model fixed, before rolling it out with them; by default they are rolled out
+            with the mean of the learned values. The fit uses the training settings' solver
+            (``method``, ``rtol``, ``atol``, ``step_size``) and ``gradient``; see
+            :func:`~physode.train.rollout_report`, whose report's ``per_trajectory`` and
+            ``calibration`` give the values found.
+        calibration_iterations : int
+            Most L-BFGS iterations of the calibration (default 50; it stops once converged).
 
         Returns
         -------
         RolloutReport
             The training horizon is the last time of the training trajectories.
+
+        Examples
+        --------
+        Learn the lengths of four pendulums, then calibrate the length of two new ones on
+        their first second and roll them out for two:
+
+        >>> import physode
+        >>> from physode.models import PhysicsModel
+        >>> pendulum = physode.systems.load("pendulum")
+        >>> def swinging(lengths, t_end):
+        ...     params = torch.tensor([[1.0, 9.81, l] for l in lengths], dtype=torch.float64)
+        ...     y0 = torch.tensor([[0.5, 0.0]] * len(lengths), dtype=torch.float64)
+        ...     t = torch.linspace(0, t_end, 10 * int(t_end) + 1, dtype=torch.float64)
+        ...     ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, params), y0, t, rtol=1e-10)
+        ...     return Trajectories(t, ys.transpose(0, 1), params=params, system=pendulum)
+        >>> model = PhysicsModel(pendulum, per_trajectory=["l"])
+        >>> trainer = Trainer(model, swinging([0.5, 0.8, 1.2, 1.6], 1), epochs=15,
+        ...                   optimizer="lbfgs", lr=1.0, rtol=1e-9, atol=1e-11)
+        >>> _ = trainer.fit()
+        >>> report = trainer.evaluate(swinging([0.7, 1.3], 2), calibrate=True)
+        >>> [round(l, 4) for l in report.per_trajectory["l"]["calibrated"]]
+        [0.7, 1.3]
+        >>> report.calibration["until"], report.mse_beyond < 1e-8
+        (1.0, True)
         """
         c = self.config
         held_out, validation = self._held_out(test_data)
@@ -797,7 +839,8 @@ class Trainer:
             self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
             observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
             step_size=c.step_size, conservation=conservation,
-            conservation_tolerance=conservation_tolerance,
+            conservation_tolerance=conservation_tolerance, calibrate=calibrate,
+            gradient=c.gradient, calibration_iterations=calibration_iterations,
         )
         if report.per_trajectory is not None:
             report.per_trajectory = self._learned_versus_true(report.per_trajectory)
