@@ -332,3 +332,57 @@ def test_lbfgs_over_several_batches_of_a_per_trajectory_table_is_warned_of():
         warnings.simplefilter("error")
         Trainer(PhysicsModel("pendulum", per_trajectory=["l"]), data, optimizer="lbfgs")
         Trainer(PhysicsModel("pendulum", per_trajectory=["l"]), data, batch_size=1)  # Adam
+
+
+def test_physode_train_calibrates_the_test_trajectories_with_calibrate(pendulums_h5, tmp_path):
+    from physode.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", str(pendulums_h5), "--model", "physics", "--per-trajectory", "l",
+            "--optimizer", "lbfgs", "--lr", "1", "--epochs", "2", "--rtol", "1e-9", "--atol",
+            "1e-11", "--quiet", "--out", str(out), "--t-end", "1.5", "--calibrate"]  # fmt: skip
+    assert main(argv) == 0
+    rollout = json.loads((out / "report.json").read_text())["rollout"]
+    assert rollout["calibration"]["until"] == 1.0  # bare --calibrate: the training horizon
+    entry = rollout["per_trajectory"]["l"]
+    assert len(entry["calibrated"]) == 2 and len(set(entry["calibrated_true"])) == 2
+    assert entry["calibrated"] == pytest.approx(entry["calibrated_true"], rel=1e-5)
+    assert rollout["mse_beyond"] < 1e-10
+
+
+def test_physode_train_refuses_calibrate_for_a_model_without_per_trajectory_parameters_at_once(
+    pendulums_h5, tmp_path, capsys
+):
+    from physode.cli import main
+
+    log = tmp_path / "log.csv"
+    argv = ["train", str(pendulums_h5), "--model", "physics", "--learnable", "l", "--epochs",
+            "1", "--quiet", "--log", str(log), "--calibrate", "0.5"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the warning that l varies
+    assert err.startswith("physode train: error: --calibrate 0.5 fits each held-out trajectory")
+    assert "--per-trajectory NAMES" in err
+    assert not log.exists()  # refused before training
+
+
+def test_physode_train_reads_calibrate_from_the_report_table_of_a_config(pendulums_h5, tmp_path):
+    import argparse
+
+    from physode.cli_train import _settings, add_train_parser
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    config = tmp_path / "run.toml"
+    extras = []
+    for value in ("true", "0.5"):
+        config.write_text(f'data = "{pendulums_h5}"\n[report]\ncalibrate = {value}\n')
+        extras.append(_settings(parser.parse_args(["train", "--config", str(config)]))[3])
+    assert [e["calibrate"] for e in extras] == [True, 0.5]
+    # The command line wins, bare or with a time.
+    for argv, want in ((["--calibrate"], True), (["--calibrate", "0.3"], 0.3)):
+        args = parser.parse_args(["train", "--config", str(config), *argv])
+        assert _settings(args)[3]["calibrate"] == want
+    config.write_text(f'data = "{pendulums_h5}"\n[report]\ncalibrate = "soon"\n')
+    with pytest.raises(physode.InvalidArgumentError, match=r"\[report\]: calibrate = 'soon' "
+                       r"must be a number \(the end time"):  # fmt: skip
+        _settings(parser.parse_args(["train", "--config", str(config)]))
