@@ -41,7 +41,7 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
-              ("training.md", 6), ("training.md", 7), ("diagnostics.md", 0),
+              ("training.md", 6), ("training.md", 7), ("training.md", 8), ("diagnostics.md", 0),
               ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
@@ -180,10 +180,14 @@ def test_parameters_learned_per_trajectory_example_recovers_each_length(capsys):
     assert ns["result"].per_trajectory_parameters["l"] == pytest.approx(lengths, rel=1e-6)
     out = capsys.readouterr().out.splitlines()
     assert out == [str(lengths), str(lengths)]  # learned, then the stored values
+    # Calibrating held-out trajectories continues the example, with its trainer.
+    ns = _run("training.md", 6, ns)
+    assert capsys.readouterr().out.splitlines() == ["[0.6, 1.4]", "1.0 True"]
+    assert ns["report"].calibration["converged"]
 
 
 def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(capsys):
-    ns = _run("training.md", 6)
+    ns = _run("training.md", 7)
     assert ns["result"].physical_parameters["k"] == pytest.approx(1.0, rel=1e-5)
     report = ns["report"]
     assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
@@ -191,7 +195,7 @@ def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(c
 
 
 def test_missing_observations_example_merges_the_series_and_recovers_k(capsys):
-    ns = _run("training.md", 7)
+    ns = _run("training.md", 8)
     assert capsys.readouterr().out.splitlines()[0] == "33 False"  # as its comment says
     data = ns["data"]
     assert int(data.observed.sum()) == 2 * (25 + 9 + 7) - 2  # two momenta missing
