@@ -48,15 +48,15 @@ _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
 # The [report] settings, each with its type check and the type's name in TOML.
 _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
-    "calibrate": (
-        lambda v: isinstance(v, numbers.Real),
-        "a number (the end time of the observations to calibrate on) or true (the training "
-        "horizon)",
-    ),
     "out": (lambda v: isinstance(v, str), "a string (a folder)"),
     "quiet": (lambda v: isinstance(v, bool), "true or false"),
     "resume": (
         lambda v: isinstance(v, str | bool), "a string (a checkpoint file) or true (--resume)"
+    ),
+    "calibrate": (
+        lambda v: isinstance(v, numbers.Real),
+        "a number (the end time of the observations to calibrate on) or true (the training "
+        "horizon)",
     ),
 }
 _REPORT_KEYS = tuple(_REPORT_TYPES)

@@ -246,3 +246,13 @@ def test_a_window_that_no_trajectory_observes_anything_in_is_refused():
 def test_the_calibrations_gradient_mode_is_the_one_given():
     with pytest.raises(physode.InvalidArgumentError, match="gradient"):
         rollout_report(with_table(), held_out(), calibrate=True, gradient="backprop")
+
+
+def test_data_of_another_system_that_stores_no_parameters_are_calibrated_and_measured():
+    # The pendulum model's l is no parameter of the data's system (damped_pendulum, which
+    # stores no values): the rollouts' conservation is measured at that system's own values.
+    data = held_out()
+    other = Trajectories(data.t, data.states, system=physode.systems.load("damped_pendulum"))
+    report = rollout_report(with_table(), other, horizon=1.0, calibrate=True, **TIGHT)
+    assert report.per_trajectory["l"]["calibrated"] == pytest.approx(HELD_OUT, rel=1e-6)
+    assert "calibrated_true" not in report.per_trajectory["l"]

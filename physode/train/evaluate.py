@@ -608,12 +608,13 @@ def rollout_report(
         # The true system's invariants: the truth's at the trajectories' parameters, the
         # rollouts' at the model's own (its learned values where it learns them).
         own = model_parameters(model, data.params, system, len(data))
-        if values is not None:  # each rollout's calibrated values
+        system_names = list(system.parameters)
+        shared = [(j, system_names.index(name)) for j, name in enumerate(names)
+                  if name in system_names]  # fmt: skip
+        if values is not None and own is not None and shared:  # each one's calibrated values
             own = own.clone()
-            system_names = list(system.parameters)
-            for j, name in enumerate(names):
-                if name in system_names:
-                    own[:, system_names.index(name)] = values[:, j].to(own)
+            for j, column in shared:
+                own[:, column] = values[:, j].to(own)
         measure = [("model", predicted, own)] if bool((first == 0).all()) else []
         if complete:
             measure.append(("truth", truth, data.params))
