@@ -757,7 +757,8 @@ def _calibrate(
         for group, y0, times, ref, mask in groups:
             ys = solve_rows(model, y0, times, rows[group], params=[values], **options).ys
             pred = ys[1:].transpose(0, 1)
-            loss = loss + torch.where(mask, pred - torch.where(mask, ref, 0.0), 0.0).pow(2).sum()
+            mse, count = masked_mse(pred, ref, mask)
+            loss = loss + mse * count
         loss = loss / (total * scale)
         (values.grad,) = torch.autograd.grad(loss, values)
         return loss.detach()
