@@ -1614,3 +1614,11 @@ def test_the_trainers_warnings_are_physode_warnings():
     model = ForcedDecay(0.0)
     with pytest.warns(physode.PhysodeWarning, match="model.autonomous"):
         Trainer(model, forced_data(), epochs=1, window=6, batch_size=64)
+
+
+def test_the_printed_report_counts_one_trajectory_in_the_singular():
+    t, ys = spiral_data(n=2, points=11, t_end=1.0)
+    one = rollout_report(lambda s, y: y @ A, Trajectories(t, ys[:1]), conservation=False)
+    two = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), conservation=False)
+    assert str(one).startswith("rollout of 1 held-out trajectory to t = 1 ")
+    assert str(two).startswith("rollout of 2 held-out trajectories to t = 1 ")

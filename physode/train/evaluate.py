@@ -135,8 +135,9 @@ class RolloutReport:
             "-" if value is None else f"{value:.3e}"
             for value in (self.mse, self.mse_within, self.mse_beyond)
         )
+        n = self.predicted.shape[0]
         lines = [
-            f"rollout of {self.predicted.shape[0]} held-out trajectories to t = "
+            f"rollout of {n} held-out {'trajectory' if n == 1 else 'trajectories'} to t = "
             f"{float(self.t[-1]):g} (training horizon {self.horizon:g})",
             f"  mse                 {whole}",
             f"  mse within horizon  {within}",
