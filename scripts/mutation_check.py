@@ -52,6 +52,8 @@ SYMBOLIC = ("test_symbolic", "test_symbolic_validation", "test_systems_catalogue
 TRAIN = ("test_train", "test_models")
 MISSING = ("test_train_missing",)
 DATA = ("test_data_store", "test_data_simulate", "test_data_dataset")
+CALIBRATION = ("test_calibration",)
+NAMES = ("test_symbolic_names",)
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,17 @@ MUTANTS = (
     Mutant("physode/data/_store.py",
            "    if not (isinstance(name, str) and name == FORMAT_NAME):",
            "    if not isinstance(name, str):", "a foreign HDF5 file read", DATA),
+    # -- calibrating held-out trajectories (physode/train/evaluate.py)
+    Mutant("physode/train/evaluate.py", "    last = int((data.t <= until).sum()) - 1",
+           "    last = len(data.t) - 1", "the calibration fits observations after T",
+           CALIBRATION),
+    Mutant("physode/train/evaluate.py", "        seen &= chosen\n", "        pass\n",
+           "the calibration fits components outside observe", CALIBRATION),
+    # -- how names are read (physode/symbolic/_names.py)
+    Mutant("physode/symbolic/_names.py",
+           "if name in SYMPY_CONSTANTS and name not in declared and before != \".\"",
+           "if name in SYMPY_CONSTANTS and before != \".\"",
+           "a declared parameter E warned of as Euler's number", NAMES),
 )
 
 

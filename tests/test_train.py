@@ -1366,7 +1366,7 @@ def test_a_learned_parameter_that_varies_between_trajectories_is_warned_about_on
     message = str(caught[0].message)
     assert "different values of l (1 to 2.5), but the model learns one value" in message
     assert "g (" not in message  # g is learned but the same for both pendulums
-    assert "fixed parameters" in message and "--params sample" in message
+    assert "fixed parameters" in message and "simulate without --params;" in message
 
 
 @pytest.mark.parametrize(
