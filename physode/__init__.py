@@ -24,6 +24,7 @@ from physode._errors import (
     PhysodeWarning,
     SolverError,
     SystemDefinitionError,
+    TrainingError,
     UnsupportedError,
 )
 
@@ -89,6 +90,7 @@ __all__ = [
     "System",
     "Status",
     "SystemDefinitionError",
+    "TrainingError",
     "UnsupportedError",
     "__version__",
     "data",

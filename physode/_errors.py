@@ -36,6 +36,30 @@ class SolverError(PhysodeError, RuntimeError):
         self.solution = solution
 
 
+class TrainingError(PhysodeError, RuntimeError):
+    """Training stopped at a batch it could not use: its solve failed, or its loss or gradient
+    was not finite (see ``docs/training.md``, "When training diverges").
+
+    The trainer is back where it stood after its last completed epoch (weights, optimiser,
+    history), and ``checkpoint_dir``'s ``last.pt``, where there is one, holds that state.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch that failed (1 for the first).
+    batch : int
+        The batch of that epoch that failed (1 for the first).
+    checkpoint : pathlib.Path or None
+        The checkpoint that holds the run as the trainer now holds it, or ``None``.
+    """
+
+    def __init__(self, message: str, *, epoch: int, batch: int, checkpoint=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.checkpoint = checkpoint
+
+
 class PhysodeWarning(UserWarning):
     """A warning physode gives on purpose: the run goes on, but not as you may think (a model
     fitted across trajectories that differ in a learned parameter, a resumed run with nothing

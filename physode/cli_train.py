@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, PhysodeError, SolverError
+from physode._errors import InvalidArgumentError, PhysodeError, SolverError, TrainingError
 from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
@@ -27,6 +27,7 @@ from physode.train.config import (
     FIXED_STEP_METHODS,
     GRADIENT_MODES,
     LR_SCHEDULES,
+    ON_FAILED_BATCH,
     OPTIMIZERS,
     TrainConfig,
 )
@@ -239,6 +240,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--grad-clip", type=float, metavar="X", help="largest gradient norm (default: no clipping)"
+    )
+    train.add_argument(
+        "--on-failed-batch", choices=ON_FAILED_BATCH,
+        help="a batch whose solve fails or whose loss or gradient is not finite: stop with an "
+        "error, the run back at its last completed epoch (default), or skip it and count it in "
+        "the log (skipped_batches); training still stops when a whole epoch, or 10 batches in "
+        "a row, fail",
     )
     train.add_argument(
         "--time-limit", type=float, metavar="SECONDS",
@@ -693,6 +701,32 @@ def _resume_hint(trainer: Any) -> str:
     )
 
 
+def _stopped_message(exc: TrainingError, trainer: Any) -> str:
+    """One paragraph on a run that stopped at a batch it could not use: where and why, what was
+    saved, how to go on (in the command's options)."""
+    if exc.checkpoint is not None:
+        skip = (
+            "" if trainer.config.on_failed_batch == "skip"
+            else f"rerun the same command with --resume {exc.checkpoint} --on-failed-batch skip "
+            "to leave such batches out, or "
+        )
+        saved = (
+            f"{exc.checkpoint} holds the run after epoch {trainer.epoch}, its weights all finite: "
+            f"{skip}start anew with other settings"
+        )
+    elif trainer.epoch == 0:
+        saved = "no epoch was completed, so nothing was saved; start anew with other settings"
+    else:  # with --checkpoint-dir, the trainer saved the last completed epoch
+        saved = (
+            "nothing was saved (--checkpoint-dir keeps the last completed epoch to resume "
+            "from); start anew with other settings"
+        )
+    tips = "a smaller --lr, --grad-clip (Adam), other --rtol/--atol or --method, another --gradient"
+    if trainer.config.on_failed_batch != "skip":
+        tips += ", --on-failed-batch skip"
+    return f"{exc.summary}. {saved} ({tips}); --resume keeps the saved run's other settings"
+
+
 def _run(args: argparse.Namespace) -> int:
     data, model_settings, train_settings, extras = _settings(args)
     # The run seeds torch's global generator (the network's initial weights) with --seed in a
@@ -743,6 +777,9 @@ def _train_and_report(
     except KeyboardInterrupt:
         print(f"physode train: interrupted{_resume_hint(trainer)}", file=sys.stderr)
         return 130
+    except TrainingError as exc:
+        print(f"physode train: error: {_stopped_message(exc, trainer)}", file=sys.stderr)
+        return 2
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
         # Saved from the CPU, so the weights load on a machine without the training device.

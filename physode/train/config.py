@@ -20,6 +20,8 @@ BACKWARD_METHODS = ("euler", "midpoint", "rk4") + ADAPTIVE_METHODS
 OPTIMIZERS = ("adam", "lbfgs")
 LR_SCHEDULES = ("constant", "cosine", "step", "exponential", "plateau")
 DTYPES = ("float32", "float64")
+# What the trainer does with a batch it cannot use: a failed solve, a non-finite loss or gradient.
+ON_FAILED_BATCH = ("stop", "skip")
 LOG_SUFFIXES = (".csv", ".json")
 
 
@@ -53,6 +55,14 @@ class TrainConfig:
     lr_step : int
     grad_clip : float, optional
         Largest gradient norm; larger gradients are scaled down to it.
+    on_failed_batch : str
+        What to do with a training batch whose solve fails (``physode.SolverError``) or whose
+        loss or gradient is not finite; no optimiser step is ever taken with it. ``"stop"``
+        (the default): raise :class:`physode.TrainingError`, with the trainer back at its last
+        completed epoch. ``"skip"``: leave the batch out and count it (``skipped_batches`` in the
+        log row); training still stops when every batch of an epoch, or
+        ``MAX_SKIPPED_IN_A_ROW`` batches in a row, fail. See ``docs/training.md``, "When
+        training diverges".
     time_limit : float, optional
         Stop after the epoch during which the training time of this ``fit()`` call reached this
         many seconds (a budget for expensive runs; the run then depends on the machine's speed).
@@ -124,6 +134,7 @@ class TrainConfig:
     lr_gamma: float = 0.5
     lr_step: int = 10
     grad_clip: float | None = None
+    on_failed_batch: str = "stop"
     time_limit: float | None = None
     patience: int | None = None
     min_delta: float = 0.0
@@ -224,6 +235,10 @@ class TrainConfig:
             self.optimizer != "lbfgs" or self.grad_clip is None,
             f"grad_clip={self.grad_clip!r} is not supported with optimizer='lbfgs': its line "
             "search needs the true gradient of the loss it evaluates",
+        )
+        need(
+            self.on_failed_batch in ON_FAILED_BATCH,
+            f"on_failed_batch={self.on_failed_batch!r} (choose one of {list(ON_FAILED_BATCH)})",
         )
         need(
             self.lr_schedule in LR_SCHEDULES,

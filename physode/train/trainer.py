@@ -22,7 +22,13 @@ from torch import nn
 
 import physode
 import physode.data
-from physode._errors import InvalidArgumentError, PhysodeWarning, first_line
+from physode._errors import (
+    InvalidArgumentError,
+    PhysodeWarning,
+    SolverError,
+    TrainingError,
+    first_line,
+)
 from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted
 from physode.data.simulation import split_counts
@@ -58,6 +64,9 @@ _RESUME_KEYS = (
     "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "val_fraction", "noisy",
     "observe", "method", "rtol", "atol", "step_size", "gradient", "step_control", "dtype", "seed",
 )
+# on_failed_batch="skip" stops training after this many failed batches in a row: by then the
+# weights, not a few hard windows, are what fails.
+MAX_SKIPPED_IN_A_ROW = 10
 # What a checkpoint holds besides its format and version (Trainer.state_dict).
 _CHECKPOINT_KEYS = (
     "epoch", "model", "optimizer", "scheduler", "generator", "torch_rng", "history",
@@ -495,23 +504,105 @@ class Trainer:
         return sol, t, loss, count
 
     def _evaluate(self, batch: list[Window], evaluations: list) -> torch.Tensor:
-        """Loss and gradient of one batch at the current parameters (the optimiser's closure)."""
+        """Loss and gradient of one batch at the current parameters (the optimiser's closure).
+
+        Raises :class:`_FailedBatch` where the solve fails or the loss or a gradient is not
+        finite: the optimiser must not step with them."""
         self.optimizer.zero_grad(set_to_none=True)
-        sol, t, loss, _ = self._solve_batch(self.train_data, batch)
-        regularised = getattr(self.model, "regularised_loss", None)
-        objective = loss if regularised is None else regularised(loss, t, sol.ys)
-        scaled = objective
-        if self.config.optimizer == "lbfgs":
-            # L-BFGS has absolute thresholds (curvature pairs with s·y <= 1e-10 are dropped), so
-            # it sees the objective relative to its first value; the minimiser is the same.
-            if self.loss_scale is None:
-                self.loss_scale = max(objective.item(), torch.finfo(objective.dtype).tiny)
-            scaled = objective / self.loss_scale
-        scaled.backward()
+        try:
+            sol, t, loss, _ = self._solve_batch(self.train_data, batch)
+            regularised = getattr(self.model, "regularised_loss", None)
+            objective = loss if regularised is None else regularised(loss, t, sol.ys)
+            scaled = objective
+            if self.config.optimizer == "lbfgs":
+                # L-BFGS has absolute thresholds (curvature pairs with s·y <= 1e-10 are
+                # dropped), so it sees the objective relative to its first value; the
+                # minimiser is the same.
+                if self.loss_scale is None:
+                    first = objective.item()
+                    if not math.isfinite(first):
+                        raise _FailedBatch(self._not_finite(batch, sol, objective))
+                    self.loss_scale = max(first, torch.finfo(objective.dtype).tiny)
+                scaled = objective / self.loss_scale
+            scaled.backward()  # Opt-Disc's backward solve can fail too
+        except SolverError as exc:
+            raise _FailedBatch(self._solve_failed(batch, exc)) from exc
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        # One read of the device per evaluation: the largest |value| of every gradient (which
+        # cannot overflow, as a sum of squares could) and the objective, reduced together. The
+        # solve before it read the device at every step attempt.
+        largest = torch.stack(torch._foreach_norm(grads, math.inf)) if grads else objective
+        if not bool(torch.isfinite(largest).all() & torch.isfinite(objective)):
+            raise _FailedBatch(self._not_finite(batch, sol, objective))
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         evaluations.append((sol, loss.detach(), objective.detach()))
         return scaled.detach()
+
+    def _solve_failed(self, batch: list[Window], exc: SolverError) -> str:
+        """Why a batch failed, where its solve raised ``exc``."""
+        cause = first_line(exc).split(". ")[0].rstrip(".")  # the rest advises solve() settings
+        return (
+            f"the solve of its {_windows_text(len(batch))} ({self._where(batch)}) failed "
+            f"{self._when(batch, exc.t)} with step size {_number(exc.step_size)}: {cause}"
+        )
+
+    def _when(self, batch: list[Window], reached: Any) -> str:
+        """``at t=...`` for a solve of ``batch`` that reached ``reached``; windows of several
+        starts share the first one's times, so the time into the windows is said instead."""
+        if len({w.start for w in batch}) == 1:
+            return f"at t={_number(reached)}"
+        into = float(_number(reached)) - float(self.train_data.t[batch[0].start])
+        return f"{into:.6g} into the windows"
+
+    def _not_finite(self, batch: list[Window], sol: Any, objective: torch.Tensor) -> str:
+        """Why a batch failed whose loss or gradient is not finite (read on this path only)."""
+        status = sol.status
+        if isinstance(status, torch.Tensor):  # per-sample: failed rows stop, never raise
+            codes = status.tolist()
+            failed = [i for i, code in enumerate(codes) if code != physode.Status.SUCCESS]
+            if failed:
+                reached = sol.t_final.tolist()
+                rows = ", ".join(
+                    f"{self._where([batch[i]])} stopped {self._when([batch[0], batch[i]], reached[i])} "
+                    f"({physode.Status(codes[i]).name})"
+                    for i in failed[:_SHOWN]
+                )
+                more = f" and {len(failed) - _SHOWN} more" if len(failed) > _SHOWN else ""
+                return (
+                    f"{len(failed)} of its {_windows_text(len(batch))} could not be solved "
+                    f"({rows}{more}), so its loss is {_number(objective.item())}"
+                )
+        value = objective.item()
+        if not math.isfinite(value):
+            return (
+                f"its loss over {_windows_text(len(batch))} ({self._where(batch)}) is "
+                f"{_number(value)}"
+            )
+        bad = [
+            name for name, p in self.model.named_parameters()
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+        ]
+        shown = ", ".join(bad[:_SHOWN]) + (f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
+        return (
+            f"the gradient of its loss over {_windows_text(len(batch))} ({self._where(batch)}) "
+            f"is not finite in {shown}"
+        )
+
+    def _where(self, batch: list[Window]) -> str:
+        """The trajectories (of the training data) and start times of ``batch``'s windows."""
+        t = self.train_data.t
+        starts: dict[int, list[int]] = {}
+        for w in batch:
+            starts.setdefault(w.start, []).append(w.index)
+        parts = []
+        for start, index in starts.items():
+            listed = ", ".join(str(i) for i in index[:_SHOWN])
+            if len(index) > _SHOWN:
+                listed += f" and {len(index) - _SHOWN} more"
+            noun = "trajectory" if len(index) == 1 else "trajectories"
+            parts.append(f"training {noun} {listed} from t={_number(float(t[start]))}")
+        return "; ".join(parts[:_SHOWN]) + ("; ..." if len(parts) > _SHOWN else "")
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self) -> dict[str, Any]:
@@ -526,15 +617,33 @@ class Trainer:
         # Python floats, bit for bit), and read once an epoch: reading each would wait for a GPU.
         loss_sum = objective_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         nfe = nfe_backward = 0
+        skipped = in_a_row = 0
+        # L-BFGS moves the weights during its line search, before a later evaluation can fail.
+        undo = c.optimizer == "lbfgs" and c.on_failed_batch == "skip"
         start = time.perf_counter()
-        for batch in batches:
+        for number, batch in enumerate(batches, 1):
             evaluations: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
             closure = functools.partial(self._evaluate, batch, evaluations)
-            if c.optimizer == "lbfgs":
-                self.optimizer.step(closure)  # evaluates the closure as its line search needs
-            else:
-                closure()
-                self.optimizer.step()
+            before = self._before_step() if undo else None
+            try:
+                if c.optimizer == "lbfgs":
+                    self.optimizer.step(closure)  # evaluates the closure as its line search needs
+                else:
+                    closure()
+                    self.optimizer.step()
+            except _FailedBatch as failure:
+                failure.place(self.epoch + 1, number, len(batches))
+                self.optimizer.zero_grad(set_to_none=True)
+                if before is not None:
+                    self._undo_step(before)
+                skipped, in_a_row = skipped + 1, in_a_row + 1
+                if c.on_failed_batch == "stop":
+                    raise
+                if skipped == len(batches) or in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    failure.skipped = (skipped, in_a_row)
+                    raise
+                continue
+            in_a_row = 0
             _, loss, objective = evaluations[0]  # at the parameters the step started from
             if after_batch is not None:
                 after_batch(loss)  # a 0-dim tensor: a model that reads it waits for the device
@@ -543,8 +652,8 @@ class Trainer:
             for sol, _, _ in evaluations:
                 nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
                 nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
-        loss_mean = loss_sum.item() / len(batches)
-        objective_mean = objective_sum.item() / len(batches)
+        loss_mean = loss_sum.item() / (len(batches) - skipped)
+        objective_mean = objective_sum.item() / (len(batches) - skipped)
         after_epoch = getattr(self.model, "update_after_epoch", None)
         if after_epoch is not None:
             after_epoch(loss_mean)
@@ -560,6 +669,8 @@ class Trainer:
             "nfe_backward": nfe_backward,
             "n_batches": len(batches),
         }
+        if c.on_failed_batch == "skip":
+            row["skipped_batches"] = skipped
         metrics = getattr(self.model, "training_metrics", None)
         if metrics is not None:
             row.update(metrics())
@@ -645,7 +756,7 @@ class Trainer:
             while self.epoch < last and not self.stopped_early:
                 between = self._between_epochs()
                 row = self.train_epoch()
-                val = self.validation_loss()
+                val = self._validation_or_inf()
                 row["val_loss"] = val
                 self.epoch += 1
                 self._after_epoch(row, val)
@@ -659,6 +770,8 @@ class Trainer:
         except KeyboardInterrupt as exc:
             self._interrupted(between, exc)
             raise
+        except _FailedBatch as failure:
+            raise self._stopped(between, failure) from failure.__cause__
         finally:
             if bar is not None:
                 bar.close()
@@ -691,8 +804,14 @@ class Trainer:
         """Go back to the last completed epoch (``between``, or ``None`` when one had just
         ended), keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already, and
         add a note to ``exc`` saying where the run stands and how to continue it."""
-        c = self.config
         interrupted = self.epoch + 1 if between is None else between["epoch"] + 1
+        self._go_back(between)
+        exc.add_note(self._interrupted_note(interrupted))
+
+    def _go_back(self, between: dict[str, Any] | None) -> None:
+        """Go back to the last completed epoch (``between``, or ``None`` when one had just
+        ended) and keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already."""
+        c = self.config
         if between is not None:
             logged = len(self.history) > len(between["history"])  # the lost epoch's row
             self._restore(between)
@@ -702,7 +821,91 @@ class Trainer:
         if c.checkpoint_dir is not None and self.epoch > 0 and not saved:
             path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
             self.last_checkpoint = (path, self.epoch)
-        exc.add_note(self._interrupted_note(interrupted))
+
+    def _stopped(self, between: dict[str, Any] | None, failure: _FailedBatch) -> TrainingError:
+        """Go back to the last completed epoch after a batch that failed, and the error that
+        says where, why, what the trainer now holds and what to try."""
+        self._go_back(between)
+        epoch, number, n = failure.epoch, failure.batch, failure.n_batches
+        if failure.skipped is None:
+            summary = f"training stopped in epoch {epoch}, batch {number} of {n}: {failure.reason}"
+        elif failure.skipped[0] == n:
+            summary = (
+                f"training stopped in epoch {epoch}: every one of its {n} batches failed, the "
+                f"last (batch {number}) as {failure.reason}"
+            )
+        else:
+            summary = (
+                f"training stopped in epoch {epoch}: {failure.skipped[1]} batches in a row "
+                f"failed (on_failed_batch='skip' stops at {MAX_SKIPPED_IN_A_ROW}), the last "
+                f"(batch {number} of {n}) as {failure.reason}"
+            )
+        checkpoint = None
+        if self.epoch == 0:
+            state = "The trainer is back at the weights it started from"
+        else:
+            state = (
+                f"The trainer is back at the end of epoch {self.epoch} (weights, optimiser, "
+                "history), as it was then"
+            )
+        if self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
+            checkpoint = self.last_checkpoint[0]
+            state += f", which {checkpoint} holds"
+        elif self.epoch > 0 and self.config.checkpoint_dir is None:
+            state += " (set checkpoint_dir to keep it on disk)"
+        skip = (
+            "" if self.config.on_failed_batch == "skip"
+            else ", or on_failed_batch='skip', which leaves such batches out"
+        )
+        hints = (
+            f"To get past it: a smaller lr (now {self.optimizer.param_groups[0]['lr']:g}), "
+            "grad_clip (Adam), other rtol/atol or another method, another gradient mode "
+            f"(gradient='disc-opt', or physode.OptDisc(restart=True)){skip}. trainer.fit() "
+            "continues with the same settings and meets the same batch again; a checkpoint "
+            "resumes only with its own settings, on_failed_batch aside"
+        )
+        error = TrainingError(
+            f"{summary}. {state}. {hints}", epoch=epoch, batch=number, checkpoint=checkpoint
+        )
+        error.summary = summary
+        return error
+
+    def _before_step(self) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        """The weights and the optimiser's state before a step, for :meth:`_undo_step`."""
+        weights = [p.detach().clone() for p in self.model.parameters()]
+        return weights, copy.deepcopy(self.optimizer.state_dict())
+
+    @torch.no_grad()
+    def _undo_step(self, before: tuple[list[torch.Tensor], dict[str, Any]]) -> None:
+        """Put back the weights and optimiser state that :meth:`_before_step` copied."""
+        weights, state = before
+        for p, saved in zip(self.model.parameters(), weights):
+            p.copy_(saved)
+        self.optimizer.load_state_dict(state)
+
+    def _validation_or_inf(self) -> float | None:
+        """:meth:`validation_loss`, or ``inf`` with a warning where the validation windows
+        cannot be solved or their loss is not finite: the epoch then counts as one without
+        improvement, and training goes on."""
+        try:
+            val = self.validation_loss()
+        except SolverError as exc:
+            cause = first_line(exc).split(". ")[0].rstrip(".")
+            reason = (
+                f"a solve failed at t={_number(exc.t)} with step size "
+                f"{_number(exc.step_size)}: {cause}"
+            )
+        else:
+            if val is None or math.isfinite(val):
+                return val
+            reason = f"it is {_number(val)} (a window that could not be solved, or overflow)"
+        warnings.warn(
+            f"epoch {self.epoch + 1}: the validation loss is taken as inf, as {reason}; the "
+            "epoch counts as one without improvement (patience, restore_best, best.pt)",
+            PhysodeWarning,
+            stacklevel=3,
+        )
+        return math.inf
 
     def _interrupted_note(self, interrupted: int) -> str:
         """One line on where an interrupted :meth:`fit` left the run and how to continue it."""
@@ -1020,6 +1223,39 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
+
+
+# How many trajectories, windows or parameters a training error lists before "and N more".
+_SHOWN = 5
+
+
+class _FailedBatch(Exception):
+    """A training batch the optimiser must not step with (:meth:`Trainer._evaluate`); ``reason``
+    says why, and :meth:`place` where. :meth:`Trainer.fit` turns it into a
+    :class:`physode.TrainingError`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = self.batch = self.n_batches = 0
+        self.skipped: tuple[int, int] | None = None  # on_failed_batch="skip": (in all, in a row)
+
+    def place(self, epoch: int, batch: int, n_batches: int) -> None:
+        self.epoch, self.batch, self.n_batches = epoch, batch, n_batches
+
+
+def _windows_text(n: int) -> str:
+    return "1 window" if n == 1 else f"{n} windows"
+
+
+def _number(value: Any) -> str:
+    """A time, step size or loss in a message (a tensor's first value: per-sample times)."""
+    if isinstance(value, torch.Tensor):
+        value = value.reshape(-1)[0].item() if value.numel() else math.nan
+    try:
+        return f"{float(value):.6g}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _cuda_rng_states() -> list[torch.Tensor] | None:
