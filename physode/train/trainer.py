@@ -552,7 +552,12 @@ class Trainer:
         starts share the first one's times, so the time into the windows is said instead."""
         if len({w.start for w in batch}) == 1:
             return f"at t={_number(reached)}"
-        into = float(_number(reached)) - float(self.train_data.t[batch[0].start])
+        if isinstance(reached, torch.Tensor):
+            reached = reached.reshape(-1)[0].item()
+        t0 = float(self.train_data.t[batch[0].start])
+        into = float(reached) - t0
+        if abs(into) <= 1e-9 * max(1.0, abs(t0)):
+            return "at the start of the windows"
         return f"{into:.6g} into the windows"
 
     def _not_finite(self, batch: list[Window], sol: Any, objective: torch.Tensor) -> str:
@@ -563,15 +568,15 @@ class Trainer:
             failed = [i for i, code in enumerate(codes) if code != physode.Status.SUCCESS]
             if failed:
                 reached = sol.t_final.tolist()
-                rows = ", ".join(
-                    f"{self._where([batch[i]])} stopped {self._when([batch[0], batch[i]], reached[i])} "
+                rows = [
+                    f"{self._where([batch[i]])} stopped "
+                    f"{self._when([batch[0], batch[i]], reached[i])} "
                     f"({physode.Status(codes[i]).name})"
-                    for i in failed[:_SHOWN]
-                )
-                more = f" and {len(failed) - _SHOWN} more" if len(failed) > _SHOWN else ""
+                    for i in failed
+                ]
                 return (
                     f"{len(failed)} of its {_windows_text(len(batch))} could not be solved "
-                    f"({rows}{more}), so its loss is {_number(objective.item())}"
+                    f"({_listed(rows)}), so its loss is {_number(objective.item())}"
                 )
         value = objective.item()
         if not math.isfinite(value):
@@ -583,10 +588,9 @@ class Trainer:
             name for name, p in self.model.named_parameters()
             if p.grad is not None and not bool(torch.isfinite(p.grad).all())
         ]
-        shown = ", ".join(bad[:_SHOWN]) + (f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
         return (
             f"the gradient of its loss over {_windows_text(len(batch))} ({self._where(batch)}) "
-            f"is not finite in {shown}"
+            f"is not finite in {_listed(bad)}"
         )
 
     def _where(self, batch: list[Window]) -> str:
@@ -597,9 +601,7 @@ class Trainer:
             starts.setdefault(w.start, []).append(w.index)
         parts = []
         for start, index in starts.items():
-            listed = ", ".join(str(i) for i in index[:_SHOWN])
-            if len(index) > _SHOWN:
-                listed += f" and {len(index) - _SHOWN} more"
+            listed = _listed([str(i) for i in index])
             noun = "trajectory" if len(index) == 1 else "trajectories"
             parts.append(f"training {noun} {listed} from t={_number(float(t[start]))}")
         return "; ".join(parts[:_SHOWN]) + ("; ..." if len(parts) > _SHOWN else "")
@@ -1242,6 +1244,12 @@ class _FailedBatch(Exception):
 
     def place(self, epoch: int, batch: int, n_batches: int) -> None:
         self.epoch, self.batch, self.n_batches = epoch, batch, n_batches
+
+
+def _listed(items: list[str]) -> str:
+    """The first ``_SHOWN`` of ``items``, then how many more."""
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more
 
 
 def _windows_text(n: int) -> str:

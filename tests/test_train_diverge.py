@@ -1,0 +1,316 @@
+"""Training that meets a batch it cannot use: a failed solve, a non-finite loss or gradient
+(``on_failed_batch``), and validation that cannot be solved. Each failure is provoked on a chosen
+batch, never by hoping that a learning rate diverges."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import physode
+import physode.train.trainer as trainer_module
+from physode.train import TrainConfig, Trainer
+
+DTYPE = torch.float64
+
+
+class Decay(nn.Module):
+    """``dy/dt = -k y``; returns NaN while ``poisoned`` (all rows, or rows whose ``y > 2``)."""
+
+    autonomous = True
+
+    def __init__(self, threshold: float | None = None) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(0.5, dtype=DTYPE))
+        self.threshold = threshold  # NaN where k exceeds it, as a diverging weight would
+        self.poisoned = False
+        self.rows = False
+
+    def forward(self, t, y):
+        if self.poisoned and self.rows:
+            return torch.where(y > 2.0, math.nan, -self.k * y)
+        bad = self.poisoned or (self.threshold is not None and self.k.detach() > self.threshold)
+        return y * math.nan if bad else -self.k * y
+
+
+def _data():
+    """Four decays of rate 1.5, from 1, 2, 3 and 4."""
+    t = torch.linspace(0, 2, 21, dtype=DTYPE)
+    ys = torch.exp(-1.5 * t)[None, :, None] * torch.arange(1, 5, dtype=DTYPE)[:, None, None]
+    return t, ys
+
+
+def _trainer(**settings):
+    settings = {"epochs": 4, "window": 5, "window_stride": 5, "batch_size": 4, "lr": 0.05,
+                "batches_per_epoch": 4, **settings}  # fmt: skip
+    model = settings.pop("model", None) or Decay()
+    return Trainer(model, _data(), **settings)
+
+
+def _solver_error(*args, **kwargs):
+    raise physode.SolverError(
+        "step size underflow at t=0.3 (h=1e-14). The problem may be stiff: raise max_steps",
+        status=physode.Status.STEP_SIZE_UNDERFLOW, t=0.3, step_size=1e-14,
+    )  # fmt: skip
+
+
+class _NanGradient(torch.autograd.Function):
+    """The identity, whose gradient is NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+def _failing(monkeypatch, fail, how="solve"):
+    """Make the training solves of the (epoch, batch) pairs for which ``fail(epoch, batch,
+    evaluation)`` is true fail: a SolverError, a NaN gradient or a NaN loss. Returns the list of
+    (epoch, batch, k) each training evaluation started from."""
+    solve_batch, calls = Trainer._solve_batch, []
+
+    def wrapped(self, data, batch):
+        if data is not self.train_data:
+            return solve_batch(self, data, batch)
+        key = (self.epoch + 1, self._batch_number)
+        calls.append((*key, self.model.k.item()))
+        if fail(*key, sum(1 for c in calls if c[:2] == key)):
+            if how == "solve":
+                _solver_error()
+            sol, t, loss, n = solve_batch(self, data, batch)
+            if how == "gradient":
+                return sol, t, _NanGradient.apply(loss), n
+            return sol, t, loss * math.nan, n
+        return solve_batch(self, data, batch)
+
+    train_epoch = Trainer.train_epoch
+
+    def counted(self):
+        # The batch number within the epoch, counted by the optimiser's closure.
+        self._batch_number = 0
+        return train_epoch(self)
+
+    evaluate = Trainer._evaluate
+
+    def numbered(self, batch, evaluations):
+        if not evaluations:
+            self._batch_number += 1
+        return evaluate(self, batch, evaluations)
+
+    monkeypatch.setattr(Trainer, "_solve_batch", wrapped)
+    monkeypatch.setattr(Trainer, "train_epoch", counted)
+    monkeypatch.setattr(Trainer, "_evaluate", numbered)
+    return calls
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ------------------------------------------------------------------ stop (the default)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+@pytest.mark.parametrize("how", ["solve", "gradient", "loss"])
+def test_a_failed_batch_stops_with_the_run_back_at_its_last_completed_epoch(
+    optimizer, how, tmp_path, monkeypatch
+):
+    # Four batches an epoch; batch 2 of epoch 3 fails: at its first evaluation, or for L-BFGS
+    # in its line search (after the step moved the weights).
+    lbfgs = optimizer == "lbfgs"
+    settings = {"optimizer": optimizer, "lr": 1.0 if lbfgs else 0.05, "batch_size": 2}
+    when = 2 if lbfgs and how != "loss" else 1  # L-BFGS's first loss must be finite
+    _failing(monkeypatch, lambda e, b, n: (e, b, n) == (3, 2, when), how)
+    trainer = _trainer(**settings, checkpoint_dir=tmp_path / "ck", log=tmp_path / "log.csv")
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    error = caught.value
+    assert (error.epoch, error.batch) == (3, 2)
+    message = str(error)
+    assert message.startswith("training stopped in epoch 3, batch 2 of 4: ")
+    assert "back at the end of epoch 2" in message and "smaller lr" in message
+    assert f"{tmp_path / 'ck' / 'last.pt'} holds" in message
+    assert "on_failed_batch='skip'" in message
+    expected = {
+        "solve": "the solve of its 2 windows (training trajector",
+        "gradient": "is not finite in k",
+        "loss": "its loss over 2 windows (training trajector",
+    }[how]
+    assert expected in message
+    if how == "solve":
+        assert "with step size 1e-14: step size underflow at t=0.3 (h=1e-14). " in message
+        assert isinstance(error.__cause__, physode.SolverError)
+        assert "max_steps" not in message  # the solver's advice names solve()'s settings
+    # The trainer, its last.pt and its log hold epoch 2, with the weights a 2-epoch run ends at.
+    monkeypatch.undo()
+    twin = _trainer(**settings, epochs=2)
+    twin.fit()
+    assert trainer.epoch == 2 and len(trainer.history) == 2
+    assert _same_weights(trainer.model, twin.model)
+    assert error.checkpoint == tmp_path / "ck" / "last.pt"
+    saved = torch.load(error.checkpoint, weights_only=True)
+    assert saved["epoch"] == 2 and torch.equal(saved["model"]["k"], twin.model.k.detach())
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3
+    # fit() continues the run exactly, as after Ctrl-C.
+    trainer.fit()
+    whole = _trainer(**settings)
+    whole.fit()
+    assert _same_weights(trainer.model, whole.model)
+    assert [r["loss"] for r in trainer.history] == [r["loss"] for r in whole.history]
+
+
+def test_a_weight_that_diverges_stops_training_with_finite_weights_and_no_bad_checkpoint(
+    tmp_path,
+):
+    # No patching: the model turns NaN once k passes 0.9, as a diverging network would.
+    trainer = _trainer(model=Decay(threshold=0.9), epochs=50, lr=0.1, checkpoint_dir=tmp_path)
+    with pytest.raises(physode.TrainingError, match="non-finite") as caught:
+        trainer.fit()
+    epoch = caught.value.epoch
+    assert epoch > 1 and trainer.epoch == epoch - 1
+    twin = _trainer(model=Decay(threshold=0.9), epochs=epoch - 1, lr=0.1)
+    twin.fit()
+    assert _same_weights(trainer.model, twin.model)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert torch.equal(saved["model"]["k"], twin.model.k.detach())
+
+
+def test_a_failure_in_the_first_epoch_goes_back_to_the_initial_weights_and_saves_nothing(
+    tmp_path, monkeypatch
+):
+    _failing(monkeypatch, lambda e, b, n: (e, b) == (1, 3))
+    trainer = _trainer(checkpoint_dir=tmp_path)
+    with pytest.raises(physode.TrainingError, match="back at the weights it started from"):
+        trainer.fit()
+    assert trainer.model.k.item() == 0.5 and trainer.epoch == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_per_sample_windows_that_cannot_be_solved_stop_training_naming_them(monkeypatch):
+    # Per-sample solves never raise: the rows that fail make the loss NaN, which stops the run.
+    trainer = _trainer(step_control="per-sample", window_stride=1, batch_size=64)
+    model = trainer.model
+    model.rows = True
+    train_epoch = Trainer.train_epoch
+
+    def poisoned_in_epoch_2(self):
+        model.poisoned = self.epoch == 1
+        return train_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", poisoned_in_epoch_2)
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert message.startswith("training stopped in epoch 2, batch 1 of ")
+    # The windows whose values pass 2: trajectories 2 and 3 (from 3 and 4) near their start.
+    pattern = (
+        r": \d of its 64 windows could not be solved \(training trajectory [23] from t=0\.?\d* "
+        r"stopped (at t=0 |at the start of the windows )"
+    )
+    assert re.search(pattern, message)
+    assert "(NON_FINITE)" in message and "so its loss is nan" in message
+    assert torch.isfinite(model.k) and trainer.epoch == 1
+
+
+# ------------------------------------------------------------------ skip
+
+
+@pytest.mark.parametrize("how", ["solve", "gradient"])
+def test_skip_leaves_the_failed_batch_out_and_counts_it(how, monkeypatch):
+    calls = _failing(monkeypatch, lambda e, b, n: (e, b) == (2, 3), how)
+    trainer = _trainer(on_failed_batch="skip")
+    result = trainer.fit()
+    assert [row["skipped_batches"] for row in result.history] == [0, 1, 0, 0]
+    assert [row["n_batches"] for row in result.history] == [4, 4, 4, 4]
+    # No step was taken: batch 4 of epoch 2 starts from the weights batch 3 started from.
+    starts = {(e, b): k for e, b, k in calls}
+    assert starts[2, 4] == starts[2, 3] != starts[2, 2]
+    assert math.isfinite(result.history[1]["loss"])
+
+
+def test_skip_with_lbfgs_undoes_a_step_whose_line_search_failed(monkeypatch):
+    calls = _failing(monkeypatch, lambda e, b, n: (e, b, n) == (2, 1, 2), "solve")
+    trainer = _trainer(optimizer="lbfgs", lr=1.0, batch_size=2, on_failed_batch="skip")
+    result = trainer.fit()
+    assert [row["skipped_batches"] for row in result.history] == [0, 1, 0, 0]
+    moved = [k for e, b, k in calls if (e, b) == (2, 1)]
+    assert moved[1] != moved[0]  # the line search had moved the weights
+    assert [k for e, b, k in calls if (e, b) == (2, 2)][0] == moved[0]  # and they went back
+
+
+def test_skip_stops_when_every_batch_of_an_epoch_fails(monkeypatch):
+    _failing(monkeypatch, lambda e, b, n: e == 2)
+    trainer = _trainer(on_failed_batch="skip")
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert message.startswith(
+        "training stopped in epoch 2: every one of its 4 batches failed, the last (batch 4) as "
+        "the solve of its 4 windows"
+    )
+    assert "on_failed_batch='skip', which" not in message  # it is set already
+    assert trainer.epoch == 1
+
+
+def test_skip_stops_after_too_many_failed_batches_in_a_row(monkeypatch):
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
+    _failing(monkeypatch, lambda e, b, n: (e, b) in ((1, 1), (2, 2), (2, 3)))
+    trainer = _trainer(on_failed_batch="skip")
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    assert str(caught.value).startswith(
+        "training stopped in epoch 2: 2 batches in a row failed (on_failed_batch='skip' stops "
+        "at 2), the last (batch 3 of 4) as the solve"
+    )
+
+
+def test_on_failed_batch_takes_stop_or_skip():
+    with pytest.raises(physode.InvalidArgumentError, match=r"on_failed_batch='ignore' \(choose "
+                       r"one of \['stop', 'skip'\]\)"):  # fmt: skip
+        TrainConfig(on_failed_batch="ignore").validate()
+
+
+def test_a_checkpoint_resumes_with_on_failed_batch_changed(tmp_path, monkeypatch):
+    _failing(monkeypatch, lambda e, b, n: (e, b) == (3, 1))
+    trainer = _trainer(checkpoint_dir=tmp_path)
+    with pytest.raises(physode.TrainingError):
+        trainer.fit()
+    resumed = _trainer(checkpoint_dir=tmp_path, on_failed_batch="skip")
+    resumed.load_checkpoint(tmp_path / "last.pt")
+    result = resumed.fit()
+    assert [row.get("skipped_batches") for row in result.history] == [None, None, 1, 0]
+
+
+# ------------------------------------------------------------------ validation
+
+
+def test_validation_that_cannot_be_solved_counts_as_inf_with_a_warning(tmp_path, monkeypatch):
+    trainer = _trainer(val_fraction=0.25, checkpoint_dir=tmp_path, log=tmp_path / "log.json")
+    validation_loss = Trainer.validation_loss
+
+    def failing_in_epoch_3(self):
+        if self.epoch == 2:
+            _solver_error()
+        return validation_loss(self)
+
+    monkeypatch.setattr(Trainer, "validation_loss", failing_in_epoch_3)
+    with pytest.warns(physode.PhysodeWarning) as caught:
+        result = trainer.fit()
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "epoch 3: the validation loss is taken as inf, as a solve failed at t=0.3 with step "
+        "size 1e-14: step size underflow at t=0.3 (h=1e-14); the epoch counts as one without "
+        "improvement (patience, restore_best, best.pt)"
+    ]
+    vals = [row["val_loss"] for row in result.history]
+    assert vals[2] == math.inf and all(math.isfinite(v) for i, v in enumerate(vals) if i != 2)
+    assert result.best_epoch != 3
+    assert '"val_loss": null' in (tmp_path / "log.json").read_text()
