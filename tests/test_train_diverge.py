@@ -314,3 +314,53 @@ def test_validation_that_cannot_be_solved_counts_as_inf_with_a_warning(tmp_path,
     assert vals[2] == math.inf and all(math.isfinite(v) for i, v in enumerate(vals) if i != 2)
     assert result.best_epoch != 3
     assert '"val_loss": null' in (tmp_path / "log.json").read_text()
+
+
+# ------------------------------------------------------------------ physode train
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1."""
+    path = tmp_path_factory.mktemp("diverge") / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
+                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    return path
+
+
+def test_physode_train_stops_in_one_paragraph_naming_the_checkpoint_and_resumes_with_skip(
+    stored, tmp_path, capsys, monkeypatch
+):
+    from physode.cli import main
+
+    def argv(*more: str) -> list[str]:
+        return ["train", str(stored), "--epochs", "4", "--window", "5", "--batch-size", "4",
+                "--model", "neural", "--width", "8", "--depth", "1", "--quiet",
+                "--checkpoint-dir", str(tmp_path / "ck"), *more]  # fmt: skip
+
+    solve_batch = Trainer._solve_batch
+
+    def failing_in_epoch_3(self, data, batch):
+        if data is self.train_data and self.epoch == 2:
+            _solver_error()
+        return solve_batch(self, data, batch)
+
+    monkeypatch.setattr(Trainer, "_solve_batch", failing_in_epoch_3)
+    assert main(argv()) == 2
+    err = capsys.readouterr().err
+    last = tmp_path / "ck" / "last.pt"
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("physode train: error: training stopped in epoch 3, batch 1 of ")
+    assert (
+        f"{last} holds the run after epoch 2, its weights all finite: rerun the same command "
+        f"with --resume {last} --on-failed-batch skip to leave such batches out, or start anew"
+    ) in err
+    assert "--lr" in err and "--grad-clip" in err and "lr=" not in err
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    # Resumed with skip, every batch of epoch 3 fails: the run stops again, saying so.
+    assert main(argv("--resume", str(last), "--on-failed-batch", "skip")) == 2
+    err = capsys.readouterr().err
+    assert "training stopped in epoch 3: every one of its" in err
+    assert "--on-failed-batch skip" not in err
+    monkeypatch.undo()
+    assert main(argv("--resume", str(last), "--on-failed-batch", "skip")) == 0
