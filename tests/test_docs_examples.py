@@ -252,3 +252,16 @@ def test_listings_name_only_public_attributes(listing):
         keywords = set(inspect.signature(physode.solve).parameters)
         shown = set(re.findall(r"(\w+)=", code.split("sol.ys")[0]))
         assert shown <= keywords, shown - keywords
+
+
+def test_training_divergence_example_stops_with_finite_weights_in_its_checkpoint(
+    tmp_path, capsys
+):
+    ns = _run("training.md", 8, **{'"ckpt"': repr(str(tmp_path))})
+    trainer = ns["trainer"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("training stopped in epoch 4, batch 2 of 2: the solve of its")
+    assert lines[1] == str(tmp_path / "last.pt") and trainer.epoch == 3
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["epoch"] == 3 and torch.equal(saved["model"]["k"], trainer.model.k.detach())
+    assert 0.5 < trainer.model.k.item() < 1

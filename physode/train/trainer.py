@@ -542,9 +542,11 @@ class Trainer:
     def _solve_failed(self, batch: list[Window], exc: SolverError) -> str:
         """Why a batch failed, where its solve raised ``exc``."""
         cause = first_line(exc).split(". ")[0].rstrip(".")  # the rest advises solve() settings
+        step = _number(exc.step_size)
+        step = f" with step size {step}" if math.isfinite(float(step)) else ""
         return (
             f"the solve of its {_windows_text(len(batch))} ({self._where(batch)}) failed "
-            f"{self._when(batch, exc.t)} with step size {_number(exc.step_size)}: {cause}"
+            f"{self._when(batch, exc.t)}{step}: {cause}"
         )
 
     def _when(self, batch: list[Window], reached: Any) -> str:
