@@ -41,7 +41,8 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
-              ("training.md", 6), ("training.md", 7), ("training.md", 8), ("diagnostics.md", 0),
+              ("training.md", 6), ("training.md", 7), ("training.md", 8), ("training.md", 9),
+              ("diagnostics.md", 0),
               ("diagnostics.md", 1)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
@@ -257,7 +258,7 @@ def test_listings_name_only_public_attributes(listing):
 def test_training_divergence_example_stops_with_finite_weights_in_its_checkpoint(
     tmp_path, capsys
 ):
-    ns = _run("training.md", 8, **{'"ckpt"': repr(str(tmp_path))})
+    ns = _run("training.md", 9, **{'"ckpt"': repr(str(tmp_path))})
     trainer = ns["trainer"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("training stopped in epoch 4, batch 2 of 2: the solve of its")
