@@ -21,6 +21,7 @@ from physode._errors import InvalidArgumentError, PhysodeError, SolverError, Tra
 from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
+from physode.solvers.loop import Status
 from physode.train.config import (
     ADAPTIVE_METHODS,
     BACKWARD_METHODS,
@@ -46,6 +47,10 @@ _APPLIES_TO: dict[str, tuple[str, ...]] = {
     "aphynity_lambda": ("hybrid",), "aphynity_tau": ("hybrid",), "aphynity_update": ("hybrid",),
 }
 _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
+# The [model] settings that --init-from's weights must have been trained with: those that shape
+# the model or give its weights their meaning (an activation changes no shape). Start values,
+# the learnable parameters and APHYNITY's settings may change, as a new run's settings.
+_ARCHITECTURE_KEYS = ("kind", "system", "per_trajectory", "width", "depth", "activation")
 # The [report] settings, each with its type check and the type's name in TOML.
 _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
@@ -85,6 +90,7 @@ EXAMPLES = """examples:
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt
   physode train three_body.h5 ... --checkpoint-dir ck --resume   # continue after an interruption
+  physode train three_body.h5 ... --init-from ck/last.pt --lr 0.001   # after a divergence
 
 exit status: 0 success, 2 bad usage or input (one line `physode train: error: ...`),
 3 an internal error (a bug), 130 interrupted (with --checkpoint-dir, the line names the
@@ -316,6 +322,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the step of a fixed-step method, which needs one (default: none)",
     )
     train.add_argument(
+        "--max-steps", type=int, metavar="M",
+        help="step attempts (accepted plus rejected) each solve may take, in training, "
+        "validation and the report's rollouts (default 100000)",
+    )
+    train.add_argument(
         "--step-control",
         choices=("shared", "per-sample"),
         help="one step size per batch (default) or one per window (adaptive methods)",
@@ -345,6 +356,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="continue an interrupted run from the checkpoint CKPT; given alone, from "
         "--checkpoint-dir's last.pt where there is one, as `physode simulate --resume` "
         "continues from its chunks (default: start anew)",
+    )
+    train.add_argument(
+        "--init-from", metavar="FILE",
+        help="start a new run from the model weights of a checkpoint (last.pt, best.pt) or of "
+        "--out's model.pt, with the settings given now, e.g. a smaller --lr after training "
+        "diverged; not with --resume (default: the model's initial weights)",
     )
     train.add_argument(
         "--threads",
@@ -686,9 +703,18 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
 
 
-def _resume_hint(trainer: Any) -> str:
+def _rerun(config: TrainConfig) -> str:
+    """The command that ``--resume`` is added to: a run started with ``--init-from`` resumes
+    without it."""
+    if config.init_from is None:
+        return "the same command"
+    return "the same command without --init-from"
+
+
+def _resume_hint(trainer: Any, config: TrainConfig) -> str:
     """Where an interrupted ``physode train`` can continue from, if it saved anything. The
-    trainer went back to its last completed epoch and, with ``--checkpoint-dir``, saved it."""
+    trainer went back to its last completed epoch and, with ``--checkpoint-dir``, saved it;
+    ``config``: the command's settings."""
     during = f" during epoch {trainer.epoch + 1}"
     if trainer.last_checkpoint is None:
         if trainer.config.checkpoint_dir is None:
@@ -696,23 +722,25 @@ def _resume_hint(trainer: Any) -> str:
         return f"{during}, before any epoch ended; nothing was saved"
     path, epoch = trainer.last_checkpoint
     return (
-        f"{during}; {path} holds the run after epoch {epoch}: rerun the same command with "
+        f"{during}; {path} holds the run after epoch {epoch}: rerun {_rerun(config)} with "
         f"--resume {path} to continue it"
     )
 
 
-def _stopped_message(exc: TrainingError, trainer: Any) -> str:
+def _stopped_message(exc: TrainingError, trainer: Any, config: TrainConfig) -> str:
     """One paragraph on a run that stopped at a batch it could not use: where and why, what was
-    saved, how to go on (in the command's options)."""
+    saved, how to go on (in the command's options; ``config``: the command's settings)."""
+    lr = trainer.optimizer.param_groups[0]["lr"]
     if exc.checkpoint is not None:
         skip = (
             "" if trainer.config.on_failed_batch == "skip"
-            else f"rerun the same command with --resume {exc.checkpoint} --on-failed-batch skip "
+            else f"rerun {_rerun(config)} with --resume {exc.checkpoint} --on-failed-batch skip "
             "to leave such batches out, or "
         )
         saved = (
             f"{exc.checkpoint} holds the run after epoch {trainer.epoch}, its weights all finite: "
-            f"{skip}start anew with other settings"
+            f"{skip}start a new run from its weights with other settings, e.g. `physode train "
+            f"... --init-from {exc.checkpoint} --lr {lr / 10:g}`, or start anew"
         )
     elif trainer.epoch == 0:
         saved = "no epoch was completed, so nothing was saved; start anew with other settings"
@@ -722,6 +750,8 @@ def _stopped_message(exc: TrainingError, trainer: Any) -> str:
             "from); start anew with other settings"
         )
     tips = "a smaller --lr, --grad-clip (Adam), other --rtol/--atol or --method, another --gradient"
+    if getattr(exc, "max_steps_reached", False):
+        tips = f"a larger --max-steps (now {trainer.config.max_steps}), {tips}"
     if trainer.config.on_failed_batch != "skip":
         tips += ", --on-failed-batch skip"
     return f"{exc.summary}. {saved} ({tips}); --resume keeps the saved run's other settings"
@@ -747,12 +777,21 @@ def _train_and_report(
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
     config = TrainConfig.from_mapping(train_settings)
+    if config.init_from is not None and extras.get("resume", False) is not False:
+        raise InvalidArgumentError(
+            f"--init-from {config.init_from} starts a new run from a file's weights, and "
+            "--resume continues a saved run with its own weights, optimiser and history; use "
+            "one: to continue a run that --init-from started, rerun its command without "
+            "--init-from, with --resume"
+        )
     resume = _checkpoint_to_resume(extras.get("resume"), config)
     _check_applicable(model_settings)
     stored = as_trajectories(data, split="train")
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
+    if config.init_from is not None:
+        _check_init_from(Path(config.init_from), record)
     with _warnings_as_lines():
         trainer = Trainer(model, data, config)
     trainer.metadata = {f"model.{k}": v for k, v in record.items()}
@@ -775,10 +814,10 @@ def _train_and_report(
         with _warnings_as_lines():
             result = trainer.fit()
     except KeyboardInterrupt:
-        print(f"physode train: interrupted{_resume_hint(trainer)}", file=sys.stderr)
+        print(f"physode train: interrupted{_resume_hint(trainer, config)}", file=sys.stderr)
         return 130
     except TrainingError as exc:
-        print(f"physode train: error: {_stopped_message(exc, trainer)}", file=sys.stderr)
+        print(f"physode train: error: {_stopped_message(exc, trainer, config)}", file=sys.stderr)
         return 2
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
@@ -789,7 +828,7 @@ def _train_and_report(
         report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
     if out is not None:
         summary = {
-            "config": config.to_dict(),
+            "config": trainer.config.to_dict(),  # init_from: where the weights came from
             "model": record,
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
@@ -806,6 +845,42 @@ def _train_and_report(
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+def _check_init_from(path: Path, record: dict[str, Any]) -> None:
+    """Refuse ``--init-from path`` where its model was built with other settings of
+    ``_ARCHITECTURE_KEYS`` than ``record`` (the model settings now), naming each. A checkpoint
+    keeps them in its metadata; beside a ``model.pt``, its run's ``report.json`` does. Where
+    neither says, or the file cannot be read, :meth:`Trainer.load_weights` judges the weights
+    by their names and shapes."""
+    from physode.train.trainer import CHECKPOINT_FORMAT, _torch_load
+
+    saved = None
+    try:
+        state = _torch_load(path, "--init-from", "a checkpoint")
+    except InvalidArgumentError:
+        return
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        metadata = state.get("metadata")
+        if isinstance(metadata, dict) and metadata:
+            saved = {k.removeprefix("model."): v for k, v in metadata.items()}
+    else:
+        try:
+            saved = json.loads((path.parent / "report.json").read_text())["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            saved = None
+    if not isinstance(saved, dict):
+        return
+    changes = [
+        f"{k}: {saved.get(k)!r} -> {record.get(k)!r}"
+        for k in _ARCHITECTURE_KEYS if saved.get(k) != record.get(k)
+    ]
+    if changes:
+        raise InvalidArgumentError(
+            f"--init-from {path}: its weights were trained in a model built with other settings "
+            f"({', '.join(changes)}); they fit that model only: build it again (the same "
+            "--model, --system, --per-trajectory, --width, --depth and --activation)"
+        )
 
 
 def _checkpoint_to_resume(resume: Any, config: TrainConfig) -> Any:
@@ -852,6 +927,11 @@ def _evaluate(trainer: Any, t_end: float | None, out: Path | None, calibrate: An
             "The trained model may not stay bounded that long: try a shorter --t-end, or train "
             "it further or more gently (more --epochs, a smaller --lr)"
         )
+        if isinstance(exc, SolverError) and exc.status == Status.MAX_STEPS:
+            advice += (
+                f", or, where it needs more steps than that, a larger --max-steps (now "
+                f"{trainer.config.max_steps})"
+            )
         if str(exc).startswith("calibrating"):
             advice = (
                 "The calibration's search may have reached values the model cannot solve with: "

@@ -147,7 +147,8 @@ def test_a_failed_batch_stops_with_the_run_back_at_its_last_completed_epoch(
     if how == "solve":
         assert "with step size 1e-14: step size underflow at t=0.3 (h=1e-14). " in message
         assert isinstance(error.__cause__, physode.SolverError)
-        assert "max_steps" not in message  # the solver's advice names solve()'s settings
+        # The solver's advice names solve()'s settings; max_steps is advised where it ran out.
+        assert "raise max_steps" not in message and "a larger max_steps" not in message
     # The trainer, its last.pt and its log hold epoch 2, with the weights a 2-epoch run ends at.
     monkeypatch.undo()
     twin = _trainer(**settings, epochs=2)
@@ -353,7 +354,9 @@ def test_physode_train_stops_in_one_paragraph_naming_the_checkpoint_and_resumes_
     assert err.startswith("physode train: error: training stopped in epoch 3, batch 1 of ")
     assert (
         f"{last} holds the run after epoch 2, its weights all finite: rerun the same command "
-        f"with --resume {last} --on-failed-batch skip to leave such batches out, or start anew"
+        f"with --resume {last} --on-failed-batch skip to leave such batches out, or start a new "
+        f"run from its weights with other settings, e.g. `physode train ... --init-from {last} "
+        "--lr 0.001`, or start anew"
     ) in err
     assert "--lr" in err and "--grad-clip" in err and "lr=" not in err
     assert torch.load(last, weights_only=True)["epoch"] == 2

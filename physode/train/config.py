@@ -88,6 +88,11 @@ class TrainConfig:
         Passed to :func:`physode.solve`: the solver method, tolerances, fixed step and gradient
         mode (``"aca"``, ``"disc-opt"``, ``"opt-disc"`` or a ``physode.ACA``/``DiscOpt``/
         ``OptDisc`` object).
+    max_steps : int
+        Step attempts (accepted and rejected) each solve may take before it stops with
+        ``Status.MAX_STEPS``: the training and validation solves and those of
+        :meth:`Trainer.evaluate` (rollouts, calibration). The default is :func:`physode.solve`'s.
+        A resume may change it: a solve that did not reach the limit is the same with any.
     step_control : str
         ``"shared"`` (one step size per batch) or ``"per-sample"`` (each window of a batch steps
         on its own; adaptive methods with ``"aca"`` or ``"disc-opt"``), passed to
@@ -107,6 +112,13 @@ class TrainConfig:
         early stopping included, and at the last completed epoch when Ctrl-C interrupts
         :meth:`Trainer.fit`) and ``best.pt``.
     checkpoint_every : int
+    init_from : str or path, optional
+        Start from the model weights of this file, a training checkpoint (``last.pt``,
+        ``best.pt``) or the state dict ``physode train --out`` saves (``model.pt``): a warm
+        start. The run is a new one (epoch 0, a fresh optimiser, schedule and history) with
+        these settings; only the model's state comes from the file (see
+        :meth:`Trainer.load_weights`). Checkpoints and ``physode train``'s ``report.json`` keep
+        the path. A trainer that started so does not also :meth:`Trainer.load_checkpoint`.
     progress : bool or "auto"
         Show a tqdm progress bar over epochs; ``"auto"``: only when standard error is a
         terminal (as the ``physode`` command does), so that a log file gets no redraws.
@@ -148,12 +160,14 @@ class TrainConfig:
     step_size: float | None = None
     gradient: Any = "aca"
     step_control: str = "shared"
+    max_steps: int = 100_000
     dtype: str | None = None
     device: str | None = None
     seed: int = 0
     log: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1
+    init_from: str | None = None
     progress: bool | str = False
 
     def __post_init__(self) -> None:
@@ -201,6 +215,7 @@ class TrainConfig:
         integer("lr_step", 1)
         integer("patience", 1, optional=True)
         integer("checkpoint_every", 1)
+        integer("max_steps", 1)
         integer("seed", 0)
         for name in ("lr", "rtol", "atol"):
             real(name)
@@ -300,7 +315,7 @@ class TrainConfig:
             ),
             f"observe={self.observe!r} (need a non-empty list of state indices, or None)",
         )
-        for name in ("log", "checkpoint_dir"):
+        for name in ("log", "checkpoint_dir", "init_from"):
             value = getattr(self, name)
             need(
                 value is None or isinstance(value, str | os.PathLike),

@@ -381,6 +381,7 @@ def rollout_report(
     calibrate: float | bool | None = None,
     gradient: Any = "aca",
     calibration_iterations: int = CALIBRATION_ITERATIONS,
+    max_steps: int = 100_000,
 ) -> RolloutReport:
     """Roll the model out from each held-out trajectory's first state and compare.
 
@@ -438,6 +439,9 @@ def rollout_report(
     calibration_iterations : int
         Most L-BFGS iterations of the calibration (it stops earlier once converged); the
         solves it makes are at most 1.25 times as many.
+    max_steps : int
+        Step attempts each rollout and calibration solve may take (as in :func:`physode.solve`,
+        whose default it has); the ground truth beyond the data is simulated with the default.
 
     Returns
     -------
@@ -520,7 +524,10 @@ def rollout_report(
     if training:
         model.eval()
     try:
-        options = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
+        options = {
+            "method": method, "rtol": rtol, "atol": atol, "step_size": step_size,
+            "max_steps": max_steps,
+        }
         if until is not None:
             # Each held-out trajectory's own values, fitted before the rollout uses them.
             values, calibration = _calibrate(

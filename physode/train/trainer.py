@@ -370,6 +370,10 @@ class Trainer:
         undeclared = not hasattr(self.model, "autonomous")
         if undeclared and len({w.start for w in self.train_windows}) > 1:
             warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=2)
+        # The file that load_weights started this run from (None: the model's own weights).
+        self._started_from: Path | None = None
+        if config.init_from is not None:
+            self.load_weights(config.init_from)
         if config.optimizer == "lbfgs" and names:
             n_batches = len(self._batches(self.train_windows, shuffle=False))  # no draw
             if n_batches > 1:
@@ -494,6 +498,7 @@ class Trainer:
         sol = solve_rows(
             self.model, target[0], t, rows, method=c.method, rtol=c.rtol,
             atol=c.atol, step_size=c.step_size, gradient=c.gradient, step_control=c.step_control,
+            max_steps=c.max_steps,
         )
         pred, ref = sol.ys[1:], target[1:]
         if c.observe is not None:
@@ -521,32 +526,33 @@ class Trainer:
                 if self.loss_scale is None:
                     first = objective.item()
                     if not math.isfinite(first):
-                        raise _FailedBatch(self._not_finite(batch, sol, objective))
+                        raise self._not_finite(batch, sol, objective)
                     self.loss_scale = max(first, torch.finfo(objective.dtype).tiny)
                 scaled = objective / self.loss_scale
             scaled.backward()  # Opt-Disc's backward solve can fail too
         except SolverError as exc:
-            raise _FailedBatch(self._solve_failed(batch, exc)) from exc
+            raise self._solve_failed(batch, exc) from exc
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         # One read of the device per evaluation: the largest |value| of every gradient (which
         # cannot overflow, as a sum of squares could) and the objective, reduced together. The
         # solve before it read the device at every step attempt.
         largest = torch.stack(torch._foreach_norm(grads, math.inf)) if grads else objective
         if not bool(torch.isfinite(largest).all() & torch.isfinite(objective)):
-            raise _FailedBatch(self._not_finite(batch, sol, objective))
+            raise self._not_finite(batch, sol, objective)
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         evaluations.append((sol, loss.detach(), objective.detach()))
         return scaled.detach()
 
-    def _solve_failed(self, batch: list[Window], exc: SolverError) -> str:
-        """Why a batch failed, where its solve raised ``exc``."""
+    def _solve_failed(self, batch: list[Window], exc: SolverError) -> _FailedBatch:
+        """The failure of a batch whose solve raised ``exc``."""
         cause = first_line(exc).split(". ")[0].rstrip(".")  # the rest advises solve() settings
         step = _number(exc.step_size)
         step = f" with step size {step}" if math.isfinite(float(step)) else ""
-        return (
+        return _FailedBatch(
             f"the solve of its {_windows_text(len(batch))} ({self._where(batch)}) failed "
-            f"{self._when(batch, exc.t)}{step}: {cause}"
+            f"{self._when(batch, exc.t)}{step}: {cause}",
+            max_steps=exc.status == physode.Status.MAX_STEPS,
         )
 
     def _when(self, batch: list[Window], reached: Any) -> str:
@@ -562,8 +568,9 @@ class Trainer:
             return "at the start of the windows"
         return f"{into:.6g} into the windows"
 
-    def _not_finite(self, batch: list[Window], sol: Any, objective: torch.Tensor) -> str:
-        """Why a batch failed whose loss or gradient is not finite (read on this path only)."""
+    def _not_finite(self, batch: list[Window], sol: Any, objective: torch.Tensor) -> _FailedBatch:
+        """The failure of a batch whose loss or gradient is not finite (read on this path
+        only)."""
         status = sol.status
         if isinstance(status, torch.Tensor):  # per-sample: failed rows stop, never raise
             codes = status.tolist()
@@ -576,13 +583,14 @@ class Trainer:
                     f"({physode.Status(codes[i]).name})"
                     for i in failed
                 ]
-                return (
+                return _FailedBatch(
                     f"{len(failed)} of its {_windows_text(len(batch))} could not be solved "
-                    f"({_listed(rows)}), so its loss is {_number(objective.item())}"
+                    f"({_listed(rows)}), so its loss is {_number(objective.item())}",
+                    max_steps=physode.Status.MAX_STEPS in codes,
                 )
         value = objective.item()
         if not math.isfinite(value):
-            return (
+            return _FailedBatch(
                 f"its loss over {_windows_text(len(batch))} ({self._where(batch)}) is "
                 f"{_number(value)}"
             )
@@ -590,7 +598,7 @@ class Trainer:
             name for name, p in self.model.named_parameters()
             if p.grad is not None and not bool(torch.isfinite(p.grad).all())
         ]
-        return (
+        return _FailedBatch(
             f"the gradient of its loss over {_windows_text(len(batch))} ({self._where(batch)}) "
             f"is not finite in {_listed(bad)}"
         )
@@ -861,17 +869,24 @@ class Trainer:
             "" if self.config.on_failed_batch == "skip"
             else ", or on_failed_batch='skip', which leaves such batches out"
         )
+        steps = (
+            f"a larger max_steps (now {self.config.max_steps}) where the model needs more steps "
+            "than that, " if failure.max_steps else ""
+        )
         hints = (
-            f"To get past it: a smaller lr (now {self.optimizer.param_groups[0]['lr']:g}), "
+            f"To get past it: {steps}a smaller lr (now {self.optimizer.param_groups[0]['lr']:g}), "
             "grad_clip (Adam), other rtol/atol or another method, another gradient mode "
             f"(gradient='disc-opt', or physode.OptDisc(restart=True)){skip}. trainer.fit() "
             "continues with the same settings and meets the same batch again; a checkpoint "
-            "resumes only with its own settings, on_failed_batch aside"
+            "resumes only with its own settings, on_failed_batch and max_steps aside; to go on "
+            "from its weights with other settings, build a new trainer with "
+            f"init_from={'<checkpoint>' if checkpoint is None else repr(str(checkpoint))}"
         )
         error = TrainingError(
             f"{summary}. {state}. {hints}", epoch=epoch, batch=number, checkpoint=checkpoint
         )
         error.summary = summary
+        error.max_steps_reached = failure.max_steps
         return error
 
     def _before_step(self) -> tuple[list[torch.Tensor], dict[str, Any]]:
@@ -899,6 +914,8 @@ class Trainer:
                 f"a solve failed at t={_number(exc.t)} with step size "
                 f"{_number(exc.step_size)}: {cause}"
             )
+            if exc.status == physode.Status.MAX_STEPS:
+                reason += f" (max_steps={self.config.max_steps}, a setting of training)"
         else:
             if val is None or math.isfinite(val):
                 return val
@@ -1045,7 +1062,7 @@ class Trainer:
         report = rollout_report(
             self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
             observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
-            step_size=c.step_size, conservation=conservation,
+            step_size=c.step_size, max_steps=c.max_steps, conservation=conservation,
             conservation_tolerance=conservation_tolerance, calibrate=calibrate,
             gradient=c.gradient, calibration_iterations=calibration_iterations,
         )
@@ -1154,6 +1171,13 @@ class Trainer:
             trajectories than the saved run's.
         """
         path = Path(path)
+        if self._started_from is not None:
+            raise InvalidArgumentError(
+                f"cannot resume {path}: this trainer starts a new run from the weights of "
+                f"{self._started_from} (init_from), and a resume continues the saved run with its "
+                "own weights, optimiser and history; use one: to continue a run that init_from "
+                "started, resume its checkpoint on a trainer built without init_from"
+            )
         state = _read_checkpoint(path)
         mine = self.config.to_dict()
         keys = _RESUME_KEYS
@@ -1162,7 +1186,7 @@ class Trainer:
         # A setting added after the checkpoint was written had its default value then.
         saved = {**TrainConfig().to_dict(), **state["config"]}
         changes = _changes(saved, mine, keys)
-        self._check_table(path, state)
+        self._check_table(path, state.get("model"), "resume")
         metadata = state.get("metadata")
         if isinstance(metadata, dict) and metadata and self.metadata:  # older checkpoints: none
             changes += _changes(metadata, self.metadata, {**self.metadata, **metadata})
@@ -1184,16 +1208,94 @@ class Trainer:
                 f"({_all_lines(exc)}); build the trainer with the saved run's model"
             ) from None
         self.last_checkpoint = (path, self.epoch)
+        if self.config.init_from is None and saved.get("init_from") is not None:
+            # The resumed run began from those weights; its checkpoints and report say so.
+            self.config = replace(self.config, init_from=saved["init_from"])
         if isinstance(state.get("metadata"), dict) and state["metadata"]:
             self.metadata = dict(state["metadata"])
         if self.config.log is not None:
             write_log(self.history, self.config.log)
 
-    def _check_table(self, path: Path, state: dict[str, Any]) -> None:
-        """Refuse a checkpoint whose per-trajectory table has another number of rows than this
-        trainer's training data have trajectories."""
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Start this run from the model weights of a file (a warm start), e.g. after training
+        diverged, to go on from the last good weights with a smaller learning rate.
+
+        The file is a training checkpoint (``last.pt``, ``best.pt``: the weights it holds) or a
+        model's state dict (``physode train --out``'s ``model.pt``). Only the model's state is
+        loaded, every tensor of its ``state_dict()``: the weights, physical parameters, learned
+        or not, a per-trajectory table and buffers (APHYNITY's ``λ`` as the saved run left it).
+        The run stays a new one: epoch 0, the optimiser, schedule and history fresh, and this
+        trainer's settings, whatever the file's were. ``config.init_from`` records the path
+        (``TrainConfig(init_from=...)`` calls this method when the trainer is built).
+
+        Parameters
+        ----------
+        path : str or path
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If the file is missing or is neither a physode checkpoint nor a state dict; if its
+            weights do not fit this model (names of the missing, unexpected or reshaped
+            entries: another architecture or system), or its per-trajectory table has rows for
+            another number of training trajectories; or if this trainer has trained already or
+            restored a checkpoint (:meth:`load_checkpoint` continues a run instead).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from physode.models import NeuralODE
+        >>> t = torch.linspace(0, 1, 11, dtype=torch.float64)
+        >>> data = (t, torch.stack([torch.exp(-t), torch.exp(-2 * t)], -1))
+        >>> first = Trainer(NeuralODE(2, width=8, depth=1), data, epochs=2, window=5)
+        >>> _ = first.fit()
+        >>> path = first.save_checkpoint(pathlib.Path(tempfile.mkdtemp()) / "last.pt")
+        >>> again = Trainer(NeuralODE(2, width=8, depth=1), data, epochs=2, window=5, lr=1e-3,
+        ...                 init_from=path)
+        >>> again.epoch, torch.equal(again.model.net.net[0].weight, first.model.net.net[0].weight)
+        (0, True)
+        """
+        path = Path(path)
+        if self.epoch > 0 or self.history:
+            raise InvalidArgumentError(
+                f"cannot start from the weights of {path}: this trainer has done {self.epoch} "
+                "epochs, and load_weights (init_from) starts a new run; build a new trainer "
+                "with init_from, or continue this run with load_checkpoint"
+            )
+        saved = _read_weights(path)
+        self._check_table(path, saved, "start from")
+        mine = self.model.state_dict()
+        missing = [k for k in mine if k not in saved]
+        unexpected = [k for k in saved if k not in mine]
+        reshaped = [
+            f"{k} {tuple(saved[k].shape)} -> {tuple(mine[k].shape)}"
+            for k in mine if k in saved and saved[k].shape != mine[k].shape
+        ]
+        problems = [
+            f"{what}: {_listed(keys)}"
+            for what, keys in (
+                ("missing from the file", missing),
+                ("in the file, not in the model", unexpected),
+                ("of another shape (the file's -> the model's)", reshaped),
+            )
+            if keys
+        ]
+        if problems:
+            raise InvalidArgumentError(
+                f"cannot start from the weights of {path}: they do not fit this trainer's "
+                f"{type(self.model).__name__} ({'; '.join(problems)}); build the model they "
+                "were saved from (the same kind, system and network shape)"
+            )
+        with torch.no_grad():
+            self.model.load_state_dict(saved)
+        self._started_from = path
+        self.config = replace(self.config, init_from=str(path))
+
+    def _check_table(self, path: Path, saved: Any, verb: str) -> None:
+        """Refuse a model state dict ``saved`` (of the file ``path``) whose per-trajectory table
+        has another number of rows than this trainer's training data have trajectories; ``verb``
+        says what was asked ("resume", "start from")."""
         names = per_trajectory_names(self.model)
-        saved = state.get("model")
         if not names or not isinstance(saved, Mapping):
             return
         for key, table in self.model.state_dict().items():
@@ -1202,9 +1304,9 @@ class Trainer:
                 continue
             if theirs.shape[:1] != table.shape[:1]:
                 raise InvalidArgumentError(
-                    f"cannot resume {path}: the saved run learned {list(names)} per trajectory "
+                    f"cannot {verb} {path}: the saved run learned {list(names)} per trajectory "
                     f"for {theirs.shape[0]} training trajectories, and this trainer's training "
-                    f"data hold {table.shape[0]}; resume on the saved run's training data"
+                    f"data hold {table.shape[0]}; {verb} it on the saved run's training data"
                 )
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -1238,9 +1340,10 @@ class _FailedBatch(Exception):
     says why, and :meth:`place` where. :meth:`Trainer.fit` turns it into a
     :class:`physode.TrainingError`."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, max_steps: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.max_steps = max_steps  # a solve stopped on max_steps
         self.epoch = self.batch = self.n_batches = 0
         self.skipped: tuple[int, int] | None = None  # on_failed_batch="skip": (in all, in a row)
 
@@ -1274,23 +1377,59 @@ def _cuda_rng_states() -> list[torch.Tensor] | None:
     return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """The contents of a checkpoint file, checked to be a physode checkpoint this version reads."""
+def _torch_load(path: Path, kind: str, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; ``kind`` names the file where it is
+    missing, ``what`` what it should have been where torch cannot read it."""
     if not path.is_file():
-        raise InvalidArgumentError(f"checkpoint {path}: no such file")
+        raise InvalidArgumentError(f"{kind} {path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, which runs code stored in the file.
         raise InvalidArgumentError(
-            f"{path} is not a physode training checkpoint: it holds Python objects other than "
-            "tensors and plain values, which physode does not load"
+            f"{path} is not {what}: it holds Python objects other than tensors and plain "
+            "values, which physode does not load"
         ) from None
     except Exception:  # torch.load raises anything from KeyError to EOFError on foreign bytes
         raise InvalidArgumentError(
-            f"{path} is not a physode training checkpoint, or it is truncated or damaged: "
-            "torch cannot read it"
+            f"{path} is not {what}, or it is truncated or damaged: torch cannot read it"
         ) from None
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """The contents of a checkpoint file, checked to be a physode checkpoint this version reads."""
+    state = _torch_load(path, "checkpoint", "a physode training checkpoint")
+    return _checked_checkpoint(path, state)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model state dict of a checkpoint file, or of a file that holds one (``model.pt``)."""
+    what = "a physode training checkpoint (last.pt, best.pt) or a model's state dict (model.pt)"
+    state = _torch_load(path, "init_from", what)
+    if isinstance(state, dict) and "format" in state:
+        state = _checked_checkpoint(path, state)["model"]
+    if not (
+        isinstance(state, dict)
+        and state
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise InvalidArgumentError(
+            f"{path} is neither a physode training checkpoint (last.pt, best.pt) nor a model's "
+            f"state dict (physode train --out's model.pt): it holds {_described(state)}, not "
+            "tensors by name"
+        )
+    return state
+
+
+def _described(value: Any) -> str:
+    """What a file that should hold a state dict holds instead, in a few words."""
+    if isinstance(value, dict) and value:
+        return f"a dict with keys {_listed([repr(key) for key in value])}"
+    return "an empty dict" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def _checked_checkpoint(path: Path, state: Any) -> dict[str, Any]:
+    """``state``, read from ``path``, checked to be a physode checkpoint this version reads."""
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InvalidArgumentError(f"{path} is not a physode training checkpoint")
     version = state.get("version")
