@@ -708,7 +708,7 @@ def _rerun(config: TrainConfig) -> str:
     without it."""
     if config.init_from is None:
         return "the same command"
-    return "the same command without --init-from"
+    return "the same command without --init-from,"
 
 
 def _resume_hint(trainer: Any, config: TrainConfig) -> str:

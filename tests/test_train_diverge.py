@@ -138,6 +138,7 @@ def test_a_failed_batch_stops_with_the_run_back_at_its_last_completed_epoch(
     assert "back at the end of epoch 2" in message and "smaller lr" in message
     assert f"{tmp_path / 'ck' / 'last.pt'} holds" in message
     assert "on_failed_batch='skip'" in message
+    assert f"build a new trainer with init_from={str(tmp_path / 'ck' / 'last.pt')!r}" in message
     expected = {
         "solve": "the solve of its 2 windows (training trajector",
         "gradient": "is not finite in k",

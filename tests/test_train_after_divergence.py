@@ -1,0 +1,424 @@
+"""What to do once training has diverged: start a new run from the last good weights with other
+settings (``init_from``, ``--init-from``), and give the solves more steps (``max_steps``,
+``--max-steps``)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import physode
+from physode.cli import main
+from physode.models import NeuralODE, PhysicsModel
+from physode.train import TrainConfig, Trainer, Trajectories
+
+DTYPE = torch.float64
+
+
+class Decay(nn.Module):
+    """``dy/dt = -k y``."""
+
+    autonomous = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(0.5, dtype=DTYPE))
+
+    def forward(self, t, y):
+        return -self.k * y
+
+
+def _data():
+    """Four decays of rate 1.5, from 1, 2, 3 and 4."""
+    t = torch.linspace(0, 2, 21, dtype=DTYPE)
+    ys = torch.exp(-1.5 * t)[None, :, None] * torch.arange(1, 5, dtype=DTYPE)[:, None, None]
+    return t, ys
+
+
+def _trainer(model=None, **settings):
+    settings = {"epochs": 3, "window": 5, "window_stride": 5, "batch_size": 2, "lr": 0.05,
+                **settings}  # fmt: skip
+    return Trainer(model or Decay(), _data(), **settings)
+
+
+def _k(trainer: Trainer) -> float:
+    return trainer.model.k.item()
+
+
+# ------------------------------------------------------------------ init_from: a new run
+
+
+@pytest.mark.parametrize("source", ["last.pt", "best.pt", "model.pt"])
+def test_init_from_starts_a_new_run_from_the_files_weights_with_the_settings_given_now(
+    source, tmp_path
+):
+    first = _trainer(val_fraction=0.25, checkpoint_dir=tmp_path, restore_best=False)
+    first.fit()
+    if source == "model.pt":  # what physode train --out saves: the state dict alone
+        torch.save(first.model.state_dict(), tmp_path / "model.pt")
+    saved = torch.load(tmp_path / source, weights_only=True)
+    k = (saved["model"] if source != "model.pt" else saved)["k"].item()
+    assert k != 0.5
+    warm = _trainer(val_fraction=0.25, lr=0.01, init_from=tmp_path / source)
+    assert warm.epoch == 0 and warm.history == [] and warm.optimizer.state_dict()["state"] == {}
+    assert _k(warm) == k and warm.config.init_from == str(tmp_path / source)
+    result = warm.fit()
+    # The run is the one a fresh trainer makes from those weights with lr=0.01.
+    fresh = _trainer(val_fraction=0.25, lr=0.01)
+    with torch.no_grad():
+        fresh.model.k.fill_(k)
+    expected = fresh.fit()
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert [r["lr"] for r in result.history] == [0.01] * 3
+    assert [r["loss"] for r in result.history] == [r["loss"] for r in expected.history]
+    assert _k(warm) == _k(fresh)
+
+
+def test_a_warm_started_run_records_its_source_and_resumes_without_init_from(tmp_path):
+    first = _trainer(checkpoint_dir=tmp_path / "a")
+    first.fit()
+    source = tmp_path / "a" / "last.pt"
+    warm = _trainer(lr=0.01, init_from=source, checkpoint_dir=tmp_path / "b")
+    warm.fit(epochs=2)
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved["config"]["init_from"] == str(source) and saved["epoch"] == 2
+    # Resumed on a trainer built without init_from: the run's source is kept.
+    resumed = _trainer(lr=0.01, checkpoint_dir=tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b" / "last.pt")
+    assert resumed.config.init_from == str(source) and resumed.epoch == 2
+    resumed.fit()
+    whole = _trainer(lr=0.01, init_from=source)
+    whole.fit()
+    assert _k(resumed) == _k(whole)
+
+
+def test_a_warm_started_trainer_refuses_to_resume_a_checkpoint(tmp_path):
+    first = _trainer(checkpoint_dir=tmp_path)
+    first.fit()
+    warm = _trainer(init_from=tmp_path / "last.pt")
+    refused = r"cannot resume .*last\.pt: this trainer starts a new run from the weights of "
+    with pytest.raises(physode.InvalidArgumentError, match=refused + r".*\(init_from\)"):
+        warm.load_checkpoint(tmp_path / "last.pt")
+
+
+def test_load_weights_refuses_a_trainer_that_has_trained_or_resumed(tmp_path):
+    first = _trainer(checkpoint_dir=tmp_path)
+    first.fit()
+    with pytest.raises(physode.InvalidArgumentError, match="has done 3 epochs, and "
+                       "load_weights \\(init_from\\) starts a new run"):  # fmt: skip
+        first.load_weights(tmp_path / "last.pt")
+    resumed = _trainer()
+    resumed.load_checkpoint(tmp_path / "last.pt")
+    with pytest.raises(physode.InvalidArgumentError, match="continue this run with "
+                       "load_checkpoint"):  # fmt: skip
+        resumed.load_weights(tmp_path / "last.pt")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"init_from .*nothing\.pt: no such file"),
+        ("truncated", r"is not a physode training checkpoint \(last\.pt, best\.pt\) or "
+         r"a model's state dict \(model\.pt\), or it is truncated or damaged"),
+        ({"lr": 0.1}, r"is neither a physode training checkpoint \(last\.pt, best\.pt\) nor a "
+         r"model's state dict \(physode train --out's model\.pt\): it holds a dict with keys "
+         r"'lr', not tensors by name"),
+        ([torch.zeros(2)], r"it holds a list, not tensors by name"),
+        ({"format": "physode-checkpoint", "version": 1}, r"is a damaged physode checkpoint"),
+    ],
+)
+def test_init_from_refuses_a_file_that_holds_no_weights(content, message, tmp_path):
+    path = tmp_path / "nothing.pt"
+    if content == "truncated":
+        torch.save(Decay().state_dict(), path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        _trainer(init_from=path)
+
+
+def test_init_from_refuses_weights_of_another_architecture_naming_the_keys(tmp_path):
+    t = torch.linspace(0, 1, 11, dtype=DTYPE)
+    data = (t, torch.stack([torch.exp(-t), torch.exp(-2 * t)], -1))
+    torch.save(NeuralODE(2, width=8, depth=1).state_dict(), tmp_path / "narrow.pt")
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        Trainer(NeuralODE(2, width=16, depth=1), data, init_from=tmp_path / "narrow.pt")
+    message = str(caught.value)
+    assert "do not fit this trainer's NeuralODE (of another shape (the file's -> the " in message
+    assert "net.net.0.weight (8, 2) -> (16, 2), net.net.0.bias (8,) -> (16,)" in message
+    # Another model altogether: the names that are missing and those that are extra.
+    torch.save(Decay().state_dict(), tmp_path / "decay.pt")
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        Trainer(NeuralODE(2, width=8, depth=1), data, init_from=tmp_path / "decay.pt")
+    message = str(caught.value)
+    assert "missing from the file: net.net.0.weight, net.net.0.bias" in message
+    assert "in the file, not in the model: k)" in message
+    # A physics model of another system: its parameters have other names.
+    pendulum = physode.systems.load("pendulum")
+    oscillator = physode.systems.load("harmonic_oscillator")
+    torch.save(PhysicsModel(pendulum, ["g"]).state_dict(), tmp_path / "pendulum.pt")
+    with pytest.raises(physode.InvalidArgumentError, match="in the file, not in the model: "
+                       "field.g"):  # fmt: skip
+        Trainer(PhysicsModel(oscillator, ["k"]), data, init_from=tmp_path / "pendulum.pt")
+
+
+def test_init_from_refuses_a_per_trajectory_table_of_another_size(tmp_path):
+    pendulum = physode.systems.load("pendulum")
+    t = torch.linspace(0, 1, 5, dtype=DTYPE)
+
+    def trainer(n, **settings):
+        data = Trajectories(t, torch.zeros(n, 5, 2, dtype=DTYPE), system=pendulum)
+        return Trainer(PhysicsModel(pendulum, per_trajectory=["l"]), data, **settings)
+
+    four = trainer(4)
+    with torch.no_grad():
+        four.model.trajectory_values.copy_(torch.tensor([[0.5], [0.8], [1.2], [1.6]], dtype=DTYPE))
+    path = four.save_checkpoint(tmp_path / "four.pt")
+    with pytest.raises(physode.InvalidArgumentError, match=r"cannot start from .*four\.pt: the "
+                       r"saved run learned \['l'\] per trajectory for 4 training trajectories, "
+                       r"and this trainer's training data hold 3"):  # fmt: skip
+        trainer(3, init_from=path)
+    again = trainer(4, init_from=path)
+    assert again.model.trajectory_values.flatten().tolist() == [0.5, 0.8, 1.2, 1.6]
+
+
+def test_init_from_must_be_a_path():
+    with pytest.raises(physode.InvalidArgumentError, match=r"init_from=3 \(need a path, or "
+                       r"None\)"):  # fmt: skip
+        TrainConfig(init_from=3).validate()
+
+
+# ------------------------------------------------------------------ max_steps
+
+
+def test_max_steps_defaults_to_that_of_physode_solve():
+    default = inspect.signature(physode.solve).parameters["max_steps"].default
+    assert TrainConfig().max_steps == default
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "many", None])
+def test_max_steps_must_be_a_positive_integer(value):
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=rf"max_steps={value!r} \(need an integer >= 1\)"):  # fmt: skip
+        TrainConfig(max_steps=value).validate()
+
+
+def test_max_steps_reaches_every_solve_of_training_validation_and_the_report(monkeypatch):
+    calls = []
+    solve, odeint = physode.solve, physode.odeint
+
+    def spying(function, phase):
+        def spy(*args, **kwargs):
+            calls.append((phase[0], kwargs.get("max_steps")))
+            return function(*args, **kwargs)
+
+        return spy
+
+    phase = ["train"]
+    monkeypatch.setattr(physode, "solve", spying(solve, phase))
+    monkeypatch.setattr(physode, "odeint", spying(odeint, phase))
+    validation_loss = Trainer.validation_loss
+
+    def validating(self):
+        phase[0] = "validation"
+        try:
+            return validation_loss(self)
+        finally:
+            phase[0] = "train"
+
+    monkeypatch.setattr(Trainer, "validation_loss", validating)
+    trainer = _trainer(val_fraction=0.25, max_steps=4321, epochs=2)
+    trainer.fit()
+    phase[0] = "report"
+    trainer.evaluate(conservation=False)
+    assert {p for p, _ in calls} == {"train", "validation", "report"}
+    assert {steps for _, steps in calls} == {4321}
+
+
+def test_the_report_calibrates_with_max_steps(monkeypatch):
+    pendulum = physode.systems.load("pendulum")
+    t = torch.linspace(0, 1, 6, dtype=DTYPE)
+    y0 = torch.tensor([[0.5, 0.0], [0.3, 0.0]], dtype=DTYPE)
+    ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, torch.tensor([1.0, 9.81, 1.0])), y0, t)
+    data = Trajectories(t, ys.transpose(0, 1), system=pendulum)
+    trainer = Trainer(PhysicsModel(pendulum, per_trajectory=["l"]), data, epochs=1,
+                      max_steps=2)  # fmt: skip
+    with pytest.raises(physode.SolverError, match=r"calibrating .* max_steps=2 step attempts"):
+        trainer.evaluate(data, calibrate=True, conservation=False)
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_a_batch_that_runs_out_of_steps_says_to_raise_max_steps(step_control):
+    trainer = _trainer(max_steps=1, step_control=step_control)
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert "MAX_STEPS" in message or "max_steps=1 step attempts" in message
+    assert "To get past it: a larger max_steps (now 1) where the model needs more steps" in message
+
+
+def test_a_checkpoint_resumes_with_max_steps_changed(tmp_path):
+    first = _trainer(checkpoint_dir=tmp_path, epochs=2)
+    first.fit()
+    resumed = _trainer(max_steps=1_000_000)
+    resumed.load_checkpoint(tmp_path / "last.pt")
+    resumed.fit()
+    whole = _trainer()
+    whole.fit()
+    assert _k(resumed) == _k(whole)
+
+
+def test_validation_out_of_steps_names_max_steps_in_its_warning(monkeypatch):
+    trainer = _trainer(val_fraction=0.25, epochs=1)
+
+    def out_of_steps(self):
+        raise physode.SolverError("max_steps=100000 step attempts reached at t=0.3",
+                                  status=physode.Status.MAX_STEPS, t=0.3, step_size=1e-3)
+
+    monkeypatch.setattr(Trainer, "validation_loss", out_of_steps)
+    with pytest.warns(physode.PhysodeWarning, match=r"\(max_steps=100000, a setting of "
+                      r"training\); the epoch counts"):  # fmt: skip
+        trainer.fit()
+
+
+# ------------------------------------------------------------------ physode train
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1."""
+    path = tmp_path_factory.mktemp("warm") / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
+                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    return path
+
+
+def _argv(stored, *more: str) -> list[str]:
+    return ["train", str(stored), "--epochs", "2", "--window", "5", "--batch-size", "8",
+            "--model", "neural", "--width", "8", "--depth", "1", "--quiet", *more]  # fmt: skip
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_physode_train_init_from_trains_anew_from_the_weights_and_reports_their_source(
+    stored, tmp_path, capsys, monkeypatch
+):
+    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path / "ck"))) == 0
+    last = tmp_path / "ck" / "last.pt"
+    saved = torch.load(last, weights_only=True)["model"]
+    started = []
+    fit = Trainer.fit
+
+    def recording(self, *args, **kwargs):
+        started.append((self.epoch, {k: v.clone() for k, v in self.model.state_dict().items()}))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", recording)
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'[train]\ninit_from = "{last}"\nmax_steps = 54321\n')
+    out = tmp_path / "run"
+    argv = _argv(stored, "--config", str(toml), "--lr", "0.001", "--out", str(out), "--log",
+                 str(tmp_path / "log.json"))  # fmt: skip
+    assert main(argv) == 0
+    epoch, weights = started[0]
+    assert epoch == 0 and all(torch.equal(weights[k], saved[k]) for k in saved)
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["init_from"] == str(last)
+    assert report["config"]["max_steps"] == 54321 and report["config"]["lr"] == 0.001
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert [row["lr"] for row in log] == [0.001, 0.001]
+
+
+def test_physode_train_refuses_init_from_with_resume(stored, tmp_path, capsys):
+    argv = _argv(stored, "--init-from", str(tmp_path / "a.pt"), "--resume", str(tmp_path / "b.pt"))
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert f"--init-from {tmp_path / 'a.pt'} starts a new run from a file's weights, and " in err
+    assert "--resume continues a saved run" in err
+
+
+def test_physode_train_init_from_refuses_a_model_built_with_other_settings(
+    stored, tmp_path, capsys
+):
+    # An activation changes no weight's shape: only the settings that built the model tell.
+    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path / "ck"), "--out",
+                      str(tmp_path / "run"))) == 0  # fmt: skip
+    last = tmp_path / "ck" / "last.pt"
+    assert main(_argv(stored, "--init-from", str(last), "--activation", "relu")) == 2
+    err = _error(capsys)
+    assert (
+        f"--init-from {last}: its weights were trained in a model built with other settings "
+        "(activation: 'tanh' -> 'relu'); they fit that model only"
+    ) in err
+    # model.pt: the report.json beside it says how its model was built.
+    model = tmp_path / "run" / "model.pt"
+    argv = _argv(stored, "--init-from", str(model))
+    argv[argv.index("--width") + 1] = "16"
+    assert main([*argv, "--activation", "relu"]) == 2
+    assert "(width: 8 -> 16, activation: 'tanh' -> 'relu')" in _error(capsys)
+    # Without the report, the weights' shapes still tell.
+    (tmp_path / "run" / "report.json").unlink()
+    assert main(argv) == 2
+    assert "net.net.0.weight (8, 2) -> (16, 2)" in _error(capsys)
+
+
+def test_physode_train_says_how_to_continue_a_warm_started_run(
+    stored, tmp_path, capsys, monkeypatch
+):
+    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path / "a"))) == 0
+    source = tmp_path / "a" / "last.pt"
+    evaluate = Trainer._evaluate
+
+    def interrupted_in_epoch_2(self, *args):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(Trainer, "_evaluate", interrupted_in_epoch_2)
+    argv = _argv(stored, "--checkpoint-dir", str(tmp_path / "b"), "--init-from", str(source))
+    assert main(argv) == 130
+    last = tmp_path / "b" / "last.pt"
+    assert capsys.readouterr().err == (
+        f"physode train: interrupted during epoch 2; {last} holds the run after epoch 1: rerun "
+        f"the same command without --init-from, with --resume {last} to continue it\n"
+    )
+    monkeypatch.undo()
+    resumed = _argv(stored, "--checkpoint-dir", str(tmp_path / "b"), "--resume", str(last),
+                    "--out", str(tmp_path / "b"))  # fmt: skip
+    assert main(resumed) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["config"]["init_from"] == str(source)
+
+
+def test_physode_train_says_to_raise_max_steps_where_the_solves_ran_out(stored, capsys):
+    assert main(_argv(stored, "--max-steps", "1")) == 2
+    err = _error(capsys)
+    assert "training stopped in epoch 1, batch 1 of " in err
+    assert "(a larger --max-steps (now 1), a smaller --lr" in err
+    assert main(_argv(stored, "--max-steps", "0")) == 2
+    assert "bad training settings: --max-steps 0 (need an integer >= 1)" in _error(capsys)
+
+
+def test_a_rollout_out_of_steps_says_to_raise_max_steps(stored, tmp_path, capsys, monkeypatch):
+    def out_of_steps(self, *args, **kwargs):
+        raise physode.SolverError(
+            "max_steps=100 step attempts reached at t=1.5 with step size 0.001. The problem may "
+            "be stiff: raise max_steps (e.g. max_steps=1000)",
+            status=physode.Status.MAX_STEPS, t=1.5, step_size=1e-3,
+        )
+
+    monkeypatch.setattr(Trainer, "evaluate", out_of_steps)
+    assert main(_argv(stored, "--max-steps", "100")) == 2
+    err = _error(capsys)
+    assert "a smaller --lr), or, where it needs more steps than that, a larger --max-steps " in err
+    assert "(now 100)" in err and "max_steps=1000" not in err
