@@ -256,3 +256,52 @@ def test_data_of_another_system_that_stores_no_parameters_are_calibrated_and_mea
     report = rollout_report(with_table(), other, horizon=1.0, calibrate=True, **TIGHT)
     assert report.per_trajectory["l"]["calibrated"] == pytest.approx(HELD_OUT, rel=1e-6)
     assert "calibrated_true" not in report.per_trajectory["l"]
+
+
+# ---------------------------------------------------------------------- hard cases
+
+
+def released(angles: list[float], lengths: list[float]) -> Trajectories:
+    """Pendulums of the given lengths released from rest at the given angles, t in [0, 2]."""
+    pendulum = physode.systems.load("pendulum")
+    params = torch.tensor([[1.0, 9.81, length] for length in lengths], dtype=torch.float64)
+    y0 = torch.tensor([[angle, 0.0] for angle in angles], dtype=torch.float64)
+    t = torch.linspace(0, 2, 21, dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, params), y0, t, rtol=1e-12, atol=1e-14)
+    return Trajectories(t, ys.transpose(0, 1), params=params, system=pendulum)
+
+
+def test_a_trial_value_the_model_cannot_be_solved_with_makes_the_search_back_off():
+    # One held-out pendulum, the mean length 1.0: L-BFGS's first trial steps the length to
+    # about zero, a pendulum too stiff to solve. That trial is a step too far, not the end of
+    # the calibration (it was: max_steps reached, after 100,000 step attempts).
+    model = with_table([0.8, 1.2]).double()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    report = rollout_report(model, released([0.2], [0.6]), horizon=1.0, calibrate=True,
+                            conservation=False, **TIGHT)  # fmt: skip
+    assert report.per_trajectory["l"]["calibrated"] == pytest.approx([0.6], rel=1e-8)
+    assert report.calibration["converged"]
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_a_pendulum_of_small_amplitude_is_fitted_as_closely_as_one_of_large():
+    # Each trajectory's errors count relative to its own observations: a swing of 0.001 rad
+    # beside one of 1 rad is fitted as well (with one scale for all, L-BFGS stopped once the
+    # large one fitted, the small one's length 1e-4 off).
+    data = released([1.0, 1e-3], HELD_OUT)
+    report = rollout_report(with_table().double(), data, horizon=1.0, calibrate=True,
+                            conservation=False, **TIGHT)  # fmt: skip
+    assert report.per_trajectory["l"]["calibrated"] == pytest.approx(HELD_OUT, rel=1e-7)
+    assert report.calibration["loss"] < 1e-12
+
+
+def test_a_calibration_time_after_the_data_fits_them_all_and_reports_their_end():
+    # Asked for T = 2.5 on data that end at t = 2, rolled out to t = 3: the fit ends at 2,
+    # and the rollout after it (simulated truth) is the forecast, not the fitted stretch.
+    report = rollout_report(with_table(), held_out(), horizon=1.0, calibrate=2.5, t_end=3.0,
+                            conservation=False, **TIGHT)  # fmt: skip
+    assert report.calibration["until"] == 2.0
+    after = report.t[1:] > 2.0
+    forecast = (report.predicted[:, 1:][:, after] - report.truth[:, 1:][:, after]).pow(2).mean()
+    assert report.calibration["mse_after"] == pytest.approx(float(forecast), rel=1e-12)
+    assert "observations up to t = 2, from the mean" in str(report)

@@ -34,6 +34,11 @@ CALIBRATION_ITERATIONS = 50
 # iterations, below which L-BFGS stops.
 _CALIBRATION_TOLERANCE_GRAD = 1e-10
 _CALIBRATION_TOLERANCE_CHANGE = 1e-14
+# A trial solve of the calibration's line search stops after this many times the step attempts
+# of the solve at its start (at least _TRIAL_STEPS_FLOOR): values that need so many more are a
+# step too far (a pendulum's length stepped to nearly zero), and the search backs off from them.
+_TRIAL_STEPS_FACTOR = 50
+_TRIAL_STEPS_FLOOR = 1_000
 
 
 @dataclass
@@ -594,7 +599,7 @@ def rollout_report(
         # Errors of the calibrated rollouts on the fitted observations and after them.
         later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
         seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
-        fitted = t[1:] <= until
+        fitted = t[1:] <= calibration["until"]
         calibration["mse_within"] = _masked_mean(
             pred[:, fitted], ref[:, fitted], seen[:, fitted]
         )
@@ -748,33 +753,57 @@ def _calibrate(
         group = index[first.to(index.device)[index] == s]
         groups.append((group, states[group, s], data.t[s : last + 1], window[group, s + 1 :],
                        seen[group, s + 1 :]))  # fmt: skip
-    total = sum(counts)
+    # Each trajectory's errors relative to the mean square of its own observations, so that
+    # one of small amplitude is fitted as closely as one of large (its values move its own
+    # solve only: the weights change no trajectory's best values, only when L-BFGS stops).
     observed = torch.where(seen, window, 0.0)
-    scale = float(observed.pow(2).sum()) / total or 1.0  # the observations' mean square
+    squares = observed.pow(2).sum((1, 2))
+    overall = float(squares.sum()) / sum(counts) or 1.0  # for a trajectory observed at 0 only
+    scale = torch.where(squares > 0, squares / seen.sum((1, 2)).clamp(min=1), overall)
     values = start.expand(len(fitted), -1).clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [values], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
         tolerance_grad=_CALIBRATION_TOLERANCE_GRAD,
         tolerance_change=_CALIBRATION_TOLERANCE_CHANGE,
     )  # fmt: skip
+    # A trial of the line search whose solve fails (values the model cannot be solved with: a
+    # length stepped past zero) is a step too far: it gets a loss above the start's and the
+    # search backs off. max_steps bounds such a solve at many times the start's step attempts.
+    trials: dict[str, Any] = {"start": None, "max_steps": None, "failed": 0}
 
-    def closure() -> torch.Tensor:
+    def closure(strict: bool = False) -> torch.Tensor:
         every = start.expand(n, -1).index_copy(0, index, values)
         rows = learned_rows(model, stored, None, n, every)
-        loss = values.new_zeros(())
-        for group, y0, times, ref, mask in groups:
-            ys = solve_rows(model, y0, times, rows[group], params=[values], **options).ys
-            pred = ys[1:].transpose(0, 1)
-            mse, count = masked_mse(pred, ref, mask)
-            loss = loss + mse * count
-        loss = loss / (total * scale)
-        (values.grad,) = torch.autograd.grad(loss, values)
+        bound = {} if trials["max_steps"] is None else {"max_steps": trials["max_steps"]}
+        loss, attempts = values.new_zeros(()), 0
+        try:
+            for group, y0, times, ref, mask in groups:
+                solution = solve_rows(model, y0, times, rows[group], params=[values], **bound,
+                                      **options)  # fmt: skip
+                attempts = max(attempts, solution.stats.n_steps + solution.stats.n_rejected)
+                pred = solution.ys[1:].transpose(0, 1)
+                mse, _ = masked_mse(pred, ref, mask, dims=(1, 2))
+                loss = loss + (mse / scale[group]).sum()
+            loss = loss / len(fitted)
+            (values.grad,) = torch.autograd.grad(loss, values)
+            failed = not bool(torch.isfinite(loss))
+        except SolverError:
+            if strict or trials["start"] is None:
+                raise
+            failed = True
+        if trials["start"] is None:  # the start: solved, as the rollout with the mean is
+            trials["start"] = float(loss.detach())
+            trials["max_steps"] = max(_TRIAL_STEPS_FLOOR, _TRIAL_STEPS_FACTOR * attempts)
+        elif failed and not strict:
+            trials["failed"] += 1
+            values.grad = torch.zeros_like(values)
+            return torch.tensor(10 * trials["start"] + 1.0, dtype=values.dtype)
         return loss.detach()
 
     try:
         with torch.enable_grad():
             optimizer.step(closure)
-            loss = float(closure())
+            loss = float(closure(strict=True))
     except SolverError as exc:
         raise SolverError(
             f"calibrating the held-out trajectories' {list(names)} on t <= {until:g} failed: "
@@ -786,7 +815,7 @@ def _calibrate(
     limit = iterations * 5 // 4  # LBFGS's default max_eval
     result = start.expand(n, -1).index_copy(0, index, values.detach())
     return result, {
-        "until": until,
+        "until": min(until, float(data.t[-1])),  # what was fitted: no data after their end
         "iterations": done,
         "evaluations": evaluations + 1,
         "converged": done < iterations and evaluations < limit,
