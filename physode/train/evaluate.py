@@ -88,10 +88,11 @@ class RolloutReport:
     calibration : dict or None
         Where the held-out trajectories' per-trajectory values were calibrated
         (``rollout_report(..., calibrate=T)``): ``until``, the end ``T`` of the stretch of
-        observations fitted (each trajectory's from its first observed time); ``iterations``
-        and ``evaluations`` of L-BFGS (each evaluation a solve of the stretch); ``converged``,
-        whether it stopped on its tolerances rather than its limits; ``loss``, the fitted
-        stretch's mean squared error relative to the mean square of its observations;
+        observations fitted (each trajectory's from its first observed time; the data's last
+        time where ``T`` lies after it); ``iterations`` and ``evaluations`` of L-BFGS (each
+        evaluation a solve of the stretch); ``converged``, whether it stopped on its
+        tolerances rather than its limits; ``loss``, the mean over the calibrated trajectories
+        of each one's mean squared error relative to the mean square of its own observations;
         ``uncalibrated``, the held-out trajectories with no observation in their stretch,
         rolled out with the mean; and the rollouts' mean squared errors ``mse_within``
         (``t <= T``, the fitted observations) and ``mse_after`` (``t > T``: the forecast; ``None``
@@ -433,10 +434,12 @@ def rollout_report(
         observations enter the errors only. Each trajectory starts from its first observed
         state, and its values from the mean of the learned ones; the fit is L-BFGS over all of
         them at once (each trajectory's values move its own solve only, so this is each one's
-        own fit) on the mean squared error of the observed values (``NaN`` left out,
-        components ``observe``), solved with ``method``, ``rtol``, ``atol``, ``step_size`` and
-        differentiated with ``gradient``. It is deterministic, leaves the model unchanged, and
-        the report's ``per_trajectory`` and ``calibration`` say what it found. A trajectory
+        own fit) on each one's mean squared error of its observed values (``NaN`` left out,
+        components ``observe``) relative to their mean square, averaged; a trial of its line
+        search that cannot be solved is a step too far, backed off from; solved with
+        ``method``, ``rtol``, ``atol``, ``step_size`` and differentiated with ``gradient``.
+        It is deterministic, leaves the model unchanged, and the report's ``per_trajectory``
+        and ``calibration`` say what it found. A trajectory
         with no observation in its stretch keeps the mean (``calibration["uncalibrated"]``).
         By default (``None``) nothing is calibrated.
     gradient : str or gradient object
