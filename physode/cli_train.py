@@ -124,6 +124,19 @@ def _assignments(text: str) -> dict[str, float]:
     return values
 
 
+def _calibration_time(text: str) -> float:
+    """``--calibrate``'s time; a word that is none (the data set after a bare ``--calibrate``)
+    is refused with where to put it."""
+    try:
+        return float(text)
+    except ValueError:
+        data = text.endswith((".h5", ".hdf5")) or Path(text).is_file()
+        hint = "; put DATA.h5 before a bare --calibrate" if data else ""
+        raise argparse.ArgumentTypeError(
+            f"expected a time T (a number), got {text!r}{hint}"
+        ) from None
+
+
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to ``physode``'s subparsers.
 
@@ -377,7 +390,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="roll out to this time, beyond the data (default: the data's last time)",
     )
     report.add_argument(
-        "--calibrate", type=float, nargs="?", const=True, metavar="T",
+        "--calibrate", type=_calibration_time, nargs="?", const=True, metavar="T",
         help="with --per-trajectory: fit each test trajectory's own values of those parameters "
         "to its observations up to time T (alone: the training horizon) before rolling it out "
         "(default: roll out with the mean of the learned values)",

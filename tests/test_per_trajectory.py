@@ -386,3 +386,17 @@ def test_physode_train_reads_calibrate_from_the_report_table_of_a_config(pendulu
     with pytest.raises(physode.InvalidArgumentError, match=r"\[report\]: calibrate = 'soon' "
                        r"must be a number \(the end time"):  # fmt: skip
         _settings(parser.parse_args(["train", "--config", str(config)]))
+
+
+def test_a_data_set_after_a_bare_calibrate_is_refused_with_where_to_put_it(capsys):
+    from physode.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--calibrate", "pendulums.h5", "--model", "physics"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == ("physode train: error: argument --calibrate: expected a time T (a number), "
+                   "got 'pendulums.h5'; put DATA.h5 before a bare --calibrate")  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["train", "pendulums.h5", "--calibrate", "soon"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith("got 'soon'")
