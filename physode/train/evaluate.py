@@ -772,17 +772,18 @@ def _calibrate(
     # A trial of the line search whose solve fails (values the model cannot be solved with: a
     # length stepped past zero) is a step too far: it gets a loss above the start's and the
     # search backs off. max_steps bounds such a solve at many times the start's step attempts.
-    trials: dict[str, Any] = {"start": None, "max_steps": None, "failed": 0}
+    trials: dict[str, Any] = {"start": None, "max_steps": None}
 
     def closure(strict: bool = False) -> torch.Tensor:
         every = start.expand(n, -1).index_copy(0, index, values)
         rows = learned_rows(model, stored, None, n, every)
-        bound = {} if trials["max_steps"] is None else {"max_steps": trials["max_steps"]}
+        bound = dict(options) if trials["max_steps"] is None else {
+            **options, "max_steps": trials["max_steps"]
+        }
         loss, attempts = values.new_zeros(()), 0
         try:
             for group, y0, times, ref, mask in groups:
-                solution = solve_rows(model, y0, times, rows[group], params=[values], **bound,
-                                      **options)  # fmt: skip
+                solution = solve_rows(model, y0, times, rows[group], params=[values], **bound)
                 attempts = max(attempts, solution.stats.n_steps + solution.stats.n_rejected)
                 pred = solution.ys[1:].transpose(0, 1)
                 mse, _ = masked_mse(pred, ref, mask, dims=(1, 2))
@@ -796,9 +797,11 @@ def _calibrate(
             failed = True
         if trials["start"] is None:  # the start: solved, as the rollout with the mean is
             trials["start"] = float(loss.detach())
-            trials["max_steps"] = max(_TRIAL_STEPS_FLOOR, _TRIAL_STEPS_FACTOR * attempts)
+            trials["max_steps"] = min(
+                options.get("max_steps", 100_000),
+                max(_TRIAL_STEPS_FLOOR, _TRIAL_STEPS_FACTOR * attempts),
+            )
         elif failed and not strict:
-            trials["failed"] += 1
             values.grad = torch.zeros_like(values)
             return torch.tensor(10 * trials["start"] + 1.0, dtype=values.dtype)
         return loss.detach()
