@@ -18,6 +18,18 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 import pytest  # noqa: E402  (after the cache is set, before any test imports physode)
 
 
+@pytest.fixture(scope="session")
+def oscillator_h5(tmp_path_factory):
+    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1: a small data set for the
+    tests of ``physode train``, which only read it."""
+    import physode.data
+
+    path = tmp_path_factory.mktemp("oscillator") / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
+                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    return path
+
+
 @pytest.fixture
 def growth_spec(tmp_path):
     """A spec file of x' = x from x0 in [0.5, 1]: x0 e^89 passes float32's range (3.4e38) for

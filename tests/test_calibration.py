@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from _pendulums import swinging
 
 import physode
 import physode.systems
@@ -18,19 +19,6 @@ from physode.train import Trainer, Trajectories, rollout_report
 TRAINED = [0.5, 0.8, 1.2, 1.6]  # the training pendulums' lengths: mean 1.025
 HELD_OUT = [0.6, 1.4]
 TIGHT = {"rtol": 1e-9, "atol": 1e-11}
-
-
-def swinging(lengths: list[float], points: int = 11, t_end: float = 1.0) -> Trajectories:
-    """Pendulums of the given lengths and masses 1 + i/4, released from different angles."""
-    pendulum = physode.systems.load("pendulum")
-    n = len(lengths)
-    params = torch.tensor(
-        [[1.0 + i / 4, 9.81, length] for i, length in enumerate(lengths)], dtype=torch.float64
-    )
-    y0 = torch.stack([0.4 + 0.15 * torch.arange(n, dtype=torch.float64), torch.zeros(n)], -1)
-    t = torch.linspace(0, t_end, points, dtype=torch.float64)
-    ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, params), y0, t, rtol=1e-11, atol=1e-11)
-    return Trajectories(t, ys.transpose(0, 1), params=params, system=pendulum)
 
 
 def held_out(points: int = 21) -> Trajectories:

@@ -23,13 +23,10 @@ from physode.models import NeuralODE, PhysicsModel
 from physode.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1."""
-    path = tmp_path_factory.mktemp("cli_train") / "osc.h5"
-    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
-                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
-    return path
+@pytest.fixture
+def data(oscillator_h5):
+    """The shared small data set of six oscillators (conftest.py)."""
+    return oscillator_h5
 
 
 def _train(data, *argv: str) -> list[str]:

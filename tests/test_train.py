@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import _pendulums
 import numpy as np
 import pytest
 import torch
@@ -1387,16 +1388,8 @@ def test_parameters_that_are_fixed_or_not_learned_give_no_warning(model, lengths
 
 
 def swinging(lengths: list[float], points: int = 11, t_end: float = 1.0) -> Trajectories:
-    """Pendulums of the given lengths and masses 1 + i/4 (g = 9.81) from different angles."""
-    pendulum = physode.systems.load("pendulum")
-    n = len(lengths)
-    params = torch.tensor(
-        [[1.0 + i / 4, 9.81, length] for i, length in enumerate(lengths)], dtype=torch.float64
-    )
-    y0 = torch.stack([0.4 + 0.1 * torch.arange(n, dtype=torch.float64), torch.zeros(n)], -1)
-    t = torch.linspace(0, t_end, points, dtype=torch.float64)
-    ys = physode.odeint(lambda s, y: pendulum.rhs(s, y, params), y0, t, rtol=1e-11, atol=1e-11)
-    return Trajectories(t, ys.transpose(0, 1), params=params, system=pendulum)
+    """Pendulums of the given lengths (:func:`_pendulums.swinging`), released 0.1 apart."""
+    return _pendulums.swinging(lengths, points, t_end, spacing=0.1)
 
 
 def test_a_parameter_is_recovered_when_the_known_ones_differ_between_trajectories():

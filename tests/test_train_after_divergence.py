@@ -289,13 +289,10 @@ def test_validation_out_of_steps_names_max_steps_in_its_warning(monkeypatch):
 # ------------------------------------------------------------------ physode train
 
 
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1."""
-    path = tmp_path_factory.mktemp("warm") / "osc.h5"
-    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
-                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
-    return path
+@pytest.fixture
+def stored(oscillator_h5):
+    """The shared small data set of six oscillators (conftest.py)."""
+    return oscillator_h5
 
 
 def _argv(stored, *more: str) -> list[str]:

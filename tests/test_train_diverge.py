@@ -321,13 +321,10 @@ def test_validation_that_cannot_be_solved_counts_as_inf_with_a_warning(tmp_path,
 # ------------------------------------------------------------------ physode train
 
 
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """Six harmonic-oscillator trajectories of 9 points, split 4/1/1."""
-    path = tmp_path_factory.mktemp("diverge") / "osc.h5"
-    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=path,
-                          seed=3, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
-    return path
+@pytest.fixture
+def stored(oscillator_h5):
+    """The shared small data set of six oscillators (conftest.py)."""
+    return oscillator_h5
 
 
 def test_physode_train_stops_in_one_paragraph_naming_the_checkpoint_and_resumes_with_skip(
