@@ -798,12 +798,12 @@ def _calibrate(
         if trials["start"] is None:  # the start: solved, as the rollout with the mean is
             trials["start"] = float(loss.detach())
             trials["max_steps"] = min(
-                options.get("max_steps", 100_000),
+                options["max_steps"],
                 max(_TRIAL_STEPS_FLOOR, _TRIAL_STEPS_FACTOR * attempts),
             )
         elif failed and not strict:
             values.grad = torch.zeros_like(values)
-            return torch.tensor(10 * trials["start"] + 1.0, dtype=values.dtype)
+            return values.new_tensor(10 * trials["start"] + 1.0)
         return loss.detach()
 
     try:
