@@ -756,10 +756,10 @@ def _stopped_message(exc: TrainingError, trainer: Any, config: TrainConfig) -> s
             f"... --init-from {exc.checkpoint} --lr {lr / 10:g}`, or start anew"
         )
     elif trainer.epoch == 0:
-        saved = "no epoch was completed, so nothing was saved; start anew with other settings"
+        saved = "No epoch was completed, so nothing was saved; start anew with other settings"
     else:  # with --checkpoint-dir, the trainer saved the last completed epoch
         saved = (
-            "nothing was saved (--checkpoint-dir keeps the last completed epoch to resume "
+            "Nothing was saved (--checkpoint-dir keeps the last completed epoch to resume "
             "from); start anew with other settings"
         )
     tips = "a smaller --lr, --grad-clip (Adam), other --rtol/--atol or --method, another --gradient"

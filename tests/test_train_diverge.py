@@ -365,3 +365,20 @@ def test_physode_train_stops_in_one_paragraph_naming_the_checkpoint_and_resumes_
     assert "--on-failed-batch skip" not in err
     monkeypatch.undo()
     assert main(argv("--resume", str(last), "--on-failed-batch", "skip")) == 0
+
+
+def test_physode_train_stopped_in_its_first_epoch_says_that_nothing_was_saved_as_a_sentence(
+    stored, capsys, monkeypatch
+):
+    from physode.cli import main
+
+    def failing(self, data, batch):
+        _solver_error()
+
+    monkeypatch.setattr(Trainer, "_solve_batch", failing)
+    argv = ["train", str(stored), "--epochs", "2", "--window", "5", "--model", "neural",
+            "--width", "8", "--depth", "1", "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: error: training stopped in epoch 1, batch 1 of ")
+    assert ". No epoch was completed, so nothing was saved; start anew with other settings (" in err
