@@ -248,6 +248,26 @@ def test_skip_with_lbfgs_undoes_a_step_whose_line_search_failed(monkeypatch):
     assert [k for e, b, k in calls if (e, b) == (2, 2)][0] == moved[0]  # and they went back
 
 
+def test_skip_with_lbfgs_takes_its_loss_scale_from_the_first_batch_that_succeeds(monkeypatch):
+    # The first batch of the run has a finite loss but a NaN gradient: it is skipped, and the
+    # scale L-BFGS sees the objective in comes from batch 2, as if batch 1 had not been there.
+    _failing(monkeypatch, lambda e, b, n: (e, b) == (1, 1), "gradient")
+    scales = []
+    evaluate = Trainer._evaluate
+
+    def recorded(self, batch, evaluations):
+        scaled = evaluate(self, batch, evaluations)
+        scales.append((self._batch_number, self.loss_scale, evaluations[0][2].item()))
+        return scaled
+
+    monkeypatch.setattr(Trainer, "_evaluate", recorded)
+    trainer = _trainer(optimizer="lbfgs", lr=1.0, batch_size=2, epochs=1, on_failed_batch="skip")
+    result = trainer.fit()
+    assert result.history[0]["skipped_batches"] == 1
+    batch, scale, objective = scales[0]  # the first evaluation that succeeded
+    assert batch == 2 and scale == objective
+
+
 def test_skip_stops_when_every_batch_of_an_epoch_fails(monkeypatch):
     _failing(monkeypatch, lambda e, b, n: e == 2)
     trainer = _trainer(on_failed_batch="skip")

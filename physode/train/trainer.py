@@ -889,15 +889,17 @@ class Trainer:
         error.max_steps_reached = failure.max_steps
         return error
 
-    def _before_step(self) -> tuple[list[torch.Tensor], dict[str, Any]]:
-        """The weights and the optimiser's state before a step, for :meth:`_undo_step`."""
+    def _before_step(self) -> tuple[list[torch.Tensor], dict[str, Any], float | None]:
+        """The weights, the optimiser's state and L-BFGS's loss scale before a step, for
+        :meth:`_undo_step`."""
         weights = [p.detach().clone() for p in self.model.parameters()]
-        return weights, copy.deepcopy(self.optimizer.state_dict())
+        return weights, copy.deepcopy(self.optimizer.state_dict()), self.loss_scale
 
     @torch.no_grad()
-    def _undo_step(self, before: tuple[list[torch.Tensor], dict[str, Any]]) -> None:
-        """Put back the weights and optimiser state that :meth:`_before_step` copied."""
-        weights, state = before
+    def _undo_step(self, before: tuple[list[torch.Tensor], dict[str, Any], float | None]) -> None:
+        """Put back what :meth:`_before_step` copied: a skipped batch leaves no trace, not even
+        the loss scale that its first evaluation set (the first batch that succeeds sets it)."""
+        weights, state, self.loss_scale = before
         for p, saved in zip(self.model.parameters(), weights):
             p.copy_(saved)
         self.optimizer.load_state_dict(state)
