@@ -849,6 +849,7 @@ def _train_and_report(
             "stopped_early": result.stopped_early,
             "train_seconds": result.train_seconds,
             "final_loss": result.final_loss,
+            "skipped_batches": _skipped(result.history),
             "physical_parameters": result.physical_parameters,
             "per_trajectory_parameters": result.per_trajectory_parameters,
             "rollout": report.to_dict(),
@@ -956,12 +957,23 @@ def _evaluate(trainer: Any, t_end: float | None, out: Path | None, calibrate: An
         ) from exc
 
 
+def _skipped(history: list[dict[str, Any]]) -> int:
+    """The batches that ``--on-failed-batch skip`` left out, in all the run's epochs."""
+    return sum(row.get("skipped_batches", 0) for row in history)
+
+
 def _print_summary(result: Any, report: Any) -> None:
     """Print the training summary, the learned parameters and the rollout report."""
     last = result.history[-1]
     val = "none" if last["val_loss"] is None else f"{last['val_loss']:.4e}"
     print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s; "
           f"final loss {last['loss']:.4e}, validation loss {val}")
+    skipped = _skipped(result.history)
+    if skipped:
+        epochs = sum(1 for row in result.history if row.get("skipped_batches"))
+        print(f"skipped {skipped} failed {'batch' if skipped == 1 else 'batches'} in {epochs} "
+              f"{'epoch' if epochs == 1 else 'epochs'} (--on-failed-batch skip; the log's "
+              "skipped_batches says which)")
     if result.physical_parameters:
         learned = ", ".join(f"{k} = {v:.6g}" for k, v in result.physical_parameters.items())
         print(f"learned parameters: {learned}")

@@ -402,3 +402,36 @@ def test_physode_train_stopped_in_its_first_epoch_says_that_nothing_was_saved_as
     err = capsys.readouterr().err
     assert err.startswith("physode train: error: training stopped in epoch 1, batch 1 of ")
     assert ". No epoch was completed, so nothing was saved; start anew with other settings (" in err
+
+
+def test_physode_train_says_how_many_batches_it_skipped_and_reports_them(
+    stored, tmp_path, capsys, monkeypatch
+):
+    import json
+
+    from physode.cli import main
+
+    solve_batch = Trainer._solve_batch
+    batches = []
+
+    def failing_first_in_epoch_2(self, data, batch):
+        if data is self.train_data and self.epoch == 1:
+            batches.append(batch)
+            if len(batches) == 1:
+                _solver_error()
+        return solve_batch(self, data, batch)
+
+    monkeypatch.setattr(Trainer, "_solve_batch", failing_first_in_epoch_2)
+    out = tmp_path / "run"
+    assert main(["train", str(stored), "--epochs", "3", "--window", "5", "--batch-size", "4",
+                 "--model", "neural", "--width", "8", "--depth", "1", "--out", str(out),
+                 "--on-failed-batch", "skip"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "skipped 1 failed batch in 1 epoch (--on-failed-batch skip; the log's " in printed
+    assert json.loads((out / "report.json").read_text())["skipped_batches"] == 1
+    # A run that skipped nothing says nothing of it, and reports 0.
+    monkeypatch.setattr(Trainer, "_solve_batch", solve_batch)
+    assert main(["train", str(stored), "--epochs", "1", "--window", "5", "--model", "neural",
+                 "--width", "8", "--depth", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert "skipped" not in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["skipped_batches"] == 0
