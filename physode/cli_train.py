@@ -867,7 +867,7 @@ def _check_init_from(path: Path, record: dict[str, Any]) -> None:
     keeps them in its metadata; beside a ``model.pt``, its run's ``report.json`` does. Where
     neither says, or the file cannot be read, :meth:`Trainer.load_weights` judges the weights
     by their names and shapes."""
-    from physode.train.trainer import CHECKPOINT_FORMAT, _torch_load
+    from physode.train.trainer import CHECKPOINT_FORMAT, _changes, _torch_load
 
     saved = None
     try:
@@ -885,10 +885,7 @@ def _check_init_from(path: Path, record: dict[str, Any]) -> None:
             saved = None
     if not isinstance(saved, dict):
         return
-    changes = [
-        f"{k}: {saved.get(k)!r} -> {record.get(k)!r}"
-        for k in _ARCHITECTURE_KEYS if saved.get(k) != record.get(k)
-    ]
+    changes = _changes(saved, record, _ARCHITECTURE_KEYS)
     if changes:
         raise InvalidArgumentError(
             f"--init-from {path}: its weights were trained in a model built with other settings "
