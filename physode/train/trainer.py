@@ -546,7 +546,7 @@ class Trainer:
 
     def _solve_failed(self, batch: list[Window], exc: SolverError) -> _FailedBatch:
         """The failure of a batch whose solve raised ``exc``."""
-        cause = first_line(exc).split(". ")[0].rstrip(".")  # the rest advises solve() settings
+        cause = _cause(exc)
         step = _number(exc.step_size)
         step = f" with step size {step}" if math.isfinite(float(step)) else ""
         return _FailedBatch(
@@ -911,7 +911,7 @@ class Trainer:
         try:
             val = self.validation_loss()
         except SolverError as exc:
-            cause = first_line(exc).split(". ")[0].rstrip(".")
+            cause = _cause(exc)
             reason = (
                 f"a solve failed at t={_number(exc.t)} with step size "
                 f"{_number(exc.step_size)}: {cause}"
@@ -1357,6 +1357,12 @@ def _listed(items: list[str]) -> str:
     """The first ``_SHOWN`` of ``items``, then how many more."""
     more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
     return ", ".join(items[:_SHOWN]) + more
+
+
+def _cause(exc: SolverError) -> str:
+    """The first sentence of a solver error: what stopped it, without the advice on solve()'s
+    settings that follows (the trainer gives its own)."""
+    return first_line(exc).split(". ")[0].rstrip(".")
 
 
 def _windows_text(n: int) -> str:
