@@ -565,15 +565,15 @@ def rollout_report(
     if observe is not None:
         pred, ref = pred[..., observe], ref[..., observe]
     within = t[1:] <= horizon
+    # Observed values after each trajectory's initial state (every value, for complete data).
+    later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
+    seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
     if complete:
         mse_within = float(_mse(pred[:, within], ref[:, within])) if within.any() else None
         mse_beyond = None if within.all() else float(_mse(pred[:, ~within], ref[:, ~within]))
         mse: float | None = float(_mse(pred, ref))
         per_trajectory: list[float | None] = _mse(pred, ref, (1, 2)).tolist()
     else:
-        # Observed values after each trajectory's initial state.
-        later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
-        seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
         mse_within = _masked_mean(pred[:, within], ref[:, within], seen[:, within])
         mse_beyond = _masked_mean(pred[:, ~within], ref[:, ~within], seen[:, ~within])
         mse = _masked_mean(pred, ref, seen)
@@ -600,8 +600,6 @@ def rollout_report(
         }
     if calibration is not None:
         # Errors of the calibrated rollouts on the fitted observations and after them.
-        later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
-        seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
         fitted = t[1:] <= calibration["until"]
         calibration["mse_within"] = _masked_mean(
             pred[:, fitted], ref[:, fitted], seen[:, fitted]
