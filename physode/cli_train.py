@@ -296,9 +296,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--gradient", choices=GRADIENT_MODES, help="(default aca)")
     train.add_argument(
         "--opt-disc-restart",
-        action="store_true",
-        help="opt-disc: restart the backward solve from the stored states at every output time "
-        "(the stable variant)",
+        nargs="?", const=True, type=_restart_at, metavar="steps",
+        help="opt-disc: restart the state of the backward solve from the stored outputs (the "
+        "stable variant); with 'steps', also from the state at every forward step, for a flow "
+        "whose backward re-solve diverges between the outputs",
     )
     train.add_argument(
         "--opt-disc-rtol", type=float, metavar="X",
@@ -469,6 +470,15 @@ def _train_settings(table: dict[str, Any], given: dict[str, Any]) -> dict[str, A
     train = {**table, **{k: v for k, v in given.items() if k in keys}}
     _set_opt_disc(train, written)
     return train
+
+
+def _restart_at(value: str) -> str:
+    """The value of ``--opt-disc-restart``, which only ``steps`` may follow."""
+    if value != "steps":
+        raise argparse.ArgumentTypeError(
+            f"takes no value or 'steps', got {value!r} (put the data file before it)"
+        )
+    return value
 
 
 def _flag(key: str) -> str:

@@ -496,6 +496,18 @@ def test_opt_disc_flags_build_the_opt_disc_gradient_they_name():
     assert not any(key.startswith("opt_disc") for key in train)
 
 
+def test_opt_disc_restart_steps_restarts_at_every_forward_step_from_a_flag_or_a_config(
+    tmp_path, capsys
+):
+    flag = _train_settings("--gradient", "opt-disc", "--opt-disc-restart", "steps")
+    config = _toml(tmp_path, 'gradient = "opt-disc"\nopt_disc_restart = "steps"')
+    written = _train_settings("--config", config)
+    assert flag["gradient"].restart == written["gradient"].restart == "steps"
+    with pytest.raises(SystemExit):
+        _train_settings("--gradient", "opt-disc", "--opt-disc-restart", "outputs")
+    assert "--opt-disc-restart: takes no value or 'steps', got 'outputs'" in capsys.readouterr().err
+
+
 def test_a_fixed_step_backward_method_takes_its_step_from_opt_disc_step_size():
     train = _train_settings(
         "--gradient", "opt-disc", "--opt-disc-method", "rk4", "--opt-disc-step-size", "0.01"
@@ -528,7 +540,8 @@ def test_a_toml_config_spells_opt_disc_settings_as_train_keys_and_flags_add_to_t
         (["--gradient", "opt-disc", "--opt-disc-rtol", "-1"], None,
          "--opt-disc-rtol: OptDisc: rtol must be positive and finite, got -1.0"),
         ([], 'gradient = "opt-disc"\nopt_disc_restart = "yes"',
-         "[train] opt_disc_restart: OptDisc: restart must be True or False, got 'yes'"),
+         "[train] opt_disc_restart: OptDisc: restart must be True, False or 'steps' "
+         "(restart at every forward step), got 'yes'"),
         ([], "opt_disc_rtl = 1e-9", "unknown [train] keys ['opt_disc_rtl']; valid: ["),
     ],
 )

@@ -342,8 +342,8 @@ def tight_reference() -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "variant",
-    [{}, {"restart": True}, {"seminorm": True}],
-    ids=["plain", "restart", "seminorm"],
+    [{}, {"restart": True}, {"restart": "steps"}, {"seminorm": True}],
+    ids=["plain", "restart", "restart-steps", "seminorm"],
 )
 def test_opt_disc_gradient_error_shrinks_as_its_tolerance_tightens(variant, tight_reference):
     errors = []
@@ -396,6 +396,7 @@ def test_opt_disc_restart_stays_accurate_where_the_backward_state_re_solve_is_un
         ("disc-opt", "disc-opt"),
         ("re-solve", physode.OptDisc()),
         ("restart", physode.OptDisc(restart=True)),
+        ("steps", physode.OptDisc(restart="steps")),
     ]:
         y0 = torch.tensor([[2.0, 0.0]], dtype=DTYPE, requires_grad=True)
         ys = physode.odeint(
@@ -405,6 +406,76 @@ def test_opt_disc_restart_stays_accurate_where_the_backward_state_re_solve_is_un
     restart_error = _relative(grads["restart"], grads["disc-opt"])
     assert restart_error < 1e-5
     assert _relative(grads["re-solve"], grads["disc-opt"]) > 100 * restart_error
+    assert _relative(grads["steps"], grads["disc-opt"]) < 1e-5
+
+
+def _van_der_pol_gradient(gradient, t, tol):
+    """Gradient of a weighted sum of Van der Pol's states at ``t`` (mu = 1 learnable) w.r.t.
+    ``(y0, mu)``."""
+    mu = torch.tensor(1.0, dtype=DTYPE, requires_grad=True)
+
+    def van_der_pol(t, y):
+        x, v = y[..., 0:1], y[..., 1:2]
+        return torch.cat([v, mu * (1.0 - x * x) * v - x], dim=-1)
+
+    y0 = torch.tensor([[2.0, 0.0]], dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(van_der_pol, y0, t, rtol=tol, atol=tol, gradient=gradient, params=[mu])
+    weights = torch.tensor([0.7, -1.3], dtype=DTYPE)
+    return _flat(torch.autograd.grad((ys[1:] * weights).sum(), [y0, mu]))
+
+
+def test_opt_disc_restart_at_steps_stays_accurate_without_outputs_in_between():
+    # With only the two ends as outputs, restart=True has nothing to restart from, and the state
+    # re-solved backward over t in [0, 10] leaves Van der Pol's attracting cycle: the classic
+    # gradient is wrong by about 1e-2 at 1e-6 (it fails outright at 1e-4). restart="steps"
+    # takes the state stored at each forward step and is as accurate as the tolerance.
+    t = torch.tensor([0.0, 10.0], dtype=DTYPE)
+    exact = _van_der_pol_gradient("disc-opt", t, 1e-12)
+    classic = _relative(_van_der_pol_gradient("opt-disc", t, 1e-6), exact)
+    outputs = _relative(_van_der_pol_gradient(physode.OptDisc(restart=True), t, 1e-6), exact)
+    steps = _relative(_van_der_pol_gradient(physode.OptDisc(restart="steps"), t, 1e-6), exact)
+    assert outputs == classic
+    assert steps < 1e-4 and classic > 100 * steps, (classic, steps)
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        [0.0, 1.3, 2.0, 4.7, 5.0],  # outputs between the steps, dense output there
+        [5.0, 3.7, 3.0, 0.0],  # backward in time
+    ],
+    ids=["dense-outputs", "backward-in-time"],
+)
+def test_opt_disc_restart_at_steps_handles_outputs_between_steps_and_either_direction(t):
+    t = torch.tensor(t, dtype=DTYPE)
+    exact = _van_der_pol_gradient("disc-opt", t, 1e-12)
+    errors = [
+        _relative(_van_der_pol_gradient(physode.OptDisc(restart="steps"), t, tol), exact)
+        for tol in (1e-4, 1e-6, 1e-8)
+    ]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-6, errors
+
+
+def test_opt_disc_restart_at_steps_with_a_fixed_step_method_restarts_every_step():
+    t = torch.tensor([0.0, 3.0], dtype=DTYPE)
+    exact = _van_der_pol_gradient("disc-opt", t, 1e-12)
+    mu = torch.tensor(1.0, dtype=DTYPE, requires_grad=True)
+    errors = []
+    for step_size in (0.1, 0.05):
+        y0 = torch.tensor([[2.0, 0.0]], dtype=DTYPE, requires_grad=True)
+        sol = physode.solve(
+            lambda t, y: torch.cat([y[..., 1:], mu * (1 - y[..., :1] ** 2) * y[..., 1:]
+                                    - y[..., :1]], -1),
+            y0, t, method="rk4", step_size=step_size,
+            gradient=physode.OptDisc(restart="steps"), params=[mu],
+        )
+        weights = torch.tensor([0.7, -1.3], dtype=DTYPE)
+        grad = _flat(torch.autograd.grad((sol.ys[1:] * weights).sum(), [y0, mu]))
+        errors.append(_relative(grad, exact))
+        # One backward rk4 step per forward step, as many evaluations as the forward solve.
+        assert sol.stats.nfe_backward == sol.stats.nfe == 4 * sol.stats.n_steps
+    # rk4 is fourth order backward too: halving the step cuts the error about 16-fold.
+    assert 10 < errors[0] / errors[1] < 25, errors
 
 
 def test_opt_disc_with_its_own_backward_method_converges_to_the_reference(tight_reference):
@@ -904,7 +975,10 @@ def test_opt_disc_warns_that_its_rtol_below_float32_resolution_is_raised():
 @pytest.mark.parametrize(
     "make, expected",
     [
-        (lambda: physode.OptDisc(restart="False"), "restart must be True or False, got 'False'"),
+        (
+            lambda: physode.OptDisc(restart="False"),
+            "restart must be True, False or 'steps' .*, got 'False'",
+        ),
         (lambda: physode.OptDisc(seminorm="no"), "seminorm must be True or False"),
         (lambda: physode.ACA(keep_last_graph="False"), "keep_last_graph must be True or False"),
     ],
@@ -976,7 +1050,10 @@ def test_a_per_sample_aca_backward_after_a_parameter_changed_in_place_is_refused
     [
         (lambda: physode.OptDisc(method=["rk4"]), r"unknown backward method \['rk4'\].*rk4"),
         (lambda: physode.OptDisc(method={"rk4": 0.1}), r"unknown backward method .*dopri5"),
-        (lambda: physode.OptDisc(restart=np.array([True, False])), "restart must be True or"),
+        (
+            lambda: physode.OptDisc(restart=np.array([True, False])),
+            "restart must be True, False or",
+        ),
         (lambda: physode.OptDisc(seminorm=torch.tensor([1, 0])), "seminorm must be True or"),
         (lambda: physode.ACA(keep_last_graph=torch.tensor([True, False])), "keep_last_graph"),
     ],

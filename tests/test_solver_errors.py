@@ -211,6 +211,40 @@ def test_an_opt_disc_backward_solve_out_of_steps_says_whose_max_steps_bounds_it(
         ys[-1].sum().backward()
 
 
+def _van_der_pol(t, y):
+    x, v = y[..., 0:1], y[..., 1:2]
+    return torch.cat([v, (1.0 - x * x) * v - x], dim=-1)
+
+
+@pytest.mark.parametrize(
+    "t, restart, hint",
+    [
+        ([0.0, 10.0], False, "restart='steps') from the state at every forward step"),
+        ([0.0, 9.0, 10.0], False, "OptDisc(restart=True) restarts it from the outputs"),
+        ([0.0, 9.0, 10.0], True, "restart='steps') from the state at every forward step"),
+    ],
+)
+def test_an_opt_disc_backward_solve_that_diverges_suggests_restarting_where_it_can(
+    t, restart, hint
+):
+    # Re-solved backward, the state leaves Van der Pol's attracting cycle and the backward solve
+    # underflows at 1e-4; restarting from the outputs helps only where there are some in between.
+    y0 = torch.tensor([[2.0, 0.0]], dtype=DTYPE, requires_grad=True)
+    gradient = physode.OptDisc(restart=restart)
+    ys = physode.odeint(_van_der_pol, y0, t, rtol=1e-4, atol=1e-4, gradient=gradient)
+    with pytest.raises(physode.SolverError, match="Opt-Disc backward solve failed") as info:
+        ys[-1].sum().backward()
+    assert hint in str(info.value)
+    assert ("restarts it from the outputs" in str(info.value)) == (hint.startswith("OptDisc"))
+    # Restarted at every forward step, the same solve has a gradient.
+    y0 = y0.detach().requires_grad_(True)
+    ys = physode.odeint(
+        _van_der_pol, y0, t, rtol=1e-4, atol=1e-4, gradient=physode.OptDisc(restart="steps")
+    )
+    (grad,) = torch.autograd.grad(ys[-1].sum(), [y0])
+    assert torch.isfinite(grad).all()
+
+
 @pytest.mark.parametrize("method", ["dopri5", "rk4"])
 def test_non_finite_state_stops_the_solve(method):
     def poisoned(t, y):
@@ -226,7 +260,9 @@ def test_non_finite_state_stops_the_solve(method):
     assert torch.isnan(ys[2]).all()
 
 
-@pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
+@pytest.mark.parametrize(
+    "gradient", ["disc-opt", "aca", "opt-disc", physode.OptDisc(restart="steps")]
+)
 def test_throw_false_returns_the_partial_solution_with_nan_after_the_failure(gradient):
     t = torch.linspace(0.0, 2.0, 5, dtype=DTYPE)
     y0 = torch.ones(1, dtype=DTYPE, requires_grad=True)

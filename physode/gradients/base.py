@@ -79,10 +79,11 @@ class Problem:
         }
 
 
-def check_switch(owner: str, name: str, value: object) -> bool:
+def check_switch(owner: str, name: str, value: object, also: str = "") -> bool:
     """``value`` as a bool if it is one (Python's or NumPy's), else :class:`InvalidArgumentError`.
 
-    A string such as ``"False"`` would count as true, and an array has no truth value.
+    A string such as ``"False"`` would count as true, and an array has no truth value. ``also``
+    names the other values the setting takes, if any.
 
     Examples
     --------
@@ -90,7 +91,8 @@ def check_switch(owner: str, name: str, value: object) -> bool:
     False
     """
     if not isinstance(value, bool | np.bool_):
-        raise InvalidArgumentError(f"{owner}: {name} must be True or False, got {value!r}")
+        choices = f"True, False {also}" if also else "True or False"
+        raise InvalidArgumentError(f"{owner}: {name} must be {choices}, got {value!r}")
     return bool(value)
 
 

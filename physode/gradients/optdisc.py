@@ -19,7 +19,7 @@ from physode.gradients.base import (
 )
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
 from physode.solvers.control import warn_unattainable
-from physode.solvers.loop import LoopResult, Stats, Status
+from physode.solvers.loop import LoopResult, Stats, Status, Trace
 
 __all__ = ["OptDisc"]
 
@@ -43,9 +43,15 @@ class OptDisc(GradientMode):
     step_size : float, optional
         Step of a fixed-step backward method; default: the forward one. Refused with an
         adaptive backward method, which chooses its own steps.
-    restart : bool
-        Restart the state at every output time from the value stored in the forward pass instead
-        of carrying the backward re-solve through (the stable variant).
+    restart : bool or "steps"
+        Where the backward solve takes the state from the forward pass instead of carrying its
+        own re-solve of it through (the stable variant). ``False`` (the classic adjoint, as in
+        the papers' comparisons): never, memory O(1). ``True``: at every output time, from the
+        outputs the solve returns anyway. ``"steps"``: also at the start of every accepted
+        forward step, whose states the forward pass then keeps (memory grows with the steps,
+        as ACA's), so the re-solved state never drifts further than one step: for a flow
+        that contracts forward (an attracting limit cycle, a damped system), whose re-solve
+        backward diverges between the outputs.
     seminorm : bool
         Leave the parameter-gradient components out of the backward error control, which usually
         saves steps (Kidger et al., 2021).
@@ -74,7 +80,7 @@ class OptDisc(GradientMode):
         rtol: float | None = None,
         atol: float | None = None,
         step_size: float | None = None,
-        restart: bool = False,
+        restart: bool | str = False,
         seminorm: bool = False,
     ):
         backward_methods = [m for m in METHODS if m not in SYMPLECTIC_METHODS]
@@ -94,7 +100,11 @@ class OptDisc(GradientMode):
             for label, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size))
         )
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
-        self.restart = check_switch("OptDisc", "restart", restart)
+        if not (isinstance(restart, str) and restart == "steps"):
+            restart = check_switch(
+                "OptDisc", "restart", restart, also="or 'steps' (restart at every forward step)"
+            )
+        self.restart = restart
         self.seminorm = check_switch("OptDisc", "seminorm", seminorm)
         if method is not None:
             self._refuse_unused_settings(method)
@@ -102,7 +112,7 @@ class OptDisc(GradientMode):
     def __repr__(self) -> str:
         return (
             f"OptDisc(method={self.method!r}, rtol={self.rtol!r}, atol={self.atol!r}, "
-            f"step_size={self.step_size!r}, restart={self.restart}, seminorm={self.seminorm})"
+            f"step_size={self.step_size!r}, restart={self.restart!r}, seminorm={self.seminorm})"
         )
 
     def _refuse_unused_settings(self, method: str) -> None:
@@ -156,15 +166,16 @@ class OptDisc(GradientMode):
 class _OptDiscFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mode, problem, holder, y0, *params):
+        trace = Trace() if mode.restart == "steps" else None
         with torch.no_grad():
-            result = problem.run(y0.detach())
+            result = problem.run(y0.detach(), trace)
         holder.append(result)
         ctx.mode, ctx.problem = mode, problem
         # The loop's own outputs, not the stacked copy returned: the caller may change that in
         # place (ys -= mean). After a failed solve (throw=False) only those reached carry a
         # gradient. The parameters are saved so that autograd refuses a backward pass after one
         # has been changed in place (an optimizer step), which the backward solve would use.
-        ctx.states = result.ys
+        ctx.knots = _knots(problem.times, result.ys, trace)
         ctx.save_for_backward(*params)
         return stack_outputs(result, len(problem.times), y0)
 
@@ -172,17 +183,17 @@ class _OptDiscFunction(torch.autograd.Function):
     def backward(ctx, grad_ys):
         refuse_second_derivatives("Opt-Disc")
         params = ctx.saved_tensors
-        ys, mode, problem = ctx.states, ctx.mode, ctx.problem
+        knots, mode, problem = ctx.knots, ctx.mode, ctx.problem
         method = mode.backward_method(problem)
-        shape, n = ys[0].shape, ys[0].numel()
+        _, y_last, last = knots[-1]
+        shape, n = y_last.shape, y_last.numel()
         sizes = [p.numel() for p in params]
         augmented = _Augmented(problem.func, shape, n, params)
         stepper = make_stepper(method, augmented)
         stats = Stats()
         backward_base = problem.stats.nfe_backward  # a second backward pass adds to the first
-        last = len(ys) - 1
         z = torch.cat(
-            [ys[last].reshape(-1), grad_ys[last].reshape(-1), ys[last].new_zeros(sum(sizes))]
+            [y_last.reshape(-1), grad_ys[last].reshape(-1), y_last.new_zeros(sum(sizes))]
         )
         # The error norm is the largest of the RMS norms of the state, the adjoint and the
         # gradient of each parameter tensor (the seminorm leaves the gradients out), so that
@@ -190,18 +201,18 @@ class _OptDiscFunction(torch.autograd.Function):
         groups = [n, 2 * n]
         if not mode.seminorm:
             groups += [2 * n + end for end in itertools.accumulate(sizes)]
-        times = problem.times
         # Each interval after the first starts from the step size the previous one would have
         # taken next, instead of estimating one again (an evaluation and a host read each).
         first_step = None
-        for k in range(last, 0, -1):
+        for i in range(len(knots) - 1, 0, -1):
+            (t_start, y_stored, _), (t_end, _, k) = knots[i], knots[i - 1]
             if mode.restart:
-                z = torch.cat([ys[k].reshape(-1), z[n:]])
+                z = torch.cat([y_stored.reshape(-1), z[n:]])
             result = integrate(
                 stepper,
                 augmented,
                 z,
-                [times[k], times[k - 1]],
+                [t_start, t_end],
                 rtol=mode.rtol or problem.rtol,
                 atol=mode.atol or problem.atol,
                 step_size=mode.step_size or problem.step_size,
@@ -217,8 +228,8 @@ class _OptDiscFunction(torch.autograd.Function):
                     + result.message
                     + " The backward solve uses OptDisc's own settings, e.g. "
                     "physode.OptDisc(rtol=..., atol=...), and the solve's max_steps for all its "
-                    "intervals together; where the state re-solved backward is unstable, "
-                    "physode.OptDisc(restart=True) restarts it from the stored outputs.",
+                    "intervals together"
+                    + _restart_hint(mode, len(problem.times)),
                     status=result.status,
                     t=result.t,
                     step_size=result.h,
@@ -226,7 +237,8 @@ class _OptDiscFunction(torch.autograd.Function):
             if method in ADAPTIVE_METHODS:
                 first_step = abs(result.h)
             z = result.ys[-1]
-            z = torch.cat([z[:n], z[n : 2 * n] + grad_ys[k - 1].reshape(-1), z[2 * n :]])
+            if k is not None:
+                z = torch.cat([z[:n], z[n : 2 * n] + grad_ys[k].reshape(-1), z[2 * n :]])
         adjoint = z[n : 2 * n].reshape(shape)
         param_grads, offset = [], 2 * n
         for p, size, used in zip(params, sizes, augmented.used):
@@ -234,6 +246,53 @@ class _OptDiscFunction(torch.autograd.Function):
             param_grads.append(grad if used else None)
             offset += size
         return (None, None, None, adjoint, *param_grads)
+
+
+def _knots(
+    times: list[float], ys: list[Tensor], trace: Trace | None
+) -> list[tuple[float, Tensor, int | None]]:
+    """Where the backward solve stops, in the order of the forward solve: ``(time, stored
+    state, output index)`` for every output reached, and with a trace ``(time, state, None)``
+    for the start of every accepted step before the last output reached.
+
+    A step that starts on an output time is that output's knot. After a failed solve
+    (``throw=False``) the steps past the last output reached are left out: nothing there has
+    a gradient.
+
+    Examples
+    --------
+    >>> ys = [torch.zeros(1), torch.ones(1)]
+    >>> [(t, k) for t, _, k in _knots([0.0, 1.0], ys, None)]
+    [(0.0, 0), (1.0, 1)]
+    >>> trace = Trace(t=[0.0, 0.4, 0.9], h=[0.4, 0.5, 0.3], y=[ys[0]] * 3)
+    >>> [(t, k) for t, _, k in _knots([0.0, 1.0], ys, trace)]
+    [(0.0, 0), (0.4, None), (0.9, None), (1.0, 1)]
+    """
+    outputs = [(times[k], y, k) for k, y in enumerate(ys)]
+    if trace is None:
+        return outputs
+    direction = 1.0 if times[-1] > times[0] else -1.0
+    end = times[len(ys) - 1]
+    starts = [(t, y, None) for t, y in zip(trace.t, trace.y) if direction * (end - t) > 0.0]
+    # An output sorts before a step starting at the same time, which then drops out.
+    merged = sorted(outputs + starts, key=lambda knot: (direction * knot[0], knot[2] is None))
+    return [knot for i, knot in enumerate(merged) if i == 0 or knot[0] != merged[i - 1][0]]
+
+
+def _restart_hint(mode: OptDisc, n_times: int) -> str:
+    """What to try when the backward solve fails, given where it restarts the state now."""
+    if mode.restart == "steps":
+        return "."
+    outputs = (
+        "physode.OptDisc(restart=True) restarts it from the outputs at no cost in memory, and "
+        if not mode.restart and n_times > 2
+        else ""
+    )
+    return (
+        "; where the state re-solved backward is unstable (a flow that contracts forward), "
+        f"{outputs}physode.OptDisc(restart='steps') from the state at every forward step "
+        "(memory grows with the steps), or gradient='aca' gives the exact gradient."
+    )
 
 
 class _Augmented:
