@@ -50,7 +50,11 @@ def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
 
     results = json.loads(out.read_text())
     assert len(results["forward"]) == 3
-    assert len(results["gradients"]) == 3 * 3 * 7  # problems x tolerances x configurations
+    # problems x tolerances x configurations, and 2c's Opt-Disc restarted at every step
+    assert len(results["gradients"]) == 3 * 3 * 7 + 3
+    steps = [r for r in results["gradients"] if r["config"] == "physode opt-disc (steps)"]
+    assert [r["problem"] for r in steps] == ["vdp"] * 3
+    assert all("odeint_adjoint" in r["target"] for r in steps if "failed" not in r)
     assert [r["mode"] for r in results["memory"]] == ["disc-opt", "aca", "opt-disc"]
     aca = [r for r in results["gradients"] if r["config"] == "physode aca"]
     # Measured numbers, not placeholders: ACA equals Disc-Opt and counts its backward evaluations.
