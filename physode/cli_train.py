@@ -299,7 +299,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         nargs="?", const=True, type=_restart_at, metavar="steps",
         help="opt-disc: restart the state of the backward solve from the stored outputs (the "
         "stable variant); with 'steps', also from the state at every forward step, for a flow "
-        "whose backward re-solve diverges between the outputs",
+        "whose backward re-solve diverges between the outputs (default: no restart)",
     )
     train.add_argument(
         "--opt-disc-rtol", type=float, metavar="X",
