@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -200,10 +201,10 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
     options.add_argument(
         "--max-steps",
         type=int,
-        default=100_000,
+        default=MAX_STEPS,
         metavar="M",
         help="step attempts (accepted and rejected) allowed per trajectory before it is flagged "
-        "as failed (default 100000)",
+        f"as failed (default {MAX_STEPS})",
     )
     options.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its finished chunks"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from physode._checks import is_int
+from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, SolverError, TrainingError
 from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
@@ -338,7 +339,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument(
         "--max-steps", type=int, metavar="M",
         help="step attempts (accepted plus rejected) each solve may take, in training, "
-        "validation and the report's rollouts (default 100000)",
+        f"validation and the report's rollouts (default {MAX_STEPS})",
     )
     train.add_argument(
         "--step-control",

@@ -17,6 +17,7 @@ from torch._C import _functorch
 from torch.autograd import forward_ad
 
 from physode._checks import is_int
+from physode._defaults import MAX_STEPS
 from physode._errors import (
     InvalidArgumentError,
     PhysodeWarning,
@@ -361,7 +362,7 @@ def solve(
     step_size: float | None = None,
     gradient: str | GradientMode = "aca",
     step_control: str = "shared",
-    max_steps: int = 100_000,
+    max_steps: int = MAX_STEPS,
     first_step: float | None = None,
     params: Sequence[Tensor] | None = None,
     throw: bool = True,

@@ -4,8 +4,10 @@ settings (``init_from``, ``--init-from``), and give the solves more steps (``max
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,6 +201,30 @@ def test_init_from_must_be_a_path():
 def test_max_steps_defaults_to_that_of_physode_solve():
     default = inspect.signature(physode.solve).parameters["max_steps"].default
     assert TrainConfig().max_steps == default
+
+
+def test_max_steps_has_one_default_that_every_part_and_command_takes():
+    from physode._defaults import MAX_STEPS
+    from physode.cli import build_parser
+    from physode.data import simulate
+    from physode.train.evaluate import rollout_report
+
+    for function in (physode.solve, simulate, rollout_report):
+        assert inspect.signature(function).parameters["max_steps"].default == MAX_STEPS
+    assert TrainConfig().max_steps == MAX_STEPS
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("simulate", "train"):
+        (action,) = [a for a in commands[name]._actions if a.dest == "max_steps"]
+        assert f"(default {MAX_STEPS})" in action.help
+        assert action.default in (MAX_STEPS, argparse.SUPPRESS)  # train: TrainConfig's
+    # The number itself is written in physode/_defaults.py only.
+    package = Path(physode.__file__).parent
+    written = [
+        path.relative_to(package).as_posix() for path in package.rglob("*.py")
+        if any(text in path.read_text() for text in ("100_000", "100000"))
+    ]
+    assert written == ["_defaults.py"]
 
 
 @pytest.mark.parametrize("value", [0, -5, 2.5, "many", None])

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from physode._checks import is_finite_real, is_int
+from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
@@ -871,7 +872,7 @@ def simulate(
     quiet: bool = False,
     chunk_size: int = 4096,
     drift_threshold: float = 1e-6,
-    max_steps: int = 100_000,
+    max_steps: int = MAX_STEPS,
     command_line: str | None = None,
     threads: int | None = 1,
 ) -> SimulationResult:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from physode._checks import is_finite_real, is_int
+from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError
 
 GRADIENT_MODES = ("aca", "disc-opt", "opt-disc")
@@ -160,7 +161,7 @@ class TrainConfig:
     step_size: float | None = None
     gradient: Any = "aca"
     step_control: str = "shared"
-    max_steps: int = 100_000
+    max_steps: int = MAX_STEPS
     dtype: str | None = None
     device: str | None = None
     seed: int = 0

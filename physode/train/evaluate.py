@@ -12,6 +12,7 @@ from torch import nn
 
 import physode
 from physode._checks import converts_to_finite_real, is_int
+from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, SolverError
 from physode._files import json_ready
 from physode.train._rows import (
@@ -387,7 +388,7 @@ def rollout_report(
     calibrate: float | bool | None = None,
     gradient: Any = "aca",
     calibration_iterations: int = CALIBRATION_ITERATIONS,
-    max_steps: int = 100_000,
+    max_steps: int = MAX_STEPS,
 ) -> RolloutReport:
     """Roll the model out from each held-out trajectory's first state and compare.
 
