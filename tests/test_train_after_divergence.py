@@ -15,7 +15,7 @@ from torch import nn
 
 import physode
 from physode.cli import main
-from physode.models import NeuralODE, PhysicsModel
+from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
 from physode.train import TrainConfig, Trainer, Trajectories
 
 DTYPE = torch.float64
@@ -187,6 +187,136 @@ def test_init_from_refuses_a_per_trajectory_table_of_another_size(tmp_path):
         trainer(3, init_from=path)
     again = trainer(4, init_from=path)
     assert again.model.trajectory_values.flatten().tolist() == [0.5, 0.8, 1.2, 1.6]
+
+
+# ------------------------------------------------------------------ init_from: physics, hybrid
+
+
+def _oscillations(n: int = 4) -> Trajectories:
+    """``n`` oscillators of stiffness 2 (the system's default is 1)."""
+    oscillator = physode.systems.load("harmonic_oscillator")
+    t = torch.linspace(0, 2, 11, dtype=DTYPE)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [-1.0, 0.3]], dtype=DTYPE)[:n]
+    p = torch.tensor([1.0, 2.0], dtype=DTYPE)
+    ys = physode.odeint(lambda s, y: oscillator.rhs(s, y, p), y0, t)
+    return Trajectories(t, ys.transpose(0, 1), system=oscillator)
+
+
+def _hybrid(system="harmonic_oscillator", learnable=("k",), aphynity=None, **physics):
+    torch.manual_seed(7)  # the same residual's weights each time
+    return Hybrid(PhysicsModel(system, list(learnable), **physics),
+                  NeuralODE(2, width=4, depth=1, zero_output=True), aphynity=aphynity)  # fmt: skip
+
+
+@pytest.mark.parametrize("aphynity", [None, Aphynity(lambda_init=2.0, tau=0.5)])
+@pytest.mark.parametrize("source", ["last.pt", "model.pt"])
+def test_init_from_starts_a_hybrids_physics_part_from_a_physics_models_weights(
+    aphynity, source, tmp_path
+):
+    fit = Trainer(PhysicsModel("harmonic_oscillator", ["k"]), _oscillations(), epochs=2,
+                  window=5, lr=0.1, checkpoint_dir=tmp_path)  # fmt: skip
+    fit.fit()
+    torch.save(fit.model.state_dict(), tmp_path / "model.pt")
+    k = fit.model.physical_parameters()["k"]
+    assert k != 1.0
+    path = tmp_path / source
+    warm = Trainer(_hybrid(aphynity=aphynity), _oscillations(), epochs=1, window=5,
+                   init_from=path)  # fmt: skip
+    assert warm.model.physics.physical_parameters() == {"k": k}
+    assert warm.model.physics.field.m.item() == 1.0
+    fresh = _hybrid(aphynity=aphynity)  # the residual as built, λ at its start
+    residual = warm.model.residual.state_dict()
+    assert all(torch.equal(v, residual[n]) for n, v in fresh.residual.state_dict().items())
+    torch.testing.assert_close(warm.model.aphynity_lambda, fresh.aphynity_lambda, rtol=0, atol=0,
+                               equal_nan=True)  # fmt: skip
+    said = f"started the physics part (m, k) from {path}; the residual starts fresh"
+    if aphynity is not None:
+        said += ", and APHYNITY's λ at 2"
+    assert warm.warm_start == said and warm.config.init_from == str(path)
+    assert warm.epoch == 0 and warm.optimizer.state_dict()["state"] == {}
+    warm.fit()
+    assert len(warm.history) == 1
+
+
+@pytest.mark.parametrize("aphynity", [None, Aphynity(lambda_init=2.0)])
+def test_init_from_starts_a_physics_model_from_a_hybrids_physics_part(aphynity, tmp_path):
+    hybrid = Trainer(_hybrid(aphynity=aphynity), _oscillations(), epochs=1, window=5, lr=0.1)
+    hybrid.fit()
+    k = hybrid.model.physical_parameters()["k"]
+    assert k != 1.0
+    path = hybrid.save_checkpoint(tmp_path / "hybrid.pt")
+    trainer = Trainer(PhysicsModel("harmonic_oscillator", ["k"]), _oscillations(), epochs=1,
+                      window=5)  # fmt: skip
+    said = trainer.load_weights(path)
+    assert trainer.model.physical_parameters() == {"k": k}
+    assert said == trainer.warm_start == (
+        f"started the PhysicsModel (m, k) from the physics part of {path}; the rest of the "
+        "file's model (aphynity_lambda, residual) was left out"
+    )
+    assert trainer.config.init_from == str(path)
+
+
+def test_init_from_moves_a_per_trajectory_table_between_a_physics_model_and_a_hybrid(tmp_path):
+    pendulum = physode.systems.load("pendulum")
+    t = torch.linspace(0, 1, 5, dtype=DTYPE)
+
+    def data(n):
+        return Trajectories(t, torch.zeros(n, 5, 2, dtype=DTYPE), system=pendulum)
+
+    four = Trainer(PhysicsModel(pendulum, per_trajectory=["l"]), data(4))
+    table = torch.tensor([[0.5], [0.8], [1.2], [1.6]], dtype=DTYPE)
+    with torch.no_grad():
+        four.model.trajectory_values.copy_(table)
+    path = four.save_checkpoint(tmp_path / "four.pt")
+    warm = Trainer(_hybrid(pendulum, (), per_trajectory=["l"]), data(4), init_from=path)
+    assert torch.equal(warm.model.physics.trajectory_values, table)
+    assert warm.warm_start.startswith("started the physics part (m, g, l per trajectory) from ")
+    with pytest.raises(physode.InvalidArgumentError, match=r"cannot start from .*four\.pt: the "
+                       r"saved run learned \['l'\] per trajectory for 4 training trajectories, "
+                       r"and this trainer's training data hold 3"):  # fmt: skip
+        Trainer(_hybrid(pendulum, (), per_trajectory=["l"]), data(3), init_from=path)
+    # And back: the hybrid's table starts a physics model's.
+    back = warm.save_checkpoint(tmp_path / "hybrid.pt")
+    again = Trainer(PhysicsModel(pendulum, per_trajectory=["l"]), data(4), init_from=back)
+    assert torch.equal(again.model.trajectory_values, table)
+    with pytest.raises(physode.InvalidArgumentError, match=r"for 4 training trajectories, and "
+                       r"this trainer's training data hold 3"):  # fmt: skip
+        Trainer(PhysicsModel(pendulum, per_trajectory=["l"]), data(3), init_from=back)
+    # A table that the new model does not learn per trajectory does not fit.
+    with pytest.raises(physode.InvalidArgumentError, match=r"Hybrid's physics part "
+                       r"\(PhysicsModel\) \(in the file, not in the model: trajectory_values\)"):
+        Trainer(_hybrid(pendulum, ("l",)), data(4), init_from=path)
+
+
+def test_init_from_refuses_the_physics_of_another_system_between_physics_and_hybrid(tmp_path):
+    torch.save(PhysicsModel("pendulum", ["g"]).state_dict(), tmp_path / "pendulum.pt")
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        Trainer(_hybrid(), _oscillations(), init_from=tmp_path / "pendulum.pt")
+    assert (
+        "they do not fit this trainer's Hybrid's physics part (PhysicsModel) (missing from the "
+        "file: field.k; in the file, not in the model: field.g, field.l); build the model they "
+        "were saved from (the same kind, system and network shape), or a physics model and a "
+        "hybrid of the same system"
+    ) in str(caught.value)
+    torch.save(_hybrid("pendulum", ["g"]).state_dict(), tmp_path / "hybrid.pt")
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        Trainer(PhysicsModel("harmonic_oscillator", ["k"]), _oscillations(),
+                init_from=tmp_path / "hybrid.pt")  # fmt: skip
+    assert (
+        "do not fit this trainer's PhysicsModel (compared with the physics part of the file's "
+        "model) (missing from the file: field.k; in the file, not in the model: field.g, "
+        "field.l)"
+    ) in str(caught.value)
+    # Neither a network's weights nor a hybrid's with another residual start a hybrid.
+    torch.save(NeuralODE(2, width=4, depth=1).state_dict(), tmp_path / "neural.pt")
+    with pytest.raises(physode.InvalidArgumentError, match=r"do not fit this trainer's Hybrid "
+                       r"\(missing from the file: aphynity_lambda, physics.field.k, "):  # fmt: skip
+        Trainer(_hybrid(), _oscillations(), init_from=tmp_path / "neural.pt")
+    wide = Hybrid(PhysicsModel("harmonic_oscillator", ["k"]), NeuralODE(2, width=8, depth=1))
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(physode.InvalidArgumentError, match=r"Hybrid \(of another shape \(the "
+                       r"file's -> the model's\): residual.net.net.0.weight \(8, 2\) -> "):
+        Trainer(_hybrid(), _oscillations(), init_from=tmp_path / "wide.pt")
 
 
 def test_init_from_must_be_a_path():

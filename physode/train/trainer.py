@@ -372,6 +372,8 @@ class Trainer:
             warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=2)
         # The file that load_weights started this run from (None: the model's own weights).
         self._started_from: Path | None = None
+        # What load_weights loaded from it, in words (None: nothing).
+        self.warm_start: str | None = None
         if config.init_from is not None:
             self.load_weights(config.init_from)
         if config.optimizer == "lbfgs" and names:
@@ -1218,9 +1220,10 @@ class Trainer:
         if self.config.log is not None:
             write_log(self.history, self.config.log)
 
-    def load_weights(self, path: str | os.PathLike) -> None:
+    def load_weights(self, path: str | os.PathLike) -> str:
         """Start this run from the model weights of a file (a warm start), e.g. after training
-        diverged, to go on from the last good weights with a smaller learning rate.
+        diverged, to go on from the last good weights with a smaller learning rate, or to train
+        a hybrid from the physics that a physics model fitted first.
 
         The file is a training checkpoint (``last.pt``, ``best.pt``: the weights it holds) or a
         model's state dict (``physode train --out``'s ``model.pt``). Only the model's state is
@@ -1228,20 +1231,35 @@ class Trainer:
         or not, a per-trajectory table and buffers (APHYNITY's ``λ`` as the saved run left it).
         The run stays a new one: epoch 0, the optimiser, schedule and history fresh, and this
         trainer's settings, whatever the file's were. ``config.init_from`` records the path
-        (``TrainConfig(init_from=...)`` calls this method when the trainer is built).
+        (``TrainConfig(init_from=...)`` calls this method when the trainer is built), and
+        :attr:`warm_start` says what was loaded.
+
+        Between a physics model and a hybrid (:class:`~physode.models.Hybrid`, APHYNITY or
+        not), the physics part moves: the weights of a physics model start a hybrid's
+        ``physics`` part, its residual (and ``λ``) as built; the weights of a hybrid start a
+        physics model from their physics part, and the rest of the file is left out. Either
+        way the physics must match: the same system, the same parameters learned per
+        trajectory (the table's rows: the training trajectories).
 
         Parameters
         ----------
         path : str or path
 
+        Returns
+        -------
+        str
+            What was loaded, in words (also :attr:`warm_start`), e.g. ``"started the physics
+            part (m, k) from fit/model.pt; the residual starts fresh"``.
+
         Raises
         ------
         physode.InvalidArgumentError
             If the file is missing or is neither a physode checkpoint nor a state dict; if its
-            weights do not fit this model (names of the missing, unexpected or reshaped
-            entries: another architecture or system), or its per-trajectory table has rows for
-            another number of training trajectories; or if this trainer has trained already or
-            restored a checkpoint (:meth:`load_checkpoint` continues a run instead).
+            weights fit neither this model nor, between physics and hybrid models, its physics
+            part (names of the missing, unexpected or reshaped entries: another architecture
+            or system), or its per-trajectory table has rows for another number of training
+            trajectories; or if this trainer has trained already or restored a checkpoint
+            (:meth:`load_checkpoint` continues a run instead).
 
         Examples
         --------
@@ -1256,42 +1274,69 @@ class Trainer:
         ...                 init_from=path)
         >>> again.epoch, torch.equal(again.model.net.net[0].weight, first.model.net.net[0].weight)
         (0, True)
+        >>> again.warm_start.startswith("started the whole NeuralODE from ")
+        True
+
+        A physics model's fit starts a hybrid's physics part:
+
+        >>> from physode.models import Hybrid, PhysicsModel
+        >>> decay = physode.systems.load("harmonic_oscillator")
+        >>> physics = Trainer(PhysicsModel(decay, ["k"]), data, epochs=1, window=5)
+        >>> fitted = physics.save_checkpoint(path.parent / "physics.pt")
+        >>> hybrid = Hybrid(PhysicsModel(decay, ["k"]), NeuralODE(2, 8, 1, zero_output=True))
+        >>> warm = Trainer(hybrid, data, epochs=1, window=5)
+        >>> print(warm.load_weights(fitted).replace(str(fitted), "FILE"))
+        started the physics part (m, k) from FILE; the residual starts fresh
         """
         path = Path(path)
+        self._refuse_warm_start_after_training(path)
+        return self._start_from(path, _read_weights(path))
+
+    def _refuse_warm_start_after_training(self, path: Path) -> None:
         if self.epoch > 0 or self.history:
             raise InvalidArgumentError(
                 f"cannot start from the weights of {path}: this trainer has done {self.epoch} "
                 "epochs, and load_weights (init_from) starts a new run; build a new trainer "
                 "with init_from, or continue this run with load_checkpoint"
             )
-        saved = _read_weights(path)
-        self._check_table(path, saved, "start from")
-        mine = self.model.state_dict()
-        missing = [k for k in mine if k not in saved]
-        unexpected = [k for k in saved if k not in mine]
-        reshaped = [
-            f"{k} {tuple(saved[k].shape)} -> {tuple(mine[k].shape)}"
-            for k in mine if k in saved and saved[k].shape != mine[k].shape
-        ]
-        problems = [
-            f"{what}: {_listed(keys)}"
-            for what, keys in (
-                ("missing from the file", missing),
-                ("in the file, not in the model", unexpected),
-                ("of another shape (the file's -> the model's)", reshaped),
-            )
-            if keys
-        ]
-        if problems:
-            raise InvalidArgumentError(
-                f"cannot start from the weights of {path}: they do not fit this trainer's "
-                f"{type(self.model).__name__} ({'; '.join(problems)}); build the model they "
-                "were saved from (the same kind, system and network shape)"
-            )
+
+    def _start_from(self, path: Path, saved: dict[str, torch.Tensor]) -> str:
+        """:meth:`load_weights` with the weights ``saved`` already read from ``path`` (``physode
+        train`` reads the file once, for its own checks too); return what was loaded."""
+        self._refuse_warm_start_after_training(path)
+        matches = _weight_matches(self.model, saved)
+        fitting = [m for m in matches if not (m.missing or m.unexpected)]
+        if not fitting:
+            # The way that shares the most entries with the file explains the misfit best (the
+            # whole model where none shares any).
+            self._check_table(path, saved, "start from")
+            closest = max(matches, key=lambda m: len(m.entries) - len(m.unexpected))
+            raise self._misfit(path, closest, closest.problems())
+        match = fitting[0]
+        self._check_table(path, match.as_model(), "start from")
+        if match.problems():
+            raise self._misfit(path, match, match.problems())
         with torch.no_grad():
-            self.model.load_state_dict(saved)
+            match.target.load_state_dict(match.entries)
         self._started_from = path
         self.config = replace(self.config, init_from=str(path))
+        self.warm_start = match.described(self.model, path)
+        return self.warm_start
+
+    def _misfit(self, path: Path, match: _WeightMatch, problems: list[str]) -> InvalidArgumentError:
+        """The error for weights of ``path`` that do not fit ``match``'s part of the model."""
+        whose = type(self.model).__name__
+        if match.prefix:
+            whose += f"'s physics part ({type(match.target).__name__})"
+        elif match.left_out:
+            whose += " (compared with the physics part of the file's model)"
+        advice = "build the model they were saved from (the same kind, system and network shape)"
+        if match.prefix or match.left_out:
+            advice += ", or a physics model and a hybrid of the same system"
+        return InvalidArgumentError(
+            f"cannot start from the weights of {path}: they do not fit this trainer's {whose} "
+            f"({'; '.join(problems)}); {advice}"
+        )
 
     def _check_table(self, path: Path, saved: Any, verb: str) -> None:
         """Refuse a model state dict ``saved`` (of the file ``path``) whose per-trajectory table
@@ -1427,6 +1472,98 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             "tensors by name"
         )
     return state
+
+
+# Where a hybrid (physode.models.Hybrid) keeps its physics part, and the prefix of its entries.
+_PHYSICS_PART = "physics"
+
+
+@dataclass
+class _WeightMatch:
+    """One way to load the weights of a file into a model: ``entries`` (keyed as ``target``'s
+    state dict) into ``target``, the model or its physics part (at ``prefix``); ``left_out``: the
+    file's keys that stay out (the rest of a hybrid whose physics part starts a physics model)."""
+
+    target: nn.Module
+    prefix: str
+    entries: dict[str, torch.Tensor]
+    left_out: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+    @classmethod
+    def of(cls, target: nn.Module, prefix: str, entries: dict, left_out: list[str]) -> _WeightMatch:
+        mine = target.state_dict()
+        missing = [k for k in mine if k not in entries]
+        unexpected = [k for k in entries if k not in mine]
+        return cls(target, prefix, entries, left_out, missing, unexpected)
+
+    def as_model(self) -> dict[str, torch.Tensor]:
+        """The entries keyed as the whole model's state dict."""
+        return {self.prefix + k: v for k, v in self.entries.items()}
+
+    def problems(self) -> list[str]:
+        """The missing, unexpected and reshaped entries, each kind in a few words."""
+        mine = self.target.state_dict()
+        reshaped = [
+            f"{k} {tuple(v.shape)} -> {tuple(mine[k].shape)}"
+            for k, v in self.entries.items() if k in mine and v.shape != mine[k].shape
+        ]
+        return [
+            f"{what}: {_listed(keys)}"
+            for what, keys in (
+                ("missing from the file", self.missing),
+                ("in the file, not in the model", self.unexpected),
+                ("of another shape (the file's -> the model's)", reshaped),
+            )
+            if keys
+        ]
+
+    def described(self, model: nn.Module, path: Path) -> str:
+        """What loading it does to ``model``, in words."""
+        if self.prefix:  # a physics model's weights in a hybrid's physics part
+            rest = [name for name, _ in model.named_children() if name != _PHYSICS_PART]
+            text = (
+                f"started the physics part ({_parameter_names(self.target)}) from {path}; "
+                f"{' and '.join(f'the {name}' for name in rest) or 'the rest'} "
+                f"start{'s' if len(rest) == 1 else ''} fresh"
+            )
+            aphynity = getattr(model, "aphynity", None)
+            if aphynity is not None:
+                text += f", and APHYNITY's λ at {aphynity.lambda_init:g}"
+            return text
+        if self.left_out:  # a hybrid's physics part in a physics model
+            parts = list(dict.fromkeys(key.split(".")[0] for key in self.left_out))
+            return (
+                f"started the {type(model).__name__} ({_parameter_names(model)}) from the "
+                f"physics part of {path}; the rest of the file's model ({', '.join(parts)}) "
+                "was left out"
+            )
+        return f"started the whole {type(model).__name__} from {path}"
+
+
+def _weight_matches(model: nn.Module, saved: dict[str, torch.Tensor]) -> list[_WeightMatch]:
+    """The ways to load ``saved`` into ``model``: whole; into a hybrid's physics part; a
+    hybrid's physics part into the whole model."""
+    matches = [_WeightMatch.of(model, "", saved, [])]
+    part = getattr(model, _PHYSICS_PART, None)
+    if isinstance(part, nn.Module):
+        matches.append(_WeightMatch.of(part, _PHYSICS_PART + ".", saved, []))
+    prefix = _PHYSICS_PART + "."
+    inside = {k.removeprefix(prefix): v for k, v in saved.items() if k.startswith(prefix)}
+    if inside and len(inside) < len(saved):
+        left_out = [k for k in saved if not k.startswith(prefix)]
+        matches.append(_WeightMatch.of(model, "", inside, left_out))
+    return matches
+
+
+def _parameter_names(model: nn.Module) -> str:
+    """The physical parameters of a physics model, in the system's order, those learned per
+    trajectory marked; the names of its state's entries for another module."""
+    system = getattr(model, "system", None)
+    names = list(getattr(system, "parameters", None) or model.state_dict())
+    per_trajectory = getattr(model, "per_trajectory", None) or ()
+    return ", ".join(f"{n} per trajectory" if n in per_trajectory else n for n in names)
 
 
 def _described(value: Any) -> str:
