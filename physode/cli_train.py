@@ -11,6 +11,7 @@ import json
 import numbers
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
 # the model or give its weights their meaning (an activation changes no shape). Start values,
 # the learnable parameters and APHYNITY's settings may change, as a new run's settings.
 _ARCHITECTURE_KEYS = ("kind", "system", "per_trajectory", "width", "depth", "activation")
+# Those of them that shape a physics model, or a hybrid's physics part: the weights of one start
+# the other where these are the same (the learnable parameters may change, as above).
+_PHYSICS_PART_KEYS = ("system", "per_trajectory")
 # The [report] settings, each with its type check and the type's name in TOML.
 _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
@@ -447,6 +451,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     _check_report(extras)
     extras.update({k: given[k] for k in _REPORT_KEYS if k in given})
     extras["threads"] = given.get("threads", 1)
+    # How the user wrote init_from, for the messages about it.
+    extras["init_from_as"] = "--init-from" if "init_from" in given else "[train] init_from"
     if not is_int(extras["threads"], least=1):
         raise InvalidArgumentError(f"--threads must be positive, got {given['threads']!r}")
     data = given.get("data", document.get("data"))
@@ -727,18 +733,34 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
 
 
-def _rerun(config: TrainConfig) -> str:
+def _rerun(config: TrainConfig, init_from_as: str = "--init-from") -> str:
     """The command that ``--resume`` is added to: a run started with ``--init-from`` resumes
-    without it."""
+    without it (``init_from_as``: how the user wrote it, ``--init-from`` or ``[train]
+    init_from``)."""
     if config.init_from is None:
         return "the same command"
-    return "the same command without --init-from,"
+    return f"the same command {_without(init_from_as)},"
 
 
-def _resume_hint(trainer: Any, config: TrainConfig) -> str:
+def _without(init_from_as: str) -> str:
+    """How to leave out init_from, written as ``init_from_as`` says the user wrote it."""
+    if init_from_as == "--init-from":
+        return "without --init-from"
+    return "without init_from in [train] of the config file"
+
+
+def _init_from_named(path: Any, init_from_as: str) -> str:
+    """The init_from setting as the user wrote it: ``--init-from PATH`` or ``[train] init_from =
+    "PATH"``."""
+    if init_from_as == "--init-from":
+        return f"--init-from {path}"
+    return f'{init_from_as} = "{path}"'
+
+
+def _resume_hint(trainer: Any, config: TrainConfig, init_from_as: str = "--init-from") -> str:
     """Where an interrupted ``physode train`` can continue from, if it saved anything. The
     trainer went back to its last completed epoch and, with ``--checkpoint-dir``, saved it;
-    ``config``: the command's settings."""
+    ``config``: the command's settings, ``init_from_as``: how it wrote init_from."""
     during = f" during epoch {trainer.epoch + 1}"
     if trainer.last_checkpoint is None:
         if trainer.config.checkpoint_dir is None:
@@ -746,19 +768,24 @@ def _resume_hint(trainer: Any, config: TrainConfig) -> str:
         return f"{during}, before any epoch ended; nothing was saved"
     path, epoch = trainer.last_checkpoint
     return (
-        f"{during}; {path} holds the run after epoch {epoch}: rerun {_rerun(config)} with "
+        f"{during}; {path} holds the run after epoch {epoch}: rerun "
+        f"{_rerun(config, init_from_as)} with "
         f"--resume {path} to continue it"
     )
 
 
-def _stopped_message(exc: TrainingError, trainer: Any, config: TrainConfig) -> str:
+def _stopped_message(
+    exc: TrainingError, trainer: Any, config: TrainConfig, init_from_as: str = "--init-from"
+) -> str:
     """One paragraph on a run that stopped at a batch it could not use: where and why, what was
-    saved, how to go on (in the command's options; ``config``: the command's settings)."""
+    saved, how to go on (in the command's options; ``config``: the command's settings,
+    ``init_from_as``: how it wrote init_from)."""
     lr = trainer.optimizer.param_groups[0]["lr"]
     if exc.checkpoint is not None:
         skip = (
             "" if trainer.config.on_failed_batch == "skip"
-            else f"rerun {_rerun(config)} with --resume {exc.checkpoint} --on-failed-batch skip "
+            else f"rerun {_rerun(config, init_from_as)} with --resume {exc.checkpoint} "
+            "--on-failed-batch skip "
             "to leave such batches out, or "
         )
         saved = (
@@ -801,12 +828,13 @@ def _train_and_report(
     quiet = extras.get("quiet", False)
     train_settings.setdefault("progress", progress_wanted(quiet))
     config = TrainConfig.from_mapping(train_settings)
+    init_from_as = extras.get("init_from_as", "--init-from")
     if config.init_from is not None and extras.get("resume", False) is not False:
         raise InvalidArgumentError(
-            f"--init-from {config.init_from} starts a new run from a file's weights, and "
-            "--resume continues a saved run with its own weights, optimiser and history; use "
-            "one: to continue a run that --init-from started, rerun its command without "
-            "--init-from, with --resume"
+            f"{_init_from_named(config.init_from, init_from_as)} starts a new run from a file's "
+            "weights, and --resume continues a saved run with its own weights, optimiser and "
+            f"history; use one: to continue a run that {init_from_as} started, rerun its "
+            f"command {_without(init_from_as)}, with --resume"
         )
     resume = _checkpoint_to_resume(extras.get("resume"), config)
     _check_applicable(model_settings)
@@ -814,10 +842,15 @@ def _train_and_report(
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
-    if config.init_from is not None:
-        _check_init_from(Path(config.init_from), record)
+    weights = None
+    if config.init_from is not None:  # read once: for the checks here and for the trainer
+        weights = _read_init_from(Path(config.init_from), record, init_from_as)
     with _warnings_as_lines():
-        trainer = Trainer(model, data, config)
+        trainer = Trainer(model, data, replace(config, init_from=None))
+    if weights is not None:
+        trainer._start_from(Path(config.init_from), weights)
+        if not quiet:
+            print(f"physode train: {trainer.warm_start}", file=sys.stderr)
     trainer.metadata = {f"model.{k}": v for k, v in record.items()}
     # What would fail after training fails before it: a bad --t-end or --out, no test data.
     rollout_times(trainer.train_data.t, extras.get("t_end"))
@@ -838,10 +871,12 @@ def _train_and_report(
         with _warnings_as_lines():
             result = trainer.fit()
     except KeyboardInterrupt:
-        print(f"physode train: interrupted{_resume_hint(trainer, config)}", file=sys.stderr)
+        hint = _resume_hint(trainer, config, init_from_as)
+        print(f"physode train: interrupted{hint}", file=sys.stderr)
         return 130
     except TrainingError as exc:
-        print(f"physode train: error: {_stopped_message(exc, trainer, config)}", file=sys.stderr)
+        message = _stopped_message(exc, trainer, config, init_from_as)
+        print(f"physode train: error: {message}", file=sys.stderr)
         return 2
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
@@ -853,6 +888,7 @@ def _train_and_report(
     if out is not None:
         summary = {
             "config": trainer.config.to_dict(),  # init_from: where the weights came from
+            "warm_start": trainer.warm_start,  # and what they started
             "model": record,
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
@@ -872,19 +908,33 @@ def _train_and_report(
     return 0
 
 
-def _check_init_from(path: Path, record: dict[str, Any]) -> None:
-    """Refuse ``--init-from path`` where its model was built with other settings of
-    ``_ARCHITECTURE_KEYS`` than ``record`` (the model settings now), naming each. A checkpoint
-    keeps them in its metadata; beside a ``model.pt``, its run's ``report.json`` does. Where
-    neither says, or the file cannot be read, :meth:`Trainer.load_weights` judges the weights
-    by their names and shapes."""
-    from physode.train.trainer import CHECKPOINT_FORMAT, _changes, _torch_load
+def _read_init_from(path: Path, record: dict[str, Any], init_from_as: str) -> dict[str, Any]:
+    """The weights of ``--init-from path`` (``init_from_as``: how the user wrote it), read once,
+    after :func:`_check_init_from` has compared the settings of the model they come from with
+    ``record``, the model settings now."""
+    from physode.train.trainer import _WEIGHTS_FILE, _torch_load, _weights_in
+
+    if not path.is_file():
+        raise InvalidArgumentError(f"{_init_from_named(path, init_from_as)}: no such file")
+    state = _torch_load(path, init_from_as, _WEIGHTS_FILE)
+    _check_init_from(path, state, record, init_from_as)
+    return _weights_in(path, state)
+
+
+def _check_init_from(
+    path: Path, state: Any, record: dict[str, Any], init_from_as: str = "--init-from"
+) -> None:
+    """Refuse ``--init-from path`` (``state``: what it holds) where its model was built with
+    other settings of ``_ARCHITECTURE_KEYS`` than ``record`` (the model settings now), naming
+    each. A checkpoint keeps them in its metadata; beside a ``model.pt``, its run's
+    ``report.json`` does. Where neither says, :meth:`Trainer.load_weights` judges the weights
+    by their names and shapes.
+
+    Between a physics model and a hybrid only the physics part moves, so only the settings that
+    shape it count: the system and the parameters learned per trajectory."""
+    from physode.train.trainer import CHECKPOINT_FORMAT, _changes
 
     saved = None
-    try:
-        state = _torch_load(path, "--init-from", "a checkpoint")
-    except InvalidArgumentError:
-        return
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         metadata = state.get("metadata")
         if isinstance(metadata, dict) and metadata:
@@ -896,12 +946,24 @@ def _check_init_from(path: Path, record: dict[str, Any]) -> None:
             saved = None
     if not isinstance(saved, dict):
         return
+    kinds = {saved.get("kind"), record.get("kind")}
+    if kinds == {"physics", "hybrid"}:
+        changes = _changes(saved, record, _PHYSICS_PART_KEYS)
+        if changes:
+            raise InvalidArgumentError(
+                f"{_init_from_named(path, init_from_as)}: its physics part was trained in a "
+                f"{saved['kind']} model built with other settings ({', '.join(changes)}); it "
+                f"starts the physics part of a {record['kind']} model of the same --system "
+                "and --per-trajectory only"
+            )
+        return
     changes = _changes(saved, record, _ARCHITECTURE_KEYS)
     if changes:
         raise InvalidArgumentError(
-            f"--init-from {path}: its weights were trained in a model built with other settings "
-            f"({', '.join(changes)}); they fit that model only: build it again (the same "
-            "--model, --system, --per-trajectory, --width, --depth and --activation)"
+            f"{_init_from_named(path, init_from_as)}: its weights were trained in a model built "
+            f"with other settings ({', '.join(changes)}); they fit that model only: build it "
+            "again (the same --model, --system, --per-trajectory, --width, --depth and "
+            "--activation)"
         )
 
 

@@ -575,3 +575,125 @@ def test_a_rollout_out_of_steps_says_to_raise_max_steps(stored, tmp_path, capsys
     err = _error(capsys)
     assert "a smaller --lr), or, where it needs more steps than that, a larger --max-steps " in err
     assert "(now 100)" in err and "max_steps=1000" not in err
+
+
+def _kinds_argv(stored, kind: str, *more: str) -> list[str]:
+    """A short run of a physics model or a hybrid of the oscillator, learning k."""
+    network = ("--width", "8", "--depth", "1") if kind == "hybrid" else ()
+    return ["train", str(stored), "--epochs", "2", "--window", "5", "--batch-size", "8",
+            "--model", kind, "--learnable", "k", *network, *more]  # fmt: skip
+
+
+@pytest.mark.parametrize(("first", "then"), [("physics", "hybrid"), ("hybrid", "physics")])
+@pytest.mark.parametrize("source", ["model.pt", "last.pt"])
+def test_physode_train_init_from_moves_the_physics_between_a_physics_model_and_a_hybrid(
+    stored, tmp_path, capsys, monkeypatch, first, then, source
+):
+    argv = _kinds_argv(stored, first, "--quiet", "--out", str(tmp_path / "a"), "--checkpoint-dir",
+                       str(tmp_path / "a"))  # fmt: skip
+    assert main(argv) == 0
+    path = tmp_path / "a" / source
+    saved = torch.load(path, weights_only=True)
+    saved = saved["model"] if source == "last.pt" else saved
+    fitted = {"k": saved["field.k" if first == "physics" else "physics.field.k"].item()}
+    started = []
+    fit = Trainer.fit
+
+    def recording(self, *args, **kwargs):
+        started.append(self.model.physical_parameters())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", recording)
+    capsys.readouterr()
+    assert main(_kinds_argv(stored, then, "--init-from", str(path), "--out",
+                            str(tmp_path / "b"))) == 0  # fmt: skip
+    assert started == [fitted] and fitted["k"] != 1.0
+    if then == "hybrid":
+        said = f"started the physics part (m, k) from {path}; the residual starts fresh"
+    else:
+        said = (
+            f"started the PhysicsModel (m, k) from the physics part of {path}; the rest of the "
+            "file's model (aphynity_lambda, residual) was left out"
+        )
+    assert capsys.readouterr().err == f"physode train: {said}\n"
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["warm_start"] == said and report["config"]["init_from"] == str(path)
+
+
+def test_physode_train_init_from_between_kinds_compares_the_physics_settings_only(
+    stored, tmp_path, capsys
+):
+    assert main(_kinds_argv(stored, "physics", "--quiet", "--per-trajectory", "k", "--out",
+                            str(tmp_path / "a"))) == 0  # fmt: skip
+    model = tmp_path / "a" / "model.pt"
+    capsys.readouterr()  # its warning on the table and restore_best
+    assert main(_kinds_argv(stored, "hybrid", "--quiet", "--init-from", str(model))) == 2
+    assert (
+        f"--init-from {model}: its physics part was trained in a physics model built with "
+        "other settings (per_trajectory: ['k'] -> None); it starts the physics part of a "
+        "hybrid model of the same --system and --per-trajectory only"
+    ) in _error(capsys)
+    # The network's settings and the learnable parameters are the new run's own.
+    argv = _kinds_argv(stored, "hybrid", "--quiet", "--init-from", str(model), "--per-trajectory",
+                       "k", "--learnable", "m,k", "--activation", "relu")  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_physode_train_reads_the_init_from_file_once(stored, tmp_path, monkeypatch):
+    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path))) == 0
+    last = tmp_path / "last.pt"
+    reads = []
+    load = torch.load
+
+    def counting(path, *args, **kwargs):
+        reads.append(str(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    assert main(_argv(stored, "--init-from", str(last))) == 0
+    assert reads.count(str(last)) == 1
+
+
+def test_physode_train_names_init_from_as_the_config_file_wrote_it(
+    stored, tmp_path, capsys, monkeypatch
+):
+    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path / "a"))) == 0
+    last = tmp_path / "a" / "last.pt"
+    toml = tmp_path / "run.toml"
+
+    def config(path) -> str:
+        toml.write_text(f'[train]\ninit_from = "{path}"\n')
+        return str(toml)
+
+    assert main(_argv(stored, "--config", config(last), "--resume", str(last))) == 2
+    err = _error(capsys)
+    assert f'[train] init_from = "{last}" starts a new run from a file\'s weights' in err
+    assert (
+        "to continue a run that [train] init_from started, rerun its command without "
+        "init_from in [train] of the config file, with --resume"
+    ) in err
+    assert "--init-from" not in err
+    assert main(_argv(stored, "--config", config(tmp_path / "none.pt"))) == 2
+    assert f'[train] init_from = "{tmp_path / "none.pt"}": no such file' in _error(capsys)
+    assert main(_argv(stored, "--config", config(last), "--activation", "relu")) == 2
+    assert f'[train] init_from = "{last}": its weights were trained in a model built' in _error(
+        capsys
+    )
+    evaluate = Trainer._evaluate
+
+    def interrupted_in_epoch_2(self, *args):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(Trainer, "_evaluate", interrupted_in_epoch_2)
+    argv = _argv(stored, "--config", config(last), "--checkpoint-dir", str(tmp_path / "b"))
+    assert main(argv) == 130
+    assert capsys.readouterr().err == (
+        f"physode train: interrupted during epoch 2; {tmp_path / 'b' / 'last.pt'} holds the run "
+        "after epoch 1: rerun the same command without init_from in [train] of the config "
+        f"file, with --resume {tmp_path / 'b' / 'last.pt'} to continue it\n"
+    )
+    # The command line's --init-from is named as such.
+    assert main(_argv(stored, "--init-from", str(tmp_path / "none.pt"))) == 2
+    assert f"--init-from {tmp_path / 'none.pt'}: no such file" in _error(capsys)

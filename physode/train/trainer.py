@@ -1455,10 +1455,20 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return _checked_checkpoint(path, state)
 
 
+# What init_from's file should be, for a message about a file that is not.
+_WEIGHTS_FILE = (
+    "a physode training checkpoint (last.pt, best.pt) or a model's state dict (model.pt)"
+)
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The model state dict of a checkpoint file, or of a file that holds one (``model.pt``)."""
-    what = "a physode training checkpoint (last.pt, best.pt) or a model's state dict (model.pt)"
-    state = _torch_load(path, "init_from", what)
+    return _weights_in(path, _torch_load(path, "init_from", _WEIGHTS_FILE))
+
+
+def _weights_in(path: Path, state: Any) -> dict[str, torch.Tensor]:
+    """The model state dict in ``state``, what ``torch.load`` read from ``path``: a checkpoint's
+    weights, or the state dict itself."""
     if isinstance(state, dict) and "format" in state:
         state = _checked_checkpoint(path, state)["model"]
     if not (
