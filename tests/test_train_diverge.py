@@ -72,8 +72,9 @@ class _NanGradient(torch.autograd.Function):
 
 def _failing(monkeypatch, fail, how="solve"):
     """Make the training solves of the (epoch, batch) pairs for which ``fail(epoch, batch,
-    evaluation)`` is true fail: a SolverError, a NaN gradient or a NaN loss. Returns the list of
-    (epoch, batch, k) each training evaluation started from."""
+    evaluation)`` is true fail: a SolverError, a NaN gradient or a NaN loss, or (``"poison"``)
+    a real solve of a model that returns NaN, which the solver stops with a partial solution.
+    Returns the list of (epoch, batch, k) each training evaluation started from."""
     solve_batch, calls = Trainer._solve_batch, []
 
     def wrapped(self, data, batch):
@@ -84,6 +85,12 @@ def _failing(monkeypatch, fail, how="solve"):
         if fail(*key, sum(1 for c in calls if c[:2] == key)):
             if how == "solve":
                 _solver_error()
+            if how == "poison":
+                self.model.poisoned = True
+                try:
+                    return solve_batch(self, data, batch)
+                finally:
+                    self.model.poisoned = False
             sol, t, loss, n = solve_batch(self, data, batch)
             if how == "gradient":
                 return sol, t, _NanGradient.apply(loss), n
@@ -292,6 +299,78 @@ def test_skip_stops_after_too_many_failed_batches_in_a_row(monkeypatch):
         "training stopped in epoch 2: 2 batches in a row failed (on_failed_batch='skip' stops "
         "at 2), the last (batch 3 of 4) as the solve"
     )
+
+
+def test_skip_counts_failed_batches_in_a_row_across_epochs(tmp_path, monkeypatch):
+    # The last batch of epoch 1 and the first of epoch 2 fail: two in a row, though each
+    # epoch has but one failure.
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
+    _failing(monkeypatch, lambda e, b, n: (e, b) in ((1, 4), (2, 1)))
+    trainer = _trainer(on_failed_batch="skip", checkpoint_dir=tmp_path)
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    assert str(caught.value).startswith(
+        "training stopped in epoch 2: 2 batches in a row failed since batch 4 of epoch 1 "
+        "(on_failed_batch='skip' stops at 2, counting across epochs), the last (batch 1 of 4) as "
+        "the solve"
+    )
+    assert trainer.epoch == 1 and trainer.history[0]["skipped_batches"] == 1
+    # The count is part of the run: a checkpoint keeps it, and the resumed run stops alike.
+    resumed = _trainer(on_failed_batch="skip", checkpoint_dir=tmp_path)
+    resumed.load_checkpoint(tmp_path / "last.pt")
+    with pytest.raises(physode.TrainingError, match="in a row failed since batch 4 of epoch 1"):
+        resumed.fit()
+    # And fit() on the stopped trainer, which went back to the end of epoch 1, meets it again.
+    with pytest.raises(physode.TrainingError, match="in a row failed since batch 4 of epoch 1"):
+        trainer.fit()
+
+
+def test_a_batch_that_succeeds_ends_the_row_of_failures_across_epochs(monkeypatch):
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
+    _failing(monkeypatch, lambda e, b, n: (e, b) in ((1, 4), (2, 2), (3, 1)))
+    result = _trainer(on_failed_batch="skip").fit()
+    assert [row["skipped_batches"] for row in result.history] == [1, 1, 1, 0]
+
+
+def _recorded_solves(monkeypatch, trainer):
+    """The training solves of ``trainer``, as (epoch, solution): a failed solve's partial one."""
+    solve_rows, solves = trainer_module.solve_rows, []
+
+    def recorded(*args, **kwargs):
+        try:
+            sol = solve_rows(*args, **kwargs)
+        except physode.SolverError as exc:
+            solves.append((trainer.epoch + 1, exc.solution))
+            raise
+        solves.append((trainer.epoch + 1, sol))
+        return sol
+
+    monkeypatch.setattr(trainer_module, "solve_rows", recorded)
+    return solves
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "how"), [("adam", "gradient"), ("adam", "poison"), ("lbfgs", "poison")]
+)
+def test_the_log_counts_the_evaluations_of_skipped_batches(optimizer, how, monkeypatch):
+    # Batch 3 of epoch 2 fails: after its solve and backward pass (a NaN gradient), in its solve
+    # (a model that turns NaN: the solver stops with a partial solution), or for L-BFGS in the
+    # second evaluation of its line search, after a first that succeeded.
+    when = 2 if optimizer == "lbfgs" else 1
+    calls = _failing(monkeypatch, lambda e, b, n: (e, b, n) == (2, 3, when), how)
+    lbfgs = optimizer == "lbfgs"
+    trainer = _trainer(on_failed_batch="skip", optimizer=optimizer, lr=1.0 if lbfgs else 0.05)
+    solves = _recorded_solves(monkeypatch, trainer)
+    result = trainer.fit()
+    assert [row["skipped_batches"] for row in result.history] == [0, 1, 0, 0]
+    for row in result.history:
+        mine = [sol.stats for epoch, sol in solves if epoch == row["epoch"]]
+        assert row["nfe_forward"] == sum(stats.nfe for stats in mine)
+        assert row["nfe_backward"] == sum(stats.nfe_backward for stats in mine)
+    # One solve per evaluation: the skipped batch's, the failed one last, did work to count.
+    skipped = [sol.stats for call, (_, sol) in zip(calls, solves, strict=True) if call[:2] == (2, 3)]
+    assert len(skipped) == when and all(stats.nfe > 0 for stats in skipped)
+    assert how == "poison" or skipped[-1].nfe_backward > 0
 
 
 def test_on_failed_batch_takes_stop_or_skip():

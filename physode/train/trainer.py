@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import re
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -358,6 +359,10 @@ class Trainer:
         self.train_seconds = 0.0
         self._call_started_at = 0.0  # train_seconds when the current fit() call began
         self.loss_scale: float | None = None
+        # on_failed_batch="skip": the batches that failed in a row, across epochs, and the
+        # (epoch, batch) of the first of them.
+        self._failed_in_a_row = 0
+        self._failed_since: tuple[int, int] | None = None
         self.last_checkpoint: tuple[Path, int] | None = None
         self.metadata: dict[str, Any] = {}
         # Whether the losses must leave missing values (NaN) out; complete data keep the mean.
@@ -516,6 +521,7 @@ class Trainer:
         Raises :class:`_FailedBatch` where the solve fails or the loss or a gradient is not
         finite: the optimiser must not step with them."""
         self.optimizer.zero_grad(set_to_none=True)
+        sol = None
         try:
             sol, t, loss, _ = self._solve_batch(self.train_data, batch)
             regularised = getattr(self.model, "regularised_loss", None)
@@ -533,7 +539,10 @@ class Trainer:
                 scaled = objective / self.loss_scale
             scaled.backward()  # Opt-Disc's backward solve can fail too
         except SolverError as exc:
-            raise self._solve_failed(batch, exc) from exc
+            # The forward solve's partial solution, or the whole one where the backward failed
+            # (its stats count the backward evaluations made).
+            solution = sol if exc.solution is None else exc.solution
+            raise self._solve_failed(batch, exc, solution) from exc
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         # One read of the device per evaluation: the largest |value| of every gradient (which
         # cannot overflow, as a sum of squares could) and the objective, reduced together. The
@@ -546,15 +555,14 @@ class Trainer:
         evaluations.append((sol, loss.detach(), objective.detach()))
         return scaled.detach()
 
-    def _solve_failed(self, batch: list[Window], exc: SolverError) -> _FailedBatch:
-        """The failure of a batch whose solve raised ``exc``."""
-        cause = _cause(exc)
-        step = _number(exc.step_size)
-        step = f" with step size {step}" if math.isfinite(float(step)) else ""
+    def _solve_failed(self, batch: list[Window], exc: SolverError, solution: Any) -> _FailedBatch:
+        """The failure of a batch whose solve raised ``exc`` (``solution``: what it solved)."""
+        solve, cause = _solve_and_cause(exc)
         return _FailedBatch(
-            f"the solve of its {_windows_text(len(batch))} ({self._where(batch)}) failed "
-            f"{self._when(batch, exc.t)}{step}: {cause}",
+            f"the {solve} of its {_windows_text(len(batch))} ({self._where(batch)}) failed "
+            f"{self._when(batch, exc.t)}{_step_text(exc.step_size)}: {cause}",
             max_steps=exc.status == physode.Status.MAX_STEPS,
+            solution=solution,
         )
 
     def _when(self, batch: list[Window], reached: Any) -> str:
@@ -589,12 +597,14 @@ class Trainer:
                     f"{len(failed)} of its {_windows_text(len(batch))} could not be solved "
                     f"({_listed(rows)}), so its loss is {_number(objective.item())}",
                     max_steps=physode.Status.MAX_STEPS in codes,
+                    solution=sol,
                 )
         value = objective.item()
         if not math.isfinite(value):
             return _FailedBatch(
                 f"its loss over {_windows_text(len(batch))} ({self._where(batch)}) is "
-                f"{_number(value)}"
+                f"{_number(value)}",
+                solution=sol,
             )
         bad = [
             name for name, p in self.model.named_parameters()
@@ -602,7 +612,8 @@ class Trainer:
         ]
         return _FailedBatch(
             f"the gradient of its loss over {_windows_text(len(batch))} ({self._where(batch)}) "
-            f"is not finite in {_listed(bad)}"
+            f"is not finite in {_listed(bad)}",
+            solution=sol,
         )
 
     def _where(self, batch: list[Window]) -> str:
@@ -631,7 +642,7 @@ class Trainer:
         # Python floats, bit for bit), and read once an epoch: reading each would wait for a GPU.
         loss_sum = objective_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         nfe = nfe_backward = 0
-        skipped = in_a_row = 0
+        skipped = 0
         # L-BFGS moves the weights during its line search, before a later evaluation can fail.
         undo = c.optimizer == "lbfgs" and c.on_failed_batch == "skip"
         start = time.perf_counter()
@@ -650,22 +661,30 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if before is not None:
                     self._undo_step(before)
-                skipped, in_a_row = skipped + 1, in_a_row + 1
                 if c.on_failed_batch == "stop":
                     raise
-                if skipped == len(batches) or in_a_row >= MAX_SKIPPED_IN_A_ROW:
-                    failure.skipped = (skipped, in_a_row)
+                # The work was done: the log counts the evaluations of a skipped batch too (an
+                # L-BFGS line search's before the one that failed, and the failed solve's own).
+                solves = [sol for sol, _, _ in evaluations] + [failure.solution]
+                counts = _evaluations(solves)
+                nfe, nfe_backward = nfe + counts[0], nfe_backward + counts[1]
+                skipped += 1
+                if self._failed_in_a_row == 0:
+                    self._failed_since = (self.epoch + 1, number)
+                self._failed_in_a_row += 1  # in a row across epochs: the count goes on
+                if skipped == len(batches) or self._failed_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    failure.skipped = (skipped, self._failed_in_a_row)
+                    failure.since = self._failed_since
                     raise
                 continue
-            in_a_row = 0
+            self._failed_in_a_row = 0
             _, loss, objective = evaluations[0]  # at the parameters the step started from
             if after_batch is not None:
                 after_batch(loss)  # a 0-dim tensor: a model that reads it waits for the device
             loss_sum = loss_sum + loss.double()
             objective_sum = objective_sum + objective.double()
-            for sol, _, _ in evaluations:
-                nfe += int(torch.as_tensor(sol.stats.nfe).sum())  # per-sample: one count a row
-                nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+            counts = _evaluations([sol for sol, _, _ in evaluations])
+            nfe, nfe_backward = nfe + counts[0], nfe_backward + counts[1]
         loss_mean = loss_sum.item() / (len(batches) - skipped)
         objective_mean = objective_sum.item() / (len(batches) - skipped)
         after_epoch = getattr(self.model, "update_after_epoch", None)
@@ -849,10 +868,14 @@ class Trainer:
                 f"last (batch {number}) as {failure.reason}"
             )
         else:
+            since = failure.since
+            first, rule = "", f"on_failed_batch='skip' stops at {MAX_SKIPPED_IN_A_ROW}"
+            if since is not None and since[0] != epoch:  # the row began in an earlier epoch
+                first = f" since batch {since[1]} of epoch {since[0]}"
+                rule += ", counting across epochs"
             summary = (
                 f"training stopped in epoch {epoch}: {failure.skipped[1]} batches in a row "
-                f"failed (on_failed_batch='skip' stops at {MAX_SKIPPED_IN_A_ROW}), the last "
-                f"(batch {number} of {n}) as {failure.reason}"
+                f"failed{first} ({rule}), the last (batch {number} of {n}) as {failure.reason}"
             )
         checkpoint = None
         if self.epoch == 0:
@@ -913,11 +936,8 @@ class Trainer:
         try:
             val = self.validation_loss()
         except SolverError as exc:
-            cause = _cause(exc)
-            reason = (
-                f"a solve failed at t={_number(exc.t)} with step size "
-                f"{_number(exc.step_size)}: {cause}"
-            )
+            _, cause = _solve_and_cause(exc)
+            reason = f"a solve failed at t={_number(exc.t)}{_step_text(exc.step_size)}: {cause}"
             if exc.status == physode.Status.MAX_STEPS:
                 reason += f" (max_steps={self.config.max_steps}, a setting of training)"
         else:
@@ -1114,6 +1134,8 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "train_seconds": self.train_seconds,
             "loss_scale": self.loss_scale,
+            "failed_in_a_row": self._failed_in_a_row,
+            "failed_since": None if self._failed_since is None else list(self._failed_since),
             "config": self.config.to_dict(),
             "metadata": dict(self.metadata),
             "val_index": self._val_index,
@@ -1376,6 +1398,10 @@ class Trainer:
         self.stopped_early = state["stopped_early"]
         self.train_seconds = state["train_seconds"]
         self.loss_scale = state["loss_scale"]
+        # Older checkpoints do not keep them: none had failed in a row then.
+        self._failed_in_a_row = state.get("failed_in_a_row", 0)
+        since = state.get("failed_since")
+        self._failed_since = None if since is None else (since[0], since[1])
 
 
 # How many trajectories, windows or parameters a training error lists before "and N more".
@@ -1387,12 +1413,15 @@ class _FailedBatch(Exception):
     says why, and :meth:`place` where. :meth:`Trainer.fit` turns it into a
     :class:`physode.TrainingError`."""
 
-    def __init__(self, reason: str, max_steps: bool = False) -> None:
+    def __init__(self, reason: str, max_steps: bool = False, solution: Any = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.max_steps = max_steps  # a solve stopped on max_steps
+        # The failed evaluation's solve, partial where it raised (its work counts in the log).
+        self.solution = solution
         self.epoch = self.batch = self.n_batches = 0
         self.skipped: tuple[int, int] | None = None  # on_failed_batch="skip": (in all, in a row)
+        self.since: tuple[int, int] | None = None  # (epoch, batch) of the first in the row
 
     def place(self, epoch: int, batch: int, n_batches: int) -> None:
         self.epoch, self.batch, self.n_batches = epoch, batch, n_batches
@@ -1408,6 +1437,51 @@ def _cause(exc: SolverError) -> str:
     """The first sentence of a solver error: what stopped it, without the advice on solve()'s
     settings that follows (the trainer gives its own)."""
     return first_line(exc).split(". ")[0].rstrip(".")
+
+
+# Where a solver's message says the solve stopped (physode.solvers.loop), which the trainer
+# says itself, once, in its own terms: the time into the windows where their starts differ.
+_STOPPED_AT = re.compile(r" at t=[^ ,:]+(?: with step size [^ :]+|, before the first step)")
+_BACKWARD = "Opt-Disc backward solve failed: "
+
+
+def _solve_and_cause(exc: SolverError) -> tuple[str, str]:
+    """Which solve ``exc`` stopped (``"solve"``, or ``"Opt-Disc backward solve"``) and why: the
+    first sentence of its message without the time and step size, which the caller gives.
+
+    >>> error = SolverError("step size underflow at t=0.5 with step size 1e-15: the error "
+    ...     "control rejected every step. Check func.", status=None, t=0.5, step_size=1e-15)
+    >>> _solve_and_cause(error)
+    ('solve', 'step size underflow; the error control rejected every step')
+    """
+    cause, solve = _cause(exc), "solve"
+    if cause.startswith(_BACKWARD):
+        cause, solve = cause[len(_BACKWARD) :], "Opt-Disc backward solve"
+    what, _, why = _STOPPED_AT.sub("", cause, count=1).partition(": ")
+    return solve, f"{what}; {why}" if why else what
+
+
+def _step_text(step_size: Any) -> str:
+    """`` with step size h`` after a time, or ``, before the first step`` where there was none
+    (``nan``)."""
+    try:
+        h = float(_number(step_size))
+    except ValueError:
+        return ""
+    if math.isnan(h):
+        return ", before the first step"
+    return f" with step size {_number(h)}" if math.isfinite(h) else ""
+
+
+def _evaluations(solutions: list[Any]) -> tuple[int, int]:
+    """The forward and backward evaluations of ``solutions`` (``None``: a failure with no
+    solution to count); a per-sample solve counts each row's."""
+    nfe = nfe_backward = 0
+    for sol in solutions:
+        if sol is not None:
+            nfe += int(torch.as_tensor(sol.stats.nfe).sum())
+            nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+    return nfe, nfe_backward
 
 
 def _windows_text(n: int) -> str:
