@@ -368,7 +368,8 @@ def test_the_log_counts_the_evaluations_of_skipped_batches(optimizer, how, monke
         assert row["nfe_forward"] == sum(stats.nfe for stats in mine)
         assert row["nfe_backward"] == sum(stats.nfe_backward for stats in mine)
     # One solve per evaluation: the skipped batch's, the failed one last, did work to count.
-    skipped = [sol.stats for call, (_, sol) in zip(calls, solves, strict=True) if call[:2] == (2, 3)]
+    pairs = zip(calls, solves, strict=True)
+    skipped = [sol.stats for call, (_, sol) in pairs if call[:2] == (2, 3)]
     assert len(skipped) == when and all(stats.nfe > 0 for stats in skipped)
     assert how == "poison" or skipped[-1].nfe_backward > 0
 
