@@ -229,6 +229,102 @@ def test_per_sample_windows_that_cannot_be_solved_stop_training_naming_them(monk
     assert torch.isfinite(model.k) and trainer.epoch == 1
 
 
+# ------------------------------------------------------------------ other exceptions
+
+
+class Raising(Decay):
+    """A :class:`Decay` whose ``forward`` raises a RuntimeError on its ``on_call``-th call, as a
+    bug in a model would (``None``: never); ``calls`` counts them."""
+
+    def __init__(self, on_call: int | None = None) -> None:
+        super().__init__()
+        self.on_call, self.calls = on_call, 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        if self.calls == self.on_call:
+            raise RuntimeError("a bug in forward")
+        return super().forward(t, y)
+
+
+def _calls_after(epochs: int) -> int:
+    """How many calls of the model a run of ``epochs`` epochs makes."""
+    trainer = _trainer(model=Raising(), epochs=epochs)
+    trainer.fit()
+    return trainer.model.calls
+
+
+def test_an_error_of_the_model_goes_back_to_the_last_completed_epoch_and_goes_on(tmp_path):
+    # The model raises in the middle of epoch 3, after some of its batches have stepped.
+    on_call = (_calls_after(2) + _calls_after(3)) // 2
+    trainer = _trainer(model=Raising(on_call), checkpoint_dir=tmp_path, log=tmp_path / "log.csv")
+    with pytest.raises(RuntimeError) as caught:
+        trainer.fit()
+    error = caught.value
+    assert type(error) is RuntimeError and str(error) == "a bug in forward"  # not wrapped
+    last = tmp_path / "last.pt"
+    assert error.__notes__ == [
+        "physode: training stopped on this error during epoch 3; the trainer holds the run after "
+        "epoch 2, as it was then, and trainer.fit() continues it, as does "
+        f"trainer.load_checkpoint({str(last)!r}) on a new trainer"
+    ]
+    twin = _trainer(model=Raising(), epochs=2)
+    twin.fit()
+    assert trainer.epoch == 2 and len(trainer.history) == 2
+    assert _same_weights(trainer.model, twin.model)
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3
+    # Fixed, the run goes on as if nothing had happened: optimiser and random state included.
+    trainer.model.on_call = None
+    trainer.fit()
+    whole = _trainer(model=Raising())
+    whole.fit()
+    assert _same_weights(trainer.model, whole.model)
+    assert [r["loss"] for r in trainer.history] == [r["loss"] for r in whole.history]
+
+
+def test_an_error_whose_checkpoint_cannot_be_written_still_goes_on_unchanged(
+    tmp_path, monkeypatch
+):
+    # last.pt is due every 5 epochs, so going back must write it, and the disk is full.
+    on_call = (_calls_after(2) + _calls_after(3)) // 2
+    trainer = _trainer(model=Raising(on_call), checkpoint_dir=tmp_path, checkpoint_every=5)
+
+    def full(self, path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    with pytest.raises(RuntimeError) as caught:
+        trainer.fit()
+    assert str(caught.value) == "a bug in forward"
+    assert caught.value.__notes__ == [
+        "physode: training stopped during epoch 3, and going back to the last completed epoch "
+        "failed too: No space left on device"
+    ]
+    assert trainer.epoch == 2  # the weights went back before the write was tried
+
+
+def test_train_epoch_on_its_own_leaves_no_half_trained_epoch(monkeypatch):
+    # A batch that fails raises TrainingError, the error of fit(), and the trainer goes back:
+    # the epoch that follows is the one a fresh trainer runs (random state included).
+    _failing(monkeypatch, lambda e, b, n: (e, b) == (1, 3))
+    trainer = _trainer()
+    with pytest.raises(physode.TrainingError, match=r"^training stopped in epoch 1, batch 3 of 4"):
+        trainer.train_epoch()
+    monkeypatch.undo()
+    fresh = _trainer()
+    assert _same_weights(trainer.model, fresh.model)
+    assert trainer.train_epoch()["loss"] == fresh.train_epoch()["loss"]
+    assert _same_weights(trainer.model, fresh.model)
+    # So does any other exception, which goes on unchanged.
+    trainer, fresh = _trainer(model=Raising(_calls_after(1) // 2)), _trainer(model=Raising())
+    with pytest.raises(RuntimeError, match="^a bug in forward$"):  # no note: fit() adds it
+        trainer.train_epoch()
+    assert trainer.epoch == 0 and _same_weights(trainer.model, fresh.model)
+    assert trainer.train_epoch()["loss"] == fresh.train_epoch()["loss"]
+    assert _same_weights(trainer.model, fresh.model)
+
+
 # ------------------------------------------------------------------ skip
 
 

@@ -363,6 +363,7 @@ class Trainer:
         # (epoch, batch) of the first of them.
         self._failed_in_a_row = 0
         self._failed_since: tuple[int, int] | None = None
+        self._in_fit = False  # fit() keeps the state of the last completed epoch itself
         self.last_checkpoint: tuple[Path, int] | None = None
         self.metadata: dict[str, Any] = {}
         # Whether the losses must leave missing values (NaN) out; complete data keep the mean.
@@ -631,7 +632,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self) -> dict[str, Any]:
-        """Run one epoch of optimiser steps; return its log row (without validation)."""
+        """Run one epoch of optimiser steps; return its log row (without validation).
+
+        :meth:`fit` calls it once an epoch, and most runs need nothing else. Called on its own,
+        it does not count the epoch (:attr:`epoch`, the history, checkpoints: :meth:`fit` does
+        that), and an exception leaves no half-trained epoch behind: the trainer goes back to
+        the state it was called in (weights, optimiser, random state) before the exception goes
+        on.
+
+        Raises
+        ------
+        physode.TrainingError
+            For a batch that cannot be used (see ``docs/training.md``, "When training
+            diverges"), as in :meth:`fit`.
+        """
+        if self._in_fit:  # fit() keeps the state to go back to
+            return self._train_epoch()
+        between = self._between_epochs()
+        try:
+            return self._train_epoch()
+        except _FailedBatch as failure:
+            raise self._stopped(between, failure, save=False) from failure.__cause__
+        except BaseException:
+            self._restore(between)
+            raise
+
+    def _train_epoch(self) -> dict[str, Any]:
+        """:meth:`train_epoch`'s epoch, which raises :class:`_FailedBatch` for a batch it
+        cannot use and leaves the trainer where an exception stopped it."""
         c = self.config
         self.model.train()
         batches = self._batches(self.train_windows, shuffle=True)
@@ -744,7 +772,11 @@ class Trainer:
         Ctrl-C (``KeyboardInterrupt``) during an epoch puts the trainer back as it was after
         the last completed epoch, so that another call continues the run exactly; with
         ``checkpoint_dir`` that state is in its ``last.pt`` (written then unless a checkpoint
-        holds it already). The ``KeyboardInterrupt`` goes on, with a note that says so.
+        holds it already). The ``KeyboardInterrupt`` goes on, with a note that says so. Any
+        other exception that stops an epoch (an error in the model's ``forward``, a disk
+        that is full) does the same: it goes on unchanged, with that note, and the trainer
+        holds the last completed epoch. A batch that cannot be used raises
+        :class:`physode.TrainingError` instead (``on_failed_batch``).
 
         Parameters
         ----------
@@ -763,6 +795,9 @@ class Trainer:
             created or written.
         KeyboardInterrupt
             On Ctrl-C, once the run is back at its last completed epoch (see above).
+        physode.TrainingError
+            For a batch that cannot be used: its solve failed, or its loss or gradient is not
+            finite (see ``docs/training.md``, "When training diverges").
         """
         c = self.config
         if c.checkpoint_dir is not None:
@@ -785,6 +820,7 @@ class Trainer:
 
             bar = tqdm(total=c.epochs, initial=self.epoch, desc="train", unit="epoch")
         between = None  # the run after its last completed epoch, while one is under way
+        self._in_fit = True
         try:
             while self.epoch < last and not self.stopped_early:
                 between = self._between_epochs()
@@ -800,12 +836,13 @@ class Trainer:
                         shown["val"] = f"{val:.3g}"
                     bar.set_postfix(shown, refresh=False)  # drawn by update, with its epoch
                     bar.update(1)
-        except KeyboardInterrupt as exc:
-            self._interrupted(between, exc)
-            raise
         except _FailedBatch as failure:
             raise self._stopped(between, failure) from failure.__cause__
+        except BaseException as exc:  # Ctrl-C, or an error of the model's, of a file's...
+            self._interrupted(between, exc)
+            raise
         finally:
+            self._in_fit = False
             if bar is not None:
                 bar.close()
         finished = self.epoch >= c.epochs or self.stopped_early
@@ -833,17 +870,27 @@ class Trainer:
         history, best_state = state.pop("history"), state.pop("best_state")
         return {**copy.deepcopy(state), "history": list(history), "best_state": best_state}
 
-    def _interrupted(self, between: dict[str, Any] | None, exc: KeyboardInterrupt) -> None:
+    def _interrupted(self, between: dict[str, Any] | None, exc: BaseException) -> None:
         """Go back to the last completed epoch (``between``, or ``None`` when one had just
         ended), keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already, and
-        add a note to ``exc`` saying where the run stands and how to continue it."""
+        add a note to ``exc`` (Ctrl-C, or any other exception that stopped :meth:`fit`) saying
+        where the run stands and how to continue it. ``exc`` goes on unchanged otherwise, also
+        where going back fails too (a checkpoint that cannot be written): a note says so."""
         interrupted = self.epoch + 1 if between is None else between["epoch"] + 1
-        self._go_back(between)
-        exc.add_note(self._interrupted_note(interrupted))
+        try:
+            self._go_back(between)
+        except Exception as problem:
+            exc.add_note(
+                f"physode: training stopped during epoch {interrupted}, and going back to the "
+                f"last completed epoch failed too: {first_line(problem)}"
+            )
+            return
+        exc.add_note(self._interrupted_note(interrupted, isinstance(exc, KeyboardInterrupt)))
 
-    def _go_back(self, between: dict[str, Any] | None) -> None:
+    def _go_back(self, between: dict[str, Any] | None, save: bool = True) -> None:
         """Go back to the last completed epoch (``between``, or ``None`` when one had just
-        ended) and keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already."""
+        ended) and, with ``save``, keep it in ``checkpoint_dir/last.pt`` unless a checkpoint
+        holds it already."""
         c = self.config
         if between is not None:
             logged = len(self.history) > len(between["history"])  # the lost epoch's row
@@ -851,14 +898,17 @@ class Trainer:
             if logged and c.log is not None:
                 write_log(self.history, c.log)
         saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
-        if c.checkpoint_dir is not None and self.epoch > 0 and not saved:
+        if save and c.checkpoint_dir is not None and self.epoch > 0 and not saved:
             path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
             self.last_checkpoint = (path, self.epoch)
 
-    def _stopped(self, between: dict[str, Any] | None, failure: _FailedBatch) -> TrainingError:
-        """Go back to the last completed epoch after a batch that failed, and the error that
-        says where, why, what the trainer now holds and what to try."""
-        self._go_back(between)
+    def _stopped(
+        self, between: dict[str, Any] | None, failure: _FailedBatch, save: bool = True
+    ) -> TrainingError:
+        """Go back to the last completed epoch after a batch that failed (``save``: as
+        :meth:`_go_back`), and the error that says where, why, what the trainer now holds and
+        what to try."""
+        self._go_back(between, save)
         epoch, number, n = failure.epoch, failure.batch, failure.n_batches
         if failure.skipped is None:
             summary = f"training stopped in epoch {epoch}, batch {number} of {n}: {failure.reason}"
@@ -952,13 +1002,15 @@ class Trainer:
         )
         return math.inf
 
-    def _interrupted_note(self, interrupted: int) -> str:
-        """One line on where an interrupted :meth:`fit` left the run and how to continue it."""
+    def _interrupted_note(self, interrupted: int, ctrl_c: bool = True) -> str:
+        """One line on where an interrupted :meth:`fit` left the run and how to continue it
+        (``ctrl_c``: a ``KeyboardInterrupt``, else an exception that stopped it)."""
         where = (
             "at its start" if self.epoch == 0 else f"after epoch {self.epoch}, as it was then"
         )
+        how = "was interrupted" if ctrl_c else "stopped on this error"
         line = (
-            f"physode: training was interrupted during epoch {interrupted}; the trainer holds the "
+            f"physode: training {how} during epoch {interrupted}; the trainer holds the "
             f"run {where}, and trainer.fit() continues it"
         )
         if self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
