@@ -13,6 +13,7 @@ from torch import nn
 
 import physode
 import physode.train.trainer as trainer_module
+from physode.solvers.loop import _failure_message
 from physode.train import TrainConfig, Trainer
 
 DTYPE = torch.float64
@@ -51,11 +52,13 @@ def _trainer(**settings):
     return Trainer(model, _data(), **settings)
 
 
-def _solver_error(*args, **kwargs):
-    raise physode.SolverError(
-        "step size underflow at t=0.3 (h=1e-14). The problem may be stiff: raise max_steps",
-        status=physode.Status.STEP_SIZE_UNDERFLOW, t=0.3, step_size=1e-14,
-    )  # fmt: skip
+def _solver_error(*args, status=physode.Status.STEP_SIZE_UNDERFLOW, h=1e-14, adaptive=True,
+                  backward=False, **kwargs):  # fmt: skip
+    """Raise the SolverError a solve that stopped at t=0.3 raises, with the solver's message."""
+    message = _failure_message(status, 0.3, h, 100, adaptive)
+    if backward:
+        message = f"Opt-Disc backward solve failed: {message} The backward solve uses ..."
+    raise physode.SolverError(message, status=status, t=0.3, step_size=h)
 
 
 class _NanGradient(torch.autograd.Function):
@@ -153,7 +156,7 @@ def test_a_failed_batch_stops_with_the_run_back_at_its_last_completed_epoch(
     }[how]
     assert expected in message
     if how == "solve":
-        assert "with step size 1e-14: step size underflow at t=0.3 (h=1e-14). " in message
+        assert " with step size 1e-14: step size underflow; the error control " in message
         assert isinstance(error.__cause__, physode.SolverError)
         # The solver's advice names solve()'s settings; max_steps is advised where it ran out.
         assert "raise max_steps" not in message and "a larger max_steps" not in message
@@ -201,6 +204,61 @@ def test_a_failure_in_the_first_epoch_goes_back_to_the_initial_weights_and_saves
         trainer.fit()
     assert trainer.model.k.item() == 0.5 and trainer.epoch == 0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"status": physode.Status.MAX_STEPS, "h": 0.01},
+         "failed at t=0.3 with step size 0.01: max_steps=100 step attempts reached"),
+        ({"status": physode.Status.MAX_STEPS, "h": 0.01, "adaptive": False},
+         "failed at t=0.3 with step size 0.01: max_steps=100 steps reached; the time span needs "
+         "more steps of step_size"),
+        ({"status": physode.Status.STEP_SIZE_UNDERFLOW},
+         "failed at t=0.3 with step size 1e-14: step size underflow; the error control rejected "
+         "every step down to the limit of floating point resolution"),
+        ({"status": physode.Status.NON_FINITE, "h": math.nan},
+         "failed at t=0.3, before the first step: non-finite state; func produced NaN or inf "
+         "(the solution blows up or func returns NaN/inf here)"),
+        ({"status": physode.Status.MAX_STEPS, "h": 0.01, "backward": True},
+         "failed at t=0.3 with step size 0.01: max_steps=100 step attempts reached"),
+    ],
+)  # fmt: skip
+def test_a_failed_solve_says_once_where_it_stopped_and_why(settings, reason, monkeypatch):
+    # The solver's message says the time and step size too: the trainer says them once.
+    solve_batch = Trainer._solve_batch
+
+    def failing(self, data, batch):
+        if self.epoch == 1:
+            _solver_error(**settings)
+        return solve_batch(self, data, batch)
+
+    monkeypatch.setattr(Trainer, "_solve_batch", failing)
+    with pytest.raises(physode.TrainingError) as caught:
+        _trainer(batch_size=1).fit()
+    solve = "Opt-Disc backward solve" if settings.get("backward") else "solve"
+    summary = caught.value.summary
+    assert summary.startswith(
+        f"training stopped in epoch 2, batch 1 of 4: the {solve} of its 1 window (training "
+        "trajectory "
+    )
+    assert summary.endswith(f") {reason}") and summary.count("t=") == 2  # its start, and 0.3
+    assert ("a larger max_steps" in str(caught.value)) == (
+        settings["status"] == physode.Status.MAX_STEPS
+    )
+
+
+def test_a_solve_that_used_up_its_steps_says_its_time_into_the_windows_once():
+    # A real solve that runs out of steps, of windows that start at different times.
+    with pytest.raises(physode.TrainingError) as caught:
+        _trainer(max_steps=3).fit()
+    summary = caught.value.summary
+    assert re.search(
+        r"failed \d\S* into the windows with step size \d\S*: max_steps=3 step attempts "
+        r"reached$",
+        summary,
+    )
+    assert summary.count("step size") == 1
 
 
 def test_per_sample_windows_that_cannot_be_solved_stop_training_naming_them(monkeypatch):
@@ -505,8 +563,9 @@ def test_validation_that_cannot_be_solved_counts_as_inf_with_a_warning(tmp_path,
     messages = [str(w.message) for w in caught]
     assert messages == [
         "epoch 3: the validation loss is taken as inf, as a solve failed at t=0.3 with step "
-        "size 1e-14: step size underflow at t=0.3 (h=1e-14); the epoch counts as one without "
-        "improvement (patience, restore_best, best.pt)"
+        "size 1e-14: step size underflow; the error control rejected every step down to the "
+        "limit of floating point resolution; the epoch counts as one without improvement "
+        "(patience, restore_best, best.pt)"
     ]
     vals = [row["val_loss"] for row in result.history]
     assert vals[2] == math.inf and all(math.isfinite(v) for i, v in enumerate(vals) if i != 2)
