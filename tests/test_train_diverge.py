@@ -4,6 +4,7 @@ batch, never by hoping that a learning rate diverges."""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -407,6 +408,44 @@ def test_skip_with_lbfgs_undoes_a_step_whose_line_search_failed(monkeypatch):
     moved = [k for e, b, k in calls if (e, b) == (2, 1)]
     assert moved[1] != moved[0]  # the line search had moved the weights
     assert [k for e, b, k in calls if (e, b) == (2, 2)][0] == moved[0]  # and they went back
+
+
+def _same_state(a, b) -> bool:
+    """Whether two optimiser states (nested dicts, lists, tensors, numbers) are equal."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_skip_with_lbfgs_puts_its_whole_state_back_without_copying_its_history(monkeypatch):
+    # Batch 3 of epoch 2 fails in its line search, once earlier steps have built a history.
+    _failing(monkeypatch, lambda e, b, n: (e, b, n) == (2, 3, 2), "solve")
+    trainer = _trainer(optimizer="lbfgs", lr=1.0, batch_size=2, on_failed_batch="skip")
+    before_step, undo_step, undone = Trainer._before_step, Trainer._undo_step, []
+
+    def kept(self):
+        before = before_step(self)
+        self._whole = copy.deepcopy(self.optimizer.state_dict())  # what must come back
+        history = self.optimizer.state_dict()["state"].get(0, {}).get("old_dirs", [])
+        saved = before[1]["state"].get(0, {}).get("old_dirs", [])
+        assert all(x is y for x, y in zip(history, saved, strict=True))  # shared, not copied
+        return before
+
+    def checked(self, before):
+        undo_step(self, before)
+        state = self.optimizer.state_dict()
+        undone.append(len(state["state"][0]["old_dirs"]))
+        assert _same_state(state, self._whole)
+
+    monkeypatch.setattr(Trainer, "_before_step", kept)
+    monkeypatch.setattr(Trainer, "_undo_step", checked)
+    result = trainer.fit()
+    assert [row["skipped_batches"] for row in result.history] == [0, 1, 0, 0]
+    assert len(undone) == 1 and undone[0] >= 1  # a history was put back
 
 
 def test_skip_with_lbfgs_takes_its_loss_scale_from_the_first_batch_that_succeeds(monkeypatch):

@@ -968,7 +968,7 @@ class Trainer:
         """The weights, the optimiser's state and L-BFGS's loss scale before a step, for
         :meth:`_undo_step`."""
         weights = [p.detach().clone() for p in self.model.parameters()]
-        return weights, copy.deepcopy(self.optimizer.state_dict()), self.loss_scale
+        return weights, _lbfgs_copy(self.optimizer.state_dict()), self.loss_scale
 
     @torch.no_grad()
     def _undo_step(self, before: tuple[list[torch.Tensor], dict[str, Any], float | None]) -> None:
@@ -1534,6 +1534,23 @@ def _evaluations(solutions: list[Any]) -> tuple[int, int]:
             nfe += int(torch.as_tensor(sol.stats.nfe).sum())
             nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
     return nfe, nfe_backward
+
+
+def _lbfgs_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """An L-BFGS ``state_dict`` copied as far as a step changes it, for a skipped batch to go
+    back to. A step appends a pair of vectors to its history and drops the oldest, but changes
+    none in place: the history's lists are copied and their tensors shared, instead of copying
+    up to 200 vectors of the size of the model before every batch. Its other tensors (the last
+    gradient, which a step overwrites in place, the direction) are cloned."""
+
+    def copied(value: Any) -> Any:
+        if isinstance(value, list):
+            return list(value)
+        return value.clone() if isinstance(value, torch.Tensor) else value
+
+    state = {key: {name: copied(v) for name, v in entry.items()}
+             for key, entry in state_dict["state"].items()}  # fmt: skip
+    return {"state": state, "param_groups": copy.deepcopy(state_dict["param_groups"])}
 
 
 def _windows_text(n: int) -> str:
