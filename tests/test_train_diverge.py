@@ -249,6 +249,29 @@ def test_a_failed_solve_says_once_where_it_stopped_and_why(settings, reason, mon
     )
 
 
+@pytest.mark.parametrize(
+    "gradient, suggested",
+    [
+        ("aca", None),  # the exact modes share their solves: another one would fail the same
+        ("opt-disc", "an exact gradient (gradient='aca' or 'disc-opt') or "
+         "physode.OptDisc(restart='steps')"),
+        (physode.OptDisc(restart="steps"), "an exact gradient (gradient='aca' or 'disc-opt'), or "),
+    ],
+)  # fmt: skip
+def test_a_failed_batch_suggests_the_gradient_modes_that_would_change_it(
+    gradient, suggested, monkeypatch
+):
+    monkeypatch.setattr(Trainer, "_solve_batch", lambda self, data, batch: _solver_error())
+    with pytest.raises(physode.TrainingError) as caught:
+        _trainer(gradient=gradient).fit()
+    message = str(caught.value)
+    if suggested is None:
+        assert "gradient=" not in message and "OptDisc" not in message
+    else:
+        assert f"another method, {suggested}" in message
+        assert message.count("restart='steps'") == ("or physode" in suggested)
+
+
 def test_a_solve_that_used_up_its_steps_says_its_time_into_the_windows_once():
     # A real solve that runs out of steps, of windows that start at different times.
     with pytest.raises(physode.TrainingError) as caught:

@@ -948,10 +948,10 @@ class Trainer:
             f"a larger max_steps (now {self.config.max_steps}) where the model needs more steps "
             "than that, " if failure.max_steps else ""
         )
+        modes = _gradient_hint(self.config.gradient)
         hints = (
             f"To get past it: {steps}a smaller lr (now {self.optimizer.param_groups[0]['lr']:g}), "
-            "grad_clip (Adam), other rtol/atol or another method, another gradient mode "
-            f"(gradient='disc-opt', or physode.OptDisc(restart=True)){skip}. trainer.fit() "
+            f"grad_clip (Adam), other rtol/atol or another method{modes}{skip}. trainer.fit() "
             "continues with the same settings and meets the same batch again; a checkpoint "
             "resumes only with its own settings, on_failed_batch and max_steps aside; to go on "
             "from its weights with other settings, build a new trainer with "
@@ -1511,6 +1511,24 @@ def _solve_and_cause(exc: SolverError) -> tuple[str, str]:
         cause, solve = cause[len(_BACKWARD) :], "Opt-Disc backward solve"
     what, _, why = _STOPPED_AT.sub("", cause, count=1).partition(": ")
     return solve, f"{what}; {why}" if why else what
+
+
+def _gradient_hint(gradient: Any) -> str:
+    """The other gradient modes worth a try after a failed batch: only Opt-Disc's changes the
+    training (its gradient is approximate, and its backward solve can fail on its own).
+
+    >>> import physode
+    >>> _gradient_hint(physode.OptDisc(restart=True))
+    ", an exact gradient (gradient='aca' or 'disc-opt') or physode.OptDisc(restart='steps')"
+    >>> _gradient_hint("aca")
+    ''
+    """
+    if getattr(gradient, "name", gradient) != "opt-disc":
+        return ""  # the exact modes share their solves and their gradient
+    steps = "" if getattr(gradient, "restart", False) == "steps" else (
+        " or physode.OptDisc(restart='steps')"
+    )
+    return f", an exact gradient (gradient='aca' or 'disc-opt'){steps}"
 
 
 def _step_text(step_size: Any) -> str:
