@@ -119,6 +119,7 @@ def reference_gradient() -> tuple:
         ("disc-opt", "shared"),
         ("aca", "shared"),
         (physode.OptDisc(restart=True, rtol=1e-11, atol=1e-13), "shared"),
+        (physode.OptDisc(restart="steps", rtol=1e-11, atol=1e-13), "shared"),
         ("disc-opt", "per-sample"),
         ("aca", "per-sample"),
     ],

@@ -1445,6 +1445,7 @@ def pendulum_reference_gradient() -> tuple:
         ("disc-opt", "shared", "dopri5"),
         ("aca", "shared", "dopri5"),
         (physode.OptDisc(restart=True, rtol=1e-11, atol=1e-13), "shared", "dopri5"),
+        (physode.OptDisc(restart="steps", rtol=1e-11, atol=1e-13), "shared", "dopri5"),
         ("disc-opt", "per-sample", "dopri5"),
         ("aca", "per-sample", "dopri5"),
         ("aca", "shared", "yoshida4"),
