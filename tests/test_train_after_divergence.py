@@ -525,11 +525,8 @@ def test_physode_train_init_from_refuses_a_model_built_with_other_settings(
     assert "net.net.0.weight (8, 2) -> (16, 2)" in _error(capsys)
 
 
-def test_physode_train_says_how_to_continue_a_warm_started_run(
-    stored, tmp_path, capsys, monkeypatch
-):
-    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path / "a"))) == 0
-    source = tmp_path / "a" / "last.pt"
+def _interrupt_in_epoch_2(monkeypatch) -> None:
+    """Make the next run stop with Ctrl-C in its second epoch, as a user's would."""
     evaluate = Trainer._evaluate
 
     def interrupted_in_epoch_2(self, *args):
@@ -538,6 +535,14 @@ def test_physode_train_says_how_to_continue_a_warm_started_run(
         return evaluate(self, *args)
 
     monkeypatch.setattr(Trainer, "_evaluate", interrupted_in_epoch_2)
+
+
+def test_physode_train_says_how_to_continue_a_warm_started_run(
+    stored, tmp_path, capsys, monkeypatch
+):
+    assert main(_argv(stored, "--checkpoint-dir", str(tmp_path / "a"))) == 0
+    source = tmp_path / "a" / "last.pt"
+    _interrupt_in_epoch_2(monkeypatch)
     argv = _argv(stored, "--checkpoint-dir", str(tmp_path / "b"), "--init-from", str(source))
     assert main(argv) == 130
     last = tmp_path / "b" / "last.pt"
@@ -679,14 +684,7 @@ def test_physode_train_names_init_from_as_the_config_file_wrote_it(
     assert f'[train] init_from = "{last}": its weights were trained in a model built' in _error(
         capsys
     )
-    evaluate = Trainer._evaluate
-
-    def interrupted_in_epoch_2(self, *args):
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return evaluate(self, *args)
-
-    monkeypatch.setattr(Trainer, "_evaluate", interrupted_in_epoch_2)
+    _interrupt_in_epoch_2(monkeypatch)
     argv = _argv(stored, "--config", config(last), "--checkpoint-dir", str(tmp_path / "b"))
     assert main(argv) == 130
     assert capsys.readouterr().err == (
