@@ -747,6 +747,23 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
     assert json.dumps(wrong.to_dict())
 
 
+def test_rollout_report_reads_a_data_set_path_as_its_test_split_as_evaluate_does(oscillator_h5):
+    model = PhysicsModel("harmonic_oscillator", learnable=["k"], init={"k": 1.3})
+    trainer = Trainer(model, oscillator_h5, epochs=1)
+    expected = trainer.evaluate(t_end=3.0)
+    for data in (oscillator_h5, str(oscillator_h5),
+                 physode.data.TrajectoryDataset(oscillator_h5, split="test")):  # fmt: skip
+        report = rollout_report(model, data, t_end=3.0, rtol=trainer.config.rtol,
+                                atol=trainer.config.atol)  # the trainer's solver settings
+        assert torch.equal(report.truth, expected.truth)
+        assert torch.equal(report.predicted, expected.predicted)
+        assert report.mse == expected.mse > 0 and report.conservation_truth is not None
+    stored = physode.data.load(oscillator_h5)
+    assert report.truth.shape[0] == len(stored.split_indices("test")) == 1
+    with pytest.raises(physode.InvalidArgumentError, match="cannot read trajectories from a dict"):
+        rollout_report(model, {"t": stored.t})
+
+
 def test_a_rollout_runs_the_model_in_eval_mode_and_leaves_its_mode_as_it_was():
     t, ys = spiral_data(n=2, points=11)
     torch.manual_seed(0)

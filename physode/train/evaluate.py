@@ -4,6 +4,7 @@ horizon, and the conservation of its rollouts next to the ground truth's."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from physode.train._rows import (
     per_trajectory_names,
     solve_rows,
 )
-from physode.train.data import Trajectories, uniform_grid
+from physode.train.data import Trajectories, as_trajectories, uniform_grid
 
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
 # t_end of 1e300 would otherwise ask for more than any memory holds.
@@ -373,7 +374,7 @@ def _masked_mean(pred: torch.Tensor, ref: torch.Tensor, seen: torch.Tensor) -> f
 @torch.no_grad()
 def rollout_report(
     model: nn.Module,
-    data: Trajectories,
+    data: Any,
     *,
     horizon: float | None = None,
     t_end: float | None = None,
@@ -397,8 +398,10 @@ def rollout_report(
     model : nn.Module
         The trained ``f(t, y)``, rolled out in eval mode (``model.eval()``) and left in the
         mode it was in.
-    data : Trajectories
-        Held-out ground truth. Where it misses values (``NaN``), each trajectory is rolled out
+    data : Trajectories, str, Path, physode.data.TrajectoryDataset, or tuple (t, ys)
+        Held-out ground truth, of the kinds ``Trainer.evaluate``'s ``test_data`` takes: an HDF5
+        data set's path is read as its stored ``"test"`` split (flagged trajectories left
+        out), a ``TrajectoryDataset`` as its own split. Where it misses values (``NaN``), each trajectory is rolled out
         from its first observed time (its prediction is ``NaN`` before it) and the errors are
         taken over the observed values (see :class:`RolloutReport`).
     horizon : float, optional
@@ -494,6 +497,7 @@ def rollout_report(
     >>> round(report.per_trajectory["l"]["calibrated"][0], 4), report.mse_beyond < 1e-10
     (0.7, True)
     """
+    data = as_trajectories(data, split="test" if isinstance(data, str | os.PathLike) else None)
     system = system if system is not None else data.system
     t_last = float(data.t[-1])
     horizon = t_last if horizon is None else float(horizon)
