@@ -510,8 +510,8 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
             stored, source.trajectories, source.split, noisy=source.noisy or noisy
         )
     raise InvalidArgumentError(
-        f"cannot read trajectories from a {type(source).__name__}; pass a path to an HDF5 data set, a "
-        "physode.data.TrajectoryDataset, physode.train.Trajectories, or tensors (t, ys)"
+        f"cannot read trajectories from a {type(source).__name__}; pass a path to an HDF5 data "
+        "set, a physode.data.TrajectoryDataset, physode.train.Trajectories, or tensors (t, ys)"
     )
 
 

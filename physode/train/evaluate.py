@@ -401,9 +401,9 @@ def rollout_report(
     data : Trajectories, str, Path, physode.data.TrajectoryDataset, or tuple (t, ys)
         Held-out ground truth, of the kinds ``Trainer.evaluate``'s ``test_data`` takes: an HDF5
         data set's path is read as its stored ``"test"`` split (flagged trajectories left
-        out), a ``TrajectoryDataset`` as its own split. Where it misses values (``NaN``), each trajectory is rolled out
-        from its first observed time (its prediction is ``NaN`` before it) and the errors are
-        taken over the observed values (see :class:`RolloutReport`).
+        out), a ``TrajectoryDataset`` as its own split. Where it misses values (``NaN``), each
+        trajectory is rolled out from its first observed time (its prediction is ``NaN`` before
+        it) and the errors are taken over the observed values (see :class:`RolloutReport`).
     horizon : float, optional
         End of the training horizon (default: the data's last time).
     t_end : float, optional
