@@ -38,7 +38,8 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
-    tested = {("solvers.md", 1), ("solvers.md", 2), ("systems.md", 0), ("systems.md", 1),
+    tested = {("solvers.md", 1), ("solvers.md", 2), ("solvers.md", 3), ("systems.md", 0),
+              ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
               ("training.md", 6), ("training.md", 7), ("training.md", 8), ("training.md", 9),
@@ -48,8 +49,31 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
 
-def test_solvers_parameters_in_state_example_keeps_each_rows_parameters():
+def test_solvers_van_der_pol_example_fails_then_restart_steps_and_aca_are_accurate(capsys):
     ns = _run("solvers.md", 1)
+    printed = capsys.readouterr().out
+    # The default Opt-Disc's backward solve failed at 1e-4, and its message names the way out.
+    assert "Opt-Disc backward solve failed" in printed
+    assert "physode.OptDisc(restart='steps')" in printed and "gradient='aca'" in printed
+    gradient, exact = ns["gradient"], ns["exact"]
+    with pytest.raises(ns["physode"].SolverError):
+        gradient("opt-disc", 1e-4)
+    errors = {}
+    for name, mode in [("default", "opt-disc"), ("steps", ns["physode"].OptDisc(restart="steps")),
+                       ("aca", "aca")]:  # fmt: skip
+        errors[name] = float((gradient(mode, 1e-5) - exact).norm() / exact.norm())
+    # At 1e-5 the default is far off, the restarted one and ACA follow the tolerance.
+    assert errors["default"] > 100 * max(errors["steps"], errors["aca"])
+    assert errors["steps"] < 1e-3 and errors["aca"] < 1e-3
+    # The printed lines are those errors, one per mode.
+    lines = printed.strip().splitlines()[-3:]
+    assert [line.split()[0] for line in lines] == ["opt-disc", "OptDisc(method=None,", "aca"]
+    assert [float(line.split()[-1]) for line in lines] == pytest.approx(
+        [float(f"{errors[k]:.1g}") for k in ("default", "steps", "aca")])
+
+
+def test_solvers_parameters_in_state_example_keeps_each_rows_parameters():
+    ns = _run("solvers.md", 2)
     sol, system, p = ns["sol"], ns["system"], ns["p"]
     assert ns["ys"].shape == (7, 4, 2) and bool((sol.status == 0).all())
     torch.testing.assert_close(sol.ys[-1, :, system.n_state :], p, rtol=0, atol=0)
@@ -64,7 +88,7 @@ def test_solvers_parameters_in_state_example_keeps_each_rows_parameters():
 
 
 def test_solvers_per_sample_numpy_example():
-    ns = _run("solvers.md", 2)
+    ns = _run("solvers.md", 3)
     sol, y0 = ns["sol"], ns["y0"]
     assert sol.ys.shape == (11, 1000, 3) and bool((sol.status == 0).all())
     torch.testing.assert_close(sol.ys[-1], y0 * torch.exp(torch.tensor(-1.0)), rtol=1e-5, atol=0)
