@@ -290,3 +290,42 @@ def test_training_divergence_example_stops_with_finite_weights_in_its_checkpoint
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
     assert saved["epoch"] == 3 and torch.equal(saved["model"]["k"], trainer.model.k.detach())
     assert 0.5 < trainer.model.k.item() < 1
+
+
+def test_training_physics_first_commands_run_and_the_hybrid_improves_on_the_fit(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from physode.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    text = (DOCS / "training.md").read_text()
+    block = re.search(r"with a physics that is only part of the truth.*?```bash\n(.*?)```", text,
+                      re.S).group(1)  # fmt: skip
+    commands = [shlex.split(line.replace("\\\n", " ")) for line in
+                re.split(r"(?<!\\)\n", block.strip())]  # fmt: skip
+    assert [c[:2] for c in commands] == [["physode", "simulate"], ["physode", "train"],
+                                         ["physode", "train"]]  # fmt: skip
+    fewer = {"20": "6", "40": "12"}  # epochs, cut for the test
+    for command in commands:
+        args = command[1:]
+        if "--epochs" in args:
+            i = args.index("--epochs") + 1
+            args[i] = fewer[args[i]]
+        assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "started the physics part (m, k) from fit/model.pt; the residual starts fresh" in err
+    fit = json.loads((tmp_path / "fit" / "report.json").read_text())
+    hybrid = json.loads((tmp_path / "hybrid" / "report.json").read_text())
+    assert hybrid["warm_start"].startswith("started the physics part")
+    # The residual learns the friction the undamped physics lacks.
+    assert hybrid["final_loss"] < fit["final_loss"] / 10
+    assert hybrid["rollout"]["mse_beyond"] is not None
+    # Without --system the hybrid's physics is the data's, which the fit does not start.
+    without = commands[2][1:]
+    i = without.index("--system")
+    del without[i : i + 2]
+    without[without.index("--learnable") + 1] = "c"
+    assert main(without) == 2
+    assert "'harmonic_oscillator' -> 'damped_oscillator'" in capsys.readouterr().err
