@@ -795,6 +795,8 @@ def _stopped_message(
         )
     elif trainer.epoch == 0:
         saved = "No epoch was completed, so nothing was saved; start anew with other settings"
+    elif getattr(exc, "unsaved", None) is not None:  # the checkpoint could not be written
+        saved = f"Nothing was saved ({exc.unsaved}); start anew with other settings"
     else:  # with --checkpoint-dir, the trainer saved the last completed epoch
         saved = (
             "Nothing was saved (--checkpoint-dir keeps the last completed epoch to resume "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -386,6 +387,37 @@ def test_an_error_whose_checkpoint_cannot_be_written_still_goes_on_unchanged(
     assert trainer.epoch == 2  # the weights went back before the write was tried
 
 
+def test_a_failed_batch_whose_checkpoint_cannot_be_written_still_raises_training_error(
+    tmp_path, monkeypatch
+):
+    # Batch 2 of epoch 3 fails; last.pt is due every 5 epochs, so going back must write it,
+    # and the disk is full: the TrainingError still says what failed, and that nothing was kept.
+    _failing(monkeypatch, lambda e, b, n: (e, b) == (3, 2))
+    trainer = _trainer(checkpoint_dir=tmp_path, checkpoint_every=5, log=tmp_path / "log.csv")
+    write_atomically = trainer_module.write_atomically
+
+    def full(path, write, what):
+        if what == "checkpoint":
+            raise physode.InvalidArgumentError(
+                f"cannot write the checkpoint {path}: No space left on device"
+            )
+        return write_atomically(path, write, what)
+
+    monkeypatch.setattr(trainer_module, "write_atomically", full)
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    error = caught.value
+    assert str(error).startswith("training stopped in epoch 3, batch 2 of 4: the solve of its ")
+    assert (
+        "The trainer is back at the end of epoch 2 (weights, optimiser, history), as it was "
+        f"then; it could not be kept on disk (cannot write the checkpoint {tmp_path / 'last.pt'}:"
+        " No space left on device)."
+    ) in str(error)
+    assert error.checkpoint is None and error.unsaved.endswith("No space left on device")
+    assert trainer.epoch == 2 and trainer.last_checkpoint is None
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3
+
+
 def test_train_epoch_on_its_own_leaves_no_half_trained_epoch(monkeypatch):
     # A batch that fails raises TrainingError, the error of fit(), and the trainer goes back:
     # the epoch that follows is the one a fresh trainer runs (random state included).
@@ -699,6 +731,41 @@ def test_physode_train_stopped_in_its_first_epoch_says_that_nothing_was_saved_as
     err = capsys.readouterr().err
     assert err.startswith("physode train: error: training stopped in epoch 1, batch 1 of ")
     assert ". No epoch was completed, so nothing was saved; start anew with other settings (" in err
+
+
+def test_physode_train_stopped_with_a_full_disk_says_what_failed_and_that_nothing_was_saved(
+    stored, tmp_path, capsys, monkeypatch
+):
+    from physode.cli import main
+
+    solve_batch = Trainer._solve_batch
+
+    def failing_in_epoch_2(self, data, batch):
+        if data is self.train_data and self.epoch == 1:
+            _solver_error()
+        return solve_batch(self, data, batch)
+
+    save_checkpoint = Trainer.save_checkpoint
+
+    def full(self, path):  # best.pt of epoch 1 fits on the disk, last.pt no more
+        if Path(path).name == "last.pt":
+            raise physode.InvalidArgumentError(f"cannot write the checkpoint {path}: disk full")
+        return save_checkpoint(self, path)
+
+    monkeypatch.setattr(Trainer, "_solve_batch", failing_in_epoch_2)
+    monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    ck = tmp_path / "ck"
+    argv = ["train", str(stored), "--epochs", "3", "--window", "5", "--model", "neural",
+            "--width", "8", "--depth", "1", "--quiet", "--checkpoint-dir", str(ck),
+            "--checkpoint-every", "5"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("physode train: error: training stopped in epoch 2, batch 1 of ")
+    assert (
+        f". Nothing was saved (cannot write the checkpoint {ck / 'last.pt'}: disk full); start "
+        "anew with other settings ("
+    ) in err
 
 
 def test_physode_train_says_how_many_batches_it_skipped_and_reports_them(

@@ -907,8 +907,13 @@ class Trainer:
     ) -> TrainingError:
         """Go back to the last completed epoch after a batch that failed (``save``: as
         :meth:`_go_back`), and the error that says where, why, what the trainer now holds and
-        what to try."""
-        self._go_back(between, save)
+        what to try. Where the log or ``last.pt`` cannot be written (a disk that is full), the
+        error says so, and it is still the :class:`~physode.TrainingError` of the batch."""
+        unsaved = None
+        try:
+            self._go_back(between, save)
+        except Exception as problem:  # the weights went back before any file was written
+            unsaved = first_line(problem)
         epoch, number, n = failure.epoch, failure.batch, failure.n_batches
         if failure.skipped is None:
             summary = f"training stopped in epoch {epoch}, batch {number} of {n}: {failure.reason}"
@@ -935,7 +940,9 @@ class Trainer:
                 f"The trainer is back at the end of epoch {self.epoch} (weights, optimiser, "
                 "history), as it was then"
             )
-        if self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
+        if unsaved is not None:
+            state += f"; it could not be kept on disk ({unsaved})"
+        elif self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
             checkpoint = self.last_checkpoint[0]
             state += f", which {checkpoint} holds"
         elif self.epoch > 0 and self.config.checkpoint_dir is None:
@@ -962,6 +969,7 @@ class Trainer:
         )
         error.summary = summary
         error.max_steps_reached = failure.max_steps
+        error.unsaved = unsaved  # why the run could not be kept on disk, if it could not
         return error
 
     def _before_step(self) -> tuple[list[torch.Tensor], dict[str, Any], float | None]:
