@@ -765,6 +765,8 @@ def _resume_hint(trainer: Any, config: TrainConfig, init_from_as: str = "--init-
     if trainer.last_checkpoint is None:
         if trainer.config.checkpoint_dir is None:
             return f"{during}; nothing was saved (--checkpoint-dir keeps a checkpoint to resume)"
+        if trainer.epoch > 0:  # going back could not write last.pt (a full disk)
+            return f"{during}; the run after epoch {trainer.epoch} could not be saved"
         return f"{during}, before any epoch ended; nothing was saved"
     path, epoch = trainer.last_checkpoint
     return (

@@ -845,3 +845,35 @@ def test_simulate_params_takes_the_names_of_the_parameters_to_draw(tmp_path, cap
         main(argv("l,,m", "bad.h5"))
     assert exit_status.value.code == 2
     assert "give default, sample or parameter names" in capsys.readouterr().err
+
+
+def test_an_interrupted_train_whose_checkpoint_cannot_be_written_says_nothing_was_saved(
+    train_data, tmp_path, capsys, monkeypatch
+):
+    # last.pt is due every 5 epochs, so going back after Ctrl-C in epoch 3 must write it, and the
+    # disk is full: epochs 1 and 2 ended, but nothing holds them.
+    from physode.train import Trainer
+
+    finish_epoch, save_checkpoint, calls = Trainer.train_epoch, Trainer.save_checkpoint, []
+
+    def interrupted_in_epoch_3(self):
+        calls.append(self.epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return finish_epoch(self)
+
+    def full(self, path):  # best.pt fits on the disk, last.pt no more
+        if Path(path).name == "last.pt":
+            raise physode.InvalidArgumentError(f"cannot write the checkpoint {path}: disk full")
+        return save_checkpoint(self, path)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_3)
+    monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    folder = tmp_path / "checkpoints"
+    argv = _train(train_data, "--epochs", "4", "--checkpoint-dir", str(folder),
+                  "--checkpoint-every", "5")  # fmt: skip
+    assert main(argv) == 130
+    error = capsys.readouterr().err
+    assert error == (
+        "physode train: interrupted during epoch 3; the run after epoch 2 could not be saved\n"
+    )

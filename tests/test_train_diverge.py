@@ -381,8 +381,9 @@ def test_an_error_whose_checkpoint_cannot_be_written_still_goes_on_unchanged(
         trainer.fit()
     assert str(caught.value) == "a bug in forward"
     assert caught.value.__notes__ == [
-        "physode: training stopped during epoch 3, and going back to the last completed epoch "
-        "failed too: No space left on device"
+        "physode: training stopped on this error during epoch 3; the trainer holds the run "
+        "after epoch 2, as it was then, and trainer.fit() continues it; it could not be kept on "
+        "disk (No space left on device)"
     ]
     assert trainer.epoch == 2  # the weights went back before the write was tried
 

@@ -875,17 +875,15 @@ class Trainer:
         ended), keep it in ``checkpoint_dir/last.pt`` unless a checkpoint holds it already, and
         add a note to ``exc`` (Ctrl-C, or any other exception that stopped :meth:`fit`) saying
         where the run stands and how to continue it. ``exc`` goes on unchanged otherwise, also
-        where going back fails too (a checkpoint that cannot be written): a note says so."""
+        where the state gone back to cannot be kept on disk (a full disk): the note says so."""
         interrupted = self.epoch + 1 if between is None else between["epoch"] + 1
+        unsaved = None
         try:
             self._go_back(between)
-        except Exception as problem:
-            exc.add_note(
-                f"physode: training stopped during epoch {interrupted}, and going back to the "
-                f"last completed epoch failed too: {first_line(problem)}"
-            )
-            return
-        exc.add_note(self._interrupted_note(interrupted, isinstance(exc, KeyboardInterrupt)))
+        except Exception as problem:  # the weights went back before any file was written
+            unsaved = first_line(problem)
+        ctrl_c = isinstance(exc, KeyboardInterrupt)
+        exc.add_note(self._interrupted_note(interrupted, ctrl_c, unsaved))
 
     def _go_back(self, between: dict[str, Any] | None, save: bool = True) -> None:
         """Go back to the last completed epoch (``between``, or ``None`` when one had just
@@ -1010,9 +1008,12 @@ class Trainer:
         )
         return math.inf
 
-    def _interrupted_note(self, interrupted: int, ctrl_c: bool = True) -> str:
+    def _interrupted_note(
+        self, interrupted: int, ctrl_c: bool = True, unsaved: str | None = None
+    ) -> str:
         """One line on where an interrupted :meth:`fit` left the run and how to continue it
-        (``ctrl_c``: a ``KeyboardInterrupt``, else an exception that stopped it)."""
+        (``ctrl_c``: a ``KeyboardInterrupt``, else an exception that stopped it; ``unsaved``:
+        why that state could not be kept on disk, if it could not)."""
         where = (
             "at its start" if self.epoch == 0 else f"after epoch {self.epoch}, as it was then"
         )
@@ -1021,6 +1022,8 @@ class Trainer:
             f"physode: training {how} during epoch {interrupted}; the trainer holds the "
             f"run {where}, and trainer.fit() continues it"
         )
+        if unsaved is not None:
+            return f"{line}; it could not be kept on disk ({unsaved})"
         if self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch:
             path = self.last_checkpoint[0]
             return f"{line}, as does trainer.load_checkpoint({str(path)!r}) on a new trainer"
