@@ -57,7 +57,7 @@ def _trainer(**settings):
 def _solver_error(*args, status=physode.Status.STEP_SIZE_UNDERFLOW, h=1e-14, adaptive=True,
                   backward=False, **kwargs):  # fmt: skip
     """Raise the SolverError a solve that stopped at t=0.3 raises, with the solver's message."""
-    message = _failure_message(status, 0.3, h, 100, adaptive)
+    message = _failure_message(status, 0.3, h, 100, adaptive, DTYPE)
     if backward:
         message = f"Opt-Disc backward solve failed: {message} The backward solve uses ..."
     raise physode.SolverError(message, status=status, t=0.3, step_size=h)

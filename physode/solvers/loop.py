@@ -174,7 +174,19 @@ def check_derivative(f0: object, y0: Array) -> None:
         )
 
 
-def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptive: bool) -> str:
+def _failure_message(
+    status: Status, t: float, h: float, max_steps: int, adaptive: bool, dtype: torch.dtype
+) -> str:
+    """Why the solve stopped, where, and what to change; built once, after the loop stopped.
+
+    ``dtype`` is the state's: only a state not in float64 already is advised to solve in float64.
+
+    >>> underflow = Status.STEP_SIZE_UNDERFLOW
+    >>> _failure_message(underflow, 0.5, 1e-15, 100, True, torch.float64).split(", or ")[-1]
+    'loosen rtol/atol.'
+    >>> _failure_message(underflow, 0.5, 1e-15, 100, True, torch.float32).split(", or ")[-1]
+    'solve in float64 rather than torch.float32, with looser rtol/atol.'
+    """
     if math.isnan(h):
         where = f"at t={t:.17g}, before the first step"
     else:
@@ -199,10 +211,15 @@ def _failure_message(status: Status, t: float, h: float, max_steps: int, adaptiv
             "times closer to 0 (solve in t - t[0])."
         )
     if status is Status.STEP_SIZE_UNDERFLOW:
+        wider = (
+            "loosen rtol/atol"
+            if dtype == torch.float64
+            else f"solve in float64 rather than {dtype}, with looser rtol/atol"
+        )
         return (
             f"step size underflow {where}: the error control rejected every step down to the "
             "limit of floating point resolution. The solution may blow up or be discontinuous "
-            "here; check func near this time, or use float64 and looser tolerances."
+            f"here; check func near this time, or {wider}."
         )
     hint = (
         "lower step_size" if not adaptive else "the solution blows up or func returns NaN/inf here"
@@ -387,6 +404,6 @@ def integrate(
     message = (
         "success"
         if status is Status.SUCCESS
-        else _failure_message(status, t, h, max_steps, adaptive)
+        else _failure_message(status, t, h, max_steps, adaptive, y0.dtype)
     )
     return LoopResult(ys=ys, status=status, t=t, h=h, message=message)
