@@ -91,6 +91,8 @@ EXAMPLES = """examples:
       # test pendulums: own l fitted up to the training horizon, then rolled out to t = 4
   physode train pendulum.h5 --model hybrid --system pendulum --learnable g --aphynity \\
       --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
+  physode train osc.h5 --model hybrid --system harmonic_oscillator --learnable k \\
+      --init-from fit/model.pt   # physics first: after a --model physics run with --out fit
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt

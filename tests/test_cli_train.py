@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -18,7 +20,14 @@ import physode.cli
 import physode.data
 import physode.systems
 from physode.cli import main
-from physode.cli_train import _MODEL_DEFAULTS, _settings, add_train_parser, build_model
+from physode.cli_train import (
+    _MODEL_DEFAULTS,
+    EXAMPLES,
+    _check_applicable,
+    _settings,
+    add_train_parser,
+    build_model,
+)
 from physode.models import NeuralODE, PhysicsModel
 from physode.train import Trainer
 
@@ -422,6 +431,48 @@ def test_a_config_setting_that_does_not_apply_is_named_as_written(data, tmp_path
     config.write_text('[model]\nkind = "hybrid"\nwidth = 8\nlearnable = ["k"]\n')
     assert main(_train(data, "--config", str(config), "--model", "physics")) == 2
     assert "physics model: [model] width (applies to neural and hybrid" in _error(capsys)
+
+
+def _help_examples() -> list[list[str]]:
+    """The commands of `physode train --help`'s examples, each as its arguments after `physode`,
+    without the comments; those that leave settings out (`...`) are left out."""
+    block = EXAMPLES.split("examples:\n")[1].split("\n\n")[0]
+    lines = re.split(r"(?<!\\)\n", block)
+    commands = [shlex.split(line.replace("\\\n", " "), comments=True) for line in lines]
+    return [c[1:] for c in commands if c and "..." not in c]
+
+
+def test_the_help_examples_parse_and_their_settings_apply_to_their_model():
+    examples = _help_examples()
+    assert len(examples) >= 6
+    parser = argparse.ArgumentParser(prog="physode")
+    add_train_parser(parser.add_subparsers())
+    for argv in examples:
+        assert argv[0] == "train"
+        args = parser.parse_args(argv)
+        if "config" not in args:  # (the file is the user's: only the flags can be checked)
+            _, model, _, _ = _settings(args)
+            _check_applicable(model)
+
+
+def test_the_help_shows_physics_first_then_a_residual_as_training_md_runs_it():
+    # The hybrid that training.md's tested commands (tests/test_docs_examples.py) start from a
+    # physics fit: the example gives a subset of that command's settings, with the same values.
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    block = re.search(r"with a physics that is only part of the truth.*?```bash\n(.*?)```", text,
+                      re.S).group(1)  # fmt: skip
+    lines = re.split(r"(?<!\\)\n", block.strip())
+    docs = [shlex.split(line.replace("\\\n", " ")) for line in lines]
+    assert [c[:3] for c in docs[1:]] == [["physode", "train", "osc.h5"]] * 2
+    parser = argparse.ArgumentParser(prog="physode")
+    add_train_parser(parser.add_subparsers())
+    tested = vars(parser.parse_args(docs[-1][1:]))
+    (example,) = [argv for argv in _help_examples() if "--init-from" in argv]
+    given = vars(parser.parse_args(example))
+    assert given["kind"] == "hybrid" and given["init_from"] == "fit/model.pt"
+    assert {key: tested.get(key) for key in given} == given
+    # And the fit it starts from is the docs' physics run, into fit/.
+    assert tested["init_from"] == f"{vars(parser.parse_args(docs[1][1:]))['out']}/model.pt"
 
 
 def test_a_physics_model_builds_no_network():
