@@ -92,7 +92,11 @@ def test_a_warm_started_run_records_its_source_and_resumes_without_init_from(tmp
     resumed = _trainer(lr=0.01, checkpoint_dir=tmp_path / "b")
     resumed.load_checkpoint(tmp_path / "b" / "last.pt")
     assert resumed.config.init_from == str(source) and resumed.epoch == 2
+    # And what the source's weights started, which its own checkpoints keep in turn.
+    assert resumed.warm_start == warm.warm_start == f"started the whole Decay from {source}"
     resumed.fit()
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 3 and saved["warm_start"] == warm.warm_start
     whole = _trainer(lr=0.01, init_from=source)
     whole.fit()
     assert _k(resumed) == _k(whole)
@@ -492,6 +496,27 @@ def test_physode_train_init_from_trains_anew_from_the_weights_and_reports_their_
     assert [row["lr"] for row in log] == [0.001, 0.001]
 
 
+def test_a_run_resumed_from_a_checkpoint_that_does_not_say_what_it_started_names_the_file(
+    tmp_path,
+):
+    first = _trainer(checkpoint_dir=tmp_path / "a", epochs=1)
+    first.fit()
+    source = tmp_path / "a" / "last.pt"
+    _trainer(init_from=source, checkpoint_dir=tmp_path / "b").fit(epochs=1)
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    del saved["warm_start"]  # as physode wrote checkpoints before it kept it
+    torch.save(saved, tmp_path / "older.pt")
+    resumed = _trainer()
+    resumed.load_checkpoint(tmp_path / "older.pt")
+    assert resumed.warm_start == (
+        f"started from the weights of {source} (which parts, this older checkpoint does not say)"
+    )
+    # A run that did not start from a file's weights still says nothing.
+    plain = _trainer()
+    plain.load_checkpoint(source)
+    assert plain.warm_start is None and plain.config.init_from is None
+
+
 def test_physode_train_refuses_init_from_with_resume(stored, tmp_path, capsys):
     argv = _argv(stored, "--init-from", str(tmp_path / "a.pt"), "--resume", str(tmp_path / "b.pt"))
     assert main(argv) == 2
@@ -556,6 +581,8 @@ def test_physode_train_says_how_to_continue_a_warm_started_run(
     assert main(resumed) == 0
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["config"]["init_from"] == str(source)
+    # What those weights started, as the interrupted run said it (not null).
+    assert report["warm_start"] == f"started the whole NeuralODE from {source}"
 
 
 def test_physode_train_says_to_raise_max_steps_where_the_solves_ran_out(stored, capsys):

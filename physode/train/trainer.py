@@ -196,6 +196,10 @@ class Trainer:
         Plain values that describe the run beyond its settings, e.g. how the model was built
         (``physode train`` keeps its model settings here); saved in checkpoints.
         :meth:`load_checkpoint` refuses a checkpoint whose metadata differ, naming each key.
+    warm_start : str or None
+        What :meth:`load_weights` (``init_from``) loaded, in words; ``None`` for a run that
+        started from the model's own weights. Saved in checkpoints: a run resumed from one of a
+        warm-started run says what that run started from, as its ``config.init_from`` does.
 
     Raises
     ------
@@ -1200,6 +1204,7 @@ class Trainer:
             "failed_in_a_row": self._failed_in_a_row,
             "failed_since": None if self._failed_since is None else list(self._failed_since),
             "config": self.config.to_dict(),
+            "warm_start": self.warm_start,  # what config.init_from's weights started
             "metadata": dict(self.metadata),
             "val_index": self._val_index,
         }
@@ -1298,8 +1303,13 @@ class Trainer:
             ) from None
         self.last_checkpoint = (path, self.epoch)
         if self.config.init_from is None and saved.get("init_from") is not None:
-            # The resumed run began from those weights; its checkpoints and report say so.
+            # The resumed run began from those weights; its checkpoints and report say so, and
+            # what they started (a checkpoint written before physode kept that: only the file).
             self.config = replace(self.config, init_from=saved["init_from"])
+            self.warm_start = state.get("warm_start") or (
+                f"started from the weights of {saved['init_from']} (which parts, this older "
+                "checkpoint does not say)"
+            )
         if isinstance(state.get("metadata"), dict) and state["metadata"]:
             self.metadata = dict(state["metadata"])
         if self.config.log is not None:
