@@ -574,6 +574,42 @@ def test_skip_counts_failed_batches_in_a_row_across_epochs(tmp_path, monkeypatch
         trainer.fit()
 
 
+def test_train_epoch_alone_names_the_call_a_row_of_failures_began_in(monkeypatch):
+    # train_epoch() on its own counts no epoch: each call runs "epoch 1" again. The last batch
+    # of the first call and the first of the second fail: the row spans the calls.
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
+    _failing(monkeypatch, lambda e, b, n: (b, n) in ((4, 1), (1, 2), (1, 3)))
+    trainer = _trainer(on_failed_batch="skip")
+    assert trainer.train_epoch()["epoch"] == 1
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.train_epoch()
+    assert str(caught.value).startswith(
+        "training stopped in epoch 1: 2 batches in a row failed since batch 4 of an earlier "
+        "train_epoch() call (on_failed_batch='skip' stops at 2, counting across train_epoch() "
+        "calls, which alone count no epoch), the last (batch 1 of 4) as the solve"
+    )
+    assert trainer.epoch == 0
+    # The trainer went back to where the failed call began, in the row the first call began;
+    # fit() then runs epoch 1 again, and its first batch ends that row too.
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    assert "failed since batch 4 of an earlier train_epoch() call" in str(caught.value)
+
+
+def test_a_row_of_failures_within_one_train_epoch_call_names_no_other_call(monkeypatch):
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
+    # The second call fails twice in a row; the first call's failure was ended by a success.
+    _failing(monkeypatch, lambda e, b, n: (b, n) in ((2, 1), (2, 2), (3, 2)))
+    trainer = _trainer(on_failed_batch="skip")
+    assert trainer.train_epoch()["skipped_batches"] == 1
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.train_epoch()
+    assert str(caught.value).startswith(
+        "training stopped in epoch 1: 2 batches in a row failed (on_failed_batch='skip' stops "
+        "at 2), the last (batch 3 of 4) as the solve"
+    )
+
+
 def test_a_batch_that_succeeds_ends_the_row_of_failures_across_epochs(monkeypatch):
     monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
     _failing(monkeypatch, lambda e, b, n: (e, b) in ((1, 4), (2, 2), (3, 1)))

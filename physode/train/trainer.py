@@ -367,6 +367,11 @@ class Trainer:
         # (epoch, batch) of the first of them.
         self._failed_in_a_row = 0
         self._failed_since: tuple[int, int] | None = None
+        # The epochs run so far, counted or not (train_epoch() alone does not count one), and
+        # which of them the row of failures began in: two runs of one epoch number are told
+        # apart by it. Not kept in checkpoints (None: a run of an earlier process).
+        self._epochs_run = 0
+        self._failed_since_run: int | None = None
         self._in_fit = False  # fit() keeps the state of the last completed epoch itself
         self.last_checkpoint: tuple[Path, int] | None = None
         self.metadata: dict[str, Any] = {}
@@ -665,6 +670,7 @@ class Trainer:
         """:meth:`train_epoch`'s epoch, which raises :class:`_FailedBatch` for a batch it
         cannot use and leaves the trainer where an exception stopped it."""
         c = self.config
+        self._epochs_run += 1
         self.model.train()
         batches = self._batches(self.train_windows, shuffle=True)
         if c.batches_per_epoch is not None:
@@ -703,10 +709,12 @@ class Trainer:
                 skipped += 1
                 if self._failed_in_a_row == 0:
                     self._failed_since = (self.epoch + 1, number)
+                    self._failed_since_run = self._epochs_run
                 self._failed_in_a_row += 1  # in a row across epochs: the count goes on
                 if skipped == len(batches) or self._failed_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                     failure.skipped = (skipped, self._failed_in_a_row)
                     failure.since = self._failed_since
+                    failure.earlier_run = self._failed_since_run not in (None, self._epochs_run)
                     raise
                 continue
             self._failed_in_a_row = 0
@@ -872,7 +880,8 @@ class Trainer:
         state = self.state_dict()
         # The history's rows and the best weights are replaced, never changed in place.
         history, best_state = state.pop("history"), state.pop("best_state")
-        return {**copy.deepcopy(state), "history": list(history), "best_state": best_state}
+        return {**copy.deepcopy(state), "history": list(history), "best_state": best_state,
+                "failed_since_run": self._failed_since_run}  # fmt: skip
 
     def _interrupted(self, between: dict[str, Any] | None, exc: BaseException) -> None:
         """Go back to the last completed epoch (``between``, or ``None`` when one had just
@@ -930,6 +939,11 @@ class Trainer:
             if since is not None and since[0] != epoch:  # the row began in an earlier epoch
                 first = f" since batch {since[1]} of epoch {since[0]}"
                 rule += ", counting across epochs"
+            elif since is not None and failure.earlier_run:
+                # ... or in an earlier run of this epoch number: a train_epoch() call on its
+                # own, which counts no epoch.
+                first = f" since batch {since[1]} of an earlier train_epoch() call"
+                rule += ", counting across train_epoch() calls, which alone count no epoch"
             summary = (
                 f"training stopped in epoch {epoch}: {failure.skipped[1]} batches in a row "
                 f"failed{first} ({rule}), the last (batch {number} of {n}) as {failure.reason}"
@@ -1475,6 +1489,7 @@ class Trainer:
         self._failed_in_a_row = state.get("failed_in_a_row", 0)
         since = state.get("failed_since")
         self._failed_since = None if since is None else (since[0], since[1])
+        self._failed_since_run = state.get("failed_since_run")  # a checkpoint's: unknown
 
 
 # How many trajectories, windows or parameters a training error lists before "and N more".
@@ -1495,6 +1510,8 @@ class _FailedBatch(Exception):
         self.epoch = self.batch = self.n_batches = 0
         self.skipped: tuple[int, int] | None = None  # on_failed_batch="skip": (in all, in a row)
         self.since: tuple[int, int] | None = None  # (epoch, batch) of the first in the row
+        # Whether the row began in an earlier run of an epoch (False: this one, or not known).
+        self.earlier_run = False
 
     def place(self, epoch: int, batch: int, n_batches: int) -> None:
         self.epoch, self.batch, self.n_batches = epoch, batch, n_batches
