@@ -40,3 +40,19 @@ def growth_spec(tmp_path):
         '[initial_state_distribution]\nkind = "uniform"\nx = [0.5, 1.0]\n'
     )
     return spec
+
+
+@pytest.fixture
+def last_pt_disk_full(monkeypatch):
+    """Make the trainer's writes of ``last.pt`` fail as on a full disk; ``best.pt`` still fits."""
+    from physode import InvalidArgumentError
+    from physode.train import Trainer
+
+    save_checkpoint = Trainer.save_checkpoint
+
+    def full(self, path):
+        if os.path.basename(path) == "last.pt":
+            raise InvalidArgumentError(f"cannot write the checkpoint {path}: disk full")
+        return save_checkpoint(self, path)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", full)

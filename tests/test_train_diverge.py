@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -771,7 +770,7 @@ def test_physode_train_stopped_in_its_first_epoch_says_that_nothing_was_saved_as
 
 
 def test_physode_train_stopped_with_a_full_disk_says_what_failed_and_that_nothing_was_saved(
-    stored, tmp_path, capsys, monkeypatch
+    stored, tmp_path, capsys, monkeypatch, last_pt_disk_full
 ):
     from physode.cli import main
 
@@ -782,15 +781,8 @@ def test_physode_train_stopped_with_a_full_disk_says_what_failed_and_that_nothin
             _solver_error()
         return solve_batch(self, data, batch)
 
-    save_checkpoint = Trainer.save_checkpoint
-
-    def full(self, path):  # best.pt of epoch 1 fits on the disk, last.pt no more
-        if Path(path).name == "last.pt":
-            raise physode.InvalidArgumentError(f"cannot write the checkpoint {path}: disk full")
-        return save_checkpoint(self, path)
-
     monkeypatch.setattr(Trainer, "_solve_batch", failing_in_epoch_2)
-    monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    # best.pt of epoch 1 fits on the disk, last.pt no more (the last_pt_disk_full fixture)
     ck = tmp_path / "ck"
     argv = ["train", str(stored), "--epochs", "3", "--window", "5", "--model", "neural",
             "--width", "8", "--depth", "1", "--quiet", "--checkpoint-dir", str(ck),
