@@ -51,6 +51,7 @@ SOLVER = (
 SYMBOLIC = ("test_symbolic", "test_symbolic_validation", "test_systems_catalogue")
 TRAIN = ("test_train", "test_models")
 MISSING = ("test_train_missing",)
+DIVERGE = ("test_train_diverge", "test_train_after_divergence")
 DATA = ("test_data_store", "test_data_simulate", "test_data_dataset")
 CALIBRATION = ("test_calibration",)
 NAMES = ("test_symbolic_names",)
@@ -222,6 +223,19 @@ MUTANTS = (
     Mutant("physode/train/trainer.py",
            "        if finished and c.restore_best and self.best_state is not None:",
            "        if False:", "restore_best ignored", TRAIN),
+    Mutant("physode/train/trainer.py",
+           "self._failed_in_a_row += 1",
+           "self._failed_in_a_row = 1 if skipped == 1 else self._failed_in_a_row + 1",
+           "failures in a row start again at each epoch", DIVERGE),
+    Mutant("physode/train/trainer.py",
+           "                solves = [sol for sol, _, _ in evaluations] + [failure.solution]\n",
+           "                solves = []\n", "a skipped batch's evaluations not counted", DIVERGE),
+    Mutant("physode/train/trainer.py",
+           "        except BaseException as exc:", "        except KeyboardInterrupt as exc:",
+           "only Ctrl-C goes back to the last epoch",
+           DIVERGE),
+    Mutant("physode/train/trainer.py", "_PHYSICS_PART = \"physics\"",
+           "_PHYSICS_PART = \"residual\"", "warm start looks for the physics elsewhere", DIVERGE),
     Mutant("physode/train/evaluate.py", "    within = t[1:] <= horizon",
            "    within = t[1:] < horizon", "the horizon's sample counted beyond it", TRAIN),
     Mutant("physode/data/simulation.py",
