@@ -890,28 +890,30 @@ class Trainer:
         where the run stands and how to continue it. ``exc`` goes on unchanged otherwise, also
         where the state gone back to cannot be kept on disk (a full disk): the note says so."""
         interrupted = self.epoch + 1 if between is None else between["epoch"] + 1
-        unsaved = None
-        try:
-            self._go_back(between)
-        except Exception as problem:  # the weights went back before any file was written
-            unsaved = first_line(problem)
+        unsaved = self._go_back(between)
         ctrl_c = isinstance(exc, KeyboardInterrupt)
         exc.add_note(self._interrupted_note(interrupted, ctrl_c, unsaved))
 
-    def _go_back(self, between: dict[str, Any] | None, save: bool = True) -> None:
+    def _go_back(self, between: dict[str, Any] | None, save: bool = True) -> str | None:
         """Go back to the last completed epoch (``between``, or ``None`` when one had just
         ended) and, with ``save``, keep it in ``checkpoint_dir/last.pt`` unless a checkpoint
-        holds it already."""
+        holds it already. Return why the log or ``last.pt`` could not be written (a disk that
+        is full), else ``None``: the trainer has gone back all the same."""
         c = self.config
+        logged = False
         if between is not None:
             logged = len(self.history) > len(between["history"])  # the lost epoch's row
             self._restore(between)
+        try:
             if logged and c.log is not None:
                 write_log(self.history, c.log)
-        saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
-        if save and c.checkpoint_dir is not None and self.epoch > 0 and not saved:
-            path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
-            self.last_checkpoint = (path, self.epoch)
+            saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
+            if save and c.checkpoint_dir is not None and self.epoch > 0 and not saved:
+                path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
+                self.last_checkpoint = (path, self.epoch)
+        except Exception as problem:
+            return first_line(problem)
+        return None
 
     def _stopped(
         self, between: dict[str, Any] | None, failure: _FailedBatch, save: bool = True
@@ -920,11 +922,7 @@ class Trainer:
         :meth:`_go_back`), and the error that says where, why, what the trainer now holds and
         what to try. Where the log or ``last.pt`` cannot be written (a disk that is full), the
         error says so, and it is still the :class:`~physode.TrainingError` of the batch."""
-        unsaved = None
-        try:
-            self._go_back(between, save)
-        except Exception as problem:  # the weights went back before any file was written
-            unsaved = first_line(problem)
+        unsaved = self._go_back(between, save)
         epoch, number, n = failure.epoch, failure.batch, failure.n_batches
         if failure.skipped is None:
             summary = f"training stopped in epoch {epoch}, batch {number} of {n}: {failure.reason}"
@@ -1411,8 +1409,8 @@ class Trainer:
 
     def _start_from(self, path: Path, saved: dict[str, torch.Tensor]) -> str:
         """:meth:`load_weights` with the weights ``saved`` already read from ``path`` (``physode
-        train`` reads the file once, for its own checks too); return what was loaded."""
-        self._refuse_warm_start_after_training(path)
+        train`` reads the file once, for its own checks too, on a trainer it has just built);
+        return what was loaded."""
         matches = _weight_matches(self.model, saved)
         fitting = [m for m in matches if not (m.missing or m.unexpected)]
         if not fitting:
