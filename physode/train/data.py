@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -469,7 +469,7 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         ``(N, P, n)`` or ``(P, n)``, as for :class:`Trajectories`.
     split : str, optional
         For an HDF5 path: the stored split to read (``"train"``, ``"val"``, ``"test"``); ``None``
-        reads them all.
+        reads them all. Other sources ignore it: they hold their own trajectories.
     noisy : bool
         For an HDF5 path or a ``TrajectoryDataset``: read the noisy states (``/noisy_states``)
         instead of the clean ones (a dataset made with ``noisy=True`` reads them anyway).
@@ -497,7 +497,7 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         return Trajectories(t, ys)
     import physode.data
 
-    if isinstance(source, str | Path):
+    if isinstance(source, str | os.PathLike):
         stored = physode.data.load(source)
         split = split or "all"
         index = usable_trajectories(stored, split)

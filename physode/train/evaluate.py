@@ -4,7 +4,6 @@ horizon, and the conservation of its rollouts next to the ground truth's."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -497,7 +496,7 @@ def rollout_report(
     >>> round(report.per_trajectory["l"]["calibrated"][0], 4), report.mse_beyond < 1e-10
     (0.7, True)
     """
-    data = as_trajectories(data, split="test" if isinstance(data, str | os.PathLike) else None)
+    data = as_trajectories(data, split="test")
     system = system if system is not None else data.system
     t_last = float(data.t[-1])
     horizon = t_last if horizon is None else float(horizon)

@@ -281,14 +281,10 @@ class Trainer:
                 f"val_fraction={config.val_fraction!r} holds out part of tensor data, but "
                 f"validation here uses {source}; leave val_fraction out"
             )
-        stored = isinstance(data, str | os.PathLike)
-        train = as_trajectories(data, split="train" if stored else None, noisy=config.noisy)
+        train = as_trajectories(data, split="train", noisy=config.noisy)
         if val_data is not None:
-            val_stored = isinstance(val_data, str | os.PathLike)
             try:
-                val = as_trajectories(
-                    val_data, split="val" if val_stored else None, noisy=config.noisy
-                )
+                val = as_trajectories(val_data, split="val", noisy=config.noisy)
             except InvalidArgumentError as exc:
                 raise InvalidArgumentError(f"val_data: {exc}") from None
         elif self._stored_path is not None:
@@ -1233,8 +1229,7 @@ class Trainer:
     def _held_out(self, test_data: Any) -> tuple[Trajectories | None, bool]:
         """:meth:`held_out_data`, and whether those are the validation trajectories."""
         if test_data is not None:
-            stored = isinstance(test_data, str | os.PathLike)
-            return as_trajectories(test_data, split="test" if stored else None), False
+            return as_trajectories(test_data, split="test"), False
         if self._stored_path is not None:
             held_out = _optional_split(self._stored_path, "test")
             if held_out is not None:
