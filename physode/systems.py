@@ -21,9 +21,8 @@ from pathlib import Path
 
 from physode._errors import InvalidArgumentError
 from physode.symbolic import System, _cache
-from physode.symbolic._names import did_you_mean
+from physode.symbolic._names import did_you_mean, warn_constants
 from physode.symbolic._spec import read_spec_text, system_from_spec
-from physode.symbolic._system import warn_constants
 
 __all__ = ["clear_cache", "load", "names", "path"]
 

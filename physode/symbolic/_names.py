@@ -1,24 +1,34 @@
 """How expression strings are read, from Python and in specifications alike: names as Python
 reads them (NFKC forms, keywords), with a suggestion for a misspelt one, ``^`` refused, and
-SymPy's constants other than ``pi`` found where an undeclared name reads as one."""
+SymPy's constants other than ``pi`` found where an undeclared name reads as one, and a
+system's warning of each (:func:`warn_constants`)."""
 
 from __future__ import annotations
 
 import builtins
 import difflib
+import functools
 import io
 import keyword
+import os
 import re
+import sys
 import tokenize
 import unicodedata
+import warnings
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sympy
 
+from physode._errors import PhysodeWarning
+
+if TYPE_CHECKING:
+    from physode.symbolic._system import System
+
 __all__ = [
     "CARET_REASON", "SYMPY_CONSTANTS", "bare_sympy_names", "caret_reason", "constant_names",
-    "did_you_mean", "function_hint", "keyword_reason", "read_names", "scope",
+    "did_you_mean", "function_hint", "keyword_reason", "read_names", "scope", "warn_constants",
 ]
 
 
@@ -170,7 +180,7 @@ SYMPY_CONSTANTS = {
 def constant_names(text: str, declared: Collection[str]) -> list[str]:
     """The names in ``text`` that are not ``declared`` and that SymPy reads as one of its
     :data:`SYMPY_CONSTANTS`: a parameter ``E`` left out of the parameters would silently be
-    2.718...; the caller warns of each (:func:`physode.symbolic._system.warn_constants`).
+    2.718...; the caller warns of each (:func:`warn_constants`).
 
     Only the name itself counts, standing alone: not ``Ek`` or ``E0``, not ``2E3`` (a number),
     not ``exp(1)`` (the way to write e on purpose), not a name after a dot (``sympy.E``).
@@ -253,3 +263,56 @@ def function_hint(name: str, supported: Iterable[str]) -> str:
     if hasattr(sympy, name):
         return ""
     return did_you_mean(name, supported)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# Frames passed over with physode's own: a cached property of physode's calls it from there.
+_PASSED_OVER = (_PACKAGE, functools.__file__)
+#: Places named in a warning of a constant, at most; the rest are counted.
+_PLACES_SHOWN = 3
+
+
+def warn_constants(system: System) -> None:
+    """A :class:`physode.PhysodeWarning` for each SymPy constant that an undeclared name in an
+    expression string of ``system`` stands for (``E``, Euler's number: a parameter ``E`` left
+    out of the parameters), naming where; nothing for one declared or for ``exp(1)``.
+
+    One warning per constant and system, however many expressions use it. The constructors call
+    this once the system is built, :func:`physode.systems.load` also for a system it takes
+    from the on-disk cache.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from physode.symbolic import System
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = System.from_equations({"x": "-E*x"}, {}, name="decay")
+    >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
+    system 'decay': 'E' (in equation for x) is Euler's number e = 2.71828..., not a
+    parameter; to use a parameter named E, declare it in the parameters; to mean e, write
+    exp(1)
+    """
+    constants = getattr(system, "_constants_read", None) or {}
+    declare_in = "the parameters" if system.spec_text is None else "[parameters]"
+    for name, places in constants.items():
+        shown = ", ".join(places[:_PLACES_SHOWN])
+        if len(places) > _PLACES_SHOWN:
+            shown += f" and {len(places) - _PLACES_SHOWN} more"
+        meant = "e, write exp(1)" if name == "E" else f"it, pass sympy.{name} in a SymPy expression"
+        warnings.warn(
+            f"system {system.name!r}: {name!r} (in {shown}) is {SYMPY_CONSTANTS[name]}, not a "
+            f"parameter; to use a parameter named {name}, declare it in {declare_in}; to mean "
+            f"{meant}",
+            PhysodeWarning,
+            stacklevel=_outside_physode(),
+        )
+
+
+def _outside_physode() -> int:
+    """The ``stacklevel`` for its caller's ``warnings.warn`` that names the first frame outside
+    physode: the user's line, however deep in physode the warning is given."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PASSED_OVER):
+        level, frame = level + 1, frame.f_back
+    return level

@@ -22,6 +22,12 @@ import sympy
 from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from physode.symbolic._codegen import OTHER_FUNCTIONS, UNARY_FUNCTIONS
+from physode.symbolic._forms import (
+    MASS_MATRIX_MODES,
+    build_equations,
+    build_hamiltonian,
+    build_lagrangian,
+)
 from physode.symbolic._names import (
     CARET_REASON,
     caret_reason,
@@ -30,18 +36,10 @@ from physode.symbolic._names import (
     keyword_reason,
     read_names,
     scope,
-)
-from physode.symbolic._system import (
-    MASS_MATRIX_MODES,
-    REPORTED,
-    Problems,
-    System,
-    attach_spec_text,
-    build_equations,
-    build_hamiltonian,
-    build_lagrangian,
     warn_constants,
 )
+from physode.symbolic._system import System, attach_spec_text
+from physode.symbolic._validation import REPORTED, Problems
 
 FORMS = ("lagrangian", "hamiltonian", "equations")
 _COMMON_KEYS = {

@@ -1,0 +1,115 @@
+"""The options every form of ``System`` shares (name, description, reference, initial states
+and their distribution, characteristic time), read and checked."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sympy
+
+from physode._checks import is_finite_real
+from physode.symbolic._names import did_you_mean
+from physode.symbolic._sampling import Context, distribution_from_table
+from physode.symbolic._system import System
+from physode.symbolic._validation import Problems, _is_bool
+
+_OPTION_NAMES = (
+    "name", "description", "reference", "parameter_ranges", "initial_state_distribution",
+    "initial_states", "characteristic_time",
+)
+
+
+def _options(options: Mapping[str, Any], problems: Problems, constructor: str) -> dict[str, Any]:
+    """The options shared by every form; a problem for each other key in ``options``, listing
+    what ``System.<constructor>`` takes."""
+    for key in options:
+        if key not in _OPTION_NAMES:
+            valid = _accepted_names(constructor)
+            problems.add(
+                f"unknown option {key!r}{did_you_mean(key, valid)}; System.{constructor} takes: "
+                f"{', '.join(valid)}"
+            )
+    return {k: options.get(k) for k in _OPTION_NAMES}
+
+
+def _accepted_names(constructor: str) -> list[str]:
+    """Every keyword ``System.<constructor>`` takes: its own arguments, then the shared options.
+
+    >>> _accepted_names("from_equations")[:5]
+    ['rhs', 'parameters', 'time', 'invariants', 'n_coordinates']
+    """
+    arguments = inspect.signature(getattr(System, constructor)).parameters.values()
+    own = [a.name for a in arguments if a.kind is not inspect.Parameter.VAR_KEYWORD]
+    return own + list(_OPTION_NAMES)
+
+
+def _check_common(
+    problems: Problems,
+    opts: Mapping[str, Any],
+    states: Sequence[sympy.Symbol],
+    params: Sequence[sympy.Symbol],
+) -> dict[str, Any]:
+    """Check the options shared by every form: named states, distribution, name, time scale."""
+    state_names = [s.name for s in states]
+    named: dict[str, list[float]] = {}
+    table = opts.get("initial_states") or {}
+    if not isinstance(table, Mapping):
+        problems.add(f"initial_states must be a table of name = state (mapping), got {table!r}")
+        table = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            missing = [s for s in state_names if s not in value]
+            extra = [s for s in value if s not in state_names]
+            if missing or extra:
+                said = [f"missing states {missing}"] if missing else []
+                said += [f"unknown names {extra}"] if extra else []
+                problems.add(
+                    f"initial state {key!r}: {', '.join(said)}; states: {', '.join(state_names)}"
+                )
+                continue
+            value = [value[s] for s in state_names]
+        listed = not isinstance(value, str) and hasattr(value, "__len__")
+        if not listed or len(value) != len(states) or not all(map(is_finite_real, value)):
+            problems.add(
+                f"initial state {key!r} must give {len(states)} finite numbers "
+                f"({', '.join(state_names)}), got {value!r}"
+            )
+            continue
+        named[key] = [float(v) for v in value]
+    dist = opts.get("initial_state_distribution")
+    if isinstance(dist, Mapping):
+        dist, found = distribution_from_table(dist)
+        for message in found:
+            problems.add(message)
+        if dist is not None:
+            ctx = Context(tuple(state_names), tuple(p.name for p in params), named)
+            for message in dist.check(ctx):
+                problems.add(message)
+    elif dist is not None and not callable(dist):
+        problems.add(
+            "initial_state_distribution must be a table (mapping) or a callable "
+            f"(n, generator) -> tensor, got {type(dist).__name__}"
+        )
+    char_time = opts.get("characteristic_time")
+    if char_time is not None and not (
+        isinstance(char_time, int | float) and not _is_bool(char_time)
+        and math.isfinite(char_time) and char_time > 0
+    ):
+        problems.add(f"characteristic_time must be a positive number, got {char_time!r}")
+        char_time = None
+    for key in ("name", "description", "reference"):
+        text = opts.get(key)
+        if text is not None and not isinstance(text, str):
+            problems.add(f"{key} must be a string, got {text!r}")
+    name = opts.get("name")
+    return {
+        "name": name,
+        "distribution": dist,
+        "initial_states": named,
+        "characteristic_time": None if char_time is None else float(char_time),
+        "description": opts.get("description") or "",
+        "reference": opts.get("reference") or "",
+    }
