@@ -918,7 +918,7 @@ def _read_init_from(path: Path, record: dict[str, Any], init_from_as: str) -> di
     """The weights of ``--init-from path`` (``init_from_as``: how the user wrote it), read once,
     after :func:`_check_init_from` has compared the settings of the model they come from with
     ``record``, the model settings now."""
-    from physode.train.trainer import _WEIGHTS_FILE, _torch_load, _weights_in
+    from physode.train._checkpoints import _WEIGHTS_FILE, _torch_load, _weights_in
 
     if not path.is_file():
         raise InvalidArgumentError(f"{_init_from_named(path, init_from_as)}: no such file")
@@ -938,7 +938,7 @@ def _check_init_from(
 
     Between a physics model and a hybrid only the physics part moves, so only the settings that
     shape it count: the system and the parameters learned per trajectory."""
-    from physode.train.trainer import CHECKPOINT_FORMAT, _changes
+    from physode.train._checkpoints import CHECKPOINT_FORMAT, _changes
 
     saved = None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:

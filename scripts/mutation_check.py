@@ -234,7 +234,7 @@ MUTANTS = (
            "        except BaseException as exc:", "        except KeyboardInterrupt as exc:",
            "only Ctrl-C goes back to the last epoch",
            DIVERGE),
-    Mutant("physode/train/trainer.py", "_PHYSICS_PART = \"physics\"",
+    Mutant("physode/train/_warm_start.py", "_PHYSICS_PART = \"physics\"",
            "_PHYSICS_PART = \"residual\"", "warm start looks for the physics elsewhere", DIVERGE),
     Mutant("physode/train/evaluate.py", "    within = t[1:] <= horizon",
            "    within = t[1:] < horizon", "the horizon's sample counted beyond it", TRAIN),

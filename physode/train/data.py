@@ -615,3 +615,35 @@ def uniform_grid(t: torch.Tensor, rtol: float = 1e-9) -> bool:
     dt = t[1:] - t[:-1]
     rounding = 8 * torch.finfo(t.dtype).eps * float(t.abs().max())
     return bool(((dt - dt[0]).abs() <= rtol * dt[0].abs() + rounding).all())
+
+
+def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
+    """A stored split, or ``None`` when the data set has no usable trajectories in it.
+
+    Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
+    """
+    import physode.data
+
+    stored = physode.data.load(path)  # opened and checked once
+    index = usable_trajectories(stored, split)
+    return None if len(index) == 0 else trajectories_of(stored, index, split, noisy=noisy)
+
+
+def _split_off(
+    data: Trajectories, fraction: float, seed: int
+) -> tuple[Trajectories, Trajectories, list[int]]:
+    """Hold out ``fraction`` of the trajectories for validation, counted as a data set's splits
+    are (:func:`physode.data.simulation.split_counts`): from two trajectories on, both parts
+    get at least one. Returns the training part, the validation part and the latter's indices."""
+    from physode.data.simulation import split_counts
+
+    n = len(data)
+    n_train, n_val = split_counts(n, (1 - fraction, fraction))
+    if n_train == 0 or n_val == 0:
+        raise InvalidArgumentError(
+            f"val_fraction={fraction} needs at least 2 trajectories, one to train on and one to "
+            f"validate on, and the data hold {n}; pass val_data=... or use more trajectories"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held_out = order[:n_val].sort().values
+    return data.subset(order[n_val:].sort().values), data.subset(held_out), held_out.tolist()

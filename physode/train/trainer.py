@@ -4,16 +4,11 @@ early stopping, logs and exactly resumable checkpoints."""
 from __future__ import annotations
 
 import copy
-import csv
 import functools
-import json
 import math
 import os
-import pickle
-import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,9 +25,28 @@ from physode._errors import (
     TrainingError,
     first_line,
 )
-from physode._files import json_ready, writable_folder, write_atomically
+from physode._files import writable_folder, write_atomically
 from physode._terminal import progress_wanted
-from physode.data.simulation import split_counts
+from physode.train._checkpoints import (
+    _RESUME_KEYS,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    _all_lines,
+    _changes,
+    _check_table,
+    _cuda_rng_states,
+    _read_checkpoint,
+    _read_weights,
+)
+from physode.train._failures import (
+    _FailedBatch,
+    _gradient_hint,
+    _not_finite,
+    _solve_and_cause,
+    _solve_failed,
+    _step_text,
+)
+from physode.train._log import write_log
 from physode.train._rows import (
     batch_rows,
     learned_rows,
@@ -40,14 +54,16 @@ from physode.train._rows import (
     per_trajectory_names,
     solve_rows,
 )
+from physode.train._warm_start import _misfit, _weight_matches
+from physode.train._wording import _number
 from physode.train.config import TrainConfig
 from physode.train.data import (
     Trajectories,
     Window,
+    _optional_split,
+    _split_off,
     as_trajectories,
-    trajectories_of,
     uniform_grid,
-    usable_trajectories,
     windows_of,
 )
 from physode.train.evaluate import (
@@ -57,23 +73,11 @@ from physode.train.evaluate import (
     rollout_report,
 )
 
-CHECKPOINT_FORMAT = "physode-checkpoint"
-CHECKPOINT_VERSION = 1
-# Settings that must match for a resumed run to continue the interrupted one exactly.
-_RESUME_KEYS = (
-    "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
-    "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "val_fraction", "noisy",
-    "observe", "method", "rtol", "atol", "step_size", "gradient", "step_control", "dtype", "seed",
-)
 # on_failed_batch="skip" stops training after this many failed batches in a row: by then the
 # weights, not a few hard windows, are what fails.
 MAX_SKIPPED_IN_A_ROW = 10
-# What a checkpoint holds besides its format and version (Trainer.state_dict).
-_CHECKPOINT_KEYS = (
-    "epoch", "model", "optimizer", "scheduler", "generator", "torch_rng", "history",
-    "best_val_loss", "best_epoch", "best_state", "bad_epochs", "stopped_early", "train_seconds",
-    "loss_scale", "config",
-)
+
+
 
 
 @dataclass
@@ -540,7 +544,7 @@ class Trainer:
                 if self.loss_scale is None:
                     first = objective.item()
                     if not math.isfinite(first):
-                        raise self._not_finite(batch, sol, objective)
+                        raise _not_finite(self.train_data.t, self.model, batch, sol, objective)
                     self.loss_scale = max(first, torch.finfo(objective.dtype).tiny)
                 scaled = objective / self.loss_scale
             scaled.backward()  # Opt-Disc's backward solve can fail too
@@ -548,92 +552,18 @@ class Trainer:
             # The forward solve's partial solution, or the whole one where the backward failed
             # (its stats count the backward evaluations made).
             solution = sol if exc.solution is None else exc.solution
-            raise self._solve_failed(batch, exc, solution) from exc
+            raise _solve_failed(self.train_data.t, batch, exc, solution) from exc
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         # One read of the device per evaluation: the largest |value| of every gradient (which
         # cannot overflow, as a sum of squares could) and the objective, reduced together. The
         # solve before it read the device at every step attempt.
         largest = torch.stack(torch._foreach_norm(grads, math.inf)) if grads else objective
         if not bool(torch.isfinite(largest).all() & torch.isfinite(objective)):
-            raise self._not_finite(batch, sol, objective)
+            raise _not_finite(self.train_data.t, self.model, batch, sol, objective)
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         evaluations.append((sol, loss.detach(), objective.detach()))
         return scaled.detach()
-
-    def _solve_failed(self, batch: list[Window], exc: SolverError, solution: Any) -> _FailedBatch:
-        """The failure of a batch whose solve raised ``exc`` (``solution``: what it solved)."""
-        solve, cause = _solve_and_cause(exc)
-        return _FailedBatch(
-            f"the {solve} of its {_windows_text(len(batch))} ({self._where(batch)}) failed "
-            f"{self._when(batch, exc.t)}{_step_text(exc.step_size)}: {cause}",
-            max_steps=exc.status == physode.Status.MAX_STEPS,
-            solution=solution,
-        )
-
-    def _when(self, batch: list[Window], reached: Any) -> str:
-        """``at t=...`` for a solve of ``batch`` that reached ``reached``; windows of several
-        starts share the first one's times, so the time into the windows is said instead."""
-        if len({w.start for w in batch}) == 1:
-            return f"at t={_number(reached)}"
-        if isinstance(reached, torch.Tensor):
-            reached = reached.reshape(-1)[0].item()
-        t0 = float(self.train_data.t[batch[0].start])
-        into = float(reached) - t0
-        if abs(into) <= 1e-9 * max(1.0, abs(t0)):
-            return "at the start of the windows"
-        return f"{into:.6g} into the windows"
-
-    def _not_finite(self, batch: list[Window], sol: Any, objective: torch.Tensor) -> _FailedBatch:
-        """The failure of a batch whose loss or gradient is not finite (read on this path
-        only)."""
-        status = sol.status
-        if isinstance(status, torch.Tensor):  # per-sample: failed rows stop, never raise
-            codes = status.tolist()
-            failed = [i for i, code in enumerate(codes) if code != physode.Status.SUCCESS]
-            if failed:
-                reached = sol.t_final.tolist()
-                rows = [
-                    f"{self._where([batch[i]])} stopped "
-                    f"{self._when([batch[0], batch[i]], reached[i])} "
-                    f"({physode.Status(codes[i]).name})"
-                    for i in failed
-                ]
-                return _FailedBatch(
-                    f"{len(failed)} of its {_windows_text(len(batch))} could not be solved "
-                    f"({_listed(rows)}), so its loss is {_number(objective.item())}",
-                    max_steps=physode.Status.MAX_STEPS in codes,
-                    solution=sol,
-                )
-        value = objective.item()
-        if not math.isfinite(value):
-            return _FailedBatch(
-                f"its loss over {_windows_text(len(batch))} ({self._where(batch)}) is "
-                f"{_number(value)}",
-                solution=sol,
-            )
-        bad = [
-            name for name, p in self.model.named_parameters()
-            if p.grad is not None and not bool(torch.isfinite(p.grad).all())
-        ]
-        return _FailedBatch(
-            f"the gradient of its loss over {_windows_text(len(batch))} ({self._where(batch)}) "
-            f"is not finite in {_listed(bad)}",
-            solution=sol,
-        )
-
-    def _where(self, batch: list[Window]) -> str:
-        """The trajectories (of the training data) and start times of ``batch``'s windows."""
-        t = self.train_data.t
-        starts: dict[int, list[int]] = {}
-        for w in batch:
-            starts.setdefault(w.start, []).append(w.index)
-        parts = []
-        for start, index in starts.items():
-            listed = _listed([str(i) for i in index])
-            noun = "trajectory" if len(index) == 1 else "trajectories"
-            parts.append(f"training {noun} {listed} from t={_number(float(t[start]))}")
-        return "; ".join(parts[:_SHOWN]) + ("; ..." if len(parts) > _SHOWN else "")
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self) -> dict[str, Any]:
@@ -1287,7 +1217,7 @@ class Trainer:
         # A setting added after the checkpoint was written had its default value then.
         saved = {**TrainConfig().to_dict(), **state["config"]}
         changes = _changes(saved, mine, keys)
-        self._check_table(path, state.get("model"), "resume")
+        _check_table(self.model, path, state.get("model"), "resume")
         metadata = state.get("metadata")
         if isinstance(metadata, dict) and metadata and self.metadata:  # older checkpoints: none
             changes += _changes(metadata, self.metadata, {**self.metadata, **metadata})
@@ -1411,52 +1341,19 @@ class Trainer:
         if not fitting:
             # The way that shares the most entries with the file explains the misfit best (the
             # whole model where none shares any).
-            self._check_table(path, saved, "start from")
+            _check_table(self.model, path, saved, "start from")
             closest = max(matches, key=lambda m: len(m.entries) - len(m.unexpected))
-            raise self._misfit(path, closest, closest.problems())
+            raise _misfit(self.model, path, closest, closest.problems())
         match = fitting[0]
-        self._check_table(path, match.as_model(), "start from")
+        _check_table(self.model, path, match.as_model(), "start from")
         if match.problems():
-            raise self._misfit(path, match, match.problems())
+            raise _misfit(self.model, path, match, match.problems())
         with torch.no_grad():
             match.target.load_state_dict(match.entries)
         self._started_from = path
         self.config = replace(self.config, init_from=str(path))
         self.warm_start = match.described(self.model, path)
         return self.warm_start
-
-    def _misfit(self, path: Path, match: _WeightMatch, problems: list[str]) -> InvalidArgumentError:
-        """The error for weights of ``path`` that do not fit ``match``'s part of the model."""
-        whose = type(self.model).__name__
-        if match.prefix:
-            whose += f"'s physics part ({type(match.target).__name__})"
-        elif match.left_out:
-            whose += " (compared with the physics part of the file's model)"
-        advice = "build the model they were saved from (the same kind, system and network shape)"
-        if match.prefix or match.left_out:
-            advice += ", or a physics model and a hybrid of the same system"
-        return InvalidArgumentError(
-            f"cannot start from the weights of {path}: they do not fit this trainer's {whose} "
-            f"({'; '.join(problems)}); {advice}"
-        )
-
-    def _check_table(self, path: Path, saved: Any, verb: str) -> None:
-        """Refuse a model state dict ``saved`` (of the file ``path``) whose per-trajectory table
-        has another number of rows than this trainer's training data have trajectories; ``verb``
-        says what was asked ("resume", "start from")."""
-        names = per_trajectory_names(self.model)
-        if not names or not isinstance(saved, Mapping):
-            return
-        for key, table in self.model.state_dict().items():
-            theirs = saved.get(key)
-            if not key.endswith("trajectory_values") or not isinstance(theirs, torch.Tensor):
-                continue
-            if theirs.shape[:1] != table.shape[:1]:
-                raise InvalidArgumentError(
-                    f"cannot {verb} {path}: the saved run learned {list(names)} per trajectory "
-                    f"for {theirs.shape[0]} training trajectories, and this trainer's training "
-                    f"data hold {table.shape[0]}; {verb} it on the saved run's training data"
-                )
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Put the run in the state that ``state`` (a :meth:`state_dict`) describes."""
@@ -1485,95 +1382,6 @@ class Trainer:
         self._failed_since_run = state.get("failed_since_run")  # a checkpoint's: unknown
 
 
-# How many trajectories, windows or parameters a training error lists before "and N more".
-_SHOWN = 5
-
-
-class _FailedBatch(Exception):
-    """A training batch the optimiser must not step with (:meth:`Trainer._evaluate`); ``reason``
-    says why, and :meth:`place` where. :meth:`Trainer.fit` turns it into a
-    :class:`physode.TrainingError`."""
-
-    def __init__(self, reason: str, max_steps: bool = False, solution: Any = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.max_steps = max_steps  # a solve stopped on max_steps
-        # The failed evaluation's solve, partial where it raised (its work counts in the log).
-        self.solution = solution
-        self.epoch = self.batch = self.n_batches = 0
-        self.skipped: tuple[int, int] | None = None  # on_failed_batch="skip": (in all, in a row)
-        self.since: tuple[int, int] | None = None  # (epoch, batch) of the first in the row
-        # Whether the row began in an earlier run of an epoch (False: this one, or not known).
-        self.earlier_run = False
-
-    def place(self, epoch: int, batch: int, n_batches: int) -> None:
-        self.epoch, self.batch, self.n_batches = epoch, batch, n_batches
-
-
-def _listed(items: list[str]) -> str:
-    """The first ``_SHOWN`` of ``items``, then how many more."""
-    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return ", ".join(items[:_SHOWN]) + more
-
-
-def _cause(exc: SolverError) -> str:
-    """The first sentence of a solver error: what stopped it, without the advice on solve()'s
-    settings that follows (the trainer gives its own)."""
-    return first_line(exc).split(". ")[0].rstrip(".")
-
-
-# Where a solver's message says the solve stopped (physode.solvers.loop), which the trainer
-# says itself, once, in its own terms: the time into the windows where their starts differ.
-_STOPPED_AT = re.compile(r" at t=[^ ,:]+(?: with step size [^ :]+|, before the first step)")
-_BACKWARD = "Opt-Disc backward solve failed: "
-
-
-def _solve_and_cause(exc: SolverError) -> tuple[str, str]:
-    """Which solve ``exc`` stopped (``"solve"``, or ``"Opt-Disc backward solve"``) and why: the
-    first sentence of its message without the time and step size, which the caller gives.
-
-    >>> error = SolverError("step size underflow at t=0.5 with step size 1e-15: the error "
-    ...     "control rejected every step. Check func.", status=None, t=0.5, step_size=1e-15)
-    >>> _solve_and_cause(error)
-    ('solve', 'step size underflow; the error control rejected every step')
-    """
-    cause, solve = _cause(exc), "solve"
-    if cause.startswith(_BACKWARD):
-        cause, solve = cause[len(_BACKWARD) :], "Opt-Disc backward solve"
-    what, _, why = _STOPPED_AT.sub("", cause, count=1).partition(": ")
-    return solve, f"{what}; {why}" if why else what
-
-
-def _gradient_hint(gradient: Any) -> str:
-    """The other gradient modes worth a try after a failed batch: only Opt-Disc's changes the
-    training (its gradient is approximate, and its backward solve can fail on its own).
-
-    >>> import physode
-    >>> _gradient_hint(physode.OptDisc(restart=True))
-    ", an exact gradient (gradient='aca' or 'disc-opt') or physode.OptDisc(restart='steps')"
-    >>> _gradient_hint("aca")
-    ''
-    """
-    if getattr(gradient, "name", gradient) != "opt-disc":
-        return ""  # the exact modes share their solves and their gradient
-    steps = "" if getattr(gradient, "restart", False) == "steps" else (
-        " or physode.OptDisc(restart='steps')"
-    )
-    return f", an exact gradient (gradient='aca' or 'disc-opt'){steps}"
-
-
-def _step_text(step_size: Any) -> str:
-    """`` with step size h`` after a time, or ``, before the first step`` where there was none
-    (``nan``)."""
-    try:
-        h = float(_number(step_size))
-    except ValueError:
-        return ""
-    if math.isnan(h):
-        return ", before the first step"
-    return f" with step size {_number(h)}" if math.isfinite(h) else ""
-
-
 def _evaluations(solutions: list[Any]) -> tuple[int, int]:
     """The forward and backward evaluations of ``solutions`` (``None``: a failure with no
     solution to count); a per-sample solve counts each row's."""
@@ -1600,198 +1408,6 @@ def _lbfgs_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
     state = {key: {name: copied(v) for name, v in entry.items()}
              for key, entry in state_dict["state"].items()}  # fmt: skip
     return {"state": state, "param_groups": copy.deepcopy(state_dict["param_groups"])}
-
-
-def _windows_text(n: int) -> str:
-    return "1 window" if n == 1 else f"{n} windows"
-
-
-def _number(value: Any) -> str:
-    """A time, step size or loss in a message (a tensor's first value: per-sample times)."""
-    if isinstance(value, torch.Tensor):
-        value = value.reshape(-1)[0].item() if value.numel() else math.nan
-    try:
-        return f"{float(value):.6g}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _cuda_rng_states() -> list[torch.Tensor] | None:
-    """The random states of the CUDA devices once this process uses CUDA (dropout on a GPU draws
-    from them), else ``None``: reading them would start CUDA in a run that has no use for it."""
-    return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-
-
-def _torch_load(path: Path, kind: str, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; ``kind`` names the file where it is
-    missing, ``what`` what it should have been where torch cannot read it."""
-    if not path.is_file():
-        raise InvalidArgumentError(f"{kind} {path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message suggests weights_only=False, which runs code stored in the file.
-        raise InvalidArgumentError(
-            f"{path} is not {what}: it holds Python objects other than tensors and plain "
-            "values, which physode does not load"
-        ) from None
-    except Exception:  # torch.load raises anything from KeyError to EOFError on foreign bytes
-        raise InvalidArgumentError(
-            f"{path} is not {what}, or it is truncated or damaged: torch cannot read it"
-        ) from None
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """The contents of a checkpoint file, checked to be a physode checkpoint this version reads."""
-    state = _torch_load(path, "checkpoint", "a physode training checkpoint")
-    return _checked_checkpoint(path, state)
-
-
-# What init_from's file should be, for a message about a file that is not.
-_WEIGHTS_FILE = (
-    "a physode training checkpoint (last.pt, best.pt) or a model's state dict (model.pt)"
-)
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The model state dict of a checkpoint file, or of a file that holds one (``model.pt``)."""
-    return _weights_in(path, _torch_load(path, "init_from", _WEIGHTS_FILE))
-
-
-def _weights_in(path: Path, state: Any) -> dict[str, torch.Tensor]:
-    """The model state dict in ``state``, what ``torch.load`` read from ``path``: a checkpoint's
-    weights, or the state dict itself."""
-    if isinstance(state, dict) and "format" in state:
-        state = _checked_checkpoint(path, state)["model"]
-    if not (
-        isinstance(state, dict)
-        and state
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
-    ):
-        raise InvalidArgumentError(
-            f"{path} is neither a physode training checkpoint (last.pt, best.pt) nor a model's "
-            f"state dict (physode train --out's model.pt): it holds {_described(state)}, not "
-            "tensors by name"
-        )
-    return state
-
-
-# Where a hybrid (physode.models.Hybrid) keeps its physics part, and the prefix of its entries.
-_PHYSICS_PART = "physics"
-
-
-@dataclass
-class _WeightMatch:
-    """One way to load the weights of a file into a model: ``entries`` (keyed as ``target``'s
-    state dict) into ``target``, the model or its physics part (at ``prefix``); ``left_out``: the
-    file's keys that stay out (the rest of a hybrid whose physics part starts a physics model)."""
-
-    target: nn.Module
-    prefix: str
-    entries: dict[str, torch.Tensor]
-    left_out: list[str]
-    missing: list[str]
-    unexpected: list[str]
-
-    @classmethod
-    def of(cls, target: nn.Module, prefix: str, entries: dict, left_out: list[str]) -> _WeightMatch:
-        mine = target.state_dict()
-        missing = [k for k in mine if k not in entries]
-        unexpected = [k for k in entries if k not in mine]
-        return cls(target, prefix, entries, left_out, missing, unexpected)
-
-    def as_model(self) -> dict[str, torch.Tensor]:
-        """The entries keyed as the whole model's state dict."""
-        return {self.prefix + k: v for k, v in self.entries.items()}
-
-    def problems(self) -> list[str]:
-        """The missing, unexpected and reshaped entries, each kind in a few words."""
-        mine = self.target.state_dict()
-        reshaped = [
-            f"{k} {tuple(v.shape)} -> {tuple(mine[k].shape)}"
-            for k, v in self.entries.items() if k in mine and v.shape != mine[k].shape
-        ]
-        return [
-            f"{what}: {_listed(keys)}"
-            for what, keys in (
-                ("missing from the file", self.missing),
-                ("in the file, not in the model", self.unexpected),
-                ("of another shape (the file's -> the model's)", reshaped),
-            )
-            if keys
-        ]
-
-    def described(self, model: nn.Module, path: Path) -> str:
-        """What loading it does to ``model``, in words."""
-        if self.prefix:  # a physics model's weights in a hybrid's physics part
-            rest = [name for name, _ in model.named_children() if name != _PHYSICS_PART]
-            text = (
-                f"started the physics part ({_parameter_names(self.target)}) from {path}; "
-                f"{' and '.join(f'the {name}' for name in rest) or 'the rest'} "
-                f"start{'s' if len(rest) == 1 else ''} fresh"
-            )
-            aphynity = getattr(model, "aphynity", None)
-            if aphynity is not None:
-                text += f", and APHYNITY's λ at {aphynity.lambda_init:g}"
-            return text
-        if self.left_out:  # a hybrid's physics part in a physics model
-            parts = list(dict.fromkeys(key.split(".")[0] for key in self.left_out))
-            return (
-                f"started the {type(model).__name__} ({_parameter_names(model)}) from the "
-                f"physics part of {path}; the rest of the file's model ({', '.join(parts)}) "
-                "was left out"
-            )
-        return f"started the whole {type(model).__name__} from {path}"
-
-
-def _weight_matches(model: nn.Module, saved: dict[str, torch.Tensor]) -> list[_WeightMatch]:
-    """The ways to load ``saved`` into ``model``: whole; into a hybrid's physics part; a
-    hybrid's physics part into the whole model."""
-    matches = [_WeightMatch.of(model, "", saved, [])]
-    part = getattr(model, _PHYSICS_PART, None)
-    if isinstance(part, nn.Module):
-        matches.append(_WeightMatch.of(part, _PHYSICS_PART + ".", saved, []))
-    prefix = _PHYSICS_PART + "."
-    inside = {k.removeprefix(prefix): v for k, v in saved.items() if k.startswith(prefix)}
-    if inside and len(inside) < len(saved):
-        left_out = [k for k in saved if not k.startswith(prefix)]
-        matches.append(_WeightMatch.of(model, "", inside, left_out))
-    return matches
-
-
-def _parameter_names(model: nn.Module) -> str:
-    """The physical parameters of a physics model, in the system's order, those learned per
-    trajectory marked; the names of its state's entries for another module."""
-    system = getattr(model, "system", None)
-    names = list(getattr(system, "parameters", None) or model.state_dict())
-    per_trajectory = getattr(model, "per_trajectory", None) or ()
-    return ", ".join(f"{n} per trajectory" if n in per_trajectory else n for n in names)
-
-
-def _described(value: Any) -> str:
-    """What a file that should hold a state dict holds instead, in a few words."""
-    if isinstance(value, dict) and value:
-        return f"a dict with keys {_listed([repr(key) for key in value])}"
-    return "an empty dict" if isinstance(value, dict) else f"a {type(value).__name__}"
-
-
-def _checked_checkpoint(path: Path, state: Any) -> dict[str, Any]:
-    """``state``, read from ``path``, checked to be a physode checkpoint this version reads."""
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InvalidArgumentError(f"{path} is not a physode training checkpoint")
-    version = state.get("version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise InvalidArgumentError(
-            f"{path} has checkpoint version {version!r}; this physode reads up to "
-            f"{CHECKPOINT_VERSION}; upgrade physode"
-        )
-    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
-    if missing or not isinstance(state["config"], dict):
-        raise InvalidArgumentError(
-            f"{path} is a damaged physode checkpoint: missing or malformed "
-            f"{', '.join(missing) or 'config'}"
-        )
-    return state
 
 
 UNDECLARED_TIME_WARNING = (
@@ -1842,76 +1458,3 @@ def shared_parameters_warning(model: nn.Module, data: Trajectories) -> str | Non
         "(physode train: --per-trajectory NAMES); or train on trajectories simulated with fixed "
         "parameters (physode simulate without --params; params='default' in Python)"
     )
-
-
-def _all_lines(exc: BaseException) -> str:
-    """Every line of ``exc``'s message on one line: load_state_dict's names the keys below its
-    first."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines) or type(exc).__name__
-
-
-def _changes(saved: Mapping[str, Any], mine: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
-    """``"key: then -> now"`` for each of ``keys`` whose value differs between ``saved`` and
-    ``mine`` (a key one of them lacks counts as ``None`` there)."""
-    return [
-        f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in keys if saved.get(k) != mine.get(k)
-    ]
-
-
-def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
-    """A stored split, or ``None`` when the data set has no usable trajectories in it.
-
-    Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
-    """
-    stored = physode.data.load(path)  # opened and checked once
-    index = usable_trajectories(stored, split)
-    return None if len(index) == 0 else trajectories_of(stored, index, split, noisy=noisy)
-
-
-def _split_off(
-    data: Trajectories, fraction: float, seed: int
-) -> tuple[Trajectories, Trajectories, list[int]]:
-    """Hold out ``fraction`` of the trajectories for validation, counted as a data set's splits
-    are (:func:`physode.data.simulation.split_counts`): from two trajectories on, both parts
-    get at least one. Returns the training part, the validation part and the latter's indices."""
-    n = len(data)
-    n_train, n_val = split_counts(n, (1 - fraction, fraction))
-    if n_train == 0 or n_val == 0:
-        raise InvalidArgumentError(
-            f"val_fraction={fraction} needs at least 2 trajectories, one to train on and one to "
-            f"validate on, and the data hold {n}; pass val_data=... or use more trajectories"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    held_out = order[:n_val].sort().values
-    return data.subset(order[n_val:].sort().values), data.subset(held_out), held_out.tolist()
-
-
-def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Write the per-epoch rows to ``path`` as CSV or JSON (by its suffix), atomically.
-
-    Raises ``physode.InvalidArgumentError`` if the file cannot be written.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> write_log([{"epoch": 1, "loss": 0.5}], folder / "log.csv")
-    >>> (folder / "log.csv").read_text().splitlines()
-    ['epoch,loss', '1,0.5']
-    """
-    path = Path(path)
-
-    def write(tmp: Path) -> None:
-        if path.suffix == ".json":
-            tmp.write_text(json.dumps(json_ready(history), indent=1))
-            return
-        columns: list[str] = []
-        for row in history:
-            columns += [k for k in row if k not in columns]
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(history)
-
-    write_atomically(path, write, "log")
