@@ -614,6 +614,7 @@ class Trainer:
             evaluations: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
             closure = functools.partial(self._evaluate, batch, evaluations)
             before = self._before_step() if undo else None
+            failed_solve: list[Any] = []  # a skipped batch's failed evaluation's solve
             try:
                 if c.optimizer == "lbfgs":
                     self.optimizer.step(closure)  # evaluates the closure as its line search needs
@@ -627,11 +628,6 @@ class Trainer:
                     self._undo_step(before)
                 if c.on_failed_batch == "stop":
                     raise
-                # The work was done: the log counts the evaluations of a skipped batch too (an
-                # L-BFGS line search's before the one that failed, and the failed solve's own).
-                solves = [sol for sol, _, _ in evaluations] + [failure.solution]
-                counts = _evaluations(solves)
-                nfe, nfe_backward = nfe + counts[0], nfe_backward + counts[1]
                 skipped += 1
                 if self._failed_in_a_row == 0:
                     self._failed_since = (self.epoch + 1, number)
@@ -642,14 +638,17 @@ class Trainer:
                     failure.since = self._failed_since
                     failure.earlier_run = self._failed_since_run not in (None, self._epochs_run)
                     raise
-                continue
-            self._failed_in_a_row = 0
-            _, loss, objective = evaluations[0]  # at the parameters the step started from
-            if after_batch is not None:
-                after_batch(loss)  # a 0-dim tensor: a model that reads it waits for the device
-            loss_sum = loss_sum + loss.double()
-            objective_sum = objective_sum + objective.double()
-            counts = _evaluations([sol for sol, _, _ in evaluations])
+                failed_solve = [failure.solution]
+            else:
+                self._failed_in_a_row = 0
+                _, loss, objective = evaluations[0]  # at the parameters the step started from
+                if after_batch is not None:
+                    after_batch(loss)  # a 0-dim tensor: a model that reads it waits for the device
+                loss_sum = loss_sum + loss.double()
+                objective_sum = objective_sum + objective.double()
+            # The work was done: the log counts the evaluations of a skipped batch too (an
+            # L-BFGS line search's before the one that failed, and the failed solve's own).
+            counts = _evaluations([sol for sol, _, _ in evaluations] + failed_solve)
             nfe, nfe_backward = nfe + counts[0], nfe_backward + counts[1]
         loss_mean = loss_sum.item() / (len(batches) - skipped)
         objective_mean = objective_sum.item() / (len(batches) - skipped)
