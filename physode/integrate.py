@@ -37,6 +37,7 @@ from physode.solvers import (
     make_stepper,
 )
 from physode.solvers._autograd import graph_leaves
+from physode.solvers._tuples import Parts, TupleFunc
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
 
@@ -53,9 +54,10 @@ class Solution:
     ----------
     t : Tensor
         The output times, as requested.
-    ys : Tensor
+    ys : Tensor or tuple of Tensor
         ``(len(t), *y0.shape)`` states at ``t``; NaN where a failed solve (``throw=False``) did not
-        reach.
+        reach. For a tuple (or list) ``y0``, a tuple: part ``i`` of shape
+        ``(len(t), *y0[i].shape)``.
     status : Status or Tensor
         ``Status.SUCCESS`` or why the solve stopped; with ``step_control="per-sample"`` an int64
         tensor of status codes, one per row of ``y0``.
@@ -72,7 +74,7 @@ class Solution:
     """
 
     t: Tensor
-    ys: Tensor
+    ys: Tensor | tuple[Tensor, ...]
     status: Status | Tensor
     stats: Stats
     message: str
@@ -87,25 +89,49 @@ class Solution:
         return self.status is Status.SUCCESS
 
 
-def _check_state(y0: object) -> None:
-    """Refuse a ``y0`` that is not a tensor of a dtype the solver computes in (float32, float64)."""
+def _check_state(y0: object, name: str = "y0") -> None:
+    """Refuse a ``y0`` that is not a tensor of a dtype the solver computes in (float32, float64);
+    ``name`` is how the message calls it (a part of a tuple state: ``y0[1]``)."""
     if not isinstance(y0, Tensor):
-        raise InvalidArgumentError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+        raise InvalidArgumentError(
+            f"{name} must be a torch.Tensor or a tuple of tensors, got {type(y0).__name__}"
+            if name == "y0"
+            else f"{name} must be a torch.Tensor, got {type(y0).__name__}"
+        )
     if y0.is_complex():
         raise InvalidArgumentError(
-            f"y0 must be real, got dtype {y0.dtype}; solve for its real and imaginary parts "
-            "as real states, e.g. torch.view_as_real(y0)"
+            f"{name} must be real, got dtype {y0.dtype}; solve for its real and imaginary parts "
+            f"as real states, e.g. torch.view_as_real({name})"
         )
     if not y0.is_floating_point():
         raise InvalidArgumentError(
-            f"y0 must be floating point, got dtype {y0.dtype}; use e.g. y0.double()"
+            f"{name} must be floating point, got dtype {y0.dtype}; use e.g. {name}.double()"
         )
     if y0.dtype not in (torch.float32, torch.float64):
         # The error norm's scale atol + rtol |y| underflows in float16 (atol=1e-8 rounds to 0),
         # which made a finite solve stop as "non-finite" or return NaN.
         raise InvalidArgumentError(
-            f"y0 must be float32 or float64, got dtype {y0.dtype}; use e.g. y0.float()"
+            f"{name} must be float32 or float64, got dtype {y0.dtype}; use e.g. {name}.float()"
         )
+
+
+def _tuple_state(y0: tuple | list) -> tuple[Tensor, Parts]:
+    """The flat state and the layout of a tuple (or list) ``y0``, its parts checked: tensors of
+    one floating dtype on one device."""
+    if len(y0) == 0:
+        raise InvalidArgumentError(
+            f"y0 is an empty {type(y0).__name__}; give at least one tensor, e.g. y0=(z, logp)"
+        )
+    for i, part in enumerate(y0):
+        _check_state(part, f"y0[{i}]")
+    if len({(p.dtype, p.device) for p in y0}) > 1:
+        kinds = ", ".join(f"y0[{i}] is {p.dtype} on {p.device}" for i, p in enumerate(y0))
+        raise InvalidArgumentError(
+            f"the parts of y0 must share one dtype and one device: {kinds}; convert them, "
+            f"e.g. y0 = tuple(p.to(y0[0]) for p in y0)"
+        )
+    parts = Parts(y0)
+    return parts.flatten(y0), parts
 
 
 def _gradient_mode(gradient: str | GradientMode) -> GradientMode:
@@ -438,7 +464,11 @@ def solve(
     """
     if unknown:
         _refuse_keywords(unknown)
-    _check_state(y0)
+    parts = None
+    if isinstance(y0, tuple | list):
+        y0, parts = _tuple_state(y0)
+    else:
+        _check_state(y0)
     if not callable(func):
         raise InvalidArgumentError(
             f"func must be callable as func(t, y), got {type(func).__name__}"
@@ -453,6 +483,8 @@ def solve(
         raise InvalidArgumentError(
             f"unknown step_control {step_control!r}; valid choices: {', '.join(STEP_CONTROLS)}"
         )
+    if parts is not None:
+        _check_tuple_settings(parts, method, step_control, rtol, atol)
     rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
     if method in FIXED_METHODS:
         if step_size is None:
@@ -489,7 +521,10 @@ def solve(
     # The loops raise rtol to the dtype's resolution (attainable_rtol); say so here, once.
     if method in ADAPTIVE_METHODS:
         warn_unattainable(rtol, y0, "the solve", stacklevel=2)
-    stepper = make_stepper(method, func)
+    # What the solver calls: func itself, or for a tuple state func of the flat state. func itself
+    # is where its parameters, device and layers are looked for.
+    field = func if parts is None else TupleFunc(func, parts, method in SYMPLECTIC_METHODS)
+    stepper = make_stepper(method, field)
     if method in SYMPLECTIC_METHODS and (y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n):
         raise InvalidArgumentError(
             f"method={method!r} splits the last dimension of the state into [q, v] of "
@@ -499,10 +534,10 @@ def solve(
     stats = Stats()
     if method in SYMPLECTIC_METHODS:
         # func declares its split; a wrong declaration would go unnoticed by the method.
-        probe_nfe, stepper = stepper.checked(func, time_maker(y0)(times[0]), y0.detach(), method)
+        probe_nfe, stepper = stepper.checked(field, time_maker(y0)(times[0]), y0.detach(), method)
         stats.nfe += probe_nfe
     problem = Problem(
-        func=func,
+        func=field,
         y0=y0,
         times=times,
         stepper=stepper,
@@ -523,7 +558,7 @@ def solve(
     discover = mode.name != "disc-opt" or not y0.requires_grad
     if params is None and discover and torch.is_grad_enabled():
         # The shared loop starts from this evaluation (the per-sample loops make their own).
-        first = _first_evaluation(func, y0, times[0], step_control == "per-sample")
+        first = _first_evaluation(field, y0, times[0], step_control == "per-sample")
         stats.nfe += 1
         if isinstance(first, Tensor) and mode.name != "disc-opt":
             _refuse_transforms([first], mode.name)  # a tangent that func's own tensors carry
@@ -546,10 +581,38 @@ def solve(
         # through. A caller whose func does neither may wrap the call in inference mode.
         with torch.no_grad():
             solution = _solve(problem, mode, t_tensor, step_control)
+    if parts is not None:
+        solution.ys = parts.split(solution.ys, lead=(len(times),))
     # Per-sample solves report failures row by row in their status, never as one exception.
     if throw and step_control == "shared" and not solution.success:
         _raise(solution)
     return solution
+
+
+def _check_tuple_settings(
+    parts: Parts, method: str, step_control: str, rtol: object, atol: object
+) -> None:
+    """Refuse the settings that a tuple state does not go with, saying what to do instead."""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, tuple | list):
+            raise InvalidArgumentError(
+                f"{name} must be one number for a tuple state, got {value!r}: the error norm is "
+                "one RMS over every part's components, each scaled by atol + rtol * |y| (not "
+                "torchdiffeq's tolerance per part); rescale a part whose units differ"
+            )
+    if step_control == "per-sample":
+        raise InvalidArgumentError(
+            "step_control='per-sample' steps each row of a tensor y0 on its own, and the parts of "
+            "a tuple state share no rows; use step_control='shared', or stack the parts into one "
+            "tensor of rows, e.g. y0 = torch.cat([z, logp], dim=-1)"
+        )
+    if method in SYMPLECTIC_METHODS and (len(parts) != 2 or parts.shapes[0] != parts.shapes[1]):
+        shapes = ", ".join(str(tuple(s)) for s in parts.shapes)
+        raise InvalidArgumentError(
+            f"method={method!r} reads a tuple state as (q, v): two parts of one shape, got "
+            f"{len(parts)} of shapes {shapes}; pass y0=(q, v), or use an adaptive method, e.g. "
+            "method='dop853'"
+        )
 
 
 def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str) -> Solution:

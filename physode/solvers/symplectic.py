@@ -96,6 +96,11 @@ def check_split(
         f = func(t, y0)
         f_q = func(t, torch.cat([q_shifted, v], dim=-1))
         f_qv = func(t, torch.cat([q_shifted, v_shifted], dim=-1))
+    # A tuple state (q, v) is its own declaration of the split (physode.solvers._tuples).
+    declared, owner, remedy = getattr(func, "declared_split", None), "func's", ""
+    if declared is None:
+        declared = f"func declares separable = True with n_coordinates={n}"
+        owner, remedy = "its", ", or correct func.separable"
     # (half, its slice, pairs of evaluations that differ only in that half)
     probes = (
         ("q", slice(None, n), ((f, f_q), (f_v, f_qv))),
@@ -106,11 +111,11 @@ def check_split(
             a, b = before[..., part], after[..., part]
             if bool(((a != b) & torch.isfinite(a) & torch.isfinite(b)).any()):
                 raise InvalidArgumentError(
-                    f"method={method!r}: func declares separable = True with n_coordinates={n}, "
-                    f"but its d{half}/dt changed when only {half} did (at t={t.item():.6g}, from "
+                    f"method={method!r}: {declared}, "
+                    f"but {owner} d{half}/dt changed when only {half} did (at t={t.item():.6g}, from "
                     f"y0 with {half} shifted by 0.01 * (1 + |{half}|)): the split does not hold, "
                     "so a symplectic method would integrate another system. Use an adaptive "
-                    "method, e.g. method='dop853', or correct func.separable. A random func "
+                    f"method, e.g. method='dop853'{remedy}. A random func "
                     "(dropout in training mode) fails this check too."
                 )
     if getattr(func, "drift_is_velocity", False) is not True:

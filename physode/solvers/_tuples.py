@@ -1,0 +1,108 @@
+"""States given as a tuple of tensors: one flat tensor for the solver, views of it for ``func``.
+
+The solver, its error norm and the three gradient modes see a single 1-D tensor, the parts
+flattened and concatenated in order. ``func`` receives views of that tensor in the parts' shapes
+and returns one derivative per part, which are concatenated back. A plain tensor state never
+passes through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from physode._errors import InvalidArgumentError
+
+__all__ = ["Parts", "TupleFunc"]
+
+
+class Parts:
+    """The shapes of a tuple state's parts and how they lie in the flat tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> parts = Parts([torch.zeros(2, 3), torch.zeros(2, 1)])
+    >>> flat = parts.flatten([torch.ones(2, 3), torch.zeros(2, 1)])
+    >>> flat.shape
+    torch.Size([8])
+    >>> [tuple(p.shape) for p in parts.split(flat)]
+    [(2, 3), (2, 1)]
+    """
+
+    def __init__(self, parts: Sequence[Tensor]):
+        self.shapes = tuple(p.shape for p in parts)
+        self.sizes = tuple(p.numel() for p in parts)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def flatten(self, parts: Sequence[Tensor]) -> Tensor:
+        """The parts, each flattened, concatenated in order (differentiable)."""
+        return torch.cat([p.reshape(-1) for p in parts])
+
+    def split(self, flat: Tensor, lead: tuple[int, ...] = ()) -> tuple[Tensor, ...]:
+        """Views of ``flat`` (shape ``(*lead, sum(sizes))``) in the parts' shapes, each behind
+        ``lead``."""
+        chunks = flat.split(self.sizes, dim=-1)
+        # view((...)) with a tuple, so that a 0-dim part behind no leading dimension works too
+        return tuple(c.view((*lead, *s)) for c, s in zip(chunks, self.shapes))
+
+    def check_derivative(self, dy: object, y: Tensor) -> None:
+        """Refuse what ``func`` returned unless it is one tensor per part, each of its part's
+        shape, with ``y``'s dtype and device; the message names the part."""
+        n = len(self.shapes)
+        if not isinstance(dy, tuple | list):
+            raise InvalidArgumentError(
+                f"func(t, y) must return a tuple of {n} tensors for a tuple state y0 (dy/dt of "
+                f"each part), got {type(dy).__name__}"
+            )
+        if len(dy) != n:
+            raise InvalidArgumentError(
+                f"func(t, y) returned {len(dy)} parts, but y0 has {n}; return one dy/dt per "
+                "part of y, in y's order"
+            )
+        for i, (part, shape) in enumerate(zip(dy, self.shapes)):
+            if not isinstance(part, Tensor):
+                raise InvalidArgumentError(
+                    f"func(t, y) returned part {i} as {type(part).__name__}; each part of dy/dt "
+                    "must be a tensor"
+                )
+            if part.shape != shape:
+                raise InvalidArgumentError(
+                    f"func(t, y) returned part {i} of shape {tuple(part.shape)}, but y0[{i}] has "
+                    f"shape {tuple(shape)}; each part of dy/dt must have its part's shape"
+                )
+            if part.dtype != y.dtype or part.device != y.device:
+                raise InvalidArgumentError(
+                    f"func(t, y) returned part {i} as {part.dtype} on {part.device}, but y is "
+                    f"{y.dtype} on {y.device}; return every part in y's dtype and device"
+                )
+
+
+class TupleFunc:
+    """``func`` of a tuple state, as a function of the flat state that the solver steps.
+
+    Its first call checks what ``func`` returns (:meth:`Parts.check_derivative`); every call
+    costs the split into views and one ``torch.cat`` beyond ``func`` itself. For a symplectic
+    method the tuple ``(q, v)`` is the split: ``separable`` and ``n_coordinates`` say so, and a
+    ``drift_is_velocity = True`` that ``func`` declares is passed on (and probed, as ever).
+    """
+
+    def __init__(self, func: Callable, parts: Parts, symplectic: bool = False):
+        self.func, self.parts = func, parts
+        self._checked = False
+        if symplectic:
+            self.separable = True
+            self.n_coordinates = parts.sizes[0]
+            self.drift_is_velocity = getattr(func, "drift_is_velocity", False) is True
+            self.declared_split = "y0 is the tuple (q, v)"
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        dy = self.func(t, self.parts.split(y))
+        if not self._checked:
+            self.parts.check_derivative(dy, y)
+            self._checked = True
+        return torch.cat([d.reshape(-1) for d in dy])
