@@ -111,12 +111,11 @@ def check_split(
             a, b = before[..., part], after[..., part]
             if bool(((a != b) & torch.isfinite(a) & torch.isfinite(b)).any()):
                 raise InvalidArgumentError(
-                    f"method={method!r}: {declared}, "
-                    f"but {owner} d{half}/dt changed when only {half} did (at t={t.item():.6g}, from "
-                    f"y0 with {half} shifted by 0.01 * (1 + |{half}|)): the split does not hold, "
-                    "so a symplectic method would integrate another system. Use an adaptive "
-                    f"method, e.g. method='dop853'{remedy}. A random func "
-                    "(dropout in training mode) fails this check too."
+                    f"method={method!r}: {declared}, but {owner} d{half}/dt changed when only "
+                    f"{half} did (at t={t.item():.6g}, from y0 with {half} shifted by 0.01 * "
+                    f"(1 + |{half}|)): the split does not hold, so a symplectic method would "
+                    "integrate another system. Use an adaptive method, e.g. method='dop853'"
+                    f"{remedy}. A random func (dropout in training mode) fails this check too."
                 )
     if getattr(func, "drift_is_velocity", False) is not True:
         return 4, False
