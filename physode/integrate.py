@@ -378,8 +378,8 @@ def _unique(tensors: Iterable[Tensor]) -> list[Tensor]:
 
 
 def solve(
-    func: Callable[[Tensor, Tensor], Tensor],
-    y0: Tensor,
+    func: Callable,
+    y0: Tensor | Sequence[Tensor],
     t: Tensor | Sequence[float],
     *,
     method: str = "dopri5",
@@ -400,9 +400,16 @@ def solve(
     ----------
     func : callable ``(t, y) -> dy/dt``
         A function or ``nn.Module``; ``t`` arrives as a 0-dim tensor (per-sample: one time per row,
-        shape ``(batch,) + (1,) * (y.ndim - 1)``); returns a tensor of ``y``'s shape.
-    y0 : Tensor
-        Initial state, any shape, floating point; its dtype and device are used throughout.
+        shape ``(batch,) + (1,) * (y.ndim - 1)``); returns a tensor of ``y``'s shape (for a
+        tuple ``y0``, a tuple of tensors, one of each part's shape).
+    y0 : Tensor, or tuple or list of Tensor
+        Initial state, any shape, floating point; its dtype and device are used throughout. A
+        tuple (or list) of tensors, as in torchdiffeq, is a state in parts of any shapes, one
+        dtype and one device: ``func(t, y)`` then receives a tuple of tensors of those shapes
+        and returns one of the same length and shapes, and ``ys`` is a tuple. The solver steps
+        the parts flattened into one tensor: every method and gradient mode works, the error norm
+        is one RMS over all parts' components, and ``step_control="per-sample"`` is refused. A
+        symplectic method reads a tuple of two parts of one shape as ``(q, v)``.
     t : Tensor or sequence of float
         Output times, strictly increasing or strictly decreasing (backward in time), at least two.
     method : str
@@ -461,6 +468,13 @@ def solve(
     >>> sol = physode.solve(lambda t, y: -y, torch.tensor([1.0]), torch.linspace(0, 1, 5))
     >>> sol.ys.shape, sol.status
     (torch.Size([5, 1]), <Status.SUCCESS: 0>)
+
+    A state in two parts, a position ``q`` and a velocity ``v``:
+
+    >>> q, v = torch.ones(3), torch.zeros(3)
+    >>> qs, vs = physode.solve(lambda t, y: (y[1], -y[0]), (q, v), torch.linspace(0, 1, 5)).ys
+    >>> qs.shape, vs.shape
+    (torch.Size([5, 3]), torch.Size([5, 3]))
     """
     if unknown:
         _refuse_keywords(unknown)
@@ -644,14 +658,16 @@ def _raise(solution: Solution):
 
 
 def odeint(
-    func: Callable[[Tensor, Tensor], Tensor],
-    y0: Tensor,
+    func: Callable,
+    y0: Tensor | Sequence[Tensor],
     t: Tensor | Sequence[float],
     **kwargs,
-) -> Tensor:
+) -> Tensor | tuple[Tensor, ...]:
     """Solve ``dy/dt = func(t, y)`` and return ``ys`` of shape ``(len(t), *y0.shape)``.
 
-    Same arguments as :func:`solve`, which also returns the status and the work counters.
+    Same arguments as :func:`solve`, which also returns the status and the work counters. For
+    ``y0`` a tuple (or list) of tensors, ``ys`` is a tuple: part ``i`` of shape
+    ``(len(t), *y0[i].shape)``.
     torchdiffeq's keywords (``options``, ``adjoint_params``, ``adjoint_rtol``...) are refused
     with physode's spelling of each.
 
