@@ -38,7 +38,8 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
-    tested = {("solvers.md", 1), ("solvers.md", 2), ("solvers.md", 3), ("systems.md", 0),
+    tested = {("solvers.md", 1), ("solvers.md", 2), ("solvers.md", 3), ("solvers.md", 4),
+              ("systems.md", 0),
               ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
@@ -92,6 +93,18 @@ def test_solvers_per_sample_numpy_example():
     sol, y0 = ns["sol"], ns["y0"]
     assert sol.ys.shape == (11, 1000, 3) and bool((sol.status == 0).all())
     torch.testing.assert_close(sol.ys[-1], y0 * torch.exp(torch.tensor(-1.0)), rtol=1e-5, atol=0)
+
+
+def test_solvers_tuple_state_example_gives_exact_log_density_and_its_gradient():
+    ns = _run("solvers.md", 4)
+    zs, logps, A = ns["zs"], ns["logps"], ns["A"]
+    assert zs.shape == (2, 256, 2) and logps.shape == (2, 256, 1)
+    trace = float(A.detach().diagonal().sum())
+    torch.testing.assert_close(logps[-1], torch.full((256, 1), -trace, dtype=torch.float64))
+    torch.testing.assert_close(A.grad, -torch.eye(2, dtype=torch.float64))
+    # z(1) = expm(A) z0, solved to the default tolerances
+    exact = ns["z0"] @ torch.linalg.matrix_exp(A.detach()).T
+    torch.testing.assert_close(zs[-1], exact, rtol=0, atol=1e-5)
 
 
 def test_systems_lagrangian_example_shows_its_values():
