@@ -44,16 +44,19 @@ _SUBMODULES = (
 _LAZY_NAMES = {
     "ACA": "physode.gradients",
     "DiscOpt": "physode.gradients",
+    "EventSolution": "physode.events",
     "OptDisc": "physode.gradients",
     "Solution": "physode.integrate",
     "Stats": "physode.integrate",
     "Status": "physode.integrate",
     "System": "physode.symbolic",
     "odeint": "physode.integrate",
+    "odeint_event": "physode.events",
     "solve": "physode.integrate",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from physode.events import EventSolution, odeint_event
     from physode.gradients import ACA, DiscOpt, OptDisc
     from physode.integrate import Solution, Stats, Status, odeint, solve
     from physode.symbolic import System
@@ -80,6 +83,7 @@ __all__ = [
     "ACA",
     "DataFormatError",
     "DiscOpt",
+    "EventSolution",
     "InvalidArgumentError",
     "OptDisc",
     "PhysodeError",
@@ -97,6 +101,7 @@ __all__ = [
     "diagnostics",
     "models",
     "odeint",
+    "odeint_event",
     "solve",
     "systems",
     "train",

@@ -702,5 +702,6 @@ _TORCHDIFFEQ_KEYWORDS = {
     "adjoint_method": "gradient=physode.OptDisc(method=...)",
     "adjoint_options": "gradient=physode.OptDisc(seminorm=True) leaves the parameter gradients "
     "out of the backward error control",
-    "event_fn": "events are not supported; solve to a time grid and locate the event in ys",
+    "event_fn": "terminal events have their own function: physode.odeint_event(func, y0, t0, "
+    "event_fn, t_max=...) returns the event time and the state there, both differentiable",
 }

@@ -507,7 +507,7 @@ def test_a_step_below_the_resolution_of_t_underflows_instead_of_stalling(func, t
         ("options", "step_size=..."),
         ("adjoint_params", "params=[...]"),
         ("adjoint_rtol", "physode.OptDisc(rtol=...)"),
-        ("event_fn", "events are not supported"),
+        ("event_fn", "physode.odeint_event(func, y0, t0"),
     ],
 )
 @pytest.mark.parametrize("entry", [physode.odeint, physode.solve])

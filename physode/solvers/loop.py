@@ -245,6 +245,7 @@ def integrate(
     trace: Trace | None = None,
     norm_groups: Sequence[int] | None = None,
     f0: Tensor | None = None,
+    stop: Callable[[float, Tensor, float, Tensor, object], bool] | None = None,
 ) -> LoopResult:
     """Integrate ``dy/dt = func(t, y)`` from ``times[0]`` through every later time in ``times``.
 
@@ -256,6 +257,9 @@ def integrate(
     ``func(times[0], y0)`` already evaluated (and counted) by the caller. ``norm_groups`` splits
     the flattened state into groups whose error ratios are taken separately, the largest one
     deciding (see :func:`~physode.solvers.control.error_ratio`); by default one RMS covers all.
+    ``stop``, if given, is called after each accepted step as ``stop(t, y, t_new, y1, step)``;
+    when it returns True the loop ends there with ``Status.SUCCESS`` and ``LoopResult.t = t_new``
+    (terminal events, :func:`physode.odeint_event`).
     """
     time = time_maker(y0)
     direction = 1.0 if times[-1] > times[0] else -1.0
@@ -375,6 +379,9 @@ def integrate(
             # interpolated), so that the graph of the error estimate goes now.
             ks = step.ks if interpolates else []
             trace.final = (n, y_leaf, step._replace(f1=None, error=None, error_low=None, ks=ks))
+        if stop is not None and stop(t, y, t_new, y1, step):
+            t = t_new
+            break
         t, y, f0 = t_new, y1, step.f1
         if adaptive:
             h_next = h_step * controller.factor(ratio, previous_ratio, accepted=True)

@@ -1,0 +1,535 @@
+"""Terminal events: solve until a function of the state changes sign (``odeint_event``), with an
+event time and state that are differentiable in every gradient mode."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from physode._checks import is_finite_real, is_int
+from physode._defaults import MAX_STEPS
+from physode._errors import (
+    InvalidArgumentError,
+    PhysodeWarning,
+    SolverError,
+    positive_finite,
+)
+from physode.gradients import GradientMode
+from physode.integrate import _check_state, _find_params, _gradient_mode, solve
+from physode.solvers import (
+    ADAPTIVE_METHODS,
+    FIXED_METHODS,
+    METHODS,
+    SYMPLECTIC_METHODS,
+    Stats,
+    Status,
+    integrate,
+    make_stepper,
+)
+from physode.solvers.control import attainable_rtol, warn_unattainable
+from physode.solvers.loop import time_maker
+
+__all__ = ["EventSolution", "odeint_event"]
+
+DIRECTIONS = (-1, 0, 1)
+
+# The bracketing search stops well before this many evaluations of event_fn (about 60 in float64
+# at worst); the cap only guards against an event_fn whose sign flickers with rounding.
+_MAX_ROOT_ITERATIONS = 200
+
+
+@dataclass
+class EventSolution:
+    """The result of :func:`odeint_event`; unpacks as ``t_event, ys = ...``, as torchdiffeq's.
+
+    Attributes
+    ----------
+    t_event : Tensor
+        0-dim, ``y0``'s dtype: the time of the event (NaN where none was found, ``throw=False``).
+    ys : Tensor
+        ``(2, *y0.shape)``: ``y0`` and the state at ``t_event`` (NaN where no event was found).
+    found : bool
+        Whether an event was found.
+    status : Status
+        How the search solve stopped: ``Status.SUCCESS`` when it reached the event or ``t_max``,
+        otherwise why it stopped early.
+    message : str
+        ``"success"``, or what went wrong, where, and what to try.
+    t_final : float
+        The time the search reached (the event's time, or where it gave up).
+    stats : Stats
+        The search's work: its steps, and its evaluations of ``func`` (not of ``event_fn``).
+    gradient_stats : Stats or None
+        A differentiable call solves a second time, from ``t0`` to the event with the gradient
+        mode; that solve's counters (``nfe_backward`` filled in once backward has run).
+    h_final : float or None
+        The last step size the search tried.
+    """
+
+    t_event: Tensor
+    ys: Tensor
+    found: bool
+    status: Status
+    message: str
+    t_final: float
+    stats: Stats
+    gradient_stats: Stats | None = None
+    h_final: float | None = None
+
+    @property
+    def success(self) -> bool:
+        """Whether an event was found."""
+        return self.found
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter((self.t_event, self.ys))
+
+
+@dataclass
+class _Crossing:
+    """The accepted step in which ``event_fn`` changed sign, and its values at both ends."""
+
+    t: float
+    y: Tensor
+    g: float
+    t_new: float
+    y1: Tensor
+    g1: float
+    step: Any
+
+
+def odeint_event(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t0: float | Tensor,
+    event_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    t_max: float | None = None,
+    direction: int = 0,
+    method: str = "dopri5",
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    step_size: float | None = None,
+    gradient: str | GradientMode = "aca",
+    max_steps: int = MAX_STEPS,
+    first_step: float | None = None,
+    params: Sequence[Tensor] | None = None,
+    throw: bool = True,
+    **unknown: Any,
+) -> EventSolution:
+    """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t0`` until ``event_fn(t, y)`` changes sign.
+
+    The event is the first sign change of ``event_fn`` after ``t0`` (a terminal event). The
+    solver steps as :func:`physode.solve` does, evaluating ``event_fn`` once after every accepted
+    step; in the step where its sign changes, the root is located to the resolution of ``t``
+    by a bracketing search (Illinois) on the method's dense output (``dopri5``, ``bosh3``), or
+    for the other methods on steps of the method from the start of that step to each trial time
+    (about ten steps' evaluations of ``func``, once).
+    A sign change that starts and ends within one step (two crossings) goes unseen.
+
+    The event time and the state there are differentiable with respect to ``y0``, ``func``'s
+    parameters and ``event_fn``'s, in every gradient mode, by the implicit function theorem:
+    the call solves again from ``t0`` to the located root ``t_r`` with ``gradient``, and takes
+    one Newton step ``t_event = t_r - g(t_r, y_r) / (dg/dt)`` with the total derivative
+    ``dg/dt = dg/dt + dg/dy . func`` held constant, and ``y_event = y_r + func(t_r, y_r) *
+    (t_event - t_r)``, both exact to first order since ``g(t_r, y_r)`` is zero to rounding. That
+    second solve is made only where a gradient can be asked for (grad mode on, and ``y0`` or a
+    parameter requiring grad); ``t0`` and ``t_max`` are not differentiated.
+
+    Parameters
+    ----------
+    func : callable ``(t, y) -> dy/dt``
+        As for :func:`physode.solve`.
+    y0 : Tensor
+        Initial state, any shape; the whole state (a batch too) has one event.
+    t0 : float or 0-dim Tensor
+        Initial time.
+    event_fn : callable ``(t, y) -> Tensor``
+        Returns a 0-dim tensor; the event is where it crosses zero. A start on zero
+        (``event_fn(t0, y0) == 0``) is not an event: the search takes the sign the function has
+        next. For a batch, reduce the rows to one value (e.g. ``y[:, 0].min()``), or call once
+        per row for one event each.
+    t_max : float, optional
+        Give up at this time (``t_max < t0`` integrates backward in time). By default the search
+        runs forward until the event or ``max_steps``.
+    direction : int
+        ``0``: either sign change (default); ``1``: only a rise from negative to positive;
+        ``-1``: only a fall from positive to negative. Crossings the other way are passed over.
+    method, rtol, atol, step_size, gradient, max_steps, first_step, params
+        As for :func:`physode.solve` (``max_steps`` limits the search and the second solve each).
+    throw : bool
+        Raise :class:`physode.SolverError` when no event is found (none before ``t_max``, or the
+        search stopped early) (default); with ``False`` return an ``EventSolution`` whose
+        ``found`` is False and whose ``t_event`` and state are NaN.
+
+    Returns
+    -------
+    EventSolution
+        Unpacks as ``t_event, ys``; ``ys`` has shape ``(2, *y0.shape)``, the states at ``t0`` and
+        ``t_event``.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        On bad input, e.g. an ``event_fn`` that does not return a 0-dim tensor.
+    physode.SolverError
+        When no event is found and ``throw`` is true; carries the time reached.
+
+    Examples
+    --------
+    A ball dropped from 10 m reaches the floor at ``t = sqrt(2 * 10 / 9.81)``:
+
+    >>> import torch, physode
+    >>> fall = lambda t, y: torch.stack([y[1], torch.tensor(-9.81, dtype=y.dtype)])
+    >>> y0 = torch.tensor([10.0, 0.0], dtype=torch.float64, requires_grad=True)
+    >>> t_event, ys = physode.odeint_event(fall, y0, 0.0, lambda t, y: y[0], rtol=1e-10)
+    >>> round(t_event.item(), 9), round(ys[1, 1].item(), 6)
+    (1.427843123, -14.007141)
+    >>> t_event.backward()  # dt/dh0 = 1 / sqrt(2 * 9.81 * h0)
+    >>> round(y0.grad[0].item(), 9)
+    0.071392156
+    """
+    if unknown:
+        _refuse_keywords(unknown)
+    _check_state(y0)
+    for name, f in (("func", func), ("event_fn", event_fn)):
+        if not callable(f):
+            raise InvalidArgumentError(
+                f"{name} must be callable as {name}(t, y), got {type(f).__name__}"
+            )
+    if y0.numel() == 0:
+        raise InvalidArgumentError(
+            f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
+        )
+    if not bool(torch.isfinite(y0).all()):
+        raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
+    t0 = _time("t0", t0)
+    if t_max is not None:
+        t_max = _time("t_max", t_max)
+        if t_max == t0:
+            raise InvalidArgumentError(
+                f"t_max must differ from t0={t0!r}: greater to solve forward, smaller to solve "
+                "backward in time"
+            )
+    end = math.inf if t_max is None else t_max
+    if isinstance(direction, bool) or direction not in DIRECTIONS:
+        raise InvalidArgumentError(
+            f"direction must be 0 (either sign change), 1 (rising) or -1 (falling), "
+            f"got {direction!r}"
+        )
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
+            f"fixed-step {', '.join(FIXED_METHODS)}"
+        )
+    _gradient_mode(gradient)  # refuse an unknown one before solving
+    rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
+    if (method in FIXED_METHODS) != (step_size is not None):
+        raise InvalidArgumentError(
+            f"step_size is for the fixed-step methods ({', '.join(FIXED_METHODS)}) and they "
+            f"need it; got method={method!r} with step_size={step_size!r}"
+        )
+    if step_size is not None:
+        step_size = positive_finite("step_size", step_size)
+    if first_step is not None:
+        if method in FIXED_METHODS:
+            raise InvalidArgumentError(
+                f"first_step is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
+                f"method={method!r} takes every step of step_size"
+            )
+        first_step = positive_finite("first_step", first_step)
+    if not is_int(max_steps, least=1):
+        raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
+    if torch.is_grad_enabled():
+        # Unlike rtol, an rtol raised to the dtype's resolution does not warn twice (the
+        # second solve gets the raised one).
+        warn_unattainable(rtol, y0, "the event search", stacklevel=2)
+    rtol = attainable_rtol(rtol, y0)
+
+    time = time_maker(y0)
+    stats = Stats()
+    stepper = make_stepper(method, func)
+    if method in SYMPLECTIC_METHODS:
+        if y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n:
+            raise InvalidArgumentError(
+                f"method={method!r} splits the last dimension of the state into [q, v] of "
+                f"func.n_coordinates={stepper.n} components each, so it must have "
+                f"{2 * stepper.n}; y0 has shape {tuple(y0.shape)}"
+            )
+        probe_nfe, stepper = stepper.checked(func, time(t0), y0.detach(), method)
+        stats.nfe += probe_nfe
+
+    # The first evaluation, with autograd on where a gradient may be asked for: its graph shows
+    # whether func reaches tensors that require grad, and so whether the second solve is needed.
+    differentiable = torch.is_grad_enabled()
+    with torch.enable_grad() if differentiable else torch.no_grad():
+        f0 = func(time(t0), y0.detach())
+    stats.nfe += 1
+    solve_again = differentiable and (
+        y0.requires_grad
+        or bool(_find_params(func, params))
+        or (isinstance(f0, Tensor) and f0.requires_grad)
+    )
+    with torch.no_grad():
+        g0 = _event_value(event_fn, time(t0), y0.detach(), y0)
+        f0 = f0.detach() if isinstance(f0, Tensor) else f0
+        crossing, result = _search(
+            stepper, func, event_fn, y0.detach(), t0, end, direction, g0, f0, time, stats,
+            rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
+            max_steps=int(max_steps),
+        )  # fmt: skip
+    if crossing is None:
+        return _not_found(result, y0, t0, t_max, g0, direction, stats, throw)
+
+    with torch.no_grad():
+        t_root, y_root = _locate(stepper, func, event_fn, crossing, time, stats)
+    gradient_stats = None
+    if solve_again:
+        sol = solve(
+            func, y0, [t0, t_root], method=method, rtol=rtol, atol=atol, step_size=step_size,
+            gradient=gradient, max_steps=max_steps, first_step=first_step, params=params,
+        )  # fmt: skip
+        y_root, gradient_stats = sol.ys[-1], sol.stats
+    t_event, y_event = time(t_root), y_root
+    if differentiable:
+        t_event, y_event = _newton_step(func, event_fn, t_root, y_root, time, stats)
+    return EventSolution(
+        t_event=t_event,
+        ys=torch.stack([y0, y_event]),
+        found=True,
+        status=Status.SUCCESS,
+        message="success",
+        t_final=t_root,
+        stats=stats,
+        gradient_stats=gradient_stats,
+        h_final=result.h,
+    )
+
+
+def _time(name: str, value: object) -> float:
+    """``t0`` or ``t_max`` as a finite float (a Python number or a tensor of one element)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise InvalidArgumentError(
+                f"{name} must be one real time, got a tensor of shape {tuple(value.shape)} "
+                f"and dtype {value.dtype}"
+            )
+        if value.requires_grad and torch.is_grad_enabled():
+            warnings.warn(
+                f"{name} requires grad, but odeint_event does not differentiate with respect to "
+                f"it: {name}.grad stays None. Pass {name}.detach() to silence this warning.",
+                PhysodeWarning,
+                stacklevel=3,
+            )
+        value = value.item()
+    if not is_finite_real(value):
+        raise InvalidArgumentError(f"{name} must be a finite real time, got {value!r}")
+    return float(value)
+
+
+def _event_value(event_fn: Callable, t: Tensor, y: Tensor, y0: Tensor) -> float:
+    """``event_fn(t, y)`` as a float, after checking that it is one finite real value."""
+    g = event_fn(t, y)
+    if not isinstance(g, Tensor) or g.ndim != 0:
+        got = f"shape {tuple(g.shape)}" if isinstance(g, Tensor) else type(g).__name__
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a 0-dim tensor (one event for the whole state), got "
+            f"{got}; reduce a batch to one value, e.g. y[:, 0].min(), or call odeint_event once "
+            "per row for one event each"
+        )
+    if not g.is_floating_point():
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a floating point tensor, got dtype {g.dtype}; its sign "
+            "changes are located to the resolution of t, e.g. return y[0] - 1.0"
+        )
+    if g.device != y0.device:
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a tensor on y's device {y0.device}, got {g.device}"
+        )
+    value = g.item()
+    if not math.isfinite(value):
+        raise InvalidArgumentError(
+            f"event_fn(t, y) returned {value} at t={t.item():.17g}; it must be finite along "
+            "the trajectory"
+        )
+    return value
+
+
+def _search(stepper, func, event_fn, y0, t0, end, direction, g0, f0, time, stats, **settings):
+    """Step from ``t0`` towards ``end`` until ``event_fn`` changes sign (in ``direction``);
+    return that step's :class:`_Crossing` (None if there is none) and the loop's result."""
+    # The sign of the last nonzero value (0 until the trajectory leaves a start on zero), and
+    # the value at the start of the coming step.
+    last = {"sign": _sign(g0), "g": g0}
+    found: list[_Crossing] = []
+
+    def stop(t, y, t_new, y1, step) -> bool:
+        g1 = _event_value(event_fn, time(t_new), y1, y0)
+        g, sign, sign1 = last["g"], last["sign"], _sign(g1)
+        last["g"] = g1
+        if sign1 == sign or sign == 0 or (sign1 == 0 and g == 0):
+            last["sign"] = sign1 or sign
+            return False
+        if direction in (0, -sign):  # a rise leaves a negative sign behind, a fall a positive
+            found.append(_Crossing(t, y, g, t_new, y1, g1, step))
+            return True
+        last["sign"] = sign1 or sign
+        return False
+
+    result = integrate(stepper, func, y0, [t0, end], stats=stats, f0=f0, stop=stop,
+                       **settings)  # fmt: skip
+    return (found[0] if found and result.status is Status.SUCCESS else None), result
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def _locate(stepper, func, event_fn, crossing: _Crossing, time, stats) -> tuple[float, Tensor]:
+    """The root of ``event_fn`` within the crossing step and the state there, by the Illinois
+    variant of regula falsi on the step's interpolant, in the step's fraction ``theta``."""
+    c = crossing
+    if c.g1 == 0.0:
+        return c.t_new, c.y1
+    if c.g == 0.0:
+        return c.t, c.y
+    h, step = c.t_new - c.t, c.step
+    if stepper.has_dense and stepper.adaptive:
+
+        def state(theta: float) -> Tensor:
+            return stepper.interpolate(c.y, h, step.ks, theta)
+
+    else:
+        # Re-step from the step's start to each trial time: the state the method itself gives
+        # there, to its own order (a cubic Hermite interpolant would be accurate to the fourth).
+        f_a = step.ks[0] if step.ks else func(time(c.t), c.y)
+        stats.nfe += not step.ks
+
+        def state(theta: float) -> Tensor:
+            stats.nfe += stepper.nfe_per_replay
+            return stepper.step(func, c.t, c.y, theta * h, f_a, time, replay=True).y1
+
+    # a and b bracket the root; ga and gb are the values there, which Illinois halves at the end
+    # that stays put twice, so that the bracket closes from both sides.
+    a, b, ga, gb = 0.0, 1.0, c.g, c.g1
+    best = (abs(c.g1), 1.0)
+    # Times closer than this are one time for func (and event_fn), which get t in y's dtype.
+    resolution = torch.finfo(c.y.dtype).eps * max(abs(c.t), abs(c.t_new))
+    side = 0
+    for _ in range(_MAX_ROOT_ITERATIONS):
+        theta = (a * gb - b * ga) / (gb - ga)
+        if not a < theta < b:
+            theta = 0.5 * (a + b)
+        if theta in (a, b) or (b - a) * abs(h) <= resolution:
+            break  # the bracket is as narrow as the times resolve
+        y_theta = state(theta)
+        g = _event_value(event_fn, time(c.t + theta * h), y_theta, c.y)
+        if abs(g) <= best[0]:
+            best, best_state = (abs(g), theta), y_theta
+        if g == 0.0:
+            break
+        if _sign(g) == _sign(gb):
+            b, gb = theta, g
+            if side == -1:
+                ga *= 0.5
+            side = -1
+        else:
+            a, ga = theta, g
+            if side == 1:
+                gb *= 0.5
+            side = 1
+    theta = best[1]
+    if theta == 1.0:
+        return c.t_new, c.y1
+    return c.t + theta * h, best_state
+
+
+def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
+    """``t_event`` and ``y_event`` from one Newton step at the root, differentiable through
+    ``y_root`` and ``event_fn``'s parameters (the implicit function theorem; see
+    :func:`odeint_event`)."""
+    t_r = time(t_root)
+    with torch.no_grad():
+        f_r = func(t_r, y_root.detach())
+    stats.nfe += 1
+    with torch.enable_grad():
+        t_leaf = t_r.clone().requires_grad_(True)
+        y_leaf = y_root.detach().clone().requires_grad_(True)
+        g = event_fn(t_leaf, y_leaf)
+        dg_dt = torch.zeros((), dtype=y_root.dtype, device=y_root.device)
+        if g.requires_grad:
+            g_t, g_y = torch.autograd.grad(g, (t_leaf, y_leaf), allow_unused=True)
+            if g_t is not None:
+                dg_dt = dg_dt + g_t
+            if g_y is not None:
+                dg_dt = dg_dt + (g_y * f_r).sum()
+    g_r = event_fn(t_r, y_root)
+    rate = dg_dt.item()
+    if rate == 0.0 or not math.isfinite(rate):
+        warnings.warn(
+            f"event_fn's rate of change along the trajectory is {rate} at the event "
+            f"(t={t_root:.17g}): the trajectory touches the surface rather than crossing it, "
+            "and the event time has no gradient there; t_event and its state are returned "
+            "without one",
+            PhysodeWarning,
+            stacklevel=3,
+        )
+        return t_r, y_root.detach()
+    t_event = t_r - g_r / dg_dt
+    return t_event, y_root + f_r * (t_event - t_r)
+
+
+def _not_found(result, y0, t0, t_max, g0, direction, stats, throw) -> EventSolution:
+    """The answer, or the SolverError, of a search that found no event."""
+    which = {0: "", 1: " from negative to positive", -1: " from positive to negative"}[direction]
+    if result.status is Status.SUCCESS:
+        message = (
+            f"no event before t_max={t_max!r}: event_fn did not change sign{which} between "
+            f"t0={t0!r} (where it is {g0:.6g}) and t_max. Extend t_max, check event_fn's sign "
+            "there, or look for two crossings within one step (a smaller first_step or "
+            "tighter rtol makes the steps shorter)"
+        )
+    else:
+        message = f"no event found: {result.message}"
+    nan = torch.full_like(y0.detach(), math.nan)
+    solution = EventSolution(
+        t_event=torch.tensor(math.nan, dtype=y0.dtype, device=y0.device),
+        ys=torch.stack([y0, nan]),
+        found=False,
+        status=result.status,
+        message=message,
+        t_final=result.t,
+        stats=stats,
+        h_final=result.h,
+    )
+    if throw:
+        raise SolverError(
+            message, status=result.status, t=result.t, step_size=result.h, solution=solution
+        )
+    return solution
+
+
+# torchdiffeq's odeint_event keywords, and what physode takes instead.
+_TORCHDIFFEQ_KEYWORDS = {
+    "reverse_time": "pass t_max < t0 to integrate backward in time",
+    "odeint_interface": "choose the gradient with gradient='aca', 'disc-opt' or 'opt-disc'",
+    "options": "pass its entries as keywords (step_size=..., first_step=..., max_steps=...)",
+    "adjoint_params": "params=[...] (for every gradient mode)",
+    "step_control": "odeint_event steps the whole state with one step size (one event for "
+    "all rows); call it once per row for one event each",
+}
+
+
+def _refuse_keywords(unknown: dict) -> None:
+    names = list(unknown)
+    foreign = [name for name in names if name in _TORCHDIFFEQ_KEYWORDS]
+    if foreign:
+        hints = "; ".join(f"{name}: {_TORCHDIFFEQ_KEYWORDS[name]}" for name in foreign)
+        raise InvalidArgumentError(f"odeint_event does not take {', '.join(foreign)}: {hints}")
+    raise TypeError(f"odeint_event() got an unexpected keyword argument {names[0]!r}")

@@ -1,0 +1,311 @@
+"""Terminal events (physode.odeint_event): where they are found, their gradients, and failures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+import physode
+
+torch.set_num_threads(1)
+
+G = 9.81
+F64 = torch.float64
+ADAPTIVE = ["dopri5", "bosh3", "tsit5", "dop853", "heun"]
+GRADIENTS = ["aca", "disc-opt", "opt-disc"]
+
+
+def fall(t, y):
+    """A body falling under gravity: y = [height, velocity]."""
+    return torch.stack([y[..., 1], torch.full_like(y[..., 0], -G)], dim=-1)
+
+
+def height(t, y):
+    return y[0]
+
+
+def oscillator(t, y):
+    """x'' = -x: from x = 1 at rest, x = cos t."""
+    return torch.stack([y[..., 1], -y[..., 0]], dim=-1)
+
+
+def landing_time(h0: float, v0: float) -> float:
+    return (v0 + math.sqrt(v0 * v0 + 2 * G * h0)) / G
+
+
+class Gravity(torch.nn.Module):
+    """Free fall with a learnable gravity."""
+
+    def __init__(self, g: float = G):
+        super().__init__()
+        self.g = torch.nn.Parameter(torch.tensor(g, dtype=F64))
+
+    def forward(self, t, y):
+        return torch.stack([y[..., 1], -self.g * torch.ones_like(y[..., 0])], dim=-1)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [(m, {}) for m in ADAPTIVE]
+    + [("rk4", {"step_size": 0.1}), ("midpoint", {"step_size": 0.1})],
+)
+def test_a_falling_body_lands_at_the_closed_form_time(method, options):
+    y0 = torch.tensor([10.0, 2.0], dtype=F64)
+    t_event, ys = physode.odeint_event(fall, y0, 0.0, height, method=method, **options)
+    t_exact = landing_time(10.0, 2.0)
+    # A quadratic trajectory: every method of order 2 and up, and each interpolant, is exact.
+    assert abs(t_event.item() - t_exact) < 1e-12
+    assert ys.shape == (2, 2)
+    assert torch.equal(ys[0], y0)
+    assert abs(ys[1, 0].item()) < 1e-11
+    assert abs(ys[1, 1].item() - (2.0 - G * t_exact)) < 1e-10
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853", "tsit5", "bosh3"])
+def test_an_oscillator_crosses_zero_at_a_quarter_period(method):
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    sol = physode.odeint_event(oscillator, y0, 0.0, height, method=method, rtol=1e-10, atol=1e-12)
+    assert sol.found and sol.success and sol.status is physode.Status.SUCCESS
+    assert abs(sol.t_event.item() - math.pi / 2) < 1e-8
+    assert abs(sol.ys[1, 1].item() + 1.0) < 1e-8
+    assert sol.t_final == pytest.approx(sol.t_event.item(), abs=1e-12)
+    assert sol.gradient_stats is None  # nothing requires grad: one solve only
+
+
+@pytest.mark.parametrize(("direction", "expected"), [(0, 0.5), (-1, 0.5), (1, 1.5)])
+def test_direction_passes_over_crossings_the_other_way(direction, expected):
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t_event, _ = physode.odeint_event(
+        oscillator, y0, 0.0, height, direction=direction, rtol=1e-10, atol=1e-12
+    )
+    assert abs(t_event.item() - expected * math.pi) < 1e-8
+
+
+def test_a_start_on_zero_is_not_an_event():
+    # x = sin t: zero at t0, the event is the next crossing at pi.
+    y0 = torch.tensor([0.0, 1.0], dtype=F64)
+    t_event, _ = physode.odeint_event(oscillator, y0, 0.0, height, rtol=1e-10, atol=1e-12)
+    assert abs(t_event.item() - math.pi) < 1e-8
+
+
+def test_backward_in_time_finds_the_crossing_before_t0():
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t_event, ys = physode.odeint_event(
+        oscillator, y0, 0.0, height, t_max=-5.0, rtol=1e-10, atol=1e-12
+    )
+    assert abs(t_event.item() + math.pi / 2) < 1e-8
+    assert abs(ys[1, 1].item() - 1.0) < 1e-8  # v = -sin t = 1 at t = -pi/2
+
+
+def test_a_pendulum_reaches_the_vertical_when_scipy_says():
+    system = physode.systems.load("damped_pendulum")
+    func = system.vector_field()
+    y0 = torch.tensor([2.5, 0.0], dtype=F64)
+
+    def numpy_rhs(t, y):
+        return func(torch.tensor(t, dtype=F64), torch.from_numpy(y)).numpy()
+
+    def vertical(t, y):
+        return y[0]
+
+    vertical.terminal = True
+    reference = solve_ivp(
+        numpy_rhs, (0.0, 20.0), y0.numpy(), method="DOP853", rtol=1e-12, atol=1e-12,
+        events=vertical,
+    )  # fmt: skip
+    t_scipy = reference.t_events[0][0]
+    t_event, ys = physode.odeint_event(
+        func, y0, 0.0, height, t_max=20.0, method="dop853", rtol=1e-11, atol=1e-12
+    )
+    assert abs(t_event.item() - t_scipy) < 1e-8
+    assert torch.allclose(ys[1], torch.from_numpy(reference.y_events[0][0]), atol=1e-8, rtol=0)
+
+
+def test_a_batch_has_one_event_when_its_first_row_lands():
+    y0 = torch.tensor([[10.0, 0.0], [5.0, 0.0], [20.0, 1.0]], dtype=F64)
+    t_event, ys = physode.odeint_event(fall, y0, 0.0, lambda t, y: y[:, 0].min())
+    assert abs(t_event.item() - landing_time(5.0, 0.0)) < 1e-12
+    assert ys.shape == (2, 3, 2)
+    assert abs(ys[1, 1, 0].item()) < 1e-11
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_the_landing_time_has_the_closed_form_gradient(gradient):
+    h0, v0 = 10.0, 2.0
+    func = Gravity()
+    y0 = torch.tensor([h0, v0], dtype=F64, requires_grad=True)
+    sol = physode.odeint_event(func, y0, 0.0, height, gradient=gradient, rtol=1e-10, atol=1e-12)
+    t_event, ys = sol
+    root = math.sqrt(v0 * v0 + 2 * G * h0)
+    d_h0, d_v0 = 1 / root, (1 + v0 / root) / G
+    d_g = -landing_time(h0, v0) / G + (h0 / root) / G  # d/dg of (v0 + root) / g
+    grads = torch.autograd.grad(t_event, [y0, func.g], retain_graph=True)
+    assert grads[0].tolist() == pytest.approx([d_h0, d_v0], rel=1e-7)
+    assert grads[1].item() == pytest.approx(d_g, rel=1e-7)
+    # The velocity at landing, v0 - g t: its gradient includes the event time's.
+    (v_grad,) = torch.autograd.grad(ys[1, 1], [y0])
+    assert v_grad.tolist() == pytest.approx([-G * d_h0, 1 - G * d_v0], rel=1e-7)
+    assert sol.gradient_stats is not None and sol.gradient_stats.n_steps > 0
+
+
+def test_a_parameter_of_event_fn_gets_its_gradient():
+    # Landing on a floor at height b: t = (v0 + sqrt(v0^2 + 2 g (h0 - b))) / g.
+    floor = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    t_event, ys = physode.odeint_event(fall, y0, 0.0, lambda t, y: y[0] - floor)
+    t_event.backward()
+    assert t_event.item() == pytest.approx(landing_time(9.0, 0.0), rel=1e-12)
+    assert floor.grad.item() == pytest.approx(-1 / math.sqrt(2 * G * 9.0), rel=1e-9)
+
+
+class Pendulum(torch.nn.Module):
+    """A damped pendulum with learnable stiffness and damping, for the gradient checks."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([4.0, 0.3], dtype=F64))
+
+    def forward(self, t, y):
+        q, v = y[..., 0], y[..., 1]
+        return torch.stack([v, -self.w[0] * torch.sin(q) - self.w[1] * v], dim=-1)
+
+
+def _event_loss(func, y0, gradient, **options):
+    t_event, ys = physode.odeint_event(
+        func, y0, 0.0, lambda t, y: y[0] - 0.2 * t, gradient=gradient, **options
+    )
+    return t_event + ys[1].square().sum()
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_the_event_gradient_matches_central_differences(gradient):
+    func = Pendulum()
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    options = {"rtol": 1e-11, "atol": 1e-12, "method": "dop853"}
+    loss = _event_loss(func, y0, gradient, **options)
+    grads = torch.cat([g.flatten() for g in torch.autograd.grad(loss, [y0, func.w])])
+    eps = 1e-6
+    numeric = []
+    with torch.no_grad():
+        for tensor in (y0, func.w):
+            for i in range(tensor.numel()):
+                values = []
+                for sign in (1, -1):
+                    tensor[i] += sign * eps
+                    values.append(_event_loss(func, y0, gradient, **options).item())
+                    tensor[i] -= sign * eps
+                numeric.append((values[0] - values[1]) / (2 * eps))
+    assert grads.tolist() == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+
+
+def test_the_event_gradient_passes_a_taylor_test():
+    func = Pendulum()
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    options = {"rtol": 1e-12, "atol": 1e-13, "method": "dop853"}
+    loss = _event_loss(func, y0, "aca", **options)
+    grad = torch.autograd.grad(loss, [func.w])[0]
+    direction = torch.tensor([0.6, -0.8], dtype=F64)
+    base = func.w.detach().clone()
+    e1 = []
+    for h in (1e-2, 5e-3, 2.5e-3):
+        with torch.no_grad():
+            func.w.copy_(base + h * direction)
+            shifted = _event_loss(func, y0.detach(), "aca", **options).item()
+        e1.append(abs(shifted - loss.item() - h * (grad @ direction).item()))
+    with torch.no_grad():
+        func.w.copy_(base)
+    orders = [math.log2(e1[i] / e1[i + 1]) for i in range(2)]
+    assert all(abs(order - 2.0) < 0.2 for order in orders), orders
+
+
+def test_the_gradient_modes_agree_with_one_another():
+    results = []
+    for gradient in GRADIENTS:
+        func = Pendulum()
+        y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+        loss = _event_loss(func, y0, gradient, rtol=1e-10, atol=1e-12)
+        results.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, [y0, func.w])]))
+    # ACA and Disc-Opt differentiate the same steps; Opt-Disc's adjoint is close.
+    assert torch.allclose(results[0], results[1], rtol=1e-12, atol=0)
+    assert torch.allclose(results[0], results[2], rtol=1e-6, atol=0)
+
+
+def test_float32_finds_the_event_and_its_gradient():
+    y0 = torch.tensor([10.0, 0.0], dtype=torch.float32, requires_grad=True)
+    t_event, ys = physode.odeint_event(fall, y0, 0.0, height, rtol=1e-6, atol=1e-7)
+    assert t_event.dtype == torch.float32 and ys.dtype == torch.float32
+    assert t_event.item() == pytest.approx(landing_time(10.0, 0.0), rel=1e-6)
+    t_event.backward()
+    assert y0.grad[0].item() == pytest.approx(1 / math.sqrt(2 * G * 10.0), rel=1e-5)
+
+
+def test_no_event_before_t_max_raises_with_the_time_reached():
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    with pytest.raises(physode.SolverError, match="no event before t_max=1.0") as info:
+        physode.odeint_event(fall, y0, 0.0, height, t_max=1.0)
+    assert info.value.t == 1.0
+    assert "Extend t_max" in str(info.value)
+    assert not info.value.solution.found
+
+
+def test_no_event_with_throw_false_returns_nan_and_says_why():
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    sol = physode.odeint_event(fall, y0, 0.0, height, t_max=1.0, throw=False)
+    assert not sol.found and not sol.success
+    assert math.isnan(sol.t_event.item()) and torch.isnan(sol.ys[1]).all()
+    assert torch.equal(sol.ys[0], y0)
+    assert sol.t_final == 1.0 and "no event" in sol.message
+
+
+def test_a_search_without_t_max_stops_at_max_steps():
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    with pytest.raises(physode.SolverError, match="max_steps=20") as info:
+        physode.odeint_event(oscillator, y0, 0.0, lambda t, y: y[0] - 5.0, max_steps=20)
+    assert info.value.status is physode.Status.MAX_STEPS
+    assert info.value.t > 0.0
+
+
+@pytest.mark.parametrize(
+    ("event_fn", "match"),
+    [
+        (lambda t, y: y, r"0-dim tensor .* got shape \(2,\)"),
+        (lambda t, y: 1.0, "0-dim tensor .* got float"),
+        (lambda t, y: (y[0] > 0).long(), "floating point"),
+        (lambda t, y: y[0] / 0.0 * 0.0, "returned nan"),
+    ],
+)
+def test_a_bad_event_fn_output_is_refused(event_fn, match):
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    with pytest.raises(physode.InvalidArgumentError, match=match):
+        physode.odeint_event(oscillator, y0, 0.0, event_fn)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"direction": 2}, "direction must be 0"),
+        ({"t_max": 0.0}, "t_max must differ from t0"),
+        ({"method": "rk45"}, "unknown method 'rk45'"),
+        ({"method": "rk4"}, "step_size"),
+        ({"gradient": "adjoint"}, "unknown gradient"),
+        ({"reverse_time": True}, "t_max < t0"),
+        ({"step_control": "per-sample"}, "once per row"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_choices(options, match):
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    with pytest.raises(physode.InvalidArgumentError, match=match):
+        physode.odeint_event(oscillator, y0, 0.0, height, **options)
+
+
+def test_the_event_is_located_on_a_symplectic_method():
+    func = physode.systems.load("harmonic_oscillator").vector_field()
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    omega = math.sqrt(func(torch.tensor(0.0), torch.tensor([-1.0, 0.0], dtype=F64))[1].item())
+    t_event, _ = physode.odeint_event(func, y0, 0.0, height, method="yoshida4", step_size=0.01)
+    assert abs(t_event.item() - math.pi / (2 * omega)) < 1e-8
+
