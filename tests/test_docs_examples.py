@@ -73,6 +73,14 @@ def test_solvers_van_der_pol_example_fails_then_restart_steps_and_aca_are_accura
         [float(f"{errors[k]:.1g}") for k in ("default", "steps", "aca")])
 
 
+def test_solvers_events_example_lands_when_and_with_the_gradient_its_comment_says():
+    ns = _run("solvers.md", 4)
+    g, h0 = 9.81, 10.0
+    assert ns["t_event"].item() == pytest.approx((2 * h0 / g) ** 0.5, rel=1e-9)
+    assert ns["ys"][1, 0].item() == pytest.approx(0.0, abs=1e-9)
+    assert ns["y0"].grad[0].item() == pytest.approx(1 / (2 * g * h0) ** 0.5, rel=1e-9)
+
+
 def test_solvers_parameters_in_state_example_keeps_each_rows_parameters():
     ns = _run("solvers.md", 2)
     sol, system, p = ns["sol"], ns["system"], ns["p"]
