@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
@@ -50,8 +49,7 @@ class Gravity(torch.nn.Module):
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [(m, {}) for m in ADAPTIVE]
-    + [("rk4", {"step_size": 0.1}), ("midpoint", {"step_size": 0.1})],
+    [(m, {}) for m in ADAPTIVE] + [("rk4", {"step_size": 0.1}), ("midpoint", {"step_size": 0.1})],
 )
 def test_a_falling_body_lands_at_the_closed_form_time(method, options):
     y0 = torch.tensor([10.0, 2.0], dtype=F64)
@@ -308,4 +306,3 @@ def test_the_event_is_located_on_a_symplectic_method():
     omega = math.sqrt(func(torch.tensor(0.0), torch.tensor([-1.0, 0.0], dtype=F64))[1].item())
     t_event, _ = physode.odeint_event(func, y0, 0.0, height, method="yoshida4", step_size=0.01)
     assert abs(t_event.item() - math.pi / (2 * omega)) < 1e-8
-
