@@ -246,10 +246,8 @@ def odeint_event(
         first_step = positive_finite("first_step", first_step)
     if not is_int(max_steps, least=1):
         raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
-    if torch.is_grad_enabled():
-        # Unlike rtol, an rtol raised to the dtype's resolution does not warn twice (the
-        # second solve gets the raised one).
-        warn_unattainable(rtol, y0, "the event search", stacklevel=2)
+    # Said once: the second solve, if any, gets the rtol already raised.
+    warn_unattainable(rtol, y0, "the event search", stacklevel=2)
     rtol = attainable_rtol(rtol, y0)
 
     time = time_maker(y0)
@@ -370,6 +368,8 @@ def _search(stepper, func, event_fn, y0, t0, end, direction, g0, f0, time, stats
     found: list[_Crossing] = []
 
     def stop(t, y, t_new, y1, step) -> bool:
+        if not stepper.adaptive and not bool(torch.isfinite(y1).all()):
+            return True  # the loop then reports the non-finite state (adaptive ones reject it)
         g1 = _event_value(event_fn, time(t_new), y1, y0)
         g, sign, sign1 = last["g"], last["sign"], _sign(g1)
         last["g"] = g1
@@ -455,6 +455,9 @@ def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
     ``y_root`` and ``event_fn``'s parameters (the implicit function theorem; see
     :func:`odeint_event`)."""
     t_r = time(t_root)
+    g_r = event_fn(t_r, y_root)
+    if not (g_r.requires_grad or y_root.requires_grad):
+        return t_r, y_root  # nothing to differentiate: the root as found
     with torch.no_grad():
         f_r = func(t_r, y_root.detach())
     stats.nfe += 1
@@ -462,15 +465,18 @@ def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
         t_leaf = t_r.clone().requires_grad_(True)
         y_leaf = y_root.detach().clone().requires_grad_(True)
         g = event_fn(t_leaf, y_leaf)
-        dg_dt = torch.zeros((), dtype=y_root.dtype, device=y_root.device)
-        if g.requires_grad:
-            g_t, g_y = torch.autograd.grad(g, (t_leaf, y_leaf), allow_unused=True)
-            if g_t is not None:
-                dg_dt = dg_dt + g_t
-            if g_y is not None:
-                dg_dt = dg_dt + (g_y * f_r).sum()
-    g_r = event_fn(t_r, y_root)
-    rate = dg_dt.item()
+        if not g.requires_grad:
+            warnings.warn(
+                "event_fn(t, y) is not differentiable with respect to t and y (its result does "
+                "not require grad when they do), so t_event has no gradient; compute it from t "
+                "and y with torch operations",
+                PhysodeWarning,
+                stacklevel=3,
+            )
+            return t_r, y_root.detach()
+        g_t, g_y = torch.autograd.grad(g, (t_leaf, y_leaf), allow_unused=True)
+    dg_dt = (0.0 if g_t is None else g_t) + (0.0 if g_y is None else (g_y * f_r).sum())
+    rate = float(dg_dt)
     if rate == 0.0 or not math.isfinite(rate):
         warnings.warn(
             f"event_fn's rate of change along the trajectory is {rate} at the event "

@@ -334,3 +334,21 @@ def test_the_root_is_located_in_a_few_evaluations_of_event_fn():
     # and bisection over 40 to reach the resolution of t.
     assert event_fn.calls - (sol.stats.n_steps + 1) <= 9
     assert abs(sol.t_event.item() - math.acos(0.3)) < 1e-3  # rtol=1e-3: the solve's own error
+
+
+def test_a_fixed_step_search_that_blows_up_says_so():
+    y0 = torch.tensor([10.0], dtype=F64)
+    with pytest.raises(physode.SolverError, match="no event found: non-finite state") as info:
+        physode.odeint_event(
+            lambda t, y: y * y, y0, 0.0, lambda t, y: y[0] + 1.0, method="euler", step_size=0.5
+        )
+    assert info.value.status is physode.Status.NON_FINITE
+
+
+def test_an_event_fn_outside_autograd_warns_that_t_event_has_no_gradient():
+    y0 = torch.tensor([10.0, 0.0], dtype=F64, requires_grad=True)
+    detached = lambda t, y: torch.tensor(y[0].item(), dtype=y.dtype)  # noqa: E731
+    with pytest.warns(physode.PhysodeWarning, match="not differentiable with respect to t and y"):
+        t_event, _ = physode.odeint_event(fall, y0, 0.0, detached)
+    assert not t_event.requires_grad
+    assert t_event.item() == pytest.approx(landing_time(10.0, 0.0), rel=1e-12)
