@@ -39,6 +39,7 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("solvers.md", 3), ("solvers.md", 4),
+              ("solvers.md", 5),
               ("systems.md", 0),
               ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
@@ -104,7 +105,7 @@ def test_solvers_per_sample_numpy_example():
 
 
 def test_solvers_tuple_state_example_gives_exact_log_density_and_its_gradient():
-    ns = _run("solvers.md", 4)
+    ns = _run("solvers.md", 5)
     zs, logps, A = ns["zs"], ns["logps"], ns["A"]
     assert zs.shape == (2, 256, 2) and logps.shape == (2, 256, 1)
     trace = float(A.detach().diagonal().sum())
