@@ -12,26 +12,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physode._checks import is_finite_real, is_int
+from physode._checks import is_finite_real
 from physode._defaults import MAX_STEPS
 from physode._errors import (
     InvalidArgumentError,
     PhysodeWarning,
     SolverError,
-    positive_finite,
 )
 from physode.gradients import GradientMode
-from physode.integrate import _check_state, _find_params, _gradient_mode, solve
-from physode.solvers import (
-    ADAPTIVE_METHODS,
-    FIXED_METHODS,
-    METHODS,
-    SYMPLECTIC_METHODS,
-    Stats,
-    Status,
-    integrate,
-    make_stepper,
+from physode.integrate import (
+    _check_state,
+    _check_tuple_settings,
+    _find_params,
+    _gradient_mode,
+    _tuple_state,
+    check_initial_state,
+    check_settings,
+    checked_split,
+    solve,
 )
+from physode.solvers import SYMPLECTIC_METHODS, Stats, Status, integrate, make_stepper
+from physode.solvers._tuples import Parts, TupleFunc
 from physode.solvers.control import attainable_rtol, warn_unattainable
 from physode.solvers.loop import time_maker
 
@@ -146,8 +147,10 @@ def odeint_event(
     ----------
     func : callable ``(t, y) -> dy/dt``
         As for :func:`physode.solve`.
-    y0 : Tensor
-        Initial state, any shape; the whole state (a batch too) has one event.
+    y0 : Tensor, or tuple or list of Tensor
+        Initial state, any shape; the whole state (a batch too) has one event. A tuple of
+        tensors is a state in parts, as for :func:`physode.solve`: ``func`` and ``event_fn``
+        then receive tuples, and ``ys`` is a tuple of parts, each ``(2, *part.shape)``.
     t0 : float or 0-dim Tensor
         Initial time.
     event_fn : callable ``(t, y) -> Tensor``
@@ -172,7 +175,7 @@ def odeint_event(
     -------
     EventSolution
         Unpacks as ``t_event, ys``; ``ys`` has shape ``(2, *y0.shape)``, the states at ``t0`` and
-        ``t_event``.
+        ``t_event`` (for a tuple ``y0``, a tuple of such tensors).
 
     Raises
     ------
@@ -197,18 +200,16 @@ def odeint_event(
     """
     if unknown:
         _refuse_keywords(unknown)
-    _check_state(y0)
+    state, parts = y0, None
+    if isinstance(y0, tuple | list):
+        y0, parts = _tuple_state(y0)
+    else:
+        _check_state(y0)
     for name, f in (("func", func), ("event_fn", event_fn)):
         if not callable(f):
             raise InvalidArgumentError(
                 f"{name} must be callable as {name}(t, y), got {type(f).__name__}"
             )
-    if y0.numel() == 0:
-        raise InvalidArgumentError(
-            f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
-        )
-    if not bool(torch.isfinite(y0).all()):
-        raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
     t0 = _time("t0", t0)
     if t_max is not None:
         t_max = _time("t_max", t_max)
@@ -223,51 +224,32 @@ def odeint_event(
             f"direction must be 0 (either sign change), 1 (rising) or -1 (falling), "
             f"got {direction!r}"
         )
-    if method not in METHODS:
-        raise InvalidArgumentError(
-            f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
-            f"fixed-step {', '.join(FIXED_METHODS)}"
-        )
     _gradient_mode(gradient)  # refuse an unknown one before solving
-    rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
-    if (method in FIXED_METHODS) != (step_size is not None):
-        raise InvalidArgumentError(
-            f"step_size is for the fixed-step methods ({', '.join(FIXED_METHODS)}) and they "
-            f"need it; got method={method!r} with step_size={step_size!r}"
-        )
-    if step_size is not None:
-        step_size = positive_finite("step_size", step_size)
-    if first_step is not None:
-        if method in FIXED_METHODS:
-            raise InvalidArgumentError(
-                f"first_step is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
-                f"method={method!r} takes every step of step_size"
-            )
-        first_step = positive_finite("first_step", first_step)
-    if not is_int(max_steps, least=1):
-        raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
+    if parts is not None:
+        _check_tuple_settings(parts, method, "shared", rtol, atol)
+    rtol, atol, step_size, first_step, max_steps = check_settings(
+        method, rtol, atol, step_size, first_step, max_steps
+    )
+    check_initial_state(y0)
     # Said once: the second solve, if any, gets the rtol already raised.
     warn_unattainable(rtol, y0, "the event search", stacklevel=2)
     rtol = attainable_rtol(rtol, y0)
 
+    # What the search steps and evaluates: for a tuple state, func and event_fn of the flat
+    # state (the second solve takes the tuple itself).
+    field, event = func, event_fn
+    if parts is not None:
+        field = TupleFunc(func, parts, method in SYMPLECTIC_METHODS)
+        event = _TupleEvent(event_fn, parts)
     time = time_maker(y0)
     stats = Stats()
-    stepper = make_stepper(method, func)
-    if method in SYMPLECTIC_METHODS:
-        if y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n:
-            raise InvalidArgumentError(
-                f"method={method!r} splits the last dimension of the state into [q, v] of "
-                f"func.n_coordinates={stepper.n} components each, so it must have "
-                f"{2 * stepper.n}; y0 has shape {tuple(y0.shape)}"
-            )
-        probe_nfe, stepper = stepper.checked(func, time(t0), y0.detach(), method)
-        stats.nfe += probe_nfe
+    stepper = checked_split(make_stepper(method, field), field, method, t0, y0, stats)
 
     # The first evaluation, with autograd on where a gradient may be asked for: its graph shows
     # whether func reaches tensors that require grad, and so whether the second solve is needed.
     differentiable = torch.is_grad_enabled()
     with torch.enable_grad() if differentiable else torch.no_grad():
-        f0 = func(time(t0), y0.detach())
+        f0 = field(time(t0), y0.detach())
     stats.nfe += 1
     solve_again = differentiable and (
         y0.requires_grad
@@ -275,31 +257,32 @@ def odeint_event(
         or (isinstance(f0, Tensor) and f0.requires_grad)
     )
     with torch.no_grad():
-        g0 = _event_value(event_fn, time(t0), y0.detach(), y0)
+        g0 = _event_value(event, time(t0), y0.detach(), y0)
         f0 = f0.detach() if isinstance(f0, Tensor) else f0
         crossing, result = _search(
-            stepper, func, event_fn, y0.detach(), t0, end, direction, g0, f0, time, stats,
+            stepper, field, event, y0.detach(), t0, end, direction, g0, f0, time, stats,
             rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
-            max_steps=int(max_steps),
+            max_steps=max_steps,
         )  # fmt: skip
     if crossing is None:
-        return _not_found(result, y0, t0, t_max, g0, direction, stats, throw)
+        return _not_found(result, y0, parts, t0, t_max, g0, direction, stats, throw)
 
     with torch.no_grad():
-        t_root, y_root = _locate(stepper, func, event_fn, crossing, time, stats)
+        t_root, y_root = _locate(stepper, field, event, crossing, time, stats)
     gradient_stats = None
     if solve_again:
         sol = solve(
-            func, y0, [t0, t_root], method=method, rtol=rtol, atol=atol, step_size=step_size,
+            func, state, [t0, t_root], method=method, rtol=rtol, atol=atol, step_size=step_size,
             gradient=gradient, max_steps=max_steps, first_step=first_step, params=params,
         )  # fmt: skip
-        y_root, gradient_stats = sol.ys[-1], sol.stats
+        y_root = sol.ys[-1] if parts is None else parts.flatten([ys[-1] for ys in sol.ys])
+        gradient_stats = sol.stats
     t_event, y_event = time(t_root), y_root
     if differentiable:
-        t_event, y_event = _newton_step(func, event_fn, t_root, y_root, time, stats)
+        t_event, y_event = _newton_step(field, event, t_root, y_root, time, stats)
     return EventSolution(
         t_event=t_event,
-        ys=torch.stack([y0, y_event]),
+        ys=_states(torch.stack([y0, y_event]), parts),
         found=True,
         status=Status.SUCCESS,
         message="success",
@@ -308,6 +291,22 @@ def odeint_event(
         gradient_stats=gradient_stats,
         h_final=result.h,
     )
+
+
+def _states(ys: Tensor, parts: Parts | None) -> Tensor | tuple[Tensor, ...]:
+    """The flat states at ``t0`` and the event, as the caller's ``y0`` is: a tensor, or a
+    tuple of parts."""
+    return ys if parts is None else parts.split(ys, lead=(len(ys),))
+
+
+class _TupleEvent:
+    """``event_fn`` of a tuple state, as a function of the flat state the search steps."""
+
+    def __init__(self, event_fn: Callable, parts: Parts):
+        self.event_fn, self.parts = event_fn, parts
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.event_fn(t, self.parts.split(y))
 
 
 def _time(name: str, value: object) -> float:
@@ -491,7 +490,7 @@ def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
     return t_event, y_root + f_r * (t_event - t_r)
 
 
-def _not_found(result, y0, t0, t_max, g0, direction, stats, throw) -> EventSolution:
+def _not_found(result, y0, parts, t0, t_max, g0, direction, stats, throw) -> EventSolution:
     """The answer, or the SolverError, of a search that found no event."""
     which = {0: "", 1: " from negative to positive", -1: " from positive to negative"}[direction]
     if result.status is Status.SUCCESS:
@@ -506,7 +505,7 @@ def _not_found(result, y0, t0, t_max, g0, direction, stats, throw) -> EventSolut
     nan = torch.full_like(y0.detach(), math.nan)
     solution = EventSolution(
         t_event=torch.tensor(math.nan, dtype=y0.dtype, device=y0.device),
-        ys=torch.stack([y0, nan]),
+        ys=_states(torch.stack([y0, nan]), parts),
         found=False,
         status=result.status,
         message=message,

@@ -487,11 +487,6 @@ def solve(
         raise InvalidArgumentError(
             f"func must be callable as func(t, y), got {type(func).__name__}"
         )
-    if method not in METHODS:
-        raise InvalidArgumentError(
-            f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
-            f"fixed-step {', '.join(FIXED_METHODS)}"
-        )
     mode = _gradient_mode(gradient)
     if step_control not in STEP_CONTROLS:
         raise InvalidArgumentError(
@@ -499,38 +494,12 @@ def solve(
         )
     if parts is not None:
         _check_tuple_settings(parts, method, step_control, rtol, atol)
-    rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
-    if method in FIXED_METHODS:
-        if step_size is None:
-            raise InvalidArgumentError(
-                f"method={method!r} is fixed-step and needs step_size, e.g. "
-                f"physode.odeint(func, y0, t, method={method!r}, step_size=0.01); it never uses "
-                "the output grid as its step"
-            )
-        step_size = positive_finite("step_size", step_size)
-        if first_step is not None:
-            raise InvalidArgumentError(
-                f"first_step is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
-                f"method={method!r} takes every step of step_size"
-            )
-    elif step_size is not None:
-        raise InvalidArgumentError(
-            f"step_size is for fixed-step methods ({', '.join(FIXED_METHODS)}); method={method!r} "
-            "chooses its own steps (use first_step to set the initial one)"
-        )
-    if first_step is not None:
-        first_step = positive_finite("first_step", first_step)
-    if not is_int(max_steps, least=1):
-        raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
-    max_steps = int(max_steps)
+    rtol, atol, step_size, first_step, max_steps = check_settings(
+        method, rtol, atol, step_size, first_step, max_steps
+    )
     t_tensor, times = _times(t, y0)
-    if y0.numel() == 0:
-        raise InvalidArgumentError(
-            f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
-        )
+    check_initial_state(y0)
     _refuse_transforms([y0], mode.name)
-    if not bool(torch.isfinite(y0).all()):
-        raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
 
     # The loops raise rtol to the dtype's resolution (attainable_rtol); say so here, once.
     if method in ADAPTIVE_METHODS:
@@ -539,17 +508,8 @@ def solve(
     # is where its parameters, device and layers are looked for.
     field = func if parts is None else TupleFunc(func, parts, method in SYMPLECTIC_METHODS)
     stepper = make_stepper(method, field)
-    if method in SYMPLECTIC_METHODS and (y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n):
-        raise InvalidArgumentError(
-            f"method={method!r} splits the last dimension of the state into [q, v] of "
-            f"func.n_coordinates={stepper.n} components each, so it must have {2 * stepper.n}; "
-            f"y0 has shape {tuple(y0.shape)}"
-        )
     stats = Stats()
-    if method in SYMPLECTIC_METHODS:
-        # func declares its split; a wrong declaration would go unnoticed by the method.
-        probe_nfe, stepper = stepper.checked(field, time_maker(y0)(times[0]), y0.detach(), method)
-        stats.nfe += probe_nfe
+    stepper = checked_split(stepper, field, method, times[0], y0, stats)
     problem = Problem(
         func=field,
         y0=y0,
@@ -601,6 +561,76 @@ def solve(
     if throw and step_control == "shared" and not solution.success:
         _raise(solution)
     return solution
+
+
+def check_settings(
+    method: str,
+    rtol: object,
+    atol: object,
+    step_size: object,
+    first_step: object,
+    max_steps: object,
+) -> tuple[float, float, float | None, float | None, int]:
+    """The solver settings that :func:`solve` and :func:`physode.odeint_event` share, checked:
+    ``(rtol, atol, step_size, first_step, max_steps)`` as floats and an int, or the
+    ``InvalidArgumentError`` that names the bad one and the valid choices."""
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
+            f"fixed-step {', '.join(FIXED_METHODS)}"
+        )
+    rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
+    if method in FIXED_METHODS:
+        if step_size is None:
+            raise InvalidArgumentError(
+                f"method={method!r} is fixed-step and needs step_size, e.g. "
+                f"physode.odeint(func, y0, t, method={method!r}, step_size=0.01); it never uses "
+                "the output grid as its step"
+            )
+        step_size = positive_finite("step_size", step_size)
+        if first_step is not None:
+            raise InvalidArgumentError(
+                f"first_step is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
+                f"method={method!r} takes every step of step_size"
+            )
+    elif step_size is not None:
+        raise InvalidArgumentError(
+            f"step_size is for fixed-step methods ({', '.join(FIXED_METHODS)}); method={method!r} "
+            "chooses its own steps (use first_step to set the initial one)"
+        )
+    if first_step is not None:
+        first_step = positive_finite("first_step", first_step)
+    if not is_int(max_steps, least=1):
+        raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
+    max_steps = int(max_steps)
+    return rtol, atol, step_size, first_step, max_steps
+
+
+def check_initial_state(y0: Tensor) -> None:
+    """Refuse an empty or non-finite ``y0`` (its type and dtype are :func:`_check_state`'s)."""
+    if y0.numel() == 0:
+        raise InvalidArgumentError(
+            f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
+        )
+    if not bool(torch.isfinite(y0).all()):
+        raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
+
+
+def checked_split(stepper, func: Callable, method: str, t0: float, y0: Tensor, stats: Stats):
+    """``stepper`` itself, or for a symplectic method the stepper after checking that ``y0``'s
+    last dimension is ``[q, v]`` and probing the split ``func`` declares (a wrong declaration
+    would go unnoticed by the method); the probe's evaluations are added to ``stats``."""
+    if method not in SYMPLECTIC_METHODS:
+        return stepper
+    if y0.ndim == 0 or y0.shape[-1] != 2 * stepper.n:
+        raise InvalidArgumentError(
+            f"method={method!r} splits the last dimension of the state into [q, v] of "
+            f"func.n_coordinates={stepper.n} components each, so it must have {2 * stepper.n}; "
+            f"y0 has shape {tuple(y0.shape)}"
+        )
+    probe_nfe, stepper = stepper.checked(func, time_maker(y0)(t0), y0.detach(), method)
+    stats.nfe += probe_nfe
+    return stepper
 
 
 def _check_tuple_settings(

@@ -352,3 +352,28 @@ def test_an_event_fn_outside_autograd_warns_that_t_event_has_no_gradient():
         t_event, _ = physode.odeint_event(fall, y0, 0.0, detached)
     assert not t_event.requires_grad
     assert t_event.item() == pytest.approx(landing_time(10.0, 0.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_a_tuple_state_finds_the_event_and_gradients_of_the_flat_state(gradient):
+    h0, v0 = (torch.tensor([x], dtype=F64, requires_grad=True) for x in (10.0, 2.0))
+    t_event, (hs, vs) = physode.odeint_event(
+        lambda t, y: (y[1], torch.full_like(y[1], -G)), (h0, v0), 0.0,
+        lambda t, y: y[0][0], gradient=gradient, rtol=1e-10, atol=1e-12,
+    )  # fmt: skip
+    assert hs.shape == vs.shape == (2, 1)
+    assert t_event.item() == pytest.approx(landing_time(10.0, 2.0), rel=1e-12)
+    assert hs[1, 0].item() == pytest.approx(0.0, abs=1e-9)
+    grads = torch.autograd.grad(t_event + vs[1, 0], (h0, v0))
+    y0 = torch.tensor([10.0, 2.0], dtype=F64, requires_grad=True)
+    t_flat, ys = physode.odeint_event(
+        fall, y0, 0.0, height, gradient=gradient, rtol=1e-10, atol=1e-12
+    )
+    (flat,) = torch.autograd.grad(t_flat + ys[1, 1], y0)
+    torch.testing.assert_close(torch.cat(grads), flat, rtol=1e-10, atol=0)
+
+
+def test_a_tuple_state_that_is_not_one_dtype_is_refused_naming_its_parts():
+    parts = (torch.ones(1, dtype=F64), torch.zeros(1))
+    with pytest.raises(physode.InvalidArgumentError, match=r"y0\[1\] is torch.float32"):
+        physode.odeint_event(lambda t, y: y, parts, 0.0, lambda t, y: y[0][0])
