@@ -25,6 +25,7 @@ from physode.integrate import (
     _check_tuple_settings,
     _find_params,
     _gradient_mode,
+    _refuse_transforms,
     _tuple_state,
     check_initial_state,
     check_settings,
@@ -224,12 +225,13 @@ def odeint_event(
             f"direction must be 0 (either sign change), 1 (rising) or -1 (falling), "
             f"got {direction!r}"
         )
-    _gradient_mode(gradient)  # refuse an unknown one before solving
+    mode = _gradient_mode(gradient)  # refuse an unknown one before solving
     if parts is not None:
         _check_tuple_settings(parts, method, "shared", rtol, atol)
     rtol, atol, step_size, first_step, max_steps = check_settings(
         method, rtol, atol, step_size, first_step, max_steps
     )
+    _refuse_transforms([y0], mode.name)
     check_initial_state(y0)
     # Said once: the second solve, if any, gets the rtol already raised.
     warn_unattainable(rtol, y0, "the event search", stacklevel=2)

@@ -498,8 +498,8 @@ def solve(
         method, rtol, atol, step_size, first_step, max_steps
     )
     t_tensor, times = _times(t, y0)
-    check_initial_state(y0)
     _refuse_transforms([y0], mode.name)
+    check_initial_state(y0)
 
     # The loops raise rtol to the dtype's resolution (attainable_rtol); say so here, once.
     if method in ADAPTIVE_METHODS:

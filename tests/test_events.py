@@ -377,3 +377,9 @@ def test_a_tuple_state_that_is_not_one_dtype_is_refused_naming_its_parts():
     parts = (torch.ones(1, dtype=F64), torch.zeros(1))
     with pytest.raises(physode.InvalidArgumentError, match=r"y0\[1\] is torch.float32"):
         physode.odeint_event(lambda t, y: y, parts, 0.0, lambda t, y: y[0][0])
+
+
+def test_forward_mode_through_an_event_search_is_refused():
+    y0 = torch.tensor([10.0, 2.0], dtype=F64)
+    with pytest.raises(physode.UnsupportedError, match="forward-mode"):
+        torch.func.jvp(lambda y: physode.odeint_event(fall, y, 0.0, height)[0], (y0,), (y0,))
