@@ -1,0 +1,561 @@
+"""Poincaré sections and stroboscopic maps: the states where trajectories cross a surface."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from physode._checks import is_int
+from physode._errors import InvalidArgumentError
+from physode.diagnostics._conservation import (
+    _from_data_set,
+    _is_data_set,
+    _parameters,
+    _times,
+    image_path,
+    save_figure,
+)
+
+#: Steps of the Illinois method that place each crossing on its interval. It converges
+#: superlinearly and keeps the root bracketed; 40 steps reach the rounding of float64 from any
+#: bracket a smooth surface gives, and cost 40 evaluations of the surface for all crossings at once.
+ROOT_STEPS = 40
+
+_INTERPOLATIONS = ("hermite", "linear")
+
+
+class PoincareSection:
+    """The points where trajectories cross a surface (or their states at a train of times).
+
+    All crossings of all trajectories are held together, ordered by trajectory and then by time,
+    so that one array of each kind plots at once; ``trajectory`` says whose each point is.
+
+    Attributes
+    ----------
+    t : torch.Tensor
+        The crossing times, shape (n_points,).
+    states : torch.Tensor
+        The states there, shape (n_points, n_state).
+    trajectory : torch.Tensor
+        int64, shape (n_points,): the trajectory each point belongs to, an index into the
+        trajectories flattened (``ys.reshape(n_times, -1, n_state)[:, i]``, a data set's row).
+    batch_shape : tuple of int
+        The trajectories' batch shape.
+    state_names : list of str
+        The names of the state components (``y[0]``, ``y[1]``, ... without a system).
+    system_name : str or None
+    surface : str
+        What was crossed, in words (``"theta1 = 0, upward"``, ``"t = 0 + 5.236 k"``).
+    interpolation : str
+        ``"hermite"`` (cubic, from the states and their derivatives) or ``"linear"``.
+    """
+
+    def __init__(
+        self,
+        t: torch.Tensor,
+        states: torch.Tensor,
+        trajectory: torch.Tensor,
+        batch_shape: tuple[int, ...],
+        state_names: list[str],
+        system_name: str | None,
+        surface: str,
+        interpolation: str,
+        fixed: int | None = None,
+    ):
+        self.t = t
+        self.states = states
+        self.trajectory = trajectory
+        self.batch_shape = batch_shape
+        self.state_names = list(state_names)
+        self.system_name = system_name
+        self.surface = surface
+        self.interpolation = interpolation
+        self._fixed = fixed  # the component a named surface fixes, left off the plot's axes
+
+    def __len__(self) -> int:
+        return self.t.shape[0]
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """The number of points of each trajectory, int64, shape (n_trajectories,)."""
+        return torch.bincount(self.trajectory.cpu(), minlength=math.prod(self.batch_shape))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """One state component at every point, by name: ``section["theta2"]``, (n_points,)."""
+        return self.states[:, self._index(name, "a state component")]
+
+    def per_trajectory(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(t, states)`` of each trajectory in turn, shapes (n_i,) and (n_i, n_state).
+
+        A trajectory that never crosses the surface has empty tensors.
+        """
+        sizes = self.counts.tolist()
+        return list(zip(self.t.split(sizes), self.states.split(sizes), strict=True))
+
+    def _index(self, name: Any, what: str) -> int:
+        if is_int(name, least=0) and name < len(self.state_names):
+            return int(name)
+        if isinstance(name, str) and name in self.state_names:
+            return self.state_names.index(name)
+        raise InvalidArgumentError(
+            f"{what} {name!r} is not a state component; state components: "
+            f"{', '.join(self.state_names)} (or their indices 0 to {len(self.state_names) - 1})"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"PoincareSection({self.system_name!r}, {self.surface!r}, points={len(self)}, "
+            f"trajectories={math.prod(self.batch_shape)}, interpolation={self.interpolation!r})"
+        )
+
+    def plot(
+        self,
+        path: str | Path,
+        x: str | int | None = None,
+        y: str | int | None = None,
+        max_trajectories: int = 20,
+    ) -> Path:
+        """Draw the points of two state components, one colour per trajectory, to an image file.
+
+        Parameters
+        ----------
+        path : str or Path
+            Output file; the format follows the suffix (``.png``, ``.pdf``, ``.svg``).
+        x, y : str or int, optional
+            The state components on the axes, by name or index. By default the first two
+            components other than the one a named surface fixes (for ``theta1 = 0`` of the
+            double pendulum: ``theta2`` and ``theta1_dot``).
+        max_trajectories : int
+            At most this many trajectories are drawn, the first ones.
+
+        Returns
+        -------
+        Path
+            The file written.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If ``path`` does not end in an image format or its folder does not exist, ``x`` or
+            ``y`` is not a state component, or ``max_trajectories`` is not an integer >= 1.
+
+        Examples
+        --------
+        >>> section.plot("section.png", x="theta2", y="theta2_dot")  # doctest: +SKIP
+        PosixPath('section.png')
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        path = image_path(path)
+        if not is_int(max_trajectories, least=1):
+            raise InvalidArgumentError(
+                f"max_trajectories={max_trajectories!r} must be an integer >= 1, the number of "
+                "trajectories drawn (e.g. max_trajectories=20)"
+            )
+        free = [i for i in range(len(self.state_names)) if i != self._fixed]
+        free += [i for i in range(len(self.state_names)) if i not in free]
+        i = free[0] if x is None else self._index(x, "x")
+        j = free[1 % len(free)] if y is None else self._index(y, "y")
+        fig = Figure(figsize=(6, 5), constrained_layout=True)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        points = self.states.detach().cpu().double()
+        owner = self.trajectory.cpu()
+        n_drawn = min(max_trajectories, math.prod(self.batch_shape))
+        for k in range(n_drawn):
+            mine = points[owner == k]
+            ax.scatter(mine[:, i].numpy(), mine[:, j].numpy(), s=4, color=f"C{k % 10}",
+                       linewidths=0, label=f"traj {k}")
+        if 0 < n_drawn <= 8:
+            ax.legend(fontsize=7, markerscale=2, loc="best")
+        ax.set_xlabel(self.state_names[i])
+        ax.set_ylabel(self.state_names[j])
+        name = "" if self.system_name is None else f"{self.system_name}, "
+        fig.suptitle(f"Poincaré section: {name}{self.surface}")
+        return save_figure(fig, path)
+
+
+def poincare_section(
+    system,
+    ys: torch.Tensor,
+    t: torch.Tensor | None = None,
+    *,
+    surface: str | tuple[str, float] | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    direction: int = 1,
+    p: torch.Tensor | None = None,
+    interpolation: str | None = None,
+) -> PoincareSection:
+    """The times and states where trajectories cross a surface ``g(t, y) = 0``.
+
+    Between two samples that ``g`` changes sign across, the trajectory is interpolated and the
+    crossing placed on that interpolant by the Illinois method (a bracketing secant method), on
+    all crossings of all trajectories at once. With a system the interpolant is the cubic
+    Hermite polynomial through the two states and their derivatives ``system.rhs(t, y, p)``:
+    its error falls like ``h**4`` with the sampling step ``h``, so a solve sampled at
+    ``h = 0.1`` gives crossings to about 1e-6 (linear interpolation: 1e-3). Without a system it
+    is linear between the two states.
+
+    A crossing counts where ``g`` goes from below zero to zero or above (upward) or back
+    (downward). A trajectory that starts on the surface does not count its start, and samples
+    where ``g`` is not a number (a failed solve's tail in a data set) cross nothing.
+
+    Parameters
+    ----------
+    system : physode.System or None
+        The system the trajectories follow: its state names name the surface and the plot's
+        axes, its ``rhs`` gives the derivatives of the Hermite interpolant. None for
+        trajectories of anything else; ``surface`` must then be a callable, and the
+        interpolation is linear.
+    ys : torch.Tensor or physode.data.TrajectoryFile
+        Trajectories shaped ``(n_times, ..., n_state)``, time first, as ``physode.odeint``
+        returns them; a trailing size of ``n_state + n_params`` (parameters carried in the
+        state) is accepted. Or a data set opened with :func:`physode.data.load` (its states,
+        times and parameters, trajectory ``i`` its row ``i``).
+    t : torch.Tensor
+        The output times, increasing, shape (n_times,); a data set's own when ``ys`` is one.
+    surface : str, (str, float) or callable
+        A state component's name for the surface where it is zero (``"theta1"``), a pair
+        ``(name, value)`` for where it equals ``value``, or a function ``g(t, y)`` whose zero
+        level is the surface: ``y`` has shape ``(..., n_state)``, ``t`` the shape of
+        ``y[..., 0]``, and it returns a tensor of that shape.
+    direction : int
+        ``1``: crossings where ``g`` increases; ``-1``: where it decreases; ``0``: both.
+    p : torch.Tensor, optional
+        Parameters for ``system.rhs``, ``(n_params,)`` or one row per trajectory; when
+        omitted, a data set's stored parameters, else the system's defaults. For a model's
+        rollout pass the model's (``model.field.parameter_vector().detach()``).
+    interpolation : {"hermite", "linear"}, optional
+        ``"hermite"`` by default with a system, ``"linear"`` without. Choose ``"linear"`` for
+        trajectories that do not follow ``system.rhs``, e.g. a hybrid model's rollout or
+        measured data.
+
+    Returns
+    -------
+    PoincareSection
+        ``.t``, ``.states`` and ``.trajectory``: every crossing, by trajectory then time.
+        The results carry no gradient.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For a surface that names no state component (the message lists them), a direction
+        other than 1, -1 or 0, ``ys`` without times or with a state size that does not fit the
+        system, times that do not increase, or ``p`` of the wrong shape.
+
+    Examples
+    --------
+    A harmonic oscillator from ``q = 1``, ``p = 0`` crosses ``q = 0`` upward at
+    ``t = 3 pi / 2`` and ``3 pi / 2 + 2 pi``, with momentum 1:
+
+    >>> import physode, torch
+    >>> osc = physode.systems.load("harmonic_oscillator")
+    >>> t = torch.linspace(0, 12, 41, dtype=torch.float64)
+    >>> ys = physode.odeint(osc.vector_field(), osc.initial_state(), t, method="dop853",
+    ...                     rtol=1e-12, atol=1e-12)
+    >>> section = physode.diagnostics.poincare_section(osc, ys, t, surface="q")
+    >>> section.t / torch.pi
+    tensor([1.5000, 3.5000], dtype=torch.float64)
+    >>> section["p"]
+    tensor([1.0000, 1.0000], dtype=torch.float64)
+    """
+    if not is_int(direction) or direction not in (1, -1, 0):
+        raise InvalidArgumentError(
+            f"direction={direction!r} must be 1 (crossings where the surface function "
+            "increases), -1 (where it decreases) or 0 (both)"
+        )
+    ys, t, p, names = _trajectories(system, ys, t, p)
+    method = _interpolation(system, interpolation)
+    g, fixed, described = _surface(surface, system, names)
+    n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
+    flat = ys.reshape(n_times, -1, ys.shape[-1])
+    n_traj = flat.shape[1]
+    times = t.reshape(n_times, 1).expand(n_times, n_traj)
+    values = g(times, flat)
+    if not isinstance(values, torch.Tensor) or values.shape != (n_times, n_traj):
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise InvalidArgumentError(
+            f"the surface function returned {shape} for y of shape {tuple(flat.shape)}; it "
+            f"must return one value per state, shape y.shape[:-1] = {(n_times, n_traj)}"
+        )
+    above = values >= 0
+    below = values < 0  # neither, where g is NaN
+    up = below[:-1] & above[1:]
+    down = above[:-1] & below[1:]
+    crossing = {1: up, -1: down, 0: up | down}[direction]
+    # Transposed, so that nonzero lists crossings by trajectory, then by time.
+    which, interval = torch.nonzero(crossing.T, as_tuple=True)
+    ends = _Ends(flat, t, p, which, interval, system if method == "hermite" else None)
+    s = _root(lambda s: g(ends.time(s), ends.state(s)), values[interval, which],
+              values[interval + 1, which])
+    return PoincareSection(
+        ends.time(s), ends.state(s), which, batch_shape, names,
+        None if system is None else system.name,
+        f"{described}, {({1: 'upward', -1: 'downward', 0: 'both ways'})[direction]}", method,
+    )
+    section._fixed = fixed
+    return section
+
+
+def stroboscopic(
+    system,
+    ys: torch.Tensor,
+    t: torch.Tensor | None = None,
+    *,
+    period: float | torch.Tensor,
+    phase: float = 0.0,
+    p: torch.Tensor | None = None,
+    interpolation: str | None = None,
+) -> PoincareSection:
+    """The states at ``t0 + phase + k * period``: the stroboscopic map of a forced system.
+
+    For a system forced with period ``T`` (duffing: ``T = 2 pi / omega``), the states once per
+    period are a Poincaré section of the extended phase space ``(y, t mod T)``. Every time
+    ``t0 + phase + k T`` (``k`` any integer) within ``[t0, t_end]`` is taken, ``t0`` and
+    ``t_end`` being the first and last output times, and the trajectory interpolated there as
+    :func:`poincare_section` does (cubic Hermite with a system, linear without). Points where a
+    trajectory holds no number (a failed solve's tail in a data set) are left out.
+
+    Parameters
+    ----------
+    system : physode.System or None
+        As for :func:`poincare_section`.
+    ys, t, p, interpolation
+        As for :func:`poincare_section`.
+    period : float or torch.Tensor
+        The period, > 0: one for all trajectories, or one per trajectory (the batch shape),
+        e.g. ``2 * math.pi / data.params[:, 4]`` for a data set of duffing oscillators whose
+        ``omega`` varies.
+    phase : float
+        Where in the period to sample, as a time after ``t0``.
+
+    Returns
+    -------
+    PoincareSection
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For a period that is not > 0 or has the wrong shape, a phase that is not a finite
+        number, and as :func:`poincare_section` for ``ys``, ``t`` and ``p``.
+
+    Examples
+    --------
+    >>> import math, physode, torch
+    >>> duffing = physode.systems.load("duffing")
+    >>> period = 2 * math.pi / duffing.parameters["omega"]
+    >>> t = torch.linspace(0, 20 * period, 801, dtype=torch.float64)
+    >>> ys = physode.odeint(duffing.vector_field(), duffing.initial_state(), t, rtol=1e-8)
+    >>> strobe = physode.diagnostics.stroboscopic(duffing, ys, t, period=period)
+    >>> strobe.states.shape
+    torch.Size([21, 2])
+    """
+    ys, t, p, names = _trajectories(system, ys, t, p)
+    method = _interpolation(system, interpolation)
+    n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
+    flat = ys.reshape(n_times, -1, ys.shape[-1])
+    n_traj = flat.shape[1]
+    if isinstance(phase, bool) or not isinstance(phase, numbers.Real) or not math.isfinite(phase):
+        raise InvalidArgumentError(
+            f"phase={phase!r} must be a finite number, the time after t0 of the first sample "
+            "(e.g. phase=0.0)"
+        )
+    periods = _periods(period, batch_shape).to(t)
+    t0, t_end = t[0], t[-1]
+    # The grid's last time may be 20 periods to within rounding: take it when that close.
+    slack = 8 * torch.finfo(t.dtype).eps * torch.maximum(t0.abs(), t_end.abs())
+    first = torch.ceil((-phase - slack) / periods)
+    last = torch.floor((t_end - t0 - phase + slack) / periods)
+    n_each = (last - first + 1).clamp_min(0).long()
+    k = torch.arange(int(n_each.max()) if n_traj else 0, device=t.device)
+    which, index = torch.nonzero(k < n_each.unsqueeze(1), as_tuple=True)
+    when = (t0 + phase + (first[which] + index) * periods[which]).clamp(t0, t_end)
+    interval = (torch.searchsorted(t, when, right=True) - 1).clamp(0, n_times - 2)
+    ends = _Ends(flat, t, p, which, interval, system if method == "hermite" else None)
+    s = (when - t[interval]) / (t[interval + 1] - t[interval])
+    states = ends.state(s)
+    finite = torch.isfinite(states).all(dim=-1)
+    shown = f"{float(periods.flatten()[0]):.6g}" if periods.numel() == 1 else "T_i"
+    return PoincareSection(
+        when[finite], states[finite], which[finite], batch_shape, names,
+        None if system is None else system.name,
+        f"t = {float(t0) + phase:.6g} + {shown} k", method,
+    )
+
+
+class _Ends:
+    """The trajectories on the intervals ``[t[j], t[j + 1]]`` that hold a crossing, and their
+    interpolants there, for all crossings at once."""
+
+    def __init__(self, flat, t, p, which, interval, system):
+        self.t_a, self.t_b = t[interval], t[interval + 1]
+        self.h = (self.t_b - self.t_a).unsqueeze(-1)
+        self.y_a, self.y_b = flat[interval, which], flat[interval + 1, which]
+        self.f_a = self.f_b = None
+        if system is not None:
+            rows = None if p is None else p.expand(flat.shape[1], p.shape[-1])[which]
+            self.f_a = system.rhs(self.t_a.unsqueeze(-1), self.y_a, rows)
+            self.f_b = system.rhs(self.t_b.unsqueeze(-1), self.y_b, rows)
+
+    def time(self, s: torch.Tensor) -> torch.Tensor:
+        return self.t_a + s * (self.t_b - self.t_a)
+
+    def state(self, s: torch.Tensor) -> torch.Tensor:
+        s = s.unsqueeze(-1)
+        if self.f_a is None:
+            return self.y_a + s * (self.y_b - self.y_a)
+        # The cubic Hermite basis on [0, 1], written to be exact at both ends.
+        s2, r = s * s, 1 - s
+        r2 = r * r
+        return ((1 + 2 * s) * r2 * self.y_a + (3 - 2 * s) * s2 * self.y_b
+                + self.h * (s * r2 * self.f_a - s2 * r * self.f_b))
+
+
+def _root(g: Callable[[torch.Tensor], torch.Tensor], g_lo: torch.Tensor,
+          g_hi: torch.Tensor) -> torch.Tensor:
+    """A zero of ``g`` on [0, 1] for each crossing, ``g(0) = g_lo`` and ``g(1) = g_hi`` of
+    opposite signs (``g_hi`` may be 0), by :data:`ROOT_STEPS` steps of the Illinois method.
+
+    Every step evaluates ``g`` on all crossings; no host synchronisation, no loop over them.
+    """
+    lo, hi = torch.zeros_like(g_lo), torch.ones_like(g_hi)
+    lo_negative = g_lo < 0
+    moved_lo = torch.zeros_like(lo_negative)
+    for step_index in range(ROOT_STEPS):
+        step = g_lo / (g_lo - g_hi)
+        s = torch.where(torch.isfinite(step), lo + step * (hi - lo), (lo + hi) / 2)
+        s = torch.minimum(torch.maximum(s, lo), hi)
+        g_s = g(s)
+        # The side of the root s is on: where g has g(lo)'s sign, s replaces lo.
+        moves_lo = ((g_s < 0) == lo_negative) & (g_s != 0)
+        # Illinois: an end that stays put twice in a row has its value halved, which keeps
+        # the secant from creeping up on the root from one side only.
+        again = (moves_lo == moved_lo) & (step_index > 0)
+        g_hi = torch.where(moves_lo, torch.where(again, g_hi / 2, g_hi), g_s)
+        g_lo = torch.where(moves_lo, g_s, torch.where(again, g_lo / 2, g_lo))
+        lo = torch.where(moves_lo, s, lo)
+        hi = torch.where(moves_lo, hi, s)
+        moved_lo = moves_lo
+    return s
+
+
+def _trajectories(system, ys, t, p):
+    """``ys`` (n_times, ..., n_state) without gradient, its increasing times ``t`` in its
+    dtype, the parameters ``p`` (or None) and the state names."""
+    if system is not None and not (hasattr(system, "rhs") and hasattr(system, "state_names")):
+        raise InvalidArgumentError(
+            f"system must be a physode.System (e.g. physode.systems.load('double_pendulum')) "
+            f"or None, got {type(system).__name__}"
+        )
+    if _is_data_set(ys):
+        ys, t, p = _from_data_set(ys, t, p)
+    if not isinstance(ys, torch.Tensor) or not ys.is_floating_point() or ys.ndim < 2:
+        what = tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__
+        raise InvalidArgumentError(
+            f"ys must be a floating-point tensor (n_times, ..., n_state), time first, or a data "
+            f"set from physode.data.load; got {what}"
+        )
+    ys = ys.detach()
+    if t is None:
+        raise InvalidArgumentError(
+            "t is required: the output times of ys, shape (n_times,), that crossings are "
+            "placed between"
+        )
+    n_times = ys.shape[0]
+    t = _times(t, n_times).to(ys)
+    if n_times < 2 or not bool((t[1:] > t[:-1]).all()):
+        raise InvalidArgumentError(
+            f"t must hold at least 2 increasing times, one per row of ys; got "
+            f"{t.tolist() if n_times <= 6 else t}"
+        )
+    if system is None:
+        if p is not None:
+            raise InvalidArgumentError(
+                "p was given without a system; parameters are read only by system.rhs"
+            )
+        return ys, t, None, [f"y[{i}]" for i in range(ys.shape[-1])]
+    n, n_p = system.n_state, system.n_params
+    if ys.shape[-1] == n + n_p and n_p > 0:
+        p = ys[0, ..., n:] if p is None else p
+        ys = ys[..., :n]
+    elif ys.shape[-1] != n:
+        raise InvalidArgumentError(
+            f"ys has {ys.shape[-1]} state components; {system.name} has {n} "
+            f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
+        )
+    if p is not None:
+        p = _parameters(p, system, tuple(ys.shape[1:-1])).to(ys)
+        p = p.reshape(-1, n_p) if p.ndim > 1 else p
+    return ys, t, p, list(system.state_names)
+
+
+def _interpolation(system, interpolation: str | None) -> str:
+    """The interpolation asked for, or the default: Hermite with a system, linear without."""
+    if interpolation is None:
+        return "linear" if system is None else "hermite"
+    if interpolation not in _INTERPOLATIONS:
+        raise InvalidArgumentError(
+            f"interpolation={interpolation!r}; choose one of {', '.join(map(repr, _INTERPOLATIONS))}"
+        )
+    if interpolation == "hermite" and system is None:
+        raise InvalidArgumentError(
+            "interpolation='hermite' needs the system's derivatives; pass the system, or "
+            "interpolation='linear'"
+        )
+    return interpolation
+
+
+def _surface(surface, system, names: list[str]):
+    """``(g, fixed, words)``: the surface function ``g(t, y)``, the index of the component a
+    named surface fixes (else None) and the surface in words."""
+    if callable(surface):
+        return surface, None, getattr(surface, "__name__", "g") + "(t, y) = 0"
+    pair = isinstance(surface, (tuple, list)) and len(surface) == 2
+    name, value = surface if pair else (surface, 0.0)
+    if not isinstance(name, str) or (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+    ):
+        raise InvalidArgumentError(
+            f"surface={surface!r} must be a state component's name (the surface where it is "
+            "0), a pair (name, value), or a function g(t, y) whose zero level is the surface"
+        )
+    if system is None:
+        raise InvalidArgumentError(
+            f"surface={surface!r} names a state component, which needs a system; without one "
+            "pass a function, e.g. surface=lambda t, y: y[..., 0]"
+        )
+    if name not in names:
+        raise InvalidArgumentError(
+            f"surface={surface!r}: {name!r} is not a state component of {system.name}; state "
+            f"components: {', '.join(names)}"
+        )
+    index, value = names.index(name), float(value)
+
+    def g(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y[..., index] - value
+
+    return g, index, f"{name} = {value:g}"
+
+
+def _periods(period, batch_shape: tuple[int, ...]) -> torch.Tensor:
+    """The period of each trajectory, flattened, shape (n_trajectories,) or (1,)."""
+    try:
+        periods = torch.as_tensor(period).detach()
+    except (TypeError, ValueError, RuntimeError):
+        periods = None
+    fits = periods is not None and periods.dtype != torch.bool and (
+        periods.ndim == 0 or tuple(periods.shape) == batch_shape
+    )
+    if not fits or not bool((periods > 0).all() & torch.isfinite(periods).all()):
+        raise InvalidArgumentError(
+            f"period={period!r} must be a time > 0, one number or one per trajectory (shape "
+            f"{batch_shape}), e.g. period=2 * math.pi / omega"
+        )
+    periods = periods if periods.is_floating_point() else periods.double()
+    return periods.reshape(-1)
