@@ -53,6 +53,10 @@ class PoincareSection:
         What was crossed, in words (``"theta1 = 0, upward"``, ``"t = 0 + 5.236 k"``).
     interpolation : str
         ``"hermite"`` (cubic, from the states and their derivatives) or ``"linear"``.
+    plot_axes : tuple of str
+        The components :meth:`plot` draws by default: a coordinate and its velocity (or
+        momentum) that the surface leaves free, e.g. ``("theta2", "theta2_dot")`` for the
+        double pendulum's ``theta1 = 0``.
     """
 
     def __init__(
@@ -65,7 +69,7 @@ class PoincareSection:
         system_name: str | None,
         surface: str,
         interpolation: str,
-        fixed: int | None = None,
+        axes: tuple[int, int] = (0, 1),
     ):
         self.t = t
         self.states = states
@@ -75,7 +79,7 @@ class PoincareSection:
         self.system_name = system_name
         self.surface = surface
         self.interpolation = interpolation
-        self._fixed = fixed  # the component a named surface fixes, left off the plot's axes
+        self.plot_axes = (self.state_names[axes[0]], self.state_names[axes[1]])
 
     def __len__(self) -> int:
         return self.t.shape[0]
@@ -127,9 +131,10 @@ class PoincareSection:
         path : str or Path
             Output file; the format follows the suffix (``.png``, ``.pdf``, ``.svg``).
         x, y : str or int, optional
-            The state components on the axes, by name or index. By default the first two
-            components other than the one a named surface fixes (for ``theta1 = 0`` of the
-            double pendulum: ``theta2`` and ``theta1_dot``).
+            The state components on the axes, by name or index; by default ``plot_axes``: a
+            coordinate and its velocity (or momentum), the first pair a named surface leaves
+            free (for ``theta1 = 0`` of the double pendulum: ``theta2`` and ``theta2_dot``);
+            for a system without coordinates, the first two components the surface leaves.
         max_trajectories : int
             At most this many trajectories are drawn, the first ones.
 
@@ -158,10 +163,8 @@ class PoincareSection:
                 f"max_trajectories={max_trajectories!r} must be an integer >= 1, the number of "
                 "trajectories drawn (e.g. max_trajectories=20)"
             )
-        free = [i for i in range(len(self.state_names)) if i != self._fixed]
-        free += [i for i in range(len(self.state_names)) if i not in free]
-        i = free[0] if x is None else self._index(x, "x")
-        j = free[1 % len(free)] if y is None else self._index(y, "y")
+        i = self._index(self.plot_axes[0] if x is None else x, "x")
+        j = self._index(self.plot_axes[1] if y is None else y, "y")
         fig = Figure(figsize=(6, 5), constrained_layout=True)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -170,7 +173,7 @@ class PoincareSection:
         n_drawn = min(max_trajectories, math.prod(self.batch_shape))
         for k in range(n_drawn):
             mine = points[owner == k]
-            ax.scatter(mine[:, i].numpy(), mine[:, j].numpy(), s=4, color=f"C{k % 10}",
+            ax.scatter(mine[:, i].numpy(), mine[:, j].numpy(), s=6, color=f"C{k % 10}",
                        linewidths=0, label=f"traj {k}")
         if 0 < n_drawn <= 8:
             ax.legend(fontsize=7, markerscale=2, loc="best")
@@ -297,9 +300,8 @@ def poincare_section(
         ends.time(s), ends.state(s), which, batch_shape, names,
         None if system is None else system.name,
         f"{described}, {({1: 'upward', -1: 'downward', 0: 'both ways'})[direction]}", method,
+        _default_axes(system, len(names), fixed),
     )
-    section._fixed = fixed
-    return section
 
 
 def stroboscopic(
@@ -365,7 +367,7 @@ def stroboscopic(
             f"phase={phase!r} must be a finite number, the time after t0 of the first sample "
             "(e.g. phase=0.0)"
         )
-    periods = _periods(period, batch_shape).to(t)
+    periods = _periods(period, batch_shape).to(t).expand(n_traj)
     t0, t_end = t[0], t[-1]
     # The grid's last time may be 20 periods to within rounding: take it when that close.
     slack = 8 * torch.finfo(t.dtype).eps * torch.maximum(t0.abs(), t_end.abs())
@@ -384,7 +386,7 @@ def stroboscopic(
     return PoincareSection(
         when[finite], states[finite], which[finite], batch_shape, names,
         None if system is None else system.name,
-        f"t = {float(t0) + phase:.6g} + {shown} k", method,
+        f"t = {float(t0) + phase:.6g} + {shown} k", method, _default_axes(system, len(names)),
     )
 
 
@@ -500,7 +502,8 @@ def _interpolation(system, interpolation: str | None) -> str:
         return "linear" if system is None else "hermite"
     if interpolation not in _INTERPOLATIONS:
         raise InvalidArgumentError(
-            f"interpolation={interpolation!r}; choose one of {', '.join(map(repr, _INTERPOLATIONS))}"
+            f"interpolation={interpolation!r}; choose one of "
+            f"{', '.join(map(repr, _INTERPOLATIONS))}"
         )
     if interpolation == "hermite" and system is None:
         raise InvalidArgumentError(
@@ -546,7 +549,10 @@ def _surface(surface, system, names: list[str]):
 def _periods(period, batch_shape: tuple[int, ...]) -> torch.Tensor:
     """The period of each trajectory, flattened, shape (n_trajectories,) or (1,)."""
     try:
-        periods = torch.as_tensor(period).detach()
+        # A Python number in float64: torch's default float32 would move the 20th period by 1e-6.
+        periods = (torch.tensor(float(period), dtype=torch.float64)
+                   if isinstance(period, numbers.Real) and not isinstance(period, bool)
+                   else torch.as_tensor(period).detach())
     except (TypeError, ValueError, RuntimeError):
         periods = None
     fits = periods is not None and periods.dtype != torch.bool and (
@@ -559,3 +565,15 @@ def _periods(period, batch_shape: tuple[int, ...]) -> torch.Tensor:
         )
     periods = periods if periods.is_floating_point() else periods.double()
     return periods.reshape(-1)
+
+
+def _default_axes(system, n_state: int, fixed: int | None = None) -> tuple[int, int]:
+    """The plot's default components: a coordinate and its velocity or momentum, the first
+    pair that the surface's component is not in; else the first two components it leaves."""
+    n = getattr(system, "n_coordinates", None)
+    if n and 2 * n == n_state:
+        pairs = [(j, j + n) for j in range(n) if fixed is None or fixed % n != j]
+        if pairs:
+            return pairs[0]
+    free = [i for i in range(n_state) if i != fixed] + ([fixed] if fixed is not None else [])
+    return free[0], free[1 % len(free)]

@@ -1,0 +1,313 @@
+"""Poincaré sections and stroboscopic maps: where crossings are placed, which are counted, what
+is refused, and the plot."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import physode
+from physode import InvalidArgumentError
+from physode.diagnostics import PoincareSection, poincare_section, stroboscopic
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def osc():
+    return physode.systems.load("harmonic_oscillator")
+
+
+def _exact_oscillator(t, amplitude, phase, omega=1.0, m=1.0):
+    """``q = A cos(w t + phi)``, ``p = m dq/dt``, shape (len(t), n, 2)."""
+    angle = omega * t[:, None] + phase
+    return torch.stack([amplitude * torch.cos(angle), -m * omega * amplitude * torch.sin(angle)],
+                       dim=-1)
+
+
+def _upward_zeros_of_q(phase, omega, t_end):
+    """The times ``q = A cos(w t + phi)`` crosses zero upward in (0, t_end], per trajectory:
+    ``w t + phi = 3 pi / 2 (mod 2 pi)``."""
+    times = []
+    for phi, w in zip(phase.tolist(), omega.tolist(), strict=True):
+        first = ((1.5 * math.pi - phi) % (2 * math.pi)) / w
+        times.append(torch.arange(first, t_end, 2 * math.pi / w, dtype=torch.float64))
+    return times
+
+
+AMPLITUDE = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+PHASE = torch.tensor([0.0, 0.3, -1.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("points", [41, 81])
+def test_oscillator_crossings_are_at_the_exact_times_and_hermite_beats_linear(osc, points):
+    t = torch.linspace(0, 20, points, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    exact = _upward_zeros_of_q(PHASE, torch.ones(3), 20.0)
+    errors = {}
+    for interpolation in ("hermite", "linear"):
+        section = poincare_section(osc, ys, t, surface="q", interpolation=interpolation)
+        assert section.counts.tolist() == [len(e) for e in exact] == [3, 3, 3]
+        assert section.trajectory.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        time_error = (section.t - torch.cat(exact)).abs().max()
+        # At an upward zero of q the momentum is +A: the whole state is known.
+        state = torch.stack([torch.zeros(9, dtype=torch.float64),
+                             AMPLITUDE[section.trajectory]], dim=-1)
+        state_error = (section.states - state).abs().max()
+        errors[interpolation] = float(max(time_error, state_error))
+    h = 20 / (points - 1)
+    # Hermite: error of order h**4 (h = 0.5: 3e-4 in p); linear: order h**2 (6e-2).
+    assert errors["hermite"] < h**4 / 100
+    assert errors["linear"] > 50 * errors["hermite"]
+
+
+def test_the_surface_component_is_on_the_surface_to_rounding(osc):
+    t = torch.linspace(0, 20, 41, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    section = poincare_section(osc, ys, t, surface=("q", 0.25), direction=0)
+    assert section["q"].sub(0.25).abs().max() < 1e-14
+    assert section.surface == "q = 0.25, both ways"
+
+
+def test_direction_picks_upward_downward_or_both(osc):
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE[:1], PHASE[:1])
+    up = poincare_section(osc, ys, t, surface="q", direction=1)
+    down = poincare_section(osc, ys, t, surface="q", direction=-1)
+    both = poincare_section(osc, ys, t, surface="q", direction=0)
+    # From q = 1 at t = 0, q falls through 0 at pi/2 + 2 pi k and rises at 3 pi/2 + 2 pi k.
+    torch.testing.assert_close(up.t / math.pi, torch.tensor([1.5, 3.5, 5.5], dtype=torch.float64))
+    torch.testing.assert_close(down.t / math.pi,
+                               torch.tensor([0.5, 2.5, 4.5], dtype=torch.float64))
+    assert bool((up["p"] > 0).all()) and bool((down["p"] < 0).all())
+    torch.testing.assert_close(both.t, torch.sort(torch.cat([up.t, down.t])).values)
+
+
+def test_a_callable_surface_without_a_system_interpolates_linearly(osc):
+    t = torch.linspace(0, 20, 201, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+
+    def q(t, y):
+        return y[..., 0]
+
+    linear = poincare_section(None, ys, t, surface=q)
+    assert linear.interpolation == "linear" and linear.state_names == ["y[0]", "y[1]"]
+    same = poincare_section(osc, ys, t, surface="q", interpolation="linear")
+    torch.testing.assert_close(linear.t, same.t, rtol=0, atol=1e-14)
+    torch.testing.assert_close(linear.states, same.states, rtol=0, atol=1e-14)
+
+
+def test_a_nonlinear_callable_surface_is_solved_on_the_hermite_interpolant(osc):
+    # The circle q**2 + p**2 = r**2 with r inside the amplitude is never crossed; the line
+    # q + p = 0 (a function of the state and t) is crossed at w t + phi = pi / 4 (mod pi).
+    t = torch.linspace(0, 20, 41, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    never = poincare_section(osc, ys, t, surface=lambda t, y: y[..., 0] ** 2 + y[..., 1] ** 2
+                             - 0.1)
+    assert len(never) == 0 and never.counts.tolist() == [0, 0, 0]
+    section = poincare_section(osc, ys, t, surface=lambda t, y: (y[..., 0] + y[..., 1]) * (1 + t),
+                               direction=0)
+    angle = (section.t + PHASE[section.trajectory] - 0.25 * math.pi) / math.pi
+    assert (angle - angle.round()).abs().max() < 1e-5
+    assert (section["q"] + section["p"]).abs().max() < 1e-13
+
+
+@pytest.mark.parametrize(
+    ("name", "surface", "axes"),
+    [("double_pendulum", "theta1", ("theta2", "theta2_dot")),
+     ("double_pendulum", "theta2_dot", ("theta1", "theta1_dot")),
+     ("kepler", "y", ("x", "px")),
+     ("harmonic_oscillator", "q", ("p", "q")),
+     ("lotka_volterra", "x", ("y", "x"))],
+)
+def test_the_plot_draws_a_free_coordinate_and_its_velocity_by_default(name, surface, axes):
+    system = physode.systems.load(name)
+    ys = torch.zeros(2, system.n_state, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    assert poincare_section(system, ys, t, surface=surface).plot_axes == axes
+    duffing = physode.systems.load("duffing")
+    assert stroboscopic(duffing, ys[:, :2], t, period=1.0).plot_axes == ("x", "v")
+
+
+def test_double_pendulum_section_points_lie_on_the_energy_surface():
+    pendulum = physode.systems.load("double_pendulum")
+    y0 = torch.tensor([[1.0, 0.5, 0, 0], [1.2, -1.0, 0, 0], [0.5, 1.5, 0, 0]],
+                      dtype=torch.float64)
+    t = torch.linspace(0, 10, 2001, dtype=torch.float64)
+    ys = physode.odeint(pendulum.vector_field(), y0, t, method="dop853", rtol=1e-10, atol=1e-10)
+    energy0 = pendulum.invariants(ys[0])["energy"]
+    along = (pendulum.invariants(ys)["energy"] - energy0).abs().max() / energy0.abs().min()
+    section = poincare_section(pendulum, ys, t, surface="theta1", direction=0)
+    assert section.counts.min() >= 5
+    energy = pendulum.invariants(section.states)["energy"]
+    drift = ((energy - energy0[section.trajectory]) / energy0[section.trajectory]).abs().max()
+    # The solve keeps the energy to 1e-10 at the samples; between them the cubic's error (of
+    # order h**4 |y''''|, h = 0.005) is 2e-6 where the lower arm whips round, linear's 2e-3.
+    assert along < 1e-9 and drift < 1e-5
+    linear = poincare_section(pendulum, ys, t, surface="theta1", direction=0,
+                              interpolation="linear")
+    energy = pendulum.invariants(linear.states)["energy"]
+    assert ((energy - energy0[linear.trajectory]) / energy0[linear.trajectory]).abs().max() > 1e-4
+
+
+def test_a_data_set_gives_each_trajectory_its_own_parameters(tmp_path):
+    path = tmp_path / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=4, t_end=20.0, points=81, out=path,
+                          seed=2, params="sample", quiet=True)  # fmt: skip
+    data = physode.data.load(path)
+    section = poincare_section(data.system, data, surface="q")
+    m, k = (torch.from_numpy(data.params[:, i]) for i in range(2))
+    omega = torch.sqrt(k / m)
+    y0 = torch.from_numpy(data.states[:, 0])
+    amplitude = torch.sqrt(y0[:, 0] ** 2 + (y0[:, 1] / (m * omega)) ** 2)
+    phase = torch.atan2(-y0[:, 1] / (m * omega), y0[:, 0])
+    exact = _upward_zeros_of_q(phase, omega, 20.0)
+    assert section.counts.tolist() == [len(e) for e in exact]
+    torch.testing.assert_close(section.t, torch.cat(exact), rtol=0, atol=1e-4)
+    torch.testing.assert_close(section["p"], (m * omega * amplitude)[section.trajectory],
+                               rtol=0, atol=1e-3)
+    # The derivatives at the defaults (m = k = 1) instead of each row's are far off.
+    default = poincare_section(data.system, data, surface="q", p=torch.tensor([1.0, 1.0]))
+    assert (default.t - torch.cat(exact)).abs().max() > 1e-3
+
+
+def test_a_data_set_with_a_failed_trajectory_crosses_only_where_it_has_states(osc):
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    ys[40:, 1] = float("nan")  # as a data set stores a solve that stopped at t = 10
+    section = poincare_section(osc, ys, t, surface="q")
+    assert section.counts.tolist() == [3, 1, 3]
+    assert bool(torch.isfinite(section.states).all()) and float(section.t[3]) < 10
+
+
+def test_parameters_carried_in_the_state_are_read_and_left_out(osc):
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    omega = torch.tensor([1.0, 2.0], dtype=torch.float64)  # k = 1 and 4, m = 1
+    ys = _exact_oscillator(t, AMPLITUDE[:2], PHASE[:2], omega)
+    p = torch.tensor([[1.0, 1.0], [1.0, 4.0]], dtype=torch.float64)
+    carried = torch.cat([ys, p.expand(len(t), 2, 2)], dim=-1)
+    section = poincare_section(osc, carried, t, surface="q")
+    assert section.states.shape[-1] == 2
+    exact = _upward_zeros_of_q(PHASE[:2], omega, 20.0)
+    torch.testing.assert_close(section.t, torch.cat(exact), rtol=0, atol=1e-4)
+    given = poincare_section(osc, ys, t, surface="q", p=p)
+    torch.testing.assert_close(given.t, section.t, rtol=0, atol=0)
+
+
+def test_per_trajectory_returns_each_trajectorys_points_and_empty_ones(osc):
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    ys = _exact_oscillator(t, torch.tensor([1.0, 1.0]).double(), torch.tensor([0.0, 0.0]).double())
+    ys[:, 1, 0] += 5.0  # never reaches q = 0
+    section = poincare_section(osc, ys, t, surface="q")
+    (t0, s0), (t1, s1) = section.per_trajectory()
+    assert t0.shape == (3,) and s0.shape == (3, 2) and t1.shape == (0,) and s1.shape == (0, 2)
+
+
+def test_stroboscopic_samples_once_per_period_at_the_solved_states():
+    duffing = physode.systems.load("duffing")
+    period = 2 * math.pi / duffing.parameters["omega"]
+    t = torch.linspace(0, 20 * period, 801, dtype=torch.float64)
+    y0 = duffing.sample_initial_states(3, seed=0)
+    field = duffing.vector_field()
+    ys = physode.odeint(field, y0, t, method="dop853", rtol=1e-12, atol=1e-12)
+    # At phase 0 the sampling times are output times: the samples themselves come back.
+    strobe = stroboscopic(duffing, ys, t, period=period)
+    assert strobe.counts.tolist() == [21, 21, 21]
+    torch.testing.assert_close(strobe.states, ys[::40].transpose(0, 1).reshape(-1, 2),
+                               rtol=0, atol=1e-12)
+    # Between output times: against a solve to those times (error h**4 with h = T / 40).
+    when = period / 3 + period * torch.arange(20, dtype=torch.float64)
+    exact = physode.odeint(field, y0, torch.cat([t[:1], when]), method="dop853", rtol=1e-12,
+                           atol=1e-12)[1:].transpose(0, 1).reshape(-1, 2)
+    hermite = stroboscopic(duffing, ys, t, period=period, phase=period / 3)
+    linear = stroboscopic(duffing, ys, t, period=period, phase=period / 3,
+                          interpolation="linear")
+    torch.testing.assert_close(hermite.t, when.repeat(3))
+    errors = [float((s.states - exact).abs().max()) for s in (hermite, linear)]
+    assert errors[0] < 5e-5 and errors[1] > 100 * errors[0]  # 2.1e-5 and 5.3e-3
+
+
+def test_stroboscopic_takes_one_period_per_trajectory_and_a_negative_phase():
+    duffing = physode.systems.load("duffing")
+    t = torch.linspace(1.0, 11.0, 101, dtype=torch.float64)
+    ys = torch.zeros(101, 2, 2, dtype=torch.float64)
+    strobe = stroboscopic(duffing, ys, t, period=torch.tensor([2.0, 3.0]), phase=-0.5)
+    # From t0 = 1: 2.5, 4.5, ..., 10.5 for T = 2, and 3.5, 6.5, 9.5 for T = 3.
+    assert strobe.counts.tolist() == [5, 3]
+    torch.testing.assert_close(
+        strobe.t, torch.tensor([2.5, 4.5, 6.5, 8.5, 10.5, 3.5, 6.5, 9.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("surface", "words"),
+    [("theta", "'theta' is not a state component of harmonic_oscillator; state components: q, p"),
+     (("x", 1.0), "'x' is not a state component"),
+     (3, "a state component's name"),
+     (("q", "high"), "a pair (name, value)")],
+)
+def test_a_bad_surface_is_refused_with_the_state_names(osc, surface, words):
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError) as error:
+        poincare_section(osc, torch.zeros(3, 2, dtype=torch.float64), t, surface=surface)
+    assert words in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [({"direction": 2}, "direction=2 must be 1"),
+     ({"direction": True}, "direction=True"),
+     ({"interpolation": "spline"}, "choose one of 'hermite', 'linear'"),
+     ({"t": None}, "t is required"),
+     ({"t": torch.tensor([0.0, 2.0, 1.0])}, "increasing times"),
+     ({"ys": torch.zeros(3, 5, dtype=torch.float64)}, "harmonic_oscillator has 2 (q, p)"),
+     ({"p": torch.ones(3)}, "p has shape (3,)"),
+     ({"surface": lambda t, y: y}, "must return one value per state"),
+     ({"system": None}, "needs a system")],
+)
+def test_bad_arguments_are_refused_naming_the_value_and_the_choices(osc, arguments, words):
+    call = {"system": osc, "ys": torch.zeros(3, 2, dtype=torch.float64),
+            "t": torch.linspace(0, 1, 3, dtype=torch.float64), "surface": "q", **arguments}
+    with pytest.raises(InvalidArgumentError) as error:
+        poincare_section(call.pop("system"), call.pop("ys"), call.pop("t"), **call)
+    assert words in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [({"period": 0.0}, "period=0.0 must be a time > 0"),
+     ({"period": torch.tensor([1.0, 2.0, 3.0])}, "one per trajectory (shape (2,))"),
+     ({"period": 1.0, "phase": math.nan}, "phase=nan must be a finite number"),
+     ({"period": 1.0, "interpolation": "hermite", "system": None}, "needs the system's")],
+)
+def test_stroboscopic_refuses_a_bad_period_or_phase(osc, arguments, words):
+    call = {"system": osc, **arguments}
+    with pytest.raises(InvalidArgumentError) as error:
+        stroboscopic(call.pop("system"), torch.zeros(3, 2, 2, dtype=torch.float64),
+                     torch.linspace(0, 1, 3, dtype=torch.float64), **call)
+    assert words in str(error.value)
+
+
+def test_a_component_is_read_by_name_and_an_unknown_name_is_refused(osc):
+    t = torch.linspace(0, 20, 41, dtype=torch.float64)
+    section = poincare_section(osc, _exact_oscillator(t, AMPLITUDE, PHASE), t, surface="q")
+    torch.testing.assert_close(section["p"], section.states[:, 1], rtol=0, atol=0)
+    with pytest.raises(InvalidArgumentError, match="state components: q, p"):
+        section["x"]
+
+
+def test_plot_writes_an_image_and_checks_its_axes(osc, tmp_path):
+    t = torch.linspace(0, 20, 41, dtype=torch.float64)
+    section = poincare_section(osc, _exact_oscillator(t, AMPLITUDE, PHASE), t, surface="q")
+    assert isinstance(section, PoincareSection)
+    path = section.plot(tmp_path / "section.png")
+    assert path == tmp_path / "section.png" and path.stat().st_size > 0
+    assert section.plot(tmp_path / "by_index.svg", x=1, y="q", max_trajectories=2).exists()
+    with pytest.raises(InvalidArgumentError, match="x 'v' is not a state component"):
+        section.plot(tmp_path / "bad.png", x="v")
+    with pytest.raises(InvalidArgumentError, match="max_trajectories=0"):
+        section.plot(tmp_path / "bad.png", max_trajectories=0)
+    with pytest.raises(InvalidArgumentError, match="image format"):
+        section.plot(tmp_path / "section.txt")
+    assert not (tmp_path / "bad.png").exists()
