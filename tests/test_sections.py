@@ -214,7 +214,7 @@ def test_stroboscopic_samples_once_per_period_at_the_solved_states():
     ys = physode.odeint(field, y0, t, method="dop853", rtol=1e-12, atol=1e-12)
     # At phase 0 the sampling times are output times: the samples themselves come back.
     strobe = stroboscopic(duffing, ys, t, period=period)
-    assert strobe.counts.tolist() == [21, 21, 21]
+    assert strobe.counts.tolist() == [21, 21, 21] and strobe.surface == "t = 0 + 5.23599 k"
     torch.testing.assert_close(strobe.states, ys[::40].transpose(0, 1).reshape(-1, 2),
                                rtol=0, atol=1e-12)
     # Between output times: against a solve to those times (error h**4 with h = T / 40).
@@ -235,7 +235,7 @@ def test_stroboscopic_takes_one_period_per_trajectory_and_a_negative_phase():
     ys = torch.zeros(101, 2, 2, dtype=torch.float64)
     strobe = stroboscopic(duffing, ys, t, period=torch.tensor([2.0, 3.0]), phase=-0.5)
     # From t0 = 1: 2.5, 4.5, ..., 10.5 for T = 2, and 3.5, 6.5, 9.5 for T = 3.
-    assert strobe.counts.tolist() == [5, 3]
+    assert strobe.counts.tolist() == [5, 3] and strobe.surface == "t = 0.5 + T_i k"
     torch.testing.assert_close(
         strobe.t, torch.tensor([2.5, 4.5, 6.5, 8.5, 10.5, 3.5, 6.5, 9.5], dtype=torch.float64))
 

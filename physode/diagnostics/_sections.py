@@ -367,7 +367,9 @@ def stroboscopic(
             f"phase={phase!r} must be a finite number, the time after t0 of the first sample "
             "(e.g. phase=0.0)"
         )
-    periods = _periods(period, batch_shape).to(t).expand(n_traj)
+    periods = _periods(period, batch_shape).to(t)
+    shown = f"{float(periods[0]):.6g}" if periods.numel() == 1 else "T_i"
+    periods = periods.expand(n_traj)
     t0, t_end = t[0], t[-1]
     # The grid's last time may be 20 periods to within rounding: take it when that close.
     slack = 8 * torch.finfo(t.dtype).eps * torch.maximum(t0.abs(), t_end.abs())
@@ -382,7 +384,6 @@ def stroboscopic(
     s = (when - t[interval]) / (t[interval + 1] - t[interval])
     states = ends.state(s)
     finite = torch.isfinite(states).all(dim=-1)
-    shown = f"{float(periods.flatten()[0]):.6g}" if periods.numel() == 1 else "T_i"
     return PoincareSection(
         when[finite], states[finite], which[finite], batch_shape, names,
         None if system is None else system.name,
