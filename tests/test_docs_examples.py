@@ -46,7 +46,8 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
               ("training.md", 6), ("training.md", 7), ("training.md", 8), ("training.md", 9),
               ("diagnostics.md", 0),
-              ("diagnostics.md", 1)}  # fmt: skip
+              ("diagnostics.md", 1),
+              ("diagnostics.md", 2)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -281,6 +282,18 @@ def test_diagnostics_data_set_example_checks_each_invariant_at_its_tolerance(tmp
     assert report["momentum_y"].tolerance == 1e-6 and report["energy"].tolerance == 1e-8
     assert float(report["energy"].max_rel_drift.max()) < 2e-9
     assert (tmp_path / "drift.png").stat().st_size > 0
+
+
+def test_diagnostics_section_example_prints_what_its_comments_say(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ns = _run("diagnostics.md", 2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "theta1 = 0, upward [4, 5, 3]"
+    assert 1e-7 < float(lines[1]) < 1e-5  # about 1e-6
+    assert lines[2] == "656" and ns["strobe"].counts.tolist() == [41] * 16
+    assert ns["section"].plot_axes == ("theta2", "theta2_dot")
+    assert (tmp_path / "section.png").stat().st_size > 0
+    assert (tmp_path / "duffing.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("listing", sorted(LISTINGS))
