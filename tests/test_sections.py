@@ -85,6 +85,16 @@ def test_direction_picks_upward_downward_or_both(osc):
     torch.testing.assert_close(both.t, torch.sort(torch.cat([up.t, down.t])).values)
 
 
+@pytest.mark.parametrize("direction", [1, -1])
+def test_a_sample_exactly_on_the_surface_is_one_crossing_at_that_sample(direction):
+    t = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    ys = direction * torch.tensor([[-1.0], [0.0], [1.0], [2.0]], dtype=torch.float64)
+    for both in (False, True):
+        section = poincare_section(None, ys, t, surface=lambda t, y: y[..., 0],
+                                   direction=0 if both else direction)
+        assert section.t.tolist() == [1.0] and section.states.tolist() == [[0.0]]
+
+
 def test_a_callable_surface_without_a_system_interpolates_linearly(osc):
     t = torch.linspace(0, 20, 201, dtype=torch.float64)
     ys = _exact_oscillator(t, AMPLITUDE, PHASE)
