@@ -55,6 +55,7 @@ DIVERGE = ("test_train_diverge", "test_train_after_divergence")
 DATA = ("test_data_store", "test_data_simulate", "test_data_dataset")
 CALIBRATION = ("test_calibration",)
 NAMES = ("test_symbolic_names",)
+SECTIONS = ("test_sections",)
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,20 @@ MUTANTS = (
            "if name in SYMPY_CONSTANTS and name not in declared and before != \".\"",
            "if name in SYMPY_CONSTANTS and before != \".\"",
            "a declared parameter E warned of as Euler's number", NAMES),
+    # -- Poincare sections (physode/diagnostics/_sections.py)
+    Mutant("physode/diagnostics/_sections.py", "- s2 * r * self.f_b", "+ s2 * r * self.f_b",
+           "a sign of the cubic Hermite interpolant", SECTIONS),
+    Mutant("physode/diagnostics/_sections.py", "crossing = {1: up, -1: down, 0: up | down}",
+           "crossing = {1: down, -1: up, 0: up | down}", "the section's direction swapped",
+           SECTIONS),
+    Mutant("physode/diagnostics/_sections.py", "above = values >= 0", "above = values > 0",
+           "a sample on the surface crosses nothing", SECTIONS),
+    Mutant("physode/diagnostics/_sections.py",
+           "g_hi = torch.where(moves_lo, torch.where(again, g_hi / 2, g_hi), g_s)",
+           "g_hi = torch.where(moves_lo, g_hi, g_s)",
+           "plain regula falsi: the end near the root is never halved", SECTIONS,
+           equivalent="its 40 fixed steps converge on a cubic without Illinois' halving too, "
+           "only more slowly"),
 )
 
 
