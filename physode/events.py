@@ -422,13 +422,21 @@ def _locate(stepper, func, event_fn, crossing: _Crossing, time, stats) -> tuple[
     best = (abs(c.g1), 1.0)
     # Times closer than this are one time for func (and event_fn), which get t in y's dtype.
     resolution = torch.finfo(c.y.dtype).eps * max(abs(c.t), abs(c.t_new))
+    # The least fraction of the step that moves the time: a trial is kept at least this far
+    # inside the bracket. A secant that rounds onto an end (its value there all but zero) then
+    # tries the time next to that end, which closes the bracket, rather than bisecting the
+    # rest of it down to the resolution.
+    nudge = resolution / abs(h)
     side = 0
     for _ in range(_MAX_ROOT_ITERATIONS):
-        theta = (a * gb - b * ga) / (gb - ga)
-        if not a < theta < b:
-            theta = 0.5 * (a + b)
-        if theta in (a, b) or (b - a) * abs(h) <= resolution:
+        if b - a <= 2.0 * nudge:
             break  # the bracket is as narrow as the times resolve
+        theta = (a * gb - b * ga) / (gb - ga)
+        if math.isnan(theta):
+            theta = 0.5 * (a + b)
+        theta = min(max(theta, a + nudge), b - nudge)
+        if theta in (a, b):
+            break
         y_theta = state(theta)
         g = _event_value(event_fn, time(c.t + theta * h), y_theta, c.y)
         if abs(g) <= best[0]:

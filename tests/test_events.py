@@ -336,6 +336,22 @@ def test_the_root_is_located_in_a_few_evaluations_of_event_fn():
     assert abs(sol.t_event.item() - math.acos(0.3)) < 1e-3  # rtol=1e-3: the solve's own error
 
 
+@pytest.mark.parametrize("method", ["rk4", "midpoint"])
+def test_a_root_next_to_a_trial_time_closes_the_bracket_instead_of_bisecting(method):
+    # rk4's second trial lands within rounding of the root: the secant then falls on that end
+    # of the bracket, and the search must try the time next to it, not halve the bracket down
+    # to the resolution of t (about twenty more evaluations).
+    event_fn = _counted(height)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    with torch.no_grad():
+        sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, method=method, step_size=0.05)
+    assert event_fn.calls - (sol.stats.n_steps + 1) <= 6
+    # pi / 2 to the method's own error at this step size
+    assert abs(sol.t_event.item() - math.pi / 2) < (1e-6 if method == "rk4" else 1e-3)
+    # The root to the resolution of t: the state there is on the surface to rounding.
+    assert abs(sol.ys[1, 0].item()) < 1e-15
+
+
 def test_a_fixed_step_search_that_blows_up_says_so():
     y0 = torch.tensor([10.0], dtype=F64)
     with pytest.raises(physode.SolverError, match="no event found: non-finite state") as info:
