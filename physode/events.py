@@ -335,12 +335,23 @@ def _time(name: str, value: object) -> float:
 def _event_value(event_fn: Callable, t: Tensor, y: Tensor, y0: Tensor) -> float:
     """``event_fn(t, y)`` as a float, after checking that it is one finite real value."""
     g = event_fn(t, y)
-    if not isinstance(g, Tensor) or g.ndim != 0:
-        got = f"shape {tuple(g.shape)}" if isinstance(g, Tensor) else type(g).__name__
+    if not isinstance(g, Tensor):
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a 0-dim tensor computed from t and y with torch "
+            f"operations, got {type(g).__name__}; a Python number (from .item() or float()) "
+            "carries no gradient to t_event: return e.g. y[0] - 1.0"
+        )
+    if g.ndim != 0 and g.numel() == 1:
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a 0-dim tensor, got shape {tuple(g.shape)}: one value, "
+            "but with dimensions; index rather than slice (y[0], not y[0:1]) or return "
+            "g.squeeze()"
+        )
+    if g.ndim != 0:
         raise InvalidArgumentError(
             f"event_fn(t, y) must return a 0-dim tensor (one event for the whole state), got "
-            f"{got}; reduce a batch to one value, e.g. y[:, 0].min(), or call odeint_event once "
-            "per row for one event each"
+            f"shape {tuple(g.shape)}; reduce a batch to one value, e.g. y[:, 0].min(), or call "
+            "odeint_event once per row for one event each"
         )
     if not g.is_floating_point():
         raise InvalidArgumentError(

@@ -271,7 +271,10 @@ def test_a_search_without_t_max_stops_at_max_steps():
     ("event_fn", "match"),
     [
         (lambda t, y: y, r"0-dim tensor .* got shape \(2,\)"),
-        (lambda t, y: 1.0, "0-dim tensor .* got float"),
+        (lambda t, y: 1.0, "0-dim tensor .* got float; a Python number .* e.g. y.0. - 1.0"),
+        (lambda t, y: float(y[0]), r"got float; a Python number \(from .item\(\) or float"),
+        (lambda t, y: y[0:1], r"got shape \(1,\): one value, .*\(y\[0\], not y\[0:1\]\)"),
+        (lambda t, y: y[None, :1], r"got shape \(1, 1\): .* g.squeeze\(\)"),
         (lambda t, y: (y[0] > 0).long(), "floating point"),
         (lambda t, y: y[0] / 0.0 * 0.0, "returned nan"),
     ],
