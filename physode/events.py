@@ -132,7 +132,7 @@ def odeint_event(
     step; in the step where its sign changes, the root is located to the resolution of ``t``
     by a bracketing search (Illinois) on the method's dense output (``dopri5``, ``bosh3``), or
     for the other methods on steps of the method from the start of that step to each trial time
-    (about ten steps' evaluations of ``func``, once).
+    (a few steps' evaluations of ``func``, once: three to six on smooth problems).
     A sign change that starts and ends within one step (two crossings) goes unseen.
 
     The event time and the state there are differentiable with respect to ``y0``, ``func``'s
@@ -165,6 +165,9 @@ def odeint_event(
     direction : int
         ``0``: either sign change (default); ``1``: only a rise from negative to positive;
         ``-1``: only a fall from positive to negative. Crossings the other way are passed over.
+        Rise and fall are as the search runs: backward in time (``t_max < t0``) a rise is
+        negative at the later time and positive at the earlier one (SciPy's ``solve_ivp``
+        convention).
     method, rtol, atol, step_size, gradient, max_steps, first_step, params
         As for :func:`physode.solve` (``max_steps`` limits the search and the second solve each).
     throw : bool

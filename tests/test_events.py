@@ -99,6 +99,24 @@ def test_backward_in_time_finds_the_crossing_before_t0():
     assert abs(ys[1, 1].item() - 1.0) < 1e-8  # v = -sin t = 1 at t = -pi/2
 
 
+@pytest.mark.parametrize("direction", [1, -1])
+def test_backward_in_time_direction_is_as_the_search_runs_as_in_scipy(direction):
+    # x = 0.5 cos t + 0.3 sin t: going back from 0, x first falls through zero, later rises.
+    def event(t, y):
+        return y[0]
+
+    event.terminal, event.direction = True, direction
+    y0 = [0.5, 0.3]
+    reference = solve_ivp(
+        lambda t, y: [y[1], -y[0]], (0.0, -10.0), y0, events=event, rtol=1e-12, atol=1e-12
+    ).t_events[0][0]
+    t_event, _ = physode.odeint_event(
+        oscillator, torch.tensor(y0, dtype=F64), 0.0, height, t_max=-10.0,
+        direction=direction, rtol=1e-10, atol=1e-12,
+    )  # fmt: skip
+    assert abs(t_event.item() - reference) < 1e-8
+
+
 def test_a_pendulum_reaches_the_vertical_when_scipy_says():
     system = physode.systems.load("damped_pendulum")
     func = system.vector_field()
