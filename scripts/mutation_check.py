@@ -56,6 +56,7 @@ DATA = ("test_data_store", "test_data_simulate", "test_data_dataset")
 CALIBRATION = ("test_calibration",)
 NAMES = ("test_symbolic_names",)
 SECTIONS = ("test_sections",)
+TUPLES = ("test_tuple_states",)
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,12 @@ MUTANTS = (
            "if name in SYMPY_CONSTANTS and name not in declared and before != \".\"",
            "if name in SYMPY_CONSTANTS and before != \".\"",
            "a declared parameter E warned of as Euler's number", NAMES),
+    # -- tuple states (physode/solvers/_tuples.py)
+    Mutant("physode/solvers/_tuples.py", "chunks = flat.split(self.sizes, dim=-1)",
+           "chunks = flat.split(self.sizes[::-1], dim=-1)",
+           "a tuple state's parts split in the wrong order", TUPLES),
+    Mutant("physode/solvers/_tuples.py", "        if not self._checked:",
+           "        if False:", "what func returns for a tuple state goes unchecked", TUPLES),
     # -- Poincare sections (physode/diagnostics/_sections.py)
     Mutant("physode/diagnostics/_sections.py", "- s2 * r * self.f_b", "+ s2 * r * self.f_b",
            "a sign of the cubic Hermite interpolant", SECTIONS),
