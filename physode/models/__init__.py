@@ -1,4 +1,5 @@
-"""Models to train: the physics term, neural vector fields, and physics + neural hybrids.
+"""Models to train: the physics term, neural vector fields (a neural ODE, a Hamiltonian neural
+network), and physics + neural hybrids.
 
 Every model is an ``nn.Module`` ``f(t, y)`` returning ``dy/dt`` with ``y``'s shape, usable with
 every method and gradient mode of :func:`physode.solve`.
@@ -12,8 +13,17 @@ torch.Size([3, 2])
 
 from __future__ import annotations
 
+from physode.models.hamiltonian import HamiltonianNN
 from physode.models.hybrid import Aphynity, Hybrid
 from physode.models.neural import MLP, NeuralODE, make_activation
 from physode.models.physics import PhysicsModel
 
-__all__ = ["MLP", "Aphynity", "Hybrid", "NeuralODE", "PhysicsModel", "make_activation"]
+__all__ = [
+    "MLP",
+    "Aphynity",
+    "HamiltonianNN",
+    "Hybrid",
+    "NeuralODE",
+    "PhysicsModel",
+    "make_activation",
+]
