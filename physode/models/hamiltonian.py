@@ -123,7 +123,7 @@ class HamiltonianNN(nn.Module):
         if torch.is_inference_mode_enabled():
             # Autograd cannot record on inference tensors; a copy made outside inference mode is
             # an ordinary tensor, and the field of a solve under inference mode needs no graph.
-            with torch.inference_mode(False):
+            with torch.inference_mode(False), torch.no_grad():
                 return self._field(y.clone(), keep_graph=False)
         # A graph of the derivative is kept only where something will be differentiated: the
         # state carries one, or a weight is learned. A frozen network's field then comes without
