@@ -45,6 +45,7 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
               ("training.md", 6), ("training.md", 7), ("training.md", 8), ("training.md", 9),
+              ("training.md", 10),
               ("diagnostics.md", 0),
               ("diagnostics.md", 1),
               ("diagnostics.md", 2)}  # fmt: skip
@@ -160,13 +161,13 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
     from physode.cli import main
 
     monkeypatch.chdir(tmp_path)
-    made_with = re.search(r"made first with: physode (.*)", _blocks("training.md")[2]).group(1)
+    made_with = re.search(r"made first with: physode (.*)", _blocks("training.md")[3]).group(1)
     assert main(shlex.split(made_with)) == 0
     ns = _run("training.md", 0)
     # The example's 20 epochs of 5 batches, cut to two epochs of two batches.
     ns = _run(
         "training.md",
-        2,
+        3,
         ns,
         **{"epochs=20,": "epochs=2,", "batches_per_epoch=5,": "batches_per_epoch=2,"},
     )
@@ -186,7 +187,7 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
         )
 
     config = ns["trainer"].config
-    # Block 3 continues block 2 (its Trainer import), with the reader's model factory.
+    # Block 4 continues block 3 (its Trainer import), with the reader's model factory.
     resumed = {
         "Trainer": ns["Trainer"],
         "make_model": make_model,
@@ -195,7 +196,7 @@ def test_training_examples_run_with_fewer_epochs(tmp_path, monkeypatch):
     }
     # The cut run has done its 2 epochs, which the cosine schedule keeps: nothing to train.
     with pytest.warns(UserWarning, match="nothing to train"):
-        _run("training.md", 3, resumed)
+        _run("training.md", 4, resumed)
     assert resumed["trainer"].epoch == 2 and len(resumed["trainer"].history) == 2
 
 
@@ -211,31 +212,52 @@ def test_training_autonomous_example_shares_solves_across_window_starts():
     assert any(len({w.start for w in batch}) > 1 for batch in batches)
 
 
+def test_hamiltonian_network_example_learns_the_oscillators_energy_as_the_text_says(capsys):
+    import math
+
+    ns = _run("training.md", 2)
+    loss_ratio, drift = capsys.readouterr().out.split()
+    history = ns["result"].history
+    assert float(loss_ratio) == float(f"{history[-1]['loss'] / history[0]['loss']:.0e}") < 1e-2
+    assert float(drift) < 1e-9  # "about 1e-10": to the solver's tolerance
+    # The text's numbers: H's rises between circles of true energy 0.045, 0.18, 0.405, and its
+    # spread along each.
+    angle = torch.linspace(0, 2 * math.pi, 65, dtype=torch.float64)[:-1]
+    with torch.no_grad():
+        rings = [ns["model"].hamiltonian(torch.stack([r * angle.cos(), r * angle.sin()], -1))
+                 for r in (0.3, 0.6, 0.9)]  # fmt: skip
+    rises = [round(float(b.mean() - a.mean()), 3) for a, b in zip(rings, rings[1:])]
+    assert rises == [0.146, 0.224]
+    assert max(float(h.std()) for h in rings) < 0.01
+    # The separable network ran under leapfrog, which only a declared split allows.
+    assert ns["separable"].separable and ns["ys_leapfrog"].shape == (31, 8, 2)
+
+
 def test_per_trajectory_parameters_example_recovers_g_and_not_without_the_stored_lengths(capsys):
-    ns = _run("training.md", 4)
+    ns = _run("training.md", 5)
     assert ns["model"].physical_parameters()["g"] == pytest.approx(9.81, rel=1e-6)
     assert "{'g': 9.81000" in capsys.readouterr().out
     fixed = _run(
-        "training.md", 4,
+        "training.md", 5,
         **{'init={"g": 6.0})': 'init={"g": 6.0}, stored_parameters=False)'},
     )  # fmt: skip
     assert round(fixed["model"].physical_parameters()["g"], 2) == 9.16  # as the text says
 
 
 def test_parameters_learned_per_trajectory_example_recovers_each_length(capsys):
-    ns = _run("training.md", 5)
+    ns = _run("training.md", 6)
     lengths = [0.5, 0.8, 1.2, 1.6]
     assert ns["result"].per_trajectory_parameters["l"] == pytest.approx(lengths, rel=1e-6)
     out = capsys.readouterr().out.splitlines()
     assert out == [str(lengths), str(lengths)]  # learned, then the stored values
     # Calibrating held-out trajectories continues the example, with its trainer.
-    ns = _run("training.md", 6, ns)
+    ns = _run("training.md", 7, ns)
     assert capsys.readouterr().out.splitlines() == ["[0.6, 1.4]", "1.0 True"]
     assert ns["report"].calibration["converged"]
 
 
 def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(capsys):
-    ns = _run("training.md", 7)
+    ns = _run("training.md", 8)
     assert ns["result"].physical_parameters["k"] == pytest.approx(1.0, rel=1e-5)
     report = ns["report"]
     assert report.note is None and report.mse_beyond < 1e-10 and float(report.t[-1]) == 10.0
@@ -243,7 +265,7 @@ def test_training_on_numpy_arrays_example_learns_k_and_rolls_out_past_the_data(c
 
 
 def test_missing_observations_example_merges_the_series_and_recovers_k(capsys):
-    ns = _run("training.md", 8)
+    ns = _run("training.md", 9)
     assert capsys.readouterr().out.splitlines()[0] == "33 False"  # as its comment says
     data = ns["data"]
     assert int(data.observed.sum()) == 2 * (25 + 9 + 7) - 2  # two momenta missing
@@ -317,7 +339,7 @@ def test_listings_name_only_public_attributes(listing):
 def test_training_divergence_example_stops_with_finite_weights_in_its_checkpoint(
     tmp_path, capsys
 ):
-    ns = _run("training.md", 9, **{'"ckpt"': repr(str(tmp_path))})
+    ns = _run("training.md", 10, **{'"ckpt"': repr(str(tmp_path))})
     trainer = ns["trainer"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("training stopped in epoch 4, batch 2 of 2: the solve of its")
