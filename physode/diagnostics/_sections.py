@@ -20,11 +20,7 @@ from physode.diagnostics._conservation import (
     image_path,
     save_figure,
 )
-
-#: Steps of the Illinois method that place each crossing on its interval. It converges
-#: superlinearly and keeps the root bracketed; 40 steps reach the rounding of float64 from any
-#: bracket a smooth surface gives, and cost 40 evaluations of the surface for all crossings at once.
-ROOT_STEPS = 40
+from physode.solvers._roots import _root
 
 _INTERPOLATIONS = ("hermite", "linear")
 
@@ -417,34 +413,6 @@ class _Ends:
         r2 = r * r
         return ((1 + 2 * s) * r2 * self.y_a + (3 - 2 * s) * s2 * self.y_b
                 + self.h * (s * r2 * self.f_a - s2 * r * self.f_b))
-
-
-def _root(g: Callable[[torch.Tensor], torch.Tensor], g_lo: torch.Tensor,
-          g_hi: torch.Tensor) -> torch.Tensor:
-    """A zero of ``g`` on [0, 1] for each crossing, ``g(0) = g_lo`` and ``g(1) = g_hi`` of
-    opposite signs (``g_hi`` may be 0), by :data:`ROOT_STEPS` steps of the Illinois method.
-
-    Every step evaluates ``g`` on all crossings; no host synchronisation, no loop over them.
-    """
-    lo, hi = torch.zeros_like(g_lo), torch.ones_like(g_hi)
-    lo_negative = g_lo < 0
-    moved_lo = torch.zeros_like(lo_negative)
-    for step_index in range(ROOT_STEPS):
-        step = g_lo / (g_lo - g_hi)
-        s = torch.where(torch.isfinite(step), lo + step * (hi - lo), (lo + hi) / 2)
-        s = torch.minimum(torch.maximum(s, lo), hi)
-        g_s = g(s)
-        # The side of the root s is on: where g has g(lo)'s sign, s replaces lo.
-        moves_lo = ((g_s < 0) == lo_negative) & (g_s != 0)
-        # Illinois: an end that stays put twice in a row has its value halved, which keeps
-        # the secant from creeping up on the root from one side only.
-        again = (moves_lo == moved_lo) & (step_index > 0)
-        g_hi = torch.where(moves_lo, torch.where(again, g_hi / 2, g_hi), g_s)
-        g_lo = torch.where(moves_lo, g_s, torch.where(again, g_lo / 2, g_lo))
-        lo = torch.where(moves_lo, s, lo)
-        hi = torch.where(moves_lo, hi, s)
-        moved_lo = moves_lo
-    return s
 
 
 def _trajectories(system, ys, t, p):
