@@ -33,6 +33,7 @@ from physode.integrate import (
     solve,
 )
 from physode.solvers import SYMPLECTIC_METHODS, Stats, Status, integrate, make_stepper
+from physode.solvers._roots import _root
 from physode.solvers._tuples import Parts, TupleFunc
 from physode.solvers.control import attainable_rtol, warn_unattainable
 from physode.solvers.loop import time_maker
@@ -262,8 +263,22 @@ def odeint_event(
         or (isinstance(f0, Tensor) and f0.requires_grad)
     )
     with torch.no_grad():
-        g0 = _event_value(event, time(t0), y0.detach(), y0)
+        g0 = event(time(t0), y0.detach())
         f0 = f0.detach() if isinstance(f0, Tensor) else f0
+        per_row = _is_per_row(g0, y0)
+        if per_row:
+            if parts is not None or method in SYMPLECTIC_METHODS:
+                _refuse_rows(parts, method, tuple(g0.shape))
+            rows = _Rows(field, event, stepper, y0, time, stats)
+            rows.check(g0, t0)
+    if per_row:
+        return _odeint_event_rows(
+            rows, func, y0, t0, end, t_max, direction, g0, f0, solve_again, differentiable,
+            throw, method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient,
+            max_steps=max_steps, first_step=first_step, params=params,
+        )  # fmt: skip
+    with torch.no_grad():
+        g0 = _checked_value(g0, time(t0), y0)
         crossing, result = _search(
             stepper, field, event, y0.detach(), t0, end, direction, g0, f0, time, stats,
             rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
@@ -337,7 +352,16 @@ def _time(name: str, value: object) -> float:
 
 def _event_value(event_fn: Callable, t: Tensor, y: Tensor, y0: Tensor) -> float:
     """``event_fn(t, y)`` as a float, after checking that it is one finite real value."""
-    g = event_fn(t, y)
+    return _checked_value(event_fn(t, y), t, y0)
+
+
+def _is_per_row(g: object, y0: Tensor) -> bool:
+    """Whether ``event_fn``'s value ``g`` is one value per row of a batched ``y0``."""
+    return isinstance(g, Tensor) and g.ndim == 1 and y0.ndim >= 2 and g.shape == y0.shape[:1]
+
+
+def _checked_value(g: object, t: Tensor, y0: Tensor) -> float:
+    """``event_fn``'s value ``g`` as a float, after checking that it is one finite real value."""
     if not isinstance(g, Tensor):
         raise InvalidArgumentError(
             f"event_fn(t, y) must return a 0-dim tensor computed from t and y with torch "
@@ -351,20 +375,17 @@ def _event_value(event_fn: Callable, t: Tensor, y: Tensor, y0: Tensor) -> float:
             "g.squeeze()"
         )
     if g.ndim != 0:
-        raise InvalidArgumentError(
-            f"event_fn(t, y) must return a 0-dim tensor (one event for the whole state), got "
-            f"shape {tuple(g.shape)}; reduce a batch to one value, e.g. y[:, 0].min(), or call "
-            "odeint_event once per row for one event each"
+        rows = (
+            f"one value per row, shape y0.shape[:1] = {tuple(y0.shape[:1])}"
+            if y0.ndim >= 2
+            else f"one value per row of a batched y0 of shape (batch, ...) (this y0 has shape "
+            f"{tuple(y0.shape)}: give a batch of scalars the shape (batch, 1))"
         )
-    if not g.is_floating_point():
         raise InvalidArgumentError(
-            f"event_fn(t, y) must return a floating point tensor, got dtype {g.dtype}; its sign "
-            "changes are located to the resolution of t, e.g. return y[0] - 1.0"
+            f"event_fn(t, y) must return a 0-dim tensor (one event for the whole state) or "
+            f"{rows}, got shape {tuple(g.shape)}"
         )
-    if g.device != y0.device:
-        raise InvalidArgumentError(
-            f"event_fn(t, y) must return a tensor on y's device {y0.device}, got {g.device}"
-        )
+    _check_kind(g, y0.device)
     value = g.item()
     if not math.isfinite(value):
         raise InvalidArgumentError(
@@ -372,6 +393,19 @@ def _event_value(event_fn: Callable, t: Tensor, y: Tensor, y0: Tensor) -> float:
             "the trajectory"
         )
     return value
+
+
+def _check_kind(g: Tensor, device: torch.device) -> None:
+    """Refuse an ``event_fn`` value that is not floating point or not on ``y``'s device."""
+    if not g.is_floating_point():
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a floating point tensor, got dtype {g.dtype}; its sign "
+            "changes are located to the resolution of t, e.g. return y[0] - 1.0"
+        )
+    if g.device != device:
+        raise InvalidArgumentError(
+            f"event_fn(t, y) must return a tensor on y's device {device}, got {g.device}"
+        )
 
 
 def _search(stepper, func, event_fn, y0, t0, end, direction, g0, f0, time, stats, **settings):
@@ -544,14 +578,295 @@ def _not_found(result, y0, parts, t0, t_max, g0, direction, stats, throw) -> Eve
     return solution
 
 
+def _refuse_rows(parts: Parts | None, method: str, shape: tuple[int, ...]) -> None:
+    """Refuse one event per row where the search cannot locate them row by row."""
+    if parts is not None:
+        raise InvalidArgumentError(
+            f"event_fn returned one value per row (shape {shape}) for a tuple state; one event "
+            "per row needs y0 as one tensor of shape (batch, ...): concatenate the parts along "
+            "their last dimension, or return a 0-dim tensor for one event of the whole state"
+        )
+    raise InvalidArgumentError(
+        f"event_fn returned one value per row (shape {shape}), but method={method!r} is "
+        "symplectic and cannot step each row to its own time to locate its event; use a "
+        "Runge-Kutta method (e.g. 'dop853' or 'rk4'), or return a 0-dim tensor for one event "
+        "of the whole state"
+    )
+
+
+class _Rows:
+    """One event per row of a batch: the search's per-row bookkeeping, the location of every
+    row's root at once, and the Newton step per row.
+
+    While the batch is stepped with one step size, each row's first sign change (in
+    ``direction``) is noted together with what locates it: the step's start time, size and
+    state, its end state and its stages (the dense output's, or the first one, from which the
+    method re-steps). Times are held in float64; ``event_fn`` gets them as a tensor of shape
+    ``(batch,)`` in ``y``'s dtype (one per row) and ``func`` as ``(batch, 1, ...)``, the shape
+    ``step_control="per-sample"`` gives it.
+    """
+
+    def __init__(self, func, event_fn, stepper, y0: Tensor, time, stats: Stats):
+        self.func, self.event_fn, self.stepper, self.time, self.stats = (
+            func, event_fn, stepper, time, stats,
+        )  # fmt: skip
+        self.batch = y0.shape[0]
+        self.shape = (self.batch,) + (1,) * (y0.ndim - 1)  # one value per row, against y
+        self.dtype, self.device = y0.dtype, y0.device
+        self.dense = stepper.has_dense and stepper.adaptive
+        self.crossed = torch.zeros(self.batch, dtype=torch.bool, device=y0.device)
+        self.kept: dict[str, Any] | None = None
+
+    def row_time(self, t: Tensor, lead: bool = False) -> Tensor:
+        """Per-row float64 times as the tensor ``event_fn`` (or, with ``lead``, ``func``) gets."""
+        t = t.to(self.dtype)
+        return t.view(self.shape) if lead else t
+
+    def check(self, g: object, t: float) -> None:
+        """Refuse a per-row value that changed shape or kind, or is not finite (one sync)."""
+        if not isinstance(g, Tensor) or g.shape != (self.batch,):
+            shape = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+            raise InvalidArgumentError(
+                f"event_fn(t, y) returned one value per row, shape ({self.batch},), at first, "
+                f"then {shape} at t={t:.17g}; it must return the same shape throughout"
+            )
+        _check_kind(g, self.device)
+        bad = ~torch.isfinite(g)
+        if bool(bad.any()):
+            self.refuse_non_finite(g, bad, t)
+
+    @staticmethod
+    def refuse_non_finite(g: Tensor, bad: Tensor, t: float | str) -> None:
+        row = int(bad.nonzero()[0, 0])
+        at = t if isinstance(t, str) else f"t={t:.17g}"
+        raise InvalidArgumentError(
+            f"event_fn(t, y) returned {g[row].item()} for row {row} at {at}; it must be finite "
+            "along the trajectory"
+        )
+
+    def search(self, y0, t0, end, direction, g0, f0, **settings):
+        """Step from ``t0`` towards ``end`` until every row's ``event_fn`` has changed sign (in
+        ``direction``); return the loop's result."""
+        stepper, event_fn, time = self.stepper, self.event_fn, self.time
+        # Per row: the sign of the last nonzero value (0 until a start on zero is left), and the
+        # value at the start of the coming step.
+        last = {"sign": torch.sign(g0), "g": g0}
+
+        def stop(t, y, t_new, y1, step) -> bool:
+            g1 = event_fn(time(t_new), y1)
+            if not isinstance(g1, Tensor) or g1.shape != (self.batch,):
+                self.check(g1, t_new)
+            g, sign, sign1 = last["g"], last["sign"], torch.sign(g1)
+            changed = (sign1 != sign) & (sign != 0) & ~((sign1 == 0) & (g == 0))
+            hit = changed & ~self.crossed
+            if direction:  # a rise leaves a negative sign behind, a fall a positive
+                hit &= sign == -direction
+            crossed = self.crossed | hit
+            # One host synchronisation per step for everything the loop must know.
+            flags = [hit.any(), crossed.all(), torch.isfinite(g1).all()]
+            if not stepper.adaptive:
+                flags.append(torch.isfinite(y1).all())
+            any_hit, all_crossed, finite, *state_finite = torch.stack(flags).tolist()
+            if state_finite and not state_finite[0]:
+                return True  # the loop then reports the non-finite state
+            if not finite:
+                self.refuse_non_finite(g1, ~torch.isfinite(g1), t_new)
+            last["sign"], last["g"] = torch.where(sign1 != 0, sign1, sign), g1
+            if any_hit:
+                self.keep(hit, t, t_new, y, y1, step, g, g1)
+                self.crossed = crossed
+            return bool(all_crossed)
+
+        return integrate(stepper, self.func, y0, [t0, end], stats=self.stats, f0=f0, stop=stop,
+                         **settings)  # fmt: skip
+
+    def keep(self, hit, t, t_new, y, y1, step, g, g1) -> None:
+        """Note, for the rows in ``hit``, the step that locates their root."""
+        ks = list(step.ks) if self.dense else [step.ks[0]]
+        new = {"y": y, "y1": y1, "ks": ks, "g": g, "g1": g1}
+        if self.kept is None:  # the first crossing: every row takes this step for now
+            f64 = {"dtype": torch.float64, "device": self.device}
+            self.kept = {**new, "t": torch.full((self.batch,), t, **f64),
+                         "t_new": torch.full((self.batch,), t_new, **f64)}  # fmt: skip
+            return
+        k, rows = self.kept, hit.view(self.shape)
+        k["y"], k["y1"] = torch.where(rows, y, k["y"]), torch.where(rows, y1, k["y1"])
+        k["ks"] = [torch.where(rows, a, b) for a, b in zip(ks, k["ks"], strict=True)]
+        k["g"], k["g1"] = torch.where(hit, g, k["g"]), torch.where(hit, g1, k["g1"])
+        k["t"], k["t_new"] = k["t"].masked_fill(hit, t), k["t_new"].masked_fill(hit, t_new)
+
+    def locate(self) -> tuple[Tensor, Tensor]:
+        """Every crossed row's root (float64 times, NaN elsewhere) and state there, located at
+        once by the Illinois search on the steps noted."""
+        k, crossed, stepper = self.kept, self.crossed, self.stepper
+        t_a, h = k["t"], k["t_new"] - k["t"]
+        y_a, ks = k["y"], k["ks"]
+        # Rows with no event are done from the start (g_lo = 0) and never read.
+        g_lo = torch.where(crossed, k["g"], 0.0).double()
+        # The least fraction of each step that moves its time (see _locate).
+        eps = torch.finfo(self.dtype).eps
+        nudge = eps * torch.maximum(t_a.abs(), k["t_new"].abs()) / h.abs()
+        nudge = torch.where(crossed, nudge, 0.0)
+        h_y = h.to(self.dtype).view(self.shape)
+        if not self.dense:
+            t_lead, f_a = self.row_time(t_a, lead=True), ks[0]
+
+        def state(s: Tensor) -> Tensor:
+            if self.dense:
+                weights = stepper.tableau.dense_weights(s.to(self.dtype).view(self.shape))
+                return y_a + h_y * sum(w * k_ for w, k_ in zip(weights, ks, strict=True))
+            self.stats.nfe += stepper.nfe_per_replay
+            h_s = (s * h).to(self.dtype).view(self.shape)
+            return stepper.step(self.func, t_lead, y_a, h_s, f_a, self.time, replay=True).y1
+
+        def g(s: Tensor) -> Tensor:
+            value = self.event_fn(self.row_time(t_a + s * h), state(s))
+            bad = crossed & ~torch.isfinite(value)
+            if bool(bad.any()):
+                self.refuse_non_finite(value, bad, "a time within its event's step")
+            return value.double()
+
+        s = _root(g, g_lo, k["g1"].double(), nudge=nudge)
+        t_root = torch.where(s == 1, k["t_new"], t_a + s * h)
+        y_root = torch.where((s == 1).view(self.shape), k["y1"], state(s))
+        y_root = torch.where((s == 0).view(self.shape), y_a, y_root)
+        nan = torch.tensor(math.nan, dtype=self.dtype, device=self.device)
+        t_root = torch.where(crossed, t_root, math.nan)
+        return t_root, torch.where(crossed.view(self.shape), y_root, nan)
+
+    def newton_step(self, t_root: Tensor, y_root: Tensor) -> tuple[Tensor, Tensor]:
+        """Each row's ``t_event`` and state from one Newton step at its root, differentiable
+        as :func:`_newton_step`'s (rows with no event: NaN, no gradient)."""
+        crossed, shape = self.crossed, self.shape
+        t_r = self.row_time(t_root)
+        # Rows with no event are evaluated at a finite stand-in and masked out at the end.
+        t_safe = torch.where(crossed, t_r, 0.0)
+        y_safe = torch.where(crossed.view(shape), y_root, torch.zeros_like(y_root.detach()))
+        g_r = self.event_fn(t_safe, y_safe)
+        if not (g_r.requires_grad or y_root.requires_grad):
+            return t_r, y_root
+        with torch.no_grad():
+            f_r = self.func(t_safe.view(shape), y_safe.detach())
+        self.stats.nfe += 1
+        with torch.enable_grad():
+            t_leaf = t_safe.detach().clone().requires_grad_(True)
+            y_leaf = y_safe.detach().clone().requires_grad_(True)
+            g = self.event_fn(t_leaf, y_leaf)
+            if not g.requires_grad:
+                warnings.warn(
+                    "event_fn(t, y) is not differentiable with respect to t and y (its result "
+                    "does not require grad when they do), so t_event has no gradient; compute "
+                    "it from t and y with torch operations",
+                    PhysodeWarning,
+                    stacklevel=4,
+                )
+                return t_r, y_root.detach()
+            # Each row's value depends on its own row and time only, so the gradient of the
+            # sum is, row by row, that row's own derivative.
+            g_t, g_y = torch.autograd.grad(g.sum(), (t_leaf, y_leaf), allow_unused=True)
+        rate = (g_y * f_r).flatten(1).sum(1) if g_y is not None else torch.zeros_like(t_safe)
+        if g_t is not None:
+            rate = rate + g_t
+        flat = crossed & ((rate == 0) | ~torch.isfinite(rate))
+        if bool(flat.any()):
+            row = int(flat.nonzero()[0, 0])
+            warnings.warn(
+                f"event_fn's rate of change along the trajectory is {rate[row].item()} at the "
+                f"event of row {row} (t={t_root[row].item():.17g}), and in "
+                f"{int(flat.sum())} row(s) in all: the trajectory touches the surface rather "
+                "than crossing it, and the event time has no gradient there; those rows' "
+                "t_event and state are returned without one",
+                PhysodeWarning,
+                stacklevel=4,
+            )
+        keep = crossed & ~flat
+        step = g_r / torch.where(keep, rate, 1.0)
+        t_event = torch.where(keep, t_safe - step, t_r)
+        y_event = y_safe + f_r * (t_event - t_safe).view(shape)
+        y_event = torch.where(keep.view(shape), y_event, y_root.detach())
+        return t_event, y_event
+
+
+def _odeint_event_rows(rows: _Rows, func, y0, t0, end, t_max, direction, g0, f0, solve_again,
+                       differentiable, throw, **settings) -> EventSolution:
+    """:func:`odeint_event` with one event per row of a batch (``event_fn`` returned ``g0`` of
+    shape ``(batch,)``)."""
+    loop = {name: settings[name] for name in ("rtol", "atol", "step_size", "first_step",
+                                              "max_steps")}  # fmt: skip
+    with torch.no_grad():
+        result = rows.search(y0.detach(), t0, end, direction, g0, f0, **loop)
+        crossed = rows.crossed
+        if rows.kept is not None:
+            t_root, y_root = rows.locate()
+        else:
+            t_root = torch.full((rows.batch,), math.nan, dtype=torch.float64, device=y0.device)
+            y_root = torch.full_like(y0, math.nan)
+    n_found = int(crossed.sum())
+    found_all = n_found == rows.batch
+    gradient_stats = None
+    t_event, y_event = rows.row_time(t_root), y_root
+    if found_all or not throw:
+        if n_found and solve_again:
+            # One solve to all rows' roots, outputs at their distinct times in the order the
+            # search runs; each row then takes its own.
+            times, index = torch.unique(t_root[crossed], sorted=True, return_inverse=True)
+            if end < t0:
+                times, index = times.flip(0), len(times) - 1 - index
+            sol = solve(func, y0, [t0, *times.tolist()], **settings)
+            at = torch.zeros(rows.batch, dtype=torch.long, device=y0.device)
+            at[crossed] = index + 1
+            y_root = sol.ys[at, torch.arange(rows.batch, device=y0.device)]
+            gradient_stats = sol.stats
+        if n_found and differentiable:
+            t_event, y_event = rows.newton_step(t_root, y_root)
+    nan_rows = (~crossed).view(rows.shape)
+    if n_found < rows.batch:
+        t_event = torch.where(crossed, t_event, math.nan)
+        y_event = torch.where(nan_rows, math.nan, y_event)
+    message = "success" if found_all else _rows_not_found(
+        result, crossed, t0, t_max, direction, rows.batch - n_found
+    )
+    solution = EventSolution(
+        t_event=t_event,
+        ys=torch.stack([y0, y_event]),
+        found=crossed,
+        status=result.status,
+        message=message,
+        t_final=result.t,
+        stats=rows.stats,
+        gradient_stats=gradient_stats,
+        h_final=result.h,
+    )
+    if throw and not found_all:
+        raise SolverError(
+            message, status=result.status, t=result.t, step_size=result.h, solution=solution
+        )
+    return solution
+
+
+def _rows_not_found(result, crossed, t0, t_max, direction, missing: int) -> str:
+    """What to say of the rows whose event was not found."""
+    which = {0: "", 1: " from negative to positive", -1: " from positive to negative"}[direction]
+    none = (~crossed).nonzero()[:, 0].tolist()
+    listed = ", ".join(map(str, none[:5])) + (", ..." if len(none) > 5 else "")
+    if result.status is Status.SUCCESS:
+        return (
+            f"no event before t_max={t_max!r} in {missing} of {len(crossed)} rows (rows "
+            f"{listed}): their event_fn did not change sign{which} between t0={t0!r} and "
+            "t_max. Extend t_max, check event_fn's sign there, or look for two crossings "
+            "within one step (a smaller first_step or tighter rtol makes the steps shorter)"
+        )
+    return f"no event found in {missing} of {len(crossed)} rows (rows {listed}): {result.message}"
+
+
 # torchdiffeq's odeint_event keywords, and what physode takes instead.
 _TORCHDIFFEQ_KEYWORDS = {
     "reverse_time": "pass t_max < t0 to integrate backward in time",
     "odeint_interface": "choose the gradient with gradient='aca', 'disc-opt' or 'opt-disc'",
     "options": "pass its entries as keywords (step_size=..., first_step=..., max_steps=...)",
     "adjoint_params": "params=[...] (for every gradient mode)",
-    "step_control": "odeint_event steps the whole state with one step size (one event for "
-    "all rows); call it once per row for one event each",
+    "step_control": "odeint_event steps the whole batch with one step size; for one event per "
+    "row return one value per row from event_fn, shape (batch,)",
 }
 
 

@@ -312,7 +312,7 @@ def test_a_bad_event_fn_output_is_refused(event_fn, match):
         ({"method": "rk4"}, "step_size"),
         ({"gradient": "adjoint"}, "unknown gradient"),
         ({"reverse_time": True}, "t_max < t0"),
-        ({"step_control": "per-sample"}, "once per row"),
+        ({"step_control": "per-sample"}, r"one value per row from event_fn, shape \(batch,\)"),
     ],
 )
 def test_bad_settings_are_refused_with_the_choices(options, match):
