@@ -87,8 +87,8 @@ class EventSolution:
 
     @property
     def success(self) -> bool:
-        """Whether an event was found."""
-        return self.found
+        """Whether an event was found (per-row events: in every row)."""
+        return bool(self.found.all()) if isinstance(self.found, Tensor) else self.found
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter((self.t_event, self.ys))
@@ -265,10 +265,12 @@ def odeint_event(
     with torch.no_grad():
         g0 = event(time(t0), y0.detach())
         f0 = f0.detach() if isinstance(f0, Tensor) else f0
+        if parts is not None and isinstance(g0, Tensor) and g0.ndim == 1 and g0.numel() > 1:
+            _refuse_rows(parts, method, tuple(g0.shape))
         per_row = _is_per_row(g0, y0)
         if per_row:
-            if parts is not None or method in SYMPLECTIC_METHODS:
-                _refuse_rows(parts, method, tuple(g0.shape))
+            if method in SYMPLECTIC_METHODS:
+                _refuse_rows(None, method, tuple(g0.shape))
             rows = _Rows(field, event, stepper, y0, time, stats)
             rows.check(g0, t0)
     if per_row:
@@ -832,7 +834,8 @@ def _odeint_event_rows(rows: _Rows, func, y0, t0, end, t_max, direction, g0, f0,
         found=crossed,
         status=result.status,
         message=message,
-        t_final=result.t,
+        # Where the search ends: the last row's event, or where it gave up.
+        t_final=(t_root.max() if end > t0 else t_root.min()).item() if found_all else result.t,
         stats=rows.stats,
         gradient_stats=gradient_stats,
         h_final=result.h,

@@ -420,3 +420,211 @@ def test_forward_mode_through_an_event_search_is_refused():
     y0 = torch.tensor([10.0, 2.0], dtype=F64)
     with pytest.raises(physode.UnsupportedError, match="forward-mode"):
         torch.func.jvp(lambda y: physode.odeint_event(fall, y, 0.0, height)[0], (y0,), (y0,))
+
+
+# One event per row of a batch: event_fn returns shape (batch,).
+
+
+def rows_height(t, y):
+    return y[:, 0]
+
+
+def falling_batch(heights, velocities, dtype=F64):
+    h0 = torch.tensor(heights, dtype=dtype)
+    return torch.stack([h0, torch.tensor(velocities, dtype=dtype)], dim=-1)
+
+
+HEIGHTS, VELOCITIES = [1.0, 5.0, 10.0, 20.0, 0.5], [0.0, 2.0, -1.0, 3.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [(m, {}) for m in ["dopri5", "bosh3", "tsit5", "dop853"]] + [("rk4", {"step_size": 0.1})],
+)
+def test_a_batch_of_falling_bodies_lands_row_by_row_at_the_closed_form_times(method, options):
+    y0 = falling_batch(HEIGHTS, VELOCITIES)
+    sol = physode.odeint_event(fall, y0, 0.0, rows_height, method=method, **options)
+    exact = torch.tensor([landing_time(h, v) for h, v in zip(HEIGHTS, VELOCITIES)], dtype=F64)
+    assert sol.t_event.shape == (5,) and sol.ys.shape == (2, 5, 2)
+    assert sol.found.tolist() == [True] * 5 and sol.success
+    assert torch.allclose(sol.t_event, exact, atol=1e-12, rtol=0)
+    assert torch.equal(sol.ys[0], y0)
+    # Row i of ys[1] is row i's state at its own event.
+    assert sol.ys[1, :, 0].abs().max() < 1e-11
+    velocity = torch.tensor(VELOCITIES, dtype=F64) - G * exact
+    assert torch.allclose(sol.ys[1, :, 1], velocity, atol=1e-10, rtol=0)
+    assert sol.t_final == pytest.approx(exact.max().item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_each_row_s_event_time_has_the_closed_form_gradient_by_its_own_height(gradient):
+    y0 = falling_batch(HEIGHTS, VELOCITIES).requires_grad_(True)
+    sol = physode.odeint_event(fall, y0, 0.0, rows_height, gradient=gradient, rtol=1e-10)
+    # The Jacobian of the event times by the initial heights is diagonal: no row depends on another.
+    jac = torch.stack([torch.autograd.grad(sol.t_event[i], y0, retain_graph=True)[0][:, 0]
+                       for i in range(len(HEIGHTS))])  # fmt: skip
+    h0, v0 = torch.tensor(HEIGHTS, dtype=F64), torch.tensor(VELOCITIES, dtype=F64)
+    expected = 1.0 / torch.sqrt(v0 * v0 + 2 * G * h0)
+    assert torch.allclose(jac, torch.diag(expected), atol=1e-10, rtol=0)
+    assert sol.gradient_stats is not None and sol.gradient_stats.n_steps > 0
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_each_row_s_event_time_has_the_closed_form_gradient_by_a_shared_parameter(gradient):
+    gravity = Gravity()
+    y0 = falling_batch(HEIGHTS, VELOCITIES)
+    t_event, ys = physode.odeint_event(gravity, y0, 0.0, rows_height, gradient=gradient,
+                                       rtol=1e-10)  # fmt: skip
+    h0, v0 = torch.tensor(HEIGHTS, dtype=F64), torch.tensor(VELOCITIES, dtype=F64)
+    # t = (v0 + sqrt(v0^2 + 2 g h0)) / g, so dt/dg = (h0 / sqrt(v0^2 + 2 g h0) - t) / g.
+    t_exact = (v0 + torch.sqrt(v0 * v0 + 2 * G * h0)) / G
+    expected = (h0 / torch.sqrt(v0 * v0 + 2 * G * h0) - t_exact) / G
+    for i in range(len(HEIGHTS)):
+        (grad,) = torch.autograd.grad(t_event[i], gravity.g, retain_graph=True)
+        assert abs(grad.item() - expected[i].item()) < 1e-10
+
+
+def test_per_row_gradient_modes_agree_with_one_another():
+    results = []
+    for gradient in GRADIENTS:
+        gravity = Gravity()
+        y0 = falling_batch(HEIGHTS, VELOCITIES).requires_grad_(True)
+        t_event, ys = physode.odeint_event(gravity, y0, 0.0, rows_height, gradient=gradient,
+                                           rtol=1e-8)  # fmt: skip
+        loss = (t_event * torch.arange(1.0, 6.0, dtype=F64)).sum() + ys[1, :, 1].pow(2).sum()
+        results.append(torch.autograd.grad(loss, (y0, gravity.g)))
+    aca, disc_opt, opt_disc = results
+    for a, b in zip(aca, disc_opt, strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+    for a, b in zip(aca, opt_disc, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_rows_that_never_cross_get_nan_and_found_false_with_throw_false():
+    y0 = falling_batch([1.0, 50.0, 5.0], [0.0, 0.0, 0.0]).requires_grad_(True)
+    sol = physode.odeint_event(fall, y0, 0.0, rows_height, t_max=2.0, throw=False)
+    assert sol.found.tolist() == [True, False, True] and not sol.success
+    assert sol.status is physode.Status.SUCCESS
+    assert "1 of 3 rows (rows 1)" in sol.message and "t_max=2.0" in sol.message
+    assert math.isnan(sol.t_event[1].item()) and torch.isnan(sol.ys[1, 1]).all()
+    assert abs(sol.t_event[0].item() - landing_time(1.0, 0.0)) < 1e-12
+    assert abs(sol.t_event[2].item() - landing_time(5.0, 0.0)) < 1e-12
+    assert sol.t_final == 2.0
+    # The rows found keep their gradients, and the row not found adds no NaN to them.
+    sol.t_event[sol.found].sum().backward()
+    assert torch.isfinite(y0.grad).all() and y0.grad[1].abs().max() == 0
+    assert abs(y0.grad[2, 0].item() - 1 / math.sqrt(2 * G * 5.0)) < 1e-10
+
+
+def test_rows_that_never_cross_raise_with_throw_true_naming_them():
+    y0 = falling_batch([1.0, 50.0, 60.0], [0.0, 0.0, 0.0])
+    with pytest.raises(physode.SolverError, match=r"2 of 3 rows \(rows 1, 2\)") as info:
+        physode.odeint_event(fall, y0, 0.0, rows_height, t_max=2.0)
+    solution = info.value.solution
+    assert solution.found.tolist() == [True, False, False]
+    assert abs(solution.t_event[0].item() - landing_time(1.0, 0.0)) < 1e-12
+
+
+def test_a_per_row_search_that_stops_early_keeps_the_rows_it_found():
+    y0 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=F64)
+    levels = torch.tensor([0.0, 5.0], dtype=F64)  # the second row never gets there
+    sol = physode.odeint_event(oscillator, y0, 0.0, lambda t, y: y[:, 0] - levels,
+                               max_steps=30, throw=False)  # fmt: skip
+    assert sol.status is physode.Status.MAX_STEPS and "max_steps=30" in sol.message
+    assert sol.found.tolist() == [True, False]
+    assert abs(sol.t_event[0].item() - math.pi / 2) < 1e-6 and math.isnan(sol.t_event[1].item())
+
+
+@pytest.mark.parametrize(("direction", "phase_to_zero"), [(1, 1.5 * math.pi), (-1, 0.5 * math.pi)])
+def test_direction_is_taken_row_by_row(direction, phase_to_zero):
+    # x = cos(t + phase): each row rises through zero at t + phase = 3 pi / 2 (mod 2 pi) and
+    # falls through it at pi / 2.
+    phases = torch.tensor([0.0, 0.5, 2.0, 4.0], dtype=F64)
+    y0 = torch.stack([torch.cos(phases), -torch.sin(phases)], dim=-1)
+    t_event, _ = physode.odeint_event(oscillator, y0, 0.0, rows_height, direction=direction,
+                                      rtol=1e-10, atol=1e-12)  # fmt: skip
+    expected = torch.remainder(phase_to_zero - phases, 2 * math.pi)
+    assert torch.allclose(t_event, expected, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853"])
+def test_per_row_events_agree_with_one_call_per_row(method):
+    phases = torch.tensor([0.3, 1.0, 2.5], dtype=F64)
+    y0 = torch.stack([torch.cos(phases) + 0.2, -torch.sin(phases)], dim=-1).requires_grad_(True)
+    options = {"method": method, "rtol": 1e-10, "atol": 1e-12}
+    t_event, ys = physode.odeint_event(oscillator, y0, 0.0, rows_height, **options)
+    t_event.sum().backward()
+    for i in range(len(phases)):
+        row = y0[i].detach().clone().requires_grad_(True)
+        t_one, ys_one = physode.odeint_event(oscillator, row, 0.0, height, **options)
+        t_one.backward()
+        assert abs(t_event[i].item() - t_one.item()) < 1e-9
+        assert torch.allclose(ys[1, i], ys_one[1], atol=1e-9, rtol=0)
+        assert torch.allclose(y0.grad[i], row.grad, atol=1e-8, rtol=0)
+
+
+def test_an_event_fn_of_t_gets_each_row_s_time_and_its_gradient():
+    # A floor rising at unit speed: h0 - G t^2 / 2 = t at t = (sqrt(1 + 2 G h0) - 1) / G.
+    y0 = falling_batch([1.0, 5.0, 10.0], [0.0, 0.0, 0.0]).requires_grad_(True)
+    seen = []
+
+    def above_floor(t, y):
+        seen.append(tuple(t.shape))
+        return y[:, 0] - t
+
+    t_event, _ = physode.odeint_event(fall, y0, 0.0, above_floor)
+    h0 = torch.tensor([1.0, 5.0, 10.0], dtype=F64)
+    assert torch.allclose(t_event, (torch.sqrt(1 + 2 * G * h0) - 1) / G, atol=1e-12, rtol=0)
+    assert set(seen) == {(), (3,)}  # the search's shared time, each row's own while locating
+    t_event.sum().backward()
+    expected = 1 / torch.sqrt(1 + 2 * G * h0)
+    assert torch.allclose(y0.grad[:, 0], expected, atol=1e-10, rtol=0)
+
+
+def test_backward_in_time_finds_each_row_s_crossing_before_t0():
+    phases = torch.tensor([0.5, 1.0], dtype=F64)
+    y0 = torch.stack([torch.cos(phases), -torch.sin(phases)], dim=-1)
+    t_event, _ = physode.odeint_event(oscillator, y0, 0.0, rows_height, t_max=-5.0,
+                                      rtol=1e-10, atol=1e-12)  # fmt: skip
+    assert torch.allclose(t_event, -0.5 * math.pi - phases, atol=1e-8, rtol=0)
+
+
+def test_float32_finds_each_row_s_event_and_its_gradient():
+    y0 = falling_batch(HEIGHTS, VELOCITIES, dtype=torch.float32).requires_grad_(True)
+    sol = physode.odeint_event(fall, y0, 0.0, rows_height, rtol=1e-5, atol=1e-6)
+    assert sol.t_event.dtype == torch.float32 and sol.ys.dtype == torch.float32
+    exact = torch.tensor([landing_time(h, v) for h, v in zip(HEIGHTS, VELOCITIES)])
+    assert torch.allclose(sol.t_event, exact, atol=1e-5, rtol=0)
+    sol.t_event.sum().backward()
+    h0, v0 = torch.tensor(HEIGHTS), torch.tensor(VELOCITIES)
+    assert torch.allclose(y0.grad[:, 0], 1 / torch.sqrt(v0 * v0 + 2 * G * h0), atol=1e-5)
+
+
+def test_a_per_row_event_for_a_tuple_state_or_a_symplectic_method_is_refused():
+    y0 = falling_batch([1.0, 2.0], [0.0, 0.0])
+    with pytest.raises(physode.InvalidArgumentError, match="tuple state; one event per row"):
+        physode.odeint_event(lambda t, y: (y[1], -G * torch.ones_like(y[1])),
+                             (y0[:, 0], y0[:, 1]), 0.0, lambda t, y: y[0])  # fmt: skip
+    func = physode.systems.load("harmonic_oscillator").vector_field()
+    with pytest.raises(physode.InvalidArgumentError, match="'leapfrog' is symplectic.*'rk4'"):
+        physode.odeint_event(func, y0, 0.0, rows_height, method="leapfrog", step_size=0.1)
+
+
+@pytest.mark.parametrize(
+    ("event_fn", "match"),
+    [
+        (lambda t, y: y[:, 0] if t.item() == 0 else y[:1, 0], r"shape \(2,\), at first, then"),
+        (lambda t, y: torch.where(t > 0.2, torch.log(y[:, 0] - 0.5), y[:, 0]),
+         r"returned nan for row 0 at t="),
+    ],
+)  # fmt: skip
+def test_a_per_row_event_fn_that_changes_shape_or_is_not_finite_is_refused(event_fn, match):
+    y0 = falling_batch([0.6, 2.0], [0.0, 0.0])
+    with pytest.raises(physode.InvalidArgumentError, match=match):
+        physode.odeint_event(fall, y0, 0.0, event_fn)
+
+
+def test_one_value_per_element_of_an_unbatched_state_is_refused_saying_how_to_batch():
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    with pytest.raises(physode.InvalidArgumentError, match=r"give a batch of scalars the shape"):
+        physode.odeint_event(oscillator, y0, 0.0, lambda t, y: y)
