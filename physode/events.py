@@ -54,18 +54,22 @@ class EventSolution:
     Attributes
     ----------
     t_event : Tensor
-        0-dim, ``y0``'s dtype: the time of the event (NaN where none was found, ``throw=False``).
+        0-dim, ``y0``'s dtype: the time of the event (NaN where none was found, ``throw=False``);
+        with one event per row, shape ``(batch,)``, each row's own.
     ys : Tensor
-        ``(2, *y0.shape)``: ``y0`` and the state at ``t_event`` (NaN where no event was found).
-    found : bool
-        Whether an event was found.
+        ``(2, *y0.shape)``: ``y0`` and the state at ``t_event`` (NaN where no event was found);
+        with one event per row, row ``i`` of ``ys[1]`` is row ``i``'s state at its own event.
+    found : bool or Tensor
+        Whether an event was found; with one event per row, a bool tensor of shape
+        ``(batch,)``, one per row.
     status : Status
         How the search solve stopped: ``Status.SUCCESS`` when it reached the event or ``t_max``,
         otherwise why it stopped early.
     message : str
         ``"success"``, or what went wrong, where, and what to try.
     t_final : float
-        The time the search reached (the event's time, or where it gave up).
+        The time the search reached (the event's time, the last row's with one event per row,
+        or where it gave up).
     stats : Stats
         The search's work: its steps, and its evaluations of ``func`` (not of ``event_fn``).
     gradient_stats : Stats or None
@@ -150,7 +154,8 @@ def odeint_event(
     func : callable ``(t, y) -> dy/dt``
         As for :func:`physode.solve`.
     y0 : Tensor, or tuple or list of Tensor
-        Initial state, any shape; the whole state (a batch too) has one event. A tuple of
+        Initial state, any shape; the whole state has one event, unless ``event_fn`` returns one
+        value per row of a batch ``(batch, ...)`` (at least two dimensions). A tuple of
         tensors is a state in parts, as for :func:`physode.solve`: ``func`` and ``event_fn``
         then receive tuples, and ``ys`` is a tuple of parts, each ``(2, *part.shape)``.
     t0 : float or 0-dim Tensor
@@ -158,8 +163,17 @@ def odeint_event(
     event_fn : callable ``(t, y) -> Tensor``
         Returns a 0-dim tensor; the event is where it crosses zero. A start on zero
         (``event_fn(t0, y0) == 0``) is not an event: the search takes the sign the function has
-        next. For a batch, reduce the rows to one value (e.g. ``y[:, 0].min()``), or call once
-        per row for one event each.
+        next. For a batched ``y0`` of shape ``(batch, ...)`` it may instead return one value
+        per row, shape ``(batch,)`` (e.g. ``y[:, 0]``): each row then has its own event, its
+        first sign change, and ``t_event`` has shape ``(batch,)``. Each row's value must depend
+        on that row of ``y`` (and ``t``) only, and ``func`` must compute each row from that row
+        alone (the rows are separate systems); the search steps the batch with one step size
+        and ends when every row has crossed. While a row's root is located and for its Newton
+        step, ``t`` is a tensor of shape ``(batch,)``, one time per row (``func`` then gets
+        shape ``(batch, 1, ...)``, as with ``step_control="per-sample"``); during the search it
+        is 0-dim, shared. Per-row events need a tensor ``y0`` and a Runge-Kutta method (not
+        ``leapfrog`` or ``yoshida4``). To find the first of a batch's events instead, reduce
+        the rows to one value, e.g. ``y[:, 0].min()``.
     t_max : float, optional
         Give up at this time (``t_max < t0`` integrates backward in time). By default the search
         runs forward until the event or ``max_steps``.
@@ -174,7 +188,10 @@ def odeint_event(
     throw : bool
         Raise :class:`physode.SolverError` when no event is found (none before ``t_max``, or the
         search stopped early) (default); with ``False`` return an ``EventSolution`` whose
-        ``found`` is False and whose ``t_event`` and state are NaN.
+        ``found`` is False and whose ``t_event`` and state are NaN. With one event per row, it
+        raises if any row has none, naming those rows (the error's ``solution`` holds the
+        others' events, without gradients); with ``False`` those rows get ``found`` False and
+        NaN, and the others their events and gradients.
 
     Returns
     -------
@@ -185,7 +202,8 @@ def odeint_event(
     Raises
     ------
     physode.InvalidArgumentError
-        On bad input, e.g. an ``event_fn`` that does not return a 0-dim tensor.
+        On bad input, e.g. an ``event_fn`` that returns neither a 0-dim tensor nor one value
+        per row of a batched ``y0``.
     physode.SolverError
         When no event is found and ``throw`` is true; carries the time reached.
 
@@ -202,6 +220,16 @@ def odeint_event(
     >>> t_event.backward()  # dt/dh0 = 1 / sqrt(2 * 9.81 * h0)
     >>> round(y0.grad[0].item(), 9)
     0.071392156
+
+    A batch of balls from 1, 5 and 20 m, one event per row (``event_fn`` returns ``(batch,)``):
+
+    >>> fall_rows = lambda t, y: torch.stack([y[:, 1], torch.full_like(y[:, 1], -9.81)], -1)
+    >>> y0 = torch.tensor([[1.0, 0.0], [5.0, 0.0], [20.0, 0.0]], dtype=torch.float64)
+    >>> sol = physode.odeint_event(fall_rows, y0, 0.0, lambda t, y: y[:, 0])
+    >>> sol.t_event  # sqrt(2 * h0 / 9.81), row by row
+    tensor([0.4515, 1.0096, 2.0193], dtype=torch.float64)
+    >>> sol.found
+    tensor([True, True, True])
     """
     if unknown:
         _refuse_keywords(unknown)

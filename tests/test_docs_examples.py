@@ -39,7 +39,7 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("solvers.md", 3), ("solvers.md", 4),
-              ("solvers.md", 5),
+              ("solvers.md", 5), ("solvers.md", 6),
               ("systems.md", 0),
               ("systems.md", 1),
               ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
@@ -106,8 +106,18 @@ def test_solvers_per_sample_numpy_example():
     torch.testing.assert_close(sol.ys[-1], y0 * torch.exp(torch.tensor(-1.0)), rtol=1e-5, atol=0)
 
 
-def test_solvers_tuple_state_example_gives_exact_log_density_and_its_gradient():
+def test_solvers_per_row_events_example_lands_each_row_with_its_gradient():
     ns = _run("solvers.md", 5)
+    sol, y0, g = ns["sol"], ns["y0"], 9.81
+    h0 = y0.detach()[:, 0]
+    assert sol.t_event.shape == (3,) and sol.ys.shape == (2, 3, 2)
+    torch.testing.assert_close(sol.t_event.detach(), torch.sqrt(2 * h0 / g), rtol=0, atol=1e-12)
+    assert float(sol.ys[1, :, 0].detach().abs().max()) < 1e-11
+    torch.testing.assert_close(y0.grad[:, 0], 1 / torch.sqrt(2 * g * h0), rtol=0, atol=1e-10)
+
+
+def test_solvers_tuple_state_example_gives_exact_log_density_and_its_gradient():
+    ns = _run("solvers.md", 6)
     zs, logps, A = ns["zs"], ns["logps"], ns["A"]
     assert zs.shape == (2, 256, 2) and logps.shape == (2, 256, 1)
     trace = float(A.detach().diagonal().sum())
