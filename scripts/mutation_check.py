@@ -305,9 +305,9 @@ MUTANTS = (
            SECTIONS),
     Mutant("physode/diagnostics/_sections.py", "above = values >= 0", "above = values > 0",
            "a sample on the surface crosses nothing", SECTIONS),
-    Mutant("physode/diagnostics/_sections.py",
-           "g_hi = torch.where(moves_lo, torch.where(again, g_hi / 2, g_hi), g_s)",
-           "g_hi = torch.where(moves_lo, g_hi, g_s)",
+    Mutant("physode/solvers/_roots.py",
+           "new_g_hi = torch.where(moves_lo, torch.where(again, g_hi / 2, g_hi), g_s)",
+           "new_g_hi = torch.where(moves_lo, g_hi, g_s)",
            "plain regula falsi: the end near the root is never halved", SECTIONS,
            equivalent="its 40 fixed steps converge on a cubic without Illinois' halving too, "
            "only more slowly"),
