@@ -48,7 +48,9 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
               ("training.md", 10),
               ("diagnostics.md", 0),
               ("diagnostics.md", 1),
-              ("diagnostics.md", 2)}  # fmt: skip
+              ("diagnostics.md", 2),
+              ("tutorial.md", 0), ("tutorial.md", 1), ("tutorial.md", 2), ("tutorial.md", 3),
+              ("tutorial.md", 4)}  # fmt: skip
     found = {(path.name, i) for path in DOCS.glob("*.md") for i in range(len(_blocks(path.name)))}
     assert found == tested | set(LISTINGS), "a docs example is neither tested nor a listing"
 
@@ -396,3 +398,113 @@ def test_training_physics_first_commands_run_and_the_hybrid_improves_on_the_fit(
     without[without.index("--learnable") + 1] = "c"
     assert main(without) == 2
     assert "'harmonic_oscillator' -> 'damped_oscillator'" in capsys.readouterr().err
+
+
+TUTORIAL_FOLDER = 'tempfile.mkdtemp(prefix="physode-tutorial-")'
+
+
+def _tutorial(tmp_path, blocks, namespace=None):
+    """Run tutorial.md's blocks in one namespace, as a reader pasting them in order does, with
+    the temporary folder of its step 2 replaced by ``tmp_path``."""
+    namespace = {} if namespace is None else namespace
+    for index in blocks:
+        replace = {TUTORIAL_FOLDER: repr(str(tmp_path))} if TUTORIAL_FOLDER in (
+            _blocks("tutorial.md")[index]) else {}  # fmt: skip
+        _run("tutorial.md", index, namespace, **replace)
+    return namespace
+
+
+def test_tutorial_runs_end_to_end_and_prints_what_its_comments_say(tmp_path, capsys):
+    torch.manual_seed(0)
+    ns = _tutorial(tmp_path, range(5))
+    out = capsys.readouterr().out.splitlines()
+    # Step 1: the system from SymPy, its states, the Coriolis term, its energy (T + V).
+    assert out[:4] == ["['r', 'theta', 'r_dot', 'theta_dot']",
+                       "-g*sin(theta)/r - 2*r_dot*theta_dot/r", "['energy']", "-9.7309"]  # fmt: skip
+    r, theta = 1.2, 0.5
+    assert float(ns["spring"].energy(ns["y"])) == pytest.approx(
+        30.0 * (r - 1.0) ** 2 / 2 - 9.81 * r * float(torch.cos(torch.tensor(theta))))
+    # Step 2: the file is the same system; the data set, its split and its conservation.
+    assert out[4] == "True"
+    assert out[5].startswith(f"wrote {tmp_path / 'spring.h5'}: 32 trajectories in ")
+    assert "(0 solver failures, 0 invariant drift flags)" in out[5]
+    assert out[6:8] == ["(32, 51, 4) 5.0", "True"]
+    assert [len(ns["data"].split[s]) for s in ("train", "val", "test")] == [26, 3, 3]
+    drift = float(ns["report"]["energy"].max_rel_drift.max())
+    assert 1e-12 < drift < 1e-10  # "about 1e-11"
+    section_line = next(i for i, line in enumerate(out) if line.startswith("theta = 0"))
+    # The optional Poincare section.
+    assert out[section_line] == "theta = 0, upward [23, 23, 26, 24]"
+    assert ns["section"].plot_axes == ("r", "r_dot")
+    assert (tmp_path / "section.png").stat().st_size > 0
+    # Step 3: the physics model recovers k; its rollout beyond the horizon is right.
+    assert out[section_line + 1 :] == ["k = 30.0000", "9e-12", "0.4", "0.0002", "-0.27"]
+    assert ns["fit"].physical_parameters["k"] == pytest.approx(30.0, rel=1e-6)
+    assert float(ns["rollout"].t[-1]) == 10.0 and ns["rollout"].mse_beyond < 1e-10
+    # The hybrid: two thousand times smaller than the undamped physics beyond the horizon.
+    before, after = ns["before"].mse_beyond, ns["after"].mse_beyond
+    assert before / after > 1000
+    assert float(ns["after"].t[-1]) == 10.0 and ns["after"].note is None
+    # The damped data set's system has the damper the physics lacks.
+    damped = ns["physode"].data.load(tmp_path / "damped.h5").system
+    assert damped.parameters["c"] == 0.3 and "energy" not in damped.invariant_names
+
+
+def test_tutorial_commands_run_on_the_files_of_its_step_two(tmp_path, monkeypatch, capsys):
+    import json
+
+    from physode.cli import main
+
+    ns = _tutorial(tmp_path, [0, 1])
+    # Step 3's lines that write the damped file, without its simulation and training.
+    write_damped = _blocks("tutorial.md")[4].split("physode.data.simulate")[0]
+    exec(compile(write_damped, "tutorial.md block 4 (its first lines)", "exec"), ns)
+    assert (tmp_path / "spring_damped.toml").is_file()
+    monkeypatch.chdir(tmp_path)
+    text = (DOCS / "tutorial.md").read_text()
+    block = re.search(r"## 4\. The same from the command line.*?```bash\n(.*?)```", text,
+                      re.S).group(1)  # fmt: skip
+    commands = [shlex.split(line.replace("\\\n", " ")) for line in
+                re.split(r"(?<!\\)\n", block.strip())]  # fmt: skip
+    assert [c[:2] for c in commands] == [["physode", "simulate"], ["physode", "check"],
+                                         ["physode", "train"], ["physode", "simulate"],
+                                         ["physode", "train"]]  # fmt: skip
+    fewer = {"6": "3", "20": "2"}  # epochs, cut for the test
+    capsys.readouterr()
+    for command in commands:
+        args = command[1:]
+        if "--epochs" in args:
+            i = args.index("--epochs") + 1
+            args[i] = fewer[args[i]]
+        assert main(args) == 0, args
+    captured = capsys.readouterr()
+    assert "all invariants within tolerance 1e-06" in captured.out
+    assert "started the physics part (m, k, l0, g) from fit/model.pt; the residual starts fresh" \
+        in captured.err  # fmt: skip
+    fit = json.loads((tmp_path / "fit" / "report.json").read_text())
+    assert fit["physical_parameters"]["k"] == pytest.approx(30.0, rel=1e-3)
+    hybrid = json.loads((tmp_path / "hybrid" / "report.json").read_text())
+    assert hybrid["rollout"]["mse_beyond"] is not None
+
+
+def _anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but hyphens dropped, spaces
+    to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def test_tutorial_links_point_to_existing_pages_and_headings():
+    text = (DOCS / "tutorial.md").read_text()
+    links = re.findall(r"\]\(([\w.]+\.md)(?:#([^)]+))?\)", text)
+    assert {page for page, _ in links} >= {"systems.md", "data.md", "diagnostics.md",
+                                           "solvers.md", "training.md", "cli.md",
+                                           "architecture.md"}  # fmt: skip
+    for page, anchor in links:
+        assert (DOCS / page).is_file(), page
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", (DOCS / page).read_text(), re.M)
+            assert anchor in {_anchor(h) for h in headings}, f"{page}#{anchor}"
+    readme = (DOCS.parent / "README.md").read_text()
+    assert "(docs/tutorial.md)" in readme
+    assert "(tutorial.md)" in (DOCS / "architecture.md").read_text()
