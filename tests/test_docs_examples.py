@@ -419,8 +419,12 @@ def test_tutorial_runs_end_to_end_and_prints_what_its_comments_say(tmp_path, cap
     ns = _tutorial(tmp_path, range(5))
     out = capsys.readouterr().out.splitlines()
     # Step 1: the system from SymPy, its states, the Coriolis term, its energy (T + V).
-    assert out[:4] == ["['r', 'theta', 'r_dot', 'theta_dot']",
-                       "-g*sin(theta)/r - 2*r_dot*theta_dot/r", "['energy']", "-9.7309"]  # fmt: skip
+    assert out[:4] == [
+        "['r', 'theta', 'r_dot', 'theta_dot']",
+        "-g*sin(theta)/r - 2*r_dot*theta_dot/r",
+        "['energy']",
+        "-9.7309",
+    ]
     r, theta = 1.2, 0.5
     assert float(ns["spring"].energy(ns["y"])) == pytest.approx(
         30.0 * (r - 1.0) ** 2 / 2 - 9.81 * r * float(torch.cos(torch.tensor(theta))))
