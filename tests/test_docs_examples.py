@@ -489,6 +489,19 @@ def test_tutorial_commands_run_on_the_files_of_its_step_two(tmp_path, monkeypatc
     assert fit["physical_parameters"]["k"] == pytest.approx(30.0, rel=1e-3)
     hybrid = json.loads((tmp_path / "hybrid" / "report.json").read_text())
     assert hybrid["rollout"]["mse_beyond"] is not None
+    # As the text says: a fit on the data set's own system does not start the hybrid whose
+    # --system is the file, as the two are compared as written.
+    fit_args = commands[2][1:]
+    i = fit_args.index("--system")
+    del fit_args[i : i + 2]
+    fit_args[fit_args.index("--epochs") + 1] = "1"
+    fit_args[fit_args.index("--out") + 1] = "own"
+    assert main(fit_args) == 0
+    hybrid_args = commands[4][1:]
+    hybrid_args[hybrid_args.index("--init-from") + 1] = "own/model.pt"
+    capsys.readouterr()
+    assert main(hybrid_args) == 2
+    assert "(system: 'spring_pendulum' -> 'spring_pendulum.toml')" in capsys.readouterr().err
 
 
 def _anchor(heading: str) -> str:
