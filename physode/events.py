@@ -42,9 +42,6 @@ __all__ = ["EventSolution", "odeint_event"]
 
 DIRECTIONS = (-1, 0, 1)
 
-# The bracketing search stops well before this many evaluations of event_fn (about 60 in float64
-# at worst); the cap only guards against an event_fn whose sign flickers with rounding.
-_MAX_ROOT_ITERATIONS = 200
 
 
 @dataclass
@@ -494,47 +491,24 @@ def _locate(stepper, func, event_fn, crossing: _Crossing, time, stats) -> tuple[
             stats.nfe += stepper.nfe_per_replay
             return stepper.step(func, c.t, c.y, theta * h, f_a, time, replay=True).y1
 
-    # a and b bracket the root; ga and gb are the values there, which Illinois halves at the end
-    # that stays put twice, so that the bracket closes from both sides.
-    a, b, ga, gb = 0.0, 1.0, c.g, c.g1
-    best = (abs(c.g1), 1.0)
-    # Times closer than this are one time for func (and event_fn), which get t in y's dtype.
+    # Times closer than this are one time for func (and event_fn), which get t in y's dtype: the
+    # least fraction of the step that moves the time is the search's nudge (see _root).
     resolution = torch.finfo(c.y.dtype).eps * max(abs(c.t), abs(c.t_new))
-    # The least fraction of the step that moves the time: a trial is kept at least this far
-    # inside the bracket. A secant that rounds onto an end (its value there all but zero) then
-    # tries the time next to that end, which closes the bracket, rather than bisecting the
-    # rest of it down to the resolution.
-    nudge = resolution / abs(h)
-    side = 0
-    for _ in range(_MAX_ROOT_ITERATIONS):
-        if b - a <= 2.0 * nudge:
-            break  # the bracket is as narrow as the times resolve
-        theta = (a * gb - b * ga) / (gb - ga)
-        if math.isnan(theta):
-            theta = 0.5 * (a + b)
-        theta = min(max(theta, a + nudge), b - nudge)
-        if theta in (a, b):
-            break
-        y_theta = state(theta)
-        g = _event_value(event_fn, time(c.t + theta * h), y_theta, c.y)
-        if abs(g) <= best[0]:
-            best, best_state = (abs(g), theta), y_theta
-        if g == 0.0:
-            break
-        if _sign(g) == _sign(gb):
-            b, gb = theta, g
-            if side == -1:
-                ga *= 0.5
-            side = -1
-        else:
-            a, ga = theta, g
-            if side == 1:
-                gb *= 0.5
-            side = 1
-    theta = best[1]
+    states: dict[float, Tensor] = {0.0: c.y, 1.0: c.y1}
+
+    def value(s: Tensor) -> Tensor:
+        theta = float(s)
+        states[theta] = state(theta)
+        g = _event_value(event_fn, time(c.t + theta * h), states[theta], c.y)
+        return torch.tensor([g], dtype=torch.float64)
+
+    def bound(g: float) -> Tensor:
+        return torch.tensor([g], dtype=torch.float64)
+
+    theta = float(_root(value, bound(c.g), bound(c.g1), nudge=bound(resolution / abs(h))))
     if theta == 1.0:
         return c.t_new, c.y1
-    return c.t + theta * h, best_state
+    return c.t + theta * h, states[theta]
 
 
 def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
