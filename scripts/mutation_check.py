@@ -57,6 +57,7 @@ CALIBRATION = ("test_calibration",)
 NAMES = ("test_symbolic_names",)
 SECTIONS = ("test_sections",)
 TUPLES = ("test_tuple_states",)
+EVENTS = ("test_events",)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,16 @@ MUTANTS = (
            "if name in SYMPY_CONSTANTS and name not in declared and before != \".\"",
            "if name in SYMPY_CONSTANTS and before != \".\"",
            "a declared parameter E warned of as Euler's number", NAMES),
+    # -- terminal events (physode/events.py)
+    Mutant("physode/events.py", "return t_event, y_root + f_r * (t_event - t_r)",
+           "return t_event, y_root", "the event's state misses the Newton step's f dt",
+           EVENTS),
+    Mutant("physode/events.py", "if direction in (0, -sign):", "if direction in (0, sign):",
+           "a single event's direction flipped", EVENTS),
+    Mutant("physode/events.py", "hit &= sign == -direction", "hit &= sign == direction",
+           "a per-row event's direction flipped", EVENTS),
+    Mutant("physode/events.py", "(0.0 if g_y is None else (g_y * f_r).sum())", "0.0",
+           "the event's rate leaves out dg/dy . f", EVENTS),
     # -- tuple states (physode/solvers/_tuples.py)
     Mutant("physode/solvers/_tuples.py", "chunks = flat.split(self.sizes, dim=-1)",
            "chunks = flat.split(self.sizes[::-1], dim=-1)",
