@@ -58,6 +58,7 @@ NAMES = ("test_symbolic_names",)
 SECTIONS = ("test_sections",)
 TUPLES = ("test_tuple_states",)
 EVENTS = ("test_events",)
+HNN = ("test_hnn",)
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,11 @@ MUTANTS = (
            "if name in SYMPY_CONSTANTS and name not in declared and before != \".\"",
            "if name in SYMPY_CONSTANTS and before != \".\"",
            "a declared parameter E warned of as Euler's number", NAMES),
+    # -- the Hamiltonian neural network (physode/models/hamiltonian.py)
+    Mutant("physode/models/hamiltonian.py", "create_graph=keep_graph", "create_graph=False",
+           "the HNN's field keeps no graph of its derivative", HNN),
+    Mutant("physode/models/hamiltonian.py", "torch.cat([dh[..., n:], -dh[..., :n]], dim=-1)",
+           "torch.cat([-dh[..., n:], dh[..., :n]], dim=-1)", "the HNN's field reversed", HNN),
     # -- terminal events (physode/events.py)
     Mutant("physode/events.py", "return t_event, y_root + f_r * (t_event - t_r)",
            "return t_event, y_root", "the event's state misses the Newton step's f dt",
