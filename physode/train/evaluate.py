@@ -384,7 +384,7 @@ def rollout_report(
     atol: float = 1e-9,
     step_size: float | None = None,
     conservation: bool = True,
-    conservation_tolerance: float = 1e-6,
+    conservation_tolerance: float | None = None,
     calibrate: float | bool | None = None,
     gradient: Any = "aca",
     calibration_iterations: int = CALIBRATION_ITERATIONS,
@@ -428,8 +428,11 @@ def rollout_report(
     trajectory (``per_trajectory``) take the mean of the learned values: ``data`` are taken to
     be trajectories it was not trained on (the report's ``per_trajectory`` says so), unless
     ``calibrate`` fits each one's own values first.
-    conservation_tolerance : float
-        Relative drift the conservation reports flag.
+    conservation_tolerance : float, optional
+        Relative drift the conservation reports flag. By default
+        :func:`rollout_conservation_tolerance` of ``rtol``: 100 times it, at least 1e-6, the
+        drift a rollout at that tolerance may show by itself, so that a model that conserves
+        its invariants exactly is not flagged for its solver's error.
     calibrate : float or True, optional
         For a model that learns parameters per trajectory: before the rollout, fit each
         held-out trajectory's own values of them to its observations at times ``t <= calibrate``
@@ -636,12 +639,27 @@ def rollout_report(
         measure = [("model", predicted, own)] if bool((first == 0).all()) else []
         if complete:
             measure.append(("truth", truth, data.params))
+        if conservation_tolerance is None:
+            conservation_tolerance = rollout_conservation_tolerance(rtol)
         for name, ys, p in measure:
             measured = conservation_report(
                 system, ys.transpose(0, 1), t=t, tolerance=conservation_tolerance, p=p
             )
             setattr(report, f"conservation_{name}", measured)
     return report
+
+
+def rollout_conservation_tolerance(rtol: float) -> float:
+    """The relative drift a rollout's conservation report flags by default: ``100 * rtol``, at
+    least 1e-6.
+
+    An adaptive solve's global error grows past its local tolerance over many steps; a model
+    whose invariants hold exactly still drifts by that much, and is not flagged for it.
+
+    >>> rollout_conservation_tolerance(1e-5), rollout_conservation_tolerance(1e-10)
+    (0.001, 1e-06)
+    """
+    return max(1e-6, 100.0 * rtol)
 
 
 def calibration_time(

@@ -1016,7 +1016,7 @@ class Trainer:
         *,
         t_end: float | None = None,
         conservation: bool = True,
-        conservation_tolerance: float = 1e-6,
+        conservation_tolerance: float | None = None,
         calibrate: float | bool | None = None,
         calibration_iterations: int = CALIBRATION_ITERATIONS,
     ) -> RolloutReport:
@@ -1035,8 +1035,9 @@ class Trainer:
             ``Trajectories(t, ys, system=...)`` given as ``test_data`` or as the training data.
         conservation : bool
             Add conservation reports of the rollouts and the truth (needs a known system).
-        conservation_tolerance : float
-            Relative drift the conservation reports flag.
+        conservation_tolerance : float, optional
+            Relative drift the conservation reports flag; by default 100 times the training
+            settings' ``rtol``, at least 1e-6 (see :func:`~physode.train.rollout_report`).
         calibrate : float or True, optional
             For a model that learns parameters per trajectory: fit each held-out trajectory's
             own values of them to its observations up to this time (``True``: the training
