@@ -52,10 +52,16 @@ _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
 # The [model] settings that --init-from's weights must have been trained with: those that shape
 # the model or give its weights their meaning (an activation changes no shape). Start values,
 # the learnable parameters and APHYNITY's settings may change, as a new run's settings.
+# The system is compared by identity, not as written (see _system_changes).
 _ARCHITECTURE_KEYS = ("kind", "system", "per_trajectory", "width", "depth", "activation")
 # Those of them that shape a physics model, or a hybrid's physics part: the weights of one start
 # the other where these are the same (the learnable parameters may change, as above).
 _PHYSICS_PART_KEYS = ("system", "per_trajectory")
+# What a model record says of its system: "system", as given (--system's value, or the data
+# set's system's name where none was given: what rebuilds it), and the system's identity, its
+# name and the SHA-256 of its specification text (None for a system built in Python). Records
+# written before physode kept the identity hold "system" only.
+_SYSTEM_KEYS = ("system", "system_name", "system_spec_sha256")
 # The [report] settings, each with its type check and the type's name in TOML.
 _REPORT_TYPES: dict[str, tuple[Any, str]] = {
     "t_end": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
@@ -696,8 +702,7 @@ def model_record(settings: dict[str, Any], system: Any) -> dict[str, Any]:
         and (settings["aphynity"] or k not in _APHYNITY_KEYS)
     }
     if "system" in record:
-        chosen = record["system"] or system
-        record["system"] = chosen if isinstance(chosen, str) else getattr(chosen, "name", None)
+        record.update(_system_identity(record["system"], system))
         record["learnable"] = list(record["learnable"] or [])
         record["init"] = dict(record["init"] or {})
         # Kept only where set, so that the checkpoints of runs without it resume as before.
@@ -706,6 +711,121 @@ def model_record(settings: dict[str, Any], system: Any) -> dict[str, Any]:
         else:
             del record["per_trajectory"]
     return record
+
+
+def _system_identity(given: Any, system: Any) -> dict[str, Any]:
+    """The ``_SYSTEM_KEYS`` of a model record: the system ``given`` (``--system``'s value, a
+    catalogue name or a file), or, where none was, the data set's ``system``.
+
+    Examples
+    --------
+    >>> identity = _system_identity("harmonic_oscillator", None)
+    >>> identity["system"], identity["system_name"], len(identity["system_spec_sha256"])
+    ('harmonic_oscillator', 'harmonic_oscillator', 64)
+    """
+    from physode.data._store import sha256_text
+
+    chosen = given or system
+    if isinstance(chosen, str | Path):
+        import physode.systems
+
+        chosen = physode.systems.load(chosen)  # loaded by build_model already: no new derivation
+    text = getattr(chosen, "spec_text", None)
+    name = getattr(chosen, "name", None)
+    return {
+        "system": str(given) if given else name,
+        "system_name": name,
+        "system_spec_sha256": sha256_text(text) if text else None,
+    }
+
+
+def _system_changes(saved: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """``["system: then -> now (why)"]`` where the model records ``saved`` and ``mine`` name
+    other systems, else ``[]``; records without a system (neural models) have none to compare.
+
+    Systems are the same where their names and specification texts are: a catalogue name and a
+    copy of its file are one system, and two files that give one name to different equations
+    are two. A record written before physode kept the identity holds only the system as it was
+    written; it is the same where that is what was given now or the system's name, or names a
+    file, still there, of the same text.
+    """
+    if saved.get("system") is None and mine.get("system") is None:
+        return []
+    then, now = saved.get("system"), mine.get("system")
+    if "system_spec_sha256" in saved and "system_spec_sha256" in mine:
+        theirs, ours = saved.get("system_spec_sha256"), mine.get("system_spec_sha256")
+        if saved.get("system_name") != mine.get("system_name"):
+            return [f"system: {then!r} -> {now!r}"]
+        if theirs != ours:
+            short = [h[:12] if isinstance(h, str) else h for h in (theirs, ours)]
+            return [
+                f"system: {then!r} -> {now!r} (both named {mine.get('system_name')!r}, but of "
+                f"other specifications: SHA-256 {short[0]} -> {short[1]})"
+            ]
+        return []
+    # A record without the identity (older), or a caller's record without it: as written.
+    if then in (now, mine.get("system_name")) and then is not None:
+        return []
+    if isinstance(then, str) and mine.get("system_spec_sha256") and _file_sha256(then) == (
+        mine["system_spec_sha256"]
+    ):
+        return []
+    return [f"system: {then!r} -> {now!r}"]
+
+
+def _file_sha256(name: str) -> str | None:
+    """The SHA-256 of the specification file ``name`` as :func:`physode.systems.load` reads it,
+    or None where ``name`` names no readable specification file."""
+    from physode.data._store import sha256_text
+    from physode.symbolic._spec import read_spec_text
+    from physode.systems import SUFFIX
+
+    if not name.endswith(SUFFIX):
+        return None
+    try:
+        return sha256_text(read_spec_text(Path(name), name))
+    except (OSError, PhysodeError):
+        return None
+
+
+def _model_changes(
+    saved: dict[str, Any], mine: dict[str, Any], keys: tuple[str, ...]
+) -> list[str]:
+    """:func:`physode.train._checkpoints._changes` of the model records ``saved`` and ``mine``
+    over ``keys``, the system among them compared by identity (:func:`_system_changes`)."""
+    from physode.train._checkpoints import _changes
+
+    changes = _changes(saved, mine, [k for k in keys if k != "system"])
+    if "system" in keys:
+        changes = _system_changes(saved, mine) + changes
+    return changes
+
+
+def _resumed_metadata(path: Any, saved: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a resume of the checkpoint ``path`` compares with its ``saved`` metadata:
+    ``record``'s, with the system keys taken from ``saved`` where both name the same system
+    (:func:`_system_changes`), so that a system written another way resumes. Where they name
+    other systems the resume is refused here, naming the system and the other model settings
+    that differ (the trainer compares the training settings)."""
+    from physode.train._checkpoints import _changes
+
+    mine = {f"model.{k}": v for k, v in record.items()}
+    if not (isinstance(saved, dict) and saved):  # an older checkpoint: resumed unchecked
+        return mine
+    theirs = {k.removeprefix("model."): v for k, v in saved.items()}
+    changes = _system_changes(theirs, record)
+    if changes:
+        others = [f"model.{k}" for k in {**theirs, **record} if k not in _SYSTEM_KEYS]
+        pairs = ", ".join([f"model.{changes[0]}", *_changes(saved, mine, others)])
+        raise InvalidArgumentError(
+            f"cannot resume {path}: settings differ from the saved run ({pairs}); use the "
+            "saved settings to continue the run exactly"
+        )
+    for key in _SYSTEM_KEYS:
+        mine.pop(f"model.{key}", None)
+        if f"model.{key}" in saved:
+            mine[f"model.{key}"] = saved[f"model.{key}"]
+    return mine
 
 
 def _check_out(out: Any) -> None:
@@ -872,6 +992,11 @@ def _train_and_report(
     calibrate = extras.get("calibrate")
     calibration_time(model, held_out.t, calibrate, float(trainer.train_data.t[-1]))
     if resume is not None:
+        from physode.train._checkpoints import _read_checkpoint
+
+        # The checkpoint's system is compared by identity here, the other settings by the trainer.
+        saved = _read_checkpoint(Path(resume)).get("metadata")
+        trainer.metadata = _resumed_metadata(resume, saved, record)
         trainer.load_checkpoint(resume)
     try:
         with _warnings_as_lines():
@@ -938,7 +1063,7 @@ def _check_init_from(
 
     Between a physics model and a hybrid only the physics part moves, so only the settings that
     shape it count: the system and the parameters learned per trajectory."""
-    from physode.train._checkpoints import CHECKPOINT_FORMAT, _changes
+    from physode.train._checkpoints import CHECKPOINT_FORMAT
 
     saved = None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
@@ -954,7 +1079,7 @@ def _check_init_from(
         return
     kinds = {saved.get("kind"), record.get("kind")}
     if kinds == {"physics", "hybrid"}:
-        changes = _changes(saved, record, _PHYSICS_PART_KEYS)
+        changes = _model_changes(saved, record, _PHYSICS_PART_KEYS)
         if changes:
             raise InvalidArgumentError(
                 f"{_init_from_named(path, init_from_as)}: its physics part was trained in a "
@@ -963,7 +1088,7 @@ def _check_init_from(
                 "and --per-trajectory only"
             )
         return
-    changes = _changes(saved, record, _ARCHITECTURE_KEYS)
+    changes = _model_changes(saved, record, _ARCHITECTURE_KEYS)
     if changes:
         raise InvalidArgumentError(
             f"{_init_from_named(path, init_from_as)}: its weights were trained in a model built "

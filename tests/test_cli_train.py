@@ -129,6 +129,16 @@ def own_system(tmp_path):
     return str(path)
 
 
+@pytest.fixture
+def renamed_twin(tmp_path):
+    """A file that gives the harmonic oscillator's name to other equations (a quartic well):
+    another system, though named alike."""
+    text = physode.systems.path("harmonic_oscillator").read_text(encoding="utf-8")
+    path = tmp_path / "quartic.toml"
+    path.write_text(text.replace("k*q**2/2", "k*q**4/4"))
+    return str(path)
+
+
 HYBRID = ["--model", "hybrid", "--width", "8", "--depth", "1", "--learnable", "k"]
 APHYNITY = [*HYBRID, "--aphynity", "--aphynity-tau", "10"]
 
@@ -144,21 +154,104 @@ APHYNITY = [*HYBRID, "--aphynity", "--aphynity-tau", "10"]
          "model.aphynity_update: 'batch' -> 'epoch'"),  # fmt: skip
         (HYBRID, [*HYBRID, "--activation", "relu"], "model.activation: 'tanh' -> 'relu'"),
         (HYBRID, [*HYBRID[:-1], "m,k"], "model.learnable: ['k'] -> ['m', 'k']"),
-        (HYBRID, [*HYBRID, "--system", "{own}"], "model.system: 'harmonic_oscillator' -> '"),
+        (HYBRID, [*HYBRID, "--system", "{twin}"],
+         "model.system: 'harmonic_oscillator' -> '{twin}' (both named 'harmonic_oscillator', "
+         "but of other specifications: SHA-256 "),  # fmt: skip
+        (HYBRID, [*HYBRID, "--system", "damped_oscillator"],
+         "model.system: 'harmonic_oscillator' -> 'damped_oscillator'"),  # fmt: skip
         (HYBRID, ["--model", "neural", "--width", "8", "--depth", "1"],
          "model.kind: 'hybrid' -> 'neural'"),  # fmt: skip
     ],
 )
 def test_a_resume_with_other_model_settings_is_refused_naming_each(
-    data, tmp_path, capsys, own_system, first, then, named
+    data, tmp_path, capsys, renamed_twin, first, then, named
 ):
     checkpoints = tmp_path / "ckpt"
     assert main(_train(data, *first, "--checkpoint-dir", str(checkpoints))) == 0
-    then = [a.format(own=own_system) for a in then]
+    then = [a.format(twin=renamed_twin) for a in then]
     resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2"]
     assert main(_train(data, *then, *resume)) == 2
     err = _error(capsys)
-    assert "settings differ from the saved run" in err and named in err
+    assert "settings differ from the saved run" in err and named.format(twin=renamed_twin) in err
+
+
+@pytest.mark.parametrize("then", [[], ["--system", "harmonic_oscillator"], ["--system", "{own}"]])
+@pytest.mark.parametrize("first", [[], ["--system", "harmonic_oscillator"], ["--system", "{own}"]])
+def test_the_system_written_another_way_resumes_and_warm_starts(
+    data, tmp_path, own_system, first, then
+):
+    # The data set's own system, its catalogue name and a copy of its file are one system.
+    first, then = ([a.format(own=own_system) for a in argv] for argv in (first, then))
+    physics = ["--model", "physics", "--learnable", "k", "--init", "k=1.5"]
+    checkpoints, fit = tmp_path / "ckpt", tmp_path / "fit"
+    assert main(_train(data, *physics, *first, "--checkpoint-dir", str(checkpoints),
+                       "--out", str(fit))) == 0  # fmt: skip
+    resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2", "--out", str(tmp_path)]
+    assert main(_train(data, *physics, *then, *resume)) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["epochs"] == 2
+    hybrid = [*HYBRID, *then, "--init-from", str(fit / "model.pt"), "--out", str(tmp_path / "h")]
+    assert main(_train(data, *hybrid)) == 0
+    report = json.loads((tmp_path / "h" / "report.json").read_text())
+    assert report["warm_start"].startswith("started the physics part (m, k) from ")
+
+
+def test_a_file_naming_its_other_equations_as_the_data_sets_system_does_not_warm_start(
+    data, tmp_path, capsys, renamed_twin
+):
+    fit = ["--model", "physics", "--learnable", "k", "--system", renamed_twin, "--out",
+           str(tmp_path / "fit")]  # fmt: skip
+    assert main(_train(data, *fit)) == 0
+    record = json.loads((tmp_path / "fit" / "report.json").read_text())["model"]
+    assert (record["system"], record["system_name"]) == (renamed_twin, "harmonic_oscillator")
+    capsys.readouterr()
+    init_from = str(tmp_path / "fit" / "model.pt")
+    assert main(_train(data, *HYBRID, "--init-from", init_from)) == 2
+    assert (
+        f"its physics part was trained in a physics model built with other settings (system: "
+        f"{renamed_twin!r} -> 'harmonic_oscillator' (both named 'harmonic_oscillator', but of "
+        "other specifications: SHA-256 "
+    ) in _error(capsys)
+
+
+def _written_before_identity(record: dict) -> dict:
+    """A model record as physode wrote it before it kept the system's identity."""
+    return {k: v for k, v in record.items() if k not in ("system_name", "system_spec_sha256")}
+
+
+def test_an_older_report_naming_the_system_as_written_is_compared_as_well_as_it_allows(
+    data, tmp_path, capsys, own_system, renamed_twin
+):
+    fit = tmp_path / "fit"
+    physics = ["--model", "physics", "--learnable", "k", "--out", str(fit)]
+    assert main(_train(data, *physics, "--system", own_system)) == 0
+    report = json.loads((fit / "report.json").read_text())
+    report["model"] = _written_before_identity(report["model"])
+    assert report["model"]["system"] == own_system
+    (fit / "report.json").write_text(json.dumps(report))
+    init_from = ["--init-from", str(fit / "model.pt")]
+    # The file it names still holds the data set's system; the text as given matches too.
+    for system in ([], ["--system", own_system]):
+        assert main(_train(data, *HYBRID, *system, *init_from)) == 0
+    Path(own_system).write_text(Path(renamed_twin).read_text())  # now another system
+    capsys.readouterr()
+    assert main(_train(data, *HYBRID, *init_from)) == 2
+    assert f"(system: {own_system!r} -> 'harmonic_oscillator')" in _error(capsys)
+
+
+def test_an_older_checkpoint_naming_the_system_as_written_resumes_by_its_name(
+    data, tmp_path, capsys
+):
+    checkpoints = tmp_path / "ckpt"
+    assert main(_train(data, *HYBRID, "--checkpoint-dir", str(checkpoints))) == 0
+    state = torch.load(checkpoints / "last.pt")
+    record = {k.removeprefix("model."): v for k, v in state["metadata"].items()}
+    state["metadata"] = {f"model.{k}": v for k, v in _written_before_identity(record).items()}
+    torch.save(state, checkpoints / "last.pt")
+    resume = ["--resume", str(checkpoints / "last.pt"), "--epochs", "2"]
+    assert main(_train(data, *HYBRID, "--system", "harmonic_oscillator", *resume)) == 0
+    capsys.readouterr()
+    assert main(_train(data, *HYBRID, "--system", "damped_oscillator", *resume)) == 2
+    assert "(model.system: 'harmonic_oscillator' -> 'damped_oscillator')" in _error(capsys)
 
 
 def test_a_resume_with_the_same_model_settings_continues_the_run(data, tmp_path, own_system):
