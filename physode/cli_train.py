@@ -35,17 +35,17 @@ from physode.train.config import (
     TrainConfig,
 )
 
-MODEL_KINDS = ("physics", "neural", "hybrid")
+MODEL_KINDS = ("physics", "neural", "hybrid", "hnn")
 _MODEL_KEYS = (
     "kind", "system", "learnable", "per_trajectory", "init", "width", "depth", "activation",
-    "aphynity", "aphynity_lambda", "aphynity_tau", "aphynity_update",
+    "aphynity", "aphynity_lambda", "aphynity_tau", "aphynity_update", "separable",
 )
 # Which model kinds each [model] setting applies to (the others apply to all).
 _APPLIES_TO: dict[str, tuple[str, ...]] = {
     "system": ("physics", "hybrid"), "learnable": ("physics", "hybrid"),
     "per_trajectory": ("physics", "hybrid"), "init": ("physics", "hybrid"),
-    "width": ("neural", "hybrid"), "depth": ("neural", "hybrid"),
-    "activation": ("neural", "hybrid"), "aphynity": ("hybrid",),
+    "width": ("neural", "hybrid", "hnn"), "depth": ("neural", "hybrid", "hnn"),
+    "activation": ("neural", "hybrid", "hnn"), "separable": ("hnn",), "aphynity": ("hybrid",),
     "aphynity_lambda": ("hybrid",), "aphynity_tau": ("hybrid",), "aphynity_update": ("hybrid",),
 }
 _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
@@ -53,7 +53,9 @@ _APHYNITY_KEYS = ("aphynity_lambda", "aphynity_tau", "aphynity_update")
 # the model or give its weights their meaning (an activation changes no shape). Start values,
 # the learnable parameters and APHYNITY's settings may change, as a new run's settings.
 # The system is compared by identity, not as written (see _system_changes).
-_ARCHITECTURE_KEYS = ("kind", "system", "per_trajectory", "width", "depth", "activation")
+_ARCHITECTURE_KEYS = (
+    "kind", "system", "per_trajectory", "width", "depth", "activation", "separable",
+)
 # Those of them that shape a physics model, or a hybrid's physics part: the weights of one start
 # the other where these are the same (the learnable parameters may change, as above).
 _PHYSICS_PART_KEYS = ("system", "per_trajectory")
@@ -87,7 +89,7 @@ _OPT_DISC_SWITCHES = ("opt_disc_restart", "opt_disc_seminorm")
 _MODEL_DEFAULTS: dict[str, Any] = {
     "kind": "hybrid", "system": None, "learnable": None, "per_trajectory": None, "init": {},
     "width": 64, "depth": 2, "activation": "tanh", "aphynity": False, "aphynity_lambda": 1.0,
-    "aphynity_tau": 1.0, "aphynity_update": "batch",
+    "aphynity_tau": 1.0, "aphynity_update": "batch", "separable": False,
 }
 
 EXAMPLES = """examples:
@@ -99,6 +101,8 @@ EXAMPLES = """examples:
       --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
   physode train osc.h5 --model hybrid --system harmonic_oscillator --learnable k \\
       --init-from fit/model.pt   # physics first: after a --model physics run with --out fit
+  physode train osc.h5 --model hnn --separable --width 32 --method leapfrog --step-size 0.05 \
+      --gradient disc-opt   # a learned H(q, p) = T(p) + V(q); states [q, p]
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11
   physode train --config run.toml --resume out/checkpoints/last.pt
@@ -174,7 +178,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     s = argparse.SUPPRESS
     parser = subparsers.add_parser(
         "train",
-        help="train a physics, neural or hybrid model on a data set",
+        help="train a physics, neural, hybrid or Hamiltonian (hnn) model on a data set",
         description="Train a model on an HDF5 data set written by `physode simulate`, with\n"
         "the data set's stored train/val/test split; log every epoch, checkpoint, and\n"
         "report rollout errors and conservation on the test split. Command-line options\n"
@@ -192,7 +196,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a TOML file with `data` and [model], [train] and [report] tables (default: none)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--model", dest="kind", choices=MODEL_KINDS, help="(default hybrid)")
+    model.add_argument(
+        "--model", dest="kind", choices=MODEL_KINDS,
+        help="hnn: a Hamiltonian neural network, a learned H(q, p) of states [q, p] in "
+        "canonical coordinates (default hybrid)",
+    )
     model.add_argument(
         "--system", metavar="SYSTEM",
         help="physics of the model: catalogue name or file (default: the data set's)",
@@ -219,6 +227,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     model.add_argument(
         "--activation", metavar="NAME",
         help="tanh, relu, softplus, elu, gelu, silu, sigmoid (default tanh)",
+    )
+    model.add_argument(
+        "--separable", action="store_true",
+        help="hnn: learn H = T(p) + V(q) with two networks, which leapfrog and yoshida4 need",
     )
     model.add_argument(
         "--aphynity", action="store_true", help="hybrid: penalise the residual's norm (APHYNITY)"
@@ -568,23 +580,26 @@ def _check_report(table: dict[str, Any]) -> None:
 def _check_applicable(settings: dict[str, Any]) -> None:
     """Refuse settings the chosen model kind would ignore, naming the models they apply to.
 
-    ``aphynity = false`` is no setting to refuse: it asks for what every model does anyway.
+    ``aphynity = false`` and ``separable = false`` are no settings to refuse: they ask for what
+    every model does anyway.
     """
     _check_kind(settings)
     kind = settings["kind"]
     given = settings.get("given", {})
     problems = []
     for key, written in given.items():
-        if key == "aphynity" and settings[key] is False:
+        if key in ("aphynity", "separable") and settings[key] is False:
             continue
         kinds = _APPLIES_TO.get(key, MODEL_KINDS)
         if kind not in kinds:
-            problems.append(f"{written} (applies to {' and '.join(kinds)} models)")
+            models = " and ".join([", ".join(kinds[:-1]), kinds[-1]] if kinds[:-1] else kinds)
+            problems.append(f"{written} (applies to {models} models)")
         elif key in _APHYNITY_KEYS and settings["aphynity"] is not True:
             problems.append(f"{written} (applies to hybrid models with --aphynity)")
     if problems:
         raise InvalidArgumentError(
-            f"settings that do not apply to a {kind} model: {', '.join(problems)}; drop them or "
+            f"settings that do not apply to {'an' if kind == 'hnn' else 'a'} {kind} model: "
+            f"{', '.join(problems)}; drop them or "
             "choose the model they apply to"
         )
 
@@ -595,8 +610,9 @@ def _check_kind(settings: dict[str, Any]) -> None:
         raise InvalidArgumentError(
             f"model kind {settings['kind']!r}; choose one of {list(MODEL_KINDS)}"
         )
-    if not isinstance(settings["aphynity"], bool):
-        raise InvalidArgumentError(f"aphynity = {settings['aphynity']!r} must be true or false")
+    for key in ("aphynity", "separable"):
+        if not isinstance(settings.get(key, False), bool):
+            raise InvalidArgumentError(f"{key} = {settings[key]!r} must be true or false")
 
 
 def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn.Module:
@@ -608,10 +624,9 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     Parameters
     ----------
     settings : dict
-        ``kind`` (physics, neural, hybrid), ``system``, ``learnable``, ``per_trajectory``,
-        ``init``, ``width``,
-        ``depth``, ``activation``, ``aphynity``, ``aphynity_lambda``, ``aphynity_tau``,
-        ``aphynity_update``.
+        ``kind`` (physics, neural, hybrid, hnn), ``system``, ``learnable``,
+        ``per_trajectory``, ``init``, ``width``, ``depth``, ``activation``, ``aphynity``,
+        ``aphynity_lambda``, ``aphynity_tau``, ``aphynity_update``, ``separable``.
     system : physode.System or None
         The data set's system, used when ``settings["system"]`` is not given.
     n_state : int
@@ -621,18 +636,34 @@ def build_model(settings: dict[str, Any], system: Any, n_state: int) -> torch.nn
     ------
     physode.InvalidArgumentError
         For an unknown kind, a physics or hybrid model without a system, a physics model
-        without learnable parameters, or bad settings of its parts.
+        without learnable parameters, an hnn model of data whose state has an odd size, or bad
+        settings of its parts.
 
     Examples
     --------
     >>> model = build_model({**_MODEL_DEFAULTS, "kind": "neural"}, None, 2)
     >>> type(model).__name__
     'NeuralODE'
+    >>> hnn = build_model({**_MODEL_DEFAULTS, "kind": "hnn", "separable": True}, None, 4)
+    >>> type(hnn).__name__, hnn.n_coordinates, hnn.separable
+    ('HamiltonianNN', 2, True)
     """
-    from physode.models import Aphynity, Hybrid, NeuralODE
+    from physode.models import Aphynity, HamiltonianNN, Hybrid, NeuralODE
 
     _check_kind(settings)
     kind = settings["kind"]
+    if kind == "hnn":
+        if n_state % 2:
+            names = "" if system is None else f" ({', '.join(system.state_names)})"
+            raise InvalidArgumentError(
+                f"an hnn model needs states [q, p] of even size, coordinates then their "
+                f"momenta, but the data hold {n_state} components{names}; choose another "
+                "--model (neural, hybrid, physics)"
+            )
+        return HamiltonianNN(
+            n_state // 2, settings["width"], settings["depth"], settings["activation"],
+            separable=settings.get("separable", False),
+        )
     if kind != "physics":
         neural = NeuralODE(
             n_state, settings["width"], settings["depth"], settings["activation"],
@@ -1093,8 +1124,8 @@ def _check_init_from(
         raise InvalidArgumentError(
             f"{_init_from_named(path, init_from_as)}: its weights were trained in a model built "
             f"with other settings ({', '.join(changes)}); they fit that model only: build it "
-            "again (the same --model, --system, --per-trajectory, --width, --depth and "
-            "--activation)"
+            "again (the same --model, --system, --per-trajectory, --width, --depth, "
+            "--activation and --separable)"
         )
 
 

@@ -498,7 +498,7 @@ def _progress(tmp_path: Path) -> str:
         (["--model", "hybrid", "--aphynity-update", "epoch"],
          "--aphynity-update (applies to hybrid models with --aphynity)"),
         (["--model", "physics", "--learnable", "k", "--width", "8", "--activation", "relu"],
-         "--width (applies to neural and hybrid models), --activation (applies to neural"),
+         "--width (applies to neural, hybrid and hnn models), --activation (applies to neural"),
         (["--model", "hybrid", "--system", "pendulumm"],
          "unknown system 'pendulumm' (did you mean 'pendulum'?); valid names: damped_oscillator"),
         # A system of another state size, said before training rather than at the first solve
@@ -523,7 +523,7 @@ def test_a_config_setting_that_does_not_apply_is_named_as_written(data, tmp_path
     config = tmp_path / "run.toml"
     config.write_text('[model]\nkind = "hybrid"\nwidth = 8\nlearnable = ["k"]\n')
     assert main(_train(data, "--config", str(config), "--model", "physics")) == 2
-    assert "physics model: [model] width (applies to neural and hybrid" in _error(capsys)
+    assert "physics model: [model] width (applies to neural, hybrid and hnn" in _error(capsys)
 
 
 def _help_examples() -> list[list[str]]:
@@ -581,6 +581,98 @@ def test_aphynity_update_reaches_the_model():
                 "aphynity_update": "epoch"}  # fmt: skip
     model = build_model(settings, physode.systems.load("harmonic_oscillator"), 2)
     assert model.aphynity.update == "epoch"
+
+
+# ------------------------------------------------------------------ --model hnn
+
+HNN = ["--model", "hnn", "--width", "8", "--depth", "1"]
+
+
+def test_an_hnn_trains_from_the_command_line_and_its_report_records_it(data, tmp_path):
+    assert main(_train(data, *HNN, "--out", str(tmp_path))) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["model"] == {
+        "kind": "hnn", "width": 8, "depth": 1, "activation": "tanh", "separable": False,
+    }
+    model = physode.models.HamiltonianNN(1, width=8, depth=1)
+    model.load_state_dict(torch.load(tmp_path / "model.pt"))  # the learned H(q, p)
+    assert report["rollout"]["mse"] is not None
+
+
+def test_a_separable_hnn_trains_with_leapfrog(data, tmp_path):
+    leapfrog = ["--separable", "--method", "leapfrog", "--step-size", "0.05", "--gradient",
+                "disc-opt", "--out", str(tmp_path)]  # fmt: skip
+    assert main(_train(data, *HNN, *leapfrog)) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["model"]["separable"] is True
+    weights = torch.load(tmp_path / "model.pt")
+    assert {k.split(".")[0] for k in weights} == {"kinetic", "potential"}
+
+
+def test_an_hnn_run_resumes_and_warm_starts_another_with_its_settings_only(
+    data, tmp_path, capsys
+):
+    checkpoints, fit = tmp_path / "ckpt", tmp_path / "fit"
+    assert main(_train(data, *HNN, "--checkpoint-dir", str(checkpoints), "--out", str(fit))) == 0
+    last = str(checkpoints / "last.pt")
+    assert main(_train(data, *HNN, "--resume", last, "--epochs", "2", "--out", str(tmp_path))) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    assert main(_train(data, *HNN, "--separable", "--resume", last, "--epochs", "3")) == 2
+    assert "settings differ from the saved run (model.separable: False -> True)" in _error(capsys)
+    init_from = ["--init-from", str(fit / "model.pt")]
+    assert main(_train(data, *HNN, "--lr", "0.001", *init_from, "--out", str(tmp_path))) == 0
+    warm_start = json.loads((tmp_path / "report.json").read_text())["warm_start"]
+    assert warm_start == f"started the whole HamiltonianNN from {fit / 'model.pt'}"
+    capsys.readouterr()
+    assert main(_train(data, *HNN[:-1], "2", *init_from)) == 2
+    assert "other settings (depth: 1 -> 2)" in _error(capsys)
+    assert main(_train(data, *HNN[:-1], "1", "--model", "neural", *init_from)) == 2
+    assert "other settings (kind: 'hnn' -> 'neural', separable: False -> None)" in _error(capsys)
+
+
+def test_an_hnn_of_data_with_an_odd_state_size_is_refused(growth_spec, tmp_path, capsys):
+    grown = tmp_path / "growth.h5"
+    physode.data.simulate(growth_spec, trajectories=6, t_end=0.5, points=5, out=grown, seed=0,
+                          split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    assert main(_train(grown, *HNN, "--out", str(tmp_path / "out"))) == 2
+    assert (
+        "an hnn model needs states [q, p] of even size, coordinates then their momenta, but "
+        "the data hold 1 components (x); choose another --model"
+    ) in _error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "neural", "--separable"],
+         "do not apply to a neural model: --separable (applies to hnn models)"),  # fmt: skip
+        (["--model", "hnn", "--learnable", "k"],
+         "do not apply to an hnn model: --learnable (applies to physics and hybrid models)"),
+    ],
+)
+def test_settings_that_do_not_apply_to_an_hnn_or_only_to_it_are_refused(
+    data, capsys, argv, message
+):
+    assert main(_train(data, *argv)) == 2
+    assert message in _error(capsys)
+
+
+def test_an_hnn_reads_its_settings_from_a_config(data, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'data = "{data}"\n[model]\nkind = "hnn"\nwidth = 8\ndepth = 1\nseparable = true\n'
+        '[train]\nepochs = 1\nwindow = 5\n'
+    )
+    assert main(["train", "--config", str(config), "--quiet", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "report.json").read_text())["model"]
+    assert (record["kind"], record["separable"]) == ("hnn", True)
+    # separable = false asks for what every model does: no setting to refuse.
+    config.write_text(
+        f'data = "{data}"\n[model]\nkind = "neural"\nwidth = 8\nseparable = false\n'
+        '[train]\nepochs = 1\nwindow = 5\n'
+    )
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
 
 
 # ------------------------------------------------------------------ per-trajectory parameters
