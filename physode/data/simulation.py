@@ -889,8 +889,9 @@ def simulate(
     ----------
     system : str, path-like or physode.System
         A catalogue name (``physode systems`` lists them), a path to a specification file, or a
-        system that has a specification text (``system.spec_text``), which the file stores so
-        that ``physode.data.load(out).system`` rebuilds it.
+        system. The file stores the system's specification text (``system.spec_text``, or
+        ``system.to_spec()`` for one built in Python, read back and checked to give the same
+        equations) so that ``physode.data.load(out).system`` rebuilds it.
     trajectories : int
         Number of trajectories ``N``.
     t_end : float
@@ -1008,12 +1009,12 @@ def simulate(
 
         system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
         system = _load_system(system)
-        if not system.spec_text:
-            raise InvalidArgumentError(
-                f"system {system.name!r} has no specification text (it was built from SymPy "
-                "expressions), so a data set could not rebuild it; write it as a specification "
-                "file and pass its path"
-            )
+        if system.spec_text is None:
+            # Built in Python: the data set stores its to_spec() text, and the system read back
+            # from that text (checked to be the same) is the one simulated.
+            from physode.symbolic._writing import rebuilt_from_spec
+
+            system = rebuilt_from_spec(system)
         params = _sampled_names(system, params)
         _warn_of_empty_splits(trajectories, split)  # once the arguments are known to be good
         run = {

@@ -303,6 +303,7 @@ def build_lagrangian(
         ranges=ranges, time=time, equations=equations, dynamics=dyn, energy=energy,
         conservative=conservative, invariants=all_invariants, n_coordinates=n,
         separable=separable, dissipation=dissipation, forces=force_list,
+        defining_expression=lagrangian, mass_matrix_mode=mass_matrix,
     )
 
 
@@ -398,6 +399,7 @@ def build_hamiltonian(
         energy=hamiltonian if time_free else None, conservative=conservative,
         invariants=all_invariants, n_coordinates=len(qs),
         separable=_mechanics.split_is_separable(equations, qs, ps, time), forces=force_list,
+        defining_expression=hamiltonian,
     )
 
 

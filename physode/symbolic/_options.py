@@ -3,6 +3,7 @@ and their distribution, characteristic time), read and checked."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Mapping, Sequence
@@ -80,7 +81,9 @@ def _check_common(
             continue
         named[key] = [float(v) for v in value]
     dist = opts.get("initial_state_distribution")
+    dist_table = None
     if isinstance(dist, Mapping):
+        dist_table = copy.deepcopy(dict(dist))  # kept for System.to_spec
         dist, found = distribution_from_table(dist)
         for message in found:
             problems.add(message)
@@ -108,6 +111,7 @@ def _check_common(
     return {
         "name": name,
         "distribution": dist,
+        "distribution_table": dist_table,
         "initial_states": named,
         "characteristic_time": None if char_time is None else float(char_time),
         "description": opts.get("description") or "",

@@ -100,6 +100,9 @@ class System:
         characteristic_time: float | None = None,
         dissipation: sympy.Expr | None = None,
         forces: Sequence[sympy.Expr] | None = None,
+        defining_expression: sympy.Expr | None = None,
+        mass_matrix_mode: str = "auto",
+        distribution_table: Mapping[str, Any] | None = None,
     ):
         self.name = name
         self.form = form
@@ -128,6 +131,12 @@ class System:
         self.characteristic_time = characteristic_time
         self.dissipation = dissipation
         self.forces = None if forces is None else list(forces)
+        # What the constructor was given beyond the derived equations, for to_spec: the
+        # Lagrangian or Hamiltonian itself (None for equations), how the accelerations are
+        # solved, and the initial-state distribution as its table (None: none, or a callable).
+        self._defining_expression = defining_expression
+        self._mass_matrix_mode = mass_matrix_mode
+        self._distribution_table = distribution_table
 
     # ------------------------------------------------------------------ descriptive attributes
     @property
@@ -136,17 +145,75 @@ class System:
         built in Python.
 
         Read-only: a data set stores this text to rebuild the system, so it must be the text the
-        system was derived from. To store a system built in Python, write it as a specification
-        file and load that (:func:`physode.systems.load`).
+        system was derived from. :meth:`to_spec` writes a system built in Python as such a text
+        (which :func:`physode.data.simulate` stores for it).
         """
         return self._spec_text
+
+    def to_spec(self) -> str:
+        """The system as the text of a specification file (TOML, see ``docs/systems.md``).
+
+        For a system loaded from a file, that file's text (:attr:`spec_text`) unchanged. For one
+        built in Python, the text written from what its constructor was given: the Lagrangian
+        (with its dissipation, forces and ``mass_matrix`` mode), the Hamiltonian or the
+        equations, the coordinates and velocities or momenta, the parameters with their values
+        and ranges, the declared invariants, the initial-state distribution and named states,
+        the time symbol, the time scale, the name, description and reference. Loading the text
+        (:func:`physode.systems.load`) gives the same equations, invariants and parameters.
+        Symbols are written by name: SymPy assumptions (``real=True``) are not kept.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            When the system holds what a file cannot: a callable initial-state distribution, a
+            name that is a Python keyword (``lambda``), a name that is also a function the
+            system calls; the message says which.
+
+        Examples
+        --------
+        >>> import sympy
+        >>> x, k = sympy.symbols("x k")
+        >>> decay = System.from_equations({x: -k * x}, {k: 0.5}, name="decay")
+        >>> print(decay.to_spec())
+        name = "decay"
+        form = "equations"
+        <BLANKLINE>
+        [parameters]
+        k = { value = 0.5 }
+        <BLANKLINE>
+        [equations]
+        x = "-k*x"
+        <BLANKLINE>
+        """
+        from physode.symbolic._writing import spec_text
+
+        return spec_text(self)
+
+    def write_spec(self, path: Any) -> Any:
+        """Write :meth:`to_spec` to the file ``path`` (UTF-8); returns its ``pathlib.Path``.
+
+        Examples
+        --------
+        >>> import sympy, tempfile, physode
+        >>> x, k = sympy.symbols("x k")
+        >>> decay = System.from_equations({x: -k * x}, {k: 0.5}, name="decay")
+        >>> path = decay.write_spec(tempfile.mkdtemp() + "/decay.toml")
+        >>> physode.systems.load(path).equations
+        {'x': -k*x}
+        """
+        from pathlib import Path
+
+        text = self.to_spec()
+        path = Path(path)
+        path.write_text(text, encoding="utf-8")
+        return path
 
     @spec_text.setter
     def spec_text(self, value: Any) -> None:
         raise AttributeError(
             f"spec_text of {self.name!r} is read-only: it is the text of the specification file "
-            "the system was derived from (None for a system built in Python); write the system "
-            "as a specification file and load it with physode.systems.load(path)"
+            "the system was derived from (None for a system built in Python); to_spec() writes a "
+            "system built in Python as such a text"
         )
 
     @property
@@ -246,9 +313,10 @@ class System:
     invariant_expressions = _Symbolic()
     dissipation = _Symbolic()
     forces = _Symbolic()
+    _defining_expression = _Symbolic()
     _SYMBOLIC = (
         "_equations", "_dynamics", "energy_expression", "invariant_expressions", "dissipation",
-        "forces",
+        "forces", "_defining_expression",
     )
 
     def __getstate__(self) -> dict[str, Any]:
