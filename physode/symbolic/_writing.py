@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sympy
 from sympy.printing.str import StrPrinter
 
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, SystemDefinitionError
 
 if TYPE_CHECKING:
     from physode.symbolic._system import System
@@ -126,8 +126,8 @@ class _Writer:
                                                  "Function")
             )
             hint = (
-                f"; the declared name(s) {', '.join(map(repr, clashes))} are also function "
-                "names of the file format: rename them" if clashes else ""
+                f"; declared names that are also functions of the file format: "
+                f"{', '.join(map(repr, clashes))}; rename them" if clashes else ""
             )
             said = "; ".join(problems.items) if problems.items else f"it reads back as {back}"
             raise InvalidArgumentError(
@@ -257,8 +257,12 @@ def rebuilt_from_spec(system: System) -> System:
     from physode.systems import _from_text
 
     text = spec_text(system)
-    rebuilt = _from_text(text, f"the specification of system {system.name!r} (to_spec)")
-    difference = _difference(system, rebuilt)
+    try:
+        rebuilt = _from_text(text, f"the specification of system {system.name!r} (to_spec)")
+    except SystemDefinitionError as exc:
+        rebuilt, difference = None, f"reading it back fails: {exc}"
+    else:
+        difference = _difference(system, rebuilt)
     if difference is None:
         return rebuilt
     assumed = sorted(
