@@ -12,8 +12,7 @@ import torch
 from sympy.physics.mechanics import dynamicsymbols
 
 import physode
-from physode.symbolic import System
-from physode.symbolic import _writing
+from physode.symbolic import System, _writing
 
 torch.set_num_threads(1)
 
@@ -257,3 +256,18 @@ def test_simulate_refuses_a_text_that_gives_other_equations(tmp_path, monkeypatc
         physode.data.simulate(decay, trajectories=2, t_end=1.0, points=3,
                               out=tmp_path / "decay.h5", quiet=True)
     assert not (tmp_path / "decay.h5").exists()
+
+
+def test_the_systems_page_example_prints_what_its_comments_say(capsys):
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "systems.md").read_text(encoding="utf-8")
+    section = page.split("### Writing a system to a specification file")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "systems.md, Writing a system to a specification file", "exec"), {})
+    printed = capsys.readouterr().out
+    said = [line[2:] if line.startswith("# ") else "" for line in code.splitlines()
+            if line.startswith("#")]
+    assert printed.splitlines()[: len(said)] == said
+    assert printed.endswith("\n\n")  # the text ends with a newline, print adds one
