@@ -127,13 +127,38 @@ def test_a_frozen_network_in_a_solve_needs_no_gradient():
     assert not ys.requires_grad
 
 
-@pytest.mark.parametrize("separable", [False, True])
-def test_the_field_reaches_only_the_trainable_weights_so_a_solve_finds_those(separable):
-    # A state leaf made inside forward would be taken for a parameter by solve's search.
+@pytest.mark.parametrize(
+    ("separable", "frozen"),
+    [(False, None), (True, None), (False, "net.net.0"), (True, "kinetic"), (True, "potential")],
+)
+def test_the_field_reaches_only_the_trainable_weights_so_a_solve_finds_those(separable, frozen):
+    # A state leaf made inside forward would be taken for a parameter by solve's search; so it
+    # would where the layers next to the state are frozen and the others are not.
     model = _model(separable, n=2)
+    if frozen is not None:
+        model.get_submodule(frozen).requires_grad_(False)
     field = model(torch.tensor(0.0, dtype=F64), _states(3, 4))
     found = {id(leaf) for leaf in graph_leaves(field)}
     assert found == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "activation", ["tanh", "softplus", "silu", "sigmoid", "elu", "gelu", "relu"]
+)
+def test_the_field_of_every_activation_is_the_symplectic_gradient(activation):
+    model = _model(n=2, activation=activation)
+    y = _states(7, 4) * 3  # softplus, elu, relu on both sides of their kinks
+    grad = torch.vmap(torch.func.grad(lambda s: model.hamiltonian(s)))(y)
+    expected = torch.cat([grad[..., 2:], -grad[..., :2]], dim=-1)
+    torch.testing.assert_close(model(torch.tensor(0.0), y), expected, rtol=1e-13, atol=1e-14)
+
+
+def test_a_network_without_hidden_layers_gives_a_constant_field_of_the_batch_shape():
+    model = _model(n=1, depth=0)
+    field = model(torch.tensor(0.0), _states(3, 5, 2))
+    weight = model.net.net[0].weight[0]
+    assert field.shape == (3, 5, 2)
+    assert torch.equal(field, torch.stack([weight[1], -weight[0]]).expand(3, 5, 2))
 
 
 def test_the_output_bias_which_only_shifts_h_is_fixed_at_zero():
