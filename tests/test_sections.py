@@ -95,6 +95,17 @@ def test_a_sample_exactly_on_the_surface_is_one_crossing_at_that_sample(directio
         assert section.t.tolist() == [1.0] and section.states.tolist() == [[0.0]]
 
 
+@pytest.mark.parametrize("direction", [1, -1, 0])
+def test_a_trajectory_starting_on_the_surface_does_not_count_its_start(direction):
+    t = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    # Row 0 leaves the surface downward, row 1 upward; each crosses it once more, at t = 2.5.
+    ys = torch.tensor([[0.0, -1.0, -1.0, 1.0, 1.0], [0.0, 1.0, 1.0, -1.0, -1.0]],
+                      dtype=torch.float64).T.unsqueeze(-1)  # fmt: skip
+    section = poincare_section(None, ys, t, surface=lambda t, y: y[..., 0], direction=direction)
+    expected = {1: [(0, 2.5)], -1: [(1, 2.5)], 0: [(0, 2.5), (1, 2.5)]}[direction]
+    assert list(zip(section.trajectory.tolist(), section.t.tolist())) == expected
+
+
 def test_a_callable_surface_without_a_system_interpolates_linearly(osc):
     t = torch.linspace(0, 20, 201, dtype=torch.float64)
     ys = _exact_oscillator(t, AMPLITUDE, PHASE)

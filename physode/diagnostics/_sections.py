@@ -286,6 +286,8 @@ def poincare_section(
     below = values < 0  # neither, where g is NaN
     up = below[:-1] & above[1:]
     down = above[:-1] & below[1:]
+    # A start on the surface is no crossing (zero counts as above, so it would be one downward).
+    down[0] &= values[0] != 0
     crossing = {1: up, -1: down, 0: up | down}[direction]
     # Transposed, so that nonzero lists crossings by trajectory, then by time.
     which, interval = torch.nonzero(crossing.T, as_tuple=True)
