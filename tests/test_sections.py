@@ -332,3 +332,18 @@ def test_plot_writes_an_image_and_checks_its_axes(osc, tmp_path):
     with pytest.raises(InvalidArgumentError, match="image format"):
         section.plot(tmp_path / "section.txt")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_a_rotating_pendulum_crosses_every_multiple_of_two_pi_with_the_docs_surface():
+    # The catalogue keeps angles unwrapped: "theta" is theta = 0 only; sin(theta / 2) is zero
+    # at every 2 pi k (docs/diagnostics.md).
+    pendulum = physode.systems.load("pendulum")
+    t = torch.linspace(0, 10, 401, dtype=torch.float64)
+    y0 = torch.tensor([0.5, 10.0], dtype=torch.float64)  # over the top, round and round
+    ys = physode.odeint(pendulum.vector_field(), y0, t, method="dop853", rtol=1e-10, atol=1e-10)
+    turns = int(ys[-1, 0] // (2 * math.pi))
+    assert turns >= 5 and len(poincare_section(pendulum, ys, t, surface="theta")) == 0
+    section = poincare_section(pendulum, ys, t, surface=lambda t, y: torch.sin(y[..., 0] / 2),
+                               direction=0)  # fmt: skip
+    kept = section["theta"][section["theta_dot"] > 0] / (2 * math.pi)
+    torch.testing.assert_close(kept, torch.arange(1, turns + 1, dtype=torch.float64))
