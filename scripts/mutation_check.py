@@ -294,8 +294,8 @@ MUTANTS = (
            "if name in SYMPY_CONSTANTS and before != \".\"",
            "a declared parameter E warned of as Euler's number", NAMES),
     # -- the Hamiltonian neural network (physode/models/hamiltonian.py)
-    Mutant("physode/models/hamiltonian.py", "create_graph=keep_graph", "create_graph=False",
-           "the HNN's field keeps no graph of its derivative", HNN),
+    Mutant("physode/models/hamiltonian.py", "return 1 - a * a", "return 1 + a * a",
+           "the HNN's chain rule with a wrong slope of tanh", HNN),
     Mutant("physode/models/hamiltonian.py", "torch.cat([dh[..., n:], -dh[..., :n]], dim=-1)",
            "torch.cat([-dh[..., n:], dh[..., :n]], dim=-1)", "the HNN's field reversed", HNN),
     # -- terminal events (physode/events.py)
