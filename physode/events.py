@@ -30,6 +30,7 @@ from physode.integrate import (
     check_initial_state,
     check_settings,
     checked_split,
+    refuse_keywords,
     solve,
 )
 from physode.solvers import SYMPLECTIC_METHODS, Stats, Status, integrate, make_stepper
@@ -229,7 +230,7 @@ def odeint_event(
     tensor([True, True, True])
     """
     if unknown:
-        _refuse_keywords(unknown)
+        refuse_keywords(unknown, "odeint_event", _TORCHDIFFEQ_KEYWORDS)
     state, parts = y0, None
     if isinstance(y0, tuple | list):
         y0, parts = _tuple_state(y0)
@@ -873,12 +874,3 @@ _TORCHDIFFEQ_KEYWORDS = {
     "step_control": "odeint_event steps the whole batch with one step size; for one event per "
     "row return one value per row from event_fn, shape (batch,)",
 }
-
-
-def _refuse_keywords(unknown: dict) -> None:
-    names = list(unknown)
-    foreign = [name for name in names if name in _TORCHDIFFEQ_KEYWORDS]
-    if foreign:
-        hints = "; ".join(f"{name}: {_TORCHDIFFEQ_KEYWORDS[name]}" for name in foreign)
-        raise InvalidArgumentError(f"odeint_event does not take {', '.join(foreign)}: {hints}")
-    raise TypeError(f"odeint_event() got an unexpected keyword argument {names[0]!r}")

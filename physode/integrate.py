@@ -7,7 +7,7 @@ import functools
 import math
 import types
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -477,7 +477,7 @@ def solve(
     (torch.Size([5, 3]), torch.Size([5, 3]))
     """
     if unknown:
-        _refuse_keywords(unknown)
+        refuse_keywords(unknown)
     parts = None
     if isinstance(y0, tuple | list):
         y0, parts = _tuple_state(y0)
@@ -712,15 +712,21 @@ def odeint(
     return solve(func, y0, t, **kwargs).ys
 
 
-def _refuse_keywords(names: Iterable[str]) -> None:
-    """Refuse keywords that :func:`solve` does not take: torchdiffeq's with physode's spelling of
-    each, any other as Python refuses an unexpected keyword."""
+def refuse_keywords(
+    names: Iterable[str], function: str = "solve", spellings: Mapping[str, str] | None = None
+) -> None:
+    """Refuse keywords that ``function`` does not take: torchdiffeq's (the keys of
+    ``spellings``, by default :func:`solve`'s table) with physode's spelling of each, any other
+    as Python refuses an unexpected keyword."""
     names = list(names)
-    foreign = [name for name in names if name in _TORCHDIFFEQ_KEYWORDS]
+    spellings = _TORCHDIFFEQ_KEYWORDS if spellings is None else spellings
+    foreign = [name for name in names if name in spellings]
     if foreign:
-        hints = "; ".join(f"{name}: {_TORCHDIFFEQ_KEYWORDS[name]}" for name in foreign)
-        raise InvalidArgumentError(f"torchdiffeq's keywords are spelled differently here: {hints}")
-    raise TypeError(f"solve() got an unexpected keyword argument {names[0]!r}")
+        hints = "; ".join(f"{name}: {spellings[name]}" for name in foreign)
+        raise InvalidArgumentError(
+            f"torchdiffeq's keywords are spelled differently in {function}: {hints}"
+        )
+    raise TypeError(f"{function}() got an unexpected keyword argument {names[0]!r}")
 
 
 # What a user coming from torchdiffeq passes, and physode's way to say it.
