@@ -62,6 +62,25 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
     raise InvalidArgumentError(f"{argument}={str(path)!r}: {problem}")
 
 
+def new_figure(path: str | os.PathLike, max_trajectories: object, drawn: str, **figure: Any):
+    """``(path, fig)`` for a plot of at most ``max_trajectories`` trajectories (``drawn``: what
+    that number counts, for the message): the path checked by :func:`image_path` and the count
+    checked, both before anything is drawn, then a matplotlib ``Figure(**figure)`` on an Agg
+    canvas, so that no GUI backend is ever selected."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = image_path(path)
+    if not is_int(max_trajectories, least=1):
+        raise InvalidArgumentError(
+            f"max_trajectories={max_trajectories!r} must be an integer >= 1, the number of "
+            f"{drawn} (e.g. max_trajectories=20)"
+        )
+    fig = Figure(constrained_layout=True, **figure)
+    FigureCanvasAgg(fig)
+    return path, fig
+
+
 def save_figure(fig: Any, path: Path, **options: Any) -> Path:
     """Save a matplotlib figure to ``path`` (checked by :func:`image_path`) through a temporary
     file, so that an interruption leaves no partial image."""
@@ -220,19 +239,11 @@ class ConservationReport:
         >>> report.plot("drift.png")  # doctest: +SKIP
         PosixPath('drift.png')
         """
-        # The figure is drawn on an Agg canvas directly, so no GUI backend is ever selected.
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        path = image_path(path)
-        if not is_int(max_trajectories, least=1):
-            raise InvalidArgumentError(
-                f"max_trajectories={max_trajectories!r} must be an integer >= 1, the number of "
-                "trajectories drawn per panel (e.g. max_trajectories=20)"
-            )
         n_panels = max(len(self.invariants), 1)
-        fig = Figure(figsize=(7, 2.2 * n_panels + 0.6), constrained_layout=True)
-        FigureCanvasAgg(fig)
+        path, fig = new_figure(
+            path, max_trajectories, "trajectories drawn per panel",
+            figsize=(7, 2.2 * n_panels + 0.6),
+        )  # fmt: skip
         axes = fig.subplots(n_panels, 1, squeeze=False)[:, 0]
         for ax, (name, d) in zip(axes, self.invariants.items(), strict=False):
             rel = d.rel_drift.detach().cpu().double()

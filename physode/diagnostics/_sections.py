@@ -17,7 +17,7 @@ from physode.diagnostics._conservation import (
     _is_data_set,
     _parameters,
     _times,
-    image_path,
+    new_figure,
     save_figure,
 )
 from physode.solvers._roots import _root
@@ -150,19 +150,9 @@ class PoincareSection:
         >>> section.plot("section.png", x="theta2", y="theta2_dot")  # doctest: +SKIP
         PosixPath('section.png')
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        path = image_path(path)
-        if not is_int(max_trajectories, least=1):
-            raise InvalidArgumentError(
-                f"max_trajectories={max_trajectories!r} must be an integer >= 1, the number of "
-                "trajectories drawn (e.g. max_trajectories=20)"
-            )
+        path, fig = new_figure(path, max_trajectories, "trajectories drawn", figsize=(6, 5))
         i = self._index(self.plot_axes[0] if x is None else x, "x")
         j = self._index(self.plot_axes[1] if y is None else y, "y")
-        fig = Figure(figsize=(6, 5), constrained_layout=True)
-        FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         points = self.states.detach().cpu().double()
         owner = self.trajectory.cpu()
