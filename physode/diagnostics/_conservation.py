@@ -361,17 +361,7 @@ def conservation(
         ys = ys.to(torch.float64)
     n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
     t = _times(t, n_times)
-    n, n_p = system.n_state, system.n_params
-    if ys.shape[-1] == n + n_p and n_p > 0:
-        p = ys[0, ..., n:] if p is None else p
-        ys = ys[..., :n]
-    elif ys.shape[-1] != n:
-        raise InvalidArgumentError(
-            f"ys has {ys.shape[-1]} state components; {system.name} has {n} "
-            f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
-        )
-    if p is not None:
-        p = _parameters(p, system, batch_shape).to(ys)
+    ys, p = split_parameters(system, ys, p)
     tolerances = dict(tolerance) if isinstance(tolerance, Mapping) else {None: tolerance}
     for name, value in tolerances.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
@@ -453,6 +443,25 @@ def drift_scales(
             shared = torch.stack([scales[c] for c in components]).amax(dim=0)
             scales.update(dict.fromkeys(components, shared))
     return scales
+
+
+def split_parameters(system, ys: torch.Tensor, p: Any) -> tuple[torch.Tensor, Any]:
+    """``ys`` (``(n_times, ..., n_state)``, or with the system's parameters appended to each
+    state) without the parameters, and ``p`` checked by :func:`_parameters` in ``ys``' dtype:
+    the given one, else the appended parameters at the first time, else None. A state size that
+    fits neither is refused, naming the system's states."""
+    n, n_p = system.n_state, system.n_params
+    if ys.shape[-1] == n + n_p and n_p > 0:
+        p = ys[0, ..., n:] if p is None else p
+        ys = ys[..., :n]
+    elif ys.shape[-1] != n:
+        raise InvalidArgumentError(
+            f"ys has {ys.shape[-1]} state components; {system.name} has {n} "
+            f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
+        )
+    if p is not None:
+        p = _parameters(p, system, tuple(ys.shape[1:-1])).to(ys)
+    return ys, p
 
 
 def _is_data_set(ys: Any) -> bool:

@@ -15,10 +15,10 @@ from physode._errors import InvalidArgumentError
 from physode.diagnostics._conservation import (
     _from_data_set,
     _is_data_set,
-    _parameters,
     _times,
     new_figure,
     save_figure,
+    split_parameters,
 )
 from physode.solvers._roots import _root
 
@@ -442,18 +442,9 @@ def _trajectories(system, ys, t, p):
                 "p was given without a system; parameters are read only by system.rhs"
             )
         return ys, t, None, [f"y[{i}]" for i in range(ys.shape[-1])]
-    n, n_p = system.n_state, system.n_params
-    if ys.shape[-1] == n + n_p and n_p > 0:
-        p = ys[0, ..., n:] if p is None else p
-        ys = ys[..., :n]
-    elif ys.shape[-1] != n:
-        raise InvalidArgumentError(
-            f"ys has {ys.shape[-1]} state components; {system.name} has {n} "
-            f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
-        )
-    if p is not None:
-        p = _parameters(p, system, tuple(ys.shape[1:-1])).to(ys)
-        p = p.reshape(-1, n_p) if p.ndim > 1 else p
+    ys, p = split_parameters(system, ys, p)
+    if p is not None and p.ndim > 1:
+        p = p.reshape(-1, system.n_params)
     return ys, t, p, list(system.state_names)
 
 
