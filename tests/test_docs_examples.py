@@ -27,6 +27,14 @@ def _blocks(name: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / name).read_text(), re.S)
 
 
+def _commands(name: str, after: str) -> list[list[str]]:
+    """The commands of the first bash block after the text ``after`` (a regular expression) in
+    docs page ``name``, each split as a shell would, lines continued with a backslash joined."""
+    block = re.search(after + r".*?```bash\n(.*?)```", (DOCS / name).read_text(), re.S).group(1)
+    lines = re.split(r"(?<!\\)\n", block.strip())
+    return [shlex.split(line.replace("\\\n", " ")) for line in lines]
+
+
 def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -> dict:
     code = _blocks(name)[index]
     for old, new in replace.items():
@@ -370,11 +378,7 @@ def test_training_physics_first_commands_run_and_the_hybrid_improves_on_the_fit(
     from physode.cli import main
 
     monkeypatch.chdir(tmp_path)
-    text = (DOCS / "training.md").read_text()
-    block = re.search(r"with a physics that is only part of the truth.*?```bash\n(.*?)```", text,
-                      re.S).group(1)  # fmt: skip
-    commands = [shlex.split(line.replace("\\\n", " ")) for line in
-                re.split(r"(?<!\\)\n", block.strip())]  # fmt: skip
+    commands = _commands("training.md", "with a physics that is only part of the truth")
     assert [c[:2] for c in commands] == [["physode", "simulate"], ["physode", "train"],
                                          ["physode", "train"]]  # fmt: skip
     fewer = {"20": "6", "40": "12"}  # epochs, cut for the test
@@ -466,11 +470,7 @@ def test_tutorial_commands_run_on_the_files_of_its_step_two(tmp_path, monkeypatc
     exec(compile(write_damped, "tutorial.md block 4 (its first lines)", "exec"), ns)
     assert (tmp_path / "spring_damped.toml").is_file()
     monkeypatch.chdir(tmp_path)
-    text = (DOCS / "tutorial.md").read_text()
-    block = re.search(r"## 4\. The same from the command line.*?```bash\n(.*?)```", text,
-                      re.S).group(1)  # fmt: skip
-    commands = [shlex.split(line.replace("\\\n", " ")) for line in
-                re.split(r"(?<!\\)\n", block.strip())]  # fmt: skip
+    commands = _commands("tutorial.md", r"## 4\. The same from the command line")
     assert [c[:2] for c in commands] == [["physode", "simulate"], ["physode", "check"],
                                          ["physode", "train"], ["physode", "simulate"],
                                          ["physode", "train"]]  # fmt: skip
