@@ -183,9 +183,11 @@ def test_an_earlier_runs_results_json_goes_when_a_new_run_starts(tmp_path):
 
 
 def _slow_fit(name: str, settings: dict) -> dict:
-    """Stands in for three_body_masses.fit: says it started, then takes a while."""
+    """Stands in for three_body_masses.fit: says it started, then takes a while: long enough
+    that the interrupt of the test below, sent once two fits have started, comes before the
+    fits could all end on a busy machine (it ends them at once)."""
     (Path(settings["out"]) / f"started_{name}").touch()
-    time.sleep(3)
+    time.sleep(20)
     return {}
 
 
