@@ -42,6 +42,17 @@ from physode.solvers.loop import time_maker
 __all__ = ["EventSolution", "odeint_event"]
 
 DIRECTIONS = (-1, 0, 1)
+# How the messages name each direction's sign change, and what they advise where none was found.
+_SIGN_CHANGE = {0: "", 1: " from negative to positive", -1: " from positive to negative"}
+_NO_EVENT_ADVICE = (
+    "Extend t_max, check event_fn's sign there, or look for two crossings within one step (a "
+    "smaller first_step or tighter rtol makes the steps shorter)"
+)
+_NOT_DIFFERENTIABLE = (
+    "event_fn(t, y) is not differentiable with respect to t and y (its result does not require "
+    "grad when they do), so t_event has no gradient; compute it from t and y with torch "
+    "operations"
+)
 
 
 
@@ -528,13 +539,7 @@ def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
         y_leaf = y_root.detach().clone().requires_grad_(True)
         g = event_fn(t_leaf, y_leaf)
         if not g.requires_grad:
-            warnings.warn(
-                "event_fn(t, y) is not differentiable with respect to t and y (its result does "
-                "not require grad when they do), so t_event has no gradient; compute it from t "
-                "and y with torch operations",
-                PhysodeWarning,
-                stacklevel=3,
-            )
+            warnings.warn(_NOT_DIFFERENTIABLE, PhysodeWarning, stacklevel=3)
             return t_r, y_root.detach()
         g_t, g_y = torch.autograd.grad(g, (t_leaf, y_leaf), allow_unused=True)
     dg_dt = (0.0 if g_t is None else g_t) + (0.0 if g_y is None else (g_y * f_r).sum())
@@ -555,13 +560,11 @@ def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
 
 def _not_found(result, y0, parts, t0, t_max, g0, direction, stats, throw) -> EventSolution:
     """The answer, or the SolverError, of a search that found no event."""
-    which = {0: "", 1: " from negative to positive", -1: " from positive to negative"}[direction]
     if result.status is Status.SUCCESS:
         message = (
-            f"no event before t_max={t_max!r}: event_fn did not change sign{which} between "
-            f"t0={t0!r} (where it is {g0:.6g}) and t_max. Extend t_max, check event_fn's sign "
-            "there, or look for two crossings within one step (a smaller first_step or "
-            "tighter rtol makes the steps shorter)"
+            f"no event before t_max={t_max!r}: event_fn did not change sign"
+            f"{_SIGN_CHANGE[direction]} between t0={t0!r} (where it is {g0:.6g}) and t_max. "
+            f"{_NO_EVENT_ADVICE}"
         )
     else:
         message = f"no event found: {result.message}"
@@ -758,13 +761,7 @@ class _Rows:
             y_leaf = y_safe.detach().clone().requires_grad_(True)
             g = self.event_fn(t_leaf, y_leaf)
             if not g.requires_grad:
-                warnings.warn(
-                    "event_fn(t, y) is not differentiable with respect to t and y (its result "
-                    "does not require grad when they do), so t_event has no gradient; compute "
-                    "it from t and y with torch operations",
-                    PhysodeWarning,
-                    stacklevel=4,
-                )
+                warnings.warn(_NOT_DIFFERENTIABLE, PhysodeWarning, stacklevel=4)
                 return t_r, y_root.detach()
             # Each row's value depends on its own row and time only, so the gradient of the
             # sum is, row by row, that row's own derivative.
@@ -852,15 +849,13 @@ def _odeint_event_rows(rows: _Rows, func, y0, t0, end, t_max, direction, g0, f0,
 
 def _rows_not_found(result, crossed, t0, t_max, direction, missing: int) -> str:
     """What to say of the rows whose event was not found."""
-    which = {0: "", 1: " from negative to positive", -1: " from positive to negative"}[direction]
     none = (~crossed).nonzero()[:, 0].tolist()
     listed = ", ".join(map(str, none[:5])) + (", ..." if len(none) > 5 else "")
     if result.status is Status.SUCCESS:
         return (
             f"no event before t_max={t_max!r} in {missing} of {len(crossed)} rows (rows "
-            f"{listed}): their event_fn did not change sign{which} between t0={t0!r} and "
-            "t_max. Extend t_max, check event_fn's sign there, or look for two crossings "
-            "within one step (a smaller first_step or tighter rtol makes the steps shorter)"
+            f"{listed}): their event_fn did not change sign{_SIGN_CHANGE[direction]} between "
+            f"t0={t0!r} and t_max. {_NO_EVENT_ADVICE}"
         )
     return f"no event found in {missing} of {len(crossed)} rows (rows {listed}): {result.message}"
 
