@@ -272,18 +272,25 @@ def poincare_section(
             f"the surface function returned {shape} for y of shape {tuple(flat.shape)}; it "
             f"must return one value per state, shape y.shape[:-1] = {(n_times, n_traj)}"
         )
+    derivatives = None if method == "linear" else _derivatives(system, flat, t, p)
+    cuts, values = _pieces(g, fixed, flat, t, values, derivatives)
     above = values >= 0
     below = values < 0  # neither, where g is NaN
     up = below[:-1] & above[1:]
     down = above[:-1] & below[1:]
     # A start on the surface is no crossing (zero counts as above, so it would be one downward).
-    down[0] &= values[0] != 0
+    down[0, 0] &= values[0, 0] != 0
     crossing = {1: up, -1: down, 0: up | down}[direction]
-    # Transposed, so that nonzero lists crossings by trajectory, then by time.
-    which, interval = torch.nonzero(crossing.T, as_tuple=True)
-    ends = _Ends(flat, t, p, which, interval, system if method == "hermite" else None)
-    s = _root(lambda s: g(ends.time(s), ends.state(s)), values[interval, which],
-              values[interval + 1, which])
+    # Trajectory first, so that nonzero lists crossings by trajectory, then by time: by interval,
+    # then by the piece of the interval.
+    which, interval, piece = torch.nonzero(crossing.permute(2, 1, 0), as_tuple=True)
+    ends = _Ends.at(flat, t, p, which, interval, system if method == "hermite" else None,
+                    derivatives)
+    lo, hi = cuts[piece, interval, which], cuts[piece + 1, interval, which]
+    width = hi - lo
+    u = _root(lambda u: g(ends.time(lo + u * width), ends.state(lo + u * width)),
+              values[piece, interval, which], values[piece + 1, interval, which])
+    s = lo + u * width
     return PoincareSection(
         ends.time(s), ends.state(s), which, batch_shape, names,
         None if system is None else system.name,
@@ -368,7 +375,7 @@ def stroboscopic(
     which, index = torch.nonzero(k < n_each.unsqueeze(1), as_tuple=True)
     when = (t0 + phase + (first[which] + index) * periods[which]).clamp(t0, t_end)
     interval = (torch.searchsorted(t, when, right=True) - 1).clamp(0, n_times - 2)
-    ends = _Ends(flat, t, p, which, interval, system if method == "hermite" else None)
+    ends = _Ends.at(flat, t, p, which, interval, system if method == "hermite" else None)
     s = (when - t[interval]) / (t[interval + 1] - t[interval])
     states = ends.state(s)
     finite = torch.isfinite(states).all(dim=-1)
@@ -380,18 +387,30 @@ def stroboscopic(
 
 
 class _Ends:
-    """The trajectories on the intervals ``[t[j], t[j + 1]]`` that hold a crossing, and their
-    interpolants there, for all crossings at once."""
+    """Trajectories on sampling intervals ``[t_a, t_b]`` and their interpolants there: cubic
+    Hermite through the states ``y_a``, ``y_b`` and derivatives ``f_a``, ``f_b``, or linear
+    where there are no derivatives. The times broadcast against ``y_a[..., 0]``."""
 
-    def __init__(self, flat, t, p, which, interval, system):
-        self.t_a, self.t_b = t[interval], t[interval + 1]
-        self.h = (self.t_b - self.t_a).unsqueeze(-1)
-        self.y_a, self.y_b = flat[interval, which], flat[interval + 1, which]
-        self.f_a = self.f_b = None
-        if system is not None:
-            rows = None if p is None else p.expand(flat.shape[1], p.shape[-1])[which]
-            self.f_a = system.rhs(self.t_a.unsqueeze(-1), self.y_a, rows)
-            self.f_b = system.rhs(self.t_b.unsqueeze(-1), self.y_b, rows)
+    def __init__(self, t_a, t_b, y_a, y_b, f_a=None, f_b=None):
+        self.t_a, self.t_b = t_a, t_b
+        self.h = (t_b - t_a).unsqueeze(-1)
+        self.y_a, self.y_b, self.f_a, self.f_b = y_a, y_b, f_a, f_b
+
+    @classmethod
+    def at(cls, flat, t, p, which, interval, system, derivatives=None):
+        """The intervals ``[t[j], t[j + 1]]`` of trajectory ``i`` for each pair ``(which,
+        interval) = (i, j)``: Hermite with a system (its derivatives from ``derivatives`` at
+        every sample, else from ``system.rhs`` at these ends), linear without."""
+        t_a, t_b = t[interval], t[interval + 1]
+        y_a, y_b = flat[interval, which], flat[interval + 1, which]
+        if system is None:
+            return cls(t_a, t_b, y_a, y_b)
+        if derivatives is not None:
+            return cls(t_a, t_b, y_a, y_b, derivatives[interval, which],
+                       derivatives[interval + 1, which])
+        rows = None if p is None else p.expand(flat.shape[1], p.shape[-1])[which]
+        return cls(t_a, t_b, y_a, y_b, system.rhs(t_a.unsqueeze(-1), y_a, rows),
+                   system.rhs(t_b.unsqueeze(-1), y_b, rows))
 
     def time(self, s: torch.Tensor) -> torch.Tensor:
         return self.t_a + s * (self.t_b - self.t_a)
@@ -405,6 +424,66 @@ class _Ends:
         r2 = r * r
         return ((1 + 2 * s) * r2 * self.y_a + (3 - 2 * s) * s2 * self.y_b
                 + self.h * (s * r2 * self.f_a - s2 * r * self.f_b))
+
+
+#: Interior points per sampling interval at which a callable surface is evaluated on the cubic
+#: Hermite interpolant, so that a crossing there and back between two samples is seen when the
+#: two crossings are at least a quarter of the interval apart.
+_INTERIOR_POINTS = 3
+
+
+def _derivatives(system, flat, t, p) -> torch.Tensor:
+    """``system.rhs`` at every sample, shape (n_times, n_traj, n_state): one call."""
+    n_times, n_traj, n_state = flat.shape
+    times = t.reshape(n_times, 1).expand(n_times, n_traj).reshape(-1, 1)
+    rows = None if p is None else p.expand(n_traj, p.shape[-1]).repeat(n_times, 1)
+    return system.rhs(times, flat.reshape(-1, n_state), rows).reshape(n_times, n_traj, n_state)
+
+
+def _pieces(g, fixed, flat, t, values, derivatives):
+    """``(cuts, values)``, both (n_cuts, n_times - 1, n_traj): each sampling interval split at
+    the fractions ``cuts`` (0 first, 1 last, increasing) and ``g`` there, so that a crossing
+    is wherever ``g`` changes sign from one cut to the next.
+
+    Linear interpolation has no cuts inside an interval. On the cubic Hermite interpolant, a
+    named surface (``fixed``, the component it sets) is cut at the cubic's extrema: its pieces
+    are monotone, and every crossing of the cubic is between two cuts. A callable surface is cut
+    at :data:`_INTERIOR_POINTS` evenly spaced points. A cut that is not there (an extremum
+    outside the interval) is put at 1, with ``g`` at 1: it adds an empty piece."""
+    first, last = values[:-1].unsqueeze(0), values[1:].unsqueeze(0)
+    if derivatives is None:
+        return torch.cat([torch.zeros_like(first), torch.ones_like(last)]), torch.cat([first, last])
+    ends = _Ends(t[:-1, None], t[1:, None], flat[:-1], flat[1:], derivatives[:-1],
+                 derivatives[1:])
+    if fixed is None:
+        inner = torch.arange(1, _INTERIOR_POINTS + 1).to(values) / (_INTERIOR_POINTS + 1)
+        inner = inner.reshape(-1, 1, 1).expand(-1, *values[1:].shape)
+    else:
+        inner = _extrema(ends, fixed)
+    inner_values = torch.where(inner == 1, last, g(ends.time(inner), ends.state(inner)))
+    cuts = torch.cat([torch.zeros_like(first), inner, torch.ones_like(last)])
+    return cuts, torch.cat([first, inner_values, last])
+
+
+def _extrema(ends: _Ends, index: int) -> torch.Tensor:
+    """Where the cubic Hermite interpolant of component ``index`` has zero slope inside each
+    interval, shape (2, ...) in increasing order; 1 where there is no such point.
+
+    The slope on ``s`` in [0, 1] is the quadratic ``a s**2 + b s + c`` with ``D = y_b - y_a``,
+    ``A = h f_a``, ``B = h f_b``: ``a = 3 (A + B) - 6 D``, ``b = 6 D - 4 A - 2 B``, ``c = A``.
+    Its roots are taken in the form that does not cancel (``q = -(b + sign(b) sqrt(b**2 -
+    4 a c)) / 2``, roots ``q / a`` and ``c / q``), which also gives ``-c / b`` where ``a = 0``."""
+    h = ends.h[..., 0]
+    slope_a, slope_b = h * ends.f_a[..., index], h * ends.f_b[..., index]
+    rise = ends.y_b[..., index] - ends.y_a[..., index]
+    a = 3 * (slope_a + slope_b) - 6 * rise
+    b = 6 * rise - 4 * slope_a - 2 * slope_b
+    c = slope_a
+    q = -(b + torch.copysign(torch.sqrt(b * b - 4 * a * c), b)) / 2
+    roots = torch.stack([q / a, c / q])
+    # A negative discriminant or 0 / 0 gives NaN, and a = 0 or q = 0 an infinity: all outside.
+    roots = torch.where((roots > 0) & (roots < 1), roots, torch.ones_like(roots))
+    return torch.stack([roots.min(dim=0).values, roots.max(dim=0).values])
 
 
 def _trajectories(system, ys, t, p):
