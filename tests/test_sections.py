@@ -135,6 +135,125 @@ def test_a_nonlinear_callable_surface_is_solved_on_the_hermite_interpolant(osc):
     assert (section["q"] + section["p"]).abs().max() < 1e-13
 
 
+def _level_crossings(amplitude, phase, value, t_end):
+    """Where ``q = A cos(t + phi)`` equals ``value`` in (0, t_end], per trajectory: the times
+    (``t + phi = -+ arccos(value / A) + 2 pi k``, upward then downward) and the directions."""
+    crossings = []
+    for a, phi in zip(amplitude.tolist(), phase.tolist(), strict=True):
+        mine = []
+        if abs(value) < a:
+            alpha = math.acos(value / a)
+            for k in range(-1, int(t_end / (2 * math.pi)) + 2):
+                for sign in (1, -1):
+                    when = 2 * math.pi * k - sign * alpha - phi
+                    if 0 < when <= t_end:
+                        mine.append((when, sign))
+        crossings.append(sorted(mine))
+    return crossings
+
+
+def _level(value):
+    def g(t, y):
+        return y[..., 0] - value
+
+    return g
+
+
+@pytest.mark.parametrize("kind", ["name", "callable"])
+def test_a_crossing_there_and_back_between_two_samples_is_found_on_the_hermite_cubic(osc, kind):
+    # q = A cos(t + phi) sampled every 0.5 against q = 0.99: trajectory 0 (A = 1) rises above
+    # 0.99 for 0.28 around each maximum, often between two samples; trajectory 1 (A = 0.5)
+    # never reaches it; trajectory 2 (A = 2) crosses with samples on both sides.
+    h, value = 0.5, 0.99
+    t = torch.arange(0, 20 + h / 2, h, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    surface = ("q", value) if kind == "name" else _level(value)
+    exact = _level_crossings(AMPLITUDE, PHASE, value, float(t[-1]))
+    samples_see = ((ys[:-1, 0, 0] < value) != (ys[1:, 0, 0] < value)).sum()
+    assert len(exact[0]) == 7 and samples_see == 3  # two pairs lie between samples
+    section = poincare_section(osc, ys, t, surface=surface, direction=0)
+    assert section.counts.tolist() == [len(e) for e in exact] == [7, 0, 6]
+    assert section.trajectory.tolist() == [0] * 7 + [2] * 6
+    for (times, states), mine, a in zip(section.per_trajectory(), exact, AMPLITUDE.tolist(),
+                                        strict=True):
+        if mine:
+            assert bool((times[1:] > times[:-1]).all())
+            # The cubic's error in q, A h**4 / 384, moves a crossing by that over |dq/dt|.
+            error = (times - torch.tensor([w for w, _ in mine], dtype=torch.float64)).abs()
+            assert bool((error < a * h**4 / 384 / states[:, 1].abs()).all())
+            # Upward crossings have p = dq/dt > 0, downward p < 0: they alternate.
+            assert torch.sign(states[:, 1]).tolist() == [float(d) for _, d in mine]
+    assert section["q"].sub(value).abs().max() < 1e-14
+    for direction in (1, -1):
+        one_way = poincare_section(osc, ys, t, surface=surface, direction=direction)
+        kept = [w for e in exact for w, d in e if d == direction]
+        torch.testing.assert_close(one_way.t, torch.tensor(kept, dtype=torch.float64),
+                                   rtol=0, atol=2e-3)
+    # Linear interpolation sees only what the samples show.
+    linear = poincare_section(osc, ys, t, surface=surface, direction=0, interpolation="linear")
+    assert linear.counts.tolist() == [3, 0, 6]
+
+
+@pytest.mark.parametrize("h", [0.1, 0.5])
+@pytest.mark.parametrize("kind", ["name", "callable"])
+def test_no_crossing_is_found_where_the_trajectory_stays_just_below_the_surface(osc, h, kind):
+    # The cubic's error (h**4 / 384 in q) is far below the gap of 1e-5 (h = 0.1) or 1e-2 (0.5).
+    amplitude = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)
+    phase = torch.linspace(0.0, 2 * math.pi, 16, dtype=torch.float64)
+    t = torch.arange(0, 30 + h / 2, h, dtype=torch.float64)
+    gap = {0.1: 1e-5, 0.5: 1e-2}[h]
+    ys = _exact_oscillator(t, amplitude, phase) / (amplitude[:, None] * (1 + gap))
+    # Each trajectory is now q = cos(t + phi) / (1 + gap): under 1 by that much at its maxima.
+    surface = ("q", 1.0) if kind == "name" else _level(1.0)
+    section = poincare_section(osc, ys, t, surface=surface, direction=0)
+    assert len(section) == 0 and section.counts.tolist() == [0] * 16
+
+
+def test_three_crossings_in_one_interval_are_each_found_in_order(osc):
+    # With h = 1, the cubic Hermite interpolant of q (whose derivative is p, m = 1) from
+    # q = -0.057375, p = 0.5775 to q = 0.070125, p = 0.6775 is (s - 0.15)(s - 0.45)(s - 0.85).
+    ys = torch.tensor([[-0.057375, 0.5775], [0.070125, 0.6775]], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for surface in ("q", _level(0.0)):
+        section = poincare_section(osc, ys, t, surface=surface, direction=0)
+        torch.testing.assert_close(section.t, torch.tensor([0.15, 0.45, 0.85], dtype=torch.float64))
+        up = poincare_section(osc, ys, t, surface=surface, direction=1)
+        torch.testing.assert_close(up.t, torch.tensor([0.15, 0.85], dtype=torch.float64))
+        down = poincare_section(osc, ys, t, surface=surface, direction=-1)
+        torch.testing.assert_close(down.t, torch.tensor([0.45], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("direction", [1, 0])
+def test_a_start_on_the_surface_that_dips_below_and_back_counts_only_the_return(osc, direction):
+    # The cubic from q = 0, p = -0.5 to q = 0.5, p = 1.5 over h = 1 is s (s - 0.5): it leaves
+    # the surface downward at the start (not counted) and crosses it upward at s = 0.5.
+    ys = torch.tensor([[0.0, -0.5], [0.5, 1.5]], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    section = poincare_section(osc, ys, t, surface="q", direction=direction)
+    torch.testing.assert_close(section.t, torch.tensor([0.5], dtype=torch.float64))
+    assert len(poincare_section(osc, ys, t, surface="q", direction=-1)) == 0
+
+
+@pytest.mark.parametrize("kind", ["name", "callable"])
+def test_a_trajectory_that_turns_into_nan_crosses_nothing_there(osc, kind):
+    # Trajectory 0's first pair between samples is in [6.0, 6.5], around t = 2 pi, and
+    # trajectory 1 crosses upward at 5.36, in [5.0, 5.5]: as a failed solve in a data set,
+    # each holds NaN from that interval's end on, and only their crossings before it remain.
+    t = torch.arange(0, 20.25, 0.5, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE[:2], PHASE[:2] * 0)
+    ys[13:, 0] = float("nan")
+    ys[11:, 1] = float("nan")
+    for value in (0.3, 0.99):
+        surface = ("q", value) if kind == "name" else _level(value)
+        section = poincare_section(osc, ys, t, surface=surface, direction=0)
+        exact = _level_crossings(AMPLITUDE[:2], PHASE[:2] * 0, value, 20.0)
+        kept = [[w for w, _ in exact[0] if w < 6.0], [w for w, _ in exact[1] if w < 5.0]]
+        assert section.counts.tolist() == [len(k) for k in kept]
+        assert bool(torch.isfinite(section.states).all())
+        torch.testing.assert_close(section.t, torch.tensor(sum(kept, []), dtype=torch.float64),
+                                   rtol=0, atol=2e-3)
+
+
 @pytest.mark.parametrize(
     ("name", "surface", "axes"),
     [("double_pendulum", "theta1", ("theta2", "theta2_dot")),
