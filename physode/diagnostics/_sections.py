@@ -182,13 +182,26 @@ def poincare_section(
 ) -> PoincareSection:
     """The times and states where trajectories cross a surface ``g(t, y) = 0``.
 
-    Between two samples that ``g`` changes sign across, the trajectory is interpolated and the
-    crossing placed on that interpolant by the Illinois method (a bracketing secant method), on
-    all crossings of all trajectories at once. With a system the interpolant is the cubic
-    Hermite polynomial through the two states and their derivatives ``system.rhs(t, y, p)``:
-    its error falls like ``h**4`` with the sampling step ``h``, so a solve sampled at
-    ``h = 0.1`` gives crossings to about 1e-6 (linear interpolation: 1e-3). Without a system it
-    is linear between the two states.
+    Between two samples the trajectory is interpolated, and each crossing is placed on that
+    interpolant by the Illinois method (a bracketing secant method), on all crossings of all
+    trajectories at once. With a system the interpolant is the cubic Hermite polynomial through
+    the two states and their derivatives ``system.rhs(t, y, p)``: its error falls like ``h**4``
+    with the sampling step ``h``, so a solve sampled at ``h = 0.1`` gives crossings to about
+    1e-6 (linear interpolation: 1e-3). Without a system it is linear between the two states.
+
+    What is seen between two samples depends on the interpolation and the surface:
+
+    * Hermite, a named surface: every crossing of the cubic, also two (there and back) between
+      samples where ``g`` has one sign at both, as when a coarsely sampled coordinate peaks
+      just above the surface's value between two samples, or three. The cubic is
+      cut at its extrema (the roots of its derivative, a quadratic) into pieces on which it is
+      monotone, and each piece that changes sign holds one crossing.
+    * Hermite, a callable surface: ``g`` is also evaluated on the cubic at three evenly spaced
+      points inside every interval (one call of ``g`` for all), and a crossing is found wherever
+      it changes sign from one of these points to the next. Two crossings within one quarter of
+      a sampling interval can still go unseen.
+    * Linear: only where ``g`` has opposite signs at the two samples; a pair between two
+      samples is never seen. Sample more finely where that matters.
 
     A crossing counts where ``g`` goes from below zero to zero or above (upward) or back
     (downward). A trajectory that starts on the surface does not count its start, and samples
@@ -252,6 +265,20 @@ def poincare_section(
     tensor([1.5000, 3.5000], dtype=torch.float64)
     >>> section["p"]
     tensor([1.0000, 1.0000], dtype=torch.float64)
+
+    Sampled every 0.5, ``q = cos t`` is above 0.99 from ``2 pi - 0.1415`` to ``2 pi + 0.1415``,
+    between the samples at 6.0 and 6.5 (both below 0.99). The cubic finds both crossings, to
+    about 1e-3 at this sampling; linear interpolation sees only the first, at ``t = 0.1415``:
+
+    >>> t = torch.linspace(0, 7, 15, dtype=torch.float64)
+    >>> ys = torch.stack([torch.cos(t), -torch.sin(t)], dim=-1)
+    >>> near_top = physode.diagnostics.poincare_section(osc, ys, t, surface=("q", 0.99),
+    ...                                                 direction=0)
+    >>> near_top.t
+    tensor([0.1408, 6.1424, 6.4244], dtype=torch.float64)
+    >>> len(physode.diagnostics.poincare_section(osc, ys, t, surface=("q", 0.99), direction=0,
+    ...                                          interpolation="linear"))
+    1
     """
     if not is_int(direction) or direction not in (1, -1, 0):
         raise InvalidArgumentError(
@@ -260,7 +287,7 @@ def poincare_section(
         )
     ys, t, p, names = _trajectories(system, ys, t, p)
     method = _interpolation(system, interpolation)
-    g, fixed, described = _surface(surface, system, names)
+    g, fixed, level, described = _surface(surface, system, names)
     n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
     flat = ys.reshape(n_times, -1, ys.shape[-1])
     n_traj = flat.shape[1]
@@ -273,7 +300,7 @@ def poincare_section(
             f"must return one value per state, shape y.shape[:-1] = {(n_times, n_traj)}"
         )
     derivatives = None if method == "linear" else _derivatives(system, flat, t, p)
-    cuts, values = _pieces(g, fixed, flat, t, values, derivatives)
+    cuts, values = _pieces(g, (fixed, level), flat, t, values, derivatives)
     above = values >= 0
     below = values < 0  # neither, where g is NaN
     up = below[:-1] & above[1:]
@@ -440,42 +467,50 @@ def _derivatives(system, flat, t, p) -> torch.Tensor:
     return system.rhs(times, flat.reshape(-1, n_state), rows).reshape(n_times, n_traj, n_state)
 
 
-def _pieces(g, fixed, flat, t, values, derivatives):
+def _pieces(g, named, flat, t, values, derivatives):
     """``(cuts, values)``, both (n_cuts, n_times - 1, n_traj): each sampling interval split at
     the fractions ``cuts`` (0 first, 1 last, increasing) and ``g`` there, so that a crossing
     is wherever ``g`` changes sign from one cut to the next.
 
     Linear interpolation has no cuts inside an interval. On the cubic Hermite interpolant, a
-    named surface (``fixed``, the component it sets) is cut at the cubic's extrema: its pieces
-    are monotone, and every crossing of the cubic is between two cuts. A callable surface is cut
-    at :data:`_INTERIOR_POINTS` evenly spaced points. A cut that is not there (an extremum
-    outside the interval) is put at 1, with ``g`` at 1: it adds an empty piece."""
+    named surface (``named``: the component it sets and its value there) is cut at the cubic's
+    extrema: its pieces are monotone, and every crossing of the cubic is between two cuts. A
+    callable surface is cut at :data:`_INTERIOR_POINTS` evenly spaced points. A cut that is
+    not there (an extremum outside the interval) is put at 1, with ``g`` at 1: it adds an empty
+    piece."""
     first, last = values[:-1].unsqueeze(0), values[1:].unsqueeze(0)
     if derivatives is None:
         return torch.cat([torch.zeros_like(first), torch.ones_like(last)]), torch.cat([first, last])
-    ends = _Ends(t[:-1, None], t[1:, None], flat[:-1], flat[1:], derivatives[:-1],
-                 derivatives[1:])
-    if fixed is None:
+    index, level = named
+    if index is None:
+        ends = _Ends(t[:-1, None], t[1:, None], flat[:-1], flat[1:], derivatives[:-1],
+                     derivatives[1:])
         inner = torch.arange(1, _INTERIOR_POINTS + 1).to(values) / (_INTERIOR_POINTS + 1)
         inner = inner.reshape(-1, 1, 1).expand(-1, *values[1:].shape)
+        inner_values = g(ends.time(inner), ends.state(inner))
     else:
-        inner = _extrema(ends, fixed)
-    inner_values = torch.where(inner == 1, last, g(ends.time(inner), ends.state(inner)))
+        # The cubic of the surface's component alone: the others do not move its extrema.
+        one = slice(index, index + 1)
+        ends = _Ends(t[:-1, None], t[1:, None], flat[:-1, :, one], flat[1:, :, one],
+                     derivatives[:-1, :, one], derivatives[1:, :, one])
+        inner = _extrema(ends)
+        inner_values = ends.state(inner)[..., 0] - level
+    inner_values = torch.where(inner == 1, last, inner_values)
     cuts = torch.cat([torch.zeros_like(first), inner, torch.ones_like(last)])
     return cuts, torch.cat([first, inner_values, last])
 
 
-def _extrema(ends: _Ends, index: int) -> torch.Tensor:
-    """Where the cubic Hermite interpolant of component ``index`` has zero slope inside each
-    interval, shape (2, ...) in increasing order; 1 where there is no such point.
+def _extrema(ends: _Ends) -> torch.Tensor:
+    """Where the cubic Hermite interpolant of a one-component ``ends`` has zero slope inside
+    each interval, shape (2, ...) in increasing order; 1 where there is no such point.
 
     The slope on ``s`` in [0, 1] is the quadratic ``a s**2 + b s + c`` with ``D = y_b - y_a``,
     ``A = h f_a``, ``B = h f_b``: ``a = 3 (A + B) - 6 D``, ``b = 6 D - 4 A - 2 B``, ``c = A``.
     Its roots are taken in the form that does not cancel (``q = -(b + sign(b) sqrt(b**2 -
     4 a c)) / 2``, roots ``q / a`` and ``c / q``), which also gives ``-c / b`` where ``a = 0``."""
     h = ends.h[..., 0]
-    slope_a, slope_b = h * ends.f_a[..., index], h * ends.f_b[..., index]
-    rise = ends.y_b[..., index] - ends.y_a[..., index]
+    slope_a, slope_b = h * ends.f_a[..., 0], h * ends.f_b[..., 0]
+    rise = ends.y_b[..., 0] - ends.y_a[..., 0]
     a = 3 * (slope_a + slope_b) - 6 * rise
     b = 6 * rise - 4 * slope_a - 2 * slope_b
     c = slope_a
@@ -545,10 +580,11 @@ def _interpolation(system, interpolation: str | None) -> str:
 
 
 def _surface(surface, system, names: list[str]):
-    """``(g, fixed, words)``: the surface function ``g(t, y)``, the index of the component a
-    named surface fixes (else None) and the surface in words."""
+    """``(g, fixed, level, words)``: the surface function ``g(t, y)``, the index of the
+    component a named surface fixes and its value there (else None, None) and the surface in
+    words."""
     if callable(surface):
-        return surface, None, getattr(surface, "__name__", "g") + "(t, y) = 0"
+        return surface, None, None, getattr(surface, "__name__", "g") + "(t, y) = 0"
     pair = isinstance(surface, (tuple, list)) and len(surface) == 2
     name, value = surface if pair else (surface, 0.0)
     if not isinstance(name, str) or (
@@ -574,7 +610,7 @@ def _surface(surface, system, names: list[str]):
     def g(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return y[..., index] - value
 
-    return g, index, f"{name} = {value:g}"
+    return g, index, value, f"{name} = {value:g}"
 
 
 def _periods(period, batch_shape: tuple[int, ...]) -> torch.Tensor:
