@@ -35,7 +35,7 @@ from physode.integrate import (
 )
 from physode.solvers import SYMPLECTIC_METHODS, Stats, Status, integrate, make_stepper
 from physode.solvers._roots import _root
-from physode.solvers._tuples import Parts, TupleFunc
+from physode.solvers._tuples import Parts, RowParts, RowTupleFunc, TupleFunc
 from physode.solvers.control import attainable_rtol, warn_unattainable
 from physode.solvers.loop import time_maker
 
@@ -281,10 +281,18 @@ def odeint_event(
     # What the search steps and evaluates: for a tuple state, func and event_fn of the flat
     # state (the second solve takes the tuple itself).
     field, event = func, event_fn
-    if parts is not None:
-        field = TupleFunc(func, parts, method in SYMPLECTIC_METHODS)
-        event = _TupleEvent(event_fn, parts)
     time = time_maker(y0)
+    if parts is not None:
+        # One event per row steps the parts in rows, (batch, -1), from the start: event_fn's
+        # first value says which layout.
+        with torch.no_grad():
+            g0 = event_fn(time(t0), tuple(part.detach() for part in state))
+        if _tuple_rows(g0, state):
+            parts = RowParts(state)
+            y0 = parts.flatten(state)
+        wrap = RowTupleFunc if isinstance(parts, RowParts) else TupleFunc
+        field = wrap(func, parts, method in SYMPLECTIC_METHODS)
+        event = _TupleEvent(event_fn, parts)
     stats = Stats()
     stepper = checked_split(make_stepper(method, field), field, method, t0, y0, stats)
 
@@ -300,19 +308,16 @@ def odeint_event(
         or (isinstance(f0, Tensor) and f0.requires_grad)
     )
     with torch.no_grad():
-        g0 = event(time(t0), y0.detach())
+        if parts is None:
+            g0 = event(time(t0), y0.detach())
         f0 = f0.detach() if isinstance(f0, Tensor) else f0
-        if parts is not None and isinstance(g0, Tensor) and g0.ndim == 1 and g0.numel() > 1:
-            _refuse_rows(parts, method, tuple(g0.shape))
         per_row = _is_per_row(g0, y0)
         if per_row:
-            if method in SYMPLECTIC_METHODS:
-                _refuse_rows(None, method, tuple(g0.shape))
             rows = _Rows(field, event, stepper, y0, time, stats)
             rows.check(g0, t0)
     if per_row:
         return _odeint_event_rows(
-            rows, func, y0, t0, end, t_max, direction, g0, f0, solve_again, differentiable,
+            rows, func, state, parts, y0, t0, end, t_max, direction, g0, f0, solve_again, differentiable,
             throw, method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient,
             max_steps=max_steps, first_step=first_step, params=params,
         )  # fmt: skip
@@ -586,19 +591,21 @@ def _not_found(result, y0, parts, t0, t_max, g0, direction, stats, throw) -> Eve
     return solution
 
 
-def _refuse_rows(parts: Parts | None, method: str, shape: tuple[int, ...]) -> None:
-    """Refuse one event per row where the search cannot locate them row by row."""
-    if parts is not None:
-        raise InvalidArgumentError(
-            f"event_fn returned one value per row (shape {shape}) for a tuple state; one event "
-            "per row needs y0 as one tensor of shape (batch, ...): concatenate the parts along "
-            "their last dimension, or return a 0-dim tensor for one event of the whole state"
-        )
+def _tuple_rows(g: object, state: Sequence[Tensor]) -> bool:
+    """Whether ``event_fn``'s first value ``g`` is one value per row of a tuple state, the rows
+    being every part's first dimension; refuse one value per row that the parts do not share."""
+    if not isinstance(g, Tensor) or g.ndim != 1:
+        return False
+    if all(part.ndim and part.shape[0] == g.shape[0] for part in state):
+        return True
+    if g.numel() == 1:
+        return False  # one value with a dimension: _checked_value says how to return it
+    shapes = ", ".join(f"y0[{i}] {tuple(part.shape)}" for i, part in enumerate(state))
     raise InvalidArgumentError(
-        f"event_fn returned one value per row (shape {shape}), but method={method!r} is "
-        "symplectic and cannot step each row to its own time to locate its event; use a "
-        "Runge-Kutta method (e.g. 'dop853' or 'rk4'), or return a 0-dim tensor for one event "
-        "of the whole state"
+        f"event_fn returned one value per row (shape {tuple(g.shape)}) for a tuple state, but "
+        f"not every part has {g.shape[0]} rows along its first dimension ({shapes}); one event "
+        "per row takes the rows along every part's first dimension: give each part the shape "
+        "(batch, ...), or return a 0-dim tensor for one event of the whole state"
     )
 
 
@@ -690,7 +697,9 @@ class _Rows:
 
     def keep(self, hit, t, t_new, y, y1, step, g, g1) -> None:
         """Note, for the rows in ``hit``, the step that locates their root."""
-        ks = list(step.ks) if self.dense else [step.ks[0]]
+        # Without dense output, the step's first stage f(t, y) where the method keeps it (a
+        # symplectic step keeps none: locate evaluates it).
+        ks = list(step.ks) if self.dense else step.ks[:1]
         new = {"y": y, "y1": y1, "ks": ks, "g": g, "g1": g1}
         if self.kept is None:  # the first crossing: every row takes this step for now
             f64 = {"dtype": torch.float64, "device": self.device}
@@ -717,7 +726,9 @@ class _Rows:
         nudge = torch.where(crossed, nudge, 0.0)
         h_y = h.to(self.dtype).view(self.shape)
         if not self.dense:
-            t_lead, f_a = self.row_time(t_a, lead=True), ks[0]
+            t_lead = self.row_time(t_a, lead=True)
+            f_a = ks[0] if ks else self.func(t_lead, y_a)
+            self.stats.nfe += not ks
 
         def state(s: Tensor) -> Tensor:
             if self.dense:
@@ -735,12 +746,49 @@ class _Rows:
             return value.double()
 
         s = _root(g, g_lo, k["g1"].double(), nudge=nudge)
+        k["s"] = torch.where(crossed, s, 0.0)  # for states_with_gradient
         t_root = torch.where(s == 1, k["t_new"], t_a + s * h)
         y_root = torch.where((s == 1).view(self.shape), k["y1"], state(s))
         y_root = torch.where((s == 0).view(self.shape), y_a, y_root)
         nan = torch.tensor(math.nan, dtype=self.dtype, device=self.device)
         t_root = torch.where(crossed, t_root, math.nan)
         return t_root, torch.where(crossed.view(self.shape), y_root, nan)
+
+    def states_with_gradient(self, func, state, parts, y0: Tensor, t0: float, t_root: Tensor,
+                             backward: bool, settings) -> tuple[Tensor, Stats]:
+        """Every row's state at its root again, from one solve with the gradient mode (rows
+        with no event: ``y0``), and that solve's counters.
+
+        With dense output, the solve's outputs are the roots themselves. Otherwise they are the
+        starts of the crossing steps, which a fixed-step solve reaches on the search's own grid
+        (outputs at the roots would shift the grid after the first, and the later rows' states
+        would no longer be the search's), and each row then takes its step's fraction ``s`` as
+        :meth:`locate` did, with autograd.
+        """
+        k, crossed, batch = self.kept, self.crossed, self.batch
+        wanted = t_root if self.dense else k["t"]
+        # The distinct times in the order the search runs; each row then takes its own.
+        times, index = torch.unique(wanted[crossed], sorted=True, return_inverse=True)
+        if backward:
+            times, index = times.flip(0), len(times) - 1 - index
+        times = times.tolist()
+        start = int(times[0] == t0)  # a crossing in the first step starts from y0 itself
+        at = torch.zeros(batch, dtype=torch.long, device=self.device)
+        at[crossed] = index + 1 - start
+        stats, ys = Stats(), y0.unsqueeze(0)
+        if len(times) > start:
+            sol = solve(func, state, [t0, *times[start:]], **settings)
+            stats = sol.stats
+            ys = sol.ys if parts is None else parts.flatten(sol.ys, lead=(len(sol.ys[0]),))
+        y_at = ys[at, torch.arange(batch, device=self.device)]
+        if self.dense:
+            return y_at, stats
+        t_lead = self.row_time(k["t"], lead=True)
+        h_s = (k["s"] * (k["t_new"] - k["t"])).to(self.dtype).view(self.shape)
+        f_a = self.func(t_lead, y_at)
+        self.stats.nfe += 1 + self.stepper.nfe_per_replay
+        step = self.stepper.step(self.func, t_lead, y_at, h_s, f_a, self.time, replay=True)
+        return step.y1, stats
 
     def newton_step(self, t_root: Tensor, y_root: Tensor) -> tuple[Tensor, Tensor]:
         """Each row's ``t_event`` and state from one Newton step at its root, differentiable
@@ -789,8 +837,8 @@ class _Rows:
         return t_event, y_event
 
 
-def _odeint_event_rows(rows: _Rows, func, y0, t0, end, t_max, direction, g0, f0, solve_again,
-                       differentiable, throw, **settings) -> EventSolution:
+def _odeint_event_rows(rows: _Rows, func, state, parts, y0, t0, end, t_max, direction, g0, f0,
+                       solve_again, differentiable, throw, **settings) -> EventSolution:
     """:func:`odeint_event` with one event per row of a batch (``event_fn`` returned ``g0`` of
     shape ``(batch,)``)."""
     loop = {name: settings[name] for name in ("rtol", "atol", "step_size", "first_step",
@@ -809,16 +857,9 @@ def _odeint_event_rows(rows: _Rows, func, y0, t0, end, t_max, direction, g0, f0,
     t_event, y_event = rows.row_time(t_root), y_root
     if found_all or not throw:
         if n_found and solve_again:
-            # One solve to all rows' roots, outputs at their distinct times in the order the
-            # search runs; each row then takes its own.
-            times, index = torch.unique(t_root[crossed], sorted=True, return_inverse=True)
-            if end < t0:
-                times, index = times.flip(0), len(times) - 1 - index
-            sol = solve(func, y0, [t0, *times.tolist()], **settings)
-            at = torch.zeros(rows.batch, dtype=torch.long, device=y0.device)
-            at[crossed] = index + 1
-            y_root = sol.ys[at, torch.arange(rows.batch, device=y0.device)]
-            gradient_stats = sol.stats
+            y_root, gradient_stats = rows.states_with_gradient(
+                func, state, parts, y0, t0, t_root, end < t0, settings
+            )
         if n_found and differentiable:
             t_event, y_event = rows.newton_step(t_root, y_root)
     nan_rows = (~crossed).view(rows.shape)
@@ -830,7 +871,7 @@ def _odeint_event_rows(rows: _Rows, func, y0, t0, end, t_max, direction, g0, f0,
     )
     solution = EventSolution(
         t_event=t_event,
-        ys=torch.stack([y0, y_event]),
+        ys=_states(torch.stack([y0, y_event]), parts),
         found=crossed,
         status=result.status,
         message=message,

@@ -600,14 +600,165 @@ def test_float32_finds_each_row_s_event_and_its_gradient():
     assert torch.allclose(y0.grad[:, 0], 1 / torch.sqrt(v0 * v0 + 2 * G * h0), atol=1e-5)
 
 
-def test_a_per_row_event_for_a_tuple_state_or_a_symplectic_method_is_refused():
-    y0 = falling_batch([1.0, 2.0], [0.0, 0.0])
-    with pytest.raises(physode.InvalidArgumentError, match="tuple state; one event per row"):
-        physode.odeint_event(lambda t, y: (y[1], -G * torch.ones_like(y[1])),
-                             (y0[:, 0], y0[:, 1]), 0.0, lambda t, y: y[0])  # fmt: skip
+class SeparableGravity(Gravity):
+    """Free fall as a symplectic method reads it: q = height, v = velocity."""
+
+    separable, n_coordinates = True, 1
+
+
+def unit_oscillator():
+    """The catalogue's harmonic oscillator (separable) and its angular frequency."""
     func = physode.systems.load("harmonic_oscillator").vector_field()
-    with pytest.raises(physode.InvalidArgumentError, match="'leapfrog' is symplectic.*'rk4'"):
-        physode.odeint_event(func, y0, 0.0, rows_height, method="leapfrog", step_size=0.1)
+    omega = math.sqrt(func(torch.tensor(0.0), torch.tensor([-1.0, 0.0], dtype=F64))[1].item())
+    return func, omega
+
+
+def oscillator_rows(omega, phases):
+    """Rows x = cos(omega t + phase): each crosses zero falling at omega t + phase = pi / 2."""
+    phases = torch.tensor(phases, dtype=F64)
+    y0 = torch.stack([torch.cos(phases), -omega * torch.sin(phases)], dim=-1)
+    return y0, (0.5 * math.pi - phases) / omega
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_a_batch_of_falling_bodies_lands_row_by_row_on_a_symplectic_method(method):
+    y0 = falling_batch(HEIGHTS, VELOCITIES)
+    sol = physode.odeint_event(SeparableGravity(), y0, 0.0, rows_height, method=method,
+                               step_size=0.1)  # fmt: skip
+    exact = torch.tensor([landing_time(h, v) for h, v in zip(HEIGHTS, VELOCITIES)], dtype=F64)
+    # Constant acceleration: velocity Verlet and its compositions are exact.
+    assert sol.found.all() and sol.t_event.shape == (5,) and sol.ys.shape == (2, 5, 2)
+    assert torch.allclose(sol.t_event, exact, atol=1e-12, rtol=0)
+    assert sol.ys[1, :, 0].abs().max() < 1e-11
+
+
+@pytest.mark.parametrize(("method", "order"), [("leapfrog", 2), ("yoshida4", 4)])
+def test_symplectic_per_row_events_converge_at_the_method_s_order(method, order):
+    func, omega = unit_oscillator()
+    y0, exact = oscillator_rows(omega, [0.3, 1.0, 1.4, -0.5])
+    errors = []
+    for step_size in (0.04, 0.02, 0.01):
+        sol = physode.odeint_event(func, y0, 0.0, rows_height, method=method,
+                                   step_size=step_size)  # fmt: skip
+        errors.append((sol.t_event - exact).abs().max().item())
+        # Each row's root is the one a search for that row alone locates.
+        for i in range(len(exact)):
+            t_one, _ = physode.odeint_event(func, y0[i], 0.0, height, method=method,
+                                            step_size=step_size)  # fmt: skip
+            assert abs(sol.t_event[i].item() - t_one.item()) < 1e-12
+    for coarse, fine in zip(errors, errors[1:]):
+        assert 0.75 * 2**order < coarse / fine < 1.3 * 2**order
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
+def test_symplectic_per_row_event_times_have_the_closed_form_gradients(method, gradient):
+    gravity = SeparableGravity()
+    y0 = falling_batch(HEIGHTS, VELOCITIES).requires_grad_(True)
+    t_event, _ = physode.odeint_event(gravity, y0, 0.0, rows_height, method=method,
+                                      step_size=0.05, gradient=gradient)  # fmt: skip
+    h0, v0 = torch.tensor(HEIGHTS, dtype=F64), torch.tensor(VELOCITIES, dtype=F64)
+    root = torch.sqrt(v0 * v0 + 2 * G * h0)
+    weights = torch.arange(1.0, 6.0, dtype=F64)
+    grad_y0, grad_g = torch.autograd.grad((weights * t_event).sum(), (y0, gravity.g))
+    assert torch.allclose(grad_y0[:, 0], weights / root, atol=1e-10, rtol=0)
+    t_exact = (v0 + root) / G
+    assert abs(grad_g.item() - (weights * (h0 / root - t_exact) / G).sum().item()) < 1e-9
+
+
+@pytest.mark.parametrize(("method", "order"), [("leapfrog", 2), ("yoshida4", 4)])
+def test_symplectic_per_row_gradients_match_central_differences_and_rk4(method, order):
+    func, omega = unit_oscillator()
+    y0, _ = oscillator_rows(omega, [0.3, 1.0, 1.4])
+    options = {"method": method, "step_size": 0.005}
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+
+    def loss(y):
+        t_event, ys = physode.odeint_event(func, y, 0.0, rows_height, **options)
+        return (weights * t_event).sum() + ys[1, :, 1].pow(2).sum()
+
+    y = y0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(y), y)
+    eps, numeric = 1e-6, torch.zeros_like(y0)
+    with torch.no_grad():
+        for index in torch.cartesian_prod(torch.arange(3), torch.arange(2)).tolist():
+            shift = torch.zeros_like(y0)
+            shift[tuple(index)] = eps
+            numeric[tuple(index)] = (loss(y0 + shift) - loss(y0 - shift)) / (2 * eps)
+    assert torch.allclose(grad, numeric, atol=1e-6, rtol=0)
+    options = {"method": "rk4", "step_size": 0.005}
+    y = y0.clone().requires_grad_(True)
+    (with_rk4,) = torch.autograd.grad(loss(y), y)
+    # Both approximate the exact gradient, to the order of their methods.
+    assert torch.allclose(grad, with_rk4, atol=2 * 0.005**order, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["rk4", "yoshida4"])
+def test_a_fixed_step_per_row_event_time_is_the_same_with_a_gradient_as_without(method):
+    # The gradient's solve reaches each row's crossing step on the search's own grid: outputs at
+    # the earlier rows' roots must not shift the later rows' steps.
+    func, omega = unit_oscillator()
+    y0, _ = oscillator_rows(omega, [0.3, 1.0, 1.4, 2.9])
+    options = {"method": method, "step_size": 0.1}
+    plain, _ = physode.odeint_event(func, y0, 0.0, rows_height, **options)
+    t_event, ys = physode.odeint_event(func, y0.clone().requires_grad_(True), 0.0, rows_height,
+                                       **options)  # fmt: skip
+    assert t_event.requires_grad
+    assert (t_event.detach() - plain).abs().max() < 1e-13
+    assert ys[1, :, 0].detach().abs().max() < 1e-13
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+@pytest.mark.parametrize(("method", "options"), [("dopri5", {}), ("rk4", {"step_size": 0.05}),
+                                                 ("yoshida4", {"step_size": 0.05})])
+def test_a_tuple_state_has_one_event_per_row_as_its_concatenation_does(method, options, gradient):
+    gravity = SeparableGravity()
+    parts = [torch.tensor(x, dtype=F64).unsqueeze(-1).requires_grad_(True)
+             for x in (HEIGHTS, VELOCITIES)]  # fmt: skip
+
+    def field(t, y):
+        return y[1], -gravity.g * torch.ones_like(y[1]) + 0.0 * t
+
+    field.drift_is_velocity = True
+    settings = {"method": method, "gradient": gradient, "rtol": 1e-10, **options}
+    sol = physode.odeint_event(field, tuple(parts), 0.0, lambda t, y: y[0][:, 0] - 0.1 * t,
+                               **settings)  # fmt: skip
+    assert sol.t_event.shape == (5,) and sol.found.all()
+    assert [tuple(p.shape) for p in sol.ys] == [(2, 5, 1), (2, 5, 1)]
+    loss = sol.t_event.sum() + sol.ys[1][1].pow(2).sum()
+    grads = torch.autograd.grad(loss, (*parts, gravity.g))
+    y0 = torch.cat([p.detach() for p in parts], dim=-1).requires_grad_(True)
+    flat = physode.odeint_event(gravity, y0, 0.0, lambda t, y: y[:, 0] - 0.1 * t, **settings)
+    torch.testing.assert_close(sol.t_event, flat.t_event, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(torch.cat([p[1] for p in sol.ys], -1), flat.ys[1])
+    loss = flat.t_event.sum() + flat.ys[1, :, 1].pow(2).sum()
+    expected = torch.autograd.grad(loss, (y0, gravity.g))
+    torch.testing.assert_close(torch.cat(grads[:2], -1), expected[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads[2], expected[1], rtol=1e-10, atol=1e-12)
+
+
+def test_a_per_row_tuple_state_s_func_gets_times_that_broadcast_against_its_parts():
+    seen = []
+
+    def func(t, y):
+        seen.append(tuple(t.shape))
+        x, v, clock = y  # (batch, 2), (batch, 2), (batch,)
+        return v, -x, torch.ones_like(clock) + 0.0 * t
+
+    x0 = torch.tensor([[1.0, 0.0], [0.5, 2.0], [0.2, 0.1]], dtype=F64, requires_grad=True)
+    state = (x0, torch.zeros_like(x0), torch.zeros(3, dtype=F64))
+    sol = physode.odeint_event(func, state, 0.0, lambda t, y: y[0][:, 0], rtol=1e-10)
+    assert torch.allclose(sol.t_event, torch.full((3,), math.pi / 2, dtype=F64), atol=1e-8)
+    assert torch.allclose(sol.ys[2][1], sol.t_event, atol=1e-8)  # the clock's part
+    # Parts of two and one dimensions: each row's time comes as (batch,) for the Newton step.
+    assert set(seen) == {(), (3,)}
+
+
+def test_a_per_row_event_for_a_tuple_state_whose_parts_do_not_share_rows_is_refused():
+    parts = (torch.ones(3, 2, dtype=F64), torch.zeros(2, 3, dtype=F64))
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"not every part has 3 rows.*y0\[1\] \(2, 3\)"):  # fmt: skip
+        physode.odeint_event(lambda t, y: (y[1].T, y[0].T), parts, 0.0, lambda t, y: y[0][:, 0])
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from physode._errors import InvalidArgumentError
 
-__all__ = ["Parts", "TupleFunc"]
+__all__ = ["Parts", "RowParts", "RowTupleFunc", "TupleFunc"]
 
 
 class Parts:
@@ -82,6 +82,40 @@ class Parts:
                 )
 
 
+class RowParts(Parts):
+    """The layout of a tuple state of a batch whose rows are every part's first dimension: the
+    flat state has shape ``(batch, sum(sizes))``, each row its parts' entries flattened and
+    concatenated in order, so that a per-row mask (``torch.where`` with one value per row) still
+    picks whole rows (one event per row, :func:`physode.odeint_event`). ``sizes`` are per row.
+
+    ``time_shape`` is the shape that per-row times take for ``func``: ``(batch, 1, ...)``,
+    broadcastable against every part, when the parts have one number of dimensions; else
+    ``(batch,)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> parts = RowParts([torch.zeros(4, 3), torch.zeros(4)])
+    >>> flat = parts.flatten([torch.ones(4, 3), torch.zeros(4)])
+    >>> tuple(flat.shape), parts.sizes, parts.time_shape
+    ((4, 4), (3, 1), (4,))
+    >>> [tuple(p.shape) for p in parts.split(flat)]
+    [(4, 3), (4,)]
+    """
+
+    def __init__(self, parts: Sequence[Tensor]):
+        super().__init__(parts)
+        self.batch = parts[0].shape[0]
+        self.sizes = tuple(size // self.batch for size in self.sizes)
+        ndims = {len(shape) for shape in self.shapes}
+        self.time_shape = (self.batch,) + (1,) * (min(ndims) - 1 if len(ndims) == 1 else 0)
+
+    def flatten(self, parts: Sequence[Tensor], lead: tuple[int, ...] = ()) -> Tensor:
+        """The parts (each of shape ``(*lead, *its shape)``), each flattened row by row,
+        concatenated along the last dimension: shape ``(*lead, batch, sum(sizes))``."""
+        return torch.cat([p.reshape(*lead, self.batch, -1) for p in parts], dim=-1)
+
+
 class TupleFunc:
     """``func`` of a tuple state, as a function of the flat state that the solver steps.
 
@@ -105,4 +139,12 @@ class TupleFunc:
         if not self._checked:
             self.parts.check_derivative(dy, y)
             self._checked = True
-        return torch.cat([d.reshape(-1) for d in dy])
+        return self.parts.flatten(dy)
+
+
+class RowTupleFunc(TupleFunc):
+    """:class:`TupleFunc` over a :class:`RowParts` layout: per-row times (a tensor of one time
+    per row, shaped for the flat state) reach ``func`` in the parts' ``time_shape``."""
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        return super().__call__(t.view(self.parts.time_shape) if t.ndim else t, y)

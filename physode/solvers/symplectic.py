@@ -187,29 +187,51 @@ class Leapfrog:
     def step(
         self,
         func: Callable[[Tensor, Tensor], Tensor],
-        t: float,
+        t: float | Tensor,
         y: Tensor,
-        h: float,
+        h: float | Tensor,
         f0: Tensor,
         time: Callable[[float], Tensor],
         *,
         replay: bool = False,
     ) -> StepResult:
-        """One step of size ``h``; ``f0`` only needs a valid second half (the kick)."""
+        """One step of size ``h``; ``f0`` only needs a valid second half (the kick).
+
+        ``t`` and ``h`` are Python floats (one step for the whole state), or tensors
+        broadcastable against ``y``, one time and step per row (a per-row event's location,
+        :func:`physode.odeint_event`); ``func`` then gets the per-row times as they are.
+        """
+        # Chosen once per step: the float path keeps its fused alpha= operations.
+        axpy, at = (_axpy_rows, _as_is) if isinstance(h, Tensor) else (_axpy, time)
         n = self.n
         q, v, f1 = y[..., :n], y[..., n:], f0
         for w in self._substeps:  # velocity Verlet steps of w * h
             hw = w * h
-            v_half = torch.add(v, f1[..., n:], alpha=0.5 * hw)
+            v_half = axpy(v, 0.5 * hw, f1[..., n:])
             if self.drift_is_velocity:
                 drift = v_half
             else:
-                drift = func(time(t + 0.5 * hw), torch.cat([q, v_half], dim=-1))[..., :n]
-            q = torch.add(q, drift, alpha=hw)
-            f1 = func(time(t + hw), torch.cat([q, v_half], dim=-1))
-            v = torch.add(v_half, f1[..., n:], alpha=0.5 * hw)
+                drift = func(at(t + 0.5 * hw), torch.cat([q, v_half], dim=-1))[..., :n]
+            q = axpy(q, hw, drift)
+            f1 = func(at(t + hw), torch.cat([q, v_half], dim=-1))
+            v = axpy(v_half, 0.5 * hw, f1[..., n:])
             t = t + hw
         return StepResult(torch.cat([q, v], dim=-1), f1, None, None, [])
+
+
+def _axpy(y: Tensor, a: float, x: Tensor) -> Tensor:
+    """``y + a * x`` for a Python-float ``a``, in one fused operation."""
+    return torch.add(y, x, alpha=a)
+
+
+def _axpy_rows(y: Tensor, a: Tensor, x: Tensor) -> Tensor:
+    """``y + a * x`` for a tensor ``a`` of one value per row."""
+    return torch.addcmul(y, a, x)
+
+
+def _as_is(t: Tensor) -> Tensor:
+    """Per-row times, already tensors, go to ``func`` unchanged."""
+    return t
 
 
 class Yoshida4(Leapfrog):
