@@ -317,9 +317,9 @@ def odeint_event(
             rows.check(g0, t0)
     if per_row:
         return _odeint_event_rows(
-            rows, func, state, parts, y0, t0, end, t_max, direction, g0, f0, solve_again, differentiable,
-            throw, method=method, rtol=rtol, atol=atol, step_size=step_size, gradient=gradient,
-            max_steps=max_steps, first_step=first_step, params=params,
+            rows, func, state, parts, y0, t0, end, t_max, direction, g0, f0, solve_again,
+            differentiable, throw, method=method, rtol=rtol, atol=atol, step_size=step_size,
+            gradient=gradient, max_steps=max_steps, first_step=first_step, params=params,
         )  # fmt: skip
     with torch.no_grad():
         g0 = _checked_value(g0, time(t0), y0)
