@@ -754,8 +754,9 @@ class _Rows:
         t_root = torch.where(crossed, t_root, math.nan)
         return t_root, torch.where(crossed.view(self.shape), y_root, nan)
 
-    def states_with_gradient(self, func, state, parts, y0: Tensor, t0: float, t_root: Tensor,
-                             backward: bool, settings) -> tuple[Tensor, Stats]:
+    def states_with_gradient(
+        self, func, state, parts, y0: Tensor, t0: float, t_root: Tensor, backward: bool, settings
+    ) -> tuple[Tensor, Stats]:
         """Every row's state at its root again, from one solve with the gradient mode (rows
         with no event: ``y0``), and that solve's counters.
 

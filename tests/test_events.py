@@ -709,8 +709,10 @@ def test_a_fixed_step_per_row_event_time_is_the_same_with_a_gradient_as_without(
 
 
 @pytest.mark.parametrize("gradient", GRADIENTS)
-@pytest.mark.parametrize(("method", "options"), [("dopri5", {}), ("rk4", {"step_size": 0.05}),
-                                                 ("yoshida4", {"step_size": 0.05})])
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("dopri5", {}), ("rk4", {"step_size": 0.05}), ("yoshida4", {"step_size": 0.05})],
+)
 def test_a_tuple_state_has_one_event_per_row_as_its_concatenation_does(method, options, gradient):
     gravity = SeparableGravity()
     parts = [torch.tensor(x, dtype=F64).unsqueeze(-1).requires_grad_(True)
