@@ -180,9 +180,12 @@ def odeint_event(
         and ends when every row has crossed. While a row's root is located and for its Newton
         step, ``t`` is a tensor of shape ``(batch,)``, one time per row (``func`` then gets
         shape ``(batch, 1, ...)``, as with ``step_control="per-sample"``); during the search it
-        is 0-dim, shared. Per-row events need a tensor ``y0`` and a Runge-Kutta method (not
-        ``leapfrog`` or ``yoshida4``). To find the first of a batch's events instead, reduce
-        the rows to one value, e.g. ``y[:, 0].min()``.
+        is 0-dim, shared. Every method takes them, ``leapfrog`` and ``yoshida4`` included. For
+        a tuple ``y0`` the rows are every part's first dimension (parts that do not share it
+        are refused), and ``func`` gets the per-row times with the shape that broadcasts
+        against every part where the parts have one number of dimensions, else ``(batch,)``.
+        To find the first of a batch's events instead, reduce the rows to one value, e.g.
+        ``y[:, 0].min()``.
     t_max : float, optional
         Give up at this time (``t_max < t0`` integrates backward in time). By default the search
         runs forward until the event or ``max_steps``.
@@ -239,6 +242,18 @@ def odeint_event(
     tensor([0.4515, 1.0096, 2.0193], dtype=torch.float64)
     >>> sol.found
     tensor([True, True, True])
+
+    The same balls as a tuple state ``(height, velocity)``, each part of shape ``(batch,)``,
+    on the symplectic ``yoshida4`` (a tuple ``(q, v)`` declares its own split):
+
+    >>> state = (y0[:, 0], y0[:, 1])
+    >>> kick = lambda t, y: (y[1], torch.full_like(y[1], -9.81))
+    >>> sol = physode.odeint_event(kick, state, 0.0, lambda t, y: y[0], method="yoshida4",
+    ...                            step_size=0.05)
+    >>> sol.t_event
+    tensor([0.4515, 1.0096, 2.0193], dtype=torch.float64)
+    >>> [tuple(part.shape) for part in sol.ys]
+    [(2, 3), (2, 3)]
     """
     if unknown:
         refuse_keywords(unknown, "odeint_event", _TORCHDIFFEQ_KEYWORDS)
