@@ -101,7 +101,7 @@ EXAMPLES = """examples:
       --window 10 --gradient disc-opt --method rk4 --step-size 0.05 --log log.csv
   physode train osc.h5 --model hybrid --system harmonic_oscillator --learnable k \\
       --init-from fit/model.pt   # physics first: after a --model physics run with --out fit
-  physode train osc.h5 --model hnn --separable --width 32 --method leapfrog --step-size 0.05 \
+  physode train osc.h5 --model hnn --separable --width 32 --method leapfrog --step-size 0.05 \\
       --gradient disc-opt   # a learned H(q, p) = T(p) + V(q); states [q, p]
   physode train vdp.h5 --model neural --gradient opt-disc --opt-disc-restart \\
       --opt-disc-rtol 1e-9 --opt-disc-atol 1e-11

@@ -548,6 +548,17 @@ def test_the_help_examples_parse_and_their_settings_apply_to_their_model():
             _check_applicable(model)
 
 
+def test_the_help_examples_keep_their_lines_as_written():
+    # The `\` that continues an example on the next line must reach the help: written alone at
+    # the end of a line of the (not raw) string, it joins the two lines into one, with a gap of
+    # spaces before the option that should start the next line.
+    block = EXAMPLES.split("examples:\n")[1].split("\n\n")[0]
+    for line in block.splitlines():
+        command = line.split("#")[0].rstrip()
+        assert not re.search(r"\S {2,}-", command), line
+        assert len(line) <= 100, line
+
+
 def test_the_help_shows_physics_first_then_a_residual_as_training_md_runs_it():
     # The hybrid that training.md's tested commands (tests/test_docs_examples.py) start from a
     # physics fit: the example gives a subset of that command's settings, with the same values.
