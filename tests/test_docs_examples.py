@@ -528,3 +528,30 @@ def test_tutorial_links_point_to_existing_pages_and_headings():
     readme = (DOCS.parent / "README.md").read_text()
     assert "(docs/tutorial.md)" in readme
     assert "(tutorial.md)" in (DOCS / "architecture.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "command, page",
+    [("simulate", "cli.md"), ("check", "cli.md"), ("train", "training.md")],
+)
+def test_each_commands_synopsis_names_exactly_the_options_its_parser_takes(command, page):
+    # The synopsis under "## `physode COMMAND`" is where a reader looks an option up: an option
+    # added to the parser and not there, or one there that the parser no longer takes, is stale.
+    import argparse
+
+    from physode.cli import build_parser
+
+    text = (DOCS / page).read_text()
+    synopsis = re.search(rf"## `physode {command}`\n+```\n(.*?)```", text, re.S).group(1)
+    synopsis = re.sub(r"--\[no-\]([a-z-]+)", r"--\1 --no-\1", synopsis)
+    actions = build_parser()._actions
+    (subparsers,) = [a for a in actions if isinstance(a, argparse._SubParsersAction)]
+    options = {
+        name
+        for action in subparsers.choices[command]._actions
+        for name in action.option_strings
+        if name.startswith("--") and name != "--help"
+    }
+    named = set(re.findall(r"--[a-z][a-z0-9-]*", synopsis))
+    assert options - named == set(), f"{page}: the synopsis of physode {command} lacks these"
+    assert named - options == set(), f"{page}: physode {command} takes none of these"
