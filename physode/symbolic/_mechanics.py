@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sympy
+from sympy.simplify.fu import TR10i
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,35 @@ def is_diagonal(matrix: sympy.Matrix) -> bool:
     return all(matrix[i, j] == 0 for i in range(n) for j in range(n) if i != j)
 
 
+#: Largest mass matrix (rows) whose accelerations are rewritten over its determinant; a
+#: larger one keeps the LU solution (``mass_matrix="symbolic"`` above three coordinates).
+COFACTOR_MAX = 3
+#: Largest expanded numerator or determinant (in terms) that is rewritten: beyond it the
+#: rewriting would cost seconds, and the LU solution is kept.
+COFACTOR_TERMS_MAX = 1500
+
+
 def solve_accelerations(dyn: LagrangianDynamics) -> list[sympy.Expr]:
-    """Solve ``M a = F`` symbolically (division when ``M`` is diagonal, LU otherwise)."""
+    """Solve ``M a = F`` symbolically, in a form a person can read.
+
+    A diagonal ``M`` is divided out term by term. Otherwise, up to :data:`COFACTOR_MAX` rows,
+    each acceleration is written as ``(adj(M) F)_i / det(M)`` (Cramer's rule): numerator and
+    determinant are expanded, products of sines and cosines combined into sines and cosines of
+    sums (``cos(a)cos(b) + sin(a)sin(b) = cos(a - b)``), ``cos(u)**2`` exchanged for
+    ``1 - sin(u)**2`` (or back) where that is shorter, the monomial factors that numerator and
+    determinant share cancelled, and the common factors pulled out of the sums. Each rewriting
+    step is a bounded pass (no ``simplify``); an acceleration keeps the LU solution when that
+    counts fewer operations (:func:`sympy.count_ops`), and larger systems keep it always.
+
+    Examples
+    --------
+    >>> th, w, m, g, l, t = sympy.symbols("theta omega m g l t")
+    >>> x, v, M = sympy.symbols("x v M")
+    >>> L = (M + m) * v**2 / 2 + m * l * v * w * sympy.cos(th) + m * l**2 * w**2 / 2
+    >>> L += m * g * l * sympy.cos(th)
+    >>> solve_accelerations(euler_lagrange(L, [x, th], [v, w], t))[0]
+    m*(g*cos(theta) + l*omega**2)*sin(theta)/(M + m*sin(theta)**2)
+    """
     n = dyn.mass_matrix.shape[0]
     if is_diagonal(dyn.mass_matrix):
         # Divide term by term so that masses cancel inside each force term.
@@ -88,7 +116,114 @@ def solve_accelerations(dyn: LagrangianDynamics) -> list[sympy.Expr]:
             for i in range(n)
         ]
     solution = dyn.mass_matrix.LUsolve(dyn.forcing)
-    return [sympy.cancel(solution[i]) if n == 1 else solution[i] for i in range(n)]
+    lu = [solution[i] for i in range(n)]
+    compact = _cofactor_solution(dyn.mass_matrix, dyn.forcing) if n <= COFACTOR_MAX else None
+    if compact is None:
+        return lu
+    return [c if sympy.count_ops(c) <= sympy.count_ops(a) else a for c, a in zip(compact, lu)]
+
+
+def _cofactor_solution(mass: sympy.Matrix, forcing: sympy.Matrix) -> list[sympy.Expr] | None:
+    """``a_i = (adj(M) F)_i / det(M)``, each compacted; None when an expansion is too large."""
+    n = mass.shape[0]
+    det = _expanded(mass.det(method="berkowitz"))
+    if det is None or det == 0:
+        return None
+    adjugate = mass.adjugate(method="berkowitz")
+    out = []
+    for i in range(n):
+        numerator = _expanded(sum((adjugate[i, j] * forcing[j] for j in range(n)), sympy.S.Zero))
+        if numerator is None:
+            return None
+        numerator, denominator = _cancel_monomials(numerator, det)
+        out.append(_collect(numerator) / _collect(denominator))
+    return out
+
+
+def _expanded(expr: sympy.Expr) -> sympy.Expr | None:
+    """``expr`` expanded, sines and cosines of sums combined, ``cos**2``/``sin**2`` exchanged
+    where shorter; None when it has more than :data:`COFACTOR_TERMS_MAX` terms."""
+    expr = sympy.expand(expr)
+    if len(sympy.Add.make_args(expr)) > COFACTOR_TERMS_MAX:
+        return None
+    if expr.has(sympy.sin, sympy.cos):
+        expr = sympy.expand(TR10i(expr))
+        expr = _pythagoras(expr)
+    return expr
+
+
+def _pythagoras(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with ``cos(u)**2`` written ``1 - sin(u)**2`` (or ``sin`` as ``cos``) for each
+    ``u`` where that leaves fewer operations once expanded."""
+    best, ops = expr, sympy.count_ops(expr)
+    for f in sorted(expr.atoms(sympy.sin, sympy.cos), key=sympy.default_sort_key):
+        other = (sympy.sin if f.func is sympy.cos else sympy.cos)(*f.args)
+        candidate = sympy.expand(best.subs(f**2, 1 - other**2))
+        candidate_ops = sympy.count_ops(candidate)
+        if candidate_ops < ops:
+            best, ops = candidate, candidate_ops
+    return best
+
+
+def _powers(term: sympy.Expr) -> dict[sympy.Expr, int]:
+    """The non-numeric factors of a product with integer exponents: ``{base: exponent}``."""
+    out: dict[sympy.Expr, int] = {}
+    for factor in sympy.Mul.make_args(term):
+        if factor.is_Number:
+            continue
+        base, exp = factor.as_base_exp()
+        if exp.is_Integer:
+            out[base] = out.get(base, 0) + int(exp)
+    return out
+
+
+def _cancel_monomials(
+    numerator: sympy.Expr, denominator: sympy.Expr
+) -> tuple[sympy.Expr, sympy.Expr]:
+    """Both sums divided by the largest monomial that divides every term of either, e.g.
+    ``(l1*m2*x + l1*m2**2*y) / (l1**2*m2)`` -> ``(x + m2*y) / (l1)``."""
+    terms = [_powers(t) for e in (numerator, denominator) for t in sympy.Add.make_args(e)]
+    common = {b: min(p.get(b, 0) for p in terms) for b in terms[0]}
+    monomial = sympy.Mul(*(b**k for b, k in common.items() if k != 0))
+    if monomial == 1:
+        return numerator, denominator
+    return sympy.expand(numerator / monomial), sympy.expand(denominator / monomial)
+
+
+def _collect(expr: sympy.Expr) -> sympy.Expr:
+    """A sum with common factors pulled out greedily: the factor found in most terms first,
+    ``a*b + a*c + d`` -> ``a*(b + c) + d``, then the same within each part."""
+    terms = sympy.Add.make_args(expr)
+    if len(terms) < 2:
+        return expr
+    powers = [_powers(t) for t in terms]
+    counts: dict[sympy.Expr, int] = {}
+    for p in powers:
+        for base, k in p.items():
+            if k > 0:
+                counts[base] = counts.get(base, 0) + 1
+    if not counts or max(counts.values()) < 2:
+        return expr
+    bases = sorted(counts, key=sympy.default_sort_key)
+    base = max(bases, key=counts.__getitem__)
+    k = min(p[base] for p in powers if p.get(base, 0) > 0)
+    inside = [t for t, p in zip(terms, powers) if p.get(base, 0) > 0]
+    rest = [t for t, p in zip(terms, powers) if p.get(base, 0) <= 0]
+    factor = base**k
+    inner = _collect(sympy.Add(*(t / factor for t in inside)))
+    return _merge_sums(factor * inner + _collect(sympy.Add(*rest)))
+
+
+def _merge_sums(expr: sympy.Expr) -> sympy.Expr:
+    """A sum whose terms share a factor that is itself a sum, with those terms combined:
+    ``a*(x + y) + b*(x + y)`` -> ``(a + b)*(x + y)``."""
+    groups: dict[tuple[sympy.Expr, ...], list[sympy.Expr]] = {}
+    for term in sympy.Add.make_args(expr):
+        sums = tuple(sorted((f for f in sympy.Mul.make_args(term) if f.is_Add), key=sympy.default_sort_key))
+        groups.setdefault(sums, []).append(term / sympy.Mul(*sums))
+    if all(len(rests) < 2 for sums, rests in groups.items() if sums):
+        return expr
+    return sympy.Add(*(sympy.Add(*rests) * sympy.Mul(*sums) for sums, rests in groups.items()))
 
 
 def lagrangian_energy(lagrangian: sympy.Expr, velocities: Sequence[sympy.Symbol]) -> sympy.Expr:
