@@ -83,8 +83,9 @@ def is_diagonal(matrix: sympy.Matrix) -> bool:
 #: larger one keeps the LU solution (``mass_matrix="symbolic"`` above three coordinates).
 COFACTOR_MAX = 3
 #: Largest expanded numerator or determinant (in terms) that is rewritten: beyond it the
-#: rewriting would cost seconds, and the LU solution is kept.
-COFACTOR_TERMS_MAX = 1500
+#: rewriting would cost seconds (combining sines and cosines grows with the square of the
+#: terms: about 2 s for the 88 terms of a triple pendulum), and the LU solution is kept.
+COFACTOR_TERMS_MAX = 150
 
 
 def solve_accelerations(dyn: LagrangianDynamics) -> list[sympy.Expr]:
@@ -219,7 +220,8 @@ def _merge_sums(expr: sympy.Expr) -> sympy.Expr:
     ``a*(x + y) + b*(x + y)`` -> ``(a + b)*(x + y)``."""
     groups: dict[tuple[sympy.Expr, ...], list[sympy.Expr]] = {}
     for term in sympy.Add.make_args(expr):
-        sums = tuple(sorted((f for f in sympy.Mul.make_args(term) if f.is_Add), key=sympy.default_sort_key))
+        sums = [f for f in sympy.Mul.make_args(term) if f.is_Add]
+        sums = tuple(sorted(sums, key=sympy.default_sort_key))
         groups.setdefault(sums, []).append(term / sympy.Mul(*sums))
     if all(len(rests) < 2 for sums, rests in groups.items() if sums):
         return expr
