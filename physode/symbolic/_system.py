@@ -795,7 +795,8 @@ class System:
         ``M = d2L/dv2``: symbolically when ``M`` is diagonal or has at most
         ``SYMBOLIC_SOLVE_MAX`` (3) rows, otherwise numerically per batch with
         ``torch.linalg.solve`` (``mass_matrix="auto"``; force one with ``"symbolic"`` or
-        ``"numeric"``).
+        ``"numeric"``). Solved symbolically, a full ``M`` of up to three rows gives each
+        acceleration over ``det M``, compacted (see ``docs/systems.md``).
 
         Parameters
         ----------
