@@ -1123,3 +1123,56 @@ def test_params_that_are_no_mode_or_no_parameters_are_refused(tmp_path, params, 
         simulate("pendulum", out=tmp_path / "x.h5", trajectories=2, t_end=0.5, points=2,
                  params=params, quiet=True)  # fmt: skip
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_the_chunk_simulated_last_is_stored_without_reading_its_file_back(tmp_path, monkeypatch):
+    # Reading back the chunk file just written cost as much as writing it; the chunk is still
+    # in memory. Earlier chunks are read back (memory holds one chunk at a time).
+    out = tmp_path / "direct.h5"
+    settings = {"trajectories": 5, "chunk_size": 2, "seed": 2, **FAST}
+    read, reads = simulate_module.read_chunk, []
+
+    def counted(path, run_id):
+        reads.append(Path(path).name)
+        return read(path, run_id)
+
+    monkeypatch.setattr(simulate_module, "read_chunk", counted)
+    simulate(SYSTEM, out=out, **settings)
+    assert sorted(reads) == ["chunk-000000.h5", "chunk-000001.h5"]
+    reads.clear()
+    simulate(SYSTEM, out=tmp_path / "one.h5", **{**settings, "chunk_size": 8})
+    assert reads == []
+    monkeypatch.undo()
+    reference = tmp_path / "reference.h5"
+    simulate(SYSTEM, out=reference, **{**settings, "chunk_size": 3})
+    _assert_same_datasets(out, reference)
+    _assert_same_datasets(tmp_path / "one.h5", reference)
+
+
+@pytest.mark.parametrize("change", ["removed", "rewritten"])
+def test_a_chunk_kept_in_memory_whose_file_changed_is_a_physode_error(
+    tmp_path, monkeypatch, change
+):
+    # The chunk simulated last is not read back, but its file must still be the one written.
+    out = tmp_path / "raced.h5"
+    settings = {"trajectories": 4, "chunk_size": 2, "seed": 4, **FAST}
+    last = tmp_path / "raced.h5.parts" / "chunk-000001.h5"
+    changed = []
+
+    class Bar(simulate_module.tqdm):
+        def close(self):  # when the last chunk is written (tqdm calls it again when deleted)
+            super().close()
+            if changed:
+                return
+            changed.append(change)
+            if change == "removed":
+                last.unlink()
+            else:  # replaced through a new file, as another run's atomic write does
+                other = last.with_name("other.part")
+                other.write_bytes(last.read_bytes())
+                os.replace(other, last)
+
+    monkeypatch.setattr(simulate_module, "tqdm", Bar)
+    with pytest.raises(physode.PhysodeError, match="chunk-000001.h5 vanished or changed"):
+        simulate(SYSTEM, out=out, **settings)
+    assert not out.exists() and not (tmp_path / "raced.h5.tmp").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import itertools
 import json
 import math
 import numbers
@@ -1096,6 +1095,10 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
     n_chunks = math.ceil(n / size)
     disable = not progress_wanted(quiet)
     resumed = 0
+    # The chunk simulated last stays in memory and is stored first, so it is not read back from
+    # the file just written (for a run of one chunk, its only chunk); the others are read back
+    # one at a time, so that memory holds about one chunk whatever the number of trajectories.
+    fresh: dict[int, tuple[Chunk, tuple]] = {}
     with tqdm(total=n, unit="traj", desc=system.name, disable=disable, smoothing=0.1) as bar:
         for k in range(n_chunks):
             start, stop = k * size, min(n, (k + 1) * size)
@@ -1106,30 +1109,46 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
                     resumed += 1
                     bar.update(stop - start)
                     continue
+            fresh.clear()  # before simulating, so that at most one chunk is kept
             chunk = _simulate_chunk(system, start, stop, t, run, bar.update)
             write_chunk(path, chunk, run_id)
+            fresh[k] = (chunk, _file_identity(path))
+            del chunk
 
     overflow = _Overflow() if run["dtype"] == "float32" else None
 
     def finished_chunks():
-        for k in range(n_chunks):
-            chunk = read_chunk(workspace.chunk_path(k), run_id)
+        for k in [*fresh, *(k for k in range(n_chunks) if k not in fresh)]:
+            path = workspace.chunk_path(k)
+            if k in fresh:
+                chunk, written = fresh.pop(k)
+                # The file must still be the one written, as reading it back would check.
+                if written is None or _file_identity(path) != written:
+                    chunk = None
+            else:
+                chunk = read_chunk(path, run_id)
             if chunk is None:
                 # Something else removed or rewrote it while this run worked (a second run on
                 # the same OUT, a cleanup): not a bug of physode, and resuming recomputes it.
                 raise PhysodeError(
-                    f"{workspace.chunk_path(k)} vanished or changed during the run (is another "
+                    f"{path} vanished or changed during the run (is another "
                     "run writing the same output?); rerun with resume=True (--resume) to "
                     "recompute it"
                 )
             if overflow is not None:
                 overflow.add(chunk)
             yield chunk
+            del chunk  # not held while the next one is read
 
     chunks = finished_chunks()
-    first = next(chunks)
+    pending = [next(chunks)]
     # In the system's order (a chunk file lists its invariants alphabetically).
-    invariant_names = sorted(first.invariants, key=system.invariant_names.index)
+    invariant_names = sorted(pending[0].invariants, key=system.invariant_names.index)
+
+    def assembled():
+        yield pending.pop()  # not held once stored
+        yield from chunks
+
     attrs = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -1167,7 +1186,7 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
             noisy=run["noise"] > 0,
             split=split_indices(n, run["split"], run["seed"]),
             attrs=attrs,
-            chunks=itertools.chain([first], chunks),
+            chunks=assembled(),
             chunk_size=run["chunk_size"],
         )
     os.replace(tmp, out)
@@ -1214,6 +1233,16 @@ class _Overflow:
             PhysodeWarning,
             stacklevel=4,
         )
+
+
+def _file_identity(path: Path) -> tuple | None:
+    """What tells a file from a rewritten or replaced one: its inode, size and times (``None``
+    where it does not exist)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _discard_leftovers(out: Path, run: dict) -> None:
