@@ -1176,3 +1176,51 @@ def test_a_chunk_kept_in_memory_whose_file_changed_is_a_physode_error(
     with pytest.raises(physode.PhysodeError, match="chunk-000001.h5 vanished or changed"):
         simulate(SYSTEM, out=out, **settings)
     assert not out.exists() and not (tmp_path / "raced.h5.tmp").exists()
+
+
+def test_simulate_evaluates_the_invariants_once_per_chunk(tmp_path, monkeypatch):
+    # The drift was measured by evaluating every invariant a second time: it now takes the
+    # values stored in /invariants, and gives the drift conservation() measures, to the bit.
+    system = physode.systems.load("kepler")
+    evaluate, calls = system.invariants, []
+
+    def counted(y, p=None):
+        calls.append(y.shape)
+        return evaluate(y, p)
+
+    monkeypatch.setattr(system, "invariants", counted)
+    out = tmp_path / "kepler.h5"
+    simulate(system, trajectories=6, chunk_size=3, out=out, params="sample", **FAST)
+    assert len(calls) == 2
+    monkeypatch.undo()
+    with load(out) as data:
+        recomputed = physode.data.drift_per_trajectory(
+            system,
+            torch.from_numpy(data.states[()]),
+            torch.from_numpy(data.params),
+            torch.from_numpy(data.t),
+        )
+        assert sorted(data.drift) == sorted(recomputed) == sorted(system.invariant_names)
+        for name, drift in recomputed.items():
+            np.testing.assert_array_equal(data.drift[name], drift.max(axis=1), err_msg=name)
+
+
+@pytest.mark.parametrize("name", physode.systems.names())
+def test_the_drift_of_given_invariants_is_the_drift_conservation_measures(name):
+    system = physode.systems.load(name)
+    n, points = 5, 9
+    generator = torch.Generator().manual_seed(1)
+    y0 = system.sample_initial_states(n, seed=1)
+    p = system.sample_parameters(n, seed=2)
+    wobble = torch.randn(n, points, y0.shape[-1], generator=generator, dtype=torch.float64)
+    states = y0[:, None, :] * (1 + 0.1 * wobble)
+    states[1, 4:] = float("nan")  # a failed solve
+    states[3, :, 0] = 0.0  # terms that vanish: scales of 0 for some invariants
+    t = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    rows = p[:, None, :].expand(n, points, p.shape[-1])
+    invariants = {k: v.numpy() for k, v in system.invariants(states, rows).items()}
+    given = physode.data.drift_per_trajectory(system, states, p, t, invariants=invariants)
+    measured = physode.data.drift_per_trajectory(system, states, p, t)
+    assert list(given) == list(measured) == system.invariant_names
+    for key in measured:
+        np.testing.assert_array_equal(given[key], measured[key], err_msg=key)

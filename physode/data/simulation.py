@@ -652,7 +652,7 @@ def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, o
             name: values.to(torch.float64).reshape(b, points).numpy()
             for name, values in _rowwise(system.invariants, flat, p_rows).items()
         }
-        drifts = drift_per_trajectory(system, states, p, t)
+        drifts = drift_per_trajectory(system, states, p, t, invariants=invariants)
 
     failed = status != int(physode.Status.SUCCESS)
     drifted = np.zeros_like(failed)

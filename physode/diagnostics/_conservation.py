@@ -381,8 +381,7 @@ def conservation(
     drifts = {}
     for name, value in values.items():
         value = value.expand(n_times, *batch_shape).reshape(n_times, -1)
-        scale = scales[name].expand(batch_shape).reshape(-1)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        scale = _divisor(scales[name].expand(batch_shape).reshape(-1))
         abs_drift = (value - value[:1]).abs()
         max_abs = abs_drift.max(dim=0).values
         max_rel = max_abs / scale
@@ -393,6 +392,17 @@ def conservation(
             max_rel_drift=max_rel, tolerance=tol, exceeds=~(max_rel <= tol),
         )
     return ConservationReport(system.name, t, batch_shape, drifts)
+
+
+def _divisor(scale: torch.Tensor) -> torch.Tensor:
+    """What a drift is divided by: the scale, or 1 where the scale is 0 (the absolute drift)."""
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def relative_drift(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``|I(t) - I(t0)| / S`` of invariant values ``(n_times, n_traj)`` and scales ``(n_traj,)``
+    from :func:`drift_scales`: :attr:`InvariantDrift.rel_drift`, the same to the bit."""
+    return (values - values[:1]).abs() / _divisor(scale)
 
 
 def drift_scales(
