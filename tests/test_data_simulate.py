@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -1224,3 +1225,51 @@ def test_the_drift_of_given_invariants_is_the_drift_conservation_measures(name):
     assert list(given) == list(measured) == system.invariant_names
     for key in measured:
         np.testing.assert_array_equal(given[key], measured[key], err_msg=key)
+
+
+def test_the_summary_counts_what_was_stored_without_opening_the_file_again(
+    tmp_path, monkeypatch
+):
+    # The counts came from opening and checking the file just written; they are now gathered
+    # from the chunks as they are stored, and equal what the file holds.
+    spec = tmp_path / "blow_up.toml"
+    spec.write_text(
+        'name = "blow_up"\nform = "equations"\n[equations]\nx = "x**2"\ny = "-y"\n'
+        '[invariants]\nnot_conserved = "x"\nalso_not = "y"\n'
+        '[initial_state_distribution]\nkind = "uniform"\nx = [0.2, 1.0]\ny = [1.0, 2.0]\n'
+    )
+    out = tmp_path / "counted.h5"
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the file was read back")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "load", no_reading)
+        result = simulate(spec, trajectories=7, chunk_size=3, out=out, seed=2, **FAST)
+    again = simulate(spec, trajectories=7, chunk_size=3, out=out, seed=2, resume=True, **FAST)
+    assert not again.written
+    assert 0 < result.n_failed < 7 and result.n_drifted == 7 - result.n_failed
+    assert list(result.drifts) == ["not_conserved", "also_not"]  # ties in the system's order
+    for name in ("n_trajectories", "n_failed", "n_drifted", "failures", "drifts", "n_not_finite"):
+        assert getattr(result, name) == getattr(again, name), name
+
+
+def test_the_software_versions_are_looked_up_once_per_process(tmp_path, monkeypatch):
+    # Reading five packages' metadata took milliseconds on every run.
+    import importlib.metadata
+
+    look_up, packages = importlib.metadata.version, []
+
+    def counted(package):
+        packages.append(package)
+        return look_up(package)
+
+    monkeypatch.setattr(importlib.metadata, "version", counted)
+    uncached = simulate_module._software_versions.__wrapped__  # a fresh cache for this test
+    monkeypatch.setattr(simulate_module, "_software_versions", functools.cache(uncached))
+    for name in ("a.h5", "b.h5"):
+        simulate(SYSTEM, trajectories=2, out=tmp_path / name, **FAST)
+        with load(tmp_path / name) as data:
+            software = json.loads(data.attrs["software"])
+        assert software["torch"] == look_up("torch") and software["h5py"] == look_up("h5py")
+    assert sorted(packages) == ["h5py", "numpy", "scipy", "sympy", "torch"]

@@ -604,9 +604,13 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
     )
 
 
+@functools.cache
 def _software_versions() -> dict[str, str]:
     """The versions of Python, HDF5 and the packages that compute or store a data set: another
-    torch or NumPy may change the last bits of the states (see docs/data.md)."""
+    torch or NumPy may change the last bits of the states (see docs/data.md).
+
+    Looked up once per process (reading the packages' metadata took milliseconds per run): the
+    modules imported are those of the first lookup. Do not modify the dict returned."""
     versions = {"python": platform.python_version(), "hdf5": h5py.version.hdf5_version}
     for package in ("torch", "numpy", "scipy", "sympy", "h5py"):
         versions[package] = importlib.metadata.version(package)
@@ -1047,7 +1051,8 @@ def simulate(
             if resume and _finished_with(out, run):
                 _discard_leftovers(out, run)
                 seconds = time.perf_counter() - started
-                n_failed, n_drifted, details = _tally(out, run["drift_threshold"])
+                with load(out) as data:
+                    n_failed, n_drifted, details = _tally(data, run["drift_threshold"])
                 return SimulationResult(
                     out, trajectories, n_failed, n_drifted, 0, seconds, written=False, **details
                 )
@@ -1077,11 +1082,11 @@ def simulate(
             if previous is None:
                 workspace.clear()
                 workspace.write_config(run)
-            resumed = _run_chunks(system, run, out, workspace, command_line, quiet)
+            resumed, stored = _run_chunks(system, run, out, workspace, command_line, quiet)
         finally:
             workspace.release()
         workspace.remove()
-        n_failed, n_drifted, details = _tally(out, run["drift_threshold"])
+        n_failed, n_drifted, details = _tally(stored, run["drift_threshold"])
         seconds = time.perf_counter() - started
         return SimulationResult(out, trajectories, n_failed, n_drifted, resumed, seconds, **details)
 
@@ -1116,6 +1121,7 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
             del chunk
 
     overflow = _Overflow() if run["dtype"] == "float32" else None
+    stored = _Stored(n)  # what the summary counts, gathered as the chunks are stored
 
     def finished_chunks():
         for k in [*fresh, *(k for k in range(n_chunks) if k not in fresh)]:
@@ -1137,6 +1143,7 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
                 )
             if overflow is not None:
                 overflow.add(chunk)
+            stored.add(chunk)
             yield chunk
             del chunk  # not held while the next one is read
 
@@ -1192,7 +1199,29 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
     os.replace(tmp, out)
     if overflow is not None:
         overflow.warn()
-    return resumed
+    stored.attrs = attrs
+    stored.drift = {name: stored.drift[name] for name in invariant_names}  # as load() lists them
+    return resumed, stored
+
+
+class _Stored:
+    """The per-trajectory arrays of a data set that :func:`_tally` counts, gathered from its
+    chunks as they are stored, so that the summary needs no second reading of the file."""
+
+    def __init__(self, n: int):
+        self.flags = np.zeros(n, dtype=np.uint8)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.t_final = np.zeros(n, dtype=np.float64)
+        self.drift: dict[str, np.ndarray] = {}
+        self.attrs: dict[str, Any] = {}
+
+    def add(self, chunk: Chunk) -> None:
+        rows = slice(chunk.start, chunk.stop)
+        self.flags[rows] = chunk.flags
+        self.status[rows] = chunk.status
+        self.t_final[rows] = chunk.t_final
+        for name, values in chunk.drift.items():
+            self.drift.setdefault(name, np.zeros(len(self.flags)))[rows] = values
 
 
 class _Overflow:
@@ -1274,26 +1303,26 @@ def _finished_with(out: Path, run: dict) -> bool:
         return False
 
 
-def _tally(out: Path, drift_threshold: float) -> tuple[int, int, dict]:
-    """The flag counts of the data set ``out``, and their details for :class:`SimulationResult`:
-    the failures by cause, the drift flags by invariant."""
-    with load(out) as data:
-        flags = data.flags
-        by_cause: dict[str, list[float]] = {}
-        for failure in solver_failures(data):
-            t = math.nan if failure.t_reached is None else failure.t_reached
-            by_cause.setdefault(failure.cause, []).append(t)
-        failures = {
-            cause: FailureCount(len(times), min(times), max(times))
-            for cause, times in sorted(by_cause.items(), key=lambda item: -len(item[1]))
-        }
-        drifts = {}
-        flagged = (flags & FLAG_DRIFT) != 0
-        for name, worst in (data.drift or {}).items():
-            beyond = worst[flagged & ~(worst <= drift_threshold)]
-            if beyond.size:
-                drifts[name] = DriftCount(int(beyond.size), float(np.max(beyond)))
-        drifts = dict(sorted(drifts.items(), key=lambda item: -item[1].n))
+def _tally(data, drift_threshold: float) -> tuple[int, int, dict]:
+    """The flag counts of a data set, and their details for :class:`SimulationResult`: the
+    failures by cause, the drift flags by invariant. ``data`` is the data set opened with
+    :func:`load`, or the :class:`_Stored` arrays of the one just written."""
+    flags = data.flags
+    by_cause: dict[str, list[float]] = {}
+    for failure in solver_failures(data):
+        t = math.nan if failure.t_reached is None else failure.t_reached
+        by_cause.setdefault(failure.cause, []).append(t)
+    failures = {
+        cause: FailureCount(len(times), min(times), max(times))
+        for cause, times in sorted(by_cause.items(), key=lambda item: -len(item[1]))
+    }
+    drifts = {}
+    flagged = (flags & FLAG_DRIFT) != 0
+    for name, worst in (data.drift or {}).items():
+        beyond = worst[flagged & ~(worst <= drift_threshold)]
+        if beyond.size:
+            drifts[name] = DriftCount(int(beyond.size), float(np.max(beyond)))
+    drifts = dict(sorted(drifts.items(), key=lambda item: -item[1].n))
     n_failed = int(np.count_nonzero(flags & FLAG_SOLVER_FAILED))
     n_drifted = int(np.count_nonzero(flagged))
     n_not_finite = int(np.count_nonzero(flags & FLAG_NOT_FINITE))
