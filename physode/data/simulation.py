@@ -595,7 +595,7 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
         t_final.append(_per_row(solution.t_final, b, np.float64))
         on_rows(b)
     return (
-        torch.cat(ys, dim=1),
+        ys[0] if len(ys) == 1 else torch.cat(ys, dim=1),  # one batched solve: no copy
         np.concatenate(status),
         np.concatenate(n_steps),
         np.concatenate(n_rejected),
