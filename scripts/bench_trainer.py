@@ -36,7 +36,6 @@ import physode  # noqa: E402
 import physode.systems  # noqa: E402
 from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402
 from physode.train import Trainer  # noqa: E402
-from physode.train.data import Trajectories  # noqa: E402
 
 GRADIENTS = ("aca", "disc-opt")
 

@@ -14,6 +14,7 @@ import _pendulums
 import numpy as np
 import pytest
 import torch
+from _host_syncs import HostSyncs
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -1648,3 +1649,33 @@ def test_the_printed_report_counts_one_trajectory_in_the_singular():
     two = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), conservation=False)
     assert str(one).startswith("rollout of 1 held-out trajectory to t = 1 ")
     assert str(two).startswith("rollout of 2 held-out trajectories to t = 1 ")
+
+
+def test_choosing_an_epochs_batches_reads_nothing_from_the_device():
+    # Whether the times are equally spaced, so that windows of different starts share a solve,
+    # is fixed for the run: read once when the trainer is built, not again at every epoch's
+    # batching of the training and the validation windows (on a GPU each read waits for the
+    # queued work).
+    data = spiral_data()
+    trainer = Trainer(neural(), data, val_data=data, window=5, batch_size=4)
+    with HostSyncs() as syncs:
+        batches = trainer._batches(trainer.train_windows, shuffle=True)
+        trainer._batches(trainer.val_windows, shuffle=False, data=trainer.val_data)
+    assert "_local_scalar_dense" not in syncs.ops
+    # ... and the windows of different starts still share their batches.
+    assert len(batches[0]) == 4 and len({w.start for w in batches[0]}) > 1
+
+
+def test_the_state_kept_between_epochs_is_a_copy_that_keeps_shared_tensors_shared():
+    from physode.train.trainer import _copied
+
+    weight = torch.ones(3)
+    state = {"a": weight, "b": [weight, 2.5, "x", None, (1, torch.zeros(2))], "c": {"d": weight}}
+    copied = _copied(state)
+    weight += 1
+    assert torch.equal(copied["a"], torch.ones(3)) and copied["b"][1:4] == [2.5, "x", None]
+    assert copied["a"] is copied["b"][0] is copied["c"]["d"]  # one tensor, as deepcopy keeps it
+    model_state = neural().state_dict()
+    kept = _copied(model_state)
+    assert kept._metadata == model_state._metadata
+    assert all(torch.equal(kept[k], v) and kept[k] is not v for k, v in model_state.items())

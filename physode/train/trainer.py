@@ -9,6 +9,7 @@ import math
 import os
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,12 @@ class Trainer:
         self.device = _device(config.device, model)
         self.train_data = train.to(dtype, self.device)
         self.val_data = None if val is None else val.to(dtype, self.device)
+        # Whether each one's times are equally spaced: fixed for the run, so read from the
+        # device once, not at every epoch's batching (see _mixes_starts).
+        self._uniform_grids = [
+            (data, uniform_grid(data.t)) for data in (self.train_data, self.val_data)
+            if data is not None
+        ]  # fmt: skip
         self.length = config.window or self.train_data.n_points
         self._check_data(self.train_data, "training")
         if self.val_data is not None:
@@ -471,7 +478,12 @@ class Trainer:
     def _mixes_starts(self, data: Trajectories) -> bool:
         """Whether windows of ``data`` that start at different times may share one solve: the
         model ignores ``t`` and every window of ``data`` has the same relative times."""
-        return self.model_is_autonomous and uniform_grid(data.t)
+        if not self.model_is_autonomous:
+            return False
+        for known, uniform in self._uniform_grids:
+            if known is data:
+                return uniform
+        return uniform_grid(data.t)
 
     def _batches(
         self, windows: list[Window], shuffle: bool, data: Trajectories | None = None
@@ -802,10 +814,12 @@ class Trainer:
     def _between_epochs(self) -> dict[str, Any]:
         """:meth:`state_dict` copied off the live tensors: the run as it stands between two
         epochs, for an interruption to go back to."""
-        state = self.state_dict()
+        # What _restore reads, not the whole state_dict: the settings, metadata and version
+        # need no copy at every epoch. Its tensors are cloned, the rest copied as deepcopy would.
+        state = self._run_state()
         # The history's rows and the best weights are replaced, never changed in place.
         history, best_state = state.pop("history"), state.pop("best_state")
-        return {**copy.deepcopy(state), "history": list(history), "best_state": best_state,
+        return {**_copied(state), "history": list(history), "best_state": best_state,
                 "failed_since_run": self._failed_since_run}  # fmt: skip
 
     def _interrupted(self, between: dict[str, Any] | None, exc: BaseException) -> None:
@@ -988,7 +1002,7 @@ class Trainer:
         improved = val is not None and val < self.best_val_loss - c.min_delta
         if improved:
             self.best_val_loss, self.best_epoch, self.bad_epochs = val, self.epoch, 0
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_state = _copied(self.model.state_dict())
         elif val is not None:
             self.bad_epochs += 1
             if c.patience is not None and self.bad_epochs >= c.patience:
@@ -1124,6 +1138,17 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "physode_version": physode.__version__,
+            **self._run_state(),
+            "config": self.config.to_dict(),
+            "warm_start": self.warm_start,  # what config.init_from's weights started
+            "metadata": dict(self.metadata),
+            "val_index": self._val_index,
+        }
+
+    def _run_state(self) -> dict[str, Any]:
+        """The part of :meth:`state_dict` that :meth:`_restore` puts back: the live weights,
+        optimiser and random states, history and counters (not copied)."""
+        return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -1141,10 +1166,6 @@ class Trainer:
             "loss_scale": self.loss_scale,
             "failed_in_a_row": self._failed_in_a_row,
             "failed_since": None if self._failed_since is None else list(self._failed_since),
-            "config": self.config.to_dict(),
-            "warm_start": self.warm_start,  # what config.init_from's weights started
-            "metadata": dict(self.metadata),
-            "val_index": self._val_index,
         }
 
     def held_out_data(self, test_data: Any = None) -> Trajectories | None:
@@ -1388,9 +1409,37 @@ def _evaluations(solutions: list[Any]) -> tuple[int, int]:
     nfe = nfe_backward = 0
     for sol in solutions:
         if sol is not None:
-            nfe += int(torch.as_tensor(sol.stats.nfe).sum())
-            nfe_backward += int(torch.as_tensor(sol.stats.nfe_backward).sum())
+            nfe += _count(sol.stats.nfe)
+            nfe_backward += _count(sol.stats.nfe_backward)
     return nfe, nfe_backward
+
+
+def _count(value: int | torch.Tensor) -> int:
+    """A counter of :class:`~physode.Stats`: an int, or a per-sample solve's CPU tensor of one
+    count per row (summed)."""
+    return value if isinstance(value, int) else int(value.sum())
+
+
+def _copied(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """``copy.deepcopy(value)`` for a state dict (nested dicts, lists and tuples of tensors and
+    plain values), at a fraction of its cost: tensors are cloned, plain values shared, and a
+    tensor met twice is cloned once (as deepcopy keeps it shared); anything else is deep-copied.
+    A dict keeps its type and the ``_metadata`` a module's ``state_dict()`` carries."""
+    memo = {} if memo is None else memo
+    if isinstance(value, torch.Tensor) and not value.requires_grad:
+        if id(value) not in memo:
+            memo[id(value)] = value.clone()
+        return memo[id(value)]
+    if value is None or isinstance(value, bool | int | float | str | bytes | torch.dtype):
+        return value
+    if type(value) in (dict, OrderedDict):
+        copied = type(value)((key, _copied(item, memo)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # built afresh by each state_dict(), and only read
+            copied._metadata = value._metadata
+        return copied
+    if type(value) in (list, tuple):
+        return type(value)(_copied(item, memo) for item in value)
+    return copy.deepcopy(value)
 
 
 def _lbfgs_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
