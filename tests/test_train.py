@@ -1679,3 +1679,39 @@ def test_the_state_kept_between_epochs_is_a_copy_that_keeps_shared_tensors_share
     kept = _copied(model_state)
     assert kept._metadata == model_state._metadata
     assert all(torch.equal(kept[k], v) and kept[k] is not v for k, v in model_state.items())
+
+
+def test_the_log_renders_each_epochs_row_once_and_writes_what_a_fresh_write_would(
+    tmp_path, monkeypatch
+):
+    # The log is rewritten whole after every epoch (atomically); rendering every earlier row
+    # again each time cost a run of E epochs E²/2 rows.
+    rendered = []
+    to_list = csv.DictWriter._dict_to_list
+    monkeypatch.setattr(csv.DictWriter, "_dict_to_list",
+                        lambda self, row: rendered.append(row["epoch"]) or to_list(self, row))
+    data = spiral_data()
+    trainer = Trainer(neural(), data, val_data=data, epochs=5, window=5,
+                      log=str(tmp_path / "log.csv"))  # fmt: skip
+    trainer.fit()
+    assert [epoch for epoch in rendered if epoch != "epoch"] == [1, 2, 3, 4, 5]  # no headers
+    write_log(trainer.history, tmp_path / "fresh.csv")
+    assert (tmp_path / "log.csv").read_text() == (tmp_path / "fresh.csv").read_text()
+
+
+def test_a_log_whose_rows_change_is_written_as_a_fresh_write_would():
+    from physode.train._log import RenderedRows
+
+    rows = RenderedRows()
+    history = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]
+
+    def fresh(history):
+        return RenderedRows().text(history)
+
+    assert rows.text(history) == fresh(history) == "epoch,loss\n1,0.5\n2,0.25\n"
+    history.append({"epoch": 3, "loss": 0.125, "skipped_batches": 1})  # a new column
+    assert rows.text(history) == fresh(history) and rows.text(history).endswith(",\n3,0.125,1\n")
+    history[1]["loss"] = float("nan")  # a row changed in place, then one replaced and one gone
+    assert rows.text(history) == fresh(history)
+    history[1], history[2:] = {"epoch": 2, "loss": 0.3}, []
+    assert rows.text(history) == fresh(history) == "epoch,loss\n1,0.5\n2,0.3\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -11,8 +12,55 @@ from typing import Any
 from physode._files import json_ready, write_atomically
 
 
-def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
+class RenderedRows:
+    """The CSV text of a growing history, each row rendered once.
+
+    The trainer rewrites its log after every epoch (atomically: a crash leaves the previous
+    log whole), so rendering every row again each time would cost a run of ``E`` epochs
+    ``E²/2`` rows. This keeps each row's line and renders only the rows added since the last
+    call; a row that was replaced or changed, or a new column, renders the lines again.
+    """
+
+    def __init__(self) -> None:
+        self.columns: list[str] = []
+        # (the row, a shallow copy of it as rendered, its line), one per row rendered
+        self.rendered: list[tuple[dict[str, Any], dict[str, Any], str]] = []
+
+    def text(self, history: list[dict[str, Any]]) -> str:
+        """The CSV text of ``history``: the header, then one line per row."""
+        kept = 0
+        for (row, copy, _), now in zip(self.rendered, history):
+            if row is not now or now != copy:
+                break
+            kept += 1
+        if kept < len(self.rendered):  # rows replaced or gone: their columns may be too
+            self.columns, self.rendered, kept = [], [], 0
+        columns = list(self.columns)
+        for row in history[kept:]:
+            columns += [k for k in row if k not in columns]
+        if columns != self.columns:  # every line gets the new column
+            self.columns, self.rendered, kept = columns, [], 0
+        self.rendered += [(row, dict(row), self._line(row)) for row in history[kept:]]
+        return self._line(None) + "".join(line for _, _, line in self.rendered)
+
+    def _line(self, row: dict[str, Any] | None) -> str:
+        """One row's line (the header for ``None``), as ``csv.DictWriter`` writes it."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
+        if row is None:
+            writer.writeheader()
+        else:
+            writer.writerow(row)
+        return buffer.getvalue()
+
+
+def write_log(
+    history: list[dict[str, Any]], path: str | os.PathLike, rendered: RenderedRows | None = None
+) -> None:
     """Write the per-epoch rows to ``path`` as CSV or JSON (by its suffix), atomically.
+
+    ``rendered`` keeps a CSV log's lines from one call to the next (the trainer passes one, so
+    that each epoch renders its own row only); the file is the same without it.
 
     Raises ``physode.InvalidArgumentError`` if the file cannot be written.
 
@@ -30,12 +78,8 @@ def write_log(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
         if path.suffix == ".json":
             tmp.write_text(json.dumps(json_ready(history), indent=1))
             return
-        columns: list[str] = []
-        for row in history:
-            columns += [k for k in row if k not in columns]
+        text = (rendered or RenderedRows()).text(history)
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(history)
+            handle.write(text)
 
     write_atomically(path, write, "log")

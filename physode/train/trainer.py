@@ -47,7 +47,7 @@ from physode.train._failures import (
     _solve_failed,
     _step_text,
 )
-from physode.train._log import write_log
+from physode.train._log import RenderedRows, write_log
 from physode.train._rows import (
     batch_rows,
     learned_rows,
@@ -382,6 +382,7 @@ class Trainer:
         self._in_fit = False  # fit() keeps the state of the last completed epoch itself
         self.last_checkpoint: tuple[Path, int] | None = None
         self.metadata: dict[str, Any] = {}
+        self._log_lines = RenderedRows()  # the CSV log's lines, each epoch's rendered once
         # Whether the losses must leave missing values (NaN) out; complete data keep the mean.
         self._train_missing = not self.train_data.complete
         self._val_missing = self.val_data is not None and not self.val_data.complete
@@ -845,7 +846,7 @@ class Trainer:
             self._restore(between)
         try:
             if logged and c.log is not None:
-                write_log(self.history, c.log)
+                write_log(self.history, c.log, self._log_lines)
             saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
             if save and c.checkpoint_dir is not None and self.epoch > 0 and not saved:
                 path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
@@ -1014,7 +1015,7 @@ class Trainer:
         elif self.scheduler is not None:
             self.scheduler.step()
         if c.log is not None:
-            write_log(self.history, c.log)
+            write_log(self.history, c.log, self._log_lines)
         if c.checkpoint_dir is not None:
             folder = Path(c.checkpoint_dir)
             ends = self.epoch == c.epochs or self.stopped_early
@@ -1271,7 +1272,7 @@ class Trainer:
         if isinstance(state.get("metadata"), dict) and state["metadata"]:
             self.metadata = dict(state["metadata"])
         if self.config.log is not None:
-            write_log(self.history, self.config.log)
+            write_log(self.history, self.config.log, self._log_lines)
 
     def load_weights(self, path: str | os.PathLike) -> str:
         """Start this run from the model weights of a file (a warm start), e.g. after training
