@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import operator
 import os
 from pathlib import Path
 from typing import Any
@@ -18,30 +19,31 @@ class RenderedRows:
     The trainer rewrites its log after every epoch (atomically: a crash leaves the previous
     log whole), so rendering every row again each time would cost a run of ``E`` epochs
     ``E²/2`` rows. This keeps each row's line and renders only the rows added since the last
-    call; a row that was replaced or changed, or a new column, renders the lines again.
+    call; a row that was replaced, changed or removed, or a new column, renders them all again.
     """
 
     def __init__(self) -> None:
         self.columns: list[str] = []
-        # (the row, a shallow copy of it as rendered, its line), one per row rendered
-        self.rendered: list[tuple[dict[str, Any], dict[str, Any], str]] = []
+        self.rows: list[dict[str, Any]] = []  # each row rendered
+        self.copies: list[dict[str, Any]] = []  # ... as it was then
+        self.body = ""  # their lines
 
     def text(self, history: list[dict[str, Any]]) -> str:
         """The CSV text of ``history``: the header, then one line per row."""
-        kept = 0
-        for (row, copy, _), now in zip(self.rendered, history):
-            if row is not now or now != copy:
-                break
-            kept += 1
-        if kept < len(self.rendered):  # rows replaced or gone: their columns may be too
-            self.columns, self.rendered, kept = [], [], 0
+        n = len(self.rows)
+        same = len(history) >= n and all(map(operator.is_, self.rows, history))
+        if not (same and self.copies == history[:n]):  # rows replaced, changed or gone
+            self.columns, self.rows, self.copies, self.body = [], [], [], ""
+        new = history[len(self.rows) :]
         columns = list(self.columns)
-        for row in history[kept:]:
+        for row in new:
             columns += [k for k in row if k not in columns]
         if columns != self.columns:  # every line gets the new column
-            self.columns, self.rendered, kept = columns, [], 0
-        self.rendered += [(row, dict(row), self._line(row)) for row in history[kept:]]
-        return self._line(None) + "".join(line for _, _, line in self.rendered)
+            self.columns, self.rows, self.copies, self.body, new = columns, [], [], "", history
+        self.rows += new
+        self.copies += [dict(row) for row in new]
+        self.body += "".join(self._line(row) for row in new)
+        return self._line(None) + self.body
 
     def _line(self, row: dict[str, Any] | None) -> str:
         """One row's line (the header for ``None``), as ``csv.DictWriter`` writes it."""
