@@ -3,12 +3,13 @@
 Trains the same model on the same windows, in the same batches and order, with the same solves,
 Adam steps, seed and float64, twice: (a) by ``Trainer.fit`` and (b) by a bare loop
 (``physode.odeint``, a mean squared error, ``torch.optim.Adam``), for the gradient modes ACA and
-Disc-Opt. Prints the time per epoch of each, their ratio, and the final losses of both (they
-agree to rounding when the work is the same). The models: the end-to-end demo's hybrid
-(three-body gravity with unknown masses plus a neural residual, ``scripts/demo.py``, here with
-Adam on windows), a plain neural ODE on the harmonic oscillator, and, where the Trainer's own
-work weighs most, a physics model with one learned parameter in small batches and in one batch
-an epoch (run for 20 times as many epochs).
+Disc-Opt. Prints the time per epoch of each, their ratio, the final losses of both and the
+largest difference of their weights (rounding: the Trainer solves a batch of windows that start
+at different times on its first window's times, the bare loop on the grid's first times). The
+models: the end-to-end demo's hybrid (three-body gravity with unknown masses plus a neural
+residual, ``scripts/demo.py``, here with Adam on windows), a plain neural ODE on the harmonic
+oscillator, and, where the Trainer's own work weighs most, a physics model with one learned
+parameter in small batches and in one batch an epoch (run for 20 times as many epochs).
 
 Usage: ``python scripts/bench_trainer.py [--epochs 6] [--repeats 3] [--threads 1] [--seed 0]
 [--out DIR] [--quick]`` (the defaults; ``--quick``: 2 epochs, 1 repeat). Each time is the median

@@ -257,6 +257,19 @@ def test_bench_codegen_prints_measured_times_and_the_ratio(capsys):
     assert all(finite(float(v)) and float(v) > 0 for values in rows.values() for v in values)
 
 
+def test_bench_trainer_trains_alike_by_the_trainer_and_by_the_bare_loop(tmp_path, capsys):
+    # Same batches, solves and steps: the Trainer's overhead is measured against the same work.
+    out = tmp_path / "trainer"
+    assert script("bench_trainer").main(["--quick", "--epochs", "1", "--out", str(out)]) == 0
+    assert "Trainer.fit against a bare loop" in capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {row["gradient"] for row in rows} == {"aca", "disc-opt"} and len(rows) == 8
+    for row in rows:
+        assert finite(row["ratio"]) and row["ratio"] > 0
+        assert row["trainer_final_loss"] == pytest.approx(row["bare_final_loss"], rel=1e-9)
+        assert row["max_weight_difference"] < 1e-12
+
+
 def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     def read_only(self, *args, **kwargs):
         raise OSError(30, "Read-only file system")
@@ -272,7 +285,7 @@ def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path, m
 
 
 ALL = ("damped_pendulum", "lynx_hare", "spiral_disc_vs_opt", "three_body_masses",
-       "gradient_accuracy", "bench_codegen")  # fmt: skip
+       "gradient_accuracy", "bench_codegen", "bench_trainer")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ALL)
