@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 import sympy
@@ -259,6 +261,39 @@ def test_constant_and_time_only_outputs_get_the_batch_shape():
     # One time per row, as the per-sample solver passes it.
     t_rows = torch.linspace(0, 1, 5, dtype=F64).reshape(5, 1)
     torch.testing.assert_close(system.rhs(t_rows, y)[:, 1], torch.cos(t_rows[:, 0]))
+
+
+def test_constant_outputs_take_the_batch_shape_of_per_row_parameters():
+    # A constant output (dv/dt = -g) of a state shared by rows of parameters: the batch shape
+    # is the broadcast of both, as for every other output.
+    x, v, g = sympy.symbols("x v g")
+    system = System.from_equations({x: v, v: -g}, {g: 9.81}, name="fall")
+    y = torch.zeros(5, 1, 2, dtype=F64)
+    p = torch.tensor([[1.0], [2.0], [3.0]], dtype=F64)
+    out = system.rhs(0.0, y, p)
+    assert out.shape == (5, 3, 2)
+    torch.testing.assert_close(out[..., 1], -p[:, 0].expand(5, 3))
+
+
+def test_broadcasting_parameters_does_not_import_torchs_symbolic_shapes():
+    # torch.broadcast_shapes imports torch.fx's symbolic-shapes machinery on first use (tens of
+    # milliseconds in every process that simulates or checks a data set with per-row
+    # parameters, and its import of SymPy where none was made); NumPy's does the same sum.
+    code = (
+        "import sys, sympy, torch, physode\n"
+        "from physode.symbolic import System\n"
+        "x, v, g = sympy.symbols('x v g')\n"
+        "system = System.from_equations({x: v, v: -g}, {g: 9.81}, name='fall')\n"
+        "y = torch.zeros(4, 1, 2, dtype=torch.float64)\n"
+        "p = torch.ones(3, 1, dtype=torch.float64)\n"
+        "system.rhs(0.0, y, p)\n"
+        "physode.diagnostics.conservation(physode.systems.load('pendulum'),\n"
+        "    torch.zeros(5, 3, 2, dtype=torch.float64), p=torch.ones(3, 3, dtype=torch.float64))\n"
+        "print('torch.fx.experimental.symbolic_shapes' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_piecewise_min_max_and_abs_are_translated():

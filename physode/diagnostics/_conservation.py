@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from physode._checks import is_int
@@ -520,8 +521,8 @@ def _parameters(p, system, batch_shape: tuple[int, ...]) -> torch.Tensor:
         ) from None
     try:
         fits = p.ndim >= 1 and p.shape[-1] == system.n_params
-        fits = fits and torch.broadcast_shapes(p.shape[:-1], batch_shape) == batch_shape
-    except RuntimeError:
+        fits = fits and np.broadcast_shapes(p.shape[:-1], batch_shape) == tuple(batch_shape)
+    except ValueError:
         fits = False
     if not fits:
         raise InvalidArgumentError(

@@ -578,13 +578,14 @@ def generate_source(
 
     state_set = set(states)
     constant = {i: not (exprs[i].free_symbols & state_set) for i in single}
-    if any(constant.values()):
-        lines.append("    _shape = torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])")
     # Per-row parameters: give state and parameters one batch shape so every output has it.
+    # NumPy's broadcast_shapes: torch's imports its symbolic-shapes machinery on first use.
     lines.append("    if p.dim() > 1 and p.shape[:-1] != y.shape[:-1]:")
-    lines.append("        _full = torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])")
+    lines.append("        _full = np.broadcast_shapes(y.shape[:-1], p.shape[:-1])")
     lines.append("        y = y.expand(_full + y.shape[-1:])")
     lines.append("        p = p.expand(_full + p.shape[-1:])")
+    if any(constant.values()):  # y now has the batch shape of every output
+        lines.append("    _shape = y.shape[:-1]")
     # Columns up to the last one the single outputs read: every column unbound but not read
     # costs a tensor of zeros in the backward pass (dr/dt = K v reads v through its slice).
     read = set().union(*(exprs[i].free_symbols for i in single)) if single else set()
@@ -657,7 +658,7 @@ _EXACT_NUMPY = {
     "minimum": "np.minimum",
     "maximum": "np.maximum",
 }
-_STRUCTURE = {"stack", "cat", "broadcast_shapes"}  # the frame of the generated function
+_STRUCTURE = {"stack", "cat"}  # the frame of the generated function
 _TORCH_CALL = re.compile(r"\btorch\.(\w+)\(")
 
 

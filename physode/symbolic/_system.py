@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import sympy
 import torch
 
@@ -403,8 +404,9 @@ class System:
             )
         try:
             if p.dim() > 1 and p.shape[:-1] != y.shape[:-1]:
-                torch.broadcast_shapes(y.shape[:-1], p.shape[:-1])
-        except RuntimeError:
+                # NumPy's: torch's imports its symbolic-shapes machinery on first use.
+                np.broadcast_shapes(y.shape[:-1], p.shape[:-1])
+        except ValueError:
             raise InvalidArgumentError(
                 f"p has shape {tuple(p.shape)}, whose batch shape {tuple(p.shape[:-1])} does not "
                 f"broadcast against the batch shape {tuple(y.shape[:-1])} of y "
