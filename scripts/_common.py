@@ -294,9 +294,14 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
 
 
 def finish(args: argparse.Namespace, results: dict[str, Any]) -> Path | None:
-    """Write ``results`` where :func:`results_path` says, if anywhere; return that path."""
+    """Write ``results`` where :func:`results_path` says, if anywhere, print ``wrote PATH`` and
+    return that path."""
     path = results_path(args)
-    return None if path is None else write_json(path, results)
+    if path is None:
+        return None
+    written = write_json(path, results)
+    print(f"wrote {written}")
+    return written
 
 
 def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0)):

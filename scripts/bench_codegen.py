@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": {"forward": fwd["generated"] / best_fwd,
                   "forward_backward": bwd["generated"] / best_bwd},
     }  # fmt: skip
-    written = _common.finish(args, results)
-    if written is not None:
-        print(f"wrote {written}")
+    _common.finish(args, results)
     return 0
 
 

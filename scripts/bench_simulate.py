@@ -406,9 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for k, v in results.items()
             }
-    written = _common.finish(args, everything)
-    if written is not None:
-        print(f"wrote {written}")
+    _common.finish(args, everything)
     return (
         0
         if all(math.isfinite(r["median_error"]) for v in everything.values() for r in v.values())

@@ -890,9 +890,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {"quick": args.quick, "repeats": repeats, "forward": forward,
                "gradients": gradients, "memory": memory, "symplectic": symplectic}  # fmt: skip
-    written = _common.finish(args, results)
-    if written is not None:
-        print(f"wrote {written}")
+    _common.finish(args, results)
     return 0
 
 

@@ -209,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_common.table(rows, columns))
     results = {"epochs": args.epochs, "repeats": args.repeats, "seed": args.seed,
                "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
-    written = _common.finish(args, results)
-    if written is not None:
-        print(f"wrote {written}")
+    _common.finish(args, results)
     return 0
 
 
