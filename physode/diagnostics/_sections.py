@@ -299,24 +299,11 @@ def poincare_section(
             f"the surface function returned {shape} for y of shape {tuple(flat.shape)}; it "
             f"must return one value per state, shape y.shape[:-1] = {(n_times, n_traj)}"
         )
-    derivatives = None if method == "linear" else _derivatives(system, flat, t, p)
-    cuts, values = _pieces(g, (fixed, level), flat, t, values, derivatives)
-    above = values >= 0
-    below = values < 0  # neither, where g is NaN
-    up = below[:-1] & above[1:]
-    down = above[:-1] & below[1:]
-    # A start on the surface is no crossing (zero counts as above, so it would be one downward).
-    down[0, 0] &= values[0, 0] != 0
-    crossing = {1: up, -1: down, 0: up | down}[direction]
-    # Trajectory first, so that nonzero lists crossings by trajectory, then by time: by interval,
-    # then by the piece of the interval.
-    which, interval, piece = torch.nonzero(crossing.permute(2, 1, 0), as_tuple=True)
-    ends = _Ends.at(flat, t, p, which, interval, system if method == "hermite" else None,
-                    derivatives)
-    lo, hi = cuts[piece, interval, which], cuts[piece + 1, interval, which]
+    hermite = system if method == "hermite" else None
+    which, ends, lo, hi, g_lo, g_hi = _crossings(g, (fixed, level), flat, t, p, values,
+                                                 hermite, direction)
     width = hi - lo
-    u = _root(lambda u: g(ends.time(lo + u * width), ends.state(lo + u * width)),
-              values[piece, interval, which], values[piece + 1, interval, which])
+    u = _root(lambda u: g(ends.time(lo + u * width), ends.state(lo + u * width)), g_lo, g_hi)
     s = lo + u * width
     return PoincareSection(
         ends.time(s), ends.state(s), which, batch_shape, names,
@@ -439,6 +426,16 @@ class _Ends:
         return cls(t_a, t_b, y_a, y_b, system.rhs(t_a.unsqueeze(-1), y_a, rows),
                    system.rhs(t_b.unsqueeze(-1), y_b, rows))
 
+    @classmethod
+    def joined(cls, blocks: list[_Ends], order: torch.Tensor) -> _Ends:
+        """The intervals of ``blocks`` (each of one dimension of intervals) in one, in
+        ``order`` (indices into their concatenation)."""
+        def cat(name):
+            parts = [getattr(block, name) for block in blocks]
+            return None if parts[0] is None else torch.cat(parts)[order]
+
+        return cls(*(cat(name) for name in ("t_a", "t_b", "y_a", "y_b", "f_a", "f_b")))
+
     def time(self, s: torch.Tensor) -> torch.Tensor:
         return self.t_a + s * (self.t_b - self.t_a)
 
@@ -457,6 +454,58 @@ class _Ends:
 #: Hermite interpolant, so that a crossing there and back between two samples is seen when the
 #: two crossings are at least a quarter of the interval apart.
 _INTERIOR_POINTS = 3
+
+#: The Hermite search between samples takes the sampling intervals in blocks of about this many
+#: states (intervals x trajectories x components x (interior points + 1)), so that what it
+#: holds beyond the trajectories themselves (``system.rhs`` at the samples, the cubic at the
+#: interior points, their temporaries) stays bounded on a large data set: some 16 MiB of
+#: float64 per block and array, whatever the data set's size.
+_BLOCK_STATES = 2**21
+
+
+def _crossings(g, named, flat, t, p, values, system, direction):
+    """``(which, ends, lo, hi, g_lo, g_hi)``: every crossing of the surface in ``direction``
+    between two samples, ordered by trajectory and then by time. ``which`` is its trajectory,
+    ``ends`` the :class:`_Ends` of its sampling interval, ``[lo, hi]`` the piece of that interval
+    (fractions, see :func:`_pieces`) that holds it, and ``g_lo``, ``g_hi`` the surface function
+    at the piece's ends: each 1-D, one entry per crossing.
+
+    ``system`` gives the Hermite interpolant (None: linear, all intervals at once); its
+    intervals are searched in blocks of at most :data:`_BLOCK_STATES` states."""
+    n_times, n_traj, n_state = flat.shape
+    block = n_times - 1
+    if system is not None:
+        block = max(1, _BLOCK_STATES // max(1, n_traj * n_state * (_INTERIOR_POINTS + 1)))
+    found = []
+    for first in range(0, n_times - 1, block):
+        rows = slice(first, min(first + block, n_times - 1) + 1)  # the block's samples
+        y, times = flat[rows], t[rows]
+        derivatives = None if system is None else _derivatives(system, y, times, p)
+        cuts, cut_values = _pieces(g, named, y, times, values[rows], derivatives)
+        above = cut_values >= 0
+        below = cut_values < 0  # neither, where g is NaN
+        up = below[:-1] & above[1:]
+        down = above[:-1] & below[1:]
+        if first == 0:
+            # A start on the surface is no crossing (zero counts as above: it would be one
+            # downward).
+            down[0, 0] &= cut_values[0, 0] != 0
+        crossing = {1: up, -1: down, 0: up | down}[direction]
+        # Trajectory first, so that nonzero lists crossings by trajectory, then by time: by
+        # interval, then by the piece of the interval.
+        which, interval, piece = torch.nonzero(crossing.permute(2, 1, 0), as_tuple=True)
+        found.append((
+            which, _Ends.at(y, times, p, which, interval, system, derivatives),
+            cuts[piece, interval, which], cuts[piece + 1, interval, which],
+            cut_values[piece, interval, which], cut_values[piece + 1, interval, which],
+        ))  # fmt: skip
+    if len(found) == 1:
+        return found[0]
+    # Each block's crossings are by trajectory, then time, and the blocks in order of time: a
+    # stable sort by trajectory orders them all.
+    which, order = torch.sort(torch.cat([f[0] for f in found]), stable=True)
+    ends = _Ends.joined([f[1] for f in found], order)
+    return (which, ends, *(torch.cat([f[i] for f in found])[order] for i in range(2, 6)))
 
 
 def _derivatives(system, flat, t, p) -> torch.Tensor:
