@@ -11,6 +11,7 @@ import torch
 import physode
 from physode import InvalidArgumentError
 from physode.diagnostics import PoincareSection, poincare_section, stroboscopic
+from physode.diagnostics import _sections as sections
 
 torch.set_num_threads(1)
 
@@ -252,6 +253,58 @@ def test_a_trajectory_that_turns_into_nan_crosses_nothing_there(osc, kind):
         assert bool(torch.isfinite(section.states).all())
         torch.testing.assert_close(section.t, torch.tensor(sum(kept, []), dtype=torch.float64),
                                    rtol=0, atol=2e-3)
+
+
+class _CountingSystem:
+    """A system whose ``rhs`` notes how many states each of its calls gets."""
+
+    def __init__(self, system):
+        self._system, self.sizes = system, []
+
+    def __getattr__(self, name):
+        return getattr(self._system, name)
+
+    def rhs(self, t, y, p=None):
+        self.sizes.append(y.shape[:-1].numel())
+        return self._system.rhs(t, y, p)
+
+
+@pytest.mark.parametrize("kind", ["name", "callable"])
+def test_the_search_between_samples_takes_the_intervals_in_blocks_of_bounded_size(
+    osc, kind, monkeypatch
+):
+    # 40 intervals of 4 trajectories, 2 components and 3 interior points: 32 states an
+    # interval. Blocks of 128 states are 4 intervals, 5 samples of the 4 trajectories.
+    h = 0.5
+    t = torch.arange(0, 20 + h / 2, h, dtype=torch.float64)
+    ys = _exact_oscillator(t, torch.cat([AMPLITUDE, AMPLITUDE[:1]]), torch.cat([PHASE, PHASE[:1]]))
+    # Trajectory 3 starts on the surface going down (no crossing), and is on it again going
+    # down at t = 2.0, the first sample of the second block (a crossing).
+    ys[:6, 3] = torch.tensor([[0.0, -1.0], [-0.3, 0.5], [0.1, 0.5], [0.3, -0.5], [0.0, -1.0],
+                              [-0.3, -0.5]], dtype=torch.float64)  # fmt: skip
+    calls = []
+
+    def g(t, y):
+        calls.append(tuple(y.shape))
+        return y[..., 0]
+
+    surface = "q" if kind == "name" else g
+    monkeypatch.setattr(sections, "_BLOCK_STATES", 2**40, raising=False)
+    whole = poincare_section(osc, ys, t, surface=surface, direction=-1)
+    monkeypatch.setattr(sections, "_BLOCK_STATES", 128, raising=False)
+    counting, calls[:] = _CountingSystem(osc), []
+    blocks = poincare_section(counting, ys, t, surface=surface, direction=-1)
+    assert counting.sizes == [5 * 4] * 10  # system.rhs at each block's samples, once
+    if kind == "callable":
+        # The samples once, then the cubic at the interior points block by block, then the
+        # Illinois search on the crossings.
+        assert calls[0] == (41, 4, 2) and calls[1:11] == [(3, 4, 4, 2)] * 10
+        assert all(len(shape) == 2 for shape in calls[11:])
+    for name in ("t", "states", "trajectory"):
+        assert torch.equal(getattr(blocks, name), getattr(whole, name))
+    t3 = blocks.t[blocks.trajectory == 3]
+    assert 0.0 not in t3.tolist() and t3[0].item() == 2.0
+    assert blocks.counts.tolist() == [3, 3, 3, 3]  # down through q = 0 at pi / 2 + 2 pi k
 
 
 @pytest.mark.parametrize(
