@@ -197,15 +197,21 @@ def poincare_section(
       cut at its extrema (the roots of its derivative, a quadratic) into pieces on which it is
       monotone, and each piece that changes sign holds one crossing.
     * Hermite, a callable surface: ``g`` is also evaluated on the cubic at three evenly spaced
-      points inside every interval (one call of ``g`` for all), and a crossing is found wherever
-      it changes sign from one of these points to the next. Two crossings within one quarter of
-      a sampling interval can still go unseen.
+      points inside every interval (one call of ``g`` per block of intervals, below), and a
+      crossing is found wherever it changes sign from one of these points to the next. Two
+      crossings within one quarter of a sampling interval can still go unseen.
     * Linear: only where ``g`` has opposite signs at the two samples; a pair between two
       samples is never seen. Sample more finely where that matters.
 
     A crossing counts where ``g`` goes from below zero to zero or above (upward) or back
     (downward). A trajectory that starts on the surface does not count its start, and samples
     where ``g`` is not a number (a failed solve's tail in a data set) cross nothing.
+
+    ``g`` is evaluated once at every sample. The Hermite search between samples then takes the
+    sampling intervals in blocks of about two million states (intervals x trajectories x
+    components x 4), calling ``system.rhs`` at each block's samples and a callable ``g`` at its
+    interior points: what it holds beyond ``ys`` stays some tens of MiB however large the
+    data set.
 
     Parameters
     ----------
@@ -509,7 +515,8 @@ def _crossings(g, named, flat, t, p, values, system, direction):
 
 
 def _derivatives(system, flat, t, p) -> torch.Tensor:
-    """``system.rhs`` at every sample, shape (n_times, n_traj, n_state): one call."""
+    """``system.rhs`` at every sample of ``flat`` (a block's), shape (n_times, n_traj,
+    n_state): one call."""
     n_times, n_traj, n_state = flat.shape
     times = t.reshape(n_times, 1).expand(n_times, n_traj).reshape(-1, 1)
     rows = None if p is None else p.expand(n_traj, p.shape[-1]).repeat(n_times, 1)
