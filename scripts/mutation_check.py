@@ -320,7 +320,7 @@ MUTANTS = (
     Mutant("physode/diagnostics/_sections.py", "crossing = {1: up, -1: down, 0: up | down}",
            "crossing = {1: down, -1: up, 0: up | down}", "the section's direction swapped",
            SECTIONS),
-    Mutant("physode/diagnostics/_sections.py", "above = values >= 0", "above = values > 0",
+    Mutant("physode/diagnostics/_sections.py", "above = cut_values >= 0", "above = cut_values > 0",
            "a sample on the surface crosses nothing", SECTIONS),
     Mutant("physode/diagnostics/_sections.py", "b = 6 * rise - 4 * slope_a - 2 * slope_b",
            "b = 6 * rise - 2 * slope_a - 4 * slope_b",
