@@ -173,3 +173,20 @@ def test_an_edited_symbolic_source_changes_every_cache_key(tmp_path, monkeypatch
     finally:
         _cache._code_version.cache_clear()
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_a_numerator_too_large_to_rewrite_is_found_before_any_sum_is_rewritten(monkeypatch):
+    # Rewriting the sines and cosines of a sum costs seconds where expanding it costs little:
+    # the determinant of a 3-coordinate user system was rewritten for 10 s before its
+    # numerators, found too large, sent it back to the LU solution.
+    lagrangian, coordinates, _ = _double_pendulum_on_cart()
+    velocities = [sympy.Symbol(f"{q.name}_dot") for q in coordinates]
+    dyn = _mechanics.euler_lagrange(lagrangian, coordinates, velocities, sympy.Symbol("t"))
+    det_terms = len(sympy.Add.make_args(sympy.expand(dyn.mass_matrix.det())))
+    numerators = dyn.mass_matrix.adjugate() * dyn.forcing
+    assert max(len(sympy.Add.make_args(sympy.expand(a))) for a in numerators) > det_terms
+    monkeypatch.setattr(_mechanics, "COFACTOR_TERMS_MAX", det_terms)
+    rewritten = []
+    monkeypatch.setattr(_mechanics, "TR10i", lambda expr: rewritten.append(expr) or expr)
+    assert _mechanics.solve_accelerations(dyn) == _lu_reference(dyn)
+    assert rewritten == []

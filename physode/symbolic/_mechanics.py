@@ -127,26 +127,31 @@ def solve_accelerations(dyn: LagrangianDynamics) -> list[sympy.Expr]:
 def _cofactor_solution(mass: sympy.Matrix, forcing: sympy.Matrix) -> list[sympy.Expr] | None:
     """``a_i = (adj(M) F)_i / det(M)``, each compacted; None when an expansion is too large."""
     n = mass.shape[0]
-    det = _expanded(mass.det(method="berkowitz"))
-    if det is None or det == 0:
-        return None
     adjugate = mass.adjugate(method="berkowitz")
-    out = []
-    for i in range(n):
-        numerator = _expanded(sum((adjugate[i, j] * forcing[j] for j in range(n)), sympy.S.Zero))
-        if numerator is None:
+    # Every sum is expanded and its size checked before any is rewritten: the rewriting costs
+    # seconds where the expansions take a fraction of one, and one sum too large to rewrite
+    # means the LU solution for all, so the others' rewriting would be thrown away.
+    sums = [mass.det(method="berkowitz")]
+    sums += [sum((adjugate[i, j] * forcing[j] for j in range(n)), sympy.S.Zero) for i in range(n)]
+    expanded = []
+    for expr in sums:
+        expr = sympy.expand(expr)
+        if len(sympy.Add.make_args(expr)) > COFACTOR_TERMS_MAX:
             return None
-        numerator, denominator = _cancel_monomials(numerator, det)
+        expanded.append(expr)
+    det = _rewritten(expanded[0])
+    if det == 0:
+        return None
+    out = []
+    for numerator in expanded[1:]:
+        numerator, denominator = _cancel_monomials(_rewritten(numerator), det)
         out.append(_collect(numerator) / _collect(denominator))
     return out
 
 
-def _expanded(expr: sympy.Expr) -> sympy.Expr | None:
-    """``expr`` expanded, sines and cosines of sums combined, ``cos**2``/``sin**2`` exchanged
-    where shorter; None when it has more than :data:`COFACTOR_TERMS_MAX` terms."""
-    expr = sympy.expand(expr)
-    if len(sympy.Add.make_args(expr)) > COFACTOR_TERMS_MAX:
-        return None
+def _rewritten(expr: sympy.Expr) -> sympy.Expr:
+    """An expanded sum with sines and cosines of sums combined and ``cos**2``/``sin**2``
+    exchanged where shorter."""
     if expr.has(sympy.sin, sympy.cos):
         expr = sympy.expand(TR10i(expr))
         expr = _pythagoras(expr)
