@@ -1026,9 +1026,9 @@ def _train_and_report(
         from physode.train._checkpoints import _read_checkpoint
 
         # The checkpoint's system is compared by identity here, the other settings by the trainer.
-        saved = _read_checkpoint(Path(resume)).get("metadata")
-        trainer.metadata = _resumed_metadata(resume, saved, record)
-        trainer.load_checkpoint(resume)
+        state = _read_checkpoint(Path(resume))  # read once, for the metadata and the resume
+        trainer.metadata = _resumed_metadata(resume, state.get("metadata"), record)
+        trainer._resume(Path(resume), state)
     try:
         with _warnings_as_lines():
             result = trainer.fit()

@@ -276,6 +276,22 @@ def test_a_resume_with_nothing_left_to_train_says_so_in_one_line(data, tmp_path,
     assert "set epochs above" in err
 
 
+def test_a_resume_reads_its_checkpoint_once(data, tmp_path, monkeypatch):
+    checkpoints = tmp_path / "ckpt"
+    assert main(_neural(data, "--checkpoint-dir", str(checkpoints))) == 0
+    last = checkpoints / "last.pt"
+    reads = []
+    load = torch.load
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    assert main(_neural(data, "--resume", str(last), "--epochs", "2")) == 0
+    assert reads.count(last) == 1
+
+
 def test_resume_alone_continues_from_the_checkpoint_dir_as_simulates_resume_does(data, tmp_path):
     # `--resume` took a checkpoint file only; alone, like `physode simulate --resume`, it now
     # continues what the same command kept: --checkpoint-dir's last.pt.

@@ -1223,7 +1223,11 @@ class Trainer:
             some), another model, or data from which ``val_fraction`` holds out other
             trajectories than the saved run's.
         """
-        path = Path(path)
+        self._resume(Path(path))
+
+    def _resume(self, path: Path, state: dict[str, Any] | None = None) -> None:
+        """:meth:`load_checkpoint` of ``path``, whose content ``state`` the caller may have read
+        already (``physode train --resume`` reads its metadata first)."""
         if self._started_from is not None:
             raise InvalidArgumentError(
                 f"cannot resume {path}: this trainer starts a new run from the weights of "
@@ -1231,7 +1235,8 @@ class Trainer:
                 "own weights, optimiser and history; use one: to continue a run that init_from "
                 "started, resume its checkpoint on a trainer built without init_from"
             )
-        state = _read_checkpoint(path)
+        if state is None:
+            state = _read_checkpoint(path)
         mine = self.config.to_dict()
         keys = _RESUME_KEYS
         if mine.get("lr_schedule") == "cosine":
