@@ -27,6 +27,7 @@ from physode._errors import (
 )
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.gradients.base import needs_gradient
+from physode.gradients.times import FieldAt, output_times, start_time
 from physode.solvers import (
     ADAPTIVE_METHODS,
     FIXED_METHODS,
@@ -155,13 +156,6 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
             )
         if t.dtype == torch.bool or t.is_complex():
             raise InvalidArgumentError(f"t must hold real times, got dtype {t.dtype}")
-        if t.requires_grad and torch.is_grad_enabled():
-            warnings.warn(
-                "t requires grad, but physode does not differentiate with respect to the output "
-                "times: t.grad stays None. Pass t.detach() to silence this warning.",
-                PhysodeWarning,
-                stacklevel=3,
-            )
         t_tensor = source = t
     else:
         try:
@@ -510,6 +504,12 @@ def solve(
     stepper = make_stepper(method, field)
     stats = Stats()
     stepper = checked_split(stepper, field, method, times[0], y0, stats)
+    # A t that requires grad: y0 and the outputs are wrapped so that their gradients reach t too
+    # (physode/gradients/times.py); nothing else, and nothing at all without it.
+    field_at = None
+    if t_tensor.requires_grad and torch.is_grad_enabled():
+        field_at = FieldAt(field, stats, step_control == "per-sample")
+        y0 = start_time(y0, t_tensor, field_at, times[0])
     problem = Problem(
         func=field,
         y0=y0,
@@ -547,14 +547,16 @@ def solve(
     differentiate = needs_gradient(problem)
     _warn_random_layers(func, method in ADAPTIVE_METHODS, differentiate and mode.name != "disc-opt")
     if differentiate:
-        solution = _solve(problem, mode, t_tensor, step_control)
+        solution, reached = _solve(problem, mode, t_tensor, step_control)
+        if field_at is not None:
+            solution.ys = output_times(solution.ys, t_tensor, field_at, times, reached)
     else:
         # Nothing will ask for a gradient. Not inference mode, though it would save about a
         # sixth of torch's per-operation overhead: a func may use autograd inside (a Hamiltonian
         # network), or build and keep a tensor on first use that later training must differentiate
         # through. A caller whose func does neither may wrap the call in inference mode.
         with torch.no_grad():
-            solution = _solve(problem, mode, t_tensor, step_control)
+            solution, _ = _solve(problem, mode, t_tensor, step_control)
     if parts is not None:
         solution.ys = parts.split(solution.ys, lead=(len(times),))
     # Per-sample solves report failures row by row in their status, never as one exception.
@@ -659,11 +661,15 @@ def _check_tuple_settings(
         )
 
 
-def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str) -> Solution:
+def _solve(
+    problem, mode: GradientMode, t_tensor: Tensor, step_control: str
+) -> tuple[Solution, int]:
+    """The solution, and how many outputs the solve reached: per sample all of them (a row
+    that failed has NaN at the outputs it did not reach), else those the loop returned."""
     if step_control == "per-sample":
         from physode.solvers.per_sample import solve_per_sample
 
-        return solve_per_sample(problem, mode, t_tensor)
+        return solve_per_sample(problem, mode, t_tensor), len(problem.times)
 
     ys, result = mode.solve(problem)
     return Solution(
@@ -674,7 +680,7 @@ def _solve(problem, mode: GradientMode, t_tensor: Tensor, step_control: str) -> 
         message=result.message,
         t_final=result.t,
         h_final=result.h,
-    )
+    ), len(result.ys)
 
 
 def _raise(solution: Solution):
