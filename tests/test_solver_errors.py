@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -402,10 +403,14 @@ def test_fixed_steps_span_exactly_the_distance_between_the_output_times():
         assert ys[-1].item() == pytest.approx((t0 + span) - t0, rel=1e-12)
 
 
-def test_times_that_require_grad_get_a_warning_that_they_get_no_gradient():
+def test_times_that_require_grad_are_differentiated_without_a_warning():
+    # They were once warned about and left without a gradient (tests/test_time_gradients.py).
     t = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
-    with pytest.warns(physode.PhysodeWarning, match="t.grad stays None"):
-        physode.solve(decay, Y0, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = physode.solve(decay, Y0, t)
+    sol.ys.sum().backward()
+    assert t.grad is not None and t.grad.shape == t.shape
 
 
 @pytest.mark.parametrize("dtype, advice", [(torch.float32, "for tighter tolerances use float64"),
