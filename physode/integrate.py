@@ -508,6 +508,13 @@ def solve(
     # (physode/gradients/times.py); nothing else, and nothing at all without it.
     field_at = None
     if t_tensor.requires_grad and torch.is_grad_enabled():
+        if torch._C._are_functorch_transforms_active():
+            # They differentiate every backward pass again, which the time gradient's is not.
+            raise UnsupportedError(
+                "torch.func transforms (grad, jacrev, vjp) do not differentiate a solve with "
+                "respect to its output times t; use torch.autograd.grad(loss, [t]) or "
+                "torch.autograd.functional.jacobian, or pass t.detach()"
+            )
         field_at = FieldAt(field, stats, step_control == "per-sample")
         y0 = start_time(y0, t_tensor, field_at, times[0])
     problem = Problem(

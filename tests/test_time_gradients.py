@@ -306,3 +306,18 @@ def test_the_time_gradient_adds_no_read_of_the_device(mode):
         counts.append(syncs.count)
     assert counts[1] == counts[0]
     assert t.grad is not None and bool(t.grad.ne(0).all())
+
+
+def test_torch_func_transforms_over_the_output_times_are_refused_and_jacobian_works():
+    y0 = torch.tensor([1.0], dtype=DTYPE)
+    options = {"gradient": "disc-opt", "method": "rk4", "step_size": 0.01}
+
+    def outputs(t):
+        return physode.odeint(lambda s, y: -y, y0, t, **options)
+
+    t = torch.tensor([0.0, 1.0], dtype=DTYPE)
+    with pytest.raises(physode.UnsupportedError, match="output times t; use torch.autograd.grad"):
+        torch.func.grad(lambda s: outputs(s).sum())(t)
+    jacobian = torch.autograd.functional.jacobian(outputs, t)
+    expected = torch.tensor([[[0.0, 0.0]], [[1.0, -1.0]]], dtype=DTYPE) / math.e
+    assert torch.allclose(jacobian, expected, rtol=1e-9, atol=1e-12)
