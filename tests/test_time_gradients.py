@@ -130,8 +130,9 @@ def test_one_backward_pass_gives_t_y0_and_the_parameters_of_a_module_their_gradi
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-14)
     with torch.no_grad():
         reference = _central_differences(
-            lambda s: (w * physode.odeint(field, y0, s, method="dop853", rtol=1e-12, atol=1e-12))
-            .sum(),
+            lambda s: (
+                w * physode.odeint(field, y0, s, method="dop853", rtol=1e-12, atol=1e-12)
+            ).sum(),
             t.detach(),
         )
     assert (grad_t - reference).norm() <= 1e-6 * reference.norm()
