@@ -406,6 +406,10 @@ def solve(
         symplectic method reads a tuple of two parts of one shape as ``(q, v)``.
     t : Tensor or sequence of float
         Output times, strictly increasing or strictly decreasing (backward in time), at least two.
+        A tensor that requires grad gets its gradient in every gradient mode: that of the exact
+        solution, ``<dL/dy_k, func(t_k, y_k)>`` for each later output and ``-<a, func(t_0, y0)>``
+        for ``t[0]`` (``a`` the adjoint reaching ``y0`` from the later outputs), evaluated on the
+        computed outputs with ``len(t) + 1`` evaluations in the backward pass.
     method : str
         Adaptive ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``; fixed-step ``euler``,
         ``midpoint``, ``rk4``; symplectic ``leapfrog``, ``yoshida4`` (fixed-step, for separable
@@ -469,6 +473,15 @@ def solve(
     >>> qs, vs = physode.solve(lambda t, y: (y[1], -y[0]), (q, v), torch.linspace(0, 1, 5)).ys
     >>> qs.shape, vs.shape
     (torch.Size([5, 3]), torch.Size([5, 3]))
+
+    The gradient with respect to the output times: ``y = exp(-(t1 - t0))``, so
+    ``dy/dt1 = -y`` and ``dy/dt0 = y``:
+
+    >>> t = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    >>> sol = physode.solve(lambda t, y: -y, torch.ones(1, dtype=torch.float64), t)
+    >>> sol.ys[-1].sum().backward()
+    >>> [round(g, 5) for g in t.grad.tolist()]
+    [0.36788, -0.36788]
     """
     if unknown:
         refuse_keywords(unknown)
