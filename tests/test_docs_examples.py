@@ -6,6 +6,7 @@ LISTINGS; every other block is executed, so a new example is tested by default.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from pathlib import Path
@@ -47,7 +48,7 @@ def _run(name: str, index: int, namespace: dict | None = None, **replace: str) -
 
 def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
     tested = {("solvers.md", 1), ("solvers.md", 2), ("solvers.md", 3), ("solvers.md", 4),
-              ("solvers.md", 5), ("solvers.md", 6),
+              ("solvers.md", 5), ("solvers.md", 6), ("solvers.md", 7),
               ("systems.md", 0),
               ("systems.md", 1),
               ("systems.md", 2),  # tests/test_to_spec.py
@@ -125,6 +126,15 @@ def test_solvers_per_row_events_example_lands_each_row_with_its_gradient():
     torch.testing.assert_close(sol.t_event.detach(), torch.sqrt(2 * h0 / g), rtol=0, atol=1e-12)
     assert float(sol.ys[1, :, 0].detach().abs().max()) < 1e-11
     torch.testing.assert_close(y0.grad[:, 0], 1 / torch.sqrt(2 * g * h0), rtol=0, atol=1e-10)
+
+
+def test_solvers_output_times_example_gives_t_y0_and_the_rate_their_gradients():
+    ns = _run("solvers.md", 7)
+    t, y0, rate = ns["t"], ns["y0"], ns["rate"]
+    y1 = 2.0 * math.exp(-0.5)
+    torch.testing.assert_close(t.grad, torch.tensor([0.5, -0.5], dtype=torch.float64) * y1)
+    torch.testing.assert_close(y0.grad, torch.tensor([math.exp(-0.5)], dtype=torch.float64))
+    torch.testing.assert_close(rate.grad, torch.tensor(y1, dtype=torch.float64))
 
 
 def test_solvers_tuple_state_example_gives_exact_log_density_and_its_gradient():
