@@ -35,6 +35,12 @@ class SolverError(PhysodeError, RuntimeError):
         self.step_size = step_size
         self.solution = solution
 
+    def __reduce__(self):
+        # Pickled whole (a solve in a worker process, physode.data.simulate with an executor):
+        # the default would call __init__ with the message alone and fail.
+        attributes = {"status": self.status, "t": self.t, "step_size": self.step_size}
+        return _rebuilt, (type(self), self.args, {**attributes, "solution": self.solution})
+
 
 class TrainingError(PhysodeError, RuntimeError):
     """Training stopped at a batch it could not use: its solve failed, or its loss or gradient
@@ -58,6 +64,15 @@ class TrainingError(PhysodeError, RuntimeError):
         self.epoch = epoch
         self.batch = batch
         self.checkpoint = checkpoint
+
+    def __reduce__(self):
+        attributes = {"epoch": self.epoch, "batch": self.batch, "checkpoint": self.checkpoint}
+        return _rebuilt, (type(self), self.args, attributes)
+
+
+def _rebuilt(cls: type, args: tuple, attributes: dict) -> BaseException:
+    """An error with keyword-only attributes, unpickled: ``cls(*args, **attributes)``."""
+    return cls(*args, **attributes)
 
 
 class PhysodeWarning(UserWarning):

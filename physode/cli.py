@@ -100,10 +100,12 @@ _SIMULATE_EXAMPLES = """examples:
       --seed 7 --params sample --noise 0.01 --split 0.8,0.1,0.1 --dtype float32
   physode simulate my_system.toml --trajectories 64 --t-end 5 --points 51 --out mine.h5
   physode simulate three_body ... --out tb.h5 --resume     # continue after an interruption
+  physode simulate three_body ... --out tb.h5 --chunk-size 512 --workers 4   # 4 processes
 
 Every trajectory's initial state, parameters and noise come from (seed, trajectory index),
-so the data do not depend on --chunk-size. Finished chunks are kept in OUT.parts/; the file
-OUT appears (renamed from OUT.tmp) only when complete. See docs/data.md for the layout.
+so the data do not depend on --chunk-size, --threads, --workers or --scheduler. Finished
+chunks are kept in OUT.parts/ (written by this process, also with --workers or --scheduler);
+the file OUT appears (renamed from OUT.tmp) only when complete. See docs/data.md for the layout.
 
 """
 
@@ -191,6 +193,23 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         help="torch intra-op threads during the run; the data do not depend on it (default 1, "
         "the fastest for per-sample solves)",
     )
+    parallel = parser.add_argument_group("parallel (the data do not depend on these)")
+    where = parallel.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="W",
+        help="simulate the chunks in W processes on this machine, each with --threads torch "
+        "threads (default 1: in this process, one chunk after another); give --chunk-size "
+        "small enough for N / B >= W chunks",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="simulate the chunks on the workers of a running Dask scheduler, such as "
+        'tcp://host:8786 (needs pip install "physode[dask]" here and on the workers)',
+    )
     options.add_argument(
         "--drift-threshold",
         type=float,
@@ -235,14 +254,38 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = {name: getattr(args, name) for name in _SIMULATE_SETTINGS}
     try:
-        with warnings_as_lines("physode simulate"), _folders_above(args.out, "out"):
-            result = simulate(args.system, **settings)
+        with (
+            warnings_as_lines("physode simulate"),
+            _folders_above(args.out, "out"),
+            _simulate_executor(args.workers, args.scheduler) as executor,
+        ):
+            result = simulate(args.system, **settings, executor=executor)
     except KeyboardInterrupt:
         print(f"physode simulate: interrupted{_resume_hint(args.out)}", file=sys.stderr)
         return 130
     if not args.quiet:
         print(result.summary())
     return 0
+
+
+@contextlib.contextmanager
+def _simulate_executor(workers: int, scheduler: str | None) -> Iterator[object]:
+    """Where ``physode simulate`` runs its chunks: ``None`` (this process) for ``--workers 1``,
+    a pool of processes for more, a Dask client for ``--scheduler``; closed after the run."""
+    from physode.data import _parallel
+
+    if scheduler is not None:
+        with _parallel.scheduler_client(scheduler) as client:
+            yield client
+    elif workers == 1:
+        yield None
+    elif isinstance(workers, int) and workers > 1:
+        with _parallel.local_pool(workers) as pool:
+            yield pool
+    else:
+        raise InvalidArgumentError(
+            f"workers={workers!r} must be an integer >= 1 (1 simulates in this process)"
+        )
 
 
 def _resume_hint(out: str) -> str:

@@ -29,6 +29,7 @@ from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
+from physode.data import _parallel
 from physode.data._store import (
     FLAG_DRIFT,
     FLAG_NOT_FINITE,
@@ -878,6 +879,7 @@ def simulate(
     max_steps: int = MAX_STEPS,
     command_line: str | None = None,
     threads: int | None = 1,
+    executor: Any = None,
 ) -> SimulationResult:
     """Simulate trajectories of a system on ``[0, t_end]`` and store them in an HDF5 data set.
 
@@ -946,7 +948,19 @@ def simulate(
         Torch intra-op threads during the run, restored afterwards. The default 1 is the fastest
         measured here: a per-sample solve is many small element-wise operations, and splitting
         each between threads costs more than it saves (up to 10x slower on a busy machine).
-        ``None`` keeps torch's setting. The data do not depend on it.
+        ``None`` keeps torch's setting. The data do not depend on it. With ``executor``, each
+        worker runs its chunks with this many threads.
+    executor : object, optional
+        Where the chunks are simulated: ``None`` (the default) in this process, one after
+        another; else anything with ``submit(fn, *args)`` returning a future, such as a
+        ``concurrent.futures.ProcessPoolExecutor`` or a Dask ``distributed.Client``. Each chunk
+        that is not yet on disk is one task, which rebuilds the system from its specification
+        text in the worker; this process writes each chunk file as its task finishes and
+        assembles ``out`` as without an executor, so the data are the same to the bit and
+        ``resume`` works across runs with and without one. At most two tasks per worker are in
+        flight. A task's error is raised here as the worker raised it, after the tasks not
+        yet finished are cancelled; so is ``KeyboardInterrupt``, which keeps the chunks
+        written so far for ``resume``. See docs/data.md, "Across processes and machines".
 
     Returns
     -------
@@ -974,6 +988,13 @@ def simulate(
     ...                                out="pendulum.h5", seed=1)   # doctest: +SKIP
     >>> physode.data.load(result.path).states.shape                 # doctest: +SKIP
     (8, 51, 2)
+
+    The same data computed by four processes:
+
+    >>> from concurrent.futures import ProcessPoolExecutor
+    >>> with ProcessPoolExecutor(4) as pool:                        # doctest: +SKIP
+    ...     physode.data.simulate("pendulum", trajectories=8192, t_end=5.0, points=51,
+    ...                           out="pendulum.h5", seed=1, chunk_size=1024, executor=pool)
     """
     import physode
 
@@ -999,6 +1020,9 @@ def simulate(
         system_problem = _system_problem(system)
         if system_problem is not None:
             problems.insert(0, system_problem)
+        executor_problem = _parallel.executor_problem(executor)
+        if executor_problem is not None:
+            problems.append(executor_problem)
         if isinstance(out, str | os.PathLike):
             out = Path(out)
             if not out.parent.is_dir():
@@ -1082,7 +1106,9 @@ def simulate(
             if previous is None:
                 workspace.clear()
                 workspace.write_config(run)
-            resumed, stored = _run_chunks(system, run, out, workspace, command_line, quiet)
+            resumed, stored = _run_chunks(
+                system, run, out, workspace, command_line, quiet, executor, threads
+            )
         finally:
             workspace.release()
         workspace.remove()
@@ -1091,7 +1117,10 @@ def simulate(
         return SimulationResult(out, trajectories, n_failed, n_drifted, resumed, seconds, **details)
 
 
-def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_line, quiet):
+def _run_chunks(
+    system, run: dict, out: Path, workspace: _Workspace, command_line, quiet, executor=None,
+    threads=None,
+):
     import physode
 
     n, size = run["trajectories"], run["chunk_size"]
@@ -1105,6 +1134,7 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
     # one at a time, so that memory holds about one chunk whatever the number of trajectories.
     fresh: dict[int, tuple[Chunk, tuple]] = {}
     with tqdm(total=n, unit="traj", desc=system.name, disable=disable, smoothing=0.1) as bar:
+        todo = []  # the chunks an executor is to simulate: (index, the task's arguments)
         for k in range(n_chunks):
             start, stop = k * size, min(n, (k + 1) * size)
             path = workspace.chunk_path(k)
@@ -1114,11 +1144,25 @@ def _run_chunks(system, run: dict, out: Path, workspace: _Workspace, command_lin
                     resumed += 1
                     bar.update(stop - start)
                     continue
+            if executor is not None:
+                todo.append((k, (system.spec_text, system.name, start, stop, run, threads)))
+                continue
             fresh.clear()  # before simulating, so that at most one chunk is kept
             chunk = _simulate_chunk(system, start, stop, t, run, bar.update)
             write_chunk(path, chunk, run_id)
             fresh[k] = (chunk, _file_identity(path))
             del chunk
+
+        def store(k: int, chunk: Chunk) -> None:
+            # As the serial loop does, in the order the tasks finish.
+            fresh.clear()
+            path = workspace.chunk_path(k)
+            write_chunk(path, chunk, run_id)
+            fresh[k] = (chunk, _file_identity(path))
+            bar.update(chunk.stop - chunk.start)
+
+        if todo:
+            _parallel.run_tasks(executor, todo, store)
 
     overflow = _Overflow() if run["dtype"] == "float32" else None
     stored = _Stored(n)  # what the summary counts, gathered as the chunks are stored

@@ -1,0 +1,172 @@
+"""Simulating a data set's chunks as tasks of an existing executor (processes, Dask).
+
+:func:`physode.data.simulate` with ``executor=`` hands each chunk that is not yet on disk to
+``executor.submit`` as one task: the task rebuilds the system from its specification text (cheap
+after the first time in a process: ``physode.systems._from_text`` keeps it, and the on-disk cache
+keeps the generated code), simulates the chunk with the run's settings and returns the
+:class:`~physode.data._store.Chunk`. The main process writes each chunk file as its result comes
+back, in whatever order, so a run interrupted anywhere resumes like a serial one; it keeps a few
+tasks per worker in flight, never the whole run's results.
+
+The scheduling is the executor's own: a ``concurrent.futures.ProcessPoolExecutor``, a Dask
+``distributed.Client`` (or its ``get_executor()``), anything whose ``submit(fn, *args)`` returns a
+future with ``result()``, ``cancel()`` and ``add_done_callback()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from physode._errors import InvalidArgumentError
+
+# Tasks in flight per worker: one running and one waiting, so that a worker never idles while the
+# main process writes a result, and memory holds about two chunks per worker.
+TASKS_PER_WORKER = 2
+
+DASK_HINT = 'install Dask\'s scheduler with pip install "physode[dask]"'
+
+
+def executor_problem(executor: Any) -> str | None:
+    """What is wrong with the ``executor`` argument of ``simulate``, or ``None``."""
+    if executor is None or callable(getattr(executor, "submit", None)):
+        return None
+    return (
+        f"executor={executor!r} has no submit method; give a concurrent.futures executor "
+        "(such as ProcessPoolExecutor(4)), a Dask distributed.Client, or None to simulate in "
+        "this process"
+    )
+
+
+def worker_count(executor: Any) -> int:
+    """How many tasks ``executor`` runs at once, as far as it says (else this machine's CPUs)."""
+    count = getattr(executor, "_max_workers", None)  # concurrent.futures executors
+    client = getattr(executor, "_client", executor)  # a Dask Client, or its get_executor()
+    if count is None and callable(getattr(client, "nthreads", None)):
+        try:
+            count = sum(client.nthreads().values())
+        except Exception:  # a client that cannot say (closed, not connected): the fallback
+            count = None
+    if not isinstance(count, int) or count < 1:
+        count = os.cpu_count() or 1
+    return count
+
+
+def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, threads) -> Any:
+    """One task: trajectories ``start`` to ``stop - 1`` of the run ``run``, simulated in the
+    worker with ``threads`` torch threads (``None`` keeps the worker's setting)."""
+    import torch
+
+    import physode.systems
+    from physode._threads import torch_threads
+    from physode.data import simulation
+
+    with warnings.catch_warnings():
+        # The main process built the same system and gave its warnings (an undeclared E) once.
+        warnings.simplefilter("ignore")
+        system = physode.systems._from_text(spec_text, f"the specification of system {name!r}")
+    with torch_threads(threads):
+        t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
+        return simulation._simulate_chunk(system, start, stop, t, run, _ignore_rows)
+
+
+def _ignore_rows(rows: int) -> None:
+    """A worker's progress: the main process counts finished chunks instead."""
+
+
+def run_tasks(
+    executor: Any,
+    tasks: list[tuple[int, tuple]],
+    on_result: Callable[[int, Any], None],
+) -> None:
+    """Submit ``chunk_task(*args)`` for each ``(key, args)`` of ``tasks``, at most
+    ``TASKS_PER_WORKER`` per worker at a time, and call ``on_result(key, result)`` in the
+    calling thread as each finishes, in the order they finish.
+
+    The first task that raises (or a ``KeyboardInterrupt`` while waiting) cancels every task
+    not yet finished and re-raises that error here, as the worker raised it.
+    """
+    if not tasks:
+        return
+    limit = TASKS_PER_WORKER * worker_count(executor)
+    waiting = deque(tasks)
+    running: dict[Any, int] = {}
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        while waiting or running:
+            while waiting and len(running) < limit:
+                key, args = waiting.popleft()
+                future = executor.submit(chunk_task, *args)
+                running[future] = key
+                future.add_done_callback(finished.put)
+            future = finished.get()
+            key = running.pop(future)
+            result = future.result()  # the worker's exception, raised here
+            del future
+            on_result(key, result)
+            del result
+    except BaseException:
+        for future in running:
+            future.cancel()
+        raise
+
+
+def _ignore_interrupts() -> None:
+    """A pool worker's start: Ctrl-C goes to the main process, which cancels the work."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def local_pool(workers: int) -> Iterator[Any]:
+    """A ``ProcessPoolExecutor`` of ``workers`` processes for ``physode simulate --workers``.
+
+    The workers start from a fresh interpreter (``forkserver`` where there is one, else
+    ``spawn``), not as forks of a process that already runs threads, and ignore Ctrl-C: the main
+    process cancels what is pending and stops the workers, keeping the chunks written so far.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    finished = False
+    try:
+        yield pool
+        finished = True
+    finally:
+        if not finished:
+            # Stop the chunks still running: their results would be thrown away anyway.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(Exception):
+                    process.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def scheduler_client(address: str) -> Iterator[Any]:
+    """A Dask ``distributed.Client`` connected to the scheduler at ``address``, closed after."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InvalidArgumentError(
+            f"scheduler={address!r} needs Dask's distributed package, which is not installed; "
+            f"{DASK_HINT}, or use workers=N for processes on this machine"
+        ) from None
+    try:
+        client = Client(address, timeout="10s")
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"scheduler={address!r}: cannot connect to a Dask scheduler there ({exc}); start one "
+            "with `dask scheduler` and workers with `dask worker ADDRESS`"
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
