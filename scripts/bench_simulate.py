@@ -14,7 +14,12 @@ grid:
   vector field's NumPy twin as ``physode simulate`` uses it, so the loop runs on NumPy;
 - ``physode solve, torch only``: the same with a plain torch vector field (the torch loop);
 - SciPy ``solve_ivp(method="DOP853")``, one trajectory at a time, NumPy right-hand side;
-- REBOUND IAS15, one simulation per trajectory (its default accuracy parameter).
+- REBOUND IAS15, one simulation per trajectory (its default accuracy parameter);
+- with ``--workers W`` (W > 1), ``physode simulate, W workers``: the same data set computed by a
+  pool of W processes (``simulate(executor=ProcessPoolExecutor(W))``, chunks of N / W
+  trajectories, W threads in all with ``--threads 1``), reported beside the one-process row as
+  a speed-up. The pool's start (torch and physode imported once, in the process the workers
+  are forked from) is not timed; each worker's loading of the system from the cache is.
 
 Reported per contender: time per trajectory, median and worst relative energy error at t = 10,
 and peak memory (resident set size of the process that ran it, and its growth over the baseline
@@ -34,6 +39,7 @@ Usage::
     python scripts/bench_simulate.py --sizes 256 --reference-limit 64   # quicker
     python scripts/bench_simulate.py --quick              # N = 4, a smoke test
     python scripts/bench_simulate.py --device cuda        # physode on a GPU
+    python scripts/bench_simulate.py --workers 2          # and 2 processes beside 1
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ MASSES, G = (1.0, 1.0, 1.0), 1.0
 FIRST_RUN = "physode simulate, first run"
 SOLVE, SOLVE_TORCH = "physode solve", "physode solve, torch only"
 CONTENDERS = (FIRST_RUN, "physode simulate", SOLVE, SOLVE_TORCH, "scipy DOP853", "rebound IAS15")
+WORKERS = "physode simulate, workers"  # with --workers W > 1; its row says "W workers"
 
 
 def _peak_mib() -> float:
@@ -107,12 +114,30 @@ def _median_seconds(run, repeats: int) -> tuple[float, object]:
     return float(np.median(seconds)), result
 
 
-def run_physode_simulate(n: int, folder: Path, device: str, repeats: int, seed: int) -> dict:
+def run_physode_simulate(
+    n: int, folder: Path, device: str, repeats: int, seed: int, workers: int = 1
+) -> dict:
     import physode.data
     import physode.systems  # imports SymPy: a library import, outside the timer
 
-    out = folder / f"three_body_{n}.h5"
+    out = folder / f"three_body_{n}{'' if workers == 1 else '_workers'}.h5"
     baseline = _peak_mib()
+    options = {}
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, wait
+
+        context = multiprocessing.get_context("forkserver")
+        # torch, SymPy and physode imported once, in the server the workers are forked from
+        context.set_forkserver_preload(["physode.data.simulation", "physode.systems"])
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+        wait([pool.submit(os.getpid) for _ in range(workers)])  # started outside the timer
+        import torch
+
+        # Each worker with this process's threads (--threads), not torch's default of one per
+        # core, which would put W times as many threads as cores to work.
+        threads = torch.get_num_threads()
+        options = {"executor": pool, "chunk_size": math.ceil(n / workers), "threads": threads}
 
     def run():
         physode.systems._from_text.cache_clear()  # every run loads the system as a new process does
@@ -127,10 +152,12 @@ def run_physode_simulate(n: int, folder: Path, device: str, repeats: int, seed: 
             atol=TOL,
             force=True,
             quiet=True,
-            threads=None,  # as set for this process by --threads
+            **{"threads": None, **options},  # None: as set for this process by --threads
         )
 
     seconds, result = _median_seconds(run, repeats)
+    if workers > 1:
+        options["executor"].shutdown()
     with physode.data.load(out) as data:
         states = data.states[()]
         np.save(folder / f"y0_{n}.npy", states[:, 0])
@@ -258,8 +285,9 @@ def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     folder = Path(args.folder)
     repeats = args.repeats
-    if args.part in ("physode simulate", FIRST_RUN):
-        result = run_physode_simulate(args.n, folder, args.device, repeats, args.seed)
+    if args.part in ("physode simulate", FIRST_RUN, WORKERS):
+        workers = args.workers if args.part == WORKERS else 1
+        result = run_physode_simulate(args.n, folder, args.device, repeats, args.seed, workers)
         result["n"] = args.n
     else:
         y0 = np.load(folder / f"y0_{args.n}.npy")
@@ -322,7 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         "reported (the shared machine is noisy). The first run is run once (default 3; 1 with "
         "--quick)",
     )
-    parser.add_argument("--part", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers",
+        type=_common.positive_int,
+        default=1,
+        metavar="W",
+        help="also time physode simulate in a pool of W processes (each with --threads "
+        "threads), beside one process (default 1: not timed)",
+    )
+    parser.add_argument("--part", choices=(*CONTENDERS, WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -347,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         "| contender | trajectories | total s | ms / trajectory | median rel. energy error | "
         "worst | failed | peak RSS MiB (+ growth) |\n|---|---|---|---|---|---|---|---|"
     )
+    contenders = CONTENDERS + ((WORKERS,) if args.workers > 1 else ())
+    names = {WORKERS: f"physode simulate, {args.workers} workers"}
     everything = {}
     with tempfile.TemporaryDirectory(prefix="bench-simulate-") as folder:
         for n in args.sizes:
@@ -356,10 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "PHYSODE_CACHE_DIR": str(cache)}
             # The load on this machine drifts over minutes, so the contenders take turns: each
             # round runs every one of them once, and each reports the median over the rounds.
-            rounds: dict[str, list[dict]] = {part: [] for part in CONTENDERS}
+            rounds: dict[str, list[dict]] = {part: [] for part in contenders}
             for round_ in range(args.repeats):
                 print(f"(round {round_ + 1} of {args.repeats})", file=sys.stderr, flush=True)
-                for part in CONTENDERS if round_ == 0 else CONTENDERS[1:]:
+                for part in contenders if round_ == 0 else contenders[1:]:
                     result_file = Path(folder) / "result.json"
                     command = [
                         sys.executable,
@@ -382,12 +420,14 @@ def main(argv: list[str] | None = None) -> int:
                         str(args.seed),
                         "--repeats",
                         "1",
+                        "--workers",
+                        str(args.workers),
                     ]
                     subprocess.run(command, check=True, env=env)
                     rounds[part].append(json.loads(result_file.read_text()))
             results = {part: _median_round(runs) for part, runs in rounds.items()}
-            for part in CONTENDERS:
-                print(_row(part, n, results[part]), flush=True)
+            for part in contenders:
+                print(_row(names.get(part, part), n, results[part]), flush=True)
             per = {k: v["seconds"] / v["n"] for k, v in results.items()}
             fastest = per["physode simulate"]
             print(
@@ -397,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{per['scipy DOP853'] / per[FIRST_RUN]:.1f}x and "
                 f"{per['rebound IAS15'] / per[FIRST_RUN]:.2f}x"
             )
+            if WORKERS in per:
+                print(
+                    f"physode simulate with {args.workers} workers: "
+                    f"{fastest / per[WORKERS]:.2f}x the speed of one process"
+                )
             everything[n] = {
                 k: {
                     **v,
@@ -404,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                     "median_error": float(np.median(v["errors"])),
                     "worst_error": float(np.max(v["errors"])),
                 }
-                for k, v in results.items()
+                for k, v in ((names.get(k, k), v) for k, v in results.items())
             }
     _common.finish(args, everything)
     return (

@@ -127,14 +127,19 @@ def _ignore_interrupts() -> None:
 def local_pool(workers: int) -> Iterator[Any]:
     """A ``ProcessPoolExecutor`` of ``workers`` processes for ``physode simulate --workers``.
 
-    The workers start from a fresh interpreter (``forkserver`` where there is one, else
-    ``spawn``), not as forks of a process that already runs threads, and ignore Ctrl-C: the main
+    The workers start from a fresh interpreter (``forkserver`` where there is one, its server
+    importing torch and physode once for all of them; else ``spawn``), not as forks of a process
+    that already runs threads, and ignore Ctrl-C: the main
     process cancels what is pending and stops the workers, keeping the chunks written so far.
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # Imported once in the server the workers fork from, not once per worker.
+        context.set_forkserver_preload(["physode.data.simulation", "physode.systems"])
+    else:
+        context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
     finished = False
     try:
