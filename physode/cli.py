@@ -208,7 +208,8 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         "--scheduler",
         metavar="ADDRESS",
         help="simulate the chunks on the workers of a running Dask scheduler, such as "
-        'tcp://host:8786 (needs pip install "physode[dask]" here and on the workers)',
+        'tcp://host:8786; needs pip install "physode[dask]" here and on the workers (default: '
+        "none, see --workers)",
     )
     options.add_argument(
         "--drift-threshold",

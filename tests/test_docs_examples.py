@@ -21,6 +21,8 @@ LISTINGS = {
     ("architecture.md", 0): "the signature of solve, with `*` and a placeholder func",
     ("architecture.md", 1): "the attributes of a System, one per line",
     ("solvers.md", 0): "the shape of a solve call, with placeholders func, y0, t and `...`",
+    ("data.md", 1): "simulate with an executor: a scheduler host and `...` the reader supplies; "
+    "tests/test_data_parallel.py runs the same calls",
 }
 
 
@@ -52,7 +54,7 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
               ("systems.md", 0),
               ("systems.md", 1),
               ("systems.md", 2),  # tests/test_to_spec.py
-              ("data.md", 0), ("data.md", 1), ("training.md", 0), ("training.md", 1),
+              ("data.md", 0), ("data.md", 2), ("training.md", 0), ("training.md", 1),
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
               ("training.md", 6), ("training.md", 7), ("training.md", 8), ("training.md", 9),
               ("training.md", 10),
@@ -181,7 +183,7 @@ def test_data_example_writes_reads_checks_and_loads(tmp_path, monkeypatch):
 def test_data_loader_example_trains_on_batches_of_windows(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
-    ns = _run("data.md", 1)
+    ns = _run("data.md", 2)
     batch = ns["batch"]
     assert batch["ys"].shape[1:] == (6, 2) and ns["ys"].shape[0] == 6
     assert len({float(start) for start in batch["t"][:, 0]}) > 1  # windows of several starts
