@@ -28,6 +28,7 @@ from physode._errors import (
 )
 from physode._files import writable_folder, write_atomically
 from physode._terminal import progress_wanted
+from physode.train import _distributed
 from physode.train._checkpoints import (
     _RESUME_KEYS,
     CHECKPOINT_FORMAT,
@@ -399,6 +400,13 @@ class Trainer:
         self.warm_start: str | None = None
         if config.init_from is not None:
             self.load_weights(config.init_from)
+        # The default process group of torch.distributed where one of several processes is
+        # started (torchrun): the batches' windows are shared out among the processes.
+        self._group = _distributed.process_group()
+        self._writes = self._group is None or self._group.rank == 0  # logs, checkpoints, bar
+        if self._group is not None:
+            self._check_shareable()
+            _distributed.broadcast_state(self.model)  # one start for every process
         if config.optimizer == "lbfgs" and names:
             n_batches = len(self._batches(self.train_windows, shuffle=False))  # no draw
             if n_batches > 1:
@@ -508,18 +516,34 @@ class Trainer:
             batches = [batches[i] for i in order]
         return batches
 
+    def _targets(
+        self, data: Trajectories, batch: list[Window]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The trajectories of ``batch``'s windows, their states ``(K, B, n)`` and times."""
+        length = batch[0].length or self.length
+        index = torch.tensor([w.index for w in batch])
+        offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(length)
+        target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
+        start = batch[0].start
+        return index, target, data.t[start : start + length]
+
+    def _weight(self, data: Trajectories, batch: list[Window]) -> Any:
+        """The weight :meth:`_solve_batch` gives ``batch``'s loss, found without a solve: the
+        windows, or the observed values where values are missing."""
+        if not (self._train_missing if data is self.train_data else self._val_missing):
+            return len(batch)
+        ref = self._targets(data, batch)[1][1:]
+        if self.config.observe is not None:
+            ref = ref[..., self.config.observe]
+        return (~torch.isnan(ref)).sum()
+
     def _solve_batch(
         self, data: Trajectories, batch: list[Window]
     ) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
         """Solve one batch; return the solution, the times, the trajectory loss and its weight
         (the windows, or the observed values where values are missing)."""
         c = self.config
-        length = batch[0].length or self.length
-        index = torch.tensor([w.index for w in batch])
-        offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(length)
-        target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
-        start = batch[0].start
-        t = data.t[start : start + length]
+        index, target, t = self._targets(data, batch)
         training = data is self.train_data
         rows = batch_rows(self.train_rows if training else self.val_rows, index)
         # Parameters learned per trajectory: the training trajectories' own rows of the table
@@ -578,6 +602,150 @@ class Trainer:
         evaluations.append((sol, loss.detach(), objective.detach()))
         return scaled.detach()
 
+    # ------------------------------------------------------------------ across processes
+    def _check_shareable(self) -> None:
+        """Refuse a model whose objective cannot be shared out among the processes exactly: a
+        ``regularised_loss`` other than a :class:`~physode.models.Hybrid`'s (whose APHYNITY
+        penalty, a mean over each window's states, is)."""
+        from physode.models import Hybrid
+
+        regularised = getattr(type(self.model), "regularised_loss", None)
+        if regularised is None or regularised is Hybrid.regularised_loss:
+            return
+        raise InvalidArgumentError(
+            f"the model ({type(self.model).__name__}) has its own regularised_loss, which "
+            f"training across the {self._group.world} processes of torch.distributed cannot "
+            "share out among them exactly (it shares out a physode Hybrid's, APHYNITY's "
+            "penalty included); train this model in one process"
+        )
+
+    def _shared_objective(
+        self, loss_part: torch.Tensor, t: torch.Tensor, ys: torch.Tensor, fraction: float
+    ) -> torch.Tensor:
+        """This process's part of a batch's objective: ``loss_part`` (its part of the
+        trajectory loss), plus under APHYNITY ``fraction`` (its part of the batch's windows)
+        of the residual's mean squared norm over its windows, as
+        :meth:`~physode.models.Hybrid.regularised_loss` adds the whole batch's."""
+        if getattr(self.model, "aphynity", None) is None:
+            return loss_part
+        lam = self.model.aphynity_lambda.to(loss_part.dtype)
+        return self.model.residual_norm(t, ys) * fraction + lam * loss_part
+
+    def _evaluate_shared(self, batch: list[Window], evaluations: list) -> torch.Tensor:
+        """:meth:`_evaluate` with the batch's windows shared out among the processes: each
+        solves ``batch[rank::world]`` and differentiates its part of the batch's objective; one
+        all-reduce sums the parts' gradients, losses, work counts and failure flags, so every
+        process steps with the whole batch's gradient, or every one raises the same
+        :class:`_FailedBatch` (never a process waiting for another that failed)."""
+        group, data, c = self._group, self.train_data, self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        params = list(self.model.parameters())
+        share = batch[group.rank :: group.world]
+        sol: Any = None
+        failure: _FailedBatch | None = None
+        error: Exception | None = None
+        loss_part = objective_part = None
+        try:
+            if share:
+                sol, t, loss, weight = self._solve_batch(data, share)
+                loss_part = loss * weight / self._weight(data, batch)
+                objective_part = self._shared_objective(
+                    loss_part, t, sol.ys, len(share) / len(batch)
+                )
+                objective_part.backward()  # Opt-Disc's backward solve can fail too
+        except SolverError as exc:
+            sol = sol if exc.solution is None else exc.solution
+            failure = _solve_failed(data.t, share, exc, sol)
+        except Exception as exc:  # the others must not wait for this process
+            error = exc
+        ok = failure is None and error is None
+        grads = [p.grad if ok else None for p in params]
+        f64 = {"dtype": torch.float64, "device": self.device}
+        flat = [
+            torch.zeros(p.numel(), **f64) if g is None else g.detach().reshape(-1).double()
+            for p, g in zip(params, grads)
+        ]
+        has = torch.tensor([g is not None for g in grads], **f64)
+        if ok and objective_part is not None:
+            present = [g for g in grads if g is not None]
+            largest = torch.stack(torch._foreach_norm(present, math.inf)) if present else None
+            good = torch.isfinite(objective_part)
+            if largest is not None:
+                good = good & torch.isfinite(largest).all()
+            tail = torch.stack([loss_part.detach().double(), objective_part.detach().double(),
+                                (~good).double()])  # fmt: skip
+        else:
+            tail = torch.tensor([0.0, 0.0, 0.0 if ok else 1.0], **f64)
+        nfe, nfe_backward = _evaluations([sol])
+        buffer = torch.cat([*flat, has, tail, torch.tensor([nfe, nfe_backward], **f64)])
+        _distributed.all_reduce(buffer)
+        n = buffer.numel() - len(params) - 5
+        finite = torch.isfinite(buffer[: n]).all() & torch.isfinite(buffer[-5:-3]).all()
+        # The one read of the device per evaluation, as in one process.
+        values = torch.cat([buffer[n:], finite[None].double()]).tolist()
+        loss_v, objective_v, bad, nfe, nfe_backward, all_finite = values[len(params) :]
+        counted = _distributed.Counted(_distributed.Stats(int(nfe), int(nfe_backward)))
+        if bad or not all_finite:
+            if ok and objective_part is not None and not bool(good):
+                failure = _not_finite(data.t, self.model, share, sol, objective_part)
+            raise self._shared_failure(failure, error, counted)
+        offset = 0
+        for p, given in zip(params, values[: len(params)]):
+            size = p.numel()
+            p.grad = (
+                buffer[offset : offset + size].reshape(p.shape).to(p.dtype, copy=True)
+                if given else None
+            )  # fmt: skip
+            offset += size
+        loss, objective = buffer[n + len(params)], buffer[n + len(params) + 1]
+        scaled = objective
+        if c.optimizer == "lbfgs":  # as in _evaluate, relative to the first objective
+            if self.loss_scale is None:
+                self.loss_scale = max(objective_v, torch.finfo(params[0].dtype).tiny)
+            for p in params:
+                if p.grad is not None:
+                    p.grad.div_(self.loss_scale)
+            scaled = objective / self.loss_scale
+        if c.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, c.grad_clip)
+        evaluations.append((counted, loss, objective))
+        return scaled
+
+    def _shared_failure(
+        self, failure: _FailedBatch | None, error: Exception | None, counted: Any
+    ) -> Exception:
+        """The exception every process raises for a batch that failed in one of them: the same
+        :class:`_FailedBatch` everywhere (the lowest failing process's reason), or, where a
+        process met another error, that error there and a ``RuntimeError`` naming it in the
+        others."""
+        group = self._group
+        mine = None
+        if error is not None:
+            mine = ("error", f"{type(error).__name__}: {first_line(error)}", False)
+        elif failure is not None:
+            mine = ("failure", failure.reason, failure.max_steps)
+        reports = _distributed.gathered(mine, group)
+        if error is not None:
+            return error
+        for rank, report in enumerate(reports):
+            if report is not None and report[0] == "error":
+                return RuntimeError(
+                    f"process {rank} of the {group.world} training together (torch.distributed)"
+                    f" stopped on an error: {report[1]}"
+                )
+        failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
+        if not failed:  # each process's part finite, their sum not
+            return _FailedBatch(
+                f"the gradient of its loss, summed over the {group.world} processes, is not "
+                "finite", solution=counted,
+            )
+        rank, (_, reason, _) = failed[0]
+        return _FailedBatch(
+            f"{reason} (in the share of process {rank} of {group.world})",
+            max_steps=any(r[2] for _, r in failed),
+            solution=counted,
+        )
+
     # ------------------------------------------------------------------ epochs
     def train_epoch(self) -> dict[str, Any]:
         """Run one epoch of optimiser steps; return its log row (without validation).
@@ -615,6 +783,7 @@ class Trainer:
         if c.batches_per_epoch is not None:
             batches = batches[: c.batches_per_epoch]
         after_batch = getattr(self.model, "update_after_batch", None)
+        evaluate = self._evaluate if self._group is None else self._evaluate_shared
         # The batches' losses are summed where they are, in float64 (the sum of their values as
         # Python floats, bit for bit), and read once an epoch: reading each would wait for a GPU.
         loss_sum = objective_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -625,7 +794,7 @@ class Trainer:
         start = time.perf_counter()
         for number, batch in enumerate(batches, 1):
             evaluations: list[tuple[Any, torch.Tensor, torch.Tensor]] = []
-            closure = functools.partial(self._evaluate, batch, evaluations)
+            closure = functools.partial(evaluate, batch, evaluations)
             before = self._before_step() if undo else None
             failed_solve: list[Any] = []  # a skipped batch's failed evaluation's solve
             try:
@@ -669,6 +838,8 @@ class Trainer:
         if after_epoch is not None:
             after_epoch(loss_mean)
         wall = time.perf_counter() - start
+        if self._group is not None:  # rank 0's: every process decides the time limit alike
+            wall = _distributed.rank_zeros(wall, self.device)
         self.train_seconds += wall
         row: dict[str, Any] = {
             "epoch": self.epoch + 1,
@@ -700,6 +871,8 @@ class Trainer:
         if self.val_data is None:
             return None
         self.model.eval()
+        if self._group is not None:
+            return self._shared_validation_loss()
         # Summed on the device and read once, as train_epoch sums its losses.
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         weight: Any = 0
@@ -708,6 +881,52 @@ class Trainer:
             total = total + loss.double() * n
             weight = weight + n
         return (total / weight).item()
+
+    def _shared_validation_loss(self) -> float:
+        """:meth:`validation_loss` with each batch's windows shared out among the processes,
+        their sums added by one all-reduce; a solve that fails in one process raises the same
+        :class:`~physode.SolverError` in every one."""
+        group = self._group
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        weight: Any = 0
+        problem: Exception | None = None
+        for batch in self._batches(self.val_windows, shuffle=False, data=self.val_data):
+            share = batch[group.rank :: group.world]
+            if not share:
+                continue
+            try:
+                _, _, loss, n = self._solve_batch(self.val_data, share)
+            except Exception as exc:  # the others must not wait for this process
+                problem = exc
+                break
+            total = total + loss.double() * n
+            weight = weight + n
+        f64 = {"dtype": torch.float64, "device": self.device}
+        buffer = torch.stack([
+            total, torch.as_tensor(weight, **f64).reshape(()),
+            torch.tensor(0.0 if problem is None else 1.0, **f64),
+        ])  # fmt: skip
+        total_v, weight_v, failed = _distributed.all_reduce(buffer).tolist()
+        if not failed:
+            return total_v / weight_v
+        mine = None
+        if isinstance(problem, SolverError):
+            mine = ("solver", str(problem), problem.status, problem.t, problem.step_size)
+        elif problem is not None:
+            mine = ("error", f"{type(problem).__name__}: {first_line(problem)}")
+        reports = _distributed.gathered(mine, group)
+        if problem is not None and not isinstance(problem, SolverError):
+            raise problem
+        for rank, report in enumerate(reports):
+            if report is not None and report[0] == "error":
+                raise RuntimeError(
+                    f"process {rank} of the {group.world} training together (torch.distributed)"
+                    f" stopped on an error: {report[1]}"
+                )
+        if problem is not None:
+            raise problem
+        _, message, status, t, step_size = next(r for r in reports if r is not None)
+        raise SolverError(message, status=status, t=t, step_size=step_size)
 
     def fit(self, epochs: int | None = None) -> TrainResult:
         """Train until ``config.epochs`` epochs are done or early stopping ends this call.
@@ -750,12 +969,24 @@ class Trainer:
             finite (see ``docs/training.md``, "When training diverges").
         """
         c = self.config
-        if c.checkpoint_dir is not None:
-            writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
-        if c.log is not None:
-            writable_folder("log", c.log, Path(c.log).parent)
+        if self._group is None:
+            self._check_folders()
+        else:  # rank 0's folders, checked there; the others learn whether they can be written
+            problem = None
+            if self._writes:
+                try:
+                    self._check_folders()
+                except InvalidArgumentError as exc:
+                    problem = exc
+            told = _distributed.broadcast_problem(
+                None if problem is None else str(problem), self._group, self.device
+            )
+            if problem is not None:
+                raise problem
+            if told is not None:
+                raise InvalidArgumentError(f"process 0 of {self._group.world}: {told}")
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
-        if self.epoch >= c.epochs:
+        if self.epoch >= c.epochs and self._writes:
             warnings.warn(
                 f"nothing to train: the run has done {self.epoch} epochs and epochs={c.epochs}; "
                 f"to train more, set epochs above {self.epoch}",
@@ -765,7 +996,7 @@ class Trainer:
         self._start_call()
         first = self.epoch
         bar = None
-        if progress_wanted(quiet=False) if c.progress == "auto" else c.progress:
+        if self._writes and (progress_wanted(quiet=False) if c.progress == "auto" else c.progress):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=c.epochs, initial=self.epoch, desc="train", unit="epoch")
@@ -812,6 +1043,15 @@ class Trainer:
             ),
         )
 
+    def _check_folders(self) -> None:
+        """Create the checkpoint folder and the log's, or refuse them if they cannot be
+        written."""
+        c = self.config
+        if c.checkpoint_dir is not None:
+            writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
+        if c.log is not None:
+            writable_folder("log", c.log, Path(c.log).parent)
+
     def _between_epochs(self) -> dict[str, Any]:
         """:meth:`state_dict` copied off the live tensors: the run as it stands between two
         epochs, for an interruption to go back to."""
@@ -845,11 +1085,13 @@ class Trainer:
             logged = len(self.history) > len(between["history"])  # the lost epoch's row
             self._restore(between)
         try:
-            if logged and c.log is not None:
+            if logged and c.log is not None and self._writes:
                 write_log(self.history, c.log, self._log_lines)
             saved = self.last_checkpoint is not None and self.last_checkpoint[1] == self.epoch
             if save and c.checkpoint_dir is not None and self.epoch > 0 and not saved:
-                path = self.save_checkpoint(Path(c.checkpoint_dir) / "last.pt")
+                path = Path(c.checkpoint_dir) / "last.pt"
+                if self._writes:  # rank 0 keeps it for every process
+                    path = self.save_checkpoint(path)
                 self.last_checkpoint = (path, self.epoch)
         except Exception as problem:
             return first_line(problem)
@@ -956,6 +1198,8 @@ class Trainer:
             if val is None or math.isfinite(val):
                 return val
             reason = f"it is {_number(val)} (a window that could not be solved, or overflow)"
+        if not self._writes:  # rank 0 says it for every process
+            return math.inf
         warnings.warn(
             f"epoch {self.epoch + 1}: the validation loss is taken as inf, as {reason}; the "
             "epoch counts as one without improvement (patience, restore_best, best.pt)",
@@ -1014,12 +1258,45 @@ class Trainer:
             self.scheduler.step(row["loss"] if val is None else val)
         elif self.scheduler is not None:
             self.scheduler.step()
+        if self._group is None:
+            self._write_epoch(improved)
+            return
+        # Rank 0 writes; the others learn whether it could, so that none waits for another.
+        problem = None
+        if self._writes:
+            try:
+                self._write_epoch(improved)
+            except Exception as exc:
+                problem = exc
+        told = _distributed.broadcast_problem(
+            None if problem is None else first_line(problem), self._group, self.device
+        )
+        if problem is not None:
+            raise problem
+        if told is not None:
+            raise RuntimeError(
+                f"process 0 of the {self._group.world} training together (torch.distributed) "
+                f"could not write the log or a checkpoint: {told}"
+            )
+        if c.checkpoint_dir is not None and self._saves_last():
+            self.last_checkpoint = (Path(c.checkpoint_dir) / "last.pt", self.epoch)
+
+    def _saves_last(self) -> bool:
+        """Whether the epoch just ended is one that ``last.pt`` keeps."""
+        c = self.config
+        return self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs or (
+            self.stopped_early
+        )
+
+    def _write_epoch(self, improved: bool) -> None:
+        """Write the log and the checkpoints of the epoch just ended (``improved``: the best
+        validation loss so far, for ``best.pt``)."""
+        c = self.config
         if c.log is not None:
             write_log(self.history, c.log, self._log_lines)
         if c.checkpoint_dir is not None:
             folder = Path(c.checkpoint_dir)
-            ends = self.epoch == c.epochs or self.stopped_early
-            if self.epoch % c.checkpoint_every == 0 or ends:
+            if self._saves_last():
                 self.last_checkpoint = (self.save_checkpoint(folder / "last.pt"), self.epoch)
             if improved:
                 self.save_checkpoint(folder / "best.pt")
@@ -1276,7 +1553,7 @@ class Trainer:
             )
         if isinstance(state.get("metadata"), dict) and state["metadata"]:
             self.metadata = dict(state["metadata"])
-        if self.config.log is not None:
+        if self.config.log is not None and self._writes:
             write_log(self.history, self.config.log, self._log_lines)
 
     def load_weights(self, path: str | os.PathLike) -> str:

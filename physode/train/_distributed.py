@@ -1,0 +1,127 @@
+"""Data-parallel training across processes through ``torch.distributed``: which process this
+is, the collectives the trainer makes (one all-reduce per evaluation, a few per epoch), and the
+process group that ``physode train`` starts under ``torchrun``.
+
+Every process builds the same batches; each solves its share of every batch's windows
+(``batch[rank::world]``), and one all-reduce of a flat buffer sums the shares' gradients, loss
+and objective (each weighted by its part of the batch), work counts and failure flags. Nothing
+here runs in a single process: :func:`process_group` is then ``None`` and the trainer takes its
+single-process path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from physode._errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Group:
+    """The default process group as the trainer sees it: this process's ``rank`` among
+    ``world`` processes."""
+
+    rank: int
+    world: int
+
+
+def process_group() -> Group | None:
+    """The initialised default process group of more than one process, else ``None`` (also
+    where ``torch.distributed`` is not built in)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    world = dist.get_world_size()
+    return Group(dist.get_rank(), world) if world > 1 else None
+
+
+@dataclass
+class Stats:
+    """The work counts of a solve, summed over the processes (for the log)."""
+
+    nfe: int
+    nfe_backward: int
+
+
+@dataclass
+class Counted:
+    """Stands in for a solution where the trainer counts work: ``.stats`` summed over the
+    processes."""
+
+    stats: Stats
+
+
+def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the processes, in place; return it."""
+    torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+def gathered(value: Any, group: Group) -> list[Any]:
+    """Every process's ``value`` (plain Python values), in rank order: on failure paths only."""
+    values: list[Any] = [None] * group.world
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def rank_zeros(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every process (e.g. an epoch's wall time, which decides the time
+    limit: every process must decide alike)."""
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(tensor, 0)
+    return float(tensor.item())
+
+
+def broadcast_problem(problem: str | None, group: Group, device: torch.device) -> str | None:
+    """Rank 0's ``problem`` (why it could not write the log or a checkpoint, else ``None``) on
+    every process: one small broadcast when there is none."""
+    flag = torch.tensor([0.0 if problem is None else 1.0], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(flag, 0)
+    if not flag.item():
+        return None
+    message = [problem]
+    torch.distributed.broadcast_object_list(message, 0)
+    return message[0]
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every process (the processes may have built the model
+    from different random weights)."""
+    with torch.no_grad():
+        for tensor in (*module.parameters(), *module.buffers()):
+            torch.distributed.broadcast(tensor, 0)
+
+
+def start_from_environment(device: str | None) -> tuple[Group | None, str | None]:
+    """Start the default process group from ``torchrun``'s environment (``WORLD_SIZE`` above 1,
+    ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) unless one is started already;
+    return it and the device this process trains on: ``cuda:LOCAL_RANK`` (backend nccl) where
+    ``device`` is a CUDA device, or CUDA is there and ``device`` is not given; else ``device``
+    as given (backend gloo). Without such an environment: ``(None, device)``, nothing started."""
+    dist = torch.distributed
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise InvalidArgumentError(
+            f"WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} and LOCAL_RANK="
+            f"{os.environ.get('LOCAL_RANK')!r} must be whole numbers (torchrun sets them)"
+        ) from None
+    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return None, device
+    if not dist.is_available():
+        raise InvalidArgumentError(
+            f"WORLD_SIZE={world} asks for {world} processes, but this torch build has no "
+            "torch.distributed; run one process (without torchrun)"
+        )
+    cuda = device.startswith("cuda") if device is not None else torch.cuda.is_available()
+    if cuda:
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return process_group(), device

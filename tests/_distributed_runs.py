@@ -1,0 +1,137 @@
+"""Training runs that tests/test_train_distributed.py makes both in one process and across
+processes of torch.distributed (gloo): ``python tests/_distributed_runs.py RANK WORLD STORE OUT``
+starts one process of the group (the group met at the file STORE), makes every run and saves
+their results in OUT/rank{RANK}.pt."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import physode.systems
+from physode.models import Aphynity, Hybrid, NeuralODE, PhysicsModel
+from physode.train import Trainer, Trajectories
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pendulums import swinging  # noqa: E402
+
+# Fixed steps: each process's share of a batch is solved with the steps of the whole batch, so
+# the processes together reach what one process does to rounding (an adaptive shared step
+# would be chosen from each share's windows).
+SOLVER = {"method": "rk4", "step_size": 0.05, "seed": 3}
+
+
+def _oscillators(missing: bool = False, huge: int | None = None) -> Trajectories:
+    """Five damped-looking oscillator trajectories of 9 points; ``missing``: some values NaN;
+    ``huge``: trajectory of that index with one value so large that its loss overflows."""
+    t = torch.linspace(0, 2, 9, dtype=torch.float64)
+    phase = torch.arange(5, dtype=torch.float64)[:, None] * 0.3
+    ys = torch.stack([torch.cos(1.3 * t + phase), -1.3 * torch.sin(1.3 * t + phase)], -1)
+    ys = ys * torch.exp(-0.1 * t)[None, :, None]
+    if missing:
+        ys[1, 3, 0] = ys[3, 5, 1] = ys[4, 2, :] = float("nan")
+    if huge is not None:
+        ys[huge, 4, 0] = 1e200
+    return Trajectories(t, ys)
+
+
+def _result(trainer: Trainer, error: Exception | None = None) -> dict[str, Any]:
+    return {
+        "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+        "history": [dict(row) for row in trainer.history],
+        "epoch": trainer.epoch,
+        "error": None if error is None else (
+            type(error).__name__, getattr(error, "summary", str(error)),
+            getattr(error, "epoch", None), getattr(error, "batch", None),
+        ),
+    }
+
+
+def adam_hybrid(out: Path, rank: int) -> dict[str, Any]:
+    """Adam on an APHYNITY hybrid, data with missing values, validation data, batches of three
+    windows (shares of two and one) and one of a single window (one process has none)."""
+    torch.manual_seed(0)
+    oscillator = physode.systems.load("harmonic_oscillator")
+    model = Hybrid(
+        PhysicsModel(oscillator, ["k"]), NeuralODE(2, width=6, depth=1),
+        aphynity=Aphynity(lambda_init=1.0, tau=0.5),
+    )
+    trainer = Trainer(
+        model, _oscillators(missing=True), val_data=_oscillators(), epochs=3, window=5,
+        window_stride=2, batch_size=3, lr=0.01, grad_clip=1.0, **SOLVER,
+        checkpoint_dir=out / f"checkpoints{rank}", log=out / f"log{rank}.csv",
+    )
+    trainer.fit()
+    return _result(trainer)
+
+
+def lbfgs_physics(out: Path, rank: int) -> dict[str, Any]:
+    """L-BFGS on a pendulum's length and gravity, several batches an epoch."""
+    pendulum = physode.systems.load("pendulum")
+    model = PhysicsModel(pendulum, ["g", "l"])
+    with torch.no_grad():
+        model.set_parameters({"l": 1.4})
+    trainer = Trainer(
+        model, swinging([1.0] * 4), epochs=3, window=6, window_stride=2, batch_size=5,
+        optimizer="lbfgs", lr=0.1, **SOLVER,
+    )
+    trainer.fit()
+    return _result(trainer)
+
+
+def adam_per_trajectory(out: Path, rank: int) -> dict[str, Any]:
+    """Adam on a length learned per pendulum: each process's gradient of the table has rows
+    only for its windows' trajectories."""
+    pendulum = physode.systems.load("pendulum")
+    model = PhysicsModel(pendulum, per_trajectory=["l"])
+    trainer = Trainer(
+        model, swinging([0.6, 0.9, 1.2, 1.5, 1.8]), epochs=2, window=4, window_stride=3,
+        batch_size=4, lr=0.05, **SOLVER,
+    )
+    trainer.fit()
+    return _result(trainer)
+
+
+def _failing(on_failed_batch: str) -> dict[str, Any]:
+    torch.manual_seed(1)
+    trainer = Trainer(
+        NeuralODE(2, width=4, depth=1), _oscillators(huge=2), epochs=2, window=3,
+        window_stride=2, batch_size=3, lr=0.01, on_failed_batch=on_failed_batch, **SOLVER,
+    )
+    try:
+        trainer.fit()
+    except physode.TrainingError as exc:
+        return _result(trainer, exc)
+    return _result(trainer)
+
+
+def failing_stop(out: Path, rank: int) -> dict[str, Any]:
+    """A batch whose loss overflows in the process that solves its huge window."""
+    return _failing("stop")
+
+
+def failing_skip(out: Path, rank: int) -> dict[str, Any]:
+    """Those batches left out by every process alike."""
+    return _failing("skip")
+
+
+RUNS = [adam_hybrid, lbfgs_physics, adam_per_trajectory, failing_stop, failing_skip]
+
+
+def main(rank: int, world: int, store: str, out: Path) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world
+    )
+    try:
+        results = {run.__name__: run(out, rank) for run in RUNS}
+    finally:
+        torch.distributed.destroy_process_group()
+    torch.save(results, out / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
