@@ -7,8 +7,10 @@ parser's ``func`` default is :func:`run_train`, which returns the exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import numbers
+import os
 import sys
 import tomllib
 from dataclasses import replace
@@ -24,6 +26,7 @@ from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
 from physode.solvers.loop import Status
+from physode.train._distributed import start_from_environment
 from physode.train.config import (
     ADAPTIVE_METHODS,
     BACKWARD_METHODS,
@@ -877,6 +880,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except PhysodeError as exc:
+        if _other_process():  # process 0 says it
+            return 2
         message = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, InvalidArgumentError) and hasattr(args, "command_parser"):
             from physode.cli import _option_spelling  # cli imports this module
@@ -884,6 +889,13 @@ def run_train(args: argparse.Namespace) -> int:
             message = _option_spelling(message, args)
         print(f"physode train: error: {message}", file=sys.stderr)
         return 2
+
+
+def _other_process() -> bool:
+    """Whether this is a process of a torchrun launch other than process 0."""
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and (
+        os.environ.get("RANK", "0") != "0"
+    )
 
 
 def _rerun(config: TrainConfig, init_from_as: str = "--init-from") -> str:
@@ -967,10 +979,27 @@ def _stopped_message(
 
 def _run(args: argparse.Namespace) -> int:
     data, model_settings, train_settings, extras = _settings(args)
-    # The run seeds torch's global generator (the network's initial weights) with --seed in a
-    # fork of it, so that a caller's generator is left as it was.
-    with torch_threads(extras["threads"]), torch.random.fork_rng(devices=[]):
-        return _train_and_report(data, model_settings, train_settings, extras)
+    # Under torchrun (WORLD_SIZE > 1) the processes train one model together, each on its
+    # share of every batch; process 0 alone writes and speaks.
+    started = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    group, device = start_from_environment(train_settings.get("device"))
+    started = started and group is not None
+    if device is not None:
+        train_settings["device"] = device
+    try:
+        with contextlib.ExitStack() as stack:
+            if group is not None and group.rank != 0:
+                extras = {**extras, "quiet": True, "out": None, "rank": group.rank}
+                silent = stack.enter_context(open(os.devnull, "w"))
+                stack.enter_context(contextlib.redirect_stderr(silent))
+            # The run seeds torch's global generator (the network's initial weights) with
+            # --seed in a fork of it, so that a caller's generator is left as it was.
+            stack.enter_context(torch_threads(extras["threads"]))
+            stack.enter_context(torch.random.fork_rng(devices=[]))
+            return _train_and_report(data, model_settings, train_settings, extras)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
 
 
 def _train_and_report(
@@ -1037,9 +1066,13 @@ def _train_and_report(
         print(f"physode train: interrupted{hint}", file=sys.stderr)
         return 130
     except TrainingError as exc:
+        if extras.get("rank", 0) != 0:  # process 0 says it
+            return 2
         message = _stopped_message(exc, trainer, config, init_from_as)
         print(f"physode train: error: {message}", file=sys.stderr)
         return 2
+    if extras.get("rank", 0) != 0:  # process 0 saves, evaluates and reports
+        return 0
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
         # Saved from the CPU, so the weights load on a machine without the training device.

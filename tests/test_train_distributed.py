@@ -1,0 +1,209 @@
+"""Training across processes of torch.distributed (gloo on the CPU): two processes reach the
+weights and losses of one process, agree on failed batches, and only process 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import physode
+from physode.models import NeuralODE
+from physode.train import Trainer, _distributed
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _distributed_runs as runs  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="this torch build has no torch.distributed"
+)
+
+# Long enough for two processes that import torch and physode on a busy machine; a process
+# that waits for another forever fails the test instead of blocking it.
+TIMEOUT = 240
+
+
+def _environment() -> dict[str, str]:
+    root = str(Path(__file__).parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}",
+            "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+
+def _wait(processes: list[subprocess.Popen]) -> list[str]:
+    """Each process's standard error once all have ended; kill them all and fail where one
+    has not ended within TIMEOUT seconds (a process waiting for another)."""
+    errors = []
+    try:
+        for process in processes:
+            errors.append(process.communicate(timeout=TIMEOUT)[1])
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+            process.communicate()
+        pytest.fail(f"a training process did not end within {TIMEOUT} s (it hangs)")
+    for process, err in zip(processes, errors):
+        assert process.returncode == 0, err
+    return errors
+
+
+@pytest.fixture(scope="module")
+def together(tmp_path_factory):
+    """Every run of tests/_distributed_runs.py made by two processes: ``(out, results)``, one
+    dict of results per process."""
+    out = tmp_path_factory.mktemp("distributed")
+    script = Path(runs.__file__)
+    store = out / "store"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), "2", str(store), str(out)],
+            env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    _wait(processes)
+    return out, [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """The same runs in this one process (no process group)."""
+    out = tmp_path_factory.mktemp("alone")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the processes do
+    try:
+        with torch.random.fork_rng(devices=[]):  # the runs seed torch's generator
+            return out, {run.__name__: run(out, 0) for run in runs.RUNS}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _close(mine: dict, reference: dict, tolerance: float = 1e-12) -> None:
+    """The final weights and every epoch's numbers (work counts and times aside) agree."""
+    assert mine["weights"].keys() == reference["weights"].keys()
+    for name, value in reference["weights"].items():
+        torch.testing.assert_close(mine["weights"][name], value, rtol=tolerance, atol=tolerance)
+    assert len(mine["history"]) == len(reference["history"])
+    for row, expected in zip(mine["history"], reference["history"]):
+        assert row.keys() == expected.keys()
+        for key, value in expected.items():
+            if key in ("wall_time", "elapsed", "nfe_forward", "nfe_backward"):
+                continue
+            if isinstance(value, float):
+                assert row[key] == pytest.approx(value, rel=tolerance, abs=tolerance), key
+            else:
+                assert row[key] == value, key
+
+
+@pytest.mark.parametrize("run", ["adam_hybrid", "lbfgs_physics", "adam_per_trajectory"])
+def test_two_processes_reach_the_weights_and_losses_of_one(together, alone, run):
+    _, results = together
+    reference = alone[1][run]
+    assert reference["history"][-1]["loss"] < reference["history"][0]["loss"] or (
+        run == "adam_hybrid"  # APHYNITY's λ grows: its loss need not fall in three epochs
+    )
+    for rank in (0, 1):
+        _close(results[rank][run], reference)
+
+
+def test_the_work_of_both_processes_is_counted(together, alone):
+    # Fixed steps: each process's solve of its share makes the steps of the whole batch's.
+    _, results = together
+    for row, expected in zip(results[0]["adam_hybrid"]["history"],
+                             alone[1]["adam_hybrid"]["history"]):  # fmt: skip
+        assert row["nfe_forward"] == 2 * expected["nfe_forward"]
+
+
+def test_a_batch_that_fails_in_one_process_stops_both_where_one_process_stops(together, alone):
+    _, results = together
+    reference = alone[1]["failing_stop"]
+    kind, summary, epoch, batch = reference["error"]
+    assert kind == "TrainingError" and "is inf" in summary
+    errors = [results[rank]["failing_stop"]["error"] for rank in (0, 1)]
+    assert errors[0] == errors[1]  # the same error in both, the failing process's reason
+    assert errors[0][0] == kind and errors[0][2:] == (epoch, batch)
+    assert "is inf (in the share of process " in errors[0][1]
+    for rank in (0, 1):  # both back at the weights they started from, as one process is
+        _close(results[rank]["failing_stop"], reference, tolerance=0.0)
+
+
+def test_batches_that_fail_in_one_process_are_skipped_by_both(together, alone):
+    _, results = together
+    reference = alone[1]["failing_skip"]
+    assert reference["error"] is None
+    assert sum(row["skipped_batches"] for row in reference["history"]) > 0
+    for rank in (0, 1):
+        assert results[rank]["failing_skip"]["error"] is None
+        _close(results[rank]["failing_skip"], reference)
+
+
+def test_only_process_0_writes_and_its_checkpoint_is_one_process_s(together, alone):
+    out, _ = together
+    assert (out / "checkpoints0" / "last.pt").is_file() and (out / "log0.csv").is_file()
+    assert not (out / "checkpoints1").exists() and not (out / "log1.csv").exists()
+    single = alone[0]
+    saved, expected = (
+        torch.load(folder / "checkpoints0" / "last.pt", weights_only=True)
+        for folder in (out, single)
+    )
+    assert saved.keys() == expected.keys() and saved["epoch"] == expected["epoch"] == 3
+    for part in ("model", "best_state"):
+        for name, value in expected[part].items():
+            torch.testing.assert_close(saved[part][name], value, rtol=1e-12, atol=1e-12)
+    for index, state in expected["optimizer"]["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(
+                saved["optimizer"]["state"][index][name], value, rtol=1e-12, atol=1e-12
+            )
+    lines = (out / "log0.csv").read_text().splitlines()
+    assert len(lines) == len((single / "log0.csv").read_text().splitlines()) == 4
+
+
+def test_a_model_with_its_own_regularised_loss_is_refused_across_processes(monkeypatch):
+    class Penalised(NeuralODE):
+        def regularised_loss(self, loss, t, ys):
+            return loss + ys.pow(2).mean()
+
+    monkeypatch.setattr(_distributed, "process_group", lambda: _distributed.Group(0, 2))
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    data = (t, torch.exp(-t)[:, None])
+    with pytest.raises(physode.InvalidArgumentError, match="its own regularised_loss"):
+        Trainer(Penalised(1, width=4, depth=1), data, window=3)
+
+
+def test_physode_train_under_torchrun_writes_out_once_with_one_process_s_weights(
+    oscillator_h5, tmp_path
+):
+    from physode.cli import main
+
+    argv = ["train", str(oscillator_h5), "--model", "hybrid", "--width", "6", "--depth", "1",
+            "--epochs", "2", "--window", "5", "--batch-size", "3", "--method", "rk4",
+            "--step-size", "0.05", "--seed", "4"]  # fmt: skip
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "alone")]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "physode", *argv,
+               "--out", str(tmp_path / "together")]  # fmt: skip
+    process = subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"physode train under torchrun did not end within {TIMEOUT} s")
+    assert process.returncode == 0, stderr
+    alone, together = (torch.load(tmp_path / run / "model.pt") for run in ("alone", "together"))
+    assert alone.keys() == together.keys()
+    for name, value in alone.items():
+        torch.testing.assert_close(together[name], value, rtol=1e-12, atol=1e-12, equal_nan=True)
+    reports = [json.loads((tmp_path / run / "report.json").read_text())
+               for run in ("alone", "together")]  # fmt: skip
+    assert reports[1]["final_loss"] == pytest.approx(reports[0]["final_loss"], rel=1e-12)
+    # Process 0 alone reports: one summary, not one a process.
+    first = stdout.splitlines()[0]
+    assert stdout.count(first) == 1, stdout
