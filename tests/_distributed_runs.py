@@ -38,8 +38,20 @@ def _oscillators(missing: bool = False, huge: int | None = None) -> Trajectories
     return Trajectories(t, ys)
 
 
+def _watched(trainer: Trainer) -> Trainer:
+    """``trainer`` with its model noting the most windows (rows of ``y``) it was called on."""
+    trainer.rows = 0
+
+    def note(module: torch.nn.Module, inputs: tuple) -> None:
+        trainer.rows = max(trainer.rows, inputs[1].shape[0] if inputs[1].ndim > 1 else 1)
+
+    trainer.model.register_forward_pre_hook(note)
+    return trainer
+
+
 def _result(trainer: Trainer, error: Exception | None = None) -> dict[str, Any]:
     return {
+        "rows": getattr(trainer, "rows", None),
         "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()},
         "history": [dict(row) for row in trainer.history],
         "epoch": trainer.epoch,
@@ -59,11 +71,11 @@ def adam_hybrid(out: Path, rank: int) -> dict[str, Any]:
         PhysicsModel(oscillator, ["k"]), NeuralODE(2, width=6, depth=1),
         aphynity=Aphynity(lambda_init=1.0, tau=0.5),
     )
-    trainer = Trainer(
+    trainer = _watched(Trainer(
         model, _oscillators(missing=True), val_data=_oscillators(), epochs=3, window=5,
         window_stride=2, batch_size=3, lr=0.01, grad_clip=1.0, **SOLVER,
         checkpoint_dir=out / f"checkpoints{rank}", log=out / f"log{rank}.csv",
-    )
+    ))
     trainer.fit()
     return _result(trainer)
 
@@ -74,10 +86,10 @@ def lbfgs_physics(out: Path, rank: int) -> dict[str, Any]:
     model = PhysicsModel(pendulum, ["g", "l"])
     with torch.no_grad():
         model.set_parameters({"l": 1.4})
-    trainer = Trainer(
+    trainer = _watched(Trainer(
         model, swinging([1.0] * 4), epochs=3, window=6, window_stride=2, batch_size=5,
         optimizer="lbfgs", lr=0.1, **SOLVER,
-    )
+    ))
     trainer.fit()
     return _result(trainer)
 
@@ -87,10 +99,10 @@ def adam_per_trajectory(out: Path, rank: int) -> dict[str, Any]:
     only for its windows' trajectories."""
     pendulum = physode.systems.load("pendulum")
     model = PhysicsModel(pendulum, per_trajectory=["l"])
-    trainer = Trainer(
+    trainer = _watched(Trainer(
         model, swinging([0.6, 0.9, 1.2, 1.5, 1.8]), epochs=2, window=4, window_stride=3,
         batch_size=4, lr=0.05, **SOLVER,
-    )
+    ))
     trainer.fit()
     return _result(trainer)
 
