@@ -109,10 +109,10 @@ def adam_per_trajectory(out: Path, rank: int) -> dict[str, Any]:
 
 def _failing(on_failed_batch: str) -> dict[str, Any]:
     torch.manual_seed(1)
-    trainer = Trainer(
+    trainer = _watched(Trainer(
         NeuralODE(2, width=4, depth=1), _oscillators(huge=2), epochs=2, window=3,
         window_stride=2, batch_size=3, lr=0.01, on_failed_batch=on_failed_batch, **SOLVER,
-    )
+    ))
     try:
         trainer.fit()
     except physode.TrainingError as exc:
