@@ -173,6 +173,13 @@ class Trainer:
     its table sized to the training trajectories (``model.set_n_trajectories``); each training
     window is solved with its trajectory's row, each validation window with their mean.
 
+    Where a ``torch.distributed`` process group of several processes is initialised when the
+    trainer is built (``torchrun``), the processes train data-parallel: each solves its share
+    of every batch's windows, one all-reduce per evaluation sums the gradients, and process 0
+    alone writes the log and checkpoints; with fixed steps or per-sample step control the
+    result is one process's to rounding (``docs/training.md``, "Across processes and
+    machines").
+
     Parameters
     ----------
     model : nn.Module
