@@ -65,19 +65,24 @@ def _result(trainer: Trainer, error: Exception | None = None) -> dict[str, Any]:
 def adam_hybrid(out: Path, rank: int) -> dict[str, Any]:
     """Adam on an APHYNITY hybrid, data with missing values, validation data, batches of three
     windows (shares of two and one) and one of a single window (one process has none)."""
+    trainer = hybrid_trainer(out, rank)
+    trainer.fit()
+    return _result(trainer)
+
+
+def hybrid_trainer(out: Path, rank: int, epochs: int = 3) -> Trainer:
+    """:func:`adam_hybrid`'s trainer, before training."""
     torch.manual_seed(0)
     oscillator = physode.systems.load("harmonic_oscillator")
     model = Hybrid(
         PhysicsModel(oscillator, ["k"]), NeuralODE(2, width=6, depth=1),
         aphynity=Aphynity(lambda_init=1.0, tau=0.5),
     )
-    trainer = _watched(Trainer(
-        model, _oscillators(missing=True), val_data=_oscillators(), epochs=3, window=5,
+    return _watched(Trainer(
+        model, _oscillators(missing=True), val_data=_oscillators(), epochs=epochs, window=5,
         window_stride=2, batch_size=3, lr=0.01, grad_clip=1.0, **SOLVER,
         checkpoint_dir=out / f"checkpoints{rank}", log=out / f"log{rank}.csv",
     ))
-    trainer.fit()
-    return _result(trainer)
 
 
 def lbfgs_physics(out: Path, rank: int) -> dict[str, Any]:
@@ -130,7 +135,33 @@ def failing_skip(out: Path, rank: int) -> dict[str, Any]:
     return _failing("skip")
 
 
-RUNS = [adam_hybrid, lbfgs_physics, adam_per_trajectory, failing_stop, failing_skip]
+class _Fragile(NeuralODE):
+    """A network whose forward raises on a state beyond 10 (one window's start, scaled up)."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if bool(y.abs().max() > 10):
+            raise ValueError("a state beyond 10")
+        return super().forward(t, y)
+
+
+def failing_error(out: Path, rank: int) -> dict[str, Any]:
+    """An error other than a failed batch in the process that meets that window."""
+    torch.manual_seed(1)
+    data = _oscillators()
+    data.states[2, 6:] *= 50  # one window starts there
+    trainer = Trainer(
+        _Fragile(2, width=4, depth=1), data, epochs=2, window=3,
+        window_stride=2, batch_size=3, lr=0.01, **SOLVER,
+    )
+    try:
+        trainer.fit()
+    except (ValueError, RuntimeError) as exc:
+        return _result(trainer, exc)
+    return _result(trainer)
+
+
+RUNS = [adam_hybrid, lbfgs_physics, adam_per_trajectory, failing_stop, failing_skip,
+        failing_error]  # fmt: skip
 
 
 def main(rank: int, world: int, store: str, out: Path) -> None:

@@ -167,6 +167,31 @@ def test_only_process_0_writes_and_its_checkpoint_is_one_process_s(together, alo
     assert len(lines) == len((single / "log0.csv").read_text().splitlines()) == 4
 
 
+def test_an_error_in_one_process_stops_both(together, alone):
+    _, results = together
+    reference = alone[1]["failing_error"]
+    assert reference["error"][0] == "ValueError"
+    errors = [results[rank]["failing_error"]["error"] for rank in (0, 1)]
+    # The process that met it raises the error itself, the other one naming it.
+    assert sorted(error[0] for error in errors) == ["RuntimeError", "ValueError"]
+    other = next(error for error in errors if error[0] == "RuntimeError")
+    assert "stopped on an error: ValueError: a state beyond 10" in other[1]
+    for rank in (0, 1):  # both back at the start of the epoch, as one process is
+        _close(results[rank]["failing_error"], reference, tolerance=0.0)
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one(together, alone):
+    out, _ = together
+    with torch.random.fork_rng(devices=[]):  # the runs seed torch's generator
+        trainer = runs.hybrid_trainer(alone[0] / "resumed", 0, epochs=4)
+        trainer.load_checkpoint(out / "checkpoints0" / "last.pt")
+        assert trainer.epoch == 3
+        trainer.fit()
+        uninterrupted = runs.hybrid_trainer(alone[0] / "whole", 0, epochs=4)
+        uninterrupted.fit()
+    _close(runs._result(trainer), runs._result(uninterrupted))
+
+
 def test_a_model_with_its_own_regularised_loss_is_refused_across_processes(monkeypatch):
     class Penalised(NeuralODE):
         def regularised_loss(self, loss, t, ys):
