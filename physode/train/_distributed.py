@@ -99,8 +99,9 @@ def start_from_environment(device: str | None) -> tuple[Group | None, str | None
     """Start the default process group from ``torchrun``'s environment (``WORLD_SIZE`` above 1,
     ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) unless one is started already;
     return it and the device this process trains on: ``cuda:LOCAL_RANK`` (backend nccl) where
-    ``device`` is a CUDA device, or CUDA is there and ``device`` is not given; else ``device``
-    as given (backend gloo). Without such an environment: ``(None, device)``, nothing started."""
+    ``device`` names a CUDA device (``"cuda"``: each process takes its own); else ``device`` as
+    given (backend gloo), as one process trains on the CPU unless told otherwise. Without such
+    an environment: ``(None, device)``, nothing started."""
     dist = torch.distributed
     try:
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -117,7 +118,7 @@ def start_from_environment(device: str | None) -> tuple[Group | None, str | None
             f"WORLD_SIZE={world} asks for {world} processes, but this torch build has no "
             "torch.distributed; run one process (without torchrun)"
         )
-    cuda = device.startswith("cuda") if device is not None else torch.cuda.is_available()
+    cuda = device is not None and device.startswith("cuda")
     if cuda:
         device = f"cuda:{local}"
     if not dist.is_initialized():
