@@ -234,3 +234,29 @@ def test_physode_train_under_torchrun_writes_out_once_with_one_process_s_weights
     assert reports[1]["final_loss"] == pytest.approx(reports[0]["final_loss"], rel=1e-12)
     # Process 0 alone reports: one summary, not one a process.
     assert stdout.count("rollout of 1 held-out trajectory") == 1, stdout
+
+
+@pytest.mark.parametrize(
+    ("device", "backend", "trains_on"),
+    [(None, "gloo", None), ("cpu", "gloo", "cpu"), ("cuda", "nccl", "cuda:1")],
+)
+def test_torchrun_s_environment_starts_the_group_for_the_device(
+    monkeypatch, device, backend, trains_on
+):
+    started = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: bool(started))
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend: started.append(backend))  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: started.append(index))
+    monkeypatch.setattr(_distributed, "process_group", lambda: _distributed.Group(1, 2))
+    group, chosen = _distributed.start_from_environment(device)
+    assert group == _distributed.Group(1, 2) and chosen == trains_on
+    assert started == ([1, "nccl"] if backend == "nccl" else ["gloo"])
+
+
+def test_a_world_size_that_is_no_number_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(physode.InvalidArgumentError, match="WORLD_SIZE='two'"):
+        _distributed.start_from_environment(None)
