@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import h5py
@@ -254,6 +255,20 @@ def test_solver_and_training_errors_cross_processes_with_their_attributes(pool):
     with pytest.raises(physode.TrainingError) as copy:
         pool.submit(_raise, error).result()
     assert (str(copy.value), copy.value.epoch, copy.value.batch) == ("diverged", 3, 7)
+
+
+def test_fewer_chunks_than_workers_are_warned_of_naming_a_chunk_size_that_uses_them(
+    pool, tmp_path
+):
+    # 12 trajectories in one chunk of the default size: one of the pool's 2 workers would idle.
+    with pytest.warns(physode.PhysodeWarning, match=r"make 1 chunk for the executor's 2 "
+                      r"workers, so 1 of them stay idle; chunk_size=6 \(--chunk-size\)") as seen:
+        simulate("pendulum", out=tmp_path / "a.h5", trajectories=12, executor=pool, **SMALL)
+    assert seen[0].filename == __file__  # points at the call of simulate
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as many chunks as workers: no warning
+        simulate("pendulum", out=tmp_path / "b.h5", trajectories=12, chunk_size=6,
+                 executor=pool, **SMALL)  # fmt: skip
 
 
 def test_a_bad_executor_is_named_with_the_choices(tmp_path):

@@ -16,6 +16,7 @@ future with ``result()``, ``cancel()`` and ``add_done_callback()``.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import queue
@@ -25,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, PhysodeWarning
 
 # Tasks in flight per worker: one running and one waiting, so that a worker never idles while the
 # main process writes a result, and memory holds about two chunks per worker.
@@ -45,18 +46,37 @@ def executor_problem(executor: Any) -> str | None:
     )
 
 
-def worker_count(executor: Any) -> int:
-    """How many tasks ``executor`` runs at once, as far as it says (else this machine's CPUs)."""
+def stated_workers(executor: Any) -> int | None:
+    """How many tasks ``executor`` says it runs at once, or ``None`` where it does not say."""
     count = getattr(executor, "_max_workers", None)  # concurrent.futures executors
     client = getattr(executor, "_client", executor)  # a Dask Client, or its get_executor()
     if count is None and callable(getattr(client, "nthreads", None)):
         try:
             count = sum(client.nthreads().values())
-        except Exception:  # a client that cannot say (closed, not connected): the fallback
+        except Exception:  # a client that cannot say (closed, not connected)
             count = None
-    if not isinstance(count, int) or count < 1:
-        count = os.cpu_count() or 1
-    return count
+    return count if isinstance(count, int) and count >= 1 else None
+
+
+def worker_count(executor: Any) -> int:
+    """How many tasks ``executor`` runs at once, as far as it says (else this machine's CPUs)."""
+    return stated_workers(executor) or os.cpu_count() or 1
+
+
+def warn_of_idle_workers(executor: Any, n: int, chunk_size: int) -> None:
+    """Warn where the run has fewer chunks than ``executor`` has workers: the others idle."""
+    workers = stated_workers(executor)
+    chunks = math.ceil(n / chunk_size)
+    if workers is None or chunks >= workers:
+        return
+    warnings.warn(
+        f"trajectories={n} in chunks of chunk_size={chunk_size} make {chunks} "
+        f"chunk{'s' if chunks > 1 else ''} for the executor's {workers} workers, so "
+        f"{workers - chunks} of them stay idle; chunk_size={math.ceil(n / workers)} "
+        "(--chunk-size) gives each one a chunk",
+        PhysodeWarning,
+        stacklevel=3,
+    )
 
 
 def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, threads) -> Any:

@@ -1044,6 +1044,8 @@ def simulate(
             system = rebuilt_from_spec(system)
         params = _sampled_names(system, params)
         _warn_of_empty_splits(trajectories, split)  # once the arguments are known to be good
+        if executor is not None:
+            _parallel.warn_of_idle_workers(executor, trajectories, chunk_size)
         run = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
