@@ -1,7 +1,7 @@
 """Training runs that tests/test_train_distributed.py makes both in one process and across
 processes of torch.distributed (gloo): ``python tests/_distributed_runs.py RANK WORLD STORE OUT``
-starts one process of the group (the group met at the file STORE), makes every run and saves
-their results in OUT/rank{RANK}.pt."""
+starts one process of the group (the group met at the file STORE), makes every run of RUNS
+and saves their results in OUT/rank{RANK}.pt; ``... OUT BUILDS`` makes those of BUILDS instead."""
 
 from __future__ import annotations
 
@@ -164,17 +164,75 @@ RUNS = [adam_hybrid, lbfgs_physics, adam_per_trajectory, failing_stop, failing_s
         failing_error]  # fmt: skip
 
 
-def main(rank: int, world: int, store: str, out: Path) -> None:
+class _TimeDependent(torch.nn.Module):
+    """A model that does not say whether it depends on t (no ``autonomous``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rate = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.rate * y
+
+
+def _built(rank: int, **settings: Any) -> dict[str, Any]:
+    """Build a trainer in each process (``settings`` may depend on ``rank``): the warnings it
+    gave and the error that stopped it, if one did."""
+    import warnings
+
+    settings = {"data": _oscillators(), "epochs": 2, "window": 3, "window_stride": 2,
+                **SOLVER, **settings}  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            trainer = Trainer(_TimeDependent(), settings.pop("data"), **settings)
+        except Exception as exc:
+            error = (type(exc).__name__, str(exc))
+        else:
+            error = None
+            trainer.fit()
+    return {"error": error, "warnings": [str(w.message) for w in caught]}
+
+
+def built_alike(out: Path, rank: int) -> dict[str, Any]:
+    """The same trainer in every process: it warns once, in process 0."""
+    return _built(rank)
+
+
+def init_from_missing_in_one(out: Path, rank: int) -> dict[str, Any]:
+    """The weights to start from are missing where process 1 looks for them."""
+    weights = out / "start.pt"
+    if rank == 0:
+        torch.save(_TimeDependent().state_dict(), weights)
+    return _built(rank, init_from=weights if rank == 0 else out / "absent.pt")
+
+
+def data_split_among_processes(out: Path, rank: int) -> dict[str, Any]:
+    """Each process given its own trajectories, as a sampler of torch would split them."""
+    data = _oscillators()
+    return _built(rank, data=(data.t, data.states[rank::2]))
+
+
+def settings_differ(out: Path, rank: int) -> dict[str, Any]:
+    """Process 1 told to train more epochs with another learning rate."""
+    return _built(rank, epochs=2 + rank, lr=0.01 * (1 + rank))
+
+
+# Trainers that some processes build unlike the others, and one built alike.
+BUILDS = [built_alike, init_from_missing_in_one, data_split_among_processes, settings_differ]
+
+
+def main(rank: int, world: int, store: str, out: Path, which: str = "RUNS") -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world
     )
     try:
-        results = {run.__name__: run(out, rank) for run in RUNS}
+        results = {run.__name__: run(out, rank) for run in globals()[which]}
     finally:
         torch.distributed.destroy_process_group()
     torch.save(results, out / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), *sys.argv[5:])

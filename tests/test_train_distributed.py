@@ -52,22 +52,34 @@ def _wait(processes: list[subprocess.Popen]) -> list[str]:
     return errors
 
 
-@pytest.fixture(scope="module")
-def together(tmp_path_factory):
-    """Every run of tests/_distributed_runs.py made by two processes: ``(out, results)``, one
+def _two_processes(out: Path, which: str = "RUNS") -> list[dict]:
+    """The runs of ``which`` (a list of tests/_distributed_runs.py) made by two processes: one
     dict of results per process."""
-    out = tmp_path_factory.mktemp("distributed")
     script = Path(runs.__file__)
     store = out / "store"
     processes = [
         subprocess.Popen(
-            [sys.executable, str(script), str(rank), "2", str(store), str(out)],
+            [sys.executable, str(script), str(rank), "2", str(store), str(out), which],
             env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         for rank in (0, 1)
     ]
     _wait(processes)
-    return out, [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def together(tmp_path_factory):
+    """Every run of tests/_distributed_runs.py made by two processes: ``(out, results)``, one
+    dict of results per process."""
+    out = tmp_path_factory.mktemp("distributed")
+    return out, _two_processes(out)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """The trainers of tests/_distributed_runs.py's BUILDS, built by two processes."""
+    return _two_processes(tmp_path_factory.mktemp("builds"), "BUILDS")
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +272,33 @@ def test_a_world_size_that_is_no_number_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(physode.InvalidArgumentError, match="WORLD_SIZE='two'"):
         _distributed.start_from_environment(None)
+
+
+def test_a_trainer_built_alike_warns_in_process_0_alone(builds):
+    warned = [builds[rank]["built_alike"] for rank in (0, 1)]
+    assert warned[0]["error"] is None and warned[1]["error"] is None
+    assert len(warned[0]["warnings"]) == 1 and "model.autonomous" in warned[0]["warnings"][0]
+    assert warned[1]["warnings"] == []
+
+
+def test_an_error_that_stops_one_process_building_its_trainer_stops_all(builds):
+    # Process 1 cannot read the weights to start from; process 0 could, but must not wait for
+    # it in the first collective: it names process 1's error.
+    theirs, mine = (builds[rank]["init_from_missing_in_one"]["error"] for rank in (1, 0))
+    assert theirs[0] == "InvalidArgumentError" and "absent.pt" in theirs[1]
+    assert mine[0] == "InvalidArgumentError"
+    assert mine[1].startswith("process 1 of the 2 processes training together")
+    assert "could not build its trainer" in mine[1] and "absent.pt" in mine[1]
+
+
+@pytest.mark.parametrize(
+    ("run", "named"),
+    [("data_split_among_processes", "training data's states: (2, 9, 2) float64 #"),
+     ("settings_differ", "setting epochs: 3 in process 1, 2 in process 0; setting lr: 0.02")],
+)
+def test_processes_given_different_data_or_settings_are_refused(builds, run, named):
+    for rank in (0, 1):
+        kind, message = builds[rank][run]["error"]
+        assert kind == "InvalidArgumentError"
+        assert "were given different data or settings" in message and named in message
+        assert "must not be split among the processes" in message

@@ -10,13 +10,15 @@ single-process path."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, first_line
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,76 @@ def broadcast_problem(problem: str | None, group: Group, device: torch.device) -
     message = [problem]
     torch.distributed.broadcast_object_list(message, 0)
     return message[0]
+
+
+# The settings that each process may have its own of: where process 0 writes (the others
+# write nothing), its device, and the file that every process reads the same weights from.
+OWN_SETTINGS = frozenset({"log", "checkpoint_dir", "progress", "device", "init_from"})
+
+
+def _digest(tensor: torch.Tensor | None) -> str:
+    """The shape, dtype and a hash of the bytes of ``tensor`` (``"none"`` for ``None``)."""
+    if tensor is None:
+        return "none"
+    data = tensor.detach().to("cpu").contiguous()
+    digest = hashlib.sha1(data.view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    return f"{tuple(data.shape)} {str(data.dtype).removeprefix('torch.')} #{digest[:12]}"
+
+
+def description(config: Any, model: torch.nn.Module, train: Any, val: Any) -> dict[str, str]:
+    """What must be the same in every process for them to train one model together: the
+    settings (:data:`OWN_SETTINGS` aside), the shapes of the model's parameters and the
+    training and validation data, each in a few words."""
+    described = {
+        f"setting {f.name}": repr(getattr(config, f.name))
+        for f in dataclasses.fields(config) if f.name not in OWN_SETTINGS
+    }
+    described["model's parameters"] = ", ".join(
+        f"{name} {tuple(p.shape)}" for name, p in model.named_parameters()
+    )
+    for role, data in (("training", train), ("validation", val)):
+        for part in ("t", "states", "params"):
+            described[f"{role} data's {part}"] = _digest(
+                None if data is None else getattr(data, part)
+            )
+    return described
+
+
+def agree_to_start(
+    problem: Exception | None, described: dict[str, str] | None, group: Group
+) -> None:
+    """Raise in every process where one could not build its trainer (``problem``) or where
+    they built different ones (``described``: :func:`description`); return in every one
+    otherwise. One gather of small Python values, once a trainer."""
+    mine = (
+        ("error", type(problem).__name__, first_line(problem)) if problem is not None
+        else ("built", described)
+    )
+    reports = gathered(mine, group)
+    if problem is not None:
+        raise problem
+    together = f"the {group.world} processes training together (torch.distributed)"
+    for rank, report in enumerate(reports):
+        if report[0] == "error":
+            kind = InvalidArgumentError if report[1] == "InvalidArgumentError" else RuntimeError
+            raise kind(
+                f"process {rank} of {together} could not build its trainer: {report[1]}: "
+                f"{report[2]}"
+            )
+    reference = reports[0][1]
+    for rank, (_, theirs) in enumerate(reports[1:], 1):
+        differ = [key for key in reference if theirs.get(key) != reference[key]]
+        if differ:
+            shown = "; ".join(
+                f"{key}: {theirs.get(key)} in process {rank}, {reference[key]} in process 0"
+                for key in differ[:3]
+            )
+            more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+            raise InvalidArgumentError(
+                f"{together} were given different data or settings ({shown}{more}). Give every "
+                "process the same model, data and settings: each solves its own share of "
+                "every batch, so the data must not be split among the processes"
+            )
 
 
 def broadcast_state(module: torch.nn.Module) -> None:

@@ -252,6 +252,39 @@ class Trainer:
         val_data: Any = None,
         **overrides: Any,
     ) -> None:
+        # The default process group of torch.distributed where one of several processes is
+        # started (torchrun): the batches' windows are shared out among the processes, and
+        # process 0 alone writes (logs, checkpoints, the progress bar) and warns.
+        self._group = _distributed.process_group()
+        self._writes = self._group is None or self._group.rank == 0
+        if self._group is None:
+            self._build(model, data, config, val_data, overrides)
+            return
+        # Every process must build the same trainer, or one would wait for the others in a
+        # collective that they never enter: they compare what they built (or the error that
+        # stopped one) before they start from process 0's weights.
+        problem = None
+        try:
+            self._build(model, data, config, val_data, overrides)
+        except Exception as exc:
+            problem = exc
+        described = None
+        if problem is None:
+            described = _distributed.description(
+                self.config, self.model, self.train_data, self.val_data
+            )
+        _distributed.agree_to_start(problem, described, self._group)
+        _distributed.broadcast_state(self.model)  # one start for every process
+
+    def _build(
+        self,
+        model: nn.Module,
+        data: Any,
+        config: TrainConfig | None,
+        val_data: Any,
+        overrides: dict[str, Any],
+    ) -> None:
+        """Build the trainer as :meth:`__init__` describes (in this process alone)."""
         if config is not None and not isinstance(config, TrainConfig):
             raise InvalidArgumentError(
                 f"config must be a physode.train.TrainConfig, got {type(config).__name__}; pass "
@@ -340,10 +373,11 @@ class Trainer:
             system = self.val_data.system or self.train_data.system
             self.val_rows = parameter_rows(self.model, self.val_data.params, system, "validation")
         message = shared_parameters_warning(self.model, self.train_data)
-        if message is not None:
-            warnings.warn(message, PhysodeWarning, stacklevel=2)
+        if message is not None and self._writes:
+            warnings.warn(message, PhysodeWarning, stacklevel=3)
         names = per_trajectory_names(self.model)
-        if names and self.val_data is not None and (config.restore_best or config.patience):
+        restore = config.restore_best or config.patience
+        if names and self.val_data is not None and restore and self._writes:
             warnings.warn(
                 f"the model learns {list(names)} per training trajectory, and the validation "
                 "trajectories are solved with the mean of the learned values: the validation "
@@ -352,7 +386,7 @@ class Trainer:
                 "included. To keep the last epoch's fit, set restore_best=False (physode train "
                 "--no-restore-best) and leave patience out, or train without validation data",
                 PhysodeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if config.optimizer == "lbfgs":
             # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
@@ -399,22 +433,17 @@ class Trainer:
         if self.val_data is not None:
             self.val_windows = self._windows(self.val_data, self.length - 1, "validation")
         undeclared = not hasattr(self.model, "autonomous")
-        if undeclared and len({w.start for w in self.train_windows}) > 1:
-            warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=2)
+        if undeclared and len({w.start for w in self.train_windows}) > 1 and self._writes:
+            warnings.warn(UNDECLARED_TIME_WARNING, PhysodeWarning, stacklevel=3)
         # The file that load_weights started this run from (None: the model's own weights).
         self._started_from: Path | None = None
         # What load_weights loaded from it, in words (None: nothing).
         self.warm_start: str | None = None
         if config.init_from is not None:
             self.load_weights(config.init_from)
-        # The default process group of torch.distributed where one of several processes is
-        # started (torchrun): the batches' windows are shared out among the processes.
-        self._group = _distributed.process_group()
-        self._writes = self._group is None or self._group.rank == 0  # logs, checkpoints, bar
         if self._group is not None:
             self._check_shareable()
-            _distributed.broadcast_state(self.model)  # one start for every process
-        if config.optimizer == "lbfgs" and names:
+        if config.optimizer == "lbfgs" and names and self._writes:
             n_batches = len(self._batches(self.train_windows, shuffle=False))  # no draw
             if n_batches > 1:
                 warnings.warn(
@@ -426,7 +455,7 @@ class Trainer:
                     "batch_size of at least the number of windows, whole trajectories that "
                     "start together)",
                     PhysodeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
 
     # ------------------------------------------------------------------ setup
