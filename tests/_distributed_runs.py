@@ -85,6 +85,15 @@ def hybrid_trainer(out: Path, rank: int, epochs: int = 3) -> Trainer:
     ))
 
 
+def resumed_hybrid(out: Path, rank: int) -> dict[str, Any]:
+    """:func:`adam_hybrid`'s run resumed from its checkpoint by every process, one more epoch
+    (each process reads the checkpoint; process 0 alone writes the log and the next one)."""
+    trainer = hybrid_trainer(out / "resumed", rank, epochs=4)
+    trainer.load_checkpoint(out / "checkpoints0" / "last.pt")
+    trainer.fit()
+    return _result(trainer)
+
+
 def lbfgs_physics(out: Path, rank: int) -> dict[str, Any]:
     """L-BFGS on a pendulum's length and gravity, several batches an epoch."""
     pendulum = physode.systems.load("pendulum")
@@ -160,7 +169,7 @@ def failing_error(out: Path, rank: int) -> dict[str, Any]:
     return _result(trainer)
 
 
-RUNS = [adam_hybrid, lbfgs_physics, adam_per_trajectory, failing_stop, failing_skip,
+RUNS = [adam_hybrid, resumed_hybrid, lbfgs_physics, adam_per_trajectory, failing_stop, failing_skip,
         failing_error]  # fmt: skip
 
 

@@ -192,16 +192,35 @@ def test_an_error_in_one_process_stops_both(together, alone):
         _close(results[rank]["failing_error"], reference, tolerance=0.0)
 
 
-def test_a_checkpoint_of_two_processes_resumes_in_one(together, alone):
+@pytest.fixture(scope="module")
+def uninterrupted(alone):
+    """:func:`runs.adam_hybrid`'s run for four epochs in this one process."""
+    with torch.random.fork_rng(devices=[]):  # the runs seed torch's generator
+        trainer = runs.hybrid_trainer(alone[0] / "whole", 0, epochs=4)
+        trainer.fit()
+    return runs._result(trainer)
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one(together, alone, uninterrupted):
+    # Nothing in the checkpoint belongs to the processes that wrote it (another world size
+    # resumes it): the same run as one process that was never stopped.
     out, _ = together
     with torch.random.fork_rng(devices=[]):  # the runs seed torch's generator
         trainer = runs.hybrid_trainer(alone[0] / "resumed", 0, epochs=4)
         trainer.load_checkpoint(out / "checkpoints0" / "last.pt")
         assert trainer.epoch == 3
         trainer.fit()
-        uninterrupted = runs.hybrid_trainer(alone[0] / "whole", 0, epochs=4)
-        uninterrupted.fit()
-    _close(runs._result(trainer), runs._result(uninterrupted))
+    _close(runs._result(trainer), uninterrupted)
+
+
+def test_two_processes_resume_a_checkpoint_and_process_0_alone_writes(together, uninterrupted):
+    out, results = together
+    for rank in (0, 1):
+        _close(results[rank]["resumed_hybrid"], uninterrupted)
+    # Loading the checkpoint rewrites the log from its history: in process 0 alone.
+    assert len((out / "resumed" / "log0.csv").read_text().splitlines()) == 5
+    assert not (out / "resumed" / "log1.csv").exists()
+    assert not (out / "resumed" / "checkpoints1").exists()
 
 
 def test_a_model_with_its_own_regularised_loss_is_refused_across_processes(monkeypatch):
@@ -210,6 +229,8 @@ def test_a_model_with_its_own_regularised_loss_is_refused_across_processes(monke
             return loss + ys.pow(2).mean()
 
     monkeypatch.setattr(_distributed, "process_group", lambda: _distributed.Group(0, 2))
+    # The other process built the same trainer: it reports what this one does.
+    monkeypatch.setattr(_distributed, "gathered", lambda value, group: [value] * group.world)
     t = torch.linspace(0, 1, 5, dtype=torch.float64)
     data = (t, torch.exp(-t)[:, None])
     with pytest.raises(physode.InvalidArgumentError, match="its own regularised_loss"):
@@ -302,3 +323,11 @@ def test_processes_given_different_data_or_settings_are_refused(builds, run, nam
         assert kind == "InvalidArgumentError"
         assert "were given different data or settings" in message and named in message
         assert "must not be split among the processes" in message
+
+
+def test_a_trainer_s_warnings_point_at_the_line_that_built_it():
+    # The trainer is built in a method of its own (so that processes can agree on it): its
+    # warnings still name the caller's line.
+    with pytest.warns(physode.PhysodeWarning, match="model.autonomous") as caught:
+        Trainer(runs._TimeDependent(), runs._oscillators(), epochs=1, window=3)
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
