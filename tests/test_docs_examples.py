@@ -58,6 +58,7 @@ def test_every_block_is_run_by_a_test_or_listed_as_a_listing():
               ("training.md", 2), ("training.md", 3), ("training.md", 4), ("training.md", 5),
               ("training.md", 6), ("training.md", 7), ("training.md", 8), ("training.md", 9),
               ("training.md", 10),
+              ("training.md", 11),  # tests/test_train_distributed.py, under torchrun
               ("diagnostics.md", 0),
               ("diagnostics.md", 1),
               ("diagnostics.md", 2),

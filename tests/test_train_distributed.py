@@ -331,3 +331,33 @@ def test_a_trainer_s_warnings_point_at_the_line_that_built_it():
     with pytest.warns(physode.PhysodeWarning, match="model.autonomous") as caught:
         Trainer(runs._TimeDependent(), runs._oscillators(), epochs=1, window=3)
     assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
+
+
+def test_the_docs_python_example_trains_under_torchrun(tmp_path):
+    import re
+
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    section = text[text.index("## Across processes and machines") :]
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "train_together.py").write_text(script)
+    made_with = re.search(r"physode simulate pendulum (.*) -o pendulum.h5", section).group(1)
+    assert made_with == "-n 8 --t-end 2 --points 21"
+    physode.data.simulate("pendulum", trajectories=8, t_end=2.0, points=21,
+                          out=tmp_path / "pendulum.h5")  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "train_together.py"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=_environment(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"the example under torchrun did not end within {TIMEOUT} s")
+    assert process.returncode == 0, stderr
+    assert len(stdout.splitlines()) == 1, stdout  # process 0 alone prints
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt",
+                                                                    "log.csv"]  # fmt: skip
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 6

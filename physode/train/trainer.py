@@ -176,9 +176,12 @@ class Trainer:
     Where a ``torch.distributed`` process group of several processes is initialised when the
     trainer is built (``torchrun``), the processes train data-parallel: each solves its share
     of every batch's windows, one all-reduce per evaluation sums the gradients, and process 0
-    alone writes the log and checkpoints; with fixed steps or per-sample step control the
-    result is one process's to rounding (``docs/training.md``, "Across processes and
-    machines").
+    alone writes the log and checkpoints and gives the warnings; with fixed steps or per-sample
+    step control the result is one process's to rounding (``docs/training.md``, "Across
+    processes and machines"). Every process must build its trainer from the whole data and the
+    same settings (a trainer built otherwise in one process is refused in all), and make the
+    calls that meet the others (building, :meth:`fit`, :meth:`train_epoch`,
+    :meth:`validation_loss`) alike.
 
     Parameters
     ----------
