@@ -266,16 +266,14 @@ class Trainer:
         # Every process must build the same trainer, or one would wait for the others in a
         # collective that they never enter: they compare what they built (or the error that
         # stopped one) before they start from process 0's weights.
-        problem = None
+        problem = described = None
         try:
             self._build(model, data, config, val_data, overrides)
-        except Exception as exc:
-            problem = exc
-        described = None
-        if problem is None:
             described = _distributed.description(
                 self.config, self.model, self.train_data, self.val_data
             )
+        except Exception as exc:
+            problem = exc
         _distributed.agree_to_start(problem, described, self._group)
         _distributed.broadcast_state(self.model)  # one start for every process
 
