@@ -26,7 +26,7 @@ from physode._files import json_ready, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
 from physode.solvers.loop import Status
-from physode.train._distributed import start_from_environment
+from physode.train import _distributed
 from physode.train.config import (
     ADAPTIVE_METHODS,
     BACKWARD_METHODS,
@@ -982,7 +982,7 @@ def _run(args: argparse.Namespace) -> int:
     # Under torchrun (WORLD_SIZE > 1) the processes train one model together, each on its
     # share of every batch; process 0 alone writes and speaks.
     started = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    group, device = start_from_environment(train_settings.get("device"))
+    group, device = _distributed.start_from_environment(train_settings.get("device"))
     started = started and group is not None
     if device is not None:
         train_settings["device"] = device
@@ -1055,9 +1055,11 @@ def _train_and_report(
         from physode.train._checkpoints import _read_checkpoint
 
         # The checkpoint's system is compared by identity here, the other settings by the trainer.
-        state = _read_checkpoint(Path(resume))  # read once, for the metadata and the resume
-        trainer.metadata = _resumed_metadata(resume, state.get("metadata"), record)
-        trainer._resume(Path(resume), state)
+        # Every process of a torchrun launch reads it; where one cannot, all stop.
+        with _distributed.together(trainer._group, "load_checkpoint", f"could not resume {resume}"):
+            state = _read_checkpoint(Path(resume))  # read once, for the metadata and the resume
+            trainer.metadata = _resumed_metadata(resume, state.get("metadata"), record)
+            trainer._resume(Path(resume), state)
     try:
         with _warnings_as_lines():
             result = trainer.fit()

@@ -227,8 +227,36 @@ def settings_differ(out: Path, rank: int) -> dict[str, Any]:
     return _built(rank, epochs=2 + rank, lr=0.01 * (1 + rank))
 
 
-# Trainers that some processes build unlike the others, and one built alike.
-BUILDS = [built_alike, init_from_missing_in_one, data_split_among_processes, settings_differ]
+def _resumed_unlike(out: Path, rank: int, checkpoint: Path | None) -> dict[str, Any]:
+    """A run of one epoch by every process, then a trainer in each that resumes
+    ``checkpoint`` (``None``: none) before it trains on: the error that stopped it, if one did."""
+    settings = {"epochs": 3, "window": 3, "window_stride": 2, **SOLVER}
+    kept = out / "kept"
+    first = Trainer(_TimeDependent(), _oscillators(), checkpoint_dir=kept, **settings)
+    first.fit(epochs=1)
+    trainer = Trainer(_TimeDependent(), _oscillators(), **settings)
+    try:
+        if checkpoint is not None:
+            trainer.load_checkpoint(kept / checkpoint)
+        trainer.fit()
+    except Exception as exc:
+        return {"error": (type(exc).__name__, str(exc))}
+    return {"error": None}
+
+
+def resume_missing_in_one(out: Path, rank: int) -> dict[str, Any]:
+    """Process 1 resumes a file that is not there (another machine's disk)."""
+    return _resumed_unlike(out, rank, Path("last.pt" if rank == 0 else "absent.pt"))
+
+
+def resumed_in_one_only(out: Path, rank: int) -> dict[str, Any]:
+    """Process 0 alone resumes the checkpoint: the processes would train different runs."""
+    return _resumed_unlike(out, rank, Path("last.pt") if rank == 0 else None)
+
+
+# Trainers that some processes build (or resume) unlike the others, and one built alike.
+BUILDS = [built_alike, init_from_missing_in_one, data_split_among_processes, settings_differ,
+          resume_missing_in_one, resumed_in_one_only]  # fmt: skip
 
 
 def main(rank: int, world: int, store: str, out: Path, which: str = "RUNS") -> None:

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import physode
+from physode import InvalidArgumentError
 from physode.models import NeuralODE
-from physode.train import Trainer, _distributed
+from physode.train import TrainConfig, Trainer, _distributed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _distributed_runs as runs  # noqa: E402
@@ -230,7 +231,7 @@ def test_a_model_with_its_own_regularised_loss_is_refused_across_processes(monke
 
     monkeypatch.setattr(_distributed, "process_group", lambda: _distributed.Group(0, 2))
     # The other process built the same trainer: it reports what this one does.
-    monkeypatch.setattr(_distributed, "gathered", lambda value, group: [value] * group.world)
+    monkeypatch.setattr(_distributed, "gathered", lambda value, group, call: [value] * group.world)
     t = torch.linspace(0, 1, 5, dtype=torch.float64)
     data = (t, torch.exp(-t)[:, None])
     with pytest.raises(physode.InvalidArgumentError, match="its own regularised_loss"):
@@ -323,6 +324,35 @@ def test_processes_given_different_data_or_settings_are_refused(builds, run, nam
         assert kind == "InvalidArgumentError"
         assert "were given different data or settings" in message and named in message
         assert "must not be split among the processes" in message
+
+
+def test_a_checkpoint_that_one_process_cannot_resume_stops_all(builds):
+    theirs, mine = (builds[rank]["resume_missing_in_one"]["error"] for rank in (1, 0))
+    assert theirs[0] == "InvalidArgumentError" and "absent.pt" in theirs[1]
+    assert mine[0] == "InvalidArgumentError"
+    assert mine[1].startswith("process 1 of the 2 processes training together "
+                              "(torch.distributed) could not resume ")  # fmt: skip
+    assert "absent.pt" in mine[1]
+
+
+def test_a_checkpoint_resumed_in_one_process_only_stops_all_naming_each_call(builds):
+    # Process 0 resumes while process 1 starts training: they meet in different calls.
+    for rank in (0, 1):
+        kind, message = builds[rank]["resumed_in_one_only"]["error"]
+        assert kind == "RuntimeError"
+        assert "met in different calls (process 0: load_checkpoint, process 1: fit)" in message
+        assert "must make the same calls of its trainer" in message
+
+
+def test_processes_at_different_epochs_are_refused_before_training(monkeypatch):
+    group = _distributed.Group(rank=1, world=2)
+    monkeypatch.setattr(_distributed, "process_group", lambda: group)
+    monkeypatch.setattr(_distributed, "gathered", lambda value, group, call: [(None, 4), value])
+    trainer = Trainer.__new__(Trainer)  # only what fit reads before it trains
+    trainer.config, trainer._group, trainer._writes, trainer.epoch = TrainConfig(), group, False, 0
+    with pytest.raises(InvalidArgumentError, match=r"are at different epochs \(process 0: 4, "
+                       r"process 1: 0\); load the same checkpoint in every process"):
+        trainer.fit()
 
 
 def test_a_trainer_s_warnings_point_at_the_line_that_built_it():

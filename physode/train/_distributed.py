@@ -10,15 +10,20 @@ single-process path."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from physode._errors import InvalidArgumentError, first_line
+
+# How messages name the processes of a run.
+TOGETHER = "processes training together (torch.distributed)"
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,21 @@ def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def gathered(value: Any, group: Group) -> list[Any]:
-    """Every process's ``value`` (plain Python values), in rank order: on failure paths only."""
+def gathered(value: Any, group: Group, call: str) -> list[Any]:
+    """Every process's ``value`` (plain Python values), in rank order, gathered where each
+    process makes ``call`` (e.g. ``"fit"``): a process that makes another call there (a
+    checkpoint loaded in one process only) is refused in all, naming each one's call."""
     values: list[Any] = [None] * group.world
-    torch.distributed.all_gather_object(values, value)
-    return values
+    torch.distributed.all_gather_object(values, (call, value))
+    calls = [theirs for theirs, _ in values]
+    if len(set(calls)) > 1:
+        made = ", ".join(f"process {rank}: {theirs}" for rank, theirs in enumerate(calls))
+        raise RuntimeError(
+            f"the {group.world} {TOGETHER} met in different calls ({made}); every process must "
+            "make the same calls of its trainer (building it, load_checkpoint, fit, "
+            "train_epoch, validation_loss) in the same order"
+        )
+    return [theirs for _, theirs in values]
 
 
 def rank_zeros(value: float, device: torch.device) -> float:
@@ -132,10 +147,10 @@ def agree_to_start(
         ("error", type(problem).__name__, first_line(problem)) if problem is not None
         else ("built", described)
     )
-    reports = gathered(mine, group)
+    reports = gathered(mine, group, "building the trainer")
     if problem is not None:
         raise problem
-    together = f"the {group.world} processes training together (torch.distributed)"
+    together = f"the {group.world} {TOGETHER}"
     for rank, report in enumerate(reports):
         if report[0] == "error":
             kind = InvalidArgumentError if report[1] == "InvalidArgumentError" else RuntimeError
@@ -157,6 +172,44 @@ def agree_to_start(
                 "process the same model, data and settings: each solves its own share of "
                 "every batch, so the data must not be split among the processes"
             )
+
+
+@contextlib.contextmanager
+def together(group: Group | None, call: str, what: str) -> Iterator[None]:
+    """Run the block, the trainer's ``call`` (e.g. ``"load_checkpoint"``), in every process,
+    and where it raises in one, raise in all: that process its own exception, the others an
+    error naming it (``what``: what it could not do, e.g. ``could not resume last.pt``). One
+    gather of small values; nothing without a ``group``."""
+    if group is None:
+        yield
+        return
+    problem = None
+    try:
+        yield
+    except Exception as exc:
+        problem = exc
+    mine = None if problem is None else (type(problem).__name__, first_line(problem))
+    reports = gathered(mine, group, call)
+    if problem is not None:
+        raise problem
+    for rank, report in enumerate(reports):
+        if report is not None:
+            kind = InvalidArgumentError if report[0] == "InvalidArgumentError" else RuntimeError
+            raise kind(
+                f"process {rank} of the {group.world} {TOGETHER} {what}: {report[0]}: "
+                f"{report[1]}"
+            )
+
+
+def refuse_other_epochs(epochs: list[int], group: Group) -> None:
+    """Refuse to train on where the processes are at different epochs (``epochs``, in rank
+    order): a checkpoint loaded in some of them only."""
+    if len(set(epochs)) > 1:
+        at = ", ".join(f"process {rank}: {epoch}" for rank, epoch in enumerate(epochs))
+        raise InvalidArgumentError(
+            f"the {group.world} {TOGETHER} are at different epochs ({at}); load the same "
+            "checkpoint in every process (load_checkpoint), or in none"
+        )
 
 
 def broadcast_state(module: torch.nn.Module) -> None:

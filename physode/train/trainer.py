@@ -761,13 +761,13 @@ class Trainer:
             mine = ("error", f"{type(error).__name__}: {first_line(error)}", False)
         elif failure is not None:
             mine = ("failure", failure.reason, failure.max_steps)
-        reports = _distributed.gathered(mine, group)
+        reports = _distributed.gathered(mine, group, "a failed batch")
         if error is not None:
             return error
         for rank, report in enumerate(reports):
             if report is not None and report[0] == "error":
                 return RuntimeError(
-                    f"process {rank} of the {group.world} training together (torch.distributed)"
+                    f"process {rank} of the {group.world} {_distributed.TOGETHER}"
                     f" stopped on an error: {report[1]}"
                 )
         failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
@@ -951,13 +951,13 @@ class Trainer:
             mine = ("solver", str(problem), problem.status, problem.t, problem.step_size)
         elif problem is not None:
             mine = ("error", f"{type(problem).__name__}: {first_line(problem)}")
-        reports = _distributed.gathered(mine, group)
+        reports = _distributed.gathered(mine, group, "a failed validation")
         if problem is not None and not isinstance(problem, SolverError):
             raise problem
         for rank, report in enumerate(reports):
             if report is not None and report[0] == "error":
                 raise RuntimeError(
-                    f"process {rank} of the {group.world} training together (torch.distributed)"
+                    f"process {rank} of the {group.world} {_distributed.TOGETHER}"
                     f" stopped on an error: {report[1]}"
                 )
         if problem is not None:
@@ -1008,20 +1008,23 @@ class Trainer:
         c = self.config
         if self._group is None:
             self._check_folders()
-        else:  # rank 0's folders, checked there; the others learn whether they can be written
+        else:
+            # Rank 0's folders, checked there; the others learn whether they can be written.
+            # And every process must go on from the same epoch (a checkpoint loaded in one only
+            # would have them train different runs, each waiting for the others' collectives).
             problem = None
             if self._writes:
                 try:
                     self._check_folders()
                 except InvalidArgumentError as exc:
                     problem = exc
-            told = _distributed.broadcast_problem(
-                None if problem is None else str(problem), self._group, self.device
-            )
+            told = None if problem is None else str(problem)
+            reports = _distributed.gathered((told, self.epoch), self._group, "fit")
             if problem is not None:
                 raise problem
-            if told is not None:
-                raise InvalidArgumentError(f"process 0 of {self._group.world}: {told}")
+            if reports[0][0] is not None:
+                raise InvalidArgumentError(f"process 0 of {self._group.world}: {reports[0][0]}")
+            _distributed.refuse_other_epochs([epoch for _, epoch in reports], self._group)
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
         if self.epoch >= c.epochs and self._writes:
             warnings.warn(
@@ -1312,7 +1315,7 @@ class Trainer:
             raise problem
         if told is not None:
             raise RuntimeError(
-                f"process 0 of the {self._group.world} training together (torch.distributed) "
+                f"process 0 of the {self._group.world} {_distributed.TOGETHER} "
                 f"could not write the log or a checkpoint: {told}"
             )
         if c.checkpoint_dir is not None and self._saves_last():
@@ -1537,7 +1540,8 @@ class Trainer:
             some), another model, or data from which ``val_fraction`` holds out other
             trajectories than the saved run's.
         """
-        self._resume(Path(path))
+        with _distributed.together(self._group, "load_checkpoint", f"could not resume {path}"):
+            self._resume(Path(path))
 
     def _resume(self, path: Path, state: dict[str, Any] | None = None) -> None:
         """:meth:`load_checkpoint` of ``path``, whose content ``state`` the caller may have read
