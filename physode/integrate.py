@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch._C import _functorch
 from torch.autograd import forward_ad
 
 from physode._checks import is_int
@@ -45,6 +44,27 @@ from physode.solvers.loop import time_maker
 __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
 
 STEP_CONTROLS = ("shared", "per-sample")
+
+
+def _private(module: object, name: str) -> Callable[..., bool]:
+    """A private torch function that says whether a transform is at work, or one that answers
+    ``False`` where this torch has no such function: torch may rename them in any release, and a
+    solve must then still run (its refusal of transforms goes with them)."""
+    found = getattr(module, name, None)
+    return found if callable(found) else (lambda *args: False)
+
+
+_FUNCTORCH = getattr(torch._C, "_functorch", None)
+_is_batched = _private(_FUNCTORCH, "is_batchedtensor")
+_is_wrapped = _private(_FUNCTORCH, "is_functorch_wrapped_tensor")
+_any_transform = _private(torch._C, "_are_functorch_transforms_active")
+
+
+def _transforms_active(tensors: Sequence[Tensor]) -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``jacrev``, ``vmap``) runs around this call,
+    also one over tensors that ``func`` captures; where torch cannot say that, whether one of
+    ``tensors`` is a transform's wrapper."""
+    return bool(_any_transform()) or any(_is_wrapped(x) for x in tensors)
 
 
 @dataclass
@@ -345,16 +365,13 @@ def _refuse_transforms(tensors: Sequence[Tensor], mode: str) -> None:
             "forward-mode differentiation (torch.func.jvp or jacfwd, torch.autograd.forward_ad) "
             f"through a solve is not supported; take the derivatives in reverse mode: {reverse}"
         )
-    if any(_functorch.is_batchedtensor(x) for x in tensors):
+    if any(_is_batched(x) for x in tensors):
         raise UnsupportedError(
             "torch.func.vmap cannot batch a solve (each step's size depends on the state); "
             "solve the batch at once instead: stack the initial states along a leading "
             "dimension of y0"
         )
-    transformed = torch._C._are_functorch_transforms_active()  # also over captured tensors
-    if mode != "disc-opt" and (
-        transformed or any(_functorch.is_functorch_wrapped_tensor(x) for x in tensors)
-    ):
+    if mode != "disc-opt" and _transforms_active(tensors):
         raise UnsupportedError(
             f"torch.func transforms (grad, jacrev, jvp) differentiate only gradient='disc-opt' "
             f"solves, not gradient={mode!r}; pass gradient='disc-opt', or use "
@@ -521,7 +538,7 @@ def solve(
     # (physode/gradients/times.py); nothing else, and nothing at all without it.
     field_at = None
     if t_tensor.requires_grad and torch.is_grad_enabled():
-        if torch._C._are_functorch_transforms_active():
+        if _transforms_active([t_tensor]):
             # They differentiate every backward pass again, which the time gradient's is not.
             raise UnsupportedError(
                 "torch.func transforms (grad, jacrev, vjp) do not differentiate a solve with "

@@ -322,3 +322,28 @@ def test_torch_func_transforms_over_the_output_times_are_refused_and_jacobian_wo
     jacobian = torch.autograd.functional.jacobian(outputs, t)
     expected = torch.tensor([[[0.0, 0.0]], [[1.0, -1.0]]], dtype=DTYPE) / math.e
     assert torch.allclose(jacobian, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_a_torch_without_its_private_transform_query_still_solves_and_refuses_transforms(
+    monkeypatch,
+):
+    # torch._C._are_functorch_transforms_active is private: where a torch renames it, physode
+    # must still solve, and tell a transform over t by its wrapped tensor. (torch's own autograd
+    # functions call it, so it cannot be removed from torch._C itself here.)
+    from physode import integrate
+
+    missing = integrate._private(object(), "_are_functorch_transforms_active")
+    assert missing() is False
+    monkeypatch.setattr(integrate, "_any_transform", missing)
+    t = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
+    ys = physode.odeint(lambda s, y: -y, torch.ones(1, dtype=DTYPE), t, gradient="aca")
+    ys[-1].sum().backward()
+    assert torch.allclose(t.grad, torch.tensor([1.0, -1.0], dtype=DTYPE) / math.e, rtol=1e-6)
+
+    def outputs(s):
+        y0 = torch.ones(1, dtype=DTYPE)
+        return physode.odeint(lambda u, y: -y, y0, s, gradient="disc-opt", method="rk4",
+                              step_size=0.1)  # fmt: skip
+
+    with pytest.raises(physode.UnsupportedError, match="output times t; use torch.autograd.grad"):
+        torch.func.grad(lambda s: outputs(s).sum())(t.detach())
