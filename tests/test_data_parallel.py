@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -213,6 +215,33 @@ def test_a_serial_run_interrupted_resumes_in_a_pool(pool, serial_pendulum, tmp_p
     result = simulate("pendulum", out=out, executor=pool, resume=True, **SAMPLED, **SMALL)
     assert result.n_resumed_chunks == 2
     _assert_same_data(serial_pendulum, out)
+
+
+def _killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _KillingThird(_Counting):
+    """Hands its third task to a function that kills the worker running it."""
+
+    def submit(self, fn, *args):
+        return super().submit(_killed if len(self.futures) == 2 else fn, *args)
+
+
+def test_a_killed_worker_stops_the_run_with_the_way_to_resume_it(serial_pendulum, tmp_path):
+    out = tmp_path / "pendulum.h5"
+    settings = {**SAMPLED, "chunk_size": 4, **SMALL}  # 10 chunks
+    # A pool of its own: a killed worker breaks the pool for good.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        killing = _KillingThird(pool, workers=1)
+        with pytest.raises(physode.PhysodeError, match=r"a worker of the executor stopped") as e:
+            simulate("pendulum", out=out, executor=killing, **settings)
+    assert "resume=True (--resume)" in str(e.value) and not out.exists()
+    kept = list((tmp_path / "pendulum.h5.parts").glob("chunk-*.h5"))
+    assert 1 <= len(kept) <= 2  # the first result was written before the third task went out
+    result = simulate("pendulum", out=out, resume=True, **settings)  # in this process
+    assert result.n_resumed_chunks == len(kept)
+    _assert_same_data(serial_pendulum, out, attrs=False)
 
 
 @pytest.mark.parametrize("where", ["pool", "dask"])

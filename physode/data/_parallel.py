@@ -24,9 +24,10 @@ import signal
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
-from physode._errors import InvalidArgumentError, PhysodeWarning
+from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning, first_line
 
 # Tasks in flight per worker: one running and one waiting, so that a worker never idles while the
 # main process writes a result, and memory holds about two chunks per worker.
@@ -132,10 +133,23 @@ def run_tasks(
             del future
             on_result(key, result)
             del result
-    except BaseException:
+    except BaseException as exc:
         for future in running:
             future.cancel()
+        if _worker_lost(exc):
+            raise PhysodeError(
+                f"a worker of the executor stopped while simulating ({first_line(exc)}): killed, "
+                "out of memory, or its process crashed; the chunks finished so far are kept, "
+                "and resume=True (--resume) continues from them, with or without an executor "
+                "(a smaller chunk_size, --chunk-size, needs less memory per worker)"
+            ) from exc
         raise
+
+
+def _worker_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the executor lost a worker process, rather than that a task
+    raised: a broken process pool, or Dask's ``KilledWorker`` (a task whose workers died)."""
+    return isinstance(exc, BrokenExecutor) or type(exc).__name__ == "KilledWorker"
 
 
 def _ignore_interrupts() -> None:
