@@ -340,3 +340,14 @@ def test_cli_scheduler_without_dask_names_the_extra_to_install(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith("physode simulate: error: --scheduler tcp://h:8786 needs Dask")
     assert 'pip install "physode[dask]"' in err and not (tmp_path / "a.h5").exists()
+
+
+def test_cli_scheduler_address_that_is_none_is_refused_naming_it(tmp_path, capsys):
+    argv = ["simulate", "pendulum", "-n", "4", "--t-end", "1", "--points", "3",
+            "--out", str(tmp_path / "a.h5")]  # fmt: skip
+    for address, reason in [("foo", "missing port number"), ("http://h:8786", "unknown address")]:
+        assert main([*argv, "--scheduler", address]) == 2  # not 3, an internal error
+        err = capsys.readouterr().err
+        assert err.startswith(f"physode simulate: error: --scheduler {address} is not the address")
+        assert reason in err and "e.g. tcp://" in err
+    assert list(tmp_path.iterdir()) == []

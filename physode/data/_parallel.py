@@ -200,6 +200,11 @@ def scheduler_client(address: str) -> Iterator[Any]:
         ) from None
     try:
         client = Client(address, timeout="10s")
+    except (ValueError, TypeError) as exc:  # not an address: no port, an unknown scheme
+        raise InvalidArgumentError(
+            f"scheduler={address!r} is not the address of a Dask scheduler ({first_line(exc)}); "
+            "give its address as `dask scheduler` prints it, e.g. tcp://192.168.1.10:8786"
+        ) from None
     except OSError as exc:
         raise InvalidArgumentError(
             f"scheduler={address!r}: cannot connect to a Dask scheduler there ({exc}); start one "
