@@ -6,9 +6,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -351,3 +353,32 @@ def test_cli_scheduler_address_that_is_none_is_refused_naming_it(tmp_path, capsy
         assert err.startswith(f"physode simulate: error: --scheduler {address} is not the address")
         assert reason in err and "e.g. tcp://" in err
     assert list(tmp_path.iterdir()) == []
+
+
+_WORKERS_PHYSODE = """
+import sys
+sys.path.insert(0, {root!r})  # physode from this source tree, not from the default path
+import physode
+from physode.data._parallel import local_pool
+if __name__ == "__main__":
+    with local_pool(1) as pool:
+        print(physode.__file__)
+        print(pool.submit(eval, "__import__('physode').__file__").result())
+"""
+
+
+def test_local_pool_workers_run_the_physode_of_the_calling_process(tmp_path):
+    # Another physode first on the default path: the forkserver, which starts from that path,
+    # must not preload it for the workers of a process that imported this one.
+    shadow = tmp_path / "shadow" / "physode"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("__version__ = 'shadow'\n")
+    script = tmp_path / "script.py"
+    root = str(Path(physode.__file__).resolve().parents[1])
+    script.write_text(_WORKERS_PHYSODE.format(root=root))
+    env = {**os.environ, "PYTHONPATH": str(shadow.parent)}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    main_file, worker_file = (Path(name).resolve() for name in done.stdout.split())
+    assert worker_file == main_file == Path(physode.__file__).resolve()

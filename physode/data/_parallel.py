@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import queue
 import signal
+import subprocess
+import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -162,16 +164,18 @@ def local_pool(workers: int) -> Iterator[Any]:
     """A ``ProcessPoolExecutor`` of ``workers`` processes for ``physode simulate --workers``.
 
     The workers start from a fresh interpreter (``forkserver`` where there is one, its server
-    importing torch and physode once for all of them; else ``spawn``), not as forks of a process
-    that already runs threads, and ignore Ctrl-C: the main
+    importing torch and physode once for all of them where it finds the same physode as this
+    process; else ``spawn``), not as forks of a process that already runs threads, and ignore
+    Ctrl-C: the main
     process cancels what is pending and stops the workers, keeping the chunks written so far.
     """
     from concurrent.futures import ProcessPoolExecutor
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        # Imported once in the server the workers fork from, not once per worker.
-        context.set_forkserver_preload(["physode.data.simulation", "physode.systems"])
+        if _fresh_interpreter_imports_this_physode():
+            # Imported once in the server the workers fork from, not once per worker.
+            context.set_forkserver_preload(["physode.data.simulation", "physode.systems"])
     else:
         context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
@@ -186,6 +190,28 @@ def local_pool(workers: int) -> Iterator[Any]:
                 with contextlib.suppress(Exception):
                     process.terminate()
         pool.shutdown(wait=finished, cancel_futures=True)
+
+
+def _fresh_interpreter_imports_this_physode() -> bool:
+    """Whether a fresh interpreter, started as the forkserver is, finds the physode running here.
+
+    The forkserver starts from the default ``sys.path`` (Python 3.11's ignores the one it is
+    handed), so where this process found physode elsewhere (a source tree put on ``sys.path`` by
+    a script, another copy installed), a preloaded physode would be that other copy in every
+    worker. Without the preload, each worker imports physode itself from this process's path.
+    """
+    import physode
+
+    code = "import importlib.util as u; s = u.find_spec('physode'); print(s and s.origin or '')"
+    flags = getattr(subprocess, "_args_from_interpreter_flags", list)()  # -I, -E, -s as here
+    try:
+        found = subprocess.run(
+            [sys.executable, *flags, "-c", code],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip()  # fmt: skip
+        return bool(found) and os.path.samefile(found, physode.__file__)
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 @contextlib.contextmanager
