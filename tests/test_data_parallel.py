@@ -382,3 +382,15 @@ def test_local_pool_workers_run_the_physode_of_the_calling_process(tmp_path):
     assert done.returncode == 0, done.stderr
     main_file, worker_file = (Path(name).resolve() for name in done.stdout.split())
     assert worker_file == main_file == Path(physode.__file__).resolve()
+
+
+def test_local_pool_without_forkserver_spawns_workers_that_write_the_serial_data(
+    serial_pendulum, tmp_path, monkeypatch
+):
+    from physode.data._parallel import local_pool
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["fork", "spawn"])
+    with local_pool(2) as pool:
+        assert pool._mp_context.get_start_method() == "spawn"
+        simulate("pendulum", out=tmp_path / "spawned.h5", executor=pool, **SAMPLED, **SMALL)
+    _assert_same_data(serial_pendulum, tmp_path / "spawned.h5")
