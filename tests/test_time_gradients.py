@@ -347,3 +347,15 @@ def test_a_torch_without_its_private_transform_query_still_solves_and_refuses_tr
 
     with pytest.raises(physode.UnsupportedError, match="output times t; use torch.autograd.grad"):
         torch.func.grad(lambda s: outputs(s).sum())(t.detach())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_times_computed_from_a_parameter_pass_its_gradient_on(mode):
+    # t = scale * t_data: the time gradient goes on through the product to scale.
+    scale = torch.tensor(2.0, dtype=DTYPE, requires_grad=True)
+    t = scale * torch.tensor([0.0, 0.5, 1.0], dtype=DTYPE)
+    ys = physode.odeint(lambda s, y: RATE * y, torch.ones(1, dtype=DTYPE), t,
+                        gradient=_tight(mode, "dopri5"), rtol=1e-10, atol=1e-12)  # fmt: skip
+    (grad,) = torch.autograd.grad(ys[-1].sum(), [scale])
+    # y(t_2) = exp(RATE * scale): d/dscale = RATE * exp(RATE * scale)
+    assert grad.item() == pytest.approx(RATE * math.exp(2 * RATE), rel=1e-8)
