@@ -59,6 +59,9 @@ SECTIONS = ("test_sections",)
 TUPLES = ("test_tuple_states",)
 EVENTS = ("test_events",)
 HNN = ("test_hnn",)
+TIMES = ("test_time_gradients",)
+PARALLEL = ("test_data_parallel",)
+DISTRIBUTED = ("test_train_distributed",)
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,31 @@ MUTANTS = (
            "plain regula falsi: the end near the root is never halved", SECTIONS,
            equivalent="its 40 fixed steps converge on a cubic without Illinois' halving too, "
            "only more slowly"),
+    # -- gradients with respect to the output times (physode/gradients/times.py)
+    Mutant("physode/gradients/times.py", "term = -(grad_y0 * ctx.field(ctx.t0, y0.detach())).sum()",
+           "term = (grad_y0 * ctx.field(ctx.t0, y0.detach())).sum()",
+           "the start time's term with the wrong sign", TIMES),
+    Mutant("physode/gradients/times.py",
+           "terms.append((grad_ys[k] * field(ctx.times[k], y)).sum())",
+           "terms.append((grad_ys[k] * field(ctx.times[0], y)).sum())",
+           "every output's term evaluated at the first time", TIMES),
+    # -- simulate through an executor (physode/data/_parallel.py, simulation.py)
+    Mutant("physode/data/simulation.py", """            fresh.clear()
+            path = workspace.chunk_path(k)
+            write_chunk(path, chunk, run_id)
+            fresh[k] = (chunk, _file_identity(path))
+            bar.update(""", """            fresh.clear()
+            path = workspace.chunk_path(0)
+            write_chunk(path, chunk, run_id)
+            fresh[k] = (chunk, _file_identity(path))
+            bar.update(""", "a task's chunk stored as the first chunk's file", PARALLEL),
+    Mutant("physode/data/_parallel.py", "TASKS_PER_WORKER = 2", "TASKS_PER_WORKER = 100",
+           "every task submitted at once (memory not bounded)", PARALLEL),
+    # -- data-parallel training (physode/train/trainer.py, _distributed.py)
+    Mutant("physode/train/trainer.py", "loss_part = loss * weight / self._weight(data, batch)",
+           "loss_part = loss", "each process's share weighed as a whole batch", DISTRIBUTED),
+    Mutant("physode/train/trainer.py", "share = batch[group.rank :: group.world]",
+           "share = batch", "every process solves the whole batch", DISTRIBUTED),
 )
 
 
