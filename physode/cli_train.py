@@ -986,6 +986,7 @@ def _run(args: argparse.Namespace) -> int:
     started = started and group is not None
     if device is not None:
         train_settings["device"] = device
+    status = None
     try:
         with contextlib.ExitStack() as stack:
             if group is not None and group.rank != 0:
@@ -996,10 +997,11 @@ def _run(args: argparse.Namespace) -> int:
             # --seed in a fork of it, so that a caller's generator is left as it was.
             stack.enter_context(torch_threads(extras["threads"]))
             stack.enter_context(torch.random.fork_rng(devices=[]))
-            return _train_and_report(data, model_settings, train_settings, extras)
+            status = _train_and_report(data, model_settings, train_settings, extras)
+            return status
     finally:
         if started:
-            torch.distributed.destroy_process_group()
+            _distributed.leave(finished=status is not None)
 
 
 def _train_and_report(

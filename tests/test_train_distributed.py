@@ -69,6 +69,21 @@ def _two_processes(out: Path, which: str = "RUNS") -> list[dict]:
     return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
 
 
+def _torchrun(command: list[str], what: str, cwd: Path | None = None) -> tuple[str, str]:
+    """Run ``command`` (a torchrun launch) to its end: its standard output and error; a launch
+    that fails or outlives the timeout fails the test."""
+    process = subprocess.Popen(command, cwd=cwd, env=_environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"{what} did not end within {TIMEOUT} s")
+    assert process.returncode == 0, stderr
+    return stdout, stderr
+
+
 @pytest.fixture(scope="module")
 def together(tmp_path_factory):
     """Every run of tests/_distributed_runs.py made by two processes: ``(out, results)``, one
@@ -250,15 +265,7 @@ def test_physode_train_under_torchrun_writes_out_once_with_one_process_s_weights
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "-m", "physode", *argv,
                "--out", str(tmp_path / "together")]  # fmt: skip
-    process = subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail(f"physode train under torchrun did not end within {TIMEOUT} s")
-    assert process.returncode == 0, stderr
+    stdout, stderr = _torchrun(command, "physode train under torchrun")
     alone, together = (torch.load(tmp_path / run / "model.pt") for run in ("alone", "together"))
     assert alone.keys() == together.keys()
     for name, value in alone.items():
@@ -376,17 +383,7 @@ def test_the_docs_python_example_trains_under_torchrun(tmp_path):
                           out=tmp_path / "pendulum.h5")  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "train_together.py"]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=_environment(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail(f"the example under torchrun did not end within {TIMEOUT} s")
-    assert process.returncode == 0, stderr
+    stdout, stderr = _torchrun(command, "the example under torchrun", cwd=tmp_path)
     assert len(stdout.splitlines()) == 1, stdout  # process 0 alone prints
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt",
                                                                     "log.csv"]  # fmt: skip

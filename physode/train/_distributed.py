@@ -84,6 +84,17 @@ def gathered(value: Any, group: Group, call: str) -> list[Any]:
     return [theirs for _, theirs in values]
 
 
+def error_elsewhere(reports: list[Any], group: Group) -> RuntimeError | None:
+    """The error to raise where another process stopped on an error that is no failed batch
+    or solve: ``reports`` hold ``("error", "Type: message", ...)`` for such a process."""
+    for rank, report in enumerate(reports):
+        if report is not None and report[0] == "error":
+            return RuntimeError(
+                f"process {rank} of the {group.world} {TOGETHER} stopped on an error: {report[1]}"
+            )
+    return None
+
+
 def rank_zeros(value: float, device: torch.device) -> float:
     """Rank 0's ``value`` on every process (e.g. an epoch's wall time, which decides the time
     limit: every process must decide alike)."""
@@ -218,6 +229,16 @@ def broadcast_state(module: torch.nn.Module) -> None:
     with torch.no_grad():
         for tensor in (*module.parameters(), *module.buffers()):
             torch.distributed.broadcast(tensor, 0)
+
+
+def leave(finished: bool) -> None:
+    """End this process's part in the default process group. ``finished``: it ended the run
+    as every process does (an exit status, not an exception of its own), so it first waits
+    for the others there: gloo can abort a process at exit ("terminate called without an
+    active exception") that destroys the group while another's last messages are in flight."""
+    if finished:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def start_from_environment(device: str | None) -> tuple[Group | None, str | None]:

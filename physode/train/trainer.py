@@ -764,12 +764,9 @@ class Trainer:
         reports = _distributed.gathered(mine, group, "a failed batch")
         if error is not None:
             return error
-        for rank, report in enumerate(reports):
-            if report is not None and report[0] == "error":
-                return RuntimeError(
-                    f"process {rank} of the {group.world} {_distributed.TOGETHER}"
-                    f" stopped on an error: {report[1]}"
-                )
+        elsewhere = _distributed.error_elsewhere(reports, group)
+        if elsewhere is not None:
+            return elsewhere
         failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
         if not failed:  # each process's part finite, their sum not
             return _FailedBatch(
@@ -954,12 +951,9 @@ class Trainer:
         reports = _distributed.gathered(mine, group, "a failed validation")
         if problem is not None and not isinstance(problem, SolverError):
             raise problem
-        for rank, report in enumerate(reports):
-            if report is not None and report[0] == "error":
-                raise RuntimeError(
-                    f"process {rank} of the {group.world} {_distributed.TOGETHER}"
-                    f" stopped on an error: {report[1]}"
-                )
+        elsewhere = _distributed.error_elsewhere(reports, group)
+        if elsewhere is not None:
+            raise elsewhere
         if problem is not None:
             raise problem
         _, message, status, t, step_size = next(r for r in reports if r is not None)
