@@ -345,14 +345,8 @@ MUTANTS = (
            "terms.append((grad_ys[k] * field(ctx.times[0], y)).sum())",
            "every output's term evaluated at the first time", TIMES),
     # -- simulate through an executor (physode/data/_parallel.py, simulation.py)
-    Mutant("physode/data/simulation.py", """            fresh.clear()
-            path = workspace.chunk_path(k)
-            write_chunk(path, chunk, run_id)
-            fresh[k] = (chunk, _file_identity(path))
-            bar.update(""", """            fresh.clear()
-            path = workspace.chunk_path(0)
-            write_chunk(path, chunk, run_id)
-            fresh[k] = (chunk, _file_identity(path))
+    Mutant("physode/data/simulation.py", """            store(k, chunk)
+            bar.update(""", """            store(0, chunk)
             bar.update(""", "a task's chunk stored as the first chunk's file", PARALLEL),
     Mutant("physode/data/_parallel.py", "TASKS_PER_WORKER = 2", "TASKS_PER_WORKER = 100",
            "every task submitted at once (memory not bounded)", PARALLEL),

@@ -1135,6 +1135,14 @@ def _run_chunks(
     # the file just written (for a run of one chunk, its only chunk); the others are read back
     # one at a time, so that memory holds about one chunk whatever the number of trajectories.
     fresh: dict[int, tuple[Chunk, tuple]] = {}
+
+    def store(k: int, chunk: Chunk) -> None:
+        # Chunk k's file, the chunk kept in memory as the one simulated last.
+        fresh.clear()
+        path = workspace.chunk_path(k)
+        write_chunk(path, chunk, run_id)
+        fresh[k] = (chunk, _file_identity(path))
+
     with tqdm(total=n, unit="traj", desc=system.name, disable=disable, smoothing=0.1) as bar:
         todo = []  # the chunks an executor is to simulate: (index, the task's arguments)
         for k in range(n_chunks):
@@ -1150,21 +1158,15 @@ def _run_chunks(
                 todo.append((k, (system.spec_text, system.name, start, stop, run, threads)))
                 continue
             fresh.clear()  # before simulating, so that at most one chunk is kept
-            chunk = _simulate_chunk(system, start, stop, t, run, bar.update)
-            write_chunk(path, chunk, run_id)
-            fresh[k] = (chunk, _file_identity(path))
-            del chunk
+            store(k, _simulate_chunk(system, start, stop, t, run, bar.update))
 
-        def store(k: int, chunk: Chunk) -> None:
-            # As the serial loop does, in the order the tasks finish.
-            fresh.clear()
-            path = workspace.chunk_path(k)
-            write_chunk(path, chunk, run_id)
-            fresh[k] = (chunk, _file_identity(path))
+        def store_finished(k: int, chunk: Chunk) -> None:
+            # As the serial loop stores, in the order the tasks finish.
+            store(k, chunk)
             bar.update(chunk.stop - chunk.start)
 
         if todo:
-            _parallel.run_tasks(executor, todo, store)
+            _parallel.run_tasks(executor, todo, store_finished)
 
     overflow = _Overflow() if run["dtype"] == "float32" else None
     stored = _Stored(n)  # what the summary counts, gathered as the chunks are stored
