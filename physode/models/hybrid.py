@@ -201,17 +201,23 @@ class Hybrid(nn.Module):
         return self.residual(times, ys).pow(2).sum(-1).mean()
 
     def regularised_loss(
-        self, trajectory_loss: torch.Tensor, t: torch.Tensor, ys: torch.Tensor
+        self,
+        trajectory_loss: torch.Tensor,
+        t: torch.Tensor,
+        ys: torch.Tensor,
+        share: float = 1.0,
     ) -> torch.Tensor:
         """The objective the trainer minimises for one batch.
 
         Without APHYNITY this is ``trajectory_loss``; with it,
-        ``‖f_residual‖² + λ · trajectory_loss``.
+        ``‖f_residual‖² + λ · trajectory_loss``. ``share``: the part of the batch's windows
+        that ``ys`` holds, where processes share a batch out (``trajectory_loss`` is then that
+        process's part of the batch's loss); the residual's mean squared norm weighs as much.
         """
         if self.aphynity is None:
             return trajectory_loss
         lam = self.aphynity_lambda.to(trajectory_loss.dtype)
-        return self.residual_norm(t, ys) + lam * trajectory_loss
+        return self.residual_norm(t, ys) * share + lam * trajectory_loss
 
     @torch.no_grad()
     def update_after_batch(self, trajectory_loss: float | torch.Tensor) -> None:

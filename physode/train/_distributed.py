@@ -148,29 +148,13 @@ def description(config: Any, model: torch.nn.Module, train: Any, val: Any) -> di
     return described
 
 
-def agree_to_start(
-    problem: Exception | None, described: dict[str, str] | None, group: Group
-) -> None:
-    """Raise in every process where one could not build its trainer (``problem``) or where
-    they built different ones (``described``: :func:`description`); return in every one
-    otherwise. One gather of small Python values, once a trainer."""
-    mine = (
-        ("error", type(problem).__name__, first_line(problem)) if problem is not None
-        else ("built", described)
-    )
-    reports = gathered(mine, group, "building the trainer")
-    if problem is not None:
-        raise problem
-    together = f"the {group.world} {TOGETHER}"
-    for rank, report in enumerate(reports):
-        if report[0] == "error":
-            kind = InvalidArgumentError if report[1] == "InvalidArgumentError" else RuntimeError
-            raise kind(
-                f"process {rank} of {together} could not build its trainer: {report[1]}: "
-                f"{report[2]}"
-            )
-    reference = reports[0][1]
-    for rank, (_, theirs) in enumerate(reports[1:], 1):
+def refuse_differences(described: dict[str, str], group: Group) -> None:
+    """Raise in every process where they built different trainers (``described``:
+    :func:`description`); return in every one otherwise. One gather of small Python values,
+    once a trainer."""
+    reports = gathered(described, group, "building the trainer")
+    reference = reports[0]
+    for rank, theirs in enumerate(reports[1:], 1):
         differ = [key for key in reference if theirs.get(key) != reference[key]]
         if differ:
             shown = "; ".join(
@@ -179,9 +163,10 @@ def agree_to_start(
             )
             more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
             raise InvalidArgumentError(
-                f"{together} were given different data or settings ({shown}{more}). Give every "
-                "process the same model, data and settings: each solves its own share of "
-                "every batch, so the data must not be split among the processes"
+                f"the {group.world} {TOGETHER} were given different data or settings "
+                f"({shown}{more}). Give every process the same model, data and settings: each "
+                "solves its own share of every batch, so the data must not be split among the "
+                "processes"
             )
 
 

@@ -264,17 +264,15 @@ class Trainer:
             self._build(model, data, config, val_data, overrides)
             return
         # Every process must build the same trainer, or one would wait for the others in a
-        # collective that they never enter: they compare what they built (or the error that
-        # stopped one) before they start from process 0's weights.
-        problem = described = None
-        try:
+        # collective that they never enter: an error that stops one stops all, and they
+        # compare what they built before they start from process 0's weights.
+        building = "building the trainer"
+        with _distributed.together(self._group, building, "could not build its trainer"):
             self._build(model, data, config, val_data, overrides)
             described = _distributed.description(
                 self.config, self.model, self.train_data, self.val_data
             )
-        except Exception as exc:
-            problem = exc
-        _distributed.agree_to_start(problem, described, self._group)
+        _distributed.refuse_differences(described, self._group)
         _distributed.broadcast_state(self.model)  # one start for every process
 
     def _build(
@@ -656,18 +654,6 @@ class Trainer:
             "penalty included); train this model in one process"
         )
 
-    def _shared_objective(
-        self, loss_part: torch.Tensor, t: torch.Tensor, ys: torch.Tensor, fraction: float
-    ) -> torch.Tensor:
-        """This process's part of a batch's objective: ``loss_part`` (its part of the
-        trajectory loss), plus under APHYNITY ``fraction`` (its part of the batch's windows)
-        of the residual's mean squared norm over its windows, as
-        :meth:`~physode.models.Hybrid.regularised_loss` adds the whole batch's."""
-        if getattr(self.model, "aphynity", None) is None:
-            return loss_part
-        lam = self.model.aphynity_lambda.to(loss_part.dtype)
-        return self.model.residual_norm(t, ys) * fraction + lam * loss_part
-
     def _evaluate_shared(self, batch: list[Window], evaluations: list) -> torch.Tensor:
         """:meth:`_evaluate` with the batch's windows shared out among the processes: each
         solves ``batch[rank::world]`` and differentiates its part of the batch's objective; one
@@ -678,6 +664,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         params = list(self.model.parameters())
         share = batch[group.rank :: group.world]
+        regularised = getattr(self.model, "regularised_loss", None)
         sol: Any = None
         failure: _FailedBatch | None = None
         error: Exception | None = None
@@ -686,9 +673,10 @@ class Trainer:
             if share:
                 sol, t, loss, weight = self._solve_batch(data, share)
                 loss_part = loss * weight / self._weight(data, batch)
-                objective_part = self._shared_objective(
-                    loss_part, t, sol.ys, len(share) / len(batch)
-                )
+                objective_part = loss_part
+                if regularised is not None:  # a Hybrid's (_check_shareable): its share of it
+                    fraction = len(share) / len(batch)
+                    objective_part = regularised(loss_part, t, sol.ys, share=fraction)
                 objective_part.backward()  # Opt-Disc's backward solve can fail too
         except SolverError as exc:
             sol = sol if exc.solution is None else exc.solution
