@@ -196,15 +196,33 @@ def test_ctrl_c_stops_the_three_body_fits_at_once(tmp_path, monkeypatch):
     module = script("three_body_masses")
     monkeypatch.setattr(module, "fit", _slow_fit)
     main_thread = threading.main_thread().ident
+    stopped = threading.Event()
 
-    def interrupt_when_both_workers_fit():
+    def interrupt(signum, frame):
+        if not stopped.is_set():
+            raise KeyboardInterrupt
+
+    def interrupt_while_both_workers_fit():
         while len(list(tmp_path.glob("started_*"))) < 2:
             time.sleep(0.01)
-        signal.pthread_kill(main_thread, signal.SIGINT)
+        # Sent again until it stops main(): Python runs a signal's handler in whatever code the
+        # main thread runs, and a KeyboardInterrupt raised inside a finaliser that the garbage
+        # collector happens to run there is printed and dropped (seen once on a loaded machine).
+        # A user presses Ctrl-C again; a signal that comes after the first was caught is ignored.
+        while not stopped.is_set():
+            signal.pthread_kill(main_thread, signal.SIGINT)
+            stopped.wait(0.5)
 
-    threading.Thread(target=interrupt_when_both_workers_fit, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        module.main(["--quick", "--out", str(tmp_path), "--jobs", "2"])
+    previous = signal.signal(signal.SIGINT, interrupt)
+    interrupter = threading.Thread(target=interrupt_while_both_workers_fit, daemon=True)
+    try:
+        interrupter.start()
+        with pytest.raises(KeyboardInterrupt):
+            module.main(["--quick", "--out", str(tmp_path), "--jobs", "2"])
+    finally:
+        stopped.set()
+        interrupter.join()
+        signal.signal(signal.SIGINT, previous)
     assert sorted(p.name for p in tmp_path.glob("started_*")) == ["started_aca", "started_opt-disc"]
     assert multiprocessing.active_children() == []
     assert not (tmp_path / "results.json").exists()
