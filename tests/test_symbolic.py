@@ -124,6 +124,44 @@ def test_a_hamiltonian_takes_dynamicsymbols_as_the_lagrangian_does():
     assert t not in dyn.equations["p"].free_symbols
 
 
+def test_named_states_and_distributions_may_name_states_by_symbol_as_parameters_may():
+    # initial_states={"a": {x: 1.0, v: 0.0}} was "missing states ['x', 'x_dot'], unknown names
+    # [x, x_dot]", though parameters, their ranges and forces take symbols as keys.
+    x, v, m, k = sympy.symbols("x x_dot m k")
+    osc = System.from_lagrangian(
+        m * v**2 / 2 - k * x**2 / 2, [x], {m: 1.0, k: 2.0},
+        initial_states={"swing": {x: 1.0, v: -0.5}},
+        initial_state_distribution={"kind": "uniform", x: [0.0, 1.0], v: [2.0, 3.0]},
+    )
+    assert osc.initial_state().tolist() == [1.0, -0.5]
+    y0 = osc.sample_initial_states(64)
+    assert ((0.0 <= y0[:, 0]) & (y0[:, 0] <= 1.0) & (2.0 <= y0[:, 1]) & (y0[:, 1] <= 3.0)).all()
+    assert 'x_dot = [2.0, 3.0]' in osc.to_spec()
+
+
+def test_named_states_of_dynamicsymbols_may_name_the_function_and_its_derivative():
+    t = dynamicsymbols._t
+    q, p = dynamicsymbols("q p")
+    k = sympy.Symbol("k")
+    lagrangian = System.from_lagrangian(
+        q.diff(t) ** 2 / 2 - k * q**2 / 2, [q], {k: 2.0},
+        initial_states={"a": {q: 1.0, q.diff(t): 3.0}},
+        initial_state_distribution={"kind": "normal", q: [0.0, 1.0], q.diff(t): [5.0, 0.0]},
+    )
+    assert lagrangian.initial_state("a").tolist() == [1.0, 3.0]
+    assert (lagrangian.sample_initial_states(4)[:, 1] == 5.0).all()
+    hamiltonian = System.from_hamiltonian(
+        p**2 / 2 + k * q**2 / 2, [q], [p], {k: 2.0}, initial_states={"a": {p: 2.0, q: -1.0}}
+    )
+    assert hamiltonian.initial_state("a").tolist() == [-1.0, 2.0]
+
+
+def test_a_named_state_that_gives_a_state_by_name_and_by_symbol_is_reported():
+    x, k = sympy.symbols("x k")
+    with pytest.raises(physode.SystemDefinitionError, match="initial state 'a' gives 'x' twice"):
+        System.from_equations({x: -k * x}, {k: 1.0}, initial_states={"a": {x: 1.0, "x": 2.0}})
+
+
 @pytest.mark.parametrize("coordinate", ["theta", sympy.Symbol("theta")])
 def test_a_coordinate_named_as_a_dynamicsymbol_of_the_lagrangian_is_that_dynamicsymbol(
     coordinate,

@@ -184,6 +184,7 @@ def _pairs_and_parameters(
     opts: dict[str, Any],
     time: sympy.Symbol,
     problems: Problems,
+    dynamic: _Dynamic,
 ):
     """Checks shared by the Lagrangian and Hamiltonian forms: one partner (velocity or momentum)
     per coordinate, the parameters, no symbol in two roles, the common options. Returns the
@@ -201,7 +202,7 @@ def _pairs_and_parameters(
         return None
     roles = {"coordinate": qs, singular: ps, "parameter": params, "time": [time]}
     used_twice = _check_duplicates(roles, problems)
-    common = _check_common(problems, opts, qs + ps, params)
+    common = _check_common(problems, opts, qs + ps, params, dynamic)
     known = set(qs) | set(ps) | set(params) | {time}
     phrase = f"neither a coordinate, a {singular} nor a parameter"
     return ps, params, values, ranges, common, known, phrase, used_twice
@@ -244,7 +245,8 @@ def build_lagrangian(
         velocities = [sympy.Symbol(f"{q.name}_dot") for q in qs if q is not None]
     dynamic.add_velocities(qs, velocities)
     checked = _pairs_and_parameters(
-        "Lagrangian", qs, velocities, ("velocity", "velocities"), parameters, opts, time, problems
+        "Lagrangian", qs, velocities, ("velocity", "velocities"), parameters, opts, time, problems,
+        dynamic,
     )
     if checked is None:
         return None
@@ -370,7 +372,8 @@ def build_hamiltonian(
         forces = {dynamic.key(k): v for k, v in forces.items()}
     qs = [_symbol(c, "coordinate", problems) for c in coordinates]
     checked = _pairs_and_parameters(
-        "Hamiltonian", qs, momenta, ("momentum", "momenta"), parameters, opts, time, problems
+        "Hamiltonian", qs, momenta, ("momentum", "momenta"), parameters, opts, time, problems,
+        dynamic,
     )
     if checked is None:
         return None

@@ -15,6 +15,7 @@ from physode._checks import is_finite_real
 from physode.symbolic._names import did_you_mean
 from physode.symbolic._sampling import Context, distribution_from_table
 from physode.symbolic._system import System
+from physode.symbolic._time_functions import _Dynamic
 from physode.symbolic._validation import Problems, _is_bool
 
 _OPTION_NAMES = (
@@ -52,8 +53,15 @@ def _check_common(
     opts: Mapping[str, Any],
     states: Sequence[sympy.Symbol],
     params: Sequence[sympy.Symbol],
+    dynamic: _Dynamic | None = None,
 ) -> dict[str, Any]:
-    """Check the options shared by every form: named states, distribution, name, time scale."""
+    """Check the options shared by every form: named states, distribution, name, time scale.
+
+    A named state or a distribution table may name its states by symbol too (``{x: 1.0}``, a
+    ``dynamicsymbols`` coordinate or its derivative, read through ``dynamic``), as parameters
+    and forces may.
+    """
+    dynamic = dynamic or _Dynamic(sympy.Symbol("t"))
     state_names = [s.name for s in states]
     named: dict[str, list[float]] = {}
     table = opts.get("initial_states") or {}
@@ -62,6 +70,7 @@ def _check_common(
         table = {}
     for key, value in table.items():
         if isinstance(value, Mapping):
+            value = _by_state_name(value, f"initial state {key!r}", dynamic, problems)
             missing = [s for s in state_names if s not in value]
             extra = [s for s in value if s not in state_names]
             if missing or extra:
@@ -83,7 +92,8 @@ def _check_common(
     dist = opts.get("initial_state_distribution")
     dist_table = None
     if isinstance(dist, Mapping):
-        dist_table = copy.deepcopy(dict(dist))  # kept for System.to_spec
+        dist = _by_state_name(dist, "initial-state distribution", dynamic, problems)
+        dist_table = copy.deepcopy(dist)  # kept for System.to_spec
         dist, found = distribution_from_table(dist)
         for message in found:
             problems.add(message)
@@ -117,3 +127,22 @@ def _check_common(
         "description": opts.get("description") or "",
         "reference": opts.get("reference") or "",
     }
+
+
+def _by_state_name(
+    table: Mapping[Any, Any], where: str, dynamic: _Dynamic, problems: Problems
+) -> dict[Any, Any]:
+    """``table`` with each key that is a symbol for a state replaced by the state's name (a
+    problem where two keys name one state).
+
+    >>> x = sympy.Symbol("x")
+    >>> _by_state_name({x: 1.0, "v": 0.0}, "initial state 'a'", _Dynamic(x), Problems())
+    {'x': 1.0, 'v': 0.0}
+    """
+    out: dict[Any, Any] = {}
+    for key, value in table.items():
+        name = dynamic.state_name(key)
+        if name in out:
+            problems.add(f"{where} gives {name!r} twice")
+        out[name] = value
+    return out

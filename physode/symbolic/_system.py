@@ -825,8 +825,10 @@ class System:
         **options
             ``name``, ``description``, ``reference``, ``parameter_ranges``,
             ``initial_state_distribution`` (a table as in a specification file, or a callable
-            ``(n, generator) -> (n, n_state)``), ``initial_states`` (name -> list of floats),
-            ``characteristic_time``.
+            ``(n, generator) -> (n, n_state)``), ``initial_states`` (name -> list of floats,
+            or a mapping state -> float), ``characteristic_time``. These tables name a state by
+            name or by symbol (a ``dynamicsymbols`` coordinate, or its derivative for its
+            velocity).
 
         Returns
         -------

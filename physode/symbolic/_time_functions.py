@@ -81,6 +81,19 @@ class _Dynamic:
                 return plain.name
         return key
 
+    def state_name(self, key: Any) -> Any:
+        """A key naming a state (of ``initial_states``, a distribution table): the name of a
+        symbol, of the coordinate or momentum a function of time stands for, or of the velocity
+        its derivative stands for; other keys as they are (checked by the caller)."""
+        if isinstance(key, sympy.Symbol):
+            return key.name
+        if isinstance(key, sympy.Basic) and self.functions:
+            key = _on_time(key, self.time)
+            plain = self.functions.get(key, self.derivatives.get(key))
+            if plain is not None:
+                return plain.name
+        return key
+
     def substitute(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` with the functions of time and their derivatives replaced."""
         if not self.functions:
