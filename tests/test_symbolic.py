@@ -301,6 +301,24 @@ def test_constant_and_time_only_outputs_get_the_batch_shape():
     torch.testing.assert_close(system.rhs(t_rows, y)[:, 1], torch.cos(t_rows[:, 0]))
 
 
+@pytest.mark.parametrize("mass_matrix", ["symbolic", "numeric"])
+def test_a_time_of_another_dtype_leaves_the_result_in_the_dtype_of_the_state(mass_matrix):
+    # One float64 time per row with a float32 state gave a float64 result (the documented
+    # dtype is y's): the time took part in the arithmetic uncast.
+    x, v, w, t = sympy.symbols("x v omega t")
+    driven = System.from_lagrangian(
+        v**2 / 2 - x**2 / 2, [x], {w: 2.0}, velocities=[v], forces={x: sympy.cos(w * t)},
+        mass_matrix=mass_matrix,
+    )
+    y = torch.tensor([[1.0, 0.5], [0.0, -1.0], [2.0, 0.0]])
+    t_rows = torch.tensor([[0.1], [0.2], [0.3]], dtype=F64)
+    for time in (t_rows, t_rows[0, 0]):
+        out = driven.rhs(time, y)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, driven.rhs(time.float(), y), rtol=0, atol=0)
+        assert driven.vector_field()(time, y).dtype == torch.float32
+
+
 def test_constant_outputs_take_the_batch_shape_of_per_row_parameters():
     # A constant output (dv/dt = -g) of a state shared by rows of parameters: the batch shape
     # is the broadcast of both, as for every other output.

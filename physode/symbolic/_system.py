@@ -481,7 +481,8 @@ class System:
         Parameters
         ----------
         t : tensor or float
-            Time: 0-dim, or one time per row shaped ``(batch,) + (1,) * (y.ndim - 1)``.
+            Time: 0-dim, or one time per row shaped ``(batch,) + (1,) * (y.ndim - 1)``; cast
+            to the dtype of ``y``.
         y : torch.Tensor
             State, shape ``(..., n_state)``.
         p : torch.Tensor, optional
@@ -510,6 +511,8 @@ class System:
         y, p = self._inputs(y, p)
         if not isinstance(t, torch.Tensor):
             t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        elif t.dtype != y.dtype:  # a float64 time per row would promote a float32 result
+            t = t.to(y.dtype)
         out = self._rhs_kernel(t, y, p)
         if self._explicit:
             return out
