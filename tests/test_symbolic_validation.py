@@ -547,6 +547,26 @@ def test_a_distribution_with_misshapen_names_is_a_problem_not_a_crash_when_sampl
                               initial_states={"rest": [0.0] * 8})
 
 
+@pytest.mark.parametrize("dist, repeated", [
+    ({**_ORBIT, "velocity": ["x1", "w1"]}, ["x1"]),
+    ({**_ORBIT, "position": ["x1", "x1"]}, ["x1"]),
+    ({**_EQUILATERAL, "positions": [["x1", "y1"], ["x1", "y1"]]}, ["x1", "y1"]),
+    ({**_EQUILATERAL, "velocities": [["u1", "w1"], ["u2", "x2"]]}, ["x2"]),
+])
+def test_an_orbital_distribution_that_names_a_state_twice_is_a_problem(dist, repeated):
+    # Such a table was accepted: the second draw overwrote the first and the state meant for
+    # it stayed 0 (two bodies of an equilateral start copied from one line put body 1 at the
+    # wrong place and body 2 at rest at the origin).
+    states = sympy.symbols("x1 y1 x2 y2 u1 w1 u2 w2")
+    rhs = {s: sympy.Integer(0) for s in states}
+    params = {"mu": 1.0, "m1": 1.0, "m2": 1.0}
+    with pytest.raises(physode.SystemDefinitionError) as info:
+        System.from_equations(rhs, params, initial_state_distribution=dist)
+    for name in repeated:
+        assert f"names the state {name!r} more than once" in str(info.value)
+    assert str(info.value).count("more than once") == len(repeated)
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda: System.from_equations({x: -k * x}, {k: 1.0}, invariants=["x"]),
      "invariants must be a mapping {name: expression}, got ['x']"),

@@ -158,6 +158,25 @@ def _check_names(
     ]
 
 
+def _check_distinct_states(kind: str, *layouts: tuple) -> list[str]:
+    """A problem for each state that the ``(names, layout)`` pairs name more than once: its
+    draws would overwrite one another (the other component left at zero)."""
+    flat = [_names_in(names, layout) for names, layout in layouts]
+    if None in flat:
+        return []  # malformed: reported by _check_names
+    seen: list[str] = []
+    repeated: list[str] = []
+    for name in (name for names in flat for name in names):
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.append(name)
+    return [
+        f"{kind} distribution names the state {name!r} more than once; each position and "
+        "velocity component needs a state of its own"
+        for name in repeated
+    ]
+
+
 #: Largest ``velocity_perturbation`` of the orbital kinds (excluded): a circular orbit has
 #: kinetic energy -U/2 (virial theorem), so a speed ``(1 + eps)`` times the circular one gives
 #: the energy ``(-U/2) ((1 + eps)**2 - 2)``, which is negative (bound) only for
@@ -209,6 +228,9 @@ class Orbit:
             ("velocity", self.velocity, ctx.states, "[vx, vy]", "pair"),
             ("mu", self.mu, ctx.parameters, '"<parameter>"', "name"),
         ])  # fmt: skip
+        problems += _check_distinct_states(
+            "orbit", (self.position, "pair"), (self.velocity, "pair")
+        )
         return problems + _check_range_and_perturbation(
             "orbit", self.radius, self.velocity_perturbation
         )
@@ -264,6 +286,9 @@ class Equilateral:
                     f"and masses (at least two bodies); got {len(self.positions)}, "
                     f"{len(self.velocities)}, {len(self.masses)}"
                 )
+        problems += _check_distinct_states(
+            "equilateral", (self.positions, "pairs"), (self.velocities, "pairs")
+        )
         return problems + _check_range_and_perturbation(
             "equilateral", self.radius, self.velocity_perturbation
         )
