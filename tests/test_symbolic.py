@@ -813,6 +813,32 @@ def test_integer_constants_beyond_int64_work_on_every_code_path(coefficient):
                                    rtol=1e-6 if path == "float32" else 1e-15, atol=0, msg=path)
 
 
+@pytest.mark.parametrize("make", [
+    lambda x, v, a: sympy.Min(x, a), lambda x, v, a: sympy.Max(a, x, v),
+    lambda x, v, a: -a * sympy.sign(v), lambda x, v, a: sympy.sign(x) * sympy.Min(1, v),
+])
+def test_a_nan_state_gives_nan_on_every_code_path_as_in_numpy(make):
+    # torch.sign(nan) is 0, and Python's min(1.0, nan) is 1.0: the torch path (with gradients,
+    # float32) and the scalar path (one float64 state) gave finite derivatives at a NaN state
+    # where the NumPy path (a batch without gradients) gave NaN.
+    x, v, a = sympy.symbols("x v a")
+    expr = make(x, v, a)
+    system = System.from_equations({x: expr, v: -x}, {a: 0.5})
+    reference = sympy.lambdify((x, v, a), expr, "numpy")
+    for state in ([math.nan, 0.5], [0.5, math.nan], [-2.0, 3.0], [math.inf, -1.0]):
+        y = torch.tensor([state] * 2, dtype=F64)
+        paths = {
+            "scalar": system.rhs(0.0, y[0])[0],
+            "numpy": system.rhs(0.0, y)[0, 0],
+            "torch": system.rhs(0.0, y.clone().requires_grad_())[0, 0],
+            "float32": system.rhs(0.0, y.float().requires_grad_())[0, 0],
+        }
+        expected = torch.tensor(float(reference(*state, 0.5)), dtype=F64)
+        for path, dx in paths.items():
+            torch.testing.assert_close(dx.detach().double(), expected, equal_nan=True,
+                                       msg=f"{path} at {state}")
+
+
 @pytest.mark.parametrize("name", ["kepler", "three_body_aca", "double_pendulum"])
 def test_results_have_the_states_dtype_whatever_the_parameters_shape(name):
     # A float64 parameter batch once turned a float32 state's result into float64, and a single

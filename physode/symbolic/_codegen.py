@@ -32,7 +32,8 @@ from physode._errors import SystemDefinitionError
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: SymPy function class -> torch function name, for one-argument functions.
+#: SymPy function class -> torch function name, for one-argument functions (``sign`` through
+#: :func:`_nan_sign`: ``torch.sign`` gives 0 for NaN).
 UNARY_FUNCTIONS: dict[type, str] = {
     sympy.sin: "torch.sin",
     sympy.cos: "torch.cos",
@@ -49,7 +50,7 @@ UNARY_FUNCTIONS: dict[type, str] = {
     sympy.exp: "torch.exp",
     sympy.log: "torch.log",
     sympy.Abs: "torch.abs",
-    sympy.sign: "torch.sign",
+    sympy.sign: "_nan_sign",
     sympy.erf: "torch.erf",
 }
 
@@ -393,7 +394,7 @@ class _ScalarPrinter(_TorchPrinter):
         if expr.free_symbols and func is sympy.atan2:
             return f"math.atan2({self.print(expr.args[0])}, {self.print(expr.args[1])})"
         if expr.free_symbols and func in (sympy.Min, sympy.Max):
-            name = "min" if func is sympy.Min else "max"
+            name = "_min" if func is sympy.Min else "_max"
             return f"{name}({', '.join(self.print(a) for a in expr.args)})"
         return super().print(expr)
 
@@ -423,6 +424,26 @@ class _ScalarPrinter(_TorchPrinter):
 
 def _sign(x: float) -> float:
     return (x > 0) - (x < 0) if x == x else x
+
+
+def _nan_sign(x):
+    """``sign(x)`` of a tensor (or, in the NumPy variant, an array), NaN where ``x`` is NaN as
+    in NumPy, SymPy and the scalar code: ``torch.sign`` gives 0 there, which would hide a NaN
+    state behind a finite derivative."""
+    if not isinstance(x, torch.Tensor):
+        return np.sign(x)
+    return torch.sign(x).where(x == x, x)
+
+
+def _min(*args: float) -> float:
+    """``min`` of Python floats, NaN if any is NaN, as ``torch.minimum`` (``min`` would return
+    whichever comes first)."""
+    return math.nan if any(a != a for a in args) else min(args)
+
+
+def _max(*args: float) -> float:
+    """``max`` of Python floats, NaN if any is NaN, as ``torch.maximum``."""
+    return math.nan if any(a != a for a in args) else max(args)
 
 
 def _balanced(text: str) -> bool:
@@ -653,7 +674,6 @@ _EXACT_NUMPY = {
     "rsqrt": "_rsqrt",
     "reciprocal": "np.reciprocal",
     "abs": "np.abs",
-    "sign": "np.sign",
     "where": "np.where",
     "minimum": "np.minimum",
     "maximum": "np.maximum",
@@ -933,6 +953,9 @@ def load_kernel(sources: KernelSources) -> Kernel:
         "np": np,
         "_const": _const,
         "_sign": _sign,
+        "_nan_sign": _nan_sign,
+        "_min": _min,
+        "_max": _max,
         "_rsqrt": _rsqrt,
     }
     exec(compile(text, filename, "exec"), namespace)
