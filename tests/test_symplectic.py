@@ -109,6 +109,17 @@ def test_a_hamiltonian_with_a_mass_that_depends_on_q_is_refused_naming_its_hamil
                        method="leapfrog", step_size=0.1)  # fmt: skip
 
 
+
+def test_a_hamiltonian_with_a_force_of_the_momentum_is_refused_naming_the_force():
+    # The Hamiltonian is T(p) + V(q); the force is what breaks the split.
+    system = physode.System.from_hamiltonian(
+        "p**2 / 2 + q**2 / 2", coordinates=["q"], momenta=["p"], parameters={"c": 0.1},
+        forces={"q": "-c*p"}, name="damped",
+    )  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match="a force depends on the momenta"):
+        physode.odeint(system.vector_field(), torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0],
+                       method="leapfrog", step_size=0.1)  # fmt: skip
+
 class _Oscillator:
     """dq/dt = v, dv/dt = -q, declaring its split by hand."""
 

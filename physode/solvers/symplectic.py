@@ -49,7 +49,8 @@ def _why_not_separable(func: object) -> str:
     if form == "hamiltonian":
         return (
             f"System {name!r} is not separable: its Hamiltonian is not T(p) + V(q) (a mass "
-            "that depends on q, or a coupling of q and p)."
+            "that depends on q, or a coupling of q and p), or a force depends on the momenta "
+            "or on t."
         )
     if form == "lagrangian":
         return (
