@@ -317,6 +317,11 @@ def _non_utf8_spec(f):
         (_set_attr("seed", -3), "attribute 'seed' is -3"),
         (_replace("states", 1.0), r"states has shape \(\), expected \(N, P, n_state\)"),
         (_replace("t", 1.0), r"t has shape \(\), expected \(P,\)"),
+        # No physode writes fewer than 2 output times or no trajectory (check crashed on P = 0).
+        (_replace("t", np.array([0.0])), r"t has shape \(1,\), expected at least 2 output times"),
+        (_replace("t", np.zeros(0)), r"t has shape \(0,\), expected at least 2 output times"),
+        (_replace("states", np.zeros((0, P, N_STATE))),
+         r"states has shape \(0, 9, 2\), expected at least 1 trajectory"),
         (_replace("split/val", np.array([[1, 6]])), r"split/val has shape \(1, 2\)"),
         (_replace("split/val", np.array([1.0, 6.0])), "split/val holds float64, expected int"),
         (_replace("params", np.full((N, N_PARAMS), b"a")), r"params holds \|S1, expected float"),

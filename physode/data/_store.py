@@ -519,7 +519,8 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
         The file is missing, not HDF5, truncated or damaged, a foreign HDF5 file, written by a newer
         format version, incomplete, or has missing, mistyped or inconsistent attributes or
         datasets (types other than the layout's, invariants the names do not list, times that
-        do not increase, a split that does not hold each trajectory once). The one-line message
+        do not increase or fewer than two, no trajectory, a split that does not hold each
+        trajectory once). The one-line message
         names the problem.
     """
     path = Path(path)
@@ -711,8 +712,12 @@ def _dataset_problems(f: h5py.File, header: Header, problems: list[str]) -> None
     t, states = f["t"], f["states"]
     if t.ndim != 1:
         problems.append(f"t has shape {t.shape}, expected (P,)")
+    elif t.shape[0] < 2:  # as simulate's points >= 2; no drift, window or plot without two
+        problems.append(f"t has shape {t.shape}, expected at least 2 output times")
     if states.ndim != 3:
         problems.append(f"states has shape {states.shape}, expected (N, P, n_state)")
+    elif states.shape[0] == 0:
+        problems.append(f"states has shape {states.shape}, expected at least 1 trajectory")
     if problems:
         return
     for name, (shape, types) in _expected_datasets(f, header, states.shape[0], t.shape[0]).items():
