@@ -309,6 +309,21 @@ def test_an_output_folder_under_a_file_is_refused_naming_the_option(
     assert f"{afile} is not a folder" in error and afile.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("out", ["runs/", "new/runs/"])
+def test_simulate_refuses_an_out_that_ends_in_a_slash_instead_of_writing_a_file_so_named(
+    tmp_path, capsys, monkeypatch, out
+):
+    # The `physode train -o DIR` habit: `-o runs/` wrote a file named runs.
+    monkeypatch.chdir(tmp_path)
+    assert main([*SIMULATE, "-o", out, "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"physode simulate: error: bad simulate arguments: -o/--out {out} names a folder (it "
+        f"ends in '/'); give a file name such as {out}data.h5\n"
+    )
+    assert not any(tmp_path.iterdir())  # no file, and the folder made for new/ removed again
+
+
 def test_an_unexpected_exception_is_an_internal_error_with_status_3(dataset, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")

@@ -288,6 +288,16 @@ def test_an_out_that_is_not_a_path_is_named_with_the_other_problems(tmp_path, ou
     assert f"out={out!r} must be a file path" in message and "trajectories=0" in message
 
 
+def test_an_out_that_ends_in_a_separator_is_refused_as_a_folder(tmp_path):
+    out = f"{tmp_path}{os.sep}runs{os.sep}"
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=2, out=out, **FAST)
+    assert f"out={out!r} names a folder (it ends in {os.sep!r}); give a file name such as " in (
+        str(error.value)
+    )
+    assert not any(tmp_path.iterdir())  # not a file named runs
+
+
 @pytest.mark.parametrize("split", ["100", (True, False, False), (10**400, 0, 0)])
 def test_split_fractions_must_be_numbers_not_text_or_booleans(tmp_path, split):
     with pytest.raises(physode.InvalidArgumentError, match="split=.* must be three fractions"):

@@ -729,6 +729,9 @@ def _not_finite_when_stored(
     return rows
 
 
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
+
+
 def _params_option(params) -> str:
     """``--params``'s value for ``params``: a mode, or the sampled names joined by commas."""
     return params if isinstance(params, str) else ",".join(params)
@@ -904,7 +907,8 @@ def simulate(
     points : int
         Number of output times ``P`` (at least 2).
     out : str or path-like
-        The ``.h5`` file to write.
+        The ``.h5`` file to write; text that ends in a path separator (``"runs/"``) names a
+        folder and is refused.
     seed : int
         Seed (0 to 2**64 - 1) of everything random: initial states, sampled parameters, noise,
         the split.
@@ -1024,11 +1028,16 @@ def simulate(
         if executor_problem is not None:
             problems.append(executor_problem)
         if isinstance(out, str | os.PathLike):
-            out = Path(out)
-            if not out.parent.is_dir():
+            typed, out = os.fspath(out), Path(out)
+            if typed.endswith(_SEPARATORS):  # Path drops the separator: "runs/" became "runs"
+                problems.append(
+                    f"out={typed!r} names a folder (it ends in {typed[-1]!r}); give a file name "
+                    f"such as {typed}data.h5"
+                )
+            elif not out.parent.is_dir():
                 problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
             elif out.is_dir():
-                problems.append(f"out={str(out)!r} is a folder; give a file name such as data.h5")
+                problems.append(f"out={typed!r} is a folder; give a file name such as data.h5")
         else:
             problems.append(f"out={out!r} must be a file path, such as data.h5")
         if problems:
