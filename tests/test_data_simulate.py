@@ -241,6 +241,22 @@ def test_resuming_a_finished_run_with_the_same_settings_does_nothing(tmp_path):
     assert result.summary().startswith(f"{out} already holds this run: 2 trajectories, nothing")
 
 
+def test_resuming_a_finished_run_with_other_settings_names_them_and_keeps_the_file(tmp_path):
+    # It said only "done.h5 exists; pass force=True (--force) to overwrite it", as if the
+    # file were not a finished run of the same command but for one setting.
+    out = tmp_path / "done.h5"
+    simulate(SYSTEM, trajectories=2, out=out, **FAST)
+    before = out.read_bytes()
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=2, out=out, resume=True, **{**FAST, "points": 9})
+    assert str(error.value) == (
+        f"cannot resume: {out} exists and holds a finished run with other settings (points: 7 "
+        "then, 9 now); rerun with its settings to keep it, or pass force=True (--force) to "
+        "overwrite it"
+    )
+    assert out.read_bytes() == before and sorted(tmp_path.iterdir()) == [out]
+
+
 def test_bad_arguments_are_all_named_in_one_error(tmp_path):
     with pytest.raises(physode.InvalidArgumentError) as error:
         simulate(

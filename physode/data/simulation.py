@@ -1083,13 +1083,21 @@ def simulate(
             command_line = _command_line(system_ref, run, out, chunk_size)
 
         if out.exists() and not force:
-            if resume and _finished_with(out, run):
+            finished = _finished_run(out) if resume else None
+            if finished == run:
                 _discard_leftovers(out, run)
                 seconds = time.perf_counter() - started
                 with load(out) as data:
                     n_failed, n_drifted, details = _tally(data, run["drift_threshold"])
                 return SimulationResult(
                     out, trajectories, n_failed, n_drifted, 0, seconds, written=False, **details
+                )
+            if finished is not None:
+                changed = "; ".join(_describe_differences(finished, run, source=system_ref))
+                raise InvalidArgumentError(
+                    f"cannot resume: {out} exists and holds a finished run with other settings "
+                    f"({changed}); rerun with its settings to keep it, or pass force=True "
+                    "(--force) to overwrite it"
                 )
             raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
 
@@ -1351,13 +1359,16 @@ def _discard_leftovers(out: Path, run: dict) -> None:
     workspace.remove()
 
 
-def _finished_with(out: Path, run: dict) -> bool:
+def _finished_run(out: Path) -> dict | None:
+    """The settings of the complete run that ``out`` holds (its ``simulation`` attribute), or
+    ``None`` where it holds none (not a complete data set of physode, or unreadable)."""
     try:
         with h5py.File(out, "r") as f:
             stored = f.attrs.get("simulation")
-            return stored is not None and json.loads(stored) == run and bool(f.attrs["complete"])
+            run = None if stored is None else json.loads(stored)
+            return run if isinstance(run, dict) and bool(f.attrs["complete"]) else None
     except (OSError, ValueError, KeyError):
-        return False
+        return None
 
 
 def _tally(data, drift_threshold: float) -> tuple[int, int, dict]:
