@@ -59,6 +59,17 @@ def test_load_csv_reads_empty_cells_as_missing_and_the_series_trains(tmp_path):
     assert all(np.isfinite(row["loss"]) for row in result.history)
 
 
+def test_load_csv_reads_a_file_saved_with_a_byte_order_mark_as_without(tmp_path):
+    # A spreadsheet's "CSV UTF-8" starts with U+FEFF; it was read into the time column's name.
+    from physode.data import load_csv
+
+    path = tmp_path / "counts.csv"
+    path.write_bytes(b"\xef\xbb\xbfday,prey,predator\r\n0,10,2\r\n1,,2.5\r\n")
+    series = load_csv(path)
+    assert series.time_unit == "day" and series.state_names == ("prey", "predator")
+    assert series.t.tolist() == [0.0, 1.0] and series.ys[1, 1].item() == 2.5
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -86,6 +86,7 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     """Measurements of your own from a CSV file: a header row, the times in the first column and
     one column per measured quantity.
 
+    The file is UTF-8, with or without a byte-order mark (as spreadsheets save "CSV UTF-8").
     An empty cell is a missing observation, read as ``NaN`` (as is a cell reading ``nan``):
     the trainer leaves it out of its losses (see ``docs/training.md``, "Missing observations
     and irregular sampling"). Lines starting with ``#`` are kept as ``provenance``.
@@ -123,7 +124,9 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark, which would
+        # otherwise start the first header (the time column's name, time_unit).
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: cannot read it as a CSV file ({exc})") from None
     header, times, values, provenance = _read_table(text, str(path))
