@@ -824,7 +824,9 @@ def test_an_interrupted_forced_rewrite_continues_with_resume_and_force(
         assert main(command) == 130
     assert "rerun the same command with --resume" in capsys.readouterr().err
     assert main([*command[:-1], "--resume"]) == 2
-    assert "exists; pass force=True (--force)" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{out} exists and holds a finished run with other settings (chunk_size: 4096 " in error
+    assert "seed: 4 then, 9 now); rerun with its settings to keep it, or pass force=True " in error
     assert main([*command, "--resume"]) == 0
     with physode.data.load(out) as data:
         assert json.loads(data.attrs["simulation"])["seed"] == 9

@@ -250,9 +250,8 @@ def test_resuming_a_finished_run_with_other_settings_names_them_and_keeps_the_fi
     with pytest.raises(physode.InvalidArgumentError) as error:
         simulate(SYSTEM, trajectories=2, out=out, resume=True, **{**FAST, "points": 9})
     assert str(error.value) == (
-        f"cannot resume: {out} exists and holds a finished run with other settings (points: 7 "
-        "then, 9 now); rerun with its settings to keep it, or pass force=True (--force) to "
-        "overwrite it"
+        f"{out} exists and holds a finished run with other settings (points: 7 then, 9 now); "
+        "rerun with its settings to keep it, or pass force=True (--force) to overwrite it"
     )
     assert out.read_bytes() == before and sorted(tmp_path.iterdir()) == [out]
 

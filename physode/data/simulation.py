@@ -1095,7 +1095,7 @@ def simulate(
             if finished is not None:
                 changed = "; ".join(_describe_differences(finished, run, source=system_ref))
                 raise InvalidArgumentError(
-                    f"cannot resume: {out} exists and holds a finished run with other settings "
+                    f"{out} exists and holds a finished run with other settings "
                     f"({changed}); rerun with its settings to keep it, or pass force=True "
                     "(--force) to overwrite it"
                 )
