@@ -283,6 +283,29 @@ def _drift_as_a_dataset(f):
     f["drift"] = np.zeros(N)
 
 
+def _cut(points=None, trajectories=None):
+    """Every dataset cut to its first ``points`` output times or ``trajectories`` rows, so that
+    the file's sizes agree with one another."""
+
+    def damage(f):
+        names = []
+        f.visit(names.append)  # visit stops at the first callback that returns a value
+        for name in [name for name in names if isinstance(f[name], h5py.Dataset)]:
+            values = f[name][()]
+            if name == "t":
+                values = values[:points]
+            elif name.startswith("split/"):
+                values = values[values < (N if trajectories is None else trajectories)]
+            else:
+                values = values[:trajectories]
+                if values.ndim >= 2 and name != "params":
+                    values = values[:, :points]
+            del f[name]
+            f[name] = values
+
+    return damage
+
+
 def _alter_text_in_file(path, old: bytes, new: bytes) -> None:
     # As a flipped bit on disk would: one attribute's stored text changes, nothing else.
     data = path.read_bytes()
@@ -317,11 +340,11 @@ def _non_utf8_spec(f):
         (_set_attr("seed", -3), "attribute 'seed' is -3"),
         (_replace("states", 1.0), r"states has shape \(\), expected \(N, P, n_state\)"),
         (_replace("t", 1.0), r"t has shape \(\), expected \(P,\)"),
-        # No physode writes fewer than 2 output times or no trajectory (check crashed on P = 0).
-        (_replace("t", np.array([0.0])), r"t has shape \(1,\), expected at least 2 output times"),
-        (_replace("t", np.zeros(0)), r"t has shape \(0,\), expected at least 2 output times"),
-        (_replace("states", np.zeros((0, P, N_STATE))),
-         r"states has shape \(0, 9, 2\), expected at least 1 trajectory"),
+        # No physode writes fewer than 2 output times or no trajectory; such files, consistent
+        # otherwise, were read (and check stopped with an internal error on P = 0).
+        (_cut(points=1), r"t has shape \(1,\), expected at least 2 output times"),
+        (_cut(points=0), r"t has shape \(0,\), expected at least 2 output times"),
+        (_cut(trajectories=0), r"states has shape \(0, 9, 2\), expected at least 1 trajectory"),
         (_replace("split/val", np.array([[1, 6]])), r"split/val has shape \(1, 2\)"),
         (_replace("split/val", np.array([1.0, 6.0])), "split/val holds float64, expected int"),
         (_replace("params", np.full((N, N_PARAMS), b"a")), r"params holds \|S1, expected float"),
