@@ -195,6 +195,42 @@ def test_step_size_underflow_in_float32_suggests_float64():
     assert "solve in float64 rather than torch.float32, with looser rtol/atol." in str(error)
 
 
+def _ringing(rate: float):
+    """A damped oscillator x'' = -400 x - 0.5 x' on the time scale ``1 / rate``, for a state of
+    rows ``(..., 2)``: its solution at ``t`` is the unit-scale one at ``rate * t``."""
+
+    def field(t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([rate * v, rate * (-400.0 * x - 0.5 * v)], dim=-1)
+
+    return field
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+@pytest.mark.parametrize("dtype, rate", [(torch.float32, 1e6), (torch.float64, 1e15)])
+def test_a_solve_on_a_short_time_scale_takes_steps_as_short_as_it_needs(step_control, dtype, rate):
+    # Microseconds in float32, femtoseconds in float64: the steps (about 1e-2 / rate) and their
+    # rejections are far above the resolution of t near 0. They underflowed, as the resolution
+    # was taken as 4 eps * max(1, |t|), a floor of 4.8e-7 in float32 and 8.9e-16 in float64.
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.0]], dtype=dtype)
+    unit = physode.solve(_ringing(1.0), y0, [0.0, 5.0], step_control=step_control)
+    sol = physode.solve(_ringing(rate), y0, [0.0, 5.0 / rate], step_control=step_control)
+    assert sol.success and int(torch.as_tensor(sol.stats.n_rejected).sum()) > 0
+    rtol = 1e-3 if dtype == torch.float32 else 1e-6
+    torch.testing.assert_close(sol.ys[-1], unit.ys[-1], rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("t0", [1e5, 1e6])
+def test_a_float32_solve_far_from_t_0_is_not_limited_by_float32s_resolution_of_t(t0):
+    # The shared loop holds t in float64. Steps of 0.01 with rejections at t = 1e5 underflowed all
+    # the same, the resolution of t being taken in y0's dtype (4 eps_32 t = 0.05 there).
+    y0 = torch.tensor([1.0, 0.0])
+    sol = physode.solve(_ringing(1.0), y0, [t0, t0 + 5.0])
+    assert sol.success and sol.stats.n_rejected > 0
+    reference = physode.solve(_ringing(1.0), y0.double(), [0.0, 5.0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sol.ys[-1].double(), reference.ys[-1], rtol=1e-3, atol=1e-3)
+
+
 def test_max_steps_stops_the_solve_and_suggests_a_larger_limit():
     with pytest.raises(physode.SolverError) as info:
         physode.solve(decay, Y0, [0.0, 0.5, 1000.0], max_steps=20, method="rk4", step_size=0.01)

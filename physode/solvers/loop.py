@@ -27,6 +27,8 @@ __all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
 # rounding never leaves a sliver of a step behind.
 _LANDING_SLACK = 1e-9
 
+_EPS64 = float(torch.finfo(torch.float64).eps)
+
 # Fixed-step solves on a GPU read the finiteness of their states once per this many steps (and
 # at the end), not after every step: there each read makes the host wait for the device. On the
 # CPU a read waits for nothing, and they read it after every step, so func is never evaluated
@@ -292,7 +294,10 @@ def integrate(
     else:
         h = direction * step_size
     previous_ratio = 1.0
-    underflow = 4.0 * torch.finfo(y0.dtype).eps
+    # The loop holds t in float64 whatever y0's dtype, so a rejected step underflows where it is
+    # below float64's resolution of t, relative to |t| as in Hairer's DOPRI5: an absolute floor
+    # (or y0's dtype) would stop solves on short time scales, or float32 ones far from t = 0.
+    underflow = 4.0 * _EPS64
     k, n_out, t_end = 1, len(times), times[-1]
     ratio = 0.0
     # Fixed steps whose states are not yet known to be finite (see _FINITE_CHECK_EVERY).
@@ -341,7 +346,7 @@ def integrate(
             stats.n_rejected += 1
             h = h_step * controller.factor(ratio, previous_ratio, accepted=False)
             # `not >` also stops on a NaN step, which a NaN first evaluation produces.
-            if not abs(h) > underflow * max(1.0, abs(t)):
+            if not abs(h) > underflow * abs(t):
                 status = Status.STEP_SIZE_UNDERFLOW if math.isfinite(ratio) else Status.NON_FINITE
                 break
             continue

@@ -237,10 +237,12 @@ def integrate_per_sample(
         # one where its step became 0: a step below that resolution (t + h == t) is accepted, as
         # its error is zero, and the row would step nowhere until max_steps. `~(>)` also
         # catches a NaN step, which a NaN first evaluation produces (such rows are rejected).
+        # The resolution (in y0's dtype, in which each row keeps its time) is relative to |t|,
+        # with no absolute floor, which would stop rows on short time scales.
         if on_host and bool(accept.all()):
             underflow = h == 0  # the same, in one operation instead of six
         else:
-            underflow = ~(abs(h) > xp.where(accept, 0.0, eps * abs(t).clip(1.0)))
+            underflow = ~(abs(h) > xp.where(accept, 0.0, eps * abs(t)))
         done = finished | underflow
         if attempts >= max_steps:
             done = xp.ones_like(done)
