@@ -22,6 +22,7 @@ from physode.solvers.control import (
     initial_step,
     round_to_grid,
 )
+from physode.solvers.loop import time_maker
 from physode.solvers.per_sample import PerSampleTrace, _initial_steps, integrate_per_sample
 
 F64 = torch.float64
@@ -245,3 +246,58 @@ def test_per_sample_first_steps_are_the_shared_loops_row_by_row():
         # Rounded to 24 bits of mantissa, to keep each row's steps independent of its batch.
         shared = round_to_grid(torch.tensor(_first_step(cubic, y[row, 0].item()), dtype=F64))
         assert got[row].item() == shared.item()
+
+
+def test_a_first_step_whose_trial_derivative_is_infinite_is_the_trial_step_per_sample_too():
+    # f1 is inf at the trial point: the shared loop takes the trial step h0; per sample the
+    # estimate (0.01 / inf) ** (1 / 6) = 0 made it a step of nothing, which underflowed at once.
+    def poisoned_after_t0(t, y):
+        return -y + torch.where(t > 0, math.inf, 0.0)
+
+    y = torch.tensor([[1.0], [0.3]], dtype=F64)
+    t = torch.zeros(2, dtype=F64)
+    f0 = poisoned_after_t0(t[:, None], y)
+    got = _initial_steps(poisoned_after_t0, t, y, f0, 1.0, 5, 1e-6, 1e-6, (-1, 1))
+    for row in range(2):
+        shared = _first_step(poisoned_after_t0, y[row, 0].item())
+        assert shared == pytest.approx(0.01, rel=1e-12)  # h0 = 0.01 d0 / d1 with f0 = -y0
+        assert got[row].item() == round_to_grid(torch.tensor(shared, dtype=F64)).item()
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
+def test_the_first_step_is_finite_where_the_squares_of_the_scaled_derivative_overflow(per_sample):
+    # In float32, |dy/dt| / atol = 4e11 / 1e-8 squares to inf: the norm of f0 was inf and the
+    # solve stopped before its first step as "non-finite", though func returned finite values.
+    def ringing(t, y):
+        return torch.stack([1e9 * y[..., 1], -4e11 * y[..., 0]], dim=-1)
+
+    def first_steps(y: torch.Tensor) -> torch.Tensor:
+        if per_sample:
+            t = torch.zeros(2, dtype=y.dtype)
+            f0 = ringing(t[:, None], y)
+            return _initial_steps(ringing, t, y, f0, 1.0, 5, 1.2e-7, 1e-8, (-1, 1))
+        time = time_maker(y)
+        step = initial_step(ringing, 0.0, y, ringing(time(0.0), y), 1.0, 5, 1.2e-7, 1e-8, time)
+        return torch.tensor([step])
+
+    rows = torch.tensor([[1.0, 0.0], [0.5, 0.0]])
+    steps = [first_steps(rows), first_steps(rows.double())]
+    assert torch.isfinite(steps[0]).all() and (steps[0] > 0).all()
+    torch.testing.assert_close(steps[0].double(), steps[1].double(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_a_float32_solve_with_a_derivative_of_4e11_from_a_zero_component_runs(step_control):
+    # The ringing oscillator of the unit time scale, on a nanosecond one: dv/dt = -4e11 at v = 0.
+    def ringing(rate):
+        def field(t, y):
+            x, v = y[..., 0], y[..., 1]
+            return torch.stack([rate * v, rate * (-400.0 * x - 0.5 * v)], dim=-1)
+
+        return field
+
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.0]])
+    unit = physode.solve(ringing(1.0), y0, [0.0, 5.0], step_control=step_control)
+    sol = physode.solve(ringing(1e9), y0, [0.0, 5e-9], step_control=step_control)
+    assert sol.success
+    torch.testing.assert_close(sol.ys[-1], unit.ys[-1], rtol=1e-3, atol=1e-3)

@@ -14,6 +14,7 @@ from physode._errors import PhysodeWarning
 from physode.solvers._arrays import Array, finfo, namespace
 
 __all__ = [
+    "SHRINK",
     "PIController",
     "attainable_rtol",
     "error_ratio",
@@ -219,6 +220,25 @@ def round_to_grid(x: Array) -> Array:
 _GRID = 2.0**24
 
 
+#: A power of two that brings a scaled derivative whose squares overflow (float32 above 1.8e19:
+#: ``|dy/dt| > 1.8e11`` where ``y`` is 0 and ``atol = 1e-8``) back into range, exactly.
+SHRINK = 2.0**-100
+
+
+def _rms(x: Tensor) -> float:
+    """The RMS of ``x`` as a float; finite wherever ``x`` is, also where its squares overflow.
+
+    >>> x = torch.tensor([0.0, 4e19])   # float32: the square of 4e19 is inf
+    >>> torch.linalg.vector_norm(x).item(), f"{_rms(x):.4g}"
+    (inf, '2.828e+19')
+    """
+    n = math.sqrt(x.numel())
+    value = (torch.linalg.vector_norm(x) / n).item()
+    if math.isinf(value):
+        value = (torch.linalg.vector_norm(x * SHRINK) / n).item() / SHRINK
+    return value
+
+
 def initial_step(
     func: Callable[[Tensor, Tensor], Tensor],
     t0: float,
@@ -242,14 +262,12 @@ def initial_step(
     def rms(x: Tensor, scale: Tensor) -> float:
         """The norm of :func:`error_ratio`: the largest of the groups' RMS norms."""
         x = (x / scale).reshape(-1)
-        return max(
-            (torch.linalg.vector_norm(x[p]) / math.sqrt(x[p].numel())).item() for p in parts
-        )
+        return max(_rms(x[p]) for p in parts)
 
     scale = y0.abs().mul(rtol).add_(atol)
     d0, d1 = rms(y0, scale), rms(f0, scale)
     if not math.isfinite(d1):
-        # f0 holds NaN or inf, or values whose norm overflows: no step size follows from it,
+        # f0 holds NaN or inf, or f0 / scale overflows the dtype: no step size follows from it,
         # and the loop stops as non-finite.
         return math.nan
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1

@@ -288,7 +288,7 @@ def integrate(
             )
             stats.nfe += 1
         if math.isnan(h):
-            # func(t0, y0) is not finite, or so large that its norm overflows: no error estimate
+            # func(t0, y0) is not finite, or so large that f0 / scale overflows: no error estimate
             # can be trusted from here, so stop at once rather than shrink the step to underflow.
             status = Status.NON_FINITE
     else:

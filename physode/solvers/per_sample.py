@@ -33,7 +33,13 @@ from physode.solvers._arrays import (
     put_,
     take,
 )
-from physode.solvers.control import PIController, attainable_rtol, combined_ratio, round_to_grid
+from physode.solvers.control import (
+    SHRINK,
+    PIController,
+    attainable_rtol,
+    combined_ratio,
+    round_to_grid,
+)
 from physode.solvers.loop import _LANDING_SLACK, Stats, Status, _on_host, check_derivative
 from physode.solvers.rk import _advance
 
@@ -81,8 +87,13 @@ def _row_ratio(step, y: Array, rtol: float, atol: float) -> Array:
 
 
 def _row_rms(x: Array, scale: Array) -> Array:
-    n = math.prod(x.shape[1:])
-    return namespace(x).sqrt(_row_sum_of_squares(x / scale) / n)
+    """The RMS of ``x / scale`` within each row, also where the sum of its squares overflows in
+    float32: there, the RMS of ``x / scale`` shrunk by an exact power of two, scaled back."""
+    xp, n = namespace(x), math.prod(x.shape[1:])
+    x = x / scale
+    value = xp.sqrt(_row_sum_of_squares(x) / n)
+    shrunk = xp.sqrt(_row_sum_of_squares(x * SHRINK) / n) / SHRINK
+    return xp.where(xp.isinf(value), shrunk, value)
 
 
 def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
@@ -99,7 +110,9 @@ def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
         dmax <= 1e-15, xp.clip(h0 * 1e-3, 1e-6, None), (0.01 / dmax) ** (1.0 / (order + 1))
     )
     h = xp.minimum(100 * h0, h1)
-    h = xp.where(xp.isfinite(h), h, h0)
+    # As the shared loop's: where d2 is not finite (an inf in f1, or its norm beyond the dtype's
+    # range), the trial step h0; h1 is then 0, and h would be a step of nothing.
+    h = xp.where(xp.isfinite(h) & xp.isfinite(d2), h, h0)
     # Rounded like the step factor, to keep each row's steps independent of its batch.
     return direction * round_to_grid(h)
 
