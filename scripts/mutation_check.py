@@ -355,6 +355,16 @@ MUTANTS = (
            "loss_part = loss", "each process's share weighed as a whole batch", DISTRIBUTED),
     Mutant("physode/train/trainer.py", "share = batch[group.rank :: group.world]",
            "share = batch", "every process solves the whole batch", DISTRIBUTED),
+    # -- found by the hunts of 2026-12-07 (eleventh session)
+    Mutant("physode/solvers/loop.py", "if not abs(h) > underflow * abs(t):",
+           "if not abs(h) > underflow * max(1.0, abs(t)):",
+           "an absolute floor under the step near t = 0 (false underflow on short scales)", SOLVER),
+    Mutant("physode/solvers/control.py", "    if math.isinf(value):\n",
+           "    if False:\n", "the first step's norm overflows in float32", SOLVER),
+    Mutant("physode/symbolic/_codegen.py", "return torch.sign(x).where(x == x, x)",
+           "return torch.sign(x)", "sign(NaN) is 0 in generated code", SYMBOLIC),
+    Mutant("physode/data/_store.py", "elif t.shape[0] < 2:", "elif t.shape[0] < 1:",
+           "a data set with one output time is read", DATA),
 )
 
 
