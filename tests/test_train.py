@@ -1605,6 +1605,45 @@ def test_stored_parameters_that_do_not_fit_the_system_are_refused(params, system
         Trainer(PhysicsModel("pendulum", ["g"]), bad, epochs=1)
 
 
+@pytest.mark.parametrize("rows", [lambda p: p[:3], lambda p: torch.cat([p, p[:1]]), lambda p: p[0]])
+@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
+def test_params_that_are_not_one_row_per_trajectory_are_refused_with_the_shape_to_give(
+    rows, val_fraction
+):
+    # Three rows for four trajectories failed in training with an IndexError, and five were
+    # taken silently, each trajectory paired with the row of its index.
+    data = swinging([0.5, 0.8, 1.2, 1.6], points=5)
+    params = rows(data.params)
+    shape = re.escape(str(tuple(params.shape)))
+    message = rf"bad trajectories: params have shape {shape}, but the states hold 4 trajectories; "
+    with pytest.raises(physode.InvalidArgumentError, match=message + r".*shape \(4, n_params\)"):
+        Trainer(PhysicsModel("pendulum", ["g"]),
+                Trajectories(data.t, data.states, params, data.system),
+                epochs=1, val_fraction=val_fraction)  # fmt: skip
+
+
+@pytest.mark.parametrize("params", ["abc", [[True] * 3] * 4])
+def test_params_that_are_not_real_numbers_are_refused_by_name(params):
+    data = swinging([0.5, 0.8, 1.2, 1.6], points=5)
+    with pytest.raises(physode.InvalidArgumentError, match=r"params (must be|have dtype)"):
+        Trajectories(data.t, data.states, torch.tensor(params) if params != "abc" else params)
+
+
+def test_trajectories_take_their_system_by_catalogue_name_as_a_physics_model_does():
+    # A name was kept as a string: evaluating beyond the data failed with an AttributeError.
+    t = torch.linspace(0, 2, 11, dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    oscillator = physode.systems.load("harmonic_oscillator")
+    ys = physode.odeint(oscillator.vector_field(), y0, t, rtol=1e-10, atol=1e-12)
+    data = Trajectories(t, ys.transpose(0, 1), system="harmonic_oscillator")
+    assert data.system.name == "harmonic_oscillator"
+    report = rollout_report(PhysicsModel(oscillator, []), data, t_end=4.0)
+    assert report.mse_beyond < 1e-10
+    message = r"system must be a physode.System, a catalogue name or the path of a .* got int"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trajectories(t, ys.transpose(0, 1), system=42)
+
+
 def test_a_physics_term_of_another_system_takes_the_parameters_it_shares_by_name(tmp_path):
     # Data of a damped oscillator with stored m, k, c; the physics is an undamped spring (k, m
     # in another order), as in an APHYNITY hybrid: it takes m and k from the data by name.

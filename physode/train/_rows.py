@@ -85,11 +85,6 @@ def parameter_rows(
     names = takes_parameters(model)
     if not names or params is None:
         return None
-    if params.ndim != 2:
-        raise InvalidArgumentError(
-            f"the {role} trajectories' params have shape {tuple(params.shape)}; give one row of "
-            "parameter values per trajectory, shape (N, n_params)"
-        )
     data_names = list(getattr(system, "parameters", None) or [])
     if system is None:
         if params.shape[1] != len(names):

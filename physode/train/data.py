@@ -38,17 +38,20 @@ class Trajectories:
         trains in float32 unless ``TrainConfig.dtype`` says otherwise); Python lists of numbers
         are read as float64, like the Python floats they hold. Trajectories sampled at
         different times: :meth:`from_irregular`.
-    params : Tensor, shape (N, n_params), optional
-        The physical parameters each trajectory was generated with.
-    system : physode.System, optional
-        The system that generated them (for ground truth beyond the horizon and conservation).
+    params : Tensor, NumPy array or nested list, shape (N, n_params), optional
+        The physical parameters each trajectory was generated with, one row per trajectory.
+    system : physode.System, str or path, optional
+        The system that generated them (for ground truth beyond the horizon and conservation):
+        a system, a catalogue name or a specification file, loaded as
+        :func:`physode.systems.load` loads it.
 
     Raises
     ------
     physode.InvalidArgumentError
         For badly shaped or typed arrays, times that are not finite or not increasing, infinite
         states, a trajectory whose first observed state is incomplete (or that has no
-        observation at all), or a state component observed nowhere.
+        observation at all), a state component observed nowhere, ``params`` that are not one
+        row of real numbers per trajectory, or a ``system`` that is not one.
 
     Examples
     --------
@@ -102,12 +105,16 @@ class Trajectories:
             problems.append("t must be strictly increasing")
         if not problems:
             problems += _missing_problems(t, states)
+        params = None if self.params is None else _as_tensor("params", self.params, False)
+        if not problems and params is not None:
+            problems += _params_problems(params, states.shape[0])
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
         self.t = t.to(states.dtype)
         self.states = states
-        if self.params is not None:
-            self.params = torch.as_tensor(self.params, dtype=states.dtype)
+        if params is not None:
+            self.params = params.to(device=states.device, dtype=states.dtype)
+        self.system = _as_system(self.system)
 
     @classmethod
     def from_irregular(
@@ -281,7 +288,7 @@ class Trajectories:
         )
 
 
-def _as_tensor(name: str, value: Any) -> torch.Tensor:
+def _as_tensor(name: str, value: Any, irregular_hint: bool = True) -> torch.Tensor:
     """``value`` as a tensor: tensors and NumPy arrays keep their dtype, and anything else (lists
     of Python numbers) is read as float64, the precision of a Python float.
 
@@ -295,11 +302,51 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
     try:
         return torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as exc:
+        hint = (
+            "; for trajectories of different lengths or times use "
+            "Trajectories.from_irregular([(t_i, states_i), ...])" if irregular_hint else ""
+        )
         raise InvalidArgumentError(
             f"{name} must be a tensor, a NumPy array or a rectangular list of real numbers, got "
-            f"{type(value).__name__} ({str(exc).splitlines()[0]}); for trajectories of "
-            "different lengths or times use Trajectories.from_irregular([(t_i, states_i), ...])"
+            f"{type(value).__name__} ({str(exc).splitlines()[0]}){hint}"
         ) from None
+
+
+def _params_problems(params: torch.Tensor, n: int) -> list[str]:
+    """What makes ``params`` unusable as the parameters of ``n`` trajectories: not one row of
+    real numbers per trajectory."""
+    if params.dtype == torch.bool or params.is_complex():
+        return [f"params have dtype {params.dtype}; give real numbers, e.g. params.double()"]
+    if params.ndim != 2 or params.shape[0] != n:
+        return [
+            f"params have shape {tuple(params.shape)}, but the states hold {n} "
+            f"trajector{'y' if n == 1 else 'ies'}; give one row of parameter values per "
+            f"trajectory, in the states' order: shape ({n}, n_params)"
+        ]
+    return []
+
+
+def _as_system(system: Any) -> Any:
+    """``system`` as a :class:`physode.System` (``None`` stays ``None``): a catalogue name or a
+    specification file's path is loaded.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        For anything else, or a name that is not in the catalogue.
+    """
+    from physode.symbolic import System
+
+    if system is None or isinstance(system, System):
+        return system
+    if isinstance(system, str | os.PathLike):
+        import physode.systems
+
+        return physode.systems.load(system)
+    raise InvalidArgumentError(
+        f"system must be a physode.System, a catalogue name or the path of a specification "
+        f"file, got {type(system).__name__}; e.g. system=physode.systems.load('pendulum')"
+    )
 
 
 def _first_observed(seen: torch.Tensor) -> torch.Tensor:
