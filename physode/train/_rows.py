@@ -78,9 +78,10 @@ def parameter_rows(
     Raises
     ------
     physode.InvalidArgumentError
-        If ``params`` is not one row per trajectory of one value per parameter of ``system`` (or
-        of the model's system where the data have none), or holds values that are not finite
-        where the model uses them. ``role`` names the data in the message.
+        If ``params`` (one row per trajectory, as :class:`~physode.train.Trajectories` checks)
+        does not hold one value per parameter of ``system`` (or of the model's system where the
+        data have none), or holds values that are not finite where the model uses them.
+        ``role`` names the data in the message.
     """
     names = takes_parameters(model)
     if not names or params is None:
