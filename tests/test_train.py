@@ -897,6 +897,44 @@ def test_a_resume_on_data_that_hold_out_other_validation_trajectories_is_refused
     Trainer(neural(), (t, ys), **config).load_checkpoint(tmp_path / "last.pt")  # the same data
 
 
+@pytest.mark.parametrize("other", ["states", "val_data", "system"])
+def test_a_resume_on_other_data_is_refused_naming_what_differs(tmp_path, other):
+    # Other trajectories of the same shape, or another system's, resumed silently: the run
+    # went on as the continuation of one trained on other data.
+    t, ys = spiral_data(n=4, points=5)
+    val = (t, ys[:1] * 0.5)
+    Trainer(neural(), (t, ys), val_data=val, epochs=1, checkpoint_dir=str(tmp_path)).fit()
+    if other == "states":
+        ys = ys.clone()
+        ys[2, 3, 0] += 1e-9
+    elif other == "val_data":
+        val = (t, ys[1:2])
+    else:  # a harmonic oscillator's trajectories, of the spiral's shape
+        oscillator = physode.systems.load("harmonic_oscillator")
+        ys = physode.odeint(oscillator.vector_field(), ys[:, 0], t).transpose(0, 1)
+    part = "validation data's states" if other == "val_data" else "training data's states"
+    resumed = Trainer(neural(), (t, ys), val_data=val, epochs=2)
+    with pytest.raises(physode.InvalidArgumentError, match=rf"cannot resume .*last.pt: the saved "
+                       rf"run was trained on other data \({part}: '\(.* float64 #"):  # fmt: skip
+        resumed.load_checkpoint(tmp_path / "last.pt")
+    assert resumed.epoch == 0
+    if other == "val_data":  # the run may go on without validation data
+        Trainer(neural(), (t, ys), epochs=2).load_checkpoint(tmp_path / "last.pt")
+
+
+def test_a_checkpoint_that_does_not_describe_its_data_still_resumes(tmp_path):
+    # Checkpoints written before physode kept a description of the data resume unchecked.
+    t, ys = spiral_data(n=4, points=5)
+    trainer = Trainer(neural(), (t, ys), epochs=1)
+    trainer.fit()
+    state = trainer.state_dict()
+    del state["data"]
+    torch.save(state, tmp_path / "old.pt")
+    resumed = Trainer(neural(), (t, ys), epochs=2)
+    resumed.load_checkpoint(tmp_path / "old.pt")
+    assert resumed.epoch == 1
+
+
 def test_val_fraction_of_a_single_trajectory_is_refused_with_the_count():
     t, ys = spiral_data(n=1, points=5)
     with pytest.raises(physode.InvalidArgumentError, match=r"val_fraction=0.5 needs at least 2 "

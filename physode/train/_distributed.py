@@ -140,12 +140,18 @@ def description(config: Any, model: torch.nn.Module, train: Any, val: Any) -> di
     described["model's parameters"] = ", ".join(
         f"{name} {tuple(p.shape)}" for name, p in model.named_parameters()
     )
-    for role, data in (("training", train), ("validation", val)):
-        for part in ("t", "states", "params"):
-            described[f"{role} data's {part}"] = _digest(
-                None if data is None else getattr(data, part)
-            )
-    return described
+    return {**described, **data_description(train, val)}
+
+
+def data_description(train: Any, val: Any) -> dict[str, str]:
+    """The training and validation data (:class:`~physode.train.Trajectories`, ``val`` may be
+    ``None``), each part as its shape, dtype and a hash of its bytes: what the processes of a
+    run compare, and a resume with the saved run."""
+    return {
+        f"{role} data's {part}": _digest(None if data is None else getattr(data, part))
+        for role, data in (("training", train), ("validation", val))
+        for part in ("t", "states", "params")
+    }
 
 
 def refuse_differences(described: dict[str, str], group: Group) -> None:

@@ -310,6 +310,7 @@ class Trainer:
         self.config = config
         # Which trajectories of tensor data val_fraction held out (None where it held none out).
         self._val_index: list[int] | None = None
+        self._data_description: dict[str, str] | None = None  # see _data_described
         # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
         self._stored_path = (
             data if isinstance(data, str | os.PathLike)
@@ -1443,7 +1444,17 @@ class Trainer:
             "warm_start": self.warm_start,  # what config.init_from's weights started
             "metadata": dict(self.metadata),
             "val_index": self._val_index,
+            "data": self._data_described(),
         }
+
+    def _data_described(self) -> dict[str, str]:
+        """The training and validation data in a few words each (shape, dtype, hash), as a
+        checkpoint keeps them for a resume to compare; worked out once, as the data are fixed."""
+        if self._data_description is None:
+            self._data_description = _distributed.data_description(
+                self.train_data, self.val_data
+            )
+        return self._data_description
 
     def _run_state(self) -> dict[str, Any]:
         """The part of :meth:`state_dict` that :meth:`_restore` puts back: the live weights,
@@ -1519,8 +1530,10 @@ class Trainer:
         physode.InvalidArgumentError
             If the file is missing, damaged or not a physode checkpoint, or was saved with
             different settings, other :attr:`metadata` (where both it and this trainer have
-            some), another model, or data from which ``val_fraction`` holds out other
-            trajectories than the saved run's.
+            some), another model, data from which ``val_fraction`` holds out other
+            trajectories than the saved run's, or other training data or validation data
+            (compared by shape, dtype and a hash of their values; a resume may leave validation
+            data out).
         """
         with _distributed.together(self._group, "load_checkpoint", f"could not resume {path}"):
             self._resume(Path(path))
@@ -1558,6 +1571,23 @@ class Trainer:
                 f"cannot resume {path}: settings differ from the saved run ({pairs}); use the "
                 "saved settings to continue the run exactly"
             )
+        data = state.get("data")
+        if isinstance(data, dict):  # older checkpoints do not describe their data
+            mine = self._data_described()
+            # A run may go on without validation data, or begin to validate; it may not
+            # validate on other data, which would choose its best epoch by other losses.
+            validated = "none" not in (
+                data.get("validation data's states"), mine["validation data's states"]
+            )
+            compared = [k for k in data if validated or not k.startswith("validation")]
+            differ = _changes(data, mine, compared)
+            if differ:
+                raise InvalidArgumentError(
+                    f"cannot resume {path}: the saved run was trained on other data "
+                    f"({', '.join(differ)}: shape, dtype and a hash of the values); resume it "
+                    "on the data it was trained on, or start a new run from its weights on "
+                    "these data (init_from; physode train --init-from)"
+                )
         try:
             self._restore(state)
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
