@@ -135,6 +135,18 @@ def test_aphynity_lambda_grows_by_tau_times_each_batch_loss_or_once_by_the_epoch
     assert row["aphynity_lambda"] == pytest.approx(1.0 + growth, rel=1e-12)
 
 
+@pytest.mark.parametrize("epochs", [1.5, float("nan"), "2", True, 0, -1])
+def test_fit_refuses_a_number_of_epochs_that_is_not_a_positive_integer(epochs):
+    # fit(1.5) trained 2 epochs, fit(nan) all of config.epochs, fit("2") raised a TypeError.
+    trainer = Trainer(neural(), spiral_data(points=5), epochs=3)
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(
+            f"fit(epochs={epochs!r}): epochs must be an integer >= 1, the most epochs this call "
+            "runs, or None to train up to config.epochs (3)")):  # fmt: skip
+        trainer.fit(epochs)
+    assert trainer.epoch == 0 and trainer.history == []
+    assert trainer.fit(np.int64(2)).epochs_trained == 2
+
+
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt"])
 def test_a_resumed_run_continues_the_uninterrupted_one_bit_for_bit(tmp_path, gradient):
     data = spiral_data()

@@ -19,6 +19,7 @@ from torch import nn
 
 import physode
 import physode.data
+from physode._checks import is_int
 from physode._errors import (
     InvalidArgumentError,
     PhysodeWarning,
@@ -980,8 +981,8 @@ class Trainer:
         Raises
         ------
         physode.InvalidArgumentError
-            Before the first epoch, if the checkpoint folder or the log's folder cannot be
-            created or written.
+            Before the first epoch, if ``epochs`` is not a positive integer, or the checkpoint
+            folder or the log's folder cannot be created or written.
         KeyboardInterrupt
             On Ctrl-C, once the run is back at its last completed epoch (see above).
         physode.TrainingError
@@ -989,6 +990,11 @@ class Trainer:
             finite (see ``docs/training.md``, "When training diverges").
         """
         c = self.config
+        if epochs is not None and not is_int(epochs, least=1):
+            raise InvalidArgumentError(
+                f"fit(epochs={epochs!r}): epochs must be an integer >= 1, the most epochs this "
+                f"call runs, or None to train up to config.epochs ({c.epochs})"
+            )
         if self._group is None:
             self._check_folders()
         else:
