@@ -102,6 +102,46 @@ def test_hybrid_is_physics_plus_residual_and_starts_as_physics():
     assert not Hybrid(physics, NeuralODE(2, time_dependent=True)).autonomous
 
 
+class Column(nn.Module):
+    """A residual that returns one column, not ``dy/dt``."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(2, 1)
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+class Constant(nn.Module):
+    """A residual that returns one constant value per component."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, t, y):
+        return self.value
+
+
+def test_a_hybrid_refuses_a_residual_that_does_not_return_y_s_last_dimension():
+    # One column was added to every component of dy/dt, and training went on without a word.
+    model = Hybrid(LinearDecay(0.7), Column())
+    message = (r"the Hybrid's residual \(Column\) returned shape \(5, 1\) for y of shape "
+               r"\(5, 2\); .* must return y's shape, \(\.\.\., 2\) \(e.g. NeuralODE\(2, \.\.\.\)")
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        model(torch.tensor(0.0), torch.randn(5, 2))
+    t = torch.linspace(0, 1, 6)
+    ys = torch.exp(-t)[:, None].expand(6, 2)
+    with pytest.raises(physode.InvalidArgumentError, match=message.replace("5", "1")):
+        physode.train.Trainer(model, (t, ys), epochs=1, window=3).fit()
+    # A constant residual, one value per component, broadcasts as intended.
+    bias = nn.Parameter(torch.tensor([0.1, -0.2]))
+    constant = Hybrid(LinearDecay(0.7), Constant(bias))
+    y = torch.randn(5, 2)
+    assert torch.equal(constant(torch.tensor(0.0), y), LinearDecay(0.7)(None, y) + bias)
+
+
 class Unlabelled(nn.Module):
     """A term that does not say whether it ignores ``t``."""
 

@@ -177,9 +177,19 @@ class Hybrid(nn.Module):
         self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Return ``dy/dt``: physics plus residual. ``p`` (per-row parameter values, see
-        :attr:`trajectory_parameters`) goes to the physics term alone."""
+        :attr:`trajectory_parameters`) goes to the physics term alone.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If the residual's output does not end in ``y``'s last dimension (one column, say,
+            which the sum would add to every component of ``dy/dt``).
+        """
         physics = self.physics(t, y) if p is None else self.physics(t, y, p)
-        return physics + self.residual(t, y)
+        residual = self.residual(t, y)
+        if residual.shape[-1:] != y.shape[-1:]:  # the sum would broadcast a column to every one
+            raise _wrong_residual(self.residual, residual, y)
+        return physics + residual
 
     def residual_norm(self, t: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """Mean squared norm of the residual along a trajectory.
@@ -237,3 +247,14 @@ class Hybrid(nn.Module):
     def training_metrics(self) -> dict[str, float]:
         """Extra numbers for the training log: the current ``λ`` under APHYNITY."""
         return {"aphynity_lambda": float(self.aphynity_lambda)} if self.aphynity else {}
+
+
+def _wrong_residual(module: nn.Module, output: torch.Tensor, y: torch.Tensor) -> Exception:
+    """The error for a residual ``module`` whose ``output`` at ``y`` is not a ``dy/dt``."""
+    n = y.shape[-1] if y.ndim else 1
+    return InvalidArgumentError(
+        f"the Hybrid's residual ({type(module).__name__}) returned shape "
+        f"{tuple(output.shape)} for y of shape {tuple(y.shape)}; the hybrid adds it to the "
+        f"physics term's dy/dt, so it must return y's shape, (..., {n}) (e.g. "
+        f"NeuralODE({n}, ...), or MLP({n}, {n}) inside your module)"
+    )
