@@ -80,6 +80,11 @@ def test_load_csv_reads_a_file_saved_with_a_byte_order_mark_as_without(tmp_path)
         ("t,x\n0,1\n0,2\n", "the times in column 't' must increase"),
         ("t\n0\n1\n", "expected a time column and at least one value column"),
         ("t,x\n", "expected a header row and at least one row of values"),
+        # An empty or repeated name became a state named '' or two states named 'x'.
+        ("day,x,\n0,1,2\n", "bad.csv: column 3 of the header has no name"),
+        (",x\n0,1\n", "bad.csv: column 1 of the header has no name"),
+        ("day,x,x\n0,1,2\n", "bad.csv: columns 2 and 3 of the header are both named 'x'"),
+        ("x,y,x,x\n0,1,2,3\n", "bad.csv: columns 1, 3 and 4 of the header are all named 'x'"),
     ],
 )
 def test_load_csv_refuses_malformed_files(tmp_path, text, message):

@@ -107,9 +107,10 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     Raises
     ------
     physode.DataFormatError
-        If the file is missing or unreadable, a row has another number of cells than the
-        header, a time is empty or not a finite number, the times do not increase, or a value
-        is not a number (infinite values included).
+        If the file is missing or unreadable, a column of the header has no name or the name
+        of another, a row has another number of cells than the header, a time is empty or not
+        a finite number, the times do not increase, or a value is not a number (infinite
+        values included).
 
     Examples
     --------
@@ -151,6 +152,7 @@ def _read_table(text: str, source: str) -> tuple[list[str], np.ndarray, torch.Te
     if len(rows) < 2:
         raise DataFormatError(f"{source}: expected a header row and at least one row of values")
     header, body = rows[0], rows[1:]
+    _check_header(header, source)
     for number, row in enumerate(body, start=1):
         if len(row) != len(header):
             raise DataFormatError(
@@ -167,6 +169,26 @@ def _read_table(text: str, source: str) -> tuple[list[str], np.ndarray, torch.Te
     except ValueError as exc:
         raise DataFormatError(str(exc)) from None
     return header, times, values, provenance
+
+
+def _check_header(header: list[str], source: str) -> None:
+    """Refuse a header with a column without a name, or a name given to two columns: the
+    names are the series' ``state_names`` (and the time column's its ``time_unit``)."""
+    columns: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        if not name:
+            raise DataFormatError(
+                f"{source}: column {number} of the header has no name; give every column one"
+            )
+        columns.setdefault(name, []).append(number)
+    for name, numbers in columns.items():
+        if len(numbers) > 1:
+            listed = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+            both = "both" if len(numbers) == 2 else "all"
+            raise DataFormatError(
+                f"{source}: columns {listed} of the header are {both} named {name!r}; "
+                "give each column a name of its own"
+            )
 
 
 def _number(cell: str, source: str, column: str, missing: bool = True) -> float:
