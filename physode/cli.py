@@ -364,7 +364,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if args.plot is not None:
             # Refuse a plot that could not be written before the check reads the whole file.
             stack.enter_context(_folders_above(args.plot, "plot"))
-            plot = image_path(args.plot, "--plot")
+            plot = image_path(args.plot, "plot")  # respelled --plot by _option_spelling
         report = check(args.file, tolerance=args.tolerance, worst=args.worst)
         written = None if plot is None else report.plot(plot)
     if args.json:

@@ -245,8 +245,11 @@ def test_python_dash_m_physode_prints_errors_without_a_traceback(dataset, tmp_pa
 @pytest.mark.parametrize(
     ("plot", "message"),
     [
-        ("drift.txt", "--plot='drift.txt': the file name must end in an image format"),
-        ("drift", "--plot='drift': the file name must end in an image format"),
+        # Spelled as every option's value is (`--plot drift.txt`), not `--plot='drift.txt'`.
+        ("drift.txt", "error: --plot drift.txt: the file name must end in an image format"),
+        ("drift", "error: --plot drift: the file name must end in an image format"),
+        ("./drift.txt", r"error: --plot \./drift\.txt: the file name must end"),
+        ("my drift.txt", "error: --plot 'my drift.txt': the file name must end"),
     ],
 )
 def test_a_plot_that_cannot_be_written_is_refused_before_the_check(

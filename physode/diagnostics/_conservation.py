@@ -29,7 +29,8 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
     path : str or path-like
         The image file to write; its suffix chooses the format.
     argument : str
-        How the error message names the argument (``"--plot"`` on the command line).
+        How the error message names the argument: ``argument='drift.txt': ...``, which the
+        command line respells ``--plot drift.txt: ...`` as it does every option's value.
 
     Raises
     ------
@@ -44,6 +45,7 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
     """
     from matplotlib.backend_bases import FigureCanvasBase
 
+    given = os.fspath(path)  # the message quotes it as given: ./drift.txt, not drift.txt
     path = Path(path)
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
     folder = path.parent
@@ -60,7 +62,7 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
         problem = f"folder {str(folder)!r} is not writable"
     else:
         return path
-    raise InvalidArgumentError(f"{argument}={str(path)!r}: {problem}")
+    raise InvalidArgumentError(f"{argument}={given!r}: {problem}")
 
 
 def new_figure(path: str | os.PathLike, max_trajectories: object, drawn: str, **figure: Any):
