@@ -1,4 +1,5 @@
-"""Writing files so that a failure or an interruption leaves no half-written file behind."""
+"""Writing files so that a failure or an interruption leaves no half-written file behind, and
+telling an HDF5 file by its first bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from typing import Any
 
 from physode._errors import InvalidArgumentError
 
-__all__ = ["json_ready", "write_atomically", "writable_folder"]
+__all__ = ["has_hdf5_signature", "json_ready", "write_atomically", "writable_folder"]
+
+#: The eight bytes an HDF5 file starts with (physode writes no user block before them).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def has_hdf5_signature(path: str | os.PathLike) -> bool:
+    """Whether the file ``path`` starts with :data:`HDF5_SIGNATURE`; an ``OSError`` where it
+    cannot be read. Reads eight bytes, without importing h5py."""
+    with open(path, "rb") as handle:
+        return handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any], what: str) -> Path:

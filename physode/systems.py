@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import os
+import shlex
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from physode._errors import InvalidArgumentError
+from physode._files import has_hdf5_signature
 from physode.symbolic import System, _cache
 from physode.symbolic._names import did_you_mean, warn_constants
 from physode.symbolic._spec import read_spec_text, system_from_spec
@@ -73,18 +75,63 @@ def path(name: str) -> Traversable:
     """
     valid = names()
     if name not in valid:
+        if isinstance(name, str):
+            _refuse_a_data_file(Path(name), name)
         # A file of that name here is surely what was meant: a path needs its suffix.
         own = Path(f"{name}{SUFFIX}")
-        hint = (
-            f"; did you mean your file {own}? Pass it with its suffix"
-            if own.is_file()
-            else did_you_mean(name, valid)
-        )
+        if own.is_file():
+            hint = f"; did you mean your file {own}? Pass it with its suffix"
+        elif isinstance(name, str) and Path(name).is_file():
+            hint = (
+                f"; {name!r} is a file here, but not a specification file ending in {SUFFIX} "
+                f"(a specification file under another name is read given as a path: "
+                f"{os.path.join(os.curdir, name)})"
+            )
+        else:
+            hint = did_you_mean(name, valid)
         raise InvalidArgumentError(
             f"unknown system {name!r}{hint}; valid names: {', '.join(valid)} "
             "(or pass the path to your own .toml file)"
         )
     return _catalogue() / f"{name}{SUFFIX}"
+
+
+def _refuse_a_data_file(file: Path, given: str) -> None:
+    """Refuse ``file`` (spelled ``given``) if it is an HDF5 file, such as a data set of
+    ``physode simulate``, given where a system was meant (``physode simulate data.h5``),
+    saying what it is and what a system is; do nothing for any other file."""
+    try:
+        if not has_hdf5_signature(file):
+            return
+    except (OSError, ValueError):  # no file (a folder, a NUL in the name): said by the caller
+        return
+    wanted = (
+        "a system is a name from the catalogue (`physode systems` lists them) or a .toml "
+        "specification file"
+    )
+    if _is_data_set(file):
+        raise InvalidArgumentError(
+            f"{given!r} is a physode data set, not a system specification; {wanted}. To check "
+            f"the data set: `physode check {shlex.quote(given)}`; to read it: "
+            f"physode.data.load({given!r}), whose .system is the system it holds"
+        )
+    raise InvalidArgumentError(f"{given!r} is an HDF5 file, not a system specification; {wanted}")
+
+
+def _is_data_set(file: Path) -> bool:
+    """Whether the HDF5 file ``file`` says it is a physode data set (its ``format``)."""
+    import h5py
+
+    from physode.data._store import FORMAT_NAME
+
+    try:
+        with h5py.File(file, "r") as f:
+            name = f.attrs.get("format")
+    except (OSError, RuntimeError, ValueError):  # damaged: then it is no usable data set
+        return False
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name == FORMAT_NAME
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,7 +163,8 @@ def load(name_or_path: str | os.PathLike) -> System:
     Raises
     ------
     physode.InvalidArgumentError
-        For an unknown name or a missing file.
+        For an unknown name, a missing file, or an HDF5 file (a data set of ``physode
+        simulate``, which ``physode.data.load`` reads) given for a specification.
     physode.SystemDefinitionError
         For a file with problems (all of them are listed), or one that is not UTF-8 text.
 
@@ -133,6 +181,7 @@ def load(name_or_path: str | os.PathLike) -> System:
         file = Path(name_or_path)
         if not file.is_file():
             raise InvalidArgumentError(f"no specification file at {str(file)!r}")
+        _refuse_a_data_file(file, os.fspath(name_or_path))
         return _from_text(read_spec_text(file, str(file)), str(file))
     if not isinstance(name_or_path, str):
         raise InvalidArgumentError(

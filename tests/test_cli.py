@@ -186,6 +186,23 @@ def test_errors_print_one_line_and_exit_2(dataset, tmp_path, capsys, monkeypatch
     assert error.count("\n") == 1
 
 
+def test_simulate_given_a_data_set_for_its_system_points_at_check(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    # `physode simulate osc.h5 ...`, simulate for check, said "unknown system 'osc.h5'".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "osc.h5").write_bytes(dataset.read_bytes())
+    argv = ["simulate", "osc.h5", "-n", "4", "--t-end", "1", "--points", "2", "-o", "x.h5"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "physode simulate: error: 'osc.h5' is a physode data set, not a system specification; "
+        "a system is a name from the catalogue (`physode systems` lists them) or a .toml "
+        "specification file. To check the data set: `physode check osc.h5`;"
+    )
+    assert error.count("\n") == 1 and not (tmp_path / "x.h5").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

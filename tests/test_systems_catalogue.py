@@ -226,3 +226,47 @@ def test_an_unknown_name_with_a_specification_file_of_that_name_here_points_at_t
                        match="unknown system 'duffing_driven'; did you mean your file "
                              "duffing_driven.toml\\? Pass it with its suffix; valid names"):
         physode.systems.load("duffing_driven")
+
+
+@pytest.mark.parametrize("spelled", ["osc.h5", "./osc.h5", "path"])
+def test_a_data_set_given_for_a_system_is_named_as_one_with_what_reads_it(
+    oscillator_h5, monkeypatch, spelled
+):
+    # `physode simulate osc.h5 ...` (simulate for check) said "unknown system 'osc.h5'", and a
+    # path to it that its first byte was not UTF-8.
+    monkeypatch.chdir(oscillator_h5.parent)
+    given = oscillator_h5 if spelled == "path" else spelled
+    shown = str(oscillator_h5) if spelled == "path" else spelled
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        physode.systems.load(given)
+    assert str(caught.value) == (
+        f"{shown!r} is a physode data set, not a system specification; a system is a name from "
+        "the catalogue (`physode systems` lists them) or a .toml specification file. To check "
+        f"the data set: `physode check {shown}`; to read it: physode.data.load({shown!r}), "
+        "whose .system is the system it holds"
+    )
+
+
+@pytest.mark.parametrize("spelled", ["foreign.h5", "./foreign.h5"])
+def test_another_hdf5_file_given_for_a_system_is_named_as_one(tmp_path, monkeypatch, spelled):
+    import h5py
+
+    monkeypatch.chdir(tmp_path)
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = [1.0]
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=f"^'{spelled}' is an HDF5 file, not a system specification; a "
+                             r"system is a name from the catalogue \(`physode systems`"):
+        physode.systems.load(spelled)
+
+
+def test_another_file_given_by_a_name_not_in_the_catalogue_says_how_to_read_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text('name = "d"\n')
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"unknown system 'notes.txt'; 'notes.txt' is a file here, but not a "
+                             r"specification file ending in .toml \(a specification file under "
+                             r"another name is read given as a path: ./notes.txt\); valid names"):
+        physode.systems.load("notes.txt")

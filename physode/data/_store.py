@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 
 from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError, first_line
+from physode._files import has_hdf5_signature
 from physode.data._chunks import FILTERS, ChunkWriter, crc32
 
 __all__ = [
@@ -75,7 +76,6 @@ FLAG_NOT_FINITE = 4
 # 1.10 (2017) reads it. "latest" would tie the files to the HDF5 that wrote them (2.0 here).
 LIBVER = ("v110", "v110")
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # An HDF5 chunk of about this size or less: small enough that a random window read decompresses
 # little, large enough that compression works on whole chunks of trajectories.
 _TARGET_CHUNK_BYTES = 1 << 20
@@ -464,11 +464,6 @@ def reading(path: Path, what: str = "damaged") -> Iterator[None]:
         raise DataFormatError(f"{path}: {what} ({first_line(exc)})") from None
 
 
-def _has_signature(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
-
-
 @dataclass(frozen=True)
 class Header:
     """A data set's root attributes, read and checked by :func:`open_store`.
@@ -529,7 +524,7 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
     try:
-        signed = _has_signature(path)
+        signed = has_hdf5_signature(path)
     except OSError as exc:
         raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not signed:
