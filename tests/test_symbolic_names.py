@@ -182,3 +182,37 @@ def test_an_unsupported_function_in_a_file_says_what_to_write(call, hint):
 def test_an_unsupported_function_from_python_says_what_to_write():
     with pytest.raises(physode.SystemDefinitionError, match=r"log10 \(for log10 write log\(x, 10"):
         System.from_equations({"x": "-log10(x)"}, {})
+
+
+_PARSERS_OWN = ["Integer", "Float", "Symbol", "Function", "Rational"]
+_CLASHING = "-Integer*x + 1.5*Float + Symbol**2 - Function/Rational + 2 + y_k"
+
+
+@pytest.mark.parametrize("source", ["python", "file"])
+def test_parameters_named_as_the_parsers_own_names_are_those_parameters(source):
+    # The parser writes Integer(2), Float('1.5'), Symbol('y'): a parameter 'Integer' broke every
+    # number of the expression ("'Symbol' object is not callable").
+    values = {name: float(i + 2) for i, name in enumerate(_PARSERS_OWN)} | {"y_k": 0.25}
+    if source == "python":
+        system = System.from_equations({"x": _CLASHING}, values, name="clash")
+    else:
+        table = "\n".join(f"{name} = {value}" for name, value in values.items())
+        system = system_from_spec(_spec(_CLASHING, table), "clash.toml")
+    integer, float_, symbol, function, rational, y_k, x = sympy.symbols(
+        "Integer Float Symbol Function Rational y_k x"
+    )
+    expected = -integer * x + 1.5 * float_ + symbol**2 - function / rational + 2 + y_k
+    assert sympy.simplify(system._equations[0] - expected) == 0
+    y = torch.tensor([[1.0]], dtype=F64)
+    rate = system.vector_field()(torch.tensor(0.0, dtype=F64), y)
+    assert rate.item() == pytest.approx(-2 + 1.5 * 3 + 4**2 - 5 / 6 + 2 + 0.25, rel=1e-14)
+    assert system_from_spec(system.to_spec(), "again")._equations == system._equations
+
+
+@pytest.mark.parametrize("name", _PARSERS_OWN)
+def test_an_undeclared_name_beside_a_parameter_named_as_the_parsers_is_reported(name):
+    # auto_symbol writes Symbol('y') for the undeclared y, which a parameter 'Symbol' shadowed.
+    with pytest.raises(physode.SystemDefinitionError, match="symbol 'y' in the equation for x"):
+        System.from_equations({"x": f"-{name}*x + y"}, {name: 1.0})
+    with pytest.raises(physode.SystemDefinitionError, match="symbol 'y' in the equation for x"):
+        system_from_spec(_spec(f"-{name}*x + y", f"{name} = 1.0"), "clash.toml")

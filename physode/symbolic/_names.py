@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from physode.symbolic._system import System
 
 __all__ = [
-    "CARET_REASON", "SYMPY_CONSTANTS", "bare_sympy_names", "caret_reason", "constant_names",
-    "did_you_mean", "function_hint", "keyword_reason", "read_names", "scope", "warn_constants",
+    "CARET_REASON", "PARSER_NAMES", "SYMPY_CONSTANTS", "bare_sympy_names", "caret_reason",
+    "constant_names", "did_you_mean", "function_hint", "keyword_reason", "read_names", "scope",
+    "unshadowed", "warn_constants",
 ]
 
 
@@ -44,6 +45,36 @@ def scope(names: Mapping[str, Any]) -> dict[str, Any]:
     {'l': 1, 'ℓ': 1}
     """
     return {**{unicodedata.normalize("NFKC", k): v for k, v in names.items()}, **names}
+
+
+#: The names SymPy's parser writes into the code it evaluates: ``Integer(2)`` and
+#: ``Float('1.5')`` for numbers, ``Symbol('y')`` and ``Function('f')`` for undeclared names,
+#: ``Rational`` for repeated decimals. A declared name spelt so would shadow them (``'Symbol'
+#: object is not callable`` for a parameter ``Integer`` in ``-Integer*x + 2``).
+PARSER_NAMES = ("Symbol", "Function", "Integer", "Float", "Rational")
+_ALIAS = "_physode_declared_{}"
+
+
+def unshadowed(text: str, names: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``text`` and the names in scope for parsing it, with each name in ``names`` that is one
+    of :data:`PARSER_NAMES` renamed in both (to an alias that stands for the same object), so
+    that the parser's own names keep their meaning.
+
+    Examples
+    --------
+    >>> unshadowed("-Integer*x + 2", {"Integer": 1, "x": 2})
+    ('-_physode_declared_Integer*x + 2', {'_physode_declared_Integer': 1, 'x': 2})
+    >>> unshadowed("-k*x + 2", {"k": 1, "x": 2})
+    ('-k*x + 2', {'k': 1, 'x': 2})
+    """
+    clashing = [name for name in PARSER_NAMES if name in names]
+    if not clashing:
+        return text, dict(names)
+    # A name, not part of a longer one (Integer2) nor an attribute (sympy.Integer).
+    pattern = re.compile(rf"(?<![\w.])({'|'.join(clashing)})(?!\w)")
+    text = pattern.sub(lambda match: _ALIAS.format(match.group(1)), text)
+    renamed = {(_ALIAS.format(k) if k in clashing else k): v for k, v in names.items()}
+    return text, renamed
 
 
 _WORD = re.compile(r"\w+")

@@ -30,12 +30,14 @@ from physode.symbolic._forms import (
 )
 from physode.symbolic._names import (
     CARET_REASON,
+    PARSER_NAMES,
     caret_reason,
     constant_names,
     did_you_mean,
     keyword_reason,
     read_names,
     scope,
+    unshadowed,
     warn_constants,
 )
 from physode.symbolic._system import System, attach_spec_text
@@ -67,11 +69,11 @@ FUNCTIONS: dict[str, Any] = {
 }
 #: The constants a specification may use, by name.
 CONSTANTS: dict[str, Any] = {"pi": sympy.pi, "E": sympy.E}
-# What SymPy's parser itself writes into the code it evaluates (auto_symbol, auto_number); never
-# a name a specification may use. No Python builtins are in reach of that code.
+# What SymPy's parser itself writes into the code it evaluates (auto_symbol, auto_number); a
+# declared name spelt so is renamed there (unshadowed). No Python builtins are in reach of that
+# code.
 _PARSER_NAMES: dict[str, Any] = {
-    "Symbol": sympy.Symbol, "Integer": sympy.Integer, "Float": sympy.Float,
-    "Rational": sympy.Rational, "Function": sympy.Function, "__builtins__": {},
+    **{name: getattr(sympy, name) for name in PARSER_NAMES}, "__builtins__": {},
 }
 _GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS}
 
@@ -346,9 +348,10 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
         problems.add(f"{where}: {refusal}")
         return None
     read = read_names(text)
+    code, local = unshadowed(read, names)  # a parameter 'Integer' is no longer SymPy's Integer
     try:
         expr = parse_expr(
-            read, local_dict=dict(names), global_dict=dict(_GLOBALS),
+            code, local_dict=local, global_dict=dict(_GLOBALS),
             transformations=standard_transformations,
         )
     except Exception as exc:  # SymPy raises errors of many kinds for malformed input

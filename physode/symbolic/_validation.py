@@ -27,6 +27,7 @@ from physode.symbolic._names import (
     keyword_reason,
     read_names,
     scope,
+    unshadowed,
 )
 from physode.symbolic._time_functions import _Dynamic, _undeclared_functions_of_time
 
@@ -154,7 +155,8 @@ def _expr(
             text = read_names(value)
             # An undeclared 'gamma' or 'S' is reported as an unknown symbol, as in a file.
             names.update({n: sympy.Symbol(n) for n in bare_sympy_names(text, names)})
-            expr = sympy.sympify(text, locals=names)
+            code, local = unshadowed(text, names)  # a parameter 'Float' is not SymPy's Float
+            expr = sympy.sympify(code, locals=local)
             for name in constant_names(text, names):
                 problems.read_as_constant(name, where)
         else:

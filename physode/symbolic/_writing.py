@@ -120,11 +120,7 @@ class _Writer:
         problems = Problems()
         back = parse_expression(text, self.symbols, where, problems)
         if back is None or _plain(back) != _plain(expr):
-            clashes = sorted(
-                name for name in self.declared
-                if name in FUNCTIONS or name in ("Symbol", "Integer", "Float", "Rational",
-                                                 "Function")
-            )
+            clashes = sorted(name for name in self.declared if name in FUNCTIONS)
             hint = (
                 f"; declared names that are also functions of the file format: "
                 f"{', '.join(map(repr, clashes))}; rename them" if clashes else ""
