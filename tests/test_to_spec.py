@@ -232,6 +232,60 @@ def test_what_a_file_cannot_hold_is_refused_by_name():
     assert 'sin = { value = 1.0 }' in System.from_equations({x: -sin * x}, {sin: 1.0}).to_spec()
 
 
+@pytest.mark.parametrize(
+    ("constant", "written"),
+    [
+        (sympy.GoldenRatio, "1/2 + sqrt(5)/2"),
+        (sympy.TribonacciConstant, "1/3 + (19 - 3*sqrt(33))**(1/3)/3 + (3*sqrt(33) + 19)**(1/3)/3"),
+    ],
+)
+def test_the_golden_ratio_and_the_tribonacci_constant_are_written_exactly_in_radicals(
+    constant, written, tmp_path
+):
+    # A file has no name for them: to_spec said "does not read back as written (it reads back
+    # as GoldenRatio*x)". In radicals they are exact, and equations derived from them too.
+    x, p, k = sympy.symbols("x p k")
+    oscillator = System.from_hamiltonian(
+        p**2 / (2 * constant) + k * constant * x**4, [x], [p], {k: 0.5}, name="oscillator"
+    )
+    text = oscillator.to_spec()
+    hamiltonian = next(line for line in text.splitlines() if line.startswith("hamiltonian"))
+    assert hamiltonian.count(f"({written})") == 2 and str(constant) not in text
+    loaded = _load_text(text, tmp_path)
+    for state, expr in oscillator.equations.items():
+        exact = expr.subs(constant, sympy.sympify(written))
+        assert sympy.simplify(loaded.equations[state] - exact) == 0, state
+    out = tmp_path / "oscillator.h5"
+    physode.data.simulate(oscillator, trajectories=2, t_end=1.0, points=3, out=out, quiet=True)
+    with physode.data.load(out) as stored:
+        assert stored.system.spec_text == text
+    y = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    t = torch.tensor(0.0, dtype=torch.float64)
+    expected = [-0.7 / float(constant), -4 * 0.5 * float(constant) * 0.3**3]
+    assert loaded.vector_field()(t, y)[0].tolist() == pytest.approx(expected, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("constant", "what", "value"),
+    [
+        (sympy.Catalan, "Catalan's constant", "0.915965594177219"),
+        (sympy.EulerGamma, "the Euler-Mascheroni constant", "0.5772156649015329"),
+    ],
+)
+def test_constants_a_file_cannot_write_exactly_are_refused_naming_them(constant, what, value):
+    # It said "does not read back as written (it reads back as Catalan*x)".
+    x = sympy.Symbol("x")
+    decay = System.from_equations({x: -constant * x}, {}, name="decay")
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        decay.to_spec()
+    assert str(caught.value) == (
+        f"system 'decay' cannot be written as a specification: equation for x holds {what} "
+        f"(sympy.{constant}), which a specification file cannot write exactly; replace it by "
+        f"its value, expr.subs(sympy.{constant}, {value}), or by a parameter"
+    )
+    assert float(sympy.sympify(value)) == float(constant)
+
+
 def test_simulate_refuses_a_system_that_reads_back_otherwise(tmp_path):
     # A coordinate declared real: Abs(q) differentiates to sign(q); written by name, the file's
     # plain q is complex to SymPy, and its derivative has no torch translation.

@@ -3,7 +3,9 @@ and rebuilding a system from that text for a data set (``physode.data.simulate``
 
 Every expression is written so that the specification reader reads it back as the same
 expression: ``E`` (Euler's number) as ``exp(1)``, ``pi`` as ``acos(-1)`` where a name ``pi`` is
-declared, a float as its shortest decimal form. Each written expression is read back with the
+declared, the golden ratio and the tribonacci constant in radicals (``1/2 + sqrt(5)/2``), a
+float as its shortest decimal form. Catalan's and the Euler-Mascheroni constant, which the
+file's functions cannot write exactly, are refused. Each written expression is read back with the
 reader's own parser and compared before the text is returned, so a name the format cannot hold
 (a Python keyword, a declared name that is also a function the system calls) is refused with an
 :class:`physode.InvalidArgumentError` that names it rather than written wrongly.
@@ -87,10 +89,39 @@ def _value(value: Any, where: str) -> str:
     )
 
 
+#: SymPy's constants that a file writes exactly with its own functions, as what it writes.
+_IN_RADICALS = {
+    sympy.GoldenRatio: (1 + sympy.sqrt(5)) / 2,
+    sympy.TribonacciConstant: sympy.TribonacciConstant.rewrite(sympy.sqrt),
+}
+#: SymPy's constants that a file cannot write exactly, with what each is.
+_NOT_WRITABLE = {sympy.Catalan: "Catalan's constant", sympy.EulerGamma: "the Euler-Mascheroni "
+                 "constant"}  # fmt: skip
+
+
+def _in_radicals(expr: Any) -> Any:
+    """``expr`` with the golden ratio and the tribonacci constant written in radicals, exactly:
+    a file has no name for them."""
+    return expr.xreplace(_IN_RADICALS) if expr.has(*_IN_RADICALS) else expr
+
+
+def _refuse_unwritable(system: System, expr: Any, where: str) -> None:
+    """Refuse ``expr`` if it holds a constant that a file cannot write exactly (Catalan's)."""
+    for constant, what in _NOT_WRITABLE.items():
+        if expr.has(constant):
+            raise InvalidArgumentError(
+                f"system {system.name!r} cannot be written as a specification: {where} holds "
+                f"{what} (sympy.{constant}), which a specification file cannot write exactly; "
+                f"replace it by its value, expr.subs(sympy.{constant}, {float(constant)!r}), or "
+                "by a parameter"
+            )
+
+
 def _plain(expr: Any) -> Any:
-    """``expr`` with every symbol replaced by the plain symbol of its name and every float
-    rounded to float64: what a specification file holds, and what generated code computes."""
-    expr = sympy.sympify(expr)
+    """``expr`` with every symbol replaced by the plain symbol of its name, every float
+    rounded to float64 and the constants a file writes in radicals so written: what a
+    specification file holds, and what generated code computes."""
+    expr = _in_radicals(sympy.sympify(expr))
     swap: dict[Any, Any] = {s: sympy.Symbol(s.name) for s in expr.atoms(sympy.Symbol)}
     swap.update({f: sympy.Float(float(f)) for f in expr.atoms(sympy.Float)})
     return expr.xreplace(swap)
@@ -116,10 +147,12 @@ class _Writer:
         from physode.symbolic._spec import FUNCTIONS, parse_expression
         from physode.symbolic._validation import Problems
 
-        text = self.printer.doprint(sympy.sympify(expr))
+        expr = sympy.sympify(expr)
+        _refuse_unwritable(self.system, expr, where)
+        text = self.printer.doprint(_in_radicals(expr))
         problems = Problems()
         back = parse_expression(text, self.symbols, where, problems)
-        if back is None or _plain(back) != _plain(expr):
+        if back is None or not _same(back, expr):
             clashes = sorted(name for name in self.declared if name in FUNCTIONS)
             hint = (
                 f"; declared names that are also functions of the file format: "
@@ -242,9 +275,25 @@ def _difference(given: System, rebuilt: System) -> str | None:
         for k, e in given.invariant_expressions.items()
     ]
     for what, a, b in compared:
-        if _plain(a) != _plain(b):
+        if not _same(a, b):
             return f"{what}: {a} against {b}"
     return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether the expressions (or matrices) ``a`` and ``b`` are the same as a file holds them:
+    equal, or equal once multiplied out, as the equations derived from a constant written in
+    radicals (``1/2 + sqrt(5)/2`` for the golden ratio) come back."""
+    radicals = sympy.sympify(a).has(*_IN_RADICALS) or sympy.sympify(b).has(*_IN_RADICALS)
+    a, b = _plain(a), _plain(b)
+    if a == b:
+        return True
+    if not radicals:
+        return False
+    difference = sympy.simplify(a - b)
+    if isinstance(difference, sympy.MatrixBase):
+        return bool(difference.is_zero_matrix)
+    return difference == 0
 
 
 def rebuilt_from_spec(system: System) -> System:
