@@ -297,7 +297,7 @@ def test_per_sample_needs_an_adaptive_method_and_a_batch_dimension():
     [
         (lambda t, y: torch.from_numpy(-y), "must return a NumPy array of y's dtype float64"),
         (lambda t, y: (-y).astype(np.float32), "got ndarray of dtype float32"),
-        (lambda t, y: -y[:, :1], "y's shape"),
+        (lambda t, y: -y[:, :1], r"func.numpy\(t, y\) must return dy/dt with y's shape"),
     ],
 )
 def test_a_numpy_twin_returning_the_wrong_thing_is_named(twin, message):

@@ -158,21 +158,22 @@ def _step_with_graph(stepper, func, t: float, y: Tensor, h: float, time, whole: 
     return y_leaf, step
 
 
-def check_derivative(f0: object, y0: Array) -> None:
+def check_derivative(f0: object, y0: Array, name: str = "func(t, y)") -> None:
     """Refuse a first evaluation of ``func`` that is not ``dy/dt`` of ``y0``'s shape, dtype and
-    device (tensors, or NumPy arrays for the per-sample NumPy loop)."""
+    device (tensors, or NumPy arrays for the per-sample NumPy loop); ``name`` is the function
+    the message blames (the NumPy twin ``func.numpy(t, y)`` there)."""
     if not isinstance(f0, Tensor | np.ndarray) or f0.shape != y0.shape:
         got = tuple(f0.shape) if isinstance(f0, Tensor | np.ndarray) else type(f0).__name__
         raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
+            f"{name} must return dy/dt with y's shape {tuple(y0.shape)}, got {got}"
         )
     if f0.dtype != y0.dtype:
         raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
+            f"{name} must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
         )
     if getattr(f0, "device", None) != getattr(y0, "device", None):
         raise InvalidArgumentError(
-            f"func(t, y) must return dy/dt on y's device {y0.device}, got {f0.device}"
+            f"{name} must return dy/dt on y's device {y0.device}, got {f0.device}"
         )
 
 

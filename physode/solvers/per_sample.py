@@ -189,12 +189,13 @@ def integrate_per_sample(
     k = full((batch,), 1, y0, dtype=xp.int64)
     f0 = func(t.reshape(view), y)
     stats.nfe += 1
-    if isinstance(y0, np.ndarray) and not (isinstance(f0, np.ndarray) and f0.dtype == y0.dtype):
+    on_numpy = isinstance(y0, np.ndarray)
+    if on_numpy and not (isinstance(f0, np.ndarray) and f0.dtype == y0.dtype):
         got = f"{type(f0).__name__} of dtype {getattr(f0, 'dtype', None)}"
         raise InvalidArgumentError(
             f"func.numpy(t, y) must return a NumPy array of y's dtype {y0.dtype}, got {got}"
         )
-    check_derivative(f0, y0)
+    check_derivative(f0, y0, "func.numpy(t, y)" if on_numpy else "func(t, y)")
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
     else:
