@@ -389,6 +389,29 @@ def test_parameters_carried_in_the_state_are_read_and_left_out(osc):
     torch.testing.assert_close(given.t, section.t, rtol=0, atol=0)
 
 
+def test_parameters_that_broadcast_over_the_batch_shape_give_each_trajectory_its_row(osc):
+    # Trajectories (3, 4) with p (3, 1, n_params): the four of row i share row i's k. This
+    # was accepted by the check of p, then broke on expanding (3, 2) to 12 rows.
+    t = torch.linspace(0, 20, 161, dtype=torch.float64)
+    k = torch.tensor([1.0, 4.0, 0.25], dtype=torch.float64)
+    p = torch.stack([torch.ones(3, dtype=torch.float64), k], dim=-1).reshape(3, 1, 2)
+    omega = k.sqrt().repeat_interleave(4)
+    phase = torch.linspace(-1.0, 1.0, 12, dtype=torch.float64)
+    ys = _exact_oscillator(t, torch.ones(12, dtype=torch.float64), phase, omega)
+    ys = ys.reshape(len(t), 3, 4, 2)
+    section = poincare_section(osc, ys, t, surface="q", p=p)
+    torch.testing.assert_close(section.t, torch.cat(_upward_zeros_of_q(phase, omega, 20.0)),
+                               rtol=0, atol=1e-5)
+    full = poincare_section(osc, ys, t, surface="q", p=p.expand(3, 4, 2))
+    torch.testing.assert_close(section.states, full.states, rtol=0, atol=0)
+    strobe = stroboscopic(osc, ys, t, period=1.3, phase=0.1, p=p)
+    expected = stroboscopic(osc, ys, t, period=1.3, phase=0.1, p=p.expand(3, 4, 2))
+    torch.testing.assert_close(strobe.states, expected.states, rtol=0, atol=0)
+    exact = _exact_oscillator(strobe.t[:15], torch.ones(1, dtype=torch.float64), phase[:1],
+                              omega[:1])[:, 0]
+    torch.testing.assert_close(strobe.states[:15], exact, rtol=0, atol=1e-5)
+
+
 def test_per_trajectory_returns_each_trajectorys_points_and_empty_ones(osc):
     t = torch.linspace(0, 20, 81, dtype=torch.float64)
     ys = _exact_oscillator(t, torch.tensor([1.0, 1.0]).double(), torch.tensor([0.0, 0.0]).double())

@@ -614,7 +614,9 @@ def _trajectories(system, ys, t, p):
         return ys, t, None, [f"y[{i}]" for i in range(ys.shape[-1])]
     ys, p = split_parameters(system, ys, p)
     if p is not None and p.ndim > 1:
-        p = p.reshape(-1, system.n_params)
+        # One row per trajectory, also where p broadcasts against the batch shape: (3, 1, n)
+        # for trajectories (3, 4) is each first index's parameters for its four trajectories.
+        p = p.expand(*ys.shape[1:-1], system.n_params).reshape(-1, system.n_params)
     return ys, t, p, list(system.state_names)
 
 
