@@ -5,7 +5,8 @@ Zhuang et al. (ICML 2020, sec. 5): nondimensional Newtonian gravity (the catalog
 test on [0, 2] (extrapolation). The model is the exact gravity law with the masses learnable,
 started uniformly in [0.9, 1.1] and solved with dopri5 at 1e-7; it is fitted (L-BFGS on the whole
 trajectory) under ACA, Disc-Opt and Opt-Disc. A hybrid (gravity + neural residual) and a plain
-neural ODE are the comparisons. The five fits are independent and run on ``--jobs`` processes.
+neural ODE are the comparisons. The five fits are independent and run on ``--jobs`` processes,
+each with ``--threads`` torch threads.
 
     python scripts/three_body_masses.py --out out/three_body
 
@@ -56,8 +57,9 @@ def initial_masses(seed: int) -> dict[str, float]:
 
 
 def fit(name: str, settings: dict) -> dict:
-    """One of the five fits; returns its numbers and its rollout (run in a worker process)."""
-    torch.set_num_threads(1)
+    """One of the five fits; returns its numbers and its rollout (run in a worker process, with
+    ``--threads`` threads)."""
+    torch.set_num_threads(settings["threads"])
     system = physode.systems.load("three_body_aca")
     t, ys = ground_truth(settings["t_train"], settings["points"])
     data = Trajectories(t, ys[None], system=system)
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "neural_epochs": 1 if args.quick else 150,
         "init": init,
         "seed": args.seed,
+        "threads": args.threads,
         "out": str(out),
     }
     print(f"three-body masses: true {true}, initial {[round(v, 4) for v in init.values()]}; "

@@ -173,6 +173,32 @@ def test_a_run_that_fails_while_plotting_leaves_no_results_json(tmp_path, monkey
     assert not (tmp_path / "results.json").exists()
 
 
+class _FitStarted(Exception):
+    pass
+
+
+def test_the_three_body_fits_run_with_the_threads_given(tmp_path, monkeypatch):
+    # Each fit set one thread whatever --threads said: --threads 2 was silently ignored.
+    import torch
+
+    module = script("three_body_masses")
+    seen = []
+
+    class Recording(module.Trainer):
+        def fit(self):
+            seen.append(torch.get_num_threads())
+            raise _FitStarted
+
+    monkeypatch.setattr(module, "Trainer", Recording)
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(_FitStarted):
+            module.main(["--quick", "--out", str(tmp_path), "--threads", "2", "--jobs", "1"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2]
+
+
 def test_an_earlier_runs_results_json_goes_when_a_new_run_starts(tmp_path):
     # Else an interrupted or failed run would leave it beside logs and plots it does not describe.
     (tmp_path / "results.json").write_text("{}")
