@@ -121,6 +121,29 @@ def test_a_callable_surface_without_a_system_interpolates_linearly(osc):
     torch.testing.assert_close(linear.states, same.states, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("interpolation", ["hermite", "linear"])
+def test_a_surface_function_that_fits_only_the_samples_shape_is_told_how_it_is_called(
+    osc, interpolation
+):
+    # g(t, y) is also called on points of the cubic and on the crossings, whose y has other
+    # leading shapes: y[:, :, 0] worked on the samples, then failed with "too many indices" or
+    # a size mismatch alone; a g that answered (n, 1) there gave states of shape (9, 9, 2).
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    with pytest.raises((IndexError, InvalidArgumentError)) as error:
+        poincare_section(osc, ys, t, surface=lambda t, y: y[:, :, 0],
+                         interpolation=interpolation)  # fmt: skip
+    said = str(error.value) + "".join(getattr(error.value, "__notes__", []))
+    assert "index a component as y[..., i]" in said
+
+    def samples_only(t, y):
+        return y[..., 0] if y.ndim == 3 else y[..., :1]
+
+    with pytest.raises(InvalidArgumentError, match=r"must return one value per state, shape "
+                       r"y.shape\[:-1\]"):  # fmt: skip
+        poincare_section(osc, ys, t, surface=samples_only, interpolation=interpolation)
+
+
 def test_a_nonlinear_callable_surface_is_solved_on_the_hermite_interpolant(osc):
     # The circle q**2 + p**2 = r**2 with r inside the amplitude is never crossed; the line
     # q + p = 0 (a function of the state and t) is crossed at w t + phi = pi / 4 (mod pi).

@@ -231,7 +231,9 @@ def poincare_section(
         A state component's name for the surface where it is zero (``"theta1"``), a pair
         ``(name, value)`` for where it equals ``value``, or a function ``g(t, y)`` whose zero
         level is the surface: ``y`` has shape ``(..., n_state)``, ``t`` the shape of
-        ``y[..., 0]``, and it returns a tensor of that shape.
+        ``y[..., 0]``, and it returns a tensor of that shape. It is called on the samples, on
+        points between them and at the crossings, with other leading shapes: index a
+        component as ``y[..., i]``.
     direction : int
         ``1``: crossings where ``g`` increases; ``-1``: where it decreases; ``0``: both.
     p : torch.Tensor, optional
@@ -299,12 +301,6 @@ def poincare_section(
     n_traj = flat.shape[1]
     times = t.reshape(n_times, 1).expand(n_times, n_traj)
     values = g(times, flat)
-    if not isinstance(values, torch.Tensor) or values.shape != (n_times, n_traj):
-        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise InvalidArgumentError(
-            f"the surface function returned {shape} for y of shape {tuple(flat.shape)}; it "
-            f"must return one value per state, shape y.shape[:-1] = {(n_times, n_traj)}"
-        )
     hermite = system if method == "hermite" else None
     which, ends, lo, hi, g_lo, g_hi = _crossings(g, (fixed, level), flat, t, p, values,
                                                  hermite, direction)
@@ -642,7 +638,7 @@ def _surface(surface, system, names: list[str]):
     component a named surface fixes and its value there (else None, None) and the surface in
     words."""
     if callable(surface):
-        return surface, None, None, getattr(surface, "__name__", "g") + "(t, y) = 0"
+        return _checked(surface), None, None, getattr(surface, "__name__", "g") + "(t, y) = 0"
     pair = isinstance(surface, (tuple, list)) and len(surface) == 2
     name, value = surface if pair else (surface, 0.0)
     if not isinstance(name, str) or (
@@ -669,6 +665,35 @@ def _surface(surface, system, names: list[str]):
         return y[..., index] - value
 
     return g, index, value, f"{name} = {value:g}"
+
+
+def _checked(g: Callable) -> Callable:
+    """A surface function ``g(t, y)`` whose answers are checked for shape, and whose errors say
+    with which shapes it was called: on the samples ``(n_times, n_traj, n_state)``, but also on
+    points of the cubic ``(3, n_times - 1, n_traj, n_state)`` and on the crossings
+    ``(n_crossings, n_state)``, so that ``y[:, :, 0]`` works once and then fails."""
+
+    def checked(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        try:
+            values = g(t, y)
+        except Exception as error:
+            error.add_note(
+                f"(poincare_section's surface function, called with y of shape "
+                f"{tuple(y.shape)}: it is called on states of any leading shape, so index a "
+                "component as y[..., i], not y[:, :, i])"
+            )
+            raise
+        if not isinstance(values, torch.Tensor) or values.shape != y.shape[:-1]:
+            shape = (tuple(values.shape) if isinstance(values, torch.Tensor)
+                     else type(values).__name__)  # fmt: skip
+            raise InvalidArgumentError(
+                f"the surface function returned {shape} for y of shape {tuple(y.shape)}; it "
+                f"must return one value per state, shape y.shape[:-1] = {tuple(y.shape[:-1])} "
+                "(y has any leading shape: index a component as y[..., i])"
+            )
+        return values
+
+    return checked
 
 
 def _periods(period, batch_shape: tuple[int, ...]) -> torch.Tensor:
