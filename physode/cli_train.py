@@ -1028,7 +1028,8 @@ def _train_and_report(
     _check_applicable(model_settings)
     stored = as_trajectories(data, split="train")
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
-    model = build_model(model_settings, stored.system, stored.n_state)
+    with _warnings_as_lines():  # a --learnable parameter the equations do not contain
+        model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
     weights = None
     if config.init_from is not None:  # read once: for the checks here and for the trainer

@@ -732,6 +732,21 @@ def test_learning_parameters_the_trajectories_share_gives_no_warning(data, capsy
     assert capsys.readouterr().err == ""
 
 
+def test_a_learnable_parameter_the_equations_do_not_contain_is_one_warning_line(tmp_path, capsys):
+    pendulum = tmp_path / "pendulum.h5"  # m cancels from the pendulum's equations of motion
+    physode.data.simulate("pendulum", trajectories=6, t_end=1.0, points=5, out=pendulum, seed=1,
+                          split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said as a line of the command, not a Python warning
+        assert main(_train(pendulum, "--model", "physics", "--learnable", "g,m")) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "physode train: warning: pendulum: the learnable parameter 'm' does not appear in its "
+        "equations of motion, so learning it changes nothing (its gradient is zero); it may "
+        "still appear in the invariants. The parameters the equations contain: ['g', 'l']\n"
+    )
+
+
 # ------------------------------------------------------------------ Opt-Disc settings
 
 

@@ -162,7 +162,7 @@ def test_a_hybrid_is_autonomous_only_when_both_parts_declare_it():
 def test_a_systems_vector_field_declares_whether_it_ignores_t(name, autonomous):
     system = physode.systems.load(name)
     assert system.vector_field().autonomous is autonomous
-    assert system.vector_field(learnable=list(system.parameters)[:1]).autonomous is autonomous
+    assert system.vector_field(learnable=list(system.parameters)[-1:]).autonomous is autonomous
 
 
 def test_aphynity_objective_adds_the_residual_norm_and_raises_lambda_by_tau_times_loss():
@@ -306,6 +306,26 @@ def test_physics_model_refuses_unknown_or_non_learnable_parameters():
         PhysicsModel("three_body_aca", ["mass"])
     with pytest.raises(physode.InvalidArgumentError, match="init sets \\['K1'\\]"):
         PhysicsModel("three_body_aca", ["m1"], init={"K1": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"learnable": ["g", "m"]}, "the learnable parameter 'm' does not appear"),
+        ({"per_trajectory": ["m"]}, "the per-trajectory learnable parameter 'm' does not appear"),
+    ],
+)
+def test_physics_model_warns_of_a_learnable_parameter_the_equations_do_not_contain(
+    arguments, message
+):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PhysicsModel("pendulum", **arguments)  # m cancels from the pendulum's equations
+    messages = [str(w.message) for w in caught if issubclass(w.category, physode.PhysodeWarning)]
+    assert len(messages) == 1 and message in messages[0], messages
+    assert caught[0].filename == __file__  # pointed at the caller's line
 
 
 @pytest.mark.parametrize(

@@ -449,6 +449,51 @@ def test_vector_field_follows_the_input_dtype(dtype):
     assert f.m1.grad is not None and f.m1.grad.dtype == F64
 
 
+def _warnings_of(build) -> list[str]:
+    """The texts of the physode warnings that ``build()`` gives."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build()
+    return [str(w.message) for w in caught if issubclass(w.category, physode.PhysodeWarning)]
+
+
+def test_learning_a_parameter_that_cancels_from_the_equations_is_warned_about_by_name():
+    pendulum = physode.systems.load("pendulum")  # m cancels from -g sin(theta) / l
+    assert pendulum.parameters_in_equations == ("g", "l")
+    (message,) = _warnings_of(lambda: pendulum.vector_field(learnable=["g", "m"]))
+    assert message.startswith(
+        "pendulum: the learnable parameter 'm' does not appear in its equations of motion, so "
+        "learning it changes nothing (its gradient is zero); it may still appear in the "
+        "invariants."
+    )
+    assert message.endswith("The parameters the equations contain: ['g', 'l']")
+    assert _warnings_of(lambda: pendulum.vector_field(learnable=["g", "l"])) == []
+
+
+def test_every_unused_learnable_parameter_of_a_user_system_is_named_in_one_warning():
+    x, k, c, d = sympy.symbols("x k c d")
+    decay = System.from_equations({x: -k * x}, {k: 0.5, c: 1.0, d: 2.0}, name="decay")
+    (message,) = _warnings_of(lambda: decay.vector_field(learnable=["k", "c", "d"]))
+    assert "the learnable parameters ['c', 'd'] do not appear in its equations" in message
+    with pytest.warns(physode.PhysodeWarning, match="'c' does not appear"):
+        f = decay.vector_field(learnable=["c"])
+    f(torch.tensor(0.0, dtype=F64), torch.ones(3, 1, dtype=F64)).sum().backward()
+    assert f.c.grad.item() == 0.0  # what the warning says: it learns nothing
+
+
+def test_a_cached_system_knows_its_parameters_in_equations_without_sympy(tmp_path, monkeypatch):
+    from physode.symbolic import _cache
+
+    monkeypatch.setenv(_cache.ENV, str(tmp_path))
+    text = physode.systems.path("pendulum").read_text()
+    physode.systems._from_text.__wrapped__(text, "pendulum")
+    cached = _cache.load(text)
+    assert _warnings_of(lambda: cached.vector_field(learnable=["m"]))
+    assert "_symbolic" in cached.__dict__  # the SymPy expressions were never opened
+
+
 def _solve_loss(f, y0, t, gradient):
     ys = physode.odeint(f, y0, t, method="dop853", rtol=1e-10, atol=1e-12, gradient=gradient)
     return (ys[-1] ** 2).sum() + ys[:, :, 0].sum()

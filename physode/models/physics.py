@@ -11,6 +11,7 @@ from torch import nn
 
 from physode._checks import converts_to_finite_real, is_int
 from physode._errors import InvalidArgumentError
+from physode.symbolic._vector_field import warn_if_not_in_equations
 
 
 def _resolve_system(system: Any) -> Any:
@@ -146,6 +147,7 @@ class PhysicsModel(nn.Module):
         # The parameters learned as one value for all trajectories live in the field.
         shared = [name for name in learnable if name not in per_trajectory]
         self.field = system.vector_field(learnable=shared)
+        warn_if_not_in_equations(system, per_trajectory, how="per-trajectory")
         self._autonomous = not system.time_dependent if autonomous is None else bool(autonomous)
         self.stored_parameters = bool(stored_parameters)
         names = list(system.parameters)

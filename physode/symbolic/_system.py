@@ -292,11 +292,33 @@ class System:
         >>> [physode.systems.load(name).time_dependent for name in ("duffing", "pendulum")]
         [True, False]
         """
-        if self.mass_matrix is not None:  # read M and F rather than solve M a = F symbolically
+        return self.time_symbol in self._equation_symbols()
+
+    @functools.cached_property
+    def parameters_in_equations(self) -> tuple[str, ...]:
+        """The parameters that the equations of motion contain, in the system's order.
+
+        A parameter missing here (the pendulum's ``m``, which cancels from ``dy/dt``) changes no
+        solve: learning it gives a zero gradient. It may still appear in the invariants (the
+        pendulum's energy). Worked out by :meth:`compile`, like :attr:`time_dependent`. Where
+        ``M a = F`` is solved numerically (the ``mass_matrix`` option) it reads ``M``
+        and ``F``, in which a parameter may appear and still cancel from ``M^-1 F``.
+
+        >>> import physode
+        >>> physode.systems.load("pendulum").parameters_in_equations
+        ('g', 'l')
+        """
+        symbols = self._equation_symbols()
+        return tuple(s.name for s in self.parameter_symbols if s in symbols)
+
+    def _equation_symbols(self) -> set:
+        """Every symbol the equations of motion contain (those of ``M`` and ``F`` where the
+        accelerations are solved numerically: a superset)."""
+        if self._equations is None:  # read M and F rather than solve M a = F symbolically
             expressions = [*self.mass_matrix, *self.forcing]
         else:
-            expressions = list(self.equations.values())
-        return any(self.time_symbol in sympy.sympify(e).free_symbols for e in expressions)
+            expressions = self._equations
+        return set().union(*(sympy.sympify(e).free_symbols for e in expressions))
 
     def __repr__(self) -> str:
         return (
@@ -356,6 +378,7 @@ class System:
         """
         self._rhs_kernel  # noqa: B018 (cached properties build on access)
         self.time_dependent  # noqa: B018
+        self.parameters_in_equations  # noqa: B018
         if self.invariant_names:
             self._invariant_kernels  # noqa: B018
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from physode._checks import converts_to_finite_real
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, PhysodeWarning
 
 if TYPE_CHECKING:
     from physode.symbolic._system import System
@@ -105,6 +106,7 @@ class SystemVectorField(nn.Module):
                 f"parameter name(s) {clashes} clash with nn.Module attributes; rename them in "
                 f"the definition of {system.name}"
             )
+        warn_if_not_in_equations(system, learnable)
         self.system = system
         self.learnable = tuple(learnable)
         self.parameters_in_state = bool(parameters_in_state)
@@ -153,6 +155,45 @@ class SystemVectorField(nn.Module):
     def extra_repr(self) -> str:
         extra = ", parameters_in_state=True" if self.parameters_in_state else ""
         return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"
+
+
+def warn_if_not_in_equations(system: System, learnable: Iterable[str], how: str = "") -> None:
+    """Give a ``physode.PhysodeWarning`` naming the parameters of ``learnable`` that the
+    equations of motion of ``system`` do not contain: learning one changes nothing.
+
+    ``how`` qualifies "learnable" in the message (``"per-trajectory"``). Read from
+    :attr:`System.parameters_in_equations`, worked out once per system.
+
+    Examples
+    --------
+    >>> import physode, warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_if_not_in_equations(physode.systems.load("pendulum"), ["g", "m"])
+    >>> print(caught[0].message)  # doctest: +NORMALIZE_WHITESPACE
+    pendulum: the learnable parameter 'm' does not appear in its equations of motion, so
+    learning it changes nothing (its gradient is zero); it may still appear in the invariants.
+    The parameters the equations contain: ['g', 'l']
+    """
+    used = system.parameters_in_equations
+    unused = [name for name in dict.fromkeys(learnable) if name not in used]
+    if not unused:
+        return
+    from physode.symbolic._names import _outside_physode
+
+    kind = f"{how} learnable" if how else "learnable"
+    if len(unused) == 1:
+        named = f"the {kind} parameter {unused[0]!r} does not appear"
+        effect = "learning it changes nothing (its gradient is zero); it may still appear"
+    else:
+        named = f"the {kind} parameters {unused} do not appear"
+        effect = "learning them changes nothing (their gradients are zero); they may still appear"
+    warnings.warn(
+        f"{system.name}: {named} in its equations of motion, so {effect} in the invariants. "
+        f"The parameters the equations contain: {list(used)}",
+        PhysodeWarning,
+        stacklevel=_outside_physode(),
+    )
 
 
 def _drift_is_velocity(system: System) -> bool:
