@@ -319,7 +319,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--observe", type=_int_list, metavar="I,J,...",
-        help="state indices in the loss, e.g. 0,1,2 (default: all)",
+        help="state indices in the loss, each once, e.g. 0,1,2; -1 is the last (default: all)",
     )
     train.add_argument("--gradient", choices=GRADIENT_MODES, help="(default aca)")
     train.add_argument(

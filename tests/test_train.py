@@ -585,6 +585,11 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
         ({"lr_schedule": "warmup"}, "lr_schedule='warmup'"),
         ({"patience": 3}, "patience=3 needs validation data"),
         ({"observe": [0, 7]}, "observe=\\[0, 7\\] has indices \\[7\\]"),
+        ({"observe": [0, 0]}, "observe=\\[0, 0\\] gives component 0 twice; each component"),
+        (
+            {"observe": [1, -1]},
+            "observe=\\[1, -1\\] gives component 1 twice, as 1 and -1 \\(a negative index counts",
+        ),
         ({"log": "log.txt"}, "log='log.txt'"),
         ({"epochs": 0, "batch_size": -1}, "epochs=0.*batch_size=-1"),
         ({"step_control": "each"}, "step_control='each'"),
@@ -603,6 +608,14 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
 def test_bad_training_arguments_are_refused_with_a_clear_message(overrides, message):
     with pytest.raises(physode.InvalidArgumentError, match=message):
         Trainer(neural(), spiral_data(), **overrides)
+
+
+def test_a_negative_observe_index_counts_from_the_end_as_in_python():
+    losses = []
+    for observe in ([1], [-1], [0]):
+        trainer = Trainer(neural(), spiral_data(), epochs=1, window=6, observe=observe)
+        losses.append(trainer.fit().history[0]["loss"])
+    assert losses[0] == losses[1] != losses[2]
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,8 @@ class TrainConfig:
         compares the rollouts with the clean states. A ``TrajectoryDataset`` made with
         ``noisy=True`` sets it. Tensor data are used as given.
     observe : list of int, optional
-        State components that enter the loss (e.g. positions only); ``None`` uses all.
+        State components that enter the loss (e.g. positions only), each once; a negative
+        index counts from the end (``-1``: the last component), as in Python; ``None`` uses all.
     method, rtol, atol, step_size, gradient
         Passed to :func:`physode.solve`: the solver method, tolerances, fixed step and gradient
         mode (``"aca"``, ``"disc-opt"``, ``"opt-disc"`` or a ``physode.ACA``/``DiscOpt``/
