@@ -96,6 +96,48 @@ def path(name: str) -> Traversable:
     return _catalogue() / f"{name}{SUFFIX}"
 
 
+#: Endings of the data sets of ``physode simulate``: a name ending so is a path, not a system.
+_DATA_SUFFIXES = (".h5", ".hdf5")
+_WANTED = (
+    "a system is a name from the catalogue (`physode systems` lists them) or a .toml "
+    "specification file"
+)
+
+
+def _looks_like_a_path(given: str) -> bool:
+    """Whether ``given`` names a file rather than a catalogue system: it holds a folder
+    separator or ends in ``.toml``, ``.h5`` or ``.hdf5``."""
+    separators = {os.sep, os.altsep} - {None}
+    return given.endswith((SUFFIX, *_DATA_SUFFIXES)) or any(s in given for s in separators)
+
+
+def _no_file(file: Path, given: str) -> str:
+    """Why ``file`` (spelled ``given``), which is no file, cannot be read: a folder, a missing
+    folder, or no such file; with what a system is where that helps.
+
+    Examples
+    --------
+    >>> print(_no_file(Path("missing.h5"), "missing.h5"))  # doctest: +NORMALIZE_WHITESPACE
+    no such file: 'missing.h5'; a system is a name from the catalogue (`physode systems` lists
+    them) or a .toml specification file, and a data set (.h5) is read by `physode check` and
+    physode.data.load
+    """
+    if file.is_dir():
+        return f"{given!r} is a folder, not a specification file; {_WANTED}"
+    message = f"no such file: {given!r}"
+    folder = file.parent
+    if folder != Path() and not folder.is_dir():
+        message += f" (there is no folder {str(folder)!r})"
+    if given.endswith(_DATA_SUFFIXES):
+        return (
+            f"{message}; {_WANTED}, and a data set ({file.suffix}) is read by `physode check` "
+            "and physode.data.load"
+        )
+    if file.suffix == SUFFIX and file.stem in names():
+        return f"{message}; the catalogue's {file.stem} is loaded by its name: {file.stem!r}"
+    return message
+
+
 def _refuse_a_data_file(file: Path, given: str) -> None:
     """Refuse ``file`` (spelled ``given``) if it is an HDF5 file, such as a data set of
     ``physode simulate``, given where a system was meant (``physode simulate data.h5``),
@@ -105,17 +147,13 @@ def _refuse_a_data_file(file: Path, given: str) -> None:
             return
     except (OSError, ValueError):  # no file (a folder, a NUL in the name): said by the caller
         return
-    wanted = (
-        "a system is a name from the catalogue (`physode systems` lists them) or a .toml "
-        "specification file"
-    )
     if _is_data_set(file):
         raise InvalidArgumentError(
-            f"{given!r} is a physode data set, not a system specification; {wanted}. To check "
+            f"{given!r} is a physode data set, not a system specification; {_WANTED}. To check "
             f"the data set: `physode check {shlex.quote(given)}`; to read it: "
             f"physode.data.load({given!r}), whose .system is the system it holds"
         )
-    raise InvalidArgumentError(f"{given!r} is an HDF5 file, not a system specification; {wanted}")
+    raise InvalidArgumentError(f"{given!r} is an HDF5 file, not a system specification; {_WANTED}")
 
 
 def _is_data_set(file: Path) -> bool:
@@ -176,11 +214,11 @@ def load(name_or_path: str | os.PathLike) -> System:
     {'m1': 1.0, 'm2': 1.0, 'm3': 1.0, 'G': 1.0}
     """
     if isinstance(name_or_path, os.PathLike) or (
-        isinstance(name_or_path, str) and (name_or_path.endswith(SUFFIX) or os.sep in name_or_path)
+        isinstance(name_or_path, str) and _looks_like_a_path(name_or_path)
     ):
         file = Path(name_or_path)
         if not file.is_file():
-            raise InvalidArgumentError(f"no specification file at {str(file)!r}")
+            raise InvalidArgumentError(_no_file(file, os.fspath(name_or_path)))
         _refuse_a_data_file(file, os.fspath(name_or_path))
         return _from_text(read_spec_text(file, str(file)), str(file))
     if not isinstance(name_or_path, str):

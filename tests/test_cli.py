@@ -203,6 +203,18 @@ def test_simulate_given_a_data_set_for_its_system_points_at_check(
     assert error.count("\n") == 1 and not (tmp_path / "x.h5").exists()
 
 
+def test_simulate_given_a_missing_data_file_for_its_system_says_there_is_no_such_file(
+    tmp_path, capsys, monkeypatch
+):
+    # It said "unknown system 'missing.h5'; valid names: ..."
+    monkeypatch.chdir(tmp_path)
+    argv = ["simulate", "missing.h5", "-n", "4", "--t-end", "1", "--points", "2", "-o", "x.h5"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("physode simulate: error: no such file: 'missing.h5'; a system is ")
+    assert error.count("\n") == 1 and not (tmp_path / "x.h5").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -228,6 +228,49 @@ def test_an_unknown_name_with_a_specification_file_of_that_name_here_points_at_t
         physode.systems.load("duffing_driven")
 
 
+_WANTED = (
+    "a system is a name from the catalogue (`physode systems` lists them) or a .toml "
+    "specification file"
+)
+
+
+@pytest.mark.parametrize(
+    ("spelled", "message"),
+    [
+        # "no specification file at 'missing.toml'", the ./ dropped
+        ("./missing.toml", "no such file: './missing.toml'"),
+        ("dir/missing.toml", "no such file: 'dir/missing.toml' (there is no folder 'dir')"),
+        ("missing.toml", "no such file: 'missing.toml'"),
+        ("pendulum.toml",
+         "no such file: 'pendulum.toml'; the catalogue's pendulum is loaded by its name: "
+         "'pendulum'"),
+        # "unknown system 'missing.h5'; valid names: ..."
+        ("missing.h5",
+         f"no such file: 'missing.h5'; {_WANTED}, and a data set (.h5) is read by `physode "
+         "check` and physode.data.load"),
+        ("folder/", f"'folder/' is a folder, not a specification file; {_WANTED}"),
+    ],
+)  # fmt: skip
+def test_a_missing_file_given_for_a_system_is_said_to_be_missing(
+    tmp_path, monkeypatch, spelled, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        physode.systems.load(spelled)
+    assert str(caught.value) == message
+
+
+def test_a_bare_name_that_is_no_system_lists_the_catalogue(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        physode.systems.load("missing")
+    assert str(caught.value) == (
+        f"unknown system 'missing'; valid names: {', '.join(physode.systems.names())} (or pass "
+        "the path to your own .toml file)"
+    )
+
+
 @pytest.mark.parametrize("spelled", ["osc.h5", "./osc.h5", "path"])
 def test_a_data_set_given_for_a_system_is_named_as_one_with_what_reads_it(
     oscillator_h5, monkeypatch, spelled
