@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import sympy
 import torch
@@ -902,6 +903,10 @@ def test_results_have_the_states_dtype_whatever_the_parameters_shape(name):
 @pytest.mark.parametrize("p, message", [
     (torch.ones(5, 1, dtype=F64), "batch shape (5,) does not broadcast against the batch shape"),
     (torch.ones(1, dtype=torch.complex128), "p has dtype torch.complex128"),
+    ([1.0, 2.0], "p has shape (2,); kepler needs a tensor or a list of numbers (..., 1)"),
+    (["1.0"], "p=['1.0'] is not a tensor or a list of real numbers; kepler needs (..., 1)"),
+    ([True], "p=[True] is not a tensor or a list of real numbers"),
+    ({"k": 1.0}, "p is a dict; kepler needs a tensor or a list of numbers (..., 1)"),
 ])
 def test_parameters_that_do_not_fit_the_state_are_refused_by_name(p, message):
     system = physode.systems.load("kepler")
@@ -910,6 +915,24 @@ def test_parameters_that_do_not_fit_the_state_are_refused_by_name(p, message):
                      lambda: system.energy(y, p)):
         with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)):
             evaluate()
+
+
+@pytest.mark.parametrize("as_given", [list, tuple, np.array])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_parameters_given_as_numbers_are_taken_as_a_tensor_of_y_s_dtype(as_given, dtype):
+    # A list said "p has shape list".
+    pendulum = physode.systems.load("pendulum")
+    y = pendulum.sample_initial_states(4, seed=2).to(dtype)
+    values = [1.5, 9.81, 0.7]
+    expected = pendulum.rhs(0.0, y, torch.tensor(values, dtype=F64))
+    out = pendulum.rhs(0.0, y, as_given(values))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected.to(dtype), rtol=0, atol=0)
+    energy = pendulum.invariants(y, as_given(values))["energy"]
+    torch.testing.assert_close(energy, pendulum.invariants(y, torch.tensor(values, dtype=F64))[
+        "energy"].to(dtype), rtol=0, atol=0)  # fmt: skip
+    rows = pendulum.rhs(0.0, y, as_given([values] * 4))  # one row per state
+    torch.testing.assert_close(rows, expected.to(dtype), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("seed", [None, 1.5, "1", True])

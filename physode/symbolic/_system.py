@@ -397,6 +397,21 @@ class System:
         device = None if like is None else like.device
         return torch.tensor(self._values, dtype=dtype, device=device)
 
+    def _numbers_as_tensor(self, p: list | tuple | np.ndarray, y: torch.Tensor) -> torch.Tensor:
+        """``p`` given as a list, tuple or NumPy array of real numbers, as a tensor with ``y``'s
+        dtype and device (read in float64 first: ``[9.81]`` is not rounded to float32)."""
+        try:
+            values = np.asarray(p)
+        except (TypeError, ValueError, RuntimeError):  # ragged rows, a tensor that needs grad
+            values = None
+        if values is None or values.dtype.kind not in "iuf":
+            raise InvalidArgumentError(
+                f"p={p!r} is not a tensor or a list of real numbers; {self.name} needs "
+                f"(..., {self.n_params}) values of its parameters {list(self.parameters)}, e.g. "
+                f"{[float(v) for v in self._values]} or system.default_parameters()"
+            )
+        return torch.as_tensor(values, dtype=y.dtype, device=y.device)
+
     def _inputs(self, y: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(y, torch.Tensor):
             raise InvalidArgumentError(f"y must be a torch.Tensor, got {type(y).__name__}")
@@ -414,11 +429,17 @@ class System:
             )
         if p is None:
             return y, self.default_parameters(y)
+        if isinstance(p, list | tuple | np.ndarray):
+            p = self._numbers_as_tensor(p, y)
         if not isinstance(p, torch.Tensor) or p.shape[-1:] != (self.n_params,):
-            shape = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+            given = (
+                f"p has shape {tuple(p.shape)}"
+                if isinstance(p, torch.Tensor)
+                else f"p is a {type(p).__name__}"
+            )
             raise InvalidArgumentError(
-                f"p has shape {shape}; {self.name} needs a tensor (..., {self.n_params}) with "
-                f"parameters {list(self.parameters)}"
+                f"{given}; {self.name} needs a tensor or a list of numbers (..., {self.n_params}) "
+                f"with parameters {list(self.parameters)}"
             )
         if p.is_complex() or p.dtype == torch.bool:
             raise InvalidArgumentError(
@@ -508,9 +529,10 @@ class System:
             to the dtype of ``y``.
         y : torch.Tensor
             State, shape ``(..., n_state)``.
-        p : torch.Tensor, optional
+        p : torch.Tensor, list of float, optional
             Parameters, shape ``(..., n_params)`` broadcastable against ``y[..., 0]``, real;
-            cast to the dtype and device of ``y``. The defaults when omitted.
+            cast to the dtype and device of ``y`` (a list, tuple or NumPy array of numbers too).
+            The defaults when omitted.
 
         Returns
         -------
