@@ -514,6 +514,23 @@ def test_bad_arguments_are_refused_naming_the_value_and_the_choices(osc, argumen
 
 
 @pytest.mark.parametrize(
+    ("t", "words"),
+    [(torch.linspace(20, 0, 201, dtype=torch.float64),
+      "got 201 times [20, 19.9, 19.8, 19.7, 19.6, ...], decreasing (a backward solve: pass "
+      "ys.flip(0) and t.flip(0))"),
+     (torch.cat([torch.linspace(0, 4.9, 50), torch.linspace(4.9, 19.9, 151)]).double(),
+      "got 201 times [0, 0.1, 0.2, 0.3, 0.4, ...], which stop increasing at index 50 "
+      "(t[49] = 4.9, t[50] = 4.9)")],
+)
+def test_times_that_do_not_increase_are_shown_by_their_start_and_where_they_stop(osc, t, words):
+    # The whole tensor was printed, 201 values over 26 lines.
+    with pytest.raises(InvalidArgumentError) as error:
+        poincare_section(osc, torch.zeros(201, 2, dtype=torch.float64), t, surface="q")
+    message = str(error.value)
+    assert message == f"t must hold at least 2 increasing times, one per row of ys; {words}"
+
+
+@pytest.mark.parametrize(
     ("arguments", "words"),
     [({"period": 0.0}, "period=0.0 must be a time > 0"),
      ({"period": torch.tensor([1.0, 2.0, 3.0])}, "one per trajectory (shape (2,))"),
@@ -532,8 +549,13 @@ def test_a_component_is_read_by_name_and_an_unknown_name_is_refused(osc):
     t = torch.linspace(0, 20, 41, dtype=torch.float64)
     section = poincare_section(osc, _exact_oscillator(t, AMPLITUDE, PHASE), t, surface="q")
     torch.testing.assert_close(section["p"], section.states[:, 1], rtol=0, atol=0)
-    with pytest.raises(InvalidArgumentError, match="state components: q, p"):
+    with pytest.raises(InvalidArgumentError) as error:
         section["x"]
+    # It said "a state component 'x' is not a state component".
+    assert str(error.value) == (
+        "section['x']: 'x' is not a state component; state components: q, p (or their indices "
+        "0 to 1)"
+    )
 
 
 def test_plot_writes_an_image_and_checks_its_axes(osc, tmp_path):
@@ -543,7 +565,7 @@ def test_plot_writes_an_image_and_checks_its_axes(osc, tmp_path):
     path = section.plot(tmp_path / "section.png")
     assert path == tmp_path / "section.png" and path.stat().st_size > 0
     assert section.plot(tmp_path / "by_index.svg", x=1, y="q", max_trajectories=2).exists()
-    with pytest.raises(InvalidArgumentError, match="x 'v' is not a state component"):
+    with pytest.raises(InvalidArgumentError, match="x='v' is not a state component"):
         section.plot(tmp_path / "bad.png", x="v")
     with pytest.raises(InvalidArgumentError, match="max_trajectories=0"):
         section.plot(tmp_path / "bad.png", max_trajectories=0)

@@ -87,7 +87,7 @@ class PoincareSection:
 
     def __getitem__(self, name: str) -> torch.Tensor:
         """One state component at every point, by name: ``section["theta2"]``, (n_points,)."""
-        return self.states[:, self._index(name, "a state component")]
+        return self.states[:, self._index(name, f"section[{name!r}]: {name!r}")]
 
     def per_trajectory(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(t, states)`` of each trajectory in turn, shapes (n_i,) and (n_i, n_state).
@@ -97,13 +97,15 @@ class PoincareSection:
         sizes = self.counts.tolist()
         return list(zip(self.t.split(sizes), self.states.split(sizes), strict=True))
 
-    def _index(self, name: Any, what: str) -> int:
+    def _index(self, name: Any, shown: str) -> int:
+        """The index of the state component ``name`` (a name or an index); ``shown`` is how
+        the error spells what was given."""
         if is_int(name, least=0) and name < len(self.state_names):
             return int(name)
         if isinstance(name, str) and name in self.state_names:
             return self.state_names.index(name)
         raise InvalidArgumentError(
-            f"{what} {name!r} is not a state component; state components: "
+            f"{shown} is not a state component; state components: "
             f"{', '.join(self.state_names)} (or their indices 0 to {len(self.state_names) - 1})"
         )
 
@@ -151,8 +153,9 @@ class PoincareSection:
         PosixPath('section.png')
         """
         path, fig = new_figure(path, max_trajectories, "trajectories drawn", figsize=(6, 5))
-        i = self._index(self.plot_axes[0] if x is None else x, "x")
-        j = self._index(self.plot_axes[1] if y is None else y, "y")
+        x = self.plot_axes[0] if x is None else x
+        y = self.plot_axes[1] if y is None else y
+        i, j = self._index(x, f"x={x!r}"), self._index(y, f"y={y!r}")
         ax = fig.add_subplot()
         points = self.states.detach().cpu().double()
         owner = self.trajectory.cpu()
@@ -599,8 +602,7 @@ def _trajectories(system, ys, t, p):
     t = _times(t, n_times).to(ys)
     if n_times < 2 or not bool((t[1:] > t[:-1]).all()):
         raise InvalidArgumentError(
-            f"t must hold at least 2 increasing times, one per row of ys; got "
-            f"{t.tolist() if n_times <= 6 else t}"
+            f"t must hold at least 2 increasing times, one per row of ys; got {_not_increasing(t)}"
         )
     if system is None:
         if p is not None:
@@ -614,6 +616,33 @@ def _trajectories(system, ys, t, p):
         # for trajectories (3, 4) is each first index's parameters for its four trajectories.
         p = p.expand(*ys.shape[1:-1], system.n_params).reshape(-1, system.n_params)
     return ys, t, p, list(system.state_names)
+
+
+def _not_increasing(t: torch.Tensor, shown: int = 5) -> str:
+    """Times ``t`` that do not increase, in words: how many, the first ``shown`` of them, and
+    where they first stop increasing.
+
+    Examples
+    --------
+    >>> print(_not_increasing(torch.tensor([0.0, 1.0, 2.0, 2.0, 3.0, 4.0, 5.0])))
+    7 times [0, 1, 2, 2, 3, ...], which stop increasing at index 3 (t[2] = 2, t[3] = 2)
+    >>> print(_not_increasing(torch.tensor([2.0, 1.0, 0.0])))
+    3 times [2, 1, 0], decreasing (a backward solve: pass ys.flip(0) and t.flip(0))
+    """
+    values = t.tolist()
+    if len(values) < 2:
+        return f"{len(values)} time{'s' * (len(values) != 1)} {values}"
+    head = ", ".join(f"{v:g}" for v in values[:shown]) + ", ..." * (len(values) > shown)
+    if bool((t[1:] < t[:-1]).all()):
+        return (
+            f"{len(values)} times [{head}], decreasing (a backward solve: pass ys.flip(0) and "
+            "t.flip(0))"
+        )
+    k = next(k for k in range(1, len(values)) if not values[k] > values[k - 1])
+    return (
+        f"{len(values)} times [{head}], which stop increasing at index {k} "
+        f"(t[{k - 1}] = {values[k - 1]:g}, t[{k}] = {values[k]:g})"
+    )
 
 
 def _interpolation(system, interpolation: str | None) -> str:
