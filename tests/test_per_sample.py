@@ -8,6 +8,7 @@ and nothing to differentiate, the NumPy one.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -307,6 +308,30 @@ def test_a_numpy_twin_returning_the_wrong_thing_is_named(twin, message):
     field.numpy = twin
     with pytest.raises(physode.InvalidArgumentError, match=message):
         _solve(field, torch.ones(3, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("twin", "shown"),
+    [(np.zeros(3), "array([0., 0., 0.]) (ndarray)"), (True, "True (bool)"),
+     (np.arange(100.0), "array([ 0.,  1.,  2.,  3.,  4.,  5.,  6.,  7.,  8.,  9., ... (ndarray)")],
+)  # fmt: skip
+@pytest.mark.parametrize("gradient", [False, True])
+def test_a_numpy_twin_that_cannot_be_called_is_refused_not_ignored(twin, shown, gradient):
+    # It was ignored: the solve ran on torch without a word.
+    def field(t, y):
+        return -y
+
+    field.numpy = twin
+    y0 = torch.ones(3, 2, dtype=torch.float64, requires_grad=gradient)  # a gradient: the torch loop
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        physode.solve(field, y0, T, rtol=1e-8, atol=1e-8, step_control="per-sample")
+    assert str(error.value).startswith(
+        f"func.numpy is {shown}, which cannot be called; a per-sample solve reads func.numpy as "
+        "func's NumPy twin"
+    )
+    field.numpy = None  # no twin
+    ys = physode.solve(field, y0, T, rtol=1e-8, atol=1e-8, step_control="per-sample").ys
+    torch.testing.assert_close(ys[-1], math.exp(-T[-1]) * y0, rtol=1e-6, atol=0)
 
 
 def test_per_sample_evaluation_counts_are_per_row_forward_and_backward():

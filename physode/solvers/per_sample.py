@@ -421,9 +421,9 @@ class _PerSampleACA(torch.autograd.Function):
 def _run(problem, y0: Tensor, trace: PerSampleTrace | None = None) -> PerSampleResult:
     from physode.gradients.base import needs_gradient
 
-    on_numpy = getattr(problem.func, "numpy", None)
+    on_numpy = _numpy_twin(problem.func)
     if (
-        callable(on_numpy)
+        on_numpy is not None
         and trace is None
         and y0.device.type == "cpu"
         and y0.dtype in (torch.float32, torch.float64)
@@ -431,6 +431,29 @@ def _run(problem, y0: Tensor, trace: PerSampleTrace | None = None) -> PerSampleR
     ):
         return _run_on_numpy(problem, on_numpy, y0)
     return problem.run(y0, trace, loop=integrate_per_sample)
+
+
+def _numpy_twin(func):
+    """``func.numpy``, the NumPy twin of ``func``, or None where it has none (no such attribute,
+    or None).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        When ``func.numpy`` is something else that cannot be called (an array computed once, a
+        flag): a twin set by mistake, which would leave the solve on torch without a word.
+    """
+    twin = getattr(func, "numpy", None)
+    if twin is None or callable(twin):
+        return twin
+    shown = repr(twin)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise InvalidArgumentError(
+        f"func.numpy is {shown} ({type(twin).__name__}), which cannot be called; a per-sample "
+        "solve reads func.numpy as func's NumPy twin, a function numpy(t, y) of NumPy arrays "
+        "returning dy/dt (docs/solvers.md, 'The NumPy loop'): make it one, or set it to None "
+        "for none"
+    )
 
 
 def _run_on_numpy(problem, on_numpy, y0: Tensor) -> PerSampleResult:
