@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from physode._errors import InvalidArgumentError
 
-__all__ = ["has_hdf5_signature", "json_ready", "write_atomically", "writable_folder"]
+__all__ = [
+    "has_hdf5_signature",
+    "json_ready",
+    "save_atomically",
+    "write_atomically",
+    "writable_folder",
+]
 
 #: The eight bytes an HDF5 file starts with (physode writes no user block before them).
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+#: How HDF5 gives the system's error of a write it could not make: ``errno = 28, ...``.
+_HDF5_ERRNO = re.compile(r"\berrno = (\d+)")
 
 
 def has_hdf5_signature(path: str | os.PathLike) -> bool:
@@ -30,8 +41,10 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any], what
     """Write ``path`` by calling ``write(tmp)`` on a temporary name beside it, then renaming it.
 
     The folder is created if needed. Whatever stops the write (an error, a full disk, Ctrl-C),
-    the temporary file is removed and an existing ``path`` is left as it was; an ``OSError``
-    becomes :class:`physode.InvalidArgumentError` naming ``what`` and ``path``.
+    the temporary file is removed and an existing ``path`` is left as it was. Where the system
+    refused the write (an ``OSError``, or an error of HDF5 that carries the system's errno),
+    the error becomes :class:`physode.InvalidArgumentError` naming ``what``, ``path`` and the
+    system's reason (``cannot write the data set out.h5: No space left on device``).
 
     Examples
     --------
@@ -48,14 +61,52 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any], what
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         _discard(tmp)
-        message = f"cannot write the {what} {path}: {exc.strerror or exc}"
-        raise InvalidArgumentError(message) from None
-    except BaseException:
-        _discard(tmp)
-        raise
+        reason = _refusal(exc)
+        if reason is None:
+            raise
+        raise InvalidArgumentError(f"cannot write the {what} {path}: {reason}") from None
     return path
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The system's reason where ``exc`` says that it refused a write, else ``None``.
+
+    h5py raises a write the system refused as an ``OSError`` without ``strerror``, or, where
+    closing the file cannot flush it, as a ``RuntimeError`` (``Can't decrement id ref count
+    (unable to extend file properly, errno = 28, ...)``); both carry the errno in their text.
+    """
+    if not isinstance(exc, OSError | RuntimeError):
+        return None
+    found = _HDF5_ERRNO.search(str(exc))
+    if found is not None:
+        return os.strerror(int(found[1]))
+    return (exc.strerror or str(exc)) if isinstance(exc, OSError) else None
+
+
+def save_atomically(path: str | os.PathLike, value: Any, what: str) -> Path:
+    """``torch.save(value)`` to ``path`` through :func:`write_atomically`.
+
+    ``value`` is serialised in memory first and its bytes written by Python: ``torch.save``
+    given a file name writes from C++, and reports a full disk as a ``RuntimeError`` that names
+    neither the file nor the cause (``[enforce fail at inline_container.cc:672] . unexpected pos
+    64 vs 0``), which the commands took for a bug of physode. Written by Python, it is an
+    ``OSError`` that :func:`write_atomically` words (``cannot write the checkpoint ck/last.pt:
+    No space left on device``). Memory holds one more copy of the bytes while they are written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.pt"
+    >>> torch.load(save_atomically(path, {"w": torch.ones(2)}, "model"))["w"]
+    tensor([1., 1.])
+    """
+    import torch  # here: the torch-free modules (train/config.py) import this one
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return write_atomically(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), what)
 
 
 def writable_folder(name: str, value: Any, folder: Path) -> None:

@@ -22,7 +22,7 @@ import torch
 from physode._checks import is_int
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, SolverError, TrainingError
-from physode._files import json_ready, writable_folder, write_atomically
+from physode._files import json_ready, save_atomically, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
 from physode.solvers.loop import Status
@@ -1082,7 +1082,7 @@ def _train_and_report(
     if out is not None:
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
-        write_atomically(out / "model.pt", lambda tmp: torch.save(weights, tmp), "model")
+        save_atomically(out / "model.pt", weights, "model")
     with _warnings_as_lines():
         report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
     if out is not None:

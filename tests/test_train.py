@@ -356,16 +356,16 @@ def test_an_interrupted_epoch_goes_back_to_the_last_completed_one_saved_and_cont
 
         monkeypatch.setattr(trainer.model, "update_after_batch", interrupting_update)
     else:  # in the write of last.pt after epoch 4 (its log row written), leaving half a file
-        save, raised = torch.save, []
+        write_bytes, raised = Path.write_bytes, []
 
-        def interrupted_save(state, path, *args, **kwargs):
-            if state["epoch"] == 4 and not raised:
+        def interrupted_write(path, data):
+            if path.name == "last.pt.tmp" and trainer.epoch == 4 and not raised:
                 raised.append(path)
-                Path(path).write_bytes(b"half a checkpoint")
+                write_bytes(path, bytes(data)[: len(data) // 2])
                 raise KeyboardInterrupt
-            return save(state, path, *args, **kwargs)
+            return write_bytes(path, data)
 
-        monkeypatch.setattr(torch, "save", interrupted_save)
+        monkeypatch.setattr(Path, "write_bytes", interrupted_write)
     with pytest.raises(KeyboardInterrupt) as interrupted:
         trainer.fit()
     last = tmp_path / "run" / "last.pt"

@@ -394,16 +394,16 @@ def test_a_failed_batch_whose_checkpoint_cannot_be_written_still_raises_training
     # and the disk is full: the TrainingError still says what failed, and that nothing was kept.
     _failing(monkeypatch, lambda e, b, n: (e, b) == (3, 2))
     trainer = _trainer(checkpoint_dir=tmp_path, checkpoint_every=5, log=tmp_path / "log.csv")
-    write_atomically = trainer_module.write_atomically
+    save_atomically = trainer_module.save_atomically
 
-    def full(path, write, what):
+    def full(path, value, what):
         if what == "checkpoint":
             raise physode.InvalidArgumentError(
                 f"cannot write the checkpoint {path}: No space left on device"
             )
-        return write_atomically(path, write, what)
+        return save_atomically(path, value, what)
 
-    monkeypatch.setattr(trainer_module, "write_atomically", full)
+    monkeypatch.setattr(trainer_module, "save_atomically", full)
     with pytest.raises(physode.TrainingError) as caught:
         trainer.fit()
     error = caught.value

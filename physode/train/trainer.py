@@ -27,7 +27,7 @@ from physode._errors import (
     TrainingError,
     first_line,
 )
-from physode._files import writable_folder, write_atomically
+from physode._files import save_atomically, writable_folder
 from physode._terminal import progress_wanted
 from physode.train import _distributed
 from physode.train._checkpoints import (
@@ -1516,7 +1516,7 @@ class Trainer:
             If the file or its folder cannot be written (nothing is left half-written).
         """
         state = self.state_dict()
-        return write_atomically(path, lambda tmp: torch.save(state, tmp), "checkpoint")
+        return save_atomically(path, state, "checkpoint")
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore a run saved by :meth:`save_checkpoint`; :meth:`fit` then continues it.
