@@ -557,7 +557,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     finished = sorted(parts.glob("chunk-*.h5"))
     assert not out.exists() and 2 <= len(finished) < 12
     # A leftover temporary and a damaged chunk file must not poison the resumed run.
-    (parts / "chunk-000011.h5.part").write_bytes(b"half a chunk")
+    (parts / "chunk-000011.h5.tmp").write_bytes(b"half a chunk")
     damaged = parts / "chunk-000010.h5"
     damaged.write_bytes(b"\x89HDF\r\n\x1a\n garbage")
     finished = [path for path in finished if path != damaged]
@@ -621,7 +621,9 @@ def test_a_run_killed_while_assembling_resumes_from_all_its_chunks(tmp_path, mon
         patch.setattr(simulate_module, "write_store", killed_midway)
         with pytest.raises(KeyboardInterrupt):
             simulate(SYSTEM, out=out, **settings)
-    assert not out.exists() and (tmp_path / "assembling.h5.tmp").exists()
+    leftover = tmp_path / "assembling.h5.tmp"
+    assert not out.exists() and not leftover.exists()  # Ctrl-C removes it; SIGKILL leaves it:
+    leftover.write_bytes(b"\x89HDF\r\n\x1a\n half written")
     result = simulate(SYSTEM, out=out, resume=True, **settings)
     assert result.n_resumed_chunks == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["assembling.h5"]

@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 
 from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError, first_line
-from physode._files import has_hdf5_signature
+from physode._files import has_hdf5_signature, write_atomically
 from physode.data._chunks import FILTERS, ChunkWriter, crc32
 
 __all__ = [
@@ -142,8 +142,14 @@ def write_chunk(path: Path, chunk: Chunk, run_id: str) -> None:
     doubled the time to write the file and read it back. The file is not synced to disk: it is
     a resume cache whose every byte is checked when read, so one that a crash of the machine
     left torn is recomputed, never assembled; the data set itself is synced before its rename.
+    A write that fails (a full disk) removes the temporary file and raises
+    ``physode.InvalidArgumentError`` naming the chunk file and the system's reason.
     """
-    tmp = path.with_name(path.name + ".part")
+    write_atomically(path, lambda tmp: _write_chunk_file(tmp, chunk, run_id), "chunk file")
+
+
+def _write_chunk_file(tmp: Path, chunk: Chunk, run_id: str) -> None:
+    """The HDF5 file of :func:`write_chunk`, at the temporary name ``tmp``."""
     with h5py.File(tmp, "w", libver=LIBVER) as f:
         _set_text(f.attrs, "run_id", run_id)
         f.attrs["start"] = chunk.start
@@ -157,7 +163,6 @@ def write_chunk(path: Path, chunk: Chunk, run_id: str) -> None:
             group = f.create_group(group_name)
             for name, values in getattr(chunk, group_name).items():
                 _checksummed(group, name, values)
-    os.replace(tmp, path)
 
 
 def _set_text(attrs: h5py.AttributeManager, key: str, text: str) -> None:

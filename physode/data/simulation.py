@@ -27,6 +27,7 @@ from tqdm import tqdm
 from physode._checks import is_finite_real, is_int
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning
+from physode._files import write_atomically
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.data import _parallel
@@ -845,9 +846,8 @@ class _Workspace:
             return None
 
     def write_config(self, run: dict) -> None:
-        tmp = self.config.with_name("run.json.part")
-        tmp.write_text(json.dumps(run, indent=1, sort_keys=True))
-        os.replace(tmp, self.config)
+        text = json.dumps(run, indent=1, sort_keys=True)
+        write_atomically(self.config, lambda tmp: tmp.write_text(text), "run's settings")
 
     def clear(self) -> None:
         for entry in self.folder.iterdir():
@@ -1245,8 +1245,8 @@ def _run_chunks(
             }
         ),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf; said below, once
+
+    def assemble(tmp: Path) -> None:
         write_store(
             tmp,
             t=t.numpy(),
@@ -1261,7 +1261,10 @@ def _run_chunks(
             chunks=assembled(),
             chunk_size=run["chunk_size"],
         )
-    os.replace(tmp, out)
+
+    with np.errstate(over="ignore"):  # values beyond float32 become inf; said below, once
+        # At OUT.tmp, renamed to OUT once complete; a write the system refuses says why.
+        write_atomically(out, assemble, "data set")
     if overflow is not None:
         overflow.warn()
     stored.attrs = attrs
