@@ -193,6 +193,11 @@ class System:
     def write_spec(self, path: Any) -> Any:
         """Write :meth:`to_spec` to the file ``path`` (UTF-8); returns its ``pathlib.Path``.
 
+        The text goes to a temporary file beside ``path``, renamed once complete, so a write
+        that fails (a full disk, Ctrl-C) leaves an existing ``path`` as it was; missing folders
+        are created. A write the system refuses raises ``physode.InvalidArgumentError`` naming
+        ``path`` and the reason.
+
         Examples
         --------
         >>> import sympy, tempfile, physode
@@ -202,12 +207,12 @@ class System:
         >>> physode.systems.load(path).equations
         {'x': -k*x}
         """
-        from pathlib import Path
+        from physode._files import write_atomically
 
         text = self.to_spec()
-        path = Path(path)
-        path.write_text(text, encoding="utf-8")
-        return path
+        return write_atomically(
+            path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "specification file"
+        )
 
     @spec_text.setter
     def spec_text(self, value: Any) -> None:
