@@ -1136,6 +1136,30 @@ def test_reverse_mode_jacobians_of_a_solve_are_exact(gradient):
         torch.testing.assert_close(jacobian, exact, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca"])
+def test_vectorized_jacobians_of_a_solve_are_exact_in_the_modes_that_batch_their_backward(
+    gradient,
+):
+    end, A = _linear_end(gradient)
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(end, y0, vectorize=True)
+    torch.testing.assert_close(jacobian, torch.linalg.matrix_exp(A), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batched", ["jacobian", "grad"])
+def test_opt_disc_refuses_a_batched_backward_pass_naming_the_ways_out(batched):
+    # It failed inside its backward solve: 'Batching rule not implemented for aten::detach'.
+    end, _ = _linear_end("opt-disc")
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    with pytest.raises(physode.UnsupportedError, match="batched backward pass.*vectorize=False"):
+        if batched == "jacobian":
+            torch.autograd.functional.jacobian(end, y0, vectorize=True)
+        else:
+            y0.requires_grad_(True)
+            cotangents = torch.eye(2, dtype=torch.float64)
+            torch.autograd.grad(end(y0), y0, cotangents, is_grads_batched=True)
+
+
 _LATE_RATE = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
 
 

@@ -7,7 +7,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from physode._errors import InvalidArgumentError, SolverError, positive_finite
+from physode._errors import InvalidArgumentError, SolverError, UnsupportedError, positive_finite
 from physode.gradients.base import (
     GradientMode,
     Problem,
@@ -182,6 +182,7 @@ class _OptDiscFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys):
         refuse_second_derivatives("Opt-Disc")
+        _refuse_batched(grad_ys)
         params = ctx.saved_tensors
         knots, mode, problem = ctx.knots, ctx.mode, ctx.problem
         method = mode.backward_method(problem)
@@ -246,6 +247,26 @@ class _OptDiscFunction(torch.autograd.Function):
             param_grads.append(grad if used else None)
             offset += size
         return (None, None, None, adjoint, *param_grads)
+
+
+def _refuse_batched(grad_ys: Tensor) -> None:
+    """Raise :class:`~physode.UnsupportedError` in a batched backward pass, where ``grad_ys``
+    holds many cotangents at once: the backward solve integrates one adjoint, its steps chosen
+    and checked from that adjoint's values, so torch cannot batch it (it failed with 'Batching
+    rule not implemented for aten::detach').
+
+    The query is private to torch; a torch without it answers nothing, and such a backward pass
+    fails as before.
+    """
+    query = getattr(getattr(torch._C, "_functorch", None), "is_legacy_batchedtensor", None)
+    if callable(query) and query(grad_ys):
+        raise UnsupportedError(
+            "Opt-Disc cannot take a batched backward pass (torch.autograd.functional.jacobian "
+            "with vectorize=True, torch.autograd.grad with is_grads_batched=True): its backward "
+            "solve integrates one adjoint at a time, choosing and checking its steps from the "
+            "adjoint's values. Use vectorize=False (one backward pass per output), or "
+            "gradient='aca' or 'disc-opt', which support it."
+        )
 
 
 def _knots(
