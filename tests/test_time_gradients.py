@@ -324,6 +324,28 @@ def test_torch_func_transforms_over_the_output_times_are_refused_and_jacobian_wo
     assert torch.allclose(jacobian, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["disc-opt", "aca"])
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_a_vectorized_jacobian_in_the_times_equals_the_closed_form(mode, step_control):
+    # A batched backward pass (vectorize=True) failed in every mode: the time gradient was
+    # written into a tensor of zeros, which vmap refuses ('aten::copy_ ... is not possible').
+    y0 = torch.tensor([[1.0], [2.0]], dtype=DTYPE)
+    options = {"gradient": mode, "step_control": step_control, "rtol": 1e-10, "atol": 1e-12}
+
+    def outputs(t):
+        return physode.odeint(lambda s, y: -y, y0, t, **options)
+
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=DTYPE)
+    jacobian = torch.autograd.functional.jacobian(outputs, t, vectorize=True)
+    # y(t_k) = y0 exp(-(t_k - t_0)): d/dt_k = -y(t_k), d/dt_0 = y(t_k) for k >= 1.
+    expected = torch.zeros(3, 2, 1, 3, dtype=DTYPE)
+    for k in (1, 2):
+        y_k = y0 * math.exp(-t[k].item())
+        expected[k, ..., 0], expected[k, ..., k] = y_k, -y_k
+    torch.testing.assert_close(jacobian, expected, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(jacobian, torch.autograd.functional.jacobian(outputs, t))
+
+
 def test_a_torch_without_its_private_transform_query_still_solves_and_refuses_transforms(
     monkeypatch,
 ):

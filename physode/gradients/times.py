@@ -51,6 +51,24 @@ class FieldAt:
         return f
 
 
+def _padded(terms: Tensor, like: Tensor) -> Tensor:
+    """``terms`` followed by zeros, in ``like``'s length and dtype: the gradient of the first
+    ``len(terms)`` times.
+
+    Built out of place, not written into a tensor of zeros: in a batched backward pass
+    (``torch.autograd.functional.jacobian(..., vectorize=True)``, ``is_grads_batched=True``)
+    ``terms`` carries the batch and a tensor of zeros made here does not, so vmap refuses the
+    write.
+
+    Examples
+    --------
+    >>> _padded(torch.tensor([1.0, 2.0]), torch.zeros(4, dtype=torch.float64))
+    tensor([1., 2., 0., 0.], dtype=torch.float64)
+    """
+    zeros = like.new_zeros(len(like) - len(terms))
+    return torch.cat([terms.to(like.dtype), zeros])
+
+
 def _refuse_second_derivatives() -> None:
     if torch.is_grad_enabled():
         raise UnsupportedError(
@@ -80,8 +98,7 @@ class _StartTime(torch.autograd.Function):
         grad_t = None
         if ctx.needs_input_grad[1]:
             term = -(grad_y0 * ctx.field(ctx.t0, y0.detach())).sum()
-            grad_t = torch.zeros_like(ctx.t_like)
-            grad_t[0] = term.to(grad_t.dtype)
+            grad_t = _padded(term.reshape(1), ctx.t_like)
         return grad_y0, grad_t, None, None
 
 
@@ -115,8 +132,7 @@ class _OutputTimes(torch.autograd.Function):
                     terms.append(torch.where(ok, grad_ys[k] * f, 0.0).sum())
                 else:
                     terms.append((grad_ys[k] * field(ctx.times[k], y)).sum())
-            grad_t = torch.zeros_like(ctx.t_like)
-            grad_t[: ctx.reached] = torch.stack(terms).to(grad_t.dtype)
+            grad_t = _padded(torch.stack(terms), ctx.t_like)
         return grad_ys, grad_t, None, None, None
 
 
