@@ -541,6 +541,32 @@ def test_aca_drops_a_rejected_attempt_at_the_last_step():
     assert _relative(aca, disc) <= 1e-10
 
 
+@pytest.mark.parametrize("keep_last_graph", [True, False])
+def test_aca_after_a_failed_solve_replays_only_the_steps_up_to_its_last_output(keep_last_graph):
+    # dy/dt = w y^2 from y = 1 blows up at t = 1/w: the solve reaches t = 0.5 and then takes
+    # hundreds of ever shorter steps towards the blow-up, which no output depends on. ACA
+    # replayed them all (2160 evaluations here instead of 42), adding zeros.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    options = {"method": "tsit5", "rtol": 1e-8, "atol": 1e-10}
+    gradients, replays, success = {}, {}, {}
+    for t, gradient in (
+        ([0.0, 0.5, 2.0], "disc-opt"),
+        ([0.0, 0.5, 2.0], physode.ACA(keep_last_graph=keep_last_graph)),
+        ([0.0, 0.5], physode.ACA(keep_last_graph=False)),  # the same steps, up to t = 0.5
+    ):
+        y0 = torch.ones(1, dtype=DTYPE, requires_grad=True)
+        w.grad = None
+        sol = physode.solve(lambda t, y: w * y**2, y0, t, gradient=gradient, throw=False, **options)
+        sol.ys[:2].sum().backward()
+        key = (len(t), gradient if isinstance(gradient, str) else "aca")
+        gradients[key] = torch.cat([y0.grad, w.grad.reshape(1)])
+        replays[key], success[key] = sol.stats.nfe_backward, sol.success
+    assert success == {(3, "disc-opt"): False, (3, "aca"): False, (2, "aca"): True}
+    assert replays[(3, "aca")] == replays[(2, "aca")]
+    assert _relative(gradients[(3, "aca")], gradients[(3, "disc-opt")]) <= 1e-12
+    assert _relative(gradients[(2, "aca")], gradients[(3, "disc-opt")]) <= 1e-12
+
+
 def test_aca_backward_runs_twice_with_retain_graph():
     # The kept graph of the last step serves the first backward pass; a second one rebuilds it.
     func, y0 = _field_and_start(seed=7)
