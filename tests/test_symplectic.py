@@ -375,3 +375,14 @@ def test_a_separable_network_differentiated_by_autograd_passes_the_probe():
     y0 = torch.randn(8, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
     ys = physode.odeint(_SeparableHNN(), y0, [0.0, 0.5], method="yoshida4", step_size=0.05)
     assert torch.isfinite(ys).all()
+
+
+def test_opt_disc_tolerances_after_a_symplectic_method_name_the_forward_method():
+    # The default backward method after leapfrog is rk4, fixed-step: the message says why rk4.
+    field = physode.systems.load("harmonic_oscillator").vector_field(learnable=["k"])
+    y0 = torch.tensor([1.0, 0.0], dtype=F64, requires_grad=True)
+    with pytest.raises(physode.InvalidArgumentError,
+                       match="'rk4' \\(the default after the symplectic forward method "
+                             "'leapfrog'\\) is fixed-step"):  # fmt: skip
+        physode.odeint(field, y0, [0.0, 1.0], method="leapfrog", step_size=0.1,
+                       gradient=physode.OptDisc(rtol=1e-6))  # fmt: skip

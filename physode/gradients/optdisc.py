@@ -115,10 +115,16 @@ class OptDisc(GradientMode):
             f"step_size={self.step_size!r}, restart={self.restart!r}, seminorm={self.seminorm})"
         )
 
-    def _refuse_unused_settings(self, method: str) -> None:
+    def _refuse_unused_settings(self, method: str, forward: str | None = None) -> None:
         """Refuse tolerances for a fixed-step backward method, or a step for an adaptive one:
-        they would be ignored, and the gradient silently less accurate than asked for."""
-        which = "" if self.method is not None else " (the default, after the forward method)"
+        they would be ignored, and the gradient silently less accurate than asked for.
+        ``forward`` is the forward method, which the default backward method follows."""
+        if self.method is not None:
+            which = ""
+        elif method == forward:
+            which = " (the default: the forward method)"
+        else:
+            which = f" (the default after the symplectic forward method {forward!r})"
         if method in ADAPTIVE_METHODS and self.step_size is not None:
             raise InvalidArgumentError(
                 f"OptDisc: step_size is for a fixed-step backward method, but the backward "
@@ -140,7 +146,7 @@ class OptDisc(GradientMode):
         method = self.method or (
             "rk4" if problem.method in SYMPLECTIC_METHODS else problem.method
         )
-        self._refuse_unused_settings(method)
+        self._refuse_unused_settings(method, problem.method)
         if method not in ADAPTIVE_METHODS and (self.step_size or problem.step_size) is None:
             raise InvalidArgumentError(
                 f"OptDisc: backward method {method!r} is fixed-step and needs a step size: "
