@@ -365,6 +365,12 @@ MUTANTS = (
            "return torch.sign(x)", "sign(NaN) is 0 in generated code", SYMBOLIC),
     Mutant("physode/data/_store.py", "elif t.shape[0] < 2:", "elif t.shape[0] < 1:",
            "a data set with one output time is read", DATA),
+    Mutant("physode/models/hybrid.py", "if residual.shape[-1:] != y.shape[-1:]:",
+           "if False:", "a residual of one column added to every component", TRAIN),
+    Mutant("physode/train/trainer.py", "differ = _changes(data, mine, compared)",
+           "differ = []", "a checkpoint resumed on other data", TRAIN),
+    Mutant("physode/gradients/aca.py", "        _drop_steps_past_the_last_output(trace)\n",
+           "", "ACA replays the steps after the last output of a failed solve", SOLVER),
 )
 
 
