@@ -1030,6 +1030,8 @@ def _train_and_report(
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     with _warnings_as_lines():  # a --learnable parameter the equations do not contain
         model = build_model(model_settings, stored.system, stored.n_state)
+    if config.init_from is not None:  # after build_model has checked --init's names and values
+        _refuse_init_with_init_from(model_settings, config.init_from, init_from_as)
     record = model_record(model_settings, stored.system)
     weights = None
     if config.init_from is not None:  # read once: for the checks here and for the trainer
@@ -1106,6 +1108,24 @@ def _train_and_report(
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+def _refuse_init_with_init_from(settings: dict[str, Any], path: Any, init_from_as: str) -> None:
+    """Refuse ``--init`` beside ``--init-from path``: the file's weights hold every physical
+    parameter's value, learned or not, and loading them replaces every start value ``--init``
+    sets (``init_from_as``: how the user wrote init_from)."""
+    init = settings.get("init") or {}
+    if not init:
+        return
+    written = settings.get("given", {}).get("init", "--init")
+    values = ",".join(f"{name}={value:g}" for name, value in init.items())
+    shown = f"{written} {values}" if written == "--init" else f"{written} ({values})"
+    leave = "--init" if written == "--init" else written
+    raise InvalidArgumentError(
+        f"{shown} has no effect with {_init_from_named(path, init_from_as)}: the file holds "
+        f"every physical parameter's value, learned or not, and they replace {leave}'s start "
+        f"values; leave {leave} out, or leave out {init_from_as} to start from {leave}'s values"
+    )
 
 
 def _read_init_from(path: Path, record: dict[str, Any], init_from_as: str) -> dict[str, Any]:

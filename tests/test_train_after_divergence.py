@@ -671,6 +671,34 @@ def test_physode_train_init_from_between_kinds_compares_the_physics_settings_onl
     assert main(argv) == 0
 
 
+def test_physode_train_refuses_init_with_init_from_whose_file_replaces_its_values(
+    stored, tmp_path, capsys
+):
+    # The file holds every physical parameter, learned or not, and replaced --init's start
+    # values: --init m=2 trained from the fit's m = 1 while report.json recorded init m = 2.
+    argv = _kinds_argv(stored, "physics", "--quiet", "--out", str(tmp_path / "a"))
+    assert main(argv) == 0
+    model = tmp_path / "a" / "model.pt"
+    out = tmp_path / "b"
+    for then in ("physics", "hybrid"):
+        argv = _kinds_argv(stored, then, "--quiet", "--init-from", str(model), "--learnable",
+                           "m,k", "--init", "m=2", "--out", str(out))  # fmt: skip
+        assert main(argv) == 2
+        assert (
+            f"--init m=2 has no effect with --init-from {model}: the file holds every physical "
+            "parameter's value, learned or not, and they replace --init's start values; leave "
+            "--init out, or leave out --init-from to start from --init's values"
+        ) in _error(capsys)
+        assert not out.exists()
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'[model]\ninit = {{ m = 2.0 }}\n[train]\ninit_from = "{model}"\n')
+    argv = _kinds_argv(stored, "physics", "--quiet", "--learnable", "m,k", "--config", str(toml))
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert f'[model] init (m=2) has no effect with [train] init_from = "{model}"' in err
+    assert "leave [model] init out" in err
+
+
 def test_physode_train_reads_the_init_from_file_once(stored, tmp_path, monkeypatch):
     assert main(_argv(stored, "--checkpoint-dir", str(tmp_path))) == 0
     last = tmp_path / "last.pt"
