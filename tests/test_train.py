@@ -777,7 +777,7 @@ def test_rollout_report_reads_a_data_set_path_as_its_test_split_as_evaluate_does
     model = PhysicsModel("harmonic_oscillator", learnable=["k"], init={"k": 1.3})
     trainer = Trainer(model, oscillator_h5, epochs=1)
     expected = trainer.evaluate(t_end=3.0)
-    for data in (oscillator_h5, str(oscillator_h5),
+    for data in (oscillator_h5, str(oscillator_h5), physode.data.load(oscillator_h5),
                  physode.data.TrajectoryDataset(oscillator_h5, split="test")):  # fmt: skip
         report = rollout_report(model, data, t_end=3.0, rtol=trainer.config.rtol,
                                 atol=trainer.config.atol)  # the trainer's solver settings
@@ -788,6 +788,24 @@ def test_rollout_report_reads_a_data_set_path_as_its_test_split_as_evaluate_does
     assert report.truth.shape[0] == len(stored.split_indices("test")) == 1
     with pytest.raises(physode.InvalidArgumentError, match="cannot read trajectories from a dict"):
         rollout_report(model, {"t": stored.t})
+
+
+def test_the_data_set_physode_data_load_opened_trains_and_reports_as_its_path(oscillator_h5):
+    # It was refused: "cannot read trajectories from a TrajectoryFile; pass a path ...".
+    stored = physode.data.load(oscillator_h5)
+    runs = []
+    for data in (oscillator_h5, stored):
+        model = PhysicsModel("harmonic_oscillator", learnable=["k"], init={"k": 1.3})
+        trainer = Trainer(model, data, epochs=2, window=5)
+        trainer.fit()
+        runs.append((trainer, trainer.evaluate(t_end=3.0), model.physical_parameters()))
+    (by_path, from_path, k_path), (by_file, from_file, k_file) = runs
+    assert k_file == k_path != {"k": 1.3}
+    assert torch.equal(by_file.train_data.states, by_path.train_data.states)
+    assert torch.equal(by_file.val_data.states, by_path.val_data.states)  # its stored 'val'
+    assert torch.equal(from_file.predicted, from_path.predicted)
+    assert from_file.mse == from_path.mse > 0
+    assert torch.equal(by_path.evaluate(stored, t_end=3.0).truth, from_path.truth)  # its 'test'
 
 
 def test_a_rollout_runs_the_model_in_eval_mode_and_leaves_its_mode_as_it_was():

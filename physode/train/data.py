@@ -502,15 +502,23 @@ def usable_trajectories(stored: Any, split: str) -> np.ndarray:
     return index[stored.flags[index] == 0]
 
 
+def stored_path(source: Any) -> Any:
+    """``source``, or its path where it is a data set that ``physode.data.load`` opened (a
+    :class:`physode.data.TrajectoryFile`), which serves as its path does."""
+    import physode.data
+
+    return source.path if isinstance(source, physode.data.TrajectoryFile) else source
+
+
 def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) -> Trajectories:
     """Turn any supported data source into :class:`Trajectories`.
 
     Parameters
     ----------
-    source : Trajectories, str, Path, physode.data.TrajectoryDataset, or tuple (t, ys)
+    source : Trajectories, str, Path, TrajectoryFile, TrajectoryDataset, or tuple (t, ys)
         An HDF5 data set written by ``physode simulate`` (a path, read with
-        ``physode.data.load``; trajectories flagged for a failed solve, drift or values stored
-        as inf are left out), a
+        ``physode.data.load``, or the data set ``physode.data.load`` opened, taken as its path;
+        trajectories flagged for a failed solve, drift or values stored as inf are left out), a
         ``TrajectoryDataset`` (its trajectories, clean or noisy as it says; the trainer cuts the
         windows), or tensors, NumPy arrays or lists: ``t`` of shape ``(P,)`` and ``ys`` of shape
         ``(N, P, n)`` or ``(P, n)``, as for :class:`Trajectories`.
@@ -544,6 +552,7 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         return Trajectories(t, ys)
     import physode.data
 
+    source = stored_path(source)
     if isinstance(source, str | os.PathLike):
         stored = physode.data.load(source)
         split = split or "all"

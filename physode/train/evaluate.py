@@ -397,10 +397,11 @@ def rollout_report(
     model : nn.Module
         The trained ``f(t, y)``, rolled out in eval mode (``model.eval()``) and left in the
         mode it was in.
-    data : Trajectories, str, Path, physode.data.TrajectoryDataset, or tuple (t, ys)
+    data : Trajectories, str, Path, TrajectoryFile, TrajectoryDataset, or tuple (t, ys)
         Held-out ground truth, of the kinds ``Trainer.evaluate``'s ``test_data`` takes: an HDF5
-        data set's path is read as its stored ``"test"`` split (flagged trajectories left
-        out), a ``TrajectoryDataset`` as its own split. Where it misses values (``NaN``), each
+        data set's path (or the data set ``physode.data.load`` opened) is read as its stored
+        ``"test"`` split (flagged trajectories left out), a ``TrajectoryDataset`` as its own
+        split. Where it misses values (``NaN``), each
         trajectory is rolled out from its first observed time (its prediction is ``NaN`` before
         it) and the errors are taken over the observed values (see :class:`RolloutReport`).
     horizon : float, optional

@@ -66,6 +66,7 @@ from physode.train.data import (
     _optional_split,
     _split_off,
     as_trajectories,
+    stored_path,
     uniform_grid,
     windows_of,
 )
@@ -190,9 +191,9 @@ class Trainer:
         ``f(t, y)``; a :class:`~physode.models.Hybrid` with APHYNITY adds its penalty and raises
         its ``λ`` after each batch or epoch (``regularised_loss``, ``update_after_batch``,
         ``update_after_epoch``).
-    data : path, TrajectoryDataset, Trajectories or tuple (t, ys)
-        Training data. A path to an HDF5 data set uses its stored ``"train"`` split for
-        training and ``"val"`` for validation.
+    data : path, TrajectoryFile, TrajectoryDataset, Trajectories or tuple (t, ys)
+        Training data. A path to an HDF5 data set (or the data set ``physode.data.load``
+        opened) uses its stored ``"train"`` split for training and ``"val"`` for validation.
     config : TrainConfig, optional
         Settings; keyword arguments override single fields (``Trainer(m, d, epochs=5)``).
     val_data : same kinds as ``data``, optional
@@ -291,6 +292,7 @@ class Trainer:
                 "TrainConfig(...) or the settings as keywords, e.g. Trainer(model, data, epochs=5)"
             )
         config = (config or TrainConfig()).updated(**overrides)
+        data = stored_path(data)  # physode.data.load's data set: its stored splits serve
         if isinstance(data, physode.data.TrajectoryDataset):
             if config.window is None:
                 # The dataset's own windows, unless the settings choose others.
