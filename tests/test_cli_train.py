@@ -957,3 +957,15 @@ def test_restore_best_on_the_command_line_overrides_the_config(data, tmp_path):
     assert main(_neural(data, *argv)) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["restore_best"] is False
+
+
+def test_a_system_with_the_data_sets_states_in_another_order_is_refused(data, tmp_path, capsys):
+    spec = tmp_path / "reversed.toml"
+    spec.write_text(
+        'name = "reversed"\nform = "equations"\n[equations]\np = "-k*q"\nq = "p/m"\n'
+        "[parameters]\nm = 1.0\nk = 1.0\n"
+    )
+    argv = ["--model", "physics", "--system", str(spec), "--learnable", "k"]
+    assert main(_train(data, *argv, "--out", str(tmp_path / "run"))) == 2
+    assert "the same ones in the order ['q', 'p']" in _error(capsys)
+    assert not (tmp_path / "run").exists()

@@ -1835,3 +1835,43 @@ def test_a_log_whose_rows_change_is_written_as_a_fresh_write_would():
     assert rows.text(history) == fresh(history)
     history[1], history[2:] = {"epoch": 2, "loss": 0.3}, []
     assert rows.text(history) == fresh(history) == "epoch,loss\n1,0.5\n2,0.3\n"
+
+
+def _oscillator_system(first: str, second: str) -> physode.System:
+    """The harmonic oscillator (q' = p/m, p' = -k q) with its states named ``first`` (q) and
+    ``second`` (p), listed as written."""
+    import sympy as sp
+
+    q, p, m, k = sp.symbols(f"{first} {second} m k")
+    return physode.System.from_equations({q: p / m, p: -k * q}, parameters={m: 1.0, k: 1.0})
+
+
+def _reversed_oscillator() -> physode.System:
+    """The harmonic oscillator with its states listed [p, q], the catalogue's in another order."""
+    import sympy as sp
+
+    q, p, m, k = sp.symbols("q p m k")
+    return physode.System.from_equations({p: -k * q, q: p / m}, parameters={m: 1.0, k: 1.0})
+
+
+@pytest.mark.parametrize("kind", ["physics", "hybrid"])
+def test_a_model_whose_system_orders_the_datas_states_otherwise_is_refused_naming_both(kind):
+    # Data [q, p], model [p, q]: only the count was compared, and it trained on swapped states.
+    data = Trajectories(*_oscillator(4, 11, 2.0), system="harmonic_oscillator")
+    model = PhysicsModel(_reversed_oscillator(), ["k"])
+    if kind == "hybrid":
+        model = Hybrid(model, NeuralODE(2, width=4, depth=1, zero_output=True))
+    message = (r"the states \['p', 'q'\], the training data's system 'harmonic_oscillator' "
+               r"the same ones in the order \['q', 'p'\]")  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(model, data, epochs=1)
+    with pytest.raises(physode.InvalidArgumentError, match="validation data's system"):
+        Trainer(model, _oscillator(4, 11, 2.0), val_data=data, epochs=1)
+
+
+def test_a_model_whose_system_names_the_states_otherwise_trains_on_them_in_their_order():
+    data = Trajectories(*_oscillator(4, 11, 2.0), system="harmonic_oscillator")
+    model = PhysicsModel(_oscillator_system("x", "v"), ["k"], init={"k": 1.2})
+    trainer = Trainer(model, data, epochs=3, lr=0.05)
+    trainer.fit()
+    assert abs(model.physical_parameters()["k"] - 1.0) < abs(1.2 - 1.0)
