@@ -461,6 +461,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
                 "[train] and [report]"
             )
         _check_tables(given["config"], document)
+        _check_config_inputs(given["config"], document, given)
     model = {**_MODEL_DEFAULTS, **document.get("model", {})}
     unknown = sorted(set(model) - set(_MODEL_KEYS))
     if unknown:
@@ -486,6 +487,35 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
             hint = f" (--resume took {resume} as its checkpoint: put DATA.h5 before --resume)"
         raise InvalidArgumentError(f"no data set: pass DATA.h5 or set `data` in --config{hint}")
     return data, model, train, extras
+
+
+def _check_config_inputs(config: str, document: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse a relative path of ``config`` to a file to read that is missing from the current
+    folder, which such paths are read from, where the config file's folder holds it: that file
+    was likely meant. A path missing from both is left to the setting's own error."""
+    from physode.systems import _looks_like_a_path
+
+    inputs = [
+        ("data", "data", document.get("data")),
+        ("system", "[model] system", document.get("model", {}).get("system")),
+        ("init_from", "[train] init_from", document.get("train", {}).get("init_from")),
+        ("resume", "[report] resume", document.get("report", {}).get("resume")),
+    ]
+    folder = Path(config).parent
+    for key, written, value in inputs:
+        if key in given or not isinstance(value, str) or not value:
+            continue  # the command line's value serves, or no path (resume = true)
+        if key == "system" and not _looks_like_a_path(value):
+            continue  # a catalogue name
+        path = Path(value)
+        beside = folder / path
+        if path.is_absolute() or path.exists() or folder == Path() or not beside.exists():
+            continue
+        raise InvalidArgumentError(
+            f"{config}: {written} = {value!r}: no such file in the current folder "
+            f"({os.getcwd()}), which a config file's relative paths are read from; the config "
+            f"file's folder holds {str(beside)!r}: write that path (or an absolute one)"
+        )
 
 
 def _train_settings(table: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -969,3 +969,33 @@ def test_a_system_with_the_data_sets_states_in_another_order_is_refused(data, tm
     assert main(_train(data, *argv, "--out", str(tmp_path / "run"))) == 2
     assert "the same ones in the order ['q', 'p']" in _error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "table, key, name",
+    [("", "data", "osc.h5"), ("[model]", "system", "mine.toml"),
+     ("[train]", "init_from", "model.pt")],
+)  # fmt: skip
+def test_a_config_path_found_only_beside_the_config_file_is_refused_naming_that_file(
+    data, tmp_path, monkeypatch, capsys, table, key, name
+):
+    # Read from the current folder, as before; the error named the file missing there only.
+    folder, elsewhere = tmp_path / "cfg", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    (folder / "osc.h5").write_bytes(Path(data).read_bytes())
+    (folder / "mine.toml").write_text(physode.systems.path("harmonic_oscillator").read_text())
+    (folder / "model.pt").write_bytes(b"")
+    values = {"data": str(data), "system": None, "init_from": None, key: name}
+    config = f'data = "{values["data"]}"\n[model]\nkind = "physics"\nlearnable = ["k"]\n'
+    config += f'system = "{values["system"]}"\n' if values["system"] else ""
+    config += "[train]\nepochs = 1\n"
+    config += f'init_from = "{values["init_from"]}"\n' if values["init_from"] else ""
+    (folder / "run.toml").write_text(config)
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--config", "../cfg/run.toml", "--quiet"]) == 2
+    written = key if key == "data" else f"{table} {key}"
+    assert (
+        f"../cfg/run.toml: {written} = '{name}': no such file in the current folder ({elsewhere}), "
+        f"which a config file's relative paths are read from; the config file's folder holds "
+        f"'../cfg/{name}'"
+    ) in _error(capsys)
