@@ -25,6 +25,7 @@ from physode._errors import InvalidArgumentError, PhysodeError, SolverError, Tra
 from physode._files import json_ready, save_atomically, writable_folder, write_atomically
 from physode._terminal import progress_wanted, warnings_as_lines
 from physode._threads import torch_threads
+from physode.data.checking import counted
 from physode.solvers.loop import Status
 from physode.train import _distributed
 from physode.train.config import (
@@ -1286,7 +1287,8 @@ def _print_summary(result: Any, report: Any) -> None:
     """Print the training summary, the learned parameters and the rollout report."""
     last = result.history[-1]
     val = "none" if last["val_loss"] is None else f"{last['val_loss']:.4e}"
-    print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f} s; "
+    epochs = counted(len(result.history), "epoch", "epochs")
+    print(f"trained {epochs} in {result.train_seconds:.1f} s; "
           f"final loss {last['loss']:.4e}, validation loss {val}")
     skipped = _skipped(result.history)
     if skipped:

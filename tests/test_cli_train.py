@@ -272,8 +272,14 @@ def test_a_resume_with_nothing_left_to_train_says_so_in_one_line(data, tmp_path,
         assert main(_neural(data, "--resume", str(checkpoints / "last.pt"))) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("physode train: warning: nothing to train: ")
+    assert err.startswith("physode train: warning: nothing to train: the run has done 1 epoch and")
     assert "set epochs above" in err
+
+
+def test_the_summary_counts_one_epoch_in_the_singular(data, tmp_path, capsys):
+    argv = ["train", str(data), "--model", "neural", "--width", "8", "--depth", "1"]
+    assert main([*argv, "--epochs", "1", "--window", "5", "--out", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.startswith("trained 1 epoch in ")
 
 
 def test_a_resume_reads_its_checkpoint_once(data, tmp_path, monkeypatch):

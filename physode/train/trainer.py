@@ -29,6 +29,7 @@ from physode._errors import (
 )
 from physode._files import save_atomically, writable_folder
 from physode._terminal import progress_wanted
+from physode.data.checking import counted
 from physode.train import _distributed
 from physode.train._checkpoints import (
     _RESUME_KEYS,
@@ -1014,7 +1015,8 @@ class Trainer:
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
         if self.epoch >= c.epochs and self._writes:
             warnings.warn(
-                f"nothing to train: the run has done {self.epoch} epochs and epochs={c.epochs}; "
+                f"nothing to train: the run has done {counted(self.epoch, 'epoch', 'epochs')} and "
+                f"epochs={c.epochs}; "
                 f"to train more, set epochs above {self.epoch}",
                 PhysodeWarning,
                 stacklevel=2,
