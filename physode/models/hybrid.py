@@ -226,6 +226,7 @@ class Hybrid(nn.Module):
         """
         if self.aphynity is None:
             return trajectory_loss
+        # λ is kept in float64 (see _apply); the objective stays in the loss's dtype.
         lam = self.aphynity_lambda.to(trajectory_loss.dtype)
         return self.residual_norm(t, ys) * share + lam * trajectory_loss
 
