@@ -537,6 +537,16 @@ def test_skip_stops_when_every_batch_of_an_epoch_fails(monkeypatch):
     assert trainer.epoch == 1
 
 
+
+def test_skip_stops_when_the_one_batch_of_an_epoch_fails_saying_so_in_the_singular(monkeypatch):
+    _failing(monkeypatch, lambda e, b, n: e == 2)
+    trainer = _trainer(on_failed_batch="skip", batches_per_epoch=1)
+    with pytest.raises(physode.TrainingError) as caught:
+        trainer.fit()
+    assert str(caught.value).startswith(
+        "training stopped in epoch 2: its one batch failed as the solve of its 4 windows"
+    )
+
 def test_skip_stops_after_too_many_failed_batches_in_a_row(monkeypatch):
     monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 2)
     _failing(monkeypatch, lambda e, b, n: (e, b) in ((1, 1), (2, 2), (2, 3)))

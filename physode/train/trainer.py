@@ -1136,6 +1136,8 @@ class Trainer:
         epoch, number, n = failure.epoch, failure.batch, failure.n_batches
         if failure.skipped is None:
             summary = f"training stopped in epoch {epoch}, batch {number} of {n}: {failure.reason}"
+        elif failure.skipped[0] == n == 1:
+            summary = f"training stopped in epoch {epoch}: its one batch failed as {failure.reason}"
         elif failure.skipped[0] == n:
             summary = (
                 f"training stopped in epoch {epoch}: every one of its {n} batches failed, the "
