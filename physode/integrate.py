@@ -36,7 +36,7 @@ from physode.solvers import (
     Status,
     make_stepper,
 )
-from physode.solvers._autograd import graph_leaves
+from physode.solvers._autograd import graph_leaves, private_query
 from physode.solvers._tuples import Parts, TupleFunc
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
@@ -46,18 +46,9 @@ __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
 STEP_CONTROLS = ("shared", "per-sample")
 
 
-def _private(module: object, name: str) -> Callable[..., bool]:
-    """A private torch function that says whether a transform is at work, or one that answers
-    ``False`` where this torch has no such function: torch may rename them in any release, and a
-    solve must then still run (its refusal of transforms goes with them)."""
-    found = getattr(module, name, None)
-    return found if callable(found) else (lambda *args: False)
-
-
-_FUNCTORCH = getattr(torch._C, "_functorch", None)
-_is_batched = _private(_FUNCTORCH, "is_batchedtensor")
-_is_wrapped = _private(_FUNCTORCH, "is_functorch_wrapped_tensor")
-_any_transform = _private(torch._C, "_are_functorch_transforms_active")
+_is_batched = private_query("is_batchedtensor")
+_is_wrapped = private_query("is_functorch_wrapped_tensor")
+_any_transform = private_query("_are_functorch_transforms_active", torch._C)
 
 
 def _transforms_active(tensors: Sequence[Tensor]) -> bool:

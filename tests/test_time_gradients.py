@@ -353,8 +353,9 @@ def test_a_torch_without_its_private_transform_query_still_solves_and_refuses_tr
     # must still solve, and tell a transform over t by its wrapped tensor. (torch's own autograd
     # functions call it, so it cannot be removed from torch._C itself here.)
     from physode import integrate
+    from physode.solvers._autograd import private_query
 
-    missing = integrate._private(object(), "_are_functorch_transforms_active")
+    missing = private_query("_are_functorch_transforms_active", object())
     assert missing() is False
     monkeypatch.setattr(integrate, "_any_transform", missing)
     t = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)

@@ -18,6 +18,7 @@ from physode.gradients.base import (
     step_vjp,
 )
 from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
+from physode.solvers._autograd import private_query
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import LoopResult, Stats, Status, Trace
 
@@ -255,6 +256,9 @@ class _OptDiscFunction(torch.autograd.Function):
         return (None, None, None, adjoint, *param_grads)
 
 
+_is_legacy_batched = private_query("is_legacy_batchedtensor")
+
+
 def _refuse_batched(grad_ys: Tensor) -> None:
     """Raise :class:`~physode.UnsupportedError` in a batched backward pass, where ``grad_ys``
     holds many cotangents at once: the backward solve integrates one adjoint, its steps chosen
@@ -264,8 +268,7 @@ def _refuse_batched(grad_ys: Tensor) -> None:
     The query is private to torch; a torch without it answers nothing, and such a backward pass
     fails as before.
     """
-    query = getattr(getattr(torch._C, "_functorch", None), "is_legacy_batchedtensor", None)
-    if callable(query) and query(grad_ys):
+    if _is_legacy_batched(grad_ys):
         raise UnsupportedError(
             "Opt-Disc cannot take a batched backward pass (torch.autograd.functional.jacobian "
             "with vectorize=True, torch.autograd.grad with is_grads_batched=True): its backward "

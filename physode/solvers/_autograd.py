@@ -1,10 +1,29 @@
-"""What a tensor's autograd graph holds, for the checks the solve makes before it starts."""
+"""What a tensor's autograd graph holds, for the checks the solve makes before it starts, and
+torch's private queries of the transforms (``vmap``, ``grad``) at work around a call."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
 
-__all__ = ["graph_leaves"]
+__all__ = ["graph_leaves", "private_query"]
+
+
+def private_query(name: str, module: object = None) -> Callable[..., bool]:
+    """The private torch function ``name`` of ``torch._C._functorch`` (or of ``module``) that says
+    whether a transform is at work, or one that answers ``False`` where this torch has no such
+    function: torch may rename them in any release, and a solve must then still run (the
+    refusals that rest on them go with them).
+
+    >>> private_query("no_such_query")(torch.ones(1))
+    False
+    """
+    if module is None:
+        module = getattr(torch._C, "_functorch", None)
+    found = getattr(module, name, None)
+    return found if callable(found) else (lambda *args: False)
 
 
 def graph_leaves(output: Tensor) -> list[Tensor]:
