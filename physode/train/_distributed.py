@@ -129,10 +129,11 @@ def _digest(tensor: torch.Tensor | None) -> str:
     return f"{tuple(data.shape)} {str(data.dtype).removeprefix('torch.')} #{digest[:12]}"
 
 
-def description(config: Any, model: torch.nn.Module, train: Any, val: Any) -> dict[str, str]:
+def description(config: Any, model: torch.nn.Module, data: dict[str, str]) -> dict[str, str]:
     """What must be the same in every process for them to train one model together: the
     settings (:data:`OWN_SETTINGS` aside), the shapes of the model's parameters and the
-    training and validation data, each in a few words."""
+    training and validation data (``data``, their :func:`data_description`), each in a few
+    words."""
     described = {
         f"setting {f.name}": repr(getattr(config, f.name))
         for f in dataclasses.fields(config) if f.name not in OWN_SETTINGS
@@ -140,7 +141,7 @@ def description(config: Any, model: torch.nn.Module, train: Any, val: Any) -> di
     described["model's parameters"] = ", ".join(
         f"{name} {tuple(p.shape)}" for name, p in model.named_parameters()
     )
-    return {**described, **data_description(train, val)}
+    return {**described, **data}
 
 
 def data_description(train: Any, val: Any) -> dict[str, str]:

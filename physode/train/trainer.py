@@ -273,7 +273,7 @@ class Trainer:
         with _distributed.together(self._group, building, "could not build its trainer"):
             self._build(model, data, config, val_data, overrides)
             described = _distributed.description(
-                self.config, self.model, self.train_data, self.val_data
+                self.config, self.model, self._data_described()
             )
         _distributed.refuse_differences(described, self._group)
         _distributed.broadcast_state(self.model)  # one start for every process
