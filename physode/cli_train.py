@@ -1061,11 +1061,12 @@ def _train_and_report(
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     with _warnings_as_lines():  # a --learnable parameter the equations do not contain
         model = build_model(model_settings, stored.system, stored.n_state)
-    if config.init_from is not None:  # after build_model has checked --init's names and values
-        _refuse_init_with_init_from(model_settings, config.init_from, init_from_as)
     record = model_record(model_settings, stored.system)
     weights = None
-    if config.init_from is not None:  # read once: for the checks here and for the trainer
+    if config.init_from is not None:
+        # After build_model has checked --init's names and values.
+        _refuse_init_with_init_from(model_settings, config.init_from, init_from_as)
+        # Read once: for the checks here and for the trainer.
         weights = _read_init_from(Path(config.init_from), record, init_from_as)
     with _warnings_as_lines():
         trainer = Trainer(model, data, replace(config, init_from=None))
