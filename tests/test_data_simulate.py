@@ -727,6 +727,46 @@ def test_the_stored_command_line_rebuilds_the_file_bit_for_bit(tmp_path, setting
         assert again.attrs["simulation"] == stored_settings
 
 
+def _rerun_stored_command(data_set: Path, again: Path) -> list[str]:
+    """Run the command line stored in ``data_set`` again, writing ``again``; its arguments."""
+    import shlex
+
+    from physode.cli import main
+
+    with load(data_set) as data:
+        command = shlex.split(data.attrs["command_line"])
+    command[command.index("--out") + 1] = str(again)
+    assert main([*command[1:], "--quiet"]) == 0
+    return command
+
+
+def test_a_system_object_from_the_catalogue_is_named_by_its_name_in_the_command(tmp_path):
+    simulate(physode.systems.load(SYSTEM), trajectories=3, out=tmp_path / "a.h5", **FAST)
+    command = _rerun_stored_command(tmp_path / "a.h5", tmp_path / "again.h5")
+    assert command[2] == SYSTEM
+    _assert_same_datasets(tmp_path / "a.h5", tmp_path / "again.h5")
+
+
+def test_the_command_of_an_edited_system_object_names_its_spec_file_not_the_catalogue(
+    tmp_path, monkeypatch
+):
+    """A user's copy of a catalogue system, edited but keeping its name, and passed as an
+    object: the stored command named the catalogue's system, which reran other data."""
+    text = physode.systems.path(SYSTEM).read_text()
+    text = text.replace("k = { value = 1.0", "k = { value = 1.7")
+    (tmp_path / "stiff").mkdir()
+    (tmp_path / "stiff" / "spring.toml").write_text(text)
+    stiff = physode.systems.load(tmp_path / "stiff" / "spring.toml")
+    simulate(stiff, trajectories=3, out=tmp_path / "stiff.h5", **FAST)
+    monkeypatch.chdir(tmp_path)
+    with load(tmp_path / "stiff.h5") as data:
+        # Where the command expects it: the file named after the system, in this folder.
+        Path(f"{SYSTEM}.toml").write_text(data.attrs["system_spec"])
+    command = _rerun_stored_command(tmp_path / "stiff.h5", tmp_path / "again.h5")
+    assert command[2] == f"{SYSTEM}.toml"
+    _assert_same_datasets(tmp_path / "stiff.h5", tmp_path / "again.h5")
+
+
 def test_summaries_of_one_trajectory_use_the_singular(tmp_path):
     out = tmp_path / "one.h5"
     result = simulate(SYSTEM, trajectories=1, out=out, **FAST)

@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import platform
+import re
 import shlex
 import shutil
 import time
@@ -54,6 +55,7 @@ from physode.data.checking import (
 )
 from physode.data.stored import load
 from physode.solvers.control import tolerances_over_state
+from physode.symbolic._spec import read_spec_text
 
 __all__ = ["DriftCount", "FailureCount", "SimulationResult", "simulate"]
 
@@ -738,6 +740,28 @@ def _params_option(params) -> str:
     return params if isinstance(params, str) else ",".join(params)
 
 
+def _command_system(system) -> str:
+    """How the stored command line names ``system``, given to ``simulate`` as an object: by
+    its name where its specification is the catalogue's text of that name, else as the file
+    ``NAME.toml`` that the data set's ``system_spec`` is to be written to.
+
+    A system does not remember the file it came from, and its name alone reran the
+    catalogue's system of that name (or none) instead of the one simulated.
+
+    >>> import physode.systems
+    >>> _command_system(physode.systems.load("pendulum"))
+    'pendulum'
+    """
+    import physode.systems
+
+    name = system.name
+    if name in physode.systems.names():
+        catalogue = read_spec_text(physode.systems.path(name), f"{name} (catalogue)")
+        if catalogue == system.spec_text:
+            return name
+    return re.sub(r"[^\w.-]", "_", name) + ".toml"
+
+
 def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str:
     solver = run["solver"]
     argv = [
@@ -1043,7 +1067,8 @@ def simulate(
         if problems:
             raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
 
-        system_ref = str(system) if isinstance(system, str | os.PathLike) else system.name
+        given_as_object = not isinstance(system, str | os.PathLike)
+        system_ref = system.name if given_as_object else os.fspath(system)
         system = _load_system(system)
         if system.spec_text is None:
             # Built in Python: the data set stores its to_spec() text, and the system read back
@@ -1080,7 +1105,8 @@ def simulate(
             },
         }
         if command_line is None:
-            command_line = _command_line(system_ref, run, out, chunk_size)
+            named = _command_system(system) if given_as_object else system_ref
+            command_line = _command_line(named, run, out, chunk_size)
 
         if out.exists() and not force:
             finished = _finished_run(out) if resume else None
