@@ -195,6 +195,55 @@ def test_a_truncated_file_is_refused(stored, tmp_path):
         load(path)
 
 
+def test_a_file_another_process_holds_open_for_writing_is_named_as_such_not_as_damaged(
+    stored, capsys
+):
+    """A user's h5py.File(path, "a") in another process: HDF5 refuses to open the file for its
+    lock, which was reported as a damaged or truncated file."""
+    import subprocess
+    import sys
+
+    path = stored[0]
+    holder = (
+        "import sys, h5py\n"
+        "f = h5py.File(sys.argv[1], 'a')\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", holder, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline() == "open\n"
+        said = "another process holds it open for writing"
+        with pytest.raises(physode.DataFormatError, match=said) as refused:
+            load(path)
+        assert "damaged" not in str(refused.value)
+        with pytest.raises(physode.DataFormatError, match=said):
+            TrajectoryDataset(path)
+        assert main(["check", str(path)]) == 2
+        assert said in capsys.readouterr().err
+    finally:
+        writer.communicate("")
+    with load(path) as data:  # once closed, the file reads as ever
+        assert data.states.shape == (N, P, N_STATE)
+
+
+def test_a_file_system_without_locks_is_named_with_the_setting_that_reads_it(stored, monkeypatch):
+    def no_locks(*args, **kwargs):
+        raise OSError(
+            "Unable to synchronously open file (unable to lock file, errno = 38, error "
+            "message = 'Function not implemented')"
+        )
+
+    monkeypatch.setattr(h5py, "File", no_locks)
+    with pytest.raises(physode.DataFormatError, match="HDF5_USE_FILE_LOCKING=FALSE"):
+        load(stored[0])
+
+
 def _flip_a_byte(path, dataset: str, chunk: int = 0) -> None:
     with h5py.File(path) as f:
         offset = f[dataset].id.get_chunk_info(chunk).byte_offset

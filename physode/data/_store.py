@@ -29,9 +29,11 @@ like the others where they are. The filters run in
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -516,12 +518,12 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
     Raises
     ------
     physode.DataFormatError
-        The file is missing, not HDF5, truncated or damaged, a foreign HDF5 file, written by a newer
-        format version, incomplete, or has missing, mistyped or inconsistent attributes or
-        datasets (types other than the layout's, invariants the names do not list, times that
-        do not increase or fewer than two, no trajectory, a split that does not hold each
-        trajectory once). The one-line message
-        names the problem.
+        The file is missing, not HDF5, truncated or damaged, held open for writing by another
+        process (HDF5's file lock), a foreign HDF5 file, written by a newer format version,
+        incomplete, or has missing, mistyped or inconsistent attributes or datasets (types
+        other than the layout's, invariants the names do not list, times that do not increase
+        or fewer than two, no trajectory, a split that does not hold each trajectory once).
+        The one-line message names the problem.
     """
     path = Path(path)
     if path.is_dir():
@@ -535,13 +537,44 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
     if not signed:
         raise DataFormatError(f"{path} is not an HDF5 file (no HDF5 signature at its start)")
     with reading(path, "damaged or truncated HDF5 file"):
-        f = h5py.File(path, "r", **file_options)
+        try:
+            f = h5py.File(path, "r", **file_options)
+        except OSError as exc:
+            _refuse_if_locked(path, exc)
+            raise
     try:
         header = _validate(f, path)
     except BaseException:
         f.close()
         raise
     return f, header
+
+
+# HDF5's refusal to open a file whose lock it cannot take: ``unable to lock file, errno = 11``.
+_LOCK_ERRNO = re.compile(r"unable to lock file, errno = (\d+)")
+# The errnos of a file system that has no locks (NFS without its lock daemon, some Lustre).
+_NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+
+
+def _refuse_if_locked(path: Path, exc: OSError) -> None:
+    """Raise ``DataFormatError`` saying why where HDF5 refused to open ``path`` for its file lock.
+
+    The file is sound: another process holds it open for writing (an ``h5py.File(path, "a")``),
+    or the file system has no locks. Both were reported as a damaged or truncated file.
+    """
+    found = _LOCK_ERRNO.search(str(exc))
+    if found is None:
+        return
+    if int(found[1]) in _NO_LOCKS:
+        raise DataFormatError(
+            f"{path}: cannot be opened: its file system refuses HDF5's file lock "
+            f"({first_line(exc)}); set the environment variable HDF5_USE_FILE_LOCKING=FALSE "
+            "to read it without one"
+        ) from None
+    raise DataFormatError(
+        f"{path}: cannot be opened: another process holds it open for writing "
+        f"({first_line(exc)}); read it once that process has closed it"
+    ) from None
 
 
 def _validate(f: h5py.File, path: Path) -> Header:
