@@ -166,3 +166,30 @@ def test_a_foreign_file_is_refused(tmp_path):
     path.write_bytes(b"not hdf5")
     with pytest.raises(physode.DataFormatError, match="not an HDF5 file"):
         TrajectoryDataset(path)
+
+
+def test_a_file_simulated_again_at_its_path_is_refused_not_read_with_the_old_split(tmp_path):
+    """Each DataLoader worker opens the path anew: a data set simulated again there (another
+    seed) was read with the first one's split, flags and parameters."""
+    out = tmp_path / "data.h5"
+    simulate("harmonic_oscillator", trajectories=6, out=out, seed=1, params="sample", **FAST)
+    dataset = TrajectoryDataset(out, split="all")
+    simulate(
+        "harmonic_oscillator", trajectories=6, out=out, seed=2, params="sample", force=True, **FAST
+    )
+    with pytest.raises(physode.DataFormatError, match="was replaced by another data set"):
+        dataset[0]
+    with pytest.raises(physode.DataFormatError, match="make a new TrajectoryDataset"):
+        next(iter(DataLoader(dataset, batch_size=6, num_workers=1)))
+
+
+def test_the_same_run_simulated_again_at_its_path_is_read_by_a_new_process(tmp_path):
+    out = tmp_path / "data.h5"
+    settings = {"trajectories": 6, "out": out, "seed": 1, "params": "sample", **FAST}
+    simulate("harmonic_oscillator", **settings)
+    dataset = TrajectoryDataset(out, split="all")
+    simulate("harmonic_oscillator", force=True, **settings)  # the same data, another file
+    batch = next(iter(DataLoader(dataset, batch_size=6, num_workers=1)))
+    with load(out) as data:
+        np.testing.assert_array_equal(batch["ys"].numpy(), data.states[:])
+        np.testing.assert_array_equal(batch["params"].numpy(), data.params)

@@ -11,13 +11,26 @@ import torch
 from torch.utils.data import Dataset
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError
+from physode._errors import DataFormatError, InvalidArgumentError
 from physode.data._store import SPLITS, H5Array, open_store
 
 __all__ = ["TrajectoryDataset"]
 
 # Per-process chunk cache: enough for a worker to keep a few blocks of trajectories decompressed.
 _CACHE_BYTES = 32 << 20
+
+
+def _identity(f, header) -> tuple:
+    """What tells one data set from another written at the same path: the run's settings (its
+    seed, system and the rest), the software that wrote it and the shape of its states.
+
+    Two files with the same identity hold the same data, so a process of a ``DataLoader`` that
+    opens the path anew may read either; another run's file would be read with the split,
+    flags and parameters of the first.
+    """
+    attrs = header.attrs
+    keys = ("simulation", "system_spec_sha256", "software", "physode_version")
+    return (*(attrs.get(key) for key in keys), f["states"].shape, f["states"].dtype.str)
 
 
 class TrajectoryDataset(Dataset):
@@ -51,7 +64,9 @@ class TrajectoryDataset(Dataset):
     Raises
     ------
     physode.DataFormatError
-        If the file is not a readable physode data set.
+        If the file is not a readable physode data set; when an item is read, if the path
+        now holds another data set than when the dataset was made (simulated again), whose
+        trajectories the stored split, flags and parameters do not describe.
     physode.InvalidArgumentError
         For an unknown split, a window or stride out of range, ``noisy`` on a file without
         noise, or a selection with no trajectories left.
@@ -80,7 +95,8 @@ class TrajectoryDataset(Dataset):
         choices = [*SPLITS, "all"]
         if split not in choices:
             raise InvalidArgumentError(f"split={split!r}; choose one of {choices}")
-        f, _ = open_store(self.path)
+        f, header = open_store(self.path)
+        self._identity = _identity(f, header)
         with f:
             n, points, _ = f["states"].shape
             index = np.arange(n) if split == "all" else H5Array(f[f"split/{split}"], self.path)[()]
@@ -127,7 +143,15 @@ class TrajectoryDataset(Dataset):
     def _open(self):
         if self._file is None or self._pid != os.getpid():
             # A handle inherited through fork is not safe to use: open a fresh one per process.
-            self._file, _ = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+            f, header = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+            if _identity(f, header) != self._identity:
+                f.close()
+                raise DataFormatError(
+                    f"{self.path} was replaced by another data set since this TrajectoryDataset "
+                    "read its split, flags and parameters (was it simulated again?); make a new "
+                    "TrajectoryDataset to read it"
+                )
+            self._file = f
             self._pid = os.getpid()
             self._t = H5Array(self._file["t"], self.path)[()]
         return self._file
