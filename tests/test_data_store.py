@@ -646,7 +646,8 @@ def test_a_chunk_file_that_h5py_cannot_read_is_not_taken_for_a_finished_chunk(
 @pytest.mark.parametrize(
     "index",
     [-1, np.int64(2), slice(None, None, -1), slice(5, 1, -2), [3, 1], [1, 1, 0], [-1, 0],
-     np.array([4, 0, 4]), [], np.arange(N) % 2 == 0, (slice(None), slice(1, 3)), ([2, 0], 1)],
+     np.array([4, 0, 4]), [], np.arange(N) % 2 == 0, (slice(None), slice(1, 3)), ([2, 0], 1),
+     np.array(3), np.array(-2)],
     ids=str,
 )  # fmt: skip
 def test_indexing_a_stored_array_reads_what_numpy_would_select(stored, index):
@@ -654,6 +655,13 @@ def test_indexing_a_stored_array_reads_what_numpy_would_select(stored, index):
     with load(stored[0]) as data:
         whole = data.states[()]
         np.testing.assert_array_equal(data.states[index], whole[index])
+
+
+@pytest.mark.parametrize("index", [True, False, np.True_, (0, True), (slice(None), False)])
+def test_a_single_boolean_is_refused_not_read_as_row_one_or_zero(stored, index):
+    # states[True] read row 1 and states[False] row 0, where NumPy adds an axis.
+    with load(stored[0]) as data, pytest.raises(IndexError, match="single boolean"):
+        data.states[index]
 
 
 @pytest.mark.parametrize("index", [N, -N - 1, [0, N]])

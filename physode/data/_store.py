@@ -381,6 +381,12 @@ class H5Array:
                 "inside the `with physode.data.load(...)` block, or load the file again"
             )
         key = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(part, bool | np.bool_) for part in key):
+            # h5py reads True as row 1 and False as row 0, where NumPy adds an axis.
+            raise IndexError(
+                f"dataset {self._name} {self._shape}: cannot index with a single boolean "
+                f"{key!r}; give a mask of {self._shape[0]} booleans, or an integer"
+            )
         reorder = None
         if key and self.ndim and key[0] is not Ellipsis:
             first, reorder = self._rows(key[0])
@@ -409,8 +415,8 @@ class H5Array:
         the end.
         """
         n = self._shape[0]
-        if isinstance(index, bool | np.bool_):
-            return index, None  # h5py's own error for a scalar boolean
+        if isinstance(index, np.ndarray) and index.ndim == 0 and index.dtype.kind in "iu":
+            index = index[()]  # a 0-d integer array is an integer, as NumPy reads it
         if isinstance(index, int | np.integer):
             if not -n <= index < n:
                 raise self._out_of_range(index)
