@@ -1,10 +1,12 @@
 """What a ``physode`` command shows besides its output, one rule for every command: whether it
-draws a progress bar, and how it says a warning."""
+draws a progress bar, how it says a warning, and how it stops on SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -58,3 +60,62 @@ def warnings_as_lines(command: str) -> Iterator[None]:
                 print(f"{command}: warning: {w.message}", file=sys.stderr)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as a batch scheduler sends it before it kills a job (SLURM's preemption or time
+    limit, ``scancel``, ``timeout``): raised in the main thread inside
+    :func:`terminate_as_interrupt` and handled as Ctrl-C is, being a ``KeyboardInterrupt``."""
+
+
+# Ctrl-C and SIGTERM: how the command says it stopped, and its exit status (128 + the signal).
+_STOPPED = {KeyboardInterrupt: ("interrupted", 130), Terminated: ("terminated (SIGTERM)", 143)}
+
+
+def stopped(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """How a command stopped by ``exc`` says so, and its exit status: ``interrupted`` and 130 for
+    Ctrl-C, ``terminated (SIGTERM)`` and 143 for SIGTERM, as a shell reports a process those
+    signals killed.
+
+    Examples
+    --------
+    >>> stopped(KeyboardInterrupt())
+    ('interrupted', 130)
+    >>> stopped(Terminated())
+    ('terminated (SIGTERM)', 143)
+    """
+    return _STOPPED[Terminated if isinstance(exc, Terminated) else KeyboardInterrupt]
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM raises :class:`Terminated` in the main thread, so that a command stopped
+    by a scheduler keeps what it finished and says how to resume, as on Ctrl-C, instead of
+    dying at once. A second SIGTERM kills at once, as without this block.
+
+    Where SIGTERM already has a handler of its own (a program that calls ``physode.cli.main``),
+    or outside the main thread, which alone may set one, nothing changes.
+
+    Examples
+    --------
+    >>> with terminate_as_interrupt():  # doctest: +SKIP
+    ...     os.kill(os.getpid(), signal.SIGTERM)
+    Traceback (most recent call last):
+    physode._terminal.Terminated
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

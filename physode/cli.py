@@ -8,7 +8,8 @@ Exit status: 0 success; 1 a check found a problem (``physode check``); 2 bad usa
 physode raises on purpose or a file the system refuses (printed as one line
 ``physode COMMAND: error: ...``); 3 an internal error, a bug (the traceback is printed, then one
 line ``physode COMMAND: internal error: ...``); 130 interrupted; 141 standard output closed early
-(a broken pipe, ``physode systems | head -1``).
+(a broken pipe, ``physode systems | head -1``); 143 stopped by SIGTERM, which is handled as
+Ctrl-C is.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError
+from physode._terminal import stopped, terminate_as_interrupt
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -36,12 +38,14 @@ _EXIT_STATUS = (
     "exit status: 0 success, 1 a check failed, 2 bad usage or an error (one line\n"
     "`physode COMMAND: error: ...`), 3 an internal error: a bug in physode (a traceback,\n"
     "then `physode COMMAND: internal error: ...`; please report it), 130 interrupted,\n"
-    "141 standard output closed early (`physode systems | head -1`)"
+    "141 standard output closed early (`physode systems | head -1`), 143 stopped by\n"
+    "SIGTERM (a batch scheduler's preemption or time limit; handled as Ctrl-C is)"
 )
 # The subcommands' own line; `physode check` describes its 1 and 2 itself.
 _COMMAND_EXIT_STATUS = (
     "exit status: 0 success, 2 bad usage or input (one line `physode COMMAND: error: ...`),\n"
-    "3 an internal error (a bug), 130 interrupted; `physode --help` lists them all"
+    "3 an internal error (a bug), 130 interrupted (143 by SIGTERM); `physode --help` lists\n"
+    "them all"
 )
 
 
@@ -261,9 +265,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             _simulate_executor(args.workers, args.scheduler) as executor,
         ):
             result = simulate(args.system, **settings, executor=executor)
-    except KeyboardInterrupt:
-        print(f"physode simulate: interrupted{_resume_hint(args.out)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how, status = stopped(exc)
+        print(f"physode simulate: {how}{_resume_hint(args.out)}", file=sys.stderr)
+        return status
     if not args.quiet:
         print(result.summary())
     return 0
@@ -314,7 +319,7 @@ def _add_check(subparsers) -> argparse.ArgumentParser:
         "there is printed in a table of its own.\n\n"
         "exit status: 0 every invariant within the tolerance, no solver failures and no\n"
         "states that are not finite, 1 otherwise, 2 the file cannot be read or an\n"
-        "argument is bad, 3 an internal error (a bug), 130 interrupted",
+        "argument is bad, 3 an internal error (a bug), 130 interrupted (143 by SIGTERM)",
         epilog="examples:\n  physode check three_body.h5 --tolerance 1e-8 --plot drift.png\n"
         "  physode check three_body.h5 --quiet || echo 'three_body.h5 failed its check'\n"
         "  physode check three_body.h5 --json | jq '.invariants[].worst'",
@@ -484,6 +489,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM (a batch scheduler stopping the job) is handled as Ctrl-C is.
+    with terminate_as_interrupt():
+        return _run_command(argv)
+
+
+def _run_command(argv: list[str]) -> int:
+    """:func:`main` after its SIGTERM handler is set: run the command, say how it ended."""
     name = "physode"  # who speaks in the error lines: "physode check" once the command is known
     args = None
     try:
@@ -503,9 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = _option_spelling(message, args)
         print(f"{name}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how, status = stopped(exc)
+        print(f"{name}: {how}", file=sys.stderr)
+        return status
     except BrokenPipeError:
         # The reader went away (`physode systems | head`): stop quietly, as a killed pipe would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -23,7 +23,7 @@ from physode._checks import is_int
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, SolverError, TrainingError
 from physode._files import json_ready, save_atomically, writable_folder, write_atomically
-from physode._terminal import progress_wanted, warnings_as_lines
+from physode._terminal import progress_wanted, stopped, warnings_as_lines
 from physode._threads import torch_threads
 from physode.data.checking import counted
 from physode.solvers.loop import Status
@@ -114,8 +114,9 @@ EXAMPLES = """examples:
   physode train three_body.h5 ... --init-from ck/last.pt --lr 0.001   # after a divergence
 
 exit status: 0 success, 2 bad usage or input (one line `physode train: error: ...`),
-3 an internal error (a bug), 130 interrupted (with --checkpoint-dir, the line names the
-last.pt that --resume continues from); `physode --help` lists them all
+3 an internal error (a bug), 130 interrupted, 143 stopped by SIGTERM (with
+--checkpoint-dir, the line names the last.pt that --resume continues from); `physode --help`
+lists them all
 """
 
 
@@ -1100,10 +1101,11 @@ def _train_and_report(
     try:
         with _warnings_as_lines():
             result = trainer.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        how, status = stopped(exc)
         hint = _resume_hint(trainer, config, init_from_as)
-        print(f"physode train: interrupted{hint}", file=sys.stderr)
-        return 130
+        print(f"physode train: {how}{hint}", file=sys.stderr)
+        return status
     except TrainingError as exc:
         if extras.get("rank", 0) != 0:  # process 0 says it
             return 2

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -694,6 +695,7 @@ def test_every_subcommands_help_states_its_exit_status(capsys):
             main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "exit status: 0 " in text and "130 interrupted" in text, command
+        assert "143 " in text and "SIGTERM" in text, command
 
 
 def test_every_option_that_takes_a_value_names_it_in_the_help():
@@ -924,3 +926,91 @@ def test_an_interrupted_train_whose_checkpoint_cannot_be_written_says_nothing_wa
     assert error == (
         "physode train: interrupted during epoch 3; the run after epoch 2 could not be saved\n"
     )
+
+
+def _terminate_on_call(function, call: int):
+    """``function`` that sends this process SIGTERM, as a batch scheduler does to stop a job,
+    on its ``call``-th call instead of running."""
+    calls = []
+
+    def terminated(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call:
+            # Without the command's handler SIGTERM would kill the test run: fail instead.
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "no SIGTERM handler"
+            os.kill(os.getpid(), signal.SIGTERM)
+        return function(*args, **kwargs)
+
+    return terminated
+
+
+@pytest.fixture
+def sigterm_default():
+    # The command handles SIGTERM only where nobody else does; a test runner that had set its
+    # own handler would be killed or stopped by these tests, which say so instead.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_train_stopped_by_sigterm_keeps_its_last_epoch_and_says_how_to_resume(
+    train_data, tmp_path, capsys, monkeypatch, sigterm_default
+):
+    # SLURM's preemption or time limit sends SIGTERM; without a handler the run died at once and
+    # lost every epoch since the last checkpoint (here all four: last.pt is due every 10).
+    from physode.train import Trainer
+
+    folder, out = tmp_path / "checkpoints", tmp_path / "run"
+    argv = _train(train_data, "--epochs", "6", "--checkpoint-dir", str(folder),
+                  "--checkpoint-every", "10", "--out", str(out))  # fmt: skip
+    monkeypatch.setattr(Trainer, "train_epoch", _terminate_on_call(Trainer.train_epoch, 5))
+    assert main(argv) == 143
+    last = folder / "last.pt"
+    assert capsys.readouterr().err == (
+        f"physode train: terminated (SIGTERM) during epoch 5; {last} holds the run after epoch "
+        f"4: rerun the same command with --resume {last} to continue it\n"
+    )
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back to the caller
+    monkeypatch.undo()
+    assert main([*argv, "--resume", str(last)]) == 0
+    assert json.loads((out / "report.json").read_text())["epochs"] == 6
+
+
+def test_a_simulate_stopped_by_sigterm_keeps_its_chunks_and_resumes_to_the_same_file(
+    tmp_path, capsys, monkeypatch, sigterm_default
+):
+    from physode.data import simulation
+
+    def command(name):
+        return [*SIMULATE, "-n", "6", "--chunk-size", "2", "-q", "--out", str(tmp_path / name)]
+
+    assert main(command("whole.h5")) == 0
+    with monkeypatch.context() as patch:
+        stop = _terminate_on_call(simulation._simulate_chunk, 2)  # once the first is kept
+        patch.setattr(simulation, "_simulate_chunk", stop)
+        assert main(command("cut.h5")) == 143
+    parts = tmp_path / "cut.h5.parts"
+    assert capsys.readouterr().err == (
+        f"physode simulate: terminated (SIGTERM); the finished chunks are kept in {parts}/: "
+        "rerun the same command with --resume\n"
+    )
+    assert (parts / "chunk-000000.h5").is_file() and not (tmp_path / "cut.h5").exists()
+    assert main([*command("cut.h5"), "--resume"]) == 0
+    whole, cut = (physode.data.load(tmp_path / name) for name in ("whole.h5", "cut.h5"))
+    with whole, cut:
+        assert np.array_equal(whole.states, cut.states)
+
+
+def test_the_command_leaves_a_sigterm_handler_of_its_caller_in_place(capsys, monkeypatch):
+    from physode.train import Trainer  # noqa: F401  (loaded before the handler is set)
+
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        monkeypatch.setattr(physode.cli, "_cmd_systems", _terminate_on_call(lambda args: 0, 1))
+        assert main(["systems"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [signal.SIGTERM]
