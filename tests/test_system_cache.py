@@ -76,6 +76,29 @@ def test_a_folder_written_with_a_tilde_is_in_the_home_folder(monkeypatch, tmp_pa
     assert _cache.folder() == tmp_path / "physode-cache"
 
 
+@pytest.mark.parametrize("setting", [None, "~/physode-cache"])
+def test_a_user_without_a_home_folder_loads_systems_without_the_cache(monkeypatch, setting):
+    # A batch job or container run as a bare user id: no $HOME, no entry in /etc/passwd, where
+    # Path.home() raises RuntimeError; physode.systems.load failed with it.
+    import pwd
+
+    def unknown_user(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    if setting is None:
+        monkeypatch.delenv(_cache.ENV)
+    else:
+        monkeypatch.setenv(_cache.ENV, setting)
+    assert _cache.folder() is None
+    physode.systems._from_text.cache_clear()  # derived here, not found in this process
+    system = physode.systems.load("kepler")
+    assert system.rhs(0.0, torch.ones(4, dtype=F64)).shape == (4,)
+    assert physode.systems.clear_cache() == 0
+
+
 def test_an_unwritable_cache_path_only_costs_time(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")

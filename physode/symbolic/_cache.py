@@ -13,12 +13,13 @@ the cache folder under a key made of
   code).
 
 The folder is ``$PHYSODE_CACHE_DIR`` if set (an empty value turns the cache off), else
-``$XDG_CACHE_HOME/physode`` or ``~/.cache/physode``. Entries are written to a temporary name and
-renamed, so a reader never sees half a file; each entry carries a SHA-256 digest of its
-content, and an entry that cannot be read or whose digest does not match (a damaged file) is
-ignored and replaced. A folder that cannot be written or read leaves physode working, only
-slower. The entries are pickles: keep the folder private to you, as for any cache of executable
-code.
+``$XDG_CACHE_HOME/physode`` or ``~/.cache/physode``; where the home folder that needs cannot be
+found (``$HOME`` unset for a user the system does not know), the cache is off. Entries are
+written to a temporary name and renamed, so a reader never sees half a file; each entry carries
+a SHA-256 digest of its content, and an entry that cannot be read or whose digest does not match
+(a damaged file) is ignored and replaced. A folder that cannot be written or read leaves physode
+working, only slower. The entries are pickles: keep the folder private to you, as for any cache
+of executable code.
 """
 
 from __future__ import annotations
@@ -53,9 +54,14 @@ def folder() -> Path | None:
     >>> del os.environ["PHYSODE_CACHE_DIR"]
     """
     value = os.environ.get(ENV)
-    if value is not None:
-        return Path(value).expanduser() if value else None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        if value is not None:
+            return Path(value).expanduser() if value else None
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:
+        # No home folder: $HOME unset, and this user has no entry in the password database
+        # (a container or batch job run as a bare user id). No cache, as for one not writable.
+        return None
     return Path(base) / "physode"
 
 
