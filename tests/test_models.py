@@ -403,3 +403,32 @@ def test_a_hybrid_with_catalogue_physics_trains_under_every_gradient_mode(gradie
     grads = {name: p.grad for name, p in model.named_parameters()}
     assert grads["physics.field.alpha"] is not None and grads["physics.field.alpha"] != 0
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+
+
+class Exp(nn.Module):
+    """A positive parameter as the exponential of an unconstrained one."""
+
+    def forward(self, x):
+        return x.exp()
+
+    def right_inverse(self, value):
+        return value.log()
+
+
+@pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
+def test_a_physical_parameter_kept_positive_with_torch_parametrize_is_solved_and_trained(gradient):
+    system = physode.systems.load("pendulum")
+    model = PhysicsModel(system, ["g", "l"], init={"l": 0.5})
+    nn.utils.parametrize.register_parametrization(model.field, "l", Exp())
+    y0 = system.sample_initial_states(3, seed=0)
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    p = torch.tensor([system.parameters["m"], system.parameters["g"], 0.5], dtype=torch.float64)
+    assert torch.allclose(model(t[0], y0), system.rhs(t[0], y0, p), rtol=1e-12)
+    assert model.physical_parameters() == pytest.approx({"g": 9.81, "l": 0.5})
+    physode.odeint(model, y0, t, gradient=gradient)[-1].sum().backward()
+    raw = model.field.parametrizations.l.original
+    assert raw.grad is not None and raw.grad != 0
+
+    model.set_parameters({"l": 2.0})  # through right_inverse: the raw value is log(2)
+    assert float(raw) == pytest.approx(0.6931471805599453, rel=1e-12)
+    assert model.physical_parameters()["l"] == pytest.approx(2.0, rel=1e-12)

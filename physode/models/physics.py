@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from physode._checks import converts_to_finite_real, is_int
 from physode._errors import InvalidArgumentError
@@ -308,13 +309,14 @@ class PhysicsModel(nn.Module):
                 )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _parameter(self, name: str) -> nn.Parameter:
-        for full_name, parameter in self.field.named_parameters():
-            if full_name.rsplit(".", 1)[-1] == name:
-                return parameter
-        raise InvalidArgumentError(
-            f"{name!r} is not a learnable parameter; learnable ones are {self.learnable}"
-        )
+    def _parameter(self, name: str) -> torch.Tensor:
+        """The field's learnable ``name``: its ``nn.Parameter``, or its value where the user
+        constrained it with ``torch.nn.utils.parametrize``."""
+        if name not in self.field.learnable:
+            raise InvalidArgumentError(
+                f"{name!r} is not a learnable parameter; learnable ones are {self.learnable}"
+            )
+        return getattr(self.field, name)
 
     def physical_parameters(self) -> dict[str, float]:
         """The current values of the learnable physical parameters that are one value for all
@@ -358,8 +360,17 @@ class PhysicsModel(nn.Module):
                 column = self.per_trajectory.index(name)
                 self._table_init[column] = float(value)
                 self.trajectory_values[:, column] = float(value)
+            elif parametrize.is_parametrized(self.field, name):
+                self._set_parametrized(name, float(value))
             else:
                 self._parameter(name).fill_(float(value))
+
+    def _set_parametrized(self, name: str, value: float) -> None:
+        """Set a parameter constrained with ``torch.nn.utils.parametrize`` through its
+        ``right_inverse`` (torch names a parametrization without one), as assigning
+        ``model.field.<name> = value`` does."""
+        current = self._parameter(name)
+        setattr(self.field, name, torch.tensor(value, dtype=current.dtype, device=current.device))
 
     def forward(
         self, t: torch.Tensor, y: torch.Tensor, p: torch.Tensor | None = None

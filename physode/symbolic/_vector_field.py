@@ -133,7 +133,10 @@ class SystemVectorField(nn.Module):
         store = []
         for name in self._names:
             value = self._parameters.get(name)
-            store.append(self._buffers[name] if value is None else value)
+            if value is None:
+                value = self._buffers.get(name)
+            # Neither: a parameter constrained with torch.nn.utils.parametrize, computed anew.
+            store.append(getattr(self, name) if value is None else value)
         return torch.stack(store) if store else torch.zeros(0, dtype=torch.float64)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
