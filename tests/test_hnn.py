@@ -161,6 +161,20 @@ def test_a_network_without_hidden_layers_gives_a_constant_field_of_the_batch_sha
     assert torch.equal(field, torch.stack([weight[1], -weight[0]]).expand(3, 5, 2))
 
 
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("depth", [0, 2])
+def test_an_unbatched_state_gets_a_field_of_its_own_shape_as_its_batched_row(separable, depth):
+    model = _model(separable, n=2, depth=depth)
+    y = _states(4)
+    field = model(torch.tensor(0.0), y)
+    assert field.shape == (4,)
+    torch.testing.assert_close(field, model(torch.tensor(0.0), y[None])[0], rtol=0, atol=0)
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    assert physode.odeint(model, y, t, rtol=1e-8, atol=1e-10).shape == (3, 4)
+    jacobian = torch.func.jacrev(lambda s: model(torch.tensor(0.0), s))(y)
+    assert jacobian.shape == (4, 4)
+
+
 def test_the_output_bias_which_only_shifts_h_is_fixed_at_zero():
     model = _model()
     fixed = [name for name, p in model.named_parameters() if not p.requires_grad]

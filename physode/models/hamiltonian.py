@@ -148,7 +148,9 @@ class HamiltonianNN(nn.Module):
                 z = linear.forward(h)
                 h = activation.forward(z)
                 hidden.append((linear, activation, z, h))
-            gradient = layers[-1].weight  # (1, width): dH/dh of the last hidden layer
+            # (width,): dH/dh of the last hidden layer, without the output's dimension, so that
+            # an unbatched state (2n,) gets a (2n,) field
+            gradient = layers[-1].weight[0]
             for linear, activation, z, a in reversed(hidden):
                 gradient = (gradient * _slope(activation, z, a)) @ linear.weight
         except RuntimeError:
