@@ -668,6 +668,25 @@ def test_gradient_requests_use_the_tensor_path():
     assert y.grad[0].item() == pytest.approx(-g / l * math.cos(0.4), rel=1e-14)
 
 
+@pytest.mark.parametrize("name", ["pendulum", "three_body"])  # Python floats; NumPy
+def test_forward_mode_and_vmap_reach_the_tensor_path_and_get_the_true_derivatives(name):
+    # Without a gradient request the kernel would take its fast paths, which drop tangents (a
+    # zero Jacobian from jacfwd) and cannot read vmap's batched tensors.
+    system = physode.systems.load(name)
+    field = system.vector_field()
+    t = torch.tensor(0.0, dtype=F64)
+    y = system.sample_initial_states(3, seed=0)
+    jacobian = torch.autograd.functional.jacobian(lambda s: field(t, s), y[0])
+    assert jacobian.abs().max() > 0
+    torch.testing.assert_close(torch.func.jacfwd(lambda s: field(t, s))(y[0]), jacobian)
+    direction = torch.ones_like(y[0])
+    with torch.autograd.forward_ad.dual_level():
+        dual = field(t, torch.autograd.forward_ad.make_dual(y[0], direction))
+        tangent = torch.autograd.forward_ad.unpack_dual(dual).tangent
+    torch.testing.assert_close(tangent, jacobian @ direction)
+    torch.testing.assert_close(torch.func.vmap(lambda s: field(t, s))(y), field(t, y))
+
+
 @pytest.mark.parametrize("name", ["three_body", "kepler", "harmonic_oscillator", "van_der_pol"])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_numpy_variant_gives_the_torch_codes_bits(name, dtype):

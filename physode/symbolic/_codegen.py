@@ -27,8 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import sympy
 import torch
+from torch.autograd import forward_ad
 
 from physode._errors import SystemDefinitionError
+from physode.solvers._autograd import private_query
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -916,6 +918,16 @@ def compile_kernel(
     return load_kernel(generate_sources(exprs, states, params, time, name))
 
 
+_functorch_active = private_query("_are_functorch_transforms_active", torch._C)
+
+
+def _transforms_active() -> bool:
+    """Whether ``torch.func`` (``vmap``, ``jacfwd``, ``jvp``, ...) or forward-mode autograd is at
+    work: their tensors carry batch dimensions or tangents that Python floats and NumPy arrays
+    would drop (silently, for a tangent: ``jacfwd`` of a field got zeros)."""
+    return _functorch_active() or getattr(forward_ad, "_current_level", -1) >= 0
+
+
 def load_kernel(sources: KernelSources) -> Kernel:
     """Turn generated sources into the kernel ``kernel(t, y, p)``, without SymPy.
 
@@ -968,7 +980,7 @@ def load_kernel(sources: KernelSources) -> Kernel:
     def kernel(t: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (y.requires_grad or p.requires_grad or t.requires_grad):
             return batched(t, y, p)
-        if not (y.is_cpu and p.is_cpu and t.is_cpu):
+        if not (y.is_cpu and p.is_cpu and t.is_cpu) or _transforms_active():
             return batched(t, y, p)
         # One float64 state: Python floats beat tens of tiny tensor operations (a solve of a
         # single trajectory spends most of its time here).
