@@ -281,3 +281,18 @@ def test_a_checkpoint_resumes_the_run_bit_for_bit_and_evaluate_reports_conservat
     report = resumed.evaluate(t_end=2.0)
     assert report.predicted.shape == report.truth.shape and report.mse is not None
     assert math.isfinite(report.mse) and report.conservation_model is not None
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_a_spectrally_normalised_layer_gives_the_gradient_of_the_energy_it_computes(layer):
+    model = _model(n=1, depth=1)
+    torch.nn.utils.spectral_norm(model.net.net[layer])  # a hook computes the weight
+    model.eval()  # no power iteration: every call gets the same normalised weight
+    with torch.no_grad():
+        model.net.net[layer].weight_orig.add_(1.0)  # the stored weight is out of date
+    y = _states(6, 2)
+    field, energy = model(torch.tensor(0.0), y), model.hamiltonian(y)  # before any other call
+    grad = torch.vmap(torch.func.grad(lambda s: model.net.net(s)[0]))(y)
+    expected = torch.cat([grad[..., 1:], -grad[..., :1]], dim=-1)
+    torch.testing.assert_close(field, expected, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(energy, model.net.net(y)[..., 0], rtol=0, atol=0)

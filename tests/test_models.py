@@ -432,3 +432,18 @@ def test_a_physical_parameter_kept_positive_with_torch_parametrize_is_solved_and
     model.set_parameters({"l": 2.0})  # through right_inverse: the raw value is log(2)
     assert float(raw) == pytest.approx(0.6931471805599453, rel=1e-12)
     assert model.physical_parameters()["l"] == pytest.approx(2.0, rel=1e-12)
+
+
+def test_hooks_on_the_layers_of_an_mlp_run_as_in_its_sequential():
+    torch.manual_seed(0)
+    model = NeuralODE(2, width=8, depth=2)
+    nn.utils.spectral_norm(model.net.net[0])  # its hook computes the weight before each call
+    seen = []
+    model.net.net[2].register_forward_pre_hook(lambda layer, args: (2 * args[0],))
+    model.net.net[4].register_forward_hook(lambda layer, args, out: seen.append(out.shape))
+    model.eval()  # no power iteration: every call gets the same normalised weight
+    with torch.no_grad():
+        model.net.net[0].weight_orig.add_(1.0)  # the stored weight is out of date until a call
+    y = torch.randn(5, 2)
+    torch.testing.assert_close(model(torch.tensor(0.0), y), model.net.net(y), rtol=0, atol=0)
+    assert seen == [(5, 2), (5, 2)]

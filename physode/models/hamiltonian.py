@@ -9,7 +9,7 @@ from torch import nn
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
-from physode.models.neural import MLP
+from physode.models.neural import MLP, has_hooks
 
 
 class HamiltonianNN(nn.Module):
@@ -145,9 +145,11 @@ class HamiltonianNN(nn.Module):
         h = x
         try:
             for linear, activation in zip(layers[:-1:2], layers[1::2]):
-                z = linear.forward(h)
-                h = activation.forward(z)
+                z = linear(h) if has_hooks(linear) else linear.forward(h)
+                h = activation(z) if has_hooks(activation) else activation.forward(z)
                 hidden.append((linear, activation, z, h))
+            if has_hooks(layers[-1]):  # a hook that computes the weight (spectral_norm) runs
+                layers[-1](h)
             # (width,): dH/dh of the last hidden layer, without the output's dimension, so that
             # an unbatched state (2n,) gets a (2n,) field
             gradient = layers[-1].weight[0]

@@ -114,12 +114,24 @@ class MLP(nn.Module):
 
         Each layer's ``forward`` is called directly rather than through ``nn.Module.__call__``,
         whose bookkeeping (about 3 µs a call on a 2-core CPU) is about a fifth of a small
-        network's evaluation, and a solve evaluates it hundreds of times. Hooks registered on the
-        inner layers therefore do not run; register them on the MLP itself.
+        network's evaluation, and a solve evaluates it hundreds of times; a layer with hooks of
+        its own (``torch.nn.utils.spectral_norm``, whose hook computes the weight, or one of
+        yours) goes through ``__call__``, so that they run.
         """
         for layer in self.net._modules.values():
-            x = layer.forward(x)
+            x = layer(x) if has_hooks(layer) else layer.forward(x)
         return x
+
+
+def has_hooks(layer: nn.Module) -> bool:
+    """Whether ``layer`` has forward or backward hooks of its own, which only
+    ``nn.Module.__call__`` runs (torch's global hooks are not looked at)."""
+    return bool(
+        layer._forward_pre_hooks
+        or layer._forward_hooks
+        or layer._backward_pre_hooks
+        or layer._backward_hooks
+    )
 
 
 def _time_column(t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
