@@ -430,7 +430,7 @@ def test_a_physical_parameter_kept_positive_with_torch_parametrize_is_solved_and
     assert raw.grad is not None and raw.grad != 0
 
     model.set_parameters({"l": 2.0})  # through right_inverse: the raw value is log(2)
-    assert float(raw) == pytest.approx(0.6931471805599453, rel=1e-12)
+    assert raw.item() == pytest.approx(0.6931471805599453, rel=1e-12)
     assert model.physical_parameters()["l"] == pytest.approx(2.0, rel=1e-12)
 
 
