@@ -128,6 +128,38 @@ def test_fixed_step_methods_take_step_size_not_the_output_grid(method, stages):
     assert sol.stats.nfe == 100 * stages
 
 
+@pytest.mark.parametrize("method", ["euler", "leapfrog"])
+@pytest.mark.parametrize(
+    ("t0", "step_size", "per_output"),
+    [(3000.0, 2 * math.pi / 200, 1000), (-3000.0, 2 * math.pi / 200, 1000), (1e4, 1e-3, 1000)],
+)
+def test_fixed_steps_that_divide_the_output_spacing_take_exactly_that_many_steps(
+    method, t0, step_size, per_output
+):
+    # Far from t = 0 a running sum t + h drifted by its rounding past the landing slack: each
+    # output interval then took a sliver of a step more (3003 steps for these 3000), and a solve
+    # needing exactly max_steps steps failed.
+    t = [t0 + per_output * step_size * k for k in range(4)]
+    f = physode.systems.load("harmonic_oscillator").vector_field()
+    y0 = torch.tensor([1.0, 0.0], dtype=DTYPE)
+    n = 3 * per_output
+    for times in (t, t[::-1]):
+        sol = physode.solve(f, y0, times, method=method, step_size=step_size, max_steps=n)
+        assert sol.stats.n_steps == n
+
+
+def test_a_fixed_step_solve_far_from_t_zero_lands_without_a_step_of_nothing():
+    # Six steps of h from t0: the sixth t + h rounded onto the output time while the time left
+    # exceeded h by more than the slack, so it did not land; the next step was of nothing, and
+    # the solve stopped with a "step size underflow" (1 in 14 of random such solves).
+    t0, h = 193030.14098379872, 0.00016869400768720186
+    sol = physode.solve(lambda t, y: -y, torch.ones(1, dtype=DTYPE), [t0, t0 + 6 * h],
+                        method="euler", step_size=h)  # fmt: skip
+    assert sol.stats.n_steps == 6
+    # Each step is the difference of the rounded times (2.9e-11 apart here).
+    assert sol.ys[-1].item() == pytest.approx((1 - h) ** 6, abs=1e-9)
+
+
 @pytest.mark.parametrize(("method", "dense_order"), [("bosh3", 3), ("dopri5", 4)])
 @pytest.mark.parametrize("theta", [0.3, 0.5, 0.8])
 def test_dense_output_has_its_order_inside_one_step(method, dense_order, theta):
