@@ -146,7 +146,7 @@ def odeint_event(
     step; in the step where its sign changes, the root is located to the resolution of ``t``
     by a bracketing search (Illinois) on the method's dense output (``dopri5``, ``bosh3``), or
     for the other methods on steps of the method from the start of that step to each trial time
-    (a few steps' evaluations of ``func``, once: three to six on smooth problems).
+    (a few steps' evaluations of ``func``, once: 4 to 11 steps on smooth problems).
     A sign change that starts and ends within one step (two crossings) goes unseen.
 
     The event time and the state there are differentiable with respect to ``y0``, ``func``'s
