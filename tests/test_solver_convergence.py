@@ -160,6 +160,21 @@ def test_a_fixed_step_solve_far_from_t_zero_lands_without_a_step_of_nothing():
     assert sol.ys[-1].item() == pytest.approx((1 - h) ** 6, abs=1e-9)
 
 
+@pytest.mark.parametrize("method", ["heun", "tsit5", "dop853"])
+def test_an_adaptive_step_that_rounds_onto_the_output_time_lands_on_it(method):
+    # Far from t = 0, t0 + h rounds onto the output time although h falls short of the time left
+    # by more than the slack of 1e-9 h: the step did not land, the next one was of nothing, and
+    # a solve of dy/dt = 0 stopped with a "step size underflow".
+    t0 = 1e6
+    target = t0 + 0.01
+    first_step = (target - t0) - 5e-11
+    assert t0 + first_step == target and first_step * (1 + 1e-9) < target - t0
+    sol = physode.solve(lambda t, y: 0 * y, torch.ones(1, dtype=DTYPE), [t0, target],
+                        method=method, first_step=first_step)  # fmt: skip
+    assert sol.stats.n_steps == 1
+    assert sol.ys[-1].item() == 1.0
+
+
 @pytest.mark.parametrize(("method", "dense_order"), [("bosh3", 3), ("dopri5", 4)])
 @pytest.mark.parametrize("theta", [0.3, 0.5, 0.8])
 def test_dense_output_has_its_order_inside_one_step(method, dense_order, theta):

@@ -26,8 +26,8 @@ __all__ = ["LoopResult", "Stats", "Status", "Trace", "integrate"]
 # An output within this fraction of a step past the end of the step lands on it exactly, so
 # rounding never leaves a sliver of a step behind.
 _LANDING_SLACK = 1e-9
-# A fixed step also lands within this many float64 epsilons of |t| past it: its times are
-# rounded to that resolution (near t = 1e4 that is 2e-9 of a step of 1e-3).
+# A step also lands within this many float64 epsilons of |t| of it: its times are rounded to
+# that resolution (near t = 1e4 that is 2e-9 of a step of 1e-3).
 _LANDING_ULPS = 4.0
 
 _EPS64 = float(torch.finfo(torch.float64).eps)
@@ -320,13 +320,11 @@ def integrate(
             break
         target = t_end if dense else times[k]
         remaining = target - t
-        if adaptive:
-            landing = abs(h) * (1.0 + _LANDING_SLACK) >= abs(remaining)
-            t_next = t + h
-        else:
-            t_next = anchor + (n_from_anchor + 1) * h
-            rounding = _LANDING_ULPS * _EPS64 * max(abs(t), abs(t_next))
-            landing = abs(h) * (1.0 + _LANDING_SLACK) + rounding >= abs(remaining)
+        t_next = t + h if adaptive else anchor + (n_from_anchor + 1) * h
+        # Within a few roundings of t of the output time, a step lands on it: else t + h could
+        # round onto the output time without landing, and the next step would be one of nothing.
+        rounding = _LANDING_ULPS * _EPS64 * max(abs(t), abs(t_next))
+        landing = abs(h) * (1.0 + _LANDING_SLACK) + rounding >= abs(remaining)
         # The step actually taken is the difference of the times it joins, as rounded: summed,
         # the steps then span exactly the distance between the output times.
         h_step = remaining if landing else t_next - t
