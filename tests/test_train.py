@@ -1069,6 +1069,25 @@ def test_a_trajectory_dataset_gives_its_trajectories_and_windows(lotka_volterra_
     assert trainer.val_data is not None
 
 
+def test_a_trajectory_dataset_whose_file_was_simulated_again_is_refused(tmp_path):
+    """The trainer read the new file's states with the old dataset's split (another seed: other
+    parameters and states, the same shapes)."""
+    out = tmp_path / "data.h5"
+    settings = {"trajectories": 6, "out": out, "params": "sample", "t_end": 2.0, "points": 9,
+                "split": (0.5, 0.5, 0.0), "quiet": True}  # fmt: skip
+    physode.data.simulate("harmonic_oscillator", seed=1, **settings)
+    dataset = physode.data.TrajectoryDataset(out, split="train", window=5)
+    physode.data.simulate("harmonic_oscillator", seed=2, force=True, **settings)
+    with pytest.raises(physode.DataFormatError, match="data.h5 was replaced by another data set"):
+        as_trajectories(dataset)
+    with pytest.raises(physode.DataFormatError, match="make a new TrajectoryDataset"):
+        Trainer(neural(), dataset, epochs=1)
+    fresh = physode.data.TrajectoryDataset(out, split="train", window=5)
+    with physode.data.load(out) as stored:
+        index = stored.split_indices("train")
+        np.testing.assert_array_equal(as_trajectories(fresh).states.numpy(), stored.states[index])
+
+
 def test_a_window_longer_than_the_stored_trajectories_is_refused(lotka_volterra_h5):
     with pytest.raises(physode.InvalidArgumentError, match="window=30 is longer"):
         Trainer(neural(), lotka_volterra_h5, window=30)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from physode._checks import is_int
 from physode._errors import DataFormatError, InvalidArgumentError
 from physode.data._store import SPLITS, H5Array, open_store
+from physode.data.stored import TrajectoryFile
 
 __all__ = ["TrajectoryDataset"]
 
@@ -144,17 +145,42 @@ class TrajectoryDataset(Dataset):
         if self._file is None or self._pid != os.getpid():
             # A handle inherited through fork is not safe to use: open a fresh one per process.
             f, header = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
-            if _identity(f, header) != self._identity:
+            try:
+                self._refuse_replaced(f, header)
+            except DataFormatError:
                 f.close()
-                raise DataFormatError(
-                    f"{self.path} was replaced by another data set since this TrajectoryDataset "
-                    "read its split, flags and parameters (was it simulated again?); make a new "
-                    "TrajectoryDataset to read it"
-                )
+                raise
             self._file = f
             self._pid = os.getpid()
             self._t = H5Array(self._file["t"], self.path)[()]
         return self._file
+
+    def _refuse_replaced(self, f, header) -> None:
+        """Raise ``DataFormatError`` where the open file ``f`` holds another data set than the
+        one whose split, flags and parameters this dataset read (simulated again at its path)."""
+        if _identity(f, header) != self._identity:
+            raise DataFormatError(
+                f"{self.path} was replaced by another data set since this TrajectoryDataset "
+                "read its split, flags and parameters (was it simulated again?); make a new "
+                "TrajectoryDataset to read it"
+            )
+
+    def _load(self) -> TrajectoryFile:
+        """The data set at the path, opened by :func:`physode.data.load` and checked to be the
+        one this dataset was made from (what the trainer reads a dataset's trajectories from).
+
+        Raises
+        ------
+        physode.DataFormatError
+            As :func:`physode.data.load` does, and where the path now holds another data set.
+        """
+        stored = TrajectoryFile(self.path)
+        try:
+            self._refuse_replaced(stored._file, stored._header)
+        except DataFormatError:
+            stored.close()
+            raise
+        return stored
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
         try:

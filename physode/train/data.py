@@ -538,6 +538,9 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
     ------
     physode.InvalidArgumentError
         For an unsupported source, an empty data set or badly shaped tensors.
+    physode.DataFormatError
+        For a file that is not a readable data set, and for a ``TrajectoryDataset`` whose path
+        now holds another data set than the one it was made from (simulated again).
 
     Examples
     --------
@@ -561,7 +564,7 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
             _refuse_all_flagged(stored, split)
         return trajectories_of(stored, index, split, noisy=noisy)
     if isinstance(source, physode.data.TrajectoryDataset):
-        stored = physode.data.load(source.path)
+        stored = source._load()  # refused where the path now holds another data set
         return trajectories_of(
             stored, source.trajectories, source.split, noisy=source.noisy or noisy
         )
