@@ -614,6 +614,42 @@ def test_a_spec_name_that_is_no_identifier_is_reported(table, message):
         system_from_spec(f'name = "n"\nform = "equations"\n{table}\n')
 
 
+@pytest.mark.parametrize("form", ["equations", "lagrangian", "hamiltonian"])
+@pytest.mark.parametrize("name", ["m.1", "m 1", ""])
+def test_a_sympy_symbol_whose_name_is_no_identifier_is_refused_when_defined(form, name):
+    # Symbol("m.1") was accepted; system.vector_field() then failed with torch's KeyError
+    # "parameter name can't contain '.'", and to_spec with "does not parse".
+    p = sympy.Symbol(name)
+    build = {
+        "equations": lambda: System.from_equations({x: v, v: -p * x}, {p: 1.0}),
+        "lagrangian": lambda: System.from_lagrangian(v**2 / 2 - p * x**2 / 2, [x], {p: 1.0},
+                                                     velocities=[v]),
+        "hamiltonian": lambda: System.from_hamiltonian(v**2 / 2 + p * x**2 / 2, [x], [v], {p: 1.0}),
+    }[form]  # fmt: skip
+    with pytest.raises(physode.SystemDefinitionError, match=r"\(1 problem\)") as info:
+        build()
+    assert f"parameter name {name!r} is not a valid identifier" in str(info.value)
+
+
+def test_a_state_symbol_whose_name_is_no_identifier_is_refused():
+    state = sympy.Symbol("x.1")
+    with pytest.raises(physode.SystemDefinitionError, match="state name 'x.1' is not a valid"):
+        System.from_equations({state: -k * state}, {k: 1.0})
+
+
+@pytest.mark.parametrize("name", ["training", "forward", "to", "cuda", "parametrizations",
+                                  "_parameters", "_names", "autonomous", "system"])  # fmt: skip
+def test_a_parameter_named_as_a_torch_module_attribute_is_refused_when_defined(name):
+    # Accepted until system.vector_field() raised; 'parametrizations' and '_names' not even
+    # then (a parametrized parameter failed inside the solve, '_names' with torch's KeyError).
+    message = f"parameter name {name!r} is taken by an attribute of the torch module"
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        System.from_equations({x: v, v: -sympy.Symbol(name) * x}, {name: 1.0})
+    with pytest.raises(physode.SystemDefinitionError, match=re.escape(message)):
+        system_from_spec(f'name = "n"\nform = "equations"\n[parameters]\n{name} = 1.0\n'
+                         f'[equations]\nx = "v"\nv = "-{name}*x"\n')  # fmt: skip
+
+
 _VAN_DER_POL = physode.systems.path("van_der_pol").read_text(encoding="utf-8")
 
 

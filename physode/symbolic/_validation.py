@@ -69,15 +69,45 @@ class Problems:
 
 
 def _symbol(item: Any, what: str, problems: Problems) -> sympy.Symbol | None:
-    if isinstance(item, str):
-        if not item.isidentifier():
-            problems.add(f"{what} name {item!r} is not a valid identifier")
+    """``item`` (a name or a ``sympy.Symbol``) as a symbol. Its name must be an identifier, as in
+    a specification file: otherwise a problem is added, and a name gives None (a symbol is
+    returned, so that the expressions that hold it are not said to hold an unknown one).
+
+    Examples
+    --------
+    >>> problems = Problems()
+    >>> _symbol(sympy.Symbol("m.1"), "parameter", problems), problems.items[0].split(" (")[0]
+    (m.1, "parameter name 'm.1' is not a valid identifier")
+    """
+    if not isinstance(item, str | sympy.Symbol):
+        problems.add(
+            f"{what} {item!r} must be a sympy.Symbol or a name, not {type(item).__name__}"
+        )
+        return None
+    name = item if isinstance(item, str) else item.name
+    if not name.isidentifier():
+        problems.add(
+            f"{what} name {name!r} is not a valid identifier (letters, digits and underscores, "
+            "not starting with a digit)"
+        )
+        if isinstance(item, str):
             return None
-        return sympy.Symbol(item)
-    if isinstance(item, sympy.Symbol):
-        return item  # with its assumptions; expressions find it by name (see _by_name)
-    problems.add(f"{what} {item!r} must be a sympy.Symbol or a name, not {type(item).__name__}")
-    return None
+    # A symbol keeps its assumptions; expressions find it by name (see _by_name).
+    return sympy.Symbol(item) if isinstance(item, str) else item
+
+
+def _module_attribute_problem(name: str) -> str | None:
+    """Why a parameter cannot be called ``name``: ``system.vector_field()`` holds each parameter
+    as an attribute of that name, which must not be one of its ``torch.nn.Module``'s."""
+    from physode.symbolic._vector_field import taken_names
+
+    if name not in taken_names():
+        return None
+    return (
+        f"parameter name {name!r} is taken by an attribute of the torch module that holds a "
+        f"system's parameters under their names (system.vector_field()); rename it, e.g. "
+        f"{name.strip('_') + '_value'!r}"
+    )
 
 
 def _by_name(
@@ -248,6 +278,9 @@ def _parameters(
         sym = _symbol(key, "parameter", problems)
         if sym is None:
             continue
+        taken = _module_attribute_problem(sym.name)
+        if taken:
+            problems.add(taken)
         number = _parameter_value(sym.name, value, problems)
         given = range_by_name.pop(sym.name, None)
         bound = _range(given)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -91,16 +92,8 @@ class SystemVectorField(nn.Module):
                 f"values {not_numbers} are not finite real numbers; give each parameter of "
                 f"{system.name} a float"
             )
-        reserved = {
-            "system",
-            "learnable",
-            "separable",
-            "n_coordinates",
-            "drift_is_velocity",
-            "parameters_in_state",
-            "autonomous",
-        }
-        clashes = [n for n in names if n in reserved or hasattr(self, n)]
+        # Refused when the system is defined; a system unpickled from an older cache is not.
+        clashes = [n for n in names if n in taken_names()]
         if clashes:
             raise InvalidArgumentError(
                 f"parameter name(s) {clashes} clash with nn.Module attributes; rename them in "
@@ -158,6 +151,36 @@ class SystemVectorField(nn.Module):
     def extra_repr(self) -> str:
         extra = ", parameters_in_state=True" if self.parameters_in_state else ""
         return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"
+
+
+# What SystemVectorField sets on itself beside the parameters, and what
+# torch.nn.utils.parametrize adds to a module whose parameter it constrains.
+_OWN_ATTRIBUTES = frozenset(
+    {
+        "system",
+        "learnable",
+        "separable",
+        "n_coordinates",
+        "drift_is_velocity",
+        "parameters_in_state",
+        "_names",
+        "parametrizations",
+    }
+)
+
+
+@functools.cache
+def taken_names() -> frozenset[str]:
+    """The names a system's parameter cannot have: :class:`SystemVectorField` holds each
+    parameter as an attribute of its name, which must not be one of its own or of
+    ``torch.nn.Module`` (``training``, ``forward``, ``to``, ...).
+
+    Examples
+    --------
+    >>> {"training", "to", "parametrizations", "_names"} <= taken_names(), "k" in taken_names()
+    (True, False)
+    """
+    return frozenset(dir(SystemVectorField)) | frozenset(vars(nn.Module())) | _OWN_ATTRIBUTES
 
 
 def warn_if_not_in_equations(system: System, learnable: Iterable[str], how: str = "") -> None:
