@@ -476,6 +476,37 @@ def test_text_attributes_are_stored_fixed_length_and_unicode_round_trips(tmp_pat
         assert data.attrs["system_name"] == "harmonic_oscillator"
 
 
+@pytest.mark.parametrize(
+    "store",
+    [
+        lambda attrs: attrs.__setitem__("note", np.bytes_(b"caf\xe9")),  # fixed-length
+        lambda attrs: attrs.create("note", b"caf\xe9", dtype=h5py.string_dtype("utf-8")),
+    ],
+    ids=["fixed-length", "variable-length"],
+)
+def test_a_users_own_attribute_whose_text_is_not_utf8_is_read_as_bytes(stored, capsys, store):
+    # Latin-1 text in an attribute the layout does not define made the whole file unreadable:
+    # "damaged: attribute 'note' is not UTF-8 text", from load and from check.
+    path = stored[0]
+    status = main(["check", str(path)])  # the synthetic data hold flagged trajectories: 1
+    report = capsys.readouterr().out
+    with h5py.File(path, "r+") as f:
+        store(f.attrs)
+    with load(path) as data:
+        assert data.attrs["note"] == b"caf\xe9"
+        assert data.attrs["system_name"] == "harmonic_oscillator"
+    assert main(["check", str(path)]) == status != 2
+    assert capsys.readouterr().out == report
+
+
+def test_a_layout_attribute_whose_text_is_not_utf8_is_still_refused(stored):
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        f.attrs["command_line"] = np.bytes_(b"physode simulate caf\xe9")
+    with pytest.raises(physode.DataFormatError, match="attribute 'command_line' is not UTF-8"):
+        load(path)
+
+
 def test_an_unreadable_attribute_after_the_format_ones_is_refused_as_damaged(
     stored, capsys, monkeypatch
 ):

@@ -73,6 +73,29 @@ FLAG_DRIFT = 2
 # state) is stored as inf or NaN, as float32 storage does to values beyond its range. Files
 # without it read; readers leave out a trajectory with any flag bit set, known to them or not.
 FLAG_NOT_FINITE = 4
+# The root attributes the layout defines (docs/data.md); any other is a user's own, whose text
+# need not be UTF-8.
+LAYOUT_ATTRIBUTES = frozenset(
+    {
+        "format",
+        "format_version",
+        "physode_version",
+        "software",
+        "system_name",
+        "system_spec",
+        "system_spec_sha256",
+        "state_names",
+        "parameter_names",
+        "invariant_names",
+        "solver",
+        "seed",
+        "command_line",
+        "simulation",
+        "status_codes",
+        "flag_bits",
+        "complete",
+    }
+)
 # The file format of HDF5 1.10: it checksums HDF5's own metadata (object headers, attributes,
 # chunk indexes), so that damage there is refused instead of read as data, and every HDF5 since
 # 1.10 (2017) reads it. "latest" would tie the files to the HDF5 that wrote them (2.0 here).
@@ -485,7 +508,8 @@ class Header:
     ----------
     attrs : dict
         Every root attribute as a plain Python value (text as ``str``, numbers as ``int`` or
-        ``float``; arrays stay NumPy arrays).
+        ``float``; arrays stay NumPy arrays). Text of a user's own attribute (one the layout
+        does not define) that is not UTF-8 stays ``bytes``.
     state_names, parameter_names, invariant_names : list of str
         The decoded JSON name lists.
     solver : dict or None
@@ -646,7 +670,16 @@ def _system_name_problems(attrs: dict[str, Any]) -> list[str]:
 
 
 def _plain(path: Path, key: str, value: Any) -> Any:
-    """An attribute as a plain Python value; text must be UTF-8."""
+    """An attribute as a plain Python value. The text of the layout's attributes must be UTF-8;
+    a user's own text that is not stays ``bytes``.
+
+    Examples
+    --------
+    >>> _plain(Path("a.h5"), "note", np.bytes_(b"caf\\xc3\\xa9"))
+    'café'
+    >>> _plain(Path("a.h5"), "note", np.bytes_(b"caf\\xe9"))  # Latin-1: a user's own stays bytes
+    b'caf\\xe9'
+    """
     if isinstance(value, np.generic):
         value = value.item()
     try:
@@ -655,7 +688,9 @@ def _plain(path: Path, key: str, value: Any) -> Any:
         if isinstance(value, str):
             value.encode("utf-8")  # h5py keeps undecodable bytes as lone surrogates
     except UnicodeError:
-        raise DataFormatError(f"{path}: damaged: attribute {key!r} is not UTF-8 text") from None
+        if key in LAYOUT_ATTRIBUTES:
+            raise DataFormatError(f"{path}: damaged: attribute {key!r} is not UTF-8 text") from None
+        return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
     return value
 
 

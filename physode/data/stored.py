@@ -85,7 +85,8 @@ class TrajectoryFile:
     state_names, parameter_names, invariant_names : list of str
     attrs : dict
         Every root attribute (format, versions, system specification and hash, solver, seed,
-        command line, simulation settings).
+        command line, simulation settings), and a user's own: its text as ``str``, or as
+        ``bytes`` where it is not UTF-8.
     """
 
     def __init__(self, path: str | os.PathLike):
