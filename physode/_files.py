@@ -1,10 +1,11 @@
-"""Writing files so that a failure or an interruption leaves no half-written file behind, and
-telling an HDF5 file by its first bytes."""
+"""Writing files so that a failure or an interruption leaves no half-written file behind,
+telling an HDF5 file by its first bytes, and keeping a file or folder to one process at a time."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import math
 import os
@@ -18,6 +19,7 @@ from physode._errors import InvalidArgumentError
 __all__ = [
     "has_hdf5_signature",
     "json_ready",
+    "lock_exclusively",
     "save_atomically",
     "write_atomically",
     "writable_folder",
@@ -142,6 +144,52 @@ def writable_folder(name: str, value: Any, folder: Path) -> None:
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InvalidArgumentError(f"{name}={value!r}: the folder {folder} is not writable")
+
+
+# What flock gives where another process holds the lock; any other error means that the file
+# system keeps no locks (NFS without its lock daemon, some FUSE file systems).
+_HELD_ELSEWHERE = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
+def lock_exclusively(path: Path, busy: str) -> int | None:
+    """Take the exclusive advisory lock of the file (created where missing) or folder ``path``
+    for this process, until the returned descriptor is closed (``os.close``).
+
+    The kernel drops the lock when the process ends, by SIGKILL too, so a killed process
+    never leaves a stale lock behind. Where there are no locks (Windows, a file system without
+    them) nothing is locked and ``None`` is returned: another process is then not detected.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        With the message ``busy``, where another process holds the lock.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> held = lock_exclusively(folder, "in use")
+    >>> try:
+    ...     lock_exclusively(folder, f"{folder.name} is in use")
+    ... except InvalidArgumentError as exc:
+    ...     print(str(exc) == f"{folder.name} is in use")
+    True
+    >>> os.close(held); os.close(lock_exclusively(folder, "in use"))  # released: taken again
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return None
+    flags = os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT
+    descriptor = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(descriptor)
+        if exc.errno in _HELD_ELSEWHERE:
+            raise InvalidArgumentError(busy) from None
+        return None
+    return descriptor
 
 
 def _discard(path: Path) -> None:

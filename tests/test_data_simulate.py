@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -594,6 +595,21 @@ def test_a_second_process_writing_the_same_output_is_refused(tmp_path):
         holder.release()
     simulate(SYSTEM, trajectories=1, out=out, resume=True, **FAST)
     assert out.exists()
+
+
+def test_a_file_system_without_locks_simulates_without_one(tmp_path, monkeypatch):
+    # flock's ENOLCK (NFS without its lock daemon) was taken for another process holding the
+    # lock: every run there was refused as "another process is simulating".
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "nfs.h5"
+    simulate(SYSTEM, trajectories=1, out=out, **FAST)
+    with load(out) as data:
+        assert len(data) == 1
 
 
 def test_the_progress_bar_shows_trajectories_per_second_only_on_a_terminal(

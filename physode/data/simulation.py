@@ -28,7 +28,7 @@ from tqdm import tqdm
 from physode._checks import is_finite_real, is_int
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning
-from physode._files import write_atomically
+from physode._files import lock_exclusively, write_atomically
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
 from physode.data import _parallel
@@ -842,25 +842,14 @@ class _Workspace:
 
     def lock(self) -> None:
         self.folder.mkdir(exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; concurrent runs are not detected
-            return
-        # Held open until release(): the kernel drops the lock when the process dies, even by
-        # SIGKILL, so a killed run never leaves a stale lock behind.
-        handle = open(self.folder / "lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise InvalidArgumentError(
-                f"another process is simulating into {self.folder}; wait for it to finish"
-            ) from None
-        self._lock = handle
+        self._lock = lock_exclusively(
+            self.folder / "lock",
+            f"another process is simulating into {self.folder}; wait for it to finish",
+        )
 
     def release(self) -> None:
         if self._lock is not None:
-            self._lock.close()
+            os.close(self._lock)
             self._lock = None
 
     def read_config(self) -> dict | None:
