@@ -3,6 +3,7 @@ early stopping, logs and exactly resumable checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -10,6 +11,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from physode._errors import (
     TrainingError,
     first_line,
 )
-from physode._files import save_atomically, writable_folder
+from physode._files import lock_exclusively, save_atomically, writable_folder
 from physode._terminal import progress_wanted
 from physode.data.checking import counted
 from physode.train import _distributed
@@ -980,7 +982,9 @@ class Trainer:
         ------
         physode.InvalidArgumentError
             Before the first epoch, if ``epochs`` is not a positive integer, or the checkpoint
-            folder or the log's folder cannot be created or written.
+            folder or the log's folder cannot be created or written, or another run's ``fit``
+            (in any process) is using the checkpoint folder: ``fit`` holds a lock on it until
+            it returns or raises, which the system drops when a process is killed.
         KeyboardInterrupt
             On Ctrl-C, once the run is back at its last completed epoch (see above).
         physode.TrainingError
@@ -993,25 +997,44 @@ class Trainer:
                 f"fit(epochs={epochs!r}): epochs must be an integer >= 1, the most epochs this "
                 f"call runs, or None to train up to config.epochs ({c.epochs})"
             )
-        if self._group is None:
-            self._check_folders()
-        else:
-            # Rank 0's folders, checked there; the others learn whether they can be written.
-            # And every process must go on from the same epoch (a checkpoint loaded in one only
-            # would have them train different runs, each waiting for the others' collectives).
-            problem = None
-            if self._writes:
-                try:
-                    self._check_folders()
-                except InvalidArgumentError as exc:
-                    problem = exc
-            told = None if problem is None else str(problem)
-            reports = _distributed.gathered((told, self.epoch), self._group, "fit")
-            if problem is not None:
-                raise problem
-            if reports[0][0] is not None:
-                raise InvalidArgumentError(f"process 0 of {self._group.world}: {reports[0][0]}")
-            _distributed.refuse_other_epochs([epoch for _, epoch in reports], self._group)
+        with self._folders_claimed():
+            return self._fit_epochs(epochs)
+
+    @contextlib.contextmanager
+    def _folders_claimed(self) -> Iterator[None]:
+        """Check the checkpoint folder and the log's in every process alike, and hold the lock
+        of the checkpoint folder (in the process that writes) until the block ends."""
+        lock = None
+        try:
+            if self._group is None:
+                lock = self._check_folders()
+            else:
+                # Rank 0's folders, checked there; the others learn whether they can be
+                # written. And every process must go on from the same epoch (a checkpoint
+                # loaded in one only would have them train different runs, each waiting for the
+                # others' collectives).
+                problem = None
+                if self._writes:
+                    try:
+                        lock = self._check_folders()
+                    except InvalidArgumentError as exc:
+                        problem = exc
+                told = None if problem is None else str(problem)
+                reports = _distributed.gathered((told, self.epoch), self._group, "fit")
+                if problem is not None:
+                    raise problem
+                if reports[0][0] is not None:
+                    world = self._group.world
+                    raise InvalidArgumentError(f"process 0 of {world}: {reports[0][0]}")
+                _distributed.refuse_other_epochs([epoch for _, epoch in reports], self._group)
+            yield
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    def _fit_epochs(self, epochs: int | None) -> TrainResult:
+        """:meth:`fit` once its folders are claimed."""
+        c = self.config
         last = c.epochs if epochs is None else min(c.epochs, self.epoch + epochs)
         if self.epoch >= c.epochs and self._writes:
             warnings.warn(
@@ -1019,7 +1042,7 @@ class Trainer:
                 f"epochs={c.epochs}; "
                 f"to train more, set epochs above {self.epoch}",
                 PhysodeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         self._start_call()
         first = self.epoch
@@ -1071,14 +1094,27 @@ class Trainer:
             ),
         )
 
-    def _check_folders(self) -> None:
+    def _check_folders(self) -> int | None:
         """Create the checkpoint folder and the log's, or refuse them if they cannot be
-        written."""
+        written; then lock the checkpoint folder, or refuse it while another run holds it.
+        Returns the descriptor that holds the lock, for the caller to close (``None``: no
+        checkpoint folder, or a system without locks)."""
         c = self.config
         if c.checkpoint_dir is not None:
             writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
         if c.log is not None:
             writable_folder("log", c.log, Path(c.log).parent)
+        if c.checkpoint_dir is None:
+            return None
+        folder = Path(c.checkpoint_dir)
+        # Two runs in one folder would overwrite each other's last.pt and best.pt, and a
+        # --resume continue the other's run.
+        return lock_exclusively(
+            folder,
+            f"checkpoint_dir={c.checkpoint_dir!r}: another training run is using the "
+            f"checkpoint folder {folder} (its last.pt and best.pt); give this run a folder "
+            "of its own, or wait for that run to end",
+        )
 
     def _between_epochs(self) -> dict[str, Any]:
         """:meth:`state_dict` copied off the live tensors: the run as it stands between two
