@@ -3,14 +3,20 @@ draws a progress bar, how it says a warning, and how it stops on SIGTERM."""
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING
 
 from physode._errors import PhysodeWarning
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 
 def progress_wanted(quiet: bool) -> bool:
@@ -96,6 +102,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     Where SIGTERM already has a handler of its own (a program that calls ``physode.cli.main``),
     or outside the main thread, which alone may set one, nothing changes.
 
+    Python runs a signal's handler between any two bytecodes of the main thread, also inside a
+    finaliser (a ``__del__``, a weakref callback: torch's and h5py's garbage), where it prints
+    the exception raised and drops it. Such a :class:`Terminated` is raised again a moment
+    after the finaliser has returned, so the command stops all the same.
+
     Examples
     --------
     >>> with terminate_as_interrupt():  # doctest: +SKIP
@@ -110,12 +121,43 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def terminated(signum: int, frame: object) -> None:
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        if _inside(frame, dropped.__code__):  # the hook's own exception would be dropped too
+            _interrupt_later(signum)
+            return
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated
 
+    caller_hook = sys.unraisablehook
+
+    def dropped(report: UnraisableHookArgs) -> None:
+        if not isinstance(report.exc_value, Terminated):
+            caller_hook(report)
+            return
+        signal.signal(signal.SIGTERM, terminated)
+        _interrupt_later(signal.SIGTERM)
+
     signal.signal(signal.SIGTERM, terminated)
+    sys.unraisablehook = dropped
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.unraisablehook = caller_hook
+
+
+def _inside(frame: FrameType | None, code: CodeType) -> bool:
+    """Whether ``frame`` runs ``code`` or was called, however deeply, from a frame that does."""
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt_later(signum: int) -> None:
+    """Have ``signum``'s handler run in the main thread in a moment, from another thread: a
+    handler run sooner would run in the code that asks for it, a finaliser's hook."""
+    timer = threading.Timer(0.001, _thread.interrupt_main, (signum,))
+    timer.daemon = True
+    timer.start()
