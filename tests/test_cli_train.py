@@ -948,6 +948,21 @@ def test_a_bad_setting_is_named_as_the_command_line_spells_it(data, capsys):
     assert err.startswith("physode train: error: bad training settings: --epochs 0 (need ")
 
 
+def test_a_step_size_for_an_adaptive_method_is_refused_before_training_as_typed(
+    data, tmp_path, capsys
+):
+    # It was refused by the first training solve, after the checkpoint folder was made, in
+    # Python's spelling and advising a first_step that physode train does not take.
+    folder = tmp_path / "ck"
+    assert main(_train(data, "--step-size", "0.1", "--checkpoint-dir", str(folder))) == 2
+    assert _error(capsys) == (
+        "physode train: error: bad training settings: --step-size 0.1 is for fixed-step "
+        "methods (euler, midpoint, rk4, leapfrog, yoshida4); method='dopri5' chooses its own "
+        "steps from rtol and atol: leave it out, or choose a fixed-step method\n"
+    )
+    assert not folder.exists()
+
+
 @pytest.mark.parametrize("flag, expected", [("--no-restore-best", False), ("--restore-best", True)])
 def test_restore_best_is_a_flag_both_ways(data, tmp_path, flag, expected):
     # A per-trajectory model's validation picks weights by the mean of its learned values; the

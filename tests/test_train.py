@@ -581,6 +581,13 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
         ({"gradient": "adjoint"}, "gradient='adjoint'.*'aca', 'disc-opt', 'opt-disc'"),
         ({"window": 50}, "window=50 is longer than the training trajectories \\(21 time points"),
         ({"method": "rk4"}, "needs step_size"),
+        # Accepted until 2026-12-07, then refused by fit()'s first solve, which advised a
+        # first_step that training does not take.
+        (
+            {"step_size": 0.1},
+            "step_size=0.1 is for fixed-step methods \\(euler, .*\\); method='dopri5' chooses "
+            "its own steps from rtol and atol: leave it out",
+        ),
         ({"method": "rk45"}, "method='rk45'.*choose one of"),
         ({"lr_schedule": "warmup"}, "lr_schedule='warmup'"),
         ({"patience": 3}, "patience=3 needs validation data"),

@@ -269,8 +269,14 @@ class TrainConfig:
                 f"method={self.method!r} is fixed-step and needs step_size > 0, "
                 f"e.g. step_size=0.01 (got {self.step_size!r})",
             )
-        else:
-            real("step_size", optional="to let the method choose its steps")
+        elif self.step_size is not None:
+            # Refused here, with the other settings, not at the first solve of fit(), whose
+            # message points to a first_step that training does not take.
+            problems.append(
+                f"step_size={self.step_size!r} is for fixed-step methods "
+                f"({', '.join(FIXED_STEP_METHODS)}); method={self.method!r} chooses its own "
+                "steps from rtol and atol: leave it out, or choose a fixed-step method"
+            )
         need(
             self.step_control in ("shared", "per-sample"),
             f"step_control={self.step_control!r} (choose one of ['shared', 'per-sample'])",
