@@ -797,6 +797,42 @@ def test_rollout_report_reads_a_data_set_path_as_its_test_split_as_evaluate_does
         rollout_report(model, {"t": stored.t})
 
 
+@pytest.mark.parametrize(
+    ("split", "validates_on", "evaluates_on"),
+    [("all", None, None), ("test", "val", "val"), ("val", None, "test"), ("train", "val", "test")],
+)
+def test_a_trajectory_dataset_keeps_the_trajectories_it_trains_on_out_of_validation_and_tests(
+    oscillator_h5, split, validates_on, evaluates_on
+):
+    # A dataset of split "all" trained on every trajectory, validated on the stored val split
+    # and evaluate() reported on the stored test split, as if held out, without a note.
+    stored = physode.data.load(oscillator_h5)
+    model = PhysicsModel("harmonic_oscillator", learnable=["k"], init={"k": 1.3})
+    dataset = physode.data.TrajectoryDataset(oscillator_h5, split=split)
+    trainer = Trainer(model, dataset, epochs=1)
+    assert len(trainer.train_data) == len(stored.split_indices(split))
+    expected = {name: None if name is None else trainer_data(stored, name)
+                for name in {validates_on, evaluates_on}}  # fmt: skip
+    if validates_on is None:
+        assert trainer.val_data is None
+    else:
+        assert torch.equal(trainer.val_data.states, expected[validates_on])
+    held_out = trainer.held_out_data()
+    if evaluates_on is None:
+        assert held_out is None
+        with pytest.raises(physode.InvalidArgumentError, match="no held-out trajectories"):
+            trainer.evaluate()
+    else:
+        assert torch.equal(held_out.states, expected[evaluates_on])
+        report = trainer.evaluate()
+        assert (report.note is not None) == (evaluates_on == "val")
+
+
+def trainer_data(stored, split: str) -> torch.Tensor:
+    """The states of a stored split, as the trainer reads them."""
+    return torch.from_numpy(stored.states[stored.split_indices(split)])
+
+
 def test_the_data_set_physode_data_load_opened_trains_and_reports_as_its_path(oscillator_h5):
     # It was refused: "cannot read trajectories from a TrajectoryFile; pass a path ...".
     stored = physode.data.load(oscillator_h5)

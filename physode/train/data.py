@@ -676,8 +676,11 @@ def uniform_grid(t: torch.Tensor, rtol: float = 1e-9) -> bool:
     return bool(((dt - dt[0]).abs() <= rtol * dt[0].abs() + rounding).all())
 
 
-def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories | None:
-    """A stored split, or ``None`` when the data set has no usable trajectories in it.
+def _optional_split(
+    path: Any, split: str, noisy: bool = False, trained_on: Any = None
+) -> Trajectories | None:
+    """A stored split less the trajectories ``trained_on`` (indices in the file), or ``None``
+    when the data set has no usable trajectories left in it.
 
     Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
     """
@@ -685,6 +688,8 @@ def _optional_split(path: Any, split: str, noisy: bool = False) -> Trajectories 
 
     stored = physode.data.load(path)  # opened and checked once
     index = usable_trajectories(stored, split)
+    if trained_on is not None:  # held out means not trained on
+        index = index[~np.isin(index, trained_on)]
     return None if len(index) == 0 else trajectories_of(stored, index, split, noisy=noisy)
 
 

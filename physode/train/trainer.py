@@ -322,6 +322,11 @@ class Trainer:
             data if isinstance(data, str | os.PathLike)
             else data.path if isinstance(data, physode.data.TrajectoryDataset) else None
         )
+        # The stored trajectories a dataset trains on, which its file's val and test splits
+        # then leave out (all of them for split="all"); a path trains on its train split.
+        self._trained_on = (
+            data.trajectories if isinstance(data, physode.data.TrajectoryDataset) else None
+        )
         if config.noisy and self._stored_path is None:
             raise InvalidArgumentError(
                 "noisy=True reads the noisy states of an HDF5 data set, but the training data "
@@ -340,7 +345,9 @@ class Trainer:
             except InvalidArgumentError as exc:
                 raise InvalidArgumentError(f"val_data: {exc}") from None
         elif self._stored_path is not None:
-            val = _optional_split(self._stored_path, "val", noisy=config.noisy)
+            val = _optional_split(
+                self._stored_path, "val", noisy=config.noisy, trained_on=self._trained_on
+            )
         elif config.val_fraction > 0:
             train, val, self._val_index = _split_off(train, config.val_fraction, config.seed)
         else:
@@ -1527,7 +1534,8 @@ class Trainer:
 
         ``test_data`` if given; else the stored ``"test"`` split of an HDF5 data set, read clean
         also after training on its noisy states (then its clean ``"val"`` split where the test
-        split is empty); else the validation data.
+        split is empty), less the trajectories a ``TrajectoryDataset`` trains on; else the
+        validation data.
         """
         return self._held_out(test_data)[0]
 
@@ -1536,10 +1544,15 @@ class Trainer:
         if test_data is not None:
             return as_trajectories(test_data, split="test"), False
         if self._stored_path is not None:
-            held_out = _optional_split(self._stored_path, "test")
+            trained_on = self._trained_on
+            held_out = _optional_split(self._stored_path, "test", trained_on=trained_on)
             if held_out is not None:
                 return held_out, False
-            clean = _optional_split(self._stored_path, "val") if self.config.noisy else None
+            clean = (
+                _optional_split(self._stored_path, "val", trained_on=trained_on)
+                if self.config.noisy
+                else None
+            )
             if clean is not None:  # the validation trajectories, read clean
                 return clean, True
         return self.val_data, self.val_data is not None
