@@ -62,6 +62,8 @@ HNN = ("test_hnn",)
 TIMES = ("test_time_gradients",)
 PARALLEL = ("test_data_parallel",)
 DISTRIBUTED = ("test_train_distributed",)
+LOCKS = ("test_train_checkpoint_lock",)
+CLI = ("test_cli",)
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,30 @@ MUTANTS = (
            "differ = []", "a checkpoint resumed on other data", TRAIN),
     Mutant("physode/gradients/aca.py", "        _drop_steps_past_the_last_output(trace)\n",
            "", "ACA replays the steps after the last output of a failed solve", SOLVER),
+    # -- found by the hunts of 2026-12-07 (twelfth session)
+    Mutant("physode/solvers/loop.py",
+           "rounding = _LANDING_ULPS * _EPS64 * max(abs(t), abs(t_next))", "rounding = 0.0",
+           "a step that rounds onto the output time does not land", SOLVER),
+    Mutant("physode/solvers/loop.py",
+           "t_next = t + h if adaptive else anchor + (n_from_anchor + 1) * h", "t_next = t + h",
+           "fixed steps summed one by one (their rounding drifts far from t = 0)", SOLVER),
+    Mutant("physode/symbolic/_codegen.py", " or _transforms_active():", ":",
+           "jacfwd / vmap of a vector field take the float fast path", SYMBOLIC),
+    Mutant("physode/data/_store.py",
+           "if any(isinstance(part, bool | np.bool_) for part in key):", "if False:",
+           "a single boolean reads row 1 or row 0", DATA),
+    Mutant("physode/data/torch_dataset.py", "if _identity(f, header) != self._identity:",
+           "if False:", "a data set simulated again at the path is read with the old split", DATA),
+    Mutant("physode/models/neural.py", "x = layer(x) if has_hooks(layer) else layer.forward(x)",
+           "x = layer.forward(x)", "hooks on an MLP's layers skipped", TRAIN),
+    Mutant("physode/train/data.py", "index = index[~np.isin(index, trained_on)]", "pass",
+           "a TrajectoryDataset's trajectories validated and tested on", TRAIN),
+    Mutant("physode/train/config.py", "elif self.step_size is not None:", "elif False:",
+           "step_size with an adaptive method accepted until the first solve", TRAIN),
+    Mutant("physode/_files.py", "fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+           "pass", "two runs share a checkpoint folder", LOCKS),
+    Mutant("physode/_terminal.py", "        raise Terminated\n",
+           "        raise KeyboardInterrupt\n", "SIGTERM reported as Ctrl-C (exit 130)", CLI),
 )
 
 
