@@ -1030,3 +1030,37 @@ def test_a_caret_is_refused_with_one_message_from_python_and_in_a_file(path, whe
     assert (f"{where}: '^' is not allowed; write powers as ** (Python reads '^' as exclusive "
             "or)") in str(info.value)
 
+
+@pytest.mark.parametrize("dist, params, message", [
+    (_ORBIT, {"mu": -1.0}, "orbit distribution needs mu >= 0 for the circular speed"
+     " sqrt(mu / r); got mu = -1"),
+    (_ORBIT, {"mu": math.nan}, "got mu = nan"),
+    (_EQUILATERAL, {"mu": -1.0}, "equilateral distribution needs gravitational_constant mu >= 0"
+     " for the circular speed sqrt(mu m S / r); got mu = -1"),
+    (_EQUILATERAL, {"m2": -1.0}, "equilateral distribution needs masses >= 0 with a positive"
+     " total; got m2 = -1"),
+    (_EQUILATERAL, {"m1": 0.0, "m2": 0.0}, "got m1 + m2 = 0"),
+])
+def test_an_orbital_distribution_refuses_parameters_that_make_no_orbit(dist, params, message):
+    # A negative mu or G took the square root of a negative number and sampled NaN velocities
+    # without a word; masses summing to 0 made the centre of mass NaN.
+    states = sympy.symbols("x1 y1 x2 y2 u1 w1 u2 w2")
+    rhs = {s: sympy.Integer(0) for s in states}
+    system = System.from_equations(rhs, {"mu": 1.0, "m1": 1.0, "m2": 1.0},
+                                   initial_state_distribution=dist)
+    p = torch.tensor([system.parameters[k] for k in system.parameters], dtype=torch.float64)
+    p = p.repeat(3, 1)
+    for name, value in params.items():
+        p[0, list(system.parameters).index(name)] = value
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)):
+        system.sample_initial_states(3, p=p)
+    assert torch.isfinite(system.sample_initial_states(3, p=p[1:2].expand(3, -1))).all()
+
+
+def test_the_catalogues_orbital_systems_refuse_a_negative_mu_or_g():
+    kepler = physode.systems.load("kepler")
+    with pytest.raises(physode.InvalidArgumentError, match="got mu = -1"):
+        kepler.sample_initial_states(2, p=[-1.0])
+    three_body = physode.systems.load("three_body")
+    with pytest.raises(physode.InvalidArgumentError, match="got G = -1"):
+        three_body.sample_initial_states(2, p=[1.0, 1.0, 1.0, -1.0])

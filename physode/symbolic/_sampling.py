@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from physode._checks import is_finite_real
+from physode._errors import InvalidArgumentError
 
 KINDS = ("uniform", "normal", "perturbed", "orbit", "equilateral")
 
@@ -204,6 +205,27 @@ def _check_range_and_perturbation(kind: str, radius, perturbation) -> list[str]:
     return problems
 
 
+def _first_bad(values: torch.Tensor, ok: torch.Tensor) -> tuple[int, float] | None:
+    """The first entry whose value fails ``ok`` (NaN fails), as (index, value); None if none."""
+    bad = torch.nonzero(~ok).flatten()
+    if bad.numel() == 0:
+        return None
+    row = int(bad[0])
+    return row, float(values[row])
+
+
+def _check_gravity(kind: str, key: str, name: str, speed: str, values: torch.Tensor) -> None:
+    """Refuse a negative (or NaN) ``mu`` or ``G``: its circular speed would be NaN."""
+    found = _first_bad(values, values >= 0)
+    if found is not None:
+        _, value = found
+        label = name if key == name else f"{key} {name}"
+        raise InvalidArgumentError(
+            f"the {kind} distribution needs {label} >= 0 for the circular speed "
+            f"{speed}; got {name} = {value:g}"
+        )
+
+
 def _uniform(bounds: Sequence[float], n: int, gen: torch.Generator) -> torch.Tensor:
     low, high = float(bounds[0]), float(bounds[1])
     return low + (high - low) * torch.rand(n, generator=gen, dtype=torch.float64)
@@ -240,6 +262,7 @@ class Orbit:
         r = _uniform(self.radius, n, gen)
         phi = 2 * math.pi * torch.rand(n, generator=gen, dtype=f64)
         mu = p[:, ctx.parameters.index(self.mu)]
+        _check_gravity("orbit", "mu", self.mu, f"sqrt({self.mu} / r)", mu)
         eps = self.velocity_perturbation
         factor = 1 + eps * (2 * torch.rand(n, generator=gen, dtype=f64) - 1)
         speed = torch.sqrt(mu / r) * factor
@@ -293,11 +316,28 @@ class Equilateral:
             "equilateral", self.radius, self.velocity_perturbation
         )
 
+    def _check_parameters(self, masses: torch.Tensor, big_g: torch.Tensor) -> None:
+        """Refuse a negative ``G``, a negative mass or masses of total 0 (no centre of mass)."""
+        g = self.gravitational_constant
+        _check_gravity("equilateral", "gravitational_constant", g, f"sqrt({g} m S / r)", big_g)
+        need = "the equilateral distribution needs masses >= 0 with a positive total; got"
+        nb = len(self.masses)
+        found = _first_bad(masses.flatten(), (masses >= 0).flatten())
+        if found is not None:
+            index, value = found
+            raise InvalidArgumentError(f"{need} {self.masses[index % nb]} = {value:g}")
+        total = masses.sum(-1)
+        found = _first_bad(total, total > 0)
+        if found is not None:
+            _, value = found
+            raise InvalidArgumentError(f"{need} {' + '.join(self.masses)} = {value:g}")
+
     def sample(self, n: int, gen: torch.Generator, ctx: Context, p: torch.Tensor) -> torch.Tensor:
         f64 = torch.float64
         nb = len(self.positions)
         masses = torch.stack([p[:, ctx.parameters.index(m)] for m in self.masses], -1)  # (n, nb)
         big_g = p[:, ctx.parameters.index(self.gravitational_constant)]
+        self._check_parameters(masses, big_g)
         r = _uniform(self.radius, n, gen)
         phase = 2 * math.pi * torch.rand(n, generator=gen, dtype=f64)
         s = sum(1 / math.sin(math.pi * k / nb) for k in range(1, nb)) / 4
