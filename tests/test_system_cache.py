@@ -89,7 +89,7 @@ def test_a_user_without_a_home_folder_loads_systems_without_the_cache(monkeypatc
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setattr(pwd, "getpwuid", unknown_user)
     if setting is None:
-        monkeypatch.delenv(_cache.ENV)
+        monkeypatch.delenv(_cache.ENV, raising=False)
     else:
         monkeypatch.setenv(_cache.ENV, setting)
     assert _cache.folder() is None
