@@ -561,14 +561,15 @@ class Trainer:
         return batches
 
     def _targets(
-        self, data: Trajectories, batch: list[Window]
+        self, data: Trajectories, batch: list[Window], first: Window | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The trajectories of ``batch``'s windows, their states ``(K, B, n)`` and times."""
+        """The trajectories of ``batch``'s windows, their states ``(K, B, n)`` and times: those
+        of ``first`` (default ``batch[0]``), the window whose times the batch is solved at."""
         length = batch[0].length or self.length
         index = torch.tensor([w.index for w in batch])
         offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(length)
         target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
-        start = batch[0].start
+        start = (batch[0] if first is None else first).start
         return index, target, data.t[start : start + length]
 
     def _weight(self, data: Trajectories, batch: list[Window]) -> Any:
@@ -582,12 +583,18 @@ class Trainer:
         return (~torch.isnan(ref)).sum()
 
     def _solve_batch(
-        self, data: Trajectories, batch: list[Window]
+        self, data: Trajectories, batch: list[Window], first: Window | None = None
     ) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
         """Solve one batch; return the solution, the times, the trajectory loss and its weight
-        (the windows, or the observed values where values are missing)."""
+        (the windows, or the observed values where values are missing).
+
+        The batch is solved at the times of ``first`` (default ``batch[0]``): a process's share
+        of a batch is given the whole batch's first window, so that it steps at the same times
+        as one process solving the whole batch (an autonomous model's windows of other starts
+        share a batch; stepped from another start, the steps round otherwise).
+        """
         c = self.config
-        index, target, t = self._targets(data, batch)
+        index, target, t = self._targets(data, batch, first)
         training = data is self.train_data
         rows = batch_rows(self.train_rows if training else self.val_rows, index)
         # Parameters learned per trajectory: the training trajectories' own rows of the table
@@ -680,7 +687,7 @@ class Trainer:
         loss_part = objective_part = None
         try:
             if share:
-                sol, t, loss, weight = self._solve_batch(data, share)
+                sol, t, loss, weight = self._solve_batch(data, share, first=batch[0])
                 loss_part = loss * weight / self._weight(data, batch)
                 objective_part = loss_part
                 if regularised is not None:  # a Hybrid's (_check_shareable): its share of it
@@ -926,7 +933,7 @@ class Trainer:
             if not share:
                 continue
             try:
-                _, _, loss, n = self._solve_batch(self.val_data, share)
+                _, _, loss, n = self._solve_batch(self.val_data, share, first=batch[0])
             except Exception as exc:  # the others must not wait for this process
                 problem = exc
                 break
