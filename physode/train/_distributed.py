@@ -103,7 +103,7 @@ def rank_zeros(value: float, device: torch.device) -> float:
     return float(tensor.item())
 
 
-def broadcast_problem(problem: str | None, group: Group, device: torch.device) -> str | None:
+def broadcast_problem(problem: str | None, device: torch.device) -> str | None:
     """Rank 0's ``problem`` (why it could not write the log or a checkpoint, else ``None``) on
     every process: one small broadcast when there is none."""
     flag = torch.tensor([0.0 if problem is None else 1.0], dtype=torch.float64, device=device)

@@ -1349,7 +1349,7 @@ class Trainer:
             except Exception as exc:
                 problem = exc
         told = _distributed.broadcast_problem(
-            None if problem is None else first_line(problem), self._group, self.device
+            None if problem is None else first_line(problem), self.device
         )
         if problem is not None:
             raise problem
