@@ -314,44 +314,8 @@ class Trainer:
                 "neural part"
             )
         self.config = config
-        # Which trajectories of tensor data val_fraction held out (None where it held none out).
-        self._val_index: list[int] | None = None
         self._data_description: dict[str, str] | None = None  # see _data_described
-        # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
-        self._stored_path = (
-            data if isinstance(data, str | os.PathLike)
-            else data.path if isinstance(data, physode.data.TrajectoryDataset) else None
-        )
-        # The stored trajectories a dataset trains on, which its file's val and test splits
-        # then leave out (all of them for split="all"); a path trains on its train split.
-        self._trained_on = (
-            data.trajectories if isinstance(data, physode.data.TrajectoryDataset) else None
-        )
-        if config.noisy and self._stored_path is None:
-            raise InvalidArgumentError(
-                "noisy=True reads the noisy states of an HDF5 data set, but the training data "
-                f"are a {type(data).__name__}, used as given; leave noisy out"
-            )
-        if config.val_fraction > 0 and (val_data is not None or self._stored_path is not None):
-            source = "val_data" if val_data is not None else "the data set's stored 'val' split"
-            raise InvalidArgumentError(
-                f"val_fraction={config.val_fraction!r} holds out part of tensor data, but "
-                f"validation here uses {source}; leave val_fraction out"
-            )
-        train = as_trajectories(data, split="train", noisy=config.noisy)
-        if val_data is not None:
-            try:
-                val = as_trajectories(val_data, split="val", noisy=config.noisy)
-            except InvalidArgumentError as exc:
-                raise InvalidArgumentError(f"val_data: {exc}") from None
-        elif self._stored_path is not None:
-            val = _optional_split(
-                self._stored_path, "val", noisy=config.noisy, trained_on=self._trained_on
-            )
-        elif config.val_fraction > 0:
-            train, val, self._val_index = _split_off(train, config.val_fraction, config.seed)
-        else:
-            val = None
+        train, val = self._read_data(data, val_data)
         dtype = _dtype(config.dtype, train)
         self.device = _device(config.device, model)
         self.train_data = train.to(dtype, self.device)
@@ -401,18 +365,7 @@ class Trainer:
                 PhysodeWarning,
                 stacklevel=3,
             )
-        if config.optimizer == "lbfgs":
-            # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
-            # (max_eval bounds them; its default for max_iter=1 would allow none), and no
-            # tolerance exits: the epochs decide when to stop.
-            self.optimizer = torch.optim.LBFGS(
-                self.model.parameters(), lr=config.lr, max_iter=1, max_eval=21,
-                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
-            )
-        else:
-            self.optimizer = torch.optim.Adam(
-                self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-            )
+        self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0
@@ -472,6 +425,50 @@ class Trainer:
                 )
 
     # ------------------------------------------------------------------ setup
+    def _read_data(self, data: Any, val_data: Any) -> tuple[Trajectories, Trajectories | None]:
+        """The training trajectories and the validation ones (``None``: none) that ``data``
+        and ``val_data`` give under the settings; records the HDF5 file behind ``data``, the
+        stored trajectories it trains on and which trajectories ``val_fraction`` held out."""
+        config = self.config
+        # Which trajectories of tensor data val_fraction held out (None where it held none out).
+        self._val_index: list[int] | None = None
+        # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
+        self._stored_path = (
+            data if isinstance(data, str | os.PathLike)
+            else data.path if isinstance(data, physode.data.TrajectoryDataset) else None
+        )
+        # The stored trajectories a dataset trains on, which its file's val and test splits
+        # then leave out (all of them for split="all"); a path trains on its train split.
+        self._trained_on = (
+            data.trajectories if isinstance(data, physode.data.TrajectoryDataset) else None
+        )
+        if config.noisy and self._stored_path is None:
+            raise InvalidArgumentError(
+                "noisy=True reads the noisy states of an HDF5 data set, but the training data "
+                f"are a {type(data).__name__}, used as given; leave noisy out"
+            )
+        if config.val_fraction > 0 and (val_data is not None or self._stored_path is not None):
+            source = "val_data" if val_data is not None else "the data set's stored 'val' split"
+            raise InvalidArgumentError(
+                f"val_fraction={config.val_fraction!r} holds out part of tensor data, but "
+                f"validation here uses {source}; leave val_fraction out"
+            )
+        train = as_trajectories(data, split="train", noisy=config.noisy)
+        if val_data is not None:
+            try:
+                val = as_trajectories(val_data, split="val", noisy=config.noisy)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"val_data: {exc}") from None
+        elif self._stored_path is not None:
+            val = _optional_split(
+                self._stored_path, "val", noisy=config.noisy, trained_on=self._trained_on
+            )
+        elif config.val_fraction > 0:
+            train, val, self._val_index = _split_off(train, config.val_fraction, config.seed)
+        else:
+            val = None
+        return train, val
+
     @property
     def model_is_autonomous(self) -> bool:
         """Whether the model declares that it ignores ``t`` (``model.autonomous``).
@@ -513,6 +510,19 @@ class Trainer:
                 "longer window (or window=None), or data with fewer gaps"
             )
         return windows
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser ``config.optimizer`` names, over the model's parameters."""
+        c = self.config
+        if c.optimizer == "lbfgs":
+            # One quasi-Newton iteration per batch, with up to 20 line-search evaluations
+            # (max_eval bounds them; its default for max_iter=1 would allow none), and no
+            # tolerance exits: the epochs decide when to stop.
+            return torch.optim.LBFGS(
+                self.model.parameters(), lr=c.lr, max_iter=1, max_eval=21,
+                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+            )
+        return torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
 
     def _make_scheduler(self) -> Any:
         c, opt = self.config, self.optimizer
