@@ -735,6 +735,23 @@ def _not_finite_when_stored(
 _SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
 
 
+def _out_problem(out: Any) -> str | None:
+    """What is wrong with ``out`` as the path of the data set to write, or ``None``."""
+    if not isinstance(out, str | os.PathLike):
+        return f"out={out!r} must be a file path, such as data.h5"
+    typed, path = os.fspath(out), Path(out)
+    if typed.endswith(_SEPARATORS):  # Path drops the separator: "runs/" became "runs"
+        return (
+            f"out={typed!r} names a folder (it ends in {typed[-1]!r}); give a file name "
+            f"such as {typed}data.h5"
+        )
+    if not path.parent.is_dir():
+        return f"out={str(path)!r}: folder {str(path.parent)!r} does not exist"
+    if path.is_dir():
+        return f"out={typed!r} is a folder; give a file name such as data.h5"
+    return None
+
+
 def _params_option(params) -> str:
     """``--params``'s value for ``params``: a mode, or the sampled names joined by commas."""
     return params if isinstance(params, str) else ",".join(params)
@@ -1040,21 +1057,12 @@ def simulate(
         executor_problem = _parallel.executor_problem(executor)
         if executor_problem is not None:
             problems.append(executor_problem)
-        if isinstance(out, str | os.PathLike):
-            typed, out = os.fspath(out), Path(out)
-            if typed.endswith(_SEPARATORS):  # Path drops the separator: "runs/" became "runs"
-                problems.append(
-                    f"out={typed!r} names a folder (it ends in {typed[-1]!r}); give a file name "
-                    f"such as {typed}data.h5"
-                )
-            elif not out.parent.is_dir():
-                problems.append(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist")
-            elif out.is_dir():
-                problems.append(f"out={typed!r} is a folder; give a file name such as data.h5")
-        else:
-            problems.append(f"out={out!r} must be a file path, such as data.h5")
+        out_problem = _out_problem(out)
+        if out_problem is not None:
+            problems.append(out_problem)
         if problems:
             raise InvalidArgumentError("bad simulate arguments: " + "; ".join(problems))
+        out = Path(out)
 
         given_as_object = not isinstance(system, str | os.PathLike)
         system_ref = system.name if given_as_object else os.fspath(system)
@@ -1155,8 +1163,6 @@ def _run_chunks(
     system, run: dict, out: Path, workspace: _Workspace, command_line, quiet, executor=None,
     threads=None,
 ):
-    import physode
-
     n, size = run["trajectories"], run["chunk_size"]
     run_id = sha256_text(json.dumps(run, sort_keys=True))
     t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
@@ -1236,30 +1242,7 @@ def _run_chunks(
         yield pending.pop()  # not held once stored
         yield from chunks
 
-    attrs = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "physode_version": physode.__version__,
-        "software": json.dumps(_software_versions(), sort_keys=True),
-        "system_name": system.name,
-        "system_spec": system.spec_text,
-        "system_spec_sha256": sha256_text(system.spec_text),
-        "state_names": json.dumps(list(system.state_names)),
-        "parameter_names": json.dumps(list(system.parameters)),
-        "invariant_names": json.dumps(invariant_names),
-        "solver": json.dumps(run["solver"], sort_keys=True),
-        "seed": run["seed"],
-        "command_line": command_line,
-        "simulation": json.dumps(run, sort_keys=True),
-        "status_codes": json.dumps({s.name: int(s) for s in physode.Status}),
-        "flag_bits": json.dumps(
-            {
-                "solver_failed": FLAG_SOLVER_FAILED,
-                "drift": FLAG_DRIFT,
-                "not_finite": FLAG_NOT_FINITE,
-            }
-        ),
-    }
+    attrs = _store_attrs(system, run, invariant_names, command_line)
 
     def assemble(tmp: Path) -> None:
         write_store(
@@ -1285,6 +1268,36 @@ def _run_chunks(
     stored.attrs = attrs
     stored.drift = {name: stored.drift[name] for name in invariant_names}  # as load() lists them
     return resumed, stored
+
+
+def _store_attrs(system, run: dict, invariant_names: list[str], command_line: str) -> dict:
+    """The root attributes of the data set that ``run`` writes of ``system``."""
+    import physode
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "physode_version": physode.__version__,
+        "software": json.dumps(_software_versions(), sort_keys=True),
+        "system_name": system.name,
+        "system_spec": system.spec_text,
+        "system_spec_sha256": sha256_text(system.spec_text),
+        "state_names": json.dumps(list(system.state_names)),
+        "parameter_names": json.dumps(list(system.parameters)),
+        "invariant_names": json.dumps(invariant_names),
+        "solver": json.dumps(run["solver"], sort_keys=True),
+        "seed": run["seed"],
+        "command_line": command_line,
+        "simulation": json.dumps(run, sort_keys=True),
+        "status_codes": json.dumps({s.name: int(s) for s in physode.Status}),
+        "flag_bits": json.dumps(
+            {
+                "solver_failed": FLAG_SOLVER_FAILED,
+                "drift": FLAG_DRIFT,
+                "not_finite": FLAG_NOT_FINITE,
+            }
+        ),
+    }
 
 
 class _Stored:
