@@ -200,7 +200,15 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE.toml",
         help="a TOML file with `data` and [model], [train] and [report] tables (default: none)",
     )
-    model = parser.add_argument_group("model")
+    _add_model_options(parser.add_argument_group("model"))
+    _add_training_options(parser.add_argument_group("training"))
+    _add_report_options(parser.add_argument_group("after training"))
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def _add_model_options(model: argparse._ArgumentGroup) -> None:
+    """``physode train``'s options of the model it builds."""
     model.add_argument(
         "--model", dest="kind", choices=MODEL_KINDS,
         help="hnn: a Hamiltonian neural network, a learned H(q, p) of states [q, p] in "
@@ -251,7 +259,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="raise λ after every batch (default) or once an epoch, by τ times its mean loss",
     )
 
-    train = parser.add_argument_group("training")
+
+def _add_training_options(train: argparse._ArgumentGroup) -> None:
+    """``physode train``'s options of the training run: data windows, optimiser, solver,
+    stopping, logs and checkpoints."""
     train.add_argument(
         "--epochs", type=int, metavar="N", help="passes over the training windows (default 100)"
     )
@@ -415,7 +426,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "a busy 2-core machine; raise it for large models)",
     )
 
-    report = parser.add_argument_group("after training")
+
+def _add_report_options(report: argparse._ArgumentGroup) -> None:
+    """``physode train``'s options of what it does after training: the rollout report and
+    its outputs."""
     report.add_argument(
         "--t-end", type=float, metavar="T",
         help="roll out to this time, beyond the data (default: the data's last time)",
@@ -434,8 +448,6 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--quiet", "-q", action="store_true",
         help="no progress bar or tables (the bar shows only when standard error is a terminal)",
     )
-    parser.set_defaults(func=run_train)
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any], dict]:
