@@ -228,16 +228,23 @@ class Trainer:
         For bad settings (unknown gradient mode, method..., a keyword that is not a setting, a
         ``config`` that is not a :class:`TrainConfig`), an empty data set, a window longer
         than the trajectories, or ``patience`` without validation data.
+    physode.DataFormatError
+        For a file that is not a readable data set, or a ``TrajectoryDataset`` whose path now
+        holds another data set than the one it was made from.
 
     Warns
     -----
-    UserWarning
+    physode.PhysodeWarning
         Once, when the training trajectories store different values of a parameter that the
         model learns (data simulated with ``params="sample"``): one value is fitted for all of
         them (see :func:`shared_parameters_warning`).
-        And when a model that learns parameters per trajectory has validation data and
+        When a model that learns parameters per trajectory has validation data and
         ``restore_best`` or ``patience``: these choose the weights by a validation loss that
         uses the mean of the learned values.
+        When a model that does not declare ``autonomous`` has windows that start at different
+        times: they are solved apart, in smaller batches.
+        When ``optimizer="lbfgs"`` trains parameters learned per trajectory over more than one
+        batch an epoch.
 
     Examples
     --------
