@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class PhysodeError(Exception):
@@ -106,6 +108,17 @@ def first_line(exc: BaseException) -> str:
     """
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def first_shown(items: Sequence[Any], shown: int, text: Callable[[Any], str] = str) -> str:
+    """The first ``shown`` of ``items``, each as ``text`` writes it, then how many more there
+    are: how a message lists trajectories, names or failures that may be many.
+
+    >>> first_shown(["a", "b", "c"], 2), first_shown([3, 8], 2, text=hex)
+    ('a, b and 1 more', '0x3, 0x8')
+    """
+    listed = ", ".join(text(item) for item in items[:shown])
+    return listed + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def positive_finite(name: str, value: object) -> float:

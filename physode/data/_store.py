@@ -43,7 +43,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError, first_line
+from physode._errors import (
+    DataFormatError,
+    InvalidArgumentError,
+    PhysodeError,
+    first_line,
+    first_shown,
+)
 from physode._files import has_hdf5_signature, write_atomically
 from physode.data._chunks import FILTERS, ChunkWriter, crc32
 
@@ -967,5 +973,4 @@ def first_few(indices: Sequence[int] | np.ndarray, shown: int = 5) -> str:
     >>> first_few([3, 8, 9], shown=2)
     '3, 8 and 1 more'
     """
-    text = ", ".join(str(int(i)) for i in indices[:shown])
-    return text + (f" and {len(indices) - shown} more" if len(indices) > shown else "")
+    return first_shown(indices, shown, text=lambda i: str(int(i)))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, first_shown
 from physode._files import json_ready
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
@@ -432,9 +432,7 @@ class CheckReport:
             lines = [f"solver failures by cause (t: the time each reached{end}):"]
         width = max(len(name) for name in groups)
         for name, failures in sorted(groups.items(), key=lambda group: -len(group[1])):
-            listed = ", ".join(failure.describe() for failure in failures[:shown])
-            if len(failures) > shown:
-                listed += f" and {len(failures) - shown} more"
+            listed = first_shown(failures, shown, text=lambda failure: failure.describe())
             noun = "trajectory" if len(failures) == 1 else "trajectories"
             lines.append(f"  {name.ljust(width)}  {len(failures)}: {noun} {listed}")
         if any(failure.t_reached is None for failure in self.failures):
@@ -448,9 +446,7 @@ class CheckReport:
         """The trajectories whose stored states are not finite, each with where that starts."""
         if not self.non_finite:
             return []
-        listed = ", ".join(states.describe() for states in self.non_finite[:shown])
-        if len(self.non_finite) > shown:
-            listed += f" and {len(self.non_finite) - shown} more"
+        listed = first_shown(self.non_finite, shown, text=lambda states: states.describe())
         noun = "trajectory" if len(self.non_finite) == 1 else "trajectories"
         lines = [
             "stored states that are not finite (t[i]: the first output time that holds one):",

@@ -7,14 +7,15 @@ from typing import Any
 
 import torch
 
+from physode._errors import first_shown
+
 # How many trajectories, windows or parameters a training error lists before "and N more".
 _SHOWN = 5
 
 
 def _listed(items: list[str]) -> str:
     """The first ``_SHOWN`` of ``items``, then how many more."""
-    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return ", ".join(items[:_SHOWN]) + more
+    return first_shown(items, _SHOWN)
 
 
 def _number(value: Any) -> str:
