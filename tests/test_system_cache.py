@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import doctest
+import os
+
 import pytest
 import torch
 
@@ -138,3 +141,11 @@ def test_a_cache_folder_that_cannot_be_read_only_costs_time(cache_dir, monkeypat
     for method in ("is_file", "read_bytes", "open", "stat"):
         monkeypatch.setattr(_cache.Path, method, refuse)
     assert _cache.load(text) is None
+
+
+def test_the_cache_modules_examples_leave_the_cache_folder_setting_as_they_found_it(monkeypatch):
+    # Its example deleted $PHYSODE_CACHE_DIR: every test after tests/test_docstrings.py then
+    # used the user's own cache folder, and one that deletes the variable raised KeyError.
+    monkeypatch.setenv(_cache.ENV, "/somewhere/private")
+    assert doctest.testmod(_cache).failed == 0
+    assert os.environ.get(_cache.ENV) == "/somewhere/private"

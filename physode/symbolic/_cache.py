@@ -48,14 +48,10 @@ def folder() -> Path | None:
     Examples
     --------
     >>> import os
-    >>> before = os.environ.get("PHYSODE_CACHE_DIR")
-    >>> os.environ["PHYSODE_CACHE_DIR"] = ""
-    >>> folder() is None
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PHYSODE_CACHE_DIR": ""}):
+    ...     folder() is None
     True
-    >>> if before is None:
-    ...     del os.environ["PHYSODE_CACHE_DIR"]
-    ... else:
-    ...     os.environ["PHYSODE_CACHE_DIR"] = before
     """
     value = os.environ.get(ENV)
     try:
