@@ -331,7 +331,7 @@ def _check_mass_matrix(mass, qs, vs, params, values, problems: Problems) -> None
             point[sym] = value if math.isfinite(value) else rng.uniform(0.5, 1.5)
         point.update({s: rng.uniform(0.5, 1.5) for s in mass.free_symbols - set(point)})
         try:
-            m = numpy.array(mass.subs(point).evalf(), dtype=complex)
+            m = _numeric_matrix(mass, point)
         except (TypeError, ValueError):
             continue  # not a number at this point (an undefined function): try another
         if not numpy.isfinite(m).all():
@@ -343,6 +343,30 @@ def _check_mass_matrix(mass, qs, vs, params, values, problems: Problems) -> None
     if not evaluated:
         return
     problems.add(f"the mass matrix of coordinates {names} is singular (det M = 0)")
+
+
+def _numeric_matrix(matrix: sympy.Matrix, point: dict) -> numpy.ndarray:
+    """``matrix`` at ``point`` as a complex array. Zero entries are left out of SymPy, and each
+    other entry is given only the values of its own symbols: a chain of n coupled bodies has
+    n**2 entries, most of them zero, and 2n coordinates and velocities.
+
+    Raises
+    ------
+    TypeError
+        Where an entry is not a number at ``point``.
+
+    Examples
+    --------
+    >>> x, m = sympy.symbols("x m")
+    >>> _numeric_matrix(sympy.Matrix([[m, 0], [0, m * x**2]]), {x: 2.0, m: 0.5}).real
+    array([[0.5, 0. ],
+           [0. , 2. ]])
+    """
+    out = numpy.zeros(matrix.shape, dtype=complex)
+    for (i, j), entry in matrix.todok().items():
+        values = {s: point[s] for s in entry.free_symbols if s in point}
+        out[i, j] = complex(entry.subs(values).evalf())
+    return out
 
 
 def build_hamiltonian(

@@ -57,13 +57,14 @@ def euler_lagrange(
     -g*sin(theta)/l
     """
     n = len(coordinates)
-    momenta = [sympy.diff(lagrangian, v) for v in velocities]
-    mass = sympy.Matrix(n, n, lambda i, j: sympy.diff(momenta[i], velocities[j]))
+    momenta = partial_derivatives(lagrangian, velocities)
+    mass = sympy.Matrix([partial_derivatives(p, velocities) for p in momenta])
+    forces_of_position = partial_derivatives(lagrangian, coordinates)
     forcing = []
     for i in range(n):
-        f = sympy.diff(lagrangian, coordinates[i])
-        pairs = zip(coordinates, velocities, strict=True)
-        f -= sum((sympy.diff(momenta[i], q) * v for q, v in pairs), sympy.Integer(0))
+        f = forces_of_position[i]
+        rates = zip(partial_derivatives(momenta[i], coordinates), velocities, strict=True)
+        f -= sympy.Add(*(d * v for d, v in rates))
         f -= sympy.diff(momenta[i], time)
         if forces is not None:
             f += forces[i]
@@ -71,6 +72,32 @@ def euler_lagrange(
             f -= sympy.diff(dissipation, velocities[i])
         forcing.append(f)
     return LagrangianDynamics(mass, sympy.Matrix(forcing))
+
+
+def partial_derivatives(expr: sympy.Expr, symbols: Sequence[sympy.Symbol]) -> list[sympy.Expr]:
+    """``[sympy.diff(expr, s) for s in symbols]``, each term of the sum ``expr`` differentiated
+    only by the symbols it contains.
+
+    SymPy differentiates every term of a sum by every symbol, so the equations of a chain of
+    ``n`` coupled oscillators cost ``n**2`` term derivatives (minutes for ``n`` = 800): here
+    they cost about as many as the sum has terms. The results are the same expressions.
+
+    Examples
+    --------
+    >>> q1, q2, p1, p2, k = sympy.symbols("q1 q2 p1 p2 k")
+    >>> partial_derivatives(p1**2 / 2 + p2**2 / 2 + k * (q2 - q1) ** 2 / 2, [q1, q2, p1])
+    [k*(2*q1 - 2*q2)/2, k*(-2*q1 + 2*q2)/2, p1]
+    """
+    wanted = set(symbols)
+    terms_with: dict[sympy.Symbol, list[sympy.Expr]] = {s: [] for s in wanted}
+    for term in sympy.Add.make_args(expr):
+        for s in term.free_symbols & wanted:
+            terms_with[s].append(term)
+    zero = sympy.S.Zero
+    return [
+        sympy.Add(*(sympy.diff(term, s) for term in terms_with[s])) if terms_with[s] else zero
+        for s in symbols
+    ]
 
 
 def is_diagonal(matrix: sympy.Matrix) -> bool:
@@ -244,7 +271,8 @@ def lagrangian_energy(lagrangian: sympy.Expr, velocities: Sequence[sympy.Symbol]
     >>> lagrangian_energy(m * v**2 / 2 - k * x**2 / 2, [v])
     k*x**2/2 + m*v**2/2
     """
-    total = sum((v * sympy.diff(lagrangian, v) for v in velocities), sympy.Integer(0))
+    momenta = partial_derivatives(lagrangian, velocities)
+    total = sympy.Add(*(v * p for v, p in zip(velocities, momenta, strict=True)))
     return sympy.expand_mul(total - lagrangian)
 
 
@@ -262,8 +290,8 @@ def hamilton(
     >>> hamilton(p**2 / 2 + k * q**2 / 2, [q], [p])
     [p, -k*q]
     """
-    dq = [sympy.diff(hamiltonian, p) for p in momenta]
-    dp = [-sympy.diff(hamiltonian, q) for q in coordinates]
+    dq = partial_derivatives(hamiltonian, momenta)
+    dp = [-d for d in partial_derivatives(hamiltonian, coordinates)]
     if forces is not None:
         dp = [a + b for a, b in zip(dp, forces, strict=True)]
     return dq + dp

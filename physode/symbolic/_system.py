@@ -577,10 +577,10 @@ class System:
             return {f"invariant {k!r}": self.invariant_expressions[k] for k in self.invariant_names}
 
         def scales():
+            # One Add of all terms: adding them one by one re-sorts a growing sum each time.
             return {
-                f"the scale of {label}": sum(
-                    (abs(term) for term in sympy.Add.make_args(sympy.expand_mul(e))),
-                    sympy.Integer(0),
+                f"the scale of {label}": sympy.Add(
+                    *(abs(term) for term in sympy.Add.make_args(sympy.expand_mul(e)))
                 )
                 for label, e in exprs().items()
             }

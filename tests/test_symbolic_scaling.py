@@ -1,0 +1,153 @@
+"""Deriving a large system costs SymPy work in proportion to its size.
+
+A chain of n coupled oscillators has a Lagrangian or Hamiltonian of about 2n terms. Deriving its
+equations once differentiated every term by every symbol (n**2 term derivatives), evaluated
+every entry of its n-by-n mass matrix with all 2n + 2 symbols substituted, and summed its energy
+scale one term at a time: an 800-body chain took minutes. These tests count SymPy's work
+(derivatives taken, substitutions made, terms added) for chains of 16 and 32 bodies, with fresh
+symbols and SymPy's cache cleared, so the counts are not times and do not depend on the machine:
+doubling the chain must about double the work, not quadruple it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+import torch
+from sympy.core.cache import clear_cache
+
+from physode.symbolic import System
+from physode.symbolic._mechanics import euler_lagrange, hamilton, partial_derivatives
+
+
+@pytest.fixture
+def work(monkeypatch):
+    """Counters of SymPy's work: derivatives constructed, symbol values substituted, and terms
+    that sums were built from (a nested sum counts its terms)."""
+    counts = {"derivatives": 0, "substitutions": 0, "terms added": 0}
+    derivative_new = sympy.Derivative.__new__
+    flatten = sympy.Add.__dict__["flatten"].__func__
+    subs = sympy.Basic.subs
+
+    def counted_derivative(cls, *args, **kwargs):
+        counts["derivatives"] += 1
+        return derivative_new(cls, *args, **kwargs)
+
+    def counted_flatten(cls, seq):
+        counts["terms added"] += sum(len(a.args) if a.is_Add else 1 for a in seq)
+        return flatten(cls, seq)
+
+    def counted_subs(self, *args, **kwargs):
+        counts["substitutions"] += len(args[0]) if len(args) == 1 else 1
+        return subs(self, *args, **kwargs)
+
+    monkeypatch.setattr(sympy.Derivative, "__new__", staticmethod(counted_derivative))
+    monkeypatch.setattr(sympy.Add, "flatten", classmethod(counted_flatten))
+    monkeypatch.setattr(sympy.Basic, "subs", counted_subs)
+    return counts
+
+
+def _chain(n: int, prefix: str, form: str):
+    """The expression and keyword arguments of a chain of ``n`` unit masses between walls."""
+    q = sympy.symbols(f"{prefix}q0:{n}")
+    k, m = sympy.symbols("k m")
+    walls = [0, *q, 0]
+    potential = sympy.Add(*(k * (b - a) ** 2 / 2 for a, b in zip(walls, walls[1:])))
+    kwargs = {"coordinates": list(q), "parameters": {k: 1.0, m: 1.0}}
+    if form == "hamiltonian":
+        p = sympy.symbols(f"{prefix}p0:{n}")
+        kwargs["momenta"] = list(p)
+        return sympy.Add(*(x**2 / (2 * m) for x in p)) + potential, kwargs
+    v = [sympy.Symbol(f"{prefix}q{i}_dot") for i in range(n)]
+    return sympy.Add(*(m * x**2 / 2 for x in v)) - potential, kwargs
+
+
+def _work_of(work, n, prefix, form, step):
+    expr, kwargs = _chain(n, prefix, form)
+    clear_cache()
+    before = dict(work)
+    step(expr, kwargs)
+    return {key: work[key] - before[key] for key in work}
+
+
+def _build(form):
+    constructor = System.from_hamiltonian if form == "hamiltonian" else System.from_lagrangian
+    return lambda expr, kwargs: constructor(expr, **kwargs)
+
+
+def _energy_scale(form):
+    def step(expr, kwargs):
+        system = _build(form)(expr, kwargs)
+        system.invariant_scales(system.sample_initial_states(2))
+
+    return step
+
+
+@pytest.mark.parametrize("form", ["lagrangian", "hamiltonian"])
+def test_deriving_a_chain_twice_as_long_costs_about_twice_the_work(work, form):
+    small = _work_of(work, 16, "a", form, _build(form))
+    large = _work_of(work, 32, "b", form, _build(form))
+    assert small["derivatives"] > 0
+    for key in work:
+        assert large[key] <= 2.5 * max(small[key], 1), (key, small, large)
+
+
+@pytest.mark.parametrize("form", ["lagrangian", "hamiltonian"])
+def test_the_energy_scale_of_a_chain_twice_as_long_adds_about_twice_the_terms(work, form):
+    build = _build(form)
+    scale = _energy_scale(form)
+    small = _work_of(work, 16, "c", form, scale)
+    small_build = _work_of(work, 16, "d", form, build)
+    large = _work_of(work, 32, "e", form, scale)
+    large_build = _work_of(work, 32, "f", form, build)
+    small_terms = small["terms added"] - small_build["terms added"]
+    large_terms = large["terms added"] - large_build["terms added"]
+    assert 0 < large_terms <= 2.5 * small_terms, (small_terms, large_terms)
+
+
+def test_the_chain_is_derived_right():
+    expr, kwargs = _chain(3, "g", "lagrangian")
+    system = System.from_lagrangian(expr, **kwargs)
+    y = torch.tensor([0.1, -0.2, 0.3, 0.5, 0.0, -0.5], dtype=torch.float64)
+    q = y[:3]
+    walls = torch.cat((q.new_zeros(1), q, q.new_zeros(1)))
+    stretch = walls[1:] - walls[:-1]
+    expected = torch.cat((y[3:], stretch[1:] - stretch[:-1]))
+    torch.testing.assert_close(system.rhs(0.0, y), expected, rtol=0, atol=1e-15)
+    energy = (y[3:] ** 2).sum() / 2 + (stretch**2).sum() / 2
+    torch.testing.assert_close(system.energy(y), energy, rtol=1e-15, atol=0)
+
+
+x, y, z, a = sympy.symbols("x y z a")
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        x**2 * y + sympy.sin(x * z) + a * y**3 + 7,
+        sympy.exp(x) * (y + z) ** 2 - sympy.Piecewise((x, y < 0), (z, True)),
+        a * sympy.sqrt(x**2 + y**2) / z,
+        sympy.Integer(3),
+    ],
+)
+def test_partial_derivatives_are_sympys_derivatives(expr):
+    assert partial_derivatives(expr, [x, y, z, a]) == [sympy.diff(expr, s) for s in (x, y, z, a)]
+
+
+def test_hamilton_and_euler_lagrange_give_sympys_derivatives():
+    q1, q2, v1, v2, p1, p2, t, m, k = sympy.symbols("q1 q2 v1 v2 p1 p2 t m k")
+    lagrangian = m * (v1**2 + v1 * v2 * sympy.cos(q1 - q2)) + k * sympy.cos(q1) * t - q2 * v2
+    dyn = euler_lagrange(lagrangian, [q1, q2], [v1, v2], t)
+    momenta = [sympy.diff(lagrangian, v) for v in (v1, v2)]
+    assert dyn.mass_matrix == sympy.Matrix(2, 2, lambda i, j: sympy.diff(momenta[i], (v1, v2)[j]))
+    for i, q in enumerate((q1, q2)):
+        forcing = sympy.diff(lagrangian, q) - sympy.diff(momenta[i], t)
+        forcing -= sum(sympy.diff(momenta[i], c) * v for c, v in ((q1, v1), (q2, v2)))
+        assert sympy.expand(dyn.forcing[i] - forcing) == 0
+    hamiltonian = p1**2 / (2 * m) + p1 * p2 * q1 + k * q2**4
+    assert hamilton(hamiltonian, [q1, q2], [p1, p2]) == [
+        sympy.diff(hamiltonian, p1),
+        sympy.diff(hamiltonian, p2),
+        -sympy.diff(hamiltonian, q1),
+        -sympy.diff(hamiltonian, q2),
+    ]
