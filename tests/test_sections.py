@@ -484,7 +484,8 @@ def test_stroboscopic_takes_one_period_per_trajectory_and_a_negative_phase():
     [("theta", "'theta' is not a state component of harmonic_oscillator; state components: q, p"),
      (("x", 1.0), "'x' is not a state component"),
      (3, "a state component's name"),
-     (("q", "high"), "a pair (name, value)")],
+     (("q", "high"), "a pair (name, value)"),
+     (("q", 10**400), "a pair (name, value)")],  # infinite as a float: was an OverflowError
 )
 def test_a_bad_surface_is_refused_with_the_state_names(osc, surface, words):
     t = torch.linspace(0, 1, 3, dtype=torch.float64)
@@ -535,6 +536,9 @@ def test_times_that_do_not_increase_are_shown_by_their_start_and_where_they_stop
     [({"period": 0.0}, "period=0.0 must be a time > 0"),
      ({"period": torch.tensor([1.0, 2.0, 3.0])}, "one per trajectory (shape (2,))"),
      ({"period": 1.0, "phase": math.nan}, "phase=nan must be a finite number"),
+     # Integers too large for a float raised a bare OverflowError.
+     ({"period": 10**400}, "must be a time > 0"),
+     ({"period": 1.0, "phase": 10**400}, "must be a finite number"),
      ({"period": 1.0, "interpolation": "hermite", "system": None}, "needs the system's")],
 )
 def test_stroboscopic_refuses_a_bad_period_or_phase(osc, arguments, words):

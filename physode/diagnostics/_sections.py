@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from physode._checks import is_int
+from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError
 from physode.diagnostics._conservation import (
     _from_data_set,
@@ -376,7 +376,7 @@ def stroboscopic(
     n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
     flat = ys.reshape(n_times, -1, ys.shape[-1])
     n_traj = flat.shape[1]
-    if isinstance(phase, bool) or not isinstance(phase, numbers.Real) or not math.isfinite(phase):
+    if not is_finite_real(phase):
         raise InvalidArgumentError(
             f"phase={phase!r} must be a finite number, the time after t0 of the first sample "
             "(e.g. phase=0.0)"
@@ -670,10 +670,7 @@ def _surface(surface, system, names: list[str]):
         return _checked(surface), None, None, getattr(surface, "__name__", "g") + "(t, y) = 0"
     pair = isinstance(surface, (tuple, list)) and len(surface) == 2
     name, value = surface if pair else (surface, 0.0)
-    if not isinstance(name, str) or (
-        isinstance(value, bool) or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-    ):
+    if not isinstance(name, str) or not is_finite_real(value):
         raise InvalidArgumentError(
             f"surface={surface!r} must be a state component's name (the surface where it is "
             "0), a pair (name, value), or a function g(t, y) whose zero level is the surface"
@@ -732,7 +729,7 @@ def _periods(period, batch_shape: tuple[int, ...]) -> torch.Tensor:
         periods = (torch.tensor(float(period), dtype=torch.float64)
                    if isinstance(period, numbers.Real) and not isinstance(period, bool)
                    else torch.as_tensor(period).detach())
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         periods = None
     fits = periods is not None and periods.dtype != torch.bool and (
         periods.ndim == 0 or tuple(periods.shape) == batch_shape
