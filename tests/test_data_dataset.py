@@ -63,10 +63,15 @@ def test_negative_indices_count_from_the_end_and_out_of_range_raises(stored):
         dataset[len(dataset)]
 
 
-@pytest.mark.parametrize("item", [slice(0, 2), 1.0, "0", [0, 1]])
+@pytest.mark.parametrize(
+    "item",
+    # A bool and a one-element tensor of shape (1,) read as an integer through operator.index.
+    [slice(0, 2), 1.0, "0", [0, 1], True, np.True_, torch.tensor(True), torch.tensor([1])],
+)
 def test_an_index_that_is_not_an_integer_is_refused_by_name(stored, item):
     dataset = TrajectoryDataset(stored, split="val", window=9)
-    with pytest.raises(TypeError, match=r"index .* must be an integer"):
+    accepted = r"must be an integer \(Python's, NumPy's or a 0-d torch integer, not a bool\)"
+    with pytest.raises(TypeError, match=r"index .* " + accepted):
         dataset[item]
 
 

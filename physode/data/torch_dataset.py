@@ -183,12 +183,7 @@ class TrajectoryDataset(Dataset):
         return stored
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
-        try:
-            item = operator.index(item)  # Python, NumPy and 0-d torch integers
-        except TypeError:
-            raise TypeError(
-                f"index {item!r} must be an integer (one window); a DataLoader batches windows"
-            ) from None
+        item = _window_index(item)
         if not -len(self) <= item < len(self):
             raise IndexError(f"index {item} out of range for {len(self)} windows")
         item %= len(self)
@@ -227,3 +222,26 @@ class TrajectoryDataset(Dataset):
             f"TrajectoryDataset({str(self.path)!r}, split={self.split!r}, window={self.window}, "
             f"stride={self.stride}, windows={len(self)})"
         )
+
+
+def _window_index(item) -> int:
+    """``item`` as a Python integer: one of Python's, NumPy's or a 0-d torch integer (not a bool,
+    which ``operator.index`` reads as 0 or 1, nor a one-element tensor of any other shape).
+
+    Examples
+    --------
+    >>> _window_index(torch.tensor(3)), _window_index(np.int64(-1))
+    (3, -1)
+    """
+    refused = isinstance(item, bool) or (
+        isinstance(item, torch.Tensor) and (item.ndim > 0 or item.dtype == torch.bool)
+    )
+    try:
+        if not refused:
+            return operator.index(item)
+    except TypeError:
+        pass
+    raise TypeError(
+        f"index {item!r} must be an integer (Python's, NumPy's or a 0-d torch integer, not a "
+        "bool), one window; a DataLoader batches windows"
+    )
