@@ -875,6 +875,19 @@ def test_a_rollout_runs_the_model_in_eval_mode_and_leaves_its_mode_as_it_was():
     assert not field.training
 
 
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_rollout_report_refuses_a_step_size_for_an_adaptive_method_as_the_settings_do(method):
+    # The solver's own message advised a first_step, which rollout_report does not take.
+    t, ys = spiral_data(n=2, points=11)
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        rollout_report(lambda s, y: y @ A, Trajectories(t, ys), method=method, step_size=0.1)
+    assert str(error.value) == (
+        "step_size=0.1 is for fixed-step methods (euler, midpoint, rk4, leapfrog, yoshida4); "
+        f"method={method!r} chooses its own steps from rtol and atol: leave it out, or choose a "
+        "fixed-step method"
+    )
+
+
 def test_a_rollout_that_blew_up_and_a_nan_loss_are_written_as_valid_json(tmp_path):
     t, ys = spiral_data(n=2, points=11)
     report = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), conservation=False)

@@ -26,6 +26,24 @@ ON_FAILED_BATCH = ("stop", "skip")
 LOG_SUFFIXES = (".csv", ".json")
 
 
+def step_size_of_adaptive_method(method: str, step_size: Any) -> str:
+    """Why an adaptive ``method`` refuses ``step_size``, for settings that take no
+    ``first_step`` (the solver's own message points to it).
+
+    Examples
+    --------
+    >>> print(step_size_of_adaptive_method("dopri5", 0.1))  # doctest: +NORMALIZE_WHITESPACE
+    step_size=0.1 is for fixed-step methods (euler, midpoint, rk4, leapfrog, yoshida4);
+    method='dopri5' chooses its own steps from rtol and atol: leave it out, or choose a
+    fixed-step method
+    """
+    return (
+        f"step_size={step_size!r} is for fixed-step methods ({', '.join(FIXED_STEP_METHODS)}); "
+        f"method={method!r} chooses its own steps from rtol and atol: leave it out, or choose a "
+        "fixed-step method"
+    )
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run.
@@ -272,11 +290,7 @@ class TrainConfig:
         elif self.step_size is not None:
             # Refused here, with the other settings, not at the first solve of fit(), whose
             # message points to a first_step that training does not take.
-            problems.append(
-                f"step_size={self.step_size!r} is for fixed-step methods "
-                f"({', '.join(FIXED_STEP_METHODS)}); method={self.method!r} chooses its own "
-                "steps from rtol and atol: leave it out, or choose a fixed-step method"
-            )
+            problems.append(step_size_of_adaptive_method(self.method, self.step_size))
         need(
             self.step_control in ("shared", "per-sample"),
             f"step_control={self.step_control!r} (choose one of ['shared', 'per-sample'])",

@@ -22,6 +22,7 @@ from physode.train._rows import (
     per_trajectory_names,
     solve_rows,
 )
+from physode.train.config import ADAPTIVE_METHODS, step_size_of_adaptive_method
 from physode.train.data import Trajectories, as_trajectories, uniform_grid
 
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
@@ -415,7 +416,7 @@ def rollout_report(
     observe : list of int, optional
         Components that enter the errors (default all).
     method, rtol, atol, step_size
-        The model's solver settings.
+        The model's solver settings (``step_size`` for a fixed-step method only).
     conservation : bool
         Add ``physode.diagnostics.conservation`` reports of rollouts and truth: the true
         system's invariants, for the truth at the data's parameters, for the rollouts at the
@@ -500,6 +501,8 @@ def rollout_report(
     >>> round(report.per_trajectory["l"]["calibrated"][0], 4), report.mse_beyond < 1e-10
     (0.7, True)
     """
+    if method in ADAPTIVE_METHODS and step_size is not None:
+        raise InvalidArgumentError(step_size_of_adaptive_method(method, step_size))
     data = as_trajectories(data, split="test")
     system = system if system is not None else data.system
     t_last = float(data.t[-1])
