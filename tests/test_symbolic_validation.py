@@ -1057,6 +1057,26 @@ def test_an_orbital_distribution_refuses_parameters_that_make_no_orbit(dist, par
     assert torch.isfinite(system.sample_initial_states(3, p=p[1:2].expand(3, -1))).all()
 
 
+def test_one_row_of_parameters_broadcasts_to_every_sampled_state():
+    # p of shape (1, n_params) was refused: "p has shape (1, 4); give (4,) or (5, 4)".
+    three_body = physode.systems.load("three_body")
+    p = torch.tensor([1.0, 2.0, 3.0, 0.5], dtype=torch.float64)
+    expected = three_body.sample_initial_states(5, seed=3, p=p.expand(5, 4))
+    assert torch.equal(three_body.sample_initial_states(5, seed=3, p=p[None]), expected)
+    assert torch.equal(three_body.sample_initial_states(5, seed=3, p=p), expected)
+    assert not torch.equal(three_body.sample_initial_states(5, seed=3), expected)
+
+
+def test_parameters_of_another_number_of_rows_are_refused_with_the_shapes_taken():
+    three_body = physode.systems.load("three_body")
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        three_body.sample_initial_states(5, p=torch.ones(2, 4))
+    assert str(error.value) == (
+        "p has shape (2, 4); give (4,) or (1, 4) for every sample, or (5, 4), for parameters "
+        "['m1', 'm2', 'm3', 'G']"
+    )
+
+
 def test_the_catalogues_orbital_systems_refuse_a_negative_mu_or_g():
     kepler = physode.systems.load("kepler")
     with pytest.raises(physode.InvalidArgumentError, match="got mu = -1"):

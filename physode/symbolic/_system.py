@@ -786,7 +786,8 @@ class System:
             Seed of the private generator; the same seed gives the same states.
         p : torch.Tensor, optional
             Per-sample parameters ``(n, n_params)`` for distributions that depend on them (the
-            orbital ones use the masses and G); the defaults when omitted.
+            orbital ones use the masses and G), or one row for all, ``(n_params,)`` or
+            ``(1, n_params)``; the defaults when omitted.
 
         Returns
         -------
@@ -806,10 +807,11 @@ class System:
             p = self.default_parameters().expand(n, self.n_params)
         else:
             p = torch.as_tensor(p, dtype=torch.float64)
-            if p.shape not in ((self.n_params,), (n, self.n_params)):
+            if p.shape not in ((self.n_params,), (1, self.n_params), (n, self.n_params)):
                 raise InvalidArgumentError(
                     f"p has shape {tuple(p.shape)}; give ({self.n_params},) or "
-                    f"({n}, {self.n_params}) for parameters {list(self.parameters)}"
+                    f"(1, {self.n_params}) for every sample, or ({n}, {self.n_params}), for "
+                    f"parameters {list(self.parameters)}"
                 )
             p = p.expand(n, self.n_params)
         dist = self._distribution
