@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sympy
 
-from physode._errors import PhysodeWarning
+from physode._errors import PhysodeWarning, first_shown
 
 if TYPE_CHECKING:
     from physode.symbolic._system import System
@@ -327,9 +327,7 @@ def warn_constants(system: System) -> None:
     constants = getattr(system, "_constants_read", None) or {}
     declare_in = "the parameters" if system.spec_text is None else "[parameters]"
     for name, places in constants.items():
-        shown = ", ".join(places[:_PLACES_SHOWN])
-        if len(places) > _PLACES_SHOWN:
-            shown += f" and {len(places) - _PLACES_SHOWN} more"
+        shown = first_shown(places, _PLACES_SHOWN)
         meant = "e, write exp(1)" if name == "E" else f"it, pass sympy.{name} in a SymPy expression"
         warnings.warn(
             f"system {system.name!r}: {name!r} (in {shown}) is {SYMPY_CONSTANTS[name]}, not a "
