@@ -906,15 +906,11 @@ class System:
         """
         from physode.symbolic._forms import build_lagrangian  # which builds a System
 
-        problems = Problems()
-        system = build_lagrangian(
-            problems, lagrangian, coordinates, parameters, velocities=velocities, time=time,
-            dissipation=dissipation, forces=forces, invariants=invariants,
+        return _built(
+            build_lagrangian, lagrangian, coordinates, parameters, velocities=velocities,
+            time=time, dissipation=dissipation, forces=forces, invariants=invariants,
             mass_matrix=mass_matrix, **options,
         )
-        problems.raise_if_any()
-        warn_constants(system)
-        return system
 
     @classmethod
     def from_hamiltonian(
@@ -962,14 +958,10 @@ class System:
         """
         from physode.symbolic._forms import build_hamiltonian  # which builds a System
 
-        problems = Problems()
-        system = build_hamiltonian(
-            problems, hamiltonian, coordinates, momenta, parameters, time=time, forces=forces,
-            invariants=invariants, **options,
+        return _built(
+            build_hamiltonian, hamiltonian, coordinates, momenta, parameters, time=time,
+            forces=forces, invariants=invariants, **options,
         )
-        problems.raise_if_any()
-        warn_constants(system)
-        return system
 
     @classmethod
     def from_equations(
@@ -1012,14 +1004,21 @@ class System:
         """
         from physode.symbolic._forms import build_equations  # which builds a System
 
-        problems = Problems()
-        system = build_equations(
-            problems, rhs, parameters, time=time, invariants=invariants,
+        return _built(
+            build_equations, rhs, parameters, time=time, invariants=invariants,
             n_coordinates=n_coordinates, **options,
         )
-        problems.raise_if_any()
-        warn_constants(system)
-        return system
+
+
+def _built(build: Callable[..., System], *args: Any, **kwargs: Any) -> System:
+    """The system ``build(problems, *args, **kwargs)`` derives, once every problem it found is
+    raised (in one ``SystemDefinitionError``) and every SymPy constant it read where a parameter
+    may have been meant is warned about: the end of each ``System.from_*`` constructor."""
+    problems = Problems()
+    system = build(problems, *args, **kwargs)
+    problems.raise_if_any()
+    warn_constants(system)
+    return system
 
 
 def _generator(seed: Any) -> torch.Generator:
