@@ -107,6 +107,20 @@ def test_three_body_starts_are_near_equilateral_with_zero_momentum():
     assert radius[:, 0].max() - radius[:, 0].min() > 0.25
 
 
+def test_kepler_starts_are_near_circular_counterclockwise_orbits_of_their_own_mu():
+    # kepler.toml: radius in [0.5, 1.5], the circular speed sqrt(mu / r) scaled by 1 +- 0.2,
+    # the velocity perpendicular to the radius, counterclockwise.
+    system = physode.systems.load("kepler")
+    p = system.sample_parameters(500, seed=2)
+    y0 = system.sample_initial_states(500, seed=2, p=p)
+    r, speed = y0[:, :2].norm(dim=-1), y0[:, 2:].norm(dim=-1)
+    assert r.min() >= 0.5 - 1e-12 and r.max() <= 1.5 + 1e-12 and r.max() - r.min() > 0.9
+    assert (y0[:, :2] * y0[:, 2:]).sum(-1).abs().max().item() < 1e-14
+    torch.testing.assert_close(system.invariants(y0, p)["angular_momentum"], r * speed)
+    ratio = speed / torch.sqrt(p[:, 0] / r)
+    assert 0.8 - 1e-12 <= ratio.min() < 0.82 and 1.18 < ratio.max() <= 1.2 + 1e-12
+
+
 def test_three_body_samples_with_unequal_masses_keep_zero_momentum():
     system = physode.systems.load("three_body")
     p = system.sample_parameters(50, seed=1)
