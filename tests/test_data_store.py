@@ -819,14 +819,17 @@ def test_check_tells_a_failures_own_nan_from_states_that_are_not_finite_before_i
         states[1, 3:] = np.nan  # t[3] = 0.75, before the time reached
         t_final[1] = 1.5
         states[2, 6, 1] = np.nan  # a successful solve
-        states[6, 7:, 0] = -np.inf
+        # Trajectory 6 starts at rest, so its drift's scale is the median of its six finite
+        # points (the lower middle one), which the inf at t[6] must not shift.
+        states[6, :6] = [[0.0, 0.0], [0.1, 0.0], [0.2, 0.0], [0.3, 0.0], [0.4, 0.0], [0.5, 0.0]]
+        states[6, 6:, 0] = -np.inf
         f["states"][...], f["solver/t_final"][...] = states, t_final
     report = check(path, worst=5)
     assert report.failed_trajectories == [1, 4]
     assert report.non_finite == [
         physode.data.NonFiniteStates(1, 3, 0.75, "NaN"),
         physode.data.NonFiniteStates(2, 6, 1.5, "NaN"),
-        physode.data.NonFiniteStates(6, 7, 1.75, "inf"),
+        physode.data.NonFiniteStates(6, 6, 1.5, "inf"),
     ]
     assert report.n_measured == 3 and not report.passed
     (energy,) = report.invariants
@@ -835,7 +838,7 @@ def test_check_tells_a_failures_own_nan_from_states_that_are_not_finite_before_i
     assert sorted(i for i, _ in partial.worst_trajectories) == [1, 2, 4, 6]
     expected = {}
     with load(path) as data:  # each measured as if its states ended before the first bad one
-        for i, points in {1: 3, 2: 6, 4: 5, 6: 7}.items():
+        for i, points in {1: 3, 2: 6, 4: 5, 6: 6}.items():
             drift = physode.data.drift_per_trajectory(
                 data.system,
                 torch.from_numpy(data.states[i : i + 1, :points]),
