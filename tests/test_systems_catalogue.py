@@ -121,6 +121,32 @@ def test_kepler_starts_are_near_circular_counterclockwise_orbits_of_their_own_mu
     assert 0.8 - 1e-12 <= ratio.min() < 0.82 and 1.18 < ratio.max() <= 1.2 + 1e-12
 
 
+def _fills(samples: torch.Tensor, low: float, high: float) -> bool:
+    """Whether uniform draws (4000 of them) reach both ends of [low, high] and centre on it."""
+    width, middle = high - low, (low + high) / 2
+    low_end = low <= samples.min() < low + 0.01 * width
+    high_end = high - 0.01 * width < samples.max() <= high
+    return low_end and high_end and abs(samples.mean().item() - middle) < 0.02 * width
+
+
+def test_pendulum_parameters_and_starts_fill_their_uniform_ranges():
+    # Within range is not enough: draws over half of each range would be within it too.
+    system = physode.systems.load("pendulum")
+    p = system.sample_parameters(4000, seed=3)
+    for k, (name, (low, high)) in enumerate(system.parameter_ranges.items()):
+        assert _fills(p[:, k], low, high), name
+    y0 = system.sample_initial_states(4000, seed=3)
+    for k in range(2):  # theta and theta_dot in [-2, 2]
+        assert _fills(y0[:, k], -2.0, 2.0), system.state_names[k]
+
+
+def test_three_body_aca_starts_scatter_around_the_papers_start_with_std_0_02():
+    system = physode.systems.load("three_body_aca")
+    offset = system.sample_initial_states(4000, seed=3) - system.initial_state("aca")
+    assert offset.mean(0).abs().max().item() < 0.002  # the mean's own error: 0.02 / 63
+    torch.testing.assert_close(offset.std(0), torch.full((18,), 0.02, dtype=F64), rtol=0.05, atol=0)
+
+
 def test_three_body_samples_with_unequal_masses_keep_zero_momentum():
     system = physode.systems.load("three_body")
     p = system.sample_parameters(50, seed=1)
