@@ -36,7 +36,7 @@ from physode.solvers import (
     Status,
     make_stepper,
 )
-from physode.solvers._autograd import graph_leaves, private_query
+from physode.solvers._autograd import graph_leaves, private_query, transforms_active
 from physode.solvers._tuples import Parts, TupleFunc
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
@@ -48,14 +48,13 @@ STEP_CONTROLS = ("shared", "per-sample")
 
 _is_batched = private_query("is_batchedtensor")
 _is_wrapped = private_query("is_functorch_wrapped_tensor")
-_any_transform = private_query("_are_functorch_transforms_active", torch._C)
 
 
 def _transforms_active(tensors: Sequence[Tensor]) -> bool:
     """Whether a ``torch.func`` transform (``grad``, ``jacrev``, ``vmap``) runs around this call,
     also one over tensors that ``func`` captures; where torch cannot say that, whether one of
     ``tensors`` is a transform's wrapper."""
-    return bool(_any_transform()) or any(_is_wrapped(x) for x in tensors)
+    return bool(transforms_active()) or any(_is_wrapped(x) for x in tensors)
 
 
 @dataclass

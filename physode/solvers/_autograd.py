@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["graph_leaves", "private_query"]
+__all__ = ["graph_leaves", "private_query", "transforms_active"]
 
 
 def private_query(name: str, module: object = None) -> Callable[..., bool]:
@@ -24,6 +24,10 @@ def private_query(name: str, module: object = None) -> Callable[..., bool]:
         module = getattr(torch._C, "_functorch", None)
     found = getattr(module, name, None)
     return found if callable(found) else (lambda *args: False)
+
+
+# Whether any torch.func transform (vmap, grad, jacrev, jvp, ...) is at work around the call.
+transforms_active = private_query("_are_functorch_transforms_active", torch._C)
 
 
 def graph_leaves(output: Tensor) -> list[Tensor]:

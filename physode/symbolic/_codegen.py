@@ -30,7 +30,7 @@ import torch
 from torch.autograd import forward_ad
 
 from physode._errors import SystemDefinitionError
-from physode.solvers._autograd import private_query
+from physode.solvers._autograd import transforms_active
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -918,14 +918,11 @@ def compile_kernel(
     return load_kernel(generate_sources(exprs, states, params, time, name))
 
 
-_functorch_active = private_query("_are_functorch_transforms_active", torch._C)
-
-
 def _transforms_active() -> bool:
     """Whether ``torch.func`` (``vmap``, ``jacfwd``, ``jvp``, ...) or forward-mode autograd is at
     work: their tensors carry batch dimensions or tangents that Python floats and NumPy arrays
     would drop (silently, for a tangent: ``jacfwd`` of a field got zeros)."""
-    return _functorch_active() or getattr(forward_ad, "_current_level", -1) >= 0
+    return transforms_active() or getattr(forward_ad, "_current_level", -1) >= 0
 
 
 def load_kernel(sources: KernelSources) -> Kernel:
