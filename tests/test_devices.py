@@ -8,12 +8,16 @@ two devices)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+from _fake_device import FAKE, FakeDevice, Mismatch
 
 import physode
 import physode.systems
 from physode.models import Hybrid, NeuralODE, PhysicsModel
+from physode.train import Trajectories, rollout_report
 
 F64 = torch.float64
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -64,3 +68,71 @@ def test_every_mode_gives_the_cpu_disc_opt_gradient_on_the_device(
         assert not isinstance(counter, torch.Tensor) or counter.device.type == "cpu"
     if step_control == "per-sample":
         assert (sol.stats.nfe + sol.stats.nfe_backward).shape == (3,)
+
+
+# ------------------------------------------- data on a device, seen on the CPU through FakeDevice
+
+
+def _on(device: str):
+    """A context in which ``device`` exists, and the device: the fake one of ``_fake_device``
+    (on any machine), or CUDA."""
+    if device == "fake":
+        return FakeDevice(), FAKE
+    return contextlib.nullcontext(), torch.device(device)
+
+
+DATA_DEVICES = ["fake", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def _pendulum_rollouts(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Times (11,) and states (2, 11, 2) of the pendulum, on ``device``."""
+    pendulum = physode.systems.load("pendulum")
+    t = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    y0 = torch.tensor([[0.5, 0.0], [1.0, 0.2]], dtype=F64)
+    ys = physode.odeint(pendulum.vector_field(), y0, t, rtol=1e-10, atol=1e-10)
+    return t.to(device), ys.transpose(0, 1).to(device)
+
+
+def test_the_fake_device_refuses_host_tensors_beside_its_own_as_cuda_does():
+    with FakeDevice():
+        y = torch.ones(2, 3, dtype=F64).to(FAKE)
+        assert (y * torch.tensor(2.0, dtype=F64)).sum().item() == 12.0  # a 0-dim host number
+        assert y[torch.tensor([1]), [0, 2]].device == FAKE  # host indices
+        with pytest.raises(Mismatch):
+            _ = y + torch.ones(3, dtype=F64)
+        with pytest.raises(Mismatch):
+            torch.zeros(2, 3, dtype=F64)[0, torch.tensor([0, 1]).to(FAKE)] = 1.0
+
+
+@pytest.mark.parametrize("device", DATA_DEVICES)
+def test_trajectories_from_irregular_samples_on_a_device_are_merged_and_rolled_out_there(device):
+    # The merged states were made on the CPU, then indexed with the device's grid: CUDA refuses
+    # that (a host tensor indexed with device indices), so irregular device data could not be
+    # built.
+    context, device = _on(device)
+    with context:
+        t, states = _pendulum_rollouts(device)
+        pendulum = physode.systems.load("pendulum")
+        data = Trajectories.from_irregular(
+            [(t[::2], states[0, ::2]), (t[1:8], states[1, 1:8])], system=pendulum
+        )
+        assert data.states.device == device and data.t.device == device
+        report = rollout_report(pendulum.vector_field().to(device), data, rtol=1e-10,
+                                atol=1e-10, conservation=False)  # fmt: skip
+        assert report.predicted.device == device
+        assert report.mse < 1e-12
+
+
+@pytest.mark.parametrize("device", DATA_DEVICES)
+def test_trajectories_take_their_times_to_the_device_of_their_states(device):
+    # Times left on the CPU beside states on the device (params were moved, t was not): a
+    # rollout from them was refused, "t is on cpu but y0 is on cuda", for a t passed where
+    # the states were.
+    context, device = _on(device)
+    with context:
+        t, states = _pendulum_rollouts(device)
+        data = Trajectories(t.cpu(), states, params=[[1.0, 9.81, 1.0]] * 2, system="pendulum")
+        assert data.t.device == device and data.params.device == device
+        field = physode.systems.load("pendulum").vector_field().to(device)
+        report = rollout_report(field, data, rtol=1e-10, atol=1e-10, conservation=False)
+        assert report.mse < 1e-12

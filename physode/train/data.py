@@ -28,7 +28,7 @@ class Trajectories:
     ----------
     t : Tensor, NumPy array or list, shape (P,)
         Strictly increasing, finite sample times (integer times, e.g. years, are taken as they
-        are and cast to the states' dtype).
+        are and cast to the states' dtype; moved to the states' device, as ``params`` are).
     states : Tensor, NumPy array or nested list, shape (N, P, n) or (P, n)
         ``states[i, j]`` is trajectory ``i`` at ``t[j]``. ``NaN`` marks a missing observation
         (a dropped sample, one component not measured): losses and errors are taken over the
@@ -110,7 +110,8 @@ class Trajectories:
             problems += _params_problems(params, states.shape[0])
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
-        self.t = t.to(states.dtype)
+        # On the states' device, as the params: a rollout solves from the states at these times.
+        self.t = t.to(states.device, states.dtype)
         self.states = states
         if params is not None:
             self.params = params.to(device=states.device, dtype=states.dtype)
@@ -142,7 +143,7 @@ class Trajectories:
         Trajectories
             On the sorted union of every ``t_i`` (``P`` times); trajectory ``i`` holds
             ``states_i`` at its own times and ``NaN`` elsewhere. The states take the promoted
-            dtype of the ``states_i``.
+            dtype of the ``states_i``, and the device of the first (where every pair moves).
 
         Raises
         ------
@@ -203,7 +204,7 @@ class Trajectories:
                 )
             times.append(t_i)
             values.append(y_i)
-        dtype = values[0].dtype
+        dtype, device = values[0].dtype, values[0].device
         for y_i in values[1:]:
             dtype = torch.promote_types(dtype, y_i.dtype)
         for i, t_i in enumerate(times):
@@ -211,7 +212,7 @@ class Trajectories:
                 raise InvalidArgumentError(
                     f"t of sample {i} has dtype {t_i.dtype}; give real times"
                 )
-            t_i = times[i] = t_i.to(dtype)
+            t_i = times[i] = t_i.to(device, dtype)
             if not bool(torch.isfinite(t_i).all()):
                 raise InvalidArgumentError(f"t of sample {i} holds non-finite times")
             if not bool((t_i[1:] > t_i[:-1]).all()):
@@ -236,9 +237,9 @@ class Trajectories:
                 PhysodeWarning,
                 stacklevel=2,
             )
-        states = torch.full((len(pairs), len(grid), n), math.nan, dtype=dtype)
+        states = torch.full((len(pairs), len(grid), n), math.nan, dtype=dtype, device=device)
         for i, (t_i, y_i) in enumerate(zip(times, values, strict=True)):
-            states[i, torch.searchsorted(grid, t_i.contiguous())] = y_i.to(dtype)
+            states[i, torch.searchsorted(grid, t_i.contiguous())] = y_i.to(device, dtype)
         return cls(grid, states, params, system)
 
     @property
