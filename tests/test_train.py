@@ -780,6 +780,24 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
     assert json.dumps(wrong.to_dict())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rollout_report_by_default_solves_float32_data_without_a_tolerance_warning(dtype):
+    # Its default rtol, 1e-7, is below float32's resolution (1.19e-7): every rollout of float32
+    # data warned "rtol=1e-07 is below the resolution of torch.float32 ... for tighter
+    # tolerances use float64", of a tolerance the caller never gave.
+    t, ys = spiral_data(n=2, points=21, t_end=2.0)
+    data = Trajectories(t.to(dtype), ys.to(dtype))
+    wrong = lambda s, y: y @ (1.1 * A).to(dtype)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", physode.PhysodeWarning)
+        report = rollout_report(wrong, data, conservation=False)
+    explicit = rollout_report(wrong, data, rtol=max(1e-7, torch.finfo(dtype).eps))
+    assert report.mse == explicit.mse > 0
+    if dtype == torch.float32:  # an rtol the caller gave still warns where it cannot be met
+        with pytest.warns(physode.PhysodeWarning, match="below the resolution of torch.float32"):
+            rollout_report(wrong, data, rtol=1e-7, conservation=False)
+
+
 def test_rollout_report_reads_a_data_set_path_as_its_test_split_as_evaluate_does(oscillator_h5):
     model = PhysicsModel("harmonic_oscillator", learnable=["k"], init={"k": 1.3})
     trainer = Trainer(model, oscillator_h5, epochs=1)

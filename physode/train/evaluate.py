@@ -15,6 +15,7 @@ from physode._checks import converts_to_finite_real, is_int
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, SolverError
 from physode._files import json_ready
+from physode.solvers.control import attainable_rtol
 from physode.train._rows import (
     learned_rows,
     model_parameters,
@@ -25,6 +26,9 @@ from physode.train._rows import (
 from physode.train.config import ADAPTIVE_METHODS, step_size_of_adaptive_method
 from physode.train.data import Trajectories, as_trajectories, uniform_grid
 
+# A rollout's rtol unless given: raised to the resolution of the data's dtype where coarser
+# (float32: 1.19e-7), so that the default solves as asked, without a warning.
+ROLLOUT_RTOL = 1e-7
 # Sample times a rollout beyond the data may add: each costs a state per trajectory, and a
 # t_end of 1e300 would otherwise ask for more than any memory holds.
 MAX_EXTRA_POINTS = 1_000_000
@@ -381,7 +385,7 @@ def rollout_report(
     system: Any = None,
     observe: list[int] | None = None,
     method: str = "dopri5",
-    rtol: float = 1e-7,
+    rtol: float | None = None,
     atol: float = 1e-9,
     step_size: float | None = None,
     conservation: bool = True,
@@ -416,7 +420,10 @@ def rollout_report(
     observe : list of int, optional
         Components that enter the errors (default all).
     method, rtol, atol, step_size
-        The model's solver settings (``step_size`` for a fixed-step method only).
+        The model's solver settings (``step_size`` for a fixed-step method only). ``rtol``
+        defaults to ``ROLLOUT_RTOL`` (1e-7), or to the resolution of the data's dtype where
+        that is coarser (float32: 1.19e-7, which a given ``rtol=1e-7`` is raised to with a
+        warning).
     conservation : bool
         Add ``physode.diagnostics.conservation`` reports of rollouts and truth: the true
         system's invariants, for the truth at the data's parameters, for the rollouts at the
@@ -504,6 +511,8 @@ def rollout_report(
     if method in ADAPTIVE_METHODS and step_size is not None:
         raise InvalidArgumentError(step_size_of_adaptive_method(method, step_size))
     data = as_trajectories(data, split="test")
+    if rtol is None:
+        rtol = attainable_rtol(ROLLOUT_RTOL, data.states)
     system = system if system is not None else data.system
     t_last = float(data.t[-1])
     horizon = t_last if horizon is None else float(horizon)
