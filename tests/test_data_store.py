@@ -860,3 +860,12 @@ def test_check_tells_a_failures_own_nan_from_states_that_are_not_finite_before_i
         "final time, flag bit 1) and 3 trajectories with stored states that are not finite "
         "(inf or NaN where the solve did not stop)"
     )
+
+
+def test_the_layouts_attribute_list_is_what_simulate_writes(oscillator_h5):
+    # The list decides which attributes must be UTF-8 text and which are a user's own: an
+    # attribute simulate writes but the list lacks would be read as a user's, unchecked.
+    from physode.data._store import LAYOUT_ATTRIBUTES
+
+    with h5py.File(oscillator_h5, "r") as f:
+        assert set(f.attrs) == LAYOUT_ATTRIBUTES
