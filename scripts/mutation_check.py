@@ -389,7 +389,7 @@ MUTANTS = (
            "if False:", "a data set simulated again at the path is read with the old split", DATA),
     Mutant("physode/models/neural.py", "x = layer(x) if has_hooks(layer) else layer.forward(x)",
            "x = layer.forward(x)", "hooks on an MLP's layers skipped", TRAIN),
-    Mutant("physode/train/data.py", "index = index[~np.isin(index, trained_on)]", "pass",
+    Mutant("physode/train/data.py", "index = index[~np.isin(index, dataset.trajectories)]", "pass",
            "a TrajectoryDataset's trajectories validated and tested on", TRAIN),
     Mutant("physode/train/config.py", "elif self.step_size is not None:", "elif False:",
            "step_size with an adaptive method accepted until the first solve", TRAIN),

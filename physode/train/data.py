@@ -677,20 +677,23 @@ def uniform_grid(t: torch.Tensor, rtol: float = 1e-9) -> bool:
     return bool(((dt - dt[0]).abs() <= rtol * dt[0].abs() + rounding).all())
 
 
-def _optional_split(
-    path: Any, split: str, noisy: bool = False, trained_on: Any = None
-) -> Trajectories | None:
-    """A stored split less the trajectories ``trained_on`` (indices in the file), or ``None``
-    when the data set has no usable trajectories left in it.
+def _optional_split(source: Any, split: str, noisy: bool = False) -> Trajectories | None:
+    """A stored split of the data set ``source`` (its path, or a ``TrajectoryDataset`` read from
+    it), or ``None`` when it has no usable trajectories left.
 
-    Only an empty split is ``None``: a split that cannot be used (NaN states, say) is refused.
+    A dataset's split leaves out the trajectories the dataset trains on (all of them for
+    ``split="all"``): held out means not trained on. Its file is refused where the path now
+    holds another data set, as reading the dataset refuses it. Only an empty split is ``None``:
+    a split that cannot be used (NaN states, say) is refused.
     """
     import physode.data
 
-    stored = physode.data.load(path)  # opened and checked once
+    dataset = source if isinstance(source, physode.data.TrajectoryDataset) else None
+    # Opened and checked once.
+    stored = physode.data.load(source) if dataset is None else dataset._load()
     index = usable_trajectories(stored, split)
-    if trained_on is not None:  # held out means not trained on
-        index = index[~np.isin(index, trained_on)]
+    if dataset is not None:
+        index = index[~np.isin(index, dataset.trajectories)]
     return None if len(index) == 0 else trajectories_of(stored, index, split, noisy=noisy)
 
 

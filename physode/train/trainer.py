@@ -434,27 +434,22 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _read_data(self, data: Any, val_data: Any) -> tuple[Trajectories, Trajectories | None]:
         """The training trajectories and the validation ones (``None``: none) that ``data``
-        and ``val_data`` give under the settings; records the HDF5 file behind ``data``, the
-        stored trajectories it trains on and which trajectories ``val_fraction`` held out."""
+        and ``val_data`` give under the settings; records the HDF5 data set behind ``data`` and
+        which trajectories ``val_fraction`` held out."""
         config = self.config
         # Which trajectories of tensor data val_fraction held out (None where it held none out).
         self._val_index: list[int] | None = None
-        # The HDF5 file behind the data, whose stored val and test splits serve as held-out data.
-        self._stored_path = (
-            data if isinstance(data, str | os.PathLike)
-            else data.path if isinstance(data, physode.data.TrajectoryDataset) else None
+        # The HDF5 data set behind the data (its path, or the TrajectoryDataset read from it),
+        # whose stored val and test splits serve as held-out data.
+        self._stored = (
+            data if isinstance(data, str | os.PathLike | physode.data.TrajectoryDataset) else None
         )
-        # The stored trajectories a dataset trains on, which its file's val and test splits
-        # then leave out (all of them for split="all"); a path trains on its train split.
-        self._trained_on = (
-            data.trajectories if isinstance(data, physode.data.TrajectoryDataset) else None
-        )
-        if config.noisy and self._stored_path is None:
+        if config.noisy and self._stored is None:
             raise InvalidArgumentError(
                 "noisy=True reads the noisy states of an HDF5 data set, but the training data "
                 f"are a {type(data).__name__}, used as given; leave noisy out"
             )
-        if config.val_fraction > 0 and (val_data is not None or self._stored_path is not None):
+        if config.val_fraction > 0 and (val_data is not None or self._stored is not None):
             source = "val_data" if val_data is not None else "the data set's stored 'val' split"
             raise InvalidArgumentError(
                 f"val_fraction={config.val_fraction!r} holds out part of tensor data, but "
@@ -466,10 +461,8 @@ class Trainer:
                 val = as_trajectories(val_data, split="val", noisy=config.noisy)
             except InvalidArgumentError as exc:
                 raise InvalidArgumentError(f"val_data: {exc}") from None
-        elif self._stored_path is not None:
-            val = _optional_split(
-                self._stored_path, "val", noisy=config.noisy, trained_on=self._trained_on
-            )
+        elif self._stored is not None:
+            val = _optional_split(self._stored, "val", noisy=config.noisy)
         elif config.val_fraction > 0:
             train, val, self._val_index = _split_off(train, config.val_fraction, config.seed)
         else:
@@ -1567,16 +1560,11 @@ class Trainer:
         """:meth:`held_out_data`, and whether those are the validation trajectories."""
         if test_data is not None:
             return as_trajectories(test_data, split="test"), False
-        if self._stored_path is not None:
-            trained_on = self._trained_on
-            held_out = _optional_split(self._stored_path, "test", trained_on=trained_on)
+        if self._stored is not None:
+            held_out = _optional_split(self._stored, "test")
             if held_out is not None:
                 return held_out, False
-            clean = (
-                _optional_split(self._stored_path, "val", trained_on=trained_on)
-                if self.config.noisy
-                else None
-            )
+            clean = _optional_split(self._stored, "val") if self.config.noisy else None
             if clean is not None:  # the validation trajectories, read clean
                 return clean, True
         return self.val_data, self.val_data is not None
