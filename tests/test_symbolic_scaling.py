@@ -11,12 +11,15 @@ doubling the chain must about double the work, not quadruple it.
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 import sympy
 import torch
 from sympy.core.cache import clear_cache
 
 from physode.symbolic import System
+from physode.symbolic import _codegen as codegen
 from physode.symbolic._mechanics import euler_lagrange, hamilton, partial_derivatives
 
 
@@ -151,3 +154,76 @@ def test_hamilton_and_euler_lagrange_give_sympys_derivatives():
         -sympy.diff(hamiltonian, q1),
         -sympy.diff(hamiltonian, q2),
     ]
+
+
+def _long_sums(n: int):
+    """Two outputs of ``n`` distinct terms each over states x, v and parameter k: one with
+    ``sin`` (torch and Python-float code), one of exactly rounded operations only (NumPy code
+    too), both with terms of either sign."""
+    x, v, k, t = sympy.symbols("x v k t")
+    trig = sympy.Add(*((-1) ** i * sympy.sin(x + i) * v for i in range(1, n + 1)))
+    poly = sympy.Add(*((-1) ** i * (k + i) * x / (v + i) for i in range(1, n + 1)))
+    return [trig, poly], [x, v], [k], t
+
+
+@pytest.fixture(scope="module")
+def long_sums():
+    """``_long_sums`` just past the length printed as a call, and the kernels of its outputs
+    (all, and the exactly rounded one alone, which also gets NumPy code) printed both ways:
+    ``{"all" or "exact": (exprs, states, params, t, with calls, written out)}``."""
+    exprs, states, params, t = _long_sums(codegen._LONG_SUM + 40)
+    kernels = {}
+    for key, outputs in (("all", exprs), ("exact", exprs[1:])):
+        with_calls = codegen.compile_kernel(outputs, states, params, t, "calls")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(codegen, "_LONG_SUM", 10**9)
+            inline = codegen.compile_kernel(outputs, states, params, t, "inline")
+        kernels[key] = (outputs, states, params, t, with_calls, inline)
+    return kernels
+
+
+def _nesting(source: str) -> int:
+    """The depth of the deepest node of ``source``'s syntax tree."""
+
+    def depth(node) -> int:
+        return 1 + max(map(depth, ast.iter_child_nodes(node)), default=0)
+
+    return depth(ast.parse(source))
+
+
+def test_a_long_sum_does_not_nest_one_level_per_term(long_sums):
+    # A sum written `a + b + c ...` nests one level per term: a user's Hamiltonian of a few
+    # thousand terms gave code Python refused to compile ("maximum recursion depth exceeded
+    # during compilation"). Printed as one call, the depth no longer grows with the terms.
+    *_, with_calls, inline = long_sums["all"]
+    *_, exact_calls, _ = long_sums["exact"]
+    assert _nesting(inline.source) > codegen._LONG_SUM
+    for source in (with_calls.source, with_calls.scalar_source, exact_calls.numpy_source):
+        assert "_accumulate(" in source and _nesting(source) < 40
+
+
+def test_a_long_sum_printed_as_a_call_is_right(long_sums):
+    exprs, states, params, t, kernel, _ = long_sums["all"]
+    y = torch.tensor([[0.3, 0.7], [-1.1, 2.0]], dtype=torch.float64)
+    got = kernel(
+        torch.tensor(0.0, dtype=torch.float64), y, torch.tensor([0.5], dtype=torch.float64)
+    )
+    for row, (xv, vv) in zip(got, y.tolist(), strict=True):
+        values = {states[0]: xv, states[1]: vv, params[0]: 0.5}
+        want = [float(e.evalf(30, subs=values)) for e in exprs]
+        assert row.tolist() == pytest.approx(want, rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("path", ["batched", "float32", "scalar", "numpy"])
+def test_a_long_sum_gives_the_bits_of_the_same_sum_written_out(long_sums, path):
+    # The call makes the same additions in the same order: stored data keep their bits.
+    *_, with_calls, inline = long_sums["exact" if path == "numpy" else "all"]
+    assert (with_calls.numpy_source is not None) is (path == "numpy")
+    dtype = torch.float32 if path == "float32" else torch.float64
+    y = torch.tensor([[0.3, 0.7], [-1.1, 2.0], [5.0, -0.25]], dtype=dtype)
+    p, time = torch.tensor([0.5], dtype=dtype), torch.tensor(0.0, dtype=dtype)
+    if path == "scalar":  # one float64 state: the Python-float code
+        y = y[0]
+    if path == "batched":  # a graph: the torch code
+        y.requires_grad_(True)
+    assert torch.equal(with_calls(time, y, p), inline(time, y, p))

@@ -173,6 +173,8 @@ def _finite_real(constant: sympy.Expr) -> bool:
 #: refuses Python ints beyond int64 as operands ("int too big to convert"), and beyond 2**53 the
 #: float is what every code path would compute with anyway.
 _EXACT_INTEGER = 2**53
+#: Sums of more terms than this are printed as one call to `_accumulate` (see `_TorchPrinter._add`).
+_LONG_SUM = 256
 
 
 class _TorchPrinter:
@@ -240,14 +242,19 @@ class _TorchPrinter:
                 sympy.default_sort_key(a),
             ),
         )
-        out = ""
+        signs, texts = [], []
         for term in terms:
             negative = term.as_coeff_Mul()[0].is_negative
-            text = self.print(-term if negative else term)
-            if not out:
-                out = f"-{text}" if negative else text
-            else:
-                out = f"{out} {'-' if negative else '+'} {text}"
+            signs.append("-" if negative else "+")
+            texts.append(self.print(-term if negative else term))
+        first = f"-{texts[0]}" if signs[0] == "-" else texts[0]
+        if len(terms) > _LONG_SUM:
+            # `a + b + c ...` nests one level per term, and Python refuses to compile a few
+            # thousand levels; the same additions, in the same order, as one call.
+            return f"_accumulate({first}, {''.join(signs[1:])!r}, {', '.join(texts[1:])})"
+        out = first
+        for sign, text in zip(signs[1:], texts[1:], strict=True):
+            out = f"{out} {sign} {text}"
         return f"({out})"
 
     def _mul(self, expr: sympy.Mul) -> str:
@@ -446,6 +453,21 @@ def _min(*args: float) -> float:
 def _max(*args: float) -> float:
     """``max`` of Python floats, NaN if any is NaN, as ``torch.maximum``."""
     return math.nan if any(a != a for a in args) else max(args)
+
+
+def _accumulate(first, signs: str, *terms):
+    """``first`` plus or minus (``signs[i]``) each of ``terms``, left to right: the operations of
+    ``first + terms[0] - terms[1] ...`` written out, for sums too long to print as one.
+
+    Examples
+    --------
+    >>> _accumulate(1.0, "+-", 2.0, 0.5)
+    2.5
+    """
+    total = first
+    for sign, term in zip(signs, terms, strict=True):
+        total = total + term if sign == "+" else total - term
+    return total
 
 
 def _balanced(text: str) -> bool:
@@ -966,6 +988,7 @@ def load_kernel(sources: KernelSources) -> Kernel:
         "_min": _min,
         "_max": _max,
         "_rsqrt": _rsqrt,
+        "_accumulate": _accumulate,
     }
     exec(compile(text, filename, "exec"), namespace)
     batched = namespace[name]
