@@ -227,3 +227,17 @@ def test_a_long_sum_gives_the_bits_of_the_same_sum_written_out(long_sums, path):
     if path == "batched":  # a graph: the torch code
         y.requires_grad_(True)
     assert torch.equal(with_calls(time, y, p), inline(time, y, p))
+
+
+def test_the_variants_of_a_kernel_share_one_cse(monkeypatch):
+    # sympy.cse is nearly all the time code generation takes for a large system, and the torch,
+    # Python-float and NumPy variants of one kernel asked it the same question three times.
+    calls = []
+    cse = sympy.cse
+    monkeypatch.setattr(
+        sympy, "cse", lambda *args, **kwargs: calls.append(1) or cse(*args, **kwargs)
+    )
+    x, v, k, t = sympy.symbols("shared_x shared_v shared_k t")
+    sources = codegen.generate_sources([k * v / (1 + x), -k * x / (1 + v)], [x, v], [k], t)
+    assert sources.numpy is not None and sources.scalar is not None
+    assert len(calls) == 1

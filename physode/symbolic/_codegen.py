@@ -17,6 +17,7 @@ count matches what a person would write by hand.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import linecache
 import math
@@ -502,6 +503,28 @@ def _canonical_signs(expr: sympy.Expr) -> sympy.Expr:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _shared_subexpressions(exprs: tuple[sympy.Expr, ...], taken: frozenset[str]):
+    """``sympy.cse`` of ``exprs`` with fresh names ``_c0, _c1, ...`` not in ``taken``, negations
+    inlined and compound root bases named: ``(replacements, reduced)``.
+
+    Cached: the variants of one kernel (:func:`generate_sources`) mostly ask for the same
+    outputs, and ``cse`` is nearly all the time it takes to generate a large system's code.
+    """
+    counter = iter(range(10**9))
+
+    def fresh():
+        while True:
+            candidate = f"_c{next(counter)}"
+            if candidate not in taken:
+                return sympy.Symbol(candidate)
+
+    replacements, reduced = sympy.cse(list(exprs), symbols=(fresh() for _ in iter(int, 1)))
+    replacements, reduced = _inline_negations(replacements, reduced)
+    replacements, reduced = _name_root_bases(replacements, reduced, fresh)
+    return tuple(replacements), tuple(reduced)  # shared between callers: not to be changed
+
+
 def _inline_negations(replacements, reduced):
     """Put ``-x`` subexpressions back where they are used: ``a - x`` is one operation, not two."""
     kept, subs = [], {}
@@ -584,20 +607,9 @@ def generate_source(
     in_block = {i for start, stop, *_ in blocks for i in range(start, stop)}
     single = [i for i in range(len(exprs)) if i not in in_block]
 
-    taken = set(names.values())
-    counter = iter(range(10**9))
-
-    def fresh():
-        while True:
-            candidate = f"_c{next(counter)}"
-            if candidate not in taken:
-                return sympy.Symbol(candidate)
-
-    replacements, reduced = sympy.cse(
-        [exprs[i] for i in single], symbols=(fresh() for _ in iter(int, 1))
+    replacements, reduced = _shared_subexpressions(
+        tuple(exprs[i] for i in single), frozenset(names.values())
     )
-    replacements, reduced = _inline_negations(replacements, reduced)
-    replacements, reduced = _name_root_bases(replacements, reduced, fresh)
     # Symbols whose value does not vary along the batch of states: parameters and the
     # subexpressions built from parameters only.
     scalars = set(params)
