@@ -64,6 +64,7 @@ PARALLEL = ("test_data_parallel",)
 DISTRIBUTED = ("test_train_distributed",)
 LOCKS = ("test_train_checkpoint_lock",)
 CLI = ("test_cli",)
+SCALING = ("test_symbolic_scaling",)
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,10 @@ MUTANTS = (
            "pass", "two runs share a checkpoint folder", LOCKS),
     Mutant("physode/_terminal.py", "        raise Terminated\n",
            "        raise KeyboardInterrupt\n", "SIGTERM reported as Ctrl-C (exit 130)", CLI),
+    # -- found on 2026-12-07 (thirteenth session)
+    Mutant("physode/symbolic/_codegen.py",
+           'total = total + term if sign == "+" else total - term', "total = total + term",
+           "a long sum printed as a call adds its negative terms", SCALING),
 )
 
 
