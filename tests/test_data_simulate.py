@@ -495,6 +495,40 @@ def test_resuming_after_the_specification_was_edited_says_so_in_words(tmp_path, 
     ) in str(error.value)
 
 
+def test_resuming_under_other_software_is_refused_naming_the_versions(tmp_path, monkeypatch):
+    # A run interrupted under one torch and resumed after an upgrade mixed chunks that no single
+    # run gives, and the file's software attribute named only the later versions.
+    out = tmp_path / "upgraded.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, **settings)
+    then = simulate_module._software_versions()
+    now = {**then, "torch": "99.0.0"}
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "_software_versions", lambda: now)
+        with pytest.raises(physode.InvalidArgumentError) as error:
+            simulate(SYSTEM, **settings, resume=True)
+        assert (
+            f"its chunks were computed with other software (software.torch: {then['torch']!r} "
+            "then, '99.0.0' now)"
+        ) in str(error.value)
+        assert "force=True (--force) without resume" in str(error.value)
+        assert (tmp_path / "upgraded.h5.parts" / "chunk-000000.h5").exists()  # nothing lost
+    result = simulate(SYSTEM, **settings, resume=True)  # the software that started it
+    assert result.n_resumed_chunks == 1
+
+
+def test_a_run_started_before_the_software_was_kept_resumes(tmp_path, monkeypatch):
+    # run.json of physode before 2026-12-08 holds the settings alone.
+    out = tmp_path / "older.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, **settings)
+    config = tmp_path / "older.h5.parts" / "run.json"
+    run = json.loads(config.read_text())
+    assert run.pop("software") == simulate_module._software_versions()
+    config.write_text(json.dumps(run))
+    assert simulate(SYSTEM, **settings, resume=True).n_resumed_chunks == 1
+
+
 @pytest.mark.parametrize(
     ("then", "now", "said"),
     [

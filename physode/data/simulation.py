@@ -870,13 +870,28 @@ class _Workspace:
             self._lock = None
 
     def read_config(self) -> dict | None:
+        """The run's settings, or ``None`` where ``run.json`` is missing or unreadable."""
+        run = self._read()
+        if run is not None:
+            run.pop("software", None)
+        return run
+
+    def read_software(self) -> dict | None:
+        """The versions of the software that computed the chunks (``_software_versions()``),
+        or ``None`` where the run started under physode before 2026-12-08, which kept none."""
+        return (self._read() or {}).get("software")
+
+    def _read(self) -> dict | None:
         try:
-            return json.loads(self.config.read_text())
+            stored = json.loads(self.config.read_text())
         except (OSError, ValueError):
             return None
+        return stored if isinstance(stored, dict) else None
 
     def write_config(self, run: dict) -> None:
-        text = json.dumps(run, indent=1, sort_keys=True)
+        # With the software that computes the chunks: resumed under another torch or NumPy,
+        # the data set would mix chunks that no single run gives.
+        text = json.dumps({**run, "software": _software_versions()}, indent=1, sort_keys=True)
         write_atomically(self.config, lambda tmp: tmp.write_text(text), "run's settings")
 
     def clear(self) -> None:
@@ -1143,6 +1158,16 @@ def simulate(
                     f"cannot resume {workspace.folder}: it was started with other settings "
                     f"({changed}); "
                     "rerun with the original settings, or with force=True (--force) and without "
+                    "resume to start over"
+                )
+            software = workspace.read_software() if previous is not None else None
+            if software not in (None, _software_versions()):
+                changed = _describe_differences(software, _software_versions(), "software.")
+                raise InvalidArgumentError(
+                    f"cannot resume {workspace.folder}: its chunks were computed with other "
+                    f"software ({'; '.join(changed)}), which may change the last bits of the "
+                    "data, so the data set would not be what one run gives; resume with the "
+                    "software that started the run, or pass force=True (--force) without "
                     "resume to start over"
                 )
             if previous is None:
