@@ -489,6 +489,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     _check_report(extras)
     extras.update({k: given[k] for k in _REPORT_KEYS if k in given})
     extras["threads"] = given.get("threads", 1)
+    extras["command_line"] = given.get("command_line")  # set by physode.cli.main
     # How the user wrote init_from, for the messages about it.
     extras["init_from_as"] = "--init-from" if "init_from" in given else "[train] init_from"
     if not is_int(extras["threads"], least=1):
@@ -1135,6 +1136,9 @@ def _train_and_report(
         report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
     if out is not None:
         summary = {
+            "command_line": extras.get("command_line"),
+            "data": _data_record(data, trainer),
+            "software": _software(),
             "config": trainer.config.to_dict(),  # init_from: where the weights came from
             "warm_start": trainer.warm_start,  # and what they started
             "model": record,
@@ -1154,6 +1158,22 @@ def _train_and_report(
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+def _data_record(data: Any, trainer: Any) -> dict[str, str]:
+    """What ``report.json`` says of the data trained on: the path as given, and the training and
+    validation arrays each as its shape, dtype and a hash (as a checkpoint keeps them), which
+    tell the data set that trained the model from another one written at the same path."""
+    return {"path": str(data), **trainer._data_described()}
+
+
+def _software() -> dict[str, str]:
+    """The versions of physode and of the packages that trained the model: as in a data set's
+    ``software`` attribute, since another torch may change the last bits of the weights."""
+    import physode
+    from physode.data.simulation import _software_versions
+
+    return {"physode": physode.__version__, **_software_versions()}
 
 
 def _refuse_init_with_init_from(settings: dict[str, Any], path: Any, init_from_as: str) -> None:

@@ -65,6 +65,30 @@ def test_the_same_command_twice_gives_the_same_weights_and_losses(data, tmp_path
     assert losses[0] == losses[1]
 
 
+def test_the_report_says_which_command_data_and_software_trained_the_model(data, tmp_path):
+    # report.json named neither the data set nor the command: a run could not be told from
+    # one on another data set, nor be rerun from its report.
+    other = tmp_path / "other.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=6, t_end=2.0, points=9, out=other,
+                          seed=4, split=(4 / 6, 1 / 6, 1 / 6), quiet=True)  # fmt: skip
+    reports = []
+    for name, path in (("a", data), ("b", other)):
+        argv = _neural(path, "--seed", "5", "--out", str(tmp_path / name))
+        assert main(argv) == 0
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert report["command_line"] == shlex.join(["physode", *argv])
+        assert report["data"]["path"] == str(path)
+        reports.append(report)
+    first, second = (report["data"] for report in reports)
+    assert first["training data's states"].startswith("(4, 9, 2) float64 #")
+    assert first["validation data's states"].startswith("(1, 9, 2) float64 #")
+    assert first["training data's t"] == second["training data's t"]  # the same times
+    assert first["training data's states"] != second["training data's states"]  # seed 3, 4
+    software = reports[0]["software"]
+    assert software["physode"] == physode.__version__
+    assert software["torch"] == torch.__version__ and set(software) >= {"numpy", "python"}
+
+
 def test_another_seed_starts_from_other_weights(data, tmp_path):
     weights = []
     for seed in ("0", "1"):
