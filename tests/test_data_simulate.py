@@ -518,7 +518,7 @@ def test_resuming_under_other_software_is_refused_naming_the_versions(tmp_path, 
 
 
 def test_a_run_started_before_the_software_was_kept_resumes(tmp_path, monkeypatch):
-    # run.json of physode before 2026-12-08 holds the settings alone.
+    # run.json of physode before 2026-12-07 holds the settings alone.
     out = tmp_path / "older.h5"
     settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
     _interrupt_after_first_chunk(monkeypatch, SYSTEM, **settings)

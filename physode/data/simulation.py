@@ -878,7 +878,7 @@ class _Workspace:
 
     def read_software(self) -> dict | None:
         """The versions of the software that computed the chunks (``_software_versions()``),
-        or ``None`` where the run started under physode before 2026-12-08, which kept none."""
+        or ``None`` where the run started under physode before 2026-12-07, which kept none."""
         return (self._read() or {}).get("software")
 
     def _read(self) -> dict | None:
