@@ -33,11 +33,15 @@ def progress_wanted(quiet: bool) -> bool:
 
 
 @contextlib.contextmanager
-def warnings_as_lines(command: str) -> Iterator[None]:
+def warnings_as_lines(command: str, said: set | None = None) -> Iterator[None]:
     """Say each ``physode.PhysodeWarning`` given inside as one line of ``command``'s own
     (``physode train: warning: ...``) on standard error when the block ends, also on an error or
     Ctrl-C, not as Python shows a warning (with a file and a line); other warnings pass on as they
     are. A warning given again from the same place with the same text is said once.
+
+    ``said``: what earlier blocks of the same command said, which this block adds to and does
+    not say again (a command's blocks share one set, so that a warning given in two of them,
+    as training's solves and the rollout's give the same one, is said once in the run).
 
     Examples
     --------
@@ -52,7 +56,7 @@ def warnings_as_lines(command: str) -> Iterator[None]:
             warnings.simplefilter("always")
             yield
     finally:
-        said = set()
+        said = set() if said is None else said
         for w in caught:
             # Once each, as Python's default filter shows a warning: a solve repeated every
             # batch (rtol below float32's resolution) gives the same warning every time. A line

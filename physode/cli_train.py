@@ -1071,9 +1071,10 @@ def _train_and_report(
         )
     resume = _checkpoint_to_resume(extras.get("resume"), config)
     _check_applicable(model_settings)
+    said: set = set()  # the warnings said so far: training and the rollout give some alike
     stored = as_trajectories(data, split="train")
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
-    with _warnings_as_lines():  # a --learnable parameter the equations do not contain
+    with _warnings_as_lines(said):  # a --learnable parameter the equations do not contain
         model = build_model(model_settings, stored.system, stored.n_state)
     record = model_record(model_settings, stored.system)
     weights = None
@@ -1082,7 +1083,7 @@ def _train_and_report(
         _refuse_init_with_init_from(model_settings, config.init_from, init_from_as)
         # Read once: for the checks here and for the trainer.
         weights = _read_init_from(Path(config.init_from), record, init_from_as)
-    with _warnings_as_lines():
+    with _warnings_as_lines(said):
         trainer = Trainer(model, data, replace(config, init_from=None))
     if weights is not None:
         trainer._start_from(Path(config.init_from), weights)
@@ -1112,7 +1113,7 @@ def _train_and_report(
             trainer.metadata = _resumed_metadata(resume, state.get("metadata"), record)
             trainer._resume(Path(resume), state)
     try:
-        with _warnings_as_lines():
+        with _warnings_as_lines(said):
             result = trainer.fit()
     except KeyboardInterrupt as exc:
         how, status = stopped(exc)
@@ -1132,7 +1133,7 @@ def _train_and_report(
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
         save_atomically(out / "model.pt", weights, "model")
-    with _warnings_as_lines():
+    with _warnings_as_lines(said):
         report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
     if out is not None:
         summary = {
@@ -1271,9 +1272,10 @@ def _checkpoint_to_resume(resume: Any, config: TrainConfig) -> Any:
     return last if last.is_file() else None
 
 
-def _warnings_as_lines():
-    """:func:`physode._terminal.warnings_as_lines` for this command."""
-    return warnings_as_lines("physode train")
+def _warnings_as_lines(said: set):
+    """:func:`physode._terminal.warnings_as_lines` for this command; ``said``: the run's lines
+    so far, each said once in the run."""
+    return warnings_as_lines("physode train", said)
 
 
 def _evaluate(trainer: Any, t_end: float | None, out: Path | None, calibrate: Any = None) -> Any:

@@ -954,16 +954,33 @@ def test_an_rtol_below_float32_resolution_is_one_line_of_the_command_not_a_pytho
     data, capsys
 ):
     # Every batch's solve and the rollout's raise rtol to float32's resolution and warn; the
-    # command used to let each through as Python shows a warning, with a file and a line.
+    # command used to let each through as Python shows a warning, with a file and a line, and
+    # then said it twice, once for training and once for the rollout.
     with warnings.catch_warnings(record=True) as raw:
         warnings.simplefilter("always")
         assert main(_neural(data, "--epochs", "2", "--dtype", "float32", "--rtol", "1e-9")) == 0
     assert [str(w.message) for w in raw] == []
     lines = capsys.readouterr().err.splitlines()
     said = "physode train: warning: rtol=1e-09 is below the resolution of torch.float32"
-    assert lines and all(line.startswith(said) for line in lines), lines
-    assert len(lines) <= 2, lines  # once in training, once in the rollout
+    assert len(lines) == 1 and lines[0].startswith(said), lines
     assert lines[0].endswith("Solving with rtol=1.19e-07; for tighter tolerances use float64.")
+
+
+def test_blocks_that_share_what_was_said_say_a_warning_once_and_others_anew(capsys):
+    from physode import PhysodeWarning
+    from physode._terminal import warnings_as_lines
+
+    said: set = set()
+    for message in ("rtol is too small", "rtol is too small", "k differs"):
+        with warnings_as_lines("physode train", said):
+            warnings.warn(message, PhysodeWarning, stacklevel=1)
+    with warnings_as_lines("physode train"):  # a block of its own says it again
+        warnings.warn("k differs", PhysodeWarning, stacklevel=1)
+    assert capsys.readouterr().err == (
+        "physode train: warning: rtol is too small\n"
+        "physode train: warning: k differs\n"
+        "physode train: warning: k differs\n"
+    )
 
 
 def test_a_bad_setting_is_named_as_the_command_line_spells_it(data, capsys):
