@@ -7,6 +7,9 @@ holds its values on the CPU, so that a solve computes as on a GPU. An operator t
 tensors with host tensors of one dimension or more raises :class:`Mismatch`, as CUDA raises for
 them; what CUDA allows passes: a 0-dim host tensor (taken as a number), host indices into a
 tensor on the device, copies between the two, and reading values (``.item()``, ``.tolist()``).
+:attr:`FakeDevice.transfers` counts what a GPU would copy from the host: tensors moved to the
+device, and host indices into a tensor on the device (CUDA copies them first); each such copy
+from ordinary host memory makes the host wait for the GPU.
 
 Examples
 --------
@@ -110,8 +113,24 @@ def _built_on_the_host(make):
     return made
 
 
+def _transfers(func, args, kwargs, to_fake: bool) -> list[tuple[int, ...]]:
+    """The shapes of the host tensors that ``func`` would copy to a GPU."""
+    if func.overloadpacket is aten._to_copy:
+        return [tuple(args[0].shape)] if to_fake and not isinstance(args[0], OnDevice) else []
+    if func.overloadpacket is aten.copy_ and isinstance(args[0], OnDevice):
+        return [] if isinstance(args[1], OnDevice) else [tuple(args[1].shape)]
+    if func.overloadpacket in _INDEXING and isinstance(args[0], OnDevice):
+        return [tuple(i.shape) for i in args[1] if _host(i)]
+    return []
+
+
 class FakeDevice(TorchDispatchMode):
-    """While active, ``FAKE`` is a device whose tensors compute on the CPU (see the module)."""
+    """While active, ``FAKE`` is a device whose tensors compute on the CPU (see the module);
+    ``transfers`` lists the shapes of the host tensors a GPU would have copied to it."""
+
+    def __init__(self):
+        super().__init__()
+        self.transfers: list[tuple[int, ...]] = []
 
     def __enter__(self):
         self._saved = torch.tensor, torch.as_tensor, torch.Tensor.tolist
@@ -142,6 +161,7 @@ class FakeDevice(TorchDispatchMode):
             _check_same_device(func, flat)
         target = kwargs.get("device")
         to_fake = target is not None and torch.device(target) == FAKE
+        self.transfers += _transfers(func, args, kwargs, to_fake)
         if to_fake:
             kwargs["device"] = torch.device("cpu")
 

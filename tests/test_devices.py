@@ -136,3 +136,32 @@ def test_trajectories_take_their_times_to_the_device_of_their_states(device):
         field = physode.systems.load("pendulum").vector_field().to(device)
         report = rollout_report(field, data, rtol=1e-10, atol=1e-10, conservation=False)
         assert report.mse < 1e-12
+
+
+def _transfers_in_an_epoch(batch_size: int) -> tuple[int, list[tuple[int, ...]]]:
+    """An epoch of a per-trajectory physics model on the fake device, with validation data:
+    its number of training batches and what a GPU would copy from the host during it."""
+    from _pendulums import swinging
+
+    from physode.train import Trainer
+
+    data, val_data = swinging([0.8, 1.2], points=4), swinging([1.05], points=4)
+    with FakeDevice() as device:
+        model = PhysicsModel("pendulum", learnable=["g"], per_trajectory=["l"])
+        trainer = Trainer(model, data, val_data=val_data, epochs=1, window=3, batch_size=batch_size,
+                          method="rk4", step_size=1 / 3, restore_best=False, device="meta",
+                          progress=False)  # fmt: skip
+        before = len(device.transfers)
+        result = trainer.fit()
+        return result.history[0]["n_batches"], device.transfers[before:]
+
+
+def test_training_copies_no_indices_from_the_host_to_the_device_at_each_batch():
+    # Each batch built its windows' indices on the host, which a GPU copies before indexing
+    # the states, the stored parameters and the learned table (three copies a batch, each
+    # making the host wait for the GPU). Now an epoch moves its batches' indices in one copy,
+    # and the validation pass its own, however many batches there are.
+    few, few_copied = _transfers_in_an_epoch(batch_size=4)
+    many, many_copied = _transfers_in_an_epoch(batch_size=1)
+    assert (few, many) == (1, 4)
+    assert many_copied == few_copied and len(many_copied) == 2, many_copied

@@ -586,6 +586,40 @@ class Window:
     length: int | None = None
 
 
+class Batch(list):
+    """The windows of one batch, with ``pairs``: each window's trajectory and first point,
+    ``(B, 2)`` int64 on the data's device, the indices that gather the batch's states there.
+    A slice (a process's share of a batch) keeps its windows' pairs. Made by
+    :func:`batches_on`.
+
+    Examples
+    --------
+    >>> batch = batches_on([[Window(0, 3), Window(2, 0)]], "cpu")[0]
+    >>> batch.pairs.tolist(), batch[1:].pairs.tolist(), batch[1]
+    ([[0, 3], [2, 0]], [[2, 0]], Window(index=2, start=0, length=None))
+    """
+
+    def __init__(self, windows: Sequence[Window], pairs: torch.Tensor):
+        super().__init__(windows)
+        self.pairs = pairs
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return Batch(super().__getitem__(key), self.pairs[key])
+        return super().__getitem__(key)
+
+
+def batches_on(batches: Sequence[Sequence[Window]], device: Any) -> list[Batch]:
+    """``batches`` as :class:`Batch`es, the pairs of all of them moved to ``device`` in one
+    copy: indices built on the host for each batch would each be copied to a GPU when they
+    index the data, and each such copy makes the host wait for the GPU."""
+    if not batches:
+        return []
+    pairs = torch.tensor([(w.index, w.start) for b in batches for w in b], dtype=torch.int64)
+    parts = pairs.reshape(-1, 2).to(device).split([len(b) for b in batches])
+    return [Batch(b, p) for b, p in zip(batches, parts, strict=True)]
+
+
 def windows_of(
     data: Trajectories, length: int | None, stride: int, observe: list[int] | None = None
 ) -> list[Window]:

@@ -64,11 +64,13 @@ from physode.train._warm_start import _misfit, _weight_matches
 from physode.train._wording import _number
 from physode.train.config import TrainConfig
 from physode.train.data import (
+    Batch,
     Trajectories,
     Window,
     _optional_split,
     _split_off,
     as_trajectories,
+    batches_on,
     stored_path,
     uniform_grid,
     windows_of,
@@ -550,8 +552,15 @@ class Trainer:
 
     def _batches(
         self, windows: list[Window], shuffle: bool, data: Trajectories | None = None
+    ) -> list[Batch]:
+        """Group ``windows`` of ``data`` (default: the training data) into batches, their
+        indices moved to the device together."""
+        return batches_on(self._grouped(windows, shuffle, data), self.device)
+
+    def _grouped(
+        self, windows: list[Window], shuffle: bool, data: Trajectories | None
     ) -> list[list[Window]]:
-        """Group ``windows`` of ``data`` (default: the training data) into batches."""
+        """:meth:`_batches`'s windows, grouped."""
         size = self.config.batch_size
         if shuffle:
             order = torch.randperm(len(windows), generator=self.generator).tolist()
@@ -571,18 +580,18 @@ class Trainer:
         return batches
 
     def _targets(
-        self, data: Trajectories, batch: list[Window], first: Window | None = None
+        self, data: Trajectories, batch: Batch, first: Window | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The trajectories of ``batch``'s windows, their states ``(K, B, n)`` and times: those
         of ``first`` (default ``batch[0]``), the window whose times the batch is solved at."""
         length = batch[0].length or self.length
-        index = torch.tensor([w.index for w in batch])
-        offsets = torch.tensor([w.start for w in batch])[:, None] + torch.arange(length)
+        index, starts = batch.pairs.unbind(1)  # on the device already: nothing is copied there
+        offsets = starts[:, None] + torch.arange(length, device=starts.device)
         target = data.states[index[:, None], offsets].transpose(0, 1)  # (K, B, n)
         start = (batch[0] if first is None else first).start
         return index, target, data.t[start : start + length]
 
-    def _weight(self, data: Trajectories, batch: list[Window]) -> Any:
+    def _weight(self, data: Trajectories, batch: Batch) -> Any:
         """The weight :meth:`_solve_batch` gives ``batch``'s loss, found without a solve: the
         windows, or the observed values where values are missing."""
         if not (self._train_missing if data is self.train_data else self._val_missing):
@@ -593,7 +602,7 @@ class Trainer:
         return (~torch.isnan(ref)).sum()
 
     def _solve_batch(
-        self, data: Trajectories, batch: list[Window], first: Window | None = None
+        self, data: Trajectories, batch: Batch, first: Window | None = None
     ) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
         """Solve one batch; return the solution, the times, the trajectory loss and its weight
         (the windows, or the observed values where values are missing).
@@ -623,7 +632,7 @@ class Trainer:
         loss, count = masked_mse(pred, ref)
         return sol, t, loss, count
 
-    def _evaluate(self, batch: list[Window], evaluations: list) -> torch.Tensor:
+    def _evaluate(self, batch: Batch, evaluations: list) -> torch.Tensor:
         """Loss and gradient of one batch at the current parameters (the optimiser's closure).
 
         Raises :class:`_FailedBatch` where the solve fails or the loss or a gradient is not
@@ -680,7 +689,7 @@ class Trainer:
             "penalty included); train this model in one process"
         )
 
-    def _evaluate_shared(self, batch: list[Window], evaluations: list) -> torch.Tensor:
+    def _evaluate_shared(self, batch: Batch, evaluations: list) -> torch.Tensor:
         """:meth:`_evaluate` with the batch's windows shared out among the processes: each
         solves ``batch[rank::world]`` and differentiates its part of the batch's objective; one
         all-reduce sums the parts' gradients, losses, work counts and failure flags, so every
