@@ -1103,29 +1103,25 @@ def _train_and_report(
         )
     calibrate = extras.get("calibrate")
     calibration_time(model, held_out.t, calibrate, float(trainer.train_data.t[-1]))
-    if resume is not None:
-        from physode.train._checkpoints import _read_checkpoint
-
-        # The checkpoint's system is compared by identity here, the other settings by the trainer.
-        # Every process of a torchrun launch reads it; where one cannot, all stop.
-        with _distributed.together(trainer._group, "load_checkpoint", f"could not resume {resume}"):
-            state = _read_checkpoint(Path(resume))  # read once, for the metadata and the resume
-            trainer.metadata = _resumed_metadata(resume, state.get("metadata"), record)
-            trainer._resume(Path(resume), state)
-    try:
-        with _warnings_as_lines(said):
-            result = trainer.fit()
-    except KeyboardInterrupt as exc:
-        how, status = stopped(exc)
-        hint = _resume_hint(trainer, config, init_from_as)
-        print(f"physode train: {how}{hint}", file=sys.stderr)
-        return status
-    except TrainingError as exc:
-        if extras.get("rank", 0) != 0:  # process 0 says it
+    with contextlib.ExitStack() as held:
+        if resume is not None:
+            # Under the checkpoint folder's lock, held through fit: no other run can read the
+            # checkpoint meanwhile, nor replace it before this one trains on.
+            _resume_run(trainer, resume, extras.get("resume") is True, record, held)
+        try:
+            with _warnings_as_lines(said):
+                result = trainer.fit()
+        except KeyboardInterrupt as exc:
+            how, status = stopped(exc)
+            hint = _resume_hint(trainer, config, init_from_as)
+            print(f"physode train: {how}{hint}", file=sys.stderr)
+            return status
+        except TrainingError as exc:
+            if extras.get("rank", 0) != 0:  # process 0 says it
+                return 2
+            message = _stopped_message(exc, trainer, config, init_from_as)
+            print(f"physode train: error: {message}", file=sys.stderr)
             return 2
-        message = _stopped_message(exc, trainer, config, init_from_as)
-        print(f"physode train: error: {message}", file=sys.stderr)
-        return 2
     if extras.get("rank", 0) != 0:  # process 0 saves, evaluates and reports
         return 0
     out = None if extras.get("out") is None else Path(extras["out"])
@@ -1259,7 +1255,8 @@ def _checkpoint_to_resume(resume: Any, config: TrainConfig) -> Any:
 
     ``--resume CKPT`` names it. ``--resume`` alone (``resume = true``) means, as for
     ``physode simulate``, "continue what the interrupted run of this command kept, if anything":
-    the ``last.pt`` of ``--checkpoint-dir``; without one the run starts anew.
+    the ``last.pt`` of ``--checkpoint-dir``; :func:`_resume_run` starts anew where there is
+    none.
     """
     if resume is not True:
         return None if resume is False else resume
@@ -1268,8 +1265,27 @@ def _checkpoint_to_resume(resume: Any, config: TrainConfig) -> Any:
             "--resume without a checkpoint file continues from the last.pt of --checkpoint-dir, "
             "and none is set; pass the interrupted run's --checkpoint-dir DIR, or --resume CKPT"
         )
-    last = Path(config.checkpoint_dir) / "last.pt"
-    return last if last.is_file() else None
+    return Path(config.checkpoint_dir) / "last.pt"
+
+
+def _resume_run(
+    trainer: Any, resume: Any, if_any: bool, record: dict[str, Any], held: contextlib.ExitStack
+) -> None:
+    """Take the lock of ``trainer``'s checkpoint folder into ``held`` (to be held through
+    ``fit``), then load the checkpoint ``resume`` into ``trainer``; with ``if_any`` (``--resume``
+    alone) a missing one means a new run. Every process of a torchrun launch reads it; where
+    one cannot, all stop."""
+    from physode.train._checkpoints import _read_checkpoint
+
+    with _distributed.together(trainer._group, "load_checkpoint", f"could not resume {resume}"):
+        held.enter_context(trainer._folder_held())
+        if if_any and not Path(resume).is_file():
+            return
+        state = _read_checkpoint(Path(resume))  # read once, for the metadata and the resume
+        # The checkpoint's system is compared by identity here, the other settings by the
+        # trainer.
+        trainer.metadata = _resumed_metadata(resume, state.get("metadata"), record)
+        trainer._resume(Path(resume), state)
 
 
 def _warnings_as_lines(said: set):

@@ -173,3 +173,32 @@ def test_under_torchrun_process_0_alone_locks_the_folder_and_frees_it_when_refus
     with pytest.raises(physode.InvalidArgumentError, match="are at different epochs"):
         _process(monkeypatch, 0, folder, [0, 4]).fit()
     os.close(lock_exclusively(folder, "still held after process 0 was refused"))
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_physode_train_resume_takes_the_folder_before_it_reads_the_checkpoint(
+    oscillator_h5, tmp_path, capsys, monkeypatch, named
+):
+    # --resume read last.pt before fit took the folder: a second run resuming from one folder
+    # read it too, and was refused only at fit; had the first run ended between the two, the
+    # second would have trained on from the older state and overwritten the newer last.pt.
+    from physode.train import _checkpoints
+
+    folder = tmp_path / "ckpt"
+    argv = ["train", str(oscillator_h5), "--window", "5", "--quiet", "--model", "neural",
+            "--width", "8", "--depth", "1", "--checkpoint-dir", str(folder)]  # fmt: skip
+    assert main([*argv, "--epochs", "1"]) == 0
+    read = []
+    reader = _checkpoints._read_checkpoint
+    monkeypatch.setattr(_checkpoints, "_read_checkpoint", lambda path: read.append(path) or
+                        reader(path))  # fmt: skip
+    resume = ["--resume", str(folder / "last.pt")] if named else ["--resume"]
+    held = lock_exclusively(folder, "held by the test")
+    try:
+        assert main([*argv, "--epochs", "2", *resume]) == 2
+    finally:
+        os.close(held)
+    assert read == []
+    assert _refusal(folder) in capsys.readouterr().err
+    assert main([*argv, "--epochs", "2", *resume]) == 0  # the folder free: resumed
+    assert read == [folder / "last.pt"]

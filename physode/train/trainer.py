@@ -260,6 +260,9 @@ class Trainer:
     3
     """
 
+    # Inside _folder_held(), which holds the checkpoint folder's lock: fit() takes it from there.
+    _holding_folder = False
+
     def __init__(
         self,
         model: nn.Module,
@@ -1065,6 +1068,20 @@ class Trainer:
             if lock is not None:
                 os.close(lock)
 
+    @contextlib.contextmanager
+    def _folder_held(self) -> Iterator[None]:
+        """Check the checkpoint folder and hold its lock (in the process that writes) until the
+        block ends, :meth:`fit` inside it included: a checkpoint read there to resume cannot
+        be read by another run at the same time, nor replaced before this run trains on it."""
+        lock = self._check_folders() if self._writes else None
+        self._holding_folder = True
+        try:
+            yield
+        finally:
+            self._holding_folder = False
+            if lock is not None:
+                os.close(lock)
+
     def _fit_epochs(self, epochs: int | None) -> TrainResult:
         """:meth:`fit` once its folders are claimed."""
         c = self.config
@@ -1137,7 +1154,7 @@ class Trainer:
             writable_folder("checkpoint_dir", c.checkpoint_dir, Path(c.checkpoint_dir))
         if c.log is not None:
             writable_folder("log", c.log, Path(c.log).parent)
-        if c.checkpoint_dir is None:
+        if c.checkpoint_dir is None or self._holding_folder:
             return None
         folder = Path(c.checkpoint_dir)
         # Two runs in one folder would overwrite each other's last.pt and best.pt, and a
