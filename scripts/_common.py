@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from physode._files import json_ready, write_atomically
+from physode._terminal import stopped, terminate_as_interrupt
 
 SEED_LIMIT = 2**32
 
@@ -96,18 +97,24 @@ def write_json(path: str | os.PathLike, results: Any) -> Path:
 
 
 def interruptible(main) -> int:
-    """``main()``, with Ctrl-C said in one line and exit status 130 (as the ``physode`` command
-    does) instead of a traceback; scripts call ``raise SystemExit(_common.interruptible(main))``."""
+    """``main()``, with Ctrl-C and SIGTERM (a batch scheduler stopping the job) each said in one
+    line, with exit status 130 and 143, as the ``physode`` command does, instead of a traceback
+    or a silent end; scripts call ``raise SystemExit(_common.interruptible(main))``."""
     try:
-        return main()
-    except KeyboardInterrupt:
-        print(f"{Path(sys.argv[0]).name}: interrupted; a run writes its results only when it "
+        with terminate_as_interrupt():
+            return main()
+    except KeyboardInterrupt as exc:
+        how, status = stopped(exc)
+        print(f"{Path(sys.argv[0]).name}: {how}; a run writes its results only when it "
               "finishes", file=sys.stderr)  # fmt: skip
-        return 130
+        return status
 
 
 def _ignore_interrupts() -> None:
+    """A worker's signals: Ctrl-C is the parent's to handle, and SIGTERM (the parent's pool
+    stopping it) ends it at once, not through the handler it inherits from the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def in_processes(function, calls: Sequence[tuple], jobs: int) -> list:

@@ -263,6 +263,35 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
     assert len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
 
 
+# A script stopped by a batch scheduler: SIGTERM comes while its worker processes run.
+_JOB = """
+import os, signal, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import _common
+
+def main():
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    _common.in_processes(time.sleep, [(60,), (60,)], 2)
+    return 0
+
+raise SystemExit(_common.interruptible(main))
+"""
+
+
+def test_sigterm_is_one_line_and_status_143_as_for_the_physode_command(tmp_path):
+    # The scripts died at once, silently (killed by the signal), where `physode` commands say
+    # "terminated (SIGTERM)" and exit 143: a cluster user saw no reason why a run stopped.
+    job = tmp_path / "job.py"
+    job.write_text(_JOB)
+    done = subprocess.run([sys.executable, str(job), str(SCRIPTS)], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 143, (done.returncode, done.stderr)
+    # One line: the workers end with the pool, without tracebacks of their own.
+    assert done.stderr == (
+        "job.py: terminated (SIGTERM); a run writes its results only when it finishes\n"
+    )
+
+
 def test_benchmark_json_files_are_valid_json_with_null_for_what_is_not_finite(tmp_path):
     path = script("_common").write_json(tmp_path / "b.json", {"ms": [1.5, float("nan")]})
     assert "NaN" not in path.read_text()
