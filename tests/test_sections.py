@@ -389,6 +389,28 @@ def test_a_data_set_gives_each_trajectory_its_own_parameters(tmp_path):
     assert (default.t - torch.cat(exact)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("interpolation", ["hermite", "linear"])
+def test_sections_keep_the_dtype_of_trajectories_and_read_a_data_set_in_float64(
+    osc, tmp_path, interpolation
+):
+    # As docs/diagnostics.md says: a data set's states are read in float64, as conservation
+    # reads them, whatever their stored dtype; tensors keep theirs.
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE).float()
+    for section in (poincare_section(osc, ys, t.float(), surface="q", interpolation=interpolation),
+                    stroboscopic(osc, ys, t.float(), period=2.0, interpolation=interpolation)):
+        assert section.t.dtype == section.states.dtype == torch.float32
+        assert len(section) > 0
+    path = tmp_path / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=2, t_end=10.0, points=41, out=path,
+                          dtype="float32", quiet=True)
+    data = physode.data.load(path)
+    assert data.states.dtype.name == "float32"
+    for section in (poincare_section(data.system, data, surface="q", interpolation=interpolation),
+                    stroboscopic(data.system, data, period=2.0, interpolation=interpolation)):
+        assert section.t.dtype == section.states.dtype == torch.float64
+
+
 def test_a_data_set_with_a_failed_trajectory_crosses_only_where_it_has_states(osc):
     t = torch.linspace(0, 20, 81, dtype=torch.float64)
     ys = _exact_oscillator(t, AMPLITUDE, PHASE)
