@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -115,13 +116,40 @@ def test_a_dataloader_with_two_workers_yields_every_window_once(stored):
     assert len(set(pairs)) == len(pairs)
 
 
+@pytest.mark.parametrize("noisy", [False, True])
+def test_windows_are_read_through_one_open_handle_that_keeps_its_chunk_cache(
+    stored, monkeypatch, noisy
+):
+    """HDF5 frees a dataset's chunk cache when its last handle closes: a handle opened per
+    window decompressed a whole chunk of trajectories for every window read (7 ms instead of
+    13 us a window on 4096 trajectories of 1000 points)."""
+    opened = []
+    get = h5py.Group.__getitem__
+
+    def counting(group, name):
+        opened.append(name)
+        return get(group, name)
+
+    monkeypatch.setattr(h5py.Group, "__getitem__", counting)
+    dataset = TrajectoryDataset(stored, split="all", window=3, noisy=noisy)
+    items = [dataset[0]]  # opens the file in this process
+    opened.clear()
+    items += [dataset[k] for k in range(1, len(dataset))]
+    assert opened == []
+    with load(stored) as data:
+        values = data.noisy_states if noisy else data.states
+        for item in items:
+            i, s = item["trajectory"], item["start"]
+            np.testing.assert_array_equal(item["ys"].numpy(), values[i, s : s + 3])
+    pickle.loads(pickle.dumps(dataset))[0]  # the open handles stay in this process
+
+
 def test_flagged_trajectories_are_left_out_unless_asked_for(tmp_path):
     out = tmp_path / "failed.h5"
     simulate("harmonic_oscillator", trajectories=3, out=out, max_steps=2, **FAST)
     with pytest.raises(physode.InvalidArgumentError, match="no trajectories left after excluding"):
         TrajectoryDataset(out, split="all")
     assert len(TrajectoryDataset(out, split="all", exclude_flagged=False)) == 3
-
 
 
 def test_trajectories_stored_as_inf_in_float32_are_left_out_as_flagged(tmp_path, growth_spec):

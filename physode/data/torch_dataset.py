@@ -152,7 +152,11 @@ class TrajectoryDataset(Dataset):
                 raise
             self._file = f
             self._pid = os.getpid()
-            self._t = H5Array(self._file["t"], self.path)[()]
+            self._t = H5Array(f["t"], self.path)[()]
+            # Kept open with the file: HDF5 frees a dataset's chunk cache when its last handle
+            # closes, so a handle opened per item decompressed a whole chunk for every window.
+            self._states = H5Array(f["states"], self.path)
+            self._noisy_states = H5Array(f["noisy_states"], self.path) if self.noisy else None
         return self._file
 
     def _refuse_replaced(self, f, header) -> None:
@@ -187,12 +191,11 @@ class TrajectoryDataset(Dataset):
         if not -len(self) <= item < len(self):
             raise IndexError(f"index {item} out of range for {len(self)} windows")
         item %= len(self)
-        f = self._open()
+        self._open()
         trajectory = int(self.trajectories[item // len(self.starts)])
         start = int(self.starts[item % len(self.starts)])
         window = slice(start, start + self.window)
-        states = H5Array(f["states"], self.path)
-        ys = torch.from_numpy(states[trajectory, window])
+        ys = torch.from_numpy(self._states[trajectory, window])
         sample = {
             "t": torch.from_numpy(self._t[window]).to(ys.dtype),
             "ys": ys,
@@ -202,15 +205,13 @@ class TrajectoryDataset(Dataset):
         }
         if self.noisy:
             sample["ys_clean"] = ys
-            sample["ys"] = torch.from_numpy(
-                H5Array(f["noisy_states"], self.path)[trajectory, window]
-            )
+            sample["ys"] = torch.from_numpy(self._noisy_states[trajectory, window])
         return sample
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_file"] = None
-        state["_pid"] = None
+        for name in ("_file", "_pid", "_states", "_noisy_states"):  # open handles stay here
+            state[name] = None
         return state
 
     def __del__(self) -> None:
