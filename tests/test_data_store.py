@@ -678,7 +678,8 @@ def test_a_chunk_file_that_h5py_cannot_read_is_not_taken_for_a_finished_chunk(
     "index",
     [-1, np.int64(2), slice(None, None, -1), slice(5, 1, -2), [3, 1], [1, 1, 0], [-1, 0],
      np.array([4, 0, 4]), [], np.arange(N) % 2 == 0, (slice(None), slice(1, 3)), ([2, 0], 1),
-     np.array(3), np.array(-2)],
+     np.array(3), np.array(-2), ([0, 2, 3, 5], 1), (np.arange(N)[::-1], slice(2, 4), 0),
+     ([5, 0, 3, 3], -1, slice(None, None, 2)), ([1, 4], Ellipsis, 0)],
     ids=str,
 )  # fmt: skip
 def test_indexing_a_stored_array_reads_what_numpy_would_select(stored, index):
