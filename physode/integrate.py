@@ -222,7 +222,13 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
         _refuse_derived(params)
         return params
     found: list[Tensor] = []
-    holders: list[object] = [func, getattr(func, "__self__", None)]
+    holders: list[object] = []
+    # A functools.partial holds its bound arguments, and its function holds the closure and
+    # globals: a module passed as partial(field, model) is found as one in a closure is.
+    while isinstance(func, functools.partial):
+        holders.extend((*func.args, *func.keywords.values()))
+        func = func.func
+    holders.extend((func, getattr(func, "__self__", None)))
     for cell in getattr(func, "__closure__", None) or ():
         try:
             holders.append(cell.cell_contents)
@@ -444,7 +450,8 @@ def solve(
     params : sequence of Tensor, optional
         Tensors to differentiate for ACA and Opt-Disc. By default the parameters of ``func`` if it
         is an ``nn.Module`` (or a bound method of one); for a plain function, the tensors requiring
-        grad that it closes over or reaches otherwise (found from one extra evaluation's graph).
+        grad and modules that it closes over, reads as globals or is bound to with
+        ``functools.partial``, or reaches otherwise (found from one extra evaluation's graph).
     throw : bool
         Raise :class:`physode.SolverError` when the solve fails (default); with ``False`` return the
         partial solution and its status instead. Per-sample solves never raise for a failed row:

@@ -7,6 +7,7 @@ sizes' own dependence on the inputs is negligible), or replay the accepted step 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -1204,6 +1205,42 @@ def test_a_global_reached_only_after_a_branch_gets_its_gradient(gradient):
     # y(1) = exp(-0.5) exp(-0.5 k): dy(1)/dk = -0.5 y(1).
     assert _LATE_RATE.grad is not None
     assert _LATE_RATE.grad.item() == pytest.approx(-0.5 * math.exp(-1.5), rel=1e-4)
+
+
+def _switched_by(model, rate, t, y):
+    # The module and the tensor enter only after t = 0.5, as in _switched_decay.
+    return -y if t < 0.5 else model(y) - rate * y
+
+
+def _switched_by_keywords(t, y, *, model, rate):
+    return _switched_by(model, rate, t, y)
+
+
+@pytest.mark.parametrize("gradient", _exact_modes())
+@pytest.mark.parametrize("bound", ["positional", "keyword", "nested"])
+def test_a_module_and_a_tensor_bound_with_functools_partial_get_their_gradients(gradient, bound):
+    # A torchdiffeq port passes its model as partial(field, model=net): only closures and globals
+    # were searched, so ACA and Opt-Disc left the bound parameters' .grad at None.
+    torch.manual_seed(0)
+    model, rate = nn.Linear(2, 2).to(DTYPE), torch.tensor(0.3, dtype=DTYPE, requires_grad=True)
+    func = {
+        "positional": functools.partial(_switched_by, model, rate),
+        "keyword": functools.partial(_switched_by_keywords, model=model, rate=rate),
+        "nested": functools.partial(functools.partial(_switched_by, model), rate),
+    }[bound]
+    y0 = torch.tensor([1.0, -0.5], dtype=DTYPE, requires_grad=True)
+
+    def gradients(mode):
+        model.zero_grad()
+        rate.grad = None
+        ys = physode.odeint(func, y0, [0.0, 1.0], gradient=mode, rtol=1e-10, atol=1e-10)
+        (ys[-1] ** 2).sum().backward()
+        return [model.weight.grad, model.bias.grad, rate.grad]
+
+    expected = gradients("disc-opt")  # records whatever func uses
+    for got, want in zip(gradients(gradient), expected, strict=True):
+        assert got is not None
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
 
 
 class _Settings:
