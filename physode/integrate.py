@@ -222,24 +222,7 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
         _refuse_derived(params)
         return params
     found: list[Tensor] = []
-    holders: list[object] = []
-    # A functools.partial holds its bound arguments, and its function holds the closure and
-    # globals: a module passed as partial(field, model) is found as one in a closure is.
-    while isinstance(func, functools.partial):
-        holders.extend((*func.args, *func.keywords.values()))
-        func = func.func
-    holders.extend((func, getattr(func, "__self__", None)))
-    for cell in getattr(func, "__closure__", None) or ():
-        try:
-            holders.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            continue
-    # Globals the function reads: a branch on t or y may reach them only after the first
-    # evaluation, whose graph then does not show them.
-    code, scope = getattr(func, "__code__", None), getattr(func, "__globals__", None)
-    if code is not None and isinstance(scope, dict):
-        holders.extend(scope[name] for name in _global_names(code) if name in scope)
-    for holder in holders:
+    for holder in _holders(func):
         if isinstance(holder, nn.Module):
             found.extend(p for p in holder.parameters() if p.requires_grad)
         elif isinstance(holder, Tensor) and holder.requires_grad and holder.is_leaf:
@@ -247,6 +230,35 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
             # first evaluation's graph leads to the leaves behind it.
             found.append(holder)
     return _unique(found)
+
+
+def _holders(func: Callable) -> list[object]:
+    """What ``func`` may keep its tensors and modules in: itself, the object of a bound method,
+    its closure and the globals its code reads; through the arguments a ``functools.partial``
+    binds and the function a decorator wraps (``__wrapped__``: ``torch.compile`` of a function,
+    ``functools.wraps``), whose own closure and globals are searched as well."""
+    holders: list[object] = []
+    seen: set[int] = set()
+    while func is not None and id(func) not in seen:
+        seen.add(id(func))
+        if isinstance(func, functools.partial):
+            holders.extend((*func.args, *func.keywords.values()))
+            func = func.func
+            continue
+        holders.extend((func, getattr(func, "__self__", None)))
+        for cell in getattr(func, "__closure__", None) or ():
+            try:
+                holders.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        # Globals the function reads: a branch on t or y may reach them only after the first
+        # evaluation, whose graph then does not show them.
+        code, scope = getattr(func, "__code__", None), getattr(func, "__globals__", None)
+        if code is not None and isinstance(scope, dict):
+            holders.extend(scope[name] for name in _global_names(code) if name in scope)
+        wrapped = getattr(func, "__wrapped__", None)
+        func = wrapped if callable(wrapped) else None
+    return holders
 
 
 def _refuse_derived(params: list[Tensor]) -> None:

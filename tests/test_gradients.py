@@ -1216,18 +1216,41 @@ def _switched_by_keywords(t, y, *, model, rate):
     return _switched_by(model, rate, t, y)
 
 
+def _decorated(func):
+    @functools.wraps(func)
+    def wrapper(t, y):
+        return func(t, y)
+
+    return wrapper
+
+
+def _wrapped_field(how, model, rate):
+    """``_switched_by`` of ``model`` and ``rate`` as a torchdiffeq port may pass it: bound by
+    ``functools.partial``, or a closure behind a decorator or ``torch.compile``."""
+    if how == "partial":
+        return functools.partial(_switched_by, model, rate)
+    if how == "partial keywords":
+        return functools.partial(_switched_by_keywords, model=model, rate=rate)
+    if how == "nested partials":
+        return functools.partial(functools.partial(_switched_by, model), rate)
+
+    def field(t, y):
+        return _switched_by(model, rate, t, y)
+
+    return _decorated(field) if how == "decorated" else torch.compile(field, backend="eager")
+
+
 @pytest.mark.parametrize("gradient", _exact_modes())
-@pytest.mark.parametrize("bound", ["positional", "keyword", "nested"])
-def test_a_module_and_a_tensor_bound_with_functools_partial_get_their_gradients(gradient, bound):
-    # A torchdiffeq port passes its model as partial(field, model=net): only closures and globals
-    # were searched, so ACA and Opt-Disc left the bound parameters' .grad at None.
+@pytest.mark.parametrize(
+    "how", ["partial", "partial keywords", "nested partials", "decorated", "compiled"]
+)
+def test_a_module_and_a_tensor_behind_a_partial_or_a_wrapper_get_their_gradients(gradient, how):
+    # A torchdiffeq port passes its model as partial(field, model=net), or compiles its field:
+    # only func's own closure and globals were searched, so ACA and Opt-Disc left the gradients
+    # of a module and a tensor that func reaches only after t = 0.5 at None.
     torch.manual_seed(0)
     model, rate = nn.Linear(2, 2).to(DTYPE), torch.tensor(0.3, dtype=DTYPE, requires_grad=True)
-    func = {
-        "positional": functools.partial(_switched_by, model, rate),
-        "keyword": functools.partial(_switched_by_keywords, model=model, rate=rate),
-        "nested": functools.partial(functools.partial(_switched_by, model), rate),
-    }[bound]
+    func = _wrapped_field(how, model, rate)
     y0 = torch.tensor([1.0, -0.5], dtype=DTYPE, requires_grad=True)
 
     def gradients(mode):
