@@ -463,7 +463,8 @@ def solve(
         Tensors to differentiate for ACA and Opt-Disc. By default the parameters of ``func`` if it
         is an ``nn.Module`` (or a bound method of one); for a plain function, the tensors requiring
         grad and modules that it closes over, reads as globals or is bound to with
-        ``functools.partial``, or reaches otherwise (found from one extra evaluation's graph).
+        ``functools.partial`` (also those of a function it wraps, ``__wrapped__``), or reaches
+        otherwise (found from one extra evaluation's graph).
     throw : bool
         Raise :class:`physode.SolverError` when the solve fails (default); with ``False`` return the
         partial solution and its status instead. Per-sample solves never raise for a failed row:
