@@ -168,6 +168,7 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
             raise InvalidArgumentError(f"t must hold real times, got dtype {t.dtype}")
         t_tensor = source = t
     else:
+        _refuse_times_requiring_grad(t)
         try:
             # Read in float64 whatever y0's dtype: the times the loop steps to are exact.
             source = torch.as_tensor(t, dtype=torch.float64)
@@ -190,6 +191,20 @@ def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]
             + ("..." if len(times) > 6 else "")
         )
     return t_tensor, times
+
+
+def _refuse_times_requiring_grad(t: object) -> None:
+    """Refuse a list or tuple of times holding a tensor that requires grad (``[0.0, T]`` with a
+    learned ``T``): it is read as plain numbers, so ``T`` would silently get no gradient."""
+    if not (isinstance(t, list | tuple) and torch.is_grad_enabled()):
+        return
+    for i, s in enumerate(t):
+        if isinstance(s, Tensor) and s.requires_grad:
+            raise InvalidArgumentError(
+                f"t[{i}] is a tensor that requires grad in a {type(t).__name__} of times, which "
+                "is read as plain numbers and would give it no gradient; pass t as one tensor, "
+                "e.g. t = torch.stack([torch.zeros_like(T), T]) for t = [0.0, T]"
+            )
 
 
 def _first_evaluation(func: Callable, y0: Tensor, t0: float, per_sample: bool) -> Tensor:

@@ -382,3 +382,22 @@ def test_times_computed_from_a_parameter_pass_its_gradient_on(mode):
     (grad,) = torch.autograd.grad(ys[-1].sum(), [scale])
     # y(t_2) = exp(RATE * scale): d/dscale = RATE * exp(RATE * scale)
     assert grad.item() == pytest.approx(RATE * math.exp(2 * RATE), rel=1e-8)
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+def test_a_time_requiring_grad_in_a_list_of_times_is_refused_not_dropped(container):
+    # t = [0.0, T] with a learned end time T was read as plain numbers: T.grad stayed None while
+    # y0's gradient came back, with only torch's warning about a scalar conversion.
+    end = torch.tensor(1.0, dtype=DTYPE, requires_grad=True)
+    y0 = torch.ones(2, dtype=DTYPE, requires_grad=True)
+    with pytest.raises(
+        physode.InvalidArgumentError, match=r"t\[1\] is a tensor that requires grad.*torch\.stack"
+    ):
+        physode.odeint(lambda s, y: RATE * y, y0, container([0.0, end]))
+    # The spelling the message gives works, and without a gradient the list is fine as it was.
+    ys = physode.odeint(lambda s, y: RATE * y, y0, torch.stack([torch.zeros_like(end), end]))
+    (grad,) = torch.autograd.grad(ys[-1].sum(), [end])
+    assert grad.item() == pytest.approx(2 * RATE * math.exp(RATE), rel=1e-6)
+    with torch.no_grad():
+        ys = physode.odeint(lambda s, y: RATE * y, y0, container([0.0, end]))
+    assert ys[-1, 0].item() == pytest.approx(math.exp(RATE), rel=1e-6)
