@@ -35,6 +35,7 @@ from physode.solvers import (
     Stats,
     Status,
     make_stepper,
+    unknown_method,
 )
 from physode.solvers._autograd import graph_leaves, private_query, transforms_active
 from physode.solvers._tuples import Parts, TupleFunc
@@ -639,11 +640,8 @@ def check_settings(
     ``(rtol, atol, step_size, first_step, max_steps)`` as floats and an int, or the
     ``InvalidArgumentError`` that names the bad one and the valid choices."""
     if method not in METHODS:
-        raise InvalidArgumentError(
-            f"unknown method {method!r}; valid methods: adaptive {', '.join(ADAPTIVE_METHODS)}; "
-            f"fixed-step {', '.join(FIXED_METHODS)}"
-        )
-    rtol, atol = positive_finite("rtol", rtol), positive_finite("atol", atol)
+        raise InvalidArgumentError(unknown_method(method))
+    rtol, atol = _one_tolerance("rtol", rtol), _one_tolerance("atol", atol)
     if method in FIXED_METHODS:
         if step_size is None:
             raise InvalidArgumentError(
@@ -668,6 +666,18 @@ def check_settings(
         raise InvalidArgumentError(f"max_steps must be a positive int, got {max_steps!r}")
     max_steps = int(max_steps)
     return rtol, atol, step_size, first_step, max_steps
+
+
+def _one_tolerance(name: str, value: object) -> float:
+    """``value`` as a positive finite float; a tolerance per component (SciPy's array ``atol``, a
+    torchdiffeq tensor ``rtol``) is refused saying that the error norm takes one."""
+    if isinstance(value, tuple | list) or math.prod(getattr(value, "shape", ())) > 1:
+        raise InvalidArgumentError(
+            f"{name} must be one number, got {value!r:.80}: the error norm scales every "
+            "component by one atol + rtol * |y|, without a tolerance per component; where the "
+            "components' sizes differ, solve for the state divided by its typical size"
+        )
+    return positive_finite(name, value)
 
 
 def check_initial_state(y0: Tensor) -> None:

@@ -37,6 +37,61 @@ def test_unknown_method_lists_every_valid_method():
         assert name in message
 
 
+@pytest.mark.parametrize(
+    ("method", "advice"),
+    [
+        ("dopri8", "use 'dop853'"),  # torchdiffeq
+        ("adaptive_heun", "use 'heun'"),
+        ("explicit_adams", "no multistep"),
+        ("RK45", "use 'dopri5'"),  # SciPy's solve_ivp
+        ("DOP853", "method names are lower case: method='dop853'"),
+        ("BDF", "no stiff (implicit) solver"),
+        ("Tsit5", "method names are lower case: method='tsit5'"),  # diffrax
+    ],
+)
+@pytest.mark.parametrize("where", ["solve", "odeint_event", "OptDisc"])
+def test_another_librarys_method_name_is_answered_with_physodes(method, advice, where):
+    # torchdiffeq's, SciPy's and diffrax's names got only the list of valid methods, which a
+    # user had to match with the method meant.
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        if where == "solve":
+            physode.solve(decay, Y0, T, method=method)
+        elif where == "odeint_event":
+            physode.odeint_event(decay, Y0, 0.0, lambda t, y: y[0] - 0.5, method=method)
+        else:
+            physode.OptDisc(method=method)
+    message = str(info.value)
+    assert f"method {method!r}" in message and advice in message and "valid methods" in message
+
+
+@pytest.mark.parametrize(
+    "tolerance",
+    [[1e-6, 1e-3], (1e-6, 1e-3), np.array([1e-6, 1e-3]), torch.tensor([1e-6, 1e-3])],
+    ids=["list", "tuple", "numpy", "tensor"],
+)
+@pytest.mark.parametrize("name", ["rtol", "atol"])
+@pytest.mark.parametrize("where", ["solve", "odeint_event"])
+def test_a_tolerance_per_component_is_refused_saying_that_the_norm_takes_one(
+    where, name, tolerance
+):
+    # SciPy's array atol and a torchdiffeq tensor rtol were answered "must be a positive
+    # number", about a value of positive numbers.
+    with pytest.raises(physode.InvalidArgumentError) as info:
+        if where == "solve":
+            physode.solve(decay, Y0, T, **{name: tolerance})
+        else:
+            physode.odeint_event(decay, Y0, 0.0, lambda t, y: y[0] - 0.5, **{name: tolerance})
+    message = str(info.value)
+    assert f"{name} must be one number" in message and "divided by its typical size" in message
+
+
+def test_a_tolerance_in_a_0_dim_or_1_element_tensor_is_one_number():
+    tolerance = torch.tensor(1e-9, dtype=DTYPE)
+    expected = physode.odeint(decay, Y0, T, rtol=1e-9, atol=1e-9)
+    for given in (tolerance, tolerance.reshape(1), np.float64(1e-9)):
+        assert torch.equal(physode.odeint(decay, Y0, T, rtol=given, atol=given), expected)
+
+
 def test_unknown_gradient_lists_every_valid_choice():
     message = _error(gradient="adjoint")
     assert "'adjoint'" in message

@@ -17,7 +17,14 @@ from physode.gradients.base import (
     stack_outputs,
     step_vjp,
 )
-from physode.solvers import ADAPTIVE_METHODS, METHODS, SYMPLECTIC_METHODS, integrate, make_stepper
+from physode.solvers import (
+    ADAPTIVE_METHODS,
+    METHODS,
+    SYMPLECTIC_METHODS,
+    integrate,
+    make_stepper,
+    unknown_method,
+)
 from physode.solvers._autograd import private_query
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import LoopResult, Stats, Status, Trace
@@ -95,6 +102,8 @@ class OptDisc(GradientMode):
             raise InvalidArgumentError(
                 f"OptDisc: unknown backward method {method!r}{why}; valid methods: "
                 f"{', '.join(backward_methods)}"
+                if why
+                else "OptDisc: " + unknown_method(method, backward_methods, "backward method")
             )
         rtol, atol, step_size = (
             None if value is None else positive_finite(f"OptDisc: {label}", value)
