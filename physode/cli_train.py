@@ -1049,13 +1049,23 @@ def _run(args: argparse.Namespace) -> int:
             _distributed.leave(finished=status is not None)
 
 
+def _data_system(data: Any) -> tuple[Any, int]:
+    """The system and the state size of the data set at ``data``, from what its file opens
+    with: its states are read once, by the trainer (read here too, a training split of N x P x
+    n_state values was held twice while the model trained)."""
+    import physode.data
+
+    with physode.data.load(data) as stored:
+        return stored.system, stored.states.shape[-1]
+
+
 def _train_and_report(
     data: Any, model_settings: dict[str, Any], train_settings: dict[str, Any], extras: dict
 ) -> int:
     """Build, train, save, evaluate and report as the merged settings say; return the exit
     status. The model is saved before the evaluation, which can fail, and the printing, which
     can meet a closed pipe."""
-    from physode.train import Trainer, as_trajectories
+    from physode.train import Trainer
     from physode.train.evaluate import calibration_time, rollout_times
 
     quiet = extras.get("quiet", False)
@@ -1072,11 +1082,11 @@ def _train_and_report(
     resume = _checkpoint_to_resume(extras.get("resume"), config)
     _check_applicable(model_settings)
     said: set = set()  # the warnings said so far: training and the rollout give some alike
-    stored = as_trajectories(data, split="train")
+    system, n_state = _data_system(data)
     torch.default_generator.manual_seed(config.seed)  # CPU only: the model is built there
     with _warnings_as_lines(said):  # a --learnable parameter the equations do not contain
-        model = build_model(model_settings, stored.system, stored.n_state)
-    record = model_record(model_settings, stored.system)
+        model = build_model(model_settings, system, n_state)
+    record = model_record(model_settings, system)
     weights = None
     if config.init_from is not None:
         # After build_model has checked --init's names and values.

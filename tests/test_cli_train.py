@@ -322,6 +322,22 @@ def test_a_resume_reads_its_checkpoint_once(data, tmp_path, monkeypatch):
     assert reads.count(last) == 1
 
 
+def test_a_run_reads_the_training_split_once(data, tmp_path, monkeypatch):
+    # Read a second time to build the model, a training split was held twice while it trained.
+    import physode.train.data as train_data
+
+    reads = []
+    read = train_data.trajectories_of
+
+    def counted(stored, index, split, noisy=False):
+        reads.append(split)
+        return read(stored, index, split, noisy)
+
+    monkeypatch.setattr(train_data, "trajectories_of", counted)
+    assert main(_neural(data, "--out", str(tmp_path / "run"))) == 0
+    assert reads.count("train") == 1, reads
+
+
 def test_resume_alone_continues_from_the_checkpoint_dir_as_simulates_resume_does(data, tmp_path):
     # `--resume` took a checkpoint file only; alone, like `physode simulate --resume`, it now
     # continues what the same command kept: --checkpoint-dir's last.pt.
