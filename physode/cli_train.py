@@ -1113,6 +1113,7 @@ def _train_and_report(
         )
     calibrate = extras.get("calibrate")
     calibration_time(model, held_out.t, calibrate, float(trainer.train_data.t[-1]))
+    del held_out  # not held while training: the evaluation reads the split again
     with contextlib.ExitStack() as held:
         if resume is not None:
             # Under the checkpoint folder's lock, held through fit: no other run can read the

@@ -338,6 +338,29 @@ def test_a_run_reads_the_training_split_once(data, tmp_path, monkeypatch):
     assert reads.count("train") == 1, reads
 
 
+def test_the_held_out_split_read_before_training_is_not_held_while_training(
+    data, tmp_path, monkeypatch
+):
+    import weakref
+
+    held_out, fit = Trainer.held_out_data, Trainer.fit
+    read, alive = [], []
+
+    def held_out_data(self, *args, **kwargs):
+        split = held_out(self, *args, **kwargs)
+        read.append(weakref.ref(split))
+        return split
+
+    def fitting(self, *args, **kwargs):
+        alive.append(read[0]() is not None)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "held_out_data", held_out_data)
+    monkeypatch.setattr(Trainer, "fit", fitting)
+    assert main(_neural(data, "--out", str(tmp_path / "run"))) == 0
+    assert alive == [False]
+
+
 def test_resume_alone_continues_from_the_checkpoint_dir_as_simulates_resume_does(data, tmp_path):
     # `--resume` took a checkpoint file only; alone, like `physode simulate --resume`, it now
     # continues what the same command kept: --checkpoint-dir's last.pt.
