@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import h5py
 import numpy as np
@@ -300,6 +302,39 @@ def test_fewer_chunks_than_workers_are_warned_of_naming_a_chunk_size_that_uses_t
         warnings.simplefilter("error")  # as many chunks as workers: no warning
         simulate("pendulum", out=tmp_path / "b.h5", trajectories=12, chunk_size=6,
                  executor=pool, **SMALL)  # fmt: skip
+
+
+class _OtherTorch:
+    """An executor whose worker runs another torch than this process: it runs each task here,
+    with the versions a worker would give."""
+
+    _max_workers = 1
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        versions = {**simulation._software_versions(), "torch": "1.0.0"}
+        with mock.patch.object(simulation, "_software_versions", lambda: versions):
+            future.set_result(fn(*args))
+        return future
+
+
+def test_a_worker_with_other_software_is_refused_naming_the_versions(
+    serial_pendulum, tmp_path
+):
+    # Its chunks may differ in the last bits, and the file's software attribute would name
+    # only this process's versions.
+    out = tmp_path / "pendulum.h5"
+    settings = {**SAMPLED, **SMALL}
+    here = re.escape(simulation._software_versions()["torch"])
+    found = rf"other software than this process \(torch: '1.0.0' in the worker, '{here}' here\)"
+    with pytest.raises(physode.InvalidArgumentError, match=found):
+        simulate("pendulum", out=out, executor=_OtherTorch(), **settings)
+    assert not out.exists()
+    assert not list((tmp_path / "pendulum.h5.parts").glob("chunk-*.h5"))
+    simulate("pendulum", out=out, resume=True, **settings)  # in this process
+    _assert_same_data(serial_pendulum, out, attrs=False)
 
 
 def test_a_bad_executor_is_named_with_the_choices(tmp_path):

@@ -4,7 +4,8 @@
 ``executor.submit`` as one task: the task rebuilds the system from its specification text (cheap
 after the first time in a process: ``physode.systems._from_text`` keeps it, and the on-disk cache
 keeps the generated code), simulates the chunk with the run's settings and returns the
-:class:`~physode.data._store.Chunk`. The main process writes each chunk file as its result comes
+:class:`~physode.data._store.Chunk` with the versions of the software that computed it, which
+must be this process's. The main process writes each chunk file as its result comes
 back, in whatever order, so a run interrupted anywhere resumes like a serial one; it keeps a few
 tasks per worker in flight, never the whole run's results.
 
@@ -84,7 +85,8 @@ def warn_of_idle_workers(executor: Any, n: int, chunk_size: int) -> None:
 
 def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, threads) -> Any:
     """One task: trajectories ``start`` to ``stop - 1`` of the run ``run``, simulated in the
-    worker with ``threads`` torch threads (``None`` keeps the worker's setting)."""
+    worker with ``threads`` torch threads (``None`` keeps the worker's setting); returns the
+    worker's :func:`task_software` and the chunk."""
     import torch
 
     import physode.systems
@@ -97,7 +99,32 @@ def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, thre
         system = physode.systems._from_text(spec_text, f"the specification of system {name!r}")
     with torch_threads(threads):
         t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
-        return simulation._simulate_chunk(system, start, stop, t, run, _ignore_rows)
+        chunk = simulation._simulate_chunk(system, start, stop, t, run, _ignore_rows)
+    return task_software(), chunk
+
+
+def task_software() -> dict[str, str]:
+    """The software that computes a chunk in this process: physode's version and those of the
+    data set's ``software`` attribute (another torch or NumPy may change the last bits)."""
+    import physode
+    from physode.data import simulation
+
+    return {"physode": physode.__version__, **simulation._software_versions()}
+
+
+def _other_software(theirs: dict, mine: dict) -> InvalidArgumentError:
+    """The error for a worker that runs other software (``theirs``) than this process."""
+    names = sorted(name for name in {*theirs, *mine} if theirs.get(name) != mine.get(name))
+    found = "; ".join(
+        f"{name}: {theirs.get(name)!r} in the worker, {mine.get(name)!r} here" for name in names
+    )
+    return InvalidArgumentError(
+        f"a worker of the executor runs other software than this process ({found}), which may "
+        "change the last bits of its chunks: the data set would not be what one run gives, and "
+        "its software attribute names this process's versions; install the same versions on "
+        "the workers, or simulate without an executor (the chunks finished so far are kept for "
+        "resume=True, --resume)"
+    )
 
 
 def _ignore_rows(rows: int) -> None:
@@ -110,14 +137,17 @@ def run_tasks(
     on_result: Callable[[int, Any], None],
 ) -> None:
     """Submit ``chunk_task(*args)`` for each ``(key, args)`` of ``tasks``, at most
-    ``TASKS_PER_WORKER`` per worker at a time, and call ``on_result(key, result)`` in the
+    ``TASKS_PER_WORKER`` per worker at a time, and call ``on_result(key, chunk)`` in the
     calling thread as each finishes, in the order they finish.
 
     The first task that raises (or a ``KeyboardInterrupt`` while waiting) cancels every task
-    not yet finished and re-raises that error here, as the worker raised it.
+    not yet finished and re-raises that error here, as the worker raised it. So does a task
+    computed under other software than this process's (:func:`task_software`), with an
+    ``InvalidArgumentError`` naming the versions, before its chunk is stored.
     """
     if not tasks:
         return
+    mine = task_software()
     limit = TASKS_PER_WORKER * worker_count(executor)
     waiting = deque(tasks)
     running: dict[Any, int] = {}
@@ -131,8 +161,10 @@ def run_tasks(
                 future.add_done_callback(finished.put)
             future = finished.get()
             key = running.pop(future)
-            result = future.result()  # the worker's exception, raised here
+            software, result = future.result()  # the worker's exception, raised here
             del future
+            if software != mine:
+                raise _other_software(software, mine)
             on_result(key, result)
             del result
     except BaseException as exc:
