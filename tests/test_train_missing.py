@@ -129,6 +129,15 @@ def test_complete_data_keep_their_windows():
     assert train_data.windows_of(data, None, 1) == [Window(0, 0), Window(1, 0)]
 
 
+def test_a_window_has_no_dict_of_its_own_and_stays_frozen():
+    # The trainer holds one per window: 13 million for 6553 trajectories of 2001 points cut
+    # into windows of 5 at every point, 1.5 GB with a __dict__ each, 0.9 GB without.
+    window = train_data.windows_of(Trajectories(torch.arange(4.0), torch.zeros(1, 4, 1)), 2, 1)[0]
+    assert not hasattr(window, "__dict__")
+    with pytest.raises(AttributeError):
+        window.start = 1
+
+
 def test_windows_start_at_whole_states_and_need_an_observation_after_the_start():
     states = torch.ones(2, 10, 2)
     states[0, 2, 1] = NAN  # not whole: no window starts at 2
