@@ -9,7 +9,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,9 @@ from physode.solvers._tuples import Parts, TupleFunc
 from physode.solvers.control import warn_unattainable
 from physode.solvers.loop import time_maker
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = ["Solution", "Stats", "Status", "odeint", "solve"]
 
 STEP_CONTROLS = ("shared", "per-sample")
@@ -58,9 +61,13 @@ def _transforms_active(tensors: Sequence[Tensor]) -> bool:
     return bool(transforms_active()) or any(_is_wrapped(x) for x in tensors)
 
 
+YS = TypeVar("YS", Tensor, tuple[Tensor, ...])
+
+
 @dataclass
-class Solution:
-    """The result of :func:`solve`.
+class Solution(Generic[YS]):
+    """The result of :func:`solve`: ``Solution[Tensor]``, or ``Solution[tuple[Tensor, ...]]``
+    for a tuple (or list) ``y0``, as type checkers read it.
 
     Attributes
     ----------
@@ -86,7 +93,7 @@ class Solution:
     """
 
     t: Tensor
-    ys: Tensor | tuple[Tensor, ...]
+    ys: YS
     status: Status | Tensor
     stats: Stats
     message: str
@@ -158,7 +165,7 @@ def _gradient_mode(gradient: str | GradientMode) -> GradientMode:
     )
 
 
-def _times(t: Tensor | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]]:
+def _times(t: Tensor | np.ndarray | Sequence[float], y0: Tensor) -> tuple[Tensor, list[float]]:
     if isinstance(t, Tensor):
         if t.device != y0.device:
             raise InvalidArgumentError(
@@ -412,10 +419,47 @@ def _unique(tensors: Iterable[Tensor]) -> list[Tensor]:
     return list(unique.values())
 
 
+class SolveOptions(TypedDict, total=False):
+    """The keywords of :func:`solve` and :func:`odeint` after ``func, y0, t``, as type checkers
+    read them (what they accept and their types; the defaults are :func:`solve`'s)."""
+
+    method: str
+    rtol: float
+    atol: float
+    step_size: float | None
+    gradient: str | GradientMode
+    step_control: str
+    max_steps: int
+    first_step: float | None
+    params: Sequence[Tensor] | None
+    throw: bool
+
+
+# What a type checker reads: a tensor y0 gives a tensor ys, a tuple (or list) y0 a tuple. One
+# return type for both (ys: Tensor | tuple) made mypy and pyright refuse ``sol.ys.detach()`` and
+# ``odeint(...) - target`` for a tensor y0.
+@overload
+def solve(
+    func: Callable,
+    y0: Tensor,
+    t: Tensor | np.ndarray | Sequence[float],
+    **options: Unpack[SolveOptions],
+) -> Solution[Tensor]: ...
+
+
+@overload
+def solve(
+    func: Callable,
+    y0: tuple[Tensor, ...] | list[Tensor],
+    t: Tensor | np.ndarray | Sequence[float],
+    **options: Unpack[SolveOptions],
+) -> Solution[tuple[Tensor, ...]]: ...
+
+
 def solve(
     func: Callable,
     y0: Tensor | Sequence[Tensor],
-    t: Tensor | Sequence[float],
+    t: Tensor | np.ndarray | Sequence[float],
     *,
     method: str = "dopri5",
     rtol: float = 1e-6,
@@ -428,7 +472,7 @@ def solve(
     params: Sequence[Tensor] | None = None,
     throw: bool = True,
     **unknown: Any,
-) -> Solution:
+) -> Solution[Any]:
     """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]`` and return the states at every ``t``.
 
     Parameters
@@ -445,7 +489,7 @@ def solve(
         the parts flattened into one tensor: every method and gradient mode works, the error norm
         is one RMS over all parts' components, and ``step_control="per-sample"`` is refused. A
         symplectic method reads a tuple of two parts of one shape as ``(q, v)``.
-    t : Tensor or sequence of float
+    t : Tensor, NumPy array or sequence of float
         Output times, strictly increasing or strictly decreasing (backward in time), at least two.
         A tensor that requires grad gets its gradient in every gradient mode: that of the exact
         solution, ``<dL/dy_k, func(t_k, y_k)>`` for each later output and ``-<a, func(t_0, y0)>``
@@ -765,11 +809,29 @@ def _raise(solution: Solution):
     )
 
 
+@overload
+def odeint(
+    func: Callable,
+    y0: Tensor,
+    t: Tensor | np.ndarray | Sequence[float],
+    **options: Unpack[SolveOptions],
+) -> Tensor: ...
+
+
+@overload
+def odeint(
+    func: Callable,
+    y0: tuple[Tensor, ...] | list[Tensor],
+    t: Tensor | np.ndarray | Sequence[float],
+    **options: Unpack[SolveOptions],
+) -> tuple[Tensor, ...]: ...
+
+
 def odeint(
     func: Callable,
     y0: Tensor | Sequence[Tensor],
-    t: Tensor | Sequence[float],
-    **kwargs,
+    t: Tensor | np.ndarray | Sequence[float],
+    **kwargs: Any,
 ) -> Tensor | tuple[Tensor, ...]:
     """Solve ``dy/dt = func(t, y)`` and return ``ys`` of shape ``(len(t), *y0.shape)``.
 
