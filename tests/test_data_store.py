@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import multiprocessing
+import pickle
 import shutil
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 
 import h5py
 import numpy as np
@@ -585,6 +589,26 @@ def test_arrays_read_after_the_file_is_closed_say_so(stored):
     for array in (data.states, data.invariants["energy"]):
         with pytest.raises(physode.InvalidArgumentError, match="the file is closed"):
             array[0]
+
+
+def _states_and_split(data) -> tuple[np.ndarray, np.ndarray]:
+    return data.states[[4, 1]], data.split_indices("train")
+
+
+def test_a_loaded_data_set_pickles_to_a_worker_and_deep_copies_with_a_handle_of_its_own(stored):
+    # A user's own Dataset holding load(path), sent to a spawned DataLoader worker, failed:
+    # "TypeError: h5py objects cannot be pickled".
+    path, chunks, split, _ = stored
+    context = multiprocessing.get_context("forkserver")  # pickles its arguments, as spawn does
+    with load(path) as data, ProcessPoolExecutor(1, mp_context=context) as pool:
+        states, train = pool.submit(_states_and_split, data).result()
+        copies = [pickle.loads(pickle.dumps(data)), copy.deepcopy(data)]
+    np.testing.assert_array_equal(states, _stack(chunks, "states")[[4, 1]])
+    np.testing.assert_array_equal(train, split["train"])
+    for twin in copies:  # open after the original closed
+        np.testing.assert_array_equal(twin.states[()], _stack(chunks, "states"))
+        assert twin.path == path and twin.attrs["seed"] == 11
+        twin.close()
 
 
 def test_big_endian_numbers_are_read_in_native_order_for_torch(stored):

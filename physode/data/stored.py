@@ -87,6 +87,12 @@ class TrajectoryFile:
         Every root attribute (format, versions, system specification and hash, solver, seed,
         command line, simulation settings), and a user's own: its text as ``str``, or as
         ``bytes`` where it is not UTF-8.
+
+    Notes
+    -----
+    It pickles, and deep-copies, as its path: the copy (in a spawned ``DataLoader`` worker or
+    a process pool, say) opens the file again as :func:`load` does, with its own handle, and
+    reads what the path holds then.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -216,6 +222,11 @@ class TrajectoryFile:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def __reduce__(self) -> tuple:
+        # Pickled (to a spawned DataLoader worker, a process pool) or deep-copied as its path:
+        # the copy opens the file anew, with a handle of its own. h5py refuses to pickle one.
+        return type(self), (self.path,)
 
     def __repr__(self) -> str:
         n, p, m = self.states.shape
