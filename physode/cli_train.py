@@ -1065,6 +1065,7 @@ def _train_and_report(
     """Build, train, save, evaluate and report as the merged settings say; return the exit
     status. The model is saved before the evaluation, which can fail, and the printing, which
     can meet a closed pipe."""
+    from physode.data import simulation
     from physode.train import Trainer
     from physode.train.evaluate import calibration_time, rollout_times
 
@@ -1146,7 +1147,7 @@ def _train_and_report(
         summary = {
             "command_line": extras.get("command_line"),
             "data": _data_record(data, trainer),
-            "software": _software(),
+            "software": simulation._running_software(),
             "config": trainer.config.to_dict(),  # init_from: where the weights came from
             "warm_start": trainer.warm_start,  # and what they started
             "model": record,
@@ -1173,15 +1174,6 @@ def _data_record(data: Any, trainer: Any) -> dict[str, str]:
     validation arrays each as its shape, dtype and a hash (as a checkpoint keeps them), which
     tell the data set that trained the model from another one written at the same path."""
     return {"path": str(data), **trainer._data_described()}
-
-
-def _software() -> dict[str, str]:
-    """The versions of physode and of the packages that trained the model: as in a data set's
-    ``software`` attribute, since another torch may change the last bits of the weights."""
-    import physode
-    from physode.data.simulation import _software_versions
-
-    return {"physode": physode.__version__, **_software_versions()}
 
 
 def _refuse_init_with_init_from(settings: dict[str, Any], path: Any, init_from_as: str) -> None:

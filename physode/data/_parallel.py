@@ -86,7 +86,7 @@ def warn_of_idle_workers(executor: Any, n: int, chunk_size: int) -> None:
 def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, threads) -> Any:
     """One task: trajectories ``start`` to ``stop - 1`` of the run ``run``, simulated in the
     worker with ``threads`` torch threads (``None`` keeps the worker's setting); returns the
-    worker's :func:`task_software` and the chunk."""
+    worker's software (``simulation._running_software()``) and the chunk."""
     import torch
 
     import physode.systems
@@ -100,16 +100,7 @@ def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, thre
     with torch_threads(threads):
         t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
         chunk = simulation._simulate_chunk(system, start, stop, t, run, _ignore_rows)
-    return task_software(), chunk
-
-
-def task_software() -> dict[str, str]:
-    """The software that computes a chunk in this process: physode's version and those of the
-    data set's ``software`` attribute (another torch or NumPy may change the last bits)."""
-    import physode
-    from physode.data import simulation
-
-    return {"physode": physode.__version__, **simulation._software_versions()}
+    return simulation._running_software(), chunk
 
 
 def _other_software(theirs: dict, mine: dict) -> InvalidArgumentError:
@@ -142,12 +133,14 @@ def run_tasks(
 
     The first task that raises (or a ``KeyboardInterrupt`` while waiting) cancels every task
     not yet finished and re-raises that error here, as the worker raised it. So does a task
-    computed under other software than this process's (:func:`task_software`), with an
+    computed under other software than this process's, with an
     ``InvalidArgumentError`` naming the versions, before its chunk is stored.
     """
     if not tasks:
         return
-    mine = task_software()
+    from physode.data import simulation
+
+    mine = simulation._running_software()
     limit = TASKS_PER_WORKER * worker_count(executor)
     waiting = deque(tasks)
     running: dict[Any, int] = {}

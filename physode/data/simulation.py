@@ -621,6 +621,15 @@ def _software_versions() -> dict[str, str]:
     return versions
 
 
+def _running_software() -> dict[str, str]:
+    """physode's version and :func:`_software_versions`: the software that computes a chunk in
+    this process (an executor's worker must run the main process's) or trains a model
+    (``physode train``'s report)."""
+    import physode
+
+    return {"physode": physode.__version__, **_software_versions()}
+
+
 def _simulate_chunk(system, start: int, stop: int, t: torch.Tensor, run: dict, on_rows) -> Chunk:
     import physode
 
