@@ -296,7 +296,7 @@ def _add_training_options(train: argparse._ArgumentGroup) -> None:
     )
     train.add_argument(
         "--lr-step", type=int, metavar="N",
-        help="step: epochs per step; plateau: patience (default 10)",
+        help="step: epochs per step; plateau: epochs without improvement (default 10)",
     )
     train.add_argument(
         "--grad-clip", type=float, metavar="X", help="largest gradient norm (default: no clipping)"

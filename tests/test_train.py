@@ -488,6 +488,18 @@ def test_an_unwritable_checkpoint_folder_or_log_is_refused_before_training(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+def test_plateau_schedule_lowers_the_rate_after_lr_step_epochs_without_improvement():
+    # y = 0 throughout: the loss is 0 in every epoch, so only the first epoch improves (on inf).
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    ys = torch.zeros(2, 5, 2, dtype=torch.float64)
+    trainer = Trainer(LinearDecay(), (t, ys), epochs=9, lr=0.01, lr_schedule="plateau",
+                      lr_step=3, lr_gamma=0.5)  # fmt: skip
+    rates = [row["lr"] for row in trainer.fit().history]
+    # Epochs 2-4 are the 3 without improvement: epoch 5 trains at the lowered rate, and 5-7
+    # are the next 3 (until 2026-12-07 the rate fell one epoch later each time: 5 and 6).
+    assert rates == pytest.approx([0.01] * 4 + [0.005] * 3 + [0.0025] * 2, rel=1e-12)
+
+
 def test_early_stopping_stops_after_patience_and_restores_the_best_weights(tmp_path):
     data = spiral_data()
     config = _config(tmp_path, epochs=10, patience=2, min_delta=1e9,

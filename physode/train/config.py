@@ -69,7 +69,10 @@ class TrainConfig:
     lr_schedule : str
         ``"constant"``, ``"cosine"`` (to ``lr_min`` over ``epochs``), ``"step"`` (× ``lr_gamma``
         every ``lr_step`` epochs), ``"exponential"`` (× ``lr_gamma`` every epoch) or
-        ``"plateau"`` (× ``lr_gamma`` after ``lr_step`` epochs without improvement).
+        ``"plateau"`` (× ``lr_gamma`` after ``lr_step`` epochs in a row without improvement of
+        the validation loss, or of the training loss without validation data; an epoch
+        improves where its loss is below the best by more than 1e-4 of it, as torch's
+        ``ReduceLROnPlateau`` counts it).
     lr_min, lr_gamma : float
     lr_step : int
     grad_clip : float, optional

@@ -539,7 +539,9 @@ class Trainer:
         if c.lr_schedule == "exponential":
             return sched.ExponentialLR(opt, gamma=c.lr_gamma)
         if c.lr_schedule == "plateau":
-            return sched.ReduceLROnPlateau(opt, factor=c.lr_gamma, patience=c.lr_step)
+            # torch lowers the rate once more than `patience` epochs went without improvement;
+            # lr_step counts them as the trainer's own patience does: the lr_step-th lowers it.
+            return sched.ReduceLROnPlateau(opt, factor=c.lr_gamma, patience=c.lr_step - 1)
         return None
 
     # ------------------------------------------------------------------ batches
