@@ -64,6 +64,40 @@ def test_another_librarys_method_name_is_answered_with_physodes(method, advice, 
     assert f"method {method!r}" in message and advice in message and "valid methods" in message
 
 
+# Every method name of torchdiffeq 0.2.5 (its SOLVERS), SciPy's solve_ivp and diffrax's ODE
+# solvers that physode does not spell the same way.
+OTHER_LIBRARIES_METHODS = {
+    "torchdiffeq": ["dopri8", "fehlberg2", "adaptive_heun", "heun2", "heun3", "explicit_adams",
+                    "implicit_adams", "fixed_adams", "scipy_solver"],
+    "scipy": ["RK45", "RK23", "Radau", "BDF", "LSODA"],
+    "diffrax": ["Ralston", "Dopri8", "ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5",
+                "KenCarp3", "KenCarp4", "KenCarp5", "Sil3"],
+}  # fmt: skip
+STIFF_METHODS = {"Radau", "BDF", "LSODA", "ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5",
+                 "KenCarp3", "KenCarp4", "KenCarp5", "Sil3"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method", [name for names in OTHER_LIBRARIES_METHODS.values() for name in names]
+)
+def test_every_method_name_of_torchdiffeq_scipy_and_diffrax_gets_physodes_nearest(method):
+    # docs/solvers.md promises physode's nearest method, or that there is none, for another
+    # library's name: torchdiffeq's heun2 and heun3 and diffrax's Ralston and stiff solvers got
+    # only the list of valid methods.
+    message = _error(method=method)
+    assert f"unknown method {method!r} (another library's name): " in message
+    if method in STIFF_METHODS:
+        assert "no stiff (implicit) solver" in message
+
+
+def test_the_valid_methods_are_listed_by_kind_so_no_name_reads_as_a_method():
+    # "valid methods: adaptive heun, bosh3, ...; fixed-step euler, ..." read as if "adaptive heun"
+    # were a method, in the reply to torchdiffeq's "adaptive_heun".
+    message = _error(method="adaptive_heun")
+    adaptive, fixed = ", ".join(ADAPTIVE_METHODS), ", ".join(FIXED_METHODS)
+    assert message.endswith(f"valid methods: adaptive: {adaptive}; fixed-step: {fixed}")
+
+
 @pytest.mark.parametrize(
     "tolerance",
     [[1e-6, 1e-3], (1e-6, 1e-3), np.array([1e-6, 1e-3]), torch.tensor([1e-6, 1e-3])],

@@ -43,6 +43,11 @@ _OTHER_NAMES = {
     "dopri8": "use 'dop853', Hairer's 8th-order Dormand-Prince pair",
     "adaptive_heun": "use 'heun', adaptive with Euler's error estimate",
     "fehlberg2": "use 'heun' or 'bosh3', the low-order adaptive pairs here",
+    "heun2": "use 'midpoint', the fixed-step 2nd-order method here, or the adaptive 'heun'",
+    "heun3": "physode has no fixed-step 3rd-order method; use 'rk4' with step_size, or the "
+    "adaptive 'bosh3'",
+    "ralston": "use 'heun', adaptive and 2nd order with Euler's error estimate, or the "
+    "fixed-step 'midpoint'",
     "rk45": "use 'dopri5', the same Dormand-Prince 5(4) pair as SciPy's RK45",
     "rk23": "use 'bosh3', the same Bogacki-Shampine 3(2) pair as SciPy's RK23",
     "explicit_adams": _NO_MULTISTEP,
@@ -53,6 +58,14 @@ _OTHER_NAMES = {
     "radau": _NO_STIFF,
     "bdf": _NO_STIFF,
     "lsoda": _NO_STIFF,
+    "impliciteuler": _NO_STIFF,
+    "kvaerno3": _NO_STIFF,
+    "kvaerno4": _NO_STIFF,
+    "kvaerno5": _NO_STIFF,
+    "kencarp3": _NO_STIFF,
+    "kencarp4": _NO_STIFF,
+    "kencarp5": _NO_STIFF,
+    "sil3": _NO_STIFF,
 }
 
 
@@ -67,7 +80,7 @@ def unknown_method(method: object, valid: Sequence[str] = (), kind: str = "metho
     choices = (
         ", ".join(valid)
         if valid
-        else f"adaptive {', '.join(ADAPTIVE_METHODS)}; fixed-step {', '.join(FIXED_METHODS)}"
+        else f"adaptive: {', '.join(ADAPTIVE_METHODS)}; fixed-step: {', '.join(FIXED_METHODS)}"
     )
     message = f"unknown {kind} {method!r}"
     if isinstance(method, str):
