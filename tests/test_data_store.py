@@ -611,6 +611,29 @@ def test_a_loaded_data_set_pickles_to_a_worker_and_deep_copies_with_a_handle_of_
         twin.close()
 
 
+def _rows(array, rows: list[int]) -> np.ndarray:
+    return array[rows]
+
+
+def test_a_lazy_array_pickles_to_a_worker_and_deep_copies_with_a_handle_of_its_own(stored):
+    # A user's Dataset holding load(path).states (not the data set) failed in a spawned
+    # DataLoader worker as the data set did: "TypeError: h5py objects cannot be pickled".
+    path, chunks, _, _ = stored
+    states = _stack(chunks, "states")
+    context = multiprocessing.get_context("forkserver")  # pickles its arguments, as spawn does
+    with load(path) as data, ProcessPoolExecutor(1, mp_context=context) as pool:
+        read = pool.submit(_rows, data.states, [4, 1]).result()
+        copies = [pickle.loads(pickle.dumps(data.states)), copy.deepcopy(data.states)]
+        name = data.invariant_names[0]
+        invariant = data.invariants[name][()]
+        invariant_copy = pickle.loads(pickle.dumps(data.invariants[name]))
+    np.testing.assert_array_equal(read, states[[4, 1]])
+    for twin in copies:  # open after the original closed
+        assert (twin.shape, twin.dtype) == (states.shape, states.dtype)
+        np.testing.assert_array_equal(twin[()], states)
+    np.testing.assert_array_equal(invariant_copy[[2, 0]], invariant[[2, 0]])
+
+
 def test_big_endian_numbers_are_read_in_native_order_for_torch(stored):
     # As written on a big-endian machine: the same numbers, the bytes in the other order.
     path, chunks, _, _ = stored

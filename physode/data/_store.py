@@ -369,7 +369,8 @@ class H5Array:
     """A lazily read HDF5 dataset: indexing reads only what it selects and returns NumPy arrays.
 
     Read errors (a failed fletcher32 checksum, a damaged chunk) become ``physode.DataFormatError``
-    naming the file and the dataset.
+    naming the file and the dataset. It pickles and deep-copies as the file's path and the
+    dataset's name: the copy (in a spawned ``DataLoader`` worker) opens the file anew.
 
     Examples
     --------
@@ -515,6 +516,19 @@ class H5Array:
 
     def __repr__(self) -> str:
         return f"H5Array({self._name!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __reduce__(self) -> tuple:
+        # Pickled (``load(path).states`` kept by a user's Dataset, sent to a spawned DataLoader
+        # worker) or deep-copied as the file's path and the dataset's name, as a TrajectoryFile
+        # is: the copy opens the file anew. h5py refuses to pickle a dataset.
+        return _reopened, (self._path, self._name)
+
+
+def _reopened(path: Path, name: str) -> H5Array:
+    """Dataset ``name`` of the data set at ``path``, in a file opened for it (an unpickled
+    :class:`H5Array`); the file stays open while the array is referenced."""
+    file, _ = open_store(path)
+    return H5Array(file[name], path)
 
 
 @contextlib.contextmanager
