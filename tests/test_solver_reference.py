@@ -206,3 +206,20 @@ def test_batched_rows_agree_with_solving_each_row_alone_to_the_tolerance():
     for row in (0, 15):
         alone = physode.odeint(func, y0[row : row + 1], t, rtol=1e-7, atol=1e-7)
         torch.testing.assert_close(batched[:, row : row + 1], alone, rtol=0, atol=1e-5)
+
+
+def test_max_steps_limits_the_whole_solve_where_torchdiffeqs_max_num_steps_limits_each_output():
+    # docs/solvers.md maps torchdiffeq's max_num_steps to max_steps and says that they count
+    # differently: 201 outputs a step or two apart pass torchdiffeq's limit of 5 and not physode's.
+    t = torch.linspace(0.0, 20.0, 201, dtype=DTYPE)
+    y0 = torch.tensor([1.0, 0.0], dtype=DTYPE)
+
+    def rotation(t, y):
+        return torch.stack([y[1], -y[0]])
+
+    ys = torchdiffeq.odeint(rotation, y0, t, options=dict(max_num_steps=5))
+    assert torch.allclose(ys[-1], torch.stack([torch.cos(t[-1]), -torch.sin(t[-1])]), atol=1e-4)
+    solution = physode.solve(rotation, y0, t, max_steps=5, throw=False)
+    assert solution.status == physode.Status.MAX_STEPS
+    assert solution.stats.n_steps + solution.stats.n_rejected == 5
+    assert physode.solve(rotation, y0, t, max_steps=200).status == physode.Status.SUCCESS
