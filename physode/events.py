@@ -19,6 +19,7 @@ from physode._errors import (
     PhysodeWarning,
     SolverError,
 )
+from physode._repr import number_text, short_repr, stats_text, status_text
 from physode.gradients import GradientMode
 from physode.integrate import (
     _check_state,
@@ -105,6 +106,20 @@ class EventSolution:
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter((self.t_event, self.ys))
+
+    def __repr__(self) -> str:
+        # t_event and found as figures (per-row events: their range and count), ys by shape.
+        return short_repr(
+            self, ("found", _found_text), ("t_event", number_text), ("status", status_text),
+            "ys", ("stats", stats_text), ("t_final", number_text),
+        )
+
+
+def _found_text(found: bool | Tensor) -> str:
+    """Whether the event was found; per-row events as how many rows found theirs."""
+    if isinstance(found, Tensor):
+        return f"{int(found.sum())} of {found.numel()} rows"
+    return repr(found)
 
 
 @dataclass

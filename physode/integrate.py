@@ -24,6 +24,7 @@ from physode._errors import (
     UnsupportedError,
     positive_finite,
 )
+from physode._repr import number_text, short_repr, stats_text, status_text
 from physode.gradients import GRADIENT_NAMES, GradientMode, Problem
 from physode.gradients.base import needs_gradient
 from physode.gradients.times import FieldAt, output_times, start_time
@@ -106,6 +107,17 @@ class Solution(Generic[YS]):
         if isinstance(self.status, Tensor):
             return bool((self.status == Status.SUCCESS).all())
         return self.status is Status.SUCCESS
+
+    def __repr__(self) -> str:
+        # Shapes and counters, not the values: ys can hold millions of numbers.
+        return short_repr(
+            self,
+            ("status", status_text),
+            "t",
+            "ys",
+            ("stats", stats_text),
+            ("t_final", number_text),
+        )
 
 
 def _check_state(y0: object, name: str = "y0") -> None:

@@ -781,3 +781,25 @@ def test_one_value_per_element_of_an_unbatched_state_is_refused_saying_how_to_ba
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     with pytest.raises(physode.InvalidArgumentError, match=r"give a batch of scalars the shape"):
         physode.odeint_event(oscillator, y0, 0.0, lambda t, y: y)
+
+
+# Reprs: an event's result prints as one short line, per-row events by count and range.
+
+
+def test_a_large_per_row_event_solution_prints_the_rows_found_and_the_shapes():
+    y0 = falling_batch([1.0] * 1000 + [5.0] * 1000, [0.0] * 2000)
+    sol = physode.odeint_event(fall, y0, 0.0, rows_height)
+    text = repr(sol)
+    assert len(text) < 300 and "\n" not in text
+    first, last = landing_time(1.0, 0.0), landing_time(5.0, 0.0)
+    assert f"found=2000 of 2000 rows, t_event={first:.6g}..{last:.6g}, status=SUCCESS" in text
+    assert "ys=Tensor(shape=(2, 2000, 2), dtype=float64)" in text
+
+
+def test_an_event_not_found_prints_its_status_and_nan_time_without_raising():
+    y0 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=F64)
+    levels = torch.tensor([5.0, 5.0], dtype=F64)  # no row gets there
+    sol = physode.odeint_event(oscillator, y0, 0.0, lambda t, y: y[:, 0] - levels,
+                               max_steps=30, throw=False)  # fmt: skip
+    assert repr(sol).startswith("EventSolution(found=0 of 2 rows, t_event=nan, status=MAX_STEPS")
+    assert repr(physode.EventSolution.__new__(physode.EventSolution)) == "EventSolution()"

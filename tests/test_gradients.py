@@ -1392,3 +1392,47 @@ def test_a_compiled_funcs_refusal_to_keep_its_graph_is_said_with_the_ways_out(gr
         match="torch.compile.*donated_buffer = False before .*first call.*gradient='disc-opt'",
     ):
         ys.sum().backward()
+
+
+class _Recording(physode.DiscOpt):
+    """Disc-Opt that keeps the problem it solved and the loop's result."""
+
+    def solve(self, problem):
+        self.problem = problem
+        ys, self.result = super().solve(problem)
+        return ys, self.result
+
+
+def test_a_problem_and_a_loop_result_print_shapes_not_weights_or_states():
+    model = nn.Linear(300, 300).double()
+    mode = _Recording()
+    t = torch.linspace(0, 1, 200, dtype=torch.float64)
+    physode.solve(lambda t, y: model(y), torch.ones(4, 300, dtype=torch.float64), t,
+                  method="rk4", step_size=0.1, gradient=mode)  # fmt: skip
+    problem = repr(mode.problem)
+    assert len(problem) < 400 and "\n" not in problem
+    assert "y0=Tensor(shape=(4, 300), dtype=float64)" in problem
+    assert "times=list of 200, the first 0" in problem and "method='rk4'" in problem
+    assert "params=(Tensor(shape=(300, 300), dtype=float64), Tensor(shape=(300,)," in problem
+    result = repr(mode.result)
+    assert result.startswith("LoopResult(status=SUCCESS, t=1, ys=list of 200, the first Tensor(")
+    assert len(result) < 200
+
+
+def test_a_trace_prints_its_lists_by_length():
+    trace = Trace()
+    stepper = make_stepper("rk4")
+    times = torch.linspace(0, 1, 50, dtype=torch.float64).tolist()
+    integrate(stepper, lambda t, y: -y, torch.ones(1000, dtype=torch.float64), times, rtol=0.0,
+              atol=0.0, step_size=0.01, first_step=None, max_steps=1000, stats=physode.Stats(),
+              trace=trace)  # fmt: skip
+    text = repr(trace)
+    assert len(text) < 300
+    assert len(trace.y) > 100
+    assert f"y=list of {len(trace.y)}, the first Tensor(shape=(1000,), dtype=float64)" in text
+
+
+def test_partly_built_gradient_modes_print_without_raising():
+    for cls in (physode.ACA, physode.OptDisc):
+        assert repr(cls.__new__(cls)).startswith(f"<{cls.__name__}, not readable: AttributeError")
+    assert repr(physode.gradients.Problem.__new__(physode.gradients.Problem)) == "Problem()"

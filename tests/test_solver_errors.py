@@ -651,3 +651,64 @@ def test_torchdiffeq_keywords_are_answered_with_physodes_spelling(entry, keyword
 def test_a_misspelt_keyword_is_a_type_error_naming_it(entry):
     with pytest.raises(TypeError, match="unexpected keyword argument 'rtoll'"):
         entry(decay, Y0, [0.0, 1.0], rtoll=1e-6)
+
+
+# Reprs: a solve's result prints as one short line in a REPL, however large its states.
+BIG_Y0 = torch.ones(256, 6, dtype=DTYPE)
+BIG_T = torch.linspace(0.0, 1.0, 1000, dtype=DTYPE)
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ({"method": "rk4", "step_size": 0.01}, "status=SUCCESS"),
+        ({"step_control": "per-sample"}, "status=256 SUCCESS of 256 rows"),
+        ({"max_steps": 3, "throw": False}, "status=MAX_STEPS"),
+        ({"step_control": "per-sample", "max_steps": 3, "throw": False}, "256 MAX_STEPS"),
+    ],
+)
+def test_a_large_solution_prints_its_status_shapes_and_stats_in_one_short_line(options, shown):
+    text = repr(physode.solve(decay, BIG_Y0, BIG_T, **options))
+    assert len(text) < 300 and "\n" not in text
+    assert shown in text
+    assert "ys=Tensor(shape=(1000, 256, 6), dtype=float64)" in text
+    assert "t=Tensor(shape=(1000,), dtype=float64)" in text
+    assert "stats=Stats(n_steps=" in text
+
+
+def test_a_tuple_solution_prints_the_shape_of_each_part():
+    sol = physode.solve(lambda t, y: (-y[0], -y[1]), (BIG_Y0, BIG_Y0[:, :2]), BIG_T)
+    text = repr(sol)
+    assert len(text) < 300
+    assert "ys=(Tensor(shape=(1000, 256, 6), dtype=float64), Tensor(shape=(1000, 256, 2)," in text
+
+
+def test_per_sample_stats_print_each_counter_as_its_range_over_the_rows():
+    y0 = torch.tensor([[1.0], [1e3]], dtype=DTYPE).repeat(500, 1)  # stiffer rows step more
+    stats = physode.solve(lambda t, y: -y * y.abs(), y0, BIG_T[:3], step_control="per-sample").stats
+    low, high = int(stats.n_steps.min()), int(stats.n_steps.max())
+    assert low < high
+    assert repr(stats).startswith(f"Stats(n_steps={low}..{high}, ")
+    assert str(stats) == repr(stats)
+
+
+def test_a_partly_built_solution_prints_without_raising():
+    assert repr(physode.Solution.__new__(physode.Solution)) == "Solution()"
+
+
+def test_a_solutions_repr_leaves_its_equality_and_pickling_alone():
+    import pickle
+
+    sol = physode.solve(decay, Y0, T)
+    copy = pickle.loads(pickle.dumps(sol))
+    assert repr(copy) == repr(sol)
+    assert torch.equal(copy.ys, sol.ys) and copy.stats == sol.stats
+
+
+def test_the_solution_printed_in_the_solvers_page_is_what_that_solve_prints():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "solvers.md").read_text()
+    shown = next(line for line in page.splitlines() if line.startswith("Solution(status="))
+    sol = physode.solve(decay, torch.ones(256, 6, dtype=DTYPE), BIG_T)
+    assert repr(sol) == shown

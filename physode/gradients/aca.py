@@ -7,6 +7,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
+from physode._repr import never_raising
 from physode.gradients.base import (
     GradientMode,
     Problem,
@@ -156,6 +157,7 @@ class ACA(GradientMode):
     def __init__(self, keep_last_graph: bool = True):
         self.keep_last_graph = check_switch("ACA", "keep_last_graph", keep_last_graph)
 
+    @never_raising
     def __repr__(self) -> str:
         return f"ACA(keep_last_graph={self.keep_last_graph})"
 

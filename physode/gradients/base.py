@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError, UnsupportedError
+from physode._repr import short_repr, value_text
 from physode.solvers import Stats, integrate
 from physode.solvers.loop import LoopResult, Trace
 
@@ -42,6 +43,21 @@ class Problem:
     params: list[Tensor]
     stats: Stats
     f0: Tensor | None = None  # func(times[0], y0), when already evaluated (and counted)
+
+    def __repr__(self) -> str:
+        # The settings, the states and weights by shape: a model's weights can be millions.
+        return short_repr(
+            self,
+            ("func", lambda f: type(f).__name__),
+            "y0",
+            ("times", value_text),
+            "method",
+            "rtol",
+            "atol",
+            "step_size",
+            "max_steps",
+            "params",
+        )
 
     def run(
         self,

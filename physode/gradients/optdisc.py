@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError, SolverError, UnsupportedError, positive_finite
+from physode._repr import never_raising
 from physode.gradients.base import (
     GradientMode,
     Problem,
@@ -119,6 +120,7 @@ class OptDisc(GradientMode):
         if method is not None:
             self._refuse_unused_settings(method)
 
+    @never_raising
     def __repr__(self) -> str:
         return (
             f"OptDisc(method={self.method!r}, rtol={self.rtol!r}, atol={self.atol!r}, "

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError
+from physode._repr import number_text, short_repr, stats_text, status_text
 from physode.solvers._arrays import Array
 from physode.solvers.control import PIController, attainable_rtol, error_ratio, initial_step
 
@@ -70,6 +71,9 @@ class Stats:
     nfe: int = 0
     nfe_backward: int = 0
 
+    def __repr__(self) -> str:
+        return stats_text(self)  # per-row counters as their range: one line for any batch
+
 
 @dataclass
 class Trace:
@@ -91,6 +95,9 @@ class Trace:
     outputs: list[tuple[int, float | None]] = field(default_factory=list)
     graph_final: bool = False
     final: tuple[int, Tensor, object] | None = None
+
+    def __repr__(self) -> str:
+        return short_repr(self, "t", "h", "y", "outputs", "graph_final")  # lists cut short
 
 
 class _Unchecked(NamedTuple):
@@ -122,6 +129,9 @@ class LoopResult:
     t: float
     h: float
     message: str
+
+    def __repr__(self) -> str:
+        return short_repr(self, ("status", status_text), ("t", number_text), "ys")
 
 
 def time_maker(y: Tensor) -> Callable[[float], Tensor]:
