@@ -1078,3 +1078,17 @@ def test_the_command_leaves_a_sigterm_handler_of_its_caller_in_place(capsys, mon
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert seen == [signal.SIGTERM]
+
+
+def test_a_check_report_prints_its_verdict_and_worst_drifts_not_its_curves(dataset):
+    report = physode.data.check(dataset)
+    worst = report.invariants[0].worst
+    assert repr(report) == (
+        f"CheckReport({str(dataset)!r}, passed=True, n_trajectories=3, n_failed=0, "
+        f"non_finite=0, tolerance=1e-06, invariants={{'energy': {worst:.6g}}}, partial_drift={{}})"
+    )
+    curves = {"energy": {i: np.ones(100_000) for i in range(3)}}
+    big = dataclasses.replace(report, t=np.linspace(0, 1, 100_000), curves=curves)
+    assert repr(big) == repr(report)
+    half = physode.data.CheckReport.__new__(physode.data.CheckReport)
+    assert repr(half) == "CheckReport(?)"

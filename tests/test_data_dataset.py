@@ -226,3 +226,11 @@ def test_the_same_run_simulated_again_at_its_path_is_read_by_a_new_process(tmp_p
     with load(out) as data:
         np.testing.assert_array_equal(batch["ys"].numpy(), data.states[:])
         np.testing.assert_array_equal(batch["params"].numpy(), data.params)
+
+
+def test_a_closed_file_and_partly_built_data_objects_print_without_raising(stored):
+    data = physode.data.load(stored)
+    data.close()
+    assert repr(data).startswith(f"TrajectoryFile({str(stored)!r}, system='harmonic_oscillator'")
+    for cls in (physode.data.TrajectoryFile, physode.data.TrajectoryDataset, physode.data.H5Array):
+        assert repr(cls.__new__(cls)).startswith(f"<{cls.__name__}, not readable: AttributeError")

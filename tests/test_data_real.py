@@ -97,3 +97,10 @@ def test_load_csv_refuses_malformed_files(tmp_path, text, message):
         load_csv(path)
     with pytest.raises(physode.DataFormatError, match="cannot read it"):
         load_csv(tmp_path / "missing.csv")
+
+
+def test_the_series_prints_its_names_shapes_and_years_not_its_values():
+    assert repr(load_lynx_hare()) == (
+        "TimeSeries(state_names=('hare', 'lynx'), t=Tensor(shape=(21,), dtype=float64), "
+        "ys=Tensor(shape=(21, 2), dtype=float64), years=1900..1920, time_unit='years')"
+    )

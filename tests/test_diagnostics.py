@@ -311,3 +311,24 @@ def test_the_drift_of_a_vectors_component_does_not_depend_on_how_the_axes_are_tu
         report = conservation(kepler, ys, t)
         drifts.append(max(float(report[name].max_rel_drift[0]) for name in ("lrl_x", "lrl_y")))
     assert max(drifts) < 1e-9, drifts
+
+
+def test_a_large_invariant_drift_prints_its_range_and_failures_not_its_curves():
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 3, 6.0)
+    ys = ys.clone()
+    ys[-1, 1] *= 1.01  # trajectory 1 drifts
+    ys = ys.repeat(1, 400, 1)  # 1200 trajectories
+    drift = conservation(osc, ys, t, tolerance=1e-6)["energy"]
+    text = repr(drift)
+    assert len(text) < 300 and "\n" not in text
+    low, high = drift.max_rel_drift.min().item(), drift.max_rel_drift.max().item()
+    assert text.startswith(f"InvariantDrift('energy', max_rel_drift={low:.6g}..{high:.6g}, ")
+    assert "exceeds=400 of 1200" in text and "abs_drift=Tensor(shape=(21, 1200)" in text
+
+
+def test_partly_built_reports_print_without_raising():
+    for cls in (physode.diagnostics.ConservationReport, physode.diagnostics.PoincareSection):
+        assert repr(cls.__new__(cls)).startswith(f"<{cls.__name__}, not readable: AttributeError")
+    drift = physode.diagnostics.InvariantDrift.__new__(physode.diagnostics.InvariantDrift)
+    assert repr(drift) == "InvariantDrift(?)"

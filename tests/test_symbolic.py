@@ -990,3 +990,8 @@ def test_generalized_forces_add_to_hamiltons_dp_dt():
                                      forces={q: -c * p})  # fmt: skip
     assert sympy.simplify(damped.equations["p"] - (-k * q - c * p)) == 0
     assert sympy.simplify(damped.equations["q"] - p) == 0
+
+
+def test_a_partly_built_system_prints_without_raising():
+    half = physode.System.__new__(physode.System)
+    assert repr(half).startswith("<System, not readable: AttributeError")

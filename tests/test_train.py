@@ -1980,3 +1980,63 @@ def test_a_model_whose_system_names_the_states_otherwise_trains_on_them_in_their
     trainer = Trainer(model, data, epochs=3, lr=0.05)
     trainer.fit()
     assert abs(model.physical_parameters()["k"] - 1.0) < abs(1.2 - 1.0)
+
+
+# Reprs: training's objects print as one short line of shapes, figures and settings.
+
+
+def test_large_trajectories_print_their_shapes_and_system_not_their_states():
+    t = torch.linspace(0, 1, 1000, dtype=torch.float64)
+    states = torch.zeros(500, 1000, 2, dtype=torch.float64)
+    states[0, 3, 1] = float("nan")
+    params = torch.ones(500, 3, dtype=torch.float64)
+    data = Trajectories(t, states, params=params, system="pendulum")
+    assert repr(data) == (
+        "Trajectories(t=Tensor(shape=(1000,), dtype=float64), states=Tensor(shape=(500, 1000, 2), "
+        "dtype=float64), params=Tensor(shape=(500, 3), dtype=float64), system='pendulum', "
+        "complete=False)"
+    )
+
+
+def test_a_trainer_and_its_result_print_the_run_in_one_short_line():
+    t, ys = spiral_data(n=4, points=21)
+    trainer = Trainer(LinearDecay(), (t, ys), epochs=40, window=5, lr=0.01)
+    assert repr(trainer) == (
+        "Trainer(model=LinearDecay, train_data=(4, 21, 2) float64, val_data=None, epoch=0, "
+        "device=cpu, epochs=40, window=5, batch_size=16, optimizer='adam', lr=0.01, "
+        "method='dopri5', gradient='aca')"
+    )
+    result = trainer.fit()
+    text = repr(result)
+    assert len(text) < 300 and "'wall_time'" not in text  # the history rows are not listed
+    loss, k = result.final_loss, result.physical_parameters["k"]
+    assert text.startswith(
+        f"TrainResult(history=40 epochs, last loss {loss:.6g}, epochs_trained=40, "
+        "best_epoch=None, best_val_loss=None, stopped_early=False, train_seconds="
+    )
+    assert text.endswith(f"physical_parameters={{'k': {k:.6g}}}, per_trajectory_parameters={{}})")
+    assert "epoch=40," in repr(trainer)
+    assert repr(Trainer.__new__(Trainer)) == "Trainer()"
+
+
+def test_a_rollout_report_prints_its_errors_and_shapes_and_its_table_when_printed():
+    t, ys = spiral_data(n=4, points=21)
+    report = rollout_report(LinearDecay(0.5), (t, ys), horizon=1.0)
+    text = repr(report)
+    assert text.startswith(
+        f"RolloutReport(predicted=Tensor(shape=(4, 21, 2), dtype=float64), horizon=1, "
+        f"mse={report.mse:.6g}, mse_within={report.mse_within:.6g}, "
+        f"mse_beyond={report.mse_beyond:.6g}, conservation_model=None"
+    )
+    assert str(report).startswith("rollout of 4 held-out trajectories")  # the table stays
+
+
+def test_a_train_result_prints_per_trajectory_values_as_their_range():
+    from physode.train import TrainResult
+
+    result = TrainResult([], None, None, False, 0.5, per_trajectory_parameters={"l": [1.5, 0.5, 1]})
+    assert repr(result) == (
+        "TrainResult(history=[], epochs_trained=0, best_epoch=None, best_val_loss=None, "
+        "stopped_early=False, train_seconds=0.5, physical_parameters={}, "
+        "per_trajectory_parameters={'l': 0.5..1.5})"
+    )

@@ -51,6 +51,7 @@ from physode._errors import (
     first_shown,
 )
 from physode._files import has_hdf5_signature, write_atomically
+from physode._repr import never_raising
 from physode.data._chunks import FILTERS, ChunkWriter, crc32
 
 __all__ = [
@@ -514,6 +515,7 @@ class H5Array:
         values = self[()]
         return values if dtype is None else values.astype(dtype, copy=False)
 
+    @never_raising
     def __repr__(self) -> str:
         return f"H5Array({self._name!r}, shape={self.shape}, dtype={self.dtype})"
 

@@ -17,6 +17,7 @@ import torch
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError, first_shown
 from physode._files import json_ready
+from physode._repr import attempted, number_text, short_repr
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
 
@@ -237,6 +238,11 @@ class InvariantSummary:
     worst_trajectories: list[tuple[int, float]]
 
 
+def _worst_drifts(summaries: list[InvariantSummary]) -> str:
+    """Each invariant's worst drift: ``{'energy': 3e-11}``."""
+    return "{" + ", ".join(f"{s.name!r}: {number_text(s.worst)}" for s in summaries) + "}"
+
+
 @dataclass
 class CheckReport:
     """The result of :func:`check`: solver failures, trajectories whose stored states are not
@@ -324,6 +330,20 @@ class CheckReport:
     partial_drift: list[InvariantSummary] = field(default_factory=list)
     t: np.ndarray | None = None
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # The verdict and each invariant's worst drift; t and the curves are for plot().
+        return short_repr(
+            self,
+            "passed",
+            "n_trajectories",
+            "n_failed",
+            ("non_finite", len),
+            ("tolerance", number_text),
+            ("invariants", _worst_drifts),
+            ("partial_drift", _worst_drifts),
+            head=[attempted(lambda: repr(self.path))],
+        )
 
     @property
     def n_failed(self) -> int:

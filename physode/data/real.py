@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from physode._errors import DataFormatError
+from physode._repr import number_text, short_repr
 
 __all__ = ["TimeSeries", "load_csv", "load_lynx_hare"]
 
@@ -44,6 +45,10 @@ class TimeSeries:
     years: np.ndarray
     time_unit: str
     provenance: str
+
+    def __repr__(self) -> str:
+        # Shapes and the span of years, not the observations; the provenance is its own field.
+        return short_repr(self, "state_names", "t", "ys", ("years", number_text), "time_unit")
 
 
 def load_lynx_hare() -> TimeSeries:

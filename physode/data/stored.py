@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from physode._errors import DataFormatError, InvalidArgumentError, SystemDefinitionError
+from physode._repr import never_raising
 from physode.data._store import SPLITS, H5Array, open_store, reading
 
 __all__ = ["TrajectoryFile", "load", "system_from_spec"]
@@ -228,6 +229,7 @@ class TrajectoryFile:
         # the copy opens the file anew, with a handle of its own. h5py refuses to pickle one.
         return type(self), (self.path,)
 
+    @never_raising
     def __repr__(self) -> str:
         n, p, m = self.states.shape
         return (

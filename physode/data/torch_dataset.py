@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from physode._checks import is_int
 from physode._errors import DataFormatError, InvalidArgumentError
+from physode._repr import never_raising
 from physode.data._store import SPLITS, H5Array, open_store
 from physode.data.stored import TrajectoryFile
 
@@ -218,6 +219,7 @@ class TrajectoryDataset(Dataset):
         if getattr(self, "_file", None) is not None and self._pid == os.getpid():
             self._file.close()
 
+    @never_raising
     def __repr__(self) -> str:
         return (
             f"TrajectoryDataset({str(self.path)!r}, split={self.split!r}, window={self.window}, "

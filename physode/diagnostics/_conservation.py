@@ -16,6 +16,7 @@ import torch
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
 from physode._files import write_atomically
+from physode._repr import attempted, count_text, never_raising, number_text, short_repr
 
 #: Relative drift above which a trajectory is reported as failing, when no tolerance is given.
 DEFAULT_TOLERANCE = 1e-6
@@ -122,6 +123,14 @@ class InvariantDrift:
     tolerance: float
     exceeds: torch.Tensor
 
+    def __repr__(self) -> str:
+        # Per-trajectory figures as their range over the trajectories, the drift curves by shape.
+        return short_repr(
+            self, ("max_rel_drift", number_text), ("max_abs_drift", number_text),
+            ("tolerance", number_text), ("exceeds", count_text), "abs_drift",
+            head=[attempted(lambda: repr(self.name))],
+        )
+
     @property
     def rel_drift(self) -> torch.Tensor:
         """Relative drift over time, shape (n_times, n_traj)."""
@@ -210,6 +219,7 @@ class ConservationReport:
         )
         return "\n".join(lines)
 
+    @never_raising
     def __repr__(self) -> str:
         return (
             f"ConservationReport({self.system_name!r}, invariants={list(self.invariants)}, "

@@ -12,6 +12,7 @@ import torch
 
 from physode._checks import is_finite_real, is_int
 from physode._errors import InvalidArgumentError
+from physode._repr import never_raising
 from physode.diagnostics._conservation import (
     _from_data_set,
     _is_data_set,
@@ -109,6 +110,7 @@ class PoincareSection:
             f"{', '.join(self.state_names)} (or their indices 0 to {len(self.state_names) - 1})"
         )
 
+    @never_raising
     def __repr__(self) -> str:
         return (
             f"PoincareSection({self.system_name!r}, {self.surface!r}, points={len(self)}, "

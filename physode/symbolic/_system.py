@@ -19,6 +19,7 @@ import torch
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
+from physode._repr import never_raising
 from physode.symbolic import _mechanics
 from physode.symbolic._codegen import (
     generate_sources,
@@ -325,6 +326,7 @@ class System:
             expressions = self._equations
         return set().union(*(sympy.sympify(e).free_symbols for e in expressions))
 
+    @never_raising
     def __repr__(self) -> str:
         return (
             f"System({self.name!r}, form={self.form!r}, states={self.state_names}, "

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from physode._errors import InvalidArgumentError, PhysodeWarning
+from physode._repr import name_text, short_repr
 
 # Trajectories.from_irregular: the largest merged array it builds, and the grid size from which
 # it warns that every solve outputs at many times.
@@ -68,6 +69,9 @@ class Trajectories:
     states: torch.Tensor
     params: torch.Tensor | None = None
     system: Any = None
+
+    def __repr__(self) -> str:
+        return short_repr(self, "t", "states", "params", ("system", name_text), "complete")
 
     def __post_init__(self) -> None:
         t = _as_tensor("t", self.t)

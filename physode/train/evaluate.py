@@ -15,6 +15,7 @@ from physode._checks import converts_to_finite_real, is_int
 from physode._defaults import MAX_STEPS
 from physode._errors import InvalidArgumentError, SolverError
 from physode._files import json_ready
+from physode._repr import number_text, short_repr
 from physode.solvers.control import attainable_rtol
 from physode.train._rows import (
     learned_rows,
@@ -141,6 +142,14 @@ class RolloutReport:
             if report is not None:
                 out[f"conservation_{name}"] = _report_dict(report)
         return json_ready(out)
+
+    def __repr__(self) -> str:
+        # The errors and verdicts; print(report) gives the whole report, the rollouts by shape.
+        return short_repr(
+            self, "predicted", ("horizon", number_text), ("mse", number_text),
+            ("mse_within", number_text), ("mse_beyond", number_text), "conservation_model",
+            "conservation_truth", "note", "per_trajectory", "calibration",
+        )
 
     def __str__(self) -> str:
         whole, within, beyond = (

@@ -30,6 +30,7 @@ from physode._errors import (
     first_line,
 )
 from physode._files import lock_exclusively, save_atomically, writable_folder
+from physode._repr import mapping_text, number_text, short_repr
 from physode._terminal import progress_wanted
 from physode.data.checking import counted
 from physode.train import _distributed
@@ -128,6 +129,39 @@ class TrainResult:
     def final_loss(self) -> float:
         """Training loss of the last epoch."""
         return self.history[-1]["loss"]
+
+    def __repr__(self) -> str:
+        # The outcome in figures; the history (one row per epoch) is summed up, not listed.
+        return short_repr(
+            self, ("history", _history_text), "epochs_trained", "best_epoch",
+            ("best_val_loss", number_text), "stopped_early", ("train_seconds", number_text),
+            ("physical_parameters", mapping_text),
+            ("per_trajectory_parameters", functools.partial(mapping_text, shown=_range_text)),
+        )
+
+
+# The settings a Trainer's repr shows: how long, on what windows, and how it solves.
+_SHOWN_SETTINGS = ("epochs", "window", "batch_size", "optimizer", "lr", "method", "gradient")
+
+
+def _shape_text(data: Trajectories | None) -> str:
+    """Trajectories by the shape and dtype of their states: ``(8, 101, 2) float64``."""
+    if data is None:
+        return "None"
+    return f"{tuple(data.states.shape)} {str(data.states.dtype).removeprefix('torch.')}"
+
+
+def _history_text(history: list[dict[str, Any]]) -> str:
+    """A training history by its length and its last epoch's loss."""
+    if not history:
+        return "[]"
+    last = number_text(history[-1]["loss"])
+    return f"{counted(len(history), 'epoch', 'epochs')}, last loss {last}"
+
+
+def _range_text(values: list[float]) -> str:
+    """Values learned per trajectory as their range."""
+    return number_text(torch.as_tensor(values, dtype=torch.float64))
 
 
 def _dtype(name: str | None, data: Trajectories) -> torch.dtype:
@@ -986,6 +1020,18 @@ class Trainer:
             raise problem
         _, message, status, t, step_size = next(r for r in reports if r is not None)
         raise SolverError(message, status=status, t=t, step_size=step_size)
+
+    def __repr__(self) -> str:
+        # What trains on what, how far it got, and the settings that most change a run.
+        config = getattr(self, "config", None)
+        settings = [] if config is None else [
+            f"{name}={getattr(config, name, '?')!r}" for name in _SHOWN_SETTINGS
+        ]
+        text = short_repr(
+            self, ("model", lambda m: type(m).__name__), ("train_data", _shape_text),
+            ("val_data", _shape_text), "epoch", ("device", str),
+        )
+        return text[:-1] + "".join(f", {s}" for s in settings) + ")"
 
     def fit(self, epochs: int | None = None) -> TrainResult:
         """Train until ``config.epochs`` epochs are done or early stopping ends this call.
