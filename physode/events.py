@@ -46,8 +46,8 @@ DIRECTIONS = (-1, 0, 1)
 # How the messages name each direction's sign change, and what they advise where none was found.
 _SIGN_CHANGE = {0: "", 1: " from negative to positive", -1: " from positive to negative"}
 _NO_EVENT_ADVICE = (
-    "Extend t_max, check event_fn's sign there, or look for two crossings within one step (a "
-    "smaller first_step or tighter rtol makes the steps shorter)"
+    "Extend t_max, check event_fn's sign there, or look for two crossings within one step "
+    "(max_step=... caps the steps below the time between two crossings)"
 )
 _NOT_DIFFERENTIABLE = (
     "event_fn(t, y) is not differentiable with respect to t and y (its result does not require "
@@ -150,6 +150,7 @@ def odeint_event(
     gradient: str | GradientMode = "aca",
     max_steps: int = MAX_STEPS,
     first_step: float | None = None,
+    max_step: float | None = None,
     params: Sequence[Tensor] | None = None,
     throw: bool = True,
     **unknown: Any,
@@ -162,7 +163,9 @@ def odeint_event(
     by a bracketing search (Illinois) on the method's dense output (``dopri5``, ``bosh3``), or
     for the other methods on steps of the method from the start of that step to each trial time
     (a few steps' evaluations of ``func``, once: 4 to 11 steps on smooth problems).
-    A sign change that starts and ends within one step (two crossings) goes unseen.
+    A sign change that starts and ends within one step (two crossings) goes unseen: where the
+    crossings can come closer together than the steps the tolerance allows, cap the steps with
+    ``max_step``.
 
     The event time and the state there are differentiable with respect to ``y0``, ``func``'s
     parameters and ``event_fn``'s, in every gradient mode, by the implicit function theorem:
@@ -210,8 +213,9 @@ def odeint_event(
         Rise and fall are as the search runs: backward in time (``t_max < t0``) a rise is
         negative at the later time and positive at the earlier one (SciPy's ``solve_ivp``
         convention).
-    method, rtol, atol, step_size, gradient, max_steps, first_step, params
-        As for :func:`physode.solve` (``max_steps`` limits the search and the second solve each).
+    method, rtol, atol, step_size, gradient, max_steps, first_step, max_step, params
+        As for :func:`physode.solve` (``max_steps`` limits the search and the second solve each;
+        ``max_step`` caps the steps of both).
     throw : bool
         Raise :class:`physode.SolverError` when no event is found (none before ``t_max``, or the
         search stopped early) (default); with ``False`` return an ``EventSolution`` whose
@@ -299,8 +303,8 @@ def odeint_event(
     mode = _gradient_mode(gradient)  # refuse an unknown one before solving
     if parts is not None:
         _check_tuple_settings(parts, method, "shared", rtol, atol)
-    rtol, atol, step_size, first_step, max_steps = check_settings(
-        method, rtol, atol, step_size, first_step, max_steps
+    rtol, atol, step_size, first_step, max_steps, max_step = check_settings(
+        method, rtol, atol, step_size, first_step, max_steps, max_step
     )
     _refuse_transforms([y0], mode.name)
     check_initial_state(y0)
@@ -349,14 +353,15 @@ def odeint_event(
         return _odeint_event_rows(
             rows, func, state, parts, y0, t0, end, t_max, direction, g0, f0, solve_again,
             differentiable, throw, method=method, rtol=rtol, atol=atol, step_size=step_size,
-            gradient=gradient, max_steps=max_steps, first_step=first_step, params=params,
+            gradient=gradient, max_steps=max_steps, first_step=first_step, max_step=max_step,
+            params=params,
         )  # fmt: skip
     with torch.no_grad():
         g0 = _checked_value(g0, time(t0), y0)
         crossing, result = _search(
             stepper, field, event, y0.detach(), t0, end, direction, g0, f0, time, stats,
             rtol=rtol, atol=atol, step_size=step_size, first_step=first_step,
-            max_steps=max_steps,
+            max_steps=max_steps, max_step=max_step,
         )  # fmt: skip
     if crossing is None:
         return _not_found(result, y0, parts, t0, t_max, g0, direction, stats, throw)
@@ -367,7 +372,8 @@ def odeint_event(
     if solve_again:
         sol = solve(
             func, state, [t0, t_root], method=method, rtol=rtol, atol=atol, step_size=step_size,
-            gradient=gradient, max_steps=max_steps, first_step=first_step, params=params,
+            gradient=gradient, max_steps=max_steps, first_step=first_step, max_step=max_step,
+            params=params,
         )  # fmt: skip
         y_root = sol.ys[-1] if parts is None else parts.flatten([ys[-1] for ys in sol.ys])
         gradient_stats = sol.stats
@@ -873,7 +879,7 @@ def _odeint_event_rows(rows: _Rows, func, state, parts, y0, t0, end, t_max, dire
     """:func:`odeint_event` with one event per row of a batch (``event_fn`` returned ``g0`` of
     shape ``(batch,)``)."""
     loop = {name: settings[name] for name in ("rtol", "atol", "step_size", "first_step",
-                                              "max_steps")}  # fmt: skip
+                                              "max_steps", "max_step")}  # fmt: skip
     with torch.no_grad():
         result = rows.search(y0.detach(), t0, end, direction, g0, f0, **loop)
         crossed = rows.crossed

@@ -402,6 +402,21 @@ MUTANTS = (
     Mutant("physode/symbolic/_codegen.py",
            'total = total + term if sign == "+" else total - term', "total = total + term",
            "a long sum printed as a call adds its negative terms", SCALING),
+    # -- max_step (fourteenth session)
+    Mutant("physode/solvers/loop.py", "            if abs(h) > h_max:\n", "            if False:\n",
+           "max_step caps the first step only", SOLVER),
+    Mutant("physode/solvers/loop.py", "h = direction * min(h_first, h_max)",
+           "h = direction * h_first", "max_step leaves the automatic first step uncapped", SOLVER),
+    Mutant("physode/solvers/per_sample.py",
+           "        if max_step is not None:\n            h = xp.clip(h, -max_step, max_step)\n"
+           "        previous", "        previous", "per-sample: max_step caps the first step only",
+           SOLVER),
+    Mutant("physode/gradients/optdisc.py", "                max_step=problem.max_step,\n", "",
+           "Opt-Disc's backward solve ignores max_step", SOLVER),
+    Mutant("physode/events.py",
+           "max_step=max_step,\n            params=params,\n        )  # fmt: skip\n        y_root",
+           "\n            params=params,\n        )  # fmt: skip\n        y_root",
+           "an event's solve for the gradient ignores max_step", EVENTS),
 )
 
 

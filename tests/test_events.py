@@ -313,12 +313,71 @@ def test_a_bad_event_fn_output_is_refused(event_fn, match):
         ({"gradient": "adjoint"}, "unknown gradient"),
         ({"reverse_time": True}, "t_max < t0"),
         ({"step_control": "per-sample"}, r"one value per row from event_fn, shape \(batch,\)"),
+        ({"max_step": 0.0}, "max_step must be positive and finite, got 0.0"),
+        ({"first_step": 0.2, "max_step": 0.1}, "first_step=0.2 is longer than max_step=0.1"),
+        ({"method": "rk4", "step_size": 0.1, "max_step": 0.1}, "max_step is for adaptive"),
     ],
 )
 def test_bad_settings_are_refused_with_the_choices(options, match):
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     with pytest.raises(physode.InvalidArgumentError, match=match):
         physode.odeint_event(oscillator, y0, 0.0, height, **options)
+
+
+# x = sin t reaches 0.9999 at asin(0.9999) and falls below it 0.028 later: the steps that
+# rtol=1e-6 allows there are longer, and both sign changes fall within one of them.
+NEAR_TOP = 0.9999
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "dop853"])
+def test_two_crossings_within_one_step_are_missed_and_max_step_finds_the_first(method):
+    y0 = torch.tensor([0.0, 1.0], dtype=F64)
+
+    def event_fn(t, y):
+        return y[0] - NEAR_TOP
+
+    options = {"t_max": 3.0, "method": method, "throw": False}
+    missed = physode.odeint_event(oscillator, y0, 0.0, event_fn, **options)
+    assert not missed.found
+    with pytest.raises(physode.SolverError, match="max_step=... caps the steps"):
+        physode.odeint_event(oscillator, y0, 0.0, event_fn, t_max=3.0, method=method)
+    y0.requires_grad_(True)
+    sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, **options, max_step=0.02)
+    assert sol.found
+    t_event = math.asin(NEAR_TOP)
+    assert sol.t_event.item() == pytest.approx(t_event, abs=1e-7)
+    # The solve for the gradient takes the search's capped steps too (1.56 / 0.02, not 18).
+    assert sol.gradient_stats.n_steps >= t_event / 0.02
+    # x = v0 sin t: dt/dv0 = -NEAR_TOP / cos(t_event) at v0 = 1.
+    (grad,) = torch.autograd.grad(sol.t_event, [y0])
+    assert grad[1].item() == pytest.approx(-NEAR_TOP / math.cos(t_event), rel=1e-4)
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_max_step_caps_the_per_row_search_and_the_solve_for_the_gradient(gradient):
+    # Rows of amplitudes 1 and 2 cross NEAR_TOP times their amplitude at t = asin(NEAR_TOP) / w,
+    # so dt/dw = -asin(NEAR_TOP) / w^2 in each row.
+    w = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    amplitude = torch.tensor([1.0, 2.0], dtype=F64)
+    y0 = torch.stack([torch.zeros(2, dtype=F64), amplitude], dim=-1)
+
+    def event_fn(t, y):
+        return y[:, 0] - NEAR_TOP * amplitude
+
+    def field(t, y):
+        return w * oscillator(t, y)
+
+    options = {"t_max": 3.0, "gradient": gradient, "throw": False}
+    assert not physode.odeint_event(field, y0, 0.0, event_fn, **options).found.any()
+    sol = physode.odeint_event(field, y0, 0.0, event_fn, **options, max_step=0.02)
+    assert bool(sol.found.all())
+    expected = math.asin(NEAR_TOP)
+    torch.testing.assert_close(sol.t_event, torch.full((2,), expected, dtype=F64), rtol=1e-7,
+                               atol=0)  # fmt: skip
+    (grad,) = torch.autograd.grad(sol.t_event.sum(), [w])
+    assert grad.item() == pytest.approx(-2 * expected, rel=1e-5)
+    # The solve for the gradient takes the search's capped steps: 1.56 / 0.02, not 18.
+    assert sol.gradient_stats.n_steps >= expected / 0.02
 
 
 def test_the_event_is_located_on_a_symplectic_method():

@@ -86,6 +86,38 @@ def test_aca_gradient_equals_disc_opt_for_y0_and_module_parameters(method):
     assert torch.isfinite(_flat(disc)).all() and _flat(disc).norm() > 0.1
 
 
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_aca_gradient_equals_disc_opt_with_a_max_step_that_binds(method):
+    # ACA replays the steps the forward pass took, capped ones included, and Disc-Opt
+    # differentiates them: the two agree wherever the cap sets the steps.
+    func, y0 = _field_and_start(seed=2)
+    params = list(func.parameters())
+    options = {**_options(method), "max_step": 0.02}
+    free = physode.solve(func, y0, T_OUT, **_options(method)).stats.n_steps
+    capped = physode.solve(func, y0, T_OUT, **options).stats.n_steps
+    assert free < 2.0 / 0.02 <= capped  # the cap binds
+    disc = _gradients(func, y0, T_OUT, "disc-opt", params, **options)
+    aca = _gradients(func, y0, T_OUT, "aca", params, **options)
+    assert _relative(aca, disc) <= 1e-10
+    assert torch.isfinite(_flat(disc)).all() and _flat(disc).norm() > 0.1
+
+
+def test_opt_disc_caps_its_backward_steps_at_the_forward_max_step():
+    # The backward solve takes the forward's max_step: at least 2 / 0.05 steps of six
+    # evaluations each (dopri5, FSAL) over t in [0, 2], where the tolerance alone takes a few.
+    func, y0 = _field_and_start(seed=2)
+    params = list(func.parameters())
+    nfe, grads = {}, {}
+    for cap in (None, 0.05):
+        sol = physode.solve(func, y0, T_OUT, gradient="opt-disc", max_step=cap, rtol=1e-8,
+                            atol=1e-8)  # fmt: skip
+        loss = (sol.ys * _weights(sol.ys.shape)).sum()
+        grads[cap] = torch.autograd.grad(loss, [y0, *params])
+        nfe[cap] = sol.stats.nfe_backward
+    assert nfe[None] < 6 * 2.0 / 0.05 / 2 and nfe[0.05] >= 6 * 2.0 / 0.05
+    assert _relative(grads[0.05], grads[None]) <= 1e-6
+
+
 @pytest.mark.parametrize("gradient", ["disc-opt", "aca", "opt-disc"])
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
 def test_plain_function_with_explicit_params_gets_the_same_gradient_as_the_module(gradient, method):

@@ -223,6 +223,36 @@ def test_aca_and_disc_opt_gradients_agree_per_sample(method):
     assert model.numpy_calls == 0  # a solve that needs gradients stays on torch
 
 
+def test_aca_and_disc_opt_gradients_agree_per_sample_with_a_max_step_that_binds():
+    model = Damped()
+    grads, steps = {}, {}
+    for gradient in ("disc-opt", "aca"):
+        z0 = _z0().requires_grad_(True)
+        sol = physode.solve(model, z0, T, rtol=1e-7, atol=1e-7, gradient=gradient,
+                            step_control="per-sample", max_step=0.02)  # fmt: skip
+        loss = (sol.ys[:, :, :2] ** 2).sum()
+        g_z0, g_k = torch.autograd.grad(loss, [z0, model.k])
+        grads[gradient] = torch.cat([g_z0.flatten(), g_k.reshape(1)])
+        steps[gradient] = sol.stats.n_steps
+    assert bool((steps["aca"] >= T[-1] / 0.02).all())  # every row's steps are capped
+    assert torch.equal(steps["aca"], steps["disc-opt"])
+    scale = grads["disc-opt"].abs().max()
+    assert (grads["aca"] - grads["disc-opt"]).abs().max() <= 1e-10 * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_max_step_caps_each_row_alike_on_the_numpy_and_the_torch_loop(dtype):
+    twin, options = Twin(), {"rtol": 1e-5, "atol": 1e-5}
+    free = _solve(twin, _z0(dtype), **options)
+    on_numpy = _solve(twin, _z0(dtype), max_step=0.05, **options)
+    on_torch = _solve(_vdp_torch, _z0(dtype), max_step=0.05, **options)
+    assert twin.numpy_calls > 0 and on_numpy.success and on_torch.success
+    assert bool((free.stats.n_steps < T[-1] / 0.05).any())  # the cap binds in some rows
+    assert bool((on_numpy.stats.n_steps >= T[-1] / 0.05).all())
+    assert torch.equal(on_numpy.stats.n_steps, on_torch.stats.n_steps)
+    torch.testing.assert_close(on_numpy.ys, on_torch.ys)
+
+
 class _BlowsUpLater(torch.nn.Module):
     """dy/dt = c y² (c learnable); rows with a positive flag turn NaN after t = 0.5."""
 

@@ -591,6 +591,31 @@ def test_first_step_with_a_fixed_step_method_is_refused(method):
     assert "first_step" in message and f"{method!r}" in message and "step_size" in message
 
 
+@pytest.mark.parametrize("method", ["euler", "rk4", "leapfrog", "yoshida4"])
+def test_max_step_with_a_fixed_step_method_is_refused(method):
+    # Fixed-step and symplectic methods take every step of step_size; a cap would be ignored.
+    field = physode.systems.load("harmonic_oscillator").vector_field()
+    message = _error(func=field, method=method, step_size=0.1, max_step=0.05)
+    assert "max_step is for adaptive methods" in message and f"method={method!r}" in message
+    assert "pass the step you want as step_size" in message
+
+
+@pytest.mark.parametrize("value", [0, -0.1, math.nan, math.inf, "0.1", True, None])
+def test_max_step_must_be_a_positive_finite_number(value):
+    if value is None:  # no cap: the default
+        assert physode.solve(decay, Y0, T, max_step=value).success
+        return
+    message = _error(max_step=value)
+    assert message.startswith("max_step must be") and repr(value) in message
+
+
+def test_a_first_step_longer_than_max_step_is_refused_naming_both():
+    message = _error(first_step=0.5, max_step=0.1)
+    assert "first_step=0.5 is longer than max_step=0.1" in message
+    assert "first_step=0.1" in message  # the fix, as code
+    assert physode.solve(decay, Y0, T, first_step=0.1, max_step=0.1).success  # equal is fine
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_y0_is_refused(dtype):
     # In float16 the error scale atol + rtol |y| rounds to 0 where y does: a harmonic

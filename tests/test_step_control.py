@@ -301,3 +301,108 @@ def test_a_float32_solve_with_a_derivative_of_4e11_from_a_zero_component_runs(st
     sol = physode.solve(ringing(1e9), y0, [0.0, 5e-9], step_control=step_control)
     assert sol.success
     torch.testing.assert_close(sol.ys[-1], unit.ys[-1], rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- max_step
+
+CAP = 0.01
+# A step that ends within the landing slack (1e-9 of it) of an output is stretched to land on
+# it, and every step is the difference of two rounded times: the cap holds to that much.
+CAP_SLACK = 1e-9
+
+
+def _decay(t, y):
+    return -0.5 * y
+
+
+def _steps(func, y0, times, method, **options):
+    """The sizes of the accepted steps of one solve by the shared loop, and its counters."""
+    settings = {"rtol": 1e-6, "atol": 1e-8, "step_size": None, "first_step": None}
+    stepper, stats, trace = make_stepper(method), Stats(), Trace()
+    integrate(stepper, func, y0, times, max_steps=10**5, stats=stats, trace=trace,
+              **{**settings, **options})  # fmt: skip
+    return [abs(h) for h in trace.h], stats
+
+
+@pytest.mark.parametrize("times", [[0.0, 0.5, 1.0, 2.0], [2.0, 1.0, 0.0]], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("method", ["heun", "bosh3", "dopri5", "tsit5", "dop853"])
+def test_no_accepted_step_is_longer_than_max_step_the_first_included(method, times):
+    y0 = torch.tensor([1.0, -2.0], dtype=F64)
+    free, _ = _steps(_decay, y0, times, method)
+    # A cap that binds from the first step on: left alone, the automatic first step is four
+    # times as long.
+    cap = min(CAP, free[0] / 4)
+    capped, stats = _steps(_decay, y0, times, method, max_step=cap)
+    assert max(capped) <= cap * (1 + CAP_SLACK)
+    assert capped[0] == pytest.approx(cap, rel=CAP_SLACK)
+    # The steps are the cap itself where the tolerance allows more, not some fraction of it.
+    assert stats.n_rejected == 0 and stats.n_steps <= 2.0 / cap + 3
+
+
+def test_a_first_step_below_max_step_is_taken_as_given():
+    y0 = torch.tensor([1.0], dtype=F64)
+    steps, _ = _steps(_decay, y0, [0.0, 1.0], "dopri5", first_step=1e-3, max_step=CAP)
+    assert steps[0] == 1e-3 and max(steps) <= CAP * (1 + CAP_SLACK)
+
+
+@pytest.mark.parametrize("method", ["tsit5", "dop853"])  # methods that land on every output
+def test_a_step_shortened_to_land_on_an_output_under_max_step_stays_short(method):
+    # An output 1e-6 after t = 0.5: the step landing there is 1e-6 long, and the next is the
+    # cap again (the landing neither stretches to the cap nor shrinks the steps after it).
+    times = [0.0, 0.5, 0.5 + 1e-6, 1.0]
+    steps, stats = _steps(_decay, torch.ones(1, dtype=F64), times, method, max_step=CAP)
+    assert min(steps) == pytest.approx(1e-6, rel=1e-6)
+    assert max(steps) <= CAP * (1 + CAP_SLACK) and stats.n_steps <= 1.0 / CAP + 4
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+def test_solve_passes_max_step_to_the_loop_and_its_steps_span_the_interval(step_control):
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 1.0]], dtype=F64)
+    free = physode.solve(_van_der_pol, y0, [0.0, 2.0], step_control=step_control)
+    capped = physode.solve(_van_der_pol, y0, [0.0, 2.0], step_control=step_control, max_step=CAP)
+    # At least 2 / CAP steps of at most CAP each, where the tolerance alone needed far fewer.
+    assert bool(torch.as_tensor(free.stats.n_steps < 0.5 * 2.0 / CAP).all())
+    assert bool(torch.as_tensor(capped.stats.n_steps >= 2.0 / CAP).all())
+    assert bool(torch.as_tensor(capped.stats.n_steps <= 2.0 / CAP + 3).all())
+    torch.testing.assert_close(capped.ys, free.ys, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "dop853"])
+def test_max_step_caps_each_rows_steps_per_sample(method):
+    y0 = torch.tensor([[2.0, 0.0], [0.5, 1.0], [-1.0, 3.0]], dtype=F64)
+    stepper, steps, cap = make_stepper(method), {}, 0.02
+    for max_step in (None, cap):
+        stats, trace = Stats(), PerSampleTrace()
+        integrate_per_sample(stepper, _van_der_pol, y0, [0.0, 1.0, 3.0], rtol=1e-6, atol=1e-6,
+                             step_size=None, first_step=None, max_steps=10**5, stats=stats,
+                             trace=trace, max_step=max_step)  # fmt: skip
+        steps[max_step] = {row: [] for row in range(3)}
+        for rows, _, h, _, _, _ in trace.steps:
+            for row, h_row in zip(rows.tolist(), h.abs().tolist()):
+                steps[max_step][row].append(h_row)
+    for row in range(3):
+        assert max(steps[None][row]) > 1.5 * cap  # the cap binds in every row
+        assert steps[cap][row][0] <= cap
+        assert max(steps[cap][row]) <= cap * (1 + CAP_SLACK)
+        assert len(steps[cap][row]) >= 3.0 / cap
+
+
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5", "dop853"])
+def test_a_max_step_that_never_binds_changes_no_bit_of_the_solve(method, step_control):
+    # No cap and a cap longer than any step take the same steps as a solve without the option,
+    # bit for bit: the cap adds no rounding and moves no decision.
+    y0 = torch.tensor([[2.0, 0.0], [0.5, 1.0]], dtype=F64)
+    times = torch.linspace(0.0, 10.0, 11, dtype=F64)
+    runs = [
+        physode.solve(_van_der_pol, y0, times, method=method, step_control=step_control, **cap)
+        for cap in ({}, {"max_step": None}, {"max_step": 1e300})
+    ]
+    for sol in runs[1:]:
+        assert torch.equal(sol.ys, runs[0].ys)
+        for name in ("n_steps", "n_rejected", "nfe"):
+            assert torch.equal(
+                torch.as_tensor(getattr(sol.stats, name)),
+                torch.as_tensor(getattr(runs[0].stats, name)),
+            )
+        assert torch.equal(torch.as_tensor(sol.h_final), torch.as_tensor(runs[0].h_final))

@@ -43,6 +43,7 @@ class Problem:
     params: list[Tensor]
     stats: Stats
     f0: Tensor | None = None  # func(times[0], y0), when already evaluated (and counted)
+    max_step: float | None = None  # the cap on an adaptive method's steps
 
     def __repr__(self) -> str:
         # The settings, the states and weights by shape: a model's weights can be millions.
@@ -91,6 +92,7 @@ class Problem:
             "step_size": self.step_size,
             "first_step": self.first_step,
             "max_steps": self.max_steps,
+            "max_step": self.max_step,
             "stats": self.stats,
         }
 

@@ -65,6 +65,10 @@ class OptDisc(GradientMode):
         Leave the parameter-gradient components out of the backward error control, which usually
         saves steps (Kidger et al., 2021).
 
+    An adaptive backward solve takes the forward solve's ``max_step`` (``physode.solve(...,
+    max_step=...)``) as its own: a feature too narrow for the forward steps to see is as
+    narrow backward. A fixed-step backward method takes its ``step_size``.
+
     The backward error control takes the largest of the RMS error ratios of the state, of the
     adjoint and of the gradient of each parameter tensor, so that a large network (or parameters
     that the loss does not depend on) does not dilute the control of a small state.
@@ -239,6 +243,7 @@ class _OptDiscFunction(torch.autograd.Function):
                 max_steps=problem.max_steps,
                 stats=stats,
                 norm_groups=groups,
+                max_step=problem.max_step,
             )
             problem.stats.nfe_backward = backward_base + stats.nfe
             if result.status is not Status.SUCCESS:

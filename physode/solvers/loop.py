@@ -262,6 +262,7 @@ def integrate(
     norm_groups: Sequence[int] | None = None,
     f0: Tensor | None = None,
     stop: Callable[[float, Tensor, float, Tensor, object], bool] | None = None,
+    max_step: float | None = None,
 ) -> LoopResult:
     """Integrate ``dy/dt = func(t, y)`` from ``times[0]`` through every later time in ``times``.
 
@@ -275,7 +276,9 @@ def integrate(
     deciding (see :func:`~physode.solvers.control.error_ratio`); by default one RMS covers all.
     ``stop``, if given, is called after each accepted step as ``stop(t, y, t_new, y1, step)``;
     when it returns True the loop ends there with ``Status.SUCCESS`` and ``LoopResult.t = t_new``
-    (terminal events, :func:`physode.odeint_event`).
+    (terminal events, :func:`physode.odeint_event`). ``max_step``, if given, caps the size of
+    an adaptive stepper's first step and of every step its controller proposes (fixed-step
+    steppers take ``step_size`` and ignore it).
     """
     time = time_maker(y0)
     direction = 1.0 if times[-1] > times[0] else -1.0
@@ -290,16 +293,19 @@ def integrate(
         stats.nfe += 1
     check_derivative(f0, y0)
     status = Status.SUCCESS
+    # No cap is an infinite one: min and > leave every step, NaN included, as it is.
+    h_max = math.inf if max_step is None else max_step
     if adaptive:
         controller = PIController(q=stepper.tableau.error_order + 1)
         if not bool(torch.isfinite(f0).all()):
             h = math.nan
         elif first_step is not None:
-            h = direction * first_step
+            h = direction * min(first_step, h_max)
         else:
-            h = direction * initial_step(
+            h_first = initial_step(
                 func, t, y, f0, direction, stepper.order, rtol, atol, time, norm_groups
             )
+            h = direction * min(h_first, h_max)
             stats.nfe += 1
         if math.isnan(h):
             # func(t0, y0) is not finite, or so large that f0 / scale overflows: no error estimate
@@ -416,6 +422,8 @@ def integrate(
             h_next = h_step * controller.factor(ratio, previous_ratio, accepted=True)
             # A step shortened to land on an output says nothing about the natural step size.
             h = direction * max(abs(h_next), abs(h)) if landing else h_next
+            if abs(h) > h_max:
+                h = direction * h_max
             previous_ratio = ratio
         elif len(unchecked) >= check_every:
             first_bad = _first_non_finite(unchecked)

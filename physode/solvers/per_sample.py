@@ -144,6 +144,7 @@ def integrate_per_sample(
     stats: Stats,
     trace: PerSampleTrace | None = None,
     f0: Array | None = None,
+    max_step: float | None = None,
 ) -> PerSampleResult:
     """Integrate every row of ``y0`` (its first dimension) with its own adaptive steps.
 
@@ -151,7 +152,8 @@ def integrate_per_sample(
     status code, the time reached and the last step size. ``stats`` receives per-row arrays of
     accepted steps, rejected steps and evaluations of ``func``. ``step_size`` must be None: rows
     choose their own steps. ``f0`` is accepted for the shared loop's signature and not used: here
-    ``func`` first sees one time per row.
+    ``func`` first sees one time per row. ``max_step``, if given, caps each row's first step and
+    every step its controller proposes.
 
     ``y0`` is a torch tensor, or a NumPy array when ``func`` maps NumPy arrays to NumPy arrays
     (see :func:`solve_per_sample`); everything returned is then NumPy's too. ``trace`` (ACA)
@@ -202,6 +204,8 @@ def integrate_per_sample(
         with torch.no_grad():
             h = _initial_steps(func, t, y, f0, direction, stepper.order, rtol, atol, view)
         stats.nfe += 1
+    if max_step is not None:
+        h = xp.clip(h, -max_step, max_step)
     previous = full((batch,), 1.0, y0)
     local_steps = full((batch,), 0, y0, dtype=xp.int64)
     redone = full((batch,), 0, y0, dtype=xp.int64)  # evaluations of steps taken again (Disc-Opt)
@@ -243,6 +247,8 @@ def integrate_per_sample(
         # A step cut short to land on an output time does not shrink the next one.
         longer = xp.maximum(h_next, h) if direction > 0 else xp.minimum(h_next, h)
         h = xp.where(landed, longer, h_next)
+        if max_step is not None:
+            h = xp.clip(h, -max_step, max_step)
         previous = xp.where(accept, ratio, previous)
         local_steps = local_steps + accept
 
