@@ -443,6 +443,7 @@ class SolveOptions(TypedDict, total=False):
     step_control: str
     max_steps: int
     first_step: float | None
+    max_step: float | None
     params: Sequence[Tensor] | None
     throw: bool
 
