@@ -736,6 +736,34 @@ def test_indexing_a_stored_array_reads_what_numpy_would_select(stored, index):
         np.testing.assert_array_equal(data.states[index], whole[index])
 
 
+@pytest.mark.parametrize("chunks", [(N, 1, N_STATE), (N, P, 1), (2, 3, N_STATE)], ids=str)
+def test_rows_of_a_file_chunked_across_its_rows_are_read_alone_not_with_the_rows_between(
+    stored, monkeypatch, chunks
+):
+    # Rechunked along the times (h5repack -l): a chunk held every trajectory, and states[[0,
+    # N - 1]] read all N rows between the two to keep two (all the states of a file of any size).
+    path = stored[0]
+    with h5py.File(path, "r+") as f:
+        values = f["states"][()]
+        del f["states"]
+        f.create_dataset("states", data=values, chunks=chunks, fletcher32=True)
+    asked = []
+    read = h5py.Dataset.__getitem__
+
+    def counted(self, key):
+        part = read(self, key)
+        asked.append(part.size)
+        return part
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    with load(path) as data:
+        asked.clear()
+        for rows in ([0, N - 1], [N - 1, 0, 3], np.arange(N) % 3 == 0):
+            np.testing.assert_array_equal(data.states[rows], values[rows])
+            np.testing.assert_array_equal(data.states[rows, 2:5, 1], values[rows, 2:5, 1])
+    assert sum(asked) == (2 + 3 + 3) * (P * N_STATE + 3)  # the values of the rows asked for
+
+
 @pytest.mark.parametrize("index", [True, False, np.True_, (0, True), (slice(None), False)])
 def test_a_single_boolean_is_refused_not_read_as_row_one_or_zero(stored, index):
     # states[True] read row 1 and states[False] row 0, where NumPy adds an axis.

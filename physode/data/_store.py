@@ -444,6 +444,10 @@ class H5Array:
         that block: h5py reads a list of scattered rows as a selection of many pieces, which
         took 2.4 times as long as this for 80 % of 4096 trajectories. At most one chunk more
         than asked for is held at a time, and each chunk is decompressed once either way.
+
+        Only where each chunk holds whole rows, as physode writes them: the span of rows within
+        a chunk of a file chunked along the times (``h5repack``) is every row between, up to
+        all of them, where h5py's own read holds only the rows asked for.
         """
         rows, rest = (key[0], key[1:]) if key else (None, ())
         chunks = self._dataset.chunks
@@ -451,6 +455,7 @@ class H5Array:
             not isinstance(rows, np.ndarray)
             or rows.size < 2
             or chunks is None
+            or chunks[1:] != self._shape[1:]
             or not all(isinstance(part, int | np.integer | slice) for part in rest)
         ):
             return self._dataset[key]
