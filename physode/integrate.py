@@ -274,7 +274,7 @@ def _holders(func: Callable) -> list[object]:
     ``functools.wraps``), whose own closure and globals are searched as well."""
     holders: list[object] = []
     seen: set[int] = set()
-    while func is not None and id(func) not in seen:
+    while func is not None and id(func) not in seen and len(seen) < _MOST_WRAPPERS:
         seen.add(id(func))
         if isinstance(func, functools.partial):
             holders.extend((*func.args, *func.keywords.values()))
@@ -291,9 +291,23 @@ def _holders(func: Callable) -> list[object]:
         code, scope = getattr(func, "__code__", None), getattr(func, "__globals__", None)
         if code is not None and isinstance(scope, dict):
             holders.extend(scope[name] for name in _global_names(code) if name in scope)
-        wrapped = getattr(func, "__wrapped__", None)
-        func = wrapped if callable(wrapped) else None
+        func = _wrapped(func)
     return holders
+
+
+# The layers of partials and wrappers :func:`_holders` follows: a chain of thousands is a proxy
+# that makes a new wrapper whenever it is asked for one (``inspect.unwrap`` stops too).
+_MOST_WRAPPERS = 100
+
+
+def _wrapped(func: object) -> Callable | None:
+    """The function ``func`` wraps (its ``__wrapped__``), or ``None``: also where reading it
+    raises (a proxy's own error, which would otherwise stop the solve) or gives no callable."""
+    try:
+        wrapped = getattr(func, "__wrapped__", None)
+    except Exception:
+        return None
+    return wrapped if callable(wrapped) else None
 
 
 def _refuse_derived(params: list[Tensor]) -> None:

@@ -1298,6 +1298,45 @@ def test_a_module_and_a_tensor_behind_a_partial_or_a_wrapper_get_their_gradients
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
 
 
+class _BrokenWrapper:
+    """A field whose ``__wrapped__`` raises an error of its own (an uninitialised proxy)."""
+
+    @property
+    def __wrapped__(self):
+        raise RuntimeError("this proxy wraps nothing yet")
+
+    def __call__(self, t, y):
+        return -y
+
+
+class _EndlessWrapper:
+    """A field whose catch-all ``__getattr__`` (a remote-call proxy's) gives a new wrapper for
+    ``__wrapped__`` each time it is read; after 1000 the test stops, where the search hung."""
+
+    made = 0
+
+    def __getattr__(self, name):
+        if name != "__wrapped__":
+            raise AttributeError(name)
+        type(self).made += 1
+        if type(self).made > 1000:
+            raise RecursionError("__wrapped__ read 1000 times")
+        return _EndlessWrapper()
+
+    def __call__(self, t, y):
+        return -y
+
+
+@pytest.mark.parametrize("field", [_BrokenWrapper, _EndlessWrapper])
+def test_a_field_whose_wrapped_function_cannot_be_followed_still_solves(field):
+    # Since the search follows __wrapped__, a field whose __wrapped__ raised made solve raise
+    # that error, and one that gives a new wrapper each time made it search without end.
+    _EndlessWrapper.made = 0
+    y0 = torch.tensor([1.0, -0.5], dtype=DTYPE)
+    ys = physode.odeint(field(), y0, [0.0, 1.0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ys[-1], y0 * math.exp(-1.0), rtol=1e-8, atol=0.0)
+
+
 class _Settings:
     rate = 0.5
 
