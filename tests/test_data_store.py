@@ -634,6 +634,28 @@ def test_a_lazy_array_pickles_to_a_worker_and_deep_copies_with_a_handle_of_its_o
     np.testing.assert_array_equal(invariant_copy[[2, 0]], invariant[[2, 0]])
 
 
+def test_a_copy_of_a_data_set_opened_by_a_relative_path_reads_that_file_from_another_folder(
+    stored, tmp_path, monkeypatch
+):
+    # Loaded as "synthetic.h5", then the working folder changed (a notebook's %cd): the copies
+    # (a spawned DataLoader worker's) opened "synthetic.h5" there, another data set.
+    path, chunks, _, _ = stored
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _write_synthetic(elsewhere / path.name, seed=1)
+    monkeypatch.chdir(path.parent)
+    with load(path.name) as data:
+        monkeypatch.chdir(elsewhere)
+        copies = [pickle.loads(pickle.dumps(data)), copy.deepcopy(data)]
+        arrays = [pickle.loads(pickle.dumps(data.states)), copy.deepcopy(data.states)]
+    for twin in copies:
+        assert twin.path == path
+        np.testing.assert_array_equal(twin.states[[4, 1]], _stack(chunks, "states")[[4, 1]])
+        twin.close()
+    for twin in arrays:
+        np.testing.assert_array_equal(twin[[4, 1]], _stack(chunks, "states")[[4, 1]])
+
+
 def test_big_endian_numbers_are_read_in_native_order_for_torch(stored):
     # As written on a big-endian machine: the same numbers, the bytes in the other order.
     path, chunks, _, _ = stored

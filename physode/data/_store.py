@@ -370,8 +370,9 @@ class H5Array:
     """A lazily read HDF5 dataset: indexing reads only what it selects and returns NumPy arrays.
 
     Read errors (a failed fletcher32 checksum, a damaged chunk) become ``physode.DataFormatError``
-    naming the file and the dataset. It pickles and deep-copies as the file's path and the
-    dataset's name: the copy (in a spawned ``DataLoader`` worker) opens the file anew.
+    naming the file and the dataset. It pickles and deep-copies as the file's path (made
+    absolute when the array was made) and the dataset's name: the copy (in a spawned
+    ``DataLoader`` worker) opens the file anew.
 
     Examples
     --------
@@ -383,6 +384,7 @@ class H5Array:
     def __init__(self, dataset: h5py.Dataset, path: Path):
         self._dataset = dataset
         self._path = path
+        self._absolute = Path(path).absolute()  # where a copy opens it, from any working folder
         # Kept here so that they stay known once the file is closed.
         self._name = dataset.name
         self._shape = dataset.shape
@@ -528,7 +530,7 @@ class H5Array:
         # Pickled (``load(path).states`` kept by a user's Dataset, sent to a spawned DataLoader
         # worker) or deep-copied as the file's path and the dataset's name, as a TrajectoryFile
         # is: the copy opens the file anew. h5py refuses to pickle a dataset.
-        return _reopened, (self._path, self._name)
+        return _reopened, (self._absolute, self._name)
 
 
 def _reopened(path: Path, name: str) -> H5Array:

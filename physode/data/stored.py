@@ -91,13 +91,17 @@ class TrajectoryFile:
 
     Notes
     -----
-    It pickles, and deep-copies, as its path: the copy (in a spawned ``DataLoader`` worker or
-    a process pool, say) opens the file again as :func:`load` does, with its own handle, and
-    reads what the path holds then.
+    It pickles, and deep-copies, as its path (made absolute when the file was opened): the copy
+    (in a spawned ``DataLoader`` worker or a process pool, say) opens the file again as
+    :func:`load` does, with its own handle, whatever its working folder, and reads what the
+    path holds then.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        # Where a copy opens the file: a relative path names another file once the working
+        # folder has changed (a notebook's %cd before a spawned DataLoader worker starts).
+        self._absolute = self.path.absolute()
         self._file, header = open_store(self.path)
         f = self._file
         self._header = header
@@ -227,7 +231,7 @@ class TrajectoryFile:
     def __reduce__(self) -> tuple:
         # Pickled (to a spawned DataLoader worker, a process pool) or deep-copied as its path:
         # the copy opens the file anew, with a handle of its own. h5py refuses to pickle one.
-        return type(self), (self.path,)
+        return type(self), (self._absolute,)
 
     @never_raising
     def __repr__(self) -> str:
