@@ -121,6 +121,26 @@ def first_shown(items: Sequence[Any], shown: int, text: Callable[[Any], str] = s
     return listed + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
+def one_tolerance(name: str, value: object) -> float:
+    """``value`` as a positive finite float (:func:`positive_finite`), also from a tensor or
+    array of one element; a tolerance per component (SciPy's array ``atol``, a torchdiffeq
+    tensor ``rtol``) is refused saying that the error norm takes one.
+
+    >>> import numpy as np
+    >>> one_tolerance("atol", np.array([1e-9]))
+    1e-09
+    """
+    if isinstance(value, tuple | list) or math.prod(getattr(value, "shape", ())) > 1:
+        raise InvalidArgumentError(
+            f"{name} must be one number, got {value!r:.80}: the error norm scales every "
+            "component by one atol + rtol * |y|, without a tolerance per component; where the "
+            "components' sizes differ, solve for the state divided by its typical size"
+        )
+    if getattr(value, "ndim", 0) and callable(getattr(value, "item", None)):
+        value = value.item()  # one element: NumPy refuses float() of a 1-d array
+    return positive_finite(name, value)
+
+
 def positive_finite(name: str, value: object) -> float:
     """``value`` as a float if it is a positive finite real number, else
     :class:`InvalidArgumentError` naming ``name``. Strings and booleans are refused, not parsed.

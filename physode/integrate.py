@@ -22,6 +22,7 @@ from physode._errors import (
     PhysodeWarning,
     SolverError,
     UnsupportedError,
+    one_tolerance,
     positive_finite,
 )
 from physode._repr import number_text, short_repr, stats_text, status_text
@@ -732,7 +733,7 @@ def check_settings(
     int, or the ``InvalidArgumentError`` that names the bad one and the valid choices."""
     if method not in METHODS:
         raise InvalidArgumentError(unknown_method(method))
-    rtol, atol = _one_tolerance("rtol", rtol), _one_tolerance("atol", atol)
+    rtol, atol = one_tolerance("rtol", rtol), one_tolerance("atol", atol)
     if method in FIXED_METHODS:
         if step_size is None:
             raise InvalidArgumentError(
@@ -774,18 +775,6 @@ def _max_step(value: object, first_step: float | None) -> float:
             "leave it out to have it chosen (and capped) automatically"
         )
     return max_step
-
-
-def _one_tolerance(name: str, value: object) -> float:
-    """``value`` as a positive finite float; a tolerance per component (SciPy's array ``atol``, a
-    torchdiffeq tensor ``rtol``) is refused saying that the error norm takes one."""
-    if isinstance(value, tuple | list) or math.prod(getattr(value, "shape", ())) > 1:
-        raise InvalidArgumentError(
-            f"{name} must be one number, got {value!r:.80}: the error norm scales every "
-            "component by one atol + rtol * |y|, without a tolerance per component; where the "
-            "components' sizes differ, solve for the state divided by its typical size"
-        )
-    return positive_finite(name, value)
 
 
 def check_initial_state(y0: Tensor) -> None:

@@ -104,15 +104,18 @@ def test_the_valid_methods_are_listed_by_kind_so_no_name_reads_as_a_method():
     ids=["list", "tuple", "numpy", "tensor"],
 )
 @pytest.mark.parametrize("name", ["rtol", "atol"])
-@pytest.mark.parametrize("where", ["solve", "odeint_event"])
+@pytest.mark.parametrize("where", ["solve", "odeint_event", "OptDisc"])
 def test_a_tolerance_per_component_is_refused_saying_that_the_norm_takes_one(
     where, name, tolerance
 ):
     # SciPy's array atol and a torchdiffeq tensor rtol were answered "must be a positive
-    # number", about a value of positive numbers.
+    # number", about a value of positive numbers (OptDisc's backward tolerances, as
+    # torchdiffeq's adjoint_rtol / adjoint_atol, until 2026-12-07 too).
     with pytest.raises(physode.InvalidArgumentError) as info:
         if where == "solve":
             physode.solve(decay, Y0, T, **{name: tolerance})
+        elif where == "OptDisc":
+            physode.OptDisc(**{name: tolerance})
         else:
             physode.odeint_event(decay, Y0, 0.0, lambda t, y: y[0] - 0.5, **{name: tolerance})
     message = str(info.value)
@@ -120,10 +123,14 @@ def test_a_tolerance_per_component_is_refused_saying_that_the_norm_takes_one(
 
 
 def test_a_tolerance_in_a_0_dim_or_1_element_tensor_is_one_number():
+    # A 1-element NumPy array was refused as "must be a positive number" (NumPy refuses float()
+    # of a 1-d array), though a 1-element tensor was taken.
     tolerance = torch.tensor(1e-9, dtype=DTYPE)
     expected = physode.odeint(decay, Y0, T, rtol=1e-9, atol=1e-9)
-    for given in (tolerance, tolerance.reshape(1), np.float64(1e-9)):
+    for given in (tolerance, tolerance.reshape(1), np.float64(1e-9), np.array([1e-9])):
         assert torch.equal(physode.odeint(decay, Y0, T, rtol=given, atol=given), expected)
+        mode = physode.OptDisc(rtol=given, atol=given)
+        assert (mode.rtol, mode.atol) == (1e-9, 1e-9)
 
 
 def test_unknown_gradient_lists_every_valid_choice():

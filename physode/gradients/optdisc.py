@@ -7,7 +7,13 @@ import itertools
 import torch
 from torch import Tensor
 
-from physode._errors import InvalidArgumentError, SolverError, UnsupportedError, positive_finite
+from physode._errors import (
+    InvalidArgumentError,
+    SolverError,
+    UnsupportedError,
+    one_tolerance,
+    positive_finite,
+)
 from physode._repr import never_raising
 from physode.gradients.base import (
     GradientMode,
@@ -110,10 +116,11 @@ class OptDisc(GradientMode):
                 if why
                 else "OptDisc: " + unknown_method(method, backward_methods, "backward method")
             )
-        rtol, atol, step_size = (
-            None if value is None else positive_finite(f"OptDisc: {label}", value)
-            for label, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size))
+        rtol, atol = (
+            None if value is None else one_tolerance(f"OptDisc: {label}", value)
+            for label, value in (("rtol", rtol), ("atol", atol))
         )
+        step_size = None if step_size is None else positive_finite("OptDisc: step_size", step_size)
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
         if not (isinstance(restart, str) and restart == "steps"):
             restart = check_switch(
