@@ -234,3 +234,20 @@ def test_a_closed_file_and_partly_built_data_objects_print_without_raising(store
     assert repr(data).startswith(f"TrajectoryFile({str(stored)!r}, system='harmonic_oscillator'")
     for cls in (physode.data.TrajectoryFile, physode.data.TrajectoryDataset, physode.data.H5Array):
         assert repr(cls.__new__(cls)).startswith(f"<{cls.__name__}, not readable: AttributeError")
+
+
+def test_a_dataset_made_by_a_relative_path_reads_its_file_after_the_folder_changes(
+    stored, tmp_path, monkeypatch
+):
+    # Made as TrajectoryDataset("data.h5"), read after a notebook's %cd (or in a worker started
+    # elsewhere): it opened "data.h5" in the new folder, "no such file" or another data set.
+    monkeypatch.chdir(stored.parent)
+    dataset = TrajectoryDataset(stored.name, split="train", window=3)
+    monkeypatch.chdir(tmp_path)
+    first = dataset[0]
+    with load(stored) as data:
+        expected = data.states[int(first["trajectory"]), :3]
+    np.testing.assert_array_equal(first["ys"].numpy(), expected)
+    assert pickle.loads(pickle.dumps(dataset))[0]["ys"].equal(first["ys"])
+    with dataset._load() as data:  # what the trainer reads
+        assert data.states.shape[0] == 10

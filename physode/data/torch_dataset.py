@@ -93,6 +93,9 @@ class TrajectoryDataset(Dataset):
         exclude_flagged: bool = True,
     ):
         self.path = Path(path)
+        # Where every later open goes (each worker's, the trainer's): the file as found now,
+        # whatever the working folder is then (a notebook's %cd, a worker started elsewhere).
+        self._absolute = self.path.absolute()
         self.split = split
         choices = [*SPLITS, "all"]
         if split not in choices:
@@ -145,7 +148,7 @@ class TrajectoryDataset(Dataset):
     def _open(self):
         if self._file is None or self._pid != os.getpid():
             # A handle inherited through fork is not safe to use: open a fresh one per process.
-            f, header = open_store(self.path, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+            f, header = open_store(self._absolute, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
             try:
                 self._refuse_replaced(f, header)
             except DataFormatError:
@@ -179,7 +182,7 @@ class TrajectoryDataset(Dataset):
         physode.DataFormatError
             As :func:`physode.data.load` does, and where the path now holds another data set.
         """
-        stored = TrajectoryFile(self.path)
+        stored = TrajectoryFile(self._absolute)
         try:
             self._refuse_replaced(stored._file, stored._header)
         except DataFormatError:
