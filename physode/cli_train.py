@@ -382,6 +382,11 @@ def _add_training_options(train: argparse._ArgumentGroup) -> None:
         f"validation and the report's rollouts (default {MAX_STEPS})",
     )
     train.add_argument(
+        "--max-step", type=float, metavar="H",
+        help="longest step of an adaptive method in every solve (training, validation, the "
+        "report's rollouts), for forcing or pulses narrower than its steps (default: no cap)",
+    )
+    train.add_argument(
         "--step-control",
         choices=("shared", "per-sample"),
         help="one step size per batch (default) or one per window (adaptive methods)",

@@ -618,6 +618,14 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
             "needs an adaptive method",
         ),
         ({"optimizer": "lbfgs", "grad_clip": 1.0}, "grad_clip=1.0 is not supported with opt"),
+        ({"max_step": 0.0}, "max_step=0.0 \\(need a finite number > 0, or None for no cap\\)"),
+        ({"max_step": "0.1"}, "max_step='0.1' \\(need a finite number > 0"),
+        (
+            {"method": "rk4", "step_size": 0.1, "max_step": 0.05},
+            "max_step=0.05 is for adaptive methods \\(heun, .*\\); method='rk4' takes every "
+            "step of step_size: leave it out, or pass the step you want as step_size",
+        ),
+        ({"method": "yoshida4", "step_size": 0.1, "max_step": 0.05}, "method='yoshida4' takes"),
         ({"device": "gpu"}, "device='gpu' \\(a torch device such as 'cpu', 'cuda'"),
         ({"device": 0}, "device=0 \\(a torch device"),
         # A device torch knows but this machine lacks: refused before anything moves.
@@ -916,6 +924,94 @@ def test_rollout_report_refuses_a_step_size_for_an_adaptive_method_as_the_settin
         f"method={method!r} chooses its own steps from rtol and atol: leave it out, or choose a "
         "fixed-step method"
     )
+
+
+def test_rollout_report_refuses_a_max_step_for_a_fixed_step_method_as_the_settings_do():
+    t, ys = spiral_data(n=2, points=11)
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        rollout_report(lambda s, y: y @ A, Trajectories(t, ys), method="rk4", step_size=0.1,
+                       max_step=0.05)  # fmt: skip
+    assert str(error.value) == (
+        "max_step=0.05 is for adaptive methods (heun, bosh3, dopri5, tsit5, dop853); "
+        "method='rk4' takes every step of step_size: leave it out, or pass the step you want "
+        "as step_size"
+    )
+
+
+def _recorded_solves(monkeypatch) -> list[dict[str, Any]]:
+    """Every ``physode.solve`` from now on (``odeint``'s too): its ``max_step``, method,
+    whether it differentiates given ``params`` (a calibration), whether gradients are on, the
+    time span and the fewest steps a row accepted."""
+    calls: list[dict[str, Any]] = []
+    solve = physode.integrate.solve
+
+    def recording(func, y0, t, **options):
+        solution = solve(func, y0, t, **options)
+        calls.append({
+            "max_step": options.get("max_step"), "method": options.get("method"),
+            "calibration": "params" in options, "grad": torch.is_grad_enabled(),
+            "span": abs(float(t[-1] - t[0])),
+            "steps": int(torch.as_tensor(solution.stats.n_steps).min()),
+        })  # fmt: skip
+        return solution
+
+    monkeypatch.setattr(physode, "solve", recording)
+    monkeypatch.setattr(physode.integrate, "solve", recording)
+    return calls
+
+
+@pytest.mark.parametrize("max_step", [None, 0.02])
+def test_max_step_caps_the_solves_of_training_validation_rollout_calibration_and_truth(
+    monkeypatch, max_step
+):
+    # Pendulums over [0, 1], l learned per trajectory; held out over [0, 2], rolled out to 3
+    # (beyond the data: the truth is simulated), calibrated on [0, 1] first.
+    model = PhysicsModel("pendulum", per_trajectory=["l"])
+    trainer = Trainer(model, swinging([0.5, 0.8, 1.2, 1.6]), val_data=swinging([0.7, 1.1]),
+                      epochs=1, batch_size=4, rtol=1e-6, atol=1e-8, restore_best=False,
+                      max_step=max_step)  # fmt: skip
+    held_out = swinging([0.6, 1.4], points=21, t_end=2.0)
+    calls = _recorded_solves(monkeypatch)
+    trainer.fit()
+    fitting = len(calls)
+    trainer.evaluate(held_out, t_end=3.0, calibrate=True, conservation=False,
+                     calibration_iterations=2)  # fmt: skip
+    phases = {
+        "training": [c for c in calls[:fitting] if c["grad"]],
+        "validation": [c for c in calls[:fitting] if not c["grad"]],
+        "calibration": [c for c in calls[fitting:] if c["calibration"]],
+        "rollout": [c for c in calls[fitting:] if c["method"] == "dopri5" and not c["grad"]],
+        "truth": [c for c in calls[fitting:] if c["method"] == "dop853"],
+    }
+    assert all(phases.values()), {name: len(found) for name, found in phases.items()}
+    assert all(c["max_step"] == max_step for c in calls)
+    # Capped, a solve takes at least its span over max_step steps; uncapped, every phase
+    # steps far longer (the pendulum is smooth at these tolerances).
+    for name, found in phases.items():
+        fewest = min(c["steps"] - c["span"] / 0.02 for c in found)
+        if max_step is None:
+            assert fewest < -10, name
+        else:
+            assert fewest > -1e-6, name
+
+
+def test_a_checkpoint_written_before_max_step_resumes_and_a_changed_max_step_is_refused(
+    tmp_path,
+):
+    t, ys = spiral_data(n=4, points=5)
+    trainer = Trainer(neural(), (t, ys), epochs=1)
+    trainer.fit()
+    state = trainer.state_dict()
+    del state["config"]["max_step"]  # as physode before max_step (2026-12-07) saved it
+    torch.save(state, tmp_path / "old.pt")
+    resumed = Trainer(neural(), (t, ys), epochs=2)
+    resumed.load_checkpoint(tmp_path / "old.pt")
+    assert resumed.epoch == 1
+    resumed.fit()
+    assert Trainer(neural(), (t, ys), init_from=tmp_path / "old.pt").epoch == 0
+    capped = Trainer(neural(), (t, ys), epochs=2, max_step=0.05)
+    with pytest.raises(physode.InvalidArgumentError, match="max_step: None -> 0.05"):
+        capped.load_checkpoint(tmp_path / "old.pt")
 
 
 def test_a_rollout_that_blew_up_and_a_nan_loss_are_written_as_valid_json(tmp_path):

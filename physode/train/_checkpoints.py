@@ -21,7 +21,8 @@ CHECKPOINT_VERSION = 1
 _RESUME_KEYS = (
     "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
     "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "val_fraction", "noisy",
-    "observe", "method", "rtol", "atol", "step_size", "gradient", "step_control", "dtype", "seed",
+    "observe", "method", "rtol", "atol", "step_size", "max_step", "gradient", "step_control",
+    "dtype", "seed",
 )
 
 

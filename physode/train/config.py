@@ -44,6 +44,23 @@ def step_size_of_adaptive_method(method: str, step_size: Any) -> str:
     )
 
 
+def max_step_of_fixed_step_method(method: str, max_step: Any) -> str:
+    """Why a fixed-step or symplectic ``method`` refuses ``max_step``, which caps the steps of
+    an adaptive one.
+
+    Examples
+    --------
+    >>> print(max_step_of_fixed_step_method("rk4", 0.1))  # doctest: +NORMALIZE_WHITESPACE
+    max_step=0.1 is for adaptive methods (heun, bosh3, dopri5, tsit5, dop853); method='rk4'
+    takes every step of step_size: leave it out, or pass the step you want as step_size
+    """
+    return (
+        f"max_step={max_step!r} is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
+        f"method={method!r} takes every step of step_size: leave it out, or pass the step you "
+        "want as step_size"
+    )
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run.
@@ -116,6 +133,14 @@ class TrainConfig:
         ``Status.MAX_STEPS``: the training and validation solves and those of
         :meth:`Trainer.evaluate` (rollouts, calibration). The default is :func:`physode.solve`'s.
         A resume may change it: a solve that did not reach the limit is the same with any.
+    max_step : float, optional
+        Longest step an adaptive method may take in every solve of training: the training and
+        validation solves, and those of :meth:`Trainer.evaluate` (rollouts, calibration, and
+        the ground truth it simulates beyond the data), as :func:`physode.solve`'s
+        ``max_step``. For data whose forcing or pulses are narrower than the steps the error
+        estimate allows, which a solve would step over. ``None`` (the default): no cap.
+        Fixed-step and symplectic methods refuse it (their step is ``step_size``). A resume
+        must keep it: it changes the steps.
     step_control : str
         ``"shared"`` (one step size per batch) or ``"per-sample"`` (each window of a batch steps
         on its own; adaptive methods with ``"aca"`` or ``"disc-opt"``), passed to
@@ -184,6 +209,7 @@ class TrainConfig:
     gradient: Any = "aca"
     step_control: str = "shared"
     max_steps: int = MAX_STEPS
+    max_step: float | None = None
     dtype: str | None = None
     device: str | None = None
     seed: int = 0
@@ -250,6 +276,7 @@ class TrainConfig:
         )
         real("grad_clip", optional="for no clipping")
         real("time_limit", optional="for no limit")
+        real("max_step", optional="for no cap")
         for name in ("restore_best", "noisy"):
             value = getattr(self, name)
             need(isinstance(value, bool), f"{name}={value!r} (need True or False)")
@@ -294,6 +321,8 @@ class TrainConfig:
             # Refused here, with the other settings, not at the first solve of fit(), whose
             # message points to a first_step that training does not take.
             problems.append(step_size_of_adaptive_method(self.method, self.step_size))
+        if self.method in FIXED_STEP_METHODS and self.max_step is not None:
+            problems.append(max_step_of_fixed_step_method(self.method, self.max_step))
         need(
             self.step_control in ("shared", "per-sample"),
             f"step_control={self.step_control!r} (choose one of ['shared', 'per-sample'])",

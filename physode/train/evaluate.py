@@ -24,7 +24,12 @@ from physode.train._rows import (
     per_trajectory_names,
     solve_rows,
 )
-from physode.train.config import ADAPTIVE_METHODS, step_size_of_adaptive_method
+from physode.train.config import (
+    ADAPTIVE_METHODS,
+    FIXED_STEP_METHODS,
+    max_step_of_fixed_step_method,
+    step_size_of_adaptive_method,
+)
 from physode.train.data import Trajectories, as_trajectories, uniform_grid
 
 # A rollout's rtol unless given: raised to the resolution of the data's dtype where coarser
@@ -323,21 +328,26 @@ def ground_truth(
     method: str = "dop853",
     rtol: float = 1e-10,
     atol: float = 1e-10,
+    max_step: float | None = None,
 ) -> torch.Tensor:
     """Solve the true system from ``y0`` (N, n) at ``t``; returns (N, P, n).
 
     ``params`` (N, n_params) are per-trajectory parameter values (the system's defaults when
-    ``None``). The solve runs in float64 whatever ``y0``'s dtype (float32 cannot resolve the
-    tolerance); the result comes back in ``y0``'s dtype.
+    ``None``); ``max_step`` caps the steps (``physode.solve``'s). The solve runs in float64
+    whatever ``y0``'s dtype (float32 cannot resolve the tolerance); the result comes back in
+    ``y0``'s dtype.
     """
     y0_64, t_64 = y0.double(), t.double()
     if params is None:
         field = system.vector_field().to(y0.device)
-        ys = physode.odeint(field, y0_64, t_64, method=method, rtol=rtol, atol=atol)
+        ys = physode.odeint(
+            field, y0_64, t_64, method=method, rtol=rtol, atol=atol, max_step=max_step
+        )
     else:
         p = params.to(y0.device, torch.float64)
         ys = physode.odeint(
-            lambda s, y: system.rhs(s, y, p), y0_64, t_64, method=method, rtol=rtol, atol=atol
+            lambda s, y: system.rhs(s, y, p), y0_64, t_64, method=method, rtol=rtol, atol=atol,
+            max_step=max_step,
         )
     return ys.transpose(0, 1).to(y0.dtype)
 
@@ -403,6 +413,7 @@ def rollout_report(
     gradient: Any = "aca",
     calibration_iterations: int = CALIBRATION_ITERATIONS,
     max_steps: int = MAX_STEPS,
+    max_step: float | None = None,
 ) -> RolloutReport:
     """Roll the model out from each held-out trajectory's first state and compare.
 
@@ -474,6 +485,11 @@ def rollout_report(
     max_steps : int
         Step attempts each rollout and calibration solve may take (as in :func:`physode.solve`,
         whose default it has); the ground truth beyond the data is simulated with the default.
+    max_step : float, optional
+        Longest step of an adaptive method (as in :func:`physode.solve`) in each rollout and
+        calibration solve, and in the simulation of the ground truth beyond the data: a
+        feature of the system too narrow for the steps to see is as narrow in the truth.
+        ``None`` (the default): no cap. A fixed-step method refuses it.
 
     Returns
     -------
@@ -519,6 +535,8 @@ def rollout_report(
     """
     if method in ADAPTIVE_METHODS and step_size is not None:
         raise InvalidArgumentError(step_size_of_adaptive_method(method, step_size))
+    if method in FIXED_STEP_METHODS and max_step is not None:
+        raise InvalidArgumentError(max_step_of_fixed_step_method(method, max_step))
     data = as_trajectories(data, split="test")
     if rtol is None:
         rtol = attainable_rtol(ROLLOUT_RTOL, data.states)
@@ -563,7 +581,7 @@ def rollout_report(
     try:
         options = {
             "method": method, "rtol": rtol, "atol": atol, "step_size": step_size,
-            "max_steps": max_steps,
+            "max_steps": max_steps, "max_step": max_step,
         }
         if until is not None:
             # Each held-out trajectory's own values, fitted before the rollout uses them.
@@ -585,7 +603,7 @@ def rollout_report(
             predicted[group, start:] = ys.transpose(0, 1)
             if beyond:
                 params = None if data.params is None else data.params[group]
-                simulated = ground_truth(system, y0, times, params)
+                simulated = ground_truth(system, y0, times, params, max_step=max_step)
                 truth[group, n_data:] = simulated[:, n_data - start :].to(truth.dtype)
     finally:
         if training:

@@ -661,7 +661,7 @@ class Trainer:
         sol = solve_rows(
             self.model, target[0], t, rows, method=c.method, rtol=c.rtol,
             atol=c.atol, step_size=c.step_size, gradient=c.gradient, step_control=c.step_control,
-            max_steps=c.max_steps,
+            max_steps=c.max_steps, max_step=c.max_step,
         )
         pred, ref = sol.ys[1:], target[1:]
         if c.observe is not None:
@@ -1500,7 +1500,7 @@ class Trainer:
             horizon, the stretch of each trajectory that training would have seen), the rest of
             the model fixed, before rolling it out with them; by default they are rolled out
             with the mean of the learned values. The fit uses the training settings' solver
-            (``method``, ``rtol``, ``atol``, ``step_size``) and ``gradient``; see
+            (``method``, ``rtol``, ``atol``, ``step_size``, ``max_step``) and ``gradient``; see
             :func:`~physode.train.rollout_report`, whose report's ``per_trajectory`` and
             ``calibration`` give the values found.
         calibration_iterations : int
@@ -1547,7 +1547,8 @@ class Trainer:
         report = rollout_report(
             self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
             observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
-            step_size=c.step_size, max_steps=c.max_steps, conservation=conservation,
+            step_size=c.step_size, max_steps=c.max_steps, max_step=c.max_step,
+            conservation=conservation,
             conservation_tolerance=conservation_tolerance, calibrate=calibrate,
             gradient=c.gradient, calibration_iterations=calibration_iterations,
         )
