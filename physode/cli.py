@@ -231,6 +231,14 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
         f"as failed (default {MAX_STEPS})",
     )
     options.add_argument(
+        "--max-step",
+        type=float,
+        default=None,
+        metavar="H",
+        help="longest step the solver may take, for forcing or pulses narrower than the steps "
+        "the tolerances allow (default: no cap)",
+    )
+    options.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its finished chunks"
     )
     options.add_argument(
@@ -249,7 +257,7 @@ def _add_simulate(subparsers) -> argparse.ArgumentParser:
 _SIMULATE_SETTINGS = (
     "trajectories", "t_end", "points", "out", "seed", "method", "rtol", "atol", "params", "noise",
     "split", "dtype", "resume", "force", "quiet", "chunk_size", "drift_threshold", "max_steps",
-    "command_line", "threads",
+    "max_step", "command_line", "threads",
 )  # fmt: skip
 
 

@@ -78,6 +78,20 @@ def test_simulate_writes_the_file_and_prints_one_summary_line(tmp_path, capsys):
         assert "--noise 0.1" in data.attrs["command_line"]
 
 
+def test_simulate_max_step_caps_the_steps_and_is_stored_and_a_bad_one_is_refused(
+    tmp_path, capsys
+):
+    out = tmp_path / "capped.h5"
+    assert main([*SIMULATE, "--out", str(out), "--quiet", "--max-step", "0.05"]) == 0
+    with physode.data.load(out) as data:
+        assert data.solver["max_step"] == 0.05 and (data.n_steps >= 40).all()  # t_end = 2
+        assert data.attrs["command_line"].endswith(" --max-step 0.05")
+    assert main([*SIMULATE, "--out", str(tmp_path / "x.h5"), "--max-step", "0"]) == 2
+    assert "bad simulate arguments: --max-step 0.0 must be a finite number > 0" in (
+        capsys.readouterr().err
+    )
+
+
 def test_simulate_refuses_to_overwrite_with_exit_status_2(dataset, capsys):
     assert main([*SIMULATE, "--out", str(dataset), "--quiet"]) == 2
     error = capsys.readouterr().err

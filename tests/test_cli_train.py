@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _recorded_solves import recorded_solves
 
 import physode
 import physode.cli
@@ -1100,3 +1101,39 @@ def test_a_config_path_found_only_beside_the_config_file_is_refused_naming_that_
         f"which a config file's relative paths are read from; the config file's folder holds "
         f"'../cfg/{name}'"
     ) in _error(capsys)
+
+
+# ------------------------------------------------------------------ --max-step
+
+
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_max_step_of_the_command_line_or_the_config_caps_every_solve_of_the_run(
+    data, tmp_path, monkeypatch, where
+):
+    argv = _neural(data, "--out", str(tmp_path / "out"))
+    if where == "flag":
+        argv += ["--max-step", "0.05"]
+    else:
+        (tmp_path / "run.toml").write_text("[train]\nmax_step = 0.05\n")
+        argv += ["--config", str(tmp_path / "run.toml")]
+    calls = recorded_solves(monkeypatch)
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["config"]["max_step"] == 0.05
+    # Training, validation and the report's rollouts: each at least its span over 0.05 steps.
+    assert {c["grad"] for c in calls} == {True, False}
+    assert all(c["max_step"] == 0.05 and c["steps"] >= c["span"] / 0.05 - 1e-6 for c in calls)
+
+
+def test_max_step_with_a_fixed_step_method_or_changed_on_resume_is_refused(
+    data, tmp_path, capsys
+):
+    assert main(_neural(data, "--method", "rk4", "--step-size", "0.1", "--max-step", "0.05")) == 2
+    assert (
+        "--max-step 0.05 is for adaptive methods (heun, bosh3, dopri5, tsit5, dop853); --method "
+        "rk4 takes every step of step_size"
+    ) in _error(capsys)
+    assert main(_neural(data, "--checkpoint-dir", str(tmp_path / "ckpt"))) == 0
+    resume = ["--epochs", "2", "--resume", str(tmp_path / "ckpt" / "last.pt")]
+    assert main(_neural(data, *resume, "--max-step", "0.05")) == 2
+    assert "settings differ from the saved run (max_step: None -> 0.05)" in _error(capsys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 import os
 import platform
 import re
@@ -476,6 +477,71 @@ def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_
         assert data.solver["rtol"] == 1e-9
 
 
+def test_max_step_caps_every_trajectorys_steps_and_is_stored_with_the_solver_settings(tmp_path):
+    capped, free = tmp_path / "capped.h5", tmp_path / "free.h5"
+    simulate(SYSTEM, trajectories=4, out=capped, max_step=0.05, chunk_size=2, **FAST)
+    simulate(SYSTEM, trajectories=4, out=free, chunk_size=2, **FAST)
+    with load(capped) as data, load(free) as uncapped:
+        # t_end = 3: at least 60 steps of at most 0.05; the tolerance alone takes far fewer.
+        assert (data.n_steps >= 60).all() and (uncapped.n_steps < 30).all()
+        assert data.solver == {**uncapped.solver, "max_step": 0.05}
+        assert json.loads(data.attrs["simulation"])["solver"]["max_step"] == 0.05
+        assert data.attrs["command_line"].endswith(" --max-step 0.05")
+        # Without it, the settings and the command are those of physode before max_step.
+        assert "max_step" not in json.loads(uncapped.attrs["simulation"])["solver"]
+        assert "--max-step " not in uncapped.attrs["command_line"]
+        assert np.allclose(data.states, uncapped.states, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_step", [0, -0.1, math.inf, True, "0.1"])
+def test_a_max_step_that_is_not_a_positive_number_is_refused_by_name(tmp_path, max_step):
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=2, out=tmp_path / "x.h5", max_step=max_step, **FAST)
+    assert f"max_step={max_step!r} must be a finite number > 0" in str(error.value)
+
+
+def test_a_resume_with_another_max_step_is_refused_and_one_started_before_it_resumes(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "capped.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, **settings)
+    # run.json as physode before max_step (2026-12-07) wrote it: no max_step among the solver's.
+    run = json.loads((tmp_path / "capped.h5.parts" / "run.json").read_text())
+    assert set(run["solver"]) == {"method", "rtol", "atol", "max_steps", "step_control"}
+    changed = "other settings \\(solver.max_step: None then, 0.05 now\\)"
+    with pytest.raises(physode.InvalidArgumentError, match=changed):
+        simulate(SYSTEM, **settings, max_step=0.05, resume=True)
+    assert simulate(SYSTEM, **settings, resume=True).n_resumed_chunks == 1
+    # Its finished file is this run's, and another max_step's is not.
+    assert not simulate(SYSTEM, **settings, resume=True).written
+    with pytest.raises(physode.InvalidArgumentError, match="solver.max_step: None then, 0.05"):
+        simulate(SYSTEM, **settings, max_step=0.05, resume=True)
+    capped = tmp_path / "other.h5"
+    _interrupt_after_first_chunk(monkeypatch, SYSTEM, **{**settings, "out": capped}, max_step=0.05)
+    with pytest.raises(physode.InvalidArgumentError, match="solver.max_step: 0.05 then, None now"):
+        simulate(SYSTEM, **{**settings, "out": capped}, resume=True)
+    assert simulate(SYSTEM, **{**settings, "out": capped}, max_step=0.05,
+                    resume=True).n_resumed_chunks == 1  # fmt: skip
+
+
+def test_a_data_set_without_max_step_loads_checks_and_trains_with_a_capped_trainer(tmp_path):
+    from physode.models import NeuralODE
+    from physode.train import Trainer
+
+    out = tmp_path / "older.h5"
+    simulate(SYSTEM, trajectories=6, out=out, **FAST)
+    with h5py.File(out) as f:  # the solver settings of a file of physode before max_step
+        assert set(json.loads(f.attrs["solver"])) == {
+            "method", "rtol", "atol", "max_steps", "step_control"
+        }
+    assert check(out).passed
+    torch.manual_seed(0)
+    trainer = Trainer(NeuralODE(2, width=4, depth=1), TrajectoryDataset(out), epochs=1,
+                      max_step=0.1)  # fmt: skip
+    assert len(trainer.fit().history) == 1
+
+
 def test_resuming_after_the_specification_was_edited_says_so_in_words(tmp_path, monkeypatch):
     # The refusal named only the hashes: "system_spec_sha256: '44ffdb...' then, '6d109a...' now".
     spec = tmp_path / "osc.toml"
@@ -754,6 +820,7 @@ def test_sampled_masses_shape_the_initial_states_drawn_for_them(tmp_path):
          "method": "dopri5", "drift_threshold": 1e-3, "max_steps": 5000},
         {"rtol": 1e-9, "atol": 1e-11},
         {"params": ["k"]},
+        {"max_step": 0.05},
     ],
 )  # fmt: skip
 def test_the_stored_command_line_rebuilds_the_file_bit_for_bit(tmp_path, settings):

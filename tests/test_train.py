@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from _host_syncs import HostSyncs
+from _recorded_solves import recorded_solves
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -938,28 +939,6 @@ def test_rollout_report_refuses_a_max_step_for_a_fixed_step_method_as_the_settin
     )
 
 
-def _recorded_solves(monkeypatch) -> list[dict[str, Any]]:
-    """Every ``physode.solve`` from now on (``odeint``'s too): its ``max_step``, method,
-    whether it differentiates given ``params`` (a calibration), whether gradients are on, the
-    time span and the fewest steps a row accepted."""
-    calls: list[dict[str, Any]] = []
-    solve = physode.integrate.solve
-
-    def recording(func, y0, t, **options):
-        solution = solve(func, y0, t, **options)
-        calls.append({
-            "max_step": options.get("max_step"), "method": options.get("method"),
-            "calibration": "params" in options, "grad": torch.is_grad_enabled(),
-            "span": abs(float(t[-1] - t[0])),
-            "steps": int(torch.as_tensor(solution.stats.n_steps).min()),
-        })  # fmt: skip
-        return solution
-
-    monkeypatch.setattr(physode, "solve", recording)
-    monkeypatch.setattr(physode.integrate, "solve", recording)
-    return calls
-
-
 @pytest.mark.parametrize("max_step", [None, 0.02])
 def test_max_step_caps_the_solves_of_training_validation_rollout_calibration_and_truth(
     monkeypatch, max_step
@@ -971,7 +950,7 @@ def test_max_step_caps_the_solves_of_training_validation_rollout_calibration_and
                       epochs=1, batch_size=4, rtol=1e-6, atol=1e-8, restore_best=False,
                       max_step=max_step)  # fmt: skip
     held_out = swinging([0.6, 1.4], points=21, t_end=2.0)
-    calls = _recorded_solves(monkeypatch)
+    calls = recorded_solves(monkeypatch)
     trainer.fit()
     fitting = len(calls)
     trainer.evaluate(held_out, t_end=3.0, calibrate=True, conservation=False,

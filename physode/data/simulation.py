@@ -230,6 +230,7 @@ def _validate(
     chunk_size,
     drift_threshold,
     max_steps,
+    max_step,
     threads,
 ) -> list[str]:
     def positive_int(name, value, least=1):
@@ -253,6 +254,8 @@ def _validate(
     for name, value in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):
         positive_real(name, value)
     positive_real("drift_threshold", drift_threshold)
+    if max_step is not None:
+        positive_real("max_step", max_step)
     if method not in METHODS:
         problems.append(
             f"method={method!r} is not an adaptive method; choose one of {list(METHODS)}"
@@ -586,6 +589,7 @@ def _solve_rows(field, z0: torch.Tensor, t: torch.Tensor, solver: dict, on_rows)
             rtol=solver["rtol"],
             atol=solver["atol"],
             max_steps=solver["max_steps"],
+            max_step=solver.get("max_step"),
             gradient="disc-opt",
             step_control=solver["step_control"],
             throw=False,
@@ -801,6 +805,8 @@ def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str
         "--chunk-size", str(chunk_size), "--drift-threshold", repr(run["drift_threshold"]),
         "--max-steps", str(solver["max_steps"]),
     ]  # fmt: skip
+    if "max_step" in solver:
+        argv += ["--max-step", repr(solver["max_step"])]
     return shlex.join(argv)
 
 
@@ -934,6 +940,7 @@ def simulate(
     chunk_size: int = 4096,
     drift_threshold: float = 1e-6,
     max_steps: int = MAX_STEPS,
+    max_step: float | None = None,
     command_line: str | None = None,
     threads: int | None = 1,
     executor: Any = None,
@@ -1000,6 +1007,11 @@ def simulate(
     max_steps : int
         Step attempts (accepted and rejected steps together) allowed per trajectory; a solve
         that needs more is flagged as failed.
+    max_step : float, optional
+        Longest step the solver may take (as in :func:`physode.solve`): for forcing or pulses
+        narrower than the steps the tolerances allow, which a solve would step over. Stored in
+        the ``solver`` attribute only where given; ``None`` (the default) caps nothing, and
+        the file is the one a run without the option writes.
     command_line : str, optional
         The command line stored in the file; by default the equivalent ``physode simulate`` line.
     threads : int or None
@@ -1073,6 +1085,7 @@ def simulate(
             chunk_size=chunk_size,
             drift_threshold=drift_threshold,
             max_steps=max_steps,
+            max_step=max_step,
             threads=threads,
         )
         system_problem = _system_problem(system)
@@ -1125,6 +1138,10 @@ def simulate(
                 "step_control": STEP_CONTROL,
             },
         }
+        if max_step is not None:
+            # Only where given: a run without it has the settings, files and resume identity
+            # of a run of physode before max_step (2026-12-07).
+            run["solver"]["max_step"] = float(max_step)
         if command_line is None:
             named = _command_system(system) if given_as_object else system_ref
             command_line = _command_line(named, run, out, chunk_size)

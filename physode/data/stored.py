@@ -186,7 +186,8 @@ class TrajectoryFile:
 
     @property
     def solver(self) -> dict:
-        """The solver configuration: method, rtol, atol, max_steps, step_control.
+        """The solver configuration: method, rtol, atol, max_steps, step_control, and max_step
+        where the run capped the steps (``simulate(..., max_step=...)``).
 
         Raises
         ------
