@@ -18,9 +18,14 @@ import sympy
 import torch
 from sympy.core.cache import clear_cache
 
+import physode
+import physode.symbolic
 from physode.symbolic import System
 from physode.symbolic import _codegen as codegen
+from physode.symbolic import _names as names
 from physode.symbolic._mechanics import euler_lagrange, hamilton, partial_derivatives
+from physode.symbolic._spec import parse_expression
+from physode.symbolic._validation import Problems
 
 
 @pytest.fixture
@@ -241,3 +246,77 @@ def test_the_variants_of_a_kernel_share_one_cse(monkeypatch):
     sources = codegen.generate_sources([k * v / (1 + x), -k * x / (1 + v)], [x, v], [k], t)
     assert sources.numpy is not None and sources.scalar is not None
     assert len(calls) == 1
+
+
+# Expression strings (specification files, strings given to the constructors): Python nests
+# `a + b + c ...` one level per term, so a sum of about 3000 terms did not parse ("too deeply
+# nested" in a file, a bare RecursionError from Python, and to_spec refused such a system), and
+# SymPy, adding the terms one by one, re-sorted a growing sum each time (1000 terms 5 s, 2000
+# terms 4 minutes). A long sum is now read as one call that adds all its terms at once.
+_LONG = 3000
+
+
+def _powers(n: int) -> tuple[str, sympy.Expr]:
+    """The text and the expression of ``1*x**1 + 2*x**2 - ... `` with ``n`` terms of either sign."""
+    x = sympy.Symbol("x")
+    signs = [1 if i % 3 else -1 for i in range(1, n + 1)]
+    text = "1*x**1" + "".join(
+        f" {'+' if s > 0 else '-'} {i}*x**{i}" for i, s in zip(range(2, n + 1), signs[1:])
+    )
+    return text, sympy.Add(*(s * i * x**i for i, s in zip(range(1, n + 1), signs)))
+
+
+def test_a_specification_reads_a_sum_of_thousands_of_terms():
+    text, expected = _powers(_LONG)
+    spec = f'name = "long"\nform = "equations"\n[equations]\nx = "{text}"\n'
+    system = physode.symbolic.system_from_spec(spec)
+    assert system.equations["x"] == expected
+
+
+def test_an_expression_string_from_python_may_be_a_sum_of_thousands_of_terms():
+    text, expected = _powers(_LONG)
+    system = System.from_equations({"x": text}, {})
+    assert system.equations["x"] == expected
+
+
+def test_a_system_with_a_sum_of_thousands_of_terms_is_written_and_read_back():
+    _, expected = _powers(_LONG)
+    system = System.from_equations({sympy.Symbol("x"): expected}, {}, name="long")
+    back = physode.symbolic.system_from_spec(system.to_spec())
+    assert back.equations["x"] == expected
+
+
+def test_reading_a_sum_twice_as_long_adds_about_twice_the_terms(work):
+    def terms_added(n):
+        text, _ = _powers(n)
+        clear_cache()
+        before = work["terms added"]
+        assert System.from_equations({"x": text}, {}).equations["x"].is_Add
+        return work["terms added"] - before
+
+    small, large = terms_added(200), terms_added(400)
+    assert 0 < large <= 2.5 * small, (small, large)
+
+
+@pytest.mark.parametrize("inside", ["{}", "k*({}) - sin({})", "Piecewise(({}, x < {}), (x, True))"])
+def test_a_long_sum_reads_as_the_same_expression_as_added_one_by_one(inside):
+    # Float coefficients of like terms, nested sums and negated sums: the one call adds the
+    # coefficients in the order that adding the terms one by one does, to the last bit.
+    terms = ["0.1*x", "x/3", "-(x - k)", "0.30000000000000004*x*k", "2.5e-3", "sin(x)*0.7"]
+    text = " - ".join(terms[i % len(terms)] for i in range(names.LONG_SUM * 2))
+    text = inside.format(text, text)
+    scope = {"x": sympy.Symbol("x"), "k": sympy.Symbol("k")}
+    flat = parse_expression(text, scope, "e", Problems())
+    one_by_one = sympy.parse_expr(text, local_dict=scope)
+    assert names.flat_sums(text).count(names.SUM_CALL) == inside.count("{}")
+    assert sympy.srepr(flat) == sympy.srepr(one_by_one)
+
+
+def test_the_name_a_long_sum_is_read_through_is_reserved():
+    problems = Problems()
+    text = f"{names.SUM_CALL}(x, x)"
+    assert parse_expression(text, {"x": sympy.Symbol("x")}, "e", problems) is None
+    assert "reserved" in problems.items[0]
+    with pytest.raises(physode.SystemDefinitionError, match="reserved"):
+        System.from_equations({"x": f"-{names.SUM_CALL}"}, {})
+

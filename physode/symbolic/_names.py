@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from physode.symbolic._system import System
 
 __all__ = [
-    "CARET_REASON", "PARSER_NAMES", "SYMPY_CONSTANTS", "bare_sympy_names", "caret_reason",
-    "constant_names", "did_you_mean", "function_hint", "keyword_reason", "read_names", "scope",
-    "unshadowed", "warn_constants",
+    "CARET_REASON", "PARSER_NAMES", "SUM_CALL", "SYMPY_CONSTANTS", "add_terms", "bare_sympy_names",
+    "caret_reason", "constant_names", "did_you_mean", "flat_sums", "function_hint",
+    "keyword_reason", "read_names", "reserved_reason", "scope", "unshadowed", "warn_constants",
 ]
 
 
@@ -139,6 +139,127 @@ def caret_reason(text: str) -> str | None:
     except (tokenize.TokenError, SyntaxError):  # unbalanced brackets: reported by the parser
         pass
     return None
+
+
+#: The name a long sum in an expression string is read through (:func:`flat_sums`), bound to
+#: :func:`add_terms` where the text is evaluated; not a name an expression may use.
+SUM_CALL = "_physode_sum"
+#: Sums of more terms than this are read as one call (:func:`flat_sums`).
+LONG_SUM = 64
+# What binds more loosely than a binary + or -, so ends the terms of a sum: commas, comparisons,
+# the other operators of that kind, and the keywords among them.
+_SUM_SEPARATORS = {
+    ",", ":", ":=", "=", ";", "<", ">", "<=", ">=", "==", "!=", "<<", ">>", "&", "|", "^",
+    "if", "else", "and", "or", "not", "in", "is", "lambda", "for",
+}
+_OPENING, _CLOSING = "([{", ")]}"
+
+
+def add_terms(*terms: Any) -> sympy.Expr:
+    """The sum of ``terms`` as SymPy gives it for ``terms[0] + terms[1] + ...`` added one by one,
+    built at once: what :data:`SUM_CALL` stands for where an expression string is evaluated.
+
+    A term that is itself a sum contributes its terms in its place, where adding it one by one
+    puts them: the coefficients of like terms are then added in the same order, so float
+    coefficients come out the same to the last bit.
+
+    Examples
+    --------
+    >>> x, y = sympy.symbols("x y")
+    >>> add_terms(x, -(x - y), 2 * y)
+    3*y
+    """
+    return sympy.Add(*(arg for term in terms for arg in sympy.Add.make_args(sympy.sympify(term))))
+
+
+def reserved_reason(text: str) -> str | None:
+    """Why ``text`` is refused for using :data:`SUM_CALL` as a name; None when it does not."""
+    if re.search(rf"(?<![\w.]){SUM_CALL}(?!\w)", text):
+        return f"the name '{SUM_CALL}' is reserved"
+    return None
+
+
+def flat_sums(text: str) -> str:
+    """``text`` with each sum of more than :data:`LONG_SUM` terms written as one call of
+    :data:`SUM_CALL`, ``a - b + c ...`` as ``_physode_sum(a, -(b), c, ...)``.
+
+    Python nests ``a + b + c ...`` one level per term: it refuses to parse a sum of about 3000
+    terms ("too deeply nested"), and SymPy, adding the terms one by one, re-sorts a growing sum
+    each time (1000 terms took 5 s, 2000 took minutes). One call of ``sympy.Add`` with all the
+    terms is flat and adds them once. A sum at any depth counts (inside brackets, a call's
+    argument); shorter ones and text that does not tokenize are left as they are.
+
+    Examples
+    --------
+    >>> flat_sums("-k*x + 2")
+    '-k*x + 2'
+    >>> names = [f"x{i}" for i in range(LONG_SUM)]
+    >>> text = flat_sums(f"sin({' + '.join(names)} - y**2) + 1")
+    >>> text.replace(", ".join(names), "x0, ..., x63")
+    'sin(_physode_sum(x0, ..., x63, -(y**2))) + 1'
+    """
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    line_starts = [0]
+    for line in text.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+
+    def offset(position: tuple[int, int]) -> int:
+        return line_starts[position[0] - 1] + position[1]
+
+    # One frame per open bracket: [its text before the current segment, the current segment's
+    # pieces, the indices of the segment's binary + and -, whether the last token ends an operand].
+    frames: list[list[Any]] = [[[], [], [], False]]
+    end = 0
+    for tok in tokens:
+        start = offset(tok.start)
+        piece, end = text[end:start] + tok.string, max(end, offset(tok.end))
+        frame, string, kind = frames[-1], tok.string, tok.type
+        if kind == tokenize.OP and string in _CLOSING and len(frames) > 1:
+            inner = frames.pop()
+            frame = frames[-1]
+            frame[1].append("".join(inner[0]) + _segment(inner) + piece)
+            frame[3] = True
+        elif kind == tokenize.OP and string in _OPENING:
+            frame[1].append(piece)
+            frames.append([[], [], [], False])
+        elif kind == tokenize.NEWLINE or (
+            kind in (tokenize.OP, tokenize.NAME) and string in _SUM_SEPARATORS
+        ):
+            frame[0].append(_segment(frame) + piece)
+            frame[1], frame[2], frame[3] = [], [], False
+        elif kind == tokenize.OP and string in ("+", "-") and frame[3]:
+            frame[2].append(len(frame[1]))
+            frame[1].append(piece)
+            frame[3] = False
+        else:
+            frame[1].append(piece)
+            if kind not in (tokenize.NL, tokenize.ENDMARKER):
+                frame[3] = kind in (tokenize.NUMBER, tokenize.STRING) or (
+                    kind == tokenize.NAME
+                    and (not keyword.iskeyword(string) or string in ("True", "False", "None"))
+                )
+    if len(frames) != 1:
+        return text  # unbalanced brackets: the parser reports them
+    return "".join(frames[0][0]) + _segment(frames[0]) + text[end:]
+
+
+def _segment(frame: list[Any]) -> str:
+    """The text of ``frame``'s current segment, as one call when it is a long sum (see
+    :func:`flat_sums`)."""
+    _, pieces, operators, _ = frame
+    if len(operators) < LONG_SUM:
+        return "".join(pieces)
+    bounds = [*operators, len(pieces)]
+    first = "".join(pieces[: bounds[0]])
+    terms = [first.strip()]
+    for at, stop in zip(bounds, bounds[1:], strict=False):
+        term = "".join(pieces[at + 1 : stop]).strip()
+        terms.append(f"-({term})" if pieces[at].strip() == "-" else term)
+    indent = first[: len(first) - len(first.lstrip())]
+    return f"{indent}{SUM_CALL}({', '.join(terms)})"
 
 
 _SYMPY_NAMESPACE: dict[str, Any] = {}

@@ -31,11 +31,15 @@ from physode.symbolic._forms import (
 from physode.symbolic._names import (
     CARET_REASON,
     PARSER_NAMES,
+    SUM_CALL,
+    add_terms,
     caret_reason,
     constant_names,
     did_you_mean,
+    flat_sums,
     keyword_reason,
     read_names,
+    reserved_reason,
     scope,
     unshadowed,
     warn_constants,
@@ -75,7 +79,8 @@ CONSTANTS: dict[str, Any] = {"pi": sympy.pi, "E": sympy.E}
 _PARSER_NAMES: dict[str, Any] = {
     **{name: getattr(sympy, name) for name in PARSER_NAMES}, "__builtins__": {},
 }
-_GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS}
+# A long sum is read as one call of SUM_CALL (flat_sums).
+_GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS, SUM_CALL: add_terms}
 
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.UAdd, ast.USub)
 _COMPARISONS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -209,6 +214,10 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
     SyntaxError
         When ``text`` is not a Python expression at all.
     """
+    reserved = reserved_reason(text)
+    if reserved is not None:
+        return reserved
+    text = flat_sums(text)  # what the parser reads; a long sum nests no deeper than a call
     try:
         tree = ast.parse(text, mode="eval")
     except RecursionError as exc:
@@ -351,7 +360,7 @@ def parse_expression(text: Any, names: Mapping[str, sympy.Symbol], where: str,
     code, local = unshadowed(read, names)  # a parameter 'Integer' is no longer SymPy's Integer
     try:
         expr = parse_expr(
-            code, local_dict=local, global_dict=dict(_GLOBALS),
+            flat_sums(code), local_dict=local, global_dict=dict(_GLOBALS),
             transformations=standard_transformations,
         )
     except Exception as exc:  # SymPy raises errors of many kinds for malformed input

@@ -19,13 +19,17 @@ from physode.symbolic._codegen import (
     unsupported_functions,
 )
 from physode.symbolic._names import (
+    SUM_CALL,
+    add_terms,
     bare_sympy_names,
     caret_reason,
     constant_names,
     did_you_mean,
+    flat_sums,
     function_hint,
     keyword_reason,
     read_names,
+    reserved_reason,
     scope,
     unshadowed,
 )
@@ -173,8 +177,8 @@ def _expr(
     if value is None:
         problems.add(f"{where} is None; give a SymPy expression")
         return None
-    if isinstance(value, str) and caret_reason(value) is not None:
-        problems.add(f"{where}: {caret_reason(value)}")
+    if isinstance(value, str) and (caret_reason(value) or reserved_reason(value)) is not None:
+        problems.add(f"{where}: {caret_reason(value) or reserved_reason(value)}")
         return None
     try:
         if isinstance(value, str):
@@ -186,7 +190,8 @@ def _expr(
             # An undeclared 'gamma' or 'S' is reported as an unknown symbol, as in a file.
             names.update({n: sympy.Symbol(n) for n in bare_sympy_names(text, names)})
             code, local = unshadowed(text, names)  # a parameter 'Float' is not SymPy's Float
-            expr = sympy.sympify(code, locals=local)
+            # A long sum is read as one call of add_terms (flat_sums).
+            expr = sympy.sympify(flat_sums(code), locals={**local, SUM_CALL: add_terms})
             for name in constant_names(text, names):
                 problems.read_as_constant(name, where)
         else:
