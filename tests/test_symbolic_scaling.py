@@ -320,3 +320,55 @@ def test_the_name_a_long_sum_is_read_through_is_reserved():
     with pytest.raises(physode.SystemDefinitionError, match="reserved"):
         System.from_equations({"x": f"-{names.SUM_CALL}"}, {})
 
+
+# A Piecewise of many pieces (a table of segments) and a Min or Max of many arguments were
+# printed nested, one call per piece inside the next: about 200 pieces gave code Python
+# refused to compile ("too many nested parentheses"). Past _LONG_CHAIN they are one call.
+def _chains(n: int):
+    """Piecewise expressions of ``n`` pieces, one with a square root that raises in Python where
+    it is not taken, and a Max of just more arguments than are printed nested (SymPy takes
+    seconds to build a Max of hundreds), over states x, v and parameter k."""
+    x, v, k, t = sympy.symbols("x v k t")
+    pieces = [(sympy.sqrt(x - i) * v + k * i, x > i) for i in range(n - 1, -1, -1)]
+    table = sympy.Piecewise(*pieces, (-k * x, True))
+    largest = sympy.Max(*(x - i * v for i in range(codegen._LONG_CHAIN + 8)))
+    exact = sympy.Piecewise(*((k * i * x, x < i) for i in range(n)), (v, True))
+    return [table, largest + exact], [x, v], [k], t
+
+
+@pytest.mark.parametrize("n", [codegen._LONG_CHAIN + 8, 300])
+def test_a_long_piecewise_or_max_does_not_nest_one_level_per_piece(n):
+    exprs, states, params, t = _chains(n)
+    kernel = codegen.compile_kernel(exprs, states, params, t, "chains")  # compiles at all
+    exact = codegen.compile_kernel(exprs[1:], states, params, t, "exact")
+    assert exact.numpy_source is not None
+    for source in (kernel.source, kernel.scalar_source, exact.numpy_source):
+        assert _nesting(source) < 40
+    y = torch.tensor([[0.5, 2.0], [n - 0.5, -1.0], [-3.0, 0.25]], dtype=torch.float64)
+    p = torch.tensor([0.7], dtype=torch.float64)
+    got = kernel(torch.tensor(0.0, dtype=torch.float64), y, p)
+    for row, (xv, vv) in zip(got, y.tolist(), strict=True):
+        values = {states[0]: xv, states[1]: vv, params[0]: 0.7}
+        want = [float(e.evalf(30, subs=values)) for e in exprs]
+        assert row.tolist() == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("path", ["batched", "float32", "scalar", "numpy"])
+def test_a_long_piecewise_or_max_gives_the_bits_of_the_nested_calls(path):
+    exprs, states, params, t = _chains(codegen._LONG_CHAIN + 8)
+    if path == "numpy":
+        exprs = exprs[1:]
+    flat = codegen.compile_kernel(exprs, states, params, t, "flat")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codegen, "_LONG_CHAIN", 10**9)
+        nested = codegen.compile_kernel(exprs, states, params, t, "nested")
+    assert "_where_chain(" in flat.source and "_where_chain(" not in nested.source
+    assert (flat.numpy_source is not None) is (path == "numpy")
+    dtype = torch.float32 if path == "float32" else torch.float64
+    y = torch.tensor([[0.5, 2.0], [37.5, -1.0], [-3.0, 0.25], [12.0, 1.5]], dtype=dtype)
+    p, time = torch.tensor([0.7], dtype=dtype), torch.tensor(0.0, dtype=dtype)
+    rows = [y[i] for i in range(len(y))] if path == "scalar" else [y]  # one state: Python floats
+    for row in rows:
+        if path == "batched":
+            row = row.clone().requires_grad_(True)
+        assert torch.equal(flat(time, row, p), nested(time, row, p))

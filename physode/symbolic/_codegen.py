@@ -176,6 +176,10 @@ def _finite_real(constant: sympy.Expr) -> bool:
 _EXACT_INTEGER = 2**53
 #: Sums of more terms than this are printed as one call to `_accumulate` (see `_TorchPrinter._add`).
 _LONG_SUM = 256
+#: A ``Piecewise`` of more pieces, a ``Min`` or ``Max`` of more arguments than this is printed as
+#: one call (`_where_chain`, `_fold`): written out, each nests one level deeper, and Python
+#: refuses a line nested 200 parentheses deep ("too many nested parentheses").
+_LONG_CHAIN = 32
 
 
 class _TorchPrinter:
@@ -364,16 +368,21 @@ class _TorchPrinter:
             raise SystemDefinitionError(
                 f"Piecewise {expr} has no default branch; add (value, True) as its last argument"
             )
+        if len(expr.args) > _LONG_CHAIN:  # the same torch.where calls, in one flat call
+            pairs = (f"{self.print(c)}, {self._tensor(v)}" for v, c in expr.args[:-1])
+            return f"_where_chain({out}, {', '.join(pairs)})"
         for value, cond in reversed(expr.args[:-1]):
             out = f"torch.where({self.print(cond)}, {self._tensor(value)}, {out})"
         return out
 
     def _minmax(self, expr: sympy.Basic) -> str:
         fn = "torch.minimum" if isinstance(expr, sympy.Min) else "torch.maximum"
-        args = list(expr.args)
-        out = self._tensor(args[0])
+        args = [self._tensor(arg) for arg in expr.args]
+        if len(args) > _LONG_CHAIN:  # the same calls, in one flat call
+            return f"_fold({fn.split('.')[1]!r}, {', '.join(args)})"
+        out = args[0]
         for arg in args[1:]:
-            out = f"{fn}({out}, {self._tensor(arg)})"
+            out = f"{fn}({out}, {arg})"
         return out
 
 
@@ -427,6 +436,11 @@ class _ScalarPrinter(_TorchPrinter):
 
     def _piecewise(self, expr: sympy.Piecewise) -> str:
         out = self.print(expr.args[-1][0])
+        if len(expr.args) > _LONG_CHAIN:
+            # One flat call, each condition and value a function evaluated only where the
+            # nested conditional expressions would evaluate it.
+            pairs = (f"lambda: {self.print(c)}, lambda: {self.print(v)}" for v, c in expr.args[:-1])
+            return f"_first_true(lambda: {out}, {', '.join(pairs)})"
         for value, cond in reversed(expr.args[:-1]):
             out = f"({self.print(value)} if {self.print(cond)} else {out})"
         return out
@@ -469,6 +483,53 @@ def _accumulate(first, signs: str, *terms):
     for sign, term in zip(signs, terms, strict=True):
         total = total + term if sign == "+" else total - term
     return total
+
+
+def _where_chain(otherwise, *pairs):
+    """``where(c1, v1, where(c2, v2, ... otherwise))`` for ``pairs = (c1, v1, c2, v2, ...)``,
+    formed from the last pair to the first as the nested calls are, with torch's ``where`` or,
+    for NumPy arrays, NumPy's: a ``Piecewise`` too long to print nested.
+
+    Examples
+    --------
+    >>> x = torch.tensor([-2.0, 0.5, 3.0])
+    >>> _where_chain(x * 0, x < -1, -x, x < 1, x**2)
+    tensor([2.0000, 0.2500, 0.0000])
+    """
+    where = torch.where if isinstance(otherwise, torch.Tensor) else np.where
+    out = otherwise
+    for i in range(len(pairs) - 2, -1, -2):
+        out = where(pairs[i], pairs[i + 1], out)
+    return out
+
+
+def _first_true(otherwise, *pairs):
+    """``v1() if c1() else v2() if c2() else ... otherwise()`` for ``pairs = (c1, v1, c2, v2,
+    ...)``, functions of no argument: :func:`_where_chain` over Python floats, evaluating what
+    the nested conditional expressions would (a piece not taken may raise in Python).
+
+    >>> _first_true(lambda: 0.0, lambda: False, lambda: 1 / 0, lambda: True, lambda: 2.0)
+    2.0
+    """
+    for i in range(0, len(pairs), 2):
+        if pairs[i]():
+            return pairs[i + 1]()
+    return otherwise()
+
+
+def _fold(name: str, first, *rest):
+    """``f(... f(f(first, rest[0]), rest[1]) ...)`` for ``f`` torch's (or, for NumPy arrays,
+    NumPy's) function ``name`` (``"minimum"``, ``"maximum"``): a ``Min`` or ``Max`` of too many
+    arguments to print nested.
+
+    >>> a, b, c = torch.tensor([1.0, 5.0]), torch.tensor([3.0, 2.0]), torch.tensor([0.0, 6.0])
+    >>> _fold("maximum", a, b, c)
+    tensor([3., 6.])
+    """
+    fn = getattr(torch if isinstance(first, torch.Tensor) else np, name)
+    for arg in rest:
+        first = fn(first, arg)
+    return first
 
 
 def _balanced(text: str) -> bool:
@@ -1001,6 +1062,9 @@ def load_kernel(sources: KernelSources) -> Kernel:
         "_max": _max,
         "_rsqrt": _rsqrt,
         "_accumulate": _accumulate,
+        "_where_chain": _where_chain,
+        "_first_true": _first_true,
+        "_fold": _fold,
     }
     exec(compile(text, filename, "exec"), namespace)
     batched = namespace[name]
