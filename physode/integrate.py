@@ -744,10 +744,11 @@ def check_settings(
         step_size = positive_finite("step_size", step_size)
         for name, value in (("first_step", first_step), ("max_step", max_step)):
             if value is not None:
+                # max_step's wording is the trainer's (max_step_of_fixed_step_method).
                 raise InvalidArgumentError(
-                    f"{name} is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
-                    f"method={method!r} takes every step of step_size"
-                    + (", so pass the step you want as step_size" if name == "max_step" else "")
+                    f"{name}={value!r} is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
+                    f"method={method!r} takes every step of step_size: leave it out"
+                    + (", or pass the step you want as step_size" if name == "max_step" else "")
                 )
     elif step_size is not None:
         raise InvalidArgumentError(

@@ -315,7 +315,7 @@ def test_a_bad_event_fn_output_is_refused(event_fn, match):
         ({"step_control": "per-sample"}, r"one value per row from event_fn, shape \(batch,\)"),
         ({"max_step": 0.0}, "max_step must be positive and finite, got 0.0"),
         ({"first_step": 0.2, "max_step": 0.1}, "first_step=0.2 is longer than max_step=0.1"),
-        ({"method": "rk4", "step_size": 0.1, "max_step": 0.1}, "max_step is for adaptive"),
+        ({"method": "rk4", "step_size": 0.1, "max_step": 0.1}, "max_step=0.1 is for adaptive"),
     ],
 )
 def test_bad_settings_are_refused_with_the_choices(options, match):
