@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import sympy
 import torch
 
 import physode
@@ -409,6 +410,32 @@ def test_sections_keep_the_dtype_of_trajectories_and_read_a_data_set_in_float64(
     for section in (poincare_section(data.system, data, surface="q", interpolation=interpolation),
                     stroboscopic(data.system, data, period=2.0, interpolation=interpolation)):
         assert section.t.dtype == section.states.dtype == torch.float64
+
+
+def test_a_data_set_of_a_system_without_parameters_gives_its_sections(tmp_path):
+    # A data set stores params of shape (N, 0) for a system without parameters (Henon-Heiles,
+    # a spring with k = m = 1 written in); expanding them to the trajectories' rows with
+    # reshape(-1, 0) raised "cannot reshape tensor of 0 elements" in both functions.
+    q, p = sympy.symbols("q p")
+    spring = physode.System.from_hamiltonian(p**2 / 2 + q**2 / 2, coordinates=[q], momenta=[p])
+    assert spring.n_params == 0
+    path = tmp_path / "spring.h5"
+    physode.data.simulate(spring, trajectories=3, t_end=20.0, points=81, out=path, seed=4,
+                          quiet=True)  # fmt: skip
+    data = physode.data.load(path)
+    assert data.params.shape == (3, 0)
+    y0 = torch.from_numpy(data.states[:, 0])
+    amplitude = y0.norm(dim=-1)
+    phase = torch.atan2(-y0[:, 1], y0[:, 0])
+    exact = _upward_zeros_of_q(phase, torch.ones(3), 20.0)
+    section = poincare_section(data.system, data, surface="q")
+    assert section.counts.tolist() == [len(e) for e in exact]
+    torch.testing.assert_close(section.t, torch.cat(exact), rtol=0, atol=1e-4)
+    torch.testing.assert_close(section["p"], amplitude[section.trajectory], rtol=0, atol=1e-4)
+    strobe = stroboscopic(data.system, data, period=2.0)
+    assert strobe.counts.tolist() == [11, 11, 11]
+    exact = _exact_oscillator(strobe.t[:11], amplitude[:1], phase[:1])[:, 0]
+    torch.testing.assert_close(strobe.states[:11], exact, rtol=0, atol=1e-4)
 
 
 def test_a_data_set_with_a_failed_trajectory_crosses_only_where_it_has_states(osc):

@@ -616,7 +616,12 @@ def _trajectories(system, ys, t, p):
     if p is not None and p.ndim > 1:
         # One row per trajectory, also where p broadcasts against the batch shape: (3, 1, n)
         # for trajectories (3, 4) is each first index's parameters for its four trajectories.
-        p = p.expand(*ys.shape[1:-1], system.n_params).reshape(-1, system.n_params)
+        # The number of rows is spelled out: -1 cannot be inferred from a system without
+        # parameters (0 elements).
+        batch_shape = ys.shape[1:-1]
+        p = p.expand(*batch_shape, system.n_params).reshape(
+            math.prod(batch_shape), system.n_params
+        )
     return ys, t, p, list(system.state_names)
 
 
