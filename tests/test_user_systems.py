@@ -401,3 +401,84 @@ def test_a_derivative_of_a_plain_coordinate_names_its_velocity_symbol():
 def test_declared_names_sympy_owns_are_the_parameters_in_python_strings():
     system = System.from_equations({"x": "-gamma*x + N"}, parameters={"gamma": 2.0, "N": 1.0})
     np.testing.assert_allclose(system.rhs(0.0, torch.tensor([3.0], dtype=F64)).numpy(), [-5.0])
+
+
+def _kanes_driven_oscillator():
+    """The first-order equations KanesMethod derives for a driven, damped mass on a spring,
+    in its dynamicsymbols q(t), u(t), with the Lagrangian system they should equal."""
+    from sympy.physics import mechanics as me
+
+    q, u = dynamicsymbols("q u")
+    t = dynamicsymbols._t
+    m, c, k, a, w = sympy.symbols("m c k A omega")
+    frame = me.ReferenceFrame("N")
+    point = me.Point("O").locatenew("P", q * frame.x)
+    point.set_vel(frame, u * frame.x)
+    kane = me.KanesMethod(frame, q_ind=[q], u_ind=[u], kd_eqs=[q.diff(t) - u])
+    drive = (-k * q - c * u + a * sympy.cos(w * t)) * frame.x
+    kane.kanes_equations([me.Particle("bob", point, m)], [(point, drive)])
+    params = {m: 2.0, c: 0.3, k: 5.0, a: 0.7, w: 1.3}
+    x, v = sympy.symbols("x x_dot")
+    reference = System.from_lagrangian(
+        m * v**2 / 2 - k * x**2 / 2, [x], params, dissipation=c * v**2 / 2,
+        forces={x: a * sympy.cos(w * t)},
+    )
+    return (q, u), kane.rhs(), params, reference
+
+
+def test_first_order_equations_in_dynamicsymbols_from_kanes_method_are_a_system():
+    # KanesMethod.rhs() writes its equations in q(t), u(t): from_equations refused them
+    # ("state q(t) must be a sympy.Symbol or a name, not q", and "function(s) q, u that have no
+    # torch translation"), while from_lagrangian and from_hamiltonian take dynamicsymbols.
+    (q, u), rhs, params, reference = _kanes_driven_oscillator()
+    kane = System.from_equations(
+        {q: rhs[0], u: rhs[1]}, params, n_coordinates=1,
+        initial_states={"rest": {q: 0.5, u: 0.0}},
+        initial_state_distribution={"kind": "uniform", q: [-1.0, 1.0], u: [-2.0, 2.0]},
+        invariants={"q_u": q * u},
+    )
+    assert kane.state_names == ["q", "u"]
+    assert kane.equations["q"] == sympy.Symbol("u")
+    assert kane.invariant_expressions["q_u"] == sympy.Symbol("q") * sympy.Symbol("u")
+    assert kane.initial_state("rest").tolist() == [0.5, 0.0]
+    assert kane.time_dependent
+    y = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    t = torch.linspace(0.0, 4.0, 6, dtype=F64)
+    torch.testing.assert_close(kane.rhs(t, y), reference.rhs(t, y), rtol=1e-14, atol=1e-14)
+    by_name = System.from_equations({"q": rhs[0], "u": rhs[1]}, params)  # names find q(t)
+    assert by_name.equations == kane.equations
+    reread = system_from_spec(kane.to_spec())
+    torch.testing.assert_close(reread.rhs(t, y), kane.rhs(t, y), rtol=0, atol=0)
+
+
+def test_first_order_equations_in_dynamicsymbols_solve_as_scipy_does():
+    (q, u), rhs, params, _ = _kanes_driven_oscillator()
+    kane = System.from_equations({q: rhs[0], u: rhs[1]}, params)
+    m, c, k, a, w = params.values()
+
+    def hand(t, y):
+        return [y[1], (-k * y[0] - c * y[1] + a * math.cos(w * t)) / m]
+
+    y0, t = torch.tensor([0.4, -0.1], dtype=F64), torch.linspace(0.0, 6.0, 13, dtype=F64)
+    torch.testing.assert_close(_solve(kane, y0, t), _scipy(hand, y0.tolist(), t),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_a_state_left_undeclared_in_first_order_equations_is_named_as_such():
+    q, u = dynamicsymbols("q u")
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_equations({q: u})
+    assert ("equation for q holds u(t), a function of time that is not declared: list 'u' "
+            "among the states if it is one") in str(info.value)
+    assert "torch translation" not in str(info.value)
+
+
+def test_an_undefined_drive_function_says_to_write_the_drive_out_in_time():
+    # The message only said to list F among the coordinates (or write it as a symbol), which
+    # for a drive F(t) would give a coordinate without a kinetic term or an unknown symbol.
+    t, x, v = sympy.symbols("t x x_dot")
+    drive = sympy.Function("F")(t)
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_lagrangian(v**2 / 2 - x**2 / 2, [x], forces={x: drive})
+    assert ("a prescribed function of time (a drive) has no value physode can compute, so "
+            "write it out in 't', e.g. A*cos(omega*t)") in str(info.value)

@@ -446,20 +446,23 @@ def build_equations(
     if not isinstance(rhs, Mapping) or not rhs:
         problems.add("rhs must be a non-empty mapping {state: expression}")
         return None
-    states = [_symbol(k, "state", problems) for k in rhs]
+    # States may be functions of time, as KanesMethod.rhs() writes them: q(t) is the state q.
+    dynamic = _Dynamic(time, "states")
+    keys = dynamic.plain_symbols(list(rhs), _expressions(rhs, invariants))
+    states = [_symbol(k, "state", problems) for k in keys]
     params, values, ranges = _parameters(parameters, opts["parameter_ranges"], problems)
     if None in states:
         return None
     _check_duplicates({"state": states, "parameter": params, "time": [time]}, problems)
-    common = _check_common(problems, opts, states, params)
+    common = _check_common(problems, opts, states, params, dynamic)
     known = set(states) | set(params) | {time}
     phrase = "neither a state nor a parameter"
     equations = []
     for sym, value in zip(states, rhs.values(), strict=True):
-        expr = _expr(value, f"equation for {sym.name}", problems, known)
+        expr = _expr(value, f"equation for {sym.name}", problems, known, dynamic)
         _check_unknown(expr, f"equation for {sym.name}", known, phrase, problems)
         equations.append(expr)
-    declared = _invariants(invariants, problems, known)
+    declared = _invariants(invariants, problems, known, dynamic)
     for key, expr in declared.items():
         _check_unknown(expr, f"invariant {key!r}", known, phrase, problems)
         _check_time_free(expr, f"invariant {key!r}", time, problems)

@@ -235,9 +235,12 @@ def _expr(
             # without a torch translation.
             name = type(function).__name__
             bad.discard(name)
+            time = dynamic.time.name
             problems.add(
                 f"{where} holds {function}, a function of time that is not declared: list "
-                f"{name!r} among the {dynamic.roles} (or write it as a symbol)"
+                f"{name!r} among the {dynamic.roles} if it is one; a prescribed function of "
+                f"time (a drive) has no value physode can compute, so write it out in {time!r}, "
+                f"e.g. A*cos(omega*{time})"
             )
     if bad:
         supported = supported_function_names() + ["sqrt"]
