@@ -567,6 +567,40 @@ def test_an_orbital_distribution_that_names_a_state_twice_is_a_problem(dist, rep
     assert str(info.value).count("more than once") == len(repeated)
 
 
+def _by_symbol(value):
+    """``value`` (a name or nested lists of names) with each name as a SymPy symbol."""
+    if isinstance(value, list):
+        return tuple(_by_symbol(item) for item in value)
+    return sympy.Symbol(value)
+
+
+@pytest.mark.parametrize("dist", [_ORBIT, _EQUILATERAL])
+def test_an_orbital_distribution_may_name_its_states_and_parameters_by_symbol(dist):
+    # As the keys of the other tables may: position=(x1, y1) was "needs position = [x, y]
+    # (names), got (x1, y1)", and a tuple of names the same.
+    states = sympy.symbols("x1 y1 x2 y2 u1 w1 u2 w2")
+    rhs = {s: sympy.Integer(0) for s in states}
+    params = {"mu": 1.0, "m1": 1.0, "m2": 2.0}
+    by_symbol = {k: v if k in ("kind", "radius") else _by_symbol(v) for k, v in dist.items()}
+    given = System.from_equations(rhs, params, initial_state_distribution=by_symbol)
+    named = System.from_equations(rhs, params, initial_state_distribution=dist)
+    torch.testing.assert_close(given.sample_initial_states(5, seed=2),
+                               named.sample_initial_states(5, seed=2), rtol=0, atol=0)
+    assert given.to_spec() == named.to_spec()
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+def test_a_seed_beyond_what_torch_takes_is_refused_with_the_range(seed):
+    # It raised torch's bare "ValueError: Overflow when unpacking long long".
+    system = physode.systems.load("pendulum")
+    for sample in (system.sample_initial_states, system.sample_parameters):
+        with pytest.raises(physode.InvalidArgumentError,
+                           match=rf"seed={seed} is out of range: .* -2\*\*63 to 2\*\*64 - 1"):
+            sample(3, seed=seed)
+    for edge in (2**64 - 1, -(2**63)):
+        assert system.sample_initial_states(2, seed=edge).shape == (2, 2)
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda: System.from_equations({x: -k * x}, {k: 1.0}, invariants=["x"]),
      "invariants must be a mapping {name: expression}, got ['x']"),

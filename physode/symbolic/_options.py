@@ -93,6 +93,7 @@ def _check_common(
     dist_table = None
     if isinstance(dist, Mapping):
         dist = _by_state_name(dist, "initial-state distribution", dynamic, problems)
+        dist = {k: _named(v, dynamic) if k in _NAME_KEYS else v for k, v in dist.items()}
         dist_table = copy.deepcopy(dist)  # kept for System.to_spec
         dist, found = distribution_from_table(dist)
         for message in found:
@@ -127,6 +128,28 @@ def _check_common(
         "description": opts.get("description") or "",
         "reference": opts.get("reference") or "",
     }
+
+
+#: Keys of the orbital distributions whose values name states or parameters.
+_NAME_KEYS = frozenset(
+    {"position", "velocity", "mu", "positions", "velocities", "masses", "gravitational_constant"}
+)
+
+
+def _named(value: Any, dynamic: _Dynamic) -> Any:
+    """``value`` (a name, or a list or tuple of them, nested) with each symbol written as its
+    name, a ``dynamicsymbols`` coordinate or its derivative as the state's, and each tuple as a
+    list, as a specification file has them; anything else as it is (checked by the caller).
+
+    >>> x, y = sympy.symbols("x y")
+    >>> _named([(x, y), ["vx", "vy"]], _Dynamic(sympy.Symbol("t")))
+    [['x', 'y'], ['vx', 'vy']]
+    """
+    if isinstance(value, list | tuple):
+        return [_named(item, dynamic) for item in value]
+    if isinstance(value, sympy.Basic):
+        return dynamic.state_name(value)
+    return value
 
 
 def _by_state_name(

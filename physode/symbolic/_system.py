@@ -981,7 +981,8 @@ class System:
         Parameters
         ----------
         rhs : mapping of symbol (or name) to sympy.Expr
-            The states in order, each with its time derivative.
+            The states in order, each with its time derivative. A state may be a
+            ``dynamicsymbols`` function ``q(t)``, as ``KanesMethod.rhs()`` writes them.
         parameters : mapping of symbol (or name) to float
         time : sympy.Symbol or str, optional
         invariants : mapping of str to sympy.Expr, optional
@@ -1024,10 +1025,16 @@ def _built(build: Callable[..., System], *args: Any, **kwargs: Any) -> System:
 
 
 def _generator(seed: Any) -> torch.Generator:
-    """A private generator seeded with ``seed``, which must be an int (not None, not 1.5)."""
+    """A private generator seeded with ``seed``, which must be an int (not None, not 1.5) that
+    torch's generator takes: from -2**63 to 2**64 - 1."""
     if not is_int(seed):
         raise InvalidArgumentError(
             f"seed must be an int (the same seed gives the same draws), got {seed!r}"
+        )
+    if not -(2**63) <= int(seed) < 2**64:
+        raise InvalidArgumentError(
+            f"seed={int(seed)} is out of range: a seed is an int from -2**63 to 2**64 - 1, "
+            f"e.g. seed % 2**64"
         )
     return torch.Generator().manual_seed(int(seed))
 
