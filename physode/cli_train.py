@@ -270,6 +270,10 @@ def _add_training_options(train: argparse._ArgumentGroup) -> None:
         "--batch-size", type=int, metavar="B", help="windows solved together (default 16)"
     )
     train.add_argument(
+        "--val-batch-size", type=int, metavar="B",
+        help="validation windows solved together (default: --batch-size)",
+    )
+    train.add_argument(
         "--window", type=int, metavar="P",
         help="time points per window (default: the whole trajectory)",
     )

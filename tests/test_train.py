@@ -612,6 +612,7 @@ def test_a_user_model_that_declares_autonomous_shares_solves_across_starts():
         ),
         ({"log": "log.txt"}, "log='log.txt'"),
         ({"epochs": 0, "batch_size": -1}, "epochs=0.*batch_size=-1"),
+        ({"val_batch_size": 0}, "val_batch_size=0 \\(need an integer >= 1\\)"),
         ({"step_control": "each"}, "step_control='each'"),
         ({"step_control": "per-sample", "gradient": "opt-disc"}, "works with gradient 'aca'"),
         (
@@ -696,6 +697,26 @@ class CountedDecay(LinearDecay):
         self.calls += 1
         self.rows += y.shape[0]
         return super().forward(t, y)
+
+
+def test_val_batch_size_sets_the_windows_a_validation_solve_takes_and_leaves_training_batches():
+    data = spiral_data()  # validation: 4 trajectories of 21 points in windows of 5, 20 windows
+
+    def solved(**setting) -> tuple[float, float, float]:
+        model = CountedDecay()
+        trainer = Trainer(model, data, val_data=data, window=5, batch_size=2, method="rk4",
+                          step_size=0.1, **setting)  # fmt: skip
+        loss = trainer.validation_loss()
+        validation_rows = model.rows / model.calls  # windows per evaluation
+        model.calls = model.rows = 0
+        trainer.train_epoch()
+        return loss, validation_rows, model.rows / model.calls
+
+    loss, validation_rows, training_rows = solved()
+    assert validation_rows == training_rows == 2  # batch_size by default: 10 solves
+    loss_together, validation_rows, training_rows = solved(val_batch_size=64)
+    assert validation_rows == 20 and training_rows == 2  # one solve of all 20 windows
+    assert loss_together == pytest.approx(loss, rel=1e-13)
 
 
 @pytest.mark.parametrize(("step_control", "unit"), [("shared", "calls"), ("per-sample", "rows")])
@@ -1307,6 +1328,14 @@ def test_physode_train_reads_a_toml_config_and_flags_override_it(lotka_volterra_
     assert report["epochs"] == 1 and report["config"]["gradient"] == "disc-opt"
     assert report["model"]["aphynity"] is True
     assert "learned parameters: alpha" in capsys.readouterr().out
+
+
+def test_physode_train_passes_val_batch_size_to_the_trainer(lotka_volterra_h5, tmp_path):
+    args = _cli([str(lotka_volterra_h5), "--epochs", "1", "--window", "6", "--quiet",
+                 "--val-batch-size", "7", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert run_train(args) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["val_batch_size"] == 7
 
 
 @pytest.mark.parametrize(

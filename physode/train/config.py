@@ -71,6 +71,10 @@ class TrainConfig:
         Passes over the training windows (or ``batches_per_epoch`` batches each).
     batch_size : int
         Windows solved together in one batched solve.
+    val_batch_size : int, optional
+        Validation windows solved together (no graph is kept, so far more fit in memory than
+        in a training batch); ``None`` uses ``batch_size``. Each solve has a fixed cost, so
+        many small validation batches are slow: see ``docs/training.md``, "Windows and batches".
     window : int, optional
         Time points per training window (``>= 2``); ``None`` trains on whole trajectories.
     window_stride : int
@@ -183,6 +187,7 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 16
+    val_batch_size: int | None = None
     window: int | None = None
     window_stride: int = 1
     batches_per_epoch: int | None = None
@@ -258,6 +263,7 @@ class TrainConfig:
 
         integer("epochs", 1)
         integer("batch_size", 1)
+        integer("val_batch_size", 1, optional=True)
         integer("window", 2, optional=True)
         integer("window_stride", 1)
         integer("batches_per_epoch", 1, optional=True)

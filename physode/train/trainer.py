@@ -599,8 +599,10 @@ class Trainer:
     def _grouped(
         self, windows: list[Window], shuffle: bool, data: Trajectories | None
     ) -> list[list[Window]]:
-        """:meth:`_batches`'s windows, grouped."""
-        size = self.config.batch_size
+        """:meth:`_batches`'s windows, grouped: ``batch_size`` training windows a batch, or
+        ``val_batch_size`` windows of ``data`` (validation)."""
+        c = self.config
+        size = c.batch_size if data is None or c.val_batch_size is None else c.val_batch_size
         if shuffle:
             order = torch.randperm(len(windows), generator=self.generator).tolist()
             windows = [windows[i] for i in order]
