@@ -291,6 +291,81 @@ def test_a_row_going_non_finite_leaves_the_disc_opt_gradients_of_what_was_reache
         torch.testing.assert_close(g_c, grads[name][1], rtol=1e-9, atol=0)
 
 
+class _SqrtDecay(torch.nn.Module):
+    """dy/dt = -c sqrt(y) (c learnable): NaN, with a NaN derivative, where y < 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -self.c * torch.sqrt(y)
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["host", "device-path"])
+@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+def test_a_row_where_func_is_undefined_from_the_start_leaves_the_disc_opt_gradients_exact(
+    method, host, monkeypatch
+):
+    # Row 1 starts where sqrt is undefined. Its f0 stayed in the graph that the other rows'
+    # first retaken step used, and autograd's 0 * NaN made c's gradient and row 1's NaN.
+    from physode.solvers import per_sample
+
+    monkeypatch.setattr(per_sample, "_on_host", lambda y0: host)
+    t = [0.0, 0.5, 1.0]
+    w = torch.tensor([[1.0, 0.0, -2.0], [0.5, 0.0, 3.0], [-1.0, 0.0, 1.5]], dtype=torch.float64)
+    grads = {}
+    for gradient, rows in (("disc-opt", [0, 1, 2]), ("aca", [0, 1, 2]), ("disc-opt", [0, 2])):
+        model = _SqrtDecay()
+        y0 = torch.tensor([[1.0], [-1.0], [2.0]], dtype=torch.float64)[rows].requires_grad_(True)
+        sol = physode.solve(model, y0, t, method=method, gradient=gradient, throw=False,
+                            step_control="per-sample")  # fmt: skip
+        good = [rows.index(0), rows.index(2)]
+        expected = [0, int(Status.NON_FINITE), 0]
+        assert sol.status.tolist() == [expected[r] for r in rows]
+        loss = (w[:, [0, 2]] * sol.ys[:, good, 0]).sum()
+        g_y0, g_c = torch.autograd.grad(loss, [y0, model.c])
+        if len(rows) == 3:
+            assert g_y0[1].item() == 0.0  # the loss does not use row 1
+        grads[gradient, len(rows)] = (g_y0[good], g_c)
+    for name in (("aca", 3), ("disc-opt", 2)):  # ACA, and the good rows alone
+        torch.testing.assert_close(grads["disc-opt", 3], grads[name], rtol=1e-9, atol=0)
+
+
+class _GrowsOutOfItsDomain(torch.nn.Module):
+    """dy/dt = rate c y, the state ``[y, rate, flag]``; NaN (with a NaN derivative) in flagged
+    rows once y exceeds ``limit``."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+        self.limit = limit
+
+    def forward(self, t, z):
+        y, rate, flag = z[..., 0], z[..., 1], z[..., 2]
+        sign = torch.where((flag > 0) & (y > self.limit), -1.0, 1.0)
+        return torch.stack([rate * self.c * y * torch.sqrt(sign), 0 * rate, 0 * flag], -1)
+
+
+def test_a_row_finishing_where_func_is_undefined_leaves_the_disc_opt_gradients_exact():
+    # heun evaluates f at each accepted state apart from the step (no FSAL). Row 0's last
+    # step lands past the limit while its stages stay below it: the step is accepted and the
+    # row finishes, but its f0 there is NaN and stayed in the graph of row 1's later steps.
+    z0 = torch.tensor([[1.0, 1.0, 1.0], [1.0, 3.0, 0.0]], dtype=torch.float64)
+    t = [0.0, 1.0]
+    with torch.no_grad():
+        free = physode.solve(_GrowsOutOfItsDomain(math.inf), z0, t, method="heun", rtol=1e-4,
+                             step_control="per-sample")  # fmt: skip
+    assert int(free.stats.n_steps[0]) < int(free.stats.n_steps[1])  # row 1 goes on alone
+    grads = []
+    for limit in (free.ys[-1, 0, 0].item() * (1 - 1e-10), math.inf):
+        model, z = _GrowsOutOfItsDomain(limit), z0.clone().requires_grad_(True)
+        sol = physode.solve(model, z, t, method="heun", rtol=1e-4, gradient="disc-opt",
+                            step_control="per-sample")  # fmt: skip
+        grads.append(torch.autograd.grad(sol.ys[-1, :, 0].sum(), [z, model.c]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
+
+
 def test_disc_opt_gradient_passes_a_finite_difference_check_per_sample():
     model = Damped()
     z0 = _z0()[:3].detach()

@@ -283,6 +283,9 @@ def integrate_per_sample(
             n_broken = bool(n_broken and n_broken[0])
 
         if n_broken:
+            # A row whose f0 is not finite (func undefined at its state from the start, e.g. the
+            # sqrt of a negative) would otherwise stay in the graph of the retaken rows' f0 too.
+            f0 = _finite_rows_graph(func, t_in, y_in, f0, view, rows, redone, on_host)
             acc = flatnonzero(accept, count(n_accept))
             y = y_in
             if n_accept:
@@ -304,6 +307,8 @@ def integrate_per_sample(
             # their old f0 bit for bit, and costs less than gathering the accepted ones.
             f0 = func(t.reshape(view), y)
             stats.nfe += 1
+            if recorded and n_done:  # a finished row's f0 may be non-finite; it leaves below
+                f0 = _finite_rows_graph(func, t, y, f0, view, rows, redone, on_host)
 
         if trace is not None and n_accept:
             acc = flatnonzero(accept, count(n_accept))
@@ -368,6 +373,29 @@ def integrate_per_sample(
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
     stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt + _host(redone)
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
+
+
+def _finite_rows_graph(func, t, y, f0, view, rows, redone, on_host: bool):
+    """``f0`` (``func`` at ``t``, ``y``) whose rows that are not finite carry no graph.
+
+    Disc-Opt records ``func``'s evaluations of the whole batch. A row where ``func`` is not
+    finite has a non-finite derivative there too (``sqrt`` of a negative), and autograd
+    multiplies it by the zero cotangent that the row receives when others use the batch's
+    ``f0``: 0 * NaN spoiled the gradients of every parameter and row. Where some row is not
+    finite, the finite rows are evaluated again alone (counted in ``redone``) and the others
+    keep their values without a graph. One read of the device; the loop calls this only in
+    the rare iterations where a row is non-finite or leaves the batch.
+    """
+    finite = torch.isfinite(f0.reshape(f0.shape[0], -1)).all(1)
+    n_finite = int(finite.sum())
+    if n_finite == f0.shape[0]:
+        return f0
+    if n_finite == 0:
+        return f0.detach()
+    good = flatnonzero(finite, None if on_host else n_finite)
+    fresh = func(take(t, good).reshape(view), take(y, good))
+    redone[take(rows, good)] += 1
+    return f0.detach().index_copy(0, good, fresh)
 
 
 def _count_true(*masks: Tensor) -> list[int]:
