@@ -218,6 +218,40 @@ def test_a_row_that_fails_in_a_per_sample_solve_gives_its_unreached_outputs_no_t
     assert torch.allclose(grad_t, torch.tensor(expected, dtype=DTYPE), rtol=1e-6)
 
 
+def _sqrt_decay(s, y):
+    return -0.7 * torch.sqrt(y)  # undefined where y < 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_solve_that_stops_at_its_start_gives_t0_a_zero_gradient_not_nan(mode):
+    # func is NaN at y0, so the solve stops there and only ys[0] = y0, which does not move
+    # with t0, is reached. t0's two terms, -<G, f(t0, y0)> and <dL/dys[0], f(t0, y0)>, cancel
+    # but for the NaN of f: t0's gradient was NaN.
+    y0 = torch.tensor([1.0, -1.0], dtype=DTYPE, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=DTYPE, requires_grad=True)
+    sol = physode.solve(_sqrt_decay, y0, t, gradient=mode, throw=False)
+    assert sol.status == physode.Status.NON_FINITE
+    grad_t, grad_y0 = torch.autograd.grad(torch.nan_to_num(sol.ys).sum(), [t, y0])
+    assert grad_t.tolist() == [0.0, 0.0, 0.0]
+    assert grad_y0.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("mode", ["disc-opt", "aca"])
+def test_a_row_undefined_at_its_start_leaves_the_per_sample_time_gradient_of_the_others(mode):
+    # Row 1 stops at t0; the loss uses its ys[0] (y0 itself) and the other rows' outputs.
+    y0 = torch.tensor([[1.0], [-1.0], [2.0]], dtype=DTYPE)
+    w = _weights((3, 3, 1))
+    options = {"step_control": "per-sample", "gradient": mode, "rtol": 1e-10, "atol": 1e-12}
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=DTYPE, requires_grad=True)
+    sol = physode.solve(_sqrt_decay, y0, t, throw=False, **options)
+    assert sol.status.tolist() == [0, int(physode.Status.NON_FINITE), 0]
+    (grad_t,) = torch.autograd.grad((w * torch.nan_to_num(sol.ys)).sum(), [t])
+    t_good = t.detach().clone().requires_grad_(True)
+    ys = physode.odeint(_sqrt_decay, y0[[0, 2]], t_good, **options)
+    (expected,) = torch.autograd.grad((w[:, [0, 2]] * ys).sum(), [t_good])
+    torch.testing.assert_close(grad_t, expected, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("method, step, tol", [("leapfrog", 1e-3, 1e-5), ("yoshida4", 1e-2, 1e-6)])
 @pytest.mark.parametrize("mode", ["disc-opt", "aca"])
 def test_symplectic_methods_give_the_exact_flows_time_gradient(method, step, tol, mode):

@@ -78,6 +78,22 @@ def _refuse_second_derivatives() -> None:
         )
 
 
+def _start_term(grad: Tensor, f: Tensor) -> Tensor:
+    """``<grad, f(t0, y0)>`` over the components where ``f`` is finite.
+
+    Where ``func`` is not finite at ``y0`` the solve stops at its start (per sample: that row
+    does), so no later output depends on those components: the adjoint reaching them is zero,
+    and the terms that :func:`start_time` and :func:`output_times` give them cancel. Taken as
+    they are, they would be NaN (``grad * nan``) and make ``t[0]``'s whole gradient NaN.
+
+    Examples
+    --------
+    >>> _start_term(torch.tensor([2.0, 0.0]), torch.tensor([3.0, float("nan")]))
+    tensor(6.)
+    """
+    return torch.where(torch.isfinite(f), grad * f, 0.0).sum()
+
+
 class _StartTime(torch.autograd.Function):
     @staticmethod
     def forward(y0: Tensor, t: Tensor, field: FieldAt, t0: float) -> Tensor:
@@ -97,7 +113,7 @@ class _StartTime(torch.autograd.Function):
         (y0,) = ctx.saved_tensors
         grad_t = None
         if ctx.needs_input_grad[1]:
-            term = -(grad_y0 * ctx.field(ctx.t0, y0.detach())).sum()
+            term = -_start_term(grad_y0, ctx.field(ctx.t0, y0.detach()))
             grad_t = _padded(term.reshape(1), ctx.t_like)
         return grad_y0, grad_t, None, None
 
@@ -124,7 +140,9 @@ class _OutputTimes(torch.autograd.Function):
             terms = []
             for k in range(ctx.reached):
                 y = states[k]
-                if field.per_sample:
+                if k == 0:
+                    terms.append(_start_term(grad_ys[0], field(ctx.times[0], y)))
+                elif field.per_sample:
                     # Rows that failed before t[k] are NaN there: they get no term, and func
                     # sees zeros in their place.
                     ok = torch.isfinite(y)
