@@ -540,3 +540,23 @@ def test_a_time_dependent_field_is_evaluated_at_each_stages_time(twin, method):
     assert (forced.numpy_calls > 0) == twin
     exact = 4 / 3 * torch.cos(t) - torch.cos(2 * t) / 3
     torch.testing.assert_close(ys[..., 0], exact[:, None].expand(6, 3), rtol=0, atol=1e-8)
+
+
+def test_an_error_of_func_in_a_per_sample_solve_says_what_func_is_handed():
+    # A func that reads y as one state (y[1]) is handed the rows still running: with a y0 of
+    # shape (2,) (two rows of one component, not one state of two) it worked until a row
+    # finished, then raised a bare IndexError from deep inside the step.
+    def oscillator(t, y):
+        return torch.stack([y[1], -y[0]])
+
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    with pytest.raises(IndexError) as info:
+        physode.odeint(oscillator, y0, t, step_control="per-sample")
+    note = "\n".join(getattr(info.value, "__notes__", []))
+    assert "y0 has shape (2,)" in note and "y0[None]" in note and "y[..., k]" in note
+    # The advice works: one state of two components, as one row, its components y[..., k].
+    ys = physode.odeint(
+        lambda t, y: torch.stack([y[..., 1], -y[..., 0]], -1), y0[None], t, step_control="per-sample"
+    )
+    torch.testing.assert_close(ys[-1, 0], torch.stack([torch.cos(t[-1]), -torch.sin(t[-1])]))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, PhysodeError
 from physode.solvers._arrays import (
     Array,
     arange,
@@ -503,6 +503,17 @@ def _run_on_numpy(problem, on_numpy, y0: Tensor) -> PerSampleResult:
     )
 
 
+# Added to an error raised in a per-sample solve (by func, as a rule): func that reads y as one
+# state (y[1], y.sum()) fails once rows leave the batch, or a y0 of shape (n,) meant as one state.
+_ROWS_NOTE = (
+    "physode: with step_control='per-sample', func gets the rows of y0 (its first dimension) "
+    "still running, a subset that shrinks as rows finish, and a time per row of shape (rows, 1, "
+    "...); it must treat each row on its own, reading components as y[..., k], not y[k]. y0 has "
+    "shape {shape}: a y0 of shape (n,) is n rows of one component each; for one state of n "
+    "components pass y0[None] (shape (1, n)), or use step_control='shared'"
+)
+
+
 def solve_per_sample(problem, mode, t_tensor: Tensor):
     """``physode.solve`` with ``step_control="per-sample"``; failures are reported per row."""
     from physode.integrate import Solution
@@ -516,18 +527,24 @@ def solve_per_sample(problem, mode, t_tensor: Tensor):
         raise InvalidArgumentError("step_control='per-sample' needs y0 with a batch dimension")
     from physode.gradients.base import needs_gradient
 
-    if mode.name == "disc-opt" or not needs_gradient(problem):
-        result = _run(problem, problem.y0)
-        ys = result.ys
-    elif mode.name == "aca":
-        holder: list[PerSampleResult] = []
-        ys = _PerSampleACA.apply(problem, holder, problem.y0, *problem.params)
-        result = holder[0]
-    else:
+    if mode.name not in ("disc-opt", "aca"):
         raise InvalidArgumentError(
             f"step_control='per-sample' supports gradient='disc-opt' and 'aca', got {mode.name!r}; "
             "use step_control='shared' with Opt-Disc"
         )
+    try:
+        if mode.name == "disc-opt" or not needs_gradient(problem):
+            result = _run(problem, problem.y0)
+            ys = result.ys
+        else:
+            holder: list[PerSampleResult] = []
+            ys = _PerSampleACA.apply(problem, holder, problem.y0, *problem.params)
+            result = holder[0]
+    except PhysodeError:
+        raise
+    except Exception as exc:  # most likely raised by func: say what it is handed
+        exc.add_note(_ROWS_NOTE.format(shape=tuple(problem.y0.shape)))
+        raise
     stats = problem.stats
     if not isinstance(stats.nfe_backward, Tensor):  # per row, as every counter (ACA adds to it)
         stats.nfe_backward = torch.zeros(len(result.status), dtype=torch.int64)
