@@ -556,7 +556,8 @@ def test_an_error_of_func_in_a_per_sample_solve_says_what_func_is_handed():
     note = "\n".join(getattr(info.value, "__notes__", []))
     assert "y0 has shape (2,)" in note and "y0[None]" in note and "y[..., k]" in note
     # The advice works: one state of two components, as one row, its components y[..., k].
-    ys = physode.odeint(
-        lambda t, y: torch.stack([y[..., 1], -y[..., 0]], -1), y0[None], t, step_control="per-sample"
-    )
+    def rows(t, y):
+        return torch.stack([y[..., 1], -y[..., 0]], -1)
+
+    ys = physode.odeint(rows, y0[None], t, step_control="per-sample")
     torch.testing.assert_close(ys[-1, 0], torch.stack([torch.cos(t[-1]), -torch.sin(t[-1])]))
