@@ -555,6 +555,7 @@ def test_an_error_of_func_in_a_per_sample_solve_says_what_func_is_handed():
         physode.odeint(oscillator, y0, t, step_control="per-sample")
     note = "\n".join(getattr(info.value, "__notes__", []))
     assert "y0 has shape (2,)" in note and "y0[None]" in note and "y[..., k]" in note
+
     # The advice works: one state of two components, as one row, its components y[..., k].
     def rows(t, y):
         return torch.stack([y[..., 1], -y[..., 0]], -1)
