@@ -73,18 +73,18 @@ def test_load_csv_reads_a_file_saved_with_a_byte_order_mark_as_without(tmp_path)
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("t,x\n0,1\n1,2,3\n", "data row 2 has 3 cells, the header 2"),
-        ("t,x\n0,1\n1,abc\n", r"unreadable value 'abc' in column 'x'"),
-        ("t,x\n0,1\n1,inf\n", r"unreadable value 'inf' in column 'x'"),
-        ("t,x\n0,1\n,2\n", r"unreadable value '' in column 't' \(need a finite time\)"),
-        ("t,x\n0,1\n0,2\n", "the times in column 't' must increase"),
+        ("t,x\n0,1\n1,2,3\n", r"line 3 has 3 cells, the header 2 \(t,x\); leave a cell empty"),
+        ("t,x\n0,1\n1,abc\n", r"line 3: unreadable value 'abc' in column 'x'"),
+        ("t,x\n0,1\n1,inf\n", r"line 3: unreadable value 'inf' in column 'x'"),
+        ("t,x\n0,1\n,2\n", r"line 3: unreadable value '' in column 't' \(need a finite time\)"),
+        ("t,x\n0,1\n0,2\n", "the times in column 't' must increase: line 3 repeats the time 0"),
         ("t\n0\n1\n", "expected a time column and at least one value column"),
         ("t,x\n", "expected a header row and at least one row of values"),
         # An empty or repeated name became a state named '' or two states named 'x'.
-        ("day,x,\n0,1,2\n", "bad.csv: column 3 of the header has no name"),
-        (",x\n0,1\n", "bad.csv: column 1 of the header has no name"),
-        ("day,x,x\n0,1,2\n", "bad.csv: columns 2 and 3 of the header are both named 'x'"),
-        ("x,y,x,x\n0,1,2,3\n", "bad.csv: columns 1, 3 and 4 of the header are all named 'x'"),
+        ("day,x,\n0,1,2\n", "bad.csv: line 1: column 3 of the header has no name"),
+        (",x\n0,1\n", "bad.csv: line 1: column 1 of the header has no name"),
+        ("day,x,x\n0,1,2\n", "bad.csv: line 1: columns 2 and 3 of the header are both named 'x'"),
+        ("x,y,x,x\n0,1,2,3\n", "bad.csv: line 1: columns 1, 3 and 4 of the header are all named"),
     ],
 )
 def test_load_csv_refuses_malformed_files(tmp_path, text, message):
@@ -97,6 +97,62 @@ def test_load_csv_refuses_malformed_files(tmp_path, text, message):
         load_csv(path)
     with pytest.raises(physode.DataFormatError, match="cannot read it"):
         load_csv(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # Comment and blank lines count: the line is the one an editor shows.
+        ("# by hand\n\nt,x\n0,1\n# a note\n1,abc\n", "bad.csv: line 6: unreadable value 'abc'"),
+        ("# source\nt,x\n0,1\n\n1,2,3\n", r"bad.csv: line 5 has 3 cells, the header 2"),
+        # Times given out of order, or twice (several series stacked in one file).
+        ("t,x\n0,1\n2,2\n1,3\n", "must increase: line 4 has the time 1, before 2 on line 3; sort"),
+        ("t,x\n0,1\n1,2\n1,3\n", "must increase: line 4 repeats the time 1 of line 3; give each"),
+        # A European spreadsheet's CSV: ';' between values, decimal commas.
+        ("t;x;y\n0;1,5;2\n", "line 1: the header 't;x;y' is one column, its names separated by"),
+        ("t\tx\n0\t1.5\n", r"line 1: the header 't\\tx' is one column, its names separated by"),
+        ("t,x\n0,1,5\n", r"line 2 has 3 cells, .*a decimal comma splits a number in two"),
+        # A time column of dates.
+        ("date,x\n2021-03-04,1\n", "line 2: unreadable value '2021-03-04' .*dates are not read"),
+    ],
+)
+def test_load_csv_refusals_name_the_line_of_the_file_and_what_to_do(tmp_path, text, message):
+    # Until 2026-12-07 they named no line (or counted data rows only), said only that the
+    # times must increase, and took a ';' file for one column.
+    import physode
+    from physode.data import load_csv
+
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(physode.DataFormatError, match=message):
+        load_csv(path)
+
+
+def test_load_csv_refuses_a_file_without_a_header_instead_of_taking_its_first_row_as_names(
+    tmp_path,
+):
+    # Until 2026-12-07 the first observation became the header: a state named '1', time_unit
+    # '0', and one observation fewer, without a word.
+    import physode
+    from physode.data import load_csv
+
+    path = tmp_path / "counts.csv"
+    for text in ("0,1,2\n1,2,3\n2,3,4\n", "0,,2\n1,2,3\n"):
+        path.write_text(text)
+        with pytest.raises(physode.DataFormatError, match="line 1: the first row .* holds numbers"):
+            load_csv(path)
+    path.write_text("t,1,2\n0,1,2\n")  # numbers as the names of quantities are names
+    assert load_csv(path).state_names == ("1", "2")
+
+
+def test_load_csv_says_to_save_a_file_in_another_encoding_as_utf8(tmp_path):
+    import physode
+    from physode.data import load_csv
+
+    path = tmp_path / "counts.csv"
+    path.write_bytes("t,x [\u00b5m]\n0,1\n".encode("cp1252"))  # a Western spreadsheet's "CSV"
+    with pytest.raises(physode.DataFormatError, match="cannot read it .* save it as UTF-8 text"):
+        load_csv(path)
 
 
 def test_the_series_prints_its_names_shapes_and_years_not_its_values():

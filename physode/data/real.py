@@ -4,9 +4,9 @@ measurements of your own in a CSV file (an empty cell is a missing observation).
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -112,10 +112,11 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     Raises
     ------
     physode.DataFormatError
-        If the file is missing or unreadable, a column of the header has no name or the name
-        of another, a row has another number of cells than the header, a time is empty or not
-        a finite number, the times do not increase, or a value is not a number (infinite
-        values included).
+        If the file is missing, unreadable or not UTF-8; or, naming the line of the file, if
+        the first row is not a header (numbers only, or names separated by ``;`` or a tab), a
+        column of the header has no name or the name of another, a row has another number of
+        cells than the header, a time is empty or not a finite number (a date included), the
+        times do not increase, or a value is not a number (infinite values included).
 
     Examples
     --------
@@ -133,71 +134,149 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
         # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark, which would
         # otherwise start the first header (the time column's name, time_unit).
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise DataFormatError(f"{path}: cannot read it as a CSV file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            f"{path}: cannot read it as a CSV file ({exc}); save it as UTF-8 text (in a "
+            'spreadsheet: "CSV UTF-8")'
+        ) from None
     header, times, values, provenance = _read_table(text, str(path))
     if len(header) < 2:
         raise DataFormatError(
             f"{path}: expected a time column and at least one value column, got {header}"
         )
-    if not bool(np.all(np.diff(times) > 0)):
-        raise DataFormatError(f"{path}: the times in column {header[0]!r} must increase")
     t = torch.as_tensor(times - times[0], dtype=torch.float64)
     unit = header[0] if time_unit is None else time_unit
     return TimeSeries(t, values, tuple(header[1:]), times, unit, provenance)
 
 
 def _read_table(text: str, source: str) -> tuple[list[str], np.ndarray, torch.Tensor, str]:
-    """The header, the first column (finite numbers), the other columns (float64, ``NaN``
-    for an empty cell) and the comment lines of a CSV text."""
+    """The header, the first column (finite, increasing numbers), the other columns (float64,
+    ``NaN`` for an empty cell) and the comment lines of a CSV text; every refusal names the
+    line of the file it is about."""
     lines = text.splitlines()
     provenance = "\n".join(line.lstrip("# ").rstrip() for line in lines if line.startswith("#"))
-    rows = list(csv.reader(io.StringIO("\n".join(ln for ln in lines if not ln.startswith("#")))))
-    rows = [[cell.strip() for cell in row] for row in rows if any(cell.strip() for cell in row)]
+    # Comment lines stay as empty lines, so that the reader's line numbers are the file's.
+    reader = csv.reader("" if line.startswith("#") else line for line in lines)
+    rows, numbers = [], []
+    for row in reader:
+        cells = [cell.strip() for cell in row]
+        if any(cells):
+            rows.append(cells)
+            numbers.append(reader.line_num)
     if len(rows) < 2:
         raise DataFormatError(f"{source}: expected a header row and at least one row of values")
-    header, body = rows[0], rows[1:]
-    _check_header(header, source)
-    for number, row in enumerate(body, start=1):
+    header, body = rows[0], list(zip(numbers[1:], rows[1:], strict=True))
+    _check_header(header, source, numbers[0])
+    for number, row in body:
         if len(row) != len(header):
+            more = len(row) > len(header)
+            comma = " (a decimal comma splits a number in two: write 1.5)" if more else ""
             raise DataFormatError(
-                f"{source}: data row {number} has {len(row)} cells, the header {len(header)} "
-                f"({','.join(header)}); leave a cell empty for a missing value"
+                f"{source}: line {number} has {len(row)} cells, the header {len(header)} "
+                f"({','.join(header)}); leave a cell empty for a missing value{comma}"
             )
     try:
-        times = np.array([_number(row[0], source, header[0], missing=False) for row in body])
+        times = np.array([_time(row[0], source, header[0], number) for number, row in body])
         values = torch.tensor(
-            [[_number(cell, source, name) for cell, name in zip(row[1:], header[1:], strict=True)]
-             for row in body],
+            [[_number(cell, source, name, number)
+              for cell, name in zip(row[1:], header[1:], strict=True)]
+             for number, row in body],
             dtype=torch.float64,
         )  # fmt: skip
     except ValueError as exc:
         raise DataFormatError(str(exc)) from None
+    _check_increasing(times, body, source, header[0])
     return header, times, values, provenance
 
 
-def _check_header(header: list[str], source: str) -> None:
-    """Refuse a header with a column without a name, or a name given to two columns: the
-    names are the series' ``state_names`` (and the time column's its ``time_unit``)."""
+def _check_increasing(
+    times: np.ndarray, body: list[tuple[int, list[str]]], source: str, column: str
+) -> None:
+    """Refuse times that do not increase, naming the first line (of ``body``'s line numbers
+    and rows) where they do not."""
+    stuck = np.flatnonzero(np.diff(times) <= 0)
+    if not len(stuck):
+        return
+    k = int(stuck[0])
+    numbers, cells = [number for number, _ in body], [row[0] for _, row in body]
+    if times[k + 1] == times[k]:
+        what = (
+            f"repeats the time {cells[k + 1]} of line {numbers[k]}; give each time one row "
+            "(several series in one file: one file each, then Trajectories.from_irregular)"
+        )
+    else:
+        what = f"has the time {cells[k + 1]}, before {cells[k]} on line {numbers[k]}"
+        what += "; sort the rows by time"
+    raise DataFormatError(
+        f"{source}: the times in column {column!r} must increase: line {numbers[k + 1]} {what}"
+    )
+
+
+def _check_header(header: list[str], source: str, number: int) -> None:
+    """Refuse a header (on line ``number``) that is not one: values separated by another mark
+    than a comma, a row of numbers (the file has no header), a column without a name, or a
+    name given to two columns. The names are the series' ``state_names`` (and the time
+    column's its ``time_unit``)."""
+    separator = next((mark for mark in ";\t" if len(header) == 1 and mark in header[0]), None)
+    if separator is not None:
+        raise DataFormatError(
+            f"{source}: line {number}: the header {header[0]!r} is one column, its names "
+            f"separated by {separator!r}; load_csv reads comma-separated values: save the file "
+            "with ',' between values and '.' as the decimal mark"
+        )
+    if all(_is_number(name) for name in header if name):
+        raise DataFormatError(
+            f"{source}: line {number}: the first row ({','.join(header)}) holds numbers, not "
+            "column names; start the file with a header row naming the time column and each "
+            "quantity, e.g. t,x,y"
+        )
     columns: dict[str, list[int]] = {}
-    for number, name in enumerate(header, start=1):
+    for column, name in enumerate(header, start=1):
         if not name:
             raise DataFormatError(
-                f"{source}: column {number} of the header has no name; give every column one"
+                f"{source}: line {number}: column {column} of the header has no name; "
+                "give every column one"
             )
-        columns.setdefault(name, []).append(number)
-    for name, numbers in columns.items():
-        if len(numbers) > 1:
-            listed = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
-            both = "both" if len(numbers) == 2 else "all"
+        columns.setdefault(name, []).append(column)
+    for name, found in columns.items():
+        if len(found) > 1:
+            listed = ", ".join(map(str, found[:-1])) + f" and {found[-1]}"
+            both = "both" if len(found) == 2 else "all"
             raise DataFormatError(
-                f"{source}: columns {listed} of the header are {both} named {name!r}; "
-                "give each column a name of its own"
+                f"{source}: line {number}: columns {listed} of the header are {both} named "
+                f"{name!r}; give each column a name of its own"
             )
 
 
-def _number(cell: str, source: str, column: str, missing: bool = True) -> float:
-    """``cell`` as a finite float, or ``NaN`` for an empty cell where ``missing``."""
+def _is_number(cell: str) -> bool:
+    """Whether ``cell`` reads as a float (``nan`` and ``inf`` included)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _time(cell: str, source: str, column: str, number: int) -> float:
+    """``cell`` (on line ``number``) as a finite time; a date is refused with what to give."""
+    try:
+        return _number(cell, source, column, number, missing=False)
+    except ValueError as exc:
+        if not _DATE.fullmatch(cell):
+            raise
+        hint = "dates are not read: give times as numbers, e.g. days since the first date"
+        raise ValueError(f"{exc}; {hint}") from None
+
+
+# A calendar date or a time of day, as spreadsheets write them: 2021-03-04, 4/3/2021, 12:30.
+_DATE = re.compile(r"\d+([-/.:]\d+)+([ T][\d:.]+)?")
+
+
+def _number(cell: str, source: str, column: str, number: int, missing: bool = True) -> float:
+    """``cell`` (on line ``number``) as a finite float, or ``NaN`` for an empty cell where
+    ``missing``."""
     if not cell and missing:
         return math.nan
     try:
@@ -206,5 +285,7 @@ def _number(cell: str, source: str, column: str, missing: bool = True) -> float:
         value = None
     if value is None or math.isinf(value) or (math.isnan(value) and not missing):
         what = "a finite time" if not missing else "a number, or empty where it is missing"
-        raise ValueError(f"{source}: unreadable value {cell!r} in column {column!r} (need {what})")
+        raise ValueError(
+            f"{source}: line {number}: unreadable value {cell!r} in column {column!r} (need {what})"
+        )
     return value
