@@ -498,8 +498,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     # SIGTERM (a batch scheduler stopping the job) is handled as Ctrl-C is.
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(), _unencodable_output_escaped():
         return _run_command(argv)
+
+
+@contextlib.contextmanager
+def _unencodable_output_escaped() -> Iterator[None]:
+    """Inside, standard output writes a character that its encoding cannot hold escaped
+    (``\\xe4``), as Python's standard error does, instead of raising ``UnicodeEncodeError``:
+    the bytes of a file name that is not UTF-8, or ``ä`` where the output is ASCII
+    (``PYTHONIOENCODING=ascii``, a legacy locale, a Windows code page). A path the command
+    prints (``wrote DATA.h5``, the first line of ``physode check``) then failed the command
+    as an internal error, after its work was done.
+    """
+    stream = sys.stdout
+    if getattr(stream, "errors", None) != "strict" or not hasattr(stream, "reconfigure"):
+        yield  # already lenient (surrogateescape under the C locale), or not a text file
+        return
+    stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError):  # closed, or a pipe closed early
+            stream.reconfigure(errors="strict")
 
 
 def _run_command(argv: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import re
@@ -1106,3 +1107,56 @@ def test_a_check_report_prints_its_verdict_and_worst_drifts_not_its_curves(datas
     assert repr(big) == repr(report)
     half = physode.data.CheckReport.__new__(physode.data.CheckReport)
     assert repr(half) == "CheckReport(?)"
+
+
+def test_a_path_the_output_cannot_encode_is_printed_escaped_not_as_an_internal_error(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    # On an ASCII output (PYTHONIOENCODING=ascii, a legacy locale, a Windows code page), the
+    # first line of the table, which names the file, raised UnicodeEncodeError: exit status 3,
+    # "internal error ... a bug in physode", after the check had been done.
+    path = tmp_path / "d\u00e4ta.h5"
+    path.write_bytes(dataset.read_bytes())
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+    printed = out.buffer.getvalue().decode("ascii")
+    assert printed.startswith(f"{tmp_path}/d\\xe4ta.h5: 3 trajectories, 0 solver failures\n")
+    assert out.errors == "strict"  # the caller's stream is given back as it was
+
+
+@pytest.mark.skipif(
+    os.fsdecode(b"\xe4") != "\udce4", reason="file names are not bytes held as surrogates here"
+)
+def test_simulate_writes_a_file_whose_name_is_not_utf8_and_stores_its_command_line(
+    tmp_path, capsys
+):
+    # A file name with a byte that is not UTF-8 (a Latin-1 folder name): the run simulated
+    # every trajectory and then failed to store its command line, exit status 3.
+    out = tmp_path / os.fsdecode(b"r\xe4.h5")
+    assert main([*SIMULATE, "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    with physode.data.load(out) as data:
+        assert data.states.shape == (3, 5, 2)
+    with h5py.File(out, "r") as f:
+        command_line = f.attrs["command_line"].decode("utf-8")
+    assert command_line.endswith(f"--out '{tmp_path}/r\\xe4.h5' --quiet")
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_simulate_refuses_to_write_over_the_specification_file_it_reads(tmp_path, capsys, force):
+    # `physode simulate osc.toml -o osc.toml --force` replaced the user's specification with
+    # the data set, and without --force the refusal advised --force.
+    spec = tmp_path / "osc.toml"
+    text = physode.systems.path("harmonic_oscillator").read_text(encoding="utf-8")
+    spec.write_text(text, encoding="utf-8")
+    argv = ["simulate", str(spec), *SIMULATE[2:], "--out", str(spec), *force]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"physode simulate: error: bad simulate arguments: -o/--out {spec} is the specification "
+        "file the system is read from; writing the data set there would replace it: give the "
+        "data set a name of its own, such as osc.h5\n"
+    )
+    assert spec.read_text(encoding="utf-8") == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["osc.toml"]

@@ -765,6 +765,30 @@ def _out_problem(out: Any) -> str | None:
     return None
 
 
+def _out_is_the_spec(out: str | os.PathLike, system: Any) -> str | None:
+    """The problem of an ``out`` that is the specification file ``system`` is read from, which
+    writing the data set (``force=True``, as the refusal of an existing ``out`` advises) would
+    destroy; ``None`` for any other ``out``."""
+    from physode.systems import _looks_like_a_path
+
+    read_from_a_file = isinstance(system, os.PathLike) or (
+        isinstance(system, str) and _looks_like_a_path(system)
+    )  # as physode.systems.load tells a file from a catalogue name
+    if not read_from_a_file or not os.path.isfile(out):
+        return None
+    try:
+        if not os.path.samefile(out, system):
+            return None
+    except OSError:  # no such file: said when the system is loaded
+        return None
+    suggestion = Path(out).with_suffix(".h5").name
+    return (
+        f"out={os.fspath(out)!r} is the specification file the system is read from; writing "
+        f"the data set there would replace it: give the data set a name of its own, such as "
+        f"{suggestion}"
+    )
+
+
 def _params_option(params) -> str:
     """``--params``'s value for ``params``: a mode, or the sampled names joined by commas."""
     return params if isinstance(params, str) else ",".join(params)
@@ -790,6 +814,27 @@ def _command_system(system) -> str:
         if catalogue == system.spec_text:
             return name
     return re.sub(r"[^\w.-]", "_", name) + ".toml"
+
+
+def _storable_text(text: str) -> str:
+    """``text`` as UTF-8 can store it: the bytes of a file name that is not UTF-8, which Python
+    holds as lone surrogates (``'\\udce4'`` for the byte 0xe4), written as escapes (``\\xe4``).
+
+    The data set stores its command line as UTF-8 text, and a path with such bytes failed the
+    run at its last step, when the file was written.
+
+    Examples
+    --------
+    >>> _storable_text("physode simulate pendulum --out r\\udce4.h5")
+    'physode simulate pendulum --out r\\\\xe4.h5'
+    >>> _storable_text("physode simulate pendulum --out rä.h5")
+    'physode simulate pendulum --out rä.h5'
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _command_line(system_ref: str, run: dict, out: Path, chunk_size: int) -> str:
@@ -969,7 +1014,7 @@ def simulate(
         Number of output times ``P`` (at least 2).
     out : str or path-like
         The ``.h5`` file to write; text that ends in a path separator (``"runs/"``) names a
-        folder and is refused.
+        folder and is refused, and so is the specification file ``system`` is read from.
     seed : int
         Seed (0 to 2**64 - 1) of everything random: initial states, sampled parameters, noise,
         the split.
@@ -1094,7 +1139,7 @@ def simulate(
         executor_problem = _parallel.executor_problem(executor)
         if executor_problem is not None:
             problems.append(executor_problem)
-        out_problem = _out_problem(out)
+        out_problem = _out_problem(out) or _out_is_the_spec(out, system)
         if out_problem is not None:
             problems.append(out_problem)
         if problems:
@@ -1145,6 +1190,7 @@ def simulate(
         if command_line is None:
             named = _command_system(system) if given_as_object else system_ref
             command_line = _command_line(named, run, out, chunk_size)
+        command_line = _storable_text(command_line)
 
         if out.exists() and not force:
             finished = _finished_run(out) if resume else None
