@@ -11,6 +11,7 @@ import contextlib
 import json
 import numbers
 import os
+import shlex
 import sys
 import tomllib
 from dataclasses import replace
@@ -991,8 +992,14 @@ def _resume_hint(trainer: Any, config: TrainConfig, init_from_as: str = "--init-
     return (
         f"{during}; {path} holds the run after epoch {epoch}: rerun "
         f"{_rerun(config, init_from_as)} with "
-        f"--resume {path} to continue it"
+        f"--resume {_typed(path)} to continue it"
     )
+
+
+def _typed(path: Any) -> str:
+    """``path`` as a command line takes it: quoted where it holds a space or another character
+    the shell reads, so that the command a message gives can be pasted as it is."""
+    return shlex.quote(str(path))
 
 
 def _stopped_message(
@@ -1005,14 +1012,14 @@ def _stopped_message(
     if exc.checkpoint is not None:
         skip = (
             "" if trainer.config.on_failed_batch == "skip"
-            else f"rerun {_rerun(config, init_from_as)} with --resume {exc.checkpoint} "
+            else f"rerun {_rerun(config, init_from_as)} with --resume {_typed(exc.checkpoint)} "
             "--on-failed-batch skip "
             "to leave such batches out, or "
         )
         saved = (
             f"{exc.checkpoint} holds the run after epoch {trainer.epoch}, its weights all finite: "
             f"{skip}start a new run from its weights with other settings, e.g. `physode train "
-            f"... --init-from {exc.checkpoint} --lr {lr / 10:g}`, or start anew"
+            f"... --init-from {_typed(exc.checkpoint)} --lr {lr / 10:g}`, or start anew"
         )
     elif trainer.epoch == 0:
         saved = "No epoch was completed, so nothing was saved; start anew with other settings"

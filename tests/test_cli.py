@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+import physode
 import physode.cli
 import physode.data
 import physode.systems
@@ -1160,3 +1162,52 @@ def test_simulate_refuses_to_write_over_the_specification_file_it_reads(tmp_path
     )
     assert spec.read_text(encoding="utf-8") == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["osc.toml"]
+
+
+def _command_in(error: str, start: str, end: str) -> list[str]:
+    """The words of the command that ``error`` gives between ``start`` and ``end``, as a shell
+    splits them."""
+    return shlex.split(error.split(start, 1)[1].split(end, 1)[0])
+
+
+def test_the_resume_command_an_interrupted_train_gives_names_a_folder_with_a_space(
+    train_data, tmp_path, capsys, monkeypatch
+):
+    # `--resume my runs/last.pt`, pasted, resumed from `my` and took `runs/last.pt` for DATA.h5.
+    from physode.train import Trainer
+
+    finish_epoch = Trainer.train_epoch
+
+    def interrupted_in_epoch_2(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return finish_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_2)
+    last = tmp_path / "my runs" / "last.pt"
+    assert main(_train(train_data, "--epochs", "3", "--checkpoint-dir", str(last.parent))) == 130
+    error = capsys.readouterr().err
+    assert _command_in(error, " with ", " to continue it") == ["--resume", str(last)]
+
+
+def test_the_commands_a_failed_train_gives_name_a_folder_with_a_space(
+    train_data, tmp_path, capsys, monkeypatch
+):
+    from physode.train import Trainer
+
+    solve_batch = Trainer._solve_batch
+
+    def failing_in_epoch_2(self, data, batch):
+        if data is self.train_data and self.epoch == 1:
+            status = physode.Status.STEP_SIZE_UNDERFLOW
+            raise physode.SolverError("underflow at t=0.3", status=status, t=0.3, step_size=1e-14)
+        return solve_batch(self, data, batch)
+
+    monkeypatch.setattr(Trainer, "_solve_batch", failing_in_epoch_2)
+    last = tmp_path / "my runs" / "last.pt"
+    assert main(_train(train_data, "--epochs", "3", "--checkpoint-dir", str(last.parent))) == 2
+    error = capsys.readouterr().err
+    resume = _command_in(error, "rerun the same command with ", " to leave such batches out")
+    assert resume == ["--resume", str(last), "--on-failed-batch", "skip"]
+    warm_start = _command_in(error, "`physode train ... ", "`")
+    assert warm_start == ["--init-from", str(last), "--lr", "0.001"]
