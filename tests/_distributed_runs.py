@@ -1,7 +1,8 @@
 """Training runs that tests/test_train_distributed.py makes both in one process and across
 processes of torch.distributed (gloo): ``python tests/_distributed_runs.py RANK WORLD STORE OUT``
 starts one process of the group (the group met at the file STORE), makes every run of RUNS
-and saves their results in OUT/rank{RANK}.pt; ``... OUT BUILDS`` makes those of BUILDS instead."""
+and saves their results in OUT/rank{RANK}.pt; ``... OUT BUILDS`` makes those of BUILDS instead,
+``... OUT RUNS+BUILDS`` those of both, in that order, in one launch."""
 
 from __future__ import annotations
 
@@ -267,7 +268,8 @@ def main(rank: int, world: int, store: str, out: Path, which: str = "RUNS") -> N
     )
     finished = False
     try:
-        results = {run.__name__: run(out, rank) for run in globals()[which]}
+        runs = [run for name in which.split("+") for run in globals()[name]]
+        results = {run.__name__: run(out, rank) for run in runs}
         finished = True
     finally:
         _distributed.leave(finished)

@@ -85,17 +85,26 @@ def _torchrun(command: list[str], what: str, cwd: Path | None = None) -> tuple[s
 
 
 @pytest.fixture(scope="module")
-def together(tmp_path_factory):
-    """Every run of tests/_distributed_runs.py made by two processes: ``(out, results)``, one
-    dict of results per process."""
+def launched(tmp_path_factory):
+    """Every run of tests/_distributed_runs.py's RUNS, then its BUILDS, made by one launch of
+    two processes (each launch pays two imports of torch): ``(out, results)``, one dict of
+    results per process."""
     out = tmp_path_factory.mktemp("distributed")
-    return out, _two_processes(out)
+    return out, _two_processes(out, "RUNS+BUILDS")
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory):
-    """The trainers of tests/_distributed_runs.py's BUILDS, built by two processes."""
-    return _two_processes(tmp_path_factory.mktemp("builds"), "BUILDS")
+def together(launched):
+    """Every run of RUNS made by two processes: ``(out, results)``, one dict of results per
+    process."""
+    out, results = launched
+    return out, [{run.__name__: mine[run.__name__] for run in runs.RUNS} for mine in results]
+
+
+@pytest.fixture(scope="module")
+def builds(launched):
+    """The trainers of BUILDS, built by two processes after RUNS: one dict per process."""
+    return [{run.__name__: mine[run.__name__] for run in runs.BUILDS} for mine in launched[1]]
 
 
 @pytest.fixture(scope="module")
