@@ -129,31 +129,42 @@ def test_a_write_that_hdf5_refuses_as_it_closes_the_file_is_said_as_the_system_s
         write_atomically(path, lambda tmp: (_ for _ in ()).throw(RuntimeError("a bug")), "x")
 
 
-def _simulate(out: Path, limit: int | None, *more: str) -> subprocess.CompletedProcess:
-    """``physode simulate`` of 40 oscillators in 4 chunks into ``out``, in a subprocess whose
-    files cannot grow past ``limit`` bytes."""
+def _simulate_argv(out: Path, *more: str) -> list[str]:
+    """The arguments of ``physode simulate`` of 40 oscillators in 4 chunks into ``out``."""
+    return ["simulate", "harmonic_oscillator", "--out", str(out), "--trajectories", "40",
+            "--chunk-size", "10", "--t-end", "2", "--points", "50", "--quiet", *more]  # fmt: skip
+
+
+def _simulate(out: Path, limit: int, *more: str) -> subprocess.CompletedProcess:
+    """:func:`_simulate_argv`'s ``physode simulate``, in a subprocess whose files cannot grow past
+    ``limit`` bytes."""
 
     def limited() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    argv = [sys.executable, "-m", "physode", "simulate", "harmonic_oscillator", "--out", str(out),
-            "--trajectories", "40", "--chunk-size", "10", "--t-end", "2", "--points", "50",
-            "--quiet", *more]  # fmt: skip
     pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     return subprocess.run(
-        argv,
+        [sys.executable, "-m", "physode", *_simulate_argv(out, *more)],
         env={**os.environ, "PYTHONPATH": pythonpath},
-        preexec_fn=None if limit is None else limited,
+        preexec_fn=limited,
         capture_output=True,
         text=True,
         timeout=300,
     )
 
 
+def _simulate_here(out: Path, *more: str) -> int:
+    """:func:`_simulate_argv`'s ``physode simulate`` with room on the disk, in this process (a
+    subprocess costs an import of torch): its exit status."""
+    from physode.cli import main
+
+    return main(_simulate_argv(out, *more))
+
+
 def test_physode_simulate_with_a_full_disk_keeps_the_data_set_and_no_half_file(tmp_path):
     out = tmp_path / "osc.h5"
-    assert _simulate(out, None).returncode == 0
+    assert _simulate_here(out) == 0
     before = _files(tmp_path)
     size = out.stat().st_size  # each of its 4 chunk files is about a third of it
 
@@ -181,6 +192,6 @@ def test_physode_simulate_with_a_full_disk_keeps_the_data_set_and_no_half_file(t
     assert len(list(chunk.parent.glob("chunk-*.h5"))) == 4
 
     # With room again, --resume finishes it from its chunks.
-    assert _simulate(out, None, "--force", "--seed", "1", "--resume").returncode == 0
+    assert _simulate_here(out, "--force", "--seed", "1", "--resume") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["osc.h5"]
     assert out.read_bytes() != before["osc.h5"]
