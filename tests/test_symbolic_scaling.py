@@ -12,6 +12,7 @@ doubling the chain must about double the work, not quadruple it.
 from __future__ import annotations
 
 import ast
+import functools
 
 import pytest
 import sympy
@@ -256,6 +257,7 @@ def test_the_variants_of_a_kernel_share_one_cse(monkeypatch):
 _LONG = 3000
 
 
+@functools.cache  # three tests read the same 3000 terms; building them takes a second
 def _powers(n: int) -> tuple[str, sympy.Expr]:
     """The text and the expression of ``1*x**1 + 2*x**2 - ... `` with ``n`` terms of either sign."""
     x = sympy.Symbol("x")
