@@ -189,7 +189,7 @@ def add_quick(p: argparse.ArgumentParser, what: str = "few iterations") -> None:
     p.add_argument("--quick", action="store_true", help=f"a short run for smoke tests: {what}")
 
 
-def add_seed(p: argparse.ArgumentParser, what: str = "initialisations") -> None:
+def add_seed(p: argparse.ArgumentParser, what: str = "every random draw of the run") -> None:
     """``--seed S``, in [0, 2**32), default 0."""
     p.add_argument(
         "--seed", type=seed_value, default=0, metavar="S",
@@ -207,7 +207,7 @@ def parser(
     default_out: str | None,
     *,
     quick: str = "few iterations",
-    seed: str | None = "initialisations",
+    seed: str | None = "every random draw of the run",
     old: Sequence[str] = (),
 ) -> argparse.ArgumentParser:
     """The arguments every script that writes results takes: ``--out``, ``--quick``,

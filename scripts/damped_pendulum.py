@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                           batch_size=len(train), **SOLVER)  # fmt: skip
         else:
             config = common
-        result = Trainer(model, train, log=str(out / f"log_{name}.csv"), **config).fit()
+        result = Trainer(model, train, log=str(out / f"log_{name}.csv"), seed=args.seed,
+                         **config).fit()  # fmt: skip
         report = rollout_report(model, test, conservation=False, **SOLVER)
         reports[name] = report
         run = {"test_mse": report.mse, "train_seconds": result.train_seconds,

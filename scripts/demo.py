@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         physics = PhysicsModel(system, MASSES, init=init)
         settings = dict(
             optimizer="lbfgs", lr=1.0, batch_size=64, observe=list(range(9)), gradient="aca",
-            method="dopri5", rtol=1e-7, atol=1e-7, progress="auto",
+            method="dopri5", rtol=1e-7, atol=1e-7, progress="auto", seed=args.seed,
         )  # fmt: skip
         fitted = Trainer(physics, path, epochs=2 if quick else 10, **settings).fit()
         print("\n3b. adding a neural residual: the hybrid trains on from the fitted masses")

@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
     physics = PhysicsModel(system, RATES, init=START)
     result = Trainer(physics, fit_data, epochs=lbfgs_epochs, optimizer="lbfgs", lr=1.0,
-                     log=str(out / "log_physics.csv"), **SOLVER).fit()  # fmt: skip
+                     log=str(out / "log_physics.csv"), seed=args.seed, **SOLVER).fit()  # fmt: skip
     record("physics", physics, result)
 
     hybrid = Hybrid(PhysicsModel(system, RATES, init=result.physical_parameters),
                     residual_network(args.seed, 16, zero=True))  # fmt: skip
     result = Trainer(hybrid, fit_data, epochs=adam_epochs, lr=1e-3, lr_schedule="cosine",
-                     grad_clip=10.0, log=str(out / "log_hybrid.csv"),
+                     grad_clip=10.0, log=str(out / "log_hybrid.csv"), seed=args.seed,
                      progress=False if args.quick else "auto",
                      **SOLVER).fit()  # fmt: skip
     record("hybrid", hybrid, result)
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     neural = residual_network(args.seed, 32, zero=False)
     result = Trainer(neural, fit_data, epochs=neural_epochs, lr=1e-2, lr_schedule="cosine",
                      grad_clip=10.0, window=6, batch_size=16, log=str(out / "log_neural.csv"),
-                     progress=False if args.quick else "auto", **SOLVER).fit()  # fmt: skip
+                     progress=False if args.quick else "auto", seed=args.seed,
+                     **SOLVER).fit()  # fmt: skip
     record("neural", neural, result)
 
     results = {"runs": runs, "fit_years": [int(years[0]), LAST_FIT_YEAR],

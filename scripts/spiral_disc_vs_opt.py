@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         model = make_model(args.seed)
         trainer = Trainer(model, data, epochs=iterations, lr=0.1,
                           progress=False if args.quick else "auto",
-                          log=str(out / f"log_{mode}.csv"), **solver)  # fmt: skip
+                          log=str(out / f"log_{mode}.csv"), seed=args.seed, **solver)  # fmt: skip
         result = trainer.fit()
         extra = {k: v for k, v in solver.items() if k != "gradient"}
         report = rollout_report(model, data, horizon=T_END, t_end=T_EXTRAPOLATE,

@@ -65,7 +65,7 @@ def fit(name: str, settings: dict) -> dict:
     data = Trajectories(t, ys[None], system=system)
     init, seed, out = settings["init"], settings["seed"], Path(settings["out"])
     torch.manual_seed(seed)
-    common = dict(observe=POSITIONS, log=str(out / f"log_{name}.csv"), **SOLVER)
+    common = dict(observe=POSITIONS, log=str(out / f"log_{name}.csv"), seed=seed, **SOLVER)
     if name == "neural":
         model = NeuralODE(18, width=64, depth=2)
         config = dict(epochs=settings["neural_epochs"], window=20, batch_size=16,
