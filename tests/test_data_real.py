@@ -160,3 +160,38 @@ def test_the_series_prints_its_names_shapes_and_years_not_its_values():
         "TimeSeries(state_names=('hare', 'lynx'), t=Tensor(shape=(21,), dtype=float64), "
         "ys=Tensor(shape=(21, 2), dtype=float64), years=1900..1920, time_unit='years')"
     )
+
+
+@pytest.mark.parametrize("cell", ["NA", "N/A", "n/a", "NULL", "null", "None", "#N/A", "<NA>",
+                                  "NaN", "nan", "-nan", ""])  # fmt: skip
+def test_load_csv_reads_the_cells_pandas_reads_as_missing_as_missing(tmp_path, cell):
+    # R writes NA, spreadsheets #N/A, databases NULL: each was refused as an unreadable value.
+    from physode.data import load_csv
+
+    path = tmp_path / "counts.csv"
+    path.write_text(f"t,x,y\n0,1,2\n1,{cell},2.5\n2, {cell} ,3\n")
+    series = load_csv(path)
+    assert series.ys.isnan().nonzero().tolist() == [[1, 0], [2, 0]]  # spaces around one too
+    assert series.ys[1, 1].item() == 2.5 and series.ys[2, 1].item() == 3.0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # pandas reads these in the case written only: other text stays refused.
+        ("t,x\n0,1\n1,na\n", r"line 3: unreadable value 'na' in column 'x' \(need a number, or "
+                             "empty or NA where it is missing"),
+        ("t,x\n0,1\n1,Null\n", "line 3: unreadable value 'Null' in column 'x'"),
+        ("t,x\n0,1\n1,missing\n", "line 3: unreadable value 'missing' in column 'x'"),
+        # A time is never missing.
+        ("t,x\n0,1\nNA,2\n", r"line 3: unreadable value 'NA' in column 't' \(need a finite time"),
+    ],
+)  # fmt: skip
+def test_load_csv_still_refuses_other_text_and_a_missing_time(tmp_path, text, message):
+    import physode
+    from physode.data import load_csv
+
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(physode.DataFormatError, match=message):
+        load_csv(path)

@@ -1,5 +1,5 @@
 """Real data: the Hudson's Bay Company lynx and hare pelts shipped with physode, and a reader for
-measurements of your own in a CSV file (an empty cell is a missing observation)."""
+measurements of your own in a CSV file (an empty cell or ``NA`` is a missing observation)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class TimeSeries:
         Observation times (float64), in ``time_unit`` from the first observation.
     ys : torch.Tensor, shape (P, n)
         Observed values (float64), columns in the order of ``state_names``; ``NaN`` where a
-        value is missing (an empty cell), which training leaves out.
+        value is missing (an empty cell, ``NA``), which training leaves out.
     state_names : tuple of str
     years : numpy.ndarray, shape (P,)
         The time column as the file gives it: calendar years for yearly data.
@@ -92,7 +92,9 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     one column per measured quantity.
 
     The file is UTF-8, with or without a byte-order mark (as spreadsheets save "CSV UTF-8").
-    An empty cell is a missing observation, read as ``NaN`` (as is a cell reading ``nan``):
+    An empty cell is a missing observation, read as ``NaN``, as are the cells that
+    ``pandas.read_csv`` reads as missing by default (:data:`MISSING_CELLS`: ``NA``, ``N/A``,
+    ``NULL``, ``None``, ``#N/A``, ``nan``, ..., in the case written there; ``na`` is refused):
     the trainer leaves it out of its losses (see ``docs/training.md``, "Missing observations
     and irregular sampling"). Lines starting with ``#`` are kept as ``provenance``.
 
@@ -122,12 +124,12 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     --------
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "counts.csv"
-    >>> _ = path.write_text("day,prey,predator\\n0,10,2\\n1,,2.5\\n3,14,3\\n")
+    >>> _ = path.write_text("day,prey,predator\\n0,10,2\\n1,,2.5\\n3,14,NA\\n")
     >>> series = load_csv(path)
     >>> series.state_names, series.t.tolist()
     (('prey', 'predator'), [0.0, 1.0, 3.0])
-    >>> series.ys[:, 0].tolist()
-    [10.0, nan, 14.0]
+    >>> series.ys[:, 0].tolist(), series.ys[:, 1].tolist()
+    ([10.0, nan, 14.0], [2.0, 2.5, nan])
     """
     path = Path(path)
     try:
@@ -274,17 +276,26 @@ def _time(cell: str, source: str, column: str, number: int) -> float:
 _DATE = re.compile(r"\d+([-/.:]\d+)+([ T][\d:.]+)?")
 
 
+# The cells pandas.read_csv reads as missing by default (its na_values; case as written), which R,
+# pandas and spreadsheets write for a missing value. ``nan`` in any case, which float reads, is
+# missing too.
+MISSING_CELLS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)  # fmt: skip
+
+
 def _number(cell: str, source: str, column: str, number: int, missing: bool = True) -> float:
-    """``cell`` (on line ``number``) as a finite float, or ``NaN`` for an empty cell where
-    ``missing``."""
-    if not cell and missing:
+    """``cell`` (on line ``number``) as a finite float, or ``NaN`` for a missing value (an
+    empty cell, ``NA``, one of :data:`MISSING_CELLS`) where ``missing``."""
+    if missing and cell in MISSING_CELLS:
         return math.nan
     try:
         value = float(cell)
     except ValueError:
         value = None
     if value is None or math.isinf(value) or (math.isnan(value) and not missing):
-        what = "a finite time" if not missing else "a number, or empty where it is missing"
+        what = "a finite time" if not missing else "a number, or empty or NA where it is missing"
         raise ValueError(
             f"{source}: line {number}: unreadable value {cell!r} in column {column!r} (need {what})"
         )
