@@ -22,8 +22,20 @@ import torch
 
 from physode._checks import is_int
 from physode._defaults import MAX_STEPS
-from physode._errors import InvalidArgumentError, PhysodeError, SolverError, TrainingError
-from physode._files import json_ready, save_atomically, writable_folder, write_atomically
+from physode._errors import (
+    DataFormatError,
+    InvalidArgumentError,
+    PhysodeError,
+    SolverError,
+    TrainingError,
+)
+from physode._files import (
+    has_hdf5_signature,
+    json_ready,
+    save_atomically,
+    writable_folder,
+    write_atomically,
+)
 from physode._terminal import progress_wanted, stopped, warnings_as_lines
 from physode._threads import torch_threads
 from physode.data.checking import counted
@@ -1071,8 +1083,27 @@ def _data_system(data: Any) -> tuple[Any, int]:
     n_state values was held twice while the model trained)."""
     import physode.data
 
-    with physode.data.load(data) as stored:
+    try:
+        stored = physode.data.load(data)
+    except DataFormatError as exc:
+        if _is_other_file(data):
+            raise DataFormatError(
+                f"{exc}; physode train reads data sets written by physode simulate: to train "
+                "on measurements in a CSV file, read them in Python with "
+                "physode.data.load_csv(path) and pass them to physode.train.Trainer (see "
+                'docs/data.md, "Real data")'
+            ) from None
+        raise
+    with stored:
         return stored.system, stored.states.shape[-1]
+
+
+def _is_other_file(path: Any) -> bool:
+    """Whether ``path`` is a readable file that is not HDF5 (a CSV file, say)."""
+    try:
+        return Path(path).is_file() and not has_hdf5_signature(path)
+    except OSError:
+        return False
 
 
 def _train_and_report(

@@ -1073,6 +1073,21 @@ def test_a_system_with_the_data_sets_states_in_another_order_is_refused(data, tm
     assert not (tmp_path / "run").exists()
 
 
+def test_a_csv_file_is_refused_with_the_way_to_train_on_it_from_python(tmp_path, capsys):
+    # It said only that the file is not an HDF5 file.
+    path = tmp_path / "counts.csv"
+    path.write_text("t,x,y\n0,1,2\n1,2,3\n")
+    assert main(_train(path, "--out", str(tmp_path / "run"))) == 2
+    error = _error(capsys)
+    assert "counts.csv is not an HDF5 file (no HDF5 signature at its start); physode " in error
+    hint = "physode.data.load_csv(path) and pass them to physode.train.Trainer (see docs/data.md"
+    assert hint in error and error.endswith('"Real data")\n')
+    assert not (tmp_path / "run").exists()
+    # A missing file is refused as before, without the hint.
+    assert main(_train(tmp_path / "missing.csv")) == 2
+    assert "missing.csv: no such file\n" in _error(capsys)
+
+
 @pytest.mark.parametrize(
     "table, key, name",
     [("", "data", "osc.h5"), ("[model]", "system", "mine.toml"),
