@@ -195,3 +195,69 @@ def test_load_csv_still_refuses_other_text_and_a_missing_time(tmp_path, text, me
     path.write_text(text)
     with pytest.raises(physode.DataFormatError, match=message):
         load_csv(path)
+
+
+def _lotka_volterra_csv(tmp_path, header: str) -> tuple[Path, torch.Tensor]:
+    """Lotka-Volterra states (x, y) at t = 0, 0.25, ..., 3, written with the columns in the
+    order ``header`` names them (``t,y,x``: y first); returns the file and the states (P, 2)."""
+    import physode
+
+    system = physode.systems.load("lotka_volterra")
+    t = torch.linspace(0, 3, 13, dtype=torch.float64)
+    y0 = torch.tensor([0.4425, 4.628], dtype=torch.float64)
+    ys = physode.odeint(system.vector_field(), y0, t, rtol=1e-10, atol=1e-12)
+    columns = {"x": ys[:, 0], "y": ys[:, 1]}
+    names = header.split(",")[1:]
+    lines = [header] + [
+        ",".join([f"{float(t[j])!r}"] + [f"{float(columns[n][j])!r}" for n in names])
+        for j in range(len(t))
+    ]
+    path = tmp_path / "counts.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path, ys
+
+
+def test_a_series_trains_with_its_columns_matched_to_the_models_states_by_name(tmp_path):
+    # A file t,y,x met a model of states (x, y): wrapped as Trajectories(series.t, series.ys),
+    # the states trained swapped without a word, and a TimeSeries itself was refused.
+    import physode
+    from physode.data import load_csv
+    from physode.models import PhysicsModel
+    from physode.train import Trainer, rollout_report
+
+    path, ys = _lotka_volterra_csv(tmp_path, "t,y,x")
+    series = load_csv(path)
+    assert series.state_names == ("y", "x")
+    model = PhysicsModel(physode.systems.load("lotka_volterra"), ["alpha"])
+    trainer = Trainer(model, series, epochs=1, window=4)
+    assert trainer.train_data.state_names == ("x", "y")
+    torch.testing.assert_close(trainer.train_data.states[0], ys)
+    # At the true parameters the model follows the data, as it would not with y taken for x.
+    assert rollout_report(model, series, conservation=False).mse < 1e-10
+    assert trainer.fit().history[-1]["loss"] < 1e-10
+    # The columns in the system's order, and wrapped without names (by position), alike.
+    path, _ = _lotka_volterra_csv(tmp_path, "t,x,y")
+    for data in (load_csv(path), physode.train.Trajectories(series.t, load_csv(path).ys)):
+        torch.testing.assert_close(Trainer(model, data, epochs=1).train_data.states[0], ys)
+
+
+def test_a_series_whose_names_are_not_the_models_states_is_refused_naming_both():
+    import physode
+    from physode.models import PhysicsModel
+    from physode.train import Trainer, Trajectories, rollout_report
+
+    pelts = load_lynx_hare()
+    model = PhysicsModel(physode.systems.load("lotka_volterra"), ["alpha"])
+    message = (r"the training data name their states \['hare', 'lynx'\], the model's system "
+               r"'lotka_volterra' has the states \['x', 'y'\] \('hare', 'lynx' not among them, "
+               r"'x', 'y' not in the data\).*Trajectories\(series.t, series.ys\)")  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(model, pelts, epochs=1)
+    with pytest.raises(physode.InvalidArgumentError, match="the held-out data name their"):
+        rollout_report(model, pelts)
+    # Without names the columns are taken in their order (hare the prey x), as documented.
+    trainer = Trainer(model, Trajectories(pelts.t, pelts.ys), epochs=1)
+    torch.testing.assert_close(trainer.train_data.states[0], pelts.ys)
+    # A neural ODE has no system to match: the series trains in its columns' order.
+    neural = physode.models.NeuralODE(2, width=4, depth=1)
+    torch.testing.assert_close(Trainer(neural, pelts, epochs=1).train_data.states[0], pelts.ys)

@@ -1935,6 +1935,51 @@ def test_trajectories_take_their_system_by_catalogue_name_as_a_physics_model_doe
         Trajectories(t, ys.transpose(0, 1), system=42)
 
 
+def test_trajectories_with_a_system_of_another_state_size_are_refused_where_they_are_made():
+    # Three columns for the two states of Lotka-Volterra were accepted here and refused only
+    # later, by training or evaluate.
+    message = (r"bad trajectories: the states have 3 components, the system 'lotka_volterra' "
+               r"has 2 states \['x', 'y'\]; give states of shape \(N, P, 2\)")  # fmt: skip
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trajectories(torch.linspace(0, 1, 5), torch.zeros(5, 3), system="lotka_volterra")
+    with pytest.raises(physode.InvalidArgumentError, match="the states have 1 components"):
+        Trajectories.from_irregular([([0.0, 1.0], [[1.0], [2.0]])], system="lotka_volterra")
+
+
+def test_trajectories_put_named_states_in_their_systems_order_and_refuse_other_names():
+    t, ys = torch.arange(3.0), torch.tensor([[[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]])
+    data = Trajectories(t, ys, system="lotka_volterra", state_names=["y", "x"])
+    assert data.state_names == ("x", "y")
+    torch.testing.assert_close(data.states, ys.flip(-1))
+    # Cut or moved, they keep their names and order.
+    assert data.subset([0]).state_names == data.until(1.0).state_names == ("x", "y")
+    torch.testing.assert_close(data.to(torch.float64).states, ys.flip(-1).double())
+    assert "state_names=('x', 'y')" in repr(data)
+    unnamed = Trajectories(t, ys, state_names=("b", "a"))
+    assert unnamed.state_names == ("b", "a") and torch.equal(unnamed.states, ys)
+    with pytest.raises(physode.InvalidArgumentError, match=r"\['y', 'z'\], the system "
+                       r"'lotka_volterra' has the states \['x', 'y'\] \('z' not among them, "
+                       r"'x' not in the data\)"):  # fmt: skip
+        Trajectories(t, ys, system="lotka_volterra", state_names=("y", "z"))
+    bad = [("x",), ("x", "x"), "xy", ("x", 1)]
+    messages = ["must be 2 strings", "name one component twice", "must be a sequence of 2",
+                "must be 2 strings"]  # fmt: skip
+    for names, message in zip(bad, messages, strict=True):
+        with pytest.raises(physode.InvalidArgumentError, match=message):
+            Trajectories(t, ys, state_names=names)
+
+
+def test_named_data_without_a_system_are_put_in_the_models_order_for_training_and_rollouts():
+    t, ys = map(torch.as_tensor, _oscillator(2, 11, 2.0))  # [q, p]
+    data = Trajectories(t, ys.flip(-1), state_names=["p", "q"])
+    model = PhysicsModel(physode.systems.load("harmonic_oscillator"), ["k"])
+    trainer = Trainer(model, data, val_data=data, epochs=1, window=4)
+    for held in (trainer.train_data, trainer.val_data, trainer.held_out_data(data)):
+        assert held.state_names == ("q", "p")
+        torch.testing.assert_close(held.states, ys)
+    assert rollout_report(model, data, conservation=False).mse < 1e-10
+
+
 def test_a_physics_term_of_another_system_takes_the_parameters_it_shares_by_name(tmp_path):
     # Data of a damped oscillator with stored m, k, c; the physics is an undamped spring (k, m
     # in another order), as in an APHYNITY hybrid: it takes m and k from the data by name.

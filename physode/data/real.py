@@ -109,7 +109,9 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     TimeSeries
         ``t`` counts from the first time (``years`` keeps the column as given); ``ys`` holds
         the other columns, ``state_names`` their headers. For training:
-        ``Trajectories(series.t, series.ys)``.
+        ``Trainer(model, series)``, its states matched by name to those of the model's system
+        (see :class:`physode.train.Trajectories`), or ``Trajectories(series.t, series.ys)``,
+        taken in the order of the columns.
 
     Raises
     ------

@@ -44,7 +44,15 @@ class Trajectories:
     system : physode.System, str or path, optional
         The system that generated them (for ground truth beyond the horizon and conservation):
         a system, a catalogue name or a specification file, loaded as
-        :func:`physode.systems.load` loads it.
+        :func:`physode.systems.load` loads it. Its state size must be ``n``.
+    state_names : sequence of str, optional
+        The name of each state component, in the order of the last axis of ``states`` (a
+        :class:`physode.data.TimeSeries`, the columns of a CSV file, gives its own). Named
+        states are matched to a system's by name: to ``system``, and to the model's system in
+        training and evaluation where the data have no system of their own. The same names
+        in another order are put in the system's order (``states`` and ``state_names`` then
+        follow it); other names are refused. Without names the states are taken in the order
+        given.
 
     Raises
     ------
@@ -52,7 +60,9 @@ class Trajectories:
         For badly shaped or typed arrays, times that are not finite or not increasing, infinite
         states, a trajectory whose first observed state is incomplete (or that has no
         observation at all), a state component observed nowhere, ``params`` that are not one
-        row of real numbers per trajectory, or a ``system`` that is not one.
+        row of real numbers per trajectory, a ``system`` that is not one or whose state size is
+        not ``n``, ``state_names`` that are not ``n`` distinct strings, or names that are not
+        ``system``'s.
 
     Examples
     --------
@@ -63,15 +73,26 @@ class Trajectories:
     >>> states[1, 4:6] = float("nan")          # trajectory 1 missed two samples
     >>> Trajectories(torch.linspace(0, 1, 11), states).complete
     False
+
+    Columns named ``(y, x)`` meet the Lotka-Volterra system, whose states are ``(x, y)``:
+
+    >>> data = Trajectories([0.0, 1.0], [[1.0, 2.0], [1.5, 2.5]], system="lotka_volterra",
+    ...                     state_names=["y", "x"])
+    >>> data.state_names, data.states[0, 0].tolist()
+    (('x', 'y'), [2.0, 1.0])
     """
 
     t: torch.Tensor
     states: torch.Tensor
     params: torch.Tensor | None = None
     system: Any = None
+    state_names: Sequence[str] | None = None
 
     def __repr__(self) -> str:
-        return short_repr(self, "t", "states", "params", ("system", name_text), "complete")
+        named = () if self.state_names is None else ("state_names",)
+        return short_repr(
+            self, "t", "states", "params", ("system", name_text), *named, "complete"
+        )
 
     def __post_init__(self) -> None:
         t = _as_tensor("t", self.t)
@@ -112,14 +133,36 @@ class Trajectories:
         params = None if self.params is None else _as_tensor("params", self.params, False)
         if not problems and params is not None:
             problems += _params_problems(params, states.shape[0])
+        if not problems and self.state_names is not None:
+            problems += _names_problems(self.state_names, states.shape[2])
         if problems:
             raise InvalidArgumentError("bad trajectories: " + "; ".join(problems))
+        if self.state_names is not None:
+            self.state_names = tuple(self.state_names)
+        self.system = _as_system(self.system)
+        if self.system is not None:
+            states = self._in_system_order(states)
         # On the states' device, as the params: a rollout solves from the states at these times.
         self.t = t.to(states.device, states.dtype)
         self.states = states
         if params is not None:
             self.params = params.to(device=states.device, dtype=states.dtype)
-        self.system = _as_system(self.system)
+
+    def _in_system_order(self, states: torch.Tensor) -> torch.Tensor:
+        """``states`` checked against the state size of ``system`` and, where the data name
+        their states, put in its order (``state_names`` with them)."""
+        ours = tuple(self.system.state_names)
+        if states.shape[2] != len(ours):
+            raise InvalidArgumentError(
+                f"bad trajectories: the states have {states.shape[2]} components, the system "
+                f"{self.system.name!r} has {len(ours)} states {list(ours)}; give states of "
+                f"shape (N, P, {len(ours)}) in that order, or the system they come from"
+            )
+        if self.state_names is None:
+            return states
+        order = state_order(tuple(self.state_names), self.system, "the data")
+        self.state_names = ours
+        return states if order is None else states[..., order]
 
     @classmethod
     def from_irregular(
@@ -278,18 +321,24 @@ class Trajectories:
         """The trajectories at ``index`` (same grid, system and parameters)."""
         index = torch.as_tensor(index, dtype=torch.long)
         params = None if self.params is None else self.params[index]
-        return Trajectories(self.t, self.states[index], params, self.system)
+        return Trajectories(self.t, self.states[index], params, self.system, self.state_names)
 
     def until(self, t_end: float) -> Trajectories:
         """The same trajectories cut to the times ``t <= t_end``."""
         keep = self.t <= t_end
-        return Trajectories(self.t[keep], self.states[:, keep], self.params, self.system)
+        return Trajectories(
+            self.t[keep], self.states[:, keep], self.params, self.system, self.state_names
+        )
 
     def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> Trajectories:
         """The same trajectories in another floating-point dtype, and on ``device`` if given."""
         params = None if self.params is None else self.params.to(device, dtype)
         return Trajectories(
-            self.t.to(device, dtype), self.states.to(device, dtype), params, self.system
+            self.t.to(device, dtype),
+            self.states.to(device, dtype),
+            params,
+            self.system,
+            self.state_names,
         )
 
 
@@ -352,6 +401,81 @@ def _as_system(system: Any) -> Any:
         f"system must be a physode.System, a catalogue name or the path of a specification "
         f"file, got {type(system).__name__}; e.g. system=physode.systems.load('pendulum')"
     )
+
+
+def _names_problems(names: Any, n: int) -> list[str]:
+    """What makes ``names`` unfit to name ``n`` state components: not a sequence of ``n``
+    distinct strings."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        return [f"state_names must be a sequence of {n} strings, got {names!r:.80}"]
+    if len(names) != n or not all(isinstance(name, str) for name in names):
+        return [f"state_names must be {n} strings, one per state component, got {list(names)}"]
+    if len(set(names)) != n:
+        return [f"state_names {list(names)} name one component twice; give each its own name"]
+    return []
+
+
+def state_order(
+    names: tuple[str, ...], system: Any, whose: str, its: str = "the system"
+) -> list[int] | None:
+    """The indices that put states named ``names`` in ``system``'s order (``None``: they are
+    in it). ``whose`` and ``its`` say whose names and which system, in the message.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        Where ``names`` are not ``system``'s state names, naming both lists.
+
+    Examples
+    --------
+    >>> import physode
+    >>> state_order(("y", "x"), physode.systems.load("lotka_volterra"), "the data")
+    [1, 0]
+    """
+    ours = tuple(system.state_names)
+    if names == ours:
+        return None
+    if sorted(names) != sorted(ours):
+        unknown = [name for name in names if name not in ours]
+        absent = [name for name in ours if name not in names]
+        raise InvalidArgumentError(
+            f"{whose} name their states {list(names)}, {its} {system.name!r} has the "
+            f"states {list(ours)} ({_listed(unknown)} not among them, {_listed(absent)} not in "
+            "the data): named states are matched by name; rename them to the system's (the "
+            "header of a CSV file), or leave the names out to take the states in the order "
+            "given, Trajectories(series.t, series.ys)"
+        )
+    return [names.index(name) for name in ours]
+
+
+def _listed(names: list[str]) -> str:
+    return "none" if not names else ", ".join(map(repr, names))
+
+
+def model_system(model: Any) -> Any:
+    """The system of a physics model, or of a hybrid's physics part; ``None`` for others."""
+    return getattr(model, "system", None) or getattr(
+        getattr(model, "physics", None), "system", None
+    )
+
+
+def in_model_order(data: Trajectories, model: Any, role: str) -> Trajectories:
+    """``data`` with their named states in the order of ``model``'s system, where the data
+    name their states and have no system of their own (their own system set their order).
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        Where the data's state names are not the model's system's.
+    """
+    system = model_system(model)
+    if data.state_names is None or data.system is not None or system is None:
+        return data
+    order = state_order(data.state_names, system, f"the {role} data", "the model's system")
+    if order is None:
+        return data
+    names = tuple(system.state_names)
+    return Trajectories(data.t, data.states[..., order], data.params, None, names)
 
 
 def _first_observed(seen: torch.Tensor) -> torch.Tensor:
@@ -520,12 +644,15 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
 
     Parameters
     ----------
-    source : Trajectories, str, Path, TrajectoryFile, TrajectoryDataset, or tuple (t, ys)
-        An HDF5 data set written by ``physode simulate`` (a path, read with
+    source : Trajectories, str, Path, TrajectoryFile, TrajectoryDataset, TimeSeries, or tuple
+        A :class:`physode.data.TimeSeries` (``load_csv``, ``load_lynx_hare``: one trajectory,
+        its states named by its ``state_names``); an HDF5 data set written by
+        ``physode simulate`` (a path, read with
         ``physode.data.load``, or the data set ``physode.data.load`` opened, taken as its path;
         trajectories flagged for a failed solve, drift or values stored as inf are left out), a
         ``TrajectoryDataset`` (its trajectories, clean or noisy as it says; the trainer cuts the
-        windows), or tensors, NumPy arrays or lists: ``t`` of shape ``(P,)`` and ``ys`` of shape
+        windows), or a tuple of tensors, NumPy arrays or lists: ``t`` of shape ``(P,)`` and
+        ``ys`` of shape
         ``(N, P, n)`` or ``(P, n)``, as for :class:`Trajectories`.
     split : str, optional
         For an HDF5 path: the stored split to read (``"train"``, ``"val"``, ``"test"``); ``None``
@@ -560,6 +687,9 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         return Trajectories(t, ys)
     import physode.data
 
+    if isinstance(source, physode.data.TimeSeries):
+        return Trajectories(source.t, source.ys, state_names=source.state_names)
+
     source = stored_path(source)
     if isinstance(source, str | os.PathLike):
         stored = physode.data.load(source)
@@ -575,7 +705,8 @@ def as_trajectories(source: Any, split: str | None = None, noisy: bool = False) 
         )
     raise InvalidArgumentError(
         f"cannot read trajectories from a {type(source).__name__}; pass a path to an HDF5 data "
-        "set, a physode.data.TrajectoryDataset, physode.train.Trajectories, or tensors (t, ys)"
+        "set, a physode.data.TrajectoryDataset, a physode.data.TimeSeries, "
+        "physode.train.Trajectories, or tensors (t, ys)"
     )
 
 

@@ -30,7 +30,7 @@ from physode.train.config import (
     max_step_of_fixed_step_method,
     step_size_of_adaptive_method,
 )
-from physode.train.data import Trajectories, as_trajectories, uniform_grid
+from physode.train.data import Trajectories, as_trajectories, in_model_order, uniform_grid
 
 # A rollout's rtol unless given: raised to the resolution of the data's dtype where coarser
 # (float32: 1.19e-7), so that the default solves as asked, without a warning.
@@ -426,7 +426,8 @@ def rollout_report(
         Held-out ground truth, of the kinds ``Trainer.evaluate``'s ``test_data`` takes: an HDF5
         data set's path (or the data set ``physode.data.load`` opened) is read as its stored
         ``"test"`` split (flagged trajectories left out), a ``TrajectoryDataset`` as its own
-        split. Where it misses values (``NaN``), each
+        split; named states without a system (a ``TimeSeries``) are put in the order of the
+        model's system, as the trainer puts them. Where it misses values (``NaN``), each
         trajectory is rolled out from its first observed time (its prediction is ``NaN`` before
         it) and the errors are taken over the observed values (see :class:`RolloutReport`).
     horizon : float, optional
@@ -537,7 +538,7 @@ def rollout_report(
         raise InvalidArgumentError(step_size_of_adaptive_method(method, step_size))
     if method in FIXED_STEP_METHODS and max_step is not None:
         raise InvalidArgumentError(max_step_of_fixed_step_method(method, max_step))
-    data = as_trajectories(data, split="test")
+    data = in_model_order(as_trajectories(data, split="test"), model, "held-out")
     if rtol is None:
         rtol = attainable_rtol(ROLLOUT_RTOL, data.states)
     system = system if system is not None else data.system

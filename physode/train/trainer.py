@@ -72,6 +72,8 @@ from physode.train.data import (
     _split_off,
     as_trajectories,
     batches_on,
+    in_model_order,
+    model_system,
     stored_path,
     uniform_grid,
     windows_of,
@@ -230,9 +232,12 @@ class Trainer:
         ``f(t, y)``; a :class:`~physode.models.Hybrid` with APHYNITY adds its penalty and raises
         its ``λ`` after each batch or epoch (``regularised_loss``, ``update_after_batch``,
         ``update_after_epoch``).
-    data : path, TrajectoryFile, TrajectoryDataset, Trajectories or tuple (t, ys)
+    data : path, TrajectoryFile, TrajectoryDataset, Trajectories, TimeSeries or tuple (t, ys)
         Training data. A path to an HDF5 data set (or the data set ``physode.data.load``
         opened) uses its stored ``"train"`` split for training and ``"val"`` for validation.
+        Data that name their states (a :class:`physode.data.TimeSeries`, ``Trajectories(...,
+        state_names=...)``) without a system of their own are put in the order of the model's
+        system, and refused where the names are not its states.
     config : TrainConfig, optional
         Settings; keyword arguments override single fields (``Trainer(m, d, epochs=5)``).
     val_data : same kinds as ``data``, optional
@@ -362,6 +367,9 @@ class Trainer:
         self.config = config
         self._data_description: dict[str, str] | None = None  # see _data_described
         train, val = self._read_data(data, val_data)
+        # Named states (a TimeSeries's columns) in the order of the model's system.
+        train = in_model_order(train, model, "training")
+        val = None if val is None else in_model_order(val, model, "validation")
         dtype = _dtype(config.dtype, train)
         self.device = _device(config.device, model)
         self.train_data = train.to(dtype, self.device)
@@ -1636,7 +1644,8 @@ class Trainer:
     def _held_out(self, test_data: Any) -> tuple[Trajectories | None, bool]:
         """:meth:`held_out_data`, and whether those are the validation trajectories."""
         if test_data is not None:
-            return as_trajectories(test_data, split="test"), False
+            test = as_trajectories(test_data, split="test")
+            return in_model_order(test, self.model, "test"), False
         if self._stored is not None:
             held_out = _optional_split(self._stored, "test")
             if held_out is not None:
@@ -1888,9 +1897,7 @@ def _state_order_problems(model: nn.Module, data: Trajectories, role: str) -> li
     """A model whose system names the data's states in another order (data ``[x, v]``, model
     ``[v, x]``): it would fit each state to another one's values. Systems that name their
     states differently are left alone (Lagrangian data, a Hamiltonian model, say)."""
-    system = getattr(model, "system", None) or getattr(
-        getattr(model, "physics", None), "system", None
-    )
+    system = model_system(model)
     ours = list(getattr(system, "state_names", None) or [])
     theirs = list(getattr(data.system, "state_names", None) or [])
     if ours == theirs or sorted(ours) != sorted(theirs):
