@@ -65,7 +65,8 @@ def path(name: str) -> Traversable:
     Raises
     ------
     physode.InvalidArgumentError
-        When ``name`` is not in the catalogue (the message lists the valid names).
+        When ``name`` is not in the catalogue (the message lists the valid names), or is not a
+        string.
 
     Examples
     --------
@@ -74,14 +75,18 @@ def path(name: str) -> Traversable:
     'kepler.toml'
     """
     valid = names()
+    if not isinstance(name, str):
+        raise InvalidArgumentError(
+            f"name must be a catalogue name (a str), got {type(name).__name__} {name!r}; "
+            f"valid names: {', '.join(valid)} (physode.systems.load reads your own file by path)"
+        )
     if name not in valid:
-        if isinstance(name, str):
-            _refuse_a_data_file(Path(name), name)
+        _refuse_a_data_file(Path(name), name)
         # A file of that name here is surely what was meant: a path needs its suffix.
         own = Path(f"{name}{SUFFIX}")
         if own.is_file():
             hint = f"; did you mean your file {own}? Pass it with its suffix"
-        elif isinstance(name, str) and Path(name).is_file():
+        elif Path(name).is_file():
             hint = (
                 f"; {name!r} is a file here, but not a specification file ending in {SUFFIX} "
                 f"(a specification file under another name is read given as a path: "
