@@ -1111,6 +1111,24 @@ def test_parameters_of_another_number_of_rows_are_refused_with_the_shapes_taken(
     )
 
 
+@pytest.mark.parametrize("p, message", [
+    ({"mu": 2.0}, "p is a dict; kepler needs a tensor or a list of numbers (..., 1)"),
+    (["2.0"], "p=['2.0'] is not a tensor or a list of real numbers; kepler needs (..., 1)"),
+    ([True], "p=[True] is not a tensor or a list of real numbers"),
+    (torch.tensor([True]), "p has dtype torch.bool; the parameters ['mu'] of kepler are real"),
+    (torch.tensor([2.0 + 1.0j]), "p has dtype torch.complex64; the parameters ['mu'] of kepler"),
+])
+def test_sampling_refuses_parameters_that_are_not_real_numbers_as_rhs_does(p, message):
+    # A dict gave torch's "must be real number, not dict" and a string "too many dimensions
+    # 'str'"; True drew orbits of mu = 1 and 2 + 1j orbits of mu = 2 without a word.
+    kepler = physode.systems.load("kepler")
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)):
+        kepler.sample_initial_states(3, p=p)
+    expected = kepler.sample_initial_states(3, seed=1, p=torch.tensor([2.0], dtype=torch.float64))
+    for numbers in ([2.0], (2,), [[2.0]], torch.tensor([2.0])):
+        assert torch.equal(kepler.sample_initial_states(3, seed=1, p=numbers), expected)
+
+
 def test_the_catalogues_orbital_systems_refuse_a_negative_mu_or_g():
     kepler = physode.systems.load("kepler")
     with pytest.raises(physode.InvalidArgumentError, match="got mu = -1"):

@@ -419,6 +419,23 @@ class System:
             )
         return torch.as_tensor(values, dtype=y.dtype, device=y.device)
 
+    def _real_parameters(self, p, like: torch.Tensor) -> torch.Tensor:
+        """``p`` as a tensor of real numbers (numbers given as a list, tuple or NumPy array take
+        ``like``'s dtype and device); refuse anything else, naming it."""
+        if isinstance(p, list | tuple | np.ndarray):
+            p = self._numbers_as_tensor(p, like)
+        if not isinstance(p, torch.Tensor):
+            raise InvalidArgumentError(
+                f"p is a {type(p).__name__}; {self.name} needs a tensor or a list of numbers "
+                f"(..., {self.n_params}) with parameters {list(self.parameters)}"
+            )
+        if p.is_complex() or p.dtype == torch.bool:
+            raise InvalidArgumentError(
+                f"p has dtype {p.dtype}; the parameters {list(self.parameters)} of {self.name} "
+                "are real numbers, e.g. system.default_parameters()"
+            )
+        return p
+
     def _inputs(self, y: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(y, torch.Tensor):
             raise InvalidArgumentError(f"y must be a torch.Tensor, got {type(y).__name__}")
@@ -436,22 +453,11 @@ class System:
             )
         if p is None:
             return y, self.default_parameters(y)
-        if isinstance(p, list | tuple | np.ndarray):
-            p = self._numbers_as_tensor(p, y)
-        if not isinstance(p, torch.Tensor) or p.shape[-1:] != (self.n_params,):
-            given = (
-                f"p has shape {tuple(p.shape)}"
-                if isinstance(p, torch.Tensor)
-                else f"p is a {type(p).__name__}"
-            )
+        p = self._real_parameters(p, y)
+        if p.shape[-1:] != (self.n_params,):
             raise InvalidArgumentError(
-                f"{given}; {self.name} needs a tensor or a list of numbers (..., {self.n_params}) "
-                f"with parameters {list(self.parameters)}"
-            )
-        if p.is_complex() or p.dtype == torch.bool:
-            raise InvalidArgumentError(
-                f"p has dtype {p.dtype}; the parameters {list(self.parameters)} of {self.name} "
-                "are real numbers, e.g. system.default_parameters()"
+                f"p has shape {tuple(p.shape)}; {self.name} needs a tensor or a list of numbers "
+                f"(..., {self.n_params}) with parameters {list(self.parameters)}"
             )
         try:
             if p.dim() > 1 and p.shape[:-1] != y.shape[:-1]:
@@ -808,7 +814,7 @@ class System:
         if p is None:
             p = self.default_parameters().expand(n, self.n_params)
         else:
-            p = torch.as_tensor(p, dtype=torch.float64)
+            p = self._real_parameters(p, torch.empty(0, dtype=torch.float64)).double()
             if p.shape not in ((self.n_params,), (1, self.n_params), (n, self.n_params)):
                 raise InvalidArgumentError(
                     f"p has shape {tuple(p.shape)}; give ({self.n_params},) or "
