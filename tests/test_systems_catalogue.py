@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,6 +211,110 @@ def test_lotka_volterra_and_spiral_use_the_papers_values():
     assert spiral.initial_state().tolist() == [2.0, 0.0]
 
 
+def _gravity(r: torch.Tensor, m: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Newton's accelerations sum_j g m_j (r_j - r_i) / |r_j - r_i|**3 of bodies r (n, 3, d)."""
+    d = r[:, None, :, :] - r[:, :, None, :]  # d[:, i, j] = r_j - r_i
+    dist = d.norm(dim=-1) + torch.eye(3, dtype=F64)  # the diagonal's d is 0 anyway
+    return (g[:, None, None, None] * m[:, None, :, None] * d / dist[..., None] ** 3).sum(2)
+
+
+def _by_hand(name: str, t: torch.Tensor, y: torch.Tensor, p: dict) -> torch.Tensor:
+    """Each catalogue system's dy/dt written out from its textbook form, not from its file."""
+    c = y.unbind(-1)
+    if name == "harmonic_oscillator":
+        return torch.stack([c[1] / p["m"], -p["k"] * c[0]], -1)
+    if name == "damped_oscillator":  # m x'' = -k x - c x'
+        return torch.stack([c[1], -(p["k"] * c[0] + p["c"] * c[1]) / p["m"]], -1)
+    if name == "pendulum":
+        return torch.stack([c[1], -p["g"] / p["l"] * torch.sin(c[0])], -1)
+    if name == "damped_pendulum":  # APHYNITY: theta'' = -omega0**2 sin(theta) - alpha theta'
+        return torch.stack([c[1], -p["omega0"] ** 2 * torch.sin(c[0]) - p["alpha"] * c[1]], -1)
+    if name == "double_pendulum":  # M (theta1'', theta2'') = F from Euler-Lagrange
+        m1, m2, l1, l2, g = (p[k] for k in ("m1", "m2", "l1", "l2", "g"))
+        cos, sin = torch.cos(c[0] - c[1]), torch.sin(c[0] - c[1])
+        mass = torch.stack([
+            torch.stack([(m1 + m2) * l1**2, m2 * l1 * l2 * cos], -1),
+            torch.stack([m2 * l1 * l2 * cos, m2 * l2**2 + 0 * cos], -1)], -2)  # fmt: skip
+        force = torch.stack([
+            -m2 * l1 * l2 * sin * c[3] ** 2 - (m1 + m2) * g * l1 * torch.sin(c[0]),
+            m2 * l1 * l2 * sin * c[2] ** 2 - m2 * g * l2 * torch.sin(c[1])], -1)  # fmt: skip
+        return torch.cat([y[:, 2:], torch.linalg.solve(mass, force)], -1)
+    if name == "duffing":  # x'' + delta x' + alpha x + beta x**3 = gamma cos(omega t)
+        forcing = p["gamma"] * torch.cos(p["omega"] * t)
+        v_dot = forcing - p["delta"] * c[1] - p["alpha"] * c[0] - p["beta"] * c[0] ** 3
+        return torch.stack([c[1], v_dot], -1)
+    if name == "van_der_pol":
+        return torch.stack([c[1], p["mu"] * (1 - c[0] ** 2) * c[1] - c[0]], -1)
+    if name == "kepler":
+        r3 = torch.hypot(c[0], c[1]) ** 3
+        return torch.stack([c[2], c[3], -p["mu"] * c[0] / r3, -p["mu"] * c[1] / r3], -1)
+    if name == "three_body":
+        m = torch.stack([p["m1"], p["m2"], p["m3"]], -1)
+        return torch.cat([y[:, 6:], _gravity(y[:, :6].reshape(-1, 3, 2), m, p["G"]).flatten(1)], -1)
+    if name == "three_body_aca":  # dr/dt = K2 v, dv/dt = K1 sum_j m_j (r_j - r_i)/|r_j - r_i|**3
+        m = torch.stack([p["m1"], p["m2"], p["m3"]], -1)
+        acc = _gravity(y[:, :9].reshape(-1, 3, 3), m, p["K1"]).flatten(1)
+        return torch.cat([p["K2"][:, None] * y[:, 9:], acc], -1)
+    if name == "lotka_volterra":
+        x, z = c
+        prey = p["alpha"] * x - p["beta"] * x * z
+        return torch.stack([prey, p["gamma"] * x * z - p["delta"] * z], -1)
+    if name == "fitzhugh_nagumo":
+        v, w = c
+        return torch.stack([v - v**3 / 3 - w + p["I"], (v + p["a"] - p["b"] * w) / p["tau"]], -1)
+    if name == "spiral":  # Chen et al.'s demo: dy/dt = torch.mm(y**3, A), y a row
+        a = torch.stack([p["a11"], p["a12"], p["a21"], p["a22"]], -1).reshape(-1, 2, 2)
+        return (y[:, None, :] ** 3 @ a)[:, 0]
+    raise AssertionError(f"no hand-written equations for {name}")
+
+
+@pytest.mark.parametrize("name", physode.systems.names())
+def test_equations_match_the_textbook_forms_at_sampled_states_and_parameters(name):
+    system = physode.systems.load(name)
+    p = system.sample_parameters(64, seed=5)
+    y = system.sample_initial_states(64, seed=5, p=p)
+    t = torch.linspace(0.0, 7.0, 64, dtype=F64)
+    expected = _by_hand(name, t, y, dict(zip(system.parameters, p.unbind(-1), strict=True)))
+    torch.testing.assert_close(system.rhs(t, y, p), expected, rtol=1e-12, atol=1e-12)
+
+
+def _energy_by_hand(name: str, y: torch.Tensor, p: dict) -> torch.Tensor | None:
+    c = y.unbind(-1)
+    if name == "harmonic_oscillator":
+        return c[1] ** 2 / (2 * p["m"]) + p["k"] * c[0] ** 2 / 2
+    if name == "pendulum":
+        return p["m"] * p["l"] ** 2 * c[1] ** 2 / 2 - p["m"] * p["g"] * p["l"] * torch.cos(c[0])
+    if name == "double_pendulum":
+        m1, m2, l1, l2, g = (p[k] for k in ("m1", "m2", "l1", "l2", "g"))
+        kinetic = (m1 + m2) * l1**2 * c[2] ** 2 / 2 + m2 * l2**2 * c[3] ** 2 / 2
+        kinetic = kinetic + m2 * l1 * l2 * c[2] * c[3] * torch.cos(c[0] - c[1])
+        return kinetic - (m1 + m2) * g * l1 * torch.cos(c[0]) - m2 * g * l2 * torch.cos(c[1])
+    if name == "kepler":
+        return (c[2] ** 2 + c[3] ** 2) / 2 - p["mu"] / torch.hypot(c[0], c[1])
+    if name in ("three_body", "three_body_aca"):
+        dim = 2 if name == "three_body" else 3
+        r, v = y[:, : 3 * dim].reshape(-1, 3, dim), y[:, 3 * dim :].reshape(-1, 3, dim)
+        m = torch.stack([p["m1"], p["m2"], p["m3"]], -1)
+        big_g, scale = (p["G"], 1.0) if name == "three_body" else (p["K1"], p["K2"])
+        kinetic = scale * (m * (v**2).sum(-1)).sum(-1) / 2
+        pairs = [(0, 1), (0, 2), (1, 2)]
+        potential = sum(m[:, i] * m[:, j] / (r[:, i] - r[:, j]).norm(dim=-1) for i, j in pairs)
+        return kinetic - big_g * potential
+    return None  # damped, driven or first-order: no energy is conserved
+
+
+@pytest.mark.parametrize("name", physode.systems.names())
+def test_energy_is_declared_exactly_where_it_is_conserved_and_is_the_textbook_one(name):
+    system = physode.systems.load(name)
+    p = system.sample_parameters(64, seed=6)
+    y = system.sample_initial_states(64, seed=6, p=p)
+    expected = _energy_by_hand(name, y, dict(zip(system.parameters, p.unbind(-1), strict=True)))
+    assert ("energy" in system.invariant_names) == (expected is not None)
+    if expected is not None:
+        energy = system.invariants(y, p)["energy"]
+        torch.testing.assert_close(energy, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_user_spec_file_loads_by_path(tmp_path):
     spec = tmp_path / "my_decay.toml"
     spec.write_text(
@@ -226,9 +332,6 @@ def test_user_spec_file_loads_by_path(tmp_path):
 
 def test_the_spec_file_shown_in_the_docs_loads_and_runs(tmp_path):
     # docs/systems.md shows one complete file; it must stay a file a reader can copy.
-    import re
-    from pathlib import Path
-
     docs = (Path(__file__).resolve().parent.parent / "docs" / "systems.md").read_text()
     block = re.search(r'```toml\n(name = "driven_pendulum".*?)```', docs, re.S)
     assert block is not None, "docs/systems.md lost its complete specification example"
@@ -249,6 +352,15 @@ def test_clear_cache_empties_the_derivation_cache(tmp_path, monkeypatch):
     assert any(tmp_path.iterdir())
     assert physode.systems.clear_cache() >= 1
     assert physode.systems.clear_cache() == 0
+
+
+@pytest.mark.parametrize("name", [3, None, Path("pendulum")])
+def test_path_refuses_a_name_that_is_not_a_string_naming_it(name):
+    # physode.systems.path(3) raised TypeError: 'int' object is not iterable.
+    message = f"name must be a catalogue name (a str), got {type(name).__name__} {name!r}"
+    with pytest.raises(physode.InvalidArgumentError, match=re.escape(message)) as error:
+        physode.systems.path(name)
+    assert "valid names: damped_oscillator, " in str(error.value)
 
 
 def test_an_unknown_name_suggests_the_closest_system():
