@@ -742,14 +742,17 @@ def check_settings(
                 "the output grid as its step"
             )
         step_size = positive_finite("step_size", step_size)
-        for name, value in (("first_step", first_step), ("max_step", max_step)):
-            if value is not None:
-                # max_step's wording is the trainer's (max_step_of_fixed_step_method).
-                raise InvalidArgumentError(
-                    f"{name}={value!r} is for adaptive methods ({', '.join(ADAPTIVE_METHODS)}); "
-                    f"method={method!r} takes every step of step_size: leave it out"
-                    + (", or pass the step you want as step_size" if name == "max_step" else "")
-                )
+        if first_step is not None:
+            raise InvalidArgumentError(
+                f"first_step={first_step!r} is for adaptive methods "
+                f"({', '.join(ADAPTIVE_METHODS)}); method={method!r} takes every step of "
+                "step_size: leave it out"
+            )
+        if max_step is not None:
+            # The trainer's message, one for both: physode.train imports this module.
+            from physode.train.config import max_step_of_fixed_step_method
+
+            raise InvalidArgumentError(max_step_of_fixed_step_method(method, max_step))
     elif step_size is not None:
         raise InvalidArgumentError(
             f"step_size is for fixed-step methods ({', '.join(FIXED_METHODS)}); method={method!r} "
