@@ -19,6 +19,7 @@ import os
 import shlex
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 from physode._errors import InvalidArgumentError
 from physode._files import has_hdf5_signature
@@ -109,9 +110,19 @@ _WANTED = (
 )
 
 
-def _looks_like_a_path(given: str) -> bool:
-    """Whether ``given`` names a file rather than a catalogue system: it holds a folder
-    separator or ends in ``.toml``, ``.h5`` or ``.hdf5``."""
+def _looks_like_a_path(given: Any) -> bool:
+    """Whether ``given`` names a file rather than a catalogue system: a path-like object, or
+    text that holds a folder separator or ends in ``.toml``, ``.h5`` or ``.hdf5``.
+
+    Examples
+    --------
+    >>> [_looks_like_a_path(given) for given in ("pendulum", "osc.toml", Path("osc"), 3)]
+    [False, True, True, False]
+    """
+    if isinstance(given, os.PathLike):
+        return True
+    if not isinstance(given, str):
+        return False
     separators = {os.sep, os.altsep} - {None}
     return given.endswith((SUFFIX, *_DATA_SUFFIXES)) or any(s in given for s in separators)
 
@@ -218,9 +229,7 @@ def load(name_or_path: str | os.PathLike) -> System:
     >>> sys.parameters
     {'m1': 1.0, 'm2': 1.0, 'm3': 1.0, 'G': 1.0}
     """
-    if isinstance(name_or_path, os.PathLike) or (
-        isinstance(name_or_path, str) and _looks_like_a_path(name_or_path)
-    ):
+    if _looks_like_a_path(name_or_path):
         file = Path(name_or_path)
         if not file.is_file():
             raise InvalidArgumentError(_no_file(file, os.fspath(name_or_path)))

@@ -771,10 +771,7 @@ def _out_is_the_spec(out: str | os.PathLike, system: Any) -> str | None:
     destroy; ``None`` for any other ``out``."""
     from physode.systems import _looks_like_a_path
 
-    read_from_a_file = isinstance(system, os.PathLike) or (
-        isinstance(system, str) and _looks_like_a_path(system)
-    )  # as physode.systems.load tells a file from a catalogue name
-    if not read_from_a_file or not os.path.isfile(out):
+    if not _looks_like_a_path(system) or not os.path.isfile(out):
         return None
     try:
         if not os.path.samefile(out, system):
