@@ -1014,6 +1014,25 @@ def test_a_checkpoint_written_before_max_step_resumes_and_a_changed_max_step_is_
         capped.load_checkpoint(tmp_path / "old.pt")
 
 
+def test_a_checkpoint_written_before_val_batch_size_resumes_and_a_changed_one_is_refused(
+    tmp_path,
+):
+    # Validation losses decide the best epoch, early stopping and the plateau schedule, and a
+    # batch of another size solves them to other rounding: a resume must keep it.
+    t, ys = spiral_data(n=6, points=5)
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.5)
+    trainer.fit()
+    state = trainer.state_dict()
+    del state["config"]["val_batch_size"]  # as physode before val_batch_size (2026-12-07)
+    torch.save(state, tmp_path / "old.pt")
+    resumed = Trainer(neural(), (t, ys), epochs=2, val_fraction=0.5)
+    resumed.load_checkpoint(tmp_path / "old.pt")
+    assert resumed.epoch == 1
+    other = Trainer(neural(), (t, ys), epochs=2, val_fraction=0.5, val_batch_size=64)
+    with pytest.raises(physode.InvalidArgumentError, match="val_batch_size: None -> 64"):
+        other.load_checkpoint(tmp_path / "old.pt")
+
+
 def test_a_rollout_that_blew_up_and_a_nan_loss_are_written_as_valid_json(tmp_path):
     t, ys = spiral_data(n=2, points=11)
     report = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), conservation=False)

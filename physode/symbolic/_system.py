@@ -1040,7 +1040,7 @@ def _generator(seed: Any) -> torch.Generator:
     if not -(2**63) <= int(seed) < 2**64:
         raise InvalidArgumentError(
             f"seed={int(seed)} is out of range: a seed is an int from -2**63 to 2**64 - 1, "
-            f"e.g. seed % 2**64"
+            "e.g. seed % 2**64"
         )
     return torch.Generator().manual_seed(int(seed))
 

@@ -19,8 +19,9 @@ CHECKPOINT_FORMAT = "physode-checkpoint"
 CHECKPOINT_VERSION = 1
 # Settings that must match for a resumed run to continue the interrupted one exactly.
 _RESUME_KEYS = (
-    "batch_size", "window", "window_stride", "batches_per_epoch", "optimizer", "lr", "weight_decay",
-    "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip", "val_fraction", "noisy",
+    "batch_size", "val_batch_size", "window", "window_stride", "batches_per_epoch", "optimizer",
+    "lr", "weight_decay", "lr_schedule", "lr_min", "lr_gamma", "lr_step", "grad_clip",
+    "val_fraction", "noisy",
     "observe", "method", "rtol", "atol", "step_size", "max_step", "gradient", "step_control",
     "dtype", "seed",
 )
