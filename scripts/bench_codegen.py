@@ -31,8 +31,9 @@ def hand_pairwise(t: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Te
     v = y[..., 6:]
     masses, big_g = p[..., :3], p[..., 3]
     d = q.unsqueeze(-3) - q.unsqueeze(-2)  # d[..., i, j] = q_j - q_i
-    r2 = (d * d).sum(-1) + torch.eye(3, dtype=y.dtype, device=y.device)  # 1 on the diagonal
-    w = big_g * masses.unsqueeze(-2) * r2.pow(-1.5) * (1 - torch.eye(3, dtype=y.dtype))
+    eye = torch.eye(3, dtype=y.dtype, device=y.device)
+    r2 = (d * d).sum(-1) + eye  # 1 on the diagonal
+    w = big_g * masses.unsqueeze(-2) * r2.pow(-1.5) * (1 - eye)
     acc = (w.unsqueeze(-1) * d).sum(-2)
     return torch.cat((v, acc.flatten(-2)), dim=-1)
 

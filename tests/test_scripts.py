@@ -349,6 +349,23 @@ def test_bench_codegen_prints_measured_times_and_the_ratio(capsys):
     assert all(finite(float(v)) and float(v) > 0 for values in rows.values() for v in values)
 
 
+def test_bench_codegen_hand_written_rhs_run_on_the_states_device():
+    # hand_pairwise built one of its two identity matrices on the host: on a GPU it failed.
+    import torch
+    from _fake_device import FAKE, FakeDevice
+
+    module = script("bench_codegen")
+    y = torch.rand(5, 12, dtype=torch.float64) + torch.arange(12, dtype=torch.float64)
+    p = torch.tensor([1.1, 1.0, 0.9, 1.0], dtype=torch.float64)  # as the benchmark passes them
+    t = torch.tensor(0.0, dtype=torch.float64)
+    for rhs in (module.hand_pairwise, module.hand_components):
+        on_host = rhs(t, y, p)
+        with FakeDevice():
+            on_device = rhs(t.to(FAKE), y.to(FAKE), p.to(FAKE))
+            assert on_device.device == FAKE
+            torch.testing.assert_close(on_device.cpu(), on_host, rtol=1e-14, atol=0)
+
+
 def test_bench_trainer_trains_alike_by_the_trainer_and_by_the_bare_loop(tmp_path, capsys):
     # Same batches, solves and steps: the Trainer's overhead is measured against the same work.
     out = tmp_path / "trainer"
