@@ -409,8 +409,8 @@ def test_help_describes_the_script_with_its_whole_first_paragraph(name, capsys):
 
 
 def test_fuzz_store_refuses_or_reads_unchanged_every_damaged_copy():
-    # A smoke run of the bit-flip check (its full run is 3000 flips, see docs/data.md): --quick
-    # is 25 flips.
+    # A smoke run of the bit-flip check: --quick is 25 flips (a run is 1000 by default;
+    # docs/data.md reports one of --flips 3000).
     done = subprocess.run([sys.executable, str(SCRIPTS / "fuzz_store.py"), "--quick"],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
