@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from physode._files import json_ready, write_atomically
-from physode._terminal import stopped, terminate_as_interrupt
+# physode (and with it torch) is imported inside the functions that use it, so that a script
+# can import this module, and call ``quiet_interrupts_from_the_start``, before its slow imports.
 
 SEED_LIMIT = 2**32
 
@@ -92,21 +92,68 @@ def output_file(text: str) -> str:
 
 def write_json(path: str | os.PathLike, results: Any) -> Path:
     """Write ``results`` to ``path`` as JSON, all at once, numbers that are not finite as null."""
+    from physode._files import json_ready, write_atomically
+
     text = json.dumps(json_ready(results), indent=1, default=float)
     return write_atomically(path, lambda temporary: temporary.write_text(text), "results")
+
+
+def _say_stopped(how: str) -> None:
+    print(f"{Path(sys.argv[0]).name}: {how}; a run writes its results only when it "
+          "finishes", file=sys.stderr)  # fmt: skip
+
+
+# Ctrl-C and SIGTERM before ``interruptible`` runs ``main``: how the script says so, and its
+# exit status, as :func:`physode._terminal.stopped` says them (that module is not loaded yet).
+_STOPPED_WHILE_STARTING = {signal.SIGINT: ("interrupted", 130),
+                           signal.SIGTERM: ("terminated (SIGTERM)", 143)}  # fmt: skip
+
+
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    how, status = _STOPPED_WHILE_STARTING[signum]
+    _say_stopped(how)
+    raise SystemExit(status)
+
+
+def quiet_interrupts_from_the_start() -> None:
+    """Have Ctrl-C and SIGTERM stop the script in one line, with exit status 130 and 143, from
+    now on, also while it still imports torch and physode (seconds), before
+    :func:`interruptible` runs ``main``. A script run as a program calls it before those
+    imports; until then Ctrl-C gave a traceback of the import and a death by the signal.
+    """
+    for signum in _STOPPED_WHILE_STARTING:
+        signal.signal(signum, _stopped_while_starting)
+
+
+def _restore_default_handlers() -> None:
+    """Undo :func:`quiet_interrupts_from_the_start` (where it was done): ``main`` runs with
+    Python's Ctrl-C (``KeyboardInterrupt``) and the SIGTERM that ``terminate_as_interrupt``
+    sets up, so that a run stops through its ``finally`` blocks."""
+    if signal.getsignal(signal.SIGINT) is _stopped_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is _stopped_while_starting:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def interruptible(main) -> int:
     """``main()``, with Ctrl-C and SIGTERM (a batch scheduler stopping the job) each said in one
     line, with exit status 130 and 143, as the ``physode`` command does, instead of a traceback
-    or a silent end; scripts call ``raise SystemExit(_common.interruptible(main))``."""
+    or a silent end; scripts call ``raise SystemExit(_common.interruptible(main))``.
+
+    The notes of the interruption follow that line, each on a line of its own: where a
+    :class:`physode.train.Trainer` stopped (the epoch, the checkpoint that keeps it).
+    """
+    from physode._terminal import stopped, terminate_as_interrupt
+
     try:
+        _restore_default_handlers()
         with terminate_as_interrupt():
             return main()
     except KeyboardInterrupt as exc:
         how, status = stopped(exc)
-        print(f"{Path(sys.argv[0]).name}: {how}; a run writes its results only when it "
-              "finishes", file=sys.stderr)  # fmt: skip
+        _say_stopped(how)
+        for note in getattr(exc, "__notes__", ()):
+            print(note, file=sys.stderr)
         return status
 
 
@@ -118,13 +165,15 @@ def _ignore_interrupts() -> None:
 
 
 def in_processes(function, calls: Sequence[tuple], jobs: int) -> list:
-    """``[function(*call) for call in calls]`` on ``jobs`` worker processes, in order.
+    """``[function(*call) for call in calls]`` on ``jobs`` worker processes (no more than there
+    are calls), in order.
 
     Ctrl-C (in the terminal, which sends it to the workers too) stops everything at once: the
     workers ignore it, and the parent stops them and starts no further call.
     """
+    workers = max(1, min(jobs, len(calls)))
     # Leaving the ``with`` block, also by an exception, terminates the workers.
-    with multiprocessing.Pool(jobs, initializer=_ignore_interrupts) as pool:
+    with multiprocessing.Pool(workers, initializer=_ignore_interrupts) as pool:
         pending = [pool.apply_async(function, call) for call in calls]
         return [result.get() for result in pending]
 
@@ -324,6 +373,8 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0
 def save_figure(fig, path: Path, dpi: int = 120) -> None:
     """Lay out ``fig``, write it to ``path`` (all at once) and close it."""
     import matplotlib.pyplot as plt
+
+    from physode._files import write_atomically
 
     try:
         fig.tight_layout()

@@ -55,11 +55,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
+
+if __name__ == "__main__":  # not when a test imports the script
+    _common.quiet_interrupts_from_the_start()  # Ctrl-C while importing: one line too
+
+import numpy as np  # noqa: E402
 
 T_END, POINTS, TOL = 10.0, 101, 1e-10
 MASSES, G = (1.0, 1.0, 1.0), 1.0

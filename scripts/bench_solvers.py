@@ -61,12 +61,15 @@ import sys
 import time
 from collections.abc import Callable
 
-import torch
-from torch import nn
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+
+if __name__ == "__main__":  # not when a test imports the script
+    _common.quiet_interrupts_from_the_start()  # Ctrl-C while importing: one line too
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 import physode  # noqa: E402
 from physode.models import Hybrid, NeuralODE, PhysicsModel  # noqa: E402

@@ -28,11 +28,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
+
+if __name__ == "__main__":  # not when a test imports the script
+    _common.quiet_interrupts_from_the_start()  # Ctrl-C while importing: one line too
+
+import torch  # noqa: E402
 
 import physode  # noqa: E402
 import physode.data  # noqa: E402

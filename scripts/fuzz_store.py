@@ -36,11 +36,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
+
+if __name__ == "__main__":  # not when a test imports the script
+    _common.quiet_interrupts_from_the_start()  # Ctrl-C while importing: one line too
+
+import numpy as np  # noqa: E402
 
 import physode  # noqa: E402
 from physode.data import load, simulate  # noqa: E402

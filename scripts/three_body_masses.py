@@ -5,8 +5,8 @@ Zhuang et al. (ICML 2020, sec. 5): nondimensional Newtonian gravity (the catalog
 test on [0, 2] (extrapolation). The model is the exact gravity law with the masses learnable,
 started uniformly in [0.9, 1.1] and solved with dopri5 at 1e-7; it is fitted (L-BFGS on the whole
 trajectory) under ACA, Disc-Opt and Opt-Disc. A hybrid (gravity + neural residual) and a plain
-neural ODE are the comparisons. The five fits are independent and run on ``--jobs`` processes,
-each with ``--threads`` torch threads.
+neural ODE are the comparisons. The five fits are independent and run on ``--jobs`` processes
+(five at most), each with ``--threads`` torch threads.
 
     python scripts/three_body_masses.py --out out/three_body
 
@@ -21,11 +21,14 @@ import functools
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
+
+if __name__ == "__main__":  # not when a test imports the script
+    _common.quiet_interrupts_from_the_start()  # Ctrl-C while importing: one line too
+
+import torch  # noqa: E402
 
 import physode  # noqa: E402
 import physode.systems  # noqa: E402
@@ -109,7 +112,7 @@ def fit(name: str, settings: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = _common.parser(_common.summary(__doc__), "out/three_body_masses")
     p.add_argument("--jobs", type=_common.positive_int, default=2, metavar="J",
-                   help="worker processes (default 2)")  # fmt: skip
+                   help="worker processes, at most one per fit (default 2)")  # fmt: skip
     p.add_argument("--opt-disc-seconds", type=_common.positive_float, default=100.0,
                    metavar="SECONDS", help="training-time budget of the Opt-Disc fit, in "
                    "seconds (default 100)")  # fmt: skip
@@ -130,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "out": str(out),
     }
+    jobs = min(args.jobs, len(RUNS))
     print(f"three-body masses: true {true}, initial {[round(v, 4) for v in init.values()]}; "
-          f"fitting {', '.join(RUNS)} on {args.jobs} processes")  # fmt: skip
+          f"fitting {', '.join(RUNS)} on {jobs} process{'es' if jobs > 1 else ''}")  # fmt: skip
     with _common.Stopwatch() as clock:
-        if args.jobs > 1:
-            done = _common.in_processes(fit, [(name, settings) for name in RUNS], args.jobs)
+        if jobs > 1:
+            done = _common.in_processes(fit, [(name, settings) for name in RUNS], jobs)
             fits = dict(zip(RUNS, done, strict=True))
         else:
             fits = {name: fit(name, settings) for name in RUNS}

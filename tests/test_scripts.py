@@ -218,6 +218,21 @@ def test_the_three_body_fits_run_with_the_threads_given(tmp_path, monkeypatch):
     assert seen == [2]
 
 
+def test_the_three_body_fits_start_no_more_processes_than_fits(tmp_path, monkeypatch):
+    # --jobs 9 started nine worker processes for the five fits.
+    module = script("three_body_masses")
+    asked = []
+
+    def in_processes(function, calls, jobs):
+        asked.append((len(calls), jobs))
+        raise _FitStarted
+
+    monkeypatch.setattr(module._common, "in_processes", in_processes)
+    with pytest.raises(_FitStarted):
+        module.main(["--quick", "--out", str(tmp_path), "--jobs", "9"])
+    assert asked == [(5, 5)]
+
+
 def test_an_earlier_runs_results_json_goes_when_a_new_run_starts(tmp_path):
     # Else an interrupted or failed run would leave it beside logs and plots it does not describe.
     (tmp_path / "results.json").write_text("{}")
@@ -280,6 +295,101 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
     assert script("_common").interruptible(interrupted) == 130
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+
+
+def test_ctrl_c_during_training_says_where_the_trainer_stopped_and_how_to_resume(tmp_path, capsys):
+    # The Trainer's note (the epoch, the checkpoint that holds the run) was dropped: a script
+    # said only that it was interrupted.
+    import torch
+
+    import physode
+    from physode.models import NeuralODE
+    from physode.train import Trainer
+
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    ys = physode.odeint(lambda s, y: -y, torch.ones(3, 2, dtype=torch.float64), t)
+    torch.manual_seed(0)
+    trainer = Trainer(NeuralODE(2, width=4, depth=1), (t, ys.transpose(0, 1)), epochs=3,
+                      window=4, batch_size=2, batches_per_epoch=1, method="rk4", step_size=0.1,
+                      checkpoint_dir=str(tmp_path / "ck"))  # fmt: skip
+    train_epoch = trainer.train_epoch
+
+    def interrupted_in_epoch_2():
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt
+        return train_epoch()
+
+    trainer.train_epoch = interrupted_in_epoch_2
+    assert script("_common").interruptible(trainer.fit) == 130
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "Traceback" not in lines[0]
+    assert lines[0].endswith(": interrupted; a run writes its results only when it finishes")
+    last = tmp_path / "ck" / "last.pt"
+    assert lines[1] == (
+        "physode: training was interrupted during epoch 2; the trainer holds the run after "
+        "epoch 1, as it was then, and trainer.fit() continues it, as does "
+        f"trainer.load_checkpoint({str(last)!r}) on a new trainer"
+    )
+
+
+# Ctrl-C (or SIGTERM) as soon as the script imports torch, numpy or physode, for the first time.
+_STOPPED_WHILE_IMPORTING = """
+import builtins, os, runpy, signal, sys
+real_import, stop = builtins.__import__, signal.Signals[sys.argv[2]]
+
+def import_then_stop(name, *args, **kwargs):
+    if name.partition(".")[0] in ("torch", "numpy", "physode"):
+        builtins.__import__ = real_import
+        os.kill(os.getpid(), stop)
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = import_then_stop
+sys.argv = sys.argv[1:2]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+# mutation_check.py imports nothing slow before main() (its tests run in other processes).
+_SLOW_TO_IMPORT = sorted(p.stem for p in SCRIPTS.glob("[a-z]*.py") if p.stem != "mutation_check")
+
+
+def _stopped_while_importing(name: str, signame: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _STOPPED_WHILE_IMPORTING, str(SCRIPTS / f"{name}.py"), signame],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _SLOW_TO_IMPORT)
+def test_ctrl_c_while_a_script_still_imports_is_one_line_and_status_130(name):
+    # In its first seconds, importing torch, a script stopped by Ctrl-C printed the import's
+    # traceback and died by the signal (status -2), not as it stops later.
+    done = _stopped_while_importing(name, "SIGINT")
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr == (
+        f"{name}.py: interrupted; a run writes its results only when it finishes\n"
+    )
+
+
+def test_sigterm_while_a_script_still_imports_is_one_line_and_status_143():
+    done = _stopped_while_importing("demo", "SIGTERM")
+    assert done.returncode == 143, (done.returncode, done.stderr)
+    assert done.stderr == (
+        "demo.py: terminated (SIGTERM); a run writes its results only when it finishes\n"
+    )
+
+
+def test_a_pool_has_no_more_workers_than_calls(monkeypatch):
+    # three_body_masses.py --jobs 16 started 16 processes for its 5 fits.
+    sizes = []
+    real_pool = multiprocessing.Pool
+
+    def recorded_pool(processes, *args, **kwargs):
+        sizes.append(processes)
+        return real_pool(processes, *args, **kwargs)
+
+    monkeypatch.setattr(multiprocessing, "Pool", recorded_pool)
+    assert script("_common").in_processes(abs, [(-1,), (2,)], 16) == [1, 2]
+    assert sizes == [2]
 
 
 # A script stopped by a batch scheduler: SIGTERM comes while its worker processes run.
