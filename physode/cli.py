@@ -543,6 +543,7 @@ def _run_command(argv: list[str]) -> int:
         if isinstance(exc, InvalidArgumentError) and args is not None:
             message = _option_spelling(message, args)
         print(f"{name}: error: {message}", file=sys.stderr)
+        _error_as_json(args, message, 2)
         return 2
     except KeyboardInterrupt as exc:
         how, status = stopped(exc)
@@ -555,7 +556,9 @@ def _run_command(argv: list[str]) -> int:
     except OSError as exc:
         # The system refused a file (permissions, a full disk, a vanished folder): not a bug.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{name}: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        message = f"{where}{_one_line(exc.strerror or str(exc))}"
+        print(f"{name}: error: {message}", file=sys.stderr)
+        _error_as_json(args, message, 2)
         return 2
     except Exception as exc:
         # A bug: the traceback is what a report needs; 3 keeps it apart from a failed check (1).
@@ -566,7 +569,20 @@ def _run_command(argv: list[str]) -> int:
             "traceback above)",
             file=sys.stderr,
         )
+        _error_as_json(args, f"internal error: {message}", 3)
         return 3
+
+
+def _error_as_json(args: argparse.Namespace | None, message: str, status: int) -> None:
+    """With ``--json`` (``physode check``), print the error that ends the command as the JSON
+    object a pipeline reads on standard output, ``{"path", "error", "exit_status"}``, where its
+    report would have been: an empty standard output failed the reader's ``json.loads``. The
+    error line on standard error stays."""
+    if args is None or getattr(args, "json", False) is not True:
+        return
+    record = {"path": getattr(args, "file", None), "error": message, "exit_status": status}
+    with contextlib.suppress(OSError):  # standard output closed: the error line said it all
+        print(json.dumps(record, indent=1))
 
 
 def _check_command(parser: argparse.ArgumentParser, argv: list[str]) -> None:

@@ -783,6 +783,24 @@ def test_check_json_prints_the_report_as_one_object(dataset, tmp_path, capsys):
     assert "t" not in record and "curves" not in record  # plotting data, not results
 
 
+@pytest.mark.parametrize("what", ["missing", "damaged"])
+def test_check_json_prints_an_error_as_a_json_object_too(dataset, tmp_path, capsys, what):
+    # Standard output was empty: a pipeline's json.loads failed on it, not on the error.
+    path = tmp_path / "missing.h5"
+    if what == "damaged":
+        path = _garbled_copy(dataset, tmp_path / "damaged.h5")
+    assert main(["check", str(path), "--json"]) == 2
+    captured = capsys.readouterr()
+    error = captured.err.removeprefix("physode check: error: ").rstrip("\n")
+    assert captured.err.count("\n") == 1 and error != captured.err.rstrip("\n")
+    assert json.loads(captured.out) == {"path": str(path), "error": error, "exit_status": 2}
+
+
+def test_check_without_json_prints_an_error_on_standard_error_alone(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "missing.h5")]) == 2
+    assert capsys.readouterr().out == ""
+
+
 def test_check_json_writes_a_drift_that_is_not_finite_as_null(dataset, capsys, monkeypatch):
     # json.dumps writes inf as Infinity, which JSON readers (jq, JSON.parse) refuse.
     from physode.data.checking import CheckReport, InvariantSummary
