@@ -801,6 +801,36 @@ def test_check_without_json_prints_an_error_on_standard_error_alone(tmp_path, ca
     assert capsys.readouterr().out == ""
 
 
+def test_check_and_train_of_an_interrupted_simulation_say_how_to_finish_it(
+    tmp_path, capsys, monkeypatch
+):
+    # Both said only "no such file", where the chunks of the interrupted run waited in OUT.parts/.
+    import physode.data.simulation as simulation
+
+    out = tmp_path / "osc.h5"
+    argv = [*SIMULATE, "--trajectories", "4", "--chunk-size", "2", "--out", str(out), "--quiet"]
+    write_chunk, written = simulation.write_chunk, []
+
+    def interrupted_after_the_first_chunk(*args):
+        if written:
+            raise KeyboardInterrupt
+        written.append(write_chunk(*args))
+
+    monkeypatch.setattr(simulation, "write_chunk", interrupted_after_the_first_chunk)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    for command in (["check", str(out)], _train(out)):
+        assert main(command) == 2
+        assert capsys.readouterr().err == (
+            f"physode {command[0]}: error: {out}: no such file, but {out}.parts/ holds what an "
+            "interrupted simulation into it kept: rerun the same `physode simulate` command "
+            "with --resume (resume=True in Python) to finish it\n"
+        )
+    assert main([*argv, "--resume"]) == 0  # as the error says
+    assert main(["check", str(out), "--quiet"]) == 0
+
+
 def test_check_json_writes_a_drift_that_is_not_finite_as_null(dataset, capsys, monkeypatch):
     # json.dumps writes inf as Infinity, which JSON readers (jq, JSON.parse) refuse.
     from physode.data.checking import CheckReport, InvariantSummary

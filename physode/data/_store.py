@@ -65,6 +65,7 @@ __all__ = [
     "H5Array",
     "Header",
     "open_store",
+    "parts_folder",
     "read_chunk",
     "sha256_text",
     "write_chunk",
@@ -581,6 +582,31 @@ class Header:
     seed: int | None
 
 
+def parts_folder(out: Path) -> Path:
+    """``OUT.parts/``: where a simulation into ``out`` keeps its finished chunks until the data
+    set is complete, and an interrupted one leaves them for ``resume=True``.
+
+    Examples
+    --------
+    >>> parts_folder(Path("data/three_body.h5")).as_posix()
+    'data/three_body.h5.parts'
+    """
+    return out.with_name(out.name + ".parts")
+
+
+def _missing(path: Path) -> str:
+    """Why ``path`` cannot be read when it does not exist: with how to finish the interrupted
+    simulation into it, where one left its chunks."""
+    parts = parts_folder(path)
+    if not parts.is_dir():
+        return f"{path}: no such file"
+    return (
+        f"{path}: no such file, but {parts}/ holds what an interrupted simulation into it "
+        "kept: rerun the same `physode simulate` command with --resume (resume=True in "
+        "Python) to finish it"
+    )
+
+
 def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Header]:
     """Open a physode data set read-only after checking that it is one this version can read.
 
@@ -614,7 +640,7 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
     if path.is_dir():
         raise DataFormatError(f"{path} is a folder, not a data set file")
     if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
+        raise DataFormatError(_missing(path))
     try:
         signed = has_hdf5_signature(path)
     except OSError as exc:

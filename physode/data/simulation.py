@@ -41,6 +41,7 @@ from physode.data._store import (
     SPLITS,
     Chunk,
     first_few,
+    parts_folder,
     read_chunk,
     sha256_text,
     write_chunk,
@@ -904,7 +905,7 @@ class _Workspace:
     """``OUT.parts/``: the run's configuration, one file per finished chunk, and a lock."""
 
     def __init__(self, out: Path):
-        self.folder = out.with_name(out.name + ".parts")
+        self.folder = parts_folder(out)
         self.config = self.folder / "run.json"
         self._lock = None
 
