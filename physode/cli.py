@@ -304,8 +304,10 @@ def _simulate_executor(workers: int, scheduler: str | None) -> Iterator[object]:
 
 def _resume_hint(out: str) -> str:
     """How to continue an interrupted ``physode simulate``, if it kept anything to continue."""
-    parts = f"{out}.parts"
-    if not os.path.isdir(parts):
+    from physode.data._store import parts_folder
+
+    parts = parts_folder(Path(out))
+    if not parts.is_dir():
         return " before any chunk was kept; nothing was written"
     return f"; the finished chunks are kept in {parts}/: rerun the same command with --resume"
 
