@@ -184,7 +184,7 @@ def _pendulum_orbits():
         (lambda t, ys: {"p": torch.ones(4, 3)}, r"p has shape \(4, 3\); pendulum needs \(3,\) "
                                                 r"or \(3, 3\)"),
         (lambda t, ys: {"p": torch.ones(2)}, r"p has shape \(2,\)"),
-        (lambda t, ys: {"p": "abc"}, r"p must be a tensor of parameters"),
+        (lambda t, ys: {"p": "abc"}, r"p is a str; pendulum needs a tensor or a list of numbers"),
         (lambda t, ys: {"tolerance": -1}, r"tolerance=-1 must be a relative drift > 0"),
         (lambda t, ys: {"tolerance": float("nan")}, r"tolerance=nan must be"),
         (lambda t, ys: {"tolerance": "tight"}, r"tolerance='tight' must be"),
@@ -215,6 +215,35 @@ def test_parameters_per_trajectory_or_broadcast_over_them_are_accepted():
     shared = conservation(pendulum, ys, t, p=defaults)
     rows = conservation(pendulum, ys, t, p=defaults.expand(3, 3))
     torch.testing.assert_close(shared["energy"].initial, rows["energy"].initial)
+
+
+@pytest.mark.parametrize(
+    ("p", "message"),
+    [
+        ({"m": 1.0, "g": 9.81, "l": 1.0}, "p is a dict"),
+        ("1.0 9.81 1.0", "p is a str"),
+        ([True, True, True], r"p=\[True, True, True\] is not a tensor or a list of real"),
+        (torch.tensor([True, True, True]), "p has dtype torch.bool"),
+        ([1 + 2j, 9.81, 1.0], r"is not a tensor or a list of real numbers"),
+        (torch.tensor([1 + 2j, 9.81, 1.0]), "p has dtype torch.complex"),
+    ],
+)
+def test_parameters_that_are_not_real_numbers_are_refused_as_rhs_refuses_them(p, message):
+    # Booleans were read as m = g = l = 1 and complex numbers lost their imaginary part, both
+    # giving a report without a word.
+    pendulum, t, ys = _pendulum_orbits()
+    with pytest.raises(physode.InvalidArgumentError, match=message) as caught:
+        conservation(pendulum, ys, t, p=p)
+    assert "['m', 'g', 'l']" in str(caught.value)
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        pendulum.rhs(t[0], ys[0], p)
+
+
+def test_parameters_given_as_a_list_of_numbers_are_read_in_the_states_dtype():
+    pendulum, t, ys = _pendulum_orbits()
+    listed = conservation(pendulum, ys, t, p=[1.0, 9.81, 1.0])
+    as_tensor = conservation(pendulum, ys, t, p=torch.tensor([1.0, 9.81, 1.0], dtype=F64))
+    torch.testing.assert_close(listed["energy"].initial, as_tensor["energy"].initial)
 
 
 @pytest.mark.parametrize(

@@ -483,7 +483,7 @@ def split_parameters(system, ys: torch.Tensor, p: Any) -> tuple[torch.Tensor, An
             f"({', '.join(system.state_names)}), or {n + n_p} with its parameters appended"
         )
     if p is not None:
-        p = _parameters(p, system, tuple(ys.shape[1:-1])).to(ys)
+        p = _parameters(p, system, ys).to(ys)
     return ys, p
 
 
@@ -522,15 +522,13 @@ def _times(t, n_times: int) -> torch.Tensor | None:
     return times if times.is_floating_point() else times.to(torch.float64)
 
 
-def _parameters(p, system, batch_shape: tuple[int, ...]) -> torch.Tensor:
-    """``p`` as a tensor ``(n_params,)`` or ``(*batch_shape, n_params)`` (or broadcastable)."""
+def _parameters(p, system, ys: torch.Tensor) -> torch.Tensor:
+    """``p`` as a tensor ``(n_params,)`` or ``(*batch_shape, n_params)`` (or broadcastable) for
+    states ``ys`` (n_times, *batch_shape, n_state): real numbers, a dict, text, booleans or
+    complex numbers refused by name, as ``system.rhs`` refuses them."""
+    batch_shape = tuple(ys.shape[1:-1])
     expected = f"({system.n_params},) or {(*batch_shape, system.n_params)}"
-    try:
-        p = torch.as_tensor(p).detach()
-    except (TypeError, ValueError, RuntimeError):
-        raise InvalidArgumentError(
-            f"p must be a tensor of parameters, shape {expected}, got {type(p).__name__}"
-        ) from None
+    p = system._real_parameters(p, ys).detach()
     try:
         fits = p.ndim >= 1 and p.shape[-1] == system.n_params
         fits = fits and np.broadcast_shapes(p.shape[:-1], batch_shape) == tuple(batch_shape)
