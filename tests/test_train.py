@@ -1988,6 +1988,26 @@ def test_trajectories_put_named_states_in_their_systems_order_and_refuse_other_n
             Trajectories(t, ys, state_names=names)
 
 
+def test_trajectories_merged_from_irregular_samples_keep_their_state_names():
+    # from_irregular took no state_names: series merged through it lost their names, and the
+    # match by name to their system or the model's with them.
+    samples = [([0.0, 1.0, 2.0], [[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]),
+               ([0.5, 1.5], [[4.0, 40.0], [5.0, 50.0]])]  # fmt: skip
+    data = Trajectories.from_irregular(samples, system="lotka_volterra", state_names=["y", "x"])
+    assert data.state_names == ("x", "y")
+    assert data.states[0, 0].tolist() == [10.0, 1.0] and data.states[1, 1].tolist() == [40.0, 4.0]
+    unbound = Trajectories.from_irregular(samples, state_names=("y", "x"))
+    assert unbound.state_names == ("y", "x") and unbound.states[0, 0].tolist() == [1.0, 10.0]
+    model = PhysicsModel(physode.systems.load("lotka_volterra"), ["alpha"])
+    trained = Trainer(model, unbound, epochs=1, window=3).train_data
+    assert trained.state_names == ("x", "y")
+    torch.testing.assert_close(trained.states, data.states, equal_nan=True)
+    with pytest.raises(physode.InvalidArgumentError, match=r"\['hare', 'lynx'\], the system"):
+        Trajectories.from_irregular(samples, system="lotka_volterra", state_names=["hare", "lynx"])
+    with pytest.raises(physode.InvalidArgumentError, match="name one component twice"):
+        Trajectories.from_irregular(samples, state_names=["x", "x"])
+
+
 def test_named_data_without_a_system_are_put_in_the_models_order_for_training_and_rollouts():
     t, ys = map(torch.as_tensor, _oscillator(2, 11, 2.0))  # [q, p]
     data = Trajectories(t, ys.flip(-1), state_names=["p", "q"])

@@ -170,6 +170,7 @@ class Trajectories:
         samples: Sequence[tuple[Any, Any]],
         params: Any = None,
         system: Any = None,
+        state_names: Sequence[str] | None = None,
     ) -> Trajectories:
         """Trajectories sampled at their own times (or of different lengths), merged onto the
         union of their times with ``NaN`` where a trajectory has no sample.
@@ -182,8 +183,9 @@ class Trajectories:
             missing component, as in :class:`Trajectories`). Times are compared exactly, in the
             states' dtype: round measured times to their resolution first, or two readings a
             rounding apart become two grid times.
-        params, system
-            As for :class:`Trajectories`.
+        params, system, state_names
+            As for :class:`Trajectories`: named states are matched to ``system`` by name (or,
+            without one, to the model's system in training and evaluation).
 
         Returns
         -------
@@ -197,7 +199,8 @@ class Trajectories:
         physode.InvalidArgumentError
             For no pairs, a pair that is not ``(t_i, states_i)`` of matching lengths, states of
             different widths, times that are not finite or not increasing, fewer than two
-            times in all, or a merged array of more than ``MAX_MERGED_VALUES`` (10**8) values.
+            times in all, a merged array of more than ``MAX_MERGED_VALUES`` (10**8) values, or
+            ``state_names`` that :class:`Trajectories` refuses.
 
         Warns
         -----
@@ -215,6 +218,13 @@ class Trajectories:
         [0.0, 0.5, 1.0, 1.5, 2.0]
         >>> data.states[1, :, 0].tolist()
         [nan, 2.0, nan, 1.0, nan]
+
+        Columns named ``(y, x)`` are put in the order of the Lotka-Volterra states ``(x, y)``:
+
+        >>> data = Trajectories.from_irregular([([0.0, 1.0], [[1.0, 2.0], [1.5, 2.5]])],
+        ...                                    system="lotka_volterra", state_names=["y", "x"])
+        >>> data.state_names, data.states[0, 0].tolist()
+        (('x', 'y'), [2.0, 1.0])
         """
         try:
             pairs = list(samples)
@@ -287,7 +297,7 @@ class Trajectories:
         states = torch.full((len(pairs), len(grid), n), math.nan, dtype=dtype, device=device)
         for i, (t_i, y_i) in enumerate(zip(times, values, strict=True)):
             states[i, torch.searchsorted(grid, t_i.contiguous())] = y_i.to(device, dtype)
-        return cls(grid, states, params, system)
+        return cls(grid, states, params, system, state_names)
 
     @property
     def observed(self) -> torch.Tensor:
