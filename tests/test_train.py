@@ -2008,6 +2008,35 @@ def test_trajectories_merged_from_irregular_samples_keep_their_state_names():
         Trajectories.from_irregular(samples, state_names=["x", "x"])
 
 
+def test_named_data_meet_the_true_system_of_a_rollout_report_by_name():
+    # Data named (y, x) and a model of that order were matched by name to the model only: the
+    # truth beyond the data was simulated from (y, x) taken as the system's (x, y), and the
+    # invariants were taken of swapped states.
+    lotka_volterra = physode.systems.load("lotka_volterra")
+    t = torch.linspace(0, 4, 21, dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.5], [0.8, 1.2]], dtype=torch.float64)
+    field = lotka_volterra.vector_field()
+    ys = physode.odeint(field, y0, t, rtol=1e-10, atol=1e-12).transpose(0, 1)
+    data = Trajectories(t[:11], ys[:, :11].flip(-1), state_names=["y", "x"])
+
+    def model(s, y):  # the true field, of states in the order (y, x)
+        return field(s, y.flip(-1)).flip(-1)
+
+    report = rollout_report(model, data, system=lotka_volterra, t_end=4.0)
+    torch.testing.assert_close(report.truth, ys.flip(-1), rtol=1e-7, atol=1e-7)
+    assert report.mse_within < 1e-10 and report.mse_beyond < 1e-10
+    assert report.conservation_truth.ok and report.conservation_model.ok
+    torch.testing.assert_close(
+        report.conservation_truth["lotka_volterra_integral"].initial,
+        lotka_volterra.invariants(y0)["lotka_volterra_integral"],
+    )
+    message = (r"the held-out data name their states \['hare', 'lynx'\], the true system "
+               r"'lotka_volterra' has the states \['x', 'y'\]")  # fmt: skip
+    named = Trajectories(t[:11], ys[:, :11], state_names=["hare", "lynx"])
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        rollout_report(model, named, system=lotka_volterra, t_end=4.0)
+
+
 def test_named_data_without_a_system_are_put_in_the_models_order_for_training_and_rollouts():
     t, ys = map(torch.as_tensor, _oscillator(2, 11, 2.0))  # [q, p]
     data = Trajectories(t, ys.flip(-1), state_names=["p", "q"])

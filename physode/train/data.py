@@ -488,6 +488,29 @@ def in_model_order(data: Trajectories, model: Any, role: str) -> Trajectories:
     return Trajectories(data.t, data.states[..., order], data.params, None, names)
 
 
+def system_columns(data: Trajectories, system: Any, whose: str) -> list[int] | None:
+    """The columns of ``data.states`` in ``system``'s order, where the data name their states
+    (``state_names``, else their own system's): ``None`` for unnamed data, taken by position,
+    and for data named in that order already. ``whose`` names the data in the message.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        Where the data's state names are not ``system``'s.
+
+    Examples
+    --------
+    >>> import physode
+    >>> data = Trajectories([0.0, 1.0], [[1.0, 2.0], [1.5, 2.5]], state_names=["y", "x"])
+    >>> system_columns(data, physode.systems.load("lotka_volterra"), "the data")
+    [1, 0]
+    """
+    names = data.state_names or getattr(data.system, "state_names", None)
+    if names is None or system is None:
+        return None
+    return state_order(tuple(names), system, whose, "the true system")
+
+
 def _first_observed(seen: torch.Tensor) -> torch.Tensor:
     """The first time index of each row of ``seen`` (N, P) that holds an observation."""
     return seen.int().argmax(1)

@@ -30,7 +30,13 @@ from physode.train.config import (
     max_step_of_fixed_step_method,
     step_size_of_adaptive_method,
 )
-from physode.train.data import Trajectories, as_trajectories, in_model_order, uniform_grid
+from physode.train.data import (
+    Trajectories,
+    as_trajectories,
+    in_model_order,
+    system_columns,
+    uniform_grid,
+)
 
 # A rollout's rtol unless given: raised to the resolution of the data's dtype where coarser
 # (float32: 1.19e-7), so that the default solves as asked, without a warning.
@@ -437,7 +443,11 @@ def rollout_report(
         ``system`` (with the data's per-trajectory parameters) at tight tolerance.
     system : physode.System, optional
         The true system (default ``data.system``); needed beyond the data and for the
-        conservation reports.
+        conservation reports. Data that name their states (``state_names``, or their own
+        system's) meet it by name, as they meet the model's system: its solves and invariants
+        take their columns in its order, and the truth it simulates is put back in the data's
+        (the model's) order; names that are not its states are refused, naming both lists.
+        Unnamed data are taken by position.
     observe : list of int, optional
         Components that enter the errors (default all).
     method, rtol, atol, step_size
@@ -542,6 +552,10 @@ def rollout_report(
     if rtol is None:
         rtol = attainable_rtol(ROLLOUT_RTOL, data.states)
     system = system if system is not None else data.system
+    # The data meet the true system by name: its solves and invariants take their columns in
+    # its order, and the truth it simulates comes back in theirs (the model's).
+    columns = system_columns(data, system, "the held-out data")
+    back = None if columns is None else [columns.index(j) for j in range(len(columns))]
     t_last = float(data.t[-1])
     horizon = t_last if horizon is None else float(horizon)
     t = rollout_times(data.t, t_end)
@@ -604,8 +618,12 @@ def rollout_report(
             predicted[group, start:] = ys.transpose(0, 1)
             if beyond:
                 params = None if data.params is None else data.params[group]
-                simulated = ground_truth(system, y0, times, params, max_step=max_step)
-                truth[group, n_data:] = simulated[:, n_data - start :].to(truth.dtype)
+                simulated = ground_truth(
+                    system, _columns(y0, columns), times, params, max_step=max_step
+                )
+                truth[group, n_data:] = _columns(simulated[:, n_data - start :], back).to(
+                    truth.dtype
+                )
     finally:
         if training:
             model.train()
@@ -684,10 +702,19 @@ def rollout_report(
             conservation_tolerance = rollout_conservation_tolerance(rtol)
         for name, ys, p in measure:
             measured = conservation_report(
-                system, ys.transpose(0, 1), t=t, tolerance=conservation_tolerance, p=p
+                system,
+                _columns(ys, columns).transpose(0, 1),
+                t=t,
+                tolerance=conservation_tolerance,
+                p=p,
             )
             setattr(report, f"conservation_{name}", measured)
     return report
+
+
+def _columns(states: torch.Tensor, columns: list[int] | None) -> torch.Tensor:
+    """``states`` with their last axis in the order ``columns`` (unchanged for ``None``)."""
+    return states if columns is None else states[..., columns]
 
 
 def rollout_conservation_tolerance(rtol: float) -> float:
