@@ -85,23 +85,9 @@ def test_load_csv_reads_a_file_saved_with_a_byte_order_mark_as_without(tmp_path)
         (",x\n0,1\n", "bad.csv: line 1: column 1 of the header has no name"),
         ("day,x,x\n0,1,2\n", "bad.csv: line 1: columns 2 and 3 of the header are both named 'x'"),
         ("x,y,x,x\n0,1,2,3\n", "bad.csv: line 1: columns 1, 3 and 4 of the header are all named"),
-    ],
-)
-def test_load_csv_refuses_malformed_files(tmp_path, text, message):
-    import physode
-    from physode.data import load_csv
-
-    path = tmp_path / "bad.csv"
-    path.write_text(text)
-    with pytest.raises(physode.DataFormatError, match=message):
-        load_csv(path)
-    with pytest.raises(physode.DataFormatError, match="cannot read it"):
-        load_csv(tmp_path / "missing.csv")
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
+        # Each refusal names the line an editor shows and what to do (until 2026-12-07 none named
+        # a line, or counted data rows only, said only that the times must increase, and took a
+        # ';' file for one column).
         # Comment and blank lines count: the line is the one an editor shows.
         ("# by hand\n\nt,x\n0,1\n# a note\n1,abc\n", "bad.csv: line 6: unreadable value 'abc'"),
         ("# source\nt,x\n0,1\n\n1,2,3\n", r"bad.csv: line 5 has 3 cells, the header 2"),
@@ -116,9 +102,7 @@ def test_load_csv_refuses_malformed_files(tmp_path, text, message):
         ("date,x\n2021-03-04,1\n", "line 2: unreadable value '2021-03-04' .*dates are not read"),
     ],
 )
-def test_load_csv_refusals_name_the_line_of_the_file_and_what_to_do(tmp_path, text, message):
-    # Until 2026-12-07 they named no line (or counted data rows only), said only that the
-    # times must increase, and took a ';' file for one column.
+def test_load_csv_refuses_malformed_files(tmp_path, text, message):
     import physode
     from physode.data import load_csv
 
@@ -126,6 +110,8 @@ def test_load_csv_refusals_name_the_line_of_the_file_and_what_to_do(tmp_path, te
     path.write_text(text)
     with pytest.raises(physode.DataFormatError, match=message):
         load_csv(path)
+    with pytest.raises(physode.DataFormatError, match="cannot read it"):
+        load_csv(tmp_path / "missing.csv")
 
 
 def test_load_csv_refuses_a_file_without_a_header_instead_of_taking_its_first_row_as_names(
