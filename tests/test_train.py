@@ -2048,6 +2048,40 @@ def test_named_data_without_a_system_are_put_in_the_models_order_for_training_an
     assert rollout_report(model, data, conservation=False).mse < 1e-10
 
 
+class _ScaledOscillator(nn.Module):
+    """The true harmonic oscillator's field times a learnable factor (1 at the start): a model
+    of no system of its own, exact as built."""
+
+    autonomous = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones((), dtype=torch.float64))
+        self.field = physode.systems.load("harmonic_oscillator").vector_field()
+
+    def forward(self, t, y):
+        return self.scale * self.field(t, y)
+
+
+def test_held_out_data_without_a_system_meet_the_training_datas_system_by_name():
+    # evaluate() set the training data's system on the held-out data directly: named states in
+    # another order stayed in it, so a model without a system rolled out swapped states, and
+    # a wrong state size got past the check that Trajectories(..., system=...) makes.
+    t, ys = map(torch.as_tensor, _oscillator(2, 11, 2.0))  # [q, p]
+    data = Trajectories(t, ys, system="harmonic_oscillator")
+    trainer = Trainer(_ScaledOscillator(), data, epochs=1, lr=1e-12)
+    trainer.fit()
+    named = Trajectories(t, ys.flip(-1), state_names=["p", "q"])
+    report = trainer.evaluate(named, t_end=3.0)
+    assert report.mse < 1e-10 and report.conservation_model.ok
+    assert named.system is None and named.state_names == ("p", "q")  # the caller's, as given
+    wide = Trajectories(t, torch.cat([ys, ys[..., :1]], -1))
+    message = (r"the held-out data have no system, and the training data's "
+               r"'harmonic_oscillator' does not fit them: .*the states have 3 components")
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        trainer.evaluate(wide)
+
+
 def test_a_physics_term_of_another_system_takes_the_parameters_it_shares_by_name(tmp_path):
     # Data of a damped oscillator with stored m, k, c; the physics is an undamped spring (k, m
     # in another order), as in an APHYNITY hybrid: it takes m and k from the data by name.

@@ -1551,9 +1551,8 @@ class Trainer:
             raise InvalidArgumentError(
                 "no held-out trajectories to evaluate on: pass test_data=..."
             )
+        held_out = self._with_training_system(held_out)
         held_out = held_out.to(self.train_data.states.dtype, self.device)
-        if held_out.system is None:
-            held_out.system = self.train_data.system
         report = rollout_report(
             self.model, held_out, horizon=float(self.train_data.t[-1]), t_end=t_end,
             observe=c.observe, method=c.method, rtol=c.rtol, atol=c.atol,
@@ -1570,6 +1569,29 @@ class Trainer:
                 "(restore_best, patience): not an independent test; pass test_data=... for one"
             )
         return report
+
+    def _with_training_system(self, held_out: Trajectories) -> Trajectories:
+        """``held_out`` given the training data's system where it has none of its own, checked
+        as ``Trajectories(..., system=...)`` checks it: its state size, and named states put in
+        the system's order (a new object: the caller's data are left as they are).
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            Where the held-out states do not fit the training data's system.
+        """
+        system = self.train_data.system
+        if held_out.system is not None or system is None:
+            return held_out
+        try:
+            return Trajectories(
+                held_out.t, held_out.states, held_out.params, system, held_out.state_names
+            )
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(
+                f"the held-out data have no system, and the training data's {system.name!r} "
+                f"does not fit them: {exc}"
+            ) from None
 
     def _learned_versus_true(self, learned: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """``learned`` (a report's per-trajectory section) with each training trajectory's
