@@ -2226,6 +2226,27 @@ def test_a_model_whose_system_orders_the_datas_states_otherwise_is_refused_namin
         Trainer(model, _oscillator(4, 11, 2.0), val_data=data, epochs=1)
 
 
+def test_held_out_data_whose_system_orders_the_models_states_otherwise_are_refused_in_rollouts():
+    # Data with a system of their own [p, q] kept its order, and a model of [q, p] rolled out
+    # swapped states without a word (mse 0.85 for an exact model); the trainer refuses them.
+    t, ys = map(torch.as_tensor, _oscillator(2, 11, 2.0))  # [q, p]
+    reversed_system = _reversed_oscillator()
+    data = Trajectories(t, ys.flip(-1), system=reversed_system)
+    model = PhysicsModel(physode.systems.load("harmonic_oscillator"), ["k"])
+    message = (r"the model's system 'harmonic_oscillator' has the states \['q', 'p'\], the "
+               r"held-out data's system '\w+' the same ones in the order \['p', 'q'\]")
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        rollout_report(model, data)
+    trainer = Trainer(model, Trajectories(t, ys, system="harmonic_oscillator"), epochs=1)
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        trainer.evaluate(data)
+    # As the message says: named without a system, they meet the model's system and the true
+    # one by name.
+    named = Trajectories(t, data.states, state_names=["p", "q"])
+    report = rollout_report(model, named, system=reversed_system, t_end=3.0)
+    assert report.mse < 1e-10 and report.conservation_truth.ok and report.conservation_model.ok
+
+
 def test_a_model_whose_system_names_the_states_otherwise_trains_on_them_in_their_order():
     data = Trajectories(*_oscillator(4, 11, 2.0), system="harmonic_oscillator")
     model = PhysicsModel(_oscillator_system("x", "v"), ["k"], init={"k": 1.2})

@@ -488,6 +488,24 @@ def in_model_order(data: Trajectories, model: Any, role: str) -> Trajectories:
     return Trajectories(data.t, data.states[..., order], data.params, None, names)
 
 
+def state_order_problems(model: Any, data: Trajectories, role: str) -> list[str]:
+    """A model whose system names the data's states in another order (data ``[x, v]``, model
+    ``[v, x]``): trained or rolled out, it would take each state for another. Systems that
+    name their states differently are left alone (Lagrangian data, a Hamiltonian model, say).
+    ``role`` names the data in the message (``"training"``, ``"held-out"``)."""
+    system = model_system(model)
+    ours = list(getattr(system, "state_names", None) or [])
+    theirs = list(getattr(data.system, "state_names", None) or [])
+    if ours == theirs or sorted(ours) != sorted(theirs):
+        return []
+    return [
+        f"the model's system {system.name!r} has the states {ours}, the {role} data's system "
+        f"{data.system.name!r} the same ones in the order {theirs}: the model would take each "
+        f"state for another; build the model from a system with the states in the "
+        f"data's order {theirs}"
+    ]
+
+
 def system_columns(data: Trajectories, system: Any, whose: str) -> list[int] | None:
     """The columns of ``data.states`` in ``system``'s order, where the data name their states
     (``state_names``, else their own system's): ``None`` for unnamed data, taken by position,

@@ -34,6 +34,7 @@ from physode.train.data import (
     Trajectories,
     as_trajectories,
     in_model_order,
+    state_order_problems,
     system_columns,
     uniform_grid,
 )
@@ -512,7 +513,9 @@ def rollout_report(
         For a ``t_end`` that :func:`rollout_times` refuses, a ``t_end`` beyond the data without
         a system, or a ``calibrate`` that :func:`calibration_time` refuses (a model that learns
         nothing per trajectory, a time before the data's second sample time) or that leaves no
-        held-out trajectory an observation to fit.
+        held-out trajectory an observation to fit; for data whose own system has the model's
+        system's states in another order (data ``[p, q]``, model ``[q, p]``), as the trainer
+        refuses them, naming both orders.
     physode.SolverError
         If a rollout fails, or a solve of the calibration does (the message says which).
 
@@ -549,6 +552,13 @@ def rollout_report(
     if method in FIXED_STEP_METHODS and max_step is not None:
         raise InvalidArgumentError(max_step_of_fixed_step_method(method, max_step))
     data = in_model_order(as_trajectories(data, split="test"), model, "held-out")
+    problems = state_order_problems(model, data, "held-out")
+    if problems:  # data with a system of their own keep its order, as in training
+        raise InvalidArgumentError(
+            f"{problems[0]}; or give the held-out states by name without a system, "
+            "Trajectories(t, ys, params, state_names=[...]), which are put in the model's "
+            "order, and their system as system=..."
+        )
     if rtol is None:
         rtol = attainable_rtol(ROLLOUT_RTOL, data.states)
     system = system if system is not None else data.system

@@ -73,7 +73,7 @@ from physode.train.data import (
     as_trajectories,
     batches_on,
     in_model_order,
-    model_system,
+    state_order_problems,
     stored_path,
     uniform_grid,
     windows_of,
@@ -526,7 +526,7 @@ class Trainer:
         return bool(getattr(self.model, "autonomous", False))
 
     def _check_data(self, data: Trajectories, role: str, model: nn.Module) -> None:
-        problems = _state_order_problems(model, data, role)
+        problems = state_order_problems(model, data, role)
         if self.config.window is not None and self.config.window > data.n_points:
             problems.append(
                 f"window={self.config.window} is longer than the {role} trajectories "
@@ -1913,23 +1913,6 @@ class Trainer:
         since = state.get("failed_since")
         self._failed_since = None if since is None else (since[0], since[1])
         self._failed_since_run = state.get("failed_since_run")  # a checkpoint's: unknown
-
-
-def _state_order_problems(model: nn.Module, data: Trajectories, role: str) -> list[str]:
-    """A model whose system names the data's states in another order (data ``[x, v]``, model
-    ``[v, x]``): it would fit each state to another one's values. Systems that name their
-    states differently are left alone (Lagrangian data, a Hamiltonian model, say)."""
-    system = model_system(model)
-    ours = list(getattr(system, "state_names", None) or [])
-    theirs = list(getattr(data.system, "state_names", None) or [])
-    if ours == theirs or sorted(ours) != sorted(theirs):
-        return []
-    return [
-        f"the model's system {system.name!r} has the states {ours}, the {role} data's system "
-        f"{data.system.name!r} the same ones in the order {theirs}: the model would fit each "
-        f"state to another's values; build the model from a system with the states in the "
-        f"data's order {theirs}"
-    ]
 
 
 def _observe_problems(observe: list[int], n_state: int) -> list[str]:
