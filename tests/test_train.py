@@ -1033,6 +1033,31 @@ def test_a_checkpoint_written_before_val_batch_size_resumes_and_a_changed_one_is
         other.load_checkpoint(tmp_path / "old.pt")
 
 
+@pytest.mark.parametrize(
+    ("saved", "resumed"),
+    [
+        ({}, {"val_batch_size": 16}),  # None stands for batch_size, 16 by default
+        ({"val_batch_size": 4, "batch_size": 4}, {"batch_size": 4}),
+        ({}, {"dtype": "float64"}),  # None keeps the data's dtype, float64 here
+        ({"dtype": "float64"}, {}),
+    ],
+)
+def test_a_resume_compares_the_values_that_settings_left_out_stand_for(tmp_path, saved, resumed):
+    # A run saved with val_batch_size=None was refused on resume with val_batch_size set to
+    # the batch_size None stands for ("val_batch_size: None -> 16"), and dtype=None likewise.
+    t, ys = spiral_data(n=6, points=5)
+    trainer = Trainer(neural(), (t, ys), epochs=1, val_fraction=0.5, **saved)
+    trainer.fit()
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    again = Trainer(neural(), (t, ys), epochs=2, val_fraction=0.5, **resumed)
+    again.load_checkpoint(path)
+    assert again.epoch == 1
+    other = {**saved, **resumed, "val_batch_size": 2, "dtype": "float32"}
+    message = r"val_batch_size: (None|4|16) -> 2, dtype: (None|'float64') -> 'float32'\)"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trainer(neural(), (t, ys), epochs=2, val_fraction=0.5, **other).load_checkpoint(path)
+
+
 def test_a_rollout_that_blew_up_and_a_nan_loss_are_written_as_valid_json(tmp_path):
     t, ys = spiral_data(n=2, points=11)
     report = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), conservation=False)

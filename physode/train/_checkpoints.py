@@ -136,6 +136,29 @@ def _changes(saved: Mapping[str, Any], mine: Mapping[str, Any], keys: Iterable[s
     ]
 
 
+def _setting_changes(
+    saved: Mapping[str, Any], mine: Mapping[str, Any], keys: Iterable[str], data_dtype: str
+) -> list[str]:
+    """:func:`_changes` of the settings ``keys``, where a setting left out (``None``) counts as
+    the value it stands for: ``val_batch_size`` as ``batch_size``, ``dtype`` as the training
+    data's (``data_dtype``, e.g. ``"float64"``). A run saved with ``val_batch_size=None`` and
+    ``batch_size=16`` resumes with ``val_batch_size=16``: the run is the same."""
+    then, now = _resolved(saved, data_dtype), _resolved(mine, data_dtype)
+    differing = [k for k in keys if then.get(k) != now.get(k)]
+    return _changes(saved, mine, differing)
+
+
+def _resolved(settings: Mapping[str, Any], data_dtype: str) -> dict[str, Any]:
+    """``settings`` with ``val_batch_size`` and ``dtype`` left out (``None``) replaced by what
+    they stand for."""
+    out = dict(settings)
+    if out.get("val_batch_size") is None:
+        out["val_batch_size"] = out.get("batch_size")
+    if out.get("dtype") is None:
+        out["dtype"] = data_dtype
+    return out
+
+
 def _check_table(model: nn.Module, path: Path, saved: Any, verb: str) -> None:
     """Refuse a model state dict ``saved`` (of the file ``path``) whose per-trajectory table
     has another number of rows than ``model``'s (sized to the training trajectories); ``verb``

@@ -44,6 +44,7 @@ from physode.train._checkpoints import (
     _cuda_rng_states,
     _read_checkpoint,
     _read_weights,
+    _setting_changes,
 )
 from physode.train._failures import (
     _FailedBatch,
@@ -371,6 +372,8 @@ class Trainer:
         train = in_model_order(train, model, "training")
         val = None if val is None else in_model_order(val, model, "validation")
         dtype = _dtype(config.dtype, train)
+        # The data's own dtype, which dtype=None keeps: a resume compares the dtype trained in.
+        self._data_dtype = str(train.states.dtype).removeprefix("torch.")
         self.device = _device(config.device, model)
         self.train_data = train.to(dtype, self.device)
         self.val_data = None if val is None else val.to(dtype, self.device)
@@ -1732,7 +1735,7 @@ class Trainer:
             keys += ("epochs",)  # the cosine schedule anneals over the run's epochs
         # A setting added after the checkpoint was written had its default value then.
         saved = {**TrainConfig().to_dict(), **state["config"]}
-        changes = _changes(saved, mine, keys)
+        changes = _setting_changes(saved, mine, keys, self._data_dtype)
         _check_table(self.model, path, state.get("model"), "resume")
         metadata = state.get("metadata")
         if isinstance(metadata, dict) and metadata and self.metadata:  # older checkpoints: none
