@@ -1328,7 +1328,7 @@ def _resume_run(
     from physode.train._checkpoints import _read_checkpoint
 
     with _distributed.together(trainer._group, "load_checkpoint", f"could not resume {resume}"):
-        held.enter_context(trainer._folder_held())
+        held.enter_context(trainer._folders_claimed(agreed=False))
         if if_any and not Path(resume).is_file():
             return
         state = _read_checkpoint(Path(resume))  # read once, for the metadata and the resume

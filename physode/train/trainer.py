@@ -300,7 +300,8 @@ class Trainer:
     3
     """
 
-    # Inside _folder_held(), which holds the checkpoint folder's lock: fit() takes it from there.
+    # Inside _folders_claimed(), which holds the checkpoint folder's lock: a fit() inside it
+    # takes the lock from there.
     _holding_folder = False
 
     def __init__(
@@ -1098,13 +1099,22 @@ class Trainer:
             return self._fit_epochs(epochs)
 
     @contextlib.contextmanager
-    def _folders_claimed(self) -> Iterator[None]:
-        """Check the checkpoint folder and the log's in every process alike, and hold the lock
-        of the checkpoint folder (in the process that writes) until the block ends."""
+    def _folders_claimed(self, agreed: bool = True) -> Iterator[None]:
+        """Check the checkpoint folder and the log's, and hold the lock of the checkpoint
+        folder (in the process that writes) until the block ends, a :meth:`fit` inside it
+        included, which then takes the lock from there: ``physode train --resume`` holds it
+        from before it reads the checkpoint, which another run then can neither read at the
+        same time nor replace before this run trains on it.
+
+        With ``agreed`` (:meth:`fit`), the processes of a ``torch.distributed`` run learn
+        whether process 0 could claim its folders, and must go on from the same epoch; without
+        it process 0 alone checks (a caller that meets the others around it: ``physode
+        train``'s resume, inside ``_distributed.together``)."""
         lock = None
+        holding = self._holding_folder
         try:
-            if self._group is None:
-                lock = self._check_folders()
+            if self._group is None or not agreed:
+                lock = self._check_folders() if self._writes else None
             else:
                 # Rank 0's folders, checked there; the others learn whether they can be
                 # written. And every process must go on from the same epoch (a checkpoint
@@ -1124,22 +1134,10 @@ class Trainer:
                     world = self._group.world
                     raise InvalidArgumentError(f"process 0 of {world}: {reports[0][0]}")
                 _distributed.refuse_other_epochs([epoch for _, epoch in reports], self._group)
+            self._holding_folder = True
             yield
         finally:
-            if lock is not None:
-                os.close(lock)
-
-    @contextlib.contextmanager
-    def _folder_held(self) -> Iterator[None]:
-        """Check the checkpoint folder and hold its lock (in the process that writes) until the
-        block ends, :meth:`fit` inside it included: a checkpoint read there to resume cannot
-        be read by another run at the same time, nor replaced before this run trains on it."""
-        lock = self._check_folders() if self._writes else None
-        self._holding_folder = True
-        try:
-            yield
-        finally:
-            self._holding_folder = False
+            self._holding_folder = holding
             if lock is not None:
                 os.close(lock)
 
