@@ -960,6 +960,25 @@ def test_rollout_report_refuses_a_max_step_for_a_fixed_step_method_as_the_settin
     )
 
 
+@pytest.mark.parametrize(
+    ("observe", "message"),
+    [
+        ([2], r"observe=\[2\] has indices \[2\] outside the 2 state components$"),
+        ([0, -2], r"observe=\[0, -2\] gives component 0 twice, as 0 and -2 "),
+        ([], r"observe=\[\] must be a non-empty list of state indices, or None$"),
+        (0, r"observe=0 must be a non-empty list"),
+    ],
+)
+def test_rollout_report_refuses_an_observe_the_settings_refuse(observe, message):
+    # An index outside the state failed with torch's IndexError, and a component given twice
+    # weighed twice in the errors.
+    t, ys = spiral_data(n=2, points=11)
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        rollout_report(lambda s, y: y @ A, Trajectories(t, ys), observe=observe)
+    report = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), observe=(-1,))
+    assert report.mse < 1e-10
+
+
 @pytest.mark.parametrize("max_step", [None, 0.02])
 def test_max_step_caps_the_solves_of_training_validation_rollout_calibration_and_truth(
     monkeypatch, max_step

@@ -32,6 +32,7 @@ from physode.train.config import (
 )
 from physode.train.data import (
     Trajectories,
+    _observe_problems,
     as_trajectories,
     in_model_order,
     state_order_problems,
@@ -450,7 +451,9 @@ def rollout_report(
         (the model's) order; names that are not its states are refused, naming both lists.
         Unnamed data are taken by position.
     observe : list of int, optional
-        Components that enter the errors (default all).
+        Components that enter the errors (default all), each once; a negative index counts
+        from the end. An index outside the state, or a component given twice, is refused as
+        ``TrainConfig(observe=...)`` refuses it.
     method, rtol, atol, step_size
         The model's solver settings (``step_size`` for a fixed-step method only). ``rtol``
         defaults to ``ROLLOUT_RTOL`` (1e-7), or to the resolution of the data's dtype where
@@ -552,13 +555,24 @@ def rollout_report(
     if method in FIXED_STEP_METHODS and max_step is not None:
         raise InvalidArgumentError(max_step_of_fixed_step_method(method, max_step))
     data = in_model_order(as_trajectories(data, split="test"), model, "held-out")
-    problems = state_order_problems(model, data, "held-out")
-    if problems:  # data with a system of their own keep its order, as in training
-        raise InvalidArgumentError(
-            f"{problems[0]}; or give the held-out states by name without a system, "
-            "Trajectories(t, ys, params, state_names=[...]), which are put in the model's "
-            "order, and their system as system=..."
-        )
+    # Data with a system of their own keep its order, as in training.
+    problems = [
+        f"{problem}; or give the held-out states by name without a system, Trajectories(t, "
+        "ys, params, state_names=[...]), which are put in the model's order, and their system "
+        "as system=..."
+        for problem in state_order_problems(model, data, "held-out")
+    ]
+    if observe is not None:  # as the training settings check it
+        if not (
+            isinstance(observe, list | tuple) and observe and all(is_int(i) for i in observe)
+        ):
+            raise InvalidArgumentError(
+                f"observe={observe!r} must be a non-empty list of state indices, or None"
+            )
+        observe = list(observe)
+        problems += _observe_problems(observe, data.n_state)
+    if problems:
+        raise InvalidArgumentError("; ".join(problems))
     if rtol is None:
         rtol = attainable_rtol(ROLLOUT_RTOL, data.states)
     system = system if system is not None else data.system

@@ -69,6 +69,7 @@ from physode.train.data import (
     Batch,
     Trajectories,
     Window,
+    _observe_problems,
     _optional_split,
     _split_off,
     as_trajectories,
@@ -1914,49 +1915,6 @@ class Trainer:
         since = state.get("failed_since")
         self._failed_since = None if since is None else (since[0], since[1])
         self._failed_since_run = state.get("failed_since_run")  # a checkpoint's: unknown
-
-
-def _observe_problems(observe: list[int], n_state: int) -> list[str]:
-    """What is wrong with ``observe`` for a state of ``n_state`` components: an index outside
-    it, or one component given twice, once counted from the end (``[1, -1]`` of two).
-
-    Examples
-    --------
-    >>> _observe_problems([0, -1], 3)
-    []
-    >>> _observe_problems([0, 0], 3)
-    ['observe=[0, 0] gives component 0 twice; each component enters the loss once: drop the repeat']
-    >>> _observe_problems([1, -1, 3], 2)  # doctest: +NORMALIZE_WHITESPACE
-    ['observe=[1, -1, 3] has indices [3] outside the 2 state components',
-     'observe=[1, -1, 3] gives component 1 twice, as 1 and -1 (a negative index counts from
-     the end); each component enters the loss once: drop the repeat']
-    """
-    problems = []
-    bad = [i for i in observe if not -n_state <= i < n_state]
-    if bad:
-        problems.append(
-            f"observe={observe} has indices {bad} outside the {n_state} state components"
-        )
-    spellings: dict[int, list[int]] = {}
-    for i in observe:
-        if -n_state <= i < n_state:
-            spellings.setdefault(i % n_state, []).append(i)
-    for component, given in spellings.items():
-        if len(given) > 1:
-            spelt = ""
-            if len(set(given)) > 1:
-                as_given = " and ".join(map(str, given))
-                spelt = f", as {as_given} (a negative index counts from the end)"
-            problems.append(
-                f"observe={observe} gives component {component} {_times(len(given))}{spelt}; "
-                "each component enters the loss once: drop the repeat"
-            )
-    return problems
-
-
-def _times(n: int) -> str:
-    """``twice``, ``3 times``."""
-    return "twice" if n == 2 else f"{n} times"
 
 
 def _evaluations(solutions: list[Any]) -> tuple[int, int]:
