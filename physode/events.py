@@ -46,8 +46,9 @@ DIRECTIONS = (-1, 0, 1)
 # How the messages name each direction's sign change, and what they advise where none was found.
 _SIGN_CHANGE = {0: "", 1: " from negative to positive", -1: " from positive to negative"}
 _NO_EVENT_ADVICE = (
-    "Extend t_max, check event_fn's sign there, or look for two crossings within one step "
-    "(max_step=... caps the steps below the time between two crossings)"
+    "Extend t_max, check event_fn's sign there, or look for two crossings between two points "
+    "the search evaluates event_fn at (the ends of each step and, with dense output, 4 points "
+    "inside it; max_step=... caps the steps below the time between two crossings)"
 )
 _NOT_DIFFERENTIABLE = (
     "event_fn(t, y) is not differentiable with respect to t and y (its result does not require "
@@ -124,15 +125,47 @@ def _found_text(found: bool | Tensor) -> str:
 
 @dataclass
 class _Crossing:
-    """The accepted step in which ``event_fn`` changed sign, and its values at both ends."""
+    """The accepted step in which ``event_fn`` changed sign, the fractions ``lo < hi`` of it
+    between which it did (first), and its values there."""
 
     t: float
     y: Tensor
-    g: float
     t_new: float
     y1: Tensor
-    g1: float
     step: Any
+    lo: float
+    hi: float
+    g_lo: float
+    g_hi: float
+
+
+#: Points inside each accepted step, evenly spaced, at which the search also evaluates
+#: ``event_fn`` on the method's dense output (``dopri5``, ``bosh3``), so that two crossings
+#: within one step are seen where one of them falls between two of the points. They cost no
+#: evaluation of ``func``: one interpolation of the step and one call of ``event_fn`` each.
+INTERIOR_POINTS = 4
+
+
+class _Interior:
+    """The states inside an accepted step at which the search evaluates ``event_fn``: the
+    dense output at :data:`INTERIOR_POINTS` evenly spaced fractions of the step, for a method
+    that has one; none for the others."""
+
+    def __init__(self, stepper, y0: Tensor):
+        dense = stepper.has_dense and stepper.adaptive
+        n = INTERIOR_POINTS if dense else 0
+        self.fractions = tuple((i + 1) / (n + 1) for i in range(n))
+        if n:
+            weights = [stepper.tableau.dense_weights(theta) for theta in self.fractions]
+            # (points, stages): every point's state from one product with the stacked stages
+            self.weights = torch.tensor(weights, dtype=y0.dtype, device=y0.device)
+
+    def states(self, y: Tensor, h: float, ks: Sequence[Tensor]) -> Tensor | tuple[()]:
+        """The states at the fractions of the step of size ``h`` from ``y`` with stages ``ks``,
+        stacked along a leading dimension."""
+        if not self.fractions:
+            return ()
+        return y + h * torch.tensordot(self.weights, torch.stack(list(ks)), dims=1)
 
 
 def odeint_event(
@@ -158,14 +191,16 @@ def odeint_event(
     """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t0`` until ``event_fn(t, y)`` changes sign.
 
     The event is the first sign change of ``event_fn`` after ``t0`` (a terminal event). The
-    solver steps as :func:`physode.solve` does, evaluating ``event_fn`` once after every accepted
-    step; in the step where its sign changes, the root is located to the resolution of ``t``
-    by a bracketing search (Illinois) on the method's dense output (``dopri5``, ``bosh3``), or
-    for the other methods on steps of the method from the start of that step to each trial time
-    (a few steps' evaluations of ``func``, once: 4 to 11 steps on smooth problems).
-    A sign change that starts and ends within one step (two crossings) goes unseen: where the
-    crossings can come closer together than the steps the tolerance allows, cap the steps with
-    ``max_step``.
+    solver steps as :func:`physode.solve` does, evaluating ``event_fn`` at the end of every
+    accepted step and, for a method with dense output (``dopri5``, ``bosh3``), at 4 evenly
+    spaced points inside it on that output (no evaluation of ``func``); the first sign change
+    among them is the event, and its root is located to the resolution of ``t`` by a
+    bracketing search (Illinois) on the dense output, or for the other methods on steps of the
+    method from the start of that step to each trial time (a few steps' evaluations of
+    ``func``, once: 4 to 11 steps on smooth problems). Two crossings that both fall between two
+    points evaluated (within one step of a method without dense output, within a fifth of one
+    with it) cancel out and go unseen: where the crossings can come that close together, cap
+    the steps with ``max_step``.
 
     The event time and the state there are differentiable with respect to ``y0``, ``func``'s
     parameters and ``event_fn``'s, in every gradient mode, by the implicit function theorem:
@@ -490,30 +525,61 @@ def _check_kind(g: Tensor, device: torch.device) -> None:
 
 def _search(stepper, func, event_fn, y0, t0, end, direction, g0, f0, time, stats, **settings):
     """Step from ``t0`` towards ``end`` until ``event_fn`` changes sign (in ``direction``);
-    return that step's :class:`_Crossing` (None if there is none) and the loop's result."""
+    return that step's :class:`_Crossing` (None if there is none) and the loop's result.
+
+    Within each accepted step ``event_fn`` is evaluated at the step's interior points (see
+    :class:`_Interior`) and at its end, in order; the first sign change among them is the one
+    located."""
     # The sign of the last nonzero value (0 until the trajectory leaves a start on zero), and
-    # the value at the start of the coming step.
+    # the value at the last point evaluated.
     last = {"sign": _sign(g0), "g": g0}
     found: list[_Crossing] = []
+    interior = _Interior(stepper, y0)
+    fractions = (*interior.fractions, 1.0)
 
     def stop(t, y, t_new, y1, step) -> bool:
         if not stepper.adaptive and not bool(torch.isfinite(y1).all()):
             return True  # the loop then reports the non-finite state (adaptive ones reject it)
-        g1 = _event_value(event_fn, time(t_new), y1, y0)
-        g, sign, sign1 = last["g"], last["sign"], _sign(g1)
-        last["g"] = g1
-        if sign1 == sign or sign == 0 or (sign1 == 0 and g == 0):
+        h = t_new - t
+        times = [t + theta * h for theta in interior.fractions] + [t_new]
+        states = [*interior.states(y, h, step.ks), y1]
+        values = _event_values(event_fn, times, states, time, y0)
+        for i, g1 in enumerate(values):
+            g, sign, sign1 = last["g"], last["sign"], _sign(g1)
+            last["g"] = g1
+            if sign1 == sign or sign == 0 or (sign1 == 0 and g == 0):
+                last["sign"] = sign1 or sign
+                continue
+            if direction in (0, -sign):  # a rise leaves a negative sign behind, a fall a positive
+                lo = fractions[i - 1] if i else 0.0
+                found.append(_Crossing(t, y, t_new, y1, step, lo, fractions[i], g, g1))
+                return True
             last["sign"] = sign1 or sign
-            return False
-        if direction in (0, -sign):  # a rise leaves a negative sign behind, a fall a positive
-            found.append(_Crossing(t, y, g, t_new, y1, g1, step))
-            return True
-        last["sign"] = sign1 or sign
         return False
 
     result = integrate(stepper, func, y0, [t0, end], stats=stats, f0=f0, stop=stop,
                        **settings)  # fmt: skip
     return (found[0] if found and result.status is Status.SUCCESS else None), result
+
+
+def _event_values(event_fn, times: list[float], states, time, y0: Tensor) -> list[float]:
+    """``event_fn`` at each time and state, as floats read back together (one host
+    synchronisation), after checking that each is one finite real value."""
+    values = []
+    for t, y in zip(times, states, strict=True):
+        g = event_fn(time(t), y)
+        if not (isinstance(g, Tensor) and g.ndim == 0 and g.is_floating_point()
+                and g.device == y0.device):  # fmt: skip
+            _checked_value(g, time(t), y0)  # says what is wrong
+        values.append(g)
+    floats = torch.stack(values).tolist() if len(values) > 1 else [values[0].item()]
+    for t, value in zip(times, floats, strict=True):
+        if not math.isfinite(value):
+            raise InvalidArgumentError(
+                f"event_fn(t, y) returned {value} at t={t:.17g}; it must be finite along "
+                "the trajectory"
+            )
+    return floats
 
 
 def _sign(value: float) -> int:
@@ -522,12 +588,9 @@ def _sign(value: float) -> int:
 
 def _locate(stepper, func, event_fn, crossing: _Crossing, time, stats) -> tuple[float, Tensor]:
     """The root of ``event_fn`` within the crossing step and the state there, by the Illinois
-    variant of regula falsi on the step's interpolant, in the step's fraction ``theta``."""
+    variant of regula falsi on the step's interpolant, between the fractions ``lo`` and ``hi``
+    of the step that bracket it."""
     c = crossing
-    if c.g1 == 0.0:
-        return c.t_new, c.y1
-    if c.g == 0.0:
-        return c.t, c.y
     h, step = c.t_new - c.t, c.step
     if stepper.has_dense and stepper.adaptive:
 
@@ -544,13 +607,24 @@ def _locate(stepper, func, event_fn, crossing: _Crossing, time, stats) -> tuple[
             stats.nfe += stepper.nfe_per_replay
             return stepper.step(func, c.t, c.y, theta * h, f_a, time, replay=True).y1
 
-    # Times closer than this are one time for func (and event_fn), which get t in y's dtype: the
-    # least fraction of the step that moves the time is the search's nudge (see _root).
-    resolution = torch.finfo(c.y.dtype).eps * max(abs(c.t), abs(c.t_new))
     states: dict[float, Tensor] = {0.0: c.y, 1.0: c.y1}
 
+    def at(theta: float) -> tuple[float, Tensor]:
+        if theta not in states:
+            states[theta] = state(theta)
+        return (c.t_new if theta == 1.0 else c.t + theta * h), states[theta]
+
+    if c.g_hi == 0.0:
+        return at(c.hi)
+    if c.g_lo == 0.0:
+        return at(c.lo)
+    # Times closer than this are one time for func (and event_fn), which get t in y's dtype: the
+    # least fraction of the bracket that moves the time is the search's nudge (see _root).
+    resolution = torch.finfo(c.y.dtype).eps * max(abs(c.t), abs(c.t_new))
+    width = c.hi - c.lo
+
     def value(s: Tensor) -> Tensor:
-        theta = float(s)
+        theta = c.lo + float(s) * width
         states[theta] = state(theta)
         g = _event_value(event_fn, time(c.t + theta * h), states[theta], c.y)
         return torch.tensor([g], dtype=torch.float64)
@@ -558,10 +632,8 @@ def _locate(stepper, func, event_fn, crossing: _Crossing, time, stats) -> tuple[
     def bound(g: float) -> Tensor:
         return torch.tensor([g], dtype=torch.float64)
 
-    theta = float(_root(value, bound(c.g), bound(c.g1), nudge=bound(resolution / abs(h))))
-    if theta == 1.0:
-        return c.t_new, c.y1
-    return c.t + theta * h, states[theta]
+    s = float(_root(value, bound(c.g_lo), bound(c.g_hi), nudge=bound(resolution / abs(h * width))))
+    return at(c.lo + s * width)
 
 
 def _newton_step(func, event_fn, t_root: float, y_root: Tensor, time, stats):
@@ -697,46 +769,60 @@ class _Rows:
 
     def search(self, y0, t0, end, direction, g0, f0, **settings):
         """Step from ``t0`` towards ``end`` until every row's ``event_fn`` has changed sign (in
-        ``direction``); return the loop's result."""
+        ``direction``); return the loop's result.
+
+        Within each accepted step ``event_fn`` is evaluated at the step's interior points (see
+        :class:`_Interior`) and at its end, in order; each row's first sign change among them
+        is the one located."""
         stepper, event_fn, time = self.stepper, self.event_fn, self.time
+        interior = _Interior(stepper, y0)
+        fractions = (0.0, *interior.fractions, 1.0)
         # Per row: the sign of the last nonzero value (0 until a start on zero is left), and the
         # value at the start of the coming step.
         last = {"sign": torch.sign(g0), "g": g0}
 
         def stop(t, y, t_new, y1, step) -> bool:
-            g1 = event_fn(time(t_new), y1)
-            if not isinstance(g1, Tensor) or g1.shape != (self.batch,):
-                self.check(g1, t_new)
-            g, sign, sign1 = last["g"], last["sign"], torch.sign(g1)
-            changed = (sign1 != sign) & (sign != 0) & ~((sign1 == 0) & (g == 0))
-            hit = changed & ~self.crossed
-            if direction:  # a rise leaves a negative sign behind, a fall a positive
-                hit &= sign == -direction
+            h = t_new - t
+            times = [t + theta * h for theta in interior.fractions] + [t_new]
+            states = [*interior.states(y, h, step.ks), y1]
+            values = []
+            for t_i, y_i in zip(times, states, strict=True):
+                g_i = event_fn(time(t_i), y_i)
+                if not isinstance(g_i, Tensor) or g_i.shape != (self.batch,):
+                    self.check(g_i, t_i)
+                values.append(g_i)
+            hit, lo, hi, g_lo, g_hi, last["sign"], last["g"] = _first_changes(
+                last["sign"], last["g"], values, fractions, direction
+            )
+            hit &= ~self.crossed
             crossed = self.crossed | hit
             # One host synchronisation per step for everything the loop must know.
-            flags = [hit.any(), crossed.all(), torch.isfinite(g1).all()]
+            flags = [hit.any(), crossed.all(), torch.isfinite(torch.stack(values)).all()]
             if not stepper.adaptive:
                 flags.append(torch.isfinite(y1).all())
             any_hit, all_crossed, finite, *state_finite = torch.stack(flags).tolist()
             if state_finite and not state_finite[0]:
                 return True  # the loop then reports the non-finite state
             if not finite:
-                self.refuse_non_finite(g1, ~torch.isfinite(g1), t_new)
-            last["sign"], last["g"] = torch.where(sign1 != 0, sign1, sign), g1
+                for t_i, g_i in zip(times, values, strict=True):
+                    bad = ~torch.isfinite(g_i)
+                    if bool(bad.any()):
+                        self.refuse_non_finite(g_i, bad, t_i)
             if any_hit:
-                self.keep(hit, t, t_new, y, y1, step, g, g1)
+                self.keep(hit, t, t_new, y, y1, step, lo, hi, g_lo, g_hi)
                 self.crossed = crossed
             return bool(all_crossed)
 
         return integrate(stepper, self.func, y0, [t0, end], stats=self.stats, f0=f0, stop=stop,
                          **settings)  # fmt: skip
 
-    def keep(self, hit, t, t_new, y, y1, step, g, g1) -> None:
-        """Note, for the rows in ``hit``, the step that locates their root."""
+    def keep(self, hit, t, t_new, y, y1, step, lo, hi, g_lo, g_hi) -> None:
+        """Note, for the rows in ``hit``, the step that locates their root, and the fractions of
+        it (and ``event_fn``'s values there) that bracket the root."""
         # Without dense output, the step's first stage f(t, y) where the method keeps it (a
         # symplectic step keeps none: locate evaluates it).
         ks = list(step.ks) if self.dense else step.ks[:1]
-        new = {"y": y, "y1": y1, "ks": ks, "g": g, "g1": g1}
+        new = {"y": y, "y1": y1, "ks": ks, "g": g_lo, "g1": g_hi, "lo": lo, "hi": hi}
         if self.kept is None:  # the first crossing: every row takes this step for now
             f64 = {"dtype": torch.float64, "device": self.device}
             self.kept = {**new, "t": torch.full((self.batch,), t, **f64),
@@ -745,20 +831,23 @@ class _Rows:
         k, rows = self.kept, hit.view(self.shape)
         k["y"], k["y1"] = torch.where(rows, y, k["y"]), torch.where(rows, y1, k["y1"])
         k["ks"] = [torch.where(rows, a, b) for a, b in zip(ks, k["ks"], strict=True)]
-        k["g"], k["g1"] = torch.where(hit, g, k["g"]), torch.where(hit, g1, k["g1"])
+        for name in ("g", "g1", "lo", "hi"):
+            k[name] = torch.where(hit, new[name], k[name])
         k["t"], k["t_new"] = k["t"].masked_fill(hit, t), k["t_new"].masked_fill(hit, t_new)
 
     def locate(self) -> tuple[Tensor, Tensor]:
         """Every crossed row's root (float64 times, NaN elsewhere) and state there, located at
-        once by the Illinois search on the steps noted."""
+        once by the Illinois search on the steps noted, between each row's bracketing
+        fractions of its step."""
         k, crossed, stepper = self.kept, self.crossed, self.stepper
         t_a, h = k["t"], k["t_new"] - k["t"]
         y_a, ks = k["y"], k["ks"]
+        lo, width = k["lo"], k["hi"] - k["lo"]
         # Rows with no event are done from the start (g_lo = 0) and never read.
         g_lo = torch.where(crossed, k["g"], 0.0).double()
-        # The least fraction of each step that moves its time (see _locate).
+        # The least fraction of each bracket that moves its time (see _locate).
         eps = torch.finfo(self.dtype).eps
-        nudge = eps * torch.maximum(t_a.abs(), k["t_new"].abs()) / h.abs()
+        nudge = eps * torch.maximum(t_a.abs(), k["t_new"].abs()) / (h * width).abs()
         nudge = torch.where(crossed, nudge, 0.0)
         h_y = h.to(self.dtype).view(self.shape)
         if not self.dense:
@@ -766,26 +855,28 @@ class _Rows:
             f_a = ks[0] if ks else self.func(t_lead, y_a)
             self.stats.nfe += not ks
 
-        def state(s: Tensor) -> Tensor:
+        def state(theta: Tensor) -> Tensor:
             if self.dense:
-                weights = stepper.tableau.dense_weights(s.to(self.dtype).view(self.shape))
+                weights = stepper.tableau.dense_weights(theta.to(self.dtype).view(self.shape))
                 return y_a + h_y * sum(w * k_ for w, k_ in zip(weights, ks, strict=True))
             self.stats.nfe += stepper.nfe_per_replay
-            h_s = (s * h).to(self.dtype).view(self.shape)
+            h_s = (theta * h).to(self.dtype).view(self.shape)
             return stepper.step(self.func, t_lead, y_a, h_s, f_a, self.time, replay=True).y1
 
         def g(s: Tensor) -> Tensor:
-            value = self.event_fn(self.row_time(t_a + s * h), state(s))
+            theta = lo + s * width
+            value = self.event_fn(self.row_time(t_a + theta * h), state(theta))
             bad = crossed & ~torch.isfinite(value)
             if bool(bad.any()):
                 self.refuse_non_finite(value, bad, "a time within its event's step")
             return value.double()
 
         s = _root(g, g_lo, k["g1"].double(), nudge=nudge)
-        k["s"] = torch.where(crossed, s, 0.0)  # for states_with_gradient
-        t_root = torch.where(s == 1, k["t_new"], t_a + s * h)
-        y_root = torch.where((s == 1).view(self.shape), k["y1"], state(s))
-        y_root = torch.where((s == 0).view(self.shape), y_a, y_root)
+        theta = lo + s * width
+        k["s"] = torch.where(crossed, theta, 0.0)  # for states_with_gradient
+        t_root = torch.where(theta == 1, k["t_new"], t_a + theta * h)
+        y_root = torch.where((theta == 1).view(self.shape), k["y1"], state(theta))
+        y_root = torch.where((theta == 0).view(self.shape), y_a, y_root)
         nan = torch.tensor(math.nan, dtype=self.dtype, device=self.device)
         t_root = torch.where(crossed, t_root, math.nan)
         return t_root, torch.where(crossed.view(self.shape), y_root, nan)
@@ -872,6 +963,33 @@ class _Rows:
         y_event = y_safe + f_r * (t_event - t_safe).view(shape)
         y_event = torch.where(keep.view(shape), y_event, y_root.detach())
         return t_event, y_event
+
+
+def _first_changes(sign: Tensor, g: Tensor, values: list[Tensor], fractions, direction: int):
+    """Each row's first sign change (in ``direction``) among the values ``event_fn`` took at the
+    ``fractions`` of a step after ``fractions[0]``, where the row had the sign ``sign`` (its last
+    nonzero one) and the value ``g``: the rows with one, the fractions and values bracketing it,
+    and each row's sign and value at the step's end, for the next step.
+
+    The same rule as the single event's search, for every point at once: a change is a nonzero
+    sign left for another (a zero included, unless the value was already zero there)."""
+    gs = torch.stack([g, *values])  # (points + 1, batch)
+    signs = torch.sign(gs)
+    signs[0] = sign
+    # The last nonzero sign up to each point (a start on zero keeps 0 until it is left).
+    points = torch.arange(len(gs), device=gs.device).view(-1, 1).expand_as(gs)
+    last_nonzero = torch.where(signs != 0, points, 0).cummax(0).values
+    carried = signs.gather(0, last_nonzero)
+    before, after, g_before = carried[:-1], signs[1:], gs[:-1]
+    changed = (after != before) & (before != 0) & ~((after == 0) & (g_before == 0))
+    if direction:  # a rise leaves a negative sign behind, a fall a positive
+        changed &= before == -direction
+    hit = changed.any(0)
+    first = changed.int().argmax(0, keepdim=True)  # 0 where none: then unused
+    f64 = torch.tensor(fractions, dtype=torch.float64, device=gs.device)
+    lo, hi = f64[first[0]], f64[first[0] + 1]
+    g_lo, g_hi = gs.gather(0, first)[0], gs.gather(0, first + 1)[0]
+    return hit, lo, hi, g_lo, g_hi, carried[-1], gs[-1]
 
 
 def _odeint_event_rows(rows: _Rows, func, state, parts, y0, t0, end, t_max, direction, g0, f0,

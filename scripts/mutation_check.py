@@ -315,8 +315,10 @@ MUTANTS = (
            EVENTS),
     Mutant("physode/events.py", "if direction in (0, -sign):", "if direction in (0, sign):",
            "a single event's direction flipped", EVENTS),
-    Mutant("physode/events.py", "hit &= sign == -direction", "hit &= sign == direction",
-           "a per-row event's direction flipped", EVENTS),
+    Mutant("physode/events.py", "changed &= before == -direction",
+           "changed &= before == direction", "a per-row event's direction flipped", EVENTS),
+    Mutant("physode/events.py", "n = INTERIOR_POINTS if dense else 0", "n = 0",
+           "the event search checks only the ends of each step", EVENTS),
     Mutant("physode/events.py", "(0.0 if g_y is None else (g_y * f_r).sum())", "0.0",
            "the event's rate leaves out dg/dy . f", EVENTS),
     # -- tuple states (physode/solvers/_tuples.py)

@@ -325,16 +325,19 @@ def test_bad_settings_are_refused_with_the_choices(options, match):
 
 
 # x = sin t reaches 0.9999 at asin(0.9999) and falls below it 0.028 later: the steps that
-# rtol=1e-6 allows there are longer, and both sign changes fall within one of them.
-NEAR_TOP = 0.9999
+# rtol=1e-6 allows there are longer, and both sign changes fall within one of them. It reaches
+# 0.99999 and falls below it 0.0089 later, less than a fifth of those steps: between two of the
+# points inside the step where a method with dense output also evaluates event_fn.
+NEAR_TOP, NEARER_TOP = 0.9999, 0.99999
 
 
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "dop853"])
-def test_two_crossings_within_one_step_are_missed_and_max_step_finds_the_first(method):
+@pytest.mark.parametrize(("method", "mark"),
+                         [("dopri5", NEARER_TOP), ("tsit5", NEAR_TOP), ("dop853", NEAR_TOP)])
+def test_two_crossings_within_one_step_are_missed_and_max_step_finds_the_first(method, mark):
     y0 = torch.tensor([0.0, 1.0], dtype=F64)
 
     def event_fn(t, y):
-        return y[0] - NEAR_TOP
+        return y[0] - mark
 
     options = {"t_max": 3.0, "method": method, "throw": False}
     missed = physode.odeint_event(oscillator, y0, 0.0, event_fn, **options)
@@ -344,13 +347,13 @@ def test_two_crossings_within_one_step_are_missed_and_max_step_finds_the_first(m
     y0.requires_grad_(True)
     sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, **options, max_step=0.02)
     assert sol.found
-    t_event = math.asin(NEAR_TOP)
+    t_event = math.asin(mark)
     assert sol.t_event.item() == pytest.approx(t_event, abs=1e-7)
     # The solve for the gradient takes the search's capped steps too (1.56 / 0.02, not 18).
     assert sol.gradient_stats.n_steps >= t_event / 0.02
-    # x = v0 sin t: dt/dv0 = -NEAR_TOP / cos(t_event) at v0 = 1.
+    # x = v0 sin t: dt/dv0 = -mark / cos(t_event) at v0 = 1.
     (grad,) = torch.autograd.grad(sol.t_event, [y0])
-    assert grad[1].item() == pytest.approx(-NEAR_TOP / math.cos(t_event), rel=1e-4)
+    assert grad[1].item() == pytest.approx(-mark / math.cos(t_event), rel=1e-4)
 
 
 @pytest.mark.parametrize("gradient", GRADIENTS)
@@ -368,7 +371,6 @@ def test_max_step_caps_the_per_row_search_and_the_solve_for_the_gradient(gradien
         return w * oscillator(t, y)
 
     options = {"t_max": 3.0, "gradient": gradient, "throw": False}
-    assert not physode.odeint_event(field, y0, 0.0, event_fn, **options).found.any()
     sol = physode.odeint_event(field, y0, 0.0, event_fn, **options, max_step=0.02)
     assert bool(sol.found.all())
     expected = math.asin(NEAR_TOP)
@@ -376,8 +378,56 @@ def test_max_step_caps_the_per_row_search_and_the_solve_for_the_gradient(gradien
                                atol=0)  # fmt: skip
     (grad,) = torch.autograd.grad(sol.t_event.sum(), [w])
     assert grad.item() == pytest.approx(-2 * expected, rel=1e-5)
-    # The solve for the gradient takes the search's capped steps: 1.56 / 0.02, not 18.
+    # The search and the solve for the gradient take capped steps: 1.56 / 0.02, not 11.
+    assert sol.stats.n_steps >= expected / 0.02
     assert sol.gradient_stats.n_steps >= expected / 0.02
+
+
+# A ball thrown up at 5 m/s from the floor rises past a mark 1 m up and falls back below it
+# within one step of dopri5 or bosh3, which solve its quadratic path exactly and so take long
+# steps: the ends of that step are both below the mark.
+MARK, THROW = 1.0, 5.0
+
+
+def passing_times(v0: float) -> tuple[float, float]:
+    """When a ball thrown up at v0 from the floor rises past MARK, and when it falls past it."""
+    root = math.sqrt(v0 * v0 - 2 * G * MARK)
+    return (v0 - root) / G, (v0 + root) / G
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+@pytest.mark.parametrize(("direction", "crossing"), [(0, 0), (1, 0), (-1, 1)])
+def test_two_crossings_within_one_step_are_found_on_the_dense_output(method, direction, crossing):
+    y0 = torch.tensor([0.0, THROW], dtype=F64, requires_grad=True)
+    sol = physode.odeint_event(fall, y0, 0.0, lambda t, y: y[0] - MARK, t_max=3.0,
+                               method=method, direction=direction)  # fmt: skip
+    assert sol.stats.n_steps <= 4  # both crossings fell within its steps' last
+    t_event = passing_times(THROW)[crossing]
+    assert sol.t_event.item() == pytest.approx(t_event, abs=1e-12)
+    assert sol.ys[1, 0].item() == pytest.approx(MARK, abs=1e-12)
+    # t = (v0 -+ sqrt(v0^2 - 2 g MARK)) / g: dt/dv0 = (1 -+ v0 / sqrt(...)) / g.
+    sign = 1 if crossing else -1
+    (grad,) = torch.autograd.grad(sol.t_event, [y0])
+    root = math.sqrt(THROW * THROW - 2 * G * MARK)
+    assert grad[1].item() == pytest.approx((1 + sign * THROW / root) / G, rel=1e-9)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_each_row_s_two_crossings_within_one_step_are_found_on_the_dense_output(method):
+    throws = [THROW, 6.0, 8.0]  # 6 m/s crosses twice within one step too, 8 m/s does not
+    y0 = torch.tensor([[0.0, v] for v in throws], dtype=F64, requires_grad=True)
+    sol = physode.odeint_event(fall, y0, 0.0, lambda t, y: y[:, 0] - MARK, t_max=3.0,
+                               method=method)  # fmt: skip
+    assert sol.found.tolist() == [True] * 3
+    expected = torch.tensor([passing_times(v)[0] for v in throws], dtype=F64)
+    torch.testing.assert_close(sol.t_event, expected, rtol=0, atol=1e-12)
+    (grad,) = torch.autograd.grad(sol.t_event.sum(), [y0])
+    roots = torch.sqrt(torch.tensor(throws, dtype=F64) ** 2 - 2 * G * MARK)
+    torch.testing.assert_close(grad[:, 1], (1 - torch.tensor(throws, dtype=F64) / roots) / G)
+    falls = physode.odeint_event(fall, y0.detach(), 0.0, lambda t, y: y[:, 0] - MARK,
+                                 t_max=3.0, method=method, direction=-1)  # fmt: skip
+    expected = torch.tensor([passing_times(v)[1] for v in throws], dtype=F64)
+    torch.testing.assert_close(falls.t_event, expected, rtol=0, atol=1e-12)
 
 
 def test_the_event_is_located_on_a_symplectic_method():
@@ -397,12 +447,17 @@ def _counted(event_fn):
     return counted
 
 
-def test_the_search_evaluates_event_fn_once_per_accepted_step():
+@pytest.mark.parametrize(("method", "per_step"), [("dopri5", 5), ("bosh3", 5), ("tsit5", 1)])
+def test_the_search_evaluates_event_fn_at_each_step_s_end_and_dense_points(method, per_step):
+    # With dense output, at the points inside each step too (4 of them); no evaluation of func.
     event_fn = _counted(lambda t, y: y[0] - 5.0)
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
-    sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, t_max=10.0, throw=False)
+    sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, t_max=10.0, throw=False,
+                               method=method)  # fmt: skip
     assert not sol.found
-    assert event_fn.calls == sol.stats.n_steps + 1  # and once at t0
+    assert event_fn.calls == per_step * sol.stats.n_steps + 1  # and once at t0
+    reached = physode.solve(oscillator, y0, [0.0, 10.0], method=method)
+    assert sol.stats.nfe == reached.stats.nfe
 
 
 def test_the_root_is_located_in_a_few_evaluations_of_event_fn():
@@ -410,9 +465,9 @@ def test_the_root_is_located_in_a_few_evaluations_of_event_fn():
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     with torch.no_grad():  # no Newton step: only the search and the root's bracketing
         sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, rtol=1e-3)
-    # Illinois converges superlinearly: 8 evaluations here, where plain regula falsi takes 12
-    # and bisection over 40 to reach the resolution of t.
-    assert event_fn.calls - (sol.stats.n_steps + 1) <= 9
+    # Illinois converges superlinearly: 8 evaluations here on the whole step, where plain
+    # regula falsi takes 12 and bisection over 40 to reach the resolution of t.
+    assert event_fn.calls - (5 * sol.stats.n_steps + 1) <= 9
     assert abs(sol.t_event.item() - math.acos(0.3)) < 1e-3  # rtol=1e-3: the solve's own error
 
 
