@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
+import shutil
 
 import h5py
 import numpy as np
@@ -142,6 +144,43 @@ def test_windows_are_read_through_one_open_handle_that_keeps_its_chunk_cache(
             i, s = item["trajectory"], item["start"]
             np.testing.assert_array_equal(item["ys"].numpy(), values[i, s : s + 3])
     pickle.loads(pickle.dumps(dataset))[0]  # the open handles stay in this process
+
+
+def _cache_bytes(array) -> int:
+    """The size of the chunk cache HDF5 holds for the lazy array ``array``."""
+    return array._dataset.id.get_access_plist().get_chunk_cache()[1]
+
+
+def test_the_chunk_caches_of_many_datasets_share_one_budget_per_process(stored, tmp_path):
+    """Each dataset kept a chunk cache of 32 MiB per array once read, however many a process
+    held: a ConcatDataset of one dataset per file grew by 32 MiB a file as an epoch reached it
+    (3.2 GB for 100 files, in each DataLoader worker). Up to 4 arrays keep 32 MiB each (the
+    splits of one file share theirs); more share 128 MiB, and those opened before still read
+    the right windows."""
+    gc.collect()  # the datasets of earlier tests, which would share the budget
+    paths = [stored] + [shutil.copy(stored, tmp_path / f"copy{k}.h5") for k in range(5)]
+    few = [TrajectoryDataset(stored, split=split, window=3) for split in ("train", "val", "test")]
+    few += [TrajectoryDataset(path, split="all", window=3) for path in paths[1:3]]
+    for dataset in few:
+        dataset[0]
+    assert [_cache_bytes(dataset._states) for dataset in few] == [32 << 20] * 5
+    many = few + [TrajectoryDataset(path, split="all", window=3, noisy=True) for path in paths[3:]]
+    for dataset in many:
+        dataset[0]
+    arrays = {(dataset.path, "states"): dataset._states for dataset in many}
+    arrays |= {(dataset.path, "noisy"): dataset._noisy_states for dataset in many[5:]}
+    caches = [_cache_bytes(array) for array in arrays.values()]
+    assert len(caches) == 3 + 2 * 3
+    assert sum(caches) <= 128 << 20
+    assert min(caches) >= 2 << 20
+    with load(stored) as data:
+        for dataset in many:
+            item = dataset[len(dataset) - 1]
+            i, s = item["trajectory"], item["start"]
+            np.testing.assert_array_equal(
+                item["ys"].numpy(),
+                (data.noisy_states if dataset.noisy else data.states)[i, s : s + 3],
+            )
 
 
 def test_flagged_trajectories_are_left_out_unless_asked_for(tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import operator
 import os
+import weakref
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -18,8 +20,21 @@ from physode.data.stored import TrajectoryFile
 
 __all__ = ["TrajectoryDataset"]
 
-# Per-process chunk cache: enough for a worker to keep a few blocks of trajectories decompressed.
+# The chunk cache of each array a dataset reads (its states, and its noisy states where it reads
+# them): enough for a worker to keep a few blocks of trajectories decompressed.
 _CACHE_BYTES = 32 << 20
+# What the caches of one process's datasets hold together: up to 4 arrays (the states of 4
+# files, or the states and noisy states of 2) keep 32 MiB each, and more share it, so that a
+# dataset per file (a ConcatDataset of many files) does not hold 32 MiB per file once read...
+_CACHE_BUDGET = 4 * _CACHE_BYTES
+# ... but each keeps at least two chunks of about 1 MiB (_store._TARGET_CHUNK_BYTES), so that
+# the windows read from one block of trajectories decompress it once.
+_CACHE_LEAST = 2 << 20
+_CACHE_SLOTS = 10007  # a prime (HDF5's advice), many times the chunks a cache holds
+# The datasets of this process whose arrays are open (id -> weak reference), and that process:
+# a process forked from it starts with none, its handles being the parent's.
+_open_arrays: dict[int, weakref.ref] = {}
+_open_arrays_pid: list[int | None] = [None]
 
 
 def _identity(f, header) -> tuple:
@@ -141,6 +156,8 @@ class TrajectoryDataset(Dataset):
         self.starts = np.asarray(starts)
         self._file = None
         self._pid: int | None = None
+        self._states = self._noisy_states = None
+        self._cache_bytes: int | None = None  # each open array's chunk cache
 
     def __len__(self) -> int:
         return len(self.trajectories) * len(self.starts)
@@ -148,7 +165,7 @@ class TrajectoryDataset(Dataset):
     def _open(self):
         if self._file is None or self._pid != os.getpid():
             # A handle inherited through fork is not safe to use: open a fresh one per process.
-            f, header = open_store(self._absolute, rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+            f, header = open_store(self._absolute)
             try:
                 self._refuse_replaced(f, header)
             except DataFormatError:
@@ -157,11 +174,32 @@ class TrajectoryDataset(Dataset):
             self._file = f
             self._pid = os.getpid()
             self._t = H5Array(f["t"], self.path)[()]
-            # Kept open with the file: HDF5 frees a dataset's chunk cache when its last handle
-            # closes, so a handle opened per item decompressed a whole chunk for every window.
-            self._states = H5Array(f["states"], self.path)
-            self._noisy_states = H5Array(f["noisy_states"], self.path) if self.noisy else None
+            self._states = self._noisy_states = None
+        if self._states is None:
+            _share_caches(self)
         return self._file
+
+    def _array_names(self) -> tuple[str, ...]:
+        return ("states", "noisy_states") if self.noisy else ("states",)
+
+    def _open_arrays(self, cache_bytes: int) -> None:
+        """Open the arrays the items read, with a chunk cache of ``cache_bytes`` each.
+
+        They stay open between items: HDF5 frees a dataset's chunk cache when its last handle
+        closes, so a handle opened per item decompressed a whole chunk for every window. An
+        array open already is closed first, as HDF5 keeps the cache it was first opened with.
+        """
+        self._states = self._noisy_states = None
+        access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+        access.set_chunk_cache(_CACHE_SLOTS, cache_bytes, 0.75)
+        arrays = [
+            H5Array(h5py.Dataset(h5py.h5d.open(self._file.id, name.encode(), dapl=access)),
+                    self.path)
+            for name in self._array_names()
+        ]  # fmt: skip
+        self._states = arrays[0]
+        self._noisy_states = arrays[1] if self.noisy else None
+        self._cache_bytes = cache_bytes
 
     def _refuse_replaced(self, f, header) -> None:
         """Raise ``DataFormatError`` where the open file ``f`` holds another data set than the
@@ -220,6 +258,7 @@ class TrajectoryDataset(Dataset):
 
     def __del__(self) -> None:
         if getattr(self, "_file", None) is not None and self._pid == os.getpid():
+            _open_arrays.pop(id(self), None)
             self._file.close()
 
     @never_raising
@@ -228,6 +267,40 @@ class TrajectoryDataset(Dataset):
             f"TrajectoryDataset({str(self.path)!r}, split={self.split!r}, window={self.window}, "
             f"stride={self.stride}, windows={len(self)})"
         )
+
+
+def _share_caches(dataset: TrajectoryDataset) -> None:
+    """Open ``dataset``'s arrays with their share of this process's chunk cache budget, and
+    reopen those of the other datasets open here where the share changed with it.
+
+    Each array gets ``_CACHE_BYTES`` while the process has at most ``_CACHE_BUDGET`` of them
+    together, ``_CACHE_BUDGET`` shared out beyond that, and never less than ``_CACHE_LEAST``.
+    HDF5 opens a file once per process however often it is opened, and an array of it once
+    with one cache, that of its first opening: the datasets of one file (its train, val and
+    test) share their caches, and count once. This runs when a dataset's file is opened in a
+    process, not for each item.
+    """
+    if _open_arrays_pid[0] != os.getpid():
+        _open_arrays.clear()
+        _open_arrays_pid[0] = os.getpid()
+    _open_arrays[id(dataset)] = weakref.ref(dataset)
+    datasets = []
+    for key, ref in list(_open_arrays.items()):
+        held = ref()
+        if held is None or (held is not dataset and held._states is None):
+            del _open_arrays[key]
+        else:
+            datasets.append(held)
+    arrays = {(held._file.id.fileno, name) for held in datasets for name in held._array_names()}
+    share = max(min(_CACHE_BYTES, _CACHE_BUDGET // len(arrays)), _CACHE_LEAST)
+    if all(held._cache_bytes == share for held in datasets if held is not dataset):
+        dataset._open_arrays(share)
+        return
+    # An array keeps its cache while any handle of it is open: close them all, then reopen.
+    for held in datasets:
+        held._states = held._noisy_states = None
+    for held in datasets:
+        held._open_arrays(share)
 
 
 def _window_index(item) -> int:
