@@ -20,7 +20,7 @@ import physode.systems
 from physode.cli import main
 from physode.data import FORMAT_NAME, FORMAT_VERSION, TrajectoryDataset, check, load
 from physode.data._chunks import ChunkWriter
-from physode.data._store import Chunk, read_chunk, sha256_text, write_chunk, write_store
+from physode.data._store import Chunk, H5Array, read_chunk, sha256_text, write_chunk, write_store
 
 N, P, N_STATE, N_PARAMS = 7, 9, 2, 2
 
@@ -791,6 +791,19 @@ def test_a_single_boolean_is_refused_not_read_as_row_one_or_zero(stored, index):
     # states[True] read row 1 and states[False] row 0, where NumPy adds an axis.
     with load(stored[0]) as data, pytest.raises(IndexError, match="single boolean"):
         data.states[index]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int8])
+def test_rows_given_in_a_small_integer_type_index_a_dataset_of_more_rows(tmp_path, dtype):
+    # uint8 rows of a dataset of 256 rows or more raised "OverflowError: Python integer 300
+    # out of bounds for uint8" (the length added to them), where NumPy reads them.
+    values = np.arange(300.0 * 2).reshape(300, 2)
+    with h5py.File(tmp_path / "rows.h5", "w") as f:
+        f["values"] = values
+        array = H5Array(f["values"], tmp_path / "rows.h5")
+        rows = np.array([5, 3, 3, 120], dtype=dtype)
+        np.testing.assert_array_equal(array[rows], values[rows])
+        np.testing.assert_array_equal(array[rows[[3, 0]], 1], values[rows[[3, 0]], 1])
 
 
 @pytest.mark.parametrize("index", [N, -N - 1, [0, N]])

@@ -504,6 +504,9 @@ class H5Array:
             bad = rows[(rows < -n) | (rows >= n)]
             if bad.size:
                 raise self._out_of_range(int(bad[0]))
+            # In range, so they fit: uint8 rows of a dataset of 256 rows or more raised
+            # OverflowError when n was added (NumPy 2 keeps the array's type).
+            rows = rows.astype(np.int64)
             rows = np.where(rows < 0, rows + n, rows)
         else:
             return index, None
