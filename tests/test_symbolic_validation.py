@@ -244,7 +244,11 @@ def test_a_spec_expression_cannot_run_code(tmp_path, load):
     ('f"{x}"', "the f-string 'f\"{x}\"' is not allowed"),
     ("1j * x", "the imaginary number '1j' is not allowed"),
     ("x > 0", "the comparison 'x > 0' is not allowed outside a Piecewise condition"),
-    ("x == k", "'==' is not allowed"),
+    ("x == k", "'==' is not allowed; in a Piecewise condition write Eq(a, b)"),
+    ("Eq(x, k)", "the relation 'Eq(x, k)' is not allowed outside a Piecewise condition"),
+    ("Ne*x", "'Ne' is a relation; use it as a Piecewise condition, Ne(a, b)"),
+    ("Piecewise((x, Eq(x)), (k, True))", "the relation 'Eq(x)' takes two arguments by position"),
+    ("Piecewise((x, Ne(x, k.real)), (k, True))", "attribute access 'k.real' is not allowed"),
     ("x and k", "'and' is not allowed"),
     ("x or k", "'or' is not allowed"),
     ("not x", "'not' is not allowed"),
@@ -263,7 +267,10 @@ def test_a_spec_expression_cannot_run_code(tmp_path, load):
     ("sin", "'sin' is a function; call it"),
     ("x(2)", "'x' is not a function"),
     ("Symbol(k)", "the name 'Symbol' is not allowed"),
-    ("Piecewise((x, x == 0), (k, True))", "the Piecewise condition 'x == 0' must be one"),
+    ("Piecewise((x, x == 0), (k, True))", "the Piecewise condition 'x == 0' is not allowed "
+     "(Python would read it as a bool); write Eq(a, b)"),
+    ("Piecewise((x, x != 0), (k, True))", "the Piecewise condition 'x != 0' is not allowed "
+     "(Python would read it as a bool); write Ne(a, b)"),
     ("Piecewise(x, (k, True))", "Piecewise takes (value, condition) pairs"),
     ("k*x # spring", "'#' is not allowed"),
     # SymPy would compute these exactly and never finish.
@@ -1063,6 +1070,26 @@ def test_a_caret_is_refused_with_one_message_from_python_and_in_a_file(path, whe
         build()
     assert (f"{where}: '^' is not allowed; write powers as ** (Python reads '^' as exclusive "
             "or)") in str(info.value)
+
+
+@pytest.mark.parametrize("relation, text", [
+    ("Eq", "Piecewise((0, x == 0), (1 - k*x, True))"),
+    ("Ne", "Piecewise((0, x != 0), (1 - k*x, True))"),
+])
+def test_equality_in_an_expression_string_is_refused_for_the_relation(relation, text):
+    # SymPy evaluated x == 0 as Python at once, to False (x != 0 to True): the branch was
+    # silently dropped (1 - k*x) or always taken (0). Eq and Ne are the relations, in a file too.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        System.from_equations({"x": text}, {"k": 1.0})
+    assert f"equation for x: '{'==' if relation == 'Eq' else '!='}' is not allowed" in str(
+        info.value)
+    assert f"write {relation}(a, b)" in str(info.value)
+    written = text.replace("x == 0", "Eq(x, 0)").replace("x != 0", "Ne(x, 0)")
+    y = torch.tensor([[0.0], [2.0]], dtype=torch.float64)
+    expected = [[0.0], [-1.0]] if relation == "Eq" else [[1.0], [0.0]]  # at x = 0 and x = 2
+    for system in (System.from_equations({"x": written}, {"k": 1.0}),
+                   system_from_spec(_one_state(f'"{written}"', k="1.0"))):
+        assert system.rhs(0.0, y).tolist() == expected
 
 
 @pytest.mark.parametrize("dist, params, message", [

@@ -171,6 +171,27 @@ def test_awkward_names_and_numbers_read_back_exactly(tmp_path):
     assert torch.equal(loaded.rhs(0.0, y0), built.rhs(0.0, y0))
 
 
+def test_piecewise_conditions_with_eq_and_ne_are_written_and_read_back(tmp_path):
+    # Until 2026-12-07 to_spec refused them: the file syntax had no way to write a relation.
+    x, v, k = sympy.symbols("x v k")
+    rhs = {
+        x: sympy.Piecewise((0, sympy.Eq(x, 0)), (v, sympy.Ne(v, k)), (-x, True)),
+        v: sympy.Piecewise((k, sympy.Eq(x + v, 2 * k)), (-k * x, x < 1), (x, True)),
+    }
+    built = System.from_equations(rhs, {k: 0.5}, name="relations")
+    text = built.to_spec()
+    assert "Eq(x, 0)" in text and "Ne(" in text
+    loaded = _load_text(text, tmp_path)
+    _assert_same(built, loaded)
+    # On each branch: x = 0; v = k; x + v = 2k; x < 1; neither.
+    y = torch.tensor([[0.0, 3.0], [2.0, 0.5], [0.25, 0.75], [0.5, 2.0], [3.0, 4.0]],
+                     dtype=torch.float64)
+    assert torch.equal(loaded.rhs(0.0, y), built.rhs(0.0, y))
+    assert built.rhs(0.0, y).tolist() == [[0.0, 0.0], [-2.0, 2.0], [0.75, 0.5],
+                                          [2.0, -0.25], [4.0, 3.0]]
+    assert _writing.rebuilt_from_spec(built).to_spec() == text
+
+
 def test_a_system_from_a_file_returns_its_text_unchanged(tmp_path):
     pendulum = physode.systems.load("pendulum")
     assert pendulum.to_spec() is pendulum.spec_text

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CARET_REASON", "PARSER_NAMES", "SUM_CALL", "SYMPY_CONSTANTS", "add_terms", "bare_sympy_names",
-    "caret_reason", "constant_names", "did_you_mean", "flat_sums", "function_hint",
-    "keyword_reason", "read_names", "reserved_reason", "scope", "unshadowed", "warn_constants",
+    "caret_reason", "constant_names", "did_you_mean", "equality_reason", "flat_sums",
+    "function_hint", "keyword_reason", "read_names", "reserved_reason", "scope", "unshadowed",
+    "warn_constants",
 ]
 
 
@@ -136,6 +137,34 @@ def caret_reason(text: str) -> str | None:
     try:
         if any(token.exact_type == tokenize.CIRCUMFLEX for token in tokens):
             return CARET_REASON
+    except (tokenize.TokenError, SyntaxError):  # unbalanced brackets: reported by the parser
+        pass
+    return None
+
+
+def equality_reason(text: str) -> str | None:
+    """Why ``text`` is refused for using ``==`` or ``!=``; None when it does not.
+
+    SymPy evaluates an expression string as Python, where ``x == 0`` compares the expressions
+    ``x`` and ``0`` at once and gives ``False`` (``x != 0`` gives ``True``): a ``Piecewise``
+    branch with that condition would silently be dropped, or always taken. ``Eq(a, b)`` and
+    ``Ne(a, b)`` are the relations, as in a specification file.
+
+    Examples
+    --------
+    >>> equality_reason("Piecewise((0, x == 0), (-x, True))")
+    "'==' is not allowed (Python reads 'a == b' as a bool at once); write Eq(a, b)"
+    >>> equality_reason("Piecewise((0, Eq(x, 0)), (-x, True))") is None
+    True
+    """
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.exact_type in (tokenize.EQEQUAL, tokenize.NOTEQUAL):
+                relation = "Eq" if token.exact_type == tokenize.EQEQUAL else "Ne"
+                return (
+                    f"'{token.string}' is not allowed (Python reads 'a {token.string} b' as a "
+                    f"bool at once); write {relation}(a, b)"
+                )
     except (tokenize.TokenError, SyntaxError):  # unbalanced brackets: reported by the parser
         pass
     return None

@@ -73,6 +73,9 @@ FUNCTIONS: dict[str, Any] = {
 }
 #: The constants a specification may use, by name.
 CONSTANTS: dict[str, Any] = {"pi": sympy.pi, "E": sympy.E}
+#: The relations a ``Piecewise`` condition may call besides its comparisons, by name: SymPy's
+#: spelling of ``a == b`` and ``a != b``, which Python would evaluate to a bool at once.
+RELATIONS: dict[str, Any] = {"Eq": sympy.Eq, "Ne": sympy.Ne}
 # What SymPy's parser itself writes into the code it evaluates (auto_symbol, auto_number); a
 # declared name spelt so is renamed there (unshadowed). No Python builtins are in reach of that
 # code.
@@ -80,7 +83,7 @@ _PARSER_NAMES: dict[str, Any] = {
     **{name: getattr(sympy, name) for name in PARSER_NAMES}, "__builtins__": {},
 }
 # A long sum is read as one call of SUM_CALL (flat_sums).
-_GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS, SUM_CALL: add_terms}
+_GLOBALS = {**_PARSER_NAMES, **FUNCTIONS, **CONSTANTS, **RELATIONS, SUM_CALL: add_terms}
 
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.UAdd, ast.USub)
 _COMPARISONS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -97,8 +100,8 @@ _REFUSED_OPERATORS = {
     ast.Not: "'not' is not allowed",
     ast.And: "'and' is not allowed",
     ast.Or: "'or' is not allowed",
-    ast.Eq: "'==' is not allowed",
-    ast.NotEq: "'!=' is not allowed",
+    ast.Eq: "'==' is not allowed; in a Piecewise condition write Eq(a, b)",
+    ast.NotEq: "'!=' is not allowed; in a Piecewise condition write Ne(a, b)",
     ast.Is: "'is' is not allowed",
     ast.IsNot: "'is not' is not allowed",
     ast.In: "'in' is not allowed",
@@ -124,6 +127,7 @@ _REFUSED_NODES = {
     ast.Compare: "the comparison {code} is not allowed outside a Piecewise condition",
 }
 _PIECEWISE_HINT = "e.g. Piecewise((-x, x < 0), (x, True))"
+_CONDITION = "one comparison with <, <=, > or >=, Eq(a, b), Ne(a, b), or True"
 
 
 def _excerpt(text: str, node: ast.AST) -> str:
@@ -149,6 +153,8 @@ def _refusal(text: str, node: ast.AST, names: Mapping[str, Any]) -> str | None:
             return None
         if node.id in FUNCTIONS:
             return f"'{node.id}' is a function; call it, e.g. {node.id}(x)"
+        if node.id in RELATIONS:
+            return f"'{node.id}' is a relation; use it as a Piecewise condition, {node.id}(a, b)"
         if node.id in _PARSER_NAMES:
             return f"the name '{node.id}' is not allowed"
         return None  # SymPy makes it a symbol, which is then reported as unknown.
@@ -173,10 +179,14 @@ def _call_refusal(text: str, node: ast.Call, names: Mapping[str, Any]) -> str | 
         arg = node.keywords[0].arg
         keyword = "**" if arg is None else f"{arg}="
         return f"the keyword argument '{keyword}' of {func.id} is not allowed; pass it by position"
+    if func.id in RELATIONS:
+        return (
+            f"the relation {_excerpt(text, node)} is not allowed outside a Piecewise condition"
+        )
     return None
 
 
-def _condition_refusal(text: str, node: ast.AST) -> str | None:
+def _condition_refusal(text: str, node: ast.AST, names: Mapping[str, Any]) -> str | None:
     """Why ``node`` is no Piecewise condition; None if it is one (its sides are checked apart)."""
     if isinstance(node, ast.Constant) and node.value is True:
         return None
@@ -185,10 +195,23 @@ def _condition_refusal(text: str, node: ast.AST) -> str | None:
             return None
         if len(node.ops) > 1:
             return f"the chained comparison {_excerpt(text, node)} is not allowed"
-    return (
-        f"the Piecewise condition {_excerpt(text, node)} must be one comparison with <, <=, > or "
-        f">=, or True; {_PIECEWISE_HINT}"
-    )
+        if isinstance(node.ops[0], ast.Eq | ast.NotEq):
+            relation = "Eq" if isinstance(node.ops[0], ast.Eq) else "Ne"
+            return (
+                f"the Piecewise condition {_excerpt(text, node)} is not allowed (Python would "
+                f"read it as a bool); write {relation}(a, b)"
+            )
+    if (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        and node.func.id in RELATIONS and node.func.id not in names
+    ):
+        if node.keywords or len(node.args) != 2:
+            return (
+                f"the relation {_excerpt(text, node)} takes two arguments by position, "
+                f"{node.func.id}(a, b)"
+            )
+        return None
+    return f"the Piecewise condition {_excerpt(text, node)} must be {_CONDITION}; {_PIECEWISE_HINT}"
 
 
 def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
@@ -196,9 +219,10 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
 
     An expression is made of numbers, names, unary ``+``/``-``, the operators ``+ - * / **`` and
     calls of the supported functions with positional arguments; ``Piecewise`` takes
-    ``(value, condition)`` pairs whose condition is one comparison (``<``, ``<=``, ``>``, ``>=``)
-    or ``True``. Anything else (attributes, indexing, strings, keyword arguments, boolean or
-    bitwise operators, ...) is refused before SymPy, which evaluates the text as Python, sees it.
+    ``(value, condition)`` pairs whose condition is one comparison (``<``, ``<=``, ``>``, ``>=``),
+    ``Eq(a, b)``, ``Ne(a, b)`` or ``True``. Anything else (attributes, indexing, strings, keyword
+    arguments, boolean or bitwise operators, ...) is refused before SymPy, which evaluates the
+    text as Python, sees it.
 
     Examples
     --------
@@ -236,9 +260,11 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
     while stack:
         node, condition = stack.pop()
         if condition:
-            refusal = _condition_refusal(text, node)
+            refusal = _condition_refusal(text, node, names)
             if refusal is None and isinstance(node, ast.Compare):
                 stack += [(node.comparators[0], False), (node.left, False)]
+            elif refusal is None and isinstance(node, ast.Call):
+                stack += [(arg, False) for arg in reversed(node.args)]
         elif isinstance(node, ast.Call):
             refusal = _call_refusal(text, node, names)
             if refusal is None and node.func.id == "Piecewise":

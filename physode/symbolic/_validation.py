@@ -25,6 +25,7 @@ from physode.symbolic._names import (
     caret_reason,
     constant_names,
     did_you_mean,
+    equality_reason,
     flat_sums,
     function_hint,
     keyword_reason,
@@ -169,17 +170,20 @@ def _expr(
     A string is parsed with the ``known`` symbols in scope, so that a declared name such as
     ``E``, ``I``, ``S``, ``beta`` or ``gamma`` is that symbol rather than SymPy's constant or
     function of the same name; one with ``^`` is refused (:func:`caret_reason`), as in a
-    specification file. The functions of time in ``dynamic`` (``q(t)``, ``q(t).diff(t)``)
-    become their plain symbols.
+    specification file, and so is one with ``==`` or ``!=`` (:func:`equality_reason`), which
+    Python would evaluate to a bool. The functions of time in ``dynamic`` (``q(t)``,
+    ``q(t).diff(t)``) become their plain symbols.
     """
     if value is REPORTED:
         return None
     if value is None:
         problems.add(f"{where} is None; give a SymPy expression")
         return None
-    if isinstance(value, str) and (caret_reason(value) or reserved_reason(value)) is not None:
-        problems.add(f"{where}: {caret_reason(value) or reserved_reason(value)}")
-        return None
+    if isinstance(value, str):
+        reason = caret_reason(value) or equality_reason(value) or reserved_reason(value)
+        if reason is not None:
+            problems.add(f"{where}: {reason}")
+            return None
     try:
         if isinstance(value, str):
             # A coordinate written q(t) is a function in the text, not the symbol q.

@@ -144,7 +144,7 @@ class _Writer:
 
     def expression(self, expr: Any, where: str) -> str:
         """``expr`` as a TOML string, checked to read back as itself."""
-        from physode.symbolic._spec import FUNCTIONS, parse_expression
+        from physode.symbolic._spec import FUNCTIONS, RELATIONS, parse_expression
         from physode.symbolic._validation import Problems
 
         expr = sympy.sympify(expr)
@@ -153,7 +153,9 @@ class _Writer:
         problems = Problems()
         back = parse_expression(text, self.symbols, where, problems)
         if back is None or not _same(back, expr):
-            clashes = sorted(name for name in self.declared if name in FUNCTIONS)
+            clashes = sorted(
+                name for name in self.declared if name in FUNCTIONS or name in RELATIONS
+            )
             hint = (
                 f"; declared names that are also functions of the file format: "
                 f"{', '.join(map(repr, clashes))}; rename them" if clashes else ""
