@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,6 +200,26 @@ def test_three_body_aca_has_the_papers_setup():
     acc1 = 0.200484 * (1.1 * r12 / r12.norm() ** 3 + 0.9 * r13 / r13.norm() ** 3)
     torch.testing.assert_close(d[9:12], acc1, rtol=1e-14, atol=0)
     torch.testing.assert_close(d[:9], 7.23932 * system.initial_state()[9:])
+
+
+def test_fitzhugh_nagumo_oscillates_over_its_whole_parameter_box():
+    # Its rest point (v, w) solves v - v**3/3 - w + I = 0 = v + a - b*w; it is the only one
+    # where b < 1, and it is unstable, so every start is drawn to the limit cycle, exactly where
+    # the trace 1 - v**2 - b/tau of the Jacobian is positive (its determinant is then > 0).
+    # The file's ranges until 2026-12-07 (I from 0.3) put about one draw in eight past the
+    # Hopf bifurcation, at a stable rest point with no oscillation.
+    system = physode.systems.load("fitzhugh_nagumo")
+    axes = [np.linspace(lo, hi, 5) for lo, hi in system.parameter_ranges.values()]
+    traces = []
+    for values in itertools.product(*axes):  # every corner, and points between them
+        p = dict(zip(system.parameters, values, strict=True))
+        assert p["b"] < 1, p
+        roots = np.roots([-1 / 3, 0.0, 1 - 1 / p["b"], p["I"] - p["a"] / p["b"]])
+        (v,) = roots[np.abs(roots.imag) < 1e-12].real  # the one real root
+        traces.append((1 - v**2 - p["b"] / p["tau"], p))
+    assert len(traces) == 5**4
+    trace, worst = min(traces, key=lambda pair: pair[0])
+    assert trace > 0.02, f"a stable rest point (trace {trace:.3f}) at {worst}"
 
 
 def test_lotka_volterra_and_spiral_use_the_papers_values():
