@@ -433,6 +433,19 @@ def test_vector_field_has_named_parameters_and_buffers():
     assert f.m1.item() == 1.3 and f.m1.dtype == F64
 
 
+@pytest.mark.parametrize("learnable", [
+    (name for name in ["g", "l"]), iter(["g", "l"]), ["g", "l", "g"],
+    sympy.symbols("g l"), {"g": 1, "l": 2}.keys(),
+])
+def test_vector_field_learns_the_named_parameters_however_they_are_given(learnable):
+    # A generator or iterator was consumed by the check of the names, so nothing was learned,
+    # silently; a name given twice was listed twice.
+    pendulum = physode.systems.load("pendulum")
+    f = pendulum.vector_field(learnable=learnable, values={sympy.Symbol("g"): 9.0})
+    assert f.learnable == ("g", "l")
+    assert list(dict(f.named_parameters())) == ["g", "l"] and f.g.item() == 9.0
+
+
 @pytest.mark.parametrize("value", ["abc", "9.8", float("nan"), float("inf"), True, [1.0, 2.0]])
 def test_vector_field_refuses_values_that_are_not_finite_numbers(value):
     pendulum = physode.systems.load("pendulum")

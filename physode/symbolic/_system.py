@@ -711,9 +711,9 @@ class System:
 
         Parameters
         ----------
-        learnable : sequence of str
-            Parameters to make ``nn.Parameter``s (named as in the system); the others are
-            buffers.
+        learnable : iterable of str
+            Parameters to make ``nn.Parameter``s (named as in the system, or their SymPy
+            symbols); the others are buffers. Any iterable, a generator too, read once.
         values : mapping of str to float, optional
             Initial values overriding the defaults (e.g. a wrong guess to train from).
         parameters_in_state : bool

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import sympy
 import torch
 from torch import nn
 
@@ -69,6 +70,9 @@ class SystemVectorField(nn.Module):
                 f"learnable must be a list of parameter names, got {learnable!r}; valid names: "
                 f"{names}"
             )
+        # Read once (a generator is consumed by the first pass), each name once, in order; a
+        # SymPy symbol stands for its name, as in the system's constructors.
+        learnable = list(dict.fromkeys(_name(n) for n in learnable))
         if values is not None and not isinstance(values, Mapping):
             raise InvalidArgumentError(
                 f"values must be a mapping {{parameter name: value}}, got {values!r}; valid "
@@ -80,7 +84,7 @@ class SystemVectorField(nn.Module):
                 f"learnable={list(learnable)!r} names {unknown}, not parameters of "
                 f"{system.name}; valid names: {names}"
             )
-        values = dict(values or {})
+        values = {_name(n): v for n, v in (values or {}).items()}
         bad = [n for n in values if n not in names]
         if bad:
             raise InvalidArgumentError(
@@ -151,6 +155,11 @@ class SystemVectorField(nn.Module):
     def extra_repr(self) -> str:
         extra = ", parameters_in_state=True" if self.parameters_in_state else ""
         return f"system={self.system.name!r}, learnable={list(self.learnable)}{extra}"
+
+
+def _name(key: object) -> object:
+    """A parameter's name for ``key``: a SymPy symbol's name, anything else as it is."""
+    return key.name if isinstance(key, sympy.Symbol) else key
 
 
 # What SystemVectorField sets on itself beside the parameters, and what
