@@ -979,6 +979,17 @@ def test_rollout_report_refuses_an_observe_the_settings_refuse(observe, message)
     assert report.mse < 1e-10
 
 
+@pytest.mark.parametrize("horizon", [float("nan"), float("inf"), "soon", True])
+def test_rollout_report_refuses_a_horizon_that_is_not_a_finite_time(horizon):
+    # horizon=nan compared false with every time: every error counted as beyond the horizon,
+    # mse_within came back None, and nothing said why.
+    t, ys = spiral_data(n=2, points=11)
+    with pytest.raises(physode.InvalidArgumentError, match=r"horizon=.* must be the end"):
+        rollout_report(lambda s, y: y @ A, Trajectories(t, ys), horizon=horizon)
+    report = rollout_report(lambda s, y: y @ A, Trajectories(t, ys), horizon=float(t[5]))
+    assert report.mse_within < 1e-10 and report.mse_beyond < 1e-10
+
+
 @pytest.mark.parametrize("max_step", [None, 0.02])
 def test_max_step_caps_the_solves_of_training_validation_rollout_calibration_and_truth(
     monkeypatch, max_step

@@ -571,6 +571,12 @@ def rollout_report(
             )
         observe = list(observe)
         problems += _observe_problems(observe, data.n_state)
+    if horizon is not None and (isinstance(horizon, bool) or not converts_to_finite_real(horizon)):
+        # nan compared false with every time: all errors counted as beyond the horizon
+        problems.append(
+            f"horizon={horizon!r} must be the end of the training horizon (a finite number), "
+            "or None for the data's last time"
+        )
     if problems:
         raise InvalidArgumentError("; ".join(problems))
     if rtol is None:
