@@ -140,9 +140,9 @@ class _Crossing:
 
 
 #: Points inside each accepted step, evenly spaced, at which the search also evaluates
-#: ``event_fn`` on the method's dense output (``dopri5``, ``bosh3``), so that two crossings
-#: within one step are seen where one of them falls between two of the points. They cost no
-#: evaluation of ``func``: one interpolation of the step and one call of ``event_fn`` each.
+#: ``event_fn`` on the method's dense output (``dopri5``, ``tsit5``, ``bosh3``), so that two
+#: crossings within one step are seen where one of them falls between two of the points. They
+#: cost no evaluation of ``func``: one interpolation of the step and one call of ``event_fn`` each.
 INTERIOR_POINTS = 4
 
 
@@ -192,9 +192,9 @@ def odeint_event(
 
     The event is the first sign change of ``event_fn`` after ``t0`` (a terminal event). The
     solver steps as :func:`physode.solve` does, evaluating ``event_fn`` at the end of every
-    accepted step and, for a method with dense output (``dopri5``, ``bosh3``), at 4 evenly
-    spaced points inside it on that output (no evaluation of ``func``); the first sign change
-    among them is the event, and its root is located to the resolution of ``t`` by a
+    accepted step and, for a method with dense output (``dopri5``, ``tsit5``, ``bosh3``), at 4
+    evenly spaced points inside it on that output (no evaluation of ``func``); the first sign
+    change among them is the event, and its root is located to the resolution of ``t`` by a
     bracketing search (Illinois) on the dense output, or for the other methods on steps of the
     method from the start of that step to each trial time (a few steps' evaluations of
     ``func``, once: 4 to 11 steps on smooth problems). Two crossings that both fall between two

@@ -527,8 +527,8 @@ def solve(
     method : str
         Adaptive ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``; fixed-step ``euler``,
         ``midpoint``, ``rk4``; symplectic ``leapfrog``, ``yoshida4`` (fixed-step, for separable
-        Hamiltonian vector fields). ``dopri5`` and ``bosh3`` interpolate at output times with their
-        own dense output; the other methods step onto every output time.
+        Hamiltonian vector fields). ``dopri5``, ``tsit5`` and ``bosh3`` interpolate at output times
+        with their own dense output; the other methods step onto every output time.
     rtol, atol : float
         Relative and absolute tolerance of the scaled RMS error norm (adaptive methods).
     step_size : float

@@ -175,7 +175,7 @@ def test_an_adaptive_step_that_rounds_onto_the_output_time_lands_on_it(method):
     assert sol.ys[-1].item() == 1.0
 
 
-@pytest.mark.parametrize(("method", "dense_order"), [("bosh3", 3), ("dopri5", 4)])
+@pytest.mark.parametrize(("method", "dense_order"), [("bosh3", 3), ("dopri5", 4), ("tsit5", 4)])
 @pytest.mark.parametrize("theta", [0.3, 0.5, 0.8])
 def test_dense_output_has_its_order_inside_one_step(method, dense_order, theta):
     # From the exact state, the continuous extension of order p is off by O(h^(p+1)) at t + theta h.
@@ -193,7 +193,7 @@ def test_dense_output_has_its_order_inside_one_step(method, dense_order, theta):
     assert abs(slope - (dense_order + 1)) <= 0.3, f"slope {slope:.3f}, errors {errors}"
 
 
-@pytest.mark.parametrize(("method", "tol"), [("bosh3", 1e-6), ("dopri5", 1e-9)])
+@pytest.mark.parametrize(("method", "tol"), [("bosh3", 1e-6), ("dopri5", 1e-9), ("tsit5", 1e-9)])
 def test_dense_output_meets_the_tolerance_between_steps(method, tol):
     # Many more output times than steps: the interpolated values are as accurate as the steps.
     f, exact, t0, t1 = PROBLEMS["gauss_rot"]
@@ -202,6 +202,18 @@ def test_dense_output_meets_the_tolerance_between_steps(method, tol):
     assert sol.stats.n_steps < 200
     reference = np.stack([exact(s) for s in t.tolist()])
     assert np.max(np.abs(sol.ys.numpy() - reference)) < 100 * tol
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5"])
+def test_output_times_cost_no_evaluation_with_dense_output(method):
+    # The steps do not depend on the output times, and the continuous extension uses only the
+    # step's own stages (the FSAL one included): 401 outputs cost what the two ends do.
+    f, _, t0, t1 = PROBLEMS["gauss_rot"]
+    ends = physode.solve(f, _y0("gauss_rot"), [t0, t1], method=method, rtol=1e-8, atol=1e-8)
+    t = torch.linspace(t0, t1, 401, dtype=DTYPE)
+    many = physode.solve(f, _y0("gauss_rot"), t, method=method, rtol=1e-8, atol=1e-8)
+    assert (many.stats.nfe, many.stats.n_steps) == (ends.stats.nfe, ends.stats.n_steps)
+    assert many.ys[-1].tolist() == ends.ys[-1].tolist()
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,9 @@ DOPRI5 = ButcherTableau(
     ),
 )
 
-# Tsitouras (2011), order 5(4), FSAL.
+# Tsitouras (2011), order 5(4), FSAL, with the paper's free quartic continuous extension (no
+# evaluation beyond the step's seven stages, the seventh being the FSAL f(t + h, y1)). The paper
+# prints each b_i(theta) factored; the rows below are those products multiplied out.
 _TSIT5_B = (
     0.09646076681806523,
     0.01,
@@ -228,6 +230,15 @@ TSIT5 = ButcherTableau(
     ),
     error_order=4,
     fsal=True,
+    dense=(
+        (1.0, -2.763706197274826, 2.9132554618219126, -1.0530884977290216),
+        (0.0, 0.13169999999999998, -0.2234, 0.1017),
+        (0.0, 3.9302962368947516, -5.941033872131505, 2.490627285651253),
+        (0.0, -12.411077166933676, 30.33818863028232, -16.548102889244902),
+        (0.0, 37.50931341651104, -88.1789048947664, 47.37952196281928),
+        (0.0, -27.896526289197286, 65.09189467479366, -34.87065786149661),
+        (0.0, 1.5, -4.0, 2.5),
+    ),
 )
 
 # Dormand & Prince (1981) order 8 with Hairer's 5th- and 3rd-order error estimators (DOP853).
