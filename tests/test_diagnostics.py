@@ -167,6 +167,40 @@ def test_an_interrupted_plot_leaves_no_partial_image(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _three_plots(tmp_path):
+    """Each of physode's plots, as a function of the path to write."""
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 2, 6.0, rtol=1e-6)
+    out = tmp_path / "osc.h5"
+    physode.data.simulate("harmonic_oscillator", trajectories=2, t_end=1.0, points=3, out=out,
+                          quiet=True)  # fmt: skip
+    return {
+        "conservation": conservation(osc, ys, t).plot,
+        "section": physode.diagnostics.poincare_section(osc, ys, t, surface="q").plot,
+        "check": physode.data.check(out).plot,
+    }
+
+
+@pytest.mark.parametrize("plot", ["conservation", "section", "check"])
+def test_a_plot_leaves_pyplots_backend_and_open_figures_as_they_are(tmp_path, plot):
+    # The check's plot switched pyplot to Agg: a notebook's figures no longer showed inline,
+    # an interactive session's plt.show() opened no window.
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    draw = _three_plots(tmp_path)[plot]
+    plt.switch_backend("pdf")  # the caller's choice, not Agg
+    try:
+        mine = plt.figure()
+        path = draw(tmp_path / "drift.png")
+        assert matplotlib.get_backend() == "pdf" and plt.get_fignums() == [mine.number]
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _pendulum_orbits():
     pendulum = physode.systems.load("pendulum")
     t, ys = _orbits(pendulum, 3, 1.0, rtol=1e-8)

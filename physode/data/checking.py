@@ -540,16 +540,18 @@ class CheckReport:
             If ``path`` does not end in an image format or its folder does not exist (checked
             before drawing).
         """
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
         from physode.diagnostics._conservation import image_path, save_figure
 
         path = image_path(path)
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
+        # A figure of its own on an Agg canvas, not pyplot's: pyplot's backend, and the
+        # figures a caller has open with it, stay as they are.
         panels = max(1, len(self.invariants))
-        fig, axes = plt.subplots(panels, 1, figsize=(7, 2.6 * panels), squeeze=False)
+        fig = Figure(figsize=(7, 2.6 * panels))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(panels, 1, squeeze=False)
         for ax, d in zip(axes[:, 0], self.invariants, strict=False):
             curves = self.curves.get(d.name, {})
             if not any(np.isfinite(curve[1:]).any() for curve in curves.values()):
@@ -573,10 +575,7 @@ class CheckReport:
                 title += " with finite states"
             axes[0, 0].set_title(title)
         fig.tight_layout()
-        try:
-            save_figure(fig, path, dpi=120)
-        finally:
-            plt.close(fig)
+        save_figure(fig, path, dpi=120)
         return path
 
 
