@@ -291,6 +291,20 @@ def test_plot_refuses_a_path_it_cannot_write_before_drawing(tmp_path, name, mess
     assert not any(tmp_path.iterdir())
 
 
+def test_a_pgf_plot_without_its_tex_program_is_refused_before_drawing(tmp_path, monkeypatch):
+    # matplotlib measures a .pgf figure's text with its TeX program: without one the plot failed
+    # once drawn, a RuntimeError that `physode check --plot drift.pgf` called an internal error,
+    # after reading the whole file.
+    import matplotlib
+
+    monkeypatch.setitem(matplotlib.rcParams, "pgf.texsystem", "lualatex")
+    monkeypatch.setattr("shutil.which", lambda name: None if name == "lualatex" else name)
+    pendulum, t, ys = _pendulum_orbits()
+    with pytest.raises(physode.InvalidArgumentError, match=r"path='.*drift.pgf': .*'lualatex'"):
+        conservation(pendulum, ys, t).plot(tmp_path / "drift.pgf")
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_report_of_no_trajectories_prints_instead_of_failing():
     osc = physode.systems.load("harmonic_oscillator")
     report = conservation(osc, torch.zeros(5, 0, 2, dtype=F64))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,9 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
     Raises
     ------
     physode.InvalidArgumentError
-        If the suffix is not an image format matplotlib writes, or the folder does not exist or
-        cannot be written.
+        If the suffix is not an image format matplotlib writes, the folder does not exist or
+        cannot be written, or the suffix is ``.pgf`` and matplotlib's TeX program
+        (``rcParams['pgf.texsystem']``, ``xelatex`` by default) is not installed.
 
     Examples
     --------
@@ -59,11 +61,26 @@ def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
         problem = f"folder {str(folder)!r} does not exist"
     elif path.is_dir():
         problem = "is a folder; give a file name such as drift.png"
+    elif path.suffix.lower() == ".pgf" and shutil.which(_pgf_texsystem()) is None:
+        # matplotlib measures a .pgf figure's text with this TeX program: without it the plot
+        # fails only once drawn, after the check or report it belongs to.
+        problem = (
+            f"a .pgf figure needs {_pgf_texsystem()!r} (matplotlib's "
+            "rcParams['pgf.texsystem']), which is not installed; install it, or write .pdf or "
+            ".svg, which a LaTeX document includes as well"
+        )
     elif not os.access(folder, os.W_OK):
         problem = f"folder {str(folder)!r} is not writable"
     else:
         return path
     raise InvalidArgumentError(f"{argument}={given!r}: {problem}")
+
+
+def _pgf_texsystem() -> str:
+    """The TeX program matplotlib writes ``.pgf`` figures with (``xelatex`` by default)."""
+    import matplotlib
+
+    return str(matplotlib.rcParams["pgf.texsystem"])
 
 
 def new_figure(path: str | os.PathLike, max_trajectories: object, drawn: str, **figure: Any):
