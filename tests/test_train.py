@@ -2168,6 +2168,66 @@ def test_a_checkpoint_resumes_only_with_the_opt_disc_settings_it_was_saved_with(
     Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=same).load_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    ("saved", "resumed"),
+    [
+        ("aca", physode.ACA()),
+        (physode.ACA(keep_last_graph=True), "aca"),
+        ("disc-opt", physode.DiscOpt()),
+        (physode.DiscOpt(), "disc-opt"),
+        (physode.OptDisc(), "opt-disc"),
+        ("opt-disc", physode.OptDisc(restart=False, seminorm=False)),
+    ],
+)
+def test_a_gradient_mode_named_or_given_as_its_default_object_resumes_the_same_run(
+    tmp_path, saved, resumed
+):
+    # A checkpoint stores a mode object as its repr, and "aca" was refused against
+    # "ACA(keep_last_graph=True)" as a changed setting although both are the one run.
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=saved)
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=resumed).load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("saved", "resumed", "shown"),
+    [
+        ("opt-disc", physode.OptDisc(rtol=1e-3), r"'opt-disc' -> 'OptDisc\(.*rtol=0\.001"),
+        (physode.OptDisc(seminorm=True), "opt-disc", r"'OptDisc\(.*seminorm=True\)' -> 'opt-disc'"),
+        ("aca", "disc-opt", r"'aca' -> 'disc-opt'"),
+        (physode.ACA(), physode.DiscOpt(), r"'ACA\(keep_last_graph=True\)' -> 'DiscOpt\(\)'"),
+    ],
+)
+def test_another_gradient_mode_is_refused_on_resume_as_the_user_set_it(
+    tmp_path, saved, resumed, shown
+):
+    trainer = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=saved)
+    path = trainer.save_checkpoint(tmp_path / "last.pt")
+    other = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=resumed)
+    with pytest.raises(physode.InvalidArgumentError, match=rf"settings differ .*gradient: {shown}"):
+        other.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "now"),
+    [
+        ("ACA()", "aca"),  # physode before keep_last_graph
+        ("OptDisc(method=None, rtol=1e-09, atol=None, restart=True, seminorm=False)",
+         physode.OptDisc(rtol=1e-9, restart=True)),  # before step_size
+    ],
+)
+def test_a_gradient_mode_saved_in_an_older_repr_resumes_with_the_same_mode(tmp_path, old, now):
+    state = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=now).state_dict()
+    state["config"]["gradient"] = old
+    torch.save(state, tmp_path / "old.pt")
+    Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=now).load_checkpoint(
+        tmp_path / "old.pt"
+    )
+    other = Trainer(neural(), spiral_data(), epochs=1, window=5, gradient=physode.OptDisc())
+    with pytest.raises(physode.InvalidArgumentError, match=r"gradient: '(ACA|OptDisc)\("):
+        other.load_checkpoint(tmp_path / "old.pt")
+
+
 def test_the_trainers_warnings_are_physode_warnings():
     # One class, so that the physode command (and a user) can tell them from others.
     model = ForcedDecay(0.0)

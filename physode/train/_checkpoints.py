@@ -3,6 +3,7 @@ what a resume compares with the saved run."""
 
 from __future__ import annotations
 
+import ast
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from physode._errors import InvalidArgumentError
+from physode.gradients import GRADIENT_NAMES, GradientMode
 from physode.train._rows import per_trajectory_names
 from physode.train._wording import _listed
 
@@ -150,13 +152,45 @@ def _setting_changes(
 
 def _resolved(settings: Mapping[str, Any], data_dtype: str) -> dict[str, Any]:
     """``settings`` with ``val_batch_size`` and ``dtype`` left out (``None``) replaced by what
-    they stand for."""
+    they stand for, and ``gradient`` by the one text of the mode it names."""
     out = dict(settings)
+    out["gradient"] = _gradient_text(out.get("gradient"))
     if out.get("val_batch_size") is None:
         out["val_batch_size"] = out.get("batch_size")
     if out.get("dtype") is None:
         out["dtype"] = data_dtype
     return out
+
+
+_GRADIENT_CLASSES: dict[str, type[GradientMode]] = {
+    cls.__name__: cls for cls in GRADIENT_NAMES.values()
+}
+
+
+def _gradient_text(value: Any) -> Any:
+    """The ``repr`` of the gradient mode that ``value``, a checkpoint's ``gradient`` setting,
+    stands for: a name (``"aca"``) or the ``repr`` of a mode object (``"ACA(keep_last_graph=
+    True)"``, and the shorter ones of older physode, ``"ACA()"``), rebuilt with today's
+    defaults. ``"aca"`` and ``physode.ACA()`` are the same run; ``"opt-disc"`` and
+    ``physode.OptDisc(rtol=1e-3)`` are not. Anything else is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    if value in GRADIENT_NAMES:
+        return repr(GRADIENT_NAMES[value]())
+    try:
+        call = ast.parse(value, mode="eval").body
+        if not (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id in _GRADIENT_CLASSES
+            and not call.args
+            and all(keyword.arg is not None for keyword in call.keywords)
+        ):
+            return value
+        options = {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
+        return repr(_GRADIENT_CLASSES[call.func.id](**options))
+    except (SyntaxError, ValueError, TypeError):  # not a mode's repr, or options it refuses
+        return value
 
 
 def _check_table(model: nn.Module, path: Path, saved: Any, verb: str) -> None:
