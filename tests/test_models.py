@@ -360,6 +360,57 @@ def test_neural_ode_refuses_bad_arguments_by_their_own_names(arguments, message)
         NeuralODE(**arguments)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # A string such as "False" counted as true: a forced system declared autonomous shares
+        # solves between windows that start at different times, without an error.
+        ({"system": "duffing", "autonomous": "False"}, "autonomous='False' must be True or False"),
+        ({"system": "pendulum", "stored_parameters": "no"}, "stored_parameters='no' must be"),
+        # These failed with a TypeError and an AttributeError from inside the constructor.
+        ({"system": "pendulum", "learnable": None}, "learnable=None must be a list of .*'g'"),
+        ({"system": 3}, "system=3 is not a system: pass a physode.System, a catalogue name"),
+    ],
+)
+def test_physics_model_refuses_arguments_of_the_wrong_kind_by_name(arguments, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        PhysicsModel(**arguments)
+
+
+def test_physics_model_takes_numpy_bools_as_switches():
+    import numpy as np
+
+    model = PhysicsModel("duffing", autonomous=np.True_, stored_parameters=np.False_)
+    assert model.autonomous is True and model.trajectory_parameters == ()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"zero_output": "no"}, "zero_output='no' \\(need True or False\\)"),  # was a zero map
+        ({"activation": ["tanh"]}, "unknown activation \\['tanh'\\]; choose one of"),
+    ],
+)
+def test_mlp_refuses_switches_and_activations_of_the_wrong_kind(arguments, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        MLP(2, 2, **arguments)
+
+
+def test_network_sizes_may_be_numpy_integers():
+    import numpy as np
+
+    net = MLP(np.int64(3), np.int64(2), width=np.int32(4), depth=np.int64(1))
+    assert net(torch.zeros(5, 3)).shape == (5, 2) and type(net.in_features) is int
+    assert NeuralODE(2, width=np.int64(4))(torch.tensor(0.0), torch.zeros(2)).shape == (2,)
+
+
+def test_neural_ode_names_an_input_transform_that_changes_the_state_size():
+    model = NeuralODE(2, width=4, depth=1, input_transform=lambda y: y[..., :1])
+    message = "input_transform returned shape \\(5, 1\\) for y of shape \\(5, 2\\)"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        model(torch.tensor(0.0), torch.ones(5, 2))
+
+
 def test_neural_ode_names_a_state_of_the_wrong_size():
     with pytest.raises(physode.InvalidArgumentError, match="y has shape \\(5, 2\\).*dim=3"):
         NeuralODE(3, width=4, depth=1)(torch.tensor(0.0), torch.ones(5, 2))

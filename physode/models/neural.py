@@ -42,7 +42,7 @@ def make_activation(name: str) -> nn.Module:
     """
     try:
         return _ACTIVATIONS[name]()
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name, a list say
         raise InvalidArgumentError(
             f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}, "
             f"e.g. activation='tanh'"
@@ -90,11 +90,16 @@ class MLP(nn.Module):
             ("width", width, 1),
             ("depth", depth, 0),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not is_int(value, least=low):
                 problems.append(f"{name}={value!r} (need an integer >= {low})")
+        if not isinstance(zero_output, bool):  # "False" would count as true
+            problems.append(f"zero_output={zero_output!r} (need True or False)")
         if problems:
             raise InvalidArgumentError("bad MLP arguments: " + "; ".join(problems))
         make_activation(activation)  # refuse an unknown name even when depth == 0
+        # NumPy integers (from a grid of settings) as Python's, for the layers and the attributes
+        in_features, out_features = int(in_features), int(out_features)
+        width, depth = int(width), int(depth)
         layers: list[nn.Module] = []
         size = in_features
         for _ in range(depth):
@@ -207,11 +212,14 @@ class NeuralODE(nn.Module):
         Raises
         ------
         physode.InvalidArgumentError
-            If ``y``'s last dimension is not ``dim``, or ``y``'s dtype is not the network's
-            (a fresh NeuralODE is float32; cast it with ``.double()`` for float64 states).
+            If ``y``'s last dimension is not ``dim``, ``input_transform`` does not return
+            ``y``'s shape, or ``y``'s dtype is not the network's (a fresh NeuralODE is
+            float32; cast it with ``.double()`` for float64 states).
         """
+        features = None
         try:
-            x = y if self.input_transform is None else self.input_transform(y)
+            features = y if self.input_transform is None else self.input_transform(y)
+            x = features
             if self.time_dependent:
                 x = torch.cat([x, _time_column(t, y)], dim=-1)
             return self.net(x)
@@ -222,6 +230,12 @@ class NeuralODE(nn.Module):
                 raise InvalidArgumentError(
                     f"y has shape {tuple(y.shape)}, but this NeuralODE has dim={self.dim} and "
                     f"needs (..., {self.dim}); build it with the data's state dimension as dim"
+                ) from None
+            if isinstance(features, torch.Tensor) and features.shape[-1:] != y.shape[-1:]:
+                raise InvalidArgumentError(
+                    f"this NeuralODE's input_transform returned shape {tuple(features.shape)} "
+                    f"for y of shape {tuple(y.shape)}; it must return y's shape, "
+                    f"(..., {self.dim}), the network's input"
                 ) from None
             weight = next(self.net.parameters())
             if y.dtype != weight.dtype:

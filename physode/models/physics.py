@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -21,6 +22,14 @@ def _resolve_system(system: Any) -> Any:
         import physode.systems
 
         return physode.systems.load(system)
+    from physode.symbolic import System
+
+    if not isinstance(system, System):
+        raise InvalidArgumentError(
+            f"system={system!r} is not a system: pass a physode.System, a catalogue name "
+            "(e.g. 'pendulum'; physode.systems.names() lists them) or the path of a "
+            "specification file"
+        )
     return system
 
 
@@ -65,9 +74,11 @@ class PhysicsModel(nn.Module):
     Raises
     ------
     physode.InvalidArgumentError
-        If a name in ``learnable``, ``per_trajectory`` or ``init`` is not a parameter of the
-        system, ``learnable`` or ``per_trajectory`` is a single string, an ``init`` value is
-        not a finite number, or ``n_trajectories`` is not a positive integer.
+        If ``system`` is not a system, a catalogue name or a path, a name in ``learnable``,
+        ``per_trajectory`` or ``init`` is not a parameter of the system, ``learnable`` or
+        ``per_trajectory`` is a single string or not a list, an ``init`` value is not a finite
+        number, ``autonomous`` or ``stored_parameters`` is not a bool (a string such as
+        ``"False"`` would count as true), or ``n_trajectories`` is not a positive integer.
 
     Examples
     --------
@@ -118,6 +129,19 @@ class PhysicsModel(nn.Module):
                     f"{option}={names!r} must be a list of parameter names, e.g. "
                     f"{option}=[{names!r}]"
                 )
+            if not isinstance(names, Iterable):
+                raise InvalidArgumentError(
+                    f"{option}={names!r} must be a list of parameter names of system "
+                    f"{system.name!r} ({list(system.parameters)}), or [] for none"
+                )
+        # A string such as "False" would count as true: a forced system declared autonomous
+        # shares solves between windows that start at different times, without an error.
+        for option, value, also in (
+            ("autonomous", autonomous, ", or None to read it from the equations"),
+            ("stored_parameters", stored_parameters, ""),
+        ):
+            if not (isinstance(value, bool | np.bool_) or (also and value is None)):
+                raise InvalidArgumentError(f"{option}={value!r} must be True or False{also}")
         learnable = list(learnable)
         per_trajectory = list(dict.fromkeys(per_trajectory))
         known = list(system.parameters)
