@@ -377,11 +377,16 @@ def test_physics_model_refuses_arguments_of_the_wrong_kind_by_name(arguments, me
         PhysicsModel(**arguments)
 
 
-def test_physics_model_takes_numpy_bools_as_switches():
+def test_the_models_take_numpy_bools_as_switches():
     import numpy as np
+
+    from physode.models import HamiltonianNN
 
     model = PhysicsModel("duffing", autonomous=np.True_, stored_parameters=np.False_)
     assert model.autonomous is True and model.trajectory_parameters == ()
+    neural = NeuralODE(2, width=4, depth=1, time_dependent=np.True_, zero_output=np.True_)
+    assert neural.time_dependent is True and not neural(0.0, torch.ones(2)).any()
+    assert HamiltonianNN(1, width=4, depth=1, separable=np.True_).separable is True
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from torch import nn
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
-from physode.models.neural import MLP, has_hooks
+from physode.models.neural import MLP, has_hooks, is_switch
 
 
 class HamiltonianNN(nn.Module):
@@ -72,7 +72,7 @@ class HamiltonianNN(nn.Module):
                 f"n_coordinates={n_coordinates!r} (need an integer >= 1, the number of "
                 "coordinates q; the state [q, p] has twice as many components)"
             )
-        if not isinstance(separable, bool):
+        if not is_switch(separable):
             problems.append(f"separable={separable!r} (need True or False)")
         if problems:
             raise InvalidArgumentError("bad HamiltonianNN arguments: " + "; ".join(problems))
@@ -92,7 +92,7 @@ class HamiltonianNN(nn.Module):
             bias.requires_grad_(False)
         self.n_coordinates = n
         self.dim = 2 * n
-        self.separable = separable
+        self.separable = bool(separable)
 
     @property
     def autonomous(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +20,12 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "sigmoid": nn.Sigmoid,
 }
+
+
+def is_switch(value: object) -> bool:
+    """Whether ``value`` is ``True`` or ``False`` (Python's or NumPy's): a string such as
+    ``"False"`` would count as true."""
+    return isinstance(value, bool | np.bool_)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -92,7 +99,7 @@ class MLP(nn.Module):
         ):
             if not is_int(value, least=low):
                 problems.append(f"{name}={value!r} (need an integer >= {low})")
-        if not isinstance(zero_output, bool):  # "False" would count as true
+        if not is_switch(zero_output):
             problems.append(f"zero_output={zero_output!r} (need True or False)")
         if problems:
             raise InvalidArgumentError("bad MLP arguments: " + "; ".join(problems))
@@ -185,7 +192,7 @@ class NeuralODE(nn.Module):
         problems = []
         if not is_int(dim, least=1):
             problems.append(f"dim={dim!r} (need an integer >= 1, the state dimension)")
-        if not isinstance(time_dependent, bool):
+        if not is_switch(time_dependent):
             problems.append(f"time_dependent={time_dependent!r} (need True or False)")
         if input_transform is not None and not callable(input_transform):
             problems.append(
@@ -195,10 +202,10 @@ class NeuralODE(nn.Module):
         if problems:
             raise InvalidArgumentError("bad NeuralODE arguments: " + "; ".join(problems))
         self.net = MLP(
-            dim + int(time_dependent), dim, width, depth, activation, zero_output=zero_output
+            dim + int(time_dependent), dim, width, depth, activation, zero_output=bool(zero_output)
         )
         self.dim = dim
-        self.time_dependent = time_dependent
+        self.time_dependent = bool(time_dependent)
         self.input_transform = input_transform
 
     @property

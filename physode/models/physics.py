@@ -6,13 +6,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from physode._checks import converts_to_finite_real, is_int
 from physode._errors import InvalidArgumentError
+from physode.models.neural import is_switch
 from physode.symbolic._vector_field import warn_if_not_in_equations
 
 
@@ -140,7 +140,7 @@ class PhysicsModel(nn.Module):
             ("autonomous", autonomous, ", or None to read it from the equations"),
             ("stored_parameters", stored_parameters, ""),
         ):
-            if not (isinstance(value, bool | np.bool_) or (also and value is None)):
+            if not (is_switch(value) or (also and value is None)):
                 raise InvalidArgumentError(f"{option}={value!r} must be True or False{also}")
         learnable = list(learnable)
         per_trajectory = list(dict.fromkeys(per_trajectory))
