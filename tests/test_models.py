@@ -503,3 +503,22 @@ def test_hooks_on_the_layers_of_an_mlp_run_as_in_its_sequential():
     y = torch.randn(5, 2)
     torch.testing.assert_close(model(torch.tensor(0.0), y), model.net.net(y), rtol=0, atol=0)
     assert seen == [(5, 2), (5, 2)]
+
+
+def test_a_models_repr_shows_the_settings_that_change_what_it_computes():
+    # A printed APHYNITY hybrid read as a plain one, and a model learning per trajectory, a
+    # time-dependent network or a separable HNN as their defaults.
+    from physode.models import HamiltonianNN
+
+    physics = PhysicsModel("pendulum", ["g"], per_trajectory=["l"], n_trajectories=3)
+    hybrid = Hybrid(physics, NeuralODE(2, width=4, depth=1, time_dependent=True),
+                    aphynity=Aphynity(tau=5.0))  # fmt: skip
+    text = repr(hybrid)
+    assert "aphynity=Aphynity(lambda_init=1.0, tau=5.0, update='batch')" in text
+    assert "per_trajectory=['l'], n_trajectories=3" in text
+    assert "dim=2, time_dependent=True" in text
+    assert "aphynity=None" in repr(Hybrid(LinearDecay(), NeuralODE(1, width=4, depth=1)))
+    assert "autonomous=True, stored_parameters=False" in repr(
+        PhysicsModel("duffing", autonomous=True, stored_parameters=False)
+    )
+    assert "n_coordinates=2, separable=True" in repr(HamiltonianNN(2, separable=True))

@@ -94,6 +94,10 @@ class HamiltonianNN(nn.Module):
         self.dim = 2 * n
         self.separable = bool(separable)
 
+    def extra_repr(self) -> str:
+        """The number of coordinates and whether ``H`` is learned as ``T(p) + V(q)``."""
+        return f"n_coordinates={self.n_coordinates}, separable={self.separable}"
+
     @property
     def autonomous(self) -> bool:
         """Always ``True``: ``H`` does not depend on ``t``."""

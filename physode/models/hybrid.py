@@ -115,6 +115,11 @@ class Hybrid(nn.Module):
         if self.aphynity is not None and bool(self.aphynity_lambda.isnan()):
             self.aphynity_lambda.copy_(lam)
 
+    def extra_repr(self) -> str:
+        """The APHYNITY settings, which ``repr`` shows beside the two terms (``aphynity=None``
+        for the plain hybrid)."""
+        return f"aphynity={self.aphynity!r}"
+
     @property
     def autonomous(self) -> bool:
         """Whether both terms declare that they ignore ``t`` (a term without an ``autonomous``

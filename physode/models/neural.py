@@ -208,6 +208,15 @@ class NeuralODE(nn.Module):
         self.time_dependent = bool(time_dependent)
         self.input_transform = input_transform
 
+    def extra_repr(self) -> str:
+        """The state dimension and the options not at their defaults, beside the network."""
+        shown = [f"dim={self.dim}"]
+        if self.time_dependent:
+            shown.append("time_dependent=True")
+        if self.input_transform is not None:
+            shown.append(f"input_transform={self.input_transform!r}")
+        return ", ".join(shown)
+
     @property
     def autonomous(self) -> bool:
         """Whether ``f`` ignores ``t`` (windows at different times may share a batch)."""

@@ -194,6 +194,21 @@ class PhysicsModel(nn.Module):
         if n_trajectories is not None:
             self.set_n_trajectories(int(n_trajectories))
 
+    def extra_repr(self) -> str:
+        """What ``repr`` shows beside the field (the system and the shared learnable
+        parameters): the parameters learned per trajectory, and the settings not at their
+        defaults."""
+        shown = []
+        if self.per_trajectory:
+            shown.append(
+                f"per_trajectory={self.per_trajectory}, n_trajectories={self.n_trajectories}"
+            )
+        if self._autonomous == self.system.time_dependent:  # told, against the equations
+            shown.append(f"autonomous={self._autonomous}")
+        if not self.stored_parameters:
+            shown.append("stored_parameters=False")
+        return ", ".join(shown)
+
     @property
     def autonomous(self) -> bool:
         """Whether ``f`` ignores ``t``."""
