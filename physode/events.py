@@ -47,8 +47,8 @@ DIRECTIONS = (-1, 0, 1)
 _SIGN_CHANGE = {0: "", 1: " from negative to positive", -1: " from positive to negative"}
 _NO_EVENT_ADVICE = (
     "Extend t_max, check event_fn's sign there, or look for two crossings between two points "
-    "the search evaluates event_fn at (the ends of each step and, with dense output, 4 points "
-    "inside it; max_step=... caps the steps below the time between two crossings)"
+    "the search evaluates event_fn at (the ends of each step and 4 points inside it; "
+    "max_step=... caps the steps below the time between two crossings)"
 )
 _NOT_DIFFERENTIABLE = (
     "event_fn(t, y) is not differentiable with respect to t and y (its result does not require "
@@ -168,6 +168,80 @@ class _Interior:
         return y + h * torch.tensordot(self.weights, torch.stack(list(ks)), dims=1)
 
 
+class _Hermite:
+    """For a method without dense output: the candidate states inside each accepted step at
+    which the search evaluates ``event_fn``, and the method's own states there where a
+    candidate shows a sign change.
+
+    The candidates lie on the cubic Hermite curve through the step's two ends and the slopes
+    ``f`` there, at the :data:`INTERIOR_POINTS` fractions of the step that the dense output
+    uses. A candidate only points at a crossing: where the candidates show one, the method
+    re-steps from the step's start to each of those fractions (``INTERIOR_POINTS`` steps'
+    evaluations of ``func``, once) and its own states decide whether and where the sign
+    changed, as they locate the root.
+
+    The slope at a step's start is the one at the previous step's end (``f0`` at first). The
+    slope at the end is an FSAL method's last stage (free); for a symplectic step that drifts
+    by ``v`` itself, ``(v, the last kick)`` (free); for a symplectic one that does not, one
+    evaluation of ``func`` per step; and for a Runge-Kutta method one evaluation that its next
+    step takes as its first stage, through :meth:`func` (free but at the step that ends the
+    search).
+    """
+
+    def __init__(self, stepper, func, y0: Tensor, f0: Tensor, time, stats: Stats):
+        self.stepper, self.raw, self.time, self.stats = stepper, func, time, stats
+        self.fractions = tuple((i + 1) / (INTERIOR_POINTS + 1) for i in range(INTERIOR_POINTS))
+        # (points, 4): the weights of y, h f(y), y1 and h f(y1) at each fraction
+        weights = [
+            (2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, 3 * s**2 - 2 * s**3, s**3 - s**2)
+            for s in self.fractions
+        ]
+        self.weights = torch.tensor(weights, dtype=y0.dtype, device=y0.device)
+        tableau = getattr(stepper, "tableau", None)
+        self.fsal = tableau is not None and tableau.fsal
+        self.hands_over = tableau is not None and not tableau.fsal
+        self.velocity = getattr(stepper, "drift_is_velocity", False)
+        self.f_a = f0
+        self.handed: tuple[Tensor, Tensor] | None = None
+
+    def func(self, t: Tensor, y: Tensor) -> Tensor:
+        """``func`` for the search's loop: its first call after an accepted step, the next
+        step's first stage at that step's end state, gets the slope :meth:`end_slope` made."""
+        handed, self.handed = self.handed, None
+        if handed is not None and y is handed[0]:
+            self.stats.nfe -= 1  # the loop counts it again; end_slope has counted it
+            return handed[1]
+        return self.raw(t, y)
+
+    def end_slope(self, t_new: float, y1: Tensor, step) -> Tensor:
+        """``f(t_new, y1)``, the slope at the end of the accepted ``step``."""
+        if self.fsal:
+            return step.f1
+        if self.velocity:
+            n = self.stepper.n
+            return torch.cat([y1[..., n:], step.f1[..., n:]], dim=-1)
+        f1 = self.raw(self.time(t_new), y1)
+        self.stats.nfe += 1
+        if self.hands_over:
+            self.handed = (y1, f1)
+        return f1
+
+    def states(self, y: Tensor, h: float, y1: Tensor, f1: Tensor) -> Tensor:
+        """The candidate states of the step of size ``h`` from ``y`` to ``y1`` (slope ``f1``
+        there), stacked along a leading dimension."""
+        points = torch.stack([y, h * self.f_a, y1, h * f1])
+        return torch.tensordot(self.weights, points, dims=1)
+
+    def method_states(self, t: float, y: Tensor, h: float) -> list[Tensor]:
+        """The method's own states at the fractions of the step of size ``h`` from ``(t, y)``,
+        each from one step of the method from ``y``."""
+        self.stats.nfe += self.stepper.nfe_per_replay * len(self.fractions)
+        return [
+            self.stepper.step(self.raw, t, y, theta * h, self.f_a, self.time, replay=True).y1
+            for theta in self.fractions
+        ]
+
+
 def odeint_event(
     func: Callable[[Tensor, Tensor], Tensor],
     y0: Tensor,
@@ -192,15 +266,17 @@ def odeint_event(
 
     The event is the first sign change of ``event_fn`` after ``t0`` (a terminal event). The
     solver steps as :func:`physode.solve` does, evaluating ``event_fn`` at the end of every
-    accepted step and, for a method with dense output (``dopri5``, ``tsit5``, ``bosh3``), at 4
-    evenly spaced points inside it on that output (no evaluation of ``func``); the first sign
-    change among them is the event, and its root is located to the resolution of ``t`` by a
+    accepted step and at 4 evenly spaced points inside it: for a method with dense output
+    (``dopri5``, ``tsit5``, ``bosh3``) on that output (no evaluation of ``func``); for the
+    others on the cubic Hermite curve through the step's ends and slopes, whose points only
+    point at a crossing: where they show one, the method steps from the step's start to each
+    point (4 steps' evaluations, once) and its own states there decide. The first sign change
+    among them is the event, and its root is located to the resolution of ``t`` by a
     bracketing search (Illinois) on the dense output, or for the other methods on steps of the
     method from the start of that step to each trial time (a few steps' evaluations of
     ``func``, once: 4 to 11 steps on smooth problems). Two crossings that both fall between two
-    points evaluated (within one step of a method without dense output, within a fifth of one
-    with it) cancel out and go unseen: where the crossings can come that close together, cap
-    the steps with ``max_step``.
+    points evaluated (within a fifth of a step) cancel out and go unseen: where the crossings
+    can come that close together, cap the steps with ``max_step``.
 
     The event time and the state there are differentiable with respect to ``y0``, ``func``'s
     parameters and ``event_fn``'s, in every gradient mode, by the implicit function theorem:
@@ -528,43 +604,87 @@ def _search(stepper, func, event_fn, y0, t0, end, direction, g0, f0, time, stats
     return that step's :class:`_Crossing` (None if there is none) and the loop's result.
 
     Within each accepted step ``event_fn`` is evaluated at the step's interior points (see
-    :class:`_Interior`) and at its end, in order; the first sign change among them is the one
-    located."""
+    :class:`_Interior` and :class:`_Hermite`) and at its end, in order; the first sign change
+    among them is the one located. Without dense output the interior points count only where
+    their candidates show a sign change, and then as the method's own states."""
     # The sign of the last nonzero value (0 until the trajectory leaves a start on zero), and
     # the value at the last point evaluated.
     last = {"sign": _sign(g0), "g": g0}
     found: list[_Crossing] = []
     interior = _Interior(stepper, y0)
-    fractions = (*interior.fractions, 1.0)
+    hermite = None if interior.fractions else _Hermite(stepper, func, y0, f0, time, stats)
+    points = interior.fractions or hermite.fractions
+    fractions = (*points, 1.0)
 
     def stop(t, y, t_new, y1, step) -> bool:
         if not stepper.adaptive and not bool(torch.isfinite(y1).all()):
             return True  # the loop then reports the non-finite state (adaptive ones reject it)
         h = t_new - t
-        times = [t + theta * h for theta in interior.fractions] + [t_new]
-        states = [*interior.states(y, h, step.ks), y1]
-        values = _event_values(event_fn, times, states, time, y0)
-        for i, g1 in enumerate(values):
-            g, sign, sign1 = last["g"], last["sign"], _sign(g1)
-            last["g"] = g1
-            if sign1 == sign or sign == 0 or (sign1 == 0 and g == 0):
-                last["sign"] = sign1 or sign
-                continue
-            if direction in (0, -sign):  # a rise leaves a negative sign behind, a fall a positive
-                lo = fractions[i - 1] if i else 0.0
-                found.append(_Crossing(t, y, t_new, y1, step, lo, fractions[i], g, g1))
-                return True
-            last["sign"] = sign1 or sign
-        return False
+        times = [t + theta * h for theta in points] + [t_new]
+        seen = fractions
+        if hermite is None:
+            states = [*interior.states(y, h, step.ks), y1]
+            values = _event_values(event_fn, times, states, time, y0)
+        else:
+            f1 = hermite.end_slope(t_new, y1, step)
+            states = [*hermite.states(y, h, y1, f1), y1]
+            values = _event_values(event_fn, times, states, time, y0, unchecked=len(points))
+            if _points_at_crossing(last, values, direction):
+                states = hermite.method_states(t, y, h)
+                values = [*_event_values(event_fn, times[:-1], states, time, y0), values[-1]]
+            else:  # the end alone, as the method gives it
+                seen, values = (1.0,), values[-1:]
+            hermite.f_a = f1
+        change = _first_change(last, values, direction)
+        if change is None:
+            return False
+        i, g = change
+        lo = seen[i - 1] if i else 0.0
+        found.append(_Crossing(t, y, t_new, y1, step, lo, seen[i], g, values[i]))
+        return True
 
-    result = integrate(stepper, func, y0, [t0, end], stats=stats, f0=f0, stop=stop,
-                       **settings)  # fmt: skip
+    result = integrate(stepper, func if hermite is None else hermite.func, y0, [t0, end],
+                       stats=stats, f0=f0, stop=stop, **settings)  # fmt: skip
     return (found[0] if found and result.status is Status.SUCCESS else None), result
 
 
-def _event_values(event_fn, times: list[float], states, time, y0: Tensor) -> list[float]:
+def _first_change(last: dict, values: list[float], direction: int) -> tuple[int, float] | None:
+    """The index of the first sign change (in ``direction``) among ``values``, after the sign
+    ``last["sign"]`` (the last nonzero one) and the value ``last["g"]``, and the value before
+    it; None if there is none. ``last`` is carried along up to that point.
+
+    A change is a nonzero sign left for another (a zero included, unless the value was already
+    zero there); a start on zero takes the sign that comes next."""
+    for i, g1 in enumerate(values):
+        g, sign, sign1 = last["g"], last["sign"], _sign(g1)
+        last["g"] = g1
+        if sign1 == sign or sign == 0 or (sign1 == 0 and g == 0):
+            last["sign"] = sign1 or sign
+            continue
+        if direction in (0, -sign):  # a rise leaves a negative sign behind, a fall a positive
+            return i, g
+        last["sign"] = sign1 or sign
+    return None
+
+
+def _points_at_crossing(last: dict, values: list[float], direction: int) -> bool:
+    """Whether the values at a step's candidate points and (last) its end show a sign change
+    (in ``direction``) that the end alone does not: a candidate off the sign carried in (or
+    not finite), and a change in the sequence."""
+    candidates = values[:-1]
+    if not all(math.isfinite(g) for g in candidates):
+        return True
+    if all(_sign(g) == last["sign"] for g in candidates):
+        return False
+    return _first_change(dict(last), values, direction) is not None
+
+
+def _event_values(
+    event_fn, times: list[float], states, time, y0: Tensor, unchecked: int = 0
+) -> list[float]:
     """``event_fn`` at each time and state, as floats read back together (one host
-    synchronisation), after checking that each is one finite real value."""
+    synchronisation), after checking that each is one finite real value (the first
+    ``unchecked``, at candidate states, may be any real value)."""
     values = []
     for t, y in zip(times, states, strict=True):
         g = event_fn(time(t), y)
@@ -573,7 +693,7 @@ def _event_values(event_fn, times: list[float], states, time, y0: Tensor) -> lis
             _checked_value(g, time(t), y0)  # says what is wrong
         values.append(g)
     floats = torch.stack(values).tolist() if len(values) > 1 else [values[0].item()]
-    for t, value in zip(times, floats, strict=True):
+    for t, value in zip(times[unchecked:], floats[unchecked:], strict=True):
         if not math.isfinite(value):
             raise InvalidArgumentError(
                 f"event_fn(t, y) returned {value} at t={t:.17g}; it must be finite along "
@@ -772,49 +892,92 @@ class _Rows:
         ``direction``); return the loop's result.
 
         Within each accepted step ``event_fn`` is evaluated at the step's interior points (see
-        :class:`_Interior`) and at its end, in order; each row's first sign change among them
-        is the one located."""
-        stepper, event_fn, time = self.stepper, self.event_fn, self.time
+        :class:`_Interior` and :class:`_Hermite`) and at its end, in order; each row's first
+        sign change among them is the one located. Without dense output a row's interior points
+        count only where its candidates show a sign change, and then as the method's own
+        states (of the whole batch, re-stepped once for all such rows)."""
+        stepper, time = self.stepper, self.time
         interior = _Interior(stepper, y0)
-        fractions = (0.0, *interior.fractions, 1.0)
+        hermite = None if interior.fractions else _Hermite(
+            stepper, self.func, y0, f0, time, self.stats
+        )
+        points = interior.fractions or hermite.fractions
+        fractions = (0.0, *points, 1.0)
         # Per row: the sign of the last nonzero value (0 until a start on zero is left), and the
         # value at the start of the coming step.
         last = {"sign": torch.sign(g0), "g": g0}
 
         def stop(t, y, t_new, y1, step) -> bool:
             h = t_new - t
-            times = [t + theta * h for theta in interior.fractions] + [t_new]
-            states = [*interior.states(y, h, step.ks), y1]
-            values = []
-            for t_i, y_i in zip(times, states, strict=True):
-                g_i = event_fn(time(t_i), y_i)
-                if not isinstance(g_i, Tensor) or g_i.shape != (self.batch,):
-                    self.check(g_i, t_i)
-                values.append(g_i)
-            hit, lo, hi, g_lo, g_hi, last["sign"], last["g"] = _first_changes(
-                last["sign"], last["g"], values, fractions, direction
-            )
-            hit &= ~self.crossed
-            crossed = self.crossed | hit
+            times = [t + theta * h for theta in points] + [t_new]
+            sign, g = last["sign"], last["g"]
+            if hermite is None:
+                values = self.values(times, [*interior.states(y, h, step.ks), y1])
+                found = _first_changes(sign, g, values, fractions, direction)
+                checked, points_at = values, None
+            else:
+                f1 = hermite.end_slope(t_new, y1, step)
+                values = self.values(times, [*hermite.states(y, h, y1, f1), y1])
+                # The end alone, unless a row's candidates show a change (checked below).
+                found = _first_changes(sign, g, values[-1:], (0.0, 1.0), direction)
+                candidates = torch.stack(values[:-1])
+                off = (torch.sign(candidates) != sign).any(0)
+                shown = _first_changes(sign, g, values, fractions, direction)[0]
+                unknown = ~torch.isfinite(candidates).all(0)
+                points_at = ~self.crossed & (unknown | (off & shown))
+                checked = values[-1:]
+            hit = found[0] & ~self.crossed
             # One host synchronisation per step for everything the loop must know.
-            flags = [hit.any(), crossed.all(), torch.isfinite(torch.stack(values)).all()]
+            flags = [hit.any(), (self.crossed | hit).all(),
+                     torch.isfinite(torch.stack(checked)).all()]  # fmt: skip
+            if points_at is not None:
+                flags.append(points_at.any())
             if not stepper.adaptive:
                 flags.append(torch.isfinite(y1).all())
-            any_hit, all_crossed, finite, *state_finite = torch.stack(flags).tolist()
-            if state_finite and not state_finite[0]:
+            any_hit, all_crossed, finite, *more = torch.stack(flags).tolist()
+            look = bool(more.pop(0)) if points_at is not None else False
+            if more and not more[0]:
                 return True  # the loop then reports the non-finite state
             if not finite:
-                for t_i, g_i in zip(times, values, strict=True):
-                    bad = ~torch.isfinite(g_i)
-                    if bool(bad.any()):
-                        self.refuse_non_finite(g_i, bad, t_i)
+                self.refuse_any_non_finite(times[-len(checked):], checked)
+            if look:
+                # The method's own states at the points, for the rows whose candidates showed
+                # a change: a second synchronisation, in those steps only.
+                own = self.values(times[:-1], hermite.method_states(t, y, h))
+                self.refuse_any_non_finite(times[:-1], own)
+                closer = _first_changes(sign, g, [*own, values[-1]], fractions, direction)
+                found = tuple(torch.where(points_at, a, b)
+                              for a, b in zip(closer, found, strict=True))  # fmt: skip
+                hit = found[0] & ~self.crossed
+                any_hit, all_crossed = torch.stack([hit.any(), (self.crossed | hit).all()]).tolist()
+            if hermite is not None:
+                hermite.f_a = f1  # the next step's slope at its start
+            _, lo, hi, g_lo, g_hi, last["sign"], last["g"] = found
             if any_hit:
                 self.keep(hit, t, t_new, y, y1, step, lo, hi, g_lo, g_hi)
-                self.crossed = crossed
+                self.crossed = self.crossed | hit
             return bool(all_crossed)
 
-        return integrate(stepper, self.func, y0, [t0, end], stats=self.stats, f0=f0, stop=stop,
+        func = self.func if hermite is None else hermite.func
+        return integrate(stepper, func, y0, [t0, end], stats=self.stats, f0=f0, stop=stop,
                          **settings)  # fmt: skip
+
+    def values(self, times: list[float], states) -> list[Tensor]:
+        """``event_fn`` at each (shared) time and state, each checked to be one value per row."""
+        values = []
+        for t_i, y_i in zip(times, states, strict=True):
+            g_i = self.event_fn(self.time(t_i), y_i)
+            if not isinstance(g_i, Tensor) or g_i.shape != (self.batch,):
+                self.check(g_i, t_i)
+            values.append(g_i)
+        return values
+
+    def refuse_any_non_finite(self, times: list[float], values: list[Tensor]) -> None:
+        """Refuse the first of ``values`` (at ``times``) that is not finite in some row."""
+        for t_i, g_i in zip(times, values, strict=True):
+            bad = ~torch.isfinite(g_i)
+            if bool(bad.any()):
+                self.refuse_non_finite(g_i, bad, t_i)
 
     def keep(self, hit, t, t_new, y, y1, step, lo, hi, g_lo, g_hi) -> None:
         """Note, for the rows in ``hit``, the step that locates their root, and the fractions of

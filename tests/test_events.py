@@ -325,9 +325,10 @@ def test_bad_settings_are_refused_with_the_choices(options, match):
 
 
 # x = sin t reaches 0.9999 at asin(0.9999) and falls below it 0.028 later: the steps that
-# rtol=1e-6 allows there are longer, and both sign changes fall within one of them. It reaches
-# 0.99999 and falls below it 0.0089 later, less than a fifth of those steps: between two of the
-# points inside the step where a method with dense output also evaluates event_fn.
+# rtol=1e-6 allows there are longer, and both sign changes fall within one of them, between two
+# of the candidate points where dop853 also evaluates event_fn. It reaches 0.99999 and falls
+# below it 0.0089 later, less than a fifth of those steps: between two of the points inside the
+# step where a method with dense output also evaluates event_fn.
 NEAR_TOP, NEARER_TOP = 0.9999, 0.99999
 
 
@@ -430,6 +431,115 @@ def test_each_row_s_two_crossings_within_one_step_are_found_on_the_dense_output(
     torch.testing.assert_close(falls.t_event, expected, rtol=0, atol=1e-12)
 
 
+class SeparableFall:
+    """``fall`` as a symplectic method reads it (q = height, v = velocity); with
+    ``drift_is_velocity`` the method drifts by ``v`` itself, else it evaluates ``dq/dt``."""
+
+    separable, n_coordinates = True, 1
+
+    def __init__(self, drift_is_velocity: bool):
+        self.drift_is_velocity = drift_is_velocity
+
+    def __call__(self, t, y):
+        return fall(t, y)
+
+
+# Methods without dense output, at settings where the ball thrown at THROW rises past MARK and
+# falls back within their first step; each is exact on the quadratic path (order 2 and up).
+WITHOUT_DENSE = [
+    ("dop853", fall, {}),
+    ("heun", fall, {"first_step": 1.0, "rtol": 1.0, "atol": 10.0}),
+    ("rk4", fall, {"step_size": 1.0}),
+    ("midpoint", fall, {"step_size": 1.0}),
+    ("leapfrog", SeparableFall(True), {"step_size": 1.0}),
+    ("yoshida4", SeparableFall(False), {"step_size": 1.0}),
+]
+
+
+@pytest.mark.parametrize(("method", "func", "options"), WITHOUT_DENSE)
+@pytest.mark.parametrize(("direction", "crossing"), [(0, 0), (1, 0), (-1, 1)])
+def test_two_crossings_within_one_step_are_found_without_dense_output(
+    method, func, options, direction, crossing
+):
+    y0 = torch.tensor([0.0, THROW], dtype=F64, requires_grad=True)
+    event_fn = _counted(lambda t, y: y[0] - MARK)
+    sol = physode.odeint_event(func, y0, 0.0, event_fn, t_max=3.0, method=method,
+                               direction=direction, **options)  # fmt: skip
+    t_event = passing_times(THROW)[crossing]
+    assert sol.t_event.item() == pytest.approx(t_event, abs=1e-12)
+    assert sol.ys[1, 0].item() == pytest.approx(MARK, abs=1e-12)
+    (grad,) = torch.autograd.grad(sol.t_event, [y0])
+    root = math.sqrt(THROW * THROW - 2 * G * MARK)
+    assert grad[1].item() == pytest.approx((1 + (1 if crossing else -1) * THROW / root) / G,
+                                           rel=1e-9)  # fmt: skip
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+@pytest.mark.parametrize(("method", "func", "options"), [WITHOUT_DENSE[0], WITHOUT_DENSE[2],
+                                                         WITHOUT_DENSE[5]])  # fmt: skip
+def test_each_row_s_two_crossings_within_one_step_are_found_without_dense_output(
+    method, func, options, gradient
+):
+    throws = [THROW, 6.0, 8.0]  # 8 m/s is still above the mark at the end of rk4's first step
+    y0 = torch.tensor([[0.0, v] for v in throws], dtype=F64, requires_grad=True)
+    sol = physode.odeint_event(func, y0, 0.0, lambda t, y: y[:, 0] - MARK, t_max=3.0,
+                               method=method, gradient=gradient, **options)  # fmt: skip
+    expected = torch.tensor([passing_times(v)[0] for v in throws], dtype=F64)
+    torch.testing.assert_close(sol.t_event, expected, rtol=0, atol=1e-12)
+    (grad,) = torch.autograd.grad(sol.t_event.sum(), [y0])
+    v0 = torch.tensor(throws, dtype=F64)
+    torch.testing.assert_close(grad[:, 1], (1 - v0 / torch.sqrt(v0**2 - 2 * G * MARK)) / G)
+    falls = physode.odeint_event(func, y0.detach(), 0.0, lambda t, y: y[:, 0] - MARK,
+                                 t_max=3.0, method=method, direction=-1, **options)  # fmt: skip
+    expected = torch.tensor([passing_times(v)[1] for v in throws], dtype=F64)
+    torch.testing.assert_close(falls.t_event, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_the_method_not_the_candidate_curve_decides_the_event(per_row):
+    # Euler's first step of 1 from height 0 at 5 m/s moves the height along 5 t to 5, and its
+    # second falls from there; the cubic through the step's ends and slopes rises to 5.26 at
+    # t = 0.8. It shows a crossing of 5.1 that Euler's states never make, a crossing of 4.5 at
+    # t = 0.62 that Euler's states make at 0.9, and passes 5 where sqrt(5 - height) is NaN.
+    y0 = torch.tensor([[0.0, THROW]], dtype=F64)
+    options = {"method": "euler", "step_size": 1.0, "t_max": 3.0, "throw": False}
+
+    def solve_for(event_fn):
+        if per_row:
+            return physode.odeint_event(fall, y0, 0.0, lambda t, y: event_fn(y[:, 0]),
+                                        **options)  # fmt: skip
+        return physode.odeint_event(fall, y0[0], 0.0, lambda t, y: event_fn(y[0]), **options)
+
+    assert not solve_for(lambda height: height - 5.1).success
+    assert solve_for(lambda height: height - 4.5).t_event.item() == pytest.approx(0.9, abs=1e-15)
+    root = solve_for(lambda height: torch.sqrt(5.0 - height) - 0.5)
+    assert root.t_event.item() == pytest.approx(0.95, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("method", "func", "options", "extra_nfe"),
+    [("dop853", oscillator, {}, 1), ("heun", oscillator, {}, 1),
+     ("rk4", oscillator, {"step_size": 0.1}, 1), ("euler", oscillator, {"step_size": 0.1}, 1),
+     ("leapfrog", SeparableFall(True), {"step_size": 0.1}, 0),
+     ("yoshida4", SeparableFall(False), {"step_size": 0.1}, 100)],
+)  # fmt: skip
+def test_the_search_without_dense_output_evaluates_event_fn_at_candidate_points(
+    method, func, options, extra_nfe
+):
+    # At 4 points inside each step too; the slope at each step's end is a Runge-Kutta method's
+    # next first stage (one evaluation more in all), free for a symplectic method that drifts
+    # by v, and one evaluation per step for one that does not (100 steps here).
+    event_fn = _counted(lambda t, y: y[0] - 50.0)
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    sol = physode.odeint_event(func, y0, 0.0, event_fn, t_max=10.0, throw=False, method=method,
+                               **options)  # fmt: skip
+    assert not sol.found
+    assert event_fn.calls == 5 * sol.stats.n_steps + 1
+    reached = physode.solve(func, y0, [0.0, 10.0], method=method, **options)
+    assert sol.stats.n_steps == reached.stats.n_steps
+    assert sol.stats.nfe == reached.stats.nfe + extra_nfe
+
+
 def test_the_event_is_located_on_a_symplectic_method():
     func = physode.systems.load("harmonic_oscillator").vector_field()
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
@@ -473,14 +583,17 @@ def test_the_root_is_located_in_a_few_evaluations_of_event_fn():
 
 @pytest.mark.parametrize("method", ["rk4", "midpoint"])
 def test_a_root_next_to_a_trial_time_closes_the_bracket_instead_of_bisecting(method):
-    # rk4's second trial lands within rounding of the root: the secant then falls on that end
-    # of the bracket, and the search must try the time next to it, not halve the bracket down
-    # to the resolution of t (about twenty more evaluations).
+    # A trial lands within rounding of the root (midpoint's, in the bracket its own states at
+    # the step's candidate points leave): the secant then falls on that end of the bracket,
+    # and the search must try the time next to it, not halve the bracket down to the
+    # resolution of t (about twenty more evaluations).
     event_fn = _counted(height)
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     with torch.no_grad():
         sol = physode.odeint_event(oscillator, y0, 0.0, event_fn, method=method, step_size=0.05)
-    assert event_fn.calls - (sol.stats.n_steps + 1) <= 6
+    # The search: 4 candidate points and the end of each step, and the method's own states at
+    # the 4 points of the step whose candidates show the crossing; then the root's trials.
+    assert event_fn.calls - (5 * sol.stats.n_steps + 1) - 4 <= 6
     # pi / 2 to the method's own error at this step size
     assert abs(sol.t_event.item() - math.pi / 2) < (1e-6 if method == "rk4" else 1e-3)
     # The root to the resolution of t: the state there is on the surface to rounding.
