@@ -640,3 +640,18 @@ def test_a_rotating_pendulum_crosses_every_multiple_of_two_pi_with_the_docs_surf
                                direction=0)  # fmt: skip
     kept = section["theta"][section["theta_dot"] > 0] / (2 * math.pi)
     torch.testing.assert_close(kept, torch.arange(1, turns + 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("interpolation", ["hermite", "linear"])
+def test_a_strobe_time_on_the_last_sample_before_a_nan_tail_keeps_that_sample(osc, interpolation):
+    # A solve that stopped after t = 10 (NaN from the next sample on, as a data set stores it):
+    # the strobe time 10 is that last sample. The interpolant on [10, 10.25] weighed the NaN
+    # end by 0, which is NaN, and the point was dropped as if it had no state.
+    t = torch.linspace(0, 20, 81, dtype=torch.float64)
+    ys = _exact_oscillator(t, AMPLITUDE, PHASE)
+    ys[41:, 1] = float("nan")
+    strobe = stroboscopic(osc, ys, t, period=2.0, interpolation=interpolation)
+    assert strobe.counts.tolist() == [11, 6, 11]
+    mine = strobe.trajectory == 1
+    torch.testing.assert_close(strobe.t[mine], 2.0 * torch.arange(6, dtype=torch.float64))
+    torch.testing.assert_close(strobe.states[mine], ys[0:41:8, 1], rtol=0, atol=0)

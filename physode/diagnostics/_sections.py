@@ -447,14 +447,19 @@ class _Ends:
         return self.t_a + s * (self.t_b - self.t_a)
 
     def state(self, s: torch.Tensor) -> torch.Tensor:
+        """The interpolant at the fractions ``s`` of the intervals: at ``s = 0`` and ``s = 1``
+        the sample itself, also where the other end holds no number (the last state before a
+        failed solve's NaN tail), which the formulas would weigh by 0 into NaN."""
         s = s.unsqueeze(-1)
         if self.f_a is None:
-            return self.y_a + s * (self.y_b - self.y_a)
-        # The cubic Hermite basis on [0, 1], written to be exact at both ends.
-        s2, r = s * s, 1 - s
-        r2 = r * r
-        return ((1 + 2 * s) * r2 * self.y_a + (3 - 2 * s) * s2 * self.y_b
-                + self.h * (s * r2 * self.f_a - s2 * r * self.f_b))
+            value = self.y_a + s * (self.y_b - self.y_a)
+        else:
+            # The cubic Hermite basis on [0, 1].
+            s2, r = s * s, 1 - s
+            r2 = r * r
+            value = ((1 + 2 * s) * r2 * self.y_a + (3 - 2 * s) * s2 * self.y_b
+                     + self.h * (s * r2 * self.f_a - s2 * r * self.f_b))
+        return torch.where(s == 0, self.y_a, torch.where(s == 1, self.y_b, value))
 
 
 #: Interior points per sampling interval at which a callable surface is evaluated on the cubic
