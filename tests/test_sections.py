@@ -655,3 +655,21 @@ def test_a_strobe_time_on_the_last_sample_before_a_nan_tail_keeps_that_sample(os
     mine = strobe.trajectory == 1
     torch.testing.assert_close(strobe.t[mine], 2.0 * torch.arange(6, dtype=torch.float64))
     torch.testing.assert_close(strobe.states[mine], ys[0:41:8, 1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("interpolation", ["hermite", "linear"])
+def test_a_surface_function_answering_in_float64_keeps_float32_trajectories_dtype(
+    osc, interpolation
+):
+    # docs/diagnostics.md: section.t is in the dtype of ys. A function surface that answered in
+    # float64 for float32 states made the crossing times float64 (and the states float32).
+    t = torch.linspace(0, 20, 81)
+    ys = _exact_oscillator(t.double(), AMPLITUDE, PHASE).float()
+
+    def q(t, y):
+        return y[..., 0].double()
+
+    section = poincare_section(osc, ys, t, surface=q, interpolation=interpolation)
+    assert section.t.dtype == section.states.dtype == torch.float32
+    named = poincare_section(osc, ys, t, surface="q", interpolation=interpolation)
+    torch.testing.assert_close(section.t, named.t, rtol=0, atol=1e-5)

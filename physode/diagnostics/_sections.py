@@ -706,10 +706,11 @@ def _surface(surface, system, names: list[str]):
 
 
 def _checked(g: Callable) -> Callable:
-    """A surface function ``g(t, y)`` whose answers are checked for shape, and whose errors say
-    with which shapes it was called: on the samples ``(n_times, n_traj, n_state)``, but also on
-    points of the cubic ``(3, n_times - 1, n_traj, n_state)`` and on the crossings
-    ``(n_crossings, n_state)``, so that ``y[:, :, 0]`` works once and then fails."""
+    """A surface function ``g(t, y)`` whose answers are checked for shape and given in ``y``'s
+    dtype, and whose errors say with which shapes it was called: on the samples ``(n_times,
+    n_traj, n_state)``, but also on points of the cubic ``(3, n_times - 1, n_traj, n_state)``
+    and on the crossings ``(n_crossings, n_state)``, so that ``y[:, :, 0]`` works once and then
+    fails."""
 
     def checked(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         try:
@@ -729,7 +730,8 @@ def _checked(g: Callable) -> Callable:
                 f"must return one value per state, shape y.shape[:-1] = {tuple(y.shape[:-1])} "
                 "(y has any leading shape: index a component as y[..., i])"
             )
-        return values
+        # In the states' dtype, so that the crossing times found from these values are too.
+        return values.to(y.dtype)
 
     return checked
 
