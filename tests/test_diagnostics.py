@@ -215,6 +215,11 @@ def _pendulum_orbits():
         (lambda t, ys: {"t": t[None]}, r"t has shape \(1, 21\)"),
         (lambda t, ys: {"t": "0..1"}, r"t must be the output times, a 1-D tensor of 21 values"),
         (lambda t, ys: {"ys": ys[:0], "t": t[:0]}, r"n_times >= 1.*got \(0, 3, 2\)"),
+        # Complex states lost their imaginary part with only torch's warning, booleans were
+        # read as 0 and 1, while p of either dtype is refused.
+        (lambda t, ys: {"ys": ys + 1j}, r"ys has dtype torch.complex128; the states \['theta', "
+                                        r"'theta_dot'\] of pendulum are real numbers"),
+        (lambda t, ys: {"ys": ys > 0}, r"ys has dtype torch.bool; the states"),
         (lambda t, ys: {"p": torch.ones(4, 3)}, r"p has shape \(4, 3\); pendulum needs \(3,\) "
                                                 r"or \(3, 3\)"),
         (lambda t, ys: {"p": torch.ones(2)}, r"p has shape \(2,\)"),

@@ -356,9 +356,9 @@ def conservation(
     Raises
     ------
     physode.InvalidArgumentError
-        For a ``system`` that is not a System, ``ys`` without times or with a state size that
-        does not fit the system, ``t`` or ``p`` of the wrong shape, or a tolerance that is not
-        a number > 0 or names an unknown invariant.
+        For a ``system`` that is not a System, ``ys`` without times, with a state size that
+        does not fit the system or of a complex or boolean dtype, ``t`` or ``p`` of the wrong
+        shape, or a tolerance that is not a number > 0 or names an unknown invariant.
 
     Examples
     --------
@@ -387,6 +387,11 @@ def conservation(
             f"{tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__}"
         )
     ys = ys.detach()
+    if ys.is_complex() or ys.dtype == torch.bool:
+        raise InvalidArgumentError(
+            f"ys has dtype {ys.dtype}; the states {list(system.state_names)} of {system.name} "
+            "are real numbers (integers are read as float64)"
+        )
     if not ys.is_floating_point():
         ys = ys.to(torch.float64)
     n_times, batch_shape = ys.shape[0], tuple(ys.shape[1:-1])
