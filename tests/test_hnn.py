@@ -220,6 +220,10 @@ def test_a_state_of_the_wrong_size_or_dtype_is_refused_with_the_fix():
         model.hamiltonian(torch.zeros(3, 2))
     with pytest.raises(physode.InvalidArgumentError, match=r"e\.g\. model\.double\(\)"):
         model(torch.tensor(0.0), torch.zeros(3, 4, dtype=F64))
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"y is torch.int64 but states must be floating point.*"
+                             r"pass y.to\(torch.float32\)$"):  # fmt: skip
+        model(torch.tensor(0.0), torch.zeros(3, 4, dtype=torch.int64))
 
 
 def test_training_on_oscillator_data_learns_an_energy_with_the_true_level_sets():

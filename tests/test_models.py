@@ -142,6 +142,37 @@ def test_a_hybrid_refuses_a_residual_that_does_not_return_y_s_last_dimension():
     assert torch.equal(constant(torch.tensor(0.0), y), LinearDecay(0.7)(None, y) + bias)
 
 
+class Repeated(nn.Module):
+    """A residual that returns ``dy/dt`` with an extra leading dimension of 3."""
+
+    def forward(self, t, y):
+        return torch.zeros(3, *y.shape)
+
+
+def test_a_hybrid_refuses_a_residual_with_extra_leading_dimensions():
+    # The last dimension fitted, so the sum grew to (3, 5, 2) for y (5, 2) when called directly;
+    # only a solve noticed, and named no term.
+    model = Hybrid(LinearDecay(0.7), Repeated())
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"residual \(Repeated\) returned shape \(3, 5, 2\) for y of shape "
+                             r"\(5, 2\)"):  # fmt: skip
+        model(torch.tensor(0.0), torch.randn(5, 2))
+
+
+@pytest.mark.parametrize(
+    ("physics", "residual", "words"),
+    [(None, Column(), r"not callable: physics=None \(the known part, e\.g\. PhysicsModel"),
+     (LinearDecay(), None, r"not callable: residual=None \(the learned correction, e\.g\. "
+                           r"NeuralODE\(n, zero_output=True\)\)"),
+     (1.0, "net", r"physics=1\.0 .*; residual='net'")],
+)  # fmt: skip
+def test_a_hybrid_refuses_terms_that_are_not_callable_when_built(physics, residual, words):
+    # Hybrid(None, residual) was built, and failed at its first call with "'NoneType' object
+    # is not callable".
+    with pytest.raises(physode.InvalidArgumentError, match=words):
+        Hybrid(physics, residual)
+
+
 class Unlabelled(nn.Module):
     """A term that does not say whether it ignores ``t``."""
 
@@ -446,6 +477,12 @@ def test_neural_ode_names_a_state_of_another_dtype_than_its_weights_and_the_cast
     assert physode.odeint(model.double(), y0, t).dtype == torch.float64
     with pytest.raises(physode.InvalidArgumentError, match="y is torch.float32 .*torch.float64"):
         physode.odeint(model, y0.float(), t)
+    # Integer states: the fix is to cast them, not the model (it said model.to(torch.int64)).
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"y is torch.int64 but states must be floating point, like this "
+                             r"NeuralODE's weights \(torch.float64\); pass "
+                             r"y.to\(torch.float64\)$"):  # fmt: skip
+        model(t[0], torch.ones(5, 2, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("gradient", ["aca", "disc-opt", "opt-disc"])

@@ -9,7 +9,7 @@ from torch import nn
 
 from physode._checks import is_int
 from physode._errors import InvalidArgumentError
-from physode.models.neural import MLP, has_hooks, is_switch
+from physode.models.neural import MLP, dtype_error, has_hooks, is_switch
 
 
 class HamiltonianNN(nn.Module):
@@ -181,12 +181,7 @@ class HamiltonianNN(nn.Module):
         layer with a message about matrices."""
         weight = next(self.parameters())
         if y.dtype != weight.dtype:
-            cast = ".double()" if y.dtype == torch.float64 else f".to({y.dtype})"
-            raise InvalidArgumentError(
-                f"y is {y.dtype} but this HamiltonianNN's weights are {weight.dtype}; cast "
-                f"the model to the states' dtype, e.g. model{cast}, or pass "
-                f"{weight.dtype} states"
-            ) from None
+            raise dtype_error("HamiltonianNN", y, weight) from None
 
     def _check_state(self, y: torch.Tensor) -> None:
         if y.shape[-1:] != (self.dim,):

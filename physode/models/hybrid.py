@@ -86,6 +86,16 @@ class Hybrid(nn.Module):
         self, physics: nn.Module, residual: nn.Module, aphynity: Aphynity | bool | None = None
     ) -> None:
         super().__init__()
+        examples = {"physics": "the known part, e.g. PhysicsModel(system, learnable)",
+                    "residual": "the learned correction, e.g. NeuralODE(n, zero_output=True)"}
+        wrong = [f"{name}={term!r} ({examples[name]})"
+                 for name, term in (("physics", physics), ("residual", residual))
+                 if not callable(term)]  # fmt: skip
+        if wrong:
+            raise InvalidArgumentError(
+                "Hybrid needs two modules f(t, y) that return dy/dt; not callable: "
+                + "; ".join(wrong)
+            )
         self.physics = physics
         self.residual = residual
         if aphynity is True:
@@ -192,7 +202,8 @@ class Hybrid(nn.Module):
         """
         physics = self.physics(t, y) if p is None else self.physics(t, y, p)
         residual = self.residual(t, y)
-        if residual.shape[-1:] != y.shape[-1:]:  # the sum would broadcast a column to every one
+        # The sum would broadcast a column to every component, or y to extra leading dimensions.
+        if residual.shape[-1:] != y.shape[-1:] or not _broadcasts_to(residual.shape, y.shape):
             raise _wrong_residual(self.residual, residual, y)
         return physics + residual
 
@@ -253,6 +264,14 @@ class Hybrid(nn.Module):
     def training_metrics(self) -> dict[str, float]:
         """Extra numbers for the training log: the current ``λ`` under APHYNITY."""
         return {"aphynity_lambda": float(self.aphynity_lambda)} if self.aphynity else {}
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without growing it: a constant
+    residual of one value per component does, one with extra leading dimensions does not."""
+    return len(shape) <= len(target) and all(
+        size in (1, wanted) for size, wanted in zip(reversed(shape), reversed(target))
+    )
 
 
 def _wrong_residual(module: nn.Module, output: torch.Tensor, y: torch.Tensor) -> Exception:

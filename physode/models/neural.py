@@ -146,6 +146,22 @@ def has_hooks(layer: nn.Module) -> bool:
     )
 
 
+def dtype_error(kind: str, y: torch.Tensor, weight: torch.Tensor) -> InvalidArgumentError:
+    """The error for states ``y`` of another dtype than a network's ``weight`` (of a model of
+    class ``kind``): the casts that fit, of the model to floating-point states, else of the
+    states, which a network cannot take as integers or booleans."""
+    if not y.is_floating_point():
+        return InvalidArgumentError(
+            f"y is {y.dtype} but states must be floating point, like this {kind}'s weights "
+            f"({weight.dtype}); pass y.to({weight.dtype})"
+        )
+    cast = ".double()" if y.dtype == torch.float64 else f".to({y.dtype})"
+    return InvalidArgumentError(
+        f"y is {y.dtype} but this {kind}'s weights are {weight.dtype}; cast the model to the "
+        f"states' dtype, e.g. model{cast}, or pass {weight.dtype} states"
+    )
+
+
 def _time_column(t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
     """Broadcast a 0-dim or per-sample time to a column beside ``y``'s last dimension."""
     t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
@@ -255,10 +271,5 @@ class NeuralODE(nn.Module):
                 ) from None
             weight = next(self.net.parameters())
             if y.dtype != weight.dtype:
-                cast = ".double()" if y.dtype == torch.float64 else f".to({y.dtype})"
-                raise InvalidArgumentError(
-                    f"y is {y.dtype} but this NeuralODE's weights are {weight.dtype}; cast the "
-                    f"model to the states' dtype, e.g. model{cast}, or pass "
-                    f"{weight.dtype} states"
-                ) from None
+                raise dtype_error("NeuralODE", y, weight) from None
             raise
