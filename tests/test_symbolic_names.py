@@ -137,6 +137,27 @@ def test_a_caret_is_refused_with_its_fix_from_python_and_in_a_file(text):
         system_from_spec(_spec(text, "k = { value = 1.0 }"))
 
 
+@pytest.mark.parametrize("text, refusal", [
+    # SymPy evaluates a power of numbers exactly: from Python, 10**10**10*x never finished, while
+    # a file refused it. 2**(10**6) is evaluated in a moment, so the test ends on the old code.
+    ("x*2**(10**6)", r"equation for x: the power '2\*\*\(10\*\*6\)' of a number has an exponent "
+                     r"beyond 1000, too large to evaluate"),
+    ("2**2000*x", r"the power '2\*\*2000' of a number has an exponent beyond 1000"),
+    # Within the exponent's bound but beyond float64: the system was built, and its first rhs
+    # call failed naming "the constant 1000...000" with all 401 digits.
+    ("10**400*x", r"equation for x contains the number 1\.000e\+400, beyond the float64 range"),
+])  # fmt: skip
+def test_a_power_of_numbers_too_large_is_refused_from_python_as_in_a_file(text, refusal):
+    with pytest.raises(physode.SystemDefinitionError, match=refusal) as info:
+        System.from_equations({"x": text}, {})
+    assert "000000000" not in str(info.value)
+    with pytest.raises(physode.SystemDefinitionError, match=refusal):
+        system_from_spec(_spec(text))
+    # A SymPy expression made in Python holds the number itself: refused when built too.
+    with pytest.raises(physode.SystemDefinitionError, match="beyond the float64 range"):
+        System.from_equations({"x": sympy.Integer(2) ** 2000 * sympy.Symbol("x")}, {})
+
+
 def test_imaginary_unit_is_refused_from_python_and_unknown_in_a_file():
     with pytest.raises(physode.SystemDefinitionError, match="contains I, which is not a finite"):
         System.from_equations({"x": "I*x"}, {})

@@ -150,6 +150,8 @@ def non_real_constants(expr: sympy.Basic) -> list[sympy.Expr]:
     [zoo]
     >>> non_real_constants(sympy.sqrt(-2) * x)
     [I]
+    >>> non_real_constants(10**400 * x) == [10**400]  # beyond float64: it would compute as inf
+    True
     """
     found: list[sympy.Expr] = []
     stack = [expr]
@@ -157,9 +159,36 @@ def non_real_constants(expr: sympy.Basic) -> list[sympy.Expr]:
         node = stack.pop()
         if not (isinstance(node, sympy.Expr) and not node.free_symbols):
             stack.extend(reversed(node.args))
-        elif not isinstance(node, sympy.Rational) and not _finite_real(node) and node not in found:
+        elif node in found:
+            continue
+        elif (_beyond_float_range(node) if isinstance(node, sympy.Rational)
+              else not _finite_real(node)):
             found.append(node)
     return found
+
+
+#: The largest float64, as an exact integer, to compare exact rationals with.
+_FLOAT_MAX = int(np.finfo(np.float64).max)
+
+
+def _beyond_float_range(number: sympy.Rational) -> bool:
+    """Whether the exact ``number`` is beyond the float64 range (it would compute as inf)."""
+    return abs(int(number.p)) > _FLOAT_MAX * int(number.q)
+
+
+def shown_constant(constant: sympy.Expr) -> str:
+    """``constant`` as an error shows it: a number of many digits as its first four, in
+    scientific notation, not written out (``2**2000`` has 603 digits).
+
+    Examples
+    --------
+    >>> shown_constant(sympy.Integer(2) ** 2000), shown_constant(sympy.zoo)
+    ('1.148e+602', 'zoo')
+    """
+    text = str(constant)
+    if isinstance(constant, sympy.Rational) and len(text) > 30:
+        return str(sympy.N(constant, 4))
+    return text
 
 
 def _finite_real(constant: sympy.Expr) -> bool:
@@ -225,7 +254,8 @@ class _TorchPrinter:
             return str(int(expr))
         if not _finite_real(expr):
             raise SystemDefinitionError(
-                f"the constant {expr} is not a finite real number; physode needs finite real values"
+                f"the constant {shown_constant(expr)} is not a finite real number; physode "
+                "needs finite real values"
             )
         return repr(float(complex(sympy.N(expr, 17)).real))
 
@@ -969,7 +999,8 @@ def generate_sources(
         if bad:
             label = f"output {i} of {name}" if labels is None else labels[i]
             raise SystemDefinitionError(
-                f"{label} contains the constant {bad[0]}, which is not a finite real number; "
+                f"{label} contains the constant {shown_constant(bad[0])}, which is not a finite "
+                "real number; "
                 "physode needs finite real values"
             )
     source = generate_source(exprs, states, params, time, name)

@@ -5,11 +5,13 @@ system's warning of each (:func:`warn_constants`)."""
 
 from __future__ import annotations
 
+import ast
 import builtins
 import difflib
 import functools
 import io
 import keyword
+import math
 import os
 import re
 import sys
@@ -139,6 +141,98 @@ def caret_reason(text: str) -> str | None:
             return CARET_REASON
     except (tokenize.TokenError, SyntaxError):  # unbalanced brackets: reported by the parser
         pass
+    return None
+
+
+#: SymPy evaluates powers of numbers exactly: 10**10**10 would never finish. Physics needs no
+#: exponent of a number beyond this.
+_MAX_CONSTANT_EXPONENT = 1000.0
+
+
+def excerpt(text: str, node: ast.AST) -> str:
+    """The source of ``node`` in ``text``, quoted, cut to 40 characters."""
+    code = ast.get_source_segment(text, node) or type(node).__name__
+    return repr(code if len(code) <= 40 else code[:37] + "...")
+
+
+def _constant(node: ast.AST) -> float | None:
+    """The value of an expression made of numbers and arithmetic only (None otherwise, or where
+    it is not real), in floats, which overflow to inf instead of growing without bound."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # an integer literal beyond the float range
+            return math.inf
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
+        value = _constant(node.operand)
+        return None if value is None else (-value if isinstance(node.op, ast.USub) else value)
+    if not isinstance(node, ast.BinOp):
+        return None
+    left, right = _constant(node.left), _constant(node.right)
+    if left is None or right is None:
+        return None
+    try:
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        if isinstance(node.op, ast.Div):
+            return left / right
+        if isinstance(node.op, ast.Pow):
+            value = left**right
+            return value if isinstance(value, float) else None  # complex: not real
+    except OverflowError:
+        return math.inf
+    except ZeroDivisionError:
+        return None
+    return None
+
+
+def power_refusal(text: str, node: ast.AST) -> str | None:
+    """Why the power ``node`` of two numbers is refused: an exponent too large to evaluate."""
+    if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)):
+        return None
+    if _constant(node.left) is None:
+        return None
+    exponent = _constant(node.right)
+    if exponent is None or abs(exponent) <= _MAX_CONSTANT_EXPONENT:
+        return None
+    return (
+        f"the power {excerpt(text, node)} of a number has an exponent beyond "
+        f"{_MAX_CONSTANT_EXPONENT:g}, too large to evaluate"
+    )
+
+
+def power_reason(text: str) -> str | None:
+    """Why an expression string given from Python is refused for a power of numbers with an
+    exponent beyond :data:`_MAX_CONSTANT_EXPONENT`; None when it holds none.
+
+    A specification file's expressions are refused by the same rule (:func:`power_refusal`,
+    from :func:`physode.symbolic._spec.check_syntax`); SymPy would evaluate ``10**10**10``
+    exactly and never finish. Text that does not parse as Python is left to SymPy to report.
+
+    Examples
+    --------
+    >>> power_reason("k*x + 10**10**10")
+    "the power '10**10**10' of a number has an exponent beyond 1000, too large to evaluate"
+    >>> power_reason("x**2000 + (10**10)**10") is None
+    True
+    """
+    # In brackets, so that leading spaces and line breaks parse as SymPy reads them.
+    code = f"(\n{flat_sums(text)}\n)"
+    try:
+        tree = ast.parse(code, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    for node in ast.walk(tree):
+        reason = power_refusal(code, node)
+        if reason is not None:
+            return reason
     return None
 
 

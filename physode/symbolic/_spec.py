@@ -38,12 +38,14 @@ from physode.symbolic._names import (
     did_you_mean,
     flat_sums,
     keyword_reason,
+    power_refusal,
     read_names,
     reserved_reason,
     scope,
     unshadowed,
     warn_constants,
 )
+from physode.symbolic._names import excerpt as _excerpt
 from physode.symbolic._system import System, attach_spec_text
 from physode.symbolic._validation import REPORTED, Problems
 
@@ -128,11 +130,6 @@ _REFUSED_NODES = {
 }
 _PIECEWISE_HINT = "e.g. Piecewise((-x, x < 0), (x, True))"
 _CONDITION = "one comparison with <, <=, > or >=, Eq(a, b), Ne(a, b), or True"
-
-
-def _excerpt(text: str, node: ast.AST) -> str:
-    code = ast.get_source_segment(text, node) or type(node).__name__
-    return repr(code if len(code) <= 40 else code[:37] + "...")
 
 
 def _refusal(text: str, node: ast.AST, names: Mapping[str, Any]) -> str | None:
@@ -272,71 +269,13 @@ def check_syntax(text: str, names: Mapping[str, Any]) -> str | None:
             elif refusal is None:
                 stack += [(arg, False) for arg in reversed(node.args)]
         else:
-            refusal = _refusal(text, node, names) or _power_refusal(text, node)
+            refusal = _refusal(text, node, names) or power_refusal(text, node)
             if refusal is None:
                 children = [c for c in ast.iter_child_nodes(node) if isinstance(c, ast.expr)]
                 stack += [(child, False) for child in reversed(children)]
         if refusal is not None:
             return refusal
     return None
-
-
-# SymPy evaluates powers of numbers exactly: 10**10**10 would never finish. Physics needs no
-# exponent of a number beyond this.
-_MAX_CONSTANT_EXPONENT = 1000.0
-
-
-def _constant(node: ast.AST) -> float | None:
-    """The value of an expression made of numbers and arithmetic only (None otherwise, or where
-    it is not real), in floats, which overflow to inf instead of growing without bound."""
-    if isinstance(node, ast.Constant):
-        value = node.value
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return None
-        try:
-            return float(value)
-        except OverflowError:  # an integer literal beyond the float range
-            return math.inf
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
-        value = _constant(node.operand)
-        return None if value is None else (-value if isinstance(node.op, ast.USub) else value)
-    if not isinstance(node, ast.BinOp):
-        return None
-    left, right = _constant(node.left), _constant(node.right)
-    if left is None or right is None:
-        return None
-    try:
-        if isinstance(node.op, ast.Add):
-            return left + right
-        if isinstance(node.op, ast.Sub):
-            return left - right
-        if isinstance(node.op, ast.Mult):
-            return left * right
-        if isinstance(node.op, ast.Div):
-            return left / right
-        if isinstance(node.op, ast.Pow):
-            value = left**right
-            return value if isinstance(value, float) else None  # complex: not real
-    except OverflowError:
-        return math.inf
-    except ZeroDivisionError:
-        return None
-    return None
-
-
-def _power_refusal(text: str, node: ast.AST) -> str | None:
-    """Why the power ``node`` of two numbers is refused: an exponent too large to evaluate."""
-    if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)):
-        return None
-    if _constant(node.left) is None:
-        return None
-    exponent = _constant(node.right)
-    if exponent is None or abs(exponent) <= _MAX_CONSTANT_EXPONENT:
-        return None
-    return (
-        f"the power {_excerpt(text, node)} of a number has an exponent beyond "
-        f"{_MAX_CONSTANT_EXPONENT:g}, too large to evaluate"
-    )
 
 
 def _piecewise_refusal(text: str, node: ast.Call, stack: list) -> str | None:

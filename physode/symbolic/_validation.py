@@ -15,6 +15,7 @@ import sympy
 from physode._errors import SystemDefinitionError
 from physode.symbolic._codegen import (
     non_real_constants,
+    shown_constant,
     supported_function_names,
     unsupported_functions,
 )
@@ -29,6 +30,7 @@ from physode.symbolic._names import (
     flat_sums,
     function_hint,
     keyword_reason,
+    power_reason,
     read_names,
     reserved_reason,
     scope,
@@ -180,7 +182,8 @@ def _expr(
         problems.add(f"{where} is None; give a SymPy expression")
         return None
     if isinstance(value, str):
-        reason = caret_reason(value) or equality_reason(value) or reserved_reason(value)
+        reason = (caret_reason(value) or equality_reason(value) or reserved_reason(value)
+                  or power_reason(value))
         if reason is not None:
             problems.add(f"{where}: {reason}")
             return None
@@ -254,7 +257,13 @@ def _expr(
             f"functions: {', '.join(sorted(supported))}"
         )
     for constant in non_real_constants(expr):
-        problems.add(f"{where} contains {constant}, which is not a finite real number")
+        if isinstance(constant, sympy.Rational):  # exact, but beyond what a float holds
+            problems.add(
+                f"{where} contains the number {shown_constant(constant)}, beyond the float64 "
+                "range (largest about 1.8e+308)"
+            )
+        else:
+            problems.add(f"{where} contains {constant}, which is not a finite real number")
     for piecewise in expr.atoms(sympy.Piecewise):
         if piecewise.args[-1].cond is not sympy.true:
             problems.add(
