@@ -910,6 +910,22 @@ def test_a_missing_lagrangian_or_hamiltonian_in_a_file_is_its_only_problem(form,
 
 
 
+@pytest.mark.parametrize("body, problem", [
+    ('equations = "-x"', "[equations] must be a table of state = expression, got '-x'"),
+    ("equations = 3", "[equations] must be a table of state = expression, got 3"),
+    ("[equations]", "[equations] must hold at least one state = expression"),
+    ("", "missing required key 'equations'"),
+])
+def test_a_missing_empty_or_malformed_equations_table_is_its_only_problem(body, problem):
+    # Each also said (or said only) "rhs must be a non-empty mapping {state: expression}": the
+    # name of from_equations' argument, which a file does not have.
+    with pytest.raises(physode.SystemDefinitionError, match="1 problem") as info:
+        system_from_spec(f'name = "m"\nform = "equations"\n{body}\n')
+    assert problem in str(info.value) and "rhs" not in str(info.value)
+    with pytest.raises(physode.SystemDefinitionError, match="rhs must be a non-empty mapping"):
+        System.from_equations({}, {})
+
+
 @pytest.mark.parametrize("form, body, problem", [
     ("hamiltonian", 'coordinates = ["q"]\nhamiltonian = "p**2/2 + q**2/2"',
      "missing required key 'momenta'"),

@@ -444,7 +444,8 @@ def build_equations(
     time = _time(time, problems)
     opts = _options(options, problems, "from_equations")
     if not isinstance(rhs, Mapping) or not rhs:
-        problems.add("rhs must be a non-empty mapping {state: expression}")
+        if rhs is not REPORTED:  # a specification file's [equations] says so in its words
+            problems.add("rhs must be a non-empty mapping {state: expression}")
         return None
     # States may be functions of time, as KanesMethod.rhs() writes them: q(t) is the state q.
     dynamic = _Dynamic(time, "states")

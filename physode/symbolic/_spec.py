@@ -454,10 +454,12 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
     names.update({p: sympy.Symbol(p) for p in values})
 
     if form == "equations":
-        eq_table = spec.get("equations", {})
+        eq_table = spec.get("equations", {})  # missing: reported above
         if not isinstance(eq_table, Mapping):
             problems.add(f"[equations] must be a table of state = expression, got {eq_table!r}")
             eq_table = {}
+        elif not eq_table and "equations" in spec:
+            problems.add("[equations] must hold at least one state = expression, e.g. x = \"-k*x\"")
         states = list(eq_table)
         names.update({s: sympy.Symbol(s) for s in states})
     else:
@@ -497,7 +499,8 @@ def system_from_spec(text: str, source: str = "<string>") -> System:
     params = dict(values)
 
     if form == "equations":
-        rhs = {s: parse(v, f"equation for {s}") for s, v in eq_table.items()}
+        # None at all: reported above in the file's words, not as from_equations' argument rhs.
+        rhs = {s: parse(v, f"equation for {s}") for s, v in eq_table.items()} or REPORTED
         system = build_equations(
             problems, rhs, params, time=time, invariants=invariants,
             n_coordinates=spec.get("n_coordinates"), **options,
