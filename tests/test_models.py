@@ -432,6 +432,19 @@ def test_mlp_refuses_switches_and_activations_of_the_wrong_kind(arguments, messa
         MLP(2, 2, **arguments)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # zero_output="False" was turned into True before MLP could check it: a zero map.
+        ({"zero_output": "False"}, "NeuralODE arguments: zero_output='False' \\(need True or"),
+        ({"time_dependent": 1}, "NeuralODE arguments: time_dependent=1 \\(need True or False"),
+    ],
+)
+def test_neural_ode_refuses_switches_of_the_wrong_kind(arguments, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        NeuralODE(2, width=4, depth=1, **arguments)
+
+
 def test_network_sizes_may_be_numpy_integers():
     import numpy as np
 

@@ -210,6 +210,8 @@ class NeuralODE(nn.Module):
             problems.append(f"dim={dim!r} (need an integer >= 1, the state dimension)")
         if not is_switch(time_dependent):
             problems.append(f"time_dependent={time_dependent!r} (need True or False)")
+        if not is_switch(zero_output):
+            problems.append(f"zero_output={zero_output!r} (need True or False)")
         if input_transform is not None and not callable(input_transform):
             problems.append(
                 f"input_transform={input_transform!r} (need a function of y, e.g. "
