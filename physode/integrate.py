@@ -640,6 +640,12 @@ def solve(
     t_tensor, times = _times(t, y0)
     _refuse_transforms([y0], mode.name)
     check_initial_state(y0)
+    if y0.is_inference() and not torch.is_inference_mode_enabled():
+        # A state made under torch.inference_mode() (the outputs of an earlier solve there):
+        # autograd can neither save it for backward nor start a graph from it, which ACA and the
+        # gradient with respect to t do, so a differentiated solve from it failed. A copy is
+        # ordinary.
+        y0 = y0.clone()
 
     # The loops raise rtol to the dtype's resolution (attainable_rtol); say so here, once.
     if method in ADAPTIVE_METHODS:

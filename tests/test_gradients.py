@@ -806,6 +806,32 @@ def test_a_solve_without_gradient_returns_ordinary_tensors(step_control):
     assert w.grad.item() == pytest.approx(12.0 * math.exp(-1.0), rel=1e-6)
 
 
+@pytest.mark.parametrize("times_require_grad", [False, True])
+@pytest.mark.parametrize(
+    ("gradient", "step_control"),
+    [("aca", "shared"), ("disc-opt", "shared"), ("opt-disc", "shared"), ("aca", "per-sample")],
+)
+def test_a_state_made_under_inference_mode_starts_a_differentiated_solve(
+    gradient, step_control, times_require_grad
+):
+    # A rollout run under torch.inference_mode(), as "Solves without gradients" suggests, gives
+    # inference tensors; starting a training solve from one failed in ACA (the default) and
+    # wherever t requires grad: "Inference tensors cannot be saved for backward".
+    w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=DTYPE, requires_grad=times_require_grad)
+    with torch.inference_mode():
+        y0 = physode.odeint(lambda t, y: -y, torch.ones(2, 1, dtype=DTYPE), [0.0, 0.1])[-1]
+    ys = physode.odeint(
+        lambda t, y: -w * y, y0, t, gradient=gradient, step_control=step_control, rtol=1e-10
+    )
+    ys[-1].sum().backward()
+    start = 2 * math.exp(-0.1)  # y(1) = start exp(-w): d/dw = -start exp(-w), d/dt1 = -w y(1)
+    assert w.grad.item() == pytest.approx(-start * math.exp(-0.5), rel=1e-6)
+    if times_require_grad:
+        assert t.grad[-1].item() == pytest.approx(-0.5 * start * math.exp(-0.5), rel=1e-6)
+    assert y0.is_inference()  # the caller's tensor is left as it is
+
+
 class _HamiltonianNet(nn.Module):
     """dy/dt = J grad H(y) with H a network, differentiated by autograd inside forward: the
     usual Hamiltonian-network pattern, which needs autograd even when nobody differentiates
