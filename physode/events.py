@@ -418,7 +418,7 @@ def odeint_event(
         method, rtol, atol, step_size, first_step, max_steps, max_step
     )
     _refuse_transforms([y0], mode.name)
-    check_initial_state(y0)
+    y0 = check_initial_state(y0)
     # Said once: the second solve, if any, gets the rtol already raised.
     warn_unattainable(rtol, y0, "the event search", stacklevel=2)
     rtol = attainable_rtol(rtol, y0)

@@ -639,13 +639,7 @@ def solve(
     )
     t_tensor, times = _times(t, y0)
     _refuse_transforms([y0], mode.name)
-    check_initial_state(y0)
-    if y0.is_inference() and not torch.is_inference_mode_enabled():
-        # A state made under torch.inference_mode() (the outputs of an earlier solve there):
-        # autograd can neither save it for backward nor start a graph from it, which ACA and the
-        # gradient with respect to t do, so a differentiated solve from it failed. A copy is
-        # ordinary.
-        y0 = y0.clone()
+    y0 = check_initial_state(y0)
 
     # The loops raise rtol to the dtype's resolution (attainable_rtol); say so here, once.
     if method in ADAPTIVE_METHODS:
@@ -787,14 +781,22 @@ def _max_step(value: object, first_step: float | None) -> float:
     return max_step
 
 
-def check_initial_state(y0: Tensor) -> None:
-    """Refuse an empty or non-finite ``y0`` (its type and dtype are :func:`_check_state`'s)."""
+def check_initial_state(y0: Tensor) -> Tensor:
+    """Refuse an empty or non-finite ``y0`` (its type and dtype are :func:`_check_state`'s);
+    return it, or an ordinary copy of it where it was made under ``torch.inference_mode()``."""
     if y0.numel() == 0:
         raise InvalidArgumentError(
             f"y0 is empty (shape {tuple(y0.shape)}); give at least one state to solve for"
         )
     if not bool(torch.isfinite(y0).all()):
         raise InvalidArgumentError("y0 contains NaN or inf; every initial state must be finite")
+    if y0.is_inference() and not torch.is_inference_mode_enabled():
+        # A state made under torch.inference_mode() (the outputs of an earlier solve there):
+        # autograd can neither save it for backward nor start a graph from it, which ACA, the
+        # gradient with respect to t and an event time's gradient do, so a differentiated solve
+        # from it failed. A copy is ordinary.
+        return y0.clone()
+    return y0
 
 
 def checked_split(stepper, func: Callable, method: str, t0: float, y0: Tensor, stats: Stats):

@@ -74,6 +74,29 @@ def test_an_oscillator_crosses_zero_at_a_quarter_period(method):
     assert sol.gradient_stats is None  # nothing requires grad: one solve only
 
 
+@pytest.mark.parametrize("gradient", ["aca", "disc-opt", "opt-disc"])
+@pytest.mark.parametrize("tuple_state", [False, True])
+def test_a_state_made_under_inference_mode_starts_a_differentiated_event_search(
+    gradient, tuple_state
+):
+    # As for solve: the event time's gradient failed with 'Inference tensors cannot be saved
+    # for backward' where y0 came from torch.inference_mode() (a rollout made there).
+    w = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    with torch.inference_mode():
+        y0 = torch.tensor([1.0, 0.0], dtype=F64)
+        start = (y0[:1], y0[1:]) if tuple_state else y0
+    if tuple_state:
+        sol = physode.odeint_event(lambda t, y: (y[1], -w * y[0]), start, 0.0,
+                                   lambda t, y: y[0][0], gradient=gradient)  # fmt: skip
+    else:
+        sol = physode.odeint_event(lambda t, y: torch.stack([y[1], -w * y[0]]), start, 0.0,
+                                   lambda t, y: y[0], gradient=gradient)  # fmt: skip
+    sol.t_event.backward()
+    # t = pi / (2 sqrt(w)): dt/dw = -pi / 4 at w = 1
+    assert sol.t_event.item() == pytest.approx(math.pi / 2, abs=1e-6)
+    assert w.grad.item() == pytest.approx(-math.pi / 4, abs=1e-5)
+
+
 @pytest.mark.parametrize(("direction", "expected"), [(0, 0.5), (-1, 0.5), (1, 1.5)])
 def test_direction_passes_over_crossings_the_other_way(direction, expected):
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
