@@ -185,7 +185,8 @@ def test_the_chunk_caches_of_many_datasets_share_one_budget_per_process(stored, 
 
 def test_flagged_trajectories_are_left_out_unless_asked_for(tmp_path):
     out = tmp_path / "failed.h5"
-    simulate("harmonic_oscillator", trajectories=3, out=out, max_steps=2, **FAST)
+    # A step lands on each of the 8 later output times; the solve needs 9.
+    simulate("harmonic_oscillator", trajectories=3, out=out, max_steps=8, **FAST)
     with pytest.raises(physode.InvalidArgumentError, match="no trajectories left after excluding"):
         TrajectoryDataset(out, split="all")
     assert len(TrajectoryDataset(out, split="all", exclude_flagged=False)) == 3

@@ -403,7 +403,9 @@ def test_an_unknown_system_names_the_catalogue(tmp_path):
 
 def test_solver_failures_are_flagged_and_kept_not_dropped(tmp_path):
     out = tmp_path / "failed.h5"
-    result = simulate(SYSTEM, trajectories=3, out=out, max_steps=2, **FAST)
+    # The fewest max_steps allowed (a step lands on each of the 6 later output times); the
+    # solve needs 8.
+    result = simulate(SYSTEM, trajectories=3, out=out, max_steps=6, **FAST)
     assert result.n_failed == 3
     with load(out) as data:
         assert len(data) == 3
@@ -426,7 +428,8 @@ def test_a_check_report_counts_its_failures_from_their_list_so_the_two_agree():
 
 def test_the_drift_plot_of_a_data_set_whose_every_solve_failed_draws_without_warnings(tmp_path):
     out = tmp_path / "failed.h5"
-    simulate(SYSTEM, trajectories=2, out=out, max_steps=1, **FAST)  # NaN from the second point
+    # NaN from the second point: one step does not reach t_end.
+    simulate(SYSTEM, trajectories=2, out=out, max_steps=1, **{**FAST, "points": 2})
     report = check(out)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -491,6 +494,32 @@ def test_max_step_caps_every_trajectorys_steps_and_is_stored_with_the_solver_set
         assert "max_step" not in json.loads(uncapped.attrs["simulation"])["solver"]
         assert "--max-step " not in uncapped.attrs["command_line"]
         assert np.allclose(data.states, uncapped.states, rtol=1e-6, atol=1e-6)
+
+
+def test_a_max_steps_no_trajectory_can_finish_within_is_refused_before_simulating(tmp_path):
+    # Each output time after the first takes a step of its own: 10**6 points under the default
+    # max_steps ran for minutes, to store every trajectory as failed at a tenth of t_end.
+    out = tmp_path / "x.h5"
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=2, out=out, max_steps=5, **FAST)
+    assert (
+        "max_steps=5 is fewer than the 6 steps that points=7 take at least (the solve lands a "
+        "step on each output time after the first), so every trajectory would fail; give "
+        "max_steps >= 6 (--max-steps), or fewer points"
+    ) in str(error.value)
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=2, out=out, max_steps=59, max_step=0.05, **FAST)
+    assert (
+        "max_steps=59 is fewer than the 60 steps of at most max_step=0.05 that t_end=3.0 "
+        "takes, so every trajectory would fail; give max_steps >= 60 (--max-steps)"
+    ) in str(error.value)
+    with pytest.raises(physode.InvalidArgumentError, match="the 1e\\+303 steps of at most"):
+        simulate(SYSTEM, trajectories=2, out=out, max_step=1e-300, **{**FAST, "t_end": 1e3})
+    assert not any(tmp_path.iterdir())
+    # At the bound the run goes on: 60 steps of 0.05 reach t_end.
+    result = simulate(SYSTEM, trajectories=2, out=out, max_steps=60, max_step=0.05,
+                      **{**FAST, "rtol": 1e-3, "atol": 1e-3})  # fmt: skip
+    assert result.n_failed == 0
 
 
 @pytest.mark.parametrize("max_step", [0, -0.1, math.inf, True, "0.1"])

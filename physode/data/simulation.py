@@ -257,6 +257,8 @@ def _validate(
     positive_real("drift_threshold", drift_threshold)
     if max_step is not None:
         positive_real("max_step", max_step)
+    if not problems:
+        problems += _too_few_steps(points, t_end, max_steps, max_step)
     if method not in METHODS:
         problems.append(
             f"method={method!r} is not an adaptive method; choose one of {list(METHODS)}"
@@ -283,6 +285,47 @@ def _validate(
             "e.g. (0.8, 0.1, 0.1)"
         )
     return problems
+
+
+def _too_few_steps(points: int, t_end: float, max_steps: int, max_step: float | None) -> list[str]:
+    """The problem of a ``max_steps`` too small for any trajectory to reach ``t_end``.
+
+    A per-sample solve lands a step on every output time after the first, so it takes at
+    least ``points - 1`` steps, and with ``max_step`` at least ``t_end / max_step`` (a step may
+    be stretched onto an output time by 1e-9 of its length; the margin here is wider). Below
+    that every trajectory would fail, after the whole run has been computed: 10**6 points
+    under the default max_steps ran for minutes to store every trajectory as failed at t_end /
+    10.
+
+    >>> _too_few_steps(7, 3.0, 6, None), _too_few_steps(7, 3.0, 6, 0.5)
+    ([], [])
+    >>> print(*_too_few_steps(8, 3.0, 6, None))  # doctest: +NORMALIZE_WHITESPACE
+    max_steps=6 is fewer than the 7 steps that points=8 take at least (the solve lands a step
+    on each output time after the first), so every trajectory would fail; give max_steps >= 7
+    (--max-steps), or fewer points
+    >>> print(*_too_few_steps(7, 3.0, 6, 0.25))  # doctest: +NORMALIZE_WHITESPACE
+    max_steps=6 is fewer than the 12 steps of at most max_step=0.25 that t_end=3.0 takes, so
+    every trajectory would fail; give max_steps >= 12 (--max-steps), a longer max_step or a
+    shorter t_end
+    """
+    if max_steps < points - 1:
+        return [
+            f"max_steps={max_steps!r} is fewer than the {points - 1} steps that "
+            f"points={points!r} take at least (the solve lands a step on each output time "
+            "after the first), so every trajectory would fail; give max_steps >= "
+            f"{points - 1} (--max-steps), or fewer points"
+        ]
+    if max_step is None:
+        return []
+    least = float(t_end) / float(max_step) / (1 + 1e-6)  # inf beyond the float range
+    if not least > max_steps:
+        return []
+    needed = f"{math.ceil(least)}" if least < 1e15 else f"{least:.3g}"
+    return [
+        f"max_steps={max_steps!r} is fewer than the {needed} steps of at most "
+        f"max_step={max_step!r} that t_end={t_end!r} takes, so every trajectory would fail; "
+        f"give max_steps >= {needed} (--max-steps), a longer max_step or a shorter t_end"
+    ]
 
 
 def _fractions(split: Any) -> list[float] | None:
@@ -1049,7 +1092,9 @@ def simulate(
         Trajectories whose relative invariant drift exceeds this are flagged (bit 2 of ``/flags``).
     max_steps : int
         Step attempts (accepted and rejected steps together) allowed per trajectory; a solve
-        that needs more is flagged as failed.
+        that needs more is flagged as failed. A step lands on each output time, so fewer than
+        ``points - 1`` (or ``t_end / max_step``), with which no trajectory could finish, are
+        refused.
     max_step : float, optional
         Longest step the solver may take (as in :func:`physode.solve`): for forcing or pulses
         narrower than the steps the tolerances allow, which a solve would step over. Stored in
