@@ -243,6 +243,44 @@ def test_resuming_a_finished_run_with_the_same_settings_does_nothing(tmp_path):
     assert result.summary().startswith(f"{out} already holds this run: 2 trajectories, nothing")
 
 
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (11, "another process holds it open for writing"),
+        (38, "set the environment variable HDF5_USE_FILE_LOCKING=FALSE"),
+    ],
+)
+def test_resuming_into_a_file_hdf5_will_not_lock_says_so_and_keeps_it(
+    tmp_path, monkeypatch, code, said
+):
+    # Read as holding no run, it was answered "exists; pass force=True (--force) to overwrite
+    # it": advice that destroyed a finished data set the resume would have kept.
+    out = tmp_path / "done.h5"
+    simulate(SYSTEM, trajectories=2, out=out, **FAST)
+    before = out.read_bytes()
+    opened = h5py.File
+
+    def locked(name, *args, **kwargs):
+        if Path(name) == out:
+            raise OSError(
+                "Unable to synchronously open file (unable to lock file, errno = "
+                f"{code}, error message = '{os.strerror(code)}')"
+            )
+        return opened(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", locked)
+    with pytest.raises(physode.InvalidArgumentError) as error:
+        simulate(SYSTEM, trajectories=2, out=out, resume=True, **FAST)
+    message = str(error.value)
+    assert message.startswith(f"{out}: cannot be opened: ") and said in message
+    assert message.endswith("(resume=True, --resume, reads it to tell whether it already holds "
+                            "this run)")  # fmt: skip
+    assert "force" not in message
+    monkeypatch.setattr(h5py, "File", opened)
+    assert out.read_bytes() == before and sorted(tmp_path.iterdir()) == [out]
+    assert not simulate(SYSTEM, trajectories=2, out=out, resume=True, **FAST).written
+
+
 def test_resuming_a_finished_run_with_other_settings_names_them_and_keeps_the_file(tmp_path):
     # It said only "done.h5 exists; pass force=True (--force) to overwrite it", as if the
     # file were not a finished run of the same command but for one setting.

@@ -654,7 +654,7 @@ def open_store(path: str | os.PathLike, **file_options) -> tuple[h5py.File, Head
         try:
             f = h5py.File(path, "r", **file_options)
         except OSError as exc:
-            _refuse_if_locked(path, exc)
+            refuse_if_locked(path, exc)
             raise
     try:
         header = _validate(f, path)
@@ -670,7 +670,7 @@ _LOCK_ERRNO = re.compile(r"unable to lock file, errno = (\d+)")
 _NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
 
 
-def _refuse_if_locked(path: Path, exc: OSError) -> None:
+def refuse_if_locked(path: Path, exc: OSError) -> None:
     """Raise ``DataFormatError`` saying why where HDF5 refused to open ``path`` for its file lock.
 
     The file is sound: another process holds it open for writing (an ``h5py.File(path, "a")``),

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from physode._checks import is_finite_real, is_int
 from physode._defaults import MAX_STEPS
-from physode._errors import InvalidArgumentError, PhysodeError, PhysodeWarning
+from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError, PhysodeWarning
 from physode._files import lock_exclusively, write_atomically
 from physode._terminal import progress_wanted
 from physode._threads import torch_threads
@@ -43,6 +43,7 @@ from physode.data._store import (
     first_few,
     parts_folder,
     read_chunk,
+    refuse_if_locked,
     sha256_text,
     write_chunk,
     write_store,
@@ -1532,13 +1533,27 @@ def _discard_leftovers(out: Path, run: dict) -> None:
 
 def _finished_run(out: Path) -> dict | None:
     """The settings of the complete run that ``out`` holds (its ``simulation`` attribute), or
-    ``None`` where it holds none (not a complete data set of physode, or unreadable)."""
+    ``None`` where it holds none (not a complete data set of physode, or unreadable).
+
+    A file that HDF5 will not open for its lock (another process holds it open for writing, or
+    the file system has no locks) is refused with that reason: read as holding no run, it was
+    answered ``OUT exists; pass force=True``, advice that overwrote a finished data set that
+    resuming would have kept."""
     try:
         with h5py.File(out, "r") as f:
             stored = f.attrs.get("simulation")
             run = None if stored is None else json.loads(stored)
             return run if isinstance(run, dict) and bool(f.attrs["complete"]) else None
-    except (OSError, ValueError, KeyError):
+    except OSError as exc:
+        try:
+            refuse_if_locked(out, exc)
+        except DataFormatError as locked:
+            raise InvalidArgumentError(
+                f"{locked} (resume=True, --resume, reads it to tell whether it already holds "
+                "this run)"
+            ) from None
+        return None
+    except (ValueError, KeyError):
         return None
 
 
