@@ -109,6 +109,20 @@ def test_a_run_leaves_the_callers_random_generator_as_it_was(data):
 # ------------------------------------------------------------------ Ctrl-C
 
 
+def test_a_seed_beyond_64_bits_is_refused_as_a_bad_setting_and_the_largest_trains(
+    data, tmp_path, capsys
+):
+    # 2**64 ended as torch's "Overflow when unpacking long long", an internal error (status 3)
+    # with a traceback; physode simulate --seed refuses it in words.
+    assert main(_neural(data, "--seed", str(2**64))) == 2
+    assert _error(capsys) == (
+        f"physode train: error: bad training settings: --seed {2**64} (need an integer >= 0 "
+        "and below 2**64)\n"
+    )
+    assert main(_neural(data, "--seed", str(2**64 - 1), "--out", str(tmp_path))) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["config"]["seed"] == 2**64 - 1
+
+
 def test_ctrl_c_saves_the_last_completed_epoch_and_its_resume_ends_as_the_whole_run(
     data, tmp_path, capsys, monkeypatch
 ):

@@ -156,7 +156,8 @@ class TrainConfig:
         ``None`` keeps the model's device (the CPU for a fresh model). The trainer moves the
         model there in place, with the data.
     seed : int
-        Seeds the window shuffling (and the validation split of tensor data).
+        Seeds the window shuffling (and the validation split of tensor data); in [0, 2**64),
+        as torch's generators take it.
     log : str or path, optional
         Path of the per-epoch log, ``.csv`` or ``.json``.
     checkpoint_dir : str or path, optional
@@ -272,6 +273,11 @@ class TrainConfig:
         integer("checkpoint_every", 1)
         integer("max_steps", 1)
         integer("seed", 0)
+        # torch's generators take 64 bits; a larger seed ended as torch's overflow error.
+        need(
+            not is_int(self.seed, least=0) or self.seed < 2**64,
+            f"seed={self.seed!r} (need an integer >= 0 and below 2**64)",
+        )
         for name in ("lr", "rtol", "atol"):
             real(name)
         for name in ("weight_decay", "lr_min", "min_delta"):
