@@ -484,6 +484,21 @@ def test_a_failed_evaluation_keeps_the_trained_model_and_says_what_to_try(
     torch.load(out / "model.pt")
 
 
+def test_a_failed_evaluation_leaves_no_earlier_report_beside_the_new_model(
+    data, tmp_path, capsys, monkeypatch
+):
+    # The earlier run's report.json stayed beside this run's model.pt, and --init-from, which
+    # reads the model settings there, refused the new weights for the old run's width.
+    out = tmp_path / "run"
+    assert main(_neural(data, "--width", "16", "--out", str(out))) == 0
+    monkeypatch.setattr(Trainer, "evaluate", _failing_rollout)
+    assert main(_neural(data, "--out", str(out))) == 2  # --width 8
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
+    monkeypatch.undo()
+    assert main(_neural(data, "--init-from", str(out / "model.pt"))) == 0, capsys.readouterr()
+
+
 class _ClosedPipe:
     def write(self, text: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")
