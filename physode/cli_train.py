@@ -497,6 +497,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
                 "[train] and [report]"
             )
         _check_tables(given["config"], document)
+        _check_config_types(given["config"], document)
         _check_config_inputs(given["config"], document, given)
     model = {**_MODEL_DEFAULTS, **document.get("model", {})}
     unknown = sorted(set(model) - set(_MODEL_KEYS))
@@ -631,6 +632,23 @@ def _check_tables(config: str, document: dict[str, Any]) -> None:
                 f"{config}: {name} = {value!r} must be a table of settings, written [{name}] "
                 "on a line of its own with `key = value` lines below it"
             )
+
+
+def _check_config_types(config: str, document: dict[str, Any]) -> None:
+    """Refuse a ``data`` of ``config`` that is not a string and a ``[model] init`` that is not a
+    table: the checks of the data set and of the model took them for what they are not (``init
+    = "k=1"`` read as the names ``k``, ``=``, ``1``) or failed on them as an internal error."""
+    problems = []
+    if "data" in document and not isinstance(document["data"], str):
+        problems.append(f"data = {document['data']!r} must be a string (the data set's path)")
+    model = document.get("model", {})
+    if "init" in model and not isinstance(model["init"], dict):
+        problems.append(
+            f"[model] init = {model['init']!r} must be a table of start values, e.g. "
+            "init = { k = 1.0 }"
+        )
+    if problems:
+        raise InvalidArgumentError(f"{config}: {'; '.join(problems)}")
 
 
 def _check_report(table: dict[str, Any]) -> None:

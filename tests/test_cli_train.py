@@ -541,6 +541,30 @@ def test_a_report_setting_of_the_wrong_type_is_refused_by_name(data, tmp_path, c
     assert not log.exists()  # refused before training
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Each ended as an internal error (status 3) with a traceback.
+        ("data = 3", "data = 3 must be a string (the data set's path)"),
+        ("[model]\ninit = 3", "[model] init = 3 must be a table of start values"),
+        ('[model]\ninit = ["k"]', "[model] init = ['k'] must be a table of start values"),
+        # Read as the parameter names k, = and 1.
+        ('[model]\ninit = "k=1"', "[model] init = 'k=1' must be a table of start values"),
+    ],
+)
+def test_a_config_data_or_init_of_the_wrong_type_is_refused_by_name(
+    data, tmp_path, capsys, text, message
+):
+    config = tmp_path / "run.toml"
+    config.write_text(text + '\nkind = "physics"\nlearnable = ["k"]\n' if "[model]" in text
+                      else text + "\n")  # fmt: skip
+    argv = ["train", "--config", str(config), "--epochs", "1", "--window", "5", "--quiet"]
+    if "data" not in text:
+        argv.insert(1, str(data))
+    assert main(argv) == 2
+    assert f"{config}: {message}" in _error(capsys)
+
+
 # ------------------------------------------------------------------ progress bar
 
 
