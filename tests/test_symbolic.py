@@ -373,6 +373,13 @@ def test_identical_systems_share_one_compiled_kernel():
     assert "def kernel(t, y, p):" in generate_source([-k * x], [x], [k], t)
 
 
+def test_generate_source_refuses_an_unknown_variant_as_a_physode_error():
+    # Every error physode raises on purpose is a PhysodeError; this one was a bare ValueError.
+    x, k, t = sympy.symbols("x k t")
+    with pytest.raises(physode.InvalidArgumentError, match="'jax'.*torch, numpy, scalar"):
+        generate_source([-k * x], [x], [k], t, variant="jax")
+
+
 def test_energy_is_derived_only_for_time_independent_conservative_systems():
     x, v, w, t = sympy.symbols("x v omega t")
     driven = System.from_lagrangian(v**2 / 2 - (1 + sympy.cos(w * t)) * x**2 / 2, [x], {w: 1.0},

@@ -30,7 +30,7 @@ import sympy
 import torch
 from torch.autograd import forward_ad
 
-from physode._errors import SystemDefinitionError
+from physode._errors import InvalidArgumentError, SystemDefinitionError
 from physode.solvers._autograd import transforms_active
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -637,7 +637,8 @@ def generate_source(
     name: str = "kernel",
     variant: str = "torch",
 ) -> str:
-    """Python source of a batched torch function evaluating ``exprs``.
+    """Python source of a function evaluating ``exprs``: batched over torch tensors (the
+    default), over NumPy arrays, or on Python floats (``variant``).
 
     Parameters
     ----------
@@ -677,7 +678,9 @@ def generate_source(
     <BLANKLINE>
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+        raise InvalidArgumentError(
+            f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}"
+        )
     scalar = variant == "scalar"
     params = list(params)
     exprs = [
