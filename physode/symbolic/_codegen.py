@@ -1,5 +1,7 @@
 """SymPy expressions -> batched torch functions: a small printer, common-subexpression elimination
-and a cache of compiled kernels.
+and a cache of compiled kernels. Each kernel also carries a variant over Python floats and, where
+its torch code is exactly rounded, one over NumPy arrays, which take over where no gradient is
+needed (:func:`load_kernel`).
 
 The generated function has the signature ``kernel(t, y, p) -> Tensor`` where ``y`` has shape
 ``(..., n_state)``, ``p`` has shape ``(..., n_params)`` and the result has shape
