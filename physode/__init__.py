@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 
 from physode._errors import (
     DataFormatError,
+    DistributedError,
+    InternalError,
     InvalidArgumentError,
     PhysodeError,
     PhysodeWarning,
@@ -83,7 +85,9 @@ __all__ = [
     "ACA",
     "DataFormatError",
     "DiscOpt",
+    "DistributedError",
     "EventSolution",
+    "InternalError",
     "InvalidArgumentError",
     "OptDisc",
     "PhysodeError",

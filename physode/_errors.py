@@ -72,6 +72,18 @@ class TrainingError(PhysodeError, RuntimeError):
         return _rebuilt, (type(self), self.args, attributes)
 
 
+class DistributedError(PhysodeError, RuntimeError):
+    """The processes training together (``torch.distributed``) cannot go on: another process
+    stopped on an error or could not write the log or a checkpoint, or they made different
+    calls of their trainers. The message names the process and what it met; that process
+    itself raises its own error."""
+
+
+class InternalError(PhysodeError, RuntimeError):
+    """A check of physode's own bookkeeping failed (a data set's writer left rows unwritten):
+    a bug in physode, not in its input. Please report it with the message."""
+
+
 def _rebuilt(cls: type, args: tuple, attributes: dict) -> BaseException:
     """An error with keyword-only attributes, unpickled: ``cls(*args, **attributes)``."""
     return cls(*args, **attributes)

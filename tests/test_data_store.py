@@ -581,6 +581,18 @@ def test_an_interrupted_write_removes_its_half_written_file(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_chunks_that_leave_trajectories_unwritten_are_a_physode_error(tmp_path, monkeypatch):
+    # The chunks physode hands the writer must cover every trajectory; where they do not, the
+    # error says it is physode's bug (a bare RuntimeError before 2026-12-07), and no file is left.
+    whole = _synthetic_chunks
+    monkeypatch.setitem(globals(), "_synthetic_chunks", lambda *args: list(whole(*args))[::2])
+    with pytest.raises(physode.InternalError, match=r"left trajectories unwritten, first "
+                       r"\[3, 4, 5\]; a bug in physode") as caught:  # fmt: skip
+        _write_synthetic(tmp_path / "holed.h5")
+    assert isinstance(caught.value, RuntimeError)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_arrays_read_after_the_file_is_closed_say_so(stored):
     path = stored[0]
     with load(path) as data:

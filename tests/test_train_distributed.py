@@ -210,8 +210,8 @@ def test_an_error_in_one_process_stops_both(together, alone):
     assert reference["error"][0] == "ValueError"
     errors = [results[rank]["failing_error"]["error"] for rank in (0, 1)]
     # The process that met it raises the error itself, the other one naming it.
-    assert sorted(error[0] for error in errors) == ["RuntimeError", "ValueError"]
-    other = next(error for error in errors if error[0] == "RuntimeError")
+    assert sorted(error[0] for error in errors) == ["DistributedError", "ValueError"]
+    other = next(error for error in errors if error[0] == "DistributedError")
     assert "stopped on an error: ValueError: a state beyond 10" in other[1]
     for rank in (0, 1):  # both back at the start of the epoch, as one process is
         _close(results[rank]["failing_error"], reference, tolerance=0.0)
@@ -355,7 +355,7 @@ def test_a_checkpoint_resumed_in_one_process_only_stops_all_naming_each_call(bui
     # Process 0 resumes while process 1 starts training: they meet in different calls.
     for rank in (0, 1):
         kind, message = builds[rank]["resumed_in_one_only"]["error"]
-        assert kind == "RuntimeError"
+        assert kind == "DistributedError"
         assert "met in different calls (process 0: load_checkpoint, process 1: fit)" in message
         assert "must make the same calls of its trainer" in message
 
@@ -369,6 +369,49 @@ def test_processes_at_different_epochs_are_refused_before_training(monkeypatch):
     with pytest.raises(InvalidArgumentError, match=r"are at different epochs \(process 0: 4, "
                        r"process 1: 0\); load the same checkpoint in every process"):
         trainer.fit()
+
+
+def test_process_0_failing_to_write_stops_the_others_with_a_distributed_error(monkeypatch):
+    # Process 1 learns that process 0 could not write its epoch: a PhysodeError (and still the
+    # RuntimeError it was before 2026-12-07, a bare one) that names process 0 and its reason.
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    trainer = Trainer(NeuralODE(1, width=4, depth=1), (t, torch.exp(-t)[:, None]), window=3)
+    trainer._group, trainer._writes = _distributed.Group(rank=1, world=2), False
+    monkeypatch.setattr(_distributed, "broadcast_problem", lambda problem, device: "disk full")
+    with pytest.raises(physode.DistributedError) as caught:
+        trainer._after_epoch({"loss": 1.0}, None)
+    assert isinstance(caught.value, RuntimeError)
+    assert str(caught.value) == (
+        "process 0 of the 2 processes training together (torch.distributed) could not write "
+        "the log or a checkpoint: disk full"
+    )
+
+
+def test_processes_that_meet_in_other_calls_or_stop_elsewhere_raise_distributed_errors(
+    monkeypatch,
+):
+    group = _distributed.Group(rank=0, world=2)
+    theirs = [("fit", None), ("load_checkpoint", None)]
+
+    def gather(values, mine):
+        values[:] = theirs
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    with pytest.raises(physode.DistributedError, match=r"met in different calls \(process 0: "
+                       r"fit, process 1: load_checkpoint\)") as caught:  # fmt: skip
+        _distributed.gathered(None, group, "fit")
+    assert isinstance(caught.value, RuntimeError)
+    elsewhere = _distributed.error_elsewhere([None, ("error", "ValueError: bad", False)], group)
+    assert type(elsewhere) is physode.DistributedError and isinstance(elsewhere, RuntimeError)
+    assert str(elsewhere) == (
+        "process 1 of the 2 processes training together (torch.distributed) stopped on an "
+        "error: ValueError: bad"
+    )
+    theirs = [("load_checkpoint", None), ("load_checkpoint", ("OSError", "disk gone"))]
+    with pytest.raises(physode.DistributedError, match="process 1 of the 2 processes training "
+                       "together \\(torch.distributed\\) could not resume: OSError: disk gone"):
+        with _distributed.together(group, "load_checkpoint", "could not resume"):
+            pass
 
 
 def test_a_trainer_s_warnings_point_at_the_line_that_built_it():

@@ -25,6 +25,8 @@ import math
 import h5py
 import numpy as np
 
+from physode._errors import InternalError
+
 try:  # the same zlib streams, several times faster
     from isal import isal_zlib as _deflate
 except ImportError:  # pragma: no cover - depends on the platform's wheels
@@ -189,6 +191,7 @@ class ChunkWriter:
         """Check that no chunk is left incomplete."""
         if self._waiting:
             first = min(self._waiting) * self.rows
-            raise RuntimeError(
-                f"{self.dataset.name}: rows from {first} on were never completely written"
+            raise InternalError(
+                f"{self.dataset.name}: rows from {first} on were never completely written; "
+                "a bug in physode: please report it"
             )

@@ -45,6 +45,7 @@ import numpy as np
 
 from physode._errors import (
     DataFormatError,
+    InternalError,
     InvalidArgumentError,
     PhysodeError,
     first_line,
@@ -355,8 +356,9 @@ def write_store(
                 covered[chunk.start : chunk.stop] = True
             if not covered.all():
                 missing = np.flatnonzero(~covered)
-                raise RuntimeError(
-                    f"chunks left trajectories unwritten, first {missing[:5].tolist()}"
+                raise InternalError(
+                    f"the chunks left trajectories unwritten, first {missing[:5].tolist()}; "
+                    "a bug in physode: please report it"
                 )
             for writer in (*arrays.values(), *invariants.values(), *drift.values()):
                 writer.close()

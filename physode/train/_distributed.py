@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from physode._errors import InvalidArgumentError, first_line
+from physode._errors import DistributedError, InvalidArgumentError, first_line
 
 # How messages name the processes of a run.
 TOGETHER = "processes training together (torch.distributed)"
@@ -76,7 +76,7 @@ def gathered(value: Any, group: Group, call: str) -> list[Any]:
     calls = [theirs for theirs, _ in values]
     if len(set(calls)) > 1:
         made = ", ".join(f"process {rank}: {theirs}" for rank, theirs in enumerate(calls))
-        raise RuntimeError(
+        raise DistributedError(
             f"the {group.world} {TOGETHER} met in different calls ({made}); every process must "
             "make the same calls of its trainer (building it, load_checkpoint, fit, "
             "train_epoch, validation_loss) in the same order"
@@ -84,12 +84,12 @@ def gathered(value: Any, group: Group, call: str) -> list[Any]:
     return [theirs for _, theirs in values]
 
 
-def error_elsewhere(reports: list[Any], group: Group) -> RuntimeError | None:
+def error_elsewhere(reports: list[Any], group: Group) -> DistributedError | None:
     """The error to raise where another process stopped on an error that is no failed batch
     or solve: ``reports`` hold ``("error", "Type: message", ...)`` for such a process."""
     for rank, report in enumerate(reports):
         if report is not None and report[0] == "error":
-            return RuntimeError(
+            return DistributedError(
                 f"process {rank} of the {group.world} {TOGETHER} stopped on an error: {report[1]}"
             )
     return None
@@ -197,7 +197,7 @@ def together(group: Group | None, call: str, what: str) -> Iterator[None]:
         raise problem
     for rank, report in enumerate(reports):
         if report is not None:
-            kind = InvalidArgumentError if report[0] == "InvalidArgumentError" else RuntimeError
+            kind = InvalidArgumentError if report[0] == "InvalidArgumentError" else DistributedError
             raise kind(
                 f"process {rank} of the {group.world} {TOGETHER} {what}: {report[0]}: "
                 f"{report[1]}"

@@ -23,6 +23,7 @@ import physode
 import physode.data
 from physode._checks import is_int
 from physode._errors import (
+    DistributedError,
     InvalidArgumentError,
     PhysodeWarning,
     SolverError,
@@ -830,7 +831,7 @@ class Trainer:
     ) -> Exception:
         """The exception every process raises for a batch that failed in one of them: the same
         :class:`_FailedBatch` everywhere (the lowest failing process's reason), or, where a
-        process met another error, that error there and a ``RuntimeError`` naming it in the
+        process met another error, that error there and a ``DistributedError`` naming it in the
         others."""
         group = self._group
         mine = None
@@ -1450,7 +1451,7 @@ class Trainer:
         if problem is not None:
             raise problem
         if told is not None:
-            raise RuntimeError(
+            raise DistributedError(
                 f"process 0 of the {self._group.world} {_distributed.TOGETHER} "
                 f"could not write the log or a checkpoint: {told}"
             )
