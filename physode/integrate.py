@@ -684,7 +684,12 @@ def solve(
     # requires grad; otherwise it too must look for tensors func reaches unseen. So must the
     # other modes, also for an nn.Module, which may use tensors that are not its parameters.
     discover = mode.name != "disc-opt" or not y0.requires_grad
-    if params is None and discover and torch.is_grad_enabled():
+    # Given params, ACA and Opt-Disc differentiate those alone, while Disc-Opt records whatever
+    # func uses: where neither y0 nor a listed tensor requires grad (params=[]), only this
+    # evaluation tells whether func uses one that does.
+    if params is not None:
+        discover = mode.name == "disc-opt" and not needs_gradient(problem)
+    if discover and torch.is_grad_enabled():
         # The shared loop starts from this evaluation (the per-sample loops make their own).
         first = _first_evaluation(field, y0, times[0], step_control == "per-sample")
         stats.nfe += 1

@@ -768,6 +768,29 @@ def test_a_parameter_func_never_uses_keeps_no_gradient_in_every_mode(gradient, s
     assert func.rate.grad.item() == pytest.approx(-3 * math.exp(-0.5), rel=1e-5)
 
 
+@pytest.mark.parametrize("step_control", ["shared", "per-sample"])
+@pytest.mark.parametrize("listed", ["none", "frozen", "unrelated"])
+def test_params_decide_the_gradients_whatever_else_requires_grad(listed, step_control):
+    # docs/solvers.md: given params, ACA and Opt-Disc differentiate those tensors alone, while
+    # Disc-Opt records whatever func uses. Before 2026-12-07 Disc-Opt recorded nothing where
+    # neither y0 nor a listed tensor required grad (params=[]), so w's gradient hung on
+    # whether an unrelated tensor was listed.
+    unrelated = torch.tensor(1.0, dtype=DTYPE, requires_grad=True)
+    params = {"none": [], "frozen": [torch.tensor(1.0, dtype=DTYPE)], "unrelated": [unrelated]}
+    modes = ["disc-opt", "aca"] + (["opt-disc"] if step_control == "shared" else [])
+    for gradient in modes:
+        w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
+        sol = physode.solve(lambda t, y, w=w: -w * y, torch.ones(2, 1, dtype=DTYPE), [0.0, 1.0],
+                            gradient=gradient, params=params[listed], step_control=step_control)
+        if gradient == "disc-opt":
+            sol.ys[-1].sum().backward()
+            assert w.grad.item() == pytest.approx(-2 * math.exp(-0.5), rel=1e-5)
+        else:
+            assert sol.ys.requires_grad == (listed == "unrelated")
+            assert w.grad is None
+        assert unrelated.grad is None
+
+
 def test_finding_a_plain_functions_parameters_hands_per_sample_times_by_row():
     seen = []
     w = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
