@@ -572,3 +572,10 @@ def test_a_models_repr_shows_the_settings_that_change_what_it_computes():
         PhysicsModel("duffing", autonomous=True, stored_parameters=False)
     )
     assert "n_coordinates=2, separable=True" in repr(HamiltonianNN(2, separable=True))
+
+
+def test_a_hybrid_without_a_physics_model_says_it_has_no_parameter_vector():
+    # A NeuralODE (or any module) as the physics term failed with a raw AttributeError.
+    hybrid = Hybrid(NeuralODE(2, width=4, depth=1), MLP(2, 2, width=4, depth=1))
+    with pytest.raises(physode.UnsupportedError, match=r"NeuralODE.*PhysicsModel"):
+        hybrid.parameter_vector()

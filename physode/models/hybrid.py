@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from physode._checks import is_finite_real
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, UnsupportedError
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,13 @@ class Hybrid(nn.Module):
 
     def parameter_vector(self) -> torch.Tensor:
         """The physics term's own parameter values (see :meth:`PhysicsModel.parameter_vector`)."""
-        return self.physics.parameter_vector()
+        own = getattr(self.physics, "parameter_vector", None)
+        if own is None:
+            raise UnsupportedError(
+                f"this hybrid's physics term ({type(self.physics).__name__}) has no physical "
+                "parameter values to give: parameter_vector() needs a physics.PhysicsModel term"
+            )
+        return own()
 
     # Parameters learned per trajectory belong to the physics term (see PhysicsModel's
     # per_trajectory); a hybrid passes the questions about them on.
