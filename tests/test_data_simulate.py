@@ -503,6 +503,66 @@ def _interrupt_after_first_chunk(monkeypatch, system, **settings):
             simulate(system, **settings)
 
 
+def test_an_error_before_any_chunk_removes_the_run_folder_and_a_corrected_run_starts_clean(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "broken.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the solver refused it")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "_simulate_chunk", broken)
+        with pytest.raises(RuntimeError, match="refused"):
+            simulate(SYSTEM, **settings)
+    assert list(tmp_path.iterdir()) == []  # no run.json-only OUT.parts/ left to refuse
+    assert simulate(SYSTEM, **settings).written
+
+
+def test_an_error_after_a_chunk_keeps_the_run_folder_for_resume(tmp_path, monkeypatch):
+    out = tmp_path / "half.h5"
+    settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}
+    real = simulate_module._simulate_chunk
+
+    def second_fails(system, start, *args):
+        if start > 0:
+            raise RuntimeError("the solver refused it")
+        return real(system, start, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(simulate_module, "_simulate_chunk", second_fails)
+        with pytest.raises(RuntimeError, match="refused"):
+            simulate(SYSTEM, **settings)
+    assert (tmp_path / "half.h5.parts" / "chunk-000000.h5").exists()
+    assert simulate(SYSTEM, resume=True, **settings).n_resumed_chunks == 1
+
+
+def test_a_t_end_whose_output_times_collide_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "tiny.h5"
+    with pytest.raises(physode.InvalidArgumentError, match=r"t_end=1e-323 is too small.*points"):
+        simulate(SYSTEM, trajectories=2, out=out, t_end=1e-323, points=5, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_chunk_larger_than_the_memory_share_is_refused_with_a_chunk_size_that_fits(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "big.h5"
+    settings = {"trajectories": 64, "out": out, "chunk_size": 64, **FAST}
+    system = physode.systems.load(SYSTEM)
+    run = {"params": "default", "noise": 0.0, "points": FAST["points"]}
+    per_trajectory = simulate_module._chunk_bytes(system, run, 1)
+    # A machine whose memory share holds 10 trajectories of this run.
+    memory = 10 * per_trajectory / simulate_module._MEMORY_SHARE
+    monkeypatch.setattr(simulate_module, "_physical_memory", lambda: int(memory))
+    fits = r"chunk_size=10 \(--chunk-size 10\) fits"
+    with pytest.raises(physode.InvalidArgumentError, match=fits):
+        simulate(SYSTEM, **settings)
+    assert list(tmp_path.iterdir()) == []
+    assert simulate(SYSTEM, **{**settings, "chunk_size": 10}).written
+
+
 def test_an_interrupted_run_must_be_resumed_with_its_own_settings_or_forced(tmp_path, monkeypatch):
     out = tmp_path / "interrupted.h5"
     settings = {"trajectories": 4, "out": out, "chunk_size": 2, **FAST}

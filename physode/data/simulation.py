@@ -329,6 +329,88 @@ def _too_few_steps(points: int, t_end: float, max_steps: int, max_step: float | 
     ]
 
 
+def _output_times(t_end: float, points: int) -> torch.Tensor:
+    """The output times of a run: ``linspace(0, t_end, points)`` in float64."""
+    return torch.linspace(0.0, t_end, points, dtype=torch.float64)
+
+
+def _colliding_times(t_end: float, points: int) -> str | None:
+    """The problem of a ``t_end`` so small that some output times are equal, or ``None``.
+
+    The solver refuses such times, and did so only once the run had started.
+
+    >>> print(_colliding_times(1e-323, 5))  # doctest: +NORMALIZE_WHITESPACE
+    t_end=1e-323 is too small for points=5: the output times linspace(0, t_end, points) are
+    not all distinct in float64 (2 distinct of 5); give a larger t_end or fewer points
+    >>> _colliding_times(1e-300, 5) is None
+    True
+    """
+    t = _output_times(float(t_end), points)
+    if bool((t[1:] > t[:-1]).all()):
+        return None
+    distinct = int(torch.unique(t).numel())
+    return (
+        f"t_end={t_end!r} is too small for points={points!r}: the output times "
+        f"linspace(0, t_end, points) are not all distinct in float64 ({distinct} distinct of "
+        f"{points}); give a larger t_end or fewer points"
+    )
+
+
+# The share of the machine's physical memory one chunk may need: the rest is the system's, the
+# other processes' and the writing of the data set's. Above it simulate refuses the chunk_size.
+_MEMORY_SHARE = 0.5
+
+
+def _physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or ``None`` where the system does not say."""
+    try:
+        size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return None
+    return size if size > 0 else None
+
+
+def _chunk_bytes(system, run: dict, rows: int) -> int:
+    """About how many bytes simulating ``rows`` trajectories of ``run`` as one chunk holds at
+    once: float64 arrays of (rows, points) values each, for the solve's output (the state, and
+    the parameters where they are sampled), the states, their derivatives and the parameters
+    on every point, the times on every point, the noisy states, and each invariant's values
+    and drift. A floor: the solver's stages and the rows the rhs evaluates at once come on
+    top."""
+    n_state, n_params = len(system.state_names), len(system.parameters)
+    solved = n_state + (n_params if run["params"] != "default" else 0)
+    noisy = n_state if run["noise"] > 0 else 0
+    per_point = solved + 2 * n_state + n_params + 1 + noisy + 2 * len(system.invariant_names)
+    return 8 * rows * run["points"] * per_point
+
+
+def _too_much_memory(system, run: dict) -> str | None:
+    """The problem of a chunk that needs more than ``_MEMORY_SHARE`` of this machine's memory,
+    where the operating system would kill the run without a message; ``None`` where it fits
+    (or the machine does not say its memory)."""
+    memory = _physical_memory()
+    if memory is None:
+        return None
+    rows = min(run["chunk_size"], run["trajectories"])
+    needed = _chunk_bytes(system, run, rows)
+    share = _MEMORY_SHARE * memory
+    if needed <= share:
+        return None
+    fits = int(share // _chunk_bytes(system, run, 1))
+    advice = (
+        f"chunk_size={fits} (--chunk-size {fits}) fits"
+        if fits >= 1
+        else "even one trajectory does not fit: give fewer points"
+    )
+    return (
+        f"one chunk of {rows} trajectories with points={run['points']} needs at least "
+        f"{needed / 2**30:.3g} GiB, more than {_MEMORY_SHARE:.0%} of this machine's "
+        f"{memory / 2**30:.3g} GiB of memory, and the system would kill the run without a "
+        f"message; {advice} (the data do not depend on chunk_size, but a resume needs the "
+        "chunk_size the run started with)"
+    )
+
+
 def _fractions(split: Any) -> list[float] | None:
     """``split`` as three floats, or ``None`` unless it is a sequence of three numbers (text and
     booleans are not numbers here)."""
@@ -959,6 +1041,10 @@ class _Workspace:
     def exists(self) -> bool:
         return self.folder.exists()
 
+    def has_chunks(self) -> bool:
+        """Whether a chunk file (finished, or being written) is in the folder."""
+        return any(self.folder.glob("chunk-*"))
+
     def lock(self) -> None:
         self.folder.mkdir(exist_ok=True)
         self._lock = lock_exclusively(
@@ -1088,7 +1174,9 @@ def simulate(
         No progress bar (there is none anyway when standard error is not a terminal).
     chunk_size : int
         Trajectories per chunk: the unit of resuming, and one batched per-sample solve. Larger
-        chunks amortise the solver's per-step overhead (the data do not depend on it).
+        chunks amortise the solver's per-step overhead (the data do not depend on it). A chunk
+        whose arrays would need more than half of this machine's memory is refused, with a
+        chunk_size that fits.
     drift_threshold : float
         Trajectories whose relative invariant drift exceeds this are flagged (bit 2 of ``/flags``).
     max_steps : int
@@ -1255,6 +1343,11 @@ def simulate(
                 )
             raise InvalidArgumentError(f"{out} exists; pass force=True (--force) to overwrite it")
 
+        # Before anything is written: refused only by the solver or the system, these left an
+        # OUT.parts/ that the next run took for an interrupted run.
+        late_problem = _too_much_memory(system, run) or _colliding_times(t_end, points)
+        if late_problem is not None:
+            raise InvalidArgumentError("bad simulate arguments: " + late_problem)
         workspace = _Workspace(out)
         had_workspace = workspace.exists()
         workspace.lock()
@@ -1289,9 +1382,17 @@ def simulate(
             if previous is None:
                 workspace.clear()
                 workspace.write_config(run)
-            resumed, stored = _run_chunks(
-                system, run, out, workspace, command_line, quiet, executor, threads
-            )
+            try:
+                resumed, stored = _run_chunks(
+                    system, run, out, workspace, command_line, quiet, executor, threads
+                )
+            except Exception:
+                # An error (not an interruption) before any chunk was stored leaves nothing to
+                # resume: the run.json this run wrote alone made the next run refuse OUT.parts/
+                # as "an interrupted run". Ctrl-C and kills keep the folder, as do chunks.
+                if previous is None and not workspace.has_chunks():
+                    workspace.remove()
+                raise
         finally:
             workspace.release()
         workspace.remove()
@@ -1306,7 +1407,7 @@ def _run_chunks(
 ):
     n, size = run["trajectories"], run["chunk_size"]
     run_id = sha256_text(json.dumps(run, sort_keys=True))
-    t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
+    t = _output_times(run["t_end"], run["points"])
     n_chunks = math.ceil(n / size)
     disable = not progress_wanted(quiet)
     resumed = 0
