@@ -9,8 +9,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 
 import physode
+import physode.data._parallel as parallel
 import physode.data.simulation as simulation
+import physode.systems
 from physode import System
 from physode.cli import main
 from physode.data import load, simulate
@@ -133,6 +136,53 @@ def test_a_process_pool_gives_the_serial_run_s_data_to_the_bit(pool, serial_pend
     assert result.n_trajectories == 40 and result.n_resumed_chunks == 0
     assert not (tmp_path / "pendulum.h5.parts").exists()
     _assert_same_data(serial_pendulum, out)
+
+
+def test_a_thread_pool_leaves_the_warning_filters_as_they_were_and_gives_the_serial_data(
+    serial_pendulum, tmp_path, monkeypatch
+):
+    # catch_warnings is not thread-safe: tasks overlapping inside it in threads of one process
+    # could leave "ignore" in the filters for good. Tasks in this process's threads now use the
+    # system simulate built, so they neither rebuild it nor touch the filters.
+    build, sources = physode.systems._from_text, []
+
+    def building(text, source):
+        sources.append(source)
+        return build(text, source)
+
+    monkeypatch.setattr(physode.systems, "_from_text", building)
+    before = list(warnings.filters)
+    out = tmp_path / "threads.h5"
+    with ThreadPoolExecutor(2) as threads:
+        simulate("pendulum", out=out, executor=threads, **SAMPLED, **SMALL)
+    assert warnings.filters == before
+    assert "the specification of system 'pendulum'" not in sources  # what a task builds
+    _assert_same_data(serial_pendulum, out)
+
+
+def test_tasks_in_threads_of_another_process_build_its_system_one_at_a_time(monkeypatch):
+    # A Dask worker's threads: nothing kept yet, so the first task builds the system (warnings
+    # ignored) while the others wait for it, never two inside catch_warnings at once.
+    spec = physode.systems.load("pendulum").spec_text
+    monkeypatch.setattr(parallel, "_systems", {})
+    build = physode.systems._from_text
+    both_inside = threading.Barrier(2, timeout=0.3)
+    calls = []
+
+    def building(*args):
+        calls.append(args)
+        try:
+            both_inside.wait()  # passes only where two tasks build at once
+        except threading.BrokenBarrierError:
+            pass
+        return build(*args)
+
+    monkeypatch.setattr(physode.systems, "_from_text", building)
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(2) as threads:
+        systems = list(threads.map(lambda _: parallel._system_of(spec, "pendulum"), range(2)))
+    assert len(calls) == 1 and systems[0] is systems[1]
+    assert warnings.filters == before
 
 
 def test_a_system_built_in_python_simulated_in_a_pool_is_the_serial_one(pool, tmp_path):

@@ -1,13 +1,13 @@
 """Simulating a data set's chunks as tasks of an existing executor (processes, Dask).
 
 :func:`physode.data.simulate` with ``executor=`` hands each chunk that is not yet on disk to
-``executor.submit`` as one task: the task rebuilds the system from its specification text (cheap
-after the first time in a process: ``physode.systems._from_text`` keeps it, and the on-disk cache
-keeps the generated code), simulates the chunk with the run's settings and returns the
-:class:`~physode.data._store.Chunk` with the versions of the software that computed it, which
-must be this process's. The main process writes each chunk file as its result comes
-back, in whatever order, so a run interrupted anywhere resumes like a serial one; it keeps a few
-tasks per worker in flight, never the whole run's results.
+``executor.submit`` as one task: the task rebuilds the system from its specification text (once
+per process, kept for its later tasks, and none in the calling process, whose system is kept
+for tasks in its threads; the on-disk cache keeps the generated code), simulates the chunk
+with the run's settings and returns the :class:`~physode.data._store.Chunk` with the versions
+of the software that computed it, which must be this process's. The main process writes each
+chunk file as its result comes back, in whatever order, so a run interrupted anywhere resumes
+like a serial one; it keeps a few tasks per worker in flight, never the whole run's results.
 
 The scheduling is the executor's own: a ``concurrent.futures.ProcessPoolExecutor``, a Dask
 ``distributed.Client`` (or its ``get_executor()``), anything whose ``submit(fn, *args)`` returns a
@@ -24,6 +24,7 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -83,20 +84,62 @@ def warn_of_idle_workers(executor: Any, n: int, chunk_size: int) -> None:
     )
 
 
+# The systems the tasks of this process simulate, by specification text: the one the main
+# process simulates (put here by remember(), so that tasks in its threads build nothing), and
+# those a worker built. A lock makes one thread build a system while the others wait for it.
+_systems: dict[str, Any] = {}
+_systems_lock = threading.Lock()
+_SYSTEMS_KEPT = 8
+
+
+def _keep(spec_text: str, system: Any) -> None:
+    """Keep ``system`` for ``spec_text`` (the caller holds ``_systems_lock``)."""
+    _systems.pop(spec_text, None)
+    _systems[spec_text] = system
+    while len(_systems) > _SYSTEMS_KEPT:
+        del _systems[next(iter(_systems))]  # the oldest
+
+
+def remember(system: Any) -> None:
+    """Give the tasks that run in this process (threads of a thread pool, or of Dask in this
+    process) the system it simulates, built already."""
+    with _systems_lock:
+        _keep(system.spec_text, system)
+
+
+def _system_of(spec_text: str, name: str) -> Any:
+    """The system of ``spec_text`` for a task: the one kept in this process, else built once.
+
+    The main process built the same system and gave its warnings (an undeclared E) once, so
+    a worker builds it with warnings ignored. The warning filters are global to the process
+    and ``catch_warnings`` is not thread-safe: two tasks that overlapped inside it, in the
+    threads of one process, could leave ``ignore`` in place for good. Here only the first
+    task of a process enters it, holding the lock; the others find the system kept.
+    """
+    import physode.systems
+
+    with _systems_lock:
+        system = _systems.get(spec_text)
+        if system is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                system = physode.systems._from_text(
+                    spec_text, f"the specification of system {name!r}"
+                )
+            _keep(spec_text, system)
+    return system
+
+
 def chunk_task(spec_text: str, name: str, start: int, stop: int, run: dict, threads) -> Any:
     """One task: trajectories ``start`` to ``stop - 1`` of the run ``run``, simulated in the
     worker with ``threads`` torch threads (``None`` keeps the worker's setting); returns the
     worker's software (``simulation._running_software()``) and the chunk."""
     import torch
 
-    import physode.systems
     from physode._threads import torch_threads
     from physode.data import simulation
 
-    with warnings.catch_warnings():
-        # The main process built the same system and gave its warnings (an undeclared E) once.
-        warnings.simplefilter("ignore")
-        system = physode.systems._from_text(spec_text, f"the specification of system {name!r}")
+    system = _system_of(spec_text, name)
     with torch_threads(threads):
         t = torch.linspace(0.0, run["t_end"], run["points"], dtype=torch.float64)
         chunk = simulation._simulate_chunk(system, start, stop, t, run, _ignore_rows)

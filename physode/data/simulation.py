@@ -1446,6 +1446,7 @@ def _run_chunks(
             bar.update(chunk.stop - chunk.start)
 
         if todo:
+            _parallel.remember(system)  # tasks in this process's threads need not build it
             _parallel.run_tasks(executor, todo, store_finished)
 
     overflow = _Overflow() if run["dtype"] == "float32" else None
