@@ -414,6 +414,24 @@ def test_a_seed_too_large_to_store_is_refused_before_simulating(tmp_path):
         assert data.seed == 2**64 - 1
 
 
+def test_sample_with_no_parameter_ranges_is_refused_naming_them(tmp_path):
+    # "sample" on a system none of whose parameters has a range gave the defaults silently,
+    # while a list naming such a parameter was refused.
+    spec = tmp_path / "fixed.toml"
+    spec.write_text(
+        'name = "fixed"\nform = "equations"\n[parameters]\nk = 2.0\n[equations]\nx = "-k * x"\n'
+    )
+    out = tmp_path / "fixed.h5"
+    with pytest.raises(physode.InvalidArgumentError, match=r"no parameter of 'fixed' has a range"):
+        simulate(spec, trajectories=2, out=out, params="sample", **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.toml"]
+    # Where some have a range (three_body's G has none), those are drawn and the others kept.
+    system = physode.systems.load("three_body")
+    result = simulate(system, trajectories=2, out=out, params="sample", **{**FAST, "t_end": 0.1})
+    with load(result.path) as data:
+        assert (data.params[:, data.parameter_names.index("G")] == system.parameters["G"]).all()
+
+
 def test_a_system_without_parameters_is_simulated_and_stored(tmp_path):
     # x' = -x + sin(t): x(t) = (x0 + 1/2) exp(-t) + (sin(t) - cos(t)) / 2
     spec = tmp_path / "forced_decay.toml"

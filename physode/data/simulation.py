@@ -541,16 +541,24 @@ def _names_list(params: Any) -> bool:
 def _sampled_names(system, params):
     """``params`` as the run stores it: a mode, or the names to sample in the system's order
     (``"sample"`` when they are all of them)."""
+    names = list(system.parameters)
+    ranges = system.parameter_ranges
+    if params == "sample" and names and all(ranges[n][0] == ranges[n][1] for n in names):
+        # As a list naming such parameters is: every draw would give every default.
+        raise InvalidArgumentError(
+            f"params='sample': no parameter of {system.name!r} has a range ({names} have "
+            "none), so every draw would be the defaults; give params='default', or a range "
+            f"to those to vary in the specification file ({names[0]} = {{ value = "
+            f"{system.parameters[names[0]]:g}, range = [low, high] }})"
+        )
     if isinstance(params, str):
         return params
-    names = list(system.parameters)
     unknown = [name for name in params if name not in names]
     if unknown:
         raise InvalidArgumentError(
             f"params={list(params)!r}: {unknown} are not parameters of {system.name!r}; its "
             f"parameters are {names}"
         )
-    ranges = system.parameter_ranges
     fixed = [name for name in names if name in params and ranges[name][0] == ranges[name][1]]
     if fixed:  # drawn from a range of one value, each would keep its default: surely a slip
         ranged = [name for name in names if ranges[name][0] != ranges[name][1]]
@@ -1151,10 +1159,11 @@ def simulate(
         tolerances. The integration runs in float64 whatever ``dtype``.
     params : {"default", "sample"} or list of str
         The system's default parameters for every trajectory, or one draw per trajectory from the
-        system's parameter ranges; a list of names draws only those (the others keep their
-        defaults), each with the value ``"sample"`` would give it (``["l"]`` for pendulums of
-        different lengths, to learn ``g`` from them or ``l`` per trajectory); a name without a
-        range, whose every draw would be its default, is refused.
+        system's parameter ranges (a parameter without a range keeps its default; a system
+        none of whose parameters has one is refused); a list of names draws only those (the
+        others keep their defaults), each with the value ``"sample"`` would give it (``["l"]``
+        for pendulums of different lengths, to learn ``g`` from them or ``l`` per trajectory);
+        a name without a range, whose every draw would be its default, is refused.
     noise : float
         Standard deviation of Gaussian observation noise added to the states and stored as
         ``/noisy_states`` beside the clean ones; 0 stores none.
