@@ -37,7 +37,7 @@ from physode._files import (
     write_atomically,
 )
 from physode._terminal import progress_wanted, stopped, warnings_as_lines
-from physode._threads import torch_threads
+from physode._threads import too_many_threads, torch_threads
 from physode.data.checking import counted
 from physode.solvers.loop import Status
 from physode.train import _distributed
@@ -517,6 +517,9 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     extras["init_from_as"] = "--init-from" if "init_from" in given else "[train] init_from"
     if not is_int(extras["threads"], least=1):
         raise InvalidArgumentError(f"--threads must be positive, got {given['threads']!r}")
+    problem = too_many_threads(extras["threads"])
+    if problem:
+        raise InvalidArgumentError(f"--threads {extras['threads']} {problem}")
     data = given.get("data", document.get("data"))
     if data is None:
         resume = given.get("resume")

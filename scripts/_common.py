@@ -51,6 +51,18 @@ def seed_value(text: str) -> int:
     return _parsed(text, int, lambda value: 0 <= value < SEED_LIMIT, "an integer in [0, 2**32)")
 
 
+def thread_count(text: str) -> int:
+    """An argparse ``type``: ``--threads``, an integer from 1 to the most physode sets
+    (:func:`physode._threads.most_threads`; thousands crashed torch's thread pool)."""
+    from physode._threads import too_many_threads
+
+    count = positive_int(text)
+    problem = too_many_threads(count)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return count
+
+
 def output_folder(text: str) -> str:
     """An argparse ``type``: a folder that exists or can be created, and can be written to.
 
@@ -248,7 +260,7 @@ def add_seed(p: argparse.ArgumentParser, what: str = "every random draw of the r
 
 def add_threads(p: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
     """``--threads K``, default 1."""
-    p.add_argument("--threads", type=positive_int, default=1, metavar="K", help=help)
+    p.add_argument("--threads", type=thread_count, default=1, metavar="K", help=help)
 
 
 def parser(

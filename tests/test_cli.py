@@ -1259,3 +1259,22 @@ def test_the_commands_a_failed_train_gives_name_a_folder_with_a_space(
     assert resume == ["--resume", str(last), "--on-failed-batch", "skip"]
     warm_start = _command_in(error, "`physode train ... ", "`")
     assert warm_start == ["--init-from", str(last), "--lr", "0.001"]
+
+
+@pytest.mark.parametrize("command", ["simulate", "train"])
+def test_simulate_and_train_refuse_more_threads_than_the_machine_can_start(
+    train_data, tmp_path, capsys, command
+):
+    # 16384 threads ended the process with libgomp's "Thread creation failed", 32768 with a
+    # segmentation fault, after the data were read or the simulation set up.
+    from physode._threads import most_threads
+
+    out = tmp_path / "x.h5"
+    argv = [*SIMULATE, "--out", str(out)] if command == "simulate" else _train(
+        train_data, "--out", str(tmp_path / "run"))  # fmt: skip
+    assert main([*argv, "--threads", "100000"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"physode {command}: error: ") and error.count("\n") == 1
+    assert f"--threads 100000 is more than {most_threads()}" in error
+    assert f"choose 1 to {most_threads()}" in error
+    assert not out.exists() and not (tmp_path / "run").exists()

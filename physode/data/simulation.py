@@ -30,7 +30,7 @@ from physode._defaults import MAX_STEPS
 from physode._errors import DataFormatError, InvalidArgumentError, PhysodeError, PhysodeWarning
 from physode._files import lock_exclusively, write_atomically
 from physode._terminal import progress_wanted
-from physode._threads import torch_threads
+from physode._threads import too_many_threads, torch_threads
 from physode.data import _parallel
 from physode.data._store import (
     FLAG_DRIFT,
@@ -251,6 +251,9 @@ def _validate(
     positive_int("seed", seed, least=0)
     if threads is not None:
         positive_int("threads", threads)
+        too_many = too_many_threads(threads)
+        if too_many:
+            problems.append(f"threads={threads!r} {too_many}")
     if is_int(seed) and seed >= 2**64:
         problems.append(f"seed={seed!r} must be below 2**64 (the file stores it as 64 bits)")
     for name, value in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):
@@ -1205,7 +1208,8 @@ def simulate(
         measured here: a per-sample solve is many small element-wise operations, and splitting
         each between threads costs more than it saves (up to 10x slower on a busy machine).
         ``None`` keeps torch's setting. The data do not depend on it. With ``executor``, each
-        worker runs its chunks with this many threads.
+        worker runs its chunks with this many threads. More than 4 per CPU of this machine (or
+        64, where that is more) is refused: thousands crashed torch's thread pool.
     executor : object, optional
         Where the chunks are simulated: ``None`` (the default) in this process, one after
         another; else anything with ``submit(fn, *args)`` returning a future, such as a
