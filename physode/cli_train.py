@@ -1133,7 +1133,6 @@ def _train_and_report(
     """Build, train, save, evaluate and report as the merged settings say; return the exit
     status. The model is saved before the evaluation, which can fail, and the printing, which
     can meet a closed pipe."""
-    from physode.data import simulation
     from physode.train import Trainer
     from physode.train.evaluate import calibration_time, rollout_times
 
@@ -1213,32 +1212,48 @@ def _train_and_report(
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
         save_atomically(out / "model.pt", weights, "model")
-    with _warnings_as_lines(said):
-        report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
-    if out is not None:
-        summary = {
-            "command_line": extras.get("command_line"),
-            "data": _data_record(data, trainer),
-            "software": simulation._running_software(),
-            "config": trainer.config.to_dict(),  # init_from: where the weights came from
-            "warm_start": trainer.warm_start,  # and what they started
-            "model": record,
-            "epochs": len(result.history),
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "stopped_early": result.stopped_early,
-            "train_seconds": result.train_seconds,
-            "final_loss": result.final_loss,
-            "skipped_batches": _skipped(result.history),
-            "physical_parameters": result.physical_parameters,
-            "per_trajectory_parameters": result.per_trajectory_parameters,
-            "rollout": report.to_dict(),
-        }
-        text = json.dumps(json_ready(summary), indent=1, default=str)
-        write_atomically(out / "report.json", lambda tmp: tmp.write_text(text), "report")
+    try:
+        with _warnings_as_lines(said):
+            report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
+        if out is not None:
+            _write_report(out, data, trainer, result, record, report, extras)
+    except KeyboardInterrupt as exc:
+        # Not the bare "interrupted" of physode.cli.main: the trained weights may be kept.
+        how, status = stopped(exc)
+        print(f"physode train: {how} after training, before the rollout report was done; "
+              f"{_kept(trainer, out)}", file=sys.stderr)  # fmt: skip
+        return status
     if not quiet:
         _print_summary(result, report)
     return 0
+
+
+def _write_report(
+    out: Path, data: Any, trainer: Any, result: Any, record: dict, report: Any, extras: dict
+) -> None:
+    """Write ``out/report.json``: the run, its data, software, settings, results and rollout."""
+    from physode.data import simulation
+
+    summary = {
+        "command_line": extras.get("command_line"),
+        "data": _data_record(data, trainer),
+        "software": simulation._running_software(),
+        "config": trainer.config.to_dict(),  # init_from: where the weights came from
+        "warm_start": trainer.warm_start,  # and what they started
+        "model": record,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "train_seconds": result.train_seconds,
+        "final_loss": result.final_loss,
+        "skipped_batches": _skipped(result.history),
+        "physical_parameters": result.physical_parameters,
+        "per_trajectory_parameters": result.per_trajectory_parameters,
+        "rollout": report.to_dict(),
+    }
+    text = json.dumps(json_ready(summary), indent=1, default=str)
+    write_atomically(out / "report.json", lambda tmp: tmp.write_text(text), "report")
 
 
 def _data_record(data: Any, trainer: Any) -> dict[str, str]:
@@ -1376,12 +1391,7 @@ def _evaluate(trainer: Any, t_end: float | None, out: Path | None, calibrate: An
     try:
         return trainer.evaluate(t_end=t_end, calibrate=calibrate)
     except PhysodeError as exc:
-        if out is not None:
-            kept = f"{out / 'model.pt'} was saved"
-        elif trainer.last_checkpoint is not None:
-            kept = f"{trainer.last_checkpoint[0]} holds the run (--out DIR saves model.pt)"
-        else:
-            kept = "nothing was saved (--out DIR saves model.pt)"
+        kept = _kept(trainer, out)
         until = "over the data's times" if t_end is None else f"to t_end={t_end:g}"
         cause = str(exc).rstrip(".")
         if isinstance(exc, SolverError):  # its first sentence; the rest advises solver settings
@@ -1404,6 +1414,15 @@ def _evaluate(trainer: Any, t_end: float | None, out: Path | None, calibrate: An
             f"training finished and {kept}, but the rollout of the test trajectories {until} "
             f"failed: {cause}. {advice}"
         ) from exc
+
+
+def _kept(trainer: Any, out: Path | None) -> str:
+    """What a run that trained keeps when its rollout fails or is interrupted."""
+    if out is not None:
+        return f"{out / 'model.pt'} was saved"
+    if trainer.last_checkpoint is not None:
+        return f"{trainer.last_checkpoint[0]} holds the run (--out DIR saves model.pt)"
+    return "nothing was saved (--out DIR saves model.pt)"
 
 
 def _skipped(history: list[dict[str, Any]]) -> int:

@@ -1205,3 +1205,22 @@ def test_max_step_with_a_fixed_step_method_or_changed_on_resume_is_refused(
     resume = ["--epochs", "2", "--resume", str(tmp_path / "ckpt" / "last.pt")]
     assert main(_neural(data, *resume, "--max-step", "0.05")) == 2
     assert "settings differ from the saved run (max_step: None -> 0.05)" in _error(capsys)
+
+
+@pytest.mark.parametrize("with_out", [True, False])
+def test_ctrl_c_in_the_rollout_after_training_says_what_was_saved(
+    data, tmp_path, capsys, monkeypatch, with_out
+):
+    # It said only "physode train: interrupted", though model.pt was already saved.
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "evaluate", interrupted)
+    out = tmp_path / "run"
+    assert main(_neural(data, *(["--out", str(out)] if with_out else []))) == 130
+    kept = f"{out / 'model.pt'} was saved" if with_out else "nothing was saved (--out DIR"
+    err = capsys.readouterr().err
+    assert err.startswith("physode train: interrupted after training, before the rollout ")
+    assert kept in err and err.count("\n") == 1
+    if with_out:
+        assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
