@@ -520,6 +520,7 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
     problem = too_many_threads(extras["threads"])
     if problem:
         raise InvalidArgumentError(f"--threads {extras['threads']} {problem}")
+    _refuse_log_among_outputs(train.get("log"), extras.get("out"), given)
     data = given.get("data", document.get("data"))
     if data is None:
         resume = given.get("resume")
@@ -528,6 +529,27 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, 
             hint = f" (--resume took {resume} as its checkpoint: put DATA.h5 before --resume)"
         raise InvalidArgumentError(f"no data set: pass DATA.h5 or set `data` in --config{hint}")
     return data, model, train, extras
+
+
+# The files ``--out DIR`` receives after training.
+_OUT_FILES = ("model.pt", "report.json")
+
+
+def _refuse_log_among_outputs(log: Any, out: Any, given: dict[str, Any]) -> None:
+    """Refuse a ``log`` that names a file the ``out`` folder receives after training
+    (``report.json``): the report replaced the log, silently."""
+    if not (isinstance(log, str | os.PathLike) and isinstance(out, str) and out.strip()):
+        return  # a bad type or an empty --out is refused with the other settings
+    for name in _OUT_FILES:
+        target = Path(out) / name
+        if Path(log).resolve() == target.resolve():
+            log_as = "--log" if "log" in given else "[train] log"
+            out_as = "--out" if "out" in given else "[report] out"
+            other = target.with_name("log" + Path(log).suffix)
+            raise InvalidArgumentError(
+                f"{log_as} {log} names the {name} that {out_as} {out} receives after training, "
+                f"which would replace the log; name another file, e.g. {other}"
+            )
 
 
 def _check_config_inputs(config: str, document: dict[str, Any], given: dict[str, Any]) -> None:

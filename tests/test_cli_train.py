@@ -1224,3 +1224,24 @@ def test_ctrl_c_in_the_rollout_after_training_says_what_was_saved(
     assert kept in err and err.count("\n") == 1
     if with_out:
         assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
+
+
+@pytest.mark.parametrize("where", ["command line", "config"])
+def test_a_log_that_names_the_report_out_writes_is_refused_before_training(
+    data, tmp_path, capsys, monkeypatch, where
+):
+    # --log OUT/report.json was written while training, then silently replaced by the report.
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    if where == "config":
+        config = tmp_path / "run.toml"
+        config.write_text('[train]\nlog = "run/./report.json"\n[report]\nout = "run"\n')
+        argv = _neural(data, "--config", str(config))
+        named = "[train] log run/./report.json names the report.json that [report] out run"
+    else:
+        argv = _neural(data, "--out", str(out), "--log", "run/report.json")
+        named = f"--log run/report.json names the report.json that --out {out}"
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert named in err and f"e.g. {out if where != 'config' else 'run'}/log.json" in err
+    assert not out.exists()
