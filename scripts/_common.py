@@ -66,8 +66,14 @@ def thread_count(text: str) -> int:
 def output_folder(text: str) -> str:
     """An argparse ``type``: a folder that exists or can be created, and can be written to.
 
-    Nothing is created here (``setup`` does that once every argument is valid).
+    Nothing is created here (``setup`` does that once every argument is valid). An empty name
+    (an unset shell variable) is refused, as ``physode train --out ''`` is: it wrote into the
+    current folder.
     """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no folder; give the folder for the results, e.g. --out run"
+        )
     path = Path(text)
     existing = path
     while not existing.exists() and existing != existing.parent:

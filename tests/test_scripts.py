@@ -143,6 +143,9 @@ def test_demo_simulates_checks_trains_and_reports_conservation(tmp_path):
         ("spiral_disc_vs_opt", ["--seed", str(2**64)], str(2**64)),
         ("gradient_accuracy", ["--out", "{file}/sub"], "afile"),
         ("damped_pendulum", ["--out", "{file}"], "afile"),
+        # An empty --out (an unset shell variable) wrote into the current folder.
+        ("damped_pendulum", ["--out", ""], "'' names no folder"),
+        ("bench_solvers", ["--out", " "], "' ' names no folder"),
         ("three_body_masses", ["--jobs", "0"], "'0'"),
         ("three_body_masses", ["--opt-disc-seconds", "-1"], "'-1'"),
         ("three_body_masses", ["--opt-disc-seconds", "nan"], "'nan'"),
