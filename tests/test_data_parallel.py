@@ -354,6 +354,30 @@ def test_fewer_chunks_than_workers_are_warned_of_naming_a_chunk_size_that_uses_t
                  executor=pool, **SMALL)  # fmt: skip
 
 
+def test_a_pool_s_chunks_in_memory_at_once_count_together_against_the_memory_share(
+    tmp_path, monkeypatch
+):
+    # 4 threads simulate 4 chunks of 16 trajectories at once: 64 trajectories' arrays, where
+    # the memory share holds 40. One chunk of 16 fits, and was all the check counted.
+    system = physode.systems.load("pendulum")
+    run = {"params": "default", "noise": 0.0, "points": SMALL["points"]}
+    per_trajectory = simulation._chunk_bytes(system, run, 1)
+    memory = 40 * per_trajectory / simulation._MEMORY_SHARE
+    monkeypatch.setattr(simulation, "_physical_memory", lambda: int(memory))
+    settings = {"trajectories": 64, "chunk_size": 16, **SMALL}
+    out = tmp_path / "big.h5"
+    with ThreadPoolExecutor(4) as threads:
+        found = (r"the executor's 4 workers on this machine simulate 4 chunks at once, each of "
+                 r"16 trajectories.*chunk_size=10 \(--chunk-size 10\) fits")  # fmt: skip
+        with pytest.raises(physode.InvalidArgumentError, match=found):
+            simulate("pendulum", out=out, executor=threads, **settings)
+        assert list(tmp_path.iterdir()) == []
+        # An executor whose workers may be on other machines (a Dask cluster) is not counted.
+        elsewhere = _Counting(threads, workers=4)
+        assert simulate("pendulum", out=out, executor=elsewhere, **settings).written
+    assert simulation._too_much_memory(system, {**run, **settings}) is None  # in this process
+
+
 class _OtherTorch:
     """An executor whose worker runs another torch than this process: it runs each task here,
     with the versions a worker would give."""

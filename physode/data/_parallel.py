@@ -63,6 +63,18 @@ def stated_workers(executor: Any) -> int | None:
     return count if isinstance(count, int) and count >= 1 else None
 
 
+def workers_on_this_machine(executor: Any) -> int | None:
+    """How many chunks ``executor`` simulates at once on this machine, where physode knows it:
+    the workers of a ``concurrent.futures`` process or thread pool (``--workers`` makes one);
+    ``None`` for a Dask client or any other executor, whose workers may be on other machines."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    if not isinstance(executor, ProcessPoolExecutor | ThreadPoolExecutor):
+        return None
+    count = getattr(executor, "_max_workers", None)
+    return count if isinstance(count, int) and count >= 1 else None
+
+
 def worker_count(executor: Any) -> int:
     """How many tasks ``executor`` runs at once, as far as it says (else this machine's CPUs)."""
     return stated_workers(executor) or os.cpu_count() or 1

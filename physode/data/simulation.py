@@ -387,27 +387,39 @@ def _chunk_bytes(system, run: dict, rows: int) -> int:
     return 8 * rows * run["points"] * per_point
 
 
-def _too_much_memory(system, run: dict) -> str | None:
-    """The problem of a chunk that needs more than ``_MEMORY_SHARE`` of this machine's memory,
-    where the operating system would kill the run without a message; ``None`` where it fits
-    (or the machine does not say its memory)."""
+def _too_much_memory(system, run: dict, executor: Any = None) -> str | None:
+    """The problem of chunks that need more than ``_MEMORY_SHARE`` of this machine's memory,
+    where the operating system would kill the run without a message; ``None`` where they fit
+    (or the machine does not say its memory). With ``executor``, the chunks its workers on this
+    machine simulate at once (a process or thread pool's, not a Dask cluster's) count together.
+    """
     memory = _physical_memory()
     if memory is None:
         return None
     rows = min(run["chunk_size"], run["trajectories"])
-    needed = _chunk_bytes(system, run, rows)
+    workers = _parallel.workers_on_this_machine(executor) if executor is not None else None
+    chunks = math.ceil(run["trajectories"] / run["chunk_size"])
+    at_once = min(workers, chunks) if workers is not None else 1
+    needed = at_once * _chunk_bytes(system, run, rows)
     share = _MEMORY_SHARE * memory
     if needed <= share:
         return None
-    fits = int(share // _chunk_bytes(system, run, 1))
+    # With every worker busy: a smaller chunk_size makes more chunks, up to one per worker.
+    fits = int(share // ((workers or 1) * _chunk_bytes(system, run, 1)))
     advice = (
         f"chunk_size={fits} (--chunk-size {fits}) fits"
         if fits >= 1
         else "even one trajectory does not fit: give fewer points"
+        + (" or fewer workers" if workers is not None and workers > 1 else "")
     )
+    what = f"one chunk of {rows} trajectories with points={run['points']} needs at least "
+    if at_once > 1:
+        what = (
+            f"the executor's {workers} workers on this machine simulate {at_once} chunks at "
+            f"once, each of {rows} trajectories with points={run['points']}: together at least "
+        )
     return (
-        f"one chunk of {rows} trajectories with points={run['points']} needs at least "
-        f"{needed / 2**30:.3g} GiB, more than {_MEMORY_SHARE:.0%} of this machine's "
+        f"{what}{needed / 2**30:.3g} GiB, more than {_MEMORY_SHARE:.0%} of this machine's "
         f"{memory / 2**30:.3g} GiB of memory, and the system would kill the run without a "
         f"message; {advice} (the data do not depend on chunk_size, but a resume needs the "
         "chunk_size the run started with)"
@@ -1188,7 +1200,8 @@ def simulate(
         Trajectories per chunk: the unit of resuming, and one batched per-sample solve. Larger
         chunks amortise the solver's per-step overhead (the data do not depend on it). A chunk
         whose arrays would need more than half of this machine's memory is refused, with a
-        chunk_size that fits.
+        chunk_size that fits; with a process or thread pool as ``executor``, the chunks its
+        workers simulate at once count together (a Dask cluster's workers are not counted).
     drift_threshold : float
         Trajectories whose relative invariant drift exceeds this are flagged (bit 2 of ``/flags``).
     max_steps : int
@@ -1358,7 +1371,7 @@ def simulate(
 
         # Before anything is written: refused only by the solver or the system, these left an
         # OUT.parts/ that the next run took for an interrupted run.
-        late_problem = _too_much_memory(system, run) or _colliding_times(t_end, points)
+        late_problem = _too_much_memory(system, run, executor) or _colliding_times(t_end, points)
         if late_problem is not None:
             raise InvalidArgumentError("bad simulate arguments: " + late_problem)
         workspace = _Workspace(out)
