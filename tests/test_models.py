@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -171,6 +174,55 @@ def test_a_hybrid_refuses_terms_that_are_not_callable_when_built(physics, residu
     # is not callable".
     with pytest.raises(physode.InvalidArgumentError, match=words):
         Hybrid(physics, residual)
+
+
+# A learnable value a plain function's globals reach (the trainer's optimiser never sees it).
+GLOBAL_RATE = torch.tensor(0.5, requires_grad=True)
+
+
+def _global_decay(t, y):
+    return -GLOBAL_RATE * y
+
+
+def test_a_hybrid_refuses_a_plain_function_term_that_holds_learnable_values():
+    # Such a function was accepted, and its tensors silently never trained: model.parameters()
+    # does not include them (nor does .to() move them, or state_dict() save them).
+    drag = torch.tensor([0.1], requires_grad=True)
+    net = NeuralODE(2, width=4, depth=1)
+    cases = [
+        ("residual", lambda t, y: -drag * y, r"a tensor of shape \(1,\) that requires grad"),
+        ("residual", lambda t, y: net(t, y), r"a NeuralODE module with parameters"),
+        ("physics", _global_decay, r"a tensor of shape \(\) that requires grad"),
+        ("residual", net.forward, r"a NeuralODE module with parameters"),
+    ]
+    for name, term, holds in cases:
+        label = re.escape(getattr(term, "__qualname__", ""))
+        terms = {"physics": LinearDecay(), "residual": NeuralODE(2, width=4, depth=1), name: term}
+        with pytest.raises(physode.InvalidArgumentError,
+                           match=rf"Hybrid's {name} term \({label}\) is a plain function "
+                                 rf"that holds {holds}.*never be trained.*nn\.Module.*"
+                                 r"nn\.Parameter"):  # fmt: skip
+            Hybrid(**terms)
+
+
+def test_a_plain_function_term_becomes_a_module_that_keeps_its_attributes():
+    def known(t, y, p=None):
+        return -y if p is None else -p * y
+
+    known.autonomous = True
+    residual = NeuralODE(2, width=4, depth=1, zero_output=True)
+    model = Hybrid(known, residual)
+    assert isinstance(model.physics, nn.Module) and model.physics.function is known
+    assert model.autonomous and model.physics.autonomous
+    assert "function=<function" in repr(model)
+    assert list(model.parameters()) == list(residual.parameters())
+    y = torch.ones(3, 2)
+    assert torch.equal(model(torch.tensor(0.0), y), -y)
+    assert torch.equal(model(torch.tensor(0.0), y, torch.full((3, 1), 2.0)), -2 * y)
+    copied = copy.deepcopy(model.double())
+    assert copied.physics.function is known
+    assert copied.state_dict().keys() == model.state_dict().keys()
+    assert not Hybrid(lambda t, y: -y, residual).autonomous  # declares nothing: depends on t
 
 
 class Unlabelled(nn.Module):

@@ -66,6 +66,12 @@ class Hybrid(nn.Module):
     residual : nn.Module
         The learned correction ``f(t, y)``, usually a :class:`~physode.models.NeuralODE` started
         at zero (``zero_output=True``).
+
+        Either term may also be a plain function ``f(t, y)`` without learnable values: it is
+        kept in a module of its own (its attributes, such as ``autonomous``, still read through
+        it). One whose closure, globals or attributes hold tensors that require grad, or
+        modules with parameters, is refused: ``model.parameters()``, and so the trainer's
+        optimiser, would never see them.
     aphynity : Aphynity or bool, optional
         Train with the APHYNITY objective; ``True`` takes the default :class:`Aphynity`. The
         current ``λ`` is a buffer, so it is saved in checkpoints with the weights. Loading the
@@ -96,8 +102,8 @@ class Hybrid(nn.Module):
                 "Hybrid needs two modules f(t, y) that return dy/dt; not callable: "
                 + "; ".join(wrong)
             )
-        self.physics = physics
-        self.residual = residual
+        self.physics = _as_module("physics", physics)
+        self.residual = _as_module("residual", residual)
         if aphynity is True:
             aphynity = Aphynity()
         if not (aphynity is None or aphynity is False or isinstance(aphynity, Aphynity)):
@@ -284,8 +290,91 @@ def _wrong_residual(module: nn.Module, output: torch.Tensor, y: torch.Tensor) ->
     """The error for a residual ``module`` whose ``output`` at ``y`` is not a ``dy/dt``."""
     n = y.shape[-1] if y.ndim else 1
     return InvalidArgumentError(
-        f"the Hybrid's residual ({type(module).__name__}) returned shape "
+        f"the Hybrid's residual ({_term_name(module)}) returned shape "
         f"{tuple(output.shape)} for y of shape {tuple(y.shape)}; the hybrid adds it to the "
         f"physics term's dy/dt, so it must return y's shape, (..., {n}) (e.g. "
         f"NeuralODE({n}, ...), or MLP({n}, {n}) inside your module)"
     )
+
+
+class _FunctionTerm(nn.Module):
+    """A plain function ``f(t, y)`` as a hybrid's term: a module, so that the hybrid's
+    ``.to()``, ``state_dict()`` and ``repr`` treat it as any other term. It has nothing to
+    move or save (:func:`_as_module` refuses a function with learnable values); the function's
+    own attributes (``autonomous``, say) read through it."""
+
+    def __init__(self, function: Callable) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        """The function's value at ``args`` (``t, y``, and ``p`` for a physics term)."""
+        return self.function(*args)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            function = self.__dict__.get("function")
+            if function is None or name.startswith("__"):
+                raise
+            return getattr(function, name)
+
+    def extra_repr(self) -> str:
+        """The function kept."""
+        return f"function={self.function!r}"
+
+
+def _term_name(term: nn.Module) -> str:
+    """A term's name for messages: its class, or for a plain function the function's name."""
+    if isinstance(term, _FunctionTerm):
+        return _function_name(term.function)
+    return type(term).__name__
+
+
+def _function_name(function: Callable) -> str:
+    """A plain function's name (``NeuralODE.forward``, ``<lambda>``), or its class's."""
+    return getattr(function, "__qualname__", None) or type(function).__name__
+
+
+def _learnable_values(term: Callable) -> list[str]:
+    """What a plain function ``term`` holds that would need training: tensors that require
+    grad and modules with such parameters, in its closure, the globals it reads, the object
+    of a bound method, the arguments of a ``functools.partial`` and its own attributes."""
+    from physode.integrate import _holders
+
+    holders = [*_holders(term), *getattr(term, "__dict__", {}).values()]
+    found: list[str] = []
+    seen: set[int] = set()
+    for holder in holders:
+        if id(holder) in seen:
+            continue
+        seen.add(id(holder))
+        if isinstance(holder, torch.Tensor) and holder.requires_grad:
+            found.append(f"a tensor of shape {tuple(holder.shape)} that requires grad")
+        elif isinstance(holder, nn.Module) and any(p.requires_grad for p in holder.parameters()):
+            found.append(f"a {type(holder).__name__} module with parameters")
+    return found
+
+
+def _as_module(name: str, term: Callable) -> nn.Module:
+    """``term`` as a module: a module as it is, a plain function in a :class:`_FunctionTerm`.
+
+    Raises
+    ------
+    physode.InvalidArgumentError
+        If a plain function holds learnable values, which ``model.parameters()`` would miss.
+    """
+    if isinstance(term, nn.Module):
+        return term
+    learnable = _learnable_values(term)
+    if learnable:
+        raise InvalidArgumentError(
+            f"Hybrid's {name} term ({_function_name(term)}) is a plain function that holds "
+            f"{', '.join(learnable)}: model.parameters(), which the trainer's optimiser "
+            "updates, does not include what a function holds, so it would never be trained "
+            "(nor moved by .to() or saved in state_dict); make the term an nn.Module that "
+            "keeps its learnable values as nn.Parameter (or its modules as attributes), or "
+            "pass the module itself instead of a function that calls it"
+        )
+    return _FunctionTerm(term)
