@@ -85,9 +85,9 @@ def path(name: str) -> Traversable:
         _refuse_a_data_file(Path(name), name)
         # A file of that name here is surely what was meant: a path needs its suffix.
         own = Path(f"{name}{SUFFIX}")
-        if own.is_file():
+        if _is_file(own):
             hint = f"; did you mean your file {own}? Pass it with its suffix"
-        elif Path(name).is_file():
+        elif _is_file(Path(name)):
             hint = (
                 f"; {name!r} is a file here, but not a specification file ending in {SUFFIX} "
                 f"(a specification file under another name is read given as a path: "
@@ -127,6 +127,43 @@ def _looks_like_a_path(given: Any) -> bool:
     return given.endswith((SUFFIX, *_DATA_SUFFIXES)) or any(s in given for s in separators)
 
 
+def _is_file(file: Path) -> bool:
+    """``file.is_file()``, False too for a name the operating system refuses to look up (longer
+    than a file name may be, where pathlib raises ``OSError: File name too long``).
+
+    Examples
+    --------
+    >>> _is_file(Path("x" * 5000)), _is_file(Path("no\\0file"))
+    (False, False)
+    """
+    try:
+        return file.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(file: Path) -> bool:
+    """``file.is_dir()``, False too for a name the operating system refuses to look up."""
+    try:
+        return file.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_spec_text(given: str) -> None:
+    """Refuse ``given`` if it is the text of a specification file rather than a name or path
+    (``physode.systems.load(system.to_spec())``), quoting its first line, not all of it."""
+    lines = given.strip().splitlines()
+    if len(lines) < 2 or "=" not in given or _is_file(Path(given)):
+        return
+    raise InvalidArgumentError(
+        f"name_or_path is the text of a specification ({len(lines)} lines, the first "
+        f"{lines[0]!r}), not a name or a path; {_WANTED}. Write the text to a {SUFFIX} file "
+        "and pass its path, or build the system from the text with "
+        "physode.symbolic.system_from_spec(text)"
+    )
+
+
 def _no_file(file: Path, given: str) -> str:
     """Why ``file`` (spelled ``given``), which is no file, cannot be read: a folder, a missing
     folder, or no such file; with what a system is where that helps.
@@ -138,11 +175,11 @@ def _no_file(file: Path, given: str) -> str:
     them) or a .toml specification file, and a data set (.h5) is read by `physode check` and
     physode.data.load
     """
-    if file.is_dir():
+    if _is_dir(file):
         return f"{given!r} is a folder, not a specification file; {_WANTED}"
     message = f"no such file: {given!r}"
     folder = file.parent
-    if folder != Path() and not folder.is_dir():
+    if folder != Path() and not _is_dir(folder):
         message += f" (there is no folder {str(folder)!r})"
     if given.endswith(_DATA_SUFFIXES):
         return (
@@ -229,9 +266,11 @@ def load(name_or_path: str | os.PathLike) -> System:
     >>> sys.parameters
     {'m1': 1.0, 'm2': 1.0, 'm3': 1.0, 'G': 1.0}
     """
+    if isinstance(name_or_path, str):
+        _refuse_spec_text(name_or_path)
     if _looks_like_a_path(name_or_path):
         file = Path(name_or_path)
-        if not file.is_file():
+        if not _is_file(file):
             raise InvalidArgumentError(_no_file(file, os.fspath(name_or_path)))
         _refuse_a_data_file(file, os.fspath(name_or_path))
         return _from_text(read_spec_text(file, str(file)), str(file))

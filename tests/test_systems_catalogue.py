@@ -487,3 +487,34 @@ def test_another_file_given_by_a_name_not_in_the_catalogue_says_how_to_read_it(
                              r"specification file ending in .toml \(a specification file under "
                              r"another name is read given as a path: ./notes.txt\); valid names"):
         physode.systems.load("notes.txt")
+
+
+@pytest.mark.parametrize("spelled", ["a" * 300, "a" * 300 + ".toml"], ids=["name", "path"])
+def test_a_name_longer_than_a_file_name_may_be_is_refused_as_unknown(
+    tmp_path, monkeypatch, spelled
+):
+    # pathlib's is_file raised a bare OSError: [Errno 36] File name too long.
+    monkeypatch.chdir(tmp_path)
+    expected = "unknown system 'aaa" if spelled.isalpha() else "no such file: 'aaa"
+    with pytest.raises(physode.InvalidArgumentError, match=f"^{expected}"):
+        physode.systems.load(spelled)
+
+
+@pytest.mark.parametrize("name", ["pendulum", "three_body"])
+def test_the_text_of_a_specification_given_for_a_name_or_path_says_so(name):
+    # load(system.to_spec()): a bare "OSError: File name too long" with the whole text for
+    # three_body, "no such file: '<the whole text>'" for pendulum (whose text holds a '/').
+    text = physode.systems.load(name).to_spec()
+    first = text.splitlines()[0]
+    with pytest.raises(physode.InvalidArgumentError) as caught:
+        physode.systems.load(text)
+    message = str(caught.value)
+    assert message.startswith(
+        f"name_or_path is the text of a specification ({len(text.strip().splitlines())} lines, "
+        f"the first {first!r}), not a name or a path; "
+    )
+    assert message.endswith(
+        "Write the text to a .toml file and pass its path, or build the system from the text "
+        "with physode.symbolic.system_from_spec(text)"
+    )
+    assert text.splitlines()[2] not in message
