@@ -149,3 +149,14 @@ def test_the_cache_modules_examples_leave_the_cache_folder_setting_as_they_found
     monkeypatch.setenv(_cache.ENV, "/somewhere/private")
     assert doctest.testmod(_cache).failed == 0
     assert os.environ.get(_cache.ENV) == "/somewhere/private"
+
+
+def test_clear_cache_also_removes_the_half_written_entries_of_killed_writers(cache_dir):
+    # A writer killed between writing its temporary file and renaming it left the file, which
+    # clear_cache() never removed: a large system's pickle stayed in the folder for good.
+    physode.systems.clear_cache()
+    physode.systems.load("pendulum")
+    partial = cache_dir / ".writing-k1ll3d"  # tempfile.mkstemp(prefix=".writing-")
+    partial.write_bytes(b"half an entry")
+    assert physode.systems.clear_cache() == 1
+    assert list(cache_dir.iterdir()) == []

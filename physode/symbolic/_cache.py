@@ -37,6 +37,7 @@ import sympy
 ENV = "PHYSODE_CACHE_DIR"
 FORMAT = 2
 _SUFFIX = ".system.pickle"
+_PARTIAL = ".writing-"  # an entry being written, renamed once complete
 # An entry is _MAGIC, the SHA-256 digest of the pickle, then the pickle itself.
 _MAGIC = b"physode-system\0"
 _DIGEST_SIZE = hashlib.sha256().digest_size
@@ -112,7 +113,7 @@ def store(text: str, system) -> bool:
         return False
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".writing-")
+        handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=_PARTIAL)
         try:
             with os.fdopen(handle, "wb") as file:
                 file.write(_seal(pickle.dumps(system, protocol=pickle.HIGHEST_PROTOCOL)))
@@ -146,7 +147,11 @@ def _unseal(data: bytes) -> bytes | None:
 
 
 def clear() -> int:
-    """Remove every cached system; returns how many entries were removed."""
+    """Remove every cached system; returns how many entries were removed.
+
+    The half-written entries of writers that were killed (``.writing-*``, which nothing else
+    removes) go too, uncounted; a writer still running then only misses storing its entry.
+    """
     where = folder()
     if where is None or not where.is_dir():
         return 0
@@ -154,4 +159,6 @@ def clear() -> int:
     for entry in where.glob(f"*{_SUFFIX}"):
         entry.unlink(missing_ok=True)
         removed += 1
+    for partial in where.glob(f"{_PARTIAL}*"):
+        partial.unlink(missing_ok=True)
     return removed
