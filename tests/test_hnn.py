@@ -97,8 +97,13 @@ def test_a_separable_network_under_a_symplectic_method_keeps_its_energy_drift_bo
 
 
 def test_a_symplectic_method_refuses_a_network_that_is_not_separable():
-    with pytest.raises(physode.InvalidArgumentError, match="method='leapfrog' needs a separable"):
+    with pytest.raises(physode.InvalidArgumentError, match="method='leapfrog' needs a separable") \
+            as error:  # fmt: skip
         physode.odeint(_model(), _states(2, 2), [0.0, 1.0], method="leapfrog", step_size=0.1)
+    # It said "set func.separable = True", which makes forward look for networks it lacks.
+    assert "built with separable=False" in str(error.value)
+    assert "HamiltonianNN(1, ..., separable=True)" in str(error.value)
+    assert "func.separable = True" not in str(error.value)
 
 
 @pytest.mark.parametrize("separable", [False, True])

@@ -193,6 +193,44 @@ def test_a_true_split_passes_the_probe_and_its_evaluations_are_counted():
     assert solution.stats.nfe == 4 + 1 + 2 * 10
 
 
+class _Switches(_Declared):
+    """``_Declared(None)`` (dq/dt is v) with ``separable`` and ``drift_is_velocity`` as given."""
+
+    def __init__(self, separable, drift_is_velocity=False):
+        super().__init__(None)
+        self.separable, self.drift_is_velocity = separable, drift_is_velocity
+
+
+@pytest.mark.parametrize(
+    "switches, name, value",
+    [
+        ((1,), "separable", "1"),
+        (("yes",), "separable", "'yes'"),
+        ((True, "True"), "drift_is_velocity", "'True'"),
+        ((True, 1), "drift_is_velocity", "1"),
+    ],
+)
+def test_a_switch_set_to_another_value_than_a_bool_is_refused_naming_it(switches, name, value):
+    # separable = 1 was refused as "does not declare the split: ... can set func.separable =
+    # True"; drift_is_velocity = "True" was ignored, each drift evaluated, silently.
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    message = rf"func\.{name} must be True or False, got {value};"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        physode.odeint(_Switches(*switches), y0, [0.0, 1.0], method="leapfrog", step_size=0.1)
+
+
+def test_numpy_true_declares_a_switch_as_true_does():
+    # A switch read from an array of settings was taken for no declaration.
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    solution = physode.solve(_Switches(np.True_, np.True_), y0, [0.0, 1.0], method="leapfrog",
+                             step_size=0.1)  # fmt: skip
+    assert solution.stats.nfe == 5 + 1 + 1 * 10  # the drifts by v itself: one per step
+    unset = physode.solve(_Switches(True, np.False_), y0, [0.0, 1.0], method="leapfrog",
+                          step_size=0.1)  # fmt: skip
+    assert unset.stats.nfe == 4 + 1 + 2 * 10
+    assert torch.equal(solution.ys, unset.ys)
+
+
 def _counted(field):
     """``field`` with its split declared, recording the states it is evaluated at."""
     calls = []

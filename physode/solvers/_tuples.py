@@ -131,7 +131,8 @@ class TupleFunc:
         if symplectic:
             self.separable = True
             self.n_coordinates = parts.sizes[0]
-            self.drift_is_velocity = getattr(func, "drift_is_velocity", False) is True
+            # As declared: check_split checks the value and holds func to it.
+            self.drift_is_velocity = getattr(func, "drift_is_velocity", False)
             self.declared_split = "y0 is the tuple (q, v)"
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -13,12 +14,12 @@ from physode.solvers._autograd import graph_leaves
 from physode.solvers.loop import check_derivative
 from physode.solvers.rk import StepResult
 
-__all__ = ["Leapfrog", "Yoshida4", "check_separable", "check_split"]
+__all__ = ["Leapfrog", "Yoshida4", "check_separable", "check_split", "declares"]
 
 
 def check_separable(func: object, method: str) -> int:
     """Return ``func.n_coordinates`` or raise a clear error if ``func`` does not declare a split."""
-    if getattr(func, "separable", False) is not True:
+    if not declares(func, "separable", method):
         raise InvalidArgumentError(
             f"method={method!r} needs a separable system: state [q, v] with dq/dt depending "
             f"only on v and dv/dt only on q and t. {_why_not_separable(func)} Choose an "
@@ -32,11 +33,33 @@ def check_separable(func: object, method: str) -> int:
     return int(n)
 
 
+def declares(func: object, name: str, method: str) -> bool:
+    """Whether ``func`` declares the switch ``name`` (``separable``, ``drift_is_velocity``):
+    ``True`` (Python's or NumPy's) does; ``False``, ``None`` or no attribute does not. Any other
+    value (``"yes"``, ``1``) is refused naming it: it was taken for no declaration, silently."""
+    value = getattr(func, name, False)
+    if value is None or isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise InvalidArgumentError(
+        f"method={method!r}: func.{name} must be True or False, got {value!r}; set "
+        f"func.{name} = True where it holds"
+    )
+
+
 def _why_not_separable(func: object) -> str:
     """Why ``func`` has no split a symplectic method can use, in the words of its system."""
     system = getattr(func, "system", None)
     form = getattr(system, "form", None)
     if system is None or form is None:
+        from physode.models.hamiltonian import HamiltonianNN  # here only: models use solvers
+
+        if isinstance(func, HamiltonianNN):
+            return (
+                f"This HamiltonianNN was built with separable=False: one network learns "
+                "H(q, p), so dq/dt = dH/dp depends on q too. Build it with separable=True "
+                f"(HamiltonianNN({func.n_coordinates}, ..., separable=True) learns "
+                "H = T(p) + V(q)) to use this method."
+            )
         return (
             f"func ({type(func).__name__}) does not declare the split: a func of your own whose "
             "state splits so can set func.separable = True and func.n_coordinates = n."
@@ -118,7 +141,7 @@ def check_split(
                     "integrate another system. Use an adaptive method, e.g. method='dop853'"
                     f"{remedy}. A random func (dropout in training mode) fails this check too."
                 )
-    if getattr(func, "drift_is_velocity", False) is not True:
+    if not declares(func, "drift_is_velocity", method):
         return 4, False
     with torch.no_grad():
         later = func(t + 1.0 + t.abs(), y0)
