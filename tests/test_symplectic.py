@@ -256,6 +256,32 @@ def test_where_dq_dt_is_v_a_step_evaluates_func_once_per_kick(method, per_step):
     assert solution.stats.nfe == len(calls) == 5 + 1 + per_step * 11
 
 
+@pytest.mark.parametrize("method, per_step", [("leapfrog", 1), ("yoshida4", 3)])
+def test_a_physics_model_drifts_by_v_as_its_systems_field_does(method, per_step):
+    # PhysicsModel did not pass on its field's drift_is_velocity: every drift evaluated the
+    # model, twice the evaluations of the same system's vector_field().
+    from physode.models import PhysicsModel
+    from physode.train._rows import solve_rows
+
+    pend = physode.systems.load("pendulum")
+    y0 = torch.tensor([[1.0, 0.0], [0.2, 1.5]], dtype=F64)
+    t = [0.0, 1.0]
+    field = physode.solve(pend.vector_field(learnable=["g"]), y0, t, method=method,
+                          step_size=0.1)  # fmt: skip
+    model = PhysicsModel(pend, learnable=["g"], per_trajectory=["l"], n_trajectories=2)
+    assert model.drift_is_velocity is True
+    solved = physode.solve(model, y0, t, method=method, step_size=0.1)
+    # And with each row's parameters, as the trainer solves a batch
+    rows = torch.tensor([[1.0, 9.81, 1.0], [1.0, 9.81, 1.0]], dtype=F64)
+    per_row = solve_rows(model, y0, torch.tensor(t, dtype=F64), rows, method=method,
+                         step_size=0.1)  # fmt: skip
+    # The probes, f(t0, y0) and one search for the parameters func uses, then the steps'
+    assert field.stats.nfe == 5 + 1 + 1 + per_step * 10
+    for solution in (solved, per_row):
+        assert solution.stats.nfe == field.stats.nfe
+        torch.testing.assert_close(solution.ys, field.ys, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("method, per_step", [("leapfrog", 2), ("yoshida4", 6)])
 def test_where_dq_dt_is_not_v_each_drift_still_evaluates_func(method, per_step):
     osc = physode.systems.load("harmonic_oscillator")  # dq/dt = p / m

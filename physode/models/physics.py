@@ -225,6 +225,12 @@ class PhysicsModel(nn.Module):
         return getattr(self.field, "n_coordinates", None)
 
     @property
+    def drift_is_velocity(self) -> bool:
+        """Whether ``dq/dt`` is ``v`` itself (from the system): the symplectic methods then move
+        ``q`` by ``v`` without evaluating the model, one evaluation a step instead of two."""
+        return bool(getattr(self.field, "drift_is_velocity", False))
+
+    @property
     def trajectory_parameters(self) -> tuple[str, ...]:
         """Names of the entries of the per-row parameter vector ``p`` that :meth:`forward`
         accepts (the system's parameters, in its order), or ``()`` when the model was built with
