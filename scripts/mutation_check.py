@@ -161,7 +161,7 @@ MUTANTS = (
     Mutant("physode/solvers/symplectic.py", "(f_qv, v_shifted), (later, v))",
            "(f_qv, v_shifted))", "drift by v though dq/dt changes with t", SOLVER),
     Mutant("physode/solvers/symplectic.py",
-           'if getattr(func, "drift_is_velocity", False) is not True:', "if False:",
+           'if not declares(func, "drift_is_velocity", method):', "if False:",
            "drift by v taken from the probes alone", SOLVER),
     # -- gradients
     Mutant("physode/gradients/aca.py",
