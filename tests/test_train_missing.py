@@ -243,6 +243,21 @@ def test_unusable_missing_values_are_refused(states, message):
         Trajectories(torch.arange(6.0), states)
 
 
+def test_subset_takes_a_mask_as_a_mask_and_refuses_what_it_cannot_select():
+    data = Trajectories(torch.arange(3.0), torch.zeros(3, 3, 2), params=[[0.5], [1.5], [2.5]])
+    # A mask selects where it is True (cast to positions it took trajectories 1, 0 and 1).
+    assert data.subset(data.params[:, 0] > 1.0).params.flatten().tolist() == [1.5, 2.5]
+    assert data.subset([True, False, False]).params.flatten().tolist() == [0.5]
+    assert data.subset([-1, 0]).params.flatten().tolist() == [2.5, 0.5]
+    for index, message in (
+        ([True, False], r"a mask of 2 entries .* hold 3"),
+        ([3], r"positions \[3\] lie outside the 3 trajectories"),
+        ([0.5], r"index=\[0.5\] must be a list of trajectory positions"),  # was position 0
+    ):
+        with pytest.raises(physode.InvalidArgumentError, match=message):
+            data.subset(index)
+
+
 # ---------------------------------------------------------------- evaluation
 
 

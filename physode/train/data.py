@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from physode._errors import InvalidArgumentError, PhysodeWarning
-from physode._repr import name_text, short_repr
+from physode._repr import name_text, short_repr, value_text
 
 # Trajectories.from_irregular: the largest merged array it builds, and the grid size from which
 # it warns that every solve outputs at many times.
@@ -328,8 +328,17 @@ class Trajectories:
         return self.states.shape[2]
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> Trajectories:
-        """The trajectories at ``index`` (same grid, system and parameters)."""
-        index = torch.as_tensor(index, dtype=torch.long)
+        """The trajectories at ``index`` (same grid, system and parameters): integer positions
+        (negative ones count from the end), or a boolean mask with one entry per trajectory
+        (``data.subset(data.params[:, 2] > 1.0)``).
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            For positions out of range, a mask of another length, or an index that is neither
+            (floats, a nested list); for an empty selection, as for empty data.
+        """
+        index = _trajectory_index(index, len(self))
         params = None if self.params is None else self.params[index]
         return Trajectories(self.t, self.states[index], params, self.system, self.state_names)
 
@@ -350,6 +359,41 @@ class Trajectories:
             self.system,
             self.state_names,
         )
+
+
+def _trajectory_index(index: Any, n: int) -> torch.Tensor:
+    """``index`` (positions, or a mask of ``n`` entries) as the positions it selects, on the
+    CPU. A mask cast to positions would select trajectories 0 and 1 in its stead."""
+    given = index
+    if isinstance(index, int | np.integer) and not isinstance(index, bool | np.bool_):
+        index = [index]
+    try:
+        index = torch.as_tensor(np.asarray(index) if isinstance(index, list | tuple) else index)
+    except (TypeError, ValueError):
+        index = None
+    if index is not None and index.dtype == torch.bool and index.ndim == 1:
+        if len(index) != n:
+            raise InvalidArgumentError(
+                f"subset: a mask of {len(index)} entries selects trajectories of data that hold "
+                f"{n}; give one entry per trajectory"
+            )
+        return index.cpu().nonzero().flatten()
+    integers = index is not None and index.ndim == 1 and index.dtype != torch.bool and (
+        len(index) == 0 or not (index.is_floating_point() or index.is_complex())
+    )
+    if not integers:
+        raise InvalidArgumentError(
+            f"subset: index={value_text(given)} must be a list of trajectory positions "
+            f"(integers in [-{n}, {n})) or a boolean mask of {n} entries"
+        )
+    index = index.cpu().long()
+    outside = [i for i in index.tolist() if not -n <= i < n]
+    if outside:
+        raise InvalidArgumentError(
+            f"subset: positions {outside} lie outside the {n} trajectories (valid: -{n} to "
+            f"{n - 1})"
+        )
+    return index
 
 
 def _as_tensor(name: str, value: Any, irregular_hint: bool = True) -> torch.Tensor:
