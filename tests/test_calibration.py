@@ -175,6 +175,27 @@ def test_the_report_says_what_was_calibrated_and_how(tmp_path):
     assert "rolled out with their mean, l = 1.025" in str(plain)
 
 
+def test_lengths_the_data_do_not_know_are_calibrated_and_not_compared_with():
+    # Measured pendulums: mass and g known, the length not (NaN), which is what calibration is
+    # for. The lengths are fitted; nothing is compared with or simulated from the unknown ones.
+    data = held_out()
+    data.params[1, 2] = math.nan
+    report = rollout_report(with_table(), data, horizon=1.0, calibrate=True, **TIGHT)
+    assert report.per_trajectory["l"]["calibrated"] == pytest.approx(HELD_OUT, rel=1e-6)
+    text = str(report)
+    assert "trajectory 1    1.4  (true unknown)" in text
+    # The largest error is taken over the stored value alone (it was nan).
+    line = next(line for line in text.splitlines() if "largest relative error" in line)
+    assert float(line.split()[-1]) < 1e-6
+    # The truth's invariants need its length: no report (it was nan, flagged FAIL).
+    assert report.conservation_truth is None and report.conservation_model is not None
+    # Beyond the data the truth would be simulated with it: refused, naming it (it was a
+    # SolverError on a non-finite state at t=0).
+    with pytest.raises(physode.InvalidArgumentError, match=r"store values of \['l'\] that are "
+                       r"not finite \(unknown\).*no further than t_end=2"):  # fmt: skip
+        rollout_report(with_table(), data, horizon=1.0, t_end=3.0, conservation=False, **TIGHT)
+
+
 def test_a_trajectory_with_nothing_to_fit_keeps_the_mean_and_the_report_says_so():
     data = held_out()
     states = data.states.clone()

@@ -90,7 +90,8 @@ class RolloutReport:
         they were solved with: the model's where it sets them, the trajectories' own
         elsewhere) and along the truth (at the
         trajectories' parameters); ``None`` without a system. Where the data miss values the
-        truth's report is ``None`` (an invariant needs whole states), and so is the
+        truth's report is ``None`` (an invariant needs whole states), as it is where they store
+        a parameter value that is not finite (unknown: ``NaN``), and so is the
         rollouts' where the trajectories start at different times.
     note : str or None
         A caveat on the trajectories rolled out, printed with the report: for example that
@@ -237,12 +238,16 @@ def _listed(values: list[Any], true: list[float] | None, missing: str = "") -> l
     """One line per value (the first ``_LISTED``), the stored true value beside it, and the
     largest relative error against those; ``missing`` stands for a ``None`` value."""
     lines = []
-    pairs = [(a, b) for a, b in zip(values, true or []) if a is not None]
+    # A stored value that is not finite is unknown: nothing to compare with.
+    pairs = [(a, b) for a, b in zip(values, true or []) if a is not None and math.isfinite(b)]
     if true is not None and pairs:
         errors = [abs(a - b) / abs(b) if b else abs(a - b) for a, b in pairs]
         lines.append(f"  largest relative error against the stored values {max(errors):.3e}")
     for i, value in enumerate(values[:_LISTED]):
-        against = "" if true is None else f"  (true {true[i]:.6g})"
+        if true is None:
+            against = ""
+        else:
+            against = f"  (true {true[i]:.6g})" if math.isfinite(true[i]) else "  (true unknown)"
         shown = missing if value is None else f"{value:.6g}"
         lines.append(f"  trajectory {i:<4d} {shown}{against}")
     if len(values) > _LISTED:
@@ -603,6 +608,16 @@ def rollout_report(
             "the training data or test_data; for rollout_report, also system=...), or roll "
             f"out no further than t_end={t_last:g}"
         )
+    if beyond and data.params is not None:
+        unknown = _unknown_parameters(data.params, system)
+        if unknown:
+            raise InvalidArgumentError(
+                f"t_end={t_end} lies beyond the data's last time {t_last:g}, where the ground "
+                "truth is simulated with each trajectory's stored parameters, and the held-out "
+                f"trajectories store values of {unknown} that are not finite (unknown); give "
+                "the data those values, or roll out no further than "
+                f"t_end={t_last:g}"
+            )
     until = calibration_time(model, data.t, calibrate, horizon)
     if until is not None and not is_int(calibration_iterations, least=1):
         raise InvalidArgumentError(
@@ -726,7 +741,8 @@ def rollout_report(
             for j, column in shared:
                 own[:, column] = values[:, j].to(own)
         measure = [("model", predicted, own)] if bool((first == 0).all()) else []
-        if complete:
+        # The truth's invariants need whole states and its parameters (NaN: unknown).
+        if complete and (data.params is None or not _unknown_parameters(data.params, system)):
             measure.append(("truth", truth, data.params))
         if conservation_tolerance is None:
             conservation_tolerance = rollout_conservation_tolerance(rtol)
@@ -814,6 +830,16 @@ def calibration_time(
             f"{second:g}"
         )
     return until
+
+
+def _unknown_parameters(params: torch.Tensor, system: Any) -> list[str]:
+    """The parameters (of ``system``, by name where their number matches) of which ``params``
+    (N, k) hold a value that is not finite: a value the data do not know."""
+    names = list(getattr(system, "parameters", None) or [])
+    if len(names) != params.shape[-1]:
+        names = [f"column {j}" for j in range(params.shape[-1])]
+    finite = torch.isfinite(params).all(0).tolist()
+    return [name for name, ok in zip(names, finite, strict=True) if not ok]
 
 
 def _stored_values(data: Trajectories, system: Any, names: tuple[str, ...]) -> dict[str, list]:
