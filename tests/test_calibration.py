@@ -242,6 +242,16 @@ def test_bad_calibration_settings_are_refused(options, match):
         rollout_report(with_table(), held_out(), **options)
 
 
+def test_a_refused_calibration_time_names_a_float32_sample_time_in_full():
+    # float32's 0.1 lies just after 0.1: calibrate=0.1 is refused, and the message shows why
+    # (it asked for 'calibrate >= 0.1', the value given).
+    data = held_out().to(torch.float32)
+    with pytest.raises(physode.InvalidArgumentError,
+                       match=r"next sample is at 0.10000000149011612; give calibrate >= "
+                             r"0.10000000149011612"):  # fmt: skip
+        rollout_report(with_table(), data, horizon=1.0, calibrate=0.1, conservation=False)
+
+
 def test_a_window_that_no_trajectory_observes_anything_in_is_refused():
     data = held_out()
     states = data.states.clone()

@@ -304,10 +304,23 @@ def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
     if not t_end >= second:
         raise InvalidArgumentError(
             f"t_end={t_end!r} leaves no time to roll out to: the data start at t = "
-            f"{float(t[0]):g} and the next sample is at {second:g}; give t_end >= {second:g} "
+            f"{float(t[0]):g} and the next sample is at {_time_text(second)}; give t_end >= "
+            f"{_time_text(second)} "
             f"(the data end at {float(t[-1]):g}), or leave it out"
         )
     return _extended_grid(t, t_end)
+
+
+def _time_text(x: float) -> str:
+    """A sample time for a message: short where that is the time itself, in full where the
+    short form rounds it (float32's 0.1 is 0.10000000149011612: 'give calibrate >= 0.1' to one
+    who gave 0.1 says nothing).
+
+    >>> _time_text(0.25), _time_text(float(torch.tensor(0.1)))
+    ('0.25', '0.10000000149011612')
+    """
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
 
 
 def _extended_grid(t: torch.Tensor, t_end: float) -> torch.Tensor:
@@ -826,8 +839,8 @@ def calibration_time(
             asked += f" (the training horizon, t = {until:g})"
         raise InvalidArgumentError(
             f"{asked} leaves no observation to fit: the held-out data start at t = "
-            f"{float(t[0]):g} and their next sample is at {second:g}; give calibrate >= "
-            f"{second:g}"
+            f"{float(t[0]):g} and their next sample is at {_time_text(second)}; give "
+            f"calibrate >= {_time_text(second)}"
         )
     return until
 
