@@ -1227,13 +1227,14 @@ def _train_and_report(
         return 0
     out = None if extras.get("out") is None else Path(extras["out"])
     if out is not None:
-        # An earlier run's report.json goes first: beside the new model.pt it would describe
-        # another model (its settings, which --init-from compares), were the rollout to fail
-        # or be interrupted before this run's report replaces it.
-        (out / "report.json").unlink(missing_ok=True)
         # Saved from the CPU, so the weights load on a machine without the training device.
         weights = {k: v.cpu() for k, v in model.state_dict().items()}
         save_atomically(out / "model.pt", weights, "model")
+        # An earlier run's report.json goes once the new model.pt is in place: beside it, it
+        # would describe another model (its settings, which --init-from compares), were the
+        # rollout to fail or be interrupted before this run's report replaces it. Where the
+        # model could not be written (a full disk), both of the earlier run's files stay.
+        (out / "report.json").unlink(missing_ok=True)
     try:
         with _warnings_as_lines(said):
             report = _evaluate(trainer, extras.get("t_end"), out, calibrate)
