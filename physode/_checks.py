@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["converts_to_finite_real", "is_finite_real", "is_int"]
+__all__ = ["converts_to_finite_real", "is_finite_real", "is_int", "is_switch"]
 
 
 def is_int(value: Any, least: int | None = None) -> bool:
@@ -25,6 +25,19 @@ def is_int(value: Any, least: int | None = None) -> bool:
         and not isinstance(value, bool)
         and (least is None or bool(value >= least))
     )
+
+
+def is_switch(value: Any) -> bool:
+    """Whether ``value`` is ``True`` or ``False`` (Python's or NumPy's): a string such as
+    ``"False"`` would count as true, and an array has no truth value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_switch(np.True_), is_switch("False"), is_switch(1)
+    (True, False, False)
+    """
+    return isinstance(value, bool | np.bool_)
 
 
 def is_finite_real(value: Any) -> bool:

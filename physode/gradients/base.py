@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from physode._checks import is_switch
 from physode._errors import InvalidArgumentError, UnsupportedError
 from physode._repr import short_repr, value_text
 from physode.solvers import Stats, integrate
@@ -108,7 +108,7 @@ def check_switch(owner: str, name: str, value: object, also: str = "") -> bool:
     >>> check_switch("ACA", "keep_last_graph", False)
     False
     """
-    if not isinstance(value, bool | np.bool_):
+    if not is_switch(value):
         choices = f"True, False {also}" if also else "True or False"
         raise InvalidArgumentError(f"{owner}: {name} must be {choices}, got {value!r}")
     return bool(value)

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from physode._checks import is_int
+from physode._checks import is_int, is_switch
 from physode._errors import InvalidArgumentError
-from physode.models.neural import MLP, dtype_error, has_hooks, is_switch
+from physode.models.neural import MLP, dtype_error, has_hooks
 
 
 class HamiltonianNN(nn.Module):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from physode._checks import is_int
+from physode._checks import is_int, is_switch
 from physode._errors import InvalidArgumentError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -20,12 +19,6 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "sigmoid": nn.Sigmoid,
 }
-
-
-def is_switch(value: object) -> bool:
-    """Whether ``value`` is ``True`` or ``False`` (Python's or NumPy's): a string such as
-    ``"False"`` would count as true."""
-    return isinstance(value, bool | np.bool_)
 
 
 def make_activation(name: str) -> nn.Module:

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from physode._checks import converts_to_finite_real, is_int
+from physode._checks import converts_to_finite_real, is_int, is_switch
 from physode._errors import InvalidArgumentError
-from physode.models.neural import is_switch
 from physode.symbolic._vector_field import warn_if_not_in_equations
 
 

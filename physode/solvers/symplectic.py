@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from physode._checks import is_int
+from physode._checks import is_int, is_switch
 from physode._errors import InvalidArgumentError
 from physode.solvers._autograd import graph_leaves
 from physode.solvers.loop import check_derivative
@@ -38,7 +37,7 @@ def declares(func: object, name: str, method: str) -> bool:
     ``True`` (Python's or NumPy's) does; ``False``, ``None`` or no attribute does not. Any other
     value (``"yes"``, ``1``) is refused naming it: it was taken for no declaration, silently."""
     value = getattr(func, name, False)
-    if value is None or isinstance(value, bool | np.bool_):
+    if value is None or is_switch(value):
         return bool(value)
     raise InvalidArgumentError(
         f"method={method!r}: func.{name} must be True or False, got {value!r}; set "
