@@ -71,8 +71,7 @@ def workers_on_this_machine(executor: Any) -> int | None:
 
     if not isinstance(executor, ProcessPoolExecutor | ThreadPoolExecutor):
         return None
-    count = getattr(executor, "_max_workers", None)
-    return count if isinstance(count, int) and count >= 1 else None
+    return stated_workers(executor)
 
 
 def worker_count(executor: Any) -> int:
