@@ -15,6 +15,7 @@ import physode
 import physode.systems
 from physode.models import Hybrid, NeuralODE, PhysicsModel
 from physode.train import Trainer, Trajectories, rollout_report
+from physode.train.evaluate import calibration_time
 
 TRAINED = [0.5, 0.8, 1.2, 1.6]  # the training pendulums' lengths: mean 1.025
 HELD_OUT = [0.6, 1.4]
@@ -78,8 +79,10 @@ def test_the_calibration_window_can_end_before_the_horizon_and_later_values_are_
     assert report.calibration["until"] == 0.6
     assert report.per_trajectory["l"]["calibrated"] == pytest.approx(HELD_OUT, rel=1e-6)
     # Observations after T change the errors, never the fit: corrupt them and the values found
-    # are the same to the last bit.
-    later = data.t > 0.6
+    # are the same to the last bit. (After 0.6 as the calibration cuts: the sample stored as
+    # 0.6000000000000001 is the one at 0.6, fitted.)
+    later = torch.arange(len(data.t)) >= len(data.until(0.6).t)
+    assert float(data.t[~later][-1]) > 0.6
     corrupted = data.states.clone()
     corrupted[:, later] += 0.3
     other = Trajectories(data.t, corrupted, params=data.params, system=data.system)
@@ -242,14 +245,31 @@ def test_bad_calibration_settings_are_refused(options, match):
         rollout_report(with_table(), held_out(), **options)
 
 
-def test_a_refused_calibration_time_names_a_float32_sample_time_in_full():
-    # float32's 0.1 lies just after 0.1: calibrate=0.1 is refused, and the message shows why
-    # (it asked for 'calibrate >= 0.1', the value given).
-    data = held_out().to(torch.float32)
+def test_a_calibration_time_at_a_float32_sample_time_takes_that_sample():
+    # float32's 0.1 is 0.10000000149011612: calibrate=0.1 was refused with 'give calibrate >=
+    # 0.10000000149011612'. The sample at 0.1 is the one asked for; an earlier time is refused,
+    # naming it 0.1.
+    t = held_out().t.to(torch.float32)
+    assert calibration_time(with_table(), t, 0.1, horizon=1.0) == 0.1
     with pytest.raises(physode.InvalidArgumentError,
-                       match=r"next sample is at 0.10000000149011612; give calibrate >= "
-                             r"0.10000000149011612"):  # fmt: skip
-        rollout_report(with_table(), data, horizon=1.0, calibrate=0.1, conservation=False)
+                       match=r"next sample is at 0.1; give calibrate >= 0.1$"):  # fmt: skip
+        calibration_time(with_table(), t, 0.09, horizon=1.0)
+
+
+def test_a_calibration_time_at_a_rounded_sample_time_fits_that_sample():
+    # linspace's 0.3 is 0.30000000000000004: calibrate=0.3 fitted the observations up to 0.2,
+    # none here (both first observed at 0.2), and was refused; the fitted/after split agrees.
+    data = held_out()
+    assert float(data.t[3]) > 0.3
+    states = data.states.clone()
+    states[:, :2] = math.nan
+    late = Trajectories(data.t, states, params=data.params, system=data.system)
+    report = rollout_report(with_table(), late, horizon=1.0, calibrate=0.3,
+                            calibration_iterations=2, conservation=False)  # fmt: skip
+    assert report.calibration["uncalibrated"] == []
+    error = (report.predicted[:, 1:] - report.truth[:, 1:]).pow(2)
+    assert report.calibration["mse_within"] == pytest.approx(float(error[:, 2].mean()), rel=1e-12)
+    assert report.calibration["mse_after"] == pytest.approx(float(error[:, 3:].mean()), rel=1e-12)
 
 
 def test_a_window_that_no_trajectory_observes_anything_in_is_refused():

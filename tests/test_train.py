@@ -33,6 +33,7 @@ from physode.train import (
     write_log,
 )
 from physode.train.data import uniform_grid
+from physode.train.evaluate import rollout_times
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
 
@@ -820,6 +821,37 @@ def test_rollout_report_separates_errors_within_and_beyond_the_horizon():
     assert wrong.mse_beyond == pytest.approx(error[:, ~within].mean().item(), rel=1e-12)
     assert len(wrong.mse_per_trajectory) == 2
     assert json.dumps(wrong.to_dict())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("t_end", "n_times"),
+    [(0.1, 2), (0.3, 4), (0.35, 4), (0.7, 8), (2.0, 21), (2.3, 24), (2.35, 24)],
+)
+def test_a_t_end_at_a_rounded_sample_time_takes_it_and_one_between_two_the_earlier(
+    dtype, t_end, n_times
+):
+    # linspace's 0.3 is 0.30000000000000004 (float64) and float32's 0.1 is 0.10000000149011612:
+    # t_end=0.3 rolled out to 0.2, t_end=0.1 on float32 data was refused, and t_end=2.35 added
+    # 4 times (round(3.5)), the last at 2.4, after t_end.
+    t = torch.linspace(0, 2, 21, dtype=dtype)
+    times = rollout_times(t, t_end)
+    assert len(times) == n_times and times.dtype == dtype
+    assert float(times[-1]) == pytest.approx((n_times - 1) / 10, abs=1e-6)
+    data = Trajectories(t, torch.zeros(1, 21, 1, dtype=dtype))
+    assert len(data.until(t_end).t) == min(n_times, 21)
+
+
+def test_the_sample_at_a_rounded_horizon_counts_within_it():
+    # horizon=0.3 on data whose sample there is 0.30000000000000004: that sample's error
+    # was counted beyond the horizon.
+    t = torch.linspace(0, 2, 21, dtype=torch.float64)
+    ys = torch.exp(-t)[None, :, None].clone()
+    ys[0, 3] += 1.0  # the one wrong observation, at the horizon
+    report = rollout_report(lambda s, y: -y, Trajectories(t, ys), horizon=0.3,
+                            rtol=1e-10, atol=1e-12, conservation=False)  # fmt: skip
+    assert report.mse_within == pytest.approx(1 / 3, rel=1e-8)
+    assert report.mse_beyond < 1e-15
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

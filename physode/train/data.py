@@ -14,6 +14,7 @@ import torch
 
 from physode._errors import InvalidArgumentError, PhysodeWarning
 from physode._repr import name_text, short_repr, value_text
+from physode.train._times import times_up_to
 
 # Trajectories.from_irregular: the largest merged array it builds, and the grid size from which
 # it warns that every solve outputs at many times.
@@ -343,8 +344,10 @@ class Trajectories:
         return Trajectories(self.t, self.states[index], params, self.system, self.state_names)
 
     def until(self, t_end: float) -> Trajectories:
-        """The same trajectories cut to the times ``t <= t_end``."""
-        keep = self.t <= t_end
+        """The same trajectories cut to the times ``t <= t_end``; a sample time within rounding
+        of ``t_end`` counts as equal to it (``until(0.3)`` keeps the sample that
+        ``torch.linspace(0, 2, 21, dtype=torch.float64)`` stores as 0.30000000000000004)."""
+        keep = times_up_to(self.t, t_end)
         return Trajectories(
             self.t[keep], self.states[:, keep], self.params, self.system, self.state_names
         )

@@ -24,6 +24,7 @@ from physode.train._rows import (
     per_trajectory_names,
     solve_rows,
 )
+from physode.train._times import count_up_to, time_slack, times_up_to
 from physode.train.config import (
     ADAPTIVE_METHODS,
     FIXED_STEP_METHODS,
@@ -79,7 +80,8 @@ class RolloutReport:
         (``None`` when they observe none after the initial states).
     mse_within, mse_beyond : float or None
         Mean squared error (observed components, the initial point excluded) at times
-        ``t <= horizon`` and ``t > horizon``; ``None`` where there are no such times (the
+        ``t <= horizon`` and ``t > horizon`` (a sample time within rounding of ``horizon``
+        counts as at it, as :func:`rollout_times` cuts); ``None`` where there are no such times (the
         rollout stops at the horizon, or the held-out data start after it) or no observed value
         at them.
     mse_per_trajectory : list of float or None
@@ -275,7 +277,10 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
     """The times of a rollout to ``t_end``: the sample times ``t <= t_end``, continued with their
-    own spacing beyond the last one.
+    own spacing beyond the last one up to ``t_end``. A time within rounding of ``t_end`` counts
+    as equal to it (``t_end=0.3`` on ``torch.linspace(0, 2, 21)`` ends at its sample
+    0.30000000000000004; ``t_end=2.3`` adds 2.1, 2.2 and 2.3); a ``t_end`` clearly between two
+    times ends at the earlier one.
 
     Call it before training to check a ``t_end`` that :func:`rollout_report` will use.
 
@@ -300,48 +305,56 @@ def rollout_times(t: torch.Tensor, t_end: float | None = None) -> torch.Tensor:
     t_end = float(t_end)
     if not math.isfinite(t_end):
         raise InvalidArgumentError(f"t_end={t_end!r} must be a finite time, or left out")
-    second = float(t[1])
-    if not t_end >= second:
+    if count_up_to(t, t_end) < 2:
+        second = float(t[1])
         raise InvalidArgumentError(
             f"t_end={t_end!r} leaves no time to roll out to: the data start at t = "
-            f"{float(t[0]):g} and the next sample is at {_time_text(second)}; give t_end >= "
-            f"{_time_text(second)} "
+            f"{float(t[0]):g} and the next sample is at {_time_text(second, t)}; give t_end >= "
+            f"{_time_text(second, t)} "
             f"(the data end at {float(t[-1]):g}), or leave it out"
         )
     return _extended_grid(t, t_end)
 
 
-def _time_text(x: float) -> str:
-    """A sample time for a message: short where that is the time itself, in full where the
-    short form rounds it (float32's 0.1 is 0.10000000149011612: 'give calibrate >= 0.1' to one
-    who gave 0.1 says nothing).
+def _time_text(x: float, t: torch.Tensor) -> str:
+    """A sample time ``x`` of ``t`` for a message: short where a cut at the short form takes
+    that sample (:func:`~physode.train._times.times_up_to`: float32's 0.10000000149011612 is
+    0.1), in full where it does not (0.1234567 is not 0.123457).
 
-    >>> _time_text(0.25), _time_text(float(torch.tensor(0.1)))
-    ('0.25', '0.10000000149011612')
+    >>> t = torch.tensor([0.0, 0.1, 0.2])
+    >>> _time_text(float(t[1]), t), _time_text(0.1234567, torch.tensor([0.0, 0.1234567]))
+    ('0.1', '0.1234567')
     """
     short = f"{x:g}"
-    return short if float(short) == x else repr(x)
+    return short if abs(float(short) - x) <= time_slack(t, float(short)) else repr(x)
 
 
 def _extended_grid(t: torch.Tensor, t_end: float) -> torch.Tensor:
-    """``t`` continued with its own spacing up to ``t_end``."""
-    if t_end <= float(t[-1]):
-        return t[t <= t_end]
+    """``t`` continued with its own spacing up to ``t_end`` (within rounding, as
+    :func:`~physode.train._times.times_up_to` cuts)."""
+    last = float(t[-1])
+    if t_end <= last + time_slack(t, t_end):
+        return t[times_up_to(t, t_end)]
     if not uniform_grid(t):
         raise InvalidArgumentError(
             f"t_end={t_end!r} lies beyond the data's last time {float(t[-1]):g}, and rolling out "
             "beyond the data needs equally spaced sample times; give t_end <= "
             f"{float(t[-1]):g} or leave it out"
         )
-    dt = float(t[1] - t[0])
-    n_extra = round((t_end - float(t[-1])) / dt)
-    if n_extra > MAX_EXTRA_POINTS:
+    # The spacing from the whole span (in float64): a float32 grid's first spacing is rounded,
+    # and the rounding would grow with each time added.
+    dt = (last - float(t[0])) / (len(t) - 1)
+    # The times last + k dt that count as <= t_end: no time after it, the one at it within
+    # rounding (t_end=2.3 on a 0.1 grid ending at 2.0 is 3 more, not 2.9999999999999996).
+    steps_to_end = (t_end - last + time_slack(t, t_end)) / dt
+    if steps_to_end >= MAX_EXTRA_POINTS + 1:  # inf for t_end=1e308: refused before floor
         raise InvalidArgumentError(
-            f"t_end={t_end!r} would add {n_extra:.3g} sample times beyond the data's last time "
-            f"{float(t[-1]):g} at its spacing {dt:g} (at most {MAX_EXTRA_POINTS:,}); give a "
+            f"t_end={t_end!r} would add {steps_to_end:.3g} sample times beyond the data's last "
+            f"time {float(t[-1]):g} at its spacing {dt:g} (at most {MAX_EXTRA_POINTS:,}); give a "
             "t_end closer to the data"
         )
-    extra = t[-1] + dt * torch.arange(1, n_extra + 1, dtype=t.dtype, device=t.device)
+    steps = torch.arange(1, math.floor(steps_to_end) + 1, dtype=torch.float64)
+    extra = (last + dt * steps).to(t.device, t.dtype)
     return torch.cat([t, extra])
 
 
@@ -498,7 +511,8 @@ def rollout_report(
     calibrate : float or True, optional
         For a model that learns parameters per trajectory: before the rollout, fit each
         held-out trajectory's own values of them to its observations at times ``t <= calibrate``
-        (``True``: up to ``horizon``), everything else in the model held fixed; later
+        (a sample time within rounding of it included, as :func:`rollout_times` cuts;
+        ``True``: up to ``horizon``), everything else in the model held fixed; later
         observations enter the errors only. Each trajectory starts from its first observed
         state, and its values from the mean of the learned ones; the fit is L-BFGS over all of
         them at once (each trajectory's values move its own solve only, so this is each one's
@@ -688,7 +702,7 @@ def rollout_report(
     pred, ref = predicted[:, 1:], truth[:, 1:]
     if observe is not None:
         pred, ref = pred[..., observe], ref[..., observe]
-    within = t[1:] <= horizon
+    within = times_up_to(t, horizon)[1:]
     # Observed values after each trajectory's initial state (every value, for complete data).
     later = torch.arange(1, len(t), device=first.device)[None, :] > first[:, None]
     seen = ~torch.isnan(ref) & later.to(ref.device)[..., None]
@@ -724,7 +738,9 @@ def rollout_report(
         }
     if calibration is not None:
         # Errors of the calibrated rollouts on the fitted observations and after them.
-        fitted = t[1:] <= calibration["until"]
+        # The observations the calibration fitted: the data's times up to its end, as cut there.
+        n_fitted = count_up_to(data.t, calibration["until"])
+        fitted = torch.arange(1, len(t), device=t.device) < n_fitted
         calibration["mse_within"] = _masked_mean(
             pred[:, fitted], ref[:, fitted], seen[:, fitted]
         )
@@ -832,15 +848,15 @@ def calibration_time(
             "(a finite number), True for the training horizon, or None for no calibration"
         )
     until = float(horizon if calibrate is True else calibrate)
-    second = float(t[1]) if len(t) > 1 else math.inf
-    if not until >= second:
+    if count_up_to(t, until) < 2:
+        second = float(t[1]) if len(t) > 1 else math.inf
         asked = f"calibrate={calibrate!r}"
         if calibrate is True:
             asked += f" (the training horizon, t = {until:g})"
         raise InvalidArgumentError(
             f"{asked} leaves no observation to fit: the held-out data start at t = "
-            f"{float(t[0]):g} and their next sample is at {_time_text(second)}; give "
-            f"calibrate >= {_time_text(second)}"
+            f"{float(t[0]):g} and their next sample is at {_time_text(second, t)}; give "
+            f"calibrate >= {_time_text(second, t)}"
         )
     return until
 
@@ -887,7 +903,7 @@ def _calibrate(
     mean = model.held_out_parameters()
     states = data.states
     start = torch.tensor([mean[name] for name in names], dtype=states.dtype, device=states.device)
-    last = int((data.t <= until).sum()) - 1
+    last = count_up_to(data.t, until) - 1
     window = states[:, : last + 1]
     # The values fitted: observed (not NaN), components observe, after each first state.
     seen = ~torch.isnan(window)
