@@ -643,6 +643,28 @@ def test_half_precision_y0_is_refused(dtype):
         assert str(dtype) in message and "float32 or float64" in message
 
 
+@pytest.mark.parametrize(
+    ("tuple_state", "step_control"), [(False, "shared"), (False, "per-sample"), (True, "shared")]
+)
+def test_a_solve_under_autocast_is_refused_naming_autocast_and_how_to_turn_it_off(
+    tuple_state, step_control
+):
+    # An AMP training step wraps the model in torch.autocast, which ran func's Linear in
+    # bfloat16: the refusal spoke of a dtype the user never asked for, without saying why.
+    # (Per-sample step control takes no tuple state.)
+    net = torch.nn.Linear(2, 2)
+    func, y0 = (lambda t, y: net(y)), torch.ones(1, 2)
+    if tuple_state:
+        func, y0 = (lambda t, y: (net(y[1]), y[0])), (torch.ones(2), torch.ones(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        message = _error(func=func, y0=y0, step_control=step_control)
+    assert "torch.autocast is on for cpu" in message and "torch.bfloat16" in message
+    assert 'torch.autocast("cpu", enabled=False)' in message  # the way out, as code
+    # Without autocast, a func returning another dtype is refused without the autocast hint.
+    message = _error(func=lambda t, y: y.half(), y0=torch.ones(1, 2), step_control=step_control)
+    assert "autocast" not in message
+
+
 def test_complex_y0_is_refused_with_a_hint_that_keeps_the_imaginary_part():
     # The hint was y0.double(), which discards the imaginary part.
     message = _error(y0=torch.ones(2, dtype=torch.complex128))

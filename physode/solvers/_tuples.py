@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from physode._errors import InvalidArgumentError
+from physode.solvers.loop import autocast_hint
 
 __all__ = ["Parts", "RowParts", "RowTupleFunc", "TupleFunc"]
 
@@ -79,6 +80,7 @@ class Parts:
                 raise InvalidArgumentError(
                     f"func(t, y) returned part {i} as {part.dtype} on {part.device}, but y is "
                     f"{y.dtype} on {y.device}; return every part in y's dtype and device"
+                    + (autocast_hint(part) if part.dtype != y.dtype else "")
                 )
 
 

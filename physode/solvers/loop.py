@@ -183,11 +183,36 @@ def check_derivative(f0: object, y0: Array, name: str = "func(t, y)") -> None:
     if f0.dtype != y0.dtype:
         raise InvalidArgumentError(
             f"{name} must return dy/dt with y's dtype {y0.dtype}, got {f0.dtype}"
+            + autocast_hint(f0)
         )
     if getattr(f0, "device", None) != getattr(y0, "device", None):
         raise InvalidArgumentError(
             f"{name} must return dy/dt on y's device {y0.device}, got {f0.device}"
         )
+
+
+def autocast_hint(f: object) -> str:
+    """Why ``func`` returned a lower precision than ``y``'s, where ``torch.autocast`` is on for
+    its device: autocast runs ``func``'s matrix products in float16 or bfloat16. Empty otherwise.
+
+    The solver cannot take such a field: its rounding (bfloat16 keeps 3 significant digits)
+    is noise to an adaptive error estimate, and it is refused as half-precision states are.
+
+    >>> autocast_hint(torch.ones(1, dtype=torch.bfloat16))
+    ''
+    >>> with torch.autocast("cpu"):
+    ...     autocast_hint(torch.ones(1, dtype=torch.bfloat16))[:45]
+    '. torch.autocast is on for cpu around the sol'
+    """
+    device = getattr(f, "device", None)
+    if device is None or not torch.is_autocast_enabled(device.type):
+        return ""
+    return (
+        f". torch.autocast is on for {device.type} around the solve and evaluates func in "
+        f"{torch.get_autocast_dtype(device.type)}, which the solver cannot integrate (as it "
+        "refuses a half-precision y0); turn it off for the solve: "
+        f'with torch.autocast("{device.type}", enabled=False): ys = physode.odeint(...)'
+    )
 
 
 def _failure_message(
