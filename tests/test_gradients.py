@@ -982,6 +982,24 @@ def test_second_derivatives_through_aca_or_opt_disc_are_refused_not_wrong(gradie
     assert isinstance(caught.value, RuntimeError)  # as it was before it became a PhysodeError
 
 
+@pytest.mark.parametrize("gradient", ["aca", "opt-disc"])
+@pytest.mark.parametrize("which", ["jvp", "hvp"])
+def test_functional_jvp_and_hvp_through_aca_or_opt_disc_are_refused_by_their_names(gradient, which):
+    # torch.autograd.functional.jvp and hvp differentiate a backward pass themselves: the
+    # refusal spoke of create_graph=True, which the caller never wrote.
+    w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
+    y0 = torch.ones(1, dtype=DTYPE)
+
+    def final(y):
+        return physode.odeint(lambda t, z: -w * z, y, [0.0, 1.0], gradient=gradient)[-1]
+
+    with pytest.raises(physode.UnsupportedError, match="functional.jvp, hvp.*disc-opt"):
+        if which == "jvp":
+            torch.autograd.functional.jvp(final, y0, torch.ones_like(y0))
+        else:
+            torch.autograd.functional.hvp(lambda y: final(y).sum(), y0, torch.ones_like(y0))
+
+
 def test_disc_opt_gives_second_derivatives():
     w = torch.tensor(0.7, dtype=DTYPE, requires_grad=True)
     ys = physode.odeint(lambda t, y: -w * y, torch.ones(1, dtype=DTYPE), [0.0, 1.0],

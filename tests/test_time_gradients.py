@@ -314,6 +314,16 @@ def test_a_second_derivative_through_the_time_gradient_is_refused(mode):
     ys = physode.odeint(lambda s, y: RATE * y, y0, t, gradient=mode, method="rk4", step_size=0.1)
     with pytest.raises(physode.UnsupportedError, match="create_graph=True"):
         torch.autograd.grad(ys.sum(), [t], create_graph=True)
+    # torch.autograd.functional.jvp differentiates a backward pass without create_graph=True
+    # in the caller's code; the refusal names it.
+    with pytest.raises(physode.UnsupportedError, match="functional.jvp"):
+        torch.autograd.functional.jvp(
+            lambda s: physode.odeint(
+                lambda s, y: RATE * y, y0.detach(), s, gradient=mode, method="rk4", step_size=0.1
+            ),
+            t,
+            torch.ones_like(t),
+        )
 
 
 def test_the_time_gradient_costs_one_evaluation_per_output_time_and_one_at_y0():

@@ -17,6 +17,7 @@ from physode.solvers.loop import LoopResult, Trace
 __all__ = [
     "GradientMode",
     "Problem",
+    "DOUBLE_BACKWARD",
     "add_gradients",
     "check_switch",
     "needs_gradient",
@@ -121,6 +122,12 @@ def needs_gradient(problem: Problem) -> bool:
     return problem.y0.requires_grad or any(p.requires_grad for p in problem.params)
 
 
+# What differentiates a backward pass without the caller writing create_graph=True.
+DOUBLE_BACKWARD = (
+    "torch.autograd.functional.jvp, hvp, vhp and hessian do so too, differentiating a backward pass"
+)
+
+
 def refuse_second_derivatives(mode: str) -> None:
     """Raise :class:`~physode.UnsupportedError` if a backward pass runs with ``create_graph=True``
     (grad mode on during backward).
@@ -130,9 +137,9 @@ def refuse_second_derivatives(mode: str) -> None:
     """
     if torch.is_grad_enabled():
         raise UnsupportedError(
-            f"{mode} cannot differentiate its gradient (create_graph=True, second derivatives): "
-            "its backward pass is not recorded by autograd. Use gradient='disc-opt', which "
-            "backpropagates through the recorded steps and supports it."
+            f"{mode} cannot differentiate its gradient (create_graph=True, second derivatives; "
+            f"{DOUBLE_BACKWARD}): its backward pass is not recorded by autograd. Use "
+            "gradient='disc-opt', which backpropagates through the recorded steps and supports it."
         )
 
 

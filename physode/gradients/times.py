@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from physode._errors import UnsupportedError
+from physode.gradients.base import DOUBLE_BACKWARD
 from physode.solvers import Stats
 
 __all__ = ["FieldAt", "output_times", "start_time"]
@@ -73,7 +74,8 @@ def _refuse_second_derivatives() -> None:
     if torch.is_grad_enabled():
         raise UnsupportedError(
             "the gradient with respect to the output times t cannot be differentiated again "
-            "(create_graph=True, second derivatives): it evaluates func without a graph. Pass "
+            f"(create_graph=True, second derivatives; {DOUBLE_BACKWARD}): it evaluates func "
+            "without a graph. Pass "
             "t.detach() to the solve where only y0 and the parameters need second derivatives."
         )
 
