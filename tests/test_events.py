@@ -261,6 +261,24 @@ def test_the_event_gradient_passes_a_taylor_test():
     assert all(abs(order - 2.0) < 0.2 for order in orders), orders
 
 
+@pytest.mark.parametrize("rows", [False, True], ids=["one-event", "per-row"])
+def test_a_second_derivative_through_the_event_is_refused_not_wrong(rows):
+    # The Newton step at the event holds dg/dt constant: with Disc-Opt, d2/dw2 of this loss
+    # came out silently wrong (the first derivative had a graph, without the rate's terms),
+    # and where the step left no graph the caller got torch's bare "does not require grad".
+    func = Pendulum()
+    y0 = torch.tensor([[1.0, 0.5], [0.8, 0.4]] if rows else [1.0, 0.5], dtype=F64)
+    t_event, ys = physode.odeint_event(
+        func, y0, 0.0, lambda t, y: y[..., 0] - 0.2 * t, gradient="disc-opt", method="rk4",
+        step_size=0.05,
+    )  # fmt: skip
+    loss = (t_event + ys[1].square().sum(-1)).sum()
+    with pytest.raises(physode.UnsupportedError, match="create_graph=True.*Newton step"):
+        torch.autograd.grad(loss, [func.w], create_graph=True)
+    # A first derivative is unchanged (test_the_event_gradient_matches_central_differences).
+    assert torch.autograd.grad(loss, [func.w])[0].isfinite().all()
+
+
 def test_the_gradient_modes_agree_with_one_another():
     results = []
     for gradient in GRADIENTS:
