@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from physode._checks import is_finite_real
 from physode._defaults import MAX_STEPS
@@ -28,7 +29,9 @@ from physode.integrate import (
     _check_tuple_settings,
     _find_params,
     _gradient_mode,
+    _is_batched,
     _refuse_transforms,
+    _transforms_active,
     _tuple_state,
     check_initial_state,
     check_settings,
@@ -421,6 +424,20 @@ def odeint_event(
     rtol, atol, step_size, first_step, max_steps, max_step = check_settings(
         method, rtol, atol, step_size, first_step, max_steps, max_step
     )
+    # A tangent or a vmap batch on y0 itself is refused by _refuse_transforms, saying which.
+    own = isinstance(y0, Tensor) and (
+        forward_ad.unpack_dual(y0).tangent is not None or _is_batched(y0)
+    )
+    if not own and _transforms_active([y0]):
+        # With Disc-Opt too: the Newton step at the event differentiates event_fn with autograd
+        # inside the call, which torch.func refuses (a bare RuntimeError), and jvp over a
+        # tensor that func captures gave the event time a tangent of 0.
+        raise UnsupportedError(
+            "torch.func transforms (grad, jacrev, jvp, jacfwd, vmap) cannot differentiate "
+            "odeint_event: the gradient at the event is taken with autograd inside the call. "
+            "Use torch.autograd.grad or torch.autograd.functional.jacobian, which work with "
+            "every gradient mode"
+        )
     _refuse_transforms([y0], mode.name)
     y0 = check_initial_state(y0)
     # Said once: the second solve, if any, gets the rtol already raised.
@@ -451,6 +468,15 @@ def odeint_event(
     with torch.enable_grad() if differentiable else torch.no_grad():
         f0 = field(time(t0), y0.detach())
     stats.nfe += 1
+    if isinstance(f0, Tensor) and forward_ad.unpack_dual(f0).tangent is not None:
+        # A tangent that func's own tensors carry (torch.autograd.forward_ad): the search and
+        # the Newton step evaluate func without it, so t_event came back with none.
+        raise UnsupportedError(
+            "forward-mode differentiation (torch.autograd.forward_ad) through odeint_event is "
+            "not supported: func(t, y) carries a tangent that the event search drops. Take the "
+            "derivatives in reverse mode: torch.autograd.grad or "
+            "torch.autograd.functional.jacobian"
+        )
     solve_again = differentiable and (
         y0.requires_grad
         or bool(_find_params(func, params))

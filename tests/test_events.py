@@ -690,6 +690,32 @@ def test_forward_mode_through_an_event_search_is_refused():
         torch.func.jvp(lambda y: physode.odeint_event(fall, y, 0.0, height)[0], (y0,), (y0,))
 
 
+@pytest.mark.parametrize("transform", ["jvp", "grad", "forward_ad"])
+def test_torch_func_or_forward_mode_over_a_tensor_func_captures_is_refused_by_an_event_search(
+    transform,
+):
+    # torch.func.jvp over the gravity that func captures gave t_event a tangent of 0 (the true
+    # derivative is not), torch.func.grad failed inside torch with a bare RuntimeError, and
+    # torch.autograd.forward_ad gave no tangent at all.
+    y0 = torch.tensor([10.0, 2.0], dtype=F64)
+
+    def landing(g):
+        return physode.odeint_event(
+            lambda t, y: torch.stack([y[1], -g * torch.ones_like(y[0])]), y0, 0.0, height,
+            gradient="disc-opt",
+        ).t_event  # fmt: skip
+
+    g, tangent = torch.tensor(G, dtype=F64), torch.tensor(1.0, dtype=F64)
+    with pytest.raises(physode.UnsupportedError, match="torch.autograd.grad"):
+        if transform == "jvp":
+            torch.func.jvp(landing, (g,), (tangent,))
+        elif transform == "grad":
+            torch.func.grad(landing)(g)
+        else:
+            with torch.autograd.forward_ad.dual_level():
+                landing(torch.autograd.forward_ad.make_dual(g, tangent))
+
+
 # One event per row of a batch: event_fn returns shape (batch,).
 
 
