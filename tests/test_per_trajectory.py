@@ -238,6 +238,33 @@ def test_a_model_sized_for_other_data_is_refused():
                                            n_trajectories=3).state_dict())  # fmt: skip
 
 
+def test_weights_with_other_per_trajectory_columns_are_refused_by_name():
+    saved = PhysicsModel("pendulum", per_trajectory=["l"], n_trajectories=3).state_dict()
+    model = PhysicsModel("pendulum", per_trajectory=["l", "g"])
+    with pytest.raises(physode.InvalidArgumentError, match=r"learned 1 parameter\(s\) per "
+                       r"trajectory \(a table of shape \(3, 1\)\), and this model learns "
+                       r"\['l', 'g'\] per trajectory \(2\)"):  # fmt: skip
+        model.load_state_dict(saved)
+    assert model.n_trajectories == 0
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_a_failed_load_leaves_an_unsized_table_unsized(hybrid):
+    # Weights of another system: torch refuses the keys after the table took the saved rows.
+    def make(system, n=None):
+        learned = {"pendulum": ["l"], "harmonic_oscillator": ["k"]}[system]
+        physics = PhysicsModel(system, per_trajectory=learned, n_trajectories=n)
+        return Hybrid(physics, NeuralODE(2, width=2, depth=0)) if hybrid else physics
+
+    model = make("pendulum")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        model.load_state_dict(make("harmonic_oscillator", 3).state_dict())
+    physics = model.physics if hybrid else model
+    assert physics.n_trajectories == 0
+    model.load_state_dict(make("pendulum", 5).state_dict())  # the right weights still load
+    assert physics.n_trajectories == 5
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [

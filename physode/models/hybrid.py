@@ -123,6 +123,14 @@ class Hybrid(nn.Module):
         self.aphynity_lambda = lam.to(self.aphynity_lambda.device)
         return module
 
+    def load_state_dict(self, *args, **kwargs):
+        """Load like any module; a load that fails leaves the physics part's unsized
+        per-trajectory table unsized (see :meth:`PhysicsModel.load_state_dict`)."""
+        from physode.models.physics import keeping_unsized_tables
+
+        with keeping_unsized_tables(self):
+            return super().load_state_dict(*args, **kwargs)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Load like any module, but keep this model's ``λ`` where the state dict holds none: a
         hybrid without APHYNITY stores NaN there, which would turn the objective into NaN."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -336,11 +337,25 @@ class PhysicsModel(nn.Module):
         p = p.to(device=table.device, dtype=table.dtype)
         return p.index_copy(-1, self._table_columns, values)
 
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """Load like any module (an unsized per-trajectory table takes the saved one's rows);
+        a load that fails leaves an unsized table unsized, so that the right weights, or
+        training data of any size, still fit this model."""
+        with keeping_unsized_tables(self):
+            return super().load_state_dict(*args, **kwargs)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Load like any module; an unsized per-trajectory table takes the saved one's rows, so
         that weights saved after training load into a fresh model."""
         saved = state_dict.get(prefix + "trajectory_values")
         if self.per_trajectory and isinstance(saved, torch.Tensor) and saved.ndim == 2:
+            if saved.shape[1] != len(self.per_trajectory):
+                raise InvalidArgumentError(
+                    f"the saved weights learned {saved.shape[1]} parameter(s) per trajectory "
+                    f"(a table of shape {tuple(saved.shape)}), and this model learns "
+                    f"{self.per_trajectory} per trajectory ({len(self.per_trajectory)}); build "
+                    "it with the per_trajectory of the run that saved them"
+                )
             rows, theirs = self.n_trajectories, int(saved.shape[0])
             if rows == 0:
                 self.set_n_trajectories(theirs)
@@ -440,3 +455,22 @@ class PhysicsModel(nn.Module):
         if own.dtype != y.dtype or own.device != y.device:
             own = own.to(dtype=y.dtype, device=y.device)
         return self.system.rhs(t, y, torch.where(self._learned_mask, own, p.to(y.dtype)))
+
+
+@contextmanager
+def keeping_unsized_tables(module: nn.Module) -> Iterator[None]:
+    """Put back the empty per-trajectory table of each :class:`PhysicsModel` in ``module`` if
+    the block raises: a ``load_state_dict`` sizes such a table to the saved one before it copies
+    the values, and one that then fails (other keys, another system) would otherwise leave the
+    model sized for weights it never took."""
+    unsized = [
+        (model, model.trajectory_values)
+        for model in module.modules()
+        if isinstance(model, PhysicsModel) and model.n_trajectories == 0
+    ]
+    try:
+        yield
+    except BaseException:
+        for model, table in unsized:
+            model.trajectory_values = table
+        raise
