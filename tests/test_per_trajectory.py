@@ -418,3 +418,19 @@ def test_a_data_set_after_a_bare_calibrate_is_refused_with_where_to_put_it(capsy
     with pytest.raises(SystemExit):
         main(["train", "pendulums.h5", "--calibrate", "soon"])
     assert capsys.readouterr().err.splitlines()[-1].endswith("got 'soon'")
+
+
+@pytest.mark.parametrize("kind", ["physics", "hybrid", "neural"])
+def test_a_whole_checkpoint_given_to_load_state_dict_says_where_the_weights_are(tmp_path, kind):
+    def make():
+        physics = PhysicsModel("pendulum", per_trajectory=["l"])
+        return {"physics": physics, "neural": NeuralODE(2, width=2, depth=0),
+                "hybrid": Hybrid(physics, NeuralODE(2, width=2, depth=0))}[kind]
+
+    path = Trainer(make(), swinging(LENGTHS, points=6), epochs=1).save_checkpoint(tmp_path / "a.pt")
+    checkpoint = torch.load(path, weights_only=True)
+    model = make()
+    with pytest.raises(physode.InvalidArgumentError, match=r"whole physode training checkpoint "
+                       r"\(epoch 0\), not a state dict; its weights are checkpoint\['model'\]"):
+        model.load_state_dict(checkpoint)
+    model.load_state_dict(checkpoint["model"])

@@ -9,6 +9,7 @@ from torch import nn
 
 from physode._checks import is_int, is_switch
 from physode._errors import InvalidArgumentError
+from physode.models._weights import refuse_a_checkpoint
 from physode.models.neural import MLP, dtype_error, has_hooks
 
 
@@ -113,6 +114,12 @@ class HamiltonianNN(nn.Module):
         """
         self._check_state(y)
         return self._energy(y)
+
+    def load_state_dict(self, *args, **kwargs):
+        """Load like any module; a whole training checkpoint is refused, naming where its
+        weights are."""
+        refuse_a_checkpoint(args[0] if args else kwargs.get("state_dict"), "HamiltonianNN")
+        return super().load_state_dict(*args, **kwargs)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return ``dy/dt = [∂H/∂p, -∂H/∂q]`` with ``y``'s shape; ``t`` is not used.

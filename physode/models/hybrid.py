@@ -10,6 +10,7 @@ from torch import nn
 
 from physode._checks import is_finite_real
 from physode._errors import InvalidArgumentError, UnsupportedError
+from physode.models._weights import refuse_a_checkpoint
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Hybrid(nn.Module):
         per-trajectory table unsized (see :meth:`PhysicsModel.load_state_dict`)."""
         from physode.models.physics import keeping_unsized_tables
 
+        refuse_a_checkpoint(args[0] if args else kwargs.get("state_dict"), "Hybrid")
         with keeping_unsized_tables(self):
             return super().load_state_dict(*args, **kwargs)
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from physode._checks import is_int, is_switch
 from physode._errors import InvalidArgumentError
+from physode.models._weights import refuse_a_checkpoint
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -232,6 +233,12 @@ class NeuralODE(nn.Module):
     def autonomous(self) -> bool:
         """Whether ``f`` ignores ``t`` (windows at different times may share a batch)."""
         return not self.time_dependent
+
+    def load_state_dict(self, *args, **kwargs):
+        """Load like any module; a whole training checkpoint is refused, naming where its
+        weights are."""
+        refuse_a_checkpoint(args[0] if args else kwargs.get("state_dict"), "NeuralODE")
+        return super().load_state_dict(*args, **kwargs)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return ``dy/dt`` with ``y``'s shape.

@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize
 
 from physode._checks import converts_to_finite_real, is_int, is_switch
 from physode._errors import InvalidArgumentError
+from physode.models._weights import refuse_a_checkpoint
 from physode.symbolic._vector_field import warn_if_not_in_equations
 
 
@@ -341,6 +342,7 @@ class PhysicsModel(nn.Module):
         """Load like any module (an unsized per-trajectory table takes the saved one's rows);
         a load that fails leaves an unsized table unsized, so that the right weights, or
         training data of any size, still fit this model."""
+        refuse_a_checkpoint(args[0] if args else kwargs.get("state_dict"), "PhysicsModel")
         with keeping_unsized_tables(self):
             return super().load_state_dict(*args, **kwargs)
 
