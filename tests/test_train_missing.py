@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -213,6 +214,45 @@ def test_from_irregular_refuses_a_huge_merged_grid_and_warns_on_a_large_one(monk
 def test_a_ragged_array_points_to_from_irregular():
     with pytest.raises(physode.InvalidArgumentError, match="Trajectories.from_irregular"):
         Trajectories([0.0, 1.0, 2.0], [[[1.0], [2.0], [3.0]], [[1.0], [2.0]]])
+
+
+def test_the_masked_entries_of_a_numpy_masked_array_are_missing_observations():
+    # netCDF4 and np.genfromtxt(usemask=True) give masked arrays, a fill value under the mask.
+    states = np.ma.masked_array(np.ones((4, 2)), mask=[[0, 0], [0, 1], [1, 1], [0, 0]])
+    states.data[1:3] = 1e20
+    t = np.arange(4.0)
+    for data in (Trajectories(t, states), Trajectories.from_irregular([(t, states)])):
+        assert data.states[0, :, 1].isnan().tolist() == [False, True, True, False]
+        assert data.states[0, :, 0].isnan().tolist() == [False, False, True, False]
+    masked_t = np.ma.masked_array(t, mask=[0, 0, 1, 0])
+    with pytest.raises(physode.InvalidArgumentError, match="1 of its 4 entries masked.*give every"):
+        Trajectories(masked_t, np.ones((4, 2)))
+
+
+@pytest.mark.parametrize(
+    "t, states, message",
+    [
+        # Unix timestamps beside float32 states: the times would collapse onto one another.
+        (np.array([1.7e9, 1.7e9 + 1, 1.7e9 + 2]), np.ones((3, 1), np.float32),
+         r"not finite and strictly increasing once cast to torch.float32.*t - t\[0\]"),
+        (np.array([0.0, 1e300]), np.ones((2, 1), np.float32), "once cast to torch.float32"),
+        (np.arange("2020-01-01", "2020-01-04", dtype="datetime64[D]"), np.ones((3, 1)),
+         "t holds NumPy datetime64"),
+        (np.arange(3.0), np.array([[1], [None], [2]], dtype=object),
+         "states is a NumPy array of dtype object"),
+    ],
+    ids=["timestamps-float32", "inf-in-float32", "dates", "objects"],
+)
+def test_arrays_torch_cannot_take_as_they_are_are_refused_with_the_fix(t, states, message):
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        Trajectories(t, states)
+
+
+def test_reversed_and_longdouble_arrays_are_read():
+    t, states = np.arange(3.0)[::-1], np.arange(6.0).reshape(3, 2)[::-1]
+    data = Trajectories(-t, states.astype(np.longdouble))
+    assert data.states.dtype == torch.float64
+    assert data.states[0, :, 0].tolist() == [4.0, 2.0, 0.0]
 
 
 # ---------------------------------------------------------------- refusals

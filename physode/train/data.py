@@ -97,7 +97,7 @@ class Trajectories:
 
     def __post_init__(self) -> None:
         t = _as_tensor("t", self.t)
-        states = _as_tensor("states", self.states)
+        states = _as_tensor("states", self.states, missing=True)
         if states.ndim == 2:
             states = states.unsqueeze(0)
         problems = []
@@ -145,6 +145,14 @@ class Trajectories:
             states = self._in_system_order(states)
         # On the states' device, as the params: a rollout solves from the states at these times.
         self.t = t.to(states.device, states.dtype)
+        if t.dtype != states.dtype and not _increasing_finite(self.t):
+            raise InvalidArgumentError(
+                f"bad trajectories: t is not finite and strictly increasing once cast to "
+                f"{states.dtype}, the states' dtype (from {t.dtype}: t[0] = "
+                f"{value_text(float(t[0]))}, t[-1] = {value_text(float(t[-1]))}); "
+                "give the states in float64 (states.double()), or times counted from the "
+                "first (t - t[0])"
+            )
         self.states = states
         if params is not None:
             self.params = params.to(device=states.device, dtype=states.dtype)
@@ -244,7 +252,7 @@ class Trajectories:
                     f"{type(pair).__name__}"
                 )
             t_i, y_i = _as_tensor(f"t of sample {i}", pair[0]), _as_tensor(
-                f"states of sample {i}", pair[1]
+                f"states of sample {i}", pair[1], missing=True
             )
             if t_i.ndim != 1 or y_i.ndim != 2 or y_i.shape[0] != t_i.shape[0]:
                 raise InvalidArgumentError(
@@ -399,17 +407,24 @@ def _trajectory_index(index: Any, n: int) -> torch.Tensor:
     return index
 
 
-def _as_tensor(name: str, value: Any, irregular_hint: bool = True) -> torch.Tensor:
-    """``value`` as a tensor: tensors and NumPy arrays keep their dtype, and anything else (lists
-    of Python numbers) is read as float64, the precision of a Python float.
+def _as_tensor(
+    name: str, value: Any, irregular_hint: bool = True, missing: bool = False
+) -> torch.Tensor:
+    """``value`` as a tensor: tensors and NumPy arrays keep their dtype (a ``longdouble`` array is
+    read as float64; the masked entries of a NumPy masked array as ``NaN`` where ``missing``),
+    and anything else (lists of Python numbers) is read as float64, the precision of a Python
+    float.
 
     Raises
     ------
     physode.InvalidArgumentError
-        If ``value`` is not a rectangular array of real numbers.
+        If ``value`` is not a rectangular array of real numbers, or a masked array with masked
+        entries where not ``missing``.
     """
-    if isinstance(value, torch.Tensor | np.ndarray):
-        return torch.as_tensor(value)
+    if isinstance(value, np.ndarray):
+        return torch.as_tensor(_plain_array(name, value, missing))
+    if isinstance(value, torch.Tensor):
+        return value
     try:
         return torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -421,6 +436,50 @@ def _as_tensor(name: str, value: Any, irregular_hint: bool = True) -> torch.Tens
             f"{name} must be a tensor, a NumPy array or a rectangular list of real numbers, got "
             f"{type(value).__name__} ({str(exc).splitlines()[0]}){hint}"
         ) from None
+
+
+def _plain_array(name: str, value: np.ndarray, missing: bool) -> np.ndarray:
+    """``value`` as an array torch reads: masked entries as ``NaN`` (where ``missing``, and
+    the array is of floats), ``longdouble`` as float64, negative strides copied away; arrays of
+    dates, durations, text or objects are refused."""
+    if isinstance(value, np.ma.MaskedArray):
+        masked = np.ma.getmaskarray(value)
+        if masked.any():
+            count = f"{int(masked.sum())} of its {masked.size} entries"
+            if not missing:
+                raise InvalidArgumentError(
+                    f"{name} is a NumPy masked array with {count} masked; only states may "
+                    f"miss values (read as NaN): give every entry of {name.split()[0]}"
+                )
+            if value.dtype.kind == "f":
+                value = value.filled(np.nan)
+            else:
+                raise InvalidArgumentError(
+                    f"{name} is a NumPy masked array of dtype {value.dtype} with {count} "
+                    "masked; give floating-point states, whose masked entries are read as NaN "
+                    "(missing observations), e.g. states.astype(float)"
+                )
+        value = np.ma.getdata(value)
+    if value.dtype.kind in "mM":
+        raise InvalidArgumentError(
+            f"{name} holds NumPy {value.dtype} values; give times as numbers, e.g. "
+            "(t - t[0]) / np.timedelta64(1, 's') for seconds since the first time"
+        )
+    if value.dtype.kind not in "biufc":
+        raise InvalidArgumentError(
+            f"{name} is a NumPy array of dtype {value.dtype}; give real numbers, e.g. "
+            f"{name.split()[0]}.astype(float)"
+        )
+    if value.dtype.kind == "f" and value.dtype.itemsize > 8:  # longdouble: no torch dtype
+        value = value.astype(np.float64)
+    if any(stride < 0 for stride in value.strides):  # a reversed view, t[::-1]
+        value = value.copy()
+    return value
+
+
+def _increasing_finite(t: torch.Tensor) -> bool:
+    """Whether the times ``t`` are finite and strictly increasing."""
+    return bool(torch.isfinite(t).all()) and bool((t[1:] > t[:-1]).all())
 
 
 def _params_problems(params: torch.Tensor, n: int) -> list[str]:
