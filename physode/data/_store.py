@@ -702,7 +702,9 @@ def _validate(f: h5py.File, path: Path) -> Header:
         found = "no 'format' attribute" if name is None else f"format {_describe(name)}"
         raise DataFormatError(
             f"{path} is an HDF5 file but not a physode data set ({found}, "
-            f"expected {FORMAT_NAME!r}); make one with `physode simulate`"
+            f"expected {FORMAT_NAME!r}); make one with `physode simulate`, or, for arrays of "
+            "your own (measurements), read them (with h5py) and train on "
+            "physode.train.Trajectories(t, states) from Python (docs/data.md, \"Real data\")"
         )
     version = attrs.get("format_version")
     if not _is_int(version) or version < 1:
