@@ -286,6 +286,21 @@ def test_the_first_step_is_finite_where_the_squares_of_the_scaled_derivative_ove
     torch.testing.assert_close(steps[0].double(), steps[1].double(), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("atol", [1e-200, 5e-324])
+def test_a_float64_solve_with_an_atol_far_below_a_zero_components_derivative_runs(atol):
+    # Pure relative control, as near as a positive atol comes: v = 0 at t0 with dv/dt = -1 made
+    # |f0| / atol 1e200 (its square, and 2**-100 of it squared, overflow) or inf (1 / 5e-324):
+    # the solve stopped before its first step as "non-finite", though func returned finite values.
+    def oscillator(t, y):
+        return torch.stack([y[1], -y[0]])
+
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    sol = physode.solve(oscillator, y0, [0.0, 2.0], atol=atol, throw=False)
+    assert sol.status is physode.Status.SUCCESS, sol.message
+    exact = torch.tensor([math.cos(2.0), -math.sin(2.0)], dtype=F64)
+    torch.testing.assert_close(sol.ys[-1], exact, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("step_control", ["shared", "per-sample"])
 def test_a_float32_solve_with_a_derivative_of_4e11_from_a_zero_component_runs(step_control):
     # The ringing oscillator of the unit time scale, on a nanosecond one: dv/dt = -4e11 at v = 0.

@@ -228,14 +228,25 @@ SHRINK = 2.0**-100
 def _rms(x: Tensor) -> float:
     """The RMS of ``x`` as a float; finite wherever ``x`` is, also where its squares overflow.
 
+    Where they do, ``x`` is scaled by the power of two that brings its largest element to about
+    one (exactly, as :data:`SHRINK` would, but for any size: a float64 ratio of 1e200, an
+    O(1) derivative over ``atol=1e-200`` where a component is 0, is past what ``SHRINK`` can
+    bring back).
+
     >>> x = torch.tensor([0.0, 4e19])   # float32: the square of 4e19 is inf
     >>> torch.linalg.vector_norm(x).item(), f"{_rms(x):.4g}"
     (inf, '2.828e+19')
+    >>> f"{_rms(torch.tensor([0.0, 1e200], dtype=torch.float64)):.4g}"
+    '7.071e+199'
     """
     n = math.sqrt(x.numel())
     value = (torch.linalg.vector_norm(x) / n).item()
     if math.isinf(value):
-        value = (torch.linalg.vector_norm(x * SHRINK) / n).item() / SHRINK
+        top = x.abs().max().item()
+        if math.isfinite(top):
+            exponent = math.frexp(top)[1]
+            shrunk = torch.ldexp(x, torch.tensor(-exponent, device=x.device))
+            value = math.ldexp((torch.linalg.vector_norm(shrunk) / n).item(), exponent)
     return value
 
 
@@ -253,7 +264,8 @@ def initial_step(
 ) -> float:
     """Starting step size by Hairer, Norsett & Wanner I (II.4); costs one evaluation of ``func``.
 
-    NaN when the norm of ``f0`` is not finite (then ``func`` is not evaluated).
+    NaN when ``f0`` holds NaN or inf (then ``func`` is not evaluated). A finite ``f0`` always
+    gives a positive step, also where its scaled norm overflows the dtype (see below).
 
     ``groups`` delimits groups of the flattened state as for :func:`error_ratio`.
     """
@@ -266,10 +278,16 @@ def initial_step(
 
     scale = y0.abs().mul(rtol).add_(atol)
     d0, d1 = rms(y0, scale), rms(f0, scale)
-    if not math.isfinite(d1):
-        # f0 holds NaN or inf, or f0 / scale overflows the dtype: no step size follows from it,
-        # and the loop stops as non-finite.
+    if math.isnan(d1) or (math.isinf(d1) and not bool(torch.isfinite(f0).all())):
+        # f0 holds NaN or inf: no step size follows from it, and the loop stops as non-finite.
         return math.nan
+    # A finite f0 whose norm is infinite overflowed the dtype in f0 / scale: a component of y0
+    # is 0 with an atol below |dy/dt| by more than the dtype's range (atol=1e-300, or 5e-324,
+    # for pure relative control). The step is then as short as the largest finite norm
+    # allows and the controller grows it: the error scale takes max(|y0|, |y1|), so once the
+    # component has left 0 it is measured relative to itself.
+    largest = float(torch.finfo(y0.dtype).max)
+    d0, d1 = min(d0, largest), min(d1, largest)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     y1 = torch.add(y0, f0, alpha=direction * h0)
     f1 = func(time(t0 + direction * h0), y1)

@@ -333,8 +333,8 @@ def integrate(
             h = direction * min(h_first, h_max)
             stats.nfe += 1
         if math.isnan(h):
-            # func(t0, y0) is not finite, or so large that f0 / scale overflows: no error estimate
-            # can be trusted from here, so stop at once rather than shrink the step to underflow.
+            # func(t0, y0) holds NaN or inf: no error estimate can be trusted from here, so stop
+            # at once rather than shrink the step to underflow.
             status = Status.NON_FINITE
     else:
         h = direction * step_size
