@@ -344,6 +344,19 @@ def test_an_adaptive_solve_out_of_steps_suggests_looser_tolerances():
     assert "max_steps=5" in str(info.value) and "rtol/atol" in str(info.value)
 
 
+def test_an_adaptive_solve_out_of_steps_at_max_step_blames_max_step_not_the_tolerances():
+    # The steps ran out at the cap the caller set: the message said the problem may be stiff or
+    # the tolerances too tight, and suggested loosening rtol/atol, which changes nothing here.
+    with pytest.raises(physode.SolverError) as info:
+        physode.solve(decay, Y0, [0.0, 1.0], max_steps=5, max_step=1e-3)
+    message = str(info.value)
+    assert "max_step=0.001" in message and "Raise max_step" in message
+    assert "stiff" not in message and "rtol" not in message
+    # Where the error control holds the steps below the cap, the advice is unchanged.
+    with pytest.raises(physode.SolverError, match="stiff.*rtol/atol"):
+        physode.solve(decay, Y0, [0.0, 1000.0], max_steps=5, rtol=1e-10, atol=1e-10, max_step=1.0)
+
+
 def test_an_opt_disc_backward_solve_out_of_steps_says_whose_max_steps_bounds_it():
     y0 = Y0.clone().requires_grad_(True)
     # The backward solve, at its own tight tolerances, needs far more steps than the forward.

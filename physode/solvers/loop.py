@@ -216,11 +216,19 @@ def autocast_hint(f: object) -> str:
 
 
 def _failure_message(
-    status: Status, t: float, h: float, max_steps: int, adaptive: bool, dtype: torch.dtype
+    status: Status,
+    t: float,
+    h: float,
+    max_steps: int,
+    adaptive: bool,
+    dtype: torch.dtype,
+    max_step: float = math.inf,
 ) -> str:
     """Why the solve stopped, where, and what to change; built once, after the loop stopped.
 
     ``dtype`` is the state's: only a state not in float64 already is advised to solve in float64.
+    ``max_step`` is the solve's cap on adaptive steps: where the steps ran out at it, the cap is
+    what to change, not the tolerances.
 
     >>> underflow = Status.STEP_SIZE_UNDERFLOW
     >>> _failure_message(underflow, 0.5, 1e-15, 100, True, torch.float64).split(", or ")[-1]
@@ -237,6 +245,13 @@ def _failure_message(
             f"max_steps={max_steps} steps reached {where}: the time span needs more steps of "
             f"step_size. Raise max_steps (e.g. max_steps={10 * max_steps}), raise step_size, or "
             "shorten the time span."
+        )
+    if status is Status.MAX_STEPS and abs(h) >= max_step:
+        return (
+            f"max_steps={max_steps} step attempts reached {where}: the steps were held at "
+            f"max_step={max_step:g}, which caps them where the error control would take longer "
+            f"ones. Raise max_step, raise max_steps (e.g. max_steps={10 * max_steps}), or shorten "
+            "the time span."
         )
     if status is Status.MAX_STEPS:
         return (
@@ -473,6 +488,6 @@ def integrate(
     message = (
         "success"
         if status is Status.SUCCESS
-        else _failure_message(status, t, h, max_steps, adaptive, y0.dtype)
+        else _failure_message(status, t, h, max_steps, adaptive, y0.dtype, h_max)
     )
     return LoopResult(ys=ys, status=status, t=t, h=h, message=message)
