@@ -210,8 +210,35 @@ def _times(t: Tensor | np.ndarray | Sequence[float], y0: Tensor) -> tuple[Tensor
         raise InvalidArgumentError(
             f"t must be strictly increasing or strictly decreasing, got {times[:6]}"
             + ("..." if len(times) > 6 else "")
+            + _coarse_times_hint(t, times, steps)
         )
     return t_tensor, times
+
+
+def _coarse_times_hint(t: object, times: list[float], steps: list[float]) -> str:
+    """Why two output times came out equal where ``t`` arrived in a dtype narrower than float64
+    (a float32 tensor or array): it rounded times closer than its spacing onto one; empty else.
+
+    >>> _coarse_times_hint(torch.tensor([1e4, 1e4]), [1e4, 1e4], [0.0])[:66]
+    '. t arrived as torch.float32, whose spacing near |t| = 1e+04 is ab'
+    """
+    dtype = getattr(t, "dtype", None)
+    if 0.0 not in steps or dtype is None:
+        return ""
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        eps = float(torch.finfo(dtype).eps)
+    elif getattr(dtype, "kind", None) == "f":  # NumPy's float16 and float32
+        eps = {2: 2.0**-10, 4: 2.0**-23}.get(dtype.itemsize, 0.0)
+    else:
+        return ""  # integer times are exact; equal ones were given equal
+    if eps <= float(torch.finfo(torch.float64).eps):
+        return ""
+    top = max(abs(s) for s in times)
+    return (
+        f". t arrived as {dtype}, whose spacing near |t| = {top:.3g} is about {eps * top:.2g}: "
+        "closer times round onto one. Pass t in float64 (a list of floats, or "
+        "torch.tensor(..., dtype=torch.float64)), or count time from t[0]"
+    )
 
 
 def _refuse_times_requiring_grad(t: object) -> None:

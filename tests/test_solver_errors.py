@@ -178,6 +178,19 @@ def test_bad_output_times_are_refused_with_the_values_shown(t, expected):
     assert expected in message
 
 
+@pytest.mark.parametrize("as_numpy", [False, True], ids=["tensor", "numpy"])
+def test_float32_output_times_that_round_onto_one_say_why(as_numpy):
+    # 1e-5 apart near t = 1e4: float32 (spacing 1e-3 there) made them one time, and the message
+    # showed three equal times given as distinct ones, with no word of the dtype.
+    times = [1e4, 1e4 + 1e-5, 1e4 + 2e-5]
+    t = np.array(times, dtype=np.float32) if as_numpy else torch.tensor(times)
+    message = _error(t=t)
+    assert "strictly increasing" in message and "float32" in message
+    assert "float64" in message and "t[0]" in message
+    # Equal times given in float64 are the caller's own: no word of a dtype.
+    assert "arrived" not in _error(t=torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("name", ["rtol", "atol"])
 @pytest.mark.parametrize("value", [0.0, -1e-6, math.nan, 10**400])  # 10**400 overflowed
 def test_tolerances_must_be_positive(name, value):
