@@ -150,7 +150,21 @@ def one_tolerance(name: str, value: object) -> float:
         )
     if getattr(value, "ndim", 0) and callable(getattr(value, "item", None)):
         value = value.item()  # one element: NumPy refuses float() of a 1-d array
-    return positive_finite(name, value)
+    try:
+        return positive_finite(name, value)
+    except InvalidArgumentError as error:
+        if isinstance(value, str | bytes | bool) or value != 0:
+            raise
+        raise InvalidArgumentError(f"{error}. {_ZERO_TOLERANCE[name.endswith('atol')]}") from None
+
+
+# What to pass instead of a tolerance of zero, for rtol (False) and atol (True).
+_ZERO_TOLERANCE = {
+    True: "For (nearly) pure relative control pass an atol far below the state's size, e.g. "
+    "atol=1e-30: the error scale atol + rtol * |y| must not be 0 where a component of y is 0",
+    False: "For (nearly) pure absolute control pass a small rtol, e.g. rtol=1e-12: one below "
+    "the dtype's resolution is raised to it, with a warning",
+}
 
 
 def positive_finite(name: str, value: object) -> float:

@@ -198,6 +198,20 @@ def test_tolerances_must_be_positive(name, value):
     assert name in message and repr(value) in message
 
 
+@pytest.mark.parametrize(("name", "advice"), [("atol", "atol=1e-30"), ("rtol", "rtol=1e-12")])
+def test_a_zero_tolerance_is_refused_with_what_to_pass_instead(name, advice):
+    # atol=0 is how SciPy users ask for pure relative control: the message only said "must be
+    # positive", with no word of what comes nearest.
+    message = _error(**{name: 0.0})
+    assert f"{name} must be positive" in message and advice in message
+    assert "For " not in _error(**{name: -1e-6})
+    # The advice works: an atol far below the state's size, from a component at 0.
+    sol = physode.solve(
+        lambda t, y: torch.stack([y[1], -y[0]]), torch.tensor([1.0, 0.0]), [0.0, 1.0], atol=1e-30
+    )
+    assert sol.success
+
+
 @pytest.mark.parametrize("value", [0.0, -0.1])
 def test_step_size_must_be_positive(value):
     message = _error(method="rk4", step_size=value)
