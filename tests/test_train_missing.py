@@ -248,6 +248,16 @@ def test_arrays_torch_cannot_take_as_they_are_are_refused_with_the_fix(t, states
         Trajectories(t, states)
 
 
+def test_a_cast_that_collapses_the_times_is_refused_as_the_constructor_refuses_it():
+    # Trajectories.to (the trainer's TrainConfig.dtype) said only "t must be strictly
+    # increasing" of Unix timestamps that float32 makes equal.
+    data = Trajectories(np.array([1.7e9, 1.7e9 + 1, 1.7e9 + 2]), np.ones((3, 1)))
+    message = r"once cast to torch.float32.*TrainConfig\(dtype=torch.float64\).*t - t\[0\]"
+    with pytest.raises(physode.InvalidArgumentError, match=message):
+        data.to(torch.float32)
+    assert Trajectories([0.0, 1.0], np.ones((2, 1))).to(torch.float32).t.dtype == torch.float32
+
+
 def test_reversed_and_longdouble_arrays_are_read():
     t, states = np.arange(3.0)[::-1], np.arange(6.0).reshape(3, 2)[::-1]
     data = Trajectories(-t, states.astype(np.longdouble))

@@ -150,8 +150,8 @@ class Trajectories:
                 f"bad trajectories: t is not finite and strictly increasing once cast to "
                 f"{states.dtype}, the states' dtype (from {t.dtype}: t[0] = "
                 f"{value_text(float(t[0]))}, t[-1] = {value_text(float(t[-1]))}); "
-                "give the states in float64 (states.double()), or times counted from the "
-                "first (t - t[0])"
+                "give the states in float64 (states.double(); in training "
+                "TrainConfig(dtype=torch.float64)), or times counted from the first (t - t[0])"
             )
         self.states = states
         if params is not None:
@@ -361,10 +361,19 @@ class Trajectories:
         )
 
     def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> Trajectories:
-        """The same trajectories in another floating-point dtype, and on ``device`` if given."""
+        """The same trajectories in another floating-point dtype, and on ``device`` if given.
+
+        Raises
+        ------
+        physode.InvalidArgumentError
+            If the times are not finite and strictly increasing in ``dtype`` (Unix timestamps
+            in float32, say), as the constructor refuses them.
+        """
         params = None if self.params is None else self.params.to(device, dtype)
+        # The times as they are: the constructor casts them to the states' dtype and refuses
+        # times that the cast collapses or makes infinite, saying so.
         return Trajectories(
-            self.t.to(device, dtype),
+            self.t,
             self.states.to(device, dtype),
             params,
             self.system,
