@@ -79,7 +79,20 @@ def test_load_csv_reads_a_file_saved_with_a_byte_order_mark_as_without(tmp_path)
         ("t,x\n0,1\n,2\n", r"line 3: unreadable value '' in column 't' \(need a finite time\)"),
         ("t,x\n0,1\n0,2\n", "the times in column 't' must increase: line 3 repeats the time 0"),
         ("t\n0\n1\n", "expected a time column and at least one value column"),
-        ("t,x\n", "expected a header row and at least one row of values"),
+        ("t,x\n", "expected a header row and at least two rows of values"),
+        # One row was read, then refused by Trajectories as "need at least 2 time points".
+        ("# a\nt,x\n0,1\n", r"bad.csv: expected .* at least two rows .*found 1 \(line 3\)"),
+        # A row of units was refused as its first cell, an "unreadable value 's'".
+        ("t,x,y\ns,m,m\n0,1,2\n", r"line 2 \(s,m,m\) holds text .* a row of units .*'#'"),
+        ("t,x\n0,1\nt,x\n1,2\n", r"line 3 \(t,x\) holds text .*second header row"),
+        # What Python's float reads beyond a number as a file writes it: 1_000 was 1000, NAN
+        # missing, infinity refused only as an unreadable value.
+        ("t,x\n0,1_000\n1,2\n", r"line 2: unreadable value '1_000' in column 'x' .*digits"),
+        ("t,x\n0,1\n1,NAN\n", r"line 3: unreadable value 'NAN' .*NA where it is missing"),
+        ("t,x\n0,1\ninfinity,2\n", "line 3: unreadable value 'infinity' in column 't' .*infinite"),
+        ("t,x\n0,1\n1,1e999\n", "line 3: unreadable value '1e999' .*infinite values"),
+        # A line break in a quoted cell was dropped: a header cell "x<break>y" gave a state xy.
+        ('t,"x\ny"\n0,1\n1,2\n', "line 1: a quoted cell runs on to line 2 .*line break"),
         # An empty or repeated name became a state named '' or two states named 'x'.
         ("day,x,\n0,1,2\n", "bad.csv: line 1: column 3 of the header has no name"),
         (",x\n0,1\n", "bad.csv: line 1: column 1 of the header has no name"),
@@ -114,6 +127,17 @@ def test_load_csv_refuses_malformed_files(tmp_path, text, message):
         load_csv(tmp_path / "missing.csv")
 
 
+def test_load_csv_reads_indented_comments_as_comments_and_signed_and_exponent_numbers(tmp_path):
+    # An indented '#' line was refused as a row of one cell, as if it were data.
+    from physode.data import load_csv
+
+    path = tmp_path / "counts.csv"
+    path.write_text("  # by hand\nt,x\n0,+1.\n\t# a note\n1,-.5E-1\n")
+    series = load_csv(path)
+    assert series.provenance == "by hand\na note"
+    assert series.ys[:, 0].tolist() == [1.0, -0.05]
+
+
 def test_load_csv_refuses_a_file_without_a_header_instead_of_taking_its_first_row_as_names(
     tmp_path,
 ):
@@ -127,7 +151,7 @@ def test_load_csv_refuses_a_file_without_a_header_instead_of_taking_its_first_ro
         path.write_text(text)
         with pytest.raises(physode.DataFormatError, match="line 1: the first row .* holds numbers"):
             load_csv(path)
-    path.write_text("t,1,2\n0,1,2\n")  # numbers as the names of quantities are names
+    path.write_text("t,1,2\n0,1,2\n1,2,3\n")  # numbers as the names of quantities are names
     assert load_csv(path).state_names == ("1", "2")
 
 

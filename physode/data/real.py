@@ -96,7 +96,9 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     ``pandas.read_csv`` reads as missing by default (:data:`MISSING_CELLS`: ``NA``, ``N/A``,
     ``NULL``, ``None``, ``#N/A``, ``nan``, ..., in the case written there; ``na`` is refused):
     the trainer leaves it out of its losses (see ``docs/training.md``, "Missing observations
-    and irregular sampling"). Lines starting with ``#`` are kept as ``provenance``.
+    and irregular sampling"). A number is digits with an optional sign, decimal point and
+    exponent (``1000``, ``-2.5``, ``1e-3``): not all that Python's ``float`` reads (``1_000``,
+    ``infinity``). Lines starting with ``#``, indented or not, are kept as ``provenance``.
 
     Parameters
     ----------
@@ -118,9 +120,11 @@ def load_csv(path: str | os.PathLike, time_unit: str | None = None) -> TimeSerie
     physode.DataFormatError
         If the file is missing, unreadable or not UTF-8; or, naming the line of the file, if
         the first row is not a header (numbers only, or names separated by ``;`` or a tab), a
-        column of the header has no name or the name of another, a row has another number of
-        cells than the header, a time is empty or not a finite number (a date included), the
-        times do not increase, or a value is not a number (infinite values included).
+        column of the header has no name or the name of another, a quoted cell holds a line
+        break, a row has another number of cells than the header or holds text only (units, a
+        second header), a time is empty or not a finite number (a date included), the times
+        do not increase, a value is not a number (infinite values included), or the file has
+        fewer than two rows of values.
 
     Examples
     --------
@@ -160,17 +164,34 @@ def _read_table(text: str, source: str) -> tuple[list[str], np.ndarray, torch.Te
     ``NaN`` for an empty cell) and the comment lines of a CSV text; every refusal names the
     line of the file it is about."""
     lines = text.splitlines()
-    provenance = "\n".join(line.lstrip("# ").rstrip() for line in lines if line.startswith("#"))
+    # A comment is a line whose first mark is '#', indented or not.
+    comment = [line.lstrip().startswith("#") for line in lines]
+    provenance = "\n".join(
+        line.lstrip().lstrip("# ").rstrip()
+        for line, hushed in zip(lines, comment, strict=True)
+        if hushed
+    )
     # Comment lines stay as empty lines, so that the reader's line numbers are the file's.
-    reader = csv.reader("" if line.startswith("#") else line for line in lines)
-    rows, numbers = [], []
+    reader = csv.reader(
+        "" if hushed else line for line, hushed in zip(lines, comment, strict=True)
+    )
+    rows, numbers, last = [], [], 0
     for row in reader:
+        if reader.line_num > last + 1:
+            # The reader went on past the line's end for a quote left open: a cell quoted with a
+            # line break in it, which would be read with the break dropped ("x<break>y" as xy).
+            raise DataFormatError(
+                f"{source}: line {last + 1}: a quoted cell runs on to line {reader.line_num} (a "
+                "line break inside quotes, or a quote left open); write each row on one line, "
+                "every quote closed"
+            )
+        last = reader.line_num
         cells = [cell.strip() for cell in row]
         if any(cells):
             rows.append(cells)
             numbers.append(reader.line_num)
-    if len(rows) < 2:
-        raise DataFormatError(f"{source}: expected a header row and at least one row of values")
+    if not rows:
+        raise DataFormatError(f"{source}: expected a header row and at least two rows of values")
     header, body = rows[0], list(zip(numbers[1:], rows[1:], strict=True))
     _check_header(header, source, numbers[0])
     for number, row in body:
@@ -182,6 +203,8 @@ def _read_table(text: str, source: str) -> tuple[list[str], np.ndarray, torch.Te
                 f"({','.join(header)}); leave a cell empty for a missing value{comma}"
             )
     try:
+        for number, row in body:
+            _check_not_text(row, source, number)
         times = np.array([_time(row[0], source, header[0], number) for number, row in body])
         values = torch.tensor(
             [[_number(cell, source, name, number)
@@ -192,6 +215,12 @@ def _read_table(text: str, source: str) -> tuple[list[str], np.ndarray, torch.Te
     except ValueError as exc:
         raise DataFormatError(str(exc)) from None
     _check_increasing(times, body, source, header[0])
+    if len(body) < 2:
+        found = f"1 (line {body[0][0]})" if body else "none"
+        raise DataFormatError(
+            f"{source}: expected a header row and at least two rows of values (two times), "
+            f"found {found}; a series is compared and trained on from its first time to a later one"
+        )
     return header, times, values, provenance
 
 
@@ -263,6 +292,22 @@ def _is_number(cell: str) -> bool:
     return True
 
 
+def _check_not_text(row: list[str], source: str, number: int) -> None:
+    """Refuse a row (on line ``number``) of text where numbers belong, no cell of it a number or
+    a date: the units of the columns (``s,m,m``) or a second header, which would be refused as
+    its first unreadable value."""
+    if any(_NUMBER.fullmatch(cell) or _DATE.fullmatch(cell) for cell in row):
+        return
+    if all(cell in MISSING_CELLS for cell in row):
+        return  # a row of missing values: its time is refused as missing
+    raise ValueError(
+        f"{source}: line {number} ({','.join(row)}) holds text where the times and values "
+        "belong, as a row of units or a second header row would; load_csv reads one header row: "
+        "delete the line, or start it with '#' to keep it as a comment (units may go in the "
+        "column names, e.g. t_s,x_m)"
+    )
+
+
 def _time(cell: str, source: str, column: str, number: int) -> float:
     """``cell`` (on line ``number``) as a finite time; a date is refused with what to give."""
     try:
@@ -278,9 +323,13 @@ def _time(cell: str, source: str, column: str, number: int) -> float:
 _DATE = re.compile(r"\d+([-/.:]\d+)+([ T][\d:.]+)?")
 
 
+# A number as a CSV file writes it: digits with an optional sign, decimal point and exponent.
+# Python's float reads more (1_000, infinity, NAN, digits of other scripts), which a file does
+# not mean as a number.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
 # The cells pandas.read_csv reads as missing by default (its na_values; case as written), which R,
-# pandas and spreadsheets write for a missing value. ``nan`` in any case, which float reads, is
-# missing too.
+# pandas and spreadsheets write for a missing value.
 MISSING_CELLS = frozenset(
     ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
@@ -292,13 +341,20 @@ def _number(cell: str, source: str, column: str, number: int, missing: bool = Tr
     empty cell, ``NA``, one of :data:`MISSING_CELLS`) where ``missing``."""
     if missing and cell in MISSING_CELLS:
         return math.nan
+    if _NUMBER.fullmatch(cell) and math.isfinite(value := float(cell)):
+        return value
+    what = "a finite time" if not missing else "a number, or empty or NA where it is missing"
     try:
-        value = float(cell)
+        read = float(cell)
     except ValueError:
-        value = None
-    if value is None or math.isinf(value) or (math.isnan(value) and not missing):
-        what = "a finite time" if not missing else "a number, or empty or NA where it is missing"
-        raise ValueError(
-            f"{source}: line {number}: unreadable value {cell!r} in column {column!r} (need {what})"
+        why = ""
+    else:
+        why = (
+            "; infinite values are not read" if math.isinf(read)
+            else "; a number is digits with an optional sign, decimal point and exponent, "
+            "e.g. 1000, -2.5 or 1e-3"
         )
-    return value
+    raise ValueError(
+        f"{source}: line {number}: unreadable value {cell!r} in column {column!r} (need "
+        f"{what}){why}"
+    )
