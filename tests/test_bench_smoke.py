@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_solvers.py"
 
 
+def _main(name: str, argv: list[str], capsys) -> str:
+    """Run ``scripts/<name>.py`` ARGV in this process (a subprocess would pay another import of
+    torch): what it printed; it must return 0. The thread count it sets is put back."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        module = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    threads = torch.get_num_threads()
+    capsys.readouterr()
+    try:
+        assert module.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
+
+
 @pytest.mark.slow
-def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
+def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path, capsys):
     pytest.importorskip("torchdiffeq")
     pytest.importorskip("TorchDiffEqPack")
     out = tmp_path / "bench" / "results.json"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out.parent)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    text = result.stdout
+    text = _main("bench_solvers", ["--quick", "--out", str(out.parent)], capsys)
     for title in (
         "1. Forward solve",
         "2a. Gradients: MLP",
@@ -75,16 +86,13 @@ def test_quick_benchmark_prints_every_table_with_a_verdict(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_simulation_benchmark_runs_every_contender_and_states_its_verdict(tmp_path):
+def test_the_simulation_benchmark_runs_every_contender_and_states_its_verdict(tmp_path, capsys):
     pytest.importorskip("rebound")
-    script = SCRIPT.with_name("bench_simulate.py")
     out = tmp_path / "bench" / "results.json"
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(out.parent)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    assert "N = 4" in result.stdout and "| scipy DOP853 | 2 of 4 |" in result.stdout
-    assert "physode simulate per trajectory:" in result.stdout
+    # Each contender still runs in a process of its own, which the script starts.
+    text = _main("bench_simulate", ["--quick", "--out", str(out.parent)], capsys)
+    assert "N = 4" in text and "| scipy DOP853 | 2 of 4 |" in text
+    assert "physode simulate per trajectory:" in text
     (rows,) = json.loads(out.read_text()).values()
     contenders = ("physode simulate", "physode solve", "scipy DOP853", "rebound IAS15")
     for name in contenders:
