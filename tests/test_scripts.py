@@ -534,19 +534,20 @@ def test_fuzz_store_refuses_or_reads_unchanged_every_damaged_copy():
     assert int(counts["refused"]) + int(counts["unchanged"]) == 25
 
 
-def test_mutation_check_mutants_match_the_source_and_a_few_are_caught():
+def test_mutation_check_mutants_match_the_source_and_a_few_are_caught(capsys):
     # Every mutant's original text is still in the source (none is stale), and a quick sample
-    # runs end to end; the whole run is minutes long (see the script's docstring).
-    listed = subprocess.run([sys.executable, str(SCRIPTS / "mutation_check.py"), "--list"],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert listed.stdout.rstrip().endswith(", 0 stale")
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "mutation_check.py"), "--quick"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 of 2 mutants caught" in done.stdout
+    # runs end to end; the whole run is minutes long (see the script's docstring). The script
+    # runs in this process (each mutant's tests still run in a pytest process of their own).
+    module = script("mutation_check")
+    capsys.readouterr()
+    listed = module.main(["--list"])
+    out = capsys.readouterr().out
+    assert listed == 0, out
+    assert out.rstrip().endswith(", 0 stale")
+    done = module.main(["--quick"])
+    out = capsys.readouterr().out
+    assert done == 0, out
+    assert "2 of 2 mutants caught" in out
 
 
 def test_a_gradient_solve_that_fails_in_the_solver_benchmark_is_a_failed_row(capsys, monkeypatch):
