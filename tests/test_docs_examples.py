@@ -432,10 +432,23 @@ def _tutorial(tmp_path, blocks, namespace=None):
     return namespace
 
 
-def test_tutorial_runs_end_to_end_and_prints_what_its_comments_say(tmp_path, capsys):
-    torch.manual_seed(0)
-    ns = _tutorial(tmp_path, range(5))
-    out = capsys.readouterr().out.splitlines()
+@pytest.fixture(scope="module")
+def tutorial(tmp_path_factory):
+    """The whole tutorial (steps 1 to 3) run once, as a reader pasting its blocks in order does:
+    ``(folder, namespace, printed lines)``; step 4's commands run on a copy of its folder."""
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("tutorial")
+    printed = io.StringIO()
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(printed):
+        torch.manual_seed(0)
+        ns = _tutorial(folder, range(5))
+    return folder, ns, printed.getvalue().splitlines()
+
+
+def test_tutorial_runs_end_to_end_and_prints_what_its_comments_say(tutorial):
+    tmp_path, ns, out = tutorial
     # Step 1: the system from SymPy, its states, the Coriolis term, its energy (T + V).
     assert out[:4] == [
         "['r', 'theta', 'r_dot', 'theta_dot']",
@@ -472,15 +485,16 @@ def test_tutorial_runs_end_to_end_and_prints_what_its_comments_say(tmp_path, cap
     assert damped.parameters["c"] == 0.3 and "energy" not in damped.invariant_names
 
 
-def test_tutorial_commands_run_on_the_files_of_its_step_two(tmp_path, monkeypatch, capsys):
+def test_tutorial_commands_run_on_the_files_of_its_step_two(tutorial, tmp_path, monkeypatch,
+                                                           capsys):  # fmt: skip
     import json
+    import shutil
 
     from physode.cli import main
 
-    ns = _tutorial(tmp_path, [0, 1])
-    # Step 3's lines that write the damped file, without its simulation and training.
-    write_damped = _blocks("tutorial.md")[4].split("physode.data.simulate")[0]
-    exec(compile(write_damped, "tutorial.md block 4 (its first lines)", "exec"), ns)
+    # The folder the tutorial's steps 1 to 3 filled, as the reader of step 4 has it (a copy:
+    # the commands overwrite its data sets).
+    shutil.copytree(tutorial[0], tmp_path, dirs_exist_ok=True)
     assert (tmp_path / "spring_damped.toml").is_file()
     monkeypatch.chdir(tmp_path)
     commands = _commands("tutorial.md", r"## 4\. The same from the command line")
