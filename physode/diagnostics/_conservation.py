@@ -335,7 +335,9 @@ def conservation(
         Trajectories shaped ``(n_times, ..., n_state)`` as returned by ``physode.odeint``; a
         trailing size of ``n_state + n_params`` (parameters carried in the state) is accepted.
         Or a data set opened with :func:`physode.data.load`: its states, in float64, with
-        trajectory ``i`` of the report the file's row ``i``.
+        trajectory ``i`` of the report the file's row ``i``; its states and stored parameters
+        are met with ``system``'s by name (put in its order, or refused where the names
+        differ).
     t : torch.Tensor, optional
         The output times, shape (n_times,), for the table header and the plots (a list or
         array is converted); a data set's own times when ``ys`` is one.
@@ -379,7 +381,7 @@ def conservation(
             f"system={system!r} is not a physode System; load one with physode.systems.load(name)"
         )
     if _is_data_set(ys):
-        ys, t, p = _from_data_set(ys, t, p)
+        ys, t, p = _from_data_set(ys, t, p, system)
     if not isinstance(ys, torch.Tensor) or ys.ndim < 2 or ys.shape[0] == 0:
         raise InvalidArgumentError(
             "ys must be a tensor (n_times, ..., n_state) with n_times >= 1, as returned by "
@@ -519,11 +521,47 @@ def _is_data_set(ys: Any) -> bool:
     return isinstance(ys, TrajectoryFile)
 
 
-def _from_data_set(data, t, p) -> tuple[torch.Tensor, Any, Any]:
+def _from_data_set(data, t, p, system=None) -> tuple[torch.Tensor, Any, Any]:
     """A data set's states as ``ys`` (n_times, n_trajectories, n_state) in float64, with its
-    times and its parameters where ``t`` and ``p`` are not given."""
+    times and its parameters where ``t`` and ``p`` are not given.
+
+    With a ``system``, the stored states (and the stored parameters, where ``p`` is not given)
+    are met by name: put in the system's order where the file holds the same names in another
+    order, refused where the names differ, since taken by position each column would be read
+    as another quantity."""
     ys = torch.from_numpy(data.states[()]).to(torch.float64).transpose(0, 1)
-    return ys, data.t if t is None else t, data.params if p is None else p
+    params = data.params
+    if system is not None:
+        columns = _stored_order(data, "states", data.state_names, list(system.state_names),
+                                system)  # fmt: skip
+        if columns is not None:
+            ys = ys[..., columns]
+        if p is None:
+            columns = _stored_order(data, "parameters", data.parameter_names,
+                                    list(system.parameters), system)  # fmt: skip
+            if columns is not None:
+                params = params[:, columns]
+    return ys, data.t if t is None else t, params if p is None else p
+
+
+def _stored_order(data, what: str, stored: list[str], ours: list[str], system) -> list[int] | None:
+    """The columns that put a data set's stored ``what`` (``"states"``, ``"parameters"``), named
+    ``stored``, in the order ``ours`` of ``system`` (``None``: they are in it already)."""
+    stored = list(stored)
+    if stored == ours:
+        return None
+    if sorted(stored) == sorted(ours):
+        return [stored.index(name) for name in ours]
+    hint = (
+        "pass the data set's own system, data.system"
+        if what == "states"
+        else "pass the data set's own system, data.system, or the parameters as p="
+    )
+    raise InvalidArgumentError(
+        f"the data set {str(data.path)!r} stores the {what} {stored}; system {system.name!r} "
+        f"has the {what} {ours}: they are met by name (their order may differ), and these "
+        f"names differ; {hint}"
+    )
 
 
 def _times(t, n_times: int) -> torch.Tensor | None:

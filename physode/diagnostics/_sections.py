@@ -592,7 +592,7 @@ def _trajectories(system, ys, t, p):
             f"or None, got {type(system).__name__}"
         )
     if _is_data_set(ys):
-        ys, t, p = _from_data_set(ys, t, p)
+        ys, t, p = _from_data_set(ys, t, p, system)
     if not isinstance(ys, torch.Tensor) or not ys.is_floating_point() or ys.ndim < 2:
         what = tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__
         raise InvalidArgumentError(
