@@ -110,6 +110,25 @@ def test_check_exits_0_within_tolerance_and_1_beyond_it(dataset, capsys):
     assert "beyond tolerance 1e-300: energy" in capsys.readouterr().out
 
 
+def test_check_of_float32_states_beyond_tolerance_says_their_rounding_drifts(
+    dataset, tmp_path, capsys
+):
+    # A float32 file failed the default check for the rounding of its states alone (a
+    # three-body file of physode simulate's defaults: 3.8e-6), without a word that the
+    # float64 solve behind it drifted by 1e-9 or that float32 files want --tolerance 1e-4.
+    out = tmp_path / "osc32.h5"
+    assert main([*SIMULATE, "--out", str(out), "--quiet", "--seed", "4", "--dtype", "float32"]) == 0
+    assert main(["check", str(out), "--tolerance", "1e-12"]) == 1
+    table = capsys.readouterr().out
+    with physode.data.load(out) as data:
+        solved = float(np.nanmax(data.drift["energy"]))
+    assert "beyond tolerance 1e-12: energy\n  (the states are stored as float32" in table
+    assert f"the float64 solve behind them drifted by at most energy {solved:.1e}" in table
+    assert "--tolerance 1e-4" in table
+    assert main(["check", str(dataset), "--tolerance", "1e-300"]) == 1  # float64: no such line
+    assert "float32" not in capsys.readouterr().out
+
+
 def _with_solver_failures(source: Path, target: Path, rows: list[int]) -> Path:
     """A copy of ``source`` whose ``rows`` failed as a solve does: NaN from the third point on,
     flag bit 1, status MAX_STEPS, and the time reached halfway between the second and third

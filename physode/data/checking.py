@@ -21,6 +21,10 @@ from physode._repr import attempted, number_text, short_repr
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
 
+#: The relative drift that the rounding of float32 states alone gives, about (energies near a
+#: three-body close encounter, the Kepler Laplace-Runge-Lenz vector): docs/cli.md.
+FLOAT32_DRIFT = 1e-5
+
 __all__ = [
     "CheckReport",
     "InvariantSummary",
@@ -283,6 +287,13 @@ class CheckReport:
         The output times, for :meth:`plot`.
     curves : dict of str to dict of int to numpy.ndarray
         Per invariant, the drift over time of each of its worst trajectories.
+    stored_dtype : str or None
+        The dtype the states are stored in (``"float32"``, ``"float64"``), for the table's
+        hint on float32 rounding.
+    solved_drift : dict of str to float, or None
+        Per invariant, the worst drift of the float64 solution over the trajectories the
+        statistics cover, as ``physode simulate`` measured it before storing (``data.drift``;
+        None for files that do not store it). For the table's hint on float32 rounding.
 
     The fields after ``n_trajectories`` are keywords.
 
@@ -330,6 +341,8 @@ class CheckReport:
     partial_drift: list[InvariantSummary] = field(default_factory=list)
     t: np.ndarray | None = None
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    stored_dtype: str | None = None
+    solved_drift: dict[str, float] | None = None
 
     def __repr__(self) -> str:
         # The verdict and each invariant's worst drift; t and the curves are for plot().
@@ -378,7 +391,8 @@ class CheckReport:
     def to_dict(self) -> dict:
         """The report as JSON holds it, for ``physode check --json`` and scripts.
 
-        Every field but the plotting data (``t``, ``curves``), with :attr:`passed`,
+        Every field but the plotting data (``t``, ``curves``) and the float32 hint's
+        (``stored_dtype``, ``solved_drift``), with :attr:`passed`,
         :attr:`failing` and :attr:`n_failed`, in plain Python values: a failure or an invariant
         summary is a dict of its fields, a worst trajectory a list ``[trajectory, drift]``, and
         a number that is not finite (the drift of inf or NaN states) is ``None``, which JSON
@@ -399,7 +413,7 @@ class CheckReport:
         fields = {
             f.name: json_ready(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name not in ("t", "curves")
+            if f.name not in ("t", "curves", "stored_dtype", "solved_drift")
         }
         fields["path"] = str(self.path)
         derived = {"passed": self.passed, "failing": self.failing, "n_failed": self.n_failed}
@@ -504,9 +518,27 @@ class CheckReport:
         lines += _summary_rows(self.invariants)
         if self.failing:
             lines.append(f"beyond tolerance {self.tolerance:g}: {', '.join(self.failing)}")
+            lines += self._float32_hint()
         else:
             lines.append(f"all invariants within tolerance {self.tolerance:g}")
         return lines
+
+    def _float32_hint(self) -> list[str]:
+        """Where float32 states fail a tolerance below what their rounding alone drifts: why,
+        with the drift of the float64 solution behind them where the file stores it."""
+        if self.stored_dtype != "float32" or not self.tolerance < FLOAT32_DRIFT:
+            return []
+        solved = ""
+        known = {name: self.solved_drift[name] for name in self.failing
+                 if self.solved_drift and name in self.solved_drift}  # fmt: skip
+        if known:
+            worst = ", ".join(f"{name} {value:.1e}" for name, value in known.items())
+            solved = f"; the float64 solve behind them drifted by at most {worst}"
+        return [
+            f"  (the states are stored as float32, whose rounding alone drifts by up to about "
+            f"{FLOAT32_DRIFT:.0e}{solved}: check float32 files with --tolerance 1e-4, "
+            "physode.data.check(..., tolerance=1e-4))"
+        ]
 
     def _partial_drift_table(self) -> list[str]:
         """The drift of the trajectories kept apart, up to where each stops being finite."""
@@ -786,8 +818,15 @@ def check(
                 for i in np.flatnonzero(non_finite)
             ],
             t=data.t,
+            stored_dtype=str(data.states.dtype),
         )
         measured = np.flatnonzero(~failed & ~non_finite)
+        if data.drift is not None and measured.size:
+            report.solved_drift = {
+                name: float(np.nanmax(drift[measured]))
+                for name, drift in data.drift.items()
+                if not np.isnan(drift[measured]).all()
+            }
         apart = np.flatnonzero((failed | non_finite) & (points > 0))
         for name, per_trajectory in worst_per_trajectory.items():
             if apart.size:
