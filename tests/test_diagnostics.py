@@ -466,3 +466,36 @@ def test_a_data_set_of_other_states_than_the_systems_is_refused_naming_both(tmp_
                            match=r"stores the states \['q', 'p'\]; system 'pendulum' has the "
                                  r"states \['theta', 'theta_dot'\].*data\.system"):  # fmt: skip
             conservation(pendulum, data, p=torch.tensor([1.0, 9.81, 1.0], dtype=F64))
+
+
+def test_a_row_that_turns_nan_is_measured_up_to_there_and_flagged_not_finite():
+    # A failed solve (NaN from t[15]) read NaN drift and FAIL even at tolerance=math.inf, and
+    # lost its 2 % drift before the NaN, which physode check reports.
+    osc = physode.systems.load("harmonic_oscillator")
+    t, ys = _orbits(osc, 3, 6.0)
+    ys = ys.clone()
+    ys[10, 1] *= 1.01
+    ys[15:, 1] = float("nan")
+    ys[12, 2, 0] = float("inf")
+    expected = (osc.invariants(ys[10, 1])["energy"] / osc.invariants(ys[0, 1])["energy"]) - 1
+    report = conservation(osc, ys, t, tolerance=float("inf"))
+    drift = report["energy"]
+    torch.testing.assert_close(drift.max_rel_drift[1], expected)
+    assert drift.max_rel_drift[2] < 1e-9 and report.failures == []
+    assert report.finite_points.tolist() == [21, 15, 12] and report.non_finite == [1, 2]
+    assert not report.ok
+    assert "ok, not finite from t[15]" in str(report)
+    assert "states not finite (inf or NaN) in 2 trajectories, 1 (from t[15])" in str(report)
+    assert conservation(osc, ys, t, tolerance=1e-6).failures == [("energy", 1)]
+
+
+def test_float32_states_beyond_a_tight_tolerance_print_why_their_rounding_drifts():
+    kep = physode.systems.load("kepler")
+    t, ys = _orbits(kep, 2, 5.0)
+    report = conservation(kep, ys.float(), t, tolerance=1e-9)
+    assert not report.ok
+    assert "(the states are float32, whose rounding alone drifts by up to about 1e-05" in str(
+        report
+    )
+    assert "tolerance=1e-4" in str(report)
+    assert "float32" not in str(conservation(kep, ys, t, tolerance=1e-300))

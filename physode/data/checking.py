@@ -15,15 +15,17 @@ import numpy as np
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError, first_shown
+from physode._errors import DataFormatError, InvalidArgumentError, first_shown
 from physode._files import json_ready
 from physode._repr import attempted, number_text, short_repr
 from physode.data._store import FLAG_SOLVER_FAILED, first_few
 from physode.data.stored import TrajectoryFile, load
+from physode.diagnostics import _conservation
+from physode.diagnostics._conservation import FLOAT32_DRIFT, float32_rounding
 
-#: The relative drift that the rounding of float32 states alone gives, about (energies near a
-#: three-body close encounter, the Kepler Laplace-Runge-Lenz vector): docs/cli.md.
-FLOAT32_DRIFT = 1e-5
+#: How far beyond its rtol a solve's invariants may drift and still be what that rtol gives: the
+#: factor the rollout reports flag above (physode.train's default conservation tolerance).
+RTOL_DRIFT = 100
 
 __all__ = [
     "CheckReport",
@@ -185,8 +187,8 @@ def finite_points(states: np.ndarray) -> np.ndarray:
     >>> finite_points(states)
     array([3, 1])
     """
-    finite = np.isfinite(states).all(axis=-1)
-    return np.where(finite.all(axis=-1), finite.shape[-1], np.argmin(finite, axis=-1))
+    ys = torch.from_numpy(np.asarray(states)).transpose(0, 1)
+    return _conservation.finite_points(ys).numpy()
 
 
 def largest_drift(drift: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -212,9 +214,8 @@ def largest_drift(drift: np.ndarray, points: np.ndarray) -> np.ndarray:
     >>> largest_drift(drift, np.array([3, 2]))
     array([3.e-09, 2.e-09])
     """
-    kept = np.arange(drift.shape[-1]) < np.asarray(points)[:, None]
-    largest = np.max(np.where(kept, drift, 0.0), axis=-1, initial=0.0)
-    return np.where(np.asarray(points) > 0, largest, np.nan)
+    drift = torch.from_numpy(np.asarray(drift, dtype=np.float64)).T
+    return _conservation.largest_drift(drift, torch.from_numpy(np.asarray(points))).numpy()
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,9 @@ class CheckReport:
         Per invariant, the worst drift of the float64 solution over the trajectories the
         statistics cover, as ``physode simulate`` measured it before storing (``data.drift``;
         None for files that do not store it). For the table's hint on float32 rounding.
+    solver : dict or None
+        The ``rtol`` and ``atol`` the data set was solved with (``data.solver``; None where the
+        file does not record them), for the table's hint on a tolerance below what they give.
 
     The fields after ``n_trajectories`` are keywords.
 
@@ -343,6 +347,7 @@ class CheckReport:
     curves: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     stored_dtype: str | None = None
     solved_drift: dict[str, float] | None = None
+    solver: dict[str, float] | None = None
 
     def __repr__(self) -> str:
         # The verdict and each invariant's worst drift; t and the curves are for plot().
@@ -391,8 +396,8 @@ class CheckReport:
     def to_dict(self) -> dict:
         """The report as JSON holds it, for ``physode check --json`` and scripts.
 
-        Every field but the plotting data (``t``, ``curves``) and the float32 hint's
-        (``stored_dtype``, ``solved_drift``), with :attr:`passed`,
+        Every field but the plotting data (``t``, ``curves``) and the hints'
+        (``stored_dtype``, ``solved_drift``, ``solver``), with :attr:`passed`,
         :attr:`failing` and :attr:`n_failed`, in plain Python values: a failure or an invariant
         summary is a dict of its fields, a worst trajectory a list ``[trajectory, drift]``, and
         a number that is not finite (the drift of inf or NaN states) is ``None``, which JSON
@@ -413,7 +418,7 @@ class CheckReport:
         fields = {
             f.name: json_ready(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name not in ("t", "curves", "stored_dtype", "solved_drift")
+            if f.name not in ("t", "curves", "stored_dtype", "solved_drift", "solver")
         }
         fields["path"] = str(self.path)
         derived = {"passed": self.passed, "failing": self.failing, "n_failed": self.n_failed}
@@ -518,7 +523,7 @@ class CheckReport:
         lines += _summary_rows(self.invariants)
         if self.failing:
             lines.append(f"beyond tolerance {self.tolerance:g}: {', '.join(self.failing)}")
-            lines += self._float32_hint()
+            lines += self._float32_hint() + self._solver_hint()
         else:
             lines.append(f"all invariants within tolerance {self.tolerance:g}")
         return lines
@@ -535,9 +540,22 @@ class CheckReport:
             worst = ", ".join(f"{name} {value:.1e}" for name, value in known.items())
             solved = f"; the float64 solve behind them drifted by at most {worst}"
         return [
-            f"  (the states are stored as float32, whose rounding alone drifts by up to about "
-            f"{FLOAT32_DRIFT:.0e}{solved}: check float32 files with --tolerance 1e-4, "
-            "physode.data.check(..., tolerance=1e-4))"
+            f"  ({float32_rounding('stored as ')}{solved}: check float32 files with --tolerance "
+            "1e-4, physode.data.check(..., tolerance=1e-4))"
+        ]
+
+    def _solver_hint(self) -> list[str]:
+        """Where the tolerance is far below the drift the data set's solver tolerances give
+        (up to about :data:`RTOL_DRIFT` times rtol): which they were."""
+        rtol = (self.solver or {}).get("rtol")
+        if not isinstance(rtol, numbers.Real) or not self.tolerance < RTOL_DRIFT * rtol:
+            return []
+        atol = self.solver.get("atol")
+        solved = f"rtol={rtol:g}" + (f", atol={atol:g}" if isinstance(atol, numbers.Real) else "")
+        return [
+            f"  (the data set was solved with {solved}, whose error alone drifts by up to about "
+            f"{RTOL_DRIFT} times rtol: check it with --tolerance {RTOL_DRIFT * rtol:g}, or "
+            "simulate it again with a smaller --rtol)"
         ]
 
     def _partial_drift_table(self) -> list[str]:
@@ -651,7 +669,8 @@ def drift_per_trajectory(
     Returns
     -------
     dict of str to numpy.ndarray
-        Per invariant, the drift of shape (N, P); NaN where a state is not finite.
+        Per invariant, the drift of shape (N, P); NaN from each trajectory's first state that
+        is not finite on.
 
     Examples
     --------
@@ -688,16 +707,6 @@ def _drifts(data: TrajectoryFile, system, rows, states=None) -> dict[str, np.nda
     params = torch.as_tensor(data.params[rows])
     with torch.inference_mode():
         return drift_per_trajectory(system, states, params, torch.as_tensor(data.t))
-
-
-def _finite_part(states: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``states`` with NaN from each trajectory's first state that is not finite on, so that an
-    inf there is left out of the drift's scale (whose median skips NaN) as a failure's NaN is."""
-    if (points == states.shape[1]).all():
-        return states
-    states = states.astype(np.float64)  # a copy
-    states[np.arange(states.shape[1]) >= points[:, None]] = np.nan
-    return states
 
 
 def _summary(name: str, per_trajectory: np.ndarray, rows: np.ndarray, worst: int):
@@ -784,8 +793,8 @@ def check(
             points[rows] = finite_points(states)
             stopped = np.flatnonzero(points[rows] < p)
             infinite[start + stopped] = np.isinf(states[stopped, points[rows][stopped]]).any(-1)
-            finite_part = _finite_part(states, points[rows])
-            for name, drift in _drifts(data, system, rows, finite_part).items():
+            # conservation() measures each up to its first state that is not finite
+            for name, drift in _drifts(data, system, rows, states).items():
                 largest = largest_drift(drift, points[rows])
                 worst_per_trajectory[name][rows] = np.where(np.isnan(largest), np.inf, largest)
             # Read the rest too, so that every block's checksum is verified.
@@ -820,6 +829,11 @@ def check(
             t=data.t,
             stored_dtype=str(data.states.dtype),
         )
+        try:
+            solver = data.solver
+        except DataFormatError:  # a file that records no solver
+            solver = {}
+        report.solver = {key: solver[key] for key in ("rtol", "atol") if key in solver} or None
         measured = np.flatnonzero(~failed & ~non_finite)
         if data.drift is not None and measured.size:
             report.solved_drift = {

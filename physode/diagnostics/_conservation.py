@@ -15,12 +15,82 @@ import numpy as np
 import torch
 
 from physode._checks import is_int
-from physode._errors import InvalidArgumentError
+from physode._errors import InvalidArgumentError, first_shown
 from physode._files import write_atomically
 from physode._repr import attempted, count_text, never_raising, number_text, short_repr
 
 #: Relative drift above which a trajectory is reported as failing, when no tolerance is given.
 DEFAULT_TOLERANCE = 1e-6
+
+#: The relative drift that the rounding of float32 states alone gives, about (energies near a
+#: three-body close encounter, the Kepler Laplace-Runge-Lenz vector): docs/cli.md.
+FLOAT32_DRIFT = 1e-5
+
+
+def float32_rounding(stored: str = "") -> str:
+    """Why float32 states drift, for a hint under a verdict: ``stored`` says how they are held
+    (``"stored as "`` for a data set's).
+
+    >>> float32_rounding("stored as ")
+    'the states are stored as float32, whose rounding alone drifts by up to about 1e-05'
+    """
+    return f"the states are {stored}float32, whose rounding alone drifts by up to about " + (
+        f"{FLOAT32_DRIFT:.0e}"
+    )
+
+
+def finite_points(ys: torch.Tensor) -> torch.Tensor:
+    """Per trajectory, how many of its first states are finite in every component.
+
+    Parameters
+    ----------
+    ys : torch.Tensor, shape (n_times, n_traj, n_state)
+        Time first, as ``physode.odeint`` returns it.
+
+    Returns
+    -------
+    torch.Tensor of int64, shape (n_traj,)
+        The index of each trajectory's first state that holds inf or NaN, or ``n_times`` where
+        every one is finite.
+
+    Examples
+    --------
+    >>> ys = torch.tensor([[[0.0], [0.0]], [[1.0], [math.inf]], [[2.0], [2.0]]])
+    >>> finite_points(ys)
+    tensor([3, 1])
+    """
+    finite = torch.isfinite(ys).all(dim=-1)
+    first = torch.argmin(finite.to(torch.int8), dim=0) if len(finite) else finite.sum(dim=0)
+    return torch.where(finite.all(dim=0), finite.shape[0], first)
+
+
+def largest_drift(drift: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Per trajectory, the largest drift over its first ``points`` output times.
+
+    The drift of a trajectory over the states it reached, up to the first that is not finite
+    (``points`` from :func:`finite_points`). A NaN among those points (an invariant that is
+    not a number) stays NaN, as does a trajectory with no point at all.
+
+    Parameters
+    ----------
+    drift : torch.Tensor, shape (n_times, n_traj)
+    points : torch.Tensor of int, shape (n_traj,)
+
+    Returns
+    -------
+    torch.Tensor, shape (n_traj,)
+
+    Examples
+    --------
+    >>> drift = torch.tensor([[0.0, 0.0], [1e-9, 2e-9], [3e-9, math.nan]], dtype=torch.float64)
+    >>> largest_drift(drift, torch.tensor([3, 2]))
+    tensor([3.0000e-09, 2.0000e-09], dtype=torch.float64)
+    """
+    points = points.to(drift.device)
+    kept = torch.arange(drift.shape[0], device=drift.device)[:, None] < points
+    zero = torch.zeros((1, *drift.shape[1:]), dtype=drift.dtype, device=drift.device)
+    largest = torch.cat([zero, torch.where(kept, drift, 0.0)]).amax(dim=0)
+    return torch.where(points > 0, largest, math.nan)
 
 
 def image_path(path: str | os.PathLike, argument: str = "path") -> Path:
@@ -170,6 +240,15 @@ class ConservationReport:
     batch_shape : tuple of int
         The trajectories' batch shape; trajectory ``i`` is ``ys.reshape(n_times, -1, n)[:, i]``.
     invariants : dict of str to InvariantDrift
+    finite_points : torch.Tensor or None
+        Per trajectory, the index of its first state that holds inf or NaN (a failed solve, a
+        rollout that blew up), or ``n_times`` where all are finite: its drift is measured over
+        the states before it. None: all finite.
+    n_times : int or None
+        The number of output times (None with ``finite_points``).
+    states_dtype : str or None
+        The dtype of the states as given (``"float32"``; a data set's stored dtype), for the
+        table's hint on float32 rounding.
     """
 
     def __init__(
@@ -178,16 +257,32 @@ class ConservationReport:
         t: torch.Tensor | None,
         batch_shape: tuple[int, ...],
         invariants: Mapping[str, InvariantDrift],
+        finite_points: torch.Tensor | None = None,
+        n_times: int | None = None,
+        states_dtype: str | None = None,
     ):
         self.system_name = system_name
         self.t = t
         self.batch_shape = batch_shape
         self.invariants = dict(invariants)
+        self.finite_points = finite_points
+        self.n_times = n_times
+        self.states_dtype = states_dtype
+
+    @property
+    def non_finite(self) -> list[int]:
+        """Indices of the trajectories whose states hold inf or NaN; their drift is measured up
+        to the first such state (:attr:`finite_points`)."""
+        if self.finite_points is None:
+            return []
+        return torch.nonzero(self.finite_points < self.n_times).flatten().tolist()
 
     @property
     def ok(self) -> bool:
-        """True when no invariant of any trajectory exceeds its tolerance."""
-        return not any(bool(d.exceeds.any()) for d in self.invariants.values())
+        """True when no invariant of any trajectory exceeds its tolerance and every state is
+        finite."""
+        drifted = any(bool(d.exceeds.any()) for d in self.invariants.values())
+        return not drifted and not self.non_finite
 
     @property
     def failures(self) -> list[tuple[str, int]]:
@@ -212,6 +307,7 @@ class ConservationReport:
         if n_traj == 0:
             return head + "\n(no trajectories: nothing to check)"
         per_traj = n_traj <= 8
+        non_finite = self.non_finite
         cols = ("invariant", "traj" if per_traj else "worst", "initial", "max abs drift",
                 "max rel drift", "tolerance", "status")
         rows = []
@@ -221,6 +317,8 @@ class ConservationReport:
                 status = "FAIL" if bool(d.exceeds[i]) else "ok"
                 if not per_traj:
                     status = f"{int(d.exceeds.sum())}/{n_traj} fail" if d.exceeds.any() else "ok"
+                elif i in non_finite:
+                    status += f", not finite from t[{int(self.finite_points[i])}]"
                 initial = float(d.initial[i]) + 0.0  # + 0.0 prints -0.0 as 0
                 rows.append((
                     name, str(i), f"{initial:.10g}", f"{float(d.max_abs_drift[i]):.3e}",
@@ -230,11 +328,29 @@ class ConservationReport:
         lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+        if non_finite:
+            noun = "trajectory" if len(non_finite) == 1 else "trajectories"
+            listed = first_shown(
+                non_finite, 10, text=lambda i: f"{i} (from t[{int(self.finite_points[i])}])"
+            )
+            lines.append(
+                f"states not finite (inf or NaN) in {len(non_finite)} {noun}, {listed}: drift "
+                "measured up to the first such state; the report is not ok"
+            )
+        lines += self._float32_hint()
         lines.append(
             "relative drift = max_t |I(t) - I(t0)| / S; S = the sum of |terms of I| at t0, or "
             "its median over t where larger (for a vector's components, the largest of theirs)"
         )
         return "\n".join(lines)
+
+    def _float32_hint(self) -> list[str]:
+        """Where float32 states fail a tolerance below what their rounding alone drifts: why,
+        and what to do (as ``physode check`` says it of a float32 file)."""
+        failing = [d for d in self.invariants.values() if bool(d.exceeds.any())]
+        if self.states_dtype != "float32" or not any(d.tolerance < FLOAT32_DRIFT for d in failing):
+            return []
+        return [f"({float32_rounding()}: check float32 states with tolerance=1e-4)"]
 
     @never_raising
     def __repr__(self) -> str:
@@ -380,7 +496,9 @@ def conservation(
         raise InvalidArgumentError(
             f"system={system!r} is not a physode System; load one with physode.systems.load(name)"
         )
+    dtype = None
     if _is_data_set(ys):
+        dtype = str(ys.states.dtype)
         ys, t, p = _from_data_set(ys, t, p, system)
     if not isinstance(ys, torch.Tensor) or ys.ndim < 2 or ys.shape[0] == 0:
         raise InvalidArgumentError(
@@ -389,6 +507,7 @@ def conservation(
             f"{tuple(ys.shape) if isinstance(ys, torch.Tensor) else type(ys).__name__}"
         )
     ys = ys.detach()
+    dtype = dtype or str(ys.dtype).removeprefix("torch.")
     if ys.is_complex() or ys.dtype == torch.bool:
         raise InvalidArgumentError(
             f"ys has dtype {ys.dtype}; the states {list(system.state_names)} of {system.name} "
@@ -413,6 +532,13 @@ def conservation(
                 f"tolerance names {unknown}, not invariants of {system.name}; invariants: "
                 f"{system.invariant_names}"
             )
+    # A failed solve or a rollout that blew up: its drift is measured up to its first state
+    # that is not finite, as physode check measures a data set's; NaN from there on, so that an
+    # inf is left out of the scale's median too.
+    points = finite_points(ys.reshape(n_times, -1, ys.shape[-1]))
+    if bool((points < n_times).any()):
+        kept = torch.arange(n_times, device=ys.device)[:, None] < points.to(ys.device)
+        ys = torch.where(kept.reshape(n_times, *batch_shape, 1), ys, math.nan)
     values = system.invariants(ys, p)
     scales = drift_scales(system, ys, p)
     drifts = {}
@@ -420,15 +546,20 @@ def conservation(
         value = value.expand(n_times, *batch_shape).reshape(n_times, -1)
         scale = _divisor(scales[name].expand(batch_shape).reshape(-1))
         abs_drift = (value - value[:1]).abs()
-        max_abs = abs_drift.max(dim=0).values
+        max_abs = largest_drift(abs_drift, points)
         max_rel = max_abs / scale
         tol = float(tolerance.get(name, DEFAULT_TOLERANCE) if isinstance(tolerance, Mapping)
                     else tolerance)
+        # math.inf accepts any drift, even one that is not a number (no finite state at all)
+        exceeds = ~(max_rel <= tol) if tol < math.inf else torch.zeros_like(max_rel, dtype=bool)
         drifts[name] = InvariantDrift(
             name=name, initial=value[0], scale=scale, abs_drift=abs_drift, max_abs_drift=max_abs,
-            max_rel_drift=max_rel, tolerance=tol, exceeds=~(max_rel <= tol),
+            max_rel_drift=max_rel, tolerance=tol, exceeds=exceeds,
         )
-    return ConservationReport(system.name, t, batch_shape, drifts)
+    return ConservationReport(
+        system.name, t, batch_shape, drifts, finite_points=points, n_times=n_times,
+        states_dtype=dtype,
+    )  # fmt: skip
 
 
 def _divisor(scale: torch.Tensor) -> torch.Tensor:
