@@ -129,6 +129,24 @@ def test_check_of_float32_states_beyond_tolerance_says_their_rounding_drifts(
     assert "float32" not in capsys.readouterr().out
 
 
+def test_check_beyond_a_tolerance_far_below_the_stored_rtol_names_the_solver_tolerances(
+    dataset, tmp_path, capsys
+):
+    # A data set solved at --rtol 1e-3 failed the default check without a word that its own
+    # solver tolerance gives drifts of that order.
+    out = tmp_path / "loose.h5"
+    loose = ["simulate", "pendulum", "--trajectories", "3", "--t-end", "5", "--points", "5"]
+    loose += ["--rtol", "1e-3", "--atol", "1e-6", "--out", str(out), "--quiet", "--seed", "4"]
+    assert main(loose) == 0
+    assert main(["check", str(out)]) == 1  # drifts by 6.4e-4
+    table = capsys.readouterr().out
+    assert "beyond tolerance 1e-06: energy\n  (the data set was solved with rtol=0.001, " in table
+    assert "atol=1e-06" in table and "--tolerance 0.1" in table
+    assert main(["check", str(dataset), "--tolerance", "1e-7"]) == 0  # rtol 1e-9: passes
+    assert main(["check", str(out), "--tolerance", "0.1"]) == 0
+    assert "solved with" not in capsys.readouterr().out
+
+
 def _with_solver_failures(source: Path, target: Path, rows: list[int]) -> Path:
     """A copy of ``source`` whose ``rows`` failed as a solve does: NaN from the third point on,
     flag bit 1, status MAX_STEPS, and the time reached halfway between the second and third
