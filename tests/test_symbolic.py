@@ -364,6 +364,23 @@ def test_piecewise_min_max_and_abs_are_translated():
     torch.testing.assert_close(got, torch.tensor(expected, dtype=F64))
 
 
+def test_piecewise_terms_that_share_a_condition_are_generated():
+    # sympy.cse named the shared x_dot > 0 as a subexpression, and code generation failed
+    # with AttributeError: 'StrictGreaterThan' object has no attribute 'as_coeff_Mul'. A
+    # Lagrangian with a Piecewise in the velocity has such an energy, v dL/dv - L.
+    x, v, m, k = sympy.symbols("x x_dot m k")
+    kinetic = sympy.Piecewise((m * v**2 / 2, v > 0), (m * v**2, True))
+    system = System.from_lagrangian(kinetic - k * x**2 / 2, [x], {m: 1.5, k: 2.0})
+    ys = torch.tensor([[0.5, 1.0], [0.5, -1.0]], dtype=F64)
+    torch.testing.assert_close(system.energy(ys), torch.tensor([1.0, 1.75], dtype=F64))
+    torch.testing.assert_close(system.energy(ys[1]), torch.tensor(1.75, dtype=F64))  # floats
+    assert system.rhs_numpy is not None
+    np.testing.assert_allclose(
+        system.rhs_numpy(0.0, ys.numpy(), system.default_parameters().numpy()),
+        [[1.0, -2.0 / 3.0], [-1.0, -1.0 / 3.0]], rtol=1e-15,
+    )
+
+
 def test_identical_systems_share_one_compiled_kernel():
     x, k, t = sympy.symbols("x k t")
     first = compile_kernel([-k * x], [x], [k], t)

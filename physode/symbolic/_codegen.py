@@ -619,10 +619,17 @@ def _shared_subexpressions(exprs: tuple[sympy.Expr, ...], taken: frozenset[str])
 
 
 def _inline_negations(replacements, reduced):
-    """Put ``-x`` subexpressions back where they are used: ``a - x`` is one operation, not two."""
+    """Put ``-x`` subexpressions back where they are used: ``a - x`` is one operation, not two.
+
+    Conditions go back too: ``cse`` names a comparison that two ``Piecewise`` share
+    (``x > 0``), which is no expression to compute on its own but part of each ``Piecewise``.
+    """
     kept, subs = [], {}
     for sym, sub in replacements:
         sub = sub.xreplace(subs)
+        if isinstance(sub, sympy.logic.boolalg.Boolean):
+            subs[sym] = sub
+            continue
         coeff, rest = sub.as_coeff_Mul()
         if coeff == -1 and isinstance(rest, sympy.Symbol):
             subs[sym] = sub
