@@ -307,12 +307,29 @@ def test_constants_a_file_cannot_write_exactly_are_refused_naming_them(constant,
     assert float(sympy.sympify(value)) == float(constant)
 
 
-def test_simulate_refuses_a_system_that_reads_back_otherwise(tmp_path):
-    # A coordinate declared real: Abs(q) differentiates to sign(q); written by name, the file's
-    # plain q is complex to SymPy, and its derivative has no torch translation.
+def test_a_coordinate_declared_real_reads_back_as_the_same_system(tmp_path):
+    # Abs(q) of a coordinate declared real differentiates to sign(q). Written by name, the
+    # file's q is plain, which SymPy took to be complex (re(q), im(q): no torch code), so
+    # simulate refused the system; every symbol is now differentiated as real.
     q = sympy.Symbol("q", real=True)
     v = sympy.Symbol("v")
     vee = System.from_lagrangian(v**2 / 2 - sympy.Abs(q), [q], velocities=[v], name="vee")
+    physode.data.simulate(vee, trajectories=2, t_end=1.0, points=3,
+                          out=tmp_path / "vee.h5", quiet=True)
+    stored = physode.data.load(tmp_path / "vee.h5").system
+    assert str(stored.equations) == str(vee.equations) == "{'q': v, 'v': -sign(q)}"
+
+
+def test_simulate_names_the_symbols_with_assumptions_where_the_text_differs(
+    tmp_path, monkeypatch
+):
+    q = sympy.Symbol("q", real=True)
+    v = sympy.Symbol("v")
+    vee = System.from_lagrangian(v**2 / 2 - q**2 / 2, [q], velocities=[v], name="vee")
+    written = _writing.spec_text
+    monkeypatch.setattr(
+        _writing, "spec_text", lambda system: written(system).replace("q**2/2", "q**4/4")
+    )
     with pytest.raises(physode.InvalidArgumentError, match="'q' carry SymPy assumptions"):
         physode.data.simulate(vee, trajectories=2, t_end=1.0, points=3,
                               out=tmp_path / "vee.h5", quiet=True)

@@ -482,3 +482,24 @@ def test_an_undefined_drive_function_says_to_write_the_drive_out_in_time():
         System.from_lagrangian(v**2 / 2 - x**2 / 2, [x], forces={x: drive})
     assert ("a prescribed function of time (a drive) has no value physode can compute, so "
             "write it out in 't', e.g. A*cos(omega*t)") in str(info.value)
+
+
+def test_abs_in_a_spec_files_lagrangian_hamiltonian_and_dissipation_is_differentiated():
+    # Quadratic drag R = c|v|**3/3 and a V-shaped potential k|x|: a file's symbols are plain,
+    # which SymPy took to be complex, so d|v|/dv held re(v) and im(v) and the system was
+    # built, only to fail at its first rhs ("cannot generate torch code for 're'").
+    common = '[parameters]\nm = 1.5\nk = 2.0\nc = 0.3\n'
+    drag = system_from_spec(
+        'name = "drag"\nform = "lagrangian"\ncoordinates = ["x"]\n'
+        'lagrangian = "m*x_dot**2/2 - k*Abs(x)"\ndissipation = "c*Abs(x_dot)**3/3"\n' + common
+    )
+    vee = system_from_spec(
+        'name = "vee"\nform = "hamiltonian"\ncoordinates = ["x"]\nmomenta = ["p"]\n'
+        'hamiltonian = "p**2/(2*m) + k*Abs(x) + c*Abs(p)**3/3"\n' + common
+    )
+    y = torch.tensor([[0.5, -0.7], [-0.4, 0.9]], dtype=F64)
+    x, w = y[:, 0], y[:, 1]
+    by_hand = torch.stack([w, (-2.0 * torch.sign(x) - 0.3 * w * w.abs()) / 1.5], -1)
+    torch.testing.assert_close(drag.rhs(0.0, y), by_hand, rtol=1e-14, atol=1e-15)
+    by_hand = torch.stack([w / 1.5 + 0.3 * w * w.abs(), -2.0 * torch.sign(x)], -1)
+    torch.testing.assert_close(vee.rhs(0.0, y), by_hand, rtol=1e-14, atol=1e-15)

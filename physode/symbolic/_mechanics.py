@@ -65,18 +65,18 @@ def euler_lagrange(
         f = forces_of_position[i]
         rates = zip(partial_derivatives(momenta[i], coordinates), velocities, strict=True)
         f -= sympy.Add(*(d * v for d, v in rates))
-        f -= sympy.diff(momenta[i], time)
+        f -= real_derivative(momenta[i], time)
         if forces is not None:
             f += forces[i]
         if dissipation is not None:
-            f -= sympy.diff(dissipation, velocities[i])
+            f -= real_derivative(dissipation, velocities[i])
         forcing.append(f)
     return LagrangianDynamics(mass, sympy.Matrix(forcing))
 
 
 def partial_derivatives(expr: sympy.Expr, symbols: Sequence[sympy.Symbol]) -> list[sympy.Expr]:
-    """``[sympy.diff(expr, s) for s in symbols]``, each term of the sum ``expr`` differentiated
-    only by the symbols it contains.
+    """``[real_derivative(expr, s) for s in symbols]``, each term of the sum ``expr``
+    differentiated only by the symbols it contains.
 
     SymPy differentiates every term of a sum by every symbol, so the equations of a chain of
     ``n`` coupled oscillators cost ``n**2`` term derivatives (minutes for ``n`` = 800): here
@@ -95,9 +95,37 @@ def partial_derivatives(expr: sympy.Expr, symbols: Sequence[sympy.Symbol]) -> li
             terms_with[s].append(term)
     zero = sympy.S.Zero
     return [
-        sympy.Add(*(sympy.diff(term, s) for term in terms_with[s])) if terms_with[s] else zero
+        sympy.Add(*(real_derivative(term, s) for term in terms_with[s])) if terms_with[s] else zero
         for s in symbols
     ]
+
+
+#: What SymPy's derivative of ``Abs``, ``sign`` and the like holds where it takes a symbol to
+#: be complex: ``d|x|/dx = (re(x) d re(x)/dx + im(x) d im(x)/dx) / |x|``.
+_COMPLEX_PARTS = (sympy.re, sympy.im, sympy.arg, sympy.conjugate, sympy.Derivative)
+
+
+def real_derivative(expr: sympy.Expr, symbol: sympy.Symbol) -> sympy.Expr:
+    """``d expr / d symbol`` with every symbol taken to be real, as the states, parameters and
+    time of a system are: ``d|x|/dx = sign(x)``, not SymPy's expression in ``re(x)`` and
+    ``im(x)`` for a symbol without assumptions (which has no torch translation). The result is
+    written in the symbols of ``expr``, their assumptions as declared.
+
+    Examples
+    --------
+    >>> x = sympy.Symbol("x")
+    >>> real_derivative(sympy.Abs(x), x)
+    sign(x)
+    """
+    derivative = sympy.diff(expr, symbol)
+    if not derivative.has(*_COMPLEX_PARTS):
+        return derivative
+    free = expr.free_symbols | {symbol}
+    real = {s: sympy.Dummy(s.name, real=True) for s in free if s.is_real is not True}
+    if not real:
+        return derivative
+    back = {d: s for s, d in real.items()}
+    return sympy.diff(expr.xreplace(real), symbol.xreplace(real)).xreplace(back)
 
 
 def is_diagonal(matrix: sympy.Matrix) -> bool:

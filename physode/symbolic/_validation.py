@@ -126,8 +126,8 @@ def _by_name(
 
     Symbols are matched by name, as in a specification file: ``Symbol("theta", real=True)`` in a
     Lagrangian is the coordinate ``theta``, whatever assumptions either was declared with. A
-    declared symbol keeps its assumptions, so that a coordinate declared real is differentiated
-    as one (``Abs(q)`` to ``sign(q)``, not into real and imaginary parts). Two symbols of one
+    declared symbol keeps its assumptions (every symbol is differentiated as real, declared so
+    or not: ``Abs(q)`` to ``sign(q)``, see ``_mechanics.real_derivative``). Two symbols of one
     name in one expression (``x`` real and ``x`` positive) are two variables to SymPy, which one
     name cannot tell apart.
 
