@@ -381,6 +381,26 @@ def test_piecewise_terms_that_share_a_condition_are_generated():
     )
 
 
+@pytest.mark.parametrize("default_in_contact", [False, True])
+def test_a_branch_not_taken_gives_no_nan_gradient(default_in_contact):
+    # A Hertz contact force k*(-x)**(3/2) acts for x < 0 only. torch.where passed its zero
+    # gradient through the branch not taken, whose derivative is NaN there (sqrt of x > 0):
+    # one state out of contact made the gradient of every state and of k NaN.
+    x, v, m, k = sympy.symbols("x x_dot m k")
+    force = k * (-x) ** sympy.Rational(3, 2)
+    if default_in_contact:
+        potential = sympy.Piecewise((0, x >= 0), (2 * force * -x / 5, True))
+    else:
+        potential = sympy.Piecewise((2 * force * -x / 5, x < 0), (0, True))
+    system = System.from_lagrangian(m * v**2 / 2 - potential, [x], {m: 1.0, k: 10.0})
+    field = system.vector_field(learnable=["k"])
+    y = torch.tensor([[0.3, -1.0], [-0.2, 1.0]], dtype=F64, requires_grad=True)
+    field(torch.tensor(0.0, dtype=F64), y)[:, 1].sum().backward()
+    # d/dx of k (-x)**1.5 / m at x = -0.2: -1.5 k sqrt(0.2); d/dk: 0.2**1.5
+    torch.testing.assert_close(y.grad[:, 0], torch.tensor([0.0, -15 * 0.2**0.5], dtype=F64))
+    torch.testing.assert_close(field.k.grad, torch.tensor(0.2**1.5, dtype=F64))
+
+
 def test_identical_systems_share_one_compiled_kernel():
     x, k, t = sympy.symbols("x k t")
     first = compile_kernel([-k * x], [x], [k], t)

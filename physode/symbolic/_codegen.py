@@ -219,9 +219,18 @@ class _TorchPrinter:
     ``names`` maps each SymPy symbol to the Python identifier that holds its value.
     """
 
-    def __init__(self, names: dict[sympy.Symbol, str], scalars: set[sympy.Symbol]):
+    def __init__(
+        self,
+        names: dict[sympy.Symbol, str],
+        scalars: set[sympy.Symbol],
+        definitions: Sequence[tuple[sympy.Symbol, sympy.Expr]] | None = None,
+    ):
         self.names = names
         self.scalars = scalars
+        # Given (the torch variant): each Piecewise branch is printed in the kernel's inputs,
+        # its shared subexpressions written out, each input gated by the branch's condition
+        # (see _gated_branch).
+        self.definitions = None if definitions is None else list(definitions)
 
     def print(self, expr: sympy.Basic) -> str:
         if not expr.free_symbols:
@@ -395,17 +404,60 @@ class _TorchPrinter:
 
     def _piecewise(self, expr: sympy.Piecewise) -> str:
         # Build nested torch.where from the last branch backwards.
-        out = self._tensor(expr.args[-1][0])
         if expr.args[-1][1] is not sympy.true:
             raise SystemDefinitionError(
                 f"Piecewise {expr} has no default branch; add (value, True) as its last argument"
             )
+        conditions = [self.print(c) for _, c in expr.args[:-1]]
+        if len(conditions) > _LONG_CHAIN:  # flat, as the chain of torch.where below
+            taken = f"_fold('logical_or', {', '.join(conditions)})"
+        else:
+            taken = " | ".join(conditions)
+        out = self._gated_branch(expr.args[-1][0], taken, default=True)
+        values = [self._gated_branch(v, c) for (v, _), c in zip(expr.args, conditions)]
         if len(expr.args) > _LONG_CHAIN:  # the same torch.where calls, in one flat call
-            pairs = (f"{self.print(c)}, {self._tensor(v)}" for v, c in expr.args[:-1])
+            pairs = (f"{c}, {v}" for v, c in zip(values, conditions))
             return f"_where_chain({out}, {', '.join(pairs)})"
-        for value, cond in reversed(expr.args[:-1]):
-            out = f"torch.where({self.print(cond)}, {self._tensor(value)}, {out})"
+        for value, cond in reversed(list(zip(values, conditions))):
+            out = f"torch.where({cond}, {value}, {out})"
         return out
+
+    def _gated_branch(self, value: sympy.Basic, condition: str, default: bool = False) -> str:
+        """A branch's value whose gradient is zero, not NaN, where the branch is not taken.
+
+        ``torch.where`` passes a zero gradient to the branch it does not take, but the branch's
+        own backward multiplies that zero by its derivative there, which may be NaN or
+        infinite (``sqrt(-x)`` of a contact force where ``x > 0``): the sum is NaN, for the
+        state and for every parameter. So each input of the branch (a state, a parameter, the
+        time) enters it as ``torch.where(condition, x, x.detach())``, which passes no
+        gradient at all where the branch is not taken; the values are the same. The branch is
+        written in those inputs, its shared subexpressions (``sympy.cse``, which may hold the
+        NaN part) written out inside it.
+        """
+        if self.definitions is None or not value.free_symbols:
+            return self._tensor(value)
+        written_out = value
+        for sym, sub in reversed(self.definitions):
+            if sym in written_out.free_symbols:
+                written_out = written_out.xreplace({sym: sub})
+        # Written out as a tree, subexpressions shared many times over could grow beyond
+        # measure: such a branch keeps them and gates them instead (which covers a NaN
+        # derivative in the branch's own operations, not one inside them).
+        if not _more_nodes_than(written_out, _GATED_BRANCH_NODES):
+            value = written_out
+        saved = self.names
+        gated = {}
+        for sym in value.free_symbols:
+            name = saved[sym]
+            gated[sym] = (
+                f"torch.where({condition}, {name}.detach(), {name})" if default
+                else f"torch.where({condition}, {name}, {name}.detach())"
+            )
+        self.names = {**saved, **gated}
+        try:
+            return self._tensor(value)
+        finally:
+            self.names = saved
 
     def _minmax(self, expr: sympy.Basic) -> str:
         fn = "torch.minimum" if isinstance(expr, sympy.Min) else "torch.maximum"
@@ -547,6 +599,19 @@ def _first_true(otherwise, *pairs):
         if pairs[i]():
             return pairs[i + 1]()
     return otherwise()
+
+
+#: Largest Piecewise branch (in expression nodes) that is written out in the kernel's inputs
+#: to gate its gradient (:meth:`_TorchPrinter._gated_branch`).
+_GATED_BRANCH_NODES = 5000
+
+
+def _more_nodes_than(expr: sympy.Basic, limit: int) -> bool:
+    """Whether ``expr``, as a tree, has more than ``limit`` nodes (stops counting there)."""
+    for count, _ in enumerate(sympy.preorder_traversal(expr)):
+        if count >= limit:
+            return True
+    return False
 
 
 def _fold(name: str, first, *rest):
@@ -720,7 +785,10 @@ def generate_source(
         names[sym] = sym.name
         if sub.free_symbols <= scalars:
             scalars.add(sym)
-    printer = (_ScalarPrinter if scalar else _TorchPrinter)(names, scalars)
+    if scalar:
+        printer = _ScalarPrinter(names, scalars)
+    else:  # no gradient flows through NumPy: its branches are printed as they are
+        printer = _TorchPrinter(names, scalars, replacements if variant == "torch" else None)
     lines = [f"def {name}(t, y, p):"]
     if scalar:
         if states:
