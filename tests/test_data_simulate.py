@@ -65,10 +65,12 @@ def test_stored_states_are_the_solver_solution_from_the_stored_initial_state(noi
         for i in (0, 5):
             y0 = torch.as_tensor(data.states[i, 0])
             p = torch.as_tensor(data.params[i])
+            # The data's solve interpolates its outputs (dense output), at rtol = atol = 1e-8: it
+            # agrees with a far tighter solve to its tolerance (1e-9 measured), not to the bit.
             ys = physode.odeint(
-                lambda t, y, p=p: system.rhs(t, y, p), y0, t, method="dop853", rtol=1e-8, atol=1e-8
+                lambda t, y, p=p: system.rhs(t, y, p), y0, t, method="dop853", rtol=1e-12, atol=1e-9
             )
-            np.testing.assert_allclose(data.states[i], ys.numpy(), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(data.states[i], ys.numpy(), rtol=0, atol=2e-8)
 
 
 def test_derivatives_invariants_and_noise_match_the_stored_states(noisy_sampled):
@@ -84,7 +86,7 @@ def test_derivatives_invariants_and_noise_match_the_stored_states(noisy_sampled)
         assert abs(noise.std() - 0.05) < 0.015 and abs(noise.mean()) < 0.015
         assert data.invariant_names == ["energy"]
         assert (data.status == int(physode.Status.SUCCESS)).all() and (data.flags == 0).all()
-        assert (data.n_steps >= 6).all() and (data.n_rejected >= 0).all()
+        assert (data.n_steps >= 1).all() and (data.n_rejected >= 0).all()
         assert (data.nfe > data.n_steps).all()
 
 
@@ -613,11 +615,12 @@ def test_max_step_caps_every_trajectorys_steps_and_is_stored_with_the_solver_set
 
 
 def test_a_max_steps_no_trajectory_can_finish_within_is_refused_before_simulating(tmp_path):
-    # Each output time after the first takes a step of its own: 10**6 points under the default
-    # max_steps ran for minutes, to store every trajectory as failed at a tenth of t_end.
+    # Without dense output (heun) each output time after the first takes a step of its own:
+    # 10**6 points under the default max_steps ran for minutes, to store every trajectory as
+    # failed at a tenth of t_end.
     out = tmp_path / "x.h5"
     with pytest.raises(physode.InvalidArgumentError) as error:
-        simulate(SYSTEM, trajectories=2, out=out, max_steps=5, **FAST)
+        simulate(SYSTEM, trajectories=2, out=out, max_steps=5, method="heun", **FAST)
     assert (
         "max_steps=5 is fewer than the 6 steps that points=7 take at least (the solve lands a "
         "step on each output time after the first), so every trajectory would fail; give "

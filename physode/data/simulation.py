@@ -57,6 +57,7 @@ from physode.data.checking import (
 )
 from physode.data.stored import load
 from physode.solvers.control import tolerances_over_state
+from physode.solvers.tableau import TABLEAUS
 from physode.symbolic._spec import read_spec_text
 
 __all__ = ["DriftCount", "FailureCount", "SimulationResult", "simulate"]
@@ -262,7 +263,8 @@ def _validate(
     if max_step is not None:
         positive_real("max_step", max_step)
     if not problems:
-        problems += _too_few_steps(points, t_end, max_steps, max_step)
+        lands = method in METHODS and TABLEAUS[method].dense is None
+        problems += _too_few_steps(points, t_end, max_steps, max_step, lands)
     if method not in METHODS:
         problems.append(
             f"method={method!r} is not an adaptive method; choose one of {list(METHODS)}"
@@ -291,18 +293,22 @@ def _validate(
     return problems
 
 
-def _too_few_steps(points: int, t_end: float, max_steps: int, max_step: float | None) -> list[str]:
+def _too_few_steps(
+    points: int, t_end: float, max_steps: int, max_step: float | None, lands: bool = True
+) -> list[str]:
     """The problem of a ``max_steps`` too small for any trajectory to reach ``t_end``.
 
-    A per-sample solve lands a step on every output time after the first, so it takes at
-    least ``points - 1`` steps, and with ``max_step`` at least ``t_end / max_step`` (a step may
-    be stretched onto an output time by 1e-9 of its length; the margin here is wider). Below
-    that every trajectory would fail, after the whole run has been computed: 10**6 points
-    under the default max_steps ran for minutes to store every trajectory as failed at t_end /
-    10.
+    With a method without dense output (``lands``: heun) a per-sample solve lands a step on
+    every output time after the first, so it takes at least ``points - 1`` steps; with
+    ``max_step``, every method takes at least ``t_end / max_step`` (a step may be stretched
+    onto an output time by 1e-9 of its length; the margin here is wider). Below that every
+    trajectory would fail, after the whole run has been computed: 10**6 points under the
+    default max_steps ran for minutes to store every trajectory as failed at t_end / 10.
 
     >>> _too_few_steps(7, 3.0, 6, None), _too_few_steps(7, 3.0, 6, 0.5)
     ([], [])
+    >>> _too_few_steps(8, 3.0, 6, None, lands=False)  # dense output: steps past output times
+    []
     >>> print(*_too_few_steps(8, 3.0, 6, None))  # doctest: +NORMALIZE_WHITESPACE
     max_steps=6 is fewer than the 7 steps that points=8 take at least (the solve lands a step
     on each output time after the first), so every trajectory would fail; give max_steps >= 7
@@ -312,7 +318,7 @@ def _too_few_steps(points: int, t_end: float, max_steps: int, max_step: float | 
     every trajectory would fail; give max_steps >= 12 (--max-steps), a longer max_step or a
     shorter t_end
     """
-    if max_steps < points - 1:
+    if lands and max_steps < points - 1:
         return [
             f"max_steps={max_steps!r} is fewer than the {points - 1} steps that "
             f"points={points!r} take at least (the solve lands a step on each output time "

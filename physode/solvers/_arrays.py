@@ -34,6 +34,8 @@ __all__ = [
     "full",
     "namespace",
     "put_",
+    "repeat",
+    "searchsorted",
     "take",
 ]
 
@@ -91,3 +93,18 @@ def arange(n: int, like: Array) -> Array:
 def finfo(like: Array):
     """Machine limits of ``like``'s floating dtype."""
     return torch.finfo(like.dtype) if isinstance(like, Tensor) else np.finfo(like.dtype)
+
+
+def repeat(x: Array, counts: Array, total: int | None = None) -> Array:
+    """Each entry of a one-dimensional ``x`` repeated ``counts`` times, in order. Given the
+    ``total`` of ``counts``, a tensor's result is sized without reading the device."""
+    if isinstance(x, Tensor):
+        return torch.repeat_interleave(x, counts, output_size=total)
+    return np.repeat(x, counts)
+
+
+def searchsorted(ascending: Array, values: Array) -> Array:
+    """For each of ``values``, how many entries of ``ascending`` are at most it (int64)."""
+    if isinstance(ascending, Tensor):
+        return torch.searchsorted(ascending, values, right=True)
+    return np.searchsorted(ascending, values, side="right").astype(np.int64)

@@ -31,6 +31,8 @@ from physode.solvers._arrays import (
     full,
     namespace,
     put_,
+    repeat,
+    searchsorted,
     take,
 )
 from physode.solvers.control import (
@@ -48,13 +50,16 @@ __all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_p
 
 @dataclass
 class PerSampleTrace:
-    """Accepted row-steps of each iteration, for ACA: ``(rows, t, h, y, landed, k)`` tuples.
+    """Accepted row-steps of each iteration, for ACA: ``(rows, t, h, y, landed, k, pairs)``.
 
     ``rows`` are global row indices, ``t``/``h`` their start times and step sizes, ``y`` their input
     states; ``landed`` indexes (within ``rows``) the rows whose step ended on output ``k``.
+    ``pairs`` is None, or with dense output ``(where, index, time, end)``: the outputs the steps
+    passed over, each by its row's position in ``rows``, its index and time, and whether it
+    is the step's end point.
     """
 
-    steps: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
+    steps: list[tuple] = field(default_factory=list)
 
 
 @dataclass
@@ -198,6 +203,16 @@ def integrate_per_sample(
             f"func.numpy(t, y) must return a NumPy array of y's dtype {y0.dtype}, got {got}"
         )
     check_derivative(f0, y0, "func.numpy(t, y)" if on_numpy else "func(t, y)")
+    # Dense output: rows step toward the last output time alone and fill every output their
+    # accepted steps pass over from the steps' stages. dop853 lands on every output where a
+    # gradient is taken (a graph, or ACA's trace): its extension's stages past the step, which
+    # no error estimate checks, may be non-finite where the step was not, and would bring a NaN
+    # into the gradient of the other rows.
+    graph = trace is not None or (isinstance(f0, Tensor) and f0.requires_grad)
+    dense = tab.dense is not None and not (tab.dense_stages and graph)
+    if dense:
+        ascending = times_a * direction  # k, the outputs a row has, is those not past its time
+        polynomials = _dense_polynomials(tab)
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
     else:
@@ -209,6 +224,7 @@ def integrate_per_sample(
     previous = full((batch,), 1.0, y0)
     local_steps = full((batch,), 0, y0, dtype=xp.int64)
     redone = full((batch,), 0, y0, dtype=xp.int64)  # evaluations of steps taken again (Disc-Opt)
+    extended = full((batch,), 0, y0, dtype=xp.int64)  # evaluations of dense_stages
     # On the host (NumPy, or tensors on the CPU) a flag is read as fast as it is computed, and the
     # loop reads the ones that let it skip work. On a GPU each read makes the host wait for the
     # device: the loop reads once per iteration, the numbers of rows accepted, landed and done,
@@ -224,7 +240,7 @@ def integrate_per_sample(
 
     while rows.shape[0] > 0:
         attempts += 1
-        target = take(times_a, k)
+        target = times_a[n_out - 1 :] if dense else take(times_a, k)
         remaining = target - t
         # h and remaining both point in `direction`, so |h| (1 + slack) >= |remaining| is:
         grown = h * (1.0 + _LANDING_SLACK)
@@ -239,7 +255,7 @@ def integrate_per_sample(
 
         t_in, y_in, k_in = t, y, k  # what the trace and the outputs take, before the update
         t = xp.where(accept, xp.where(landing, target, t + h_step), t)
-        k = k + landed
+        k = searchsorted(ascending, t * direction) if dense else k + landed
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
         factor = controller.factor_per_row(ratio, previous, accept)
@@ -272,16 +288,24 @@ def integrate_per_sample(
         # step again for the accepted rows alone, and only that enters the graph.
         recorded = isinstance(step.y1, Tensor) and step.y1.requires_grad
         broken = ~xp.isfinite(ratio) if recorded else None
+        passed = (k - k_in) if dense else None  # outputs each row's step passed over
+        extend = passed > 0 if dense and tab.dense_stages else None  # rows that need them
         if on_host:
             n_accept = (trace is not None or recorded) and bool(accept.any())
             n_landed, n_done = bool(landed.any()), bool(done.any())
             n_broken = recorded and bool(broken.any())
+            n_passed = int(passed.sum()) if dense else 0
+            n_extend = None
         else:  # the iteration's one read of the device
-            n_accept, n_landed, n_done, *n_broken = _count_true(
-                accept, landed, done, *([broken] if recorded else [])
-            )
-            n_broken = bool(n_broken and n_broken[0])
+            counted = [broken] if recorded else []
+            counted += [] if extend is None else [extend]
+            counted += [passed] if dense else []
+            n_accept, n_landed, n_done, *rest = _count_true(accept, landed, done, *counted)
+            n_passed = rest.pop() if dense else 0
+            n_extend = rest.pop() if extend is not None else None
+            n_broken = bool(rest and rest[0])
 
+        ks = None  # the stages the accepted rows' outputs are interpolated from
         if n_broken:
             # A row whose f0 is not finite (func undefined at its state from the start, e.g. the
             # sqrt of a negative) would otherwise stay in the graph of the retaken rows' f0 too.
@@ -297,11 +321,14 @@ def integrate_per_sample(
                 y = y_in.index_copy(0, acc, retaken.y1)
                 if tab.fsal:
                     f0 = f0.index_copy(0, acc, retaken.f1)
+                if n_passed:  # the accepted rows' stages, without the others' graph
+                    ks = [a.detach().index_copy(0, acc, b) for a, b in zip(step.ks, retaken.ks)]
         else:
             accept_b = accept.reshape(view)
             y = xp.where(accept_b, step.y1, y)
             if tab.fsal:
                 f0 = xp.where(accept_b, step.f1, f0)
+            ks = step.ks
         if not tab.fsal:
             # Rejected rows have the same (t, y) as before, so re-evaluating every row gives them
             # their old f0 bit for bit, and costs less than gathering the accepted ones.
@@ -310,17 +337,47 @@ def integrate_per_sample(
             if recorded and n_done:  # a finished row's f0 may be non-finite; it leaves below
                 f0 = _finite_rows_graph(func, t, y, f0, view, rows, redone, on_host)
 
+        pairs = None  # for ACA: the outputs interpolated, by position among the accepted rows
+        if n_passed:
+            states = (passed, k_in, t_in, y_in, h_step, t, y)
+            ids, sub = rows, None
+            if extend is not None:  # the rows that passed an output take the extension's stages
+                sub = flatnonzero(extend, n_extend)
+            elif trace is not None:  # positions as in the trace
+                sub = flatnonzero(accept, count(n_accept))
+            if sub is not None:
+                states = tuple(take(x, sub) for x in states)
+                ids = take(rows, sub)
+            if extend is not None:
+                _, _, t_s, y_s, h_s, _, _ = states
+                ks = stepper.dense_stages(
+                    func, t_s.reshape(view), y_s, h_s.reshape(view),
+                    [take(x, sub) for x in ks], take(f0, sub),
+                )  # fmt: skip
+                extended[ids] += len(tab.dense_stages)
+            elif sub is not None:
+                ks = [take(x, sub) for x in ks]
+            where, index = _output_pairs(n_passed, *states[:2])
+            time = take(times_a, index)
+            end = time == take(states[5], where)  # the output is the step's end point
+            values = _interpolate(polynomials, ks, where, time, end, *states[2:5], states[6], view)
+            out_k.append(index)
+            out_rows.append(take(ids, where))
+            out_y.append(values)
+            pairs = (where, index, time, end)
         if trace is not None and n_accept:
             acc = flatnonzero(accept, count(n_accept))
-            land_local = flatnonzero(take(landed, acc), count(n_landed))
+            # With dense output the output a row lands on, the last, is among the pairs.
+            land_local = acc[:0] if dense else flatnonzero(take(landed, acc), count(n_landed))
             trace.steps.append(
                 (
                     *(take(x, acc) for x in (rows, t_in, h_step, y_in)),
                     land_local,
                     take(take(k_in, acc), land_local),
+                    pairs,
                 )
             )
-        if n_landed:
+        if n_landed and not dense:
             where = flatnonzero(landed, count(n_landed))
             out_k.append(take(k_in, where))
             out_rows.append(take(rows, where))
@@ -371,7 +428,14 @@ def integrate_per_sample(
     # for methods without FSAL, f at the row's new (or unchanged) state after every attempt.
     attempts = stats.n_steps + stats.n_rejected
     per_attempt = stepper.nfe_per_step + (0 if tab.fsal else 1)
-    stats.nfe = nfe_before + 1 + (first_step is None) + attempts * per_attempt + _host(redone)
+    stats.nfe = (
+        nfe_before
+        + 1
+        + (first_step is None)
+        + attempts * per_attempt
+        + _host(redone)
+        + _host(extended)
+    )
     return PerSampleResult(ys=ys, status=status, t=t_final, h=h_final)
 
 
@@ -399,8 +463,42 @@ def _finite_rows_graph(func, t, y, f0, view, rows, redone, on_host: bool):
 
 
 def _count_true(*masks: Tensor) -> list[int]:
-    """The number of true entries of each one-dimensional mask (of one length), read at once."""
-    return torch.stack(masks).sum(1).tolist()
+    """The number of true entries of each one-dimensional mask (of one length), or the sum of
+    each integer array among them, read at once."""
+    return torch.stack([mask.to(torch.int64) for mask in masks]).sum(1).tolist()
+
+
+def _dense_polynomials(tab) -> list[tuple[int, tuple[float, ...]]]:
+    """The stages that enter ``tab``'s dense output, each with its polynomial's coefficients of
+    ``theta, theta**2, ...`` (see :class:`~physode.solvers.tableau.ButcherTableau`)."""
+    return [(i, poly) for i, poly in enumerate(tab.dense) if any(poly)]
+
+
+def _output_pairs(total: int, passed: Array, k_in: Array) -> tuple[Array, Array]:
+    """The outputs that steps passed over, as (row, output index) pairs: row ``r`` passed
+    ``passed[r]`` outputs from ``k_in[r]`` on, ``total`` in all."""
+    xp = namespace(passed)
+    where = repeat(arange(passed.shape[0], passed), passed, total)
+    start = xp.cumsum(passed, 0) - passed  # each row's first pair
+    return where, take(k_in, where) + (arange(total, passed) - take(start, where))
+
+
+def _interpolate(polynomials, ks, where, time, end, t_in, y_in, h, y1, view) -> Array:
+    """The states at ``time`` of the steps of rows ``where``, from ``t_in`` by ``h``: ``y1``
+    itself where ``end`` (the step's end point), else the method's interpolant from the stages
+    ``ks`` at ``theta = (time - t_in) / h``, with the weights' polynomials in Horner's form
+    (products and sums alone, so a row's outputs do not depend on its batch)."""
+    h = take(h, where)
+    theta = ((time - take(t_in, where)) / h).reshape(view)
+    combined = None
+    for i, poly in polynomials:
+        weight = poly[-1]
+        for coefficient in reversed(poly[:-1]):
+            weight = weight * theta + coefficient
+        term = weight * theta * take(ks[i], where)
+        combined = term if combined is None else combined + term
+    values = take(y_in, where) + h.reshape(view) * combined
+    return namespace(values).where(end.reshape(view), take(y1, where), values)
 
 
 def _host(x: Array) -> Array:
@@ -436,16 +534,26 @@ class _PerSampleACA(torch.autograd.Function):
         param_grads: list[Tensor | None] = [None] * len(params)  # see add_gradients
         # Evaluations per row, as the forward pass counts them.
         nfe = torch.zeros(grad_ys.shape[1], dtype=torch.int64, device=grad_ys.device)
-        for rows, t, h, y_in, land_local, k in reversed(trace.steps):
+        polynomials = _dense_polynomials(stepper.tableau) if stepper.tableau.dense else None
+        for rows, t, h, y_in, land_local, k, pairs in reversed(trace.steps):
             cotangent = adjoint[rows]
             if land_local.numel():
                 cotangent = cotangent.index_add(0, land_local, grad_ys[k, rows[land_local]])
             with torch.enable_grad():
                 y = y_in.detach().requires_grad_(True)
                 tv, hv = t.view(view), h.view(view)
-                step = stepper.step(func, tv, y, hv, func(tv, y), None, replay=True)
-                grads = step_vjp("ACA", [step.y1], [y, *params], [cotangent])
-            nfe[rows] += 1 + stepper.nfe_per_replay
+                # A step with dense outputs is taken whole: they need every stage.
+                step = stepper.step(func, tv, y, hv, func(tv, y), None, replay=pairs is None)
+                outputs, cotangents = [step.y1], [cotangent]
+                if pairs is not None:
+                    where, index, time, end = pairs
+                    outputs.append(
+                        _interpolate(polynomials, step.ks, where, time, end, t, y, h, step.y1, view)
+                    )
+                    cotangents.append(grad_ys[index, rows[where]])
+                grads = step_vjp("ACA", outputs, [y, *params], cotangents)
+            replayed = stepper.nfe_per_replay if pairs is None else stepper.nfe_per_step
+            nfe[rows] += 1 + replayed
             adjoint[rows] = grads[0] if grads[0] is not None else torch.zeros_like(y)
             add_gradients(param_grads, grads[1:])
         problem.stats.nfe_backward = problem.stats.nfe_backward + nfe.cpu()  # one copy

@@ -100,7 +100,9 @@ class RungeKutta:
         self.name = tableau.name
         self.order = tableau.order
         self.adaptive = tableau.adaptive
-        self.has_dense = tableau.dense is not None
+        # Dense output from the step's own stages; the shared loop and events use only that.
+        self.has_dense = tableau.dense is not None and not tableau.dense_stages
+        self._dense_rows = [(ci, _terms(row)) for ci, row in tableau.dense_stages or ()]
         # Evaluations a step makes on top of the f0 it is handed.
         self.nfe_per_step = tableau.stages - 1
         # Each stage's time and the nonzero terms of its combination, worked out once.
@@ -156,6 +158,17 @@ class RungeKutta:
             if self._b_error_low is not None:
                 error_low = _combine(self._b_error_low, ks) * h
         return StepResult(y1, f1, error, error_low, ks)
+
+    def dense_stages(
+        self, func, t: Array, y: Array, h: Array, ks: Sequence[Array], f1: Array
+    ) -> list[Array]:
+        """The stages of an accepted step's continuous extension: its stages ``ks``, then
+        ``f1 = f(t + h, y1)`` and the tableau's ``dense_stages`` (per-row ``t`` and ``h``), for
+        methods whose extension needs more than the step's stages (see ButcherTableau)."""
+        ks = [*ks, f1]
+        for ci, terms in self._dense_rows:
+            ks.append(func(_stage_time(t, h, ci, None), _advance(y, h, _combine(terms, ks))))
+        return ks
 
     def interpolate(self, y: Tensor, h: float, ks: Sequence[Tensor], theta: float) -> Tensor:
         """The method's continuous extension at ``t + theta * h`` within an accepted step."""

@@ -38,6 +38,12 @@ class ButcherTableau:
         every output time instead.
     b_error_low : tuple of float, optional
         A second, lower-order error estimate combined with ``b_error`` as in Hairer's DOP853.
+    dense_stages : tuple of (float, tuple of float), optional
+        Stages that only the continuous extension needs, as ``(c, a_row)``, evaluated after an
+        accepted step. Stage ``len(c)`` is then ``f(t + h, y1)`` (the next step's first stage) and
+        these follow it, each row of ``a`` covering every stage before it; ``dense`` has a row
+        for every stage, those included. The shared loop uses only dense outputs without such
+        stages (``RungeKutta.has_dense``); the per-sample loop uses both.
 
     Raises
     ------
@@ -56,6 +62,7 @@ class ButcherTableau:
     fsal: bool = False
     dense: tuple[tuple[float, ...], ...] | None = None
     b_error_low: tuple[float, ...] | None = None
+    dense_stages: tuple[tuple[float, tuple[float, ...]], ...] | None = None
     stages: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,16 +91,26 @@ class ButcherTableau:
             not math.isclose(self.c[-1], 1.0) or tuple(self.a[-1]) != tuple(self.b[:-1])
         ):
             problems.append("fsal needs c[-1] == 1 and the last row of a equal to b")
+        extra = self.dense_stages or ()
+        if extra and self.fsal:
+            problems.append("dense_stages follow f(t + h, y1), which an FSAL method has already")
+        for j, (c, row) in enumerate(extra):
+            if len(row) != s + 1 + j:
+                problems.append(f"dense stage {j} has {len(row)} entries, expected {s + 1 + j}")
+            elif not math.isclose(sum(row), c, rel_tol=1e-12, abs_tol=1e-12):
+                problems.append(f"dense stage {j} sums to {sum(row)!r}, not its c={c!r}")
         if self.dense is not None:
-            if len(self.dense) != s:
-                problems.append(f"dense has {len(self.dense)} rows, expected {s}")
+            n_dense = s + (1 + len(extra) if extra else 0)
+            if len(self.dense) != n_dense:
+                problems.append(f"dense has {len(self.dense)} rows, expected {n_dense}")
             else:
                 # At theta = 1 the continuous extension must reproduce the step's end point.
+                b = self.b + (0.0,) * (n_dense - s)
                 for i, poly in enumerate(self.dense):
-                    if not math.isclose(sum(poly), self.b[i], rel_tol=1e-9, abs_tol=1e-12):
-                        problems.append(
-                            f"dense row {i} sums to {sum(poly)!r}, not b[{i}]={self.b[i]!r}"
-                        )
+                    if not math.isclose(sum(poly), b[i], rel_tol=1e-9, abs_tol=1e-12):
+                        problems.append(f"dense row {i} sums to {sum(poly)!r}, not b[{i}]={b[i]!r}")
+        elif extra:
+            problems.append("dense_stages need dense")
         if problems:
             raise ValueError(f"inconsistent tableau {self.name!r}: " + "; ".join(problems))
 
@@ -111,6 +128,32 @@ class ButcherTableau:
 
 def _difference(x: tuple[float, ...], y: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(p - q for p, q in zip(x, y, strict=True))
+
+
+def _hairer_extension(
+    b: tuple[float, ...], d: tuple[tuple[float, ...], ...]
+) -> tuple[tuple[float, ...], ...]:
+    """DOP853's continuous extension as ``dense`` rows.
+
+    Hairer writes it ``y + s (r0 + s' (r1 + s (r2 + s' (r3 + s (r4 + s' (r5 + s r6))))))`` with
+    ``s' = 1 - s``, ``r0 = y1 - y``, ``r1 = h k1 - r0``, ``r2 = r0 - h k13 - r1`` and ``r3..r6``
+    ``h`` times the combinations ``d`` of the stages. Each ``r`` is ``h`` times a combination of
+    the stages, so a stage's weight is the same nest of its coefficients in them, multiplied out
+    here into powers of ``s``.
+    """
+    rows = []
+    for i in range(len(d[0])):
+        bi = b[i] if i < len(b) else 0.0
+        first, end = float(i == 0), float(i == len(b))  # k1, and k13 = f(t + h, y1)
+        nest = (bi, first - bi, 2.0 * bi - first - end, *(row[i] for row in d))
+        poly = [nest[-1]]  # coefficients of 1, s, s**2, ...
+        for j in range(len(nest) - 2, -1, -1):
+            times_s = [0.0, *poly]
+            # times s where j is odd, times 1 - s where it is even, then plus nest[j]
+            poly = times_s if j % 2 else [p - q for p, q in zip([*poly, 0.0], times_s)]
+            poly[0] += nest[j]
+        rows.append(tuple(poly))  # times s: poly's coefficients are those of s, s**2, ...
+    return tuple(rows)
 
 
 EULER = ButcherTableau(name="euler", order=1, c=(0.0,), a=((),), b=(1.0,))
@@ -241,6 +284,130 @@ TSIT5 = ButcherTableau(
     ),
 )
 
+_DOP853_B = (
+    0.054293734116568765,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    4.450312892752409,
+    1.8915178993145003,
+    -5.801203960010585,
+    0.3111643669578199,
+    -0.1521609496625161,
+    0.20136540080403034,
+    0.04471061572777259,
+)
+# DOP853's continuous extension of order 7 (Hairer, Norsett & Wanner, Solving ODEs I, II.6 and
+# the code DOP853): three stages past k13 = f(t + h, y1), at c = 0.1, 0.2 and 7/9, ...
+_DOP853_DENSE_STAGES = (
+    (
+        0.1,
+        (
+            5.61675022830479523392909219681e-2, 0.0, 0.0, 0.0, 0.0, 0.0,
+            2.53500210216624811088794765333e-1, -2.46239037470802489917441475441e-1,
+            -1.24191423263816360469010140626e-1, 1.5329179827876569731206322685e-1,
+            8.20105229563468988491666602057e-3, 7.56789766054569976138603589584e-3, -8.298e-3,
+        ),
+    ),
+    (
+        0.2,
+        (
+            3.18346481635021405060768473261e-2, 0.0, 0.0, 0.0, 0.0,
+            2.83009096723667755288322961402e-2, 5.35419883074385676223797384372e-2,
+            -5.49237485713909884646569340306e-2, 0.0, 0.0,
+            -1.08347328697249322858509316994e-4, 3.82571090835658412954920192323e-4,
+            -3.40465008687404560802977114492e-4, 1.41312443674632500278074618366e-1,
+        ),
+    ),
+    (
+        7 / 9,
+        (
+            -4.28896301583791923408573538692e-1, 0.0, 0.0, 0.0, 0.0,
+            -4.69762141536116384314449447206e0, 7.68342119606259904184240953878e0,
+            4.06898981839711007970213554331e0, 3.56727187455281109270669543021e-1, 0.0, 0.0, 0.0,
+            -1.39902416515901462129418009734e-3, 2.9475147891527723389556272149e0,
+            -9.15095847217987001081870187138e0,
+        ),
+    ),
+)  # fmt: skip
+# ... and the four combinations d of all 16 stages that the extension's nest adds (see
+# _hairer_extension).
+_DOP853_D = (
+    (
+        -8.4289382761090128651353491142,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.5667149535193777696253178359,
+        -3.0689499459498916912797304727,
+        2.384667656512069828772814968,
+        2.1170345824450282767155149946,
+        -0.8713915837779729920678990749,
+        2.240437430260788275854177165,
+        0.6315787787694688181557024929,
+        -0.0889903364513333108206981174,
+        18.148505520854727256656404962,
+        -9.1946323924783554000451984436,
+        -4.4360363875948939664310572,
+    ),
+    (
+        10.427508642579134603413151009,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        242.28349177525818288430175319,
+        165.20045171727028198505394887,
+        -374.54675472269020279518312152,
+        -22.113666853125306036270938578,
+        7.7334326684722638389603898808,
+        -30.674084731089398182061213626,
+        -9.3321305264302278729567221706,
+        15.697238121770843886131091075,
+        -31.139403219565177677282850411,
+        -9.3529243588444783865713862664,
+        35.81684148639408375246589854,
+    ),
+    (
+        19.985053242002433820987653617,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -387.03730874935176555105901742,
+        -189.17813819516756882830838328,
+        527.80815920542364900561016686,
+        -11.573902539959630126141871134,
+        6.8812326946963000169666922661,
+        -1.000605096691083840318386098,
+        0.7777137798053443209286926574,
+        -2.7782057523535084065932004339,
+        -60.196695231264120758267380846,
+        84.320405506677161018159903784,
+        11.99229113618278932803513003,
+    ),
+    (
+        -25.693933462703749003312586129,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -154.18974869023643374053993627,
+        -231.52937917604549567536039109,
+        357.6391179106141237828534991,
+        93.405324183624310003907691704,
+        -37.458323136451633156875139351,
+        104.09964950896230045147246184,
+        29.840293426660503123344363579,
+        -43.533456590011143754432175058,
+        96.3245539591882829483949506,
+        -39.177261675615439165231486172,
+        -149.72683625798562581422125276,
+    ),
+)
+
 # Dormand & Prince (1981) order 8 with Hairer's 5th- and 3rd-order error estimators (DOP853).
 DOP853 = ButcherTableau(
     name="dop853",
@@ -323,20 +490,7 @@ DOP853 = ButcherTableau(
             0.6433927460157636,
         ),
     ),
-    b=(
-        0.054293734116568765,
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-        4.450312892752409,
-        1.8915178993145003,
-        -5.801203960010585,
-        0.3111643669578199,
-        -0.1521609496625161,
-        0.20136540080403034,
-        0.04471061572777259,
-    ),
+    b=_DOP853_B,
     b_error=(
         0.01312004499419488,
         0.0,
@@ -367,7 +521,10 @@ DOP853 = ButcherTableau(
         0.02265179219836082,
     ),
     error_order=7,
+    dense_stages=_DOP853_DENSE_STAGES,
+    dense=_hairer_extension(_DOP853_B, _DOP853_D),
 )
+
 
 TABLEAUS: dict[str, ButcherTableau] = {
     tab.name: tab for tab in (EULER, MIDPOINT, RK4, HEUN, BOSH3, DOPRI5, TSIT5, DOP853)
