@@ -52,10 +52,10 @@ def _z0(dtype=torch.float64):
     return torch.stack([x0, torch.zeros_like(x0), torch.tensor(MUS, dtype=dtype)], dim=-1)
 
 
-def _solve(func, z0, **kwargs):
+def _solve(func, z0, t=T, **kwargs):
     options = {"method": "dopri5", "rtol": 1e-8, "atol": 1e-8, "step_control": "per-sample"}
     with torch.no_grad():
-        return physode.solve(func, z0, T, **{**options, **kwargs})
+        return physode.solve(func, z0, t, **{**options, **kwargs})
 
 
 # Low-order methods get looser tolerances, to keep their step counts (and the tests) small.
@@ -562,3 +562,96 @@ def test_an_error_of_func_in_a_per_sample_solve_says_what_func_is_handed():
 
     ys = physode.odeint(rows, y0[None], t, step_control="per-sample")
     torch.testing.assert_close(ys[-1, 0], torch.stack([torch.cos(t[-1]), -torch.sin(t[-1])]))
+
+
+# ------------------------------------------------------------------------------ dense output
+
+
+def _rotation(t, y):
+    return torch.stack([y[..., 1], -y[..., 0]], dim=-1)
+
+
+def _rotation_numpy(t, y):
+    return np.stack([y[..., 1], -y[..., 0]], axis=-1)
+
+
+_rotation.numpy = _rotation_numpy
+_ROTATION_Y0 = torch.tensor([[1.0, 0.0], [0.0, 3.0], [0.5, -0.5]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("loop", ["torch", "numpy", "aca"])
+@pytest.mark.parametrize("method", ["dopri5", "dop853"])
+def test_the_steps_do_not_depend_on_the_number_of_output_times(method, loop):
+    # Rows once stepped onto every output time: 401 outputs over [0, 10] took 400 steps where
+    # 11 took 30. With dense output a row's steps are those of its last output time alone.
+    # (dop853 lands on each output where a gradient is taken; ACA's replay does for it.)
+    y0 = _ROTATION_Y0.clone().requires_grad_(loop == "aca")
+    func = _rotation if loop == "numpy" else lambda t, y: _rotation(t, y)
+    solutions = [
+        physode.solve(func, y0, torch.linspace(0.0, 10.0, n, dtype=torch.float64), method=method,
+                      rtol=1e-8, atol=1e-8, step_control="per-sample", gradient="aca")
+        for n in (11, 401)
+    ]  # fmt: skip
+    few, many = solutions
+    if loop == "aca" and method == "dop853":
+        assert bool((many.stats.n_steps >= 400).all())
+        return
+    assert torch.equal(few.stats.n_steps, many.stats.n_steps)
+    assert bool((many.stats.n_steps < 200).all())  # 35..114 when written
+    # The outputs both share come from the same steps and the same interpolant: the same bits.
+    assert torch.equal(few.ys.detach(), many.ys.detach()[::40])
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5", "dop853"])
+def test_dense_outputs_agree_with_outputs_stepped_onto_to_the_tolerance(method):
+    tol = TOLERANCE.get(method, 1e-8)
+    t = torch.linspace(0.0, 5.0, 201, dtype=torch.float64)
+    dense = _solve(_rotation, _ROTATION_Y0, t=t, method=method, rtol=tol, atol=tol)
+    # A solve that steps onto each of few outputs (its steps are then about as long as the
+    # dense solve's), and the exact rotation.
+    landed = _solve(_rotation, _ROTATION_Y0, t=t[::25], method=method, rtol=tol, atol=tol)
+    c, s = t.cos()[:, None], t.sin()[:, None]
+    x0, v0 = _ROTATION_Y0[:, 0], _ROTATION_Y0[:, 1]
+    exact = torch.stack([x0 * c + v0 * s, v0 * c - x0 * s], dim=-1)
+    assert (dense.ys - exact).abs().max() <= 100 * tol
+    assert (dense.ys[::25] - landed.ys).abs().max() <= 100 * tol
+
+
+def test_dop853_dense_output_is_of_order_7():
+    # Hairer's continuous extension of DOP853 is of order 7: its error within one step
+    # shrinks as h**8 (the ratio 2**8 = 256 when h halves), at every theta.
+    from physode.solvers.rk import RungeKutta
+    from physode.solvers.tableau import DOP853
+
+    stepper = RungeKutta(DOP853)
+    y = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    errors = []
+    for h in (0.8, 0.4, 0.2):
+        t0, hh = torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), h, dtype=torch.float64)
+        step = stepper.step(_rotation, t0, y, hh, _rotation(t0, y), None)
+        ks = stepper.dense_stages(_rotation, t0, y, hh, step.ks, _rotation(t0 + hh, step.y1))
+        worst = 0.0
+        for theta in (0.1, 0.37, 0.5, 0.83):
+            value = y + h * sum(w * k for w, k in zip(DOP853.dense_weights(theta), ks))
+            exact = torch.tensor([[math.cos(theta * h), -math.sin(theta * h)]], dtype=torch.float64)
+            worst = max(worst, float((value - exact).abs().max()))
+        errors.append(worst)
+    ratios = [errors[i] / errors[i + 1] for i in range(2)]
+    assert all(2**7.5 < ratio < 2**8.5 for ratio in ratios), (errors, ratios)
+    # At theta = 1 the extension is the step's end point (the solver takes y1 itself there).
+    end = y + h * sum(w * k for w, k in zip(DOP853.dense_weights(1.0), ks))
+    assert float((end - step.y1).abs().max()) < 1e-12  # the rounding of the weights
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853"])
+def test_dense_output_on_a_gpu_is_what_it_is_on_the_host(method, monkeypatch):
+    # The loop as it runs on a GPU (counts read once per iteration), on the CPU.
+    import physode.solvers.per_sample as per_sample
+
+    t = torch.linspace(0.0, 4.0, 41, dtype=torch.float64)
+    with torch.no_grad():
+        on_host = _solve(_vdp_torch, _z0(), t=t, method=method)
+        monkeypatch.setattr(per_sample, "_on_host", lambda y0: False)
+        on_a_gpu = _solve(_vdp_torch, _z0(), t=t, method=method)
+    assert torch.equal(on_host.ys, on_a_gpu.ys)
+    assert torch.equal(on_host.stats.nfe, on_a_gpu.stats.nfe)

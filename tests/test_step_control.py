@@ -152,7 +152,7 @@ def _traced_rows(func, y0, times, tol=1e-6, method="dopri5"):
     integrate_per_sample(stepper, func, y0, times, rtol=tol, atol=tol, step_size=None,
                          first_step=None, max_steps=10**5, stats=stats, trace=trace)  # fmt: skip
     steps: dict[int, list[tuple[float, float]]] = {row: [] for row in range(y0.shape[0])}
-    for rows, t, h, y, _, _ in trace.steps:
+    for rows, t, h, y, *_ in trace.steps:
         for row, t_row, h_row, y_row in zip(rows.tolist(), t.tolist(), h.tolist(), y):
             step = stepper.step(func, t_row, y_row, h_row, func(_time(t_row), y_row), _time)
             ratio = error_ratio(step.error, step.error_low, y_row, step.y1, tol, tol).item()
@@ -394,7 +394,7 @@ def test_max_step_caps_each_rows_steps_per_sample(method):
                              step_size=None, first_step=None, max_steps=10**5, stats=stats,
                              trace=trace, max_step=max_step)  # fmt: skip
         steps[max_step] = {row: [] for row in range(3)}
-        for rows, _, h, _, _, _ in trace.steps:
+        for rows, _, h, *_ in trace.steps:
             for row, h_row in zip(rows.tolist(), h.abs().tolist()):
                 steps[max_step][row].append(h_row)
     for row in range(3):

@@ -539,10 +539,14 @@ class _PerSampleACA(torch.autograd.Function):
             cotangent = adjoint[rows]
             if land_local.numel():
                 cotangent = cotangent.index_add(0, land_local, grad_ys[k, rows[land_local]])
+            if pairs is not None and bool(pairs[3].all()):  # outputs at the steps' ends alone
+                where, index = pairs[:2]
+                cotangent = cotangent.index_add(0, where, grad_ys[index, rows[where]])
+                pairs = None
             with torch.enable_grad():
                 y = y_in.detach().requires_grad_(True)
                 tv, hv = t.view(view), h.view(view)
-                # A step with dense outputs is taken whole: they need every stage.
+                # A step with interpolated outputs is taken whole: they need every stage.
                 step = stepper.step(func, tv, y, hv, func(tv, y), None, replay=pairs is None)
                 outputs, cotangents = [step.y1], [cotangent]
                 if pairs is not None:
