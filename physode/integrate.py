@@ -555,7 +555,8 @@ def solve(
         Adaptive ``heun``, ``bosh3``, ``dopri5``, ``tsit5``, ``dop853``; fixed-step ``euler``,
         ``midpoint``, ``rk4``; symplectic ``leapfrog``, ``yoshida4`` (fixed-step, for separable
         Hamiltonian vector fields). ``dopri5``, ``tsit5`` and ``bosh3`` interpolate at output times
-        with their own dense output; the other methods step onto every output time.
+        with their own dense output; so does ``dop853`` with ``step_control="per-sample"`` where
+        nothing differentiates; the other methods step onto every output time.
     rtol, atol : float
         Relative and absolute tolerance of the scaled RMS error norm (adaptive methods).
     step_size : float

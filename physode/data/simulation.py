@@ -1212,9 +1212,9 @@ def simulate(
         Trajectories whose relative invariant drift exceeds this are flagged (bit 2 of ``/flags``).
     max_steps : int
         Step attempts (accepted and rejected steps together) allowed per trajectory; a solve
-        that needs more is flagged as failed. A step lands on each output time, so fewer than
-        ``points - 1`` (or ``t_end / max_step``), with which no trajectory could finish, are
-        refused.
+        that needs more is flagged as failed. Fewer than ``t_end / max_step``, or with ``heun``
+        (which lands a step on each output time) fewer than ``points - 1``, with which no
+        trajectory could finish, are refused.
     max_step : float, optional
         Longest step the solver may take (as in :func:`physode.solve`): for forcing or pulses
         narrower than the steps the tolerances allow, which a solve would step over. Stored in

@@ -3,8 +3,15 @@
 Rows that finish or fail leave the active set, so they stop costing compute, and a row's result
 does not depend on which rows share its batch: every operation on the state is element-wise or a
 reduction within one row, so a row is computed exactly as it would be alone, provided ``func``
-treats rows independently (as generated system vector fields do). Each row steps onto every
-output time (no dense output).
+treats rows independently (as generated system vector fields do).
+
+Methods with a dense output step toward the last output time alone, and fill every output time
+an accepted step passes over from that step's stages, so a row's steps do not depend on how
+many outputs it has: ``bosh3``, ``dopri5`` and ``tsit5`` always (ACA's backward pass takes such
+a step whole, to differentiate its interpolated outputs), ``dop853`` through Hairer's continuous
+extension of order 7 (three more evaluations of ``func`` for a step with an output inside it)
+where nothing differentiates. ``heun``, and ``dop853`` under a gradient, step onto every output
+time.
 
 The loop is written once for torch tensors and NumPy arrays (:mod:`physode.solvers._arrays`). A
 solve that nothing differentiates, on the CPU, whose ``func`` carries a NumPy twin of itself as
@@ -212,7 +219,7 @@ def integrate_per_sample(
     dense = tab.dense is not None and not (tab.dense_stages and graph)
     if dense:
         ascending = times_a * direction  # k, the outputs a row has, is those not past its time
-        polynomials = _dense_polynomials(tab)
+        polynomials = _dense_polynomials(tab, y0)
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
     else:
@@ -295,7 +302,7 @@ def integrate_per_sample(
             n_landed, n_done = bool(landed.any()), bool(done.any())
             n_broken = recorded and bool(broken.any())
             n_passed = int(passed.sum()) if dense else 0
-            n_extend = None
+            n_extend = int(extend.sum()) if extend is not None and n_passed else None
         else:  # the iteration's one read of the device
             counted = [broken] if recorded else []
             counted += [] if extend is None else [extend]
@@ -357,12 +364,15 @@ def integrate_per_sample(
                 extended[ids] += len(tab.dense_stages)
             elif sub is not None:
                 ks = [take(x, sub) for x in ks]
-            where, index = _output_pairs(n_passed, *states[:2])
+            if n_passed == n_extend:  # one output a row: the pairs are the rows
+                where, index = None, states[1]
+            else:
+                where, index = _output_pairs(n_passed, *states[:2])
             time = take(times_a, index)
-            end = time == take(states[5], where)  # the output is the step's end point
+            end = time == _pick(states[5], where)  # the output is the step's end point
             values = _interpolate(polynomials, ks, where, time, end, *states[2:5], states[6], view)
             out_k.append(index)
-            out_rows.append(take(ids, where))
+            out_rows.append(_pick(ids, where))
             out_y.append(values)
             pairs = (where, index, time, end)
         if trace is not None and n_accept:
@@ -468,10 +478,14 @@ def _count_true(*masks: Tensor) -> list[int]:
     return torch.stack([mask.to(torch.int64) for mask in masks]).sum(1).tolist()
 
 
-def _dense_polynomials(tab) -> list[tuple[int, tuple[float, ...]]]:
-    """The stages that enter ``tab``'s dense output, each with its polynomial's coefficients of
-    ``theta, theta**2, ...`` (see :class:`~physode.solvers.tableau.ButcherTableau`)."""
-    return [(i, poly) for i, poly in enumerate(tab.dense) if any(poly)]
+def _dense_polynomials(tab, like: Array) -> tuple[list[int], Array]:
+    """The stages that enter ``tab``'s dense output, and their polynomials' coefficients of
+    ``theta, theta**2, ...`` (see :class:`~physode.solvers.tableau.ButcherTableau`) as an array
+    of ``like``'s kind, one row per power and one column per stage."""
+    used = [i for i, poly in enumerate(tab.dense) if any(poly)]
+    degree = max(len(tab.dense[i]) for i in used)
+    table = [[(list(tab.dense[i]) + [0.0] * degree)[j] for i in used] for j in range(degree)]
+    return used, asarray(table, like)
 
 
 def _output_pairs(total: int, passed: Array, k_in: Array) -> tuple[Array, Array]:
@@ -486,19 +500,27 @@ def _output_pairs(total: int, passed: Array, k_in: Array) -> tuple[Array, Array]
 def _interpolate(polynomials, ks, where, time, end, t_in, y_in, h, y1, view) -> Array:
     """The states at ``time`` of the steps of rows ``where``, from ``t_in`` by ``h``: ``y1``
     itself where ``end`` (the step's end point), else the method's interpolant from the stages
-    ``ks`` at ``theta = (time - t_in) / h``, with the weights' polynomials in Horner's form
-    (products and sums alone, so a row's outputs do not depend on its batch)."""
-    h = take(h, where)
-    theta = ((time - take(t_in, where)) / h).reshape(view)
+    ``ks`` at ``theta = (time - t_in) / h``. Every stage's weight is evaluated at once, in
+    Horner's form: products and sums alone, element by element, so that a row's outputs do
+    not depend on its batch."""
+    used, table = polynomials
+    h = _pick(h, where)
+    theta = ((time - _pick(t_in, where)) / h)[:, None]
+    weights = table[-1]
+    for j in range(table.shape[0] - 2, -1, -1):
+        weights = weights * theta + table[j]
+    weights = weights * theta  # (pairs, stages used)
     combined = None
-    for i, poly in polynomials:
-        weight = poly[-1]
-        for coefficient in reversed(poly[:-1]):
-            weight = weight * theta + coefficient
-        term = weight * theta * take(ks[i], where)
+    for m, i in enumerate(used):
+        term = weights[:, m].reshape(view) * _pick(ks[i], where)
         combined = term if combined is None else combined + term
-    values = take(y_in, where) + h.reshape(view) * combined
-    return namespace(values).where(end.reshape(view), take(y1, where), values)
+    values = _pick(y_in, where) + h.reshape(view) * combined
+    return namespace(values).where(end.reshape(view), _pick(y1, where), values)
+
+
+def _pick(x: Array, where: Array | None) -> Array:
+    """``x[where]`` along the first dimension; all of ``x`` where ``where`` is None."""
+    return x if where is None else take(x, where)
 
 
 def _host(x: Array) -> Array:
@@ -534,7 +556,8 @@ class _PerSampleACA(torch.autograd.Function):
         param_grads: list[Tensor | None] = [None] * len(params)  # see add_gradients
         # Evaluations per row, as the forward pass counts them.
         nfe = torch.zeros(grad_ys.shape[1], dtype=torch.int64, device=grad_ys.device)
-        polynomials = _dense_polynomials(stepper.tableau) if stepper.tableau.dense else None
+        dense = stepper.tableau.dense
+        polynomials = _dense_polynomials(stepper.tableau, grad_ys) if dense else None
         for rows, t, h, y_in, land_local, k, pairs in reversed(trace.steps):
             cotangent = adjoint[rows]
             if land_local.numel():
