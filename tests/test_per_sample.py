@@ -655,3 +655,21 @@ def test_dense_output_on_a_gpu_is_what_it_is_on_the_host(method, monkeypatch):
         on_a_gpu = _solve(_vdp_torch, _z0(), t=t, method=method)
     assert torch.equal(on_host.ys, on_a_gpu.ys)
     assert torch.equal(on_host.stats.nfe, on_a_gpu.stats.nfe)
+
+
+@pytest.mark.parametrize("atol", [1e-200, 5e-324])
+@pytest.mark.parametrize("twin", [False, True])
+def test_a_per_sample_solve_with_an_atol_far_below_a_zero_components_derivative_runs(atol, twin):
+    # As the shared loop's test in test_step_control.py: v = 0 at t0 with dv/dt = -x made the
+    # row's |f0| / atol 1e200 (its square, and 2**-100 of it squared, overflow) or inf: every row
+    # stopped as STEP_SIZE_UNDERFLOW, on torch and on the NumPy twin alike.
+    def oscillator(t, y):
+        return torch.stack([y[..., 1], -y[..., 0]], dim=-1)
+
+    if twin:
+        oscillator.numpy = lambda t, y: np.stack([y[..., 1], -y[..., 0]], axis=-1)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.0]], dtype=torch.float64)
+    sol = physode.solve(oscillator, y0, [0.0, 2.0], atol=atol, step_control="per-sample")
+    assert sol.status.tolist() == [0, 0]
+    exact = torch.tensor([math.cos(2.0), -math.sin(2.0)], dtype=torch.float64)
+    torch.testing.assert_close(sol.ys[-1], y0[:, :1] * exact, rtol=0, atol=1e-5)

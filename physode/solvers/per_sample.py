@@ -43,7 +43,6 @@ from physode.solvers._arrays import (
     take,
 )
 from physode.solvers.control import (
-    SHRINK,
     PIController,
     attainable_rtol,
     combined_ratio,
@@ -99,13 +98,41 @@ def _row_ratio(step, y: Array, rtol: float, atol: float) -> Array:
 
 
 def _row_rms(x: Array, scale: Array) -> Array:
-    """The RMS of ``x / scale`` within each row, also where the sum of its squares overflows in
-    float32: there, the RMS of ``x / scale`` shrunk by an exact power of two, scaled back."""
+    """The RMS of ``x / scale`` within each row; finite wherever that row of ``x / scale`` is,
+    also where the sum of its squares overflows. There (and only there: other rows keep the
+    plain RMS, bit for bit) the row is scaled by the power of two that brings its largest
+    element to about one, exactly, and the RMS scaled back: a float64 ratio of 1e200, an O(1)
+    derivative over ``atol=1e-200`` where a component is 0, is past what
+    :data:`~physode.solvers.control.SHRINK` can bring back."""
     xp, n = namespace(x), math.prod(x.shape[1:])
     x = x / scale
     value = xp.sqrt(_row_sum_of_squares(x) / n)
-    shrunk = xp.sqrt(_row_sum_of_squares(x * SHRINK) / n) / SHRINK
-    return xp.where(xp.isinf(value), shrunk, value)
+    overflow = xp.isinf(value)
+    if not bool(overflow.any()):  # the common case: one read, once per solve
+        return value
+    flat = abs(x.reshape(x.shape[0], -1))
+    top = flat.amax(1) if isinstance(flat, Tensor) else flat.max(1)
+    exponent = xp.where(xp.isfinite(top) & (top > 0), _exponent(top), 0)
+    shrunk = _row_sum_of_squares(_ldexp(x, -exponent.reshape((-1,) + (1,) * (x.ndim - 1))))
+    rescaled = _ldexp(xp.sqrt(shrunk / n), exponent)
+    return xp.where(overflow, rescaled, value)
+
+
+def _exponent(x: Array) -> Array:
+    """The binary exponent ``e`` of each element, ``x = m * 2**e`` with ``0.5 <= |m| < 1``
+    (int64)."""
+    if isinstance(x, Tensor):
+        return torch.frexp(x).exponent.to(torch.int64)
+    return np.frexp(x)[1].astype(np.int64)
+
+
+def _ldexp(x: Array, exponent: Array) -> Array:
+    """``x * 2**exponent``, exact where the result is a normal number."""
+    if isinstance(x, Tensor):
+        # Two halves: 2**-1024 alone is subnormal in float64, and 2**1024 past its range.
+        half = exponent // 2
+        return torch.ldexp(torch.ldexp(x, half), exponent - half)
+    return np.ldexp(x, exponent)
 
 
 def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
@@ -113,6 +140,14 @@ def _initial_steps(func, t, y, f0, direction, order, rtol, atol, view):
     xp = namespace(y)
     scale = abs(y) * rtol + atol
     d0, d1 = _row_rms(y, scale), _row_rms(f0, scale)
+    # As the shared loop's initial_step: a finite row of f0 whose scaled norm is still infinite
+    # (f0 / scale overflowed: a component at 0 with atol below |dy/dt| by more than the dtype's
+    # range, 5e-324) takes the shortest step the largest finite norm gives; the controller then
+    # grows it. A row of f0 holding NaN or inf keeps its norm, and stops as non-finite.
+    largest = float(finfo(y).max)
+    finite = xp.isfinite(f0.reshape(f0.shape[0], -1)).all(1)
+    d0 = xp.clip(d0, None, largest)
+    d1 = xp.where(finite & xp.isinf(d1), largest, d1)
     h0 = xp.where((d0 < 1e-5) | (d1 < 1e-5), xp.full_like(d0, 1e-6), 0.01 * d0 / d1)
     y1 = _advance(y, (direction * h0).reshape(view), f0)
     f1 = func((t + direction * h0).reshape(view), y1)
