@@ -51,6 +51,10 @@ from physode.solvers.control import (
 from physode.solvers.loop import _LANDING_SLACK, Stats, Status, _on_host, check_derivative
 from physode.solvers.rk import _advance
 
+# dop853 interpolates the outputs of a step that passes over this many or more, and steps onto
+# each output otherwise (measured on scripts/bench_simulate.py's three-body case, 101 outputs).
+_DENSE_FROM = 3
+
 __all__ = ["PerSampleResult", "PerSampleTrace", "integrate_per_sample", "solve_per_sample"]
 
 
@@ -255,6 +259,10 @@ def integrate_per_sample(
     if dense:
         ascending = times_a * direction  # k, the outputs a row has, is those not past its time
         polynomials = _dense_polynomials(tab, y0)
+    costly = dense and bool(tab.dense_stages)  # its dense output costs evaluations
+    sparse = False  # an iteration where no row interpolates, known on the host
+    if costly:  # past the last output, times no row reaches
+        padded = xp.concatenate([times_a, full((_DENSE_FROM,), direction * math.inf, y0)])
     if first_step is not None:
         h = full((batch,), direction * first_step, y0)
     else:
@@ -282,10 +290,21 @@ def integrate_per_sample(
 
     while rows.shape[0] > 0:
         attempts += 1
-        target = times_a[n_out - 1 :] if dense else take(times_a, k)
+        grown = h * (1.0 + _LANDING_SLACK)
+        if costly:
+            # Dense output only for a row whose step would pass _DENSE_FROM outputs or more:
+            # below that, stepping onto each costs about as much as the extension's
+            # evaluations and interpolation, and the end of a step is more accurate.
+            after = take(padded, k + (_DENSE_FROM - 1)) - t
+            many = grown >= after if direction > 0 else grown <= after
+            sparse = on_host and not bool(many.any())  # as without dense output
+            target = (
+                take(times_a, k) if sparse else xp.where(many, times_a[n_out - 1], take(times_a, k))
+            )
+        else:
+            target = times_a[n_out - 1 :] if dense else take(times_a, k)
         remaining = target - t
         # h and remaining both point in `direction`, so |h| (1 + slack) >= |remaining| is:
-        grown = h * (1.0 + _LANDING_SLACK)
         landing = grown >= remaining if direction > 0 else grown <= remaining
         h_step = xp.where(landing, remaining, (t + h) - t)  # as rounded: see the shared loop
         step = stepper.step(func, t.reshape(view), y, h_step.reshape(view), f0, None)
@@ -297,7 +316,7 @@ def integrate_per_sample(
 
         t_in, y_in, k_in = t, y, k  # what the trace and the outputs take, before the update
         t = xp.where(accept, xp.where(landing, target, t + h_step), t)
-        k = searchsorted(ascending, t * direction) if dense else k + landed
+        k = searchsorted(ascending, t * direction) if dense and not sparse else k + landed
 
         # PI control, row by row; non-finite errors shrink hardest, rejections never grow.
         factor = controller.factor_per_row(ratio, previous, accept)
@@ -330,21 +349,28 @@ def integrate_per_sample(
         # step again for the accepted rows alone, and only that enters the graph.
         recorded = isinstance(step.y1, Tensor) and step.y1.requires_grad
         broken = ~xp.isfinite(ratio) if recorded else None
-        passed = (k - k_in) if dense else None  # outputs each row's step passed over
-        extend = passed > 0 if dense and tab.dense_stages else None  # rows that need them
+        # A row that landed on its one output stores its new state; a row whose step passed
+        # over outputs otherwise interpolates them all (its end point among them, if one).
+        if dense and not sparse:
+            passed = k - k_in  # outputs each row's step passed over
+            direct = landed & (passed == 1)
+            between = (passed > 1) | ((passed == 1) & ~landed)  # rows that interpolate
+            passed = xp.where(between, passed, 0)
+        else:
+            direct, between = landed, None
+        extend = between if costly else None  # rows that need the extension's stages
         if on_host:
             n_accept = (trace is not None or recorded) and bool(accept.any())
-            n_landed, n_done = bool(landed.any()), bool(done.any())
+            n_landed, n_done = bool(direct.any()), bool(done.any())
             n_broken = recorded and bool(broken.any())
-            n_passed = int(passed.sum()) if dense else 0
-            n_extend = int(extend.sum()) if extend is not None and n_passed else None
+            n_between = int(between.sum()) if between is not None else 0
+            n_passed = int(passed.sum()) if n_between else 0
         else:  # the iteration's one read of the device
             counted = [broken] if recorded else []
-            counted += [] if extend is None else [extend]
-            counted += [passed] if dense else []
-            n_accept, n_landed, n_done, *rest = _count_true(accept, landed, done, *counted)
+            counted += [between, passed] if dense else []
+            n_accept, n_landed, n_done, *rest = _count_true(accept, direct, done, *counted)
             n_passed = rest.pop() if dense else 0
-            n_extend = rest.pop() if extend is not None else None
+            n_between = rest.pop() if dense else 0
             n_broken = bool(rest and rest[0])
 
         ks = None  # the stages the accepted rows' outputs are interpolated from
@@ -383,10 +409,10 @@ def integrate_per_sample(
         if n_passed:
             states = (passed, k_in, t_in, y_in, h_step, t, y)
             ids, sub = rows, None
-            if extend is not None:  # the rows that passed an output take the extension's stages
-                sub = flatnonzero(extend, n_extend)
-            elif trace is not None:  # positions as in the trace
+            if trace is not None:  # positions as in the trace
                 sub = flatnonzero(accept, count(n_accept))
+            else:  # the rows that interpolate
+                sub = flatnonzero(between, count(n_between))
             if sub is not None:
                 states = tuple(take(x, sub) for x in states)
                 ids = take(rows, sub)
@@ -396,10 +422,10 @@ def integrate_per_sample(
                     func, t_s.reshape(view), y_s, h_s.reshape(view),
                     [take(x, sub) for x in ks], take(f0, sub),
                 )  # fmt: skip
-                extended[ids] += len(tab.dense_stages)
+                put_(extended, ids, take(extended, ids) + len(tab.dense_stages))
             elif sub is not None:
                 ks = [take(x, sub) for x in ks]
-            if n_passed == n_extend:  # one output a row: the pairs are the rows
+            if trace is None and n_passed == n_between:  # one output a row: the pairs are the rows
                 where, index = None, states[1]
             else:
                 where, index = _output_pairs(n_passed, *states[:2])
@@ -412,8 +438,7 @@ def integrate_per_sample(
             pairs = (where, index, time, end)
         if trace is not None and n_accept:
             acc = flatnonzero(accept, count(n_accept))
-            # With dense output the output a row lands on, the last, is among the pairs.
-            land_local = acc[:0] if dense else flatnonzero(take(landed, acc), count(n_landed))
+            land_local = flatnonzero(take(direct, acc), count(n_landed))
             trace.steps.append(
                 (
                     *(take(x, acc) for x in (rows, t_in, h_step, y_in)),
@@ -422,8 +447,8 @@ def integrate_per_sample(
                     pairs,
                 )
             )
-        if n_landed and not dense:
-            where = flatnonzero(landed, count(n_landed))
+        if n_landed:
+            where = flatnonzero(direct, count(n_landed))
             out_k.append(take(k_in, where))
             out_rows.append(take(rows, where))
             out_y.append(take(y, where))
