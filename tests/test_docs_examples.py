@@ -466,7 +466,7 @@ def test_tutorial_runs_end_to_end_and_prints_what_its_comments_say(tutorial):
     assert out[6:8] == ["(32, 51, 4) 5.0", "True"]
     assert [len(ns["data"].split[s]) for s in ("train", "val", "test")] == [26, 3, 3]
     drift = float(ns["report"]["energy"].max_rel_drift.max())
-    assert 1e-12 < drift < 1e-9  # "about 3e-10" (interpolated states; 1e-11 when stepped onto)
+    assert 1e-12 < drift < 1e-10  # "about 1e-11"
     section_line = next(i for i, line in enumerate(out) if line.startswith("theta = 0"))
     # The optional Poincare section.
     assert out[section_line] == "theta = 0, upward [23, 23, 26, 24]"
