@@ -10,7 +10,11 @@ an accepted step passes over from that step's stages, so a row's steps do not de
 many outputs it has: ``bosh3``, ``dopri5`` and ``tsit5`` always (ACA's backward pass takes such
 a step whole, to differentiate its interpolated outputs), ``dop853`` through Hairer's continuous
 extension of order 7 (three more evaluations of ``func`` for a step with an output inside it)
-where nothing differentiates. ``heun``, and ``dop853`` under a gradient, step onto every output
+where nothing differentiates, and only for a step that passes over ``_DENSE_FROM`` (3) output
+times or more: that step heads for the last output time and interpolates them, while a step
+that would pass over fewer lands on the next output time, as the extension's three evaluations
+cost about what landing on one or two outputs does, and a step's end is more accurate than its
+interpolant. ``heun``, and ``dop853`` under a gradient (Disc-Opt or ACA), step onto every output
 time.
 
 The loop is written once for torch tensors and NumPy arrays (:mod:`physode.solvers._arrays`). A
