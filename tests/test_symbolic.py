@@ -401,6 +401,34 @@ def test_a_branch_not_taken_gives_no_nan_gradient(default_in_contact):
     torch.testing.assert_close(field.k.grad, torch.tensor(0.2**1.5, dtype=F64))
 
 
+@pytest.mark.parametrize("kind", ["Max", "Min", "Max3", "sign"])
+def test_an_argument_not_chosen_gives_no_nan_gradient(kind):
+    # A stiffness floor Max(sqrt(k|x|), a): at x = 0 the floor a is chosen, and
+    # torch.maximum's zero gradient for sqrt(k|x|) was multiplied by its infinite derivative
+    # there: NaN for that state (and, through a solve, for every parameter). sign's argument
+    # likewise: 0 times the infinite derivative of sqrt(|x|) at 0.
+    x, v, k, a = sympy.symbols("x x_dot k a")
+    root = sympy.sqrt(k * sympy.Abs(x))
+    force = {
+        "Max": sympy.Max(root, a),
+        "Min": sympy.Min(-root, -a),
+        "Max3": sympy.Max(root, a, a / 2 - x**2),
+        "sign": sympy.sign(root) + a,
+    }[kind]
+    system = System.from_equations({x: v, v: force}, {k: 4.0, a: 0.5})
+    field = system.vector_field(learnable=["k", "a"])
+    y = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=F64, requires_grad=True)
+    out = field(torch.tensor(0.0, dtype=F64), y)[:, 1]
+    out.sum().backward()
+    sign = -1.0 if kind == "Min" else 1.0
+    expected = 0.0 if kind == "sign" else sign * 1.0  # d sqrt(4|x|)/dx at x = 1
+    torch.testing.assert_close(y.grad[:, 0], torch.tensor([0.0, expected], dtype=F64))
+    # The values are unchanged (exact here: sqrt(4 * 1) = 2).
+    values = [1.5 if kind == "sign" else sign * 2.0]
+    expected_out = torch.tensor([sign * 0.5] + values, dtype=F64)
+    torch.testing.assert_close(out.detach(), expected_out, rtol=0, atol=0)
+
+
 def test_identical_systems_share_one_compiled_kernel():
     x, k, t = sympy.symbols("x k t")
     first = compile_kernel([-k * x], [x], [k], t)

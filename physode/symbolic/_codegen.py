@@ -249,6 +249,10 @@ class _TorchPrinter:
             op = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}[expr.rel_op]
             return f"({self.print(expr.lhs)} {op} {self.print(expr.rhs)})"
         func = type(expr)
+        if func is sympy.sign and self.definitions is not None:
+            # sign's derivative is 0 wherever it has one: its argument passes no gradient, or
+            # 0 times the argument's own NaN or infinite derivative (sqrt(x) at x = 0) is NaN.
+            return f"{UNARY_FUNCTIONS[func]}({self._operand(expr.args[0])}.detach())"
         if func in UNARY_FUNCTIONS:
             return f"{UNARY_FUNCTIONS[func]}({self._tensor(expr.args[0])})"
         if func is sympy.atan2:
@@ -462,12 +466,41 @@ class _TorchPrinter:
     def _minmax(self, expr: sympy.Basic) -> str:
         fn = "torch.minimum" if isinstance(expr, sympy.Min) else "torch.maximum"
         args = [self._tensor(arg) for arg in expr.args]
+        if self.definitions is not None:
+            args = self._gated_arguments(expr, fn, args)
+        return self._minmax_of(fn, args)
+
+    @staticmethod
+    def _minmax_of(fn: str, args: list[str]) -> str:
         if len(args) > _LONG_CHAIN:  # the same calls, in one flat call
             return f"_fold({fn.split('.')[1]!r}, {', '.join(args)})"
         out = args[0]
         for arg in args[1:]:
             out = f"{fn}({out}, {arg})"
         return out
+
+    def _gated_arguments(self, expr: sympy.Basic, fn: str, args: list[str]) -> list[str]:
+        """The arguments of a ``Min`` or ``Max``, each gated as a ``Piecewise`` piece is.
+
+        ``torch.minimum``/``torch.maximum`` pass a zero gradient to an argument they do not
+        choose, which its own backward multiplies by its derivative there: NaN for
+        ``sqrt(k*Abs(x))`` at ``x = 0`` in ``Max(sqrt(k*Abs(x)), a)``, where ``a`` is chosen.
+        So each argument is printed by :meth:`_gated_branch`, its inputs passing no gradient
+        where another argument is chosen: ``arg < other`` for a ``Max`` (``arg > other`` for a
+        ``Min``), ``other`` being the other argument or, of more than two, the ``Min`` or
+        ``Max`` of all. A tie or a NaN compares False, so the argument keeps its gradient there,
+        as ``torch.maximum`` gives it (half of it on a tie). The values are unchanged.
+        """
+        if len(args) == 2:
+            others = [args[1], args[0]]
+        else:
+            whole = self._minmax_of(fn, args)
+            others = [whole] * len(args)
+        op = ">" if fn == "torch.minimum" else "<"
+        return [
+            self._gated_branch(arg, f"({text} {op} {other})", default=True)
+            for arg, text, other in zip(expr.args, args, others, strict=True)
+        ]
 
 
 #: SymPy function class -> Python ``math`` function, for the scalar fast path.
