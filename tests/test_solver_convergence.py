@@ -303,3 +303,16 @@ def test_a_tolerance_below_float32_resolution_is_raised_to_it_instead_of_grindin
     reference = physode.odeint(_van_der_pol, y0[0].double(), t, method="dop853", rtol=1e-12,
                                atol=1e-12)[-1]  # fmt: skip
     assert (tight.ys[-1, 0].double() - reference).abs().max() < 1e-4
+
+
+def test_a_runge_kutta_stepper_is_built_once_per_tableau(monkeypatch):
+    # make_stepper keeps one stepper per method (every solve asks for one); a tableau replaced
+    # in TABLEAUS gets a stepper of its own.
+    import dataclasses
+
+    from physode.solvers.tableau import TABLEAUS
+
+    assert make_stepper("dopri5") is make_stepper("dopri5")
+    replaced = dataclasses.replace(TABLEAUS["rk4"], b=(0.0, 0.0, 0.0, 1.0))
+    monkeypatch.setitem(TABLEAUS, "rk4", replaced)
+    assert make_stepper("rk4").tableau is replaced

@@ -92,10 +92,23 @@ def unknown_method(method: object, valid: Sequence[str] = (), kind: str = "metho
     return f"{message}; valid methods: {choices}"
 
 
+# One stepper per Runge-Kutta tableau, built once: it holds nothing of a solve (its stage terms
+# are worked out from the tableau when it is built), and every solve asks for one.
+_RUNGE_KUTTA: dict[str, RungeKutta] = {}
+
+
+def _runge_kutta(method: str) -> RungeKutta:
+    tableau = TABLEAUS[method]
+    stepper = _RUNGE_KUTTA.get(method)
+    if stepper is None or stepper.tableau is not tableau:  # a tableau replaced in TABLEAUS
+        stepper = _RUNGE_KUTTA[method] = RungeKutta(tableau)
+    return stepper
+
+
 def make_stepper(method: str, func: object = None):
     """The stepper object for a method name (symplectic methods check that ``func`` separates)."""
     if method in TABLEAUS:
-        return RungeKutta(TABLEAUS[method])
+        return _runge_kutta(method)
     if method in SYMPLECTIC_METHODS:
         return SYMPLECTIC_METHODS[method](check_separable(func, method))
     raise InvalidArgumentError(unknown_method(method))
