@@ -123,7 +123,16 @@ class ButcherTableau:
         """Weights ``w_i`` with ``y(t + theta h) = y + h * sum_i w_i k_i``."""
         if self.dense is None:
             raise ValueError(f"method {self.name!r} has no dense output")
-        return [sum(p * theta ** (j + 1) for j, p in enumerate(poly)) for poly in self.dense]
+        # Each power of theta once for all rows (the same numbers as raising theta for every
+        # term: a solve with dense output calls this at every output time).
+        powers = [theta ** (j + 1) for j in range(max(map(len, self.dense)))]
+        weights = []
+        for poly in self.dense:
+            w = 0  # summed in the polynomial's order, as sum() would
+            for p, power in zip(poly, powers):
+                w += p * power
+            weights.append(w)
+        return weights
 
 
 def _difference(x: tuple[float, ...], y: tuple[float, ...]) -> tuple[float, ...]:
