@@ -607,6 +607,32 @@ def test_hooks_on_the_layers_of_an_mlp_run_as_in_its_sequential():
     assert seen == [(5, 2), (5, 2)]
 
 
+def test_hooks_and_own_call_of_a_models_terms_run_though_forward_is_called_directly():
+    # Hybrid, PhysicsModel and NeuralODE call their terms' forward without nn.Module.__call__
+    # where it has nothing to do; hooks on a term, or a term's own __call__, still take effect.
+    class Doubled(nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def __call__(self, t, y):
+            return 2 * super().__call__(t, y)
+
+    physics = PhysicsModel("harmonic_oscillator", ["k"])
+    model = Hybrid(physics, Doubled())
+    y = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    t = torch.tensor(0.0, dtype=torch.float64)
+    plain = physics.system.rhs(t, y)
+    torch.testing.assert_close(model(t, y), plain - 2 * y, rtol=0, atol=0)
+    physics.field.register_forward_hook(lambda module, args, out: 3 * out)
+    torch.testing.assert_close(physics(t, y), 3 * plain, rtol=0, atol=0)
+    torch.testing.assert_close(model(t, y), 3 * plain - 2 * y, rtol=0, atol=0)
+    node = NeuralODE(2, width=4, depth=1).double()
+    seen = []
+    node.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    node(t, y)
+    assert seen == [(1, 2)]
+
+
 def test_a_models_repr_shows_the_settings_that_change_what_it_computes():
     # A printed APHYNITY hybrid read as a plain one, and a model learning per trajectory, a
     # time-dependent network or a separable HNN as their defaults.

@@ -11,6 +11,7 @@ from torch import nn
 from physode._checks import is_finite_real
 from physode._errors import InvalidArgumentError, UnsupportedError
 from physode.models._weights import refuse_a_checkpoint
+from physode.models.neural import call_module
 
 
 @dataclass(frozen=True)
@@ -222,10 +223,12 @@ class Hybrid(nn.Module):
             If the residual's output does not end in ``y``'s last dimension (one column, say,
             which the sum would add to every component of ``dy/dt``).
         """
-        physics = self.physics(t, y) if p is None else self.physics(t, y, p)
-        residual = self.residual(t, y)
+        physics = call_module(self.physics, t, y) if p is None else self.physics(t, y, p)
+        residual = call_module(self.residual, t, y)
         # The sum would broadcast a column to every component, or y to extra leading dimensions.
-        if residual.shape[-1:] != y.shape[-1:] or not _broadcasts_to(residual.shape, y.shape):
+        if residual.shape != y.shape and (
+            residual.shape[-1:] != y.shape[-1:] or not _broadcasts_to(residual.shape, y.shape)
+        ):
             raise _wrong_residual(self.residual, residual, y)
         return physics + residual
 

@@ -129,6 +129,19 @@ class MLP(nn.Module):
         return x
 
 
+def call_module(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    """``module(*args)``, calling ``forward`` directly where ``nn.Module.__call__`` would only add
+    its bookkeeping (a few µs, on every evaluation of a vector field): a module with hooks of its
+    own, or whose class defines its own ``__call__``, is called as usual (see
+    :meth:`MLP.forward`)."""
+    if has_hooks(module) or type(module).__call__ is not _MODULE_CALL:
+        return module(*args)
+    return module.forward(*args)
+
+
+_MODULE_CALL = nn.Module.__call__
+
+
 def has_hooks(layer: nn.Module) -> bool:
     """Whether ``layer`` has forward or backward hooks of its own, which only
     ``nn.Module.__call__`` runs (torch's global hooks are not looked at)."""
@@ -256,7 +269,7 @@ class NeuralODE(nn.Module):
             x = features
             if self.time_dependent:
                 x = torch.cat([x, _time_column(t, y)], dim=-1)
-            return self.net(x)
+            return call_module(self.net, x)
         except RuntimeError:
             # Checked only here, off the path of every evaluation: a state of the wrong size or
             # dtype fails inside the first layer with a message about matrices.

@@ -14,6 +14,7 @@ from torch.nn.utils import parametrize
 from physode._checks import converts_to_finite_real, is_int, is_switch
 from physode._errors import InvalidArgumentError
 from physode.models._weights import refuse_a_checkpoint
+from physode.models.neural import call_module
 from physode.symbolic._vector_field import warn_if_not_in_equations
 
 
@@ -452,7 +453,7 @@ class PhysicsModel(nn.Module):
         if p is None:
             if self.per_trajectory:
                 return self.system.rhs(t, y, self.parameter_vector().to(y.dtype))
-            return self.field(t, y)
+            return call_module(self.field, t, y)
         own = self.field.parameter_vector()
         if own.dtype != y.dtype or own.device != y.device:
             own = own.to(dtype=y.dtype, device=y.device)
