@@ -371,7 +371,8 @@ def _check_devices(func: Callable, params: Sequence[Tensor], y0: Tensor) -> None
     evaluation would copy it to the device and wait for the copy, and Opt-Disc's products would
     come back on the CPU.
     """
-    if isinstance(func, nn.Module):
+    if isinstance(func, nn.Module) and _off_device(func, y0.device):
+        # Named only now: building every name cost more than the check itself, on every solve.
         for name, tensor in [*func.named_parameters(), *func.named_buffers()]:
             if tensor.device != y0.device:
                 raise InvalidArgumentError(
@@ -384,6 +385,15 @@ def _check_devices(func: Callable, params: Sequence[Tensor], y0: Tensor) -> None
                 f"a parameter of func (shape {tuple(p.shape)}) is on {p.device} but y0 is on "
                 f"{y0.device}; put both on one device, e.g. func.to(y0.device) for a module"
             )
+
+
+def _off_device(module: nn.Module, device: torch.device) -> bool:
+    """Whether a parameter or buffer of ``module`` or of a module in it is not on ``device``."""
+    for m in module.modules():
+        for tensor in (*m._parameters.values(), *m._buffers.values()):
+            if tensor is not None and tensor.device != device:
+                return True
+    return False
 
 
 def _warn_random_layers(func: Callable, adaptive: bool, replays: bool) -> None:
