@@ -287,7 +287,13 @@ def _find_params(func: Callable, params: Sequence[Tensor] | None) -> list[Tensor
     found: list[Tensor] = []
     for holder in _holders(func):
         if isinstance(holder, nn.Module):
-            found.extend(p for p in holder.parameters() if p.requires_grad)
+            # holder.parameters()'s tensors in its order, without the names it builds for each.
+            found.extend(
+                p
+                for m in holder.modules()
+                for p in m._parameters.values()
+                if p is not None and p.requires_grad
+            )
         elif isinstance(holder, Tensor) and holder.requires_grad and holder.is_leaf:
             # A tensor computed from others (w2 = softplus(w)) is not one to differentiate: the
             # first evaluation's graph leads to the leaves behind it.
