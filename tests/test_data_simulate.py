@@ -65,12 +65,13 @@ def test_stored_states_are_the_solver_solution_from_the_stored_initial_state(noi
         for i in (0, 5):
             y0 = torch.as_tensor(data.states[i, 0])
             p = torch.as_tensor(data.params[i])
-            # The data's solve interpolates its outputs (dense output), at rtol = atol = 1e-8: it
-            # agrees with a far tighter solve to its tolerance (1e-9 measured), not to the bit.
+            # dop853's steps pass fewer than 3 of these 7 outputs, so the data's solve lands on
+            # each as this one does: the same steps, to rounding (its tolerances, scaled for the
+            # parameters carried in its state, measure the state alone).
             ys = physode.odeint(
-                lambda t, y, p=p: system.rhs(t, y, p), y0, t, method="dop853", rtol=1e-12, atol=1e-9
+                lambda t, y, p=p: system.rhs(t, y, p), y0, t, method="dop853", rtol=1e-8, atol=1e-8
             )
-            np.testing.assert_allclose(data.states[i], ys.numpy(), rtol=0, atol=2e-8)
+            np.testing.assert_allclose(data.states[i], ys.numpy(), rtol=0, atol=1e-12)
 
 
 def test_derivatives_invariants_and_noise_match_the_stored_states(noisy_sampled):
