@@ -112,6 +112,22 @@ def test_non_separable_systems_are_refused_saying_why(name, why, method):
     assert f"System {name!r}" in str(error.value) and why in str(error.value)
 
 
+def test_a_hamiltonian_whose_mass_depends_on_t_is_refused_for_its_kinetic_part_not_a_force():
+    forced = physode.System.from_hamiltonian(
+        "p**2 / 2 + q**2 / 2 - q * cos(t)", coordinates=["q"], momenta=["p"], name="forced"
+    )
+    assert forced.vector_field().separable  # a force that depends on t alone is separable
+    system = physode.System.from_hamiltonian(
+        "p**2 / (2 * (1 + t)) + q**2 / 2", coordinates=["q"], momenta=["p"], name="growing_mass"
+    )
+    with pytest.raises(physode.InvalidArgumentError, match="needs a separable system") as error:
+        physode.odeint(system.vector_field(), torch.tensor([1.0, 0.0], dtype=F64), [0.0, 1.0],
+                       method="leapfrog", step_size=0.1)  # fmt: skip
+    message = str(error.value)
+    assert "dq/dt = dH/dp depends on q or on t" in message
+    assert "depends on the momenta or on t" not in message
+
+
 def test_a_func_of_ones_own_without_a_split_is_told_how_to_declare_one():
     with pytest.raises(physode.InvalidArgumentError, match="func.separable = True"):
         physode.odeint(lambda t, y: -y, torch.ones(2, dtype=F64), [0.0, 1.0], method="leapfrog",

@@ -70,9 +70,10 @@ def _why_not_separable(func: object) -> str:
         return f"The vector field of {name!r} carries its parameters in the state."
     if form == "hamiltonian":
         return (
-            f"System {name!r} is not separable: its Hamiltonian is not T(p) + V(q) (a mass "
-            "that depends on q, or a coupling of q and p), or a force depends on the momenta "
-            "or on t."
+            f"System {name!r} is not separable: its Hamiltonian is not T(p) + V(q, t), so "
+            "dq/dt = dH/dp depends on q or on t (a mass that depends on q or on t, a coupling "
+            "of q and p), or a force depends on the momenta (a force or potential that depends "
+            "on t alone is separable)."
         )
     if form == "lagrangian":
         return (
