@@ -412,14 +412,12 @@ def integrate_per_sample(
         pairs = None  # for ACA: the outputs interpolated, by position among the accepted rows
         if n_passed:
             states = (passed, k_in, t_in, y_in, h_step, t, y)
-            ids, sub = rows, None
             if trace is not None:  # positions as in the trace
                 sub = flatnonzero(accept, count(n_accept))
             else:  # the rows that interpolate
                 sub = flatnonzero(between, count(n_between))
-            if sub is not None:
-                states = tuple(take(x, sub) for x in states)
-                ids = take(rows, sub)
+            states = tuple(take(x, sub) for x in states)
+            ids = take(rows, sub)
             if extend is not None:
                 _, _, t_s, y_s, h_s, _, _ = states
                 ks = stepper.dense_stages(
@@ -427,7 +425,7 @@ def integrate_per_sample(
                     [take(x, sub) for x in ks], take(f0, sub),
                 )  # fmt: skip
                 put_(extended, ids, take(extended, ids) + len(tab.dense_stages))
-            elif sub is not None:
+            else:
                 ks = [take(x, sub) for x in ks]
             if trace is None and n_passed == n_between:  # one output a row: the pairs are the rows
                 where, index = None, states[1]
